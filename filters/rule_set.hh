@@ -1,0 +1,103 @@
+/* Compiled rule sets: what the worker hook runs on every burst.
+ *
+ * A RuleSet is built once by compile() on the control thread (it may allocate
+ * and fail), then shared read-only by every worker through an atomic pointer.
+ * Each worker owns one Scratch; scratch is never shared between threads.
+ *
+ * A packet is captured when at least one rule matches. A rule matches when its
+ * expression (if any) accepts the packet AND (if it has patterns) at least one
+ * pattern occurs in the scanned bytes.
+ */
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dataplane/result.hh"
+
+namespace linecap::filters {
+
+/* One packet as the filters see it: contiguous bytes from the start of the
+ * link-layer header. caplen bytes are readable; wirelen is the original length. */
+struct Packet {
+    const uint8_t* data;
+    uint32_t caplen;
+    uint32_t wirelen;
+};
+
+enum class ScanScope : uint8_t {
+    kPayload,  // L4 payload (TCP/UDP data, else the IP payload); default
+    kFrame,    // the whole captured frame
+};
+
+/* What the user asked for: one named rule. Empty fields mean "not used"; a
+ * rule with nothing at all matches every packet. */
+struct RuleSpec {
+    std::string name;
+    std::string expression;             // pcap-filter syntax
+    std::vector<std::string> patterns;  // literal, or /regex/flags
+    std::string bpf_object;             // FILE[:PROGRAM], eBPF ELF object
+    ScanScope scope = ScanScope::kPayload;
+};
+
+struct CompileOptions {
+    int linktype = 1;  // DLT_EN10MB
+    uint32_t snaplen = 262144;
+    bool jit = true;   // false forces the interpreter
+};
+
+/* Per-rule counters kept by one worker. */
+struct alignas(64) RuleCounters {
+    uint64_t packets = 0;
+    uint64_t bytes = 0;
+};
+
+class RuleSet;
+
+/* Per-worker scratch for one RuleSet (Hyperscan scratch, counters). Create it
+ * with RuleSet::make_scratch() on the control thread, use it on one worker. */
+class Scratch {
+public:
+    virtual ~Scratch() = default;
+    /* Per-rule counters, indexed like RuleSet::rule_names(). Written only by
+     * the owning worker; other threads may read them (torn reads impossible on
+     * x86-64 for aligned 64-bit words). */
+    virtual std::span<const RuleCounters> counters() const = 0;
+};
+
+class RuleSet {
+public:
+    virtual ~RuleSet() = default;
+
+    /* Hot path, worker only. Sets verdict[i] to 1 (capture) or 0 for each of
+     * the n packets, bumps per-rule counters in `scratch`, and returns the
+     * number of packets captured. Never allocates, locks or makes syscalls. */
+    virtual uint32_t classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
+                                    Scratch& scratch) const = 0;
+
+    /* True when every packet matches (no rule has any condition); lets the
+     * worker skip classification entirely. */
+    virtual bool matches_everything() const = 0;
+
+    virtual std::vector<std::string> rule_names() const = 0;
+
+    /* A human description for `capd -d`: classic BPF, the eBPF that runs,
+     * whether the JIT is used, and the patterns. */
+    virtual std::string describe() const = 0;
+
+    /* Text naming the filter, for pcapng interface descriptions. */
+    virtual std::string filter_text() const = 0;
+
+    virtual std::unique_ptr<Scratch> make_scratch() const = 0;
+};
+
+/* Compiles a whole rule set as one unit. On failure nothing is returned and
+ * the message names the rule and repeats libpcap's, Hyperscan's or libbpf's
+ * own words. */
+Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> rules,
+                                               const CompileOptions& opts);
+
+}  // namespace linecap::filters
