@@ -5,34 +5,31 @@
  * picks one program and returns its instructions for EbpfVm (rte_bpf).
  * Control thread only; it allocates and reads the file.
  *
- * Calling convention of a program:
+ * Calling convention of a program (EbpfVm's VmArg::kPacket, ebpf_vm.hh):
  *   - r1 = const filters::Packet* { const uint8_t* data; uint32_t caplen;
- *     uint32_t wirelen; } (16 bytes; see filters/examples/linecap_bpf.h).
+ *     uint32_t wirelen; } (16 bytes; C declaration for programs in
+ *     filters/examples/linecap_bpf.h).
  *   - return non-zero to capture the packet, 0 to drop it.
  *   - the packet and the Packet struct are read-only. rte_bpf does not
  *     enforce this; a program that writes to them is wrong.
- *   - the program must check offsets against caplen itself.
+ *   - the program must compare every offset with caplen before it reads.
  *
  * What rte_bpf's load-time validator (DPDK 22.11) does with packet reads,
- * measured (tests/filters/bpf_object_test.cc, "Validator*" tests):
- *   - with prog_arg {RTE_BPF_ARG_PTR, size = sizeof(Packet)}, a value loaded
- *     from ctx->data is a plain scalar, and EVERY read through it is refused
- *     at load ("destination is not a pointer"). Such a context is useless.
- *   - with bpf_packet_arg() below, {RTE_BPF_ARG_PTR_MBUF, size =
- *     sizeof(Packet), buf_size = kBpfPacketWindow}, the validator treats the
- *     8-byte load at offset 0 (where rte_mbuf has buf_addr, and Packet has
- *     data) as a pointer to kBpfPacketWindow bytes. A read is accepted only
- *     when the validator can prove, from constants and comparisons with
- *     constants (both its signed and unsigned ranges), that it lies inside
- *     [0, kBpfPacketWindow). Offsets derived from header fields (IHL*4,
- *     TCP data offset) pass naturally; an offset only compared with caplen
- *     is refused at load.
- *   - the validator knows nothing of caplen: inside the window, a read past
- *     caplen is NOT caught at run time. It reads whatever bytes follow the
- *     frame. It is memory safe only if the VM guarantees kBpfPacketWindow
- *     readable bytes at data (e.g. by copying frames shorter than the window
- *     into a per-worker buffer of that size); it is correct only if the
- *     program compares its offsets with caplen.
+ * measured by the "Validator*" tests in tests/filters/bpf_object_test.cc:
+ *   - with the context declared {RTE_BPF_ARG_PTR, sizeof(Packet)}, a value
+ *     loaded from ctx->data is a plain scalar and EVERY read through it is
+ *     refused at load ("destination is not a pointer"); reads of the
+ *     Packet fields themselves outside its 16 bytes are refused too.
+ *   - EbpfVm therefore declares the context RTE_BPF_ARG_PTR_MBUF: the 8-byte
+ *     load at offset 0 (rte_mbuf's buf_addr, Packet's data) becomes a
+ *     pointer to buf_size bytes. The validator accepts a read only when it
+ *     can prove, from constants and comparisons with constants (signed and
+ *     unsigned ranges both), that it lies inside [0, buf_size). An offset
+ *     only compared with caplen is refused at load; offsets derived from
+ *     header fields (IHL*4, TCP data offset) pass.
+ *   - it knows nothing of caplen: a read past caplen but inside buf_size is
+ *     NOT caught, at load or at run time. It is unsafe (reads memory after
+ *     the frame). A program must check caplen itself.
  *   - BPF_LD_ABS/BPF_LD_IND would make rte_bpf treat the Packet as an
  *     rte_mbuf, so load_bpf_object() refuses them.
  */
@@ -49,17 +46,7 @@
 #include "dataplane/result.hh"
 #include "filters/rule_set.hh"
 
-struct rte_bpf_arg;  // <rte_bpf.h>
-
 namespace linecap::filters {
-
-/* Bytes at Packet::data a program may read (see above). */
-inline constexpr uint32_t kBpfPacketWindow = 512;
-
-/* The rte_bpf_prm::prog_arg that gives a program the convention above:
- * {RTE_BPF_ARG_PTR_MBUF, sizeof(Packet), kBpfPacketWindow}. Include
- * <rte_bpf.h> to call it. */
-rte_bpf_arg bpf_packet_arg();
 
 /* One program taken out of an ELF object. */
 struct BpfProgram {
