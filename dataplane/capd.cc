@@ -1,0 +1,121 @@
+/* capd: the capture daemon's composition root. Parses options, validates
+ * inputs, starts EAL, compiles the filter, and runs one Pipeline. */
+#include <rte_eal.h>
+#include <rte_errno.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <vector>
+
+#include "dataplane/eal.hh"
+#include "dataplane/list_sources.hh"
+#include "dataplane/options.hh"
+#include "dataplane/pipeline.hh"
+#include "dataplane/source.hh"
+#include "filters/rule_set.hh"
+
+using namespace linecap;
+using namespace linecap::dataplane;
+
+namespace {
+
+std::atomic<bool> g_signalled{false};
+
+void on_signal(int) { g_signalled.store(true); }
+
+int fail(const std::string& msg) {
+    std::fprintf(stderr, "capd: %s\n", msg.c_str());
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool exit_now = false;
+    auto parsed = parse_options(argc, argv, exit_now);
+    if (exit_now) return 0;
+    if (!parsed) return fail(parsed.error());
+    Options& o = *parsed;
+
+    if (o.list_sources) {
+        std::fputs(list_sources().c_str(), stdout);
+        return 0;
+    }
+
+    // Inputs first: a file that is not a capture is refused before EAL or
+    // any output exists.
+    int linktype = -1;
+    for (const auto& s : o.sources) {
+        int lt = 1;  // ports deliver Ethernet
+        if (s.kind == SourceSpec::Kind::kPcapFile) {
+            auto r = probe_pcap_file(s.arg);
+            if (!r) return fail(r.error());
+            lt = *r;
+        }
+        if (linktype < 0) linktype = lt;
+        if (lt != linktype && (!o.expression.empty() || !o.patterns.empty()))
+            return fail("sources have different link types; a filter needs one link type");
+    }
+    if (linktype < 0) linktype = 1;
+
+    size_t chunk_mb = (size_t(o.workers) * (o.ring_chunks + 2) + o.writers * 16 + 8) *
+                      o.chunk_kb / 1024;
+    size_t mbuf_mb = (o.sources.size() * o.workers * 1100 + 8192) * 2400 / (1 << 20);
+    size_t memory_mb = 128 + (o.rx_only ? 0 : chunk_mb) + mbuf_mb;
+    EalPlan plan = plan_eal(o, memory_mb);
+    std::vector<char*> eal_argv;
+    for (auto& a : plan.args) eal_argv.push_back(a.data());
+    eal_argv.push_back(nullptr);
+    if (rte_eal_init(static_cast<int>(eal_argv.size() - 1), eal_argv.data()) < 0)
+        return fail(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
+
+    filters::RuleSpec rule;
+    rule.name = "cli";
+    rule.expression = o.expression;
+    rule.patterns = o.patterns;
+    rule.bpf_object = o.bpf_object;
+    rule.scope = o.scan_scope;
+    filters::CompileOptions copts;
+    copts.linktype = linktype;
+    copts.snaplen = o.snaplen;
+    copts.jit = !o.no_jit;
+    auto rules = filters::compile(std::span(&rule, 1), copts);
+    if (!rules) {
+        rte_eal_cleanup();
+        return fail(rules.error());
+    }
+    if (o.dump_filter) {
+        std::fputs((*rules)->describe().c_str(), stdout);
+        rte_eal_cleanup();
+        return 0;
+    }
+
+    auto pipeline = Pipeline::create(o, *rules, &g_signalled);
+    if (!pipeline) {
+        rte_eal_cleanup();
+        return fail(pipeline.error());
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+
+    (*pipeline)->start();
+    (*pipeline)->wait();
+    Summary s = (*pipeline)->finish();
+    pipeline->reset();
+
+    if (!o.quiet) std::fputs(summary_text(s).c_str(), stderr);
+    int rc = s.errors.empty() ? 0 : 1;
+    if (!o.stats_json.empty()) {
+        std::ofstream out(o.stats_json);
+        out << summary_json(s);
+        if (!out) rc = fail(o.stats_json + ": cannot write the summary");
+    }
+    rte_eal_cleanup();
+    return rc;
+}

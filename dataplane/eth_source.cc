@@ -1,0 +1,134 @@
+/* Port sources: DPDK ethdev ports (PCI NICs and the af_packet, af_xdp and
+ * null virtual devices). Cold setup code plus a one-line hot rx_burst. */
+#include <rte_ethdev.h>
+
+#include <cstring>
+
+#include "dataplane/source.hh"
+
+namespace linecap::dataplane {
+namespace {
+
+constexpr uint16_t kRxDescriptors = 1024;
+
+class EthSource final : public Source {
+public:
+    EthSource(uint16_t port, std::string name, uint16_t queues, uint32_t ts_scale)
+        : port_(port) {
+        name_ = std::move(name);
+        queues_ = queues;
+        ts_scale_ = ts_scale;
+    }
+    ~EthSource() override {
+        rte_eth_dev_stop(port_);
+        rte_eth_dev_close(port_);
+    }
+    uint16_t rx_burst(uint16_t q, rte_mbuf** pkts, uint16_t n) override {
+        return rte_eth_rx_burst(port_, q, pkts, n);
+    }
+    bool finished(uint16_t) const override { return false; }
+    SourceCounters counters() const override {
+        struct rte_eth_stats st;
+        SourceCounters c;
+        if (rte_eth_stats_get(port_, &st) == 0) {
+            c.packets = st.ipackets;
+            c.imissed = st.imissed;
+            c.ierrors = st.ierrors;
+            c.nombuf = st.rx_nombuf;
+        }
+        return c;
+    }
+    void stop() override { rte_eth_dev_stop(port_); }
+
+private:
+    uint16_t port_;
+};
+
+std::string errstr(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
+
+}  // namespace
+
+std::string eal_device_name(const SourceSpec& spec, unsigned index) {
+    switch (spec.kind) {
+        case SourceSpec::Kind::kPci: return spec.arg;
+        case SourceSpec::Kind::kAfXdp: return "net_af_xdp" + std::to_string(index);
+        case SourceSpec::Kind::kAfPacket: return "net_af_packet" + std::to_string(index);
+        case SourceSpec::Kind::kNull: return "net_null" + std::to_string(index);
+        case SourceSpec::Kind::kPcapFile: break;
+    }
+    return "";
+}
+
+std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues) {
+    std::string name = eal_device_name(spec, index);
+    switch (spec.kind) {
+        case SourceSpec::Kind::kPci: return spec.arg;
+        case SourceSpec::Kind::kAfXdp:
+            return name + ",iface=" + spec.arg + ",queue_count=" + std::to_string(queues);
+        case SourceSpec::Kind::kAfPacket:
+            // qpairs > 1 joins the sockets in a PACKET_FANOUT_HASH group.
+            return name + ",iface=" + spec.arg + ",qpairs=" + std::to_string(queues) +
+                   ",framecnt=4096,blocksz=4096,framesz=2048";
+        case SourceSpec::Kind::kNull:
+            return name + ",size=" + std::to_string(spec.size) + ",copy=0";
+        case SourceSpec::Kind::kPcapFile: break;
+    }
+    return "";
+}
+
+Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
+                                                uint16_t queues, rte_mempool* pool) {
+    const std::string devname = eal_device_name(spec, index);
+    uint16_t port;
+    if (rte_eth_dev_get_port_by_name(devname.c_str(), &port) != 0)
+        return make_error("source '" + spec.text + "': no such device" +
+                          (spec.kind == SourceSpec::Kind::kPci
+                               ? " (is it bound to vfio-pci?)"
+                               : " (does the interface exist?)"));
+
+    struct rte_eth_dev_info info;
+    int rc = rte_eth_dev_info_get(port, &info);
+    if (rc != 0) return make_error("source '" + spec.text + "': " + errstr(rc));
+    if (queues > info.max_rx_queues) queues = info.max_rx_queues;
+    if (queues == 0) return make_error("source '" + spec.text + "': port has no receive queue");
+
+    struct rte_eth_conf conf;
+    std::memset(&conf, 0, sizeof(conf));
+    uint64_t rss = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+    if (queues > 1 && rss != 0) {
+        conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+        conf.rx_adv_conf.rss_conf.rss_hf = rss;
+    }
+    // Scatter lets jumbo frames arrive as chained mbufs where the port can.
+    if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER)
+        conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+
+    // Ports that cannot run receive-only get one transmit queue they never use.
+    uint16_t txq = info.max_tx_queues > 0 ? 1 : 0;
+    if (spec.kind == SourceSpec::Kind::kAfPacket || spec.kind == SourceSpec::Kind::kAfXdp)
+        txq = queues;  // these PMDs pair queues
+    rc = rte_eth_dev_configure(port, queues, txq, &conf);
+    if (rc != 0) return make_error("source '" + spec.text + "': configure: " + errstr(rc));
+    uint16_t nb_rxd = kRxDescriptors, nb_txd = 512;
+    (void)rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rxd, &nb_txd);
+    int socket = rte_eth_dev_socket_id(port);
+    for (uint16_t q = 0; q < queues; q++) {
+        rc = rte_eth_rx_queue_setup(port, q, nb_rxd, socket < 0 ? SOCKET_ID_ANY : socket, nullptr,
+                                    pool);
+        if (rc != 0) return make_error("source '" + spec.text + "': rx queue: " + errstr(rc));
+    }
+    for (uint16_t q = 0; q < txq; q++) {
+        rc = rte_eth_tx_queue_setup(port, q, nb_txd, socket < 0 ? SOCKET_ID_ANY : socket, nullptr);
+        if (rc != 0) return make_error("source '" + spec.text + "': tx queue: " + errstr(rc));
+    }
+    rc = rte_eth_dev_start(port);
+    if (rc != 0) return make_error("source '" + spec.text + "': start: " + errstr(rc));
+    (void)rte_eth_promiscuous_enable(port);
+
+    // The only port whose timestamp dynfield we can vouch for is net_pcap's
+    // (microseconds). Other ports are stamped from the TSC at receive.
+    uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
+    return std::unique_ptr<Source>(new EthSource(port, spec.text, queues, ts_scale));
+}
+
+}  // namespace linecap::dataplane

@@ -1,0 +1,174 @@
+#include "dataplane/options.hh"
+
+#include <CLI/CLI.hpp>
+#include <regex>
+
+namespace linecap::dataplane {
+
+Result<SourceSpec> parse_source(const std::string& text) {
+    SourceSpec s;
+    s.text = text;
+    auto rest = [&](size_t n) { return text.substr(n); };
+    if (text.rfind("pcap:", 0) == 0) {
+        s.kind = SourceSpec::Kind::kPcapFile;
+        s.arg = rest(5);
+        const std::string loop = ",loop";
+        if (s.arg.size() > loop.size() &&
+            s.arg.compare(s.arg.size() - loop.size(), loop.size(), loop) == 0) {
+            s.loop = true;
+            s.arg.resize(s.arg.size() - loop.size());
+        }
+        if (s.arg.empty()) return make_error("source '" + text + "': pcap: needs a file name");
+        return s;
+    }
+    if (text.rfind("af_packet:", 0) == 0 || text.rfind("af_xdp:", 0) == 0) {
+        bool xdp = text[3] == 'x';
+        s.kind = xdp ? SourceSpec::Kind::kAfXdp : SourceSpec::Kind::kAfPacket;
+        s.arg = rest(xdp ? 7 : 10);
+        if (s.arg.empty() || s.arg.find_first_of(",= ") != std::string::npos)
+            return make_error("source '" + text + "': expected an interface name");
+        return s;
+    }
+    if (text == "null" || text.rfind("null:", 0) == 0) {
+        s.kind = SourceSpec::Kind::kNull;
+        if (text.size() > 5) {
+            try {
+                size_t pos;
+                unsigned long v = std::stoul(rest(5), &pos);
+                if (pos != text.size() - 5 || v < 14 || v > 9000) throw std::out_of_range("size");
+                s.size = static_cast<uint32_t>(v);
+            } catch (const std::exception&) {
+                return make_error("source '" + text + "': null size must be 14..9000 bytes");
+            }
+        }
+        return s;
+    }
+    static const std::regex pci(
+        "^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\\.[0-7]$");
+    if (std::regex_match(text, pci)) {
+        s.kind = SourceSpec::Kind::kPci;
+        s.arg = text;
+        return s;
+    }
+    return make_error("unknown source '" + text +
+                      "' (expected a PCI address, af_xdp:IFACE, af_packet:IFACE, "
+                      "pcap:FILE[,loop] or null[:SIZE])");
+}
+
+Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
+    exit_now = false;
+    Options o;
+    std::vector<std::string> sources, expr_words;
+    std::string format = "pcap";
+    bool nano = false;
+    std::string scope = "payload";
+    std::string mode_text;
+
+    CLI::App app{"capd: capture packets from DPDK sources into rotating pcap/pcapng files",
+                 "capd"};
+    app.set_version_flag("--version", "capd 0.1.0");
+    app.add_option("-i", sources,
+                   "source: PCI address, af_xdp:IFACE, af_packet:IFACE, pcap:FILE[,loop], "
+                   "null[:SIZE] (repeatable)")
+        ->allow_extra_args(false);
+    app.add_option("-w", o.write_path, "output file (tcpdump naming with -C/-G/-W)");
+    app.add_option("-C", o.rotate_mb, "rotate after MB millions of bytes");
+    app.add_option("-G", o.rotate_seconds, "rotate every SECONDS (strftime in -w)");
+    app.add_option("-W", o.max_files, "keep at most COUNT files, deleting the oldest");
+    app.add_option("-z", o.post_rotate_cmd, "run CMD FILE on each closed file");
+    app.add_option("-s", o.snaplen, "snapshot length (0 = 262144)");
+    app.add_option("-c", o.count, "stop after writing COUNT packets");
+    app.add_option("--duration", o.duration, "stop after SECONDS");
+    app.add_option("--format", format, "pcap or pcapng")->check(CLI::IsMember({"pcap", "pcapng"}));
+    app.add_flag("--nano", nano, "nanosecond timestamps in pcap files");
+    app.add_option("--workers", o.workers, "worker lcores");
+    app.add_option("--writers", o.writers, "storage lcores");
+    app.add_option("--pattern", o.patterns, "payload pattern: literal or /regex/flags (repeatable)")
+        ->allow_extra_args(false);
+    app.add_option("--scan", scope, "where patterns are searched: payload or frame")
+        ->check(CLI::IsMember({"payload", "frame"}));
+    app.add_option("--bpf-object", o.bpf_object, "eBPF ELF object FILE[:PROGRAM]");
+    app.add_option("--ctl", o.ctl_path, "control socket path");
+    app.add_option("--stats-json", o.stats_json, "write the final summary as JSON to FILE");
+    app.add_flag("-d", o.dump_filter, "print the compiled filter and exit");
+    app.add_flag("-D", o.list_sources, "list capture sources and exit");
+    app.add_flag("-q,--quiet", o.quiet, "no summary on stderr");
+    app.add_flag("--rx-only", o.rx_only, "receive and free only (baseline measurement)");
+    app.add_flag("--no-jit", o.no_jit, "run filters in the interpreter");
+    app.add_option("--eal", o.eal_extra, "extra EAL arguments");
+    app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
+    app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");
+    app.add_option("--ring-chunks", o.ring_chunks, "chunks each worker ring holds");
+    app.add_option("--file-mode", mode_text, "octal mode of output files (default 0640)");
+    app.add_option("--test-writer-delay-us", o.test_writer_delay_us)->group("");
+    app.add_option("expression", expr_words, "pcap-filter expression");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        exit_now = true;
+        app.exit(e);
+        return o;
+    } catch (const CLI::CallForVersion& e) {
+        exit_now = true;
+        app.exit(e);
+        return o;
+    } catch (const CLI::ParseError& e) {
+        return make_error(e.what());
+    }
+
+    for (const auto& w : expr_words) o.expression += (o.expression.empty() ? "" : " ") + w;
+    for (const auto& t : sources) {
+        auto s = parse_source(t);
+        if (!s) return make_error(s.error());
+        o.sources.push_back(*s);
+    }
+    if (format == "pcapng")
+        o.format = storage::Format::kPcapng;
+    else
+        o.format = nano ? storage::Format::kPcapNano : storage::Format::kPcapMicro;
+    o.scan_scope = scope == "frame" ? filters::ScanScope::kFrame : filters::ScanScope::kPayload;
+    if (!mode_text.empty()) {
+        try {
+            size_t pos;
+            unsigned long m = std::stoul(mode_text, &pos, 8);
+            if (pos != mode_text.size() || m > 0777) throw std::out_of_range("mode");
+            o.file_mode = static_cast<uint32_t>(m);
+        } catch (const std::exception&) {
+            return make_error("--file-mode: expected an octal mode such as 0640");
+        }
+    }
+    if (o.snaplen == 0) o.snaplen = 262144;
+
+    // Checks that need no system state. Contradictions are errors, as tcpdump.
+    if (o.list_sources) return o;
+    if (o.sources.empty() && !o.dump_filter) return make_error("no capture source: give -i SOURCE");
+    if (o.dump_filter) return o;
+    if (o.write_path.empty() && !o.rx_only) return make_error("no output file: give -w FILE");
+    if (o.write_path == "-") return make_error("-w -: writing to standard output is not supported");
+    if (o.rotate_mb < 0 || (app.count("-C") && o.rotate_mb <= 0))
+        return make_error("-C: file size must be positive");
+    if (o.max_files > 0 && o.rotate_mb == 0 && o.rotate_seconds == 0)
+        return make_error("-W needs -C or -G");
+    if (app.count("-W") && o.max_files == 0) return make_error("-W: count must be positive");
+    if (app.count("-G") && o.rotate_seconds == 0) return make_error("-G: seconds must be positive");
+    if (app.count("-c") && o.count == 0) return make_error("-c: count must be positive");
+    if (o.duration < 0 || (app.count("--duration") && o.duration == 0))
+        return make_error("--duration: seconds must be positive");
+    if (o.workers == 0 || o.workers > 64) return make_error("--workers: 1..64");
+    if (o.writers == 0 || o.writers > 64) return make_error("--writers: 1..64");
+    if (o.writers > o.workers)
+        return make_error("--writers " + std::to_string(o.writers) + " exceeds --workers " +
+                          std::to_string(o.workers) + ": each writer needs a worker");
+    if (nano && o.format == storage::Format::kPcapng)
+        return make_error("--nano applies to --format pcap; pcapng is always nanosecond");
+    if (o.chunk_kb < 64 || o.chunk_kb > 65536) return make_error("--chunk-kb: 64..65536");
+    if (uint64_t(o.chunk_kb) * 1024 < uint64_t(o.snaplen) + storage::kMaxRecordOverhead)
+        return make_error("--chunk-kb must hold one record of snaplen " +
+                          std::to_string(o.snaplen) + " bytes");
+    if (o.ring_chunks < 2 || o.ring_chunks > 65536) return make_error("--ring-chunks: 2..65536");
+    if (o.flush_ms == 0) return make_error("--flush-ms must be positive");
+    return o;
+}
+
+}  // namespace linecap::dataplane

@@ -1,0 +1,65 @@
+/* capd's command line: parsing and validation into Options.
+ *
+ * Spellings follow tcpdump where tcpdump has the option (-i -w -C -G -W -z -s
+ * -c -d -D) and ../BRIEF's contract elsewhere. Cold code, control thread.
+ */
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dataplane/result.hh"
+#include "filters/rule_set.hh"
+#include "storage/format.hh"
+
+namespace linecap::dataplane {
+
+struct SourceSpec {
+    enum class Kind { kPci, kAfXdp, kAfPacket, kPcapFile, kNull };
+    Kind kind;
+    std::string text;  // as the user wrote it, e.g. "pcap:in.pcap,loop"
+    std::string arg;   // PCI address, interface or file
+    bool loop = false;
+    uint32_t size = 64;  // null: frame size
+};
+
+Result<SourceSpec> parse_source(const std::string& text);
+
+struct Options {
+    std::vector<SourceSpec> sources;
+    std::string write_path;       // -w
+    double rotate_mb = 0;         // -C (millions of bytes, as tcpdump)
+    uint32_t rotate_seconds = 0;  // -G
+    uint32_t max_files = 0;       // -W
+    std::string post_rotate_cmd;  // -z
+    uint32_t snaplen = 262144;    // -s
+    uint64_t count = 0;           // -c
+    double duration = 0;          // --duration
+    storage::Format format = storage::Format::kPcapMicro;
+    unsigned workers = 1;
+    unsigned writers = 1;
+    std::string expression;
+    std::vector<std::string> patterns;
+    std::string bpf_object;
+    filters::ScanScope scan_scope = filters::ScanScope::kPayload;
+    std::string ctl_path;
+    std::string stats_json;
+    bool dump_filter = false;   // -d
+    bool list_sources = false;  // -D
+    bool quiet = false;
+    bool rx_only = false;       // --rx-only: bare receive loop, for baselines
+    bool no_jit = false;
+    std::string eal_extra;
+    uint32_t chunk_kb = 1024;
+    uint32_t flush_ms = 100;
+    uint32_t ring_chunks = 64;
+    uint32_t file_mode = 0640;
+    uint32_t test_writer_delay_us = 0;
+};
+
+/* Parses argv. Returns the options, or an error line. `--help` and
+ * `--version` print and set exit_now (exit status 0). */
+Result<Options> parse_options(int argc, char** argv, bool& exit_now);
+
+}  // namespace linecap::dataplane

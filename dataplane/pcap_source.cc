@@ -1,0 +1,196 @@
+/* pcap:FILE sources: capture files read with libpcap at nanosecond precision.
+ *
+ * net_pcap would truncate timestamps to microseconds and lose the original
+ * length of snaplen-cut frames, so capd reads the file itself and carries both
+ * in mbuf dynamic fields. ,loop replays the file forever, shifting timestamps
+ * by the file's span each round so time keeps moving forward.
+ */
+#include <pcap/pcap.h>
+#include <rte_errno.h>
+
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "dataplane/source.hh"
+
+namespace linecap::dataplane {
+namespace {
+
+pcap_t* open_nano(const std::string& path, std::string& err) {
+    char errbuf[PCAP_ERRBUF_SIZE] = "";
+    pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO,
+                                                        errbuf);
+    if (!p) err = errbuf;
+    return p;
+}
+
+class PcapFileSource final : public Source {
+public:
+    PcapFileSource(const SourceSpec& spec, pcap_t* p, rte_mempool* pool, const MbufFields& f)
+        : path_(spec.arg), loop_(spec.loop), p_(p), pool_(pool), fields_(f) {
+        name_ = spec.text;
+        linktype_ = static_cast<uint16_t>(pcap_datalink(p));
+        snaplen_ = static_cast<uint32_t>(pcap_snapshot(p));
+        source_ts_ = true;
+    }
+    ~PcapFileSource() override {
+        if (p_) pcap_close(p_);
+    }
+
+    uint16_t rx_burst(uint16_t, rte_mbuf** pkts, uint16_t n) override {
+        uint16_t got = 0;
+        if (pending_) {
+            rte_mbuf* m = to_mbuf(&pending_hdr_, pending_buf_.data());
+            if (!m) return 0;
+            pending_ = false;
+            pkts[got++] = m;
+            read_.fetch_add(1, std::memory_order_relaxed);
+        }
+        while (got < n && !done_) {
+            struct pcap_pkthdr* h;
+            const u_char* data;
+            int rc = pcap_next_ex(p_, &h, &data);
+            if (rc == 1) {
+                rte_mbuf* m = to_mbuf(h, data);
+                if (!m) {
+                    // No mbuf: keep a copy for the next call, never lose it.
+                    pending_ = true;
+                    pending_hdr_ = *h;
+                    pending_buf_.assign(data, data + h->caplen);
+                    break;
+                }
+                pkts[got++] = m;
+                read_.fetch_add(1, std::memory_order_relaxed);
+                offset_ = pcap_file(p_) ? ftell(pcap_file(p_)) : offset_;
+            } else if (rc == PCAP_ERROR_BREAK) {
+                if (!loop_ || read_in_round_ == 0) {
+                    done_ = true;
+                    break;
+                }
+                reopen();
+            } else {
+                char msg[512];
+                snprintf(msg, sizeof(msg), "%s: damaged after packet %llu (byte offset %ld): %s",
+                         path_.c_str(), static_cast<unsigned long long>(read_.load()), offset_,
+                         pcap_geterr(p_));
+                error_ = msg;
+                done_ = true;
+                break;
+            }
+        }
+        return got;
+    }
+
+    bool finished(uint16_t) const override { return done_; }
+    std::string error() const override { return done_ ? error_ : std::string(); }
+    SourceCounters counters() const override {
+        SourceCounters c;
+        c.packets = read_.load(std::memory_order_relaxed);
+        // nombuf_ counts retries, not losses: a file source never drops.
+        return c;
+    }
+
+private:
+    rte_mbuf* to_mbuf(const struct pcap_pkthdr* h, const u_char* data) {
+        rte_mbuf* head = rte_pktmbuf_alloc(pool_);
+        if (!head) {
+            nombuf_.fetch_add(1, std::memory_order_relaxed);
+            return nullptr;
+        }
+        uint32_t left = h->caplen;
+        const u_char* src = data;
+        rte_mbuf* seg = head;
+        for (;;) {
+            uint16_t room = rte_pktmbuf_tailroom(seg);
+            uint16_t take = static_cast<uint16_t>(left < room ? left : room);
+            std::memcpy(rte_pktmbuf_mtod(seg, uint8_t*), src, take);
+            seg->data_len = take;
+            head->pkt_len += take;
+            left -= take;
+            src += take;
+            if (left == 0) break;
+            rte_mbuf* next = rte_pktmbuf_alloc(pool_);
+            if (!next || rte_pktmbuf_chain(head, next) != 0) {
+                if (next) rte_pktmbuf_free(next);
+                rte_pktmbuf_free(head);
+                nombuf_.fetch_add(1, std::memory_order_relaxed);
+                return nullptr;
+            }
+            seg = next;
+        }
+        uint64_t ts = static_cast<uint64_t>(h->ts.tv_sec) * 1000000000ull +
+                      static_cast<uint64_t>(h->ts.tv_usec);  // tv_usec holds ns here
+        if (read_in_round_ == 0 && round_ == 0) first_ts_ = ts;
+        last_ts_ = ts;
+        *RTE_MBUF_DYNFIELD(head, fields_.ts_offset, uint64_t*) = ts + shift_;
+        head->ol_flags |= fields_.ts_flag;
+        *RTE_MBUF_DYNFIELD(head, fields_.wirelen_offset, uint32_t*) =
+            h->len != h->caplen ? h->len : 0;
+        read_in_round_++;
+        return head;
+    }
+
+    void reopen() {
+        std::string err;
+        pcap_close(p_);
+        p_ = open_nano(path_, err);
+        if (!p_) {
+            error_ = path_ + ": reopening for loop: " + err;
+            done_ = true;
+            return;
+        }
+        round_++;
+        shift_ += (last_ts_ - first_ts_) + 1000;
+        read_in_round_ = 0;
+    }
+
+    std::string path_;
+    bool loop_;
+    pcap_t* p_;
+    rte_mempool* pool_;
+    MbufFields fields_;
+    bool done_ = false;
+    bool pending_ = false;
+    struct pcap_pkthdr pending_hdr_ {};
+    std::vector<u_char> pending_buf_;
+    std::string error_;
+    long offset_ = 24;
+    uint64_t round_ = 0, read_in_round_ = 0;
+    uint64_t first_ts_ = 0, last_ts_ = 0, shift_ = 0;
+    std::atomic<uint64_t> read_{0};
+    std::atomic<uint64_t> nombuf_{0};
+};
+
+}  // namespace
+
+Result<int> probe_pcap_file(const std::string& path) {
+    std::string err;
+    pcap_t* p = open_nano(path, err);
+    if (!p) return make_error("pcap:" + path + ": " + err);
+    int lt = pcap_datalink(p);
+    pcap_close(p);
+    return lt;
+}
+
+Result<std::unique_ptr<Source>> open_pcap_file_source(const SourceSpec& spec, rte_mempool* pool,
+                                                      const MbufFields& fields) {
+    std::string err;
+    pcap_t* p = open_nano(spec.arg, err);
+    if (!p) return make_error("pcap:" + spec.arg + ": " + err);
+    return std::unique_ptr<Source>(new PcapFileSource(spec, p, pool, fields));
+}
+
+Result<MbufFields> MbufFields::register_fields() {
+    MbufFields f;
+    if (rte_mbuf_dyn_rx_timestamp_register(&f.ts_offset, &f.ts_flag) != 0)
+        return make_error(std::string("mbuf timestamp field: ") + rte_strerror(rte_errno));
+    static const struct rte_mbuf_dynfield wirelen_desc = {
+        "linecap_dynfield_wirelen", sizeof(uint32_t), alignof(uint32_t), 0};
+    f.wirelen_offset = rte_mbuf_dynfield_register(&wirelen_desc);
+    if (f.wirelen_offset < 0)
+        return make_error(std::string("mbuf wire length field: ") + rte_strerror(rte_errno));
+    return f;
+}
+
+}  // namespace linecap::dataplane

@@ -1,0 +1,104 @@
+/* Capture sources: what a worker receives from.
+ *
+ * A Source has one or more receive queues. EthSource wraps a DPDK port (PCI,
+ * af_packet, af_xdp, null); PcapFileSource reads a capture file itself with
+ * libpcap at nanosecond precision, so that the file's timestamps and original
+ * wire lengths survive (DPDK's net_pcap keeps neither).
+ *
+ * Every mbuf a source returns carries, in dynamic fields:
+ *  - the receive timestamp in wall-clock ns, with MbufFields::ts_flag set in
+ *    ol_flags, when the source knows it (file timestamps); otherwise the
+ *    worker stamps the burst from the TSC;
+ *  - the original wire length when it differs from pkt_len.
+ *
+ * Setup and counters(): control thread. rx_burst(): the one worker that owns
+ * the queue. The mbufs returned belong to the caller.
+ */
+#pragma once
+
+#include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "dataplane/options.hh"
+#include "dataplane/result.hh"
+
+namespace linecap::dataplane {
+
+/* Offsets of the mbuf dynamic fields capd uses. Registered once at start. */
+struct MbufFields {
+    int ts_offset = -1;     // rte_mbuf_timestamp_t, ns since the epoch
+    uint64_t ts_flag = 0;   // ol_flags bit: timestamp valid
+    int wirelen_offset = -1;  // uint32_t original length, 0 = pkt_len
+
+    static Result<MbufFields> register_fields();
+
+    uint64_t timestamp(const rte_mbuf* m) const {
+        return *RTE_MBUF_DYNFIELD(m, ts_offset, const uint64_t*);
+    }
+    uint32_t wirelen(const rte_mbuf* m) const {
+        uint32_t w = *RTE_MBUF_DYNFIELD(m, wirelen_offset, const uint32_t*);
+        return w ? w : m->pkt_len;
+    }
+};
+
+struct SourceCounters {
+    uint64_t packets = 0;  // delivered to workers (as the port counts them)
+    uint64_t imissed = 0;
+    uint64_t ierrors = 0;
+    uint64_t nombuf = 0;
+};
+
+class Source {
+public:
+    virtual ~Source() = default;
+    const std::string& name() const { return name_; }
+    uint16_t queues() const { return queues_; }
+    uint16_t linktype() const { return linktype_; }
+    uint32_t snaplen() const { return snaplen_; }
+    /* Packets whose timestamps come from the source, in ns (file sources). */
+    bool source_timestamps() const { return source_ts_; }
+    /* Multiplier that turns the port's timestamp dynfield into ns, or 0 when
+     * the port's timestamps are unusable and the TSC is used. */
+    uint32_t ts_scale() const { return ts_scale_; }
+
+    /* Hot: up to n packets from queue q. */
+    virtual uint16_t rx_burst(uint16_t q, rte_mbuf** pkts, uint16_t n) = 0;
+    /* A finite source says when queue q has no more packets. */
+    virtual bool finished(uint16_t q) const = 0;
+    /* Damaged input: the message says where. Empty when fine. */
+    virtual std::string error() const { return ""; }
+    virtual SourceCounters counters() const = 0;
+    virtual void stop() {}
+
+protected:
+    std::string name_;
+    uint16_t queues_ = 1;
+    uint16_t linktype_ = 1;
+    uint32_t snaplen_ = 262144;
+    bool source_ts_ = false;
+    uint32_t ts_scale_ = 0;
+};
+
+/* Opens a capture file for pcap:FILE. Validates it (a file that is not a
+ * capture is refused here, before any output exists). */
+Result<std::unique_ptr<Source>> open_pcap_file_source(const SourceSpec& spec, rte_mempool* pool,
+                                                      const MbufFields& fields);
+/* Checks that FILE is a readable capture; returns its link type. */
+Result<int> probe_pcap_file(const std::string& path);
+
+/* The EAL --vdev / -a argument for a port source (empty for pcap files). */
+std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues);
+/* DPDK's device name for that source (to find its port id). */
+std::string eal_device_name(const SourceSpec& spec, unsigned index);
+
+/* Configures and starts the DPDK port of a port source, with `queues` receive
+ * queues spread by RSS where the port supports it. */
+Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
+                                                uint16_t queues, rte_mempool* pool);
+
+}  // namespace linecap::dataplane

@@ -1,0 +1,84 @@
+#include "dataplane/summary.hh"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+namespace linecap::dataplane {
+
+std::string summary_text(const Summary& s) {
+    char buf[1024];
+    std::string out;
+    double mpps = s.elapsed_s > 0 ? s.received / s.elapsed_s / 1e6 : 0;
+    snprintf(buf, sizeof(buf),
+             "capd: %llu packets received, %llu filtered out, %llu written (%llu bytes in %llu "
+             "file%s) in %.3f s (%.3f Mpps)\n",
+             (unsigned long long)s.received, (unsigned long long)s.filtered_out,
+             (unsigned long long)s.written, (unsigned long long)s.bytes_written,
+             (unsigned long long)s.files, s.files == 1 ? "" : "s", s.elapsed_s, mpps);
+    out += buf;
+    if (s.over_limit)
+        out += "capd: " + std::to_string(s.over_limit) + " packets past the -c limit not written\n";
+    snprintf(buf, sizeof(buf),
+             "capd: dropped %llu: nic-imissed %llu, nic-ierrors %llu, nic-nombuf %llu, ring-full "
+             "%llu, writer-slow %llu, disk %llu%s\n",
+             (unsigned long long)s.drops.total(), (unsigned long long)s.drops.nic_imissed,
+             (unsigned long long)s.drops.nic_ierrors, (unsigned long long)s.drops.nic_nombuf,
+             (unsigned long long)s.drops.ring_full, (unsigned long long)s.drops.writer_slow,
+             (unsigned long long)s.drops.disk,
+             s.drops.paused ? (", paused " + std::to_string(s.drops.paused)).c_str() : "");
+    out += buf;
+    for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
+    return out;
+}
+
+std::string summary_json(const Summary& s) {
+    using nlohmann::json;
+    json j;
+    j["elapsed_s"] = s.elapsed_s;
+    j["packets_received"] = s.received;
+    j["packets_filtered_out"] = s.filtered_out;
+    j["packets_over_limit"] = s.over_limit;
+    j["packets_written"] = s.written;
+    j["bytes_written"] = s.bytes_written;
+    j["bytes_received"] = s.packet_bytes;
+    j["files_written"] = s.files;
+    j["hugepages"] = s.hugepages;
+    j["drops"] = {{"nic_imissed", s.drops.nic_imissed}, {"nic_ierrors", s.drops.nic_ierrors},
+                  {"nic_nombuf", s.drops.nic_nombuf},   {"ring_full", s.drops.ring_full},
+                  {"writer_slow", s.drops.writer_slow}, {"disk", s.drops.disk},
+                  {"paused", s.drops.paused},           {"total", s.drops.total()}};
+    j["sources"] = json::array();
+    for (const auto& x : s.sources)
+        j["sources"].push_back({{"name", x.name},
+                                {"queues", x.queues},
+                                {"packets", x.packets},
+                                {"imissed", x.imissed},
+                                {"ierrors", x.ierrors},
+                                {"nombuf", x.nombuf},
+                                {"error", x.error}});
+    j["workers"] = json::array();
+    for (const auto& w : s.workers)
+        j["workers"].push_back({{"rx_packets", w.rx_packets},
+                                {"rx_bytes", w.rx_bytes},
+                                {"filtered_out", w.filtered_out},
+                                {"over_limit", w.over_limit},
+                                {"accepted", w.accepted},
+                                {"encoded", w.encoded},
+                                {"writer_slow", w.writer_slow},
+                                {"ring_full", w.ring_full},
+                                {"chunks", w.chunks}});
+    j["writers"] = json::array();
+    for (const auto& w : s.writers)
+        j["writers"].push_back({{"packets", w.packets},
+                                {"bytes", w.bytes},
+                                {"files", w.files},
+                                {"chunks", w.chunks},
+                                {"disk_drops", w.disk_drops},
+                                {"disk_errors", w.disk_errors},
+                                {"error", w.error}});
+    j["errors"] = s.errors;
+    return j.dump(2) + "\n";
+}
+
+}  // namespace linecap::dataplane

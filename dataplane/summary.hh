@@ -1,0 +1,62 @@
+/* The end-of-run summary: what was received, filtered, written and lost, by
+ * stage. Printed on stderr and, with --stats-json, written as JSON. */
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace linecap::dataplane {
+
+struct Drops {
+    uint64_t nic_imissed = 0;
+    uint64_t nic_ierrors = 0;
+    uint64_t nic_nombuf = 0;
+    uint64_t ring_full = 0;
+    uint64_t writer_slow = 0;  // no free chunk: the writers are behind
+    uint64_t disk = 0;         // write errors
+    uint64_t paused = 0;
+    uint64_t total() const {
+        return nic_imissed + nic_ierrors + nic_nombuf + ring_full + writer_slow + disk + paused;
+    }
+};
+
+struct SourceSummary {
+    std::string name;
+    unsigned queues = 0;
+    uint64_t packets = 0;
+    uint64_t imissed = 0, ierrors = 0, nombuf = 0;
+    std::string error;
+};
+
+struct WorkerSummary {
+    uint64_t rx_packets = 0, rx_bytes = 0, filtered_out = 0, over_limit = 0, accepted = 0,
+             encoded = 0, writer_slow = 0, ring_full = 0, chunks = 0;
+};
+
+struct WriterSummary {
+    uint64_t packets = 0, bytes = 0, files = 0, chunks = 0, disk_drops = 0, disk_errors = 0;
+    std::string error;
+};
+
+struct Summary {
+    double elapsed_s = 0;
+    uint64_t received = 0;
+    uint64_t filtered_out = 0;
+    uint64_t over_limit = 0;
+    uint64_t written = 0;
+    uint64_t bytes_written = 0;   // file bytes, headers included
+    uint64_t packet_bytes = 0;    // wire bytes received
+    uint64_t files = 0;
+    Drops drops;
+    std::vector<SourceSummary> sources;
+    std::vector<WorkerSummary> workers;
+    std::vector<WriterSummary> writers;
+    std::vector<std::string> errors;  // damaged input, write errors
+    bool hugepages = false;
+};
+
+std::string summary_text(const Summary& s);
+std::string summary_json(const Summary& s);
+
+}  // namespace linecap::dataplane

@@ -1,0 +1,219 @@
+#include "dataplane/worker.hh"
+
+#include <rte_branch_prediction.h>
+#include <rte_prefetch.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace linecap::dataplane {
+namespace {
+
+/* Largest packet the filters see whole when it arrives in segments. */
+constexpr uint32_t kLinearMax = 16384;
+
+struct WorkerState {
+    WorkerContext& ctx;
+    storage::Chunk* chunk = nullptr;
+    uint8_t linear[kBurstSize][kLinearMax];
+};
+
+void add(std::atomic<uint64_t>& c, uint64_t v) {
+    // Single writer: a plain load/store pair, no locked instruction.
+    c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+}
+
+/* Hands the current chunk to the writer. Returns false if the ring was full
+ * (the chunk's packets are then counted as lost and the chunk reused). */
+void hand_over(WorkerState& st) {
+    storage::Chunk* c = st.chunk;
+    if (!c || c->packets == 0) return;
+    WorkerContext& ctx = st.ctx;
+    if (rte_ring_sp_enqueue(ctx.out, c) == 0) {
+        add(ctx.stats.chunks, 1);
+        st.chunk = nullptr;
+    } else {
+        add(ctx.stats.ring_full, c->packets);
+        c->reset();
+    }
+}
+
+bool get_chunk(WorkerState& st) {
+    void* obj;
+    if (rte_mempool_get(st.ctx.chunk_pool, &obj) != 0) return false;
+    st.chunk = static_cast<storage::Chunk*>(obj);
+    st.chunk->reset();
+    st.chunk->capacity =
+        st.ctx.chunk_pool->elt_size - static_cast<uint32_t>(sizeof(storage::Chunk));
+    st.chunk->worker = static_cast<uint16_t>(st.ctx.index);
+    return true;
+}
+
+/* Copies one packet's record into the current chunk. */
+inline void encode(WorkerState& st, const rte_mbuf* m, uint64_t ts, uint32_t if_id,
+                   uint32_t wirelen) {
+    WorkerContext& ctx = st.ctx;
+    uint32_t caplen = m->pkt_len < ctx.snaplen ? m->pkt_len : ctx.snaplen;
+    uint32_t need = storage::record_size(ctx.format, caplen);
+    storage::Chunk* c = st.chunk;
+    if (unlikely(!c || c->capacity - c->len < need)) {
+        hand_over(st);
+        if (!st.chunk && !get_chunk(st)) {
+            add(ctx.stats.writer_slow, 1);
+            return;
+        }
+        c = st.chunk;
+    }
+    if (c->packets == 0) c->first_tsc = rte_rdtsc();
+    uint8_t* dst = c->data() + c->len;
+    dst += storage::encode_record_header(ctx.format, dst, ts, if_id, caplen, wirelen);
+    uint32_t left = caplen;
+    for (const rte_mbuf* seg = m; seg && left; seg = seg->next) {
+        uint32_t take = seg->data_len < left ? seg->data_len : left;
+        std::memcpy(dst, rte_pktmbuf_mtod(seg, const uint8_t*), take);
+        dst += take;
+        left -= take;
+    }
+    dst += storage::encode_record_trailer(ctx.format, dst, caplen);
+    c->len += need;
+    c->packets++;
+    add(ctx.stats.encoded, 1);
+}
+
+/* Takes up to n packets from the -c budget; returns how many may be kept. */
+uint32_t take_budget(CountLimit& lim, uint32_t n) {
+    uint64_t cur = lim.remaining.load(std::memory_order_relaxed);
+    for (;;) {
+        uint32_t take = cur < n ? static_cast<uint32_t>(cur) : n;
+        if (take == 0) return 0;
+        if (lim.remaining.compare_exchange_weak(cur, cur - take, std::memory_order_relaxed))
+            return take;
+    }
+}
+
+void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t n) {
+    WorkerContext& ctx = st.ctx;
+    uint64_t bytes = 0;
+    for (uint16_t i = 0; i < n; i++) bytes += ctx.fields.wirelen(pkts[i]);
+    add(ctx.stats.rx_packets, n);
+    add(ctx.stats.rx_bytes, bytes);
+    add(q.stats->rx_packets, n);
+    if (ctx.rx_only) {
+        rte_pktmbuf_free_bulk(pkts, n);
+        return;
+    }
+
+    // One TSC read stamps the burst: every packet in it arrived by then.
+    uint64_t burst_ns = 0;
+    if (!q.source->source_timestamps() && q.source->ts_scale() == 0) burst_ns = ctx.clock.now_ns();
+
+    uint8_t verdict[kBurstSize];
+    uint32_t kept = n;
+    const filters::RuleSet* rules = ctx.rules->load(std::memory_order_acquire);
+    if (!rules->matches_everything()) {
+        filters::Packet fp[kBurstSize];
+        for (uint16_t i = 0; i < n; i++) {
+            const rte_mbuf* m = pkts[i];
+            fp[i].wirelen = ctx.fields.wirelen(m);
+            if (likely(m->nb_segs == 1)) {
+                fp[i].data = rte_pktmbuf_mtod(m, const uint8_t*);
+                fp[i].caplen = m->data_len;
+            } else {
+                uint32_t len = m->pkt_len < kLinearMax ? m->pkt_len : kLinearMax;
+                fp[i].data = static_cast<const uint8_t*>(
+                    rte_pktmbuf_read(m, 0, len, st.linear[i]));
+                fp[i].caplen = len;
+            }
+        }
+        kept = rules->classify_burst(fp, n, verdict, *ctx.scratch);
+        add(ctx.stats.filtered_out, n - kept);
+    } else {
+        std::memset(verdict, 1, n);
+    }
+
+    if (ctx.limit->enabled && kept > 0) {
+        uint32_t allowed = take_budget(*ctx.limit, kept);
+        if (allowed < kept) {
+            add(ctx.stats.over_limit, kept - allowed);
+            // Keep the first `allowed` accepted packets, in order.
+            uint32_t seen = 0;
+            for (uint16_t i = 0; i < n; i++)
+                if (verdict[i] && ++seen > allowed) verdict[i] = 0;
+            kept = allowed;
+        }
+    }
+    add(ctx.stats.accepted, kept);
+    add(q.stats->accepted, kept);
+
+    for (uint16_t i = 0; i < n; i++) {
+        if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
+        if (!verdict[i]) continue;
+        const rte_mbuf* m = pkts[i];
+        uint64_t ts;
+        if (m->ol_flags & ctx.fields.ts_flag) {
+            ts = ctx.fields.timestamp(m);
+            if (q.source->ts_scale() > 1) ts *= q.source->ts_scale();
+        } else {
+            ts = burst_ns ? burst_ns : ctx.clock.now_ns();
+        }
+        encode(st, m, ts, q.if_id, ctx.fields.wirelen(m));
+    }
+    rte_pktmbuf_free_bulk(pkts, n);
+}
+
+}  // namespace
+
+int worker_main(void* arg) {
+    WorkerContext& ctx = *static_cast<WorkerContext*>(arg);
+    auto st = std::make_unique<WorkerState>(WorkerState{ctx});
+    rte_mbuf* pkts[kBurstSize];
+    unsigned idle = 0;
+
+    for (;;) {
+        if (ctx.stop->load(std::memory_order_relaxed)) break;
+        uint32_t got = 0;
+        bool all_finished = true;
+        for (const QueueRef& q : ctx.queues) {
+            uint16_t n = q.source->rx_burst(q.queue, pkts, kBurstSize);
+            if (n) {
+                process_burst(*st, q, pkts, n);
+                got += n;
+            }
+            if (!q.source->finished(q.queue)) all_finished = false;
+        }
+        if (got == 0) {
+            if (all_finished) break;
+            // Flush a partial chunk after the time bound, so a quiet link
+            // still reaches the disk.
+            storage::Chunk* c = st->chunk;
+            if (c && c->packets && rte_rdtsc() - c->first_tsc > ctx.flush_cycles) hand_over(*st);
+            if (ctx.idle_sleep && ++idle > 64)
+                usleep(20);
+            else
+                rte_pause();
+        } else {
+            idle = 0;
+            storage::Chunk* c = st->chunk;
+            if (c && c->packets && rte_rdtsc() - c->first_tsc > ctx.flush_cycles) hand_over(*st);
+        }
+    }
+
+    // Drain: the writer is still running, so a full ring clears; wait for it
+    // (bounded) rather than lose the last chunk.
+    if (st->chunk && st->chunk->packets) {
+        for (int tries = 0; tries < 50000; tries++) {
+            if (rte_ring_sp_enqueue(ctx.out, st->chunk) == 0) {
+                add(ctx.stats.chunks, 1);
+                st->chunk = nullptr;
+                break;
+            }
+            usleep(100);
+        }
+        if (st->chunk) add(ctx.stats.ring_full, st->chunk->packets);
+    }
+    if (st->chunk) rte_mempool_put(ctx.chunk_pool, st->chunk);
+    ctx.done.store(true, std::memory_order_release);
+    return 0;
+}
+
+}  // namespace linecap::dataplane

@@ -1,0 +1,91 @@
+/* Worker: the poll-mode receive loop on one worker lcore.
+ *
+ * Per burst: rx_burst -> timestamp -> filter hook -> encode the kept packets
+ * into the current chunk (while their bytes are hot) -> free the mbufs here ->
+ * hand full or old chunks to the writer over an SPSC rte_ring. A full ring or
+ * an empty chunk pool drops and counts; the worker never waits.
+ *
+ * Threads: the WorkerContext is built by the control thread, run by one
+ * worker lcore; stats are read by any thread.
+ */
+#pragma once
+
+#include <rte_mempool.h>
+#include <rte_ring.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dataplane/clock.hh"
+#include "dataplane/source.hh"
+#include "filters/rule_set.hh"
+#include "storage/chunk.hh"
+#include "storage/format.hh"
+
+namespace linecap::dataplane {
+
+inline constexpr uint16_t kBurstSize = 32;
+
+/* Counters of one worker; written only by that worker. Identity:
+ * rx = filtered_out + over_limit + accepted, and
+ * accepted = encoded + writer_slow; ring_full counts encoded packets lost. */
+struct alignas(64) WorkerStats {
+    std::atomic<uint64_t> rx_packets{0};
+    std::atomic<uint64_t> rx_bytes{0};
+    std::atomic<uint64_t> filtered_out{0};
+    std::atomic<uint64_t> over_limit{0};   // beyond -c
+    std::atomic<uint64_t> accepted{0};
+    std::atomic<uint64_t> encoded{0};      // records put in chunks
+    std::atomic<uint64_t> writer_slow{0};  // no free chunk
+    std::atomic<uint64_t> ring_full{0};    // chunk could not be enqueued
+    std::atomic<uint64_t> chunks{0};       // chunks handed to the writer
+};
+
+/* Shared packet budget for -c: workers take from it per burst. */
+struct alignas(64) CountLimit {
+    std::atomic<uint64_t> remaining{0};
+    bool enabled = false;
+};
+
+/* Counters of one receive queue, for per-interface statistics. */
+struct alignas(64) QueueStats {
+    std::atomic<uint64_t> rx_packets{0};
+    std::atomic<uint64_t> accepted{0};
+};
+
+struct QueueRef {
+    Source* source;
+    uint16_t queue;
+    uint32_t if_id;      // interface index in the output files
+    QueueStats* stats;   // owned by the pipeline
+};
+
+struct WorkerContext {
+    unsigned index = 0;
+    std::vector<QueueRef> queues;
+    rte_ring* out = nullptr;  // SPSC ring to this worker's writer
+    rte_mempool* chunk_pool = nullptr;
+    storage::Format format = storage::Format::kPcapMicro;
+    uint32_t snaplen = 262144;
+    MbufFields fields;
+    TscClock clock;
+    uint64_t flush_cycles = 0;
+    /* The rule set in force; workers re-read it every burst. */
+    std::atomic<const filters::RuleSet*>* rules = nullptr;
+    filters::Scratch* scratch = nullptr;
+    CountLimit* limit = nullptr;
+    const std::atomic<bool>* stop = nullptr;
+    bool rx_only = false;
+    bool idle_sleep = false;  // lcores outnumber CPUs: sleep when idle
+
+    WorkerStats stats;
+    std::atomic<bool> done{false};
+};
+
+/* The lcore entry point (arg is a WorkerContext*). Returns when *stop is set
+ * or every queue it polls is finished, after handing over its last chunk. */
+int worker_main(void* arg);
+
+}  // namespace linecap::dataplane

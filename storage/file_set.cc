@@ -1,0 +1,158 @@
+#include "storage/file_set.hh"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <thread>
+
+extern char** environ;
+
+namespace linecap::storage {
+namespace {
+
+std::string with_writer_mark(const std::string& path, uint32_t index, uint32_t count) {
+    if (count <= 1) return path;
+    std::string mark = "_w" + std::to_string(index);
+    size_t slash = path.rfind('/');
+    size_t dot = path.rfind('.');
+    if (dot == std::string::npos || (slash != std::string::npos && dot < slash) ||
+        dot == (slash == std::string::npos ? 0 : slash + 1))
+        return path + mark;
+    return path.substr(0, dot) + mark + path.substr(dot);
+}
+
+unsigned digits(uint32_t n) {
+    unsigned d = 1;
+    while (n >= 10) {
+        n /= 10;
+        d++;
+    }
+    return d;
+}
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+}  // namespace
+
+std::string hidden_name_for(const std::string& final_name) {
+    size_t slash = final_name.rfind('/');
+    if (slash == std::string::npos) return "." + final_name + ".partial";
+    return final_name.substr(0, slash + 1) + "." + final_name.substr(slash + 1) + ".partial";
+}
+
+FileSet::FileSet(FileSetOptions opts)
+    : opts_(std::move(opts)),
+      base_(with_writer_mark(opts_.path, opts_.writer_index, opts_.writer_count)) {}
+
+FileSet::~FileSet() {
+    if (fd_ >= 0) (void)close_current();
+    wait_children(5000);
+}
+
+std::string FileSet::name_for(uint64_t seq, time_t now) const {
+    std::string name = base_;
+    if (opts_.rotate_seconds > 0) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        char buf[4096];
+        size_t n = strftime(buf, sizeof(buf), base_.c_str(), &tm);
+        if (n > 0) name.assign(buf, n);
+    }
+    // tcpdump numbers files only when -C is given; -W pads and wraps.
+    if (opts_.rotate_bytes > 0) {
+        if (opts_.max_files > 0) {
+            char num[16];
+            snprintf(num, sizeof(num), "%0*llu", static_cast<int>(digits(opts_.max_files - 1)),
+                     static_cast<unsigned long long>(seq % opts_.max_files));
+            name += num;
+        } else if (seq > 0) {
+            name += std::to_string(seq);
+        }
+    }
+    return name;
+}
+
+Status FileSet::open_next(time_t now) {
+    if (fd_ >= 0) {
+        Status s = close_current();
+        if (!s) return s;
+    }
+    final_name_ = name_for(seq_, now);
+    // -G without strftime conversions and without -C would reuse one name;
+    // give each interval its own file so none is overwritten silently.
+    if (opts_.rotate_seconds > 0 && opts_.rotate_bytes == 0 && seq_ > 0 &&
+        !closed_.empty() && closed_.back() == final_name_)
+        final_name_ += "." + std::to_string(seq_);
+    hidden_name_ = hidden_name_for(final_name_);
+    fd_ = ::open(hidden_name_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, opts_.mode);
+    if (fd_ < 0) return make_error(final_name_ + ": " + errno_text(errno));
+    // The umask must not widen or narrow what the user asked for.
+    (void)fchmod(fd_, opts_.mode);
+    seq_++;
+    return Status::success();
+}
+
+Status FileSet::close_current() {
+    if (fd_ < 0) return Status::success();
+    int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) return make_error(hidden_name_ + ": " + errno_text(errno));
+    if (::rename(hidden_name_.c_str(), final_name_.c_str()) != 0)
+        return make_error(final_name_ + ": rename: " + errno_text(errno));
+    files_closed_++;
+
+    // A reused name (wrapping -W counter) replaces the old file in place.
+    for (auto it = closed_.begin(); it != closed_.end(); ++it)
+        if (*it == final_name_) {
+            closed_.erase(it);
+            break;
+        }
+    closed_.push_back(final_name_);
+    if (opts_.max_files > 0) {
+        while (closed_.size() > opts_.max_files) {
+            ::unlink(closed_.front().c_str());
+            closed_.pop_front();
+        }
+    }
+
+    if (!opts_.post_rotate_cmd.empty()) {
+        // As tcpdump: run CMD with the file as its only argument, no shell.
+        pid_t pid;
+        char* argv[] = {const_cast<char*>(opts_.post_rotate_cmd.c_str()),
+                        const_cast<char*>(final_name_.c_str()), nullptr};
+        if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv, environ) == 0)
+            children_.push_back(pid);
+    }
+    // Reap finished commands without blocking.
+    for (auto it = children_.begin(); it != children_.end();) {
+        if (waitpid(*it, nullptr, WNOHANG) == *it)
+            it = children_.erase(it);
+        else
+            ++it;
+    }
+    return Status::success();
+}
+
+void FileSet::wait_children(int timeout_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (!children_.empty()) {
+        for (auto it = children_.begin(); it != children_.end();) {
+            if (waitpid(*it, nullptr, WNOHANG) != 0)
+                it = children_.erase(it);
+            else
+                ++it;
+        }
+        if (children_.empty() || std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
+}  // namespace linecap::storage

@@ -1,0 +1,79 @@
+/* FileSet: one writer's sequence of output files, with tcpdump's rotation.
+ *
+ * Names follow tcpdump: with -C the files are NAME, NAME1, NAME2...; with -W
+ * the counter is zero-padded to W's width and wraps (NAME0..NAME{W-1}); with
+ * -G the name is passed through strftime(3) at open time. Unlike tcpdump,
+ * -W also bounds the number of -G files: the oldest is deleted (a ring).
+ *
+ * Each file is written under a hidden name (".NAME.partial" in the same
+ * directory) and renamed into place when closed, so any file bearing its final
+ * name is whole. -z CMD runs as `CMD FILE` on every closed file.
+ *
+ * Cold code for one writer thread: it allocates and makes syscalls, only at
+ * open/rotate/close.
+ */
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "dataplane/result.hh"
+
+namespace linecap::storage {
+
+struct FileSetOptions {
+    std::string path;             // -w (may contain strftime conversions with -G)
+    uint64_t rotate_bytes = 0;    // -C in bytes; 0 = no size rotation
+    uint32_t rotate_seconds = 0;  // -G; 0 = no time rotation
+    uint32_t max_files = 0;       // -W; 0 = unlimited
+    std::string post_rotate_cmd;  // -z
+    mode_t mode = 0640;
+    uint32_t writer_index = 0;    // when writer_count > 1, "_wN" marks each writer's files
+    uint32_t writer_count = 1;
+};
+
+class FileSet {
+public:
+    explicit FileSet(FileSetOptions opts);
+    ~FileSet();
+    FileSet(const FileSet&) = delete;
+    FileSet& operator=(const FileSet&) = delete;
+
+    /* Opens the next file under its hidden name. `now` is wall-clock seconds
+     * (strftime names with -G). */
+    Status open_next(time_t now);
+
+    /* Renames the current file into place, applies -W, and starts -z. */
+    Status close_current();
+
+    int fd() const { return fd_; }
+    bool is_open() const { return fd_ >= 0; }
+    const std::string& current_name() const { return final_name_; }
+    uint32_t files_closed() const { return files_closed_; }
+
+    /* Waits for every -z command started so far (at most timeout_ms). */
+    void wait_children(int timeout_ms);
+
+    /* The name the file with this sequence number gets (for tests). */
+    std::string name_for(uint64_t seq, time_t now) const;
+
+private:
+    FileSetOptions opts_;
+    std::string base_;  // path with the writer mark
+    int fd_ = -1;
+    uint64_t seq_ = 0;
+    std::string hidden_name_;
+    std::string final_name_;
+    std::deque<std::string> closed_;  // final names, oldest first (for -W)
+    std::vector<pid_t> children_;
+    uint32_t files_closed_ = 0;
+};
+
+/* Hidden name used while a file is being written. */
+std::string hidden_name_for(const std::string& final_name);
+
+}  // namespace linecap::storage

@@ -1,0 +1,96 @@
+/* Writer: the storage-core loop.
+ *
+ * A writer owns one FileSet and drains the SPSC rings of the workers assigned
+ * to it. It dequeues chunks in bursts, writes them with one writev per burst
+ * (no copy: the iovecs point into the chunks), applies -C/-G rotation at
+ * record boundaries, and returns the chunks to the pool.
+ *
+ * Threads: construct and open() on the control thread (so an unwritable
+ * directory fails before capture starts); run() on one storage lcore;
+ * request_rotate(), close_inputs() and stats() from any thread.
+ */
+#pragma once
+
+#include <rte_mempool.h>
+#include <rte_ring.h>
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "storage/chunk.hh"
+#include "storage/file_set.hh"
+#include "storage/format.hh"
+
+namespace linecap::storage {
+
+/* Counters of one writer; written by the writer only. */
+struct alignas(64) WriterStats {
+    std::atomic<uint64_t> chunks{0};
+    std::atomic<uint64_t> packets{0};       // records written to files
+    std::atomic<uint64_t> bytes{0};         // file bytes, headers included
+    std::atomic<uint64_t> files{0};         // files opened
+    std::atomic<uint64_t> disk_drops{0};    // packets lost to write errors
+    std::atomic<uint64_t> disk_errors{0};   // failed write calls
+    std::atomic<uint64_t> paused_drops{0};  // packets discarded while paused
+};
+
+struct WriterConfig {
+    FileSetOptions files;
+    Format format = Format::kPcapMicro;
+    std::vector<InterfaceDesc> ifaces;
+    std::string application = "linecap";
+    /* Fills the pcapng statistics block of each interface at file close.
+     * Called on the writer thread; must only read counters. */
+    std::function<void(uint32_t if_id, InterfaceCounters&)> interface_counters;
+    /* Test hook: sleep this long after each write burst (a slow disk). */
+    uint32_t test_delay_us = 0;
+};
+
+class Writer {
+public:
+    Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chunk_pool);
+    ~Writer();
+
+    /* Opens the first file. Control thread, before run(). */
+    Status open();
+
+    /* The storage-core loop. Returns once close_inputs() was called and every
+     * input ring is empty, after closing the last file. */
+    void run();
+
+    /* Producers have stopped for good: drain and finish. */
+    void close_inputs() { inputs_closed_.store(true, std::memory_order_release); }
+    void request_rotate() { rotate_requested_.store(true, std::memory_order_release); }
+    void set_paused(bool p) { paused_.store(p, std::memory_order_release); }
+
+    const WriterStats& stats() const { return stats_; }
+    const std::string& last_error() const { return last_error_; }
+    /* Final names of the files closed so far (valid after run() returns). */
+    uint32_t files_closed() const { return files_.files_closed(); }
+
+private:
+    void write_chunks(Chunk** chunks, unsigned n);
+    void write_split(Chunk* c);
+    bool write_bytes(const struct iovec* iov, int iovcnt, size_t total);
+    void rotate(time_t now);
+    void finish_file();
+
+    WriterConfig cfg_;
+    std::vector<rte_ring*> inputs_;
+    rte_mempool* pool_;
+    FileSet files_;
+    WriterStats stats_;
+    std::atomic<bool> inputs_closed_{false};
+    std::atomic<bool> rotate_requested_{false};
+    std::atomic<bool> paused_{false};
+    uint64_t file_bytes_ = 0;
+    time_t file_opened_ = 0;
+    bool in_error_ = false;
+    std::string last_error_;
+};
+
+}  // namespace linecap::storage
