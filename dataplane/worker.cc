@@ -1,6 +1,7 @@
 #include "dataplane/worker.hh"
 
 #include <rte_branch_prediction.h>
+#include <rte_memcpy.h>
 #include <rte_prefetch.h>
 #include <unistd.h>
 
@@ -49,8 +50,8 @@ bool get_chunk(WorkerState& st) {
     return true;
 }
 
-/* Copies one packet's record into the current chunk. */
-inline void encode(WorkerState& st, const rte_mbuf* m, uint64_t ts, uint32_t if_id,
+/* Copies one packet's record into the current chunk; returns 1 if it did. */
+__rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t ts, uint32_t if_id,
                    uint32_t wirelen) {
     WorkerContext& ctx = st.ctx;
     uint32_t caplen = m->pkt_len < ctx.snaplen ? m->pkt_len : ctx.snaplen;
@@ -60,7 +61,7 @@ inline void encode(WorkerState& st, const rte_mbuf* m, uint64_t ts, uint32_t if_
         hand_over(st);
         if (!st.chunk && !get_chunk(st)) {
             add(ctx.stats.writer_slow, 1);
-            return;
+            return 0;
         }
         c = st.chunk;
     }
@@ -70,14 +71,14 @@ inline void encode(WorkerState& st, const rte_mbuf* m, uint64_t ts, uint32_t if_
     uint32_t left = caplen;
     for (const rte_mbuf* seg = m; seg && left; seg = seg->next) {
         uint32_t take = seg->data_len < left ? seg->data_len : left;
-        std::memcpy(dst, rte_pktmbuf_mtod(seg, const uint8_t*), take);
+        rte_memcpy(dst, rte_pktmbuf_mtod(seg, const uint8_t*), take);
         dst += take;
         left -= take;
     }
     dst += storage::encode_record_trailer(ctx.format, dst, caplen);
     c->len += need;
     c->packets++;
-    add(ctx.stats.encoded, 1);
+    return 1;
 }
 
 /* Takes up to n packets from the -c budget; returns how many may be kept. */
@@ -145,6 +146,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     add(ctx.stats.accepted, kept);
     add(q.stats->accepted, kept);
 
+    uint32_t encoded = 0;
     for (uint16_t i = 0; i < n; i++) {
         if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 4], void*));
         if (!verdict[i]) continue;
@@ -156,8 +158,9 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         } else {
             ts = burst_ns ? burst_ns : ctx.clock.now_ns();
         }
-        encode(st, m, ts, q.if_id, ctx.fields.wirelen(m));
+        encoded += encode(st, m, ts, q.if_id, ctx.fields.wirelen(m));
     }
+    add(ctx.stats.encoded, encoded);
     rte_pktmbuf_free_bulk(pkts, n);
 }
 

@@ -44,6 +44,14 @@ struct rte_bpf_xsym;
 
 namespace linecap::filters {
 
+/* Largest caplen a kPacket program handles: the classic snaplen limit.
+ * Packets must not claim more (the classic translator treats larger offsets
+ * as out of bounds). */
+inline constexpr uint32_t kMaxCaplen = 262144;
+/* Bytes past `data` that rte_bpf's verifier lets a kPacket program address
+ * (kMaxCaplen plus the widest load). */
+inline constexpr size_t kVerifierPacketSpan = kMaxCaplen + 8;
+
 /* What r1 holds when the program starts. */
 enum class VmArg : uint8_t {
     kPacket,   // const Packet* (see above); run(const Packet&) passes it
