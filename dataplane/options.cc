@@ -29,16 +29,41 @@ Result<SourceSpec> parse_source(const std::string& text) {
             return make_error("source '" + text + "': expected an interface name");
         return s;
     }
-    if (text == "null" || text.rfind("null:", 0) == 0) {
+    if (text == "null" || text.rfind("null:", 0) == 0 || text.rfind("null,", 0) == 0) {
         s.kind = SourceSpec::Kind::kNull;
-        if (text.size() > 5) {
+        std::string args = text.size() > 5 ? rest(5) : "";
+        if (text.rfind("null,", 0) == 0) args = "," + rest(5);
+        std::string size_text = args.substr(0, args.find(','));
+        std::string opts = args.find(',') == std::string::npos ? "" : args.substr(args.find(','));
+        if (!size_text.empty()) {
             try {
                 size_t pos;
-                unsigned long v = std::stoul(rest(5), &pos);
-                if (pos != text.size() - 5 || v < 14 || v > 9000) throw std::out_of_range("size");
+                unsigned long v = std::stoul(size_text, &pos);
+                if (pos != size_text.size() || v < 14 || v > 9000) throw std::out_of_range("size");
                 s.size = static_cast<uint32_t>(v);
             } catch (const std::exception&) {
                 return make_error("source '" + text + "': null size must be 14..9000 bytes");
+            }
+        }
+        if (!opts.empty()) {
+            // ,rate=N[k|M|G]: a paced offered load, for drop-rate measurements.
+            const std::string key = ",rate=";
+            if (opts.rfind(key, 0) != 0)
+                return make_error("source '" + text + "': expected null[:SIZE][,rate=PPS]");
+            try {
+                std::string v = opts.substr(key.size());
+                size_t pos;
+                double r = std::stod(v, &pos);
+                std::string unit = v.substr(pos);
+                if (unit == "k") r *= 1e3;
+                else if (unit == "M") r *= 1e6;
+                else if (unit == "G") r *= 1e9;
+                else if (!unit.empty()) throw std::invalid_argument("unit");
+                if (!(r > 0)) throw std::out_of_range("rate");
+                s.rate_pps = r;
+            } catch (const std::exception&) {
+                return make_error("source '" + text + "': rate must be a positive number of "
+                                  "packets/s, with an optional k, M or G");
             }
         }
         return s;
@@ -52,7 +77,7 @@ Result<SourceSpec> parse_source(const std::string& text) {
     }
     return make_error("unknown source '" + text +
                       "' (expected a PCI address, af_xdp:IFACE, af_packet:IFACE, "
-                      "pcap:FILE[,loop] or null[:SIZE])");
+                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS])");
 }
 
 Result<Options> parse_options(int argc, char** argv, bool& exit_now) {

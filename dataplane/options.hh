@@ -22,6 +22,7 @@ struct SourceSpec {
     std::string arg;   // PCI address, interface or file
     bool loop = false;
     uint32_t size = 64;  // null: frame size
+    double rate_pps = 0;  // null: offered load, packets/s over all queues; 0 = unpaced
 };
 
 Result<SourceSpec> parse_source(const std::string& text);
