@@ -81,18 +81,18 @@ int main(int argc, char** argv) {
     copts.linktype = linktype;
     copts.snaplen = o.snaplen;
     copts.jit = !o.no_jit;
-    auto rules = filters::compile(std::span(&rule, 1), copts);
-    if (!rules) {
-        rte_eal_cleanup();
-        return fail(rules.error());
-    }
     if (o.dump_filter) {
+        auto rules = filters::compile(std::span(&rule, 1), copts);
+        if (!rules) {
+            rte_eal_cleanup();
+            return fail(rules.error());
+        }
         std::fputs((*rules)->describe().c_str(), stdout);
         rte_eal_cleanup();
         return 0;
     }
 
-    auto pipeline = Pipeline::create(o, *rules, &g_signalled);
+    auto pipeline = Pipeline::create(o, {rule}, copts, &g_signalled);
     if (!pipeline) {
         rte_eal_cleanup();
         return fail(pipeline.error());
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
 
     (*pipeline)->start();
-    (*pipeline)->wait();
+    (*pipeline)->wait(nullptr);
     Summary s = (*pipeline)->finish();
     pipeline->reset();
 

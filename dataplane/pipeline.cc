@@ -7,21 +7,35 @@
 #include <rte_mempool.h>
 #include <rte_ring.h>
 
+#include <rte_malloc.h>
+#include <rte_rcu_qsbr.h>
+
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
 #include "dataplane/eal.hh"
+#include "dataplane/rule_snapshot.hh"
 #include "dataplane/source.hh"
 #include "dataplane/worker.hh"
 #include "storage/writer.hh"
 
 namespace linecap::dataplane {
 
+struct RuleTotals {
+    uint64_t packets = 0, bytes = 0;
+};
+
 struct Pipeline::Impl {
     Options opts;
-    std::shared_ptr<const filters::RuleSet> rules;
-    std::atomic<const filters::RuleSet*> active_rules{nullptr};
-    std::vector<std::unique_ptr<filters::Scratch>> scratches;
+    filters::CompileOptions copts;
+    std::atomic<RuleSnapshot*> snapshot{nullptr};
+    std::unique_ptr<RuleSnapshot> owned_snapshot;  // what `snapshot` points at
+    uint64_t generation = 0;
+    // Totals of retired snapshots, by rule name, in order of first use.
+    std::vector<std::pair<std::string, RuleTotals>> retired;
+    rte_rcu_qsbr* qsbr = nullptr;
+    bool paused = false;
     const std::atomic<bool>* external_stop = nullptr;
 
     rte_mempool* mbufs = nullptr;
@@ -37,10 +51,45 @@ struct Pipeline::Impl {
     std::atomic<bool> stop{false};
     std::chrono::steady_clock::time_point started;
     double elapsed = 0;
+    bool finished = false;
     bool hugepages = false;
+
+    Result<std::unique_ptr<RuleSnapshot>> build_snapshot(std::vector<filters::RuleSpec> specs) {
+        auto rs = filters::compile(specs, copts);
+        if (!rs) return make_error(rs.error());
+        auto snap = std::make_unique<RuleSnapshot>();
+        snap->specs = std::move(specs);
+        snap->rules = *rs;
+        for (unsigned w = 0; w < opts.workers; w++) snap->scratch.push_back(snap->rules->make_scratch());
+        snap->generation = ++generation;
+        return snap;
+    }
+
+    void retire(const RuleSnapshot& old) {
+        auto names = old.rules->rule_names();
+        for (size_t r = 0; r < names.size(); r++) {
+            RuleTotals t;
+            for (const auto& sc : old.scratch) {
+                auto c = sc->counters();
+                if (r < c.size()) {
+                    t.packets += c[r].packets;
+                    t.bytes += c[r].bytes;
+                }
+            }
+            auto it = std::find_if(retired.begin(), retired.end(),
+                                   [&](const auto& e) { return e.first == names[r]; });
+            if (it == retired.end()) {
+                retired.emplace_back(names[r], t);
+            } else {
+                it->second.packets += t.packets;
+                it->second.bytes += t.bytes;
+            }
+        }
+    }
 
     ~Impl() {
         writers.clear();
+        if (qsbr) rte_free(qsbr);
         sources.clear();
         for (rte_ring* r : rings) rte_ring_free(r);
         if (chunks) rte_mempool_free(chunks);
@@ -52,14 +101,23 @@ Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Pipeline::~Pipeline() = default;
 
 Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
-                                                   std::shared_ptr<const filters::RuleSet> rules,
+                                                   std::vector<filters::RuleSpec> rules,
+                                                   const filters::CompileOptions& copts,
                                                    const std::atomic<bool>* external_stop) {
     auto im = std::make_unique<Impl>();
     Impl& p = *im;
     p.opts = o;
-    p.rules = std::move(rules);
-    p.active_rules.store(p.rules.get());
+    p.copts = copts;
     p.external_stop = external_stop;
+    auto snap = p.build_snapshot(std::move(rules));
+    if (!snap) return make_error(snap.error());
+    p.owned_snapshot = std::move(*snap);
+    p.snapshot.store(p.owned_snapshot.get());
+    size_t qsz = rte_rcu_qsbr_get_memsize(o.workers);
+    p.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("capd_qsbr", qsz, RTE_CACHE_LINE_SIZE));
+    if (!p.qsbr || rte_rcu_qsbr_init(p.qsbr, o.workers) != 0)
+        return make_error("RCU state: out of memory");
+    for (unsigned w = 0; w < o.workers; w++) rte_rcu_qsbr_thread_register(p.qsbr, w);
     p.hugepages = rte_eal_has_hugepages();
 
     // Lcores: EAL numbered them 1..workers, then the writers.
@@ -100,7 +158,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
     for (const auto& s : p.sources) {
         storage::InterfaceDesc d;
         d.name = s->name();
-        d.filter = p.rules->filter_text();
+        d.filter = p.owned_snapshot->rules->filter_text();
         d.linktype = s->linktype();
         d.snaplen = o.snaplen;
         ifaces.push_back(d);
@@ -117,9 +175,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         ctx->snaplen = o.snaplen;
         ctx->fields = *fields;
         ctx->flush_cycles = flush_cycles;
-        ctx->rules = &p.active_rules;
-        p.scratches.push_back(p.rules->make_scratch());
-        ctx->scratch = p.scratches.back().get();
+        ctx->rules = &p.snapshot;
+        ctx->qsbr = p.qsbr;
         ctx->limit = &p.limit;
         ctx->stop = &p.stop;
         ctx->rx_only = o.rx_only;
@@ -210,10 +267,13 @@ void Pipeline::start() {
         rte_eal_remote_launch(worker_main, p.workers[i].get(), p.worker_lcores[i]);
 }
 
-void Pipeline::wait() {
+void Pipeline::wait(const std::function<void(int)>& poll) {
     Impl& p = *impl_;
     for (;;) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (poll)
+            poll(5);
+        else
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
         if (stop_requested_.load() || (p.external_stop && p.external_stop->load())) break;
         if (p.opts.duration > 0) {
             std::chrono::duration<double> d = std::chrono::steady_clock::now() - p.started;
@@ -234,9 +294,20 @@ Summary Pipeline::finish() {
     std::chrono::duration<double> d = std::chrono::steady_clock::now() - p.started;
     for (auto& w : p.writers) w->close_inputs();
     for (unsigned lc : p.writer_lcores) rte_eal_wait_lcore(lc);
+    p.elapsed = d.count();
+    p.finished = true;
+    Summary s = collect();
+    for (auto& src : p.sources) src->stop();
+    return s;
+}
 
+Summary Pipeline::collect() const {
+    const Impl& p = *impl_;
     Summary s;
-    s.elapsed_s = d.count();
+    s.elapsed_s = p.finished ? p.elapsed
+                             : std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                             p.started)
+                                   .count();
     s.hugepages = p.hugepages;
     for (size_t i = 0; i < p.sources.size(); i++) {
         const Source& src = *p.sources[i];
@@ -283,8 +354,87 @@ Summary Pipeline::finish() {
         s.writers.push_back(ws);
     }
     if (p.opts.rx_only) s.written = 0;
-    for (auto& src : p.sources) src->stop();
+
+    // Rule counters: retired snapshots' totals plus the live one's.
+    for (const auto& [name, t] : p.retired) s.rules.push_back({name, t.packets, t.bytes, false});
+    const RuleSnapshot* cur = p.owned_snapshot.get();
+    auto names = cur->rules->rule_names();
+    for (size_t r = 0; r < names.size(); r++) {
+        uint64_t pk = 0, by = 0;
+        for (const auto& sc : cur->scratch) {
+            auto c = sc->counters();
+            if (r < c.size()) {
+                pk += c[r].packets;
+                by += c[r].bytes;
+            }
+        }
+        auto it = std::find_if(s.rules.begin(), s.rules.end(),
+                               [&](const RuleSummary& x) { return x.name == names[r]; });
+        if (it == s.rules.end()) {
+            s.rules.push_back({names[r], pk, by, true});
+        } else {
+            it->packets += pk;
+            it->bytes += by;
+            it->active = true;
+        }
+    }
     return s;
+}
+
+std::vector<filters::RuleSpec> Pipeline::rules() const { return impl_->owned_snapshot->specs; }
+
+Status Pipeline::replace_rules(std::vector<filters::RuleSpec> rules) {
+    Impl& p = *impl_;
+    auto snap = p.build_snapshot(std::move(rules));
+    if (!snap) return make_error(snap.error());
+    std::unique_ptr<RuleSnapshot> old = std::move(p.owned_snapshot);
+    p.owned_snapshot = std::move(*snap);
+    p.snapshot.store(p.owned_snapshot.get(), std::memory_order_release);
+    // Wait until no worker can still hold the old snapshot; its counters are
+    // then final.
+    rte_rcu_qsbr_synchronize(p.qsbr, RTE_QSBR_THRID_INVALID);
+    p.retire(*old);
+    return Status::success();
+}
+
+void Pipeline::rotate() {
+    for (auto& w : impl_->writers) w->request_rotate();
+}
+
+void Pipeline::set_paused(bool paused) {
+    impl_->paused = paused;
+    for (auto& w : impl_->writers) w->set_paused(paused);
+}
+
+bool Pipeline::paused() const { return impl_->paused; }
+
+nlohmann::json Pipeline::status() const {
+    const Impl& p = *impl_;
+    nlohmann::json j;
+    j["capturing"] = !p.paused;
+    j["state"] = p.paused ? "paused" : "capturing";
+    j["uptime_s"] =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - p.started).count();
+    j["hugepages"] = p.hugepages;
+    j["format"] = p.opts.format == storage::Format::kPcapng ? "pcapng" : "pcap";
+    j["sources"] = nlohmann::json::array();
+    for (const auto& s : p.sources)
+        j["sources"].push_back({{"name", s->name()}, {"queues", s->queues()}});
+    j["workers"] = nlohmann::json::array();
+    for (size_t i = 0; i < p.workers.size(); i++) {
+        nlohmann::json q = nlohmann::json::array();
+        for (const auto& r : p.workers[i]->queues)
+            q.push_back(r.source->name() + "#" + std::to_string(r.queue));
+        j["workers"].push_back({{"lcore", p.worker_lcores[i]}, {"queues", q}});
+    }
+    j["writers"] = nlohmann::json::array();
+    for (size_t i = 0; i < p.writers.size(); i++)
+        j["writers"].push_back({{"lcore", p.writer_lcores[i]},
+                                {"current_file", p.writers[i]->current_file()},
+                                {"last_error", p.writers[i]->last_error()}});
+    j["rules"] = p.owned_snapshot->rules->rule_names();
+    j["rule_generation"] = p.owned_snapshot->generation;
+    return j;
 }
 
 }  // namespace linecap::dataplane

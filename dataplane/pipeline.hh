@@ -1,17 +1,21 @@
 /* Pipeline: the composition of sources, workers, rings, chunk pool and
- * writers for one capd run. Control thread only.
+ * writers for one capd run. Every method runs on the control thread.
  *
  *   create()  sets up ports, pools, rings and opens the first files; any
  *             failure is reported before capture starts.
  *   start()   launches the worker and writer lcores.
  *   wait()    returns when a stop condition holds (end of input, -c,
- *             --duration, a signal, or request_stop()).
+ *             --duration, a signal, or request_stop()), calling `poll`
+ *             (the control socket) in between.
  *   finish()  stops the workers, lets the writers drain and close, and
  *             returns the summary.
+ *
+ * The rest is the control API used by the control socket's handlers.
  */
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,14 +30,29 @@ namespace linecap::dataplane {
 class Pipeline {
 public:
     static Result<std::unique_ptr<Pipeline>> create(const Options& o,
-                                                    std::shared_ptr<const filters::RuleSet> rules,
+                                                    std::vector<filters::RuleSpec> rules,
+                                                    const filters::CompileOptions& copts,
                                                     const std::atomic<bool>* external_stop);
     ~Pipeline();
 
     void start();
-    void wait();
+    void wait(const std::function<void(int timeout_ms)>& poll);
     Summary finish();
     void request_stop() { stop_requested_.store(true); }
+
+    /* Live counters, same shape as the final summary. */
+    Summary collect() const;
+    /* Sources, queues, lcores, uptime, current files, paused. */
+    nlohmann::json status() const;
+
+    std::vector<filters::RuleSpec> rules() const;
+    /* Compiles `rules` as one set and swaps it in under RCU. On error nothing
+     * changes and the message names the rule. */
+    Status replace_rules(std::vector<filters::RuleSpec> rules);
+
+    void rotate();
+    void set_paused(bool paused);
+    bool paused() const;
 
     struct Impl;
 

@@ -32,7 +32,7 @@ std::string summary_text(const Summary& s) {
     return out;
 }
 
-std::string summary_json(const Summary& s) {
+nlohmann::json summary_to_json(const Summary& s) {
     using nlohmann::json;
     json j;
     j["elapsed_s"] = s.elapsed_s;
@@ -77,8 +77,14 @@ std::string summary_json(const Summary& s) {
                                 {"disk_drops", w.disk_drops},
                                 {"disk_errors", w.disk_errors},
                                 {"error", w.error}});
+    j["rules"] = json::array();
+    for (const auto& r : s.rules)
+        j["rules"].push_back(
+            {{"name", r.name}, {"packets", r.packets}, {"bytes", r.bytes}, {"active", r.active}});
     j["errors"] = s.errors;
-    return j.dump(2) + "\n";
+    return j;
 }
+
+std::string summary_json(const Summary& s) { return summary_to_json(s).dump(2) + "\n"; }
 
 }  // namespace linecap::dataplane

@@ -2,6 +2,8 @@
  * stage. Printed on stderr and, with --stats-json, written as JSON. */
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -39,6 +41,12 @@ struct WriterSummary {
     std::string error;
 };
 
+struct RuleSummary {
+    std::string name;
+    uint64_t packets = 0, bytes = 0;
+    bool active = true;  // false: deleted or replaced away, totals kept
+};
+
 struct Summary {
     double elapsed_s = 0;
     uint64_t received = 0;
@@ -52,11 +60,13 @@ struct Summary {
     std::vector<SourceSummary> sources;
     std::vector<WorkerSummary> workers;
     std::vector<WriterSummary> writers;
+    std::vector<RuleSummary> rules;
     std::vector<std::string> errors;  // damaged input, write errors
     bool hugepages = false;
 };
 
 std::string summary_text(const Summary& s);
 std::string summary_json(const Summary& s);
+nlohmann::json summary_to_json(const Summary& s);
 
 }  // namespace linecap::dataplane

@@ -110,7 +110,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
 
     uint8_t verdict[kBurstSize];
     uint32_t kept = n;
-    const filters::RuleSet* rules = ctx.rules->load(std::memory_order_acquire);
+    RuleSnapshot* snap = ctx.rules->load(std::memory_order_acquire);
+    const filters::RuleSet* rules = snap->rules.get();
     if (!rules->matches_everything()) {
         filters::Packet fp[kBurstSize];
         for (uint16_t i = 0; i < n; i++) {
@@ -126,7 +127,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 fp[i].caplen = len;
             }
         }
-        kept = rules->classify_burst(fp, n, verdict, *ctx.scratch);
+        kept = rules->classify_burst(fp, n, verdict, *snap->scratch[ctx.index]);
         add(ctx.stats.filtered_out, n - kept);
     } else {
         std::memset(verdict, 1, n);
@@ -172,7 +173,9 @@ int worker_main(void* arg) {
     rte_mbuf* pkts[kBurstSize];
     unsigned idle = 0;
 
+    rte_rcu_qsbr_thread_online(ctx.qsbr, ctx.index);
     for (;;) {
+        rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         uint32_t got = 0;
         bool all_finished = true;
@@ -215,6 +218,7 @@ int worker_main(void* arg) {
         if (st->chunk) add(ctx.stats.ring_full, st->chunk->packets);
     }
     if (st->chunk) rte_mempool_put(ctx.chunk_pool, st->chunk);
+    rte_rcu_qsbr_thread_offline(ctx.qsbr, ctx.index);
     ctx.done.store(true, std::memory_order_release);
     return 0;
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <rte_mempool.h>
+#include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
 #include <atomic>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "dataplane/clock.hh"
+#include "dataplane/rule_snapshot.hh"
 #include "dataplane/source.hh"
 #include "filters/rule_set.hh"
 #include "storage/chunk.hh"
@@ -72,9 +74,10 @@ struct WorkerContext {
     MbufFields fields;
     TscClock clock;
     uint64_t flush_cycles = 0;
-    /* The rule set in force; workers re-read it every burst. */
-    std::atomic<const filters::RuleSet*>* rules = nullptr;
-    filters::Scratch* scratch = nullptr;
+    /* The rule set in force; workers re-read it every burst and report a
+     * quiescent state to `qsbr` between bursts (thread id = index). */
+    std::atomic<RuleSnapshot*>* rules = nullptr;
+    rte_rcu_qsbr* qsbr = nullptr;
     CountLimit* limit = nullptr;
     const std::atomic<bool>* stop = nullptr;
     bool rx_only = false;

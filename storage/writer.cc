@@ -32,10 +32,16 @@ Writer::Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chu
 
 Writer::~Writer() = default;
 
+void Writer::publish_name() {
+    std::lock_guard<std::mutex> g(name_mu_);
+    current_name_ = files_.is_open() ? files_.current_name() : std::string();
+}
+
 Status Writer::open() {
     time_t now = wall_seconds();
     Status s = files_.open_next(now);
     if (!s) return s;
+    publish_name();
     file_opened_ = now;
     file_bytes_ = 0;
     stats_.files.fetch_add(1, std::memory_order_relaxed);
@@ -112,6 +118,7 @@ void Writer::finish_file() {
 void Writer::rotate(time_t now) {
     finish_file();
     Status s = files_.open_next(now);
+    publish_name();
     file_opened_ = now;
     file_bytes_ = 0;
     if (!s) {

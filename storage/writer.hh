@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -68,7 +69,13 @@ public:
     void set_paused(bool p) { paused_.store(p, std::memory_order_release); }
 
     const WriterStats& stats() const { return stats_; }
+    /* Last write error; safe from any thread once run() has returned. */
     const std::string& last_error() const { return last_error_; }
+    /* Final name of the file being written (any thread). */
+    std::string current_file() const {
+        std::lock_guard<std::mutex> g(name_mu_);
+        return current_name_;
+    }
     /* Final names of the files closed so far (valid after run() returns). */
     uint32_t files_closed() const { return files_.files_closed(); }
 
@@ -91,6 +98,9 @@ private:
     time_t file_opened_ = 0;
     bool in_error_ = false;
     std::string last_error_;
+    mutable std::mutex name_mu_;  // taken at rotation only
+    std::string current_name_;
+    void publish_name();
 };
 
 }  // namespace linecap::storage

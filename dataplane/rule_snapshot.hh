@@ -1,0 +1,27 @@
+/* RuleSnapshot: the rule set in force plus one scratch per worker, published
+ * to the workers through an atomic pointer and reclaimed under RCU.
+ *
+ * The control thread builds a snapshot (compile may fail: nothing changes),
+ * swaps the pointer, waits with rte_rcu_qsbr_synchronize() until every worker
+ * has passed a quiescent point (between bursts), folds the old snapshot's
+ * per-rule counters into the running totals and frees it. A packet is
+ * therefore counted by exactly one snapshot.
+ */
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "filters/rule_set.hh"
+
+namespace linecap::dataplane {
+
+struct RuleSnapshot {
+    std::vector<filters::RuleSpec> specs;
+    std::shared_ptr<const filters::RuleSet> rules;
+    std::vector<std::unique_ptr<filters::Scratch>> scratch;  // one per worker
+    uint64_t generation = 0;
+};
+
+}  // namespace linecap::dataplane
