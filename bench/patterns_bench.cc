@@ -241,7 +241,8 @@ std::string cpu_model() {
             model = line.substr(line.find(':') + 2);
         if (line.rfind("flags", 0) == 0 && flags.empty()) {
             for (const char* f : {"avx512bw", "avx2", "ssse3"})
-                if (line.find(std::string(" ") + f) != std::string::npos) flags += std::string(" ") + f;
+                if (line.find(std::string(" ") + f) != std::string::npos)
+                    flags += std::string(" ") + f;
         }
     }
     return model + " (" + (flags.empty() ? "" : flags.substr(1)) + ")";

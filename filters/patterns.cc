@@ -17,8 +17,8 @@ namespace {
 
 constexpr uint16_t kEtherIpv4 = 0x0800;
 constexpr uint16_t kEtherIpv6 = 0x86dd;
-constexpr uint16_t kEtherVlan = 0x8100;   // 802.1Q
-constexpr uint16_t kEtherQinq = 0x88a8;   // 802.1ad
+constexpr uint16_t kEtherVlan = 0x8100;  // 802.1Q
+constexpr uint16_t kEtherQinq = 0x88a8;  // 802.1ad
 constexpr uint16_t kEtherQinqOld = 0x9100;
 constexpr int kMaxVlanTags = 8;
 constexpr int kMaxIpv6ExtHeaders = 16;
@@ -160,8 +160,7 @@ struct ParsedPattern {
 };
 
 bool is_plain(unsigned char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           c == '_';
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
 
 /* A literal becomes a regex in which every byte other than [0-9A-Za-z_]
@@ -195,9 +194,15 @@ Result<ParsedPattern> parse_pattern(const std::string& text) {
     if (pp.expression.empty()) return make_error("empty regex");
     for (size_t i = last + 1; i < text.size(); i++) {
         switch (text[i]) {
-            case 'i': pp.flags |= HS_FLAG_CASELESS; break;
-            case 's': pp.flags |= HS_FLAG_DOTALL; break;
-            case 'm': pp.flags |= HS_FLAG_MULTILINE; break;
+            case 'i':
+                pp.flags |= HS_FLAG_CASELESS;
+                break;
+            case 's':
+                pp.flags |= HS_FLAG_DOTALL;
+                break;
+            case 'm':
+                pp.flags |= HS_FLAG_MULTILINE;
+                break;
             default:
                 return make_error(std::string("unknown regex flag '") + text[i] +
                                   "' (known: i, s, m); a literal that starts with '/' "
@@ -231,10 +236,9 @@ Result<PatternDb> PatternDb::compile(std::span<const PatternSpec> patterns,
     }
     auto who = [&](size_t i) {
         const PatternSpec& p = patterns[i];
-        std::string rule = p.rule < rule_names.size() ? quote(rule_names[p.rule])
-                                                      : std::to_string(p.rule);
-        return "rule " + rule + ", pattern " + std::to_string(nth_in_rule[i]) + " " +
-               quote(p.text);
+        std::string rule =
+            p.rule < rule_names.size() ? quote(rule_names[p.rule]) : std::to_string(p.rule);
+        return "rule " + rule + ", pattern " + std::to_string(nth_in_rule[i]) + " " + quote(p.text);
     };
 
     if (hs_valid_platform() != HS_SUCCESS)

@@ -43,7 +43,7 @@ Bytes tcp(const Bytes& payload, uint8_t flags = 0x18, Bytes options = {}) {
     Bytes b;
     put16(b, 40000);
     put16(b, 80);
-    for (int i = 0; i < 8; i++) b.push_back(0);  // seq, ack
+    for (int i = 0; i < 8; i++) b.push_back(0);       // seq, ack
     while (options.size() % 4) options.push_back(1);  // NOP padding
     b.push_back(static_cast<uint8_t>(((20 + options.size()) / 4) << 4));
     b.push_back(flags);
@@ -193,7 +193,8 @@ TEST(PayloadSpan, TcpUdpAndOtherProtocols) {
     EXPECT_EQ(span_text(frame(eth(0x0800), ipv4(17, udp(bytes("query"))))), "query");
     // ICMP and any other protocol: the whole IP payload.
     Bytes icmp = {8, 0, 0, 0, 0, 1, 0, 1, 'p', 'i', 'n', 'g'};
-    EXPECT_EQ(span_text(frame(eth(0x0800), ipv4(1, icmp))), std::string("\x08\0\0\0\0\x01\0\x01ping", 12));
+    EXPECT_EQ(span_text(frame(eth(0x0800), ipv4(1, icmp))),
+              std::string("\x08\0\0\0\0\x01\0\x01ping", 12));
     // TCP options are header, not payload.
     EXPECT_EQ(span_text(frame(eth(0x0800), ipv4(6, tcp(bytes("data"), 0x18, bytes("MAIL"))))),
               "data");
@@ -332,18 +333,20 @@ TEST(PayloadSpan, EveryTruncationStaysInBounds) {
     std::vector<Bytes> samples = {
         tcp4("GET / HTTP/1.1\r\n"),
         frame(eth(0x0800, {0x88a8, 0x8100}), ipv4(17, udp(bytes("dns")))),
-        frame(eth(0x86dd), ipv6(0, [] {
-                  Bytes c = ext(44);
-                  append(c, frag6(6, 0, true));
-                  append(c, tcp(bytes("frag")));
-                  return c;
-              }())),
-        frame(eth(0x86dd), ipv6(51, [] {
-                  Bytes a = {6, 4};
-                  a.resize(24, 0);
-                  append(a, tcp(bytes("ah")));
-                  return a;
-              }())),
+        frame(eth(0x86dd), ipv6(0,
+                                [] {
+                                    Bytes c = ext(44);
+                                    append(c, frag6(6, 0, true));
+                                    append(c, tcp(bytes("frag")));
+                                    return c;
+                                }())),
+        frame(eth(0x86dd), ipv6(51,
+                                [] {
+                                    Bytes a = {6, 4};
+                                    a.resize(24, 0);
+                                    append(a, tcp(bytes("ah")));
+                                    return a;
+                                }())),
     };
     for (const Bytes& s : samples) {
         for (size_t cap = 0; cap <= s.size(); cap++) {
@@ -532,10 +535,12 @@ TEST(Patterns, ManyRulesInOneDatabase) {
 
 TEST(Patterns, BurstWithWantMask) {
     Matcher m({{"GET ", 0}, {"MAIL", 1}});
-    std::vector<Bytes> frames = {tcp4("GET /"), tcp4("MAIL FROM"), tcp4("nothing"), tcp4("GET MAIL")};
+    std::vector<Bytes> frames = {tcp4("GET /"), tcp4("MAIL FROM"), tcp4("nothing"),
+                                 tcp4("GET MAIL")};
     std::vector<Packet> pkts;
     for (auto& f : frames)
-        pkts.push_back(Packet{f.data(), static_cast<uint32_t>(f.size()), static_cast<uint32_t>(f.size())});
+        pkts.push_back(
+            Packet{f.data(), static_cast<uint32_t>(f.size()), static_cast<uint32_t>(f.size())});
     std::vector<RuleMask> masks(pkts.size());
     EXPECT_EQ(m.db.scan_burst(pkts.data(), 4, ScanScope::kPayload, m.scratch, masks.data()), 3u);
     EXPECT_TRUE(masks[0].test(0));

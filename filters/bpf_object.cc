@@ -1,0 +1,416 @@
+/* eBPF programs from ELF objects (see bpf_object.hh). Control thread only. */
+#include "filters/bpf_object.hh"
+
+#include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+
+namespace linecap::filters {
+
+static_assert(sizeof(ebpf_insn) == sizeof(bpf_insn), "DPDK and kernel instruction layouts differ");
+
+namespace {
+
+/* ---- libbpf's messages --------------------------------------------------- */
+
+/* libbpf prints through one process-wide callback. While an object is
+ * opened the callback appends to this thread's capture buffer instead of
+ * writing to stderr; LoggingScope restores the previous callback. */
+thread_local std::string* t_libbpf_log = nullptr;
+
+int capture_libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
+    if (level == LIBBPF_DEBUG || t_libbpf_log == nullptr) return 0;
+    char buf[512];
+    std::vsnprintf(buf, sizeof buf, fmt, ap);
+    std::string line(buf);
+    if (line.rfind("libbpf: ", 0) == 0) line.erase(0, 8);
+    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+    if (line.empty()) return 0;
+    if (!t_libbpf_log->empty()) *t_libbpf_log += "; ";
+    *t_libbpf_log += line;
+    return 0;
+}
+
+class LibbpfLogCapture {
+  public:
+    LibbpfLogCapture() : prev_(libbpf_set_print(capture_libbpf_print)) { t_libbpf_log = &log_; }
+    ~LibbpfLogCapture() {
+        t_libbpf_log = nullptr;
+        libbpf_set_print(prev_);
+    }
+    LibbpfLogCapture(const LibbpfLogCapture&) = delete;
+    LibbpfLogCapture& operator=(const LibbpfLogCapture&) = delete;
+    const std::string& log() const { return log_; }
+
+  private:
+    libbpf_print_fn_t prev_;
+    std::string log_;
+};
+
+struct ObjectCloser {
+    void operator()(bpf_object* o) const { bpf_object__close(o); }
+};
+using ObjectPtr = std::unique_ptr<bpf_object, ObjectCloser>;
+
+/* ---- ELF relocations -------------------------------------------------------
+ * libbpf only records relocations when it opens an object; it applies them
+ * (map fds, global data, subprogram calls) when loading into a kernel, which
+ * never happens here. A 64-bit immediate load that refers to a map still
+ * reads as "r1 = 0" at this point, so the relocations are read from the ELF
+ * file itself to tell the two apart. */
+
+struct ElfFile {
+    int fd = -1;
+    Elf* elf = nullptr;
+    ~ElfFile() {
+        if (elf != nullptr) elf_end(elf);
+        if (fd >= 0) close(fd);
+    }
+};
+
+/* Fills relocated[i] with the symbol a relocation at instruction i of the
+ * program (function `prog` in section `section`) refers to. */
+Status read_relocations(const std::string& path, const std::string& section,
+                        const std::string& prog, size_t insn_cnt,
+                        std::vector<std::string>& relocated) {
+    relocated.assign(insn_cnt, std::string());
+    if (elf_version(EV_CURRENT) == EV_NONE) return make_error("libelf is unusable");
+    ElfFile f;
+    f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f.fd < 0) return make_error(std::strerror(errno));
+    f.elf = elf_begin(f.fd, ELF_C_READ, nullptr);
+    if (f.elf == nullptr) return make_error(elf_errmsg(-1));
+    size_t shstrndx = 0;
+    if (elf_getshdrstrndx(f.elf, &shstrndx) != 0) return make_error(elf_errmsg(-1));
+
+    Elf_Scn* symtab = nullptr;
+    size_t strtab = 0;
+    size_t sec_index = 0;
+    for (Elf_Scn* scn = elf_nextscn(f.elf, nullptr); scn != nullptr;
+         scn = elf_nextscn(f.elf, scn)) {
+        GElf_Shdr sh;
+        if (gelf_getshdr(scn, &sh) == nullptr) continue;
+        const char* name = elf_strptr(f.elf, shstrndx, sh.sh_name);
+        if (sh.sh_type == SHT_SYMTAB) {
+            symtab = scn;
+            strtab = sh.sh_link;
+        } else if (sh.sh_type == SHT_PROGBITS && name != nullptr && section == name) {
+            sec_index = elf_ndxscn(scn);
+        }
+    }
+    if (symtab == nullptr || sec_index == 0)
+        return make_error("no symbol table or no section '" + section + "'");
+    Elf_Data* syms = elf_getdata(symtab, nullptr);
+    GElf_Shdr symsh;
+    gelf_getshdr(symtab, &symsh);
+    if (syms == nullptr || symsh.sh_entsize == 0) return make_error("unreadable symbol table");
+    size_t nsyms = symsh.sh_size / symsh.sh_entsize;
+
+    auto symbol_name = [&](size_t i) -> std::string {
+        GElf_Sym s;
+        if (i >= nsyms || gelf_getsym(syms, static_cast<int>(i), &s) == nullptr) return "?";
+        if (GELF_ST_TYPE(s.st_info) == STT_SECTION) {  // e.g. .rodata, .bss
+            Elf_Scn* scn = elf_getscn(f.elf, s.st_shndx);
+            GElf_Shdr sh;
+            if (scn != nullptr && gelf_getshdr(scn, &sh) != nullptr) {
+                const char* n = elf_strptr(f.elf, shstrndx, sh.sh_name);
+                if (n != nullptr) return n;
+            }
+            return "?";
+        }
+        const char* n = elf_strptr(f.elf, strtab, s.st_name);
+        return n != nullptr && *n ? n : "?";
+    };
+
+    bool found = false;
+    uint64_t start = 0;
+    for (size_t i = 0; i < nsyms && !found; i++) {
+        GElf_Sym s;
+        if (gelf_getsym(syms, static_cast<int>(i), &s) == nullptr) continue;
+        if (GELF_ST_TYPE(s.st_info) != STT_FUNC || s.st_shndx != sec_index) continue;
+        const char* n = elf_strptr(f.elf, strtab, s.st_name);
+        if (n != nullptr && prog == n) {
+            found = true;
+            start = s.st_value;
+        }
+    }
+    if (!found) return make_error("no symbol for program '" + prog + "'");
+
+    uint64_t end = start + insn_cnt * sizeof(ebpf_insn);
+    for (Elf_Scn* scn = elf_nextscn(f.elf, nullptr); scn != nullptr;
+         scn = elf_nextscn(f.elf, scn)) {
+        GElf_Shdr sh;
+        if (gelf_getshdr(scn, &sh) == nullptr) continue;
+        if ((sh.sh_type != SHT_REL && sh.sh_type != SHT_RELA) || sh.sh_info != sec_index ||
+            sh.sh_entsize == 0)
+            continue;
+        Elf_Data* d = elf_getdata(scn, nullptr);
+        if (d == nullptr) continue;
+        size_t n = sh.sh_size / sh.sh_entsize;
+        for (size_t j = 0; j < n; j++) {
+            uint64_t off, info;
+            if (sh.sh_type == SHT_REL) {
+                GElf_Rel r;
+                if (gelf_getrel(d, static_cast<int>(j), &r) == nullptr) continue;
+                off = r.r_offset;
+                info = r.r_info;
+            } else {
+                GElf_Rela r;
+                if (gelf_getrela(d, static_cast<int>(j), &r) == nullptr) continue;
+                off = r.r_offset;
+                info = r.r_info;
+            }
+            if (off < start || off >= end) continue;
+            relocated[(off - start) / sizeof(ebpf_insn)] = symbol_name(GELF_R_SYM(info));
+        }
+    }
+    return Status::success();
+}
+
+/* ---- Instruction checks -------------------------------------------------- */
+
+constexpr uint8_t kClassJmp32 = 0x06;  // eBPF's BPF_JMP32; cBPF's BPF_RET in bpf_def.h
+constexpr uint8_t kModeMemsx = 0x80;   // sign-extending loads (cpu v4)
+constexpr uint8_t kPseudoCall = 1;     // src_reg of a BPF-to-BPF call
+constexpr uint8_t kPseudoKfuncCall = 2;
+
+const char* helper_name(int32_t id) {
+    switch (id) {
+        case 1:
+            return "bpf_map_lookup_elem";
+        case 2:
+            return "bpf_map_update_elem";
+        case 3:
+            return "bpf_map_delete_elem";
+        case 4:
+            return "bpf_probe_read";
+        case 5:
+            return "bpf_ktime_get_ns";
+        case 6:
+            return "bpf_trace_printk";
+        case 7:
+            return "bpf_get_prandom_u32";
+        case 8:
+            return "bpf_get_smp_processor_id";
+        case 9:
+            return "bpf_skb_store_bytes";
+        case 26:
+            return "bpf_skb_load_bytes";
+        case 130:
+            return "bpf_ringbuf_output";
+        default:
+            return nullptr;
+    }
+}
+
+const char* pseudo_name(uint8_t src) {
+    switch (src) {
+        case 1:
+            return "BPF_PSEUDO_MAP_FD";
+        case 2:
+            return "BPF_PSEUDO_MAP_VALUE";
+        case 3:
+            return "BPF_PSEUDO_BTF_ID";
+        case 4:
+            return "BPF_PSEUDO_FUNC";
+        case 5:
+            return "BPF_PSEUDO_MAP_IDX";
+        case 6:
+            return "BPF_PSEUDO_MAP_IDX_VALUE";
+        default:
+            return "an unknown BPF_PSEUDO_* kind";
+    }
+}
+
+std::string at(size_t i, const ebpf_insn& in) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "instruction %zu (opcode 0x%02x): ", i, in.code);
+    return buf;
+}
+
+}  // namespace
+
+Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::string> relocated) {
+    if (insns.empty()) return make_error("the program has no instructions");
+    auto reloc = [&](size_t i) -> const std::string* {
+        return i < relocated.size() && !relocated[i].empty() ? &relocated[i] : nullptr;
+    };
+    for (size_t i = 0; i < insns.size(); i++) {
+        const ebpf_insn& in = insns[i];
+        const uint8_t cls = BPF_CLASS(in.code);
+        const uint8_t mode = BPF_MODE(in.code);
+
+        if (in.code == (BPF_LD | BPF_IMM | EBPF_DW)) {
+            if (i + 1 >= insns.size())
+                return make_error(at(i, in) +
+                                  "64-bit immediate load cut short (second half missing)");
+            if (in.src_reg != 0)
+                return make_error(at(i, in) + "loads a map or kernel object (" +
+                                  pseudo_name(in.src_reg) +
+                                  "); maps do not exist outside the kernel");
+            if (const std::string* sym = reloc(i))
+                return make_error(at(i, in) + "refers to '" + *sym +
+                                  "' (a map or global data, which the packet VM does not have; "
+                                  "keep state in local variables)");
+            i++;  // second half of the 64-bit immediate
+            continue;
+        }
+        if (const std::string* sym = reloc(i);
+            sym != nullptr && !(cls == BPF_JMP && BPF_OP(in.code) == EBPF_CALL))
+            return make_error(at(i, in) + "has a relocation to '" + *sym +
+                              "' that cannot be resolved without a kernel");
+
+        switch (cls) {
+            case BPF_LD:
+                if (mode == BPF_ABS || mode == BPF_IND)
+                    return make_error(at(i, in) +
+                                      "legacy packet load (BPF_LD_ABS/BPF_LD_IND) needs a kernel "
+                                      "socket buffer; read through ctx->data instead");
+                return make_error(at(i, in) + "unknown load instruction");
+            case BPF_LDX:
+                if (mode == kModeMemsx)
+                    return make_error(at(i, in) +
+                                      "sign-extending load (cpu v4) is not supported; "
+                                      "compile with -mcpu=v2");
+                if (mode != BPF_MEM) return make_error(at(i, in) + "unknown load instruction");
+                break;
+            case BPF_ST:
+            case BPF_STX:
+                if (mode == EBPF_XADD) {
+                    if (cls != BPF_STX || in.imm != BPF_ADD ||
+                        (BPF_SIZE(in.code) != BPF_W && BPF_SIZE(in.code) != EBPF_DW))
+                        return make_error(at(i, in) + "atomic operation " + std::to_string(in.imm) +
+                                          " is not supported (only a plain atomic add is)");
+                    break;
+                }
+                if (mode != BPF_MEM) return make_error(at(i, in) + "unknown store instruction");
+                break;
+            case BPF_ALU:
+            case EBPF_ALU64:
+                if (in.off != 0)
+                    return make_error(at(i, in) +
+                                      "signed division or sign-extending move (cpu v4) "
+                                      "is not supported; compile with -mcpu=v2");
+                if (cls == EBPF_ALU64 && BPF_OP(in.code) == EBPF_END)
+                    return make_error(at(i, in) +
+                                      "unconditional byte swap (cpu v4) is not "
+                                      "supported; compile with -mcpu=v2");
+                break;
+            case BPF_JMP:
+                if (BPF_OP(in.code) == EBPF_CALL) {
+                    if (in.src_reg == kPseudoCall)
+                        return make_error(at(i, in) +
+                                          "calls another BPF function; the packet VM runs a single "
+                                          "function (mark helpers static __always_inline)");
+                    if (in.src_reg == kPseudoKfuncCall)
+                        return make_error(at(i, in) +
+                                          "calls a kernel function; there is no kernel");
+                    const char* name = helper_name(in.imm);
+                    return make_error(at(i, in) + "calls kernel helper " + std::to_string(in.imm) +
+                                      (name != nullptr ? std::string(" (") + name + ")" : "") +
+                                      "; the packet VM has no helpers");
+                }
+                break;
+            case kClassJmp32:
+                return make_error(at(i, in) +
+                                  "32-bit jump (BPF_JMP32) is not supported by rte_bpf; "
+                                  "compile with -mcpu=v2");
+            default:
+                return make_error(at(i, in) + "unknown instruction class");
+        }
+    }
+    return Status::success();
+}
+
+Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view program) {
+    const std::string what = "bpf object '" + path + "': ";
+    {
+        std::error_code ec;
+        if (!std::filesystem::exists(path, ec)) return make_error(what + "no such file");
+        if (std::filesystem::is_directory(path, ec)) return make_error(what + "is a directory");
+        std::ifstream probe(path, std::ios::binary);
+        char magic[4] = {};
+        if (!probe) return make_error(what + "cannot read: " + std::strerror(errno));
+        probe.read(magic, 4);
+        if (probe.gcount() != 4 || std::memcmp(magic,
+                                               "\x7f"
+                                               "ELF",
+                                               4) != 0)
+            return make_error(what + "not an ELF object (build it with clang -O2 -target bpf -c)");
+    }
+
+    LibbpfLogCapture capture;
+    errno = 0;
+    ObjectPtr obj(bpf_object__open_file(path.c_str(), nullptr));
+    if (!obj) {
+        int err = errno;
+        std::string msg = what + "libbpf cannot open it";
+        if (err != 0) msg += std::string(": ") + std::strerror(err);
+        if (!capture.log().empty()) msg += " (libbpf: " + capture.log() + ")";
+        return make_error(msg);
+    }
+
+    std::vector<bpf_program*> progs;
+    std::string names;
+    bpf_program* prog = nullptr;
+    bpf_object__for_each_program(prog, obj.get()) {
+        progs.push_back(prog);
+        names += std::string(names.empty() ? "" : ", ") + bpf_program__name(prog);
+    }
+    if (progs.empty()) return make_error(what + "holds no program");
+
+    bpf_program* chosen = nullptr;
+    if (program.empty()) {
+        if (progs.size() > 1)
+            return make_error(what + "holds " + std::to_string(progs.size()) + " programs (" +
+                              names + "); name one as FILE:PROGRAM");
+        chosen = progs[0];
+    } else {
+        for (bpf_program* p : progs)
+            if (program == bpf_program__name(p)) chosen = p;
+        if (chosen == nullptr)
+            return make_error(what + "has no program '" + std::string(program) +
+                              "' (it has: " + names + ")");
+    }
+
+    BpfProgram out;
+    out.file = path;
+    out.name = bpf_program__name(chosen);
+    out.section = bpf_program__section_name(chosen);
+    size_t n = bpf_program__insn_cnt(chosen);
+    const bpf_insn* raw = bpf_program__insns(chosen);
+    if (raw == nullptr || n == 0) return make_error(what + "program '" + out.name + "' is empty");
+    out.insns.resize(n);
+    std::memcpy(out.insns.data(), raw, n * sizeof(ebpf_insn));
+
+    std::vector<std::string> relocated;
+    Status rs = read_relocations(path, out.section, out.name, n, relocated);
+    if (!rs.ok())
+        return make_error(what + "program '" + out.name +
+                          "': cannot read its relocations: " + rs.error());
+    Status cs = check_bpf_program(out.insns, relocated);
+    if (!cs.ok()) return make_error(what + "program '" + out.name + "': " + cs.error());
+    return out;
+}
+
+Result<BpfProgram> load_bpf_object(std::string_view spec) {
+    std::string s(spec);
+    if (s.empty()) return make_error("bpf object: empty file name");
+    std::error_code ec;
+    size_t colon = s.rfind(':');
+    if (std::filesystem::exists(s, ec) || colon == std::string::npos || colon == 0)
+        return load_bpf_object(s, std::string_view());
+    return load_bpf_object(s.substr(0, colon), std::string_view(s).substr(colon + 1));
+}
+
+}  // namespace linecap::filters

@@ -1,0 +1,41 @@
+/* What a linecap eBPF filter program sees. Include it from a program built
+ * with `clang -O2 -target bpf -mcpu=v2 -c prog.bpf.c -o prog.bpf.o` and load
+ * it with `capd --bpf-object prog.bpf.o[:FUNCTION]`.
+ *
+ * The program gets a pointer to the packet and returns non-zero to capture
+ * it, 0 to drop it. It runs in DPDK's rte_bpf (JIT or interpreter), not in
+ * the kernel: there are no maps, no helpers, no global variables and no
+ * calls to other BPF functions (make helpers static __always_inline).
+ *
+ * The packet and this struct are read-only. Bytes are readable at
+ * data[0 .. caplen-1] only: compare every offset with caplen before reading.
+ * rte_bpf's load-time check also needs every offset to be provably small
+ * (derived from header fields or compared with constants), see
+ * filters/bpf_object.hh.
+ *
+ * Read bytes at a variable offset through linecap_at(): DPDK 22.11's
+ * validator forgets that a register holds a packet pointer when the program
+ * computes "offset += pointer" instead of "pointer += offset", and clang
+ * picks either order. linecap_at() pins the second one.
+ */
+#ifndef LINECAP_BPF_H
+#define LINECAP_BPF_H
+
+struct linecap_packet {
+	const unsigned char *data; /* first byte of the Ethernet header */
+	unsigned int caplen;       /* bytes captured (readable at data) */
+	unsigned int wirelen;      /* bytes on the wire */
+};
+
+#define LINECAP_PROGRAM(name) \
+	__attribute__((section("linecap"), used)) int name(const struct linecap_packet *pkt)
+
+/* data + off, computed as "pointer += offset". */
+static inline __attribute__((always_inline)) const unsigned char *
+linecap_at(const unsigned char *data, unsigned long off)
+{
+	asm volatile("%0 += %1" : "+r"(data) : "r"(off));
+	return data;
+}
+
+#endif
