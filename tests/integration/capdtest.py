@@ -1,0 +1,339 @@
+"""Shared helpers for capd's integration tests.
+
+Every capd run goes through run_capd()/start_capd(), which bound it with a
+timeout so that a hang fails the test instead of blocking CI. main() runs a
+test module with unittest and prints a final "N passed, N failed" line; it
+exits non-zero if anything failed.
+
+Environment (set by tests/meson.build):
+  LINECAP_BUILD_DIR  build root (capd is dataplane/capd under it)
+  LINECAP_TEST_DATA  tests/data (holds the tcpdump-tests corpus)
+  LINECAP_KEEP_TMP   if set, temporary directories are kept for inspection
+"""
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import pcaplib  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def _build_dir():
+    d = os.environ.get("LINECAP_BUILD_DIR")
+    if d:
+        return d
+    for cand in sorted(glob.glob(os.path.join(REPO, "build*"))):
+        if os.path.exists(os.path.join(cand, "dataplane", "capd")):
+            return cand
+    return os.path.join(REPO, "build")
+
+
+BUILD_DIR = _build_dir()
+CAPD = os.path.join(BUILD_DIR, "dataplane", "capd")
+DATA_DIR = os.environ.get("LINECAP_TEST_DATA") or os.path.join(REPO, "tests", "data")
+CORPUS_DIR = os.path.join(DATA_DIR, "tcpdump-tests")
+
+# Bound for one ordinary capd run. A run that takes longer is a hang.
+CAPD_TIMEOUT = 120
+
+
+class CapdRun:
+    def __init__(self, args, rc, stdout, stderr):
+        self.args = args
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def stderr_lines(self):
+        return [l for l in self.stderr.splitlines() if l.strip()]
+
+    def describe(self):
+        return (f"capd {' '.join(self.args)}\n  exit {self.rc}\n  stderr: {self.stderr!r}\n"
+                f"  stdout: {self.stdout[:500]!r}")
+
+
+def capd_command(args, netns=None):
+    cmd = [CAPD] + list(args)
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    return cmd
+
+
+def run_capd(args, timeout=CAPD_TIMEOUT, cwd=None, netns=None):
+    """Runs capd to completion. A run that outlives `timeout` is killed and
+    reported as a failure (AssertionError)."""
+    args = [str(a) for a in args]
+    try:
+        p = subprocess.run(capd_command(args, netns), cwd=cwd, capture_output=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        err = (e.stderr or b"").decode("utf-8", "replace")
+        raise AssertionError(f"capd {' '.join(args)} did not finish within {timeout} s; "
+                             f"stderr so far: {err!r}") from None
+    return CapdRun(args, p.returncode, p.stdout.decode("utf-8", "replace"),
+                   p.stderr.decode("utf-8", "replace"))
+
+
+class RunningCapd:
+    """A capd started in the background. stop()/wait() are bounded; on any
+    exit path kill() makes sure the process is gone."""
+
+    def __init__(self, args, cwd=None, netns=None):
+        self.args = [str(a) for a in args]
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(capd_command(self.args, netns), cwd=cwd,
+                                     stdout=self.out, stderr=self.err,
+                                     stdin=subprocess.DEVNULL)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def signal(self, sig):
+        if self.running():
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout=CAPD_TIMEOUT):
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"capd {' '.join(self.args)} did not exit within {timeout} s; "
+                                 f"stderr: {self._read(self.err)!r}") from None
+        return CapdRun(self.args, rc, self._read(self.out), self._read(self.err))
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+
+    @staticmethod
+    def _read(f):
+        f.seek(0)
+        return f.read().decode("utf-8", "replace")
+
+
+def wait_until(pred, timeout, interval=0.05):
+    """Polls pred() until it is true or `timeout` s pass (bounded in time and
+    count). Returns the last value of pred()."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(interval)
+    return pred()
+
+
+def have(tool):
+    return shutil.which(tool) is not None
+
+
+def tcpdump_count(path, timeout=60):
+    """Reads a file with tcpdump; returns (packet count, error text or None)."""
+    p = subprocess.run(["tcpdump", "--count", "-n", "-r", path], capture_output=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    out = p.stdout.decode("utf-8", "replace")
+    err = p.stderr.decode("utf-8", "replace")
+    bad = [l for l in err.splitlines() if l.strip() and not l.startswith("reading from file")]
+    if p.returncode != 0 or bad:
+        return None, f"tcpdump -r {path}: exit {p.returncode}: {err.strip()}"
+    for line in out.splitlines():
+        w = line.split()
+        if len(w) >= 2 and w[1] in ("packet", "packets") and w[0].isdigit():
+            return int(w[0]), None
+    return None, f"tcpdump --count -r {path}: no count in {out!r}"
+
+
+TSHARK_NOISE = ("Running as user", "reading from file")
+
+
+def tshark_fields(path, fields, timeout=120):
+    """Reads a file with tshark -T fields; returns (rows, error text or None)."""
+    cmd = ["tshark", "-n", "-r", path, "-T", "fields", "-E", "separator=|"]
+    for f in fields:
+        cmd += ["-e", f]
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    err = p.stderr.decode("utf-8", "replace")
+    bad = [l for l in err.splitlines() if l.strip() and not l.startswith(TSHARK_NOISE)]
+    if p.returncode != 0 or bad:
+        return None, f"tshark -r {path}: exit {p.returncode}: {err.strip()}"
+    rows = [l.split("|") for l in p.stdout.decode("utf-8", "replace").splitlines()]
+    return rows, None
+
+
+def capinfos_counts(paths, timeout=300):
+    """Packet counts of many files read by Wireshark's wiretap (capinfos), in
+    one process. Returns ({path: count}, error text or None)."""
+    out = {}
+    for i in range(0, len(paths), 100):
+        batch = paths[i:i + 100]
+        p = subprocess.run(["capinfos", "-T", "-r", "-c", "-M"] + batch, capture_output=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+        err = p.stderr.decode("utf-8", "replace")
+        bad = [l for l in err.splitlines() if l.strip() and not l.startswith(TSHARK_NOISE)]
+        if p.returncode != 0 or bad:
+            return None, f"capinfos: exit {p.returncode}: {err.strip()[:2000]}"
+        for line in p.stdout.decode("utf-8", "replace").splitlines():
+            name, _, count = line.rpartition("\t")
+            if name and count.strip().isdigit():
+                out[name] = int(count)
+    return out, None
+
+
+def hidden_files(d):
+    return sorted(f for f in os.listdir(d) if f.startswith("."))
+
+
+def corpus_files():
+    """Every capture in the tcpdump-tests corpus, sorted."""
+    if not os.path.isdir(CORPUS_DIR):
+        return []
+    return sorted(os.path.join(CORPUS_DIR, f) for f in os.listdir(CORPUS_DIR)
+                  if f.endswith((".pcap", ".pcapng")))
+
+
+def out_ts(ts_ns, precision):
+    """A timestamp as an output file stores it. precision: "us" (pcap,
+    microseconds, truncated), "ns" (pcap, nanoseconds) or "pcapng" (64-bit
+    nanoseconds). A pcap record holds the seconds in 32 unsigned bits, so
+    they are taken modulo 2^32, as every pcap writer does."""
+    if precision == "pcapng":
+        return ts_ns
+    sec, frac = divmod(ts_ns, 10**9)
+    if precision == "us":
+        frac = frac // 1000 * 1000
+    return (sec % 2**32) * 10**9 + frac
+
+
+def record_mismatch(expected, got, precision, label=""):
+    """Compares two record lists. Returns None if they match at the output's
+    timestamp precision, else a message naming the first difference."""
+    if len(expected) != len(got):
+        extra = ""
+        n = min(len(expected), len(got))
+        for i in range(n):
+            if expected[i].data != got[i].data:
+                extra = f"; first differing record #{i}"
+                break
+        return f"{label}record count: expected {len(expected)}, got {len(got)}{extra}"
+    for i, (e, g) in enumerate(zip(expected, got)):
+        et = out_ts(e.ts_ns, precision)
+        diffs = []
+        if et != g.ts_ns:
+            diffs.append(f"ts expected {et} got {g.ts_ns}")
+        if e.caplen != g.caplen:
+            diffs.append(f"caplen expected {e.caplen} got {g.caplen}")
+        if e.wirelen != g.wirelen:
+            diffs.append(f"wirelen expected {e.wirelen} got {g.wirelen}")
+        if e.data != g.data:
+            k = next((j for j in range(min(len(e.data), len(g.data)))
+                      if e.data[j] != g.data[j]), min(len(e.data), len(g.data)))
+            diffs.append(f"bytes differ from offset {k}")
+        if diffs:
+            return f"{label}record #{i}: " + ", ".join(diffs)
+    return None
+
+
+class CapdTestCase(unittest.TestCase):
+    """Gives each test a fresh temporary directory (self.tmp)."""
+
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.access(CAPD, os.X_OK):
+            raise unittest.SkipTest(f"capd not built at {CAPD}")
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="linecap-it-")
+        if not os.environ.get("LINECAP_KEEP_TMP"):
+            self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def path(self, *names):
+        return os.path.join(self.tmp, *names)
+
+    def capd(self, args, **kw):
+        return run_capd(args, **kw)
+
+    def assertCapdOk(self, run, quiet=False):
+        self.assertEqual(run.rc, 0, run.describe())
+        if quiet:
+            self.assertEqual(run.stderr_lines, [], run.describe())
+
+    def assertWhole(self, path):
+        """The file parses to its end, with no partial record; returns it."""
+        try:
+            return pcaplib.read_capture(path)
+        except pcaplib.PcapError as e:
+            self.fail(f"{path} is not a whole capture file: {e}")
+
+    def assertNoHidden(self, d):
+        self.assertEqual(hidden_files(d), [], f"hidden (partial) files left in {d}")
+
+
+class _CountingResult(unittest.TextTestResult):
+    """Counts outcomes per test method (a method with any failing subtest
+    counts as failed once) and lists failed subtests."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.failed_ids = set()
+        self.subtest_failures = 0
+        self.subtest_passes = 0
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self.failed_ids.add(test.id())
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.failed_ids.add(getattr(test, "id", lambda: str(test))())
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is None:
+            self.subtest_passes += 1
+        else:
+            self.subtest_failures += 1
+            self.failed_ids.add(test.id())
+
+
+def main():
+    """Runs the calling module's tests; prints 'N passed, N failed' last and
+    exits 1 if any test failed."""
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=_CountingResult, stream=sys.stdout)
+    t0 = time.monotonic()
+    prog = unittest.main(module="__main__", testRunner=runner, exit=False)
+    r = prog.result
+    failed = len(r.failed_ids) + len(r.unexpectedSuccesses)
+    skipped = len(r.skipped)
+    xfail = len(r.expectedFailures)
+    passed = r.testsRun - len(r.failed_ids) - skipped - xfail - len(r.unexpectedSuccesses)
+    for test, reason in r.skipped:
+        print(f"SKIPPED {test.id()}: {reason}")
+    extra = []
+    if skipped:
+        extra.append(f"{skipped} skipped")
+    if xfail:
+        extra.append(f"{xfail} expected failures")
+    if r.subtest_failures:
+        extra.append(f"{r.subtest_failures} failed subtests")
+    print(f"{os.path.basename(sys.argv[0])}: {time.monotonic() - t0:.1f} s")
+    print(f"{passed} passed, {failed} failed" + (", " + ", ".join(extra) if extra else ""))
+    sys.exit(1 if failed else 0)
