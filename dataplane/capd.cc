@@ -3,12 +3,16 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <vector>
 
+#include "ctl/handlers.hh"
+#include "ctl/server.hh"
 #include "dataplane/eal.hh"
 #include "dataplane/list_sources.hh"
 #include "dataplane/options.hh"
@@ -97,6 +101,25 @@ int main(int argc, char** argv) {
         rte_eal_cleanup();
         return fail(pipeline.error());
     }
+    // The control socket. The default path is shared by every capd on the
+    // host: when another capd holds it, this one runs without a socket.
+    std::unique_ptr<ctl::ControlServer> server;
+    if (o.ctl_path != "none") {
+        ctl::ServerOptions so;
+        so.path = o.ctl_path.empty() ? ctl::kDefaultSocket : o.ctl_path;
+        so.group = o.ctl_group;
+        auto srv = ctl::ControlServer::listen(so, ctl::make_handlers(**pipeline));
+        if (srv) {
+            server = std::move(*srv);
+        } else if (!o.ctl_path.empty()) {
+            pipeline->reset();
+            rte_eal_cleanup();
+            return fail(srv.error());
+        } else if (!o.quiet) {
+            std::fprintf(stderr, "capd: no control socket: %s\n", srv.error().c_str());
+        }
+    }
+
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -105,8 +128,15 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
 
     (*pipeline)->start();
-    (*pipeline)->wait(nullptr);
+    ctl::ControlServer* srv = server.get();
+    (*pipeline)->wait([srv](int ms) {
+        if (srv)
+            srv->poll(ms);
+        else
+            usleep(ms * 1000);
+    });
     Summary s = (*pipeline)->finish();
+    server.reset();
     pipeline->reset();
 
     if (!o.quiet) std::fputs(summary_text(s).c_str(), stderr);

@@ -44,7 +44,8 @@ struct Options {
     std::vector<std::string> patterns;
     std::string bpf_object;
     filters::ScanScope scan_scope = filters::ScanScope::kPayload;
-    std::string ctl_path;
+    std::string ctl_path;         // empty: the default socket
+    std::string ctl_group;        // group allowed to use the socket
     std::string stats_json;
     bool dump_filter = false;   // -d
     bool list_sources = false;  // -D

@@ -112,7 +112,9 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     uint32_t kept = n;
     RuleSnapshot* snap = ctx.rules->load(std::memory_order_acquire);
     const filters::RuleSet* rules = snap->rules.get();
-    if (!rules->matches_everything()) {
+    // Classification runs even for a match-all set: it keeps the per-rule
+    // counters, and an empty set captures nothing.
+    {
         filters::Packet fp[kBurstSize];
         for (uint16_t i = 0; i < n; i++) {
             const rte_mbuf* m = pkts[i];
@@ -129,8 +131,6 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         }
         kept = rules->classify_burst(fp, n, verdict, *snap->scratch[ctx.index]);
         add(ctx.stats.filtered_out, n - kept);
-    } else {
-        std::memset(verdict, 1, n);
     }
 
     if (ctx.limit->enabled && kept > 0) {

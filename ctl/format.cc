@@ -1,0 +1,168 @@
+#include "ctl/format.hh"
+
+#include <cstdio>
+#include <sstream>
+
+namespace linecap::ctl {
+namespace {
+
+uint64_t u(const nlohmann::json& j, const char* k) {
+    auto it = j.find(k);
+    return it != j.end() && it->is_number() ? it->get<uint64_t>() : 0;
+}
+
+std::string si(double v) {
+    char b[32];
+    const char* units[] = {"", "k", "M", "G", "T"};
+    int i = 0;
+    while (v >= 1000 && i < 4) {
+        v /= 1000;
+        i++;
+    }
+    snprintf(b, sizeof(b), i ? "%.2f%s" : "%.0f%s", v, units[i]);
+    return b;
+}
+
+const char* kStages[] = {"nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full",
+                         "writer_slow", "disk",        "paused"};
+
+}  // namespace
+
+std::string format_status(const nlohmann::json& s) {
+    std::ostringstream o;
+    char b[64];
+    snprintf(b, sizeof(b), "%.1f", s.value("uptime_s", 0.0));
+    o << "state:   " << s.value("state", "?") << ", up " << b << " s, format "
+      << s.value("format", "?") << (s.value("hugepages", false) ? ", hugepages" : ", no hugepages")
+      << "\n";
+    for (const auto& x : s["sources"])
+        o << "source:  " << x.value("name", "") << " (" << x.value("queues", 0) << " queue"
+          << (x.value("queues", 0) == 1 ? "" : "s") << ")\n";
+    int i = 0;
+    for (const auto& w : s["workers"]) {
+        o << "worker " << i++ << ": lcore " << w.value("lcore", 0) << ", queues";
+        for (const auto& q : w["queues"]) o << " " << q.get<std::string>();
+        o << "\n";
+    }
+    i = 0;
+    for (const auto& w : s["writers"]) {
+        o << "writer " << i++ << ": lcore " << w.value("lcore", 0) << ", writing "
+          << w.value("current_file", "") << "\n";
+        if (!w.value("last_error", "").empty()) o << "          last error: " << w["last_error"].get<std::string>() << "\n";
+    }
+    o << "rules:  ";
+    for (const auto& r : s["rules"]) o << " " << r.get<std::string>();
+    o << " (generation " << s.value("rule_generation", 0) << ")\n";
+    return o.str();
+}
+
+std::string format_stats(const nlohmann::json& s) {
+    std::ostringstream o;
+    char b[256];
+    snprintf(b, sizeof(b), "%.1f", s.value("elapsed_s", 0.0));
+    o << "elapsed " << b << " s: " << u(s, "packets_received") << " received, "
+      << u(s, "packets_filtered_out") << " filtered out, " << u(s, "packets_written")
+      << " written (" << u(s, "bytes_written") << " bytes, " << u(s, "files_written")
+      << " files)\n";
+    const auto& d = s["drops"];
+    o << "drops:";
+    for (const char* k : kStages) o << " " << k << " " << u(d, k);
+    o << " (total " << u(d, "total") << ")\n";
+    for (const auto& x : s["sources"])
+        o << "source " << x.value("name", "") << ": " << u(x, "packets") << " packets, imissed "
+          << u(x, "imissed") << ", ierrors " << u(x, "ierrors") << ", nombuf " << u(x, "nombuf")
+          << "\n";
+    int i = 0;
+    for (const auto& w : s["workers"])
+        o << "worker " << i++ << ": rx " << u(w, "rx_packets") << ", filtered "
+          << u(w, "filtered_out") << ", accepted " << u(w, "accepted") << ", ring_full "
+          << u(w, "ring_full") << ", writer_slow " << u(w, "writer_slow") << "\n";
+    i = 0;
+    for (const auto& w : s["writers"])
+        o << "writer " << i++ << ": " << u(w, "packets") << " packets, " << u(w, "bytes")
+          << " bytes, " << u(w, "files") << " files, disk drops " << u(w, "disk_drops") << "\n";
+    for (const auto& r : s["rules"])
+        o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)")
+          << ": " << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes\n";
+    return o.str();
+}
+
+std::string format_rules(const nlohmann::json& d) {
+    std::ostringstream o;
+    for (const auto& r : d["rules"]) {
+        o << r.value("name", "") << ": ";
+        std::string e = r.value("expression", "");
+        o << (e.empty() ? "(any packet)" : e);
+        for (const auto& p : r["patterns"]) o << " --pattern '" << p.get<std::string>() << "'";
+        if (r.value("scan", "payload") == "frame") o << " --scan frame";
+        o << "  [" << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes]\n";
+    }
+    if (d["rules"].empty()) o << "(no rules: nothing is captured)\n";
+    return o.str();
+}
+
+std::string format_prometheus(const nlohmann::json& s) {
+    std::ostringstream o;
+    auto counter = [&](const char* name, const char* help) {
+        o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
+    };
+    counter("linecap_packets_received_total", "Packets received from all sources.");
+    o << "linecap_packets_received_total " << u(s, "packets_received") << "\n";
+    counter("linecap_packets_filtered_out_total", "Packets no rule matched.");
+    o << "linecap_packets_filtered_out_total " << u(s, "packets_filtered_out") << "\n";
+    counter("linecap_packets_written_total", "Packets written to files.");
+    o << "linecap_packets_written_total " << u(s, "packets_written") << "\n";
+    counter("linecap_bytes_written_total", "File bytes written, headers included.");
+    o << "linecap_bytes_written_total " << u(s, "bytes_written") << "\n";
+    counter("linecap_drops_total", "Packets lost, by stage.");
+    for (const char* k : kStages)
+        o << "linecap_drops_total{stage=\"" << k << "\"} " << u(s["drops"], k) << "\n";
+    counter("linecap_source_packets_total", "Packets delivered by each source.");
+    for (const auto& x : s["sources"]) {
+        std::string n = x.value("name", "");
+        std::string esc;
+        for (char c : n) {
+            if (c == '"' || c == '\\') esc += '\\';
+            esc += c;
+        }
+        o << "linecap_source_packets_total{source=\"" << esc << "\"} " << u(x, "packets") << "\n";
+    }
+    counter("linecap_rule_packets_total", "Packets matched, by rule.");
+    for (const auto& r : s["rules"])
+        o << "linecap_rule_packets_total{rule=\"" << r.value("name", "") << "\"} "
+          << u(r, "packets") << "\n";
+    o << "# HELP linecap_elapsed_seconds Seconds since capture started.\n"
+      << "# TYPE linecap_elapsed_seconds gauge\n"
+      << "linecap_elapsed_seconds " << s.value("elapsed_s", 0.0) << "\n";
+    return o.str();
+}
+
+nlohmann::json rates_json(const nlohmann::json& prev, const nlohmann::json& cur) {
+    double dt = prev.is_null() ? 0 : cur.value("elapsed_s", 0.0) - prev.value("elapsed_s", 0.0);
+    auto rate = [&](uint64_t a, uint64_t b) { return dt > 0 ? double(b - a) / dt : 0.0; };
+    uint64_t pd = prev.is_null() ? 0 : u(prev["drops"], "total");
+    uint64_t pr = prev.is_null() ? 0 : u(prev, "packets_received");
+    uint64_t pb = prev.is_null() ? 0 : u(prev, "bytes_received");
+    uint64_t pw = prev.is_null() ? 0 : u(prev, "packets_written");
+    return {{"elapsed_s", cur.value("elapsed_s", 0.0)},
+            {"rx_pps", rate(pr, u(cur, "packets_received"))},
+            {"rx_bps", 8 * rate(pb, u(cur, "bytes_received"))},
+            {"written_pps", rate(pw, u(cur, "packets_written"))},
+            {"drops_per_s", rate(pd, u(cur["drops"], "total"))},
+            {"drops_total", u(cur["drops"], "total")}};
+}
+
+std::string format_top(const nlohmann::json& prev, const nlohmann::json& cur) {
+    nlohmann::json r = rates_json(prev, cur);
+    std::ostringstream o;
+    char b[256];
+    snprintf(b, sizeof(b), "capd  up %.0f s   rx %s pps  %sbit/s   written %s pps   drops %s/s (total %llu)\n",
+             r["elapsed_s"].get<double>(), si(r["rx_pps"]).c_str(), si(r["rx_bps"]).c_str(),
+             si(r["written_pps"]).c_str(), si(r["drops_per_s"]).c_str(),
+             (unsigned long long)r["drops_total"].get<uint64_t>());
+    o << b;
+    o << format_stats(cur);
+    return o.str();
+}
+
+}  // namespace linecap::ctl

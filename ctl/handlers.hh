@@ -1,0 +1,25 @@
+/* The daemon-side command handlers, one file per domain:
+ *   handlers_status.cc   status, stats
+ *   handlers_rules.cc    rules.list, rules.add, rules.del, rules.replace
+ *   handlers_capture.cc  rotate, pause, resume, stop
+ * Each runs on the control thread and calls the Pipeline's control API. */
+#pragma once
+
+#include "ctl/server.hh"
+#include "dataplane/pipeline.hh"
+
+namespace linecap::ctl {
+
+void register_status_handlers(HandlerTable& t, dataplane::Pipeline& p);
+void register_rules_handlers(HandlerTable& t, dataplane::Pipeline& p);
+void register_capture_handlers(HandlerTable& t, dataplane::Pipeline& p);
+
+inline HandlerTable make_handlers(dataplane::Pipeline& p) {
+    HandlerTable t;
+    register_status_handlers(t, p);
+    register_rules_handlers(t, p);
+    register_capture_handlers(t, p);
+    return t;
+}
+
+}  // namespace linecap::ctl

@@ -1,0 +1,87 @@
+#include "ctl/protocol.hh"
+
+#include <cerrno>
+
+namespace linecap::ctl {
+
+const char* errno_name(int err) {
+    switch (err) {
+        case 0: return "OK";
+        case EINVAL: return "EINVAL";
+        case ENOENT: return "ENOENT";
+        case EEXIST: return "EEXIST";
+        case EPERM: return "EPERM";
+        case EACCES: return "EACCES";
+        case E2BIG: return "E2BIG";
+        case ENOSYS: return "ENOSYS";
+        case EPROTO: return "EPROTO";
+        case EBUSY: return "EBUSY";
+        case EIO: return "EIO";
+        case EAGAIN: return "EAGAIN";
+        default: return "EUNKNOWN";
+    }
+}
+
+bool parse_request(std::string_view line, Request& out, ParseFailure& err) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+        err = {EPROTO, "malformed request: expected one JSON object per line"};
+        return false;
+    }
+    auto v = j.find("v");
+    if (v == j.end() || !v->is_number_integer()) {
+        err = {EPROTO, "malformed request: missing protocol version \"v\""};
+        return false;
+    }
+    if (v->get<int>() != kProtocolVersion) {
+        err = {EPROTO, "protocol version " + v->dump() + " not supported (capd speaks " +
+                           std::to_string(kProtocolVersion) + ")"};
+        return false;
+    }
+    auto c = j.find("cmd");
+    if (c == j.end() || !c->is_string() || c->get<std::string>().empty()) {
+        err = {EPROTO, "malformed request: missing \"cmd\""};
+        return false;
+    }
+    out.version = kProtocolVersion;
+    out.cmd = c->get<std::string>();
+    auto a = j.find("args");
+    if (a != j.end()) {
+        if (!a->is_object()) {
+            err = {EINVAL, "malformed request: \"args\" must be an object"};
+            return false;
+        }
+        out.args = *a;
+    } else {
+        out.args = nlohmann::json::object();
+    }
+    return true;
+}
+
+std::string encode_request(const Request& r) {
+    nlohmann::json j = {{"v", r.version}, {"cmd", r.cmd}, {"args", r.args}};
+    return j.dump() + "\n";
+}
+
+std::string encode_response(const Response& r) {
+    nlohmann::json j = {{"v", kProtocolVersion},
+                        {"status", r.status},
+                        {"error", errno_name(r.status)},
+                        {"message", r.message},
+                        {"data", r.data}};
+    // Invalid UTF-8 from a client (echoed in a message) must not throw.
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+Result<Response> parse_response(std::string_view line) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("status"))
+        return make_error("malformed response from capd");
+    Response r;
+    r.status = j.value("status", EPROTO);
+    r.message = j.value("message", "");
+    if (j.contains("data")) r.data = j["data"];
+    return r;
+}
+
+}  // namespace linecap::ctl

@@ -1,0 +1,60 @@
+/* The control protocol between capctl and capd, shared by both sides.
+ *
+ * A Unix stream socket carrying lines: one JSON object per request, one JSON
+ * object per response, each terminated by '\n'.
+ *
+ *   request:  {"v": 1, "cmd": "rules.add", "args": {...}}
+ *   response: {"v": 1, "status": 0, "error": "OK", "message": "...", "data": {...}}
+ *
+ * `status` is an errno value (0 = success) and `error` its symbolic name, so
+ * scripts can branch on either. `message` is for people. A request line
+ * longer than kMaxLine bytes is refused with E2BIG and the connection closed.
+ */
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <string_view>
+
+#include "dataplane/result.hh"
+
+namespace linecap::ctl {
+
+inline constexpr int kProtocolVersion = 1;
+inline constexpr size_t kMaxLine = 64 * 1024;
+inline constexpr const char* kDefaultSocket = "/run/linecap/capd.sock";
+
+struct Request {
+    int version = kProtocolVersion;
+    std::string cmd;
+    nlohmann::json args = nlohmann::json::object();
+};
+
+struct Response {
+    int status = 0;  // errno value; 0 = success
+    std::string message;
+    nlohmann::json data = nlohmann::json::object();
+
+    static Response ok(std::string msg = "OK", nlohmann::json data = nlohmann::json::object()) {
+        return Response{0, std::move(msg), std::move(data)};
+    }
+    static Response error(int err, std::string msg) { return Response{err, std::move(msg), {}}; }
+};
+
+/* Parses one request line. Errors carry the errno to answer with. */
+struct ParseFailure {
+    int status;
+    std::string message;
+};
+bool parse_request(std::string_view line, Request& out, ParseFailure& err);
+
+std::string encode_request(const Request& r);
+std::string encode_response(const Response& r);
+/* Parses a response line (client side). */
+Result<Response> parse_response(std::string_view line);
+
+/* "EINVAL" for EINVAL, etc. */
+const char* errno_name(int err);
+
+}  // namespace linecap::ctl
