@@ -171,6 +171,12 @@ void ControlServer::dispatch(Client& c, std::string_view line) {
         }
     }
     c.out += encode_response(resp);
+    // A client that sends requests but never reads its answers is cut off
+    // before its backlog grows without bound.
+    if (c.out.size() > 16 * kMaxLine) {
+        c.out.clear();
+        c.close_after_write = true;
+    }
 }
 
 void ControlServer::read_client(Client& c) {

@@ -241,7 +241,9 @@ Result<std::unique_ptr<EbpfVm>> EbpfVm::load(std::span<const ebpf_insn> insns,
             msg += " at instruction " + std::to_string(origin[pc]) + " (" +
                    disassemble_one(vm->insns_, static_cast<size_t>(pc)) + ")";
         }
-        const std::string why = first_line(log);
+        std::string why = first_line(log);
+        // rte_bpf's pc counts the rewritten program; the index above is the caller's.
+        if (const size_t at = why.find(" at pc"); at != std::string::npos) why.resize(at);
         if (!why.empty()) msg += ": " + why;
         msg += std::string(" [") + rte_strerror(err != 0 ? err : EINVAL) + "]";
         return make_error(std::move(msg));

@@ -241,11 +241,11 @@ TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {
     packets.insert(packets.end(), generated.begin(), generated.end());
     // Every prefix of a spread of generated frames (VLAN, QinQ, IPv6
     // extension headers, TCP with payload all occur) and of corpus frames.
-    for (size_t i = 0; i < generated.size(); i += 97) testing::add_prefixes(generated[i], packets);
-    for (size_t i = 0; i < corpus.size(); i += 997) testing::add_prefixes(corpus[i], packets);
+    for (size_t i = 0; i < generated.size(); i += 41) testing::add_prefixes(generated[i], packets);
+    for (size_t i = 0; i < corpus.size(); i += 499) testing::add_prefixes(corpus[i], packets);
     std::vector<TestPacket> mutated;
-    testing::add_mutations(generated, 3000, 42, mutated);
-    testing::add_mutations(corpus, 2000, 43, mutated);
+    testing::add_mutations(generated, 10000, 42, mutated);
+    testing::add_mutations(corpus, 10000, 43, mutated);
     packets.insert(packets.end(), mutated.begin(), mutated.end());
 
     GuardedSlot slot;

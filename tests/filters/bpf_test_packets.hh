@@ -199,7 +199,8 @@ inline std::vector<TestPacket> generated_packets() {
         ipv4(192, 168, 152, 254), ipv4(192, 168, 152, 200), ipv4(192, 168, 1, 1),
         ipv4(10, 0, 0, 1),        ipv4(10, 0, 0, 2),        ipv4(172, 16, 2, 226),
         ipv4(223, 5, 5, 5),       ipv4(198, 18, 0, 1),      ipv4(10, 37, 63, 3),
-        ipv4(224, 0, 0, 251),     ipv4(255, 255, 255, 255), ipv4(0, 0, 0, 0)};
+        ipv4(224, 0, 0, 251),     ipv4(255, 255, 255, 255), ipv4(0, 0, 0, 0),
+        ipv4(192, 168, 152, 110), ipv4(192, 168, 152, 0),   ipv4(131, 87, 110, 1)};
     const std::vector<uint16_t> ports = {22,   25,   53,   67,    80,    123,   443,
                                          1023, 1024, 8000, 8080,  8090,  33434, 40000,
                                          0,    65535};
@@ -259,7 +260,56 @@ inline std::vector<TestPacket> generated_packets() {
             b.resize(keep);
         }
         if (rng.below(10) == 0) extra += rng.below(2000);
+        // IP inside a PPPoE session or under an MPLS label instead of plain
+        // Ethernet.
+        const uint32_t encap = g.vlans.empty() && b.size() >= 14 ? rng.below(20) : 99;
+        if (encap == 0 || encap == 1) {
+            const bool pppoe = encap == 0;
+            std::vector<uint8_t> hdr;
+            if (pppoe) {
+                const uint32_t plen = static_cast<uint32_t>(b.size() - 14 + 2);
+                hdr = {0x11, 0x00, 0x12, 0x34, static_cast<uint8_t>(plen >> 8),
+                       static_cast<uint8_t>(plen), 0x00, static_cast<uint8_t>(g.v6 ? 0x57 : 0x21)};
+            } else {
+                hdr = {0x00, 0x01, 0x01, 0x40};  // label 16, bottom of stack, ttl 64
+            }
+            b[12] = pppoe ? 0x88 : 0x88;
+            b[13] = pppoe ? 0x64 : 0x47;
+            b.insert(b.begin() + 14, hdr.begin(), hdr.end());
+        }
         add(std::move(b), g.v6 ? "ip6" : "ip", extra);
+    }
+    // A few exact frames every family of expressions should see.
+    for (uint8_t type : {128, 129, 135, 136, 1}) {
+        GenSpec g;
+        g.v6 = true;
+        g.l4 = L4::kIcmp;
+        g.icmp_type = type;
+        g.payload = "ping";
+        add(build(g), "icmp6");
+        g.vlans = {100};
+        add(build(g), "icmp6");
+    }
+    for (uint8_t type : {0, 3, 8, 11}) {
+        GenSpec g;
+        g.src4 = ipv4(192, 168, 152, 100);
+        g.dst4 = ipv4(223, 5, 5, 5);
+        g.l4 = L4::kIcmp;
+        g.icmp_type = type;
+        g.icmp_code = 3;
+        add(build(g), "icmp");
+    }
+    for (const char* payload : {"GET / HTTP/1.1\r\n", "MAIL FROM:<x@y>\r\n", "SSH-1.99-x\r\n"}) {
+        GenSpec g;
+        g.src4 = ipv4(192, 168, 152, 3);
+        g.dst4 = ipv4(192, 168, 152, 254);
+        g.sport = 40000;
+        g.dport = payload[0] == 'G' ? 80 : payload[0] == 'M' ? 25 : 22;
+        g.tcp_flags = 0x18;
+        g.payload = payload;
+        add(build(g), "tcp");
+        g.tcp_doff = 8;
+        add(build(g), "tcp");
     }
     for (int i = 0; i < 60; i++) {
         const bool rarp = i % 7 == 0;
@@ -269,7 +319,8 @@ inline std::vector<TestPacket> generated_packets() {
             rarp ? "rarp" : "arp");
     }
     // Odd ethertypes and runts.
-    for (uint32_t et : {0x88cc, 0x8863, 0x8864, 0x8847, 0x0842, 0x86dd, 0x0800, 0x05dc, 0x0026}) {
+    for (uint32_t et : {0x88cc, 0x8863, 0x8864, 0x8847, 0x0842, 0x86dd, 0x0800, 0x05dc, 0x0026,
+                        0x809b, 0x80f3, 0x6003, 0x8137}) {
         GenSpec g;
         Frame f;
         put_ethernet(f, g, et);
