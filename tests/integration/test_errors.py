@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Bad input gets exactly one line on stderr, a non-zero exit, and no file.
+
+The contract: "A command that does not work, or options that contradict each
+other, get one clear line on stderr and a non-zero exit. They never produce
+a half-written file." So for every case below: exit != 0, stdout empty,
+stderr exactly one non-empty line, and the output directory left empty (no
+file with the final name, no hidden .NAME.partial file).
+
+A capture damaged part-way is different: capd writes the packets before the
+damage into whole files, says on stderr where the damage is, and exits
+non-zero.
+"""
+
+import os
+import random
+import subprocess
+
+import capdtest
+import gencaps
+import pcaplib
+from capdtest import CapdTestCase
+
+
+def pcaplib_hidden(final):
+    """The hidden name capd writes a file under (storage/file_set.hh)."""
+    d, base = os.path.split(final)
+    return os.path.join(d, "." + base + ".partial")
+
+
+class BadInput(CapdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.good = gencaps.write(self.path("good.pcap"), gencaps.mixed(20)[0])
+        self.out_dir = self.path("out")
+        os.mkdir(self.out_dir)
+        self.out = os.path.join(self.out_dir, "x.pcap")
+
+    def assertRefused(self, args, watch=(), label=None):
+        """Runs capd with args; checks the one-line refusal and that neither
+        out_dir nor any directory in `watch` gained an entry."""
+        watch = [self.out_dir] + list(watch)
+        before = {d: sorted(os.listdir(d)) for d in watch if os.path.isdir(d)}
+        run = self.capd(args, cwd=self.out_dir)
+        desc = (label + "\n" if label else "") + run.describe()
+        self.assertNotEqual(run.rc, 0, desc)
+        self.assertEqual(run.stdout, "", desc)
+        self.assertEqual(len(run.stderr_lines), 1, "exactly one line on stderr\n" + desc)
+        self.assertTrue(run.stderr_lines[0].startswith("capd: "), desc)
+        after = {d: sorted(os.listdir(d)) for d in before}
+        self.assertEqual(after, before, "a refused command creates no file\n" + desc)
+        return run
+
+    def test_unknown_source(self):
+        for src in ("foo:bar", "pcap:", "af_packet:", "null:5", "null:99999", "eth0"):
+            with self.subTest(source=src):
+                self.assertRefused(["-i", src, "-w", self.out])
+
+    def test_missing_input_file(self):
+        self.assertRefused(["-i", "pcap:/nonexistent", "-w", self.out])
+        self.assertRefused(["-i", f"pcap:{self.path('missing.pcap')},loop", "-w", self.out])
+
+    def test_missing_source_interface(self):
+        self.assertRefused(["-i", "af_packet:lcnosuchif0", "-w", self.out])
+
+    def test_unwritable_output(self):
+        for target in ("/nonexistent-dir/x.pcap", "/proc/linecap-test.pcap",
+                       self.good + "/x.pcap"):  # a file used as a directory
+            with self.subTest(w=target):
+                # /proc's listing changes with every process: watch the name.
+                d = os.path.dirname(target)
+                self.assertRefused(["-i", f"pcap:{self.good}", "-w", target],
+                                   watch=[] if d == "/proc" else [d])
+                self.assertFalse(os.path.lexists(target))
+                self.assertFalse(os.path.lexists(pcaplib_hidden(target)))
+
+    def test_read_only_directory(self):
+        """Root bypasses permission bits, so the directory is a read-only
+        mount."""
+        ro = self.path("ro")
+        os.mkdir(ro)
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "linecap-ro", ro],
+                           capture_output=True, timeout=30)
+        if p.returncode != 0:
+            self.skipTest(f"cannot mount a read-only tmpfs: {p.stderr.decode().strip()}")
+        self.addCleanup(subprocess.run, ["umount", ro], capture_output=True, timeout=30)
+        self.assertRefused(["-i", f"pcap:{self.good}", "-w", os.path.join(ro, "x.pcap")],
+                           watch=[ro])
+        self.assertRefused(["-i", f"pcap:{self.good}", "-w", os.path.join(ro, "x.pcap"),
+                            "-C", "1", "-W", "3"], watch=[ro])
+
+    def test_output_is_a_directory(self):
+        """-w naming an existing directory cannot work: refuse it up front
+        rather than capture into a hidden file that is never renamed."""
+        d = os.path.join(self.out_dir, "adir")
+        os.mkdir(d)
+        for target in (d, d + "/"):
+            with self.subTest(w=target):
+                self.assertRefused(["-i", f"pcap:{self.good}", "-w", target], watch=[d])
+
+    def test_unwritable_stats_json(self):
+        """--stats-json that cannot be written is known before capture: it
+        is a command that does not work, refused before any output."""
+        self.assertRefused(["-i", f"pcap:{self.good}", "-w", self.out, "--stats-json",
+                            "/nonexistent-dir/s.json"])
+
+    def test_contradictory_options(self):
+        src = ["-i", f"pcap:{self.good}", "-w", self.out]
+        cases = [
+            ["-W", "3"],
+            ["--writers", "3", "--workers", "1"],
+            ["--writers", "2"],
+            ["--nano", "--format", "pcapng"],
+            ["-c", "0"],
+            ["-c", "-1"],
+            ["-C", "0"],
+            ["-C", "-1"],
+            ["-G", "0"],
+            ["-W", "0", "-C", "1"],
+            ["--duration", "0"],
+            ["--duration", "-1"],
+            ["--workers", "0"],
+            ["--format", "pcapx"],
+            ["-s", "abc"],
+            ["-s", "-5"],
+            ["--bogus-option"],
+            ["--chunk-kb", "1"],
+        ]
+        for extra in cases:
+            with self.subTest(args=" ".join(extra)):
+                self.assertRefused(src + extra)
+        with self.subTest(args="no -w"):
+            self.assertRefused(["-i", f"pcap:{self.good}"])
+        with self.subTest(args="no -i"):
+            self.assertRefused(["-w", self.out])
+        with self.subTest(args="-w -"):
+            self.assertRefused(["-i", f"pcap:{self.good}", "-w", "-"])
+
+    def test_not_a_capture(self):
+        """A file that is not a capture is refused before any output."""
+        rnd = random.Random(7)
+        cases = {
+            "text.pcap": b"root:x:0:0:root:/root:/bin/bash\n" * 20,
+            "empty.pcap": b"",
+            "random.pcap": bytes(rnd.randrange(256) for _ in range(4096)),
+            "short-header.pcap": open(self.good, "rb").read()[:10],
+            "bad-bom.pcapng": bytes.fromhex("0a0d0d0a1c000000") + b"\x11\x22\x33\x44" + bytes(16),
+        }
+        for name, content in cases.items():
+            p = self.path(name)
+            with open(p, "wb") as f:
+                f.write(content)
+            with self.subTest(file=name):
+                self.assertRefused(["-i", f"pcap:{p}", "-w", self.out])
+            with self.subTest(file=name, second_source=True):
+                # The bad file is the second source: still nothing written.
+                self.assertRefused(["-i", f"pcap:{self.good}", "-i", f"pcap:{p}", "-w",
+                                    self.out])
+        with self.subTest(file="a directory"):
+            self.assertRefused(["-i", f"pcap:{self.tmp}", "-w", self.out])
+
+
+class DamagedCapture(CapdTestCase):
+    """A capture damaged part-way: the packets before the damage end up in
+    whole files, stderr says where the damage is, the exit is non-zero."""
+
+    N, CUT = 100, 60
+
+    def make(self, kind):
+        pkts, _ = gencaps.mixed(self.N, seed=11)
+        full = self.path(f"full-{kind}")
+        if kind.endswith("pcapng"):
+            pcaplib.write_pcapng(full, pkts)
+        else:
+            pcaplib.write_pcap(full, pkts, nano=True)
+        cap = pcaplib.read_capture(full)
+        off = cap.records[self.CUT].offset
+        b = open(full, "rb").read()
+        cut = {"data.pcap": off + 16 + 5, "header.pcap": off + 7, "data.pcapng": off + 30,
+               "header.pcapng": off + 6}[kind]
+        src = self.path(f"cut-{kind}")
+        with open(src, "wb") as f:
+            f.write(b[:cut])
+        return src, pkts[:self.CUT], off
+
+    def check(self, kind, fmt_args, quiet):
+        src, want_pkts, off = self.make(kind)
+        out_dir = self.path(f"out-{kind}-{len(fmt_args)}-{quiet}")
+        os.mkdir(out_dir)
+        out = os.path.join(out_dir, "x")
+        args = (["-q"] if quiet else []) + ["-i", f"pcap:{src}", "-w", out] + fmt_args
+        run = self.capd(args)
+        self.assertNotEqual(run.rc, 0, run.describe())
+        self.assertEqual(os.listdir(out_dir), ["x"], "one whole file, no hidden file")
+        got = self.assertWhole(out)
+        precision = "pcapng" if "pcapng" in fmt_args else "ns"
+        want = [pcaplib.Record(p.ts_ns, len(p.data), len(p.data), p.data) for p in want_pkts]
+        self.assertIsNone(capdtest.record_mismatch(want, got.records, precision))
+        damage = [l for l in run.stderr_lines if src in l]
+        self.assertTrue(damage, "stderr names the damaged file\n" + run.describe())
+        self.assertIn(str(off), damage[0], "stderr gives the byte offset of the damage\n"
+                      + run.describe())
+
+    def test_damaged_part_way(self):
+        for kind in ("data.pcap", "header.pcap", "data.pcapng", "header.pcapng"):
+            for fmt in ([], ["--format", "pcapng"]):
+                with self.subTest(cut=kind, output=fmt):
+                    self.check(kind, ["--nano"] if not fmt else fmt, quiet=False)
+
+    def test_damage_reported_with_quiet(self):
+        """-q silences the summary, not the error that makes the exit code
+        non-zero."""
+        self.check("data.pcap", ["--nano"], quiet=True)
+
+
+if __name__ == "__main__":
+    capdtest.main()
