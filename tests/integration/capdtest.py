@@ -12,9 +12,12 @@ Environment (set by tests/meson.build):
 """
 
 import glob
+import ipaddress
+import json
 import os
+import selectors
 import shutil
-import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -337,3 +340,158 @@ def main():
     print(f"{os.path.basename(sys.argv[0])}: {time.monotonic() - t0:.1f} s")
     print(f"{passed} passed, {failed} failed" + (", " + ", ".join(extra) if extra else ""))
     sys.exit(1 if failed else 0)
+
+
+# ------------------------------------------------------------ namespaces
+
+class VethNamespaces:
+    """Two network namespaces this test creates, joined by a veth pair:
+    `cap` (interface cap_if, 198.18.1.2/24) and `send` (send_if,
+    198.18.1.1/24). IPv6 is disabled in both so that the link stays quiet
+    (no router solicitations, no MLD). Only 198.18.0.0/15 addresses are
+    used. destroy() deletes both namespaces, and with them the veth pair.
+
+    create() returns None, or the reason the namespaces cannot be made."""
+
+    CAP_ADDR, SEND_ADDR = "198.18.1.2", "198.18.1.1"
+    CAP_MAC, SEND_MAC = "02:00:00:00:01:02", "02:00:00:00:01:01"
+
+    def __init__(self, tag):
+        pid = os.getpid()
+        self.cap = f"lc-test-{pid}-{tag}c"
+        self.send = f"lc-test-{pid}-{tag}s"
+        self.cap_if = f"lc{pid % 100000}{tag}c"[:15]
+        self.send_if = f"lc{pid % 100000}{tag}s"[:15]
+        self.created = []
+
+    def _ip(self, *args, ns=None, check=True):
+        cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+        p = subprocess.run(cmd, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {p.stderr.decode().strip()}")
+        return p
+
+    def create(self):
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        if not have("ip"):
+            return "iproute2 (ip) is not installed"
+        try:
+            for ns in (self.cap, self.send):
+                self._ip("ip", "netns", "add", ns)
+                self.created.append(ns)
+                self._ip("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+                         "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
+                self._ip("ip", "link", "set", "lo", "up", ns=ns)
+            self._ip("ip", "link", "add", self.cap_if, "netns", self.cap, "address", self.CAP_MAC,
+                     "type", "veth", "peer", "name", self.send_if, "netns", self.send,
+                     "address", self.SEND_MAC)
+            for ns, ifname, addr in ((self.cap, self.cap_if, self.CAP_ADDR),
+                                     (self.send, self.send_if, self.SEND_ADDR)):
+                self._ip("sysctl", "-qw", f"net.ipv6.conf.{ifname}.disable_ipv6=1", ns=ns)
+                self._ip("ip", "addr", "add", f"{addr}/24", "dev", ifname, ns=ns)
+                self._ip("ip", "link", "set", ifname, "up", ns=ns)
+            # No ARP needed before the first packet.
+            self._ip("ip", "neigh", "replace", self.CAP_ADDR, "lladdr", self.CAP_MAC, "dev",
+                     self.send_if, "nud", "permanent", ns=self.send)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            self.destroy()
+            return f"cannot set up namespaces: {e}"
+        return None
+
+    def destroy(self):
+        for ns in self.created:
+            self._ip("ip", "netns", "del", ns, check=False)
+        self.created = []
+
+
+SENDER = r'''
+import socket, struct, sys, time
+magic, dst, source = sys.argv[1].encode(), sys.argv[2], int(sys.argv[3])
+socks = []
+for i in range(8):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", 41000 + i))
+    socks.append(s)
+def send(src, seq, size):
+    body = magic + struct.pack("!HI", src, seq)
+    body += bytes(max(0, size - len(body)))
+    socks[seq % len(socks)].sendto(body, (dst, 9))
+probe = 0
+deadline = time.monotonic() + 300
+for line in sys.stdin:
+    w = line.split()
+    if not w or time.monotonic() > deadline:
+        break
+    if w[0] == "probe":
+        send(source + 1, probe, 32)
+        probe += 1
+    elif w[0] == "burst":
+        n = int(w[1])
+        for seq in range(n):
+            send(source, seq, 18 + seq % 1200)
+            if seq % 200 == 199:
+                time.sleep(0.01)  # let the capture rings breathe
+    print("ok", flush=True)
+'''
+
+
+class Sender:
+    """A UDP sender inside the `send` namespace, driven line by line: it
+    sends tagged datagrams (gencaps tag format) to the `cap` side, from eight
+    source ports so that fanout spreads them. Bounded: 300 s at most."""
+
+    def __init__(self, veth, source):
+        self.source = source
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", veth.send, sys.executable, "-c", SENDER,
+             "LCAP", veth.CAP_ADDR, str(source)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def command(self, line, timeout=60):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            raise AssertionError(f"sender did not answer {line!r} within {timeout} s")
+        reply = self.proc.stdout.readline().strip()
+        if reply != "ok":
+            raise AssertionError(f"sender: {reply!r} {self.proc.stderr.read()!r}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (subprocess.TimeoutExpired, BrokenPipeError):
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+def udp_tags(records, src_ip, dst_ip, dport=9):
+    """(source, seq) of each record that is an Ethernet/IPv4/UDP datagram
+    from src_ip to dst_ip:dport carrying a tag at the start of its payload.
+    ICMP errors quoting our datagrams are not counted."""
+    s = ipaddress.IPv4Address(src_ip).packed
+    d = ipaddress.IPv4Address(dst_ip).packed
+    out = []
+    for r in records:
+        b = r.data
+        if len(b) < 42 or b[12:14] != b"\x08\x00" or b[23] != 17:
+            continue
+        if b[26:30] != s or b[30:34] != d:
+            continue
+        ihl = (b[14] & 0x0F) * 4
+        u = 14 + ihl
+        if int.from_bytes(b[u + 2:u + 4], "big") != dport:
+            continue
+        payload = b[u + 8:]
+        if payload[:4] == b"LCAP" and len(payload) >= 10:
+            out.append(struct.unpack_from("!HI", payload, 4))
+    return out
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Rotation with -C/-G/-W and post-rotate commands with -z.
+
+Names follow tcpdump: -C alone gives NAME, NAME1, NAME2...; -C with -W gives
+NAME0..NAME{W-1} (zero-padded to W-1's width) and keeps at most W files; -G
+passes NAME through strftime. No hidden .NAME.partial file may remain.
+
+Record identity in looped captures: `pcap:FILE,loop` shifts each round's
+timestamps by the file's span + 1 us, so a record's timestamp tells its
+round and its index in FILE, and hence its global sequence number.
+"""
+
+import os
+import re
+import stat
+
+import capdtest
+import gencaps
+import pcaplib
+from capdtest import CapdTestCase
+
+MB = 1000000  # -C counts millions of bytes, as tcpdump
+
+
+def z_script(d, log):
+    """A -z command that appends "FILE SIZE" (or "FILE gone") to log."""
+    p = os.path.join(d, "z.sh")
+    with open(p, "w") as f:
+        f.write("#!/bin/sh\n"
+                f'echo "$1 $(stat -c %s "$1" 2>/dev/null || echo gone)" >> {log}\n')
+    os.chmod(p, 0o755)
+    return p
+
+
+def z_log(log):
+    if not os.path.exists(log):
+        return []
+    with open(log) as f:
+        return [tuple(l.split(" ", 1)) for l in f.read().splitlines() if l]
+
+
+class LoopModel:
+    """Maps records of a looped capture back to (round, index)."""
+
+    def __init__(self, pkts):
+        self.pkts = pkts
+        self.first = pkts[0].ts_ns
+        self.shift = pkts[-1].ts_ns - pkts[0].ts_ns + 1000
+        self.index = {p.ts_ns: i for i, p in enumerate(pkts)}
+
+    def seq(self, rec, precision="ns"):
+        """Global sequence number of rec, or raises AssertionError."""
+        rnd = (rec.ts_ns - self.first) // self.shift
+        orig = rec.ts_ns - rnd * self.shift
+        i = self.index.get(orig)
+        if i is None:
+            raise AssertionError(f"record at {rec.ts_ns} matches no input packet")
+        if self.pkts[i].data != rec.data:
+            raise AssertionError(f"record at {rec.ts_ns} (round {rnd}, packet {i}): bytes differ")
+        return rnd * len(self.pkts) + i
+
+
+class SizeRotation(CapdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.pkts, _ = gencaps.mixed(2000, seed=21)
+        self.src = gencaps.write(self.path("gen.pcap"), self.pkts)
+        self.max_record = 16 + max(len(p.data) for p in self.pkts)
+        self.out = self.path("out")
+        os.mkdir(self.out)
+
+    def test_C_W_ring(self):
+        """-C 1 -W 3 over a looping source: at most 3 files, NAME0..NAME2, none
+        larger than 1 MB + one record, the newest packets in the newest file."""
+        count = 20000
+        log = self.path("z.log")
+        stats = self.path("stats.json")
+        run = self.capd(["--nano", "-i", f"pcap:{self.src},loop", "-c", count, "-C", "1",
+                         "-W", "3", "-w", os.path.join(self.out, "rot.pcap"),
+                         "-z", z_script(self.tmp, log), "--stats-json", stats])
+        self.assertCapdOk(run)
+        s = capdtest.read_json(stats)
+        self.assertGreater(s["files_written"], 3, "the test needs the ring to wrap")
+        names = sorted(os.listdir(self.out))
+        self.assertEqual(names, ["rot.pcap0", "rot.pcap1", "rot.pcap2"])
+        model = LoopModel(self.pkts)
+        ranges = []
+        for n in names:
+            p = os.path.join(self.out, n)
+            cap = self.assertWhole(p)
+            self.assertLessEqual(os.path.getsize(p), MB + self.max_record, n)
+            self.assertTrue(cap.records, f"{n} holds packets")
+            seqs = [model.seq(r) for r in cap.records]
+            self.assertEqual(seqs, sorted(seqs), f"{n}: packets in order")
+            ranges.append((seqs[0], seqs[-1], os.stat(p).st_mtime_ns, n))
+        ranges.sort()
+        for a, b in zip(ranges, ranges[1:]):
+            self.assertLess(a[1], b[0], f"{a[3]} and {b[3]} overlap")
+            self.assertLessEqual(a[2], b[2], f"{b[3]} has newer packets but is older than {a[3]}")
+        newest = f"rot.pcap{(s['files_written'] - 1) % 3}"
+        self.assertEqual(ranges[-1][3], newest, "the last file written holds the newest packets")
+        if s["drops"]["total"] == 0:
+            self.assertEqual(s["packets_written"], count)
+            self.assertEqual(ranges[-1][1], count - 1, "the last packet is the count-th")
+            for a, b in zip(ranges, ranges[1:]):
+                self.assertEqual(a[1] + 1, b[0], "no packet missing between files")
+        # -z ran on every closed file, the last one included.
+        logged = [n for n, _ in z_log(log)]
+        self.assertEqual(len(logged), s["files_written"], f"-z runs: {logged}")
+        self.assertIn(os.path.join(self.out, newest), logged)
+        self.assertNoHidden(self.out)
+
+    def test_C_without_W(self):
+        """-C 1 alone: NAME, NAME1, NAME2...; all packets, in order; every
+        file but the last reached the limit; -z saw each final file whole."""
+        src2 = gencaps.write(self.path("gen5k.pcap"), gencaps.mixed(5000, seed=22)[0])
+        want = pcaplib.as_libpcap_reads(pcaplib.read_capture(src2))
+        log = self.path("z.log")
+        base = os.path.join(self.out, "x.pcap")
+        run = self.capd(["-q", "--nano", "-i", f"pcap:{src2}", "-C", "1", "-w", base,
+                         "-z", z_script(self.tmp, log)])
+        self.assertCapdOk(run, quiet=True)
+        names = os.listdir(self.out)
+        k = len(names)
+        self.assertGreaterEqual(k, 3)
+        self.assertEqual(sorted(names), sorted(["x.pcap"] + [f"x.pcap{i}" for i in range(1, k)]))
+        records = []
+        max_rec = 16 + max(r.caplen for r in want)
+        for i in range(k):
+            p = base + (str(i) if i else "")
+            cap = self.assertWhole(p)
+            size = os.path.getsize(p)
+            self.assertLessEqual(size, MB + max_rec, p)
+            if i < k - 1:
+                self.assertGreaterEqual(size, MB, f"{p} rotated before reaching -C")
+            records += cap.records
+        self.assertIsNone(capdtest.record_mismatch(want, records, "ns"))
+        logged = z_log(log)
+        self.assertEqual(sorted(n for n, _ in logged), sorted(os.path.join(self.out, n)
+                                                              for n in names))
+        for n, size in logged:
+            self.assertEqual(size, str(os.path.getsize(n)), f"-z {n} ran on the whole file")
+        self.assertNoHidden(self.out)
+
+    def test_C_pcapng(self):
+        """pcapng files rotate too: each one starts with its own section and
+        interface blocks and ends with statistics blocks."""
+        src2 = gencaps.write(self.path("gen5k.pcap"), gencaps.mixed(5000, seed=23)[0])
+        want = pcaplib.as_libpcap_reads(pcaplib.read_capture(src2))
+        base = os.path.join(self.out, "x.pcapng")
+        run = self.capd(["-q", "--format", "pcapng", "-i", f"pcap:{src2}", "-C", "1", "-w", base])
+        self.assertCapdOk(run, quiet=True)
+        k = len(os.listdir(self.out))
+        self.assertGreaterEqual(k, 3)
+        records = []
+        for i in range(k):
+            p = base + (str(i) if i else "")
+            cap = self.assertWhole(p)
+            self.assertEqual(len(cap.interfaces), 1, p)
+            self.assertEqual(cap.interfaces[0].name, f"pcap:{src2}")
+            self.assertEqual(len(cap.stats), 1, p)
+            # One record and the statistics block past the limit at most.
+            self.assertLessEqual(os.path.getsize(p), MB + 32 + 1600 + 64, p)
+            records += cap.records
+            if capdtest.have("tshark"):
+                rows, err = capdtest.tshark_fields(p, ["frame.number"])
+                self.assertIsNone(err)
+                self.assertEqual(len(rows), len(cap.records))
+        self.assertIsNone(capdtest.record_mismatch(want, records, "pcapng"))
+        self.assertNoHidden(self.out)
+
+
+class TimeRotation(CapdTestCase):
+    NAME = re.compile(r"^g-\d{8}-\d{6}\.pcap$")
+
+    def check_time_files(self, log, min_files=3):
+        names = sorted(os.listdir(self.out))
+        self.assertGreaterEqual(len(names), min_files, f"-G 1 for 3.5 s made {names}")
+        for n in names:
+            self.assertRegex(n, self.NAME)
+        caps = [self.assertWhole(os.path.join(self.out, n)) for n in names]
+        logged = sorted(n for n, _ in z_log(log))
+        self.assertEqual(logged, [os.path.join(self.out, n) for n in names],
+                         "-z ran once on every file, the last one included")
+        self.assertNoHidden(self.out)
+        return names, caps
+
+    def setUp(self):
+        super().setUp()
+        self.out = self.path("out")
+        os.mkdir(self.out)
+
+    def test_G_with_traffic(self):
+        """-G 1 on a looping source for 3.5 s, the writer slowed down so the
+        disk is not flooded: at least 3 files, strftime names, each whole,
+        packets in time order across the files."""
+        pkts, _ = gencaps.mixed(2000, seed=24)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        log = self.path("z.log")
+        run = self.capd(["--nano", "-i", f"pcap:{src},loop", "--duration", "3.5", "-G", "1",
+                         "-w", os.path.join(self.out, "g-%Y%m%d-%H%M%S.pcap"),
+                         "-z", z_script(self.tmp, log), "-s", "1600", "--chunk-kb", "64",
+                         "--ring-chunks", "4", "--test-writer-delay-us", "100000"])
+        self.assertCapdOk(run)
+        names, caps = self.check_time_files(log)
+        model = LoopModel(pkts)
+        last = -1
+        for n, cap in zip(names, caps):
+            for r in cap.records:
+                s = model.seq(r)
+                self.assertGreater(s, last, f"{n}: packets in time order across files")
+                last = s
+
+    def test_G_quiet_link(self):
+        """-G 1 on an idle af_packet link (a veth between namespaces this test
+        creates): files still rotate every second."""
+        veth = capdtest.VethNamespaces("g")
+        why = veth.create()
+        self.addCleanup(veth.destroy)
+        if why:
+            self.skipTest(why)
+        log = self.path("z.log")
+        run = capdtest.run_capd(
+            ["-i", f"af_packet:{veth.cap_if}", "--duration", "3.5", "-G", "1",
+             "-w", os.path.join(self.out, "g-%Y%m%d-%H%M%S.pcap"), "-z",
+             z_script(self.tmp, log)], netns=veth.cap)
+        self.assertCapdOk(run)
+        self.check_time_files(log)
+
+    def test_G_W(self):
+        """-G 1 -W 2: capd keeps only the two newest interval files."""
+        pkts, _ = gencaps.mixed(500, seed=25)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        log = self.path("z.log")
+        run = self.capd(["--nano", "-i", f"pcap:{src},loop", "--duration", "3.5", "-G", "1",
+                         "-W", "2", "-w", os.path.join(self.out, "g-%Y%m%d-%H%M%S.pcap"),
+                         "-z", z_script(self.tmp, log), "-s", "1600", "--chunk-kb", "64",
+                         "--ring-chunks", "4", "--test-writer-delay-us", "100000"])
+        self.assertCapdOk(run)
+        names = sorted(os.listdir(self.out))
+        self.assertEqual(len(names), 2, names)
+        logged = [n for n, _ in z_log(log)]
+        self.assertGreaterEqual(len(logged), 3)
+        self.assertEqual(sorted(logged)[-2:], [os.path.join(self.out, n) for n in names],
+                         "the two newest files are the ones kept")
+        for n in names:
+            self.assertWhole(os.path.join(self.out, n))
+        self.assertNoHidden(self.out)
+
+
+class FileMode(CapdTestCase):
+    def test_modes(self):
+        src = gencaps.write(self.path("gen.pcap"), gencaps.mixed(10)[0])
+        for mode in (None, "0600", "0644"):
+            out = self.path(f"m-{mode}.pcap")
+            args = ["-q", "-i", f"pcap:{src}", "-w", out]
+            if mode:
+                args += ["--file-mode", mode]
+            with self.subTest(mode=mode):
+                self.assertCapdOk(self.capd(args), quiet=True)
+                self.assertEqual(stat.S_IMODE(os.stat(out).st_mode),
+                                 int(mode or "0640", 8))
+
+
+if __name__ == "__main__":
+    capdtest.main()
