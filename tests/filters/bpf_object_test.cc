@@ -300,6 +300,20 @@ TEST(BpfObjectErrors, ProgramNames) {
     EXPECT_EQ((*vm)->run(Packet{&byte, 0, 0}), 0u);
 }
 
+/* A file name with a colon is taken whole when that file exists. */
+TEST(BpfObject, ColonInFileName) {
+    NEED_EXAMPLES();
+    auto path = std::filesystem::temp_directory_path() / "linecap_bpf_test_a:b.bpf.o";
+    std::filesystem::copy_file(example("http_get"), path,
+                               std::filesystem::copy_options::overwrite_existing);
+    auto whole = load_bpf_object(path.string());
+    EXPECT_TRUE(whole.ok()) << whole.error();
+    auto named = load_bpf_object(path.string() + ":http_get");
+    EXPECT_TRUE(named.ok()) << named.error();
+    if (named.ok()) EXPECT_EQ(named->file, path.string());
+    std::filesystem::remove(path);
+}
+
 TEST(BpfObjectErrors, RefusesWhatTheVmCannotRun) {
     NEED_EXAMPLES();
     struct Bad {
