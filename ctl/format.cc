@@ -48,6 +48,7 @@ std::string format_status(const nlohmann::json& s) {
     for (const auto& w : s["writers"]) {
         o << "writer " << i++ << ": lcore " << w.value("lcore", 0) << ", writing "
           << w.value("current_file", "") << "\n";
+        if (w.value("disk_error", false)) o << "          DISK ERROR: writes failing, packets dropped and counted\n";
         if (!w.value("last_error", "").empty()) o << "          last error: " << w["last_error"].get<std::string>() << "\n";
     }
     o << "rules:  ";

@@ -122,6 +122,7 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_flag("-q,--quiet", o.quiet, "no summary on stderr");
     app.add_flag("--rx-only", o.rx_only, "receive and free only (baseline measurement)");
     app.add_flag("--no-jit", o.no_jit, "run filters in the interpreter");
+    app.add_flag("--fsync", o.fsync, "fdatasync each file before it gets its final name");
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");

@@ -52,6 +52,7 @@ struct Options {
     bool quiet = false;
     bool rx_only = false;       // --rx-only: bare receive loop, for baselines
     bool no_jit = false;
+    bool fsync = false;          // fdatasync each file before naming it
     std::string eal_extra;
     uint32_t chunk_kb = 1024;
     uint32_t flush_ms = 100;

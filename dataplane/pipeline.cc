@@ -232,6 +232,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.ifaces = ifaces;
         cfg.application = "linecap capd 0.1.0";
         cfg.test_delay_us = o.test_writer_delay_us;
+        cfg.fsync_on_close = o.fsync;
         cfg.interface_counters = [pp](uint32_t if_id, storage::InterfaceCounters& c) {
             SourceCounters sc = pp->sources[if_id]->counters();
             for (QueueStats* q : pp->queues_of_if[if_id]) {
@@ -431,7 +432,8 @@ nlohmann::json Pipeline::status() const {
     for (size_t i = 0; i < p.writers.size(); i++)
         j["writers"].push_back({{"lcore", p.writer_lcores[i]},
                                 {"current_file", p.writers[i]->current_file()},
-                                {"last_error", p.writers[i]->last_error()}});
+                                {"last_error", p.writers[i]->last_error()},
+                                {"disk_error", p.writers[i]->disk_error()}});
     j["rules"] = p.owned_snapshot->rules->rule_names();
     j["rule_generation"] = p.owned_snapshot->generation;
     return j;

@@ -100,6 +100,13 @@ Status FileSet::open_next(time_t now) {
     return Status::success();
 }
 
+void FileSet::discard_current() {
+    if (fd_ < 0) return;
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(hidden_name_.c_str());
+}
+
 Status FileSet::close_current() {
     if (fd_ < 0) return Status::success();
     int fd = fd_;

@@ -47,6 +47,9 @@ public:
      * (strftime names with -G). */
     Status open_next(time_t now);
 
+    /* Closes and deletes the current file without naming it. */
+    void discard_current();
+
     /* Renames the current file into place, applies -W, and starts -z. */
     Status close_current();
 

@@ -38,17 +38,33 @@ void Writer::publish_name() {
 }
 
 Status Writer::open() {
-    time_t now = wall_seconds();
-    Status s = files_.open_next(now);
-    if (!s) return s;
-    publish_name();
-    file_opened_ = now;
-    file_bytes_ = 0;
-    stats_.files.fetch_add(1, std::memory_order_relaxed);
-    std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
-    struct iovec iov = {hdr.data(), hdr.size()};
-    if (!write_bytes(&iov, 1, hdr.size())) return make_error(last_error_);
+    // Before capture starts a failure is the caller's to report, once.
+    quiet_errors_ = true;
+    bool ok = open_file(wall_seconds());
+    quiet_errors_ = false;
+    disk_error_.store(false);
+    if (!ok) return make_error(last_error());
     return Status::success();
+}
+
+void Writer::set_error(const std::string& msg) {
+    std::lock_guard<std::mutex> g(name_mu_);
+    last_error_ = msg;
+}
+
+std::string Writer::last_error() const {
+    std::lock_guard<std::mutex> g(name_mu_);
+    return last_error_;
+}
+
+void Writer::enter_error(const std::string& msg) {
+    set_error(msg);
+    if (!disk_error_.load(std::memory_order_relaxed) && !quiet_errors_) {
+        // One line per episode, never one per packet.
+        std::fprintf(stderr, "capd: write error: %s (dropping and counting until it clears)\n",
+                     msg.c_str());
+        disk_error_.store(true, std::memory_order_release);
+    }
 }
 
 bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
@@ -66,12 +82,7 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
             if (done > 0 && ftruncate(files_.fd(), static_cast<off_t>(file_bytes_)) == 0)
                 (void)lseek(files_.fd(), static_cast<off_t>(file_bytes_), SEEK_SET);
             stats_.disk_errors.fetch_add(1, std::memory_order_relaxed);
-            last_error_ = files_.current_name() + ": " + std::strerror(err);
-            if (!in_error_) {
-                std::fprintf(stderr, "capd: write error: %s (dropping and counting until it clears)\n",
-                             last_error_.c_str());
-                in_error_ = true;
-            }
+            enter_error(files_.current_name() + ": " + std::strerror(err));
             return false;
         }
         done += static_cast<size_t>(w);
@@ -86,10 +97,6 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
             cur->iov_len -= adv;
         }
     }
-    if (in_error_) {
-        std::fprintf(stderr, "capd: writing to %s again\n", files_.current_name().c_str());
-        in_error_ = false;
-    }
     file_bytes_ += total;
     stats_.bytes.fetch_add(total, std::memory_order_relaxed);
     return true;
@@ -97,7 +104,8 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
 
 void Writer::finish_file() {
     if (!files_.is_open()) return;
-    if (cfg_.format == Format::kPcapng && cfg_.interface_counters) {
+    if (cfg_.format == Format::kPcapng && cfg_.interface_counters &&
+        !disk_error_.load(std::memory_order_relaxed)) {
         std::string isbs;
         uint64_t ts = wall_ns();
         for (uint32_t i = 0; i < cfg_.ifaces.size(); i++) {
@@ -108,29 +116,67 @@ void Writer::finish_file() {
         struct iovec iov = {isbs.data(), isbs.size()};
         (void)write_bytes(&iov, 1, isbs.size());
     }
+    if (cfg_.fsync_on_close) (void)fdatasync(files_.fd());
     Status s = files_.close_current();
+    if (!s) enter_error(s.error());
+    publish_name();
+}
+
+bool Writer::open_file(time_t now) {
+    file_opened_ = now;
+    file_bytes_ = 0;
+    Status s = files_.open_next(now);
     if (!s) {
-        last_error_ = s.error();
-        std::fprintf(stderr, "capd: %s\n", s.error().c_str());
+        enter_error(s.error());
+        retry_at_ = now + 1;
+        publish_name();
+        return false;
     }
+    std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
+    struct iovec iov = {hdr.data(), hdr.size()};
+    header_bytes_ = hdr.size();
+    if (!write_bytes(&iov, 1, hdr.size())) {
+        // Not even a header fits: give the file up rather than name it.
+        files_.discard_current();
+        retry_at_ = now + 1;
+        publish_name();
+        return false;
+    }
+    stats_.files.fetch_add(1, std::memory_order_relaxed);
+    publish_name();
+    return true;
 }
 
 void Writer::rotate(time_t now) {
     finish_file();
-    Status s = files_.open_next(now);
-    publish_name();
-    file_opened_ = now;
-    file_bytes_ = 0;
-    if (!s) {
-        last_error_ = s.error();
-        if (!in_error_) std::fprintf(stderr, "capd: %s\n", s.error().c_str());
-        in_error_ = true;
-        return;
+    (void)open_file(now);
+}
+
+bool Writer::ensure_file() {
+    if (files_.is_open()) return true;
+    time_t now = wall_seconds();
+    if (now < retry_at_) return false;
+    return open_file(now);
+}
+
+void Writer::after_write_failure() {
+    // Close what was written (whole records only) and start a new file when
+    // space returns, at most once a second. A file that got no record is
+    // not worth a name.
+    if (file_bytes_ <= header_bytes_) {
+        files_.discard_current();
+        publish_name();
+    } else {
+        finish_file();
     }
-    stats_.files.fetch_add(1, std::memory_order_relaxed);
-    std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
-    struct iovec iov = {hdr.data(), hdr.size()};
-    (void)write_bytes(&iov, 1, hdr.size());
+    retry_at_ = wall_seconds() + 1;
+}
+
+void Writer::after_write_success() {
+    if (disk_error_.load(std::memory_order_relaxed)) {
+        std::fprintf(stderr, "capd: writing again, to %s\n", files_.current_name().c_str());
+        disk_error_.store(false, std::memory_order_release);
+    }
 }
 
 void Writer::write_split(Chunk* c) {
@@ -139,7 +185,8 @@ void Writer::write_split(Chunk* c) {
     const uint8_t* p = c->data();
     uint32_t off = 0;
     while (off < c->len) {
-        if (file_bytes_ >= cfg_.files.rotate_bytes || !files_.is_open()) rotate(wall_seconds());
+        if (files_.is_open() && file_bytes_ >= cfg_.files.rotate_bytes) rotate(wall_seconds());
+        bool have_file = ensure_file();
         uint32_t end = off;
         uint32_t pkts = 0;
         while (end < c->len && (end == off || file_bytes_ + (end - off) < cfg_.files.rotate_bytes)) {
@@ -147,10 +194,13 @@ void Writer::write_split(Chunk* c) {
             pkts++;
         }
         struct iovec iov = {const_cast<uint8_t*>(p + off), end - off};
-        if (files_.is_open() && write_bytes(&iov, 1, end - off))
+        if (have_file && write_bytes(&iov, 1, end - off)) {
             stats_.packets.fetch_add(pkts, std::memory_order_relaxed);
-        else
+            after_write_success();
+        } else {
             stats_.disk_drops.fetch_add(pkts, std::memory_order_relaxed);
+            if (have_file) after_write_failure();
+        }
         off = end;
     }
 }
@@ -173,11 +223,14 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
             total += chunks[i]->len;
             pk += chunks[i]->packets;
         }
-        if (!files_.is_open()) rotate(wall_seconds());
-        if (files_.is_open() && write_bytes(iov, static_cast<int>(n), total))
+        bool have_file = ensure_file();
+        if (have_file && write_bytes(iov, static_cast<int>(n), total)) {
             stats_.packets.fetch_add(pk, std::memory_order_relaxed);
-        else
+            after_write_success();
+        } else {
             stats_.disk_drops.fetch_add(pk, std::memory_order_relaxed);
+            if (have_file) after_write_failure();
+        }
     }
     for (unsigned i = 0; i < n; i++) chunks[i]->reset();
     rte_mempool_put_bulk(pool_, reinterpret_cast<void**>(chunks), n);
@@ -201,7 +254,9 @@ void Writer::run() {
         if (rotate_requested_.exchange(false, std::memory_order_acq_rel)) rotate(wall_seconds());
         if (cfg_.files.rotate_seconds > 0) {
             time_t now = wall_seconds();
-            if (now - file_opened_ >= static_cast<time_t>(cfg_.files.rotate_seconds)) rotate(now);
+            if (now - file_opened_ >= static_cast<time_t>(cfg_.files.rotate_seconds) &&
+                now >= retry_at_)
+                rotate(now);
         }
         if (got == 0) {
             if (closing) break;

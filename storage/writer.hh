@@ -47,6 +47,8 @@ struct WriterConfig {
     /* Fills the pcapng statistics block of each interface at file close.
      * Called on the writer thread; must only read counters. */
     std::function<void(uint32_t if_id, InterfaceCounters&)> interface_counters;
+    /* fdatasync each file before it is renamed into place. */
+    bool fsync_on_close = false;
     /* Test hook: sleep this long after each write burst (a slow disk). */
     uint32_t test_delay_us = 0;
 };
@@ -69,8 +71,10 @@ public:
     void set_paused(bool p) { paused_.store(p, std::memory_order_release); }
 
     const WriterStats& stats() const { return stats_; }
-    /* Last write error; safe from any thread once run() has returned. */
-    const std::string& last_error() const { return last_error_; }
+    /* Last write error (any thread). */
+    std::string last_error() const;
+    /* True while writes fail (disk full, I/O error); any thread. */
+    bool disk_error() const { return disk_error_.load(std::memory_order_acquire); }
     /* Final name of the file being written (any thread). */
     std::string current_file() const {
         std::lock_guard<std::mutex> g(name_mu_);
@@ -85,6 +89,12 @@ private:
     bool write_bytes(const struct iovec* iov, int iovcnt, size_t total);
     void rotate(time_t now);
     void finish_file();
+    bool open_file(time_t now);
+    bool ensure_file();
+    void after_write_failure();
+    void after_write_success();
+    void enter_error(const std::string& msg);
+    void set_error(const std::string& msg);
 
     WriterConfig cfg_;
     std::vector<rte_ring*> inputs_;
@@ -96,9 +106,12 @@ private:
     std::atomic<bool> paused_{false};
     uint64_t file_bytes_ = 0;
     time_t file_opened_ = 0;
-    bool in_error_ = false;
-    std::string last_error_;
-    mutable std::mutex name_mu_;  // taken at rotation only
+    std::atomic<bool> disk_error_{false};
+    uint64_t header_bytes_ = 0;    // size of the current file's header
+    time_t retry_at_ = 0;          // no new file before this after an error
+    bool quiet_errors_ = false;
+    std::string last_error_;       // guarded by name_mu_
+    mutable std::mutex name_mu_;  // taken at rotation and on errors only
     std::string current_name_;
     void publish_name();
 };
