@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""--stats-json, the end-of-run summary, drop accounting, and stopping on
+SIGINT/SIGTERM.
+
+The summary's counters must agree with the files: packets_written is the
+number of records in the output files, bytes_written their total size, and
+every packet received is either filtered out, past -c, written, or counted
+as dropped at one stage.
+"""
+
+import os
+import re
+import signal
+
+import capdtest
+import gencaps
+import pcaplib
+from capdtest import CapdTestCase, RunningCapd
+
+DROP_KEYS = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk",
+             "paused")
+SUMMARY = re.compile(r"^capd: (\d+) packets received, (\d+) filtered out, (\d+) written "
+                     r"\((\d+) bytes in (\d+) files?\) in [0-9.]+ s")
+DROPPED = re.compile(r"^capd: dropped (\d+): nic-imissed (\d+), nic-ierrors (\d+), "
+                     r"nic-nombuf (\d+), ring-full (\d+), writer-slow (\d+), disk (\d+)")
+
+
+def output_files(d):
+    return sorted(os.path.join(d, f) for f in os.listdir(d) if not f.startswith("."))
+
+
+class StatsJson(CapdTestCase):
+    def assertConsistent(self, s, files, run=None):
+        """Checks the JSON summary against itself and the output files."""
+        for k in ("elapsed_s", "packets_received", "packets_filtered_out", "packets_written",
+                  "bytes_written", "drops"):
+            self.assertIn(k, s)
+        self.assertIsInstance(s["elapsed_s"], (int, float))
+        self.assertGreater(s["elapsed_s"], 0)
+        for k in DROP_KEYS:
+            self.assertIsInstance(s["drops"][k], int, k)
+            self.assertGreaterEqual(s["drops"][k], 0, k)
+        self.assertEqual(s["drops"]["total"], sum(s["drops"][k] for k in DROP_KEYS))
+        records = 0
+        for f in files:
+            records += len(self.assertWhole(f).records)
+        self.assertEqual(s["packets_written"], records, "packets_written == records in files")
+        self.assertEqual(s["bytes_written"], sum(os.path.getsize(f) for f in files),
+                         "bytes_written == size of the files")
+        self.assertEqual(s["files_written"], len(files))
+        after_filter = (s["packets_received"] - s["packets_filtered_out"]
+                        - s.get("packets_over_limit", 0))
+        lost = sum(s["drops"][k] for k in ("ring_full", "writer_slow", "disk", "paused"))
+        self.assertEqual(after_filter, s["packets_written"] + lost,
+                         "every accepted packet is written or counted as dropped")
+        self.assertEqual(sum(w["rx_packets"] for w in s["workers"]), s["packets_received"])
+        self.assertEqual(sum(w["packets"] for w in s["writers"]), s["packets_written"])
+        if run is not None:
+            lines = run.stderr_lines
+            m = next((SUMMARY.match(l) for l in lines if SUMMARY.match(l)), None)
+            self.assertIsNotNone(m, "summary line on stderr\n" + run.describe())
+            self.assertEqual([int(x) for x in m.groups()],
+                             [s["packets_received"], s["packets_filtered_out"],
+                              s["packets_written"], s["bytes_written"], s["files_written"]])
+            d = next((DROPPED.match(l) for l in lines if DROPPED.match(l)), None)
+            self.assertIsNotNone(d, "drop line on stderr\n" + run.describe())
+            self.assertEqual([int(x) for x in d.groups()],
+                             [s["drops"]["total"]] + [s["drops"][k] for k in DROP_KEYS[:6]])
+
+    def setUp(self):
+        super().setUp()
+        self.out = self.path("out")
+        os.mkdir(self.out)
+        self.json = self.path("stats.json")
+
+    def test_two_sources(self):
+        a, _ = gencaps.mixed(3000, source=1)
+        b, _ = gencaps.mixed(1000, source=2)
+        sa = gencaps.write(self.path("a.pcap"), a)
+        sb = gencaps.write(self.path("b.pcap"), b, nano=False)
+        run = self.capd(["-i", f"pcap:{sa}", "-i", f"pcap:{sb}", "--nano", "-w",
+                         os.path.join(self.out, "x.pcap"), "--stats-json", self.json])
+        self.assertCapdOk(run)
+        s = capdtest.read_json(self.json)
+        self.assertConsistent(s, output_files(self.out), run)
+        self.assertEqual(s["packets_received"], 4000)
+        self.assertEqual(s["packets_filtered_out"], 0)
+        self.assertEqual(s["packets_written"], 4000)
+        self.assertEqual(s["drops"]["total"], 0)
+        self.assertEqual(s["bytes_received"], sum(len(p.data) for p in a + b))
+        self.assertEqual([(x["name"], x["packets"]) for x in s["sources"]],
+                         [(f"pcap:{sa}", 3000), (f"pcap:{sb}", 1000)])
+
+    def test_count_limit(self):
+        pkts, _ = gencaps.mixed(700)
+        src = gencaps.write(self.path("a.pcap"), pkts)
+        run = self.capd(["-i", f"pcap:{src},loop", "-c", "5000", "-w",
+                         os.path.join(self.out, "x.pcap"), "--stats-json", self.json])
+        self.assertCapdOk(run)
+        s = capdtest.read_json(self.json)
+        self.assertConsistent(s, output_files(self.out), run)
+        self.assertEqual(s["packets_written"] + s["drops"]["total"], 5000)
+
+    def test_rotation(self):
+        pkts, _ = gencaps.mixed(6000, seed=31)
+        src = gencaps.write(self.path("a.pcap"), pkts)
+        run = self.capd(["-i", f"pcap:{src}", "-C", "1", "--format", "pcapng", "-w",
+                         os.path.join(self.out, "x.pcapng"), "--stats-json", self.json])
+        self.assertCapdOk(run)
+        s = capdtest.read_json(self.json)
+        files = output_files(self.out)
+        self.assertGreaterEqual(len(files), 3)
+        self.assertConsistent(s, files, run)
+        self.assertEqual(s["packets_written"], 6000)
+
+    def test_filter(self):
+        pkts, kinds = gencaps.mixed(2000, seed=32)
+        src = gencaps.write(self.path("a.pcap"), pkts)
+        run = self.capd(["-i", f"pcap:{src}", "-w", os.path.join(self.out, "x.pcap"),
+                         "--stats-json", self.json, "udp"])
+        self.assertCapdOk(run)
+        s = capdtest.read_json(self.json)
+        self.assertConsistent(s, output_files(self.out), run)
+        udp = sum(1 for k in kinds if k in ("udp4", "udp6"))
+        self.assertEqual(s["packets_written"], udp)
+        self.assertEqual(s["packets_filtered_out"], 2000 - udp)
+
+    def slow_writer_run(self, n):
+        pkts, _ = gencaps.mixed(n, seed=33)
+        src = gencaps.write(self.path("a.pcap"), pkts)
+        run = self.capd(["-i", f"pcap:{src}", "--nano", "-w", os.path.join(self.out, "x.pcap"),
+                         "--stats-json", self.json, "-s", "1600", "--chunk-kb", "64",
+                         "--ring-chunks", "2", "--test-writer-delay-us", "20000"])
+        self.assertCapdOk(run)
+        return pkts, run, capdtest.read_json(self.json)
+
+    def test_slow_writer_accounting(self):
+        """With a writer far slower than the reader and tiny rings, every
+        packet is still either written or counted as dropped."""
+        _, run, s = self.slow_writer_run(20000)
+        self.assertConsistent(s, output_files(self.out), run)
+        self.assertEqual(s["packets_received"], 20000)
+
+    def test_slow_writer_file_source_is_lossless(self):
+        """A finite pcap: source is a copy, not a wire: when the writer is
+        slow, capd can read the file more slowly instead of dropping (the
+        brief's 'output holds exactly the input packets')."""
+        pkts, run, s = self.slow_writer_run(20000)
+        got = self.assertWhole(os.path.join(self.out, "x.pcap"))
+        self.assertEqual(s["drops"]["total"], 0, run.describe())
+        want = [pcaplib.Record(p.ts_ns, len(p.data), len(p.data), p.data) for p in pkts]
+        self.assertIsNone(capdtest.record_mismatch(want, got.records, "ns"))
+
+
+class Signals(CapdTestCase):
+    """SIGINT/SIGTERM during a looping capture: exit 0, every file whole, no
+    hidden file left, the summary printed."""
+
+    def setUp(self):
+        super().setUp()
+        self.out = self.path("out")
+        os.mkdir(self.out)
+        pkts, _ = gencaps.mixed(2000, seed=41)
+        self.src = gencaps.write(self.path("gen.pcap"), pkts)
+
+    def interrupt(self, sig, args, ready):
+        """Starts capd, waits (bounded) until ready() holds, sends sig."""
+        c = RunningCapd(args)
+        self.addCleanup(c.kill)
+        ok = capdtest.wait_until(lambda: ready() or not c.running(), timeout=60)
+        if not c.running():
+            self.fail("capd ended before the signal\n" + c.wait().describe())
+        self.assertTrue(ok, "capd produced no output within 60 s")
+        c.signal(sig)
+        run = c.wait(timeout=120)
+        self.assertEqual(run.rc, 0, run.describe())
+        self.assertTrue(any(SUMMARY.match(l) for l in run.stderr_lines),
+                        "summary on stderr\n" + run.describe())
+        self.assertTrue(any(DROPPED.match(l) for l in run.stderr_lines),
+                        "drop counters on stderr\n" + run.describe())
+        files = output_files(self.out)
+        self.assertTrue(files)
+        for f in files:
+            self.assertWhole(f)
+            if capdtest.have("tcpdump"):
+                n, err = capdtest.tcpdump_count(f)
+                self.assertIsNone(err)
+        self.assertNoHidden(self.out)
+        return run, files
+
+    def rotated(self):
+        return bool(output_files(self.out))
+
+    def test_sigint_pcap_rotating(self):
+        self.interrupt(signal.SIGINT, ["-i", f"pcap:{self.src},loop", "-C", "2", "-W", "3",
+                                       "-w", os.path.join(self.out, "x.pcap")], self.rotated)
+
+    def test_sigterm_pcapng_rotating(self):
+        _, files = self.interrupt(
+            signal.SIGTERM, ["-i", f"pcap:{self.src},loop", "-C", "2", "-W", "3", "--format",
+                             "pcapng", "-w", os.path.join(self.out, "x.pcapng")], self.rotated)
+        for f in files:
+            cap = pcaplib.read_capture(f)
+            self.assertEqual(len(cap.stats), 1, f"{f}: statistics block at close")
+
+    def test_sigterm_two_workers(self):
+        self.interrupt(signal.SIGTERM, ["-i", f"pcap:{self.src},loop", "-i",
+                                        f"pcap:{self.src},loop", "--workers", "2", "--writers",
+                                        "2", "-C", "2", "-W", "2", "-w",
+                                        os.path.join(self.out, "x.pcap")], self.rotated)
+
+    def test_sigint_stats_match_file(self):
+        """Stopped by a signal, the summary still matches the file."""
+        js = self.path("stats.json")
+        hidden = os.path.join(self.out, ".x.pcap.partial")
+
+        def started():
+            return os.path.exists(hidden) and os.path.getsize(hidden) > 24
+
+        _, files = self.interrupt(signal.SIGINT, ["-i", f"pcap:{self.src},loop", "-w",
+                                                  os.path.join(self.out, "x.pcap"),
+                                                  "--stats-json", js], started)
+        s = capdtest.read_json(js)
+        self.assertEqual(s["packets_written"], len(pcaplib.read_capture(files[0]).records))
+        self.assertEqual(s["bytes_written"], os.path.getsize(files[0]))
+
+
+if __name__ == "__main__":
+    capdtest.main()
