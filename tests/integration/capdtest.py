@@ -409,7 +409,7 @@ SENDER = r'''
 import socket, struct, sys, time
 magic, dst, source = sys.argv[1].encode(), sys.argv[2], int(sys.argv[3])
 socks = []
-for i in range(8):
+for i in range(16):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", 41000 + i))
     socks.append(s)
@@ -438,7 +438,7 @@ for line in sys.stdin:
 
 class Sender:
     """A UDP sender inside the `send` namespace, driven line by line: it
-    sends tagged datagrams (gencaps tag format) to the `cap` side, from eight
+    sends tagged datagrams (gencaps tag format) to the `cap` side, from sixteen
     source ports so that fanout spreads them. Bounded: 300 s at most."""
 
     def __init__(self, veth, source):
