@@ -17,6 +17,7 @@
 #include "dataplane/list_sources.hh"
 #include "dataplane/options.hh"
 #include "dataplane/pipeline.hh"
+#include "dataplane/privileges.hh"
 #include "dataplane/source.hh"
 #include "filters/rule_set.hh"
 
@@ -63,6 +64,11 @@ int main(int argc, char** argv) {
             return fail("sources have different link types; a filter needs one link type");
     }
     if (linktype < 0) linktype = 1;
+
+    if (!o.run_as_user.empty() && !o.write_path.empty()) {
+        Status st = check_run_as(o.run_as_user, o.write_path);
+        if (!st) return fail(st.error());
+    }
 
     size_t chunk_mb = (size_t(o.workers) * (o.ring_chunks + 2) + o.writers * 16 + 8) *
                       o.chunk_kb / 1024;
@@ -117,6 +123,18 @@ int main(int argc, char** argv) {
             return fail(srv.error());
         } else if (!o.quiet) {
             std::fprintf(stderr, "capd: no control socket: %s\n", srv.error().c_str());
+        }
+    }
+
+    if (!o.run_as_user.empty() && !o.write_path.empty()) {
+        Status st = drop_privileges(o.run_as_user, o.write_path);
+        if (!st) {
+            // Already running as the user or not: stop cleanly, files whole.
+            (*pipeline)->finish();
+            server.reset();
+            pipeline->reset();
+            rte_eal_cleanup();
+            return fail(st.error());
         }
     }
 

@@ -52,7 +52,8 @@ struct Options {
     bool quiet = false;
     bool rx_only = false;       // --rx-only: bare receive loop, for baselines
     bool no_jit = false;
-    bool fsync = false;          // fdatasync each file before naming it
+    bool fsync = false;
+    std::string run_as_user;     // -Z: drop to this user after set-up          // fdatasync each file before naming it
     std::string eal_extra;
     uint32_t chunk_kb = 1024;
     uint32_t flush_ms = 100;
