@@ -16,12 +16,12 @@ bool contains(const std::string& s, const char* what) { return s.find(what) != s
 
 /* What the first bytes of a file that libpcap rejects look like. */
 std::string describe_magic(const uint8_t* b, size_t n) {
-    char hex[16 * 3 + 1] = "";
-    size_t shown = n < 4 ? n : 4;
-    for (size_t i = 0; i < shown; i++) {
-        std::snprintf(hex + i * 3, 4, i ? " %02x" : "%02x", b[i]);
+    std::string what = "starts with";
+    for (size_t i = 0; i < n && i < 4; i++) {
+        char hex[4];
+        std::snprintf(hex, sizeof hex, " %02x", b[i]);
+        what += hex;
     }
-    std::string what = std::string("starts with ") + hex;
     if (n >= 2 && b[0] == 0x1f && b[1] == 0x8b) return what + ": gzip data; gunzip it first";
     if (n >= 3 && b[0] == 'B' && b[1] == 'Z' && b[2] == 'h') return what + ": bzip2 data";
     if (n >= 4 && b[0] == 0x28 && b[1] == 0xb5 && b[2] == 0x2f && b[3] == 0xfd) {
@@ -73,7 +73,8 @@ Result<CaptureFile> CaptureFile::open(const std::string& path) {
         }
         if (contains(msg, "truncated dump file") && contains(msg, "header")) {
             return make_error(path + ": truncated inside the file header (" +
-                              std::to_string(st.st_size) + " bytes): not a complete capture");
+                              std::to_string(st.st_size) + (st.st_size == 1 ? " byte" : " bytes") +
+                              "): not a complete capture");
         }
         return make_error(path + ": " + msg);
     }
@@ -136,7 +137,9 @@ ReadStatus CaptureFile::next(RawPacket& out) {
     std::string after = "after frame " + std::to_string(frame_);
     if (contains(msg, "truncated dump file") || contains(msg, "truncated pcapng")) {
         error_ = path_ + ": truncated " + after + " (the last record is cut short: " + msg +
-                 "); the " + std::to_string(frame_) + " complete frames were analysed";
+                 "); " + (frame_ == 1 ? std::string("the 1 complete frame was analysed")
+                                  : "the " + std::to_string(frame_) +
+                                        " complete frames were analysed");
         return ReadStatus::kTruncated;
     }
     if (contains(msg, "different from the type of the first interface")) {

@@ -82,6 +82,22 @@ struct FlowComparison {
     DirectionResult dir[2];
 };
 
+/* One verdict sentence: packets of one direction (client ports merged)
+ * seen at one point and never at the other. */
+struct Finding {
+    bool seen_at_a = true; /* true: seen at A, missing at B */
+    uint8_t proto = 0;
+    std::string from;      /* "198.18.1.5" or "198.18.0.10:3306" */
+    std::string to;
+    uint64_t missing = 0;
+    uint64_t total = 0;    /* packets of these directions at the point that saw them */
+    std::vector<uint32_t> frames; /* in the capture that saw them */
+    Travel travel = Travel::kUnknown;
+};
+/* "packets from 198.18.1.5 to 198.18.0.10:3306 seen at A, never at B
+ * (5 packets: frames 3, 7, 12, …)" */
+std::string finding_text(const Finding& f, size_t max_frames = 10);
+
 struct CompareReport {
     FileReport a;
     FileReport b;
@@ -104,7 +120,7 @@ struct CompareReport {
     int64_t offset_ns = 0;
     int64_t min_owd_ns = 0;
 
-    std::vector<std::string> findings; /* verdict sentences, biggest first */
+    std::vector<Finding> findings; /* biggest first */
     std::vector<std::string> notes;
 };
 

@@ -119,7 +119,8 @@ ConnSummary summarize(const TcpConn& c, uint64_t capture_end_ns,
 
     const uint32_t kept_syns = std::min<uint32_t>(c.syn_count, kMaxSynTimes);
     for (uint32_t i = 1; i < kept_syns; i++) {
-        s.syn_intervals_s.push_back(static_cast<double>(c.syn_ts[i] - c.syn_ts[i - 1]) / 1e9);
+        s.syn_intervals_s.push_back(
+            static_cast<double>(static_cast<int64_t>(c.syn_ts[i] - c.syn_ts[i - 1])) / 1e9);
     }
 
     if (c.syn_count > 0) {
@@ -277,7 +278,7 @@ ConnSummary summarize(const TcpConn& c, uint64_t capture_end_ns,
                               cd.gaps + sd.gaps, cd.gaps + sd.gaps == 1 ? "" : "s",
                               cd.gap_bytes + sd.gap_bytes));
     }
-    if (s.roles_guessed) {
+    if (s.roles_guessed && s.verdict != Verdict::kMidStream) {
         s.notes.push_back("no SYN captured: client and server guessed from the port numbers");
     }
     if (s.handshake == Handshake::kPartial) {
@@ -390,6 +391,21 @@ std::vector<std::string> file_names(const DiagnoseReport& r) {
     return v;
 }
 
+const char* verdict_phrase(Verdict v) {
+    switch (v) {
+        case Verdict::kRefused: return "refused";
+        case Verdict::kUnanswered: return "unanswered";
+        case Verdict::kReset: return "reset";
+        case Verdict::kHalfOpen: return "half-open";
+        case Verdict::kRetransmissions: return "with retransmissions";
+        case Verdict::kZeroWindow: return "with a zero window";
+        case Verdict::kDupAcks: return "with duplicate ACK runs";
+        case Verdict::kMidStream: return "mid-stream";
+        case Verdict::kOk: return "ok";
+    }
+    return "?";
+}
+
 std::string verdict_line(const DiagnoseReport& r) {
     size_t problems = 0;
     std::map<Verdict, size_t> by;
@@ -408,10 +424,7 @@ std::string verdict_line(const DiagnoseReport& r) {
                           n == 1 ? "" : "s", problems == 1 ? "has" : "have");
     bool first = true;
     for (const auto& [v, count] : by) {
-        std::string name = verdict_name(v);
-        std::transform(name.begin(), name.end(), name.begin(),
-                       [](char ch) { return ch == '-' ? ' ' : static_cast<char>(std::tolower(ch)); });
-        out += (first ? "" : ", ") + std::to_string(count) + " " + name;
+        out += (first ? "" : ", ") + std::to_string(count) + " " + verdict_phrase(v);
         first = false;
     }
     return out;

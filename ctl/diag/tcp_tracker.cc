@@ -1,6 +1,7 @@
 #include "ctl/diag/tcp_tracker.hh"
 
 #include <cstring>
+#include <new>
 
 namespace linecap::ctl::diag {
 
@@ -46,7 +47,7 @@ void tcp_conn_update(TcpConn& c, int d, const DecodedPacket& p, uint64_t ts, Fra
     const uint32_t len = p.payload_len;
 
     if (c.packets == 0) {
-        c.first_ts = ts;
+        c.first_ts = c.last_ts = ts;
         c.first_frame = f;
         /* Until a SYN or SYN-ACK says otherwise, the side on the higher
          * (ephemeral-looking) port is taken for the client. */
@@ -54,7 +55,9 @@ void tcp_conn_update(TcpConn& c, int d, const DecodedPacket& p, uint64_t ts, Fra
         c.role_basis = TcpConn::RoleBasis::kPort;
     }
     c.packets++;
-    c.last_ts = ts;
+    /* Merged or badly clocked captures are not always in time order. */
+    if (ts < c.first_ts) c.first_ts = ts;
+    if (ts > c.last_ts) c.last_ts = ts;
     c.last_frame = f;
     s.packets++;
     if (!rst) {
@@ -194,15 +197,14 @@ void tcp_conn_update(TcpConn& c, int d, const DecodedPacket& p, uint64_t ts, Fra
 TcpTracker::TcpTracker(uint32_t capacity, ReleaseFn on_release, void* ctx)
     : on_release_(on_release), ctx_(ctx) {
     if (capacity == 0) capacity = 1;
-    conns_.resize(capacity);
+    void* mem = std::calloc(capacity, sizeof(TcpConn));
+    if (mem == nullptr) throw std::bad_alloc();
+    conns_.reset(static_cast<TcpConn*>(mem));
+    capacity_ = capacity;
     uint64_t nb = 1;
     while (nb < static_cast<uint64_t>(capacity) * 2) nb <<= 1;
     buckets_.assign(nb, kNil);
     bucket_mask_ = nb - 1;
-    for (uint32_t i = capacity; i-- > 0;) {
-        conns_[i].bucket_next = free_head_;
-        free_head_ = i;
-    }
 }
 
 void TcpTracker::lru_remove(uint32_t i) {
@@ -244,9 +246,9 @@ uint32_t TcpTracker::find_or_insert(const Endpoint& a, const Endpoint& b, uint64
         }
     }
     uint32_t i;
-    if (free_head_ != kNil) {
-        i = free_head_;
-        free_head_ = conns_[i].bucket_next;
+    if (next_unused_ < capacity_) {
+        i = next_unused_++;
+        new (&conns_[i]) TcpConn{};
     } else {
         i = lru_tail_;
         if (on_release_ != nullptr) on_release_(ctx_, conns_[i], Release::kEvicted);

@@ -20,6 +20,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "ctl/diag/packet.hh"
@@ -132,7 +135,8 @@ public:
     enum class Release : uint8_t { kEvicted, kReused };
     using ReleaseFn = void (*)(void* ctx, const TcpConn& conn, Release why);
 
-    /* capacity >= 1 connection slots, allocated here. on_release may be null. */
+    /* capacity >= 1 connection slots, allocated here (zeroed pages from the
+     * allocator: untouched slots cost no memory). on_release may be null. */
     explicit TcpTracker(uint32_t capacity, ReleaseFn on_release = nullptr,
                         void* ctx = nullptr);
 
@@ -146,7 +150,7 @@ public:
         for (uint32_t i = lru_tail_; i != kNil; i = conns_[i].lru_prev) fn(conns_[i]);
     }
 
-    uint32_t capacity() const { return static_cast<uint32_t>(conns_.size()); }
+    uint32_t capacity() const { return capacity_; }
     uint32_t size() const { return used_; }
     const TrackerCounters& counters() const { return counters_; }
 
@@ -158,10 +162,16 @@ private:
     void lru_remove(uint32_t idx);
     void lru_push_front(uint32_t idx);
 
-    std::vector<TcpConn> conns_;
+    struct FreeDeleter {
+        void operator()(void* p) const { std::free(p); }
+    };
+    static_assert(std::is_trivially_destructible_v<TcpConn>);
+
+    std::unique_ptr<TcpConn[], FreeDeleter> conns_;
+    uint32_t capacity_ = 0;
+    uint32_t next_unused_ = 0; /* slots below it have been constructed */
     std::vector<uint32_t> buckets_;
     uint64_t bucket_mask_ = 0;
-    uint32_t free_head_ = kNil; /* free slots chained through bucket_next */
     uint32_t lru_head_ = kNil;  /* most recently updated */
     uint32_t lru_tail_ = kNil;
     uint32_t used_ = 0;
