@@ -2,6 +2,7 @@
 
 #include <pcap/pcap.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <limits>
 #include <memory>
@@ -52,6 +53,17 @@ uint32_t load_width(uint16_t code) {
         case BPF_B: return 1;
         default: return 0;
     }
+}
+
+/* The bytes a load needs (offset + width) when it is a packet load. Once it
+ * has run, caplen is known to be at least that much: a shorter packet would
+ * have been rejected. For X-indexed loads X >= 0, so k + width still holds. */
+uint32_t packet_bytes_needed(const ClassicInsn& in) {
+    const uint16_t c = in.code;
+    if (cls(c) == BPF_LD && (cmode(c) == BPF_ABS || cmode(c) == BPF_IND))
+        return in.k + load_width(c);
+    if (c == (BPF_LDX | BPF_B | BPF_MSH)) return in.k + 1;
+    return 0;
 }
 
 /* A packet load whose offset lies beyond any legal caplen always fails, so
@@ -125,9 +137,9 @@ public:
     }
 
     /* dst = P[k .. k+n) (n = 1, 2, 4), big-endian; out of bounds -> reject. */
-    void load_abs(uint8_t size, uint8_t dst, uint32_t k, uint32_t n) {
+    void load_abs(uint8_t size, uint8_t dst, uint32_t k, uint32_t n, uint32_t known_caplen) {
         // Callers route k + n > kMaxCaplen to always_out_of_bounds().
-        jmp_imm(EBPF_JLT, kCaplen, k + n, kReject);
+        if (k + n > known_caplen) jmp_imm(EBPF_JLT, kCaplen, k + n, kReject);
         if (k <= static_cast<uint32_t>(std::numeric_limits<int16_t>::max())) {
             ldx(size, dst, kData, static_cast<int16_t>(k));
         } else {
@@ -277,6 +289,30 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
     for (uint32_t i = 0; i < kMemWords; i++)
         if (mem_read & (1u << i)) e.raw(BPF_ST | BPF_MEM | BPF_W, kFp, 0, mem_slot(i), 0);
 
+    /* known[pc]: a caplen every path reaching pc has already proved (its
+     * loads passed their bounds checks). A load within it needs no check of
+     * its own. Classic jumps only go forward, so one pass in order suffices. */
+    constexpr uint32_t kUnset = 0xffffffffu;
+    std::vector<uint32_t> known(n, kUnset);
+    known[0] = 0;
+    for (size_t pc = 0; pc < n; pc++) {
+        if (!reach[pc] || always_out_of_bounds(prog[pc])) continue;
+        const ClassicInsn& in = prog[pc];
+        const uint32_t out = std::max(known[pc], packet_bytes_needed(in));
+        auto flow = [&](size_t t) { known[t] = std::min(known[t], out); };
+        if (cls(in.code) == kClsRet) continue;
+        if (cls(in.code) == BPF_JMP) {
+            if (cop(in.code) == BPF_JA) {
+                flow(static_cast<uint32_t>(pc + 1) + in.k);
+            } else {
+                flow(pc + 1 + in.jt);
+                flow(pc + 1 + in.jf);
+            }
+        } else {
+            flow(pc + 1);
+        }
+    }
+
     std::vector<size_t> start(n + 1, 0);
     for (size_t pc = 0; pc < n; pc++) {
         start[pc] = e.out.size();
@@ -296,7 +332,7 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                 switch (cmode(c)) {
                     case BPF_ABS:
                         if (w == 0) return make_error(at(pc, "bad load size"));
-                        e.load_abs(static_cast<uint8_t>(csize(c)), kA, k, w);
+                        e.load_abs(static_cast<uint8_t>(csize(c)), kA, k, w, known[pc]);
                         break;
                     case BPF_IND:
                         if (w == 0) return make_error(at(pc, "bad load size"));
@@ -316,7 +352,7 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                     case BPF_MEM: e.ldx(BPF_W, kX, kFp, mem_slot(k)); break;
                     case BPF_MSH:
                         if (csize(c) != BPF_B) return make_error(at(pc, "bad msh size"));
-                        e.load_abs(BPF_B, kX, k, 1);
+                        e.load_abs(BPF_B, kX, k, 1, known[pc]);
                         e.alu32_imm(BPF_AND, kX, 0xf);
                         e.alu32_imm(BPF_LSH, kX, 2);
                         break;

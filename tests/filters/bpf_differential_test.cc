@@ -7,12 +7,14 @@
  * PROT_NONE page: a translated program that reads past caplen crashes the
  * test instead of passing by luck. */
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -147,6 +149,11 @@ const char* const kExpressions[] = {
     "ip[3] % 7 = 3", "4 * (ip[0] & 0xf) != 20", "ip[2:2] / ip[1] = 0",
     "(ip[8] + ip[9]) % (ip[1] + 1) = 0", "ether[14] - ether[15] > 16",
     "udp[(udp[4:2] & 7) + 8] = 0", "tcp[tcp[13] & 31] > 4",
+    // joins: paths that proved different packet lengths meet before a load
+    "((ip6 and ip6[60] = 0) or arp) and ether[30] != 0xff",
+    "((ether[0] = 0 and ether[50] != 1) or ether[2] = 2) and ether[25] != 0xfe",
+    "((tcp and tcp[40] != 1) or udp or icmp) and ether[36] != 0xab",
+    "(vlan and ether[60] != 7) or (arp and ether[40] != 7) or ether[21] = 0",
     // combinations
     "ip and ip[9] != 6 and ip[9] != 17",
     "tcp and (tcp[tcpflags] & tcp-syn != 0) and not (tcp[tcpflags] & tcp-ack != 0)",
@@ -192,6 +199,17 @@ private:
     size_t page_ = 0, size_ = 0;
     uint8_t* base_ = nullptr;
 };
+
+/* What runs now, for the guard-page crash report. */
+const char* g_expr = "";
+const char* g_packet = "";
+
+void on_fault(int) {
+    const char* parts[] = {"\nread past caplen (guard page hit): expression '", g_expr,
+                           "' packet ", g_packet, "\n"};
+    for (const char* p : parts) (void)!write(2, p, std::strlen(p));
+    _exit(1);
+}
 
 struct Compiled {
     std::string expr;
@@ -242,6 +260,12 @@ TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {
     // Every prefix of a spread of generated frames (VLAN, QinQ, IPv6
     // extension headers, TCP with payload all occur) and of corpus frames.
     for (size_t i = 0; i < generated.size(); i += 41) testing::add_prefixes(generated[i], packets);
+    // ... and of the first frame of every kind the generator makes.
+    std::set<std::string> kinds;
+    for (const auto& g : generated) {
+        const std::string kind = g.origin.substr(0, g.origin.find('#'));
+        if (kinds.insert(kind).second) testing::add_prefixes(g, packets);
+    }
     for (size_t i = 0; i < corpus.size(); i += 499) testing::add_prefixes(corpus[i], packets);
     std::vector<TestPacket> mutated;
     testing::add_mutations(generated, 10000, 42, mutated);
@@ -249,13 +273,18 @@ TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {
     packets.insert(packets.end(), mutated.begin(), mutated.end());
 
     GuardedSlot slot;
+    struct sigaction sa {};
+    sa.sa_handler = on_fault;
+    sigaction(SIGSEGV, &sa, nullptr);
     uint64_t pairs = 0, mismatches = 0;
     for (const auto& tp : packets) {
+        g_packet = tp.origin.c_str();
         ASSERT_LE(tp.bytes.size(), kMaxCaplen);
         const uint8_t* data = slot.place(tp.bytes);
         const auto caplen = static_cast<uint32_t>(tp.bytes.size());
         const Packet pkt{data, caplen, tp.wirelen};
         for (auto& p : progs) {
+            g_expr = p.expr.c_str();
             const uint64_t want = classic_run(p.classic, data, tp.wirelen, caplen);
             const uint64_t jit = p.vm->run(pkt);
             const uint64_t interp = p.vm->run_interpreted(pkt);
@@ -274,6 +303,7 @@ TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {
         }
     }
 
+    signal(SIGSEGV, SIG_DFL);
     size_t never = 0, always = 0;
     for (const auto& p : progs) {
         never += p.accepted == 0;
