@@ -27,8 +27,8 @@ namespace linecap::filters {
 namespace {
 
 using testing::GenSpec;
-using testing::L4;
 using testing::ipv4;
+using testing::L4;
 
 const char* const kSeedExpressions[] = {
     "port 22",
@@ -55,10 +55,10 @@ struct Mix {
 
     Mix() {
         testing::Rng rng(7);
-        const std::vector<uint32_t> addrs = {
-            ipv4(192, 168, 152, 100), ipv4(192, 168, 152, 101), ipv4(192, 168, 152, 254),
-            ipv4(192, 168, 152, 200), ipv4(10, 0, 0, 1),        ipv4(172, 16, 2, 226),
-            ipv4(223, 5, 5, 5),       ipv4(8, 8, 8, 8)};
+        const std::vector<uint32_t> addrs = {ipv4(192, 168, 152, 100), ipv4(192, 168, 152, 101),
+                                             ipv4(192, 168, 152, 254), ipv4(192, 168, 152, 200),
+                                             ipv4(10, 0, 0, 1),        ipv4(172, 16, 2, 226),
+                                             ipv4(223, 5, 5, 5),       ipv4(8, 8, 8, 8)};
         const std::vector<uint16_t> ports = {80, 443, 22, 25, 53, 8080, 40000, 51000};
         const std::vector<std::string> payloads = {"GET /index.html HTTP/1.1\r\n",
                                                    "MAIL FROM:<a@b>\r\n", std::string(600, 'd'),
@@ -98,8 +98,8 @@ struct Mix {
             frames.push_back(std::move(f));
         }
         for (const auto& f : frames)
-            pkts.push_back(Packet{f.data(), static_cast<uint32_t>(f.size()),
-                                  static_cast<uint32_t>(f.size())});
+            pkts.push_back(
+                Packet{f.data(), static_cast<uint32_t>(f.size()), static_cast<uint32_t>(f.size())});
     }
 };
 
@@ -154,9 +154,9 @@ void BM_Seed(benchmark::State& state) {
         at += burst;
     }
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * burst);
-    state.counters["ns/pkt"] = benchmark::Counter(
-        static_cast<double>(state.iterations()) * burst,
-        benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    state.counters["ns/pkt"] =
+        benchmark::Counter(static_cast<double>(state.iterations()) * burst,
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     state.counters["accept%"] =
         100.0 * static_cast<double>(accepted) / (static_cast<double>(state.iterations()) * burst);
     state.SetLabel(expr);
@@ -180,9 +180,9 @@ void BM_RuleSetClassify(benchmark::State& state) {
         at += burst;
     }
     state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * burst);
-    state.counters["ns/pkt"] = benchmark::Counter(
-        static_cast<double>(state.iterations()) * burst,
-        benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    state.counters["ns/pkt"] =
+        benchmark::Counter(static_cast<double>(state.iterations()) * burst,
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
     state.SetLabel(expr);
 }
 

@@ -48,10 +48,14 @@ constexpr uint16_t kMiscTxa = 0x80;
 
 uint32_t load_width(uint16_t code) {
     switch (csize(code)) {
-        case BPF_W: return 4;
-        case BPF_H: return 2;
-        case BPF_B: return 1;
-        default: return 0;
+        case BPF_W:
+            return 4;
+        case BPF_H:
+            return 2;
+        case BPF_B:
+            return 1;
+        default:
+            return 0;
     }
 }
 
@@ -84,7 +88,7 @@ struct Fixup {
 };
 
 class Emitter {
-public:
+  public:
     std::vector<ebpf_insn> out;
     std::vector<Fixup> fixups;
 
@@ -100,7 +104,9 @@ public:
     void alu32_imm(uint8_t op, uint8_t dst, uint32_t imm) {
         raw(BPF_ALU | op | BPF_K, dst, 0, 0, static_cast<int32_t>(imm));
     }
-    void alu32_reg(uint8_t op, uint8_t dst, uint8_t src) { raw(BPF_ALU | op | BPF_X, dst, src, 0, 0); }
+    void alu32_reg(uint8_t op, uint8_t dst, uint8_t src) {
+        raw(BPF_ALU | op | BPF_X, dst, src, 0, 0);
+    }
     void alu64_imm(uint8_t op, uint8_t dst, int32_t imm) {
         raw(EBPF_ALU64 | op | BPF_K, dst, 0, 0, imm);
     }
@@ -177,21 +183,30 @@ std::string at(size_t pc, const std::string& what) {
 
 uint8_t ebpf_jmp_op(uint16_t code) {
     switch (cop(code)) {
-        case BPF_JEQ: return BPF_JEQ;
-        case BPF_JGT: return BPF_JGT;
-        case BPF_JGE: return BPF_JGE;
-        case BPF_JSET: return BPF_JSET;
-        default: return 0xff;
+        case BPF_JEQ:
+            return BPF_JEQ;
+        case BPF_JGT:
+            return BPF_JGT;
+        case BPF_JGE:
+            return BPF_JGE;
+        case BPF_JSET:
+            return BPF_JSET;
+        default:
+            return 0xff;
     }
 }
 
 // The branch taken when the test is false, for tests that have one.
 uint8_t inverse_jmp_op(uint8_t op) {
     switch (op) {
-        case BPF_JEQ: return EBPF_JNE;
-        case BPF_JGT: return EBPF_JLE;
-        case BPF_JGE: return EBPF_JLT;
-        default: return 0xff;
+        case BPF_JEQ:
+            return EBPF_JNE;
+        case BPF_JGT:
+            return EBPF_JLE;
+        case BPF_JGE:
+            return EBPF_JLT;
+        default:
+            return 0xff;
     }
 }
 
@@ -338,25 +353,39 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                         if (w == 0) return make_error(at(pc, "bad load size"));
                         e.load_ind(static_cast<uint8_t>(csize(c)), k, w);
                         break;
-                    case BPF_IMM: e.alu32_imm(EBPF_MOV, kA, k); break;
-                    case BPF_LEN: e.alu32_reg(EBPF_MOV, kA, kWirelen); break;
-                    case BPF_MEM: e.ldx(BPF_W, kA, kFp, mem_slot(k)); break;
-                    default: return make_error(at(pc, "unsupported load mode"));
+                    case BPF_IMM:
+                        e.alu32_imm(EBPF_MOV, kA, k);
+                        break;
+                    case BPF_LEN:
+                        e.alu32_reg(EBPF_MOV, kA, kWirelen);
+                        break;
+                    case BPF_MEM:
+                        e.ldx(BPF_W, kA, kFp, mem_slot(k));
+                        break;
+                    default:
+                        return make_error(at(pc, "unsupported load mode"));
                 }
                 break;
             }
             case BPF_LDX:
                 switch (cmode(c)) {
-                    case BPF_IMM: e.alu32_imm(EBPF_MOV, kX, k); break;
-                    case BPF_LEN: e.alu32_reg(EBPF_MOV, kX, kWirelen); break;
-                    case BPF_MEM: e.ldx(BPF_W, kX, kFp, mem_slot(k)); break;
+                    case BPF_IMM:
+                        e.alu32_imm(EBPF_MOV, kX, k);
+                        break;
+                    case BPF_LEN:
+                        e.alu32_reg(EBPF_MOV, kX, kWirelen);
+                        break;
+                    case BPF_MEM:
+                        e.ldx(BPF_W, kX, kFp, mem_slot(k));
+                        break;
                     case BPF_MSH:
                         if (csize(c) != BPF_B) return make_error(at(pc, "bad msh size"));
                         e.load_abs(BPF_B, kX, k, 1, known[pc]);
                         e.alu32_imm(BPF_AND, kX, 0xf);
                         e.alu32_imm(BPF_LSH, kX, 2);
                         break;
-                    default: return make_error(at(pc, "unsupported ldx mode"));
+                    default:
+                        return make_error(at(pc, "unsupported ldx mode"));
                 }
                 break;
             case BPF_ST:
@@ -374,8 +403,10 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                     case BPF_OR:
                     case BPF_AND:
                     case BPF_XOR:
-                        if (by_x) e.alu32_reg(op, kA, kX);
-                        else e.alu32_imm(op, kA, k);
+                        if (by_x)
+                            e.alu32_reg(op, kA, kX);
+                        else
+                            e.alu32_imm(op, kA, k);
                         break;
                     case BPF_DIV:
                     case BPF_MOD:
@@ -400,8 +431,11 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                             e.alu32_imm(op, kA, k);
                         }
                         break;
-                    case BPF_NEG: e.raw(BPF_ALU | BPF_NEG, kA, 0, 0, 0); break;
-                    default: return make_error(at(pc, "unsupported ALU operation"));
+                    case BPF_NEG:
+                        e.raw(BPF_ALU | BPF_NEG, kA, 0, 0, 0);
+                        break;
+                    default:
+                        return make_error(at(pc, "unsupported ALU operation"));
                 }
                 break;
             }
@@ -430,8 +464,10 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                     rhs = kT1;
                 }
                 auto branch = [&](uint8_t bop, int target) {
-                    if (use_reg) e.jmp_reg(bop, kA, rhs, target);
-                    else e.jmp_imm(bop, kA, k, target);
+                    if (use_reg)
+                        e.jmp_reg(bop, kA, rhs, target);
+                    else
+                        e.jmp_imm(bop, kA, k, target);
                 };
                 if (f == next) {
                     branch(op, t);
@@ -454,9 +490,12 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                 }
                 break;
             case kClsMisc:
-                if (cmiscop(c) == kMiscTax) e.alu32_reg(EBPF_MOV, kX, kA);
-                else if (cmiscop(c) == kMiscTxa) e.alu32_reg(EBPF_MOV, kA, kX);
-                else return make_error(at(pc, "unsupported misc operation"));
+                if (cmiscop(c) == kMiscTax)
+                    e.alu32_reg(EBPF_MOV, kX, kA);
+                else if (cmiscop(c) == kMiscTxa)
+                    e.alu32_reg(EBPF_MOV, kA, kX);
+                else
+                    return make_error(at(pc, "unsupported misc operation"));
                 break;
             default:
                 return make_error(at(pc, "unknown opcode"));

@@ -61,8 +61,7 @@ uint32_t classic_run(std::span<const ClassicInsn> prog, const uint8_t* data, uin
                      uint32_t caplen);
 
 /* Part of translate_classic()'s message for programs that loop. */
-inline constexpr const char* kLoopMessage =
-    "backward jump (a loop), which rte_bpf cannot run";
+inline constexpr const char* kLoopMessage = "backward jump (a loop), which rte_bpf cannot run";
 
 /* Classic -> eBPF. Fails, naming the classic instruction index, on
  *  - loops: libpcap's `protochain` walks IPv6/IPv4 header chains with a

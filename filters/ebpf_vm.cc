@@ -112,7 +112,7 @@ bool rewrite_jset_imm(std::span<const ebpf_insn> in, int tmp, Rewritten& out) {
 /* rte_bpf reports why it refused a program only through its log. Capture the
  * log for the duration of one load so the message can reach the user. */
 class LogCapture {
-public:
+  public:
     LogCapture() {
         prev_ = rte_log_get_stream();
         mem_ = open_memstream(&buf_, &len_);
@@ -131,7 +131,7 @@ public:
         return buf_ != nullptr ? std::string(buf_, len_) : std::string();
     }
 
-private:
+  private:
     FILE* prev_ = nullptr;
     FILE* mem_ = nullptr;
     char* buf_ = nullptr;
@@ -258,9 +258,8 @@ Result<std::unique_ptr<EbpfVm>> EbpfVm::load(std::span<const ebpf_insn> insns,
             interp_reason = "rte_bpf produced no native code";
         }
     }
-    vm->engine_ = vm->jit_ != nullptr
-                      ? "x86-64 JIT, " + std::to_string(vm->jit_size_) + " bytes"
-                      : "interpreter (" + interp_reason + ")";
+    vm->engine_ = vm->jit_ != nullptr ? "x86-64 JIT, " + std::to_string(vm->jit_size_) + " bytes"
+                                      : "interpreter (" + interp_reason + ")";
     if (vm->rewritten_jset_ != 0)
         vm->engine_ += ", " + std::to_string(vm->rewritten_jset_) + " JSET-immediate rewritten";
     return vm;

@@ -70,7 +70,7 @@ struct VmOptions {
 };
 
 class EbpfVm {
-public:
+  public:
     /* Loads `insns` (copied; the span need not outlive the call).
      * - If opts.jit and the program contains `JSET dst, imm` (miscompiled by
      *   rte_bpf 22.11's x86-64 JIT: it encodes the test immediate with the
@@ -118,7 +118,7 @@ public:
     /* How many JSET-immediate instructions load() rewrote. */
     uint32_t rewritten_jset() const noexcept { return rewritten_jset_; }
 
-private:
+  private:
     EbpfVm() = default;
 
     using JitFn = uint64_t (*)(void*);

@@ -55,7 +55,7 @@ struct CompiledRule {
 };
 
 class RuleScratch final : public Scratch {
-public:
+  public:
     RuleScratch(size_t rules) : counters_(rules), alive_(rules * kChunk) {}
     std::span<const RuleCounters> counters() const override { return counters_; }
 
@@ -67,13 +67,13 @@ public:
 };
 
 class CompiledRuleSet final : public RuleSet {
-public:
+  public:
     CompiledRuleSet(std::vector<CompiledRule> rules, std::array<PatternDb, kScopes> dbs, bool jit)
         : rules_(std::move(rules)), dbs_(std::move(dbs)), jit_requested_(jit) {
         // A rule without conditions matches every packet, so the set does too.
-        match_all_ = rules_.empty() ||
-                     std::any_of(rules_.begin(), rules_.end(),
-                                 [](const CompiledRule& r) { return !r.has_condition(); });
+        match_all_ =
+            rules_.empty() || std::any_of(rules_.begin(), rules_.end(),
+                                          [](const CompiledRule& r) { return !r.has_condition(); });
         single_expression_ = rules_.size() == 1 && rules_[0].has_expression &&
                              !rules_[0].classic_only && rules_[0].patterns.empty() &&
                              rules_[0].object_vm == nullptr;
@@ -114,7 +114,7 @@ public:
         return s;
     }
 
-private:
+  private:
     uint32_t classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict,
                             RuleScratch& s) const noexcept;
 
@@ -163,7 +163,8 @@ uint32_t CompiledRuleSet::classify_chunk(const Packet* pkts, uint32_t n, uint8_t
         const CompiledRule& rule = rules_[r];
         uint8_t* alive = &s.alive_[r * kChunk];
         if (rule.has_expression) {
-            for (uint32_t i = 0; i < n; i++) alive[i] = static_cast<uint8_t>(rule.run_expression(pkts[i]));
+            for (uint32_t i = 0; i < n; i++)
+                alive[i] = static_cast<uint8_t>(rule.run_expression(pkts[i]));
         } else {
             std::fill(alive, alive + n, uint8_t{1});
         }
@@ -190,7 +191,8 @@ uint32_t CompiledRuleSet::classify_chunk(const Packet* pkts, uint32_t n, uint8_t
                             s.pattern_scratch_[sc], s.matched_.data(), s.want_.data());
         for (uint32_t r : prules) {
             uint8_t* alive = &s.alive_[r * kChunk];
-            for (uint32_t i = 0; i < n; i++) alive[i] &= static_cast<uint8_t>(s.matched_[i].test(r));
+            for (uint32_t i = 0; i < n; i++)
+                alive[i] &= static_cast<uint8_t>(s.matched_[i].test(r));
         }
     }
     std::fill(verdict, verdict + n, uint8_t{0});
@@ -218,8 +220,8 @@ std::string CompiledRuleSet::describe() const {
         out += "\n";
         if (r.has_expression) {
             out += "  expression: " + r.expression + "\n";
-            out += "  classic BPF (libpcap, " + std::to_string(r.classic.size()) +
-                   " instructions):\n";
+            out +=
+                "  classic BPF (libpcap, " + std::to_string(r.classic.size()) + " instructions):\n";
             out += classic_listing(r.classic);
             if (r.classic_only) {
                 out += "  runs on libpcap's bpf_filter(): " + r.classic_only_reason + "\n";
@@ -230,8 +232,8 @@ std::string CompiledRuleSet::describe() const {
             }
         }
         if (!r.patterns.empty()) {
-            out += "  patterns (" + std::string(scope_name(scope_index(r.scope))) +
-                   " scope, any of):";
+            out +=
+                "  patterns (" + std::string(scope_name(scope_index(r.scope))) + " scope, any of):";
             for (const auto& p : r.patterns) out += " '" + p + "'";
             out += "\n";
         }
@@ -318,7 +320,8 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
                                   std::to_string(kMaxPatternRules) + " rules only");
             r.patterns = spec.patterns;
             for (const auto& p : spec.patterns)
-                patterns[scope_index(spec.scope)].push_back(PatternSpec{p, static_cast<uint32_t>(i)});
+                patterns[scope_index(spec.scope)].push_back(
+                    PatternSpec{p, static_cast<uint32_t>(i)});
         }
 
         if (!spec.bpf_object.empty()) {
@@ -327,8 +330,9 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             VmOptions vo;
             vo.jit = opts.jit;
             auto vm = EbpfVm::load(prog->insns, vo);
-            if (!vm) return make_error(label + ": bpf object '" + prog->file + "' program '" +
-                                       prog->name + "': " + vm.error());
+            if (!vm)
+                return make_error(label + ": bpf object '" + prog->file + "' program '" +
+                                  prog->name + "': " + vm.error());
             r.bpf_object = spec.bpf_object;
             r.object_label = "'" + prog->file + "' program '" + prog->name + "'";
             r.object_vm = std::move(*vm);

@@ -91,64 +91,180 @@ const char* const kSeedExpressions[] = {
 const char* const kExpressions[] = {
     "",
     // protocols
-    "ip6", "arp or rarp", "icmp6", "igmp", "sctp", "pim", "vrrp", "ah", "esp", "ip and esp",
-    "ether broadcast", "ether multicast", "multicast", "ip multicast", "ip6 multicast",
-    "stp", "ipx", "decnet", "iso", "atalk", "llc", "mpls", "pppoes", "pppoed",
-    "not ip", "not tcp and not udp", "ip and not (tcp or udp or icmp)", "ip6 or arp",
+    "ip6",
+    "arp or rarp",
+    "icmp6",
+    "igmp",
+    "sctp",
+    "pim",
+    "vrrp",
+    "ah",
+    "esp",
+    "ip and esp",
+    "ether broadcast",
+    "ether multicast",
+    "multicast",
+    "ip multicast",
+    "ip6 multicast",
+    "stp",
+    "ipx",
+    "decnet",
+    "iso",
+    "atalk",
+    "llc",
+    "mpls",
+    "pppoes",
+    "pppoed",
+    "not ip",
+    "not tcp and not udp",
+    "ip and not (tcp or udp or icmp)",
+    "ip6 or arp",
     // host / net
-    "host 10.0.0.1", "src host 10.0.0.1", "dst host 10.0.0.2", "host 10.0.0.1 and host 10.0.0.2",
-    "host 2001:db8::1", "src host 2001:db8::1", "ip6 dst host 2001:db8::2",
-    "net 10.0.0.0/8", "net 192.168.0.0/16", "src net 172.16.0.0/12", "dst net 198.18.0.0/15",
-    "net 2001:db8::/32", "ip6 net 2001:db8::/64", "src net 2001:db8::/126",
+    "host 10.0.0.1",
+    "src host 10.0.0.1",
+    "dst host 10.0.0.2",
+    "host 10.0.0.1 and host 10.0.0.2",
+    "host 2001:db8::1",
+    "src host 2001:db8::1",
+    "ip6 dst host 2001:db8::2",
+    "net 10.0.0.0/8",
+    "net 192.168.0.0/16",
+    "src net 172.16.0.0/12",
+    "dst net 198.18.0.0/15",
+    "net 2001:db8::/32",
+    "ip6 net 2001:db8::/64",
+    "src net 2001:db8::/126",
     "(src net 10.0.0.0/8 or dst net 10.0.0.0/8) and tcp",
-    "ether host 00:01:02:03:04:05", "ether src 00:11:22:33:44:55", "ether dst ff:ff:ff:ff:ff:ff",
-    "ether proto 0x88cc", "ether proto 0x86dd and ip6[6] = 17", "ip proto 47", "ip proto \\tcp",
+    "ether host 00:01:02:03:04:05",
+    "ether src 00:11:22:33:44:55",
+    "ether dst ff:ff:ff:ff:ff:ff",
+    "ether proto 0x88cc",
+    "ether proto 0x86dd and ip6[6] = 17",
+    "ip proto 47",
+    "ip proto \\tcp",
     "ip6 proto 17",
     // ports
-    "port 80", "tcp port 443", "udp port 53", "src port 1024", "dst port 8080",
-    "portrange 1-1023", "tcp portrange 8000-8100", "udp dst portrange 33434-33534",
-    "src portrange 1024-65535", "tcp and (port 80 or port 443 or port 22)",
-    "udp and (port 53 or port 67 or port 68 or port 123)", "ip6 and udp port 53",
-    "ip6 and tcp", "tcp dst port 80 and ip6",
+    "port 80",
+    "tcp port 443",
+    "udp port 53",
+    "src port 1024",
+    "dst port 8080",
+    "portrange 1-1023",
+    "tcp portrange 8000-8100",
+    "udp dst portrange 33434-33534",
+    "src portrange 1024-65535",
+    "tcp and (port 80 or port 443 or port 22)",
+    "udp and (port 53 or port 67 or port 68 or port 123)",
+    "ip6 and udp port 53",
+    "ip6 and tcp",
+    "tcp dst port 80 and ip6",
     // vlan, nested vlan
-    "vlan", "vlan 100", "vlan 200", "vlan and ip", "vlan 100 and tcp port 80",
-    "vlan and vlan", "vlan 100 and vlan 200", "vlan and vlan and ip", "vlan and vlan 20 and udp",
-    "vlan and vlan and vlan", "ip or vlan", "tcp or (vlan and tcp)", "vlan and arp",
-    "vlan 100 and ip6", "mpls and ip", "pppoes and ip",
+    "vlan",
+    "vlan 100",
+    "vlan 200",
+    "vlan and ip",
+    "vlan 100 and tcp port 80",
+    "vlan and vlan",
+    "vlan 100 and vlan 200",
+    "vlan and vlan and ip",
+    "vlan and vlan 20 and udp",
+    "vlan and vlan and vlan",
+    "ip or vlan",
+    "tcp or (vlan and tcp)",
+    "vlan and arp",
+    "vlan 100 and ip6",
+    "mpls and ip",
+    "pppoes and ip",
     // lengths
-    "greater 100", "less 64", "len > 1000", "len <= 60", "len = 60", "greater 1500",
-    "len - 14 > 100", "len * 2 > 200", "ether[len - 1] = 0", "ether[len - 4:4] != 0",
+    "greater 100",
+    "less 64",
+    "len > 1000",
+    "len <= 60",
+    "len = 60",
+    "greater 1500",
+    "len - 14 > 100",
+    "len * 2 > 200",
+    "ether[len - 1] = 0",
+    "ether[len - 4:4] != 0",
     // tcp flags and fields
-    "tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn", "tcp[tcpflags] & tcp-syn != 0",
-    "tcp[tcpflags] & (tcp-syn|tcp-fin) != 0", "tcp[tcpflags] & tcp-rst != 0",
-    "tcp[tcpflags] & tcp-push != 0", "tcp[tcpflags] & tcp-ece != 0",
-    "tcp[tcpflags] & tcp-cwr != 0", "tcp[tcpflags] & tcp-urg != 0", "tcp[13] & 2 != 0",
-    "tcp[13] = 18", "tcp[13] & 0x3f = 0x02", "tcp[12] = 0x50", "tcp[12] & 0xf0 > 0x50",
-    "tcp[((tcp[12]&0xf0)>>2):4] = 0x47455420", "tcp[20:2] = 0x4745", "tcp[2:2] < 1024",
-    "tcp[4:4] = 0x11223344", "tcp[8:4] != 0", "tcp[14:2] > 1000",
+    "tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn",
+    "tcp[tcpflags] & tcp-syn != 0",
+    "tcp[tcpflags] & (tcp-syn|tcp-fin) != 0",
+    "tcp[tcpflags] & tcp-rst != 0",
+    "tcp[tcpflags] & tcp-push != 0",
+    "tcp[tcpflags] & tcp-ece != 0",
+    "tcp[tcpflags] & tcp-cwr != 0",
+    "tcp[tcpflags] & tcp-urg != 0",
+    "tcp[13] & 2 != 0",
+    "tcp[13] = 18",
+    "tcp[13] & 0x3f = 0x02",
+    "tcp[12] = 0x50",
+    "tcp[12] & 0xf0 > 0x50",
+    "tcp[((tcp[12]&0xf0)>>2):4] = 0x47455420",
+    "tcp[20:2] = 0x4745",
+    "tcp[2:2] < 1024",
+    "tcp[4:4] = 0x11223344",
+    "tcp[8:4] != 0",
+    "tcp[14:2] > 1000",
     "tcp and src port 80 and tcp[tcpflags] & tcp-syn != 0",
     "tcp and tcp[tcpflags] & tcp-rst != 0 and src host 10.0.0.1",
     // icmp
-    "icmp[icmptype] = icmp-echo", "icmp[icmptype] = icmp-echoreply",
+    "icmp[icmptype] = icmp-echo",
+    "icmp[icmptype] = icmp-echoreply",
     "icmp[icmptype] != icmp-echo and icmp[icmptype] != icmp-echoreply",
-    "icmp[0] = 3 and icmp[1] = 3", "icmp6 and ip6[40] = 128",
-    "icmp6[icmp6type] = icmp6-echo", "icmp6[icmp6type] = icmp6-neighborsolicit",
+    "icmp[0] = 3 and icmp[1] = 3",
+    "icmp6 and ip6[40] = 128",
+    "icmp6[icmp6type] = icmp6-echo",
+    "icmp6[icmp6type] = icmp6-neighborsolicit",
     // ip / ip6 header fields
-    "ip[0] & 0xf != 5", "ip[0] & 0xf > 5", "ip[6:2] & 0x1fff != 0", "ip[6] & 0x20 != 0",
-    "ip[8] < 5", "ip[2:2] > 576", "ip[9] = 6", "ip[1] & 0xfc = 0xb8", "ip[12:4] = 0xc0a89864",
-    "ip[16:4] & 0xffffff00 = 0xc0a89800", "ip[12:4] > 0x80000000", "ip[12] >= 192",
-    "ip6[6] = 6", "ip6[6] = 58", "ip6[40] = 135", "ip6[0] & 0xf0 = 0x60", "ip6[4:2] > 100",
-    "udp[8:4] = 0x12345678", "udp[4:2] - 8 > 100", "arp[6:2] = 1", "arp[7] = 2",
-    "ether[12:2] = 0x8100", "ether[0] & 1 != 0", "ether[6:4] = 0x00112233",
-    "ether[40000] = 0", "ether[100000:2] = 0", "ether[300000:1] = 0",
+    "ip[0] & 0xf != 5",
+    "ip[0] & 0xf > 5",
+    "ip[6:2] & 0x1fff != 0",
+    "ip[6] & 0x20 != 0",
+    "ip[8] < 5",
+    "ip[2:2] > 576",
+    "ip[9] = 6",
+    "ip[1] & 0xfc = 0xb8",
+    "ip[12:4] = 0xc0a89864",
+    "ip[16:4] & 0xffffff00 = 0xc0a89800",
+    "ip[12:4] > 0x80000000",
+    "ip[12] >= 192",
+    "ip6[6] = 6",
+    "ip6[6] = 58",
+    "ip6[40] = 135",
+    "ip6[0] & 0xf0 = 0x60",
+    "ip6[4:2] > 100",
+    "udp[8:4] = 0x12345678",
+    "udp[4:2] - 8 > 100",
+    "arp[6:2] = 1",
+    "arp[7] = 2",
+    "ether[12:2] = 0x8100",
+    "ether[0] & 1 != 0",
+    "ether[6:4] = 0x00112233",
+    "ether[40000] = 0",
+    "ether[100000:2] = 0",
+    "ether[300000:1] = 0",
     // arithmetic, including division and modulo by packet fields (zero happens)
-    "ip[2:2] / (ip[1] & 0xf) > 10", "len / (ip[1] & 3) > 100", "ip[2:2] % (ip[1] & 7) = 1", "tcp[0:2] / tcp[13] > 100",
+    "ip[2:2] / (ip[1] & 0xf) > 10",
+    "len / (ip[1] & 3) > 100",
+    "ip[2:2] % (ip[1] & 7) = 1",
+    "tcp[0:2] / tcp[13] > 100",
     "ip[2:2] - ((ip[0]&0xf)<<2) - ((tcp[12]&0xf0)>>2) > 0",
-    "ip[0] * 2 > 100", "ip[0] << ip[1] != 0", "ip[2:2] >> ip[8] > 1", "ip[0] ^ 0x45 = 0",
-    "ip[0] | 1 = 0x45", "-ip[0] > 10", "ip[0] & 0xf * 4 > 20", "tcp[13] / 2 = 1",
-    "ip[3] % 7 = 3", "4 * (ip[0] & 0xf) != 20", "ip[2:2] / ip[1] = 0",
-    "(ip[8] + ip[9]) % (ip[1] + 1) = 0", "ether[14] - ether[15] > 16",
-    "udp[(udp[4:2] & 7) + 8] = 0", "tcp[tcp[13] & 31] > 4",
+    "ip[0] * 2 > 100",
+    "ip[0] << ip[1] != 0",
+    "ip[2:2] >> ip[8] > 1",
+    "ip[0] ^ 0x45 = 0",
+    "ip[0] | 1 = 0x45",
+    "-ip[0] > 10",
+    "ip[0] & 0xf * 4 > 20",
+    "tcp[13] / 2 = 1",
+    "ip[3] % 7 = 3",
+    "4 * (ip[0] & 0xf) != 20",
+    "ip[2:2] / ip[1] = 0",
+    "(ip[8] + ip[9]) % (ip[1] + 1) = 0",
+    "ether[14] - ether[15] > 16",
+    "udp[(udp[4:2] & 7) + 8] = 0",
+    "tcp[tcp[13] & 31] > 4",
     // joins: paths that proved different packet lengths meet before a load
     "((ip6 and ip6[60] = 0) or arp) and ether[30] != 0xff",
     "((ether[0] = 0 and ether[50] != 1) or ether[2] = 2) and ether[25] != 0xfe",
@@ -163,8 +279,8 @@ const char* const kExpressions[] = {
 
 /* libpcap compiles these to programs that loop; they run on bpf_filter()
  * itself (rule_set.cc), so here they must be refused with the loop message. */
-const char* const kLoopingExpressions[] = {
-    "ip6 protochain 6", "ip protochain 17", "ip6 protochain 58", "ip6 protochain 17 or port 80"};
+const char* const kLoopingExpressions[] = {"ip6 protochain 6", "ip protochain 17",
+                                           "ip6 protochain 58", "ip6 protochain 17 or port 80"};
 
 TEST(BpfDifferential, LoopsAreRefusedWithAClearMessage) {
     for (const char* e : kLoopingExpressions) {
@@ -178,7 +294,7 @@ TEST(BpfDifferential, LoopsAreRefusedWithAClearMessage) {
 
 /* An mmap'd buffer whose end touches a PROT_NONE page. */
 class GuardedSlot {
-public:
+  public:
     GuardedSlot() {
         page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
         size_ = (kMaxCaplen + page_ - 1) / page_ * page_ + page_;
@@ -195,7 +311,7 @@ public:
         return at;
     }
 
-private:
+  private:
     size_t page_ = 0, size_ = 0;
     uint8_t* base_ = nullptr;
 };
@@ -205,8 +321,8 @@ const char* g_expr = "";
 const char* g_packet = "";
 
 void on_fault(int) {
-    const char* parts[] = {"\nread past caplen (guard page hit): expression '", g_expr,
-                           "' packet ", g_packet, "\n"};
+    const char* parts[] = {"\nread past caplen (guard page hit): expression '", g_expr, "' packet ",
+                           g_packet, "\n"};
     for (const char* p : parts) (void)!write(2, p, std::strlen(p));
     _exit(1);
 }
@@ -242,8 +358,8 @@ TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {
         auto t = translate_classic(*c);
         ASSERT_TRUE(t.ok()) << "'" << e << "': " << t.error();
         auto vm = EbpfVm::load(*t, true);
-        ASSERT_TRUE(vm.ok()) << "'" << e << "': " << vm.error() << "\n" << classic_listing(*c)
-                             << disassemble(*t);
+        ASSERT_TRUE(vm.ok()) << "'" << e << "': " << vm.error() << "\n"
+                             << classic_listing(*c) << disassemble(*t);
         ASSERT_TRUE((*vm)->jitted()) << "'" << e << "': " << (*vm)->engine();
         progs.push_back(Compiled{e, std::move(*c), std::move(*vm)});
     }
@@ -294,10 +410,9 @@ TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {
                 if (++mismatches <= 10) {
                     ADD_FAILURE() << "expression '" << p.expr << "' packet " << tp.origin
                                   << " caplen " << caplen << " wirelen " << tp.wirelen
-                                  << ": bpf_filter " << want << ", JIT " << jit
-                                  << ", interpreter " << interp << "\n  " << hex(tp.bytes)
-                                  << "\n" << classic_listing(p.classic)
-                                  << disassemble(p.vm->insns());
+                                  << ": bpf_filter " << want << ", JIT " << jit << ", interpreter "
+                                  << interp << "\n  " << hex(tp.bytes) << "\n"
+                                  << classic_listing(p.classic) << disassemble(p.vm->insns());
                 }
             }
         }

@@ -22,7 +22,7 @@ struct TestPacket {
 
 /* Appends fields in network byte order. */
 class Frame {
-public:
+  public:
     Frame& u8(uint32_t v) {
         b_.push_back(static_cast<uint8_t>(v));
         return *this;
@@ -52,7 +52,7 @@ public:
         b_[at + 1] = static_cast<uint8_t>(v);
     }
 
-private:
+  private:
     std::vector<uint8_t> b_;
 };
 
@@ -62,7 +62,7 @@ inline uint32_t ipv4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
 
 /* Deterministic generator (xorshift) so failures reproduce. */
 class Rng {
-public:
+  public:
     explicit Rng(uint64_t seed) : s_(seed ? seed : 1) {}
     uint64_t next() {
         s_ ^= s_ << 13;
@@ -76,7 +76,7 @@ public:
         return v[below(static_cast<uint32_t>(v.size()))];
     }
 
-private:
+  private:
     uint64_t s_;
 };
 
@@ -137,10 +137,14 @@ inline void put_l4(Frame& f, const GenSpec& g) {
 
 inline uint8_t l4_proto(const GenSpec& g) {
     switch (g.l4) {
-        case L4::kTcp: return 6;
-        case L4::kUdp: return 17;
-        case L4::kIcmp: return g.v6 ? 58 : 1;
-        default: return g.ip_proto_other;
+        case L4::kTcp:
+            return 6;
+        case L4::kUdp:
+            return 17;
+        case L4::kIcmp:
+            return g.v6 ? 58 : 1;
+        default:
+            return g.ip_proto_other;
     }
 }
 
@@ -201,19 +205,23 @@ inline std::vector<TestPacket> generated_packets() {
         ipv4(223, 5, 5, 5),       ipv4(198, 18, 0, 1),      ipv4(10, 37, 63, 3),
         ipv4(224, 0, 0, 251),     ipv4(255, 255, 255, 255), ipv4(0, 0, 0, 0),
         ipv4(192, 168, 152, 110), ipv4(192, 168, 152, 0),   ipv4(131, 87, 110, 1)};
-    const std::vector<uint16_t> ports = {22,   25,   53,   67,    80,    123,   443,
-                                         1023, 1024, 8000, 8080,  8090,  33434, 40000,
-                                         0,    65535};
+    const std::vector<uint16_t> ports = {22,   25,   53,   67,   80,    123,   443, 1023,
+                                         1024, 8000, 8080, 8090, 33434, 40000, 0,   65535};
     const std::vector<uint8_t> flags = {0x02, 0x12, 0x10, 0x18, 0x04, 0x14, 0x01,
                                         0x11, 0x00, 0xff, 0x29, 0xc2, 0x20, 0x40};
-    const std::vector<std::string> payloads = {
-        "", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", "MAIL FROM:<a@example.org>\r\n",
-        "SSH-1.99-OpenSSH_3.9p1\r\n", "SSH-2.0-OpenSSH_9.2\r\n", "HTTP/1.1 200 OK\r\n",
-        "GE", std::string(1200, 'x'), std::string("\x00\x01\x02\x03", 4)};
+    const std::vector<std::string> payloads = {"",
+                                               "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                                               "MAIL FROM:<a@example.org>\r\n",
+                                               "SSH-1.99-OpenSSH_3.9p1\r\n",
+                                               "SSH-2.0-OpenSSH_9.2\r\n",
+                                               "HTTP/1.1 200 OK\r\n",
+                                               "GE",
+                                               std::string(1200, 'x'),
+                                               std::string("\x00\x01\x02\x03", 4)};
     const std::vector<std::vector<uint16_t>> vlan_sets = {
         {}, {}, {}, {100}, {200}, {20}, {100, 200}, {100, 20}, {7, 8, 9}};
-    const std::vector<std::vector<uint8_t>> ext_sets = {{}, {}, {0}, {43}, {44}, {60}, {0, 60},
-                                                        {0, 43, 44, 60}, {51}};
+    const std::vector<std::vector<uint8_t>> ext_sets = {
+        {}, {}, {0}, {43}, {44}, {60}, {0, 60}, {0, 43, 44, 60}, {51}};
 
     auto add = [&](std::vector<uint8_t> b, const std::string& what, uint32_t extra_wire = 0) {
         TestPacket t;
@@ -241,7 +249,8 @@ inline std::vector<TestPacket> generated_packets() {
         g.tcp_flags = rng.pick(flags);
         g.tcp_doff = rng.below(6) == 0 ? static_cast<uint8_t>(rng.below(16)) : 5 + rng.below(4) * 3;
         if (g.tcp_doff > 15) g.tcp_doff = 15;
-        g.icmp_type = static_cast<uint8_t>(std::vector<uint8_t>{0, 3, 8, 11, 128, 129, 135, 136}[rng.below(8)]);
+        g.icmp_type = static_cast<uint8_t>(
+            std::vector<uint8_t>{0, 3, 8, 11, 128, 129, 135, 136}[rng.below(8)]);
         g.icmp_code = static_cast<uint8_t>(rng.below(4));
         g.ihl = rng.below(8) == 0 ? static_cast<uint8_t>(rng.below(16)) : 5 + rng.below(2) * 2;
         g.tos = static_cast<uint8_t>(rng.below(3) == 0 ? rng.below(256) : 0);
@@ -249,7 +258,9 @@ inline std::vector<TestPacket> generated_packets() {
         const uint32_t fr = rng.below(8);
         g.frag = fr == 0 ? 0x2000 : fr == 1 ? 0x00b9 : fr == 2 ? 0x4000 : 0;
         const uint32_t lb = rng.below(10);
-        g.ip_len_delta = lb == 0 ? -static_cast<int32_t>(rng.below(60)) : lb == 1 ? static_cast<int32_t>(rng.below(3000)) : 0;
+        g.ip_len_delta = lb == 0   ? -static_cast<int32_t>(rng.below(60))
+                         : lb == 1 ? static_cast<int32_t>(rng.below(3000))
+                                   : 0;
         g.payload = rng.pick(payloads);
         std::vector<uint8_t> b = build(g);
         // Some frames were cut by a snap length: caplen < wirelen.
@@ -268,8 +279,14 @@ inline std::vector<TestPacket> generated_packets() {
             std::vector<uint8_t> hdr;
             if (pppoe) {
                 const uint32_t plen = static_cast<uint32_t>(b.size() - 14 + 2);
-                hdr = {0x11, 0x00, 0x12, 0x34, static_cast<uint8_t>(plen >> 8),
-                       static_cast<uint8_t>(plen), 0x00, static_cast<uint8_t>(g.v6 ? 0x57 : 0x21)};
+                hdr = {0x11,
+                       0x00,
+                       0x12,
+                       0x34,
+                       static_cast<uint8_t>(plen >> 8),
+                       static_cast<uint8_t>(plen),
+                       0x00,
+                       static_cast<uint8_t>(g.v6 ? 0x57 : 0x21)};
             } else {
                 hdr = {0x00, 0x01, 0x01, 0x40};  // label 16, bottom of stack, ttl 64
             }

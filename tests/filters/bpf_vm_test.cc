@@ -26,7 +26,9 @@ ebpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm)
 ebpf_insn ldx(uint8_t size, uint8_t dst, uint8_t src, int16_t off) {
     return insn(BPF_LDX | BPF_MEM | size, dst, src, off, 0);
 }
-ebpf_insn mov64(uint8_t dst, int32_t imm) { return insn(EBPF_ALU64 | EBPF_MOV | BPF_K, dst, 0, 0, imm); }
+ebpf_insn mov64(uint8_t dst, int32_t imm) {
+    return insn(EBPF_ALU64 | EBPF_MOV | BPF_K, dst, 0, 0, imm);
+}
 ebpf_insn jset_imm(uint8_t dst, int32_t imm, int16_t off) {
     return insn(BPF_JMP | BPF_JSET | BPF_K, dst, 0, off, imm);
 }
@@ -39,24 +41,24 @@ ebpf_insn exit_insn() { return insn(BPF_JMP | EBPF_EXIT, 0, 0, 0, 0); }
  * negative one and a large one, with jumps crossing the rewritten spots. */
 std::vector<ebpf_insn> jset_program() {
     return {
-        ldx(EBPF_DW, 2, 1, 0),          // 0: r2 = pkt->data
-        ldx(BPF_W, 3, 1, 8),            // 1: r3 = caplen
-        mov64(0, 0),                    // 2: r0 = 0
-        insn(BPF_JMP | BPF_JEQ | BPF_K, 3, 0, 11, 0),  // 3: caplen == 0 -> exit (15)
-        ldx(BPF_B, 4, 2, 0),            // 4: r4 = data[0]
-        jset_imm(4, 2, 1),              // 5: byte & 2 -> 7
-        ja(1),                          // 6: -> 8
-        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 1),   // 7: r0 |= 1
-        jset_imm(4, 0x40, 1),           // 8: byte & 0x40 -> 10
-        ja(1),                          // 9: -> 11
-        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 2),   // 10: r0 |= 2
-        jset_imm(4, -128, 1),           // 11: byte & ~0x7f (sign-extended) -> 13
-        ja(1),                          // 12: -> 14
-        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 4),   // 13: r0 |= 4
-        jset_imm(4, 0x1001, 1),         // 14: byte & 0x1001 -> 16
-        exit_insn(),                    // 15
-        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 8),   // 16: r0 |= 8
-        exit_insn(),                    // 17
+        ldx(EBPF_DW, 2, 1, 0),                          // 0: r2 = pkt->data
+        ldx(BPF_W, 3, 1, 8),                            // 1: r3 = caplen
+        mov64(0, 0),                                    // 2: r0 = 0
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 3, 0, 11, 0),   // 3: caplen == 0 -> exit (15)
+        ldx(BPF_B, 4, 2, 0),                            // 4: r4 = data[0]
+        jset_imm(4, 2, 1),                              // 5: byte & 2 -> 7
+        ja(1),                                          // 6: -> 8
+        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 1),  // 7: r0 |= 1
+        jset_imm(4, 0x40, 1),                           // 8: byte & 0x40 -> 10
+        ja(1),                                          // 9: -> 11
+        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 2),  // 10: r0 |= 2
+        jset_imm(4, -128, 1),                           // 11: byte & ~0x7f (sign-extended) -> 13
+        ja(1),                                          // 12: -> 14
+        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 4),  // 13: r0 |= 4
+        jset_imm(4, 0x1001, 1),                         // 14: byte & 0x1001 -> 16
+        exit_insn(),                                    // 15
+        insn(EBPF_ALU64 | BPF_OR | BPF_K, 0, 0, 0, 8),  // 16: r0 |= 8
+        exit_insn(),                                    // 17
     };
 }
 
@@ -111,9 +113,9 @@ TEST(EbpfVm, JsetImmediateWithoutAFreeRegisterFallsBackToTheInterpreter) {
 
 TEST(EbpfVm, RefusedProgramNamesTheInstruction) {
     // r5 is never written: rte_bpf's verifier refuses the load through it.
-    auto vm = EbpfVm::load(std::vector<ebpf_insn>{mov64(0, 0), jset_imm(0, 1, 0),
-                                                  ldx(BPF_W, 0, 5, 0), exit_insn()},
-                           true);
+    auto vm = EbpfVm::load(
+        std::vector<ebpf_insn>{mov64(0, 0), jset_imm(0, 1, 0), ldx(BPF_W, 0, 5, 0), exit_insn()},
+        true);
     ASSERT_FALSE(vm.ok());
     // Index 2 in the caller's program, although the rewrite moved it to 3.
     EXPECT_NE(vm.error().find("instruction 2 (ldxw r0, [r5])"), std::string::npos) << vm.error();
@@ -128,10 +130,10 @@ TEST(EbpfVm, RefusedProgramNamesTheInstruction) {
 }
 
 TEST(EbpfVm, ReadsPastTheVerifierSpanAreRefused) {
-    std::vector<ebpf_insn> prog = {ldx(EBPF_DW, 2, 1, 0), mov64(0, 0),
-                                   insn(EBPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0,
-                                        static_cast<int32_t>(kVerifierPacketSpan)),
-                                   ldx(BPF_B, 0, 2, 0), exit_insn()};
+    std::vector<ebpf_insn> prog = {
+        ldx(EBPF_DW, 2, 1, 0), mov64(0, 0),
+        insn(EBPF_ALU64 | BPF_ADD | BPF_K, 2, 0, 0, static_cast<int32_t>(kVerifierPacketSpan)),
+        ldx(BPF_B, 0, 2, 0), exit_insn()};
     auto vm = EbpfVm::load(prog, true);
     ASSERT_FALSE(vm.ok());
     EXPECT_NE(vm.error().find("instruction 3"), std::string::npos) << vm.error();
@@ -148,8 +150,8 @@ TEST(Translator, EmptyAndTinyPrograms) {
 
     EXPECT_FALSE(translate_classic(std::vector<ClassicInsn>{}).ok());
     // A jump past the end and an unknown opcode are refused, naming the index.
-    auto r1 = translate_classic(std::vector<ClassicInsn>{{BPF_JMP | BPF_JA, 0, 0, 5},
-                                                         {BPF_RET, 0, 0, 0}});
+    auto r1 = translate_classic(
+        std::vector<ClassicInsn>{{BPF_JMP | BPF_JA, 0, 0, 5}, {BPF_RET, 0, 0, 0}});
     ASSERT_FALSE(r1.ok());
     EXPECT_NE(r1.error().find("classic instruction 0"), std::string::npos) << r1.error();
     auto r2 = translate_classic(std::vector<ClassicInsn>{{0xff, 0, 0, 0}, {BPF_RET, 0, 0, 0}});
@@ -256,12 +258,15 @@ TEST(RuleSetDescribe, ShowsClassicListingTheEbpfThatRunsAndTheJit) {
 }
 
 TEST(Disassembler, PrintsEveryForm) {
-    const std::vector<ebpf_insn> prog = {
-        insn(BPF_LD | BPF_IMM | EBPF_DW, 3, 0, 0, 0x11223344), insn(0, 0, 0, 0, 0x55667788),
-        insn(BPF_ALU | EBPF_END | EBPF_TO_BE, 0, 0, 0, 16), insn(BPF_ST | BPF_MEM | BPF_W, 10, 0, -8, 5),
-        insn(BPF_STX | BPF_MEM | EBPF_DW, 10, 2, -16, 0), insn(BPF_ALU | BPF_NEG, 0, 0, 0, 0),
-        insn(BPF_JMP | EBPF_CALL, 0, 0, 0, 3), insn(BPF_JMP | EBPF_JNE | BPF_X, 1, 2, -3, 0),
-        exit_insn()};
+    const std::vector<ebpf_insn> prog = {insn(BPF_LD | BPF_IMM | EBPF_DW, 3, 0, 0, 0x11223344),
+                                         insn(0, 0, 0, 0, 0x55667788),
+                                         insn(BPF_ALU | EBPF_END | EBPF_TO_BE, 0, 0, 0, 16),
+                                         insn(BPF_ST | BPF_MEM | BPF_W, 10, 0, -8, 5),
+                                         insn(BPF_STX | BPF_MEM | EBPF_DW, 10, 2, -16, 0),
+                                         insn(BPF_ALU | BPF_NEG, 0, 0, 0, 0),
+                                         insn(BPF_JMP | EBPF_CALL, 0, 0, 0, 3),
+                                         insn(BPF_JMP | EBPF_JNE | BPF_X, 1, 2, -3, 0),
+                                         exit_insn()};
     const std::string d = disassemble(prog);
     EXPECT_NE(d.find("(000) lddw r3, #0x5566778811223344"), std::string::npos) << d;
     EXPECT_EQ(d.find("(001)"), std::string::npos) << d;

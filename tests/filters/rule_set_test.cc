@@ -25,8 +25,8 @@ struct Burst {
     const std::vector<Packet>& packets() {
         pkts.clear();
         for (const auto& f : frames)
-            pkts.push_back(Packet{f.data(), static_cast<uint32_t>(f.size()),
-                                  static_cast<uint32_t>(f.size())});
+            pkts.push_back(
+                Packet{f.data(), static_cast<uint32_t>(f.size()), static_cast<uint32_t>(f.size())});
         return pkts;
     }
 };
@@ -93,19 +93,19 @@ TEST(RuleSet, RuleWithoutConditionsMatchesEverything) {
 }
 
 TEST(RuleSet, RulesCombineWithOrAndCountSeparately) {
-    auto rs = must_compile({rule("web", "tcp port 80"), rule("dns", "udp port 53"),
-                            rule("a", "host 10.0.0.1")});
+    auto rs = must_compile(
+        {rule("web", "tcp port 80"), rule("dns", "udp port 53"), rule("a", "host 10.0.0.1")});
     ASSERT_TRUE(rs);
     EXPECT_FALSE(rs->matches_everything());
     EXPECT_EQ(rs->rule_names(), (std::vector<std::string>{"web", "dns", "a"}));
     EXPECT_EQ(rs->filter_text(), "(tcp port 80) or (udp port 53) or (host 10.0.0.1)");
 
     Burst b;
-    b.add(tcp(kA, kB, 80, "GET /"));   // web + a
-    b.add(tcp(kB, kB, 80, ""));        // web
-    b.add(udp(53, "q"));               // dns
-    b.add(tcp(kB, kB, 22, "SSH-2.0")); // none
-    b.add(tcp(kB, kA, 22, ""));        // a
+    b.add(tcp(kA, kB, 80, "GET /"));    // web + a
+    b.add(tcp(kB, kB, 80, ""));         // web
+    b.add(udp(53, "q"));                // dns
+    b.add(tcp(kB, kB, 22, "SSH-2.0"));  // none
+    b.add(tcp(kB, kA, 22, ""));         // a
     const auto& pk = b.packets();
     auto s = rs->make_scratch();
     uint8_t v[5];
@@ -143,10 +143,10 @@ TEST(RuleSet, SingleExpressionCountsBytesOfMatchesOnly) {
 }
 
 TEST(RuleSet, PatternsNarrowTheirOwnRuleOnly) {
-    auto rs = must_compile({rule("get", "tcp port 80", {"GET "}),
-                            rule("mail", "", {"MAIL", "/^helo /i"}),
-                            rule("frame", "udp", {"needle"}, ScanScope::kFrame),
-                            rule("syn", "tcp[tcpflags] = tcp-syn")});
+    auto rs =
+        must_compile({rule("get", "tcp port 80", {"GET "}), rule("mail", "", {"MAIL", "/^helo /i"}),
+                      rule("frame", "udp", {"needle"}, ScanScope::kFrame),
+                      rule("syn", "tcp[tcpflags] = tcp-syn")});
     ASSERT_TRUE(rs);
     Burst b;
     b.add(tcp(kA, kB, 80, "GET / HTTP/1.1"));   // 0 get
@@ -187,8 +187,8 @@ TEST(RuleSet, BurstsLongerThanOneChunkAndEveryEngineAgree) {
     std::vector<Packet> pk;
     for (const auto& t : gen)
         pk.push_back(Packet{t.bytes.data(), static_cast<uint32_t>(t.bytes.size()), t.wirelen});
-    const std::vector<std::string> exprs = {"tcp port 80 or udp", "ip6 protochain 6",
-                                            "vlan and ip", "tcp[(tcp[12]>>2):4] = 0x47455420"};
+    const std::vector<std::string> exprs = {"tcp port 80 or udp", "ip6 protochain 6", "vlan and ip",
+                                            "tcp[(tcp[12]>>2):4] = 0x47455420"};
     for (const auto& e : exprs) {
         auto classic = compile_classic(e, 1, 262144);
         ASSERT_TRUE(classic.ok()) << classic.error();
