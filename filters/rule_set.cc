@@ -249,7 +249,20 @@ std::string CompiledRuleSet::describe() const {
         out += std::string("pattern database (") + scope_name(sc) + " scope):\n";
         out += dbs_[sc].describe();
     }
-    out += std::string("JIT: ") + (jit_requested_ ? "requested" : "disabled (--no-jit)") + "\n";
+    size_t programs = 0, native = 0;
+    for (const auto& r : rules_) {
+        for (const EbpfVm* vm : {r.vm.get(), r.object_vm.get()}) {
+            if (vm == nullptr) continue;
+            programs++;
+            native += vm->jitted();
+        }
+        programs += r.classic_only;
+    }
+    if (!jit_requested_)
+        out += "JIT: off, every program runs on an interpreter\n";
+    else if (programs != 0)
+        out += "JIT: " + std::to_string(native) + " of " + std::to_string(programs) +
+               " programs run as x86-64 native code\n";
     return out;
 }
 

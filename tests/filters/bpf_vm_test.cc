@@ -35,10 +35,10 @@ ebpf_insn jset_imm(uint8_t dst, int32_t imm, int16_t off) {
 ebpf_insn ja(int16_t off) { return insn(BPF_JMP | BPF_JA, 0, 0, off, 0); }
 ebpf_insn exit_insn() { return insn(BPF_JMP | EBPF_EXIT, 0, 0, 0, 0); }
 
-/* r0 = a bit pattern of which masks hit packet byte 0:
- *   1 if byte & 0x02, 2 if byte & 0x7f == 0x40 pattern..., built from JSETs
- * with small immediates (the imm8 encodings the 22.11 JIT gets wrong), a
- * negative one and a large one, with jumps crossing the rewritten spots. */
+/* r0 = which masks hit packet byte 0: bit 0 for 0x02, bit 1 for 0x40, bit 2
+ * for -128 (sign-extended: any bit from 7 up), bit 3 for 0x1001. JSETs with
+ * small immediates (the imm8 encodings the 22.11 JIT gets wrong), a negative
+ * one and a large one, with jumps crossing the rewritten spots. */
 std::vector<ebpf_insn> jset_program() {
     return {
         ldx(EBPF_DW, 2, 1, 0),                          // 0: r2 = pkt->data
@@ -240,6 +240,7 @@ TEST(RuleSetDescribe, ShowsClassicListingTheEbpfThatRunsAndTheJit) {
     EXPECT_NE(d.find(listing), std::string::npos) << d;
     EXPECT_NE(d.find("rule 'cli'"), std::string::npos);
     EXPECT_NE(d.find("x86-64 JIT"), std::string::npos) << d;
+    EXPECT_NE(d.find("JIT: 1 of 1 programs run as x86-64 native code"), std::string::npos) << d;
     EXPECT_NE(d.find("(000) ldxw r3, [r1+8]"), std::string::npos) << d;
     EXPECT_NE(d.find("jset r0, r4"), std::string::npos) << d;
 
@@ -248,6 +249,7 @@ TEST(RuleSetDescribe, ShowsClassicListingTheEbpfThatRunsAndTheJit) {
     ASSERT_TRUE(interp.ok());
     EXPECT_NE((*interp)->describe().find("interpreter (JIT disabled)"), std::string::npos)
         << (*interp)->describe();
+    EXPECT_NE((*interp)->describe().find("JIT: off"), std::string::npos);
 
     RuleSpec loop;
     loop.name = "chain";
