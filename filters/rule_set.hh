@@ -6,7 +6,18 @@
  *
  * A packet is captured when at least one rule matches. A rule matches when its
  * expression (if any) accepts the packet AND (if it has patterns) at least one
- * pattern occurs in the scanned bytes.
+ * pattern occurs in the scanned bytes AND (if it has a bpf_object) that
+ * program returns non-zero. A rule with none of these, or an empty rule list,
+ * matches every packet.
+ *
+ * How each part runs (rule_set.cc, DESIGN.md "Filters"):
+ *   - expression: libpcap's pcap_compile(), translated to eBPF
+ *     (cbpf_to_ebpf.hh) and run by rte_bpf's x86-64 JIT (EbpfVm, ebpf_vm.hh),
+ *     or its interpreter with CompileOptions::jit = false. Programs libpcap
+ *     makes loop (`protochain`) run on libpcap's bpf_filter() instead;
+ *   - patterns: one Hyperscan database per ScanScope (patterns.hh), scanned
+ *     only for packets whose expression and object already matched;
+ *   - bpf_object: load_bpf_object() (bpf_object.hh), run in an EbpfVm.
  */
 #pragma once
 
@@ -95,8 +106,10 @@ public:
 };
 
 /* Compiles a whole rule set as one unit. On failure nothing is returned and
- * the message names the rule and repeats libpcap's, Hyperscan's or libbpf's
- * own words. */
+ * the message names the rule ("rule 'cli': ", or "rule #2: " for an unnamed
+ * one) and repeats libpcap's, Hyperscan's, libbpf's or rte_bpf's own words,
+ * e.g. "rule 'cli': can't parse filter expression: syntax error".
+ * Control thread; no EAL needed. */
 Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> rules,
                                                const CompileOptions& opts);
 
