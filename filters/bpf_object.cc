@@ -7,7 +7,9 @@
 #include <libelf.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -332,6 +334,254 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
     return Status::success();
 }
 
+/* ---- "offset += pointer" -----------------------------------------------
+ * rte_bpf 22.11's validator keeps a register's pointer type through
+ * "pointer += scalar" but turns "scalar += pointer" into a scalar, after
+ * which every read through the sum is refused. clang emits either order. A
+ * small forward type analysis finds the second form and rewrites it, without
+ * needing a free register (EbpfVm may want one for its own rewrites):
+ *     *(u64*)(r10 + S) = src    spill the pointer (the validator keeps its type)
+ *     src = dst                 the scalar
+ *     dst = *(u64*)(r10 + S)    the pointer
+ *     dst += src                pointer += scalar
+ *     src = *(u64*)(r10 + S)    src holds the pointer again, as before
+ * S is an 8-byte slot below everything the program uses of its stack. */
+
+namespace {
+
+enum class Kind : uint8_t { kUninit, kScalar, kCtx, kPacket, kStack, kUnknown };
+
+bool is_pointer(Kind k) { return k == Kind::kCtx || k == Kind::kPacket || k == Kind::kStack; }
+
+constexpr int kStackSlots = 512 / 8;  // rte_bpf's stack: 512 bytes below r10
+constexpr int32_t kUnknownOffset = INT32_MIN;
+
+struct RegState {
+    Kind kind = Kind::kUninit;
+    int32_t off = 0;  // kStack: offset from r10, or kUnknownOffset
+    bool operator==(const RegState&) const = default;
+};
+
+struct TypeState {
+    bool reached = false;
+    RegState reg[11];
+    Kind slot[kStackSlots] = {};  // what an 8-byte spill at r10 - 8*(i+1) holds
+    bool operator==(const TypeState&) const = default;
+};
+
+RegState join(RegState a, RegState b) {
+    if (a == b) return a;
+    if (a.kind == b.kind && a.kind == Kind::kStack) return {Kind::kStack, kUnknownOffset};
+    if (a.kind == Kind::kUninit) return b;
+    if (b.kind == Kind::kUninit) return a;
+    return {Kind::kUnknown, 0};
+}
+
+/* Merges `in` into `into`; true if `into` changed. */
+bool merge(TypeState& into, const TypeState& in) {
+    if (!into.reached) {
+        into = in;
+        into.reached = true;
+        return true;
+    }
+    TypeState before = into;
+    for (int r = 0; r < 11; r++) into.reg[r] = join(into.reg[r], in.reg[r]);
+    for (int i = 0; i < kStackSlots; i++)
+        if (into.slot[i] != in.slot[i]) into.slot[i] = Kind::kUnknown;
+    return !(before == into);
+}
+
+struct Analysis {
+    std::vector<size_t> sites;  // "scalar += pointer" instructions
+    int32_t lowest = 0;         // lowest stack offset the program touches
+    bool ok = true;             // false: a stack access the analysis cannot place
+};
+
+bool is_jump(const ebpf_insn& in) {
+    return BPF_CLASS(in.code) == BPF_JMP && BPF_OP(in.code) != EBPF_CALL &&
+           BPF_OP(in.code) != EBPF_EXIT;
+}
+
+Analysis analyse(std::span<const ebpf_insn> insns) {
+    Analysis a;
+    const size_t n = insns.size();
+    std::vector<TypeState> at(n);
+    TypeState entry;
+    entry.reg[1] = {Kind::kCtx, 0};
+    entry.reg[10] = {Kind::kStack, 0};
+    for (int r : {0, 2, 3, 4, 5, 6, 7, 8, 9}) entry.reg[r] = {Kind::kUninit, 0};
+    std::vector<size_t> work = {0};
+    merge(at[0], entry);
+
+    auto stack_slot = [](int32_t off) {
+        return off < 0 && off >= -512 && off % 8 == 0 ? (-off / 8) - 1 : -1;
+    };
+
+    while (!work.empty() && a.ok) {
+        size_t i = work.back();
+        work.pop_back();
+        TypeState st = at[i];
+        const ebpf_insn& in = insns[i];
+        const uint8_t cls = BPF_CLASS(in.code);
+        const uint8_t op = BPF_OP(in.code);
+        RegState& dst = st.reg[in.dst_reg & 0xf];
+        const RegState src = st.reg[in.src_reg & 0xf];
+        size_t next = i + 1;
+        bool falls_through = true;
+        std::vector<size_t> targets;
+
+        auto access = [&](const RegState& base, int16_t off) -> int {
+            // Returns the 8-byte spill slot for a stack access, -1 otherwise.
+            if (base.kind != Kind::kStack) return -1;
+            if (base.off == kUnknownOffset) {
+                a.ok = false;
+                return -1;
+            }
+            int32_t o = base.off + off;
+            a.lowest = std::min(a.lowest, o);
+            return stack_slot(o);
+        };
+
+        if (in.code == (BPF_LD | BPF_IMM | EBPF_DW)) {
+            dst = {Kind::kScalar, 0};
+            next = i + 2;
+        } else if (cls == EBPF_ALU64 || cls == BPF_ALU) {
+            const bool x = BPF_SRC(in.code) == BPF_X;
+            if (cls == BPF_ALU) {
+                dst = {Kind::kScalar, 0};
+            } else if (op == EBPF_MOV) {
+                dst = x ? src : RegState{Kind::kScalar, 0};
+            } else if (op == BPF_ADD || op == BPF_SUB) {
+                if (!x) {
+                    if (dst.kind == Kind::kStack && dst.off != kUnknownOffset)
+                        dst.off += op == BPF_ADD ? in.imm : -in.imm;
+                    else if (!is_pointer(dst.kind))
+                        dst = {dst.kind == Kind::kUnknown ? Kind::kUnknown : Kind::kScalar, 0};
+                } else if (is_pointer(dst.kind) && src.kind == Kind::kScalar) {
+                    if (dst.kind == Kind::kStack) dst.off = kUnknownOffset;
+                } else if (op == BPF_ADD && dst.kind == Kind::kScalar && is_pointer(src.kind)) {
+                    a.sites.push_back(i);
+                    dst = {src.kind, src.kind == Kind::kStack ? kUnknownOffset : 0};
+                } else if (dst.kind == Kind::kScalar && src.kind == Kind::kScalar) {
+                    // stays scalar
+                } else {
+                    dst = {Kind::kUnknown, 0};
+                }
+            } else {
+                dst = {Kind::kScalar, 0};
+            }
+        } else if (cls == BPF_LDX) {
+            int slot = access(src, in.off);
+            if (src.kind == Kind::kCtx && in.off == 0 && BPF_SIZE(in.code) == EBPF_DW)
+                dst = {Kind::kPacket, 0};
+            else if (slot >= 0 && BPF_SIZE(in.code) == EBPF_DW)
+                dst = {st.slot[slot], 0};
+            else
+                dst = {Kind::kScalar, 0};
+            if (dst.kind == Kind::kStack) dst.off = kUnknownOffset;  // spilled stack pointers: rare
+        } else if (cls == BPF_ST || cls == BPF_STX) {
+            const RegState base = st.reg[in.dst_reg & 0xf];
+            int slot = access(base, in.off);
+            if (slot >= 0) {
+                bool spill =
+                    cls == BPF_STX && BPF_MODE(in.code) == BPF_MEM && BPF_SIZE(in.code) == EBPF_DW;
+                st.slot[slot] = spill ? src.kind : Kind::kScalar;
+            } else if (base.kind == Kind::kStack) {
+                // Unaligned or partial: the slots it overlaps hold bytes now.
+                int32_t o = base.off + in.off;
+                for (int k = 0; k < kStackSlots; k++) {
+                    int32_t lo = -8 * (k + 1);
+                    if (o < lo + 8 && o + 8 > lo) st.slot[k] = Kind::kScalar;
+                }
+            }
+        } else if (cls == BPF_JMP) {
+            if (op == EBPF_EXIT) {
+                falls_through = false;
+            } else if (op == EBPF_CALL) {
+                for (int r = 0; r <= 5; r++) st.reg[r] = {Kind::kScalar, 0};
+            } else {
+                targets.push_back(i + 1 + in.off);
+                if (op == BPF_JA) falls_through = false;
+            }
+        }
+
+        if (falls_through) targets.push_back(next);
+        for (size_t t : targets) {
+            if (t >= n) {
+                a.ok = false;
+                break;
+            }
+            if (merge(at[t], st)) work.push_back(t);
+        }
+    }
+    // A site must be "scalar += pointer" on every path that reaches it.
+    std::vector<size_t> sure;
+    for (size_t i : a.sites) {
+        const TypeState& st = at[i];
+        if (st.reg[insns[i].dst_reg & 0xf].kind == Kind::kScalar &&
+            is_pointer(st.reg[insns[i].src_reg & 0xf].kind))
+            sure.push_back(i);
+    }
+    std::sort(sure.begin(), sure.end());
+    sure.erase(std::unique(sure.begin(), sure.end()), sure.end());
+    a.sites = std::move(sure);
+    return a;
+}
+
+}  // namespace
+
+uint32_t normalize_pointer_adds(std::vector<ebpf_insn>& insns) {
+    if (insns.empty()) return 0;
+    Analysis a = analyse(insns);
+    if (!a.ok || a.sites.empty()) return 0;
+    // 8-aligned and entirely below the lowest byte the program touches.
+    const int32_t slot = a.lowest - ((a.lowest % 8 + 8) % 8) - 8;
+    if (slot < -512) return 0;
+
+    const size_t n = insns.size();
+    std::vector<bool> site(n, false);
+    for (size_t i : a.sites) site[i] = true;
+    std::vector<int64_t> pos(n + 1);
+    int64_t next = 0;
+    for (size_t i = 0; i < n; i++) {
+        pos[i] = next;
+        next += site[i] ? 5 : 1;
+    }
+    pos[n] = next;
+
+    std::vector<ebpf_insn> out;
+    out.reserve(static_cast<size_t>(next));
+    for (size_t i = 0; i < n; i++) {
+        ebpf_insn in = insns[i];
+        if (is_jump(in)) {
+            int64_t off = pos[i + 1 + in.off] - pos[i] - 1;
+            if (off < INT16_MIN || off > INT16_MAX) return 0;
+            in.off = static_cast<int16_t>(off);
+        }
+        if (!site[i]) {
+            out.push_back(in);
+            continue;
+        }
+        const uint8_t d = in.dst_reg, s = in.src_reg;
+        const int16_t o = static_cast<int16_t>(slot);
+        auto make = [](uint8_t code, uint8_t dr, uint8_t sr, int16_t off) {
+            ebpf_insn x{};
+            x.code = code;
+            x.dst_reg = dr & 0xf;
+            x.src_reg = sr & 0xf;
+            x.off = off;
+            return x;
+        };
+        out.push_back(make(BPF_STX | BPF_MEM | EBPF_DW, EBPF_REG_10, s, o));
+        out.push_back(make(EBPF_ALU64 | EBPF_MOV | BPF_X, s, d, 0));
+        out.push_back(make(BPF_LDX | BPF_MEM | EBPF_DW, d, EBPF_REG_10, o));
+        out.push_back(make(EBPF_ALU64 | BPF_ADD | BPF_X, d, s, 0));
+        out.push_back(make(BPF_LDX | BPF_MEM | EBPF_DW, s, EBPF_REG_10, o));
+    }
+    insns = std::move(out);
+    return static_cast<uint32_t>(a.sites.size());
+}
+
 Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view program) {
     const std::string what = "bpf object '" + path + "': ";
     {
@@ -400,6 +650,7 @@ Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view pro
                           "': cannot read its relocations: " + rs.error());
     Status cs = check_bpf_program(out.insns, relocated);
     if (!cs.ok()) return make_error(what + "program '" + out.name + "': " + cs.error());
+    out.rewritten_adds = normalize_pointer_adds(out.insns);
     return out;
 }
 

@@ -54,6 +54,7 @@ struct BpfProgram {
     std::string name;     // program (function) name
     std::string section;  // ELF section, e.g. "linecap"
     std::vector<ebpf_insn> insns;
+    uint32_t rewritten_adds = 0;  // see normalize_pointer_adds()
 };
 
 /* Loads `spec` = FILE[:PROGRAM]. When FILE itself exists, the whole spec is
@@ -78,5 +79,15 @@ Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view pro
  * refers to (a map, ".rodata", an extern); other entries are empty. */
 Status check_bpf_program(std::span<const ebpf_insn> insns,
                          std::span<const std::string> relocated = {});
+
+/* rte_bpf 22.11's validator loses the pointer type of "scalar += pointer"
+ * (it keeps it for "pointer += scalar"), and clang emits either order. This
+ * rewrites each add that a forward type analysis proves to be "scalar +=
+ * pointer" on every path into an equivalent sequence that ends in "pointer
+ * += scalar" (through one spare 8-byte stack slot, no register), and
+ * re-targets branches. Returns how many adds it rewrote; 0 leaves `insns`
+ * untouched (nothing to do, or the analysis cannot place the stack slot).
+ * load_bpf_object() applies it. */
+uint32_t normalize_pointer_adds(std::vector<ebpf_insn>& insns);
 
 }  // namespace linecap::filters

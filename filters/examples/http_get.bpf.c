@@ -25,7 +25,7 @@ LINECAP_PROGRAM(http_get)
 	if (caplen < l3 + 20)
 		return 0;
 
-	const unsigned char *ip = linecap_at(d, l3);
+	const unsigned char *ip = d + l3;
 	unsigned int ihl = (ip[0] & 0x0f) * 4;
 	if ((ip[0] >> 4) != 4 || ihl < 20)
 		return 0;
@@ -37,11 +37,11 @@ LINECAP_PROGRAM(http_get)
 	unsigned int tcp = l3 + ihl;
 	if (caplen < tcp + 20)
 		return 0;
-	unsigned int doff = (linecap_at(d, tcp)[12] >> 4) * 4;
+	unsigned int doff = (d[tcp + 12] >> 4) * 4;
 	unsigned int payload = tcp + doff;
 	if (doff < 20 || caplen < payload + 4)
 		return 0;
 
-	const unsigned char *p = linecap_at(d, payload);
+	const unsigned char *p = d + payload;
 	return p[0] == 'G' && p[1] == 'E' && p[2] == 'T' && p[3] == ' ';
 }

@@ -13,10 +13,10 @@
  * (derived from header fields or compared with constants), see
  * filters/bpf_object.hh.
  *
- * Read bytes at a variable offset through linecap_at(): DPDK 22.11's
- * validator forgets that a register holds a packet pointer when the program
- * computes "offset += pointer" instead of "pointer += offset", and clang
- * picks either order. linecap_at() pins the second one.
+ * DPDK 22.11's validator also forgets that a register holds a packet
+ * pointer once a program computes "offset += pointer" rather than "pointer
+ * += offset"; clang picks either order, and the loader rewrites the first
+ * into the second (normalize_pointer_adds() in filters/bpf_object.hh).
  */
 #ifndef LINECAP_BPF_H
 #define LINECAP_BPF_H
@@ -29,13 +29,5 @@ struct linecap_packet {
 
 #define LINECAP_PROGRAM(name) \
 	__attribute__((section("linecap"), used)) int name(const struct linecap_packet *pkt)
-
-/* data + off, computed as "pointer += offset". */
-static inline __attribute__((always_inline)) const unsigned char *
-linecap_at(const unsigned char *data, unsigned long off)
-{
-	asm volatile("%0 += %1" : "+r"(data) : "r"(off));
-	return data;
-}
 
 #endif
