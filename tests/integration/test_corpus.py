@@ -3,14 +3,20 @@
 
 For each capture, `capd -i pcap:FILE -w OUT` must write exactly the packets
 libpcap reads from FILE: same count, order, bytes, original lengths and
-timestamps (compared at the output's precision). The outputs must then be
-readable by tcpdump, by Wireshark's wiretap (capinfos) and by tshark.
+timestamps (compared at the output's precision: pcap us, pcap --nano, pcapng).
+The outputs must then be readable by tcpdump, by Wireshark's wiretap
+(capinfos) and by tshark.
+
+capd starts in about half a second, so the captures are copied 25 per run
+(-i pcap:A -i pcap:B ...); a capture that does not come out right is copied
+again alone so that the failure names it. A sample is also copied alone.
 
 "As libpcap reads them" matters for a few fuzzed captures whose records are
 longer than the file's snapshot length: libpcap cuts those records to the
 snapshot length (tcpdump sees the same), so that is what capd can copy.
 """
 
+import collections
 import os
 import random
 
@@ -18,8 +24,15 @@ import capdtest
 import pcaplib
 from capdtest import CapdTestCase, record_mismatch
 
-BATCH = 25  # pcap: sources per capd run in the pcapng check
+BATCH = 25  # pcap: sources per capd run
 TSHARK_SAMPLE = 12
+SAMPLE_STEP = 15  # every 15th capture is also copied alone
+
+
+def in_order_within(want, out):
+    """True if the list `want` appears in `out` in order (a subsequence)."""
+    it = iter(out)
+    return all(any(w == o for o in it) for w in want)
 
 
 def load_corpus():
@@ -74,44 +87,82 @@ class CorpusTest(CapdTestCase):
         else:
             print("tshark not installed: tshark cross-check skipped")
 
-    def test_pcap_micro_every_capture(self):
-        """Default output (pcap, microseconds), one capd run per capture."""
+    def run_alone(self, src, cap, fmt_args, precision, out):
+        """One capture alone: the precise difference, or None."""
+        run = self.capd(["-q", "-i", f"pcap:{src}", "-w", out] + fmt_args)
+        if run.rc != 0 or run.stderr_lines:
+            return run.describe()
+        try:
+            got = pcaplib.read_capture(out)
+        except pcaplib.PcapError as e:
+            return f"{out}: {e}"
+        return record_mismatch(pcaplib.as_libpcap_reads(cap), got.records, precision)
+
+    def pcap_batches(self, files, fmt_args, precision, kind, tag):
+        """Copies the captures BATCH at a time into one pcap file each. A
+        pcap file cannot say which source a record came from, so each
+        source's records must appear in order in the output (one worker
+        keeps each source's order), and the output must hold exactly the
+        union of the sources. A source that does not match is copied again
+        alone to report the precise difference."""
         outputs = {}
-        for i, (src, cap) in enumerate(self.eth):
-            name = os.path.basename(src)
-            out = self.path(f"{i:03d}.pcap")
-            with self.subTest(file=name):
-                run = self.capd(["-q", "-i", f"pcap:{src}", "-w", out])
+        for b in range(0, len(files), BATCH):
+            batch = files[b:b + BATCH]
+            out = self.path(f"{tag}{b // BATCH:02d}.pcap")
+            args = ["-q", "-w", out] + fmt_args
+            for src, _ in batch:
+                args += ["-i", f"pcap:{src}"]
+            with self.subTest(batch=b // BATCH, first=os.path.basename(batch[0][0])):
+                run = self.capd(args)
                 self.assertCapdOk(run, quiet=True)
                 got = self.assertWhole(out)
-                self.assertEqual(got.kind, "pcap-us")
+                self.assertEqual(got.kind, kind)
                 self.assertEqual(got.linktype, 1)
-                want = pcaplib.as_libpcap_reads(cap)
-                self.assertIsNone(record_mismatch(want, got.records, "us"),
-                                  f"capd -i pcap:{src} -w out.pcap")
-                outputs[out] = len(want)
+                out_keys = [(r.ts_ns, r.caplen, r.wirelen, r.data) for r in got.records]
+                want_all = []
+                all_in_order = True
+                for src, cap in batch:
+                    want = [(capdtest.out_ts(r.ts_ns, precision), r.caplen, r.wirelen, r.data)
+                            for r in pcaplib.as_libpcap_reads(cap)]
+                    want_all += want
+                    if not in_order_within(want, out_keys):
+                        all_in_order = False
+                        with self.subTest(file=os.path.basename(src)):
+                            alone = self.path(f"{tag}-alone.pcap")
+                            self.fail(self.run_alone(src, cap, fmt_args, precision, alone)
+                                      or "differs only when copied with other captures")
+                if all_in_order:
+                    got_ms, want_ms = collections.Counter(out_keys), collections.Counter(want_all)
+                    extra = [k[:3] for k in (got_ms - want_ms).elements()]
+                    missing = [k[:3] for k in (want_ms - got_ms).elements()]
+                    self.assertEqual((len(extra), len(missing)), (0, 0),
+                                     f"records not in any input: {extra[:5]}, "
+                                     f"input records missing: {missing[:5]}")
+                outputs[out] = len(want_all)
         self.assertNoHidden(self.tmp)
+        return outputs
+
+    def test_pcap_micro(self):
+        """Default output: pcap, microseconds (truncated)."""
+        outputs = self.pcap_batches(self.eth, [], "us", "pcap-us", "us")
         self.check_readers(outputs, TSHARK_SAMPLE)
 
-    def test_pcap_nano_sample(self):
-        """--nano over every pcapng capture (micro- and nanosecond
-        resolution) and every tenth pcap capture."""
-        chosen = [(s, c) for k, (s, c) in enumerate(self.eth)
-                  if c.kind == "pcapng" or k % 10 == 0]
-        outputs = {}
-        for i, (src, cap) in enumerate(chosen):
-            out = self.path(f"n{i:03d}.pcap")
-            with self.subTest(file=os.path.basename(src)):
-                run = self.capd(["-q", "--nano", "-i", f"pcap:{src}", "-w", out])
-                self.assertCapdOk(run, quiet=True)
-                got = self.assertWhole(out)
-                self.assertEqual(got.kind, "pcap-ns")
-                want = pcaplib.as_libpcap_reads(cap)
-                self.assertIsNone(record_mismatch(want, got.records, "ns"),
-                                  f"capd --nano -i pcap:{src} -w out.pcap")
-                outputs[out] = len(want)
-        self.assertNoHidden(self.tmp)
+    def test_pcap_nano(self):
+        """--nano output: pcap, nanoseconds."""
+        outputs = self.pcap_batches(self.eth, ["--nano"], "ns", "pcap-ns", "ns")
         self.check_readers(outputs, 4)
+
+    def test_pcap_micro_one_run_per_capture(self):
+        """A sample copied alone, one capd run each (the everyday use)."""
+        outputs = {}
+        for i, (src, cap) in enumerate(self.eth[::SAMPLE_STEP]):
+            out = self.path(f"one{i:03d}.pcap")
+            with self.subTest(file=os.path.basename(src)):
+                self.assertIsNone(self.run_alone(src, cap, [], "us", out),
+                                  f"capd -i pcap:{src} -w out.pcap")
+                outputs[out] = len(cap.records)
+        self.assertNoHidden(self.tmp)
+        self.check_readers(outputs, 2)
 
     def test_pcapng_batched(self):
         """--format pcapng with BATCH `-i pcap:` sources per run: one
