@@ -301,16 +301,17 @@ std::string finding_text(const Finding& f, size_t max_frames) {
         frames += (i ? ", " : "") + std::to_string(f.frames[i]);
     }
     if (f.frames.size() > max_frames) frames += ", …";
-    std::string in = f.seen_at_a ? "" : " of B";
+    const std::string frame_word = std::string(f.seen_at_a ? "" : "B ") +
+                                   (f.missing == 1 ? "frame " : "frames ");
     std::string out;
     if (f.missing == f.total) {
         out = who + " seen at " + seen + ", never at " + other + " (" +
-              std::to_string(f.missing) + (f.missing == 1 ? " packet: frame" : " packets: frames") +
-              in + " " + frames + ")";
+              std::to_string(f.missing) + (f.missing == 1 ? " packet: " : " packets: ") +
+              frame_word + frames + ")";
     } else {
         out = std::to_string(f.missing) + " of " + std::to_string(f.total) + " " + who +
-              " seen at " + seen + " were never seen at " + other + " (frame" +
-              (f.missing == 1 ? "" : "s") + in + " " + frames + ")";
+              " seen at " + seen + " were never seen at " + other + " (" + frame_word + frames +
+              ")";
     }
     const bool toward_other = f.seen_at_a ? f.travel == Travel::kAToB : f.travel == Travel::kBToA;
     const bool from_other = f.seen_at_a ? f.travel == Travel::kBToA : f.travel == Travel::kAToB;
@@ -514,6 +515,7 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
     }
     std::stable_sort(r.findings.begin(), r.findings.end(), [](const Finding& x, const Finding& y) {
         if (x.missing != y.missing) return x.missing > y.missing;
+        if (x.seen_at_a != y.seen_at_a) return x.seen_at_a;
         return x.frames.front() < y.frames.front();
     });
 

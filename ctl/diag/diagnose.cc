@@ -29,8 +29,9 @@ std::string plural(uint64_t n, const char* one, const char* many) {
 
 /* Seconds, in the unit a person reads best: "1.0 s", "250 ms", "80 us". */
 std::string seconds_label(double s) {
-    if (s >= 1.0 || s == 0.0) return fmt("%.1f s", s);
-    if (s >= 0.001) return fmt("%.0f ms", s * 1e3);
+    const double a = s < 0 ? -s : s;
+    if (a >= 1.0 || a == 0.0) return fmt("%.1f s", s);
+    if (a >= 0.001) return fmt("%.0f ms", s * 1e3);
     return fmt("%.0f us", s * 1e6);
 }
 
@@ -200,8 +201,9 @@ ConnSummary summarize(const TcpConn& c, uint64_t capture_end_ns,
         std::vector<FrameRef> frames;
         const uint32_t rtx = cd.retransmissions + sd.retransmissions;
         if (rtx > 0) {
-            parts.push_back(fmt("%u retransmitted segment%s (client %u, server %u; frames ", rtx,
-                                rtx == 1 ? "" : "s", cd.retransmissions, sd.retransmissions));
+            parts.push_back(fmt("%u retransmitted segment%s (client %u, server %u; %s ", rtx,
+                                rtx == 1 ? "" : "s", cd.retransmissions, sd.retransmissions,
+                                rtx == 1 ? "frame" : "frames"));
             for (const TcpDirection* t : {&cd, &sd}) {
                 frames.insert(frames.end(), t->retrans_frames,
                               t->retrans_frames + t->retrans_frames_kept);
