@@ -1,1 +1,1206 @@
-print("placeholder")
+#!/usr/bin/env python3
+"""capctl against a running capd, end to end. Python 3 stdlib only.
+
+What is checked:
+  * status, stats, rules list, rotate, pause, resume, stop: human output and
+    --json; stats --prometheus parses as Prometheus text; top --count 2;
+  * rotate makes a new file; pause freezes the written count while packets
+    are still received; stop ends capd with exit 0 and whole files only;
+  * rules add/replace/del thousands of times while packets flow: capd
+    survives, per-rule counters add up in the final --stats-json, and its
+    resident memory does not keep growing;
+  * a bad expression is refused with the rule's name and changes nothing;
+  * permissions: socket mode, SO_PEERCRED refusal, --ctl-group admission;
+  * robustness of a live capd against malformed lines, unknown commands,
+    a 1 MB line, 100 clients at once, silent clients and clients that
+    vanish mid-reply;
+  * capctl without a daemon: one line on stderr, non-zero exit.
+
+Environment (set by tests/meson.build):
+  LINECAP_BUILD_DIR  build root (dataplane/capd and ctl/capctl under it)
+  LINECAP_TEST_DATA  tests/data
+  LINECAP_KEEP_TMP   if set, temporary directories are kept
+"""
+
+import errno
+import glob
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def _build_dir():
+    d = os.environ.get("LINECAP_BUILD_DIR")
+    if d:
+        return d
+    for cand in sorted(glob.glob(os.path.join(REPO, "build*"))):
+        if os.path.exists(os.path.join(cand, "ctl", "capctl")):
+            return cand
+    return os.path.join(REPO, "build")
+
+
+BUILD_DIR = _build_dir()
+CAPD = os.path.join(BUILD_DIR, "dataplane", "capd")
+CAPCTL = os.path.join(BUILD_DIR, "ctl", "capctl")
+DATA_DIR = os.environ.get("LINECAP_TEST_DATA") or os.path.join(REPO, "tests", "data")
+WEB_MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
+KEEP_TMP = bool(os.environ.get("LINECAP_KEEP_TMP"))
+
+# The tests' reader of record: tests/integration/pcaplib.py when present.
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+try:
+    import pcaplib  # noqa: E402
+except ImportError:
+    pcaplib = None
+
+FILTERS_NOT_BUILT = "filters are not built yet"
+STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk")
+ENOSYS, EPROTO, E2BIG, EBUSY, EACCES, EINVAL = (errno.ENOSYS, errno.EPROTO, errno.E2BIG,
+                                               errno.EBUSY, errno.EACCES, errno.EINVAL)
+
+# Numbers worth reading in the log, printed once at the end.
+REPORT = []
+
+
+def note(msg):
+    print(f"NOTE: {msg}", flush=True)
+    REPORT.append(msg)
+
+
+# ---------------------------------------------------------------- capture files
+
+class FileDamaged(Exception):
+    pass
+
+
+def count_records(path):
+    """Walks a pcap or pcapng file record by record to its very end and
+    returns the record count. Raises FileDamaged on a cut or bad record."""
+    with open(path, "rb") as f:
+        b = f.read()
+    if len(b) < 4:
+        raise FileDamaged(f"{path}: {len(b)} bytes, no header")
+    m_le = struct.unpack_from("<I", b)[0]
+    m_be = struct.unpack_from(">I", b)[0]
+    if m_le in (0xA1B2C3D4, 0xA1B23C4D) or m_be in (0xA1B2C3D4, 0xA1B23C4D):
+        e = "<" if m_le in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+        if len(b) < 24:
+            raise FileDamaged(f"{path}: pcap header cut short")
+        snaplen = struct.unpack_from(e + "I", b, 16)[0]
+        off, n = 24, 0
+        while off < len(b):
+            if off + 16 > len(b):
+                raise FileDamaged(f"{path}: record header cut at {off} after {n} records")
+            _, _, caplen, wirelen = struct.unpack_from(e + "IIII", b, off)
+            if caplen > wirelen or (snaplen and caplen > max(snaplen, 262144)):
+                raise FileDamaged(f"{path}: bad record at {off}: caplen {caplen} wirelen {wirelen}")
+            if off + 16 + caplen > len(b):
+                raise FileDamaged(f"{path}: record data cut at {off} after {n} records")
+            off += 16 + caplen
+            n += 1
+        return n
+    if m_le == 0x0A0D0D0A:
+        if len(b) < 12:
+            raise FileDamaged(f"{path}: SHB cut short")
+        bom = struct.unpack_from("<I", b, 8)[0]
+        e = "<" if bom == 0x1A2B3C4D else ">"
+        off, n = 0, 0
+        while off < len(b):
+            if off + 12 > len(b):
+                raise FileDamaged(f"{path}: block header cut at {off}")
+            btype, blen = struct.unpack_from(e + "II", b, off)
+            if blen < 12 or blen % 4 or off + blen > len(b):
+                raise FileDamaged(f"{path}: block at {off} (type {btype:#x}, length {blen}) cut")
+            if struct.unpack_from(e + "I", b, off + blen - 4)[0] != blen:
+                raise FileDamaged(f"{path}: block at {off}: trailing length differs")
+            if btype in (3, 6):
+                n += 1
+            off += blen
+        return n
+    raise FileDamaged(f"{path}: not a pcap or pcapng file")
+
+
+def output_files(d):
+    return sorted(os.path.join(d, f) for f in os.listdir(d) if not f.startswith("."))
+
+
+def hidden_files(d):
+    return sorted(f for f in os.listdir(d) if f.startswith("."))
+
+
+# ---------------------------------------------------------------- processes
+
+def run(cmd, timeout=30, **kw):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, errors="replace", **kw)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"{' '.join(map(str, cmd))} did not finish within {timeout} s") from e
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_until(pred, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(interval)
+
+
+class CtlConn:
+    """Speaks the control protocol directly: one JSON object per line."""
+
+    def __init__(self, path, timeout=10):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A blocking connect waits for room in the listen backlog (a
+        # non-blocking one fails with EAGAIN while capd is accepting).
+        self.s.connect(path)
+        self.s.settimeout(timeout)
+        self.buf = b""
+
+    def close(self):
+        self.s.close()
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def read_line(self):
+        """The next line, or None on EOF."""
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.s.recv(1 << 16)
+            except ConnectionResetError:
+                return None
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line
+
+    def reply(self):
+        line = self.read_line()
+        if line is None:
+            return None
+        return json.loads(line)
+
+    def call(self, cmd, args=None):
+        req = {"v": 1, "cmd": cmd}
+        if args is not None:
+            req["args"] = args
+        self.send(json.dumps(req).encode() + b"\n")
+        r = self.reply()
+        if r is None:
+            raise AssertionError(f"capd closed the connection on {cmd}")
+        return r
+
+    def wait_eof(self):
+        """True once the server closes (data before EOF is discarded)."""
+        try:
+            while True:
+                chunk = self.s.recv(1 << 16)
+                if not chunk:
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+
+class Capd:
+    """One capd with a control socket, outputs in its own temporary dir."""
+
+    def __init__(self, tmp, source_args, extra=(), sock_dir=None, out_name="cap.pcap",
+                 name="capd"):
+        self.tmp = tmp
+        self.out = os.path.join(tmp, "out")
+        os.makedirs(self.out, exist_ok=True)
+        self.sock = os.path.join(sock_dir or tmp, f"{name}.sock")
+        self.summary = os.path.join(tmp, f"{name}-summary.json")
+        self.args = ([CAPD] + list(source_args) +
+                     ["--ctl", self.sock, "-w", os.path.join(self.out, out_name),
+                      "--stats-json", self.summary] + list(extra))
+        self.err_path = os.path.join(tmp, f"{name}.stderr")
+        self.err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.err,
+                                     stdin=subprocess.DEVNULL)
+        ok = wait_until(lambda: self.proc.poll() is not None or self._answers(), 60, 0.1)
+        if not ok or self.proc.poll() is not None:
+            self.kill()
+            raise AssertionError(f"capd did not come up: {' '.join(self.args)}\n"
+                                 f"stderr: {self.stderr()}")
+
+    def _answers(self):
+        if not os.path.exists(self.sock):
+            return False
+        try:
+            c = CtlConn(self.sock, timeout=5)
+            try:
+                return c.call("ping").get("status") == 0
+            finally:
+                c.close()
+        except OSError:
+            return False
+
+    def stderr(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def ctl(self, *args, timeout=30, prefix=(), sock=None):
+        return run(list(prefix) + [CAPCTL, "--ctl", sock or self.sock] + [str(a) for a in args],
+                   timeout=timeout)
+
+    def ctl_json(self, *args, timeout=30):
+        r = self.ctl("--json", *args, timeout=timeout)
+        try:
+            j = json.loads(r.stdout)
+        except ValueError:
+            raise AssertionError(f"capctl --json {' '.join(args)}: not JSON: {r.stdout!r} "
+                                 f"stderr {r.stderr!r}") from None
+        return r, j
+
+    def call(self, cmd, args=None):
+        c = CtlConn(self.sock)
+        try:
+            return c.call(cmd, args)
+        finally:
+            c.close()
+
+    def stats(self):
+        r = self.call("stats")
+        assert r["status"] == 0, r
+        return r["data"]
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def wait(self, timeout=60):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"capd did not exit within {timeout} s") from None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        self.err.close()
+
+
+def make_tmp(test):
+    d = tempfile.mkdtemp(prefix="linecap-ctl-")
+    if not KEEP_TMP:
+        test.addCleanup(shutil.rmtree, d, True)
+    return d
+
+
+PCAP_LOOP = ["-i", f"pcap:{WEB_MIX},loop"]
+# 20 kpps of 64-byte frames: 1.6 MB/s of pcap, so the files stay small.
+NULL_PACED = ["-i", "null:64,rate=20k"]
+
+
+class CtlTestCase(unittest.TestCase):
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        for b in (CAPD, CAPCTL):
+            if not os.access(b, os.X_OK):
+                raise unittest.SkipTest(f"not built: {b}")
+
+    def assertOneLineError(self, r, what):
+        self.assertNotEqual(r.returncode, 0, f"{what}: exit 0\nstdout {r.stdout!r}")
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, f"{what}: expected one line on stderr, got {r.stderr!r}")
+        self.assertTrue(lines[0].startswith("capctl: "), lines[0])
+        return lines[0]
+
+    def assertStillCapturing(self, capd, what):
+        """packets_received keeps increasing and capd is alive."""
+        self.assertTrue(capd.running(), f"capd died after {what}: {capd.stderr()}")
+        a = capd.stats()["packets_received"]
+        grew = wait_until(lambda: capd.stats()["packets_received"] > a, 10, 0.1)
+        self.assertTrue(grew, f"capture stalled after {what}")
+
+
+# ---------------------------------------------------------------- no daemon
+
+class NoDaemon(CtlTestCase):
+    def test_no_daemon_running(self):
+        tmp = make_tmp(self)
+        sock = os.path.join(tmp, "capd.sock")
+        for extra in ([], ["--json"]):
+            for cmd in (["status"], ["stats"], ["rules", "list"], ["stop"], ["top", "--count", "1"]):
+                r = run([CAPCTL, "--ctl", sock] + extra + cmd)
+                line = self.assertOneLineError(r, f"capctl {' '.join(extra + cmd)} without capd")
+                self.assertIn(sock, line)
+                self.assertEqual(r.stdout, "")
+
+    def test_wrong_socket_paths(self):
+        tmp = make_tmp(self)
+        regular = os.path.join(tmp, "file")
+        with open(regular, "w") as f:
+            f.write("not a socket")
+        stale = os.path.join(tmp, "stale.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(stale)  # bound, never listening: ECONNREFUSED
+        try:
+            for path in ("/nonexistent/dir/capd.sock", regular, stale, tmp,
+                         os.path.join(tmp, "x" * 200)):
+                r = run([CAPCTL, "--ctl", path, "status"])
+                self.assertOneLineError(r, f"capctl --ctl {path}")
+                self.assertEqual(r.stdout, "")
+        finally:
+            s.close()
+
+    def test_usage_errors_are_one_line(self):
+        for args in (["bogus"], ["stats", "--bogus"], ["rules"], ["rules", "frob"],
+                     ["rules", "del"], ["rules", "add"], ["status", "extra"],
+                     ["top", "--interval", "0"], ["--ctl"]):
+            r = run([CAPCTL] + args)
+            self.assertOneLineError(r, f"capctl {' '.join(args)}")
+
+
+# ---------------------------------------------------------------- commands
+
+PROM_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+PROM_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\\\|\\"|\\n)*"'
+PROM_SAMPLE = re.compile(
+    rf"^({PROM_NAME})(\{{{PROM_LABEL}(?:,{PROM_LABEL})*,?\}})? "
+    r"([-+]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|\.[0-9]+(?:[eE][-+]?[0-9]+)?|NaN|Inf))"
+    r"( -?[0-9]+)?$")
+PROM_META = re.compile(rf"^# (HELP {PROM_NAME} .*|TYPE {PROM_NAME} "
+                       r"(counter|gauge|histogram|summary|untyped))$")
+
+
+def prometheus_problems(text):
+    """Lines that are not valid Prometheus text exposition (format 0.0.4)."""
+    bad = []
+    typed = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line:
+            continue
+        if line.startswith("#"):
+            if line.startswith("# HELP") or line.startswith("# TYPE"):
+                if not PROM_META.match(line):
+                    bad.append((i, line, "bad HELP/TYPE line"))
+                elif line.startswith("# TYPE"):
+                    name = line.split()[2]
+                    if name in typed:
+                        bad.append((i, line, "second TYPE for one metric"))
+                    typed[name] = line.split()[3]
+            continue
+        m = PROM_SAMPLE.match(line)
+        if not m:
+            bad.append((i, line, "not `name{labels} value`"))
+            continue
+        if m.group(1) not in typed:
+            bad.append((i, line, "sample before its TYPE line"))
+    return bad
+
+
+class Commands(CtlTestCase):
+    """One capd on a paced null source; the tests run in name order and the
+    last one stops it."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = tempfile.mkdtemp(prefix="linecap-ctl-")
+        cls.capd = Capd(cls.tmp, NULL_PACED)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.capd.kill()
+        if not KEEP_TMP:
+            shutil.rmtree(cls.tmp, True)
+
+    def test_a_status(self):
+        r = self.capd.ctl("status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"(?m)^state: +capturing, up [0-9.]+ s")
+        self.assertRegex(r.stdout, r"(?m)^source: +null")
+        self.assertRegex(r.stdout, r"(?m)^worker 0: lcore \d+")
+        self.assertRegex(r.stdout, r"(?m)^writer 0: lcore \d+, writing " + re.escape(self.capd.out))
+        self.assertRegex(r.stdout, r"(?m)^rules: +cli ")
+        r, j = self.capd.ctl_json("status")
+        self.assertEqual(r.returncode, 0)
+        self.assertEqual(j["status"], 0)
+        self.assertEqual(j["error"], "OK")
+        d = j["data"]
+        for k in ("sources", "workers", "writers", "uptime_s", "state"):
+            self.assertIn(k, d)
+        self.assertEqual(d["state"], "capturing")
+        self.assertGreater(d["uptime_s"], 0)
+        self.assertEqual(len(d["sources"]), 1)
+        self.assertTrue(d["sources"][0]["name"].startswith("null"))
+        self.assertGreaterEqual(len(d["workers"]), 1)
+        self.assertGreaterEqual(len(d["writers"]), 1)
+        for w in d["writers"]:
+            self.assertTrue(w["current_file"].startswith(self.capd.out), w)
+            self.assertTrue(os.path.exists(
+                os.path.join(self.capd.out, "." + os.path.basename(w["current_file"]) + ".partial"))
+                or os.path.exists(w["current_file"]), w)
+        self.assertEqual(d["rules"], ["cli"])
+
+    def test_b_stats(self):
+        r = self.capd.ctl("stats")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"(?m)^elapsed [0-9.]+ s: \d+ received, \d+ filtered out, "
+                                   r"\d+ written")
+        drops = [l for l in r.stdout.splitlines() if l.startswith("drops:")]
+        self.assertEqual(len(drops), 1, r.stdout)
+        for s in STAGES:
+            self.assertIn(s, drops[0])
+        self.assertRegex(r.stdout, r"(?m)^rule cli: \d+ packets")
+        r, j = self.capd.ctl_json("stats")
+        self.assertEqual(r.returncode, 0)
+        d = j["data"]
+        self.assertGreater(d["packets_received"], 0)
+        for k in ("packets_filtered_out", "packets_written", "bytes_written", "files_written",
+                  "elapsed_s"):
+            self.assertIn(k, d)
+        for s in STAGES:
+            self.assertIn(s, d["drops"])
+            self.assertIsInstance(d["drops"][s], int)
+        self.assertEqual(d["drops"]["total"], sum(v for k, v in d["drops"].items() if k != "total"))
+        self.assertEqual(len(d["sources"]), 1)
+        self.assertIn("packets", d["sources"][0])
+        self.assertGreaterEqual(len(d["workers"]), 1)
+        for w in d["workers"]:
+            self.assertEqual(w["rx_packets"], w["filtered_out"] + w["over_limit"] + w["accepted"], w)
+        self.assertEqual(d["packets_received"], sum(w["rx_packets"] for w in d["workers"]))
+        self.assertGreaterEqual(len(d["writers"]), 1)
+        self.assertEqual(d["packets_written"], sum(w["packets"] for w in d["writers"]))
+        self.assertEqual([x["name"] for x in d["rules"]], ["cli"])
+        self.assertTrue(d["rules"][0]["active"])
+
+    def test_c_prometheus(self):
+        r = self.capd.ctl("stats", "--prometheus")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(prometheus_problems(r.stdout), [], r.stdout)
+        samples = {}
+        for line in r.stdout.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                samples[k] = float(v)
+        self.assertGreater(samples["linecap_packets_received_total"], 0)
+        for s in STAGES:
+            self.assertIn(f'linecap_drops_total{{stage="{s}"}}', samples)
+        self.assertIn('linecap_rule_packets_total{rule="cli"}', samples)
+
+    @unittest.expectedFailure  # capctl: rule names go into label values unescaped
+    def test_c_prometheus_labels_are_escaped(self):
+        # Rule names may hold a backslash; a label value must escape it.
+        name = "dir\\x"
+        r = self.capd.ctl("rules", "add", name, "udp")
+        if FILTERS_NOT_BUILT in r.stderr:
+            r = self.capd.ctl("rules", "add", name)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        try:
+            r = self.capd.ctl("stats", "--prometheus")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(prometheus_problems(r.stdout), [], r.stdout)
+        finally:
+            self.assertEqual(self.capd.ctl("rules", "del", name).returncode, 0)
+
+    def test_d_top(self):
+        r = self.capd.ctl("top", "--count", "2", "--interval", "0.3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(len(re.findall(r"(?m)^capd  up ", r.stdout)), 2, r.stdout)
+        self.assertEqual(len(re.findall(r"(?m)^drops:", r.stdout)), 2, r.stdout)
+        r = self.capd.ctl("--json", "top", "--count", "2", "--interval", "0.3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), 2, r.stdout)
+        second = json.loads(lines[1])
+        for k in ("rx_pps", "written_pps", "drops_per_s", "drops_total"):
+            self.assertIn(k, second)
+        self.assertGreater(second["rx_pps"], 0)
+
+    def test_e_rules_list_and_bad_expression(self):
+        r = self.capd.ctl("rules", "list")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"(?m)^cli: \(any packet\)  \[\d+ packets, \d+ bytes\]$")
+        r, before = self.capd.ctl_json("rules", "list")
+        self.assertEqual(r.returncode, 0)
+        self.assertEqual([x["name"] for x in before["data"]["rules"]], ["cli"])
+
+        r = self.capd.ctl("rules", "add", "bad", "tcp porr 80")
+        line = self.assertOneLineError(r, "rules add bad 'tcp porr 80'")
+        if FILTERS_NOT_BUILT in line:
+            note("rule expressions are not compiled yet; the bad-expression check only saw "
+                 f"the placeholder error: {line}")
+        self.assertIn("'bad'", line)
+        r, j = self.capd.ctl_json("rules", "add", "bad", "tcp porr 80")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(j["status"], EINVAL)
+        self.assertIn("bad", j["message"])
+        # Replacing a good rule with a bad one changes nothing either.
+        r = self.capd.ctl("rules", "replace", "cli", "tcp porr 80")
+        self.assertOneLineError(r, "rules replace cli 'tcp porr 80'")
+        r = self.capd.ctl("rules", "add", "badpat", "--pattern", "/(unclosed/")
+        self.assertOneLineError(r, "rules add with a bad regex pattern")
+        r, after = self.capd.ctl_json("rules", "list")
+
+        def strip(rules):
+            return [{k: v for k, v in x.items() if k not in ("packets", "bytes")} for x in rules]
+
+        self.assertEqual(strip(after["data"]["rules"]), strip(before["data"]["rules"]))
+        st = self.capd.call("status")["data"]
+        self.assertEqual(st["rules"], ["cli"])
+        # Refusals: duplicate name, unknown name, bad names.
+        self.assertOneLineError(self.capd.ctl("rules", "add", "cli"), "duplicate rule")
+        self.assertOneLineError(self.capd.ctl("rules", "del", "nosuch"), "del unknown rule")
+        self.assertOneLineError(self.capd.ctl("rules", "replace", "nosuch"), "replace unknown")
+        self.assertOneLineError(self.capd.ctl("rules", "add", "x" * 65), "65-char name")
+        self.assertOneLineError(self.capd.ctl("rules", "add", "a b"), "name with a space")
+        self.assertOneLineError(self.capd.ctl("rules", "add", "p", "--scan", "nowhere"), "bad scan")
+        self.assertEqual(self.capd.call("status")["data"]["rules"], ["cli"])
+
+    def test_g_pause_resume(self):
+        r = self.capd.ctl("pause")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.capd.call("status")["data"]["state"], "paused")
+        self.assertIn("paused", self.capd.ctl("status").stdout)
+        # Let what was already in flight land, then watch.
+        time.sleep(0.6)
+        a = self.capd.stats()
+        time.sleep(1.2)
+        b = self.capd.stats()
+        self.assertEqual(b["packets_written"], a["packets_written"], "written grew while paused")
+        self.assertGreater(b["packets_received"], a["packets_received"], "not received while paused")
+        self.assertGreater(b["drops"]["paused"], a["drops"]["paused"])
+        r, j = self.capd.ctl_json("pause")
+        self.assertEqual(j["status"], 0)
+        self.assertIn("already", j["message"])
+        r = self.capd.ctl("resume")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(self.capd.call("status")["data"]["state"], "capturing")
+        w = self.capd.stats()["packets_written"]
+        self.assertTrue(wait_until(lambda: self.capd.stats()["packets_written"] > w, 10, 0.1),
+                        "written does not grow after resume")
+        r, j = self.capd.ctl_json("resume")
+        self.assertEqual(j["status"], 0)
+
+    def test_z_stop(self):
+        r = self.capd.ctl("stop")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("stopping", r.stdout)
+        rc = self.capd.wait(60)
+        self.assertEqual(rc, 0, self.capd.stderr())
+        self.assertFalse(os.path.exists(self.capd.sock), "socket file left after exit")
+        self.assertEqual(hidden_files(self.capd.out), [], "partial files left after stop")
+        total = assert_whole_files(self, self.capd.out)
+        with open(self.capd.summary) as f:
+            s = json.load(f)
+        self.assertEqual(total, s["packets_written"], "records in the files vs packets_written")
+        lost = sum(s["drops"][k] for k in ("ring_full", "writer_slow", "disk", "paused"))
+        self.assertGreater(s["drops"]["paused"], 0)  # from test_g
+        self.assertEqual(s["packets_received"],
+                         s["packets_filtered_out"] + s["packets_over_limit"] +
+                         s["packets_written"] + lost, s)
+        # And capctl now says so in one line.
+        self.assertOneLineError(self.capd.ctl("status"), "status after stop")
+
+
+def assert_whole_files(test, d):
+    """Every file in d reads to its end; returns the total record count."""
+    files = output_files(d)
+    test.assertGreater(len(files), 0, f"no output file in {d}")
+    total = 0
+    for f in files:
+        try:
+            total += count_records(f)
+        except FileDamaged as e:
+            test.fail(str(e))
+        if pcaplib is not None and os.path.getsize(f) < (64 << 20):
+            try:
+                pcaplib.read_capture(f)
+            except pcaplib.PcapError as e:
+                test.fail(f"{f}: {e}")
+    return total
+
+
+class Rotate(CtlTestCase):
+    """capctl rotate closes every writer's file under its final name and
+    opens the next one; no record is lost or overwritten."""
+
+    def _rotate_twice(self, extra):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED, extra=extra)
+        try:
+            first = capd.call("status")["data"]["writers"][0]["current_file"]
+            files_before = capd.stats()["files_written"]
+            time.sleep(0.3)
+            r = capd.ctl("rotate")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertIn("rotation", r.stdout)
+            self.assertTrue(wait_until(lambda: capd.stats()["files_written"] > files_before,
+                                       10, 0.05), "files_written unchanged after rotate")
+            self.assertTrue(os.path.exists(first), f"{first} not closed under its name")
+            second = capd.call("status")["data"]["writers"][0]["current_file"]
+            self.assertNotEqual(second, first, "rotate reopened the same file name")
+            time.sleep(0.3)
+            r, j = capd.ctl_json("rotate")
+            self.assertEqual(j["status"], 0)
+            self.assertTrue(wait_until(
+                lambda: capd.call("status")["data"]["writers"][0]["current_file"] != second,
+                10, 0.05))
+            time.sleep(0.3)
+            self.assertEqual(capd.ctl("stop").returncode, 0)
+            self.assertEqual(capd.wait(60), 0, capd.stderr())
+            self.assertEqual(hidden_files(capd.out), [])
+            self.assertEqual(len(output_files(capd.out)), 3, output_files(capd.out))
+            total = assert_whole_files(self, capd.out)
+            with open(capd.summary) as f:
+                s = json.load(f)
+            self.assertEqual(s["files_written"], 3)
+            self.assertEqual(total, s["packets_written"], "records lost by rotation")
+        finally:
+            capd.kill()
+
+    def test_rotate_numbered_files(self):
+        # -C numbers the files (cap.pcap, cap.pcap1, ...); 1000 MB is never reached.
+        self._rotate_twice(["-C", "1000"])
+
+    def test_rotate_pcapng(self):
+        self._rotate_twice(["-C", "1000", "--format", "pcapng"])
+
+    @unittest.expectedFailure  # capd: rotate with a plain -w FILE reuses FILE and overwrites it
+    def test_rotate_plain_file_name(self):
+        # `capd -w cap.pcap` then `capctl rotate`: the second file must not
+        # replace the first.
+        self._rotate_twice([])
+
+
+# ---------------------------------------------------------------- rules stress
+
+class RulesStress(CtlTestCase):
+    """Rules added, replaced and deleted thousands of times while packets flow.
+
+    Rules live in four slots whose expressions never overlap (port-80 TCP,
+    other TCP, UDP, neither), each slot holding at most one rule at a time.
+    A packet therefore matches at most one rule, and the per-rule counters
+    (kept across replacements and deletions) obey, over the whole run:
+
+        sum(rule.packets) + packets_filtered_out == packets_received
+
+    (each packet is classified once, by exactly one RCU snapshot, before the
+    -c budget; packets_over_limit is part of the matched packets, so it does
+    not appear; with overlapping rules the left side would only be >=).
+    """
+
+    OPS = 2000
+    TIME_BUDGET = 60.0
+    CAPCTL_EVERY = 25  # every Nth operation goes through the capctl binary
+
+    SLOTS = {
+        "web": [(["tcp port 80"], []), (["tcp dst port 80"], []), (["tcp port 80"], ["GET"]),
+                (["tcp src port 80"], ["HTTP/1.1", "/^POST/"])],
+        "tcp": [(["tcp and not port 80"], []), (["tcp and not tcp port 80"], [])],
+        "udp": [(["udp"], []), (["udp and not tcp"], []), (["udp"], ["a"])],
+        "other": [(["not tcp and not udp"], []), (["not (tcp or udp)"], [])],
+    }
+    NAMES_PER_SLOT = 3
+
+    def test_rules_churn(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, PCAP_LOOP, extra=["-C", "10", "-W", "3"])
+        try:
+            self._churn(capd)
+        finally:
+            capd.kill()
+
+    def _args(self, name, expr, pats):
+        return {"name": name, "expression": expr, "patterns": pats, "scan": "payload"}
+
+    def _churn(self, capd):
+        c = CtlConn(capd.sock)
+        # From here on rules are disjoint: the match-all "cli" rule goes first.
+        self.assertEqual(c.call("rules.del", {"name": "cli"})["status"], 0)
+        use_expressions = True
+        probe = c.call("rules.add", self._args("probe", "tcp port 80", ["GET"]))
+        if probe["status"] != 0:
+            if FILTERS_NOT_BUILT in probe["message"]:
+                use_expressions = False
+                note(f"rule add answered '{probe['message']}': churning expression-less rules "
+                     "in a single slot instead")
+            else:
+                self.fail(f"rules.add with expression and pattern failed: {probe}")
+        else:
+            self.assertEqual(c.call("rules.del", {"name": "probe"})["status"], 0)
+
+        slots = self.SLOTS if use_expressions else {"any": [([""], [])]}
+        present = {s: None for s in slots}  # slot -> rule name in force
+        pid = capd.proc.pid
+        rss = {}
+        rng_state = 12345
+
+        def rnd(n):
+            nonlocal rng_state
+            rng_state = (rng_state * 1103515245 + 12345) & 0x7FFFFFFF
+            return rng_state % n
+
+        t0 = time.monotonic()
+        ops = failures = via_capctl = 0
+        rss["start"] = rss_kb(pid)
+        slot_names = sorted(slots)
+        while ops < self.OPS and time.monotonic() - t0 < self.TIME_BUDGET:
+            slot = slot_names[rnd(len(slot_names))]
+            exprs, pats = slots[slot][rnd(len(slots[slot]))]
+            expr = exprs[0]
+            cur = present[slot]
+            if cur is None:
+                op, name = "add", f"{slot}{rnd(self.NAMES_PER_SLOT)}"
+            else:
+                op = ("replace", "replace", "del")[rnd(3)]
+                name = cur
+            if ops % self.CAPCTL_EVERY == 0:
+                via_capctl += 1
+                argv = ["rules", op, name]
+                if op != "del":
+                    for p in pats:
+                        argv += ["--pattern", p]
+                    if expr:
+                        argv.append(expr)
+                r = capd.ctl(*argv)
+                ok, msg = r.returncode == 0, r.stderr.strip()
+            else:
+                r = c.call(f"rules.{op}", {"name": name} if op == "del"
+                           else self._args(name, expr, pats))
+                ok, msg = r["status"] == 0, r["message"]
+            if not ok:
+                failures += 1
+                self.fail(f"operation {ops} rules {op} {name} {expr!r} {pats}: {msg}")
+            present[slot] = None if op == "del" else name
+            ops += 1
+            if ops == 1000:
+                rss["after_1000"] = rss_kb(pid)
+            if not capd.running():
+                self.fail(f"capd died after {ops} operations: {capd.stderr()}")
+        elapsed = time.monotonic() - t0
+        rss["end"] = rss_kb(pid)
+        c.close()
+        rate = ops / elapsed if elapsed else 0
+        note(f"rules churn: {ops} operations in {elapsed:.1f} s ({rate:.0f} ops/s, "
+             f"{via_capctl} through capctl), "
+             f"capd VmRSS start {rss['start']} kB, after 1000 ops {rss.get('after_1000')} kB, "
+             f"at the end {rss['end']} kB")
+        self.assertGreaterEqual(ops, 1000, f"only {ops} operations in {self.TIME_BUDGET} s")
+
+        # Live view is consistent with what we think is in force.
+        st = capd.call("status")["data"]
+        self.assertEqual(sorted(st["rules"]), sorted(n for n in present.values() if n))
+        self.assertStillCapturing(capd, "rules churn")
+
+        # Leak check: the second thousand operations may not grow the
+        # resident set by more than 16 MiB (a leak of one page per
+        # operation would show as 4 MiB, one compiled pattern database per
+        # operation as far more).
+        if "after_1000" in rss:
+            growth = rss["end"] - rss["after_1000"]
+            self.assertLess(growth, 16 * 1024,
+                            f"VmRSS grew {growth} kB over operations 1000..{ops}: {rss}")
+
+        self.assertEqual(capd.ctl("stop").returncode, 0)
+        self.assertEqual(capd.wait(60), 0, capd.stderr())
+        with open(capd.summary) as f:
+            s = json.load(f)
+        matched = sum(r["packets"] for r in s["rules"])
+        names = {r["name"] for r in s["rules"]}
+        note(f"rules churn summary: received {s['packets_received']}, filtered out "
+             f"{s['packets_filtered_out']}, over limit {s['packets_over_limit']}, matched by "
+             f"{len(s['rules'])} rules {matched}, written {s['packets_written']}")
+        self.assertIn("cli", names)
+        self.assertGreater(s["packets_received"], 0)
+        self.assertGreater(matched, 0)
+        if use_expressions:
+            # Every slot saw traffic at some point (web-mix has all four kinds).
+            for slot in slots:
+                got = sum(r["packets"] for r in s["rules"] if r["name"].startswith(slot)
+                          and r["name"] != "cli")
+                if slot != "other":
+                    self.assertGreater(got, 0, f"no packet counted for slot {slot}")
+        self.assertEqual(matched + s["packets_filtered_out"], s["packets_received"], s)
+        for w in s["workers"]:
+            self.assertEqual(w["rx_packets"], w["filtered_out"] + w["over_limit"] + w["accepted"])
+            self.assertEqual(w["accepted"], w["encoded"] + w["writer_slow"])
+        active = sorted(r["name"] for r in s["rules"] if r["active"])
+        self.assertEqual(active, sorted(n for n in present.values() if n))
+        self.assertEqual(hidden_files(capd.out), [])
+        for f in output_files(capd.out):
+            try:
+                count_records(f)
+            except FileDamaged as e:
+                self.fail(str(e))
+
+
+# ---------------------------------------------------------------- robustness
+
+class Robustness(CtlTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.tmp = tempfile.mkdtemp(prefix="linecap-ctl-")
+        cls.capd = Capd(cls.tmp, NULL_PACED)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.capd.kill()
+        if not KEEP_TMP:
+            shutil.rmtree(cls.tmp, True)
+
+    def conn(self):
+        return CtlConn(self.capd.sock)
+
+    def test_malformed_json_then_good_line(self):
+        c = self.conn()
+        try:
+            for bad, status in ((b"{not json", EPROTO), (b"[]", EPROTO), (b"\xff\xfe\x00", EPROTO),
+                                (b'{"v":2,"cmd":"status"}', EPROTO), (b'{"v":1}', EPROTO),
+                                (b'{"v":1,"cmd":"status","args":7}', EINVAL)):
+                c.send(bad + b"\n")
+                r = c.reply()
+                self.assertIsNotNone(r, f"connection closed after {bad!r}")
+                self.assertEqual(r["status"], status, bad)
+                self.assertEqual(c.call("status")["status"], 0, f"unusable after {bad!r}")
+        finally:
+            c.close()
+        self.assertStillCapturing(self.capd, "malformed JSON")
+
+    def test_unknown_command(self):
+        c = self.conn()
+        try:
+            r = c.call("no.such.thing", {})
+            self.assertEqual(r["status"], ENOSYS)
+            self.assertEqual(r["error"], "ENOSYS")
+            self.assertIn("no.such.thing", r["message"])
+            r = c.call("rules.add", {"name": 7})  # wrong argument types
+            self.assertEqual(r["status"], EINVAL)
+            r = c.call("rules.add", {"name": "t", "patterns": "GET"})
+            self.assertEqual(r["status"], EINVAL)
+            r = c.call("rules.add", {"name": "t", "expression": 5})
+            self.assertNotEqual(r["status"], 0)
+            self.assertEqual(c.call("status")["data"]["rules"], ["cli"])
+        finally:
+            c.close()
+        self.assertStillCapturing(self.capd, "unknown command")
+
+    def test_megabyte_line_without_newline(self):
+        c = self.conn()
+        err = []
+
+        def blast():
+            try:
+                c.send(b"x" * (1 << 20))
+            except OSError as e:  # the server closes early: expected
+                err.append(e)
+
+        t = threading.Thread(target=blast)
+        t.start()
+        try:
+            line = c.read_line()
+        finally:
+            t.join(30)
+        self.assertIsNotNone(line, "closed without an answer")
+        r = json.loads(line)
+        self.assertEqual(r["status"], E2BIG)
+        self.assertTrue(c.wait_eof(), "connection not closed after E2BIG")
+        c.close()
+        self.assertStillCapturing(self.capd, "a 1 MB line")
+
+    def test_hundred_clients_at_once(self):
+        conns = [self.conn() for _ in range(100)]
+        try:
+            time.sleep(0.5)  # every connection accepted (or refused) first
+            for c in conns:
+                try:
+                    c.send(b'{"v":1,"cmd":"status"}\n')
+                except OSError:
+                    pass  # refused ones may be closed already
+            served = busy = other = 0
+            for c in conns:
+                try:
+                    r = c.reply()
+                except (OSError, ValueError):
+                    r = None
+                if r and r["status"] == 0:
+                    served += 1
+                elif r and r["status"] == EBUSY:
+                    busy += 1
+                else:
+                    other += 1
+        finally:
+            for c in conns:
+                c.close()
+        note(f"100 simultaneous clients: {served} served, {busy} EBUSY, {other} other")
+        self.assertEqual(served, 64)
+        self.assertEqual(busy, 36)
+        self.assertEqual(other, 0)
+        # All at once through capctl, too.
+        procs = [subprocess.Popen([CAPCTL, "--ctl", self.capd.sock, "--json", "stats"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(100)]
+        ok = busy = cut = 0
+        for p in procs:
+            try:
+                out, errs = p.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                self.fail("capctl hung with 100 clients at once")
+            if p.returncode == 0:
+                ok += 1
+                json.loads(out)
+                continue
+            lines = errs.decode(errors="replace").strip().splitlines()
+            self.assertEqual(len(lines), 1, errs)
+            # A refused capctl should say why; it may lose that answer to the
+            # race described in Permissions.test_capctl_reports_the_refusal.
+            if "too many control clients" in lines[0]:
+                busy += 1
+            else:
+                self.assertIn("Broken pipe", lines[0])
+                cut += 1
+        note(f"100 capctl processes at once: {ok} served, {busy} told EBUSY, "
+             f"{cut} lost the answer (Broken pipe)")
+        self.assertGreater(ok, 0)
+        self.assertStillCapturing(self.capd, "100 simultaneous clients")
+
+    def test_silent_client(self):
+        silent = [self.conn() for _ in range(5)]
+        half = self.conn()
+        half.send(b'{"v":1,"cmd":"sta')
+        try:
+            t0 = time.monotonic()
+            for _ in range(10):
+                r = self.capd.ctl("status", timeout=10)
+                self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertLess(time.monotonic() - t0, 15)
+        finally:
+            for c in silent + [half]:
+                c.close()
+        self.assertStillCapturing(self.capd, "silent clients")
+
+    def test_disconnect_mid_reply(self):
+        # Rules with long (but cheap) expressions make rules.list answer in
+        # several hundred kB, more than a socket buffer holds.
+        c = self.conn()
+        names = []
+        try:
+            pad = " " * 50000
+            for i in range(8):
+                n = f"long{i}"
+                r = c.call("rules.add", {"name": n, "expression": f"ip{pad}and udp"})
+                if r["status"] != 0 and FILTERS_NOT_BUILT in r["message"]:
+                    r = c.call("rules.add", {"name": n, "patterns": ["x" * 50000]})
+                self.assertEqual(r["status"], 0, r["message"][:300])
+                names.append(n)
+            size = len(json.dumps(c.call("rules.list")))
+            self.assertGreater(size, 400000)
+            for i in range(20):
+                d = self.conn()
+                d.send(b'{"v":1,"cmd":"rules.list"}\n')
+                if i % 2:
+                    d.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                d.close()
+            time.sleep(0.3)
+            # Half-read, then gone.
+            for _ in range(5):
+                d = self.conn()
+                d.send(b'{"v":1,"cmd":"rules.list"}\n')
+                d.s.recv(1000)
+                d.close()
+            self.assertTrue(self.capd.running(), self.capd.stderr())
+        finally:
+            for n in names:
+                c.call("rules.del", {"name": n})
+            c.close()
+        self.assertStillCapturing(self.capd, "clients vanishing mid-reply")
+
+
+# ---------------------------------------------------------------- permissions
+
+def _user_exists(u):
+    try:
+        pwd.getpwnam(u)
+        return True
+    except KeyError:
+        return False
+
+
+class Permissions(CtlTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("needs root to run capctl as another user")
+        if not _user_exists("nobody") or not shutil.which("setpriv"):
+            raise unittest.SkipTest("needs user nobody and setpriv")
+        # A copy of capctl that nobody can execute whatever the build tree's modes.
+        cls.bindir = tempfile.mkdtemp(prefix="linecap-ctl-bin-")
+        os.chmod(cls.bindir, 0o755)
+        cls.capctl = os.path.join(cls.bindir, "capctl")
+        shutil.copy2(CAPCTL, cls.capctl)
+        os.chmod(cls.capctl, 0o755)
+        cls.nogroup = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.bindir, True)
+
+    def as_nobody(self, sock, *args, gid=None):
+        g = str(gid) if gid is not None else self.nogroup
+        return run(["setpriv", "--reuid=nobody", f"--regid={g}", "--clear-groups",
+                    self.capctl, "--ctl", sock] + list(args))
+
+    def test_socket_mode_refuses_other_users(self):
+        tmp = make_tmp(self)
+        os.chmod(tmp, 0o755)  # nobody reaches the socket; its mode 0660 stops it
+        capd = Capd(tmp, NULL_PACED)
+        try:
+            st = os.stat(capd.sock)
+            self.assertEqual(st.st_mode & 0o7777, 0o660)
+            self.assertEqual((st.st_uid, st.st_gid), (0, 0))
+            r = self.as_nobody(capd.sock, "status")
+            line = self.assertOneLineError(r, "capctl as nobody")
+            self.assertIn("Permission denied", line)
+            # A directory nobody cannot traverse: refused as well.
+            os.chmod(tmp, 0o700)
+            r = self.as_nobody(capd.sock, "stats")
+            self.assertOneLineError(r, "capctl as nobody through a 0700 directory")
+            os.chmod(tmp, 0o755)
+            self.assertStillCapturing(capd, "refused connections")
+        finally:
+            capd.kill()
+
+    RAW_AS_NOBODY = (
+        "import socket,sys\n"
+        "s=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM);s.settimeout(10)\n"
+        "s.connect(sys.argv[1])\n"
+        "try:\n"
+        "    s.sendall(b'{\"v\":1,\"cmd\":\"stop\"}\\n')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "b=b''\n"
+        "while b'\\n' not in b:\n"
+        "    c=s.recv(4096)\n"
+        "    if not c: break\n"
+        "    b+=c\n"
+        "sys.stdout.write(b.decode())\n")
+
+    def _with_group_capd(self, body):
+        group = f"lc-ctl-test-{os.getpid()}"
+        r = run(["groupadd", group])
+        if r.returncode != 0:
+            self.skipTest(f"groupadd failed: {r.stderr.strip()}")
+        capd = None
+        try:
+            gid = grp.getgrnam(group).gr_gid
+            tmp = make_tmp(self)
+            os.chmod(tmp, 0o755)
+            capd = Capd(tmp, NULL_PACED, extra=["--ctl-group", group])
+            body(capd, group, gid)
+        finally:
+            if capd:
+                capd.kill()
+            run(["groupdel", group])
+
+    def test_peer_credentials_and_ctl_group(self):
+        def body(capd, group, gid):
+            st = os.stat(capd.sock)
+            self.assertEqual(st.st_gid, gid, "socket not owned by --ctl-group")
+            self.assertEqual(st.st_mode & 0o7777, 0o660)
+            # Allowed: nobody whose primary group is the control group.
+            r = self.as_nobody(capd.sock, "status", gid=gid)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertRegex(r.stdout, r"(?m)^state: +capturing")
+            r = self.as_nobody(capd.sock, "--json", "stats", gid=gid)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertGreater(json.loads(r.stdout)["data"]["packets_received"], 0)
+            # Refused by credentials: the file is opened to all, but nobody in
+            # its own group is not in the control group. A raw client sends
+            # "stop" and reads the answer.
+            os.chmod(capd.sock, 0o666)
+            for _ in range(5):
+                r = run(["setpriv", "--reuid=nobody", f"--regid={self.nogroup}",
+                         "--clear-groups", sys.executable, "-c", self.RAW_AS_NOBODY, capd.sock])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                j = json.loads(r.stdout)
+                self.assertEqual(j["status"], EACCES)
+                self.assertEqual(j["error"], "EACCES")
+                self.assertTrue(j["message"].startswith("permission denied"), j["message"])
+                self.assertIn(group, j["message"])
+            # The refused stops stopped nothing.
+            self.assertStillCapturing(capd, "refused stop")
+            self.assertEqual(capd.ctl("stop").returncode, 0)
+            self.assertEqual(capd.wait(60), 0, capd.stderr())
+
+        self._with_group_capd(body)
+
+    @unittest.expectedFailure  # capctl: a refused send hides capd's EACCES/EBUSY answer
+    def test_capctl_reports_the_refusal(self):
+        # capd answers EACCES and closes at once; capctl must print that
+        # answer even when its own request could not be sent (EPIPE).
+        def body(capd, group, gid):
+            os.chmod(capd.sock, 0o666)
+            lines = []
+            for i in range(20):
+                args = ["--json", "stop"] if i % 2 else ["status"]
+                r = self.as_nobody(capd.sock, *args)
+                self.assertNotEqual(r.returncode, 0)
+                if "--json" in args and r.stdout.strip():
+                    j = json.loads(r.stdout)
+                    self.assertEqual(j["status"], EACCES)
+                    lines.append(j["message"])
+                else:
+                    lines.append(self.assertOneLineError(r, "capctl as nobody"))
+            wrong = [l for l in lines if "permission denied" not in l]
+            self.assertEqual(wrong, [], f"{len(wrong)} of 20 refusals did not say why")
+            self.assertStillCapturing(capd, "refused capctl")
+
+        self._with_group_capd(body)
+
+
+def main():
+    t0 = time.monotonic()
+    runner = unittest.TextTestRunner(verbosity=2, stream=sys.stdout)
+    prog = unittest.main(module="__main__", testRunner=runner, exit=False)
+    r = prog.result
+    print(f"\n{os.path.basename(sys.argv[0])}: {r.testsRun} tests in "
+          f"{time.monotonic() - t0:.1f} s, {len(r.failures) + len(r.errors)} failed, "
+          f"{len(r.skipped)} skipped, {len(r.expectedFailures)} expected failures")
+    for m in REPORT:
+        print(f"  {m}")
+    sys.exit(0 if r.wasSuccessful() else 1)
+
+
+if __name__ == "__main__":
+    main()
