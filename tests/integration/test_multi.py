@@ -94,6 +94,28 @@ class PcapSources(CapdTestCase):
             self.assertRegex(f, r"^x_w[01]\.pcap\d*$")
 
 
+class SharedMbufs(CapdTestCase):
+    def test_file_and_null_sources_together(self):
+        """A pcap: source of snaplen-cut frames next to a null source (no
+        namespace needed): the null source's 64-byte frames keep their own
+        length. The sources share one mbuf pool, so per-packet metadata left
+        in a recycled mbuf must not leak into the next packet."""
+        cut = gencaps.snapcut(3000)
+        src = gencaps.write(self.path("cut.pcap"), cut, snaplen=96)
+        out = self.path("mix.pcapng")
+        run = self.capd(["-q", "-i", f"pcap:{src}", "-i", "null:64", "-c", "200000",
+                         "--format", "pcapng", "-w", out])
+        self.assertCapdOk(run, quiet=True)
+        cap = self.assertWhole(out)
+        null = [r for r in cap.records if r.ifid == 1]
+        self.assertTrue(null)
+        bad = collections.Counter(r.wirelen for r in null if r.wirelen != 64)
+        self.assertEqual(dict(bad.most_common(5)), {},
+                         f"{sum(bad.values())} of {len(null)} null:64 frames recorded with "
+                         f"another wire length (length: count); capd {' '.join(run.args)}")
+        self.assertTrue(all(r.caplen == 64 for r in null))
+
+
 class AfPacket(CapdTestCase):
     """Live capture on a veth between two namespaces created here."""
 

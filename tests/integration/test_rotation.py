@@ -110,6 +110,15 @@ class SizeRotation(CapdTestCase):
         self.assertIn(os.path.join(self.out, newest), logged)
         self.assertNoHidden(self.out)
 
+    def test_W_counter_width(self):
+        """tcpdump pads the counter to the width of W-1: -W 11 gives
+        NAME00..NAME10."""
+        run = self.capd(["-q", "--nano", "-i", f"pcap:{self.src},loop", "-c", "30000", "-C",
+                         "1", "-W", "11", "-w", os.path.join(self.out, "w.pcap")])
+        self.assertCapdOk(run, quiet=True)
+        self.assertEqual(sorted(os.listdir(self.out)), [f"w.pcap{i:02d}" for i in range(11)])
+        self.assertNoHidden(self.out)
+
     def test_C_without_W(self):
         """-C 1 alone: NAME, NAME1, NAME2...; all packets, in order; every
         file but the last reached the limit; -z saw each final file whole."""
