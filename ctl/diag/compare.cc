@@ -24,7 +24,8 @@ std::string fmt(const char* f, ...) {
     return buf;
 }
 
-std::string ms(int64_t ns) { return fmt("%.3f ms", static_cast<double>(ns) / 1e6); }
+std::string ms(double ns) { return fmt("%.3f ms", ns / 1e6); }
+std::string ms(int64_t ns) { return ms(static_cast<double>(ns)); }
 
 const char* proto_name(uint8_t p) {
     switch (p) {
@@ -82,29 +83,38 @@ struct DirKey {
     uint8_t proto = 0;
     Endpoint src;
     Endpoint dst;
-    bool operator<(const DirKey& o) const {
-        if (proto != o.proto) return proto < o.proto;
-        if (src != o.src) return src < o.src;
-        return dst < o.dst;
-    }
+    bool operator==(const DirKey& o) const = default;
 };
 
 /* Payload bytes that enter the identity: enough to tell segments of equal
  * length apart, few enough that a short snaplen still covers them. */
 constexpr uint32_t kHashedPayload = 128;
 
+constexpr uint32_t kNone = 0xffffffffu;
+
 struct Rec {
     uint64_t ts = 0;
     uint64_t phash = 0;
     uint32_t frame = 0;
     uint32_t dir = 0;
+    uint32_t next_same = kNone; /* next A record with the same identity */
     bool phash_known = false;
     bool matched = false;
 };
 
+/* A records of one identity, chained in time order through next_same. */
 struct Candidates {
-    std::vector<uint32_t> idx; /* A records in time order */
-    size_t first_open = 0;     /* everything before is matched */
+    uint32_t first_open = kNone; /* first record not yet matched */
+    uint32_t tail = kNone;
+};
+
+struct DirKeyHash {
+    size_t operator()(const DirKey& k) const {
+        uint64_t h = fnv1a(k.src.addr.bytes.data(), 16);
+        h = fnv1a(k.dst.addr.bytes.data(), 16, h);
+        uint32_t w[2] = {static_cast<uint32_t>(k.src.port) << 16 | k.dst.port, k.proto};
+        return fnv1a(reinterpret_cast<const uint8_t*>(w), sizeof w, h);
+    }
 };
 
 struct DirAcc {
@@ -143,7 +153,7 @@ DelayStats stats_of(std::vector<int64_t> v) {
 
 struct Loader {
     const CompareOptions& opt;
-    std::map<DirKey, uint32_t> dir_index;
+    std::unordered_map<DirKey, uint32_t, DirKeyHash> dir_index;
     std::vector<DirAcc> dirs;
     std::unordered_map<IdKey, Candidates, IdKeyHash> by_id;
     std::vector<Rec> recs_a;
@@ -232,24 +242,29 @@ struct Loader {
                 k.flags = p.tcp_flags & 0x3f;
             }
             if (!is_b) {
-                by_id[k].idx.push_back(static_cast<uint32_t>(recs_a.size()));
+                const uint32_t idx = static_cast<uint32_t>(recs_a.size());
+                Candidates& c = by_id[k];
+                if (c.tail == kNone) c.first_open = idx;
+                else recs_a[c.tail].next_same = idx;
+                c.tail = idx;
                 recs_a.push_back(r);
                 continue;
             }
             auto it = by_id.find(k);
             if (it != by_id.end()) {
                 Candidates& c = it->second;
-                while (c.first_open < c.idx.size() && recs_a[c.idx[c.first_open]].matched) {
-                    c.first_open++;
+                while (c.first_open != kNone && recs_a[c.first_open].matched) {
+                    c.first_open = recs_a[c.first_open].next_same;
                 }
-                for (size_t i = c.first_open; i < c.idx.size(); i++) {
-                    Rec& a = recs_a[c.idx[i]];
+                for (uint32_t i = c.first_open; i != kNone; i = recs_a[i].next_same) {
+                    Rec& a = recs_a[i];
                     if (a.matched) continue;
                     if (a.phash_known && r.phash_known && a.phash != r.phash) continue;
                     a.matched = true;
                     r.matched = true;
                     acc.res.matched++;
-                    acc.deltas.push_back(static_cast<int64_t>(r.ts) - static_cast<int64_t>(a.ts));
+                    /* Wraps rather than overflows on absurd timestamps. */
+                    acc.deltas.push_back(static_cast<int64_t>(r.ts - a.ts));
                     break;
                 }
             }
@@ -410,11 +425,11 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
     }
     DelayStats sab = stats_of(ab), sba = stats_of(ba);
     if (sab.count > 0 && sba.count > 0) {
-        const int64_t dab = sab.min;  /* min owd + offset */
-        const int64_t dba = -sba.max; /* min owd - offset */
+        const __int128 dab = sab.min;  /* min owd + offset */
+        const __int128 dba = -static_cast<__int128>(sba.max); /* min owd - offset */
         r.offset_estimated = true;
-        r.offset_ns = (dab - dba) / 2;
-        r.min_owd_ns = (dab + dba) / 2;
+        r.offset_ns = static_cast<int64_t>((dab - dba) / 2);
+        r.min_owd_ns = static_cast<int64_t>((dab + dba) / 2);
     }
     /* Directions matched one way only: use the offset if known, else assume
      * the clocks agree; unmatched flows: which side their hosts are on. */
@@ -431,7 +446,8 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
         Travel t = Travel::kUnknown;
         int64_t from = -1;
         if (m >= 0) {
-            int64_t centred = L.dirs[m].res.delay.median - (r.offset_estimated ? r.offset_ns : 0);
+            const __int128 centred = static_cast<__int128>(L.dirs[m].res.delay.median) -
+                                     (r.offset_estimated ? r.offset_ns : 0);
             t = centred >= 0 ? Travel::kAToB : Travel::kBToA;
             from = m;
         } else {
@@ -464,8 +480,8 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
     const int64_t shift = r.offset_estimated ? r.offset_ns : 0;
     for (const Rec& a : L.recs_a) {
         if (a.matched || L.recs_b.empty()) continue;
-        int64_t at_b = static_cast<int64_t>(a.ts) + shift;
-        if (at_b < static_cast<int64_t>(b_first) || at_b > static_cast<int64_t>(b_last)) {
+        const __int128 at_b = static_cast<__int128>(a.ts) + shift;
+        if (at_b < b_first || at_b > b_last) {
             L.dirs[a.dir].res.a_only_outside_b_span++;
         }
     }
@@ -660,10 +676,10 @@ std::string format_compare_text(const CompareReport& r, const CompareTextOptions
                "with it removed, the minimum one-way delay is " +
                ms(r.min_owd_ns) + " each way";
         if (r.a_to_b.count > 0) {
-            out += ", A->B median " + ms(r.a_to_b.median - r.offset_ns);
+            out += ", A->B median " + ms(static_cast<double>(r.a_to_b.median) - static_cast<double>(r.offset_ns));
         }
         if (r.b_to_a.count > 0) {
-            out += ", B->A median " + ms(r.offset_ns - r.b_to_a.median);
+            out += ", B->A median " + ms(static_cast<double>(r.offset_ns) - static_cast<double>(r.b_to_a.median));
         }
         out += "\n";
     } else if (r.matched > 0) {
