@@ -63,8 +63,8 @@ Result<CaptureFile> CaptureFile::open(const std::string& path) {
     }
 
     char errbuf[PCAP_ERRBUF_SIZE] = "";
-    pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO,
-                                                        errbuf);
+    pcap_t* p =
+        pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO, errbuf);
     if (p == nullptr) {
         std::string msg = errbuf;
         if (contains(msg, "unknown file format")) {
@@ -82,8 +82,8 @@ Result<CaptureFile> CaptureFile::open(const std::string& path) {
     c.handle_ = p;
     c.path_ = path;
     c.linktype_ = pcap_datalink(p);
-    c.pcapng_ = head_len >= 4 && head[0] == 0x0a && head[1] == 0x0d && head[2] == 0x0d &&
-                head[3] == 0x0a;
+    c.pcapng_ =
+        head_len >= 4 && head[0] == 0x0a && head[1] == 0x0d && head[2] == 0x0d && head[3] == 0x0a;
     return c;
 }
 
@@ -136,10 +136,9 @@ ReadStatus CaptureFile::next(RawPacket& out) {
     std::string msg = pcap_geterr(handle_);
     std::string after = "after frame " + std::to_string(frame_);
     if (contains(msg, "truncated dump file") || contains(msg, "truncated pcapng")) {
-        error_ = path_ + ": truncated " + after + " (the last record is cut short: " + msg +
-                 "); " + (frame_ == 1 ? std::string("the 1 complete frame was analysed")
-                                  : "the " + std::to_string(frame_) +
-                                        " complete frames were analysed");
+        error_ = path_ + ": truncated " + after + " (the last record is cut short: " + msg + "); " +
+                 (frame_ == 1 ? std::string("the 1 complete frame was analysed")
+                              : "the " + std::to_string(frame_) + " complete frames were analysed");
         return ReadStatus::kTruncated;
     }
     if (contains(msg, "different from the type of the first interface")) {
@@ -150,7 +149,8 @@ ReadStatus CaptureFile::next(RawPacket& out) {
     }
     if (contains(msg, "snapshot length")) {
         error_ = path_ + ": pcapng interfaces with different snapshot lengths (" + msg + ", " +
-                 after + "); libpcap cannot read such a file: convert it to pcap first "
+                 after +
+                 "); libpcap cannot read such a file: convert it to pcap first "
                  "(editcap -F pcap FILE OUT)";
         return ReadStatus::kError;
     }

@@ -87,7 +87,8 @@ int run_diagnose(const std::vector<std::string>& args, const CliIo& io) {
         } else if (a == "--all") {
             text.all = true;
         } else if (take_value(args, i, "--max-flows", v, missing)) {
-            if (missing) return usage_error(io, "diagnose", "--max-flows needs a value", kDiagnoseUsage);
+            if (missing)
+                return usage_error(io, "diagnose", "--max-flows needs a value", kDiagnoseUsage);
             if (!parse_u32(v, opt.max_flows) || opt.max_flows == 0) {
                 return usage_error(io, "diagnose", "--max-flows '" + v + "': expected a count > 0",
                                    kDiagnoseUsage);
@@ -135,7 +136,8 @@ int run_compare(const std::vector<std::string>& args, const CliIo& io) {
         } else if (a == "--ignore-ip-id") {
             opt.ignore_ip_id = true;
         } else if (take_value(args, i, "--nat", v, missing)) {
-            if (missing) return usage_error(io, "compare", "--nat needs A_ADDR=B_ADDR", kCompareUsage);
+            if (missing)
+                return usage_error(io, "compare", "--nat needs A_ADDR=B_ADDR", kCompareUsage);
             auto rule = parse_nat_rule(v);
             if (!rule) return usage_error(io, "compare", rule.error(), kCompareUsage);
             opt.nat.push_back(*rule);
@@ -150,10 +152,10 @@ int run_compare(const std::vector<std::string>& args, const CliIo& io) {
         }
     }
     if (files.size() != 2) {
-        return usage_error(io, "compare",
-                           "expected two capture files (A and B), got " +
-                               std::to_string(files.size()),
-                           kCompareUsage);
+        return usage_error(
+            io, "compare",
+            "expected two capture files (A and B), got " + std::to_string(files.size()),
+            kCompareUsage);
     }
     CompareReport r = compare_files(files[0], files[1], opt);
     for (const FileReport* f : {&r.a, &r.b}) {

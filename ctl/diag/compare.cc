@@ -29,11 +29,16 @@ std::string ms(int64_t ns) { return ms(static_cast<double>(ns)); }
 
 const char* proto_name(uint8_t p) {
     switch (p) {
-        case kProtoTcp: return "TCP";
-        case kProtoUdp: return "UDP";
-        case kProtoIcmp: return "ICMP";
-        case kProtoIcmpv6: return "ICMPv6";
-        default: return nullptr;
+        case kProtoTcp:
+            return "TCP";
+        case kProtoUdp:
+            return "UDP";
+        case kProtoIcmp:
+            return "ICMP";
+        case kProtoIcmpv6:
+            return "ICMPv6";
+        default:
+            return nullptr;
     }
 }
 
@@ -71,7 +76,10 @@ struct IdKeyHash {
     size_t operator()(const IdKey& k) const {
         uint64_t h = fnv1a(k.src.bytes.data(), 16);
         h = fnv1a(k.dst.bytes.data(), 16, h);
-        uint32_t w[6] = {k.ip_id, k.seq, k.ack, k.payload_len,
+        uint32_t w[6] = {k.ip_id,
+                         k.seq,
+                         k.ack,
+                         k.payload_len,
                          static_cast<uint32_t>(k.sport) << 16 | k.dport,
                          static_cast<uint32_t>(k.frag_offset) << 16 |
                              static_cast<uint32_t>(k.proto) << 8 | k.flags};
@@ -175,8 +183,8 @@ struct Loader {
     }
 
     /* Reads one capture; for B, matches each packet against A's. */
-    void load(const std::string& path, bool is_b, FileReport& fr, uint64_t& ip,
-              uint64_t& skipped, uint64_t& first_ts, uint64_t& last_ts) {
+    void load(const std::string& path, bool is_b, FileReport& fr, uint64_t& ip, uint64_t& skipped,
+              uint64_t& first_ts, uint64_t& last_ts) {
         fr.path = path;
         auto cf = CaptureFile::open(path);
         if (!cf) {
@@ -244,8 +252,10 @@ struct Loader {
             if (!is_b) {
                 const uint32_t idx = static_cast<uint32_t>(recs_a.size());
                 Candidates& c = by_id[k];
-                if (c.tail == kNone) c.first_open = idx;
-                else recs_a[c.tail].next_same = idx;
+                if (c.tail == kNone)
+                    c.first_open = idx;
+                else
+                    recs_a[c.tail].next_same = idx;
                 c.tail = idx;
                 recs_a.push_back(r);
                 continue;
@@ -289,12 +299,13 @@ std::string host_or_endpoint(const Endpoint& e, bool with_port, bool has_ports) 
 Result<NatRule> parse_nat_rule(std::string_view text) {
     size_t eq = text.find('=');
     if (eq == std::string_view::npos) {
-        return make_error("--nat '" + std::string(text) + "': expected A_ADDR[:PORT]=B_ADDR[:PORT]");
+        return make_error("--nat '" + std::string(text) +
+                          "': expected A_ADDR[:PORT]=B_ADDR[:PORT]");
     }
     NatRule r;
     if (!parse_endpoint(text.substr(0, eq), r.a, r.a_port)) {
-        return make_error("--nat '" + std::string(text) + "': '" +
-                          std::string(text.substr(0, eq)) + "' is not an address[:port]");
+        return make_error("--nat '" + std::string(text) + "': '" + std::string(text.substr(0, eq)) +
+                          "' is not an address[:port]");
     }
     if (!parse_endpoint(text.substr(eq + 1), r.b, r.b_port)) {
         return make_error("--nat '" + std::string(text) + "': '" +
@@ -316,13 +327,12 @@ std::string finding_text(const Finding& f, size_t max_frames) {
         frames += (i ? ", " : "") + std::to_string(f.frames[i]);
     }
     if (f.frames.size() > max_frames) frames += ", …";
-    const std::string frame_word = std::string(f.seen_at_a ? "" : "B ") +
-                                   (f.missing == 1 ? "frame " : "frames ");
+    const std::string frame_word =
+        std::string(f.seen_at_a ? "" : "B ") + (f.missing == 1 ? "frame " : "frames ");
     std::string out;
     if (f.missing == f.total) {
-        out = who + " seen at " + seen + ", never at " + other + " (" +
-              std::to_string(f.missing) + (f.missing == 1 ? " packet: " : " packets: ") +
-              frame_word + frames + ")";
+        out = who + " seen at " + seen + ", never at " + other + " (" + std::to_string(f.missing) +
+              (f.missing == 1 ? " packet: " : " packets: ") + frame_word + frames + ")";
     } else {
         out = std::to_string(f.missing) + " of " + std::to_string(f.total) + " " + who +
               " seen at " + seen + " were never seen at " + other + " (" + frame_word + frames +
@@ -331,12 +341,13 @@ std::string finding_text(const Finding& f, size_t max_frames) {
     const bool toward_other = f.seen_at_a ? f.travel == Travel::kAToB : f.travel == Travel::kBToA;
     const bool from_other = f.seen_at_a ? f.travel == Travel::kBToA : f.travel == Travel::kAToB;
     if (toward_other) {
-        out += fmt(": they travel %s->%s, so they were dropped between the two points", seen,
-                   other);
+        out +=
+            fmt(": they travel %s->%s, so they were dropped between the two points", seen, other);
     } else if (from_other) {
-        out += fmt(": they travel %s->%s, yet %s never saw them: something between the points "
-                   "sent them (a firewall's or load balancer's RST?)",
-                   other, seen, other);
+        out +=
+            fmt(": they travel %s->%s, yet %s never saw them: something between the points "
+                "sent them (a firewall's or load balancer's RST?)",
+                other, seen, other);
     }
     return out;
 }
@@ -388,11 +399,16 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
             used[rev] = true;
         }
         bool forward_is_client;
-        if (L.dirs[i].saw_syn) forward_is_client = true;
-        else if (rev >= 0 && L.dirs[rev].saw_syn) forward_is_client = false;
-        else forward_is_client = d.src.port >= d.dst.port;
-        if (forward_is_client) flows_idx.emplace_back(i, rev);
-        else flows_idx.emplace_back(rev, i);
+        if (L.dirs[i].saw_syn)
+            forward_is_client = true;
+        else if (rev >= 0 && L.dirs[rev].saw_syn)
+            forward_is_client = false;
+        else
+            forward_is_client = d.src.port >= d.dst.port;
+        if (forward_is_client)
+            flows_idx.emplace_back(i, rev);
+        else
+            flows_idx.emplace_back(rev, i);
     }
 
     /* Travel: of two matched directions, the one with the larger tB - tA
@@ -413,7 +429,7 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
     for (auto [f, b] : flows_idx) {
         if (f >= 0 && b >= 0 && L.dirs[f].res.matched > 0 && L.dirs[b].res.matched > 0) {
             Travel tf = L.dirs[f].res.delay.median >= L.dirs[b].res.delay.median ? Travel::kAToB
-                                                                                  : Travel::kBToA;
+                                                                                 : Travel::kBToA;
             set_travel(f, tf, false);
             set_travel(b, opposite(tf), false);
         }
@@ -425,7 +441,7 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
     }
     DelayStats sab = stats_of(ab), sba = stats_of(ba);
     if (sab.count > 0 && sba.count > 0) {
-        const __int128 dab = sab.min;  /* min owd + offset */
+        const __int128 dab = sab.min;                         /* min owd + offset */
         const __int128 dba = -static_cast<__int128>(sba.max); /* min owd - offset */
         r.offset_estimated = true;
         r.offset_ns = static_cast<int64_t>((dab - dba) / 2);
@@ -505,8 +521,8 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
             for (int side = 0; side < 2; side++) {
                 const auto& frames = side == 0 ? d.a_only_frames : d.b_only_frames;
                 if (frames.empty()) continue;
-                std::string key = std::to_string(side) + "|" + std::to_string(d.proto) + "|" +
-                                  from + "|" + to;
+                std::string key =
+                    std::to_string(side) + "|" + std::to_string(d.proto) + "|" + from + "|" + to;
                 Group& g = groups[key];
                 g.f.seen_at_a = side == 0;
                 g.f.proto = d.proto;
@@ -560,18 +576,19 @@ CompareReport compare_files(const std::string& path_a, const std::string& path_b
         return fc.dir[0].a_only_frames.size() + fc.dir[0].b_only_frames.size() +
                fc.dir[1].a_only_frames.size() + fc.dir[1].b_only_frames.size();
     };
-    std::stable_sort(r.flows.begin(), r.flows.end(),
-                     [&](const FlowComparison& x, const FlowComparison& y) {
-                         return lost(x) > lost(y);
-                     });
+    std::stable_sort(
+        r.flows.begin(), r.flows.end(),
+        [&](const FlowComparison& x, const FlowComparison& y) { return lost(x) > lost(y); });
 
     if (r.ip_b == 0 && r.ip_a > 0) {
-        r.notes.push_back("B holds no IP packets at all: was its capture running, on the "
-                          "interface the traffic takes, with a filter that lets it through?");
+        r.notes.push_back(
+            "B holds no IP packets at all: was its capture running, on the "
+            "interface the traffic takes, with a filter that lets it through?");
     } else if (r.matched == 0 && r.ip_a > 0 && r.ip_b > 0) {
-        r.notes.push_back("no packet matched: are these captures of the same traffic? With NAT "
-                          "between the points, map the addresses with --nat A_ADDR=B_ADDR; if a "
-                          "middlebox rewrites the IPv4 ID, add --ignore-ip-id");
+        r.notes.push_back(
+            "no packet matched: are these captures of the same traffic? With NAT "
+            "between the points, map the addresses with --nat A_ADDR=B_ADDR; if a "
+            "middlebox rewrites the IPv4 ID, add --ignore-ip-id");
     }
     uint64_t outside = 0;
     for (const auto& fc : r.flows) {
@@ -603,9 +620,12 @@ std::string delay_text(const DelayStats& s) {
 
 const char* travel_text(Travel t) {
     switch (t) {
-        case Travel::kAToB: return "A->B";
-        case Travel::kBToA: return "B->A";
-        default: return "?";
+        case Travel::kAToB:
+            return "A->B";
+        case Travel::kBToA:
+            return "B->A";
+        default:
+            return "?";
     }
 }
 
@@ -617,8 +637,8 @@ std::string frames_text(const std::vector<uint32_t>& v, size_t max) {
 }
 
 std::string nat_text(const NatRule& n) {
-    return (n.a_port ? to_string(n.a) : to_string(n.a.addr)) + " (A) = " +
-           (n.b_port ? to_string(n.b) : to_string(n.b.addr)) + " (B)";
+    return (n.a_port ? to_string(n.a) : to_string(n.a.addr)) +
+           " (A) = " + (n.b_port ? to_string(n.b) : to_string(n.b.addr)) + " (B)";
 }
 
 std::string direction_line(const DirectionResult& d, const CompareTextOptions& opt) {
@@ -626,8 +646,9 @@ std::string direction_line(const DirectionResult& d, const CompareTextOptions& o
     if (d.src_b != d.src || d.dst_b != d.dst) {
         name += " (at B " + to_string(d.src_b) + " -> " + to_string(d.dst_b) + ")";
     }
-    std::string out = "    " + name + fmt(": A %" PRIu64 ", B %" PRIu64 ", matched %" PRIu64,
-                                           d.at_a, d.at_b, d.matched);
+    std::string out =
+        "    " + name +
+        fmt(": A %" PRIu64 ", B %" PRIu64 ", matched %" PRIu64, d.at_a, d.at_b, d.matched);
     if (!d.a_only_frames.empty()) {
         out += fmt(", A only %zu (frames %s)", d.a_only_frames.size(),
                    frames_text(d.a_only_frames, opt.max_frames).c_str());
@@ -654,8 +675,8 @@ std::string format_compare_text(const CompareReport& r, const CompareTextOptions
             out += fmt("%s %s: unreadable\n", name, f->path.c_str());
             continue;
         }
-        out += fmt("%s %s: %s, %s, %" PRIu64 " frames (%" PRIu64 " IP)%s\n", name,
-                   f->path.c_str(), f->pcapng ? "pcapng" : "pcap", f->linktype.c_str(), f->frames,
+        out += fmt("%s %s: %s, %s, %" PRIu64 " frames (%" PRIu64 " IP)%s\n", name, f->path.c_str(),
+                   f->pcapng ? "pcapng" : "pcap", f->linktype.c_str(), f->frames,
                    f == &r.a ? r.ip_a : r.ip_b, f->truncated ? ", truncated" : "");
     }
     if (compare_exit_status(r) == 1) {
@@ -663,9 +684,9 @@ std::string format_compare_text(const CompareReport& r, const CompareTextOptions
         return out;
     }
     for (const NatRule& n : r.nat) out += "NAT: " + nat_text(n) + "\n";
-    out += fmt("matched %" PRIu64 " packets; %" PRIu64 " seen only at A; %" PRIu64
-               " seen only at B\n",
-               r.matched, r.a_only, r.b_only);
+    out +=
+        fmt("matched %" PRIu64 " packets; %" PRIu64 " seen only at A; %" PRIu64 " seen only at B\n",
+            r.matched, r.a_only, r.b_only);
 
     out += "\nDelay tB - tA (raw: timestamps as the two captures recorded them):\n";
     out += "  packets travelling A->B: " + delay_text(r.a_to_b) + "\n";
@@ -676,20 +697,25 @@ std::string format_compare_text(const CompareReport& r, const CompareTextOptions
                "with it removed, the minimum one-way delay is " +
                ms(r.min_owd_ns) + " each way";
         if (r.a_to_b.count > 0) {
-            out += ", A->B median " + ms(static_cast<double>(r.a_to_b.median) - static_cast<double>(r.offset_ns));
+            out += ", A->B median " +
+                   ms(static_cast<double>(r.a_to_b.median) - static_cast<double>(r.offset_ns));
         }
         if (r.b_to_a.count > 0) {
-            out += ", B->A median " + ms(static_cast<double>(r.offset_ns) - static_cast<double>(r.b_to_a.median));
+            out += ", B->A median " +
+                   ms(static_cast<double>(r.offset_ns) - static_cast<double>(r.b_to_a.median));
         }
         out += "\n";
     } else if (r.matched > 0) {
-        out += "  clock offset not removed: packets matched in one direction only, so the "
-               "offset cannot be told apart from the delay; the figures are only one-way delays "
-               "if the two clocks agree\n";
+        out +=
+            "  clock offset not removed: packets matched in one direction only, so the "
+            "offset cannot be told apart from the delay; the figures are only one-way delays "
+            "if the two clocks agree\n";
     }
 
     if (!r.flows.empty()) {
-        out += "\nPer flow (A's addresses; client -> server first):\n";
+        out +=
+            "\nPer flow (A's addresses; client -> server first; \"travels A->B?\": inferred, "
+            "not measured):\n";
         size_t shown = 0;
         for (const auto& fc : r.flows) {
             if (shown++ == opt.max_flows) {
@@ -711,7 +737,8 @@ std::string format_compare_text(const CompareReport& r, const CompareTextOptions
                                "seen at B was seen at A\n"
                              : "VERDICT: no packets to compare\n";
     } else {
-        for (const auto& f : r.findings) out += "VERDICT: " + finding_text(f, opt.max_frames) + "\n";
+        for (const auto& f : r.findings)
+            out += "VERDICT: " + finding_text(f, opt.max_frames) + "\n";
     }
     return out;
 }

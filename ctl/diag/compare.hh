@@ -18,9 +18,8 @@
  */
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,10 +86,10 @@ struct FlowComparison {
 struct Finding {
     bool seen_at_a = true; /* true: seen at A, missing at B */
     uint8_t proto = 0;
-    std::string from;      /* "198.18.1.5" or "198.18.0.10:3306" */
+    std::string from; /* "198.18.1.5" or "198.18.0.10:3306" */
     std::string to;
     uint64_t missing = 0;
-    uint64_t total = 0;    /* packets of these directions at the point that saw them */
+    uint64_t total = 0;           /* packets of these directions at the point that saw them */
     std::vector<uint32_t> frames; /* in the capture that saw them */
     Travel travel = Travel::kUnknown;
 };

@@ -71,38 +71,58 @@ std::string frame_label(FrameRef f, const std::vector<std::string>& files) {
 
 const char* verdict_name(Verdict v) {
     switch (v) {
-        case Verdict::kRefused: return "REFUSED";
-        case Verdict::kUnanswered: return "UNANSWERED";
-        case Verdict::kReset: return "RESET";
-        case Verdict::kHalfOpen: return "HALF-OPEN";
-        case Verdict::kRetransmissions: return "RETRANSMISSIONS";
-        case Verdict::kZeroWindow: return "ZERO-WINDOW";
-        case Verdict::kDupAcks: return "DUP-ACKS";
-        case Verdict::kMidStream: return "MID-STREAM";
-        case Verdict::kOk: return "OK";
+        case Verdict::kRefused:
+            return "REFUSED";
+        case Verdict::kUnanswered:
+            return "UNANSWERED";
+        case Verdict::kReset:
+            return "RESET";
+        case Verdict::kHalfOpen:
+            return "HALF-OPEN";
+        case Verdict::kRetransmissions:
+            return "RETRANSMISSIONS";
+        case Verdict::kZeroWindow:
+            return "ZERO-WINDOW";
+        case Verdict::kDupAcks:
+            return "DUP-ACKS";
+        case Verdict::kMidStream:
+            return "MID-STREAM";
+        case Verdict::kOk:
+            return "OK";
     }
     return "?";
 }
 
 const char* handshake_name(Handshake h) {
     switch (h) {
-        case Handshake::kComplete: return "complete";
-        case Handshake::kPartial: return "complete (partly captured)";
-        case Handshake::kRefused: return "refused";
-        case Handshake::kUnanswered: return "unanswered";
-        case Handshake::kHalfOpen: return "half-open";
-        case Handshake::kMidStream: return "not captured (mid-stream)";
+        case Handshake::kComplete:
+            return "complete";
+        case Handshake::kPartial:
+            return "complete (partly captured)";
+        case Handshake::kRefused:
+            return "refused";
+        case Handshake::kUnanswered:
+            return "unanswered";
+        case Handshake::kHalfOpen:
+            return "half-open";
+        case Handshake::kMidStream:
+            return "not captured (mid-stream)";
     }
     return "?";
 }
 
 const char* close_name(Close c) {
     switch (c) {
-        case Close::kFinBoth: return "FIN/FIN";
-        case Close::kFinClient: return "FIN from client only";
-        case Close::kFinServer: return "FIN from server only";
-        case Close::kRst: return "RST";
-        case Close::kOpen: return "open";
+        case Close::kFinBoth:
+            return "FIN/FIN";
+        case Close::kFinClient:
+            return "FIN from client only";
+        case Close::kFinServer:
+            return "FIN from server only";
+        case Close::kRst:
+            return "RST";
+        case Close::kOpen:
+            return "open";
     }
     return "?";
 }
@@ -125,29 +145,37 @@ ConnSummary summarize(const TcpConn& c, uint64_t capture_end_ns,
     }
 
     if (c.syn_count > 0) {
-        if (c.handshake_done) s.handshake = Handshake::kComplete;
-        else if (c.synack_count > 0) s.handshake = Handshake::kHalfOpen;
-        else if (sd.rsts > 0 && !c.server_spoke) s.handshake = Handshake::kRefused;
-        else if (c.server_spoke) s.handshake = Handshake::kPartial;
-        else s.handshake = Handshake::kUnanswered;
+        if (c.handshake_done)
+            s.handshake = Handshake::kComplete;
+        else if (c.synack_count > 0)
+            s.handshake = Handshake::kHalfOpen;
+        else if (sd.rsts > 0 && !c.server_spoke)
+            s.handshake = Handshake::kRefused;
+        else if (c.server_spoke)
+            s.handshake = Handshake::kPartial;
+        else
+            s.handshake = Handshake::kUnanswered;
     } else if (c.synack_count > 0) {
         s.handshake = c.handshake_done ? Handshake::kPartial : Handshake::kHalfOpen;
     } else {
         s.handshake = Handshake::kMidStream;
     }
 
-    if (c.reset) s.close = Close::kRst;
-    else if (cd.fin && sd.fin) s.close = Close::kFinBoth;
-    else if (cd.fin) s.close = Close::kFinClient;
-    else if (sd.fin) s.close = Close::kFinServer;
+    if (c.reset)
+        s.close = Close::kRst;
+    else if (cd.fin && sd.fin)
+        s.close = Close::kFinBoth;
+    else if (cd.fin)
+        s.close = Close::kFinClient;
+    else if (sd.fin)
+        s.close = Close::kFinServer;
 
     /* Every finding, in severity order; the first is the verdict. */
     std::vector<std::pair<Verdict, std::string>> found;
 
     if (s.handshake == Handshake::kRefused) {
-        found.emplace_back(Verdict::kRefused,
-                           "SYN answered by RST from server (" +
-                               plural(c.syn_count, "attempt", "attempts") + ")");
+        found.emplace_back(Verdict::kRefused, "SYN answered by RST from server (" +
+                                                  plural(c.syn_count, "attempt", "attempts") + ")");
     }
     if (s.handshake == Handshake::kUnanswered) {
         const uint32_t retries = c.syn_count - 1;
@@ -183,9 +211,10 @@ ConnSummary summarize(const TcpConn& c, uint64_t capture_end_ns,
         text += " (" + frame_label(c.rst_frame, files) + ")";
         const TcpDirection& rsd = c.dir[rd];
         if (rsd.ttl_known && rsd.ttl != c.rst_ttl) {
-            text += fmt("; the RST has TTL %u but the %s's other packets TTL %u: it may come "
-                        "from a device in the path",
-                        c.rst_ttl, side_name(c, rd), rsd.ttl);
+            text +=
+                fmt("; the RST has TTL %u but the %s's other packets TTL %u: it may come "
+                    "from a device in the path",
+                    c.rst_ttl, side_name(c, rd), rsd.ttl);
         }
         found.emplace_back(Verdict::kReset, text);
     }
@@ -210,18 +239,18 @@ ConnSummary summarize(const TcpConn& c, uint64_t capture_end_ns,
             }
             parts.back() += frame_list(frames, rtx, files) + ")";
         }
-        if (c.syn_count > 1 && (s.handshake == Handshake::kComplete ||
-                                s.handshake == Handshake::kHalfOpen ||
-                                s.handshake == Handshake::kPartial)) {
-            double took = static_cast<double>(c.synack_ts > c.syn_ts[0]
-                                                  ? c.synack_ts - c.syn_ts[0]
-                                                  : 0) / 1e9;
+        if (c.syn_count > 1 &&
+            (s.handshake == Handshake::kComplete || s.handshake == Handshake::kHalfOpen ||
+             s.handshake == Handshake::kPartial)) {
+            double took =
+                static_cast<double>(c.synack_ts > c.syn_ts[0] ? c.synack_ts - c.syn_ts[0] : 0) /
+                1e9;
             parts.push_back(plural(c.syn_count - 1, "SYN retry", "SYN retries") +
                             " before the SYN-ACK (connect took " + seconds_label(took) + ")");
         }
         if (c.synack_count > 1 && s.handshake != Handshake::kHalfOpen) {
-            parts.push_back(plural(c.synack_count - 1, "SYN-ACK retransmission",
-                                   "SYN-ACK retransmissions"));
+            parts.push_back(
+                plural(c.synack_count - 1, "SYN-ACK retransmission", "SYN-ACK retransmissions"));
         }
         if (!parts.empty()) {
             std::string text;
@@ -257,12 +286,15 @@ ConnSummary summarize(const TcpConn& c, uint64_t capture_end_ns,
     std::stable_sort(found.begin(), found.end(),
                      [](const auto& a, const auto& b) { return a.first < b.first; });
     if (found.empty() || found.front().first == Verdict::kMidStream) {
-        std::string text = std::string(found.empty() ? "" : "mid-stream, ") +
-                           fmt("%" PRIu64 " B client->server, %" PRIu64 " B server->client",
-                               cd.bytes, sd.bytes);
-        if (s.close == Close::kOpen) text += ", still open at the end of the capture";
-        else if (s.close == Close::kRst) text += ", closed by RST after both FINs";
-        else text += std::string(", closed ") + close_name(s.close);
+        std::string text =
+            std::string(found.empty() ? "" : "mid-stream, ") +
+            fmt("%" PRIu64 " B client->server, %" PRIu64 " B server->client", cd.bytes, sd.bytes);
+        if (s.close == Close::kOpen)
+            text += ", still open at the end of the capture";
+        else if (s.close == Close::kRst)
+            text += ", closed by RST after both FINs";
+        else
+            text += std::string(", closed ") + close_name(s.close);
         s.verdict = found.empty() ? Verdict::kOk : Verdict::kMidStream;
         s.reason = text;
     } else {
@@ -342,8 +374,12 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const Diagn
                 case DecodeStatus::kOk:
                     if (!tracker.update(dp, rp.ts_ns, FrameRef{fi, rp.frame})) r.other_ip++;
                     break;
-                case DecodeStatus::kNotIp: r.not_ip++; break;
-                default: r.undecodable++; break;
+                case DecodeStatus::kNotIp:
+                    r.not_ip++;
+                    break;
+                default:
+                    r.undecodable++;
+                    break;
             }
         }
         fr.frames = cf->frames();
@@ -395,15 +431,24 @@ std::vector<std::string> file_names(const DiagnoseReport& r) {
 
 const char* verdict_phrase(Verdict v) {
     switch (v) {
-        case Verdict::kRefused: return "refused";
-        case Verdict::kUnanswered: return "unanswered";
-        case Verdict::kReset: return "reset";
-        case Verdict::kHalfOpen: return "half-open";
-        case Verdict::kRetransmissions: return "with retransmissions";
-        case Verdict::kZeroWindow: return "with a zero window";
-        case Verdict::kDupAcks: return "with duplicate ACK runs";
-        case Verdict::kMidStream: return "mid-stream";
-        case Verdict::kOk: return "ok";
+        case Verdict::kRefused:
+            return "refused";
+        case Verdict::kUnanswered:
+            return "unanswered";
+        case Verdict::kReset:
+            return "reset";
+        case Verdict::kHalfOpen:
+            return "half-open";
+        case Verdict::kRetransmissions:
+            return "with retransmissions";
+        case Verdict::kZeroWindow:
+            return "with a zero window";
+        case Verdict::kDupAcks:
+            return "with duplicate ACK runs";
+        case Verdict::kMidStream:
+            return "mid-stream";
+        case Verdict::kOk:
+            return "ok";
     }
     return "?";
 }
@@ -466,8 +511,8 @@ std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt
     for (const auto& c : r.connections) problems += is_problem(c.summary.verdict);
     out += fmt("%" PRIu64 " frames: %" PRIu64 " TCP, %" PRIu64 " other IP, %" PRIu64
                " not IP, %" PRIu64 " undecodable; %zu TCP connection%s, %zu with problems\n",
-               r.frames, r.tcp_packets, r.other_ip, r.not_ip, r.undecodable,
-               r.connections.size(), r.connections.size() == 1 ? "" : "s", problems);
+               r.frames, r.tcp_packets, r.other_ip, r.not_ip, r.undecodable, r.connections.size(),
+               r.connections.size() == 1 ? "" : "s", problems);
     if (r.evicted > 0) {
         out += fmt("warning: the flow table (%u connections) was full: %" PRIu64
                    " connections were evicted; a connection whose packets came after its "

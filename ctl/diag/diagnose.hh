@@ -10,9 +10,8 @@
  */
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -22,26 +21,26 @@ namespace linecap::ctl::diag {
 
 /* Most severe first: the order of the ranking. */
 enum class Verdict : uint8_t {
-    kRefused,         /* SYN answered by RST */
-    kUnanswered,      /* SYN (retried or not), nothing back */
-    kReset,           /* RST after the handshake, or from the client during it */
-    kHalfOpen,        /* SYN/SYN-ACK, no final ACK */
+    kRefused,    /* SYN answered by RST */
+    kUnanswered, /* SYN (retried or not), nothing back */
+    kReset,      /* RST after the handshake, or from the client during it */
+    kHalfOpen,   /* SYN/SYN-ACK, no final ACK */
     kRetransmissions,
     kZeroWindow,
-    kDupAcks,         /* a run of 3 or more duplicate ACKs */
-    kMidStream,       /* handshake not captured, nothing wrong seen */
+    kDupAcks,   /* a run of 3 or more duplicate ACKs */
+    kMidStream, /* handshake not captured, nothing wrong seen */
     kOk,
 };
 const char* verdict_name(Verdict v); /* "REFUSED", "UNANSWERED", ... */
 inline bool is_problem(Verdict v) { return v < Verdict::kMidStream; }
 
 enum class Handshake : uint8_t {
-    kComplete,   /* SYN, SYN-ACK, ACK */
-    kPartial,    /* completed, but the SYN or SYN-ACK was not captured */
+    kComplete, /* SYN, SYN-ACK, ACK */
+    kPartial,  /* completed, but the SYN or SYN-ACK was not captured */
     kRefused,
     kUnanswered,
     kHalfOpen,
-    kMidStream,  /* neither SYN nor SYN-ACK captured */
+    kMidStream, /* neither SYN nor SYN-ACK captured */
 };
 const char* handshake_name(Handshake h); /* "complete", "refused", ... */
 
@@ -89,13 +88,13 @@ struct DiagnoseReport {
     std::vector<FileReport> files;
     uint64_t frames = 0;
     uint64_t tcp_packets = 0;
-    uint64_t other_ip = 0;    /* IP but not TCP, or TCP fragments */
+    uint64_t other_ip = 0; /* IP but not TCP, or TCP fragments */
     uint64_t not_ip = 0;
     uint64_t undecodable = 0; /* truncated or malformed headers */
     uint64_t first_ts = 0;
     uint64_t last_ts = 0;
     uint32_t max_flows = 0;
-    uint64_t evicted = 0; /* connections pushed out of the full table */
+    uint64_t evicted = 0;                /* connections pushed out of the full table */
     std::vector<ConnResult> connections; /* ranked: problems first */
 };
 
@@ -111,14 +110,21 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths,
 int diagnose_exit_status(const DiagnoseReport& r);
 
 struct TextOptions {
-    bool all = false;       /* list every healthy connection */
+    bool all = false;        /* list every healthy connection */
     size_t max_healthy = 20; /* otherwise list at most this many */
 };
 
 /* The human report: a header, ranked problem connections with a detail line
  * each, healthy connections, and a final "VERDICT:" line. */
 std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt = {});
-/* The same as JSON (schema in capdiag --help). */
+/* The same as JSON: {"files": [...], "frames", "tcp_packets", ..., "evicted",
+ * "connections": [{"client", "server", "verdict", "reason", "notes",
+ * "handshake", "syn_retries", "syn_intervals_s", "close", "reset": {"by",
+ * "endpoint", "bytes_client_to_server", "bytes_server_to_client", "frame"} or
+ * null, "client_to_server"/"server_to_client": {"bytes", "retransmissions",
+ * "retransmission_frames", "dup_acks", "zero_windows", ...}, ...}],
+ * "summary": {"connections", "problems", "by_verdict"}, "verdict"}. Frame
+ * numbers run across the files in the order given (as mergecap -a would). */
 nlohmann::json diagnose_json(const DiagnoseReport& r);
 
 /* "frame 12" for one file, "b.pcap#12" when several files were read. */

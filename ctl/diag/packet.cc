@@ -140,17 +140,19 @@ DecodeStatus decode_ipv6(const uint8_t* p, uint32_t caplen, DecodedPacket& out) 
 DecodeStatus decode_ip(const uint8_t* p, uint32_t caplen, DecodedPacket& out) {
     if (caplen < 1) return DecodeStatus::kTruncated;
     switch (p[0] >> 4) {
-        case 4: return decode_ipv4(p, caplen, out);
-        case 6: return decode_ipv6(p, caplen, out);
-        default: return DecodeStatus::kNotIp;
+        case 4:
+            return decode_ipv4(p, caplen, out);
+        case 6:
+            return decode_ipv6(p, caplen, out);
+        default:
+            return DecodeStatus::kNotIp;
     }
 }
 
 DecodeStatus decode_ethertype(uint16_t type, const uint8_t* p, uint32_t caplen,
                               DecodedPacket& out) {
     /* Skip any stack of VLAN tags: each is TCI(2) + inner type(2). */
-    for (int tags = 0; type == kEtherVlan || type == kEtherQinQ || type == kEtherQinQOld;
-         tags++) {
+    for (int tags = 0; type == kEtherVlan || type == kEtherQinQ || type == kEtherQinQOld; tags++) {
         if (tags == 8) return DecodeStatus::kMalformed;
         if (caplen < 4) return DecodeStatus::kTruncated;
         type = rd16(p + 2);
@@ -175,8 +177,10 @@ bool linktype_supported(int lt) {
         case kDltLinuxSll:
         case kDltIpv4:
         case kDltIpv6:
-        case kDltLinuxSll2: return true;
-        default: return false;
+        case kDltLinuxSll2:
+            return true;
+        default:
+            return false;
     }
 }
 
@@ -196,14 +200,16 @@ DecodeStatus decode_packet(int linktype, const uint8_t* f, uint32_t caplen, Deco
         case kDltRawOpenBsd:
         case kLinktypeRaw:
         case kDltIpv4:
-        case kDltIpv6: return decode_ip(f, caplen, out);
+        case kDltIpv6:
+            return decode_ip(f, caplen, out);
         case kDltNull:
         case kDltLoop:
             /* 4-byte address family in host or network order; the IP
              * version nibble says enough. */
             if (caplen < 4) return DecodeStatus::kTruncated;
             return decode_ip(f + 4, caplen - 4, out);
-        default: return DecodeStatus::kUnsupportedLink;
+        default:
+            return DecodeStatus::kUnsupportedLink;
     }
 }
 

@@ -64,11 +64,11 @@ enum : uint8_t { kProtoIcmp = 1, kProtoTcp = 6, kProtoUdp = 17, kProtoIcmpv6 = 5
 struct DecodedPacket {
     IpAddress src;
     IpAddress dst;
-    uint8_t proto = 0;     /* transport protocol after extension headers */
-    uint8_t ttl = 0;       /* TTL or hop limit */
+    uint8_t proto = 0; /* transport protocol after extension headers */
+    uint8_t ttl = 0;   /* TTL or hop limit */
     bool has_ip_id = false;
-    bool fragment = false; /* not the first fragment, or a first fragment with MF */
-    uint32_t ip_id = 0;    /* IPv4 identification, or IPv6 fragment id */
+    bool fragment = false;    /* not the first fragment, or a first fragment with MF */
+    uint32_t ip_id = 0;       /* IPv4 identification, or IPv6 fragment id */
     uint16_t frag_offset = 0; /* in bytes */
     bool has_ports = false;   /* TCP or UDP header decoded */
     uint16_t sport = 0;
@@ -87,10 +87,10 @@ struct DecodedPacket {
 };
 
 enum class DecodeStatus : uint8_t {
-    kOk,          /* IP decoded; transport decoded if has_ports */
-    kNotIp,       /* ARP, LLDP, ... */
-    kTruncated,   /* cut before the end of the IP or transport header */
-    kMalformed,   /* a header length field that cannot be right */
+    kOk,        /* IP decoded; transport decoded if has_ports */
+    kNotIp,     /* ARP, LLDP, ... */
+    kTruncated, /* cut before the end of the IP or transport header */
+    kMalformed, /* a header length field that cannot be right */
     kUnsupportedLink,
 };
 
@@ -99,8 +99,7 @@ enum class DecodeStatus : uint8_t {
 bool linktype_supported(int linktype);
 
 /* Decodes one frame. On kOk, out's pointers point into frame. */
-DecodeStatus decode_packet(int linktype, const uint8_t* frame, uint32_t caplen,
-                           DecodedPacket& out);
+DecodeStatus decode_packet(int linktype, const uint8_t* frame, uint32_t caplen, DecodedPacket& out);
 
 /* Sequence-space comparisons (RFC 1982 serial arithmetic on 32 bits). */
 inline bool seq_lt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) < 0; }

@@ -66,8 +66,7 @@ void tcp_conn_update(TcpConn& c, int d, const DecodedPacket& p, uint64_t ts, Fra
     }
 
     if (syn && !ack) {
-        if (c.role_basis != TcpConn::RoleBasis::kSyn && c.syn_count == 0 &&
-            c.synack_count == 0) {
+        if (c.role_basis != TcpConn::RoleBasis::kSyn && c.syn_count == 0 && c.synack_count == 0) {
             c.client = static_cast<uint8_t>(d);
             c.role_basis = TcpConn::RoleBasis::kSyn;
         }
@@ -209,10 +208,14 @@ TcpTracker::TcpTracker(uint32_t capacity, ReleaseFn on_release, void* ctx)
 
 void TcpTracker::lru_remove(uint32_t i) {
     TcpConn& c = conns_[i];
-    if (c.lru_prev != kNil) conns_[c.lru_prev].lru_next = c.lru_next;
-    else lru_head_ = c.lru_next;
-    if (c.lru_next != kNil) conns_[c.lru_next].lru_prev = c.lru_prev;
-    else lru_tail_ = c.lru_prev;
+    if (c.lru_prev != kNil)
+        conns_[c.lru_prev].lru_next = c.lru_next;
+    else
+        lru_head_ = c.lru_next;
+    if (c.lru_next != kNil)
+        conns_[c.lru_next].lru_prev = c.lru_prev;
+    else
+        lru_tail_ = c.lru_prev;
 }
 
 void TcpTracker::lru_push_front(uint32_t i) {

@@ -35,8 +35,8 @@ struct FrameRef {
     uint32_t frame = 0;
 };
 
-constexpr int kMaxSynTimes = 16;  /* SYN times kept for retry intervals */
-constexpr int kMaxFrameRefs = 8;  /* retransmission frames kept per direction */
+constexpr int kMaxSynTimes = 16; /* SYN times kept for retry intervals */
+constexpr int kMaxFrameRefs = 8; /* retransmission frames kept per direction */
 
 /* What one side of a connection sent, as seen at the capture point. */
 struct TcpDirection {
@@ -123,22 +123,21 @@ struct TcpConn {
 };
 
 struct TrackerCounters {
-    uint64_t packets = 0;  /* TCP packets fed to update() */
-    uint64_t not_tcp = 0;  /* packets update() refused: not TCP, or no TCP header */
-    uint64_t evicted = 0;  /* connections pushed out of a full table */
-    uint64_t reused = 0;   /* connections finished because a new SYN reused the 5-tuple */
+    uint64_t packets = 0; /* TCP packets fed to update() */
+    uint64_t not_tcp = 0; /* packets update() refused: not TCP, or no TCP header */
+    uint64_t evicted = 0; /* connections pushed out of a full table */
+    uint64_t reused = 0;  /* connections finished because a new SYN reused the 5-tuple */
     uint64_t created = 0;
 };
 
 class TcpTracker {
-public:
+  public:
     enum class Release : uint8_t { kEvicted, kReused };
     using ReleaseFn = void (*)(void* ctx, const TcpConn& conn, Release why);
 
     /* capacity >= 1 connection slots, allocated here (zeroed pages from the
      * allocator: untouched slots cost no memory). on_release may be null. */
-    explicit TcpTracker(uint32_t capacity, ReleaseFn on_release = nullptr,
-                        void* ctx = nullptr);
+    explicit TcpTracker(uint32_t capacity, ReleaseFn on_release = nullptr, void* ctx = nullptr);
 
     /* Feeds one decoded packet. Returns false for a packet that is not TCP
      * with a decoded header (counted in not_tcp). Never allocates. */
@@ -154,7 +153,7 @@ public:
     uint32_t size() const { return used_; }
     const TrackerCounters& counters() const { return counters_; }
 
-private:
+  private:
     static constexpr uint32_t kNil = 0xffffffffu;
 
     uint32_t find_or_insert(const Endpoint& a, const Endpoint& b, uint64_t hash);
@@ -172,7 +171,7 @@ private:
     uint32_t next_unused_ = 0; /* slots below it have been constructed */
     std::vector<uint32_t> buckets_;
     uint64_t bucket_mask_ = 0;
-    uint32_t lru_head_ = kNil;  /* most recently updated */
+    uint32_t lru_head_ = kNil; /* most recently updated */
     uint32_t lru_tail_ = kNil;
     uint32_t used_ = 0;
     ReleaseFn on_release_;

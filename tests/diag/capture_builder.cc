@@ -57,8 +57,7 @@ Addr parse(const std::string& s) {
 
 /* Wraps an L4 segment (checksum at csum_at, still zero) in IPv4 or IPv6. */
 std::vector<uint8_t> ip_wrap(const Addr& src, const Addr& dst, uint8_t proto,
-                             std::vector<uint8_t> l4, size_t csum_at, uint8_t ttl,
-                             uint16_t ip_id) {
+                             std::vector<uint8_t> l4, size_t csum_at, uint8_t ttl, uint16_t ip_id) {
     uint32_t pseudo = 0;
     const size_t alen = src.v6 ? 16 : 4;
     pseudo = sum16(src.b, alen, pseudo);
@@ -132,10 +131,14 @@ int linktype_of(Link l) {
     switch (l) {
         case Link::kEthernet:
         case Link::kVlan:
-        case Link::kQinQ: return 1;
-        case Link::kSll: return 113;
-        case Link::kSll2: return 276;
-        case Link::kRaw: return 101;
+        case Link::kQinQ:
+            return 1;
+        case Link::kSll:
+            return 113;
+        case Link::kSll2:
+            return 276;
+        case Link::kRaw:
+            return 101;
     }
     return 1;
 }
@@ -161,22 +164,23 @@ std::vector<uint8_t> frame(Link l, const std::vector<uint8_t>& ip) {
             break;
         }
         case Link::kSll:
-            be16(f, 0);      /* packet type: to us */
-            be16(f, 1);      /* ARPHRD_ETHER */
-            be16(f, 6);      /* address length */
+            be16(f, 0); /* packet type: to us */
+            be16(f, 1); /* ARPHRD_ETHER */
+            be16(f, 6); /* address length */
             for (uint8_t b : {2, 0, 0, 0, 0, 1, 0, 0}) f.push_back(b);
             be16(f, type);
             break;
         case Link::kSll2:
             be16(f, type);
-            be16(f, 0);      /* reserved */
+            be16(f, 0);                                    /* reserved */
             for (uint8_t b : {0, 0, 0, 3}) f.push_back(b); /* ifindex */
-            be16(f, 1);      /* ARPHRD_ETHER */
-            f.push_back(0);  /* packet type */
-            f.push_back(6);  /* address length */
+            be16(f, 1);                                    /* ARPHRD_ETHER */
+            f.push_back(0);                                /* packet type */
+            f.push_back(6);                                /* address length */
             for (uint8_t b : {2, 0, 0, 0, 0, 1, 0, 0}) f.push_back(b);
             break;
-        case Link::kRaw: break;
+        case Link::kRaw:
+            break;
     }
     f.insert(f.end(), ip.begin(), ip.end());
     return f;
@@ -184,7 +188,8 @@ std::vector<uint8_t> frame(Link l, const std::vector<uint8_t>& ip) {
 
 bool write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
     std::ofstream o(path, std::ios::binary | std::ios::trunc);
-    o.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    o.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
     return static_cast<bool>(o);
 }
 
@@ -274,8 +279,13 @@ std::vector<OutPkt> Trace::packets(Link l) const {
 
 Conversation::Conversation(Trace& t, std::string client, uint16_t cport, std::string server,
                            uint16_t sport, uint32_t c_isn, uint32_t s_isn)
-    : t_(t), c_(std::move(client)), s_(std::move(server)), cp_(cport), sp_(sport),
-      c_isn_(c_isn), s_isn_(s_isn) {}
+    : t_(t),
+      c_(std::move(client)),
+      s_(std::move(server)),
+      cp_(cport),
+      sp_(sport),
+      c_isn_(c_isn),
+      s_isn_(s_isn) {}
 
 std::string Conversation::client_ep() const {
     return (c_.find(':') != std::string::npos ? "[" + c_ + "]" : c_) + ":" + std::to_string(cp_);
@@ -326,8 +336,10 @@ int Conversation::synack(double t_s) {
 
 int Conversation::ack(double t_s, bool from_client, uint16_t win) {
     /* Acknowledge everything the peer sent so far (and its FIN). */
-    if (from_client) c_acked_ = s_sent_ + (s_fin_ ? 1 : 0);
-    else s_acked_ = c_sent_ + (c_fin_ ? 1 : 0);
+    if (from_client)
+        c_acked_ = s_sent_ + (s_fin_ ? 1 : 0);
+    else
+        s_acked_ = c_sent_ + (c_fin_ ? 1 : 0);
     TcpSpec s = base(from_client);
     s.win = win;
     return emit(t_s, from_client, s);
@@ -350,8 +362,10 @@ int Conversation::resend(double t_s, bool from_client, uint32_t seq_offset, uint
 }
 
 int Conversation::fin(double t_s, bool from_client) {
-    if (from_client) c_acked_ = s_sent_ + (s_fin_ ? 1 : 0);
-    else s_acked_ = c_sent_ + (c_fin_ ? 1 : 0);
+    if (from_client)
+        c_acked_ = s_sent_ + (s_fin_ ? 1 : 0);
+    else
+        s_acked_ = c_sent_ + (c_fin_ ? 1 : 0);
     TcpSpec s = base(from_client);
     s.flags = FIN | ACK;
     (from_client ? c_fin_ : s_fin_) = true;

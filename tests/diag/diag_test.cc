@@ -48,7 +48,7 @@ namespace tb = linecap::tests::diag;
 namespace {
 
 class TempDir {
-public:
+  public:
     TempDir() {
         std::string tmpl = (fs::temp_directory_path() / "diag_test.XXXXXX").string();
         char* p = mkdtemp(tmpl.data());
@@ -61,7 +61,7 @@ public:
     }
     std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
 
-private:
+  private:
     std::string path_;
 };
 
@@ -143,6 +143,33 @@ TEST(Decode, SameSegmentThroughEveryLinkType) {
         EXPECT_EQ(q.payload_len, 77u);
         EXPECT_EQ(q.payload_caplen, 7u);
     }
+}
+
+TEST(Decode, BsdLoopbackAndNonIp) {
+    tb::TcpSpec s;
+    s.src = "198.18.1.5";
+    s.dst = "198.18.0.80";
+    s.sport = 40000;
+    s.dport = 80;
+    s.flags = tb::SYN;
+    auto f = tb::ip_tcp(s);
+    f.insert(f.begin(), {2, 0, 0, 0});  // AF_INET, host order
+    DecodedPacket p;
+    for (int lt : {0, 108}) {
+        ASSERT_EQ(decode_packet(lt, f.data(), f.size(), p), DecodeStatus::kOk);
+        EXPECT_EQ(p.dport, 80);
+    }
+    const std::vector<uint8_t> arp = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x06, 0, 1};
+    EXPECT_EQ(decode_packet(1, arp.data(), arp.size(), p), DecodeStatus::kNotIp);
+    EXPECT_EQ(decode_packet(105, arp.data(), arp.size(), p), DecodeStatus::kUnsupportedLink);
+    EXPECT_FALSE(linktype_supported(105));
+    const auto udp = tb::ip_udp("198.18.1.5", "198.18.0.53", 5353, 53, 30, 9);
+    ASSERT_EQ(decode_packet(12, udp.data(), udp.size(), p), DecodeStatus::kOk);
+    EXPECT_EQ(p.proto, kProtoUdp);
+    EXPECT_EQ(p.payload_len, 30u);
+    TcpTracker t(2);
+    EXPECT_FALSE(t.update(p, 0, FrameRef{}));
+    EXPECT_EQ(t.counters().not_tcp, 1u);
 }
 
 TEST(Decode, Ipv6AndEndpoints) {
@@ -279,8 +306,7 @@ TEST(Diagnose, PcapngWithDifferentLinkTypesIsAClearError) {
     ASSERT_TRUE(tb::write_pcapng(path, {1, 113}, pkts));
     const DiagnoseReport r = diagnose_files({path});
     EXPECT_EQ(diagnose_exit_status(r), 1);
-    EXPECT_NE(r.files[0].error.find("different link types"), std::string::npos)
-        << r.files[0].error;
+    EXPECT_NE(r.files[0].error.find("different link types"), std::string::npos) << r.files[0].error;
 }
 
 TEST(Diagnose, RotatedFilesReadAsOneCapture) {
@@ -290,7 +316,8 @@ TEST(Diagnose, RotatedFilesReadAsOneCapture) {
     const size_t half = 20;  // inside connection d, before its RST
     ASSERT_LT(static_cast<size_t>(st.rst_frame_reset), pkts.size());
     ASSERT_GT(static_cast<size_t>(st.rst_frame_reset), half);
-    std::vector<tb::OutPkt> p1(pkts.begin(), pkts.begin() + half), p2(pkts.begin() + half, pkts.end());
+    std::vector<tb::OutPkt> p1(pkts.begin(), pkts.begin() + half),
+        p2(pkts.begin() + half, pkts.end());
     ASSERT_TRUE(tb::write_pcap(dir.file("cap0"), 1, p1));
     ASSERT_TRUE(tb::write_pcap(dir.file("cap1"), 1, p2));
     const DiagnoseReport r = diagnose_files({dir.file("cap0"), dir.file("cap1")});
@@ -299,8 +326,8 @@ TEST(Diagnose, RotatedFilesReadAsOneCapture) {
         const std::string v = verdict_name(r.connections[i].summary.verdict);
         EXPECT_NE(st.lines[i].find("  " + v + ": "), std::string::npos) << st.lines[i];
     }
-    EXPECT_NE(r.connections[2].summary.reason.find(
-                  "(cap1#" + std::to_string(st.rst_frame_reset - half) + ")"),
+    EXPECT_NE(r.connections[2].summary.reason.find("(cap1#" +
+                                                   std::to_string(st.rst_frame_reset - half) + ")"),
               std::string::npos)
         << r.connections[2].summary.reason;
     EXPECT_EQ(diagnose_json(r)["connections"][2]["reset"]["frame"], st.rst_frame_reset);
@@ -463,13 +490,12 @@ TEST(Compare, FirewallDropsAndDelay) {
     const CompareReport r = run_two_point(tp, dir);
     expect_two_point(r, tp, 0.0);
     const std::string text = format_compare_text(r);
-    EXPECT_TRUE(has_line(text, "  packets travelling A->B: n=" +
-                                   std::to_string(tp.matched_a_to_b) +
+    EXPECT_TRUE(has_line(text, "  packets travelling A->B: n=" + std::to_string(tp.matched_a_to_b) +
                                    " min 2.500 ms, median 2.500 ms, p99 2.500 ms, max 2.500 ms"))
         << text;
-    EXPECT_TRUE(has_line(text, "  packets travelling B->A: n=" +
-                                   std::to_string(tp.matched_b_to_a) +
-                                   " min -2.500 ms, median -2.500 ms, p99 -2.500 ms, max -2.500 ms"))
+    EXPECT_TRUE(
+        has_line(text, "  packets travelling B->A: n=" + std::to_string(tp.matched_b_to_a) +
+                           " min -2.500 ms, median -2.500 ms, p99 -2.500 ms, max -2.500 ms"))
         << text;
     const auto j = compare_json(r);
     EXPECT_EQ(j["findings"][0]["frames"].get<std::vector<int>>(), tp.blocked_frames_a);
@@ -546,7 +572,8 @@ TEST(Compare, Ipv6HasNoIdButStillMatches) {
     EXPECT_EQ(finding_text(r.findings[0]),
               "1 of " + std::to_string(v6_client_at_a) +
                   " packets from 2001:db8::5 to [2001:db8::80]:443 seen at A were never seen at "
-                  "B (frame " + std::to_string(lost_frame) +
+                  "B (frame " +
+                  std::to_string(lost_frame) +
                   "): they travel A->B, so they were dropped between the two points");
     EXPECT_EQ(r.matched, st.trace.events.size() - 1);
 }
@@ -594,10 +621,14 @@ TEST(BadInput, Files) {
         {"header.pcap", {bytes.begin(), bytes.begin() + 24}, 0, ""},
         {"cut.pcap", {bytes.begin(), bytes.end() - 5}, 2, "truncated after frame"},
         {"cut_hdr.pcap", {bytes.begin(), bytes.begin() + 24 + 8}, 2, "truncated after frame 0"},
-        {"text.pcap", {'h', 'e', 'l', 'l', 'o', '\n', 'w', 'o', 'r', 'l', 'd', '\n'}, 1,
+        {"text.pcap",
+         {'h', 'e', 'l', 'l', 'o', '\n', 'w', 'o', 'r', 'l', 'd', '\n'},
+         1,
          "not a pcap or pcapng capture (starts with 68 65 6c 6c: looks like text)"},
-        {"gz.pcap", {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
-         1, "gzip data; gunzip it first"},
+        {"gz.pcap",
+         {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
+         1,
+         "gzip data; gunzip it first"},
     };
     // A link type the decoder does not know (802.11).
     std::vector<uint8_t> wifi(bytes.begin(), bytes.begin() + 24);

@@ -1,9 +1,8 @@
 // Writes the diagnosis and comparison test captures into a directory, with
 // truth.json holding the lines capdiag must print (for test_capdiag.py).
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tests/diag/capture_builder.hh"
@@ -25,10 +24,12 @@ int main(int argc, char** argv) {
         const char* name;
         Link link;
     };
-    for (const Out& o : {Out{"stories_eth.pcap", Link::kEthernet}, Out{"stories_qinq.pcap", Link::kQinQ},
-                         Out{"stories_sll.pcap", Link::kSll}, Out{"stories_sll2.pcap", Link::kSll2},
-                         Out{"stories_raw.pcap", Link::kRaw}}) {
-        if (!write_pcap(dir + "/" + o.name, linktype_of(o.link), st.trace.packets(o.link))) return 1;
+    for (const Out& o :
+         {Out{"stories_eth.pcap", Link::kEthernet}, Out{"stories_qinq.pcap", Link::kQinQ},
+          Out{"stories_sll.pcap", Link::kSll}, Out{"stories_sll2.pcap", Link::kSll2},
+          Out{"stories_raw.pcap", Link::kRaw}}) {
+        if (!write_pcap(dir + "/" + o.name, linktype_of(o.link), st.trace.packets(o.link)))
+            return 1;
         files.push_back(o.name);
     }
     auto pkts = st.trace.packets(Link::kVlan);
@@ -53,7 +54,8 @@ int main(int argc, char** argv) {
     TwoPointOptions offset;
     offset.clock_offset_s = 0.1;
     nlohmann::json cmp;
-    for (const Variant& v : {Variant{"plain", {}}, Variant{"nat", nat}, Variant{"offset", offset}}) {
+    for (const Variant& v :
+         {Variant{"plain", {}}, Variant{"nat", nat}, Variant{"offset", offset}}) {
         const TwoPoint tp = two_point(v.opt);
         const std::string a = std::string("a_") + v.name + ".pcap";
         const std::string b = std::string("b_") + v.name + ".pcap";

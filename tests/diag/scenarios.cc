@@ -121,13 +121,16 @@ DiagnoseStory diagnose_story() {
         "198.18.1.5:40002 -> 198.18.0.10:3306  UNANSWERED: 3 SYN retries at 1.0 s, 2.0 s, "
         "4.0 s intervals, no SYN-ACK",
         "198.18.1.5:40003 -> 198.18.0.80:8082  RESET: by server 198.18.0.80:8082 after 120 B "
-        "client->server, 500 B server->client (frame " + rst_d + ")",
+        "client->server, 500 B server->client (frame " +
+            rst_d + ")",
         "198.18.1.5:40004 -> 198.18.0.90:9000  RESET: by server 198.18.0.90:9000 after 557 B "
-        "client->server, 0 B server->client (frame " + rst_e + ")",
+        "client->server, 0 B server->client (frame " +
+            rst_e + ")",
         "198.18.1.5:40006 -> 198.18.0.80:8084  HALF-OPEN: SYN-ACK sent 2 times, the client "
         "never completed the handshake",
         "198.18.1.5:40005 -> 198.18.0.80:8083  RETRANSMISSIONS: 1 retransmitted segment "
-        "(client 0, server 1; frame " + std::to_string(st.retrans_frame) + ")",
+        "(client 0, server 1; frame " +
+            std::to_string(st.retrans_frame) + ")",
         "198.18.1.6:50000 -> 198.18.0.80:22  MID-STREAM: mid-stream, 100 B client->server, "
         "200 B server->client, still open at the end of the capture",
         "198.18.1.5:40000 -> 198.18.0.80:8080  OK: 100 B client->server, 500 B server->client, "
@@ -140,7 +143,8 @@ DiagnoseStory diagnose_story() {
         "ZERO-WINDOW: client advertised a zero window 1 time in 1 episode (first: frame " +
             std::to_string(st.zero_window_frame) + ")",
         "DUP-ACKS: 3 duplicate ACKs from client, 1 run of 3 or more (longest 3; third dup ACK "
-        "at frame " + std::to_string(st.third_dupack_frame) + ")",
+        "at frame " +
+            std::to_string(st.third_dupack_frame) + ")",
     };
     st.verdict =
         "VERDICT: 6 of 9 TCP connections have problems: 1 refused, 1 unanswered, 2 reset, "
@@ -244,8 +248,10 @@ TwoPoint two_point(const TwoPointOptions& opt) {
         }
         if (!not_at_a[e.id] && !not_at_b[e.id]) {
             out.matched++;
-            if (e.origin == Origin::kClient) out.matched_a_to_b++;
-            else out.matched_b_to_a++;
+            if (e.origin == Origin::kClient)
+                out.matched_a_to_b++;
+            else
+                out.matched_b_to_a++;
         }
     }
     auto by_time = [](const Placed& x, const Placed& y) { return x.ts < y.ts; };
@@ -275,17 +281,21 @@ TwoPoint two_point(const TwoPointOptions& opt) {
     // resend, fin = 7.
     out.verdicts = {
         "VERDICT: packets from 198.18.1.5 to 198.18.0.10:3306 seen at A, never at B (5 packets: "
-        "frames " + frames_of(out.blocked_frames_a) +
+        "frames " +
+            frames_of(out.blocked_frames_a) +
             "): they travel A->B, so they were dropped between the two points",
         "VERDICT: 1 of 8 packets from 198.18.1.5 to 198.18.0.80:8080 seen at A were never seen "
-        "at B (frame " + std::to_string(out.lost_frame_a) +
+        "at B (frame " +
+            std::to_string(out.lost_frame_a) +
             "): they travel A->B, so they were dropped between the two points",
         "VERDICT: 1 of 2 packets from 198.18.0.80:8443 to 198.18.1.5 seen at A were never seen "
-        "at B (frame " + std::to_string(out.injected_frame_a) +
+        "at B (frame " +
+            std::to_string(out.injected_frame_a) +
             "): they travel B->A, yet B never saw them: something between the points sent them "
             "(a firewall's or load balancer's RST?)",
         "VERDICT: 1 of 7 packets from 198.18.0.80:8080 to 198.18.1.5 seen at B were never seen "
-        "at A (B frame " + std::to_string(out.b_only_frame_b) +
+        "at A (B frame " +
+            std::to_string(out.b_only_frame_b) +
             "): they travel B->A, so they were dropped between the two points",
     };
     return out;

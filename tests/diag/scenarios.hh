@@ -11,7 +11,7 @@
 
 namespace linecap::tests::diag {
 
-constexpr double kBase = 1700000000.0; // capture start, seconds since the epoch
+constexpr double kBase = 1700000000.0;  // capture start, seconds since the epoch
 
 struct DiagnoseStory {
     Trace trace;
@@ -19,10 +19,10 @@ struct DiagnoseStory {
     std::vector<std::string> lines;
     // Extra findings ("also ..." lines) by connection line index.
     std::vector<std::vector<std::string>> also;
-    std::string verdict; // the final "VERDICT: ..." line
+    std::string verdict;  // the final "VERDICT: ..." line
     // Frame numbers the truth refers to.
-    int rst_frame_reset = 0;   // server RST after 500 B
-    int rst_frame_seed = 0;    // the seed's RST after 557 B
+    int rst_frame_reset = 0;  // server RST after 500 B
+    int rst_frame_seed = 0;   // the seed's RST after 557 B
     int retrans_frame = 0;
     int zero_window_frame = 0;
     int third_dupack_frame = 0;
@@ -43,9 +43,9 @@ struct TwoPointOptions {
 };
 
 struct TwoPoint {
-    std::vector<OutPkt> a; // client side
-    std::vector<OutPkt> b; // server side
-    std::vector<std::string> nat_args; // --nat values for capdiag
+    std::vector<OutPkt> a;              // client side
+    std::vector<OutPkt> b;              // server side
+    std::vector<std::string> nat_args;  // --nat values for capdiag
     // Expected "VERDICT: ..." lines of compare, in order.
     std::vector<std::string> verdicts;
     std::vector<int> blocked_frames_a;  // the firewall-dropped SYNs, frames in A
