@@ -384,11 +384,12 @@ int on_match(unsigned id, unsigned long long, unsigned long long, unsigned, void
 
 }  // namespace
 
-/* Cost, bench/patterns_bench.cc on the 2-vCPU Xeon VM (AVX-512), per packet:
- *   46-byte payload, 2 literals (BM_Literals46/2):          ~55 ns
- *   512-byte payload, 100 literals (BM_Literals512/100):   ~220 ns (18 Gbit/s)
- *   512-byte payload, 1000 literals (BM_Literals512/1000): ~370 ns (11 Gbit/s)
- *   no payload (BM_EmptyPayloads, hs_scan not called):     ~11 ns (parsing)
+/* Cost, bench/patterns_bench.cc on the 2-vCPU Xeon VM (AVX-512, shared with
+ * other work, best of 5), per packet:
+ *   46-byte payload, 2 literals (BM_Literals46/2):          ~42 ns
+ *   512-byte payload, 100 literals (BM_Literals512/100):   ~226 ns (18 Gbit/s)
+ *   512-byte payload, 1000 literals (BM_Literals512/1000): ~254 ns (16 Gbit/s)
+ *   no payload (BM_EmptyPayloads, hs_scan not called):       ~8 ns (parsing)
  * The fixed part of an hs_scan call dominates small packets (a prototype
  * measured 160 ns), which is why empty and too-short inputs never reach it. */
 uint32_t PatternDb::scan(const uint8_t* data, uint32_t len, PatternScratch& scratch,
