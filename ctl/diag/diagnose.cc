@@ -496,6 +496,29 @@ std::string detail_line(const ConnResult& cr, const std::vector<std::string>& fi
 
 }  // namespace
 
+std::vector<std::string> diagnose_hints(const DiagnoseReport& r) {
+    bool refused = false, unanswered = false, reset = false;
+    for (const auto& c : r.connections) {
+        refused |= c.summary.verdict == Verdict::kRefused;
+        unanswered |= c.summary.verdict == Verdict::kUnanswered;
+        reset |= c.summary.verdict == Verdict::kReset;
+    }
+    std::vector<std::string> out;
+    if (unanswered) {
+        out.push_back(
+            "SYNs went unanswered: capture on the server side at the same time and "
+            "run `compare CLIENT.pcap SERVER.pcap`; if the server never sees them, "
+            "something in the path drops them");
+    }
+    if (refused || reset) {
+        out.push_back(
+            "a RST may come from the peer or from a firewall or load balancer in the "
+            "path: a capture at the other end (compare) shows whether the peer really "
+            "sent it");
+    }
+    return out;
+}
+
 std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt) {
     const auto files = file_names(r);
     std::string out;
@@ -548,6 +571,9 @@ std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt
     if (readable == 0) {
         out += "\nVERDICT: no capture could be read\n";
     } else {
+        const auto hints = diagnose_hints(r);
+        if (!hints.empty()) out += "\n";
+        for (const auto& h : hints) out += "hint: " + h + "\n";
         out += "\n" + verdict_line(r) + "\n";
     }
     return out;
@@ -661,6 +687,7 @@ nlohmann::json diagnose_json(const DiagnoseReport& r) {
         {"connections", conns},
         {"summary",
          {{"connections", r.connections.size()}, {"problems", problems}, {"by_verdict", by}}},
+        {"hints", diagnose_hints(r)},
         {"verdict", verdict_line(r)},
     };
 }

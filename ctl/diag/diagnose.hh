@@ -114,6 +114,9 @@ struct TextOptions {
     size_t max_healthy = 20; /* otherwise list at most this many */
 };
 
+/* What to do next, from the verdicts (e.g. capture the other end). */
+std::vector<std::string> diagnose_hints(const DiagnoseReport& r);
+
 /* The human report: a header, ranked problem connections with a detail line
  * each, healthy connections, and a final "VERDICT:" line. */
 std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt = {});
