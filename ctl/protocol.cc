@@ -33,7 +33,9 @@ bool parse_request(std::string_view line, Request& out, ParseFailure& err) {
         err = {EPROTO, "malformed request: missing protocol version \"v\""};
         return false;
     }
-    if (v->get<int>() != kProtocolVersion) {
+    bool same = v->is_number_unsigned() ? v->get<uint64_t>() == uint64_t(kProtocolVersion)
+                                        : v->get<int64_t>() == kProtocolVersion;
+    if (!same) {
         err = {EPROTO, "protocol version " + v->dump() + " not supported (capd speaks " +
                            std::to_string(kProtocolVersion) + ")"};
         return false;
@@ -68,7 +70,7 @@ std::string encode_response(const Response& r) {
                         {"status", r.status},
                         {"error", errno_name(r.status)},
                         {"message", r.message},
-                        {"data", r.data}};
+                        {"data", r.data.is_null() ? nlohmann::json::object() : r.data}};
     // Invalid UTF-8 from a client (echoed in a message) must not throw.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }

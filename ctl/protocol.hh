@@ -39,7 +39,9 @@ struct Response {
     static Response ok(std::string msg = "OK", nlohmann::json data = nlohmann::json::object()) {
         return Response{0, std::move(msg), std::move(data)};
     }
-    static Response error(int err, std::string msg) { return Response{err, std::move(msg), {}}; }
+    static Response error(int err, std::string msg) {
+        return Response{err, std::move(msg), nlohmann::json::object()};
+    }
 };
 
 /* Parses one request line. Errors carry the errno to answer with. */

@@ -17,6 +17,8 @@
 namespace linecap::ctl {
 namespace {
 
+constexpr size_t kMaxReplyBacklog = 32u << 20;
+
 long long now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
@@ -172,8 +174,8 @@ void ControlServer::dispatch(Client& c, std::string_view line) {
     }
     c.out += encode_response(resp);
     // A client that sends requests but never reads its answers is cut off
-    // before its backlog grows without bound.
-    if (c.out.size() > 16 * kMaxLine) {
+    // before its backlog grows without bound (one large stats reply fits).
+    if (c.out.size() > kMaxReplyBacklog) {
         c.out.clear();
         c.close_after_write = true;
     }

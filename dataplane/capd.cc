@@ -3,7 +3,12 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 
+#include <net/if.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 
 #include <atomic>
 #include <csignal>
@@ -29,6 +34,40 @@ namespace {
 std::atomic<bool> g_signalled{false};
 
 void on_signal(int) { g_signalled.store(true); }
+
+/* What can be known wrong before EAL starts: output paths and interfaces. */
+Status check_paths_and_interfaces(const Options& o) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    auto check_file_path = [&](const std::string& opt, const std::string& path) -> Status {
+        if (path.find('%') != std::string::npos && o.rotate_seconds > 0)
+            return Status::success();  // strftime names: known at open time
+        if (!path.empty() && path.back() == '/')
+            return make_error(opt + " " + path + ": names a directory, not a file");
+        if (fs::is_directory(path, ec)) return make_error(opt + " " + path + ": is a directory");
+        fs::path dir = fs::path(path).parent_path();
+        if (dir.empty()) dir = ".";
+        if (!fs::is_directory(dir, ec))
+            return make_error(opt + " " + path + ": no such directory " + dir.string());
+        if (access(dir.c_str(), W_OK | X_OK) != 0)
+            return make_error(opt + " " + path + ": cannot write in " + dir.string() + ": " +
+                              std::strerror(errno));
+        return Status::success();
+    };
+    if (!o.write_path.empty()) {
+        Status s = check_file_path("-w", o.write_path);
+        if (!s) return s;
+    }
+    if (!o.stats_json.empty()) {
+        Status s = check_file_path("--stats-json", o.stats_json);
+        if (!s) return s;
+    }
+    for (const auto& src : o.sources)
+        if ((src.kind == SourceSpec::Kind::kAfPacket || src.kind == SourceSpec::Kind::kAfXdp) &&
+            if_nametoindex(src.arg.c_str()) == 0)
+            return make_error("source '" + src.text + "': no such interface");
+    return Status::success();
+}
 
 int fail(const std::string& msg) {
     std::fprintf(stderr, "capd: %s\n", msg.c_str());
@@ -64,6 +103,9 @@ int main(int argc, char** argv) {
             return fail("sources have different link types; a filter needs one link type");
     }
     if (linktype < 0) linktype = 1;
+
+    Status early = check_paths_and_interfaces(o);
+    if (!early) return fail(early.error());
 
     if (!o.run_as_user.empty() && !o.write_path.empty()) {
         Status st = check_run_as(o.run_as_user, o.write_path);
@@ -157,7 +199,10 @@ int main(int argc, char** argv) {
     server.reset();
     pipeline->reset();
 
-    if (!o.quiet) std::fputs(summary_text(s).c_str(), stderr);
+    if (!o.quiet)
+        std::fputs(summary_text(s).c_str(), stderr);
+    else
+        for (const auto& e : s.errors) std::fprintf(stderr, "capd: error: %s\n", e.c_str());
     int rc = s.errors.empty() ? 0 : 1;
     if (!o.stats_json.empty()) {
         std::ofstream out(o.stats_json);

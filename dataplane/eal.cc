@@ -74,7 +74,9 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
         p.args.push_back("--file-prefix=capd" + std::to_string(getpid()));
     }
     p.args.push_back("--no-telemetry");
-    p.args.push_back("--log-level=lib.*:error");
+    // DPDK's own messages would add lines to capd's one-line errors; capd
+    // reports every failure itself. --eal '--log-level=N' brings them back.
+    p.args.push_back("--log-level=*:critical");
 
     bool pci = false;
     uint16_t q = queues_per_port(o);

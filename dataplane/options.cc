@@ -132,6 +132,10 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--test-writer-delay-us", o.test_writer_delay_us)->group("");
     app.add_option("expression", expr_words, "pcap-filter expression");
 
+    // Negative numbers would wrap in unsigned options: refuse them by name.
+    for (const char* name : {"-C", "-G", "-W", "-s", "-c", "--duration", "--workers", "--writers",
+                             "--chunk-kb", "--flush-ms", "--ring-chunks"})
+        app.get_option(name)->check(CLI::NonNegativeNumber);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

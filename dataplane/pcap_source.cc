@@ -17,6 +17,19 @@
 namespace linecap::dataplane {
 namespace {
 
+/* libpcap hands out DLT_ values; files carry LINKTYPE_ values. They differ
+ * for a few historical link types (libpcap's pcap-common.c keeps the map). */
+int dlt_to_linktype(int dlt) {
+    switch (dlt) {
+        case DLT_ATM_RFC1483: return 100;
+        case DLT_RAW: return 101;
+        case DLT_SLIP_BSDOS: return 102;
+        case DLT_PPP_BSDOS: return 103;
+        case DLT_ATM_CLIP: return 106;
+        default: return dlt;
+    }
+}
+
 pcap_t* open_nano(const std::string& path, std::string& err) {
     char errbuf[PCAP_ERRBUF_SIZE] = "";
     pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO,
@@ -30,7 +43,7 @@ public:
     PcapFileSource(const SourceSpec& spec, pcap_t* p, rte_mempool* pool, const MbufFields& f)
         : path_(spec.arg), loop_(spec.loop), p_(p), pool_(pool), fields_(f) {
         name_ = spec.text;
-        linktype_ = static_cast<uint16_t>(pcap_datalink(p));
+        linktype_ = static_cast<uint16_t>(dlt_to_linktype(pcap_datalink(p)));
         snaplen_ = static_cast<uint32_t>(pcap_snapshot(p));
         source_ts_ = true;
     }
@@ -119,14 +132,19 @@ private:
             }
             seg = next;
         }
-        uint64_t ts = static_cast<uint64_t>(h->ts.tv_sec) * 1000000000ull +
+        // libpcap 1.10 sign-extends the 32-bit seconds of classic pcap; the
+        // format's seconds are unsigned (times after 2038 are valid).
+        int64_t sec = h->ts.tv_sec;
+        if (sec < 0) sec += int64_t(1) << 32;
+        uint64_t ts = static_cast<uint64_t>(sec) * 1000000000ull +
                       static_cast<uint64_t>(h->ts.tv_usec);  // tv_usec holds ns here
         if (read_in_round_ == 0 && round_ == 0) first_ts_ = ts;
         last_ts_ = ts;
         *RTE_MBUF_DYNFIELD(head, fields_.ts_offset, uint64_t*) = ts + shift_;
         head->ol_flags |= fields_.ts_flag;
-        *RTE_MBUF_DYNFIELD(head, fields_.wirelen_offset, uint32_t*) =
-            h->len != h->caplen ? h->len : 0;
+        // Stored plus one, so that 0 means "not set": a wire length of 0
+        // (seen in damaged or fuzzed captures) is carried as it is.
+        *RTE_MBUF_DYNFIELD(head, fields_.wirelen_offset, uint32_t*) = h->len + 1;
         read_in_round_++;
         return head;
     }

@@ -191,6 +191,18 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
             p.workers[k % o.workers]->queues.push_back(
                 QueueRef{p.sources[i].get(), q, i, p.queue_stats.back().get()});
         }
+    // Workers reading only finite files may wait for their writer.
+    for (auto& w : p.workers) {
+        bool files_only = !w->queues.empty();
+        for (const QueueRef& q : w->queues) {
+            bool finite_file = false;
+            for (const auto& s : o.sources)
+                if (s.text == q.source->name())
+                    finite_file = s.kind == SourceSpec::Kind::kPcapFile && !s.loop;
+            if (!finite_file) files_only = false;
+        }
+        w->lossless = files_only;
+    }
     p.limit.enabled = o.count > 0;
     p.limit.remaining.store(o.count);
 
@@ -352,6 +364,7 @@ Summary Pipeline::collect() const {
         s.drops.paused += st.paused_drops.load();
         if (ws.disk_drops) s.errors.push_back("write errors lost " + std::to_string(ws.disk_drops) +
                                               " packets: " + ws.error);
+        else if (st.close_errors.load()) s.errors.push_back("closing a file failed: " + ws.error);
         s.writers.push_back(ws);
     }
     if (p.opts.rx_only) s.written = 0;

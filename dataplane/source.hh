@@ -33,7 +33,7 @@ namespace linecap::dataplane {
 struct MbufFields {
     int ts_offset = -1;     // rte_mbuf_timestamp_t, ns since the epoch
     uint64_t ts_flag = 0;   // ol_flags bit: timestamp valid
-    int wirelen_offset = -1;  // uint32_t original length, 0 = pkt_len
+    int wirelen_offset = -1;  // uint32_t original length + 1; 0 = pkt_len
 
     static Result<MbufFields> register_fields();
 
@@ -42,7 +42,7 @@ struct MbufFields {
     }
     uint32_t wirelen(const rte_mbuf* m) const {
         uint32_t w = *RTE_MBUF_DYNFIELD(m, wirelen_offset, const uint32_t*);
-        return w ? w : m->pkt_len;
+        return w ? w - 1 : m->pkt_len;
     }
 };
 

@@ -30,6 +30,10 @@ void hand_over(WorkerState& st) {
     storage::Chunk* c = st.chunk;
     if (!c || c->packets == 0) return;
     WorkerContext& ctx = st.ctx;
+    // A file can be read more slowly; a wire cannot wait. Workers that only
+    // read finite files wait for the writer instead of dropping.
+    if (ctx.lossless)
+        while (rte_ring_full(ctx.out)) usleep(50);
     if (rte_ring_sp_enqueue(ctx.out, c) == 0) {
         add(ctx.stats.chunks, 1);
         st.chunk = nullptr;
@@ -41,7 +45,10 @@ void hand_over(WorkerState& st) {
 
 bool get_chunk(WorkerState& st) {
     void* obj;
-    if (rte_mempool_get(st.ctx.chunk_pool, &obj) != 0) return false;
+    while (rte_mempool_get(st.ctx.chunk_pool, &obj) != 0) {
+        if (!st.ctx.lossless) return false;
+        usleep(50);
+    }
     st.chunk = static_cast<storage::Chunk*>(obj);
     st.chunk->reset();
     st.chunk->capacity =
@@ -95,7 +102,11 @@ uint32_t take_budget(CountLimit& lim, uint32_t n) {
 void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t n) {
     WorkerContext& ctx = st.ctx;
     uint64_t bytes = 0;
-    for (uint16_t i = 0; i < n; i++) bytes += ctx.fields.wirelen(pkts[i]);
+    // Only file sources set the wire-length field; a port's mbufs may carry
+    // a stale value there from an earlier use of the buffer.
+    const bool file_src = q.source->source_timestamps();
+    auto wirelen = [&](const rte_mbuf* m) { return file_src ? ctx.fields.wirelen(m) : m->pkt_len; };
+    for (uint16_t i = 0; i < n; i++) bytes += wirelen(pkts[i]);
     add(ctx.stats.rx_packets, n);
     add(ctx.stats.rx_bytes, bytes);
     add(q.stats->rx_packets, n);
@@ -118,7 +129,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         filters::Packet fp[kBurstSize];
         for (uint16_t i = 0; i < n; i++) {
             const rte_mbuf* m = pkts[i];
-            fp[i].wirelen = ctx.fields.wirelen(m);
+            fp[i].wirelen = wirelen(m);
             if (likely(m->nb_segs == 1)) {
                 fp[i].data = rte_pktmbuf_mtod(m, const uint8_t*);
                 fp[i].caplen = m->data_len;
@@ -159,7 +170,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         } else {
             ts = burst_ns ? burst_ns : ctx.clock.now_ns();
         }
-        encoded += encode(st, m, ts, q.if_id, ctx.fields.wirelen(m));
+        encoded += encode(st, m, ts, q.if_id, wirelen(m));
     }
     add(ctx.stats.encoded, encoded);
     rte_pktmbuf_free_bulk(pkts, n);

@@ -81,6 +81,7 @@ struct WorkerContext {
     CountLimit* limit = nullptr;
     const std::atomic<bool>* stop = nullptr;
     bool rx_only = false;
+    bool lossless = false;    // only finite file sources: wait for the writer, never drop
     bool idle_sleep = false;  // lcores outnumber CPUs: sleep when idle
 
     WorkerStats stats;

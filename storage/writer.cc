@@ -118,7 +118,10 @@ void Writer::finish_file() {
     }
     if (cfg_.fsync_on_close) (void)fdatasync(files_.fd());
     Status s = files_.close_current();
-    if (!s) enter_error(s.error());
+    if (!s) {
+        stats_.close_errors.fetch_add(1, std::memory_order_relaxed);
+        enter_error(s.error());
+    }
     publish_name();
 }
 

@@ -37,6 +37,7 @@ struct alignas(64) WriterStats {
     std::atomic<uint64_t> disk_drops{0};    // packets lost to write errors
     std::atomic<uint64_t> disk_errors{0};   // failed write calls
     std::atomic<uint64_t> paused_drops{0};  // packets discarded while paused
+    std::atomic<uint64_t> close_errors{0};  // files that could not be closed or named
 };
 
 struct WriterConfig {
