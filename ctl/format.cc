@@ -98,7 +98,7 @@ std::string format_rules(const nlohmann::json& d) {
         if (r.value("scan", "payload") == "frame") o << " --scan frame";
         o << "  [" << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes]\n";
     }
-    if (d["rules"].empty()) o << "(no rules: nothing is captured)\n";
+    if (d["rules"].empty()) o << "(no rules: every packet is captured)\n";
     return o.str();
 }
 

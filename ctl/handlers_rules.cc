@@ -102,7 +102,7 @@ void register_rules_handlers(HandlerTable& t, dataplane::Pipeline& p) {
                 rules.erase(it);
                 return apply(p, std::move(rules),
                              "rule '" + name + "' deleted" +
-                                 (rules.empty() ? "; no rule left: nothing is captured" : ""));
+                                 (rules.empty() ? "; no rule left: every packet is captured, as with no filter" : ""));
             }
         return Response::error(ENOENT, "no rule named '" + name + "'");
     };
