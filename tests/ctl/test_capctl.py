@@ -29,6 +29,7 @@ import json
 import os
 import pwd
 import re
+import select
 import shutil
 import socket
 import struct
@@ -588,8 +589,16 @@ class Commands(CtlTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(self.capd.call("status")["data"]["state"], "paused")
         self.assertIn("paused", self.capd.ctl("status").stdout)
-        # Let what was already in flight land, then watch.
-        time.sleep(0.6)
+        # Let what was already in flight land (the count stops moving), then watch.
+        last = [-1]
+
+        def settled():
+            w = self.capd.stats()["packets_written"]
+            same = w == last[0]
+            last[0] = w
+            return same
+
+        self.assertTrue(wait_until(settled, 10, 0.4), "written keeps growing after pause")
         a = self.capd.stats()
         time.sleep(1.2)
         b = self.capd.stats()
@@ -937,7 +946,14 @@ class Robustness(CtlTestCase):
     def test_hundred_clients_at_once(self):
         conns = [self.conn() for _ in range(100)]
         try:
-            time.sleep(0.5)  # every connection accepted (or refused) first
+            # Every connection accepted (or refused) before any request: the
+            # 36 over the limit hold their EBUSY answer already.
+            def refused_count():
+                r, _, _ = select.select([c.s for c in conns], [], [], 0)
+                return len(r)
+
+            wait_until(lambda: refused_count() >= 36, 15, 0.05)
+            time.sleep(0.2)
             for c in conns:
                 try:
                     c.send(b'{"v":1,"cmd":"status"}\n')
