@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "ctl/client.hh"
+#include "ctl/diag/cli.hh"
 #include "ctl/format.hh"
 
 using namespace linecap;
@@ -33,7 +34,9 @@ const char* kUsage =
     "  rules add NAME [--pattern P]... [--scan payload|frame] [EXPRESSION]\n"
     "  rules replace NAME [--pattern P]... [--scan payload|frame] [EXPRESSION]\n"
     "  rules del NAME\n"
-    "  rotate | pause | resume | stop\n";
+    "  rotate | pause | resume | stop\n"
+    "  diagnose [--all] [--max-flows N] FILE...   TCP problems in capture files\n"
+    "  compare [--nat A=B]... A.pcap B.pcap       packets lost between two capture points\n";
 
 volatile sig_atomic_t g_interrupted = 0;
 void on_sigint(int) { g_interrupted = 1; }
@@ -137,6 +140,19 @@ int main(int argc, char** argv) {
     const auto& w = a.words;
     const std::string& cmd = w[0];
     Request req;
+
+    // File analysis needs no daemon.
+    if (cmd == "diagnose" || cmd == "compare") {
+        std::vector<std::string> args(w.begin() + 1, w.end());
+        if (a.json) args.insert(args.begin(), "--json");
+        diag::CliIo io{stdout, stderr, "capctl"};
+        if (cmd == "diagnose") {
+            if (args.empty() || (args.size() == 1 && a.json))
+                return fail("diagnose: give capture FILEs (live diagnosis from capd is not built yet)");
+            return diag::run_diagnose(args, io);
+        }
+        return diag::run_compare(args, io);
+    }
 
     if (cmd == "top") {
         double interval = 1;
