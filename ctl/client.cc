@@ -39,10 +39,19 @@ Result<Response> ControlClient::call(const Request& req) {
         ssize_t n = send(fd_, line.data() + off, line.size() - off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
-            return make_error(std::string("sending to capd: ") + strerror(errno));
+            // capd may have answered (a refusal) and closed before reading
+            // the request: its answer is still waiting to be read.
+            int e = errno;
+            auto early = read_response(0);
+            if (early) return early;
+            return make_error(std::string("sending to capd: ") + strerror(e));
         }
         off += static_cast<size_t>(n);
     }
+    return read_response(timeout_ms_);
+}
+
+Result<Response> ControlClient::read_response(int timeout_ms) {
     for (;;) {
         size_t nl = buf_.find('\n');
         if (nl != std::string::npos) {
@@ -51,8 +60,8 @@ Result<Response> ControlClient::call(const Request& req) {
             return parse_response(resp);
         }
         struct pollfd p = {fd_, POLLIN, 0};
-        int r = poll(&p, 1, timeout_ms_);
-        if (r == 0) return make_error("capd did not answer within " + std::to_string(timeout_ms_) + " ms");
+        int r = poll(&p, 1, timeout_ms);
+        if (r == 0) return make_error("capd did not answer within " + std::to_string(timeout_ms) + " ms");
         if (r < 0 && errno != EINTR) return make_error(std::string("poll: ") + strerror(errno));
         char tmp[65536];
         ssize_t n = recv(fd_, tmp, sizeof(tmp), 0);

@@ -21,6 +21,7 @@ public:
 
 private:
     ControlClient(int fd, int timeout_ms) : fd_(fd), timeout_ms_(timeout_ms) {}
+    Result<Response> read_response(int timeout_ms);
     int fd_;
     int timeout_ms_;
     std::string buf_;

@@ -102,6 +102,20 @@ std::string format_rules(const nlohmann::json& d) {
     return o.str();
 }
 
+/* A Prometheus label value: backslash, quote and newline escaped. */
+std::string label(const std::string& v) {
+    std::string out;
+    for (char c : v) {
+        if (c == '\\' || c == '"') out += '\\';
+        if (c == '\n') {
+            out += "\\n";
+            continue;
+        }
+        out += c;
+    }
+    return out;
+}
+
 std::string format_prometheus(const nlohmann::json& s) {
     std::ostringstream o;
     auto counter = [&](const char* name, const char* help) {
@@ -120,17 +134,12 @@ std::string format_prometheus(const nlohmann::json& s) {
         o << "linecap_drops_total{stage=\"" << k << "\"} " << u(s["drops"], k) << "\n";
     counter("linecap_source_packets_total", "Packets delivered by each source.");
     for (const auto& x : s["sources"]) {
-        std::string n = x.value("name", "");
-        std::string esc;
-        for (char c : n) {
-            if (c == '"' || c == '\\') esc += '\\';
-            esc += c;
-        }
-        o << "linecap_source_packets_total{source=\"" << esc << "\"} " << u(x, "packets") << "\n";
+        o << "linecap_source_packets_total{source=\"" << label(x.value("name", "")) << "\"} "
+          << u(x, "packets") << "\n";
     }
     counter("linecap_rule_packets_total", "Packets matched, by rule.");
     for (const auto& r : s["rules"])
-        o << "linecap_rule_packets_total{rule=\"" << r.value("name", "") << "\"} "
+        o << "linecap_rule_packets_total{rule=\"" << label(r.value("name", "")) << "\"} "
           << u(r, "packets") << "\n";
     o << "# HELP linecap_elapsed_seconds Seconds since capture started.\n"
       << "# TYPE linecap_elapsed_seconds gauge\n"

@@ -86,11 +86,19 @@ Status FileSet::open_next(time_t now) {
         if (!s) return s;
     }
     final_name_ = name_for(seq_, now);
-    // -G without strftime conversions and without -C would reuse one name;
-    // give each interval its own file so none is overwritten silently.
-    if (opts_.rotate_seconds > 0 && opts_.rotate_bytes == 0 && seq_ > 0 &&
-        !closed_.empty() && closed_.back() == final_name_)
-        final_name_ += "." + std::to_string(seq_);
+    // Only a -C/-W ring reuses names on purpose. Anywhere else (-G within one
+    // second, `capctl rotate` on a plain -w name) a name already written gets
+    // the next number, as -C would give it, so no earlier file is replaced.
+    bool ring = opts_.rotate_bytes > 0 && opts_.max_files > 0;
+    if (!ring && seq_ > 0) {
+        auto used = [&](const std::string& n) {
+            for (const auto& c : closed_)
+                if (c == n) return true;
+            return false;
+        };
+        std::string base = final_name_;
+        for (uint64_t k = seq_; used(final_name_); k++) final_name_ = base + std::to_string(k);
+    }
     hidden_name_ = hidden_name_for(final_name_);
     fd_ = ::open(hidden_name_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, opts_.mode);
     if (fd_ < 0) return make_error(final_name_ + ": " + errno_text(errno));
