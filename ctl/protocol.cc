@@ -1,5 +1,6 @@
 #include "ctl/protocol.hh"
 
+#include <algorithm>
 #include <cerrno>
 
 namespace linecap::ctl {
@@ -22,7 +23,37 @@ const char* errno_name(int err) {
     }
 }
 
+namespace {
+
+/* Nesting depth of JSON text, ignoring brackets inside strings. Copying or
+ * freeing a parsed value recurses once per level, so a hostile line of
+ * 60 000 '[' would exhaust the stack of the control thread. */
+size_t nesting_depth(std::string_view s) {
+    size_t depth = 0, max_depth = 0;
+    bool in_string = false, escaped = false;
+    for (char c : s) {
+        if (in_string) {
+            if (escaped) escaped = false;
+            else if (c == '\\') escaped = true;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            max_depth = std::max(max_depth, ++depth);
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return max_depth;
+}
+
+}  // namespace
+
 bool parse_request(std::string_view line, Request& out, ParseFailure& err) {
+    if (nesting_depth(line) > kMaxDepth) {
+        err = {EPROTO, "malformed request: JSON nested deeper than " + std::to_string(kMaxDepth)};
+        return false;
+    }
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object()) {
         err = {EPROTO, "malformed request: expected one JSON object per line"};

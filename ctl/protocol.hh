@@ -23,6 +23,7 @@ namespace linecap::ctl {
 
 inline constexpr int kProtocolVersion = 1;
 inline constexpr size_t kMaxLine = 64 * 1024;
+inline constexpr size_t kMaxDepth = 32;  // JSON nesting accepted in a request
 inline constexpr const char* kDefaultSocket = "/run/linecap/capd.sock";
 
 struct Request {
