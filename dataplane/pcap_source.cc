@@ -30,10 +30,31 @@ int dlt_to_linktype(int dlt) {
     }
 }
 
-pcap_t* open_nano(const std::string& path, std::string& err) {
+/* How the file stores time: classic pcap in micro- or nanoseconds (32-bit
+ * unsigned fields), or pcapng (64-bit, any resolution). */
+enum class FileClock { kClassicMicro, kClassicNano, kPcapng };
+
+FileClock file_clock(const std::string& path) {
+    uint32_t magic = 0;
+    if (FILE* f = fopen(path.c_str(), "rb")) {
+        if (fread(&magic, 4, 1, f) != 1) magic = 0;
+        fclose(f);
+    }
+    if (magic == 0xa1b23c4d || magic == 0x4d3cb2a1) return FileClock::kClassicNano;
+    if (magic == 0xa1b2c3d4 || magic == 0xd4c3b2a1) return FileClock::kClassicMicro;
+    return FileClock::kPcapng;
+}
+
+/* Classic pcap files are opened at their own precision, so libpcap passes
+ * the 32-bit fields through unscaled (scaling overflows on out-of-range
+ * fractions found in damaged files); capd converts them itself. */
+pcap_t* open_nano(const std::string& path, std::string& err, FileClock* clock = nullptr) {
     char errbuf[PCAP_ERRBUF_SIZE] = "";
-    pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO,
-                                                        errbuf);
+    FileClock c = file_clock(path);
+    if (clock) *clock = c;
+    int precision = c == FileClock::kClassicMicro ? PCAP_TSTAMP_PRECISION_MICRO
+                                                  : PCAP_TSTAMP_PRECISION_NANO;
+    pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), precision, errbuf);
     if (!p) err = errbuf;
     return p;
 }
@@ -134,10 +155,18 @@ private:
         }
         // libpcap 1.10 sign-extends the 32-bit seconds of classic pcap; the
         // format's seconds are unsigned (times after 2038 are valid).
-        int64_t sec = h->ts.tv_sec;
-        if (sec < 0) sec += int64_t(1) << 32;
-        uint64_t ts = static_cast<uint64_t>(sec) * 1000000000ull +
-                      static_cast<uint64_t>(h->ts.tv_usec);  // tv_usec holds ns here
+        // libpcap 1.10 sign-extends the 32-bit fields of classic pcap; the
+        // format's fields are unsigned (times after 2038 are valid), and a
+        // fraction out of range is carried as it is, as tcpdump -w does.
+        uint64_t ts;
+        if (clock_ == FileClock::kPcapng) {
+            ts = static_cast<uint64_t>(h->ts.tv_sec) * 1000000000ull +
+                 static_cast<uint64_t>(h->ts.tv_usec);  // ns here
+        } else {
+            uint64_t sec = static_cast<uint32_t>(h->ts.tv_sec);
+            uint64_t frac = static_cast<uint32_t>(h->ts.tv_usec);
+            ts = sec * 1000000000ull + (clock_ == FileClock::kClassicMicro ? frac * 1000 : frac);
+        }
         if (read_in_round_ == 0 && round_ == 0) first_ts_ = ts;
         last_ts_ = ts;
         *RTE_MBUF_DYNFIELD(head, fields_.ts_offset, uint64_t*) = ts + shift_;
@@ -152,7 +181,7 @@ private:
     void reopen() {
         std::string err;
         pcap_close(p_);
-        p_ = open_nano(path_, err);
+        p_ = open_nano(path_, err, &clock_);
         if (!p_) {
             error_ = path_ + ": reopening for loop: " + err;
             done_ = true;
@@ -164,6 +193,7 @@ private:
     }
 
     std::string path_;
+    FileClock clock_ = file_clock(path_);
     bool loop_;
     pcap_t* p_;
     rte_mempool* pool_;
