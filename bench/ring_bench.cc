@@ -23,6 +23,8 @@
 #include <rte_errno.h>
 #include <rte_ring.h>
 
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -83,6 +85,18 @@ void same_core(benchmark::State& state, unsigned flags, unsigned burst, const ch
     set_rates(state, burst);
 }
 
+/* CPUs this process may use, read before the EAL pins the main thread. */
+std::vector<int> g_cpus;
+
+/* Puts the calling thread on the i-th allowed CPU (wrapping). */
+void pin_to(size_t i) {
+    if (g_cpus.empty()) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(g_cpus[i % g_cpus.size()], &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
 /* Shared by the two threads of one TwoThreads run. Google Benchmark joins both
  * threads after each run, so a run never sees the previous run's state. */
 struct Shared {
@@ -94,6 +108,8 @@ Shared g_shared;
 
 void two_threads(benchmark::State& state, unsigned burst) {
     const bool producer = state.thread_index() == 0;
+    // Producer and consumer on different CPUs where there are two.
+    pin_to(size_t(state.thread_index()));
     if (producer) {
         g_shared.fixture = new RingFixture("ring_bench_2t", RING_F_SP_ENQ | RING_F_SC_DEQ, burst);
         g_shared.ready.store(1, std::memory_order_release);
@@ -174,6 +190,14 @@ std::vector<unsigned> parse_bursts(int& argc, char** argv) {
 int main(int argc, char** argv) {
     std::vector<unsigned> bursts = parse_bursts(argc, argv);
 
+    // rte_eal_init pins the main thread to lcore 0, and the benchmark's
+    // threads would inherit that; keep the original set to restore it.
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    if (sched_getaffinity(0, sizeof(all), &all) == 0)
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &all)) g_cpus.push_back(c);
+
     std::string prefix = "--file-prefix=ringbench" + std::to_string(getpid());
     std::vector<std::string> eal_args = {"ring_bench", "--no-huge", "--no-pci", "-m", "256",
                                          "--no-shconf", prefix, "--no-telemetry",
@@ -184,7 +208,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "ring_bench: EAL init failed: %s\n", rte_strerror(rte_errno));
         return 1;
     }
-    std::printf("CPU: %s, %ld online CPUs\n", cpu_model().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
+    sched_setaffinity(0, sizeof(all), &all);
+    std::printf("CPU: %s, %ld online CPUs, %zu allowed%s\n", cpu_model().c_str(),
+                sysconf(_SC_NPROCESSORS_ONLN), g_cpus.size(),
+                g_cpus.size() < 2 ? " (TwoThreads share one CPU: a scheduler measurement)" : "");
     benchmark::AddCustomContext("cpu_model", cpu_model());
 
     for (unsigned b : bursts) {
