@@ -26,6 +26,19 @@ struct RuleTotals {
     uint64_t packets = 0, bytes = 0;
 };
 
+/* Per-rule totals of one snapshot, summed over the workers' scratch. */
+std::vector<RuleTotals> rule_totals(const RuleSnapshot& snap) {
+    std::vector<RuleTotals> t(snap.rules->rule_names().size());
+    for (const auto& sc : snap.scratch) {
+        auto c = sc->counters();
+        for (size_t r = 0; r < t.size() && r < c.size(); r++) {
+            t[r].packets += c[r].packets;
+            t[r].bytes += c[r].bytes;
+        }
+    }
+    return t;
+}
+
 struct Pipeline::Impl {
     Options opts;
     filters::CompileOptions copts;
@@ -67,22 +80,15 @@ struct Pipeline::Impl {
 
     void retire(const RuleSnapshot& old) {
         auto names = old.rules->rule_names();
+        auto totals = rule_totals(old);
         for (size_t r = 0; r < names.size(); r++) {
-            RuleTotals t;
-            for (const auto& sc : old.scratch) {
-                auto c = sc->counters();
-                if (r < c.size()) {
-                    t.packets += c[r].packets;
-                    t.bytes += c[r].bytes;
-                }
-            }
             auto it = std::find_if(retired.begin(), retired.end(),
                                    [&](const auto& e) { return e.first == names[r]; });
             if (it == retired.end()) {
-                retired.emplace_back(names[r], t);
+                retired.emplace_back(names[r], totals[r]);
             } else {
-                it->second.packets += t.packets;
-                it->second.bytes += t.bytes;
+                it->second.packets += totals[r].packets;
+                it->second.bytes += totals[r].bytes;
             }
         }
     }
@@ -373,15 +379,9 @@ Summary Pipeline::collect() const {
     for (const auto& [name, t] : p.retired) s.rules.push_back({name, t.packets, t.bytes, false});
     const RuleSnapshot* cur = p.owned_snapshot.get();
     auto names = cur->rules->rule_names();
+    auto totals = rule_totals(*cur);
     for (size_t r = 0; r < names.size(); r++) {
-        uint64_t pk = 0, by = 0;
-        for (const auto& sc : cur->scratch) {
-            auto c = sc->counters();
-            if (r < c.size()) {
-                pk += c[r].packets;
-                by += c[r].bytes;
-            }
-        }
+        uint64_t pk = totals[r].packets, by = totals[r].bytes;
         auto it = std::find_if(s.rules.begin(), s.rules.end(),
                                [&](const RuleSummary& x) { return x.name == names[r]; });
         if (it == s.rules.end()) {

@@ -198,20 +198,17 @@ int worker_main(void* arg) {
             }
             if (!q.source->finished(q.queue)) all_finished = false;
         }
-        if (got == 0) {
-            if (all_finished) break;
-            // Flush a partial chunk after the time bound, so a quiet link
-            // still reaches the disk.
-            storage::Chunk* c = st->chunk;
-            if (c && c->packets && rte_rdtsc() - c->first_tsc > ctx.flush_cycles) hand_over(*st);
-            if (ctx.idle_sleep && ++idle > 64)
-                usleep(20);
-            else
-                rte_pause();
-        } else {
+        if (got == 0 && all_finished) break;
+        // Flush a partial chunk after the time bound, so a quiet link still
+        // reaches the disk.
+        storage::Chunk* c = st->chunk;
+        if (c && c->packets && rte_rdtsc() - c->first_tsc > ctx.flush_cycles) hand_over(*st);
+        if (got != 0) {
             idle = 0;
-            storage::Chunk* c = st->chunk;
-            if (c && c->packets && rte_rdtsc() - c->first_tsc > ctx.flush_cycles) hand_over(*st);
+        } else if (ctx.idle_sleep && ++idle > 64) {
+            usleep(20);
+        } else {
+            rte_pause();
         }
     }
 

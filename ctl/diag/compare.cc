@@ -9,20 +9,12 @@
 #include <unordered_map>
 
 #include "ctl/diag/capture_file.hh"
+#include "ctl/diag/fmt.hh"
 
 namespace linecap::ctl::diag {
 
 namespace {
 
-std::string fmt(const char* f, ...) __attribute__((format(printf, 1, 2)));
-std::string fmt(const char* f, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, f);
-    std::vsnprintf(buf, sizeof buf, f, ap);
-    va_end(ap);
-    return buf;
-}
 
 std::string ms(double ns) { return fmt("%.3f ms", ns / 1e6); }
 std::string ms(int64_t ns) { return ms(static_cast<double>(ns)); }
