@@ -48,14 +48,20 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
     p.worker_lcore0 = 1;
     p.writer_lcore0 = 1 + o.workers;
 
-    // The main lcore mostly sleeps; let it float over every CPU. Busy lcores
-    // get CPUs in order, wrapping when there are fewer CPUs than lcores.
-    std::ostringstream all;
-    all << "(";
-    for (size_t i = 0; i < cpus.size(); i++) all << (i ? "," : "") << cpus[i];
-    all << ")";
+    // Busy lcores get CPUs in order, wrapping when there are fewer CPUs than
+    // lcores. The main lcore mostly sleeps but wakes every few milliseconds:
+    // it floats over the CPUs no worker polls on (the writers' CPUs), so its
+    // wake-ups never preempt a worker; only when workers take every CPU does
+    // it float over all of them.
+    size_t worker_cpus = o.workers < cpus.size() ? o.workers : cpus.size();
+    size_t first_free = worker_cpus < cpus.size() ? worker_cpus : 0;
+    std::ostringstream main_set;
+    main_set << "(";
+    for (size_t i = first_free; i < cpus.size(); i++)
+        main_set << (i > first_free ? "," : "") << cpus[i];
+    main_set << ")";
     std::ostringstream map;
-    map << "0@" << all.str();
+    map << "0@" << main_set.str();
     for (unsigned l = 1; l <= busy; l++) map << "," << l << "@" << cpus[(l - 1) % cpus.size()];
     p.args.push_back("--lcores=" + map.str());
 

@@ -12,8 +12,6 @@
 namespace linecap::dataplane {
 namespace {
 
-constexpr uint16_t kRxDescriptors = 1024;
-
 /* Token bucket that paces one queue of a synthetic source. */
 struct alignas(64) Pacer {
     double tokens = 0;

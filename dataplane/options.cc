@@ -45,13 +45,25 @@ Result<SourceSpec> parse_source(const std::string& text) {
                 return make_error("source '" + text + "': null size must be 14..9000 bytes");
             }
         }
-        if (!opts.empty()) {
-            // ,rate=N[k|M|G]: a paced offered load, for drop-rate measurements.
-            const std::string key = ",rate=";
-            if (opts.rfind(key, 0) != 0)
-                return make_error("source '" + text + "': expected null[:SIZE][,rate=PPS]");
+        // Options after the size: ,rate=N[k|M|G] paces the offered load (for
+        // drop-rate measurements); ,frames=FILE fills the packet buffers with
+        // the frames of a capture, so filters see real headers.
+        const std::string usage = "source '" + text +
+                                  "': expected null[:SIZE][,rate=PPS][,frames=FILE]";
+        size_t at = 0;
+        while (at < opts.size()) {
+            size_t next = opts.find(',', at + 1);
+            std::string item = opts.substr(at + 1, next == std::string::npos ? next : next - at - 1);
+            at = next == std::string::npos ? opts.size() : next;
+            size_t eq = item.find('=');
+            if (eq == std::string::npos || eq + 1 == item.size()) return make_error(usage);
+            std::string key = item.substr(0, eq), v = item.substr(eq + 1);
+            if (key == "frames") {
+                s.arg = v;
+                continue;
+            }
+            if (key != "rate") return make_error(usage);
             try {
-                std::string v = opts.substr(key.size());
                 size_t pos;
                 double r = std::stod(v, &pos);
                 std::string unit = v.substr(pos);
@@ -77,7 +89,7 @@ Result<SourceSpec> parse_source(const std::string& text) {
     }
     return make_error("unknown source '" + text +
                       "' (expected a PCI address, af_xdp:IFACE, af_packet:IFACE, "
-                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS])");
+                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE])");
 }
 
 Result<Options> parse_options(int argc, char** argv, bool& exit_now) {

@@ -19,7 +19,7 @@ struct SourceSpec {
     enum class Kind { kPci, kAfXdp, kAfPacket, kPcapFile, kNull };
     Kind kind;
     std::string text;  // as the user wrote it, e.g. "pcap:in.pcap,loop"
-    std::string arg;   // PCI address, interface or file
+    std::string arg;   // PCI address, interface or file (null: the frames= file)
     bool loop = false;
     uint32_t size = 64;  // null: frame size
     double rate_pps = 0;  // null: offered load, packets/s over all queues; 0 = unpaced

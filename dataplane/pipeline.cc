@@ -144,11 +144,17 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
     uint16_t qpp = queues_per_port(o);
     unsigned nq = 0;
     for (const auto& s : o.sources) nq += s.kind == SourceSpec::Kind::kPcapFile ? 1 : qpp;
-    unsigned nmbufs = nq * (1024 + 2 * kBurstSize) + (o.workers + 1) * 512 + 4096;
+    unsigned nmbufs = nq * (kRxDescriptors + 2 * kBurstSize) + (o.workers + 1) * 512 + 4096;
     p.mbufs = rte_pktmbuf_pool_create("capd_mbufs", nmbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                       static_cast<int>(rte_socket_id()));
     if (!p.mbufs)
         return make_error(std::string("mbuf pool: ") + rte_strerror(rte_errno));
+
+    // The mbuf pool is shared: a null source's frames= fills all of it.
+    for (const SourceSpec& s : o.sources) {
+        Status filled = fill_null_frames(s, p.mbufs);
+        if (!filled) return make_error(filled.error());
+    }
 
     for (unsigned i = 0; i < o.sources.size(); i++) {
         const SourceSpec& s = o.sources[i];

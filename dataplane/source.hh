@@ -29,6 +29,11 @@
 
 namespace linecap::dataplane {
 
+/* Receive descriptors per queue: the most common 10 GbE NICs (ixgbe, i40e,
+ * ice) take up to 4096, which is 275 us of 64-byte frames at line rate for a
+ * worker that loses its CPU for a moment. */
+inline constexpr uint16_t kRxDescriptors = 4096;
+
 /* Offsets of the mbuf dynamic fields capd uses. Registered once at start. */
 struct MbufFields {
     int ts_offset = -1;     // rte_mbuf_timestamp_t, ns since the epoch
@@ -100,5 +105,11 @@ std::string eal_device_name(const SourceSpec& spec, unsigned index);
  * queues spread by RSS where the port supports it. */
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
                                                 uint16_t queues, rte_mempool* pool);
+
+/* For null:SIZE,frames=FILE: writes the frames of the capture FILE, in turn,
+ * into the data area of every mbuf of `pool` (cut or zero-padded to SIZE).
+ * The null device hands out pool mbufs without touching their data, so its
+ * synthetic packets then carry real headers and payloads for the filters. */
+Status fill_null_frames(const SourceSpec& spec, rte_mempool* pool);
 
 }  // namespace linecap::dataplane

@@ -299,6 +299,29 @@ class PcapngFormat(CapdTestCase):
                              "tshark sees the nanosecond timestamps")
             self.assertTrue(all(r[3] for r in rows), "tshark decodes every frame as UDP")
 
+    def test_null_frames(self):
+        """null:SIZE,frames=FILE: every synthetic packet is one of FILE's frames
+        cut or zero-padded to SIZE, and filters see their headers."""
+        frames = [pcaplib.eth_ipv4_udp(b"u" * 30, sport=40000 + i) for i in range(5)] + \
+                 [pcaplib.eth_ipv4_tcp(b"GET / HTTP/1.1\r\n" * 4, sport=41000 + i) for i in range(3)]
+        src = self.path("frames.pcap")
+        pcaplib.write_pcap(src, [pcaplib.Packet(10**9 + i, f, len(f)) for i, f in enumerate(frames)])
+        size = 64
+        want = {(f[:size] + bytes(max(0, size - len(f)))) for f in frames}
+        for expr, keep in (([], want), (["tcp"], {w for w in want if w[23] == 6})):
+            with self.subTest(filter=expr):
+                out = self.path(f"null-frames-{len(expr)}.pcap")
+                run = self.capd(["-q", "-i", f"null:{size},frames={src}", "-c", "20000",
+                                 "-w", out] + expr)
+                self.assertCapdOk(run, quiet=True)
+                got = self.assertWhole(out)
+                self.assertEqual(len(got.records), 20000)
+                seen = {r.data for r in got.records}
+                self.assertLessEqual(seen, keep, "only the file's frames, cut to the size")
+                self.assertEqual(seen, keep, "every frame of the file shows up")
+                self.assertTrue(all(r.wirelen == size for r in got.records))
+
+
     def test_two_interfaces(self):
         a, _ = gencaps.mixed(300, source=1)
         b, _ = gencaps.mixed(200, source=2)

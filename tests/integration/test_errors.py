@@ -52,13 +52,20 @@ class BadInput(CapdTestCase):
         return run
 
     def test_unknown_source(self):
-        for src in ("foo:bar", "pcap:", "af_packet:", "null:5", "null:99999", "eth0"):
+        for src in ("foo:bar", "pcap:", "af_packet:", "null:5", "null:99999", "eth0",
+                    "null:64,rate=", "null:64,frames=", "null:64,colour=red", "null,rate=-3"):
             with self.subTest(source=src):
                 self.assertRefused(["-i", src, "-w", self.out])
 
     def test_missing_input_file(self):
         self.assertRefused(["-i", "pcap:/nonexistent", "-w", self.out])
         self.assertRefused(["-i", f"pcap:{self.path('missing.pcap')},loop", "-w", self.out])
+
+    def test_bad_null_frames_file(self):
+        self.assertRefused(["-i", f"null:64,frames={self.path('missing.pcap')}", "-w", self.out])
+        empty = self.path("empty.pcap")
+        pcaplib.write_pcap(empty, [])
+        self.assertRefused(["-i", f"null:64,frames={empty}", "-w", self.out], watch=[])
 
     def test_missing_source_interface(self):
         self.assertRefused(["-i", "af_packet:lcnosuchif0", "-w", self.out])
