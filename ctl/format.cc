@@ -77,7 +77,8 @@ std::string format_stats(const nlohmann::json& s) {
     for (const auto& w : s["workers"])
         o << "worker " << i++ << ": rx " << u(w, "rx_packets") << ", filtered "
           << u(w, "filtered_out") << ", accepted " << u(w, "accepted") << ", ring_full "
-          << u(w, "ring_full") << ", writer_slow " << u(w, "writer_slow") << "\n";
+          << u(w, "ring_full") << ", writer_slow " << u(w, "writer_slow")
+          << ", longest poll gap " << w.value("max_poll_gap_us", 0.0) << " us\n";
     i = 0;
     for (const auto& w : s["writers"])
         o << "writer " << i++ << ": " << u(w, "packets") << " packets, " << u(w, "bytes")
@@ -141,6 +142,12 @@ std::string format_prometheus(const nlohmann::json& s) {
     for (const auto& r : s["rules"])
         o << "linecap_rule_packets_total{rule=\"" << label(r.value("name", "")) << "\"} "
           << u(r, "packets") << "\n";
+    o << "# HELP linecap_worker_max_poll_gap_seconds Longest time a worker went between two "
+         "receive polls.\n# TYPE linecap_worker_max_poll_gap_seconds gauge\n";
+    int wi = 0;
+    for (const auto& w : s["workers"])
+        o << "linecap_worker_max_poll_gap_seconds{worker=\"" << wi++ << "\"} "
+          << w.value("max_poll_gap_us", 0.0) / 1e6 << "\n";
     o << "# HELP linecap_elapsed_seconds Seconds since capture started.\n"
       << "# TYPE linecap_elapsed_seconds gauge\n"
       << "linecap_elapsed_seconds " << s.value("elapsed_s", 0.0) << "\n";

@@ -1,5 +1,6 @@
 #include "dataplane/pipeline.hh"
 
+#include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_ethdev.h>
 #include <rte_launch.h>
@@ -355,7 +356,9 @@ Summary Pipeline::collect() const {
         const WorkerStats& st = w->stats;
         WorkerSummary ws{st.rx_packets.load(),  st.rx_bytes.load(),    st.filtered_out.load(),
                          st.over_limit.load(),  st.accepted.load(),    st.encoded.load(),
-                         st.writer_slow.load(), st.ring_full.load(),   st.chunks.load()};
+                         st.writer_slow.load(), st.ring_full.load(),   st.chunks.load(),
+                         static_cast<double>(st.max_poll_gap.load()) * 1e6 /
+                             static_cast<double>(rte_get_tsc_hz())};
         s.received += ws.rx_packets;
         s.packet_bytes += ws.rx_bytes;
         s.filtered_out += ws.filtered_out;

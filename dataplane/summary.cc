@@ -28,6 +28,19 @@ std::string summary_text(const Summary& s) {
              (unsigned long long)s.drops.disk,
              s.drops.paused ? (", paused " + std::to_string(s.drops.paused)).c_str() : "");
     out += buf;
+    // Packets the NIC could not hand over: say whether a worker stalled.
+    if (s.drops.nic_imissed) {
+        size_t worst = 0;
+        for (size_t i = 1; i < s.workers.size(); i++)
+            if (s.workers[i].max_poll_gap_us > s.workers[worst].max_poll_gap_us) worst = i;
+        if (!s.workers.empty()) {
+            snprintf(buf, sizeof(buf),
+                     "capd: worker %zu went up to %.3f ms between receive polls (a shared or "
+                     "interrupted CPU shows here)\n",
+                     worst, s.workers[worst].max_poll_gap_us / 1000.0);
+            out += buf;
+        }
+    }
     for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
     return out;
 }
@@ -67,7 +80,8 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"encoded", w.encoded},
                                 {"writer_slow", w.writer_slow},
                                 {"ring_full", w.ring_full},
-                                {"chunks", w.chunks}});
+                                {"chunks", w.chunks},
+                                {"max_poll_gap_us", w.max_poll_gap_us}});
     j["writers"] = json::array();
     for (const auto& w : s.writers)
         j["writers"].push_back({{"packets", w.packets},

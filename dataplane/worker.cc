@@ -185,8 +185,15 @@ int worker_main(void* arg) {
     unsigned idle = 0;
 
     rte_rcu_qsbr_thread_online(ctx.qsbr, ctx.index);
+    uint64_t last_poll = rte_rdtsc(), max_gap = 0;
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
+        const uint64_t now = rte_rdtsc();
+        if (unlikely(now - last_poll > max_gap)) {
+            max_gap = now - last_poll;
+            ctx.stats.max_poll_gap.store(max_gap, std::memory_order_relaxed);
+        }
+        last_poll = now;
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         uint32_t got = 0;
         bool all_finished = true;
@@ -207,6 +214,7 @@ int worker_main(void* arg) {
             idle = 0;
         } else if (ctx.idle_sleep && ++idle > 64) {
             usleep(20);
+            last_poll = rte_rdtsc();
         } else {
             rte_pause();
         }

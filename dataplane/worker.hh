@@ -43,6 +43,10 @@ struct alignas(64) WorkerStats {
     std::atomic<uint64_t> writer_slow{0};  // no free chunk
     std::atomic<uint64_t> ring_full{0};    // chunk could not be enqueued
     std::atomic<uint64_t> chunks{0};       // chunks handed to the writer
+    /* Longest stretch, in TSC cycles, between two polls of the receive
+     * queues (idle sleeps excluded). Longer than the NIC ring lasts at the
+     * arrival rate means nic_imissed: the worker lost its CPU. */
+    std::atomic<uint64_t> max_poll_gap{0};
 };
 
 /* Shared packet budget for -c: workers take from it per burst. */

@@ -55,6 +55,9 @@ class StatsJson(CapdTestCase):
                          "every accepted packet is written or counted as dropped")
         self.assertEqual(sum(w["rx_packets"] for w in s["workers"]), s["packets_received"])
         self.assertEqual(sum(w["packets"] for w in s["writers"]), s["packets_written"])
+        for w in s["workers"]:
+            gap = w["max_poll_gap_us"]
+            self.assertTrue(0 < gap < s["elapsed_s"] * 1e6 + 1e6, f"poll gap {gap} us")
         if run is not None:
             lines = run.stderr_lines
             m = next((SUMMARY.match(l) for l in lines if SUMMARY.match(l)), None)
