@@ -551,26 +551,31 @@ class Bench:
             "rx_mpps": mpps(received / el) if el else None,
             "written_mpps": mpps(int(stats.get("packets_written", 0)) / el) if el else None,
             "write_gbps": round(int(stats.get("bytes_written", 0)) / el / 1e9, 4) if el else None,
+            "max_poll_gap_us": max((float(w.get("max_poll_gap_us", 0))
+                                    for w in stats.get("workers", [])), default=None),
         })
         return res
 
     @staticmethod
     def point(res, rate):
         keys = ("status", "offered", "received", "filtered_out", "written", "drops", "drops_total",
-                "drop_pct", "offered_mpps", "rx_mpps", "write_gbps", "elapsed_s", "hugepages")
+                "drop_pct", "offered_mpps", "rx_mpps", "write_gbps", "elapsed_s", "hugepages",
+                "max_poll_gap_us")
         p = {"rate_pps": rate, "rate_mpps": mpps(rate)}
         p.update({k: res.get(k) for k in keys})
         p["lossless"] = res.get("status") == "ok" and res.get("drops_total", 1) == 0
         return p
 
     def search_lossless(self, size, target="shm", extra=(), workers=1, writers=1, label="",
-                        max_points=None):
-        """Highest paced rate of null:SIZE with zero drops (search by bisection)."""
+                        max_points=None, frames=None):
+        """Highest paced rate of null:SIZE with zero drops (search by bisection).
+        With frames=FILE the null packets carry FILE's frames."""
         max_points = self.a.max_points if max_points is None else max_points
+        src = f"null:{size}" + (f",frames={frames}" if frames else "")
         res = {"size": size, "target": target, "workers": workers, "writers": writers,
-               "config": label, "source": f"null:{size},rate=R"}
+               "config": label, "source": f"{src},rate=R"}
         try:
-            probe = self.capd_run(f"null:{size}", target, extra, workers, writers)
+            probe = self.capd_run(src, target, extra, workers, writers)
         except Budget as e:
             res["status"] = str(e)
             return res
@@ -594,7 +599,7 @@ class Bench:
         note = None
         for _ in range(max_points):
             try:
-                run_res = self.capd_run(f"null:{size},rate={r}", target, extra, workers, writers)
+                run_res = self.capd_run(f"{src},rate={r}", target, extra, workers, writers)
             except Budget as e:
                 note = str(e)
                 break
@@ -633,7 +638,7 @@ class Bench:
             unconfirmed = lo
             for _ in range(2):
                 try:
-                    c = self.point(self.capd_run(f"null:{size},rate={lo}", target, extra, workers,
+                    c = self.point(self.capd_run(f"{src},rate={lo}", target, extra, workers,
                                                  writers), lo)
                 except Budget as e:
                     note = str(e)
@@ -653,7 +658,7 @@ class Bench:
             unconfirmed = None
         points.sort(key=lambda p: p["rate_pps"])
         # Not lossless, but says where throughput ends when rare stalls (a
-        # worker preempted for longer than its 1024-descriptor credit) are
+        # worker preempted for longer than its 4096-descriptor credit) are
         # what keeps a rate from being lossless.
         near = {}
         for pct in (0.001, 0.01, 0.1):
@@ -690,6 +695,8 @@ class Bench:
         return out
 
     def configs_section(self, lossless):
+        """Every configuration on null:64,frames=PCAP (the replayed capture's
+        frames at null speed, paced), plus an unpaced pcap:PCAP,loop run."""
         out = []
         configs = CONFIGS if not self.a.quick else CONFIGS[:2]
         for name, extra in configs:
@@ -698,20 +705,15 @@ class Bench:
                 entry["expression"] = extra[0]
             if name.startswith("patterns"):
                 entry["patterns"] = len(extra) // 2
-            # null frames are all-zero bytes: filters match none of them.
-            if name == "match-all":
-                base = next((l for l in lossless if l.get("target") == "shm" and
-                             l.get("size") == 64 and l.get("workers") == 1), None)
-                entry["null_64"] = base or self.search_lossless(64, "shm", extra, label=name)
-            else:
-                entry["null_64"] = self.search_lossless(
-                    64, "shm", extra, label=name, max_points=1 if self.a.quick else None)
+            entry["null_frames_64"] = self.search_lossless(
+                64, "shm", extra, label=name, frames=self.pcap,
+                max_points=1 if self.a.quick else None)
             try:
                 p = self.capd_run(f"pcap:{self.pcap},loop", "shm", extra)
             except Budget as e:
                 p = {"status": str(e)}
             entry["pcap_loop"] = p
-            st = entry["null_64"].get("status", "")
+            st = entry["null_frames_64"].get("status", "")
             entry["status"] = p["status"] if p["status"] != "ok" else st
             if p["status"] == "ok":
                 self.say(f"config {name} on pcap loop: {p['rx_mpps']} Mpps received, "
@@ -720,6 +722,24 @@ class Bench:
             else:
                 self.say(f"config {name}: {p['status']}")
             out.append(entry)
+        # Each configuration against match-all on the same frames: unpaced
+        # receive rate and max lossless rate.
+        base = next((c for c in out if c["name"] == "match-all"), None)
+
+        def rate(c, key):
+            n = c["null_frames_64"]
+            if n.get("status") != "ok":
+                return None
+            return n.get("saturated", {}).get("rx_mpps") if key == "unpaced" \
+                else n.get("max_lossless_mpps")
+        for c in out:
+            for key in ("unpaced", "lossless"):
+                a, b = rate(c, key), base and rate(base, key)
+                c[f"{key}_ratio_to_match_all"] = round(a / b, 3) if a and b else None
+            if c["name"] != "match-all":
+                self.say(f"config {c['name']}: unpaced receive rate "
+                         f"{c['unpaced_ratio_to_match_all']} x match-all's, max lossless "
+                         f"{c['lossless_ratio_to_match_all']} x")
         return out
 
     def rx_only_section(self):
@@ -1087,8 +1107,7 @@ class Bench:
                 "unset logscale y\nset yrange [*:*]\n")
         # 2: drops against offered load, every sweep point.
         series = []
-        for i, l in enumerate(lossless + [c["null_64"] for c in result["configs"]
-                                          if c["name"] != "match-all"]):
+        for i, l in enumerate(lossless + [c["null_frames_64"] for c in result["configs"]]):
             pts = [(p["offered_mpps"], p["drops_total"] / p["offered"] * 100.0)
                    for p in l.get("points", []) if p.get("offered")]
             if pts:
@@ -1123,8 +1142,8 @@ class Bench:
         # 4: configurations.
         rows = []
         for c in result["configs"]:
-            n = c["null_64"].get("max_lossless_mpps") if c["null_64"].get("status") == "ok" \
-                else None
+            n = c["null_frames_64"].get("max_lossless_mpps") \
+                if c["null_frames_64"].get("status") == "ok" else None
             p = c["pcap_loop"].get("rx_mpps") if c["pcap_loop"].get("status") == "ok" else None
             w = c["pcap_loop"].get("written_mpps") if c["pcap_loop"].get("status") == "ok" \
                 else None
@@ -1139,7 +1158,7 @@ class Bench:
                 "set yrange [0:*]\nset ylabel 'Mpps'\nset style data histograms\n"
                 "set style histogram cluster gap 1\nset style fill solid 0.8 border -1\n"
                 "set xtics rotate by -20\n"
-                f"plot '{f}' using 2:xtic(1) title 'null:64 max lossless', "
+                f"plot '{f}' using 2:xtic(1) title 'null:64,frames= max lossless', "
                 f"'' using 3 title 'pcap loop received (unpaced)', "
                 f"'' using 4 title 'pcap loop written'\nset xtics norotate\n")
         # 5: veth and dpdk-dumpcap baselines.
@@ -1247,10 +1266,12 @@ class Bench:
         result["configs"] = self.configs_section(result["lossless"]) \
             if "configs" not in a.skip else []
         result["notes"] = self.notes
-        self.notes.append("configs.null_64: null frames are all-zero bytes, so expressions and "
-                          "patterns match none of them and nothing is written; this prices the "
-                          "filter alone. configs.pcap_loop replays realistic traffic unpaced "
-                          "(its rate cannot be paced), so it reports Mpps, not a lossless rate.")
+        self.notes.append("configs.null_frames_64: null:64,frames=PCAP, i.e. the replayed "
+                          "capture's frames cut to 64 bytes at null speed, paced; "
+                          "*_ratio_to_match_all compare each configuration with match-all on "
+                          "the same frames. configs.pcap_loop replays the capture itself "
+                          "unpaced (libpcap reading bounds its rate), so it reports Mpps, not a "
+                          "lossless rate.")
         base = {"rx_only": self.rx_only_section() if "rx-only" not in a.skip else []}
         if a.quick:
             base["veth"] = {"status": "skipped: --quick"}
