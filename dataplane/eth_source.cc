@@ -129,9 +129,17 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     struct rte_eth_conf conf;
     std::memset(&conf, 0, sizeof(conf));
     uint64_t rss = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+    // A key of repeated 0x6d5a makes the Toeplitz hash symmetric: both
+    // directions of a flow reach the same worker (and its TCP table).
+    std::vector<uint8_t> key(info.hash_key_size);
+    for (size_t i = 0; i < key.size(); i++) key[i] = i % 2 ? 0x5a : 0x6d;
     if (queues > 1 && rss != 0) {
         conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
         conf.rx_adv_conf.rss_conf.rss_hf = rss;
+        if (!key.empty()) {
+            conf.rx_adv_conf.rss_conf.rss_key = key.data();
+            conf.rx_adv_conf.rss_conf.rss_key_len = static_cast<uint8_t>(key.size());
+        }
     }
     // Scatter lets jumbo frames arrive as chained mbufs where the port can.
     if (info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER)
