@@ -7,7 +7,9 @@
  *   ./build/bench/record_bench --benchmark_filter='Encode/pcapng'
  *
  * Rows, for 64-, 512- and 1514-byte packets:
- *   Encode/{pcap,pcap_nano,pcapng}/rte_memcpy/SIZE  what the worker runs;
+ *   Encode/{pcap,pcap_nano,pcapng}/rte_memcpy/SIZE  a new timestamp every record;
+ *   Encode/pcap/rte_memcpy/burst_stamp/SIZE  what the worker runs for ports: one
+ *                                     timestamp per burst of 32, split once;
  *   Encode/{pcap,pcapng}/memcpy/SIZE                the same with libc memcpy;
  *   Copy/{memcpy,rte_memcpy}/SIZE                   packet bytes only, no header.
  * Counters: items_per_second (records), bytes_per_second (record bytes
@@ -74,24 +76,34 @@ void set_rates(benchmark::State& state, uint64_t record_bytes) {
         double(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
-template <Copier C>
+/* kPerPacket: a new timestamp every record, split every time (a source
+ * with per-packet timestamps). kPerBurst: the worker's case for ports, one
+ * timestamp per burst of 32, split once through TsSplit. */
+enum class Stamp { kPerPacket, kPerBurst };
+
+template <Copier C, Stamp T = Stamp::kPerPacket>
 void encode(benchmark::State& state, Format format) {
     const uint32_t caplen = uint32_t(state.range(0));
     Buffers b;
     const uint32_t need = linecap::storage::record_size(format, caplen);
     size_t len = 0, pkt = 0;
     uint64_t ts = 1700000000123456789ull, bytes = 0;
+    linecap::storage::TsSplit split;
     for (auto _ : state) {
         if (kChunkBytes - len < need) len = 0;  // the worker hands the chunk over here
         uint8_t* dst = b.chunk.data() + len;
         const uint8_t* src = b.packets.data() + pkt * kPacketStride;
-        dst += linecap::storage::encode_record_header(format, dst, ts, 0, caplen, caplen);
+        if constexpr (T == Stamp::kPerBurst)
+            dst += linecap::storage::encode_record_header(format, dst, ts, 0, caplen, caplen,
+                                                          split);
+        else
+            dst += linecap::storage::encode_record_header(format, dst, ts, 0, caplen, caplen);
         copy_bytes<C>(dst, src, caplen);
         dst += caplen;
         linecap::storage::encode_record_trailer(format, dst, caplen);
         len += need;
         bytes += need;
-        ts += 67;
+        if (T == Stamp::kPerPacket || pkt % 32 == 31) ts += 67;
         pkt = (pkt + 1) % kPackets;
         benchmark::ClobberMemory();
     }
@@ -130,6 +142,9 @@ int main(int argc, char** argv) {
 
     benchmark::RegisterBenchmark("Encode/pcap/rte_memcpy", [](benchmark::State& s) {
         encode<Copier::kRte>(s, Format::kPcapMicro);
+    })->Apply(sizes);
+    benchmark::RegisterBenchmark("Encode/pcap/rte_memcpy/burst_stamp", [](benchmark::State& s) {
+        encode<Copier::kRte, Stamp::kPerBurst>(s, Format::kPcapMicro);
     })->Apply(sizes);
     benchmark::RegisterBenchmark("Encode/pcap_nano/rte_memcpy", [](benchmark::State& s) {
         encode<Copier::kRte>(s, Format::kPcapNano);

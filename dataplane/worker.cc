@@ -16,6 +16,7 @@ constexpr uint32_t kLinearMax = 16384;
 struct WorkerState {
     WorkerContext& ctx;
     storage::Chunk* chunk = nullptr;
+    storage::TsSplit ts_split;
     uint8_t linear[kBurstSize][kLinearMax];
 };
 
@@ -74,7 +75,7 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
     }
     if (c->packets == 0) c->first_tsc = rte_rdtsc();
     uint8_t* dst = c->data() + c->len;
-    dst += storage::encode_record_header(ctx.format, dst, ts, if_id, caplen, wirelen);
+    dst += storage::encode_record_header(ctx.format, dst, ts, if_id, caplen, wirelen, st.ts_split);
     uint32_t left = caplen;
     for (const rte_mbuf* seg = m; seg && left; seg = seg->next) {
         uint32_t take = seg->data_len < left ? seg->data_len : left;

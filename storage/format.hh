@@ -45,9 +45,24 @@ inline uint32_t record_size(Format f, uint32_t caplen) {
     return 16 + caplen;
 }
 
-/* Writes the record header for one packet at dst; returns its size. Hot. */
+/* A timestamp split into the pcap header's seconds and fraction, kept from
+ * one record to the next: every packet of a burst shares one timestamp, so
+ * the divisions run once per burst instead of once per packet. */
+struct TsSplit {
+    uint64_t ns = ~0ull;
+    uint32_t sec = 0, frac_ns = 0;
+    void set(uint64_t ts_ns) {
+        if (ts_ns == ns) return;
+        ns = ts_ns;
+        sec = static_cast<uint32_t>(ts_ns / 1000000000u);
+        frac_ns = static_cast<uint32_t>(ts_ns % 1000000000u);
+    }
+};
+
+/* Writes the record header for one packet at dst; returns its size. Hot.
+ * `split` caches the last timestamp's seconds and fraction. */
 inline uint32_t encode_record_header(Format f, uint8_t* dst, uint64_t ts_ns, uint32_t if_id,
-                                     uint32_t caplen, uint32_t wirelen) {
+                                     uint32_t caplen, uint32_t wirelen, TsSplit& split) {
     if (f == Format::kPcapng) {
         uint32_t h[7];
         h[0] = 0x00000006;  // enhanced packet block
@@ -60,14 +75,20 @@ inline uint32_t encode_record_header(Format f, uint8_t* dst, uint64_t ts_ns, uin
         std::memcpy(dst, h, sizeof(h));
         return sizeof(h);
     }
+    split.set(ts_ns);
     uint32_t h[4];
-    h[0] = static_cast<uint32_t>(ts_ns / 1000000000u);
-    uint32_t frac = static_cast<uint32_t>(ts_ns % 1000000000u);
-    h[1] = f == Format::kPcapNano ? frac : frac / 1000u;
+    h[0] = split.sec;
+    h[1] = f == Format::kPcapNano ? split.frac_ns : split.frac_ns / 1000u;
     h[2] = caplen;
     h[3] = wirelen;
     std::memcpy(dst, h, sizeof(h));
     return sizeof(h);
+}
+
+inline uint32_t encode_record_header(Format f, uint8_t* dst, uint64_t ts_ns, uint32_t if_id,
+                                     uint32_t caplen, uint32_t wirelen) {
+    TsSplit split;
+    return encode_record_header(f, dst, ts_ns, if_id, caplen, wirelen, split);
 }
 
 /* Writes what follows the packet bytes (pcapng padding and trailing length);
