@@ -186,6 +186,29 @@ void BM_RuleSetClassify(benchmark::State& state) {
     state.SetLabel(expr);
 }
 
+/* The default capture: one rule with no condition ("match-all"), which
+ * still counts packets and bytes per rule. */
+void BM_RuleSetMatchAll(benchmark::State& state) {
+    const uint32_t burst = static_cast<uint32_t>(state.range(0));
+    RuleSpec r;
+    r.name = "cli";
+    auto rs = compile(std::span(&r, 1), CompileOptions{});
+    if (!rs) std::abort();
+    auto scratch = (*rs)->make_scratch();
+    const auto& pkts = mix().pkts;
+    std::vector<uint8_t> verdict(burst);
+    size_t at = 0;
+    for (auto _ : state) {
+        if (at + burst > pkts.size()) at = 0;
+        benchmark::DoNotOptimize((*rs)->classify_burst(&pkts[at], burst, verdict.data(), *scratch));
+        at += burst;
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * burst);
+    state.counters["ns/pkt"] =
+        benchmark::Counter(static_cast<double>(state.iterations()) * burst,
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
 void seed_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"expr", "burst"});
     for (int e = 0; e < kNumExpr; e++) b->Args({e, 32});
@@ -203,6 +226,7 @@ BENCHMARK(BM_Seed<Engine::kBpfFilter>)->Name("Seed/bpf_filter")->Apply(seed_args
 BENCHMARK(BM_Seed<Engine::kJit>)->Name("Sweep/jit")->Apply(sweep_args);
 BENCHMARK(BM_Seed<Engine::kBpfFilter>)->Name("Sweep/bpf_filter")->Apply(sweep_args);
 BENCHMARK(BM_RuleSetClassify)->Name("RuleSet/classify_burst")->Apply(seed_args);
+BENCHMARK(BM_RuleSetMatchAll)->Name("RuleSet/match_all")->ArgName("burst")->Arg(32);
 
 std::string cpu_model() {
     std::ifstream in("/proc/cpuinfo");

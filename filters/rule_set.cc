@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "filters/bpf_object.hh"
@@ -74,6 +75,7 @@ class CompiledRuleSet final : public RuleSet {
         match_all_ =
             rules_.empty() || std::any_of(rules_.begin(), rules_.end(),
                                           [](const CompiledRule& r) { return !r.has_condition(); });
+        single_unconditional_ = rules_.size() == 1 && !rules_[0].has_condition();
         single_expression_ = rules_.size() == 1 && rules_[0].has_expression &&
                              !rules_[0].classic_only && rules_[0].patterns.empty() &&
                              rules_[0].object_vm == nullptr;
@@ -124,6 +126,7 @@ class CompiledRuleSet final : public RuleSet {
     bool jit_requested_ = true;
     bool match_all_ = false;
     bool single_expression_ = false;
+    bool single_unconditional_ = false;  // the default capture: keep all, count
 };
 
 /* Cost, bursts of 32 on the 2 GHz Xeon VM this was developed on
@@ -136,6 +139,15 @@ class CompiledRuleSet final : public RuleSet {
 uint32_t CompiledRuleSet::classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
                                          Scratch& scratch) const {
     auto& s = static_cast<RuleScratch&>(scratch);
+    if (single_unconditional_) {
+        RuleCounters& c = s.counters_[0];
+        uint64_t bytes = 0;
+        for (uint32_t i = 0; i < n; i++) bytes += pkts[i].wirelen;
+        std::memset(verdict, 1, n);
+        c.packets += n;
+        c.bytes += bytes;
+        return n;
+    }
     if (single_expression_) {
         const EbpfVm& vm = *rules_[0].vm;
         RuleCounters& c = s.counters_[0];
