@@ -17,6 +17,7 @@ struct WorkerState {
     WorkerContext& ctx;
     storage::Chunk* chunk = nullptr;
     storage::TsSplit ts_split;
+    uint64_t burst_tsc = 0;  // TSC read right after the current burst arrived
     uint8_t linear[kBurstSize][kLinearMax];
 };
 
@@ -73,7 +74,7 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
         }
         c = st.chunk;
     }
-    if (c->packets == 0) c->first_tsc = rte_rdtsc();
+    if (c->packets == 0) c->first_tsc = st.burst_tsc;
     uint8_t* dst = c->data() + c->len;
     dst += storage::encode_record_header(ctx.format, dst, ts, if_id, caplen, wirelen, st.ts_split);
     uint32_t left = caplen;
@@ -118,7 +119,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
 
     // One TSC read stamps the burst: every packet in it arrived by then.
     uint64_t burst_ns = 0;
-    if (!q.source->source_timestamps() && q.source->ts_scale() == 0) burst_ns = ctx.clock.now_ns();
+    if (!q.source->source_timestamps() && q.source->ts_scale() == 0)
+        burst_ns = ctx.clock.to_ns(st.burst_tsc);
 
     uint8_t verdict[kBurstSize];
     uint32_t kept = n;
@@ -189,28 +191,32 @@ int worker_main(void* arg) {
     uint64_t last_poll = rte_rdtsc(), max_gap = 0;
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
-        const uint64_t now = rte_rdtsc();
-        if (unlikely(now - last_poll > max_gap)) {
-            max_gap = now - last_poll;
-            ctx.stats.max_poll_gap.store(max_gap, std::memory_order_relaxed);
-        }
-        last_poll = now;
         if (ctx.stop->load(std::memory_order_relaxed)) break;
+        // One TSC read per loop turn (rdtsc costs 20-30 ns in a VM): it
+        // stamps the burst, measures the poll gap and ages the chunk.
+        uint64_t now = 0;
         uint32_t got = 0;
         bool all_finished = true;
         for (const QueueRef& q : ctx.queues) {
             uint16_t n = q.source->rx_burst(q.queue, pkts, kBurstSize);
             if (n) {
+                st->burst_tsc = now = rte_rdtsc();
                 process_burst(*st, q, pkts, n);
                 got += n;
             }
             if (!q.source->finished(q.queue)) all_finished = false;
         }
+        if (now == 0) now = rte_rdtsc();
+        if (unlikely(now - last_poll > max_gap)) {
+            max_gap = now - last_poll;
+            ctx.stats.max_poll_gap.store(max_gap, std::memory_order_relaxed);
+        }
+        last_poll = now;
         if (got == 0 && all_finished) break;
         // Flush a partial chunk after the time bound, so a quiet link still
-        // reaches the disk.
+        // reaches the disk. (first_tsc is a burst's TSC, never after `now`.)
         storage::Chunk* c = st->chunk;
-        if (c && c->packets && rte_rdtsc() - c->first_tsc > ctx.flush_cycles) hand_over(*st);
+        if (c && c->packets && now - c->first_tsc > ctx.flush_cycles) hand_over(*st);
         if (got != 0) {
             idle = 0;
         } else if (ctx.idle_sleep && ++idle > 64) {
