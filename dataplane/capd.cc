@@ -85,7 +85,9 @@ int main(int argc, char** argv) {
     Options& o = *parsed;
 
     if (o.list_sources) {
-        std::fputs(list_sources().c_str(), stdout);
+        std::vector<std::string> notes;
+        std::fputs(list_sources(notes).c_str(), stdout);
+        for (const auto& n : notes) std::fprintf(stderr, "capd: -D: %s\n", n.c_str());
         return 0;
     }
 
