@@ -85,14 +85,22 @@ class Capture(Namespaced):
                                                   self.veth.CAP_ADDR) if t[0] == source]
         return tags
 
-    def capture(self, source, burst=BURST, quiet=True):
-        """capd in the root namespace on `source`; probes until it receives,
-        then a burst of `burst` datagrams; SIGINT. Returns (run, records).
+    def capture(self, source, burst=BURST, quiet=True, extra=()):
+        """capd in the root namespace on `source` (or a list of sources, then
+        written as pcapng); probes until it receives, then a burst of `burst`
+        datagrams; SIGINT. Returns (run, records) or, for a list, (run, cap).
         quiet: nothing at all on stderr (libbpf talks when af_xdp loads its
         program, so af_xdp runs only need exit status 0)."""
-        out = os.path.join(self.out, "ns.pcap")
+        several = isinstance(source, list)
+        name = "ns.pcapng" if several else "ns.pcap"
+        out = os.path.join(self.out, name)
         js = self.path("stats.json")
-        c = RunningCapd(["-q", "-i", source, "-w", out, "--stats-json", js] + FILTER)
+        args = ["-q", "-w", out, "--stats-json", js] + list(extra)
+        for src in (source if several else [source]):
+            args += ["-i", src]
+        if several:
+            args += ["--format", "pcapng"]
+        c = RunningCapd(args + FILTER)
         self.addCleanup(c.kill)
         sender = capdtest.Sender(self.veth, SOURCE)
         self.addCleanup(sender.close)
@@ -114,10 +122,10 @@ class Capture(Namespaced):
         run = c.wait(timeout=120)
         self.assertCapdOk(run, quiet=quiet)
         self.assertNoHidden(self.out)
-        self.assertEqual(os.listdir(self.out), ["ns.pcap"])
-        records = self.assertWhole(out).records
-        self.assertEqual(capdtest.read_json(js)["packets_written"], len(records))
-        return run, records
+        self.assertEqual(os.listdir(self.out), [name])
+        cap = self.assertWhole(out)
+        self.assertEqual(capdtest.read_json(js)["packets_written"], len(cap.records))
+        return run, (cap if several else cap.records)
 
     def assertExactlyTheBurst(self, records, run, burst=BURST):
         v = self.veth
@@ -153,6 +161,19 @@ class Capture(Namespaced):
         source = f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"
         run, records = self.capture(source)
         self.assertExactlyTheBurst(records, run)
+
+    def test_both_ends(self):
+        """Both ends of the link at once, each inside its own namespace, one
+        worker per port: the burst leaves one interface and reaches the
+        other, and each interface of the pcapng file holds it exactly once
+        (the two-point capture the seeds recommend, from one capd)."""
+        v = self.veth
+        sources = [f"af_packet:{v.send_if}@netns={v.send}", f"af_packet:{v.cap_if}@netns={v.cap}"]
+        run, cap = self.capture(sources, extra=["--workers", "2", "--writers", "1"])
+        self.assertEqual([i.name for i in cap.interfaces], sources)
+        for ifid, src in enumerate(sources):
+            with self.subTest(interface=src):
+                self.assertExactlyTheBurst([r for r in cap.records if r.ifid == ifid], run)
 
     def test_af_xdp_netns_name(self):
         """af_xdp attaches its XDP program to the interface inside the
