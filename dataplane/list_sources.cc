@@ -65,8 +65,8 @@ std::string list_sources(std::vector<std::string>& notes) {
         }
         for (const NetIf& i : current_interfaces()) {
             std::string at = i.name + "@netns=" + name;
-            out << n++ << ".af_packet:" << at << " (interface in network namespace " << name
-                << ", " << flags_state(i.flags) << "; also af_xdp:" << at << ")\n";
+            out << n++ << ".af_packet:" << at << " (interface in network namespace " << name << ", "
+                << flags_state(i.flags) << "; also af_xdp:" << at << ")\n";
         }
     }
     out << n++ << ".pcap:FILE[,loop] (capture file)\n";

@@ -46,10 +46,9 @@ Result<SourceSpec> parse_source(const std::string& text) {
                 } catch (const std::exception&) {
                     pos = 0;
                 }
-                if (pid.empty() || pos != pid.size() || pid[0] == '-' || pid[0] == '+' ||
-                    v == 0 || v > 0x7fffffff)
-                    return make_error("source '" + text +
-                                      "': expected a process id after @pid=");
+                if (pid.empty() || pos != pid.size() || pid[0] == '-' || pid[0] == '+' || v == 0 ||
+                    v > 0x7fffffff)
+                    return make_error("source '" + text + "': expected a process id after @pid=");
                 s.netns_pid = static_cast<int>(v);
             } else {
                 return make_error("source '" + text +
