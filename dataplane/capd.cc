@@ -3,7 +3,6 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 
-#include <net/if.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,6 +19,7 @@
 #include "ctl/server.hh"
 #include "dataplane/eal.hh"
 #include "dataplane/list_sources.hh"
+#include "dataplane/netns.hh"
 #include "dataplane/options.hh"
 #include "dataplane/pipeline.hh"
 #include "dataplane/privileges.hh"
@@ -63,9 +63,10 @@ Status check_paths_and_interfaces(const Options& o) {
         if (!s) return s;
     }
     for (const auto& src : o.sources)
-        if ((src.kind == SourceSpec::Kind::kAfPacket || src.kind == SourceSpec::Kind::kAfXdp) &&
-            if_nametoindex(src.arg.c_str()) == 0)
-            return make_error("source '" + src.text + "': no such interface");
+        if (src.kind == SourceSpec::Kind::kAfPacket || src.kind == SourceSpec::Kind::kAfXdp) {
+            Status st = check_source_interface(src);
+            if (!st) return st;
+        }
     return Status::success();
 }
 
@@ -84,7 +85,9 @@ int main(int argc, char** argv) {
     Options& o = *parsed;
 
     if (o.list_sources) {
-        std::fputs(list_sources().c_str(), stdout);
+        std::vector<std::string> notes;
+        std::fputs(list_sources(notes).c_str(), stdout);
+        for (const auto& n : notes) std::fprintf(stderr, "capd: -D: %s\n", n.c_str());
         return 0;
     }
 

@@ -89,6 +89,8 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
     for (unsigned i = 0; i < o.sources.size(); i++) {
         const SourceSpec& s = o.sources[i];
         if (s.kind == SourceSpec::Kind::kPcapFile) continue;
+        // Probed later from inside its namespace (open_eth_source).
+        if (s.in_netns()) continue;
         if (s.kind == SourceSpec::Kind::kPci) {
             pci = true;
             p.args.push_back("-a");

@@ -1,12 +1,15 @@
 /* Port sources: DPDK ethdev ports (PCI NICs and the af_packet, af_xdp and
  * null virtual devices). Cold setup code plus a one-line hot rx_burst. */
 #include <rte_cycles.h>
+#include <rte_dev.h>
 #include <rte_ethdev.h>
 
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <vector>
 
+#include "dataplane/netns.hh"
 #include "dataplane/source.hh"
 
 namespace linecap::dataplane {
@@ -19,18 +22,49 @@ struct alignas(64) Pacer {
     std::atomic<uint64_t> missed{0};  // offered but never received: a NIC's imissed
 };
 
+/* Owns a port: stops and closes it on destruction. A port that lives in
+ * another network namespace is closed from inside it (af_xdp detaches its XDP
+ * program by interface index, which means something else in the root
+ * namespace), and a vdev probed by capd itself is removed again. */
+class PortOwner {
+public:
+    PortOwner(uint16_t port, NetnsFd ns, std::string vdev)
+        : port_(port), ns_(std::move(ns)), vdev_(std::move(vdev)) {}
+    PortOwner(const PortOwner&) = delete;
+    PortOwner& operator=(const PortOwner&) = delete;
+    ~PortOwner() {
+        std::optional<NetnsScope> scope;
+        if (ns_.valid()) {
+            auto s = NetnsScope::enter(ns_);
+            if (!s) {
+                // Privileges already dropped (-Z): the sockets close with the
+                // process; a close from the wrong namespace could do harm.
+                rte_eth_dev_stop(port_);
+                return;
+            }
+            scope.emplace(std::move(*s));
+        }
+        rte_eth_dev_stop(port_);
+        rte_eth_dev_close(port_);
+        if (!vdev_.empty()) (void)rte_eal_hotplug_remove("vdev", vdev_.c_str());
+    }
+    uint16_t port() const { return port_; }
+
+private:
+    uint16_t port_;
+    NetnsFd ns_;
+    std::string vdev_;
+};
+
 class EthSource final : public Source {
 public:
-    EthSource(uint16_t port, std::string name, uint16_t queues, uint32_t ts_scale, double rate)
-        : port_(port), pacers_(queues) {
+    EthSource(std::unique_ptr<PortOwner> owner, std::string name, uint16_t queues,
+              uint32_t ts_scale, double rate)
+        : owner_(std::move(owner)), port_(owner_->port()), pacers_(queues) {
         name_ = std::move(name);
         queues_ = queues;
         ts_scale_ = ts_scale;
         if (rate > 0) per_cycle_ = rate / queues / static_cast<double>(rte_get_tsc_hz());
-    }
-    ~EthSource() override {
-        rte_eth_dev_stop(port_);
-        rte_eth_dev_close(port_);
     }
     uint16_t rx_burst(uint16_t q, rte_mbuf** pkts, uint16_t n) override {
         if (per_cycle_ > 0) {
@@ -73,6 +107,7 @@ public:
     void stop() override { rte_eth_dev_stop(port_); }
 
 private:
+    std::unique_ptr<PortOwner> owner_;
     uint16_t port_;
     std::vector<Pacer> pacers_;
     double per_cycle_ = 0;
@@ -113,12 +148,42 @@ std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queu
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
                                                 uint16_t queues, rte_mempool* pool) {
     const std::string devname = eal_device_name(spec, index);
+    // A source in another network namespace is probed here rather than by
+    // rte_eal_init(), with this thread inside that namespace, and stays there
+    // until the port has started: the PMD opens its sockets and looks the
+    // interface up by name while probing, setting up queues (af_xdp) and
+    // starting (promiscuous mode).
+    NetnsFd ns;
+    std::optional<NetnsScope> scope;
+    std::string vdev;
+    if (spec.in_netns()) {
+        auto opened = open_netns(spec);
+        if (!opened) return make_error(opened.error());
+        ns = std::move(*opened);
+        auto entered = NetnsScope::enter(ns);
+        if (!entered) return make_error("source '" + spec.text + "': " + entered.error());
+        scope.emplace(std::move(*entered));
+        std::string arg = eal_device_arg(spec, index, queues);
+        size_t comma = arg.find(',');
+        int rc = rte_eal_hotplug_add("vdev", devname.c_str(),
+                                     comma == std::string::npos ? "" : arg.c_str() + comma + 1);
+        if (rc != 0)
+            return make_error("source '" + spec.text + "': cannot open interface '" + spec.arg +
+                              "' in " + ns.label() +
+                              (rc < 0 && rc != -1 ? ": " + errstr(rc) : std::string()));
+        vdev = devname;
+    }
     uint16_t port;
-    if (rte_eth_dev_get_port_by_name(devname.c_str(), &port) != 0)
+    if (rte_eth_dev_get_port_by_name(devname.c_str(), &port) != 0) {
+        if (!vdev.empty()) (void)rte_eal_hotplug_remove("vdev", vdev.c_str());
         return make_error("source '" + spec.text + "': no such device" +
                           (spec.kind == SourceSpec::Kind::kPci
                                ? " (is it bound to vfio-pci?)"
                                : " (does the interface exist?)"));
+    }
+    // From here on every return closes the port (inside its namespace, which
+    // the scope above still holds).
+    auto owner = std::make_unique<PortOwner>(port, std::move(ns), vdev);
 
     struct rte_eth_dev_info info;
     int rc = rte_eth_dev_info_get(port, &info);
@@ -170,7 +235,8 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     // The only port whose timestamp dynfield we can vouch for is net_pcap's
     // (microseconds). Other ports are stamped from the TSC at receive.
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
-    return std::unique_ptr<Source>(new EthSource(port, spec.text, queues, ts_scale, spec.rate_pps));
+    return std::unique_ptr<Source>(
+        new EthSource(std::move(owner), spec.text, queues, ts_scale, spec.rate_pps));
 }
 
 }  // namespace linecap::dataplane

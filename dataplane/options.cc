@@ -25,8 +25,40 @@ Result<SourceSpec> parse_source(const std::string& text) {
         bool xdp = text[3] == 'x';
         s.kind = xdp ? SourceSpec::Kind::kAfXdp : SourceSpec::Kind::kAfPacket;
         s.arg = rest(xdp ? 7 : 10);
+        // IFACE@netns=NAME or IFACE@pid=PID: the interface of another namespace.
+        size_t at = s.arg.rfind('@');
+        if (at != std::string::npos) {
+            std::string where = s.arg.substr(at + 1);
+            s.arg.resize(at);
+            if (where.rfind("netns=", 0) == 0) {
+                s.netns = where.substr(6);
+                if (s.netns.empty() || s.netns == "." || s.netns == ".." ||
+                    s.netns.find('/') != std::string::npos)
+                    return make_error("source '" + text +
+                                      "': expected a namespace name after @netns= "
+                                      "(as `ip netns list` shows it)");
+            } else if (where.rfind("pid=", 0) == 0) {
+                std::string pid = where.substr(4);
+                size_t pos = 0;
+                unsigned long v = 0;
+                try {
+                    v = std::stoul(pid, &pos);
+                } catch (const std::exception&) {
+                    pos = 0;
+                }
+                if (pid.empty() || pos != pid.size() || pid[0] == '-' || pid[0] == '+' || v == 0 ||
+                    v > 0x7fffffff)
+                    return make_error("source '" + text + "': expected a process id after @pid=");
+                s.netns_pid = static_cast<int>(v);
+            } else {
+                return make_error("source '" + text +
+                                  "': expected IFACE, IFACE@netns=NAME or IFACE@pid=PID");
+            }
+        }
         if (s.arg.empty() || s.arg.find_first_of(",= ") != std::string::npos)
             return make_error("source '" + text + "': expected an interface name");
+        if (s.arg.size() >= 16)  // IFNAMSIZ, with its terminating NUL
+            return make_error("source '" + text + "': interface name longer than 15 characters");
         return s;
     }
     if (text == "null" || text.rfind("null:", 0) == 0 || text.rfind("null,", 0) == 0) {
@@ -88,8 +120,9 @@ Result<SourceSpec> parse_source(const std::string& text) {
         return s;
     }
     return make_error("unknown source '" + text +
-                      "' (expected a PCI address, af_xdp:IFACE, af_packet:IFACE, "
-                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE])");
+                      "' (expected a PCI address, af_xdp:IFACE, af_packet:IFACE (each "
+                      "optionally @netns=NAME or @pid=PID), pcap:FILE[,loop] or "
+                      "null[:SIZE][,rate=PPS][,frames=FILE])");
 }
 
 Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
@@ -106,7 +139,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.set_version_flag("--version", "capd 0.1.0");
     app.add_option("-i", sources,
                    "source: PCI address, af_xdp:IFACE, af_packet:IFACE, pcap:FILE[,loop], "
-                   "null[:SIZE] (repeatable)")
+                   "null[:SIZE] (repeatable). IFACE@netns=NAME or IFACE@pid=PID captures "
+                   "in another network namespace (capd -D lists them)")
         ->allow_extra_args(false);
     app.add_option("-w", o.write_path, "output file (tcpdump naming with -C/-G/-W)");
     app.add_option("-C", o.rotate_mb, "rotate after MB millions of bytes");

@@ -23,6 +23,11 @@ struct SourceSpec {
     bool loop = false;
     uint32_t size = 64;  // null: frame size
     double rate_pps = 0;  // null: offered load, packets/s over all queues; 0 = unpaced
+    // af_packet/af_xdp inside another network namespace: @netns=NAME (a name
+    // under /run/netns, as `ip netns` shows it) or @pid=PID (that process's).
+    std::string netns;
+    int netns_pid = 0;
+    bool in_netns() const { return !netns.empty() || netns_pid > 0; }
 };
 
 Result<SourceSpec> parse_source(const std::string& text);

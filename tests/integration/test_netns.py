@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Capture inside another network namespace: -i af_packet:IFACE@netns=NAME
+and -i af_packet:IFACE@pid=PID, with capd itself in the root namespace.
+
+The test makes two namespaces joined by a veth pair (capdtest.VethNamespaces:
+198.18.1.2 in `cap`, 198.18.1.1 in `send`; only 198.18.0.0/15 is used). The
+capture interface exists only inside `cap`, so a capture that works proves
+the source was opened in that namespace. A bounded burst of tagged UDP
+datagrams goes from `send` to `cap`, and the file must hold exactly those
+datagrams (count, addresses, ports, MACs), plus the readiness probes.
+
+Also: capd -D lists the namespace's interfaces in the -i spelling (and that
+very line captures), and clear one-line errors for a missing namespace, a
+missing process, an interface that is not in the namespace, no permission,
+and malformed @netns=/@pid= suffixes. Namespaces are deleted in cleanups.
+"""
+
+import collections
+import os
+import signal
+import subprocess
+
+import capdtest
+import pcaplib
+from capdtest import CapdTestCase, RunningCapd
+
+BURST = 600
+SOURCE = 0x4E  # tag source of the burst; SOURCE + 1 tags the probes
+FILTER = ["udp", "and", "dst", "port", "9"]
+
+
+def mac(text):
+    return bytes(int(b, 16) for b in text.split(":"))
+
+
+def udp_fields(data):
+    """(src ip, dst ip, src port, dst port) of an Ethernet/IPv4/UDP frame."""
+    ihl = (data[14] & 0x0F) * 4
+    u = 14 + ihl
+    return (".".join(str(b) for b in data[26:30]), ".".join(str(b) for b in data[30:34]),
+            int.from_bytes(data[u:u + 2], "big"), int.from_bytes(data[u + 2:u + 4], "big"))
+
+
+def pid_max():
+    with open("/proc/sys/kernel/pid_max") as f:
+        return int(f.read())
+
+
+def run_as_nobody(args):
+    """capd as uid/gid 65534 with no supplementary groups, bounded."""
+    def drop():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+
+    args = [str(a) for a in args]
+    p = subprocess.run([capdtest.CAPD] + args, capture_output=True, stdin=subprocess.DEVNULL,
+                       timeout=capdtest.CAPD_TIMEOUT, preexec_fn=drop, cwd="/")
+    return capdtest.CapdRun(args, p.returncode, p.stdout.decode("utf-8", "replace"),
+                            p.stderr.decode("utf-8", "replace"))
+
+
+class Namespaced(CapdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.veth = capdtest.VethNamespaces("n")
+        why = self.veth.create()
+        self.addCleanup(self.veth.destroy)
+        if why:
+            self.skipTest(why)
+        # The point of the test: the capture interface is not in capd's
+        # namespace, so only a source opened inside `cap` can reach it.
+        self.assertFalse(os.path.exists(f"/sys/class/net/{self.veth.cap_if}"),
+                         f"{self.veth.cap_if} exists in the root namespace")
+        self.out = self.path("out")
+        os.mkdir(self.out)
+
+
+class Capture(Namespaced):
+    def seen(self, source):
+        tags = []
+        for f in os.listdir(self.out):
+            cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
+            tags += [t for t in capdtest.udp_tags(cap.records, self.veth.SEND_ADDR,
+                                                  self.veth.CAP_ADDR) if t[0] == source]
+        return tags
+
+    def capture(self, source, burst=BURST, quiet=True, extra=()):
+        """capd in the root namespace on `source` (or a list of sources, then
+        written as pcapng); probes until it receives, then a burst of `burst`
+        datagrams; SIGINT. Returns (run, records) or, for a list, (run, cap).
+        quiet: nothing at all on stderr (libbpf talks when af_xdp loads its
+        program, so af_xdp runs only need exit status 0)."""
+        several = isinstance(source, list)
+        name = "ns.pcapng" if several else "ns.pcap"
+        out = os.path.join(self.out, name)
+        js = self.path("stats.json")
+        args = ["-q", "-w", out, "--stats-json", js] + list(extra)
+        for src in (source if several else [source]):
+            args += ["-i", src]
+        if several:
+            args += ["--format", "pcapng"]
+        c = RunningCapd(args + FILTER)
+        self.addCleanup(c.kill)
+        sender = capdtest.Sender(self.veth, SOURCE)
+        self.addCleanup(sender.close)
+
+        def probe():
+            if not c.running():
+                return True
+            sender.command("probe")
+            return bool(self.seen(SOURCE + 1))
+
+        self.assertTrue(capdtest.wait_until(probe, timeout=60, interval=0.1),
+                        "capd captured no probe within 60 s")
+        if not c.running():
+            self.fail("capd ended early\n" + c.wait().describe())
+        sender.command(f"burst {burst}", timeout=120)
+        capdtest.wait_until(lambda: len(set(self.seen(SOURCE))) >= burst or not c.running(),
+                            timeout=30, interval=0.2)
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertCapdOk(run, quiet=quiet)
+        self.assertNoHidden(self.out)
+        self.assertEqual(os.listdir(self.out), [name])
+        cap = self.assertWhole(out)
+        self.assertEqual(capdtest.read_json(js)["packets_written"], len(cap.records))
+        return run, (cap if several else cap.records)
+
+    def assertExactlyTheBurst(self, records, run, burst=BURST):
+        v = self.veth
+        burst_seqs, probes, other = [], 0, []
+        for i, r in enumerate(records):
+            tags = capdtest.udp_tags([r], v.SEND_ADDR, v.CAP_ADDR)
+            if len(r.data) < 42 or not tags:
+                other.append(i)
+                continue
+            src, seq = tags[0]
+            self.assertEqual(r.data[0:6], mac(v.CAP_MAC), f"record {i}: destination MAC")
+            self.assertEqual(r.data[6:12], mac(v.SEND_MAC), f"record {i}: source MAC")
+            self.assertEqual(udp_fields(r.data),
+                             (v.SEND_ADDR, v.CAP_ADDR, 41000 + seq % 16, 9),
+                             f"record {i}: addresses and ports")
+            if src == SOURCE:
+                burst_seqs.append(seq)
+            elif src == SOURCE + 1:
+                probes += 1
+            else:
+                other.append(i)
+        self.assertEqual(other, [], "records that are not the burst or a probe\n" + run.describe())
+        counts = collections.Counter(burst_seqs)
+        missing = [s for s in range(burst) if counts[s] == 0]
+        dups = sorted(s for s, n in counts.items() if n > 1)
+        self.assertEqual((missing[:20], len(missing), dups[:20]), ([], 0, []),
+                         "every datagram of the burst captured exactly once\n" + run.describe())
+        self.assertEqual(len(burst_seqs), burst)
+        self.assertGreater(probes, 0)
+        self.assertEqual(len(records), burst + probes)
+
+    def test_netns_name(self):
+        source = f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"
+        run, records = self.capture(source)
+        self.assertExactlyTheBurst(records, run)
+
+    def test_both_ends(self):
+        """Both ends of the link at once, each inside its own namespace, one
+        worker per port: the burst leaves one interface and reaches the
+        other, and each interface of the pcapng file holds it exactly once
+        (the two-point capture the seeds recommend, from one capd)."""
+        v = self.veth
+        sources = [f"af_packet:{v.send_if}@netns={v.send}", f"af_packet:{v.cap_if}@netns={v.cap}"]
+        run, cap = self.capture(sources, extra=["--workers", "2", "--writers", "1"])
+        self.assertEqual([i.name for i in cap.interfaces], sources)
+        for ifid, src in enumerate(sources):
+            with self.subTest(interface=src):
+                self.assertExactlyTheBurst([r for r in cap.records if r.ifid == ifid], run)
+
+    def test_af_xdp_netns_name(self):
+        """af_xdp attaches its XDP program to the interface inside the
+        namespace, and detaches it there when capd ends. (XDP takes the
+        received frames away from the kernel; the sender needs no answer,
+        since its neighbour entry is permanent.)"""
+        v = self.veth
+        run, records = self.capture(f"af_xdp:{v.cap_if}@netns={v.cap}", burst=300, quiet=False)
+        self.assertExactlyTheBurst(records, run, burst=300)
+        link = subprocess.run(["ip", "-n", v.cap, "-d", "link", "show", v.cap_if],
+                              capture_output=True, text=True, timeout=30)
+        self.assertEqual(link.returncode, 0, link.stderr)
+        self.assertNotIn("prog/xdp", link.stdout, "XDP program left attached after capd ended")
+
+    def test_pid(self):
+        holder = subprocess.Popen(["ip", "netns", "exec", self.veth.cap, "sleep", "120"],
+                                  stdin=subprocess.DEVNULL)
+
+        def stop_holder():
+            holder.kill()
+            holder.wait(timeout=30)
+
+        self.addCleanup(stop_holder)
+        own = os.readlink("/proc/self/ns/net")
+
+        def moved():
+            try:
+                return os.readlink(f"/proc/{holder.pid}/ns/net") != own
+            except OSError:
+                return False
+
+        self.assertTrue(capdtest.wait_until(moved, timeout=20, interval=0.05),
+                        "the process never entered the namespace")
+        run, records = self.capture(f"af_packet:{self.veth.cap_if}@pid={holder.pid}", burst=200)
+        self.assertExactlyTheBurst(records, run, burst=200)
+
+    def test_listed_source_captures(self):
+        """capd -D lists the namespace's interfaces as -i sources, and the
+        listed text, pasted into -i, captures."""
+        v = self.veth
+        run = self.capd(["-D"])
+        self.assertCapdOk(run)
+        want = f"af_packet:{v.cap_if}@netns={v.cap}"
+        lines = [l for l in run.stdout.splitlines() if f".{want} (" in l]
+        self.assertEqual(len(lines), 1, run.describe())
+        self.assertIn(f"network namespace {v.cap}, up;", lines[0])
+        self.assertIn(f"also af_xdp:{v.cap_if}@netns={v.cap})", lines[0])
+        self.assertIn(f".af_packet:lo@netns={v.cap} (", run.stdout)
+        self.assertIn(f".af_packet:{v.send_if}@netns={v.send} (", run.stdout)
+        # Interfaces of a namespace are not listed as the root namespace's.
+        self.assertNotIn(f".af_packet:{v.cap_if} (", run.stdout)
+        source = lines[0].split(".", 1)[1].split(" (", 1)[0]
+        self.assertEqual(source, want)
+        run, records = self.capture(source, burst=100)
+        self.assertExactlyTheBurst(records, run, burst=100)
+
+
+class Errors(Namespaced):
+    def assertRefused(self, args, fragment, as_nobody=False):
+        out = os.path.join(self.out, "x.pcap")
+        args = args + (["-w", out] if "--rx-only" not in args else [])
+        run = run_as_nobody(args) if as_nobody else self.capd(args)
+        self.assertNotEqual(run.rc, 0, run.describe())
+        self.assertEqual(len(run.stderr_lines), 1, run.describe())
+        self.assertIn(fragment, run.stderr_lines[0], run.describe())
+        self.assertTrue(run.stderr_lines[0].startswith("capd: "), run.describe())
+        self.assertEqual(os.listdir(self.out), [], "no file for a refused command")
+        return run.stderr_lines[0]
+
+    def test_missing_namespace(self):
+        name = f"lc-test-{os.getpid()}-none"
+        line = self.assertRefused(["-i", f"af_packet:lo@netns={name}"],
+                                  f"no such network namespace '{name}'")
+        self.assertIn(f"source 'af_packet:lo@netns={name}'", line)
+
+    def test_missing_process(self):
+        pid = pid_max() + 1
+        self.assertRefused(["-i", f"af_packet:lo@pid={pid}"], f"no such process {pid}")
+
+    def test_interface_not_in_namespace(self):
+        v = self.veth
+        # send_if exists, but in the other namespace.
+        for kind in ("af_packet", "af_xdp"):
+            with self.subTest(kind=kind):
+                self.assertRefused(
+                    ["-i", f"{kind}:{v.send_if}@netns={v.cap}"],
+                    f"no such interface '{v.send_if}' in network namespace '{v.cap}'")
+
+    def test_interface_not_in_process_namespace(self):
+        v = self.veth
+        holder = subprocess.Popen(["ip", "netns", "exec", v.cap, "sleep", "60"],
+                                  stdin=subprocess.DEVNULL)
+        self.addCleanup(lambda: (holder.kill(), holder.wait(timeout=30)))
+        own = os.readlink("/proc/self/ns/net")
+        self.assertTrue(capdtest.wait_until(
+            lambda: os.path.exists(f"/proc/{holder.pid}/ns/net") and
+            os.readlink(f"/proc/{holder.pid}/ns/net") != own, timeout=20))
+        self.assertRefused(
+            ["-i", f"af_packet:{v.send_if}@pid={holder.pid}"],
+            f"no such interface '{v.send_if}' in the network namespace of process {holder.pid}")
+
+    def test_not_permitted(self):
+        """An unprivileged user may not enter another network namespace."""
+        v = self.veth
+        for source in (f"af_packet:{v.cap_if}@netns={v.cap}", "af_packet:lo@pid=1"):
+            with self.subTest(source=source):
+                self.assertRefused(["--rx-only", "-i", source], "not permitted",
+                                   as_nobody=True)
+
+    def test_malformed(self):
+        for source, fragment in (
+                ("af_packet:eth0@pid=abc", "expected a process id after @pid="),
+                ("af_packet:eth0@pid=0", "expected a process id after @pid="),
+                ("af_packet:eth0@pid=-3", "expected a process id after @pid="),
+                ("af_packet:eth0@netns=", "expected a namespace name after @netns="),
+                ("af_packet:eth0@netns=../x", "expected a namespace name after @netns="),
+                ("af_xdp:eth0@zone=1", "expected IFACE, IFACE@netns=NAME or IFACE@pid=PID"),
+                ("af_packet:@netns=blue", "expected an interface name")):
+            with self.subTest(source=source):
+                line = self.assertRefused(["-i", source], fragment)
+                self.assertIn(f"source '{source}'", line)
+
+
+if __name__ == "__main__":
+    capdtest.main()
