@@ -250,6 +250,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.ifaces = ifaces;
         cfg.application = "linecap capd 0.1.0";
         cfg.test_delay_us = o.test_writer_delay_us;
+        cfg.test_delay_for_s = o.test_writer_delay_for_s;
         cfg.fsync_on_close = o.fsync;
         cfg.interface_counters = [pp](uint32_t if_id, storage::InterfaceCounters& c) {
             SourceCounters sc = pp->sources[if_id]->counters();
