@@ -329,6 +329,8 @@ Summary Pipeline::collect() const {
                                                              p.started)
                                    .count();
     s.hugepages = p.hugepages;
+    if (p.mbufs) s.mbufs = {rte_mempool_in_use_count(p.mbufs), p.mbufs->size};
+    if (p.chunks) s.chunks = {rte_mempool_in_use_count(p.chunks), p.chunks->size};
     for (size_t i = 0; i < p.sources.size(); i++) {
         const Source& src = *p.sources[i];
         SourceCounters c = src.counters();
