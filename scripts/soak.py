@@ -59,6 +59,20 @@ def find_build(arg):
     sys.exit("soak: capd is not built (sh scripts/build.sh)")
 
 
+def machine():
+    """CPU model, CPU count and load average: drops on a shared machine often
+    come from other programs taking the worker's CPU."""
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                         "?")
+    except OSError:
+        pass
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} x {model}, load average {load}"
+
+
 def rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -192,6 +206,7 @@ def main():
                 return 1
             how = f"measured ({a.trial_steps} trials of {a.trial_seconds:g} s)"
         rate = lossless * a.load
+        print(f"soak: machine: {machine()}", flush=True)
         print(f"soak: lossless rate {lossless / 1e6:.3f} Mpps ({how}); soaking at "
               f"{rate / 1e6:.3f} Mpps of {a.size}-byte frames for {a.seconds:g} s, "
               f"-C {a.rotate_mb} -W {a.max_files}, rules replaced every second", flush=True)
@@ -267,6 +282,7 @@ def main():
         print(f"soak: {summary['packets_received']} received, {summary['packets_written']} "
               f"written ({summary['bytes_written']} bytes in {summary['files_written']} files, "
               f"{len(files)} left by -W), {swaps} rule swaps ({swap_failures} failed)")
+        print(f"soak: machine at end: {machine()}")
         print(f"soak: RSS {start['rss_kb']} KiB at start, {end['rss_kb']} KiB at end "
               f"({rss_growth:+d} KiB)")
         for pool in ("mbufs", "chunks"):
