@@ -509,6 +509,18 @@ def hostile_capture(path):
     return pkts
 
 
+def hostile_raw_ip(path):
+    """The hostile frames that carry IPv4 or IPv6 right after an untagged
+    Ethernet header, without it, as LINKTYPE_RAW (101): the filters and
+    patterns then start at a damaged IP header."""
+    pkts = []
+    for _, b, wl in hostile_packets(seed=7):
+        if len(b) >= 15 and b[12:14] in (b"\x08\x00", b"\x86\xdd"):
+            pkts.append(Packet(T0 + len(pkts) * 1000, b[14:], None if wl is None else wl - 14))
+    pcaplib.write_pcap(path, pkts, nano=True, linktype=101)
+    return pkts
+
+
 def merge_corpus(tmp):
     """Every record of every tcpdump-tests capture, as libpcap reads them,
     merged into one nanosecond pcap file per link type. Returns
@@ -585,6 +597,13 @@ class HostilePackets(CapdTestCase):
         hostile = self.path("hostile.pcap")
         hpkts = hostile_capture(hostile)
         groups = merge_corpus(self.tmp)
+        corpus_pkts = sum(len(g[1]) for g in groups.values())
+        captures = sum(len(g[2]) for g in groups.values())
+        # Raw IP joins the corpus's raw IP packets, or is a link type alone.
+        raw = self.path("hostile-raw.pcap")
+        raw_pkts = hostile_raw_ip(raw)
+        lt_extra = [(raw, raw_pkts)] if 101 in groups else []
+        groups.setdefault(101, (raw, raw_pkts, set()))
         eth = [hostile] + ([groups[1][0]] if 1 in groups else [])
         n_eth = len(hpkts) + (len(groups[1][1]) if 1 in groups else 0)
         written = {}
@@ -614,20 +633,28 @@ class HostilePackets(CapdTestCase):
         # (a filter needs one link type), then each with a frame pattern.
         others = [g[0] for lt, g in groups.items() if lt != 1]
         n_other = sum(len(g[1]) for lt, g in groups.items() if lt != 1)
-        if others:
-            with self.subTest(rules="other link types"):
-                s, _ = self.run_set("others", others, [])
-                self.assertEqual(s["packets_written"], n_other)
-            with self.subTest(rules="other link types, patterns"):
-                for lt, g in groups.items():
-                    if lt == 1:
-                        continue
-                    self.run_set(f"others-{lt}", [g[0]], ["--pattern", "/[a-z]{4}/i",
-                                                          "--scan", "frame"])
-        captures = sum(len(g[2]) for g in groups.values())
-        figures("hostile packets", generated=len(hpkts),
-                corpus=f"{captures} captures, {n_eth - len(hpkts)} Ethernet + {n_other} other "
-                f"packets in {len(groups)} link types",
+        others += [p for p, _ in lt_extra]
+        n_other += sum(len(x) for _, x in lt_extra)
+        with self.subTest(rules="other link types"):
+            s, _ = self.run_set("others", others, [])
+            self.assertEqual(s["packets_written"], n_other)
+        for lt, g in groups.items():
+            if lt == 1:
+                continue
+            inputs = [g[0]] + [p for p, _ in lt_extra if lt == 101]
+            for n, extra in enumerate([["--pattern", "/[a-z]{4}/i", "--scan", "frame"],
+                                       ["--pattern", "GET ", "ip or ip6"],
+                                       ["ip[0] & 0xf != 5 or tcp[(tcp[12]>>2):4] = 0x47455420"]]):
+                with self.subTest(rules=f"link type {lt}: {' '.join(extra)}"):
+                    s, cap = self.run_set(f"others-{lt}-{n}", inputs, extra)
+                    written[f"lt{lt}/{n}"] = s["packets_written"]
+                    if len(extra) == 1 and capdtest.have("tcpdump"):
+                        for ifid, src in enumerate(inputs):
+                            mine = sum(1 for r in cap.records if r.ifid == ifid)
+                            self.assertEqual(mine, tcpdump_selects(src, extra[0]), src)
+        figures("hostile packets", generated=f"{len(hpkts)} Ethernet + {len(raw_pkts)} raw IP",
+                corpus=f"{captures} captures, {corpus_pkts} packets",
+                link_types=sorted(groups),
                 rule_sets=len(RULE_SETS), written_per_set=json.dumps(written),
                 crashes=0, drops=0)
 
