@@ -642,8 +642,16 @@ class HostilePackets(CapdTestCase):
             if lt == 1:
                 continue
             inputs = [g[0]] + [p for p, _ in lt_extra if lt == 101]
+            with self.subTest(rules=f"link type {lt}: payload patterns refused"):
+                # Payload patterns parse Ethernet; elsewhere they are refused.
+                run = self.capd(["-i", f"pcap:{g[0]}", "-w", self.path(f"never-{lt}.pcap"),
+                                 "--pattern", "GET "])
+                self.assertEqual(run.rc, 1, run.describe())
+                self.assertEqual(len(run.stderr_lines), 1, run.describe())
+                self.assertIn("--scan frame", run.stderr, run.describe())
+                self.assertFalse(os.path.exists(self.path(f"never-{lt}.pcap")))
             for n, extra in enumerate([["--pattern", "/[a-z]{4}/i", "--scan", "frame"],
-                                       ["--pattern", "GET ", "ip or ip6"],
+                                       ["--scan", "frame", "--pattern", "GET ", "ip or ip6"],
                                        ["ip[0] & 0xf != 5 or tcp[(tcp[12]>>2):4] = 0x47455420"]]):
                 with self.subTest(rules=f"link type {lt}: {' '.join(extra)}"):
                     s, cap = self.run_set(f"others-{lt}-{n}", inputs, extra)
