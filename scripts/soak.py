@@ -73,6 +73,10 @@ def machine():
     return f"{os.cpu_count()} x {model}, load average {load}"
 
 
+def now_s(t0):
+    return f"{time.monotonic() - t0:.0f} s"
+
+
 def rss_kb(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -222,6 +226,7 @@ def main():
               flush=True)
         t_start = time.monotonic()
         swaps = swap_failures = 0
+        swap_errors = []
         last_print = t_start
         i = 0
         while time.monotonic() - t_start < a.seconds:
@@ -230,8 +235,16 @@ def main():
             i += 1
             r = capd.ctl("--json", "rules", "replace", "cli", EXPRESSIONS[i % len(EXPRESSIONS)])
             swaps += 1
-            if r.returncode != 0 or json.loads(r.stdout or "{}").get("status") != 0:
+            ok = r.returncode == 0
+            try:
+                ok = ok and json.loads(r.stdout).get("status") == 0
+            except ValueError:
+                ok = False
+            if not ok:
                 swap_failures += 1
+                if len(swap_errors) < 5:
+                    swap_errors.append(f"{now_s(t_start)}: exit {r.returncode}: "
+                                       f"{(r.stderr or r.stdout).strip()[:200]}")
             now = time.monotonic()
             if now - last_print >= 30:
                 s = capd.stats()
@@ -273,6 +286,7 @@ def main():
             "seconds": a.seconds, "size": a.size, "lossless_pps": lossless,
             "lossless_source": how, "rate_pps": rate, "rotate_mb": a.rotate_mb,
             "max_files": a.max_files, "rule_swaps": swaps, "rule_swap_failures": swap_failures,
+            "rule_swap_errors": swap_errors,
             "hugepages": s0["hugepages"], "start": start, "end": end, "rss_growth_kb": rss_growth,
             "received": summary["packets_received"], "written": summary["packets_written"],
             "bytes_written": summary["bytes_written"], "files_written": summary["files_written"],
@@ -282,6 +296,8 @@ def main():
         print(f"soak: {summary['packets_received']} received, {summary['packets_written']} "
               f"written ({summary['bytes_written']} bytes in {summary['files_written']} files, "
               f"{len(files)} left by -W), {swaps} rule swaps ({swap_failures} failed)")
+        for e in swap_errors:
+            print(f"soak: rule swap failed at {e}")
         print(f"soak: machine at end: {machine()}")
         print(f"soak: RSS {start['rss_kb']} KiB at start, {end['rss_kb']} KiB at end "
               f"({rss_growth:+d} KiB)")
