@@ -86,6 +86,12 @@ std::string format_stats(const nlohmann::json& s) {
     for (const auto& r : s["rules"])
         o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)")
           << ": " << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes\n";
+    if (s.contains("mempools")) {
+        const auto& m = s["mempools"];
+        o << "mempools: mbufs " << u(m["mbufs"], "in_use") << "/" << u(m["mbufs"], "size")
+          << " in use, chunks " << u(m["chunks"], "in_use") << "/" << u(m["chunks"], "size")
+          << " in use\n";
+    }
     return o.str();
 }
 

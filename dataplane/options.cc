@@ -176,11 +176,13 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--file-mode", mode_text, "octal mode of output files (default 0640)");
     app.add_option("-Z", o.run_as_user, "after set-up, drop privileges to USER (as tcpdump)");
     app.add_option("--test-writer-delay-us", o.test_writer_delay_us)->group("");
+    app.add_option("--test-writer-delay-for", o.test_writer_delay_for_s)->group("");
     app.add_option("expression", expr_words, "pcap-filter expression");
 
     // Negative numbers would wrap in unsigned options: refuse them by name.
     for (const char* name : {"-C", "-G", "-W", "-s", "-c", "--duration", "--workers", "--writers",
-                             "--chunk-kb", "--flush-ms", "--ring-chunks"})
+                             "--chunk-kb", "--flush-ms", "--ring-chunks", "--test-writer-delay-us",
+                             "--test-writer-delay-for"})
         app.get_option(name)->check(CLI::NonNegativeNumber);
     try {
         app.parse(argc, argv);

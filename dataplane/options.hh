@@ -57,14 +57,15 @@ struct Options {
     bool quiet = false;
     bool rx_only = false;       // --rx-only: bare receive loop, for baselines
     bool no_jit = false;
-    bool fsync = false;
-    std::string run_as_user;     // -Z: drop to this user after set-up          // fdatasync each file before naming it
+    bool fsync = false;          // fdatasync each file before naming it
+    std::string run_as_user;     // -Z: drop to this user after set-up
     std::string eal_extra;
     uint32_t chunk_kb = 1024;
     uint32_t flush_ms = 100;
     uint32_t ring_chunks = 64;
     uint32_t file_mode = 0640;
     uint32_t test_writer_delay_us = 0;
+    uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run
 };
 
 /* Parses argv. Returns the options, or an error line. `--help` and

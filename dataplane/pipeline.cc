@@ -257,6 +257,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.ifaces = ifaces;
         cfg.application = "linecap capd 0.1.0";
         cfg.test_delay_us = o.test_writer_delay_us;
+        cfg.test_delay_for_s = o.test_writer_delay_for_s;
         cfg.fsync_on_close = o.fsync;
         cfg.interface_counters = [pp](uint32_t if_id, storage::InterfaceCounters& c) {
             SourceCounters sc = pp->sources[if_id]->counters();
@@ -335,6 +336,8 @@ Summary Pipeline::collect() const {
                                                              p.started)
                                    .count();
     s.hugepages = p.hugepages;
+    if (p.mbufs) s.mbufs = {rte_mempool_in_use_count(p.mbufs), p.mbufs->size};
+    if (p.chunks) s.chunks = {rte_mempool_in_use_count(p.chunks), p.chunks->size};
     for (size_t i = 0; i < p.sources.size(); i++) {
         const Source& src = *p.sources[i];
         SourceCounters c = src.counters();

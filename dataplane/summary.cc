@@ -95,6 +95,8 @@ nlohmann::json summary_to_json(const Summary& s) {
     for (const auto& r : s.rules)
         j["rules"].push_back(
             {{"name", r.name}, {"packets", r.packets}, {"bytes", r.bytes}, {"active", r.active}});
+    j["mempools"] = {{"mbufs", {{"in_use", s.mbufs.in_use}, {"size", s.mbufs.size}}},
+                     {"chunks", {{"in_use", s.chunks.in_use}, {"size", s.chunks.size}}}};
     j["errors"] = s.errors;
     return j;
 }

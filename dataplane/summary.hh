@@ -48,6 +48,12 @@ struct RuleSummary {
     bool active = true;  // false: deleted or replaced away, totals kept
 };
 
+/* Elements of one mempool taken out at the time of the snapshot (per-lcore
+ * caches count as free). */
+struct PoolUse {
+    uint64_t in_use = 0, size = 0;
+};
+
 struct Summary {
     double elapsed_s = 0;
     uint64_t received = 0;
@@ -64,6 +70,7 @@ struct Summary {
     std::vector<RuleSummary> rules;
     std::vector<std::string> errors;  // damaged input, write errors
     bool hugepages = false;
+    PoolUse mbufs, chunks;  // packet buffers, worker-to-writer chunks
 };
 
 std::string summary_text(const Summary& s);

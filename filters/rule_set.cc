@@ -3,6 +3,8 @@
  * one PatternDb per scan scope, and eBPF objects in EbpfVm. */
 #include "filters/rule_set.hh"
 
+#include <pcap/pcap.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -346,6 +348,14 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             if (i >= kMaxPatternRules)
                 return make_error(label + ": patterns are supported in the first " +
                                   std::to_string(kMaxPatternRules) + " rules only");
+            // payload_span() parses Ethernet; on another link type it would
+            // find no payload and the rule would silently match nothing.
+            if (spec.scope == ScanScope::kPayload && opts.linktype != DLT_EN10MB) {
+                const char* lt = pcap_datalink_val_to_name(opts.linktype);
+                return make_error(label + ": payload patterns need Ethernet frames, not " +
+                                  (lt ? lt : "link type " + std::to_string(opts.linktype)) +
+                                  "; use --scan frame");
+            }
             r.patterns = spec.patterns;
             for (const auto& p : spec.patterns)
                 patterns[scope_index(spec.scope)].push_back(

@@ -19,6 +19,12 @@ time_t wall_seconds() {
     return ts.tv_sec;
 }
 
+uint64_t mono_ns() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
 uint64_t wall_ns() {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -237,12 +243,15 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
     }
     for (unsigned i = 0; i < n; i++) chunks[i]->reset();
     rte_mempool_put_bulk(pool_, reinterpret_cast<void**>(chunks), n);
-    if (cfg_.test_delay_us) usleep(cfg_.test_delay_us);
+    if (cfg_.test_delay_us && (test_delay_until_ns_ == 0 || mono_ns() < test_delay_until_ns_))
+        usleep(cfg_.test_delay_us);
 }
 
 void Writer::run() {
     Chunk* chunks[kDequeueBurst];
     unsigned idle = 0;
+    if (cfg_.test_delay_for_s)
+        test_delay_until_ns_ = mono_ns() + uint64_t(cfg_.test_delay_for_s) * 1000000000ull;
     for (;;) {
         // Read the flag before draining: if it was set, the producers are
         // gone, and once every ring is then seen empty nothing more can come.

@@ -50,8 +50,10 @@ struct WriterConfig {
     std::function<void(uint32_t if_id, InterfaceCounters&)> interface_counters;
     /* fdatasync each file before it is renamed into place. */
     bool fsync_on_close = false;
-    /* Test hook: sleep this long after each write burst (a slow disk). */
+    /* Test hook: sleep this long after each write burst (a slow disk), for
+     * the first test_delay_for_s seconds of run() (0: for the whole run). */
     uint32_t test_delay_us = 0;
+    uint32_t test_delay_for_s = 0;
 };
 
 class Writer {
@@ -110,6 +112,7 @@ private:
     std::atomic<bool> disk_error_{false};
     uint64_t header_bytes_ = 0;    // size of the current file's header
     time_t retry_at_ = 0;          // no new file before this after an error
+    uint64_t test_delay_until_ns_ = 0;  // CLOCK_MONOTONIC; 0: no end
     bool quiet_errors_ = false;
     std::string last_error_;       // guarded by name_mu_
     mutable std::mutex name_mu_;  // taken at rotation and on errors only

@@ -182,6 +182,17 @@ TEST(RuleSet, PatternErrorsNameTheRule) {
     EXPECT_NE(rs.error().find("rule 'web'"), std::string::npos) << rs.error();
 }
 
+TEST(RuleSet, PayloadPatternsNeedEthernet) {
+    CompileOptions raw;
+    raw.linktype = 12;  // DLT_RAW: frames start with the IP header
+    auto rs = compile(std::vector<RuleSpec>{rule("web", "ip", {"GET "})}, raw);
+    ASSERT_FALSE(rs.ok());
+    EXPECT_NE(rs.error().find("rule 'web'"), std::string::npos) << rs.error();
+    EXPECT_NE(rs.error().find("not RAW; use --scan frame"), std::string::npos) << rs.error();
+    EXPECT_TRUE(compile(std::vector<RuleSpec>{rule("web", "ip", {"GET "}, ScanScope::kFrame)}, raw)
+                    .ok());
+}
+
 TEST(RuleSet, BurstsLongerThanOneChunkAndEveryEngineAgree) {
     std::vector<testing::TestPacket> gen = testing::generated_packets();
     std::vector<Packet> pk;
