@@ -10,10 +10,15 @@
 namespace linecap::dataplane {
 namespace {
 
-/* Largest packet the filters see whole when it arrives in segments. */
-constexpr uint32_t kLinearMax = 16384;
+/* Largest packet the filters see whole when it arrives in segments: the
+ * largest snaplen, so filters see what libpcap would. The buffers are
+ * touched only as far as chained packets reach. */
+constexpr uint32_t kLinearMax = 262144;
 
 struct WorkerState {
+    // A constructor, not aggregate initialisation: `linear` stays untouched
+    // (8 MiB of address space, pages faulted in only by chained packets).
+    explicit WorkerState(WorkerContext& c) : ctx(c) {}
     WorkerContext& ctx;
     storage::Chunk* chunk = nullptr;
     storage::TsSplit ts_split;
@@ -183,7 +188,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
 
 int worker_main(void* arg) {
     WorkerContext& ctx = *static_cast<WorkerContext*>(arg);
-    auto st = std::make_unique<WorkerState>(WorkerState{ctx});
+    auto st = std::make_unique<WorkerState>(ctx);
     rte_mbuf* pkts[kBurstSize];
     unsigned idle = 0;
 

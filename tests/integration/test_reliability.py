@@ -550,6 +550,7 @@ RULE_SETS = [
     ("flags-len", ["tcp[tcpflags] & (tcp-syn|tcp-ack) != 0 and greater 1000"]),
     ("far-offsets", ["ip[0] & 0xf != 5 or ip[2:2] > 1500 or ether[9000:2] = 0x4745 "
                      "or ip6[40:4] = 0x47455420"]),
+    ("beyond-16k", ["ether[20000:4] != 0 or ether[131000:2] = 0"]),
     ("vlan-stack", ["vlan and vlan and (tcp or udp port 53)"]),
     ("interpreter", ["--no-jit", "tcp[(tcp[12]>>2):4] = 0x47455420 or ip[6:2] & 0x1fff != 0"]),
     ("patterns", ["--pattern", "GET ", "--pattern", "/HTTP\\/1\\.[01]/",
