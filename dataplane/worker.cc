@@ -7,6 +7,8 @@
 
 #include <cstring>
 
+#include "dataplane/tcp_table.hh"
+
 namespace linecap::dataplane {
 namespace {
 
@@ -157,6 +159,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
     add(ctx.stats.accepted, kept);
     add(q.stats->accepted, kept);
+    if (ctx.tcp && kept) ctx.tcp->feed_burst(ctx, q, pkts, verdict, n, burst_ns);
 
     uint32_t encoded = 0;
     for (uint16_t i = 0; i < n; i++) {
@@ -187,6 +190,7 @@ int worker_main(void* arg) {
     rte_rcu_qsbr_thread_online(ctx.qsbr, ctx.index);
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
+        if (ctx.tcp) ctx.tcp->serve();
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         uint32_t got = 0;
         bool all_finished = true;
