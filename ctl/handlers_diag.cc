@@ -16,9 +16,10 @@ constexpr size_t kListLimit = 10000;
 }  // namespace
 
 void register_diag_handlers(HandlerTable& t, dataplane::Pipeline& p) {
-    /* args: {"text": bool (add the human report as "text"), "all": bool
-     * (list every healthy connection in it)}. data: the JSON report of
-     * `diagnose FILE`, with "live" describing the tables. */
+    /* args: {"text": bool, "all": bool}. data: the JSON report of
+     * `diagnose FILE`, with "live" describing the tables; with "text",
+     * {"text": the human report} only ("all": list every healthy
+     * connection in it). */
     t["diagnose"] = [&p](const Request& req) {
         const bool text = req.args.is_object() && req.args.value("text", false);
         diag::TextOptions topt;
@@ -28,8 +29,10 @@ void register_diag_handlers(HandlerTable& t, dataplane::Pipeline& p) {
         Status st = p.with_tcp_tables(kCopyTimeoutMs, [&](const auto& tables) {
             diag::DiagnoseReport r = diag::diagnose_tables(tables, sources);
             r.list_limit = kListLimit;
-            data = diag::diagnose_json(r);
-            if (text) data["text"] = diag::format_diagnose_text(r, topt);
+            if (text)
+                data = {{"text", diag::format_diagnose_text(r, topt)}};
+            else
+                data = diag::diagnose_json(r);
         });
         if (!st) {
             const bool off = st.error().rfind("no TCP flow table", 0) == 0;
