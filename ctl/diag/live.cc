@@ -82,6 +82,7 @@ DiagnoseReport diagnose_tables(const std::vector<TableView>& tables,
     std::vector<TcpConn> conns;
     std::map<std::pair<Endpoint, Endpoint>, size_t> index;
     bool have_ts = false;
+    std::set<uint32_t> sources_seen; /* before merging, which hides some */
     for (const TableView& t : tables) {
         l.capacity = std::max(l.capacity, t.capacity);
         l.in_use += t.conns.size();
@@ -94,6 +95,8 @@ DiagnoseReport diagnose_tables(const std::vector<TableView>& tables,
             have_ts = true;
         }
         for (const TcpConn& c : t.conns) {
+            sources_seen.insert(c.first_frame.file);
+            sources_seen.insert(c.last_frame.file);
             if (tables.size() == 1) {
                 conns.push_back(c);
                 continue;
@@ -110,10 +113,7 @@ DiagnoseReport diagnose_tables(const std::vector<TableView>& tables,
     r.frames = l.packets_seen;
     r.max_flows = l.capacity;
 
-    std::set<uint32_t> sources_seen;
     for (const TcpConn& c : conns) {
-        sources_seen.insert(c.first_frame.file);
-        sources_seen.insert(c.last_frame.file);
         if (r.first_ts == 0 || c.first_ts < r.first_ts) r.first_ts = c.first_ts;
     }
     if (sources_seen.size() > 1) l.frame_sources = sources;
