@@ -12,7 +12,10 @@
  *                every packet misses, evicts the oldest and creates a flow
  *                (the flood worst case);
  *   Pcap         the packets of --pcap FILE (default tests/data/demo/
- *                web-mix.pcap) into a 65536-connection table.
+ *                web-mix.pcap) into a 65536-connection table;
+ *   Snapshot65536  one snapshot of a full 65536-connection table on the
+ *                worker's side: the copy (the worker's loop stalls this
+ *                long) and giving its pages back.
  * Bursts of 32, every packet kept, no timestamps (burst time given).
  * Counter: items_per_second (packets fed); per-packet time = 1 / that.
  *
@@ -145,6 +148,38 @@ void run(benchmark::State& state, const std::vector<std::vector<uint8_t>>& frame
     state.SetItemsProcessed(int64_t(state.iterations()) * kBurstSize);
 }
 
+/* The worker's side of one `capctl diagnose`: copying a full table (the
+ * burst loop stalls this long) and giving the copy's pages back. */
+void snapshot(benchmark::State& state, uint32_t capacity,
+              const std::vector<std::vector<uint8_t>>& frames) {
+    Frames fr(frames);
+    auto table = TcpFlowTable::create(0, capacity);
+    if (!table) {
+        state.SkipWithError(table.error().c_str());
+        return;
+    }
+    BenchSource src;
+    QueueStats qs;
+    QueueRef q{&src, 0, 0, &qs};
+    WorkerContext ctx;
+    ctx.fields = g_fields;
+    uint8_t keep[kBurstSize];
+    std::memset(keep, 1, sizeof keep);
+    for (size_t b = 0; b < fr.mbufs.size() / kBurstSize; b++) {
+        qs.rx_packets.store(qs.rx_packets.load() + kBurstSize);
+        (*table)->feed_burst(ctx, q, fr.mbufs.data() + b * kBurstSize, keep, kBurstSize, 1);
+    }
+    size_t copied = 0;
+    for (auto _ : state) {
+        (*table)->request();
+        (*table)->serve();
+        if (!(*table)->ready(false)) state.SkipWithError("copy not ready");
+        copied = (*table)->view().conns.size();
+        (*table)->release();
+    }
+    state.counters["connections"] = double(copied);
+}
+
 std::vector<std::vector<uint8_t>> flows(uint32_t n, bool tcp) {
     std::vector<std::vector<uint8_t>> v;
     for (uint32_t i = 0; i < n; i++) v.push_back(frame(i, tcp));
@@ -177,7 +212,7 @@ int main(int argc, char** argv) {
         }
     }
     std::string prefix = "--file-prefix=tcptablebench" + std::to_string(getpid());
-    std::vector<std::string> eal_args = {"tcp_table_bench", "--no-huge", "--no-pci", "-m", "256",
+    std::vector<std::string> eal_args = {"tcp_table_bench", "--no-huge", "--no-pci", "-m", "512",
                                          "--no-shconf", prefix, "--no-telemetry",
                                          "--log-level=lib.*:error", "-l", "0"};
     std::vector<char*> eal_argv;
@@ -192,7 +227,7 @@ int main(int argc, char** argv) {
         return 1;
     }
     g_fields = *fields;
-    g_pool = rte_pktmbuf_pool_create("bench", 16384, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+    g_pool = rte_pktmbuf_pool_create("bench", 81920, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     if (g_pool == nullptr) {
         std::fprintf(stderr, "tcp_table_bench: mbuf pool: %s\n", rte_strerror(rte_errno));
         return 1;
@@ -215,6 +250,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "tcp_table_bench: %s: no packets read, Pcap skipped\n",
                      g_pcap.c_str());
     }
+    const auto full = flows(65536, true);
+    benchmark::RegisterBenchmark("Snapshot65536", [&](benchmark::State& s) {
+        snapshot(s, 65536, full);
+    })->Unit(benchmark::kMillisecond);
     int bargc = static_cast<int>(rest.size());
     benchmark::Initialize(&bargc, rest.data());
     benchmark::RunSpecifiedBenchmarks();

@@ -19,6 +19,13 @@
  * after each read, so a table costs its connection slots (744 B each,
  * touched as connections arrive) and the snapshot only while one is read.
  *
+ * Cost (bench/tcp_table_bench, 2-vCPU Xeon VM shared with other jobs):
+ * feed_burst() takes 3-5 ns per non-TCP packet, 100-170 ns per TCP packet
+ * of a known connection and 190-215 ns when each packet evicts one (the
+ * slots' cache and TLB misses dominate). A snapshot stalls the worker's
+ * loop for the copy: 21 ms for a full 65536-connection table, in
+ * proportion to the connections in use.
+ *
  * Threads: create(), request(), ready(), view() and release(): the control
  * thread. feed_burst() and serve(): the owning worker.
  */
