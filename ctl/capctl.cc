@@ -4,7 +4,8 @@
  *
  * Commands: status | stats [--prometheus] | top [--interval S] [--count N] |
  * rules list | rules add NAME [--pattern P]... [--scan payload|frame] [EXPR] |
- * rules replace NAME ... | rules del NAME | rotate | pause | resume | stop
+ * rules replace NAME ... | rules del NAME | rotate | pause | resume | stop |
+ * diagnose [FILE...] | compare A B
  */
 #include <unistd.h>
 
@@ -35,6 +36,7 @@ const char* kUsage =
     "  rules replace NAME [--pattern P]... [--scan payload|frame] [EXPRESSION]\n"
     "  rules del NAME\n"
     "  rotate | pause | resume | stop\n"
+    "  diagnose [--all]                           TCP problems in capd's live flow tables\n"
     "  diagnose [--all] [--max-flows N] FILE...   TCP problems in capture files\n"
     "  compare [--nat A=B]... A.pcap B.pcap       packets lost between two capture points\n";
 
@@ -114,6 +116,54 @@ int run_top(const Args& a, double interval, long count) {
     return 0;
 }
 
+/* diagnose with files reads them; without, it asks capd. */
+bool has_file_argument(const std::vector<std::string>& args) {
+    for (size_t i = 0; i < args.size(); i++) {
+        const std::string& x = args[i];
+        if (x == "--") return i + 1 < args.size();
+        if (x == "--max-flows") {
+            i++;
+            continue;
+        }
+        if (x.empty() || x[0] != '-' || x == "-") return true;
+    }
+    return false;
+}
+
+/* `capctl diagnose [--all] [--json]`: the same report as for files, made by
+ * capd from its workers' TCP flow tables. */
+int run_live_diagnose(const Args& a, const std::vector<std::string>& args) {
+    Request req;
+    req.cmd = "diagnose";
+    req.args["text"] = !a.json;
+    for (const auto& x : args) {
+        if (x == "--json") continue;
+        if (x == "-h" || x == "--help") {
+            std::fputs(diag::kDiagnoseUsage, stdout);
+            std::fputs("  With no FILE, capd's live TCP flow tables are diagnosed (capd "
+                       "--tcp-flows).\n", stdout);
+            return 0;
+        }
+        if (x == "--all") {
+            req.args["all"] = true;
+        } else if (x.rfind("--max-flows", 0) == 0) {
+            return fail("diagnose: --max-flows applies to files; capd --tcp-flows sets the "
+                        "size of the live tables");
+        } else {
+            return fail("diagnose: unknown option '" + x + "'");
+        }
+    }
+    auto r = call(a, req);
+    if (!r) return fail(r.error());
+    if (r->status != 0) return fail("diagnose: " + r->message);
+    if (a.json) {
+        std::printf("%s\n", r->data.dump(2).c_str());
+    } else {
+        std::fputs(r->data.value("text", "").c_str(), stdout);
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,8 +197,7 @@ int main(int argc, char** argv) {
         if (a.json) args.insert(args.begin(), "--json");
         diag::CliIo io{stdout, stderr, "capctl"};
         if (cmd == "diagnose") {
-            if (args.empty() || (args.size() == 1 && a.json))
-                return fail("diagnose: give capture FILEs (live diagnosis from capd is not built yet)");
+            if (!has_file_argument(args)) return run_live_diagnose(a, args);
             return diag::run_diagnose(args, io);
         }
         return diag::run_compare(args, io);

@@ -2,6 +2,7 @@
  *   handlers_status.cc   status, stats
  *   handlers_rules.cc    rules.list, rules.add, rules.del, rules.replace
  *   handlers_capture.cc  rotate, pause, resume, stop
+ *   handlers_diag.cc     diagnose (the workers' live TCP flow tables)
  * Each runs on the control thread and calls the Pipeline's control API. */
 #pragma once
 
@@ -13,12 +14,14 @@ namespace linecap::ctl {
 void register_status_handlers(HandlerTable& t, dataplane::Pipeline& p);
 void register_rules_handlers(HandlerTable& t, dataplane::Pipeline& p);
 void register_capture_handlers(HandlerTable& t, dataplane::Pipeline& p);
+void register_diag_handlers(HandlerTable& t, dataplane::Pipeline& p);
 
 inline HandlerTable make_handlers(dataplane::Pipeline& p) {
     HandlerTable t;
     register_status_handlers(t, p);
     register_rules_handlers(t, p);
     register_capture_handlers(t, p);
+    register_diag_handlers(t, p);
     return t;
 }
 

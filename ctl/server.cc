@@ -1,6 +1,7 @@
 #include "ctl/server.hh"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <grp.h>
 #include <poll.h>
 #include <pwd.h>
@@ -18,6 +19,7 @@ namespace linecap::ctl {
 namespace {
 
 constexpr size_t kMaxReplyBacklog = 32u << 20;
+constexpr size_t kTrimAfterReply = 1u << 20;
 
 long long now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -172,7 +174,12 @@ void ControlServer::dispatch(Client& c, std::string_view line) {
             }
         }
     }
+    const size_t before = c.out.size();
     c.out += encode_response(resp);
+    resp = Response{};
+    // A large reply (a live diagnosis) built a large JSON tree on the heap:
+    // give that memory back rather than keep the peak resident for good.
+    if (c.out.size() - before > kTrimAfterReply) malloc_trim(0);
     // A client that sends requests but never reads its answers is cut off
     // before its backlog grows without bound (one large stats reply fits).
     if (c.out.size() > kMaxReplyBacklog) {

@@ -18,6 +18,7 @@
 #include "dataplane/eal.hh"
 #include "dataplane/rule_snapshot.hh"
 #include "dataplane/source.hh"
+#include "dataplane/tcp_table.hh"
 #include "dataplane/worker.hh"
 #include "storage/writer.hh"
 
@@ -59,6 +60,7 @@ struct Pipeline::Impl {
     std::vector<std::unique_ptr<QueueStats>> queue_stats;
     std::vector<std::vector<QueueStats*>> queues_of_if;  // per interface
     std::vector<std::unique_ptr<WorkerContext>> workers;
+    std::vector<std::unique_ptr<TcpFlowTable>> tcp_tables;  // one per worker, or none
     std::vector<std::unique_ptr<storage::Writer>> writers;
     std::vector<unsigned> worker_lcores, writer_lcores;
     CountLimit limit;
@@ -193,6 +195,12 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         ctx->limit = &p.limit;
         ctx->stop = &p.stop;
         ctx->rx_only = o.rx_only;
+        if (o.tcp_flows > 0 && !o.rx_only) {
+            auto t = TcpFlowTable::create(w, o.tcp_flows);
+            if (!t) return make_error(t.error());
+            ctx->tcp = t->get();
+            p.tcp_tables.push_back(std::move(*t));
+        }
         p.workers.push_back(std::move(ctx));
     }
     p.queues_of_if.resize(p.sources.size());
@@ -420,6 +428,51 @@ Status Pipeline::replace_rules(std::vector<filters::RuleSpec> rules) {
     // then final.
     rte_rcu_qsbr_synchronize(p.qsbr, RTE_QSBR_THRID_INVALID);
     p.retire(*old);
+    return Status::success();
+}
+
+std::vector<std::string> Pipeline::source_names() const {
+    std::vector<std::string> v;
+    for (const auto& s : impl_->sources) v.push_back(s->name());
+    return v;
+}
+
+Status Pipeline::with_tcp_tables(
+    int timeout_ms, const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn) {
+    Impl& p = *impl_;
+    if (p.tcp_tables.empty())
+        return make_error(p.opts.rx_only ? "no TCP flow table: capd runs with --rx-only"
+                                         : "no TCP flow table: capd runs with --tcp-flows 0");
+    // Ask every worker at once, so the wait is the slowest worker's, not the sum.
+    for (auto& t : p.tcp_tables) t->request();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    std::vector<bool> ready(p.tcp_tables.size(), false);
+    for (;;) {
+        size_t n = 0;
+        for (size_t i = 0; i < p.tcp_tables.size(); i++) {
+            if (!ready[i])
+                ready[i] = p.tcp_tables[i]->ready(p.workers[i]->done.load(std::memory_order_acquire));
+            n += ready[i];
+        }
+        if (n == ready.size()) break;
+        if (std::chrono::steady_clock::now() >= deadline) {
+            // A late copy lands in the table's own snapshot area: nothing is
+            // freed under the worker. The pages of the copies that did arrive
+            // are given back.
+            std::string late;
+            for (size_t i = 0; i < ready.size(); i++) {
+                if (ready[i]) p.tcp_tables[i]->release();
+                else late += (late.empty() ? "" : ", ") + std::to_string(i);
+            }
+            return make_error("worker " + late + " did not copy its TCP flow table within " +
+                              std::to_string(timeout_ms) + " ms");
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    std::vector<ctl::diag::TableView> views;
+    for (auto& t : p.tcp_tables) views.push_back(t->view());
+    fn(views);
+    for (auto& t : p.tcp_tables) t->release();
     return Status::success();
 }
 

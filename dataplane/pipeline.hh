@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "ctl/diag/live.hh"
 #include "dataplane/options.hh"
 #include "dataplane/result.hh"
 #include "dataplane/summary.hh"
@@ -49,6 +50,17 @@ public:
     /* Compiles `rules` as one set and swaps it in under RCU. On error nothing
      * changes and the message names the rule. */
     Status replace_rules(std::vector<filters::RuleSpec> rules);
+
+    /* Names of the sources, by index (the interface ids of the files). */
+    std::vector<std::string> source_names() const;
+
+    /* Gets a copy of every worker's TCP flow table, each taken between two
+     * of its bursts, and passes the copies to fn. Errors: the tables are off
+     * (--tcp-flows 0 or --rx-only); a worker did not answer within
+     * timeout_ms (fn is then not called). */
+    Status with_tcp_tables(
+        int timeout_ms,
+        const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn);
 
     void rotate();
     void set_paused(bool paused);

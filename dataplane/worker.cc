@@ -7,6 +7,8 @@
 
 #include <cstring>
 
+#include "dataplane/tcp_table.hh"
+
 namespace linecap::dataplane {
 namespace {
 
@@ -165,6 +167,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
     add(ctx.stats.accepted, kept);
     add(q.stats->accepted, kept);
+    if (ctx.tcp && kept) ctx.tcp->feed_burst(ctx, q, pkts, verdict, n, burst_ns);
 
     uint32_t encoded = 0;
     for (uint16_t i = 0; i < n; i++) {
@@ -196,6 +199,7 @@ int worker_main(void* arg) {
     uint64_t last_poll = rte_rdtsc(), max_gap = 0;
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
+        if (ctx.tcp) ctx.tcp->serve();
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         // One TSC read per loop turn (rdtsc costs 20-30 ns in a VM): it
         // stamps the burst, measures the poll gap and ages the chunk.

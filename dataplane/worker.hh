@@ -28,6 +28,8 @@
 
 namespace linecap::dataplane {
 
+class TcpFlowTable;  // dataplane/tcp_table.hh
+
 inline constexpr uint16_t kBurstSize = 32;
 
 /* Counters of one worker; written only by that worker. Identity:
@@ -87,6 +89,7 @@ struct WorkerContext {
     bool rx_only = false;
     bool lossless = false;    // only finite file sources: wait for the writer, never drop
     bool idle_sleep = false;  // lcores outnumber CPUs: sleep when idle
+    TcpFlowTable* tcp = nullptr;  // live TCP table fed with accepted packets; null: off
 
     WorkerStats stats;
     std::atomic<bool> done{false};

@@ -391,6 +391,11 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const Diagn
     for (const TcpConn& c : done) {
         r.connections.push_back(ConnResult{c, summarize(c, r.last_ts, paths)});
     }
+    rank_connections(r);
+    return r;
+}
+
+void rank_connections(DiagnoseReport& r) {
     std::stable_sort(r.connections.begin(), r.connections.end(),
                      [](const ConnResult& a, const ConnResult& b) {
                          if (a.summary.verdict != b.summary.verdict) {
@@ -401,7 +406,6 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const Diagn
                          }
                          return a.conn.first_frame.frame < b.conn.first_frame.frame;
                      });
-    return r;
 }
 
 int diagnose_exit_status(const DiagnoseReport& r) {
@@ -416,6 +420,7 @@ int diagnose_exit_status(const DiagnoseReport& r) {
 namespace {
 
 std::vector<std::string> file_names(const DiagnoseReport& r) {
+    if (r.is_live) return r.live.frame_sources;
     std::vector<std::string> v;
     for (const auto& f : r.files) v.push_back(f.path);
     return v;
@@ -524,11 +529,28 @@ std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt
     }
     size_t problems = 0;
     for (const auto& c : r.connections) problems += is_problem(c.summary.verdict);
-    out += fmt("%" PRIu64 " frames: %" PRIu64 " TCP, %" PRIu64 " other IP, %" PRIu64
-               " not IP, %" PRIu64 " undecodable; %zu TCP connection%s, %zu with problems\n",
-               r.frames, r.tcp_packets, r.other_ip, r.not_ip, r.undecodable, r.connections.size(),
-               r.connections.size() == 1 ? "" : "s", problems);
-    if (r.evicted > 0) {
+    if (r.is_live) {
+        const LiveInfo& l = r.live;
+        readable = 1;
+        out += fmt("live: flow tables of %u capd worker%s, %u connections each: %" PRIu64
+                   " in use, %" PRIu64 " evicted\n",
+                   l.workers, l.workers == 1 ? "" : "s", l.capacity, l.in_use, r.evicted);
+        out += fmt("%" PRIu64 " packets accepted since start: %" PRIu64
+                   " TCP; %zu TCP connection%s in the tables, %zu with problems\n",
+                   l.packets_seen, r.tcp_packets, r.connections.size(),
+                   r.connections.size() == 1 ? "" : "s", problems);
+    } else {
+        out += fmt("%" PRIu64 " frames: %" PRIu64 " TCP, %" PRIu64 " other IP, %" PRIu64
+                   " not IP, %" PRIu64 " undecodable; %zu TCP connection%s, %zu with problems\n",
+                   r.frames, r.tcp_packets, r.other_ip, r.not_ip, r.undecodable,
+                   r.connections.size(), r.connections.size() == 1 ? "" : "s", problems);
+    }
+    if (r.evicted > 0 && r.is_live) {
+        out += fmt("note: the tables were full %" PRIu64
+                   " times: the least recently active connections were evicted and are no "
+                   "longer reported (capd --tcp-flows sets the table size)\n",
+                   r.evicted);
+    } else if (r.evicted > 0) {
         out += fmt("warning: the flow table (%u connections) was full: %" PRIu64
                    " connections were evicted; a connection whose packets came after its "
                    "eviction is reported in pieces (raise --max-flows)\n",
@@ -536,8 +558,14 @@ std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt
     }
     if (problems > 0) {
         out += "\nProblems, most severe first:\n";
+        size_t listed = 0;
         for (const auto& c : r.connections) {
             if (!is_problem(c.summary.verdict)) continue;
+            if (listed == r.list_limit) {
+                out += fmt("  … %zu more problem connections not listed\n", problems - listed);
+                break;
+            }
+            listed++;
             out += "  " + to_string(c.summary.client) + " -> " + to_string(c.summary.server) +
                    "  " + verdict_name(c.summary.verdict) + ": " + c.summary.reason + "\n";
             out += "      " + detail_line(c, files) + "\n";
@@ -573,10 +601,16 @@ std::string format_diagnose_text(const DiagnoseReport& r, const TextOptions& opt
 
 namespace {
 
+/* Frame numbers run across the files; a live frame (no files) keeps its
+ * source's own number. */
+uint64_t global_frame(FrameRef fr, const std::vector<uint64_t>& offsets) {
+    return (fr.file < offsets.size() ? offsets[fr.file] : 0) + fr.frame;
+}
+
 nlohmann::json dir_json(const TcpDirection& t, const std::vector<uint64_t>& offsets) {
     nlohmann::json frames = nlohmann::json::array();
     for (uint32_t i = 0; i < t.retrans_frames_kept; i++) {
-        frames.push_back(offsets[t.retrans_frames[i].file] + t.retrans_frames[i].frame);
+        frames.push_back(global_frame(t.retrans_frames[i], offsets));
     }
     return {
         {"packets", t.packets},
@@ -618,7 +652,7 @@ nlohmann::json diagnose_json(const DiagnoseReport& r) {
                          {"error", f.error}});
         base += f.frames;
     }
-    auto global = [&](FrameRef fr) { return offsets.empty() ? 0 : offsets[fr.file] + fr.frame; };
+    auto global = [&](FrameRef fr) { return global_frame(fr, offsets); };
 
     json conns = json::array();
     std::map<std::string, size_t> by;
@@ -632,6 +666,7 @@ nlohmann::json diagnose_json(const DiagnoseReport& r) {
             problems++;
             by[verdict_name(s.verdict)]++;
         }
+        if (conns.size() >= r.list_limit) continue;
         json reset = nullptr;
         if (c.reset) {
             reset = {{"by", side_name(c, c.rst_dir)},
@@ -667,7 +702,7 @@ nlohmann::json diagnose_json(const DiagnoseReport& r) {
             {"duration_s", static_cast<double>(c.last_ts - c.first_ts) / 1e9},
         });
     }
-    return {
+    json out = {
         {"files", files},
         {"frames", r.frames},
         {"tcp_packets", r.tcp_packets},
@@ -682,6 +717,19 @@ nlohmann::json diagnose_json(const DiagnoseReport& r) {
         {"hints", diagnose_hints(r)},
         {"verdict", verdict_line(r)},
     };
+    if (conns.size() < r.connections.size()) out["connections_listed"] = conns.size();
+    if (r.is_live) {
+        const LiveInfo& l = r.live;
+        out["live"] = {{"workers", l.workers},
+                       {"capacity_per_worker", l.capacity},
+                       {"capacity", static_cast<uint64_t>(l.capacity) * l.workers},
+                       {"in_use", l.in_use},
+                       {"evicted", r.evicted},
+                       {"reused", l.reused},
+                       {"packets_seen", l.packets_seen},
+                       {"merged_across_workers", l.merged}};
+    }
+    return out;
 }
 
 }  // namespace linecap::ctl::diag

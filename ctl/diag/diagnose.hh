@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstddef>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -84,6 +85,19 @@ struct ConnResult {
     ConnSummary summary;
 };
 
+/* What a live report was made from: the flow tables of capd's workers. */
+struct LiveInfo {
+    unsigned workers = 0;
+    uint32_t capacity = 0;     /* connections per worker table */
+    uint64_t in_use = 0;       /* connections in the tables, all workers */
+    uint64_t reused = 0;       /* connections ended by a new SYN on their 5-tuple */
+    uint64_t packets_seen = 0; /* accepted packets offered to the tables */
+    uint64_t merged = 0;       /* connections found in more than one worker's table */
+    /* Source names for frame labels; empty when TCP came from one source
+     * only, so labels read "frame N" as for one file. */
+    std::vector<std::string> frame_sources;
+};
+
 struct DiagnoseReport {
     std::vector<FileReport> files;
     uint64_t frames = 0;
@@ -96,7 +110,15 @@ struct DiagnoseReport {
     uint32_t max_flows = 0;
     uint64_t evicted = 0;                /* connections pushed out of the full table */
     std::vector<ConnResult> connections; /* ranked: problems first */
+    bool is_live = false; /* made from capd's tables, not from files */
+    LiveInfo live;
+    /* Connections listed in the text (problems) and JSON reports; the
+     * counts and the summary always cover all of them. */
+    size_t list_limit = SIZE_MAX;
 };
+
+/* Sorts r.connections: most severe verdict first, then by first frame. */
+void rank_connections(DiagnoseReport& r);
 
 /* Reads the files in the order given (a rotated set is one capture) and
  * diagnoses every TCP connection. Unreadable or damaged files are recorded

@@ -1,5 +1,7 @@
 #include "ctl/diag/tcp_tracker.hh"
 
+#include <sys/mman.h>
+
 #include <cstring>
 #include <new>
 
@@ -193,12 +195,20 @@ void tcp_conn_update(TcpConn& c, int d, const DecodedPacket& p, uint64_t ts, Fra
     }
 }
 
+void TcpTracker::UnmapDeleter::operator()(void* p) const {
+    if (p != nullptr) munmap(p, bytes);
+}
+
 TcpTracker::TcpTracker(uint32_t capacity, ReleaseFn on_release, void* ctx)
     : on_release_(on_release), ctx_(ctx) {
     if (capacity == 0) capacity = 1;
-    void* mem = std::calloc(capacity, sizeof(TcpConn));
-    if (mem == nullptr) throw std::bad_alloc();
-    conns_.reset(static_cast<TcpConn*>(mem));
+    const size_t bytes = size_t(capacity) * sizeof(TcpConn);
+    void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) throw std::bad_alloc();
+    (void)madvise(mem, bytes, MADV_HUGEPAGE);  // a hint: 4 KiB pages still work
+    conns_ = std::unique_ptr<TcpConn[], UnmapDeleter>(static_cast<TcpConn*>(mem),
+                                                       UnmapDeleter{bytes});
     capacity_ = capacity;
     uint64_t nb = 1;
     while (nb < static_cast<uint64_t>(capacity) * 2) nb <<= 1;

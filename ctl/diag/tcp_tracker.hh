@@ -161,12 +161,16 @@ class TcpTracker {
     void lru_remove(uint32_t idx);
     void lru_push_front(uint32_t idx);
 
-    struct FreeDeleter {
-        void operator()(void* p) const { std::free(p); }
+    /* The slots are an anonymous mapping with transparent huge pages asked
+     * for: a table of tens of MB is looked up at random, and 4 KiB pages
+     * would cost a TLB miss per lookup. */
+    struct UnmapDeleter {
+        size_t bytes;
+        void operator()(void* p) const;
     };
     static_assert(std::is_trivially_destructible_v<TcpConn>);
 
-    std::unique_ptr<TcpConn[], FreeDeleter> conns_;
+    std::unique_ptr<TcpConn[], UnmapDeleter> conns_;
     uint32_t capacity_ = 0;
     uint32_t next_unused_ = 0; /* slots below it have been constructed */
     std::vector<uint32_t> buckets_;

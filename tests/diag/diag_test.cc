@@ -13,6 +13,7 @@
 #include "ctl/diag/capture_file.hh"
 #include "ctl/diag/compare.hh"
 #include "ctl/diag/diagnose.hh"
+#include "ctl/diag/live.hh"
 #include "ctl/diag/packet.hh"
 #include "ctl/diag/tcp_tracker.hh"
 #include "tests/diag/capture_builder.hh"
@@ -689,4 +690,112 @@ TEST(BadInput, EveryTruncationAndCorruptionIsSurvived) {
         (void)compare_files(path, good);
     }
     SUCCEED();
+}
+
+// ---------------------------------------------------------------- live tables
+
+namespace {
+
+/* Feeds the story's packets into n trackers, choosing one per packet, as
+ * capd's workers would receive them; returns the trackers' views. */
+struct LiveTables {
+    std::vector<std::unique_ptr<TcpTracker>> trackers;
+    std::vector<std::vector<TcpConn>> copies;
+    std::vector<TableView> views;
+
+    template <class Pick>
+    LiveTables(const tb::DiagnoseStory& st, unsigned n, Pick pick) {
+        for (unsigned i = 0; i < n; i++) trackers.push_back(std::make_unique<TcpTracker>(1024));
+        std::vector<uint64_t> last(n, 0), seen(n, 0);
+        uint32_t frame = 0;
+        for (const auto& e : st.trace.events) {
+            const auto ip = tb::ip_tcp(e.spec);
+            DecodedPacket p;
+            EXPECT_EQ(decode_packet(12, ip.data(), ip.size(), p), DecodeStatus::kOk);
+            const unsigned w = pick(p);
+            const uint64_t ts = e.t_ns;
+            EXPECT_TRUE(trackers[w]->update(p, ts, FrameRef{0, ++frame}));
+            last[w] = std::max(last[w], ts);
+            seen[w]++;
+        }
+        copies.resize(n);
+        for (unsigned i = 0; i < n; i++) {
+            trackers[i]->for_each([&](const TcpConn& c) { copies[i].push_back(c); });
+        }
+        for (unsigned i = 0; i < n; i++) {
+            TableView v;
+            v.worker = i;
+            v.capacity = trackers[i]->capacity();
+            v.conns = copies[i];
+            v.counters = trackers[i]->counters();
+            v.packets_seen = seen[i];
+            v.last_ts = last[i];
+            views.push_back(v);
+        }
+    }
+};
+
+std::vector<std::string> verdicts_of(const DiagnoseReport& r) {
+    std::vector<std::string> v;
+    for (const auto& c : r.connections) {
+        v.push_back(to_string(c.summary.client) + " -> " + to_string(c.summary.server) + " " +
+                    verdict_name(c.summary.verdict));
+    }
+    return v;
+}
+
+}  // namespace
+
+TEST(Live, OneTableGivesTheFileVerdicts) {
+    const auto st = tb::diagnose_story();
+    LiveTables lt(st, 1, [](const DecodedPacket&) { return 0u; });
+    const DiagnoseReport r = diagnose_tables(lt.views, {"pcap:stories.pcap"});
+    expect_story(r, st);
+    EXPECT_TRUE(r.is_live);
+    EXPECT_EQ(r.live.workers, 1u);
+    EXPECT_EQ(r.live.in_use, st.lines.size());
+    EXPECT_EQ(r.live.merged, 0u);
+    EXPECT_EQ(r.tcp_packets, st.trace.events.size());
+    const auto j = diagnose_json(r);
+    EXPECT_EQ(j["live"]["in_use"], st.lines.size());
+    EXPECT_EQ(j["files"].size(), 0u);
+    EXPECT_EQ(j["connections"][2]["reset"]["frame"], st.rst_frame_reset);
+}
+
+TEST(Live, TablesSplitByConnectionGiveTheFileVerdicts) {
+    // Symmetric RSS: both directions of a connection reach the same worker.
+    const auto st = tb::diagnose_story();
+    LiveTables lt(st, 3, [](const DecodedPacket& p) {
+        return static_cast<unsigned>((p.sport ^ p.dport) % 3);
+    });
+    const DiagnoseReport r = diagnose_tables(lt.views, {"pcap:stories.pcap"});
+    expect_story(r, st);
+    EXPECT_EQ(r.live.workers, 3u);
+    EXPECT_EQ(r.live.merged, 0u);
+}
+
+TEST(Live, TablesSplitByDirectionAreMerged) {
+    // Asymmetric RSS: each direction of a connection on its own worker.
+    const auto st = tb::diagnose_story();
+    LiveTables lt(st, 2, [](const DecodedPacket& p) { return p.sport < p.dport ? 0u : 1u; });
+    const DiagnoseReport r = diagnose_tables(lt.views, {"pcap:stories.pcap"});
+    LiveTables whole(st, 1, [](const DecodedPacket&) { return 0u; });
+    const DiagnoseReport w = diagnose_tables(whole.views, {"pcap:stories.pcap"});
+    EXPECT_EQ(verdicts_of(r), verdicts_of(w));
+    EXPECT_GT(r.live.merged, 0u);
+    EXPECT_EQ(r.live.in_use, st.lines.size() + r.live.merged);
+    EXPECT_EQ(r.connections.size(), st.lines.size());
+}
+
+TEST(Live, ListLimitKeepsTheCounts) {
+    const auto st = tb::diagnose_story();
+    LiveTables lt(st, 1, [](const DecodedPacket&) { return 0u; });
+    DiagnoseReport r = diagnose_tables(lt.views, {"pcap:stories.pcap"});
+    r.list_limit = 2;
+    const auto j = diagnose_json(r);
+    EXPECT_EQ(j["connections"].size(), 2u);
+    EXPECT_EQ(j["connections_listed"], 2u);
+    EXPECT_EQ(j["summary"]["connections"], st.lines.size());
+    const std::string text = format_diagnose_text(r);
+    EXPECT_NE(text.find("more problem connections not listed"), std::string::npos) << text;
 }

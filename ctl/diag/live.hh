@@ -1,0 +1,51 @@
+/* Live diagnosis: the same verdicts as `diagnose FILE`, computed from the
+ * flow tables capd's workers keep.
+ *
+ * Each worker owns one TcpTracker fed with the packets it accepted. On a
+ * `diagnose` request the control thread gets a copy of every worker's table
+ * (dataplane/tcp_table.hh) and calls diagnose_tables(), which merges them
+ * into one DiagnoseReport: the text and JSON reports are then produced by
+ * the same format_diagnose_text() and diagnose_json() as for files.
+ *
+ * Frame numbers: a live FrameRef is {source index, ordinal of the packet on
+ * the source's receive queue}. For a `pcap:FILE` source (one queue) these
+ * are the file's own frame numbers.
+ *
+ * Control-side code: allocates, runs on any thread, never throws for bad
+ * input.
+ */
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ctl/diag/diagnose.hh"
+#include "ctl/diag/tcp_tracker.hh"
+
+namespace linecap::ctl::diag {
+
+/* One worker's table, as copied between two bursts. */
+struct TableView {
+    unsigned worker = 0;
+    uint32_t capacity = 0;
+    std::span<const TcpConn> conns; /* the connections in the table */
+    TrackerCounters counters;
+    uint64_t packets_seen = 0; /* accepted packets offered to the table */
+    uint64_t last_ts = 0;      /* timestamp of the last TCP packet fed */
+};
+
+/* Merges the workers' tables and diagnoses every connection in them. A
+ * connection present in several tables (a port whose RSS hash sends the two
+ * directions to different queues) is merged: each direction is taken from
+ * the table that saw more of it (see merge_conn()). sources names the
+ * capture sources by index, for frame labels. */
+DiagnoseReport diagnose_tables(const std::vector<TableView>& tables,
+                               const std::vector<std::string>& sources);
+
+/* Folds b into a, where a and b are the same 5-tuple tracked by two workers
+ * that each saw part of its packets. Exposed for tests. */
+void merge_conn(TcpConn& a, const TcpConn& b);
+
+}  // namespace linecap::ctl::diag
