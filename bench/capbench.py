@@ -114,6 +114,17 @@ def read_file(path, default=""):
         return default
 
 
+def steal_ticks():
+    """Time the hypervisor took from this VM's CPUs, in USER_HZ ticks
+    (/proc/stat, all CPUs). Stalls it causes show up as nic_imissed."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
 def meminfo():
     out = {}
     for line in read_file("/proc/meminfo").splitlines():
@@ -503,8 +514,10 @@ class Bench:
         cmd += list(extra)
         self.log.write("$ " + " ".join(repr(c) if " " in c else c for c in cmd) + "\n")
         t = time.monotonic()
+        steal0 = steal_ticks()
         rc, _, err = run(cmd, seconds + 90)
         wall = time.monotonic() - t
+        steal1 = steal_ticks()
         self.log.write(err)
         stats = None
         if os.path.exists(stats_path):
@@ -553,6 +566,8 @@ class Bench:
             "write_gbps": round(int(stats.get("bytes_written", 0)) / el / 1e9, 4) if el else None,
             "max_poll_gap_us": max((float(w.get("max_poll_gap_us", 0))
                                     for w in stats.get("workers", [])), default=None),
+            "steal_ms": (steal1 - steal0) * 1000 // os.sysconf("SC_CLK_TCK")
+            if steal0 is not None and steal1 is not None else None,
         })
         return res
 
@@ -560,7 +575,7 @@ class Bench:
     def point(res, rate):
         keys = ("status", "offered", "received", "filtered_out", "written", "drops", "drops_total",
                 "drop_pct", "offered_mpps", "rx_mpps", "write_gbps", "elapsed_s", "hugepages",
-                "max_poll_gap_us")
+                "max_poll_gap_us", "steal_ms")
         p = {"rate_pps": rate, "rate_mpps": mpps(rate)}
         p.update({k: res.get(k) for k in keys})
         p["lossless"] = res.get("status") == "ok" and res.get("drops_total", 1) == 0
@@ -608,7 +623,9 @@ class Bench:
             self.say(f"  rate {r / 1e6:.3f} Mpps: received {p['received']}, drops "
                      f"{p['drops_total']} " + ("lossless" if p["lossless"] else
                                                str({k: v for k, v in (p['drop_pct'] or {}).items()
-                                                    if v})))
+                                                    if v})) +
+                     f" (longest poll gap {p.get('max_poll_gap_us')} us, "
+                     f"hypervisor steal {p.get('steal_ms')} ms)")
             if run_res["status"] != "ok":
                 note = run_res["status"]
                 break
