@@ -176,7 +176,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--file-mode", mode_text, "octal mode of output files (default 0640)");
     app.add_option("-Z", o.run_as_user, "after set-up, drop privileges to USER (as tcpdump)");
     app.add_option("--tcp-flows", o.tcp_flows,
-                   "TCP connections each worker tracks for capctl diagnose (default 65536, 0 = off)")
+                   "TCP connections each worker tracks for capctl diagnose (e.g. 65536; "
+                   "default 0 = off: 100-200 ns per TCP packet)")
         ->check(CLI::Range(0u, 1u << 22));
     app.add_option("--test-writer-delay-us", o.test_writer_delay_us)->group("");
     app.add_option("--test-writer-delay-for", o.test_writer_delay_for_s)->group("");

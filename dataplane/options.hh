@@ -66,7 +66,7 @@ struct Options {
     uint32_t file_mode = 0640;
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run
-    uint32_t tcp_flows = 65536;  // --tcp-flows: live TCP table per worker; 0 = off
+    uint32_t tcp_flows = 0;  // --tcp-flows: live TCP table per worker; 0 = off (default)
 };
 
 /* Parses argv. Returns the options, or an error line. `--help` and

@@ -442,7 +442,8 @@ Status Pipeline::with_tcp_tables(
     Impl& p = *impl_;
     if (p.tcp_tables.empty())
         return make_error(p.opts.rx_only ? "no TCP flow table: capd runs with --rx-only"
-                                         : "no TCP flow table: capd runs with --tcp-flows 0");
+                                         : "no TCP flow table: capd runs with --tcp-flows 0 "
+                                           "(start it with --tcp-flows N, e.g. 65536)");
     // Ask every worker at once, so the wait is the slowest worker's, not the sum.
     for (auto& t : p.tcp_tables) t->request();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);

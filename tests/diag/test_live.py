@@ -174,7 +174,7 @@ class LiveDiagnose(unittest.TestCase):
                 self.assertEqual(want["frames"], frames)
 
                 capd = self.start(["-i", f"pcap:{path}", "-i", f"pcap:{self.filler},loop",
-                                   "not udp"])
+                                   "--tcp-flows", "65536", "not udp"])
                 got = capd.wait_seen(frames)
                 self.assertEqual(got["live"]["packets_seen"], frames)
                 # Every field of every connection: verdict, reason, notes,
@@ -208,7 +208,8 @@ class LiveDiagnose(unittest.TestCase):
 
     def test_the_stories_come_out_as_verdict_lines(self):
         path = os.path.join(self.dir, "stories_eth.pcap")
-        capd = self.start(["-i", f"pcap:{path}", "-i", f"pcap:{self.filler},loop", "not udp"])
+        capd = self.start(["-i", f"pcap:{path}", "-i", f"pcap:{self.filler},loop",
+                           "--tcp-flows", "65536", "not udp"])
         capd.wait_seen(self.truth["diagnose"]["frames"])
         r = capd.ctl("diagnose", "--all")
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -276,6 +277,12 @@ class LiveDiagnose(unittest.TestCase):
     # ------------------------------------------------------------ off
 
     def test_tables_off(self):
+        # Off by default (they cost 100-200 ns per TCP packet) and with 0.
+        capd = self.start(["-i", f"pcap:{self.filler},loop"])
+        r = capd.ctl("diagnose")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--tcp-flows N", r.stderr)
+        capd.stop()
         capd = self.start(["-i", f"pcap:{self.filler},loop", "--tcp-flows", "0"])
         r = capd.ctl("diagnose")
         self.assertNotEqual(r.returncode, 0)
