@@ -162,12 +162,8 @@ void BM_Seed(benchmark::State& state) {
     state.SetLabel(expr);
 }
 
-void BM_RuleSetClassify(benchmark::State& state) {
-    const char* expr = kSeedExpressions[state.range(0)];
-    const uint32_t burst = static_cast<uint32_t>(state.range(1));
-    RuleSpec r;
-    r.name = "cli";
-    r.expression = expr;
+/* classify_burst() of a one-rule set over the mix, `burst` packets a call. */
+void classify_rule(benchmark::State& state, const RuleSpec& r, uint32_t burst) {
     auto rs = compile(std::span(&r, 1), CompileOptions{});
     if (!rs) std::abort();
     auto scratch = (*rs)->make_scratch();
@@ -183,30 +179,22 @@ void BM_RuleSetClassify(benchmark::State& state) {
     state.counters["ns/pkt"] =
         benchmark::Counter(static_cast<double>(state.iterations()) * burst,
                            benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-    state.SetLabel(expr);
+}
+
+void BM_RuleSetClassify(benchmark::State& state) {
+    RuleSpec r;
+    r.name = "cli";
+    r.expression = kSeedExpressions[state.range(0)];
+    classify_rule(state, r, static_cast<uint32_t>(state.range(1)));
+    state.SetLabel(r.expression);
 }
 
 /* The default capture: one rule with no condition ("match-all"), which
  * still counts packets and bytes per rule. */
 void BM_RuleSetMatchAll(benchmark::State& state) {
-    const uint32_t burst = static_cast<uint32_t>(state.range(0));
     RuleSpec r;
     r.name = "cli";
-    auto rs = compile(std::span(&r, 1), CompileOptions{});
-    if (!rs) std::abort();
-    auto scratch = (*rs)->make_scratch();
-    const auto& pkts = mix().pkts;
-    std::vector<uint8_t> verdict(burst);
-    size_t at = 0;
-    for (auto _ : state) {
-        if (at + burst > pkts.size()) at = 0;
-        benchmark::DoNotOptimize((*rs)->classify_burst(&pkts[at], burst, verdict.data(), *scratch));
-        at += burst;
-    }
-    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * burst);
-    state.counters["ns/pkt"] =
-        benchmark::Counter(static_cast<double>(state.iterations()) * burst,
-                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    classify_rule(state, r, static_cast<uint32_t>(state.range(0)));
 }
 
 void seed_args(benchmark::internal::Benchmark* b) {
