@@ -115,11 +115,7 @@ int main(int argc, char** argv) {
         if (!st) return fail(st.error());
     }
 
-    size_t chunk_mb = (size_t(o.workers) * (o.ring_chunks + 2) + o.writers * 16 + 8) *
-                      o.chunk_kb / 1024;
-    size_t mbuf_mb = (o.sources.size() * o.workers * (kRxDescriptors + 100) + 8192) * 2400 / (1 << 20);
-    size_t memory_mb = 128 + (o.rx_only ? 0 : chunk_mb) + mbuf_mb;
-    EalPlan plan = plan_eal(o, memory_mb);
+    EalPlan plan = plan_eal(o, eal_memory_mb(o));
     std::vector<char*> eal_argv;
     for (auto& a : plan.args) eal_argv.push_back(a.data());
     eal_argv.push_back(nullptr);

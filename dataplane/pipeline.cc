@@ -109,6 +109,25 @@ struct Pipeline::Impl {
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Pipeline::~Pipeline() = default;
 
+unsigned mbuf_pool_size(const Options& o) {
+    unsigned port_queues = 0, files = 0;
+    for (const auto& s : o.sources) {
+        if (s.kind == SourceSpec::Kind::kPcapFile)
+            files++;
+        else
+            port_queues += queues_per_port(o);
+    }
+    return port_queues * (kRxDescriptors + 2 * kBurstSize) + files * 2 * kBurstSize +
+           (o.workers + 1) * 512 + 4096;
+}
+
+size_t eal_memory_mb(const Options& o) {
+    size_t chunk_mb = (size_t(o.workers) * (o.ring_chunks + 2) + o.writers * 16 + 8) *
+                      (o.chunk_kb + 4) / 1024;
+    size_t mbuf_mb = size_t(mbuf_pool_size(o)) * 4096 / (1 << 20) + 1;
+    return 128 + (o.rx_only ? 0 : chunk_mb) + mbuf_mb;
+}
+
 Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
                                                    std::vector<filters::RuleSpec> rules,
                                                    const filters::CompileOptions& copts,
@@ -145,9 +164,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
     if (!fields) return make_error(fields.error());
 
     uint16_t qpp = queues_per_port(o);
-    unsigned nq = 0;
-    for (const auto& s : o.sources) nq += s.kind == SourceSpec::Kind::kPcapFile ? 1 : qpp;
-    unsigned nmbufs = nq * (kRxDescriptors + 2 * kBurstSize) + (o.workers + 1) * 512 + 4096;
+    unsigned nmbufs = mbuf_pool_size(o);
     p.mbufs = rte_pktmbuf_pool_create("capd_mbufs", nmbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                       static_cast<int>(rte_socket_id()));
     if (!p.mbufs)

@@ -28,6 +28,16 @@
 
 namespace linecap::dataplane {
 
+/* Mbufs in the shared pool: a full receive ring and two bursts per port
+ * queue, two bursts per file source (a file waits for mbufs instead of
+ * dropping), and each lcore's cache. */
+unsigned mbuf_pool_size(const Options& o);
+
+/* EAL memory for a run, in MB. Without hugepages every mbuf takes a whole
+ * 4 KiB page (a pool object may not cross a page), so a page per mbuf is
+ * counted either way. */
+size_t eal_memory_mb(const Options& o);
+
 class Pipeline {
 public:
     static Result<std::unique_ptr<Pipeline>> create(const Options& o,
