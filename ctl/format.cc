@@ -35,9 +35,12 @@ std::string format_status(const nlohmann::json& s) {
     o << "state:   " << s.value("state", "?") << ", up " << b << " s, format "
       << s.value("format", "?") << (s.value("hugepages", false) ? ", hugepages" : ", no hugepages")
       << "\n";
-    for (const auto& x : s["sources"])
+    for (const auto& x : s["sources"]) {
         o << "source:  " << x.value("name", "") << " (" << x.value("queues", 0) << " queue"
-          << (x.value("queues", 0) == 1 ? "" : "s") << ")\n";
+          << (x.value("queues", 0) == 1 ? "" : "s");
+        if (x.value("rx_desc", 0) > 0) o << " of " << x.value("rx_desc", 0) << " descriptors";
+        o << ")\n";
+    }
     int i = 0;
     for (const auto& w : s["workers"]) {
         o << "worker " << i++ << ": lcore " << w.value("lcore", 0) << ", queues";

@@ -97,7 +97,7 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
         } else {
             p.args.push_back("--vdev");
         }
-        p.args.push_back(eal_device_arg(s, i, q));
+        p.args.push_back(eal_device_arg(s, i, q, static_cast<uint16_t>(o.rx_desc)));
     }
     if (!pci) p.args.push_back("--no-pci");
 

@@ -59,8 +59,9 @@ private:
 class EthSource final : public Source {
 public:
     EthSource(std::unique_ptr<PortOwner> owner, std::string name, uint16_t queues,
-              uint32_t ts_scale, double rate)
+              uint32_t ts_scale, double rate, uint16_t rx_desc)
         : owner_(std::move(owner)), port_(owner_->port()), pacers_(queues) {
+        rx_desc_ = rx_desc;
         name_ = std::move(name);
         queues_ = queues;
         ts_scale_ = ts_scale;
@@ -73,11 +74,11 @@ public:
             if (p.last == 0) p.last = now;
             p.tokens += static_cast<double>(now - p.last) * per_cycle_;
             p.last = now;
-            // The credit a NIC ring would hold (kRxDescriptors). Packets
+            // The credit a NIC ring would hold (its descriptors). Packets
             // offered beyond it while the worker was busy are lost, as on a
             // real port, and counted as imissed.
-            if (p.tokens > kRxDescriptors) {
-                double over = p.tokens - kRxDescriptors;
+            if (p.tokens > rx_desc_) {
+                double over = p.tokens - rx_desc_;
                 p.missed.store(p.missed.load(std::memory_order_relaxed) +
                                    static_cast<uint64_t>(over),
                                std::memory_order_relaxed);
@@ -128,7 +129,8 @@ std::string eal_device_name(const SourceSpec& spec, unsigned index) {
     return "";
 }
 
-std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues) {
+std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues,
+                           uint16_t rx_desc) {
     std::string name = eal_device_name(spec, index);
     switch (spec.kind) {
         case SourceSpec::Kind::kPci: return spec.arg;
@@ -137,7 +139,7 @@ std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queu
         case SourceSpec::Kind::kAfPacket:
             // qpairs > 1 joins the sockets in a PACKET_FANOUT_HASH group.
             return name + ",iface=" + spec.arg + ",qpairs=" + std::to_string(queues) +
-                   ",framecnt=4096,blocksz=4096,framesz=2048";
+                   ",framecnt=" + std::to_string(rx_desc) + ",blocksz=4096,framesz=2048";
         case SourceSpec::Kind::kNull:
             return name + ",size=" + std::to_string(spec.size) + ",copy=0";
         case SourceSpec::Kind::kPcapFile: break;
@@ -146,7 +148,8 @@ std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queu
 }
 
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
-                                                uint16_t queues, rte_mempool* pool) {
+                                                uint16_t queues, uint16_t rx_desc,
+                                                rte_mempool* pool) {
     const std::string devname = eal_device_name(spec, index);
     // A source in another network namespace is probed here rather than by
     // rte_eal_init(), with this thread inside that namespace, and stays there
@@ -163,7 +166,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
         auto entered = NetnsScope::enter(ns);
         if (!entered) return make_error("source '" + spec.text + "': " + entered.error());
         scope.emplace(std::move(*entered));
-        std::string arg = eal_device_arg(spec, index, queues);
+        std::string arg = eal_device_arg(spec, index, queues, rx_desc);
         size_t comma = arg.find(',');
         int rc = rte_eal_hotplug_add("vdev", devname.c_str(),
                                      comma == std::string::npos ? "" : arg.c_str() + comma + 1);
@@ -216,7 +219,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
         txq = queues;  // these PMDs pair queues
     rc = rte_eth_dev_configure(port, queues, txq, &conf);
     if (rc != 0) return make_error("source '" + spec.text + "': configure: " + errstr(rc));
-    uint16_t nb_rxd = kRxDescriptors, nb_txd = 512;
+    uint16_t nb_rxd = rx_desc, nb_txd = 512;
     (void)rte_eth_dev_adjust_nb_rx_tx_desc(port, &nb_rxd, &nb_txd);
     int socket = rte_eth_dev_socket_id(port);
     for (uint16_t q = 0; q < queues; q++) {
@@ -236,7 +239,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     // (microseconds). Other ports are stamped from the TSC at receive.
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
     return std::unique_ptr<Source>(
-        new EthSource(std::move(owner), spec.text, queues, ts_scale, spec.rate_pps));
+        new EthSource(std::move(owner), spec.text, queues, ts_scale, spec.rate_pps, nb_rxd));
 }
 
 }  // namespace linecap::dataplane

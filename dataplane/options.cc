@@ -173,6 +173,9 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");
     app.add_option("--ring-chunks", o.ring_chunks, "chunks each worker ring holds");
+    app.add_option("--rx-desc", o.rx_desc,
+                   "receive descriptors per port queue (4096; the port may lower it); "
+                   "a deeper ring covers a longer stall of the worker");
     app.add_option("--file-mode", mode_text, "octal mode of output files (default 0640)");
     app.add_option("-Z", o.run_as_user, "after set-up, drop privileges to USER (as tcpdump)");
     app.add_option("--tcp-flows", o.tcp_flows,
@@ -185,7 +188,7 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
 
     // Negative numbers would wrap in unsigned options: refuse them by name.
     for (const char* name : {"-C", "-G", "-W", "-s", "-c", "--duration", "--workers", "--writers",
-                             "--chunk-kb", "--flush-ms", "--ring-chunks", "--test-writer-delay-us",
+                             "--chunk-kb", "--flush-ms", "--ring-chunks", "--rx-desc", "--test-writer-delay-us",
                              "--test-writer-delay-for"})
         app.get_option(name)->check(CLI::NonNegativeNumber);
     try {
@@ -253,6 +256,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                           std::to_string(o.snaplen) + " bytes");
     if (o.ring_chunks < 2 || o.ring_chunks > 65536) return make_error("--ring-chunks: 2..65536");
     if (o.flush_ms == 0) return make_error("--flush-ms must be positive");
+    if (o.rx_desc < 64 || o.rx_desc > 32768 || (o.rx_desc & (o.rx_desc - 1)))
+        return make_error("--rx-desc: a power of two, 64..32768");
     return o;
 }
 

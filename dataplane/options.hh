@@ -63,6 +63,9 @@ struct Options {
     uint32_t chunk_kb = 1024;
     uint32_t flush_ms = 100;
     uint32_t ring_chunks = 64;
+    // Receive descriptors per port queue (af_packet: frames per queue; the
+    // paced null source models a ring of this depth).
+    uint32_t rx_desc = 4096;
     uint32_t file_mode = 0640;
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run

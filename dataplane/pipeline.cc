@@ -117,7 +117,7 @@ unsigned mbuf_pool_size(const Options& o) {
         else
             port_queues += queues_per_port(o);
     }
-    return port_queues * (kRxDescriptors + 2 * kBurstSize) + files * 2 * kBurstSize +
+    return port_queues * (o.rx_desc + 2 * kBurstSize) + files * 2 * kBurstSize +
            (o.workers + 1) * 512 + 4096;
 }
 
@@ -180,7 +180,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         const SourceSpec& s = o.sources[i];
         Result<std::unique_ptr<Source>> src =
             s.kind == SourceSpec::Kind::kPcapFile ? open_pcap_file_source(s, p.mbufs, *fields)
-                                                  : open_eth_source(s, i, qpp, p.mbufs);
+                                                  : open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs);
         if (!src) return make_error(src.error());
         p.sources.push_back(std::move(*src));
     }
@@ -516,7 +516,8 @@ nlohmann::json Pipeline::status() const {
     j["format"] = p.opts.format == storage::Format::kPcapng ? "pcapng" : "pcap";
     j["sources"] = nlohmann::json::array();
     for (const auto& s : p.sources)
-        j["sources"].push_back({{"name", s->name()}, {"queues", s->queues()}});
+        j["sources"].push_back(
+            {{"name", s->name()}, {"queues", s->queues()}, {"rx_desc", s->rx_desc()}});
     j["workers"] = nlohmann::json::array();
     for (size_t i = 0; i < p.workers.size(); i++) {
         nlohmann::json q = nlohmann::json::array();

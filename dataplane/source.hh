@@ -29,11 +29,6 @@
 
 namespace linecap::dataplane {
 
-/* Receive descriptors per queue: the most common 10 GbE NICs (ixgbe, i40e,
- * ice) take up to 4096, which is 275 us of 64-byte frames at line rate for a
- * worker that loses its CPU for a moment. */
-inline constexpr uint16_t kRxDescriptors = 4096;
-
 /* Offsets of the mbuf dynamic fields capd uses. Registered once at start. */
 struct MbufFields {
     int ts_offset = -1;     // rte_mbuf_timestamp_t, ns since the epoch
@@ -70,6 +65,8 @@ public:
     /* Multiplier that turns the port's timestamp dynfield into ns, or 0 when
      * the port's timestamps are unusable and the TSC is used. */
     uint32_t ts_scale() const { return ts_scale_; }
+    /* Receive descriptors of each queue as the port took them (0: a file). */
+    uint16_t rx_desc() const { return rx_desc_; }
 
     /* Hot: up to n packets from queue q. */
     virtual uint16_t rx_burst(uint16_t q, rte_mbuf** pkts, uint16_t n) = 0;
@@ -87,6 +84,7 @@ protected:
     uint32_t snaplen_ = 262144;
     bool source_ts_ = false;
     uint32_t ts_scale_ = 0;
+    uint16_t rx_desc_ = 0;
 };
 
 /* Opens a capture file for pcap:FILE. Validates it (a file that is not a
@@ -97,14 +95,17 @@ Result<std::unique_ptr<Source>> open_pcap_file_source(const SourceSpec& spec, rt
 Result<int> probe_pcap_file(const std::string& path);
 
 /* The EAL --vdev / -a argument for a port source (empty for pcap files). */
-std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues);
+std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues,
+                           uint16_t rx_desc);
 /* DPDK's device name for that source (to find its port id). */
 std::string eal_device_name(const SourceSpec& spec, unsigned index);
 
 /* Configures and starts the DPDK port of a port source, with `queues` receive
- * queues spread by RSS where the port supports it. */
+ * queues spread by RSS where the port supports it, each of `rx_desc`
+ * descriptors or as many as the port takes. */
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
-                                                uint16_t queues, rte_mempool* pool);
+                                                uint16_t queues, uint16_t rx_desc,
+                                                rte_mempool* pool);
 
 /* For null:SIZE,frames=FILE: writes the frames of the capture FILE, in turn,
  * into the data area of every mbuf of `pool` (cut or zero-padded to SIZE).

@@ -140,13 +140,20 @@ class Capd:
             self.proc.wait(timeout=30)
 
 
-def trial(build, workdir, size, rate, seconds):
+def steal_ms():
+    """Time the hypervisor ran something else on this VM's CPUs, in ms."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) * 1000 // os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0
+
+
+def trial(build, workdir, size, rate, seconds, rx_desc):
     """One paced run with --duration; returns the summary."""
     js = os.path.join(workdir, "trial.json")
     out = os.path.join(workdir, "trial")
     os.makedirs(out, exist_ok=True)
     cmd = [os.path.join(build, "dataplane", "capd"), "-q", "-i", f"null:{size},rate={rate:.0f}",
-           "--duration", str(seconds), "-C", "100", "-W", "2", "-w",
+           "--duration", str(seconds), "--rx-desc", str(rx_desc), "-C", "100", "-W", "2", "-w",
            os.path.join(out, "t.pcap"), "--ctl", "none", "--stats-json", js]
     subprocess.run(cmd, capture_output=True, timeout=seconds + 120, stdin=subprocess.DEVNULL)
     with open(js) as f:
@@ -155,12 +162,12 @@ def trial(build, workdir, size, rate, seconds):
     return s
 
 
-def measure_lossless(build, workdir, size, lo, hi, seconds, steps):
+def measure_lossless(build, workdir, size, lo, hi, seconds, steps, rx_desc):
     """Bisection on the paced rate: the highest rate tried with zero drops."""
     best = None
     for _ in range(steps):
         mid = (lo * hi) ** 0.5
-        s = trial(build, workdir, size, mid, seconds)
+        s = trial(build, workdir, size, mid, seconds, rx_desc)
         lost = s["drops"]["total"]
         print(f"soak: trial {mid / 1e6:.3f} Mpps for {seconds} s: received "
               f"{s['packets_received']}, drops {lost}", flush=True)
@@ -185,6 +192,8 @@ def main():
     ap.add_argument("--min-rate", default="50k")
     ap.add_argument("--max-rate", default="4M")
     ap.add_argument("--trial-seconds", type=float, default=5)
+    ap.add_argument("--rx-desc", type=int, default=4096,
+                    help="capd --rx-desc: the receive ring a stalled worker leans on (4096)")
     ap.add_argument("--trial-steps", type=int, default=7)
     ap.add_argument("--rss-slack-kb", type=int, default=1024,
                     help="RSS growth from start to end tolerated (1024 KiB)")
@@ -204,7 +213,8 @@ def main():
             how = "given"
         else:
             lossless = measure_lossless(build, base, a.size, parse_rate(a.min_rate),
-                                        parse_rate(a.max_rate), a.trial_seconds, a.trial_steps)
+                                        parse_rate(a.max_rate), a.trial_seconds, a.trial_steps,
+                                        a.rx_desc)
             if lossless is None:
                 print("soak: no lossless rate found above --min-rate", file=sys.stderr)
                 return 1
@@ -213,10 +223,12 @@ def main():
         print(f"soak: machine: {machine()}", flush=True)
         print(f"soak: lossless rate {lossless / 1e6:.3f} Mpps ({how}); soaking at "
               f"{rate / 1e6:.3f} Mpps of {a.size}-byte frames for {a.seconds:g} s, "
-              f"-C {a.rotate_mb} -W {a.max_files}, rules replaced every second", flush=True)
+              f"-C {a.rotate_mb} -W {a.max_files}, --rx-desc {a.rx_desc}, rules replaced every "
+              f"second", flush=True)
 
         capd = Capd(build, ["-i", f"null:{a.size},rate={rate:.0f}", "-C", a.rotate_mb,
-                            "-W", a.max_files, "-w", os.path.join(out, "soak.pcap")],
+                            "-W", a.max_files, "--rx-desc", str(a.rx_desc), "-w",
+                            os.path.join(out, "soak.pcap")],
                     base, "soak")
         time.sleep(2)  # past start-up: pools primed, first file open
         s0 = capd.stats()
@@ -225,6 +237,7 @@ def main():
         print(f"soak: capd pid {capd.proc.pid}, hugepages {'yes' if s0['hugepages'] else 'no'}",
               flush=True)
         t_start = time.monotonic()
+        steal0 = steal_ms()
         swaps = swap_failures = 0
         swap_errors = []
         last_print = t_start
@@ -248,8 +261,11 @@ def main():
             now = time.monotonic()
             if now - last_print >= 30:
                 s = capd.stats()
+                gap_ms = max(w["max_poll_gap_us"] for w in s["workers"]) / 1000
                 print(f"soak: {now - t_start:5.0f} s  received {s['packets_received']}  "
-                      f"written {s['packets_written']}  drops {s['drops']['total']}  "
+                      f"written {s['packets_written']}  drops {s['drops']['total']} "
+                      f"(imissed {s['drops']['nic_imissed']})  steal {steal_ms() - steal0} ms  "
+                      f"poll gap {gap_ms:.1f} ms  "
                       f"rss {rss_kb(capd.proc.pid)} KiB  mbufs in use "
                       f"{s['mempools']['mbufs']['in_use']}  chunks in use "
                       f"{s['mempools']['chunks']['in_use']}", flush=True)
@@ -258,6 +274,7 @@ def main():
         s1 = capd.stats()
         end = {"rss_kb": rss_kb(capd.proc.pid), "mempools": s1["mempools"],
                "received": s1["packets_received"]}
+        steal = steal_ms() - steal0
         rc, summary = capd.stop()
         capd = None
 
@@ -292,6 +309,8 @@ def main():
             "bytes_written": summary["bytes_written"], "files_written": summary["files_written"],
             "drops": drops, "files_left": len(files), "records_in_files_left": records,
             "damaged": damaged, "hidden": hidden, "exit": rc, "checks": checks,
+            "rx_desc": a.rx_desc, "steal_ms": steal,
+            "max_poll_gap_us": max(w["max_poll_gap_us"] for w in summary["workers"]),
         }
         print(f"soak: {summary['packets_received']} received, {summary['packets_written']} "
               f"written ({summary['bytes_written']} bytes in {summary['files_written']} files, "
@@ -305,6 +324,9 @@ def main():
             print(f"soak: {pool} in use {start['mempools'][pool]['in_use']} at start, "
                   f"{end['mempools'][pool]['in_use']} at end (of {end['mempools'][pool]['size']})")
         print("soak: drops by stage: " + ", ".join(f"{k} {v}" for k, v in drops.items()))
+        print(f"soak: hypervisor steal {steal} ms over the run; the worker's longest gap between "
+              f"receive polls {report['max_poll_gap_us'] / 1000:.1f} ms (--rx-desc {a.rx_desc} "
+              f"holds {a.rx_desc / rate * 1000:.1f} ms at this rate)")
         print(f"soak: files left: {len(files)}, whole: {len(files) - len(damaged)}, "
               f"records {records}, hidden after exit: {len(hidden)}")
         for name, ok in checks.items():

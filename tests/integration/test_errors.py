@@ -132,6 +132,10 @@ class BadInput(CapdTestCase):
             ["-s", "-5"],
             ["--bogus-option"],
             ["--chunk-kb", "1"],
+            ["--rx-desc", "1000"],
+            ["--rx-desc", "32"],
+            ["--rx-desc", "65536"],
+            ["--rx-desc", "-4096"],
         ]
         for extra in cases:
             with self.subTest(args=" ".join(extra)):
