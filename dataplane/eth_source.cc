@@ -1,12 +1,20 @@
 /* Port sources: DPDK ethdev ports (PCI NICs and the af_packet, af_xdp and
  * null virtual devices). Cold setup code plus a one-line hot rx_burst. */
+#include <dirent.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
 #include <rte_cycles.h>
 #include <rte_dev.h>
 #include <rte_ethdev.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "dataplane/netns.hh"
@@ -21,6 +29,48 @@ struct alignas(64) Pacer {
     uint64_t last = 0;
     std::atomic<uint64_t> missed{0};  // offered but never received: a NIC's imissed
 };
+
+/* The AF_PACKET sockets this process holds, with the interface index each is
+ * bound to. DPDK's af_packet port does not report the frames the kernel
+ * dropped because its ring was full; the sockets it opened do. */
+std::vector<std::pair<int, int>> packet_sockets() {
+    std::vector<std::pair<int, int>> out;
+    DIR* d = opendir("/proc/self/fd");
+    if (!d) return out;
+    while (struct dirent* e = readdir(d)) {
+        char* end;
+        long fd = std::strtol(e->d_name, &end, 10);
+        if (*end != '\0' || fd < 0 || fd == dirfd(d)) continue;
+        struct sockaddr_ll sll;
+        socklen_t len = sizeof(sll);
+        std::memset(&sll, 0, sizeof(sll));
+        if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&sll), &len) == 0 &&
+            sll.sll_family == AF_PACKET)
+            out.emplace_back(static_cast<int>(fd), sll.sll_ifindex);
+    }
+    closedir(d);
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+/* Sockets already counted by an af_packet source (each belongs to one). */
+std::set<int>& claimed_packet_sockets() {
+    static std::set<int> fds;
+    return fds;
+}
+
+/* Frames the kernel could not put into the receive rings of `fds` since the
+ * last call (PACKET_STATISTICS counts from the previous read). */
+uint64_t packet_socket_drops(const std::vector<int>& fds) {
+    uint64_t drops = 0;
+    for (int fd : fds) {
+        struct tpacket_stats_v3 st;
+        socklen_t len = sizeof(st);
+        std::memset(&st, 0, sizeof(st));
+        if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) drops += st.tp_drops;
+    }
+    return drops;
+}
 
 /* Owns a port: stops and closes it on destruction. A port that lives in
  * another network namespace is closed from inside it (af_xdp detaches its XDP
@@ -103,15 +153,40 @@ public:
             c.nombuf = st.rx_nombuf;
         }
         for (const Pacer& p : pacers_) c.imissed += p.missed.load(std::memory_order_relaxed);
+        c.imissed += kernel_drops();
         return c;
     }
-    void stop() override { rte_eth_dev_stop(port_); }
+    void stop() override {
+        // The port closes its sockets when it stops: take their last count.
+        (void)kernel_drops();
+        {
+            std::lock_guard<std::mutex> g(kernel_mu_);
+            for (int fd : kernel_fds_) claimed_packet_sockets().erase(fd);
+            kernel_fds_.clear();
+        }
+        rte_eth_dev_stop(port_);
+    }
+    /* The kernel sockets behind an af_packet port, whose drops are counted
+     * as imissed. */
+    void set_kernel_sockets(std::vector<int> fds) {
+        std::lock_guard<std::mutex> g(kernel_mu_);
+        kernel_fds_ = std::move(fds);
+    }
 
 private:
     std::unique_ptr<PortOwner> owner_;
     uint16_t port_;
+    uint64_t kernel_drops() const {
+        std::lock_guard<std::mutex> g(kernel_mu_);
+        kernel_dropped_ += packet_socket_drops(kernel_fds_);
+        return kernel_dropped_;
+    }
+
     std::vector<Pacer> pacers_;
     double per_cycle_ = 0;
+    mutable std::mutex kernel_mu_;
+    std::vector<int> kernel_fds_;
+    mutable uint64_t kernel_dropped_ = 0;
 };
 
 std::string errstr(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
@@ -159,7 +234,9 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     NetnsFd ns;
     std::optional<NetnsScope> scope;
     std::string vdev;
+    std::vector<std::pair<int, int>> sockets_before;
     if (spec.in_netns()) {
+        sockets_before = packet_sockets();
         auto opened = open_netns(spec);
         if (!opened) return make_error(opened.error());
         ns = std::move(*opened);
@@ -238,8 +315,27 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     // The only port whose timestamp dynfield we can vouch for is net_pcap's
     // (microseconds). Other ports are stamped from the TSC at receive.
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
-    return std::unique_ptr<Source>(
-        new EthSource(std::move(owner), spec.text, queues, ts_scale, spec.rate_pps, nb_rxd));
+    auto src = std::make_unique<EthSource>(std::move(owner), spec.text, queues, ts_scale,
+                                           spec.rate_pps, nb_rxd);
+    if (spec.kind == SourceSpec::Kind::kAfPacket) {
+        // Its sockets: those opened while it was probed here (a namespace
+        // source), or the first unclaimed ones bound to its interface (probed
+        // by rte_eal_init in the order of -i, one socket per queue).
+        std::set<int>& claimed = claimed_packet_sockets();
+        std::set<int> before;
+        for (const auto& s : sockets_before) before.insert(s.first);
+        unsigned ifindex = spec.in_netns() ? 0 : if_nametoindex(spec.arg.c_str());
+        std::vector<int> mine;
+        for (const auto& [fd, idx] : packet_sockets()) {
+            if (claimed.count(fd) || mine.size() >= queues) continue;
+            bool ours = spec.in_netns() ? !before.count(fd)
+                                        : ifindex != 0 && static_cast<unsigned>(idx) == ifindex;
+            if (ours) mine.push_back(fd);
+        }
+        claimed.insert(mine.begin(), mine.end());
+        src->set_kernel_sockets(std::move(mine));
+    }
+    return std::unique_ptr<Source>(std::move(src));
 }
 
 }  // namespace linecap::dataplane
