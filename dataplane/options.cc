@@ -168,6 +168,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_flag("-q,--quiet", o.quiet, "no summary on stderr");
     app.add_flag("--rx-only", o.rx_only, "receive and free only (baseline measurement)");
     app.add_flag("--no-jit", o.no_jit, "run filters in the interpreter");
+    app.add_flag("--busy-poll", o.busy_poll,
+                 "workers never sleep, even on kernel-interface sources or shared CPUs");
     app.add_flag("--fsync", o.fsync, "fdatasync each file before it gets its final name");
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");

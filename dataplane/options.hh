@@ -66,6 +66,8 @@ struct Options {
     // Receive descriptors per port queue (af_packet: frames per queue; the
     // paced null source models a ring of this depth).
     uint32_t rx_desc = 4096;
+    // Workers spin even when their queues are empty (see worker.hh).
+    bool busy_poll = false;
     uint32_t file_mode = 0640;
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run

@@ -10,6 +10,7 @@
 
 #include <rte_malloc.h>
 #include <rte_rcu_qsbr.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -240,6 +241,29 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
             if (!finite_file) files_only = false;
         }
         w->lossless = files_only;
+    }
+    // A worker that would spin on a CPU someone else needs sleeps for a
+    // moment when its queues are empty: when busy lcores outnumber the CPUs,
+    // and when it reads only kernel interfaces (af_packet, af_xdp), whose
+    // frames the kernel receives on other CPUs, often the sender's own on a
+    // small host, and keeps in the socket's ring meanwhile.
+    if (!o.busy_poll) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        int ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+        bool shared = o.workers + (o.rx_only ? 0 : o.writers) > static_cast<unsigned>(ncpu);
+        for (auto& w : p.workers) {
+            bool kernel_only = !w->queues.empty();
+            for (const QueueRef& q : w->queues) {
+                bool kernel = false;
+                for (const auto& s : o.sources)
+                    if (s.text == q.source->name())
+                        kernel = s.kind == SourceSpec::Kind::kAfPacket ||
+                                 s.kind == SourceSpec::Kind::kAfXdp;
+                if (!kernel) kernel_only = false;
+            }
+            w->idle_sleep = shared || kernel_only;
+        }
     }
     p.limit.enabled = o.count > 0;
     p.limit.remaining.store(o.count);
