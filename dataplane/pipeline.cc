@@ -230,18 +230,19 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
             p.workers[k % o.workers]->queues.push_back(
                 QueueRef{p.sources[i].get(), q, i, p.queue_stats.back().get()});
         }
+    // True when a worker has queues and every one comes from a source of
+    // which pred(spec) holds.
+    auto every_queue = [&](const WorkerContext& w, auto pred) {
+        if (w.queues.empty()) return false;
+        for (const QueueRef& q : w.queues)
+            if (!pred(o.sources[q.if_id])) return false;
+        return true;
+    };
     // Workers reading only finite files may wait for their writer.
-    for (auto& w : p.workers) {
-        bool files_only = !w->queues.empty();
-        for (const QueueRef& q : w->queues) {
-            bool finite_file = false;
-            for (const auto& s : o.sources)
-                if (s.text == q.source->name())
-                    finite_file = s.kind == SourceSpec::Kind::kPcapFile && !s.loop;
-            if (!finite_file) files_only = false;
-        }
-        w->lossless = files_only;
-    }
+    for (auto& w : p.workers)
+        w->lossless = every_queue(*w, [](const SourceSpec& s) {
+            return s.kind == SourceSpec::Kind::kPcapFile && !s.loop;
+        });
     // A worker that would spin on a CPU someone else needs sleeps for a
     // moment when its queues are empty: when busy lcores outnumber the CPUs,
     // and when it reads only kernel interfaces (af_packet, af_xdp), whose
@@ -252,18 +253,11 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         CPU_ZERO(&set);
         int ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
         bool shared = o.workers + (o.rx_only ? 0 : o.writers) > static_cast<unsigned>(ncpu);
-        for (auto& w : p.workers) {
-            bool kernel_only = !w->queues.empty();
-            for (const QueueRef& q : w->queues) {
-                bool kernel = false;
-                for (const auto& s : o.sources)
-                    if (s.text == q.source->name())
-                        kernel = s.kind == SourceSpec::Kind::kAfPacket ||
-                                 s.kind == SourceSpec::Kind::kAfXdp;
-                if (!kernel) kernel_only = false;
-            }
-            w->idle_sleep = shared || kernel_only;
-        }
+        for (auto& w : p.workers)
+            w->idle_sleep = shared || every_queue(*w, [](const SourceSpec& s) {
+                                return s.kind == SourceSpec::Kind::kAfPacket ||
+                                       s.kind == SourceSpec::Kind::kAfXdp;
+                            });
     }
     p.limit.enabled = o.count > 0;
     p.limit.remaining.store(o.count);

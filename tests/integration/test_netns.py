@@ -87,6 +87,24 @@ class Capture(Namespaced):
                                                   self.veth.CAP_ADDR) if t[0] == source]
         return tags
 
+    def start_probed(self, args):
+        """capd with `args` and a sender; probes until capd has captured one
+        (or ended). Returns (capd, sender)."""
+        c = RunningCapd(args)
+        self.addCleanup(c.kill)
+        sender = capdtest.Sender(self.veth, SOURCE)
+        self.addCleanup(sender.close)
+
+        def probe():
+            if not c.running():
+                return True
+            sender.command("probe")
+            return bool(self.seen(SOURCE + 1))
+
+        self.assertTrue(capdtest.wait_until(probe, timeout=60, interval=0.1),
+                        "capd captured no probe within 60 s")
+        return c, sender
+
     def capture(self, source, burst=BURST, quiet=True, extra=()):
         """capd in the root namespace on `source` (or a list of sources, then
         written as pcapng); probes until it receives, then a burst of `burst`
@@ -102,19 +120,7 @@ class Capture(Namespaced):
             args += ["-i", src]
         if several:
             args += ["--format", "pcapng"]
-        c = RunningCapd(args + FILTER)
-        self.addCleanup(c.kill)
-        sender = capdtest.Sender(self.veth, SOURCE)
-        self.addCleanup(sender.close)
-
-        def probe():
-            if not c.running():
-                return True
-            sender.command("probe")
-            return bool(self.seen(SOURCE + 1))
-
-        self.assertTrue(capdtest.wait_until(probe, timeout=60, interval=0.1),
-                        "capd captured no probe within 60 s")
+        c, sender = self.start_probed(args + FILTER)
         if not c.running():
             self.fail("capd ended early\n" + c.wait().describe())
         sender.command(f"burst {burst}", timeout=120)
@@ -179,20 +185,9 @@ class Capture(Namespaced):
         out = os.path.join(self.out, "k.pcap")
         js = self.path("k.json")
         sock = self.path("k.sock")
-        c = RunningCapd(["-q", "-w", out, "--stats-json", js, "--rx-desc", "64", "--ctl", sock,
-                         "-i", f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"])
-        self.addCleanup(c.kill)
-        sender = capdtest.Sender(self.veth, SOURCE)
-        self.addCleanup(sender.close)
-
-        def probe():
-            if not c.running():
-                return True
-            sender.command("probe")
-            return bool(self.seen(SOURCE + 1))
-
-        self.assertTrue(capdtest.wait_until(probe, timeout=60, interval=0.1),
-                        "capd captured no probe within 60 s")
+        c, sender = self.start_probed(["-q", "-w", out, "--stats-json", js, "--rx-desc", "64",
+                                       "--ctl", sock, "-i",
+                                       f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"])
         # From here on the socket sees every frame: count from a quiet moment.
         time.sleep(0.3)
         p = subprocess.run([os.path.join(capdtest.BUILD_DIR, "ctl", "capctl"), "--ctl", sock,
