@@ -236,7 +236,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     std::string vdev;
     std::vector<std::pair<int, int>> sockets_before;
     if (spec.in_netns()) {
-        sockets_before = packet_sockets();
+        if (spec.kind == SourceSpec::Kind::kAfPacket) sockets_before = packet_sockets();
         auto opened = open_netns(spec);
         if (!opened) return make_error(opened.error());
         ns = std::move(*opened);

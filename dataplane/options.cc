@@ -190,8 +190,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
 
     // Negative numbers would wrap in unsigned options: refuse them by name.
     for (const char* name : {"-C", "-G", "-W", "-s", "-c", "--duration", "--workers", "--writers",
-                             "--chunk-kb", "--flush-ms", "--ring-chunks", "--rx-desc", "--test-writer-delay-us",
-                             "--test-writer-delay-for"})
+                             "--chunk-kb", "--flush-ms", "--ring-chunks", "--rx-desc",
+                             "--test-writer-delay-us", "--test-writer-delay-for"})
         app.get_option(name)->check(CLI::NonNegativeNumber);
     try {
         app.parse(argc, argv);

@@ -122,9 +122,12 @@ unsigned mbuf_pool_size(const Options& o) {
            (o.workers + 1) * 512 + 4096;
 }
 
+unsigned chunk_pool_size(const Options& o) {
+    return o.workers * (o.ring_chunks + 2) + o.writers * 16 + 8;
+}
+
 size_t eal_memory_mb(const Options& o) {
-    size_t chunk_mb = (size_t(o.workers) * (o.ring_chunks + 2) + o.writers * 16 + 8) *
-                      (o.chunk_kb + 4) / 1024;
+    size_t chunk_mb = size_t(chunk_pool_size(o)) * (o.chunk_kb + 4) / 1024;
     size_t mbuf_mb = size_t(mbuf_pool_size(o)) * 4096 / (1 << 20) + 1;
     return 128 + (o.rx_only ? 0 : chunk_mb) + mbuf_mb;
 }
@@ -180,8 +183,9 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
     for (unsigned i = 0; i < o.sources.size(); i++) {
         const SourceSpec& s = o.sources[i];
         Result<std::unique_ptr<Source>> src =
-            s.kind == SourceSpec::Kind::kPcapFile ? open_pcap_file_source(s, p.mbufs, *fields)
-                                                  : open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs);
+            s.kind == SourceSpec::Kind::kPcapFile
+                ? open_pcap_file_source(s, p.mbufs, *fields)
+                : open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs);
         if (!src) return make_error(src.error());
         p.sources.push_back(std::move(*src));
     }
@@ -264,8 +268,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
 
     if (o.rx_only) return std::unique_ptr<Pipeline>(new Pipeline(std::move(im)));
 
-    // Chunks: each ring full, one being filled per worker, and what writers hold.
-    unsigned nchunks = o.workers * (o.ring_chunks + 2) + o.writers * 16 + 8;
+    unsigned nchunks = chunk_pool_size(o);
     p.chunks = rte_mempool_create("capd_chunks", nchunks,
                                   sizeof(storage::Chunk) + size_t(o.chunk_kb) * 1024, 0, 0,
                                   nullptr, nullptr, nullptr, nullptr,

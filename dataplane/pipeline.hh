@@ -33,6 +33,10 @@ namespace linecap::dataplane {
  * dropping), and each lcore's cache. */
 unsigned mbuf_pool_size(const Options& o);
 
+/* Chunks in the pool: each worker's ring full plus the one it fills and one
+ * spare, what each writer holds (a dequeue burst), and a few more. */
+unsigned chunk_pool_size(const Options& o);
+
 /* EAL memory for a run, in MB. Without hugepages every mbuf takes a whole
  * 4 KiB page (a pool object may not cross a page), so a page per mbuf is
  * counted either way. */

@@ -469,6 +469,40 @@ class Sender:
                 self.proc.wait(timeout=30)
 
 
+class VethCapture:
+    """For test cases with self.veth (VethNamespaces) and self.out (capd's
+    output directory): what capd has written so far, and a capd started
+    only once it is seen to receive."""
+
+    def seen(self, source):
+        """Tags of `source` in the output files so far, hidden ones included."""
+        tags = []
+        for f in os.listdir(self.out):
+            cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
+            tags += [t for t in udp_tags(cap.records, self.veth.SEND_ADDR, self.veth.CAP_ADDR)
+                     if t[0] == source]
+        return tags
+
+    def start_probed(self, args, source, netns=None):
+        """capd with `args` and a Sender tagging with `source`; probes (tagged
+        source + 1) until capd has written one or has ended. Returns
+        (capd, sender)."""
+        c = RunningCapd(args, netns=netns)
+        self.addCleanup(c.kill)
+        sender = Sender(self.veth, source)
+        self.addCleanup(sender.close)
+
+        def probe():
+            if not c.running():
+                return True
+            sender.command("probe")
+            return bool(self.seen(source + 1))
+
+        self.assertTrue(wait_until(probe, timeout=60, interval=0.1),
+                        "capd captured no probe within 60 s")
+        return c, sender
+
+
 def udp_tags(records, src_ip, dst_ip, dport=9):
     """(source, seq) of each record that is an Ethernet/IPv4/UDP datagram
     from src_ip to dst_ip:dport carrying a tag at the start of its payload.

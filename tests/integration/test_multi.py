@@ -17,7 +17,7 @@ import time
 import capdtest
 import gencaps
 import pcaplib
-from capdtest import CapdTestCase, RunningCapd
+from capdtest import CapdTestCase
 
 BURST = 2000
 SOURCE = 0x5E  # tag source of the burst; SOURCE + 1 tags the probes
@@ -116,7 +116,7 @@ class SharedMbufs(CapdTestCase):
         self.assertTrue(all(r.caplen == 64 for r in null))
 
 
-class AfPacket(CapdTestCase):
+class AfPacket(capdtest.VethCapture, CapdTestCase):
     """Live capture on a veth between two namespaces created here."""
 
     def setUp(self):
@@ -129,33 +129,12 @@ class AfPacket(CapdTestCase):
         self.out = self.path("out")
         os.mkdir(self.out)
 
-    def seen(self, source):
-        """Tags of `source` in the output files so far, hidden ones included."""
-        tags = []
-        for f in os.listdir(self.out):
-            cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
-            tags += [t for t in capdtest.udp_tags(cap.records, self.veth.SEND_ADDR,
-                                                  self.veth.CAP_ADDR) if t[0] == source]
-        return tags
-
     def capture_burst(self, args):
         """Runs capd in the capture namespace, makes sure it receives (probe
         datagrams), sends BURST datagrams, waits (bounded) until they are on
         disk, stops capd with SIGINT. Returns (run, t_start, t_end) in ns."""
         t_start = time.time_ns()
-        c = RunningCapd(args, netns=self.veth.cap)
-        self.addCleanup(c.kill)
-        sender = capdtest.Sender(self.veth, SOURCE)
-        self.addCleanup(sender.close)
-
-        def probe():
-            if not c.running():
-                return True
-            sender.command("probe")
-            return bool(self.seen(SOURCE + 1))
-
-        self.assertTrue(capdtest.wait_until(probe, timeout=60, interval=0.1),
-                        "capd captured no probe within 60 s")
+        c, sender = self.start_probed(args, SOURCE, netns=self.veth.cap)
         if not c.running():
             self.fail("capd ended early\n" + c.wait().describe())
         sender.command(f"burst {BURST}", timeout=120)

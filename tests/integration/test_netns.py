@@ -23,8 +23,7 @@ import subprocess
 import time
 
 import capdtest
-import pcaplib
-from capdtest import CapdTestCase, RunningCapd
+from capdtest import CapdTestCase
 
 BURST = 600
 SOURCE = 0x4E  # tag source of the burst; SOURCE + 1 tags the probes
@@ -78,33 +77,7 @@ class Namespaced(CapdTestCase):
         os.mkdir(self.out)
 
 
-class Capture(Namespaced):
-    def seen(self, source):
-        tags = []
-        for f in os.listdir(self.out):
-            cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
-            tags += [t for t in capdtest.udp_tags(cap.records, self.veth.SEND_ADDR,
-                                                  self.veth.CAP_ADDR) if t[0] == source]
-        return tags
-
-    def start_probed(self, args):
-        """capd with `args` and a sender; probes until capd has captured one
-        (or ended). Returns (capd, sender)."""
-        c = RunningCapd(args)
-        self.addCleanup(c.kill)
-        sender = capdtest.Sender(self.veth, SOURCE)
-        self.addCleanup(sender.close)
-
-        def probe():
-            if not c.running():
-                return True
-            sender.command("probe")
-            return bool(self.seen(SOURCE + 1))
-
-        self.assertTrue(capdtest.wait_until(probe, timeout=60, interval=0.1),
-                        "capd captured no probe within 60 s")
-        return c, sender
-
+class Capture(capdtest.VethCapture, Namespaced):
     def capture(self, source, burst=BURST, quiet=True, extra=()):
         """capd in the root namespace on `source` (or a list of sources, then
         written as pcapng); probes until it receives, then a burst of `burst`
@@ -120,7 +93,7 @@ class Capture(Namespaced):
             args += ["-i", src]
         if several:
             args += ["--format", "pcapng"]
-        c, sender = self.start_probed(args + FILTER)
+        c, sender = self.start_probed(args + FILTER, SOURCE)
         if not c.running():
             self.fail("capd ended early\n" + c.wait().describe())
         sender.command(f"burst {burst}", timeout=120)
@@ -187,7 +160,8 @@ class Capture(Namespaced):
         sock = self.path("k.sock")
         c, sender = self.start_probed(["-q", "-w", out, "--stats-json", js, "--rx-desc", "64",
                                        "--ctl", sock, "-i",
-                                       f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"])
+                                       f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"],
+                                      SOURCE)
         # From here on the socket sees every frame: count from a quiet moment.
         time.sleep(0.3)
         p = subprocess.run([os.path.join(capdtest.BUILD_DIR, "ctl", "capctl"), "--ctl", sock,
