@@ -58,6 +58,7 @@ struct Options {
     bool rx_only = false;       // --rx-only: bare receive loop, for baselines
     bool no_jit = false;
     bool fsync = false;          // fdatasync each file before naming it
+    bool reuse_files = false;    // --reuse-files: overwrite the displaced file's storage
     std::string run_as_user;     // -Z: drop to this user after set-up
     std::string eal_extra;
     uint32_t chunk_kb = 1024;

@@ -100,12 +100,42 @@ Status FileSet::open_next(time_t now) {
         for (uint64_t k = seq_; used(final_name_); k++) final_name_ = base + std::to_string(k);
     }
     hidden_name_ = hidden_name_for(final_name_);
-    fd_ = ::open(hidden_name_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, opts_.mode);
+    reused_ = opts_.reuse && reuse_displaced();
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (reused_ ? 0 : O_TRUNC);
+    fd_ = ::open(hidden_name_.c_str(), flags, opts_.mode);
     if (fd_ < 0) return make_error(final_name_ + ": " + errno_text(errno));
     // The umask must not widen or narrow what the user asked for.
     (void)fchmod(fd_, opts_.mode);
     seq_++;
     return Status::success();
+}
+
+void FileSet::reap_children() {
+    for (auto it = children_.begin(); it != children_.end();) {
+        if (waitpid(it->pid, nullptr, WNOHANG) != 0)
+            it = children_.erase(it);
+        else
+            ++it;
+    }
+}
+
+bool FileSet::reuse_displaced() {
+    // The file this one replaces by name, else the oldest that -W deletes
+    // when this one is closed.
+    auto known = closed_.end();
+    for (auto it = closed_.begin(); it != closed_.end(); ++it)
+        if (*it == final_name_) known = it;
+    if (known == closed_.end() && opts_.max_files > 0 && closed_.size() >= opts_.max_files)
+        known = closed_.begin();
+    std::string name = known != closed_.end() ? *known : final_name_;
+    struct stat st;
+    if (lstat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) return false;
+    reap_children();
+    for (const Child& c : children_)
+        if (c.file == name) return false;
+    if (::rename(name.c_str(), hidden_name_.c_str()) != 0) return false;
+    if (known != closed_.end()) closed_.erase(known);
+    return true;
 }
 
 void FileSet::discard_current() {
@@ -119,6 +149,14 @@ Status FileSet::close_current() {
     if (fd_ < 0) return Status::success();
     int fd = fd_;
     fd_ = -1;
+    if (reused_) {
+        off_t end = lseek(fd, 0, SEEK_CUR);
+        if (end < 0 || ftruncate(fd, end) != 0) {
+            int err = errno;
+            ::close(fd);
+            return make_error(hidden_name_ + ": truncate: " + errno_text(err));
+        }
+    }
     if (::close(fd) != 0) return make_error(hidden_name_ + ": " + errno_text(errno));
     if (::rename(hidden_name_.c_str(), final_name_.c_str()) != 0)
         return make_error(final_name_ + ": rename: " + errno_text(errno));
@@ -144,15 +182,10 @@ Status FileSet::close_current() {
         char* argv[] = {const_cast<char*>(opts_.post_rotate_cmd.c_str()),
                         const_cast<char*>(final_name_.c_str()), nullptr};
         if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv, environ) == 0)
-            children_.push_back(pid);
+            children_.push_back({pid, final_name_});
     }
     // Reap finished commands without blocking.
-    for (auto it = children_.begin(); it != children_.end();) {
-        if (waitpid(*it, nullptr, WNOHANG) == *it)
-            it = children_.erase(it);
-        else
-            ++it;
-    }
+    reap_children();
     return Status::success();
 }
 
@@ -160,7 +193,7 @@ void FileSet::wait_children(int timeout_ms) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (!children_.empty()) {
         for (auto it = children_.begin(); it != children_.end();) {
-            if (waitpid(*it, nullptr, WNOHANG) != 0)
+            if (waitpid(it->pid, nullptr, WNOHANG) != 0)
                 it = children_.erase(it);
             else
                 ++it;

@@ -9,6 +9,14 @@
  * directory) and renamed into place when closed, so any file bearing its final
  * name is whole. -z CMD runs as `CMD FILE` on every closed file.
  *
+ * With `reuse`, a new file takes over the storage of the file it displaces
+ * (the same name from a -W ring or an earlier run, else the oldest file -W is
+ * about to delete): that file is renamed to the new hidden name and written
+ * over, and it is cut at the write offset before it is named. Freed and newly
+ * allocated tmpfs or page-cache pages are the writer's main cost on some
+ * hosts; overwritten ones are not. A file still open in a -z command, or with
+ * another hard link, is never reused.
+ *
  * Cold code for one writer thread: it allocates and makes syscalls, only at
  * open/rotate/close.
  */
@@ -34,6 +42,7 @@ struct FileSetOptions {
     mode_t mode = 0640;
     uint32_t writer_index = 0;    // when writer_count > 1, "_wN" marks each writer's files
     uint32_t writer_count = 1;
+    bool reuse = false;  // --reuse-files: write over the displaced file
 };
 
 class FileSet {
@@ -50,11 +59,14 @@ public:
     /* Closes and deletes the current file without naming it. */
     void discard_current();
 
-    /* Renames the current file into place, applies -W, and starts -z. */
+    /* Renames the current file into place, applies -W, and starts -z. A
+     * reused file is first cut at the write offset, dropping its older tail. */
     Status close_current();
 
     int fd() const { return fd_; }
     bool is_open() const { return fd_ >= 0; }
+    /* Whether the current file is written over an older one's storage. */
+    bool reused() const { return reused_; }
     const std::string& current_name() const { return final_name_; }
     uint32_t files_closed() const { return files_closed_; }
 
@@ -72,7 +84,15 @@ private:
     std::string hidden_name_;
     std::string final_name_;
     std::deque<std::string> closed_;  // final names, oldest first (for -W)
-    std::vector<pid_t> children_;
+    bool reuse_displaced();
+    void reap_children();
+
+    struct Child {
+        pid_t pid;
+        std::string file;
+    };
+    std::vector<Child> children_;
+    bool reused_ = false;
     uint32_t files_closed_ = 0;
 };
 

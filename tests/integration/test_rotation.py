@@ -69,20 +69,11 @@ class SizeRotation(CapdTestCase):
         self.out = self.path("out")
         os.mkdir(self.out)
 
-    def test_C_W_ring(self):
-        """-C 1 -W 3 over a looping source: at most 3 files, NAME0..NAME2, none
-        larger than 1 MB + one record, the newest packets in the newest file."""
-        count = 20000
-        log = self.path("z.log")
-        stats = self.path("stats.json")
-        run = self.capd(["--nano", "-i", f"pcap:{self.src},loop", "-c", count, "-C", "1",
-                         "-W", "3", "-w", os.path.join(self.out, "rot.pcap"),
-                         "-z", z_script(self.tmp, log), "--stats-json", stats])
-        self.assertCapdOk(run)
-        s = capdtest.read_json(stats)
-        self.assertGreater(s["files_written"], 3, "the test needs the ring to wrap")
-        names = sorted(os.listdir(self.out))
-        self.assertEqual(names, ["rot.pcap0", "rot.pcap1", "rot.pcap2"])
+    def assertRing(self, names, s, count, w):
+        """The -W ring in self.out: every file whole and under the limit, its
+        packets in order, files disjoint and in mtime order, the newest packets
+        in the last file written, none lost when capd reports no drop.
+        Returns the last file's name."""
         model = LoopModel(self.pkts)
         ranges = []
         for n in names:
@@ -97,18 +88,57 @@ class SizeRotation(CapdTestCase):
         for a, b in zip(ranges, ranges[1:]):
             self.assertLess(a[1], b[0], f"{a[3]} and {b[3]} overlap")
             self.assertLessEqual(a[2], b[2], f"{b[3]} has newer packets but is older than {a[3]}")
-        newest = f"rot.pcap{(s['files_written'] - 1) % 3}"
+        newest = f"{names[0][:-1]}{(s['files_written'] - 1) % w}"
         self.assertEqual(ranges[-1][3], newest, "the last file written holds the newest packets")
         if s["drops"]["total"] == 0:
             self.assertEqual(s["packets_written"], count)
             self.assertEqual(ranges[-1][1], count - 1, "the last packet is the count-th")
             for a, b in zip(ranges, ranges[1:]):
                 self.assertEqual(a[1] + 1, b[0], "no packet missing between files")
+        return newest
+
+    def test_C_W_ring(self):
+        """-C 1 -W 3 over a looping source: at most 3 files, NAME0..NAME2, none
+        larger than 1 MB + one record, the newest packets in the newest file."""
+        count = 20000
+        log = self.path("z.log")
+        stats = self.path("stats.json")
+        run = self.capd(["--nano", "-i", f"pcap:{self.src},loop", "-c", count, "-C", "1",
+                         "-W", "3", "-w", os.path.join(self.out, "rot.pcap"),
+                         "-z", z_script(self.tmp, log), "--stats-json", stats])
+        self.assertCapdOk(run)
+        s = capdtest.read_json(stats)
+        self.assertGreater(s["files_written"], 3, "the test needs the ring to wrap")
+        names = sorted(os.listdir(self.out))
+        self.assertEqual(names, ["rot.pcap0", "rot.pcap1", "rot.pcap2"])
+        newest = self.assertRing(names, s, count, 3)
         # -z ran on every closed file, the last one included.
         logged = [n for n, _ in z_log(log)]
         self.assertEqual(len(logged), s["files_written"], f"-z runs: {logged}")
         self.assertIn(os.path.join(self.out, newest), logged)
         self.assertNoHidden(self.out)
+
+    def test_reuse_files_ring(self):
+        """--reuse-files: a -C 1 -W 3 ring run twice into the same directory
+        keeps its three inodes (the second run writes over the first's
+        files), and each file still parses to its end with only this run's
+        packets: a file shorter than the one it displaced was cut."""
+        base = os.path.join(self.out, "ru.pcap")
+        inodes = []
+        for count in (20000, 14000):
+            stats = self.path("stats.json")
+            run = self.capd(["-q", "--nano", "--reuse-files", "-i", f"pcap:{self.src},loop",
+                             "-c", count, "-C", "1", "-W", "3", "-w", base,
+                             "--stats-json", stats])
+            self.assertCapdOk(run, quiet=True)
+            s = capdtest.read_json(stats)
+            self.assertGreater(s["files_written"], 3, "the test needs the ring to wrap")
+            names = sorted(os.listdir(self.out))
+            self.assertEqual(names, ["ru.pcap0", "ru.pcap1", "ru.pcap2"])
+            self.assertRing(names, s, count, 3)
+            self.assertNoHidden(self.out)
+            inodes.append(sorted(os.stat(os.path.join(self.out, n)).st_ino for n in names))
+        self.assertEqual(inodes[0], inodes[1], "the second run reused the first run's files")
 
     def test_W_counter_width(self):
         """tcpdump pads the counter to the width of W-1: -W 11 gives

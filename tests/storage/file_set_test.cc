@@ -1,5 +1,6 @@
 // FileSet: tcpdump's rotation names, hidden names until close, -W rings, -z.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -152,4 +153,140 @@ TEST(FileSet, UnwritableDirectoryIsAnError) {
     linecap::Status s = f.open_next(0);
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.error().find("No such file"), std::string::npos) << s.error();
+}
+
+namespace {
+
+void write_all(int fd, const std::string& s) { ASSERT_EQ(write(fd, s.data(), s.size()), ssize_t(s.size())); }
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+ino_t inode_of(const fs::path& p) {
+    struct stat st;
+    return stat(p.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+}  // namespace
+
+TEST(FileSet, ReuseWritesOverTheOldestRingFileAndCutsItsTail) {
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1;
+    o.max_files = 2;
+    o.reuse = true;
+    FileSet f(o);
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_FALSE(f.reused());
+    write_all(f.fd(), std::string(1000, 'a'));
+    ASSERT_TRUE(f.close_current().ok());
+    ino_t first = inode_of(d.path / "r.pcap0");
+    ASSERT_TRUE(f.open_next(0).ok());
+    write_all(f.fd(), "second");
+    ASSERT_TRUE(f.close_current().ok());
+
+    // Third file: r.pcap0 again. Its storage is taken at open, so only the
+    // other file keeps its name while the new one is written.
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_TRUE(f.reused());
+    EXPECT_EQ(d.names(), (std::set<std::string>{"r.pcap1", ".r.pcap0.partial"}));
+    EXPECT_EQ(inode_of(d.path / ".r.pcap0.partial"), first);
+    write_all(f.fd(), "third");
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(slurp(d.path / "r.pcap0"), "third");
+    EXPECT_EQ(inode_of(d.path / "r.pcap0"), first);
+    EXPECT_EQ(slurp(d.path / "r.pcap1"), "second");
+}
+
+TEST(FileSet, ReuseTakesTheOldestTimeRotatedFile) {
+    TempDir d;
+    setenv("TZ", "UTC", 1);
+    tzset();
+    FileSetOptions o;
+    o.path = (d.path / "t-%H%M%S.pcap").string();
+    o.rotate_seconds = 1;
+    o.max_files = 2;
+    o.reuse = true;
+    FileSet f(o);
+    for (time_t t = 0; t < 2; t++) {
+        ASSERT_TRUE(f.open_next(t).ok());
+        write_all(f.fd(), "old file " + std::to_string(t));
+        ASSERT_TRUE(f.close_current().ok());
+    }
+    ino_t oldest = inode_of(d.path / "t-000000.pcap");
+    ASSERT_TRUE(f.open_next(2).ok());
+    EXPECT_TRUE(f.reused());
+    write_all(f.fd(), "new");
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(d.names(), (std::set<std::string>{"t-000001.pcap", "t-000002.pcap"}));
+    EXPECT_EQ(inode_of(d.path / "t-000002.pcap"), oldest);
+    EXPECT_EQ(slurp(d.path / "t-000002.pcap"), "new");
+}
+
+TEST(FileSet, ReuseTakesAFileLeftUnderTheSameName) {
+    TempDir d;
+    fs::path p = d.path / "same.pcap";
+    {
+        std::ofstream(p) << "an earlier run's file, longer than the new one";
+    }
+    FileSetOptions o;
+    o.path = p.string();
+    o.reuse = true;
+    FileSet f(o);
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_TRUE(f.reused());
+    write_all(f.fd(), "new");
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(slurp(p), "new");
+}
+
+TEST(FileSet, ReuseNeverTouchesAHardLinkedFile) {
+    TempDir d;
+    fs::path p = d.path / "kept.pcap";
+    {
+        std::ofstream(p) << "keep me";
+    }
+    fs::create_hard_link(p, d.path / "elsewhere");
+    FileSetOptions o;
+    o.path = p.string();
+    o.reuse = true;
+    FileSet f(o);
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_FALSE(f.reused());
+    write_all(f.fd(), "new");
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(slurp(p), "new");
+    EXPECT_EQ(slurp(d.path / "elsewhere"), "keep me");
+}
+
+TEST(FileSet, ReuseWaitsForTheFilesPostRotateCommand) {
+    // A -z command still reading the oldest file keeps it from being reused.
+    TempDir d;
+    fs::path script = d.path / "hold.sh";
+    {
+        std::ofstream s(script);
+        s << "#!/bin/sh\nsleep 3\n";
+    }
+    fs::permissions(script, fs::perms::owner_all);
+    FileSetOptions o;
+    o.path = (d.path / "z.pcap").string();
+    o.rotate_bytes = 1;
+    o.max_files = 1;
+    o.post_rotate_cmd = script.string();
+    o.reuse = true;
+    FileSet f(o);
+    ASSERT_TRUE(f.open_next(0).ok());
+    write_all(f.fd(), "first, being read by -z");
+    ino_t first = 0;
+    ASSERT_TRUE(f.close_current().ok());
+    first = inode_of(d.path / "z.pcap0");
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_FALSE(f.reused());
+    EXPECT_EQ(inode_of(d.path / "z.pcap0"), first);
+    write_all(f.fd(), "second");
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(slurp(d.path / "z.pcap0"), "second");
 }
