@@ -17,6 +17,10 @@ What one full run measures, all in the same run so the numbers compare:
                  nothing: this prices the filter alone) and on the unpaced
                  pcap:FILE,loop replay of realistic traffic; a configuration
                  capd refuses is recorded as "unsupported: <message>";
+  line-rate      null:64 paced at 14.88 Mpps into a -C 1000 -W 3 ring on
+                 /dev/shm for 5 s, twice with new files, then three times with
+                 --reuse-files into one directory (the first fills the ring,
+                 the later ones write over it);
   throughput     capture GB/s for 1514-byte frames as a ratio to dd bs=1M to
                  the same directory (oflag=direct on the disk);
   baselines      capd --rx-only (the bare receive loop) on the same sources,
@@ -54,7 +58,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MARKER = b"LCBENCH1"  # bench/capbench_flood.c puts it at the start of every payload
 VETH_TX_ADDR = "198.18.200.1"
 VETH_RX_ADDR = "198.18.200.2"
-SECTIONS = ("lossless", "configs", "rx-only", "veth", "dumpcap", "scaling")
+SECTIONS = ("lossless", "configs", "line-rate", "rx-only", "veth", "dumpcap", "scaling")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FULL_RUN = ("ninja -C build && python3 bench/capbench.py --build-dir build "
@@ -499,7 +503,7 @@ class Bench:
     # ---- capd runs
 
     def capd_run(self, source, target="shm", extra=(), workers=1, writers=1, seconds=None,
-                 rx_only=False):
+                 rx_only=False, keep_files=False):
         self.check_budget()
         seconds = seconds or self.a.point_seconds
         self.runs += 1
@@ -528,7 +532,8 @@ class Bench:
                 stats = None
             os.unlink(stats_path)
         files = len(glob.glob(os.path.join(d, "capbench*")))
-        self.clean_dir(d)
+        if not keep_files:
+            self.clean_dir(d)
         if target == "disk":
             os.sync()
         res = {"source": source, "target": target, "workers": workers, "writers": writers,
@@ -757,6 +762,45 @@ class Bench:
                 self.say(f"config {c['name']}: unpaced receive rate "
                          f"{c['unpaced_ratio_to_match_all']} x match-all's, max lossless "
                          f"{c['lossless_ratio_to_match_all']} x")
+        return out
+
+    def line_rate_section(self):
+        """64-byte frames paced at 10 GbE line rate into a -C/-W ring on shm,
+        as an appliance runs for days: first with a new file at each
+        rotation, then with --reuse-files, three runs into one directory so
+        that the later ones write over pages the ring already holds."""
+        quick = self.a.quick
+        rate = 1_000_000 if quick else 14_880_000
+        seconds = 1.0 if quick else 5.0
+        ring = ["-C", "1" if quick else "1000", "-W", "3"]
+        src = f"null:64,rate={rate}"
+        out = {"source": src, "target": "shm", "rate_pps": rate, "seconds": seconds,
+               "ring": " ".join(ring), "modes": []}
+        for mode, extra, n in (("new-files", [], 2), ("reuse-files", ["--reuse-files"], 3)):
+            runs = []
+            for i in range(n):
+                try:
+                    r = self.capd_run(src, "shm", ring + extra, seconds=seconds,
+                                      keep_files=i < n - 1)
+                except Budget as e:
+                    runs.append({"status": str(e)})
+                    break
+                runs.append(self.point(r, rate) | {"written_mpps": r.get("written_mpps"),
+                                                    "files": r.get("files")})
+                self.say(f"line rate, {mode}, run {i + 1}/{n}: {r.get('received')} received, "
+                         f"{r.get('written')} written, drops {r.get('drops')} ({r['status']})")
+            self.clean_dir(self.targets["shm"])
+            last = runs[-1] if runs else {}
+            out["modes"].append({
+                "mode": mode, "runs": runs,
+                "last_run_written_of_received": round(last["written"] / last["received"], 4)
+                if last.get("received") else None,
+                "last_run_lost_inside_capd": sum(v for k, v in (last.get("drops") or {}).items()
+                                                 if k not in NIC_STAGES)
+                if last.get("drops") is not None else None,
+            })
+        out["status"] = "ok" if all(r.get("status") == "ok" for m in out["modes"]
+                                    for r in m["runs"]) else "incomplete"
         return out
 
     def rx_only_section(self):
@@ -1289,6 +1333,8 @@ class Bench:
                           "the same frames. configs.pcap_loop replays the capture itself "
                           "unpaced (libpcap reading bounds its rate), so it reports Mpps, not a "
                           "lossless rate.")
+        result["line_rate"] = self.line_rate_section() if "line-rate" not in a.skip else \
+            {"status": "skipped: --skip line-rate"}
         base = {"rx_only": self.rx_only_section() if "rx-only" not in a.skip else []}
         if a.quick:
             base["veth"] = {"status": "skipped: --quick"}
@@ -1358,6 +1404,9 @@ def validate(json_path, png_path):
             problems.append(f"lossless entry without status: {l.get('size')}")
         elif l["status"] == "ok" and not isinstance(l.get("max_lossless_pps"), int):
             problems.append(f"lossless {l.get('size')}: max_lossless_pps missing")
+    lr = d.get("line_rate", {})
+    if not isinstance(lr, dict) or not isinstance(lr.get("status"), str):
+        problems.append("line_rate: status missing")
     for c in d.get("configs", []):
         if not isinstance(c.get("status"), str):
             problems.append(f"config {c.get('name')}: status missing")
