@@ -88,7 +88,9 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
     uint16_t q = queues_per_port(o);
     for (unsigned i = 0; i < o.sources.size(); i++) {
         const SourceSpec& s = o.sources[i];
-        if (s.kind == SourceSpec::Kind::kPcapFile) continue;
+        // capd reads these itself (pcap_source.cc, packet_ring_source.cc).
+        if (s.kind == SourceSpec::Kind::kPcapFile || s.kind == SourceSpec::Kind::kAfPacket)
+            continue;
         // Probed later from inside its namespace (open_eth_source).
         if (s.in_netns()) continue;
         if (s.kind == SourceSpec::Kind::kPci) {
@@ -97,7 +99,7 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
         } else {
             p.args.push_back("--vdev");
         }
-        p.args.push_back(eal_device_arg(s, i, q, static_cast<uint16_t>(o.rx_desc)));
+        p.args.push_back(eal_device_arg(s, i, q));
     }
     if (!pci) p.args.push_back("--no-pci");
 

@@ -1,20 +1,12 @@
-/* Port sources: DPDK ethdev ports (PCI NICs and the af_packet, af_xdp and
- * null virtual devices). Cold setup code plus a one-line hot rx_burst. */
-#include <dirent.h>
-#include <linux/if_packet.h>
-#include <net/if.h>
+/* Port sources: DPDK ethdev ports (PCI NICs and the af_xdp and null virtual
+ * devices). Cold setup code plus a one-line hot rx_burst. */
 #include <rte_cycles.h>
 #include <rte_dev.h>
 #include <rte_ethdev.h>
-#include <sys/socket.h>
 
-#include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <optional>
-#include <set>
 #include <vector>
 
 #include "dataplane/netns.hh"
@@ -29,48 +21,6 @@ struct alignas(64) Pacer {
     uint64_t last = 0;
     std::atomic<uint64_t> missed{0};  // offered but never received: a NIC's imissed
 };
-
-/* The AF_PACKET sockets this process holds, with the interface index each is
- * bound to. DPDK's af_packet port does not report the frames the kernel
- * dropped because its ring was full; the sockets it opened do. */
-std::vector<std::pair<int, int>> packet_sockets() {
-    std::vector<std::pair<int, int>> out;
-    DIR* d = opendir("/proc/self/fd");
-    if (!d) return out;
-    while (struct dirent* e = readdir(d)) {
-        char* end;
-        long fd = std::strtol(e->d_name, &end, 10);
-        if (*end != '\0' || fd < 0 || fd == dirfd(d)) continue;
-        struct sockaddr_ll sll;
-        socklen_t len = sizeof(sll);
-        std::memset(&sll, 0, sizeof(sll));
-        if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&sll), &len) == 0 &&
-            sll.sll_family == AF_PACKET)
-            out.emplace_back(static_cast<int>(fd), sll.sll_ifindex);
-    }
-    closedir(d);
-    std::sort(out.begin(), out.end());
-    return out;
-}
-
-/* Sockets already counted by an af_packet source (each belongs to one). */
-std::set<int>& claimed_packet_sockets() {
-    static std::set<int> fds;
-    return fds;
-}
-
-/* Frames the kernel could not put into the receive rings of `fds` since the
- * last call (PACKET_STATISTICS counts from the previous read). */
-uint64_t packet_socket_drops(const std::vector<int>& fds) {
-    uint64_t drops = 0;
-    for (int fd : fds) {
-        struct tpacket_stats_v3 st;
-        socklen_t len = sizeof(st);
-        std::memset(&st, 0, sizeof(st));
-        if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) drops += st.tp_drops;
-    }
-    return drops;
-}
 
 /* Owns a port: stops and closes it on destruction. A port that lives in
  * another network namespace is closed from inside it (af_xdp detaches its XDP
@@ -153,40 +103,15 @@ public:
             c.nombuf = st.rx_nombuf;
         }
         for (const Pacer& p : pacers_) c.imissed += p.missed.load(std::memory_order_relaxed);
-        c.imissed += kernel_drops();
         return c;
     }
-    void stop() override {
-        // The port closes its sockets when it stops: take their last count.
-        (void)kernel_drops();
-        {
-            std::lock_guard<std::mutex> g(kernel_mu_);
-            for (int fd : kernel_fds_) claimed_packet_sockets().erase(fd);
-            kernel_fds_.clear();
-        }
-        rte_eth_dev_stop(port_);
-    }
-    /* The kernel sockets behind an af_packet port, whose drops are counted
-     * as imissed. */
-    void set_kernel_sockets(std::vector<int> fds) {
-        std::lock_guard<std::mutex> g(kernel_mu_);
-        kernel_fds_ = std::move(fds);
-    }
+    void stop() override { rte_eth_dev_stop(port_); }
 
 private:
     std::unique_ptr<PortOwner> owner_;
     uint16_t port_;
-    uint64_t kernel_drops() const {
-        std::lock_guard<std::mutex> g(kernel_mu_);
-        kernel_dropped_ += packet_socket_drops(kernel_fds_);
-        return kernel_dropped_;
-    }
-
     std::vector<Pacer> pacers_;
     double per_cycle_ = 0;
-    mutable std::mutex kernel_mu_;
-    std::vector<int> kernel_fds_;
-    mutable uint64_t kernel_dropped_ = 0;
 };
 
 std::string errstr(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
@@ -197,26 +122,22 @@ std::string eal_device_name(const SourceSpec& spec, unsigned index) {
     switch (spec.kind) {
         case SourceSpec::Kind::kPci: return spec.arg;
         case SourceSpec::Kind::kAfXdp: return "net_af_xdp" + std::to_string(index);
-        case SourceSpec::Kind::kAfPacket: return "net_af_packet" + std::to_string(index);
         case SourceSpec::Kind::kNull: return "net_null" + std::to_string(index);
+        case SourceSpec::Kind::kAfPacket:  // packet_ring_source.cc
         case SourceSpec::Kind::kPcapFile: break;
     }
     return "";
 }
 
-std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues,
-                           uint16_t rx_desc) {
+std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues) {
     std::string name = eal_device_name(spec, index);
     switch (spec.kind) {
         case SourceSpec::Kind::kPci: return spec.arg;
         case SourceSpec::Kind::kAfXdp:
             return name + ",iface=" + spec.arg + ",queue_count=" + std::to_string(queues);
-        case SourceSpec::Kind::kAfPacket:
-            // qpairs > 1 joins the sockets in a PACKET_FANOUT_HASH group.
-            return name + ",iface=" + spec.arg + ",qpairs=" + std::to_string(queues) +
-                   ",framecnt=" + std::to_string(rx_desc) + ",blocksz=4096,framesz=2048";
         case SourceSpec::Kind::kNull:
             return name + ",size=" + std::to_string(spec.size) + ",copy=0";
+        case SourceSpec::Kind::kAfPacket:  // packet_ring_source.cc
         case SourceSpec::Kind::kPcapFile: break;
     }
     return "";
@@ -234,16 +155,14 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     NetnsFd ns;
     std::optional<NetnsScope> scope;
     std::string vdev;
-    std::vector<std::pair<int, int>> sockets_before;
     if (spec.in_netns()) {
-        if (spec.kind == SourceSpec::Kind::kAfPacket) sockets_before = packet_sockets();
         auto opened = open_netns(spec);
         if (!opened) return make_error(opened.error());
         ns = std::move(*opened);
         auto entered = NetnsScope::enter(ns);
         if (!entered) return make_error("source '" + spec.text + "': " + entered.error());
         scope.emplace(std::move(*entered));
-        std::string arg = eal_device_arg(spec, index, queues, rx_desc);
+        std::string arg = eal_device_arg(spec, index, queues);
         size_t comma = arg.find(',');
         int rc = rte_eal_hotplug_add("vdev", devname.c_str(),
                                      comma == std::string::npos ? "" : arg.c_str() + comma + 1);
@@ -292,8 +211,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
 
     // Ports that cannot run receive-only get one transmit queue they never use.
     uint16_t txq = info.max_tx_queues > 0 ? 1 : 0;
-    if (spec.kind == SourceSpec::Kind::kAfPacket || spec.kind == SourceSpec::Kind::kAfXdp)
-        txq = queues;  // these PMDs pair queues
+    if (spec.kind == SourceSpec::Kind::kAfXdp) txq = queues;  // it pairs queues
     rc = rte_eth_dev_configure(port, queues, txq, &conf);
     if (rc != 0) return make_error("source '" + spec.text + "': configure: " + errstr(rc));
     uint16_t nb_rxd = rx_desc, nb_txd = 512;
@@ -317,24 +235,6 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
     auto src = std::make_unique<EthSource>(std::move(owner), spec.text, queues, ts_scale,
                                            spec.rate_pps, nb_rxd);
-    if (spec.kind == SourceSpec::Kind::kAfPacket) {
-        // Its sockets: those opened while it was probed here (a namespace
-        // source), or the first unclaimed ones bound to its interface (probed
-        // by rte_eal_init in the order of -i, one socket per queue).
-        std::set<int>& claimed = claimed_packet_sockets();
-        std::set<int> before;
-        for (const auto& s : sockets_before) before.insert(s.first);
-        unsigned ifindex = spec.in_netns() ? 0 : if_nametoindex(spec.arg.c_str());
-        std::vector<int> mine;
-        for (const auto& [fd, idx] : packet_sockets()) {
-            if (claimed.count(fd) || mine.size() >= queues) continue;
-            bool ours = spec.in_netns() ? !before.count(fd)
-                                        : ifindex != 0 && static_cast<unsigned>(idx) == ifindex;
-            if (ours) mine.push_back(fd);
-        }
-        claimed.insert(mine.begin(), mine.end());
-        src->set_kernel_sockets(std::move(mine));
-    }
     return std::unique_ptr<Source>(std::move(src));
 }
 

@@ -182,10 +182,13 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
 
     for (unsigned i = 0; i < o.sources.size(); i++) {
         const SourceSpec& s = o.sources[i];
-        Result<std::unique_ptr<Source>> src =
-            s.kind == SourceSpec::Kind::kPcapFile
-                ? open_pcap_file_source(s, p.mbufs, *fields)
-                : open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs);
+        Result<std::unique_ptr<Source>> src = make_error("");
+        if (s.kind == SourceSpec::Kind::kPcapFile)
+            src = open_pcap_file_source(s, p.mbufs, *fields);
+        else if (s.kind == SourceSpec::Kind::kAfPacket)
+            src = open_packet_ring_source(s, i, qpp, o.rx_desc, p.mbufs, *fields);
+        else
+            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs);
         if (!src) return make_error(src.error());
         p.sources.push_back(std::move(*src));
     }

@@ -1,7 +1,8 @@
 /* Capture sources: what a worker receives from.
  *
  * A Source has one or more receive queues. EthSource wraps a DPDK port (PCI,
- * af_packet, af_xdp, null); PcapFileSource reads a capture file itself with
+ * af_xdp, null); PacketRingSource reads af_packet interfaces through TPACKET_V3
+ * rings of its own; PcapFileSource reads a capture file itself with
  * libpcap at nanosecond precision, so that the file's timestamps and original
  * wire lengths survive (DPDK's net_pcap keeps neither).
  *
@@ -95,8 +96,7 @@ Result<std::unique_ptr<Source>> open_pcap_file_source(const SourceSpec& spec, rt
 Result<int> probe_pcap_file(const std::string& path);
 
 /* The EAL --vdev / -a argument for a port source (empty for pcap files). */
-std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues,
-                           uint16_t rx_desc);
+std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queues);
 /* DPDK's device name for that source (to find its port id). */
 std::string eal_device_name(const SourceSpec& spec, unsigned index);
 
@@ -106,6 +106,13 @@ std::string eal_device_name(const SourceSpec& spec, unsigned index);
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
                                                 uint16_t queues, uint16_t rx_desc,
                                                 rte_mempool* pool);
+
+/* Opens af_packet:IFACE[@netns=...] as `queues` TPACKET_V3 rings of about
+ * `frames` x 2048 bytes each (packet_ring_source.cc). */
+Result<std::unique_ptr<Source>> open_packet_ring_source(const SourceSpec& spec, unsigned index,
+                                                        uint16_t queues, uint32_t frames,
+                                                        rte_mempool* pool,
+                                                        const MbufFields& fields);
 
 /* For null:SIZE,frames=FILE: writes the frames of the capture FILE, in turn,
  * into the data area of every mbuf of `pool` (cut or zero-padded to SIZE).

@@ -9,6 +9,9 @@ the source was opened in that namespace. A bounded burst of tagged UDP
 datagrams goes from `send` to `cap`, and the file must hold exactly those
 datagrams (count, addresses, ports, MACs), plus the readiness probes.
 
+af_packet sources read TPACKET_V3 rings: records carry the kernel's receive
+timestamps, and VLAN tags the kernel took out are put back.
+
 Also: capd -D lists the namespace's interfaces in the -i spelling (and that
 very line captures), and clear one-line errors for a missing namespace, a
 missing process, an interface that is not in the namespace, no permission,
@@ -19,10 +22,12 @@ import collections
 import json
 import os
 import signal
+import struct
 import subprocess
 import time
 
 import capdtest
+import pcaplib
 from capdtest import CapdTestCase
 
 BURST = 600
@@ -40,6 +45,18 @@ def udp_fields(data):
     u = 14 + ihl
     return (".".join(str(b) for b in data[26:30]), ".".join(str(b) for b in data[30:34]),
             int.from_bytes(data[u:u + 2], "big"), int.from_bytes(data[u + 2:u + 4], "big"))
+
+
+def vlan_udp_frame(dst, src, tci, payload):
+    """An Ethernet frame with an 802.1Q tag (TCI tci) around an IPv4/UDP
+    datagram 198.18.5.1:4000 -> 198.18.5.2:9 carrying payload."""
+    udp = struct.pack("!HHHH", 4000, 9, 8 + len(payload), 0) + payload
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                               bytes([198, 18, 5, 1]), bytes([198, 18, 5, 2])))
+    csum = sum(struct.unpack("!10H", ip))
+    csum = (csum & 0xFFFF) + (csum >> 16)
+    ip[10:12] = struct.pack("!H", ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF)
+    return dst + src + struct.pack("!HH", 0x8100, tci) + b"\x08\x00" + bytes(ip) + udp
 
 
 def pid_max():
@@ -188,6 +205,75 @@ class Capture(capdtest.VethCapture, Namespaced):
             self.assertEqual(d[k], 0, k)
         self.assertEqual(s["packets_written"], s["packets_received"])
         self.assertEqual(len(self.assertWhole(out).records), s["packets_written"])
+
+    def test_kernel_timestamps(self):
+        """af_packet records carry the kernel's receive time, not the time a
+        worker read them: with capd stopped while the burst arrives, every
+        burst frame is stamped inside the sending window (in ns, in order),
+        though capd read them all after it."""
+        out = os.path.join(self.out, "t.pcap")
+        c, sender = self.start_probed(["-q", "--nano", "-w", out, "-i",
+                                       f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"]
+                                      + FILTER, SOURCE)
+        c.signal(signal.SIGSTOP)
+        try:
+            t0 = time.time_ns()
+            sender.command("burst 300", timeout=120)
+            t1 = time.time_ns()
+            time.sleep(0.5)
+        finally:
+            c.signal(signal.SIGCONT)
+        capdtest.wait_until(lambda: len(self.seen(SOURCE)) >= 300 or not c.running(),
+                            timeout=30, interval=0.2)
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertCapdOk(run, quiet=True)
+        recs = self.assertWhole(out).records
+        ts = [r.ts_ns for r in recs
+              for src, _ in capdtest.udp_tags([r], self.veth.SEND_ADDR, self.veth.CAP_ADDR)
+              if src == SOURCE]
+        self.assertEqual(len(ts), 300, run.describe())
+        self.assertEqual(ts, sorted(ts), "timestamps in order")
+        late = [t for t in ts if not t0 <= t <= t1]
+        self.assertEqual(late, [], f"stamped outside the sending window [{t0}, {t1}]")
+
+    def test_vlan_tag_restored(self):
+        """The kernel takes a VLAN tag out of a received frame (it travels
+        beside it); capd puts it back, as libpcap does. 802.1Q frames
+        (priority 1, VLAN 100) sent raw into the link arrive in the file
+        byte for byte, tag included, and 'vlan 100' selects them."""
+        v = self.veth
+        out = os.path.join(self.out, "v.pcap")
+        c, _ = self.start_probed(["-q", "-w", out, "-i", f"af_packet:{v.cap_if}@netns={v.cap}",
+                                  "udp and dst port 9 or vlan 100"],
+                                 SOURCE)
+        frames = [vlan_udp_frame(mac(v.CAP_MAC), mac(v.SEND_MAC), 0x2064, bytes([i]) * 30)
+                  for i in range(20)]
+        send = ("import socket, sys\n"
+                "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+                f"s.bind(({v.send_if!r}, 0))\n"
+                "for f in sys.stdin.read().split():\n"
+                "    s.send(bytes.fromhex(f))\n")
+        p = subprocess.run(["ip", "netns", "exec", v.send, "python3", "-c", send],
+                           input=" ".join(f.hex() for f in frames), capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+        def tagged():
+            recs = []
+            for f in os.listdir(self.out):
+                cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
+                recs += [r for r in cap.records if r.data[12:14] == b"\x81\x00"]
+            return recs
+
+        capdtest.wait_until(lambda: len(tagged()) >= len(frames) or not c.running(),
+                            timeout=30, interval=0.2)
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertCapdOk(run, quiet=True)
+        recs = tagged()
+        self.assertEqual([r.data for r in recs], frames, run.describe())
+        self.assertEqual([r.wirelen for r in recs], [len(f) for f in frames])
 
     def test_netns_name(self):
         source = f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"
