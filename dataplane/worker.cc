@@ -228,8 +228,8 @@ int worker_main(void* arg) {
         if (c && c->packets && now - c->first_tsc > ctx.flush_cycles) hand_over(*st);
         if (got != 0) {
             idle = 0;
-        } else if (ctx.idle_sleep && ++idle > 64) {
-            usleep(20);
+        } else if (ctx.idle_sleep_us && ++idle > 64) {
+            usleep(ctx.idle_sleep_us);
             last_poll = rte_rdtsc();
         } else {
             rte_pause();
