@@ -1055,6 +1055,14 @@ class Bench:
                              f"secondary process (HugePages_Free={hp['free']}; run with "
                              f"--hugepages 512 or echo 512 > /proc/sys/vm/nr_hugepages)")
             return res
+        # A multi-process primary maps its pages from a hugetlbfs mount
+        # (capd's --in-memory needs none, so a host may have none mounted).
+        mount = self.hugetlbfs_mount()
+        if not mount.get("path"):
+            res["status"] = "not run: no hugetlbfs mounted and mounting one failed: " + \
+                mount.get("error", "?")
+            return res
+        res["hugetlbfs"] = mount
         # Debian's dpdk-testpmd links some drivers directly, which register
         # mempool ops before the plugin directory is loaded; dpdk-dumpcap does
         # not, so the two processes number the ops differently and the
@@ -1389,7 +1397,25 @@ class Bench:
             self.say("problem: " + p)
         return result, problems
 
+    def hugetlbfs_mount(self):
+        """A hugetlbfs mount for 2 MiB pages: the first one in /proc/mounts,
+        or /dev/hugepages mounted here (and unmounted by cleanup)."""
+        for line in read_file("/proc/mounts").splitlines():
+            f = line.split()
+            if len(f) >= 4 and f[2] == "hugetlbfs" and ("pagesize=2M" in f[3] or
+                                                        "pagesize" not in f[3]):
+                return {"path": f[1], "mounted_by_capbench": False}
+        path = "/dev/hugepages"
+        os.makedirs(path, exist_ok=True)
+        rc, _, err = run(["mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", path], 20)
+        if rc != 0:
+            return {"error": last_line(err) or f"mount exit {rc}"}
+        self.mounted_hugetlbfs = path
+        return {"path": path, "mounted_by_capbench": True}
+
     def cleanup(self):
+        if getattr(self, "mounted_hugetlbfs", None):
+            run(["umount", self.mounted_hugetlbfs], 20)
         self.remove_netns()
         for d in self.targets.values():
             shutil.rmtree(d, ignore_errors=True)
