@@ -121,6 +121,10 @@ int main(int argc, char** argv) {
     eal_argv.push_back(nullptr);
     if (rte_eal_init(static_cast<int>(eal_argv.size() - 1), eal_argv.data()) < 0)
         return fail(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
+    // With --no-shconf the EAL still makes an empty runtime directory,
+    // /var/run/dpdk/capdPID; one per run would pile up. (The hugepage plan
+    // runs --in-memory under the shared default prefix: left alone.)
+    if (!plan.hugepages) (void)rmdir(rte_eal_get_runtime_dir());
 
     filters::RuleSpec rule;
     rule.name = "cli";
