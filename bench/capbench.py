@@ -20,7 +20,8 @@ What one full run measures, all in the same run so the numbers compare:
   line-rate      null:64 paced at 14.88 Mpps into a -C 1000 -W 3 ring on
                  /dev/shm for 5 s, twice with new files, then three times with
                  --reuse-files into one directory (the first fills the ring,
-                 the later ones write over it);
+                 the later ones write over it); the same for null:1514
+                 unpaced into a ring on the disk;
   throughput     capture GB/s for 1514-byte frames as a ratio to dd bs=1M to
                  the same directory (oflag=direct on the disk);
   baselines      capd --rx-only (the bare receive loop) on the same sources,
@@ -803,6 +804,32 @@ class Bench:
                                                  if k not in NIC_STAGES)
                 if last.get("drops") is not None else None,
             })
+        if "disk" in self.a.targets:
+            # 1514-byte frames unpaced into the same kind of ring on the disk:
+            # bytes written by a new file per rotation against writing over
+            # the ring's own files, whose pages the page cache still holds.
+            src_d = "null:1514"
+            disk = {"source": src_d, "target": "disk", "ring": " ".join(ring), "modes": []}
+            for mode, extra, n in (("new-files", [], 2), ("reuse-files", ["--reuse-files"], 3)):
+                runs = []
+                for i in range(n):
+                    try:
+                        r = self.capd_run(src_d, "disk", ring + extra, seconds=seconds,
+                                          keep_files=i < n - 1)
+                    except Budget as e:
+                        runs.append({"status": str(e)})
+                        break
+                    runs.append({k: r.get(k) for k in ("status", "received", "written",
+                                                       "write_gbps", "files", "drops")})
+                    self.say(f"disk ring 1514B, {mode}, run {i + 1}/{n}: "
+                             f"{r.get('write_gbps')} GB/s written ({r['status']})")
+                self.clean_dir(self.targets["disk"])
+                os.sync()
+                disk["modes"].append({"mode": mode, "runs": runs})
+            disk["note"] = ("a ring smaller than the page cache: with --reuse-files the writer "
+                            "overwrites cached pages, and the disk sees only what writeback "
+                            "flushes, so this is not the device's sustained bandwidth")
+            out["disk_1514"] = disk
         if not quick:
             # The zero-drop rate when every run writes over the warm ring:
             # one run fills it, the search starts from an unpaced probe.
