@@ -12,7 +12,9 @@
  * Several queues join one PACKET_FANOUT_HASH group, so each flow stays on one
  * worker. Frames the kernel could not place because the ring was full are
  * counted from PACKET_STATISTICS (tp_drops) as imissed. A VLAN tag the
- * kernel took out of the frame is put back, as libpcap does.
+ * kernel took out of the frame is put back, and on a loopback interface,
+ * where the kernel shows every packet twice (sent and received), the sent
+ * copy is skipped, both as libpcap does.
  *
  * Setup, counters() and stop(): control thread. rx_burst(q): the worker that
  * owns queue q.
@@ -21,6 +23,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -95,6 +98,15 @@ public:
         unsigned ifindex = if_nametoindex(iface.c_str());
         if (ifindex == 0) return make_error(sys_error("interface '" + iface + "'"));
         Geometry g = geometry(frames);
+        {
+            ifreq ifr;
+            std::memset(&ifr, 0, sizeof(ifr));
+            std::strncpy(ifr.ifr_name, iface.c_str(), IFNAMSIZ - 1);
+            int fd = socket(AF_PACKET, SOCK_RAW, 0);
+            if (fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0)
+                loopback_ = (ifr.ifr_flags & IFF_LOOPBACK) != 0;
+            if (fd >= 0) ::close(fd);
+        }
         rx_desc_ = static_cast<uint16_t>(uint64_t(g.block_bytes) * g.blocks / kFrameBytes);
         for (Ring& r : rings_) {
             r.fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
@@ -156,7 +168,10 @@ public:
                 r.left = b->hdr.bh1.num_pkts;
                 r.pkt = reinterpret_cast<const uint8_t*>(b) + b->hdr.bh1.offset_to_first_pkt;
             }
-            if (r.left > 0) {
+            if (r.left > 0 && loopback_ && outgoing(r.pkt)) {
+                r.pkt += reinterpret_cast<const tpacket3_hdr*>(r.pkt)->tp_next_offset;
+                r.left--;
+            } else if (r.left > 0) {
                 const auto* h = reinterpret_cast<const tpacket3_hdr*>(r.pkt);
                 rte_mbuf* m = to_mbuf(h);
                 if (!m) {
@@ -197,6 +212,13 @@ public:
     void stop() override { (void)kernel_drops(); }
 
 private:
+    /* The kernel's address of the packet at p says it was sent, not received. */
+    static bool outgoing(const uint8_t* p) {
+        const auto* sll =
+            reinterpret_cast<const sockaddr_ll*>(p + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+        return sll->sll_pkttype == PACKET_OUTGOING;
+    }
+
     /* The frame at h as an mbuf chain, its VLAN tag back in place, its
      * kernel timestamp and wire length in the dynamic fields. */
     rte_mbuf* to_mbuf(const tpacket3_hdr* h) {
@@ -276,6 +298,7 @@ private:
     std::vector<Ring> rings_;
     rte_mempool* pool_;
     MbufFields fields_;
+    bool loopback_ = false;
     mutable std::mutex mu_;
     mutable uint64_t kernel_dropped_ = 0;
 };

@@ -275,6 +275,48 @@ class Capture(capdtest.VethCapture, Namespaced):
         self.assertEqual([r.data for r in recs], frames, run.describe())
         self.assertEqual([r.wirelen for r in recs], [len(f) for f in frames])
 
+    def test_loopback_once(self):
+        """On a loopback interface the kernel shows each packet twice, as
+        sent and as received; capd keeps one copy, as tcpdump does: 40
+        datagrams to 127.0.0.1 inside the namespace, 40 records."""
+        out = os.path.join(self.out, "lo.pcap")
+        c = capdtest.RunningCapd(["-q", "-w", out, "-i", f"af_packet:lo@netns={self.veth.cap}",
+                                  "udp and dst port 9"])
+        self.addCleanup(c.kill)
+
+        def send(tag, n):
+            code = ("import socket\n"
+                    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    f"for i in range({n}): s.sendto({tag!r} + bytes([i]), ('127.0.0.1', 9))\n")
+            p = subprocess.run(["ip", "netns", "exec", self.veth.cap, "python3", "-c", code],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+
+        def payloads():
+            got = []
+            for f in os.listdir(self.out):
+                cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
+                got += [r.data[42:] for r in cap.records]
+            return got
+
+        def probed():
+            if not c.running():
+                return True
+            send(b"PROBE", 1)
+            return any(p.startswith(b"PROBE") for p in payloads())
+
+        self.assertTrue(capdtest.wait_until(probed, timeout=60, interval=0.2),
+                        "capd captured no probe on lo within 60 s")
+        send(b"ONCE", 40)
+        capdtest.wait_until(lambda: sum(p.startswith(b"ONCE") for p in payloads()) >= 40
+                            or not c.running(), timeout=30, interval=0.2)
+        time.sleep(0.3)
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertCapdOk(run, quiet=True)
+        once = [p for p in payloads() if p.startswith(b"ONCE")]
+        self.assertEqual(once, [b"ONCE" + bytes([i]) for i in range(40)], run.describe())
+
     def test_netns_name(self):
         source = f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"
         run, records = self.capture(source)
