@@ -174,6 +174,9 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_flag("--reuse-files", o.reuse_files,
                  "write each new file over the one it displaces (-W's oldest, or the same "
                  "name) instead of deleting it and allocating anew");
+    app.add_flag("--direct", o.direct,
+                 "write files with O_DIRECT, past the page cache, through a 4 KiB-aligned "
+                 "staging buffer");
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");

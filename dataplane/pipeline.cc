@@ -312,6 +312,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.files.post_rotate_cmd = o.post_rotate_cmd;
         cfg.files.mode = o.file_mode;
         cfg.files.reuse = o.reuse_files;
+        cfg.files.direct = o.direct;
         cfg.files.writer_index = wr;
         cfg.files.writer_count = o.writers;
         cfg.format = o.format;

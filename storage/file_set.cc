@@ -101,9 +101,15 @@ Status FileSet::open_next(time_t now) {
     }
     hidden_name_ = hidden_name_for(final_name_);
     reused_ = opts_.reuse && reuse_displaced();
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (reused_ ? 0 : O_TRUNC);
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (reused_ ? 0 : O_TRUNC) |
+                (opts_.direct ? O_DIRECT : 0);
     fd_ = ::open(hidden_name_.c_str(), flags, opts_.mode);
-    if (fd_ < 0) return make_error(final_name_ + ": " + errno_text(errno));
+    if (fd_ < 0) {
+        int err = errno;
+        if (err == EINVAL && opts_.direct)
+            return make_error(final_name_ + ": this file system does not take O_DIRECT (--direct)");
+        return make_error(final_name_ + ": " + errno_text(err));
+    }
     // The umask must not widen or narrow what the user asked for.
     (void)fchmod(fd_, opts_.mode);
     seq_++;

@@ -43,6 +43,7 @@ struct FileSetOptions {
     uint32_t writer_index = 0;    // when writer_count > 1, "_wN" marks each writer's files
     uint32_t writer_count = 1;
     bool reuse = false;  // --reuse-files: write over the displaced file
+    bool direct = false;  // --direct: open with O_DIRECT (aligned writes only)
 };
 
 class FileSet {

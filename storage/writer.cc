@@ -3,8 +3,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -12,6 +14,8 @@ namespace linecap::storage {
 namespace {
 
 constexpr unsigned kDequeueBurst = 16;
+constexpr size_t kDirectAlign = 4096;         // O_DIRECT offsets, lengths and buffers
+constexpr size_t kStageBytes = 8u << 20;      // --direct staging buffer
 
 time_t wall_seconds() {
     struct timespec ts;
@@ -34,9 +38,11 @@ uint64_t wall_ns() {
 }  // namespace
 
 Writer::Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chunk_pool)
-    : cfg_(std::move(cfg)), inputs_(std::move(inputs)), pool_(chunk_pool), files_(cfg_.files) {}
+    : cfg_(std::move(cfg)), inputs_(std::move(inputs)), pool_(chunk_pool), files_(cfg_.files) {
+    if (cfg_.files.direct) stage_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kStageBytes));
+}
 
-Writer::~Writer() = default;
+Writer::~Writer() { std::free(stage_); }
 
 void Writer::publish_name() {
     std::lock_guard<std::mutex> g(name_mu_);
@@ -74,6 +80,7 @@ void Writer::enter_error(const std::string& msg) {
 }
 
 bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
+    if (stage_) return stage_bytes(iov_in, iovcnt, total);
     struct iovec iov[kDequeueBurst + 1];
     int cnt = iovcnt;
     std::memcpy(iov, iov_in, sizeof(iov[0]) * iovcnt);
@@ -108,6 +115,95 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
     return true;
 }
 
+void Writer::commit(uint64_t packets) {
+    if (!stage_) {
+        stats_.packets.fetch_add(packets, std::memory_order_relaxed);
+        return;
+    }
+    if (file_bytes_ <= disk_bytes_) {
+        stats_.packets.fetch_add(packets, std::memory_order_relaxed);
+        released_end_ = file_bytes_;
+    } else {
+        pending_.push_back({file_bytes_, packets});
+    }
+}
+
+/* --direct: copy into the staging buffer, writing its aligned part to the
+ * file whenever it fills. */
+bool Writer::stage_bytes(const struct iovec* iov, int iovcnt, size_t total) {
+    for (int i = 0; i < iovcnt; i++) {
+        const uint8_t* p = static_cast<const uint8_t*>(iov[i].iov_base);
+        size_t left = iov[i].iov_len;
+        while (left > 0) {
+            if (staged_ == kStageBytes && !flush_stage(false)) return false;
+            size_t take = std::min(left, kStageBytes - staged_);
+            std::memcpy(stage_ + staged_, p, take);
+            staged_ += take;
+            p += take;
+            left -= take;
+        }
+    }
+    file_bytes_ += total;
+    stats_.bytes.fetch_add(total, std::memory_order_relaxed);
+    return true;
+}
+
+/* Writes the staged whole blocks, or with `tail` everything, zero-padded to
+ * a block (the caller then cuts the file to its length). */
+bool Writer::flush_stage(bool tail) {
+    size_t n = tail ? (staged_ + kDirectAlign - 1) & ~(kDirectAlign - 1)
+                    : staged_ & ~(kDirectAlign - 1);
+    if (n == 0) return true;
+    if (tail) std::memset(stage_ + staged_, 0, n - staged_);
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = ::pwrite(files_.fd(), stage_ + done, n - done,
+                             static_cast<off_t>(disk_bytes_ + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            direct_failure(w < 0 ? errno : ENOSPC);
+            return false;
+        }
+        done += static_cast<size_t>(w);
+    }
+    if (tail) {
+        disk_bytes_ += staged_;
+        staged_ = 0;
+    } else {
+        disk_bytes_ += n;
+        std::memmove(stage_, stage_ + n, staged_ - n);
+        staged_ -= n;
+    }
+    release(disk_bytes_);
+    return true;
+}
+
+void Writer::release(uint64_t upto) {
+    uint64_t pk = 0;
+    while (!pending_.empty() && pending_.front().end <= upto) {
+        pk += pending_.front().packets;
+        released_end_ = pending_.front().end;
+        pending_.pop_front();
+    }
+    if (pk) stats_.packets.fetch_add(pk, std::memory_order_relaxed);
+}
+
+/* A write failed: the file keeps what the disk holds up to the end of the
+ * last whole write; the packets of every later write are lost and counted. */
+void Writer::direct_failure(int err) {
+    uint64_t pk = 0;
+    for (const Pending& p : pending_) pk += p.packets;
+    pending_.clear();
+    stats_.disk_drops.fetch_add(pk, std::memory_order_relaxed);
+    stats_.bytes.fetch_sub(file_bytes_ - released_end_, std::memory_order_relaxed);
+    if (ftruncate(files_.fd(), static_cast<off_t>(released_end_)) == 0)
+        (void)lseek(files_.fd(), static_cast<off_t>(released_end_), SEEK_SET);
+    file_bytes_ = disk_bytes_ = released_end_;
+    staged_ = 0;
+    stats_.disk_errors.fetch_add(1, std::memory_order_relaxed);
+    enter_error(files_.current_name() + ": " + std::strerror(err));
+}
+
 void Writer::finish_file() {
     if (!files_.is_open()) return;
     if (cfg_.format == Format::kPcapng && cfg_.interface_counters &&
@@ -122,6 +218,17 @@ void Writer::finish_file() {
         struct iovec iov = {isbs.data(), isbs.size()};
         (void)write_bytes(&iov, 1, isbs.size());
     }
+    if (stage_) {
+        // The zero-padded last block is cut off again; the offset is left
+        // at the end, where a reused file is cut too.
+        if (flush_stage(true) && ftruncate(files_.fd(), static_cast<off_t>(file_bytes_)) == 0)
+            (void)lseek(files_.fd(), static_cast<off_t>(file_bytes_), SEEK_SET);
+        if (file_bytes_ < header_bytes_) {  // a failure took even the header
+            files_.discard_current();
+            publish_name();
+            return;
+        }
+    }
     if (cfg_.fsync_on_close) (void)fdatasync(files_.fd());
     Status s = files_.close_current();
     if (!s) {
@@ -134,6 +241,9 @@ void Writer::finish_file() {
 bool Writer::open_file(time_t now) {
     file_opened_ = now;
     file_bytes_ = 0;
+    staged_ = 0;
+    disk_bytes_ = released_end_ = 0;
+    pending_.clear();
     Status s = files_.open_next(now);
     if (!s) {
         enter_error(s.error());
@@ -151,6 +261,7 @@ bool Writer::open_file(time_t now) {
         publish_name();
         return false;
     }
+    commit(0);  // with --direct, the header is a point a failure can cut back to
     stats_.files.fetch_add(1, std::memory_order_relaxed);
     publish_name();
     return true;
@@ -204,7 +315,7 @@ void Writer::write_split(Chunk* c) {
         }
         struct iovec iov = {const_cast<uint8_t*>(p + off), end - off};
         if (have_file && write_bytes(&iov, 1, end - off)) {
-            stats_.packets.fetch_add(pkts, std::memory_order_relaxed);
+            commit(pkts);
             after_write_success();
         } else {
             stats_.disk_drops.fetch_add(pkts, std::memory_order_relaxed);
@@ -234,7 +345,7 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
         }
         bool have_file = ensure_file();
         if (have_file && write_bytes(iov, static_cast<int>(n), total)) {
-            stats_.packets.fetch_add(pk, std::memory_order_relaxed);
+            commit(pk);
             after_write_success();
         } else {
             stats_.disk_drops.fetch_add(pk, std::memory_order_relaxed);

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -90,6 +91,13 @@ private:
     void write_chunks(Chunk** chunks, unsigned n);
     void write_split(Chunk* c);
     bool write_bytes(const struct iovec* iov, int iovcnt, size_t total);
+    /* The packets of the write that just succeeded are written: now, or
+     * with --direct once the disk holds all of their bytes. */
+    void commit(uint64_t packets);
+    bool stage_bytes(const struct iovec* iov, int iovcnt, size_t total);
+    bool flush_stage(bool tail);
+    void release(uint64_t upto);
+    void direct_failure(int err);
     void rotate(time_t now);
     void finish_file();
     bool open_file(time_t now);
@@ -109,6 +117,19 @@ private:
     std::atomic<bool> paused_{false};
     uint64_t file_bytes_ = 0;
     time_t file_opened_ = 0;
+    // --direct (O_DIRECT): bytes [disk_bytes_, file_bytes_) wait in stage_
+    // (4 KiB aligned), and the packets of each write wait in pending_ until
+    // the disk holds the whole write; released_end_ is the end of the last
+    // write the disk holds, where a failure cuts the file back to.
+    struct Pending {
+        uint64_t end;
+        uint64_t packets;
+    };
+    uint8_t* stage_ = nullptr;
+    size_t staged_ = 0;
+    uint64_t disk_bytes_ = 0;
+    uint64_t released_end_ = 0;
+    std::deque<Pending> pending_;
     std::atomic<bool> disk_error_{false};
     uint64_t header_bytes_ = 0;    // size of the current file's header
     time_t retry_at_ = 0;          // no new file before this after an error

@@ -19,6 +19,7 @@ scripts/sanitize.sh): `test_reliability.py HostilePackets`.
 import json
 import os
 import random
+import shutil
 import signal
 import stat
 import struct
@@ -65,6 +66,33 @@ class Tmpfs:
                             "linecap-rel", path], capture_output=True, timeout=30)
         self.error = p.stderr.decode("utf-8", "replace").strip() if p.returncode else None
         self.mounted = p.returncode == 0
+
+    def umount(self):
+        if self.mounted:
+            subprocess.run(["umount", "-l", self.path], capture_output=True, timeout=30)
+            self.mounted = False
+
+
+class Ext4Image:
+    """An ext4 file system in a file of `size` bytes under `work`, loop-mounted
+    on `path` by this test (for O_DIRECT, which a tmpfs may refuse); umount()
+    is safe to call more than once."""
+
+    def __init__(self, work, path, size):
+        self.path = path
+        self.mounted = False
+        img = os.path.join(work, "ext4.img")
+        with open(img, "wb") as f:
+            f.truncate(size)
+        os.makedirs(path, exist_ok=True)
+        self.error = None
+        for cmd in (["mkfs.ext4", "-q", "-F", img],
+                    ["mount", "-o", "loop,commit=1", img, path]):
+            p = subprocess.run(cmd, capture_output=True, timeout=60)
+            if p.returncode:
+                self.error = f"{cmd[0]}: " + p.stderr.decode("utf-8", "replace").strip()
+                return
+        self.mounted = True
 
     def umount(self):
         if self.mounted:
@@ -131,6 +159,15 @@ class ReliabilityCase(CapdTestCase):
         if not os.access(CAPCTL, os.X_OK):
             raise unittest.SkipTest(f"capctl not built at {CAPCTL}")
 
+    def mount_ext4(self, name, size):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a file system needs root")
+        fs = Ext4Image(self.tmp, self.path(name), size)
+        if not fs.mounted:
+            self.skipTest(f"cannot mount an ext4 image: {fs.error}")
+        self.addCleanup(fs.umount)
+        return fs
+
     def mount_tmpfs(self, name, size):
         if os.geteuid() != 0:
             self.skipTest("mounting a tmpfs needs root")
@@ -162,6 +199,10 @@ class ReliabilityCase(CapdTestCase):
 
 class DiskFull(ReliabilityCase):
     SIZE = 20 * 1000 * 1000
+    EXTRA = []  # capd options of the variant
+
+    def mount_disk(self):
+        return self.mount_tmpfs("disk", "20m").path
 
     def assertAlternating(self, lines, failed_writes):
         """One line per episode: a write-error line, then a writing-again
@@ -179,9 +220,10 @@ class DiskFull(ReliabilityCase):
         receiving, counts `disk` drops, shows DISK ERROR, logs one line per
         episode, never leaves a final file cut mid-record, and writes into a
         new file once files are deleted. Exit status 1 (packets were lost)."""
-        disk = self.mount_tmpfs("disk", "20m").path
+        disk = self.mount_disk()
         # 272-byte records at 20k/s: 5.4 MB/s, the disk fills in about 4 s.
-        live = LiveCapd(self, ["-i", "null:256,rate=20k", "-w", os.path.join(disk, "x.pcap")])
+        live = LiveCapd(self, ["-i", "null:256,rate=20k", "-w", os.path.join(disk, "x.pcap")]
+                        + self.EXTRA)
 
         status = {}
 
@@ -246,12 +288,12 @@ class DiskFull(ReliabilityCase):
         """-C 2 -W 5 on the same 20 MB tmpfs: at most 5 files (10 MB plus the
         one being written) while far more than 20 MB goes through; no disk
         drops, no write error."""
-        disk = self.mount_tmpfs("disk", "20m").path
+        disk = self.mount_disk()
         run_s = 8
         stats_json = self.path("ring.json")
         run = self.capd(["-i", "null:256,rate=40k", "--duration", run_s, "-C", "2", "-W", "5",
-                         "-w", os.path.join(disk, "r.pcap"), "--stats-json", stats_json],
-                        timeout=run_s + 120)
+                         "-w", os.path.join(disk, "r.pcap"), "--stats-json", stats_json]
+                        + self.EXTRA, timeout=run_s + 120)
         self.assertCapdOk(run)
         s = capdtest.read_json(stats_json)
         files = final_files(disk)
@@ -269,6 +311,43 @@ class DiskFull(ReliabilityCase):
                 kept_on_disk=f"{kept_now} in {len(files)} files (the older ones rotated away)",
                 drops_capd=f"{lost} after receipt, {s['drops']['nic_imissed']} nic_imissed",
                 disk_drops=s["drops"]["disk"])
+
+
+class DirectDiskFull(DiskFull):
+    """The same with --direct on a 20 MB ext4 image: O_DIRECT writes through
+    the staging buffer, packets counted as written only once the disk holds
+    them, a failed write cutting the file back to the last whole write."""
+    EXTRA = ["--direct"]
+
+    def mount_disk(self):
+        d = os.path.join(self.mount_ext4("disk", 24 * 1024 * 1024).path, "cap")
+        os.mkdir(d)  # away from lost+found
+        return d
+
+    def test_same_bytes_as_buffered(self):
+        """--direct writes the very bytes of a buffered capture: a replayed
+        file with -C 0.2 rotation, file by file, and a reused -W ring."""
+        disk = self.mount_disk()
+        src = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
+        for extra in ([], ["--reuse-files"]):
+            outs = []
+            for direct in ([], ["--direct"]):
+                d = os.path.join(disk, f"o{len(outs)}")
+                os.mkdir(d)
+                for _ in range(2 if extra else 1):
+                    run = self.capd(["-q", "-i", f"pcap:{src}", "-C", "0.2", "-W", "4",
+                                     "-w", os.path.join(d, "c.pcap")] + extra + direct)
+                    self.assertCapdOk(run, quiet=True)
+                outs.append(d)
+            names = sorted(os.listdir(outs[0]))
+            self.assertEqual(names, sorted(os.listdir(outs[1])))
+            self.assertGreaterEqual(len(names), 2)
+            for n in names:
+                with open(os.path.join(outs[0], n), "rb") as a, \
+                        open(os.path.join(outs[1], n), "rb") as b:
+                    self.assertEqual(a.read(), b.read(), f"{n} {extra}")
+            for d in outs:
+                shutil.rmtree(d)
 
 
 # ------------------------------------------------------------------- kill -9
