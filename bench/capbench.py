@@ -23,7 +23,8 @@ What one full run measures, all in the same run so the numbers compare:
                  the later ones write over it); the same for null:1514
                  unpaced into a ring on the disk;
   throughput     capture GB/s for 1514-byte frames as a ratio to dd bs=1M to
-                 the same directory (oflag=direct on the disk);
+                 the same directory (oflag=direct on the disk, where capd also
+                 runs with --direct);
   baselines      capd --rx-only (the bare receive loop) on the same sources,
                  dd, tcpdump against capd -i af_packet: on a veth pair between
                  two network namespaces this script creates (198.18.0.0/15
@@ -887,6 +888,17 @@ class Bench:
             others = {" ".join(x["command"].split()[5:]) or "buffered": x.get("gbps")
                       for x in dd if x["target"] == target}
             entry["dd_all_gbps"] = others
+            if target == "disk":
+                # The same unpaced capture with O_DIRECT, against dd's O_DIRECT.
+                try:
+                    r = self.capd_run("null:1514", "disk", ["--direct"])
+                    entry["direct"] = {"status": r["status"], "write_gbps": r.get("write_gbps"),
+                                       "ratio_to_dd": round(r["write_gbps"] / dd_gbps, 3)
+                                       if r.get("write_gbps") and dd_gbps else None}
+                    self.say(f"disk --direct 1514B unpaced: {r.get('write_gbps')} GB/s "
+                             f"({entry['direct']['ratio_to_dd']} x dd oflag=direct)")
+                except Budget as e:
+                    entry["direct"] = {"status": str(e)}
             out.append(entry)
         return out
 
