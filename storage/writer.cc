@@ -383,6 +383,11 @@ void Writer::run() {
         }
         if (got == 0) {
             if (closing) break;
+            // --direct: nothing to do, so put the staged whole blocks on the
+            // disk (a quiet link's packets would otherwise wait for 8 MiB);
+            // the last partial block waits for more data or the close.
+            if (stage_ && staged_ >= kDirectAlign && files_.is_open() && !flush_stage(false))
+                after_write_failure();
             // The disk side is not latency critical: rings absorb bursts.
             usleep(++idle < 100 ? 50 : 200);
         } else {

@@ -324,6 +324,33 @@ class DirectDiskFull(DiskFull):
         os.mkdir(d)  # away from lost+found
         return d
 
+    def test_quiet_link_reaches_the_disk(self):
+        """At 2k packets/s (0.5 MB/s, far below the 8 MiB staging buffer)
+        the hidden file grows on the disk while capd runs: whole blocks go
+        out when the writer is idle."""
+        disk = self.mount_disk()
+        c = capdtest.RunningCapd(["-q", "--direct", "--ctl", "none", "-i", "null:256,rate=2k",
+                                  "-w", os.path.join(disk, "q.pcap")])
+        self.addCleanup(c.kill)
+
+        def on_disk():
+            hidden = hidden_files(disk)
+            return bool(hidden) and os.path.getsize(hidden[0]) >= 200000
+
+        # From the moment the file exists, 8 s bring 4.3 MB: less than the
+        # staging buffer holds, so only the idle writes can put it on disk.
+        self.assertTrue(wait_until(lambda: hidden_files(disk) or not c.running(), 60, 0.05),
+                        "capd never opened its file")
+        self.assertTrue(wait_until(lambda: on_disk() or not c.running(), 8, 0.1) and on_disk(),
+                        f"staged data never reached the disk: {hidden_files(disk)}")
+        self.assertEqual(os.path.getsize(hidden_files(disk)[0]) % 4096, 0,
+                         "only whole blocks while running")
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=60)
+        self.assertCapdOk(run, quiet=True)
+        # 272-byte records: the file holds at least what was seen on disk.
+        self.assertGreaterEqual(self.count_whole(final_files(disk)), 200000 // 272)
+
     def test_same_bytes_as_buffered(self):
         """--direct writes the very bytes of a buffered capture: a replayed
         file with -C 0.2 rotation, file by file, and a reused -W ring."""
