@@ -772,6 +772,28 @@ class Bench:
                          f"{c['lossless_ratio_to_match_all']} x")
         return out
 
+    def ring_modes(self, src, target, ring, seconds, record, describe):
+        """The -W ring written twice with a new file per rotation, then three
+        times with --reuse-files into one directory (the first run fills
+        it). record(res) is what each run keeps, describe(res) its line."""
+        modes = []
+        for mode, extra, n in (("new-files", [], 2), ("reuse-files", ["--reuse-files"], 3)):
+            runs = []
+            for i in range(n):
+                try:
+                    r = self.capd_run(src, target, ring + extra, seconds=seconds,
+                                      keep_files=i < n - 1)
+                except Budget as e:
+                    runs.append({"status": str(e)})
+                    break
+                runs.append(record(r))
+                self.say(f"{describe(r)}, {mode}, run {i + 1}/{n}")
+            self.clean_dir(self.targets[target])
+            if target == "disk":
+                os.sync()
+            modes.append({"mode": mode, "runs": runs})
+        return modes
+
     def line_rate_section(self):
         """64-byte frames paced at 10 GbE line rate into a -C/-W ring on shm,
         as an appliance runs for days: first with a new file at each
@@ -783,52 +805,30 @@ class Bench:
         ring = ["-C", "1" if quick else "1000", "-W", "3"]
         src = f"null:64,rate={rate}"
         out = {"source": src, "target": "shm", "rate_pps": rate, "seconds": seconds,
-               "ring": " ".join(ring), "modes": []}
-        for mode, extra, n in (("new-files", [], 2), ("reuse-files", ["--reuse-files"], 3)):
-            runs = []
-            for i in range(n):
-                try:
-                    r = self.capd_run(src, "shm", ring + extra, seconds=seconds,
-                                      keep_files=i < n - 1)
-                except Budget as e:
-                    runs.append({"status": str(e)})
-                    break
-                runs.append(self.point(r, rate) | {"written_mpps": r.get("written_mpps"),
-                                                    "files": r.get("files")})
-                self.say(f"line rate, {mode}, run {i + 1}/{n}: {r.get('received')} received, "
-                         f"{r.get('written')} written, drops {r.get('drops')} ({r['status']})")
-            self.clean_dir(self.targets["shm"])
-            last = runs[-1] if runs else {}
-            out["modes"].append({
-                "mode": mode, "runs": runs,
-                "last_run_written_of_received": round(last["written"] / last["received"], 4)
-                if last.get("received") else None,
-                "last_run_lost_inside_capd": sum(v for k, v in (last.get("drops") or {}).items()
-                                                 if k not in NIC_STAGES)
-                if last.get("drops") is not None else None,
-            })
+               "ring": " ".join(ring)}
+        out["modes"] = self.ring_modes(
+            src, "shm", ring, seconds,
+            lambda r: self.point(r, rate) | {"written_mpps": r.get("written_mpps"),
+                                             "files": r.get("files")},
+            lambda r: f"line rate: {r.get('received')} received, {r.get('written')} written, "
+                      f"drops {r.get('drops')} ({r['status']})")
+        for m in out["modes"]:
+            last = m["runs"][-1] if m["runs"] else {}
+            m["last_run_written_of_received"] = round(last["written"] / last["received"], 4) \
+                if last.get("received") else None
+            m["last_run_lost_inside_capd"] = sum(
+                v for k, v in (last.get("drops") or {}).items() if k not in NIC_STAGES) \
+                if last.get("drops") is not None else None
         if "disk" in self.a.targets:
             # 1514-byte frames unpaced into the same kind of ring on the disk:
             # bytes written by a new file per rotation against writing over
             # the ring's own files, whose pages the page cache still holds.
-            src_d = "null:1514"
-            disk = {"source": src_d, "target": "disk", "ring": " ".join(ring), "modes": []}
-            for mode, extra, n in (("new-files", [], 2), ("reuse-files", ["--reuse-files"], 3)):
-                runs = []
-                for i in range(n):
-                    try:
-                        r = self.capd_run(src_d, "disk", ring + extra, seconds=seconds,
-                                          keep_files=i < n - 1)
-                    except Budget as e:
-                        runs.append({"status": str(e)})
-                        break
-                    runs.append({k: r.get(k) for k in ("status", "received", "written",
-                                                       "write_gbps", "files", "drops")})
-                    self.say(f"disk ring 1514B, {mode}, run {i + 1}/{n}: "
-                             f"{r.get('write_gbps')} GB/s written ({r['status']})")
-                self.clean_dir(self.targets["disk"])
-                os.sync()
-                disk["modes"].append({"mode": mode, "runs": runs})
+            disk = {"source": "null:1514", "target": "disk", "ring": " ".join(ring)}
+            disk["modes"] = self.ring_modes(
+                "null:1514", "disk", ring, seconds,
+                lambda r: {k: r.get(k) for k in ("status", "received", "written", "write_gbps",
+                                                 "files", "drops")},
+                lambda r: f"disk ring 1514B: {r.get('write_gbps')} GB/s written ({r['status']})")
             disk["note"] = ("a ring smaller than the page cache: with --reuse-files the writer "
                             "overwrites cached pages, and the disk sees only what writeback "
                             "flushes, so this is not the device's sustained bandwidth")

@@ -155,13 +155,9 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     NetnsFd ns;
     std::optional<NetnsScope> scope;
     std::string vdev;
+    Status entered = enter_source_netns(spec, ns, scope);
+    if (!entered) return make_error(entered.error());
     if (spec.in_netns()) {
-        auto opened = open_netns(spec);
-        if (!opened) return make_error(opened.error());
-        ns = std::move(*opened);
-        auto entered = NetnsScope::enter(ns);
-        if (!entered) return make_error("source '" + spec.text + "': " + entered.error());
-        scope.emplace(std::move(*entered));
         std::string arg = eal_device_arg(spec, index, queues);
         size_t comma = arg.find(',');
         int rc = rte_eal_hotplug_add("vdev", devname.c_str(),

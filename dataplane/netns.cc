@@ -133,19 +133,30 @@ std::vector<NetIf> current_interfaces() {
     return out;
 }
 
+Status enter_source_netns(const SourceSpec& spec, NetnsFd& ns, std::optional<NetnsScope>& scope) {
+    if (!spec.in_netns()) return Status::success();
+    auto opened = open_netns(spec);
+    if (!opened) return make_error(opened.error());
+    ns = std::move(*opened);
+    auto entered = NetnsScope::enter(ns);
+    if (!entered) return make_error("source '" + spec.text + "': " + entered.error());
+    scope.emplace(std::move(*entered));
+    return Status::success();
+}
+
 Status check_source_interface(const SourceSpec& spec) {
     if (!spec.in_netns()) {
         if (if_nametoindex(spec.arg.c_str()) == 0)
             return make_error("source '" + spec.text + "': no such interface");
         return Status::success();
     }
-    auto ns = open_netns(spec);
-    if (!ns) return make_error(ns.error());
-    auto scope = NetnsScope::enter(*ns);
-    if (!scope) return make_error("source '" + spec.text + "': " + scope.error());
+    NetnsFd ns;
+    std::optional<NetnsScope> scope;
+    Status entered = enter_source_netns(spec, ns, scope);
+    if (!entered) return entered;
     if (if_nametoindex(spec.arg.c_str()) == 0)
         return make_error("source '" + spec.text + "': no such interface '" + spec.arg + "' in " +
-                          ns->label());
+                          ns.label());
     return Status::success();
 }
 

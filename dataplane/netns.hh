@@ -15,6 +15,7 @@
  */
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,11 @@ private:
     explicit NetnsScope(int back) : back_(back) {}
     int back_ = -1;  // the thread's own namespace, or -1 when not switched
 };
+
+/* For a source that names another namespace (in_netns()): opens it into
+ * `ns` and moves the calling thread into it while `scope` lives. Does
+ * nothing for other sources. Errors name the source. */
+Status enter_source_netns(const SourceSpec& spec, NetnsFd& ns, std::optional<NetnsScope>& scope);
 
 /* A kernel interface as seen from inside one namespace. */
 struct NetIf {

@@ -313,14 +313,8 @@ Result<std::unique_ptr<Source>> open_packet_ring_source(const SourceSpec& spec, 
     // the interface is looked up there: make them inside the source's one.
     NetnsFd ns;
     std::optional<NetnsScope> scope;
-    if (spec.in_netns()) {
-        auto opened = open_netns(spec);
-        if (!opened) return make_error(opened.error());
-        ns = std::move(*opened);
-        auto entered = NetnsScope::enter(ns);
-        if (!entered) return make_error("source '" + spec.text + "': " + entered.error());
-        scope.emplace(std::move(*entered));
-    }
+    Status entered = enter_source_netns(spec, ns, scope);
+    if (!entered) return make_error(entered.error());
     auto src = std::make_unique<PacketRingSource>(spec.text, queues ? queues : 1, pool, fields);
     uint16_t fanout_id = static_cast<uint16_t>((getpid() * 31u + index) & 0xffff);
     Status st = src->open(spec.arg, frames, fanout_id);

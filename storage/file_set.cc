@@ -198,12 +198,7 @@ Status FileSet::close_current() {
 void FileSet::wait_children(int timeout_ms) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (!children_.empty()) {
-        for (auto it = children_.begin(); it != children_.end();) {
-            if (waitpid(it->pid, nullptr, WNOHANG) != 0)
-                it = children_.erase(it);
-            else
-                ++it;
-        }
+        reap_children();
         if (children_.empty() || std::chrono::steady_clock::now() > deadline) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }

@@ -14,8 +14,8 @@ namespace linecap::storage {
 namespace {
 
 constexpr unsigned kDequeueBurst = 16;
-constexpr size_t kDirectAlign = 4096;         // O_DIRECT offsets, lengths and buffers
-constexpr size_t kStageBytes = 8u << 20;      // --direct staging buffer
+constexpr size_t kDirectAlign = 4096;     // O_DIRECT offsets, lengths and buffers
+constexpr size_t kStageBytes = 8u << 20;  // --direct staging buffer
 
 time_t wall_seconds() {
     struct timespec ts;
@@ -39,7 +39,8 @@ uint64_t wall_ns() {
 
 Writer::Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chunk_pool)
     : cfg_(std::move(cfg)), inputs_(std::move(inputs)), pool_(chunk_pool), files_(cfg_.files) {
-    if (cfg_.files.direct) stage_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kStageBytes));
+    if (cfg_.files.direct)
+        stage_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kStageBytes));
 }
 
 Writer::~Writer() { std::free(stage_); }
@@ -116,16 +117,10 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
 }
 
 void Writer::commit(uint64_t packets) {
-    if (!stage_) {
-        stats_.packets.fetch_add(packets, std::memory_order_relaxed);
-        return;
-    }
-    if (file_bytes_ <= disk_bytes_) {
-        stats_.packets.fetch_add(packets, std::memory_order_relaxed);
-        released_end_ = file_bytes_;
-    } else {
+    if (stage_)
         pending_.push_back({file_bytes_, packets});
-    }
+    else
+        stats_.packets.fetch_add(packets, std::memory_order_relaxed);
 }
 
 /* --direct: copy into the staging buffer, writing its aligned part to the
