@@ -106,6 +106,15 @@ Status FileSet::open_next(time_t now) {
     fd_ = ::open(hidden_name_.c_str(), flags, opts_.mode);
     if (fd_ < 0) {
         int err = errno;
+        if (reused_) {
+            // Give the displaced file its name back, as the oldest file.
+            if (::rename(hidden_name_.c_str(), reused_from_.c_str()) == 0)
+                closed_.push_front(reused_from_);
+            reused_ = false;
+        } else if (err == EINVAL && opts_.direct) {
+            // The open created the file before refusing O_DIRECT.
+            ::unlink(hidden_name_.c_str());
+        }
         if (err == EINVAL && opts_.direct)
             return make_error(final_name_ + ": this file system does not take O_DIRECT (--direct)");
         return make_error(final_name_ + ": " + errno_text(err));
@@ -141,6 +150,7 @@ bool FileSet::reuse_displaced() {
         if (c.file == name) return false;
     if (::rename(name.c_str(), hidden_name_.c_str()) != 0) return false;
     if (known != closed_.end()) closed_.erase(known);
+    reused_from_ = name;
     return true;
 }
 

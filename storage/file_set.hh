@@ -94,6 +94,7 @@ private:
     };
     std::vector<Child> children_;
     bool reused_ = false;
+    std::string reused_from_;  // the displaced file's name, while reused_
     uint32_t files_closed_ = 0;
 };
 

@@ -55,15 +55,16 @@ def hidden_files(d):
 
 
 class Tmpfs:
-    """A tmpfs of `size` mounted on `path` by this test; umount() is safe to
-    call more than once."""
+    """A tmpfs of `size` (or a ramfs, which has no size) mounted on `path` by
+    this test; umount() is safe to call more than once."""
 
-    def __init__(self, path, size):
+    def __init__(self, path, size, fstype="tmpfs"):
         self.path = path
         self.mounted = False
         os.makedirs(path, exist_ok=True)
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
-                            "linecap-rel", path], capture_output=True, timeout=30)
+        opts = "mode=0755" if fstype == "ramfs" else f"size={size},mode=0755"
+        p = subprocess.run(["mount", "-t", fstype, "-o", opts, "linecap-rel", path],
+                           capture_output=True, timeout=30)
         self.error = p.stderr.decode("utf-8", "replace").strip() if p.returncode else None
         self.mounted = p.returncode == 0
 
@@ -168,12 +169,12 @@ class ReliabilityCase(CapdTestCase):
         self.addCleanup(fs.umount)
         return fs
 
-    def mount_tmpfs(self, name, size):
+    def mount_tmpfs(self, name, size, fstype="tmpfs"):
         if os.geteuid() != 0:
-            self.skipTest("mounting a tmpfs needs root")
-        fs = Tmpfs(self.path(name), size)
+            self.skipTest(f"mounting a {fstype} needs root")
+        fs = Tmpfs(self.path(name), size, fstype)
         if not fs.mounted:
-            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+            self.skipTest(f"cannot mount a {fstype}: {fs.error}")
         self.addCleanup(fs.umount)
         return fs
 
@@ -375,6 +376,26 @@ class DirectDiskFull(DiskFull):
                     self.assertEqual(a.read(), b.read(), f"{n} {extra}")
             for d in outs:
                 shutil.rmtree(d)
+
+
+    def test_refused_by_the_file_system(self):
+        """A ramfs refuses O_DIRECT: capd says so in one line and exits 1,
+        and leaves the directory as it found it: no hidden file, and a
+        --reuse-files ring's displaced file back under its own name."""
+        d = self.mount_tmpfs("ram", 0, "ramfs").path
+        ring = ["-C", "1", "-W", "2", "-w", os.path.join(d, "r.pcap")]
+        self.assertCapdOk(self.capd(["-q", "-i", "null:64", "-c", "10"] + ring), quiet=True)
+        self.assertEqual(os.listdir(d), ["r.pcap0"])
+        with open(os.path.join(d, "r.pcap0"), "rb") as f:
+            before = f.read()
+        for args in (["--reuse-files"] + ring, ["-w", os.path.join(d, "n.pcap")]):
+            run = self.capd(["-q", "-i", "null:64", "-c", "10", "--direct"] + args)
+            self.assertEqual(run.rc, 1, run.describe())
+            self.assertEqual(len(run.stderr_lines), 1, run.describe())
+            self.assertIn("does not take O_DIRECT (--direct)", run.stderr_lines[0])
+            self.assertEqual(os.listdir(d), ["r.pcap0"], args)
+            with open(os.path.join(d, "r.pcap0"), "rb") as f:
+                self.assertEqual(f.read(), before, args)
 
 
 # ------------------------------------------------------------------- kill -9
