@@ -24,11 +24,13 @@ What one full run measures, all in the same run so the numbers compare:
                  unpaced into a ring on the disk;
   throughput     capture GB/s for 1514-byte frames as a ratio to dd bs=1M to
                  the same directory (oflag=direct on the disk, where capd also
-                 runs with --direct);
+                 runs with --direct and with --write-behind 0);
   baselines      capd --rx-only (the bare receive loop) on the same sources,
                  dd, tcpdump against capd -i af_packet: on a veth pair between
                  two network namespaces this script creates (198.18.0.0/15
-                 only, bounded paced UDP flood, namespaces removed afterwards),
+                 only, bounded paced UDP flood, namespaces removed afterwards;
+                 64-byte frames to /dev/shm at set rates, then 1514-byte
+                 frames as fast as the sender goes to the disk target),
                  and dpdk-dumpcap attached to dpdk-testpmd where that can run;
   scaling        1+1, 2+1 and 2+2 workers+writers (lcores beyond the CPUs
                  share them; the JSON says so).
@@ -891,16 +893,20 @@ class Bench:
                       for x in dd if x["target"] == target}
             entry["dd_all_gbps"] = others
             if target == "disk":
-                # The same unpaced capture with O_DIRECT, against dd's O_DIRECT.
-                try:
-                    r = self.capd_run("null:1514", "disk", ["--direct"])
-                    entry["direct"] = {"status": r["status"], "write_gbps": r.get("write_gbps"),
-                                       "ratio_to_dd": round(r["write_gbps"] / dd_gbps, 3)
-                                       if r.get("write_gbps") and dd_gbps else None}
-                    self.say(f"disk --direct 1514B unpaced: {r.get('write_gbps')} GB/s "
-                             f"({entry['direct']['ratio_to_dd']} x dd oflag=direct)")
-                except Budget as e:
-                    entry["direct"] = {"status": str(e)}
+                # The same unpaced capture with O_DIRECT, and with the page
+                # cache left to the kernel, against dd's O_DIRECT.
+                for key, extra in (("direct", ["--direct"]),
+                                   ("no_write_behind", ["--write-behind", "0"])):
+                    try:
+                        r = self.capd_run("null:1514", "disk", extra)
+                        entry[key] = {"status": r["status"], "options": " ".join(extra),
+                                      "write_gbps": r.get("write_gbps"),
+                                      "ratio_to_dd": round(r["write_gbps"] / dd_gbps, 3)
+                                      if r.get("write_gbps") and dd_gbps else None}
+                        self.say(f"disk {' '.join(extra)} 1514B unpaced: {r.get('write_gbps')} "
+                                 f"GB/s ({entry[key]['ratio_to_dd']} x dd oflag=direct)")
+                    except Budget as e:
+                        entry[key] = {"status": str(e)}
             out.append(entry)
         return out
 
@@ -958,7 +964,7 @@ class Bench:
         res = {"namespaces": [ns_tx, ns_rx], "interfaces": [if_tx, if_rx],
                "addresses": {"sender": VETH_TX_ADDR + "/24", "receiver": "none (frames are "
                              "addressed to " + VETH_RX_ADDR + ", a static neighbour)"},
-               "frame_bytes": 64, "runs": []}
+               "frame_bytes": 64, "runs": [], "large_frames": []}
         try:
             self.netns = [ns_tx, ns_rx]
             self.sh("ip", "netns", "add", ns_tx)
@@ -982,6 +988,19 @@ class Bench:
                     res["runs"].append(r)
                     self.say(f"veth {tool} at {rate} pps: sent {r.get('sent')}, captured "
                              f"{r.get('captured')} ({r.get('loss_pct')}% lost) {r['status']}")
+            # Full-size frames as fast as the sender goes, into files on the
+            # disk: where the write path, not the socket, decides the drops.
+            if "disk" in self.a.targets and self.a.veth_large_frames:
+                n = self.a.veth_large_frames
+                for tool, extra in (("tcpdump", ()), ("capd", ()),
+                                    ("capd", ("--write-behind", "0"))):
+                    self.check_budget(n / 300000 + 30)
+                    r = self.veth_one(tool, 10 * n, ns_tx, ns_rx, if_rx, size=1514,
+                                      target="disk", extra=extra, count=n)
+                    res["large_frames"].append(r)
+                    self.say(f"veth 1514B to disk, {tool} {' '.join(extra)}: sent "
+                             f"{r.get('sent')} at {r.get('achieved_pps')} pps, captured "
+                             f"{r.get('captured')} ({r.get('loss_pct')}% lost) {r['status']}")
             res["status"] = "ok"
         except Budget as e:
             res["status"] = str(e)
@@ -992,6 +1011,11 @@ class Bench:
         res["summary"] = [{"rate_pps": r["rate_pps"], "tool": r["tool"],
                            "loss_pct": r.get("loss_pct"), "achieved_pps": r.get("achieved_pps")}
                           for r in res["runs"]]
+        res["large_frames_summary"] = [
+            {"tool": r["tool"], "options": r.get("options", ""), "frame_bytes": 1514,
+             "target": "disk", "sent": r.get("sent"), "captured": r.get("captured"),
+             "loss_pct": r.get("loss_pct"), "achieved_pps": r.get("achieved_pps")}
+            for r in res["large_frames"]]
         return res
 
     def remove_netns(self):
@@ -999,14 +1023,16 @@ class Bench:
             run(["ip", "netns", "del", ns_], 20)
         self.netns = []
 
-    def veth_one(self, tool, rate, ns_tx, ns_rx, if_rx):
-        secs = self.a.veth_seconds
-        count = int(rate * secs)
-        d = os.path.join(self.targets["shm"], f"veth-{tool}-{rate}")
+    def veth_one(self, tool, rate, ns_tx, ns_rx, if_rx, size=64, target="shm", extra=(),
+                 count=None):
+        secs = self.a.veth_seconds if count is None else max(count / 200000, 2.0)
+        count = int(rate * secs) if count is None else count
+        d = os.path.join(self.targets[target], f"veth-{tool}-{rate}-{size}")
         os.makedirs(d, exist_ok=True)
         errf = open(os.path.join(d, "stderr.txt"), "w+")
         stats_path = os.path.join(d, "stats.json")
-        r = {"tool": tool, "rate_pps": rate, "requested": count}
+        r = {"tool": tool, "rate_pps": rate, "requested": count, "frame_bytes": size,
+             "target": target, "options": " ".join(extra)}
         if tool == "tcpdump":
             cmd = ["ip", "netns", "exec", ns_rx, "tcpdump", "-i", if_rx, "-n",
                    "-w", os.path.join(d, "tcpdump.pcap")]
@@ -1014,7 +1040,7 @@ class Bench:
         else:
             cmd = ["ip", "netns", "exec", ns_rx, self.capd, "-i", f"af_packet:{if_rx}",
                    "-w", os.path.join(d, "capd.pcap"), "--ctl", "none", "--stats-json",
-                   stats_path, "--duration", str(secs * 3 + 30)]
+                   stats_path, "--duration", str(secs * 3 + 30)] + list(extra)
             # capd opens its first file (hidden .NAME.partial) once set up.
             ready = lambda: bool(glob.glob(os.path.join(d, ".capd.pcap*")) or
                                  glob.glob(os.path.join(d, "capd.pcap*")))
@@ -1033,7 +1059,7 @@ class Bench:
             rx0 = self.veth_counter(ns_rx, if_rx, "rx_packets")
             rc, out, err = self.ns(ns_tx, self.flood, "-d", VETH_RX_ADDR, "-p", "9999", "-r",
                                    str(rate), "-n", str(count), "-t", str(secs * 2 + 2), "-s",
-                                   "64", timeout=secs * 2 + 20)
+                                   str(size), timeout=secs * 2 + 20)
             rx1 = self.veth_counter(ns_rx, if_rx, "rx_packets")
             # Past the end of the flood, as a user would stop it: tcpdump's
             # TPACKET_V3 blocks are handed over on a timeout, and it does not
@@ -1299,6 +1325,13 @@ class Bench:
                 vals.append(num(100.0 - r["loss_pct"] if r and r.get("loss_pct") is not None
                                 else None))
             rows.append([q(f"{rate / 1000:g}k pps")] + vals)
+        large = {r["tool"]: r for r in veth.get("large_frames", [])
+                 if r.get("status") == "ok" and not r.get("options")}
+        if large:
+            rows.append([q("1514B to disk, unpaced")] +
+                        [num(100.0 - large[t]["loss_pct"] if t in large and
+                             large[t].get("loss_pct") is not None else None)
+                         for t in ("tcpdump", "capd")])
         dc = result["baselines"].get("dpdk_dumpcap", {})
         if dc.get("status") == "ok" and dc.get("pdump_received"):
             cs = dc.get("capd_same_source") or {}
@@ -1539,6 +1572,9 @@ def parse_args(argv):
     p.add_argument("--veth-rates", default="100000,300000,1000000",
                    help="paced UDP rates for tcpdump vs capd on veth, packets/s")
     p.add_argument("--veth-seconds", type=float, default=2.0, help="seconds per veth flood")
+    p.add_argument("--veth-large-frames", type=int, default=2000000,
+                   help="1514-byte frames sent as fast as possible to tcpdump and capd writing "
+                   "to the disk target (0: skip)")
     p.add_argument("--skip", default="", help="comma list of sections to skip: "
                    + ",".join(SECTIONS))
     p.add_argument("--only", help="comma list of the only sections to run")

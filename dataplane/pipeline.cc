@@ -321,6 +321,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.test_delay_us = o.test_writer_delay_us;
         cfg.test_delay_for_s = o.test_writer_delay_for_s;
         cfg.fsync_on_close = o.fsync;
+        cfg.write_behind_bytes = uint64_t(o.write_behind_mb) << 20;
         cfg.interface_counters = [pp](uint32_t if_id, storage::InterfaceCounters& c) {
             SourceCounters sc = pp->sources[if_id]->counters();
             for (QueueStats* q : pp->queues_of_if[if_id]) {
@@ -445,6 +446,8 @@ Summary Pipeline::collect() const {
         if (ws.disk_drops) s.errors.push_back("write errors lost " + std::to_string(ws.disk_drops) +
                                               " packets: " + ws.error);
         else if (st.close_errors.load()) s.errors.push_back("closing a file failed: " + ws.error);
+        else if (st.writeback_errors.load())
+            s.errors.push_back("the disk did not keep written data: " + ws.error);
         s.writers.push_back(ws);
     }
     if (p.opts.rx_only) s.written = 0;

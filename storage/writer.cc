@@ -1,6 +1,10 @@
 #include "storage/writer.hh"
 
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,6 +20,16 @@ namespace {
 constexpr unsigned kDequeueBurst = 16;
 constexpr size_t kDirectAlign = 4096;     // O_DIRECT offsets, lengths and buffers
 constexpr size_t kStageBytes = 8u << 20;  // --direct staging buffer
+constexpr uint64_t kWindow = 8u << 20;    // write-behind unit
+
+/* Write-behind only helps files whose pages a disk backs: not pipes, and
+ * not tmpfs or ramfs, whose pages are the file. */
+bool disk_backed(int fd) {
+    struct stat st;
+    struct statfs fs;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fstatfs(fd, &fs) != 0) return false;
+    return fs.f_type != TMPFS_MAGIC && fs.f_type != RAMFS_MAGIC;
+}
 
 time_t wall_seconds() {
     struct timespec ts;
@@ -115,7 +129,38 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
     }
     file_bytes_ += total;
     stats_.bytes.fetch_add(total, std::memory_order_relaxed);
+    if (wb_file_ && file_bytes_ - wb_started_ >= kWindow) write_behind();
     return true;
+}
+
+/* Buffered writes to a disk, streamed: writeback of each window starts as
+ * soon as it is full, and a window write_behind_bytes behind is waited for
+ * and dropped from the page cache. The writer so cycles through a fixed
+ * set of pages instead of dirtying gigabytes, which the kernel later
+ * throttles in long stalls, and taking new pages for every write. */
+void Writer::write_behind() {
+    int fd = files_.fd();
+    while (file_bytes_ - wb_started_ >= kWindow) {
+        (void)sync_file_range(fd, static_cast<off_t>(wb_started_), kWindow,
+                              SYNC_FILE_RANGE_WRITE);
+        wb_started_ += kWindow;
+    }
+    while (wb_started_ - wb_dropped_ >= cfg_.write_behind_bytes + kWindow) {
+        int rc = sync_file_range(fd, static_cast<off_t>(wb_dropped_), kWindow,
+                                 SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                     SYNC_FILE_RANGE_WAIT_AFTER);
+        if (rc != 0 && errno == EINTR) continue;
+        if (rc != 0) {
+            // The packets were counted when write() took them; say loudly
+            // that the disk did not keep them.
+            stats_.writeback_errors.fetch_add(1, std::memory_order_relaxed);
+            std::string msg = files_.current_name() + ": writeback: " + std::strerror(errno);
+            set_error(msg);
+            std::fprintf(stderr, "capd: write error: %s\n", msg.c_str());
+        }
+        (void)posix_fadvise(fd, static_cast<off_t>(wb_dropped_), kWindow, POSIX_FADV_DONTNEED);
+        wb_dropped_ += kWindow;
+    }
 }
 
 void Writer::commit(uint64_t packets) {
@@ -226,6 +271,9 @@ void Writer::finish_file() {
             return;
         }
     }
+    if (wb_file_ && file_bytes_ > wb_started_)  // the tail goes out now, not in 30 s
+        (void)sync_file_range(files_.fd(), static_cast<off_t>(wb_started_), 0,
+                              SYNC_FILE_RANGE_WRITE);
     if (cfg_.fsync_on_close) (void)fdatasync(files_.fd());
     Status s = files_.close_current();
     if (!s) {
@@ -248,6 +296,8 @@ bool Writer::open_file(time_t now) {
         publish_name();
         return false;
     }
+    wb_file_ = !stage_ && cfg_.write_behind_bytes > 0 && disk_backed(files_.fd());
+    wb_started_ = wb_dropped_ = 0;
     std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
     struct iovec iov = {hdr.data(), hdr.size()};
     header_bytes_ = hdr.size();

@@ -39,6 +39,7 @@ struct alignas(64) WriterStats {
     std::atomic<uint64_t> disk_errors{0};   // failed write calls
     std::atomic<uint64_t> paused_drops{0};  // packets discarded while paused
     std::atomic<uint64_t> close_errors{0};  // files that could not be closed or named
+    std::atomic<uint64_t> writeback_errors{0};  // write-behind found data the disk lost
 };
 
 struct WriterConfig {
@@ -51,6 +52,10 @@ struct WriterConfig {
     std::function<void(uint32_t if_id, InterfaceCounters&)> interface_counters;
     /* fdatasync each file before it is renamed into place. */
     bool fsync_on_close = false;
+    /* Buffered writes to a disk file: writeback of each 8 MiB window starts
+     * as it fills, and a window this far behind the end is waited for and
+     * dropped from the page cache (--write-behind MIB; 0: off). */
+    uint64_t write_behind_bytes = 256ull << 20;
     /* Test hook: sleep this long after each write burst (a slow disk), for
      * the first test_delay_for_s seconds of run() (0: for the whole run). */
     uint32_t test_delay_us = 0;
@@ -102,6 +107,7 @@ private:
     void finish_file();
     bool open_file(time_t now);
     bool ensure_file();
+    void write_behind();
     void after_write_failure();
     void after_write_success();
     void enter_error(const std::string& msg);
@@ -131,6 +137,11 @@ private:
     uint64_t released_end_ = 0;
     std::deque<Pending> pending_;
     std::atomic<bool> disk_error_{false};
+    // Write-behind: writeback was started up to wb_started_, and the page
+    // cache holds nothing clean below wb_dropped_ (both window multiples).
+    bool wb_file_ = false;         // the current file gets write-behind
+    uint64_t wb_started_ = 0;
+    uint64_t wb_dropped_ = 0;
     uint64_t header_bytes_ = 0;    // size of the current file's header
     time_t retry_at_ = 0;          // no new file before this after an error
     uint64_t test_delay_until_ns_ = 0;  // CLOCK_MONOTONIC; 0: no end

@@ -16,6 +16,7 @@ HostilePackets also runs alone in the fast suite (under ASan/UBSan in
 scripts/sanitize.sh): `test_reliability.py HostilePackets`.
 """
 
+import hashlib
 import json
 import os
 import random
@@ -396,6 +397,55 @@ class DirectDiskFull(DiskFull):
             self.assertEqual(os.listdir(d), ["r.pcap0"], args)
             with open(os.path.join(d, "r.pcap0"), "rb") as f:
                 self.assertEqual(f.read(), before, args)
+
+
+# ------------------------------------------------------------ write-behind
+
+def resident_bytes(path):
+    """Bytes of the file in the page cache (util-linux fincore)."""
+    p = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path],
+                       capture_output=True, text=True, timeout=30)
+    if p.returncode:
+        raise AssertionError(f"fincore {path}: {p.stderr.strip()}")
+    return int(p.stdout.split()[0])
+
+
+class WriteBehind(ReliabilityCase):
+    """Buffered writes to a disk keep at most --write-behind MiB (plus the
+    8 MiB window being filled and the one being written back) of a file in
+    the page cache; --write-behind 0 leaves every page to the kernel. The
+    bytes written are the same either way."""
+
+    def test_page_cache_stays_bounded(self):
+        if not shutil.which("fincore"):
+            self.skipTest("fincore (util-linux) not installed")
+        disk = self.mount_ext4("disk", 320 * 1024 * 1024).path
+        src = ["-q", "--ctl", "none", "-i", "null:1514,rate=150k", "-c", "120000"]
+        res, digests = {}, {}
+        for mb in (16, 0):
+            out = os.path.join(disk, f"wb{mb}.pcap")
+            run = self.capd(src + ["-w", out, "--write-behind", str(mb),
+                                   "--stats-json", self.path(f"wb{mb}.json")])
+            self.assertCapdOk(run, quiet=True)
+            with open(self.path(f"wb{mb}.json")) as f:
+                s = json.load(f)
+            self.assertIdentity(s)
+            size = os.path.getsize(out)
+            self.assertGreater(size, 100 * 10**6, "a file far larger than the window")
+            res[mb] = resident_bytes(out)  # before reading it back brings it in
+            recs = self.assertWhole(out).records
+            self.assertEqual(len(recs), s["packets_written"])
+            h = hashlib.sha256()
+            for r in recs:  # the null source's frames, without their times
+                h.update(struct.pack("<II", r.caplen, r.wirelen) + r.data)
+            digests[mb] = h.hexdigest()
+            figures("write-behind", mib=mb, file_bytes=size, resident_bytes=res[mb],
+                    written=s["packets_written"], drops=s["drops"]["total"])
+            os.unlink(out)
+        self.assertEqual(digests[16], digests[0])
+        self.assertLessEqual(res[16], (16 + 2 * 8 + 1) << 20, res)
+        # The control: without write-behind the kernel keeps the pages.
+        self.assertGreater(res[0], 90 * 10**6, res)
 
 
 # ------------------------------------------------------------------- kill -9
