@@ -7,10 +7,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <thread>
 
 extern char** environ;
@@ -41,6 +45,50 @@ unsigned digits(uint32_t n) {
 std::string errno_text(int err) { return std::strerror(err); }
 
 }  // namespace
+
+/* Closes the last descriptors of unlinked files on its own thread: that
+ * close frees the file's blocks, which takes long for a large file. */
+class Disposer {
+public:
+    Disposer() : thread_([this] { run(); }) {}
+    ~Disposer() {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            stop_ = true;
+        }
+        cv_.notify_one();
+        thread_.join();
+    }
+    void close_later(int fd) {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            fds_.push_back(fd);
+        }
+        cv_.notify_one();
+    }
+
+private:
+    void run() {
+        pthread_setname_np(pthread_self(), "capd-unlink");
+        std::unique_lock<std::mutex> lk(mu_);
+        for (;;) {
+            cv_.wait(lk, [this] { return stop_ || !fds_.empty(); });
+            while (!fds_.empty()) {
+                int fd = fds_.front();
+                fds_.pop_front();
+                lk.unlock();
+                ::close(fd);
+                lk.lock();
+            }
+            if (stop_) return;
+        }
+    }
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::deque<int> fds_;
+    bool stop_ = false;
+    std::thread thread_;  // last: starts once the rest is ready
+};
 
 std::string hidden_name_for(const std::string& final_name) {
     size_t slash = final_name.rfind('/');
@@ -174,6 +222,10 @@ Status FileSet::close_current() {
         }
     }
     if (::close(fd) != 0) return make_error(hidden_name_ + ": " + errno_text(errno));
+    // A file of this name (a wrapping -W counter, an earlier run) goes first,
+    // so the rename does not free its blocks on this thread.
+    struct stat st;
+    if (lstat(final_name_.c_str(), &st) == 0 && S_ISREG(st.st_mode)) remove_file(final_name_);
     if (::rename(hidden_name_.c_str(), final_name_.c_str()) != 0)
         return make_error(final_name_ + ": rename: " + errno_text(errno));
     files_closed_++;
@@ -187,7 +239,7 @@ Status FileSet::close_current() {
     closed_.push_back(final_name_);
     if (opts_.max_files > 0) {
         while (closed_.size() > opts_.max_files) {
-            ::unlink(closed_.front().c_str());
+            remove_file(closed_.front());
             closed_.pop_front();
         }
     }
@@ -203,6 +255,22 @@ Status FileSet::close_current() {
     // Reap finished commands without blocking.
     reap_children();
     return Status::success();
+}
+
+void FileSet::remove_file(const std::string& name) {
+    // An O_PATH descriptor keeps the inode, so unlink only removes the name;
+    // the disposer's close then frees the blocks.
+    int fd = ::open(name.c_str(), O_PATH | O_CLOEXEC | O_NOFOLLOW);
+    if (::unlink(name.c_str()) != 0 || fd < 0) {
+        if (fd >= 0) ::close(fd);
+        return;
+    }
+    close_later(fd);
+}
+
+void FileSet::close_later(int fd) {
+    if (!disposer_) disposer_ = std::make_unique<Disposer>();
+    disposer_->close_later(fd);
 }
 
 void FileSet::wait_children(int timeout_ms) {

@@ -20,7 +20,7 @@ namespace {
 constexpr unsigned kDequeueBurst = 16;
 constexpr size_t kDirectAlign = 4096;     // O_DIRECT offsets, lengths and buffers
 constexpr size_t kStageBytes = 8u << 20;  // --direct staging buffer
-constexpr uint64_t kWindow = 8u << 20;    // write-behind unit
+constexpr uint64_t kWindow = WriteBehind::kWindow;
 
 /* Write-behind only helps files whose pages a disk backs: not pipes, and
  * not tmpfs or ramfs, whose pages are the file. */
@@ -57,7 +57,10 @@ Writer::Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chu
         stage_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kStageBytes));
 }
 
-Writer::~Writer() { std::free(stage_); }
+Writer::~Writer() {
+    wb_.reset();  // before the members its thread reports errors through
+    std::free(stage_);
+}
 
 void Writer::publish_name() {
     std::lock_guard<std::mutex> g(name_mu_);
@@ -129,38 +132,26 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
     }
     file_bytes_ += total;
     stats_.bytes.fetch_add(total, std::memory_order_relaxed);
-    if (wb_file_ && file_bytes_ - wb_started_ >= kWindow) write_behind();
+    if (wb_fd_ >= 0 && file_bytes_ - wb_started_ >= kWindow) write_behind();
     return true;
 }
 
-/* Buffered writes to a disk, streamed: writeback of each window starts as
- * soon as it is full, and a window write_behind_bytes behind is waited for
- * and dropped from the page cache. The writer so cycles through a fixed
- * set of pages instead of dirtying gigabytes, which the kernel later
- * throttles in long stalls, and taking new pages for every write. */
+/* Buffered writes to a disk: each full window goes to the write-behind
+ * thread (storage/write_behind.hh). */
 void Writer::write_behind() {
-    int fd = files_.fd();
     while (file_bytes_ - wb_started_ >= kWindow) {
-        (void)sync_file_range(fd, static_cast<off_t>(wb_started_), kWindow,
-                              SYNC_FILE_RANGE_WRITE);
+        wb_->add(wb_fd_, wb_started_, kWindow, files_.current_name());
         wb_started_ += kWindow;
     }
-    while (wb_started_ - wb_dropped_ >= cfg_.write_behind_bytes + kWindow) {
-        int rc = sync_file_range(fd, static_cast<off_t>(wb_dropped_), kWindow,
-                                 SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                     SYNC_FILE_RANGE_WAIT_AFTER);
-        if (rc != 0 && errno == EINTR) continue;
-        if (rc != 0) {
-            // The packets were counted when write() took them; say loudly
-            // that the disk did not keep them.
-            stats_.writeback_errors.fetch_add(1, std::memory_order_relaxed);
-            std::string msg = files_.current_name() + ": writeback: " + std::strerror(errno);
-            set_error(msg);
-            std::fprintf(stderr, "capd: write error: %s\n", msg.c_str());
-        }
-        (void)posix_fadvise(fd, static_cast<off_t>(wb_dropped_), kWindow, POSIX_FADV_DONTNEED);
-        wb_dropped_ += kWindow;
-    }
+}
+
+/* The current file is done: its tail goes too, then its descriptor. */
+void Writer::end_write_behind() {
+    if (wb_fd_ < 0) return;
+    if (file_bytes_ > wb_started_)
+        wb_->add(wb_fd_, wb_started_, file_bytes_ - wb_started_, files_.current_name());
+    wb_->finish_file(wb_fd_);
+    wb_fd_ = -1;
 }
 
 void Writer::commit(uint64_t packets) {
@@ -271,9 +262,7 @@ void Writer::finish_file() {
             return;
         }
     }
-    if (wb_file_ && file_bytes_ > wb_started_)  // the tail goes out now, not in 30 s
-        (void)sync_file_range(files_.fd(), static_cast<off_t>(wb_started_), 0,
-                              SYNC_FILE_RANGE_WRITE);
+    end_write_behind();
     if (cfg_.fsync_on_close) (void)fdatasync(files_.fd());
     Status s = files_.close_current();
     if (!s) {
@@ -296,13 +285,26 @@ bool Writer::open_file(time_t now) {
         publish_name();
         return false;
     }
-    wb_file_ = !stage_ && cfg_.write_behind_bytes > 0 && disk_backed(files_.fd());
-    wb_started_ = wb_dropped_ = 0;
+    wb_started_ = 0;
+    if (!stage_ && cfg_.write_behind_bytes > 0 && disk_backed(files_.fd())) {
+        if (!wb_)
+            wb_ = std::make_unique<WriteBehind>(
+                cfg_.write_behind_bytes, [this](const std::string& file, int err) {
+                    // The packets were counted when write() took them; say
+                    // loudly that the disk did not keep them.
+                    stats_.writeback_errors.fetch_add(1, std::memory_order_relaxed);
+                    std::string msg = file + ": writeback: " + std::strerror(err);
+                    set_error(msg);
+                    std::fprintf(stderr, "capd: write error: %s\n", msg.c_str());
+                });
+        wb_fd_ = fcntl(files_.fd(), F_DUPFD_CLOEXEC, 0);
+    }
     std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
     struct iovec iov = {hdr.data(), hdr.size()};
     header_bytes_ = hdr.size();
     if (!write_bytes(&iov, 1, hdr.size())) {
         // Not even a header fits: give the file up rather than name it.
+        end_write_behind();
         files_.discard_current();
         retry_at_ = now + 1;
         publish_name();
@@ -331,6 +333,7 @@ void Writer::after_write_failure() {
     // space returns, at most once a second. A file that got no record is
     // not worth a name.
     if (file_bytes_ <= header_bytes_) {
+        end_write_behind();
         files_.discard_current();
         publish_name();
     } else {
@@ -442,6 +445,7 @@ void Writer::run() {
         }
     }
     finish_file();
+    wb_.reset();  // waits for the drops over the lag
     files_.wait_children(10000);
 }
 

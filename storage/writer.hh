@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "storage/chunk.hh"
 #include "storage/file_set.hh"
 #include "storage/format.hh"
+#include "storage/write_behind.hh"
 
 namespace linecap::storage {
 
@@ -137,11 +139,12 @@ private:
     uint64_t released_end_ = 0;
     std::deque<Pending> pending_;
     std::atomic<bool> disk_error_{false};
-    // Write-behind: writeback was started up to wb_started_, and the page
-    // cache holds nothing clean below wb_dropped_ (both window multiples).
-    bool wb_file_ = false;         // the current file gets write-behind
+    // Write-behind: windows of the current file up to wb_started_ went to
+    // wb_ through wb_fd_, the file's duplicate (-1: no write-behind).
+    std::unique_ptr<WriteBehind> wb_;  // made at the first disk-backed file
+    int wb_fd_ = -1;
     uint64_t wb_started_ = 0;
-    uint64_t wb_dropped_ = 0;
+    void end_write_behind();
     uint64_t header_bytes_ = 0;    // size of the current file's header
     time_t retry_at_ = 0;          // no new file before this after an error
     uint64_t test_delay_until_ns_ = 0;  // CLOCK_MONOTONIC; 0: no end
