@@ -21,7 +21,8 @@ What one full run measures, all in the same run so the numbers compare:
                  /dev/shm for 5 s, twice with new files, then three times with
                  --reuse-files into one directory (the first fills the ring,
                  the later ones write over it); the same for null:1514
-                 unpaced into a ring on the disk;
+                 unpaced into a ring on the disk; null:64 at line rate into
+                 one file and into the ring on the disk;
   throughput     capture GB/s for 1514-byte frames as a ratio to dd bs=1M to
                  the same directory (oflag=direct on the disk, where capd also
                  runs with --direct and with --write-behind 0);
@@ -835,6 +836,25 @@ class Bench:
                             "overwrites cached pages, and the disk sees only what writeback "
                             "flushes, so this is not the device's sustained bandwidth")
             out["disk_1514"] = disk
+            # Line rate into the disk directory with the default write path
+            # (write-behind): one growing file, then the -W ring.
+            d64 = {"source": src, "target": "disk", "rate_pps": rate, "seconds": seconds,
+                   "runs": []}
+            for label, extra in (("one file", []), ("ring " + " ".join(ring), ring)):
+                for i in range(2):
+                    try:
+                        r = self.capd_run(src, "disk", extra, seconds=seconds)
+                    except Budget as e:
+                        d64["runs"].append({"status": str(e)})
+                        break
+                    p = self.point(r, rate) | {"layout": label, "files": r.get("files")}
+                    p["lost_inside_capd"] = sum(v for k, v in (r.get("drops") or {}).items()
+                                                if k not in NIC_STAGES)
+                    d64["runs"].append(p)
+                    self.say(f"line rate to disk, {label}: {r.get('received')} received, "
+                             f"{r.get('written')} written, drops {r.get('drops')} ({r['status']})")
+                    os.sync()
+            out["disk_64"] = d64
         if not quick:
             # The zero-drop rate when every run writes over the warm ring:
             # one run fills it, the search starts from an unpaced probe.
