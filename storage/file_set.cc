@@ -96,9 +96,12 @@ std::string hidden_name_for(const std::string& final_name) {
     return final_name.substr(0, slash + 1) + "." + final_name.substr(slash + 1) + ".partial";
 }
 
+// The disposer's thread starts here, on the constructing (control) thread,
+// so it takes that thread's CPUs rather than the writer's alone.
 FileSet::FileSet(FileSetOptions opts)
     : opts_(std::move(opts)),
-      base_(with_writer_mark(opts_.path, opts_.writer_index, opts_.writer_count)) {}
+      base_(with_writer_mark(opts_.path, opts_.writer_index, opts_.writer_count)),
+      disposer_(std::make_unique<Disposer>()) {}
 
 FileSet::~FileSet() {
     if (fd_ >= 0) (void)close_current();
@@ -268,10 +271,7 @@ void FileSet::remove_file(const std::string& name) {
     close_later(fd);
 }
 
-void FileSet::close_later(int fd) {
-    if (!disposer_) disposer_ = std::make_unique<Disposer>();
-    disposer_->close_later(fd);
-}
+void FileSet::close_later(int fd) { disposer_->close_later(fd); }
 
 void FileSet::wait_children(int timeout_ms) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);

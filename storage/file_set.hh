@@ -97,7 +97,7 @@ private:
     void reap_children();
     void remove_file(const std::string& name);
     void close_later(int fd);  // on the helper thread
-    std::unique_ptr<Disposer> disposer_;  // started at the first removal
+    std::unique_ptr<Disposer> disposer_;
 
     struct Child {
         pid_t pid;

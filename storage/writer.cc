@@ -55,6 +55,18 @@ Writer::Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chu
     : cfg_(std::move(cfg)), inputs_(std::move(inputs)), pool_(chunk_pool), files_(cfg_.files) {
     if (cfg_.files.direct)
         stage_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kStageBytes));
+    // Made here, on the control thread, the thread takes its CPUs (the main
+    // lcore's: none a worker polls on), not the writer's alone.
+    else if (cfg_.write_behind_bytes > 0)
+        wb_ = std::make_unique<WriteBehind>(
+            cfg_.write_behind_bytes, [this](const std::string& file, int err) {
+                // The packets were counted when write() took them; say
+                // loudly that the disk did not keep them.
+                stats_.writeback_errors.fetch_add(1, std::memory_order_relaxed);
+                std::string msg = file + ": writeback: " + std::strerror(err);
+                set_error(msg);
+                std::fprintf(stderr, "capd: write error: %s\n", msg.c_str());
+            });
 }
 
 Writer::~Writer() {
@@ -286,19 +298,7 @@ bool Writer::open_file(time_t now) {
         return false;
     }
     wb_started_ = 0;
-    if (!stage_ && cfg_.write_behind_bytes > 0 && disk_backed(files_.fd())) {
-        if (!wb_)
-            wb_ = std::make_unique<WriteBehind>(
-                cfg_.write_behind_bytes, [this](const std::string& file, int err) {
-                    // The packets were counted when write() took them; say
-                    // loudly that the disk did not keep them.
-                    stats_.writeback_errors.fetch_add(1, std::memory_order_relaxed);
-                    std::string msg = file + ": writeback: " + std::strerror(err);
-                    set_error(msg);
-                    std::fprintf(stderr, "capd: write error: %s\n", msg.c_str());
-                });
-        wb_fd_ = fcntl(files_.fd(), F_DUPFD_CLOEXEC, 0);
-    }
+    if (wb_ && disk_backed(files_.fd())) wb_fd_ = fcntl(files_.fd(), F_DUPFD_CLOEXEC, 0);
     std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
     struct iovec iov = {hdr.data(), hdr.size()};
     header_bytes_ = hdr.size();
