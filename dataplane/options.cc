@@ -178,8 +178,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                  "write files with O_DIRECT, past the page cache, through a 4 KiB-aligned "
                  "staging buffer");
     app.add_option("--write-behind", o.write_behind_mb,
-                   "MiB of written data a disk file may keep in the page cache before the "
-                   "writer waits for the disk and drops it (default 256; 0: leave it to the "
+                   "MiB of a disk file in writeback before a helper thread waits for the "
+                   "oldest and drops it from the page cache (default 256; 0: leave it to the "
                    "kernel)")
         ->check(CLI::Range(0u, 1u << 20));
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");

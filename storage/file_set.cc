@@ -227,8 +227,7 @@ Status FileSet::close_current() {
     if (::close(fd) != 0) return make_error(hidden_name_ + ": " + errno_text(errno));
     // A file of this name (a wrapping -W counter, an earlier run) goes first,
     // so the rename does not free its blocks on this thread.
-    struct stat st;
-    if (lstat(final_name_.c_str(), &st) == 0 && S_ISREG(st.st_mode)) remove_file(final_name_);
+    remove_file(final_name_);
     if (::rename(hidden_name_.c_str(), final_name_.c_str()) != 0)
         return make_error(final_name_ + ": rename: " + errno_text(errno));
     files_closed_++;

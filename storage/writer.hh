@@ -110,6 +110,7 @@ private:
     bool open_file(time_t now);
     bool ensure_file();
     void write_behind();
+    void end_write_behind();
     void after_write_failure();
     void after_write_success();
     void enter_error(const std::string& msg);
@@ -141,10 +142,9 @@ private:
     std::atomic<bool> disk_error_{false};
     // Write-behind: windows of the current file up to wb_started_ went to
     // wb_ through wb_fd_, the file's duplicate (-1: no write-behind).
-    std::unique_ptr<WriteBehind> wb_;  // made at the first disk-backed file
+    std::unique_ptr<WriteBehind> wb_;  // null with --direct or --write-behind 0
     int wb_fd_ = -1;
     uint64_t wb_started_ = 0;
-    void end_write_behind();
     uint64_t header_bytes_ = 0;    // size of the current file's header
     time_t retry_at_ = 0;          // no new file before this after an error
     uint64_t test_delay_until_ns_ = 0;  // CLOCK_MONOTONIC; 0: no end
