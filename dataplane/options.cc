@@ -174,6 +174,9 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_flag("--reuse-files", o.reuse_files,
                  "write each new file over the one it displaces (-W's oldest, or the same "
                  "name) instead of deleting it and allocating anew");
+    app.add_flag("--preallocate", o.preallocate,
+                 "claim the whole -C x -W ring on the file system before capture starts, "
+                 "then write over it (implies --reuse-files)");
     app.add_flag("--direct", o.direct,
                  "write files with O_DIRECT, past the page cache, through a 4 KiB-aligned "
                  "staging buffer");
@@ -253,6 +256,10 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
         return make_error("-W needs -C or -G");
     if (app.count("-W") && o.max_files == 0) return make_error("-W: count must be positive");
     if (app.count("-G") && o.rotate_seconds == 0) return make_error("-G: seconds must be positive");
+    if (o.preallocate && (o.rotate_mb == 0 || o.max_files == 0))
+        return make_error("--preallocate needs -C and -W: it claims the ring's C x W bytes");
+    if (o.preallocate && o.rotate_seconds > 0)
+        return make_error("--preallocate does not take -G: the ring's names must be known at start");
     if (app.count("-c") && o.count == 0) return make_error("-c: count must be positive");
     if (o.duration < 0 || (app.count("--duration") && o.duration == 0))
         return make_error("--duration: seconds must be positive");

@@ -60,6 +60,7 @@ struct Options {
     bool fsync = false;          // fdatasync each file before naming it
     bool reuse_files = false;    // --reuse-files: overwrite the displaced file's storage
     bool direct = false;         // --direct: O_DIRECT writes, past the page cache
+    bool preallocate = false;    // --preallocate: claim the -C x -W ring at start
     uint32_t write_behind_mb = 256;  // page cache a disk file may hold ahead of the disk; 0: off
     std::string run_as_user;     // -Z: drop to this user after set-up
     std::string eal_extra;

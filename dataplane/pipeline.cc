@@ -311,7 +311,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.files.max_files = o.max_files;
         cfg.files.post_rotate_cmd = o.post_rotate_cmd;
         cfg.files.mode = o.file_mode;
-        cfg.files.reuse = o.reuse_files;
+        cfg.files.reuse = o.reuse_files || o.preallocate;
+        cfg.files.preallocate = o.preallocate;
         cfg.files.direct = o.direct;
         cfg.files.writer_index = wr;
         cfg.files.writer_count = o.writers;

@@ -3,12 +3,15 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -43,6 +46,26 @@ unsigned digits(uint32_t n) {
 }
 
 std::string errno_text(int err) { return std::strerror(err); }
+
+bool memory_backed(int fd) {
+    struct statfs fs;
+    return fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+}
+
+int write_zeros(int fd, uint64_t bytes) {
+    static const std::vector<char> zeros(1 << 20);
+    for (uint64_t off = 0; off < bytes;) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), bytes - off));
+        ssize_t w = ::pwrite(fd, zeros.data(), n, static_cast<off_t>(off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = ENOSPC;
+            return -1;
+        }
+        off += static_cast<uint64_t>(w);
+    }
+    return 0;
+}
 
 }  // namespace
 
@@ -105,7 +128,65 @@ FileSet::FileSet(FileSetOptions opts)
 
 FileSet::~FileSet() {
     if (fd_ >= 0) (void)close_current();
+    drop_spares();
     wait_children(5000);
+}
+
+Status FileSet::preallocate() {
+    if (!opts_.preallocate) return Status::success();
+    for (uint64_t k = 0; k < opts_.max_files; k++) {
+        std::string name = name_for(k, 0);
+        // A ring file from an earlier run is written over by name: it keeps
+        // its size and content until then.
+        struct stat st;
+        bool old = lstat(name.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1;
+        std::string target = old ? name : hidden_name_for(name);
+        int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, opts_.mode);
+        if (fd < 0) {
+            int err = errno;
+            drop_spares();
+            return make_error(target + ": " + errno_text(err));
+        }
+        if (!old) spares_.push_back(target);
+        int r = 0;
+        bool memory = memory_backed(fd);
+        if (memory && !old) {
+            // fallocate on tmpfs reserves pages without touching them, and a
+            // hypervisor may back a guest page only at its first write. The
+            // zeros make the first pass as fast as the ones after it.
+            r = write_zeros(fd, opts_.rotate_bytes);
+        } else {
+            r = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(opts_.rotate_bytes));
+            if (r != 0 && errno == EOPNOTSUPP && memory) r = 0;  // ramfs: nothing to claim
+        }
+        int err = errno;
+        ::close(fd);
+        if (r != 0) {
+            drop_spares();
+            if (err == EOPNOTSUPP)
+                return make_error(target + ": this file system cannot preallocate (--preallocate)");
+            char need[64];
+            snprintf(need, sizeof(need), "%.0f MB", opts_.max_files * opts_.rotate_bytes / 1e6);
+            return make_error(target + ": cannot claim the ring's " + need + " (-C x -W): " +
+                              errno_text(err));
+        }
+    }
+    return Status::success();
+}
+
+bool FileSet::take_spare() {
+    for (auto it = spares_.begin(); it != spares_.end(); ++it)
+        if (*it == hidden_name_) {
+            spares_.erase(it);
+            reused_from_.clear();
+            return true;
+        }
+    return false;
+}
+
+void FileSet::drop_spares() {
+    for (const std::string& s : spares_) ::unlink(s.c_str());
+    spares_.clear();
 }
 
 std::string FileSet::name_for(uint64_t seq, time_t now) const {
@@ -151,21 +232,23 @@ Status FileSet::open_next(time_t now) {
         for (uint64_t k = seq_; used(final_name_); k++) final_name_ = base + std::to_string(k);
     }
     hidden_name_ = hidden_name_for(final_name_);
-    reused_ = opts_.reuse && reuse_displaced();
+    // A spare is already under this hidden name; else take over the
+    // displaced file's storage.
+    reused_ = take_spare() || (opts_.reuse && reuse_displaced());
     int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (reused_ ? 0 : O_TRUNC) |
                 (opts_.direct ? O_DIRECT : 0);
     fd_ = ::open(hidden_name_.c_str(), flags, opts_.mode);
     if (fd_ < 0) {
         int err = errno;
-        if (reused_) {
+        if (reused_ && !reused_from_.empty()) {
             // Give the displaced file its name back, as the oldest file.
             if (::rename(hidden_name_.c_str(), reused_from_.c_str()) == 0)
                 closed_.push_front(reused_from_);
-            reused_ = false;
-        } else if (err == EINVAL && opts_.direct) {
-            // The open created the file before refusing O_DIRECT.
+        } else if (reused_ || (err == EINVAL && opts_.direct)) {
+            // A spare, or the open created the file before refusing O_DIRECT.
             ::unlink(hidden_name_.c_str());
         }
+        reused_ = false;
         if (err == EINVAL && opts_.direct)
             return make_error(final_name_ + ": this file system does not take O_DIRECT (--direct)");
         return make_error(final_name_ + ": " + errno_text(err));

@@ -17,6 +17,15 @@
  * hosts; overwritten ones are not. A file still open in a -z command, or with
  * another hard link, is never reused.
  *
+ * With `preallocate` the ring's storage is claimed before capture starts,
+ * for each of the W names: an existing ring file gets C bytes allocated past
+ * its end (fallocate with KEEP_SIZE: its size and bytes stay), any other name
+ * a hidden spare that the first pass writes over. On a disk a spare is
+ * fallocated (no data written); on tmpfs it is C bytes of zeros, so that its
+ * pages are touched before capture. A file system without room for the ring
+ * is an error at start, not a disk-full episode later. Spares left unused
+ * are deleted when the set closes.
+ *
  * Removing a file (-W's oldest, or the older file of a name a new one takes)
  * unlinks its name at once, but the last close of the file, where the kernel
  * frees its blocks (about 0.2 s for 1 GB on ext4), happens on a helper
@@ -50,6 +59,7 @@ struct FileSetOptions {
     uint32_t writer_count = 1;
     bool reuse = false;  // --reuse-files: write over the displaced file
     bool direct = false;  // --direct: open with O_DIRECT (aligned writes only)
+    bool preallocate = false;  // --preallocate: claim -C x -W at start (needs reuse, no -G)
 };
 
 class Disposer;
@@ -64,6 +74,10 @@ public:
     /* Opens the next file under its hidden name. `now` is wall-clock seconds
      * (strftime names with -G). */
     Status open_next(time_t now);
+
+    /* With `preallocate`: allocates the ring's storage (see above). On an
+     * error nothing it created is left. */
+    Status preallocate();
 
     /* Closes and deletes the current file without naming it. */
     void discard_current();
@@ -94,6 +108,9 @@ private:
     std::string final_name_;
     std::deque<std::string> closed_;  // final names, oldest first (for -W)
     bool reuse_displaced();
+    bool take_spare();
+    void drop_spares();
+    std::vector<std::string> spares_;  // hidden names preallocated and not yet written
     void reap_children();
     void remove_file(const std::string& name);
     void close_later(int fd);  // on the helper thread

@@ -82,6 +82,8 @@ void Writer::publish_name() {
 Status Writer::open() {
     if (cfg_.files.direct && !stage_)
         return make_error("--direct: cannot allocate the 8 MiB staging buffer");
+    Status pre = files_.preallocate();
+    if (!pre) return pre;
     // Before capture starts a failure is the caller's to report, once.
     quiet_errors_ = true;
     bool ok = open_file(wall_seconds());

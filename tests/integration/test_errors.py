@@ -136,6 +136,9 @@ class BadInput(CapdTestCase):
             ["--rx-desc", "32"],
             ["--rx-desc", "65536"],
             ["--rx-desc", "-4096"],
+            ["--preallocate"],
+            ["--preallocate", "-C", "1"],
+            ["--preallocate", "-C", "1", "-W", "2", "-G", "5"],
         ]
         for extra in cases:
             with self.subTest(args=" ".join(extra)):

@@ -489,6 +489,38 @@ class WriteBehind(ReliabilityCase):
         self.assertEqual(sorted(os.listdir(d)), ["r.pcap0", "r.pcap1", "r.pcap2"])
 
 
+class Preallocate(ReliabilityCase):
+    """--preallocate claims the -C x -W ring on the file system at start."""
+
+    def test_ring_claimed_before_capture(self):
+        disk = self.mount_tmpfs("disk", "20m").path
+        base = shutil.disk_usage(disk).used
+        cap = LiveCapd(self, ["-q", "-i", "null:64,rate=1000", "--preallocate", "-C", "5",
+                              "-W", "3", "-w", os.path.join(disk, "p.pcap")])
+        used = shutil.disk_usage(disk).used - base
+        figures("preallocate", used_bytes=used, files=len(hidden_files(disk)))
+        self.assertGreaterEqual(used, 15 * 10**6, "the ring's 3 x 5 MB are held")
+        self.assertEqual(len(hidden_files(disk)), 3, "the file being written and two spares")
+        run = cap.stop()
+        self.assertCapdOk(run, quiet=True)
+        self.assertEqual(hidden_files(disk), [], "unused spares are deleted")
+        self.assertEqual([os.path.basename(p) for p in final_files(disk)], ["p.pcap0"])
+        self.assertEqual(self.count_whole(final_files(disk)), cap.read_summary()["packets_written"])
+        self.assertLess(shutil.disk_usage(disk).used - base, 10**6)
+
+    def test_no_room_for_the_ring(self):
+        """A ring larger than the file system is refused at start: one line,
+        exit 1, no file left."""
+        disk = self.mount_tmpfs("disk", "10m").path
+        run = self.capd(["-i", "null:64", "-c", "100", "--ctl", "none", "--preallocate",
+                         "-C", "5", "-W", "3", "-w", os.path.join(disk, "p.pcap")])
+        self.assertEqual(run.rc, 1, run.describe())
+        lines = [l for l in run.stderr.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("cannot claim the ring's 15 MB", lines[0])
+        self.assertEqual(os.listdir(disk), [])
+
+
 # ------------------------------------------------------------------- kill -9
 
 class Kill9(ReliabilityCase):

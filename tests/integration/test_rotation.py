@@ -140,6 +140,36 @@ class SizeRotation(CapdTestCase):
             inodes.append(sorted(os.stat(os.path.join(self.out, n)).st_ino for n in names))
         self.assertEqual(inodes[0], inodes[1], "the second run reused the first run's files")
 
+    def test_preallocate_ring(self):
+        """--preallocate -C 1 -W 3: the first run writes into spares claimed
+        at start and leaves none behind; a second run that reaches only the
+        first name leaves the earlier run's other files byte for byte."""
+        base = os.path.join(self.out, "pa.pcap")
+        digests = {}
+        for count in (20000, 100):
+            stats = self.path("stats.json")
+            run = self.capd(["-q", "--nano", "--preallocate", "-i", f"pcap:{self.src},loop",
+                             "-c", count, "-C", "1", "-W", "3", "-w", base,
+                             "--stats-json", stats])
+            self.assertCapdOk(run, quiet=True)
+            self.assertNoHidden(self.out)
+            names = sorted(os.listdir(self.out))
+            self.assertEqual(names, ["pa.pcap0", "pa.pcap1", "pa.pcap2"])
+            s = capdtest.read_json(stats)
+            if count == 20000:
+                self.assertGreater(s["files_written"], 3, "the test needs the ring to wrap")
+                self.assertRing(names, s, count, 3)
+                for n in names[1:]:
+                    with open(os.path.join(self.out, n), "rb") as f:
+                        digests[n] = f.read()
+            else:
+                self.assertEqual(s["files_written"], 1)
+                self.assertEqual(len(self.assertWhole(base + "0").records), count)
+                for n, data in digests.items():
+                    with open(os.path.join(self.out, n), "rb") as f:
+                        self.assertEqual(f.read(), data, f"{n} was changed")
+                    self.assertWhole(os.path.join(self.out, n))
+
     def test_W_counter_width(self):
         """tcpdump pads the counter to the width of W-1: -W 11 gives
         NAME00..NAME10."""

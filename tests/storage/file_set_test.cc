@@ -290,3 +290,67 @@ TEST(FileSet, ReuseWaitsForTheFilesPostRotateCommand) {
     ASSERT_TRUE(f.close_current().ok());
     EXPECT_EQ(slurp(d.path / "z.pcap0"), "second");
 }
+
+namespace {
+off_t allocated(const fs::path& p) {
+    struct stat st;
+    if (stat(p.c_str(), &st) != 0) return -1;
+    return static_cast<off_t>(st.st_blocks) * 512;
+}
+}  // namespace
+
+TEST(FileSet, PreallocateClaimsTheRingAndLeavesOldFilesWhole) {
+    TempDir d;
+    const std::string old = "an earlier run's second file";
+    {
+        std::ofstream(d.path / "r.pcap1") << old;
+    }
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1 << 20;
+    o.max_files = 3;
+    o.reuse = true;
+    o.preallocate = true;
+    {
+        FileSet f(o);
+        ASSERT_TRUE(f.preallocate().ok());
+        // Names without a file get an empty hidden spare; the old file keeps
+        // its name, size and bytes. All three hold the ring's share.
+        EXPECT_EQ(d.names(),
+                  (std::set<std::string>{".r.pcap0.partial", "r.pcap1", ".r.pcap2.partial"}));
+        for (const char* n : {".r.pcap0.partial", "r.pcap1", ".r.pcap2.partial"})
+            EXPECT_GE(allocated(d.path / n), 1 << 20) << n;
+        // Empty on a disk; zeros on tmpfs (written to touch its pages).
+        auto spare_size = fs::file_size(d.path / ".r.pcap0.partial");
+        EXPECT_TRUE(spare_size == 0 || spare_size == (1u << 20)) << spare_size;
+        EXPECT_EQ(slurp(d.path / "r.pcap1"), old);
+
+        ino_t spare = inode_of(d.path / ".r.pcap0.partial");
+        ASSERT_TRUE(f.open_next(0).ok());
+        EXPECT_TRUE(f.reused());
+        EXPECT_EQ(inode_of(d.path / ".r.pcap0.partial"), spare);
+        write_all(f.fd(), "zero");
+        ASSERT_TRUE(f.close_current().ok());
+        // Cut at its end: the unused part of the claim goes back.
+        EXPECT_EQ(slurp(d.path / "r.pcap0"), "zero");
+        EXPECT_LT(allocated(d.path / "r.pcap0"), 1 << 20);
+    }
+    // The spare never reached is deleted with the set; the old file stays.
+    EXPECT_EQ(d.names(), (std::set<std::string>{"r.pcap0", "r.pcap1"}));
+    EXPECT_EQ(slurp(d.path / "r.pcap1"), old);
+}
+
+TEST(FileSet, PreallocateWithoutRoomLeavesNothing) {
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "big.pcap").string();
+    o.rotate_bytes = uint64_t(1) << 50;  // 1 PiB per file
+    o.max_files = 2;
+    o.reuse = true;
+    o.preallocate = true;
+    FileSet f(o);
+    linecap::Status s = f.preallocate();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find("big.pcap0"), std::string::npos) << s.error();
+    EXPECT_TRUE(d.names().empty());
+}
