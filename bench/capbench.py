@@ -20,7 +20,9 @@ What one full run measures, all in the same run so the numbers compare:
   line-rate      null:64 paced at 14.88 Mpps into a -C 1000 -W 3 ring on
                  /dev/shm for 5 s, twice with new files, then three times with
                  --reuse-files into one directory (the first fills the ring,
-                 the later ones write over it); the same for null:1514
+                 the later ones write over it), then twice with
+                 --preallocate, each into an empty directory; the same
+                 (without --preallocate) for null:1514
                  unpaced into a ring on the disk; null:64 at line rate into
                  one file and into the ring on the disk;
   throughput     capture GB/s for 1514-byte frames as a ratio to dd bs=1M to
@@ -775,17 +777,21 @@ class Bench:
                          f"{c['lossless_ratio_to_match_all']} x")
         return out
 
-    def ring_modes(self, src, target, ring, seconds, record, describe):
+    # (mode, capd options, runs, whether each run starts in an empty directory)
+    RING_MODES = (("new-files", [], 2, False), ("reuse-files", ["--reuse-files"], 3, False))
+
+    def ring_modes(self, src, target, ring, seconds, record, describe, kinds=RING_MODES):
         """The -W ring written twice with a new file per rotation, then three
         times with --reuse-files into one directory (the first run fills
-        it). record(res) is what each run keeps, describe(res) its line."""
+        it), and any other modes in kinds. record(res) is what each run
+        keeps, describe(res) its line."""
         modes = []
-        for mode, extra, n in (("new-files", [], 2), ("reuse-files", ["--reuse-files"], 3)):
+        for mode, extra, n, fresh in kinds:
             runs = []
             for i in range(n):
                 try:
                     r = self.capd_run(src, target, ring + extra, seconds=seconds,
-                                      keep_files=i < n - 1)
+                                      keep_files=not fresh and i < n - 1)
                 except Budget as e:
                     runs.append({"status": str(e)})
                     break
@@ -814,7 +820,10 @@ class Bench:
             lambda r: self.point(r, rate) | {"written_mpps": r.get("written_mpps"),
                                              "files": r.get("files")},
             lambda r: f"line rate: {r.get('received')} received, {r.get('written')} written, "
-                      f"drops {r.get('drops')} ({r['status']})")
+                      f"drops {r.get('drops')} ({r['status']})",
+            # Each --preallocate run goes into an empty directory: its first
+            # pass is the one the claim is for.
+            self.RING_MODES + (("preallocate", ["--preallocate"], 2, True),))
         for m in out["modes"]:
             last = m["runs"][-1] if m["runs"] else {}
             m["last_run_written_of_received"] = round(last["written"] / last["received"], 4) \
