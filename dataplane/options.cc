@@ -188,7 +188,9 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");
-    app.add_option("--ring-chunks", o.ring_chunks, "chunks each worker ring holds");
+    app.add_option("--ring-chunks", o.ring_chunks,
+                   "chunks each worker ring holds (256: 256 MiB of 1 MiB chunks, 0.2 s of "
+                   "64-byte line rate)");
     app.add_option("--rx-desc", o.rx_desc,
                    "receive descriptors per port queue (4096; the port may lower it); "
                    "a deeper ring covers a longer stall of the worker");

@@ -66,7 +66,7 @@ struct Options {
     std::string eal_extra;
     uint32_t chunk_kb = 1024;
     uint32_t flush_ms = 100;
-    uint32_t ring_chunks = 64;
+    uint32_t ring_chunks = 256;
     // Receive descriptors per port queue (af_packet: frames per queue; the
     // paced null source models a ring of this depth).
     uint32_t rx_desc = 4096;
