@@ -47,11 +47,6 @@ unsigned digits(uint32_t n) {
 
 std::string errno_text(int err) { return std::strerror(err); }
 
-bool memory_backed(int fd) {
-    struct statfs fs;
-    return fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
-}
-
 int write_zeros(int fd, uint64_t bytes) {
     static const std::vector<char> zeros(1 << 20);
     for (uint64_t off = 0; off < bytes;) {
@@ -112,6 +107,11 @@ private:
     bool stop_ = false;
     std::thread thread_;  // last: starts once the rest is ready
 };
+
+bool memory_backed(int fd) {
+    struct statfs fs;
+    return fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC);
+}
 
 std::string hidden_name_for(const std::string& final_name) {
     size_t slash = final_name.rfind('/');

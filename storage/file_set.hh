@@ -126,6 +126,10 @@ private:
     uint32_t files_closed_ = 0;
 };
 
+/* Whether the file of fd lives in memory (tmpfs, ramfs): its pages are the
+ * file, with no disk behind them. */
+bool memory_backed(int fd);
+
 /* Hidden name used while a file is being written. */
 std::string hidden_name_for(const std::string& final_name);
 

@@ -1,10 +1,8 @@
 #include "storage/writer.hh"
 
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,9 +24,7 @@ constexpr uint64_t kWindow = WriteBehind::kWindow;
  * not tmpfs or ramfs, whose pages are the file. */
 bool disk_backed(int fd) {
     struct stat st;
-    struct statfs fs;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fstatfs(fd, &fs) != 0) return false;
-    return fs.f_type != TMPFS_MAGIC && fs.f_type != RAMFS_MAGIC;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && !memory_backed(fd);
 }
 
 time_t wall_seconds() {
