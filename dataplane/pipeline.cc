@@ -16,6 +16,7 @@
 #include <chrono>
 #include <thread>
 
+#include "dataplane/chunk_pool.hh"
 #include "dataplane/eal.hh"
 #include "dataplane/rule_snapshot.hh"
 #include "dataplane/source.hh"
@@ -282,15 +283,10 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
 
     if (o.rx_only) return std::unique_ptr<Pipeline>(new Pipeline(std::move(im)));
 
-    unsigned nchunks = chunk_pool_size(o);
-    p.chunks = rte_mempool_create("capd_chunks", nchunks,
-                                  sizeof(storage::Chunk) + size_t(o.chunk_kb) * 1024, 0, 0,
-                                  nullptr, nullptr, nullptr, nullptr,
-                                  static_cast<int>(rte_socket_id()),
-                                  RTE_MEMPOOL_F_NO_IOVA_CONTIG);
-    if (!p.chunks)
-        return make_error(std::string("chunk pool (") + std::to_string(nchunks) + " x " +
-                          std::to_string(o.chunk_kb) + " KiB): " + rte_strerror(rte_errno));
+    auto pool = make_chunk_pool("capd_chunks", chunk_pool_size(o), o.chunk_kb,
+                                static_cast<int>(rte_socket_id()));
+    if (!pool) return make_error(pool.error());
+    p.chunks = pool->pool;
     for (unsigned w = 0; w < o.workers; w++) {
         std::string name = "capd_ring" + std::to_string(w);
         rte_ring* r = rte_ring_create(name.c_str(), o.ring_chunks,
@@ -412,6 +408,7 @@ Summary Pipeline::collect() const {
         ss.imissed = c.imissed;
         ss.ierrors = c.ierrors;
         ss.nombuf = c.nombuf;
+        ss.truncated = c.truncated;
         ss.error = src.error();
         s.drops.nic_imissed += c.imissed;
         s.drops.nic_ierrors += c.ierrors;
