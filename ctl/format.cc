@@ -72,10 +72,12 @@ std::string format_stats(const nlohmann::json& s) {
     o << "drops:";
     for (const char* k : kStages) o << " " << k << " " << u(d, k);
     o << " (total " << u(d, "total") << ")\n";
-    for (const auto& x : s["sources"])
+    for (const auto& x : s["sources"]) {
         o << "source " << x.value("name", "") << ": " << u(x, "packets") << " packets, imissed "
-          << u(x, "imissed") << ", ierrors " << u(x, "ierrors") << ", nombuf " << u(x, "nombuf")
-          << "\n";
+          << u(x, "imissed") << ", ierrors " << u(x, "ierrors") << ", nombuf " << u(x, "nombuf");
+        if (u(x, "truncated")) o << ", records cut to 262144 bytes " << u(x, "truncated");
+        o << "\n";
+    }
     int i = 0;
     for (const auto& w : s["workers"])
         o << "worker " << i++ << ": rx " << u(w, "rx_packets") << ", filtered "

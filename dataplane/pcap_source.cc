@@ -86,6 +86,15 @@ public:
             const u_char* data;
             int rc = pcap_next_ex(p_, &h, &data);
             if (rc == 1) {
+                struct pcap_pkthdr cut;
+                if (h->caplen > kMaxRecord) {
+                    // Longer than the mbuf pool may hold: keep the first
+                    // kMaxRecord bytes and the wire length, as -s would.
+                    cut = *h;
+                    cut.caplen = kMaxRecord;
+                    h = &cut;
+                    truncated_.fetch_add(1, std::memory_order_relaxed);
+                }
                 rte_mbuf* m = to_mbuf(h, data);
                 if (!m) {
                     // No mbuf: keep a copy for the next call, never lose it.
@@ -121,6 +130,7 @@ public:
     SourceCounters counters() const override {
         SourceCounters c;
         c.packets = read_.load(std::memory_order_relaxed);
+        c.truncated = truncated_.load(std::memory_order_relaxed);
         // nombuf_ counts retries, not losses: a file source never drops.
         return c;
     }
@@ -208,6 +218,7 @@ private:
     uint64_t first_ts_ = 0, last_ts_ = 0, shift_ = 0;
     std::atomic<uint64_t> read_{0};
     std::atomic<uint64_t> nombuf_{0};
+    std::atomic<uint64_t> truncated_{0};
 };
 
 }  // namespace

@@ -52,7 +52,15 @@ struct SourceCounters {
     uint64_t imissed = 0;
     uint64_t ierrors = 0;
     uint64_t nombuf = 0;
+    /* Records longer than kMaxRecord, kept with their first kMaxRecord
+     * bytes and their wire length (file sources). */
+    uint64_t truncated = 0;
 };
+
+/* The longest record capd keeps: tcpdump's and libpcap's largest snap
+ * length. libpcap reads longer records (up to 128 MiB for some link
+ * types); a file source cuts them to this length and counts them. */
+inline constexpr uint32_t kMaxRecord = 262144;
 
 class Source {
 public:

@@ -69,6 +69,7 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"imissed", x.imissed},
                                 {"ierrors", x.ierrors},
                                 {"nombuf", x.nombuf},
+                                {"truncated", x.truncated},
                                 {"error", x.error}});
     j["workers"] = json::array();
     for (const auto& w : s.workers)

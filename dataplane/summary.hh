@@ -28,6 +28,7 @@ struct SourceSummary {
     unsigned queues = 0;
     uint64_t packets = 0;
     uint64_t imissed = 0, ierrors = 0, nombuf = 0;
+    uint64_t truncated = 0;  // records cut to kMaxRecord bytes
     std::string error;
 };
 

@@ -211,6 +211,34 @@ class LinkTypes(CapdTestCase):
                 self.assertEqual(len(rows), 80)
 
 
+class LongRecords(CapdTestCase):
+    """libpcap reads records far longer than 262144 bytes for some link
+    types (D-Bus: up to 128 MiB). capd keeps the first 262144 bytes and the
+    wire length, counts the record, and goes on; it never waits forever for
+    mbufs the pool cannot give."""
+
+    DBUS = 231
+
+    def test_record_longer_than_the_pool_is_cut_and_counted(self):
+        big = 24 << 20  # more than the whole mbuf pool of a one-file capd
+        pkts = [pcaplib.Packet(1_700_000_000_000_000_000, b"\x01" * 60),
+                pcaplib.Packet(1_700_000_000_000_001_000, bytes(range(256)) * (big // 256)),
+                pcaplib.Packet(1_700_000_000_000_002_000, b"\x02" * 70)]
+        src = self.path("in-dbus.pcap")
+        pcaplib.write_pcap(src, pkts, nano=True, snaplen=128 << 20, linktype=self.DBUS)
+        out, stats = self.path("out.pcap"), self.path("stats.json")
+        run = self.capd(["-q", "--nano", "-i", f"pcap:{src}", "-w", out, "--stats-json", stats],
+                        timeout=120)
+        self.assertCapdOk(run, quiet=True)
+        got = self.assertWhole(out)
+        self.assertEqual([(r.caplen, r.wirelen) for r in got.records],
+                         [(60, 60), (262144, big), (70, 70)])
+        self.assertEqual(got.records[1].data, pkts[1].data[:262144])
+        s = capdtest.read_json(stats)
+        self.assertEqual(s["sources"][0]["truncated"], 1)
+        self.assertEqual(s["packets_written"], 3)
+
+
 class Snaplen(CapdTestCase):
     def check(self, src, snaplen, args=(), out_snaplen=None):
         cap = pcaplib.read_capture(src)
