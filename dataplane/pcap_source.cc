@@ -59,6 +59,44 @@ pcap_t* open_nano(const std::string& path, std::string& err, FileClock* clock = 
     return p;
 }
 
+/* Where a pcapng file stops being well formed, looking from `from` (the end
+ * of the last record libpcap returned): the offset of the first block whose
+ * header is cut short or whose length is impossible. libpcap reads the
+ * interface and other blocks between records itself and says only what was
+ * wrong, not where. Returns `from` when the walk finds nothing wrong. */
+long pcapng_damage_offset(const std::string& path, long from) {
+    FILE* f = fopen(path.c_str(), "rbe");
+    if (!f) return from;
+    uint8_t shb[12];
+    bool swapped = false;
+    if (fread(shb, sizeof(shb), 1, f) == 1) {
+        uint32_t bom;
+        std::memcpy(&bom, shb + 8, 4);
+        swapped = bom == 0x4d3c2b1a;
+    }
+    auto u32 = [swapped](const uint8_t* b) {
+        uint32_t v;
+        std::memcpy(&v, b, 4);
+        return swapped ? __builtin_bswap32(v) : v;
+    };
+    long at = from;
+    // Bounded by the file: every step moves forward by at least 12 bytes.
+    while (fseek(f, at, SEEK_SET) == 0) {
+        uint8_t hdr[8];
+        size_t got = fread(hdr, 1, sizeof(hdr), f);
+        if (got == 0) break;  // clean end of file
+        uint32_t len = got == sizeof(hdr) ? u32(hdr + 4) : 0;
+        if (len < 12 || len % 4 != 0 || len > (16u << 20)) break;
+        uint8_t trailer[4];
+        if (fseek(f, at + long(len) - 4, SEEK_SET) != 0 || fread(trailer, 4, 1, f) != 1 ||
+            u32(trailer) != len)
+            break;
+        at += long(len);
+    }
+    fclose(f);
+    return at;
+}
+
 class PcapFileSource final : public Source {
 public:
     PcapFileSource(const SourceSpec& spec, pcap_t* p, rte_mempool* pool, const MbufFields& f)
@@ -67,6 +105,8 @@ public:
         linktype_ = static_cast<uint16_t>(dlt_to_linktype(pcap_datalink(p)));
         snaplen_ = static_cast<uint32_t>(pcap_snapshot(p));
         source_ts_ = true;
+        // Past the file header (pcap) or the section header block (pcapng).
+        if (FILE* f = pcap_file(p)) offset_ = ftell(f);
     }
     ~PcapFileSource() override {
         if (p_) pcap_close(p_);
@@ -113,6 +153,7 @@ public:
                 }
                 reopen();
             } else {
+                if (clock_ == FileClock::kPcapng) offset_ = pcapng_damage_offset(path_, offset_);
                 char msg[512];
                 snprintf(msg, sizeof(msg), "%s: damaged after packet %llu (byte offset %ld): %s",
                          path_.c_str(), static_cast<unsigned long long>(read_.load()), offset_,
@@ -197,6 +238,7 @@ private:
             done_ = true;
             return;
         }
+        if (FILE* f = pcap_file(p_)) offset_ = ftell(f);
         round_++;
         shift_ += (last_ts_ - first_ts_) + 1000;
         read_in_round_ = 0;

@@ -13,6 +13,7 @@ non-zero.
 """
 
 import os
+import struct
 import random
 import subprocess
 
@@ -214,6 +215,33 @@ class DamagedCapture(CapdTestCase):
         self.assertTrue(damage, "stderr names the damaged file\n" + run.describe())
         self.assertIn(str(off), damage[0], "stderr gives the byte offset of the damage\n"
                       + run.describe())
+
+    def test_damaged_first_block(self):
+        """Damage in the first packet block: the offset is that block's, past
+        the section and interface blocks (pcapng), not the end of a classic
+        file header."""
+        pkts, _ = gencaps.mixed(10, seed=5)
+        for kind in ("pcap", "pcapng"):
+            with self.subTest(kind=kind):
+                src = self.path(f"first.{kind}")
+                if kind == "pcapng":
+                    pcaplib.write_pcapng(src, pkts)
+                else:
+                    pcaplib.write_pcap(src, pkts, nano=True)
+                off = pcaplib.read_capture(src).records[0].offset
+                b = bytearray(open(src, "rb").read())
+                # pcapng: block total length; pcap: captured length.
+                struct.pack_into("<I", b, off + (4 if kind == "pcapng" else 8), 0x7ffffff0)
+                with open(src, "wb") as f:
+                    f.write(b)
+                out = self.path(f"first-out-{kind}.pcap")
+                run = self.capd(["-i", f"pcap:{src}", "-w", out])
+                self.assertNotEqual(run.rc, 0, run.describe())
+                damage = [l for l in run.stderr_lines if src in l]
+                self.assertTrue(damage, run.describe())
+                self.assertIn(f"byte offset {off})", damage[0], run.describe())
+                if kind == "pcapng":
+                    self.assertGreater(off, 24)
 
     def test_damaged_part_way(self):
         for kind in ("data.pcap", "header.pcap", "data.pcapng", "header.pcapng"):
