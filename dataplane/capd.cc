@@ -136,6 +136,7 @@ int main(int argc, char** argv) {
     copts.linktype = linktype;
     copts.snaplen = o.snaplen;
     copts.jit = !o.no_jit;
+    copts.netmask = filter_netmask(o.sources);
     if (o.dump_filter) {
         auto rules = filters::compile(std::span(&rule, 1), copts);
         if (!rules) {

@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <linux/nsfs.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -142,6 +144,26 @@ Status enter_source_netns(const SourceSpec& spec, NetnsFd& ns, std::optional<Net
     if (!entered) return make_error("source '" + spec.text + "': " + entered.error());
     scope.emplace(std::move(*entered));
     return Status::success();
+}
+
+uint32_t filter_netmask(const std::vector<SourceSpec>& sources) {
+    for (const SourceSpec& spec : sources) {
+        if (spec.kind != SourceSpec::Kind::kAfPacket && spec.kind != SourceSpec::Kind::kAfXdp)
+            continue;
+        NetnsFd ns;
+        std::optional<NetnsScope> scope;
+        if (!enter_source_netns(spec, ns, scope)) return 0;
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return 0;
+        ifreq ifr{};
+        std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", spec.arg.c_str());
+        uint32_t mask = 0;
+        if (ioctl(fd, SIOCGIFNETMASK, &ifr) == 0)
+            mask = ntohl(reinterpret_cast<const sockaddr_in*>(&ifr.ifr_netmask)->sin_addr.s_addr);
+        close(fd);
+        return mask;
+    }
+    return 0;
 }
 
 Status check_source_interface(const SourceSpec& spec) {

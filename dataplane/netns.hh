@@ -92,4 +92,12 @@ std::vector<NetIf> current_interfaces();
  * permission or interface is wrong. */
 Status check_source_interface(const SourceSpec& spec);
 
+/* The IPv4 netmask, host byte order, that filters of these sources compile
+ * with (what `ip broadcast` and `net` without a mask use): the first kernel
+ * interface's (af_packet/af_xdp, looked up in its namespace), as libpcap
+ * documents; 0 when there is none or it has no IPv4 address, as tcpdump
+ * uses for files. Never PCAP_NETMASK_UNKNOWN, which makes such filters
+ * fail to compile. */
+uint32_t filter_netmask(const std::vector<SourceSpec>& sources);
+
 }  // namespace linecap::dataplane

@@ -213,12 +213,12 @@ uint8_t inverse_jmp_op(uint8_t op) {
 }  // namespace
 
 Result<std::vector<ClassicInsn>> compile_classic(const std::string& expression, int linktype,
-                                                 uint32_t snaplen) {
+                                                 uint32_t snaplen, uint32_t netmask) {
     std::unique_ptr<pcap_t, void (*)(pcap_t*)> p(
         pcap_open_dead(linktype, static_cast<int>(snaplen)), pcap_close);
     if (!p) return make_error("pcap_open_dead failed");
     bpf_program prog{};
-    if (pcap_compile(p.get(), &prog, expression.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0)
+    if (pcap_compile(p.get(), &prog, expression.c_str(), 1, netmask) != 0)
         return make_error(pcap_geterr(p.get()));
     std::vector<ClassicInsn> out(prog.bf_len);
     for (u_int i = 0; i < prog.bf_len; i++) {

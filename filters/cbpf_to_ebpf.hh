@@ -46,11 +46,13 @@ struct ClassicInsn {
 };
 
 /* pcap_compile(pcap_open_dead(linktype, snaplen), expression, optimize=1,
- * PCAP_NETMASK_UNKNOWN). On failure the message is libpcap's own
- * (pcap_geterr), e.g. "syntax error". An empty expression compiles to
- * "accept everything" (one `ret #snaplen`). */
+ * netmask), netmask in host byte order (0: unknown network, as tcpdump
+ * compiles for files; `ip broadcast` then matches 0.0.0.0 and
+ * 255.255.255.255). On failure the message is libpcap's own (pcap_geterr),
+ * e.g. "syntax error". An empty expression compiles to "accept everything"
+ * (one `ret #snaplen`). */
 Result<std::vector<ClassicInsn>> compile_classic(const std::string& expression, int linktype,
-                                                 uint32_t snaplen);
+                                                 uint32_t snaplen, uint32_t netmask = 0);
 
 /* `tcpdump -d` style listing, one bpf_image() line per instruction. */
 std::string classic_listing(std::span<const ClassicInsn> prog);

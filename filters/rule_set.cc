@@ -327,7 +327,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
         r.scope = spec.scope;
 
         if (!spec.expression.empty()) {
-            auto classic = compile_classic(spec.expression, opts.linktype, opts.snaplen);
+            auto classic = compile_classic(spec.expression, opts.linktype, opts.snaplen, opts.netmask);
             if (!classic) return make_error(label + ": " + classic.error());
             r.has_expression = true;
             r.classic = std::move(*classic);

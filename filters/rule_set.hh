@@ -58,6 +58,10 @@ struct CompileOptions {
     int linktype = 1;  // DLT_EN10MB
     uint32_t snaplen = 262144;
     bool jit = true;   // false forces the interpreter
+    /* IPv4 netmask (host order) for `ip broadcast` and `net N` without a
+     * mask; 0 as tcpdump uses for files (dataplane/netns.hh
+     * filter_netmask()). */
+    uint32_t netmask = 0;
 };
 
 /* Per-rule counters kept by one worker. */

@@ -41,6 +41,8 @@ EXPRESSIONS = [
     "ip[8] < 64",
     "ip[2:2] % 7 = 3",
     "tcp[2:2] / (tcp[13] & 1) = 0",
+    # Needs a netmask: 0 for files, as tcpdump -r uses.
+    "ip broadcast or ip multicast",
 ]
 
 INPUTS = [

@@ -391,6 +391,27 @@ class Capture(capdtest.VethCapture, Namespaced):
         self.assertExactlyTheBurst(records, run, burst=100)
 
 
+class Netmask(Namespaced):
+    """Filters on a kernel interface compile with its IPv4 netmask, found in
+    its namespace (`ip broadcast` then also matches the /24's broadcast);
+    files compile with 0, as tcpdump -r does."""
+
+    def listing(self, source):
+        run = self.capd(["-i", source, "-d", "ip broadcast"])
+        self.assertCapdOk(run, quiet=True)
+        return run.stdout
+
+    def test_interface_netmask(self):
+        out = self.listing(f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}")
+        self.assertIn("#0xff ", out, "host part of 198.18.1.2/24 in the compiled filter")
+
+    def test_file_netmask_is_zero(self):
+        src = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
+        out = self.listing(f"pcap:{src}")
+        self.assertIn("#0xffffffff", out)
+        self.assertNotIn("#0xff ", out)
+
+
 class Errors(Namespaced):
     def assertRefused(self, args, fragment, as_nobody=False):
         out = os.path.join(self.out, "x.pcap")
