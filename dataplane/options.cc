@@ -1,9 +1,36 @@
 #include "dataplane/options.hh"
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
 #include <regex>
 
 namespace linecap::dataplane {
+
+namespace {
+
+bool kernel_interface(const SourceSpec& s) {
+    return s.kind == SourceSpec::Kind::kAfPacket || s.kind == SourceSpec::Kind::kAfXdp;
+}
+
+/* Two sources that would deliver the same packets: one interface (by either
+ * kernel path, in the same namespace), one PCI port, or one finite file.
+ * Looped files and null sources are load generators; several are allowed. */
+bool same_packets(const SourceSpec& a, const SourceSpec& b) {
+    if (kernel_interface(a) && kernel_interface(b))
+        return a.arg == b.arg && a.netns == b.netns && a.netns_pid == b.netns_pid;
+    if (a.kind != b.kind) return false;
+    if (a.kind == SourceSpec::Kind::kPci) return a.arg == b.arg;
+    if (a.kind == SourceSpec::Kind::kPcapFile && !a.loop && !b.loop) {
+        std::error_code ea, eb;
+        auto pa = std::filesystem::weakly_canonical(a.arg, ea);
+        auto pb = std::filesystem::weakly_canonical(b.arg, eb);
+        return ea || eb ? a.arg == b.arg : pa == pb;
+    }
+    return false;
+}
+
+}  // namespace
 
 Result<SourceSpec> parse_source(const std::string& text) {
     SourceSpec s;
@@ -205,10 +232,18 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("expression", expr_words, "pcap-filter expression");
 
     // Negative numbers would wrap in unsigned options: refuse them by name.
+    const CLI::Validator non_negative(
+        [](std::string& v) -> std::string {
+            char* end = nullptr;
+            double d = std::strtod(v.c_str(), &end);
+            if (end == v.c_str() || *end != '\0') return "expected a number, not '" + v + "'";
+            return d < 0 ? "must be 0 or more, not " + v : std::string();
+        },
+        "NUMBER >= 0");
     for (const char* name : {"-C", "-G", "-W", "-s", "-c", "--duration", "--workers", "--writers",
                              "--chunk-kb", "--flush-ms", "--ring-chunks", "--rx-desc",
                              "--test-writer-delay-us", "--test-writer-delay-for"})
-        app.get_option(name)->check(CLI::NonNegativeNumber);
+        app.get_option(name)->check(non_negative);
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -227,6 +262,10 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     for (const auto& t : sources) {
         auto s = parse_source(t);
         if (!s) return make_error(s.error());
+        for (const SourceSpec& earlier : o.sources)
+            if (same_packets(earlier, *s))
+                return make_error("source '" + s->text + "' is given twice (also as '" +
+                                  earlier.text + "'): every packet would be written twice");
         o.sources.push_back(*s);
     }
     if (format == "pcapng")
@@ -244,6 +283,10 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
             return make_error("--file-mode: expected an octal mode such as 0640");
         }
     }
+    // tcpdump's rule and message.
+    if (o.snaplen > 262144)
+        return make_error("-s: invalid snaplen " + std::to_string(o.snaplen) +
+                          " (must be >= 0 and <= 262144)");
     if (o.snaplen == 0) o.snaplen = 262144;
 
     // Checks that need no system state. Contradictions are errors, as tcpdump.

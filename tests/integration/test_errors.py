@@ -58,6 +58,29 @@ class BadInput(CapdTestCase):
             with self.subTest(source=src):
                 self.assertRefused(["-i", src, "-w", self.out])
 
+    def test_same_source_twice(self):
+        link = self.path("good-link.pcap")
+        os.symlink(self.good, link)
+        for a, b in ((f"pcap:{self.good}", f"pcap:{self.good}"), (f"pcap:{self.good}", f"pcap:{link}"),
+                     ("af_packet:lo", "af_packet:lo"), ("af_packet:lo", "af_xdp:lo")):
+            with self.subTest(sources=(a, b)):
+                run = self.assertRefused(["-i", a, "-i", b, "-w", self.out])
+                self.assertIn("given twice", run.stderr_lines[0])
+        # A looped replay is a load generator: twice is allowed.
+        run = self.capd(["-q", "-i", f"pcap:{self.good},loop", "-i", f"pcap:{self.good},loop",
+                         "-c", "100", "-w", self.out])
+        self.assertCapdOk(run, quiet=True)
+
+    def test_numbers_out_of_range_say_what_is_allowed(self):
+        for args, words in ((["-c", "-5"], "-c: must be 0 or more, not -5"),
+                            (["-C", "-1"], "-C: must be 0 or more, not -1"),
+                            (["--workers", "x"], "--workers: expected a number, not 'x'"),
+                            (["-s", "300000"], "invalid snaplen 300000 (must be >= 0 and <= 262144)")):
+            with self.subTest(args=args):
+                run = self.assertRefused(["-i", f"pcap:{self.good}", "-w", self.out] + args)
+                self.assertIn(words, run.stderr_lines[0])
+                self.assertLess(len(run.stderr_lines[0]), 200, run.stderr_lines[0])
+
     def test_missing_input_file(self):
         self.assertRefused(["-i", "pcap:/nonexistent", "-w", self.out])
         self.assertRefused(["-i", f"pcap:{self.path('missing.pcap')},loop", "-w", self.out])
