@@ -141,6 +141,12 @@ class CompiledRuleSet final : public RuleSet {
 uint32_t CompiledRuleSet::classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
                                          Scratch& scratch) const {
     auto& s = static_cast<RuleScratch&>(scratch);
+    // No rule at all is "no filter": every packet is captured, and no
+    // per-rule counter exists to bump.
+    if (rules_.empty()) {
+        std::memset(verdict, 1, n);
+        return n;
+    }
     if (single_unconditional_) {
         RuleCounters& c = s.counters_[0];
         uint64_t bytes = 0;

@@ -706,13 +706,71 @@ class Rotate(CtlTestCase):
         self._rotate_twice([])
 
 
+# ---------------------------------------------------------------- empty rule set
+
+class EmptyRuleSet(CtlTestCase):
+    """Deleting the last rule leaves no filter: every packet is captured, as
+    the reply says, and stats show it being written."""
+
+    def test_deleting_the_last_rule_captures_everything(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED)
+        try:
+            def written():
+                return capd.stats()["packets_written"]
+
+            def settled():
+                # The count stops moving once what was in flight has landed.
+                last = [-1]
+
+                def same():
+                    w = written()
+                    ok = w == last[0]
+                    last[0] = w
+                    return ok
+                return wait_until(same, 10, 0.4)
+
+            w0 = written()
+            self.assertTrue(wait_until(lambda: written() > w0, 10, 0.1), "nothing written at start")
+            # A rule no frame of the null source matches, then the match-all
+            # "cli" rule goes: nothing is written.
+            r = capd.ctl("rules", "add", "none", "ether proto 0x1234")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = capd.ctl("rules", "del", "cli")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertTrue(settled(), "written keeps growing with a rule that matches nothing")
+            a = capd.stats()
+            time.sleep(0.5)
+            b = capd.stats()
+            self.assertEqual(b["packets_written"], a["packets_written"])
+            self.assertGreater(b["packets_filtered_out"], a["packets_filtered_out"])
+
+            # The last rule goes: the reply promises every packet, and they come.
+            r, j = capd.ctl_json("rules", "del", "none")
+            self.assertEqual(j["status"], 0, j)
+            self.assertIn("every packet is captured", j["message"])
+            self.assertEqual(capd.call("status")["data"]["rules"], [])
+            w1 = written()
+            f1 = capd.stats()["packets_filtered_out"]
+            self.assertTrue(wait_until(lambda: written() > w1 + 1000, 10, 0.1),
+                            f"the empty rule set writes nothing (written stays at {written()})")
+            self.assertEqual(capd.stats()["packets_filtered_out"], f1,
+                             "packets filtered out with no rule in force")
+            self.assertEqual(capd.ctl("stop").returncode, 0)
+            self.assertEqual(capd.wait(60), 0, capd.stderr())
+        finally:
+            capd.kill()
+
+
 # ---------------------------------------------------------------- rules stress
 
 class RulesStress(CtlTestCase):
     """Rules added, replaced and deleted thousands of times while packets flow.
 
     Rules live in four slots whose expressions never overlap (port-80 TCP,
-    other TCP, UDP, neither), each slot holding at most one rule at a time.
+    other TCP, UDP, neither), each slot holding at most one rule at a time,
+    and at least one rule is always in force (an empty set captures every
+    packet with no rule counting it).
     A packet therefore matches at most one rule, and the per-rule counters
     (kept across replacements and deletions) obey, over the whole run:
 
@@ -749,8 +807,10 @@ class RulesStress(CtlTestCase):
 
     def _churn(self, capd):
         c = CtlConn(capd.sock)
-        # From here on rules are disjoint: the match-all "cli" rule goes first.
-        self.assertEqual(c.call("rules.del", {"name": "cli"})["status"], 0)
+        # From here on rules are disjoint: the match-all "cli" rule becomes
+        # the "other" slot's rule.
+        self.assertEqual(c.call("rules.replace",
+                                self._args("cli", "not tcp and not udp", []))["status"], 0)
         use_expressions = True
         probe = c.call("rules.add", self._args("probe", "tcp port 80", ["GET"]))
         if probe["status"] != 0:
@@ -765,6 +825,7 @@ class RulesStress(CtlTestCase):
 
         slots = self.SLOTS if use_expressions else {"any": [([""], [])]}
         present = {s: None for s in slots}  # slot -> rule name in force
+        present["other" if use_expressions else "any"] = "cli"
         pid = capd.proc.pid
         rss = {}
         rng_state = 12345
@@ -788,6 +849,10 @@ class RulesStress(CtlTestCase):
             else:
                 op = ("replace", "replace", "del")[rnd(3)]
                 name = cur
+                # The last rule stays: an empty set captures every packet
+                # with no rule counting it (EmptyRuleSet tests that).
+                if op == "del" and sum(1 for n in present.values() if n) == 1:
+                    op = "replace"
             if ops % self.CAPCTL_EVERY == 0:
                 via_capctl += 1
                 argv = ["rules", op, name]

@@ -92,6 +92,30 @@ TEST(RuleSet, RuleWithoutConditionsMatchesEverything) {
     EXPECT_TRUE(none->matches_everything());
 }
 
+// The state after `capctl rules del` of the last rule: no filter at all.
+TEST(RuleSet, EmptyRuleSetCapturesEveryPacket) {
+    auto none = must_compile({});
+    ASSERT_TRUE(none);
+    EXPECT_TRUE(none->matches_everything());
+    EXPECT_TRUE(none->rule_names().empty());
+    EXPECT_EQ(none->filter_text(), "");
+    Burst b;
+    b.add(tcp(kA, kB, 80, "GET /"));
+    b.add(udp(53, "q"));
+    b.add({0x01, 0x02});
+    const auto& pk = b.packets();
+    auto s = none->make_scratch();
+    EXPECT_TRUE(s->counters().empty());
+    // Longer than one classification chunk as well.
+    std::vector<Packet> many;
+    for (int i = 0; i < 100; i++) many.push_back(pk[static_cast<size_t>(i) % pk.size()]);
+    for (uint32_t n : {3u, 100u}) {
+        std::vector<uint8_t> v(n, 7);
+        EXPECT_EQ(none->classify_burst(many.data(), n, v.data(), *s), n);
+        EXPECT_EQ(v, std::vector<uint8_t>(n, 1));
+    }
+}
+
 TEST(RuleSet, RulesCombineWithOrAndCountSeparately) {
     auto rs = must_compile(
         {rule("web", "tcp port 80"), rule("dns", "udp port 53"), rule("a", "host 10.0.0.1")});
