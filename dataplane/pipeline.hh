@@ -61,9 +61,17 @@ public:
     nlohmann::json status() const;
 
     std::vector<filters::RuleSpec> rules() const;
+    /* The compiled set in force, and the options it was compiled with: what
+     * a compile off the control thread starts from. */
+    std::shared_ptr<const filters::RuleSet> rule_set() const;
+    const filters::CompileOptions& compile_options() const;
     /* Compiles `rules` as one set and swaps it in under RCU. On error nothing
-     * changes and the message names the rule. */
+     * changes and the message names the rule. Blocks for the compile. */
     Status replace_rules(std::vector<filters::RuleSpec> rules);
+    /* Swaps in `compiled`, compiled from `rules` elsewhere (CompileWorker),
+     * under RCU. Errors only if a per-worker scratch cannot be made. */
+    Status install_rules(std::vector<filters::RuleSpec> rules,
+                         std::shared_ptr<const filters::RuleSet> compiled);
 
     /* Names of the sources, by index (the interface ids of the files). */
     std::vector<std::string> source_names() const;
