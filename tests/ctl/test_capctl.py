@@ -1158,10 +1158,10 @@ class CompileLimits(CtlTestCase):
         tmp = make_tmp(self)
         capd = Capd(tmp, NULL_PACED, extra=["--compile-timeout", "600"])
         try:
-            # 500 terms: a minute or more of libpcap's optimiser.
+            # 700 terms: a minute or more of libpcap's optimiser.
             slow = CtlConn(capd.sock, timeout=5)
             slow.send(json.dumps({"v": 1, "cmd": "rules.add",
-                                  "args": {"name": "slow", "expression": many_hosts(500)}})
+                                  "args": {"name": "slow", "expression": many_hosts(700)}})
                       .encode() + b"\n")
             self.assertTrue(wait_until(lambda: capd.call("status")["data"]["control"]["deferred"]
                                        == 1, 10, 0.1), "the rules change is not pending")
@@ -1195,7 +1195,7 @@ class CompileLimits(CtlTestCase):
         tmp = make_tmp(self)
         capd = Capd(tmp, NULL_PACED, extra=["--compile-timeout", "1"])
         try:
-            r = capd.ctl("rules", "add", "slow", many_hosts(300))
+            r = capd.ctl("rules", "add", "slow", many_hosts(400))
             line = self.assertOneLineError(r, "rules add of a slow expression")
             self.assertIn("rule 'slow'", line)
             self.assertIn("took longer than 1 s", line)
@@ -1236,7 +1236,7 @@ class CompileLimits(CtlTestCase):
         self.assertEqual(lines, ["capd: rule 'cli': expression of 70010 bytes, more than the "
                                  "65536 allowed"], r.stderr)
         r = run([CAPD, "-i", "null:64", "-w", out, "--ctl", "none", "-c", "10",
-                 "--compile-timeout", "1", many_hosts(300)], timeout=60)
+                 "--compile-timeout", "1", many_hosts(400)], timeout=60)
         self.assertNotEqual(r.returncode, 0)
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         self.assertEqual(len(lines), 1, r.stderr)
