@@ -74,7 +74,9 @@ struct CompileOptions {
     bool jit = true;   // false forces the interpreter
     RuleLimits limits;
     /* libpcap's and Hyperscan's compilers run in a child process that is
-     * killed after this long (bounded_child.hh); the compile then fails. */
+     * killed after this long (bounded_child.hh); the compile then fails.
+     * 0 runs them in this process with no limit: for fuzzing, where a crash
+     * in them must be seen, never for input from a client. */
     int time_limit_ms = 10000;
     /* Optional: when it becomes true, a compile in progress stops and fails
      * ("cancelled"), e.g. because capd is stopping. */

@@ -202,6 +202,14 @@ TEST(RuleSetLimits, ErrorsFromTheCompilingChildNameTheRule) {
                       CompileOptions{});
     ASSERT_FALSE(rs.ok());
     EXPECT_EQ(rs.error().rfind("rule 'bad': ", 0), 0u) << rs.error();
+    // In this process (time_limit_ms 0, for fuzzing), the same words.
+    CompileOptions here;
+    here.time_limit_ms = 0;
+    auto same = compile(std::vector<RuleSpec>{rule("ok", "tcp"), rule("bad", "tcp port eighty")},
+                        here);
+    ASSERT_FALSE(same.ok());
+    EXPECT_EQ(same.error(), rs.error());
+    EXPECT_TRUE(compile(std::vector<RuleSpec>{rule("web", "tcp port 80", {"GET "})}, here).ok());
 }
 
 /* What a rules change compiles: only what the set in force does not hold.
