@@ -48,12 +48,27 @@ nlohmann::json rule_json(const filters::RuleSpec& r) {
             {"bpf_object", r.bpf_object}};
 }
 
+/* Control-thread state of the rules handlers. */
+struct RulesState {
+    // From submit until the new set is installed (or refused). One change at
+    // a time: one computed meanwhile from the set still in force would undo
+    // this one when it lands.
+    bool changing = false;
+};
+
 /* Compiles `rules` on the CompileWorker and, back on the control thread,
  * swaps them in and answers `done`. The caps are checked first, here, so an
- * oversized request costs nothing more. One change at a time: another
- * client's change made meanwhile would be lost when this one lands. */
-void apply(HandlerContext ctx, std::vector<filters::RuleSpec> rules, std::string done,
-           Deferred reply) {
+ * oversized request costs nothing more. */
+void apply(HandlerContext ctx, const std::shared_ptr<RulesState>& state,
+           std::vector<filters::RuleSpec> rules, std::string done, Deferred reply) {
+    if (state->changing) {
+        reply.complete([] {
+            return Response::error(EBUSY,
+                                   "another rules change is being compiled; try again when "
+                                   "it is done (capctl status shows the rule generation)");
+        });
+        return;
+    }
     Status within = filters::check_limits(rules, ctx.pipeline.compile_options().limits);
     if (!within) {
         reply.complete([msg = within.error()] { return Response::error(E2BIG, msg); });
@@ -63,29 +78,30 @@ void apply(HandlerContext ctx, std::vector<filters::RuleSpec> rules, std::string
     auto shared_reply = std::make_shared<Deferred>(std::move(reply));
     auto specs = std::make_shared<std::vector<filters::RuleSpec>>(rules);
     dataplane::Pipeline* p = &ctx.pipeline;
+    state->changing = true;
     bool started = ctx.compiler.submit(
         std::move(rules), ctx.pipeline.compile_options(), ctx.pipeline.rule_set(),
-        [shared_reply, specs, p, done](Result<std::shared_ptr<const filters::RuleSet>> r) {
-            // Compile thread: nothing here may touch the pipeline.
-            shared_reply->complete([r, specs, p, done]() mutable {
+        [shared_reply, specs, p, done, state](Result<std::shared_ptr<const filters::RuleSet>> r) {
+            // Compile thread: nothing here may touch the pipeline or state.
+            shared_reply->complete([r, specs, p, done, state]() mutable {
+                state->changing = false;
                 if (!r) return Response::error(EINVAL, r.error());
                 Status s = p->install_rules(std::move(*specs), *r);
                 if (!s) return Response::error(EIO, s.error());
                 return Response::ok(done);
             });
         });
-    if (!started)
-        shared_reply->complete([] {
-            return Response::error(EBUSY,
-                                   "another rules change is being compiled; try again when "
-                                   "it is done (capctl status shows the rule generation)");
-        });
+    if (!started) {
+        state->changing = false;
+        shared_reply->complete([] { return Response::error(EBUSY, "capd is stopping"); });
+    }
 }
 
 }  // namespace
 
 void register_rules_handlers(Handlers& t, HandlerContext ctx) {
     dataplane::Pipeline& p = ctx.pipeline;
+    auto state = std::make_shared<RulesState>();
     t.sync["rules.list"] = [&p](const Request&) {
         nlohmann::json list = nlohmann::json::array();
         auto sum = p.collect();
@@ -100,7 +116,7 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
         }
         return Response::ok("OK", {{"rules", list}});
     };
-    t.async["rules.add"] = [ctx](const Request& req, Deferred reply) {
+    t.async["rules.add"] = [ctx, state](const Request& req, Deferred reply) {
         filters::RuleSpec r;
         std::string err;
         if (!rule_from_args(req.args, r, err))
@@ -112,9 +128,9 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
                     return Response::error(EEXIST, "rule '" + name + "' exists; use rules replace");
                 });
         rules.push_back(r);
-        apply(ctx, std::move(rules), "rule '" + r.name + "' added", std::move(reply));
+        apply(ctx, state, std::move(rules), "rule '" + r.name + "' added", std::move(reply));
     };
-    t.async["rules.replace"] = [ctx](const Request& req, Deferred reply) {
+    t.async["rules.replace"] = [ctx, state](const Request& req, Deferred reply) {
         filters::RuleSpec r;
         std::string err;
         if (!rule_from_args(req.args, r, err))
@@ -123,14 +139,14 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
         for (auto& x : rules)
             if (x.name == r.name) {
                 x = r;
-                return apply(ctx, std::move(rules), "rule '" + r.name + "' replaced",
+                return apply(ctx, state, std::move(rules), "rule '" + r.name + "' replaced",
                              std::move(reply));
             }
         reply.complete([name = r.name] {
             return Response::error(ENOENT, "no rule named '" + name + "'");
         });
     };
-    t.async["rules.del"] = [ctx](const Request& req, Deferred reply) {
+    t.async["rules.del"] = [ctx, state](const Request& req, Deferred reply) {
         std::string name = req.args.value("name", "");
         auto rules = ctx.pipeline.rules();
         for (auto it = rules.begin(); it != rules.end(); ++it)
@@ -139,7 +155,7 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
                 std::string done = "rule '" + name + "' deleted";
                 if (rules.empty())
                     done += "; no rule left: every packet is captured, as with no filter";
-                return apply(ctx, std::move(rules), std::move(done), std::move(reply));
+                return apply(ctx, state, std::move(rules), std::move(done), std::move(reply));
             }
         reply.complete([name] { return Response::error(ENOENT, "no rule named '" + name + "'"); });
     };

@@ -9,18 +9,11 @@ CompileWorker::~CompileWorker() { shutdown(); }
 bool CompileWorker::submit(std::vector<RuleSpec> rules, CompileOptions opts,
                            std::shared_ptr<const RuleSet> previous, Done done) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (busy_ || quit_) return false;
+    if (quit_) return false;
     opts.cancel = &cancel_;
-    job_ = std::make_unique<Job>(
-        Job{std::move(rules), std::move(opts), std::move(previous), std::move(done)});
-    busy_ = true;
+    jobs_.push_back(Job{std::move(rules), std::move(opts), std::move(previous), std::move(done)});
     cv_.notify_one();
     return true;
-}
-
-bool CompileWorker::busy() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return busy_;
 }
 
 void CompileWorker::shutdown() {
@@ -35,20 +28,18 @@ void CompileWorker::shutdown() {
 
 void CompileWorker::main() {
     for (;;) {
-        std::unique_ptr<Job> job;
+        Job job;
         {
             std::unique_lock<std::mutex> lock(mu_);
-            cv_.wait(lock, [this] { return quit_ || job_ != nullptr; });
-            if (job_ == nullptr) return;  // quit with nothing to do
-            job = std::move(job_);
+            cv_.wait(lock, [this] { return quit_ || !jobs_.empty(); });
+            if (jobs_.empty()) return;  // quit with nothing to do
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
         }
-        // A job submitted before shutdown() still runs, and its child sees
+        // Jobs queued before shutdown() still run, and their child sees
         // cancel_ at once: `done` hears "cancelled" rather than nothing.
-        auto result = compile(job->rules, job->opts, job->previous.get());
-        job->done(std::move(result));
-        job.reset();  // the previous set may be the last owner of big objects
-        std::lock_guard<std::mutex> lock(mu_);
-        busy_ = false;
+        auto result = compile(job.rules, job.opts, job.previous.get());
+        job.done(std::move(result));
     }
 }
 

@@ -1,8 +1,8 @@
 /* CompileWorker: the thread that compiles rule sets for the control socket,
  * so the control thread never waits on a compiler.
  *
- * One thread, one compile at a time. submit() hands it the rules and returns
- * at once; the thread runs filters::compile() (libpcap and Hyperscan in a
+ * One thread, one compile at a time, in the order submitted. submit() hands
+ * it the rules and returns at once; the thread runs filters::compile() (libpcap and Hyperscan in a
  * child that is killed at CompileOptions::time_limit_ms, bounded_child.hh)
  * and calls `done` with the result, on the worker thread. `done` must not
  * touch what belongs to the control thread: capd's handlers pass the result
@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -36,17 +37,14 @@ public:
     CompileWorker(const CompileWorker&) = delete;
     CompileWorker& operator=(const CompileWorker&) = delete;
 
-    /* Starts compiling `rules` (as compile(rules, opts, previous.get())).
-     * Returns false, and starts nothing, while another compile is in
-     * progress or after shutdown(). opts.cancel is replaced by the worker's
-     * own flag. Any thread. */
+    /* Queues a compile of `rules` (as compile(rules, opts, previous.get())).
+     * Returns false, and queues nothing, after shutdown(). opts.cancel is
+     * replaced by the worker's own flag. Any thread. */
     [[nodiscard]] bool submit(std::vector<RuleSpec> rules, CompileOptions opts,
                               std::shared_ptr<const RuleSet> previous, Done done);
 
-    /* True from submit() until `done` has returned. Any thread. */
-    bool busy() const;
-
-    /* Cancels the compile in progress and joins the thread. Idempotent. */
+    /* Cancels the compile in progress and those queued (each `done` hears
+     * "cancelled") and joins the thread. Idempotent. */
     void shutdown();
 
 private:
@@ -60,8 +58,7 @@ private:
 
     mutable std::mutex mu_;
     std::condition_variable cv_;
-    std::unique_ptr<Job> job_;  // waiting to start, or running
-    bool busy_ = false;
+    std::deque<Job> jobs_;  // waiting to start
     bool quit_ = false;
     std::atomic<bool> cancel_{false};
     std::thread thread_;
