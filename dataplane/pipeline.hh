@@ -1,5 +1,9 @@
 /* Pipeline: the composition of sources, workers, rings, chunk pool and
- * writers for one capd run. Every method runs on the control thread.
+ * writers for one capd run. Every method runs on the control side, one
+ * thread at a time: capd's main thread for create(), start(), wait() and
+ * finish(), and between start() and finish() the ctl thread for the control
+ * API (wait() reads only atomics meanwhile; finish() runs once the ctl
+ * thread has stopped).
  *
  *   create()  sets up ports, pools, rings and opens the first files; any
  *             failure is reported before capture starts.
