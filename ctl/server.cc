@@ -487,6 +487,17 @@ void ControlServer::poll(int timeout_ms) {
         for (size_t i = 0; i < known; i++) {
             Client& c = *clients_[i];
             short ev = fds[i + 2].revents;
+            // A client that is not being read from (waiting for a deferred
+            // reply, or too many unread) and hangs up is seen here; poll()
+            // would report the hang-up again on every turn.
+            if ((ev & (POLLHUP | POLLERR)) && (c.awaiting || c.read_paused) &&
+                !c.close_after_write) {
+                counters_->peer_gone++;
+                c.in.clear();
+                c.out.clear();
+                c.close_after_write = true;
+                continue;
+            }
             if (ev & (POLLIN | POLLHUP | POLLERR)) read_client(c);
             if (!c.out.empty()) write_client(c);
             // Requests left unparsed while it was paused.

@@ -1154,6 +1154,24 @@ TEST_F(ServerTest, DeferredReplyKeepsOrderWhileOthersAreServed) {
     ASSERT_TRUE(r1 && r2);
     EXPECT_EQ((*r1)["message"], "done");
     EXPECT_EQ((*r2)["message"], "pong");
+    // A client that hangs up while it waits is let go at once; its answer
+    // still runs when it comes.
+    {
+        RawConn gone(path_);
+        gone.send_all(request_line("later"));
+        ASSERT_TRUE(pump_until(*s, [&] { return handlers_.later.size() == 2; }));
+        gone.close();
+        EXPECT_TRUE(pump_until(*s, [&] { return s->counters().deferred == 0; }, 2000))
+            << "a client that hung up while waiting was kept";
+        EXPECT_EQ(s->counters().peer_gone, 1u);
+        bool ran = false;
+        handlers_.later.back().complete([&ran] {
+            ran = true;
+            return Response::ok("late");
+        });
+        handlers_.later.pop_back();
+        EXPECT_TRUE(pump_until(*s, [&] { return ran; }, 2000));
+    }
     // A Deferred dropped unanswered still answers.
     a.send_all(request_line("later"));
     ASSERT_TRUE(pump_until(*s, [&] { return handlers_.later.size() == 2; }));
