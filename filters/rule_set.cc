@@ -470,9 +470,12 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
         BoundedOptions bo;
         bo.time_limit_ms = opts.time_limit_ms;
         bo.cancel = opts.cancel;
+        // Names what the child was given: usually the one rule just added.
         std::string what = "compiling";
-        if (!compile_expr.empty()) what += " " + rule_label(specs[compile_expr[0]], compile_expr[0]);
-        if (compile_expr.size() > 1) what += " and " + std::to_string(compile_expr.size() - 1) + " more";
+        for (size_t k = 0; k < compile_expr.size() && k < 3; k++)
+            what += (k == 0 ? " " : ", ") + rule_label(specs[compile_expr[k]], compile_expr[k]);
+        if (compile_expr.size() > 3)
+            what += " and " + std::to_string(compile_expr.size() - 3) + " more rules";
         if (compile_scope[0] || compile_scope[1])
             what += std::string(compile_expr.empty() ? " the" : " and the") + " patterns";
         auto answer = opts.time_limit_ms > 0 ? run_bounded(work, bo, what) : work();
