@@ -38,7 +38,14 @@ void CompileWorker::main() {
         }
         // Jobs queued before shutdown() still run, and their child sees
         // cancel_ at once: `done` hears "cancelled" rather than nothing.
-        auto result = compile(job.rules, job.opts, job.previous.get());
+        Result<std::shared_ptr<const RuleSet>> result = make_error("compile: not run");
+        try {
+            result = compile(job.rules, job.opts, job.previous.get());
+        } catch (const std::exception& e) {
+            // Allocation failure in the compilers: a refused change, not an
+            // exception escaping this thread.
+            result = make_error(std::string("compile: ") + e.what());
+        }
         job.done(std::move(result));
     }
 }
