@@ -142,9 +142,8 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
                 return apply(ctx, state, std::move(rules), "rule '" + r.name + "' replaced",
                              std::move(reply));
             }
-        reply.complete([name = r.name] {
-            return Response::error(ENOENT, "no rule named '" + name + "'");
-        });
+        reply.complete(
+            [name = r.name] { return Response::error(ENOENT, "no rule named '" + name + "'"); });
     };
     t.async["rules.del"] = [ctx, state](const Request& req, Deferred reply) {
         std::string name = req.args.value("name", "");

@@ -1,11 +1,11 @@
 #include "ctl/server.hh"
 
 #include <fcntl.h>
-#include <malloc.h>
-#include <sys/eventfd.h>
 #include <grp.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -86,7 +86,8 @@ struct Deferred::Queue {
 Deferred::~Deferred() {
     if (q_)
         complete([] {
-            return Response::error(EIO, "internal error: the request was dropped without an answer");
+            return Response::error(EIO,
+                                   "internal error: the request was dropped without an answer");
         });
 }
 
@@ -247,8 +248,8 @@ void ControlServer::update_pending() {
     }
     pending_ = pending;
     counters_->pending_reply_bytes = pending;
-    counters_->pending_reply_bytes_peak = std::max<uint64_t>(counters_->pending_reply_bytes_peak,
-                                                             pending);
+    counters_->pending_reply_bytes_peak =
+        std::max<uint64_t>(counters_->pending_reply_bytes_peak, pending);
     counters_->clients = admitted;
     counters_->root_clients = root;
     counters_->deferred = deferred;
@@ -281,14 +282,13 @@ void ControlServer::accept_clients() {
             const unsigned others_max = opts_.max_clients - opts_.root_reserve;
             if (total >= opts_.max_clients || (uid != 0 && others >= others_max)) {
                 counters_->refused_busy++;
-                std::string msg =
-                    uid != 0 && total < opts_.max_clients
-                        ? "too many control clients: " + std::to_string(others) +
-                              " connections of users other than root (" +
-                              std::to_string(opts_.root_reserve) +
-                              " more are kept for root); try later"
-                        : "too many control clients (" + std::to_string(opts_.max_clients) +
-                              "); try later";
+                std::string msg = uid != 0 && total < opts_.max_clients
+                                      ? "too many control clients: " + std::to_string(others) +
+                                            " connections of users other than root (" +
+                                            std::to_string(opts_.root_reserve) +
+                                            " more are kept for root); try later"
+                                      : "too many control clients (" +
+                                            std::to_string(opts_.max_clients) + "); try later";
                 log("refused a connection of uid " + std::to_string(uid) + ": " + msg);
                 c->out = encode_response(Response::error(EBUSY, msg));
                 c->close_after_write = true;
@@ -306,21 +306,20 @@ void ControlServer::queue_reply(Client& c, const Response& resp) {
     std::string line = encode_response(resp);
     if (line.size() > opts_.max_reply_bytes) {
         counters_->oversized_replies++;
-        log("a reply of " + std::to_string(line.size()) + " bytes to uid " +
-            std::to_string(c.uid) + " was replaced by an error (max " +
-            mib(opts_.max_reply_bytes) + ")");
+        log("a reply of " + std::to_string(line.size()) + " bytes to uid " + std::to_string(c.uid) +
+            " was replaced by an error (max " + mib(opts_.max_reply_bytes) + ")");
         line = encode_response(Response::error(
             E2BIG, "the reply is " + std::to_string(line.size()) + " bytes, more than the " +
                        mib(opts_.max_reply_bytes) + " a control reply may take; ask for less"));
     } else if (pending_ + line.size() > opts_.max_total_pending_bytes) {
         counters_->replies_refused_memory++;
-        log("a reply of " + std::to_string(line.size()) + " bytes to uid " +
-            std::to_string(c.uid) + " was refused: " + std::to_string(pending_) +
-            " bytes of replies are unread (max " + mib(opts_.max_total_pending_bytes) + ")");
+        log("a reply of " + std::to_string(line.size()) + " bytes to uid " + std::to_string(c.uid) +
+            " was refused: " + std::to_string(pending_) + " bytes of replies are unread (max " +
+            mib(opts_.max_total_pending_bytes) + ")");
         line = encode_response(Response::error(
             EBUSY, "control clients have " + std::to_string(pending_) +
-                       " bytes of replies unread, near the " +
-                       mib(opts_.max_total_pending_bytes) + " capd keeps for them; try later"));
+                       " bytes of replies unread, near the " + mib(opts_.max_total_pending_bytes) +
+                       " capd keeps for them; try later"));
     }
     const size_t before = c.out.size();
     c.out += line;
@@ -477,8 +476,8 @@ void ControlServer::poll(int timeout_ms) {
     fds.push_back({wake_fd_, POLLIN, 0});
     for (auto& c : clients_) {
         bool want_in = !c->close_after_write && !c->awaiting && !c->read_paused;
-        fds.push_back({c->fd, static_cast<short>((want_in ? POLLIN : 0) |
-                                                 (c->out.empty() ? 0 : POLLOUT)),
+        fds.push_back({c->fd,
+                       static_cast<short>((want_in ? POLLIN : 0) | (c->out.empty() ? 0 : POLLOUT)),
                        0});
     }
     int n = ::poll(fds.data(), fds.size(), timeout_ms);
@@ -521,8 +520,7 @@ void ControlServer::poll(int timeout_ms) {
                 counters_->idle_timeouts++;
                 drop(c, c.out.empty()
                             ? "no complete request for " +
-                                  std::to_string(opts_.idle_timeout_ms / 1000) +
-                                  " s: disconnected"
+                                  std::to_string(opts_.idle_timeout_ms / 1000) + " s: disconnected"
                             : std::to_string(c.out.size()) + " bytes of replies unread for " +
                                   std::to_string(opts_.idle_timeout_ms / 1000) +
                                   " s: disconnected");

@@ -38,13 +38,12 @@
 
 #include <sys/types.h>
 
-#include <nlohmann/json.hpp>
-
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -59,34 +58,34 @@ using HandlerTable = std::map<std::string, Handler>;
 /* What the server has done about its limits since it started. Written and
  * read on the control thread only (the status handler reads it there). */
 struct ControlCounters {
-    uint64_t accepted = 0;            // connections served
-    uint64_t refused_busy = 0;        // over max_clients (or the non-root share)
-    uint64_t refused_permission = 0;  // peer not allowed
-    uint64_t idle_timeouts = 0;       // dropped after idle_timeout_ms
-    uint64_t oversized_requests = 0;  // line longer than kMaxLine
-    uint64_t read_pauses = 0;         // times a client's reading stopped for its backlog
-    uint64_t oversized_replies = 0;   // replies replaced by E2BIG
+    uint64_t accepted = 0;                // connections served
+    uint64_t refused_busy = 0;            // over max_clients (or the non-root share)
+    uint64_t refused_permission = 0;      // peer not allowed
+    uint64_t idle_timeouts = 0;           // dropped after idle_timeout_ms
+    uint64_t oversized_requests = 0;      // line longer than kMaxLine
+    uint64_t read_pauses = 0;             // times a client's reading stopped for its backlog
+    uint64_t oversized_replies = 0;       // replies replaced by E2BIG
     uint64_t replies_refused_memory = 0;  // replies replaced by EBUSY (total bound)
-    uint64_t peer_gone = 0;           // clients that vanished mid-reply
-    uint64_t clients = 0;             // connected now
-    uint64_t root_clients = 0;        // of which peer uid 0
+    uint64_t peer_gone = 0;               // clients that vanished mid-reply
+    uint64_t clients = 0;                 // connected now
+    uint64_t root_clients = 0;            // of which peer uid 0
     uint64_t pending_reply_bytes = 0;     // unsent replies now
     uint64_t pending_reply_bytes_peak = 0;
-    uint64_t deferred = 0;            // requests waiting for a deferred reply now
+    uint64_t deferred = 0;  // requests waiting for a deferred reply now
 
     nlohmann::json to_json() const;
 };
 
 struct ServerOptions {
     std::string path = kDefaultSocket;
-    std::string group;                // empty: root and capd's user only
+    std::string group;  // empty: root and capd's user only
     unsigned max_clients = 64;
-    unsigned root_reserve = 8;        // of max_clients, for peer uid 0 only
-    int idle_timeout_ms = 30000;      // without a complete request: dropped
+    unsigned root_reserve = 8;    // of max_clients, for peer uid 0 only
+    int idle_timeout_ms = 30000;  // without a complete request: dropped
     size_t read_pause_bytes = size_t{256} << 10;
     size_t max_reply_bytes = size_t{16} << 20;
     size_t max_total_pending_bytes = size_t{64} << 20;
-    bool log = true;                  // one stderr line per refusal or drop (rate-limited)
+    bool log = true;                      // one stderr line per refusal or drop (rate-limited)
     ControlCounters* counters = nullptr;  // optional: where to count (else internal)
 };
 
@@ -99,7 +98,7 @@ class ControlServer;
  * completing answers EIO. After the server is gone, completing does
  * nothing. */
 class Deferred {
-public:
+  public:
     Deferred(Deferred&&) noexcept = default;
     Deferred& operator=(Deferred&&) noexcept = default;
     Deferred(const Deferred&) = delete;
@@ -110,7 +109,7 @@ public:
 
     struct Queue;  // the server's completions, shared with every Deferred
 
-private:
+  private:
     friend class ControlServer;
     Deferred(std::shared_ptr<Queue> q, uint64_t client) : q_(std::move(q)), client_(client) {}
     std::shared_ptr<Queue> q_;
@@ -121,7 +120,7 @@ using AsyncHandler = std::function<void(const Request&, Deferred)>;
 using AsyncHandlerTable = std::map<std::string, AsyncHandler>;
 
 class ControlServer {
-public:
+  public:
     static Result<std::unique_ptr<ControlServer>> listen(const ServerOptions& opts,
                                                          HandlerTable handlers,
                                                          AsyncHandlerTable async_handlers = {});
@@ -139,7 +138,7 @@ public:
     unsigned clients() const { return static_cast<unsigned>(clients_.size()); }
     const ControlCounters& counters() const { return *counters_; }
 
-private:
+  private:
     struct Client {
         uint64_t id;
         int fd;

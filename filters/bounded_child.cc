@@ -119,8 +119,8 @@ Result<std::string> run_bounded(const std::function<Result<std::string>()>& work
         }
         if (got == 0) break;  // the child is done
         if (out.size() + static_cast<size_t>(got) > opts.max_output) {
-            stopped = what + ": output larger than " + std::to_string(opts.max_output >> 20) +
-                      " MiB";
+            stopped =
+                what + ": output larger than " + std::to_string(opts.max_output >> 20) + " MiB";
             break;
         }
         out.append(buf, static_cast<size_t>(got));

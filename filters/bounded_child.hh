@@ -32,9 +32,9 @@
 namespace linecap::filters {
 
 struct BoundedOptions {
-    int time_limit_ms = 10000;               // > 0
+    int time_limit_ms = 10000;                  // > 0
     const std::atomic<bool>* cancel = nullptr;  // optional: true stops the child
-    size_t max_output = size_t{256} << 20;   // bytes the child may send back
+    size_t max_output = size_t{256} << 20;      // bytes the child may send back
 };
 
 /* Runs work() in a child and returns its output, or its error message.
@@ -44,7 +44,6 @@ struct BoundedOptions {
  *   "<what>: the compiling process died (signal 11)" (a crash or the OOM killer)
  *   "<what>: fork: <strerror>" and other system errors. */
 [[nodiscard]] Result<std::string> run_bounded(const std::function<Result<std::string>()>& work,
-                                              const BoundedOptions& opts,
-                                              const std::string& what);
+                                              const BoundedOptions& opts, const std::string& what);
 
 }  // namespace linecap::filters
