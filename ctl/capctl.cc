@@ -52,6 +52,7 @@ struct Args {
     std::string ctl = kDefaultSocket;
     bool json = false;
     int timeout_ms = 5000;
+    bool timeout_given = false;
     std::vector<std::string> words;
 };
 
@@ -173,7 +174,10 @@ int main(int argc, char** argv) {
         if (a.words.empty() && (s == "--ctl" || s == "--timeout")) {
             if (i + 1 >= argc) return fail(s + " needs a value");
             if (s == "--ctl") a.ctl = argv[++i];
-            else a.timeout_ms = std::atoi(argv[++i]);
+            else {
+                a.timeout_ms = std::atoi(argv[++i]);
+                a.timeout_given = true;
+            }
         } else if (s == "--json") {
             a.json = true;
         } else if (a.words.empty() && (s == "-h" || s == "--help")) {
@@ -246,6 +250,10 @@ int main(int argc, char** argv) {
         return fail("unknown command '" + cmd + "' (try capctl --help)");
     }
 
+    // A rules change is answered once it is compiled, which capd allows up
+    // to --compile-timeout (10 s by default).
+    if (req.cmd.rfind("rules.", 0) == 0 && req.cmd != "rules.list" && !a.timeout_given)
+        a.timeout_ms = 60000;
     auto r = call(a, req);
     if (!r) return fail(r.error());
     if (a.json) {

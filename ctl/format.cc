@@ -57,6 +57,14 @@ std::string format_status(const nlohmann::json& s) {
     o << "rules:  ";
     for (const auto& r : s["rules"]) o << " " << r.get<std::string>();
     o << " (generation " << s.value("rule_generation", 0) << ")\n";
+    if (s.contains("control") && s["control"].is_object()) {
+        const auto& c = s["control"];
+        o << "control: " << u(c, "clients") << " clients (" << u(c, "root_clients")
+          << " root), refused busy " << u(c, "refused_busy") << ", idle timeouts "
+          << u(c, "idle_timeouts") << ", read pauses " << u(c, "read_pauses")
+          << ", replies pending " << u(c, "pending_reply_bytes") << " bytes (peak "
+          << u(c, "pending_reply_bytes_peak") << ")\n";
+    }
     return o.str();
 }
 

@@ -48,16 +48,61 @@ nlohmann::json rule_json(const filters::RuleSpec& r) {
             {"bpf_object", r.bpf_object}};
 }
 
-Response apply(dataplane::Pipeline& p, std::vector<filters::RuleSpec> rules, std::string done) {
-    Status s = p.replace_rules(std::move(rules));
-    if (!s) return Response::error(EINVAL, s.error());
-    return Response::ok(std::move(done));
+/* Control-thread state of the rules handlers. */
+struct RulesState {
+    // From submit until the new set is installed (or refused). One change at
+    // a time: one computed meanwhile from the set still in force would undo
+    // this one when it lands.
+    bool changing = false;
+};
+
+/* Compiles `rules` on the CompileWorker and, back on the control thread,
+ * swaps them in and answers `done`. The caps are checked first, here, so an
+ * oversized request costs nothing more. */
+void apply(HandlerContext ctx, const std::shared_ptr<RulesState>& state,
+           std::vector<filters::RuleSpec> rules, std::string done, Deferred reply) {
+    if (state->changing) {
+        reply.complete([] {
+            return Response::error(EBUSY,
+                                   "another rules change is being compiled; try again when "
+                                   "it is done (capctl status shows the rule generation)");
+        });
+        return;
+    }
+    Status within = filters::check_limits(rules, ctx.pipeline.compile_options().limits);
+    if (!within) {
+        reply.complete([msg = within.error()] { return Response::error(E2BIG, msg); });
+        return;
+    }
+    // std::function needs a copyable callable; the Deferred is move-only.
+    auto shared_reply = std::make_shared<Deferred>(std::move(reply));
+    auto specs = std::make_shared<std::vector<filters::RuleSpec>>(rules);
+    dataplane::Pipeline* p = &ctx.pipeline;
+    state->changing = true;
+    bool started = ctx.compiler.submit(
+        std::move(rules), ctx.pipeline.compile_options(), ctx.pipeline.rule_set(),
+        [shared_reply, specs, p, done, state](Result<std::shared_ptr<const filters::RuleSet>> r) {
+            // Compile thread: nothing here may touch the pipeline or state.
+            shared_reply->complete([r, specs, p, done, state]() mutable {
+                state->changing = false;
+                if (!r) return Response::error(EINVAL, r.error());
+                Status s = p->install_rules(std::move(*specs), *r);
+                if (!s) return Response::error(EIO, s.error());
+                return Response::ok(done);
+            });
+        });
+    if (!started) {
+        state->changing = false;
+        shared_reply->complete([] { return Response::error(EBUSY, "capd is stopping"); });
+    }
 }
 
 }  // namespace
 
-void register_rules_handlers(HandlerTable& t, dataplane::Pipeline& p) {
-    t["rules.list"] = [&p](const Request&) {
+void register_rules_handlers(Handlers& t, HandlerContext ctx) {
+    dataplane::Pipeline& p = ctx.pipeline;
+    auto state = std::make_shared<RulesState>();
+    t.sync["rules.list"] = [&p](const Request&) {
         nlohmann::json list = nlohmann::json::array();
         auto sum = p.collect();
         for (const auto& r : p.rules()) {
@@ -71,40 +116,47 @@ void register_rules_handlers(HandlerTable& t, dataplane::Pipeline& p) {
         }
         return Response::ok("OK", {{"rules", list}});
     };
-    t["rules.add"] = [&p](const Request& req) {
+    t.async["rules.add"] = [ctx, state](const Request& req, Deferred reply) {
         filters::RuleSpec r;
         std::string err;
-        if (!rule_from_args(req.args, r, err)) return Response::error(EINVAL, err);
-        auto rules = p.rules();
+        if (!rule_from_args(req.args, r, err))
+            return reply.complete([err] { return Response::error(EINVAL, err); });
+        auto rules = ctx.pipeline.rules();
         for (const auto& x : rules)
             if (x.name == r.name)
-                return Response::error(EEXIST, "rule '" + r.name + "' exists; use rules replace");
+                return reply.complete([name = r.name] {
+                    return Response::error(EEXIST, "rule '" + name + "' exists; use rules replace");
+                });
         rules.push_back(r);
-        return apply(p, std::move(rules), "rule '" + r.name + "' added");
+        apply(ctx, state, std::move(rules), "rule '" + r.name + "' added", std::move(reply));
     };
-    t["rules.replace"] = [&p](const Request& req) {
+    t.async["rules.replace"] = [ctx, state](const Request& req, Deferred reply) {
         filters::RuleSpec r;
         std::string err;
-        if (!rule_from_args(req.args, r, err)) return Response::error(EINVAL, err);
-        auto rules = p.rules();
+        if (!rule_from_args(req.args, r, err))
+            return reply.complete([err] { return Response::error(EINVAL, err); });
+        auto rules = ctx.pipeline.rules();
         for (auto& x : rules)
             if (x.name == r.name) {
                 x = r;
-                return apply(p, std::move(rules), "rule '" + r.name + "' replaced");
+                return apply(ctx, state, std::move(rules), "rule '" + r.name + "' replaced",
+                             std::move(reply));
             }
-        return Response::error(ENOENT, "no rule named '" + r.name + "'");
+        reply.complete(
+            [name = r.name] { return Response::error(ENOENT, "no rule named '" + name + "'"); });
     };
-    t["rules.del"] = [&p](const Request& req) {
+    t.async["rules.del"] = [ctx, state](const Request& req, Deferred reply) {
         std::string name = req.args.value("name", "");
-        auto rules = p.rules();
+        auto rules = ctx.pipeline.rules();
         for (auto it = rules.begin(); it != rules.end(); ++it)
             if (it->name == name) {
                 rules.erase(it);
-                return apply(p, std::move(rules),
-                             "rule '" + name + "' deleted" +
-                                 (rules.empty() ? "; no rule left: every packet is captured, as with no filter" : ""));
+                std::string done = "rule '" + name + "' deleted";
+                if (rules.empty())
+                    done += "; no rule left: every packet is captured, as with no filter";
+                return apply(ctx, state, std::move(rules), std::move(done), std::move(reply));
             }
-        return Response::error(ENOENT, "no rule named '" + name + "'");
+        reply.complete([name] { return Response::error(ENOENT, "no rule named '" + name + "'"); });
     };
 }
 

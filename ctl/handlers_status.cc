@@ -2,8 +2,13 @@
 
 namespace linecap::ctl {
 
-void register_status_handlers(HandlerTable& t, dataplane::Pipeline& p) {
-    t["status"] = [&p](const Request&) { return Response::ok("OK", p.status()); };
+void register_status_handlers(HandlerTable& t, dataplane::Pipeline& p,
+                              const ControlCounters* counters) {
+    t["status"] = [&p, counters](const Request&) {
+        nlohmann::json j = p.status();
+        if (counters != nullptr) j["control"] = counters->to_json();
+        return Response::ok("OK", std::move(j));
+    };
     t["stats"] = [&p](const Request&) {
         return Response::ok("OK", dataplane::summary_to_json(p.collect()));
     };

@@ -1,25 +1,33 @@
 #include "ctl/server.hh"
 
 #include <fcntl.h>
-#include <malloc.h>
 #include <grp.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pwd.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <mutex>
 
 namespace linecap::ctl {
 namespace {
 
-constexpr size_t kMaxReplyBacklog = 32u << 20;
 constexpr size_t kTrimAfterReply = 1u << 20;
+constexpr size_t kReadChunk = 16384;
+// Log lines about clients: at most this many per window, then one count.
+constexpr unsigned kLogLinesPerWindow = 20;
+constexpr long long kLogWindowMs = 10000;
 
 long long now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -42,10 +50,60 @@ bool user_in_group(uid_t uid, gid_t primary, gid_t group) {
     return false;
 }
 
+std::string mib(size_t bytes) {
+    if (bytes % (1u << 20) == 0) return std::to_string(bytes >> 20) + " MiB";
+    if (bytes % (1u << 10) == 0) return std::to_string(bytes >> 10) + " KiB";
+    return std::to_string(bytes) + " bytes";
+}
+
 }  // namespace
 
+nlohmann::json ControlCounters::to_json() const {
+    return {{"clients", clients},
+            {"root_clients", root_clients},
+            {"accepted", accepted},
+            {"refused_busy", refused_busy},
+            {"refused_permission", refused_permission},
+            {"idle_timeouts", idle_timeouts},
+            {"oversized_requests", oversized_requests},
+            {"read_pauses", read_pauses},
+            {"oversized_replies", oversized_replies},
+            {"replies_refused_memory", replies_refused_memory},
+            {"peer_gone", peer_gone},
+            {"pending_reply_bytes", pending_reply_bytes},
+            {"pending_reply_bytes_peak", pending_reply_bytes_peak},
+            {"deferred", deferred}};
+}
+
+/* Completions of deferred replies, posted from any thread. */
+struct Deferred::Queue {
+    std::mutex mu;
+    std::deque<std::pair<uint64_t, std::function<Response()>>> items;
+    int wake_fd = -1;
+    bool closed = false;  // the server is gone
+};
+
+Deferred::~Deferred() {
+    if (q_)
+        complete([] {
+            return Response::error(EIO,
+                                   "internal error: the request was dropped without an answer");
+        });
+}
+
+void Deferred::complete(std::function<Response()> answer) {
+    std::shared_ptr<Queue> q = std::move(q_);
+    if (!q) return;
+    std::lock_guard<std::mutex> lock(q->mu);
+    if (q->closed) return;
+    q->items.emplace_back(client_, std::move(answer));
+    uint64_t one = 1;
+    (void)!::write(q->wake_fd, &one, sizeof one);
+}
+
 Result<std::unique_ptr<ControlServer>> ControlServer::listen(const ServerOptions& opts,
-                                                             HandlerTable handlers) {
+                                                             HandlerTable handlers,
+                                                             AsyncHandlerTable async_handlers) {
     gid_t gid = 0;
     bool has_group = false;
     if (!opts.group.empty()) {
@@ -103,30 +161,55 @@ Result<std::unique_ptr<ControlServer>> ControlServer::listen(const ServerOptions
         unlink(opts.path.c_str());
         return make_error("--ctl " + opts.path + ": listen: " + strerror(e));
     }
-    return std::unique_ptr<ControlServer>(
-        new ControlServer(opts, std::move(handlers), fd, has_group ? gid : 0));
+    int wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake < 0) {
+        int e = errno;
+        close(fd);
+        unlink(opts.path.c_str());
+        return make_error(std::string("control socket: eventfd: ") + strerror(e));
+    }
+    return std::unique_ptr<ControlServer>(new ControlServer(
+        opts, std::move(handlers), std::move(async_handlers), fd, has_group ? gid : 0, wake));
 }
 
-ControlServer::ControlServer(ServerOptions opts, HandlerTable handlers, int fd, gid_t gid)
+ControlServer::ControlServer(ServerOptions opts, HandlerTable handlers, AsyncHandlerTable async,
+                             int fd, gid_t gid, int wake_fd)
     : opts_(std::move(opts)),
       handlers_(std::move(handlers)),
+      async_(std::move(async)),
       listen_fd_(fd),
       gid_(gid),
-      has_group_(!opts_.group.empty()) {}
+      has_group_(!opts_.group.empty()),
+      wake_fd_(wake_fd),
+      completions_(std::make_shared<Deferred::Queue>()),
+      counters_(opts_.counters != nullptr ? opts_.counters : &own_counters_) {
+    completions_->wake_fd = wake_fd_;
+    opts_.root_reserve = std::min(opts_.root_reserve, opts_.max_clients);
+}
 
 ControlServer::~ControlServer() {
+    {
+        // Answers still to come are dropped; their functions die here, on
+        // the thread that owned the server.
+        std::deque<std::pair<uint64_t, std::function<Response()>>> dropped;
+        std::lock_guard<std::mutex> lock(completions_->mu);
+        completions_->closed = true;
+        dropped.swap(completions_->items);
+    }
     for (auto& c : clients_) close(c->fd);
     close(listen_fd_);
+    close(wake_fd_);
     unlink(opts_.path.c_str());
 }
 
-bool ControlServer::peer_allowed(int fd, std::string& why) const {
+bool ControlServer::peer_allowed(int fd, uid_t& uid, std::string& why) const {
     struct ucred cred;
     socklen_t len = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
         why = "cannot read peer credentials";
         return false;
     }
+    uid = cred.uid;
     if (cred.uid == 0 || cred.uid == geteuid()) return true;
     if (has_group_ && user_in_group(cred.uid, cred.gid, gid_)) return true;
     why = "permission denied: uid " + std::to_string(cred.uid) + " is not root" +
@@ -135,23 +218,122 @@ bool ControlServer::peer_allowed(int fd, std::string& why) const {
     return false;
 }
 
+void ControlServer::log(const std::string& line) {
+    if (!opts_.log) return;
+    long long now = now_ms();
+    if (now - log_window_ms_ > kLogWindowMs) {
+        if (log_suppressed_ > 0)
+            std::fprintf(stderr, "capd: control: %u more messages like these suppressed\n",
+                         log_suppressed_);
+        log_window_ms_ = now;
+        log_lines_ = log_suppressed_ = 0;
+    }
+    if (log_lines_ < kLogLinesPerWindow) {
+        log_lines_++;
+        std::fprintf(stderr, "capd: control: %s\n", line.c_str());
+    } else {
+        log_suppressed_++;
+    }
+}
+
+void ControlServer::update_pending() {
+    size_t pending = 0;
+    uint64_t admitted = 0, root = 0, deferred = 0;
+    for (const auto& c : clients_) {
+        pending += c->out.size();
+        if (c->id == 0) continue;  // refused: being told why
+        admitted++;
+        root += c->uid == 0;
+        deferred += c->awaiting;
+    }
+    pending_ = pending;
+    counters_->pending_reply_bytes = pending;
+    counters_->pending_reply_bytes_peak =
+        std::max<uint64_t>(counters_->pending_reply_bytes_peak, pending);
+    counters_->clients = admitted;
+    counters_->root_clients = root;
+    counters_->deferred = deferred;
+}
+
 void ControlServer::accept_clients() {
     for (int i = 0; i < 16; i++) {
         int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return;
-        auto c = std::make_unique<Client>(Client{fd, {}, {}, false, now_ms()});
+        auto c = std::make_unique<Client>();
+        c->id = 0;
+        c->fd = fd;
+        c->last_request_ms = now_ms();
         std::string why;
-        if (!peer_allowed(fd, why)) {
+        uid_t uid = 0;
+        if (!peer_allowed(fd, uid, why)) {
+            counters_->refused_permission++;
+            log("refused a connection: " + why);
             c->out = encode_response(Response::error(EACCES, why));
             c->close_after_write = true;
-        } else if (clients_.size() >= opts_.max_clients) {
-            c->out = encode_response(
-                Response::error(EBUSY, "too many control clients (" +
-                                           std::to_string(opts_.max_clients) + "); try later"));
-            c->close_after_write = true;
+        } else {
+            c->uid = uid;
+            unsigned total = 0, others = 0;
+            for (const auto& x : clients_)
+                if (x->id != 0) {
+                    total++;
+                    others += x->uid != 0;
+                }
+            // Root may take every slot; everyone else leaves root_reserve.
+            const unsigned others_max = opts_.max_clients - opts_.root_reserve;
+            if (total >= opts_.max_clients || (uid != 0 && others >= others_max)) {
+                counters_->refused_busy++;
+                std::string msg = uid != 0 && total < opts_.max_clients
+                                      ? "too many control clients: " + std::to_string(others) +
+                                            " connections of users other than root (" +
+                                            std::to_string(opts_.root_reserve) +
+                                            " more are kept for root); try later"
+                                      : "too many control clients (" +
+                                            std::to_string(opts_.max_clients) + "); try later";
+                log("refused a connection of uid " + std::to_string(uid) + ": " + msg);
+                c->out = encode_response(Response::error(EBUSY, msg));
+                c->close_after_write = true;
+            } else {
+                c->id = next_id_++;
+                counters_->accepted++;
+            }
         }
         clients_.push_back(std::move(c));
         if (clients_.back()->close_after_write) write_client(*clients_.back());
+    }
+}
+
+void ControlServer::queue_reply(Client& c, const Response& resp) {
+    std::string line = encode_response(resp);
+    if (line.size() > opts_.max_reply_bytes) {
+        counters_->oversized_replies++;
+        log("a reply of " + std::to_string(line.size()) + " bytes to uid " + std::to_string(c.uid) +
+            " was replaced by an error (max " + mib(opts_.max_reply_bytes) + ")");
+        line = encode_response(Response::error(
+            E2BIG, "the reply is " + std::to_string(line.size()) + " bytes, more than the " +
+                       mib(opts_.max_reply_bytes) + " a control reply may take; ask for less"));
+    } else if (pending_ + line.size() > opts_.max_total_pending_bytes) {
+        counters_->replies_refused_memory++;
+        log("a reply of " + std::to_string(line.size()) + " bytes to uid " + std::to_string(c.uid) +
+            " was refused: " + std::to_string(pending_) + " bytes of replies are unread (max " +
+            mib(opts_.max_total_pending_bytes) + ")");
+        line = encode_response(Response::error(
+            EBUSY, "control clients have " + std::to_string(pending_) +
+                       " bytes of replies unread, near the " + mib(opts_.max_total_pending_bytes) +
+                       " capd keeps for them; try later"));
+    }
+    const size_t before = c.out.size();
+    c.out += line;
+    pending_ += line.size();
+    line = std::string();
+    // A large reply (a live diagnosis) built a large JSON tree on the heap:
+    // give that memory back rather than keep the peak resident for good.
+    if (c.out.size() - before > kTrimAfterReply) malloc_trim(0);
+    if (!c.read_paused && c.out.size() > opts_.read_pause_bytes) {
+        c.read_paused = true;
+        counters_->read_pauses++;
+        log("uid " + std::to_string(c.uid) + " has " + std::to_string(c.out.size()) +
+            " bytes of replies unread: its requests wait until it reads (dropped after " +
+            std::to_string(opts_.idle_timeout_ms / 1000) + " s without progress)");
     }
 }
 
@@ -160,37 +342,62 @@ void ControlServer::dispatch(Client& c, std::string_view line) {
     ParseFailure err;
     Response resp;
     if (!parse_request(line, req, err)) {
-        resp = Response::error(err.status, err.message);
+        queue_reply(c, Response::error(err.status, err.message));
+        return;
+    }
+    update_pending();  // a status handler shows the counters as of now
+    auto a = async_.find(req.cmd);
+    if (a != async_.end()) {
+        c.awaiting = true;
+        try {
+            a->second(req, Deferred(completions_, c.id));
+        } catch (const std::exception& e) {
+            // The Deferred, destroyed on the way out, answers EIO.
+            log(std::string("handler for '") + req.cmd + "' failed: " + e.what());
+        }
+        return;
+    }
+    auto h = handlers_.find(req.cmd);
+    if (h == handlers_.end()) {
+        resp = Response::error(ENOSYS, "unknown command '" + req.cmd + "'");
     } else {
-        auto h = handlers_.find(req.cmd);
-        if (h == handlers_.end()) {
-            resp = Response::error(ENOSYS, "unknown command '" + req.cmd + "'");
-        } else {
-            try {
-                resp = h->second(req);
-            } catch (const std::exception& e) {
-                // A handler bug or a bad argument type must not end the daemon.
-                resp = Response::error(EINVAL, std::string("bad arguments: ") + e.what());
-            }
+        try {
+            resp = h->second(req);
+        } catch (const std::exception& e) {
+            // A handler bug or a bad argument type must not end the daemon.
+            resp = Response::error(EINVAL, std::string("bad arguments: ") + e.what());
         }
     }
-    const size_t before = c.out.size();
-    c.out += encode_response(resp);
-    resp = Response{};
-    // A large reply (a live diagnosis) built a large JSON tree on the heap:
-    // give that memory back rather than keep the peak resident for good.
-    if (c.out.size() - before > kTrimAfterReply) malloc_trim(0);
-    // A client that sends requests but never reads its answers is cut off
-    // before its backlog grows without bound (one large stats reply fits).
-    if (c.out.size() > kMaxReplyBacklog) {
-        c.out.clear();
+    queue_reply(c, resp);
+}
+
+void ControlServer::parse_requests(Client& c) {
+    size_t nl;
+    while (!c.awaiting && !c.read_paused && !c.close_after_write &&
+           (nl = c.in.find('\n')) != std::string::npos) {
+        if (nl > kMaxLine) break;
+        std::string line = c.in.substr(0, nl);
+        c.in.erase(0, nl + 1);
+        c.last_request_ms = now_ms();
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (!line.empty()) dispatch(c, line);
+    }
+    if (c.in.size() > kMaxLine && c.in.find('\n') > kMaxLine && !c.close_after_write) {
+        counters_->oversized_requests++;
+        log("uid " + std::to_string(c.uid) + " sent a request line longer than " +
+            std::to_string(kMaxLine) + " bytes: disconnected");
+        queue_reply(c, Response::error(E2BIG, "request line longer than " +
+                                                  std::to_string(kMaxLine) + " bytes"));
+        c.in.clear();
         c.close_after_write = true;
     }
 }
 
 void ControlServer::read_client(Client& c) {
-    char buf[16384];
-    for (;;) {
+    char buf[kReadChunk];
+    // Stops reading as soon as the client has a reply outstanding or too
+    // many unread: what it sends meanwhile waits in the socket, not here.
+    while (!c.awaiting && !c.read_paused && !c.close_after_write) {
         ssize_t n = recv(c.fd, buf, sizeof(buf), 0);
         if (n == 0) {
             c.close_after_write = true;
@@ -205,23 +412,8 @@ void ControlServer::read_client(Client& c) {
             c.out.clear();
             return;
         }
-        c.last_activity_ms = now_ms();
         c.in.append(buf, static_cast<size_t>(n));
-        size_t nl;
-        while ((nl = c.in.find('\n')) != std::string::npos) {
-            if (nl > kMaxLine) break;
-            std::string line = c.in.substr(0, nl);
-            c.in.erase(0, nl + 1);
-            if (!line.empty() && line.back() == '\r') line.pop_back();
-            if (!line.empty()) dispatch(c, line);
-        }
-        if (c.in.size() > kMaxLine) {
-            c.out += encode_response(Response::error(
-                E2BIG, "request line longer than " + std::to_string(kMaxLine) + " bytes"));
-            c.in.clear();
-            c.close_after_write = true;
-            return;
-        }
+        parse_requests(c);
     }
 }
 
@@ -229,43 +421,128 @@ void ControlServer::write_client(Client& c) {
     while (!c.out.empty()) {
         ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
             if (errno == EINTR) continue;
+            counters_->peer_gone++;
             c.out.clear();  // peer gone mid-reply
             c.close_after_write = true;
             return;
         }
         c.out.erase(0, static_cast<size_t>(n));
+        // A client that reads is not idle, however long its reply.
+        c.last_request_ms = now_ms();
     }
+    if (c.read_paused && c.out.size() <= opts_.read_pause_bytes) c.read_paused = false;
+    if (c.out.empty() && c.out.capacity() > kTrimAfterReply) std::string().swap(c.out);
+}
+
+void ControlServer::run_completions() {
+    uint64_t n;
+    while (::read(wake_fd_, &n, sizeof n) > 0) {
+    }
+    std::deque<std::pair<uint64_t, std::function<Response()>>> items;
+    {
+        std::lock_guard<std::mutex> lock(completions_->mu);
+        items.swap(completions_->items);
+    }
+    for (auto& [id, answer] : items) {
+        Response r;
+        try {
+            r = answer();  // runs even when the client has gone: the change stands
+        } catch (const std::exception& e) {
+            r = Response::error(EIO, std::string("internal error: ") + e.what());
+        }
+        auto it = std::find_if(clients_.begin(), clients_.end(),
+                               [id = id](const auto& c) { return c->id == id; });
+        if (it == clients_.end() || (*it)->close_after_write) continue;
+        Client& c = **it;
+        c.awaiting = false;
+        c.last_request_ms = now_ms();
+        queue_reply(c, r);
+        parse_requests(c);  // what it pipelined meanwhile
+        write_client(c);
+    }
+}
+
+void ControlServer::drop(Client& c, const std::string& why) {
+    log("uid " + std::to_string(c.uid) + ": " + why);
+    close(c.fd);
+    c.fd = -1;
 }
 
 void ControlServer::poll(int timeout_ms) {
     std::vector<struct pollfd> fds;
     fds.push_back({listen_fd_, POLLIN, 0});
-    for (auto& c : clients_)
-        fds.push_back({c->fd, static_cast<short>((c->close_after_write ? 0 : POLLIN) |
-                                                 (c->out.empty() ? 0 : POLLOUT)),
+    fds.push_back({wake_fd_, POLLIN, 0});
+    for (auto& c : clients_) {
+        bool want_in = !c->close_after_write && !c->awaiting && !c->read_paused;
+        fds.push_back({c->fd,
+                       static_cast<short>((want_in ? POLLIN : 0) | (c->out.empty() ? 0 : POLLOUT)),
                        0});
+    }
     int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n > 0) {
-        for (size_t i = 1; i < fds.size(); i++) {
-            Client& c = *clients_[i - 1];
-            if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) read_client(c);
+        const size_t known = clients_.size();
+        for (size_t i = 0; i < known; i++) {
+            Client& c = *clients_[i];
+            short ev = fds[i + 2].revents;
+            // A client that is not being read from (waiting for a deferred
+            // reply, or too many unread) and hangs up is seen here; poll()
+            // would report the hang-up again on every turn.
+            if ((ev & (POLLHUP | POLLERR)) && (c.awaiting || c.read_paused) &&
+                !c.close_after_write) {
+                counters_->peer_gone++;
+                c.in.clear();
+                c.out.clear();
+                c.close_after_write = true;
+                continue;
+            }
+            if (ev & (POLLIN | POLLHUP | POLLERR)) read_client(c);
             if (!c.out.empty()) write_client(c);
+            // Requests left unparsed while it was paused.
+            if (!c.read_paused && !c.awaiting && c.in.find('\n') != std::string::npos) {
+                parse_requests(c);
+                if (!c.out.empty()) write_client(c);
+            }
         }
+        if (fds[1].revents & POLLIN) run_completions();
         if (fds[0].revents & POLLIN) accept_clients();
     }
     long long now = now_ms();
     for (auto it = clients_.begin(); it != clients_.end();) {
         Client& c = **it;
-        bool idle = c.out.empty() && now - c.last_activity_ms > opts_.idle_timeout_ms;
-        if ((c.close_after_write && c.out.empty()) || idle) {
+        bool idle = !c.awaiting && now - c.last_request_ms > opts_.idle_timeout_ms;
+        if (c.close_after_write && c.out.empty()) {
             close(c.fd);
+            it = clients_.erase(it);
+        } else if (idle) {
+            if (c.id != 0) {
+                counters_->idle_timeouts++;
+                drop(c, c.out.empty()
+                            ? "no complete request for " +
+                                  std::to_string(opts_.idle_timeout_ms / 1000) + " s: disconnected"
+                            : std::to_string(c.out.size()) + " bytes of replies unread for " +
+                                  std::to_string(opts_.idle_timeout_ms / 1000) +
+                                  " s: disconnected");
+            } else {
+                close(c.fd);  // a refused client that does not read why
+            }
             it = clients_.erase(it);
         } else {
             ++it;
         }
     }
+    update_pending();
+}
+
+void ControlServer::run() {
+    while (!stopping_.load(std::memory_order_relaxed)) poll(100);
+}
+
+void ControlServer::stop() {
+    stopping_.store(true);
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
 }
 
 }  // namespace linecap::ctl

@@ -1,5 +1,13 @@
 /* capd: the capture daemon's composition root. Parses options, validates
- * inputs, starts EAL, compiles the filter, and runs one Pipeline. */
+ * inputs, starts EAL, compiles the filter, and runs one Pipeline.
+ *
+ * Threads on the control side: the main thread only watches the stop
+ * conditions (SIGINT/SIGTERM, --duration, -c, end of input, `capctl stop`)
+ * and runs the shutdown; it never runs a handler, so capd stops on time
+ * whatever a client asked for. The ctl thread serves the control socket and
+ * runs the handlers. The compile thread (CompileWorker) compiles rule
+ * changes, with libpcap and Hyperscan in a child it kills at
+ * --compile-timeout. */
 #include <rte_eal.h>
 #include <rte_errno.h>
 
@@ -13,6 +21,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 #include <vector>
 
 #include "ctl/handlers.hh"
@@ -24,6 +33,7 @@
 #include "dataplane/pipeline.hh"
 #include "dataplane/privileges.hh"
 #include "dataplane/source.hh"
+#include "filters/compile_worker.hh"
 #include "filters/rule_set.hh"
 
 using namespace linecap;
@@ -110,6 +120,23 @@ int main(int argc, char** argv) {
     Status early = check_paths_and_interfaces(o);
     if (!early) return fail(early.error());
 
+    filters::RuleSpec rule;
+    rule.name = "cli";
+    rule.expression = o.expression;
+    rule.patterns = o.patterns;
+    rule.bpf_object = o.bpf_object;
+    rule.scope = o.scan_scope;
+    filters::CompileOptions copts;
+    copts.linktype = linktype;
+    copts.snaplen = o.snaplen;
+    copts.jit = !o.no_jit;
+    copts.time_limit_ms = static_cast<int>(o.compile_timeout_s * 1000);
+    copts.netmask = filter_netmask(o.sources);
+    // The same caps as for a rule sent over the control socket, before
+    // anything is started.
+    Status within = filters::check_limits(std::span(&rule, 1), copts.limits);
+    if (!within) return fail(within.error());
+
     if (!o.run_as_user.empty() && !o.write_path.empty()) {
         Status st = check_run_as(o.run_as_user, o.write_path);
         if (!st) return fail(st.error());
@@ -126,17 +153,6 @@ int main(int argc, char** argv) {
     // runs --in-memory under the shared default prefix: left alone.)
     if (!plan.hugepages) (void)rmdir(rte_eal_get_runtime_dir());
 
-    filters::RuleSpec rule;
-    rule.name = "cli";
-    rule.expression = o.expression;
-    rule.patterns = o.patterns;
-    rule.bpf_object = o.bpf_object;
-    rule.scope = o.scan_scope;
-    filters::CompileOptions copts;
-    copts.linktype = linktype;
-    copts.snaplen = o.snaplen;
-    copts.jit = !o.no_jit;
-    copts.netmask = filter_netmask(o.sources);
     if (o.dump_filter) {
         auto rules = filters::compile(std::span(&rule, 1), copts);
         if (!rules) {
@@ -155,12 +171,20 @@ int main(int argc, char** argv) {
     }
     // The control socket. The default path is shared by every capd on the
     // host: when another capd holds it, this one runs without a socket.
+    // Declared before the server: the handlers use both, and the server
+    // goes first.
+    filters::CompileWorker compiler;
+    ctl::ControlCounters ctl_counters;
     std::unique_ptr<ctl::ControlServer> server;
     if (o.ctl_path != "none") {
         ctl::ServerOptions so;
         so.path = o.ctl_path.empty() ? ctl::kDefaultSocket : o.ctl_path;
         so.group = o.ctl_group;
-        auto srv = ctl::ControlServer::listen(so, ctl::make_handlers(**pipeline));
+        so.idle_timeout_ms = static_cast<int>(o.ctl_idle_timeout_s * 1000);
+        so.log = !o.quiet;
+        so.counters = &ctl_counters;
+        ctl::Handlers h = ctl::make_handlers({**pipeline, compiler, &ctl_counters});
+        auto srv = ctl::ControlServer::listen(so, std::move(h.sync), std::move(h.async));
         if (srv) {
             server = std::move(*srv);
         } else if (!o.ctl_path.empty()) {
@@ -192,13 +216,17 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
 
     (*pipeline)->start();
-    ctl::ControlServer* srv = server.get();
-    (*pipeline)->wait([srv](int ms) {
-        if (srv)
-            srv->poll(ms);
-        else
-            usleep(ms * 1000);
-    });
+    std::thread ctl_thread;
+    if (server) ctl_thread = std::thread([srv = server.get()] { srv->run(); });
+    (*pipeline)->wait(nullptr);
+    // Handlers return promptly (compiles run on the compile thread), so the
+    // ctl thread ends within one of its poll turns. A compile in progress
+    // is then cancelled: its child is killed and the change dropped.
+    if (server) {
+        server->stop();
+        ctl_thread.join();
+    }
+    compiler.shutdown();
     Summary s = (*pipeline)->finish();
     server.reset();
     pipeline->reset();

@@ -189,6 +189,14 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--ctl", o.ctl_path,
                    "control socket path (default /run/linecap/capd.sock; 'none' disables it)");
     app.add_option("--ctl-group", o.ctl_group, "group allowed to use the control socket");
+    app.add_option("--ctl-idle-timeout", o.ctl_idle_timeout_s,
+                   "drop a control client that sends no complete request for SECONDS "
+                   "(default 30)")
+        ->check(CLI::Range(0.1, 86400.0));
+    app.add_option("--compile-timeout", o.compile_timeout_s,
+                   "stop compiling a filter (expression or patterns) after SECONDS and "
+                   "refuse it (default 10)")
+        ->check(CLI::Range(0.1, 3600.0));
     app.add_option("--stats-json", o.stats_json, "write the final summary as JSON to FILE");
     app.add_flag("-d", o.dump_filter, "print the compiled filter and exit");
     app.add_flag("-D", o.list_sources, "list capture sources and exit");

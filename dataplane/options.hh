@@ -51,6 +51,8 @@ struct Options {
     filters::ScanScope scan_scope = filters::ScanScope::kPayload;
     std::string ctl_path;         // empty: the default socket
     std::string ctl_group;        // group allowed to use the socket
+    double ctl_idle_timeout_s = 30;   // a control client without a request is dropped
+    double compile_timeout_s = 10;    // libpcap/Hyperscan compile of one rule set
     std::string stats_json;
     bool dump_filter = false;   // -d
     bool list_sources = false;  // -D

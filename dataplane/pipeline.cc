@@ -73,11 +73,17 @@ struct Pipeline::Impl {
     bool hugepages = false;
 
     Result<std::unique_ptr<RuleSnapshot>> build_snapshot(std::vector<filters::RuleSpec> specs) {
-        auto rs = filters::compile(specs, copts);
+        auto rs = filters::compile(specs, copts,
+                                   owned_snapshot ? owned_snapshot->rules.get() : nullptr);
         if (!rs) return make_error(rs.error());
+        return snapshot_of(std::move(specs), *rs);
+    }
+
+    std::unique_ptr<RuleSnapshot> snapshot_of(std::vector<filters::RuleSpec> specs,
+                                              std::shared_ptr<const filters::RuleSet> rs) {
         auto snap = std::make_unique<RuleSnapshot>();
         snap->specs = std::move(specs);
-        snap->rules = *rs;
+        snap->rules = std::move(rs);
         for (unsigned w = 0; w < opts.workers; w++) snap->scratch.push_back(snap->rules->make_scratch());
         snap->generation = ++generation;
         return snap;
@@ -472,12 +478,23 @@ Summary Pipeline::collect() const {
 
 std::vector<filters::RuleSpec> Pipeline::rules() const { return impl_->owned_snapshot->specs; }
 
+std::shared_ptr<const filters::RuleSet> Pipeline::rule_set() const {
+    return impl_->owned_snapshot->rules;
+}
+
+const filters::CompileOptions& Pipeline::compile_options() const { return impl_->copts; }
+
 Status Pipeline::replace_rules(std::vector<filters::RuleSpec> rules) {
+    auto rs = filters::compile(rules, impl_->copts, impl_->owned_snapshot->rules.get());
+    if (!rs) return make_error(rs.error());
+    return install_rules(std::move(rules), std::move(*rs));
+}
+
+Status Pipeline::install_rules(std::vector<filters::RuleSpec> rules,
+                               std::shared_ptr<const filters::RuleSet> compiled) {
     Impl& p = *impl_;
-    auto snap = p.build_snapshot(std::move(rules));
-    if (!snap) return make_error(snap.error());
     std::unique_ptr<RuleSnapshot> old = std::move(p.owned_snapshot);
-    p.owned_snapshot = std::move(*snap);
+    p.owned_snapshot = p.snapshot_of(std::move(rules), std::move(compiled));
     p.snapshot.store(p.owned_snapshot.get(), std::memory_order_release);
     // Wait until no worker can still hold the old snapshot; its counters are
     // then final.

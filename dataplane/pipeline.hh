@@ -1,5 +1,9 @@
 /* Pipeline: the composition of sources, workers, rings, chunk pool and
- * writers for one capd run. Every method runs on the control thread.
+ * writers for one capd run. Every method runs on the control side, one
+ * thread at a time: capd's main thread for create(), start(), wait() and
+ * finish(), and between start() and finish() the ctl thread for the control
+ * API (wait() reads only atomics meanwhile; finish() runs once the ctl
+ * thread has stopped).
  *
  *   create()  sets up ports, pools, rings and opens the first files; any
  *             failure is reported before capture starts.
@@ -61,9 +65,17 @@ public:
     nlohmann::json status() const;
 
     std::vector<filters::RuleSpec> rules() const;
+    /* The compiled set in force, and the options it was compiled with: what
+     * a compile off the control thread starts from. */
+    std::shared_ptr<const filters::RuleSet> rule_set() const;
+    const filters::CompileOptions& compile_options() const;
     /* Compiles `rules` as one set and swaps it in under RCU. On error nothing
-     * changes and the message names the rule. */
+     * changes and the message names the rule. Blocks for the compile. */
     Status replace_rules(std::vector<filters::RuleSpec> rules);
+    /* Swaps in `compiled`, compiled from `rules` elsewhere (CompileWorker),
+     * under RCU. Errors only if a per-worker scratch cannot be made. */
+    Status install_rules(std::vector<filters::RuleSpec> rules,
+                         std::shared_ptr<const filters::RuleSet> compiled);
 
     /* Names of the sources, by index (the interface ids of the files). */
     std::vector<std::string> source_names() const;

@@ -329,6 +329,42 @@ PatternDb& PatternDb::operator=(PatternDb&& o) noexcept {
     return *this;
 }
 
+Result<std::string> PatternDb::serialize() const {
+    if (db_ == nullptr) return make_error("patterns: empty database");
+    char* bytes = nullptr;
+    size_t len = 0;
+    if (hs_serialize_database(db_, &bytes, &len) != HS_SUCCESS)
+        return make_error("patterns: cannot serialize the Hyperscan database");
+    std::string out(bytes, len);
+    std::free(bytes);  // Hyperscan's default misc allocator (malloc)
+    return out;
+}
+
+Result<PatternDb> PatternDb::deserialize(std::string_view bytes,
+                                         std::span<const PatternSpec> patterns,
+                                         uint32_t min_length) {
+    PatternDb db;
+    for (const PatternSpec& p : patterns) {
+        if (p.rule >= kMaxPatternRules)
+            return make_error("patterns: rule index " + std::to_string(p.rule) + " out of range");
+        auto parsed = parse_pattern(p.text);
+        if (!parsed) return make_error("patterns: " + quote(p.text) + ": " + parsed.error());
+        db.patterns_.push_back(Entry{p.text, p.rule, parsed->regex, parsed->flags});
+        if (!db.rules_.test(p.rule)) {
+            db.rules_.set(p.rule);
+            db.rule_count_++;
+        }
+    }
+    db.min_length_ = min_length;
+    if (hs_deserialize_database(bytes.data(), bytes.size(), &db.db_) != HS_SUCCESS) {
+        db.db_ = nullptr;
+        return make_error("patterns: Hyperscan refused the compiled database");
+    }
+    if (hs_alloc_scratch(db.db_, &db.proto_scratch_) != HS_SUCCESS)
+        return make_error("patterns: cannot allocate Hyperscan scratch");
+    return db;
+}
+
 Result<PatternScratch> PatternDb::make_scratch() const {
     if (proto_scratch_ == nullptr) return PatternScratch();  // empty database: never scans
     hs_scratch_t* s = nullptr;

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dataplane/result.hh"
@@ -123,6 +124,19 @@ class PatternDb {
     PatternDb& operator=(PatternDb&& o) noexcept;
     PatternDb(const PatternDb&) = delete;
     PatternDb& operator=(const PatternDb&) = delete;
+
+    /* Hyperscan's serialized form of the database (hs_serialize_database),
+     * which compile() can run in a child process and hand back. Errors: an
+     * empty database, or Hyperscan's allocation failure. Any thread. */
+    [[nodiscard]] Result<std::string> serialize() const;
+
+    /* The database that compile(patterns, ...) returned, from its
+     * serialize() bytes and min_length(); `patterns` must be the same list
+     * (it rebuilds describe()'s entries). Errors: bytes Hyperscan does not
+     * accept (another version, damaged) or allocation failure. Any thread. */
+    [[nodiscard]] static Result<PatternDb> deserialize(std::string_view bytes,
+                                                       std::span<const PatternSpec> patterns,
+                                                       uint32_t min_length);
 
     /* A scratch for one worker. Control thread. */
     Result<PatternScratch> make_scratch() const;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <utility>
 
+#include "filters/bounded_child.hh"
 #include "filters/bpf_object.hh"
 #include "filters/cbpf_to_ebpf.hh"
 #include "filters/disasm.hh"
@@ -69,10 +70,21 @@ class RuleScratch final : public Scratch {
     std::array<uint8_t, kChunk> want_;
 };
 
+/* The patterns of one scan scope: for each rule with patterns in that scope,
+ * in rule order, its pattern texts. Hyperscan ids are positions in this list,
+ * so the database depends on nothing else and can be shared by two sets with
+ * equal groups. */
+using PatternGroups = std::vector<std::vector<std::string>>;
+using SharedDb = std::shared_ptr<const PatternDb>;
+
 class CompiledRuleSet final : public RuleSet {
   public:
-    CompiledRuleSet(std::vector<CompiledRule> rules, std::array<PatternDb, kScopes> dbs, bool jit)
-        : rules_(std::move(rules)), dbs_(std::move(dbs)), jit_requested_(jit) {
+    CompiledRuleSet(std::vector<CompiledRule> rules, std::array<SharedDb, kScopes> dbs,
+                    std::array<PatternGroups, kScopes> groups, bool jit)
+        : rules_(std::move(rules)),
+          dbs_(std::move(dbs)),
+          groups_(std::move(groups)),
+          jit_requested_(jit) {
         // A rule without conditions matches every packet, so the set does too.
         match_all_ =
             rules_.empty() || std::any_of(rules_.begin(), rules_.end(),
@@ -105,8 +117,8 @@ class CompiledRuleSet final : public RuleSet {
     std::unique_ptr<Scratch> make_scratch() const override {
         auto s = std::make_unique<RuleScratch>(rules_.size());
         for (size_t i = 0; i < kScopes; i++) {
-            if (dbs_[i].empty()) continue;
-            auto ps = dbs_[i].make_scratch();
+            if (!dbs_[i]) continue;
+            auto ps = dbs_[i]->make_scratch();
             // Only allocation can fail here, at start-up or on a rule change;
             // there is no way to run the rules without it.
             if (!ps) {
@@ -118,12 +130,22 @@ class CompiledRuleSet final : public RuleSet {
         return s;
     }
 
+    /* What compile() may take over from this set for its successor. */
+    const CompiledRule* rule_with_expression(const std::string& expression) const {
+        for (const auto& r : rules_)
+            if (r.has_expression && r.expression == expression) return &r;
+        return nullptr;
+    }
+    const PatternGroups& groups(size_t scope) const { return groups_[scope]; }
+    const SharedDb& db(size_t scope) const { return dbs_[scope]; }
+
   private:
     uint32_t classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict,
                             RuleScratch& s) const noexcept;
 
     std::vector<CompiledRule> rules_;
-    std::array<PatternDb, kScopes> dbs_;
+    std::array<SharedDb, kScopes> dbs_;  // null: no pattern in that scope
+    std::array<PatternGroups, kScopes> groups_;
     std::array<std::vector<uint32_t>, kScopes> pattern_rules_;
     bool jit_requested_ = true;
     bool match_all_ = false;
@@ -141,6 +163,12 @@ class CompiledRuleSet final : public RuleSet {
 uint32_t CompiledRuleSet::classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
                                          Scratch& scratch) const {
     auto& s = static_cast<RuleScratch&>(scratch);
+    // No rule at all is "no filter": every packet is captured, and no
+    // per-rule counter exists to bump.
+    if (rules_.empty()) {
+        std::memset(verdict, 1, n);
+        return n;
+    }
     if (single_unconditional_) {
         RuleCounters& c = s.counters_[0];
         uint64_t bytes = 0;
@@ -204,12 +232,14 @@ uint32_t CompiledRuleSet::classify_chunk(const Packet* pkts, uint32_t n, uint8_t
             for (uint32_t r : prules) std::fill_n(&s.alive_[r * kChunk], n, uint8_t{0});
             continue;
         }
-        dbs_[sc].scan_burst(pkts, n, sc == 1 ? ScanScope::kFrame : ScanScope::kPayload,
-                            s.pattern_scratch_[sc], s.matched_.data(), s.want_.data());
-        for (uint32_t r : prules) {
-            uint8_t* alive = &s.alive_[r * kChunk];
+        dbs_[sc]->scan_burst(pkts, n, sc == 1 ? ScanScope::kFrame : ScanScope::kPayload,
+                             s.pattern_scratch_[sc], s.matched_.data(), s.want_.data());
+        // The database reports a rule by its position among the scope's
+        // pattern rules.
+        for (uint32_t j = 0; j < prules.size(); j++) {
+            uint8_t* alive = &s.alive_[prules[j] * kChunk];
             for (uint32_t i = 0; i < n; i++)
-                alive[i] &= static_cast<uint8_t>(s.matched_[i].test(r));
+                alive[i] &= static_cast<uint8_t>(s.matched_[i].test(j));
         }
     }
     std::fill(verdict, verdict + n, uint8_t{0});
@@ -262,9 +292,9 @@ std::string CompiledRuleSet::describe() const {
         }
     }
     for (size_t sc = 0; sc < kScopes; sc++) {
-        if (dbs_[sc].empty()) continue;
+        if (!dbs_[sc]) continue;
         out += std::string("pattern database (") + scope_name(sc) + " scope):\n";
-        out += dbs_[sc].describe();
+        out += dbs_[sc]->describe();
     }
     size_t programs = 0, native = 0;
     for (const auto& r : rules_) {
@@ -309,15 +339,171 @@ std::string rule_label(const RuleSpec& r, size_t index) {
     return r.name.empty() ? "rule #" + std::to_string(index) : "rule '" + r.name + "'";
 }
 
+/* Wire format of the compiling child's answer: for each expression it was
+ * given, the instruction count and the instructions; then for each scope it
+ * was given, min_length, the byte count and Hyperscan's serialized database.
+ * Integers are native-endian u32: both ends are the same binary. */
+void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+
+class Reader {
+  public:
+    explicit Reader(std::string_view in) : in_(in) {}
+    bool u32(uint32_t& v) {
+        if (in_.size() < 4) return false;
+        std::memcpy(&v, in_.data(), 4);
+        in_.remove_prefix(4);
+        return true;
+    }
+    bool bytes(size_t n, std::string_view& out) {
+        if (in_.size() < n) return false;
+        out = in_.substr(0, n);
+        in_.remove_prefix(n);
+        return true;
+    }
+    bool done() const { return in_.empty(); }
+
+  private:
+    std::string_view in_;
+};
+
+static_assert(sizeof(ClassicInsn) == 8);
+
 }  // namespace
 
-Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
-                                               const CompileOptions& opts) {
-    std::vector<CompiledRule> rules;
-    std::array<std::vector<PatternSpec>, kScopes> patterns;
-    std::vector<std::string> names;
-    for (const auto& s : specs) names.push_back(s.name);
+Status check_limits(std::span<const RuleSpec> specs, const RuleLimits& lim) {
+    if (specs.size() > lim.max_rules)
+        return make_error(std::to_string(specs.size()) + " rules, more than the " +
+                          std::to_string(lim.max_rules) + " allowed");
+    size_t patterns = 0;
+    for (size_t i = 0; i < specs.size(); i++) {
+        const RuleSpec& r = specs[i];
+        if (r.expression.size() > lim.max_expression_bytes)
+            return make_error(rule_label(r, i) + ": expression of " +
+                              std::to_string(r.expression.size()) + " bytes, more than the " +
+                              std::to_string(lim.max_expression_bytes) + " allowed");
+        for (size_t k = 0; k < r.patterns.size(); k++)
+            if (r.patterns[k].size() > lim.max_pattern_bytes)
+                return make_error(rule_label(r, i) + ", pattern " + std::to_string(k + 1) +
+                                  ": " + std::to_string(r.patterns[k].size()) +
+                                  " bytes, more than the " +
+                                  std::to_string(lim.max_pattern_bytes) + " allowed");
+        patterns += r.patterns.size();
+    }
+    if (patterns > lim.max_patterns)
+        return make_error(std::to_string(patterns) + " patterns in all, more than the " +
+                          std::to_string(lim.max_patterns) + " allowed");
+    return Status::success();
+}
 
+Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
+                                               const CompileOptions& opts,
+                                               const RuleSet* previous) {
+    Status within = check_limits(specs, opts.limits);
+    if (!within) return make_error(within.error());
+    const auto* prev = dynamic_cast<const CompiledRuleSet*>(previous);
+
+    // What each scope's database holds; what the child must compile.
+    std::array<std::vector<PatternSpec>, kScopes> patterns;
+    std::array<std::vector<std::string>, kScopes> pattern_names;
+    std::array<PatternGroups, kScopes> groups;
+    for (size_t i = 0; i < specs.size(); i++) {
+        const RuleSpec& spec = specs[i];
+        if (spec.patterns.empty()) continue;
+        const std::string label = rule_label(spec, i);
+        // payload_span() parses Ethernet; on another link type it would
+        // find no payload and the rule would silently match nothing.
+        if (spec.scope == ScanScope::kPayload && opts.linktype != DLT_EN10MB) {
+            const char* lt = pcap_datalink_val_to_name(opts.linktype);
+            return make_error(label + ": payload patterns need Ethernet frames, not " +
+                              (lt ? lt : "link type " + std::to_string(opts.linktype)) +
+                              "; use --scan frame");
+        }
+        const size_t sc = scope_index(spec.scope);
+        const auto id = static_cast<uint32_t>(groups[sc].size());
+        if (id >= kMaxPatternRules)
+            return make_error(label + ": at most " + std::to_string(kMaxPatternRules) +
+                              " rules may have patterns in one scan scope");
+        groups[sc].push_back(spec.patterns);
+        pattern_names[sc].push_back(spec.name);
+        for (const auto& p : spec.patterns) patterns[sc].push_back(PatternSpec{p, id});
+    }
+    std::array<SharedDb, kScopes> dbs;
+    std::array<bool, kScopes> compile_scope{};
+    for (size_t sc = 0; sc < kScopes; sc++) {
+        if (groups[sc].empty()) continue;
+        if (prev != nullptr && prev->db(sc) && prev->groups(sc) == groups[sc])
+            dbs[sc] = prev->db(sc);
+        else
+            compile_scope[sc] = true;
+    }
+    std::vector<size_t> compile_expr;  // rules whose expression the child compiles
+    std::vector<const CompiledRule*> reused(specs.size(), nullptr);
+    for (size_t i = 0; i < specs.size(); i++) {
+        if (specs[i].expression.empty()) continue;
+        if (prev != nullptr) reused[i] = prev->rule_with_expression(specs[i].expression);
+        if (reused[i] == nullptr) compile_expr.push_back(i);
+    }
+
+    // libpcap and Hyperscan, in a child that is killed at the time limit.
+    std::vector<std::vector<ClassicInsn>> classic(specs.size());
+    if (!compile_expr.empty() || compile_scope[0] || compile_scope[1]) {
+        auto work = [&]() -> Result<std::string> {
+            std::string out;
+            for (size_t i : compile_expr) {
+                auto c = compile_classic(specs[i].expression, opts.linktype, opts.snaplen,
+                                         opts.netmask);
+                if (!c) return make_error(rule_label(specs[i], i) + ": " + c.error());
+                put_u32(out, static_cast<uint32_t>(c->size()));
+                out.append(reinterpret_cast<const char*>(c->data()), c->size() * 8);
+            }
+            for (size_t sc = 0; sc < kScopes; sc++) {
+                if (!compile_scope[sc]) continue;
+                auto db = PatternDb::compile(patterns[sc], pattern_names[sc]);
+                if (!db) return make_error(db.error());
+                auto bytes = db->serialize();
+                if (!bytes) return make_error(bytes.error());
+                put_u32(out, db->min_length());
+                put_u32(out, static_cast<uint32_t>(bytes->size()));
+                out += *bytes;
+            }
+            return out;
+        };
+        BoundedOptions bo;
+        bo.time_limit_ms = opts.time_limit_ms;
+        bo.cancel = opts.cancel;
+        // Names what the child was given: usually the one rule just added.
+        std::string what = "compiling";
+        for (size_t k = 0; k < compile_expr.size() && k < 3; k++)
+            what += (k == 0 ? " " : ", ") + rule_label(specs[compile_expr[k]], compile_expr[k]);
+        if (compile_expr.size() > 3)
+            what += " and " + std::to_string(compile_expr.size() - 3) + " more rules";
+        if (compile_scope[0] || compile_scope[1])
+            what += std::string(compile_expr.empty() ? " the" : " and the") + " patterns";
+        auto answer = opts.time_limit_ms > 0 ? run_bounded(work, bo, what) : work();
+        if (!answer) return make_error(answer.error());
+        Reader in(*answer);
+        const std::string damaged = what + ": the compiling process sent a damaged answer";
+        for (size_t i : compile_expr) {
+            uint32_t n = 0;
+            std::string_view b;
+            if (!in.u32(n) || !in.bytes(size_t{n} * 8, b)) return make_error(damaged);
+            classic[i].resize(n);
+            std::memcpy(classic[i].data(), b.data(), b.size());
+        }
+        for (size_t sc = 0; sc < kScopes; sc++) {
+            if (!compile_scope[sc]) continue;
+            uint32_t min_length = 0, size = 0;
+            std::string_view b;
+            if (!in.u32(min_length) || !in.u32(size) || !in.bytes(size, b))
+                return make_error(damaged);
+            auto db = PatternDb::deserialize(b, patterns[sc], min_length);
+            if (!db) return make_error(db.error());
+            dbs[sc] = std::make_shared<const PatternDb>(std::move(*db));
+        }
+        if (!in.done()) return make_error(damaged);
+    }
+
+    std::vector<CompiledRule> rules;
     for (size_t i = 0; i < specs.size(); i++) {
         const RuleSpec& spec = specs[i];
         const std::string label = rule_label(spec, i);
@@ -327,10 +513,8 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
         r.scope = spec.scope;
 
         if (!spec.expression.empty()) {
-            auto classic = compile_classic(spec.expression, opts.linktype, opts.snaplen, opts.netmask);
-            if (!classic) return make_error(label + ": " + classic.error());
             r.has_expression = true;
-            r.classic = std::move(*classic);
+            r.classic = reused[i] != nullptr ? reused[i]->classic : std::move(classic[i]);
             auto ebpf = translate_classic(r.classic);
             if (!ebpf) {
                 if (ebpf.error().find(kLoopMessage) == std::string::npos)
@@ -343,24 +527,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
                 r.vm = std::move(*vm);
             }
         }
-
-        if (!spec.patterns.empty()) {
-            if (i >= kMaxPatternRules)
-                return make_error(label + ": patterns are supported in the first " +
-                                  std::to_string(kMaxPatternRules) + " rules only");
-            // payload_span() parses Ethernet; on another link type it would
-            // find no payload and the rule would silently match nothing.
-            if (spec.scope == ScanScope::kPayload && opts.linktype != DLT_EN10MB) {
-                const char* lt = pcap_datalink_val_to_name(opts.linktype);
-                return make_error(label + ": payload patterns need Ethernet frames, not " +
-                                  (lt ? lt : "link type " + std::to_string(opts.linktype)) +
-                                  "; use --scan frame");
-            }
-            r.patterns = spec.patterns;
-            for (const auto& p : spec.patterns)
-                patterns[scope_index(spec.scope)].push_back(
-                    PatternSpec{p, static_cast<uint32_t>(i)});
-        }
+        r.patterns = spec.patterns;
 
         if (!spec.bpf_object.empty()) {
             auto prog = load_bpf_object(spec.bpf_object);
@@ -377,16 +544,8 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
         }
         rules.push_back(std::move(r));
     }
-
-    std::array<PatternDb, kScopes> dbs;
-    for (size_t sc = 0; sc < kScopes; sc++) {
-        if (patterns[sc].empty()) continue;
-        auto db = PatternDb::compile(patterns[sc], names);
-        if (!db) return make_error(db.error());
-        dbs[sc] = std::move(*db);
-    }
-    return std::shared_ptr<const RuleSet>(
-        std::make_shared<CompiledRuleSet>(std::move(rules), std::move(dbs), opts.jit));
+    return std::shared_ptr<const RuleSet>(std::make_shared<CompiledRuleSet>(
+        std::move(rules), std::move(dbs), std::move(groups), opts.jit));
 }
 
 }  // namespace linecap::filters

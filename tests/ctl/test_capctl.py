@@ -713,13 +713,71 @@ class Rotate(CtlTestCase):
         self._rotate_twice([])
 
 
+# ---------------------------------------------------------------- empty rule set
+
+class EmptyRuleSet(CtlTestCase):
+    """Deleting the last rule leaves no filter: every packet is captured, as
+    the reply says, and stats show it being written."""
+
+    def test_deleting_the_last_rule_captures_everything(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED)
+        try:
+            def written():
+                return capd.stats()["packets_written"]
+
+            def settled():
+                # The count stops moving once what was in flight has landed.
+                last = [-1]
+
+                def same():
+                    w = written()
+                    ok = w == last[0]
+                    last[0] = w
+                    return ok
+                return wait_until(same, 10, 0.4)
+
+            w0 = written()
+            self.assertTrue(wait_until(lambda: written() > w0, 10, 0.1), "nothing written at start")
+            # A rule no frame of the null source matches, then the match-all
+            # "cli" rule goes: nothing is written.
+            r = capd.ctl("rules", "add", "none", "ether proto 0x1234")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = capd.ctl("rules", "del", "cli")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertTrue(settled(), "written keeps growing with a rule that matches nothing")
+            a = capd.stats()
+            time.sleep(0.5)
+            b = capd.stats()
+            self.assertEqual(b["packets_written"], a["packets_written"])
+            self.assertGreater(b["packets_filtered_out"], a["packets_filtered_out"])
+
+            # The last rule goes: the reply promises every packet, and they come.
+            r, j = capd.ctl_json("rules", "del", "none")
+            self.assertEqual(j["status"], 0, j)
+            self.assertIn("every packet is captured", j["message"])
+            self.assertEqual(capd.call("status")["data"]["rules"], [])
+            w1 = written()
+            f1 = capd.stats()["packets_filtered_out"]
+            self.assertTrue(wait_until(lambda: written() > w1 + 1000, 10, 0.1),
+                            f"the empty rule set writes nothing (written stays at {written()})")
+            self.assertEqual(capd.stats()["packets_filtered_out"], f1,
+                             "packets filtered out with no rule in force")
+            self.assertEqual(capd.ctl("stop").returncode, 0)
+            self.assertEqual(capd.wait(60), 0, capd.stderr())
+        finally:
+            capd.kill()
+
+
 # ---------------------------------------------------------------- rules stress
 
 class RulesStress(CtlTestCase):
     """Rules added, replaced and deleted thousands of times while packets flow.
 
     Rules live in four slots whose expressions never overlap (port-80 TCP,
-    other TCP, UDP, neither), each slot holding at most one rule at a time.
+    other TCP, UDP, neither), each slot holding at most one rule at a time,
+    and at least one rule is always in force (an empty set captures every
+    packet with no rule counting it).
     A packet therefore matches at most one rule, and the per-rule counters
     (kept across replacements and deletions) obey, over the whole run:
 
@@ -756,8 +814,10 @@ class RulesStress(CtlTestCase):
 
     def _churn(self, capd):
         c = CtlConn(capd.sock)
-        # From here on rules are disjoint: the match-all "cli" rule goes first.
-        self.assertEqual(c.call("rules.del", {"name": "cli"})["status"], 0)
+        # From here on rules are disjoint: the match-all "cli" rule becomes
+        # the "other" slot's rule.
+        self.assertEqual(c.call("rules.replace",
+                                self._args("cli", "not tcp and not udp", []))["status"], 0)
         use_expressions = True
         probe = c.call("rules.add", self._args("probe", "tcp port 80", ["GET"]))
         if probe["status"] != 0:
@@ -772,6 +832,7 @@ class RulesStress(CtlTestCase):
 
         slots = self.SLOTS if use_expressions else {"any": [([""], [])]}
         present = {s: None for s in slots}  # slot -> rule name in force
+        present["other" if use_expressions else "any"] = "cli"
         pid = capd.proc.pid
         rss = {}
         rng_state = 12345
@@ -795,6 +856,10 @@ class RulesStress(CtlTestCase):
             else:
                 op = ("replace", "replace", "del")[rnd(3)]
                 name = cur
+                # The last rule stays: an empty set captures every packet
+                # with no rule counting it (EmptyRuleSet tests that).
+                if op == "del" and sum(1 for n in present.values() if n) == 1:
+                    op = "replace"
             if ops % self.CAPCTL_EVERY == 0:
                 via_capctl += 1
                 argv = ["rules", op, name]
@@ -1068,6 +1133,192 @@ class Robustness(CtlTestCase):
         self.assertStillCapturing(self.capd, "clients vanishing mid-reply")
 
 
+# ---------------------------------------------------------------- compile limits
+
+def many_hosts(n):
+    """`host A or host B or ...`: libpcap's optimiser takes time roughly cubic
+    in the number of terms (about 15 s for 300 on a loaded 2-vCPU VM)."""
+    return " or ".join(f"host 198.18.{i // 250}.{i % 250 + 1}" for i in range(n))
+
+
+def children_of(pid):
+    out = []
+    for t in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(t) as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
+class CompileLimits(CtlTestCase):
+    """Rule compiles run off the control thread, under a time limit and size
+    caps; capd answers and stops on time while one runs."""
+
+    def test_status_and_sigterm_while_a_long_compile_runs(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED, extra=["--compile-timeout", "600"])
+        try:
+            # 700 terms: a minute or more of libpcap's optimiser.
+            slow = CtlConn(capd.sock, timeout=5)
+            slow.send(json.dumps({"v": 1, "cmd": "rules.add",
+                                  "args": {"name": "slow", "expression": many_hosts(700)}})
+                      .encode() + b"\n")
+            self.assertTrue(wait_until(lambda: capd.call("status")["data"]["control"]["deferred"]
+                                       == 1, 10, 0.1), "the rules change is not pending")
+            # The control socket answers meanwhile, and capture goes on.
+            for _ in range(3):
+                r = capd.ctl("status", timeout=10)
+                self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertStillCapturing(capd, "a long compile")
+            # A second change waits for the first.
+            r = capd.ctl("--json", "rules", "add", "other", "udp")
+            self.assertEqual(json.loads(r.stdout)["status"], EBUSY, r.stdout)
+            kids = [k for k in children_of(capd.proc.pid) if alive(k)]
+            if glob.glob(f"/proc/{capd.proc.pid}/task/*/children"):
+                self.assertEqual(len(kids), 1, f"one compiling child expected: {kids}")
+            # SIGTERM stops capd well before the compile would end.
+            t0 = time.monotonic()
+            capd.proc.send_signal(15)
+            rc = capd.wait(20)  # hang detector: the compile alone takes a minute
+            note(f"capd stopped {time.monotonic() - t0:.1f} s after SIGTERM during a compile")
+            self.assertEqual(rc, 0, capd.stderr())
+            self.assertFalse(any(alive(k) for k in kids), "the compiling child outlived capd")
+            self.assertIsNone(slow.read_line(), "an answer for a change that never landed")
+            slow.close()
+            with open(capd.summary) as f:
+                s = json.load(f)
+            self.assertEqual([r["name"] for r in s["rules"]], ["cli"])
+        finally:
+            capd.kill()
+
+    def test_a_compile_over_the_time_limit_is_refused(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED, extra=["--compile-timeout", "1"])
+        try:
+            r = capd.ctl("rules", "add", "slow", many_hosts(400))
+            line = self.assertOneLineError(r, "rules add of a slow expression")
+            self.assertIn("rule 'slow'", line)
+            self.assertIn("took longer than 1 s", line)
+            self.assertEqual(capd.call("status")["data"]["rules"], ["cli"])
+            self.assertStillCapturing(capd, "a compile stopped at its time limit")
+            # Nothing is left over: the next change compiles.
+            r = capd.ctl("rules", "add", "web", "tcp port 80")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(capd.ctl("stop").returncode, 0)
+            self.assertEqual(capd.wait(60), 0, capd.stderr())
+        finally:
+            capd.kill()
+
+    def test_size_caps_over_the_socket(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED)
+        try:
+            c = CtlConn(capd.sock)
+            r = c.call("rules.add", {"name": "p", "patterns": ["a"] * 10001})
+            self.assertEqual((r["status"], r["message"]),
+                             (E2BIG, "10001 patterns in all, more than the 10000 allowed"))
+            r = c.call("rules.add", {"name": "p", "patterns": ["GET ", "x" * 5000]})
+            self.assertEqual((r["status"], r["message"]),
+                             (E2BIG, "rule 'p', pattern 2: 5000 bytes, more than the 4096 allowed"))
+            c.close()
+            self.assertEqual(capd.call("status")["data"]["rules"], ["cli"])
+            self.assertStillCapturing(capd, "refused oversized rules")
+        finally:
+            capd.kill()
+
+    def test_caps_and_time_limit_on_the_command_line(self):
+        tmp = make_tmp(self)
+        out = os.path.join(tmp, "x.pcap")
+        r = run([CAPD, "-i", "null:64", "-w", out, "--ctl", "none", "-c", "10",
+                 "tcp or " + " " * 70000 + "udp"], timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        self.assertEqual(lines, ["capd: rule 'cli': expression of 70010 bytes, more than the "
+                                 "65536 allowed"], r.stderr)
+        r = run([CAPD, "-i", "null:64", "-w", out, "--ctl", "none", "-c", "10",
+                 "--compile-timeout", "1", many_hosts(400)], timeout=60)
+        self.assertNotEqual(r.returncode, 0)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        self.assertEqual(len(lines), 1, r.stderr)
+        self.assertRegex(lines[0], r"^capd: .*rule 'cli'.*took longer than 1 s")
+        self.assertFalse(os.path.exists(out), "a refused filter left an output file")
+
+
+# ---------------------------------------------------------------- socket limits
+
+class SocketLimits(CtlTestCase):
+    """Idle clients time out; a client that never reads stays bounded."""
+
+    def test_idle_client_is_dropped(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED, extra=["--ctl-idle-timeout", "1"])
+        try:
+            idle = CtlConn(capd.sock, timeout=15)
+            half = CtlConn(capd.sock, timeout=15)
+            half.send(b'{"v":1,"cmd":"sta')
+            self.assertTrue(idle.wait_eof(), "a silent client was kept for 15 s")
+            self.assertTrue(half.wait_eof(), "a client with half a request was kept for 15 s")
+            ctl = capd.call("status")["data"]["control"]
+            self.assertGreaterEqual(ctl["idle_timeouts"], 2)
+            self.assertIn("no complete request", capd.stderr())
+            # A client that keeps asking is never idle.
+            busy = CtlConn(capd.sock)
+            for _ in range(8):
+                self.assertEqual(busy.call("ping")["status"], 0)
+                time.sleep(0.25)
+            busy.close()
+        finally:
+            capd.kill()
+
+    def test_a_client_that_pipelines_and_never_reads_stays_bounded(self):
+        tmp = make_tmp(self)
+        capd = Capd(tmp, NULL_PACED, extra=["--ctl-idle-timeout", "3"])
+        try:
+            rss0 = rss_kb(capd.proc.pid)
+            hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            hog.connect(capd.sock)
+            hog.setblocking(False)
+            req = b'{"v":1,"cmd":"rules.list"}\n'
+            backlog = req * 200000  # 5 MB of requests, far more replies
+            sent = 0
+            t0 = time.monotonic()
+            while sent < len(backlog) and time.monotonic() - t0 < 5:
+                try:
+                    sent += hog.send(backlog[sent:sent + 65536])
+                except BlockingIOError:
+                    time.sleep(0.01)
+                except OSError:
+                    break
+            ctl = capd.call("status")["data"]["control"]
+            note(f"a client that never reads: {sent} bytes of requests taken, control "
+                 f"counters {ctl}, VmRSS {rss0} -> {rss_kb(capd.proc.pid)} kB")
+            self.assertGreaterEqual(ctl["read_pauses"], 1)
+            self.assertLess(ctl["pending_reply_bytes_peak"], 1 << 20)
+            self.assertLess(sent, len(backlog), "capd read every request of a client that "
+                                                "reads no reply")
+            # Dropped once it has made no progress for the idle timeout.
+            gone = wait_until(lambda: capd.call("status")["data"]["control"]["clients"] <= 1,
+                              15, 0.2)
+            self.assertTrue(gone, "a client that never reads was kept")
+            hog.close()
+            self.assertLess(rss_kb(capd.proc.pid) - rss0, 16 * 1024)
+            self.assertIn("bytes of replies unread", capd.stderr())
+            self.assertStillCapturing(capd, "a client that never reads")
+        finally:
+            capd.kill()
+
+
 # ---------------------------------------------------------------- permissions
 
 def _user_exists(u):
@@ -1187,6 +1438,56 @@ class Permissions(CtlTestCase):
                 self.assertIn(group, j["message"])
             # The refused stops stopped nothing.
             self.assertStillCapturing(capd, "refused stop")
+            self.assertEqual(capd.ctl("stop").returncode, 0)
+            self.assertEqual(capd.wait(60), 0, capd.stderr())
+
+        self._with_group_capd(body)
+
+    HOLD_AS_NOBODY = (
+        "import socket,sys,select\n"
+        "served=busy=0\n"
+        "keep=[]\n"
+        "for i in range(int(sys.argv[2])):\n"
+        "    s=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM);s.settimeout(10)\n"
+        "    s.connect(sys.argv[1])\n"
+        "    try:\n"
+        "        s.sendall(b'{\"v\":1,\"cmd\":\"ping\"}\\n')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    b=b''\n"
+        "    while b'\\n' not in b:\n"
+        "        try:\n"
+        "            c=s.recv(4096)\n"
+        "        except OSError:\n"
+        "            break\n"
+        "        if not c: break\n"
+        "        b+=c\n"
+        "    if b'pong' in b: served+=1\n"
+        "    elif b'EBUSY' in b: busy+=1\n"
+        "    keep.append(s)\n"
+        "print(served,busy,flush=True)\n"
+        "sys.stdin.read()\n")
+
+    def test_root_is_answered_while_other_users_hold_every_other_slot(self):
+        def body(capd, group, gid):
+            p = subprocess.Popen(["setpriv", "--reuid=nobody", f"--regid={gid}",
+                                  "--clear-groups", sys.executable, "-c", self.HOLD_AS_NOBODY,
+                                  capd.sock, "70"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                line = p.stdout.readline().split()
+                self.assertEqual(line, ["56", "14"],
+                                 "connections of a user in --ctl-group: served, refused")
+                for _ in range(3):
+                    r = capd.ctl("status", timeout=10)
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                ctl = capd.call("status")["data"]["control"]
+                self.assertEqual(ctl["refused_busy"], 14)
+                self.assertEqual(ctl["clients"] - ctl["root_clients"], 56)
+                self.assertIn("kept for root", capd.stderr())
+            finally:
+                p.stdin.close()
+                p.wait(30)
             self.assertEqual(capd.ctl("stop").returncode, 0)
             self.assertEqual(capd.wait(60), 0, capd.stderr())
 

@@ -533,6 +533,36 @@ TEST(Patterns, ManyRulesInOneDatabase) {
         << m.db.describe();
 }
 
+/* What compile() does across its compiling child: serialize there,
+ * deserialize here, with the same patterns. */
+TEST(Patterns, SerializedDatabaseScansTheSame) {
+    std::vector<PatternSpec> specs = {{"GET ", 0}, {"MAIL", 1}, {"/rcpt to:/i", 1}, {"secret", 3}};
+    PatternDb db = compile_ok(specs);
+    auto bytes = db.serialize();
+    ASSERT_TRUE(bytes.ok()) << bytes.error();
+    auto back = PatternDb::deserialize(*bytes, specs, db.min_length());
+    ASSERT_TRUE(back.ok()) << back.error();
+    EXPECT_EQ(back->pattern_count(), db.pattern_count());
+    EXPECT_EQ(back->rules(), db.rules());
+    EXPECT_EQ(back->min_length(), db.min_length());
+    EXPECT_EQ(back->describe(), db.describe());
+    auto s1 = db.make_scratch();
+    auto s2 = back->make_scratch();
+    ASSERT_TRUE(s1.ok() && s2.ok());
+    for (const std::string text : {"RCPT TO:<a@b>", "GET /secret MAIL", "nothing", "GE", ""}) {
+        RuleMask a, b;
+        const auto* d = reinterpret_cast<const uint8_t*>(text.data());
+        const auto n = static_cast<uint32_t>(text.size());
+        EXPECT_EQ(db.scan(d, n, *s1, a), back->scan(d, n, *s2, b)) << text;
+        EXPECT_EQ(a, b) << text;
+    }
+    // Damaged or empty bytes are refused, not trusted.
+    std::string cut = bytes->substr(0, bytes->size() / 2);
+    EXPECT_FALSE(PatternDb::deserialize(cut, specs, db.min_length()).ok());
+    EXPECT_FALSE(PatternDb::deserialize("", specs, db.min_length()).ok());
+    EXPECT_FALSE(PatternDb().serialize().ok());
+}
+
 TEST(Patterns, BurstWithWantMask) {
     Matcher m({{"GET ", 0}, {"MAIL", 1}});
     std::vector<Bytes> frames = {tcp4("GET /"), tcp4("MAIL FROM"), tcp4("nothing"),

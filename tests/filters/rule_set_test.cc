@@ -5,8 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "filters/cbpf_to_ebpf.hh"
@@ -90,6 +93,169 @@ TEST(RuleSet, RuleWithoutConditionsMatchesEverything) {
     auto none = must_compile({});
     ASSERT_TRUE(none);
     EXPECT_TRUE(none->matches_everything());
+}
+
+// The state after `capctl rules del` of the last rule: no filter at all.
+TEST(RuleSet, EmptyRuleSetCapturesEveryPacket) {
+    auto none = must_compile({});
+    ASSERT_TRUE(none);
+    EXPECT_TRUE(none->matches_everything());
+    EXPECT_TRUE(none->rule_names().empty());
+    EXPECT_EQ(none->filter_text(), "");
+    Burst b;
+    b.add(tcp(kA, kB, 80, "GET /"));
+    b.add(udp(53, "q"));
+    b.add({0x01, 0x02});
+    const auto& pk = b.packets();
+    auto s = none->make_scratch();
+    EXPECT_TRUE(s->counters().empty());
+    // Longer than one classification chunk as well.
+    std::vector<Packet> many;
+    for (int i = 0; i < 100; i++) many.push_back(pk[static_cast<size_t>(i) % pk.size()]);
+    for (uint32_t n : {3u, 100u}) {
+        std::vector<uint8_t> v(n, 7);
+        EXPECT_EQ(none->classify_burst(many.data(), n, v.data(), *s), n);
+        EXPECT_EQ(v, std::vector<uint8_t>(n, 1));
+    }
+}
+
+/* `host 198.18.0.1 or host 198.18.0.2 or ...`: libpcap's optimiser takes
+ * time roughly cubic in the number of terms (tens of seconds for 300). */
+std::string many_hosts(int n) {
+    std::string e;
+    for (int i = 0; i < n; i++) {
+        if (i) e += " or ";
+        e += "host 198.18." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
+    }
+    return e;
+}
+
+TEST(RuleSetLimits, EachCapIsCheckedWithAMessageNamingRuleAndCap) {
+    RuleLimits lim;
+    std::vector<RuleSpec> ok = {rule("a", "tcp", {"GET "})};
+    EXPECT_TRUE(check_limits(ok, lim).ok());
+
+    std::vector<RuleSpec> long_expr = {rule("x", std::string(70000, ' ') + "tcp")};
+    Status s = check_limits(long_expr, lim);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error(), "rule 'x': expression of 70003 bytes, more than the 65536 allowed");
+    // compile() refuses it the same way, before libpcap sees it.
+    auto rs = compile(long_expr, CompileOptions{});
+    ASSERT_FALSE(rs.ok());
+    EXPECT_EQ(rs.error(), s.error());
+
+    std::vector<RuleSpec> long_pattern = {rule("p", "", {"a", std::string(4097, 'x')})};
+    s = check_limits(long_pattern, lim);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error(), "rule 'p', pattern 2: 4097 bytes, more than the 4096 allowed");
+
+    std::vector<RuleSpec> many_patterns = {rule("p1", "", std::vector<std::string>(6000, "a")),
+                                           rule("p2", "", std::vector<std::string>(4001, "b"))};
+    s = check_limits(many_patterns, lim);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error(), "10001 patterns in all, more than the 10000 allowed");
+
+    std::vector<RuleSpec> many_rules;
+    for (int i = 0; i < 257; i++) many_rules.push_back(rule("r" + std::to_string(i), ""));
+    s = check_limits(many_rules, lim);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error(), "257 rules, more than the 256 allowed");
+    many_rules.pop_back();
+    EXPECT_TRUE(check_limits(many_rules, lim).ok());
+    // At the cap, every rule may have patterns.
+    for (auto& r : many_rules) r.patterns = {"x" + r.name};
+    EXPECT_TRUE(compile(many_rules, CompileOptions{}).ok());
+}
+
+TEST(RuleSetLimits, ASlowCompileIsStoppedAtTheTimeLimit) {
+    CompileOptions o;
+    o.time_limit_ms = 300;
+    std::vector<RuleSpec> slow = {rule("ok", "tcp"), rule("slow", many_hosts(300))};
+    auto t0 = std::chrono::steady_clock::now();
+    auto rs = compile(slow, o);
+    auto took = std::chrono::steady_clock::now() - t0;
+    ASSERT_FALSE(rs.ok());
+    EXPECT_NE(rs.error().find("took longer than 300 ms"), std::string::npos) << rs.error();
+    EXPECT_EQ(rs.error().rfind("compiling rule 'ok', rule 'slow' took longer than", 0), 0u)
+        << rs.error();
+    // A hang detector, not a measure: the uncut compile takes tens of seconds.
+    EXPECT_LT(took, std::chrono::seconds(10));
+}
+
+TEST(RuleSetLimits, CancelStopsACompileInProgress) {
+    std::atomic<bool> cancel{false};
+    CompileOptions o;
+    o.time_limit_ms = 600000;
+    o.cancel = &cancel;
+    std::vector<RuleSpec> slow = {rule("slow", many_hosts(300))};
+    std::thread stopper([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        cancel = true;
+    });
+    auto rs = compile(slow, o);
+    stopper.join();
+    ASSERT_FALSE(rs.ok());
+    EXPECT_NE(rs.error().find("cancelled"), std::string::npos) << rs.error();
+}
+
+TEST(RuleSetLimits, ErrorsFromTheCompilingChildNameTheRule) {
+    auto rs = compile(std::vector<RuleSpec>{rule("ok", "tcp"), rule("bad", "tcp port eighty")},
+                      CompileOptions{});
+    ASSERT_FALSE(rs.ok());
+    EXPECT_EQ(rs.error().rfind("rule 'bad': ", 0), 0u) << rs.error();
+    // In this process (time_limit_ms 0, for fuzzing), the same words.
+    CompileOptions here;
+    here.time_limit_ms = 0;
+    auto same = compile(std::vector<RuleSpec>{rule("ok", "tcp"), rule("bad", "tcp port eighty")},
+                        here);
+    ASSERT_FALSE(same.ok());
+    EXPECT_EQ(same.error(), rs.error());
+    EXPECT_TRUE(compile(std::vector<RuleSpec>{rule("web", "tcp port 80", {"GET "})}, here).ok());
+}
+
+/* What a rules change compiles: only what the set in force does not hold.
+ * With the cancel flag already set, any work for the compiling child fails
+ * at once, so success shows that nothing was sent to it. */
+TEST(RuleSetReuse, UnchangedExpressionsAndPatternsAreNotCompiledAgain) {
+    auto before = must_compile({rule("web", "tcp port 80", {"GET "}),
+                                rule("mail", "", {"MAIL"}, ScanScope::kFrame)});
+    ASSERT_TRUE(before);
+    std::atomic<bool> cancelled{true};
+    CompileOptions o;
+    o.cancel = &cancelled;
+
+    // An expression-less rule added, in either place: patterns unchanged.
+    auto after = compile(std::vector<RuleSpec>{rule("all", ""), rule("web", "tcp port 80", {"GET "}),
+                                               rule("mail", "", {"MAIL"}, ScanScope::kFrame)},
+                         o, before.get());
+    ASSERT_TRUE(after.ok()) << after.error();
+    // The same expression under another name, a rule deleted.
+    auto renamed = compile(std::vector<RuleSpec>{rule("www", "tcp port 80", {"GET "})}, o,
+                           before.get());
+    ASSERT_TRUE(renamed.ok()) << renamed.error();
+
+    // The shared databases still match, under the new rule numbering.
+    Burst b;
+    b.add(tcp(kA, kB, 80, "GET / HTTP/1.1"));
+    b.add(tcp(kA, kB, 25, "MAIL FROM:<x>"));
+    b.add(tcp(kA, kB, 80, "POST /"));
+    auto s = (*after)->make_scratch();
+    uint8_t v[3];
+    EXPECT_EQ((*after)->classify_burst(b.packets().data(), 3, v, *s), 3u);  // "all" takes all
+    const auto c = s->counters();
+    EXPECT_EQ(c[0].packets, 3u);
+    EXPECT_EQ(c[1].packets, 1u);
+    EXPECT_EQ(c[2].packets, 1u);
+
+    // New work does go to the child, and is cancelled.
+    auto new_expr = compile(std::vector<RuleSpec>{rule("web", "tcp port 8080", {"GET "})}, o,
+                            before.get());
+    ASSERT_FALSE(new_expr.ok());
+    EXPECT_NE(new_expr.error().find("cancelled"), std::string::npos) << new_expr.error();
+    auto new_pattern = compile(std::vector<RuleSpec>{rule("web", "tcp port 80", {"GET /"})}, o,
+                               before.get());
+    ASSERT_FALSE(new_pattern.ok());
+    EXPECT_NE(new_pattern.error().find("cancelled"), std::string::npos) << new_pattern.error();
 }
 
 TEST(RuleSet, RulesCombineWithOrAndCountSeparately) {
