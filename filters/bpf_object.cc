@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +15,9 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <utility>
+
+#include "filters/bpf_verifier.hh"
 
 namespace linecap::filters {
 
@@ -71,26 +73,22 @@ using ObjectPtr = std::unique_ptr<bpf_object, ObjectCloser>;
  * reads as "r1 = 0" at this point, so the relocations are read from the ELF
  * file itself to tell the two apart. */
 
-struct ElfFile {
-    int fd = -1;
+struct ElfImage {
     Elf* elf = nullptr;
-    ~ElfFile() {
+    ~ElfImage() {
         if (elf != nullptr) elf_end(elf);
-        if (fd >= 0) close(fd);
     }
 };
 
 /* Fills relocated[i] with the symbol a relocation at instruction i of the
- * program (function `prog` in section `section`) refers to. */
-Status read_relocations(const std::string& path, const std::string& section,
-                        const std::string& prog, size_t insn_cnt,
-                        std::vector<std::string>& relocated) {
+ * program (function `prog` in section `section`) refers to. `image` is the
+ * object file's bytes (libelf reads them in place). */
+Status read_relocations(std::string& image, const std::string& section, const std::string& prog,
+                        size_t insn_cnt, std::vector<std::string>& relocated) {
     relocated.assign(insn_cnt, std::string());
     if (elf_version(EV_CURRENT) == EV_NONE) return make_error("libelf is unusable");
-    ElfFile f;
-    f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.fd < 0) return make_error(std::strerror(errno));
-    f.elf = elf_begin(f.fd, ELF_C_READ, nullptr);
+    ElfImage f;
+    f.elf = elf_memory(image.data(), image.size());
     if (f.elf == nullptr) return make_error(elf_errmsg(-1));
     size_t shstrndx = 0;
     if (elf_getshdrstrndx(f.elf, &shstrndx) != 0) return make_error(elf_errmsg(-1));
@@ -582,26 +580,56 @@ uint32_t normalize_pointer_adds(std::vector<ebpf_insn>& insns) {
     return static_cast<uint32_t>(a.sites.size());
 }
 
-Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view program) {
-    const std::string what = "bpf object '" + path + "': ";
-    {
-        std::error_code ec;
-        if (!std::filesystem::exists(path, ec)) return make_error(what + "no such file");
-        if (std::filesystem::is_directory(path, ec)) return make_error(what + "is a directory");
-        std::ifstream probe(path, std::ios::binary);
-        char magic[4] = {};
-        if (!probe) return make_error(what + "cannot read: " + std::strerror(errno));
-        probe.read(magic, 4);
-        if (probe.gcount() != 4 || std::memcmp(magic,
-                                               "\x7f"
-                                               "ELF",
-                                               4) != 0)
-            return make_error(what + "not an ELF object (build it with clang -O2 -target bpf -c)");
+Result<std::string> read_object_file(int dirfd, const std::string& path) {
+    // Opened once, and the descriptor is what gets checked and read: a
+    // symbolic link is refused rather than followed, and a FIFO or a device
+    // neither blocks the caller nor gets read.
+    const int fd = openat(dirfd, path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        const int err = errno;
+        if (err == ENOENT) return make_error("no such file");
+        if (err == ELOOP) return make_error("is a symbolic link; name the file itself");
+        return make_error(std::string("cannot open: ") + std::strerror(err));
     }
+    struct Closer {
+        int fd;
+        ~Closer() { close(fd); }
+    } closer{fd};
+    struct stat st;
+    if (fstat(fd, &st) != 0) return make_error(std::string("cannot stat: ") + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) return make_error("is a directory");
+    if (!S_ISREG(st.st_mode)) return make_error("is not a regular file");
+    if (static_cast<uint64_t>(st.st_size) > kMaxObjectBytes)
+        return make_error("is " + std::to_string(st.st_size) + " bytes, more than the " +
+                          std::to_string(kMaxObjectBytes) + " allowed");
+    std::string image(static_cast<size_t>(st.st_size), '\0');
+    size_t got = 0;
+    while (got < image.size()) {
+        const ssize_t r = read(fd, image.data() + got, image.size() - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return make_error(std::string("cannot read: ") + std::strerror(errno));
+        if (r == 0) break;  // shrank while being read
+        got += static_cast<size_t>(r);
+    }
+    image.resize(got);
+    return image;
+}
+
+Result<BpfProgram> load_bpf_object_image(std::string image, const std::string& label,
+                                         std::string_view program) {
+    const std::string what = "bpf object '" + label + "': ";
+    if (image.size() < 4 || std::memcmp(image.data(),
+                                        "\x7f"
+                                        "ELF",
+                                        4) != 0)
+        return make_error(what + "not an ELF object (build it with clang -O2 -target bpf -c)");
 
     LibbpfLogCapture capture;
     errno = 0;
-    ObjectPtr obj(bpf_object__open_file(path.c_str(), nullptr));
+    bpf_object_open_opts opts{};
+    opts.sz = sizeof(opts);
+    opts.object_name = "linecap";
+    ObjectPtr obj(bpf_object__open_mem(image.data(), image.size(), &opts));
     if (!obj) {
         int err = errno;
         std::string msg = what + "libbpf cannot open it";
@@ -634,24 +662,58 @@ Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view pro
     }
 
     BpfProgram out;
-    out.file = path;
+    out.file = label;
     out.name = bpf_program__name(chosen);
     out.section = bpf_program__section_name(chosen);
+    const std::string where = what + "program '" + out.name + "': ";
     size_t n = bpf_program__insn_cnt(chosen);
     const bpf_insn* raw = bpf_program__insns(chosen);
-    if (raw == nullptr || n == 0) return make_error(what + "program '" + out.name + "' is empty");
+    if (raw == nullptr || n == 0) return make_error(where + "is empty");
+    // Refused before anything walks it: our pass is linear, rte_bpf's is not.
+    if (n > kMaxFilterInsns)
+        return make_error(where + std::to_string(n) + " instructions, more than the " +
+                          std::to_string(kMaxFilterInsns) + " allowed");
     out.insns.resize(n);
     std::memcpy(out.insns.data(), raw, n * sizeof(ebpf_insn));
 
     std::vector<std::string> relocated;
-    Status rs = read_relocations(path, out.section, out.name, n, relocated);
-    if (!rs.ok())
-        return make_error(what + "program '" + out.name +
-                          "': cannot read its relocations: " + rs.error());
+    Status rs = read_relocations(image, out.section, out.name, n, relocated);
+    if (!rs.ok()) return make_error(where + "cannot read its relocations: " + rs.error());
     Status cs = check_bpf_program(out.insns, relocated);
-    if (!cs.ok()) return make_error(what + "program '" + out.name + "': " + cs.error());
+    if (!cs.ok()) return make_error(where + cs.error());
+    auto verified = verify_filter(out.insns);
+    if (!verified) return make_error(where + verified.error());
     out.rewritten_adds = normalize_pointer_adds(out.insns);
+    if (out.rewritten_adds != 0) {
+        // The rewrite only spills and fills; proving it again costs little
+        // and keeps the reach and visit counts those of what will run.
+        verified = verify_filter(out.insns);
+        if (!verified)
+            return make_error(where + "after rewriting offset += pointer: " + verified.error());
+    }
+    out.packet_reach = verified->packet_reach;
+    out.validator_visits = verified->validator_visits;
     return out;
+}
+
+Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view program) {
+    auto image = read_object_file(AT_FDCWD, path);
+    if (!image) return make_error("bpf object '" + path + "': " + image.error());
+    return load_bpf_object_image(std::move(*image), path, program);
+}
+
+Status check_bpf_dir(const std::string& dir) {
+    const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return make_error("--bpf-dir " + dir + ": " + std::strerror(errno));
+    struct stat st;
+    const int rc = fstat(fd, &st);
+    close(fd);
+    if (rc != 0) return make_error("--bpf-dir " + dir + ": " + std::strerror(errno));
+    if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return make_error("--bpf-dir " + dir +
+                          ": must be owned by root and writable by no one else (the control "
+                          "group loads programs from it)");
+    return Status::success();
 }
 
 Result<BpfProgram> load_bpf_object(std::string_view spec) {
