@@ -120,13 +120,14 @@ ControlServer::~ControlServer() {
     unlink(opts_.path.c_str());
 }
 
-bool ControlServer::peer_allowed(int fd, std::string& why) const {
+bool ControlServer::peer_allowed(int fd, std::string& why, long long& uid) const {
     struct ucred cred;
     socklen_t len = sizeof(cred);
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
         why = "cannot read peer credentials";
         return false;
     }
+    uid = cred.uid;
     if (cred.uid == 0 || cred.uid == geteuid()) return true;
     if (has_group_ && user_in_group(cred.uid, cred.gid, gid_)) return true;
     why = "permission denied: uid " + std::to_string(cred.uid) + " is not root" +
@@ -141,7 +142,7 @@ void ControlServer::accept_clients() {
         if (fd < 0) return;
         auto c = std::make_unique<Client>(Client{fd, {}, {}, false, now_ms()});
         std::string why;
-        if (!peer_allowed(fd, why)) {
+        if (!peer_allowed(fd, why, c->peer_uid)) {
             c->out = encode_response(Response::error(EACCES, why));
             c->close_after_write = true;
         } else if (clients_.size() >= opts_.max_clients) {
@@ -162,6 +163,7 @@ void ControlServer::dispatch(Client& c, std::string_view line) {
     if (!parse_request(line, req, err)) {
         resp = Response::error(err.status, err.message);
     } else {
+        req.peer_uid = c.peer_uid;
         auto h = handlers_.find(req.cmd);
         if (h == handlers_.end()) {
             resp = Response::error(ENOSYS, "unknown command '" + req.cmd + "'");

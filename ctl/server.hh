@@ -53,6 +53,7 @@ private:
         std::string in, out;
         bool close_after_write = false;
         long long last_activity_ms;
+        long long peer_uid = -1;  // SO_PEERCRED at accept, passed on in Request
     };
 
     ControlServer(ServerOptions opts, HandlerTable handlers, int fd, gid_t gid);
@@ -60,7 +61,7 @@ private:
     void read_client(Client& c);
     void write_client(Client& c);
     void dispatch(Client& c, std::string_view line);
-    bool peer_allowed(int fd, std::string& why) const;
+    bool peer_allowed(int fd, std::string& why, long long& uid) const;
 
     ServerOptions opts_;
     HandlerTable handlers_;

@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <vector>
 
 #include "ctl/handlers.hh"
@@ -24,6 +25,7 @@
 #include "dataplane/pipeline.hh"
 #include "dataplane/privileges.hh"
 #include "dataplane/source.hh"
+#include "filters/bpf_object.hh"
 #include "filters/rule_set.hh"
 
 using namespace linecap;
@@ -109,6 +111,10 @@ int main(int argc, char** argv) {
 
     Status early = check_paths_and_interfaces(o);
     if (!early) return fail(early.error());
+    if (!o.bpf_dir.empty()) {
+        Status st = filters::check_bpf_dir(o.bpf_dir);
+        if (!st) return fail(st.error());
+    }
 
     if (!o.run_as_user.empty() && !o.write_path.empty()) {
         Status st = check_run_as(o.run_as_user, o.write_path);
@@ -131,6 +137,16 @@ int main(int argc, char** argv) {
     rule.expression = o.expression;
     rule.patterns = o.patterns;
     rule.bpf_object = o.bpf_object;
+    if (!o.bpf_object.empty()) {
+        // Loaded once here: later rule changes over the socket reuse it
+        // rather than reopen a path the control group did not choose.
+        auto prog = filters::load_bpf_object(o.bpf_object);
+        if (!prog) {
+            rte_eal_cleanup();
+            return fail("rule 'cli': " + prog.error());
+        }
+        rule.bpf_program = std::make_shared<const filters::BpfProgram>(std::move(*prog));
+    }
     rule.scope = o.scan_scope;
     filters::CompileOptions copts;
     copts.linktype = linktype;
@@ -159,7 +175,9 @@ int main(int argc, char** argv) {
         ctl::ServerOptions so;
         so.path = o.ctl_path.empty() ? ctl::kDefaultSocket : o.ctl_path;
         so.group = o.ctl_group;
-        auto srv = ctl::ControlServer::listen(so, ctl::make_handlers(**pipeline));
+        ctl::HandlerOptions ho;
+        ho.bpf_dir = o.bpf_dir;
+        auto srv = ctl::ControlServer::listen(so, ctl::make_handlers(**pipeline, ho));
         if (srv) {
             server = std::move(*srv);
         } else if (!o.ctl_path.empty()) {

@@ -162,6 +162,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--ctl", o.ctl_path,
                    "control socket path (default /run/linecap/capd.sock; 'none' disables it)");
     app.add_option("--ctl-group", o.ctl_group, "group allowed to use the control socket");
+    app.add_option("--bpf-dir", o.bpf_dir,
+                   "root-owned directory of eBPF objects the control group may load by name");
     app.add_option("--stats-json", o.stats_json, "write the final summary as JSON to FILE");
     app.add_flag("-d", o.dump_filter, "print the compiled filter and exit");
     app.add_flag("-D", o.list_sources, "list capture sources and exit");

@@ -51,6 +51,7 @@ struct Options {
     filters::ScanScope scan_scope = filters::ScanScope::kPayload;
     std::string ctl_path;         // empty: the default socket
     std::string ctl_group;        // group allowed to use the socket
+    std::string bpf_dir;          // --bpf-dir: eBPF objects the control group may load
     std::string stats_json;
     bool dump_filter = false;   // -d
     bool list_sources = false;  // -D
