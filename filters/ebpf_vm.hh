@@ -21,9 +21,11 @@
  * context is declared RTE_BPF_ARG_PTR_MBUF and the load is at offset 0 (where
  * rte_mbuf keeps buf_addr). Packet keeps `data` at offset 0 for this reason,
  * and kPacket is declared to rte_bpf that way, with a 16-byte context. The
- * verifier does NOT bound reads through `data` by caplen: a program must
- * compare every offset with caplen before it reads (the classic translator in
- * cbpf_to_ebpf.hh always does).
+ * verifier does NOT bound reads through `data` by caplen, and lets a program
+ * store to the context and the packet. EbpfVm therefore runs only trusted
+ * programs directly: the classic translator's (cbpf_to_ebpf.hh), which
+ * compare every offset with caplen before they read. Untrusted objects pass
+ * verify_filter() (bpf_verifier.hh) first and run on a PacketStage.
  */
 #pragma once
 
