@@ -18,6 +18,7 @@
 #include <utility>
 
 #include "filters/bpf_verifier.hh"
+#include "filters/disasm.hh"
 
 namespace linecap::filters {
 
@@ -232,10 +233,9 @@ const char* pseudo_name(uint8_t src) {
     }
 }
 
-std::string at(size_t i, const ebpf_insn& in) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "instruction %zu (opcode 0x%02x): ", i, in.code);
-    return buf;
+/* "insn 7 (call #5): ", as verify_filter() names instructions. */
+std::string at(std::span<const ebpf_insn> insns, size_t i) {
+    return "insn " + std::to_string(i) + " (" + disassemble_one(insns, i) + "): ";
 }
 
 }  // namespace
@@ -252,14 +252,14 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
 
         if (in.code == (BPF_LD | BPF_IMM | EBPF_DW)) {
             if (i + 1 >= insns.size())
-                return make_error(at(i, in) +
+                return make_error(at(insns, i) +
                                   "64-bit immediate load cut short (second half missing)");
             if (in.src_reg != 0)
-                return make_error(at(i, in) + "loads a map or kernel object (" +
+                return make_error(at(insns, i) + "loads a map or kernel object (" +
                                   pseudo_name(in.src_reg) +
                                   "); maps do not exist outside the kernel");
             if (const std::string* sym = reloc(i))
-                return make_error(at(i, in) + "refers to '" + *sym +
+                return make_error(at(insns, i) + "refers to '" + *sym +
                                   "' (a map or global data, which the packet VM does not have; "
                                   "keep state in local variables)");
             i++;  // second half of the 64-bit immediate
@@ -267,66 +267,66 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
         }
         if (const std::string* sym = reloc(i);
             sym != nullptr && !(cls == BPF_JMP && BPF_OP(in.code) == EBPF_CALL))
-            return make_error(at(i, in) + "has a relocation to '" + *sym +
+            return make_error(at(insns, i) + "has a relocation to '" + *sym +
                               "' that cannot be resolved without a kernel");
 
         switch (cls) {
             case BPF_LD:
                 if (mode == BPF_ABS || mode == BPF_IND)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "legacy packet load (BPF_LD_ABS/BPF_LD_IND) needs a kernel "
                                       "socket buffer; read through ctx->data instead");
-                return make_error(at(i, in) + "unknown load instruction");
+                return make_error(at(insns, i) + "unknown load instruction");
             case BPF_LDX:
                 if (mode == kModeMemsx)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "sign-extending load (cpu v4) is not supported; "
                                       "compile with -mcpu=v2");
-                if (mode != BPF_MEM) return make_error(at(i, in) + "unknown load instruction");
+                if (mode != BPF_MEM) return make_error(at(insns, i) + "unknown load instruction");
                 break;
             case BPF_ST:
             case BPF_STX:
                 if (mode == EBPF_XADD) {
                     if (cls != BPF_STX || in.imm != BPF_ADD ||
                         (BPF_SIZE(in.code) != BPF_W && BPF_SIZE(in.code) != EBPF_DW))
-                        return make_error(at(i, in) + "atomic operation " + std::to_string(in.imm) +
+                        return make_error(at(insns, i) + "atomic operation " + std::to_string(in.imm) +
                                           " is not supported (only a plain atomic add is)");
                     break;
                 }
-                if (mode != BPF_MEM) return make_error(at(i, in) + "unknown store instruction");
+                if (mode != BPF_MEM) return make_error(at(insns, i) + "unknown store instruction");
                 break;
             case BPF_ALU:
             case EBPF_ALU64:
                 if (in.off != 0)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "signed division or sign-extending move (cpu v4) "
                                       "is not supported; compile with -mcpu=v2");
                 if (cls == EBPF_ALU64 && BPF_OP(in.code) == EBPF_END)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "unconditional byte swap (cpu v4) is not "
                                       "supported; compile with -mcpu=v2");
                 break;
             case BPF_JMP:
                 if (BPF_OP(in.code) == EBPF_CALL) {
                     if (in.src_reg == kPseudoCall)
-                        return make_error(at(i, in) +
+                        return make_error(at(insns, i) +
                                           "calls another BPF function; the packet VM runs a single "
                                           "function (mark helpers static __always_inline)");
                     if (in.src_reg == kPseudoKfuncCall)
-                        return make_error(at(i, in) +
+                        return make_error(at(insns, i) +
                                           "calls a kernel function; there is no kernel");
                     const char* name = helper_name(in.imm);
-                    return make_error(at(i, in) + "calls kernel helper " + std::to_string(in.imm) +
+                    return make_error(at(insns, i) + "calls kernel helper " + std::to_string(in.imm) +
                                       (name != nullptr ? std::string(" (") + name + ")" : "") +
                                       "; the packet VM has no helpers");
                 }
                 break;
             case kClassJmp32:
-                return make_error(at(i, in) +
+                return make_error(at(insns, i) +
                                   "32-bit jump (BPF_JMP32) is not supported by rte_bpf; "
                                   "compile with -mcpu=v2");
             default:
-                return make_error(at(i, in) + "unknown instruction class");
+                return make_error(at(insns, i) + "unknown instruction class");
         }
     }
     return Status::success();

@@ -99,7 +99,7 @@ Result<std::string> read_object_file(int dirfd, const std::string& path);
  * may write (else a member could plant a file or a link there). */
 Status check_bpf_dir(const std::string& dir);
 
-/* Refuses, naming the instruction index and opcode, what EbpfVm cannot run:
+/* Refuses, naming the instruction ("insn 4 (lddw r1, #0): "), what EbpfVm cannot run:
  * map and global-data references (64-bit immediate loads carrying a
  * relocation or a BPF_PSEUDO_* source), helper calls, BPF-to-BPF calls,
  * atomic operations other than a plain add, BPF_LD_ABS/IND, 32-bit jumps

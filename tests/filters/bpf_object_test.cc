@@ -333,9 +333,9 @@ TEST(BpfObjectErrors, RefusesWhatTheVmCannotRun) {
         const char* program;
         const char* message;
     } bad[] = {
-        {"uses_helper", "instruction 1 (opcode 0x85): calls kernel helper 5 (bpf_ktime_get_ns)"},
-        {"uses_map", "instruction 4 (opcode 0x18): refers to 'counts'"},
-        {"uses_global", "instruction 1 (opcode 0x18): refers to 'seen'"},
+        {"uses_helper", "insn 1 (call #5): calls kernel helper 5 (bpf_ktime_get_ns)"},
+        {"uses_map", "insn 4 (lddw r1, #0): refers to 'counts'"},
+        {"uses_global", "insn 1 (lddw r2, #0): refers to 'seen'"},
         {"uses_subprog", "calls another BPF function"},
     };
     for (const Bad& b : bad) {
@@ -363,7 +363,7 @@ TEST(CheckBpfProgram, RawInstructions) {
 
     ebpf_insn map = ins(BPF_LD | BPF_IMM | EBPF_DW, 1, 1, 0, 3);  // BPF_PSEUDO_MAP_FD
     EXPECT_EQ(check_error({mov_imm(0, 0), map, ins(0), kExit}),
-              "instruction 1 (opcode 0x18): loads a map or kernel object (BPF_PSEUDO_MAP_FD); "
+              "insn 1 (lddw r1, #0x3): loads a map or kernel object (BPF_PSEUDO_MAP_FD); "
               "maps do not exist outside the kernel");
     ebpf_insn value = ins(BPF_LD | BPF_IMM | EBPF_DW, 1, 2, 0, 3);
     EXPECT_NE(check_error({value, ins(0), kExit}).find("BPF_PSEUDO_MAP_VALUE"), std::string::npos);
@@ -373,7 +373,7 @@ TEST(CheckBpfProgram, RawInstructions) {
 
     EXPECT_EQ(
         check_error({ins(BPF_JMP | EBPF_CALL, 0, 0, 0, 6), kExit}),
-        "instruction 0 (opcode 0x85): calls kernel helper 6 (bpf_trace_printk); the packet VM "
+        "insn 0 (call #6): calls kernel helper 6 (bpf_trace_printk); the packet VM "
         "has no helpers");
     EXPECT_NE(check_error({ins(BPF_JMP | EBPF_CALL, 0, 1, 0, 2), kExit, mov_imm(0, 1), kExit})
                   .find("calls another BPF function"),
@@ -396,7 +396,7 @@ TEST(CheckBpfProgram, RawInstructions) {
     xadd[3].imm = 0x01;  // BPF_ADD | BPF_FETCH
     EXPECT_EQ(
         check_error(xadd),
-        "instruction 3 (opcode 0xdb): atomic operation 1 is not supported (only a plain atomic "
+        "insn 3 (xadddw [r10-8], r1): atomic operation 1 is not supported (only a plain atomic "
         "add is)");
     xadd[3].imm = 0xf1;  // BPF_CMPXCHG
     EXPECT_NE(check_error(xadd).find("atomic operation 241"), std::string::npos);
