@@ -24,8 +24,7 @@ namespace {
 std::optional<Response> attach_object(const Request& req, const HandlerOptions& o,
                                       filters::RuleSpec& r) {
     if (r.bpf_object.empty()) return std::nullopt;
-    const bool privileged =
-        req.peer_uid == 0 || req.peer_uid == static_cast<long long>(geteuid());
+    const bool privileged = req.peer_uid == 0 || req.peer_uid == static_cast<long long>(geteuid());
     if (privileged) {
         auto prog = filters::load_bpf_object(r.bpf_object);
         if (!prog) return Response::error(EINVAL, "rule '" + r.name + "': " + prog.error());
@@ -53,8 +52,8 @@ std::optional<Response> attach_object(const Request& req, const HandlerOptions& 
     auto image = filters::read_object_file(dir, name);
     close(dir);
     if (!image)
-        return Response::error(EINVAL, "rule '" + r.name + "': bpf object '" + label +
-                                           "': " + image.error());
+        return Response::error(
+            EINVAL, "rule '" + r.name + "': bpf object '" + label + "': " + image.error());
     auto prog = filters::load_bpf_object_image(std::move(*image), label, program);
     if (!prog) return Response::error(EINVAL, "rule '" + r.name + "': " + prog.error());
     r.bpf_object = label + (program.empty() ? "" : ":" + program);

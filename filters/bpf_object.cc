@@ -289,7 +289,8 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
                 if (mode == EBPF_XADD) {
                     if (cls != BPF_STX || in.imm != BPF_ADD ||
                         (BPF_SIZE(in.code) != BPF_W && BPF_SIZE(in.code) != EBPF_DW))
-                        return make_error(at(insns, i) + "atomic operation " + std::to_string(in.imm) +
+                        return make_error(at(insns, i) + "atomic operation " +
+                                          std::to_string(in.imm) +
                                           " is not supported (only a plain atomic add is)");
                     break;
                 }
@@ -316,7 +317,8 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
                         return make_error(at(insns, i) +
                                           "calls a kernel function; there is no kernel");
                     const char* name = helper_name(in.imm);
-                    return make_error(at(insns, i) + "calls kernel helper " + std::to_string(in.imm) +
+                    return make_error(at(insns, i) + "calls kernel helper " +
+                                      std::to_string(in.imm) +
                                       (name != nullptr ? std::string(" (") + name + ")" : "") +
                                       "; the packet VM has no helpers");
                 }

@@ -57,7 +57,9 @@ struct Value {
 };
 
 int64_t sat(int64_t v) { return std::clamp(v, -kHuge, kHuge); }
-int64_t sat_u(uint64_t v) { return v > static_cast<uint64_t>(kHuge) ? kHuge : static_cast<int64_t>(v); }
+int64_t sat_u(uint64_t v) {
+    return v > static_cast<uint64_t>(kHuge) ? kHuge : static_cast<int64_t>(v);
+}
 
 Value join(const Value& a, const Value& b) {
     if (a == b) return a;
@@ -164,12 +166,14 @@ Value alu_scalar32(uint8_t op, const Value& d, const Value& s) {
  * outcome is impossible. Numbers only; signed comparisons only when both
  * ranges are non-negative as signed values (then they order as unsigned). */
 bool refine(uint8_t op, bool taken, Value& a, Value& b) {
-    const bool signed_op =
-        op == EBPF_JSGT || op == EBPF_JSGE || op == EBPF_JSLT || op == EBPF_JSLE;
+    const bool signed_op = op == EBPF_JSGT || op == EBPF_JSGE || op == EBPF_JSLT || op == EBPF_JSLE;
     if (signed_op) {
         const uint64_t top = static_cast<uint64_t>(INT64_MAX);
         if (a.umax > top || b.umax > top) return true;
-        op = op == EBPF_JSGT ? BPF_JGT : op == EBPF_JSGE ? BPF_JGE : op == EBPF_JSLT ? EBPF_JLT : EBPF_JLE;
+        op = op == EBPF_JSGT   ? BPF_JGT
+             : op == EBPF_JSGE ? BPF_JGE
+             : op == EBPF_JSLT ? EBPF_JLT
+                               : EBPF_JLE;
     }
     auto lt = [](Value& x, Value& y) {  // x < y
         if (x.umin >= y.umax) return false;
@@ -237,33 +241,53 @@ bool known_jump(uint8_t op) {
 
 const char* alu_word(uint8_t op) {
     switch (op) {
-        case BPF_ADD: return "addition";
-        case BPF_SUB: return "subtraction";
-        case BPF_MUL: return "multiplication";
-        case BPF_DIV: return "division";
-        case BPF_MOD: return "modulo";
-        case BPF_AND: return "and";
-        case BPF_OR: return "or";
-        case BPF_XOR: return "xor";
-        case BPF_LSH: return "shift";
-        case BPF_RSH: return "shift";
-        case EBPF_ARSH: return "shift";
-        case BPF_NEG: return "negation";
-        case EBPF_END: return "byte swap";
-        default: return "operation";
+        case BPF_ADD:
+            return "addition";
+        case BPF_SUB:
+            return "subtraction";
+        case BPF_MUL:
+            return "multiplication";
+        case BPF_DIV:
+            return "division";
+        case BPF_MOD:
+            return "modulo";
+        case BPF_AND:
+            return "and";
+        case BPF_OR:
+            return "or";
+        case BPF_XOR:
+            return "xor";
+        case BPF_LSH:
+            return "shift";
+        case BPF_RSH:
+            return "shift";
+        case EBPF_ARSH:
+            return "shift";
+        case BPF_NEG:
+            return "negation";
+        case EBPF_END:
+            return "byte swap";
+        default:
+            return "operation";
     }
 }
 
 uint32_t size_bytes(uint8_t code) {
     switch (BPF_SIZE(code)) {
-        case BPF_B: return 1;
-        case BPF_H: return 2;
-        case BPF_W: return 4;
-        default: return 8;
+        case BPF_B:
+            return 1;
+        case BPF_H:
+            return 2;
+        case BPF_W:
+            return 4;
+        default:
+            return 8;
     }
 }
 
-uint64_t width_max(uint32_t bytes) { return bytes >= 8 ? UINT64_MAX : (uint64_t{1} << (8 * bytes)) - 1; }
+uint64_t width_max(uint32_t bytes) {
+    return bytes >= 8 ? UINT64_MAX : (uint64_t{1} << (8 * bytes)) - 1;
+}
 
 /* ---- Control flow ---------------------------------------------------------- */
 
@@ -293,7 +317,7 @@ struct Flow {
  * caller. Linear in the program's size. */
 Flow flow_order(std::span<const ebpf_insn> insns, std::vector<uint32_t>& order) {
     const size_t n = insns.size();
-    std::vector<uint8_t> colour(n, 0);  // 0 unseen, 1 on the stack, 2 done
+    std::vector<uint8_t> colour(n, 0);                // 0 unseen, 1 on the stack, 2 done
     std::vector<std::pair<uint32_t, uint8_t>> stack;  // instruction, next successor
     std::vector<bool> second_half(n, false);
     for (size_t i = 0; i < n; i++)
@@ -334,7 +358,9 @@ Flow flow_order(std::span<const ebpf_insn> insns, std::vector<uint32_t>& order) 
  * summed, saturating at `limit`. */
 uint64_t count_visits(std::span<const ebpf_insn> insns, const std::vector<uint32_t>& order,
                       uint64_t limit) {
-    auto add = [limit](uint64_t a, uint64_t b) { return a >= limit - std::min(b, limit) ? limit : a + b; };
+    auto add = [limit](uint64_t a, uint64_t b) {
+        return a >= limit - std::min(b, limit) ? limit : a + b;
+    };
     std::vector<uint64_t> paths(insns.size(), 0);
     paths[0] = 1;
     uint64_t total = 0;
@@ -369,8 +395,7 @@ class Verifier {
     Status jump(size_t i, State& st, bool& falls_through);
     Status read_stack(size_t i, const State& st, int64_t off, uint32_t size, Value& out) const;
     void write_stack(State& st, int64_t off, uint32_t size, const Value& v) const;
-    Status stack_offset(size_t i, const Value& base, int16_t off, uint32_t size,
-                        int64_t& at) const;
+    Status stack_offset(size_t i, const Value& base, int16_t off, uint32_t size, int64_t& at) const;
     void branch_to(size_t target, const State& st);
 
     std::span<const ebpf_insn> insns_;
@@ -381,13 +406,13 @@ class Verifier {
 Status Verifier::stack_offset(size_t i, const Value& base, int16_t off, uint32_t size,
                               int64_t& at) const {
     if (base.omin != base.omax)
-        return fail(i, "stack offset differs between paths (only constant stack offsets are "
-                       "allowed)");
+        return fail(i,
+                    "stack offset differs between paths (only constant stack offsets are "
+                    "allowed)");
     at = base.omin + off;
     if (at < -kStackBytes || at + static_cast<int64_t>(size) > 0)
         return fail(i, "stack access at r10" + std::to_string(at) + " (" + std::to_string(size) +
-                           " bytes) outside the " + std::to_string(kStackBytes) +
-                           "-byte stack");
+                           " bytes) outside the " + std::to_string(kStackBytes) + "-byte stack");
     return Status::success();
 }
 
@@ -422,7 +447,8 @@ void Verifier::write_stack(State& st, int64_t off, uint32_t size, const Value& v
     }
     for (int64_t b = first; b < first + size; b++) {
         Slot& s = st.slot[static_cast<size_t>(kSlots - 1 - b / 8)];
-        if (s.spill) s = Slot{false, static_cast<uint8_t>(s.value.type == Type::kScalar ? 0xff : 0), {}};
+        if (s.spill)
+            s = Slot{false, static_cast<uint8_t>(s.value.type == Type::kScalar ? 0xff : 0), {}};
         s.written |= static_cast<uint8_t>(1u << (b % 8));
     }
 }
@@ -444,10 +470,12 @@ Status Verifier::alu(size_t i, State& st) {
     const Value imm32 = Value::scalar(static_cast<uint32_t>(in.imm), static_cast<uint32_t>(in.imm));
 
     if (op == EBPF_END) {
-        if (in.imm != 16 && in.imm != 32 && in.imm != 64) return fail(i, "byte swap of an unknown width");
+        if (in.imm != 16 && in.imm != 32 && in.imm != 64)
+            return fail(i, "byte swap of an unknown width");
         if (d.type == Type::kUninit || d.type == Type::kMixed)
             return fail(i, "uses " + reg(in.dst_reg) + " before it is set on every path");
-        if (d.type != Type::kScalar) return fail(i, "byte swap of a pointer would expose its address");
+        if (d.type != Type::kScalar)
+            return fail(i, "byte swap of a pointer would expose its address");
         d = Value::scalar(0, width_max(static_cast<uint32_t>(in.imm) / 8));
         return Status::success();
     }
@@ -467,7 +495,8 @@ Status Verifier::alu(size_t i, State& st) {
         if (is64) {
             d = s;
         } else {
-            if (s.type != Type::kScalar) return fail(i, "32-bit copy of a pointer would expose its address");
+            if (s.type != Type::kScalar)
+                return fail(i, "32-bit copy of a pointer would expose its address");
             d = s.umax <= kU32 ? s : Value::scalar(0, kU32);
         }
         return Status::success();
@@ -500,8 +529,7 @@ Status Verifier::alu(size_t i, State& st) {
                         : Value::any();
             return Status::success();
         }
-        if (op == BPF_ADD && d.is_pointer() && s.is_pointer())
-            return fail(i, "adds two pointers");
+        if (op == BPF_ADD && d.is_pointer() && s.is_pointer()) return fail(i, "adds two pointers");
         return fail(i, std::string(alu_word(op)) + " on a pointer would expose its address " +
                            "(only adding or subtracting a number is allowed)");
     }
@@ -514,8 +542,8 @@ Status Verifier::alu(size_t i, State& st) {
     const uint32_t width = is64 ? 64 : 32;
     if ((op == BPF_LSH || op == BPF_RSH || op == EBPF_ARSH) && !x &&
         static_cast<uint32_t>(in.imm) >= width)
-        return fail(i, "shift by " + std::to_string(static_cast<uint32_t>(in.imm)) + ", wider than the " +
-                           std::to_string(width) + "-bit operand");
+        return fail(i, "shift by " + std::to_string(static_cast<uint32_t>(in.imm)) +
+                           ", wider than the " + std::to_string(width) + "-bit operand");
     if (op == BPF_DIV || op == BPF_MOD) {
         const uint64_t lo = is64 ? s.umin : (s.umax <= kU32 ? s.umin : 0);
         if (!x && s.umin == 0) return fail(i, "division by zero");
@@ -541,8 +569,9 @@ Status Verifier::load(size_t i, State& st) {
             if (at == 0 && size == 8) {
                 out = Value::pointer(Type::kPacket, 0, 0);
             } else if (at >= 0 && at < 8) {
-                return fail(i, "reads part of the packet pointer (Packet::data is read as a whole "
-                               "8-byte value)");
+                return fail(i,
+                            "reads part of the packet pointer (Packet::data is read as a whole "
+                            "8-byte value)");
             } else if (at >= 8 && at + size <= static_cast<int64_t>(sizeof(Packet)) && size <= 4 &&
                        at % size == 0) {
                 // caplen never exceeds kMaxCaplen: PacketStage clamps it.
@@ -562,8 +591,8 @@ Status Verifier::load(size_t i, State& st) {
                 return fail(i, "may read before the packet (offset " + std::to_string(lo) + ")");
             if (hi > static_cast<int64_t>(kVerifierPacketSpan))
                 return fail(i, std::string("packet read at an offset that may reach ") +
-                                   (hi >= kHuge ? "beyond 2^40" : std::to_string(hi)) + ", past the " +
-                                   std::to_string(kVerifierPacketSpan) +
+                                   (hi >= kHuge ? "beyond 2^40" : std::to_string(hi)) +
+                                   ", past the " + std::to_string(kVerifierPacketSpan) +
                                    " bytes a filter may address; compare the offset with a "
                                    "constant or with caplen first");
             reach_ = std::max<uint64_t>(reach_, static_cast<uint64_t>(hi));
@@ -577,9 +606,11 @@ Status Verifier::load(size_t i, State& st) {
             break;
         }
         case Type::kScalar:
-            return fail(i, "reads through " + reg(in.src_reg) + ", which holds a number, not a pointer");
+            return fail(
+                i, "reads through " + reg(in.src_reg) + ", which holds a number, not a pointer");
         default:
-            return fail(i, "reads through " + reg(in.src_reg) + ", which is not a pointer on every path");
+            return fail(
+                i, "reads through " + reg(in.src_reg) + ", which is not a pointer on every path");
     }
     st.reg[in.dst_reg] = out;
     return Status::success();
@@ -602,9 +633,11 @@ Status Verifier::store(size_t i, State& st) {
         case Type::kStack:
             break;
         case Type::kScalar:
-            return fail(i, "stores through " + reg(in.dst_reg) + ", which holds a number, not a pointer");
+            return fail(
+                i, "stores through " + reg(in.dst_reg) + ", which holds a number, not a pointer");
         default:
-            return fail(i, "stores through " + reg(in.dst_reg) + ", which is not a pointer on every path");
+            return fail(
+                i, "stores through " + reg(in.dst_reg) + ", which is not a pointer on every path");
     }
     Value v;
     if (cls == BPF_ST) {
@@ -615,8 +648,9 @@ Status Verifier::store(size_t i, State& st) {
         if (v.type == Type::kUninit || v.type == Type::kMixed)
             return fail(i, "stores " + reg(in.src_reg) + " before it is set on every path");
         if (v.is_pointer() && (atomic || size != 8))
-            return fail(i, "stores part of a pointer or adds to it in memory; only a whole "
-                           "8-byte spill is allowed");
+            return fail(i,
+                        "stores part of a pointer or adds to it in memory; only a whole "
+                        "8-byte spill is allowed");
         if (v.type == Type::kScalar && size < 8 && v.umax > width_max(size))
             v = Value::scalar(0, width_max(size));
     }
@@ -646,7 +680,8 @@ Status Verifier::jump(size_t i, State& st, bool& falls_through) {
         falls_through = false;
         return Status::success();
     }
-    if (op == EBPF_CALL) return fail(i, "calls a function; the packet VM has no helpers or subprograms");
+    if (op == EBPF_CALL)
+        return fail(i, "calls a function; the packet VM has no helpers or subprograms");
     if (!known_jump(op)) return fail(i, "unknown jump instruction");
     const int64_t target = static_cast<int64_t>(i) + 1 + in.off;
     if (target < 0 || target >= static_cast<int64_t>(n))
@@ -741,8 +776,8 @@ Result<VerifiedFilter> Verifier::run() {
                                  ", which leads here again: loops are not allowed (unroll them "
                                  "with #pragma unroll)");
     if (flow.kind == Flow::kOutside)
-        return fail(flow.at, "jumps to insn " + std::to_string(flow.target) +
-                                 ", outside the program");
+        return fail(flow.at,
+                    "jumps to insn " + std::to_string(flow.target) + ", outside the program");
     if (flow.kind == Flow::kIntoImm64)
         return fail(flow.at, "jumps into the middle of a 64-bit immediate load");
     if (flow.kind == Flow::kUnreachable) return fail(flow.at, "no path reaches this instruction");

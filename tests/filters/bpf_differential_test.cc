@@ -375,12 +375,13 @@ TEST(BpfDifferential, TranslatedExpressionsStayUnderTheObjectCaps) {
     }
     const auto t0 = std::chrono::steady_clock::now();
     auto vm = EbpfVm::load(worst_prog, false);
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ASSERT_TRUE(vm.ok()) << vm.error();
-    std::printf("[ caps ] %zu expressions: longest %zu instructions; most visits %llu (%.3f ms "
-                "in rte_bpf_load): %s\n",
-                exprs.size(), longest, static_cast<unsigned long long>(worst_visits), ms,
-                worst.c_str());
+    std::printf(
+        "[ caps ] %zu expressions: longest %zu instructions; most visits %llu (%.3f ms "
+        "in rte_bpf_load): %s\n",
+        exprs.size(), longest, static_cast<unsigned long long>(worst_visits), ms, worst.c_str());
 }
 
 TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 #include <pcap/pcap.h>
 #include <rte_bpf.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -371,10 +370,9 @@ TEST(CheckBpfProgram, RawInstructions) {
     EXPECT_NE(check_error({lddw, ins(0), kExit}, {"data_map", "", ""}).find("refers to 'data_map'"),
               std::string::npos);
 
-    EXPECT_EQ(
-        check_error({ins(BPF_JMP | EBPF_CALL, 0, 0, 0, 6), kExit}),
-        "insn 0 (call #6): calls kernel helper 6 (bpf_trace_printk); the packet VM "
-        "has no helpers");
+    EXPECT_EQ(check_error({ins(BPF_JMP | EBPF_CALL, 0, 0, 0, 6), kExit}),
+              "insn 0 (call #6): calls kernel helper 6 (bpf_trace_printk); the packet VM "
+              "has no helpers");
     EXPECT_NE(check_error({ins(BPF_JMP | EBPF_CALL, 0, 1, 0, 2), kExit, mov_imm(0, 1), kExit})
                   .find("calls another BPF function"),
               std::string::npos);
@@ -630,7 +628,9 @@ TEST(NormalizePointerAdds, AppliedByTheLoader) {
 
 /* ---- Our verifier against hostile programs --------------------------------- */
 
-ebpf_insn alu(uint8_t op, uint8_t dst, uint8_t src) { return ins(EBPF_ALU64 | op | BPF_X, dst, src); }
+ebpf_insn alu(uint8_t op, uint8_t dst, uint8_t src) {
+    return ins(EBPF_ALU64 | op | BPF_X, dst, src);
+}
 ebpf_insn alu_imm(uint8_t op, uint8_t dst, int32_t imm) {
     return ins(EBPF_ALU64 | op | BPF_K, dst, 0, 0, imm);
 }
@@ -671,7 +671,8 @@ std::vector<Hostile> hostile_programs() {
          {kLoadData, ins(BPF_ST | BPF_MEM | BPF_B, 2, 0, 12, 0x86), mov_imm(0, 1), kExit},
          "insn 1 (stb [r2+12], #0x86): store to the packet (filters may only read it)"},
         {"atomic add into the packet",
-         {kLoadData, mov_imm(3, 1), ins(BPF_STX | EBPF_XADD | BPF_W, 2, 3, 0), mov_imm(0, 1), kExit},
+         {kLoadData, mov_imm(3, 1), ins(BPF_STX | EBPF_XADD | BPF_W, 2, 3, 0), mov_imm(0, 1),
+          kExit},
          "insn 2 (xaddw [r2], r3): store to the packet (filters may only read it)"},
         {"reads the mbuf's buf_iova past the 16-byte context",
          {ldx(EBPF_DW, 0, 1, 16), kExit},
@@ -793,9 +794,9 @@ TEST(Verifier, RteBpfAloneAcceptsThem) {
         "adds two pointers",
     };
     for (const Hostile& h : hostile_programs()) {
-        if (std::find_if(std::begin(rte_accepts), std::end(rte_accepts),
-                         [&](const char* w) { return h.what == std::string(w); }) ==
-            std::end(rte_accepts))
+        if (std::find_if(std::begin(rte_accepts), std::end(rte_accepts), [&](const char* w) {
+                return h.what == std::string(w);
+            }) == std::end(rte_accepts))
             continue;
         auto vm = EbpfVm::load(h.prog, false);
         EXPECT_TRUE(vm.ok()) << h.what << ": " << (vm.ok() ? "" : vm.error());
@@ -805,9 +806,9 @@ TEST(Verifier, RteBpfAloneAcceptsThem) {
 /* What a filter legitimately does passes, with the reach it may read. */
 TEST(Verifier, AcceptsFiltersAndBoundsTheirReach) {
     // A caplen-checked constant offset: the ethertype.
-    std::vector<ebpf_insn> eth = {kLoadData, kLoadCaplen, mov_imm(0, 0),
-                                  jmp_imm(EBPF_JLT, 3, 14, 2), ldx(BPF_H, 0, 2, 12), kExit,
-                                  kExit};
+    std::vector<ebpf_insn> eth = {
+        kLoadData, kLoadCaplen, mov_imm(0, 0), jmp_imm(EBPF_JLT, 3, 14, 2), ldx(BPF_H, 0, 2, 12),
+        kExit,     kExit};
     auto v = verify_filter(eth);
     ASSERT_TRUE(v.ok()) << v.error();
     EXPECT_EQ(v->packet_reach, 14u);
@@ -815,9 +816,14 @@ TEST(Verifier, AcceptsFiltersAndBoundsTheirReach) {
 
     // An offset bounded only by caplen: caplen never exceeds kMaxCaplen.
     std::vector<ebpf_insn> by_caplen = {
-        kLoadData, kLoadCaplen, kLoadWirelen, mov_imm(0, 0),
+        kLoadData,
+        kLoadCaplen,
+        kLoadWirelen,
+        mov_imm(0, 0),
         ins(BPF_JMP | BPF_JGE | BPF_X, 4, 3, 2),  // wirelen >= caplen: drop
-        alu(BPF_ADD, 2, 4), ldx(BPF_B, 0, 2, 0), kExit,
+        alu(BPF_ADD, 2, 4),
+        ldx(BPF_B, 0, 2, 0),
+        kExit,
     };
     v = verify_filter(by_caplen);
     ASSERT_TRUE(v.ok()) << v.error();
@@ -825,9 +831,13 @@ TEST(Verifier, AcceptsFiltersAndBoundsTheirReach) {
 
     // A header-derived offset: IHL * 4 after 14 bytes of Ethernet.
     std::vector<ebpf_insn> ihl = {
-        kLoadData, ldx(BPF_B, 3, 2, 14), alu_imm(BPF_AND, 3, 0x0f), alu_imm(BPF_LSH, 3, 2),
+        kLoadData,
+        ldx(BPF_B, 3, 2, 14),
+        alu_imm(BPF_AND, 3, 0x0f),
+        alu_imm(BPF_LSH, 3, 2),
         alu(BPF_ADD, 3, 2),  // offset += pointer, as clang emits it
-        ldx(BPF_H, 0, 3, 14 + 2), kExit,
+        ldx(BPF_H, 0, 3, 14 + 2),
+        kExit,
     };
     v = verify_filter(ihl);
     ASSERT_TRUE(v.ok()) << v.error();
@@ -859,15 +869,19 @@ TEST(Verifier, ExamplesPassAndHostileExamplesAreRefused) {
         const char* program;
         const char* message;
     } bad[] = {
-        {"writes_context", "program 'writes_context': insn 1 (stxdw [r1], r2): store to the context"},
-        {"writes_packet", "program 'writes_packet': insn 5 (stxb [r1+12], r2): store to the packet"},
+        {"writes_context",
+         "program 'writes_context': insn 1 (stxdw [r1], r2): store to the context"},
+        {"writes_packet",
+         "program 'writes_packet': insn 5 (stxb [r1+12], r2): store to the packet"},
         {"reads_past_context",
-         "program 'reads_past_context': insn 0 (ldxdw r1, [r1+24]): reads the context at offset 24"},
+         "program 'reads_past_context': insn 0 (ldxdw r1, [r1+24]): reads the context at offset "
+         "24"},
         {"leaks_address",
          "program 'leaks_address': insn 1 (rsh r0, #0xc): shift on a pointer would expose its "
          "address"},
-        {"loops", "program 'loops': insn 12 (jlt r3, r2, -> 6): jumps back to insn 6, which "
-                  "leads here again: loops are not allowed"},
+        {"loops",
+         "program 'loops': insn 12 (jlt r3, r2, -> 6): jumps back to insn 6, which "
+         "leads here again: loops are not allowed"},
     };
     for (const auto& b : bad) {
         auto p = load_bpf_object(example("hostile") + ":" + b.program);
@@ -990,15 +1004,15 @@ TEST(PacketStage, RuleSetRunsObjectsOnThePrivateCopy) {
 
 TEST(ObjectFile, OpensOnceNoLinksNoFifosSizeCap) {
     NEED_EXAMPLES();
-    const auto dir = std::filesystem::temp_directory_path() /
-                     ("linecap_bpf_files_" + std::to_string(getpid()));
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("linecap_bpf_files_" + std::to_string(getpid()));
     std::filesystem::create_directories(dir);
     const auto link = dir / "link.bpf.o";
     std::filesystem::create_symlink(example("http_get"), link);
     auto l = load_bpf_object(link.string());
     ASSERT_FALSE(l.ok());
-    EXPECT_EQ(l.error(), "bpf object '" + link.string() +
-                             "': is a symbolic link; name the file itself");
+    EXPECT_EQ(l.error(),
+              "bpf object '" + link.string() + "': is a symbolic link; name the file itself");
 
     const auto fifo = dir / "fifo.bpf.o";
     ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
@@ -1013,7 +1027,8 @@ TEST(ObjectFile, OpensOnceNoLinksNoFifosSizeCap) {
     const auto huge = dir / "huge.bpf.o";
     {
         std::ofstream out(huge, std::ios::binary);
-        out << "\x7f" "ELF";
+        out << "\x7f"
+               "ELF";
     }
     std::filesystem::resize_file(huge, kMaxObjectBytes + 1);
     auto h = load_bpf_object(huge.string());
