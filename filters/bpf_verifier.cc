@@ -387,6 +387,13 @@ class Verifier {
                           "): " + why);
     }
     static std::string reg(unsigned r) { return "r" + std::to_string(r); }
+    /* Why `verb`ing register r, holding v, is refused (kUninit or kMixed). */
+    static std::string unusable(const char* verb, unsigned r, const Value& v) {
+        return std::string(verb) + " " + reg(r) +
+               (v.type == Type::kMixed
+                    ? ", which holds a pointer on one path and something else on another"
+                    : " before it is set on every path");
+    }
 
     Status step(size_t i, State& st, bool& falls_through);
     Status alu(size_t i, State& st);
@@ -473,7 +480,7 @@ Status Verifier::alu(size_t i, State& st) {
         if (in.imm != 16 && in.imm != 32 && in.imm != 64)
             return fail(i, "byte swap of an unknown width");
         if (d.type == Type::kUninit || d.type == Type::kMixed)
-            return fail(i, "uses " + reg(in.dst_reg) + " before it is set on every path");
+            return fail(i, unusable("uses", in.dst_reg, d));
         if (d.type != Type::kScalar)
             return fail(i, "byte swap of a pointer would expose its address");
         d = Value::scalar(0, width_max(static_cast<uint32_t>(in.imm) / 8));
@@ -486,7 +493,7 @@ Status Verifier::alu(size_t i, State& st) {
         if (x) {
             s = st.reg[in.src_reg];
             if (s.type == Type::kUninit || s.type == Type::kMixed)
-                return fail(i, "uses " + reg(in.src_reg) + " before it is set on every path");
+                return fail(i, unusable("uses", in.src_reg, s));
         } else {
             s = is64 ? imm64 : imm32;
         }
@@ -502,7 +509,7 @@ Status Verifier::alu(size_t i, State& st) {
         return Status::success();
     }
     if (d.type == Type::kUninit || d.type == Type::kMixed)
-        return fail(i, "uses " + reg(in.dst_reg) + " before it is set on every path");
+        return fail(i, unusable("uses", in.dst_reg, d));
 
     if (d.is_pointer() || s.is_pointer()) {
         if (!is64) return fail(i, "32-bit arithmetic on a pointer would expose its address");
@@ -646,7 +653,7 @@ Status Verifier::store(size_t i, State& st) {
     } else {
         v = st.reg[in.src_reg];
         if (v.type == Type::kUninit || v.type == Type::kMixed)
-            return fail(i, "stores " + reg(in.src_reg) + " before it is set on every path");
+            return fail(i, unusable("stores", in.src_reg, v));
         if (v.is_pointer() && (atomic || size != 8))
             return fail(i,
                         "stores part of a pointer or adds to it in memory; only a whole "
@@ -674,8 +681,9 @@ Status Verifier::jump(size_t i, State& st, bool& falls_through) {
     const size_t n = insns_.size();
     if (op == EBPF_EXIT) {
         const Value& r0 = st.reg[0];
-        if (r0.type == Type::kUninit || r0.type == Type::kMixed)
-            return fail(i, "returns before r0 is set on every path");
+        if (r0.type == Type::kUninit) return fail(i, "returns before r0 is set on every path");
+        if (r0.type == Type::kMixed)
+            return fail(i, "returns a pointer on some paths (r0 must hold a verdict)");
         if (r0.type != Type::kScalar) return fail(i, "returns a pointer (r0 must hold a verdict)");
         falls_through = false;
         return Status::success();
@@ -702,9 +710,9 @@ Status Verifier::jump(size_t i, State& st, bool& falls_through) {
                    : Value::scalar(static_cast<uint64_t>(static_cast<int64_t>(in.imm)),
                                    static_cast<uint64_t>(static_cast<int64_t>(in.imm)));
     if (a.type == Type::kUninit || a.type == Type::kMixed)
-        return fail(i, "compares " + reg(in.dst_reg) + " before it is set on every path");
+        return fail(i, unusable("compares", in.dst_reg, a));
     if (bk.type == Type::kUninit || bk.type == Type::kMixed)
-        return fail(i, "compares " + reg(in.src_reg) + " before it is set on every path");
+        return fail(i, unusable("compares", in.src_reg, bk));
     if (a.is_pointer() || bk.is_pointer()) {
         if (a.type != Type::kPacket || bk.type != Type::kPacket || op == BPF_JSET)
             return fail(i, "compares a pointer with a number; that would expose its address");

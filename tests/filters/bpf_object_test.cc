@@ -693,6 +693,15 @@ std::vector<Hostile> hostile_programs() {
         {"returns the packet's address",
          {ldx(EBPF_DW, 0, 1, 0), kExit},
          "insn 1 (exit): returns a pointer (r0 must hold a verdict)"},
+        {"returns the packet's address on some paths",
+         {kLoadData, kLoadCaplen, mov_imm(0, 0), jmp_imm(BPF_JEQ, 3, 0, 1), alu(EBPF_MOV, 0, 2),
+          kExit},
+         "insn 5 (exit): returns a pointer on some paths (r0 must hold a verdict)"},
+        {"holds a pointer on one path and a number on another, then compares it",
+         {kLoadData, kLoadCaplen, mov_imm(4, 1), jmp_imm(BPF_JEQ, 3, 0, 1), alu(EBPF_MOV, 4, 2),
+          mov_imm(0, 0), jmp_imm(BPF_JEQ, 4, 7, 0), kExit},
+         "insn 6 (jeq r4, #0x7, -> 7): compares r4, which holds a pointer on one path and "
+         "something else on another"},
         {"shifts an address bit into the verdict",
          {ldx(EBPF_DW, 0, 1, 0), alu_imm(BPF_RSH, 0, 12), alu_imm(BPF_AND, 0, 1), kExit},
          "insn 1 (rsh r0, #0xc): shift on a pointer would expose its address (only adding or "
