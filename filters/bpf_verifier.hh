@@ -2,10 +2,12 @@
  * run before rte_bpf ever sees it. Control thread only; allocates.
  *
  * rte_bpf 22.11's own validator checks far less than the kernel's: it lets a
- * program store to its context and to the packet, read an mbuf-typed
- * context up to sizeof(rte_mbuf), leak pointer bits through arithmetic and
- * comparisons, and read uninitialised stack. It also walks every path of
- * the program, so its time grows exponentially with the branches in it.
+ * program store to its context and to the packet (so it can aim the data
+ * pointer at the context itself, or anywhere, and read through it), add two
+ * pointers, read half a pointer, and leak pointer bits through arithmetic,
+ * comparisons and the verdict (tests/filters/bpf_object_test.cc
+ * "RteBpfAloneAcceptsThem"). It also walks every path of the program, so
+ * its time grows exponentially with the branches in it.
  * verify_filter() is our own check, one forward pass over the program
  * (linear in its size), and accepts only programs that:
  *   - read the context (filters::Packet) field by field: `data` as a whole
