@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 #include <pcap/pcap.h>
 #include <rte_bpf.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -951,6 +953,134 @@ TEST(Verifier, LargeTranslatedExpressionsStayUnderTheCap) {
         std::printf("[ visits ] %zu insns, %llu visits: %.60s\n", ebpf->size(),
                     static_cast<unsigned long long>(validator_visits(*ebpf)), expr.c_str());
     }
+}
+
+/* Random programs: whatever the verifier accepts and rte_bpf loads runs
+ * without touching a byte outside its 16-byte context and the packet_reach
+ * bytes of its packet. Both sit against PROT_NONE pages, so a read the
+ * verifier should have refused ends the test with the program printed. */
+class Guarded {
+  public:
+    explicit Guarded(size_t bytes) {
+        page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+        size_ = (bytes + page_ - 1) / page_ * page_ + page_;
+        void* m = mmap(nullptr, size_ + page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (m == MAP_FAILED) std::abort();
+        base_ = static_cast<uint8_t*>(m);
+        if (mprotect(base_ + size_, page_, PROT_NONE) != 0) std::abort();
+    }
+    ~Guarded() { munmap(base_, size_ + page_); }
+    uint8_t* last(size_t n) { return base_ + size_ - n; }  // n bytes ending at the guard
+
+  private:
+    size_t page_ = 0, size_ = 0;
+    uint8_t* base_ = nullptr;
+};
+
+std::string g_program;
+void on_fault(int) {
+    const char* head = "\nverified program read outside its context or packet:\n";
+    (void)!write(2, head, std::strlen(head));
+    (void)!write(2, g_program.data(), g_program.size());
+    _exit(1);
+}
+
+std::vector<ebpf_insn> random_program(uint64_t& seed) {
+    auto next = [&seed](uint32_t n) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        return static_cast<uint32_t>((seed >> 33) % n);
+    };
+    const uint8_t alu_ops[] = {BPF_ADD, BPF_SUB, BPF_MUL, BPF_AND, BPF_OR,
+                               BPF_XOR, BPF_LSH, BPF_RSH, EBPF_MOV};
+    const uint8_t jmp_ops[] = {BPF_JEQ,  EBPF_JNE,  BPF_JGT,   BPF_JGE, EBPF_JLT,
+                               EBPF_JLE, EBPF_JSGT, EBPF_JSLT, BPF_JSET};
+    const uint8_t sizes[] = {BPF_B, BPF_H, BPF_W, EBPF_DW};
+    const uint8_t scratch[] = {0, 3, 4, 5};  // r2 and r6 stay packet pointers
+    // r2 = data, r6 = data + (caplen & 63), stack slots -8..-32 written.
+    std::vector<ebpf_insn> p = {
+        kLoadData,         kLoadCaplen,         mov_imm(0, 0),       mov_imm(4, 0),
+        mov_imm(5, 0),     alu(EBPF_MOV, 6, 2), alu(EBPF_MOV, 7, 3), alu_imm(BPF_AND, 7, 63),
+        alu(BPF_ADD, 6, 7)};
+    for (int16_t off = -8; off >= -32; off -= 8)
+        p.push_back(ins(BPF_ST | BPF_MEM | EBPF_DW, 10, 0, off, off));
+    const uint32_t body = 4 + next(30);
+    for (uint32_t k = 0; k < body; k++) {
+        const uint8_t r = scratch[next(4)];
+        const uint8_t x = next(8) == 0 ? static_cast<uint8_t>(next(8)) : scratch[next(4)];
+        switch (next(9)) {
+            case 0:
+                p.push_back(
+                    ldx(next(2) ? BPF_W : BPF_H, r, 1, static_cast<int16_t>(8 + 4 * next(2))));
+                break;
+            case 1:
+            case 2:
+                p.push_back(
+                    ldx(sizes[next(4)], r, next(2) ? 2 : 6, static_cast<int16_t>(next(300))));
+                break;
+            case 3:
+                p.push_back(ins(EBPF_ALU64 | alu_ops[next(9)] | BPF_K, r, 0, 0,
+                                static_cast<int32_t>(next(64))));
+                break;
+            case 4:
+                p.push_back(ins(EBPF_ALU64 | alu_ops[next(9)] | BPF_X, r, x));
+                break;
+            case 5:
+                p.push_back(ins(BPF_STX | BPF_MEM | sizes[next(4)], 10, r,
+                                static_cast<int16_t>(-8 * (1 + next(4)))));
+                break;
+            case 6:
+                p.push_back(ldx(sizes[next(4)], r, 10, static_cast<int16_t>(-8 * (1 + next(4)))));
+                break;
+            case 7:
+                p.push_back(ins(BPF_JMP | jmp_ops[next(9)] | BPF_K, r, 0,
+                                static_cast<int16_t>(next(4)), static_cast<int32_t>(next(300))));
+                break;
+            default:
+                p.push_back(
+                    ins(BPF_JMP | jmp_ops[next(9)] | BPF_X, r, x, static_cast<int16_t>(next(4))));
+                break;
+        }
+    }
+    p.push_back(alu_imm(BPF_AND, 0, 1));
+    p.push_back(kExit);
+    return p;
+}
+
+TEST(Verifier, RandomProgramsItAcceptsStayInsideTheirMemory) {
+    struct sigaction sa {};
+    sa.sa_handler = on_fault;
+    struct sigaction old_segv {
+    }, old_bus{};
+    sigaction(SIGSEGV, &sa, &old_segv);
+    sigaction(SIGBUS, &sa, &old_bus);
+    Guarded ctx_mem(sizeof(Packet));
+    uint64_t seed = 42;
+    int accepted = 0, ran = 0;
+    for (int n = 0; n < 20000; n++) {
+        const std::vector<ebpf_insn> prog = random_program(seed);
+        auto v = verify_filter(prog);
+        if (!v) continue;
+        accepted++;
+        auto vm = EbpfVm::load(prog, n % 2 == 0);
+        if (!vm) continue;  // rte_bpf's own range analysis is weaker
+        ran++;
+        g_program = disassemble(prog);
+        Guarded pkt_mem(v->packet_reach + 1);
+        uint8_t* data = pkt_mem.last(v->packet_reach);
+        for (uint32_t i = 0; i < v->packet_reach; i++) data[i] = static_cast<uint8_t>(i * 7);
+        auto* pkt = reinterpret_cast<Packet*>(ctx_mem.last(sizeof(Packet)));
+        for (uint32_t caplen : {0u, 60u, v->packet_reach, 1500u}) {
+            *pkt = Packet{data, caplen, caplen};
+            (void)(*vm)->run(*pkt);
+            (void)(*vm)->run_interpreted(*pkt);
+        }
+    }
+    sigaction(SIGSEGV, &old_segv, nullptr);
+    sigaction(SIGBUS, &old_bus, nullptr);
+    std::printf("[ random ] 20000 programs: %d verified, %d loaded by rte_bpf and run\n", accepted,
+                ran);
+    EXPECT_GT(ran, 200);
 }
 
 /* ---- The private packet copy ----------------------------------------------- */
