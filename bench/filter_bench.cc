@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "filters/bpf_object.hh"
+#include "filters/bpf_verifier.hh"
 #include "filters/cbpf_to_ebpf.hh"
 #include "filters/ebpf_vm.hh"
 #include "filters/rule_set.hh"
@@ -207,6 +209,91 @@ void sweep_args(benchmark::internal::Benchmark* b) {
     b->ArgNames({"expr", "burst"});
     for (int burst : {1, 8, 32, 128}) b->Args({8, burst});
 }
+
+/* An untrusted eBPF object (filters/examples/http_get.bpf.c) on the JIT:
+ * run on the burst's own Packet (how objects ran before PacketStage, and
+ * how trusted expressions still run) against the worker's private copy
+ * that RuleSet::classify_burst() now stages for it. */
+#ifdef LINECAP_BPF_EXAMPLES
+template <bool kStaged>
+void BM_Object(benchmark::State& state) {
+    const uint32_t burst = static_cast<uint32_t>(state.range(0));
+    auto prog = load_bpf_object(std::string(LINECAP_BPF_EXAMPLES) + "/http_get.bpf.o");
+    if (!prog) {
+        state.SkipWithError(prog.error().c_str());
+        return;
+    }
+    auto vm = EbpfVm::load(prog->insns, true);
+    if (!vm || !(*vm)->jitted()) std::abort();
+    PacketStage stage(prog->packet_reach);
+    const auto& pkts = mix().pkts;
+    const size_t n = pkts.size();
+    std::vector<uint64_t> rc(burst);
+    size_t at = 0;
+    for (auto _ : state) {
+        if (at + burst > n) at = 0;
+        const Packet* b = &pkts[at];
+        for (uint32_t i = 0; i < burst; i++)
+            rc[i] = kStaged ? (*vm)->run(stage.stage(b[i])) : (*vm)->run(b[i]);
+        benchmark::DoNotOptimize(rc.data());
+        at += burst;
+    }
+    state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * burst);
+    state.counters["ns/pkt"] =
+        benchmark::Counter(static_cast<double>(state.iterations()) * burst,
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    state.SetLabel("http_get, reach " + std::to_string(prog->packet_reach) + " bytes");
+}
+
+void BM_RuleSetObject(benchmark::State& state) {
+    RuleSpec r;
+    r.name = "obj";
+    r.bpf_object = std::string(LINECAP_BPF_EXAMPLES) + "/http_get.bpf.o";
+    classify_rule(state, r, static_cast<uint32_t>(state.range(0)));
+}
+
+BENCHMARK(BM_Object<false>)->Name("Object/direct")->ArgName("burst")->Arg(32);
+BENCHMARK(BM_Object<true>)->Name("Object/staged")->ArgName("burst")->Arg(32);
+BENCHMARK(BM_RuleSetObject)->Name("RuleSet/object")->ArgName("burst")->Arg(32);
+#endif
+
+/* rte_bpf_load() of a program of k sequential if-diamonds (2^k paths): its
+ * validator walks every path, so its time follows validator_visits(), not
+ * the 2k+3 instructions. Sets the cap kMaxValidatorVisits. */
+void BM_RteBpfValidate(benchmark::State& state) {
+    const int k = static_cast<int>(state.range(0));
+    std::vector<ebpf_insn> p;
+    auto ins = [&p](uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
+        ebpf_insn i{};
+        i.code = code;
+        i.dst_reg = dst;
+        i.src_reg = src;
+        i.off = off;
+        i.imm = imm;
+        p.push_back(i);
+    };
+    ins(EBPF_ALU64 | EBPF_MOV | BPF_K, 0, 0, 0, 0);
+    ins(BPF_LDX | BPF_MEM | BPF_W, 2, 1, 8, 0);
+    for (int j = 0; j < k; j++) {
+        ins(BPF_JMP | BPF_JEQ | BPF_K, 2, 0, 1, j);
+        ins(EBPF_ALU64 | BPF_ADD | BPF_K, 0, 0, 0, 1);
+    }
+    ins(BPF_JMP | EBPF_EXIT, 0, 0, 0, 0);
+    const uint64_t visits = validator_visits(p);
+    for (auto _ : state) {
+        auto vm = EbpfVm::load(p, false);
+        if (!vm) std::abort();
+    }
+    state.counters["visits"] = static_cast<double>(visits);
+    state.counters["ns/visit"] =
+        benchmark::Counter(static_cast<double>(state.iterations()) * static_cast<double>(visits),
+                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_RteBpfValidate)
+    ->Name("RteBpfValidate/diamonds")
+    ->ArgName("k")
+    ->DenseRange(8, 20, 4)
+    ->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_Seed<Engine::kJit>)->Name("Seed/jit")->Apply(seed_args);
 BENCHMARK(BM_Seed<Engine::kInterpreter>)->Name("Seed/interpreter")->Apply(seed_args);

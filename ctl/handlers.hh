@@ -8,6 +8,8 @@
  * CompileWorker and answer once the new set is in force. */
 #pragma once
 
+#include <string>
+
 #include "ctl/server.hh"
 #include "dataplane/pipeline.hh"
 #include "filters/compile_worker.hh"
@@ -19,6 +21,9 @@ struct HandlerContext {
     dataplane::Pipeline& pipeline;
     filters::CompileWorker& compiler;
     const ControlCounters* counters = nullptr;  // shown by `status` when set
+    /* capd --bpf-dir: the only place peers without capd's rights may load
+     * eBPF objects from (by name); empty: they may not load any. */
+    std::string bpf_dir;
 };
 
 struct Handlers {

@@ -1,9 +1,65 @@
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstring>
+#include <memory>
+#include <optional>
 
 #include "ctl/handlers.hh"
+#include "filters/bpf_object.hh"
 
 namespace linecap::ctl {
 namespace {
+
+/* eBPF objects named over the socket. A peer with capd's own rights (root or
+ * capd's user) may name any path, as on capd's command line. Any other
+ * member of the control group may only name an object in --bpf-dir, by file
+ * name: capd opens it in that directory and nowhere else, so a name can
+ * neither read nor probe a file the member could not, and no message says
+ * anything about a path outside the directory. Either way the file is
+ * opened once (read_object_file(): no symbolic link, no FIFO, size cap) and
+ * the loaded program travels in the RuleSpec, so later rule changes never
+ * reopen it. Returns the refusal, if any. */
+std::optional<Response> attach_object(const Request& req, const std::string& bpf_dir,
+                                      filters::RuleSpec& r) {
+    if (r.bpf_object.empty()) return std::nullopt;
+    const bool privileged = req.peer_uid == 0 || req.peer_uid == static_cast<long long>(geteuid());
+    if (privileged) {
+        auto prog = filters::load_bpf_object(r.bpf_object);
+        if (!prog) return Response::error(EINVAL, "rule '" + r.name + "': " + prog.error());
+        r.bpf_program = std::make_shared<const filters::BpfProgram>(std::move(*prog));
+        return std::nullopt;
+    }
+    if (bpf_dir.empty())
+        return Response::error(EACCES,
+                               "rule '" + r.name +
+                                   "': only root may name an eBPF object file; capd --bpf-dir DIR "
+                                   "lets the control group load the objects in DIR by name");
+    const std::string spec = r.bpf_object;
+    const size_t colon = spec.find(':');
+    const std::string name = spec.substr(0, colon);
+    const std::string program = colon == std::string::npos ? "" : spec.substr(colon + 1);
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+        return Response::error(EACCES, "rule '" + r.name + "': name an object in " + bpf_dir +
+                                           " by its file name (NAME[:PROGRAM], no '/'); only "
+                                           "root may give a path");
+    const std::string label = bpf_dir + "/" + name;
+    const int dir = open(bpf_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0)
+        return Response::error(EIO, "rule '" + r.name + "': --bpf-dir " + bpf_dir +
+                                        ": cannot open: " + std::strerror(errno));
+    auto image = filters::read_object_file(dir, name);
+    close(dir);
+    if (!image)
+        return Response::error(
+            EINVAL, "rule '" + r.name + "': bpf object '" + label + "': " + image.error());
+    auto prog = filters::load_bpf_object_image(std::move(*image), label, program);
+    if (!prog) return Response::error(EINVAL, "rule '" + r.name + "': " + prog.error());
+    r.bpf_object = label + (program.empty() ? "" : ":" + program);
+    r.bpf_program = std::make_shared<const filters::BpfProgram>(std::move(*prog));
+    return std::nullopt;
+}
 
 /* Reads a rule from request arguments: name, expression, patterns, scan. */
 bool rule_from_args(const nlohmann::json& a, filters::RuleSpec& r, std::string& err) {
@@ -127,6 +183,8 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
                 return reply.complete([name = r.name] {
                     return Response::error(EEXIST, "rule '" + name + "' exists; use rules replace");
                 });
+        if (auto refused = attach_object(req, ctx.bpf_dir, r))
+            return reply.complete([resp = *refused] { return resp; });
         rules.push_back(r);
         apply(ctx, state, std::move(rules), "rule '" + r.name + "' added", std::move(reply));
     };
@@ -135,6 +193,8 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
         std::string err;
         if (!rule_from_args(req.args, r, err))
             return reply.complete([err] { return Response::error(EINVAL, err); });
+        if (auto refused = attach_object(req, ctx.bpf_dir, r))
+            return reply.complete([resp = *refused] { return resp; });
         auto rules = ctx.pipeline.rules();
         for (auto& x : rules)
             if (x.name == r.name) {

@@ -30,6 +30,10 @@ struct Request {
     int version = kProtocolVersion;
     std::string cmd;
     nlohmann::json args = nlohmann::json::object();
+    /* Set by capd's server from the connection's SO_PEERCRED, never read
+     * from the wire; -1 when unknown. Handlers that grant more to peers with
+     * capd's own rights (ctl/handlers_rules.cc: object files) check it. */
+    long long peer_uid = -1;
 };
 
 struct Response {

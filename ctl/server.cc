@@ -345,6 +345,7 @@ void ControlServer::dispatch(Client& c, std::string_view line) {
         queue_reply(c, Response::error(err.status, err.message));
         return;
     }
+    req.peer_uid = c.uid;
     update_pending();  // a status handler shows the counters as of now
     auto a = async_.find(req.cmd);
     if (a != async_.end()) {

@@ -142,7 +142,7 @@ class ControlServer {
     struct Client {
         uint64_t id;
         int fd;
-        uid_t uid = 0;
+        uid_t uid = static_cast<uid_t>(-1);  // SO_PEERCRED at accept; passed on in Request
         std::string in, out;
         bool close_after_write = false;
         bool awaiting = false;      // a deferred reply is outstanding

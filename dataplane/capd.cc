@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <fstream>
 #include <thread>
+#include <memory>
 #include <vector>
 
 #include "ctl/handlers.hh"
@@ -34,6 +35,7 @@
 #include "dataplane/privileges.hh"
 #include "dataplane/source.hh"
 #include "filters/compile_worker.hh"
+#include "filters/bpf_object.hh"
 #include "filters/rule_set.hh"
 
 using namespace linecap;
@@ -119,12 +121,23 @@ int main(int argc, char** argv) {
 
     Status early = check_paths_and_interfaces(o);
     if (!early) return fail(early.error());
+    if (!o.bpf_dir.empty()) {
+        Status st = filters::check_bpf_dir(o.bpf_dir);
+        if (!st) return fail(st.error());
+    }
 
     filters::RuleSpec rule;
     rule.name = "cli";
     rule.expression = o.expression;
     rule.patterns = o.patterns;
     rule.bpf_object = o.bpf_object;
+    if (!o.bpf_object.empty()) {
+        // Loaded once here: later rule changes over the socket reuse it
+        // rather than reopen a path the control group did not choose.
+        auto prog = filters::load_bpf_object(o.bpf_object);
+        if (!prog) return fail("rule 'cli': " + prog.error());
+        rule.bpf_program = std::make_shared<const filters::BpfProgram>(std::move(*prog));
+    }
     rule.scope = o.scan_scope;
     filters::CompileOptions copts;
     copts.linktype = linktype;
@@ -183,7 +196,7 @@ int main(int argc, char** argv) {
         so.idle_timeout_ms = static_cast<int>(o.ctl_idle_timeout_s * 1000);
         so.log = !o.quiet;
         so.counters = &ctl_counters;
-        ctl::Handlers h = ctl::make_handlers({**pipeline, compiler, &ctl_counters});
+        ctl::Handlers h = ctl::make_handlers({**pipeline, compiler, &ctl_counters, o.bpf_dir});
         auto srv = ctl::ControlServer::listen(so, std::move(h.sync), std::move(h.async));
         if (srv) {
             server = std::move(*srv);

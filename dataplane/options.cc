@@ -197,6 +197,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "stop compiling a filter (expression or patterns) after SECONDS and "
                    "refuse it (default 10)")
         ->check(CLI::Range(0.1, 3600.0));
+    app.add_option("--bpf-dir", o.bpf_dir,
+                   "root-owned directory of eBPF objects the control group may load by name");
     app.add_option("--stats-json", o.stats_json, "write the final summary as JSON to FILE");
     app.add_flag("-d", o.dump_filter, "print the compiled filter and exit");
     app.add_flag("-D", o.list_sources, "list capture sources and exit");

@@ -53,6 +53,7 @@ struct Options {
     std::string ctl_group;        // group allowed to use the socket
     double ctl_idle_timeout_s = 30;   // a control client without a request is dropped
     double compile_timeout_s = 10;    // libpcap/Hyperscan compile of one rule set
+    std::string bpf_dir;          // --bpf-dir: eBPF objects the control group may load
     std::string stats_json;
     bool dump_filter = false;   // -d
     bool list_sources = false;  // -D

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +15,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <utility>
+
+#include "filters/bpf_verifier.hh"
+#include "filters/disasm.hh"
 
 namespace linecap::filters {
 
@@ -71,26 +74,22 @@ using ObjectPtr = std::unique_ptr<bpf_object, ObjectCloser>;
  * reads as "r1 = 0" at this point, so the relocations are read from the ELF
  * file itself to tell the two apart. */
 
-struct ElfFile {
-    int fd = -1;
+struct ElfImage {
     Elf* elf = nullptr;
-    ~ElfFile() {
+    ~ElfImage() {
         if (elf != nullptr) elf_end(elf);
-        if (fd >= 0) close(fd);
     }
 };
 
 /* Fills relocated[i] with the symbol a relocation at instruction i of the
- * program (function `prog` in section `section`) refers to. */
-Status read_relocations(const std::string& path, const std::string& section,
-                        const std::string& prog, size_t insn_cnt,
-                        std::vector<std::string>& relocated) {
+ * program (function `prog` in section `section`) refers to. `image` is the
+ * object file's bytes (libelf reads them in place). */
+Status read_relocations(std::string& image, const std::string& section, const std::string& prog,
+                        size_t insn_cnt, std::vector<std::string>& relocated) {
     relocated.assign(insn_cnt, std::string());
     if (elf_version(EV_CURRENT) == EV_NONE) return make_error("libelf is unusable");
-    ElfFile f;
-    f.fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (f.fd < 0) return make_error(std::strerror(errno));
-    f.elf = elf_begin(f.fd, ELF_C_READ, nullptr);
+    ElfImage f;
+    f.elf = elf_memory(image.data(), image.size());
     if (f.elf == nullptr) return make_error(elf_errmsg(-1));
     size_t shstrndx = 0;
     if (elf_getshdrstrndx(f.elf, &shstrndx) != 0) return make_error(elf_errmsg(-1));
@@ -234,10 +233,9 @@ const char* pseudo_name(uint8_t src) {
     }
 }
 
-std::string at(size_t i, const ebpf_insn& in) {
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "instruction %zu (opcode 0x%02x): ", i, in.code);
-    return buf;
+/* "insn 7 (call #5): ", as verify_filter() names instructions. */
+std::string at(std::span<const ebpf_insn> insns, size_t i) {
+    return "insn " + std::to_string(i) + " (" + disassemble_one(insns, i) + "): ";
 }
 
 }  // namespace
@@ -254,14 +252,14 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
 
         if (in.code == (BPF_LD | BPF_IMM | EBPF_DW)) {
             if (i + 1 >= insns.size())
-                return make_error(at(i, in) +
+                return make_error(at(insns, i) +
                                   "64-bit immediate load cut short (second half missing)");
             if (in.src_reg != 0)
-                return make_error(at(i, in) + "loads a map or kernel object (" +
+                return make_error(at(insns, i) + "loads a map or kernel object (" +
                                   pseudo_name(in.src_reg) +
                                   "); maps do not exist outside the kernel");
             if (const std::string* sym = reloc(i))
-                return make_error(at(i, in) + "refers to '" + *sym +
+                return make_error(at(insns, i) + "refers to '" + *sym +
                                   "' (a map or global data, which the packet VM does not have; "
                                   "keep state in local variables)");
             i++;  // second half of the 64-bit immediate
@@ -269,66 +267,68 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
         }
         if (const std::string* sym = reloc(i);
             sym != nullptr && !(cls == BPF_JMP && BPF_OP(in.code) == EBPF_CALL))
-            return make_error(at(i, in) + "has a relocation to '" + *sym +
+            return make_error(at(insns, i) + "has a relocation to '" + *sym +
                               "' that cannot be resolved without a kernel");
 
         switch (cls) {
             case BPF_LD:
                 if (mode == BPF_ABS || mode == BPF_IND)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "legacy packet load (BPF_LD_ABS/BPF_LD_IND) needs a kernel "
                                       "socket buffer; read through ctx->data instead");
-                return make_error(at(i, in) + "unknown load instruction");
+                return make_error(at(insns, i) + "unknown load instruction");
             case BPF_LDX:
                 if (mode == kModeMemsx)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "sign-extending load (cpu v4) is not supported; "
                                       "compile with -mcpu=v2");
-                if (mode != BPF_MEM) return make_error(at(i, in) + "unknown load instruction");
+                if (mode != BPF_MEM) return make_error(at(insns, i) + "unknown load instruction");
                 break;
             case BPF_ST:
             case BPF_STX:
                 if (mode == EBPF_XADD) {
                     if (cls != BPF_STX || in.imm != BPF_ADD ||
                         (BPF_SIZE(in.code) != BPF_W && BPF_SIZE(in.code) != EBPF_DW))
-                        return make_error(at(i, in) + "atomic operation " + std::to_string(in.imm) +
+                        return make_error(at(insns, i) + "atomic operation " +
+                                          std::to_string(in.imm) +
                                           " is not supported (only a plain atomic add is)");
                     break;
                 }
-                if (mode != BPF_MEM) return make_error(at(i, in) + "unknown store instruction");
+                if (mode != BPF_MEM) return make_error(at(insns, i) + "unknown store instruction");
                 break;
             case BPF_ALU:
             case EBPF_ALU64:
                 if (in.off != 0)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "signed division or sign-extending move (cpu v4) "
                                       "is not supported; compile with -mcpu=v2");
                 if (cls == EBPF_ALU64 && BPF_OP(in.code) == EBPF_END)
-                    return make_error(at(i, in) +
+                    return make_error(at(insns, i) +
                                       "unconditional byte swap (cpu v4) is not "
                                       "supported; compile with -mcpu=v2");
                 break;
             case BPF_JMP:
                 if (BPF_OP(in.code) == EBPF_CALL) {
                     if (in.src_reg == kPseudoCall)
-                        return make_error(at(i, in) +
+                        return make_error(at(insns, i) +
                                           "calls another BPF function; the packet VM runs a single "
                                           "function (mark helpers static __always_inline)");
                     if (in.src_reg == kPseudoKfuncCall)
-                        return make_error(at(i, in) +
+                        return make_error(at(insns, i) +
                                           "calls a kernel function; there is no kernel");
                     const char* name = helper_name(in.imm);
-                    return make_error(at(i, in) + "calls kernel helper " + std::to_string(in.imm) +
+                    return make_error(at(insns, i) + "calls kernel helper " +
+                                      std::to_string(in.imm) +
                                       (name != nullptr ? std::string(" (") + name + ")" : "") +
                                       "; the packet VM has no helpers");
                 }
                 break;
             case kClassJmp32:
-                return make_error(at(i, in) +
+                return make_error(at(insns, i) +
                                   "32-bit jump (BPF_JMP32) is not supported by rte_bpf; "
                                   "compile with -mcpu=v2");
             default:
-                return make_error(at(i, in) + "unknown instruction class");
+                return make_error(at(insns, i) + "unknown instruction class");
         }
     }
     return Status::success();
@@ -582,26 +582,56 @@ uint32_t normalize_pointer_adds(std::vector<ebpf_insn>& insns) {
     return static_cast<uint32_t>(a.sites.size());
 }
 
-Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view program) {
-    const std::string what = "bpf object '" + path + "': ";
-    {
-        std::error_code ec;
-        if (!std::filesystem::exists(path, ec)) return make_error(what + "no such file");
-        if (std::filesystem::is_directory(path, ec)) return make_error(what + "is a directory");
-        std::ifstream probe(path, std::ios::binary);
-        char magic[4] = {};
-        if (!probe) return make_error(what + "cannot read: " + std::strerror(errno));
-        probe.read(magic, 4);
-        if (probe.gcount() != 4 || std::memcmp(magic,
-                                               "\x7f"
-                                               "ELF",
-                                               4) != 0)
-            return make_error(what + "not an ELF object (build it with clang -O2 -target bpf -c)");
+Result<std::string> read_object_file(int dirfd, const std::string& path) {
+    // Opened once, and the descriptor is what gets checked and read: a
+    // symbolic link is refused rather than followed, and a FIFO or a device
+    // neither blocks the caller nor gets read.
+    const int fd = openat(dirfd, path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        const int err = errno;
+        if (err == ENOENT) return make_error("no such file");
+        if (err == ELOOP) return make_error("is a symbolic link; name the file itself");
+        return make_error(std::string("cannot open: ") + std::strerror(err));
     }
+    struct Closer {
+        int fd;
+        ~Closer() { close(fd); }
+    } closer{fd};
+    struct stat st;
+    if (fstat(fd, &st) != 0) return make_error(std::string("cannot stat: ") + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) return make_error("is a directory");
+    if (!S_ISREG(st.st_mode)) return make_error("is not a regular file");
+    if (static_cast<uint64_t>(st.st_size) > kMaxObjectBytes)
+        return make_error("is " + std::to_string(st.st_size) + " bytes, more than the " +
+                          std::to_string(kMaxObjectBytes) + " allowed");
+    std::string image(static_cast<size_t>(st.st_size), '\0');
+    size_t got = 0;
+    while (got < image.size()) {
+        const ssize_t r = read(fd, image.data() + got, image.size() - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return make_error(std::string("cannot read: ") + std::strerror(errno));
+        if (r == 0) break;  // shrank while being read
+        got += static_cast<size_t>(r);
+    }
+    image.resize(got);
+    return image;
+}
+
+Result<BpfProgram> load_bpf_object_image(std::string image, const std::string& label,
+                                         std::string_view program) {
+    const std::string what = "bpf object '" + label + "': ";
+    if (image.size() < 4 || std::memcmp(image.data(),
+                                        "\x7f"
+                                        "ELF",
+                                        4) != 0)
+        return make_error(what + "not an ELF object (build it with clang -O2 -target bpf -c)");
 
     LibbpfLogCapture capture;
     errno = 0;
-    ObjectPtr obj(bpf_object__open_file(path.c_str(), nullptr));
+    bpf_object_open_opts opts{};
+    opts.sz = sizeof(opts);
+    opts.object_name = "linecap";
+    ObjectPtr obj(bpf_object__open_mem(image.data(), image.size(), &opts));
     if (!obj) {
         int err = errno;
         std::string msg = what + "libbpf cannot open it";
@@ -634,24 +664,58 @@ Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view pro
     }
 
     BpfProgram out;
-    out.file = path;
+    out.file = label;
     out.name = bpf_program__name(chosen);
     out.section = bpf_program__section_name(chosen);
+    const std::string where = what + "program '" + out.name + "': ";
     size_t n = bpf_program__insn_cnt(chosen);
     const bpf_insn* raw = bpf_program__insns(chosen);
-    if (raw == nullptr || n == 0) return make_error(what + "program '" + out.name + "' is empty");
+    if (raw == nullptr || n == 0) return make_error(where + "is empty");
+    // Refused before anything walks it: our pass is linear, rte_bpf's is not.
+    if (n > kMaxFilterInsns)
+        return make_error(where + std::to_string(n) + " instructions, more than the " +
+                          std::to_string(kMaxFilterInsns) + " allowed");
     out.insns.resize(n);
     std::memcpy(out.insns.data(), raw, n * sizeof(ebpf_insn));
 
     std::vector<std::string> relocated;
-    Status rs = read_relocations(path, out.section, out.name, n, relocated);
-    if (!rs.ok())
-        return make_error(what + "program '" + out.name +
-                          "': cannot read its relocations: " + rs.error());
+    Status rs = read_relocations(image, out.section, out.name, n, relocated);
+    if (!rs.ok()) return make_error(where + "cannot read its relocations: " + rs.error());
     Status cs = check_bpf_program(out.insns, relocated);
-    if (!cs.ok()) return make_error(what + "program '" + out.name + "': " + cs.error());
+    if (!cs.ok()) return make_error(where + cs.error());
+    auto verified = verify_filter(out.insns);
+    if (!verified) return make_error(where + verified.error());
     out.rewritten_adds = normalize_pointer_adds(out.insns);
+    if (out.rewritten_adds != 0) {
+        // The rewrite only spills and fills; proving it again costs little
+        // and keeps the reach and visit counts those of what will run.
+        verified = verify_filter(out.insns);
+        if (!verified)
+            return make_error(where + "after rewriting offset += pointer: " + verified.error());
+    }
+    out.packet_reach = verified->packet_reach;
+    out.validator_visits = verified->validator_visits;
     return out;
+}
+
+Result<BpfProgram> load_bpf_object(const std::string& path, std::string_view program) {
+    auto image = read_object_file(AT_FDCWD, path);
+    if (!image) return make_error("bpf object '" + path + "': " + image.error());
+    return load_bpf_object_image(std::move(*image), path, program);
+}
+
+Status check_bpf_dir(const std::string& dir) {
+    const int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return make_error("--bpf-dir " + dir + ": " + std::strerror(errno));
+    struct stat st;
+    const int rc = fstat(fd, &st);
+    close(fd);
+    if (rc != 0) return make_error("--bpf-dir " + dir + ": " + std::strerror(errno));
+    if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+        return make_error("--bpf-dir " + dir +
+                          ": must be owned by root and writable by no one else (the control "
+                          "group loads programs from it)");
+    return Status::success();
 }
 
 Result<BpfProgram> load_bpf_object(std::string_view spec) {

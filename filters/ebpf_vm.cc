@@ -265,6 +265,9 @@ Result<std::unique_ptr<EbpfVm>> EbpfVm::load(std::span<const ebpf_insn> insns,
     return vm;
 }
 
+PacketStage::PacketStage(uint32_t reach)
+    : buf_(new uint8_t[reach != 0 ? reach : 1]()), reach_(reach) {}
+
 EbpfVm::~EbpfVm() {
     if (bpf_ != nullptr) rte_bpf_destroy(bpf_);
 }

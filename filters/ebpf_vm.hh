@@ -21,9 +21,11 @@
  * context is declared RTE_BPF_ARG_PTR_MBUF and the load is at offset 0 (where
  * rte_mbuf keeps buf_addr). Packet keeps `data` at offset 0 for this reason,
  * and kPacket is declared to rte_bpf that way, with a 16-byte context. The
- * verifier does NOT bound reads through `data` by caplen: a program must
- * compare every offset with caplen before it reads (the classic translator in
- * cbpf_to_ebpf.hh always does).
+ * verifier does NOT bound reads through `data` by caplen, and lets a program
+ * store to the context and the packet. EbpfVm therefore runs only trusted
+ * programs directly: the classic translator's (cbpf_to_ebpf.hh), which
+ * compare every offset with caplen before they read. Untrusted objects pass
+ * verify_filter() (bpf_verifier.hh) first and run on a PacketStage.
  */
 #pragma once
 
@@ -31,6 +33,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <span>
 #include <string>
@@ -67,6 +70,49 @@ struct VmOptions {
      * = index into this array). Must outlive the EbpfVm. */
     const rte_bpf_xsym* xsyms = nullptr;
     uint32_t nb_xsyms = 0;
+};
+
+/* PacketStage: one worker's private copy of the packet for an untrusted
+ * program (--bpf-object). The program gets a pointer to this Packet, whose
+ * data points into this buffer: never the mbuf, never the burst's Packet
+ * array, which other rules go on to read.
+ *
+ * verify_filter() (bpf_verifier.hh) proves that every packet read of the
+ * program lies below its `packet_reach`; the buffer holds that many bytes.
+ * stage() copies min(caplen, reach) bytes and zeroes whatever an earlier
+ * packet left past them, so a read past caplen sees zeros: not the next
+ * packet in the mbuf's data room, not memory after the frame. caplen is
+ * clamped to kMaxCaplen (the verifier assumes no more).
+ *
+ * Made on the control thread (allocates `reach` bytes), then used by one
+ * worker only; stage() never allocates. */
+class PacketStage {
+  public:
+    explicit PacketStage(uint32_t reach = 0);
+    PacketStage(const PacketStage&) = delete;
+    PacketStage& operator=(const PacketStage&) = delete;
+
+    /* Copies `p` in and returns the private Packet to run the program on;
+     * valid until the next stage(). Cost: a copy of min(caplen, reach)
+     * bytes plus, when the previous packet was longer, a memset of the
+     * difference (bench/filter_bench.cc "Object/staged" against
+     * "Object/direct"). */
+    const Packet& stage(const Packet& p) noexcept {
+        const uint32_t caplen = p.caplen < kMaxCaplen ? p.caplen : kMaxCaplen;
+        const uint32_t n = caplen < reach_ ? caplen : reach_;
+        std::memcpy(buf_.get(), p.data, n);
+        if (dirty_ > n) std::memset(buf_.get() + n, 0, dirty_ - n);
+        dirty_ = n;
+        pkt_ = Packet{buf_.get(), caplen, p.wirelen};
+        return pkt_;
+    }
+    uint32_t reach() const noexcept { return reach_; }
+
+  private:
+    std::unique_ptr<uint8_t[]> buf_;
+    uint32_t reach_ = 0;
+    uint32_t dirty_ = 0;  // leading bytes of buf_ that may be non-zero
+    Packet pkt_{};
 };
 
 class EbpfVm {

@@ -17,7 +17,9 @@
  *     makes loop (`protochain`) run on libpcap's bpf_filter() instead;
  *   - patterns: one Hyperscan database per ScanScope (patterns.hh), scanned
  *     only for packets whose expression and object already matched;
- *   - bpf_object: load_bpf_object() (bpf_object.hh), run in an EbpfVm.
+ *   - bpf_object: load_bpf_object() (bpf_object.hh), checked by
+ *     verify_filter() (bpf_verifier.hh) and run in an EbpfVm on the worker's
+ *     private copy of the packet (PacketStage, ebpf_vm.hh).
  */
 #pragma once
 
@@ -31,6 +33,8 @@
 #include "dataplane/result.hh"
 
 namespace linecap::filters {
+
+struct BpfProgram;  // bpf_object.hh
 
 /* One packet as the filters see it: contiguous bytes from the start of the
  * link-layer header. caplen bytes are readable; wirelen is the original length. */
@@ -52,6 +56,10 @@ struct RuleSpec {
     std::string expression;             // pcap-filter syntax
     std::vector<std::string> patterns;  // literal, or /regex/flags
     std::string bpf_object;             // FILE[:PROGRAM], eBPF ELF object
+    /* The object already loaded (load_bpf_object()) by whoever checked the
+     * caller may name it: compile() then uses it and opens nothing, and a
+     * later recompile of the set does not open the file again. */
+    std::shared_ptr<const BpfProgram> bpf_program;
     ScanScope scope = ScanScope::kPayload;
 };
 

@@ -7,11 +7,14 @@
  * the kernel: there are no maps, no helpers, no global variables and no
  * calls to other BPF functions (make helpers static __always_inline).
  *
- * The packet and this struct are read-only. Bytes are readable at
- * data[0 .. caplen-1] only: compare every offset with caplen before reading.
- * rte_bpf's load-time check also needs every offset to be provably small
- * (derived from header fields or compared with constants), see
- * filters/bpf_object.hh.
+ * The packet and this struct are read-only: capd refuses a program that
+ * stores to either, reads the struct other than field by field, loops, or
+ * does anything with a pointer but add an offset (filters/bpf_verifier.hh).
+ * Every offset must be provably small (derived from header fields, or
+ * compared with a constant or with caplen); rte_bpf's own check wants
+ * constants or header fields, see filters/bpf_object.hh. The program reads
+ * a private copy of the packet with zeros past caplen: compare every
+ * offset with caplen, since a zero there is not packet data.
  *
  * DPDK 22.11's validator also forgets that a register holds a packet
  * pointer once a program computes "offset += pointer" rather than "pointer

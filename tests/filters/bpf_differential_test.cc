@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -18,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "filters/bpf_verifier.hh"
 #include "filters/cbpf_to_ebpf.hh"
 #include "filters/disasm.hh"
 #include "filters/ebpf_vm.hh"
@@ -343,6 +345,43 @@ std::string hex(const std::vector<uint8_t>& b, size_t max = 96) {
     }
     if (b.size() > max) s += "...";
     return s;
+}
+
+/* The caps on untrusted programs (bpf_verifier.hh) would not refuse any
+ * expression this suite translates, and rte_bpf's every-path walk stays
+ * small for them: printed for the record (no time is asserted). */
+TEST(BpfDifferential, TranslatedExpressionsStayUnderTheObjectCaps) {
+    std::string worst;
+    uint64_t worst_visits = 0;
+    size_t longest = 0;
+    std::vector<ebpf_insn> worst_prog;
+    std::vector<std::string> exprs;
+    for (const char* e : kSeedExpressions) exprs.emplace_back(e);
+    for (const char* e : kExpressions) exprs.emplace_back(e);
+    for (const auto& e : exprs) {
+        auto c = compile_classic(e, DLT_EN10MB, 262144);
+        ASSERT_TRUE(c.ok()) << e;
+        auto t = translate_classic(*c);
+        ASSERT_TRUE(t.ok()) << e;
+        const uint64_t v = validator_visits(*t);
+        EXPECT_LE(t->size(), kMaxFilterInsns) << e;
+        EXPECT_LE(v, kMaxValidatorVisits) << e;
+        longest = std::max(longest, t->size());
+        if (v > worst_visits) {
+            worst_visits = v;
+            worst = e;
+            worst_prog = *t;
+        }
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    auto vm = EbpfVm::load(worst_prog, false);
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    ASSERT_TRUE(vm.ok()) << vm.error();
+    std::printf(
+        "[ caps ] %zu expressions: longest %zu instructions; most visits %llu (%.3f ms "
+        "in rte_bpf_load): %s\n",
+        exprs.size(), longest, static_cast<unsigned long long>(worst_visits), ms, worst.c_str());
 }
 
 TEST(BpfDifferential, JitAndInterpreterMatchLibpcap) {
