@@ -134,7 +134,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     RuleSnapshot* snap = ctx.rules->load(std::memory_order_acquire);
     const filters::RuleSet* rules = snap->rules.get();
     // Classification runs even for a match-all set: it keeps the per-rule
-    // counters, and an empty set captures nothing.
+    // counters (an empty set keeps every packet and counts it under no rule).
     {
         filters::Packet fp[kBurstSize];
         for (uint16_t i = 0; i < n; i++) {
