@@ -25,6 +25,7 @@
 #include "dataplane/privileges.hh"
 #include "dataplane/source.hh"
 #include "filters/rule_set.hh"
+#include "storage/spawn.hh"
 
 using namespace linecap;
 using namespace linecap::dataplane;
@@ -114,6 +115,7 @@ int main(int argc, char** argv) {
         Status st = check_run_as(o.run_as_user, o.write_path);
         if (!st) return fail(st.error());
     }
+    o.start_cpus = storage::thread_cpus();
 
     EalPlan plan = plan_eal(o, eal_memory_mb(o));
     std::vector<char*> eal_argv;

@@ -1,7 +1,6 @@
 #include "storage/file_set.hh"
 
 #include <dirent.h>
-#include <spawn.h>
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/file.h>
@@ -23,8 +22,7 @@
 #include <thread>
 
 #include "storage/recover.hh"
-
-extern char** environ;
+#include "storage/spawn.hh"
 
 namespace linecap::storage {
 namespace {
@@ -471,11 +469,11 @@ Status FileSet::close_current() {
 
     if (!opts_.post_rotate_cmd.empty()) {
         // As tcpdump: run CMD with the file as its only argument, no shell.
-        pid_t pid;
-        char* argv[] = {const_cast<char*>(opts_.post_rotate_cmd.c_str()),
-                        const_cast<char*>(final_name_.c_str()), nullptr};
-        if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv, environ) == 0)
-            children_.push_back({pid, final_name_});
+        auto pid = spawn_command({opts_.post_rotate_cmd, final_name_}, opts_.child_cpus);
+        if (pid)
+            children_.push_back({*pid, final_name_});
+        else
+            std::fprintf(stderr, "capd: -z %s\n", pid.error().c_str());
     }
     // Reap finished commands without blocking.
     reap_children();

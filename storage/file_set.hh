@@ -7,7 +7,8 @@
  *
  * Each file is written under a hidden name (".NAME.partial" in the same
  * directory) and renamed into place when closed, so any file bearing its final
- * name is whole. -z CMD runs as `CMD FILE` on every closed file.
+ * name is whole. -z CMD runs as `CMD FILE` on every closed file, with only
+ * descriptors 0-2, default signals and `child_cpus` (storage/spawn.hh).
  *
  * The directory may be writable by others: every file is created exclusively
  * and every entry is named relative to a descriptor of the directory, never
@@ -75,6 +76,9 @@ struct FileSetOptions {
     // the process's own. Only files of this user are reused or recovered.
     uid_t owner_uid = static_cast<uid_t>(-1);
     gid_t owner_gid = static_cast<gid_t>(-1);
+    // CPUs for -z commands: capd's at start (storage/spawn.hh); empty: the
+    // writer's own.
+    std::vector<int> child_cpus;
 };
 
 class Disposer;
