@@ -112,8 +112,10 @@ int main(int argc, char** argv) {
     if (!early) return fail(early.error());
 
     if (!o.run_as_user.empty() && !o.write_path.empty()) {
-        Status st = check_run_as(o.run_as_user, o.write_path);
-        if (!st) return fail(st.error());
+        auto who = check_run_as(o.run_as_user, o.write_path);
+        if (!who) return fail(who.error());
+        o.run_as_uid = who->uid;
+        o.run_as_gid = who->gid;
     }
     o.start_cpus = storage::thread_cpus();
 

@@ -316,6 +316,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.files.direct = o.direct;
         cfg.files.writer_index = wr;
         cfg.files.writer_count = o.writers;
+        cfg.files.owner_uid = o.run_as_uid;
+        cfg.files.owner_gid = o.run_as_gid;
         cfg.files.child_cpus = o.start_cpus;
         cfg.format = o.format;
         cfg.ifaces = ifaces;
