@@ -12,7 +12,6 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <vector>
 
 #include "ctl/handlers.hh"
@@ -212,9 +211,8 @@ int main(int argc, char** argv) {
         for (const auto& e : s.errors) std::fprintf(stderr, "capd: error: %s\n", e.c_str());
     int rc = s.errors.empty() ? 0 : 1;
     if (!o.stats_json.empty()) {
-        std::ofstream out(o.stats_json);
-        out << summary_json(s);
-        if (!out) rc = fail(o.stats_json + ": cannot write the summary");
+        Status st = write_summary_json(o.stats_json, s);
+        if (!st) rc = fail(st.error());
     }
     rte_eal_cleanup();
     return rc;
