@@ -1,8 +1,7 @@
 #include "dataplane/summary.hh"
 
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
+#include <nlohmann/json.hpp>
 
 #include "storage/safe_files.hh"
 

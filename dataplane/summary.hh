@@ -2,9 +2,8 @@
  * stage. Printed on stderr and, with --stats-json, written as JSON. */
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 

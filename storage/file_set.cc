@@ -15,9 +15,9 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <cstdio>
 #include <mutex>
 #include <thread>
 
@@ -193,7 +193,8 @@ void FileSet::recover_stale() {
             n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0 ||
             n.compare(1, prefix.size(), prefix) != 0)
             continue;
-        std::string rest = n.substr(1 + prefix.size(), n.size() - 1 - prefix.size() - suffix.size());
+        std::string rest =
+            n.substr(1 + prefix.size(), n.size() - 1 - prefix.size() - suffix.size());
         if (!timed && rest.find_first_not_of("0123456789") != std::string::npos) continue;
         hidden.push_back(n);
     }
@@ -233,7 +234,8 @@ Status FileSet::preallocate() {
         if (fd < 0) {
             int err = errno;
             drop_spares();
-            if (err == EEXIST) return make_error(target + ": " + name_taken(dfd, target_leaf, owner()));
+            if (err == EEXIST)
+                return make_error(target + ": " + name_taken(dfd, target_leaf, owner()));
             return make_error(target + ": " + errno_text(err));
         }
         if (!old) {

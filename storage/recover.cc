@@ -24,8 +24,11 @@ constexpr uint32_t kPcapngShb = 0x0a0d0d0a;
 /* Reads the file through one window, so that a walk of a large file costs
  * one read per window, not one per record. */
 class Window {
-public:
-    Window(int fd, uint64_t size) : fd_(fd), size_(size), buf_(kMaxRecord + 4096) {}
+  public:
+    Window(int fd, uint64_t size)
+        : fd_(fd),
+          size_(size),
+          buf_(static_cast<size_t>(std::min<uint64_t>(size, kMaxRecord + 4096))) {}
 
     /* The bytes [off, off + len), or null if they are not all in the file. */
     const uint8_t* at(uint64_t off, uint32_t len) {
@@ -34,8 +37,8 @@ public:
             size_t want = static_cast<size_t>(std::min<uint64_t>(buf_.size(), size_ - off));
             size_t got = 0;
             while (got < want) {
-                ssize_t r = ::pread(fd_, buf_.data() + got, want - got,
-                                    static_cast<off_t>(off + got));
+                ssize_t r =
+                    ::pread(fd_, buf_.data() + got, want - got, static_cast<off_t>(off + got));
                 if (r < 0 && errno == EINTR) continue;
                 if (r <= 0) break;
                 got += static_cast<size_t>(r);
@@ -47,7 +50,7 @@ public:
         return buf_.data() + (off - start_);
     }
 
-private:
+  private:
     int fd_;
     uint64_t size_;
     std::vector<uint8_t> buf_;
@@ -80,7 +83,7 @@ RecordScan scan_pcap(Window& w, const uint8_t* hdr) {
         // (A wire length below the captured one is carried from damaged input.)
         if (frac >= frac_limit || caplen > snaplen) break;
         if (sec == 0 && frac == 0 && caplen == 0 && wirelen == 0) break;  // zeros
-        if (!w.at(s.end + 16, caplen)) break;  // cut short
+        if (!w.at(s.end + 16, caplen)) break;                             // cut short
         s.end += 16 + caplen;
         s.packets++;
     }
@@ -206,8 +209,7 @@ Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::stri
     if (cut > 0 && ftruncate(fd, static_cast<off_t>(scan.end)) != 0) {
         int err = errno;
         ::close(fd);
-        return left(std::string("cannot cut it to its last whole record: ") +
-                    std::strerror(err));
+        return left(std::string("cannot cut it to its last whole record: ") + std::strerror(err));
     }
     std::string name;
     int rc = -1;
@@ -222,10 +224,11 @@ Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::stri
     out.what = Recovery::What::kRecovered;
     out.published = name;
     char tail[96] = "";
-    if (cut > 0) snprintf(tail, sizeof(tail), ", %llu bytes of a cut or older tail dropped",
-                          static_cast<unsigned long long>(cut));
-    out.message = hidden_leaf + ": left by a run that did not finish: recovered as " + name +
-                  " (" + std::to_string(scan.packets) + " packets" + tail + ")";
+    if (cut > 0)
+        snprintf(tail, sizeof(tail), ", %llu bytes of a cut or older tail dropped",
+                 static_cast<unsigned long long>(cut));
+    out.message = hidden_leaf + ": left by a run that did not finish: recovered as " + name + " (" +
+                  std::to_string(scan.packets) + " packets" + tail + ")";
     return out;
 }
 

@@ -83,13 +83,13 @@ Status replace_file(const std::string& path, std::string_view data, mode_t mode)
     if (dir < 0) return make_error(path + ": " + std::strerror(errno));
     // The pid keeps two processes writing the same path apart.
     std::string tmp = "." + leaf + "." + std::to_string(getpid()) + ".partial";
-    int fd = create_new(dir, tmp, O_WRONLY, mode, static_cast<uid_t>(-1),
-                        static_cast<gid_t>(-1));
+    int fd = create_new(dir, tmp, O_WRONLY, mode, static_cast<uid_t>(-1), static_cast<gid_t>(-1));
     if (fd < 0) {
         int err = errno;
         ::close(dir);
         if (err == EEXIST)
-            return make_error(path + ": " + tmp + " already exists (not capd's to follow or "
+            return make_error(path + ": " + tmp +
+                              " already exists (not capd's to follow or "
                               "remove); remove it or choose another name");
         return make_error(path + ": " + std::strerror(err));
     }

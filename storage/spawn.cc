@@ -74,8 +74,8 @@ Result<pid_t> spawn_command(const std::vector<std::string>& argv, const std::vec
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = clone(child_main, stack.data() + stack.size(), CLONE_VM | CLONE_VFORK | SIGCHLD,
-                      &a);
+    pid_t pid =
+        clone(child_main, stack.data() + stack.size(), CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
     int err = errno;
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) return make_error(argv[0] + ": cannot start: " + std::strerror(err));

@@ -217,8 +217,8 @@ TEST(FileSafety, RecoveredNameNeverReplacesAFile) {
 TEST(FileSafety, StartupRecoversEveryRingNameAndDropsEmptyOnes) {
     TempDir d;
     spill(d.path / ".r.pcap2.partial", capture(Format::kPcapng, 5));
-    spill(d.path / ".r.pcap0.partial", capture(Format::kPcapng, 0));  // header only
-    spill(d.path / ".r.pcap1.partial", std::string(8192, '\0'));     // a tmpfs spare
+    spill(d.path / ".r.pcap0.partial", capture(Format::kPcapng, 0));     // header only
+    spill(d.path / ".r.pcap1.partial", std::string(8192, '\0'));         // a tmpfs spare
     spill(d.path / ".other.pcap.partial", capture(Format::kPcapng, 1));  // not this -w
     FileSetOptions o;
     o.path = (d.path / "r.pcap").string();

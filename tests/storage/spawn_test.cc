@@ -1,5 +1,7 @@
 // -z commands: started with descriptors 0-2 only, default signal state and
 // the CPUs given, whatever the starting thread holds.
+#include "storage/spawn.hh"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>
@@ -12,8 +14,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include "storage/spawn.hh"
 
 using namespace linecap::storage;
 namespace fs = std::filesystem;
@@ -61,7 +61,8 @@ TEST(Spawn, ChildGetsOnlyStdioDefaultSignalsAndTheGivenCpus) {
     // DPDK's memfds), SIGPIPE ignored, a blocked signal, one CPU.
     int leaked = open("/dev/null", O_RDONLY);
     ASSERT_GE(leaked, 3);
-    struct sigaction ign {}, old_pipe {};
+    struct sigaction ign {
+    }, old_pipe{};
     ign.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &ign, &old_pipe);
     sigset_t usr1, old_mask;
