@@ -313,3 +313,24 @@ TEST(RecordScan, StopsAtZerosAndDamagedBlocks) {
     s = scan("");
     EXPECT_FALSE(s.capture);
 }
+
+TEST(FileSafety, ReplaceFileReplacesALinkNotItsTarget) {
+    // --stats-json: a link under the name is replaced by the new file.
+    TempDir d;
+    fs::path victim = d.path / "victim";
+    spill(victim, "precious");
+    fs::path summary = d.path / "s.json";
+    fs::create_symlink(victim, summary);
+    ASSERT_TRUE(replace_file(summary.string(), "{}\n", 0644).ok());
+    EXPECT_EQ(slurp(victim), "precious");
+    EXPECT_FALSE(fs::is_symlink(summary));
+    EXPECT_EQ(slurp(summary), "{}\n");
+    EXPECT_EQ(d.names(), (std::set<std::string>{"victim", "s.json"}));
+    // A planted entry under the hidden name is refused, not followed.
+    std::string hidden = ".s.json." + std::to_string(getpid()) + ".partial";
+    fs::create_symlink(victim, d.path / hidden);
+    linecap::Status s = replace_file(summary.string(), "{\"x\": 1}\n", 0644);
+    EXPECT_FALSE(s.ok());
+    EXPECT_EQ(slurp(victim), "precious");
+    EXPECT_EQ(slurp(summary), "{}\n");
+}
