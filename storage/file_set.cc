@@ -346,12 +346,15 @@ Status FileSet::open_next(time_t now) {
         if (fd_ < 0 && errno == EEXIST) {
             // A run that did not finish left it: recover it, then the name
             // is free. Anything else there is not capd's to touch.
+            // (What is left alone is said by the error, once per episode:
+            // this runs again at every retry.)
             Recovery r = recover_hidden(dfd, leaf, leaf.substr(1, leaf.size() - 9), owner());
-            if (!r.message.empty()) log_line(dir_path_, r.message);
-            if (r.what == Recovery::What::kRecovered || r.what == Recovery::What::kRemoved)
+            if (r.what == Recovery::What::kRecovered || r.what == Recovery::What::kRemoved) {
+                log_line(dir_path_, r.message);
                 fd_ = create_new(dfd, leaf, flags, opts_.mode, opts_.owner_uid, opts_.owner_gid);
-            else
+            } else {
                 errno = EEXIST;
+            }
         }
     }
     if (fd_ < 0) {
