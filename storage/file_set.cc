@@ -199,10 +199,19 @@ void FileSet::recover_stale() {
         hidden.push_back(n);
     }
     closedir(d);
+    unsigned spares = 0;
     for (const std::string& h : hidden) {
         Recovery r = recover_hidden(dfd, h, h.substr(1, h.size() - 1 - suffix.size()), owner());
-        if (!r.message.empty()) log_line(dir, r.message);
+        if (r.what == Recovery::What::kSpare)
+            spares++;  // one line for all: a -W 1000 ring leaves 1000
+        else if (!r.message.empty())
+            log_line(dir, r.message);
     }
+    if (spares > 0)
+        std::fprintf(stderr,
+                     "capd: %s: removed %u empty hidden file%s left by a run that did not "
+                     "finish (unused --preallocate spares, or cut before their header)\n",
+                     dir.c_str(), spares, spares == 1 ? "" : "s");
 }
 
 Status FileSet::preallocate() {
@@ -349,7 +358,8 @@ Status FileSet::open_next(time_t now) {
             // (What is left alone is said by the error, once per episode:
             // this runs again at every retry.)
             Recovery r = recover_hidden(dfd, leaf, leaf.substr(1, leaf.size() - 9), owner());
-            if (r.what == Recovery::What::kRecovered || r.what == Recovery::What::kRemoved) {
+            if (r.what == Recovery::What::kRecovered || r.what == Recovery::What::kRemoved ||
+                r.what == Recovery::What::kSpare) {
                 log_line(dir_path_, r.message);
                 fd_ = create_new(dfd, leaf, flags, opts_.mode, opts_.owner_uid, opts_.owner_gid);
             } else {

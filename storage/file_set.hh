@@ -95,7 +95,8 @@ public:
     Status open_next(time_t now);
 
     /* Recovers the hidden files a run that did not finish left under names
-     * this set writes (see above), logging one line for each entry found.
+     * this set writes (see above), logging one line for each entry found
+     * (one for all the empty ones).
      * Call once, before preallocate() and the first open_next(). */
     void recover_stale();
 

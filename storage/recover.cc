@@ -193,7 +193,7 @@ Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::stri
         if (!empty) return left("it does not start with a pcap or pcapng header");
         if (remove_entry(dir, hidden_leaf) != 0)
             return left(std::string("cannot remove it: ") + std::strerror(errno));
-        out.what = Recovery::What::kRemoved;
+        out.what = Recovery::What::kSpare;
         out.message = hidden_leaf + ": removed: empty, left by a run that did not finish";
         return out;
     }

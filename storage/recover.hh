@@ -48,6 +48,7 @@ struct Recovery {
         kAbsent,     // no entry of that name
         kRecovered,  // published as `published`
         kRemoved,    // held no whole packet: deleted
+        kSpare,      // empty or zeros (an unused --preallocate spare): deleted
         kLeft,       // not capd's, being written, or not a capture: left alone
     };
     What what = What::kAbsent;
