@@ -37,6 +37,7 @@
 #include "filters/compile_worker.hh"
 #include "filters/bpf_object.hh"
 #include "filters/rule_set.hh"
+#include "storage/spawn.hh"
 
 using namespace linecap;
 using namespace linecap::dataplane;
@@ -151,9 +152,12 @@ int main(int argc, char** argv) {
     if (!within) return fail(within.error());
 
     if (!o.run_as_user.empty() && !o.write_path.empty()) {
-        Status st = check_run_as(o.run_as_user, o.write_path);
-        if (!st) return fail(st.error());
+        auto who = check_run_as(o.run_as_user, o.write_path);
+        if (!who) return fail(who.error());
+        o.run_as_uid = who->uid;
+        o.run_as_gid = who->gid;
     }
+    o.start_cpus = storage::thread_cpus();
 
     EalPlan plan = plan_eal(o, eal_memory_mb(o));
     std::vector<char*> eal_argv;
@@ -250,9 +254,8 @@ int main(int argc, char** argv) {
         for (const auto& e : s.errors) std::fprintf(stderr, "capd: error: %s\n", e.c_str());
     int rc = s.errors.empty() ? 0 : 1;
     if (!o.stats_json.empty()) {
-        std::ofstream out(o.stats_json);
-        out << summary_json(s);
-        if (!out) rc = fail(o.stats_json + ": cannot write the summary");
+        Status st = write_summary_json(o.stats_json, s);
+        if (!st) rc = fail(st.error());
     }
     rte_eal_cleanup();
     return rc;

@@ -5,6 +5,8 @@
  */
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -66,6 +68,9 @@ struct Options {
     bool preallocate = false;    // --preallocate: claim the -C x -W ring at start
     uint32_t write_behind_mb = 256;  // page cache a disk file may hold ahead of the disk; 0: off
     std::string run_as_user;     // -Z: drop to this user after set-up
+    uid_t run_as_uid = static_cast<uid_t>(-1);  // -Z's ids, resolved at start (-1: none)
+    gid_t run_as_gid = static_cast<gid_t>(-1);
+    std::vector<int> start_cpus;  // capd's CPUs at start, before EAL pinned its threads (-z)
     std::string eal_extra;
     uint32_t chunk_kb = 1024;
     uint32_t flush_ms = 100;

@@ -102,14 +102,14 @@ public:
             ifreq ifr;
             std::memset(&ifr, 0, sizeof(ifr));
             std::strncpy(ifr.ifr_name, iface.c_str(), IFNAMSIZ - 1);
-            int fd = socket(AF_PACKET, SOCK_RAW, 0);
+            int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
             if (fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0)
                 loopback_ = (ifr.ifr_flags & IFF_LOOPBACK) != 0;
             if (fd >= 0) ::close(fd);
         }
         rx_desc_ = static_cast<uint16_t>(uint64_t(g.block_bytes) * g.blocks / kFrameBytes);
         for (Ring& r : rings_) {
-            r.fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
+            r.fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
             if (r.fd < 0) return make_error(sys_error("AF_PACKET socket"));
             int v = TPACKET_V3;
             if (setsockopt(r.fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) != 0)

@@ -36,7 +36,7 @@ enum class FileClock { kClassicMicro, kClassicNano, kPcapng };
 
 FileClock file_clock(const std::string& path) {
     uint32_t magic = 0;
-    if (FILE* f = fopen(path.c_str(), "rb")) {
+    if (FILE* f = fopen(path.c_str(), "rbe")) {
         if (fread(&magic, 4, 1, f) != 1) magic = 0;
         fclose(f);
     }

@@ -318,6 +318,9 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         cfg.files.direct = o.direct;
         cfg.files.writer_index = wr;
         cfg.files.writer_count = o.writers;
+        cfg.files.owner_uid = o.run_as_uid;
+        cfg.files.owner_gid = o.run_as_gid;
+        cfg.files.child_cpus = o.start_cpus;
         cfg.format = o.format;
         cfg.ifaces = ifaces;
         cfg.application = "linecap capd 0.1.0";

@@ -11,7 +11,7 @@
 
 namespace linecap::dataplane {
 
-Status check_run_as(const std::string& user, const std::string& output_path) {
+Result<RunAs> check_run_as(const std::string& user, const std::string& output_path) {
     struct passwd* pw = getpwnam(user.c_str());
     if (!pw) return make_error("-Z " + user + ": no such user");
     std::string dir = std::filesystem::path(output_path).parent_path().string();
@@ -30,7 +30,7 @@ Status check_run_as(const std::string& user, const std::string& output_path) {
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         return make_error("-Z " + user + ": the user cannot create files in " + dir);
-    return Status::success();
+    return RunAs{uid, gid};
 }
 
 Status drop_privileges(const std::string& user, const std::string& output_path) {
@@ -40,13 +40,6 @@ Status drop_privileges(const std::string& user, const std::string& output_path) 
     gid_t gid = pw->pw_gid;
     std::string dir = std::filesystem::path(output_path).parent_path().string();
     if (dir.empty()) dir = ".";
-    // The hidden first file was created by root: give it to the user so the
-    // rename and later files work the same way.
-    for (const auto& e : std::filesystem::directory_iterator(dir)) {
-        std::string n = e.path().filename().string();
-        if (n.size() > 9 && n[0] == '.' && n.compare(n.size() - 8, 8, ".partial") == 0)
-            (void)chown(e.path().c_str(), uid, gid);
-    }
     if (initgroups(pw->pw_name, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
         return make_error("-Z " + user + ": " + std::strerror(errno));
     if (setuid(0) == 0) return make_error("-Z " + user + ": root privileges could not be dropped");

@@ -2,8 +2,13 @@
  *
  * Hugepage mapping, PCI/VFIO access, AF_PACKET/AF_XDP sockets and the control
  * socket need root and are all set up before the drop; afterwards capd only
- * writes files, which USER must be able to create in the output directory. */
+ * writes files, which USER must be able to create in the output directory.
+ * Files capd creates as root before the drop are given to USER on their
+ * descriptors when they are created (FileSetOptions::owner_uid); nothing is
+ * ever chowned by name. Control thread, before capture starts. */
 #pragma once
+
+#include <sys/types.h>
 
 #include <string>
 
@@ -11,13 +16,18 @@
 
 namespace linecap::dataplane {
 
-/* Before anything is created: checks in a child process that `user` exists
- * and could create files in the directory of `output_path`. */
-Status check_run_as(const std::string& user, const std::string& output_path);
+struct RunAs {
+    uid_t uid;
+    gid_t gid;  // the user's primary group
+};
 
-/* Checks that `user` exists and can write in the directory of `path`, hands
- * it the files already open under `open_files`, then sets the group list,
- * gid and uid of the whole process (every thread). */
+/* Before anything is created: checks in a child process that `user` exists
+ * and could create files in the directory of `output_path`. Returns the
+ * user's ids, which the files created before the drop are given to. */
+Result<RunAs> check_run_as(const std::string& user, const std::string& output_path);
+
+/* Checks that `user` exists and can write in the directory of `path`, then
+ * sets the group list, gid and uid of the whole process (every thread). */
 Status drop_privileges(const std::string& user, const std::string& output_path);
 
 }  // namespace linecap::dataplane

@@ -1,8 +1,9 @@
 #include "dataplane/summary.hh"
 
+#include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include <cstdio>
+#include "storage/safe_files.hh"
 
 namespace linecap::dataplane {
 
@@ -103,5 +104,11 @@ nlohmann::json summary_to_json(const Summary& s) {
 }
 
 std::string summary_json(const Summary& s) { return summary_to_json(s).dump(2) + "\n"; }
+
+Status write_summary_json(const std::string& path, const Summary& s) {
+    Status st = storage::replace_file(path, summary_json(s), 0644);
+    if (!st) return make_error("--stats-json: cannot write the summary: " + st.error());
+    return st;
+}
 
 }  // namespace linecap::dataplane

@@ -2,11 +2,12 @@
  * stage. Printed on stderr and, with --stats-json, written as JSON. */
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "dataplane/result.hh"
 
 namespace linecap::dataplane {
 
@@ -76,6 +77,11 @@ struct Summary {
 
 std::string summary_text(const Summary& s);
 std::string summary_json(const Summary& s);
+/* --stats-json: writes summary_json(s) to `path` through a new hidden file
+ * renamed over it, so an entry already there (a symbolic link someone put in
+ * a shared directory) is replaced, never followed (storage/safe_files.hh).
+ * Mode 0644. Control thread, at exit. */
+[[nodiscard]] Status write_summary_json(const std::string& path, const Summary& s);
 nlohmann::json summary_to_json(const Summary& s);
 
 }  // namespace linecap::dataplane

@@ -1,9 +1,9 @@
 #include "storage/file_set.hh"
 
+#include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <linux/magic.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
@@ -15,12 +15,14 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <mutex>
 #include <thread>
 
-extern char** environ;
+#include "storage/recover.hh"
+#include "storage/spawn.hh"
 
 namespace linecap::storage {
 namespace {
@@ -60,6 +62,22 @@ int write_zeros(int fd, uint64_t bytes) {
         off += static_cast<uint64_t>(w);
     }
     return 0;
+}
+
+void log_line(const std::string& dir, const std::string& msg) {
+    std::fprintf(stderr, "capd: %s/%s\n", dir.c_str(), msg.c_str());
+}
+
+/* Words for an error about an entry under a name capd must create. */
+std::string name_taken(int dfd, const std::string& leaf, uid_t owner) {
+    struct stat st;
+    std::string what = "a capture file capd could not recover";
+    if (fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        std::string f = foreign_entry(st, owner);
+        if (!f.empty()) what = f;
+    }
+    return "already exists (" + what +
+           "); capd neither writes through nor removes it: remove it or choose another -w";
 }
 
 }  // namespace
@@ -130,24 +148,110 @@ FileSet::~FileSet() {
     if (fd_ >= 0) (void)close_current();
     drop_spares();
     wait_children(5000);
+    if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+uid_t FileSet::owner() const {
+    return opts_.owner_uid != static_cast<uid_t>(-1) ? opts_.owner_uid : geteuid();
+}
+
+int FileSet::dir_of(const std::string& path, std::string& leaf) {
+    auto [dir, name] = split_path(path);
+    leaf = name;
+    if (dir_fd_ >= 0 && dir == dir_path_) return dir_fd_;
+    int fd = open_dir(dir);
+    if (fd < 0) return -1;
+    if (dir_fd_ >= 0) ::close(dir_fd_);
+    dir_fd_ = fd;
+    dir_path_ = dir;
+    return dir_fd_;
+}
+
+void FileSet::recover_stale() {
+    bool timed = opts_.rotate_seconds > 0;
+    auto [dir, leaf] = split_path(base_);
+    // A directory named by strftime is known only at open time (open_next
+    // still recovers the name it needs).
+    if (timed && dir.find('%') != std::string::npos) return;
+    // The names this set writes: the base, numbered with -C, any expansion
+    // of its conversions with -G.
+    std::string prefix = timed ? leaf.substr(0, leaf.find('%')) : leaf;
+    std::string ignored;
+    int dfd = dir_of(base_, ignored);
+    if (dfd < 0) return;  // open_next reports it
+    int rd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
+    if (!d) {
+        if (rd >= 0) ::close(rd);
+        return;
+    }
+    const std::string suffix = ".partial";
+    std::vector<std::string> hidden;
+    while (struct dirent* e = readdir(d)) {
+        std::string n = e->d_name;
+        if (n.size() < 1 + prefix.size() + suffix.size() || n[0] != '.' ||
+            n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0 ||
+            n.compare(1, prefix.size(), prefix) != 0)
+            continue;
+        std::string rest =
+            n.substr(1 + prefix.size(), n.size() - 1 - prefix.size() - suffix.size());
+        if (!timed && rest.find_first_not_of("0123456789") != std::string::npos) continue;
+        hidden.push_back(n);
+    }
+    closedir(d);
+    unsigned spares = 0;
+    for (const std::string& h : hidden) {
+        Recovery r = recover_hidden(dfd, h, h.substr(1, h.size() - 1 - suffix.size()), owner());
+        if (r.what == Recovery::What::kSpare)
+            spares++;  // one line for all: a -W 1000 ring leaves 1000
+        else if (!r.message.empty())
+            log_line(dir, r.message);
+    }
+    if (spares > 0)
+        std::fprintf(stderr,
+                     "capd: %s: removed %u empty hidden file%s left by a run that did not "
+                     "finish (unused --preallocate spares, or cut before their header)\n",
+                     dir.c_str(), spares, spares == 1 ? "" : "s");
 }
 
 Status FileSet::preallocate() {
     if (!opts_.preallocate) return Status::success();
     for (uint64_t k = 0; k < opts_.max_files; k++) {
         std::string name = name_for(k, 0);
-        // A ring file from an earlier run is written over by name: it keeps
-        // its size and content until then.
+        std::string leaf;
+        int dfd = dir_of(name, leaf);
+        if (dfd < 0) {
+            int err = errno;
+            drop_spares();
+            return make_error(name + ": " + errno_text(err));
+        }
+        // A ring file of capd's from an earlier run is written over by name:
+        // it keeps its size and content until then.
         struct stat st;
-        bool old = lstat(name.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1;
+        bool old = fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                   foreign_entry(st, owner()).empty();
         std::string target = old ? name : hidden_name_for(name);
-        int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, opts_.mode);
+        std::string target_leaf = old ? leaf : "." + leaf + ".partial";
+        int fd = -1;
+        if (old) {
+            FileId id = file_id(st);
+            fd = open_own_file(dfd, target_leaf, O_WRONLY, owner(), &id);
+        } else {
+            fd = create_new(dfd, target_leaf, O_WRONLY, opts_.mode, opts_.owner_uid,
+                            opts_.owner_gid);
+        }
         if (fd < 0) {
             int err = errno;
             drop_spares();
+            if (err == EEXIST)
+                return make_error(target + ": " + name_taken(dfd, target_leaf, owner()));
             return make_error(target + ": " + errno_text(err));
         }
-        if (!old) spares_.push_back(target);
+        if (!old) {
+            struct stat made;
+            fstat(fd, &made);
+            spares_.push_back({target, file_id(made)});
+        }
         int r = 0;
         bool memory = memory_backed(fd);
         if (memory && !old) {
@@ -176,7 +280,8 @@ Status FileSet::preallocate() {
 
 bool FileSet::take_spare() {
     for (auto it = spares_.begin(); it != spares_.end(); ++it)
-        if (*it == hidden_name_) {
+        if (it->name == hidden_name_) {
+            reused_id_ = it->id;
             spares_.erase(it);
             reused_from_.clear();
             return true;
@@ -185,7 +290,11 @@ bool FileSet::take_spare() {
 }
 
 void FileSet::drop_spares() {
-    for (const std::string& s : spares_) ::unlink(s.c_str());
+    for (const Spare& s : spares_) {
+        std::string leaf;
+        int dfd = dir_of(s.name, leaf);
+        if (dfd >= 0) (void)remove_entry(dfd, leaf);
+    }
     spares_.clear();
 }
 
@@ -232,29 +341,55 @@ Status FileSet::open_next(time_t now) {
         for (uint64_t k = seq_; used(final_name_); k++) final_name_ = base + std::to_string(k);
     }
     hidden_name_ = hidden_name_for(final_name_);
+    std::string leaf;
+    int dfd = dir_of(hidden_name_, leaf);
+    if (dfd < 0) return make_error(final_name_ + ": " + errno_text(errno));
     // A spare is already under this hidden name; else take over the
     // displaced file's storage.
     reused_ = take_spare() || (opts_.reuse && reuse_displaced());
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (reused_ ? 0 : O_TRUNC) |
-                (opts_.direct ? O_DIRECT : 0);
-    fd_ = ::open(hidden_name_.c_str(), flags, opts_.mode);
+    int flags = O_WRONLY | (opts_.direct ? O_DIRECT : 0);
+    if (reused_) {
+        fd_ = open_own_file(dfd, leaf, flags, owner(), &reused_id_);
+    } else {
+        fd_ = create_new(dfd, leaf, flags, opts_.mode, opts_.owner_uid, opts_.owner_gid);
+        if (fd_ < 0 && errno == EEXIST) {
+            // A run that did not finish left it: recover it, then the name
+            // is free. Anything else there is not capd's to touch.
+            // (What is left alone is said by the error, once per episode:
+            // this runs again at every retry.)
+            Recovery r = recover_hidden(dfd, leaf, leaf.substr(1, leaf.size() - 9), owner());
+            if (r.what == Recovery::What::kRecovered || r.what == Recovery::What::kRemoved ||
+                r.what == Recovery::What::kSpare) {
+                log_line(dir_path_, r.message);
+                fd_ = create_new(dfd, leaf, flags, opts_.mode, opts_.owner_uid, opts_.owner_gid);
+            } else {
+                errno = EEXIST;
+            }
+        }
+    }
     if (fd_ < 0) {
         int err = errno;
         if (reused_ && !reused_from_.empty()) {
             // Give the displaced file its name back, as the oldest file.
-            if (::rename(hidden_name_.c_str(), reused_from_.c_str()) == 0)
+            std::string from_leaf = split_path(reused_from_).second;
+            if (::renameat(dfd, leaf.c_str(), dfd, from_leaf.c_str()) == 0)
                 closed_.push_front(reused_from_);
         } else if (reused_ || (err == EINVAL && opts_.direct)) {
             // A spare, or the open created the file before refusing O_DIRECT.
-            ::unlink(hidden_name_.c_str());
+            (void)remove_entry(dfd, leaf);
         }
         reused_ = false;
         if (err == EINVAL && opts_.direct)
             return make_error(final_name_ + ": this file system does not take O_DIRECT (--direct)");
+        if (err == EEXIST) return make_error(hidden_name_ + ": " + name_taken(dfd, leaf, owner()));
         return make_error(final_name_ + ": " + errno_text(err));
     }
-    // The umask must not widen or narrow what the user asked for.
-    (void)fchmod(fd_, opts_.mode);
+    // The umask must not widen or narrow what the user asked for (a new
+    // file got its mode at creation).
+    if (reused_) (void)fchmod(fd_, opts_.mode);
+    // Held while the file is written: the start-up scan of another capd
+    // leaves a locked hidden file alone (storage/recover.hh).
+    (void)flock(fd_, LOCK_EX | LOCK_NB);
     seq_++;
     return Status::success();
 }
@@ -277,14 +412,27 @@ bool FileSet::reuse_displaced() {
     if (known == closed_.end() && opts_.max_files > 0 && closed_.size() >= opts_.max_files)
         known = closed_.begin();
     std::string name = known != closed_.end() ? *known : final_name_;
+    // Only within the directory of the new file (-G names may change it).
+    if (split_path(name).first != split_path(hidden_name_).first) return false;
+    std::string leaf, hidden_leaf;
+    int dfd = dir_of(name, leaf);
+    hidden_leaf = split_path(hidden_name_).second;
+    // Only a file of capd's user with no other link: never a symbolic link
+    // or a file someone else put under the name.
     struct stat st;
-    if (lstat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) return false;
+    if (dfd < 0 || fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !foreign_entry(st, owner()).empty())
+        return false;
     reap_children();
     for (const Child& c : children_)
         if (c.file == name) return false;
-    if (::rename(name.c_str(), hidden_name_.c_str()) != 0) return false;
+    // Never over an entry already under the hidden name (open_next then
+    // recovers or refuses it).
+    if (::renameat2(dfd, leaf.c_str(), dfd, hidden_leaf.c_str(), RENAME_NOREPLACE) != 0)
+        return false;
     if (known != closed_.end()) closed_.erase(known);
     reused_from_ = name;
+    reused_id_ = file_id(st);
     return true;
 }
 
@@ -292,7 +440,9 @@ void FileSet::discard_current() {
     if (fd_ < 0) return;
     ::close(fd_);
     fd_ = -1;
-    ::unlink(hidden_name_.c_str());
+    std::string leaf;
+    int dfd = dir_of(hidden_name_, leaf);
+    if (dfd >= 0) (void)remove_entry(dfd, leaf);
 }
 
 Status FileSet::close_current() {
@@ -311,7 +461,10 @@ Status FileSet::close_current() {
     // A file of this name (a wrapping -W counter, an earlier run) goes first,
     // so the rename does not free its blocks on this thread.
     remove_file(final_name_);
-    if (::rename(hidden_name_.c_str(), final_name_.c_str()) != 0)
+    std::string final_leaf;
+    int dfd = dir_of(final_name_, final_leaf);
+    std::string hidden_leaf = split_path(hidden_name_).second;
+    if (dfd < 0 || ::renameat(dfd, hidden_leaf.c_str(), dfd, final_leaf.c_str()) != 0)
         return make_error(final_name_ + ": rename: " + errno_text(errno));
     files_closed_++;
 
@@ -331,11 +484,11 @@ Status FileSet::close_current() {
 
     if (!opts_.post_rotate_cmd.empty()) {
         // As tcpdump: run CMD with the file as its only argument, no shell.
-        pid_t pid;
-        char* argv[] = {const_cast<char*>(opts_.post_rotate_cmd.c_str()),
-                        const_cast<char*>(final_name_.c_str()), nullptr};
-        if (posix_spawnp(&pid, argv[0], nullptr, nullptr, argv, environ) == 0)
-            children_.push_back({pid, final_name_});
+        auto pid = spawn_command({opts_.post_rotate_cmd, final_name_}, opts_.child_cpus);
+        if (pid)
+            children_.push_back({*pid, final_name_});
+        else
+            std::fprintf(stderr, "capd: -z %s\n", pid.error().c_str());
     }
     // Reap finished commands without blocking.
     reap_children();
@@ -344,9 +497,13 @@ Status FileSet::close_current() {
 
 void FileSet::remove_file(const std::string& name) {
     // An O_PATH descriptor keeps the inode, so unlink only removes the name;
-    // the disposer's close then frees the blocks.
-    int fd = ::open(name.c_str(), O_PATH | O_CLOEXEC | O_NOFOLLOW);
-    if (::unlink(name.c_str()) != 0 || fd < 0) {
+    // the disposer's close then frees the blocks. A symbolic link is
+    // removed itself, never its target.
+    std::string leaf;
+    int dfd = dir_of(name, leaf);
+    if (dfd < 0) return;
+    int fd = ::openat(dfd, leaf.c_str(), O_PATH | O_CLOEXEC | O_NOFOLLOW);
+    if (remove_entry(dfd, leaf) != 0 || fd < 0) {
         if (fd >= 0) ::close(fd);
         return;
     }

@@ -7,7 +7,17 @@
  *
  * Each file is written under a hidden name (".NAME.partial" in the same
  * directory) and renamed into place when closed, so any file bearing its final
- * name is whole. -z CMD runs as `CMD FILE` on every closed file.
+ * name is whole. -z CMD runs as `CMD FILE` on every closed file, with only
+ * descriptors 0-2, default signals and `child_cpus` (storage/spawn.hh).
+ *
+ * The directory may be writable by others: every file is created exclusively
+ * and every entry is named relative to a descriptor of the directory, never
+ * following a symbolic link (storage/safe_files.hh). A new file is given to
+ * `owner_uid` (-Z) on its descriptor and locked (flock) while it is written.
+ * An entry already under a hidden name capd needs is recovered when it is a
+ * file a run that did not finish left (storage/recover.hh: the start-up scan
+ * and open_next do this); anything else there (a symbolic link, another
+ * user's file) is never touched, and the file that needs the name fails.
  *
  * With `reuse`, a new file takes over the storage of the file it displaces
  * (the same name from a -W ring or an earlier run, else the oldest file -W is
@@ -37,6 +47,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <deque>
@@ -45,6 +56,7 @@
 #include <vector>
 
 #include "dataplane/result.hh"
+#include "storage/safe_files.hh"
 
 namespace linecap::storage {
 
@@ -60,6 +72,13 @@ struct FileSetOptions {
     bool reuse = false;  // --reuse-files: write over the displaced file
     bool direct = false;  // --direct: open with O_DIRECT (aligned writes only)
     bool preallocate = false;  // --preallocate: claim -C x -W at start (needs reuse, no -G)
+    // -Z: new files are given to this user (fchown on the descriptor); -1:
+    // the process's own. Only files of this user are reused or recovered.
+    uid_t owner_uid = static_cast<uid_t>(-1);
+    gid_t owner_gid = static_cast<gid_t>(-1);
+    // CPUs for -z commands: capd's at start (storage/spawn.hh); empty: the
+    // writer's own.
+    std::vector<int> child_cpus;
 };
 
 class Disposer;
@@ -74,6 +93,12 @@ public:
     /* Opens the next file under its hidden name. `now` is wall-clock seconds
      * (strftime names with -G). */
     Status open_next(time_t now);
+
+    /* Recovers the hidden files a run that did not finish left under names
+     * this set writes (see above), logging one line for each entry found
+     * (one for all the empty ones).
+     * Call once, before preallocate() and the first open_next(). */
+    void recover_stale();
 
     /* With `preallocate`: allocates the ring's storage (see above). On an
      * error nothing it created is left. */
@@ -103,6 +128,16 @@ private:
     FileSetOptions opts_;
     std::string base_;  // path with the writer mark
     int fd_ = -1;
+    // The directory of the current file, opened once (O_PATH); -G names may
+    // move to another directory, which then replaces it.
+    int dir_fd_ = -1;
+    std::string dir_path_;
+    /* The directory descriptor for `path` and its last component, or -1
+     * (errno set). */
+    int dir_of(const std::string& path, std::string& leaf);
+    uid_t owner() const;
+    Status create_hidden();
+    Status recover_for_name(const std::string& final_name);
     uint64_t seq_ = 0;
     std::string hidden_name_;
     std::string final_name_;
@@ -110,7 +145,12 @@ private:
     bool reuse_displaced();
     bool take_spare();
     void drop_spares();
-    std::vector<std::string> spares_;  // hidden names preallocated and not yet written
+    struct Spare {
+        std::string name;  // hidden name, preallocated and not yet written
+        FileId id;
+    };
+    std::vector<Spare> spares_;
+    FileId reused_id_;  // the displaced file, while reused_
     void reap_children();
     void remove_file(const std::string& name);
     void close_later(int fd);  // on the helper thread

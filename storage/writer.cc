@@ -78,6 +78,7 @@ void Writer::publish_name() {
 Status Writer::open() {
     if (cfg_.files.direct && !stage_)
         return make_error("--direct: cannot allocate the 8 MiB staging buffer");
+    files_.recover_stale();
     Status pre = files_.preallocate();
     if (!pre) return pre;
     // Before capture starts a failure is the caller's to report, once.

@@ -55,7 +55,7 @@ Result<CaptureFile> CaptureFile::open(const std::string& path) {
     }
     uint8_t head[16] = {};
     size_t head_len = 0;
-    if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    if (FILE* f = std::fopen(path.c_str(), "rbe")) {
         head_len = std::fread(head, 1, sizeof head, f);
         std::fclose(f);
     } else {

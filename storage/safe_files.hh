@@ -1,0 +1,72 @@
+/* Entries in an output directory that other users may write to.
+ *
+ * capd runs as root and may write into a shared directory (a sticky /tmp, a
+ * group-writable capture area). Every entry it creates, opens, renames or
+ * deletes there is named relative to a descriptor of the directory, and none
+ * is followed if it is a symbolic link: an entry someone else put under a
+ * name capd uses is refused, never written through, re-moded or chowned.
+ * Files are created exclusively (O_EXCL: an existing name, a dangling link
+ * included, is EEXIST), and ownership and mode are set on the descriptor.
+ *
+ * Cold code: any thread, a few syscalls per call. Functions returning int
+ * return -1 and set errno on failure; callers turn that into a message.
+ */
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "dataplane/result.hh"
+
+namespace linecap::storage {
+
+/* The directory part of `path` ("." when it has none) and its last component. */
+std::pair<std::string, std::string> split_path(const std::string& path);
+
+/* Opens directory `dir` as an O_PATH, close-on-exec descriptor (search
+ * permission only). The caller owns it. */
+int open_dir(const std::string& dir);
+
+/* Creates `leaf` in `dir`, which must not exist as any kind of entry, with
+ * O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC and `flags` (O_WRONLY, O_DIRECT...).
+ * The new file is given to uid:gid (fchown; -1 keeps the creator's) and gets
+ * exactly `mode` (fchmod: the umask neither widens nor narrows it). If either
+ * fails the file is removed again. The caller owns the descriptor. */
+int create_new(int dir, const std::string& leaf, int flags, mode_t mode, uid_t uid, gid_t gid);
+
+/* Identity of a file, to check that a name still refers to it. */
+struct FileId {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    bool operator==(const FileId&) const = default;
+};
+inline FileId file_id(const struct stat& st) { return {st.st_dev, st.st_ino}; }
+
+/* Why the entry `st` is not a file capd may reuse or recover as its own: ""
+ * when it is a regular file with one link owned by uid, else words for a log
+ * line ("a symbolic link", "owned by uid 1000", "a file with 2 links"). */
+std::string foreign_entry(const struct stat& st, uid_t uid);
+
+/* Opens the existing entry `leaf` in `dir` (O_NOFOLLOW|O_CLOEXEC|O_NONBLOCK
+ * plus `flags`, no O_CREAT) if it is a regular file with one link owned by
+ * uid and, with `expect`, that very file. Checked before the open, so a
+ * device or FIFO is never opened, and again on the descriptor. Returns -1
+ * with errno ENOENT, ELOOP (a symbolic link), EPERM (not capd's file) or
+ * ESTALE (another file than `expect`). The caller owns the descriptor. */
+int open_own_file(int dir, const std::string& leaf, int flags, uid_t uid,
+                  const FileId* expect = nullptr);
+
+/* Removes the entry `leaf` of `dir`; a symbolic link is removed, not its
+ * target. Returns 0 or -1 with errno. */
+int remove_entry(int dir, const std::string& leaf);
+
+/* Writes `data` to `path` through a new hidden sibling renamed over it, so
+ * an entry already at `path` (a symbolic link included) is replaced, never
+ * followed, and a reader sees the old file or the whole new one. */
+[[nodiscard]] Status replace_file(const std::string& path, std::string_view data, mode_t mode);
+
+}  // namespace linecap::storage

@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Files in a shared directory, -Z, restarts after kill -9, -z children.
+
+capd runs as root. In an output directory other users can write to, a
+symbolic link planted under a name capd uses must never be written through
+or chowned; a restart after kill -9 must recover the hidden file the killed
+run left rather than truncate it; a -z command must get none of capd's
+descriptors, signal state or CPU pinning.
+
+The cases that plant links as another user or use -Z need root and the
+`nobody` user (skipped otherwise). Waits are bounded in time and count.
+"""
+
+import glob
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import unittest
+
+import capdtest
+import pcaplib
+from capdtest import CapdTestCase, RunningCapd, wait_until
+
+WEB_MIX = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
+VICTIM_BYTES = b"precious: not capd's to write\n"
+
+
+def nobody():
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        return None
+
+
+class FilesCase(CapdTestCase):
+    def setUp(self):
+        super().setUp()
+        if not os.path.exists(WEB_MIX):
+            self.skipTest(f"no {WEB_MIX}")
+        # A shared capture directory (sticky, writable by all), and a file of
+        # root's outside it that a planted link points at.
+        os.chmod(self.tmp, 0o755)
+        self.out = self.path("shared")
+        os.mkdir(self.out)
+        os.chmod(self.out, 0o1777)
+        self.victim = self.path("victim")
+        with open(self.victim, "wb") as f:
+            f.write(VICTIM_BYTES)
+        os.chmod(self.victim, 0o600)
+
+    def assertVictimUntouched(self):
+        st = os.stat(self.victim)
+        with open(self.victim, "rb") as f:
+            self.assertEqual(f.read(), VICTIM_BYTES, "the link's target was written")
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o600, "the link's target was re-moded")
+        self.assertEqual((st.st_uid, st.st_gid), (0, 0), "the link's target was chowned")
+
+
+class PlantedLinks(FilesCase):
+    def test_hidden_name_link_is_refused(self):
+        """A link under the hidden name of the first file: capd stops with
+        one line naming it, and the target keeps its bytes and mode."""
+        if os.geteuid() != 0:
+            self.skipTest("the target must be root's")
+        os.symlink(self.victim, os.path.join(self.out, ".x.pcap.partial"))
+        r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", os.path.join(self.out, "x.pcap"),
+                       "--ctl", "none"])
+        self.assertNotEqual(r.rc, 0, r.describe())
+        self.assertTrue(any("symbolic link" in l for l in r.stderr_lines), r.describe())
+        self.assertVictimUntouched()
+        self.assertTrue(os.path.islink(os.path.join(self.out, ".x.pcap.partial")))
+
+    def test_stats_json_link_is_replaced_not_followed(self):
+        if os.geteuid() != 0:
+            self.skipTest("the target must be root's")
+        summary = os.path.join(self.out, "s.json")
+        os.symlink(self.victim, summary)
+        r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", os.path.join(self.out, "x.pcap"),
+                       "--ctl", "none", "--stats-json", summary])
+        self.assertCapdOk(r)
+        self.assertVictimUntouched()
+        self.assertFalse(os.path.islink(summary))
+        with open(summary) as f:
+            self.assertIn('"packets_written"', f.read())
+
+    def test_run_as_user_never_chowns_a_planted_link(self):
+        """-Z nobody: the files capd made are nobody's; a .partial link
+        planted beside them (pointing at root's file) is left as it was."""
+        user = nobody()
+        if os.geteuid() != 0 or user is None:
+            self.skipTest("needs root and the user nobody")
+        os.symlink(self.victim, os.path.join(self.out, ".planted.partial"))
+        out = os.path.join(self.out, "z.pcap")
+        r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", out, "--ctl", "none",
+                       "-Z", "nobody"])
+        self.assertCapdOk(r)
+        self.assertVictimUntouched()
+        self.assertEqual(os.stat(out).st_uid, user.pw_uid)
+        self.assertEqual(len(self.assertWhole(out).records), 3200)
+
+
+class RestartAfterKill(FilesCase):
+    def killed_run(self, name, fmt):
+        """Starts capd into `name`, kills it with SIGKILL once its hidden file
+        holds some records, and returns the whole records that file holds."""
+        out = os.path.join(self.out, name)
+        hidden = os.path.join(self.out, "." + name + ".partial")
+        cap = RunningCapd(["-i", "null:256,rate=40k", "-w", out, "--format", fmt,
+                           "--ctl", "none", "--flush-ms", "10"])
+        self.addCleanup(cap.kill)
+        grown = wait_until(lambda: os.path.exists(hidden) and os.path.getsize(hidden) > 20000,
+                           60, 0.05)
+        cap.proc.send_signal(signal.SIGKILL)
+        cap.proc.wait(timeout=30)
+        self.assertTrue(grown, "the killed run wrote records")
+        got = pcaplib.read_capture(hidden, lenient=True)
+        self.assertGreater(len(got.records), 0)
+        return got
+
+    def test_restart_recovers_the_killed_runs_file(self):
+        """Restart with the same -w after kill -9: the hidden file is cut to
+        its last whole record and published as NAME.recovered-<UTC>.EXT
+        (read whole by pcaplib and tcpdump), with one log line; the new
+        run writes its own file under the name."""
+        for fmt, ext in (("pcap", "pcap"), ("pcapng", "pcapng")):
+            with self.subTest(format=fmt):
+                name = "k." + ext
+                before = self.killed_run(name, fmt)
+                out = os.path.join(self.out, name)
+                r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", out, "--ctl", "none",
+                               "--format", fmt])
+                self.assertCapdOk(r)
+                found = glob.glob(os.path.join(self.out, "k.recovered-*Z." + ext))
+                self.assertEqual(len(found), 1, os.listdir(self.out))
+                rec = self.assertWhole(found[0])
+                self.assertEqual(len(rec.records), len(before.records))
+                n, err = capdtest.tcpdump_count(found[0])
+                self.assertIsNone(err, err)
+                self.assertEqual(n, len(before.records))
+                lines = [l for l in r.stderr_lines if "recovered as" in l]
+                self.assertEqual(len(lines), 1, r.describe())
+                self.assertIn(os.path.basename(found[0]), lines[0])
+                self.assertEqual(len(self.assertWhole(out).records), 3200)
+                self.assertFalse(os.path.exists(os.path.join(self.out, "." + name + ".partial")))
+
+
+class PostRotateChildren(FilesCase):
+    def test_child_gets_stdio_default_signals_and_all_cpus(self):
+        """A -z script records what it inherited: only descriptors 0-2 (plus
+        the listing's own), no ignored or blocked signal, and the CPUs capd
+        started with, not the writer's lcore."""
+        report = self.path("report")
+        os.mkdir(report)
+        script = self.path("z.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\n"
+                    f"ls -l /proc/self/fd > {report}/fds\n"
+                    # exec: the shell's own state, not that of a command it forks
+                    f"exec cat /proc/self/status > {report}/status\n")
+        os.chmod(script, 0o755)
+        r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", os.path.join(self.out, "z.pcap"),
+                       "--ctl", "none", "-z", script])
+        self.assertCapdOk(r)
+        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(report, "status")) and
+                                   os.path.getsize(os.path.join(report, "status")) > 0, 30),
+                        "the -z script ran")
+        with open(os.path.join(report, "fds")) as f:
+            fds = [l.split() for l in f if " -> " in l]
+        self.assertGreaterEqual(len(fds), 3)
+        for w in fds:
+            fd, target = int(w[w.index("->") - 1]), w[-1]
+            if fd > 2:
+                self.assertTrue(target.startswith("/proc/") and target.endswith("/fd"),
+                                f"descriptor {fd} -> {target} inherited from capd")
+        with open(os.path.join(report, "status")) as f:
+            status = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        with open("/proc/self/status") as f:
+            mine = dict(l.rstrip("\n").split(":\t", 1) for l in f if ":\t" in l)
+        self.assertEqual(int(status["SigIgn"], 16), 0, status["SigIgn"])
+        self.assertEqual(int(status["SigBlk"], 16), 0, status["SigBlk"])
+        self.assertEqual(status["Cpus_allowed_list"], mine["Cpus_allowed_list"])
+
+
+if __name__ == "__main__":
+    capdtest.main()

@@ -1,0 +1,336 @@
+// FileSet in a directory others may write to: planted entries are never
+// followed, new files are given to the -Z user on their descriptor, and the
+// hidden file a killed run left is recovered instead of written over.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pcap/pcap.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "storage/file_set.hh"
+#include "storage/format.hh"
+#include "storage/recover.hh"
+#include "storage/safe_files.hh"
+
+using namespace linecap::storage;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr uid_t kOtherUid = 65534;  // nobody
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        char tmpl[] = "/tmp/linecap-safe-XXXXXX";
+        path = mkdtemp(tmpl);
+    }
+    ~TempDir() { fs::remove_all(path); }
+    std::set<std::string> names() const {
+        std::set<std::string> s;
+        for (auto& e : fs::directory_iterator(path)) s.insert(e.path().filename().string());
+        return s;
+    }
+};
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void spill(const fs::path& p, const std::string& bytes) {
+    std::ofstream(p, std::ios::binary) << bytes;
+}
+
+/* A capture of `n` 60-byte packets, as capd writes it. */
+std::string capture(Format f, int n) {
+    InterfaceDesc ifc;
+    ifc.name = "test";
+    std::string out = file_header(f, std::span(&ifc, 1), "linecap test");
+    for (int i = 0; i < n; i++) {
+        std::vector<uint8_t> rec(record_size(f, 60));
+        uint8_t* p = rec.data();
+        p += encode_record_header(f, p, 1700000000ull * 1000000000ull + i * 1000, 0, 60, 60);
+        std::memset(p, 0x40 + i, 60);
+        p += 60;
+        encode_record_trailer(f, p, 60);
+        out.append(reinterpret_cast<char*>(rec.data()), rec.size());
+    }
+    return out;
+}
+
+/* Packets libpcap reads from a file, or -1 if it reports an error. */
+int pcap_packets(const fs::path& p) {
+    char err[PCAP_ERRBUF_SIZE];
+    pcap_t* pc = pcap_open_offline(p.c_str(), err);
+    if (!pc) return -1;
+    struct pcap_pkthdr* h;
+    const u_char* d;
+    int n = 0, rc;
+    while ((rc = pcap_next_ex(pc, &h, &d)) == 1) n++;
+    pcap_close(pc);
+    return rc == PCAP_ERROR_BREAK ? n : -1;
+}
+
+std::vector<std::string> recovered_in(const TempDir& d) {
+    std::vector<std::string> out;
+    for (const auto& n : d.names())
+        if (n.find(".recovered-") != std::string::npos) out.push_back(n);
+    return out;
+}
+
+}  // namespace
+
+TEST(FileSafety, PlantedHiddenSymlinkIsNeverFollowed) {
+    // Someone who can write in the directory points the hidden name at a
+    // file of root's: capd refuses the name and the file keeps its bytes
+    // and mode.
+    TempDir d;
+    fs::path victim = d.path / "victim";
+    spill(victim, "precious");
+    fs::permissions(victim, fs::perms::owner_read | fs::perms::owner_write);
+    fs::create_symlink(victim, d.path / ".a.pcap.partial");
+    FileSetOptions o;
+    o.path = (d.path / "a.pcap").string();
+    o.mode = 0644;
+    FileSet f(o);
+    linecap::Status s = f.open_next(0);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find("a symbolic link"), std::string::npos) << s.error();
+    EXPECT_EQ(slurp(victim), "precious");
+    EXPECT_EQ(fs::status(victim).permissions() & fs::perms::all,
+              fs::perms::owner_read | fs::perms::owner_write);
+    EXPECT_TRUE(fs::is_symlink(d.path / ".a.pcap.partial"));
+}
+
+TEST(FileSafety, PlantedSpareSymlinkIsNeverFollowed) {
+    TempDir d;
+    fs::path victim = d.path / "victim";
+    spill(victim, "precious");
+    fs::create_symlink(victim, d.path / ".r.pcap1.partial");
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 4096;
+    o.max_files = 2;
+    o.reuse = o.preallocate = true;
+    FileSet f(o);
+    f.recover_stale();
+    linecap::Status s = f.preallocate();
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find(".r.pcap1.partial"), std::string::npos) << s.error();
+    EXPECT_EQ(slurp(victim), "precious");
+    EXPECT_EQ(fs::file_size(victim), 8u);
+    // The spare it had made is gone again.
+    EXPECT_EQ(d.names(), (std::set<std::string>{"victim", ".r.pcap1.partial"}));
+}
+
+TEST(FileSafety, ReuseNeverTakesAnotherUsersFile) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+    TempDir d;
+    fs::path p = d.path / "same.pcap";
+    spill(p, "someone else's");
+    ASSERT_EQ(chown(p.c_str(), kOtherUid, kOtherUid), 0);
+    FileSetOptions o;
+    o.path = p.string();
+    o.reuse = true;
+    FileSet f(o);
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_FALSE(f.reused());
+}
+
+TEST(FileSafety, NewFilesAreGivenToTheRunAsUser) {
+    // -Z: every file capd creates, spares included, is the user's from its
+    // creation, set on the descriptor.
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 4096;
+    o.max_files = 3;
+    o.reuse = o.preallocate = true;
+    o.owner_uid = kOtherUid;
+    o.owner_gid = kOtherUid;
+    FileSet f(o);
+    ASSERT_TRUE(f.preallocate().ok());
+    ASSERT_TRUE(f.open_next(0).ok());
+    struct stat st;
+    ASSERT_EQ(fstat(f.fd(), &st), 0);
+    EXPECT_EQ(st.st_uid, kOtherUid);
+    EXPECT_EQ(st.st_gid, kOtherUid);
+    ASSERT_EQ(stat((d.path / ".r.pcap1.partial").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, kOtherUid);
+    ASSERT_TRUE(f.close_current().ok());
+}
+
+TEST(FileSafety, CrashedRunsHiddenFileIsRecoveredNotTruncated) {
+    // What kill -9 leaves: three whole records and half of a fourth.
+    for (Format fmt : {Format::kPcapMicro, Format::kPcapNano, Format::kPcapng}) {
+        SCOPED_TRACE(static_cast<int>(fmt));
+        TempDir d;
+        std::string whole = capture(fmt, 3);
+        std::string four = capture(fmt, 4);
+        spill(d.path / ".a.pcap.partial", four.substr(0, whole.size() + 30));
+        FileSetOptions o;
+        o.path = (d.path / "a.pcap").string();
+        FileSet f(o);
+        ASSERT_TRUE(f.open_next(0).ok());
+        auto rec = recovered_in(d);
+        ASSERT_EQ(rec.size(), 1u) << testing::PrintToString(d.names());
+        EXPECT_EQ(rec[0].rfind("a.recovered-", 0), 0u) << rec[0];
+        EXPECT_EQ(rec[0].substr(rec[0].size() - 5), ".pcap") << rec[0];
+        EXPECT_EQ(slurp(d.path / rec[0]), whole);
+        EXPECT_EQ(pcap_packets(d.path / rec[0]), 3);
+        // The new run's file starts empty under the hidden name.
+        EXPECT_EQ(fs::file_size(d.path / ".a.pcap.partial"), 0u);
+        ASSERT_TRUE(f.close_current().ok());
+    }
+}
+
+TEST(FileSafety, RecoveredNameNeverReplacesAFile) {
+    TempDir d;
+    fs::path hidden = d.path / ".a.pcap.partial";
+    spill(hidden, capture(Format::kPcapMicro, 2));
+    struct stat st;
+    ASSERT_EQ(stat(hidden.c_str(), &st), 0);
+    time_t mtime = st.st_mtime;
+    std::string taken = recovered_name("a.pcap", mtime);
+    spill(d.path / taken, "already here");
+    FileSetOptions o;
+    o.path = (d.path / "a.pcap").string();
+    FileSet f(o);
+    f.recover_stale();
+    EXPECT_EQ(slurp(d.path / taken), "already here");
+    std::string next = recovered_name("a.pcap", mtime, 1);
+    EXPECT_EQ(pcap_packets(d.path / next), 2) << testing::PrintToString(d.names());
+    EXPECT_FALSE(fs::exists(hidden));
+}
+
+TEST(FileSafety, StartupRecoversEveryRingNameAndDropsEmptyOnes) {
+    TempDir d;
+    spill(d.path / ".r.pcap2.partial", capture(Format::kPcapng, 5));
+    spill(d.path / ".r.pcap0.partial", capture(Format::kPcapng, 0));     // header only
+    spill(d.path / ".r.pcap1.partial", std::string(8192, '\0'));         // a tmpfs spare
+    spill(d.path / ".other.pcap.partial", capture(Format::kPcapng, 1));  // not this -w
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 4096;
+    o.max_files = 3;
+    FileSet f(o);
+    f.recover_stale();
+    auto rec = recovered_in(d);
+    ASSERT_EQ(rec.size(), 1u) << testing::PrintToString(d.names());
+    EXPECT_EQ(rec[0].rfind("r.recovered-", 0), 0u) << rec[0];
+    EXPECT_EQ(rec[0].substr(rec[0].size() - 6), ".pcap2") << rec[0];
+    EXPECT_EQ(slurp(d.path / rec[0]), capture(Format::kPcapng, 5));
+    EXPECT_EQ(d.names(), (std::set<std::string>{rec[0], ".other.pcap.partial"}));
+}
+
+TEST(FileSafety, HiddenFileOfAnotherUserOrLiveWriterIsLeftAlone) {
+    TempDir d;
+    fs::path hidden = d.path / ".a.pcap.partial";
+    std::string bytes = capture(Format::kPcapMicro, 2);
+    spill(hidden, bytes);
+    {
+        // Another process writing it holds its lock.
+        int held = open(hidden.c_str(), O_RDONLY | O_CLOEXEC);
+        ASSERT_GE(held, 0);
+        ASSERT_EQ(flock(held, LOCK_EX), 0);
+        FileSetOptions o;
+        o.path = (d.path / "a.pcap").string();
+        FileSet f(o);
+        f.recover_stale();
+        EXPECT_FALSE(f.open_next(0).ok());
+        close(held);
+    }
+    EXPECT_EQ(slurp(hidden), bytes);
+    EXPECT_TRUE(recovered_in(d).empty());
+    if (geteuid() == 0) {
+        ASSERT_EQ(chown(hidden.c_str(), kOtherUid, kOtherUid), 0);
+        FileSetOptions o;
+        o.path = (d.path / "a.pcap").string();
+        FileSet f(o);
+        linecap::Status s = f.open_next(0);
+        ASSERT_FALSE(s.ok());
+        EXPECT_NE(s.error().find("owned by uid 65534"), std::string::npos) << s.error();
+        EXPECT_EQ(slurp(hidden), bytes);
+        EXPECT_TRUE(recovered_in(d).empty());
+    }
+}
+
+TEST(FileSafety, RingDeletionRemovesAPlantedLinkNotItsTarget) {
+    TempDir d;
+    fs::path victim = d.path / "victim";
+    spill(victim, "precious");
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1;
+    o.max_files = 1;
+    FileSet f(o);
+    ASSERT_TRUE(f.open_next(0).ok());
+    ASSERT_TRUE(f.close_current().ok());
+    // The closed ring file is swapped for a link before -W deletes it.
+    fs::remove(d.path / "r.pcap0");
+    fs::create_symlink(victim, d.path / "r.pcap0");
+    ASSERT_TRUE(f.open_next(0).ok());
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(slurp(victim), "precious");
+    EXPECT_FALSE(fs::is_symlink(d.path / "r.pcap0"));
+}
+
+TEST(RecordScan, StopsAtZerosAndDamagedBlocks) {
+    TempDir d;
+    auto scan = [&](const std::string& bytes) {
+        spill(d.path / "f", bytes);
+        int fd = open((d.path / "f").c_str(), O_RDONLY | O_CLOEXEC);
+        RecordScan s = scan_records(fd, bytes.size());
+        close(fd);
+        return s;
+    };
+    std::string pcap = capture(Format::kPcapMicro, 4);
+    RecordScan s = scan(pcap + std::string(4096, '\0'));
+    EXPECT_TRUE(s.capture);
+    EXPECT_EQ(s.packets, 4u);
+    EXPECT_EQ(s.end, pcap.size());
+
+    std::string ng = capture(Format::kPcapng, 4);
+    std::string bad = ng;
+    bad[bad.size() - 1] ^= 1;  // last block's trailing length
+    s = scan(bad);
+    EXPECT_EQ(s.packets, 3u);
+    EXPECT_EQ(s.end, capture(Format::kPcapng, 3).size());
+
+    s = scan("not a capture at all, just words");
+    EXPECT_FALSE(s.capture);
+    s = scan("");
+    EXPECT_FALSE(s.capture);
+}
+
+TEST(FileSafety, ReplaceFileReplacesALinkNotItsTarget) {
+    // --stats-json: a link under the name is replaced by the new file.
+    TempDir d;
+    fs::path victim = d.path / "victim";
+    spill(victim, "precious");
+    fs::path summary = d.path / "s.json";
+    fs::create_symlink(victim, summary);
+    ASSERT_TRUE(replace_file(summary.string(), "{}\n", 0644).ok());
+    EXPECT_EQ(slurp(victim), "precious");
+    EXPECT_FALSE(fs::is_symlink(summary));
+    EXPECT_EQ(slurp(summary), "{}\n");
+    EXPECT_EQ(d.names(), (std::set<std::string>{"victim", "s.json"}));
+    // A planted entry under the hidden name is refused, not followed.
+    std::string hidden = ".s.json." + std::to_string(getpid()) + ".partial";
+    fs::create_symlink(victim, d.path / hidden);
+    linecap::Status s = replace_file(summary.string(), "{\"x\": 1}\n", 0644);
+    EXPECT_FALSE(s.ok());
+    EXPECT_EQ(slurp(victim), "precious");
+    EXPECT_EQ(slurp(summary), "{}\n");
+}
