@@ -19,7 +19,12 @@ const char* errno_name(int err) {
         case EBUSY: return "EBUSY";
         case EIO: return "EIO";
         case EAGAIN: return "EAGAIN";
-        default: return "EUNKNOWN";
+        case ETIMEDOUT: return "ETIMEDOUT";
+        case ENOTSUP: return "ENOTSUP";
+        default: {
+            const char* name = strerrorname_np(err);
+            return name ? name : "EUNKNOWN";
+        }
     }
 }
 

@@ -101,9 +101,39 @@ void Deferred::complete(std::function<Response()> answer) {
     (void)!::write(q->wake_fd, &one, sizeof one);
 }
 
+Status check_listen(const ServerOptions& opts) {
+    if (!opts.group.empty() && !getgrnam(opts.group.c_str()))
+        return make_error("--ctl-group: no such group '" + opts.group + "'");
+    struct sockaddr_un addr {};
+    if (opts.path.size() >= sizeof(addr.sun_path))
+        return make_error("--ctl: socket path too long: " + opts.path);
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, opts.path.c_str());
+    // Only the default socket's own directory is made (by listen, root-owned,
+    // 0755); a --ctl path names a directory that must exist, so capd never
+    // makes a tree of root-owned directories wherever it is told.
+    std::filesystem::path parent = std::filesystem::path(opts.path).parent_path();
+    struct stat st;
+    if (opts.path != kDefaultSocket && !parent.empty() &&
+        (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
+        return make_error("--ctl " + opts.path + ": no such directory " + parent.string());
+    // A socket file left by a capd that died is replaced; a live one is not.
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        bool live = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+        close(probe);
+        if (live) return make_error("--ctl " + opts.path + ": another capd is listening there");
+    }
+    if (lstat(opts.path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode))
+        return make_error("--ctl " + opts.path + ": exists and is not a socket");
+    return Status::success();
+}
+
 Result<std::unique_ptr<ControlServer>> ControlServer::listen(const ServerOptions& opts,
                                                              HandlerTable handlers,
                                                              AsyncHandlerTable async_handlers) {
+    Status ok = check_listen(opts);
+    if (!ok) return make_error(ok.error());
     gid_t gid = 0;
     bool has_group = false;
     if (!opts.group.empty()) {
@@ -114,29 +144,15 @@ Result<std::unique_ptr<ControlServer>> ControlServer::listen(const ServerOptions
     }
     struct sockaddr_un addr {};
     addr.sun_family = AF_UNIX;
-    if (opts.path.size() >= sizeof(addr.sun_path))
-        return make_error("--ctl: socket path too long: " + opts.path);
     std::strcpy(addr.sun_path, opts.path.c_str());
-
-    std::error_code ec;
-    std::filesystem::path parent = std::filesystem::path(opts.path).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-
-    // A socket file left by a capd that died is replaced; a live one is not.
-    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0) {
-        if (connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-            close(probe);
-            return make_error("--ctl " + opts.path + ": another capd is listening there");
-        }
-        close(probe);
+    if (opts.path == kDefaultSocket) {
+        std::filesystem::path parent = std::filesystem::path(opts.path).parent_path();
+        if (mkdir(parent.c_str(), 0755) != 0 && errno != EEXIST)
+            return make_error("--ctl " + opts.path + ": cannot make " + parent.string() + ": " +
+                              std::strerror(errno));
     }
     struct stat st;
-    if (lstat(opts.path.c_str(), &st) == 0) {
-        if (!S_ISSOCK(st.st_mode))
-            return make_error("--ctl " + opts.path + ": exists and is not a socket");
-        unlink(opts.path.c_str());
-    }
+    if (lstat(opts.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(opts.path.c_str());
 
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return make_error(std::string("control socket: ") + strerror(errno));

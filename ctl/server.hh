@@ -89,6 +89,13 @@ struct ServerOptions {
     ControlCounters* counters = nullptr;  // optional: where to count (else internal)
 };
 
+/* Start-up check, control thread, before anything is created: the group
+ * exists, the path fits a socket address, its directory exists (the
+ * default socket's own directory may be missing: listen() makes it), no
+ * capd listens there, and nothing but a stale socket is in the way. The
+ * same errors listen() would give. */
+[[nodiscard]] Status check_listen(const ServerOptions& opts);
+
 class ControlServer;
 
 /* The completion side of a deferred reply: one per request, move-only. Any

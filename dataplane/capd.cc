@@ -122,6 +122,16 @@ int main(int argc, char** argv) {
 
     Status early = check_paths_and_interfaces(o);
     if (!early) return fail(early.error());
+    // An explicit --ctl or --ctl-group that cannot be served is fatal: say so
+    // before any output file exists. (A busy default socket only warns,
+    // later: with an empty path only the group is checked here.)
+    if (o.ctl_path != "none" && (!o.ctl_path.empty() || !o.ctl_group.empty())) {
+        ctl::ServerOptions so;
+        so.path = o.ctl_path;
+        so.group = o.ctl_group;
+        Status ctl_ok = ctl::check_listen(so);
+        if (!ctl_ok) return fail(ctl_ok.error());
+    }
     if (!o.bpf_dir.empty()) {
         Status st = filters::check_bpf_dir(o.bpf_dir);
         if (!st) return fail(st.error());

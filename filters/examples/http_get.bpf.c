@@ -3,7 +3,7 @@
  * 802.1Q tag).
  *
  *   clang -O2 -target bpf -mcpu=v2 -c http_get.bpf.c -o http_get.bpf.o
- *   capd -i eth0 --bpf-object http_get.bpf.o -w get.pcap
+ *   capd -i af_packet:eth0 --bpf-object http_get.bpf.o -w get.pcap
  */
 #include "linecap_bpf.h"
 

@@ -81,6 +81,40 @@ class BadInput(CapdTestCase):
                 self.assertIn(words, run.stderr_lines[0])
                 self.assertLess(len(run.stderr_lines[0]), 200, run.stderr_lines[0])
 
+    def test_control_socket_refusals_leave_existing_output_alone(self):
+        """An explicit --ctl or --ctl-group that cannot be served is refused
+        before any output file is opened: an existing -w file keeps its
+        bytes, and no directory is made for the socket."""
+        old = bytes(range(256)) * 64
+        with open(self.out, "wb") as f:
+            f.write(old)
+        busy = os.path.join(self.tmp, "busy.sock")
+        first = capdtest.RunningCapd(["-q", "-i", "null:64,rate=1000", "--ctl", busy, "-w",
+                                      self.path("first.pcap")])
+        try:
+            self.assertTrue(capdtest.wait_until(lambda: os.path.exists(busy), 30),
+                            "the first capd never made its socket")
+            cases = (
+                (["--ctl", os.path.join(self.tmp, "no", "such", "dir", "c.sock")],
+                 "no such directory"),
+                (["--ctl-group", f"lc-no-such-group-{os.getpid()}"], "no such group"),
+                (["--ctl", busy], "another capd is listening there"),
+            )
+            for extra, words in cases:
+                with self.subTest(extra=extra):
+                    run = self.capd(["-i", f"pcap:{self.good}", "-w", self.out] + extra,
+                                    cwd=self.out_dir)
+                    self.assertNotEqual(run.rc, 0, run.describe())
+                    self.assertEqual(len(run.stderr_lines), 1, run.describe())
+                    self.assertIn(words, run.stderr_lines[0])
+                    with open(self.out, "rb") as f:
+                        self.assertEqual(f.read(), old, "the existing -w file was touched")
+                    self.assertEqual(sorted(os.listdir(self.out_dir)), ["x.pcap"])
+            self.assertFalse(os.path.exists(os.path.join(self.tmp, "no")),
+                             "capd made directories for a --ctl path")
+        finally:
+            first.kill()
+
     def test_missing_input_file(self):
         self.assertRefused(["-i", "pcap:/nonexistent", "-w", self.out])
         self.assertRefused(["-i", f"pcap:{self.path('missing.pcap')},loop", "-w", self.out])
