@@ -453,6 +453,14 @@ void ControlServer::write_client(Client& c) {
     if (c.out.empty() && c.out.capacity() > kTrimAfterReply) std::string().swap(c.out);
 }
 
+void ControlServer::post(std::function<void()> work) {
+    // Client id 0 is never a connection: the answer goes to no one.
+    Deferred(completions_, 0).complete([work = std::move(work)] {
+        work();
+        return Response::ok("OK");
+    });
+}
+
 void ControlServer::run_completions() {
     uint64_t n;
     while (::read(wake_fd_, &n, sizeof n) > 0) {

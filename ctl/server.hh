@@ -140,6 +140,9 @@ class ControlServer {
     void run();
     /* Makes run() return within a moment. Any thread. */
     void stop();
+    /* Runs `work` on the control thread at its next turn, among the
+     * handlers (so it may use the Pipeline's control API). Any thread. */
+    void post(std::function<void()> work);
 
     const std::string& path() const { return opts_.path; }
     unsigned clients() const { return static_cast<unsigned>(clients_.size()); }

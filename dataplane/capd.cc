@@ -2,8 +2,9 @@
  * inputs, starts EAL, compiles the filter, and runs one Pipeline.
  *
  * Threads on the control side: the main thread only watches the stop
- * conditions (SIGINT/SIGTERM, --duration, -c, end of input, `capctl stop`)
- * and runs the shutdown; it never runs a handler, so capd stops on time
+ * conditions (SIGINT/SIGTERM/SIGHUP, --duration, -c, end of input,
+ * `capctl stop`), turns SIGUSR1/SIGUSR2 into a counters line and a
+ * rotation, and runs the shutdown; it never runs a handler, so capd stops on time
  * whatever a client asked for. The ctl thread serves the control socket and
  * runs the handlers. The compile thread (CompileWorker) compiles rule
  * changes, with libpcap and Hyperscan in a child it kills at
@@ -45,8 +46,32 @@ using namespace linecap::dataplane;
 namespace {
 
 std::atomic<bool> g_signalled{false};
+std::atomic<bool> g_print_stats{false};
+std::atomic<bool> g_rotate{false};
 
-void on_signal(int) { g_signalled.store(true); }
+/* SIGINT, SIGTERM and SIGHUP stop capd cleanly (tcpdump also exits on
+ * SIGHUP: closing the terminal leaves whole, named files). SIGUSR1 prints
+ * the counters so far on stderr, as tcpdump does; SIGUSR2 rotates the
+ * files now, as `capctl rotate`. */
+void on_signal(int sig) {
+    if (sig == SIGUSR1)
+        g_print_stats.store(true);
+    else if (sig == SIGUSR2)
+        g_rotate.store(true);
+    else
+        g_signalled.store(true);
+}
+
+/* Installed first thing, explicitly: a shell that starts capd in the
+ * background leaves SIGINT ignored, and a stop during start-up must still
+ * be honoured (capd then stops as soon as capture has started). */
+void install_signal_handlers() {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaction(sig, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+}
 
 /* What can be known wrong before EAL starts: output paths and interfaces. */
 Status check_paths_and_interfaces(const Options& o) {
@@ -91,6 +116,7 @@ int fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    install_signal_handlers();
     bool exit_now = false;
     auto parsed = parse_options(argc, argv, exit_now);
     if (exit_now) return 0;
@@ -235,17 +261,22 @@ int main(int argc, char** argv) {
         }
     }
 
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-
     (*pipeline)->start();
     std::thread ctl_thread;
     if (server) ctl_thread = std::thread([srv = server.get()] { srv->run(); });
-    (*pipeline)->wait(nullptr);
+    Pipeline* pl = pipeline->get();
+    (*pipeline)->wait([&, pl](int timeout_ms) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
+        if (g_rotate.exchange(false)) pl->rotate();
+        if (g_print_stats.exchange(false)) {
+            auto print = [pl] { std::fputs(summary_text(pl->collect()).c_str(), stderr); };
+            // collect() belongs to the control thread while there is one.
+            if (server)
+                server->post(print);
+            else
+                print();
+        }
+    });
     // Handlers return promptly (compiles run on the compile thread), so the
     // ctl thread ends within one of its poll turns. A compile in progress
     // is then cancelled: its child is killed and the change dropped.

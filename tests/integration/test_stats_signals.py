@@ -11,6 +11,7 @@ as dropped at one stage.
 import os
 import re
 import signal
+import subprocess
 import time
 
 import capdtest
@@ -212,6 +213,67 @@ class Signals(CapdTestCase):
                                         f"pcap:{self.src},loop", "--workers", "2", "--writers",
                                         "2", "-C", "2", "-W", "2", "-w",
                                         os.path.join(self.out, "x.pcap")], self.rotated)
+
+    def test_sighup_stops_cleanly(self):
+        """Closing the terminal (SIGHUP) leaves whole, named files and a
+        summary, as tcpdump does; it used to kill capd with the current file
+        left hidden."""
+        self.interrupt(signal.SIGHUP, ["-i", f"pcap:{self.src},loop", "-C", "2", "-W", "3",
+                                       "-w", os.path.join(self.out, "x.pcap")], self.rotated)
+
+    def test_sigusr1_prints_counters_and_sigusr2_rotates(self):
+        """SIGUSR1 prints the counters so far on stderr (tcpdump's SIGUSR1),
+        SIGUSR2 closes the current file and starts the next (capctl
+        rotate); neither stops capd. With and without a control socket."""
+        for ctl in (["--ctl", "none"], ["--ctl", os.path.join(self.out, "c.sock")]):
+            with self.subTest(ctl=ctl[1]):
+                d = os.path.join(self.out, "usr" + str(len(ctl[1])))
+                os.mkdir(d)
+                c = RunningCapd(["-i", "null:64,rate=20000", "-C", "100", "-w",
+                                 os.path.join(d, "x.pcap")] + ctl)
+                self.addCleanup(c.kill)
+                hidden = os.path.join(d, ".x.pcap.partial")
+                self.assertTrue(capdtest.wait_until(
+                    lambda: os.path.exists(hidden) and os.path.getsize(hidden) > 24, 60))
+                c.signal(signal.SIGUSR1)
+                self.assertTrue(capdtest.wait_until(
+                    lambda: any(SUMMARY.match(l) for l in c._read(c.err).splitlines()), 30),
+                    "no counters on stderr after SIGUSR1")
+                c.signal(signal.SIGUSR2)
+                self.assertTrue(capdtest.wait_until(
+                    lambda: os.path.exists(os.path.join(d, "x.pcap")), 30),
+                    "SIGUSR2 did not rotate")
+                self.assertTrue(c.running(), "capd stopped on SIGUSR1/SIGUSR2")
+                c.signal(signal.SIGTERM)
+                run = c.wait(timeout=120)
+                self.assertEqual(run.rc, 0, run.describe())
+                self.assertEqual(sum(1 for l in run.stderr_lines if SUMMARY.match(l)), 2,
+                                 run.describe())
+                self.assertEqual(sorted(f for f in os.listdir(d) if f.startswith("x.")),
+                                 ["x.pcap", "x.pcap1"])
+                self.assertNoHidden(d)
+
+    def test_sigint_honoured_when_the_shell_left_it_ignored(self):
+        """A background job of a script starts with SIGINT ignored; capd
+        installs its handlers itself, so SIGINT still stops it cleanly."""
+        out = os.path.join(self.out, "x.pcap")
+        p = subprocess.Popen(capdtest.capd_command(["-i", f"pcap:{self.src},loop", "-w", out]),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        try:
+            hidden = os.path.join(self.out, ".x.pcap.partial")
+            self.assertTrue(capdtest.wait_until(
+                lambda: os.path.exists(hidden) and os.path.getsize(hidden) > 24, 60))
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(30)
+        self.assertEqual(p.returncode, 0, err.decode(errors="replace"))
+        self.assertWhole(out)
+        self.assertNoHidden(self.out)
 
     def test_sigint_stats_match_file(self):
         """Stopped by a signal, the summary still matches the file."""
