@@ -95,7 +95,10 @@ std::string format_stats(const nlohmann::json& s) {
     i = 0;
     for (const auto& w : s["writers"])
         o << "writer " << i++ << ": " << u(w, "packets") << " packets, " << u(w, "bytes")
-          << " bytes, " << u(w, "files") << " files, disk drops " << u(w, "disk_drops") << "\n";
+          << " bytes, " << u(w, "files") << " files, disk drops " << u(w, "disk_drops")
+          << (u(w, "command_failures") ? ", -z failures " + std::to_string(u(w, "command_failures"))
+                                        : std::string())
+          << "\n";
     for (const auto& r : s["rules"])
         o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)")
           << ": " << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes\n";

@@ -455,6 +455,11 @@ Summary Pipeline::collect() const {
         else if (st.close_errors.load()) s.errors.push_back("closing a file failed: " + ws.error);
         else if (st.writeback_errors.load())
             s.errors.push_back("the disk did not keep written data: " + ws.error);
+        ws.command_failures = w->command_failures();
+        if (ws.command_failures)
+            s.errors.push_back(std::to_string(ws.command_failures) + " -z command" +
+                               (ws.command_failures == 1 ? "" : "s") +
+                               " failed; the last: " + w->last_command_failure());
         s.writers.push_back(ws);
     }
     if (p.opts.rx_only) s.written = 0;

@@ -92,6 +92,7 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"chunks", w.chunks},
                                 {"disk_drops", w.disk_drops},
                                 {"disk_errors", w.disk_errors},
+                                {"command_failures", w.command_failures},
                                 {"error", w.error}});
     j["rules"] = json::array();
     for (const auto& r : s.rules)

@@ -42,6 +42,7 @@ struct WorkerSummary {
 struct WriterSummary {
     uint64_t packets = 0, bytes = 0, files = 0, chunks = 0, disk_drops = 0, disk_errors = 0;
     std::string error;
+    uint64_t command_failures = 0;  // -z commands not started, non-zero or killed
 };
 
 struct RuleSummary {

@@ -396,11 +396,32 @@ Status FileSet::open_next(time_t now) {
 
 void FileSet::reap_children() {
     for (auto it = children_.begin(); it != children_.end();) {
-        if (waitpid(it->pid, nullptr, WNOHANG) != 0)
-            it = children_.erase(it);
-        else
+        int status = 0;
+        pid_t r = waitpid(it->pid, &status, WNOHANG);
+        if (r == 0) {
             ++it;
+            continue;
+        }
+        const std::string what = "-z '" + opts_.post_rotate_cmd + " " + it->file + "'";
+        if (r > 0 && WIFEXITED(status) && WEXITSTATUS(status) != 0)
+            command_failed(what + " exited with status " + std::to_string(WEXITSTATUS(status)));
+        else if (r > 0 && WIFSIGNALED(status))
+            command_failed(what + " was killed by signal " + std::to_string(WTERMSIG(status)) +
+                           " (" + strsignal(WTERMSIG(status)) + ")");
+        it = children_.erase(it);
     }
+}
+
+void FileSet::command_failed(std::string msg) {
+    std::fprintf(stderr, "capd: %s\n", msg.c_str());
+    std::lock_guard<std::mutex> lock(command_mu_);
+    last_command_failure_ = std::move(msg);
+    command_failures_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::string FileSet::last_command_failure() const {
+    std::lock_guard<std::mutex> lock(command_mu_);
+    return last_command_failure_;
 }
 
 bool FileSet::reuse_displaced() {
@@ -488,7 +509,8 @@ Status FileSet::close_current() {
         if (pid)
             children_.push_back({*pid, final_name_});
         else
-            std::fprintf(stderr, "capd: -z %s\n", pid.error().c_str());
+            command_failed("-z '" + opts_.post_rotate_cmd + " " + final_name_ +
+                           "' could not be started: " + pid.error());
     }
     // Reap finished commands without blocking.
     reap_children();
@@ -519,6 +541,10 @@ void FileSet::wait_children(int timeout_ms) {
         if (children_.empty() || std::chrono::steady_clock::now() > deadline) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+    for (const Child& c : children_)
+        std::fprintf(stderr, "capd: -z '%s %s' (pid %d) still running after %d s; not waited for\n",
+                     opts_.post_rotate_cmd.c_str(), c.file.c_str(), static_cast<int>(c.pid),
+                     timeout_ms / 1000);
 }
 
 }  // namespace linecap::storage

@@ -49,9 +49,11 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -121,6 +123,12 @@ public:
     /* Waits for every -z command started so far (at most timeout_ms). */
     void wait_children(int timeout_ms);
 
+    /* -z commands that could not be started, exited with a status other
+     * than 0 or were killed by a signal; each is also one stderr line
+     * naming the command, the file and the status. Any thread. */
+    uint64_t command_failures() const { return command_failures_.load(std::memory_order_relaxed); }
+    std::string last_command_failure() const;
+
     /* The name the file with this sequence number gets (for tests). */
     std::string name_for(uint64_t seq, time_t now) const;
 
@@ -161,6 +169,10 @@ private:
         std::string file;
     };
     std::vector<Child> children_;
+    std::atomic<uint64_t> command_failures_{0};
+    mutable std::mutex command_mu_;  // taken only when a command fails
+    std::string last_command_failure_;
+    void command_failed(std::string msg);
     bool reused_ = false;
     std::string reused_from_;  // the displaced file's name, while reused_
     uint32_t files_closed_ = 0;

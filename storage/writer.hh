@@ -93,6 +93,9 @@ public:
     }
     /* Final names of the files closed so far (valid after run() returns). */
     uint32_t files_closed() const { return files_.files_closed(); }
+    /* -z commands that failed (FileSet::command_failures); any thread. */
+    uint64_t command_failures() const { return files_.command_failures(); }
+    std::string last_command_failure() const { return files_.last_command_failure(); }
 
 private:
     void write_chunks(Chunk** chunks, unsigned n);

@@ -317,6 +317,58 @@ class TimeRotation(CapdTestCase):
         self.assertNoHidden(self.out)
 
 
+class PostRotateFailures(CapdTestCase):
+    """-z commands that cannot run, exit non-zero or are killed: each is one
+    stderr line naming the command, the file and the status, counted per
+    writer, and listed in the summary's errors (exit 1). The files are
+    whole either way."""
+
+    def run_with(self, cmd):
+        out = self.path("out-" + os.path.basename(cmd))
+        os.mkdir(out)
+        stats = os.path.join(out, "s.json")
+        pkts, _ = gencaps.mixed(3000, seed=7)
+        src = gencaps.write(self.path("in.pcap"), pkts)
+        run = self.capd(["-i", f"pcap:{src}", "-C", "0.1", "-w", os.path.join(out, "x.pcap"),
+                         "-z", cmd, "--stats-json", stats])
+        files = sorted(f for f in os.listdir(out) if f.startswith("x.pcap"))
+        self.assertGreater(len(files), 1, run.describe())
+        for f in files:
+            self.assertWhole(os.path.join(out, f))
+        return run, files, capdtest.read_json(stats)
+
+    def script(self, name, body):
+        p = self.path(name)
+        with open(p, "w") as f:
+            f.write("#!/bin/sh\n" + body + "\n")
+        os.chmod(p, 0o755)
+        return p
+
+    def check(self, cmd, words):
+        run, files, s = self.run_with(cmd)
+        self.assertEqual(run.rc, 1, run.describe())
+        lines = [l for l in run.stderr_lines if l.startswith("capd: -z '")]
+        self.assertEqual(len(lines), len(files), run.describe())
+        self.assertTrue(all(words in l and cmd in l for l in lines), run.describe())
+        self.assertEqual(sum(w["command_failures"] for w in s["writers"]), len(files))
+        self.assertTrue(any("-z command" in e and "failed" in e for e in s["errors"]), s["errors"])
+
+    def test_non_zero_exit(self):
+        self.check(self.script("exit3.sh", "exit 3"), "exited with status 3")
+
+    def test_killed_by_a_signal(self):
+        self.check(self.script("killed.sh", "kill -9 $$"), "was killed by signal 9")
+
+    def test_missing_command(self):
+        self.check(self.path("no-such-command"), "could not be started")
+
+    def test_success_is_silent(self):
+        run, files, s = self.run_with(self.script("ok.sh", "exit 0"))
+        self.assertEqual(run.rc, 0, run.describe())
+        self.assertEqual(sum(w["command_failures"] for w in s["writers"]), 0)
+        self.assertFalse([l for l in run.stderr_lines if "-z" in l], run.describe())
+
+
 class FileMode(CapdTestCase):
     def test_modes(self):
         src = gencaps.write(self.path("gen.pcap"), gencaps.mixed(10)[0])
