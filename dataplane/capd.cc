@@ -38,6 +38,7 @@
 #include "filters/compile_worker.hh"
 #include "filters/bpf_object.hh"
 #include "filters/rule_set.hh"
+#include "storage/file_set.hh"
 #include "storage/spawn.hh"
 
 using namespace linecap;
@@ -52,14 +53,15 @@ std::atomic<bool> g_rotate{false};
 /* SIGINT, SIGTERM and SIGHUP stop capd cleanly (tcpdump also exits on
  * SIGHUP: closing the terminal leaves whole, named files). SIGUSR1 prints
  * the counters so far on stderr, as tcpdump does; SIGUSR2 rotates the
- * files now, as `capctl rotate`. */
+ * files now, as `capctl rotate`. A second stop signal ends the wait for
+ * running -z commands at exit. */
 void on_signal(int sig) {
     if (sig == SIGUSR1)
         g_print_stats.store(true);
     else if (sig == SIGUSR2)
         g_rotate.store(true);
-    else
-        g_signalled.store(true);
+    else if (g_signalled.exchange(true))
+        storage::FileSet::stop_waiting();  // a second stop: no more waiting for -z
 }
 
 /* Installed first thing, explicitly: a shell that starts capd in the

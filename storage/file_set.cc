@@ -534,17 +534,29 @@ void FileSet::remove_file(const std::string& name) {
 
 void FileSet::close_later(int fd) { disposer_->close_later(fd); }
 
+namespace {
+std::atomic<bool> g_stop_waiting{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+}  // namespace
+
+void FileSet::stop_waiting() { g_stop_waiting.store(true, std::memory_order_relaxed); }
+
 void FileSet::wait_children(int timeout_ms) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     while (!children_.empty()) {
         reap_children();
-        if (children_.empty() || std::chrono::steady_clock::now() > deadline) break;
+        if (children_.empty() || std::chrono::steady_clock::now() > deadline ||
+            g_stop_waiting.load(std::memory_order_relaxed))
+            break;
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
+    const std::string why = g_stop_waiting.load(std::memory_order_relaxed)
+                                ? "the wait was cut short by a second stop signal"
+                                : "still running after " + std::to_string(timeout_ms / 1000) + " s";
     for (const Child& c : children_)
-        std::fprintf(stderr, "capd: -z '%s %s' (pid %d) still running after %d s; not waited for\n",
+        std::fprintf(stderr, "capd: -z '%s %s' (pid %d): %s; not waited for\n",
                      opts_.post_rotate_cmd.c_str(), c.file.c_str(), static_cast<int>(c.pid),
-                     timeout_ms / 1000);
+                     why.c_str());
 }
 
 }  // namespace linecap::storage

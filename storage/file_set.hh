@@ -120,8 +120,12 @@ public:
     const std::string& current_name() const { return final_name_; }
     uint32_t files_closed() const { return files_closed_; }
 
-    /* Waits for every -z command started so far (at most timeout_ms). */
+    /* Waits for every -z command started so far (at most timeout_ms, or
+     * until stop_waiting()), then names those still running. */
     void wait_children(int timeout_ms);
+    /* Cuts every wait_children() short, now and later: capd's second stop
+     * signal. Async-signal-safe (one lock-free atomic store). */
+    static void stop_waiting();
 
     /* -z commands that could not be started, exited with a status other
      * than 0 or were killed by a signal; each is also one stderr line

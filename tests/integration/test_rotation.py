@@ -12,7 +12,10 @@ round and its index in FILE, and hence its global sequence number.
 
 import os
 import re
+import signal
 import stat
+import subprocess
+import time
 
 import capdtest
 import gencaps
@@ -361,6 +364,28 @@ class PostRotateFailures(CapdTestCase):
 
     def test_missing_command(self):
         self.check(self.path("no-such-command"), "could not be started")
+
+    def test_second_stop_signal_ends_the_wait_for_commands(self):
+        """At exit capd waits for running -z commands; a second SIGINT ends
+        that wait, and capd names the commands it leaves running."""
+        out = self.path("out-wait")
+        os.mkdir(out)
+        started = self.path("started")
+        cmd = self.script("slow.sh", f"touch {started}; sleep 60")
+        c = capdtest.RunningCapd(["-i", "null:64,rate=20000", "-C", "0.1", "-w",
+                                  os.path.join(out, "x.pcap"), "-z", cmd])
+        self.addCleanup(c.kill)
+        self.assertTrue(capdtest.wait_until(lambda: os.path.exists(started), 60),
+                        "no -z command started")
+        c.signal(signal.SIGINT)
+        time.sleep(0.5)
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertEqual(run.rc, 0, run.describe())
+        cut = [l for l in run.stderr_lines if "cut short by a second stop signal" in l]
+        self.assertTrue(cut, run.describe())
+        self.assertTrue(all(cmd in l for l in cut), run.describe())
+        subprocess.run(["pkill", "-f", cmd], check=False)
 
     def test_success_is_silent(self):
         run, files, s = self.run_with(self.script("ok.sh", "exit 0"))
