@@ -1284,7 +1284,7 @@ class SocketLimits(CtlTestCase):
         tmp = make_tmp(self)
         capd = Capd(tmp, NULL_PACED, extra=["--ctl-idle-timeout", "3"])
         try:
-            rss0 = rss_kb(capd.proc.pid)
+            rss0 = rss_kb(capd.proc.pid, "RssAnon")
             hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             hog.connect(capd.sock)
@@ -1302,7 +1302,7 @@ class SocketLimits(CtlTestCase):
                     break
             ctl = capd.call("status")["data"]["control"]
             note(f"a client that never reads: {sent} bytes of requests taken, control "
-                 f"counters {ctl}, VmRSS {rss0} -> {rss_kb(capd.proc.pid)} kB")
+                 f"counters {ctl}, RssAnon {rss0} -> {rss_kb(capd.proc.pid, 'RssAnon')} kB")
             self.assertGreaterEqual(ctl["read_pauses"], 1)
             self.assertLess(ctl["pending_reply_bytes_peak"], 1 << 20)
             self.assertLess(sent, len(backlog), "capd read every request of a client that "
@@ -1312,7 +1312,7 @@ class SocketLimits(CtlTestCase):
                               15, 0.2)
             self.assertTrue(gone, "a client that never reads was kept")
             hog.close()
-            self.assertLess(rss_kb(capd.proc.pid) - rss0, 16 * 1024)
+            self.assertLess(rss_kb(capd.proc.pid, "RssAnon") - rss0, 16 * 1024)
             self.assertIn("bytes of replies unread", capd.stderr())
             self.assertStillCapturing(capd, "a client that never reads")
         finally:
