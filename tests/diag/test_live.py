@@ -269,9 +269,11 @@ class LiveDiagnose(unittest.TestCase):
             self.assertEqual(live["evicted"], k["evicted"])
             self.assertEqual(k["summary"]["connections"], capacity)
         self.assertGreater(j["evicted"], first["evicted"])
-        # One allocation per flow would be 744 B x (passes x 30000) flows, far
-        # above this bound; the fixed table does not grow at all.
-        self.assertLess(rss_end - rss_start, 4 * 1024,
+        # One allocation per flow would be 744 B x (5 passes x 30000) flows,
+        # 106 MiB, far above this bound; the fixed table does not grow at
+        # all. The heap still moves by several MiB with the snapshots' copies
+        # and JSON replies in flight when it is read (seen: -4 to +9 MiB).
+        self.assertLess(rss_end - rss_start, 32 * 1024,
                         f"RssAnon grew from {rss_start} kB to {rss_end} kB")
         r = capd.ctl("diagnose")
         self.assertEqual(r.returncode, 0, r.stderr)
