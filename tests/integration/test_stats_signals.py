@@ -236,8 +236,14 @@ class Signals(CapdTestCase):
                 self.assertTrue(capdtest.wait_until(
                     lambda: os.path.exists(hidden) and os.path.getsize(hidden) > 24, 60))
                 c.signal(signal.SIGUSR1)
+
+                def stderr_now():
+                    # pread: capd shares this file's offset, which a seek
+                    # would move under its next write.
+                    return os.pread(c.err.fileno(), 1 << 20, 0).decode("utf-8", "replace")
+
                 self.assertTrue(capdtest.wait_until(
-                    lambda: any(SUMMARY.match(l) for l in c._read(c.err).splitlines()), 30),
+                    lambda: any(SUMMARY.match(l) for l in stderr_now().splitlines()), 30),
                     "no counters on stderr after SIGUSR1")
                 c.signal(signal.SIGUSR2)
                 self.assertTrue(capdtest.wait_until(
