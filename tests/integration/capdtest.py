@@ -469,6 +469,18 @@ class Sender:
                 self.proc.wait(timeout=30)
 
 
+def records_so_far(path):
+    """The whole records of a file capd may still be writing: none while a
+    file it has just created holds no header yet, or once it has been
+    renamed or removed since the caller listed the directory."""
+    try:
+        if pcaplib.file_kind(path) is None:
+            return []
+        return pcaplib.read_capture(path, lenient=True).records
+    except FileNotFoundError:
+        return []
+
+
 class VethCapture:
     """For test cases with self.veth (VethNamespaces) and self.out (capd's
     output directory): what capd has written so far, and a capd started
@@ -478,8 +490,8 @@ class VethCapture:
         """Tags of `source` in the output files so far, hidden ones included."""
         tags = []
         for f in os.listdir(self.out):
-            cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
-            tags += [t for t in udp_tags(cap.records, self.veth.SEND_ADDR, self.veth.CAP_ADDR)
+            tags += [t for t in udp_tags(records_so_far(os.path.join(self.out, f)),
+                                         self.veth.SEND_ADDR, self.veth.CAP_ADDR)
                      if t[0] == source]
         return tags
 

@@ -262,8 +262,8 @@ class Capture(capdtest.VethCapture, Namespaced):
         def tagged():
             recs = []
             for f in os.listdir(self.out):
-                cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
-                recs += [r for r in cap.records if r.data[12:14] == b"\x81\x00"]
+                recs += [r for r in capdtest.records_so_far(os.path.join(self.out, f))
+                         if r.data[12:14] == b"\x81\x00"]
             return recs
 
         capdtest.wait_until(lambda: len(tagged()) >= len(frames) or not c.running(),
@@ -295,8 +295,7 @@ class Capture(capdtest.VethCapture, Namespaced):
         def payloads():
             got = []
             for f in os.listdir(self.out):
-                cap = pcaplib.read_capture(os.path.join(self.out, f), lenient=True)
-                got += [r.data[42:] for r in cap.records]
+                got += [r.data[42:] for r in capdtest.records_so_far(os.path.join(self.out, f))]
             return got
 
         def probed():
