@@ -20,6 +20,7 @@
 #include "storage/format.hh"
 #include "storage/recover.hh"
 #include "storage/safe_files.hh"
+#include "tests/storage/temp_dir.hh"
 
 using namespace linecap::storage;
 namespace fs = std::filesystem;
@@ -28,19 +29,7 @@ namespace {
 
 constexpr uid_t kOtherUid = 65534;  // nobody
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/linecap-safe-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::set<std::string> names() const {
-        std::set<std::string> s;
-        for (auto& e : fs::directory_iterator(path)) s.insert(e.path().filename().string());
-        return s;
-    }
-};
+using linecap::storage::test_support::TempDir;
 
 std::string slurp(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);

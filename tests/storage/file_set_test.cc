@@ -8,25 +8,14 @@
 #include <set>
 
 #include "storage/file_set.hh"
+#include "tests/storage/temp_dir.hh"
 
 using namespace linecap::storage;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        char tmpl[] = "/tmp/linecap-fs-XXXXXX";
-        path = mkdtemp(tmpl);
-    }
-    ~TempDir() { fs::remove_all(path); }
-    std::set<std::string> names() const {
-        std::set<std::string> s;
-        for (auto& e : fs::directory_iterator(path)) s.insert(e.path().filename().string());
-        return s;
-    }
-};
+using linecap::storage::test_support::TempDir;
 
 }  // namespace
 
