@@ -25,7 +25,6 @@ Environment (set by tests/meson.build):
 """
 
 import errno
-import glob
 import grp
 import json
 import os
@@ -41,19 +40,10 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
+from capdtest import BUILD_DIR  # noqa: E402
 
-def _build_dir():
-    d = os.environ.get("LINECAP_BUILD_DIR")
-    if d:
-        return d
-    for cand in sorted(glob.glob(os.path.join(REPO, "build*"))):
-        if os.path.exists(os.path.join(cand, "ctl", "capctl")):
-            return cand
-    return os.path.join(REPO, "build")
-
-
-BUILD_DIR = _build_dir()
 CAPD = os.path.join(BUILD_DIR, "dataplane", "capd")
 CAPCTL = os.path.join(BUILD_DIR, "ctl", "capctl")
 EXAMPLES = os.path.join(BUILD_DIR, "filters")
