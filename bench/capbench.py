@@ -58,8 +58,7 @@ import sys
 import time
 
 SCHEMA = "linecap.capbench/1"
-DROP_STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk",
-               "paused")
+DROP_STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk")
 NIC_STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MARKER = b"LCBENCH1"  # bench/capbench_flood.c puts it at the start of every payload
@@ -1455,8 +1454,8 @@ class Bench:
             "targets": a.targets, "pcap": self.pcap, "dd_mib": a.dd_mib,
             "veth_rates": a.veth_rates, "veth_seconds": a.veth_seconds, "budget_s": a.budget,
             "lossless_definition": "zero drops summed over every stage (nic_imissed, "
-                                   "nic_ierrors, nic_nombuf, ring_full, writer_slow, disk, "
-                                   "paused) in a run of point_seconds",
+                                   "nic_ierrors, nic_nombuf, ring_full, writer_slow, disk) "
+                                   "in a run of point_seconds",
         }
         result["dd"] = self.dd_section()
         result["lossless"] = self.lossless_section() if "lossless" not in a.skip else []

@@ -23,8 +23,9 @@ std::string si(double v) {
     return b;
 }
 
+// Stages of loss. Packets discarded on purpose (paused, past -c) are apart.
 const char* kStages[] = {"nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full",
-                         "writer_slow", "disk",        "paused"};
+                         "writer_slow", "disk"};
 
 }  // namespace
 
@@ -80,6 +81,9 @@ std::string format_stats(const nlohmann::json& s) {
     o << "drops:";
     for (const char* k : kStages) o << " " << k << " " << u(d, k);
     o << " (total " << u(d, "total") << ")\n";
+    if (u(s, "packets_paused"))
+        o << "paused: " << u(s, "packets_paused")
+          << " received while paused, not written (not counted as drops)\n";
     for (const auto& x : s["sources"]) {
         o << "source " << x.value("name", "") << ": " << u(x, "packets") << " packets, imissed "
           << u(x, "imissed") << ", ierrors " << u(x, "ierrors") << ", nombuf " << u(x, "nombuf");
@@ -155,6 +159,9 @@ std::string format_prometheus(const nlohmann::json& s) {
     counter("linecap_drops_total", "Packets lost, by stage.");
     for (const char* k : kStages)
         o << "linecap_drops_total{stage=\"" << k << "\"} " << u(s["drops"], k) << "\n";
+    counter("linecap_packets_paused_total",
+            "Packets received while capture was paused, not written on purpose (not a drop).");
+    o << "linecap_packets_paused_total " << u(s, "packets_paused") << "\n";
     counter("linecap_source_packets_total", "Packets delivered by each source.");
     for (const auto& x : s["sources"]) {
         o << "linecap_source_packets_total{source=\"" << label(x.value("name", "")) << "\"} "

@@ -449,7 +449,7 @@ Summary Pipeline::collect() const {
         s.bytes_written += ws.bytes;
         s.files += ws.files;
         s.drops.disk += ws.disk_drops;
-        s.drops.paused += st.paused_drops.load();
+        s.paused += st.paused_drops.load();
         if (ws.disk_drops) s.errors.push_back("write errors lost " + std::to_string(ws.disk_drops) +
                                               " packets: " + ws.error);
         else if (st.close_errors.load()) s.errors.push_back("closing a file failed: " + ws.error);

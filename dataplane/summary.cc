@@ -22,13 +22,15 @@ std::string summary_text(const Summary& s) {
         out += "capd: " + std::to_string(s.over_limit) + " packets past the -c limit not written\n";
     snprintf(buf, sizeof(buf),
              "capd: dropped %llu: nic-imissed %llu, nic-ierrors %llu, nic-nombuf %llu, ring-full "
-             "%llu, writer-slow %llu, disk %llu%s\n",
+             "%llu, writer-slow %llu, disk %llu\n",
              (unsigned long long)s.drops.total(), (unsigned long long)s.drops.nic_imissed,
              (unsigned long long)s.drops.nic_ierrors, (unsigned long long)s.drops.nic_nombuf,
              (unsigned long long)s.drops.ring_full, (unsigned long long)s.drops.writer_slow,
-             (unsigned long long)s.drops.disk,
-             s.drops.paused ? (", paused " + std::to_string(s.drops.paused)).c_str() : "");
+             (unsigned long long)s.drops.disk);
     out += buf;
+    if (s.paused)
+        out += "capd: " + std::to_string(s.paused) +
+               " packets received while paused (capctl pause) not written, on purpose\n";
     // Packets the NIC could not hand over: say whether a worker stalled.
     if (s.drops.nic_imissed) {
         size_t worst = 0;
@@ -53,6 +55,7 @@ nlohmann::json summary_to_json(const Summary& s) {
     j["packets_received"] = s.received;
     j["packets_filtered_out"] = s.filtered_out;
     j["packets_over_limit"] = s.over_limit;
+    j["packets_paused"] = s.paused;
     j["packets_written"] = s.written;
     j["bytes_written"] = s.bytes_written;
     j["bytes_received"] = s.packet_bytes;
@@ -61,7 +64,7 @@ nlohmann::json summary_to_json(const Summary& s) {
     j["drops"] = {{"nic_imissed", s.drops.nic_imissed}, {"nic_ierrors", s.drops.nic_ierrors},
                   {"nic_nombuf", s.drops.nic_nombuf},   {"ring_full", s.drops.ring_full},
                   {"writer_slow", s.drops.writer_slow}, {"disk", s.drops.disk},
-                  {"paused", s.drops.paused},           {"total", s.drops.total()}};
+                  {"total", s.drops.total()}};
     j["sources"] = json::array();
     for (const auto& x : s.sources)
         j["sources"].push_back({{"name", x.name},

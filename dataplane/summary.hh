@@ -18,9 +18,10 @@ struct Drops {
     uint64_t ring_full = 0;
     uint64_t writer_slow = 0;  // no free chunk: the writers are behind
     uint64_t disk = 0;         // write errors
-    uint64_t paused = 0;
+    /* Losses only: packets discarded on purpose (capctl pause, past -c) are
+     * counted in Summary, not here. */
     uint64_t total() const {
-        return nic_imissed + nic_ierrors + nic_nombuf + ring_full + writer_slow + disk + paused;
+        return nic_imissed + nic_ierrors + nic_nombuf + ring_full + writer_slow + disk;
     }
 };
 
@@ -62,6 +63,7 @@ struct Summary {
     uint64_t received = 0;
     uint64_t filtered_out = 0;
     uint64_t over_limit = 0;
+    uint64_t paused = 0;          // received while `capctl pause`d: not written, not lost
     uint64_t written = 0;
     uint64_t bytes_written = 0;   // file bytes, headers included
     uint64_t packet_bytes = 0;    // wire bytes received

@@ -36,8 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import pcaplib  # noqa: E402
 
-STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk",
-          "paused")
+STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk")
 # Expressions that keep every null frame (all zeros), so written == received,
 # and that still compile to different programs.
 EXPRESSIONS = ["len >= 0", "ether[0] = 0", "not ether[1] = 1", "greater 1"]

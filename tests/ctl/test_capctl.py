@@ -520,6 +520,8 @@ class Commands(CtlTestCase):
         self.assertGreater(samples["linecap_packets_received_total"], 0)
         for s in STAGES:
             self.assertIn(f'linecap_drops_total{{stage="{s}"}}', samples)
+        self.assertNotIn('linecap_drops_total{stage="paused"}', samples)
+        self.assertIn("linecap_packets_paused_total", samples)
         self.assertIn('linecap_rule_packets_total{rule="cli"}', samples)
 
     def test_c_prometheus_labels_are_escaped(self):
@@ -610,7 +612,13 @@ class Commands(CtlTestCase):
         b = self.capd.stats()
         self.assertEqual(b["packets_written"], a["packets_written"], "written grew while paused")
         self.assertGreater(b["packets_received"], a["packets_received"], "not received while paused")
-        self.assertGreater(b["drops"]["paused"], a["drops"]["paused"])
+        self.assertGreater(b["packets_paused"], a["packets_paused"])
+        # Discarded on purpose: shown apart, never in the total of losses.
+        self.assertNotIn("paused", b["drops"])
+        self.assertEqual(b["drops"]["total"], sum(b["drops"][k] for k in STAGES))
+        text = self.capd.ctl("stats").stdout
+        self.assertRegex(text, r"(?m)^paused: [1-9][0-9]* received while paused, not written")
+        self.assertNotRegex(text, r"(?m)^drops:.* paused ")
         r, j = self.capd.ctl_json("pause")
         self.assertEqual(j["status"], 0)
         self.assertIn("already", j["message"])
@@ -635,11 +643,11 @@ class Commands(CtlTestCase):
         with open(self.capd.summary) as f:
             s = json.load(f)
         self.assertEqual(total, s["packets_written"], "records in the files vs packets_written")
-        lost = sum(s["drops"][k] for k in ("ring_full", "writer_slow", "disk", "paused"))
-        self.assertGreater(s["drops"]["paused"], 0)  # from test_g
+        lost = sum(s["drops"][k] for k in ("ring_full", "writer_slow", "disk"))
+        self.assertGreater(s["packets_paused"], 0)  # from test_g
         self.assertEqual(s["packets_received"],
                          s["packets_filtered_out"] + s["packets_over_limit"] +
-                         s["packets_written"] + lost, s)
+                         s["packets_paused"] + s["packets_written"] + lost, s)
         # And capctl now says so in one line.
         self.assertOneLineError(self.capd.ctl("status"), "status after stop")
 
