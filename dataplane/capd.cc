@@ -150,6 +150,8 @@ int main(int argc, char** argv) {
 
     Status early = check_paths_and_interfaces(o);
     if (!early) return fail(early.error());
+    Status eal_words = check_eal_extra(o.eal_extra);
+    if (!eal_words) return fail(eal_words.error());
     // An explicit --ctl or --ctl-group that cannot be served is fatal: say so
     // before any output file exists. (A busy default socket only warns,
     // later: with an empty path only the group is checked here.)
@@ -198,11 +200,12 @@ int main(int argc, char** argv) {
     o.start_cpus = storage::thread_cpus();
 
     EalPlan plan = plan_eal(o, eal_memory_mb(o));
-    std::vector<char*> eal_argv;
-    for (auto& a : plan.args) eal_argv.push_back(a.data());
-    eal_argv.push_back(nullptr);
-    if (rte_eal_init(static_cast<int>(eal_argv.size() - 1), eal_argv.data()) < 0)
-        return fail(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
+    std::string warning;
+    Status fits = check_host_fits(o, plan, warning);
+    if (!fits) return fail(fits.error());
+    if (!warning.empty()) std::fprintf(stderr, "capd: warning: %s\n", warning.c_str());
+    Status eal = init_eal(plan);
+    if (!eal) return fail(eal.error());
     // With --no-shconf the EAL still makes an empty runtime directory,
     // /var/run/dpdk/capdPID; one per run would pile up. (The hugepage plan
     // runs --in-memory under the shared default prefix: left alone.)

@@ -1,25 +1,39 @@
 #include "dataplane/eal.hh"
 
+#include <rte_eal.h>
+#include <rte_errno.h>
+
+#include <fcntl.h>
+#include <getopt.h>
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <iterator>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "dataplane/source.hh"
 
 namespace linecap::dataplane {
 
-unsigned long free_hugepages() {
+namespace {
+
+unsigned long meminfo_kb(const char* field) {
     std::ifstream in("/proc/meminfo");
     std::string key;
     unsigned long v;
     while (in >> key >> v) {
-        if (key == "HugePages_Free:") return v;
+        if (key == field) return v;
         in.ignore(256, '\n');
     }
     return 0;
 }
+
+}  // namespace
+
+unsigned long free_hugepages() { return meminfo_kb("HugePages_Free:"); }
 
 uint16_t queues_per_port(const Options& o) {
     unsigned ports = 0;
@@ -65,6 +79,8 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
     for (unsigned l = 1; l <= busy; l++) map << "," << l << "@" << cpus[(l - 1) % cpus.size()];
     p.args.push_back("--lcores=" + map.str());
 
+    p.cpus = static_cast<unsigned>(cpus.size());
+    p.memory_mb = memory_mb;
     p.hugepages = free_hugepages() * 2 >= memory_mb;
     if (!p.hugepages) {
         p.args.push_back("--no-huge");
@@ -107,6 +123,102 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
     std::string w;
     while (extra >> w) p.args.push_back(w);
     return p;
+}
+
+namespace {
+
+// DPDK 22.11's EAL options (lib/eal/common/eal_options.h and the Linux
+// ones), without -h/--help, which would print EAL's usage and exit.
+constexpr std::string_view kEalLongOptions[] = {
+    "--allow", "--base-virtaddr", "--block", "--create-uio-dev", "--file-prefix",
+    "--force-max-simd-bitwidth", "--huge-dir", "--huge-unlink", "--huge-worker-stack",
+    "--in-memory", "--iova-mode", "--lcores", "--legacy-mem", "--log-level", "--main-lcore",
+    "--match-allocations", "--mbuf-pool-ops-name", "--no-hpet", "--no-huge", "--no-pci",
+    "--no-shconf", "--no-telemetry", "--proc-type", "--single-file-segments", "--socket-limit",
+    "--socket-mem", "--syslog", "--telemetry", "--trace", "--trace-bufsz", "--trace-dir",
+    "--trace-mode", "--vdev", "--vfio-intr", "--vfio-vf-token", "--vmware-tsc-map"};
+constexpr std::string_view kEalShortOptions = "abcdlmnrsSv";
+
+}  // namespace
+
+Status check_host_fits(const Options& o, const EalPlan& plan, std::string& warning) {
+    warning.clear();
+    if (o.workers > 4 * plan.cpus)
+        return make_error("--workers " + std::to_string(o.workers) + " on " +
+                          std::to_string(plan.cpus) + " CPU" + (plan.cpus == 1 ? "" : "s") +
+                          ": at most " + std::to_string(4 * plan.cpus) +
+                          " (4 per CPU); workers poll, so more only add start-up time and " +
+                          "ring memory (--ring-chunks x --chunk-kb each)");
+    if (!plan.hugepages) {
+        size_t avail_mb = meminfo_kb("MemAvailable:") / 1024;
+        if (avail_mb > 0 && plan.memory_mb > avail_mb / 4 * 3)
+            return make_error(
+                "packet memory of " + std::to_string(plan.memory_mb) + " MiB (" +
+                std::to_string(o.workers) + (o.workers == 1 ? " worker ring" : " worker rings") +
+                " of --ring-chunks " +
+                std::to_string(o.ring_chunks) + " x --chunk-kb " + std::to_string(o.chunk_kb) +
+                ", and receive buffers) does not fit in the " + std::to_string(avail_mb) +
+                " MiB available without hugepages; lower --ring-chunks, --chunk-kb or --workers, "
+                "or reserve hugepages");
+    }
+    if (o.workers > plan.cpus)
+        warning = "--workers " + std::to_string(o.workers) + " on " + std::to_string(plan.cpus) +
+                  " CPU" + (plan.cpus == 1 ? "" : "s") +
+                  ": workers share CPUs and each one waits while another runs";
+    return Status::success();
+}
+
+Status check_eal_extra(const std::string& extra) {
+    std::istringstream in(extra);
+    std::string w;
+    while (in >> w) {
+        if (w.size() < 2 || w[0] != '-') continue;  // a value
+        bool known;
+        if (w[1] == '-') {
+            std::string_view name(w);
+            name = name.substr(0, name.find('='));
+            known = std::find(std::begin(kEalLongOptions), std::end(kEalLongOptions), name) !=
+                    std::end(kEalLongOptions);
+        } else {
+            known = kEalShortOptions.find(w[1]) != std::string_view::npos;
+        }
+        if (!known)
+            return make_error("--eal: '" + w + "' is not an EAL option capd passes on (DPDK " +
+                              "22.11's EAL options, as `dpdk-testpmd --help` lists them)");
+        if (w.rfind("--lcores", 0) == 0 || w.rfind("--main-lcore", 0) == 0 || w[1] == 'l' ||
+            w[1] == 'c')
+            return make_error("--eal: '" + w + "': capd places its lcores itself; use " +
+                              "--workers and --writers (and taskset to choose the CPUs)");
+    }
+    return Status::success();
+}
+
+Status init_eal(EalPlan& plan) {
+    std::vector<char*> argv;
+    for (auto& a : plan.args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    // EAL parses its arguments twice, and getopt names a bad one each time;
+    // on a bad argument it then prints its whole usage on standard output.
+    opterr = 0;
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (saved >= 0 && null_fd >= 0) dup2(null_fd, STDOUT_FILENO);
+    int rc = rte_eal_init(static_cast<int>(argv.size() - 1), argv.data());
+    int err = rte_errno;
+    fflush(stdout);
+    if (saved >= 0) {
+        dup2(saved, STDOUT_FILENO);
+        close(saved);
+    }
+    if (null_fd >= 0) close(null_fd);
+    opterr = 1;
+    if (rc < 0)
+        return make_error(std::string("EAL initialisation failed: ") + rte_strerror(err) +
+                          (err == EINVAL ? " (an --eal argument? --eal '--log-level=*:debug' "
+                                           "shows what EAL refused)"
+                                         : ""));
+    return Status::success();
 }
 
 }  // namespace linecap::dataplane

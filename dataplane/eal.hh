@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dataplane/options.hh"
+#include "dataplane/result.hh"
 
 namespace linecap::dataplane {
 
@@ -14,6 +15,8 @@ struct EalPlan {
     std::vector<std::string> args;
     bool hugepages = false;
     bool oversubscribed = false;  // more busy lcores than CPUs
+    unsigned cpus = 1;            // CPUs capd may run on
+    size_t memory_mb = 0;         // packet memory asked of EAL
     unsigned worker_lcore0 = 1;   // workers are lcores 1..W
     unsigned writer_lcore0 = 0;   // writers follow
 };
@@ -22,6 +25,23 @@ struct EalPlan {
 uint16_t queues_per_port(const Options& o);
 
 EalPlan plan_eal(const Options& o, size_t memory_mb);
+
+/* What the plan asks of the host, checked before EAL starts: more than 4
+ * workers per CPU is refused (each polls; past that they only add start-up
+ * time and ring memory), more workers than CPUs is a warning, and packet
+ * memory without hugepages (EAL touches all of it at start) must fit in
+ * three quarters of MemAvailable. `warning` gets a line to print, or "". */
+[[nodiscard]] Status check_host_fits(const Options& o, const EalPlan& plan, std::string& warning);
+
+/* --eal's words: every option must be one DPDK 22.11's EAL knows, so a typo
+ * is one line from capd before EAL starts (EAL itself reports it twice and
+ * dumps its usage). Values are left for EAL to check. */
+[[nodiscard]] Status check_eal_extra(const std::string& extra);
+
+/* rte_eal_init with its usage text and getopt's complaints kept off the
+ * terminal and off standard output (which may carry the capture, -w -). A
+ * failure is one message: what EAL refused, and how to see its reasons. */
+[[nodiscard]] Status init_eal(EalPlan& plan);
 
 /* Free 2 MiB/1 GiB hugepages on this machine (from /proc/meminfo). */
 unsigned long free_hugepages();

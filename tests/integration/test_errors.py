@@ -81,6 +81,44 @@ class BadInput(CapdTestCase):
                 self.assertIn(words, run.stderr_lines[0])
                 self.assertLess(len(run.stderr_lines[0]), 200, run.stderr_lines[0])
 
+    def test_eal_arguments_are_checked_by_capd(self):
+        """A mistyped --eal option is one line from capd, not EAL's complaint
+        twice and its usage on standard output."""
+        for extra, words in (("--bogus-arg", "'--bogus-arg' is not an EAL option"),
+                             ("-l 0", "capd places its lcores itself"),
+                             ("--lcores=0@0", "capd places its lcores itself")):
+            with self.subTest(eal=extra):
+                run = self.assertRefused(["-i", f"pcap:{self.good}", "-w", self.out,
+                                          "--eal", extra])
+                self.assertIn(words, run.stderr_lines[0])
+        # An option EAL knows with a value it refuses: EAL's usage stays off
+        # stdout (which -w - would use for packets) and capd says what to do.
+        run = self.capd(["-i", f"pcap:{self.good}", "-w", self.out, "--eal", "--iova-mode=xyz"],
+                        cwd=self.out_dir)
+        self.assertEqual(run.rc, 1, run.describe())
+        self.assertEqual(run.stdout, "", run.describe())
+        self.assertIn("EAL initialisation failed", run.stderr_lines[-1])
+        self.assertIn("--log-level", run.stderr_lines[-1])
+        self.assertLessEqual(len(run.stderr_lines), 2, run.describe())
+
+    def test_workers_and_memory_the_host_cannot_give(self):
+        cpus = len(os.sched_getaffinity(0))
+        run = self.assertRefused(["-i", f"pcap:{self.good}", "-w", self.out,
+                                  "--workers", str(4 * cpus + 1)])
+        self.assertIn(f"on {cpus} CPU", run.stderr_lines[0])
+        # 4 TiB of rings: refused before EAL would try to touch it.
+        run = self.assertRefused(["-i", f"pcap:{self.good}", "-w", self.out,
+                                  "--ring-chunks", "65536", "--chunk-kb", "65536"])
+        self.assertIn("does not fit", run.stderr_lines[0])
+        # More workers than CPUs runs, with a warning.
+        run = self.capd(["-q", "-i", "null", "-c", "1000", "--workers", str(cpus + 1),
+                         "--ring-chunks", "8", "-w", self.out])
+        self.assertEqual(run.rc, 0, run.describe())
+        self.assertEqual(run.stderr_lines,
+                         [f"capd: warning: --workers {cpus + 1} on {cpus} CPU"
+                          f"{'' if cpus == 1 else 's'}: workers share CPUs and each one waits "
+                          "while another runs"], run.describe())
+
     def test_control_socket_refusals_leave_existing_output_alone(self):
         """An explicit --ctl or --ctl-group that cannot be served is refused
         before any output file is opened: an existing -w file keeps its
