@@ -21,9 +21,11 @@ and malformed @netns=/@pid= suffixes. Namespaces are deleted in cleanups.
 import collections
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 import time
 
 import capdtest
@@ -274,6 +276,71 @@ class Capture(capdtest.VethCapture, Namespaced):
         recs = tagged()
         self.assertEqual([r.data for r in recs], frames, run.describe())
         self.assertEqual([r.wirelen for r in recs], [len(f) for f in frames])
+
+    def test_vlan_tagged_frames_are_filtered_like_tcpdump_r(self):
+        """The kernel takes the tag out of a received frame before packet
+        sockets see it, so live tcpdump's 'udp and dst port 9' matches the
+        tagged datagram as if it were untagged. capd filters the frame with
+        its tag back in, as `tcpdump -r` does: there 'udp and dst port 9'
+        does not match a tagged frame ('vlan and udp and dst port 9' does).
+        Both run side by side on the same link; README says so."""
+        if not capdtest.have("tcpdump"):
+            self.skipTest("tcpdump is not installed")
+        v = self.veth
+        live_dir = tempfile.mkdtemp(prefix="lc-live-")
+        self.addCleanup(shutil.rmtree, live_dir, True)
+        live_file = os.path.join(live_dir, "live-tcpdump.pcap")
+        live = subprocess.Popen(["ip", "netns", "exec", v.cap, "tcpdump", "-n", "-U", "-i",
+                                 v.cap_if, "-w", live_file] + FILTER,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: live.poll() is None and live.kill())
+        self.assertIn("listening on", live.stderr.readline(), "tcpdump did not start")
+        out = os.path.join(self.out, "capd.pcap")
+        c, sender = self.start_probed(["-q", "-w", out, "-i",
+                                       f"af_packet:{v.cap_if}@netns={v.cap}"] + FILTER, SOURCE)
+        frames = [vlan_udp_frame(mac(v.CAP_MAC), mac(v.SEND_MAC), 0x2064, bytes([i]) * 30)
+                  for i in range(20)]
+        send = ("import socket, sys\n"
+                "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+                f"s.bind(({v.send_if!r}, 0))\n"
+                "for f in sys.stdin.read().split():\n"
+                "    s.send(bytes.fromhex(f))\n")
+        p = subprocess.run(["ip", "netns", "exec", v.send, "python3", "-c", send],
+                           input=" ".join(f.hex() for f in frames), capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+        def tagged(path):
+            return [r for r in capdtest.records_so_far(path) if r.data[12:14] == b"\x81\x00"]
+
+        self.assertTrue(capdtest.wait_until(lambda: len(tagged(live_file)) >= len(frames),
+                                            timeout=30, interval=0.2),
+                        "live tcpdump did not take the tagged datagrams")
+        # A last untagged probe after the tagged frames: once capd has it, it
+        # has seen the tagged ones too.
+        probes = len(self.seen(SOURCE + 1))
+        sender.command("probe")
+        self.assertTrue(capdtest.wait_until(lambda: len(self.seen(SOURCE + 1)) > probes,
+                                            timeout=30, interval=0.2), "capd saw no later probe")
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertCapdOk(run, quiet=True)
+        live.send_signal(signal.SIGINT)
+        live.wait(timeout=30)
+        # Live tcpdump: the tagged datagrams matched (and are written with
+        # their tags put back). capd: not one.
+        self.assertEqual([r.data for r in tagged(live_file)], frames)
+        self.assertEqual(tagged(out), [])
+        # tcpdump -r over the live file agrees with capd, not with live tcpdump.
+        for expr, want in ((FILTER, 0), (["vlan", "and"] + FILTER, len(frames))):
+            picked = os.path.join(live_dir, "picked.pcap")
+            r = subprocess.run(["tcpdump", "-n", "-r", live_file, "-w", picked] + expr,
+                               capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            recs = pcaplib.read_capture(picked).records
+            self.assertEqual(len([x for x in recs if x.data[12:14] == b"\x81\x00"]), want,
+                             " ".join(expr))
 
     def test_loopback_once(self):
         """On a loopback interface the kernel shows each packet twice, as
