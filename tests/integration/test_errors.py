@@ -4,8 +4,9 @@
 The contract: "A command that does not work, or options that contradict each
 other, get one clear line on stderr and a non-zero exit. They never produce
 a half-written file." So for every case below: exit != 0, stdout empty,
-stderr exactly one non-empty line, and the output directory left empty (no
-file with the final name, no hidden .NAME.partial file).
+stderr exactly one non-empty line, and the output directory left as it was
+(no new file with the final name, no hidden .NAME.partial file, and the file
+an earlier capture left at the -w path keeps its bytes).
 
 A capture damaged part-way is different: capd writes the packets before the
 damage into whole files, says on stderr where the damage is, and exits
@@ -38,8 +39,14 @@ class BadInput(CapdTestCase):
         self.out = os.path.join(self.out_dir, "x.pcap")
 
     def assertRefused(self, args, watch=(), label=None):
-        """Runs capd with args; checks the one-line refusal and that neither
-        out_dir nor any directory in `watch` gained an entry."""
+        """Runs capd with args; checks the one-line refusal, that neither
+        out_dir nor any directory in `watch` gained an entry, and that the
+        file already at -w's path (an earlier capture) keeps its bytes."""
+        if not os.path.exists(self.out):
+            with open(self.out, "wb") as f:
+                f.write(b"an earlier capture " * 200)
+        with open(self.out, "rb") as f:
+            earlier = f.read()
         watch = [self.out_dir] + list(watch)
         before = {d: sorted(os.listdir(d)) for d in watch if os.path.isdir(d)}
         run = self.capd(args, cwd=self.out_dir)
@@ -50,6 +57,8 @@ class BadInput(CapdTestCase):
         self.assertTrue(run.stderr_lines[0].startswith("capd: "), desc)
         after = {d: sorted(os.listdir(d)) for d in before}
         self.assertEqual(after, before, "a refused command creates no file\n" + desc)
+        with open(self.out, "rb") as f:
+            self.assertTrue(f.read() == earlier, "the existing -w file was touched\n" + desc)
         return run
 
     def test_unknown_source(self):
