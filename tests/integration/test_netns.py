@@ -61,6 +61,19 @@ def vlan_udp_frame(dst, src, tci, payload):
     return dst + src + struct.pack("!HH", 0x8100, tci) + b"\x08\x00" + bytes(ip) + udp
 
 
+def send_raw(test, v, frames):
+    """Sends Ethernet frames as they are into the link from the `send` side."""
+    send = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
+            f"s.bind(({v.send_if!r}, 0))\n"
+            "for f in sys.stdin.read().split():\n"
+            "    s.send(bytes.fromhex(f))\n")
+    p = subprocess.run(["ip", "netns", "exec", v.send, "python3", "-c", send],
+                       input=" ".join(f.hex() for f in frames), capture_output=True, text=True,
+                       timeout=60)
+    test.assertEqual(p.returncode, 0, p.stderr)
+
+
 def pid_max():
     with open("/proc/sys/kernel/pid_max") as f:
         return int(f.read())
@@ -251,15 +264,7 @@ class Capture(capdtest.VethCapture, Namespaced):
                                  SOURCE)
         frames = [vlan_udp_frame(mac(v.CAP_MAC), mac(v.SEND_MAC), 0x2064, bytes([i]) * 30)
                   for i in range(20)]
-        send = ("import socket, sys\n"
-                "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
-                f"s.bind(({v.send_if!r}, 0))\n"
-                "for f in sys.stdin.read().split():\n"
-                "    s.send(bytes.fromhex(f))\n")
-        p = subprocess.run(["ip", "netns", "exec", v.send, "python3", "-c", send],
-                           input=" ".join(f.hex() for f in frames), capture_output=True,
-                           text=True, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stderr)
+        send_raw(self, v, frames)
 
         def tagged():
             recs = []
@@ -301,15 +306,7 @@ class Capture(capdtest.VethCapture, Namespaced):
                                        f"af_packet:{v.cap_if}@netns={v.cap}"] + FILTER, SOURCE)
         frames = [vlan_udp_frame(mac(v.CAP_MAC), mac(v.SEND_MAC), 0x2064, bytes([i]) * 30)
                   for i in range(20)]
-        send = ("import socket, sys\n"
-                "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
-                f"s.bind(({v.send_if!r}, 0))\n"
-                "for f in sys.stdin.read().split():\n"
-                "    s.send(bytes.fromhex(f))\n")
-        p = subprocess.run(["ip", "netns", "exec", v.send, "python3", "-c", send],
-                           input=" ".join(f.hex() for f in frames), capture_output=True,
-                           text=True, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stderr)
+        send_raw(self, v, frames)
 
         def tagged(path):
             return [r for r in capdtest.records_so_far(path) if r.data[12:14] == b"\x81\x00"]
