@@ -102,6 +102,13 @@ public:
         }
         cv_.notify_one();
     }
+    /* Waits until every close asked for is done; whether any was pending. */
+    bool wait_idle() {
+        std::unique_lock<std::mutex> lk(mu_);
+        bool pending = busy_ || !fds_.empty();
+        idle_.wait(lk, [this] { return !busy_ && fds_.empty(); });
+        return pending;
+    }
 
 private:
     void run() {
@@ -112,16 +119,21 @@ private:
             while (!fds_.empty()) {
                 int fd = fds_.front();
                 fds_.pop_front();
+                busy_ = true;
                 lk.unlock();
                 ::close(fd);
                 lk.lock();
+                busy_ = false;
             }
+            idle_.notify_all();
             if (stop_) return;
         }
     }
     std::mutex mu_;
     std::condition_variable cv_;
+    std::condition_variable idle_;
     std::deque<int> fds_;
+    bool busy_ = false;  // a close is under way
     bool stop_ = false;
     std::thread thread_;  // last: starts once the rest is ready
 };
@@ -298,35 +310,43 @@ void FileSet::drop_spares() {
     spares_.clear();
 }
 
-std::string FileSet::name_for(uint64_t seq, time_t now) const {
+std::string FileSet::name_for(uint64_t count, time_t period) const {
     std::string name = base_;
     if (opts_.rotate_seconds > 0) {
         struct tm tm;
-        localtime_r(&now, &tm);
+        localtime_r(&period, &tm);
         char buf[4096];
         size_t n = strftime(buf, sizeof(buf), base_.c_str(), &tm);
         if (n > 0) name.assign(buf, n);
     }
-    // tcpdump numbers files only when -C is given; -W pads and wraps.
+    // tcpdump numbers files only when -C is given; -W pads to the width of
+    // W-1 and wraps. Its -W 1 has a width of 0, and a counter of 0 with no
+    // width is no number at all: the one name is NAME.
     if (opts_.rotate_bytes > 0) {
-        if (opts_.max_files > 0) {
+        if (opts_.max_files > 1) {
             char num[16];
             snprintf(num, sizeof(num), "%0*llu", static_cast<int>(digits(opts_.max_files - 1)),
-                     static_cast<unsigned long long>(seq % opts_.max_files));
+                     static_cast<unsigned long long>(count % opts_.max_files));
             name += num;
-        } else if (seq > 0) {
-            name += std::to_string(seq);
+        } else if (opts_.max_files == 0 && count > 0) {
+            name += std::to_string(count);
         }
     }
     return name;
 }
 
-Status FileSet::open_next(time_t now) {
+Status FileSet::open_next(time_t now, Open why) {
     if (fd_ >= 0) {
         Status s = close_current();
         if (!s) return s;
     }
-    final_name_ = name_for(seq_, now);
+    // tcpdump: the strftime name is evaluated when a -G period starts, and
+    // the -C counter restarts with it; a -C cut keeps both.
+    if (seq_ == 0 || (why == Open::kPeriod && opts_.rotate_seconds > 0)) {
+        period_ = now;
+        count_ = 0;
+    }
+    final_name_ = name_for(count_, period_);
     // Only a -C/-W ring reuses names on purpose. Anywhere else (-G within one
     // second, `capctl rotate` on a plain -w name) a name already written gets
     // the next number, as -C would give it, so no earlier file is replaced.
@@ -347,6 +367,10 @@ Status FileSet::open_next(time_t now) {
     // A spare is already under this hidden name; else take over the
     // displaced file's storage.
     reused_ = take_spare() || (opts_.reuse && reuse_displaced());
+    // The new file is one of the W: the oldest goes now, not when the new
+    // one is closed, so W files, this one included, are all the disk holds.
+    make_room();
+    dfd = dir_of(hidden_name_, leaf);
     int flags = O_WRONLY | (opts_.direct ? O_DIRECT : 0);
     if (reused_) {
         fd_ = open_own_file(dfd, leaf, flags, owner(), &reused_id_);
@@ -370,6 +394,8 @@ Status FileSet::open_next(time_t now) {
     if (fd_ < 0) {
         int err = errno;
         if (reused_ && !reused_from_.empty()) {
+            // (make_room() may have changed the directory descriptor.)
+            dfd = dir_of(hidden_name_, leaf);
             // Give the displaced file its name back, as the oldest file.
             std::string from_leaf = split_path(reused_from_).second;
             if (::renameat(dfd, leaf.c_str(), dfd, from_leaf.c_str()) == 0)
@@ -391,8 +417,31 @@ Status FileSet::open_next(time_t now) {
     // leaves a locked hidden file alone (storage/recover.hh).
     (void)flock(fd_, LOCK_EX | LOCK_NB);
     seq_++;
+    count_++;
     return Status::success();
 }
+
+void FileSet::make_room() {
+    if (opts_.max_files == 0) return;
+    // A ring name reused on purpose (the -W counter wrapping, or a -G
+    // period whose strftime name an earlier one had) replaces its file:
+    // the old one goes now. So does an earlier run's file under the name.
+    bool ring = opts_.rotate_bytes > 0;
+    if (ring) {
+        for (auto it = closed_.begin(); it != closed_.end(); ++it)
+            if (*it == final_name_) {
+                closed_.erase(it);
+                break;
+            }
+        if (!reused_) remove_file(final_name_);
+    }
+    while (!closed_.empty() && closed_.size() + 1 > opts_.max_files) {
+        remove_file(closed_.front());
+        closed_.pop_front();
+    }
+}
+
+bool FileSet::wait_removals() { return disposer_->wait_idle(); }
 
 void FileSet::reap_children() {
     for (auto it = children_.begin(); it != children_.end();) {
@@ -425,12 +474,13 @@ std::string FileSet::last_command_failure() const {
 }
 
 bool FileSet::reuse_displaced() {
-    // The file this one replaces by name, else the oldest that -W deletes
-    // when this one is closed.
+    // The file this one replaces by name, else the oldest, which -W removes
+    // as this one opens.
     auto known = closed_.end();
     for (auto it = closed_.begin(); it != closed_.end(); ++it)
         if (*it == final_name_) known = it;
-    if (known == closed_.end() && opts_.max_files > 0 && closed_.size() >= opts_.max_files)
+    if (known == closed_.end() && opts_.max_files > 0 && !closed_.empty() &&
+        closed_.size() + 1 > opts_.max_files)
         known = closed_.begin();
     std::string name = known != closed_.end() ? *known : final_name_;
     // Only within the directory of the new file (-G names may change it).

@@ -83,7 +83,7 @@ Status Writer::open() {
     if (!pre) return pre;
     // Before capture starts a failure is the caller's to report, once.
     quiet_errors_ = true;
-    bool ok = open_file(wall_seconds());
+    bool ok = open_file(wall_seconds(), FileSet::Open::kPeriod);
     quiet_errors_ = false;
     disk_error_.store(false);
     if (!ok) return make_error(last_error());
@@ -121,6 +121,8 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
         ssize_t w = ::writev(files_.fd(), cur, cnt);
         if (w < 0) {
             if (errno == EINTR) continue;
+            // A file -W just removed may not have been freed yet.
+            if ((errno == ENOSPC || errno == EDQUOT) && files_.wait_removals()) continue;
             int err = errno;
             // Cut back to the last whole record so the file stays readable.
             if (done > 0 && ftruncate(files_.fd(), static_cast<off_t>(file_bytes_)) == 0)
@@ -204,6 +206,7 @@ bool Writer::flush_stage(bool tail) {
         ssize_t w = ::pwrite(files_.fd(), stage_ + done, n - done,
                              static_cast<off_t>(disk_bytes_ + done));
         if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && files_.wait_removals()) continue;
         if (w <= 0) {
             direct_failure(w < 0 ? errno : ENOSPC);
             return false;
@@ -283,13 +286,13 @@ void Writer::finish_file() {
     publish_name();
 }
 
-bool Writer::open_file(time_t now) {
-    file_opened_ = now;
+bool Writer::open_file(time_t now, FileSet::Open why) {
+    if (why == FileSet::Open::kPeriod) period_started_ = now;
     file_bytes_ = 0;
     staged_ = 0;
     disk_bytes_ = released_end_ = 0;
     pending_.clear();
-    Status s = files_.open_next(now);
+    Status s = files_.open_next(now, why);
     if (!s) {
         enter_error(s.error());
         retry_at_ = now + 1;
@@ -315,16 +318,17 @@ bool Writer::open_file(time_t now) {
     return true;
 }
 
-void Writer::rotate(time_t now) {
+void Writer::rotate(time_t now, FileSet::Open why) {
     finish_file();
-    (void)open_file(now);
+    (void)open_file(now, why);
 }
 
 bool Writer::ensure_file() {
     if (files_.is_open()) return true;
     time_t now = wall_seconds();
     if (now < retry_at_) return false;
-    return open_file(now);
+    // After a write error: a new file within the same -G period.
+    return open_file(now, FileSet::Open::kCut);
 }
 
 void Writer::after_write_failure() {
@@ -354,7 +358,8 @@ void Writer::write_split(Chunk* c) {
     const uint8_t* p = c->data();
     uint32_t off = 0;
     while (off < c->len) {
-        if (files_.is_open() && file_bytes_ >= cfg_.files.rotate_bytes) rotate(wall_seconds());
+        if (files_.is_open() && file_bytes_ >= cfg_.files.rotate_bytes)
+            rotate(wall_seconds(), FileSet::Open::kCut);
         bool have_file = ensure_file();
         uint32_t end = off;
         uint32_t pkts = 0;
@@ -423,12 +428,13 @@ void Writer::run() {
             if (n) write_chunks(chunks, n);
             got += n;
         }
-        if (rotate_requested_.exchange(false, std::memory_order_acq_rel)) rotate(wall_seconds());
+        if (rotate_requested_.exchange(false, std::memory_order_acq_rel))
+            rotate(wall_seconds(), FileSet::Open::kCut);
         if (cfg_.files.rotate_seconds > 0) {
             time_t now = wall_seconds();
-            if (now - file_opened_ >= static_cast<time_t>(cfg_.files.rotate_seconds) &&
+            if (now - period_started_ >= static_cast<time_t>(cfg_.files.rotate_seconds) &&
                 now >= retry_at_)
-                rotate(now);
+                rotate(now, FileSet::Open::kPeriod);
         }
         if (got == 0) {
             if (closing) break;

@@ -5,6 +5,10 @@
  * (no copy: the iovecs point into the chunks), applies -C/-G rotation at
  * record boundaries, and returns the chunks to the pool.
  *
+ * -G periods are timed from the start of the previous one; a -C cut or a
+ * requested rotation starts a new file within the period, never a new
+ * period (tcpdump 4.99).
+ * *
  * Threads: construct and open() on the control thread (so an unwritable
  * directory fails before capture starts); run() on one storage lcore;
  * request_rotate(), close_inputs() and stats() from any thread.
@@ -108,9 +112,9 @@ private:
     bool flush_stage(bool tail);
     void release(uint64_t upto);
     void direct_failure(int err);
-    void rotate(time_t now);
+    void rotate(time_t now, FileSet::Open why);
     void finish_file();
-    bool open_file(time_t now);
+    bool open_file(time_t now, FileSet::Open why);
     bool ensure_file();
     void write_behind();
     void end_write_behind();
@@ -128,7 +132,7 @@ private:
     std::atomic<bool> rotate_requested_{false};
     std::atomic<bool> paused_{false};
     uint64_t file_bytes_ = 0;
-    time_t file_opened_ = 0;
+    time_t period_started_ = 0;  // the current -G period's start
     // --direct (O_DIRECT): bytes [disk_bytes_, file_bytes_) wait in stage_
     // (4 KiB aligned), and the packets of each write wait in pending_ until
     // the disk holds the whole write; released_end_ is the end of the last
