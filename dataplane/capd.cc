@@ -11,6 +11,7 @@
  * --compile-timeout. */
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_log.h>
 
 #include <unistd.h>
 
@@ -94,7 +95,7 @@ Status check_paths_and_interfaces(const Options& o) {
                               std::strerror(errno));
         return Status::success();
     };
-    if (!o.write_path.empty()) {
+    if (!o.write_path.empty() && o.write_path != "-") {
         Status s = check_file_path("-w", o.write_path);
         if (!s) return s;
     }
@@ -201,6 +202,9 @@ int main(int argc, char** argv) {
     std::vector<char*> eal_argv;
     for (auto& a : plan.args) eal_argv.push_back(a.data());
     eal_argv.push_back(nullptr);
+    // EAL logs to standard output by default, which may be the capture
+    // (-w -): every log of capd's goes to stderr.
+    (void)rte_openlog_stream(stderr);
     if (rte_eal_init(static_cast<int>(eal_argv.size() - 1), eal_argv.data()) < 0)
         return fail(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
     // With --no-shconf the EAL still makes an empty runtime directory,
@@ -269,7 +273,10 @@ int main(int argc, char** argv) {
     Pipeline* pl = pipeline->get();
     (*pipeline)->wait([&, pl](int timeout_ms) {
         std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
-        if (g_rotate.exchange(false)) pl->rotate();
+        if (g_rotate.exchange(false)) {
+            Status st = pl->rotate();
+            if (!st) std::fprintf(stderr, "capd: SIGUSR2: %s\n", st.error().c_str());
+        }
         if (g_print_stats.exchange(false)) {
             auto print = [pl] { std::fputs(summary_text(pl->collect()).c_str(), stderr); };
             // collect() belongs to the control thread while there is one.

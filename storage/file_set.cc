@@ -154,6 +154,7 @@ std::string hidden_name_for(const std::string& final_name) {
 FileSet::FileSet(FileSetOptions opts)
     : opts_(std::move(opts)),
       base_(with_writer_mark(opts_.path, opts_.writer_index, opts_.writer_count)),
+      stream_(opts_.path == "-"),
       disposer_(std::make_unique<Disposer>()) {}
 
 FileSet::~FileSet() {
@@ -180,6 +181,7 @@ int FileSet::dir_of(const std::string& path, std::string& leaf) {
 }
 
 void FileSet::recover_stale() {
+    if (stream_) return;
     bool timed = opts_.rotate_seconds > 0;
     auto [dir, leaf] = split_path(base_);
     // A directory named by strftime is known only at open time (open_next
@@ -227,7 +229,7 @@ void FileSet::recover_stale() {
 }
 
 Status FileSet::preallocate() {
-    if (!opts_.preallocate) return Status::success();
+    if (!opts_.preallocate || stream_) return Status::success();
     for (uint64_t k = 0; k < opts_.max_files; k++) {
         std::string name = name_for(k, 0);
         std::string leaf;
@@ -339,6 +341,31 @@ Status FileSet::open_next(time_t now, Open why) {
     if (fd_ >= 0) {
         Status s = close_current();
         if (!s) return s;
+    }
+    if (stream_) {
+        // Standard output is one stream: a second header in it would end
+        // any reader.
+        if (seq_ > 0) return make_error("standard output is written once and never rotated");
+        // A pipe gets an open file description of its own, non-blocking, so
+        // a reader that stops reading cannot hold the writer in write()
+        // past a second stop signal, and the flag does not change the
+        // pipe for the shell or the other processes sharing it. Anything
+        // else (a file, a socket) is written through a duplicate.
+        struct stat st;
+        if (fstat(STDOUT_FILENO, &st) != 0)
+            return make_error("standard output: " + errno_text(errno));
+        if (S_ISFIFO(st.st_mode)) {
+            fd_ = ::open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (fd_ < 0 && errno == ENXIO)
+                return make_error("standard output: the pipe has no reader");
+        }
+        if (fd_ < 0) fd_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+        if (fd_ < 0) return make_error("standard output: " + errno_text(errno));
+        final_name_ = "-";
+        hidden_name_.clear();
+        reused_ = false;
+        seq_++;
+        return Status::success();
     }
     // tcpdump: the strftime name is evaluated when a -G period starts, and
     // the -C counter restarts with it; a -C cut keeps both.
@@ -511,6 +538,7 @@ void FileSet::discard_current() {
     if (fd_ < 0) return;
     ::close(fd_);
     fd_ = -1;
+    if (stream_) return;
     std::string leaf;
     int dfd = dir_of(hidden_name_, leaf);
     if (dfd >= 0) (void)remove_entry(dfd, leaf);
@@ -520,6 +548,11 @@ Status FileSet::close_current() {
     if (fd_ < 0) return Status::success();
     int fd = fd_;
     fd_ = -1;
+    if (stream_) {
+        ::close(fd);  // capd's own descriptor 1 stays open
+        files_closed_++;
+        return Status::success();
+    }
     if (reused_) {
         off_t end = lseek(fd, 0, SEEK_CUR);
         if (end < 0 || ftruncate(fd, end) != 0) {
@@ -590,6 +623,8 @@ static_assert(std::atomic<bool>::is_always_lock_free);
 }  // namespace
 
 void FileSet::stop_waiting() { g_stop_waiting.store(true, std::memory_order_relaxed); }
+
+bool FileSet::waiting_stopped() { return g_stop_waiting.load(std::memory_order_relaxed); }
 
 void FileSet::wait_children(int timeout_ms) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);

@@ -13,6 +13,9 @@
  * bytes holds the ring, as with tcpdump. Unlike tcpdump, -W also bounds the
  * number of -G files, and across -G periods: the oldest is removed.
  *
+ * With path "-" the set is standard output: one stream, opened once, never
+ * named, rotated or removed (the options refuse -C/-G/-W/-z with it).
+ *
  * Each file is written under a hidden name (".NAME.partial" in the same
  * directory) and renamed into place when closed, so any file bearing its final
  * name is whole. -z CMD runs as `CMD FILE` on every closed file, with only
@@ -142,6 +145,8 @@ public:
     /* Cuts every wait_children() short, now and later: capd's second stop
      * signal. Async-signal-safe (one lock-free atomic store). */
     static void stop_waiting();
+    /* Whether stop_waiting() was called. Any thread. */
+    static bool waiting_stopped();
 
     /* -z commands that could not be started, exited with a status other
      * than 0 or were killed by a signal; each is also one stderr line
@@ -152,6 +157,9 @@ public:
     /* The name of the file with -C counter `count` in the -G period that
      * started at `period` (for tests). */
     std::string name_for(uint64_t count, time_t period) const;
+
+    /* Whether this set is standard output (path "-"). */
+    bool is_stream() const { return stream_; }
 
     /* Waits until every removed file's blocks are freed (the helper
      * thread's closes are done); returns whether any were pending. For a
@@ -172,6 +180,7 @@ private:
     uid_t owner() const;
     Status create_hidden();
     Status recover_for_name(const std::string& final_name);
+    bool stream_ = false;
     uint64_t seq_ = 0;    // files opened
     uint64_t count_ = 0;  // the -C counter: files opened in this -G period
     time_t period_ = 0;   // start of the -G period (strftime names)

@@ -1,4 +1,5 @@
-// FileSet: tcpdump's rotation names, hidden names until close, -W rings, -z.
+// FileSet: tcpdump's rotation names, hidden names until close, -W rings, -z,
+// standard output.
 #include <gtest/gtest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -178,6 +179,19 @@ TEST(FileSet, TimePeriodRingsWrapPerPeriodAndCountAllFiles) {
                                                "t-100.pcap0", "t-100.pcap1", "t-200.pcap0"}));
     ASSERT_TRUE(f.close_current().ok());
     EXPECT_EQ(d.names(), (std::set<std::string>{"t-100.pcap0", "t-100.pcap1", "t-200.pcap0"}));
+}
+
+TEST(FileSet, StandardOutputIsOneStream) {
+    FileSetOptions o;
+    o.path = "-";
+    FileSet f(o);
+    EXPECT_TRUE(f.is_stream());
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_EQ(f.current_name(), "-");
+    EXPECT_NE(f.fd(), STDOUT_FILENO);  // capd's descriptor 1 is never closed
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_FALSE(f.open_next(0).ok()) << "a second header would end any reader";
+    EXPECT_GE(fcntl(STDOUT_FILENO, F_GETFD), 0) << "descriptor 1 is still open";
 }
 
 TEST(FileSet, PostRotateCommandRunsOnEveryClosedFile) {
