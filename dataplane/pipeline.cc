@@ -566,7 +566,8 @@ Status Pipeline::with_tcp_tables(
 
 Status Pipeline::rotate() {
     for (auto& w : impl_->writers)
-        if (!w->rotates()) return make_error("-w -: standard output is one stream; it does not rotate");
+        if (!w->rotates())
+            return make_error("-w -: standard output is one stream; it does not rotate");
     for (auto& w : impl_->writers) w->request_rotate();
     return Status::success();
 }

@@ -39,9 +39,10 @@
  * another hard link, is never reused.
  *
  * With `preallocate` the ring's storage is claimed before capture starts,
- * for each of the W names (the W files, the one being written included): an existing ring file gets C bytes allocated past
- * its end (fallocate with KEEP_SIZE: its size and bytes stay), any other name
- * a hidden spare that the first pass writes over. On a disk a spare is
+ * for each of the W names (the W files, the one being written included):
+ * an existing ring file gets C bytes allocated past its end (fallocate with
+ * KEEP_SIZE: its size and bytes stay), any other name a hidden spare that
+ * the first pass writes over. On a disk a spare is
  * fallocated (no data written); on tmpfs it is C bytes of zeros, so that its
  * pages are touched before capture. A file system without room for the ring
  * is an error at start, not a disk-full episode later. Spares left unused

@@ -345,7 +345,8 @@ bool Writer::open_file(time_t now, FileSet::Open why) {
         return false;
     }
     wb_started_ = 0;
-    if (wb_ && !files_.is_stream() && disk_backed(files_.fd())) wb_fd_ = fcntl(files_.fd(), F_DUPFD_CLOEXEC, 0);
+    if (wb_ && !files_.is_stream() && disk_backed(files_.fd()))
+        wb_fd_ = fcntl(files_.fd(), F_DUPFD_CLOEXEC, 0);
     std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
     struct iovec iov = {hdr.data(), hdr.size()};
     header_bytes_ = hdr.size();
