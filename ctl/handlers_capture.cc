@@ -1,10 +1,13 @@
+#include <cerrno>
+
 #include "ctl/handlers.hh"
 
 namespace linecap::ctl {
 
 void register_capture_handlers(HandlerTable& t, dataplane::Pipeline& p) {
     t["rotate"] = [&p](const Request&) {
-        p.rotate();
+        Status st = p.rotate();
+        if (!st) return Response::error(EINVAL, st.error());
         return Response::ok("rotation requested: every writer closes its current file");
     };
     t["pause"] = [&p](const Request&) {

@@ -94,7 +94,7 @@ Status check_paths_and_interfaces(const Options& o) {
                               std::strerror(errno));
         return Status::success();
     };
-    if (!o.write_path.empty()) {
+    if (!o.write_path.empty() && o.write_path != "-") {
         Status s = check_file_path("-w", o.write_path);
         if (!s) return s;
     }
@@ -272,7 +272,10 @@ int main(int argc, char** argv) {
     Pipeline* pl = pipeline->get();
     (*pipeline)->wait([&, pl](int timeout_ms) {
         std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
-        if (g_rotate.exchange(false)) pl->rotate();
+        if (g_rotate.exchange(false)) {
+            Status st = pl->rotate();
+            if (!st) std::fprintf(stderr, "capd: SIGUSR2: %s\n", st.error().c_str());
+        }
         if (g_print_stats.exchange(false)) {
             auto print = [pl] { std::fputs(summary_text(pl->collect()).c_str(), stderr); };
             // collect() belongs to the control thread while there is one.

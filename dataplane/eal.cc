@@ -2,6 +2,7 @@
 
 #include <rte_eal.h>
 #include <rte_errno.h>
+#include <rte_log.h>
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -200,6 +201,9 @@ Status init_eal(EalPlan& plan) {
     // EAL parses its arguments twice, and getopt names a bad one each time;
     // on a bad argument it then prints its whole usage on standard output.
     opterr = 0;
+    // EAL logs to standard output by default, which may be the capture
+    // (-w -): every log of capd's goes to stderr.
+    (void)rte_openlog_stream(stderr);
     fflush(stdout);
     int saved = dup(STDOUT_FILENO);
     int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);

@@ -169,7 +169,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "null[:SIZE] (repeatable). IFACE@netns=NAME or IFACE@pid=PID captures "
                    "in another network namespace (capd -D lists them)")
         ->allow_extra_args(false);
-    app.add_option("-w", o.write_path, "output file (tcpdump naming with -C/-G/-W)");
+    app.add_option("-w", o.write_path,
+                   "output file (tcpdump naming with -C/-G/-W); - for standard output");
     app.add_option("-C", o.rotate_mb, "rotate after MB millions of bytes");
     app.add_option("-G", o.rotate_seconds, "rotate every SECONDS (strftime in -w)");
     app.add_option("-W", o.max_files, "keep at most COUNT files, deleting the oldest");
@@ -304,7 +305,18 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (o.sources.empty() && !o.dump_filter) return make_error("no capture source: give -i SOURCE");
     if (o.dump_filter) return o;
     if (o.write_path.empty() && !o.rx_only) return make_error("no output file: give -w FILE");
-    if (o.write_path == "-") return make_error("-w -: writing to standard output is not supported");
+    if (o.write_path == "-") {
+        // One stream: nothing to rotate, name, run -z on or write past the
+        // page cache (tcpdump also refuses -C with -w -).
+        for (const char* opt : {"-C", "-G", "-W", "-z", "--reuse-files", "--preallocate",
+                                "--direct"})
+            if (app.count(opt))
+                return make_error(std::string(opt) +
+                                  " needs files: -w - writes one stream to standard output");
+        if (o.writers > 1)
+            return make_error("--writers " + std::to_string(o.writers) +
+                              ": -w - is one stream, written by one writer");
+    }
     if (o.rotate_mb < 0 || (app.count("-C") && o.rotate_mb <= 0))
         return make_error("-C: file size must be positive");
     if (o.max_files > 0 && o.rotate_mb == 0 && o.rotate_seconds == 0)

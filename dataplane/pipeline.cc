@@ -376,6 +376,10 @@ void Pipeline::wait(const std::function<void(int)>& poll) {
             if (d.count() >= p.opts.duration) break;
         }
         if (p.limit.enabled && p.limit.remaining.load() == 0) break;
+        // -w -: the reader of standard output has gone.
+        if (std::any_of(p.writers.begin(), p.writers.end(),
+                        [](const auto& w) { return w->output_gone(); }))
+            break;
         bool all_done = true;
         for (const auto& w : p.workers)
             if (!w->done.load(std::memory_order_acquire)) all_done = false;
@@ -450,7 +454,10 @@ Summary Pipeline::collect() const {
         s.files += ws.files;
         s.drops.disk += ws.disk_drops;
         s.paused += st.paused_drops.load();
-        if (ws.disk_drops) s.errors.push_back("write errors lost " + std::to_string(ws.disk_drops) +
+        if (w->output_gone())
+            s.errors.push_back(ws.error + ": " + std::to_string(ws.disk_drops) +
+                               " packets not written");
+        else if (ws.disk_drops) s.errors.push_back("write errors lost " + std::to_string(ws.disk_drops) +
                                               " packets: " + ws.error);
         else if (st.close_errors.load()) s.errors.push_back("closing a file failed: " + ws.error);
         else if (st.writeback_errors.load())
@@ -557,8 +564,12 @@ Status Pipeline::with_tcp_tables(
     return Status::success();
 }
 
-void Pipeline::rotate() {
+Status Pipeline::rotate() {
+    for (auto& w : impl_->writers)
+        if (!w->rotates())
+            return make_error("-w -: standard output is one stream; it does not rotate");
     for (auto& w : impl_->writers) w->request_rotate();
+    return Status::success();
 }
 
 void Pipeline::set_paused(bool paused) {

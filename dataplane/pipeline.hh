@@ -88,7 +88,9 @@ public:
         int timeout_ms,
         const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn);
 
-    void rotate();
+    /* Asks every writer for a new file. Error: the output is standard
+     * output (-w -), which never rotates. */
+    Status rotate();
     void set_paused(bool paused);
     bool paused() const;
 

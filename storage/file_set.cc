@@ -102,6 +102,13 @@ public:
         }
         cv_.notify_one();
     }
+    /* Waits until every close asked for is done; whether any was pending. */
+    bool wait_idle() {
+        std::unique_lock<std::mutex> lk(mu_);
+        bool pending = busy_ || !fds_.empty();
+        idle_.wait(lk, [this] { return !busy_ && fds_.empty(); });
+        return pending;
+    }
 
 private:
     void run() {
@@ -112,16 +119,21 @@ private:
             while (!fds_.empty()) {
                 int fd = fds_.front();
                 fds_.pop_front();
+                busy_ = true;
                 lk.unlock();
                 ::close(fd);
                 lk.lock();
+                busy_ = false;
             }
+            idle_.notify_all();
             if (stop_) return;
         }
     }
     std::mutex mu_;
     std::condition_variable cv_;
+    std::condition_variable idle_;
     std::deque<int> fds_;
+    bool busy_ = false;  // a close is under way
     bool stop_ = false;
     std::thread thread_;  // last: starts once the rest is ready
 };
@@ -142,6 +154,7 @@ std::string hidden_name_for(const std::string& final_name) {
 FileSet::FileSet(FileSetOptions opts)
     : opts_(std::move(opts)),
       base_(with_writer_mark(opts_.path, opts_.writer_index, opts_.writer_count)),
+      stream_(opts_.path == "-"),
       disposer_(std::make_unique<Disposer>()) {}
 
 FileSet::~FileSet() {
@@ -168,6 +181,7 @@ int FileSet::dir_of(const std::string& path, std::string& leaf) {
 }
 
 void FileSet::recover_stale() {
+    if (stream_) return;
     bool timed = opts_.rotate_seconds > 0;
     auto [dir, leaf] = split_path(base_);
     // A directory named by strftime is known only at open time (open_next
@@ -215,7 +229,7 @@ void FileSet::recover_stale() {
 }
 
 Status FileSet::preallocate() {
-    if (!opts_.preallocate) return Status::success();
+    if (!opts_.preallocate || stream_) return Status::success();
     for (uint64_t k = 0; k < opts_.max_files; k++) {
         std::string name = name_for(k, 0);
         std::string leaf;
@@ -298,35 +312,68 @@ void FileSet::drop_spares() {
     spares_.clear();
 }
 
-std::string FileSet::name_for(uint64_t seq, time_t now) const {
+std::string FileSet::name_for(uint64_t count, time_t period) const {
     std::string name = base_;
     if (opts_.rotate_seconds > 0) {
         struct tm tm;
-        localtime_r(&now, &tm);
+        localtime_r(&period, &tm);
         char buf[4096];
         size_t n = strftime(buf, sizeof(buf), base_.c_str(), &tm);
         if (n > 0) name.assign(buf, n);
     }
-    // tcpdump numbers files only when -C is given; -W pads and wraps.
+    // tcpdump numbers files only when -C is given; -W pads to the width of
+    // W-1 and wraps. Its -W 1 has a width of 0, and a counter of 0 with no
+    // width is no number at all: the one name is NAME.
     if (opts_.rotate_bytes > 0) {
-        if (opts_.max_files > 0) {
+        if (opts_.max_files > 1) {
             char num[16];
             snprintf(num, sizeof(num), "%0*llu", static_cast<int>(digits(opts_.max_files - 1)),
-                     static_cast<unsigned long long>(seq % opts_.max_files));
+                     static_cast<unsigned long long>(count % opts_.max_files));
             name += num;
-        } else if (seq > 0) {
-            name += std::to_string(seq);
+        } else if (opts_.max_files == 0 && count > 0) {
+            name += std::to_string(count);
         }
     }
     return name;
 }
 
-Status FileSet::open_next(time_t now) {
+Status FileSet::open_next(time_t now, Open why) {
     if (fd_ >= 0) {
         Status s = close_current();
         if (!s) return s;
     }
-    final_name_ = name_for(seq_, now);
+    if (stream_) {
+        // Standard output is one stream: a second header in it would end
+        // any reader.
+        if (seq_ > 0) return make_error("standard output is written once and never rotated");
+        // A pipe gets an open file description of its own, non-blocking, so
+        // a reader that stops reading cannot hold the writer in write()
+        // past a second stop signal, and the flag does not change the
+        // pipe for the shell or the other processes sharing it. Anything
+        // else (a file, a socket) is written through a duplicate.
+        struct stat st;
+        if (fstat(STDOUT_FILENO, &st) != 0)
+            return make_error("standard output: " + errno_text(errno));
+        if (S_ISFIFO(st.st_mode)) {
+            fd_ = ::open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (fd_ < 0 && errno == ENXIO)
+                return make_error("standard output: the pipe has no reader");
+        }
+        if (fd_ < 0) fd_ = ::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+        if (fd_ < 0) return make_error("standard output: " + errno_text(errno));
+        final_name_ = "-";
+        hidden_name_.clear();
+        reused_ = false;
+        seq_++;
+        return Status::success();
+    }
+    // tcpdump: the strftime name is evaluated when a -G period starts, and
+    // the -C counter restarts with it; a -C cut keeps both.
+    if (seq_ == 0 || (why == Open::kPeriod && opts_.rotate_seconds > 0)) {
+        period_ = now;
+        count_ = 0;
+    }
+    final_name_ = name_for(count_, period_);
     // Only a -C/-W ring reuses names on purpose. Anywhere else (-G within one
     // second, `capctl rotate` on a plain -w name) a name already written gets
     // the next number, as -C would give it, so no earlier file is replaced.
@@ -347,6 +394,10 @@ Status FileSet::open_next(time_t now) {
     // A spare is already under this hidden name; else take over the
     // displaced file's storage.
     reused_ = take_spare() || (opts_.reuse && reuse_displaced());
+    // The new file is one of the W: the oldest goes now, not when the new
+    // one is closed, so W files, this one included, are all the disk holds.
+    make_room();
+    dfd = dir_of(hidden_name_, leaf);
     int flags = O_WRONLY | (opts_.direct ? O_DIRECT : 0);
     if (reused_) {
         fd_ = open_own_file(dfd, leaf, flags, owner(), &reused_id_);
@@ -370,6 +421,8 @@ Status FileSet::open_next(time_t now) {
     if (fd_ < 0) {
         int err = errno;
         if (reused_ && !reused_from_.empty()) {
+            // (make_room() may have changed the directory descriptor.)
+            dfd = dir_of(hidden_name_, leaf);
             // Give the displaced file its name back, as the oldest file.
             std::string from_leaf = split_path(reused_from_).second;
             if (::renameat(dfd, leaf.c_str(), dfd, from_leaf.c_str()) == 0)
@@ -391,8 +444,31 @@ Status FileSet::open_next(time_t now) {
     // leaves a locked hidden file alone (storage/recover.hh).
     (void)flock(fd_, LOCK_EX | LOCK_NB);
     seq_++;
+    count_++;
     return Status::success();
 }
+
+void FileSet::make_room() {
+    if (opts_.max_files == 0) return;
+    // A ring name reused on purpose (the -W counter wrapping, or a -G
+    // period whose strftime name an earlier one had) replaces its file:
+    // the old one goes now. So does an earlier run's file under the name.
+    bool ring = opts_.rotate_bytes > 0;
+    if (ring) {
+        for (auto it = closed_.begin(); it != closed_.end(); ++it)
+            if (*it == final_name_) {
+                closed_.erase(it);
+                break;
+            }
+        if (!reused_) remove_file(final_name_);
+    }
+    while (!closed_.empty() && closed_.size() + 1 > opts_.max_files) {
+        remove_file(closed_.front());
+        closed_.pop_front();
+    }
+}
+
+bool FileSet::wait_removals() { return disposer_->wait_idle(); }
 
 void FileSet::reap_children() {
     for (auto it = children_.begin(); it != children_.end();) {
@@ -425,12 +501,13 @@ std::string FileSet::last_command_failure() const {
 }
 
 bool FileSet::reuse_displaced() {
-    // The file this one replaces by name, else the oldest that -W deletes
-    // when this one is closed.
+    // The file this one replaces by name, else the oldest, which -W removes
+    // as this one opens.
     auto known = closed_.end();
     for (auto it = closed_.begin(); it != closed_.end(); ++it)
         if (*it == final_name_) known = it;
-    if (known == closed_.end() && opts_.max_files > 0 && closed_.size() >= opts_.max_files)
+    if (known == closed_.end() && opts_.max_files > 0 && !closed_.empty() &&
+        closed_.size() + 1 > opts_.max_files)
         known = closed_.begin();
     std::string name = known != closed_.end() ? *known : final_name_;
     // Only within the directory of the new file (-G names may change it).
@@ -461,6 +538,7 @@ void FileSet::discard_current() {
     if (fd_ < 0) return;
     ::close(fd_);
     fd_ = -1;
+    if (stream_) return;
     std::string leaf;
     int dfd = dir_of(hidden_name_, leaf);
     if (dfd >= 0) (void)remove_entry(dfd, leaf);
@@ -470,6 +548,11 @@ Status FileSet::close_current() {
     if (fd_ < 0) return Status::success();
     int fd = fd_;
     fd_ = -1;
+    if (stream_) {
+        ::close(fd);  // capd's own descriptor 1 stays open
+        files_closed_++;
+        return Status::success();
+    }
     if (reused_) {
         off_t end = lseek(fd, 0, SEEK_CUR);
         if (end < 0 || ftruncate(fd, end) != 0) {
@@ -540,6 +623,8 @@ static_assert(std::atomic<bool>::is_always_lock_free);
 }  // namespace
 
 void FileSet::stop_waiting() { g_stop_waiting.store(true, std::memory_order_relaxed); }
+
+bool FileSet::waiting_stopped() { return g_stop_waiting.load(std::memory_order_relaxed); }
 
 void FileSet::wait_children(int timeout_ms) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);

@@ -1,9 +1,20 @@
 /* FileSet: one writer's sequence of output files, with tcpdump's rotation.
  *
- * Names follow tcpdump: with -C the files are NAME, NAME1, NAME2...; with -W
- * the counter is zero-padded to W's width and wraps (NAME0..NAME{W-1}); with
- * -G the name is passed through strftime(3) at open time. Unlike tcpdump,
- * -W also bounds the number of -G files: the oldest is deleted (a ring).
+ * Names follow tcpdump 4.99: with -C the files are NAME, NAME1, NAME2...;
+ * with -W the counter is zero-padded to the width of W-1 and wraps
+ * (NAME0..NAME{W-1}; -W 1 writes NAME over and over). With -G the name is
+ * passed through strftime(3) once per -G period, at the time the period
+ * starts, and with -C the counter restarts at each period: the files of one
+ * period are PERIOD, PERIOD1... (-W: PERIOD0..PERIOD{W-1}).
+ *
+ * -W bounds the files on disk, counting the one being written: when a new
+ * file opens and W files exist, the oldest is removed first (with -C, the
+ * file whose name the new one takes), so a file system of about C x W
+ * bytes holds the ring, as with tcpdump. Unlike tcpdump, -W also bounds the
+ * number of -G files, and across -G periods: the oldest is removed.
+ *
+ * With path "-" the set is standard output: one stream, opened once, never
+ * named, rotated or removed (the options refuse -C/-G/-W/-z with it).
  *
  * Each file is written under a hidden name (".NAME.partial" in the same
  * directory) and renamed into place when closed, so any file bearing its final
@@ -28,9 +39,10 @@
  * another hard link, is never reused.
  *
  * With `preallocate` the ring's storage is claimed before capture starts,
- * for each of the W names: an existing ring file gets C bytes allocated past
- * its end (fallocate with KEEP_SIZE: its size and bytes stay), any other name
- * a hidden spare that the first pass writes over. On a disk a spare is
+ * for each of the W names (the W files, the one being written included):
+ * an existing ring file gets C bytes allocated past its end (fallocate with
+ * KEEP_SIZE: its size and bytes stay), any other name a hidden spare that
+ * the first pass writes over. On a disk a spare is
  * fallocated (no data written); on tmpfs it is C bytes of zeros, so that its
  * pages are touched before capture. A file system without room for the ring
  * is an error at start, not a disk-full episode later. Spares left unused
@@ -39,7 +51,8 @@
  * Removing a file (-W's oldest, or the older file of a name a new one takes)
  * unlinks its name at once, but the last close of the file, where the kernel
  * frees its blocks (about 0.2 s for 1 GB on ext4), happens on a helper
- * thread, so the writer never waits for it.
+ * thread, so the writer never waits for it, unless a write finds the file
+ * system full (wait_removals()).
  *
  * Cold code for one writer thread: it allocates and makes syscalls, only at
  * open/rotate/close.
@@ -92,9 +105,16 @@ public:
     FileSet(const FileSet&) = delete;
     FileSet& operator=(const FileSet&) = delete;
 
-    /* Opens the next file under its hidden name. `now` is wall-clock seconds
-     * (strftime names with -G). */
-    Status open_next(time_t now);
+    /* Why a file opens: kPeriod starts a -G period at `now` (the first file
+     * is one too): its strftime name is evaluated at `now` and the -C counter
+     * restarts. kCut (-C, a write error, `capctl rotate`) stays in the
+     * period: the same strftime name, the next counter. Without -G both
+     * only count on. */
+    enum class Open { kPeriod, kCut };
+
+    /* Opens the next file under its hidden name, first removing the oldest
+     * when -W files exist. `now` is wall-clock seconds. */
+    Status open_next(time_t now, Open why = Open::kPeriod);
 
     /* Recovers the hidden files a run that did not finish left under names
      * this set writes (see above), logging one line for each entry found
@@ -126,6 +146,8 @@ public:
     /* Cuts every wait_children() short, now and later: capd's second stop
      * signal. Async-signal-safe (one lock-free atomic store). */
     static void stop_waiting();
+    /* Whether stop_waiting() was called. Any thread. */
+    static bool waiting_stopped();
 
     /* -z commands that could not be started, exited with a status other
      * than 0 or were killed by a signal; each is also one stderr line
@@ -133,8 +155,17 @@ public:
     uint64_t command_failures() const { return command_failures_.load(std::memory_order_relaxed); }
     std::string last_command_failure() const;
 
-    /* The name the file with this sequence number gets (for tests). */
-    std::string name_for(uint64_t seq, time_t now) const;
+    /* The name of the file with -C counter `count` in the -G period that
+     * started at `period` (for tests). */
+    std::string name_for(uint64_t count, time_t period) const;
+
+    /* Whether this set is standard output (path "-"). */
+    bool is_stream() const { return stream_; }
+
+    /* Waits until every removed file's blocks are freed (the helper
+     * thread's closes are done); returns whether any were pending. For a
+     * write that found the file system full. Writer thread. */
+    bool wait_removals();
 
 private:
     FileSetOptions opts_;
@@ -150,7 +181,11 @@ private:
     uid_t owner() const;
     Status create_hidden();
     Status recover_for_name(const std::string& final_name);
-    uint64_t seq_ = 0;
+    bool stream_ = false;
+    uint64_t seq_ = 0;    // files opened
+    uint64_t count_ = 0;  // the -C counter: files opened in this -G period
+    time_t period_ = 0;   // start of the -G period (strftime names)
+    void make_room();
     std::string hidden_name_;
     std::string final_name_;
     std::deque<std::string> closed_;  // final names, oldest first (for -W)

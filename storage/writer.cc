@@ -1,6 +1,7 @@
 #include "storage/writer.hh"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -83,9 +84,10 @@ Status Writer::open() {
     if (!pre) return pre;
     // Before capture starts a failure is the caller's to report, once.
     quiet_errors_ = true;
-    bool ok = open_file(wall_seconds());
+    bool ok = open_file(wall_seconds(), FileSet::Open::kPeriod);
     quiet_errors_ = false;
     disk_error_.store(false);
+    output_gone_.store(false);
     if (!ok) return make_error(last_error());
     return Status::success();
 }
@@ -121,7 +123,16 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
         ssize_t w = ::writev(files_.fd(), cur, cnt);
         if (w < 0) {
             if (errno == EINTR) continue;
+            if (errno == EAGAIN && wait_writable()) continue;
+            // A file -W just removed may not have been freed yet.
+            if ((errno == ENOSPC || errno == EDQUOT) && files_.wait_removals()) continue;
             int err = errno;
+            if (files_.is_stream()) {
+                // Bytes already in a pipe cannot be taken back: the stream
+                // ends here.
+                stream_failed(err);
+                return false;
+            }
             // Cut back to the last whole record so the file stays readable.
             if (done > 0 && ftruncate(files_.fd(), static_cast<off_t>(file_bytes_)) == 0)
                 (void)lseek(files_.fd(), static_cast<off_t>(file_bytes_), SEEK_SET);
@@ -145,6 +156,42 @@ bool Writer::write_bytes(const struct iovec* iov_in, int iovcnt, size_t total) {
     stats_.bytes.fetch_add(total, std::memory_order_relaxed);
     if (wb_fd_ >= 0 && file_bytes_ - wb_started_ >= kWindow) write_behind();
     return true;
+}
+
+/* Standard output is a non-blocking pipe that is full: waits for room, but
+ * gives up at a second stop signal (a reader that stopped reading). */
+bool Writer::wait_writable() {
+    if (!files_.is_stream()) return false;
+    while (!FileSet::waiting_stopped()) {
+        struct pollfd p = {files_.fd(), POLLOUT, 0};
+        int r = ::poll(&p, 1, 100);
+        if (r > 0) return true;  // room, or an error the next write reports
+        if (r < 0 && errno != EINTR) return false;
+    }
+    errno = EAGAIN;
+    return false;
+}
+
+void Writer::stream_failed(int err) {
+    std::string why = err == EPIPE ? "its reader has gone"
+                      : err == EAGAIN ? "its reader stopped reading"
+                                      : "the stream cannot go on";
+    std::string msg = std::string("standard output: ") + std::strerror(err) + ": " + why;
+    stats_.disk_errors.fetch_add(1, std::memory_order_relaxed);
+    set_error(msg);
+    if (!output_gone_.exchange(true, std::memory_order_acq_rel))
+        std::fprintf(stderr, "capd: %s; stopping\n", msg.c_str());
+    disk_error_.store(true, std::memory_order_release);
+}
+
+/* Idle: a pipe whose reader has gone reports POLLERR; notice it without
+ * waiting for traffic to write. */
+void Writer::check_stream() {
+    uint64_t now = mono_ns();
+    if (now - stream_checked_ns_ < 100000000ull) return;
+    stream_checked_ns_ = now;
+    struct pollfd p = {files_.fd(), 0, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLERR)) stream_failed(EPIPE);
 }
 
 /* Buffered writes to a disk: each full window goes to the write-behind
@@ -204,6 +251,7 @@ bool Writer::flush_stage(bool tail) {
         ssize_t w = ::pwrite(files_.fd(), stage_ + done, n - done,
                              static_cast<off_t>(disk_bytes_ + done));
         if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && files_.wait_removals()) continue;
         if (w <= 0) {
             direct_failure(w < 0 ? errno : ENOSPC);
             return false;
@@ -283,13 +331,13 @@ void Writer::finish_file() {
     publish_name();
 }
 
-bool Writer::open_file(time_t now) {
-    file_opened_ = now;
+bool Writer::open_file(time_t now, FileSet::Open why) {
+    if (why == FileSet::Open::kPeriod) period_started_ = now;
     file_bytes_ = 0;
     staged_ = 0;
     disk_bytes_ = released_end_ = 0;
     pending_.clear();
-    Status s = files_.open_next(now);
+    Status s = files_.open_next(now, why);
     if (!s) {
         enter_error(s.error());
         retry_at_ = now + 1;
@@ -297,7 +345,8 @@ bool Writer::open_file(time_t now) {
         return false;
     }
     wb_started_ = 0;
-    if (wb_ && disk_backed(files_.fd())) wb_fd_ = fcntl(files_.fd(), F_DUPFD_CLOEXEC, 0);
+    if (wb_ && !files_.is_stream() && disk_backed(files_.fd()))
+        wb_fd_ = fcntl(files_.fd(), F_DUPFD_CLOEXEC, 0);
     std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
     struct iovec iov = {hdr.data(), hdr.size()};
     header_bytes_ = hdr.size();
@@ -315,19 +364,23 @@ bool Writer::open_file(time_t now) {
     return true;
 }
 
-void Writer::rotate(time_t now) {
+void Writer::rotate(time_t now, FileSet::Open why) {
+    if (files_.is_stream()) return;  // one stream: never a second header
     finish_file();
-    (void)open_file(now);
+    (void)open_file(now, why);
 }
 
 bool Writer::ensure_file() {
-    if (files_.is_open()) return true;
+    if (files_.is_open()) return !output_gone_.load(std::memory_order_relaxed);
+    if (files_.is_stream()) return false;
     time_t now = wall_seconds();
     if (now < retry_at_) return false;
-    return open_file(now);
+    // After a write error: a new file within the same -G period.
+    return open_file(now, FileSet::Open::kCut);
 }
 
 void Writer::after_write_failure() {
+    if (files_.is_stream()) return;  // the stream stays as it is; capd stops
     // Close what was written (whole records only) and start a new file when
     // space returns, at most once a second. A file that got no record is
     // not worth a name.
@@ -354,7 +407,8 @@ void Writer::write_split(Chunk* c) {
     const uint8_t* p = c->data();
     uint32_t off = 0;
     while (off < c->len) {
-        if (files_.is_open() && file_bytes_ >= cfg_.files.rotate_bytes) rotate(wall_seconds());
+        if (files_.is_open() && file_bytes_ >= cfg_.files.rotate_bytes)
+            rotate(wall_seconds(), FileSet::Open::kCut);
         bool have_file = ensure_file();
         uint32_t end = off;
         uint32_t pkts = 0;
@@ -423,15 +477,17 @@ void Writer::run() {
             if (n) write_chunks(chunks, n);
             got += n;
         }
-        if (rotate_requested_.exchange(false, std::memory_order_acq_rel)) rotate(wall_seconds());
+        if (rotate_requested_.exchange(false, std::memory_order_acq_rel))
+            rotate(wall_seconds(), FileSet::Open::kCut);
         if (cfg_.files.rotate_seconds > 0) {
             time_t now = wall_seconds();
-            if (now - file_opened_ >= static_cast<time_t>(cfg_.files.rotate_seconds) &&
+            if (now - period_started_ >= static_cast<time_t>(cfg_.files.rotate_seconds) &&
                 now >= retry_at_)
-                rotate(now);
+                rotate(now, FileSet::Open::kPeriod);
         }
         if (got == 0) {
             if (closing) break;
+            if (files_.is_stream() && files_.is_open() && !output_gone_.load()) check_stream();
             // --direct: nothing to do, so put the staged whole blocks on the
             // disk (a quiet link's packets would otherwise wait for 8 MiB);
             // the last partial block waits for more data or the close.

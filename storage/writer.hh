@@ -5,6 +5,16 @@
  * (no copy: the iovecs point into the chunks), applies -C/-G rotation at
  * record boundaries, and returns the chunks to the pool.
  *
+ * -G periods are timed from the start of the previous one; a -C cut or a
+ * requested rotation starts a new file within the period, never a new
+ * period (tcpdump 4.99).
+ *
+ * With -w - (standard output) there is one stream and no rotation. A write
+ * that fails there (EPIPE: the reader has exited) ends the stream: one
+ * line on stderr, every later packet counted as a `disk` drop, and
+ * output_gone() tells the pipeline to stop. An idle writer notices a pipe
+ * whose reader has gone too (poll, every 100 ms).
+ *
  * Threads: construct and open() on the control thread (so an unwritable
  * directory fails before capture starts); run() on one storage lcore;
  * request_rotate(), close_inputs() and stats() from any thread.
@@ -79,6 +89,11 @@ public:
     /* Producers have stopped for good: drain and finish. */
     void close_inputs() { inputs_closed_.store(true, std::memory_order_release); }
     void request_rotate() { rotate_requested_.store(true, std::memory_order_release); }
+    /* Whether the output rotates at all: not standard output. */
+    bool rotates() const { return !files_.is_stream(); }
+    /* Standard output can no longer be written (its reader has gone):
+     * capd should stop. Any thread. */
+    bool output_gone() const { return output_gone_.load(std::memory_order_acquire); }
     void set_paused(bool p) { paused_.store(p, std::memory_order_release); }
 
     const WriterStats& stats() const { return stats_; }
@@ -108,9 +123,12 @@ private:
     bool flush_stage(bool tail);
     void release(uint64_t upto);
     void direct_failure(int err);
-    void rotate(time_t now);
+    void rotate(time_t now, FileSet::Open why);
     void finish_file();
-    bool open_file(time_t now);
+    bool open_file(time_t now, FileSet::Open why);
+    bool wait_writable();
+    void stream_failed(int err);
+    void check_stream();
     bool ensure_file();
     void write_behind();
     void end_write_behind();
@@ -128,7 +146,9 @@ private:
     std::atomic<bool> rotate_requested_{false};
     std::atomic<bool> paused_{false};
     uint64_t file_bytes_ = 0;
-    time_t file_opened_ = 0;
+    time_t period_started_ = 0;  // the current -G period's start
+    std::atomic<bool> output_gone_{false};
+    uint64_t stream_checked_ns_ = 0;  // last idle check of standard output
     // --direct (O_DIRECT): bytes [disk_bytes_, file_bytes_) wait in stage_
     // (4 KiB aligned), and the packets of each write wait in pending_ until
     // the disk holds the whole write; released_end_ is the end of the last

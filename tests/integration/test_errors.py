@@ -252,8 +252,9 @@ class BadInput(CapdTestCase):
             self.assertRefused(["-i", f"pcap:{self.good}"])
         with self.subTest(args="no -i"):
             self.assertRefused(["-w", self.out])
-        with self.subTest(args="-w -"):
-            self.assertRefused(["-i", f"pcap:{self.good}", "-w", "-"])
+        with self.subTest(args="-w - -C 1"):
+            # Standard output is one stream (test_stdout.py has the rest).
+            self.assertRefused(["-i", f"pcap:{self.good}", "-w", "-", "-C", "1"])
 
     def test_not_a_capture(self):
         """A file that is not a capture is refused before any output."""

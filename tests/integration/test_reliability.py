@@ -288,9 +288,9 @@ class DiskFull(ReliabilityCase):
                 exit=run.rc)
 
     def test_ring_of_files_keeps_the_disk_from_filling(self):
-        """-C 2 -W 5 on the same 20 MB tmpfs: at most 5 files (10 MB plus the
-        one being written) while far more than 20 MB goes through; no disk
-        drops, no write error."""
+        """-C 2 -W 5 on the same 20 MB tmpfs: at most 5 files, the one being
+        written included (10 MB), while far more than 20 MB goes through; no
+        disk drops, no write error."""
         disk = self.mount_disk()
         run_s = 8
         stats_json = self.path("ring.json")

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Rotation with -C/-G/-W and post-rotate commands with -z.
 
-Names follow tcpdump: -C alone gives NAME, NAME1, NAME2...; -C with -W gives
-NAME0..NAME{W-1} (zero-padded to W-1's width) and keeps at most W files; -G
-passes NAME through strftime. No hidden .NAME.partial file may remain.
+Names follow tcpdump 4.99: -C alone gives NAME, NAME1, NAME2...; -C with -W
+gives NAME0..NAME{W-1} (zero-padded to W-1's width) and keeps at most W files,
+the one being written included; -G passes NAME through strftime once per
+period, and with -C the counter restarts in each period. No hidden
+.NAME.partial file may remain.
 
 Record identity in looped captures: `pcap:FILE,loop` shifts each round's
 timestamps by the file's span + 1 us, so a record's timestamp tells its
@@ -101,8 +103,10 @@ class SizeRotation(CapdTestCase):
         return newest
 
     def test_C_W_ring(self):
-        """-C 1 -W 3 over a looping source: at most 3 files, NAME0..NAME2, none
-        larger than 1 MB + one record, the newest packets in the newest file."""
+        """-C 1 -W 3 over a looping source: 3 files at the end, NAME0..NAME2,
+        none larger than 1 MB + one record, the newest packets in the newest
+        file. (While it runs the third closed file goes as the fourth opens:
+        RingOnSmallDisk.)"""
         count = 20000
         log = self.path("z.log")
         stats = self.path("stats.json")
@@ -242,6 +246,69 @@ class SizeRotation(CapdTestCase):
         self.assertNoHidden(self.out)
 
 
+def entries(d):
+    """Files in d, hidden ones included, counted by inode (a rename seen
+    half-way by listdir is one file)."""
+    try:
+        return {e.inode() for e in os.scandir(d)}
+    except FileNotFoundError:
+        return set()
+
+
+class RingOnSmallDisk(CapdTestCase):
+    """-C 1 -W 3 on a tmpfs of about C x W, which holds tcpdump's ring: W
+    files on disk, counting the one being written (tcpdump truncates the
+    oldest name when it opens it again). capd's ring must fit there too:
+    the oldest file goes when the new one opens, not when it is closed."""
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        self.out = self.path("disk")
+        os.mkdir(self.out)
+        # Three files of 1 MB and one record each, in 4 KiB pages (735
+        # pages), plus 256 KiB: a fourth file does not fit.
+        size = 3 * MB + 256 * 1024
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
+                            "linecap-ring", self.out], capture_output=True, timeout=30)
+        if p.returncode != 0:
+            self.skipTest(f"cannot mount a tmpfs: {p.stderr.decode().strip()}")
+        self.addCleanup(subprocess.run, ["umount", "-l", self.out], capture_output=True,
+                        timeout=30)
+
+    def test_ring_fits_C_times_W(self):
+        """A finite capture of about 9 MB through -C 1 -W 3 (the workers wait
+        for the writer, which is slowed so the directory can be watched):
+        every packet written, no `disk` drop, never more than 3 files."""
+        pkts, _ = gencaps.mixed(18000, seed=26)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        stats = self.path("stats.json")
+        c = capdtest.RunningCapd(["--nano", "-i", f"pcap:{src}", "-C", "1", "-W", "3",
+                                  "-w", os.path.join(self.out, "rot.pcap"),
+                                  "--stats-json", stats, "-s", "1600", "--chunk-kb", "64",
+                                  "--ring-chunks", "2", "--test-writer-delay-us", "20000"])
+        self.addCleanup(c.kill)
+        most, looks = 0, 0
+        deadline = time.monotonic() + capdtest.CAPD_TIMEOUT
+        while c.running() and time.monotonic() < deadline:
+            most = max(most, len(entries(self.out)))
+            looks += 1
+            time.sleep(0.002)
+        run = c.wait()
+        self.assertCapdOk(run)
+        s = capdtest.read_json(stats)
+        self.assertEqual(s["drops"]["disk"], 0, run.describe())
+        self.assertEqual(s["drops"]["total"], 0, run.describe())
+        self.assertEqual(s["packets_written"], len(pkts))
+        self.assertGreater(s["files_written"], 6, "the test needs the ring to wrap twice")
+        self.assertGreater(looks, 10)
+        self.assertLessEqual(most, 3, f"{most} files at once on a -W 3 ring")
+        self.assertEqual(sorted(os.listdir(self.out)), ["rot.pcap0", "rot.pcap1", "rot.pcap2"])
+        for n in os.listdir(self.out):
+            self.assertWhole(os.path.join(self.out, n))
+
+
 class TimeRotation(CapdTestCase):
     NAME = re.compile(r"^g-\d{8}-\d{6}\.pcap$")
 
@@ -283,6 +350,33 @@ class TimeRotation(CapdTestCase):
                 self.assertGreater(s, last, f"{n}: packets in time order across files")
                 last = s
 
+    def test_G_with_C_names_as_tcpdump(self):
+        """-G 1 -C 0.2 at about 2 MB/s: as tcpdump 4.99, each period's files
+        are PERIOD, PERIOD1, PERIOD2... (the strftime name is the period's
+        start, the counter restarts with it), and the -C cuts, every 0.1 s,
+        do not hold back the -G rotation: there are several periods."""
+        stats = self.path("stats.json")
+        run = self.capd(["-q", "-i", "null:1000,rate=2000", "--duration", "3.5", "-G", "1",
+                         "-C", "0.2", "-w", os.path.join(self.out, "g-%Y%m%d-%H%M%S.pcap"),
+                         "--stats-json", stats])
+        self.assertCapdOk(run, quiet=True)
+        self.assertNoHidden(self.out)
+        name = re.compile(r"^g-(\d{8}-\d{6})\.pcap(\d*)$")
+        periods = {}
+        records = 0
+        for n in os.listdir(self.out):
+            m = name.match(n)
+            self.assertIsNotNone(m, n)
+            periods.setdefault(m.group(1), []).append(int(m.group(2) or 0))
+            records += len(self.assertWhole(os.path.join(self.out, n)).records)
+        self.assertGreaterEqual(len(periods), 2, sorted(os.listdir(self.out)))
+        self.assertTrue(any(len(v) > 1 for v in periods.values()), "no -C cut in a period")
+        for p, counts in periods.items():
+            self.assertEqual(sorted(counts), list(range(len(counts))),
+                             f"period {p}: counters {sorted(counts)}")
+        s = capdtest.read_json(stats)
+        self.assertEqual(records, s["packets_written"])
+
     def test_G_quiet_link(self):
         """-G 1 on an idle af_packet link (a veth between namespaces this test
         creates): files still rotate every second."""
@@ -300,7 +394,8 @@ class TimeRotation(CapdTestCase):
         self.check_time_files(log)
 
     def test_G_W(self):
-        """-G 1 -W 2: capd keeps only the two newest interval files."""
+        """-G 1 -W 2: capd keeps only the two newest interval files (tcpdump
+        would stop after two)."""
         pkts, _ = gencaps.mixed(500, seed=25)
         src = gencaps.write(self.path("gen.pcap"), pkts)
         log = self.path("z.log")

@@ -266,13 +266,15 @@ TEST(FileSafety, RingDeletionRemovesAPlantedLinkNotItsTarget) {
     FileSet f(o);
     ASSERT_TRUE(f.open_next(0).ok());
     ASSERT_TRUE(f.close_current().ok());
-    // The closed ring file is swapped for a link before -W deletes it.
-    fs::remove(d.path / "r.pcap0");
-    fs::create_symlink(victim, d.path / "r.pcap0");
+    // The closed ring file (-W 1: the name has no number) is swapped for a
+    // link before -W deletes it.
+    fs::remove(d.path / "r.pcap");
+    fs::create_symlink(victim, d.path / "r.pcap");
     ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_FALSE(fs::is_symlink(d.path / "r.pcap"));
     ASSERT_TRUE(f.close_current().ok());
     EXPECT_EQ(slurp(victim), "precious");
-    EXPECT_FALSE(fs::is_symlink(d.path / "r.pcap0"));
+    EXPECT_FALSE(fs::is_symlink(d.path / "r.pcap"));
 }
 
 TEST(RecordScan, StopsAtZerosAndDamagedBlocks) {

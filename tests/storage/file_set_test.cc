@@ -1,5 +1,7 @@
-// FileSet: tcpdump's rotation names, hidden names until close, -W rings, -z.
+// FileSet: tcpdump's rotation names, hidden names until close, -W rings, -z,
+// standard output.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +40,18 @@ TEST(FileSet, RingNamesArePaddedAndWrap) {
     EXPECT_EQ(f.name_for(0, 0), "out.pcap00");
     EXPECT_EQ(f.name_for(11, 0), "out.pcap11");
     EXPECT_EQ(f.name_for(12, 0), "out.pcap00");
+}
+
+TEST(FileSet, OneFileRingHasNoNumber) {
+    // tcpdump -C -W 1: the counter has no digits and is always 0, so the
+    // one name is NAME itself.
+    FileSetOptions o;
+    o.path = "out.pcap";
+    o.rotate_bytes = 1;
+    o.max_files = 1;
+    FileSet f(o);
+    EXPECT_EQ(f.name_for(0, 0), "out.pcap");
+    EXPECT_EQ(f.name_for(1, 0), "out.pcap");
 }
 
 TEST(FileSet, TimeRotationUsesStrftime) {
@@ -86,9 +100,14 @@ TEST(FileSet, RingKeepsNewestFiles) {
     FileSet f(o);
     for (int i = 0; i < 7; i++) {
         ASSERT_TRUE(f.open_next(0).ok());
+        // -W counts the file being written, as tcpdump: 3 entries at most.
+        EXPECT_LE(d.names().size(), 3u) << testing::PrintToString(d.names());
         std::string tag = std::to_string(i);
         ASSERT_EQ(write(f.fd(), tag.data(), tag.size()), ssize_t(tag.size()));
     }
+    // The fourth file took r.pcap0's name when it opened: the oldest went
+    // then, not when the new one was closed.
+    EXPECT_EQ(d.names(), (std::set<std::string>{".r.pcap0.partial", "r.pcap1", "r.pcap2"}));
     ASSERT_TRUE(f.close_current().ok());
     // Files 4, 5, 6 survive, in slots 1, 2, 0.
     EXPECT_EQ(d.names(), (std::set<std::string>{"r.pcap0", "r.pcap1", "r.pcap2"}));
@@ -105,9 +124,74 @@ TEST(FileSet, RingDeletesOldestTimeFiles) {
     o.rotate_seconds = 1;
     o.max_files = 2;
     FileSet f(o);
-    for (time_t t = 100; t < 105; t++) ASSERT_TRUE(f.open_next(t).ok());
+    for (time_t t = 100; t < 105; t++) {
+        ASSERT_TRUE(f.open_next(t).ok());
+        EXPECT_LE(d.names().size(), 2u) << testing::PrintToString(d.names());
+    }
+    EXPECT_EQ(d.names(), (std::set<std::string>{"t-103.pcap", ".t-104.pcap.partial"}));
     ASSERT_TRUE(f.close_current().ok());
     EXPECT_EQ(d.names(), (std::set<std::string>{"t-103.pcap", "t-104.pcap"}));
+}
+
+TEST(FileSet, SizeCutsWithinTimePeriodsNameAsTcpdump) {
+    // tcpdump 4.99 with -G and -C: the strftime name is the period's start,
+    // a -C cut numbers on within it, and the next period starts at 0 again.
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "t-%s.pcap").string();
+    o.rotate_seconds = 60;
+    o.rotate_bytes = 1;
+    FileSet f(o);
+    using O = FileSet::Open;
+    std::vector<std::pair<time_t, O>> opens = {
+        {100, O::kPeriod}, {130, O::kCut}, {170, O::kCut}, {160, O::kPeriod}, {161, O::kCut}};
+    std::vector<std::string> names;
+    for (auto [t, why] : opens) {
+        ASSERT_TRUE(f.open_next(t, why).ok());
+        names.push_back(fs::path(f.current_name()).filename().string());
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"t-100.pcap", "t-100.pcap1", "t-100.pcap2",
+                                               "t-160.pcap", "t-160.pcap1"}));
+    ASSERT_TRUE(f.close_current().ok());
+}
+
+TEST(FileSet, TimePeriodRingsWrapPerPeriodAndCountAllFiles) {
+    // -G -C -W 3: each period's counter is padded and wraps as tcpdump's;
+    // capd's -W also bounds the files of all periods together.
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "t-%s.pcap").string();
+    o.rotate_seconds = 60;
+    o.rotate_bytes = 1;
+    o.max_files = 3;
+    FileSet f(o);
+    using O = FileSet::Open;
+    std::vector<std::string> names;
+    auto open = [&](time_t t, O why) {
+        ASSERT_TRUE(f.open_next(t, why).ok());
+        names.push_back(fs::path(f.current_name()).filename().string());
+        EXPECT_LE(d.names().size(), 3u) << testing::PrintToString(d.names());
+    };
+    open(100, O::kPeriod);
+    for (int i = 0; i < 4; i++) open(101 + i, O::kCut);
+    open(200, O::kPeriod);
+    EXPECT_EQ(names, (std::vector<std::string>{"t-100.pcap0", "t-100.pcap1", "t-100.pcap2",
+                                               "t-100.pcap0", "t-100.pcap1", "t-200.pcap0"}));
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(d.names(), (std::set<std::string>{"t-100.pcap0", "t-100.pcap1", "t-200.pcap0"}));
+}
+
+TEST(FileSet, StandardOutputIsOneStream) {
+    FileSetOptions o;
+    o.path = "-";
+    FileSet f(o);
+    EXPECT_TRUE(f.is_stream());
+    ASSERT_TRUE(f.open_next(0).ok());
+    EXPECT_EQ(f.current_name(), "-");
+    EXPECT_NE(f.fd(), STDOUT_FILENO);  // capd's descriptor 1 is never closed
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_FALSE(f.open_next(0).ok()) << "a second header would end any reader";
+    EXPECT_GE(fcntl(STDOUT_FILENO, F_GETFD), 0) << "descriptor 1 is still open";
 }
 
 TEST(FileSet, PostRotateCommandRunsOnEveryClosedFile) {
@@ -269,15 +353,21 @@ TEST(FileSet, ReuseWaitsForTheFilesPostRotateCommand) {
     FileSet f(o);
     ASSERT_TRUE(f.open_next(0).ok());
     write_all(f.fd(), "first, being read by -z");
-    ino_t first = 0;
     ASSERT_TRUE(f.close_current().ok());
-    first = inode_of(d.path / "z.pcap0");
+    // What the command reads: the file itself, whatever happens to its name.
+    int held = open((d.path / "z.pcap").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(held, 0);
     ASSERT_TRUE(f.open_next(0).ok());
     EXPECT_FALSE(f.reused());
-    EXPECT_EQ(inode_of(d.path / "z.pcap0"), first);
+    // -W 1 counts the new file: the old one's name is gone, its bytes are not.
+    EXPECT_EQ(d.names(), (std::set<std::string>{"hold.sh", ".z.pcap.partial"}));
     write_all(f.fd(), "second");
     ASSERT_TRUE(f.close_current().ok());
-    EXPECT_EQ(slurp(d.path / "z.pcap0"), "second");
+    EXPECT_EQ(slurp(d.path / "z.pcap"), "second");
+    char buf[64] = {};
+    ASSERT_GT(pread(held, buf, sizeof(buf) - 1, 0), 0);
+    EXPECT_STREQ(buf, "first, being read by -z");
+    close(held);
 }
 
 namespace {
