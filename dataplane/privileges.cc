@@ -23,7 +23,8 @@ Result<RunAs> check_run_as(const std::string& user, const std::string& output_pa
     if (pid < 0) return make_error(std::string("-Z: fork: ") + std::strerror(errno));
     if (pid == 0) {
         if (initgroups(name.c_str(), gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(2);
-        _exit(access(dir.c_str(), W_OK | X_OK) == 0 ? 0 : 1);
+        // -w -: the capture goes to the standard output capd already holds.
+        _exit(output_path == "-" || access(dir.c_str(), W_OK | X_OK) == 0 ? 0 : 1);
     }
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
@@ -43,7 +44,7 @@ Status drop_privileges(const std::string& user, const std::string& output_path) 
     if (initgroups(pw->pw_name, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
         return make_error("-Z " + user + ": " + std::strerror(errno));
     if (setuid(0) == 0) return make_error("-Z " + user + ": root privileges could not be dropped");
-    if (access(dir.c_str(), W_OK | X_OK) != 0)
+    if (output_path != "-" && access(dir.c_str(), W_OK | X_OK) != 0)
         return make_error("-Z " + user + ": cannot create files in " + dir + ": " +
                           std::strerror(errno));
     return Status::success();

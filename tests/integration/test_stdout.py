@@ -8,6 +8,8 @@ more than one writer are refused, and a rotation request is refused. A
 reader that exits ends capd: one line, the summary on stderr, exit 1.
 """
 
+import os
+import pwd
 import signal
 import subprocess
 
@@ -40,6 +42,23 @@ class StandardOutput(CapdTestCase):
         with open(p, "wb") as f:
             f.write(data)
         return self.assertWhole(p)
+
+    def test_run_as_user_needs_no_writable_directory(self):
+        """-Z with -w -: the user writes to the standard output capd holds,
+        not to a directory, so a working directory it cannot write in is
+        no reason to refuse (as for tcpdump -Z)."""
+        try:
+            pwd.getpwnam("nobody")
+        except KeyError:
+            self.skipTest("no user nobody")
+        closed = self.path("closed")
+        os.mkdir(closed, 0o700)
+        p = subprocess.run(capdtest.capd_command(["-q", "-Z", "nobody", "-i",
+                                                  f"pcap:{self.src}", "-w", "-"]),
+                           capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+                           cwd=closed)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(self.read_bytes(p.stdout, "z.out").records), len(self.pkts))
 
     def test_same_records_as_a_file(self):
         """pcap and pcapng on standard output hold the records -w FILE
