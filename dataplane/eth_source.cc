@@ -59,8 +59,9 @@ private:
 class EthSource final : public Source {
 public:
     EthSource(std::unique_ptr<PortOwner> owner, std::string name, uint16_t queues,
-              uint32_t ts_scale, double rate, uint16_t rx_desc)
-        : owner_(std::move(owner)), port_(owner_->port()), pacers_(queues) {
+              uint32_t ts_scale, double rate, uint16_t rx_desc, InterfaceWatch watch)
+        : owner_(std::move(owner)), port_(owner_->port()), pacers_(queues),
+          watch_(std::move(watch)) {
         rx_desc_ = rx_desc;
         name_ = std::move(name);
         queues_ = queues;
@@ -106,12 +107,14 @@ public:
         return c;
     }
     void stop() override { rte_eth_dev_stop(port_); }
+    LinkState link_state() const override { return watch_.state(); }
 
 private:
     std::unique_ptr<PortOwner> owner_;
     uint16_t port_;
     std::vector<Pacer> pacers_;
     double per_cycle_ = 0;
+    InterfaceWatch watch_;  // af_xdp: deletion
 };
 
 std::string errstr(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
@@ -179,6 +182,12 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     // From here on every return closes the port (inside its namespace, which
     // the scope above still holds).
     auto owner = std::make_unique<PortOwner>(port, std::move(ns), vdev);
+    InterfaceWatch watch;
+    if (spec.kind == SourceSpec::Kind::kAfXdp) {
+        auto w = InterfaceWatch::open(spec.arg, false);
+        if (!w) return make_error("source '" + spec.text + "': " + w.error());
+        watch = std::move(*w);
+    }
 
     struct rte_eth_dev_info info;
     int rc = rte_eth_dev_info_get(port, &info);
@@ -230,7 +239,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     // (microseconds). Other ports are stamped from the TSC at receive.
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
     auto src = std::make_unique<EthSource>(std::move(owner), spec.text, queues, ts_scale,
-                                           spec.rate_pps, nb_rxd);
+                                           spec.rate_pps, nb_rxd, std::move(watch));
     return std::unique_ptr<Source>(std::move(src));
 }
 

@@ -12,8 +12,8 @@
  *    worker stamps the burst from the TSC;
  *  - the original wire length when it differs from pkt_len.
  *
- * Setup and counters(): control thread. rx_burst(): the one worker that owns
- * the queue. The mbufs returned belong to the caller.
+ * Setup, counters() and link_state(): control thread. rx_burst(): the one
+ * worker that owns the queue. The mbufs returned belong to the caller.
  */
 #pragma once
 
@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "dataplane/iface_watch.hh"
 #include "dataplane/options.hh"
 #include "dataplane/result.hh"
 
@@ -85,6 +86,10 @@ public:
     virtual std::string error() const { return ""; }
     virtual SourceCounters counters() const = 0;
     virtual void stop() {}
+    /* The kernel interface behind an af_packet/af_xdp source: up, down or
+     * deleted (iface_watch.hh); kUp for files, null and PCI ports. Control
+     * thread, a few times a second; never touches the workers' path. */
+    virtual LinkState link_state() const { return LinkState::kUp; }
 
 protected:
     std::string name_;
