@@ -1,5 +1,9 @@
 /* Port sources: DPDK ethdev ports (PCI NICs and the af_xdp and null virtual
- * devices). Cold setup code plus a one-line hot rx_burst. */
+ * devices). Cold setup code plus a one-line hot rx_burst.
+ *
+ * af_xdp: promiscuous mode is held by an InterfaceWatch socket, which the
+ * kernel releases when capd exits, however it exits; net_af_xdp's own
+ * switch sets IFF_PROMISC and leaves it set. */
 #include <rte_cycles.h>
 #include <rte_dev.h>
 #include <rte_ethdev.h>
@@ -114,7 +118,7 @@ private:
     uint16_t port_;
     std::vector<Pacer> pacers_;
     double per_cycle_ = 0;
-    InterfaceWatch watch_;  // af_xdp: deletion
+    InterfaceWatch watch_;  // af_xdp: deletion, and promiscuous mode
 };
 
 std::string errstr(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
@@ -184,7 +188,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     auto owner = std::make_unique<PortOwner>(port, std::move(ns), vdev);
     InterfaceWatch watch;
     if (spec.kind == SourceSpec::Kind::kAfXdp) {
-        auto w = InterfaceWatch::open(spec.arg, false);
+        auto w = InterfaceWatch::open(spec.arg, true);
         if (!w) return make_error("source '" + spec.text + "': " + w.error());
         watch = std::move(*w);
     }
@@ -233,7 +237,8 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     }
     rc = rte_eth_dev_start(port);
     if (rc != 0) return make_error("source '" + spec.text + "': start: " + errstr(rc));
-    (void)rte_eth_promiscuous_enable(port);
+    if (spec.kind != SourceSpec::Kind::kAfXdp)  // af_xdp: the watch holds it
+        (void)rte_eth_promiscuous_enable(port);
 
     // The only port whose timestamp dynfield we can vouch for is net_pcap's
     // (microseconds). Other ports are stamped from the TSC at receive.
