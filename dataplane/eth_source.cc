@@ -1,14 +1,27 @@
 /* Port sources: DPDK ethdev ports (PCI NICs and the af_xdp and null virtual
  * devices). Cold setup code plus a one-line hot rx_burst.
  *
- * af_xdp: promiscuous mode is held by an InterfaceWatch socket, which the
- * kernel releases when capd exits, however it exits; net_af_xdp's own
- * switch sets IFF_PROMISC and leaves it set. */
+ * af_xdp: net_af_xdp attaches an XDP program to the interface and, when the
+ * port closes, detaches whatever program the interface has. So an interface
+ * is checked before EAL probes it (check_xdp_source): a program of someone
+ * else's is refused rather than replaced and then removed, and a queue count
+ * the interface cannot give is named. Promiscuous mode is held by an
+ * InterfaceWatch socket, which the kernel releases when capd exits, however
+ * it exits; net_af_xdp's own switch sets IFF_PROMISC and leaves it set. */
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+#include <net/if.h>
 #include <rte_cycles.h>
 #include <rte_dev.h>
 #include <rte_ethdev.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -123,7 +136,88 @@ private:
 
 std::string errstr(int rc) { return rte_strerror(rc < 0 ? -rc : rc); }
 
+/* Receive queues an AF_XDP socket may bind on `iface`, counted as
+ * net_af_xdp counts them: the combined channels (`ethtool -l`), or 1 for a
+ * driver that reports none (veth, lo). -1 when the interface cannot say. */
+int xdp_queues(const std::string& iface) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    ethtool_channels ch;
+    std::memset(&ch, 0, sizeof(ch));
+    ch.cmd = ETHTOOL_GCHANNELS;
+    ifreq ifr;
+    std::memset(&ifr, 0, sizeof(ifr));
+    std::strncpy(ifr.ifr_name, iface.c_str(), IFNAMSIZ - 1);
+    ifr.ifr_data = reinterpret_cast<char*>(&ch);
+    int rc = ioctl(fd, SIOCETHTOOL, &ifr);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) return err == EOPNOTSUPP ? 1 : -1;
+    return ch.max_combined == 0 ? 1 : static_cast<int>(ch.combined_count);
+}
+
+/* The XDP program attached to ifindex (any mode): its id, 0 for none. */
+uint32_t attached_xdp_program(unsigned ifindex, std::string& name) {
+    LIBBPF_OPTS(bpf_xdp_query_opts, q);
+    if (bpf_xdp_query(static_cast<int>(ifindex), 0, &q) != 0) return 0;
+    uint32_t id = q.drv_prog_id ? q.drv_prog_id : q.skb_prog_id ? q.skb_prog_id : q.hw_prog_id;
+    if (id == 0) id = q.prog_id;
+    if (id == 0) return 0;
+    int fd = bpf_prog_get_fd_by_id(id);
+    if (fd >= 0) {
+        bpf_prog_info info;
+        std::memset(&info, 0, sizeof(info));
+        uint32_t len = sizeof(info);
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) name = info.name;
+        ::close(fd);
+    }
+    return id;
+}
+
+// The program libxdp loads for AF_XDP sockets when the interface has none.
+constexpr const char* kXskProgram = "xsk_def_prog";
+
 }  // namespace
+
+Result<std::string> check_xdp_source(const SourceSpec& spec, uint16_t queues, unsigned workers) {
+    NetnsFd ns;
+    std::optional<NetnsScope> scope;
+    Status entered = enter_source_netns(spec, ns, scope);
+    if (!entered) return make_error(entered.error());
+    const std::string& ifname = spec.arg;
+    unsigned ifindex = if_nametoindex(ifname.c_str());
+    if (ifindex == 0)
+        return make_error("source '" + spec.text + "': no such interface" +
+                          (spec.in_netns() ? " '" + ifname + "' in " + ns.label() : std::string()));
+    int have = xdp_queues(ifname);
+    if (have >= 0 && have < queues) {
+        std::string fix = queues == workers ? "use --workers " + std::to_string(have)
+                                            : std::string("use fewer workers");
+        return make_error("source '" + spec.text + "' has " + std::to_string(have) +
+                          " receive queue" + (have == 1 ? "" : "s") + "; --workers " +
+                          std::to_string(workers) + " needs " + std::to_string(queues) +
+                          " (af_xdp binds one queue per worker): " + fix +
+                          ", or give the interface more combined channels (ethtool -L)");
+    }
+    std::string prog;
+    uint32_t id = attached_xdp_program(ifindex, prog);
+    if (id == 0) return std::string();
+    std::string ip = spec.in_netns() && !spec.netns.empty() ? "ip -n " + spec.netns + " link"
+                                                             : std::string("ip link");
+    if (prog != kXskProgram)
+        return make_error("source '" + spec.text + "': interface '" + ifname +
+                          "' already has an XDP program attached ('" + prog + "', id " +
+                          std::to_string(id) + "); af_xdp would replace it and remove it at "
+                          "exit. If nothing needs it, remove it with `" + ip + " set dev " +
+                          ifname + " xdp off`");
+    // A killed AF_XDP reader (capd after kill -9, say) leaves libxdp's
+    // program behind. libxdp takes it over, and capd detaches it at exit.
+    return "source '" + spec.text + "': interface '" + ifname + "' still has the AF_XDP program " +
+           prog + " (id " + std::to_string(id) + ") of an earlier reader (a capd stopped by kill "
+           "-9?): capd uses it and detaches it at exit (while another AF_XDP program still "
+           "reads this interface, stop capd; `" + ip + " set dev " + ifname +
+           " xdp off` removes the program)";
+}
 
 std::string eal_device_name(const SourceSpec& spec, unsigned index) {
     switch (spec.kind) {

@@ -113,6 +113,13 @@ std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queu
 /* DPDK's device name for that source (to find its port id). */
 std::string eal_device_name(const SourceSpec& spec, unsigned index);
 
+/* Before EAL, for af_xdp:IFACE (in its namespace): the interface gives
+ * `queues` receive queues (net_af_xdp counts its combined channels, or 1)
+ * and has no XDP program of someone else's attached. Returns a note to log
+ * (empty when none): libxdp's own program left by a killed reader is taken
+ * over. Errors say what is wrong and how to fix it. */
+Result<std::string> check_xdp_source(const SourceSpec& spec, uint16_t queues, unsigned workers);
+
 /* Configures and starts the DPDK port of a port source, with `queues` receive
  * queues spread by RSS where the port supports it, each of `rx_desc`
  * descriptors or as many as the port takes. */
