@@ -11,6 +11,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/ethtool.h>
+#include <linux/if_link.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <rte_cycles.h>
@@ -22,6 +23,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -39,14 +41,82 @@ struct alignas(64) Pacer {
     std::atomic<uint64_t> missed{0};  // offered but never received: a NIC's imissed
 };
 
+/* Where libxdp's AF_XDP program may be: the directory libxdp is told to use,
+ * then the places Debian and upstream install it. */
+std::string xsk_object_path() {
+    std::vector<std::string> dirs;
+    if (const char* env = std::getenv("LIBXDP_OBJECT_PATH")) dirs.emplace_back(env);
+    for (const char* d : {"/usr/lib/x86_64-linux-gnu/bpf", "/usr/lib/aarch64-linux-gnu/bpf",
+                          "/usr/lib/bpf", "/usr/local/lib/bpf"})
+        dirs.emplace_back(d);
+    for (const auto& d : dirs) {
+        std::string p = d + "/xsk_def_xdp_prog.o";
+        if (access(p.c_str(), R_OK) == 0) return p;
+    }
+    return "";
+}
+
+/* --xdp-generic: libxdp's AF_XDP program attached to an interface in generic
+ * (SKB) mode before net_af_xdp probes it. net_af_xdp (through libxdp) takes
+ * over a program of that name already attached, as after kill -9, but it
+ * always asks for the default mode itself and detaches in that mode, so the
+ * generic attachment is capd's to undo. Must be created and destroyed in the
+ * interface's namespace. */
+class GenericXdp {
+public:
+    GenericXdp(unsigned ifindex, uint32_t id) : ifindex_(ifindex), id_(id) {}
+    GenericXdp(const GenericXdp&) = delete;
+    GenericXdp& operator=(const GenericXdp&) = delete;
+    ~GenericXdp() {
+        if (id_ == 0) return;
+        // Only the program capd attached: the interface may have been made
+        // again since, with another program.
+        uint32_t now = 0;
+        if (bpf_xdp_query_id(static_cast<int>(ifindex_), XDP_FLAGS_SKB_MODE, &now) == 0 &&
+            now == id_)
+            (void)bpf_xdp_detach(static_cast<int>(ifindex_), XDP_FLAGS_SKB_MODE, nullptr);
+    }
+    /* Leaves the program attached (when the namespace cannot be entered). */
+    void forget() { id_ = 0; }
+
+    static Result<std::unique_ptr<GenericXdp>> attach(const std::string& ifname) {
+        unsigned ifindex = if_nametoindex(ifname.c_str());
+        if (ifindex == 0) return make_error("no such interface");
+        std::string path = xsk_object_path();
+        if (path.empty())
+            return make_error("--xdp-generic: libxdp's xsk_def_xdp_prog.o not found (package "
+                              "libxdp1; LIBXDP_OBJECT_PATH names its directory)");
+        bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
+        if (!obj) return make_error("--xdp-generic: cannot open " + path);
+        std::unique_ptr<bpf_object, void (*)(bpf_object*)> own(obj, bpf_object__close);
+        bpf_program* prog = bpf_object__find_program_by_name(obj, "xsk_def_prog");
+        if (!prog) return make_error("--xdp-generic: " + path + " has no xsk_def_prog");
+        int err = bpf_object__load(obj);
+        if (err) return make_error("--xdp-generic: cannot load " + path + ": " + std::strerror(-err));
+        err = bpf_xdp_attach(static_cast<int>(ifindex), bpf_program__fd(prog),
+                             XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr);
+        if (err)
+            return make_error("cannot attach an XDP program in generic mode: " +
+                              std::string(std::strerror(-err)));
+        uint32_t id = 0;
+        (void)bpf_xdp_query_id(static_cast<int>(ifindex), XDP_FLAGS_SKB_MODE, &id);
+        // The attachment keeps the program and its map once the object closes.
+        return std::make_unique<GenericXdp>(ifindex, id);
+    }
+
+private:
+    unsigned ifindex_;
+    uint32_t id_;
+};
+
 /* Owns a port: stops and closes it on destruction. A port that lives in
  * another network namespace is closed from inside it (af_xdp detaches its XDP
  * program by interface index, which means something else in the root
  * namespace), and a vdev probed by capd itself is removed again. */
 class PortOwner {
 public:
-    PortOwner(uint16_t port, NetnsFd ns, std::string vdev)
-        : port_(port), ns_(std::move(ns)), vdev_(std::move(vdev)) {}
+    PortOwner(uint16_t port, NetnsFd ns, std::string vdev, std::unique_ptr<GenericXdp> xdp)
+        : port_(port), ns_(std::move(ns)), vdev_(std::move(vdev)), xdp_(std::move(xdp)) {}
     PortOwner(const PortOwner&) = delete;
     PortOwner& operator=(const PortOwner&) = delete;
     ~PortOwner() {
@@ -57,6 +127,7 @@ public:
                 // Privileges already dropped (-Z): the sockets close with the
                 // process; a close from the wrong namespace could do harm.
                 rte_eth_dev_stop(port_);
+                if (xdp_) xdp_->forget();
                 return;
             }
             scope.emplace(std::move(*s));
@@ -64,6 +135,7 @@ public:
         rte_eth_dev_stop(port_);
         rte_eth_dev_close(port_);
         if (!vdev_.empty()) (void)rte_eal_hotplug_remove("vdev", vdev_.c_str());
+        xdp_.reset();  // still inside the namespace
     }
     uint16_t port() const { return port_; }
 
@@ -71,6 +143,7 @@ private:
     uint16_t port_;
     NetnsFd ns_;
     std::string vdev_;
+    std::unique_ptr<GenericXdp> xdp_;
 };
 
 class EthSource final : public Source {
@@ -246,26 +319,35 @@ std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queu
 
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
                                                 uint16_t queues, uint16_t rx_desc,
-                                                rte_mempool* pool) {
+                                                rte_mempool* pool, bool xdp_generic) {
     const std::string devname = eal_device_name(spec, index);
-    // A source in another network namespace is probed here rather than by
-    // rte_eal_init(), with this thread inside that namespace, and stays there
-    // until the port has started: the PMD opens its sockets and looks the
-    // interface up by name while probing, setting up queues (af_xdp) and
+    // af_xdp sources and sources in another network namespace are probed
+    // here rather than by rte_eal_init(): --xdp-generic attaches its program
+    // first, and a namespaced source needs this thread inside its namespace
+    // until the port has started, since the PMD opens its sockets and looks
+    // the interface up by name while probing, setting up queues (af_xdp) and
     // starting (promiscuous mode).
     NetnsFd ns;
     std::optional<NetnsScope> scope;
     std::string vdev;
+    std::unique_ptr<GenericXdp> generic;  // destroyed, on error, inside `scope`
     Status entered = enter_source_netns(spec, ns, scope);
     if (!entered) return make_error(entered.error());
-    if (spec.in_netns()) {
+    const bool xdp = spec.kind == SourceSpec::Kind::kAfXdp;
+    const std::string where = spec.in_netns() ? " in " + ns.label() : std::string();
+    if (xdp && xdp_generic) {
+        auto g = GenericXdp::attach(spec.arg);
+        if (!g) return make_error("source '" + spec.text + "': " + g.error());
+        generic = std::move(*g);
+    }
+    if (spec.in_netns() || xdp) {
         std::string arg = eal_device_arg(spec, index, queues);
         size_t comma = arg.find(',');
         int rc = rte_eal_hotplug_add("vdev", devname.c_str(),
                                      comma == std::string::npos ? "" : arg.c_str() + comma + 1);
         if (rc != 0)
             return make_error("source '" + spec.text + "': cannot open interface '" + spec.arg +
-                              "' in " + ns.label() +
+                              "'" + where +
                               (rc < 0 && rc != -1 ? ": " + errstr(rc) : std::string()));
         vdev = devname;
     }
@@ -279,7 +361,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     }
     // From here on every return closes the port (inside its namespace, which
     // the scope above still holds).
-    auto owner = std::make_unique<PortOwner>(port, std::move(ns), vdev);
+    auto owner = std::make_unique<PortOwner>(port, std::move(ns), vdev, std::move(generic));
     InterfaceWatch watch;
     if (spec.kind == SourceSpec::Kind::kAfXdp) {
         auto w = InterfaceWatch::open(spec.arg, true);
@@ -323,7 +405,12 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     for (uint16_t q = 0; q < queues; q++) {
         rc = rte_eth_rx_queue_setup(port, q, nb_rxd, socket < 0 ? SOCKET_ID_ANY : socket, nullptr,
                                     pool);
-        if (rc != 0) return make_error("source '" + spec.text + "': rx queue: " + errstr(rc));
+        if (rc != 0)
+            return make_error("source '" + spec.text + "': rx queue: " + errstr(rc) +
+                              (xdp && !xdp_generic
+                                   ? " (an interface without native XDP, such as lo, needs "
+                                     "--xdp-generic)"
+                                   : std::string()));
     }
     for (uint16_t q = 0; q < txq; q++) {
         rc = rte_eth_tx_queue_setup(port, q, nb_txd, socket < 0 ? SOCKET_ID_ANY : socket, nullptr);

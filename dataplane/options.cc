@@ -237,6 +237,9 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "TCP connections each worker tracks for capctl diagnose (e.g. 65536; "
                    "default 0 = off: 100-200 ns per TCP packet)")
         ->check(CLI::Range(0u, 1u << 22));
+    app.add_flag("--xdp-generic", o.xdp_generic,
+                 "af_xdp: attach the XDP program in generic (SKB) mode, which interfaces "
+                 "without native XDP (lo, many virtual devices) need");
     std::string on_loss = "stop";
     app.add_option("--on-source-loss", on_loss,
                    "when an af_packet/af_xdp interface is deleted while capturing: stop "

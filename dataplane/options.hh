@@ -87,6 +87,8 @@ struct Options {
     // --on-source-loss: an af_packet/af_xdp interface deleted while capd
     // runs stops capd (the default, as tcpdump), or only its own source.
     bool keep_going_on_source_loss = false;
+    // --xdp-generic: af_xdp attaches its XDP program in generic (SKB) mode.
+    bool xdp_generic = false;
 };
 
 /* Parses argv. Returns the options, or an error line. `--help` and

@@ -266,7 +266,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         else if (s.kind == SourceSpec::Kind::kAfPacket)
             src = open_packet_ring_source(s, i, qpp, o.rx_desc, p.mbufs, *fields);
         else
-            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs);
+            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs,
+                                  o.xdp_generic);
         if (!src) return make_error(src.error());
         p.sources.push_back(std::move(*src));
         p.health.push_back(std::make_unique<SourceHealth>());

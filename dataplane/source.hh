@@ -122,10 +122,12 @@ Result<std::string> check_xdp_source(const SourceSpec& spec, uint16_t queues, un
 
 /* Configures and starts the DPDK port of a port source, with `queues` receive
  * queues spread by RSS where the port supports it, each of `rx_desc`
- * descriptors or as many as the port takes. */
+ * descriptors or as many as the port takes. af_xdp ports are probed here
+ * (not by EAL); with xdp_generic their XDP program is attached in generic
+ * (SKB) mode, and detached when the source is destroyed. */
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
                                                 uint16_t queues, uint16_t rx_desc,
-                                                rte_mempool* pool);
+                                                rte_mempool* pool, bool xdp_generic);
 
 /* Opens af_packet:IFACE[@netns=...] as `queues` TPACKET_V3 rings of about
  * `frames` x 2048 bytes each (packet_ring_source.cc). */
