@@ -280,6 +280,22 @@ class AfXdp(Lossy):
                 self.assertEqual(promiscuity(v, v.cap, v.cap_if), 0,
                                  link_details(v, v.cap, v.cap_if))
 
+    def test_interface_of_capd_own_namespace(self):
+        """af_xdp:IFACE without @netns=, capd started in that namespace:
+        the port is probed by capd after EAL, captures, and leaves no
+        program behind."""
+        v = self.veth
+        self.file = os.path.join(self.out, "own.pcap")
+        c, sender = self.start_probed(["-w", self.file, "--ctl", self.sock, "-i",
+                                       f"af_xdp:{v.cap_if}"] + FILTER, SOURCE, netns=v.cap)
+        self.burst(c, sender)
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertEqual(run.rc, 0, run.describe())
+        tags = capdtest.udp_tags(self.assertWhole(self.file).records, v.SEND_ADDR, v.CAP_ADDR)
+        self.assertEqual(sorted(seq for src, seq in tags if src == SOURCE), list(range(100)))
+        self.assertIsNone(self.attached())
+
     def test_more_workers_than_queues(self):
         v = self.veth
         run = self.capd(["-i", self.xdp_source(), "-w", os.path.join(self.out, "x.pcap"),
@@ -341,6 +357,75 @@ class AfXdp(Lossy):
         self.assertIn(f"capd: source '{self.xdp_source()}': interface '{self.veth.cap_if}'",
                       note[0])
         self.assertIsNone(self.attached(), "XDP program left attached after capd ended")
+
+
+LO_SENDER = r'''
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[2])):
+    s.sendto(b"LCAP" + i.to_bytes(6, "big"), (sys.argv[1], 9))
+    time.sleep(0.002)
+'''
+
+
+class XdpGeneric(Lossy):
+    """--xdp-generic: the XDP program in generic (SKB) mode, which lo needs
+    (it has no native XDP) and which capd detaches again at exit."""
+
+    def link(self, ifname):
+        return link_details(self.veth, self.veth.cap, ifname)
+
+    def test_lo_needs_generic(self):
+        v = self.veth
+        run = self.capd(["-i", f"af_xdp:lo@netns={v.cap}", "-w", os.path.join(self.out, "x.pcap"),
+                         "--duration", "1"])
+        self.assertEqual(run.rc, 1, run.describe())
+        self.assertIn("(an interface without native XDP, such as lo, needs --xdp-generic)",
+                      run.stderr)
+        self.assertNotIn("prog/xdp", self.link("lo"))
+
+    def test_lo(self):
+        """Datagrams to the namespace's own address go through its lo, where
+        capd captures them through a generic-mode program."""
+        v = self.veth
+        out = os.path.join(self.out, "lo.pcap")
+        c = RunningCapd(["-q", "--xdp-generic", "-i", f"af_xdp:lo@netns={v.cap}", "-w", out,
+                         "--ctl", "none"] + FILTER)
+        self.addCleanup(c.kill)
+
+        def captured():
+            if not c.running():
+                return True
+            subprocess.run(["ip", "netns", "exec", v.cap, "python3", "-c", LO_SENDER,
+                            v.CAP_ADDR, "5"], check=True, timeout=30)
+            return bool(capdtest.records_so_far(os.path.join(self.out, ".lo.pcap.partial")))
+
+        self.assertTrue(capdtest.wait_until(captured, 60, 0.2), "nothing captured on lo")
+        self.assertTrue(c.running(), c.wait().describe() if not c.running() else "")
+        self.assertIn("xdpgeneric", self.link("lo"))
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertEqual(run.rc, 0, run.describe())
+        recs = self.assertWhole(out).records
+        self.assertGreater(len(recs), 0)
+        for r in recs:
+            self.assertEqual(r.data[30:34], bytes([198, 18, 1, 2]))
+        self.assertNotIn("prog/xdp", self.link("lo"), "XDP program left attached on lo")
+
+    def test_veth(self):
+        """On a veth, which has native XDP, the program still goes in
+        generic mode, captures, and is detached at exit."""
+        v = self.veth
+        c, sender = self.start([f"af_xdp:{v.cap_if}@netns={v.cap}"], extra=["--xdp-generic"])
+        self.assertIn("xdpgeneric", self.link(v.cap_if))
+        self.burst(c, sender)
+        c.signal(signal.SIGINT)
+        run = c.wait(timeout=120)
+        self.assertEqual(run.rc, 0, run.describe())
+        cap = self.assertWhole(self.file)
+        tags = capdtest.udp_tags(cap.records, v.SEND_ADDR, v.CAP_ADDR)
+        self.assertEqual(sorted(seq for src, seq in tags if src == SOURCE), list(range(100)))
+        self.assertNotIn("prog/xdp", self.link(v.cap_if), "XDP program left attached")
 
 
 if __name__ == "__main__":
