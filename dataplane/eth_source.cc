@@ -92,7 +92,8 @@ public:
         bpf_program* prog = bpf_object__find_program_by_name(obj, "xsk_def_prog");
         if (!prog) return make_error("--xdp-generic: " + path + " has no xsk_def_prog");
         int err = bpf_object__load(obj);
-        if (err) return make_error("--xdp-generic: cannot load " + path + ": " + std::strerror(-err));
+        if (err)
+            return make_error("--xdp-generic: cannot load " + path + ": " + std::strerror(-err));
         err = bpf_xdp_attach(static_cast<int>(ifindex), bpf_program__fd(prog),
                              XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr);
         if (err)
@@ -275,8 +276,11 @@ Result<std::string> check_xdp_source(const SourceSpec& spec, uint16_t queues, un
     std::string prog;
     uint32_t id = attached_xdp_program(ifindex, prog);
     if (id == 0) return std::string();
-    std::string ip = spec.in_netns() && !spec.netns.empty() ? "ip -n " + spec.netns + " link"
-                                                             : std::string("ip link");
+    // The command that removes it, run from the root namespace.
+    std::string ip = !spec.netns.empty() ? "ip -n " + spec.netns + " link"
+                     : spec.netns_pid > 0
+                         ? "nsenter -t " + std::to_string(spec.netns_pid) + " -n ip link"
+                         : std::string("ip link");
     if (prog != kXskProgram)
         return make_error("source '" + spec.text + "': interface '" + ifname +
                           "' already has an XDP program attached ('" + prog + "', id " +

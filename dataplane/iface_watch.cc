@@ -26,8 +26,7 @@ InterfaceWatch::~InterfaceWatch() {
 
 Result<InterfaceWatch> InterfaceWatch::open(const std::string& iface, bool promisc) {
     unsigned ifindex = if_nametoindex(iface.c_str());
-    if (ifindex == 0)
-        return make_error("interface '" + iface + "': " + std::strerror(errno));
+    if (ifindex == 0) return make_error("interface '" + iface + "': " + std::strerror(errno));
     InterfaceWatch w;
     // Protocol 0: bound to the interface, but no frame is ever queued on it.
     w.fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);

@@ -168,7 +168,8 @@ class SourceLoss(Lossy):
         c, sender = self.start([source])
         subprocess.run(["ip", "-n", v.cap, "link", "set", v.cap_if, "down"], check=True,
                        timeout=30)
-        down = f"capd: source '{source}': the interface is down; capture goes on when it is up again"
+        down = (f"capd: source '{source}': the interface is down; capture goes on when it is "
+                "up again")
         self.assertTrue(capdtest.wait_until(lambda: down in stderr_now(c), 30), stderr_now(c))
         self.assertEqual(self.capctl_status()["sources"][0]["state"], "down")
         subprocess.run(["ip", "-n", v.cap, "link", "set", v.cap_if, "up"], check=True,
