@@ -40,7 +40,13 @@ std::string format_status(const nlohmann::json& s) {
         o << "source:  " << x.value("name", "") << " (" << x.value("queues", 0) << " queue"
           << (x.value("queues", 0) == 1 ? "" : "s");
         if (x.value("rx_desc", 0) > 0) o << " of " << x.value("rx_desc", 0) << " descriptors";
-        o << ")\n";
+        o << ")";
+        std::string state = x.value("state", "ok");
+        if (state == "lost")
+            o << " LOST: " << x.value("error", "");
+        else if (state == "down")
+            o << " DOWN: the interface is down or has no carrier";
+        o << "\n";
     }
     int i = 0;
     for (const auto& w : s["workers"]) {

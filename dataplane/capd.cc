@@ -106,6 +106,10 @@ Status check_paths_and_interfaces(const Options& o) {
         if (src.kind == SourceSpec::Kind::kAfPacket || src.kind == SourceSpec::Kind::kAfXdp) {
             Status st = check_source_interface(src);
             if (!st) return st;
+            if (src.kind != SourceSpec::Kind::kAfXdp) continue;
+            auto note = check_xdp_source(src, queues_per_port(o), o.workers);
+            if (!note) return make_error(note.error());
+            if (!note->empty()) std::fprintf(stderr, "capd: %s\n", note->c_str());
         }
     return Status::success();
 }

@@ -108,8 +108,9 @@ EalPlan plan_eal(const Options& o, size_t memory_mb) {
         // capd reads these itself (pcap_source.cc, packet_ring_source.cc).
         if (s.kind == SourceSpec::Kind::kPcapFile || s.kind == SourceSpec::Kind::kAfPacket)
             continue;
-        // Probed later from inside its namespace (open_eth_source).
-        if (s.in_netns()) continue;
+        // Probed later (open_eth_source): from inside its namespace, or
+        // after --xdp-generic has attached the XDP program.
+        if (s.in_netns() || s.kind == SourceSpec::Kind::kAfXdp) continue;
         if (s.kind == SourceSpec::Kind::kPci) {
             pci = true;
             p.args.push_back("-a");

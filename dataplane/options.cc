@@ -238,6 +238,14 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "TCP connections each worker tracks for capctl diagnose (e.g. 65536; "
                    "default 0 = off: 100-200 ns per TCP packet)")
         ->check(CLI::Range(0u, 1u << 22));
+    app.add_flag("--xdp-generic", o.xdp_generic,
+                 "af_xdp: attach the XDP program in generic (SKB) mode, which interfaces "
+                 "without native XDP (lo, many virtual devices) need");
+    std::string on_loss = "stop";
+    app.add_option("--on-source-loss", on_loss,
+                   "when an af_packet/af_xdp interface is deleted while capturing: stop "
+                   "(default, exit 1) or continue with the other sources (exit 1 at the end)")
+        ->check(CLI::IsMember({"stop", "continue"}));
     app.add_option("--test-writer-delay-us", o.test_writer_delay_us)->group("");
     app.add_option("--test-writer-delay-for", o.test_writer_delay_for_s)->group("");
     app.add_option("expression", expr_words, "pcap-filter expression");
@@ -284,6 +292,7 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     else
         o.format = nano ? storage::Format::kPcapNano : storage::Format::kPcapMicro;
     o.scan_scope = scope == "frame" ? filters::ScanScope::kFrame : filters::ScanScope::kPayload;
+    o.keep_going_on_source_loss = on_loss == "continue";
     if (!mode_text.empty()) {
         try {
             size_t pos;

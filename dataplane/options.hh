@@ -84,6 +84,11 @@ struct Options {
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run
     uint32_t tcp_flows = 0;  // --tcp-flows: live TCP table per worker; 0 = off (default)
+    // --on-source-loss: an af_packet/af_xdp interface deleted while capd
+    // runs stops capd (the default, as tcpdump), or only its own source.
+    bool keep_going_on_source_loss = false;
+    // --xdp-generic: af_xdp attaches its XDP program in generic (SKB) mode.
+    bool xdp_generic = false;
 };
 
 /* Parses argv. Returns the options, or an error line. `--help` and

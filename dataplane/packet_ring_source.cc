@@ -16,8 +16,11 @@
  * where the kernel shows every packet twice (sent and received), the sent
  * copy is skipped, both as libpcap does.
  *
- * Setup, counters() and stop(): control thread. rx_burst(q): the worker that
- * owns queue q.
+ * A deleted interface is seen by link_state(), through an InterfaceWatch,
+ * not by the workers.
+ *
+ * Setup, counters(), stop() and link_state(): control thread. rx_burst(q):
+ * the worker that owns queue q.
  */
 #include <arpa/inet.h>
 #include <linux/if_ether.h>
@@ -152,6 +155,10 @@ public:
         }
         (void)kernel_drops();  // frames before the ring was read are not ours
         kernel_dropped_ = 0;
+        // The rings hold promiscuous mode; the watch only tells deletion.
+        auto watch = InterfaceWatch::open(iface, false);
+        if (!watch) return make_error(watch.error());
+        watch_ = std::move(*watch);
         return Status::success();
     }
 
@@ -210,6 +217,8 @@ public:
     }
 
     void stop() override { (void)kernel_drops(); }
+
+    LinkState link_state() const override { return watch_.state(); }
 
 private:
     /* The kernel's address of the packet at p says it was sent, not received. */
@@ -299,6 +308,7 @@ private:
     rte_mempool* pool_;
     MbufFields fields_;
     bool loopback_ = false;
+    InterfaceWatch watch_;
     mutable std::mutex mu_;
     mutable uint64_t kernel_dropped_ = 0;
 };

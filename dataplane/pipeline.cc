@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <thread>
 
 #include "dataplane/chunk_pool.hh"
@@ -43,6 +44,26 @@ std::vector<RuleTotals> rule_totals(const RuleSnapshot& snap) {
     return t;
 }
 
+/* What the control thread last saw of a source's kernel interface. `lost`
+ * is written once, before `state` becomes kGone (release); readers on the
+ * ctl thread load `state` (acquire) first. */
+struct SourceHealth {
+    std::atomic<LinkState> state{LinkState::kUp};
+    std::string lost;
+};
+
+const char* state_name(LinkState s) {
+    switch (s) {
+        case LinkState::kUp: return "ok";
+        case LinkState::kDown: return "down";
+        case LinkState::kGone: return "lost";
+    }
+    return "ok";
+}
+
+// How often wait() asks the kernel interfaces whether they are still there.
+constexpr auto kLinkCheckPeriod = std::chrono::milliseconds(200);
+
 struct Pipeline::Impl {
     Options opts;
     filters::CompileOptions copts;
@@ -59,6 +80,7 @@ struct Pipeline::Impl {
     rte_mempool* chunks = nullptr;
     std::vector<rte_ring*> rings;
     std::vector<std::unique_ptr<Source>> sources;
+    std::vector<std::unique_ptr<SourceHealth>> health;  // per source
     std::vector<std::unique_ptr<QueueStats>> queue_stats;
     std::vector<std::vector<QueueStats*>> queues_of_if;  // per interface
     std::vector<std::unique_ptr<WorkerContext>> workers;
@@ -87,6 +109,55 @@ struct Pipeline::Impl {
         for (unsigned w = 0; w < opts.workers; w++) snap->scratch.push_back(snap->rules->make_scratch());
         snap->generation = ++generation;
         return snap;
+    }
+
+    /* Control thread, from wait(): notes interfaces that went down, came
+     * back or were deleted, and logs each change once. Returns true when
+     * capture must stop: a source was lost (by default), or with
+     * --on-source-loss continue, no worker has anything left to read. */
+    bool check_sources() {
+        bool any_lost = false;
+        for (size_t i = 0; i < sources.size(); i++) {
+            SourceHealth& h = *health[i];
+            LinkState before = h.state.load(std::memory_order_relaxed);
+            if (before == LinkState::kGone) {
+                any_lost = true;
+                continue;
+            }
+            LinkState now = sources[i]->link_state();
+            if (now == before) continue;
+            const std::string& name = sources[i]->name();
+            if (now == LinkState::kGone) {
+                // tcpdump's words for it ("The interface disappeared").
+                h.lost = "source '" + name + "': the interface disappeared";
+                h.state.store(now, std::memory_order_release);
+                any_lost = true;
+                std::fprintf(stderr, "capd: %s while capturing; %s\n", h.lost.c_str(),
+                             opts.keep_going_on_source_loss
+                                 ? "the other sources go on (--on-source-loss continue)"
+                                 : "stopping");
+                continue;
+            }
+            h.state.store(now, std::memory_order_release);
+            if (!opts.quiet)
+                std::fprintf(stderr,
+                             now == LinkState::kDown
+                                 ? "capd: source '%s': the interface is down; capture goes on "
+                                   "when it is up again\n"
+                                 : "capd: source '%s': the interface is up again\n",
+                             name.c_str());
+        }
+        if (!any_lost) return false;
+        if (!opts.keep_going_on_source_loss) return true;
+        // Go on while some worker still has a queue of a source not lost
+        // (a finished file source ends its worker by itself).
+        for (const auto& w : workers) {
+            if (w->done.load(std::memory_order_acquire)) continue;
+            for (const QueueRef& q : w->queues)
+                if (health[q.if_id]->state.load(std::memory_order_relaxed) != LinkState::kGone)
+                    return false;
+        }
+        return true;
     }
 
     void retire(const RuleSnapshot& old) {
@@ -195,9 +266,11 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         else if (s.kind == SourceSpec::Kind::kAfPacket)
             src = open_packet_ring_source(s, i, qpp, o.rx_desc, p.mbufs, *fields);
         else
-            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs);
+            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs,
+                                  o.xdp_generic);
         if (!src) return make_error(src.error());
         p.sources.push_back(std::move(*src));
+        p.health.push_back(std::make_unique<SourceHealth>());
     }
 
     // Interfaces as the files describe them: one per source.
@@ -365,12 +438,17 @@ void Pipeline::start() {
 
 void Pipeline::wait(const std::function<void(int)>& poll) {
     Impl& p = *impl_;
+    auto next_check = std::chrono::steady_clock::now();
     for (;;) {
         if (poll)
             poll(5);
         else
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
         if (stop_requested_.load() || (p.external_stop && p.external_stop->load())) break;
+        if (auto now = std::chrono::steady_clock::now(); now >= next_check) {
+            next_check = now + kLinkCheckPeriod;
+            if (p.check_sources()) break;
+        }
         if (p.opts.duration > 0) {
             std::chrono::duration<double> d = std::chrono::steady_clock::now() - p.started;
             if (d.count() >= p.opts.duration) break;
@@ -423,6 +501,9 @@ Summary Pipeline::collect() const {
         ss.nombuf = c.nombuf;
         ss.truncated = c.truncated;
         ss.error = src.error();
+        LinkState ls = p.health[i]->state.load(std::memory_order_acquire);
+        ss.state = state_name(ls);
+        if (ls == LinkState::kGone) ss.error = p.health[i]->lost;
         s.drops.nic_imissed += c.imissed;
         s.drops.nic_ierrors += c.ierrors;
         s.drops.nic_nombuf += c.nombuf;
@@ -589,9 +670,15 @@ nlohmann::json Pipeline::status() const {
     j["hugepages"] = p.hugepages;
     j["format"] = p.opts.format == storage::Format::kPcapng ? "pcapng" : "pcap";
     j["sources"] = nlohmann::json::array();
-    for (const auto& s : p.sources)
-        j["sources"].push_back(
-            {{"name", s->name()}, {"queues", s->queues()}, {"rx_desc", s->rx_desc()}});
+    for (size_t i = 0; i < p.sources.size(); i++) {
+        const Source& s = *p.sources[i];
+        LinkState ls = p.health[i]->state.load(std::memory_order_acquire);
+        j["sources"].push_back({{"name", s.name()},
+                                {"queues", s.queues()},
+                                {"rx_desc", s.rx_desc()},
+                                {"state", state_name(ls)},
+                                {"error", ls == LinkState::kGone ? p.health[i]->lost : s.error()}});
+    }
     j["workers"] = nlohmann::json::array();
     for (size_t i = 0; i < p.workers.size(); i++) {
         nlohmann::json q = nlohmann::json::array();

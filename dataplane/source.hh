@@ -12,8 +12,8 @@
  *    worker stamps the burst from the TSC;
  *  - the original wire length when it differs from pkt_len.
  *
- * Setup and counters(): control thread. rx_burst(): the one worker that owns
- * the queue. The mbufs returned belong to the caller.
+ * Setup, counters() and link_state(): control thread. rx_burst(): the one
+ * worker that owns the queue. The mbufs returned belong to the caller.
  */
 #pragma once
 
@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "dataplane/iface_watch.hh"
 #include "dataplane/options.hh"
 #include "dataplane/result.hh"
 
@@ -85,6 +86,10 @@ public:
     virtual std::string error() const { return ""; }
     virtual SourceCounters counters() const = 0;
     virtual void stop() {}
+    /* The kernel interface behind an af_packet/af_xdp source: up, down or
+     * deleted (iface_watch.hh); kUp for files, null and PCI ports. Control
+     * thread, a few times a second; never touches the workers' path. */
+    virtual LinkState link_state() const { return LinkState::kUp; }
 
 protected:
     std::string name_;
@@ -108,12 +113,21 @@ std::string eal_device_arg(const SourceSpec& spec, unsigned index, uint16_t queu
 /* DPDK's device name for that source (to find its port id). */
 std::string eal_device_name(const SourceSpec& spec, unsigned index);
 
+/* Before EAL, for af_xdp:IFACE (in its namespace): the interface gives
+ * `queues` receive queues (net_af_xdp counts its combined channels, or 1)
+ * and has no XDP program of someone else's attached. Returns a note to log
+ * (empty when none): libxdp's own program left by a killed reader is taken
+ * over. Errors say what is wrong and how to fix it. */
+Result<std::string> check_xdp_source(const SourceSpec& spec, uint16_t queues, unsigned workers);
+
 /* Configures and starts the DPDK port of a port source, with `queues` receive
  * queues spread by RSS where the port supports it, each of `rx_desc`
- * descriptors or as many as the port takes. */
+ * descriptors or as many as the port takes. af_xdp ports are probed here
+ * (not by EAL); with xdp_generic their XDP program is attached in generic
+ * (SKB) mode, and detached when the source is destroyed. */
 Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned index,
                                                 uint16_t queues, uint16_t rx_desc,
-                                                rte_mempool* pool);
+                                                rte_mempool* pool, bool xdp_generic);
 
 /* Opens af_packet:IFACE[@netns=...] as `queues` TPACKET_V3 rings of about
  * `frames` x 2048 bytes each (packet_ring_source.cc). */

@@ -74,6 +74,7 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"ierrors", x.ierrors},
                                 {"nombuf", x.nombuf},
                                 {"truncated", x.truncated},
+                                {"state", x.state},
                                 {"error", x.error}});
     j["workers"] = json::array();
     for (const auto& w : s.workers)

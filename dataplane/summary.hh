@@ -32,6 +32,9 @@ struct SourceSummary {
     uint64_t imissed = 0, ierrors = 0, nombuf = 0;
     uint64_t truncated = 0;  // records cut to kMaxRecord bytes
     std::string error;
+    // Its kernel interface: "ok", "down" (link down or no carrier) or "lost"
+    // (deleted while capturing); "ok" for files, null and PCI ports.
+    std::string state = "ok";
 };
 
 struct WorkerSummary {
