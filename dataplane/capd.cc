@@ -9,6 +9,7 @@
  * runs the handlers. The compile thread (CompileWorker) compiles rule
  * changes, with libpcap and Hyperscan in a child it kills at
  * --compile-timeout. */
+#include <pcap/pcap.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 
@@ -135,13 +136,17 @@ int main(int argc, char** argv) {
     // Inputs first: a file that is not a capture is refused before EAL or
     // any output exists.
     int linktype = -1;
+    std::vector<int> linktypes;
     for (const auto& s : o.sources) {
         int lt = 1;  // ports deliver Ethernet
         if (s.kind == SourceSpec::Kind::kPcapFile) {
             auto r = probe_pcap_file(s.arg);
             if (!r) return fail(r.error());
             lt = *r;
+        } else if (s.any_interface()) {
+            lt = DLT_LINUX_SLL2;  // as libpcap's any device
         }
+        linktypes.push_back(lt);
         if (linktype < 0) linktype = lt;
         if (lt != linktype && (!o.expression.empty() || !o.patterns.empty()))
             return fail("sources have different link types; a filter needs one link type");

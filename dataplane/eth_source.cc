@@ -224,7 +224,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     }
     rc = rte_eth_dev_start(port);
     if (rc != 0) return make_error("source '" + spec.text + "': start: " + errstr(rc));
-    (void)rte_eth_promiscuous_enable(port);
+    if (spec.promisc) (void)rte_eth_promiscuous_enable(port);  // -p: left as it is
 
     // The only port whose timestamp dynfield we can vouch for is net_pcap's
     // (microseconds). Other ports are stamped from the TSC at receive.

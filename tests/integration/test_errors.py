@@ -53,7 +53,7 @@ class BadInput(CapdTestCase):
         return run
 
     def test_unknown_source(self):
-        for src in ("foo:bar", "pcap:", "af_packet:", "null:5", "null:99999", "eth0",
+        for src in ("foo:bar", "pcap:", "af_packet:", "null:5", "null:99999", "lcnosuchif0",
                     "null:64,rate=", "null:64,frames=", "null:64,colour=red", "null,rate=-3"):
             with self.subTest(source=src):
                 self.assertRefused(["-i", src, "-w", self.out])
