@@ -19,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -114,6 +115,26 @@ Status check_paths_and_interfaces(const Options& o) {
 int fail(const std::string& msg) {
     std::fprintf(stderr, "capd: %s\n", msg.c_str());
     return 1;
+}
+
+/* The line that says capture has started, as tcpdump's "listening on":
+ * "capd: capturing on af_packet:eth0, link-type EN10MB (Ethernet), snapshot
+ * length 262144 bytes". linktypes: one per source. */
+std::string readiness_line(const Options& o, const std::vector<int>& linktypes) {
+    std::string line = "capd: capturing on ";
+    for (size_t i = 0; i < o.sources.size(); i++)
+        line += (i ? ", " : "") + o.sources[i].text;
+    std::vector<int> seen;
+    for (int lt : linktypes)
+        if (std::find(seen.begin(), seen.end(), lt) == seen.end()) seen.push_back(lt);
+    line += seen.size() > 1 ? ", link-types " : ", link-type ";
+    for (size_t i = 0; i < seen.size(); i++) {
+        const char* name = pcap_datalink_val_to_name(seen[i]);
+        const char* desc = pcap_datalink_val_to_description(seen[i]);
+        line += (i ? ", " : "") + (name ? std::string(name) : "DLT " + std::to_string(seen[i])) +
+                (desc ? std::string(" (") + desc + ")" : std::string());
+    }
+    return line + ", snapshot length " + std::to_string(o.snaplen) + " bytes\n";
 }
 
 }  // namespace
@@ -269,6 +290,7 @@ int main(int argc, char** argv) {
     }
 
     (*pipeline)->start();
+    if (!o.quiet) std::fputs(readiness_line(o, linktypes).c_str(), stderr);
     std::thread ctl_thread;
     if (server) ctl_thread = std::thread([srv = server.get()] { srv->run(); });
     Pipeline* pl = pipeline->get();
