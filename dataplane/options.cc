@@ -187,9 +187,10 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                  "capd"};
     app.set_version_flag("--version", "capd 0.1.0");
     app.add_option("-i", sources,
-                   "source: PCI address, af_xdp:IFACE, af_packet:IFACE, pcap:FILE[,loop], "
-                   "null[:SIZE] (repeatable). IFACE@netns=NAME or IFACE@pid=PID captures "
-                   "in another network namespace (capd -D lists them)")
+                   "source: IFACE (as af_packet:IFACE), any, a number from capd -D, PCI "
+                   "address, af_xdp:IFACE, af_packet:IFACE, pcap:FILE[,loop], null[:SIZE] "
+                   "(repeatable). IFACE@netns=NAME or IFACE@pid=PID captures in another "
+                   "network namespace (capd -D lists them)")
         ->allow_extra_args(false);
     app.add_option("-w", o.write_path, "output file (tcpdump naming with -C/-G/-W)");
     app.add_option("-C", o.rotate_mb, "rotate after MB millions of bytes");
