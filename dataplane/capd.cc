@@ -9,6 +9,7 @@
  * runs the handlers. The compile thread (CompileWorker) compiles rule
  * changes, with libpcap and Hyperscan in a child it kills at
  * --compile-timeout. */
+#include <pcap/pcap.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -119,6 +121,26 @@ int fail(const std::string& msg) {
     return 1;
 }
 
+/* The line that says capture has started, as tcpdump's "listening on":
+ * "capd: capturing on af_packet:eth0, link-type EN10MB (Ethernet), snapshot
+ * length 262144 bytes". linktypes: one per source. */
+std::string readiness_line(const Options& o, const std::vector<int>& linktypes) {
+    std::string line = "capd: capturing on ";
+    for (size_t i = 0; i < o.sources.size(); i++)
+        line += (i ? ", " : "") + o.sources[i].text;
+    std::vector<int> seen;
+    for (int lt : linktypes)
+        if (std::find(seen.begin(), seen.end(), lt) == seen.end()) seen.push_back(lt);
+    line += seen.size() > 1 ? ", link-types " : ", link-type ";
+    for (size_t i = 0; i < seen.size(); i++) {
+        const char* name = pcap_datalink_val_to_name(seen[i]);
+        const char* desc = pcap_datalink_val_to_description(seen[i]);
+        line += (i ? ", " : "") + (name ? std::string(name) : "DLT " + std::to_string(seen[i])) +
+                (desc ? std::string(" (") + desc + ")" : std::string());
+    }
+    return line + ", snapshot length " + std::to_string(o.snaplen) + " bytes\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,13 +161,17 @@ int main(int argc, char** argv) {
     // Inputs first: a file that is not a capture is refused before EAL or
     // any output exists.
     int linktype = -1;
+    std::vector<int> linktypes;
     for (const auto& s : o.sources) {
         int lt = 1;  // ports deliver Ethernet
         if (s.kind == SourceSpec::Kind::kPcapFile) {
             auto r = probe_pcap_file(s.arg);
             if (!r) return fail(r.error());
             lt = *r;
+        } else if (s.any_interface()) {
+            lt = DLT_LINUX_SLL2;  // as libpcap's any device
         }
+        linktypes.push_back(lt);
         if (linktype < 0) linktype = lt;
         if (lt != linktype && (!o.expression.empty() || !o.patterns.empty()))
             return fail("sources have different link types; a filter needs one link type");
@@ -271,6 +297,7 @@ int main(int argc, char** argv) {
     }
 
     (*pipeline)->start();
+    if (!o.quiet) std::fputs(readiness_line(o, linktypes).c_str(), stderr);
     std::thread ctl_thread;
     if (server) ctl_thread = std::thread([srv = server.get()] { srv->run(); });
     Pipeline* pl = pipeline->get();

@@ -368,7 +368,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     auto owner = std::make_unique<PortOwner>(port, std::move(ns), vdev, std::move(generic));
     InterfaceWatch watch;
     if (spec.kind == SourceSpec::Kind::kAfXdp) {
-        auto w = InterfaceWatch::open(spec.arg, true);
+        auto w = InterfaceWatch::open(spec.arg, spec.promisc);  // -p: no
         if (!w) return make_error("source '" + spec.text + "': " + w.error());
         watch = std::move(*w);
     }
@@ -422,7 +422,8 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     }
     rc = rte_eth_dev_start(port);
     if (rc != 0) return make_error("source '" + spec.text + "': start: " + errstr(rc));
-    if (spec.kind != SourceSpec::Kind::kAfXdp)  // af_xdp: the watch holds it
+    // -p: left as it is. af_xdp: the watch holds it (given back at exit).
+    if (spec.promisc && spec.kind != SourceSpec::Kind::kAfXdp)
         (void)rte_eth_promiscuous_enable(port);
 
     // The only port whose timestamp dynfield we can vouch for is net_pcap's

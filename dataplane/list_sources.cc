@@ -26,26 +26,29 @@ std::string flags_state(unsigned flags) {
 }
 }  // namespace
 
-std::string list_sources(std::vector<std::string>& notes) {
-    std::ostringstream out;
-    int n = 1;
+std::vector<ListedSource> listed_sources(std::vector<std::string>& notes) {
+    std::vector<ListedSource> out;
     std::error_code ec;
     // PCI network controllers (class 0x02xxxx), with the driver they are bound to.
-    for (const auto& d : fs::directory_iterator("/sys/bus/pci/devices", ec)) {
-        if (read_line(d.path() / "class").rfind("0x02", 0) != 0) continue;
+    std::vector<fs::path> pci;
+    for (const auto& d : fs::directory_iterator("/sys/bus/pci/devices", ec))
+        if (read_line(d.path() / "class").rfind("0x02", 0) == 0) pci.push_back(d.path());
+    std::sort(pci.begin(), pci.end());
+    for (const auto& d : pci) {
         std::string driver = "none";
-        fs::path link = d.path() / "driver";
+        fs::path link = d / "driver";
         if (fs::is_symlink(link, ec)) driver = fs::read_symlink(link, ec).filename().string();
         bool dpdk = driver == "vfio-pci" || driver == "uio_pci_generic" || driver == "igb_uio";
-        out << n++ << "." << d.path().filename().string() << " (PCI, driver " << driver
-            << (dpdk ? ", usable" : ", bind to vfio-pci to use") << ")\n";
+        out.push_back({d.filename().string(),
+                       "PCI, driver " + driver + (dpdk ? ", usable" : ", bind to vfio-pci to use")});
     }
-    for (const auto& d : fs::directory_iterator("/sys/class/net", ec)) {
-        std::string name = d.path().filename().string();
-        std::string state = read_line(d.path() / "operstate");
-        out << n++ << ".af_packet:" << name << " (kernel interface, " << state << "; also af_xdp:"
-            << name << ")\n";
-    }
+    // This namespace's interfaces, in index order, by the bare name -i takes
+    // (af_packet, as tcpdump reads them).
+    for (const NetIf& i : current_interfaces())
+        out.push_back({i.name, "af_packet:" + i.name + ", kernel interface, " +
+                                   flags_state(i.flags) + "; also af_xdp:" + i.name});
+    out.push_back({"any", "af_packet:any, every kernel interface of this namespace, "
+                          "link-type LINUX_SLL2"});
     // Interfaces inside each named network namespace (ip netns add NAME),
     // listed from inside it: /sys/class/net shows only this namespace's.
     std::vector<std::string> names;
@@ -65,13 +68,34 @@ std::string list_sources(std::vector<std::string>& notes) {
         }
         for (const NetIf& i : current_interfaces()) {
             std::string at = i.name + "@netns=" + name;
-            out << n++ << ".af_packet:" << at << " (interface in network namespace " << name << ", "
-                << flags_state(i.flags) << "; also af_xdp:" << at << ")\n";
+            out.push_back({"af_packet:" + at, "interface in network namespace " + name + ", " +
+                                                  flags_state(i.flags) + "; also af_xdp:" + at});
         }
     }
-    out << n++ << ".pcap:FILE[,loop] (capture file)\n";
-    out << n++ << ".null[:SIZE] (synthetic packets)\n";
+    out.push_back({"pcap:FILE[,loop]", "capture file", false});
+    out.push_back({"null[:SIZE]", "synthetic packets", false});
+    return out;
+}
+
+std::string list_sources(std::vector<std::string>& notes) {
+    std::ostringstream out;
+    int n = 1;
+    for (const ListedSource& s : listed_sources(notes))
+        out << n++ << "." << s.name << " (" << s.note << ")\n";
     return out.str();
+}
+
+Result<std::string> listed_source_by_number(unsigned long number) {
+    std::vector<std::string> notes;
+    std::vector<ListedSource> all = listed_sources(notes);
+    if (number == 0 || number > all.size())
+        return make_error("-i " + std::to_string(number) + ": capd -D lists " +
+                          std::to_string(all.size()) + " sources, numbered from 1");
+    const ListedSource& s = all[number - 1];
+    if (!s.selectable)
+        return make_error("-i " + std::to_string(number) + ": entry " + std::to_string(number) +
+                          " of capd -D is " + s.name + ", which needs to be written out");
+    return s.name;
 }
 
 }  // namespace linecap::dataplane

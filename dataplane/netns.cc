@@ -168,14 +168,21 @@ uint32_t filter_netmask(const std::vector<SourceSpec>& sources) {
 
 Status check_source_interface(const SourceSpec& spec) {
     if (!spec.in_netns()) {
-        if (if_nametoindex(spec.arg.c_str()) == 0)
-            return make_error("source '" + spec.text + "': no such interface");
-        return Status::success();
+        if (spec.any_interface()) return Status::success();
+        if (if_nametoindex(spec.arg.c_str()) != 0) return Status::success();
+        if (!spec.bare) return make_error("source '" + spec.text + "': no such interface");
+        // -i NAME: say what a bare name is taken for, and spot a file.
+        struct stat st;
+        bool file = stat(spec.arg.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+        return make_error("-i " + spec.arg + ": no such interface" +
+                          (file ? " (for a capture file write pcap:" + spec.arg + ")"
+                                : " (a bare name is a kernel interface; capd -D lists them)"));
     }
     NetnsFd ns;
     std::optional<NetnsScope> scope;
     Status entered = enter_source_netns(spec, ns, scope);
     if (!entered) return entered;
+    if (spec.any_interface()) return Status::success();
     if (if_nametoindex(spec.arg.c_str()) == 0)
         return make_error("source '" + spec.text + "': no such interface '" + spec.arg + "' in " +
                           ns.label());

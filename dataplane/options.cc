@@ -1,9 +1,12 @@
 #include "dataplane/options.hh"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
+
+#include "dataplane/list_sources.hh"
 
 namespace linecap::dataplane {
 
@@ -18,7 +21,8 @@ bool kernel_interface(const SourceSpec& s) {
  * Looped files and null sources are load generators; several are allowed. */
 bool same_packets(const SourceSpec& a, const SourceSpec& b) {
     if (kernel_interface(a) && kernel_interface(b))
-        return a.arg == b.arg && a.netns == b.netns && a.netns_pid == b.netns_pid;
+        return (a.arg == b.arg || a.any_interface() || b.any_interface()) &&
+               a.netns == b.netns && a.netns_pid == b.netns_pid;
     if (a.kind != b.kind) return false;
     if (a.kind == SourceSpec::Kind::kPci) return a.arg == b.arg;
     if (a.kind == SourceSpec::Kind::kPcapFile && !a.loop && !b.loop) {
@@ -86,6 +90,10 @@ Result<SourceSpec> parse_source(const std::string& text) {
             return make_error("source '" + text + "': expected an interface name");
         if (s.arg.size() >= 16)  // IFNAMSIZ, with its terminating NUL
             return make_error("source '" + text + "': interface name longer than 15 characters");
+        if (xdp && s.arg == "any")
+            return make_error("source '" + text +
+                              "': af_xdp attaches to one interface; for every interface "
+                              "use -i any (af_packet)");
         return s;
     }
     if (text == "null" || text.rfind("null:", 0) == 0 || text.rfind("null,", 0) == 0) {
@@ -146,10 +154,22 @@ Result<SourceSpec> parse_source(const std::string& text) {
         s.arg = text;
         return s;
     }
+    // A bare interface name, as tcpdump takes it (-i eth0, -i any): a kernel
+    // interface, read by af_packet. The kernel refuses '/', ':' and blanks
+    // in a name (dev_valid_name), so these never shadow the forms above.
+    std::string name = text.substr(0, text.rfind('@'));
+    if (!name.empty() && name != "." && name != ".." && name.size() < 16 &&
+        name.find_first_of(":/ \t\n,=") == std::string::npos) {
+        auto mapped = parse_source("af_packet:" + text);
+        if (mapped) {
+            mapped->bare = true;
+            return mapped;
+        }
+    }
     return make_error("unknown source '" + text +
-                      "' (expected a PCI address, af_xdp:IFACE, af_packet:IFACE (each "
-                      "optionally @netns=NAME or @pid=PID), pcap:FILE[,loop] or "
-                      "null[:SIZE][,rate=PPS][,frames=FILE])");
+                      "' (expected an interface name, a PCI address, af_xdp:IFACE, "
+                      "af_packet:IFACE (each optionally @netns=NAME or @pid=PID), "
+                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE])");
 }
 
 Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
@@ -160,14 +180,17 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     bool nano = false;
     std::string scope = "payload";
     std::string mode_text;
+    bool no_promisc = false;
+    std::string direction = "inout";
 
     CLI::App app{"capd: capture packets from DPDK sources into rotating pcap/pcapng files",
                  "capd"};
     app.set_version_flag("--version", "capd 0.1.0");
     app.add_option("-i", sources,
-                   "source: PCI address, af_xdp:IFACE, af_packet:IFACE, pcap:FILE[,loop], "
-                   "null[:SIZE] (repeatable). IFACE@netns=NAME or IFACE@pid=PID captures "
-                   "in another network namespace (capd -D lists them)")
+                   "source: IFACE (as af_packet:IFACE), any, a number from capd -D, PCI "
+                   "address, af_xdp:IFACE, af_packet:IFACE, pcap:FILE[,loop], null[:SIZE] "
+                   "(repeatable). IFACE@netns=NAME or IFACE@pid=PID captures in another "
+                   "network namespace (capd -D lists them)")
         ->allow_extra_args(false);
     app.add_option("-w", o.write_path,
                    "output file (tcpdump naming with -C/-G/-W); - for standard output");
@@ -232,6 +255,16 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--rx-desc", o.rx_desc,
                    "receive descriptors per port queue (4096; the port may lower it); "
                    "a deeper ring covers a longer stall of the worker");
+    app.add_flag("-p", no_promisc,
+                 "do not put kernel interfaces into promiscuous mode (as tcpdump)");
+    app.add_option("-B", o.buffer_kb,
+                   "af_packet kernel buffer per queue in KiB, as tcpdump's -B (wins over "
+                   "--rx-desc for af_packet; DPDK ports use --rx-desc)");
+    app.add_flag("-U", o.packet_buffered,
+                 "packet-buffered output: each burst is written as it arrives, not after "
+                 "--flush-ms");
+    app.add_option("-Q", direction, "direction of kernel-interface packets: in, out or inout")
+        ->check(CLI::IsMember({"in", "out", "inout"}));
     app.add_option("--file-mode", mode_text, "octal mode of output files (default 0640)");
     app.add_option("-Z", o.run_as_user, "after set-up, drop privileges to USER (as tcpdump)");
     app.add_option("--tcp-flows", o.tcp_flows,
@@ -260,7 +293,7 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
         },
         "NUMBER >= 0");
     for (const char* name : {"-C", "-G", "-W", "-s", "-c", "--duration", "--workers", "--writers",
-                             "--chunk-kb", "--flush-ms", "--ring-chunks", "--rx-desc",
+                             "--chunk-kb", "--flush-ms", "--ring-chunks", "--rx-desc", "-B",
                              "--test-writer-delay-us", "--test-writer-delay-for"})
         app.get_option(name)->check(non_negative);
     try {
@@ -278,13 +311,27 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     }
 
     for (const auto& w : expr_words) o.expression += (o.expression.empty() ? "" : " ") + w;
-    for (const auto& t : sources) {
+    const Direction dir = direction == "in"    ? Direction::kIn
+                          : direction == "out" ? Direction::kOut
+                                               : Direction::kInOut;
+    for (std::string t : sources) {
+        // tcpdump's -i NUMBER: entry NUMBER of capd -D.
+        if (!t.empty() && t.size() < 10 && t.find_first_not_of("0123456789") == std::string::npos) {
+            auto listed = listed_source_by_number(std::stoul(t));
+            if (!listed) return make_error(listed.error());
+            t = *listed;
+        }
         auto s = parse_source(t);
         if (!s) return make_error(s.error());
         for (const SourceSpec& earlier : o.sources)
             if (same_packets(earlier, *s))
-                return make_error("source '" + s->text + "' is given twice (also as '" +
-                                  earlier.text + "'): every packet would be written twice");
+                return make_error(
+                    "source '" + s->text + "' is given twice (also as '" + earlier.text +
+                    (earlier.any_interface() || s->any_interface() ? "', which holds every interface"
+                                                                   : "'") +
+                    "): every packet would be written twice");
+        s->promisc = !no_promisc;
+        s->direction = dir;
         o.sources.push_back(*s);
     }
     if (format == "pcapng")
@@ -354,6 +401,38 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (o.flush_ms == 0) return make_error("--flush-ms must be positive");
     if (o.rx_desc < 64 || o.rx_desc > 32768 || (o.rx_desc & (o.rx_desc - 1)))
         return make_error("--rx-desc: a power of two, 64..32768");
+
+    // tcpdump's kernel-interface options: what each source can honour.
+    auto any_source = [&](auto pred) {
+        return std::any_of(o.sources.begin(), o.sources.end(), pred);
+    };
+    auto af_packet = [](const SourceSpec& s) { return s.kind == SourceSpec::Kind::kAfPacket; };
+    if (app.count("-B")) {
+        if (!any_source(af_packet))
+            return make_error("-B sizes the kernel buffer of af_packet interfaces; for af_xdp "
+                              "and PCI ports use --rx-desc N (receive descriptors)");
+        if (o.buffer_kb < 16 || o.buffer_kb > 65536)
+            return make_error("-B: 16..65536 KiB (64 MiB) per queue, not " +
+                              std::to_string(o.buffer_kb));
+    }
+    if (o.packet_buffered && app.count("--flush-ms"))
+        return make_error("-U writes each burst as it arrives; --flush-ms " +
+                          std::to_string(o.flush_ms) + " contradicts it: give one of them");
+    if (o.packet_buffered && o.direct)
+        return make_error("-U does not take --direct: O_DIRECT holds a partial 4 KiB block "
+                          "until the file is closed");
+    if (dir != Direction::kInOut)
+        for (const SourceSpec& s : o.sources) {
+            if (af_packet(s)) continue;
+            bool receive_only = s.kind == SourceSpec::Kind::kAfXdp ||
+                                s.kind == SourceSpec::Kind::kPci;
+            if (receive_only && dir == Direction::kIn) continue;
+            if (receive_only)
+                return make_error("-Q out: source '" + s.text + "' sees only received "
+                                  "packets; use af_packet:IFACE for sent ones");
+            return make_error("-Q " + direction + ": source '" + s.text + "' has no direction "
+                              "(only kernel interfaces do); use a filter instead");
+        }
     return o;
 }
 

@@ -1,7 +1,8 @@
 /* capd's command line: parsing and validation into Options.
  *
  * Spellings follow tcpdump where tcpdump has the option (-i -w -C -G -W -z -s
- * -c -d -D) and ../BRIEF's contract elsewhere. Cold code, control thread.
+ * -c -d -D -p -B -U -Q) and ../BRIEF's contract elsewhere. Cold code, control
+ * thread.
  */
 #pragma once
 
@@ -17,10 +18,15 @@
 
 namespace linecap::dataplane {
 
+/* Which packets of a kernel interface are captured (-Q, tcpdump's). */
+enum class Direction { kInOut, kIn, kOut };
+
 struct SourceSpec {
     enum class Kind { kPci, kAfXdp, kAfPacket, kPcapFile, kNull };
     Kind kind;
-    std::string text;  // as the user wrote it, e.g. "pcap:in.pcap,loop"
+    // As the user wrote it, e.g. "pcap:in.pcap,loop"; a bare interface name
+    // (-i eth0) is written as the source it maps to, "af_packet:eth0".
+    std::string text;
     std::string arg;   // PCI address, interface or file (null: the frames= file)
     bool loop = false;
     uint32_t size = 64;  // null: frame size
@@ -30,8 +36,21 @@ struct SourceSpec {
     std::string netns;
     int netns_pid = 0;
     bool in_netns() const { return !netns.empty() || netns_pid > 0; }
+    // Given as a bare name (-i eth0), not as af_packet:eth0.
+    bool bare = false;
+    // af_packet:any (or -i any): every interface of the namespace, in the
+    // Linux cooked link type (LINUX_SLL2), as tcpdump's any device.
+    bool any_interface() const { return kind == Kind::kAfPacket && arg == "any"; }
+    // Kernel interfaces: -p clears it (the interface is not made
+    // promiscuous); -Q sets the direction.
+    bool promisc = true;
+    Direction direction = Direction::kInOut;
 };
 
+/* Parses one -i SOURCE. A bare name that could be an interface (no ':',
+ * '/' or blank, at most 15 characters), optionally with @netns=/@pid=, is
+ * af_packet:NAME; whether the interface exists is checked at start. Needs
+ * no system state. */
 Result<SourceSpec> parse_source(const std::string& text);
 
 struct Options {
@@ -78,6 +97,12 @@ struct Options {
     // Receive descriptors per port queue (af_packet: frames per queue; the
     // paced null source models a ring of this depth).
     uint32_t rx_desc = 4096;
+    // -B: af_packet's kernel ring per queue, in KiB (tcpdump's buffer
+    // size); 0: --rx-desc x 2 KiB. It wins over --rx-desc for af_packet.
+    uint32_t buffer_kb = 0;
+    // -U: each burst a worker receives goes to its writer at once (no
+    // --flush-ms wait), as tcpdump's packet-buffered output.
+    bool packet_buffered = false;
     // Workers spin even when their queues are empty (see worker.hh).
     bool busy_poll = false;
     uint32_t file_mode = 0640;
@@ -89,6 +114,10 @@ struct Options {
     bool keep_going_on_source_loss = false;
     // --xdp-generic: af_xdp attaches its XDP program in generic (SKB) mode.
     bool xdp_generic = false;
+
+    /* Frames (2 KiB each) of each af_packet queue's kernel ring: -B's KiB
+     * when given, else --rx-desc. */
+    uint32_t packet_ring_frames() const { return buffer_kb ? (buffer_kb + 1) / 2 : rx_desc; }
 };
 
 /* Parses argv. Returns the options, or an error line. `--help` and

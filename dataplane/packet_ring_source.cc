@@ -16,6 +16,16 @@
  * where the kernel shows every packet twice (sent and received), the sent
  * copy is skipped, both as libpcap does.
  *
+ * tcpdump's options, with libpcap's meaning: -p leaves the interface out of
+ * promiscuous mode; -Q in/out skips the packets the kernel marks as sent
+ * (PACKET_OUTGOING) or those it does not (for -Q in the kernel is also asked
+ * to leave sent packets out of the ring). af_packet:any (-i any) reads every
+ * interface of the namespace from one unbound SOCK_DGRAM socket per queue,
+ * whose frames start at the network header, and puts a LINUX_SLL2 header in
+ * front of each (protocol, interface index, hardware type, packet type and
+ * address from the kernel's sockaddr_ll), as libpcap's any device does; it is
+ * never promiscuous, and its VLAN tags stay out of the frame.
+ *
  * A deleted interface is seen by link_state(), through an InterfaceWatch,
  * not by the workers.
  *
@@ -48,6 +58,8 @@ constexpr uint32_t kFrameBytes = 2048;         // the unit --rx-desc counts
 constexpr uint32_t kMaxBlockBytes = 1u << 20;  // holds a 64 KiB GSO frame
 constexpr uint32_t kMinBlocks = 4;
 constexpr unsigned kRetireMs = 4;  // a part-filled block reaches the reader after this
+constexpr uint16_t kLinkTypeSll2 = 276;  // DLT_LINUX_SLL2
+constexpr uint32_t kSll2Bytes = 20;      // its header
 
 /* Block geometry for a ring of `frames` x 2048 bytes: blocks of a power of
  * two pages, at most 1 MiB, and at least four of them. */
@@ -97,22 +109,32 @@ public:
     }
     ~PacketRingSource() override { close_all(); }
 
-    Status open(const std::string& iface, uint32_t frames, uint16_t fanout_id) {
-        unsigned ifindex = if_nametoindex(iface.c_str());
-        if (ifindex == 0) return make_error(sys_error("interface '" + iface + "'"));
-        Geometry g = geometry(frames);
-        {
+    Status open(const SourceSpec& spec, uint32_t frames, uint16_t fanout_id) {
+        const std::string& iface = spec.arg;
+        cooked_ = spec.any_interface();
+        unsigned ifindex = 0;
+        if (cooked_) {
+            linktype_ = kLinkTypeSll2;
+            lo_ifindex_ = if_nametoindex("lo");  // 0 when there is none
+        } else {
+            ifindex = if_nametoindex(iface.c_str());
+            if (ifindex == 0) return make_error(sys_error("interface '" + iface + "'"));
             ifreq ifr;
             std::memset(&ifr, 0, sizeof(ifr));
             std::strncpy(ifr.ifr_name, iface.c_str(), IFNAMSIZ - 1);
             int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-            if (fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0)
-                loopback_ = (ifr.ifr_flags & IFF_LOOPBACK) != 0;
+            if (fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_LOOPBACK))
+                lo_ifindex_ = ifindex;
             if (fd >= 0) ::close(fd);
         }
+        want_in_ = spec.direction != Direction::kOut;
+        want_out_ = spec.direction != Direction::kIn;
+        check_ = lo_ifindex_ != 0 || !want_in_ || !want_out_;
+        Geometry g = geometry(frames);
         rx_desc_ = static_cast<uint16_t>(uint64_t(g.block_bytes) * g.blocks / kFrameBytes);
         for (Ring& r : rings_) {
-            r.fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+            r.fd = socket(AF_PACKET, (cooked_ ? SOCK_DGRAM : SOCK_RAW) | SOCK_CLOEXEC,
+                          htons(ETH_P_ALL));
             if (r.fd < 0) return make_error(sys_error("AF_PACKET socket"));
             int v = TPACKET_V3;
             if (setsockopt(r.fd, SOL_PACKET, PACKET_VERSION, &v, sizeof(v)) != 0)
@@ -134,19 +156,31 @@ public:
             void* m = mmap(nullptr, r.map_len, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd, 0);
             if (m == MAP_FAILED) return make_error(sys_error("mmap of the receive ring"));
             r.map = static_cast<uint8_t*>(m);
-            sockaddr_ll sll;
-            std::memset(&sll, 0, sizeof(sll));
-            sll.sll_family = AF_PACKET;
-            sll.sll_protocol = htons(ETH_P_ALL);
-            sll.sll_ifindex = static_cast<int>(ifindex);
-            if (bind(r.fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0)
-                return make_error(sys_error("bind to '" + iface + "'"));
-            packet_mreq mr;
-            std::memset(&mr, 0, sizeof(mr));
-            mr.mr_ifindex = static_cast<int>(ifindex);
-            mr.mr_type = PACKET_MR_PROMISC;  // dropped by the kernel when the socket closes
-            if (setsockopt(r.fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)) != 0)
-                return make_error(sys_error("promiscuous mode on '" + iface + "'"));
+#ifdef PACKET_IGNORE_OUTGOING
+            // -Q in: sent packets take no room in the ring (Linux 4.20; the
+            // reader skips them anyway where the kernel cannot).
+            int ignore = 1;
+            if (!want_out_)
+                (void)setsockopt(r.fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &ignore,
+                                 sizeof(ignore));
+#endif
+            if (!cooked_) {  // any: unbound, every interface
+                sockaddr_ll sll;
+                std::memset(&sll, 0, sizeof(sll));
+                sll.sll_family = AF_PACKET;
+                sll.sll_protocol = htons(ETH_P_ALL);
+                sll.sll_ifindex = static_cast<int>(ifindex);
+                if (bind(r.fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0)
+                    return make_error(sys_error("bind to '" + iface + "'"));
+            }
+            if (!cooked_ && spec.promisc) {
+                packet_mreq mr;
+                std::memset(&mr, 0, sizeof(mr));
+                mr.mr_ifindex = static_cast<int>(ifindex);
+                mr.mr_type = PACKET_MR_PROMISC;  // dropped by the kernel when the socket closes
+                if (setsockopt(r.fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof(mr)) != 0)
+                    return make_error(sys_error("promiscuous mode on '" + iface + "'"));
+            }
             if (queues_ > 1) {
                 int arg = fanout_id | (PACKET_FANOUT_HASH << 16);
                 if (setsockopt(r.fd, SOL_PACKET, PACKET_FANOUT, &arg, sizeof(arg)) != 0)
@@ -156,9 +190,12 @@ public:
         (void)kernel_drops();  // frames before the ring was read are not ours
         kernel_dropped_ = 0;
         // The rings hold promiscuous mode; the watch only tells deletion.
-        auto watch = InterfaceWatch::open(iface, false);
-        if (!watch) return make_error(watch.error());
-        watch_ = std::move(*watch);
+        // (any: interfaces come and go; there is no one to watch.)
+        if (!cooked_) {
+            auto watch = InterfaceWatch::open(iface, false);
+            if (!watch) return make_error(watch.error());
+            watch_ = std::move(*watch);
+        }
         return Status::success();
     }
 
@@ -175,7 +212,7 @@ public:
                 r.left = b->hdr.bh1.num_pkts;
                 r.pkt = reinterpret_cast<const uint8_t*>(b) + b->hdr.bh1.offset_to_first_pkt;
             }
-            if (r.left > 0 && loopback_ && outgoing(r.pkt)) {
+            if (r.left > 0 && check_ && skip(r.pkt)) {
                 r.pkt += reinterpret_cast<const tpacket3_hdr*>(r.pkt)->tp_next_offset;
                 r.left--;
             } else if (r.left > 0) {
@@ -221,11 +258,18 @@ public:
     LinkState link_state() const override { return watch_.state(); }
 
 private:
-    /* The kernel's address of the packet at p says it was sent, not received. */
-    static bool outgoing(const uint8_t* p) {
-        const auto* sll =
-            reinterpret_cast<const sockaddr_ll*>(p + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
-        return sll->sll_pkttype == PACKET_OUTGOING;
+    /* The kernel's address of the packet at p. */
+    static const sockaddr_ll* address(const uint8_t* p) {
+        return reinterpret_cast<const sockaddr_ll*>(p + TPACKET_ALIGN(sizeof(tpacket3_hdr)));
+    }
+
+    /* The packet at p is not captured: the sent copy on loopback (also
+     * received), or the direction -Q leaves out (libpcap's rule). */
+    bool skip(const uint8_t* p) const {
+        const sockaddr_ll* sll = address(p);
+        if (sll->sll_pkttype == PACKET_OUTGOING)
+            return !want_out_ || static_cast<unsigned>(sll->sll_ifindex) == lo_ifindex_;
+        return !want_in_;
     }
 
     /* The frame at h as an mbuf chain, its VLAN tag back in place, its
@@ -233,9 +277,23 @@ private:
     rte_mbuf* to_mbuf(const tpacket3_hdr* h) {
         const uint8_t* data = reinterpret_cast<const uint8_t*>(h) + h->tp_mac;
         uint32_t caplen = h->tp_snaplen, wirelen = h->tp_len;
-        uint8_t tag[4];
-        bool vlan = (h->tp_status & TP_STATUS_VLAN_VALID) && caplen >= 12;
-        if (vlan) {
+        uint8_t tag[kSll2Bytes];
+        bool vlan = !cooked_ && (h->tp_status & TP_STATUS_VLAN_VALID) && caplen >= 12;
+        if (cooked_) {
+            // The LINUX_SLL2 header, big-endian, in front of the network header.
+            const sockaddr_ll* sll = address(reinterpret_cast<const uint8_t*>(h));
+            uint32_t ifindex = htonl(static_cast<uint32_t>(sll->sll_ifindex));
+            uint16_t hatype = htons(sll->sll_hatype);
+            uint8_t halen = sll->sll_halen < 8 ? sll->sll_halen : 8;
+            std::memset(tag, 0, sizeof(tag));
+            std::memcpy(tag, &sll->sll_protocol, 2);
+            std::memcpy(tag + 4, &ifindex, 4);
+            std::memcpy(tag + 8, &hatype, 2);
+            tag[10] = sll->sll_pkttype;
+            tag[11] = halen;
+            std::memcpy(tag + 12, sll->sll_addr, halen);
+            wirelen += kSll2Bytes;
+        } else if (vlan) {
             uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid
                                                                         : ETH_P_8021Q;
             tag[0] = static_cast<uint8_t>(tpid >> 8);
@@ -252,6 +310,11 @@ private:
             uint32_t len;
         } pieces[3] = {{data, vlan ? 12u : caplen}, {tag, vlan ? 4u : 0u},
                        {data + 12, vlan ? caplen - 12 : 0u}};
+        if (cooked_) {
+            pieces[0] = {tag, kSll2Bytes};
+            pieces[1] = {data, caplen};
+            pieces[2] = {data, 0};
+        }
         rte_mbuf* seg = head;
         for (Piece pc : pieces) {
             while (pc.len) {
@@ -307,8 +370,12 @@ private:
     std::vector<Ring> rings_;
     rte_mempool* pool_;
     MbufFields fields_;
-    bool loopback_ = false;
     InterfaceWatch watch_;
+    bool cooked_ = false;       // any: SOCK_DGRAM frames given a LINUX_SLL2 header
+    unsigned lo_ifindex_ = 0;   // the loopback's, whose sent copies are skipped; 0: none
+    bool want_in_ = true;       // -Q: directions kept
+    bool want_out_ = true;
+    bool check_ = false;        // skip() has something to do
     mutable std::mutex mu_;
     mutable uint64_t kernel_dropped_ = 0;
 };
@@ -327,7 +394,7 @@ Result<std::unique_ptr<Source>> open_packet_ring_source(const SourceSpec& spec, 
     if (!entered) return make_error(entered.error());
     auto src = std::make_unique<PacketRingSource>(spec.text, queues ? queues : 1, pool, fields);
     uint16_t fanout_id = static_cast<uint16_t>((getpid() * 31u + index) & 0xffff);
-    Status st = src->open(spec.arg, frames, fanout_id);
+    Status st = src->open(spec, frames, fanout_id);
     if (!st) {
         std::string where = spec.in_netns() ? " in " + ns.label() : std::string();
         return make_error("source '" + spec.text + "'" + where + ": " + st.error());

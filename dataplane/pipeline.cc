@@ -264,7 +264,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         if (s.kind == SourceSpec::Kind::kPcapFile)
             src = open_pcap_file_source(s, p.mbufs, *fields);
         else if (s.kind == SourceSpec::Kind::kAfPacket)
-            src = open_packet_ring_source(s, i, qpp, o.rx_desc, p.mbufs, *fields);
+            src = open_packet_ring_source(s, i, qpp, o.packet_ring_frames(), p.mbufs,
+                                          *fields);
         else
             src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs,
                                   o.xdp_generic);
@@ -287,7 +288,9 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         return make_error("sources have different link types: use --format pcapng");
 
     // Worker contexts and their queues, round-robin over workers.
-    uint64_t flush_cycles = rte_get_tsc_hz() / 1000 * o.flush_ms;
+    // -U: a partial chunk goes to the writer at the end of the loop turn
+    // that filled it, not after --flush-ms.
+    uint64_t flush_cycles = o.packet_buffered ? 0 : rte_get_tsc_hz() / 1000 * o.flush_ms;
     for (unsigned w = 0; w < o.workers; w++) {
         auto ctx = std::make_unique<WorkerContext>();
         ctx->index = w;
@@ -344,7 +347,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         CPU_ZERO(&set);
         int ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
         bool shared = o.workers + (o.rx_only ? 0 : o.writers) > static_cast<unsigned>(ncpu);
-        unsigned ring_us = std::clamp(o.rx_desc * 512u / 1000u, 20u, 1000u);
+        unsigned ring_us = std::clamp(o.packet_ring_frames() * 512u / 1000u, 20u, 1000u);
         for (auto& w : p.workers) {
             if (every_queue(*w, [](const SourceSpec& s) {
                     return s.kind == SourceSpec::Kind::kAfPacket;
