@@ -367,6 +367,46 @@ class NoDaemon(CtlTestCase):
             r = run([CAPCTL] + args)
             self.assertOneLineError(r, f"capctl {' '.join(args)}")
 
+    def test_numbers_and_options_are_checked(self):
+        """A number that is not one, or an option no command takes, is one
+        line naming it, before any connection (it used to read
+        `--timeout abc` as 0 ms)."""
+        tmp = make_tmp(self)
+        sock = os.path.join(tmp, "none.sock")
+        for args, named in ((["--timeout", "abc", "status"], ("--timeout", "abc")),
+                            (["--timeout", "0", "status"], ("--timeout", "0")),
+                            (["--timeout", "-5", "status"], ("--timeout",)),
+                            (["status", "--timeout", "1.5x"], ("--timeout", "1.5x")),
+                            (["top", "--interval", "abc"], ("--interval", "abc")),
+                            (["top", "--interval", "-1"], ("--interval",)),
+                            (["top", "--count", "many"], ("--count", "many")),
+                            (["--bogus", "status"], ("--bogus",)),
+                            (["status", "--bogus"], ("--bogus",)),
+                            (["rules", "list", "--bogus"], ("--bogus",)),
+                            (["diagnose", "--bogus"], ("--bogus",)),
+                            (["compare", "--max-frames", "x", "a", "b"], ("--max-frames", "x"))):
+            with self.subTest(args=args):
+                r = run([CAPCTL, "--ctl", sock] + args)
+                line = self.assertOneLineError(r, f"capctl {' '.join(args)}")
+                for word in named:
+                    self.assertIn(word, line)
+                self.assertNotIn(sock, line, "checked before connecting")
+                self.assertEqual(r.stdout, "")
+
+    def test_help(self):
+        r = run([CAPCTL, "--help"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for word in ("usage:", "--ctl", "--timeout", "--json", "status", "stats", "top", "rules",
+                     "rotate", "pause", "resume", "stop", "diagnose", "compare"):
+            self.assertIn(word, r.stdout)
+        for cmd, word in ((["stats"], "--prometheus"), (["top"], "--interval"),
+                          (["rules", "add"], "--pattern"), (["diagnose"], "--max-flows"),
+                          (["compare"], "--nat")):
+            with self.subTest(cmd=cmd):
+                r = run([CAPCTL] + cmd + ["--help"])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn(word, r.stdout)
+
 
 # ---------------------------------------------------------------- commands
 
