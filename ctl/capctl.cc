@@ -235,10 +235,11 @@ int main(int argc, char** argv) {
         diag::CliIo io{stdout, stderr, "capctl"};
         dargs.json = cargs.json = a.json || dargs.json || cargs.json;
         a.json = dargs.json;
-        if (compare->parsed()) return diag::run_compare(cargs, compare->remaining(), io);
-        if (dargs.files.empty() || dargs.help)
-            return run_live_diagnose(a, dargs, diagnose->remaining());
-        return diag::run_diagnose(dargs, diagnose->remaining(), io);
+        // Unknown options fall through to capctl's own words: all are the command's.
+        std::vector<std::string> extras = app.remaining(true);
+        if (compare->parsed()) return diag::run_compare(cargs, extras, io);
+        if (dargs.files.empty() || dargs.help) return run_live_diagnose(a, dargs, extras);
+        return diag::run_diagnose(dargs, extras, io);
     }
 
     std::vector<std::string> extras = app.remaining(true);

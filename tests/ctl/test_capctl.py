@@ -383,8 +383,7 @@ class NoDaemon(CtlTestCase):
                             (["--bogus", "status"], ("--bogus",)),
                             (["status", "--bogus"], ("--bogus",)),
                             (["rules", "list", "--bogus"], ("--bogus",)),
-                            (["diagnose", "--bogus"], ("--bogus",)),
-                            (["compare", "--max-frames", "x", "a", "b"], ("--max-frames", "x"))):
+                            (["diagnose", "--bogus"], ("--bogus",))):
             with self.subTest(args=args):
                 r = run([CAPCTL, "--ctl", sock] + args)
                 line = self.assertOneLineError(r, f"capctl {' '.join(args)}")
@@ -392,6 +391,17 @@ class NoDaemon(CtlTestCase):
                     self.assertIn(word, line)
                 self.assertNotIn(sock, line, "checked before connecting")
                 self.assertEqual(r.stdout, "")
+        # File commands follow their error line with their usage, as capdiag.
+        for args, named in ((["compare", "--max-frames", "x", "a", "b"], ("--max-frames", "x")),
+                            (["diagnose", "--max-flows", "x", "a"], ("--max-flows", "x")),
+                            (["diagnose", "--bogus", "a"], ("--bogus",))):
+            with self.subTest(args=args):
+                r = run([CAPCTL] + args)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                first = r.stderr.splitlines()[0]
+                self.assertTrue(first.startswith("capctl "), first)
+                for word in named:
+                    self.assertIn(word, first)
 
     def test_help(self):
         r = run([CAPCTL, "--help"])
