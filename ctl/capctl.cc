@@ -9,8 +9,11 @@
  */
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <csignal>
 #include <cstdio>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -25,8 +28,7 @@ using namespace linecap::ctl;
 
 namespace {
 
-const char* kUsage =
-    "usage: capctl [--ctl PATH] [--json] [--timeout MS] COMMAND [ARGS]\n"
+const char* kCommands =
     "commands:\n"
     "  status                         sources, workers, writers, files, state\n"
     "  stats [--prometheus]           counters and drops by stage\n"
@@ -53,37 +55,7 @@ struct Args {
     bool json = false;
     int timeout_ms = 5000;
     bool timeout_given = false;
-    std::vector<std::string> words;
 };
-
-/* rules add/replace NAME [--pattern P]... [--scan S] [--bpf-object F] [EXPR...] */
-bool parse_rule(const std::vector<std::string>& w, size_t i, nlohmann::json& args,
-                std::string& err) {
-    if (i >= w.size()) {
-        err = "rules " + w[1] + ": missing rule NAME";
-        return false;
-    }
-    args["name"] = w[i++];
-    std::vector<std::string> pats;
-    std::string expr;
-    for (; i < w.size(); i++) {
-        if (w[i] == "--pattern" || w[i] == "--scan" || w[i] == "--bpf-object") {
-            if (i + 1 >= w.size()) {
-                err = w[i] + " needs a value";
-                return false;
-            }
-            if (w[i] == "--pattern") pats.push_back(w[i + 1]);
-            if (w[i] == "--scan") args["scan"] = w[i + 1];
-            if (w[i] == "--bpf-object") args["bpf_object"] = w[i + 1];
-            i++;
-        } else {
-            expr += (expr.empty() ? "" : " ") + w[i];
-        }
-    }
-    args["patterns"] = pats;
-    args["expression"] = expr;
-    return true;
-}
 
 Result<Response> call(const Args& a, const Request& req) {
     auto c = ControlClient::connect(a.ctl, a.timeout_ms);
@@ -117,43 +89,25 @@ int run_top(const Args& a, double interval, long count) {
     return 0;
 }
 
-/* diagnose with files reads them; without, it asks capd. */
-bool has_file_argument(const std::vector<std::string>& args) {
-    for (size_t i = 0; i < args.size(); i++) {
-        const std::string& x = args[i];
-        if (x == "--") return i + 1 < args.size();
-        if (x == "--max-flows") {
-            i++;
-            continue;
-        }
-        if (x.empty() || x[0] != '-' || x == "-") return true;
-    }
-    return false;
-}
-
 /* `capctl diagnose [--all] [--json]`: the same report as for files, made by
  * capd from its workers' TCP flow tables. */
-int run_live_diagnose(const Args& a, const std::vector<std::string>& args) {
+int run_live_diagnose(const Args& a, const diag::DiagnoseArgs& d,
+                      const std::vector<std::string>& extras) {
+    if (d.help) {
+        std::fputs(diag::kDiagnoseUsage, stdout);
+        std::fputs("  With no FILE, capd's live TCP flow tables are diagnosed (capd "
+                   "--tcp-flows).\n", stdout);
+        return 0;
+    }
+    for (const auto& x : extras)
+        if (x != "--") return fail("diagnose: unknown option '" + x + "'");
+    if (!d.max_flows.empty())
+        return fail("diagnose: --max-flows applies to files; capd --tcp-flows sets the "
+                    "size of the live tables");
     Request req;
     req.cmd = "diagnose";
     req.args["text"] = !a.json;
-    for (const auto& x : args) {
-        if (x == "--json") continue;
-        if (x == "-h" || x == "--help") {
-            std::fputs(diag::kDiagnoseUsage, stdout);
-            std::fputs("  With no FILE, capd's live TCP flow tables are diagnosed (capd "
-                       "--tcp-flows).\n", stdout);
-            return 0;
-        }
-        if (x == "--all") {
-            req.args["all"] = true;
-        } else if (x.rfind("--max-flows", 0) == 0) {
-            return fail("diagnose: --max-flows applies to files; capd --tcp-flows sets the "
-                        "size of the live tables");
-        } else {
-            return fail("diagnose: unknown option '" + x + "'");
-        }
-    }
+    if (d.all) req.args["all"] = true;
     auto r = call(a, req);
     if (!r) return fail(r.error());
     if (r->status != 0) return fail("diagnose: " + r->message);
@@ -165,89 +119,174 @@ int run_live_diagnose(const Args& a, const std::vector<std::string>& args) {
     return 0;
 }
 
+/* A CLI11 check: a number > 0 (of milliseconds or seconds), with one line
+ * naming what was given. */
+CLI::Validator positive(const char* what) {
+    return CLI::Validator(
+        [what](std::string& v) -> std::string {
+            char* end = nullptr;
+            errno = 0;
+            double d = std::strtod(v.c_str(), &end);
+            if (v.empty() || end == v.c_str() || *end != '\0' || errno != 0 || !(d > 0))
+                return std::string("expected ") + what + " > 0, not '" + v + "'";
+            return {};
+        },
+        "NUMBER > 0");
+}
+
+/* A CLI11 parse error as one line: CLI11 names the option, we add the
+ * command it was given to. */
+int parse_error(const CLI::App& app, const CLI::ParseError& e) {
+    std::string where;
+    for (const CLI::App* sub = &app;;) {
+        auto subs = sub->get_subcommands();
+        if (subs.empty()) break;
+        sub = subs.front();
+        where += sub->get_name() + " ";
+    }
+    std::string msg = e.what();
+    for (char& c : msg)
+        if (c == '\n') c = ' ';
+    return fail(where + msg);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
     Args a;
-    for (int i = 1; i < argc; i++) {
-        std::string s = argv[i];
-        if (a.words.empty() && (s == "--ctl" || s == "--timeout")) {
-            if (i + 1 >= argc) return fail(s + " needs a value");
-            if (s == "--ctl") a.ctl = argv[++i];
-            else {
-                a.timeout_ms = std::atoi(argv[++i]);
-                a.timeout_given = true;
-            }
-        } else if (s == "--json") {
-            a.json = true;
-        } else if (a.words.empty() && (s == "-h" || s == "--help")) {
-            std::fputs(kUsage, stdout);
-            return 0;
-        } else {
-            a.words.push_back(s);
-        }
-    }
-    if (a.words.empty()) {
-        std::fputs(kUsage, stderr);
-        return 1;
-    }
-    const auto& w = a.words;
-    const std::string& cmd = w[0];
-    Request req;
+    CLI::App app{"capctl: talks to a running capd over its control socket", "capctl"};
+    app.get_formatter()->label("Usage", "usage");
+    app.footer(kCommands);
+    // Words no command takes are named by the checks below, in one line.
+    app.allow_extras();
+    // --json, --ctl and --timeout may follow the command too.
+    app.fallthrough();
+    // A word after the command (a rule named "stats") is never a second command.
+    app.require_subcommand(0, 1);
+    app.add_option("--ctl", a.ctl, "capd's control socket (default /run/linecap/capd.sock)");
+    app.add_option("--timeout", a.timeout_ms, "milliseconds to wait for an answer (default "
+                                              "5000; 60000 for a rules change)")
+        ->check(positive("milliseconds, a whole number"))
+        ->type_name("MS");
+    app.add_flag("--json", a.json, "machine output");
 
-    // File analysis needs no daemon.
-    if (cmd == "diagnose" || cmd == "compare") {
-        std::vector<std::string> args(w.begin() + 1, w.end());
-        if (a.json) args.insert(args.begin(), "--json");
-        diag::CliIo io{stdout, stderr, "capctl"};
-        if (cmd == "diagnose") {
-            if (!has_file_argument(args)) return run_live_diagnose(a, args);
-            return diag::run_diagnose(args, io);
-        }
-        return diag::run_compare(args, io);
-    }
-
-    if (cmd == "top") {
-        double interval = 1;
-        long count = 0;
-        for (size_t i = 1; i + 1 < w.size(); i += 2) {
-            if (w[i] == "--interval") interval = std::atof(w[i + 1].c_str());
-            else if (w[i] == "--count") count = std::atol(w[i + 1].c_str());
-            else return fail("top: unknown option " + w[i]);
-        }
-        if (interval <= 0) return fail("top: --interval must be positive");
-        return run_top(a, interval, count);
-    }
+    std::vector<CLI::App*> plain;
+    for (auto [name, help] : {std::pair{"status", "sources, workers, writers, files, state"},
+                              std::pair{"rotate", "close the current files and start new ones"},
+                              std::pair{"pause", "receive and count, write nothing"},
+                              std::pair{"resume", "write again after pause"},
+                              std::pair{"stop", "stop capd as SIGINT does"},
+                              std::pair{"ping", "check that capd answers"}})
+        plain.push_back(app.add_subcommand(name, help));
+    plain.back()->group("");  // ping: for scripts, not listed
 
     bool prometheus = false;
-    if (cmd == "status" || cmd == "rotate" || cmd == "pause" || cmd == "resume" ||
-        cmd == "stop" || cmd == "ping") {
-        if (w.size() > 1) return fail(cmd + ": unexpected argument '" + w[1] + "'");
-        req.cmd = cmd;
-    } else if (cmd == "stats") {
+    CLI::App* stats = app.add_subcommand("stats", "counters and drops by stage");
+    stats->add_flag("--prometheus", prometheus, "Prometheus text exposition format");
+
+    double interval = 1;
+    long count = 0;
+    CLI::App* top = app.add_subcommand("top", "live rates, refreshed every --interval");
+    top->add_option("--interval", interval, "seconds between refreshes (default 1)")
+        ->check(positive("seconds"));
+    top->add_option("--count", count, "stop after N refreshes (default: until Ctrl-C)")
+        ->check(CLI::NonNegativeNumber);
+
+    CLI::App* rules = app.add_subcommand("rules", "list, add, replace or delete capture rules");
+    rules->require_subcommand(0, 1);
+    CLI::App* rules_list = rules->add_subcommand("list", "the rules and their counters");
+    std::string rule_name, scan, bpf_object;
+    std::vector<std::string> patterns, expr_words;
+    std::vector<CLI::App*> rule_changes;
+    for (auto [name, help] :
+         {std::pair{"add", "add rule NAME: packets matching EXPRESSION (and the patterns)"},
+          std::pair{"replace", "replace rule NAME, keeping its counters"}}) {
+        CLI::App* sub = rules->add_subcommand(name, help);
+        sub->add_option("--pattern", patterns, "payload pattern (repeatable)")
+            ->allow_extra_args(false);
+        sub->add_option("--scan", scan, "where patterns look: payload or frame");
+        sub->add_option("--bpf-object", bpf_object, "eBPF object file (root only)");
+        sub->add_option("name", rule_name, "rule NAME");
+        sub->add_option("expression", expr_words, "pcap-filter EXPRESSION");
+        rule_changes.push_back(sub);
+    }
+    CLI::App* rules_del = rules->add_subcommand("del", "delete rule NAME");
+    rules_del->add_option("name", rule_name, "rule NAME");
+
+    diag::DiagnoseArgs dargs;
+    diag::CompareArgs cargs;
+    CLI::App* diagnose = app.add_subcommand(
+        "diagnose", "TCP problems in capture FILEs, or in capd's live flow tables without one");
+    diag::add_diagnose_options(*diagnose, dargs);
+    CLI::App* compare = app.add_subcommand("compare", "packets lost between two capture points");
+    diag::add_compare_options(*compare, cargs);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        return parse_error(app, e);
+    }
+    a.timeout_given = app.count("--timeout") > 0;
+
+    // File analysis needs no daemon.
+    if (diagnose->parsed() || compare->parsed()) {
+        diag::CliIo io{stdout, stderr, "capctl"};
+        dargs.json = cargs.json = a.json || dargs.json || cargs.json;
+        a.json = dargs.json;
+        // Unknown options fall through to capctl's own words: all are the command's.
+        std::vector<std::string> extras = app.remaining(true);
+        if (compare->parsed()) return diag::run_compare(cargs, extras, io);
+        if (dargs.files.empty() || dargs.help) return run_live_diagnose(a, dargs, extras);
+        return diag::run_diagnose(dargs, extras, io);
+    }
+
+    std::vector<std::string> extras = app.remaining(true);
+    auto subs = app.get_subcommands();
+    if (subs.empty()) {
+        if (!extras.empty())
+            return fail("unknown command '" + extras[0] + "' (try capctl --help)");
+        std::fputs(app.help().c_str(), stderr);
+        return 1;
+    }
+    const std::string cmd = subs.front()->get_name();
+    if (!extras.empty()) {
+        const std::string& x = extras[0];
+        if (cmd == "rules" && rules->get_subcommands().empty())
+            return fail("rules: unknown subcommand '" + x + "'");
+        return fail(cmd + ": " + (x.size() > 1 && x[0] == '-' ? "unknown option '"
+                                                                : "unexpected argument '") +
+                    x + "'");
+    }
+
+    if (top->parsed()) return run_top(a, interval, count);
+
+    Request req;
+    if (stats->parsed()) {
         req.cmd = "stats";
-        for (size_t i = 1; i < w.size(); i++) {
-            if (w[i] == "--prometheus") prometheus = true;
-            else return fail("stats: unknown option " + w[i]);
-        }
-    } else if (cmd == "rules") {
-        if (w.size() < 2) return fail("rules: expected list, add, replace or del");
-        const std::string& sub = w[1];
-        if (sub == "list") {
+    } else if (rules->parsed()) {
+        CLI::App* sub = rules->get_subcommands().empty() ? nullptr : rules->get_subcommands()[0];
+        if (!sub) return fail("rules: expected list, add, replace or del");
+        if (sub == rules_list) {
             req.cmd = "rules.list";
-        } else if (sub == "add" || sub == "replace") {
-            req.cmd = "rules." + sub;
-            std::string err;
-            if (!parse_rule(w, 2, req.args, err)) return fail(err);
-        } else if (sub == "del") {
-            if (w.size() != 3) return fail("rules del: expected one rule NAME");
+        } else if (sub == rules_del) {
+            if (rule_name.empty()) return fail("rules del: expected one rule NAME");
             req.cmd = "rules.del";
-            req.args["name"] = w[2];
+            req.args["name"] = rule_name;
         } else {
-            return fail("rules: unknown subcommand '" + sub + "'");
+            req.cmd = "rules." + sub->get_name();
+            if (sub->count("name") == 0) return fail("rules " + sub->get_name() + ": missing rule NAME");
+            std::string expr;
+            for (const auto& w : expr_words) expr += (expr.empty() ? "" : " ") + w;
+            req.args["name"] = rule_name;
+            req.args["patterns"] = patterns;
+            req.args["expression"] = expr;
+            if (sub->count("--scan")) req.args["scan"] = scan;
+            if (sub->count("--bpf-object")) req.args["bpf_object"] = bpf_object;
         }
     } else {
-        return fail("unknown command '" + cmd + "' (try capctl --help)");
+        req.cmd = cmd;
     }
 
     // A rules change is answered once it is compiled, which capd allows up

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <sstream>
 
+#include "dataplane/drop_stages.hh"
+
 namespace linecap::ctl {
 namespace {
 
@@ -22,10 +24,6 @@ std::string si(double v) {
     snprintf(b, sizeof(b), i ? "%.2f%s" : "%.0f%s", v, units[i]);
     return b;
 }
-
-// Stages of loss. Packets discarded on purpose (paused, past -c) are apart.
-const char* kStages[] = {"nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full",
-                         "writer_slow", "disk"};
 
 }  // namespace
 
@@ -85,7 +83,7 @@ std::string format_stats(const nlohmann::json& s) {
       << " files)\n";
     const auto& d = s["drops"];
     o << "drops:";
-    for (const char* k : kStages) o << " " << k << " " << u(d, k);
+    for (const auto& st : dataplane::kDropStages) o << " " << st.name << " " << u(d, st.name);
     o << " (total " << u(d, "total") << ")\n";
     if (u(s, "packets_paused"))
         o << "paused: " << u(s, "packets_paused")
@@ -163,8 +161,9 @@ std::string format_prometheus(const nlohmann::json& s) {
     counter("linecap_bytes_written_total", "File bytes written, headers included.");
     o << "linecap_bytes_written_total " << u(s, "bytes_written") << "\n";
     counter("linecap_drops_total", "Packets lost, by stage.");
-    for (const char* k : kStages)
-        o << "linecap_drops_total{stage=\"" << k << "\"} " << u(s["drops"], k) << "\n";
+    for (const auto& st : dataplane::kDropStages)
+        o << "linecap_drops_total{stage=\"" << st.name << "\"} " << u(s["drops"], st.name)
+          << "\n";
     counter("linecap_packets_paused_total",
             "Packets received while capture was paused, not written on purpose (not a drop).");
     o << "linecap_packets_paused_total " << u(s, "packets_paused") << "\n";

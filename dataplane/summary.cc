@@ -20,14 +20,13 @@ std::string summary_text(const Summary& s) {
     out += buf;
     if (s.over_limit)
         out += "capd: " + std::to_string(s.over_limit) + " packets past the -c limit not written\n";
-    snprintf(buf, sizeof(buf),
-             "capd: dropped %llu: nic-imissed %llu, nic-ierrors %llu, nic-nombuf %llu, ring-full "
-             "%llu, writer-slow %llu, disk %llu\n",
-             (unsigned long long)s.drops.total(), (unsigned long long)s.drops.nic_imissed,
-             (unsigned long long)s.drops.nic_ierrors, (unsigned long long)s.drops.nic_nombuf,
-             (unsigned long long)s.drops.ring_full, (unsigned long long)s.drops.writer_slow,
-             (unsigned long long)s.drops.disk);
-    out += buf;
+    out += "capd: dropped " + std::to_string(s.drops.total()) + ":";
+    const char* sep = " ";
+    for (const DropStage& st : kDropStages) {
+        out += sep + std::string(st.label) + " " + std::to_string(s.drops.*st.count);
+        sep = ", ";
+    }
+    out += "\n";
     if (s.paused)
         out += "capd: " + std::to_string(s.paused) +
                " packets received while paused (capctl pause) not written, on purpose\n";
@@ -61,10 +60,16 @@ nlohmann::json summary_to_json(const Summary& s) {
     j["bytes_received"] = s.packet_bytes;
     j["files_written"] = s.files;
     j["hugepages"] = s.hugepages;
-    j["drops"] = {{"nic_imissed", s.drops.nic_imissed}, {"nic_ierrors", s.drops.nic_ierrors},
-                  {"nic_nombuf", s.drops.nic_nombuf},   {"ring_full", s.drops.ring_full},
-                  {"writer_slow", s.drops.writer_slow}, {"disk", s.drops.disk},
-                  {"total", s.drops.total()}};
+    j["drops"] = json::object();
+    j["drop_stages"] = json::array();
+    for (const DropStage& st : kDropStages) {
+        j["drops"][st.name] = s.drops.*st.count;
+        j["drop_stages"].push_back({{"name", st.name},
+                                    {"label", st.label},
+                                    {"before_receipt", st.before_receipt},
+                                    {"help", st.help}});
+    }
+    j["drops"]["total"] = s.drops.total();
     j["sources"] = json::array();
     for (const auto& x : s.sources)
         j["sources"].push_back({{"name", x.name},

@@ -7,23 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/drop_stages.hh"
 #include "dataplane/result.hh"
 
 namespace linecap::dataplane {
-
-struct Drops {
-    uint64_t nic_imissed = 0;
-    uint64_t nic_ierrors = 0;
-    uint64_t nic_nombuf = 0;
-    uint64_t ring_full = 0;
-    uint64_t writer_slow = 0;  // no free chunk: the writers are behind
-    uint64_t disk = 0;         // write errors
-    /* Losses only: packets discarded on purpose (capctl pause, past -c) are
-     * counted in Summary, not here. */
-    uint64_t total() const {
-        return nic_imissed + nic_ierrors + nic_nombuf + ring_full + writer_slow + disk;
-    }
-};
 
 struct SourceSummary {
     std::string name;

@@ -34,9 +34,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+import capdtest  # noqa: E402
 import pcaplib  # noqa: E402
 
-STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk")
 # Expressions that keep every null frame (all zeros), so written == received,
 # and that still compile to different programs.
 EXPRESSIONS = ["len >= 0", "ether[0] = 0", "not ether[1] = 1", "greater 1"]
@@ -92,18 +92,14 @@ class Capd:
         self.sock = os.path.join(workdir, name + ".sock")
         self.summary = os.path.join(workdir, name + ".json")
         self.capctl = os.path.join(build, "ctl", "capctl")
-        self.err = open(os.path.join(workdir, name + ".stderr"), "w+b")
-        cmd = [os.path.join(build, "dataplane", "capd")] + args + [
-            "--ctl", self.sock, "--stats-json", self.summary]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=self.err)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if os.path.exists(self.sock) and self.ctl("status").returncode == 0:
-                return
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"capd did not come up: {' '.join(cmd)}: {self.stderr()}")
+        args = args + ["--ctl", self.sock, "--stats-json", self.summary]
+        try:
+            self.cap = capdtest.start_capd(args, sock=self.sock,
+                                           capd=os.path.join(build, "dataplane", "capd"),
+                                           stderr_path=os.path.join(workdir, name + ".stderr"))
+        except AssertionError as e:
+            raise RuntimeError(str(e)) from None
+        self.proc = self.cap.proc
 
     def ctl(self, *args, timeout=30):
         try:
@@ -120,8 +116,7 @@ class Capd:
         return json.loads(r.stdout)["data"]
 
     def stderr(self):
-        self.err.seek(0)
-        return self.err.read().decode("utf-8", "replace")
+        return self.cap.stderr_now()
 
     def stop(self, timeout=120):
         self.ctl("stop")
@@ -286,7 +281,7 @@ def main():
                 records += len(pcaplib.read_capture(f).records)
             except pcaplib.PcapError as e:
                 damaged.append(str(e))
-        drops = {k: summary["drops"][k] for k in STAGES}
+        drops = {k: summary["drops"][k] for k in capdtest.drop_stages(summary)}
         rss_growth = end["rss_kb"] - start["rss_kb"]
         checks = {
             "capd exit 0": rc == 0,

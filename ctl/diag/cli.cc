@@ -1,7 +1,7 @@
 #include "ctl/diag/cli.hh"
 
+#include <CLI/CLI.hpp>
 #include <charconv>
-#include <cstring>
 
 #include "ctl/diag/compare.hh"
 #include "ctl/diag/diagnose.hh"
@@ -42,71 +42,79 @@ int usage_error(const CliIo& io, const char* cmd, const std::string& msg, const 
     return 1;
 }
 
-/* "--opt VALUE" or "--opt=VALUE". */
-bool take_value(const std::vector<std::string>& args, size_t& i, const char* opt,
-                std::string& value, bool& missing) {
-    const std::string& a = args[i];
-    const size_t n = std::strlen(opt);
-    missing = false;
-    if (a == opt) {
-        if (i + 1 >= args.size()) {
-            missing = true;
-            return true;
-        }
-        value = args[++i];
-        return true;
+/* The first left-over word, as an error: an option the command does not
+ * know, or one more operand than it takes. */
+std::string extra_word(const std::vector<std::string>& extras) {
+    for (const auto& x : extras)
+        if (x != "--") return "unknown option '" + x + "'";
+    return {};
+}
+
+/* CLI11 takes a vector in reverse order. */
+template <typename Args, typename Add, typename Run>
+int parse_and_run(const char* cmd, const std::vector<std::string>& args, const CliIo& io,
+                  const char* usage, Add add, Run run) {
+    CLI::App app{"", cmd};
+    Args a;
+    add(app, a);
+    std::vector<std::string> words(args.rbegin(), args.rend());
+    try {
+        app.parse(words);
+    } catch (const CLI::ParseError& e) {
+        return usage_error(io, cmd, e.what(), usage);
     }
-    if (a.size() > n && a.compare(0, n, opt) == 0 && a[n] == '=') {
-        value = a.substr(n + 1);
-        return true;
-    }
-    return false;
+    return run(a, app.remaining(), io);
 }
 
 }  // namespace
 
-int run_diagnose(const std::vector<std::string>& args, const CliIo& io) {
-    bool json = false;
-    TextOptions text;
-    DiagnoseOptions opt;
-    std::vector<std::string> files;
-    bool options_done = false;
-    for (size_t i = 0; i < args.size(); i++) {
-        const std::string& a = args[i];
-        std::string v;
-        bool missing = false;
-        if (options_done || a.empty() || a[0] != '-' || a == "-") {
-            files.push_back(a);
-        } else if (a == "--") {
-            options_done = true;
-        } else if (a == "-h" || a == "--help") {
-            std::fputs(kDiagnoseUsage, io.out);
-            return 0;
-        } else if (a == "--json") {
-            json = true;
-        } else if (a == "--all") {
-            text.all = true;
-        } else if (take_value(args, i, "--max-flows", v, missing)) {
-            if (missing)
-                return usage_error(io, "diagnose", "--max-flows needs a value", kDiagnoseUsage);
-            if (!parse_u32(v, opt.max_flows) || opt.max_flows == 0) {
-                return usage_error(io, "diagnose", "--max-flows '" + v + "': expected a count > 0",
-                                   kDiagnoseUsage);
-            }
-        } else {
-            return usage_error(io, "diagnose", "unknown option '" + a + "'", kDiagnoseUsage);
-        }
+void add_diagnose_options(CLI::App& app, DiagnoseArgs& a) {
+    app.set_help_flag();
+    app.allow_extras();
+    app.add_flag("-h,--help", a.help, "this text");
+    app.add_flag("--json", a.json, "machine output");
+    app.add_flag("--all", a.all, "list every healthy connection");
+    app.add_option("--max-flows", a.max_flows, "connections tracked at once (default 65536)");
+    app.add_option("files", a.files, "capture files, read in order as one capture");
+}
+
+void add_compare_options(CLI::App& app, CompareArgs& a) {
+    app.set_help_flag();
+    app.allow_extras();
+    app.add_flag("-h,--help", a.help, "this text");
+    app.add_flag("--json", a.json, "machine output");
+    app.add_flag("--ignore-ip-id", a.ignore_ip_id, "when a middlebox rewrites the IPv4 ID");
+    app.add_option("--nat", a.nat, "A_ADDR[:PORT]=B_ADDR[:PORT] (repeatable)")
+        ->allow_extra_args(false);
+    app.add_option("--max-frames", a.max_frames, "frame numbers listed per finding");
+    app.add_option("files", a.files, "A.pcap B.pcap");
+}
+
+int run_diagnose(const DiagnoseArgs& a, const std::vector<std::string>& extras,
+                 const CliIo& io) {
+    if (a.help) {
+        std::fputs(kDiagnoseUsage, io.out);
+        return 0;
     }
-    if (files.empty()) {
+    std::string extra = extra_word(extras);
+    if (!extra.empty()) return usage_error(io, "diagnose", extra, kDiagnoseUsage);
+    TextOptions text;
+    text.all = a.all;
+    DiagnoseOptions opt;
+    if (!a.max_flows.empty() && (!parse_u32(a.max_flows, opt.max_flows) || opt.max_flows == 0)) {
+        return usage_error(io, "diagnose", "--max-flows '" + a.max_flows + "': expected a count > 0",
+                           kDiagnoseUsage);
+    }
+    if (a.files.empty()) {
         return usage_error(io, "diagnose", "no capture file given", kDiagnoseUsage);
     }
-    DiagnoseReport r = diagnose_files(files, opt);
+    DiagnoseReport r = diagnose_files(a.files, opt);
     bool any_readable = false;
     for (const auto& f : r.files) {
         if (!f.error.empty()) std::fprintf(io.err, "%s: %s\n", io.prog, f.error.c_str());
         if (f.opened && (f.error.empty() || f.truncated)) any_readable = true;
     }
-    if (json) {
+    if (a.json) {
         std::fprintf(io.out, "%s\n", diagnose_json(r).dump(2).c_str());
     } else if (any_readable) {
         std::fputs(format_diagnose_text(r, text).c_str(), io.out);
@@ -114,60 +122,63 @@ int run_diagnose(const std::vector<std::string>& args, const CliIo& io) {
     return diagnose_exit_status(r);
 }
 
-int run_compare(const std::vector<std::string>& args, const CliIo& io) {
-    bool json = false;
-    CompareOptions opt;
-    CompareTextOptions text;
-    std::vector<std::string> files;
-    bool options_done = false;
-    for (size_t i = 0; i < args.size(); i++) {
-        const std::string& a = args[i];
-        std::string v;
-        bool missing = false;
-        if (options_done || a.empty() || a[0] != '-' || a == "-") {
-            files.push_back(a);
-        } else if (a == "--") {
-            options_done = true;
-        } else if (a == "-h" || a == "--help") {
-            std::fputs(kCompareUsage, io.out);
-            return 0;
-        } else if (a == "--json") {
-            json = true;
-        } else if (a == "--ignore-ip-id") {
-            opt.ignore_ip_id = true;
-        } else if (take_value(args, i, "--nat", v, missing)) {
-            if (missing)
-                return usage_error(io, "compare", "--nat needs A_ADDR=B_ADDR", kCompareUsage);
-            auto rule = parse_nat_rule(v);
-            if (!rule) return usage_error(io, "compare", rule.error(), kCompareUsage);
-            opt.nat.push_back(*rule);
-        } else if (take_value(args, i, "--max-frames", v, missing)) {
-            uint32_t n = 0;
-            if (missing || !parse_u32(v, n)) {
-                return usage_error(io, "compare", "--max-frames needs a count", kCompareUsage);
-            }
-            text.max_frames = n;
-        } else {
-            return usage_error(io, "compare", "unknown option '" + a + "'", kCompareUsage);
-        }
+int run_compare(const CompareArgs& a, const std::vector<std::string>& extras, const CliIo& io) {
+    if (a.help) {
+        std::fputs(kCompareUsage, io.out);
+        return 0;
     }
-    if (files.size() != 2) {
+    std::string extra = extra_word(extras);
+    if (!extra.empty()) return usage_error(io, "compare", extra, kCompareUsage);
+    CompareOptions opt;
+    opt.ignore_ip_id = a.ignore_ip_id;
+    CompareTextOptions text;
+    for (const auto& v : a.nat) {
+        auto rule = parse_nat_rule(v);
+        if (!rule) return usage_error(io, "compare", rule.error(), kCompareUsage);
+        opt.nat.push_back(*rule);
+    }
+    if (!a.max_frames.empty()) {
+        uint32_t n = 0;
+        if (!parse_u32(a.max_frames, n)) {
+            return usage_error(io, "compare",
+                               "--max-frames '" + a.max_frames + "': expected a count",
+                               kCompareUsage);
+        }
+        text.max_frames = n;
+    }
+    if (a.files.size() != 2) {
         return usage_error(
             io, "compare",
-            "expected two capture files (A and B), got " + std::to_string(files.size()),
+            "expected two capture files (A and B), got " + std::to_string(a.files.size()),
             kCompareUsage);
     }
-    CompareReport r = compare_files(files[0], files[1], opt);
+    CompareReport r = compare_files(a.files[0], a.files[1], opt);
     for (const FileReport* f : {&r.a, &r.b}) {
         if (!f->error.empty()) std::fprintf(io.err, "%s: %s\n", io.prog, f->error.c_str());
     }
     const int status = compare_exit_status(r);
-    if (json) {
+    if (a.json) {
         std::fprintf(io.out, "%s\n", compare_json(r).dump(2).c_str());
     } else if (status != 1) {
         std::fputs(format_compare_text(r, text).c_str(), io.out);
     }
     return status;
+}
+
+int run_diagnose(const std::vector<std::string>& args, const CliIo& io) {
+    return parse_and_run<DiagnoseArgs>(
+        "diagnose", args, io, kDiagnoseUsage, add_diagnose_options,
+        [](const DiagnoseArgs& a, const std::vector<std::string>& x, const CliIo& o) {
+            return run_diagnose(a, x, o);
+        });
+}
+
+int run_compare(const std::vector<std::string>& args, const CliIo& io) {
+    return parse_and_run<CompareArgs>(
+        "compare", args, io, kCompareUsage, add_compare_options,
+        [](const CompareArgs& a, const std::vector<std::string>& x, const CliIo& o) {
+            return run_compare(a, x, o);
+        });
 }
 
 int capdiag_main(int argc, char** argv) {
@@ -176,15 +187,28 @@ int capdiag_main(int argc, char** argv) {
         "       capdiag compare [--json] [--nat A_ADDR=B_ADDR]... [--ignore-ip-id] A.pcap B.pcap\n"
         "       capdiag COMMAND --help\n";
     CliIo io;
-    if (argc < 2) {
-        std::fputs(kUsage, stderr);
-        return 1;
+    CLI::App app{"capdiag: TCP diagnosis and two-point comparison of capture files", "capdiag"};
+    app.set_help_flag();
+    bool help = false;
+    app.add_flag("-h,--help", help);
+    app.allow_extras();
+    DiagnoseArgs d;
+    CompareArgs c;
+    CLI::App* diagnose = app.add_subcommand("diagnose", "TCP problems in capture files");
+    CLI::App* compare = app.add_subcommand("compare", "packets lost between two capture points");
+    add_diagnose_options(*diagnose, d);
+    add_compare_options(*compare, c);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const bool in_compare = compare->parsed();
+        return usage_error(io, in_compare ? "compare" : "diagnose", e.what(),
+                           in_compare ? kCompareUsage : kDiagnoseUsage);
     }
-    std::string cmd = argv[1];
-    std::vector<std::string> args(argv + 2, argv + argc);
-    if (cmd == "diagnose") return run_diagnose(args, io);
-    if (cmd == "compare") return run_compare(args, io);
-    if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    if (diagnose->parsed()) return run_diagnose(d, diagnose->remaining(), io);
+    if (compare->parsed()) return run_compare(c, compare->remaining(), io);
+    std::vector<std::string> extras = app.remaining();
+    if (help || (!extras.empty() && extras[0] == "help")) {
         std::fputs(kUsage, stdout);
         std::fputs("\n", stdout);
         std::fputs(kDiagnoseUsage, stdout);
@@ -192,7 +216,11 @@ int capdiag_main(int argc, char** argv) {
         std::fputs(kCompareUsage, stdout);
         return 0;
     }
-    std::fprintf(stderr, "capdiag: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+    if (extras.empty()) {
+        std::fputs(kUsage, stderr);
+        return 1;
+    }
+    std::fprintf(stderr, "capdiag: unknown command '%s'\n%s", extras[0].c_str(), kUsage);
     return 1;
 }
 

@@ -18,6 +18,10 @@
 #include <string>
 #include <vector>
 
+namespace CLI {
+class App;
+}
+
 namespace linecap::ctl::diag {
 
 struct CliIo {
@@ -26,6 +30,41 @@ struct CliIo {
     const char* prog = "capdiag"; /* prefix of error lines */
 };
 
+/* The words of one command, as CLI11 parsed them. Numbers are kept as text
+ * and checked by run_*, so that a bad one is named in the command's words. */
+struct DiagnoseArgs {
+    bool json = false;
+    bool all = false;
+    bool help = false;
+    std::string max_flows;
+    std::vector<std::string> files;
+};
+
+struct CompareArgs {
+    bool json = false;
+    bool ignore_ip_id = false;
+    bool help = false;
+    std::vector<std::string> nat;
+    std::string max_frames;
+    std::vector<std::string> files;
+};
+
+/* Declare the command's options and operands on `app` (a CLI11 app or
+ * subcommand: capdiag's and capctl's are the same), storing into `a`, which
+ * must outlive the parse. -h/--help sets a.help instead of CLI11's help, so
+ * that the command prints its own usage. Unknown options are left in
+ * app.remaining() (allow_extras) for run_* to name. */
+void add_diagnose_options(CLI::App& app, DiagnoseArgs& a);
+void add_compare_options(CLI::App& app, CompareArgs& a);
+
+/* Check the parsed words and run the command. `extras`: words the parse left
+ * over (an unknown option is a usage error). */
+int run_diagnose(const DiagnoseArgs& a, const std::vector<std::string>& extras,
+                 const CliIo& io = {});
+int run_compare(const CompareArgs& a, const std::vector<std::string>& extras,
+                const CliIo& io = {});
+
+/* Parse the words after the command name with CLI11 and run. */
 int run_diagnose(const std::vector<std::string>& args, const CliIo& io = {});
 int run_compare(const std::vector<std::string>& args, const CliIo& io = {});
 

@@ -61,15 +61,12 @@ DATA_DIR = os.environ.get("LINECAP_TEST_DATA") or os.path.join(REPO, "tests", "d
 WEB_MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
 KEEP_TMP = bool(os.environ.get("LINECAP_KEEP_TMP"))
 
-# The tests' reader of record: tests/integration/pcaplib.py when present.
+# The tests' reader of record and shared helpers, in tests/integration.
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-try:
-    import pcaplib  # noqa: E402
-except ImportError:
-    pcaplib = None
+import capdtest  # noqa: E402
+import pcaplib  # noqa: E402
 
 FILTERS_NOT_BUILT = "filters are not built yet"
-STAGES = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk")
 ENOSYS, EPROTO, E2BIG, EBUSY, EACCES, EINVAL = (errno.ENOSYS, errno.EPROTO, errno.E2BIG,
                                                errno.EBUSY, errno.EACCES, errno.EINVAL)
 
@@ -250,26 +247,9 @@ class Capd:
                      ["--ctl", self.sock, "-w", os.path.join(self.out, out_name),
                       "--stats-json", self.summary] + list(extra))
         self.err_path = os.path.join(tmp, f"{name}.stderr")
-        self.err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.err,
-                                     stdin=subprocess.DEVNULL)
-        ok = wait_until(lambda: self.proc.poll() is not None or self._answers(), 60, 0.1)
-        if not ok or self.proc.poll() is not None:
-            self.kill()
-            raise AssertionError(f"capd did not come up: {' '.join(self.args)}\n"
-                                 f"stderr: {self.stderr()}")
-
-    def _answers(self):
-        if not os.path.exists(self.sock):
-            return False
-        try:
-            c = CtlConn(self.sock, timeout=5)
-            try:
-                return c.call("ping").get("status") == 0
-            finally:
-                c.close()
-        except OSError:
-            return False
+        self.cap = capdtest.start_capd(self.args[1:], sock=self.sock, capd=CAPD,
+                                       stderr_path=self.err_path)
+        self.proc = self.cap.proc
 
     def stderr(self):
         with open(self.err_path, "rb") as f:
@@ -311,13 +291,7 @@ class Capd:
             raise AssertionError(f"capd did not exit within {timeout} s") from None
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        self.err.close()
+        self.cap.kill()
 
 
 def make_tmp(test):
@@ -392,6 +366,56 @@ class NoDaemon(CtlTestCase):
                      ["top", "--interval", "0"], ["--ctl"]):
             r = run([CAPCTL] + args)
             self.assertOneLineError(r, f"capctl {' '.join(args)}")
+
+    def test_numbers_and_options_are_checked(self):
+        """A number that is not one, or an option no command takes, is one
+        line naming it, before any connection (it used to read
+        `--timeout abc` as 0 ms)."""
+        tmp = make_tmp(self)
+        sock = os.path.join(tmp, "none.sock")
+        for args, named in ((["--timeout", "abc", "status"], ("--timeout", "abc")),
+                            (["--timeout", "0", "status"], ("--timeout", "0")),
+                            (["--timeout", "-5", "status"], ("--timeout",)),
+                            (["status", "--timeout", "1.5x"], ("--timeout", "1.5x")),
+                            (["top", "--interval", "abc"], ("--interval", "abc")),
+                            (["top", "--interval", "-1"], ("--interval",)),
+                            (["top", "--count", "many"], ("--count", "many")),
+                            (["--bogus", "status"], ("--bogus",)),
+                            (["status", "--bogus"], ("--bogus",)),
+                            (["rules", "list", "--bogus"], ("--bogus",)),
+                            (["diagnose", "--bogus"], ("--bogus",))):
+            with self.subTest(args=args):
+                r = run([CAPCTL, "--ctl", sock] + args)
+                line = self.assertOneLineError(r, f"capctl {' '.join(args)}")
+                for word in named:
+                    self.assertIn(word, line)
+                self.assertNotIn(sock, line, "checked before connecting")
+                self.assertEqual(r.stdout, "")
+        # File commands follow their error line with their usage, as capdiag.
+        for args, named in ((["compare", "--max-frames", "x", "a", "b"], ("--max-frames", "x")),
+                            (["diagnose", "--max-flows", "x", "a"], ("--max-flows", "x")),
+                            (["diagnose", "--bogus", "a"], ("--bogus",))):
+            with self.subTest(args=args):
+                r = run([CAPCTL] + args)
+                self.assertEqual(r.returncode, 1, r.stderr)
+                first = r.stderr.splitlines()[0]
+                self.assertTrue(first.startswith("capctl "), first)
+                for word in named:
+                    self.assertIn(word, first)
+
+    def test_help(self):
+        r = run([CAPCTL, "--help"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for word in ("usage:", "--ctl", "--timeout", "--json", "status", "stats", "top", "rules",
+                     "rotate", "pause", "resume", "stop", "diagnose", "compare"):
+            self.assertIn(word, r.stdout)
+        for cmd, word in ((["stats"], "--prometheus"), (["top"], "--interval"),
+                          (["rules", "add"], "--pattern"), (["diagnose"], "--max-flows"),
+                          (["compare"], "--nat")):
+            with self.subTest(cmd=cmd):
+                r = run([CAPCTL] + cmd + ["--help"])
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn(word, r.stdout)
 
 
 # ---------------------------------------------------------------- commands
@@ -477,13 +501,15 @@ class Commands(CtlTestCase):
         self.assertEqual(d["rules"], ["cli"])
 
     def test_b_stats(self):
+        stages = capdtest.drop_stages(self.capd.stats())
+        self.assertTrue(stages)
         r = self.capd.ctl("stats")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertRegex(r.stdout, r"(?m)^elapsed [0-9.]+ s: \d+ received, \d+ filtered out, "
                                    r"\d+ written")
         drops = [l for l in r.stdout.splitlines() if l.startswith("drops:")]
         self.assertEqual(len(drops), 1, r.stdout)
-        for s in STAGES:
+        for s in stages:
             self.assertIn(s, drops[0])
         self.assertRegex(r.stdout, r"(?m)^rule cli: \d+ packets")
         r, j = self.capd.ctl_json("stats")
@@ -493,7 +519,8 @@ class Commands(CtlTestCase):
         for k in ("packets_filtered_out", "packets_written", "bytes_written", "files_written",
                   "elapsed_s"):
             self.assertIn(k, d)
-        for s in STAGES:
+        self.assertEqual(sorted(stages + ["total"]), sorted(d["drops"]))
+        for s in stages:
             self.assertIn(s, d["drops"])
             self.assertIsInstance(d["drops"][s], int)
         self.assertEqual(d["drops"]["total"], sum(v for k, v in d["drops"].items() if k != "total"))
@@ -509,6 +536,7 @@ class Commands(CtlTestCase):
         self.assertTrue(d["rules"][0]["active"])
 
     def test_c_prometheus(self):
+        stages = capdtest.drop_stages(self.capd.stats())
         r = self.capd.ctl("stats", "--prometheus")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(prometheus_problems(r.stdout), [], r.stdout)
@@ -518,7 +546,7 @@ class Commands(CtlTestCase):
                 k, v = line.rsplit(" ", 1)
                 samples[k] = float(v)
         self.assertGreater(samples["linecap_packets_received_total"], 0)
-        for s in STAGES:
+        for s in stages:
             self.assertIn(f'linecap_drops_total{{stage="{s}"}}', samples)
         self.assertNotIn('linecap_drops_total{stage="paused"}', samples)
         self.assertIn("linecap_packets_paused_total", samples)
@@ -615,7 +643,7 @@ class Commands(CtlTestCase):
         self.assertGreater(b["packets_paused"], a["packets_paused"])
         # Discarded on purpose: shown apart, never in the total of losses.
         self.assertNotIn("paused", b["drops"])
-        self.assertEqual(b["drops"]["total"], sum(b["drops"][k] for k in STAGES))
+        self.assertEqual(b["drops"]["total"], sum(b["drops"][k] for k in capdtest.drop_stages(b)))
         text = self.capd.ctl("stats").stdout
         self.assertRegex(text, r"(?m)^paused: [1-9][0-9]* received while paused, not written")
         self.assertNotRegex(text, r"(?m)^drops:.* paused ")
@@ -643,7 +671,7 @@ class Commands(CtlTestCase):
         with open(self.capd.summary) as f:
             s = json.load(f)
         self.assertEqual(total, s["packets_written"], "records in the files vs packets_written")
-        lost = sum(s["drops"][k] for k in ("ring_full", "writer_slow", "disk"))
+        lost = capdtest.lost_after_receipt(s)
         self.assertGreater(s["packets_paused"], 0)  # from test_g
         self.assertEqual(s["packets_received"],
                          s["packets_filtered_out"] + s["packets_over_limit"] +

@@ -32,6 +32,7 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+import capdtest  # noqa: E402
 import pcaplib  # noqa: E402
 
 BUILD = os.environ.get("LINECAP_BUILD_DIR", os.path.join(REPO, "build"))
@@ -84,16 +85,9 @@ class Capd:
                       "--ring-chunks", "4"]
                      + [str(a) for a in args])
         self.err_path = os.path.join(tmp, "capd.stderr")
-        self.err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.err,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if os.path.exists(self.sock) and self.ctl("status").returncode == 0:
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise AssertionError(f"capd did not come up: {' '.join(self.args)}\n{self.stderr()}")
+        self.cap = capdtest.start_capd(self.args[1:], sock=self.sock, capd=CAPD,
+                                       stderr_path=self.err_path)
+        self.proc = self.cap.proc
 
     def stderr(self):
         with open(self.err_path, "rb") as f:
@@ -124,13 +118,7 @@ class Capd:
                              f"expected {packets}; capd stderr: {self.stderr()}")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-        self.err.close()
+        self.cap.kill()
 
 
 class LiveDiagnose(unittest.TestCase):

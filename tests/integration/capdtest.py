@@ -17,6 +17,7 @@ import json
 import os
 import selectors
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -91,15 +92,26 @@ def run_capd(args, timeout=CAPD_TIMEOUT, cwd=None, netns=None):
 
 class RunningCapd:
     """A capd started in the background. stop()/wait() are bounded; on any
-    exit path kill() makes sure the process is gone."""
+    exit path kill() makes sure the process is gone.
 
-    def __init__(self, args, cwd=None, netns=None):
+    capd: the binary (default: the build's); stderr_path: a file for capd's
+    stderr (default: an anonymous one); new_session: its own process group,
+    for callers that signal the group. wait_ready() waits until it answers."""
+
+    def __init__(self, args, cwd=None, netns=None, capd=None, stderr_path=None,
+                 new_session=False):
         self.args = [str(a) for a in args]
         self.out = tempfile.TemporaryFile()
-        self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(capd_command(self.args, netns), cwd=cwd,
-                                     stdout=self.out, stderr=self.err,
-                                     stdin=subprocess.DEVNULL)
+        self.err = open(stderr_path, "w+b") if stderr_path else tempfile.TemporaryFile()
+        cmd = capd_command(self.args, netns)
+        if capd:
+            cmd[cmd.index(CAPD)] = capd
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self.out, stderr=self.err,
+                                     stdin=subprocess.DEVNULL, start_new_session=new_session)
+
+    @property
+    def pid(self):
+        return self.proc.pid
 
     def running(self):
         return self.proc.poll() is None
@@ -107,6 +119,33 @@ class RunningCapd:
     def signal(self, sig):
         if self.running():
             self.proc.send_signal(sig)
+
+    def stderr_now(self):
+        """capd's stderr so far (pread: capd shares the file's offset)."""
+        return os.pread(self.err.fileno(), 1 << 22, 0).decode("utf-8", "replace")
+
+    def answers(self, sock):
+        """capd answers `ping` on its control socket."""
+        return ctl_ping(sock)
+
+    def wait_ready(self, timeout=60, sock=None):
+        """Waits until capd answers: `ping` on its control socket `sock`, or,
+        without one, its readiness line "capd: capturing on" on stderr (not
+        printed with -q). Kills it and raises AssertionError if it exits
+        first or takes longer than `timeout` s."""
+        def ready():
+            if not self.running():
+                return True
+            if sock:
+                return self.answers(sock)
+            return READY_LINE in self.stderr_now()
+
+        ok = wait_until(ready, timeout, 0.1)
+        if not ok or not self.running():
+            self.kill()
+            raise AssertionError(f"capd did not come up within {timeout} s: "
+                                 f"{' '.join(self.args)}\nstderr: {self.stderr_now()}")
+        return self
 
     def wait(self, timeout=CAPD_TIMEOUT):
         try:
@@ -129,6 +168,36 @@ class RunningCapd:
     def _read(f):
         f.seek(0)
         return f.read().decode("utf-8", "replace")
+
+
+# What capd prints on stderr once capture has started (unless -q).
+READY_LINE = "capd: capturing on"
+
+
+def ctl_ping(sock, timeout=5):
+    """True when a capd answers `ping` with status 0 on control socket sock."""
+    if not os.path.exists(sock):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(timeout)
+            c.connect(sock)
+            c.sendall(b'{"v": 1, "cmd": "ping"}\n')
+            buf = b""
+            while b"\n" not in buf:
+                chunk = c.recv(1 << 16)
+                if not chunk:
+                    return False
+                buf += chunk
+        return json.loads(buf.split(b"\n", 1)[0]).get("status") == 0
+    except (OSError, ValueError):
+        return False
+
+
+def start_capd(args, sock=None, timeout=60, **kw):
+    """Starts capd (RunningCapd's arguments) and returns it once it answers:
+    on its control socket `sock` when given, else by its readiness line."""
+    return RunningCapd(args, **kw).wait_ready(timeout, sock)
 
 
 def wait_until(pred, timeout, interval=0.05):
@@ -541,3 +610,22 @@ def udp_tags(records, src_ip, dst_ip, dport=9):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+# ------------------------------------------------------------ drop stages
+
+def drop_stages(summary):
+    """The names of capd's drop stages, in capd's order, from a summary or
+    `capctl stats` JSON ("drop_stages", one table in dataplane/drop_stages.hh).
+    Packets paused or past -c are not among them: they are counted apart."""
+    return [st["name"] for st in summary["drop_stages"]]
+
+
+def stages_after_receipt(summary):
+    """The stages that lose packets capd has received (not the NIC's), so
+    received = filtered_out + over_limit + paused + written + these."""
+    return [st["name"] for st in summary["drop_stages"] if not st["before_receipt"]]
+
+
+def lost_after_receipt(summary):
+    return sum(summary["drops"][k] for k in stages_after_receipt(summary))

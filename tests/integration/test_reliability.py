@@ -36,9 +36,6 @@ from pcaplib import Packet
 CAPCTL = os.path.join(capdtest.BUILD_DIR, "ctl", "capctl")
 T0 = 1700000000 * 10**9
 
-# Drop stages after a packet was received; nic_* count packets never received
-# (for a paced null source: offered while the worker was behind).
-AFTER_RX = ("ring_full", "writer_slow", "disk")
 WRITE_ERROR = "capd: write error:"
 WRITING_AGAIN = "capd: writing again"
 
@@ -190,7 +187,7 @@ class ReliabilityCase(CapdTestCase):
         """received = filtered_out + over_limit + written + the drops after
         receipt (the NIC stages count packets never received). Returns
         those drops."""
-        lost = sum(s["drops"][k] for k in AFTER_RX)
+        lost = capdtest.lost_after_receipt(s)
         self.assertEqual(s["packets_received"],
                          s["packets_filtered_out"] + s["packets_over_limit"] +
                          s["packets_written"] + s["packets_paused"] + lost,

@@ -19,15 +19,24 @@ import gencaps
 import pcaplib
 from capdtest import CapdTestCase, RunningCapd
 
-DROP_KEYS = ("nic_imissed", "nic_ierrors", "nic_nombuf", "ring_full", "writer_slow", "disk")
 SUMMARY = re.compile(r"^capd: (\d+) packets received, (\d+) filtered out, (\d+) written "
                      r"\((\d+) bytes in (\d+) files?\) in [0-9.]+ s")
-DROPPED = re.compile(r"^capd: dropped (\d+): nic-imissed (\d+), nic-ierrors (\d+), "
-                     r"nic-nombuf (\d+), ring-full (\d+), writer-slow (\d+), disk (\d+)")
+DROPPED = re.compile(r"^capd: dropped (\d+): ([a-z-]+ \d+(?:, [a-z-]+ \d+)*)$")
 
 
 def output_files(d):
     return sorted(os.path.join(d, f) for f in os.listdir(d) if not f.startswith("."))
+
+
+def assertDroppedLine(test, run, s):
+    """The summary's drop line names every stage of the JSON summary s, by its
+    label and in its order, with the JSON's counts."""
+    d = next((DROPPED.match(l) for l in run.stderr_lines if DROPPED.match(l)), None)
+    test.assertIsNotNone(d, "drop line on stderr\n" + run.describe())
+    pairs = [p.rsplit(" ", 1) for p in d.group(2).split(", ")]
+    test.assertEqual([(k, int(v)) for k, v in pairs],
+                     [(st["label"], s["drops"][st["name"]]) for st in s["drop_stages"]])
+    test.assertEqual(int(d.group(1)), s["drops"]["total"])
 
 
 class StatsJson(CapdTestCase):
@@ -38,12 +47,18 @@ class StatsJson(CapdTestCase):
             self.assertIn(k, s)
         self.assertIsInstance(s["elapsed_s"], (int, float))
         self.assertGreater(s["elapsed_s"], 0)
-        for k in DROP_KEYS:
+        stages = capdtest.drop_stages(s)
+        self.assertEqual(sorted(stages + ["total"]), sorted(s["drops"]))
+        # The NIC's stages are the ones before receipt.
+        self.assertEqual([st["name"].startswith("nic_") for st in s["drop_stages"]],
+                         [st["before_receipt"] for st in s["drop_stages"]])
+        for k in stages:
             self.assertIsInstance(s["drops"][k], int, k)
             self.assertGreaterEqual(s["drops"][k], 0, k)
-        self.assertEqual(s["drops"]["total"], sum(s["drops"][k] for k in DROP_KEYS))
-        # Packets discarded on purpose by `capctl pause` are not losses.
+        self.assertEqual(s["drops"]["total"], sum(s["drops"][k] for k in stages))
+        # Packets discarded on purpose (capctl pause, past -c) are not losses.
         self.assertNotIn("paused", s["drops"])
+        self.assertNotIn("over_limit", s["drops"])
         self.assertIsInstance(s["packets_paused"], int)
         records = 0
         for f in files:
@@ -54,7 +69,7 @@ class StatsJson(CapdTestCase):
         self.assertEqual(s["files_written"], len(files))
         after_filter = (s["packets_received"] - s["packets_filtered_out"]
                         - s.get("packets_over_limit", 0))
-        lost = sum(s["drops"][k] for k in ("ring_full", "writer_slow", "disk"))
+        lost = capdtest.lost_after_receipt(s)
         self.assertEqual(after_filter, s["packets_written"] + lost + s["packets_paused"],
                          "every accepted packet is written or counted as dropped")
         self.assertEqual(sum(w["rx_packets"] for w in s["workers"]), s["packets_received"])
@@ -69,10 +84,7 @@ class StatsJson(CapdTestCase):
             self.assertEqual([int(x) for x in m.groups()],
                              [s["packets_received"], s["packets_filtered_out"],
                               s["packets_written"], s["bytes_written"], s["files_written"]])
-            d = next((DROPPED.match(l) for l in lines if DROPPED.match(l)), None)
-            self.assertIsNotNone(d, "drop line on stderr\n" + run.describe())
-            self.assertEqual([int(x) for x in d.groups()],
-                             [s["drops"]["total"]] + [s["drops"][k] for k in DROP_KEYS[:6]])
+            assertDroppedLine(self, run, s)
 
     def setUp(self):
         super().setUp()
@@ -172,7 +184,8 @@ class Signals(CapdTestCase):
 
     def interrupt(self, sig, args, ready):
         """Starts capd, waits (bounded) until ready() holds, sends sig."""
-        c = RunningCapd(args)
+        js = self.path("summary.json")
+        c = RunningCapd(args + ["--stats-json", js])
         self.addCleanup(c.kill)
         ok = capdtest.wait_until(lambda: ready() or not c.running(), timeout=60)
         if not c.running():
@@ -183,8 +196,7 @@ class Signals(CapdTestCase):
         self.assertEqual(run.rc, 0, run.describe())
         self.assertTrue(any(SUMMARY.match(l) for l in run.stderr_lines),
                         "summary on stderr\n" + run.describe())
-        self.assertTrue(any(DROPPED.match(l) for l in run.stderr_lines),
-                        "drop counters on stderr\n" + run.describe())
+        assertDroppedLine(self, run, capdtest.read_json(js))
         files = output_files(self.out)
         self.assertTrue(files)
         for f in files:
@@ -326,8 +338,9 @@ class ReceiveRing(CapdTestCase):
         run = c.wait(timeout=120)
         self.assertEqual(run.rc, 0, run.describe())
         s = capdtest.read_json(js)
-        for k in ("ring_full", "writer_slow", "disk", "nic_ierrors", "nic_nombuf"):
-            self.assertEqual(s["drops"][k], 0, k)
+        for k in capdtest.drop_stages(s):
+            if k != "nic_imissed":
+                self.assertEqual(s["drops"][k], 0, k)
         self.assertEqual(s["packets_written"], s["packets_received"])
         self.assertEqual(len(self.assertWhole(os.path.join(d, "x.pcap")).records),
                          s["packets_written"])
