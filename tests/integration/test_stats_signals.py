@@ -184,8 +184,12 @@ class Signals(CapdTestCase):
 
     def interrupt(self, sig, args, ready):
         """Starts capd, waits (bounded) until ready() holds, sends sig."""
-        js = self.path("summary.json")
-        c = RunningCapd(args + ["--stats-json", js])
+        if "--stats-json" in args:
+            js = args[args.index("--stats-json") + 1]
+        else:
+            js = self.path("summary.json")
+            args = args + ["--stats-json", js]
+        c = RunningCapd(args)
         self.addCleanup(c.kill)
         ok = capdtest.wait_until(lambda: ready() or not c.running(), timeout=60)
         if not c.running():
