@@ -6,7 +6,6 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mempool.h>
-#include <rte_ring.h>
 
 #include <rte_malloc.h>
 #include <rte_rcu_qsbr.h>
@@ -23,6 +22,7 @@
 #include "dataplane/source.hh"
 #include "dataplane/tcp_table.hh"
 #include "dataplane/worker.hh"
+#include "storage/chunk_ring.hh"
 #include "storage/writer.hh"
 
 namespace linecap::dataplane {
@@ -78,7 +78,7 @@ struct Pipeline::Impl {
 
     rte_mempool* mbufs = nullptr;
     rte_mempool* chunks = nullptr;
-    std::vector<rte_ring*> rings;
+    std::vector<std::unique_ptr<storage::ChunkRing>> rings;
     std::vector<std::unique_ptr<Source>> sources;
     std::vector<std::unique_ptr<SourceHealth>> health;  // per source
     std::vector<std::unique_ptr<QueueStats>> queue_stats;
@@ -179,7 +179,7 @@ struct Pipeline::Impl {
         writers.clear();
         if (qsbr) rte_free(qsbr);
         sources.clear();
-        for (rte_ring* r : rings) rte_ring_free(r);
+        rings.clear();
         if (chunks) rte_mempool_free(chunks);
         if (mbufs) rte_mempool_free(mbufs);
     }
@@ -370,13 +370,11 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
     if (!pool) return make_error(pool.error());
     p.chunks = pool->pool;
     for (unsigned w = 0; w < o.workers; w++) {
-        std::string name = "capd_ring" + std::to_string(w);
-        rte_ring* r = rte_ring_create(name.c_str(), o.ring_chunks,
-                                      static_cast<int>(rte_socket_id()),
-                                      RING_F_SP_ENQ | RING_F_SC_DEQ | RING_F_EXACT_SZ);
-        if (!r) return make_error("ring " + name + ": " + rte_strerror(rte_errno));
-        p.rings.push_back(r);
-        p.workers[w]->out = r;
+        auto r = storage::ChunkRing::create("capd_ring" + std::to_string(w), o.ring_chunks,
+                                            static_cast<int>(rte_socket_id()));
+        if (!r) return make_error(r.error());
+        p.workers[w]->out = r->get();
+        p.rings.push_back(std::move(*r));
         p.workers[w]->chunk_pool = p.chunks;
     }
 
@@ -412,8 +410,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
             }
             c.dropped = sc.imissed + sc.ierrors + sc.nombuf;
         };
-        std::vector<rte_ring*> inputs;
-        for (unsigned w = wr; w < o.workers; w += o.writers) inputs.push_back(p.rings[w]);
+        std::vector<storage::ChunkRing*> inputs;
+        for (unsigned w = wr; w < o.workers; w += o.writers) inputs.push_back(p.rings[w].get());
         auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, p.chunks);
         // Opening the first file last: an error above leaves no file behind.
         Status st = writer->open();
