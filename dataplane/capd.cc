@@ -229,7 +229,8 @@ int main(int argc, char** argv) {
     }
     o.start_cpus = storage::thread_cpus();
 
-    EalPlan plan = plan_eal(o, eal_memory_mb(o));
+    Placement placement = plan_placement(o, allowed_cpus());
+    EalPlan plan = plan_eal(o, placement, eal_memory_mb(o));
     std::string warning;
     Status fits = check_host_fits(o, plan, warning);
     if (!fits) return fail(fits.error());
@@ -252,7 +253,7 @@ int main(int argc, char** argv) {
         return 0;
     }
 
-    auto pipeline = Pipeline::create(o, {rule}, copts, &g_signalled);
+    auto pipeline = Pipeline::create(o, placement, {rule}, copts, &g_signalled);
     if (!pipeline) {
         rte_eal_cleanup();
         return fail(pipeline.error());

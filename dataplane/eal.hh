@@ -1,12 +1,13 @@
 /* Building the EAL command line from capd's options: hugepages when some are
- * free (--no-huge otherwise), one --vdev/-a per port source, and an lcore map
- * that puts the main (control) lcore beside the workers and writers. */
+ * free (--no-huge otherwise), one --vdev/-a per port source, and the lcore
+ * map of the placement plan (placement.hh). */
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "dataplane/options.hh"
+#include "dataplane/placement.hh"
 #include "dataplane/result.hh"
 
 namespace linecap::dataplane {
@@ -14,17 +15,14 @@ namespace linecap::dataplane {
 struct EalPlan {
     std::vector<std::string> args;
     bool hugepages = false;
-    bool oversubscribed = false;  // more busy lcores than CPUs
-    unsigned cpus = 1;            // CPUs capd may run on
-    size_t memory_mb = 0;         // packet memory asked of EAL
-    unsigned worker_lcore0 = 1;   // workers are lcores 1..W
-    unsigned writer_lcore0 = 0;   // writers follow
+    unsigned cpus = 1;     // CPUs capd may run on
+    size_t memory_mb = 0;  // packet memory asked of EAL
 };
 
-/* Receive queues per port source: one per worker, so RSS spreads them. */
-uint16_t queues_per_port(const Options& o);
-
-EalPlan plan_eal(const Options& o, size_t memory_mb);
+/* EAL's arguments for a run: the lcore map of `placement`, the devices of
+ * the port sources, memory (hugepages when enough are free), and --eal's
+ * words last. */
+EalPlan plan_eal(const Options& o, const Placement& placement, size_t memory_mb);
 
 /* What the plan asks of the host, checked before EAL starts: more than 4
  * workers per CPU is refused (each polls; past that they only add start-up

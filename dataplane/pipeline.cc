@@ -9,7 +9,6 @@
 
 #include <rte_malloc.h>
 #include <rte_rcu_qsbr.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -210,7 +209,7 @@ size_t eal_memory_mb(const Options& o) {
     return 128 + (o.rx_only ? 0 : chunk_mb) + mbuf_mb;
 }
 
-Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
+Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Placement& placement,
                                                    std::vector<filters::RuleSpec> rules,
                                                    const filters::CompileOptions& copts,
                                                    const std::atomic<bool>* external_stop) {
@@ -230,17 +229,15 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
     for (unsigned w = 0; w < o.workers; w++) rte_rcu_qsbr_thread_register(p.qsbr, w);
     p.hugepages = rte_eal_has_hugepages();
 
-    // Lcores: EAL numbered them 1..workers, then the writers.
-    unsigned lc = rte_get_next_lcore(-1, 1, 0);
-    for (unsigned i = 0; i < o.workers; i++, lc = rte_get_next_lcore(lc, 1, 0)) {
-        if (lc >= RTE_MAX_LCORE) return make_error("not enough lcores for the workers");
-        p.worker_lcores.push_back(lc);
-    }
-    if (!o.rx_only)
-        for (unsigned i = 0; i < o.writers; i++, lc = rte_get_next_lcore(lc, 1, 0)) {
-            if (lc >= RTE_MAX_LCORE) return make_error("not enough lcores for the writers");
-            p.writer_lcores.push_back(lc);
-        }
+    // Lcores: the ones the plan gave EAL.
+    for (unsigned lc : placement.worker_lcores)
+        if (lc >= RTE_MAX_LCORE || !rte_lcore_is_enabled(lc))
+            return make_error("not enough lcores for the workers");
+    for (unsigned lc : placement.writer_lcores)
+        if (lc >= RTE_MAX_LCORE || !rte_lcore_is_enabled(lc))
+            return make_error("not enough lcores for the writers");
+    p.worker_lcores = placement.worker_lcores;
+    p.writer_lcores = placement.writer_lcores;
 
     auto fields = MbufFields::register_fields();
     if (!fields) return make_error(fields.error());
@@ -312,13 +309,15 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         p.workers.push_back(std::move(ctx));
     }
     p.queues_of_if.resize(p.sources.size());
-    unsigned k = 0;
-    for (uint32_t i = 0; i < p.sources.size(); i++)
-        for (uint16_t q = 0; q < p.sources[i]->queues(); q++, k++) {
+    std::vector<uint16_t> queue_counts;
+    for (const auto& s : p.sources) queue_counts.push_back(s->queues());
+    auto assigned = assign_queues(queue_counts, o.workers);
+    for (unsigned w = 0; w < o.workers; w++)
+        for (const QueueSlot& slot : assigned[w]) {
             p.queue_stats.push_back(std::make_unique<QueueStats>());
-            p.queues_of_if[i].push_back(p.queue_stats.back().get());
-            p.workers[k % o.workers]->queues.push_back(
-                QueueRef{p.sources[i].get(), q, i, p.queue_stats.back().get()});
+            p.queues_of_if[slot.source].push_back(p.queue_stats.back().get());
+            p.workers[w]->queues.push_back(QueueRef{p.sources[slot.source].get(), slot.queue,
+                                                    slot.source, p.queue_stats.back().get()});
         }
     // True when a worker has queues and every one comes from a source of
     // which pred(spec) holds.
@@ -343,10 +342,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
     // for each 2 KiB descriptor), from 20 us to 1 ms. On a 2-vCPU VM a
     // paced veth sender went from 0.66 to 0.75-0.78 Mpps with the 1 ms sleep.
     if (!o.busy_poll) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        int ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-        bool shared = o.workers + (o.rx_only ? 0 : o.writers) > static_cast<unsigned>(ncpu);
+        bool shared = placement.crowded;
         unsigned ring_us = std::clamp(o.packet_ring_frames() * 512u / 1000u, 20u, 1000u);
         for (auto& w : p.workers) {
             if (every_queue(*w, [](const SourceSpec& s) {
@@ -411,7 +407,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
             c.dropped = sc.imissed + sc.ierrors + sc.nombuf;
         };
         std::vector<storage::ChunkRing*> inputs;
-        for (unsigned w = wr; w < o.workers; w += o.writers) inputs.push_back(p.rings[w].get());
+        for (unsigned w = 0; w < o.workers; w++)
+            if (writer_of_worker(w, o.writers) == wr) inputs.push_back(p.rings[w].get());
         auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, p.chunks);
         // Opening the first file last: an error above leaves no file behind.
         Status st = writer->open();
