@@ -7,9 +7,6 @@
 #include <rte_lcore.h>
 #include <rte_mempool.h>
 
-#include <rte_malloc.h>
-#include <rte_rcu_qsbr.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -17,7 +14,7 @@
 
 #include "dataplane/chunk_pool.hh"
 #include "dataplane/eal.hh"
-#include "dataplane/rule_snapshot.hh"
+#include "dataplane/rule_publisher.hh"
 #include "dataplane/source.hh"
 #include "dataplane/tcp_table.hh"
 #include "dataplane/worker.hh"
@@ -25,23 +22,6 @@
 #include "storage/writer.hh"
 
 namespace linecap::dataplane {
-
-struct RuleTotals {
-    uint64_t packets = 0, bytes = 0;
-};
-
-/* Per-rule totals of one snapshot, summed over the workers' scratch. */
-std::vector<RuleTotals> rule_totals(const RuleSnapshot& snap) {
-    std::vector<RuleTotals> t(snap.rules->rule_names().size());
-    for (const auto& sc : snap.scratch) {
-        auto c = sc->counters();
-        for (size_t r = 0; r < t.size() && r < c.size(); r++) {
-            t[r].packets += c[r].packets;
-            t[r].bytes += c[r].bytes;
-        }
-    }
-    return t;
-}
 
 /* What the control thread last saw of a source's kernel interface. `lost`
  * is written once, before `state` becomes kGone (release); readers on the
@@ -65,13 +45,7 @@ constexpr auto kLinkCheckPeriod = std::chrono::milliseconds(200);
 
 struct Pipeline::Impl {
     Options opts;
-    filters::CompileOptions copts;
-    std::atomic<RuleSnapshot*> snapshot{nullptr};
-    std::unique_ptr<RuleSnapshot> owned_snapshot;  // what `snapshot` points at
-    uint64_t generation = 0;
-    // Totals of retired snapshots, by rule name, in order of first use.
-    std::vector<std::pair<std::string, RuleTotals>> retired;
-    rte_rcu_qsbr* qsbr = nullptr;
+    std::unique_ptr<RulePublisher> rules;
     bool paused = false;
     const std::atomic<bool>* external_stop = nullptr;
 
@@ -92,23 +66,6 @@ struct Pipeline::Impl {
     double elapsed = 0;
     bool finished = false;
     bool hugepages = false;
-
-    Result<std::unique_ptr<RuleSnapshot>> build_snapshot(std::vector<filters::RuleSpec> specs) {
-        auto rs = filters::compile(specs, copts,
-                                   owned_snapshot ? owned_snapshot->rules.get() : nullptr);
-        if (!rs) return make_error(rs.error());
-        return snapshot_of(std::move(specs), *rs);
-    }
-
-    std::unique_ptr<RuleSnapshot> snapshot_of(std::vector<filters::RuleSpec> specs,
-                                              std::shared_ptr<const filters::RuleSet> rs) {
-        auto snap = std::make_unique<RuleSnapshot>();
-        snap->specs = std::move(specs);
-        snap->rules = std::move(rs);
-        for (unsigned w = 0; w < opts.workers; w++) snap->scratch.push_back(snap->rules->make_scratch());
-        snap->generation = ++generation;
-        return snap;
-    }
 
     /* Control thread, from wait(): notes interfaces that went down, came
      * back or were deleted, and logs each change once. Returns true when
@@ -159,24 +116,9 @@ struct Pipeline::Impl {
         return true;
     }
 
-    void retire(const RuleSnapshot& old) {
-        auto names = old.rules->rule_names();
-        auto totals = rule_totals(old);
-        for (size_t r = 0; r < names.size(); r++) {
-            auto it = std::find_if(retired.begin(), retired.end(),
-                                   [&](const auto& e) { return e.first == names[r]; });
-            if (it == retired.end()) {
-                retired.emplace_back(names[r], totals[r]);
-            } else {
-                it->second.packets += totals[r].packets;
-                it->second.bytes += totals[r].bytes;
-            }
-        }
-    }
-
     ~Impl() {
         writers.clear();
-        if (qsbr) rte_free(qsbr);
+        rules.reset();
         sources.clear();
         rings.clear();
         if (chunks) rte_mempool_free(chunks);
@@ -216,17 +158,10 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
     auto im = std::make_unique<Impl>();
     Impl& p = *im;
     p.opts = o;
-    p.copts = copts;
     p.external_stop = external_stop;
-    auto snap = p.build_snapshot(std::move(rules));
-    if (!snap) return make_error(snap.error());
-    p.owned_snapshot = std::move(*snap);
-    p.snapshot.store(p.owned_snapshot.get());
-    size_t qsz = rte_rcu_qsbr_get_memsize(o.workers);
-    p.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("capd_qsbr", qsz, RTE_CACHE_LINE_SIZE));
-    if (!p.qsbr || rte_rcu_qsbr_init(p.qsbr, o.workers) != 0)
-        return make_error("RCU state: out of memory");
-    for (unsigned w = 0; w < o.workers; w++) rte_rcu_qsbr_thread_register(p.qsbr, w);
+    auto publisher = RulePublisher::create(std::move(rules), copts, o.workers);
+    if (!publisher) return make_error(publisher.error());
+    p.rules = std::move(*publisher);
     p.hugepages = rte_eal_has_hugepages();
 
     // Lcores: the ones the plan gave EAL.
@@ -276,7 +211,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
     for (const auto& s : p.sources) {
         storage::InterfaceDesc d;
         d.name = s->name();
-        d.filter = p.owned_snapshot->rules->filter_text();
+        d.filter = p.rules->current().rules->filter_text();
         d.linktype = s->linktype();
         d.snaplen = o.snaplen;
         ifaces.push_back(d);
@@ -295,8 +230,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
         ctx->snaplen = o.snaplen;
         ctx->fields = *fields;
         ctx->flush_cycles = flush_cycles;
-        ctx->rules = &p.snapshot;
-        ctx->qsbr = p.qsbr;
+        ctx->rules = p.rules->slot();
+        ctx->qsbr = p.rules->qsbr();
         ctx->limit = &p.limit;
         ctx->stop = &p.stop;
         ctx->rx_only = o.rx_only;
@@ -551,50 +486,27 @@ Summary Pipeline::collect() const {
     if (p.opts.rx_only) s.written = 0;
 
     // Rule counters: retired snapshots' totals plus the live one's.
-    for (const auto& [name, t] : p.retired) s.rules.push_back({name, t.packets, t.bytes, false});
-    const RuleSnapshot* cur = p.owned_snapshot.get();
-    auto names = cur->rules->rule_names();
-    auto totals = rule_totals(*cur);
-    for (size_t r = 0; r < names.size(); r++) {
-        uint64_t pk = totals[r].packets, by = totals[r].bytes;
-        auto it = std::find_if(s.rules.begin(), s.rules.end(),
-                               [&](const RuleSummary& x) { return x.name == names[r]; });
-        if (it == s.rules.end()) {
-            s.rules.push_back({names[r], pk, by, true});
-        } else {
-            it->packets += pk;
-            it->bytes += by;
-            it->active = true;
-        }
-    }
+    s.rules = p.rules->totals();
     return s;
 }
 
-std::vector<filters::RuleSpec> Pipeline::rules() const { return impl_->owned_snapshot->specs; }
+std::vector<filters::RuleSpec> Pipeline::rules() const { return impl_->rules->current().specs; }
 
 std::shared_ptr<const filters::RuleSet> Pipeline::rule_set() const {
-    return impl_->owned_snapshot->rules;
+    return impl_->rules->current().rules;
 }
 
-const filters::CompileOptions& Pipeline::compile_options() const { return impl_->copts; }
+const filters::CompileOptions& Pipeline::compile_options() const {
+    return impl_->rules->compile_options();
+}
 
 Status Pipeline::replace_rules(std::vector<filters::RuleSpec> rules) {
-    auto rs = filters::compile(rules, impl_->copts, impl_->owned_snapshot->rules.get());
-    if (!rs) return make_error(rs.error());
-    return install_rules(std::move(rules), std::move(*rs));
+    return impl_->rules->replace(std::move(rules));
 }
 
 Status Pipeline::install_rules(std::vector<filters::RuleSpec> rules,
                                std::shared_ptr<const filters::RuleSet> compiled) {
-    Impl& p = *impl_;
-    std::unique_ptr<RuleSnapshot> old = std::move(p.owned_snapshot);
-    p.owned_snapshot = p.snapshot_of(std::move(rules), std::move(compiled));
-    p.snapshot.store(p.owned_snapshot.get(), std::memory_order_release);
-    // Wait until no worker can still hold the old snapshot; its counters are
-    // then final.
-    rte_rcu_qsbr_synchronize(p.qsbr, RTE_QSBR_THRID_INVALID);
-    p.retire(*old);
-    return Status::success();
+    return impl_->rules->install(std::move(rules), std::move(compiled));
 }
 
 std::vector<std::string> Pipeline::source_names() const {
@@ -690,8 +602,8 @@ nlohmann::json Pipeline::status() const {
                                 {"current_file", p.writers[i]->current_file()},
                                 {"last_error", p.writers[i]->last_error()},
                                 {"disk_error", p.writers[i]->disk_error()}});
-    j["rules"] = p.owned_snapshot->rules->rule_names();
-    j["rule_generation"] = p.owned_snapshot->generation;
+    j["rules"] = p.rules->current().rules->rule_names();
+    j["rule_generation"] = p.rules->current().generation;
     return j;
 }
 
