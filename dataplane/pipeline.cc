@@ -14,6 +14,7 @@
 
 #include "dataplane/chunk_pool.hh"
 #include "dataplane/eal.hh"
+#include "dataplane/mempool.hh"
 #include "dataplane/rule_publisher.hh"
 #include "dataplane/source.hh"
 #include "dataplane/tcp_table.hh"
@@ -45,19 +46,22 @@ constexpr auto kLinkCheckPeriod = std::chrono::milliseconds(200);
 
 struct Pipeline::Impl {
     Options opts;
-    std::unique_ptr<RulePublisher> rules;
     bool paused = false;
     const std::atomic<bool>* external_stop = nullptr;
 
-    rte_mempool* mbufs = nullptr;
-    rte_mempool* chunks = nullptr;
-    std::vector<std::unique_ptr<storage::ChunkRing>> rings;
+    // The owners, in the order create() makes them: members go in reverse,
+    // so a writer goes before the rings and the chunk pool it drains, and a
+    // source (its port's queues) before the mbuf pool it takes from.
+    std::unique_ptr<RulePublisher> rules;
+    Mempool mbufs;
     std::vector<std::unique_ptr<Source>> sources;
     std::vector<std::unique_ptr<SourceHealth>> health;  // per source
     std::vector<std::unique_ptr<QueueStats>> queue_stats;
     std::vector<std::vector<QueueStats*>> queues_of_if;  // per interface
     std::vector<std::unique_ptr<WorkerContext>> workers;
     std::vector<std::unique_ptr<TcpFlowTable>> tcp_tables;  // one per worker, or none
+    Mempool chunks;
+    std::vector<std::unique_ptr<storage::ChunkRing>> rings;
     std::vector<std::unique_ptr<storage::Writer>> writers;
     std::vector<unsigned> worker_lcores, writer_lcores;
     CountLimit limit;
@@ -115,15 +119,6 @@ struct Pipeline::Impl {
         }
         return true;
     }
-
-    ~Impl() {
-        writers.clear();
-        rules.reset();
-        sources.clear();
-        rings.clear();
-        if (chunks) rte_mempool_free(chunks);
-        if (mbufs) rte_mempool_free(mbufs);
-    }
 };
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -179,14 +174,15 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
 
     uint16_t qpp = queues_per_port(o);
     unsigned nmbufs = mbuf_pool_size(o);
-    p.mbufs = rte_pktmbuf_pool_create("capd_mbufs", nmbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                      static_cast<int>(rte_socket_id()));
+    p.mbufs.reset(rte_pktmbuf_pool_create("capd_mbufs", nmbufs, 256, 0,
+                                          RTE_MBUF_DEFAULT_BUF_SIZE,
+                                          static_cast<int>(rte_socket_id())));
     if (!p.mbufs)
         return make_error(std::string("mbuf pool: ") + rte_strerror(rte_errno));
 
     // The mbuf pool is shared: a null source's frames= fills all of it.
     for (const SourceSpec& s : o.sources) {
-        Status filled = fill_null_frames(s, p.mbufs);
+        Status filled = fill_null_frames(s, p.mbufs.get());
         if (!filled) return make_error(filled.error());
     }
 
@@ -194,12 +190,12 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
         const SourceSpec& s = o.sources[i];
         Result<std::unique_ptr<Source>> src = make_error("");
         if (s.kind == SourceSpec::Kind::kPcapFile)
-            src = open_pcap_file_source(s, p.mbufs, *fields);
+            src = open_pcap_file_source(s, p.mbufs.get(), *fields);
         else if (s.kind == SourceSpec::Kind::kAfPacket)
-            src = open_packet_ring_source(s, i, qpp, o.packet_ring_frames(), p.mbufs,
+            src = open_packet_ring_source(s, i, qpp, o.packet_ring_frames(), p.mbufs.get(),
                                           *fields);
         else
-            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs,
+            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs.get(),
                                   o.xdp_generic);
         if (!src) return make_error(src.error());
         p.sources.push_back(std::move(*src));
@@ -299,14 +295,14 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
     auto pool = make_chunk_pool("capd_chunks", chunk_pool_size(o), o.chunk_kb,
                                 static_cast<int>(rte_socket_id()));
     if (!pool) return make_error(pool.error());
-    p.chunks = pool->pool;
+    p.chunks.reset(pool->pool);
     for (unsigned w = 0; w < o.workers; w++) {
         auto r = storage::ChunkRing::create("capd_ring" + std::to_string(w), o.ring_chunks,
                                             static_cast<int>(rte_socket_id()));
         if (!r) return make_error(r.error());
         p.workers[w]->out = r->get();
         p.rings.push_back(std::move(*r));
-        p.workers[w]->chunk_pool = p.chunks;
+        p.workers[w]->chunk_pool = p.chunks.get();
     }
 
     Impl* pp = &p;
@@ -344,7 +340,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
         std::vector<storage::ChunkRing*> inputs;
         for (unsigned w = 0; w < o.workers; w++)
             if (writer_of_worker(w, o.writers) == wr) inputs.push_back(p.rings[w].get());
-        auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, p.chunks);
+        auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, p.chunks.get());
         // Opening the first file last: an error above leaves no file behind.
         Status st = writer->open();
         if (!st) return make_error(st.error());
@@ -420,8 +416,8 @@ Summary Pipeline::collect() const {
                                                              p.started)
                                    .count();
     s.hugepages = p.hugepages;
-    if (p.mbufs) s.mbufs = {rte_mempool_in_use_count(p.mbufs), p.mbufs->size};
-    if (p.chunks) s.chunks = {rte_mempool_in_use_count(p.chunks), p.chunks->size};
+    if (p.mbufs) s.mbufs = {rte_mempool_in_use_count(p.mbufs.get()), p.mbufs->size};
+    if (p.chunks) s.chunks = {rte_mempool_in_use_count(p.chunks.get()), p.chunks->size};
     for (size_t i = 0; i < p.sources.size(); i++) {
         const Source& src = *p.sources[i];
         SourceCounters c = src.counters();
