@@ -19,6 +19,7 @@
 #include "dataplane/source.hh"
 #include "dataplane/tcp_table.hh"
 #include "dataplane/worker.hh"
+#include "dataplane/writer_config.hh"
 #include "storage/chunk_ring.hh"
 #include "storage/writer.hh"
 
@@ -307,28 +308,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
 
     Impl* pp = &p;
     for (unsigned wr = 0; wr < o.writers; wr++) {
-        storage::WriterConfig cfg;
-        cfg.files.path = o.write_path;
-        cfg.files.rotate_bytes = static_cast<uint64_t>(o.rotate_mb * 1e6);
-        cfg.files.rotate_seconds = o.rotate_seconds;
-        cfg.files.max_files = o.max_files;
-        cfg.files.post_rotate_cmd = o.post_rotate_cmd;
-        cfg.files.mode = o.file_mode;
-        cfg.files.reuse = o.reuse_files || o.preallocate;
-        cfg.files.preallocate = o.preallocate;
-        cfg.files.direct = o.direct;
-        cfg.files.writer_index = wr;
-        cfg.files.writer_count = o.writers;
-        cfg.files.owner_uid = o.run_as_uid;
-        cfg.files.owner_gid = o.run_as_gid;
-        cfg.files.child_cpus = o.start_cpus;
-        cfg.format = o.format;
+        storage::WriterConfig cfg = writer_config(o, wr);
         cfg.ifaces = ifaces;
-        cfg.application = "linecap capd 0.1.0";
-        cfg.test_delay_us = o.test_writer_delay_us;
-        cfg.test_delay_for_s = o.test_writer_delay_for_s;
-        cfg.fsync_on_close = o.fsync;
-        cfg.write_behind_bytes = uint64_t(o.write_behind_mb) << 20;
         cfg.interface_counters = [pp](uint32_t if_id, storage::InterfaceCounters& c) {
             SourceCounters sc = pp->sources[if_id]->counters();
             for (QueueStats* q : pp->queues_of_if[if_id]) {
