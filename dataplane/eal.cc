@@ -185,4 +185,15 @@ Status init_eal(EalPlan& plan) {
     return Status::success();
 }
 
+Result<EalSession> EalSession::start(EalPlan& plan) {
+    Status st = init_eal(plan);
+    if (!st) return make_error(st.error());
+    if (!plan.hugepages) (void)rmdir(rte_eal_get_runtime_dir());
+    return EalSession();
+}
+
+EalSession::~EalSession() {
+    if (active_) rte_eal_cleanup();
+}
+
 }  // namespace linecap::dataplane

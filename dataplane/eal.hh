@@ -41,6 +41,26 @@ EalPlan plan_eal(const Options& o, const Placement& placement, size_t memory_mb)
  * failure is one message: what EAL refused, and how to see its reasons. */
 [[nodiscard]] Status init_eal(EalPlan& plan);
 
+/* EalSession: the EAL of one capd run. start() runs init_eal() and then,
+ * without hugepages, removes the empty runtime directory EAL makes even
+ * under --no-shconf (/var/run/dpdk/capdPID: one per run would pile up; the
+ * hugepage plan runs --in-memory under the shared default prefix, which is
+ * left alone). The destructor runs rte_eal_cleanup(), so the session is
+ * declared before every object that holds DPDK resources and goes after
+ * them. Main thread; one session per process. */
+class EalSession {
+public:
+    [[nodiscard]] static Result<EalSession> start(EalPlan& plan);
+    EalSession(EalSession&& other) noexcept : active_(other.active_) { other.active_ = false; }
+    EalSession& operator=(EalSession&&) = delete;
+    EalSession(const EalSession&) = delete;
+    ~EalSession();
+
+private:
+    EalSession() = default;
+    bool active_ = true;
+};
+
 /* Free 2 MiB/1 GiB hugepages on this machine (from /proc/meminfo). */
 unsigned long free_hugepages();
 
