@@ -72,6 +72,11 @@ struct Pipeline::Impl {
     bool finished = false;
     bool hugepages = false;
 
+    Status open_sources(const MbufFields& fields);
+    Status make_workers(const Placement& placement, const MbufFields& fields);
+    Status make_rings();
+    Status make_writers(const std::vector<storage::InterfaceDesc>& ifaces);
+
     /* Control thread, from wait(): notes interfaces that went down, came
      * back or were deleted, and logs each change once. Returns true when
      * capture must stop: a source was lost (by default), or with
@@ -147,6 +152,138 @@ size_t eal_memory_mb(const Options& o) {
     return 128 + (o.rx_only ? 0 : chunk_mb) + mbuf_mb;
 }
 
+/* The steps of Pipeline::create(), in order. Each leaves what it made in
+ * the Impl, whose members free it on an error. Control thread. */
+
+Status Pipeline::Impl::open_sources(const MbufFields& fields) {
+    const Options& o = opts;
+    mbufs.reset(rte_pktmbuf_pool_create("capd_mbufs", mbuf_pool_size(o), 256, 0,
+                                        RTE_MBUF_DEFAULT_BUF_SIZE,
+                                        static_cast<int>(rte_socket_id())));
+    if (!mbufs) return make_error(std::string("mbuf pool: ") + rte_strerror(rte_errno));
+
+    // The mbuf pool is shared: a null source's frames= fills all of it.
+    for (const SourceSpec& s : o.sources) {
+        Status filled = fill_null_frames(s, mbufs.get());
+        if (!filled) return filled;
+    }
+
+    uint16_t qpp = queues_per_port(o);
+    for (unsigned i = 0; i < o.sources.size(); i++) {
+        const SourceSpec& s = o.sources[i];
+        Result<std::unique_ptr<Source>> src = make_error("");
+        if (s.kind == SourceSpec::Kind::kPcapFile)
+            src = open_pcap_file_source(s, mbufs.get(), fields);
+        else if (s.kind == SourceSpec::Kind::kAfPacket)
+            src = open_packet_ring_source(s, i, qpp, o.packet_ring_frames(), mbufs.get(), fields);
+        else
+            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), mbufs.get(),
+                                  o.xdp_generic);
+        if (!src) return make_error(src.error());
+        sources.push_back(std::move(*src));
+        health.push_back(std::make_unique<SourceHealth>());
+    }
+    return Status::success();
+}
+
+Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields& fields) {
+    const Options& o = opts;
+    // -U: a partial chunk goes to the writer at the end of the loop turn
+    // that filled it, not after --flush-ms.
+    uint64_t flush_cycles = o.packet_buffered ? 0 : rte_get_tsc_hz() / 1000 * o.flush_ms;
+    for (unsigned w = 0; w < o.workers; w++) {
+        auto ctx = std::make_unique<WorkerContext>();
+        ctx->index = w;
+        ctx->format = o.format;
+        ctx->snaplen = o.snaplen;
+        ctx->fields = fields;
+        ctx->flush_cycles = flush_cycles;
+        ctx->rules = rules->slot();
+        ctx->qsbr = rules->qsbr();
+        ctx->limit = &limit;
+        ctx->stop = &stop;
+        ctx->rx_only = o.rx_only;
+        if (o.tcp_flows > 0 && !o.rx_only) {
+            auto t = TcpFlowTable::create(w, o.tcp_flows);
+            if (!t) return make_error(t.error());
+            ctx->tcp = t->get();
+            tcp_tables.push_back(std::move(*t));
+        }
+        workers.push_back(std::move(ctx));
+    }
+
+    queues_of_if.resize(sources.size());
+    std::vector<uint16_t> queue_counts;
+    for (const auto& s : sources) queue_counts.push_back(s->queues());
+    auto assigned = assign_queues(queue_counts, o.workers);
+    for (unsigned w = 0; w < o.workers; w++)
+        for (const QueueSlot& slot : assigned[w]) {
+            queue_stats.push_back(std::make_unique<QueueStats>());
+            queues_of_if[slot.source].push_back(queue_stats.back().get());
+            workers[w]->queues.push_back(QueueRef{sources[slot.source].get(), slot.queue,
+                                                  slot.source, queue_stats.back().get()});
+        }
+
+    for (auto& w : workers) {
+        std::vector<SourceSpec::Kind> kinds;
+        bool finite_files = !w->queues.empty();
+        for (const QueueRef& q : w->queues) {
+            const SourceSpec& spec = o.sources[q.if_id];
+            kinds.push_back(spec.kind);
+            finite_files = finite_files && spec.kind == SourceSpec::Kind::kPcapFile && !spec.loop;
+        }
+        // Workers reading only finite files may wait for their writer.
+        w->lossless = finite_files;
+        w->idle_sleep_us =
+            idle_sleep_us(kinds, o.busy_poll, placement.crowded, o.packet_ring_frames());
+    }
+    limit.enabled = o.count > 0;
+    limit.remaining.store(o.count);
+    return Status::success();
+}
+
+Status Pipeline::Impl::make_rings() {
+    const Options& o = opts;
+    auto pool = make_chunk_pool("capd_chunks", chunk_pool_size(o), o.chunk_kb,
+                                static_cast<int>(rte_socket_id()));
+    if (!pool) return make_error(pool.error());
+    chunks.reset(pool->pool);
+    for (unsigned w = 0; w < o.workers; w++) {
+        auto r = storage::ChunkRing::create("capd_ring" + std::to_string(w), o.ring_chunks,
+                                            static_cast<int>(rte_socket_id()));
+        if (!r) return make_error(r.error());
+        workers[w]->out = r->get();
+        workers[w]->chunk_pool = chunks.get();
+        rings.push_back(std::move(*r));
+    }
+    return Status::success();
+}
+
+Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& ifaces) {
+    const Options& o = opts;
+    for (unsigned wr = 0; wr < o.writers; wr++) {
+        storage::WriterConfig cfg = writer_config(o, wr);
+        cfg.ifaces = ifaces;
+        cfg.interface_counters = [this](uint32_t if_id, storage::InterfaceCounters& c) {
+            SourceCounters sc = sources[if_id]->counters();
+            for (QueueStats* q : queues_of_if[if_id]) {
+                c.received += q->rx_packets.load(std::memory_order_relaxed);
+                c.accepted += q->accepted.load(std::memory_order_relaxed);
+            }
+            c.dropped = sc.imissed + sc.ierrors + sc.nombuf;
+        };
+        std::vector<storage::ChunkRing*> inputs;
+        for (unsigned w = 0; w < o.workers; w++)
+            if (writer_of_worker(w, o.writers) == wr) inputs.push_back(rings[w].get());
+        auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, chunks.get());
+        // Opening the first file last: an error above leaves no file behind.
+        Status st = writer->open();
+        if (!st) return st;
+        writers.push_back(std::move(writer));
+    }
+    return Status::success();
+}
+
 Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Placement& placement,
                                                    std::vector<filters::RuleSpec> rules,
                                                    const filters::CompileOptions& copts,
@@ -172,36 +309,8 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
 
     auto fields = MbufFields::register_fields();
     if (!fields) return make_error(fields.error());
-
-    uint16_t qpp = queues_per_port(o);
-    unsigned nmbufs = mbuf_pool_size(o);
-    p.mbufs.reset(rte_pktmbuf_pool_create("capd_mbufs", nmbufs, 256, 0,
-                                          RTE_MBUF_DEFAULT_BUF_SIZE,
-                                          static_cast<int>(rte_socket_id())));
-    if (!p.mbufs)
-        return make_error(std::string("mbuf pool: ") + rte_strerror(rte_errno));
-
-    // The mbuf pool is shared: a null source's frames= fills all of it.
-    for (const SourceSpec& s : o.sources) {
-        Status filled = fill_null_frames(s, p.mbufs.get());
-        if (!filled) return make_error(filled.error());
-    }
-
-    for (unsigned i = 0; i < o.sources.size(); i++) {
-        const SourceSpec& s = o.sources[i];
-        Result<std::unique_ptr<Source>> src = make_error("");
-        if (s.kind == SourceSpec::Kind::kPcapFile)
-            src = open_pcap_file_source(s, p.mbufs.get(), *fields);
-        else if (s.kind == SourceSpec::Kind::kAfPacket)
-            src = open_packet_ring_source(s, i, qpp, o.packet_ring_frames(), p.mbufs.get(),
-                                          *fields);
-        else
-            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs.get(),
-                                  o.xdp_generic);
-        if (!src) return make_error(src.error());
-        p.sources.push_back(std::move(*src));
-        p.health.push_back(std::make_unique<SourceHealth>());
-    }
+    Status st = p.open_sources(*fields);
+    if (!st) return make_error(st.error());
 
     // Interfaces as the files describe them: one per source.
     std::vector<storage::InterfaceDesc> ifaces;
@@ -216,116 +325,12 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
     if (o.format != storage::Format::kPcapng && !storage::single_linktype(ifaces))
         return make_error("sources have different link types: use --format pcapng");
 
-    // Worker contexts and their queues, round-robin over workers.
-    // -U: a partial chunk goes to the writer at the end of the loop turn
-    // that filled it, not after --flush-ms.
-    uint64_t flush_cycles = o.packet_buffered ? 0 : rte_get_tsc_hz() / 1000 * o.flush_ms;
-    for (unsigned w = 0; w < o.workers; w++) {
-        auto ctx = std::make_unique<WorkerContext>();
-        ctx->index = w;
-        ctx->format = o.format;
-        ctx->snaplen = o.snaplen;
-        ctx->fields = *fields;
-        ctx->flush_cycles = flush_cycles;
-        ctx->rules = p.rules->slot();
-        ctx->qsbr = p.rules->qsbr();
-        ctx->limit = &p.limit;
-        ctx->stop = &p.stop;
-        ctx->rx_only = o.rx_only;
-        if (o.tcp_flows > 0 && !o.rx_only) {
-            auto t = TcpFlowTable::create(w, o.tcp_flows);
-            if (!t) return make_error(t.error());
-            ctx->tcp = t->get();
-            p.tcp_tables.push_back(std::move(*t));
-        }
-        p.workers.push_back(std::move(ctx));
-    }
-    p.queues_of_if.resize(p.sources.size());
-    std::vector<uint16_t> queue_counts;
-    for (const auto& s : p.sources) queue_counts.push_back(s->queues());
-    auto assigned = assign_queues(queue_counts, o.workers);
-    for (unsigned w = 0; w < o.workers; w++)
-        for (const QueueSlot& slot : assigned[w]) {
-            p.queue_stats.push_back(std::make_unique<QueueStats>());
-            p.queues_of_if[slot.source].push_back(p.queue_stats.back().get());
-            p.workers[w]->queues.push_back(QueueRef{p.sources[slot.source].get(), slot.queue,
-                                                    slot.source, p.queue_stats.back().get()});
-        }
-    // True when a worker has queues and every one comes from a source of
-    // which pred(spec) holds.
-    auto every_queue = [&](const WorkerContext& w, auto pred) {
-        if (w.queues.empty()) return false;
-        for (const QueueRef& q : w.queues)
-            if (!pred(o.sources[q.if_id])) return false;
-        return true;
-    };
-    // Workers reading only finite files may wait for their writer.
-    for (auto& w : p.workers)
-        w->lossless = every_queue(*w, [](const SourceSpec& s) {
-            return s.kind == SourceSpec::Kind::kPcapFile && !s.loop;
-        });
-    // A worker that would spin on a CPU someone else needs sleeps for a
-    // moment when its queues are empty: when busy lcores outnumber the CPUs,
-    // and when it reads only kernel interfaces (af_packet, af_xdp), whose
-    // frames the kernel receives on other CPUs, often the sender's own on a
-    // small host, and keeps in the socket's ring meanwhile. An af_packet
-    // ring hands over whole blocks (at least every 4 ms), so its workers
-    // sleep longer: a quarter of the time the ring lasts at 1 GB/s (0.512 us
-    // for each 2 KiB descriptor), from 20 us to 1 ms. On a 2-vCPU VM a
-    // paced veth sender went from 0.66 to 0.75-0.78 Mpps with the 1 ms sleep.
-    if (!o.busy_poll) {
-        bool shared = placement.crowded;
-        unsigned ring_us = std::clamp(o.packet_ring_frames() * 512u / 1000u, 20u, 1000u);
-        for (auto& w : p.workers) {
-            if (every_queue(*w, [](const SourceSpec& s) {
-                    return s.kind == SourceSpec::Kind::kAfPacket;
-                }))
-                w->idle_sleep_us = ring_us;
-            else if (shared || every_queue(*w, [](const SourceSpec& s) {
-                         return s.kind == SourceSpec::Kind::kAfPacket ||
-                                s.kind == SourceSpec::Kind::kAfXdp;
-                     }))
-                w->idle_sleep_us = 20;
-        }
-    }
-    p.limit.enabled = o.count > 0;
-    p.limit.remaining.store(o.count);
-
-    if (o.rx_only) return std::unique_ptr<Pipeline>(new Pipeline(std::move(im)));
-
-    auto pool = make_chunk_pool("capd_chunks", chunk_pool_size(o), o.chunk_kb,
-                                static_cast<int>(rte_socket_id()));
-    if (!pool) return make_error(pool.error());
-    p.chunks.reset(pool->pool);
-    for (unsigned w = 0; w < o.workers; w++) {
-        auto r = storage::ChunkRing::create("capd_ring" + std::to_string(w), o.ring_chunks,
-                                            static_cast<int>(rte_socket_id()));
-        if (!r) return make_error(r.error());
-        p.workers[w]->out = r->get();
-        p.rings.push_back(std::move(*r));
-        p.workers[w]->chunk_pool = p.chunks.get();
-    }
-
-    Impl* pp = &p;
-    for (unsigned wr = 0; wr < o.writers; wr++) {
-        storage::WriterConfig cfg = writer_config(o, wr);
-        cfg.ifaces = ifaces;
-        cfg.interface_counters = [pp](uint32_t if_id, storage::InterfaceCounters& c) {
-            SourceCounters sc = pp->sources[if_id]->counters();
-            for (QueueStats* q : pp->queues_of_if[if_id]) {
-                c.received += q->rx_packets.load(std::memory_order_relaxed);
-                c.accepted += q->accepted.load(std::memory_order_relaxed);
-            }
-            c.dropped = sc.imissed + sc.ierrors + sc.nombuf;
-        };
-        std::vector<storage::ChunkRing*> inputs;
-        for (unsigned w = 0; w < o.workers; w++)
-            if (writer_of_worker(w, o.writers) == wr) inputs.push_back(p.rings[w].get());
-        auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, p.chunks.get());
-        // Opening the first file last: an error above leaves no file behind.
-        Status st = writer->open();
+    st = p.make_workers(placement, *fields);
+    if (!st) return make_error(st.error());
+    if (!o.rx_only) {
+        st = p.make_rings();
+        if (st) st = p.make_writers(ifaces);
         if (!st) return make_error(st.error());
-        p.writers.push_back(std::move(writer));
     }
     return std::unique_ptr<Pipeline>(new Pipeline(std::move(im)));
 }

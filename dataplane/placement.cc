@@ -2,6 +2,7 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <sstream>
 
 namespace linecap::dataplane {
@@ -63,6 +64,19 @@ std::vector<std::vector<QueueSlot>> assign_queues(const std::vector<uint16_t>& q
         for (uint16_t q = 0; q < queues_of_source[i]; q++, k++)
             w[k % workers].push_back(QueueSlot{i, q});
     return w;
+}
+
+unsigned idle_sleep_us(const std::vector<SourceSpec::Kind>& kinds, bool busy_poll, bool crowded,
+                       uint32_t packet_ring_frames) {
+    if (busy_poll) return 0;
+    auto every = [&](auto pred) {
+        return !kinds.empty() && std::all_of(kinds.begin(), kinds.end(), pred);
+    };
+    using K = SourceSpec::Kind;
+    if (every([](K k) { return k == K::kAfPacket; }))
+        return std::clamp(packet_ring_frames * 512u / 1000u, 20u, 1000u);
+    if (crowded || every([](K k) { return k == K::kAfPacket || k == K::kAfXdp; })) return 20;
+    return 0;
 }
 
 }  // namespace linecap::dataplane

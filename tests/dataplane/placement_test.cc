@@ -116,3 +116,42 @@ TEST(Placement, WriterOfWorker) {
 }
 
 }  // namespace
+
+namespace {
+
+using K = SourceSpec::Kind;
+
+struct IdleCase {
+    const char* name;
+    std::vector<K> kinds;
+    bool busy_poll, crowded;
+    uint32_t ring_frames;
+    unsigned expect_us;
+};
+
+const IdleCase kIdleCases[] = {
+    {"null_spins", {K::kNull}, false, false, 4096, 0},
+    {"crowded_null_sleeps", {K::kNull}, false, true, 4096, 20},
+    {"pci_spins", {K::kPci, K::kNull}, false, false, 4096, 0},
+    {"af_xdp_sleeps", {K::kAfXdp}, false, false, 4096, 20},
+    {"kernel_mix_sleeps", {K::kAfXdp, K::kAfPacket}, false, false, 4096, 20},
+    {"af_packet_a_quarter_of_its_ring", {K::kAfPacket}, false, false, 1000, 512},
+    {"af_packet_at_most_1ms", {K::kAfPacket}, false, false, 4096, 1000},
+    {"af_packet_at_least_20us", {K::kAfPacket, K::kAfPacket}, false, false, 8, 20},
+    {"kernel_and_file_spins", {K::kAfPacket, K::kPcapFile}, false, false, 4096, 0},
+    {"no_queues_spins", {}, false, false, 4096, 0},
+    {"no_queues_crowded_sleeps", {}, false, true, 4096, 20},
+    {"busy_poll_always_spins", {K::kAfPacket}, true, true, 4096, 0},
+};
+
+class IdleTable : public ::testing::TestWithParam<IdleCase> {};
+
+TEST_P(IdleTable, SleepAfterEmptyPolls) {
+    const IdleCase& c = GetParam();
+    EXPECT_EQ(idle_sleep_us(c.kinds, c.busy_poll, c.crowded, c.ring_frames), c.expect_us);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, IdleTable, ::testing::ValuesIn(kIdleCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
