@@ -30,10 +30,10 @@ struct Placement {
     std::vector<int> main_cpus;           // the CPUs the main lcore floats over
     /* More busy lcores than CPUs. */
     bool oversubscribed = false;
-    /* More busy lcores than the CPUs the main lcore floats over. Idle
-     * workers sleep a moment when it holds (Pipeline::create's idle policy,
-     * which has always compared against the main thread's CPUs once EAL had
-     * pinned it). */
+    /* More busy lcores than the CPUs the main lcore floats over: idle
+     * workers then sleep a moment (idle_sleep_us()). The pipeline has always
+     * compared with the main thread's CPUs once EAL had pinned it, so 1
+     * worker and 1 writer on 2 CPUs are crowded. */
     bool crowded = false;
 
     /* EAL's --lcores argument, e.g. "--lcores=0@(1),1@0,2@1". */

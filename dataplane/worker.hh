@@ -88,7 +88,7 @@ struct WorkerContext {
     const std::atomic<bool>* stop = nullptr;
     bool rx_only = false;
     bool lossless = false;    // only finite file sources: wait for the writer, never drop
-    unsigned idle_sleep_us = 0;  // after 64 empty polls; 0: never (see Pipeline::create)
+    unsigned idle_sleep_us = 0;  // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
     TcpFlowTable* tcp = nullptr;  // live TCP table fed with accepted packets; null: off
 
     WorkerStats stats;
