@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "dataplane_test: EAL init failed: %s\n", rte_strerror(rte_errno));
         return 1;
     }
+    // --no-shconf still makes an empty runtime directory; one per run would
+    // pile up (as capd's EalSession does).
+    (void)rmdir(rte_eal_get_runtime_dir());
     int rc = RUN_ALL_TESTS();
     rte_eal_cleanup();
     return rc;
