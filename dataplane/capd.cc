@@ -10,8 +10,6 @@
  * changes, with libpcap and Hyperscan in a child it kills at
  * --compile-timeout. */
 #include <pcap/pcap.h>
-#include <rte_eal.h>
-#include <rte_errno.h>
 
 #include <unistd.h>
 
@@ -229,34 +227,26 @@ int main(int argc, char** argv) {
     }
     o.start_cpus = storage::thread_cpus();
 
-    EalPlan plan = plan_eal(o, eal_memory_mb(o));
+    Placement placement = plan_placement(o, allowed_cpus());
+    EalPlan plan = plan_eal(o, placement, eal_memory_mb(o));
     std::string warning;
     Status fits = check_host_fits(o, plan, warning);
     if (!fits) return fail(fits.error());
     if (!warning.empty()) std::fprintf(stderr, "capd: warning: %s\n", warning.c_str());
-    Status eal = init_eal(plan);
+    // From here on every return ends EAL (after the pipeline, declared
+    // later, has gone).
+    auto eal = EalSession::start(plan);
     if (!eal) return fail(eal.error());
-    // With --no-shconf the EAL still makes an empty runtime directory,
-    // /var/run/dpdk/capdPID; one per run would pile up. (The hugepage plan
-    // runs --in-memory under the shared default prefix: left alone.)
-    if (!plan.hugepages) (void)rmdir(rte_eal_get_runtime_dir());
 
     if (o.dump_filter) {
         auto rules = filters::compile(std::span(&rule, 1), copts);
-        if (!rules) {
-            rte_eal_cleanup();
-            return fail(rules.error());
-        }
+        if (!rules) return fail(rules.error());
         std::fputs((*rules)->describe().c_str(), stdout);
-        rte_eal_cleanup();
         return 0;
     }
 
-    auto pipeline = Pipeline::create(o, {rule}, copts, &g_signalled);
-    if (!pipeline) {
-        rte_eal_cleanup();
-        return fail(pipeline.error());
-    }
+    auto pipeline = Pipeline::create(o, placement, {rule}, copts, &g_signalled);
+    if (!pipeline) return fail(pipeline.error());
     // The control socket. The default path is shared by every capd on the
     // host: when another capd holds it, this one runs without a socket.
     // Declared before the server: the handlers use both, and the server
@@ -276,8 +266,6 @@ int main(int argc, char** argv) {
         if (srv) {
             server = std::move(*srv);
         } else if (!o.ctl_path.empty()) {
-            pipeline->reset();
-            rte_eal_cleanup();
             return fail(srv.error());
         } else if (!o.quiet) {
             std::fprintf(stderr, "capd: no control socket: %s\n", srv.error().c_str());
@@ -289,9 +277,6 @@ int main(int argc, char** argv) {
         if (!st) {
             // Already running as the user or not: stop cleanly, files whole.
             (*pipeline)->finish();
-            server.reset();
-            pipeline->reset();
-            rte_eal_cleanup();
             return fail(st.error());
         }
     }
@@ -337,6 +322,5 @@ int main(int argc, char** argv) {
         Status st = write_summary_json(o.stats_json, s);
         if (!st) rc = fail(st.error());
     }
-    rte_eal_cleanup();
     return rc;
 }

@@ -6,7 +6,6 @@
 
 #include <fcntl.h>
 #include <getopt.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,51 +35,11 @@ unsigned long meminfo_kb(const char* field) {
 
 unsigned long free_hugepages() { return meminfo_kb("HugePages_Free:"); }
 
-uint16_t queues_per_port(const Options& o) {
-    unsigned ports = 0;
-    for (const auto& s : o.sources)
-        if (s.kind != SourceSpec::Kind::kPcapFile) ports++;
-    // With several ports, each worker takes whole ports round-robin; a single
-    // port gets one queue per worker, spread by RSS (or fanout).
-    if (ports <= 1) return static_cast<uint16_t>(o.workers);
-    return static_cast<uint16_t>(o.workers / ports > 0 ? o.workers / ports : 1);
-}
-
-EalPlan plan_eal(const Options& o, size_t memory_mb) {
+EalPlan plan_eal(const Options& o, const Placement& placement, size_t memory_mb) {
     EalPlan p;
     p.args.push_back("capd");
-
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    std::vector<int> cpus;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; c++)
-            if (CPU_ISSET(c, &set)) cpus.push_back(c);
-    if (cpus.empty()) cpus.push_back(0);
-
-    unsigned busy = o.rx_only ? o.workers : o.workers + o.writers;
-    p.oversubscribed = busy > cpus.size();
-    p.worker_lcore0 = 1;
-    p.writer_lcore0 = 1 + o.workers;
-
-    // Busy lcores get CPUs in order, wrapping when there are fewer CPUs than
-    // lcores. The main lcore mostly sleeps but wakes every few milliseconds:
-    // it floats over the CPUs no worker polls on (the writers' CPUs), so its
-    // wake-ups never preempt a worker; only when workers take every CPU does
-    // it float over all of them.
-    size_t worker_cpus = o.workers < cpus.size() ? o.workers : cpus.size();
-    size_t first_free = worker_cpus < cpus.size() ? worker_cpus : 0;
-    std::ostringstream main_set;
-    main_set << "(";
-    for (size_t i = first_free; i < cpus.size(); i++)
-        main_set << (i > first_free ? "," : "") << cpus[i];
-    main_set << ")";
-    std::ostringstream map;
-    map << "0@" << main_set.str();
-    for (unsigned l = 1; l <= busy; l++) map << "," << l << "@" << cpus[(l - 1) % cpus.size()];
-    p.args.push_back("--lcores=" + map.str());
-
-    p.cpus = static_cast<unsigned>(cpus.size());
+    p.args.push_back(placement.lcores_arg());
+    p.cpus = static_cast<unsigned>(placement.cpus.size());
     p.memory_mb = memory_mb;
     p.hugepages = free_hugepages() * 2 >= memory_mb;
     if (!p.hugepages) {
@@ -224,6 +183,17 @@ Status init_eal(EalPlan& plan) {
                                            "shows what EAL refused)"
                                          : ""));
     return Status::success();
+}
+
+Result<EalSession> EalSession::start(EalPlan& plan) {
+    Status st = init_eal(plan);
+    if (!st) return make_error(st.error());
+    if (!plan.hugepages) (void)rmdir(rte_eal_get_runtime_dir());
+    return EalSession();
+}
+
+EalSession::~EalSession() {
+    if (active_) rte_eal_cleanup();
 }
 
 }  // namespace linecap::dataplane

@@ -6,11 +6,6 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mempool.h>
-#include <rte_ring.h>
-
-#include <rte_malloc.h>
-#include <rte_rcu_qsbr.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -19,30 +14,16 @@
 
 #include "dataplane/chunk_pool.hh"
 #include "dataplane/eal.hh"
-#include "dataplane/rule_snapshot.hh"
+#include "dataplane/mempool.hh"
+#include "dataplane/rule_publisher.hh"
 #include "dataplane/source.hh"
 #include "dataplane/tcp_table.hh"
 #include "dataplane/worker.hh"
+#include "dataplane/writer_config.hh"
+#include "storage/chunk_ring.hh"
 #include "storage/writer.hh"
 
 namespace linecap::dataplane {
-
-struct RuleTotals {
-    uint64_t packets = 0, bytes = 0;
-};
-
-/* Per-rule totals of one snapshot, summed over the workers' scratch. */
-std::vector<RuleTotals> rule_totals(const RuleSnapshot& snap) {
-    std::vector<RuleTotals> t(snap.rules->rule_names().size());
-    for (const auto& sc : snap.scratch) {
-        auto c = sc->counters();
-        for (size_t r = 0; r < t.size() && r < c.size(); r++) {
-            t[r].packets += c[r].packets;
-            t[r].bytes += c[r].bytes;
-        }
-    }
-    return t;
-}
 
 /* What the control thread last saw of a source's kernel interface. `lost`
  * is written once, before `state` becomes kGone (release); readers on the
@@ -66,25 +47,22 @@ constexpr auto kLinkCheckPeriod = std::chrono::milliseconds(200);
 
 struct Pipeline::Impl {
     Options opts;
-    filters::CompileOptions copts;
-    std::atomic<RuleSnapshot*> snapshot{nullptr};
-    std::unique_ptr<RuleSnapshot> owned_snapshot;  // what `snapshot` points at
-    uint64_t generation = 0;
-    // Totals of retired snapshots, by rule name, in order of first use.
-    std::vector<std::pair<std::string, RuleTotals>> retired;
-    rte_rcu_qsbr* qsbr = nullptr;
     bool paused = false;
     const std::atomic<bool>* external_stop = nullptr;
 
-    rte_mempool* mbufs = nullptr;
-    rte_mempool* chunks = nullptr;
-    std::vector<rte_ring*> rings;
+    // The owners, in the order create() makes them: members go in reverse,
+    // so a writer goes before the rings and the chunk pool it drains, and a
+    // source (its port's queues) before the mbuf pool it takes from.
+    std::unique_ptr<RulePublisher> rules;
+    Mempool mbufs;
     std::vector<std::unique_ptr<Source>> sources;
     std::vector<std::unique_ptr<SourceHealth>> health;  // per source
     std::vector<std::unique_ptr<QueueStats>> queue_stats;
     std::vector<std::vector<QueueStats*>> queues_of_if;  // per interface
     std::vector<std::unique_ptr<WorkerContext>> workers;
     std::vector<std::unique_ptr<TcpFlowTable>> tcp_tables;  // one per worker, or none
+    Mempool chunks;
+    std::vector<std::unique_ptr<storage::ChunkRing>> rings;
     std::vector<std::unique_ptr<storage::Writer>> writers;
     std::vector<unsigned> worker_lcores, writer_lcores;
     CountLimit limit;
@@ -94,22 +72,10 @@ struct Pipeline::Impl {
     bool finished = false;
     bool hugepages = false;
 
-    Result<std::unique_ptr<RuleSnapshot>> build_snapshot(std::vector<filters::RuleSpec> specs) {
-        auto rs = filters::compile(specs, copts,
-                                   owned_snapshot ? owned_snapshot->rules.get() : nullptr);
-        if (!rs) return make_error(rs.error());
-        return snapshot_of(std::move(specs), *rs);
-    }
-
-    std::unique_ptr<RuleSnapshot> snapshot_of(std::vector<filters::RuleSpec> specs,
-                                              std::shared_ptr<const filters::RuleSet> rs) {
-        auto snap = std::make_unique<RuleSnapshot>();
-        snap->specs = std::move(specs);
-        snap->rules = std::move(rs);
-        for (unsigned w = 0; w < opts.workers; w++) snap->scratch.push_back(snap->rules->make_scratch());
-        snap->generation = ++generation;
-        return snap;
-    }
+    Status open_sources(const MbufFields& fields);
+    Status make_workers(const Placement& placement, const MbufFields& fields);
+    Status make_rings();
+    Status make_writers(const std::vector<storage::InterfaceDesc>& ifaces);
 
     /* Control thread, from wait(): notes interfaces that went down, came
      * back or were deleted, and logs each change once. Returns true when
@@ -159,30 +125,6 @@ struct Pipeline::Impl {
         }
         return true;
     }
-
-    void retire(const RuleSnapshot& old) {
-        auto names = old.rules->rule_names();
-        auto totals = rule_totals(old);
-        for (size_t r = 0; r < names.size(); r++) {
-            auto it = std::find_if(retired.begin(), retired.end(),
-                                   [&](const auto& e) { return e.first == names[r]; });
-            if (it == retired.end()) {
-                retired.emplace_back(names[r], totals[r]);
-            } else {
-                it->second.packets += totals[r].packets;
-                it->second.bytes += totals[r].bytes;
-            }
-        }
-    }
-
-    ~Impl() {
-        writers.clear();
-        if (qsbr) rte_free(qsbr);
-        sources.clear();
-        for (rte_ring* r : rings) rte_ring_free(r);
-        if (chunks) rte_mempool_free(chunks);
-        if (mbufs) rte_mempool_free(mbufs);
-    }
 };
 
 Pipeline::Pipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -210,84 +152,42 @@ size_t eal_memory_mb(const Options& o) {
     return 128 + (o.rx_only ? 0 : chunk_mb) + mbuf_mb;
 }
 
-Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
-                                                   std::vector<filters::RuleSpec> rules,
-                                                   const filters::CompileOptions& copts,
-                                                   const std::atomic<bool>* external_stop) {
-    auto im = std::make_unique<Impl>();
-    Impl& p = *im;
-    p.opts = o;
-    p.copts = copts;
-    p.external_stop = external_stop;
-    auto snap = p.build_snapshot(std::move(rules));
-    if (!snap) return make_error(snap.error());
-    p.owned_snapshot = std::move(*snap);
-    p.snapshot.store(p.owned_snapshot.get());
-    size_t qsz = rte_rcu_qsbr_get_memsize(o.workers);
-    p.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("capd_qsbr", qsz, RTE_CACHE_LINE_SIZE));
-    if (!p.qsbr || rte_rcu_qsbr_init(p.qsbr, o.workers) != 0)
-        return make_error("RCU state: out of memory");
-    for (unsigned w = 0; w < o.workers; w++) rte_rcu_qsbr_thread_register(p.qsbr, w);
-    p.hugepages = rte_eal_has_hugepages();
+/* The steps of Pipeline::create(), in order. Each leaves what it made in
+ * the Impl, whose members free it on an error. Control thread. */
 
-    // Lcores: EAL numbered them 1..workers, then the writers.
-    unsigned lc = rte_get_next_lcore(-1, 1, 0);
-    for (unsigned i = 0; i < o.workers; i++, lc = rte_get_next_lcore(lc, 1, 0)) {
-        if (lc >= RTE_MAX_LCORE) return make_error("not enough lcores for the workers");
-        p.worker_lcores.push_back(lc);
-    }
-    if (!o.rx_only)
-        for (unsigned i = 0; i < o.writers; i++, lc = rte_get_next_lcore(lc, 1, 0)) {
-            if (lc >= RTE_MAX_LCORE) return make_error("not enough lcores for the writers");
-            p.writer_lcores.push_back(lc);
-        }
-
-    auto fields = MbufFields::register_fields();
-    if (!fields) return make_error(fields.error());
-
-    uint16_t qpp = queues_per_port(o);
-    unsigned nmbufs = mbuf_pool_size(o);
-    p.mbufs = rte_pktmbuf_pool_create("capd_mbufs", nmbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
-                                      static_cast<int>(rte_socket_id()));
-    if (!p.mbufs)
-        return make_error(std::string("mbuf pool: ") + rte_strerror(rte_errno));
+Status Pipeline::Impl::open_sources(const MbufFields& fields) {
+    const Options& o = opts;
+    mbufs.reset(rte_pktmbuf_pool_create("capd_mbufs", mbuf_pool_size(o), 256, 0,
+                                        RTE_MBUF_DEFAULT_BUF_SIZE,
+                                        static_cast<int>(rte_socket_id())));
+    if (!mbufs) return make_error(std::string("mbuf pool: ") + rte_strerror(rte_errno));
 
     // The mbuf pool is shared: a null source's frames= fills all of it.
     for (const SourceSpec& s : o.sources) {
-        Status filled = fill_null_frames(s, p.mbufs);
-        if (!filled) return make_error(filled.error());
+        Status filled = fill_null_frames(s, mbufs.get());
+        if (!filled) return filled;
     }
 
+    uint16_t qpp = queues_per_port(o);
     for (unsigned i = 0; i < o.sources.size(); i++) {
         const SourceSpec& s = o.sources[i];
         Result<std::unique_ptr<Source>> src = make_error("");
         if (s.kind == SourceSpec::Kind::kPcapFile)
-            src = open_pcap_file_source(s, p.mbufs, *fields);
+            src = open_pcap_file_source(s, mbufs.get(), fields);
         else if (s.kind == SourceSpec::Kind::kAfPacket)
-            src = open_packet_ring_source(s, i, qpp, o.packet_ring_frames(), p.mbufs,
-                                          *fields);
+            src = open_packet_ring_source(s, i, qpp, o.packet_ring_frames(), mbufs.get(), fields);
         else
-            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), p.mbufs,
+            src = open_eth_source(s, i, qpp, static_cast<uint16_t>(o.rx_desc), mbufs.get(),
                                   o.xdp_generic);
         if (!src) return make_error(src.error());
-        p.sources.push_back(std::move(*src));
-        p.health.push_back(std::make_unique<SourceHealth>());
+        sources.push_back(std::move(*src));
+        health.push_back(std::make_unique<SourceHealth>());
     }
+    return Status::success();
+}
 
-    // Interfaces as the files describe them: one per source.
-    std::vector<storage::InterfaceDesc> ifaces;
-    for (const auto& s : p.sources) {
-        storage::InterfaceDesc d;
-        d.name = s->name();
-        d.filter = p.owned_snapshot->rules->filter_text();
-        d.linktype = s->linktype();
-        d.snaplen = o.snaplen;
-        ifaces.push_back(d);
-    }
-    if (o.format != storage::Format::kPcapng && !storage::single_linktype(ifaces))
-        return make_error("sources have different link types: use --format pcapng");
-
-    // Worker contexts and their queues, round-robin over workers.
+Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields& fields) {
+    const Options& o = opts;
     // -U: a partial chunk goes to the writer at the end of the loop turn
     // that filled it, not after --flush-ms.
     uint64_t flush_cycles = o.packet_buffered ? 0 : rte_get_tsc_hz() / 1000 * o.flush_ms;
@@ -296,129 +196,141 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o,
         ctx->index = w;
         ctx->format = o.format;
         ctx->snaplen = o.snaplen;
-        ctx->fields = *fields;
+        ctx->fields = fields;
         ctx->flush_cycles = flush_cycles;
-        ctx->rules = &p.snapshot;
-        ctx->qsbr = p.qsbr;
-        ctx->limit = &p.limit;
-        ctx->stop = &p.stop;
+        ctx->rules = rules->slot();
+        ctx->qsbr = rules->qsbr();
+        ctx->limit = &limit;
+        ctx->stop = &stop;
         ctx->rx_only = o.rx_only;
         if (o.tcp_flows > 0 && !o.rx_only) {
             auto t = TcpFlowTable::create(w, o.tcp_flows);
             if (!t) return make_error(t.error());
             ctx->tcp = t->get();
-            p.tcp_tables.push_back(std::move(*t));
+            tcp_tables.push_back(std::move(*t));
         }
-        p.workers.push_back(std::move(ctx));
+        workers.push_back(std::move(ctx));
     }
-    p.queues_of_if.resize(p.sources.size());
-    unsigned k = 0;
-    for (uint32_t i = 0; i < p.sources.size(); i++)
-        for (uint16_t q = 0; q < p.sources[i]->queues(); q++, k++) {
-            p.queue_stats.push_back(std::make_unique<QueueStats>());
-            p.queues_of_if[i].push_back(p.queue_stats.back().get());
-            p.workers[k % o.workers]->queues.push_back(
-                QueueRef{p.sources[i].get(), q, i, p.queue_stats.back().get()});
+
+    queues_of_if.resize(sources.size());
+    std::vector<uint16_t> queue_counts;
+    for (const auto& s : sources) queue_counts.push_back(s->queues());
+    auto assigned = assign_queues(queue_counts, o.workers);
+    for (unsigned w = 0; w < o.workers; w++)
+        for (const QueueSlot& slot : assigned[w]) {
+            queue_stats.push_back(std::make_unique<QueueStats>());
+            queues_of_if[slot.source].push_back(queue_stats.back().get());
+            workers[w]->queues.push_back(QueueRef{sources[slot.source].get(), slot.queue,
+                                                  slot.source, queue_stats.back().get()});
         }
-    // True when a worker has queues and every one comes from a source of
-    // which pred(spec) holds.
-    auto every_queue = [&](const WorkerContext& w, auto pred) {
-        if (w.queues.empty()) return false;
-        for (const QueueRef& q : w.queues)
-            if (!pred(o.sources[q.if_id])) return false;
-        return true;
-    };
-    // Workers reading only finite files may wait for their writer.
-    for (auto& w : p.workers)
-        w->lossless = every_queue(*w, [](const SourceSpec& s) {
-            return s.kind == SourceSpec::Kind::kPcapFile && !s.loop;
-        });
-    // A worker that would spin on a CPU someone else needs sleeps for a
-    // moment when its queues are empty: when busy lcores outnumber the CPUs,
-    // and when it reads only kernel interfaces (af_packet, af_xdp), whose
-    // frames the kernel receives on other CPUs, often the sender's own on a
-    // small host, and keeps in the socket's ring meanwhile. An af_packet
-    // ring hands over whole blocks (at least every 4 ms), so its workers
-    // sleep longer: a quarter of the time the ring lasts at 1 GB/s (0.512 us
-    // for each 2 KiB descriptor), from 20 us to 1 ms. On a 2-vCPU VM a
-    // paced veth sender went from 0.66 to 0.75-0.78 Mpps with the 1 ms sleep.
-    if (!o.busy_poll) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        int ncpu = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-        bool shared = o.workers + (o.rx_only ? 0 : o.writers) > static_cast<unsigned>(ncpu);
-        unsigned ring_us = std::clamp(o.packet_ring_frames() * 512u / 1000u, 20u, 1000u);
-        for (auto& w : p.workers) {
-            if (every_queue(*w, [](const SourceSpec& s) {
-                    return s.kind == SourceSpec::Kind::kAfPacket;
-                }))
-                w->idle_sleep_us = ring_us;
-            else if (shared || every_queue(*w, [](const SourceSpec& s) {
-                         return s.kind == SourceSpec::Kind::kAfPacket ||
-                                s.kind == SourceSpec::Kind::kAfXdp;
-                     }))
-                w->idle_sleep_us = 20;
+
+    for (auto& w : workers) {
+        std::vector<SourceSpec::Kind> kinds;
+        bool finite_files = !w->queues.empty();
+        for (const QueueRef& q : w->queues) {
+            const SourceSpec& spec = o.sources[q.if_id];
+            kinds.push_back(spec.kind);
+            finite_files = finite_files && spec.kind == SourceSpec::Kind::kPcapFile && !spec.loop;
         }
+        // Workers reading only finite files may wait for their writer.
+        w->lossless = finite_files;
+        w->idle_sleep_us =
+            idle_sleep_us(kinds, o.busy_poll, placement.crowded, o.packet_ring_frames());
     }
-    p.limit.enabled = o.count > 0;
-    p.limit.remaining.store(o.count);
+    limit.enabled = o.count > 0;
+    limit.remaining.store(o.count);
+    return Status::success();
+}
 
-    if (o.rx_only) return std::unique_ptr<Pipeline>(new Pipeline(std::move(im)));
-
+Status Pipeline::Impl::make_rings() {
+    const Options& o = opts;
     auto pool = make_chunk_pool("capd_chunks", chunk_pool_size(o), o.chunk_kb,
                                 static_cast<int>(rte_socket_id()));
     if (!pool) return make_error(pool.error());
-    p.chunks = pool->pool;
+    chunks.reset(pool->pool);
     for (unsigned w = 0; w < o.workers; w++) {
-        std::string name = "capd_ring" + std::to_string(w);
-        rte_ring* r = rte_ring_create(name.c_str(), o.ring_chunks,
-                                      static_cast<int>(rte_socket_id()),
-                                      RING_F_SP_ENQ | RING_F_SC_DEQ | RING_F_EXACT_SZ);
-        if (!r) return make_error("ring " + name + ": " + rte_strerror(rte_errno));
-        p.rings.push_back(r);
-        p.workers[w]->out = r;
-        p.workers[w]->chunk_pool = p.chunks;
+        auto r = storage::ChunkRing::create("capd_ring" + std::to_string(w), o.ring_chunks,
+                                            static_cast<int>(rte_socket_id()));
+        if (!r) return make_error(r.error());
+        workers[w]->out = r->get();
+        workers[w]->chunk_pool = chunks.get();
+        rings.push_back(std::move(*r));
     }
+    return Status::success();
+}
 
-    Impl* pp = &p;
+Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& ifaces) {
+    const Options& o = opts;
     for (unsigned wr = 0; wr < o.writers; wr++) {
-        storage::WriterConfig cfg;
-        cfg.files.path = o.write_path;
-        cfg.files.rotate_bytes = static_cast<uint64_t>(o.rotate_mb * 1e6);
-        cfg.files.rotate_seconds = o.rotate_seconds;
-        cfg.files.max_files = o.max_files;
-        cfg.files.post_rotate_cmd = o.post_rotate_cmd;
-        cfg.files.mode = o.file_mode;
-        cfg.files.reuse = o.reuse_files || o.preallocate;
-        cfg.files.preallocate = o.preallocate;
-        cfg.files.direct = o.direct;
-        cfg.files.writer_index = wr;
-        cfg.files.writer_count = o.writers;
-        cfg.files.owner_uid = o.run_as_uid;
-        cfg.files.owner_gid = o.run_as_gid;
-        cfg.files.child_cpus = o.start_cpus;
-        cfg.format = o.format;
+        storage::WriterConfig cfg = writer_config(o, wr);
         cfg.ifaces = ifaces;
-        cfg.application = "linecap capd 0.1.0";
-        cfg.test_delay_us = o.test_writer_delay_us;
-        cfg.test_delay_for_s = o.test_writer_delay_for_s;
-        cfg.fsync_on_close = o.fsync;
-        cfg.write_behind_bytes = uint64_t(o.write_behind_mb) << 20;
-        cfg.interface_counters = [pp](uint32_t if_id, storage::InterfaceCounters& c) {
-            SourceCounters sc = pp->sources[if_id]->counters();
-            for (QueueStats* q : pp->queues_of_if[if_id]) {
+        cfg.interface_counters = [this](uint32_t if_id, storage::InterfaceCounters& c) {
+            SourceCounters sc = sources[if_id]->counters();
+            for (QueueStats* q : queues_of_if[if_id]) {
                 c.received += q->rx_packets.load(std::memory_order_relaxed);
                 c.accepted += q->accepted.load(std::memory_order_relaxed);
             }
             c.dropped = sc.imissed + sc.ierrors + sc.nombuf;
         };
-        std::vector<rte_ring*> inputs;
-        for (unsigned w = wr; w < o.workers; w += o.writers) inputs.push_back(p.rings[w]);
-        auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, p.chunks);
+        std::vector<storage::ChunkRing*> inputs;
+        for (unsigned w = 0; w < o.workers; w++)
+            if (writer_of_worker(w, o.writers) == wr) inputs.push_back(rings[w].get());
+        auto writer = std::make_unique<storage::Writer>(std::move(cfg), inputs, chunks.get());
         // Opening the first file last: an error above leaves no file behind.
         Status st = writer->open();
+        if (!st) return st;
+        writers.push_back(std::move(writer));
+    }
+    return Status::success();
+}
+
+Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Placement& placement,
+                                                   std::vector<filters::RuleSpec> rules,
+                                                   const filters::CompileOptions& copts,
+                                                   const std::atomic<bool>* external_stop) {
+    auto im = std::make_unique<Impl>();
+    Impl& p = *im;
+    p.opts = o;
+    p.external_stop = external_stop;
+    auto publisher = RulePublisher::create(std::move(rules), copts, o.workers);
+    if (!publisher) return make_error(publisher.error());
+    p.rules = std::move(*publisher);
+    p.hugepages = rte_eal_has_hugepages();
+
+    // Lcores: the ones the plan gave EAL.
+    for (unsigned lc : placement.worker_lcores)
+        if (lc >= RTE_MAX_LCORE || !rte_lcore_is_enabled(lc))
+            return make_error("not enough lcores for the workers");
+    for (unsigned lc : placement.writer_lcores)
+        if (lc >= RTE_MAX_LCORE || !rte_lcore_is_enabled(lc))
+            return make_error("not enough lcores for the writers");
+    p.worker_lcores = placement.worker_lcores;
+    p.writer_lcores = placement.writer_lcores;
+
+    auto fields = MbufFields::register_fields();
+    if (!fields) return make_error(fields.error());
+    Status st = p.open_sources(*fields);
+    if (!st) return make_error(st.error());
+
+    // Interfaces as the files describe them: one per source.
+    std::vector<storage::InterfaceDesc> ifaces;
+    for (const auto& s : p.sources) {
+        storage::InterfaceDesc d;
+        d.name = s->name();
+        d.filter = p.rules->current().rules->filter_text();
+        d.linktype = s->linktype();
+        d.snaplen = o.snaplen;
+        ifaces.push_back(d);
+    }
+    if (o.format != storage::Format::kPcapng && !storage::single_linktype(ifaces))
+        return make_error("sources have different link types: use --format pcapng");
+
+    st = p.make_workers(placement, *fields);
+    if (!st) return make_error(st.error());
+    if (!o.rx_only) {
+        st = p.make_rings();
+        if (st) st = p.make_writers(ifaces);
         if (!st) return make_error(st.error());
-        p.writers.push_back(std::move(writer));
     }
     return std::unique_ptr<Pipeline>(new Pipeline(std::move(im)));
 }
@@ -490,8 +402,8 @@ Summary Pipeline::collect() const {
                                                              p.started)
                                    .count();
     s.hugepages = p.hugepages;
-    if (p.mbufs) s.mbufs = {rte_mempool_in_use_count(p.mbufs), p.mbufs->size};
-    if (p.chunks) s.chunks = {rte_mempool_in_use_count(p.chunks), p.chunks->size};
+    if (p.mbufs) s.mbufs = {rte_mempool_in_use_count(p.mbufs.get()), p.mbufs->size};
+    if (p.chunks) s.chunks = {rte_mempool_in_use_count(p.chunks.get()), p.chunks->size};
     for (size_t i = 0; i < p.sources.size(); i++) {
         const Source& src = *p.sources[i];
         SourceCounters c = src.counters();
@@ -556,50 +468,27 @@ Summary Pipeline::collect() const {
     if (p.opts.rx_only) s.written = 0;
 
     // Rule counters: retired snapshots' totals plus the live one's.
-    for (const auto& [name, t] : p.retired) s.rules.push_back({name, t.packets, t.bytes, false});
-    const RuleSnapshot* cur = p.owned_snapshot.get();
-    auto names = cur->rules->rule_names();
-    auto totals = rule_totals(*cur);
-    for (size_t r = 0; r < names.size(); r++) {
-        uint64_t pk = totals[r].packets, by = totals[r].bytes;
-        auto it = std::find_if(s.rules.begin(), s.rules.end(),
-                               [&](const RuleSummary& x) { return x.name == names[r]; });
-        if (it == s.rules.end()) {
-            s.rules.push_back({names[r], pk, by, true});
-        } else {
-            it->packets += pk;
-            it->bytes += by;
-            it->active = true;
-        }
-    }
+    s.rules = p.rules->totals();
     return s;
 }
 
-std::vector<filters::RuleSpec> Pipeline::rules() const { return impl_->owned_snapshot->specs; }
+std::vector<filters::RuleSpec> Pipeline::rules() const { return impl_->rules->current().specs; }
 
 std::shared_ptr<const filters::RuleSet> Pipeline::rule_set() const {
-    return impl_->owned_snapshot->rules;
+    return impl_->rules->current().rules;
 }
 
-const filters::CompileOptions& Pipeline::compile_options() const { return impl_->copts; }
+const filters::CompileOptions& Pipeline::compile_options() const {
+    return impl_->rules->compile_options();
+}
 
 Status Pipeline::replace_rules(std::vector<filters::RuleSpec> rules) {
-    auto rs = filters::compile(rules, impl_->copts, impl_->owned_snapshot->rules.get());
-    if (!rs) return make_error(rs.error());
-    return install_rules(std::move(rules), std::move(*rs));
+    return impl_->rules->replace(std::move(rules));
 }
 
 Status Pipeline::install_rules(std::vector<filters::RuleSpec> rules,
                                std::shared_ptr<const filters::RuleSet> compiled) {
-    Impl& p = *impl_;
-    std::unique_ptr<RuleSnapshot> old = std::move(p.owned_snapshot);
-    p.owned_snapshot = p.snapshot_of(std::move(rules), std::move(compiled));
-    p.snapshot.store(p.owned_snapshot.get(), std::memory_order_release);
-    // Wait until no worker can still hold the old snapshot; its counters are
-    // then final.
-    rte_rcu_qsbr_synchronize(p.qsbr, RTE_QSBR_THRID_INVALID);
-    p.retire(*old);
-    return Status::success();
+    return impl_->rules->install(std::move(rules), std::move(compiled));
 }
 
 std::vector<std::string> Pipeline::source_names() const {
@@ -695,8 +584,8 @@ nlohmann::json Pipeline::status() const {
                                 {"current_file", p.writers[i]->current_file()},
                                 {"last_error", p.writers[i]->last_error()},
                                 {"disk_error", p.writers[i]->disk_error()}});
-    j["rules"] = p.owned_snapshot->rules->rule_names();
-    j["rule_generation"] = p.owned_snapshot->generation;
+    j["rules"] = p.rules->current().rules->rule_names();
+    j["rule_generation"] = p.rules->current().generation;
     return j;
 }
 

@@ -26,6 +26,7 @@
 
 #include "ctl/diag/live.hh"
 #include "dataplane/options.hh"
+#include "dataplane/placement.hh"
 #include "dataplane/result.hh"
 #include "dataplane/summary.hh"
 #include "filters/rule_set.hh"
@@ -48,7 +49,8 @@ size_t eal_memory_mb(const Options& o);
 
 class Pipeline {
 public:
-    static Result<std::unique_ptr<Pipeline>> create(const Options& o,
+    /* `placement` is the plan EAL was started with (placement.hh). */
+    static Result<std::unique_ptr<Pipeline>> create(const Options& o, const Placement& placement,
                                                     std::vector<filters::RuleSpec> rules,
                                                     const filters::CompileOptions& copts,
                                                     const std::atomic<bool>* external_stop);

@@ -42,8 +42,8 @@ void hand_over(WorkerState& st) {
     // A file can be read more slowly; a wire cannot wait. Workers that only
     // read finite files wait for the writer instead of dropping.
     if (ctx.lossless)
-        while (rte_ring_full(ctx.out)) usleep(50);
-    if (rte_ring_sp_enqueue(ctx.out, c) == 0) {
+        while (ctx.out->full()) usleep(50);
+    if (ctx.out->enqueue(c)) {
         add(ctx.stats.chunks, 1);
         st.chunk = nullptr;
     } else {
@@ -240,7 +240,7 @@ int worker_main(void* arg) {
     // (bounded) rather than lose the last chunk.
     if (st->chunk && st->chunk->packets) {
         for (int tries = 0; tries < 50000; tries++) {
-            if (rte_ring_sp_enqueue(ctx.out, st->chunk) == 0) {
+            if (ctx.out->enqueue(st->chunk)) {
                 add(ctx.stats.chunks, 1);
                 st->chunk = nullptr;
                 break;

@@ -2,7 +2,7 @@
  *
  * Per burst: rx_burst -> timestamp -> filter hook -> encode the kept packets
  * into the current chunk (while their bytes are hot) -> free the mbufs here ->
- * hand full or old chunks to the writer over an SPSC rte_ring. A full ring or
+ * hand full or old chunks to the writer over its storage::ChunkRing. A full ring or
  * an empty chunk pool drops and counts; the worker never waits.
  *
  * Threads: the WorkerContext is built by the control thread, run by one
@@ -12,7 +12,6 @@
 
 #include <rte_mempool.h>
 #include <rte_rcu_qsbr.h>
-#include <rte_ring.h>
 
 #include <atomic>
 #include <cstdint>
@@ -24,6 +23,7 @@
 #include "dataplane/source.hh"
 #include "filters/rule_set.hh"
 #include "storage/chunk.hh"
+#include "storage/chunk_ring.hh"
 #include "storage/format.hh"
 
 namespace linecap::dataplane {
@@ -73,7 +73,7 @@ struct QueueRef {
 struct WorkerContext {
     unsigned index = 0;
     std::vector<QueueRef> queues;
-    rte_ring* out = nullptr;  // SPSC ring to this worker's writer
+    storage::ChunkRing* out = nullptr;  // SPSC ring to this worker's writer
     rte_mempool* chunk_pool = nullptr;
     storage::Format format = storage::Format::kPcapMicro;
     uint32_t snaplen = 262144;
@@ -88,7 +88,7 @@ struct WorkerContext {
     const std::atomic<bool>* stop = nullptr;
     bool rx_only = false;
     bool lossless = false;    // only finite file sources: wait for the writer, never drop
-    unsigned idle_sleep_us = 0;  // after 64 empty polls; 0: never (see Pipeline::create)
+    unsigned idle_sleep_us = 0;  // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
     TcpFlowTable* tcp = nullptr;  // live TCP table fed with accepted packets; null: off
 
     WorkerStats stats;

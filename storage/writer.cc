@@ -48,7 +48,7 @@ uint64_t wall_ns() {
 
 }  // namespace
 
-Writer::Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chunk_pool)
+Writer::Writer(WriterConfig cfg, std::vector<ChunkRing*> inputs, rte_mempool* chunk_pool)
     : cfg_(std::move(cfg)), inputs_(std::move(inputs)), pool_(chunk_pool), files_(cfg_.files) {
     if (cfg_.files.direct)
         stage_ = static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, kStageBytes));
@@ -471,9 +471,8 @@ void Writer::run() {
         // gone, and once every ring is then seen empty nothing more can come.
         bool closing = inputs_closed_.load(std::memory_order_acquire);
         unsigned got = 0;
-        for (rte_ring* r : inputs_) {
-            unsigned n = rte_ring_sc_dequeue_burst(r, reinterpret_cast<void**>(chunks),
-                                                   kDequeueBurst, nullptr);
+        for (ChunkRing* r : inputs_) {
+            unsigned n = r->dequeue_burst(chunks, kDequeueBurst);
             if (n) write_chunks(chunks, n);
             got += n;
         }

@@ -22,7 +22,6 @@
 #pragma once
 
 #include <rte_mempool.h>
-#include <rte_ring.h>
 #include <sys/uio.h>
 
 #include <atomic>
@@ -35,6 +34,7 @@
 #include <vector>
 
 #include "storage/chunk.hh"
+#include "storage/chunk_ring.hh"
 #include "storage/file_set.hh"
 #include "storage/format.hh"
 #include "storage/write_behind.hh"
@@ -76,7 +76,7 @@ struct WriterConfig {
 
 class Writer {
 public:
-    Writer(WriterConfig cfg, std::vector<rte_ring*> inputs, rte_mempool* chunk_pool);
+    Writer(WriterConfig cfg, std::vector<ChunkRing*> inputs, rte_mempool* chunk_pool);
     ~Writer();
 
     /* Opens the first file. Control thread, before run(). */
@@ -138,7 +138,7 @@ private:
     void set_error(const std::string& msg);
 
     WriterConfig cfg_;
-    std::vector<rte_ring*> inputs_;
+    std::vector<ChunkRing*> inputs_;
     rte_mempool* pool_;
     FileSet files_;
     WriterStats stats_;

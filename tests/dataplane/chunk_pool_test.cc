@@ -1,7 +1,7 @@
 /* The chunk pool hands chunks out last-in-first-out, so a capture with few
  * chunks in flight keeps touching the same few, however long it runs
- * (dataplane/chunk_pool.hh). Runs EAL without hugepages, as a fresh machine
- * does. */
+ * (dataplane/chunk_pool.hh). EAL runs without hugepages, as a fresh machine
+ * does (dataplane_test_main.cc). */
 #include <gtest/gtest.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -84,20 +84,3 @@ TEST(ChunkPool, ImpossibleSizeIsAnError) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
-    ::testing::InitGoogleTest(&argc, argv);
-    std::string prefix = "--file-prefix=chunkpool" + std::to_string(getpid());
-    std::vector<std::string> args = {"chunk_pool_test", "--no-huge", "--no-pci", "-m", "64",
-                                     "--no-shconf", prefix, "--no-telemetry",
-                                     "--log-level=*:critical", "-l", "0"};
-    std::vector<char*> argv_eal;
-    for (auto& a : args) argv_eal.push_back(a.data());
-    if (rte_eal_init(static_cast<int>(argv_eal.size()), argv_eal.data()) < 0) {
-        std::fprintf(stderr, "chunk_pool_test: EAL init failed: %s\n", rte_strerror(rte_errno));
-        return 1;
-    }
-    int rc = RUN_ALL_TESTS();
-    rte_eal_cleanup();
-    return rc;
-}
