@@ -240,11 +240,6 @@ std::string classic_listing(std::span<const ClassicInsn> prog) {
     return s;
 }
 
-uint32_t classic_run(std::span<const ClassicInsn> prog, const uint8_t* data, uint32_t wirelen,
-                     uint32_t caplen) {
-    return bpf_filter(reinterpret_cast<const bpf_insn*>(prog.data()), data, wirelen, caplen);
-}
-
 Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> prog) {
     const size_t n = prog.size();
     if (n == 0) return make_error("empty classic program");
