@@ -71,8 +71,8 @@ inline constexpr const char* kLoopMessage = "backward jump (a loop), which rte_b
  *  - loops: libpcap's `protochain` walks IPv6/IPv4 header chains with a
  *    backward `ja`; rte_bpf's verifier refuses any loop and the number of
  *    iterations depends on the packet, so it cannot be unrolled exactly. The
- *    message then contains kLoopMessage; callers run such programs with
- *    classic_run() instead;
+ *    error's code() is then ELOOP and its message contains kLoopMessage;
+ *    callers run such programs with classic_run() instead;
  *  - programs libpcap would not produce: out-of-range jumps, scratch index
  *    >= 16, shift by a constant >= 32, division by constant 0, unknown
  *    opcodes. */

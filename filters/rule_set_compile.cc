@@ -170,26 +170,28 @@ static_assert(sizeof(ClassicInsn) == 8);
 
 Status check_limits(std::span<const RuleSpec> specs, const RuleLimits& lim) {
     if (specs.size() > lim.max_rules)
-        return make_error(std::to_string(specs.size()) + " rules, more than the " +
-                          std::to_string(lim.max_rules) + " allowed");
+        return make_error(E2BIG, std::to_string(specs.size()) + " rules, more than the " +
+                                     std::to_string(lim.max_rules) + " allowed");
     size_t patterns = 0;
     for (size_t i = 0; i < specs.size(); i++) {
         const RuleSpec& r = specs[i];
         if (r.expression.size() > lim.max_expression_bytes)
-            return make_error(rule_label(r, i) + ": expression of " +
-                              std::to_string(r.expression.size()) + " bytes, more than the " +
-                              std::to_string(lim.max_expression_bytes) + " allowed");
+            return make_error(E2BIG, rule_label(r, i) + ": expression of " +
+                                         std::to_string(r.expression.size()) +
+                                         " bytes, more than the " +
+                                         std::to_string(lim.max_expression_bytes) + " allowed");
         for (size_t k = 0; k < r.patterns.size(); k++)
             if (r.patterns[k].size() > lim.max_pattern_bytes)
-                return make_error(rule_label(r, i) + ", pattern " + std::to_string(k + 1) +
-                                  ": " + std::to_string(r.patterns[k].size()) +
-                                  " bytes, more than the " +
-                                  std::to_string(lim.max_pattern_bytes) + " allowed");
+                return make_error(E2BIG, rule_label(r, i) + ", pattern " +
+                                             std::to_string(k + 1) + ": " +
+                                             std::to_string(r.patterns[k].size()) +
+                                             " bytes, more than the " +
+                                             std::to_string(lim.max_pattern_bytes) + " allowed");
         patterns += r.patterns.size();
     }
     if (patterns > lim.max_patterns)
-        return make_error(std::to_string(patterns) + " patterns in all, more than the " +
-                          std::to_string(lim.max_patterns) + " allowed");
+        return make_error(E2BIG, std::to_string(patterns) + " patterns in all, more than the " +
+                                     std::to_string(lim.max_patterns) + " allowed");
     return Status::success();
 }
 
@@ -197,7 +199,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
                                                const CompileOptions& opts,
                                                const RuleSet* previous) {
     Status within = check_limits(specs, opts.limits);
-    if (!within) return make_error(within.error());
+    if (!within) return within.failure();
     const auto* prev = dynamic_cast<const CompiledRuleSet*>(previous);
 
     // What each scope's database holds; what the child must compile.
@@ -257,9 +259,9 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             for (size_t sc = 0; sc < kScopes; sc++) {
                 if (!compile_scope[sc]) continue;
                 auto db = PatternDb::compile(patterns[sc], pattern_names[sc]);
-                if (!db) return make_error(db.error());
+                if (!db) return db.failure();
                 auto bytes = db->serialize();
-                if (!bytes) return make_error(bytes.error());
+                if (!bytes) return bytes.failure();
                 put_u32(out, db->min_length());
                 put_u32(out, static_cast<uint32_t>(bytes->size()));
                 out += *bytes;
@@ -278,7 +280,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
         if (compile_scope[0] || compile_scope[1])
             what += std::string(compile_expr.empty() ? " the" : " and the") + " patterns";
         auto answer = opts.time_limit_ms > 0 ? run_bounded(work, bo, what) : work();
-        if (!answer) return make_error(answer.error());
+        if (!answer) return answer.failure();
         Reader in(*answer);
         const std::string damaged = what + ": the compiling process sent a damaged answer";
         for (size_t i : compile_expr) {
@@ -295,7 +297,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             if (!in.u32(min_length) || !in.u32(size) || !in.bytes(size, b))
                 return make_error(damaged);
             auto db = PatternDb::deserialize(b, patterns[sc], min_length);
-            if (!db) return make_error(db.error());
+            if (!db) return db.failure();
             dbs[sc] = std::make_shared<const PatternDb>(std::move(*db));
         }
         if (!in.done()) return make_error(damaged);
@@ -315,7 +317,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             r.classic = reused[i] != nullptr ? reused[i]->classic : std::move(classic[i]);
             auto ebpf = translate_classic(r.classic);
             if (!ebpf) {
-                if (ebpf.error().find(kLoopMessage) == std::string::npos)
+                if (ebpf.code() != ELOOP)
                     return make_error(label + ": " + ebpf.error());
                 r.classic_only = true;
                 r.classic_only_reason = ebpf.error();

@@ -76,8 +76,8 @@ struct CompileOptions {
      * ("cancelled"), e.g. because capd is stopping. */
     const std::atomic<bool>* cancel = nullptr;
 };
-/* Checks `rules` against `limits` without compiling anything. Errors name
- * the rule and the cap, e.g.
+/* Checks `rules` against `limits` without compiling anything. Errors are
+ * E2BIG and name the rule and the cap, e.g.
  *   "rule 'x': expression of 70000 bytes, more than the 65536 allowed"
  *   "12000 patterns in all, more than the 10000 allowed". Any thread. */
 [[nodiscard]] Status check_limits(std::span<const RuleSpec> rules, const RuleLimits& limits);
@@ -87,6 +87,7 @@ struct CompileOptions {
  * one) and repeats libpcap's, Hyperscan's, libbpf's or rte_bpf's own words,
  * e.g. "rule 'cli': can't parse filter expression: syntax error", or says
  * which limit was hit (check_limits(), opts.time_limit_ms, opts.cancel).
+ * The code is E2BIG for a cap check_limits() refuses, EINVAL otherwise.
  *
  * libpcap and Hyperscan run in one child process per call (bounded_child.hh),
  * and only for what `previous` (the set in force, optional) does not already
