@@ -7,7 +7,7 @@ namespace linecap::ctl {
 void register_capture_handlers(HandlerTable& t, dataplane::Pipeline& p) {
     t["rotate"] = [&p](const Request&) {
         Status st = p.rotate();
-        if (!st) return Response::error(EINVAL, st.error());
+        if (!st) return Response::error(st.failure());
         return Response::ok("rotation requested: every writer closes its current file");
     };
     t["pause"] = [&p](const Request&) {

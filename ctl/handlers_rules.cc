@@ -27,7 +27,7 @@ std::optional<Response> attach_object(const Request& req, const std::string& bpf
     const bool privileged = req.peer_uid == 0 || req.peer_uid == static_cast<long long>(geteuid());
     if (privileged) {
         auto prog = filters::load_bpf_object(r.bpf_object);
-        if (!prog) return Response::error(EINVAL, "rule '" + r.name + "': " + prog.error());
+        if (!prog) return Response::error(prog.failure(), "rule '" + r.name + "': ");
         r.bpf_program = std::make_shared<const filters::BpfProgram>(std::move(*prog));
         return std::nullopt;
     }
@@ -52,48 +52,40 @@ std::optional<Response> attach_object(const Request& req, const std::string& bpf
     auto image = filters::read_object_file(dir, name);
     close(dir);
     if (!image)
-        return Response::error(
-            EINVAL, "rule '" + r.name + "': bpf object '" + label + "': " + image.error());
+        return Response::error(image.failure(),
+                               "rule '" + r.name + "': bpf object '" + label + "': ");
     auto prog = filters::load_bpf_object_image(std::move(*image), label, program);
-    if (!prog) return Response::error(EINVAL, "rule '" + r.name + "': " + prog.error());
+    if (!prog) return Response::error(prog.failure(), "rule '" + r.name + "': ");
     r.bpf_object = label + (program.empty() ? "" : ":" + program);
     r.bpf_program = std::make_shared<const filters::BpfProgram>(std::move(*prog));
     return std::nullopt;
 }
 
-/* Reads a rule from request arguments: name, expression, patterns, scan. */
-bool rule_from_args(const nlohmann::json& a, filters::RuleSpec& r, std::string& err) {
-    if (!a.contains("name") || !a["name"].is_string() || a["name"].get<std::string>().empty()) {
-        err = "a rule needs a \"name\"";
-        return false;
-    }
+/* Reads a rule from request arguments: name, expression, patterns, scan.
+ * Errors are EINVAL. */
+Result<filters::RuleSpec> rule_from_args(const nlohmann::json& a) {
+    if (!a.contains("name") || !a["name"].is_string() || a["name"].get<std::string>().empty())
+        return make_error(EINVAL, "a rule needs a \"name\"");
+    filters::RuleSpec r;
     r.name = a["name"].get<std::string>();
-    if (r.name.size() > 64 || r.name.find_first_of(" \t\n\"") != std::string::npos) {
-        err = "rule name '" + r.name + "': at most 64 characters, no spaces or quotes";
-        return false;
-    }
+    if (r.name.size() > 64 || r.name.find_first_of(" \t\n\"") != std::string::npos)
+        return make_error(EINVAL,
+                          "rule name '" + r.name + "': at most 64 characters, no spaces or quotes");
     r.expression = a.value("expression", "");
     if (a.contains("patterns")) {
-        if (!a["patterns"].is_array()) {
-            err = "\"patterns\" must be an array of strings";
-            return false;
-        }
+        if (!a["patterns"].is_array())
+            return make_error(EINVAL, "\"patterns\" must be an array of strings");
         for (const auto& p : a["patterns"]) {
-            if (!p.is_string()) {
-                err = "\"patterns\" must be an array of strings";
-                return false;
-            }
+            if (!p.is_string()) return make_error(EINVAL, "\"patterns\" must be an array of strings");
             r.patterns.push_back(p.get<std::string>());
         }
     }
     std::string scan = a.value("scan", "payload");
-    if (scan != "payload" && scan != "frame") {
-        err = "\"scan\" must be payload or frame";
-        return false;
-    }
+    if (scan != "payload" && scan != "frame")
+        return make_error(EINVAL, "\"scan\" must be payload or frame");
     r.scope = scan == "frame" ? filters::ScanScope::kFrame : filters::ScanScope::kPayload;
     r.bpf_object = a.value("bpf_object", "");
-    return true;
+    return r;
 }
 
 nlohmann::json rule_json(const filters::RuleSpec& r) {
@@ -127,7 +119,7 @@ void apply(HandlerContext ctx, const std::shared_ptr<RulesState>& state,
     }
     Status within = filters::check_limits(rules, ctx.pipeline.compile_options().limits);
     if (!within) {
-        reply.complete([msg = within.error()] { return Response::error(E2BIG, msg); });
+        reply.complete([e = within.failure()] { return Response::error(e); });  // E2BIG
         return;
     }
     // std::function needs a copyable callable; the Deferred is move-only.
@@ -141,7 +133,7 @@ void apply(HandlerContext ctx, const std::shared_ptr<RulesState>& state,
             // Compile thread: nothing here may touch the pipeline or state.
             shared_reply->complete([r, specs, p, done, state]() mutable {
                 state->changing = false;
-                if (!r) return Response::error(EINVAL, r.error());
+                if (!r) return Response::error(r.failure());
                 Status s = p->install_rules(std::move(*specs), *r);
                 if (!s) return Response::error(EIO, s.error());
                 return Response::ok(done);
@@ -173,10 +165,10 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
         return Response::ok("OK", {{"rules", list}});
     };
     t.async["rules.add"] = [ctx, state](const Request& req, Deferred reply) {
-        filters::RuleSpec r;
-        std::string err;
-        if (!rule_from_args(req.args, r, err))
-            return reply.complete([err] { return Response::error(EINVAL, err); });
+        Result<filters::RuleSpec> parsed = rule_from_args(req.args);
+        if (!parsed)
+            return reply.complete([e = parsed.failure()] { return Response::error(e); });
+        filters::RuleSpec& r = *parsed;
         auto rules = ctx.pipeline.rules();
         for (const auto& x : rules)
             if (x.name == r.name)
@@ -189,10 +181,10 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
         apply(ctx, state, std::move(rules), "rule '" + r.name + "' added", std::move(reply));
     };
     t.async["rules.replace"] = [ctx, state](const Request& req, Deferred reply) {
-        filters::RuleSpec r;
-        std::string err;
-        if (!rule_from_args(req.args, r, err))
-            return reply.complete([err] { return Response::error(EINVAL, err); });
+        Result<filters::RuleSpec> parsed = rule_from_args(req.args);
+        if (!parsed)
+            return reply.complete([e = parsed.failure()] { return Response::error(e); });
+        filters::RuleSpec& r = *parsed;
         if (auto refused = attach_object(req, ctx.bpf_dir, r))
             return reply.complete([resp = *refused] { return resp; });
         auto rules = ctx.pipeline.rules();

@@ -54,46 +54,37 @@ size_t nesting_depth(std::string_view s) {
 
 }  // namespace
 
-bool parse_request(std::string_view line, Request& out, ParseFailure& err) {
-    if (nesting_depth(line) > kMaxDepth) {
-        err = {EPROTO, "malformed request: JSON nested deeper than " + std::to_string(kMaxDepth)};
-        return false;
-    }
+Result<Request> parse_request(std::string_view line) {
+    if (nesting_depth(line) > kMaxDepth)
+        return make_error(EPROTO, "malformed request: JSON nested deeper than " +
+                                      std::to_string(kMaxDepth));
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) {
-        err = {EPROTO, "malformed request: expected one JSON object per line"};
-        return false;
-    }
+    if (j.is_discarded() || !j.is_object())
+        return make_error(EPROTO, "malformed request: expected one JSON object per line");
     auto v = j.find("v");
-    if (v == j.end() || !v->is_number_integer()) {
-        err = {EPROTO, "malformed request: missing protocol version \"v\""};
-        return false;
-    }
+    if (v == j.end() || !v->is_number_integer())
+        return make_error(EPROTO, "malformed request: missing protocol version \"v\"");
     bool same = v->is_number_unsigned() ? v->get<uint64_t>() == uint64_t(kProtocolVersion)
                                         : v->get<int64_t>() == kProtocolVersion;
-    if (!same) {
-        err = {EPROTO, "protocol version " + v->dump() + " not supported (capd speaks " +
-                           std::to_string(kProtocolVersion) + ")"};
-        return false;
-    }
+    if (!same)
+        return make_error(EPROTO, "protocol version " + v->dump() +
+                                      " not supported (capd speaks " +
+                                      std::to_string(kProtocolVersion) + ")");
     auto c = j.find("cmd");
-    if (c == j.end() || !c->is_string() || c->get<std::string>().empty()) {
-        err = {EPROTO, "malformed request: missing \"cmd\""};
-        return false;
-    }
+    if (c == j.end() || !c->is_string() || c->get<std::string>().empty())
+        return make_error(EPROTO, "malformed request: missing \"cmd\"");
+    Request out;
     out.version = kProtocolVersion;
     out.cmd = c->get<std::string>();
     auto a = j.find("args");
     if (a != j.end()) {
-        if (!a->is_object()) {
-            err = {EINVAL, "malformed request: \"args\" must be an object"};
-            return false;
-        }
+        if (!a->is_object())
+            return make_error(EINVAL, "malformed request: \"args\" must be an object");
         out.args = *a;
     } else {
         out.args = nlohmann::json::object();
     }
-    return true;
+    return out;
 }
 
 std::string encode_request(const Request& r) {

@@ -47,14 +47,18 @@ struct Response {
     static Response error(int err, std::string msg) {
         return Response{err, std::move(msg), nlohmann::json::object()};
     }
+    /* A failed Result's or Status's code is the status, its message the
+     * message: handlers map errors by code, never by their text. */
+    static Response error(const Error& e) { return error(e.code, e.message); }
+    static Response error(const Error& e, const std::string& prefix) {
+        return error(e.code, prefix + e.message);
+    }
 };
 
-/* Parses one request line. Errors carry the errno to answer with. */
-struct ParseFailure {
-    int status;
-    std::string message;
-};
-bool parse_request(std::string_view line, Request& out, ParseFailure& err);
+/* Parses one request line. An error's code() is the status to answer with:
+ * EPROTO for a line that is not a request of this protocol version, EINVAL
+ * for arguments that are not an object. */
+Result<Request> parse_request(std::string_view line);
 
 std::string encode_request(const Request& r);
 std::string encode_response(const Response& r);

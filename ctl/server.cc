@@ -218,20 +218,17 @@ ControlServer::~ControlServer() {
     unlink(opts_.path.c_str());
 }
 
-bool ControlServer::peer_allowed(int fd, uid_t& uid, std::string& why) const {
+Result<uid_t> ControlServer::peer_allowed(int fd) const {
     struct ucred cred;
     socklen_t len = sizeof(cred);
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-        why = "cannot read peer credentials";
-        return false;
-    }
-    uid = cred.uid;
-    if (cred.uid == 0 || cred.uid == geteuid()) return true;
-    if (has_group_ && user_in_group(cred.uid, cred.gid, gid_)) return true;
-    why = "permission denied: uid " + std::to_string(cred.uid) + " is not root" +
-          (has_group_ ? " and not in group '" + opts_.group + "'" : "") +
-          " (capd --ctl-group names the group allowed to control it)";
-    return false;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return make_error(EACCES, "cannot read peer credentials");
+    if (cred.uid == 0 || cred.uid == geteuid()) return cred.uid;
+    if (has_group_ && user_in_group(cred.uid, cred.gid, gid_)) return cred.uid;
+    return make_error(EACCES, "permission denied: uid " + std::to_string(cred.uid) +
+                                  " is not root" +
+                                  (has_group_ ? " and not in group '" + opts_.group + "'" : "") +
+                                  " (capd --ctl-group names the group allowed to control it)");
 }
 
 void ControlServer::log(const std::string& line) {
@@ -279,14 +276,14 @@ void ControlServer::accept_clients() {
         c->id = 0;
         c->fd = fd;
         c->last_request_ms = now_ms();
-        std::string why;
-        uid_t uid = 0;
-        if (!peer_allowed(fd, uid, why)) {
+        Result<uid_t> peer = peer_allowed(fd);
+        if (!peer) {
             counters_->refused_permission++;
-            log("refused a connection: " + why);
-            c->out = encode_response(Response::error(EACCES, why));
+            log("refused a connection: " + peer.error());
+            c->out = encode_response(Response::error(peer.failure()));
             c->close_after_write = true;
         } else {
+            const uid_t uid = *peer;
             c->uid = uid;
             unsigned total = 0, others = 0;
             for (const auto& x : clients_)
@@ -354,13 +351,13 @@ void ControlServer::queue_reply(Client& c, const Response& resp) {
 }
 
 void ControlServer::dispatch(Client& c, std::string_view line) {
-    Request req;
-    ParseFailure err;
-    Response resp;
-    if (!parse_request(line, req, err)) {
-        queue_reply(c, Response::error(err.status, err.message));
+    Result<Request> parsed = parse_request(line);
+    if (!parsed) {
+        queue_reply(c, Response::error(parsed.failure()));
         return;
     }
+    Request& req = *parsed;
+    Response resp;
     req.peer_uid = c.uid;
     update_pending();  // a status handler shows the counters as of now
     auto a = async_.find(req.cmd);

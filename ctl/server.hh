@@ -170,7 +170,8 @@ class ControlServer {
     void queue_reply(Client& c, const Response& r);
     void run_completions();
     void drop(Client& c, const std::string& why);
-    bool peer_allowed(int fd, uid_t& uid, std::string& why) const;
+    /* The peer's uid when it may control capd; EACCES and why otherwise. */
+    Result<uid_t> peer_allowed(int fd) const;
     void log(const std::string& line);
     void update_pending();
 

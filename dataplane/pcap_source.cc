@@ -48,14 +48,14 @@ FileClock file_clock(const std::string& path) {
 /* Classic pcap files are opened at their own precision, so libpcap passes
  * the 32-bit fields through unscaled (scaling overflows on out-of-range
  * fractions found in damaged files); capd converts them itself. */
-pcap_t* open_nano(const std::string& path, std::string& err, FileClock* clock = nullptr) {
+Result<pcap_t*> open_nano(const std::string& path, FileClock* clock = nullptr) {
     char errbuf[PCAP_ERRBUF_SIZE] = "";
     FileClock c = file_clock(path);
     if (clock) *clock = c;
     int precision = c == FileClock::kClassicMicro ? PCAP_TSTAMP_PRECISION_MICRO
                                                   : PCAP_TSTAMP_PRECISION_NANO;
     pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), precision, errbuf);
-    if (!p) err = errbuf;
+    if (!p) return make_error(errbuf);
     return p;
 }
 
@@ -230,14 +230,15 @@ private:
     }
 
     void reopen() {
-        std::string err;
         pcap_close(p_);
-        p_ = open_nano(path_, err, &clock_);
-        if (!p_) {
-            error_ = path_ + ": reopening for loop: " + err;
+        p_ = nullptr;
+        Result<pcap_t*> p = open_nano(path_, &clock_);
+        if (!p) {
+            error_ = path_ + ": reopening for loop: " + p.error();
             done_ = true;
             return;
         }
+        p_ = *p;
         if (FILE* f = pcap_file(p_)) offset_ = ftell(f);
         round_++;
         shift_ += (last_ts_ - first_ts_) + 1000;
@@ -266,20 +267,18 @@ private:
 }  // namespace
 
 Result<int> probe_pcap_file(const std::string& path) {
-    std::string err;
-    pcap_t* p = open_nano(path, err);
-    if (!p) return make_error("pcap:" + path + ": " + err);
-    int lt = pcap_datalink(p);
-    pcap_close(p);
+    Result<pcap_t*> p = open_nano(path);
+    if (!p) return make_error("pcap:" + path + ": " + p.error());
+    int lt = pcap_datalink(*p);
+    pcap_close(*p);
     return lt;
 }
 
 Result<std::unique_ptr<Source>> open_pcap_file_source(const SourceSpec& spec, rte_mempool* pool,
                                                       const MbufFields& fields) {
-    std::string err;
-    pcap_t* p = open_nano(spec.arg, err);
-    if (!p) return make_error("pcap:" + spec.arg + ": " + err);
-    return std::unique_ptr<Source>(new PcapFileSource(spec, p, pool, fields));
+    Result<pcap_t*> p = open_nano(spec.arg);
+    if (!p) return make_error("pcap:" + spec.arg + ": " + p.error());
+    return std::unique_ptr<Source>(new PcapFileSource(spec, *p, pool, fields));
 }
 
 Result<MbufFields> MbufFields::register_fields() {

@@ -501,9 +501,10 @@ Status Pipeline::with_tcp_tables(
     int timeout_ms, const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn) {
     Impl& p = *impl_;
     if (p.tcp_tables.empty())
-        return make_error(p.opts.rx_only ? "no TCP flow table: capd runs with --rx-only"
-                                         : "no TCP flow table: capd runs with --tcp-flows 0 "
-                                           "(start it with --tcp-flows N, e.g. 65536)");
+        return make_error(ENOTSUP, p.opts.rx_only
+                                       ? "no TCP flow table: capd runs with --rx-only"
+                                       : "no TCP flow table: capd runs with --tcp-flows 0 "
+                                         "(start it with --tcp-flows N, e.g. 65536)");
     // Ask every worker at once, so the wait is the slowest worker's, not the sum.
     for (auto& t : p.tcp_tables) t->request();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -525,8 +526,9 @@ Status Pipeline::with_tcp_tables(
                 if (ready[i]) p.tcp_tables[i]->release();
                 else late += (late.empty() ? "" : ", ") + std::to_string(i);
             }
-            return make_error("worker " + late + " did not copy its TCP flow table within " +
-                              std::to_string(timeout_ms) + " ms");
+            return make_error(ETIMEDOUT, "worker " + late +
+                                             " did not copy its TCP flow table within " +
+                                             std::to_string(timeout_ms) + " ms");
         }
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }

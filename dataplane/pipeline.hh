@@ -83,9 +83,9 @@ public:
     std::vector<std::string> source_names() const;
 
     /* Gets a copy of every worker's TCP flow table, each taken between two
-     * of its bursts, and passes the copies to fn. Errors: the tables are off
-     * (--tcp-flows 0 or --rx-only); a worker did not answer within
-     * timeout_ms (fn is then not called). */
+     * of its bursts, and passes the copies to fn. Errors: ENOTSUP, the
+     * tables are off (--tcp-flows 0 or --rx-only); ETIMEDOUT, a worker did
+     * not answer within timeout_ms (fn is then not called). */
     Status with_tcp_tables(
         int timeout_ms,
         const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn);

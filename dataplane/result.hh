@@ -1,11 +1,18 @@
-/* Result<T>: the error convention of compile-time and control code.
+/* Result<T> and Status: the error convention of compile-time and control code.
  *
- * A function that can fail returns Result<T>: either a value or a message a
- * person can act on ("rule 'web': syntax error near 'prot'"). Dataplane code
- * never uses it; it returns counts and bumps counters instead.
+ * A function that can fail returns Result<T> (a value) or Status (none):
+ * either success, or an Error made of an errno-style code and a message a
+ * person can act on ("rule 'web': syntax error near 'prot'"). The code is
+ * what programs branch on, e.g. the control handlers answer it as the
+ * protocol's status (ctl/protocol.hh); the message is what people read, and
+ * nothing parses it. make_error(msg) says EINVAL, "bad input", the common
+ * case; make_error(code, msg) says anything else (ENOENT, E2BIG, ETIMEDOUT...).
+ * To add context and keep the code: make_error(r.code(), "rule 'x': " + r.error()).
+ * Dataplane code never uses it; it returns counts and bumps counters instead.
  */
 #pragma once
 
+#include <cerrno>
 #include <string>
 #include <utility>
 #include <variant>
@@ -13,10 +20,15 @@
 namespace linecap {
 
 struct Error {
+    int code = EINVAL;  // errno value, never 0
     std::string message;
 };
 
-inline Error make_error(std::string msg) { return Error{std::move(msg)}; }
+inline Error make_error(std::string msg) { return Error{EINVAL, std::move(msg)}; }
+/* A code of 0 (no error) is taken as EINVAL: a failure always has a code. */
+inline Error make_error(int code, std::string msg) {
+    return Error{code != 0 ? code : EINVAL, std::move(msg)};
+}
 
 template <class T>
 class [[nodiscard]] Result {
@@ -30,7 +42,11 @@ public:
     const T& value() const { return std::get<0>(v_); }
     T& operator*() { return value(); }
     T* operator->() { return &value(); }
+    /* Failed results only. */
     const std::string& error() const { return std::get<1>(v_).message; }
+    const Error& failure() const { return std::get<1>(v_); }
+    /* The errno-style code; 0 for success. */
+    int code() const { return ok() ? 0 : std::get<1>(v_).code; }
 
 private:
     std::variant<T, Error> v_;
@@ -40,14 +56,17 @@ private:
 class [[nodiscard]] Status {
 public:
     Status() = default;
-    Status(Error err) : err_(std::move(err.message)), failed_(true) {}
+    Status(Error err) : err_(std::move(err)), failed_(true) {}
     static Status success() { return Status(); }
     bool ok() const { return !failed_; }
     explicit operator bool() const { return ok(); }
-    const std::string& error() const { return err_; }
+    /* The message ("" for success), the errno-style code (0 for success). */
+    const std::string& error() const { return err_.message; }
+    int code() const { return failed_ ? err_.code : 0; }
+    const Error& failure() const { return err_; }
 
 private:
-    std::string err_;
+    Error err_;
     bool failed_ = false;
 };
 

@@ -21,7 +21,7 @@
 #include "dataplane/clock.hh"
 #include "dataplane/rule_snapshot.hh"
 #include "dataplane/source.hh"
-#include "filters/rule_set.hh"
+#include "filters/rule_set_run.hh"
 #include "storage/chunk.hh"
 #include "storage/chunk_ring.hh"
 #include "storage/format.hh"

@@ -45,7 +45,7 @@
 #include <vector>
 
 #include "dataplane/result.hh"
-#include "filters/rule_set.hh"
+#include "filters/rule_set_compile.hh"
 
 namespace linecap::filters {
 

@@ -21,7 +21,7 @@
 
 #include "filters/disasm.hh"
 #include "filters/ebpf_vm.hh"
-#include "filters/rule_set.hh"
+#include "filters/rule_set_run.hh"
 
 namespace linecap::filters {
 namespace {

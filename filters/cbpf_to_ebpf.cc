@@ -240,11 +240,6 @@ std::string classic_listing(std::span<const ClassicInsn> prog) {
     return s;
 }
 
-uint32_t classic_run(std::span<const ClassicInsn> prog, const uint8_t* data, uint32_t wirelen,
-                     uint32_t caplen) {
-    return bpf_filter(reinterpret_cast<const bpf_insn*>(prog.data()), data, wirelen, caplen);
-}
-
 Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> prog) {
     const size_t n = prog.size();
     if (n == 0) return make_error("empty classic program");
@@ -270,7 +265,7 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                 // bpf_filter() adds k with 32-bit wrap-around, so a huge k
                 // jumps backwards: libpcap's protochain loops this way.
                 const uint32_t t = static_cast<uint32_t>(pc + 1) + in.k;
-                if (t <= pc) return make_error(at(pc, kLoopMessage));
+                if (t <= pc) return make_error(ELOOP, at(pc, kLoopMessage));
                 if (!mark(t)) return make_error(at(pc, "jump out of the program"));
             } else if (!mark(pc + 1 + in.jt) || !mark(pc + 1 + in.jf)) {
                 return make_error(at(pc, "jump out of the program"));

@@ -21,7 +21,8 @@
  *     it wrongly and the native code crashes): the mask goes through r4 first,
  *     as do comparisons with K >= 2^31 (eBPF immediates are sign-extended);
  *   - BPF_LD|BPF_LEN reads wirelen (libpcap passes wirelen as `len`).
- * All functions run on the control thread and may allocate.
+ * All functions but classic_run() run on the control thread and may allocate
+ * (cbpf_to_ebpf.cc); classic_run() is the run side (classic_run.cc).
  */
 #pragma once
 
@@ -58,7 +59,8 @@ Result<std::vector<ClassicInsn>> compile_classic(const std::string& expression, 
 std::string classic_listing(std::span<const ClassicInsn> prog);
 
 /* Runs libpcap's bpf_filter() (the reference semantics): returns the snap
- * length the program accepts the packet with, 0 to reject. */
+ * length the program accepts the packet with, 0 to reject. Workers run it for
+ * programs translate_classic() refuses as loops; it never allocates. */
 uint32_t classic_run(std::span<const ClassicInsn> prog, const uint8_t* data, uint32_t wirelen,
                      uint32_t caplen);
 
@@ -69,8 +71,8 @@ inline constexpr const char* kLoopMessage = "backward jump (a loop), which rte_b
  *  - loops: libpcap's `protochain` walks IPv6/IPv4 header chains with a
  *    backward `ja`; rte_bpf's verifier refuses any loop and the number of
  *    iterations depends on the packet, so it cannot be unrolled exactly. The
- *    message then contains kLoopMessage; callers run such programs with
- *    classic_run() instead;
+ *    error's code() is then ELOOP and its message contains kLoopMessage;
+ *    callers run such programs with classic_run() instead;
  *  - programs libpcap would not produce: out-of-range jumps, scratch index
  *    >= 16, shift by a constant >= 32, division by constant 0, unknown
  *    opcodes. */

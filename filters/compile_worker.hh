@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "dataplane/result.hh"
-#include "filters/rule_set.hh"
+#include "filters/rule_set_compile.hh"
 
 namespace linecap::filters {
 

@@ -1,18 +1,18 @@
 /* EbpfVm: one eBPF program loaded into DPDK's rte_bpf, run natively (x86-64
  * JIT) or by rte_bpf's interpreter.
  *
- * Cold side (control thread): load() checks the program, rewrites instruction
+ * Cold side (control thread, ebpf_vm_compile.cc): load() checks the program, rewrites instruction
  * forms that rte_bpf 22.11's JIT is known to miscompile, loads it with
  * rte_bpf_load() (which runs rte_bpf's verifier) and asks for native code with
  * rte_bpf_get_jit(). It may allocate and fail. No EAL is needed.
  *
- * Hot side (workers): run*() are const and thread-safe: a loaded program has
+ * Hot side (workers, ebpf_vm_run.cc and inline here): run*() are const and thread-safe: a loaded program has
  * no writable state of its own, so many workers may run one EbpfVm at once.
  * They never allocate, lock, log or make syscalls. Measured cost: see
  * bench/filter_bench.cc.
  *
  * Calling convention (VmArg::kPacket, the default and what filters use):
- *   r1 = const filters::Packet*  (rule_set.hh)
+ *   r1 = const filters::Packet*  (rule_set_run.hh)
  *        offset 0: const uint8_t* data   -> readable as a byte pointer
  *        offset 8: uint32_t caplen       -> bytes readable at data
  *        offset 12: uint32_t wirelen     -> original length on the wire
@@ -40,7 +40,7 @@
 #include <vector>
 
 #include "dataplane/result.hh"
-#include "filters/rule_set.hh"
+#include "filters/rule_set_run.hh"
 
 struct rte_bpf;
 struct rte_bpf_xsym;

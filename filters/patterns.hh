@@ -1,12 +1,12 @@
 /* Hyperscan payload patterns: `--pattern GET ` and `--pattern '/user-agent: curl/i'`.
  *
- * Compile side (control thread, may allocate and fail): PatternDb::compile()
- * turns the patterns of every rule into ONE block-mode Hyperscan database.
+ * Compile side (control thread, may allocate and fail; patterns_compile.cc):
+ * PatternDb::compile() turns the patterns of every rule into ONE block-mode Hyperscan database.
  * Each pattern is tagged with the index of the rule it belongs to; a scan
  * reports which rules had at least one pattern match.
  *
- * Run side (worker, never allocates, locks or logs): PatternDb::scan() and
- * scan_burst(). The database is immutable and shared read-only by all workers;
+ * Run side (worker, never allocates, locks or logs; patterns.cc):
+ * payload_span(), PatternDb::scan() and scan_burst(). The database is immutable and shared read-only by all workers;
  * each worker owns one PatternScratch, which is never shared between threads.
  *
  * Pattern syntax:
@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "dataplane/result.hh"
-#include "filters/rule_set.hh"
+#include "filters/rule_set_run.hh"
 
 struct hs_database;
 struct hs_scratch;

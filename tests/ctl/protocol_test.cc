@@ -48,17 +48,92 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// ---------------------------------------------------------------- error codes
+
+/* Result and Status (dataplane/result.hh) carry an errno-style code with the
+ * message; the control handlers answer the code as the protocol's status. */
+TEST(ErrorCode, MakeErrorWithoutCodeIsEinval) {
+    Status s = make_error("bad input");
+    EXPECT_FALSE(s.ok());
+    EXPECT_EQ(s.code(), EINVAL);
+    EXPECT_EQ(s.error(), "bad input");
+    Result<int> r = make_error("bad input");
+    EXPECT_FALSE(r.ok());
+    EXPECT_EQ(r.code(), EINVAL);
+    EXPECT_EQ(r.error(), "bad input");
+}
+
+TEST(ErrorCode, ExplicitCodeIsKept) {
+    for (int code : {ENOENT, E2BIG, EACCES, EBUSY, ETIMEDOUT, ENOTSUP, ELOOP}) {
+        Status s = make_error(code, "x");
+        EXPECT_EQ(s.code(), code);
+        EXPECT_EQ(s.failure().code, code);
+        Result<std::string> r = make_error(code, "y");
+        EXPECT_EQ(r.code(), code);
+        EXPECT_EQ(r.failure().message, "y");
+        // Passing a failure on, with or without more context, keeps its code.
+        Status passed = r.failure();
+        EXPECT_EQ(passed.code(), code);
+        Result<int> wrapped = make_error(r.code(), "rule 'x': " + r.error());
+        EXPECT_EQ(wrapped.code(), code);
+        EXPECT_EQ(wrapped.error(), "rule 'x': y");
+    }
+}
+
+TEST(ErrorCode, SuccessHasCodeZeroAndAFailureNever) {
+    Status ok = Status::success();
+    EXPECT_TRUE(ok.ok());
+    EXPECT_EQ(ok.code(), 0);
+    EXPECT_EQ(ok.error(), "");
+    Result<int> value = 7;
+    EXPECT_EQ(value.code(), 0);
+    Status zero = make_error(0, "a failure must not read as success");
+    EXPECT_FALSE(zero.ok());
+    EXPECT_EQ(zero.code(), EINVAL);
+}
+
+TEST(ErrorCode, ResponseTakesTheCodeAsStatus) {
+    Response r = Response::error(make_error(ENOTSUP, "no TCP flow table"));
+    EXPECT_EQ(r.status, ENOTSUP);
+    EXPECT_EQ(r.message, "no TCP flow table");
+    Response p = Response::error(make_error(E2BIG, "too many"), "rule 'x': ");
+    EXPECT_EQ(p.status, E2BIG);
+    EXPECT_EQ(p.message, "rule 'x': too many");
+    json j = json::parse(encode_response(p));
+    EXPECT_EQ(j["status"], E2BIG);
+    EXPECT_EQ(j["error"], "E2BIG");
+}
+
+TEST(ErrorCode, ParseRequestCodes) {
+    Result<Request> proto = parse_request("{not json");
+    EXPECT_EQ(proto.code(), EPROTO) << proto.error();
+    Result<Request> args = parse_request(R"({"v":1,"cmd":"status","args":7})");
+    EXPECT_EQ(args.code(), EINVAL) << args.error();
+    Result<Request> ok = parse_request(R"({"v":1,"cmd":"status"})");
+    EXPECT_EQ(ok.code(), 0);
+}
+
 // ---------------------------------------------------------------- protocol
+
+struct Failure {
+    int status = 0;
+    std::string message;
+};
 
 struct Parsed {
     bool ok;
     Request req;
-    ParseFailure err{0, ""};
+    Failure err;
 };
 
 Parsed parse(std::string_view line) {
+    Result<Request> r = parse_request(line);
     Parsed p{};
-    p.ok = parse_request(line, p.req, p.err);
+    p.ok = r.ok();
+    if (r)
+        p.req = *r;
+    else
+        p.err = {r.code(), r.error()};
     return p;
 }
 
@@ -83,9 +158,12 @@ TEST(ParseRequest, ArgsAndUnknownFieldsAndWhitespace) {
 
 TEST(ParseRequest, ReusedRequestGetsFreshArgs) {
     Request r;
-    ParseFailure e{0, ""};
-    ASSERT_TRUE(parse_request(R"({"v":1,"cmd":"a","args":{"x":1}})", r, e));
-    ASSERT_TRUE(parse_request(R"({"v":1,"cmd":"b"})", r, e));
+    Result<Request> a = parse_request(R"({"v":1,"cmd":"a","args":{"x":1}})");
+    ASSERT_TRUE(a.ok()) << a.error();
+    r = *a;
+    Result<Request> b = parse_request(R"({"v":1,"cmd":"b"})");
+    ASSERT_TRUE(b.ok()) << b.error();
+    r = *b;
     EXPECT_EQ(r.cmd, "b");
     EXPECT_TRUE(r.args.empty()) << r.args.dump();
 }

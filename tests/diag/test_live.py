@@ -19,10 +19,12 @@ tables see, numbered as in the file.
 Python 3 stdlib only. Environment: LINECAP_BUILD_DIR (set by meson).
 """
 
+import errno
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -284,6 +286,20 @@ class LiveDiagnose(unittest.TestCase):
         self.assertEqual(len(lines), 1, r.stderr)
         self.assertIn("--tcp-flows 0", lines[0])
         self.assertTrue(lines[0].startswith("capctl: "), lines[0])
+        # The status is the error's code (ENOTSUP), not read from its text.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(20)
+            s.connect(capd.sock)
+            s.sendall(b'{"v":1,"cmd":"diagnose"}\n')
+            line = b""
+            while not line.endswith(b"\n"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                line += b
+        j = json.loads(line)
+        self.assertEqual((j["status"], j["error"]), (errno.ENOTSUP, "ENOTSUP"), line)
+        self.assertIn("--tcp-flows 0", j["message"])
         r = capd.ctl("diagnose", "--max-flows", "10")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("--tcp-flows", r.stderr)

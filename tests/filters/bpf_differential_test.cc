@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -291,6 +292,8 @@ TEST(BpfDifferential, LoopsAreRefusedWithAClearMessage) {
         auto t = translate_classic(*c);
         ASSERT_FALSE(t.ok()) << e;
         EXPECT_NE(t.error().find(kLoopMessage), std::string::npos) << t.error();
+        // rule_set_compile.cc tells a loop from a bad program by this code.
+        EXPECT_EQ(t.code(), ELOOP) << t.error();
     }
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -139,27 +140,32 @@ TEST(RuleSetLimits, EachCapIsCheckedWithAMessageNamingRuleAndCap) {
     Status s = check_limits(long_expr, lim);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error(), "rule 'x': expression of 70003 bytes, more than the 65536 allowed");
+    EXPECT_EQ(s.code(), E2BIG);
     // compile() refuses it the same way, before libpcap sees it.
     auto rs = compile(long_expr, CompileOptions{});
     ASSERT_FALSE(rs.ok());
     EXPECT_EQ(rs.error(), s.error());
+    EXPECT_EQ(rs.code(), E2BIG);
 
     std::vector<RuleSpec> long_pattern = {rule("p", "", {"a", std::string(4097, 'x')})};
     s = check_limits(long_pattern, lim);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error(), "rule 'p', pattern 2: 4097 bytes, more than the 4096 allowed");
+    EXPECT_EQ(s.code(), E2BIG);
 
     std::vector<RuleSpec> many_patterns = {rule("p1", "", std::vector<std::string>(6000, "a")),
                                            rule("p2", "", std::vector<std::string>(4001, "b"))};
     s = check_limits(many_patterns, lim);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error(), "10001 patterns in all, more than the 10000 allowed");
+    EXPECT_EQ(s.code(), E2BIG);
 
     std::vector<RuleSpec> many_rules;
     for (int i = 0; i < 257; i++) many_rules.push_back(rule("r" + std::to_string(i), ""));
     s = check_limits(many_rules, lim);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error(), "257 rules, more than the 256 allowed");
+    EXPECT_EQ(s.code(), E2BIG);
     many_rules.pop_back();
     EXPECT_TRUE(check_limits(many_rules, lim).ok());
     // At the cap, every rule may have patterns.

@@ -9,19 +9,17 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     using namespace linecap::ctl;
     std::string_view line(reinterpret_cast<const char*>(data), size);
-    Request req;
-    ParseFailure err;
     Response resp;
-    if (parse_request(line, req, err)) {
-        resp = Response::ok(req.cmd, req.args);
+    linecap::Result<Request> req = parse_request(line);
+    if (req) {
+        resp = Response::ok(req->cmd, req->args);
         // A parsed request re-encodes and parses to the same command.
-        std::string again = encode_request(req);
-        Request req2;
-        if (!parse_request(std::string_view(again).substr(0, again.size() - 1), req2, err) ||
-            req2.cmd != req.cmd)
-            __builtin_trap();
+        std::string again = encode_request(*req);
+        linecap::Result<Request> req2 =
+            parse_request(std::string_view(again).substr(0, again.size() - 1));
+        if (!req2 || req2->cmd != req->cmd) __builtin_trap();
     } else {
-        resp = Response::error(err.status, err.message + std::string(line.substr(0, 64)));
+        resp = Response::error(req.code(), req.error() + std::string(line.substr(0, 64)));
     }
     std::string out = encode_response(resp);
     if (out.empty() || out.back() != '\n') __builtin_trap();

@@ -1,3 +1,6 @@
+/* EbpfVm, load side: checks and rewrites a program, loads it into rte_bpf
+ * (its verifier) and asks for native code. Control thread (ebpf_vm.hh); the
+ * run side is ebpf_vm_run.cc. */
 #include "filters/ebpf_vm.hh"
 
 #include <rte_bpf.h>
@@ -270,16 +273,6 @@ PacketStage::PacketStage(uint32_t reach)
 
 EbpfVm::~EbpfVm() {
     if (bpf_ != nullptr) rte_bpf_destroy(bpf_);
-}
-
-uint64_t EbpfVm::run_interpreted_ctx(void* ctx) const noexcept { return rte_bpf_exec(bpf_, ctx); }
-
-void EbpfVm::run_burst(const Packet* pkts, uint32_t n, uint64_t* rc) const noexcept {
-    if (jit_ != nullptr) {
-        for (uint32_t i = 0; i < n; i++) rc[i] = jit_(const_cast<Packet*>(&pkts[i]));
-        return;
-    }
-    for (uint32_t i = 0; i < n; i++) rc[i] = rte_bpf_exec(bpf_, const_cast<Packet*>(&pkts[i]));
 }
 
 }  // namespace linecap::filters

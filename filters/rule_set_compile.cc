@@ -1,7 +1,8 @@
-/* The compiled rule set: tcpdump expressions run as translated eBPF (or, for
- * programs that loop, on libpcap's bpf_filter()), Hyperscan patterns through
- * one PatternDb per scan scope, and eBPF objects in EbpfVm. */
-#include "filters/rule_set.hh"
+/* The compiled rule set, compile side: checks the caps, runs libpcap and
+ * Hyperscan in a bounded child, translates and loads the eBPF, and builds the
+ * CompiledRuleSet (compiled_rule_set.hh) the workers run. Control thread
+ * (rule_set_compile.hh). */
+#include "filters/rule_set_compile.hh"
 
 #include <pcap/pcap.h>
 
@@ -15,261 +16,32 @@
 #include "filters/bounded_child.hh"
 #include "filters/bpf_object.hh"
 #include "filters/cbpf_to_ebpf.hh"
+#include "filters/compiled_rule_set.hh"
 #include "filters/disasm.hh"
 #include "filters/ebpf_vm.hh"
 #include "filters/patterns.hh"
 
 namespace linecap::filters {
-namespace {
+namespace detail {
 
-/* classify_burst() works through bursts in chunks of this many packets so the
- * per-worker scratch has a fixed size. */
-constexpr uint32_t kChunk = 64;
+CompiledRuleSet::~CompiledRuleSet() = default;
 
-constexpr size_t kScopes = 2;
-size_t scope_index(ScanScope s) { return s == ScanScope::kFrame ? 1 : 0; }
-const char* scope_name(size_t i) { return i == 1 ? "frame" : "payload"; }
-
-struct CompiledRule {
-    std::string name;
-    std::string expression;
-    ScanScope scope = ScanScope::kPayload;
-
-    // Expression: `vm` runs it, or when libpcap's program loops, `classic`
-    // runs on bpf_filter() (classic_only).
-    bool has_expression = false;
-    bool classic_only = false;
-    std::string classic_only_reason;
-    std::vector<ClassicInsn> classic;
-    std::unique_ptr<EbpfVm> vm;
-
-    std::vector<std::string> patterns;
-
-    std::string bpf_object;  // spec as given
-    std::string object_label;
-    std::unique_ptr<EbpfVm> object_vm;
-    uint32_t object_reach = 0;  // BpfProgram::packet_reach
-
-    bool has_condition() const {
-        return has_expression || !patterns.empty() || object_vm != nullptr;
-    }
-    uint32_t run_expression(const Packet& p) const noexcept {
-        if (classic_only) return classic_run(classic, p.data, p.wirelen, p.caplen) != 0;
-        return vm->run(p) != 0;
-    }
-};
-
-class RuleScratch final : public Scratch {
-  public:
-    RuleScratch(size_t rules, uint32_t object_reach)
-        : counters_(rules), alive_(rules * kChunk), object_stage_(object_reach) {}
-    std::span<const RuleCounters> counters() const override { return counters_; }
-
-    std::vector<RuleCounters> counters_;
-    std::array<PatternScratch, kScopes> pattern_scratch_;
-    std::vector<uint8_t> alive_;  // [rule * kChunk + i]: rule still matches packet i
-    std::array<RuleMask, kChunk> matched_;
-    std::array<uint8_t, kChunk> want_;
-    PacketStage object_stage_;  // eBPF objects run on this copy, never on pkts[]
-};
-
-/* The patterns of one scan scope: for each rule with patterns in that scope,
- * in rule order, its pattern texts. Hyperscan ids are positions in this list,
- * so the database depends on nothing else and can be shared by two sets with
- * equal groups. */
-using PatternGroups = std::vector<std::vector<std::string>>;
-using SharedDb = std::shared_ptr<const PatternDb>;
-
-class CompiledRuleSet final : public RuleSet {
-  public:
-    CompiledRuleSet(std::vector<CompiledRule> rules, std::array<SharedDb, kScopes> dbs,
-                    std::array<PatternGroups, kScopes> groups, bool jit)
-        : rules_(std::move(rules)),
-          dbs_(std::move(dbs)),
-          groups_(std::move(groups)),
-          jit_requested_(jit) {
-        // A rule without conditions matches every packet, so the set does too.
-        match_all_ =
-            rules_.empty() || std::any_of(rules_.begin(), rules_.end(),
-                                          [](const CompiledRule& r) { return !r.has_condition(); });
-        single_unconditional_ = rules_.size() == 1 && !rules_[0].has_condition();
-        single_expression_ = rules_.size() == 1 && rules_[0].has_expression &&
-                             !rules_[0].classic_only && rules_[0].patterns.empty() &&
-                             rules_[0].object_vm == nullptr;
-        for (size_t s = 0; s < kScopes; s++)
-            for (size_t r = 0; r < rules_.size(); r++)
-                if (!rules_[r].patterns.empty() && scope_index(rules_[r].scope) == s)
-                    pattern_rules_[s].push_back(static_cast<uint32_t>(r));
-    }
-
-    uint32_t classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                            Scratch& scratch) const override;
-
-    bool matches_everything() const override { return match_all_; }
-
-    std::vector<std::string> rule_names() const override {
-        std::vector<std::string> names;
-        names.reserve(rules_.size());
-        for (const auto& r : rules_) names.push_back(r.name);
-        return names;
-    }
-
-    std::string describe() const override;
-    std::string filter_text() const override;
-
-    std::unique_ptr<Scratch> make_scratch() const override {
-        uint32_t reach = 0;
-        for (const auto& r : rules_) reach = std::max(reach, r.object_reach);
-        auto s = std::make_unique<RuleScratch>(rules_.size(), reach);
-        for (size_t i = 0; i < kScopes; i++) {
-            if (!dbs_[i]) continue;
-            auto ps = dbs_[i]->make_scratch();
-            // Only allocation can fail here, at start-up or on a rule change;
-            // there is no way to run the rules without it.
-            if (!ps) {
-                std::fprintf(stderr, "linecap: %s\n", ps.error().c_str());
-                std::abort();
-            }
-            s->pattern_scratch_[i] = std::move(*ps);
+std::unique_ptr<Scratch> CompiledRuleSet::make_scratch() const {
+    uint32_t reach = 0;
+    for (const auto& r : rules_) reach = std::max(reach, r.object_reach);
+    auto s = std::make_unique<RuleScratch>(rules_.size(), reach);
+    for (size_t i = 0; i < kScopes; i++) {
+        if (!dbs_[i]) continue;
+        auto ps = dbs_[i]->make_scratch();
+        // Only allocation can fail here, at start-up or on a rule change;
+        // there is no way to run the rules without it.
+        if (!ps) {
+            std::fprintf(stderr, "linecap: %s\n", ps.error().c_str());
+            std::abort();
         }
-        return s;
+        s->pattern_scratch_[i] = std::move(*ps);
     }
-
-    /* What compile() may take over from this set for its successor. */
-    const CompiledRule* rule_with_expression(const std::string& expression) const {
-        for (const auto& r : rules_)
-            if (r.has_expression && r.expression == expression) return &r;
-        return nullptr;
-    }
-    const PatternGroups& groups(size_t scope) const { return groups_[scope]; }
-    const SharedDb& db(size_t scope) const { return dbs_[scope]; }
-
-  private:
-    uint32_t classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                            RuleScratch& s) const noexcept;
-
-    std::vector<CompiledRule> rules_;
-    std::array<SharedDb, kScopes> dbs_;  // null: no pattern in that scope
-    std::array<PatternGroups, kScopes> groups_;
-    std::array<std::vector<uint32_t>, kScopes> pattern_rules_;
-    bool jit_requested_ = true;
-    bool match_all_ = false;
-    bool single_expression_ = false;
-    bool single_unconditional_ = false;  // the default capture: keep all, count
-};
-
-/* Cost, bursts of 32 on the 2 GHz Xeon VM this was developed on
- * (bench/filter_bench.cc): the seeds' expressions take 5-10 ns per packet
- * here (RuleSet/classify_burst; the bare JIT, Seed/jit, is the same within
- * noise) against 25-52 ns in libpcap's bpf_filter() (Seed/bpf_filter). The
- * generic path adds a few ns per rule, and Hyperscan ~160 ns per scanned
- * packet, which is why patterns are only scanned for packets whose
- * expression and object already matched. An eBPF object runs on a private
- * copy of each packet (PacketStage): one http_get.bpf.o rule costs 23-25
- * ns/packet (RuleSet/object, 2-vCPU EPYC VM under load), of which about
- * 12 ns is the copy; expressions keep the direct path. */
-uint32_t CompiledRuleSet::classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                                         Scratch& scratch) const {
-    auto& s = static_cast<RuleScratch&>(scratch);
-    // No rule at all is "no filter": every packet is captured, and no
-    // per-rule counter exists to bump.
-    if (rules_.empty()) {
-        std::memset(verdict, 1, n);
-        return n;
-    }
-    if (single_unconditional_) {
-        RuleCounters& c = s.counters_[0];
-        uint64_t bytes = 0;
-        for (uint32_t i = 0; i < n; i++) bytes += pkts[i].wirelen;
-        std::memset(verdict, 1, n);
-        c.packets += n;
-        c.bytes += bytes;
-        return n;
-    }
-    if (single_expression_) {
-        const EbpfVm& vm = *rules_[0].vm;
-        RuleCounters& c = s.counters_[0];
-        uint32_t kept = 0;
-        for (uint32_t i = 0; i < n; i++) {
-            const bool hit = vm.run(pkts[i]) != 0;
-            verdict[i] = hit;
-            kept += hit;
-            c.bytes += hit ? pkts[i].wirelen : 0;
-        }
-        c.packets += kept;
-        return kept;
-    }
-    uint32_t kept = 0;
-    for (uint32_t at = 0; at < n; at += kChunk) {
-        const uint32_t m = std::min(kChunk, n - at);
-        kept += classify_chunk(pkts + at, m, verdict + at, s);
-    }
-    return kept;
-}
-
-uint32_t CompiledRuleSet::classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                                         RuleScratch& s) const noexcept {
-    const size_t nr = rules_.size();
-    // Cheapest conditions first: expression, then eBPF object, then patterns
-    // only for packets some pattern rule still wants.
-    for (size_t r = 0; r < nr; r++) {
-        const CompiledRule& rule = rules_[r];
-        uint8_t* alive = &s.alive_[r * kChunk];
-        if (rule.has_expression) {
-            for (uint32_t i = 0; i < n; i++)
-                alive[i] = static_cast<uint8_t>(rule.run_expression(pkts[i]));
-        } else {
-            std::fill(alive, alive + n, uint8_t{1});
-        }
-        if (rule.object_vm != nullptr) {
-            // Untrusted: each packet is staged into the worker's own copy
-            // first. http_get.bpf.o (reach 142 bytes) on the JIT, bursts
-            // of 32 (bench/filter_bench Object/direct vs Object/staged,
-            // 2-vCPU EPYC VM under load): 6.3-6.5 ns/packet on the
-            // burst's Packet, 18-19 ns staged, about 2.9x; the copy and the
-            // zeroing of an earlier, longer packet's bytes are the 12 ns.
-            for (uint32_t i = 0; i < n; i++)
-                if (alive[i]) alive[i] = rule.object_vm->run(s.object_stage_.stage(pkts[i])) != 0;
-        }
-    }
-    for (size_t sc = 0; sc < kScopes; sc++) {
-        const auto& prules = pattern_rules_[sc];
-        if (prules.empty()) continue;
-        bool any = false;
-        for (uint32_t i = 0; i < n; i++) {
-            uint8_t w = 0;
-            for (uint32_t r : prules) w |= s.alive_[r * kChunk + i];
-            s.want_[i] = w;
-            any |= w != 0;
-        }
-        if (!any) {
-            for (uint32_t r : prules) std::fill_n(&s.alive_[r * kChunk], n, uint8_t{0});
-            continue;
-        }
-        dbs_[sc]->scan_burst(pkts, n, sc == 1 ? ScanScope::kFrame : ScanScope::kPayload,
-                             s.pattern_scratch_[sc], s.matched_.data(), s.want_.data());
-        // The database reports a rule by its position among the scope's
-        // pattern rules.
-        for (uint32_t j = 0; j < prules.size(); j++) {
-            uint8_t* alive = &s.alive_[prules[j] * kChunk];
-            for (uint32_t i = 0; i < n; i++)
-                alive[i] &= static_cast<uint8_t>(s.matched_[i].test(j));
-        }
-    }
-    std::fill(verdict, verdict + n, uint8_t{0});
-    for (size_t r = 0; r < nr; r++) {
-        const uint8_t* alive = &s.alive_[r * kChunk];
-        RuleCounters& c = s.counters_[r];
-        for (uint32_t i = 0; i < n; i++) {
-            if (!alive[i]) continue;
-            verdict[i] = 1;
-            c.packets++;
-            c.bytes += pkts[i].wirelen;
-        }
-    }
-    uint32_t kept = 0;
-    for (uint32_t i = 0; i < n; i++) kept += verdict[i];
-    return kept;
+    return s;
 }
 
 std::string CompiledRuleSet::describe() const {
@@ -350,6 +122,17 @@ std::string CompiledRuleSet::filter_text() const {
     return out;
 }
 
+}  // namespace detail
+
+namespace {
+
+using detail::CompiledRule;
+using detail::CompiledRuleSet;
+using detail::kScopes;
+using detail::PatternGroups;
+using detail::scope_index;
+using detail::SharedDb;
+
 std::string rule_label(const RuleSpec& r, size_t index) {
     return r.name.empty() ? "rule #" + std::to_string(index) : "rule '" + r.name + "'";
 }
@@ -387,26 +170,28 @@ static_assert(sizeof(ClassicInsn) == 8);
 
 Status check_limits(std::span<const RuleSpec> specs, const RuleLimits& lim) {
     if (specs.size() > lim.max_rules)
-        return make_error(std::to_string(specs.size()) + " rules, more than the " +
-                          std::to_string(lim.max_rules) + " allowed");
+        return make_error(E2BIG, std::to_string(specs.size()) + " rules, more than the " +
+                                     std::to_string(lim.max_rules) + " allowed");
     size_t patterns = 0;
     for (size_t i = 0; i < specs.size(); i++) {
         const RuleSpec& r = specs[i];
         if (r.expression.size() > lim.max_expression_bytes)
-            return make_error(rule_label(r, i) + ": expression of " +
-                              std::to_string(r.expression.size()) + " bytes, more than the " +
-                              std::to_string(lim.max_expression_bytes) + " allowed");
+            return make_error(E2BIG, rule_label(r, i) + ": expression of " +
+                                         std::to_string(r.expression.size()) +
+                                         " bytes, more than the " +
+                                         std::to_string(lim.max_expression_bytes) + " allowed");
         for (size_t k = 0; k < r.patterns.size(); k++)
             if (r.patterns[k].size() > lim.max_pattern_bytes)
-                return make_error(rule_label(r, i) + ", pattern " + std::to_string(k + 1) +
-                                  ": " + std::to_string(r.patterns[k].size()) +
-                                  " bytes, more than the " +
-                                  std::to_string(lim.max_pattern_bytes) + " allowed");
+                return make_error(E2BIG, rule_label(r, i) + ", pattern " +
+                                             std::to_string(k + 1) + ": " +
+                                             std::to_string(r.patterns[k].size()) +
+                                             " bytes, more than the " +
+                                             std::to_string(lim.max_pattern_bytes) + " allowed");
         patterns += r.patterns.size();
     }
     if (patterns > lim.max_patterns)
-        return make_error(std::to_string(patterns) + " patterns in all, more than the " +
-                          std::to_string(lim.max_patterns) + " allowed");
+        return make_error(E2BIG, std::to_string(patterns) + " patterns in all, more than the " +
+                                     std::to_string(lim.max_patterns) + " allowed");
     return Status::success();
 }
 
@@ -414,7 +199,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
                                                const CompileOptions& opts,
                                                const RuleSet* previous) {
     Status within = check_limits(specs, opts.limits);
-    if (!within) return make_error(within.error());
+    if (!within) return within.failure();
     const auto* prev = dynamic_cast<const CompiledRuleSet*>(previous);
 
     // What each scope's database holds; what the child must compile.
@@ -474,9 +259,9 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             for (size_t sc = 0; sc < kScopes; sc++) {
                 if (!compile_scope[sc]) continue;
                 auto db = PatternDb::compile(patterns[sc], pattern_names[sc]);
-                if (!db) return make_error(db.error());
+                if (!db) return db.failure();
                 auto bytes = db->serialize();
-                if (!bytes) return make_error(bytes.error());
+                if (!bytes) return bytes.failure();
                 put_u32(out, db->min_length());
                 put_u32(out, static_cast<uint32_t>(bytes->size()));
                 out += *bytes;
@@ -495,7 +280,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
         if (compile_scope[0] || compile_scope[1])
             what += std::string(compile_expr.empty() ? " the" : " and the") + " patterns";
         auto answer = opts.time_limit_ms > 0 ? run_bounded(work, bo, what) : work();
-        if (!answer) return make_error(answer.error());
+        if (!answer) return answer.failure();
         Reader in(*answer);
         const std::string damaged = what + ": the compiling process sent a damaged answer";
         for (size_t i : compile_expr) {
@@ -512,7 +297,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             if (!in.u32(min_length) || !in.u32(size) || !in.bytes(size, b))
                 return make_error(damaged);
             auto db = PatternDb::deserialize(b, patterns[sc], min_length);
-            if (!db) return make_error(db.error());
+            if (!db) return db.failure();
             dbs[sc] = std::make_shared<const PatternDb>(std::move(*db));
         }
         if (!in.done()) return make_error(damaged);
@@ -532,7 +317,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             r.classic = reused[i] != nullptr ? reused[i]->classic : std::move(classic[i]);
             auto ebpf = translate_classic(r.classic);
             if (!ebpf) {
-                if (ebpf.error().find(kLoopMessage) == std::string::npos)
+                if (ebpf.code() != ELOOP)
                     return make_error(label + ": " + ebpf.error());
                 r.classic_only = true;
                 r.classic_only_reason = ebpf.error();
