@@ -24,11 +24,11 @@
 #include <string>
 #include <vector>
 
-#include "ctl/diag/live.hh"
 #include "dataplane/options.hh"
 #include "dataplane/result.hh"
 #include "dataplane/summary.hh"
 #include "filters/rule_set.hh"
+#include "packet/tcp_tracker.hh"
 
 namespace linecap::dataplane {
 
@@ -86,7 +86,7 @@ public:
      * timeout_ms (fn is then not called). */
     Status with_tcp_tables(
         int timeout_ms,
-        const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn);
+        const std::function<void(const std::vector<packet::TableView>&)>& fn);
 
     /* Asks every writer for a new file. Error: the output is standard
      * output (-w -), which never rotates. */

@@ -4,15 +4,15 @@
 
 #include <new>
 
-#include "ctl/diag/packet.hh"
 #include "dataplane/worker.hh"
+#include "packet/decode.hh"
 
 namespace linecap::dataplane {
 namespace {
 
-using ctl::diag::DecodedPacket;
-using ctl::diag::DecodeStatus;
-using ctl::diag::FrameRef;
+using packet::DecodedPacket;
+using packet::DecodeStatus;
+using packet::FrameRef;
 
 constexpr uint16_t kLinktypeEthernet = 1;
 
@@ -34,7 +34,7 @@ __rte_always_inline bool maybe_tcp_ethernet(const uint8_t* d, uint32_t len) {
 
 Result<std::unique_ptr<TcpFlowTable>> TcpFlowTable::create(unsigned worker, uint32_t capacity) {
     if (capacity == 0) return make_error("TCP flow table: capacity must be at least 1");
-    const size_t bytes = size_t(capacity) * sizeof(ctl::diag::TcpConn);
+    const size_t bytes = size_t(capacity) * sizeof(packet::TcpConn);
     // Reserved, not committed: pages exist only while a snapshot is read.
     // Huge pages: a full 65536-connection copy faults 24 pages, not 12000
     // (tcp_table_bench Snapshot65536: 21 ms instead of 40 ms).
@@ -57,7 +57,7 @@ Result<std::unique_ptr<TcpFlowTable>> TcpFlowTable::create(unsigned worker, uint
 TcpFlowTable::TcpFlowTable(unsigned worker, uint32_t capacity, void* area, size_t area_bytes)
     : tracker_(capacity),
       worker_(worker),
-      area_(static_cast<ctl::diag::TcpConn*>(area)),
+      area_(static_cast<packet::TcpConn*>(area)),
       area_bytes_(area_bytes) {}
 
 TcpFlowTable::~TcpFlowTable() { munmap(area_, area_bytes_); }
@@ -77,7 +77,7 @@ void TcpFlowTable::feed_burst(const WorkerContext& ctx, const QueueRef& q, rte_m
         const uint32_t len = m->data_len;
         if (ethernet && !maybe_tcp_ethernet(d, len)) continue;
         DecodedPacket p;
-        if (ctl::diag::decode_packet(lt, d, len, p) != DecodeStatus::kOk) continue;
+        if (packet::decode_packet(lt, d, len, p) != DecodeStatus::kOk) continue;
         uint64_t ts;
         if (m->ol_flags & ctx.fields.ts_flag) {
             ts = ctx.fields.timestamp(m);
@@ -94,7 +94,7 @@ void TcpFlowTable::feed_burst(const WorkerContext& ctx, const QueueRef& q, rte_m
 
 void TcpFlowTable::copy_out(uint64_t req) {
     uint32_t k = 0;
-    tracker_.for_each([&](const ctl::diag::TcpConn& c) { area_[k++] = c; });
+    tracker_.for_each([&](const packet::TcpConn& c) { area_[k++] = c; });
     snap_count_ = k;
     snap_counters_ = tracker_.counters();
     snap_seen_ = packets_seen_;
@@ -114,11 +114,11 @@ bool TcpFlowTable::ready(bool worker_done) {
     return true;
 }
 
-ctl::diag::TableView TcpFlowTable::view() const {
-    ctl::diag::TableView v;
+packet::TableView TcpFlowTable::view() const {
+    packet::TableView v;
     v.worker = worker_;
     v.capacity = tracker_.capacity();
-    v.conns = std::span<const ctl::diag::TcpConn>(area_, snap_count_);
+    v.conns = std::span<const packet::TcpConn>(area_, snap_count_);
     v.counters = snap_counters_;
     v.packets_seen = snap_seen_;
     v.last_ts = snap_last_ts_;
@@ -126,7 +126,7 @@ ctl::diag::TableView TcpFlowTable::view() const {
 }
 
 void TcpFlowTable::release() {
-    const size_t used = size_t(snap_count_) * sizeof(ctl::diag::TcpConn);
+    const size_t used = size_t(snap_count_) * sizeof(packet::TcpConn);
     if (used > 0) madvise(area_, used, MADV_DONTNEED);
     snap_count_ = 0;
 }

@@ -16,9 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "ctl/diag/tcp_tracker.hh"
+#include "packet/tcp_tracker.hh"
 
 namespace linecap::ctl::diag {
+
+/* The file tools are built on the decoder and TCP tracker that capd's
+ * workers use (packet/); their names are used here unqualified. */
+using namespace linecap::packet;
 
 /* Most severe first: the order of the ranking. */
 enum class Verdict : uint8_t {

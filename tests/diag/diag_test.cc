@@ -14,8 +14,8 @@
 #include "ctl/diag/compare.hh"
 #include "ctl/diag/diagnose.hh"
 #include "ctl/diag/live.hh"
-#include "ctl/diag/packet.hh"
-#include "ctl/diag/tcp_tracker.hh"
+#include "packet/decode.hh"
+#include "packet/tcp_tracker.hh"
 #include "tests/diag/capture_builder.hh"
 #include "tests/diag/scenarios.hh"
 

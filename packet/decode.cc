@@ -1,4 +1,4 @@
-#include "ctl/diag/packet.hh"
+#include "packet/decode.hh"
 
 #include <arpa/inet.h>
 
@@ -6,7 +6,7 @@
 #include <charconv>
 #include <cstring>
 
-namespace linecap::ctl::diag {
+namespace linecap::packet {
 
 namespace {
 
@@ -276,4 +276,4 @@ bool parse_endpoint(std::string_view text, Endpoint& out, bool& has_port) {
     return true;
 }
 
-}  // namespace linecap::ctl::diag
+}  // namespace linecap::packet

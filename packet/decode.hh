@@ -18,7 +18,7 @@
 #include <string>
 #include <string_view>
 
-namespace linecap::ctl::diag {
+namespace linecap::packet {
 
 enum class Family : uint8_t { kNone = 0, kIpv4 = 4, kIpv6 = 6 };
 
@@ -106,4 +106,4 @@ inline bool seq_lt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) 
 inline bool seq_le(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) <= 0; }
 inline bool seq_gt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) > 0; }
 
-}  // namespace linecap::ctl::diag
+}  // namespace linecap::packet

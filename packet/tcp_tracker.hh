@@ -22,12 +22,13 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <span>
 #include <type_traits>
 #include <vector>
 
-#include "ctl/diag/packet.hh"
+#include "packet/decode.hh"
 
-namespace linecap::ctl::diag {
+namespace linecap::packet {
 
 /* A frame in a set of capture files: file index and 1-based frame number. */
 struct FrameRef {
@@ -183,8 +184,19 @@ class TcpTracker {
     TrackerCounters counters_;
 };
 
+/* A copy of one capture worker's table, taken between two bursts
+ * (dataplane/tcp_table.hh), for the live diagnosis (ctl/diag/live.hh). */
+struct TableView {
+    unsigned worker = 0;
+    uint32_t capacity = 0;
+    std::span<const TcpConn> conns; /* the connections in the table */
+    TrackerCounters counters;
+    uint64_t packets_seen = 0; /* accepted packets offered to the table */
+    uint64_t last_ts = 0;      /* timestamp of the last TCP packet fed */
+};
+
 /* Applies one segment to a connection; d is the index of the sender in
  * c.ep. Exposed for tests; TcpTracker::update() calls it. */
 void tcp_conn_update(TcpConn& c, int d, const DecodedPacket& p, uint64_t ts_ns, FrameRef frame);
 
-}  // namespace linecap::ctl::diag
+}  // namespace linecap::packet

@@ -1,11 +1,11 @@
-#include "ctl/diag/tcp_tracker.hh"
+#include "packet/tcp_tracker.hh"
 
 #include <sys/mman.h>
 
 #include <cstring>
 #include <new>
 
-namespace linecap::ctl::diag {
+namespace linecap::packet {
 
 namespace {
 
@@ -329,4 +329,4 @@ bool TcpTracker::update(const DecodedPacket& p, uint64_t ts_ns, FrameRef frame) 
     return true;
 }
 
-}  // namespace linecap::ctl::diag
+}  // namespace linecap::packet
