@@ -6,6 +6,7 @@
 
 #include "dataplane/worker.hh"
 #include "packet/decode.hh"
+#include "packet/headers.hh"
 
 namespace linecap::dataplane {
 namespace {
@@ -15,20 +16,6 @@ using packet::DecodeStatus;
 using packet::FrameRef;
 
 constexpr uint16_t kLinktypeEthernet = 1;
-
-/* Ethernet frames that cannot carry TCP, refused before the decoder: an
- * all-zero or ARP frame costs one length test and two loads. VLAN tags and
- * IPv6 extension headers go to the decoder. */
-__rte_always_inline bool maybe_tcp_ethernet(const uint8_t* d, uint32_t len) {
-    if (len < 14 + 20 + 20) return false;
-    const uint16_t type = static_cast<uint16_t>(d[12] << 8 | d[13]);
-    if (type == 0x0800) return d[14 + 9] == 6;
-    if (type == 0x86dd) {
-        const uint8_t nh = d[14 + 6];
-        return nh == 6 || nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60;
-    }
-    return type == 0x8100 || type == 0x88a8 || type == 0x9100;
-}
 
 }  // namespace
 
@@ -75,7 +62,7 @@ void TcpFlowTable::feed_burst(const WorkerContext& ctx, const QueueRef& q, rte_m
         const rte_mbuf* m = pkts[i];
         const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
         const uint32_t len = m->data_len;
-        if (ethernet && !maybe_tcp_ethernet(d, len)) continue;
+        if (ethernet && !packet::ethernet_may_carry_tcp(d, len)) continue;
         DecodedPacket p;
         if (packet::decode_packet(lt, d, len, p) != DecodeStatus::kOk) continue;
         uint64_t ts;

@@ -5,7 +5,8 @@
  * -c: what the capture sees), once per burst. The table is a
  * packet::TcpTracker: fixed memory allocated here, LRU eviction counted,
  * no allocation, lock or syscall per packet. Non-TCP Ethernet frames are
- * refused after two header loads, before the decoder runs.
+ * refused after two header loads (packet::ethernet_may_carry_tcp(), by the
+ * header walker's rules), before the decoder runs.
  *
  * Snapshots without locking the hot path: the control thread bumps a
  * request number; the worker, between two bursts (serve(), one relaxed load
