@@ -32,17 +32,24 @@ Result<std::unique_ptr<TcpFlowTable>> TcpFlowTable::create(unsigned worker, uint
         return make_error("TCP flow table of worker " + std::to_string(worker) + " (" +
                           std::to_string(capacity) + " connections): cannot map " +
                           std::to_string(bytes >> 20) + " MiB for snapshots");
-    try {
-        return std::unique_ptr<TcpFlowTable>(new TcpFlowTable(worker, capacity, area, bytes));
-    } catch (const std::bad_alloc&) {
+    auto tracker = packet::TcpTracker::create(capacity);
+    if (!tracker) {
+        munmap(area, bytes);
+        return make_error("TCP flow table of worker " + std::to_string(worker) + ": " +
+                          tracker.error());
+    }
+    auto* t = new (std::nothrow) TcpFlowTable(worker, std::move(*tracker), area, bytes);
+    if (t == nullptr) {
         munmap(area, bytes);
         return make_error("TCP flow table of worker " + std::to_string(worker) + " (" +
                           std::to_string(capacity) + " connections): out of memory");
     }
+    return std::unique_ptr<TcpFlowTable>(t);
 }
 
-TcpFlowTable::TcpFlowTable(unsigned worker, uint32_t capacity, void* area, size_t area_bytes)
-    : tracker_(capacity),
+TcpFlowTable::TcpFlowTable(unsigned worker, packet::TcpTracker tracker, void* area,
+                           size_t area_bytes)
+    : tracker_(std::move(tracker)),
       worker_(worker),
       area_(static_cast<packet::TcpConn*>(area)),
       area_bytes_(area_bytes) {}

@@ -83,7 +83,7 @@ public:
     uint32_t capacity() const { return tracker_.capacity(); }
 
 private:
-    TcpFlowTable(unsigned worker, uint32_t capacity, void* area, size_t area_bytes);
+    TcpFlowTable(unsigned worker, packet::TcpTracker tracker, void* area, size_t area_bytes);
     void copy_out(uint64_t req);
 
     packet::TcpTracker tracker_;

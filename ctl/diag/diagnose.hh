@@ -126,7 +126,9 @@ void rank_connections(DiagnoseReport& r);
 
 /* Reads the files in the order given (a rotated set is one capture) and
  * diagnoses every TCP connection. Unreadable or damaged files are recorded
- * in files[i].error; the others are still analysed. */
+ * in files[i].error; the others are still analysed. A tracker of
+ * opt.max_flows connections that cannot be allocated is every file's
+ * error. */
 DiagnoseReport diagnose_files(const std::vector<std::string>& paths,
                               const DiagnoseOptions& opt = {});
 
