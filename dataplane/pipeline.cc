@@ -498,7 +498,7 @@ std::vector<std::string> Pipeline::source_names() const {
 }
 
 Status Pipeline::with_tcp_tables(
-    int timeout_ms, const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn) {
+    int timeout_ms, const std::function<void(const std::vector<packet::TableView>&)>& fn) {
     Impl& p = *impl_;
     if (p.tcp_tables.empty())
         return make_error(ENOTSUP, p.opts.rx_only
@@ -532,7 +532,7 @@ Status Pipeline::with_tcp_tables(
         }
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    std::vector<ctl::diag::TableView> views;
+    std::vector<packet::TableView> views;
     for (auto& t : p.tcp_tables) views.push_back(t->view());
     fn(views);
     for (auto& t : p.tcp_tables) t->release();

@@ -24,12 +24,12 @@
 #include <string>
 #include <vector>
 
-#include "ctl/diag/live.hh"
 #include "dataplane/options.hh"
 #include "dataplane/placement.hh"
 #include "dataplane/result.hh"
 #include "dataplane/summary.hh"
 #include "filters/rule_set.hh"
+#include "packet/tcp_tracker.hh"
 
 namespace linecap::dataplane {
 
@@ -88,7 +88,7 @@ public:
      * not answer within timeout_ms (fn is then not called). */
     Status with_tcp_tables(
         int timeout_ms,
-        const std::function<void(const std::vector<ctl::diag::TableView>&)>& fn);
+        const std::function<void(const std::vector<packet::TableView>&)>& fn);
 
     /* Asks every writer for a new file. Error: the output is standard
      * output (-w -), which never rotates. */

@@ -4,37 +4,24 @@
 
 #include <new>
 
-#include "ctl/diag/packet.hh"
 #include "dataplane/worker.hh"
+#include "packet/decode.hh"
+#include "packet/headers.hh"
 
 namespace linecap::dataplane {
 namespace {
 
-using ctl::diag::DecodedPacket;
-using ctl::diag::DecodeStatus;
-using ctl::diag::FrameRef;
+using packet::DecodedPacket;
+using packet::DecodeStatus;
+using packet::FrameRef;
 
 constexpr uint16_t kLinktypeEthernet = 1;
-
-/* Ethernet frames that cannot carry TCP, refused before the decoder: an
- * all-zero or ARP frame costs one length test and two loads. VLAN tags and
- * IPv6 extension headers go to the decoder. */
-__rte_always_inline bool maybe_tcp_ethernet(const uint8_t* d, uint32_t len) {
-    if (len < 14 + 20 + 20) return false;
-    const uint16_t type = static_cast<uint16_t>(d[12] << 8 | d[13]);
-    if (type == 0x0800) return d[14 + 9] == 6;
-    if (type == 0x86dd) {
-        const uint8_t nh = d[14 + 6];
-        return nh == 6 || nh == 0 || nh == 43 || nh == 44 || nh == 51 || nh == 60;
-    }
-    return type == 0x8100 || type == 0x88a8 || type == 0x9100;
-}
 
 }  // namespace
 
 Result<std::unique_ptr<TcpFlowTable>> TcpFlowTable::create(unsigned worker, uint32_t capacity) {
     if (capacity == 0) return make_error("TCP flow table: capacity must be at least 1");
-    const size_t bytes = size_t(capacity) * sizeof(ctl::diag::TcpConn);
+    const size_t bytes = size_t(capacity) * sizeof(packet::TcpConn);
     // Reserved, not committed: pages exist only while a snapshot is read.
     // Huge pages: a full 65536-connection copy faults 24 pages, not 12000
     // (tcp_table_bench Snapshot65536: 21 ms instead of 40 ms).
@@ -45,19 +32,26 @@ Result<std::unique_ptr<TcpFlowTable>> TcpFlowTable::create(unsigned worker, uint
         return make_error("TCP flow table of worker " + std::to_string(worker) + " (" +
                           std::to_string(capacity) + " connections): cannot map " +
                           std::to_string(bytes >> 20) + " MiB for snapshots");
-    try {
-        return std::unique_ptr<TcpFlowTable>(new TcpFlowTable(worker, capacity, area, bytes));
-    } catch (const std::bad_alloc&) {
+    auto tracker = packet::TcpTracker::create(capacity);
+    if (!tracker) {
+        munmap(area, bytes);
+        return make_error("TCP flow table of worker " + std::to_string(worker) + ": " +
+                          tracker.error());
+    }
+    auto* t = new (std::nothrow) TcpFlowTable(worker, std::move(*tracker), area, bytes);
+    if (t == nullptr) {
         munmap(area, bytes);
         return make_error("TCP flow table of worker " + std::to_string(worker) + " (" +
                           std::to_string(capacity) + " connections): out of memory");
     }
+    return std::unique_ptr<TcpFlowTable>(t);
 }
 
-TcpFlowTable::TcpFlowTable(unsigned worker, uint32_t capacity, void* area, size_t area_bytes)
-    : tracker_(capacity),
+TcpFlowTable::TcpFlowTable(unsigned worker, packet::TcpTracker tracker, void* area,
+                           size_t area_bytes)
+    : tracker_(std::move(tracker)),
       worker_(worker),
-      area_(static_cast<ctl::diag::TcpConn*>(area)),
+      area_(static_cast<packet::TcpConn*>(area)),
       area_bytes_(area_bytes) {}
 
 TcpFlowTable::~TcpFlowTable() { munmap(area_, area_bytes_); }
@@ -75,9 +69,9 @@ void TcpFlowTable::feed_burst(const WorkerContext& ctx, const QueueRef& q, rte_m
         const rte_mbuf* m = pkts[i];
         const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
         const uint32_t len = m->data_len;
-        if (ethernet && !maybe_tcp_ethernet(d, len)) continue;
+        if (ethernet && !packet::ethernet_may_carry_tcp(d, len)) continue;
         DecodedPacket p;
-        if (ctl::diag::decode_packet(lt, d, len, p) != DecodeStatus::kOk) continue;
+        if (packet::decode_packet(lt, d, len, p) != DecodeStatus::kOk) continue;
         uint64_t ts;
         if (m->ol_flags & ctx.fields.ts_flag) {
             ts = ctx.fields.timestamp(m);
@@ -94,7 +88,7 @@ void TcpFlowTable::feed_burst(const WorkerContext& ctx, const QueueRef& q, rte_m
 
 void TcpFlowTable::copy_out(uint64_t req) {
     uint32_t k = 0;
-    tracker_.for_each([&](const ctl::diag::TcpConn& c) { area_[k++] = c; });
+    tracker_.for_each([&](const packet::TcpConn& c) { area_[k++] = c; });
     snap_count_ = k;
     snap_counters_ = tracker_.counters();
     snap_seen_ = packets_seen_;
@@ -114,11 +108,11 @@ bool TcpFlowTable::ready(bool worker_done) {
     return true;
 }
 
-ctl::diag::TableView TcpFlowTable::view() const {
-    ctl::diag::TableView v;
+packet::TableView TcpFlowTable::view() const {
+    packet::TableView v;
     v.worker = worker_;
     v.capacity = tracker_.capacity();
-    v.conns = std::span<const ctl::diag::TcpConn>(area_, snap_count_);
+    v.conns = std::span<const packet::TcpConn>(area_, snap_count_);
     v.counters = snap_counters_;
     v.packets_seen = snap_seen_;
     v.last_ts = snap_last_ts_;
@@ -126,7 +120,7 @@ ctl::diag::TableView TcpFlowTable::view() const {
 }
 
 void TcpFlowTable::release() {
-    const size_t used = size_t(snap_count_) * sizeof(ctl::diag::TcpConn);
+    const size_t used = size_t(snap_count_) * sizeof(packet::TcpConn);
     if (used > 0) madvise(area_, used, MADV_DONTNEED);
     snap_count_ = 0;
 }

@@ -3,9 +3,10 @@
  * Each worker owns one table (capd --tcp-flows N connections; 0 disables
  * it). The worker feeds it the packets it accepted (after the rule set and
  * -c: what the capture sees), once per burst. The table is a
- * ctl::diag::TcpTracker: fixed memory allocated here, LRU eviction counted,
+ * packet::TcpTracker: fixed memory allocated here, LRU eviction counted,
  * no allocation, lock or syscall per packet. Non-TCP Ethernet frames are
- * refused after two header loads, before the decoder runs.
+ * refused after two header loads (packet::ethernet_may_carry_tcp(), by the
+ * header walker's rules), before the decoder runs.
  *
  * Snapshots without locking the hot path: the control thread bumps a
  * request number; the worker, between two bursts (serve(), one relaxed load
@@ -38,9 +39,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "ctl/diag/live.hh"
-#include "ctl/diag/tcp_tracker.hh"
 #include "dataplane/result.hh"
+#include "packet/tcp_tracker.hh"
 
 namespace linecap::dataplane {
 
@@ -76,26 +76,26 @@ public:
      * table here instead. */
     bool ready(bool worker_done);
     /* Control thread, after ready(): the copy. Valid until release(). */
-    ctl::diag::TableView view() const;
+    packet::TableView view() const;
     /* Control thread, after ready(): gives the copy's pages back. */
     void release();
 
     uint32_t capacity() const { return tracker_.capacity(); }
 
 private:
-    TcpFlowTable(unsigned worker, uint32_t capacity, void* area, size_t area_bytes);
+    TcpFlowTable(unsigned worker, packet::TcpTracker tracker, void* area, size_t area_bytes);
     void copy_out(uint64_t req);
 
-    ctl::diag::TcpTracker tracker_;
+    packet::TcpTracker tracker_;
     uint64_t packets_seen_ = 0;
     uint64_t last_ts_ = 0;
     unsigned worker_;
 
     /* The snapshot area and what the last copy put there. */
-    ctl::diag::TcpConn* area_;
+    packet::TcpConn* area_;
     size_t area_bytes_;
     uint32_t snap_count_ = 0;
-    ctl::diag::TrackerCounters snap_counters_;
+    packet::TrackerCounters snap_counters_;
     uint64_t snap_seen_ = 0;
     uint64_t snap_last_ts_ = 0;
 

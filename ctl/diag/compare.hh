@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "ctl/diag/diagnose.hh"
-#include "ctl/diag/packet.hh"
+#include "packet/decode.hh"
 #include "dataplane/result.hh"
 
 namespace linecap::ctl::diag {

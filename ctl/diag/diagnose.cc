@@ -331,7 +331,18 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const Diagn
     r.max_flows = opt.max_flows == 0 ? 1 : opt.max_flows;
     std::vector<TcpConn> done;
     ReleaseSink sink{&done};
-    TcpTracker tracker(r.max_flows, &ReleaseSink::on_release, &sink);
+    auto made = TcpTracker::create(r.max_flows, &ReleaseSink::on_release, &sink);
+    if (!made) {
+        /* Nothing can be analysed: every file says why. */
+        for (const std::string& path : paths) {
+            FileReport fr;
+            fr.path = path;
+            fr.error = made.error();
+            r.files.push_back(std::move(fr));
+        }
+        return r;
+    }
+    TcpTracker& tracker = *made;
     bool have_ts = false;
 
     for (uint32_t fi = 0; fi < paths.size(); fi++) {

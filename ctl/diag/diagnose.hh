@@ -16,9 +16,13 @@
 #include <string>
 #include <vector>
 
-#include "ctl/diag/tcp_tracker.hh"
+#include "packet/tcp_tracker.hh"
 
 namespace linecap::ctl::diag {
+
+/* The file tools are built on the decoder and TCP tracker that capd's
+ * workers use (packet/); their names are used here unqualified. */
+using namespace linecap::packet;
 
 /* Most severe first: the order of the ranking. */
 enum class Verdict : uint8_t {
@@ -122,7 +126,9 @@ void rank_connections(DiagnoseReport& r);
 
 /* Reads the files in the order given (a rotated set is one capture) and
  * diagnoses every TCP connection. Unreadable or damaged files are recorded
- * in files[i].error; the others are still analysed. */
+ * in files[i].error; the others are still analysed. A tracker of
+ * opt.max_flows connections that cannot be allocated is every file's
+ * error. */
 DiagnoseReport diagnose_files(const std::vector<std::string>& paths,
                               const DiagnoseOptions& opt = {});
 

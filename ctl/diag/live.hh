@@ -17,24 +17,13 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
 #include <string>
 #include <vector>
 
 #include "ctl/diag/diagnose.hh"
-#include "ctl/diag/tcp_tracker.hh"
+#include "packet/tcp_tracker.hh"
 
 namespace linecap::ctl::diag {
-
-/* One worker's table, as copied between two bursts. */
-struct TableView {
-    unsigned worker = 0;
-    uint32_t capacity = 0;
-    std::span<const TcpConn> conns; /* the connections in the table */
-    TrackerCounters counters;
-    uint64_t packets_seen = 0; /* accepted packets offered to the table */
-    uint64_t last_ts = 0;      /* timestamp of the last TCP packet fed */
-};
 
 /* Merges the workers' tables and diagnoses every connection in them. A
  * connection present in several tables (a port whose RSS hash sends the two

@@ -1,6 +1,7 @@
 // Library tests of the TCP diagnosis and the two-point comparison against
 // captures whose truth is known from how they were built (scenarios.cc).
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,8 +15,8 @@
 #include "ctl/diag/compare.hh"
 #include "ctl/diag/diagnose.hh"
 #include "ctl/diag/live.hh"
-#include "ctl/diag/packet.hh"
-#include "ctl/diag/tcp_tracker.hh"
+#include "packet/decode.hh"
+#include "packet/tcp_tracker.hh"
 #include "tests/diag/capture_builder.hh"
 #include "tests/diag/scenarios.hh"
 
@@ -64,6 +65,37 @@ class TempDir {
 
   private:
     std::string path_;
+};
+
+/* A tracker the test needs: one that cannot be made fails the test run. */
+TcpTracker tracker(uint32_t capacity, TcpTracker::ReleaseFn fn = nullptr, void* ctx = nullptr) {
+    auto t = TcpTracker::create(capacity, fn, ctx);
+    if (!t) {
+        ADD_FAILURE() << t.error();
+        std::abort();
+    }
+    return std::move(*t);
+}
+
+/* Address space capped at what the process maps now plus 256 MiB, for as
+ * long as it lives: a tracker of 2^24 connections (12 GiB of slots) cannot
+ * be mapped under it. */
+class AddressSpaceCap {
+  public:
+    AddressSpaceCap() {
+        getrlimit(RLIMIT_AS, &saved_);
+        FILE* f = std::fopen("/proc/self/statm", "r");
+        unsigned long pages = 0;
+        if (f == nullptr || std::fscanf(f, "%lu", &pages) != 1) std::abort();
+        std::fclose(f);
+        rlimit cap = saved_;
+        cap.rlim_cur = pages * static_cast<rlim_t>(sysconf(_SC_PAGESIZE)) + (rlim_t{256} << 20);
+        if (setrlimit(RLIMIT_AS, &cap) != 0) std::abort();
+    }
+    ~AddressSpaceCap() { setrlimit(RLIMIT_AS, &saved_); }
+
+  private:
+    rlimit saved_{};
 };
 
 std::vector<std::string> conn_lines(const DiagnoseReport& r) {
@@ -168,7 +200,7 @@ TEST(Decode, BsdLoopbackAndNonIp) {
     ASSERT_EQ(decode_packet(12, udp.data(), udp.size(), p), DecodeStatus::kOk);
     EXPECT_EQ(p.proto, kProtoUdp);
     EXPECT_EQ(p.payload_len, 30u);
-    TcpTracker t(2);
+    TcpTracker t = tracker(2);
     EXPECT_FALSE(t.update(p, 0, FrameRef{}));
     EXPECT_EQ(t.counters().not_tcp, 1u);
 }
@@ -285,6 +317,33 @@ TEST(Diagnose, SnaplenCutFramesStillCountBytes) {
     expect_story(diagnose_files({path}), st);
 }
 
+/* A table too large for memory is an error the caller reports, not an
+ * exception: capd's workers own trackers. */
+TEST(Tracker, CreateReportsWhatCannotBeAllocated) {
+    AddressSpaceCap cap;
+    auto t = TcpTracker::create(1u << 24);
+    ASSERT_FALSE(t);
+    EXPECT_EQ(t.error(), "TCP tracker of 16777216 connections: cannot map 11904 MiB for its slots");
+}
+
+TEST(Diagnose, TrackerTooLargeForMemoryIsEveryFilesError) {
+    TempDir dir;
+    const auto st = tb::diagnose_story();
+    const std::string path = dir.file("story.pcap");
+    ASSERT_TRUE(tb::write_pcap(path, 1, st.trace.packets(tb::Link::kEthernet)));
+    DiagnoseOptions opt;
+    opt.max_flows = 1u << 24;
+    DiagnoseReport r;
+    {
+        AddressSpaceCap cap;
+        r = diagnose_files({path, path}, opt);
+    }
+    ASSERT_EQ(r.files.size(), 2u);
+    for (const auto& f : r.files) EXPECT_NE(f.error.find("cannot map"), std::string::npos);
+    EXPECT_TRUE(r.connections.empty());
+    EXPECT_EQ(diagnose_exit_status(r), 1);
+}
+
 TEST(Diagnose, PcapngWithTwoInterfacesOfOneLinkType) {
     TempDir dir;
     const auto st = tb::diagnose_story();
@@ -343,7 +402,7 @@ TEST(Tracker, FullTableEvictsLeastRecentAndCounts) {
             static_cast<Sink*>(ctx)->released.push_back(c.ep[1].port);
         }
     } sink;
-    TcpTracker t(4, &Sink::fn, &sink);
+    TcpTracker t = tracker(4, &Sink::fn, &sink);
     for (int i = 0; i < 10; i++) {
         tb::TcpSpec s;
         s.src = "198.18.1.5";
@@ -375,7 +434,7 @@ TEST(Tracker, UpdateNeverAllocates) {
     const auto st = tb::diagnose_story();
     std::vector<std::vector<uint8_t>> ips;
     for (const auto& e : st.trace.events) ips.push_back(tb::ip_tcp(e.spec));
-    TcpTracker t(4);  // small: evictions happen too
+    TcpTracker t = tracker(4);  // small: evictions happen too
     DecodedPacket p;
     g_allocs = 0;
     g_count_allocs = true;
@@ -705,7 +764,7 @@ struct LiveTables {
 
     template <class Pick>
     LiveTables(const tb::DiagnoseStory& st, unsigned n, Pick pick) {
-        for (unsigned i = 0; i < n; i++) trackers.push_back(std::make_unique<TcpTracker>(1024));
+        for (unsigned i = 0; i < n; i++) trackers.push_back(std::make_unique<TcpTracker>(tracker(1024)));
         std::vector<uint64_t> last(n, 0), seen(n, 0);
         uint32_t frame = 0;
         for (const auto& e : st.trace.events) {

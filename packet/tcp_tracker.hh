@@ -6,7 +6,7 @@
  * never captured, duplicate ACKs counted as TCP counts them (RFC 5681 §2),
  * zero windows and FINs.
  *
- * Memory: all connection slots are allocated by the constructor. update()
+ * Memory: all connection slots are allocated by create(). update()
  * never allocates, locks, logs or throws, so a capture worker can own a
  * tracker and feed it packets; the offline tools feed it from files. When the
  * table is full, the least recently updated connection is evicted: the
@@ -22,12 +22,14 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <span>
 #include <type_traits>
 #include <vector>
 
-#include "ctl/diag/packet.hh"
+#include "dataplane/result.hh"
+#include "packet/decode.hh"
 
-namespace linecap::ctl::diag {
+namespace linecap::packet {
 
 /* A frame in a set of capture files: file index and 1-based frame number. */
 struct FrameRef {
@@ -135,9 +137,12 @@ class TcpTracker {
     enum class Release : uint8_t { kEvicted, kReused };
     using ReleaseFn = void (*)(void* ctx, const TcpConn& conn, Release why);
 
-    /* capacity >= 1 connection slots, allocated here (zeroed pages from the
-     * allocator: untouched slots cost no memory). on_release may be null. */
-    explicit TcpTracker(uint32_t capacity, ReleaseFn on_release = nullptr, void* ctx = nullptr);
+    /* capacity connection slots (0 is taken as 1), allocated here (zeroed
+     * pages from the kernel: untouched slots cost no memory). on_release may
+     * be null. Errors: the slots or the hash buckets cannot be allocated
+     * ("TCP tracker of N connections: cannot map M MiB"). Never throws. */
+    static Result<TcpTracker> create(uint32_t capacity, ReleaseFn on_release = nullptr,
+                                     void* ctx = nullptr);
 
     /* Feeds one decoded packet. Returns false for a packet that is not TCP
      * with a decoded header (counted in not_tcp). Never allocates. */
@@ -155,6 +160,8 @@ class TcpTracker {
 
   private:
     static constexpr uint32_t kNil = 0xffffffffu;
+
+    TcpTracker(ReleaseFn on_release, void* ctx) : on_release_(on_release), ctx_(ctx) {}
 
     uint32_t find_or_insert(const Endpoint& a, const Endpoint& b, uint64_t hash);
     void unlink_bucket(uint32_t idx);
@@ -183,8 +190,19 @@ class TcpTracker {
     TrackerCounters counters_;
 };
 
+/* A copy of one capture worker's table, taken between two bursts
+ * (dataplane/tcp_table.hh), for the live diagnosis (ctl/diag/live.hh). */
+struct TableView {
+    unsigned worker = 0;
+    uint32_t capacity = 0;
+    std::span<const TcpConn> conns; /* the connections in the table */
+    TrackerCounters counters;
+    uint64_t packets_seen = 0; /* accepted packets offered to the table */
+    uint64_t last_ts = 0;      /* timestamp of the last TCP packet fed */
+};
+
 /* Applies one segment to a connection; d is the index of the sender in
  * c.ep. Exposed for tests; TcpTracker::update() calls it. */
 void tcp_conn_update(TcpConn& c, int d, const DecodedPacket& p, uint64_t ts_ns, FrameRef frame);
 
-}  // namespace linecap::ctl::diag
+}  // namespace linecap::packet

@@ -1,11 +1,12 @@
-#include "ctl/diag/tcp_tracker.hh"
+#include "packet/tcp_tracker.hh"
 
 #include <sys/mman.h>
 
 #include <cstring>
 #include <new>
+#include <string>
 
-namespace linecap::ctl::diag {
+namespace linecap::packet {
 
 namespace {
 
@@ -199,21 +200,33 @@ void TcpTracker::UnmapDeleter::operator()(void* p) const {
     if (p != nullptr) munmap(p, bytes);
 }
 
-TcpTracker::TcpTracker(uint32_t capacity, ReleaseFn on_release, void* ctx)
-    : on_release_(on_release), ctx_(ctx) {
+Result<TcpTracker> TcpTracker::create(uint32_t capacity, ReleaseFn on_release, void* ctx) {
     if (capacity == 0) capacity = 1;
     const size_t bytes = size_t(capacity) * sizeof(TcpConn);
+    auto fail = [&](const std::string& what) {
+        return make_error("TCP tracker of " + std::to_string(capacity) + " connections: " + what);
+    };
     void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (mem == MAP_FAILED) throw std::bad_alloc();
+    if (mem == MAP_FAILED)
+        return fail("cannot map " + std::to_string(bytes >> 20) + " MiB for its slots");
     (void)madvise(mem, bytes, MADV_HUGEPAGE);  // a hint: 4 KiB pages still work
-    conns_ = std::unique_ptr<TcpConn[], UnmapDeleter>(static_cast<TcpConn*>(mem),
-                                                       UnmapDeleter{bytes});
-    capacity_ = capacity;
+    TcpTracker t(on_release, ctx);
+    t.conns_ = std::unique_ptr<TcpConn[], UnmapDeleter>(static_cast<TcpConn*>(mem),
+                                                         UnmapDeleter{bytes});
+    t.capacity_ = capacity;
     uint64_t nb = 1;
     while (nb < static_cast<uint64_t>(capacity) * 2) nb <<= 1;
-    buckets_.assign(nb, kNil);
-    bucket_mask_ = nb - 1;
+    // The only allocation that can throw; caught here so that no exception
+    // leaves the tracker (capd's workers own trackers).
+    try {
+        t.buckets_.assign(nb, kNil);
+    } catch (const std::bad_alloc&) {
+        return fail("out of memory for " + std::to_string(nb * sizeof(uint32_t) >> 20) +
+                    " MiB of hash buckets");
+    }
+    t.bucket_mask_ = nb - 1;
+    return t;
 }
 
 void TcpTracker::lru_remove(uint32_t i) {
@@ -329,4 +342,4 @@ bool TcpTracker::update(const DecodedPacket& p, uint64_t ts_ns, FrameRef frame) 
     return true;
 }
 
-}  // namespace linecap::ctl::diag
+}  // namespace linecap::packet

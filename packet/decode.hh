@@ -1,14 +1,15 @@
-/* Frame decoding for the TCP diagnosis and two-point comparison.
+/* Frame decoding for the TCP trackers (capd's workers, capdiag, capctl
+ * diagnose) and the two-point comparison.
  *
- * decode_packet() walks a captured frame from its link-layer header down to
- * the transport header and fills a DecodedPacket that points into the
- * frame. It never allocates and never reads past caplen, so it may run on a
- * worker core as well as in the offline tools. Any thread may call it.
+ * decode_packet() finds the headers with the header walker (headers.hh,
+ * whose rules it follows: VLAN tags, IPv4 options and fragments, which IPv6
+ * extension headers are skipped and how many) and fills a DecodedPacket
+ * that points into the frame. It never allocates and never reads past
+ * caplen, so it may run on a worker core as well as in the offline tools.
+ * Any thread may call it.
  *
- * Link types: Ethernet (with any number of 802.1Q/802.1ad tags), Linux
- * cooked capture v1 and v2 (tcpdump -i any), raw IPv4/IPv6 and BSD
- * loopback. Network layer: IPv4 and IPv6 (hop-by-hop, routing, destination
- * options, fragment and AH extension headers are skipped).
+ * Link types: Ethernet, Linux cooked capture v1 and v2 (tcpdump -i any),
+ * raw IPv4/IPv6 and BSD loopback.
  */
 #pragma once
 
@@ -18,7 +19,9 @@
 #include <string>
 #include <string_view>
 
-namespace linecap::ctl::diag {
+#include "packet/headers.hh"
+
+namespace linecap::packet {
 
 enum class Family : uint8_t { kNone = 0, kIpv4 = 4, kIpv6 = 6 };
 
@@ -59,8 +62,6 @@ enum : uint8_t {
     kTcpCwr = 0x80,
 };
 
-enum : uint8_t { kProtoIcmp = 1, kProtoTcp = 6, kProtoUdp = 17, kProtoIcmpv6 = 58 };
-
 struct DecodedPacket {
     IpAddress src;
     IpAddress dst;
@@ -80,12 +81,14 @@ struct DecodedPacket {
     uint16_t window = 0; /* as on the wire, not scaled */
     /* Payload after the transport header (or after the IP header when the
      * transport header is not decoded): its length on the wire, taken from
-     * the IP length fields, and the part that was captured. */
+     * the IP length fields (and UDP's, when shorter), and the part that was
+     * captured. */
     uint32_t payload_len = 0;
     uint32_t payload_caplen = 0;
     const uint8_t* payload = nullptr;
 };
 
+/* The walker's statuses (WalkStatus), and one of its own. */
 enum class DecodeStatus : uint8_t {
     kOk,        /* IP decoded; transport decoded if has_ports */
     kNotIp,     /* ARP, LLDP, ... */
@@ -106,4 +109,4 @@ inline bool seq_lt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) 
 inline bool seq_le(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) <= 0; }
 inline bool seq_gt(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) > 0; }
 
-}  // namespace linecap::ctl::diag
+}  // namespace linecap::packet
