@@ -3,138 +3,25 @@
  * patterns_compile.cc. */
 #include "filters/patterns.hh"
 
+#include "packet/headers.hh"
+
 #include <hs/hs.h>
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <utility>
 
 namespace linecap::filters {
-namespace {
 
-/* ---- Packet parsing (hot path) ---------------------------------------- */
-
-constexpr uint16_t kEtherIpv4 = 0x0800;
-constexpr uint16_t kEtherIpv6 = 0x86dd;
-constexpr uint16_t kEtherVlan = 0x8100;  // 802.1Q
-constexpr uint16_t kEtherQinq = 0x88a8;  // 802.1ad
-constexpr uint16_t kEtherQinqOld = 0x9100;
-constexpr int kMaxVlanTags = 8;
-constexpr int kMaxIpv6ExtHeaders = 16;
-
-constexpr uint8_t kProtoTcp = 6;
-constexpr uint8_t kProtoUdp = 17;
-
-inline uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-
-inline ByteSpan span_between(uint32_t begin, uint32_t end) { return ByteSpan{begin, end - begin}; }
-
-/* Payload of an L4 header starting at l4, with the IP datagram ending at end
- * (l4 <= end <= caplen holds on entry). */
-inline ByteSpan l4_payload(const uint8_t* p, uint8_t proto, uint32_t l4, uint32_t end) {
-    uint32_t avail = end - l4;
-    if (proto == kProtoTcp) {
-        if (avail < 20) return {};
-        uint32_t doff = static_cast<uint32_t>(p[l4 + 12] >> 4) * 4;
-        if (doff < 20 || doff > avail) return {};
-        return span_between(l4 + doff, end);
-    }
-    if (proto == kProtoUdp) {
-        if (avail < 8) return {};
-        uint32_t ulen = be16(p + l4 + 4);
-        if (ulen != 0) {  // 0: IPv6 jumbogram, the IP length rules
-            if (ulen < 8) return {};
-            if (ulen < avail) end = l4 + ulen;
-        }
-        return span_between(l4 + 8, end);
-    }
-    return span_between(l4, end);
-}
-
-inline ByteSpan ipv4_payload(const uint8_t* p, uint32_t l3, uint32_t cap) {
-    if (cap - l3 < 20) return {};
-    uint8_t vihl = p[l3];
-    if ((vihl >> 4) != 4) return {};
-    uint32_t ihl = static_cast<uint32_t>(vihl & 0x0f) * 4;
-    if (ihl < 20) return {};
-    uint32_t tot = be16(p + l3 + 2);
-    uint32_t end;
-    if (tot == 0) {
-        end = cap;  // frames captured before TSO segmentation carry 0
-    } else {
-        if (tot < ihl) return {};
-        end = std::min(cap, l3 + tot);  // excludes Ethernet padding
-    }
-    uint32_t l4 = l3 + ihl;
-    if (l4 > end) return {};
-    if (be16(p + l3 + 6) & 0x1fff) return span_between(l4, end);  // not the first fragment
-    return l4_payload(p, p[l3 + 9], l4, end);
-}
-
-inline ByteSpan ipv6_payload(const uint8_t* p, uint32_t l3, uint32_t cap) {
-    if (cap - l3 < 40) return {};
-    if ((p[l3] >> 4) != 6) return {};
-    uint32_t plen = be16(p + l3 + 4);
-    uint32_t off = l3 + 40;
-    uint32_t end = plen == 0 ? cap : std::min(cap, off + plen);  // 0: jumbogram
-    uint8_t nh = p[l3 + 6];
-    for (int i = 0; i < kMaxIpv6ExtHeaders; i++) {
-        uint32_t len;
-        switch (nh) {
-            case 0:    // hop-by-hop options
-            case 43:   // routing
-            case 60:   // destination options
-            case 135:  // mobility
-            case 139:  // HIP
-            case 140:  // shim6
-                if (end - off < 8) return {};
-                len = (static_cast<uint32_t>(p[off + 1]) + 1) * 8;
-                break;
-            case 51:  // AH: length in 4-byte units, minus 2
-                if (end - off < 8) return {};
-                len = (static_cast<uint32_t>(p[off + 1]) + 2) * 4;
-                break;
-            case 44: {  // fragment
-                if (end - off < 8) return {};
-                bool later_fragment = (be16(p + off + 2) & 0xfff8) != 0;
-                nh = p[off];
-                off += 8;
-                if (later_fragment) return span_between(off, end);
-                continue;
-            }
-            case 59:  // no next header
-                return {};
-            default:
-                return l4_payload(p, nh, off, end);
-        }
-        if (len > end - off) return {};
-        nh = p[off];
-        off += len;
-    }
-    return {};
-}
-
-}  // namespace
-
+/* The one header walker (packet/headers.hh) says where the L4 payload is. */
 ByteSpan payload_span(const Packet& pkt, ScanScope scope) noexcept {
     if (pkt.data == nullptr) return {};
     if (scope == ScanScope::kFrame) return ByteSpan{0, pkt.caplen};
-    const uint8_t* p = pkt.data;
-    uint32_t cap = pkt.caplen;
-    if (cap < 14) return {};
-    uint16_t type = be16(p + 12);
-    uint32_t off = 14;
-    for (int tags = 0; type == kEtherVlan || type == kEtherQinq || type == kEtherQinqOld; tags++) {
-        if (tags == kMaxVlanTags || cap - off < 4) return {};
-        type = be16(p + off + 2);
-        off += 4;
-    }
-    if (type == kEtherIpv4) return ipv4_payload(p, off, cap);
-    if (type == kEtherIpv6) return ipv6_payload(p, off, cap);
-    return {};
+    packet::Headers h;
+    if (packet::walk_ethernet(pkt.data, pkt.caplen, h) != packet::WalkStatus::kOk) return {};
+    const uint32_t end = std::min(h.payload_end, h.cap_end);
+    if (h.payload >= end) return {};
+    return ByteSpan{h.payload, end - h.payload};
 }
 
 /* ---- Scratch ------------------------------------------------------------ */
