@@ -5,7 +5,7 @@
  * Each pattern is tagged with the index of the rule it belongs to; a scan
  * reports which rules had at least one pattern match.
  *
- * Run side (worker, never allocates, locks or logs; patterns.cc):
+ * Run side (worker, never allocates, locks or logs; patterns_run.cc):
  * payload_span(), PatternDb::scan() and scan_burst(). The database is immutable and shared read-only by all workers;
  * each worker owns one PatternScratch, which is never shared between threads.
  *

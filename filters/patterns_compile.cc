@@ -1,6 +1,6 @@
 /* Hyperscan payload patterns, compile side: parses the patterns, compiles,
  * serializes and loads the database and clones scratch. Control thread and
- * the compiling child (patterns.hh); the scan is in patterns.cc. */
+ * the compiling child (patterns.hh); the scan is in patterns_run.cc. */
 #include <hs/hs.h>
 
 #include <algorithm>
