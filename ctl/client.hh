@@ -4,7 +4,7 @@
 #include <string>
 
 #include "ctl/protocol.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::ctl {
 

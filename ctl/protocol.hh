@@ -17,7 +17,7 @@
 #include <string>
 #include <string_view>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::ctl {
 

@@ -48,7 +48,7 @@
 #include <vector>
 
 #include "ctl/protocol.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::ctl {
 

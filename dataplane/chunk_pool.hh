@@ -23,7 +23,7 @@
 #include <cstddef>
 #include <string>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 struct rte_mempool;
 

@@ -8,7 +8,7 @@
 
 #include "dataplane/options.hh"
 #include "dataplane/placement.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::dataplane {
 

@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <string>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::dataplane {
 

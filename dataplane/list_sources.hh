@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::dataplane {
 

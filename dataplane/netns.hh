@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "dataplane/options.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::dataplane {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "filters/rule_set.hh"
 #include "storage/format.hh"
 

@@ -26,7 +26,7 @@
 
 #include "dataplane/options.hh"
 #include "dataplane/placement.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "dataplane/summary.hh"
 #include "filters/rule_set.hh"
 #include "packet/tcp_tracker.hh"

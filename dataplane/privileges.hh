@@ -12,7 +12,7 @@
 
 #include <string>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::dataplane {
 

@@ -25,7 +25,7 @@
 #include <utility>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "dataplane/rule_snapshot.hh"
 #include "dataplane/summary.hh"
 #include "filters/rule_set.hh"

@@ -27,7 +27,7 @@
 
 #include "dataplane/iface_watch.hh"
 #include "dataplane/options.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::dataplane {
 

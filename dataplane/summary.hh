@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "dataplane/drop_stages.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::dataplane {
 

@@ -39,7 +39,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "packet/tcp_tracker.hh"
 
 namespace linecap::dataplane {

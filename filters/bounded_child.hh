@@ -27,7 +27,7 @@
 #include <functional>
 #include <string>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::filters {
 

@@ -44,7 +44,7 @@
 #include <string_view>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "filters/rule_set_compile.hh"
 
 namespace linecap::filters {

@@ -41,7 +41,7 @@
 #include <cstdint>
 #include <span>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::filters {
 

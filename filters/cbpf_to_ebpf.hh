@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::filters {
 

@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "filters/rule_set_compile.hh"
 
 namespace linecap::filters {

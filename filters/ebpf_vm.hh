@@ -39,7 +39,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "filters/rule_set_run.hh"
 
 struct rte_bpf;

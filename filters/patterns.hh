@@ -31,7 +31,7 @@
 #include <string_view>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "filters/rule_set_run.hh"
 
 struct hs_database;

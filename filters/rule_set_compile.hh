@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "filters/rule_set_run.hh"
 
 namespace linecap::filters {

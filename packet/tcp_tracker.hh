@@ -26,7 +26,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "packet/decode.hh"
 
 namespace linecap::packet {

@@ -20,7 +20,7 @@
 #include <memory>
 #include <string>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "storage/chunk.hh"
 
 namespace linecap::storage {

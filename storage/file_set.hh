@@ -70,7 +70,7 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 #include "storage/safe_files.hh"
 
 namespace linecap::storage {

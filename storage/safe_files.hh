@@ -20,7 +20,7 @@
 #include <string_view>
 #include <utility>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::storage {
 

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <string>
 
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 struct pcap;
 

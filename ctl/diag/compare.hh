@@ -26,7 +26,7 @@
 
 #include "ctl/diag/diagnose.hh"
 #include "packet/decode.hh"
-#include "dataplane/result.hh"
+#include "common/result.hh"
 
 namespace linecap::ctl::diag {
 

@@ -50,7 +50,7 @@ namespace {
 
 // ---------------------------------------------------------------- error codes
 
-/* Result and Status (dataplane/result.hh) carry an errno-style code with the
+/* Result and Status (common/result.hh) carry an errno-style code with the
  * message; the control handlers answer the code as the protocol's status. */
 TEST(ErrorCode, MakeErrorWithoutCodeIsEinval) {
     Status s = make_error("bad input");

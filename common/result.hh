@@ -9,6 +9,7 @@
  * case; make_error(code, msg) says anything else (ENOENT, E2BIG, ETIMEDOUT...).
  * To add context and keep the code: make_error(r.code(), "rule 'x': " + r.error()).
  * Dataplane code never uses it; it returns counts and bumps counters instead.
+ * It lives in common/ because every module uses it and none owns it.
  */
 #pragma once
 
