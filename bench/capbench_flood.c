@@ -50,14 +50,14 @@ int main(int argc, char** argv) {
     int opt;
     while ((opt = getopt(argc, argv, "d:p:r:n:t:s:S:")) != -1) {
         switch (opt) {
-        case 'd': dst_text = optarg; break;
-        case 'S': src_text = optarg; break;
-        case 'p': port = (unsigned)strtoul(optarg, NULL, 10); break;
-        case 'r': rate = strtod(optarg, NULL); break;
-        case 'n': count = strtoull(optarg, NULL, 10); break;
-        case 't': max_seconds = strtod(optarg, NULL); break;
-        case 's': frame = (unsigned)strtoul(optarg, NULL, 10); break;
-        default: usage();
+            case 'd': dst_text = optarg; break;
+            case 'S': src_text = optarg; break;
+            case 'p': port = (unsigned)strtoul(optarg, NULL, 10); break;
+            case 'r': rate = strtod(optarg, NULL); break;
+            case 'n': count = strtoull(optarg, NULL, 10); break;
+            case 't': max_seconds = strtod(optarg, NULL); break;
+            case 's': frame = (unsigned)strtoul(optarg, NULL, 10); break;
+            default: usage();
         }
     }
     if (!dst_text || !(rate > 0) || !(max_seconds > 0) || max_seconds > 600 || port == 0 ||
@@ -144,10 +144,11 @@ int main(int argc, char** argv) {
         if ((unsigned)r < n) failed += n - (unsigned)r;
     }
     double elapsed = now_s() - start;
-    printf("{\"sent\": %llu, \"failed\": %llu, \"send_errors\": %llu, \"last_error\": \"%s\", "
-           "\"requested\": %llu, \"rate_pps\": %.0f, \"elapsed_s\": %.6f, \"frame_bytes\": %zu}\n",
-           sent, failed, errors, last_errno ? strerror(last_errno) : "", count, rate, elapsed,
-           payload_len + 42);
+    printf(
+        "{\"sent\": %llu, \"failed\": %llu, \"send_errors\": %llu, \"last_error\": \"%s\", "
+        "\"requested\": %llu, \"rate_pps\": %.0f, \"elapsed_s\": %.6f, \"frame_bytes\": %zu}\n",
+        sent, failed, errors, last_errno ? strerror(last_errno) : "", count, rate, elapsed,
+        payload_len + 42);
     close(fd);
     return 0;
 }

@@ -94,8 +94,8 @@ void encode(benchmark::State& state, Format format) {
         uint8_t* dst = b.chunk.data() + len;
         const uint8_t* src = b.packets.data() + pkt * kPacketStride;
         if constexpr (T == Stamp::kPerBurst)
-            dst += linecap::storage::encode_record_header(format, dst, ts, 0, caplen, caplen,
-                                                          split);
+            dst +=
+                linecap::storage::encode_record_header(format, dst, ts, 0, caplen, caplen, split);
         else
             dst += linecap::storage::encode_record_header(format, dst, ts, 0, caplen, caplen);
         copy_bytes<C>(dst, src, caplen);

@@ -53,7 +53,8 @@ struct RingFixture {
     RingFixture(const char* name, unsigned flags, unsigned burst) {
         ring = rte_ring_create(name, kRingSize, SOCKET_ID_ANY, flags);
         objs.resize(burst);
-        for (unsigned i = 0; i < burst; i++) objs[i] = reinterpret_cast<void*>(uintptr_t(i + 1) * 64);
+        for (unsigned i = 0; i < burst; i++)
+            objs[i] = reinterpret_cast<void*>(uintptr_t(i + 1) * 64);
     }
     ~RingFixture() { rte_ring_free(ring); }
     RingFixture(const RingFixture&) = delete;
@@ -114,8 +115,7 @@ void two_threads(benchmark::State& state, unsigned burst) {
         g_shared.fixture = new RingFixture("ring_bench_2t", RING_F_SP_ENQ | RING_F_SC_DEQ, burst);
         g_shared.ready.store(1, std::memory_order_release);
     } else {
-        while (g_shared.ready.load(std::memory_order_acquire) == 0) {
-        }
+        while (g_shared.ready.load(std::memory_order_acquire) == 0) {}
     }
     RingFixture& f = *g_shared.fixture;
     if (!f.ring) {
@@ -146,8 +146,7 @@ void two_threads(benchmark::State& state, unsigned burst) {
     state.counters["full_or_empty_polls"] = double(polls);
     g_shared.done.fetch_add(1, std::memory_order_acq_rel);
     if (producer) {
-        while (g_shared.done.load(std::memory_order_acquire) != 2) {
-        }
+        while (g_shared.done.load(std::memory_order_acquire) != 2) {}
         delete g_shared.fixture;
         g_shared.fixture = nullptr;
         g_shared.ready.store(0);
@@ -167,7 +166,8 @@ std::vector<unsigned> parse_bursts(int& argc, char** argv) {
             size_t pos = 0;
             while (pos <= list.size()) {
                 size_t comma = list.find(',', pos);
-                std::string item = list.substr(pos, comma == std::string::npos ? comma : comma - pos);
+                std::string item =
+                    list.substr(pos, comma == std::string::npos ? comma : comma - pos);
                 unsigned long v = std::strtoul(item.c_str(), nullptr, 10);
                 if (v == 0 || v >= kRingSize) {
                     std::fprintf(stderr, "ring_bench: burst sizes must be 1..%u\n", kRingSize - 1);
@@ -199,9 +199,17 @@ int main(int argc, char** argv) {
             if (CPU_ISSET(c, &all)) g_cpus.push_back(c);
 
     std::string prefix = "--file-prefix=ringbench" + std::to_string(getpid());
-    std::vector<std::string> eal_args = {"ring_bench", "--no-huge", "--no-pci", "-m", "256",
-                                         "--no-shconf", prefix, "--no-telemetry",
-                                         "--log-level=lib.*:error", "-l", "0"};
+    std::vector<std::string> eal_args = {"ring_bench",
+                                         "--no-huge",
+                                         "--no-pci",
+                                         "-m",
+                                         "256",
+                                         "--no-shconf",
+                                         prefix,
+                                         "--no-telemetry",
+                                         "--log-level=lib.*:error",
+                                         "-l",
+                                         "0"};
     std::vector<char*> eal_argv;
     for (auto& a : eal_args) eal_argv.push_back(a.data());
     if (rte_eal_init(int(eal_argv.size()), eal_argv.data()) < 0) {
@@ -215,19 +223,15 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("cpu_model", cpu_model());
 
     for (unsigned b : bursts) {
-        benchmark::RegisterBenchmark(("Spsc/SameCore/burst:" + std::to_string(b)).c_str(),
-                                     [b](benchmark::State& s) {
-                                         same_core(s, RING_F_SP_ENQ | RING_F_SC_DEQ, b,
-                                                   "ring_bench_spsc");
-                                     });
-        benchmark::RegisterBenchmark(("Mpmc/SameCore/burst:" + std::to_string(b)).c_str(),
-                                     [b](benchmark::State& s) {
-                                         same_core(s, 0, b, "ring_bench_mpmc");
-                                     });
+        benchmark::RegisterBenchmark(
+            ("Spsc/SameCore/burst:" + std::to_string(b)).c_str(), [b](benchmark::State& s) {
+                same_core(s, RING_F_SP_ENQ | RING_F_SC_DEQ, b, "ring_bench_spsc");
+            });
+        benchmark::RegisterBenchmark(
+            ("Mpmc/SameCore/burst:" + std::to_string(b)).c_str(),
+            [b](benchmark::State& s) { same_core(s, 0, b, "ring_bench_mpmc"); });
         benchmark::RegisterBenchmark(("Spsc/TwoThreads/burst:" + std::to_string(b)).c_str(),
-                                     [b](benchmark::State& s) {
-                                         two_threads(s, b);
-                                     })
+                                     [b](benchmark::State& s) { two_threads(s, b); })
             ->Threads(2)
             ->UseRealTime();
     }

@@ -212,9 +212,17 @@ int main(int argc, char** argv) {
         }
     }
     std::string prefix = "--file-prefix=tcptablebench" + std::to_string(getpid());
-    std::vector<std::string> eal_args = {"tcp_table_bench", "--no-huge", "--no-pci", "-m", "512",
-                                         "--no-shconf", prefix, "--no-telemetry",
-                                         "--log-level=lib.*:error", "-l", "0"};
+    std::vector<std::string> eal_args = {"tcp_table_bench",
+                                         "--no-huge",
+                                         "--no-pci",
+                                         "-m",
+                                         "512",
+                                         "--no-shconf",
+                                         prefix,
+                                         "--no-telemetry",
+                                         "--log-level=lib.*:error",
+                                         "-l",
+                                         "0"};
     std::vector<char*> eal_argv;
     for (auto& a : eal_args) eal_argv.push_back(a.data());
     if (rte_eal_init(int(eal_argv.size()), eal_argv.data()) < 0) {

@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -95,15 +95,18 @@ int run_live_diagnose(const Args& a, const diag::DiagnoseArgs& d,
                       const std::vector<std::string>& extras) {
     if (d.help) {
         std::fputs(diag::kDiagnoseUsage, stdout);
-        std::fputs("  With no FILE, capd's live TCP flow tables are diagnosed (capd "
-                   "--tcp-flows).\n", stdout);
+        std::fputs(
+            "  With no FILE, capd's live TCP flow tables are diagnosed (capd "
+            "--tcp-flows).\n",
+            stdout);
         return 0;
     }
     for (const auto& x : extras)
         if (x != "--") return fail("diagnose: unknown option '" + x + "'");
     if (!d.max_flows.empty())
-        return fail("diagnose: --max-flows applies to files; capd --tcp-flows sets the "
-                    "size of the live tables");
+        return fail(
+            "diagnose: --max-flows applies to files; capd --tcp-flows sets the "
+            "size of the live tables");
     Request req;
     req.cmd = "diagnose";
     req.args["text"] = !a.json;
@@ -164,8 +167,9 @@ int main(int argc, char** argv) {
     // A word after the command (a rule named "stats") is never a second command.
     app.require_subcommand(0, 1);
     app.add_option("--ctl", a.ctl, "capd's control socket (default /run/linecap/capd.sock)");
-    app.add_option("--timeout", a.timeout_ms, "milliseconds to wait for an answer (default "
-                                              "5000; 60000 for a rules change)")
+    app.add_option("--timeout", a.timeout_ms,
+                   "milliseconds to wait for an answer (default "
+                   "5000; 60000 for a rules change)")
         ->check(positive("milliseconds, a whole number"))
         ->type_name("MS");
     app.add_flag("--json", a.json, "machine output");
@@ -245,8 +249,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> extras = app.remaining(true);
     auto subs = app.get_subcommands();
     if (subs.empty()) {
-        if (!extras.empty())
-            return fail("unknown command '" + extras[0] + "' (try capctl --help)");
+        if (!extras.empty()) return fail("unknown command '" + extras[0] + "' (try capctl --help)");
         std::fputs(app.help().c_str(), stderr);
         return 1;
     }
@@ -255,8 +258,8 @@ int main(int argc, char** argv) {
         const std::string& x = extras[0];
         if (cmd == "rules" && rules->get_subcommands().empty())
             return fail("rules: unknown subcommand '" + x + "'");
-        return fail(cmd + ": " + (x.size() > 1 && x[0] == '-' ? "unknown option '"
-                                                                : "unexpected argument '") +
+        return fail(cmd + ": " +
+                    (x.size() > 1 && x[0] == '-' ? "unknown option '" : "unexpected argument '") +
                     x + "'");
     }
 
@@ -276,7 +279,8 @@ int main(int argc, char** argv) {
             req.args["name"] = rule_name;
         } else {
             req.cmd = "rules." + sub->get_name();
-            if (sub->count("name") == 0) return fail("rules " + sub->get_name() + ": missing rule NAME");
+            if (sub->count("name") == 0)
+                return fail("rules " + sub->get_name() + ": missing rule NAME");
             std::string expr;
             for (const auto& w : expr_words) expr += (expr.empty() ? "" : " ") + w;
             req.args["name"] = rule_name;
@@ -304,10 +308,14 @@ int main(int argc, char** argv) {
         return r->status == 0 ? 0 : 1;
     }
     if (r->status != 0) return fail(r->message);
-    if (req.cmd == "status") std::fputs(format_status(r->data).c_str(), stdout);
+    if (req.cmd == "status")
+        std::fputs(format_status(r->data).c_str(), stdout);
     else if (req.cmd == "stats")
-        std::fputs((prometheus ? format_prometheus(r->data) : format_stats(r->data)).c_str(), stdout);
-    else if (req.cmd == "rules.list") std::fputs(format_rules(r->data).c_str(), stdout);
-    else std::printf("%s\n", r->message.c_str());
+        std::fputs((prometheus ? format_prometheus(r->data) : format_stats(r->data)).c_str(),
+                   stdout);
+    else if (req.cmd == "rules.list")
+        std::fputs(format_rules(r->data).c_str(), stdout);
+    else
+        std::printf("%s\n", r->message.c_str());
     return 0;
 }

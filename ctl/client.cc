@@ -61,7 +61,8 @@ Result<Response> ControlClient::read_response(int timeout_ms) {
         }
         struct pollfd p = {fd_, POLLIN, 0};
         int r = poll(&p, 1, timeout_ms);
-        if (r == 0) return make_error("capd did not answer within " + std::to_string(timeout_ms) + " ms");
+        if (r == 0)
+            return make_error("capd did not answer within " + std::to_string(timeout_ms) + " ms");
         if (r < 0 && errno != EINTR) return make_error(std::string("poll: ") + strerror(errno));
         char tmp[65536];
         ssize_t n = recv(fd_, tmp, sizeof(tmp), 0);

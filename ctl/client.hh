@@ -3,8 +3,8 @@
 
 #include <string>
 
-#include "ctl/protocol.hh"
 #include "common/result.hh"
+#include "ctl/protocol.hh"
 
 namespace linecap::ctl {
 

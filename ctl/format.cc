@@ -56,8 +56,10 @@ std::string format_status(const nlohmann::json& s) {
     for (const auto& w : s["writers"]) {
         o << "writer " << i++ << ": lcore " << w.value("lcore", 0) << ", writing "
           << w.value("current_file", "") << "\n";
-        if (w.value("disk_error", false)) o << "          DISK ERROR: writes failing, packets dropped and counted\n";
-        if (!w.value("last_error", "").empty()) o << "          last error: " << w["last_error"].get<std::string>() << "\n";
+        if (w.value("disk_error", false))
+            o << "          DISK ERROR: writes failing, packets dropped and counted\n";
+        if (!w.value("last_error", "").empty())
+            o << "          last error: " << w["last_error"].get<std::string>() << "\n";
     }
     o << "rules:  ";
     for (const auto& r : s["rules"]) o << " " << r.get<std::string>();
@@ -98,18 +100,18 @@ std::string format_stats(const nlohmann::json& s) {
     for (const auto& w : s["workers"])
         o << "worker " << i++ << ": rx " << u(w, "rx_packets") << ", filtered "
           << u(w, "filtered_out") << ", accepted " << u(w, "accepted") << ", ring_full "
-          << u(w, "ring_full") << ", writer_slow " << u(w, "writer_slow")
-          << ", longest poll gap " << w.value("max_poll_gap_us", 0.0) << " us\n";
+          << u(w, "ring_full") << ", writer_slow " << u(w, "writer_slow") << ", longest poll gap "
+          << w.value("max_poll_gap_us", 0.0) << " us\n";
     i = 0;
     for (const auto& w : s["writers"])
         o << "writer " << i++ << ": " << u(w, "packets") << " packets, " << u(w, "bytes")
           << " bytes, " << u(w, "files") << " files, disk drops " << u(w, "disk_drops")
           << (u(w, "command_failures") ? ", -z failures " + std::to_string(u(w, "command_failures"))
-                                        : std::string())
+                                       : std::string())
           << "\n";
     for (const auto& r : s["rules"])
-        o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)")
-          << ": " << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes\n";
+        o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)") << ": "
+          << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes\n";
     if (s.contains("mempools")) {
         const auto& m = s["mempools"];
         o << "mempools: mbufs " << u(m["mbufs"], "in_use") << "/" << u(m["mbufs"], "size")
@@ -162,8 +164,7 @@ std::string format_prometheus(const nlohmann::json& s) {
     o << "linecap_bytes_written_total " << u(s, "bytes_written") << "\n";
     counter("linecap_drops_total", "Packets lost, by stage.");
     for (const auto& st : dataplane::kDropStages)
-        o << "linecap_drops_total{stage=\"" << st.name << "\"} " << u(s["drops"], st.name)
-          << "\n";
+        o << "linecap_drops_total{stage=\"" << st.name << "\"} " << u(s["drops"], st.name) << "\n";
     counter("linecap_packets_paused_total",
             "Packets received while capture was paused, not written on purpose (not a drop).");
     o << "linecap_packets_paused_total " << u(s, "packets_paused") << "\n";
@@ -207,7 +208,8 @@ std::string format_top(const nlohmann::json& prev, const nlohmann::json& cur) {
     nlohmann::json r = rates_json(prev, cur);
     std::ostringstream o;
     char b[256];
-    snprintf(b, sizeof(b), "capd  up %.0f s   rx %s pps  %sbit/s   written %s pps   drops %s/s (total %llu)\n",
+    snprintf(b, sizeof(b),
+             "capd  up %.0f s   rx %s pps  %sbit/s   written %s pps   drops %s/s (total %llu)\n",
              r["elapsed_s"].get<double>(), si(r["rx_pps"]).c_str(), si(r["rx_bps"]).c_str(),
              si(r["written_pps"]).c_str(), si(r["drops_per_s"]).c_str(),
              (unsigned long long)r["drops_total"].get<uint64_t>());

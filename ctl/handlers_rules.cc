@@ -76,7 +76,8 @@ Result<filters::RuleSpec> rule_from_args(const nlohmann::json& a) {
         if (!a["patterns"].is_array())
             return make_error(EINVAL, "\"patterns\" must be an array of strings");
         for (const auto& p : a["patterns"]) {
-            if (!p.is_string()) return make_error(EINVAL, "\"patterns\" must be an array of strings");
+            if (!p.is_string())
+                return make_error(EINVAL, "\"patterns\" must be an array of strings");
             r.patterns.push_back(p.get<std::string>());
         }
     }
@@ -166,8 +167,7 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
     };
     t.async["rules.add"] = [ctx, state](const Request& req, Deferred reply) {
         Result<filters::RuleSpec> parsed = rule_from_args(req.args);
-        if (!parsed)
-            return reply.complete([e = parsed.failure()] { return Response::error(e); });
+        if (!parsed) return reply.complete([e = parsed.failure()] { return Response::error(e); });
         filters::RuleSpec& r = *parsed;
         auto rules = ctx.pipeline.rules();
         for (const auto& x : rules)
@@ -182,8 +182,7 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
     };
     t.async["rules.replace"] = [ctx, state](const Request& req, Deferred reply) {
         Result<filters::RuleSpec> parsed = rule_from_args(req.args);
-        if (!parsed)
-            return reply.complete([e = parsed.failure()] { return Response::error(e); });
+        if (!parsed) return reply.complete([e = parsed.failure()] { return Response::error(e); });
         filters::RuleSpec& r = *parsed;
         if (auto refused = attach_object(req, ctx.bpf_dir, r))
             return reply.complete([resp = *refused] { return resp; });

@@ -38,9 +38,12 @@ size_t nesting_depth(std::string_view s) {
     bool in_string = false, escaped = false;
     for (char c : s) {
         if (in_string) {
-            if (escaped) escaped = false;
-            else if (c == '\\') escaped = true;
-            else if (c == '"') in_string = false;
+            if (escaped)
+                escaped = false;
+            else if (c == '\\')
+                escaped = true;
+            else if (c == '"')
+                in_string = false;
         } else if (c == '"') {
             in_string = true;
         } else if (c == '[' || c == '{') {
@@ -56,8 +59,8 @@ size_t nesting_depth(std::string_view s) {
 
 Result<Request> parse_request(std::string_view line) {
     if (nesting_depth(line) > kMaxDepth)
-        return make_error(EPROTO, "malformed request: JSON nested deeper than " +
-                                      std::to_string(kMaxDepth));
+        return make_error(
+            EPROTO, "malformed request: JSON nested deeper than " + std::to_string(kMaxDepth));
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object())
         return make_error(EPROTO, "malformed request: expected one JSON object per line");
@@ -67,8 +70,7 @@ Result<Request> parse_request(std::string_view line) {
     bool same = v->is_number_unsigned() ? v->get<uint64_t>() == uint64_t(kProtocolVersion)
                                         : v->get<int64_t>() == kProtocolVersion;
     if (!same)
-        return make_error(EPROTO, "protocol version " + v->dump() +
-                                      " not supported (capd speaks " +
+        return make_error(EPROTO, "protocol version " + v->dump() + " not supported (capd speaks " +
                                       std::to_string(kProtocolVersion) + ")");
     auto c = j.find("cmd");
     if (c == j.end() || !c->is_string() || c->get<std::string>().empty())

@@ -460,8 +460,7 @@ void ControlServer::post(std::function<void()> work) {
 
 void ControlServer::run_completions() {
     uint64_t n;
-    while (::read(wake_fd_, &n, sizeof n) > 0) {
-    }
+    while (::read(wake_fd_, &n, sizeof n) > 0) {}
     std::deque<std::pair<uint64_t, std::function<Response()>>> items;
     {
         std::lock_guard<std::mutex> lock(completions_->mu);

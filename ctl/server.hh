@@ -47,8 +47,8 @@
 #include <string>
 #include <vector>
 
-#include "ctl/protocol.hh"
 #include "common/result.hh"
+#include "ctl/protocol.hh"
 
 namespace linecap::ctl {
 
@@ -105,7 +105,7 @@ class ControlServer;
  * completing answers EIO. After the server is gone, completing does
  * nothing. */
 class Deferred {
-  public:
+public:
     Deferred(Deferred&&) noexcept = default;
     Deferred& operator=(Deferred&&) noexcept = default;
     Deferred(const Deferred&) = delete;
@@ -116,7 +116,7 @@ class Deferred {
 
     struct Queue;  // the server's completions, shared with every Deferred
 
-  private:
+private:
     friend class ControlServer;
     Deferred(std::shared_ptr<Queue> q, uint64_t client) : q_(std::move(q)), client_(client) {}
     std::shared_ptr<Queue> q_;
@@ -127,7 +127,7 @@ using AsyncHandler = std::function<void(const Request&, Deferred)>;
 using AsyncHandlerTable = std::map<std::string, AsyncHandler>;
 
 class ControlServer {
-  public:
+public:
     static Result<std::unique_ptr<ControlServer>> listen(const ServerOptions& opts,
                                                          HandlerTable handlers,
                                                          AsyncHandlerTable async_handlers = {});
@@ -148,7 +148,7 @@ class ControlServer {
     unsigned clients() const { return static_cast<unsigned>(clients_.size()); }
     const ControlCounters& counters() const { return *counters_; }
 
-  private:
+private:
     struct Client {
         uint64_t id;
         int fd;

@@ -22,8 +22,8 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
-#include <thread>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "ctl/handlers.hh"
@@ -35,8 +35,8 @@
 #include "dataplane/pipeline.hh"
 #include "dataplane/privileges.hh"
 #include "dataplane/source.hh"
-#include "filters/compile_worker.hh"
 #include "filters/bpf_object.hh"
+#include "filters/compile_worker.hh"
 #include "filters/rule_set.hh"
 #include "storage/file_set.hh"
 #include "storage/spawn.hh"
@@ -124,8 +124,7 @@ int fail(const std::string& msg) {
  * length 262144 bytes". linktypes: one per source. */
 std::string readiness_line(const Options& o, const std::vector<int>& linktypes) {
     std::string line = "capd: capturing on ";
-    for (size_t i = 0; i < o.sources.size(); i++)
-        line += (i ? ", " : "") + o.sources[i].text;
+    for (size_t i = 0; i < o.sources.size(); i++) line += (i ? ", " : "") + o.sources[i].text;
     std::vector<int> seen;
     for (int lt : linktypes)
         if (std::find(seen.begin(), seen.end(), lt) == seen.end()) seen.push_back(lt);

@@ -16,9 +16,7 @@ Error pool_error(const std::string& what, unsigned count, unsigned chunk_kb, int
                       " KiB): " + what + ": " + rte_strerror(err));
 }
 
-void touch_chunk(rte_mempool* mp, void*, void* obj, unsigned) {
-    std::memset(obj, 0, mp->elt_size);
-}
+void touch_chunk(rte_mempool* mp, void*, void* obj, unsigned) { std::memset(obj, 0, mp->elt_size); }
 
 }  // namespace
 

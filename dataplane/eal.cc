@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <iterator>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string_view>
 
@@ -90,14 +90,42 @@ namespace {
 
 // DPDK 22.11's EAL options (lib/eal/common/eal_options.h and the Linux
 // ones), without -h/--help, which would print EAL's usage and exit.
-constexpr std::string_view kEalLongOptions[] = {
-    "--allow", "--base-virtaddr", "--block", "--create-uio-dev", "--file-prefix",
-    "--force-max-simd-bitwidth", "--huge-dir", "--huge-unlink", "--huge-worker-stack",
-    "--in-memory", "--iova-mode", "--lcores", "--legacy-mem", "--log-level", "--main-lcore",
-    "--match-allocations", "--mbuf-pool-ops-name", "--no-hpet", "--no-huge", "--no-pci",
-    "--no-shconf", "--no-telemetry", "--proc-type", "--single-file-segments", "--socket-limit",
-    "--socket-mem", "--syslog", "--telemetry", "--trace", "--trace-bufsz", "--trace-dir",
-    "--trace-mode", "--vdev", "--vfio-intr", "--vfio-vf-token", "--vmware-tsc-map"};
+constexpr std::string_view kEalLongOptions[] = {"--allow",
+                                                "--base-virtaddr",
+                                                "--block",
+                                                "--create-uio-dev",
+                                                "--file-prefix",
+                                                "--force-max-simd-bitwidth",
+                                                "--huge-dir",
+                                                "--huge-unlink",
+                                                "--huge-worker-stack",
+                                                "--in-memory",
+                                                "--iova-mode",
+                                                "--lcores",
+                                                "--legacy-mem",
+                                                "--log-level",
+                                                "--main-lcore",
+                                                "--match-allocations",
+                                                "--mbuf-pool-ops-name",
+                                                "--no-hpet",
+                                                "--no-huge",
+                                                "--no-pci",
+                                                "--no-shconf",
+                                                "--no-telemetry",
+                                                "--proc-type",
+                                                "--single-file-segments",
+                                                "--socket-limit",
+                                                "--socket-mem",
+                                                "--syslog",
+                                                "--telemetry",
+                                                "--trace",
+                                                "--trace-bufsz",
+                                                "--trace-dir",
+                                                "--trace-mode",
+                                                "--vdev",
+                                                "--vfio-intr",
+                                                "--vfio-vf-token",
+                                                "--vmware-tsc-map"};
 constexpr std::string_view kEalShortOptions = "abcdlmnrsSv";
 
 }  // namespace
@@ -116,9 +144,9 @@ Status check_host_fits(const Options& o, const EalPlan& plan, std::string& warni
             return make_error(
                 "packet memory of " + std::to_string(plan.memory_mb) + " MiB (" +
                 std::to_string(o.workers) + (o.workers == 1 ? " worker ring" : " worker rings") +
-                " of --ring-chunks " +
-                std::to_string(o.ring_chunks) + " x --chunk-kb " + std::to_string(o.chunk_kb) +
-                ", and receive buffers) does not fit in the " + std::to_string(avail_mb) +
+                " of --ring-chunks " + std::to_string(o.ring_chunks) + " x --chunk-kb " +
+                std::to_string(o.chunk_kb) + ", and receive buffers) does not fit in the " +
+                std::to_string(avail_mb) +
                 " MiB available without hugepages; lower --ring-chunks, --chunk-kb or --workers, "
                 "or reserve hugepages");
     }

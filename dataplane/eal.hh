@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "common/result.hh"
 #include "dataplane/options.hh"
 #include "dataplane/placement.hh"
-#include "common/result.hh"
 
 namespace linecap::dataplane {
 

@@ -84,8 +84,9 @@ public:
         if (ifindex == 0) return make_error("no such interface");
         std::string path = xsk_object_path();
         if (path.empty())
-            return make_error("--xdp-generic: libxdp's xsk_def_xdp_prog.o not found (package "
-                              "libxdp1; LIBXDP_OBJECT_PATH names its directory)");
+            return make_error(
+                "--xdp-generic: libxdp's xsk_def_xdp_prog.o not found (package "
+                "libxdp1; LIBXDP_OBJECT_PATH names its directory)");
         bpf_object* obj = bpf_object__open_file(path.c_str(), nullptr);
         if (!obj) return make_error("--xdp-generic: cannot open " + path);
         std::unique_ptr<bpf_object, void (*)(bpf_object*)> own(obj, bpf_object__close);
@@ -151,7 +152,9 @@ class EthSource final : public Source {
 public:
     EthSource(std::unique_ptr<PortOwner> owner, std::string name, uint16_t queues,
               uint32_t ts_scale, double rate, uint16_t rx_desc, InterfaceWatch watch)
-        : owner_(std::move(owner)), port_(owner_->port()), pacers_(queues),
+        : owner_(std::move(owner)),
+          port_(owner_->port()),
+          pacers_(queues),
           watch_(std::move(watch)) {
         rx_desc_ = rx_desc;
         name_ = std::move(name);
@@ -171,9 +174,9 @@ public:
             // real port, and counted as imissed.
             if (p.tokens > rx_desc_) {
                 double over = p.tokens - rx_desc_;
-                p.missed.store(p.missed.load(std::memory_order_relaxed) +
-                                   static_cast<uint64_t>(over),
-                               std::memory_order_relaxed);
+                p.missed.store(
+                    p.missed.load(std::memory_order_relaxed) + static_cast<uint64_t>(over),
+                    std::memory_order_relaxed);
                 p.tokens -= static_cast<uint64_t>(over);
             }
             if (p.tokens < n) n = static_cast<uint16_t>(p.tokens);
@@ -284,16 +287,18 @@ Result<std::string> check_xdp_source(const SourceSpec& spec, uint16_t queues, un
     if (prog != kXskProgram)
         return make_error("source '" + spec.text + "': interface '" + ifname +
                           "' already has an XDP program attached ('" + prog + "', id " +
-                          std::to_string(id) + "); af_xdp would replace it and remove it at "
-                          "exit. If nothing needs it, remove it with `" + ip + " set dev " +
-                          ifname + " xdp off`");
+                          std::to_string(id) +
+                          "); af_xdp would replace it and remove it at "
+                          "exit. If nothing needs it, remove it with `" +
+                          ip + " set dev " + ifname + " xdp off`");
     // A killed AF_XDP reader (capd after kill -9, say) leaves libxdp's
     // program behind. libxdp takes it over, and capd detaches it at exit.
     return "source '" + spec.text + "': interface '" + ifname + "' still has the AF_XDP program " +
-           prog + " (id " + std::to_string(id) + ") of an earlier reader (a capd stopped by kill "
+           prog + " (id " + std::to_string(id) +
+           ") of an earlier reader (a capd stopped by kill "
            "-9?): capd uses it and detaches it at exit (while another AF_XDP program still "
-           "reads this interface, stop capd; `" + ip + " set dev " + ifname +
-           " xdp off` removes the program)";
+           "reads this interface, stop capd; `" +
+           ip + " set dev " + ifname + " xdp off` removes the program)";
 }
 
 std::string eal_device_name(const SourceSpec& spec, unsigned index) {
@@ -359,9 +364,8 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     if (rte_eth_dev_get_port_by_name(devname.c_str(), &port) != 0) {
         if (!vdev.empty()) (void)rte_eal_hotplug_remove("vdev", vdev.c_str());
         return make_error("source '" + spec.text + "': no such device" +
-                          (spec.kind == SourceSpec::Kind::kPci
-                               ? " (is it bound to vfio-pci?)"
-                               : " (does the interface exist?)"));
+                          (spec.kind == SourceSpec::Kind::kPci ? " (is it bound to vfio-pci?)"
+                                                               : " (does the interface exist?)"));
     }
     // From here on every return closes the port (inside its namespace, which
     // the scope above still holds).
@@ -381,7 +385,8 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
 
     struct rte_eth_conf conf;
     std::memset(&conf, 0, sizeof(conf));
-    uint64_t rss = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
+    uint64_t rss =
+        (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
     // A key of repeated 0x6d5a makes the Toeplitz hash symmetric: both
     // directions of a flow reach the same worker (and its TCP table).
     std::vector<uint8_t> key(info.hash_key_size);

@@ -39,16 +39,18 @@ std::vector<ListedSource> listed_sources(std::vector<std::string>& notes) {
         fs::path link = d / "driver";
         if (fs::is_symlink(link, ec)) driver = fs::read_symlink(link, ec).filename().string();
         bool dpdk = driver == "vfio-pci" || driver == "uio_pci_generic" || driver == "igb_uio";
-        out.push_back({d.filename().string(),
-                       "PCI, driver " + driver + (dpdk ? ", usable" : ", bind to vfio-pci to use")});
+        out.push_back(
+            {d.filename().string(),
+             "PCI, driver " + driver + (dpdk ? ", usable" : ", bind to vfio-pci to use")});
     }
     // This namespace's interfaces, in index order, by the bare name -i takes
     // (af_packet, as tcpdump reads them).
     for (const NetIf& i : current_interfaces())
         out.push_back({i.name, "af_packet:" + i.name + ", kernel interface, " +
                                    flags_state(i.flags) + "; also af_xdp:" + i.name});
-    out.push_back({"any", "af_packet:any, every kernel interface of this namespace, "
-                          "link-type LINUX_SLL2"});
+    out.push_back({"any",
+                   "af_packet:any, every kernel interface of this namespace, "
+                   "link-type LINUX_SLL2"});
     // Interfaces inside each named network namespace (ip netns add NAME),
     // listed from inside it: /sys/class/net shows only this namespace's.
     std::vector<std::string> names;

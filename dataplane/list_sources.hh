@@ -10,8 +10,8 @@ namespace linecap::dataplane {
 
 /* One entry of capd -D. */
 struct ListedSource {
-    std::string name;  // what -i takes: "eth0", "0000:01:00.0", "af_packet:eth0@netns=blue"
-    std::string note;  // what it is, shown in parentheses
+    std::string name;        // what -i takes: "eth0", "0000:01:00.0", "af_packet:eth0@netns=blue"
+    std::string note;        // what it is, shown in parentheses
     bool selectable = true;  // -i NUMBER may name it (not the pcap:/null templates)
 };
 

@@ -1,8 +1,8 @@
 #include "dataplane/netns.hh"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/nsfs.h>
-#include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>

@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/options.hh"
 #include "common/result.hh"
+#include "dataplane/options.hh"
 
 namespace linecap::dataplane {
 

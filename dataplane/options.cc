@@ -21,8 +21,8 @@ bool kernel_interface(const SourceSpec& s) {
  * Looped files and null sources are load generators; several are allowed. */
 bool same_packets(const SourceSpec& a, const SourceSpec& b) {
     if (kernel_interface(a) && kernel_interface(b))
-        return (a.arg == b.arg || a.any_interface() || b.any_interface()) &&
-               a.netns == b.netns && a.netns_pid == b.netns_pid;
+        return (a.arg == b.arg || a.any_interface() || b.any_interface()) && a.netns == b.netns &&
+               a.netns_pid == b.netns_pid;
     if (a.kind != b.kind) return false;
     if (a.kind == SourceSpec::Kind::kPci) return a.arg == b.arg;
     if (a.kind == SourceSpec::Kind::kPcapFile && !a.loop && !b.loop) {
@@ -115,12 +115,13 @@ Result<SourceSpec> parse_source(const std::string& text) {
         // Options after the size: ,rate=N[k|M|G] paces the offered load (for
         // drop-rate measurements); ,frames=FILE fills the packet buffers with
         // the frames of a capture, so filters see real headers.
-        const std::string usage = "source '" + text +
-                                  "': expected null[:SIZE][,rate=PPS][,frames=FILE]";
+        const std::string usage =
+            "source '" + text + "': expected null[:SIZE][,rate=PPS][,frames=FILE]";
         size_t at = 0;
         while (at < opts.size()) {
             size_t next = opts.find(',', at + 1);
-            std::string item = opts.substr(at + 1, next == std::string::npos ? next : next - at - 1);
+            std::string item =
+                opts.substr(at + 1, next == std::string::npos ? next : next - at - 1);
             at = next == std::string::npos ? opts.size() : next;
             size_t eq = item.find('=');
             if (eq == std::string::npos || eq + 1 == item.size()) return make_error(usage);
@@ -134,21 +135,25 @@ Result<SourceSpec> parse_source(const std::string& text) {
                 size_t pos;
                 double r = std::stod(v, &pos);
                 std::string unit = v.substr(pos);
-                if (unit == "k") r *= 1e3;
-                else if (unit == "M") r *= 1e6;
-                else if (unit == "G") r *= 1e9;
-                else if (!unit.empty()) throw std::invalid_argument("unit");
+                if (unit == "k")
+                    r *= 1e3;
+                else if (unit == "M")
+                    r *= 1e6;
+                else if (unit == "G")
+                    r *= 1e9;
+                else if (!unit.empty())
+                    throw std::invalid_argument("unit");
                 if (!(r > 0)) throw std::out_of_range("rate");
                 s.rate_pps = r;
             } catch (const std::exception&) {
-                return make_error("source '" + text + "': rate must be a positive number of "
+                return make_error("source '" + text +
+                                  "': rate must be a positive number of "
                                   "packets/s, with an optional k, M or G");
             }
         }
         return s;
     }
-    static const std::regex pci(
-        "^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\\.[0-7]$");
+    static const std::regex pci("^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\\.[0-7]$");
     if (std::regex_match(text, pci)) {
         s.kind = SourceSpec::Kind::kPci;
         s.arg = text;
@@ -183,8 +188,7 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     bool no_promisc = false;
     std::string direction = "inout";
 
-    CLI::App app{"capd: capture packets from DPDK sources into rotating pcap/pcapng files",
-                 "capd"};
+    CLI::App app{"capd: capture packets from DPDK sources into rotating pcap/pcapng files", "capd"};
     app.set_version_flag("--version", "capd 0.1.0");
     app.add_option("-i", sources,
                    "source: IFACE (as af_packet:IFACE), any, a number from capd -D, PCI "
@@ -325,11 +329,12 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
         if (!s) return make_error(s.error());
         for (const SourceSpec& earlier : o.sources)
             if (same_packets(earlier, *s))
-                return make_error(
-                    "source '" + s->text + "' is given twice (also as '" + earlier.text +
-                    (earlier.any_interface() || s->any_interface() ? "', which holds every interface"
-                                                                   : "'") +
-                    "): every packet would be written twice");
+                return make_error("source '" + s->text + "' is given twice (also as '" +
+                                  earlier.text +
+                                  (earlier.any_interface() || s->any_interface()
+                                       ? "', which holds every interface"
+                                       : "'") +
+                                  "): every packet would be written twice");
         s->promisc = !no_promisc;
         s->direction = dir;
         o.sources.push_back(*s);
@@ -364,8 +369,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (o.write_path == "-") {
         // One stream: nothing to rotate, name, run -z on or write past the
         // page cache (tcpdump also refuses -C with -w -).
-        for (const char* opt : {"-C", "-G", "-W", "-z", "--reuse-files", "--preallocate",
-                                "--direct"})
+        for (const char* opt :
+             {"-C", "-G", "-W", "-z", "--reuse-files", "--preallocate", "--direct"})
             if (app.count(opt))
                 return make_error(std::string(opt) +
                                   " needs files: -w - writes one stream to standard output");
@@ -382,7 +387,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (o.preallocate && (o.rotate_mb == 0 || o.max_files == 0))
         return make_error("--preallocate needs -C and -W: it claims the ring's C x W bytes");
     if (o.preallocate && o.rotate_seconds > 0)
-        return make_error("--preallocate does not take -G: the ring's names must be known at start");
+        return make_error(
+            "--preallocate does not take -G: the ring's names must be known at start");
     if (app.count("-c") && o.count == 0) return make_error("-c: count must be positive");
     if (o.duration < 0 || (app.count("--duration") && o.duration == 0))
         return make_error("--duration: seconds must be positive");
@@ -409,8 +415,9 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     auto af_packet = [](const SourceSpec& s) { return s.kind == SourceSpec::Kind::kAfPacket; };
     if (app.count("-B")) {
         if (!any_source(af_packet))
-            return make_error("-B sizes the kernel buffer of af_packet interfaces; for af_xdp "
-                              "and PCI ports use --rx-desc N (receive descriptors)");
+            return make_error(
+                "-B sizes the kernel buffer of af_packet interfaces; for af_xdp "
+                "and PCI ports use --rx-desc N (receive descriptors)");
         if (o.buffer_kb < 16 || o.buffer_kb > 65536)
             return make_error("-B: 16..65536 KiB (64 MiB) per queue, not " +
                               std::to_string(o.buffer_kb));
@@ -419,18 +426,21 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
         return make_error("-U writes each burst as it arrives; --flush-ms " +
                           std::to_string(o.flush_ms) + " contradicts it: give one of them");
     if (o.packet_buffered && o.direct)
-        return make_error("-U does not take --direct: O_DIRECT holds a partial 4 KiB block "
-                          "until the file is closed");
+        return make_error(
+            "-U does not take --direct: O_DIRECT holds a partial 4 KiB block "
+            "until the file is closed");
     if (dir != Direction::kInOut)
         for (const SourceSpec& s : o.sources) {
             if (af_packet(s)) continue;
-            bool receive_only = s.kind == SourceSpec::Kind::kAfXdp ||
-                                s.kind == SourceSpec::Kind::kPci;
+            bool receive_only =
+                s.kind == SourceSpec::Kind::kAfXdp || s.kind == SourceSpec::Kind::kPci;
             if (receive_only && dir == Direction::kIn) continue;
             if (receive_only)
-                return make_error("-Q out: source '" + s.text + "' sees only received "
+                return make_error("-Q out: source '" + s.text +
+                                  "' sees only received "
                                   "packets; use af_packet:IFACE for sent ones");
-            return make_error("-Q " + direction + ": source '" + s.text + "' has no direction "
+            return make_error("-Q " + direction + ": source '" + s.text +
+                              "' has no direction "
                               "(only kernel interfaces do); use a filter instead");
         }
     return o;

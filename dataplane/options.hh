@@ -27,9 +27,9 @@ struct SourceSpec {
     // As the user wrote it, e.g. "pcap:in.pcap,loop"; a bare interface name
     // (-i eth0) is written as the source it maps to, "af_packet:eth0".
     std::string text;
-    std::string arg;   // PCI address, interface or file (null: the frames= file)
+    std::string arg;  // PCI address, interface or file (null: the frames= file)
     bool loop = false;
-    uint32_t size = 64;  // null: frame size
+    uint32_t size = 64;   // null: frame size
     double rate_pps = 0;  // null: offered load, packets/s over all queues; 0 = unpaced
     // af_packet/af_xdp inside another network namespace: @netns=NAME (a name
     // under /run/netns, as `ip netns` shows it) or @pid=PID (that process's).
@@ -70,23 +70,23 @@ struct Options {
     std::vector<std::string> patterns;
     std::string bpf_object;
     filters::ScanScope scan_scope = filters::ScanScope::kPayload;
-    std::string ctl_path;         // empty: the default socket
-    std::string ctl_group;        // group allowed to use the socket
-    double ctl_idle_timeout_s = 30;   // a control client without a request is dropped
-    double compile_timeout_s = 10;    // libpcap/Hyperscan compile of one rule set
-    std::string bpf_dir;          // --bpf-dir: eBPF objects the control group may load
+    std::string ctl_path;            // empty: the default socket
+    std::string ctl_group;           // group allowed to use the socket
+    double ctl_idle_timeout_s = 30;  // a control client without a request is dropped
+    double compile_timeout_s = 10;   // libpcap/Hyperscan compile of one rule set
+    std::string bpf_dir;             // --bpf-dir: eBPF objects the control group may load
     std::string stats_json;
     bool dump_filter = false;   // -d
     bool list_sources = false;  // -D
     bool quiet = false;
-    bool rx_only = false;       // --rx-only: bare receive loop, for baselines
+    bool rx_only = false;  // --rx-only: bare receive loop, for baselines
     bool no_jit = false;
-    bool fsync = false;          // fdatasync each file before naming it
-    bool reuse_files = false;    // --reuse-files: overwrite the displaced file's storage
-    bool direct = false;         // --direct: O_DIRECT writes, past the page cache
-    bool preallocate = false;    // --preallocate: claim the -C x -W ring at start
+    bool fsync = false;              // fdatasync each file before naming it
+    bool reuse_files = false;        // --reuse-files: overwrite the displaced file's storage
+    bool direct = false;             // --direct: O_DIRECT writes, past the page cache
+    bool preallocate = false;        // --preallocate: claim the -C x -W ring at start
     uint32_t write_behind_mb = 256;  // page cache a disk file may hold ahead of the disk; 0: off
-    std::string run_as_user;     // -Z: drop to this user after set-up
+    std::string run_as_user;         // -Z: drop to this user after set-up
     uid_t run_as_uid = static_cast<uid_t>(-1);  // -Z's ids, resolved at start (-1: none)
     gid_t run_as_gid = static_cast<gid_t>(-1);
     std::vector<int> start_cpus;  // capd's CPUs at start, before EAL pinned its threads (-z)

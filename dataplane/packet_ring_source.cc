@@ -57,7 +57,7 @@ namespace {
 constexpr uint32_t kFrameBytes = 2048;         // the unit --rx-desc counts
 constexpr uint32_t kMaxBlockBytes = 1u << 20;  // holds a 64 KiB GSO frame
 constexpr uint32_t kMinBlocks = 4;
-constexpr unsigned kRetireMs = 4;  // a part-filled block reaches the reader after this
+constexpr unsigned kRetireMs = 4;        // a part-filled block reaches the reader after this
 constexpr uint16_t kLinkTypeSll2 = 276;  // DLT_LINUX_SLL2
 constexpr uint32_t kSll2Bytes = 20;      // its header
 
@@ -100,8 +100,7 @@ std::string sys_error(const std::string& what) { return what + ": " + std::strer
 
 class PacketRingSource final : public Source {
 public:
-    PacketRingSource(std::string name, uint16_t queues, rte_mempool* pool,
-                     const MbufFields& fields)
+    PacketRingSource(std::string name, uint16_t queues, rte_mempool* pool, const MbufFields& fields)
         : rings_(queues), pool_(pool), fields_(fields) {
         name_ = std::move(name);
         queues_ = queues;
@@ -147,9 +146,8 @@ public:
             req.tp_frame_nr = g.block_bytes / kFrameBytes * g.blocks;
             req.tp_retire_blk_tov = kRetireMs;
             if (setsockopt(r.fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) != 0)
-                return make_error(sys_error("receive ring of " + std::to_string(g.blocks) +
-                                            " x " + std::to_string(g.block_bytes >> 10) +
-                                            " KiB"));
+                return make_error(sys_error("receive ring of " + std::to_string(g.blocks) + " x " +
+                                            std::to_string(g.block_bytes >> 10) + " KiB"));
             r.block_bytes = g.block_bytes;
             r.blocks = g.blocks;
             r.map_len = size_t(g.block_bytes) * g.blocks;
@@ -161,8 +159,7 @@ public:
             // reader skips them anyway where the kernel cannot).
             int ignore = 1;
             if (!want_out_)
-                (void)setsockopt(r.fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &ignore,
-                                 sizeof(ignore));
+                (void)setsockopt(r.fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, &ignore, sizeof(ignore));
 #endif
             if (!cooked_) {  // any: unbound, every interface
                 sockaddr_ll sll;
@@ -205,8 +202,7 @@ public:
         while (got < n) {
             if (!r.cur) {
                 tpacket_block_desc* b = r.block(r.next_block);
-                if (!(__atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE) &
-                      TP_STATUS_USER))
+                if (!(__atomic_load_n(&b->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
                     break;
                 r.cur = b;
                 r.left = b->hdr.bh1.num_pkts;
@@ -229,8 +225,7 @@ public:
                 r.left--;
             }
             if (r.left == 0) {
-                __atomic_store_n(&r.cur->hdr.bh1.block_status, TP_STATUS_KERNEL,
-                                 __ATOMIC_RELEASE);
+                __atomic_store_n(&r.cur->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
                 r.cur = nullptr;
                 r.next_block = r.next_block + 1 == r.blocks ? 0 : r.next_block + 1;
             }
@@ -294,8 +289,8 @@ private:
             std::memcpy(tag + 12, sll->sll_addr, halen);
             wirelen += kSll2Bytes;
         } else if (vlan) {
-            uint16_t tpid = (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid
-                                                                        : ETH_P_8021Q;
+            uint16_t tpid =
+                (h->tp_status & TP_STATUS_VLAN_TPID_VALID) ? h->hv1.tp_vlan_tpid : ETH_P_8021Q;
             tag[0] = static_cast<uint8_t>(tpid >> 8);
             tag[1] = static_cast<uint8_t>(tpid);
             tag[2] = static_cast<uint8_t>(h->hv1.tp_vlan_tci >> 8);
@@ -308,7 +303,8 @@ private:
         struct Piece {
             const uint8_t* p;
             uint32_t len;
-        } pieces[3] = {{data, vlan ? 12u : caplen}, {tag, vlan ? 4u : 0u},
+        } pieces[3] = {{data, vlan ? 12u : caplen},
+                       {tag, vlan ? 4u : 0u},
                        {data + 12, vlan ? caplen - 12 : 0u}};
         if (cooked_) {
             pieces[0] = {tag, kSll2Bytes};
@@ -371,11 +367,11 @@ private:
     rte_mempool* pool_;
     MbufFields fields_;
     InterfaceWatch watch_;
-    bool cooked_ = false;       // any: SOCK_DGRAM frames given a LINUX_SLL2 header
-    unsigned lo_ifindex_ = 0;   // the loopback's, whose sent copies are skipped; 0: none
-    bool want_in_ = true;       // -Q: directions kept
+    bool cooked_ = false;      // any: SOCK_DGRAM frames given a LINUX_SLL2 header
+    unsigned lo_ifindex_ = 0;  // the loopback's, whose sent copies are skipped; 0: none
+    bool want_in_ = true;      // -Q: directions kept
     bool want_out_ = true;
-    bool check_ = false;        // skip() has something to do
+    bool check_ = false;  // skip() has something to do
     mutable std::mutex mu_;
     mutable uint64_t kernel_dropped_ = 0;
 };

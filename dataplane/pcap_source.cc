@@ -52,8 +52,8 @@ Result<pcap_t*> open_nano(const std::string& path, FileClock* clock = nullptr) {
     char errbuf[PCAP_ERRBUF_SIZE] = "";
     FileClock c = file_clock(path);
     if (clock) *clock = c;
-    int precision = c == FileClock::kClassicMicro ? PCAP_TSTAMP_PRECISION_MICRO
-                                                  : PCAP_TSTAMP_PRECISION_NANO;
+    int precision =
+        c == FileClock::kClassicMicro ? PCAP_TSTAMP_PRECISION_MICRO : PCAP_TSTAMP_PRECISION_NANO;
     pcap_t* p = pcap_open_offline_with_tstamp_precision(path.c_str(), precision, errbuf);
     if (!p) return make_error(errbuf);
     return p;
@@ -285,8 +285,8 @@ Result<MbufFields> MbufFields::register_fields() {
     MbufFields f;
     if (rte_mbuf_dyn_rx_timestamp_register(&f.ts_offset, &f.ts_flag) != 0)
         return make_error(std::string("mbuf timestamp field: ") + rte_strerror(rte_errno));
-    static const struct rte_mbuf_dynfield wirelen_desc = {
-        "linecap_dynfield_wirelen", sizeof(uint32_t), alignof(uint32_t), 0};
+    static const struct rte_mbuf_dynfield wirelen_desc = {"linecap_dynfield_wirelen",
+                                                          sizeof(uint32_t), alignof(uint32_t), 0};
     f.wirelen_offset = rte_mbuf_dynfield_register(&wirelen_desc);
     if (f.wirelen_offset < 0)
         return make_error(std::string("mbuf wire length field: ") + rte_strerror(rte_errno));

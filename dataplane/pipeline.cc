@@ -397,10 +397,10 @@ Summary Pipeline::finish() {
 Summary Pipeline::collect() const {
     const Impl& p = *impl_;
     Summary s;
-    s.elapsed_s = p.finished ? p.elapsed
-                             : std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                             p.started)
-                                   .count();
+    s.elapsed_s =
+        p.finished
+            ? p.elapsed
+            : std::chrono::duration<double>(std::chrono::steady_clock::now() - p.started).count();
     s.hugepages = p.hugepages;
     if (p.mbufs) s.mbufs = {rte_mempool_in_use_count(p.mbufs.get()), p.mbufs->size};
     if (p.chunks) s.chunks = {rte_mempool_in_use_count(p.chunks.get()), p.chunks->size};
@@ -427,9 +427,15 @@ Summary Pipeline::collect() const {
     }
     for (const auto& w : p.workers) {
         const WorkerStats& st = w->stats;
-        WorkerSummary ws{st.rx_packets.load(),  st.rx_bytes.load(),    st.filtered_out.load(),
-                         st.over_limit.load(),  st.accepted.load(),    st.encoded.load(),
-                         st.writer_slow.load(), st.ring_full.load(),   st.chunks.load(),
+        WorkerSummary ws{st.rx_packets.load(),
+                         st.rx_bytes.load(),
+                         st.filtered_out.load(),
+                         st.over_limit.load(),
+                         st.accepted.load(),
+                         st.encoded.load(),
+                         st.writer_slow.load(),
+                         st.ring_full.load(),
+                         st.chunks.load(),
                          static_cast<double>(st.max_poll_gap.load()) * 1e6 /
                              static_cast<double>(rte_get_tsc_hz())};
         s.received += ws.rx_packets;
@@ -442,8 +448,8 @@ Summary Pipeline::collect() const {
     }
     for (const auto& w : p.writers) {
         const storage::WriterStats& st = w->stats();
-        WriterSummary ws{st.packets.load(),    st.bytes.load(),      st.files.load(),
-                         st.chunks.load(),     st.disk_drops.load(), st.disk_errors.load(),
+        WriterSummary ws{st.packets.load(), st.bytes.load(),      st.files.load(),
+                         st.chunks.load(),  st.disk_drops.load(), st.disk_errors.load(),
                          w->last_error()};
         s.written += ws.packets;
         s.bytes_written += ws.bytes;
@@ -453,9 +459,11 @@ Summary Pipeline::collect() const {
         if (w->output_gone())
             s.errors.push_back(ws.error + ": " + std::to_string(ws.disk_drops) +
                                " packets not written");
-        else if (ws.disk_drops) s.errors.push_back("write errors lost " + std::to_string(ws.disk_drops) +
-                                              " packets: " + ws.error);
-        else if (st.close_errors.load()) s.errors.push_back("closing a file failed: " + ws.error);
+        else if (ws.disk_drops)
+            s.errors.push_back("write errors lost " + std::to_string(ws.disk_drops) +
+                               " packets: " + ws.error);
+        else if (st.close_errors.load())
+            s.errors.push_back("closing a file failed: " + ws.error);
         else if (st.writeback_errors.load())
             s.errors.push_back("the disk did not keep written data: " + ws.error);
         ws.command_failures = w->command_failures();
@@ -513,7 +521,8 @@ Status Pipeline::with_tcp_tables(
         size_t n = 0;
         for (size_t i = 0; i < p.tcp_tables.size(); i++) {
             if (!ready[i])
-                ready[i] = p.tcp_tables[i]->ready(p.workers[i]->done.load(std::memory_order_acquire));
+                ready[i] =
+                    p.tcp_tables[i]->ready(p.workers[i]->done.load(std::memory_order_acquire));
             n += ready[i];
         }
         if (n == ready.size()) break;
@@ -523,8 +532,10 @@ Status Pipeline::with_tcp_tables(
             // are given back.
             std::string late;
             for (size_t i = 0; i < ready.size(); i++) {
-                if (ready[i]) p.tcp_tables[i]->release();
-                else late += (late.empty() ? "" : ", ") + std::to_string(i);
+                if (ready[i])
+                    p.tcp_tables[i]->release();
+                else
+                    late += (late.empty() ? "" : ", ") + std::to_string(i);
             }
             return make_error(ETIMEDOUT, "worker " + late +
                                              " did not copy its TCP flow table within " +

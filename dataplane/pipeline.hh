@@ -24,9 +24,9 @@
 #include <string>
 #include <vector>
 
+#include "common/result.hh"
 #include "dataplane/options.hh"
 #include "dataplane/placement.hh"
-#include "common/result.hh"
 #include "dataplane/summary.hh"
 #include "filters/rule_set.hh"
 #include "packet/tcp_tracker.hh"
@@ -86,9 +86,8 @@ public:
      * of its bursts, and passes the copies to fn. Errors: ENOTSUP, the
      * tables are off (--tcp-flows 0 or --rx-only); ETIMEDOUT, a worker did
      * not answer within timeout_ms (fn is then not called). */
-    Status with_tcp_tables(
-        int timeout_ms,
-        const std::function<void(const std::vector<packet::TableView>&)>& fn);
+    Status with_tcp_tables(int timeout_ms,
+                           const std::function<void(const std::vector<packet::TableView>&)>& fn);
 
     /* Asks every writer for a new file. Error: the output is standard
      * output (-w -), which never rotates. */

@@ -7,8 +7,7 @@
 
 namespace linecap::dataplane {
 
-Placement plan_placement(unsigned workers, unsigned writers, bool rx_only,
-                         std::vector<int> cpus) {
+Placement plan_placement(unsigned workers, unsigned writers, bool rx_only, std::vector<int> cpus) {
     Placement p;
     if (cpus.empty()) cpus.push_back(0);
     p.cpus = std::move(cpus);

@@ -27,8 +27,7 @@ Result<RunAs> check_run_as(const std::string& user, const std::string& output_pa
         _exit(output_path == "-" || access(dir.c_str(), W_OK | X_OK) == 0 ? 0 : 1);
     }
     int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         return make_error("-Z " + user + ": the user cannot create files in " + dir);
     return RunAs{uid, gid};

@@ -8,9 +8,9 @@ namespace linecap::dataplane {
 
 void RulePublisher::RteFree::operator()(void* p) const { rte_free(p); }
 
-Result<std::unique_ptr<RulePublisher>> RulePublisher::create(
-    std::vector<filters::RuleSpec> specs, const filters::CompileOptions& copts,
-    unsigned workers) {
+Result<std::unique_ptr<RulePublisher>> RulePublisher::create(std::vector<filters::RuleSpec> specs,
+                                                             const filters::CompileOptions& copts,
+                                                             unsigned workers) {
     std::unique_ptr<RulePublisher> pub(new RulePublisher(copts, workers));
     auto rs = filters::compile(specs, copts, nullptr);
     if (!rs) return make_error(rs.error());

@@ -25,16 +25,16 @@
 #include <memory>
 #include <string>
 
+#include "common/result.hh"
 #include "dataplane/iface_watch.hh"
 #include "dataplane/options.hh"
-#include "common/result.hh"
 
 namespace linecap::dataplane {
 
 /* Offsets of the mbuf dynamic fields capd uses. Registered once at start. */
 struct MbufFields {
-    int ts_offset = -1;     // rte_mbuf_timestamp_t, ns since the epoch
-    uint64_t ts_flag = 0;   // ol_flags bit: timestamp valid
+    int ts_offset = -1;       // rte_mbuf_timestamp_t, ns since the epoch
+    uint64_t ts_flag = 0;     // ol_flags bit: timestamp valid
     int wirelen_offset = -1;  // uint32_t original length + 1; 0 = pkt_len
 
     static Result<MbufFields> register_fields();

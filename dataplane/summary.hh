@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/drop_stages.hh"
 #include "common/result.hh"
+#include "dataplane/drop_stages.hh"
 
 namespace linecap::dataplane {
 
@@ -53,10 +53,10 @@ struct Summary {
     uint64_t received = 0;
     uint64_t filtered_out = 0;
     uint64_t over_limit = 0;
-    uint64_t paused = 0;          // received while `capctl pause`d: not written, not lost
+    uint64_t paused = 0;  // received while `capctl pause`d: not written, not lost
     uint64_t written = 0;
-    uint64_t bytes_written = 0;   // file bytes, headers included
-    uint64_t packet_bytes = 0;    // wire bytes received
+    uint64_t bytes_written = 0;  // file bytes, headers included
+    uint64_t packet_bytes = 0;   // wire bytes received
     uint64_t files = 0;
     Drops drops;
     std::vector<SourceSummary> sources;

@@ -68,7 +68,7 @@ bool get_chunk(WorkerState& st) {
 
 /* Copies one packet's record into the current chunk; returns 1 if it did. */
 __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t ts, uint32_t if_id,
-                   uint32_t wirelen) {
+                                    uint32_t wirelen) {
     WorkerContext& ctx = st.ctx;
     uint32_t caplen = m->pkt_len < ctx.snaplen ? m->pkt_len : ctx.snaplen;
     uint32_t need = storage::record_size(ctx.format, caplen);
@@ -145,8 +145,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 fp[i].caplen = m->data_len;
             } else {
                 uint32_t len = m->pkt_len < kLinearMax ? m->pkt_len : kLinearMax;
-                fp[i].data = static_cast<const uint8_t*>(
-                    rte_pktmbuf_read(m, 0, len, st.linear[i]));
+                fp[i].data = static_cast<const uint8_t*>(rte_pktmbuf_read(m, 0, len, st.linear[i]));
                 fp[i].caplen = len;
             }
         }

@@ -39,7 +39,7 @@ struct alignas(64) WorkerStats {
     std::atomic<uint64_t> rx_packets{0};
     std::atomic<uint64_t> rx_bytes{0};
     std::atomic<uint64_t> filtered_out{0};
-    std::atomic<uint64_t> over_limit{0};   // beyond -c
+    std::atomic<uint64_t> over_limit{0};  // beyond -c
     std::atomic<uint64_t> accepted{0};
     std::atomic<uint64_t> encoded{0};      // records put in chunks
     std::atomic<uint64_t> writer_slow{0};  // no free chunk
@@ -66,8 +66,8 @@ struct alignas(64) QueueStats {
 struct QueueRef {
     Source* source;
     uint16_t queue;
-    uint32_t if_id;      // interface index in the output files
-    QueueStats* stats;   // owned by the pipeline
+    uint32_t if_id;     // interface index in the output files
+    QueueStats* stats;  // owned by the pipeline
 };
 
 struct WorkerContext {
@@ -87,8 +87,8 @@ struct WorkerContext {
     CountLimit* limit = nullptr;
     const std::atomic<bool>* stop = nullptr;
     bool rx_only = false;
-    bool lossless = false;    // only finite file sources: wait for the writer, never drop
-    unsigned idle_sleep_us = 0;  // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
+    bool lossless = false;        // only finite file sources: wait for the writer, never drop
+    unsigned idle_sleep_us = 0;   // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
     TcpFlowTable* tcp = nullptr;  // live TCP table fed with accepted packets; null: off
 
     WorkerStats stats;

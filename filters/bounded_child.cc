@@ -128,8 +128,7 @@ Result<std::string> run_bounded(const std::function<Result<std::string>()>& work
     close(fds[0]);
     if (!stopped.empty()) kill(pid, SIGKILL);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (!stopped.empty()) return make_error(stopped);
     if (WIFSIGNALED(status))
         return make_error(what + ": the compiling process died (signal " +

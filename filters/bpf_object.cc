@@ -47,7 +47,7 @@ int capture_libbpf_print(enum libbpf_print_level level, const char* fmt, va_list
 }
 
 class LibbpfLogCapture {
-  public:
+public:
     LibbpfLogCapture() : prev_(libbpf_set_print(capture_libbpf_print)) { t_libbpf_log = &log_; }
     ~LibbpfLogCapture() {
         t_libbpf_log = nullptr;
@@ -57,7 +57,7 @@ class LibbpfLogCapture {
     LibbpfLogCapture& operator=(const LibbpfLogCapture&) = delete;
     const std::string& log() const { return log_; }
 
-  private:
+private:
     libbpf_print_fn_t prev_;
     std::string log_;
 };
@@ -187,49 +187,30 @@ constexpr uint8_t kPseudoKfuncCall = 2;
 
 const char* helper_name(int32_t id) {
     switch (id) {
-        case 1:
-            return "bpf_map_lookup_elem";
-        case 2:
-            return "bpf_map_update_elem";
-        case 3:
-            return "bpf_map_delete_elem";
-        case 4:
-            return "bpf_probe_read";
-        case 5:
-            return "bpf_ktime_get_ns";
-        case 6:
-            return "bpf_trace_printk";
-        case 7:
-            return "bpf_get_prandom_u32";
-        case 8:
-            return "bpf_get_smp_processor_id";
-        case 9:
-            return "bpf_skb_store_bytes";
-        case 26:
-            return "bpf_skb_load_bytes";
-        case 130:
-            return "bpf_ringbuf_output";
-        default:
-            return nullptr;
+        case 1: return "bpf_map_lookup_elem";
+        case 2: return "bpf_map_update_elem";
+        case 3: return "bpf_map_delete_elem";
+        case 4: return "bpf_probe_read";
+        case 5: return "bpf_ktime_get_ns";
+        case 6: return "bpf_trace_printk";
+        case 7: return "bpf_get_prandom_u32";
+        case 8: return "bpf_get_smp_processor_id";
+        case 9: return "bpf_skb_store_bytes";
+        case 26: return "bpf_skb_load_bytes";
+        case 130: return "bpf_ringbuf_output";
+        default: return nullptr;
     }
 }
 
 const char* pseudo_name(uint8_t src) {
     switch (src) {
-        case 1:
-            return "BPF_PSEUDO_MAP_FD";
-        case 2:
-            return "BPF_PSEUDO_MAP_VALUE";
-        case 3:
-            return "BPF_PSEUDO_BTF_ID";
-        case 4:
-            return "BPF_PSEUDO_FUNC";
-        case 5:
-            return "BPF_PSEUDO_MAP_IDX";
-        case 6:
-            return "BPF_PSEUDO_MAP_IDX_VALUE";
-        default:
-            return "an unknown BPF_PSEUDO_* kind";
+        case 1: return "BPF_PSEUDO_MAP_FD";
+        case 2: return "BPF_PSEUDO_MAP_VALUE";
+        case 3: return "BPF_PSEUDO_BTF_ID";
+        case 4: return "BPF_PSEUDO_FUNC";
+        case 5: return "BPF_PSEUDO_MAP_IDX";
+        case 6: return "BPF_PSEUDO_MAP_IDX_VALUE";
+        default: return "an unknown BPF_PSEUDO_* kind";
     }
 }
 
@@ -327,8 +308,7 @@ Status check_bpf_program(std::span<const ebpf_insn> insns, std::span<const std::
                 return make_error(at(insns, i) +
                                   "32-bit jump (BPF_JMP32) is not supported by rte_bpf; "
                                   "compile with -mcpu=v2");
-            default:
-                return make_error(at(insns, i) + "unknown instruction class");
+            default: return make_error(at(insns, i) + "unknown instruction class");
         }
     }
     return Status::success();

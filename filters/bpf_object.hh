@@ -51,13 +51,13 @@ namespace linecap::filters {
 
 /* One program taken out of an ELF object. */
 struct BpfProgram {
-    std::string file;     // path as given
-    std::string name;     // program (function) name
-    std::string section;  // ELF section, e.g. "linecap"
-    std::vector<ebpf_insn> insns;  // after normalize_pointer_adds(); what EbpfVm loads
-    uint32_t rewritten_adds = 0;   // see normalize_pointer_adds()
-    uint32_t packet_reach = 0;     // verify_filter(): every packet read lies below this
-    uint64_t validator_visits = 0; // verify_filter(): rte_bpf's validation work
+    std::string file;               // path as given
+    std::string name;               // program (function) name
+    std::string section;            // ELF section, e.g. "linecap"
+    std::vector<ebpf_insn> insns;   // after normalize_pointer_adds(); what EbpfVm loads
+    uint32_t rewritten_adds = 0;    // see normalize_pointer_adds()
+    uint32_t packet_reach = 0;      // verify_filter(): every packet read lies below this
+    uint64_t validator_visits = 0;  // verify_filter(): rte_bpf's validation work
 };
 
 /* Largest object file capd reads. clang -g objects of a few thousand

@@ -128,14 +128,11 @@ Value alu_scalar64(uint8_t op, const Value& d, const Value& s) {
             return Value::scalar(d.umin * s.umin, d.umax * s.umax);
         case BPF_DIV:  // divisor proved non-zero by the caller
             return Value::scalar(d.umin / s.umax, d.umax / s.umin);
-        case BPF_MOD:
-            return Value::scalar(0, std::min(d.umax, s.umax - 1));
-        case BPF_AND:
-            return Value::scalar(0, std::min(d.umax, s.umax));
+        case BPF_MOD: return Value::scalar(0, std::min(d.umax, s.umax - 1));
+        case BPF_AND: return Value::scalar(0, std::min(d.umax, s.umax));
         case BPF_OR:
             return Value::scalar(std::max(d.umin, s.umin), bits_up_to(std::max(d.umax, s.umax)));
-        case BPF_XOR:
-            return Value::scalar(0, bits_up_to(std::max(d.umax, s.umax)));
+        case BPF_XOR: return Value::scalar(0, bits_up_to(std::max(d.umax, s.umax)));
         case BPF_LSH:
             if (s.umax >= 64 || (d.umax != 0 && d.umax > (UINT64_MAX >> s.umax)))
                 return Value::any();
@@ -146,8 +143,7 @@ Value alu_scalar64(uint8_t op, const Value& d, const Value& s) {
         case EBPF_ARSH:
             if (s.umax >= 64 || d.umax > static_cast<uint64_t>(INT64_MAX)) return Value::any();
             return Value::scalar(d.umin >> s.umax, d.umax >> s.umin);
-        default:
-            return Value::any();
+        default: return Value::any();
     }
 }
 
@@ -202,18 +198,12 @@ bool refine(uint8_t op, bool taken, Value& a, Value& b) {
         return true;
     };
     switch (op) {
-        case BPF_JEQ:
-            return taken ? eq(a, b) : ne(a, b) && ne(b, a);
-        case EBPF_JNE:
-            return taken ? ne(a, b) && ne(b, a) : eq(a, b);
-        case BPF_JGT:
-            return taken ? lt(b, a) : le(a, b);
-        case BPF_JGE:
-            return taken ? le(b, a) : lt(a, b);
-        case EBPF_JLT:
-            return taken ? lt(a, b) : le(b, a);
-        case EBPF_JLE:
-            return taken ? le(a, b) : lt(b, a);
+        case BPF_JEQ: return taken ? eq(a, b) : ne(a, b) && ne(b, a);
+        case EBPF_JNE: return taken ? ne(a, b) && ne(b, a) : eq(a, b);
+        case BPF_JGT: return taken ? lt(b, a) : le(a, b);
+        case BPF_JGE: return taken ? le(b, a) : lt(a, b);
+        case EBPF_JLT: return taken ? lt(a, b) : le(b, a);
+        case EBPF_JLE: return taken ? le(a, b) : lt(b, a);
         default:  // JSET: no narrowing
             return true;
     }
@@ -232,56 +222,36 @@ bool known_jump(uint8_t op) {
         case EBPF_JLT:
         case EBPF_JLE:
         case EBPF_JSLT:
-        case EBPF_JSLE:
-            return true;
-        default:
-            return false;
+        case EBPF_JSLE: return true;
+        default: return false;
     }
 }
 
 const char* alu_word(uint8_t op) {
     switch (op) {
-        case BPF_ADD:
-            return "addition";
-        case BPF_SUB:
-            return "subtraction";
-        case BPF_MUL:
-            return "multiplication";
-        case BPF_DIV:
-            return "division";
-        case BPF_MOD:
-            return "modulo";
-        case BPF_AND:
-            return "and";
-        case BPF_OR:
-            return "or";
-        case BPF_XOR:
-            return "xor";
-        case BPF_LSH:
-            return "shift";
-        case BPF_RSH:
-            return "shift";
-        case EBPF_ARSH:
-            return "shift";
-        case BPF_NEG:
-            return "negation";
-        case EBPF_END:
-            return "byte swap";
-        default:
-            return "operation";
+        case BPF_ADD: return "addition";
+        case BPF_SUB: return "subtraction";
+        case BPF_MUL: return "multiplication";
+        case BPF_DIV: return "division";
+        case BPF_MOD: return "modulo";
+        case BPF_AND: return "and";
+        case BPF_OR: return "or";
+        case BPF_XOR: return "xor";
+        case BPF_LSH: return "shift";
+        case BPF_RSH: return "shift";
+        case EBPF_ARSH: return "shift";
+        case BPF_NEG: return "negation";
+        case EBPF_END: return "byte swap";
+        default: return "operation";
     }
 }
 
 uint32_t size_bytes(uint8_t code) {
     switch (BPF_SIZE(code)) {
-        case BPF_B:
-            return 1;
-        case BPF_H:
-            return 2;
-        case BPF_W:
-            return 4;
-        default:
-            return 8;
+        case BPF_B: return 1;
+        case BPF_H: return 2;
+        case BPF_W: return 4;
+        default: return 8;
     }
 }
 
@@ -377,11 +347,11 @@ uint64_t count_visits(std::span<const ebpf_insn> insns, const std::vector<uint32
 /* ---- The pass ------------------------------------------------------------- */
 
 class Verifier {
-  public:
+public:
     explicit Verifier(std::span<const ebpf_insn> insns) : insns_(insns) {}
     Result<VerifiedFilter> run();
 
-  private:
+private:
     Error fail(size_t i, const std::string& why) const {
         return make_error("insn " + std::to_string(i) + " (" + disassemble_one(insns_, i) +
                           "): " + why);
@@ -633,12 +603,9 @@ Status Verifier::store(size_t i, State& st) {
         return fail(i, "atomic operation other than a plain 32/64-bit add");
     const Value base = st.reg[in.dst_reg];
     switch (base.type) {
-        case Type::kCtx:
-            return fail(i, "store to the context");
-        case Type::kPacket:
-            return fail(i, "store to the packet (filters may only read it)");
-        case Type::kStack:
-            break;
+        case Type::kCtx: return fail(i, "store to the context");
+        case Type::kPacket: return fail(i, "store to the packet (filters may only read it)");
+        case Type::kStack: break;
         case Type::kScalar:
             return fail(
                 i, "stores through " + reg(in.dst_reg) + ", which holds a number, not a pointer");
@@ -741,15 +708,11 @@ Status Verifier::step(size_t i, State& st, bool& falls_through) {
         return fail(i, "names a register beyond r10");
     switch (BPF_CLASS(in.code)) {
         case BPF_ALU:
-        case EBPF_ALU64:
-            return alu(i, st);
-        case BPF_LDX:
-            return load(i, st);
+        case EBPF_ALU64: return alu(i, st);
+        case BPF_LDX: return load(i, st);
         case BPF_ST:
-        case BPF_STX:
-            return store(i, st);
-        case BPF_JMP:
-            return jump(i, st, falls_through);
+        case BPF_STX: return store(i, st);
+        case BPF_JMP: return jump(i, st, falls_through);
         case BPF_LD:
             if (in.code != (BPF_LD | BPF_IMM | EBPF_DW))
                 return fail(i, "BPF_LD_ABS/BPF_LD_IND are not allowed");
@@ -766,8 +729,7 @@ Status Verifier::step(size_t i, State& st, bool& falls_through) {
             return Status::success();
         case kClassJmp32:
             return fail(i, "32-bit jumps (BPF_JMP32) are not supported; compile with -mcpu=v2");
-        default:
-            return fail(i, "unknown instruction class");
+        default: return fail(i, "unknown instruction class");
     }
 }
 

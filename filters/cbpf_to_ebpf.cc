@@ -48,14 +48,10 @@ constexpr uint16_t kMiscTxa = 0x80;
 
 uint32_t load_width(uint16_t code) {
     switch (csize(code)) {
-        case BPF_W:
-            return 4;
-        case BPF_H:
-            return 2;
-        case BPF_B:
-            return 1;
-        default:
-            return 0;
+        case BPF_W: return 4;
+        case BPF_H: return 2;
+        case BPF_B: return 1;
+        default: return 0;
     }
 }
 
@@ -88,7 +84,7 @@ struct Fixup {
 };
 
 class Emitter {
-  public:
+public:
     std::vector<ebpf_insn> out;
     std::vector<Fixup> fixups;
 
@@ -183,30 +179,21 @@ std::string at(size_t pc, const std::string& what) {
 
 uint8_t ebpf_jmp_op(uint16_t code) {
     switch (cop(code)) {
-        case BPF_JEQ:
-            return BPF_JEQ;
-        case BPF_JGT:
-            return BPF_JGT;
-        case BPF_JGE:
-            return BPF_JGE;
-        case BPF_JSET:
-            return BPF_JSET;
-        default:
-            return 0xff;
+        case BPF_JEQ: return BPF_JEQ;
+        case BPF_JGT: return BPF_JGT;
+        case BPF_JGE: return BPF_JGE;
+        case BPF_JSET: return BPF_JSET;
+        default: return 0xff;
     }
 }
 
 // The branch taken when the test is false, for tests that have one.
 uint8_t inverse_jmp_op(uint8_t op) {
     switch (op) {
-        case BPF_JEQ:
-            return EBPF_JNE;
-        case BPF_JGT:
-            return EBPF_JLE;
-        case BPF_JGE:
-            return EBPF_JLT;
-        default:
-            return 0xff;
+        case BPF_JEQ: return EBPF_JNE;
+        case BPF_JGT: return EBPF_JLE;
+        case BPF_JGE: return EBPF_JLT;
+        default: return 0xff;
     }
 }
 
@@ -348,39 +335,25 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                         if (w == 0) return make_error(at(pc, "bad load size"));
                         e.load_ind(static_cast<uint8_t>(csize(c)), k, w);
                         break;
-                    case BPF_IMM:
-                        e.alu32_imm(EBPF_MOV, kA, k);
-                        break;
-                    case BPF_LEN:
-                        e.alu32_reg(EBPF_MOV, kA, kWirelen);
-                        break;
-                    case BPF_MEM:
-                        e.ldx(BPF_W, kA, kFp, mem_slot(k));
-                        break;
-                    default:
-                        return make_error(at(pc, "unsupported load mode"));
+                    case BPF_IMM: e.alu32_imm(EBPF_MOV, kA, k); break;
+                    case BPF_LEN: e.alu32_reg(EBPF_MOV, kA, kWirelen); break;
+                    case BPF_MEM: e.ldx(BPF_W, kA, kFp, mem_slot(k)); break;
+                    default: return make_error(at(pc, "unsupported load mode"));
                 }
                 break;
             }
             case BPF_LDX:
                 switch (cmode(c)) {
-                    case BPF_IMM:
-                        e.alu32_imm(EBPF_MOV, kX, k);
-                        break;
-                    case BPF_LEN:
-                        e.alu32_reg(EBPF_MOV, kX, kWirelen);
-                        break;
-                    case BPF_MEM:
-                        e.ldx(BPF_W, kX, kFp, mem_slot(k));
-                        break;
+                    case BPF_IMM: e.alu32_imm(EBPF_MOV, kX, k); break;
+                    case BPF_LEN: e.alu32_reg(EBPF_MOV, kX, kWirelen); break;
+                    case BPF_MEM: e.ldx(BPF_W, kX, kFp, mem_slot(k)); break;
                     case BPF_MSH:
                         if (csize(c) != BPF_B) return make_error(at(pc, "bad msh size"));
                         e.load_abs(BPF_B, kX, k, 1, known[pc]);
                         e.alu32_imm(BPF_AND, kX, 0xf);
                         e.alu32_imm(BPF_LSH, kX, 2);
                         break;
-                    default:
-                        return make_error(at(pc, "unsupported ldx mode"));
+                    default: return make_error(at(pc, "unsupported ldx mode"));
                 }
                 break;
             case BPF_ST:
@@ -426,11 +399,8 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                             e.alu32_imm(op, kA, k);
                         }
                         break;
-                    case BPF_NEG:
-                        e.raw(BPF_ALU | BPF_NEG, kA, 0, 0, 0);
-                        break;
-                    default:
-                        return make_error(at(pc, "unsupported ALU operation"));
+                    case BPF_NEG: e.raw(BPF_ALU | BPF_NEG, kA, 0, 0, 0); break;
+                    default: return make_error(at(pc, "unsupported ALU operation"));
                 }
                 break;
             }
@@ -492,8 +462,7 @@ Result<std::vector<ebpf_insn>> translate_classic(std::span<const ClassicInsn> pr
                 else
                     return make_error(at(pc, "unsupported misc operation"));
                 break;
-            default:
-                return make_error(at(pc, "unknown opcode"));
+            default: return make_error(at(pc, "unknown opcode"));
         }
     }
     start[n] = e.out.size();

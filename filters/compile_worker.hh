@@ -29,7 +29,7 @@
 namespace linecap::filters {
 
 class CompileWorker {
-  public:
+public:
     using Done = std::function<void(Result<std::shared_ptr<const RuleSet>>)>;
 
     CompileWorker();
@@ -47,7 +47,7 @@ class CompileWorker {
      * "cancelled") and joins the thread. Idempotent. */
     void shutdown();
 
-  private:
+private:
     struct Job {
         std::vector<RuleSpec> rules;
         CompileOptions opts;

@@ -56,7 +56,7 @@ struct CompiledRule {
 };
 
 class RuleScratch final : public Scratch {
-  public:
+public:
     RuleScratch(size_t rules, uint32_t object_reach)
         : counters_(rules), alive_(rules * kChunk), object_stage_(object_reach) {}
     std::span<const RuleCounters> counters() const override { return counters_; }
@@ -77,7 +77,7 @@ using PatternGroups = std::vector<std::vector<std::string>>;
 using SharedDb = std::shared_ptr<const PatternDb>;
 
 class CompiledRuleSet final : public RuleSet {
-  public:
+public:
     CompiledRuleSet(std::vector<CompiledRule> rules, std::array<SharedDb, kScopes> dbs,
                     std::array<PatternGroups, kScopes> groups, bool jit)
         : rules_(std::move(rules)),
@@ -128,7 +128,7 @@ class CompiledRuleSet final : public RuleSet {
     const PatternGroups& groups(size_t scope) const { return groups_[scope]; }
     const SharedDb& db(size_t scope) const { return dbs_[scope]; }
 
-  private:
+private:
     uint32_t classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict,
                             RuleScratch& s) const noexcept;
 

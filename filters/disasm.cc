@@ -8,76 +8,46 @@ namespace {
 
 const char* alu_name(uint8_t op) {
     switch (op) {
-        case BPF_ADD:
-            return "add";
-        case BPF_SUB:
-            return "sub";
-        case BPF_MUL:
-            return "mul";
-        case BPF_DIV:
-            return "div";
-        case BPF_OR:
-            return "or";
-        case BPF_AND:
-            return "and";
-        case BPF_LSH:
-            return "lsh";
-        case BPF_RSH:
-            return "rsh";
-        case BPF_NEG:
-            return "neg";
-        case BPF_MOD:
-            return "mod";
-        case BPF_XOR:
-            return "xor";
-        case EBPF_MOV:
-            return "mov";
-        case EBPF_ARSH:
-            return "arsh";
-        default:
-            return nullptr;
+        case BPF_ADD: return "add";
+        case BPF_SUB: return "sub";
+        case BPF_MUL: return "mul";
+        case BPF_DIV: return "div";
+        case BPF_OR: return "or";
+        case BPF_AND: return "and";
+        case BPF_LSH: return "lsh";
+        case BPF_RSH: return "rsh";
+        case BPF_NEG: return "neg";
+        case BPF_MOD: return "mod";
+        case BPF_XOR: return "xor";
+        case EBPF_MOV: return "mov";
+        case EBPF_ARSH: return "arsh";
+        default: return nullptr;
     }
 }
 
 const char* jmp_name(uint8_t op) {
     switch (op) {
-        case BPF_JEQ:
-            return "jeq";
-        case BPF_JGT:
-            return "jgt";
-        case BPF_JGE:
-            return "jge";
-        case BPF_JSET:
-            return "jset";
-        case EBPF_JNE:
-            return "jne";
-        case EBPF_JSGT:
-            return "jsgt";
-        case EBPF_JSGE:
-            return "jsge";
-        case EBPF_JLT:
-            return "jlt";
-        case EBPF_JLE:
-            return "jle";
-        case EBPF_JSLT:
-            return "jslt";
-        case EBPF_JSLE:
-            return "jsle";
-        default:
-            return nullptr;
+        case BPF_JEQ: return "jeq";
+        case BPF_JGT: return "jgt";
+        case BPF_JGE: return "jge";
+        case BPF_JSET: return "jset";
+        case EBPF_JNE: return "jne";
+        case EBPF_JSGT: return "jsgt";
+        case EBPF_JSGE: return "jsge";
+        case EBPF_JLT: return "jlt";
+        case EBPF_JLE: return "jle";
+        case EBPF_JSLT: return "jslt";
+        case EBPF_JSLE: return "jsle";
+        default: return nullptr;
     }
 }
 
 const char* size_suffix(uint8_t code) {
     switch (BPF_SIZE(code)) {
-        case BPF_B:
-            return "b";
-        case BPF_H:
-            return "h";
-        case BPF_W:
-            return "w";
-        default:
-            return "dw";
+        case BPF_B: return "b";
+        case BPF_H: return "h";
+        case BPF_W: return "w";
+        default: return "dw";
     }
 }
 
@@ -156,8 +126,7 @@ std::string disassemble_one(std::span<const ebpf_insn> prog, size_t index) {
             if (BPF_SRC(code) == BPF_X) return fmt("%s r%u, r%u, -> %ld", name, dst, src, target);
             return fmt("%s r%u, #%#x, -> %ld", name, dst, static_cast<uint32_t>(in.imm), target);
         }
-        default:
-            break;
+        default: break;
     }
     return fmt("(unknown opcode %#04x)", code);
 }

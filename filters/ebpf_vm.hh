@@ -87,7 +87,7 @@ struct VmOptions {
  * Made on the control thread (allocates `reach` bytes), then used by one
  * worker only; stage() never allocates. */
 class PacketStage {
-  public:
+public:
     explicit PacketStage(uint32_t reach = 0);
     PacketStage(const PacketStage&) = delete;
     PacketStage& operator=(const PacketStage&) = delete;
@@ -108,7 +108,7 @@ class PacketStage {
     }
     uint32_t reach() const noexcept { return reach_; }
 
-  private:
+private:
     std::unique_ptr<uint8_t[]> buf_;
     uint32_t reach_ = 0;
     uint32_t dirty_ = 0;  // leading bytes of buf_ that may be non-zero
@@ -116,7 +116,7 @@ class PacketStage {
 };
 
 class EbpfVm {
-  public:
+public:
     /* Loads `insns` (copied; the span need not outlive the call).
      * - If opts.jit and the program contains `JSET dst, imm` (miscompiled by
      *   rte_bpf 22.11's x86-64 JIT: it encodes the test immediate with the
@@ -164,7 +164,7 @@ class EbpfVm {
     /* How many JSET-immediate instructions load() rewrote. */
     uint32_t rewritten_jset() const noexcept { return rewritten_jset_; }
 
-  private:
+private:
     EbpfVm() = default;
 
     using JitFn = uint64_t (*)(void*);

@@ -115,7 +115,7 @@ bool rewrite_jset_imm(std::span<const ebpf_insn> in, int tmp, Rewritten& out) {
 /* rte_bpf reports why it refused a program only through its log. Capture the
  * log for the duration of one load so the message can reach the user. */
 class LogCapture {
-  public:
+public:
     LogCapture() {
         prev_ = rte_log_get_stream();
         mem_ = open_memstream(&buf_, &len_);
@@ -134,7 +134,7 @@ class LogCapture {
         return buf_ != nullptr ? std::string(buf_, len_) : std::string();
     }
 
-  private:
+private:
     FILE* prev_ = nullptr;
     FILE* mem_ = nullptr;
     char* buf_ = nullptr;

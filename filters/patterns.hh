@@ -44,7 +44,7 @@ inline constexpr uint32_t kMaxPatternRules = 256;
 
 /* A set of rule indices, one bit per rule. Plain value type, no allocation. */
 class RuleMask {
-  public:
+public:
     void clear() { words_.fill(0); }
     void set(uint32_t rule) { words_[rule >> 6] |= uint64_t{1} << (rule & 63); }
     bool test(uint32_t rule) const { return (words_[rule >> 6] >> (rule & 63)) & 1; }
@@ -60,7 +60,7 @@ class RuleMask {
     }
     bool operator==(const RuleMask&) const = default;
 
-  private:
+private:
     std::array<uint64_t, kMaxPatternRules / 64> words_{};
 };
 
@@ -92,7 +92,7 @@ ByteSpan payload_span(const Packet& pkt, ScanScope scope) noexcept;
 /* Per-worker Hyperscan scratch. Create with PatternDb::make_scratch() on the
  * control thread, then use on exactly one worker. Move-only owner. */
 class PatternScratch {
-  public:
+public:
     PatternScratch() = default;
     ~PatternScratch();
     PatternScratch(PatternScratch&& o) noexcept : s_(o.s_) { o.s_ = nullptr; }
@@ -100,14 +100,14 @@ class PatternScratch {
     PatternScratch(const PatternScratch&) = delete;
     PatternScratch& operator=(const PatternScratch&) = delete;
 
-  private:
+private:
     friend class PatternDb;
     explicit PatternScratch(hs_scratch* s) : s_(s) {}
     hs_scratch* s_ = nullptr;
 };
 
 class PatternDb {
-  public:
+public:
     /* Compiles every pattern into one database. rule_names (optional,
      * indexed by rule) only makes messages friendlier. Errors:
      *   "rule 'web', pattern 2 '/get(/i': Missing close parenthesis for
@@ -169,7 +169,7 @@ class PatternDb {
     uint32_t scan_burst(const Packet* pkts, uint32_t n, ScanScope scope, PatternScratch& scratch,
                         RuleMask* matched, const uint8_t* want = nullptr) const noexcept;
 
-  private:
+private:
     struct Entry {
         std::string text;
         uint32_t rule;

@@ -56,15 +56,9 @@ Result<ParsedPattern> parse_pattern(const std::string& text) {
     if (pp.expression.empty()) return make_error("empty regex");
     for (size_t i = last + 1; i < text.size(); i++) {
         switch (text[i]) {
-            case 'i':
-                pp.flags |= HS_FLAG_CASELESS;
-                break;
-            case 's':
-                pp.flags |= HS_FLAG_DOTALL;
-                break;
-            case 'm':
-                pp.flags |= HS_FLAG_MULTILINE;
-                break;
+            case 'i': pp.flags |= HS_FLAG_CASELESS; break;
+            case 's': pp.flags |= HS_FLAG_DOTALL; break;
+            case 'm': pp.flags |= HS_FLAG_MULTILINE; break;
             default:
                 return make_error(std::string("unknown regex flag '") + text[i] +
                                   "' (known: i, s, m); a literal that starts with '/' "

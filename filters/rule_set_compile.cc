@@ -144,7 +144,7 @@ std::string rule_label(const RuleSpec& r, size_t index) {
 void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
 
 class Reader {
-  public:
+public:
     explicit Reader(std::string_view in) : in_(in) {}
     bool u32(uint32_t& v) {
         if (in_.size() < 4) return false;
@@ -160,7 +160,7 @@ class Reader {
     }
     bool done() const { return in_.empty(); }
 
-  private:
+private:
     std::string_view in_;
 };
 
@@ -182,9 +182,8 @@ Status check_limits(std::span<const RuleSpec> specs, const RuleLimits& lim) {
                                          std::to_string(lim.max_expression_bytes) + " allowed");
         for (size_t k = 0; k < r.patterns.size(); k++)
             if (r.patterns[k].size() > lim.max_pattern_bytes)
-                return make_error(E2BIG, rule_label(r, i) + ", pattern " +
-                                             std::to_string(k + 1) + ": " +
-                                             std::to_string(r.patterns[k].size()) +
+                return make_error(E2BIG, rule_label(r, i) + ", pattern " + std::to_string(k + 1) +
+                                             ": " + std::to_string(r.patterns[k].size()) +
                                              " bytes, more than the " +
                                              std::to_string(lim.max_pattern_bytes) + " allowed");
         patterns += r.patterns.size();
@@ -250,8 +249,8 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
         auto work = [&]() -> Result<std::string> {
             std::string out;
             for (size_t i : compile_expr) {
-                auto c = compile_classic(specs[i].expression, opts.linktype, opts.snaplen,
-                                         opts.netmask);
+                auto c =
+                    compile_classic(specs[i].expression, opts.linktype, opts.snaplen, opts.netmask);
                 if (!c) return make_error(rule_label(specs[i], i) + ": " + c.error());
                 put_u32(out, static_cast<uint32_t>(c->size()));
                 out.append(reinterpret_cast<const char*>(c->data()), c->size() * 8);
@@ -317,8 +316,7 @@ Result<std::shared_ptr<const RuleSet>> compile(std::span<const RuleSpec> specs,
             r.classic = reused[i] != nullptr ? reused[i]->classic : std::move(classic[i]);
             auto ebpf = translate_classic(r.classic);
             if (!ebpf) {
-                if (ebpf.code() != ELOOP)
-                    return make_error(label + ": " + ebpf.error());
+                if (ebpf.code() != ELOOP) return make_error(label + ": " + ebpf.error());
                 r.classic_only = true;
                 r.classic_only_reason = ebpf.error();
             } else {

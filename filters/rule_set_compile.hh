@@ -52,16 +52,16 @@ struct RuleSpec {
  * number and length of patterns. What they do not bound (a short expression
  * or regex that is still slow to compile) the time limit does. */
 struct RuleLimits {
-    size_t max_rules = 256;                // = kMaxPatternRules: any rule may have patterns
-    size_t max_expression_bytes = 65536;   // tcpdump expressions are rarely over 1 KiB
-    size_t max_patterns = 10000;           // over all rules; Hyperscan compiles 10k literals in seconds
-    size_t max_pattern_bytes = 4096;       // one pattern's text
+    size_t max_rules = 256;               // = kMaxPatternRules: any rule may have patterns
+    size_t max_expression_bytes = 65536;  // tcpdump expressions are rarely over 1 KiB
+    size_t max_patterns = 10000;      // over all rules; Hyperscan compiles 10k literals in seconds
+    size_t max_pattern_bytes = 4096;  // one pattern's text
 };
 
 struct CompileOptions {
     int linktype = 1;  // DLT_EN10MB
     uint32_t snaplen = 262144;
-    bool jit = true;   // false forces the interpreter
+    bool jit = true;  // false forces the interpreter
     /* IPv4 netmask (host order) for `ip broadcast` and `net N` without a
      * mask; 0 as tcpdump uses for files (dataplane/netns.hh
      * filter_netmask()). */

@@ -30,8 +30,7 @@ inline uint32_t rd32(const uint8_t* p) {
 
 WalkStatus walk_link(int linktype, const uint8_t* f, uint32_t caplen, Headers& h) {
     switch (linktype) {
-        case kDltEthernet:
-            return walk_ethernet(f, caplen, h);
+        case kDltEthernet: return walk_ethernet(f, caplen, h);
         case kDltLinuxSll:
             if (caplen < 16) return WalkStatus::kTruncated;
             return walk_ethertype(f, caplen, 16, rd16(f + 14), h);
@@ -42,8 +41,7 @@ WalkStatus walk_link(int linktype, const uint8_t* f, uint32_t caplen, Headers& h
         case kDltRawOpenBsd:
         case kLinktypeRaw:
         case kDltIpv4:
-        case kDltIpv6:
-            return walk_ip(f, caplen, 0, h);
+        case kDltIpv6: return walk_ip(f, caplen, 0, h);
         default:
             /* DLT_NULL, DLT_LOOP: a 4-byte address family in host or network
              * order; the IP version nibble says enough. */
@@ -65,10 +63,8 @@ bool linktype_supported(int lt) {
         case kDltLinuxSll:
         case kDltIpv4:
         case kDltIpv6:
-        case kDltLinuxSll2:
-            return true;
-        default:
-            return false;
+        case kDltLinuxSll2: return true;
+        default: return false;
     }
 }
 
@@ -77,14 +73,10 @@ DecodeStatus decode_packet(int linktype, const uint8_t* f, uint32_t caplen, Deco
     if (!linktype_supported(linktype)) return DecodeStatus::kUnsupportedLink;
     Headers h;
     switch (walk_link(linktype, f, caplen, h)) {
-        case WalkStatus::kOk:
-            break;
-        case WalkStatus::kNotIp:
-            return DecodeStatus::kNotIp;
-        case WalkStatus::kTruncated:
-            return DecodeStatus::kTruncated;
-        case WalkStatus::kMalformed:
-            return DecodeStatus::kMalformed;
+        case WalkStatus::kOk: break;
+        case WalkStatus::kNotIp: return DecodeStatus::kNotIp;
+        case WalkStatus::kTruncated: return DecodeStatus::kTruncated;
+        case WalkStatus::kMalformed: return DecodeStatus::kMalformed;
     }
     const Family fam = h.ip_version == 4 ? Family::kIpv4 : Family::kIpv6;
     out.src.family = out.dst.family = fam;

@@ -120,12 +120,9 @@ WalkStatus walk_ipv6(const uint8_t* f, uint32_t caplen, uint32_t off, Headers& h
 WalkStatus walk_ip(const uint8_t* f, uint32_t caplen, uint32_t off, Headers& h) {
     if (off >= caplen) return WalkStatus::kTruncated;
     switch (f[off] >> 4) {
-        case 4:
-            return walk_ipv4(f, caplen, off, h);
-        case 6:
-            return walk_ipv6(f, caplen, off, h);
-        default:
-            return WalkStatus::kNotIp;
+        case 4: return walk_ipv4(f, caplen, off, h);
+        case 6: return walk_ipv6(f, caplen, off, h);
+        default: return WalkStatus::kNotIp;
     }
 }
 

@@ -78,13 +78,13 @@ struct Headers {
     uint32_t cap_end = 0;     /* min(end, caplen) */
     uint16_t ethertype = 0;   /* after the VLAN tags; 0 from walk_ip() */
     uint8_t vlan_tags = 0;
-    uint8_t ip_version = 0; /* 4 or 6 */
-    uint8_t proto = 0;      /* after the extension headers */
-    uint8_t ttl = 0;        /* TTL or hop limit */
+    uint8_t ip_version = 0;  /* 4 or 6 */
+    uint8_t proto = 0;       /* after the extension headers */
+    uint8_t ttl = 0;         /* TTL or hop limit */
     uint8_t ext_headers = 0; /* IPv6 extension headers skipped */
     bool fragment = false;   /* IPv4 MF or offset; an IPv6 fragment header */
     bool has_ip_id = false;
-    bool has_ports = false; /* TCP or UDP header found */
+    bool has_ports = false;   /* TCP or UDP header found */
     uint16_t frag_offset = 0; /* in bytes */
     uint32_t ip_id = 0;       /* IPv4 identification, or IPv6 fragment id */
     uint16_t sport = 0;

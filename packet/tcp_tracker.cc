@@ -212,8 +212,8 @@ Result<TcpTracker> TcpTracker::create(uint32_t capacity, ReleaseFn on_release, v
         return fail("cannot map " + std::to_string(bytes >> 20) + " MiB for its slots");
     (void)madvise(mem, bytes, MADV_HUGEPAGE);  // a hint: 4 KiB pages still work
     TcpTracker t(on_release, ctx);
-    t.conns_ = std::unique_ptr<TcpConn[], UnmapDeleter>(static_cast<TcpConn*>(mem),
-                                                         UnmapDeleter{bytes});
+    t.conns_ =
+        std::unique_ptr<TcpConn[], UnmapDeleter>(static_cast<TcpConn*>(mem), UnmapDeleter{bytes});
     t.capacity_ = capacity;
     uint64_t nb = 1;
     while (nb < static_cast<uint64_t>(capacity) * 2) nb <<= 1;

@@ -133,7 +133,7 @@ struct TrackerCounters {
 };
 
 class TcpTracker {
-  public:
+public:
     enum class Release : uint8_t { kEvicted, kReused };
     using ReleaseFn = void (*)(void* ctx, const TcpConn& conn, Release why);
 
@@ -158,7 +158,7 @@ class TcpTracker {
     uint32_t size() const { return used_; }
     const TrackerCounters& counters() const { return counters_; }
 
-  private:
+private:
     static constexpr uint32_t kNil = 0xffffffffu;
 
     TcpTracker(ReleaseFn on_release, void* ctx) : on_release_(on_release), ctx_(ctx) {}

@@ -15,10 +15,10 @@
 namespace linecap::storage {
 
 struct alignas(64) Chunk {
-    uint32_t len;        // bytes of records in data()
-    uint32_t packets;    // records in data()
-    uint32_t capacity;   // bytes available in data()
-    uint16_t worker;     // producing worker, for diagnostics
+    uint32_t len;       // bytes of records in data()
+    uint32_t packets;   // records in data()
+    uint32_t capacity;  // bytes available in data()
+    uint16_t worker;    // producing worker, for diagnostics
     uint16_t reserved;
     uint64_t first_tsc;  // TSC when the first record went in (flush timing)
 

@@ -285,8 +285,8 @@ Status FileSet::preallocate() {
                 return make_error(target + ": this file system cannot preallocate (--preallocate)");
             char need[64];
             snprintf(need, sizeof(need), "%.0f MB", opts_.max_files * opts_.rotate_bytes / 1e6);
-            return make_error(target + ": cannot claim the ring's " + need + " (-C x -W): " +
-                              errno_text(err));
+            return make_error(target + ": cannot claim the ring's " + need +
+                              " (-C x -W): " + errno_text(err));
         }
     }
     return Status::success();

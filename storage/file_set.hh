@@ -82,10 +82,10 @@ struct FileSetOptions {
     uint32_t max_files = 0;       // -W; 0 = unlimited
     std::string post_rotate_cmd;  // -z
     mode_t mode = 0640;
-    uint32_t writer_index = 0;    // when writer_count > 1, "_wN" marks each writer's files
+    uint32_t writer_index = 0;  // when writer_count > 1, "_wN" marks each writer's files
     uint32_t writer_count = 1;
-    bool reuse = false;  // --reuse-files: write over the displaced file
-    bool direct = false;  // --direct: open with O_DIRECT (aligned writes only)
+    bool reuse = false;        // --reuse-files: write over the displaced file
+    bool direct = false;       // --direct: open with O_DIRECT (aligned writes only)
     bool preallocate = false;  // --preallocate: claim -C x -W at start (needs reuse, no -G)
     // -Z: new files are given to this user (fchown on the descriptor); -1:
     // the process's own. Only files of this user are reused or recovered.

@@ -51,7 +51,7 @@ std::string file_header(Format f, std::span<const InterfaceDesc> ifaces,
     put32(shb, 0x1a2b3c4d);
     put16(shb, 1);
     put16(shb, 0);
-    put64(shb, ~0ull);  // section length unknown
+    put64(shb, ~0ull);                // section length unknown
     put_option(shb, 4, application);  // shb_userappl
     put_option(shb, 0, nullptr, 0);
     out += block(0x0a0d0d0a, shb);
@@ -81,9 +81,9 @@ std::string pcapng_isb(uint32_t if_id, uint64_t ts_ns, const InterfaceCounters& 
     put32(isb, if_id);
     put32(isb, static_cast<uint32_t>(ts_ns >> 32));
     put32(isb, static_cast<uint32_t>(ts_ns));
-    put_option(isb, 4, &c.received, 8);      // isb_ifrecv
-    put_option(isb, 5, &c.dropped, 8);       // isb_ifdrop
-    put_option(isb, 6, &c.accepted, 8);      // isb_filteraccept
+    put_option(isb, 4, &c.received, 8);  // isb_ifrecv
+    put_option(isb, 5, &c.dropped, 8);   // isb_ifdrop
+    put_option(isb, 6, &c.accepted, 8);  // isb_filteraccept
     put_option(isb, 0, nullptr, 0);
     return block(0x00000005, isb);
 }

@@ -23,8 +23,8 @@ enum class Format : uint8_t {
 
 /* One capture interface as written in pcap/pcapng headers. */
 struct InterfaceDesc {
-    std::string name;    // e.g. "pcap:in.pcap" or "0000:01:00.0"
-    std::string filter;  // filter text, may be empty
+    std::string name;       // e.g. "pcap:in.pcap" or "0000:01:00.0"
+    std::string filter;     // filter text, may be empty
     uint16_t linktype = 1;  // DLT_EN10MB
     uint32_t snaplen = 262144;
 };
@@ -33,7 +33,7 @@ struct InterfaceDesc {
 struct InterfaceCounters {
     uint64_t received = 0;  // isb_ifrecv
     uint64_t dropped = 0;   // isb_ifdrop (NIC and linecap drops)
-    uint64_t accepted = 0;   // isb_filteraccept: passed the filter
+    uint64_t accepted = 0;  // isb_filteraccept: passed the filter
 };
 
 /* Largest overhead a record adds to the packet bytes. */

@@ -24,7 +24,7 @@ constexpr uint32_t kPcapngShb = 0x0a0d0d0a;
 /* Reads the file through one window, so that a walk of a large file costs
  * one read per window, not one per record. */
 class Window {
-  public:
+public:
     Window(int fd, uint64_t size)
         : fd_(fd),
           size_(size),
@@ -50,7 +50,7 @@ class Window {
         return buf_.data() + (off - start_);
     }
 
-  private:
+private:
     int fd_;
     uint64_t size_;
     std::vector<uint8_t> buf_;
@@ -144,12 +144,9 @@ RecordScan scan_records(int fd, uint64_t size) {
         case 0xa1b2c3d4:
         case 0xd4c3b2a1:
         case 0xa1b23c4d:
-        case 0x4d3cb2a1:
-            return scan_pcap(w, hdr);
-        case kPcapngShb:
-            return scan_pcapng(w, hdr);
-        default:
-            return {};
+        case 0x4d3cb2a1: return scan_pcap(w, hdr);
+        case kPcapngShb: return scan_pcapng(w, hdr);
+        default: return {};
     }
 }
 

@@ -80,8 +80,7 @@ Result<pid_t> spawn_command(const std::vector<std::string>& argv, const std::vec
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (pid < 0) return make_error(argv[0] + ": cannot start: " + std::strerror(err));
     if (a.exec_errno != 0) {
-        while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-        }
+        while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {}
         return make_error(argv[0] + ": " + std::strerror(a.exec_errno));
     }
     return pid;

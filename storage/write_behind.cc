@@ -11,8 +11,7 @@ namespace {
 constexpr size_t kMaxStarted = 64;
 }  // namespace
 
-WriteBehind::WriteBehind(uint64_t lag_bytes,
-                         std::function<void(const std::string&, int)> on_error)
+WriteBehind::WriteBehind(uint64_t lag_bytes, std::function<void(const std::string&, int)> on_error)
     : lag_bytes_(lag_bytes), on_error_(std::move(on_error)), thread_([this] { run(); }) {}
 
 WriteBehind::~WriteBehind() {
@@ -44,9 +43,9 @@ void WriteBehind::finish_file(int fd) {
 void WriteBehind::drop(const Started& w) {
     int rc;
     do {
-        rc = sync_file_range(w.fd, static_cast<off_t>(w.off), static_cast<off_t>(w.len),
-                             SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                 SYNC_FILE_RANGE_WAIT_AFTER);
+        rc = sync_file_range(
+            w.fd, static_cast<off_t>(w.off), static_cast<off_t>(w.len),
+            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
     } while (rc != 0 && errno == EINTR);
     if (rc != 0) on_error_(w.file, errno);
     (void)posix_fadvise(w.fd, static_cast<off_t>(w.off), static_cast<off_t>(w.len),

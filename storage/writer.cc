@@ -173,7 +173,7 @@ bool Writer::wait_writable() {
 }
 
 void Writer::stream_failed(int err) {
-    std::string why = err == EPIPE ? "its reader has gone"
+    std::string why = err == EPIPE    ? "its reader has gone"
                       : err == EAGAIN ? "its reader stopped reading"
                                       : "the stream cannot go on";
     std::string msg = std::string("standard output: ") + std::strerror(err) + ": " + why;
@@ -242,14 +242,14 @@ bool Writer::stage_bytes(const struct iovec* iov, int iovcnt, size_t total) {
 /* Writes the staged whole blocks, or with `tail` everything, zero-padded to
  * a block (the caller then cuts the file to its length). */
 bool Writer::flush_stage(bool tail) {
-    size_t n = tail ? (staged_ + kDirectAlign - 1) & ~(kDirectAlign - 1)
-                    : staged_ & ~(kDirectAlign - 1);
+    size_t n =
+        tail ? (staged_ + kDirectAlign - 1) & ~(kDirectAlign - 1) : staged_ & ~(kDirectAlign - 1);
     if (n == 0) return true;
     if (tail) std::memset(stage_ + staged_, 0, n - staged_);
     size_t done = 0;
     while (done < n) {
-        ssize_t w = ::pwrite(files_.fd(), stage_ + done, n - done,
-                             static_cast<off_t>(disk_bytes_ + done));
+        ssize_t w =
+            ::pwrite(files_.fd(), stage_ + done, n - done, static_cast<off_t>(disk_bytes_ + done));
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && files_.wait_removals()) continue;
         if (w <= 0) {
@@ -412,7 +412,8 @@ void Writer::write_split(Chunk* c) {
         bool have_file = ensure_file();
         uint32_t end = off;
         uint32_t pkts = 0;
-        while (end < c->len && (end == off || file_bytes_ + (end - off) < cfg_.files.rotate_bytes)) {
+        while (end < c->len &&
+               (end == off || file_bytes_ + (end - off) < cfg_.files.rotate_bytes)) {
             end += record_length(cfg_.format, p + end);
             pkts++;
         }

@@ -44,13 +44,13 @@ namespace linecap::storage {
 /* Counters of one writer; written by the writer only. */
 struct alignas(64) WriterStats {
     std::atomic<uint64_t> chunks{0};
-    std::atomic<uint64_t> packets{0};       // records written to files
-    std::atomic<uint64_t> bytes{0};         // file bytes, headers included
-    std::atomic<uint64_t> files{0};         // files opened
-    std::atomic<uint64_t> disk_drops{0};    // packets lost to write errors
-    std::atomic<uint64_t> disk_errors{0};   // failed write calls
-    std::atomic<uint64_t> paused_drops{0};  // packets discarded while paused
-    std::atomic<uint64_t> close_errors{0};  // files that could not be closed or named
+    std::atomic<uint64_t> packets{0};           // records written to files
+    std::atomic<uint64_t> bytes{0};             // file bytes, headers included
+    std::atomic<uint64_t> files{0};             // files opened
+    std::atomic<uint64_t> disk_drops{0};        // packets lost to write errors
+    std::atomic<uint64_t> disk_errors{0};       // failed write calls
+    std::atomic<uint64_t> paused_drops{0};      // packets discarded while paused
+    std::atomic<uint64_t> close_errors{0};      // files that could not be closed or named
     std::atomic<uint64_t> writeback_errors{0};  // write-behind found data the disk lost
 };
 
@@ -168,11 +168,11 @@ private:
     std::unique_ptr<WriteBehind> wb_;  // null with --direct or --write-behind 0
     int wb_fd_ = -1;
     uint64_t wb_started_ = 0;
-    uint64_t header_bytes_ = 0;    // size of the current file's header
-    time_t retry_at_ = 0;          // no new file before this after an error
+    uint64_t header_bytes_ = 0;         // size of the current file's header
+    time_t retry_at_ = 0;               // no new file before this after an error
     uint64_t test_delay_until_ns_ = 0;  // CLOCK_MONOTONIC; 0: no end
     bool quiet_errors_ = false;
-    std::string last_error_;       // guarded by name_mu_
+    std::string last_error_;      // guarded by name_mu_
     mutable std::mutex name_mu_;  // taken at rotation and on errors only
     std::string current_name_;
     void publish_name();

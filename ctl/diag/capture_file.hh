@@ -33,7 +33,7 @@ enum class ReadStatus : uint8_t {
 };
 
 class CaptureFile {
-  public:
+public:
     /* Opens path. Fails with a message naming the file for a missing or
      * unreadable file, an empty file, or a file that is not a capture. */
     static Result<CaptureFile> open(const std::string& path);
@@ -56,7 +56,7 @@ class CaptureFile {
     ReadStatus next(RawPacket& out);
     const std::string& error() const { return error_; }
 
-  private:
+private:
     CaptureFile() = default;
 
     struct pcap* handle_ = nullptr;

@@ -90,8 +90,7 @@ void add_compare_options(CLI::App& app, CompareArgs& a) {
     app.add_option("files", a.files, "A.pcap B.pcap");
 }
 
-int run_diagnose(const DiagnoseArgs& a, const std::vector<std::string>& extras,
-                 const CliIo& io) {
+int run_diagnose(const DiagnoseArgs& a, const std::vector<std::string>& extras, const CliIo& io) {
     if (a.help) {
         std::fputs(kDiagnoseUsage, io.out);
         return 0;
@@ -102,7 +101,8 @@ int run_diagnose(const DiagnoseArgs& a, const std::vector<std::string>& extras,
     text.all = a.all;
     DiagnoseOptions opt;
     if (!a.max_flows.empty() && (!parse_u32(a.max_flows, opt.max_flows) || opt.max_flows == 0)) {
-        return usage_error(io, "diagnose", "--max-flows '" + a.max_flows + "': expected a count > 0",
+        return usage_error(io, "diagnose",
+                           "--max-flows '" + a.max_flows + "': expected a count > 0",
                            kDiagnoseUsage);
     }
     if (a.files.empty()) {
@@ -166,19 +166,15 @@ int run_compare(const CompareArgs& a, const std::vector<std::string>& extras, co
 }
 
 int run_diagnose(const std::vector<std::string>& args, const CliIo& io) {
-    return parse_and_run<DiagnoseArgs>(
-        "diagnose", args, io, kDiagnoseUsage, add_diagnose_options,
-        [](const DiagnoseArgs& a, const std::vector<std::string>& x, const CliIo& o) {
-            return run_diagnose(a, x, o);
-        });
+    return parse_and_run<DiagnoseArgs>("diagnose", args, io, kDiagnoseUsage, add_diagnose_options,
+                                       [](const DiagnoseArgs& a, const std::vector<std::string>& x,
+                                          const CliIo& o) { return run_diagnose(a, x, o); });
 }
 
 int run_compare(const std::vector<std::string>& args, const CliIo& io) {
-    return parse_and_run<CompareArgs>(
-        "compare", args, io, kCompareUsage, add_compare_options,
-        [](const CompareArgs& a, const std::vector<std::string>& x, const CliIo& o) {
-            return run_compare(a, x, o);
-        });
+    return parse_and_run<CompareArgs>("compare", args, io, kCompareUsage, add_compare_options,
+                                      [](const CompareArgs& a, const std::vector<std::string>& x,
+                                         const CliIo& o) { return run_compare(a, x, o); });
 }
 
 int capdiag_main(int argc, char** argv) {

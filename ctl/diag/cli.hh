@@ -61,8 +61,7 @@ void add_compare_options(CLI::App& app, CompareArgs& a);
  * over (an unknown option is a usage error). */
 int run_diagnose(const DiagnoseArgs& a, const std::vector<std::string>& extras,
                  const CliIo& io = {});
-int run_compare(const CompareArgs& a, const std::vector<std::string>& extras,
-                const CliIo& io = {});
+int run_compare(const CompareArgs& a, const std::vector<std::string>& extras, const CliIo& io = {});
 
 /* Parse the words after the command name with CLI11 and run. */
 int run_diagnose(const std::vector<std::string>& args, const CliIo& io = {});

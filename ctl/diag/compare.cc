@@ -15,22 +15,16 @@ namespace linecap::ctl::diag {
 
 namespace {
 
-
 std::string ms(double ns) { return fmt("%.3f ms", ns / 1e6); }
 std::string ms(int64_t ns) { return ms(static_cast<double>(ns)); }
 
 const char* proto_name(uint8_t p) {
     switch (p) {
-        case kProtoTcp:
-            return "TCP";
-        case kProtoUdp:
-            return "UDP";
-        case kProtoIcmp:
-            return "ICMP";
-        case kProtoIcmpv6:
-            return "ICMPv6";
-        default:
-            return nullptr;
+        case kProtoTcp: return "TCP";
+        case kProtoUdp: return "UDP";
+        case kProtoIcmp: return "ICMP";
+        case kProtoIcmpv6: return "ICMPv6";
+        default: return nullptr;
     }
 }
 
@@ -612,12 +606,9 @@ std::string delay_text(const DelayStats& s) {
 
 const char* travel_text(Travel t) {
     switch (t) {
-        case Travel::kAToB:
-            return "A->B";
-        case Travel::kBToA:
-            return "B->A";
-        default:
-            return "?";
+        case Travel::kAToB: return "A->B";
+        case Travel::kBToA: return "B->A";
+        default: return "?";
     }
 }
 

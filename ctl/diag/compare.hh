@@ -24,9 +24,9 @@
 #include <string_view>
 #include <vector>
 
+#include "common/result.hh"
 #include "ctl/diag/diagnose.hh"
 #include "packet/decode.hh"
-#include "common/result.hh"
 
 namespace linecap::ctl::diag {
 

@@ -14,7 +14,6 @@ namespace linecap::ctl::diag {
 
 namespace {
 
-
 std::string plural(uint64_t n, const char* one, const char* many) {
     return std::to_string(n) + " " + (n == 1 ? one : many);
 }
@@ -63,58 +62,38 @@ std::string frame_label(FrameRef f, const std::vector<std::string>& files) {
 
 const char* verdict_name(Verdict v) {
     switch (v) {
-        case Verdict::kRefused:
-            return "REFUSED";
-        case Verdict::kUnanswered:
-            return "UNANSWERED";
-        case Verdict::kReset:
-            return "RESET";
-        case Verdict::kHalfOpen:
-            return "HALF-OPEN";
-        case Verdict::kRetransmissions:
-            return "RETRANSMISSIONS";
-        case Verdict::kZeroWindow:
-            return "ZERO-WINDOW";
-        case Verdict::kDupAcks:
-            return "DUP-ACKS";
-        case Verdict::kMidStream:
-            return "MID-STREAM";
-        case Verdict::kOk:
-            return "OK";
+        case Verdict::kRefused: return "REFUSED";
+        case Verdict::kUnanswered: return "UNANSWERED";
+        case Verdict::kReset: return "RESET";
+        case Verdict::kHalfOpen: return "HALF-OPEN";
+        case Verdict::kRetransmissions: return "RETRANSMISSIONS";
+        case Verdict::kZeroWindow: return "ZERO-WINDOW";
+        case Verdict::kDupAcks: return "DUP-ACKS";
+        case Verdict::kMidStream: return "MID-STREAM";
+        case Verdict::kOk: return "OK";
     }
     return "?";
 }
 
 const char* handshake_name(Handshake h) {
     switch (h) {
-        case Handshake::kComplete:
-            return "complete";
-        case Handshake::kPartial:
-            return "complete (partly captured)";
-        case Handshake::kRefused:
-            return "refused";
-        case Handshake::kUnanswered:
-            return "unanswered";
-        case Handshake::kHalfOpen:
-            return "half-open";
-        case Handshake::kMidStream:
-            return "not captured (mid-stream)";
+        case Handshake::kComplete: return "complete";
+        case Handshake::kPartial: return "complete (partly captured)";
+        case Handshake::kRefused: return "refused";
+        case Handshake::kUnanswered: return "unanswered";
+        case Handshake::kHalfOpen: return "half-open";
+        case Handshake::kMidStream: return "not captured (mid-stream)";
     }
     return "?";
 }
 
 const char* close_name(Close c) {
     switch (c) {
-        case Close::kFinBoth:
-            return "FIN/FIN";
-        case Close::kFinClient:
-            return "FIN from client only";
-        case Close::kFinServer:
-            return "FIN from server only";
-        case Close::kRst:
-            return "RST";
-        case Close::kOpen:
-            return "open";
+        case Close::kFinBoth: return "FIN/FIN";
+        case Close::kFinClient: return "FIN from client only";
+        case Close::kFinServer: return "FIN from server only";
+        case Close::kRst: return "RST";
+        case Close::kOpen: return "open";
     }
     return "?";
 }
@@ -377,12 +356,8 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const Diagn
                 case DecodeStatus::kOk:
                     if (!tracker.update(dp, rp.ts_ns, FrameRef{fi, rp.frame})) r.other_ip++;
                     break;
-                case DecodeStatus::kNotIp:
-                    r.not_ip++;
-                    break;
-                default:
-                    r.undecodable++;
-                    break;
+                case DecodeStatus::kNotIp: r.not_ip++; break;
+                default: r.undecodable++; break;
             }
         }
         fr.frames = cf->frames();
@@ -439,24 +414,15 @@ std::vector<std::string> file_names(const DiagnoseReport& r) {
 
 const char* verdict_phrase(Verdict v) {
     switch (v) {
-        case Verdict::kRefused:
-            return "refused";
-        case Verdict::kUnanswered:
-            return "unanswered";
-        case Verdict::kReset:
-            return "reset";
-        case Verdict::kHalfOpen:
-            return "half-open";
-        case Verdict::kRetransmissions:
-            return "with retransmissions";
-        case Verdict::kZeroWindow:
-            return "with a zero window";
-        case Verdict::kDupAcks:
-            return "with duplicate ACK runs";
-        case Verdict::kMidStream:
-            return "mid-stream";
-        case Verdict::kOk:
-            return "ok";
+        case Verdict::kRefused: return "refused";
+        case Verdict::kUnanswered: return "unanswered";
+        case Verdict::kReset: return "reset";
+        case Verdict::kHalfOpen: return "half-open";
+        case Verdict::kRetransmissions: return "with retransmissions";
+        case Verdict::kZeroWindow: return "with a zero window";
+        case Verdict::kDupAcks: return "with duplicate ACK runs";
+        case Verdict::kMidStream: return "mid-stream";
+        case Verdict::kOk: return "ok";
     }
     return "?";
 }

@@ -10,8 +10,8 @@
  */
 #pragma once
 
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -114,7 +114,7 @@ struct DiagnoseReport {
     uint32_t max_flows = 0;
     uint64_t evicted = 0;                /* connections pushed out of the full table */
     std::vector<ConnResult> connections; /* ranked: problems first */
-    bool is_live = false; /* made from capd's tables, not from files */
+    bool is_live = false;                /* made from capd's tables, not from files */
     LiveInfo live;
     /* Connections listed in the text (problems) and JSON reports; the
      * counts and the summary always cover all of them. */

@@ -17,7 +17,8 @@ void merge_conn(TcpConn& a, const TcpConn& b) {
         a.client = b.client;
         a.role_basis = b.role_basis;
     }
-    if (b.first_ts < a.first_ts || (b.first_ts == a.first_ts && b.first_frame.frame < a.first_frame.frame)) {
+    if (b.first_ts < a.first_ts ||
+        (b.first_ts == a.first_ts && b.first_frame.frame < a.first_frame.frame)) {
         a.first_ts = b.first_ts;
         a.first_frame = b.first_frame;
     }

@@ -197,8 +197,8 @@ TEST(ParseRequest, MalformedJsonIsEproto) {
 }
 
 TEST(ParseRequest, NonObjectIsEproto) {
-    for (const char* b : {"[]", "[{\"v\":1,\"cmd\":\"status\"}]", "1", "-1.5", "true", "null",
-                          "\"status\""}) {
+    for (const char* b :
+         {"[]", "[{\"v\":1,\"cmd\":\"status\"}]", "1", "-1.5", "true", "null", "\"status\""}) {
         Parsed p = parse(b);
         EXPECT_FALSE(p.ok) << b;
         EXPECT_EQ(p.err.status, EPROTO) << b;
@@ -225,10 +225,9 @@ TEST(ParseRequest, VersionMissingOrWrong) {
 
 TEST(ParseRequest, VersionBeyondIntIsRefused) {
     // 2^32 + 1 and 2^64 - 1 are not version 1, whatever they truncate to.
-    for (const char* b : {R"({"v":4294967297,"cmd":"status"})",
-                          R"({"v":18446744073709551617,"cmd":"status"})",
-                          R"({"v":18446744073709551615,"cmd":"status"})",
-                          R"({"v":-4294967295,"cmd":"status"})"}) {
+    for (const char* b :
+         {R"({"v":4294967297,"cmd":"status"})", R"({"v":18446744073709551617,"cmd":"status"})",
+          R"({"v":18446744073709551615,"cmd":"status"})", R"({"v":-4294967295,"cmd":"status"})"}) {
         Parsed p = parse(b);
         EXPECT_FALSE(p.ok) << "accepted as version 1: " << b;
         EXPECT_EQ(p.err.status, EPROTO) << b;
@@ -311,9 +310,9 @@ TEST(ParseRequest, InvalidUtf8IsRefusedNotThrown) {
     const std::string bad[] = {
         "{\"v\":1,\"cmd\":\"st\xff\xfetus\"}",
         "{\"v\":1,\"cmd\":\"x\",\"args\":{\"n\":\"\xc3\x28\"}}",
-        "{\"v\":1,\"cmd\":\"\xed\xa0\x80\"}",           // UTF-16 surrogate
-        "{\"v\":1,\"cmd\":\"\xf4\x90\x80\x80\"}",       // above U+10FFFF
-        "{\"v\":1,\"cmd\":\"\xc0\xaf\"}",               // overlong '/'
+        "{\"v\":1,\"cmd\":\"\xed\xa0\x80\"}",                    // UTF-16 surrogate
+        "{\"v\":1,\"cmd\":\"\xf4\x90\x80\x80\"}",                // above U+10FFFF
+        "{\"v\":1,\"cmd\":\"\xc0\xaf\"}",                        // overlong '/'
         "{\"v\":1,\"cmd\":\"x\",\"args\":{\"n\":\"\\ud800\"}}",  // lone escaped surrogate
     };
     for (const auto& b : bad) {
@@ -387,7 +386,8 @@ TEST(EncodeResponse, DataIsAlwaysAnObject) {
     // without checking its type.
     for (int e : {EINVAL, ENOENT, EPROTO, EACCES}) {
         json j = json::parse(encode_response(Response::error(e, "x")));
-        EXPECT_TRUE(j["data"].is_object()) << "error response carries \"data\": " << j["data"].dump();
+        EXPECT_TRUE(j["data"].is_object())
+            << "error response carries \"data\": " << j["data"].dump();
     }
 }
 
@@ -422,10 +422,21 @@ TEST(ErrnoName, KnownAndUnknown) {
     struct {
         int e;
         const char* n;
-    } table[] = {{0, "OK"},           {EINVAL, "EINVAL"}, {ENOENT, "ENOENT"}, {EEXIST, "EEXIST"},
-                 {EPERM, "EPERM"},    {EACCES, "EACCES"}, {E2BIG, "E2BIG"},   {ENOSYS, "ENOSYS"},
-                 {EPROTO, "EPROTO"},  {EBUSY, "EBUSY"},   {EIO, "EIO"},       {EAGAIN, "EAGAIN"},
-                 {ETIMEDOUT, "ETIMEDOUT"}, {ENOTSUP, "ENOTSUP"}, {ENOSPC, "ENOSPC"}};
+    } table[] = {{0, "OK"},
+                 {EINVAL, "EINVAL"},
+                 {ENOENT, "ENOENT"},
+                 {EEXIST, "EEXIST"},
+                 {EPERM, "EPERM"},
+                 {EACCES, "EACCES"},
+                 {E2BIG, "E2BIG"},
+                 {ENOSYS, "ENOSYS"},
+                 {EPROTO, "EPROTO"},
+                 {EBUSY, "EBUSY"},
+                 {EIO, "EIO"},
+                 {EAGAIN, "EAGAIN"},
+                 {ETIMEDOUT, "ETIMEDOUT"},
+                 {ENOTSUP, "ENOTSUP"},
+                 {ENOSPC, "ENOSPC"}};
     for (const auto& t : table) EXPECT_STREQ(errno_name(t.e), t.n);
     for (int e : {-1, 9999, ENOTDIR}) {
         const char* n = errno_name(e);
@@ -562,9 +573,7 @@ struct Handlers {
         t["throw"] = [](const Request&) -> Response {
             throw std::runtime_error("handler exploded");
         };
-        t["count"] = [this](const Request&) {
-            return Response::ok("counted", {{"n", ++count}});
-        };
+        t["count"] = [this](const Request&) { return Response::ok("counted", {{"n", ++count}}); };
         return t;
     }
     /* later: answered when the test completes the Deferred. */
@@ -661,8 +670,8 @@ TEST_F(ServerTest, ModeIs0660WhateverTheUmask) {
         EXPECT_EQ(after, mask);
         struct stat st {};
         ASSERT_EQ(lstat(path_.c_str(), &st), 0);
-        EXPECT_EQ(st.st_mode & 07777, 0660u) << "umask " << std::oct << mask << ": mode "
-                                             << (st.st_mode & 07777);
+        EXPECT_EQ(st.st_mode & 07777, 0660u)
+            << "umask " << std::oct << mask << ": mode " << (st.st_mode & 07777);
     }
 }
 
@@ -707,7 +716,11 @@ TEST_F(ServerTest, ListenRefusals) {
     s.reset();
 
     // A regular file is never deleted.
-    { std::FILE* f = std::fopen(path_.c_str(), "w"); std::fputs("keep", f); std::fclose(f); }
+    {
+        std::FILE* f = std::fopen(path_.c_str(), "w");
+        std::fputs("keep", f);
+        std::fclose(f);
+    }
     auto third = ControlServer::listen(o, {});
     ASSERT_FALSE(third.ok());
     EXPECT_NE(third.error().find("not a socket"), std::string::npos) << third.error();
@@ -918,7 +931,8 @@ TEST_F(ServerTest, SilentClientsAndThreadedClientsAtOnce) {
             }
             done++;
         });
-    pump_until(*s, [&] { return done == 8; }, 20000);
+    pump_until(
+        *s, [&] { return done == 8; }, 20000);
     for (auto& t : ts) t.join();
     EXPECT_EQ(ok, 8 * 25);
 }
@@ -950,19 +964,24 @@ TEST_F(ServerTest, HundredClientsAtOnceOverTheLimitGetEbusy) {
                 line = c.take_line();
             }
             json j = line ? json::parse(*line, nullptr, false) : json();
-            if (j.is_object() && j["status"] == 0) served++;
-            else if (j.is_object() && j["status"] == EBUSY) busy++;
-            else other++;
+            if (j.is_object() && j["status"] == 0)
+                served++;
+            else if (j.is_object() && j["status"] == EBUSY)
+                busy++;
+            else
+                other++;
             finished++;
         });
     // Every client connects and is accepted before any sends.
-    ASSERT_TRUE(pump_until(*s, [&] { return connected == kClients; }, 10000));
+    ASSERT_TRUE(pump_until(
+        *s, [&] { return connected == kClients; }, 10000));
     pump_for(*s, 300);
     // Users other than root leave 8 connections for root.
     const int admitted = geteuid() == 0 ? 64 : 56;
     EXPECT_EQ(s->counters().clients, unsigned(admitted));
     go = true;
-    pump_until(*s, [&] { return finished == kClients; }, 15000);
+    pump_until(
+        *s, [&] { return finished == kClients; }, 15000);
     for (auto& t : ts) t.join();
     EXPECT_EQ(served, admitted);
     EXPECT_EQ(busy, kClients - admitted);
@@ -1006,7 +1025,8 @@ TEST_F(ServerTest, HundredControlClientsEachCallingManyTimes) {
             }
             finished++;
         });
-    pump_until(*s, [&] { return finished == kClients; }, 30000);
+    pump_until(
+        *s, [&] { return finished == kClients; }, 30000);
     for (auto& t : ts) t.join();
     EXPECT_EQ(ok, kClients * kCalls);
     for (int i = 0; i < kClients; i++) EXPECT_EQ(errors[i], "") << "client " << i;
@@ -1029,7 +1049,8 @@ TEST_F(ServerTest, ClientThatDisconnectsMidReplyDoesNotHurtTheServer) {
         c.close();
         pump_for(*s, 10);
     }
-    pump_until(*s, [&] { return s->clients() == 0; }, 3000);
+    pump_until(
+        *s, [&] { return s->clients() == 0; }, 3000);
     EXPECT_EQ(s->clients(), 0u) << "dead clients kept";
     RawConn c(path_);
     c.send_all(request_line("ping"));
@@ -1047,7 +1068,8 @@ TEST_F(ServerTest, ClientThatDisconnectsBeforeTheReplyIsComputed) {
         c.close();
     }
     // Each accepted batch is read, answered into a dead socket and closed.
-    EXPECT_TRUE(pump_until(*s, [&] { return s->clients() == 0; }, 5000))
+    EXPECT_TRUE(pump_until(
+        *s, [&] { return s->clients() == 0; }, 5000))
         << s->clients() << " dead clients kept";
     RawConn c(path_);
     c.send_all(request_line("ping"));
@@ -1093,7 +1115,8 @@ TEST_F(ServerTest, ClientThatNeverReadsIsCutOff) {
     cut = cut || closed_by_server(*s, hog, 5000);
     EXPECT_TRUE(cut) << "a client that never reads was kept";
     EXPECT_LE(handlers_.big_calls, 2) << "requests parsed behind an unread 1 MiB answer";
-    EXPECT_TRUE(pump_until(*s, [&] { return s->clients() == 0; }, 3000));
+    EXPECT_TRUE(pump_until(
+        *s, [&] { return s->clients() == 0; }, 3000));
     // Meanwhile others are served.
     RawConn c(path_);
     c.send_all(request_line("ping"));
@@ -1159,7 +1182,8 @@ TEST_F(ServerTest, AClientThatPipelinesAndNeverReadsStaysBoundedAndIsDropped) {
         << "requests parsed although the replies were backed up";
     EXPECT_GE(s->counters().read_pauses, 1u);
     EXPECT_EQ(s->counters().idle_timeouts, 1u);
-    EXPECT_TRUE(pump_until(*s, [&] { return s->clients() == 0; }, 3000));
+    EXPECT_TRUE(pump_until(
+        *s, [&] { return s->clients() == 0; }, 3000));
     EXPECT_EQ(s->counters().pending_reply_bytes, 0u);
     // Meanwhile others are served.
     RawConn c(path_);
@@ -1246,7 +1270,8 @@ TEST_F(ServerTest, DeferredReplyKeepsOrderWhileOthersAreServed) {
         gone.send_all(request_line("later"));
         ASSERT_TRUE(pump_until(*s, [&] { return handlers_.later.size() == 2; }));
         gone.close();
-        EXPECT_TRUE(pump_until(*s, [&] { return s->counters().deferred == 0; }, 2000))
+        EXPECT_TRUE(pump_until(
+            *s, [&] { return s->counters().deferred == 0; }, 2000))
             << "a client that hung up while waiting was kept";
         EXPECT_EQ(s->counters().peer_gone, 1u);
         bool ran = false;
@@ -1255,7 +1280,8 @@ TEST_F(ServerTest, DeferredReplyKeepsOrderWhileOthersAreServed) {
             return Response::ok("late");
         });
         handlers_.later.pop_back();
-        EXPECT_TRUE(pump_until(*s, [&] { return ran; }, 2000));
+        EXPECT_TRUE(pump_until(
+            *s, [&] { return ran; }, 2000));
     }
     // A Deferred dropped unanswered still answers.
     a.send_all(request_line("later"));
@@ -1327,9 +1353,12 @@ ChildResult connect_as(const std::string& path, uid_t uid, gid_t gid, ControlSer
     while ((n = ::read(pipefd[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
     ::close(pipefd[0]);
     ChildResult r;
-    if (out.rfind("E ", 0) == 0) r.connect_errno = out == "E setid" ? -1 : std::atoi(out.c_str() + 2);
-    else if (out.rfind("L ", 0) == 0) r.line = out.substr(2);
-    else r.connect_errno = -2;
+    if (out.rfind("E ", 0) == 0)
+        r.connect_errno = out == "E setid" ? -1 : std::atoi(out.c_str() + 2);
+    else if (out.rfind("L ", 0) == 0)
+        r.line = out.substr(2);
+    else
+        r.connect_errno = -2;
     return r;
 }
 
@@ -1434,8 +1463,10 @@ TEST_F(PeerCredTest, RootIsServedWhenOtherUsersHoldEveryOtherSlot) {
                 if (n <= 0) break;
                 got.append(buf, static_cast<size_t>(n));
             }
-            if (got.find("\"pong\"") != std::string::npos) served++;
-            else if (got.find("EBUSY") != std::string::npos) busy++;
+            if (got.find("\"pong\"") != std::string::npos)
+                served++;
+            else if (got.find("EBUSY") != std::string::npos)
+                busy++;
             fds.push_back(fd);
         }
         std::string out = std::to_string(served) + " " + std::to_string(busy) + "\n";

@@ -26,8 +26,10 @@ struct Pool {
     rte_mempool* mp = nullptr;
     explicit Pool(const char* name) {
         auto r = make_chunk_pool(name, kCount, kChunkKb, SOCKET_ID_ANY);
-        if (!r) ADD_FAILURE() << r.error();
-        else mp = r->pool;
+        if (!r)
+            ADD_FAILURE() << r.error();
+        else
+            mp = r->pool;
         EXPECT_TRUE(r && r->lifo) << "the stack mempool driver was not loaded";
     }
     ~Pool() { rte_mempool_free(mp); }

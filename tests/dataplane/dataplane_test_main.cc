@@ -12,9 +12,17 @@
 int main(int argc, char** argv) {
     ::testing::InitGoogleTest(&argc, argv);
     std::string prefix = "--file-prefix=dataplane" + std::to_string(getpid());
-    std::vector<std::string> args = {"dataplane_test", "--no-huge", "--no-pci", "-m", "192",
-                                     "--no-shconf", prefix, "--no-telemetry",
-                                     "--log-level=*:critical", "-l", "0"};
+    std::vector<std::string> args = {"dataplane_test",
+                                     "--no-huge",
+                                     "--no-pci",
+                                     "-m",
+                                     "192",
+                                     "--no-shconf",
+                                     prefix,
+                                     "--no-telemetry",
+                                     "--log-level=*:critical",
+                                     "-l",
+                                     "0"};
     for (int i = 0; i < 4; i++)
         args.push_back("--vdev=net_null" + std::to_string(i) + ",size=64,copy=0");
     std::vector<char*> argv_eal;

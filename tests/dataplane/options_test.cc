@@ -167,10 +167,41 @@ TEST(ParseOptions, Defaults) {
 }
 
 TEST(ParseOptions, Values) {
-    auto r = parse({"-i", "eth0", "-i", "af_xdp:eth1", "-w", "x_%s.pcapng", "-C", "2.5",
-                    "-G", "30", "-W", "4", "--format", "pcapng", "--workers", "4", "--writers",
-                    "2", "-s", "0", "-c", "10", "--file-mode", "0600", "-p", "-Q", "in", "-B",
-                    "1024", "-U", "--on-source-loss", "continue", "tcp", "port", "80"});
+    auto r = parse({"-i",
+                    "eth0",
+                    "-i",
+                    "af_xdp:eth1",
+                    "-w",
+                    "x_%s.pcapng",
+                    "-C",
+                    "2.5",
+                    "-G",
+                    "30",
+                    "-W",
+                    "4",
+                    "--format",
+                    "pcapng",
+                    "--workers",
+                    "4",
+                    "--writers",
+                    "2",
+                    "-s",
+                    "0",
+                    "-c",
+                    "10",
+                    "--file-mode",
+                    "0600",
+                    "-p",
+                    "-Q",
+                    "in",
+                    "-B",
+                    "1024",
+                    "-U",
+                    "--on-source-loss",
+                    "continue",
+                    "tcp",
+                    "port",
+                    "80"});
     ASSERT_TRUE(r) << r.error();
     const Options& o = *r;
     ASSERT_EQ(o.sources.size(), 2u);

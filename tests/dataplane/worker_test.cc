@@ -54,8 +54,8 @@ Counts run_worker(const Run& r, Pred done_when) {
     spec.kind = SourceSpec::Kind::kNull;
     spec.text = "null";
     std::string pool_name = "wt_mbufs" + std::to_string(r.port);
-    Mempool mbufs(rte_pktmbuf_pool_create(pool_name.c_str(), 2048, 64, 0,
-                                          RTE_MBUF_DEFAULT_BUF_SIZE, SOCKET_ID_ANY));
+    Mempool mbufs(rte_pktmbuf_pool_create(pool_name.c_str(), 2048, 64, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                          SOCKET_ID_ANY));
     EXPECT_TRUE(mbufs);
     if (!mbufs) return out;
     // net_null hands out pool mbufs without writing them: make them all
@@ -81,8 +81,8 @@ Counts run_worker(const Run& r, Pred done_when) {
     auto pub = RulePublisher::create({rule}, copts, 1);
     EXPECT_TRUE(pub) << pub.error();
     if (!pub) return out;
-    auto pool = make_chunk_pool("wt_chunks" + std::to_string(r.port), r.pool_chunks, 64,
-                                SOCKET_ID_ANY);
+    auto pool =
+        make_chunk_pool("wt_chunks" + std::to_string(r.port), r.pool_chunks, 64, SOCKET_ID_ANY);
     EXPECT_TRUE(pool) << pool.error();
     if (!pool) return out;
     Mempool chunks(pool->pool);

@@ -131,14 +131,10 @@ int linktype_of(Link l) {
     switch (l) {
         case Link::kEthernet:
         case Link::kVlan:
-        case Link::kQinQ:
-            return 1;
-        case Link::kSll:
-            return 113;
-        case Link::kSll2:
-            return 276;
-        case Link::kRaw:
-            return 101;
+        case Link::kQinQ: return 1;
+        case Link::kSll: return 113;
+        case Link::kSll2: return 276;
+        case Link::kRaw: return 101;
     }
     return 1;
 }
@@ -179,8 +175,7 @@ std::vector<uint8_t> frame(Link l, const std::vector<uint8_t>& ip) {
             f.push_back(6);                                /* address length */
             for (uint8_t b : {2, 0, 0, 0, 0, 1, 0, 0}) f.push_back(b);
             break;
-        case Link::kRaw:
-            break;
+        case Link::kRaw: break;
     }
     f.insert(f.end(), ip.begin(), ip.end());
     return f;

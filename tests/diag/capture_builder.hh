@@ -71,7 +71,7 @@ struct Trace {
 // One TCP connection that writes its segments into a Trace, keeping seq/ack
 // and per-host IPv4 IDs like a real stack would.
 class Conversation {
-  public:
+public:
     Conversation(Trace& t, std::string client, uint16_t cport, std::string server, uint16_t sport,
                  uint32_t c_isn = 1000, uint32_t s_isn = 5000);
 
@@ -93,7 +93,7 @@ class Conversation {
     std::string client_ep() const;
     std::string server_ep() const;
 
-  private:
+private:
     TcpSpec base(bool from_client) const;
     int emit(double t_s, bool from_client, TcpSpec s);
 

@@ -50,7 +50,7 @@ namespace tb = linecap::tests::diag;
 namespace {
 
 class TempDir {
-  public:
+public:
     TempDir() {
         std::string tmpl = (fs::temp_directory_path() / "diag_test.XXXXXX").string();
         char* p = mkdtemp(tmpl.data());
@@ -63,7 +63,7 @@ class TempDir {
     }
     std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
 
-  private:
+private:
     std::string path_;
 };
 
@@ -81,7 +81,7 @@ TcpTracker tracker(uint32_t capacity, TcpTracker::ReleaseFn fn = nullptr, void* 
  * long as it lives: a tracker of 2^24 connections (12 GiB of slots) cannot
  * be mapped under it. */
 class AddressSpaceCap {
-  public:
+public:
     AddressSpaceCap() {
         getrlimit(RLIMIT_AS, &saved_);
         FILE* f = std::fopen("/proc/self/statm", "r");
@@ -94,7 +94,7 @@ class AddressSpaceCap {
     }
     ~AddressSpaceCap() { setrlimit(RLIMIT_AS, &saved_); }
 
-  private:
+private:
     rlimit saved_{};
 };
 
@@ -764,7 +764,8 @@ struct LiveTables {
 
     template <class Pick>
     LiveTables(const tb::DiagnoseStory& st, unsigned n, Pick pick) {
-        for (unsigned i = 0; i < n; i++) trackers.push_back(std::make_unique<TcpTracker>(tracker(1024)));
+        for (unsigned i = 0; i < n; i++)
+            trackers.push_back(std::make_unique<TcpTracker>(tracker(1024)));
         std::vector<uint64_t> last(n, 0), seen(n, 0);
         uint32_t frame = 0;
         for (const auto& e : st.trace.events) {

@@ -299,7 +299,7 @@ TEST(BpfDifferential, LoopsAreRefusedWithAClearMessage) {
 
 /* An mmap'd buffer whose end touches a PROT_NONE page. */
 class GuardedSlot {
-  public:
+public:
     GuardedSlot() {
         page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
         size_ = (kMaxCaplen + page_ - 1) / page_ * page_ + page_;
@@ -316,7 +316,7 @@ class GuardedSlot {
         return at;
     }
 
-  private:
+private:
     size_t page_ = 0, size_ = 0;
     uint8_t* base_ = nullptr;
 };

@@ -960,7 +960,7 @@ TEST(Verifier, LargeTranslatedExpressionsStayUnderTheCap) {
  * bytes of its packet. Both sit against PROT_NONE pages, so a read the
  * verifier should have refused ends the test with the program printed. */
 class Guarded {
-  public:
+public:
     explicit Guarded(size_t bytes) {
         page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
         size_ = (bytes + page_ - 1) / page_ * page_ + page_;
@@ -973,7 +973,7 @@ class Guarded {
     ~Guarded() { munmap(base_, size_ + page_); }
     uint8_t* last(size_t n) { return base_ + size_ - n; }  // n bytes ending at the guard
 
-  private:
+private:
     size_t page_ = 0, size_ = 0;
     uint8_t* base_ = nullptr;
 };
@@ -1022,9 +1022,7 @@ std::vector<ebpf_insn> random_program(uint64_t& seed) {
                 p.push_back(ins(EBPF_ALU64 | alu_ops[next(9)] | BPF_K, r, 0, 0,
                                 static_cast<int32_t>(next(64))));
                 break;
-            case 4:
-                p.push_back(ins(EBPF_ALU64 | alu_ops[next(9)] | BPF_X, r, x));
-                break;
+            case 4: p.push_back(ins(EBPF_ALU64 | alu_ops[next(9)] | BPF_X, r, x)); break;
             case 5:
                 p.push_back(ins(BPF_STX | BPF_MEM | sizes[next(4)], 10, r,
                                 static_cast<int16_t>(-8 * (1 + next(4)))));

@@ -22,7 +22,7 @@ struct TestPacket {
 
 /* Appends fields in network byte order. */
 class Frame {
-  public:
+public:
     Frame& u8(uint32_t v) {
         b_.push_back(static_cast<uint8_t>(v));
         return *this;
@@ -52,7 +52,7 @@ class Frame {
         b_[at + 1] = static_cast<uint8_t>(v);
     }
 
-  private:
+private:
     std::vector<uint8_t> b_;
 };
 
@@ -62,7 +62,7 @@ inline uint32_t ipv4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
 
 /* Deterministic generator (xorshift) so failures reproduce. */
 class Rng {
-  public:
+public:
     explicit Rng(uint64_t seed) : s_(seed ? seed : 1) {}
     uint64_t next() {
         s_ ^= s_ << 13;
@@ -76,7 +76,7 @@ class Rng {
         return v[below(static_cast<uint32_t>(v.size()))];
     }
 
-  private:
+private:
     uint64_t s_;
 };
 
@@ -129,22 +129,16 @@ inline void put_l4(Frame& f, const GenSpec& g) {
             f.u8(g.icmp_type).u8(g.icmp_code).u16(0).u32(0x12340001);
             f.text(g.payload);
             break;
-        case L4::kOther:
-            f.text(g.payload);
-            break;
+        case L4::kOther: f.text(g.payload); break;
     }
 }
 
 inline uint8_t l4_proto(const GenSpec& g) {
     switch (g.l4) {
-        case L4::kTcp:
-            return 6;
-        case L4::kUdp:
-            return 17;
-        case L4::kIcmp:
-            return g.v6 ? 58 : 1;
-        default:
-            return g.ip_proto_other;
+        case L4::kTcp: return 6;
+        case L4::kUdp: return 17;
+        case L4::kIcmp: return g.v6 ? 58 : 1;
+        default: return g.ip_proto_other;
     }
 }
 

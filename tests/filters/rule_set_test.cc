@@ -212,8 +212,8 @@ TEST(RuleSetLimits, ErrorsFromTheCompilingChildNameTheRule) {
     // In this process (time_limit_ms 0, for fuzzing), the same words.
     CompileOptions here;
     here.time_limit_ms = 0;
-    auto same = compile(std::vector<RuleSpec>{rule("ok", "tcp"), rule("bad", "tcp port eighty")},
-                        here);
+    auto same =
+        compile(std::vector<RuleSpec>{rule("ok", "tcp"), rule("bad", "tcp port eighty")}, here);
     ASSERT_FALSE(same.ok());
     EXPECT_EQ(same.error(), rs.error());
     EXPECT_TRUE(compile(std::vector<RuleSpec>{rule("web", "tcp port 80", {"GET "})}, here).ok());
@@ -223,21 +223,22 @@ TEST(RuleSetLimits, ErrorsFromTheCompilingChildNameTheRule) {
  * With the cancel flag already set, any work for the compiling child fails
  * at once, so success shows that nothing was sent to it. */
 TEST(RuleSetReuse, UnchangedExpressionsAndPatternsAreNotCompiledAgain) {
-    auto before = must_compile({rule("web", "tcp port 80", {"GET "}),
-                                rule("mail", "", {"MAIL"}, ScanScope::kFrame)});
+    auto before = must_compile(
+        {rule("web", "tcp port 80", {"GET "}), rule("mail", "", {"MAIL"}, ScanScope::kFrame)});
     ASSERT_TRUE(before);
     std::atomic<bool> cancelled{true};
     CompileOptions o;
     o.cancel = &cancelled;
 
     // An expression-less rule added, in either place: patterns unchanged.
-    auto after = compile(std::vector<RuleSpec>{rule("all", ""), rule("web", "tcp port 80", {"GET "}),
-                                               rule("mail", "", {"MAIL"}, ScanScope::kFrame)},
-                         o, before.get());
+    auto after =
+        compile(std::vector<RuleSpec>{rule("all", ""), rule("web", "tcp port 80", {"GET "}),
+                                      rule("mail", "", {"MAIL"}, ScanScope::kFrame)},
+                o, before.get());
     ASSERT_TRUE(after.ok()) << after.error();
     // The same expression under another name, a rule deleted.
-    auto renamed = compile(std::vector<RuleSpec>{rule("www", "tcp port 80", {"GET "})}, o,
-                           before.get());
+    auto renamed =
+        compile(std::vector<RuleSpec>{rule("www", "tcp port 80", {"GET "})}, o, before.get());
     ASSERT_TRUE(renamed.ok()) << renamed.error();
 
     // The shared databases still match, under the new rule numbering.
@@ -254,12 +255,12 @@ TEST(RuleSetReuse, UnchangedExpressionsAndPatternsAreNotCompiledAgain) {
     EXPECT_EQ(c[2].packets, 1u);
 
     // New work does go to the child, and is cancelled.
-    auto new_expr = compile(std::vector<RuleSpec>{rule("web", "tcp port 8080", {"GET "})}, o,
-                            before.get());
+    auto new_expr =
+        compile(std::vector<RuleSpec>{rule("web", "tcp port 8080", {"GET "})}, o, before.get());
     ASSERT_FALSE(new_expr.ok());
     EXPECT_NE(new_expr.error().find("cancelled"), std::string::npos) << new_expr.error();
-    auto new_pattern = compile(std::vector<RuleSpec>{rule("web", "tcp port 80", {"GET /"})}, o,
-                               before.get());
+    auto new_pattern =
+        compile(std::vector<RuleSpec>{rule("web", "tcp port 80", {"GET /"})}, o, before.get());
     ASSERT_FALSE(new_pattern.ok());
     EXPECT_NE(new_pattern.error().find("cancelled"), std::string::npos) << new_pattern.error();
 }
@@ -361,8 +362,8 @@ TEST(RuleSet, PayloadPatternsNeedEthernet) {
     ASSERT_FALSE(rs.ok());
     EXPECT_NE(rs.error().find("rule 'web'"), std::string::npos) << rs.error();
     EXPECT_NE(rs.error().find("not RAW; use --scan frame"), std::string::npos) << rs.error();
-    EXPECT_TRUE(compile(std::vector<RuleSpec>{rule("web", "ip", {"GET "}, ScanScope::kFrame)}, raw)
-                    .ok());
+    EXPECT_TRUE(
+        compile(std::vector<RuleSpec>{rule("web", "ip", {"GET "}, ScanScope::kFrame)}, raw).ok());
 }
 
 TEST(RuleSet, BurstsLongerThanOneChunkAndEveryEngineAgree) {

@@ -33,7 +33,8 @@ void check(Format f, const std::vector<Rec>& recs) {
         p += r.bytes.size();
         p += encode_record_trailer(f, p, r.bytes.size());
         if (size_t(p - reinterpret_cast<uint8_t*>(buf.data())) != buf.size()) __builtin_trap();
-        if (record_length(f, reinterpret_cast<uint8_t*>(buf.data())) != buf.size()) __builtin_trap();
+        if (record_length(f, reinterpret_cast<uint8_t*>(buf.data())) != buf.size())
+            __builtin_trap();
         file += buf;
     }
     FILE* fp = fmemopen(file.data(), file.size(), "rb");

@@ -204,37 +204,37 @@ std::vector<Case> cases() {
                    14, 34, 54, true));
     v.push_back(ok("ipv4_udp", Frame().ether({0x0800}).ipv4(17).udp(53, 1053).bytes(10).finish(),
                    17, 14, 34, 42, true));
-    v.push_back(ok("ipv4_icmp", Frame().ether({0x0800}).ipv4(1).bytes(12).finish(), 1, 14, 34, 34,
-                   false));
-    v.push_back(with(ok("vlan_ipv4_tcp",
-                        Frame().ether({0x8100, 0x0800}).ipv4(6).tcp(1, 2).bytes(3).finish(), 6, 18,
-                        38, 58, true),
-                     [](Case& c) { c.vlan_tags = 1; }));
+    v.push_back(
+        ok("ipv4_icmp", Frame().ether({0x0800}).ipv4(1).bytes(12).finish(), 1, 14, 34, 34, false));
+    v.push_back(with(
+        ok("vlan_ipv4_tcp", Frame().ether({0x8100, 0x0800}).ipv4(6).tcp(1, 2).bytes(3).finish(), 6,
+           18, 38, 58, true),
+        [](Case& c) { c.vlan_tags = 1; }));
     v.push_back(with(ok("qinq_ipv6_tcp",
                         Frame().ether({0x88a8, 0x8100, 0x86dd}).ipv6(6).tcp(1, 2).bytes(3).finish(),
                         6, 22, 62, 82, true),
                      [](Case& c) { c.vlan_tags = 2; }));
-    v.push_back(with(ok("old_qinq_ipv4_udp",
-                        Frame().ether({0x9100, 0x8100, 0x0800}).ipv4(17).udp(1, 2).finish(), 17, 22,
-                        42, 50, true),
-                     [](Case& c) { c.vlan_tags = 2; }));
-    v.push_back(with(ok("eight_tags",
-                        Frame()
-                            .ether({0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100,
-                                    0x0800})
-                            .ipv4(6)
-                            .tcp(1, 2)
-                            .finish(),
-                        6, 46, 66, 86, true),
-                     [](Case& c) { c.vlan_tags = 8; }));
-    v.push_back(bad("nine_tags",
-                    Frame()
-                        .ether({0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100,
-                                0x8100, 0x0800})
-                        .ipv4(6)
-                        .tcp(1, 2)
-                        .finish(),
-                    WalkStatus::kMalformed));
+    v.push_back(with(
+        ok("old_qinq_ipv4_udp", Frame().ether({0x9100, 0x8100, 0x0800}).ipv4(17).udp(1, 2).finish(),
+           17, 22, 42, 50, true),
+        [](Case& c) { c.vlan_tags = 2; }));
+    v.push_back(
+        with(ok("eight_tags",
+                Frame()
+                    .ether({0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x0800})
+                    .ipv4(6)
+                    .tcp(1, 2)
+                    .finish(),
+                6, 46, 66, 86, true),
+             [](Case& c) { c.vlan_tags = 8; }));
+    v.push_back(bad(
+        "nine_tags",
+        Frame()
+            .ether({0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x8100, 0x0800})
+            .ipv4(6)
+            .tcp(1, 2)
+            .finish(),
+        WalkStatus::kMalformed));
     v.push_back(ok("ipv4_options_4", Frame().ether({0x0800}).ipv4(6, 4).tcp(1, 2).finish(), 6, 14,
                    38, 58, true));
     v.push_back(ok("ipv4_options_40", Frame().ether({0x0800}).ipv4(17, 40).udp(1, 2).finish(), 17,
@@ -250,22 +250,22 @@ std::vector<Case> cases() {
                          c.fragment = true;
                          c.frag_offset = 185 * 8;
                      }));
-    v.push_back(with(ok("ipv4_last_fragment",
-                        Frame().ether({0x0800}).ipv4(17, 0, 3).bytes(30).finish(), 17, 14, 34, 34,
-                        false),
-                     [](Case& c) {
-                         c.fragment = true;
-                         c.frag_offset = 24;
-                     }));
+    v.push_back(
+        with(ok("ipv4_last_fragment", Frame().ether({0x0800}).ipv4(17, 0, 3).bytes(30).finish(), 17,
+                14, 34, 34, false),
+             [](Case& c) {
+                 c.fragment = true;
+                 c.frag_offset = 24;
+             }));
     v.push_back(ok("ipv6_tcp", Frame().ether({0x86dd}).ipv6(6).tcp(1, 2).bytes(5).finish(), 6, 14,
                    54, 74, true));
     for (uint8_t type : {0, 43, 60, 135, 139, 140}) {
         for (uint32_t len : {8u, 24u}) {
-            v.push_back(with(ok("ipv6_ext_" + std::to_string(type) + "_len" + std::to_string(len),
-                                Frame().ether({0x86dd}).ipv6(type).ext(type, 6, len).tcp(1, 2)
-                                    .bytes(4).finish(),
-                                6, 14, 54 + len, 74 + len, true),
-                             [](Case& c) { c.ext_headers = 1; }));
+            v.push_back(with(
+                ok("ipv6_ext_" + std::to_string(type) + "_len" + std::to_string(len),
+                   Frame().ether({0x86dd}).ipv6(type).ext(type, 6, len).tcp(1, 2).bytes(4).finish(),
+                   6, 14, 54 + len, 74 + len, true),
+                [](Case& c) { c.ext_headers = 1; }));
         }
     }
     for (uint32_t len : {12u, 24u}) {
@@ -286,14 +286,14 @@ std::vector<Case> cases() {
                             .finish(),
                         6, 14, 54 + 56, 74 + 56, true),
                      [](Case& c) { c.ext_headers = 4; }));
-    v.push_back(with(ok("ipv6_first_fragment",
-                        Frame().ether({0x86dd}).ipv6(44).frag6(6, 0, true).tcp(1, 2).bytes(9)
-                            .finish(),
-                        6, 14, 62, 82, true),
-                     [](Case& c) {
-                         c.fragment = true;
-                         c.ext_headers = 1;
-                     }));
+    v.push_back(
+        with(ok("ipv6_first_fragment",
+                Frame().ether({0x86dd}).ipv6(44).frag6(6, 0, true).tcp(1, 2).bytes(9).finish(), 6,
+                14, 62, 82, true),
+             [](Case& c) {
+                 c.fragment = true;
+                 c.ext_headers = 1;
+             }));
     v.push_back(with(ok("ipv6_later_fragment",
                         Frame().ether({0x86dd}).ipv6(44).frag6(6, 1448, false).tcp(1, 2).finish(),
                         6, 14, 62, 62, false),
@@ -303,56 +303,57 @@ std::vector<Case> cases() {
                          c.ext_headers = 1;
                      }));
     // A later fragment's data is not headers, even when it says "options".
-    v.push_back(with(ok("ipv6_later_fragment_stops",
-                        Frame().ether({0x86dd}).ipv6(44).frag6(60, 8, true).ext(60, 6).tcp(1, 2)
-                            .finish(),
-                        60, 14, 62, 62, false),
-                     [](Case& c) {
-                         c.fragment = true;
-                         c.frag_offset = 8;
-                         c.ext_headers = 1;
-                     }));
-    v.push_back(ok("ipv6_esp", Frame().ether({0x86dd}).ipv6(50).bytes(40).finish(), 50, 14, 54, 54,
-                   false));
-    v.push_back(with(ok("ipv6_no_next_header",
-                        Frame().ether({0x86dd}).ipv6(0).ext(0, 59).bytes(6).finish(), 59, 14, 62, 62,
-                        false),
-                     [](Case& c) {
-                         c.payload_end = 62;
-                         c.ext_headers = 1;
-                     }));
+    v.push_back(
+        with(ok("ipv6_later_fragment_stops",
+                Frame().ether({0x86dd}).ipv6(44).frag6(60, 8, true).ext(60, 6).tcp(1, 2).finish(),
+                60, 14, 62, 62, false),
+             [](Case& c) {
+                 c.fragment = true;
+                 c.frag_offset = 8;
+                 c.ext_headers = 1;
+             }));
+    v.push_back(
+        ok("ipv6_esp", Frame().ether({0x86dd}).ipv6(50).bytes(40).finish(), 50, 14, 54, 54, false));
+    v.push_back(
+        with(ok("ipv6_no_next_header", Frame().ether({0x86dd}).ipv6(0).ext(0, 59).bytes(6).finish(),
+                59, 14, 62, 62, false),
+             [](Case& c) {
+                 c.payload_end = 62;
+                 c.ext_headers = 1;
+             }));
     {
         Frame f;
         f.ether({0x86dd}).ipv6(60);
-        for (int i = 0; i < kMaxIpv6ExtHeaders; i++)
-            f.ext(60, i + 1 < kMaxIpv6ExtHeaders ? 60 : 6);
-        v.push_back(with(ok("ipv6_chain_at_limit", f.tcp(1, 2).finish(), 6, 14, 54 + 128,
-                            74 + 128, true),
-                         [](Case& c) { c.ext_headers = kMaxIpv6ExtHeaders; }));
+        for (int i = 0; i < kMaxIpv6ExtHeaders; i++) f.ext(60, i + 1 < kMaxIpv6ExtHeaders ? 60 : 6);
+        v.push_back(
+            with(ok("ipv6_chain_at_limit", f.tcp(1, 2).finish(), 6, 14, 54 + 128, 74 + 128, true),
+                 [](Case& c) { c.ext_headers = kMaxIpv6ExtHeaders; }));
         Frame g;
         g.ether({0x86dd}).ipv6(60);
         for (int i = 0; i <= kMaxIpv6ExtHeaders; i++) g.ext(60, i < kMaxIpv6ExtHeaders ? 60 : 6);
         v.push_back(bad("ipv6_chain_past_limit", g.tcp(1, 2).finish(), WalkStatus::kMalformed));
     }
     v.push_back(bad("arp", Frame().ether({0x0806}).bytes(28).finish(), WalkStatus::kNotIp));
-    v.push_back(bad("vlan_arp", Frame().ether({0x8100, 0x0806}).bytes(28).finish(),
-                    WalkStatus::kNotIp));
-    v.push_back(bad("ipv4_ihl_short",
-                    [] {
-                        auto f = Frame().ether({0x0800}).ipv4(6).tcp(1, 2).finish();
-                        f[14] = 0x44;
-                        return f;
-                    }(),
+    v.push_back(
+        bad("vlan_arp", Frame().ether({0x8100, 0x0806}).bytes(28).finish(), WalkStatus::kNotIp));
+    v.push_back(bad(
+        "ipv4_ihl_short",
+        [] {
+            auto f = Frame().ether({0x0800}).ipv4(6).tcp(1, 2).finish();
+            f[14] = 0x44;
+            return f;
+        }(),
+        WalkStatus::kMalformed));
+    v.push_back(bad("ipv4_total_below_ihl", Frame().ether({0x0800}).ipv4(6).tcp(1, 2).finish(19),
                     WalkStatus::kMalformed));
-    v.push_back(bad("ipv4_total_below_ihl",
-                    Frame().ether({0x0800}).ipv4(6).tcp(1, 2).finish(19), WalkStatus::kMalformed));
-    v.push_back(bad("ipv4_type_version_6",
-                    [] {
-                        auto f = Frame().ether({0x0800}).ipv4(6).tcp(1, 2).finish();
-                        f[14] = 0x65;
-                        return f;
-                    }(),
-                    WalkStatus::kMalformed));
+    v.push_back(bad(
+        "ipv4_type_version_6",
+        [] {
+            auto f = Frame().ether({0x0800}).ipv4(6).tcp(1, 2).finish();
+            f[14] = 0x65;
+            return f;
+        }(),
+        WalkStatus::kMalformed));
     {
         // Total length 0 (captured before segmentation offload): up to caplen.
         auto f = Frame().ether({0x0800}).ipv4(6).tcp(1, 2).bytes(100).finish(0);
@@ -363,29 +364,30 @@ std::vector<Case> cases() {
         // Ethernet padding after a short datagram is not payload.
         auto f = Frame().ether({0x0800}).ipv4(17).udp(1, 2).bytes(2).finish();
         f.resize(60, 0);
-        v.push_back(with(ok("ipv4_padding", f, 17, 14, 34, 42, true),
-                         [](Case& c) { c.payload_end = 44; }));
+        v.push_back(
+            with(ok("ipv4_padding", f, 17, 14, 34, 42, true), [](Case& c) { c.payload_end = 44; }));
     }
     v.push_back(bad("ipv6_ext_past_datagram",
                     Frame().ether({0x86dd}).ipv6(0).ext(0, 6, 16).finish(8),
                     WalkStatus::kMalformed));
     v.push_back(bad("tcp_doff_short", Frame().ether({0x0800}).ipv4(6).tcp(1, 2, 16).finish(),
                     WalkStatus::kMalformed));
-    v.push_back(bad("tcp_doff_past_datagram",
-                    [] {
-                        auto f = Frame().ether({0x0800}).ipv4(6).tcp(1, 2).bytes(8).finish();
-                        f[34 + 12] = 0xf0;  // 60 bytes
-                        return f;
-                    }(),
-                    WalkStatus::kMalformed));
+    v.push_back(bad(
+        "tcp_doff_past_datagram",
+        [] {
+            auto f = Frame().ether({0x0800}).ipv4(6).tcp(1, 2).bytes(8).finish();
+            f[34 + 12] = 0xf0;  // 60 bytes
+            return f;
+        }(),
+        WalkStatus::kMalformed));
     v.push_back(bad("tcp_datagram_short", Frame().ether({0x0800}).ipv4(6).tcp(1, 2).finish(30),
                     WalkStatus::kTruncated));
     v.push_back(bad("udp_len_short", Frame().ether({0x0800}).ipv4(17).udp(1, 2, 4).finish(),
                     WalkStatus::kMalformed));
-    v.push_back(with(ok("udp_len_below_datagram",
-                        Frame().ether({0x0800}).ipv4(17).udp(1, 2, 12).bytes(10).finish(), 17, 14,
-                        34, 42, true),
-                     [](Case& c) { c.payload_end = 46; }));
+    v.push_back(with(
+        ok("udp_len_below_datagram",
+           Frame().ether({0x0800}).ipv4(17).udp(1, 2, 12).bytes(10).finish(), 17, 14, 34, 42, true),
+        [](Case& c) { c.payload_end = 46; }));
     return v;
 }
 

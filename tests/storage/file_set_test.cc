@@ -1,7 +1,7 @@
 // FileSet: tcpdump's rotation names, hidden names until close, -W rings, -z,
 // standard output.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -230,7 +230,9 @@ TEST(FileSet, UnwritableDirectoryIsAnError) {
 
 namespace {
 
-void write_all(int fd, const std::string& s) { ASSERT_EQ(write(fd, s.data(), s.size()), ssize_t(s.size())); }
+void write_all(int fd, const std::string& s) {
+    ASSERT_EQ(write(fd, s.data(), s.size()), ssize_t(s.size()));
+}
 
 std::string slurp(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -302,9 +304,7 @@ TEST(FileSet, ReuseTakesTheOldestTimeRotatedFile) {
 TEST(FileSet, ReuseTakesAFileLeftUnderTheSameName) {
     TempDir d;
     fs::path p = d.path / "same.pcap";
-    {
-        std::ofstream(p) << "an earlier run's file, longer than the new one";
-    }
+    { std::ofstream(p) << "an earlier run's file, longer than the new one"; }
     FileSetOptions o;
     o.path = p.string();
     o.reuse = true;
@@ -319,9 +319,7 @@ TEST(FileSet, ReuseTakesAFileLeftUnderTheSameName) {
 TEST(FileSet, ReuseNeverTouchesAHardLinkedFile) {
     TempDir d;
     fs::path p = d.path / "kept.pcap";
-    {
-        std::ofstream(p) << "keep me";
-    }
+    { std::ofstream(p) << "keep me"; }
     fs::create_hard_link(p, d.path / "elsewhere");
     FileSetOptions o;
     o.path = p.string();
@@ -381,9 +379,7 @@ off_t allocated(const fs::path& p) {
 TEST(FileSet, PreallocateClaimsTheRingAndLeavesOldFilesWhole) {
     TempDir d;
     const std::string old = "an earlier run's second file";
-    {
-        std::ofstream(d.path / "r.pcap1") << old;
-    }
+    { std::ofstream(d.path / "r.pcap1") << old; }
     FileSetOptions o;
     o.path = (d.path / "r.pcap").string();
     o.rotate_bytes = 1 << 20;
