@@ -4,6 +4,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
+# Unformatted sources fail the suite (sh scripts/format.sh formats them).
+sh scripts/format.sh --check
 sh scripts/build.sh
 meson test -C build --print-errorlogs --num-processes 2 "$@"
 # The fast suite again under AddressSanitizer and UndefinedBehaviorSanitizer,
