@@ -550,6 +550,41 @@ def records_so_far(path):
         return []
 
 
+def make_veth(test, tag):
+    """A VethNamespaces pair for `test`, destroyed at its cleanup; the test
+    is skipped when the namespaces cannot be made."""
+    veth = VethNamespaces(tag)
+    why = veth.create()
+    test.addCleanup(veth.destroy)
+    if why:
+        test.skipTest(why)
+    return veth
+
+
+def hold_namespace(test, ns):
+    """A process living in network namespace `ns` (for @pid= sources),
+    killed at `test`'s cleanup; returns it once it has entered `ns`."""
+    holder = subprocess.Popen(["ip", "netns", "exec", ns, "sleep", "120"],
+                              stdin=subprocess.DEVNULL)
+
+    def stop_holder():
+        holder.kill()
+        holder.wait(timeout=30)
+
+    test.addCleanup(stop_holder)
+    own = os.readlink("/proc/self/ns/net")
+
+    def moved():
+        try:
+            return os.readlink(f"/proc/{holder.pid}/ns/net") != own
+        except OSError:
+            return False
+
+    test.assertTrue(wait_until(moved, timeout=20, interval=0.05),
+                    "the process never entered the namespace")
+    return holder
+
+
 class VethCapture:
     """For test cases with self.veth (VethNamespaces) and self.out (capd's
     output directory): what capd has written so far, and a capd started

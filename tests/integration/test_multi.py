@@ -121,11 +121,7 @@ class AfPacket(capdtest.VethCapture, CapdTestCase):
 
     def setUp(self):
         super().setUp()
-        self.veth = capdtest.VethNamespaces("m")
-        why = self.veth.create()
-        self.addCleanup(self.veth.destroy)
-        if why:
-            self.skipTest(why)
+        self.veth = capdtest.make_veth(self, "m")
         self.out = self.path("out")
         os.mkdir(self.out)
 

@@ -96,11 +96,7 @@ def run_as_nobody(args):
 class Namespaced(CapdTestCase):
     def setUp(self):
         super().setUp()
-        self.veth = capdtest.VethNamespaces("n")
-        why = self.veth.create()
-        self.addCleanup(self.veth.destroy)
-        if why:
-            self.skipTest(why)
+        self.veth = capdtest.make_veth(self, "n")
         # The point of the test: the capture interface is not in capd's
         # namespace, so only a source opened inside `cap` can reach it.
         self.assertFalse(os.path.exists(f"/sys/class/net/{self.veth.cap_if}"),
@@ -412,24 +408,7 @@ class Capture(capdtest.VethCapture, Namespaced):
         self.assertNotIn("prog/xdp", link.stdout, "XDP program left attached after capd ended")
 
     def test_pid(self):
-        holder = subprocess.Popen(["ip", "netns", "exec", self.veth.cap, "sleep", "120"],
-                                  stdin=subprocess.DEVNULL)
-
-        def stop_holder():
-            holder.kill()
-            holder.wait(timeout=30)
-
-        self.addCleanup(stop_holder)
-        own = os.readlink("/proc/self/ns/net")
-
-        def moved():
-            try:
-                return os.readlink(f"/proc/{holder.pid}/ns/net") != own
-            except OSError:
-                return False
-
-        self.assertTrue(capdtest.wait_until(moved, timeout=20, interval=0.05),
-                        "the process never entered the namespace")
+        holder = capdtest.hold_namespace(self, self.veth.cap)
         run, records = self.capture(f"af_packet:{self.veth.cap_if}@pid={holder.pid}", burst=200)
         self.assertExactlyTheBurst(records, run, burst=200)
 
@@ -508,13 +487,7 @@ class Errors(Namespaced):
 
     def test_interface_not_in_process_namespace(self):
         v = self.veth
-        holder = subprocess.Popen(["ip", "netns", "exec", v.cap, "sleep", "60"],
-                                  stdin=subprocess.DEVNULL)
-        self.addCleanup(lambda: (holder.kill(), holder.wait(timeout=30)))
-        own = os.readlink("/proc/self/ns/net")
-        self.assertTrue(capdtest.wait_until(
-            lambda: os.path.exists(f"/proc/{holder.pid}/ns/net") and
-            os.readlink(f"/proc/{holder.pid}/ns/net") != own, timeout=20))
+        holder = capdtest.hold_namespace(self, v.cap)
         self.assertRefused(
             ["-i", f"af_packet:{v.send_if}@pid={holder.pid}"],
             f"no such interface '{v.send_if}' in the network namespace of process {holder.pid}")

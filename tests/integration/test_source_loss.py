@@ -59,11 +59,7 @@ def promiscuity(veth, ns, ifname):
 class Lossy(capdtest.VethCapture, CapdTestCase):
     def setUp(self):
         super().setUp()
-        self.veth = capdtest.VethNamespaces("l")
-        why = self.veth.create()
-        self.addCleanup(self.veth.destroy)
-        if why:
-            self.skipTest(why)
+        self.veth = capdtest.make_veth(self, "l")
         self.out = self.path("out")
         os.mkdir(self.out)
         self.sock = self.path("c.sock")
@@ -137,23 +133,7 @@ class SourceLoss(Lossy):
     def test_af_packet_pid_peer_deleted(self):
         """@pid= source; the veth is deleted from its other end, as a
         container runtime deletes the host side."""
-        holder = subprocess.Popen(["ip", "netns", "exec", self.veth.cap, "sleep", "120"],
-                                  stdin=subprocess.DEVNULL)
-
-        def stop_holder():
-            holder.kill()
-            holder.wait(timeout=30)
-
-        self.addCleanup(stop_holder)
-        own = os.readlink("/proc/self/ns/net")
-
-        def moved():
-            try:
-                return os.readlink(f"/proc/{holder.pid}/ns/net") != own
-            except OSError:
-                return False
-
-        self.assertTrue(capdtest.wait_until(moved, timeout=20, interval=0.05))
+        holder = capdtest.hold_namespace(self, self.veth.cap)
         self.check_stops(f"af_packet:{self.veth.cap_if}@pid={holder.pid}",
                          delete_in=(self.veth.send, self.veth.send_if))
 
@@ -193,11 +173,7 @@ class KeepGoing(Lossy):
         namespaces: the first is deleted, the second goes on capturing, both
         are reported, exit 1 at the end."""
         v = self.veth
-        w = capdtest.VethNamespaces("k")
-        why = w.create()
-        self.addCleanup(w.destroy)
-        if why:
-            self.skipTest(why)
+        w = capdtest.make_veth(self, "k")
         lost = f"af_packet:{v.cap_if}@netns={v.cap}"
         kept = f"af_packet:{w.cap_if}@netns={w.cap}"
         c, sender = self.start([lost, kept], extra=["--on-source-loss", "continue"])

@@ -175,11 +175,7 @@ class Live(capdtest.VethCapture, CapdTestCase):
 
     def setUp(self):
         super().setUp()
-        self.veth = capdtest.VethNamespaces("t")
-        why = self.veth.create()
-        self.addCleanup(self.veth.destroy)
-        if why:
-            self.skipTest(why)
+        self.veth = capdtest.make_veth(self, "t")
         self.out = self.path("out")
         os.mkdir(self.out)
         self.cooked = False
