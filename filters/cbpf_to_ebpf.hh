@@ -34,17 +34,9 @@
 #include <vector>
 
 #include "common/result.hh"
+#include "filters/classic_insn.hh"
 
 namespace linecap::filters {
-
-/* Layout-identical to libpcap's struct bpf_insn (kept separate so this header
- * does not pull in pcap, whose struct bpf_insn clashes with linux/bpf.h). */
-struct ClassicInsn {
-    uint16_t code;
-    uint8_t jt;
-    uint8_t jf;
-    uint32_t k;
-};
 
 /* pcap_compile(pcap_open_dead(linktype, snaplen), expression, optimize=1,
  * netmask), netmask in host byte order (0: unknown network, as tcpdump

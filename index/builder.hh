@@ -1,0 +1,85 @@
+/* IndexBuilder: builds the index of one capture file, record by record.
+ *
+ * capd's writer feeds it each record it has written (after the write
+ * succeeded, from the chunk it wrote: the bytes are still in its cache);
+ * capq feeds it the records of a file it (re)indexes. Per record: one flow
+ * key (make_flow_key), one lookup in an open-addressing table, a few
+ * counters, and when the flow is new to the current block one posting.
+ * Memory: the table and the arrays grow by doubling and are kept from one
+ * file to the next (reset() keeps capacity), so a steady capture allocates
+ * nothing per packet; at most a few doublings per file.
+ *
+ * Not thread-safe; one builder per writer.
+ */
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "index/flow_key.hh"
+#include "index/index_file.hh"
+
+namespace linecap::index {
+
+inline constexpr uint32_t kDefaultBlockBytes = 256u << 10;
+
+class IndexBuilder {
+public:
+    explicit IndexBuilder(uint32_t block_bytes = kDefaultBlockBytes);
+
+    /* Starts a file: its format, the link type of each interface (pcap: one;
+     * pcapng: per interface id, in IDB order), and where its first record
+     * starts. Forgets the previous file, keeping memory. */
+    void begin(CaptureFormat format, std::span<const uint16_t> linktypes, uint64_t data_start);
+
+    /* One record: it starts at file offset `offset` and takes rec_bytes
+     * (header, packet, padding, trailer); ts_ns since the epoch; if_id its
+     * interface (0 for pcap); `frame` its caplen captured bytes; wirelen the
+     * original length. Records must come in file order, contiguous. */
+    void add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t if_id,
+             const uint8_t* frame, uint32_t caplen, uint32_t wirelen);
+
+    /* Every record in buf (records as storage/format.hh encodes them, whole,
+     * in format `begin` named), the first at file offset `offset`. */
+    void add_records(const uint8_t* buf, size_t len, uint64_t offset);
+
+    /* A write failure cut the file back to `file_bytes`: blocks past it are
+     * dropped (a block cut in two keeps its first part), and the counts
+     * are marked approximate (kIndexApproxCounts). */
+    void truncate(uint64_t file_bytes);
+
+    /* Offset just past the last record added. */
+    uint64_t end() const { return end_; }
+    uint64_t packets() const { return packets_; }
+
+    /* The whole index of the file, whose size is `capture_bytes` (>= end();
+     * a pcapng file's trailing statistics blocks are outside the records).
+     * The builder stays as it is (a live snapshot may be followed by more
+     * records). */
+    std::string serialize(uint64_t capture_bytes) const;
+    /* A live index (kIndexLive): header and the blocks whose records end at
+     * or before valid_bytes, capture_bytes = the end of the last of them. */
+    std::string serialize_live(uint64_t valid_bytes) const;
+
+private:
+    struct Slot;
+    uint32_t block_bytes_;
+    CaptureFormat format_ = CaptureFormat::kPcapMicro;
+    std::vector<uint16_t> linktypes_;
+    uint64_t data_start_ = 0;
+    uint64_t end_ = 0;
+    uint64_t packets_ = 0;
+    uint64_t wire_bytes_ = 0;
+    uint64_t first_ns_ = 0, last_ns_ = 0;
+    uint32_t flags_ = 0;
+    std::vector<BlockEntry> blocks_;
+    std::vector<FlowEntry> flows_;       // postings fields filled at serialize
+    std::vector<uint32_t> flow_block_;   // per flow: the last block it was seen in
+    std::vector<uint64_t> postings_;     // (flow << 32 | block), in arrival order
+    std::vector<uint32_t> table_;        // open addressing: flow index + 1, 0 empty
+    std::vector<uint64_t> table_hash_;
+};
+
+}  // namespace linecap::index

@@ -1,0 +1,1 @@
+#include "index/capture_reader.hh"

@@ -1,0 +1,103 @@
+/* CaptureReader: the records of a pcap or pcapng file, by file offset.
+ *
+ * capq reads the blocks the index selects, and --reindex whole files,
+ * through this one reader: pcap in either byte order with micro- or
+ * nanosecond timestamps, pcapng of either byte order (enhanced, simple and
+ * obsolete packet blocks; interface descriptions with if_tsresol and
+ * if_tsoffset; other blocks skipped). Timestamps come out in nanoseconds
+ * since the epoch.
+ *
+ * A file cut short is read to its last whole record, as libpcap does: the
+ * record or block cut short and anything after it are not returned, and
+ * for_each() says where the whole records end. A record whose length fields
+ * cannot be right (pcap: caplen above 256 MiB or above wirelen + 256 MiB;
+ * pcapng: a block length that is not a multiple of 4, under 12 bytes, or
+ * whose trailing copy differs) ends the file there too.
+ *
+ * Reads with pread() into one buffer of a few MiB (no mmap: the file may be
+ * cut while it is read), so a range of blocks costs one read per buffer.
+ * Not thread-safe; one reader per thread per file.
+ */
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/result.hh"
+#include "index/index_file.hh"
+
+namespace linecap::index {
+
+struct CaptureInterface {
+    uint16_t linktype = 1;
+    uint32_t snaplen = 262144;
+    uint64_t ts_unit_ns = 1000;  // 0 when the unit is finer than 1 ns (then ts_div applies)
+    uint64_t ts_div = 1;         // ticks per ns when ts_unit_ns is 0
+    int64_t ts_offset_s = 0;     // if_tsoffset
+};
+
+struct CaptureInfo {
+    CaptureFormat format = CaptureFormat::kPcapMicro;  // pcapng: kPcapng whatever the resolution
+    bool swapped = false;        // written in the other byte order
+    uint64_t data_start = 0;     // first record (pcap: 24; pcapng: after SHB and leading IDBs)
+    uint64_t size = 0;           // file size when opened
+    std::vector<CaptureInterface> interfaces;  // pcap: one
+    bool nanosecond() const;     // any interface with a resolution finer than 1 us
+};
+
+struct Record {
+    uint64_t offset;    // of the record's header or block
+    uint32_t rec_bytes; // the whole record or block
+    uint32_t if_id;     // 0 for pcap
+    uint64_t ts_ns;
+    uint32_t caplen;
+    uint32_t wirelen;
+    const uint8_t* data;  // caplen bytes; valid during the callback only
+};
+
+class CaptureReader {
+public:
+    /* Opens path and reads its file header. Errors: the open's errno (the
+     * message names the file); EINVAL "not a pcap or pcapng file" for
+     * anything else (capq skips such files in a directory). */
+    static Result<CaptureReader> open(const std::string& path);
+    /* The same on a descriptor the caller owns (not closed here). */
+    static Result<CaptureReader> open_fd(int fd, const std::string& name);
+
+    CaptureReader(CaptureReader&&) noexcept;
+    CaptureReader& operator=(CaptureReader&&) noexcept;
+    ~CaptureReader();
+
+    const CaptureInfo& info() const { return info_; }
+    const std::string& name() const { return name_; }
+
+    /* Calls fn for every whole record starting in [begin, end) (end past the
+     * file: to its end), in file order; begin must be a record boundary
+     * (data_start or an index block's offset). fn returns false to stop.
+     * Returns the offset where the whole records read end (begin if none);
+     * an I/O error is an error. pcapng interface blocks met on the way are
+     * added to info().interfaces; a second section header starts a new
+     * interface list (sequential() becomes true). */
+    Result<uint64_t> for_each(uint64_t begin, uint64_t end,
+                              const std::function<bool(const Record&)>& fn);
+
+    /* Whether the file can only be read from data_start in order: a pcapng
+     * file with an interface description after its first packet, or more
+     * than one section. Known once for_each() has passed them. */
+    bool sequential() const { return sequential_; }
+
+private:
+    CaptureReader() = default;
+    int fd_ = -1;
+    bool own_fd_ = false;
+    std::string name_;
+    CaptureInfo info_;
+    bool sequential_ = false;
+    std::vector<uint8_t> buf_;
+};
+
+}  // namespace linecap::index

@@ -1,0 +1,1 @@
+#include "index/index_file.hh"
