@@ -42,17 +42,17 @@ struct CaptureInterface {
 
 struct CaptureInfo {
     CaptureFormat format = CaptureFormat::kPcapMicro;  // pcapng: kPcapng whatever the resolution
-    bool swapped = false;        // written in the other byte order
-    uint64_t data_start = 0;     // first record (pcap: 24; pcapng: after SHB and leading IDBs)
-    uint64_t size = 0;           // file size when opened
+    bool swapped = false;                              // written in the other byte order
+    uint64_t data_start = 0;  // first record (pcap: 24; pcapng: after SHB and leading IDBs)
+    uint64_t size = 0;        // file size when opened
     std::vector<CaptureInterface> interfaces;  // pcap: one
-    bool nanosecond() const;     // any interface with a resolution finer than 1 us
+    bool nanosecond() const;                   // any interface with a resolution finer than 1 us
 };
 
 struct Record {
-    uint64_t offset;    // of the record's header or block
-    uint32_t rec_bytes; // the whole record or block
-    uint32_t if_id;     // 0 for pcap
+    uint64_t offset;     // of the record's header or block
+    uint32_t rec_bytes;  // the whole record or block
+    uint32_t if_id;      // 0 for pcap
     uint64_t ts_ns;
     uint32_t caplen;
     uint32_t wirelen;
