@@ -90,7 +90,11 @@ private:
     std::vector<uint64_t> table_;
     uint64_t table_mask_ = 0;
 
+    struct Pending;  // a record add_records() has parsed, not yet added
     void start_block(uint64_t offset);
+    void count_record(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t wirelen);
+    void count_flow(uint32_t flow, uint64_t ts_ns, uint32_t wirelen);
+    void add_batch(const Pending* p, size_t n);
     uint32_t find_or_insert(const FlowKey& k, uint64_t hash, uint64_t ts_ns);
     void grow_table();
     void rebuild_table();
