@@ -97,6 +97,12 @@ inline uint32_t IndexBuilder::find_or_insert(const FlowKey& k, uint64_t h, uint6
 
 inline void IndexBuilder::count_record(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns,
                                        uint32_t wirelen) {
+    if (offset > end_) {
+        // Bytes the caller skipped (pcapng blocks that are not packets)
+        // belong to the blocks, which leave no gap.
+        if (blocks_.empty()) start_block(end_);
+        blocks_.back().bytes += static_cast<uint32_t>(offset - end_);
+    }
     if (blocks_.empty() || blocks_.back().bytes >= block_bytes_) start_block(offset);
     BlockEntry& b = blocks_.back();
     b.bytes += rec_bytes;
