@@ -351,12 +351,13 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
 
     std::string out(size, '\0');
     auto* base = reinterpret_cast<uint8_t*>(out.data());
-    std::memcpy(base + h.blocks_offset, blocks_.data(), blocks_.size() * sizeof(BlockEntry));
+    if (!blocks_.empty())
+        std::memcpy(base + h.blocks_offset, blocks_.data(), blocks_.size() * sizeof(BlockEntry));
     // Counting sort of the postings by flow: the flows' starts are the
     // prefix sums of their counts; arrival order keeps each flow's block
     // numbers ascending.
     auto* flows = reinterpret_cast<FlowEntry*>(base + h.flows_offset);
-    std::memcpy(flows, flows_.data(), flows_.size() * sizeof(FlowEntry));
+    if (!flows_.empty()) std::memcpy(flows, flows_.data(), flows_.size() * sizeof(FlowEntry));
     uint32_t at = 0;
     for (size_t i = 0; i < flows_.size(); i++) {
         flows[i].postings = at;
@@ -395,7 +396,7 @@ std::string IndexBuilder::serialize_live(uint64_t valid_bytes) const {
     h.flows_offset = h.blocks_offset + n * sizeof(BlockEntry);
     h.postings_offset = h.flows_offset;
     std::string out(h.postings_offset, '\0');
-    std::memcpy(out.data() + h.blocks_offset, blocks_.data(), n * sizeof(BlockEntry));
+    if (n != 0) std::memcpy(out.data() + h.blocks_offset, blocks_.data(), n * sizeof(BlockEntry));
     seal(out, h);
     return out;
 }
