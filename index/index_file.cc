@@ -280,11 +280,13 @@ Status write_index_file(int dir_fd, const std::string& leaf, std::span<const uin
         fd = openat(dir_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     mode & 0777);
         if (fd >= 0 || errno != EEXIST || attempt == 1) break;
-        // A leftover of ours (a crash mid-write) is replaced; anything else
-        // there (a link, another user's file) is refused.
+        // A leftover of ours (a crash mid-write: owned by us, or by the
+        // owner we give our files to) is replaced; anything else there (a
+        // link, another user's file) is refused.
         struct stat st;
         if (fstatat(dir_fd, tmp.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-        if (!S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+        bool ours = st.st_uid == geteuid() || (owner != -1 && st.st_uid == uid_t(owner));
+        if (!S_ISREG(st.st_mode) || !ours) {
             errno = EEXIST;
             break;
         }
