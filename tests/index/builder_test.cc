@@ -491,6 +491,26 @@ TEST(IndexFile, Crc32cKnownValues) {
     EXPECT_EQ(crc32c(s.data() + 13, s.size() - 13, part), whole);
 }
 
+/* Bit by bit, from the polynomial: what the fast paths must equal, at
+ * every length and alignment. */
+uint32_t crc32c_reference(const uint8_t* p, size_t n) {
+    uint32_t c = ~0u;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    }
+    return ~c;
+}
+
+TEST(IndexFile, Crc32cEqualsTheBitwiseDefinition) {
+    std::vector<uint8_t> buf(1100);
+    for (size_t i = 0; i < buf.size(); i++) buf[i] = uint8_t(i * 151u + (i >> 3));
+    for (size_t start = 0; start < 9; start++)
+        for (size_t n = 0; n + start <= buf.size(); n += 1 + n / 7)
+            ASSERT_EQ(crc32c(buf.data() + start, n), crc32c_reference(buf.data() + start, n))
+                << start << " " << n;
+}
+
 struct TempDir {
     std::string path;
     int fd;
@@ -537,6 +557,33 @@ TEST(IndexFile, WriteAndLoad) {
     ASSERT_FALSE(stale.ok());
     EXPECT_NE(stale.error().find("stale index"), std::string::npos);
     EXPECT_NE(stale.error().find(".a.pcap.idx"), std::string::npos);
+}
+
+TEST(IndexFile, OwnerAndGroup) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to give a file away";
+    TempDir d;
+    std::string s = sample_index();
+    auto bytes = std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+    ASSERT_TRUE(write_index_file(d.fd, ".c.idx", bytes, 0640, 65534, 65533).ok());
+    struct stat st;
+    ASSERT_EQ(stat((d.path + "/.c.idx").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 65534u);
+    EXPECT_EQ(st.st_gid, 65533u);
+    EXPECT_EQ(st.st_mode & 0777, 0640u);
+    // The leftover of a crash is that owner's: replaced. Another user's
+    // file at the name is not.
+    int fd = openat(d.fd, ".c.idx.partial", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(fchown(fd, 65534, 65533), 0);
+    close(fd);
+    EXPECT_TRUE(write_index_file(d.fd, ".c.idx", bytes, 0640, 65534, 65533).ok());
+    EXPECT_FALSE(std::filesystem::exists(d.path + "/.c.idx.partial"));
+    fd = openat(d.fd, ".c.idx.partial", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(fchown(fd, 12345, 12345), 0);
+    close(fd);
+    EXPECT_FALSE(write_index_file(d.fd, ".c.idx", bytes, 0640, 65534, 65533).ok());
+    EXPECT_TRUE(std::filesystem::exists(d.path + "/.c.idx.partial"));
 }
 
 TEST(IndexFile, RefusesALinkAtThePartialName) {
