@@ -145,6 +145,8 @@ CaptureReader& CaptureReader::operator=(CaptureReader&& o) noexcept {
         leading_interfaces_ = o.leading_interfaces_;
         lengths_swapped_ = o.lengths_swapped_;
         buf_ = std::move(o.buf_);
+        buf_cap_ = o.buf_cap_;
+        o.buf_cap_ = 0;
         buf_off_ = o.buf_off_;
         buf_len_ = o.buf_len_;
         io_errno_ = o.io_errno_;
@@ -157,17 +159,21 @@ CaptureReader::~CaptureReader() {
 }
 
 const uint8_t* CaptureReader::fetch(uint64_t pos, size_t n, uint64_t upto) {
-    if (pos >= buf_off_ && pos + n <= buf_off_ + buf_len_) return buf_.data() + (pos - buf_off_);
-    if (buf_.size() < std::max(n, kBufferBytes)) buf_.resize(std::max(n, kBufferBytes));
+    if (pos >= buf_off_ && pos + n <= buf_off_ + buf_len_) return buf_.get() + (pos - buf_off_);
     // Read what the caller will want (to `upto`, at least n), no more than
-    // the buffer: a block chosen by the index costs one read of its size.
-    size_t want = buf_.size();
-    if (upto > pos && upto - pos < want) want = std::max<size_t>(n, upto - pos);
+    // kBufferBytes unless one record is larger: a block chosen by the index
+    // costs one read of its size.
+    size_t want = kBufferBytes;
+    if (upto > pos && upto - pos < want) want = size_t(upto - pos);
     want = std::max(want, n);
+    if (buf_cap_ < want) {
+        buf_.reset(new uint8_t[want]);
+        buf_cap_ = want;
+    }
     buf_off_ = pos;
     buf_len_ = 0;
     while (buf_len_ < want) {
-        ssize_t r = pread(fd_, buf_.data() + buf_len_, want - buf_len_, off_t(pos + buf_len_));
+        ssize_t r = pread(fd_, buf_.get() + buf_len_, want - buf_len_, off_t(pos + buf_len_));
         if (r < 0) {
             if (errno == EINTR) continue;
             io_errno_ = errno;
@@ -177,7 +183,7 @@ const uint8_t* CaptureReader::fetch(uint64_t pos, size_t n, uint64_t upto) {
         if (r == 0) break;
         buf_len_ += size_t(r);
     }
-    return buf_len_ >= n ? buf_.data() : nullptr;
+    return buf_len_ >= n ? buf_.get() : nullptr;
 }
 
 Result<CaptureReader> CaptureReader::open_fd(int fd, const std::string& name) {

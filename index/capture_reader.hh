@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -100,7 +101,10 @@ private:
     bool sequential_ = false;
     size_t leading_interfaces_ = 0;  // pcapng: IDBs before data_start
     int lengths_swapped_ = 0;        // pcap 2.3 and older: 1 maybe, 2 always (as libpcap)
-    std::vector<uint8_t> buf_;
+    // Not zero-filled: a reader opened only to look at its header, or to
+    // read one small block, allocates no more than it reads.
+    std::unique_ptr<uint8_t[]> buf_;
+    size_t buf_cap_ = 0;
     uint64_t buf_off_ = 0;  // file offset of buf_[0]
     size_t buf_len_ = 0;    // valid bytes in buf_
     int io_errno_ = 0;
