@@ -37,7 +37,9 @@ public:
     /* One record: it starts at file offset `offset` and takes rec_bytes
      * (header, packet, padding, trailer); ts_ns since the epoch; if_id its
      * interface (0 for pcap); `frame` its caplen captured bytes; wirelen the
-     * original length. Records must come in file order, contiguous. */
+     * original length. Records must come in file order; bytes skipped
+     * between two of them (pcapng blocks that are not packets) are counted
+     * in the blocks, which cover the file without a gap. */
     void add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t if_id,
              const uint8_t* frame, uint32_t caplen, uint32_t wirelen);
 
@@ -49,6 +51,11 @@ public:
      * dropped (a block cut in two keeps its first part), and the counts
      * are marked approximate (kIndexApproxCounts). */
     void truncate(uint64_t file_bytes);
+
+    /* The file can only be read in order from data_start (a pcapng section
+     * or interface block after the first record; kIndexSequential).
+     * add_records() notices it itself; callers of add() say so. */
+    void mark_sequential() { flags_ |= kIndexSequential; }
 
     /* Offset just past the last record added. */
     uint64_t end() const { return end_; }
@@ -64,7 +71,6 @@ public:
     std::string serialize_live(uint64_t valid_bytes) const;
 
 private:
-    struct Slot;
     uint32_t block_bytes_;
     CaptureFormat format_ = CaptureFormat::kPcapMicro;
     std::vector<uint16_t> linktypes_;
@@ -75,11 +81,25 @@ private:
     uint64_t first_ns_ = 0, last_ns_ = 0;
     uint32_t flags_ = 0;
     std::vector<BlockEntry> blocks_;
-    std::vector<FlowEntry> flows_;       // postings fields filled at serialize
-    std::vector<uint32_t> flow_block_;   // per flow: the last block it was seen in
-    std::vector<uint64_t> postings_;     // (flow << 32 | block), in arrival order
-    std::vector<uint32_t> table_;        // open addressing: flow index + 1, 0 empty
-    std::vector<uint64_t> table_hash_;
+    std::vector<uint64_t> block_wire_;  // per block: sum of wire lengths
+    // While building, FlowEntry::postings holds the last block the flow was
+    // seen in + 1 and postings_count its blocks so far; serialize() fills
+    // the real postings fields in its copy.
+    std::vector<FlowEntry> flows_;
+    std::vector<uint64_t> postings_;  // (flow << 32 | block), in arrival order
+    // Open addressing, linear probing: (hash >> 32) << 32 | (flow index + 1);
+    // 0 empty. One probe touches one 8-byte slot, then the flow's entry.
+    std::vector<uint64_t> table_;
+    uint64_t table_mask_ = 0;
+
+    struct Pending;  // a record add_records() has parsed, not yet added
+    void start_block(uint64_t offset);
+    void count_record(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t wirelen);
+    void count_flow(uint32_t flow, uint64_t ts_ns, uint32_t wirelen);
+    void add_batch(const Pending* p, size_t n);
+    uint32_t find_or_insert(const FlowKey& k, uint64_t hash, uint64_t ts_ns);
+    void grow_table();
+    void rebuild_table();
 };
 
 }  // namespace linecap::index
