@@ -284,8 +284,9 @@ class RingOnSmallDisk(CapdTestCase):
         pkts, _ = gencaps.mixed(18000, seed=26)
         src = gencaps.write(self.path("gen.pcap"), pkts)
         stats = self.path("stats.json")
-        c = capdtest.RunningCapd(["--nano", "-i", f"pcap:{src}", "-C", "1", "-W", "3",
-                                  "-w", os.path.join(self.out, "rot.pcap"),
+        # The captures alone are sized to the tmpfs: no index beside them.
+        c = capdtest.RunningCapd(["--nano", "--no-index", "-i", f"pcap:{src}", "-C", "1",
+                                  "-W", "3", "-w", os.path.join(self.out, "rot.pcap"),
                                   "--stats-json", stats, "-s", "1600", "--chunk-kb", "64",
                                   "--ring-chunks", "2", "--test-writer-delay-us", "20000"])
         self.addCleanup(c.kill)
