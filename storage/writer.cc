@@ -432,7 +432,11 @@ void Writer::after_write_success() {
 }
 
 /* The records of a write that succeeded, starting at file offset `offset`,
- * go to the index while they are still in cache. */
+ * go to the index while they are still in cache. Measured on a 2-vCPU VM
+ * (null:64 at 14.88 Mpps into a --preallocate ring on /dev/shm): the
+ * writer's CPU time goes from about 31 to 61 ns per record, a third of it
+ * in hash_flow_key; null:1514 unpaced to an ext4 disk: 0.89-0.92 x the
+ * packet rate without the index. */
 void Writer::index_records(const struct iovec* iov, int iovcnt, uint64_t offset) {
     for (int i = 0; i < iovcnt; i++) {
         builder_->add_records(static_cast<const uint8_t*>(iov[i].iov_base), iov[i].iov_len, offset);
