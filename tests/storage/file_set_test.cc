@@ -2,12 +2,14 @@
 // standard output.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <span>
 
 #include "storage/file_set.hh"
 #include "tests/storage/temp_dir.hh"
@@ -428,4 +430,104 @@ TEST(FileSet, PreallocateWithoutRoomLeavesNothing) {
     ASSERT_FALSE(s.ok());
     EXPECT_NE(s.error().find("big.pcap0"), std::string::npos) << s.error();
     EXPECT_TRUE(d.names().empty());
+}
+
+namespace {
+
+void put(const fs::path& p, const std::string& bytes) {
+    std::ofstream o(p, std::ios::binary);
+    o << bytes;
+}
+
+linecap::Status write_index_of_current(FileSet& f, const std::string& bytes) {
+    return f.write_index(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
+}  // namespace
+
+TEST(FileSetIndex, IndexesGoWithTheirFiles) {
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1;
+    o.max_files = 2;
+    FileSet f(o);
+    for (int i = 0; i < 5; i++) {
+        ASSERT_TRUE(f.open_next(0).ok());
+        std::string live = "live" + std::to_string(i);
+        ASSERT_TRUE(
+            f.write_live_index(std::span<const uint8_t>(
+                                   reinterpret_cast<const uint8_t*>(live.data()), live.size()))
+                .ok());
+        EXPECT_TRUE(d.names().count("." + f.current_name().substr(d.path.string().size() + 1) +
+                                    ".partial.idx"));
+        ASSERT_TRUE(write_index_of_current(f, "index" + std::to_string(i)).ok());
+        ASSERT_TRUE(f.close_current().ok());
+        // The live index went at close; the final one stays with its file.
+        for (const std::string& n : d.names())
+            EXPECT_EQ(n.find(".partial"), std::string::npos) << n;
+    }
+    // -W 2: the two newest files and exactly their indexes.
+    EXPECT_EQ(d.names(),
+              (std::set<std::string>{"r.pcap0", "r.pcap1", ".r.pcap0.idx", ".r.pcap1.idx"}));
+    std::ifstream s(d.path / ".r.pcap0.idx");
+    std::string v;
+    s >> v;
+    EXPECT_EQ(v, "index4");
+    // A discarded file takes its live index along.
+    ASSERT_TRUE(f.open_next(0).ok());
+    ASSERT_TRUE(
+        f.write_live_index(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>("x"), 1))
+            .ok());
+    f.discard_current();
+    EXPECT_EQ(d.names(), (std::set<std::string>{"r.pcap0", ".r.pcap0.idx"}));
+}
+
+TEST(FileSetIndex, ReusedFileLosesItsIndex) {
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "u.pcap").string();
+    o.rotate_bytes = 1;
+    o.max_files = 2;
+    o.reuse = true;
+    FileSet f(o);
+    for (int i = 0; i < 3; i++) {
+        ASSERT_TRUE(f.open_next(0).ok());
+        ASSERT_EQ(write(f.fd(), "abc", 3), 3);
+        if (i < 2) {
+            ASSERT_TRUE(write_index_of_current(f, "i").ok());
+            ASSERT_TRUE(f.close_current().ok());
+        }
+    }
+    // The third file took over u.pcap0's storage: its index is gone.
+    EXPECT_EQ(d.names(), (std::set<std::string>{".u.pcap0.partial", "u.pcap1", ".u.pcap1.idx"}));
+}
+
+TEST(FileSetIndex, StartUpRemovesStaleIndexesOfItsOwnNames) {
+    TempDir d;
+    // A killed run's file and live index, an index being written, an index
+    // whose file is gone; another file set's index and a live index whose
+    // file another process still writes are left alone.
+    put(d.path / ".k.pcap0.partial", "");  // empty: removed as a spare
+    put(d.path / ".k.pcap0.partial.idx", "live");
+    put(d.path / ".k.pcap1.idx.partial", "cut");
+    put(d.path / ".k.pcap2.idx", "orphan");
+    put(d.path / "k.pcap3", "file");
+    put(d.path / ".k.pcap3.idx", "kept");
+    put(d.path / ".other.pcap0.idx", "not ours");
+    put(d.path / ".k.pcap4.partial", "held");
+    put(d.path / ".k.pcap4.partial.idx", "held live");
+    int held = ::open((d.path / ".k.pcap4.partial").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(held, 0);
+    ASSERT_EQ(flock(held, LOCK_EX | LOCK_NB), 0);
+    FileSetOptions o;
+    o.path = (d.path / "k.pcap").string();
+    o.rotate_bytes = 1;
+    o.max_files = 8;
+    FileSet f(o);
+    f.recover_stale();
+    ::close(held);
+    EXPECT_EQ(d.names(), (std::set<std::string>{"k.pcap3", ".k.pcap3.idx", ".other.pcap0.idx",
+                                                ".k.pcap4.partial", ".k.pcap4.partial.idx"}));
 }
