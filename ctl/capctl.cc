@@ -154,8 +154,15 @@ int run_query(const Args& a, const std::vector<std::string>& rest) {
     ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
     if (n <= 0) return fail(std::string("query: /proc/self/exe: ") + std::strerror(errno));
     self[n] = '\0';
-    std::string capq = self;
-    capq = capq.substr(0, capq.rfind('/') + 1) + "capq";
+    // Installed, capq is beside capctl; in a build tree, in query/ next to
+    // ctl/; otherwise the one on PATH.
+    const std::string dir = std::string(self).substr(0, std::string(self).rfind('/') + 1);
+    std::string capq = "capq";
+    for (const std::string& c : {dir + "capq", dir + "../query/capq"})
+        if (::access(c.c_str(), X_OK) == 0) {
+            capq = c;
+            break;
+        }
     std::vector<std::string> args = {capq};
     for (const auto& d : dirs) {
         args.push_back("-r");
@@ -165,7 +172,7 @@ int run_query(const Args& a, const std::vector<std::string>& rest) {
     std::vector<char*> argv;
     for (auto& s : args) argv.push_back(s.data());
     argv.push_back(nullptr);
-    ::execv(capq.c_str(), argv.data());
+    ::execvp(capq.c_str(), argv.data());
     return fail("query: " + capq + ": " + std::strerror(errno));
 }
 
