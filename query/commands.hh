@@ -25,7 +25,7 @@ struct QueryOptions {
     uint64_t since_ns = 0;            // since <= ts < until
     uint64_t until_ns = UINT64_MAX;
     std::string expression;
-    std::string out;                  // -w; "-" or "" (stdout)
+    std::string out;  // -w; "-" or "" (stdout)
     OutFormat format = OutFormat::kPcap;
     bool format_given = false;
     bool explain = false;

@@ -27,11 +27,11 @@ namespace linecap::query {
 
 struct PendingPacket {
     uint64_t ts_ns = 0;
-    uint32_t file = 0;     // position among the inputs
-    uint64_t offset = 0;   // of the record in its file
-    uint32_t out_if = 0;   // output interface (pcapng)
+    uint32_t file = 0;    // position among the inputs
+    uint64_t offset = 0;  // of the record in its file
+    uint32_t out_if = 0;  // output interface (pcapng)
     uint32_t wirelen = 0;
-    std::string data;      // the captured bytes
+    std::string data;  // the captured bytes
 };
 
 inline bool merge_before(const PendingPacket& a, const PendingPacket& b) {

@@ -32,8 +32,8 @@ namespace linecap::query {
 
 struct StoreFile {
     std::string path;
-    uint32_t order = 0;   // position among the inputs (the merge's tie-break)
-    bool live = false;    // a hidden ".NAME.partial" being written
+    uint32_t order = 0;  // position among the inputs (the merge's tie-break)
+    bool live = false;   // a hidden ".NAME.partial" being written
     int fd = -1;
     std::optional<index::CaptureReader> reader;
     index::Index index;

@@ -35,8 +35,8 @@ TEST(Merge, TimestampThenFileThenOffset) {
     q.push(pkt(10, 0, 500));
     q.push(pkt(10, 0, 40));
     q.push(pkt(5, 2, 24));
-    EXPECT_EQ(drain_all(q), (std::vector<Key>{{5, 2, 24}, {10, 0, 40}, {10, 0, 500},
-                                              {10, 1, 24}, {20, 0, 100}}));
+    EXPECT_EQ(drain_all(q),
+              (std::vector<Key>{{5, 2, 24}, {10, 0, 40}, {10, 0, 500}, {10, 1, 24}, {20, 0, 100}}));
     EXPECT_EQ(q.size(), 0u);
 }
 
@@ -63,13 +63,13 @@ TEST(Merge, EmitStopsWhenAsked) {
 }
 
 TEST(Merge, RangesByEarliestTimeThenFileThenOffset) {
-    std::vector<ReadRange> r = {{1, 100, 200, 50}, {0, 300, 400, 50}, {0, 24, 100, 70},
-                                {2, 24, 90, 10},   {0, 100, 300, 50}};
+    std::vector<ReadRange> r = {
+        {1, 100, 200, 50}, {0, 300, 400, 50}, {0, 24, 100, 70}, {2, 24, 90, 10}, {0, 100, 300, 50}};
     order_ranges(r);
     std::vector<Key> got;
     for (const auto& x : r) got.emplace_back(x.min_ns, x.file, x.begin);
-    EXPECT_EQ(got, (std::vector<Key>{{10, 2, 24}, {50, 0, 100}, {50, 0, 300}, {50, 1, 100},
-                                     {70, 0, 24}}));
+    EXPECT_EQ(got, (std::vector<Key>{
+                       {10, 2, 24}, {50, 0, 100}, {50, 0, 300}, {50, 1, 100}, {70, 0, 24}}));
 }
 
 /* The streaming merge of ranges read in order_ranges() order, emitting
