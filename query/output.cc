@@ -98,9 +98,17 @@ Status CaptureOutput::packet(uint32_t out_if, uint64_t ts_ns, const uint8_t* dat
                              uint32_t wirelen) {
     packets_++;
     if (format_ == OutFormat::kPcap) {
+        // Before 1970 comes back as the 32-bit field it was read from (the
+        // reader takes pcap's seconds as signed, as libpcap does).
+        const int64_t t = int64_t(ts_ns);
+        int64_t sec = t / 1000000000, frac = t % 1000000000;
+        if (frac < 0) {
+            frac += 1000000000;
+            sec--;
+        }
         uint8_t h[16];
-        le<uint32_t>(h, uint32_t(ts_ns / 1000000000));
-        le<uint32_t>(h + 4, uint32_t(nano_ ? ts_ns % 1000000000 : ts_ns % 1000000000 / 1000));
+        le<uint32_t>(h, uint32_t(sec));
+        le<uint32_t>(h + 4, uint32_t(nano_ ? frac : frac / 1000));
         le<uint32_t>(h + 8, caplen);
         le<uint32_t>(h + 12, wirelen);
         if (Status s = put(h, sizeof h); !s) return s;

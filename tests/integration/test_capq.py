@@ -48,15 +48,9 @@ SHAPES = [
     "icmp_ext_oob_poc.pcap",
 ]
 
-# Corpus files the capture reader (index/capture_reader.cc) reads differently
-# from libpcap: seconds at or above 2^31 in a pcap record (libpcap takes them
-# unsigned), and a record of caplen 0 in a damaged file. Reported; their
-# packets would come out with other timestamps, so they are left out here.
-READER_DIFFERS = {
-    "bgp_vpn_rt-oobr.pcap", "olsr-oobr-2.pcap", "pim_header_asan-2.pcap",
-    "rx_serviceid_oobr.pcap", "time_2038_overflow.pcap", "time_2039.pcap", "time_2106.pcap",
-    "time_2106_max.pcap",
-}
+# A damaged corpus file whose microsecond field is above a million: tcpdump's
+# own conversion to nanoseconds wraps it, so the oracle cannot be compared.
+READER_DIFFERS = {"rx_serviceid_oobr.pcap"}
 
 EXPRESSIONS = [
     "",
