@@ -426,7 +426,45 @@ class BadInput(CapqCase):
         self.assertIn(f"ignored: {os.path.join(self.d, 'link.pcap')} (symbolic link", text)
         self.assertIn(f"ignored: {os.path.join(self.d, 'sub')} (not a regular file)", text)
 
-    def test_terminal_refused_and_closed_pipe_quiet(self):
+    def test_mixed_link_types_need_pcapng(self):
+        # Raw IP (LINKTYPE_RAW), timestamps among the store's.
+        first = pcaplib.read_capture(self.victim).records[0].ts_ns
+        other = self.path("raw.pcap")
+        pkts = []
+        for i in range(20):
+            frame = pcaplib.eth_ipv4_udp(b"raw%d" % i, sport=41000 + i)[14:]
+            pkts.append(pcaplib.Packet(first + i * 1000 + 1, frame))
+        pcaplib.write_pcap(other, pkts, nano=True, linktype=101)
+        p = capq("-r", self.victim, "-r", other)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stdout, b"")
+        self.assertEqual(p.stderr.decode(),
+                         "capq: the inputs have different link types: use --format pcapng\n")
+        self.query(["--reindex", other])
+        cap, _ = self.assertSameAsTcpdump([self.victim, other], [self.victim, other], "",
+                                          extra=["--format", "pcapng"])
+        self.assertEqual(len({i.linktype for i in cap.interfaces}), 2)
+
+    def test_terminal_refused(self):
+        import pty
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.run([CAPQ, "-r", self.d], stdout=slave, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+        finally:
+            os.close(slave)
+            os.close(master)
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stderr.decode(),
+                         "capq: not writing a capture to a terminal: use -w FILE, or a pipe\n")
+
+    def test_explain_says_why_a_file_is_scanned(self):
+        os.unlink(self.idx)
+        p = self.query(["-r", self.d, "--explain", "udp"])
+        self.assertIn(f"{self.victim}: scanned (no index)", p.stdout.decode())
+        self.assertEqual(p.stderr.decode(), f"capq: warning: {self.victim}: no index; scanning\n")
+
+    def test_closed_pipe_quiet(self):
         # A closed pipe: head takes 100 bytes and leaves.
         p = subprocess.run(f"'{CAPQ}' -r '{self.d}' | head -c 100 | wc -c", shell=True,
                            capture_output=True, timeout=TIMEOUT)
