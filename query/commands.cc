@@ -283,26 +283,32 @@ int run_query(const QueryOptions& o) {
     Status werr = out.start();
     MergeQueue queue;
     auto emit = [&](const PendingPacket& p) {
-        werr = out.packet(p.out_if, p.ts_ns, reinterpret_cast<const uint8_t*>(p.data.data()),
-                          uint32_t(p.data.size()), p.wirelen);
+        werr = out.packet(p.out_if, p.ts_ns, p.data, p.caplen, p.wirelen);
         return bool(werr);
     };
     std::string rerr;
     for (const ReadRange& r : ranges) {
         if (!werr || !queue.emit_before(r.min_ns, emit)) break;
         StoreFile& f = store.files()[r.file];
+        uint32_t last_if = UINT32_MAX;  // the program of the last interface seen
+        const std::vector<ClassicInsn>* last_prog = nullptr;
         auto res = f.reader->for_each(r.begin, r.end, [&](const index::Record& rec) {
             if (rec.ts_ns < o.since_ns || rec.ts_ns >= o.until_ns) return true;
             const auto& ifs = f.reader->info().interfaces;
             if (rec.if_id >= ifs.size()) return true;  // no interface block: libpcap skips it too
             const auto& itf = ifs[rec.if_id];
             if (!progs.empty()) {
-                auto p = progs.get(itf.linktype, itf.snaplen);
-                if (!p) {
-                    rerr = p.error();
-                    return false;
+                if (rec.if_id != last_if) {
+                    auto p = progs.get(itf.linktype, itf.snaplen);
+                    if (!p) {
+                        rerr = p.error();
+                        return false;
+                    }
+                    last_prog = *p;
+                    last_if = rec.if_id;
                 }
-                if (filters::classic_run(**p, rec.data, rec.wirelen, rec.caplen) == 0) return true;
+                if (filters::classic_run(*last_prog, rec.data, rec.wirelen, rec.caplen) == 0)
+                    return true;
             }
             if (o.format == OutFormat::kPcap && itf.linktype != linktype) {
                 rerr = f.path + ": link type " + std::to_string(itf.linktype) +
@@ -321,8 +327,9 @@ int run_query(const QueryOptions& o) {
             pp.offset = rec.offset;
             pp.out_if = *oi;
             pp.wirelen = rec.wirelen;
-            pp.data.assign(reinterpret_cast<const char*>(rec.data), rec.caplen);
-            queue.push(std::move(pp));
+            pp.caplen = rec.caplen;
+            pp.data = rec.data;
+            queue.push(pp);
             return true;
         });
         if (!res) rerr = res.error();

@@ -19,19 +19,21 @@
 
 #include <cstdint>
 #include <functional>
-#include <queue>
 #include <string>
 #include <vector>
 
 namespace linecap::query {
 
+/* A packet waiting for its turn; data points into the queue's arena and is
+ * valid during the emit callback only. */
 struct PendingPacket {
     uint64_t ts_ns = 0;
     uint32_t file = 0;    // position among the inputs
     uint64_t offset = 0;  // of the record in its file
     uint32_t out_if = 0;  // output interface (pcapng)
     uint32_t wirelen = 0;
-    std::string data;  // the captured bytes
+    uint32_t caplen = 0;
+    const uint8_t* data = nullptr;
 };
 
 inline bool merge_before(const PendingPacket& a, const PendingPacket& b) {
@@ -51,12 +53,17 @@ struct ReadRange {
 /* Sorts ranges into reading order: earliest timestamp, file, offset. */
 void order_ranges(std::vector<ReadRange>& ranges);
 
+/* Pending packets: their bytes copied into one arena (no allocation per
+ * packet once it has grown), their order settled when emitting: the
+ * packets pushed since the last emit are sorted (usually already in order:
+ * a check) and merged with those still pending. */
 class MergeQueue {
 public:
     using Emit = std::function<bool(const PendingPacket&)>;
 
-    void push(PendingPacket p) { heap_.push(std::move(p)); }
-    size_t size() const { return heap_.size(); }
+    /* Copies p.caplen bytes from p.data. */
+    void push(const PendingPacket& p);
+    size_t size() const { return pending_.size() + fresh_.size(); }
 
     /* Emits, in order, every pending packet with ts_ns < limit_ns. Stops and
      * returns false when emit does. */
@@ -65,12 +72,17 @@ public:
     bool drain(const Emit& emit);
 
 private:
-    struct After {
-        bool operator()(const PendingPacket& a, const PendingPacket& b) const {
-            return merge_before(b, a);
-        }
+    struct Entry {
+        PendingPacket p;  // data unset; at arena_ + at
+        uint64_t at;
     };
-    std::priority_queue<PendingPacket, std::vector<PendingPacket>, After> heap_;
+    void settle();
+    bool emit_while(const Emit& emit, uint64_t limit_ns, bool all);
+
+    std::vector<Entry> pending_;  // sorted
+    std::vector<Entry> fresh_;    // in arrival order
+    std::vector<Entry> merged_;   // scratch
+    std::vector<uint8_t> arena_;
 };
 
 }  // namespace linecap::query

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -10,10 +11,13 @@ using namespace linecap::query;
 namespace {
 
 PendingPacket pkt(uint64_t ts, uint32_t file, uint64_t off) {
+    static const uint8_t bytes[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     PendingPacket p;
     p.ts_ns = ts;
     p.file = file;
     p.offset = off;
+    p.caplen = uint32_t(off % 8);
+    p.data = bytes;
     return p;
 }
 
@@ -51,6 +55,34 @@ TEST(Merge, EmitBeforeKeepsTiesWithTheLimit) {
     // A packet stamped 5 may still come from the next range: it waits.
     EXPECT_EQ(got, (std::vector<uint64_t>{3}));
     EXPECT_EQ(q.size(), 4u);
+}
+
+TEST(Merge, BytesFollowTheirPacket) {
+    MergeQueue q;
+    std::vector<std::string> payload = {"third", "first", "second-and-longer", "fourth"};
+    uint64_t ts[] = {30, 10, 20, 40};
+    for (int i = 0; i < 4; i++) {
+        PendingPacket p;
+        p.ts_ns = ts[i];
+        p.offset = uint64_t(i);
+        p.caplen = uint32_t(payload[i].size());
+        p.data = reinterpret_cast<const uint8_t*>(payload[i].data());
+        q.push(p);
+    }
+    std::vector<std::string> got;
+    auto emit = [&](const PendingPacket& p) {
+        got.emplace_back(reinterpret_cast<const char*>(p.data), p.caplen);
+        return true;
+    };
+    ASSERT_TRUE(q.emit_before(25, emit));  // the rest is moved within the arena
+    PendingPacket late;
+    late.ts_ns = 35;
+    late.caplen = 4;
+    late.data = reinterpret_cast<const uint8_t*>("late");
+    q.push(late);
+    ASSERT_TRUE(q.drain(emit));
+    EXPECT_EQ(got,
+              (std::vector<std::string>{"first", "second-and-longer", "third", "late", "fourth"}));
 }
 
 TEST(Merge, EmitStopsWhenAsked) {
