@@ -546,6 +546,11 @@ class Live(CapqCase):
             self.assertTrue(cap, "no packet of the live file found within 30 s")
             live = [f for f in os.listdir(d) if f.endswith(".partial") and f.startswith(".")]
             self.assertTrue(live, os.listdir(d))
+            # --flows of the file being written: from its records, no warning.
+            p = capq("-r", d, "--flows", "--json", timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(p.stderr, b"")
+            self.assertGreater(sum(f["packets"] for f in json.loads(p.stdout)), 0)
             # capctl query: the same store, through capd's status.
             p = run([CAPCTL, "--ctl", sock, "query", "--explain"])
             self.assertEqual(p.returncode, 0, p.stderr)
