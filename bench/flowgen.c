@@ -28,8 +28,8 @@
  *
  * Deterministic: the same options and --seed give the same bytes. Records
  * are nanosecond pcap (--micro for microsecond), LINKTYPE_ETHERNET, with
- * valid IPv4 header checksums; payloads are zeros but for a 8-byte packet
- * number. --summary FILE writes JSON: counts, time span, and sample flows
+ * valid IPv4 header checksums; payloads are zeros but for an 8-byte packet
+ * number where it fits. --summary FILE writes JSON: counts, time span, and sample flows
  * (a large and a small untagged TCP flow) with their addresses and ports.
  * Cost: about 0.1-0.2 us per packet here, dominated by the heap of active
  * flows and the write.
@@ -190,7 +190,7 @@ static int build_frame(const Tuple* t, uint32_t seq, uint64_t pktno, int len, ui
     const uint8_t* dst = to_server ? t->srv : t->cli;
     uint16_t sp = to_server ? t->cport : t->sport, dp = to_server ? t->sport : t->cport;
     int l4len = t->udp ? 8 : 20;
-    int hdr = 14 + (t->vlan ? 4 : 0) + (t->qinq ? 4 : 0) + (t->v6 ? 40 : 20) + l4len + 8;
+    int hdr = 14 + (t->vlan ? 4 : 0) + (t->qinq ? 4 : 0) + (t->v6 ? 40 : 20) + l4len;
     if (len < hdr) len = hdr;
     if (len < 60) len = 60;
     memset(buf, 0, (size_t)len);
@@ -236,7 +236,8 @@ static int build_frame(const Tuple* t, uint32_t seq, uint64_t pktno, int len, ui
         put16(p + 14, 65535);
     }
     p += l4len;
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(pktno >> (56 - 8 * i));
+    if (buf + len - p >= 8)
+        for (int i = 0; i < 8; i++) p[i] = (uint8_t)(pktno >> (56 - 8 * i));
     return len;
 }
 

@@ -379,6 +379,22 @@ class QueryBench:
     def store_dir(self):
         return os.path.join(os.path.abspath(self.a.disk_dir), "query-bench-store")
 
+    def check_space(self):
+        """Refuses (exit 1, one line) when the disk dir cannot hold the store;
+        a store left by an earlier run counts as free."""
+        a = self.a
+        d = self.store_dir()
+        need = a.store_gb * 1e9 * 1.08 + (2 << 30)
+        st = os.statvfs(a.disk_dir)
+        free = st.f_bavail * st.f_frsize
+        if os.path.isdir(d):
+            free += sum(os.path.getsize(p) for p in glob.glob(os.path.join(d, "*")) +
+                        glob.glob(os.path.join(d, ".*")) if os.path.isfile(p))
+        if free < need:
+            raise SystemExit(f"query_bench: not enough free space in {a.disk_dir} for a "
+                             f"{a.store_gb:g} GB store: need {need / 1e9:.1f} GB, have "
+                             f"{free / 1e9:.1f} GB (use --store-gb)")
+
     def build_store(self, fg, fsum):
         a = self.a
         d = self.store_dir()
@@ -392,16 +408,7 @@ class QueryBench:
             if all(info.get(k) == v for k, v in shape.items()) and os.path.isdir(d):
                 self.say(f"reusing the store in {d}")
                 return info
-        need = want * 1.08 + (2 << 30)
-        st = os.statvfs(a.disk_dir)
-        free = st.f_bavail * st.f_frsize
-        if os.path.isdir(d):
-            free += sum(os.path.getsize(p) for p in glob.glob(os.path.join(d, "*")) +
-                        glob.glob(os.path.join(d, ".*")) if os.path.isfile(p))
-        if free < need:
-            raise SystemExit(f"query_bench: not enough free space in {a.disk_dir} for a "
-                             f"{a.store_gb:g} GB store: need {need / 1e9:.1f} GB, have "
-                             f"{free / 1e9:.1f} GB (use --store-gb)")
+        self.check_space()
         shutil.rmtree(d, ignore_errors=True)
         if os.path.exists(marker):
             os.unlink(marker)
@@ -464,6 +471,8 @@ class QueryBench:
         if not self.tcpdump:
             self.note("tcpdump not found: no query comparison")
             return
+        if not (a.reuse_store and os.path.exists(self.store_dir() + ".json")):
+            self.check_space()
         fg, fsum = self.gen("mix-store", "--flows", str(a.flows), "--duration",
                             str(a.flowgen_duration), "--max-bytes", str(int(a.flowgen_gb * 1e9)))
         if fsum["flows"] < a.flows:
