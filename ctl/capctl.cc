@@ -5,11 +5,13 @@
  * Commands: status | stats [--prometheus] | top [--interval S] [--count N] |
  * rules list | rules add NAME [--pattern P]... [--scan payload|frame] [EXPR] |
  * rules replace NAME ... | rules del NAME | rotate | pause | resume | stop |
- * diagnose [FILE...] | compare A B
+ * diagnose [FILE...] | compare A B | query [capq ARGS]
  */
+#include <limits.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -40,7 +42,8 @@ const char* kCommands =
     "  rotate | pause | resume | stop\n"
     "  diagnose [--all]                           TCP problems in capd's live flow tables\n"
     "  diagnose [--all] [--max-flows N] FILE...   TCP problems in capture files\n"
-    "  compare [--nat A=B]... A.pcap B.pcap       packets lost between two capture points\n";
+    "  compare [--nat A=B]... A.pcap B.pcap       packets lost between two capture points\n"
+    "  query [capq ARGS]              capq over the directories capd writes to\n";
 
 volatile sig_atomic_t g_interrupted = 0;
 void on_sigint(int) { g_interrupted = 1; }
@@ -122,6 +125,50 @@ int run_live_diagnose(const Args& a, const diag::DiagnoseArgs& d,
     return 0;
 }
 
+/* `capctl query ARGS`: capq (beside this executable) with -r for each
+ * directory capd's writers write to, then ARGS. capd only names its files;
+ * capq reads them with the caller's own permissions. */
+int run_query(const Args& a, const std::vector<std::string>& rest) {
+    Request req;
+    req.cmd = "status";
+    auto r = call(a, req);
+    if (!r) return fail(r.error());
+    if (r->status != 0) return fail("query: " + r->message);
+    const std::string cwd = r->data.value("cwd", "");
+    std::vector<std::string> dirs;
+    for (const auto& w : r->data.value("writers", nlohmann::json::array())) {
+        std::string f = w.value("current_file", "");
+        if (f.empty() || f == "-") continue;
+        if (f[0] != '/') {
+            if (cwd.empty())
+                return fail(
+                    "query: capd names its files relative to a directory it did not report");
+            f = cwd + "/" + f;
+        }
+        std::string dir = f.substr(0, f.rfind('/'));
+        if (dir.empty()) dir = "/";
+        if (std::find(dirs.begin(), dirs.end(), dir) == dirs.end()) dirs.push_back(dir);
+    }
+    if (dirs.empty()) return fail("query: capd reports no file being written");
+    char self[PATH_MAX];
+    ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return fail(std::string("query: /proc/self/exe: ") + std::strerror(errno));
+    self[n] = '\0';
+    std::string capq = self;
+    capq = capq.substr(0, capq.rfind('/') + 1) + "capq";
+    std::vector<std::string> args = {capq};
+    for (const auto& d : dirs) {
+        args.push_back("-r");
+        args.push_back(d);
+    }
+    args.insert(args.end(), rest.begin(), rest.end());
+    std::vector<char*> argv;
+    for (auto& s : args) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execv(capq.c_str(), argv.data());
+    return fail("query: " + capq + ": " + std::strerror(errno));
+}
+
 /* A CLI11 check: a number > 0 (of milliseconds or seconds), with one line
  * naming what was given. */
 CLI::Validator positive(const char* what) {
@@ -157,6 +204,29 @@ int parse_error(const CLI::App& app, const CLI::ParseError& e) {
 
 int main(int argc, char** argv) {
     Args a;
+    // `query` hands every later word to capq, unparsed: find it before CLI11
+    // sees capq's options.
+    for (int i = 1; i < argc; i++) {
+        const std::string w = argv[i];
+        if ((w == "--ctl" || w == "--timeout") && i + 1 < argc) {
+            if (w == "--ctl") a.ctl = argv[i + 1];
+            if (w == "--timeout") a.timeout_ms = std::atoi(argv[i + 1]);
+            i++;
+            continue;
+        }
+        if (w.rfind("--ctl=", 0) == 0) {
+            a.ctl = w.substr(6);
+            continue;
+        }
+        if (w.rfind("--timeout=", 0) == 0) {
+            a.timeout_ms = std::atoi(w.c_str() + 10);
+            continue;
+        }
+        if (w == "--json") continue;
+        if (w != "query") break;
+        if (a.timeout_ms <= 0) return fail("--timeout: expected milliseconds > 0");
+        return run_query(a, std::vector<std::string>(argv + i + 1, argv + argc));
+    }
     CLI::App app{"capctl: talks to a running capd over its control socket", "capctl"};
     app.get_formatter()->label("Usage", "usage");
     app.footer(kCommands);

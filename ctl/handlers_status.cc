@@ -1,3 +1,7 @@
+#include <unistd.h>
+
+#include <climits>
+
 #include "ctl/handlers.hh"
 
 namespace linecap::ctl {
@@ -7,6 +11,9 @@ void register_status_handlers(HandlerTable& t, dataplane::Pipeline& p,
     t["status"] = [&p, counters](const Request&) {
         nlohmann::json j = p.status();
         if (counters != nullptr) j["control"] = counters->to_json();
+        // The writers' file names may be relative to it (capctl query).
+        char cwd[PATH_MAX];
+        if (::getcwd(cwd, sizeof cwd) != nullptr) j["cwd"] = cwd;
         return Response::ok("OK", std::move(j));
     };
     t["stats"] = [&p](const Request&) {

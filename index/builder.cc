@@ -1,1 +1,318 @@
 #include "index/builder.hh"
+
+#include <algorithm>
+#include <cstring>
+
+namespace linecap::index {
+namespace {
+
+constexpr size_t kInitialTableSlots = 1024;
+constexpr uint64_t kNoTime = ~0ull;
+
+inline uint32_t rd32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+
+size_t align8(size_t n) { return (n + 7) & ~size_t(7); }
+
+}  // namespace
+
+IndexBuilder::IndexBuilder(uint32_t block_bytes)
+    : block_bytes_(block_bytes ? block_bytes : kDefaultBlockBytes),
+      table_(kInitialTableSlots, 0),
+      table_mask_(kInitialTableSlots - 1) {}
+
+void IndexBuilder::begin(CaptureFormat format, std::span<const uint16_t> linktypes,
+                         uint64_t data_start) {
+    format_ = format;
+    linktypes_.assign(linktypes.begin(), linktypes.end());
+    data_start_ = data_start;
+    end_ = data_start;
+    packets_ = 0;
+    wire_bytes_ = 0;
+    first_ns_ = 0;
+    last_ns_ = 0;
+    flags_ = 0;
+    blocks_.clear();
+    block_wire_.clear();
+    if (!flows_.empty()) std::fill(table_.begin(), table_.end(), 0);
+    flows_.clear();
+    postings_.clear();
+}
+
+void IndexBuilder::start_block(uint64_t offset) {
+    blocks_.push_back(BlockEntry{offset, 0, 0, kNoTime, 0});
+    block_wire_.push_back(0);
+}
+
+void IndexBuilder::grow_table() {
+    table_.assign(table_.size() * 2, 0);
+    table_mask_ = table_.size() - 1;
+    rebuild_table();
+}
+
+void IndexBuilder::rebuild_table() {
+    std::fill(table_.begin(), table_.end(), 0);
+    for (size_t i = 0; i < flows_.size(); i++) {
+        uint64_t h = hash_flow_key(flows_[i].key);
+        size_t s = h & table_mask_;
+        while (table_[s] != 0) s = (s + 1) & table_mask_;
+        table_[s] = (h >> 32) << 32 | (i + 1);
+    }
+}
+
+inline uint32_t IndexBuilder::find_or_insert(const FlowKey& k, uint64_t h, uint64_t ts_ns) {
+    uint64_t tag = (h >> 32) << 32;
+    size_t s = h & table_mask_;
+    for (;;) {
+        uint64_t e = table_[s];
+        if (e == 0) break;
+        if ((e & 0xffffffff00000000ull) == tag) {
+            uint32_t fi = static_cast<uint32_t>(e) - 1;
+            if (flows_[fi].key == k) return fi;
+        }
+        s = (s + 1) & table_mask_;
+    }
+    // A new flow. The table doubles at 5/8 load, so a file of n flows grows
+    // it about log2(n / 640) times, and only the first file of that size.
+    uint32_t fi = static_cast<uint32_t>(flows_.size());
+    FlowEntry f;
+    f.key = k;
+    f.first_ns = ts_ns;
+    f.last_ns = ts_ns;
+    f.packets = 0;
+    f.wire_bytes = 0;
+    f.postings = 0;
+    f.postings_count = 0;
+    flows_.push_back(f);
+    if ((flows_.size() * 8) > table_.size() * 5) {
+        grow_table();
+    } else {
+        table_[s] = tag | (uint64_t(fi) + 1);
+    }
+    return fi;
+}
+
+void IndexBuilder::add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t if_id,
+                       const uint8_t* frame, uint32_t caplen, uint32_t wirelen) {
+    if (blocks_.empty() || blocks_.back().bytes >= block_bytes_) start_block(offset);
+    BlockEntry& b = blocks_.back();
+    b.bytes += rec_bytes;
+    b.packets++;
+    b.min_ns = std::min(b.min_ns, ts_ns);
+    b.max_ns = std::max(b.max_ns, ts_ns);
+    block_wire_.back() += wirelen;
+    end_ = offset + rec_bytes;
+    if (packets_ == 0) {
+        first_ns_ = last_ns_ = ts_ns;
+    } else {
+        first_ns_ = std::min(first_ns_, ts_ns);
+        last_ns_ = std::max(last_ns_, ts_ns);
+    }
+    packets_++;
+    wire_bytes_ += wirelen;
+
+    uint16_t linktype = if_id < linktypes_.size() ? linktypes_[if_id] : 0;
+    FlowKey k;
+    make_flow_key(linktype, frame, caplen, k);
+    uint32_t fi = find_or_insert(k, hash_flow_key(k), ts_ns);
+    FlowEntry& f = flows_[fi];
+    f.first_ns = std::min(f.first_ns, ts_ns);
+    f.last_ns = std::max(f.last_ns, ts_ns);
+    f.packets++;
+    f.wire_bytes += wirelen;
+    auto blk = static_cast<uint32_t>(blocks_.size());  // this block's number + 1
+    if (f.postings != blk) {
+        f.postings = blk;
+        f.postings_count++;
+        postings_.push_back(uint64_t(fi) << 32 | (blk - 1));
+    }
+}
+
+void IndexBuilder::add_records(const uint8_t* buf, size_t len, uint64_t offset) {
+    const uint8_t* p = buf;
+    const uint8_t* e = buf + len;
+    if (format_ == CaptureFormat::kPcapng) {
+        while (e - p >= 12) {
+            uint32_t type = rd32(p), total = rd32(p + 4);
+            if (total < 12 || total > size_t(e - p)) break;
+            uint64_t at = offset + uint64_t(p - buf);
+            if (type == 6 && total >= 32) {
+                uint32_t caplen = rd32(p + 20);
+                if (caplen > total - 32) caplen = total - 32;
+                uint64_t ts = uint64_t(rd32(p + 12)) << 32 | rd32(p + 16);
+                add(at, total, ts, rd32(p + 8), p + 28, caplen, rd32(p + 24));
+            } else {
+                // Not a packet: its bytes still belong to the blocks, which
+                // leave no gap. A section or interface block here means the
+                // blocks after it cannot be read alone.
+                if (type == 1 || type == 0x0a0d0d0a) flags_ |= kIndexSequential;
+                if (blocks_.empty()) start_block(at);
+                blocks_.back().bytes += total;
+                end_ = at + total;
+            }
+            p += total;
+        }
+        return;
+    }
+    uint64_t frac_ns = format_ == CaptureFormat::kPcapNano ? 1 : 1000;
+    while (e - p >= 16) {
+        uint32_t caplen = rd32(p + 8);
+        if (caplen > size_t(e - p) - 16) break;
+        uint64_t ts = uint64_t(rd32(p)) * 1000000000u + uint64_t(rd32(p + 4)) * frac_ns;
+        add(offset + uint64_t(p - buf), 16 + caplen, ts, 0, p + 16, caplen, rd32(p + 12));
+        p += 16 + caplen;
+    }
+}
+
+void IndexBuilder::truncate(uint64_t file_bytes) {
+    if (file_bytes >= end_) return;
+    flags_ |= kIndexApproxCounts;
+    end_ = std::max(file_bytes, data_start_);
+    while (!blocks_.empty() && blocks_.back().offset >= end_) {
+        blocks_.pop_back();
+        block_wire_.pop_back();
+    }
+    // A block cut in two keeps its first part; its counts and times stay
+    // those of the whole block (a superset, which only costs capq a read).
+    if (!blocks_.empty()) {
+        BlockEntry& b = blocks_.back();
+        if (b.offset + b.bytes > end_) b.bytes = static_cast<uint32_t>(end_ - b.offset);
+    }
+    packets_ = 0;
+    wire_bytes_ = 0;
+    first_ns_ = kNoTime;
+    last_ns_ = 0;
+    for (size_t i = 0; i < blocks_.size(); i++) {
+        packets_ += blocks_[i].packets;
+        wire_bytes_ += block_wire_[i];
+        if (blocks_[i].packets == 0) continue;
+        first_ns_ = std::min(first_ns_, blocks_[i].min_ns);
+        last_ns_ = std::max(last_ns_, blocks_[i].max_ns);
+    }
+    if (packets_ == 0) first_ns_ = 0;
+
+    // Postings of dropped blocks go; flows left in no block go, and the
+    // others are renumbered in order.
+    auto nblocks = static_cast<uint32_t>(blocks_.size());
+    for (FlowEntry& f : flows_) {
+        f.postings = 0;
+        f.postings_count = 0;
+    }
+    size_t w = 0;
+    for (uint64_t p : postings_) {
+        auto blk = static_cast<uint32_t>(p);
+        if (blk >= nblocks) continue;
+        FlowEntry& f = flows_[p >> 32];
+        f.postings = blk + 1;
+        f.postings_count++;
+        postings_[w++] = p;
+    }
+    postings_.resize(w);
+    std::vector<uint32_t> renumber(flows_.size());
+    uint32_t kept = 0;
+    for (size_t i = 0; i < flows_.size(); i++) {
+        renumber[i] = kept;
+        if (flows_[i].postings_count != 0) flows_[kept++] = flows_[i];
+    }
+    flows_.resize(kept);
+    for (uint64_t& p : postings_) p = uint64_t(renumber[p >> 32]) << 32 | uint32_t(p);
+    rebuild_table();
+}
+
+namespace {
+
+/* Header fields every serialization shares; the checksums come last. */
+IndexHeader make_header(CaptureFormat format, uint32_t flags, uint64_t capture_bytes,
+                        uint64_t data_start, uint32_t block_target) {
+    IndexHeader h;
+    std::memset(&h, 0, sizeof(h));
+    std::memcpy(h.magic, kIndexMagic, sizeof(h.magic));
+    h.version = kIndexVersion;
+    h.header_bytes = sizeof(IndexHeader);
+    h.capture_bytes = capture_bytes;
+    h.data_start = data_start;
+    h.format = static_cast<uint32_t>(format);
+    h.flags = flags;
+    h.block_target = block_target;
+    return h;
+}
+
+void seal(std::string& out, IndexHeader& h) {
+    h.crc32c = crc32c(out.data() + sizeof(IndexHeader), out.size() - sizeof(IndexHeader));
+    h.header_crc = 0;
+    h.header_crc = crc32c(&h, sizeof(h));
+    std::memcpy(out.data(), &h, sizeof(h));
+}
+
+}  // namespace
+
+std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
+    capture_bytes = std::max(capture_bytes, end_);
+    IndexHeader h = make_header(format_, flags_, capture_bytes, data_start_, block_bytes_);
+    h.packets = packets_;
+    h.wire_bytes = wire_bytes_;
+    h.first_ns = first_ns_;
+    h.last_ns = last_ns_;
+    h.block_count = static_cast<uint32_t>(blocks_.size());
+    h.flow_count = static_cast<uint32_t>(flows_.size());
+    h.blocks_offset = sizeof(IndexHeader);
+    h.flows_offset = h.blocks_offset + blocks_.size() * sizeof(BlockEntry);
+    h.postings_offset = h.flows_offset + flows_.size() * sizeof(FlowEntry);
+    h.postings_count = postings_.size();
+    size_t size = align8(h.postings_offset + postings_.size() * sizeof(uint32_t));
+
+    std::string out(size, '\0');
+    auto* base = reinterpret_cast<uint8_t*>(out.data());
+    std::memcpy(base + h.blocks_offset, blocks_.data(), blocks_.size() * sizeof(BlockEntry));
+    // Counting sort of the postings by flow: the flows' starts are the
+    // prefix sums of their counts; arrival order keeps each flow's block
+    // numbers ascending.
+    auto* flows = reinterpret_cast<FlowEntry*>(base + h.flows_offset);
+    std::memcpy(flows, flows_.data(), flows_.size() * sizeof(FlowEntry));
+    uint32_t at = 0;
+    for (size_t i = 0; i < flows_.size(); i++) {
+        flows[i].postings = at;
+        at += flows_[i].postings_count;
+    }
+    auto* postings = reinterpret_cast<uint32_t*>(base + h.postings_offset);
+    std::vector<uint32_t> next(flows_.size());
+    for (size_t i = 0; i < flows_.size(); i++) next[i] = flows[i].postings;
+    for (uint64_t p : postings_) postings[next[p >> 32]++] = static_cast<uint32_t>(p);
+    seal(out, h);
+    return out;
+}
+
+std::string IndexBuilder::serialize_live(uint64_t valid_bytes) const {
+    size_t n = 0;
+    uint64_t end = data_start_, packets = 0, wire = 0, first = kNoTime, last = 0;
+    while (n < blocks_.size() && blocks_[n].offset + blocks_[n].bytes <= valid_bytes) {
+        const BlockEntry& b = blocks_[n];
+        end = b.offset + b.bytes;
+        packets += b.packets;
+        wire += block_wire_[n];
+        if (b.packets != 0) {
+            first = std::min(first, b.min_ns);
+            last = std::max(last, b.max_ns);
+        }
+        n++;
+    }
+    IndexHeader h = make_header(format_, (flags_ & ~kIndexApproxCounts) | kIndexLive, end,
+                                data_start_, block_bytes_);
+    h.packets = packets;
+    h.wire_bytes = wire;
+    h.first_ns = packets ? first : 0;
+    h.last_ns = last;
+    h.block_count = static_cast<uint32_t>(n);
+    h.blocks_offset = sizeof(IndexHeader);
+    h.flows_offset = h.blocks_offset + n * sizeof(BlockEntry);
+    h.postings_offset = h.flows_offset;
+    std::string out(h.postings_offset, '\0');
+    std::memcpy(out.data() + h.blocks_offset, blocks_.data(), n * sizeof(BlockEntry));
+    seal(out, h);
+    return out;
+}
+
+}  // namespace linecap::index

@@ -50,6 +50,11 @@ public:
      * are marked approximate (kIndexApproxCounts). */
     void truncate(uint64_t file_bytes);
 
+    /* The file can only be read in order from data_start (a pcapng section
+     * or interface block after the first record; kIndexSequential).
+     * add_records() notices it itself; callers of add() say so. */
+    void mark_sequential() { flags_ |= kIndexSequential; }
+
     /* Offset just past the last record added. */
     uint64_t end() const { return end_; }
     uint64_t packets() const { return packets_; }
@@ -64,7 +69,6 @@ public:
     std::string serialize_live(uint64_t valid_bytes) const;
 
 private:
-    struct Slot;
     uint32_t block_bytes_;
     CaptureFormat format_ = CaptureFormat::kPcapMicro;
     std::vector<uint16_t> linktypes_;
@@ -75,11 +79,21 @@ private:
     uint64_t first_ns_ = 0, last_ns_ = 0;
     uint32_t flags_ = 0;
     std::vector<BlockEntry> blocks_;
-    std::vector<FlowEntry> flows_;       // postings fields filled at serialize
-    std::vector<uint32_t> flow_block_;   // per flow: the last block it was seen in
-    std::vector<uint64_t> postings_;     // (flow << 32 | block), in arrival order
-    std::vector<uint32_t> table_;        // open addressing: flow index + 1, 0 empty
-    std::vector<uint64_t> table_hash_;
+    std::vector<uint64_t> block_wire_;  // per block: sum of wire lengths
+    // While building, FlowEntry::postings holds the last block the flow was
+    // seen in + 1 and postings_count its blocks so far; serialize() fills
+    // the real postings fields in its copy.
+    std::vector<FlowEntry> flows_;
+    std::vector<uint64_t> postings_;  // (flow << 32 | block), in arrival order
+    // Open addressing, linear probing: (hash >> 32) << 32 | (flow index + 1);
+    // 0 empty. One probe touches one 8-byte slot, then the flow's entry.
+    std::vector<uint64_t> table_;
+    uint64_t table_mask_ = 0;
+
+    void start_block(uint64_t offset);
+    uint32_t find_or_insert(const FlowKey& k, uint64_t hash, uint64_t ts_ns);
+    void grow_table();
+    void rebuild_table();
 };
 
 }  // namespace linecap::index

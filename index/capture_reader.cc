@@ -1,1 +1,393 @@
 #include "index/capture_reader.hh"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace linecap::index {
+namespace {
+
+constexpr size_t kBufferBytes = 4u << 20;
+constexpr uint32_t kMaxCaplen = 256u << 20;
+constexpr uint32_t kPcapngShb = 0x0a0d0d0a;
+constexpr uint32_t kByteOrderMagic = 0x1a2b3c4d;
+
+uint32_t bswap(uint32_t v) { return __builtin_bswap32(v); }
+
+inline uint32_t rd32(const uint8_t* p, bool sw) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return sw ? bswap(v) : v;
+}
+
+inline uint16_t rd16(const uint8_t* p, bool sw) {
+    uint16_t v;
+    std::memcpy(&v, p, 2);
+    return sw ? __builtin_bswap16(v) : v;
+}
+
+/* The largest caplen libpcap accepts for a link type, and the snapshot
+ * length it uses for a header's snaplen (0 or too large: that maximum). */
+uint32_t max_snaplen_for(uint16_t linktype) {
+    switch (linktype) {
+        case 231: return 128u << 20;  // D-Bus
+        case 279: return 8u << 20;    // EBHSCR
+        case 249: return 1u << 20;    // USBPcap
+        default: return 262144;
+    }
+}
+
+uint32_t adjust_snaplen(uint16_t linktype, uint32_t snaplen) {
+    uint32_t max = max_snaplen_for(linktype);
+    return snaplen == 0 || snaplen > max ? max : snaplen;
+}
+
+/* Ticks since the epoch in the interface's resolution to ns, with the
+ * same integer steps as libpcap (seconds, then the fraction scaled), so
+ * that even odd resolutions give libpcap's timestamps. */
+uint64_t pcapng_ns(const CaptureInterface& i, uint64_t t) {
+    uint64_t per = i.ts_per_sec;
+    uint64_t sec = t / per + static_cast<uint64_t>(i.ts_offset_s);
+    uint64_t frac = t % per;
+    if (per == 1000000000) {
+    } else if (i.ts_unit_ns != 0 && per <= 1000000000 && 1000000000 % per == 0) {
+        frac *= i.ts_unit_ns;
+    } else if (i.ts_div > 1 && per % 1000000000 == 0) {
+        frac /= i.ts_div;
+    } else {
+        frac = frac * 1000000000u / per;
+    }
+    return sec * 1000000000u + frac;
+}
+
+void set_resolution(CaptureInterface& i, uint8_t v) {
+    if (v & 0x80) {
+        unsigned e = v & 0x7f;
+        i.ts_per_sec = e >= 64 ? 0 : 1ull << e;
+        i.ts_unit_ns = 0;
+        i.ts_div = 1;
+        return;
+    }
+    uint64_t per = 1;
+    for (unsigned k = 0; k < v && k < 20; k++) per *= 10;
+    i.ts_per_sec = v > 19 ? 0 : per;
+    if (per <= 1000000000) {
+        i.ts_unit_ns = 1000000000 / per;
+        i.ts_div = 1;
+    } else {
+        i.ts_unit_ns = 0;
+        i.ts_div = per / 1000000000;
+    }
+}
+
+/* An interface description block's body (after type and length, before
+ * the trailing length). False when libpcap would refuse it. */
+bool parse_idb(const uint8_t* p, size_t n, bool sw, CaptureInterface& i) {
+    if (n < 8) return false;
+    i = CaptureInterface{};
+    i.linktype = rd16(p, sw);
+    i.snaplen = adjust_snaplen(i.linktype, rd32(p + 4, sw));
+    size_t at = 8;
+    while (n - at >= 4) {
+        uint16_t code = rd16(p + at, sw), len = rd16(p + at + 2, sw);
+        at += 4;
+        if (code == 0) break;
+        if (len > n - at) return false;
+        if (code == 9 && len >= 1) set_resolution(i, p[at]);
+        if (code == 14 && len >= 8) {
+            uint64_t v;
+            std::memcpy(&v, p + at, 8);
+            if (sw) v = __builtin_bswap64(v);
+            i.ts_offset_s = static_cast<int64_t>(v);
+        }
+        at += (len + 3u) & ~3u;
+        if (at > n) return false;
+    }
+    return i.ts_per_sec != 0;
+}
+
+}  // namespace
+
+bool CaptureInfo::nanosecond() const {
+    for (const CaptureInterface& i : interfaces)
+        if (i.ts_per_sec > 1000000) return true;
+    return false;
+}
+
+Result<CaptureReader> CaptureReader::open(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return make_error(errno, path + ": " + std::strerror(errno));
+    auto r = open_fd(fd, path);
+    if (!r.ok()) {
+        ::close(fd);
+        return r;
+    }
+    r->own_fd_ = true;
+    return r;
+}
+
+CaptureReader::CaptureReader(CaptureReader&& o) noexcept { *this = std::move(o); }
+
+CaptureReader& CaptureReader::operator=(CaptureReader&& o) noexcept {
+    if (this != &o) {
+        if (own_fd_ && fd_ >= 0) ::close(fd_);
+        fd_ = o.fd_;
+        own_fd_ = o.own_fd_;
+        o.fd_ = -1;
+        o.own_fd_ = false;
+        name_ = std::move(o.name_);
+        info_ = std::move(o.info_);
+        sequential_ = o.sequential_;
+        leading_interfaces_ = o.leading_interfaces_;
+        lengths_swapped_ = o.lengths_swapped_;
+        buf_ = std::move(o.buf_);
+        buf_off_ = o.buf_off_;
+        buf_len_ = o.buf_len_;
+        io_errno_ = o.io_errno_;
+    }
+    return *this;
+}
+
+CaptureReader::~CaptureReader() {
+    if (own_fd_ && fd_ >= 0) ::close(fd_);
+}
+
+const uint8_t* CaptureReader::fetch(uint64_t pos, size_t n, uint64_t upto) {
+    if (pos >= buf_off_ && pos + n <= buf_off_ + buf_len_) return buf_.data() + (pos - buf_off_);
+    if (buf_.size() < std::max(n, kBufferBytes)) buf_.resize(std::max(n, kBufferBytes));
+    // Read what the caller will want (to `upto`, at least n), no more than
+    // the buffer: a block chosen by the index costs one read of its size.
+    size_t want = buf_.size();
+    if (upto > pos && upto - pos < want) want = std::max<size_t>(n, upto - pos);
+    want = std::max(want, n);
+    buf_off_ = pos;
+    buf_len_ = 0;
+    while (buf_len_ < want) {
+        ssize_t r = pread(fd_, buf_.data() + buf_len_, want - buf_len_, off_t(pos + buf_len_));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            io_errno_ = errno;
+            buf_len_ = 0;
+            return nullptr;
+        }
+        if (r == 0) break;
+        buf_len_ += size_t(r);
+    }
+    return buf_len_ >= n ? buf_.data() : nullptr;
+}
+
+Result<CaptureReader> CaptureReader::open_fd(int fd, const std::string& name) {
+    CaptureReader rd;
+    rd.fd_ = fd;
+    rd.name_ = name;
+    struct stat st;
+    if (fstat(fd, &st) != 0) return make_error(errno, name + ": " + std::strerror(errno));
+    if (S_ISDIR(st.st_mode)) return make_error(EISDIR, name + ": is a directory");
+    rd.info_.size = static_cast<uint64_t>(st.st_size);
+    auto not_capture = [&]() { return make_error(EINVAL, name + ": not a pcap or pcapng file"); };
+    const uint8_t* p = rd.fetch(0, 24, 64 << 10);
+    if (!p) {
+        if (rd.io_errno_)
+            return make_error(rd.io_errno_, name + ": " + std::strerror(rd.io_errno_));
+        return not_capture();
+    }
+    uint32_t magic;
+    std::memcpy(&magic, p, 4);
+    CaptureInfo& info = rd.info_;
+    switch (magic) {
+        case 0xa1b2c3d4: info.format = CaptureFormat::kPcapMicro; break;
+        case 0xa1b23c4d: info.format = CaptureFormat::kPcapNano; break;
+        case 0xd4c3b2a1:
+            info.format = CaptureFormat::kPcapMicro;
+            info.swapped = true;
+            break;
+        case 0x4d3cb2a1:
+            info.format = CaptureFormat::kPcapNano;
+            info.swapped = true;
+            break;
+        case kPcapngShb: info.format = CaptureFormat::kPcapng; break;
+        default: return not_capture();
+    }
+    if (info.format != CaptureFormat::kPcapng) {
+        bool sw = info.swapped;
+        uint16_t major = rd16(p + 4, sw), minor = rd16(p + 6, sw);
+        if (major < 2) return not_capture();
+        // Old writers put caplen and len the other way round (libpcap's rule).
+        if ((major == 2 && minor < 3) || major == 543)
+            rd.lengths_swapped_ = 2;
+        else if (major == 2 && minor == 3)
+            rd.lengths_swapped_ = 1;
+        CaptureInterface i;
+        i.linktype = static_cast<uint16_t>(rd32(p + 20, sw) & 0x03ffffff);
+        i.snaplen = adjust_snaplen(i.linktype, rd32(p + 16, sw));
+        i.ts_per_sec = info.format == CaptureFormat::kPcapNano ? 1000000000 : 1000000;
+        i.ts_unit_ns = info.format == CaptureFormat::kPcapNano ? 1 : 1000;
+        info.interfaces.push_back(i);
+        info.data_start = 24;
+        return rd;
+    }
+
+    // pcapng: the section header, then the blocks before the first packet.
+    if (!(p = rd.fetch(0, 28, 64 << 10))) return not_capture();
+    uint32_t bom;
+    std::memcpy(&bom, p + 8, 4);
+    if (bom == kByteOrderMagic)
+        info.swapped = false;
+    else if (bom == bswap(kByteOrderMagic))
+        info.swapped = true;
+    else
+        return not_capture();
+    bool sw = info.swapped;
+    uint32_t shb_len = rd32(p + 4, sw);
+    if (rd16(p + 12, sw) != 1 || shb_len < 28 || shb_len % 4 != 0 || shb_len > kMaxCaplen)
+        return not_capture();
+    if (!(p = rd.fetch(0, shb_len, 64 << 10)) || rd32(p + shb_len - 4, sw) != shb_len)
+        return not_capture();
+    uint64_t pos = shb_len;
+    for (;;) {
+        if (!(p = rd.fetch(pos, 8, pos + (64 << 10)))) break;
+        uint32_t type = rd32(p, sw), len = rd32(p + 4, sw);
+        if (type == 2 || type == 3 || type == 6 || type == kPcapngShb) break;
+        if (len < 12 || len % 4 != 0 || len > kMaxCaplen) break;
+        if (!(p = rd.fetch(pos, len, pos + len)) || rd32(p + len - 4, sw) != len) break;
+        if (type == 1) {
+            CaptureInterface i;
+            if (!parse_idb(p + 8, len - 12, sw, i)) break;
+            info.interfaces.push_back(i);
+        }
+        pos += len;
+    }
+    if (rd.io_errno_) return make_error(rd.io_errno_, name + ": " + std::strerror(rd.io_errno_));
+    info.data_start = pos;
+    rd.leading_interfaces_ = info.interfaces.size();
+    return rd;
+}
+
+int CaptureReader::pcap_record(uint64_t pos, uint64_t upto, Record& rec) {
+    bool sw = info_.swapped;
+    const uint8_t* p = fetch(pos, 16, upto);
+    if (!p) return 0;
+    uint32_t sec = rd32(p, sw), frac = rd32(p + 4, sw);
+    uint32_t caplen = rd32(p + 8, sw), wirelen = rd32(p + 12, sw);
+    if (lengths_swapped_ == 2 || (lengths_swapped_ == 1 && caplen > wirelen))
+        std::swap(caplen, wirelen);
+    const CaptureInterface& i = info_.interfaces[0];
+    if (caplen > kMaxCaplen || caplen > uint64_t(wirelen) + kMaxCaplen) return 0;
+    if (caplen > max_snaplen_for(i.linktype)) return 0;  // libpcap refuses it
+    // Do not grow the buffer for a record the file cannot hold.
+    if (caplen > kBufferBytes) {
+        struct stat st;
+        if (fstat(fd_, &st) != 0 || uint64_t(st.st_size) < pos + 16 + caplen) return 0;
+    }
+    if (!(p = fetch(pos, 16 + size_t(caplen), upto))) return 0;
+    rec.offset = pos;
+    rec.rec_bytes = 16 + caplen;
+    rec.if_id = 0;
+    // Seconds and fraction are signed 32-bit fields to libpcap.
+    int64_t s = int32_t(sec), f = int32_t(frac);
+    rec.ts_ns = uint64_t(s * 1000000000 + f * int64_t(i.ts_unit_ns));
+    // A record longer than the file's snapshot length is cut to it, as
+    // libpcap does.
+    rec.caplen = std::min(caplen, i.snaplen);
+    rec.wirelen = wirelen;
+    rec.data = p + 16;
+    return 1;
+}
+
+int CaptureReader::pcapng_block(uint64_t pos, uint64_t upto, Record& rec) {
+    bool sw = info_.swapped;
+    const uint8_t* p = fetch(pos, 12, upto);
+    if (!p) return 0;
+    uint32_t type = rd32(p, sw), len = rd32(p + 4, sw);
+    if (len < 12 || len % 4 != 0 || len > kMaxCaplen + 64) return 0;
+    if (len > kBufferBytes) {
+        struct stat st;
+        if (fstat(fd_, &st) != 0 || uint64_t(st.st_size) < pos + len) return 0;
+    }
+    if (!(p = fetch(pos, len, upto))) return 0;
+    if (rd32(p + len - 4, sw) != len) return 0;
+    uint32_t body = len - 12;  // between the length fields
+    const uint8_t* b = p + 8;
+    uint32_t if_id = 0, caplen = 0, wirelen = 0, hdr = 0;
+    uint64_t ticks = 0;
+    switch (type) {
+        case 6:  // enhanced packet block
+        case 2:  // obsolete packet block
+            if (body < 20) return 0;
+            if_id = type == 6 ? rd32(b, sw) : rd16(b, sw);
+            ticks = uint64_t(rd32(b + 4, sw)) << 32 | rd32(b + 8, sw);
+            caplen = rd32(b + 12, sw);
+            wirelen = rd32(b + 16, sw);
+            hdr = 20;
+            if (caplen > body - hdr) return 0;
+            break;
+        case 3:  // simple packet block: interface 0, no time stamp
+            if (body < 4) return 0;
+            if (info_.interfaces.empty()) return 0;
+            wirelen = rd32(b, sw);
+            caplen = std::min(wirelen, info_.interfaces[0].snaplen);
+            hdr = 4;
+            if (caplen > body - hdr) return 0;
+            break;
+        case 1: {
+            CaptureInterface i;
+            if (!parse_idb(b, body, sw, i)) return 0;
+            info_.interfaces.push_back(i);
+            if (pos >= info_.data_start) sequential_ = true;
+            rec.offset = pos;
+            rec.rec_bytes = len;
+            return 2;
+        }
+        case kPcapngShb: {
+            // A new section: its own interfaces. libpcap stops at one of
+            // the other byte order or another major version; so do we.
+            if (body < 16 || rd32(b, sw) != kByteOrderMagic || rd16(b + 4, sw) != 1) return 0;
+            info_.interfaces.clear();
+            sequential_ = true;
+            rec.offset = pos;
+            rec.rec_bytes = len;
+            return 2;
+        }
+        default:
+            rec.offset = pos;
+            rec.rec_bytes = len;
+            return 2;
+    }
+    if (if_id >= info_.interfaces.size()) return 0;
+    const CaptureInterface& i = info_.interfaces[if_id];
+    if (caplen > i.snaplen) return 0;  // libpcap refuses it
+    rec.offset = pos;
+    rec.rec_bytes = len;
+    rec.if_id = if_id;
+    rec.ts_ns = type == 3 ? uint64_t(i.ts_offset_s) * 1000000000u : pcapng_ns(i, ticks);
+    rec.caplen = caplen;
+    rec.wirelen = wirelen;
+    rec.data = b + hdr;
+    return 1;
+}
+
+Result<uint64_t> CaptureReader::for_each(uint64_t begin, uint64_t end,
+                                         const std::function<bool(const Record&)>& fn) {
+    if (info_.format == CaptureFormat::kPcapng && begin <= info_.data_start) {
+        // From the start again: the interfaces met on an earlier pass go.
+        info_.interfaces.resize(std::min(info_.interfaces.size(), leading_interfaces_));
+    }
+    io_errno_ = 0;
+    uint64_t pos = begin;
+    Record rec;
+    bool ng = info_.format == CaptureFormat::kPcapng;
+    while (pos < end) {
+        int r = ng ? pcapng_block(pos, end, rec) : pcap_record(pos, end, rec);
+        if (r == 0) break;
+        pos += rec.rec_bytes;
+        if (r == 1 && !fn(rec)) break;
+    }
+    if (io_errno_) return make_error(io_errno_, name_ + ": " + std::strerror(io_errno_));
+    return pos;
+}
+
+}  // namespace linecap::index

@@ -35,24 +35,25 @@ namespace linecap::index {
 struct CaptureInterface {
     uint16_t linktype = 1;
     uint32_t snaplen = 262144;
-    uint64_t ts_unit_ns = 1000;  // 0 when the unit is finer than 1 ns (then ts_div applies)
-    uint64_t ts_div = 1;         // ticks per ns when ts_unit_ns is 0
-    int64_t ts_offset_s = 0;     // if_tsoffset
+    uint64_t ts_unit_ns = 1000;     // 0 when the unit is finer than 1 ns (then ts_div applies)
+    uint64_t ts_div = 1;            // ticks per ns when ts_unit_ns is 0
+    int64_t ts_offset_s = 0;        // if_tsoffset
+    uint64_t ts_per_sec = 1000000;  // if_tsresol as ticks per second (10^n or 2^n)
 };
 
 struct CaptureInfo {
     CaptureFormat format = CaptureFormat::kPcapMicro;  // pcapng: kPcapng whatever the resolution
-    bool swapped = false;        // written in the other byte order
-    uint64_t data_start = 0;     // first record (pcap: 24; pcapng: after SHB and leading IDBs)
-    uint64_t size = 0;           // file size when opened
+    bool swapped = false;                              // written in the other byte order
+    uint64_t data_start = 0;  // first record (pcap: 24; pcapng: after SHB and leading IDBs)
+    uint64_t size = 0;        // file size when opened
     std::vector<CaptureInterface> interfaces;  // pcap: one
-    bool nanosecond() const;     // any interface with a resolution finer than 1 us
+    bool nanosecond() const;                   // any interface with a resolution finer than 1 us
 };
 
 struct Record {
-    uint64_t offset;    // of the record's header or block
-    uint32_t rec_bytes; // the whole record or block
-    uint32_t if_id;     // 0 for pcap
+    uint64_t offset;     // of the record's header or block
+    uint32_t rec_bytes;  // the whole record or block
+    uint32_t if_id;      // 0 for pcap
     uint64_t ts_ns;
     uint32_t caplen;
     uint32_t wirelen;
@@ -97,7 +98,20 @@ private:
     std::string name_;
     CaptureInfo info_;
     bool sequential_ = false;
+    size_t leading_interfaces_ = 0;  // pcapng: IDBs before data_start
+    int lengths_swapped_ = 0;        // pcap 2.3 and older: 1 maybe, 2 always (as libpcap)
     std::vector<uint8_t> buf_;
+    uint64_t buf_off_ = 0;  // file offset of buf_[0]
+    size_t buf_len_ = 0;    // valid bytes in buf_
+    int io_errno_ = 0;
+
+    /* [pos, pos + n) in the buffer, reading at most up to `upto` past n;
+     * nullptr when the file ends first or a read fails (io_errno_). */
+    const uint8_t* fetch(uint64_t pos, size_t n, uint64_t upto);
+    /* One pcapng block at pos: fills rec and returns 1 for a packet, 2 for
+     * another whole block, 0 at the end of the whole records. */
+    int pcapng_block(uint64_t pos, uint64_t upto, Record& rec);
+    int pcap_record(uint64_t pos, uint64_t upto, Record& rec);
 };
 
 }  // namespace linecap::index

@@ -49,9 +49,7 @@ void make_flow_key(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowKey
             break;
         case kDltRaw:
         case kDltRawBsd:
-        case kLinktypeRaw:
-            st = packet::walk_ip(f, caplen, 0, h);
-            break;
+        case kLinktypeRaw: st = packet::walk_ip(f, caplen, 0, h); break;
         default: return;
     }
     if (st == packet::WalkStatus::kNotIp) {

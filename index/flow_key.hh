@@ -44,17 +44,17 @@ enum : uint8_t {
 };
 
 struct FlowKey {
-    uint8_t src[16];      // IPv4: the first 4 bytes, the rest zero
+    uint8_t src[16];  // IPv4: the first 4 bytes, the rest zero
     uint8_t dst[16];
-    uint16_t sport;       // host byte order; 0 unless kFlowHasPorts
+    uint16_t sport;  // host byte order; 0 unless kFlowHasPorts
     uint16_t dport;
-    uint16_t tpid[2];     // outer, inner VLAN tag type (0x8100, 0x88a8, 0x9100); 0: none
-    uint16_t vid[2];      // their VLAN ids (12 bits; priority and DEI are not kept)
-    uint16_t ethertype;   // after the tags (kLink, kIp); 0 for raw IP
-    uint16_t linktype;    // the file's link type for this packet's interface
-    uint16_t l3_offset;   // where the IP header (kIp) or the payload (kLink) starts
-    uint16_t l4_offset;   // kIp: from the IP header to the transport header
-                          // (IPv4: IHL x 4; IPv6: 40 + extension headers)
+    uint16_t tpid[2];    // outer, inner VLAN tag type (0x8100, 0x88a8, 0x9100); 0: none
+    uint16_t vid[2];     // their VLAN ids (12 bits; priority and DEI are not kept)
+    uint16_t ethertype;  // after the tags (kLink, kIp); 0 for raw IP
+    uint16_t linktype;   // the file's link type for this packet's interface
+    uint16_t l3_offset;  // where the IP header (kIp) or the payload (kLink) starts
+    uint16_t l4_offset;  // kIp: from the IP header to the transport header
+                         // (IPv4: IHL x 4; IPv6: 40 + extension headers)
     FlowKind kind;
     uint8_t ip_version;   // 4 or 6 (kIp)
     uint8_t first_nxt;    // kIp: IPv4 protocol field; IPv6 next header of the fixed header

@@ -51,11 +51,11 @@ inline constexpr char kIndexMagic[8] = {'L', 'C', 'A', 'P', 'I', 'D', 'X', '\n'}
 inline constexpr uint32_t kIndexVersion = 1;
 
 enum : uint32_t {
-    kIndexLive = 1 << 0,         // the file is still being written; no flows
-    kIndexApproxCounts = 1 << 1, // a write failure cut the file after these records were
-                                 // counted: packets/bytes may be high; blocks are right
-    kIndexSequential = 1 << 2,   // pcapng with a later section or interface block: blocks
-                                 // past data_start cannot be read on their own; read in order
+    kIndexLive = 1 << 0,          // the file is still being written; no flows
+    kIndexApproxCounts = 1 << 1,  // a write failure cut the file after these records were
+                                  // counted: packets/bytes may be high; blocks are right
+    kIndexSequential = 1 << 2,    // pcapng with a later section or interface block: blocks
+                                  // past data_start cannot be read on their own; read in order
 };
 
 enum class CaptureFormat : uint32_t { kPcapMicro = 0, kPcapNano = 1, kPcapng = 2 };
@@ -63,33 +63,33 @@ enum class CaptureFormat : uint32_t { kPcapMicro = 0, kPcapNano = 1, kPcapng = 2
 struct IndexHeader {
     char magic[8];
     uint32_t version;
-    uint32_t header_bytes;      // 128
-    uint64_t capture_bytes;     // the capture file's size this index describes
-    uint64_t data_start;        // offset of the first record (after the file header)
-    uint32_t format;            // CaptureFormat
-    uint32_t flags;             // kIndex*
-    uint64_t packets;           // records in [data_start, capture_bytes)
-    uint64_t wire_bytes;        // sum of their original (wire) lengths
-    uint64_t first_ns;          // earliest timestamp (ns since the epoch); 0 if no packet
-    uint64_t last_ns;           // latest
+    uint32_t header_bytes;   // 128
+    uint64_t capture_bytes;  // the capture file's size this index describes
+    uint64_t data_start;     // offset of the first record (after the file header)
+    uint32_t format;         // CaptureFormat
+    uint32_t flags;          // kIndex*
+    uint64_t packets;        // records in [data_start, capture_bytes)
+    uint64_t wire_bytes;     // sum of their original (wire) lengths
+    uint64_t first_ns;       // earliest timestamp (ns since the epoch); 0 if no packet
+    uint64_t last_ns;        // latest
     uint32_t block_count;
     uint32_t flow_count;
-    uint64_t blocks_offset;     // from the start of the index file
+    uint64_t blocks_offset;  // from the start of the index file
     uint64_t flows_offset;
     uint64_t postings_offset;
-    uint64_t postings_count;    // uint32_t entries
-    uint32_t block_target;      // bytes per block the writer aimed at
-    uint32_t crc32c;            // of bytes [header_bytes, end of file)
-    uint32_t header_crc;        // of this header with header_crc = 0
-    uint32_t reserved;          // zero
+    uint64_t postings_count;  // uint32_t entries
+    uint32_t block_target;    // bytes per block the writer aimed at
+    uint32_t crc32c;          // of bytes [header_bytes, end of file)
+    uint32_t header_crc;      // of this header with header_crc = 0
+    uint32_t reserved;        // zero
 };
 static_assert(sizeof(IndexHeader) == 128);
 
 struct BlockEntry {
-    uint64_t offset;   // first byte of the block's first record
-    uint32_t bytes;    // up to the end of its last record
+    uint64_t offset;  // first byte of the block's first record
+    uint32_t bytes;   // up to the end of its last record
     uint32_t packets;
-    uint64_t min_ns;   // earliest and latest timestamp in the block
+    uint64_t min_ns;  // earliest and latest timestamp in the block
     uint64_t max_ns;
 };
 static_assert(sizeof(BlockEntry) == 32);
@@ -99,9 +99,9 @@ struct FlowEntry {
     uint64_t first_ns;
     uint64_t last_ns;
     uint64_t packets;
-    uint64_t wire_bytes;       // sum of original lengths
-    uint32_t postings;         // index of its first block number in postings[]
-    uint32_t postings_count;   // blocks holding the flow
+    uint64_t wire_bytes;      // sum of original lengths
+    uint32_t postings;        // index of its first block number in postings[]
+    uint32_t postings_count;  // blocks holding the flow
 };
 static_assert(sizeof(FlowEntry) == 104);
 

@@ -42,7 +42,9 @@ public:
     static constexpr unsigned kMaxPaths = 256;
 
     /* prog: compiled for `linktype`; keys of another link type are
-     * answered "may accept, may reject". An empty program accepts all. */
+     * answered "may accept, may reject" (raw IP, DLT_RAW 12 for
+     * pcap_compile() and LINKTYPE_RAW 101 in files, is one link type).
+     * An empty program accepts all. */
     FlowFilter(std::vector<filters::ClassicInsn> prog, uint16_t linktype);
 
     struct Verdict {

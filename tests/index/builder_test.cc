@@ -1,1 +1,556 @@
+#include "index/builder.hh"
+
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "index/index_file.hh"
+#include "storage/format.hh"
+
+namespace linecap::index {
+namespace {
+
+/* An Ethernet + IPv4 + UDP frame of `len` bytes (len >= 42), flow n. */
+std::vector<uint8_t> udp_frame(uint32_t n, uint32_t len, uint16_t vlan = 0) {
+    std::vector<uint8_t> f;
+    f.insert(f.end(), 12, 0x02);
+    if (vlan) {
+        f.insert(f.end(), {0x81, 0x00, uint8_t(vlan >> 8), uint8_t(vlan)});
+    }
+    f.insert(f.end(), {0x08, 0x00});
+    size_t l3 = f.size();
+    f.resize(l3 + 28, 0);
+    f[l3] = 0x45;
+    f[l3 + 8] = 64;
+    f[l3 + 9] = 17;
+    uint8_t src[4] = {198, 18, uint8_t(n >> 16), uint8_t(n >> 8)};
+    uint8_t dst[4] = {198, 19, uint8_t(n), 7};
+    std::copy(src, src + 4, &f[l3 + 12]);
+    std::copy(dst, dst + 4, &f[l3 + 16]);
+    f[l3 + 20] = uint8_t(n >> 8);
+    f[l3 + 21] = uint8_t(n);
+    f[l3 + 22] = 0x01;
+    f[l3 + 23] = 0xbb;
+    if (f.size() < len) f.resize(len, 0x5a);
+    uint16_t ip_len = uint16_t(f.size() - l3);
+    f[l3 + 2] = uint8_t(ip_len >> 8);
+    f[l3 + 3] = uint8_t(ip_len);
+    return f;
+}
+
+struct Packet {
+    uint64_t offset;
+    uint64_t ts;
+    uint32_t flow;
+    uint32_t wirelen;
+};
+
+/* A capture file's records (no file header: data_start is `start`), as
+ * capd's worker encodes them, with the packets they hold. */
+struct Capture {
+    storage::Format fmt;
+    uint64_t start;
+    std::string bytes;  // records only
+    std::vector<Packet> packets;
+};
+
+CaptureFormat to_index(storage::Format f) {
+    switch (f) {
+        case storage::Format::kPcapMicro: return CaptureFormat::kPcapMicro;
+        case storage::Format::kPcapNano: return CaptureFormat::kPcapNano;
+        default: return CaptureFormat::kPcapng;
+    }
+}
+
+Capture make_capture(storage::Format fmt, uint32_t packets, uint32_t flows, uint64_t start = 24) {
+    Capture c{fmt, start, {}, {}};
+    uint64_t ts0 = 1700000000ull * 1000000000ull;
+    for (uint32_t i = 0; i < packets; i++) {
+        uint32_t flow = (i * 7919u) % flows;
+        // Not monotonic: several workers feed a writer.
+        uint64_t ts = ts0 + uint64_t(i) * 1000 + (i % 3) * 5000;
+        if (fmt == storage::Format::kPcapMicro) ts -= ts % 1000;
+        uint32_t len = 60 + (i % 5) * 100;
+        auto f = udp_frame(flow, len, flow % 4 == 0 ? 100 : 0);
+        uint32_t caplen = std::min<uint32_t>(uint32_t(f.size()), 200);  // a snaplen
+        uint8_t rec[64];
+        uint32_t h = storage::encode_record_header(fmt, rec, ts, 0, caplen, uint32_t(f.size()));
+        c.packets.push_back({start + c.bytes.size(), ts, flow, uint32_t(f.size())});
+        c.bytes.append(reinterpret_cast<char*>(rec), h);
+        c.bytes.append(reinterpret_cast<char*>(f.data()), caplen);
+        uint32_t t = storage::encode_record_trailer(fmt, rec, caplen);
+        c.bytes.append(reinterpret_cast<char*>(rec), t);
+    }
+    return c;
+}
+
+std::string build(const Capture& c, IndexBuilder& b) {
+    uint16_t lt[1] = {1};
+    b.begin(to_index(c.fmt), lt, c.start);
+    // In pieces, as the writer hands over chunks.
+    const auto* p = reinterpret_cast<const uint8_t*>(c.bytes.data());
+    size_t done = 0;
+    for (size_t i = 0; i + 1 < c.packets.size(); i += 37) {
+        size_t upto = std::min(c.packets.size() - 1, i + 37);
+        size_t end = c.packets[upto].offset - c.start;
+        b.add_records(p + done, end - done, c.start + done);
+        done = end;
+    }
+    b.add_records(p + done, c.bytes.size() - done, c.start + done);
+    return b.serialize(c.start + c.bytes.size());
+}
+
+size_t block_of(const Index& ix, uint64_t offset) {
+    auto bl = ix.blocks();
+    auto it = std::upper_bound(bl.begin(), bl.end(), offset,
+                               [](uint64_t o, const BlockEntry& b) { return o < b.offset; });
+    return size_t(it - bl.begin()) - 1;
+}
+
+void check_round_trip(storage::Format fmt) {
+    SCOPED_TRACE(int(fmt));
+    Capture c = make_capture(fmt, 5000, 300);
+    IndexBuilder b(8192);
+    std::string bytes = build(c, b);
+    uint64_t end = c.start + c.bytes.size();
+    EXPECT_EQ(b.end(), end);
+    EXPECT_EQ(b.packets(), 5000u);
+    auto r = Index::from_bytes(bytes, end);
+    ASSERT_TRUE(r.ok()) << r.error();
+    const Index& ix = *r;
+    const IndexHeader& h = ix.header();
+    EXPECT_EQ(h.version, kIndexVersion);
+    EXPECT_EQ(h.packets, 5000u);
+    EXPECT_EQ(h.capture_bytes, end);
+    EXPECT_EQ(h.data_start, c.start);
+    EXPECT_EQ(h.format, uint32_t(to_index(fmt)));
+    EXPECT_EQ(h.flow_count, 300u);
+    EXPECT_FALSE(ix.live());
+    EXPECT_GT(h.block_count, 10u);
+    std::vector<uint8_t> copy(bytes.begin(), bytes.end());
+    EXPECT_TRUE(std::equal(copy.begin(), copy.end(), ix.bytes().begin(), ix.bytes().end()));
+
+    // Blocks: contiguous over [data_start, end), each ends a record.
+    uint64_t at = c.start, pk = 0;
+    for (const BlockEntry& bl : ix.blocks()) {
+        EXPECT_EQ(bl.offset, at);
+        at += bl.bytes;
+        pk += bl.packets;
+        EXPECT_LE(bl.min_ns, bl.max_ns);
+    }
+    EXPECT_EQ(at, end);
+    EXPECT_EQ(pk, 5000u);
+
+    // Flows: one per distinct key (flow numbers map 1:1 to keys here).
+    std::map<uint32_t, size_t> flow_of;  // flow number -> index in the file
+    for (size_t i = 0; i < ix.flows().size(); i++) {
+        const FlowKey& k = ix.flows()[i].key;
+        ASSERT_EQ(k.kind, FlowKind::kIp);
+        uint32_t n = uint32_t(k.sport);
+        EXPECT_TRUE(flow_of.emplace(n, i).second);
+        auto bl = ix.blocks_of(i);
+        EXPECT_TRUE(std::is_sorted(bl.begin(), bl.end()));
+        EXPECT_TRUE(std::adjacent_find(bl.begin(), bl.end()) == bl.end());
+    }
+    std::map<uint32_t, FlowEntry> expect;
+    uint64_t first = ~0ull, last = 0, wire = 0;
+    for (const Packet& p : c.packets) {
+        ASSERT_TRUE(flow_of.count(p.flow));
+        size_t fi = flow_of[p.flow];
+        auto bl = ix.blocks_of(fi);
+        uint32_t blk = uint32_t(block_of(ix, p.offset));
+        EXPECT_TRUE(std::binary_search(bl.begin(), bl.end(), blk)) << "packet at " << p.offset;
+        const BlockEntry& be = ix.blocks()[blk];
+        EXPECT_GE(p.ts, be.min_ns);
+        EXPECT_LE(p.ts, be.max_ns);
+        auto [it, fresh] = expect.try_emplace(p.flow);
+        FlowEntry& e = it->second;
+        if (fresh) e.first_ns = e.last_ns = p.ts;
+        e.first_ns = std::min(e.first_ns, p.ts);
+        e.last_ns = std::max(e.last_ns, p.ts);
+        e.packets++;
+        e.wire_bytes += p.wirelen;
+        first = std::min(first, p.ts);
+        last = std::max(last, p.ts);
+        wire += p.wirelen;
+    }
+    for (auto& [n, e] : expect) {
+        const FlowEntry& got = ix.flows()[flow_of[n]];
+        EXPECT_EQ(got.packets, e.packets);
+        EXPECT_EQ(got.wire_bytes, e.wire_bytes);
+        EXPECT_EQ(got.first_ns, e.first_ns);
+        EXPECT_EQ(got.last_ns, e.last_ns);
+    }
+    EXPECT_EQ(h.first_ns, first);
+    EXPECT_EQ(h.last_ns, last);
+    EXPECT_EQ(h.wire_bytes, wire);
+    // Flows in order of first packet.
+    EXPECT_EQ(ix.flows()[0].key.sport, c.packets[0].flow);
+}
+
+TEST(Builder, RoundTripPcap) { check_round_trip(storage::Format::kPcapMicro); }
+TEST(Builder, RoundTripPcapNano) { check_round_trip(storage::Format::kPcapNano); }
+TEST(Builder, RoundTripPcapng) { check_round_trip(storage::Format::kPcapng); }
+
+TEST(Builder, EmptyFile) {
+    IndexBuilder b;
+    uint16_t lt[1] = {1};
+    b.begin(CaptureFormat::kPcapMicro, lt, 24);
+    auto r = Index::from_bytes(b.serialize(24), 24);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->header().packets, 0u);
+    EXPECT_EQ(r->header().first_ns, 0u);
+    EXPECT_EQ(r->blocks().size(), 0u);
+}
+
+TEST(Builder, ReuseAcrossFilesAndTableGrowth) {
+    IndexBuilder b(1 << 16);
+    Capture big = make_capture(storage::Format::kPcapMicro, 60000, 40000);
+    build(big, b);
+    auto r = Index::from_bytes(b.serialize(big.start + big.bytes.size()), ~0ull);
+    ASSERT_TRUE(r.ok()) << r.error();
+    // (i * 7919) % 40000 over 60000 packets reaches every flow number.
+    EXPECT_EQ(r->header().flow_count, 40000u);
+    Capture small = make_capture(storage::Format::kPcapng, 100, 10, 200);
+    build(small, b);
+    r = Index::from_bytes(b.serialize(small.start + small.bytes.size()), ~0ull);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->header().flow_count, 10u);
+    EXPECT_EQ(r->header().packets, 100u);
+    EXPECT_EQ(r->header().data_start, 200u);
+}
+
+TEST(Builder, LiveIndex) {
+    Capture c = make_capture(storage::Format::kPcapng, 2000, 50);
+    IndexBuilder b(4096);
+    build(c, b);
+    uint64_t end = c.start + c.bytes.size();
+    uint64_t mid = c.packets[1000].offset + 3;  // inside a record
+    auto r = Index::from_bytes(b.serialize_live(mid), end);
+    ASSERT_TRUE(r.ok()) << r.error();
+    const Index& ix = *r;
+    EXPECT_TRUE(ix.live());
+    EXPECT_EQ(ix.flows().size(), 0u);
+    ASSERT_GT(ix.blocks().size(), 0u);
+    const BlockEntry& lastb = ix.blocks().back();
+    EXPECT_EQ(ix.header().capture_bytes, lastb.offset + lastb.bytes);
+    EXPECT_LE(ix.header().capture_bytes, mid);
+    uint64_t pk = 0;
+    for (const Packet& p : c.packets) pk += p.offset < ix.header().capture_bytes;
+    EXPECT_EQ(ix.header().packets, pk);
+    // A live index of a file that has grown since is fine; of one cut
+    // below what it describes is stale.
+    EXPECT_TRUE(Index::from_bytes(b.serialize_live(mid), end).ok());
+    auto stale = Index::from_bytes(b.serialize_live(mid), ix.header().capture_bytes - 1);
+    ASSERT_FALSE(stale.ok());
+    EXPECT_NE(stale.error().find("stale index"), std::string::npos) << stale.error();
+    // Everything valid: all blocks.
+    auto all = Index::from_bytes(b.serialize_live(end), end);
+    ASSERT_TRUE(all.ok());
+    EXPECT_EQ(all->header().packets, 2000u);
+    EXPECT_EQ(all->header().capture_bytes, end);
+}
+
+TEST(Builder, TruncateDropsBlocksAndMarksApprox) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 3000, 100);
+    IndexBuilder b(4096);
+    build(c, b);
+    uint64_t cut = c.packets[1500].offset;  // a record boundary
+    b.truncate(cut);
+    EXPECT_EQ(b.end(), cut);
+    auto r = Index::from_bytes(b.serialize(cut), cut);
+    ASSERT_TRUE(r.ok()) << r.error();
+    const Index& ix = *r;
+    EXPECT_TRUE(ix.header().flags & kIndexApproxCounts);
+    const BlockEntry& lastb = ix.blocks().back();
+    EXPECT_EQ(lastb.offset + lastb.bytes, cut);
+    // Every packet left is still found through its flow.
+    std::map<uint32_t, size_t> flow_of;
+    for (size_t i = 0; i < ix.flows().size(); i++) flow_of[ix.flows()[i].key.sport] = i;
+    for (const Packet& p : c.packets) {
+        if (p.offset >= cut) break;
+        ASSERT_TRUE(flow_of.count(p.flow));
+        auto bl = ix.blocks_of(flow_of[p.flow]);
+        EXPECT_TRUE(std::binary_search(bl.begin(), bl.end(), uint32_t(block_of(ix, p.offset))));
+    }
+    // The builder goes on after a cut.
+    const auto* p = reinterpret_cast<const uint8_t*>(c.bytes.data());
+    b.add_records(p + (cut - c.start), c.bytes.size() - (cut - c.start), cut);
+    EXPECT_TRUE(Index::from_bytes(b.serialize(c.start + c.bytes.size()), ~0ull).ok());
+}
+
+TEST(Builder, TruncateToNothingDropsTheFlows) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 100, 10);
+    IndexBuilder b(4096);
+    build(c, b);
+    b.truncate(c.start);
+    auto r = Index::from_bytes(b.serialize(c.start), c.start);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->flows().size(), 0u);
+    EXPECT_EQ(r->blocks().size(), 0u);
+}
+
+TEST(Builder, PcapngInterfacesAndSequential) {
+    // Two interfaces of different link types: the second is raw IP.
+    IndexBuilder b(1 << 20);
+    uint16_t lt[2] = {1, 101};
+    b.begin(CaptureFormat::kPcapng, lt, 100);
+    std::string recs;
+    auto eth = udp_frame(1, 80);
+    std::vector<uint8_t> raw(eth.begin() + 14, eth.end());
+    uint8_t hdr[64];
+    auto put = [&](uint32_t if_id, const std::vector<uint8_t>& f) {
+        uint32_t h = storage::encode_record_header(storage::Format::kPcapng, hdr, 5, if_id,
+                                                   f.size(), f.size());
+        recs.append(reinterpret_cast<char*>(hdr), h);
+        recs.append(f.begin(), f.end());
+        uint32_t t = storage::encode_record_trailer(storage::Format::kPcapng, hdr, f.size());
+        recs.append(reinterpret_cast<char*>(hdr), t);
+    };
+    put(0, eth);
+    put(1, raw);
+    b.add_records(reinterpret_cast<const uint8_t*>(recs.data()), recs.size(), 100);
+    auto r = Index::from_bytes(b.serialize(100 + recs.size()), ~0ull);
+    ASSERT_TRUE(r.ok()) << r.error();
+    ASSERT_EQ(r->flows().size(), 2u);
+    EXPECT_EQ(r->flows()[0].key.linktype, 1);
+    EXPECT_EQ(r->flows()[1].key.linktype, 101);
+    EXPECT_EQ(r->flows()[1].key.kind, FlowKind::kIp);
+    EXPECT_FALSE(r->header().flags & kIndexSequential);
+    // An interface description block after the first packet.
+    std::string idb(20, '\0');
+    uint32_t w[5] = {1, 20, 1, 0, 20};
+    std::memcpy(idb.data(), w, 20);
+    b.add_records(reinterpret_cast<const uint8_t*>(idb.data()), idb.size(), 100 + recs.size());
+    r = Index::from_bytes(b.serialize(100 + recs.size() + 20), ~0ull);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_TRUE(r->header().flags & kIndexSequential);
+    EXPECT_EQ(r->blocks().back().offset + r->blocks().back().bytes, 100 + recs.size() + 20);
+}
+
+std::string sample_index(uint64_t* capture_bytes = nullptr) {
+    Capture c = make_capture(storage::Format::kPcapng, 600, 40);
+    IndexBuilder b(2048);
+    std::string s = build(c, b);
+    if (capture_bytes) *capture_bytes = c.start + c.bytes.size();
+    return s;
+}
+
+TEST(IndexFile, EveryTruncationIsRefused) {
+    uint64_t cap;
+    std::string s = sample_index(&cap);
+    ASSERT_TRUE(Index::from_bytes(s, cap).ok());
+    for (size_t n = 0; n < s.size(); n += 8) {
+        auto r = Index::from_bytes(s.substr(0, n), cap);
+        EXPECT_FALSE(r.ok()) << "cut at " << n;
+    }
+}
+
+TEST(IndexFile, FlippedByteIsAChecksumError) {
+    uint64_t cap;
+    std::string s = sample_index(&cap);
+    for (size_t at = sizeof(IndexHeader); at < s.size(); at += 97) {
+        std::string t = s;
+        t[at] ^= 0x10;
+        auto r = Index::from_bytes(t, cap);
+        ASSERT_FALSE(r.ok()) << at;
+        EXPECT_EQ(r.error(), "checksum mismatch") << at;
+    }
+    // In the header (past magic and version): the header's own checksum.
+    for (size_t at = 16; at < sizeof(IndexHeader); at++) {
+        std::string t = s;
+        t[at] ^= 0x01;
+        auto r = Index::from_bytes(t, cap);
+        EXPECT_FALSE(r.ok()) << at;
+    }
+    std::string t = s;
+    t[0] = 'X';
+    auto r = Index::from_bytes(t, cap);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().find("bad magic"), std::string::npos);
+}
+
+TEST(IndexFile, NewerVersionNamesBoth) {
+    uint64_t cap;
+    std::string s = sample_index(&cap);
+    IndexHeader h;
+    std::memcpy(&h, s.data(), sizeof(h));
+    h.version = kIndexVersion + 1;
+    h.header_crc = 0;
+    h.header_crc = crc32c(&h, sizeof(h));
+    std::memcpy(s.data(), &h, sizeof(h));
+    auto r = Index::from_bytes(s, cap);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error(), "index version 2 is newer than this capq's 1");
+}
+
+TEST(IndexFile, StaleWhenTheCaptureChanged) {
+    uint64_t cap;
+    std::string s = sample_index(&cap);
+    auto r = Index::from_bytes(s, cap - 1);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error(), "stale index: describes " + std::to_string(cap) + " bytes, file has " +
+                             std::to_string(cap - 1));
+    // A final index of a file that has grown since is stale too.
+    EXPECT_FALSE(Index::from_bytes(s, cap + 100).ok());
+    EXPECT_TRUE(Index::from_bytes(s, ~0ull).ok());
+}
+
+/* A body whose checksum is right but whose contents are not: the reader
+ * must still refuse (a writer bug must not become a wrong answer). */
+TEST(IndexFile, InconsistentContentsAreRefused) {
+    uint64_t cap;
+    std::string s = sample_index(&cap);
+    IndexHeader h;
+    std::memcpy(&h, s.data(), sizeof(h));
+    auto reseal = [&](std::string t) {
+        IndexHeader x;
+        std::memcpy(&x, t.data(), sizeof(x));
+        x.crc32c = crc32c(t.data() + sizeof(x), t.size() - sizeof(x));
+        x.header_crc = 0;
+        x.header_crc = crc32c(&x, sizeof(x));
+        std::memcpy(t.data(), &x, sizeof(x));
+        return t;
+    };
+    {  // a posting naming a block past the end
+        std::string t = s;
+        uint32_t v = h.block_count;
+        std::memcpy(t.data() + h.postings_offset, &v, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("block number"), std::string::npos) << r.error();
+    }
+    {  // a flow's postings past the array
+        std::string t = s;
+        uint32_t v = uint32_t(h.postings_count);
+        std::memcpy(t.data() + h.flows_offset + offsetof(FlowEntry, postings), &v, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("postings out of range"), std::string::npos) << r.error();
+    }
+    {  // a gap between blocks
+        std::string t = s;
+        uint64_t v;
+        std::memcpy(&v, t.data() + h.blocks_offset + sizeof(BlockEntry), 8);
+        v += 4;
+        std::memcpy(t.data() + h.blocks_offset + sizeof(BlockEntry), &v, 8);
+        EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
+    }
+    {  // a section offset out of the file (header resealed)
+        std::string t = s;
+        IndexHeader x = h;
+        x.flows_offset = t.size() + 8;
+        std::memcpy(t.data(), &x, sizeof(x));
+        EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
+        x = h;
+        x.flows_offset += 4;  // misaligned
+        std::memcpy(t.data(), &x, sizeof(x));
+        EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
+    }
+}
+
+TEST(IndexFile, Crc32cKnownValues) {
+    // RFC 3720's test vectors.
+    std::string zeros(32, '\0'), ones(32, '\xff');
+    EXPECT_EQ(crc32c(zeros.data(), 32), 0x8a9136aau);
+    EXPECT_EQ(crc32c(ones.data(), 32), 0x62a8ab43u);
+    EXPECT_EQ(crc32c("123456789", 9), 0xe3069283u);
+    // Incremental equals whole.
+    std::string s = sample_index();
+    uint32_t whole = crc32c(s.data(), s.size());
+    uint32_t part = crc32c(s.data(), 13);
+    EXPECT_EQ(crc32c(s.data() + 13, s.size() - 13, part), whole);
+}
+
+struct TempDir {
+    std::string path;
+    int fd;
+    TempDir() {
+        char t[] = "/tmp/linecap-idx-XXXXXX";
+        path = mkdtemp(t);
+        fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    ~TempDir() {
+        close(fd);
+        std::filesystem::remove_all(path);
+    }
+};
+
+TEST(IndexFile, WriteAndLoad) {
+    TempDir d;
+    uint64_t cap;
+    std::string s = sample_index(&cap);
+    auto bytes = std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+    ASSERT_TRUE(write_index_file(d.fd, ".a.pcap.idx", bytes, 0600).ok());
+    EXPECT_FALSE(std::filesystem::exists(d.path + "/.a.pcap.idx.partial"));
+    struct stat st;
+    ASSERT_EQ(stat((d.path + "/.a.pcap.idx").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    EXPECT_EQ(uint64_t(st.st_size), s.size());
+    auto r = Index::load(d.path + "/.a.pcap.idx", cap);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->flows().size(), 40u);
+    // Replacing an existing index, and a leftover .partial of ours.
+    int fd = openat(d.fd, ".a.pcap.idx.partial", O_WRONLY | O_CREAT, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "junk", 4), 4);
+    close(fd);
+    ASSERT_TRUE(write_index_file(d.fd, ".a.pcap.idx", bytes, 0640).ok());
+    EXPECT_FALSE(std::filesystem::exists(d.path + "/.a.pcap.idx.partial"));
+    ASSERT_EQ(stat((d.path + "/.a.pcap.idx").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0640u);
+    EXPECT_TRUE(Index::load(d.path + "/.a.pcap.idx", cap).ok());
+
+    auto missing = Index::load(d.path + "/.none.idx", cap);
+    ASSERT_FALSE(missing.ok());
+    EXPECT_EQ(missing.code(), ENOENT);
+    auto stale = Index::load(d.path + "/.a.pcap.idx", cap - 1);
+    ASSERT_FALSE(stale.ok());
+    EXPECT_NE(stale.error().find("stale index"), std::string::npos);
+    EXPECT_NE(stale.error().find(".a.pcap.idx"), std::string::npos);
+}
+
+TEST(IndexFile, RefusesALinkAtThePartialName) {
+    TempDir d;
+    std::string target = d.path + "/victim";
+    {
+        int fd = open(target.c_str(), O_WRONLY | O_CREAT, 0600);
+        ASSERT_EQ(write(fd, "keep", 4), 4);
+        close(fd);
+    }
+    ASSERT_EQ(symlink(target.c_str(), (d.path + "/.b.idx.partial").c_str()), 0);
+    std::string s = sample_index();
+    auto bytes = std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+    Status st = write_index_file(d.fd, ".b.idx", bytes);
+    EXPECT_FALSE(st.ok());
+    EXPECT_EQ(std::filesystem::file_size(target), 4u);
+    EXPECT_TRUE(std::filesystem::is_symlink(d.path + "/.b.idx.partial"));
+    EXPECT_FALSE(std::filesystem::exists(d.path + "/.b.idx"));
+}
+
+TEST(IndexFile, Naming) {
+    EXPECT_EQ(index_path_for("/d/cap-0001.pcap"), "/d/.cap-0001.pcap.idx");
+    EXPECT_EQ(index_path_for("/d/.cap-0001.pcap.partial"), "/d/.cap-0001.pcap.partial.idx");
+    EXPECT_EQ(index_path_for("cap.pcap"), ".cap.pcap.idx");
+    EXPECT_EQ(index_path_for("rel/dir/x.pcapng"), "rel/dir/.x.pcapng.idx");
+    EXPECT_EQ(index_leaf_for("x.pcap"), ".x.pcap.idx");
+    EXPECT_EQ(index_leaf_for(".x.pcap.partial"), ".x.pcap.partial.idx");
+    EXPECT_TRUE(is_index_leaf(".x.pcap.idx"));
+    EXPECT_TRUE(is_index_leaf(".x.pcap.idx.partial"));
+    EXPECT_TRUE(is_index_leaf(".x.pcap.partial.idx"));
+    EXPECT_FALSE(is_index_leaf("x.pcap"));
+    EXPECT_FALSE(is_index_leaf(".x.pcap.partial"));
+    EXPECT_FALSE(is_index_leaf("x.idx"));
+    EXPECT_FALSE(is_index_leaf(".idx"));
+}
+
+}  // namespace
+}  // namespace linecap::index

@@ -1,1 +1,624 @@
+/* FlowFilter against libpcap's own verdicts.
+ *
+ * The soundness test is differential: for every expression and every packet
+ * (frames generated here and in tests/filters/bpf_test_packets.hh, every
+ * prefix of some, random mutations, the tcpdump test-suite captures), if
+ * bpf_filter() accepts the packet, eval() of its flow key must say
+ * may_accept, and if it rejects, may_reject. The pruning tests check that
+ * header-only expressions are decided exactly, so that capq does skip. */
+#include "index/prune.hh"
+
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "filters/cbpf_to_ebpf.hh"
+#include "index/flow_key.hh"
+#include "tests/filters/bpf_test_packets.hh"
+
+namespace linecap::index {
+namespace {
+
+using filters::ClassicInsn;
+using filters::testing::build;
+using filters::testing::build_arp;
+using filters::testing::Frame;
+using filters::testing::GenSpec;
+using filters::testing::ipv4;
+using filters::testing::L4;
+using filters::testing::TestPacket;
+
+constexpr uint16_t kEn10mb = 1;
+constexpr uint16_t kRaw = 101;    // LINKTYPE_RAW, in files
+constexpr uint16_t kDltRaw = 12;  // DLT_RAW, for pcap_compile()
+constexpr uint16_t kSll = 113;
+
+/* Expressions over what the index keeps (link types, tags, addresses,
+ * protocols, ports) and over what it does not (flags, payload, lengths,
+ * MAC addresses, TTL), with every kind of classic instruction libpcap
+ * emits: indexed loads, MSH, arithmetic, X comparisons, protochain loops. */
+const std::vector<std::string> kExpressions = {
+    "host 198.18.0.1",
+    "src host 198.18.0.1",
+    "dst host 198.18.3.7",
+    "host 198.18.3.7 and host 198.18.0.1",
+    "ip host 198.18.0.1",
+    "host 192.168.152.100",
+    "host 2001:db8::1",
+    "src host 2001:db8::2",
+    "dst host 2001:db8::1",
+    "ip6 host 2001:db8::3",
+    "net 198.18.0.0/16",
+    "net 198.18.3.0 mask 255.255.255.0",
+    "src net 198.19.0.0/16",
+    "dst net 224.0.0.0/4",
+    "net 2001:db8::/32",
+    "net 2001:db8::/126",
+    "net 192.168.152.0/24",
+    "port 443",
+    "port 80",
+    "src port 40000",
+    "dst port 443",
+    "portrange 1-1024",
+    "src portrange 1024-65535",
+    "tcp port 443",
+    "udp port 53",
+    "tcp dst port 80",
+    "port 0",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmp6",
+    "ip",
+    "ip6",
+    "arp",
+    "rarp",
+    "sctp",
+    "proto 47",
+    "ip proto 132",
+    "ip6 proto 17",
+    "ip6 proto 0",
+    "ip proto 50",
+    "vlan",
+    "vlan 100",
+    "vlan 200",
+    "vlan and vlan",
+    "vlan 100 and vlan 200",
+    "vlan 100 and host 198.18.0.1",
+    "vlan and ip6",
+    "vlan 7 and vlan 8 and ip",
+    "not vlan",
+    "vlan and tcp port 443",
+    "ip[6:2] & 0x1fff = 0",
+    "ip[6:2] & 0x1fff != 0",
+    "ip[6] & 0x20 != 0",
+    "ip[9] = 6",
+    "ip[0] & 0xf > 5",
+    "ip and ip[0]&0xf>5",
+    "ip[8] < 32",
+    "ip[2:2] > 100",
+    "ip[1] & 0xfc != 0",
+    "tcp[13] & 2 != 0",
+    "tcp[tcpflags] & tcp-syn != 0",
+    "tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn",
+    "tcp[(tcp[12]>>2):4] = 0x47455420",
+    "tcp port 80 and (tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420)",
+    "udp[4:2] > 20",
+    "icmp[icmptype] = icmp-echo",
+    "icmp[0] = 8 and icmp[1] = 0",
+    "icmp6 and ip6[40] = 128",
+    "ip6[6] = 58",
+    "ip6 and ip6[6] = 44",
+    "len > 100",
+    "len <= 64",
+    "greater 200",
+    "less 100",
+    "len - 14 > ip[2:2]",
+    "ether host 00:01:02:03:04:05",
+    "ether src 00:11:22:33:44:55",
+    "ether broadcast",
+    "ether multicast",
+    "ether proto 0x0806",
+    "ether proto 0x88cc",
+    "ether[12:2] = 0x0800",
+    "ether[0] & 1 = 0",
+    "ip broadcast",
+    "ip multicast",
+    "ip6 multicast",
+    "not host 198.18.0.1",
+    "not tcp",
+    "not (tcp or udp)",
+    "tcp and not port 443",
+    "host 198.18.0.1 or host 2001:db8::1",
+    "(src host 198.18.0.1 and dst port 443) or udp",
+    "host 198.18.0.1 and tcp port 443 and not vlan",
+    "ip6 and src net 2001:db8::/64 and udp",
+    "ip6 or arp",
+    "ip and not ip multicast",
+    "ip and tcp[13]&2!=0 and dst net 198.18.0.0/15",
+    "ip6 protochain 6",
+    "ip protochain 17",
+    "ip6 protochain 44",
+    "ip[12:4] = ip[16:4]",
+    "tcp[2:2] > tcp[0:2]",
+    "udp[0:2] >= udp[2:2]",
+    "tcp[13] & ip[1] != 0",
+    "ip[9] * 2 = 12",
+    "ip[9] / 3 = 2",
+    "ip[9] % 5 = 1",
+    "ip[9] ^ 6 = 0",
+    "ip[9] | 1 = 7",
+    "-ip[9] + 6 = 0",
+    "ip[9] - 5 = 1",
+    "tcp[0:2] >> 8 = 0x9c",
+    "ip[0] << 2 > 0x110",
+    "ip[ip[0] & 0xf] = 0",
+    "tcp[tcp[0] & 0x1f] = 1",
+    "ip[2:2] / (ip[1] & 3) = 1",
+    "udp[len - 20] = 0",
+    "mpls and ip",
+    "pppoes and ip",
+    // Tests that every value passes, of bytes that may lie past the end of
+    // the capture (where bpf_filter() rejects).
+    "ip[100] & 0x100 = 0",
+    "tcp[24] & 0x100 = 0",
+    "tcp[19] & 0x100 = 0",
+    "udp[10] >= 0",
+    "udp[7] >= 0",
+    "ip6[80:2] < 0x10000",
+    "ether[200:2] <= 0xffff",
+    // Carries, and comparisons of a known with an unknown register.
+    "ip[8] + 1 > 255",
+    "ip[8] + ip[1] > 300",
+    "ip[8] - 1 > 250",
+    "ip[9] > ip[8]",
+    "ip[8] >= ip[9]",
+    "ip[9] < ip[1]",
+    "ip[8] & 1 = 0 and ip[8] = 64",
+    // Priority bits of the tags; a jset's outcome reused by the next test.
+    "vlan and ether[14] & 0xe0 != 0",
+    "vlan and ether[14:2] & 0xf000 = 0x2000",
+    "ip[8] & 1 != 0 or ip[8] = 64",
+    "ip[1] & 0x80 != 0 or ip[1] = 0",
+};
+
+std::vector<uint8_t> to_sll(const std::vector<uint8_t>& eth) {
+    if (eth.size() < 14) return {};
+    std::vector<uint8_t> f = {0, 0, 0, 1, 0, 6};
+    f.insert(f.end(), eth.begin() + 6, eth.begin() + 12);
+    f.push_back(0);
+    f.push_back(0);
+    f.insert(f.end(), eth.begin() + 12, eth.end());
+    return f;
+}
+
+/* Frames with the addresses, tags, fragments and headers the expressions
+ * test, in every combination. */
+std::vector<TestPacket> flow_packets() {
+    std::vector<TestPacket> out;
+    auto add = [&](std::vector<uint8_t> b, const std::string& what) {
+        TestPacket t;
+        t.wirelen = static_cast<uint32_t>(b.size());
+        t.bytes = std::move(b);
+        t.origin = "flow:" + what + "#" + std::to_string(out.size());
+        out.push_back(std::move(t));
+    };
+    const std::vector<std::pair<uint32_t, uint32_t>> addrs = {
+        {ipv4(198, 18, 0, 1), ipv4(198, 18, 3, 7)},
+        {ipv4(198, 18, 3, 7), ipv4(198, 18, 0, 1)},
+        {ipv4(198, 19, 1, 1), ipv4(255, 255, 255, 255)},
+        {ipv4(198, 18, 3, 9), ipv4(224, 0, 0, 5)},
+    };
+    const std::vector<std::pair<uint16_t, uint16_t>> ports = {{40000, 443}, {53, 1024}, {80, 80}};
+    const std::vector<std::pair<std::vector<uint16_t>, bool>> tags = {
+        {{}, false},     {{100}, false},    {{100, 200}, true},      {{100, 200}, false},
+        {{7, 8}, false}, {{0x2064}, false}, {{0xa064, 0x30c8}, true}};  // with priorities
+    const std::vector<L4> l4s = {L4::kTcp, L4::kUdp, L4::kIcmp, L4::kOther, L4::kOther};
+    for (const auto& [vlans, qinq] : tags) {
+        for (size_t li = 0; li < l4s.size(); li++) {
+            GenSpec g;
+            g.vlans = vlans;
+            g.qinq = qinq;
+            g.l4 = l4s[li];
+            g.ip_proto_other = li == 3 ? 132 : 47;
+            for (size_t ai = 0; ai < addrs.size(); ai++) {
+                for (size_t pi = 0; pi < ports.size(); pi++) {
+                    g.src4 = addrs[ai].first;
+                    g.dst4 = addrs[ai].second;
+                    g.sport = ports[pi].first;
+                    g.dport = ports[pi].second;
+                    g.tcp_flags = pi == 0 ? 0x02 : 0x10;
+                    g.payload = pi == 2 ? "GET / HTTP/1.0\r\n\r\n" : std::string(ai * 40, 'p');
+                    g.v6 = false;
+                    g.v6_ext.clear();
+                    for (uint16_t frag : {0x0000, 0x2000, 0x2003, 0x0003, 0x4000}) {
+                        for (uint8_t ihl : {5, 7}) {
+                            g.frag = frag;
+                            g.ihl = ihl;
+                            add(build(g), "ip");
+                        }
+                    }
+                    g.v6 = true;
+                    g.ihl = 5;
+                    g.src6_tail = static_cast<uint16_t>(1 + ai % 3);
+                    g.dst6_tail = static_cast<uint16_t>(1 + (ai + 1) % 3);
+                    const std::vector<std::vector<uint8_t>> exts = {{},          {0},  {44},
+                                                                    {0, 43, 60}, {51}, {60, 44}};
+                    for (const auto& ext : exts) {
+                        g.v6_ext = ext;
+                        g.frag = 0x0001;  // first fragment, more to come
+                        add(build(g), "ip6");
+                        if (ext.empty() || ext.back() != 44) continue;
+                        g.frag = 0x0021;  // offset 32
+                        add(build(g), "ip6 later fragment");
+                    }
+                }
+            }
+        }
+        add(build_arp(1, ipv4(198, 18, 0, 1), ipv4(198, 18, 3, 7), false, vlans), "arp");
+        add(build_arp(3, ipv4(198, 18, 0, 1), ipv4(198, 18, 3, 7), true, vlans), "rarp");
+        GenSpec g;
+        g.vlans = vlans;
+        g.qinq = qinq;
+        for (uint16_t type : {0x88cc, 0x0026, 0x8847}) {
+            Frame f;
+            filters::testing::put_ethernet(f, g, type);
+            for (int i = 0; i < 50; i++) f.u8(static_cast<uint32_t>(i * 7));
+            add(std::move(f.raw()), "other ethertype");
+        }
+    }
+    // Frames cut by a snap length, at every length.
+    std::vector<TestPacket> cut;
+    for (size_t i = 0; i < out.size(); i += 97) filters::testing::add_prefixes(out[i], cut);
+    out.insert(out.end(), cut.begin(), cut.end());
+    return out;
+}
+
+/* The packets for one link type: Ethernet as generated and read, Linux
+ * cooked and raw IP converted from the Ethernet ones. */
+std::vector<TestPacket> packets_for(uint16_t linktype, const std::vector<TestPacket>& eth) {
+    if (linktype == kEn10mb) return eth;
+    std::vector<TestPacket> out;
+    for (const TestPacket& p : eth) {
+        TestPacket t;
+        t.origin = p.origin;
+        if (linktype == kSll) {
+            t.bytes = to_sll(p.bytes);
+            if (t.bytes.empty()) continue;
+            t.wirelen = p.wirelen + 2;
+        } else {
+            if (p.bytes.size() < 14) continue;
+            t.bytes.assign(p.bytes.begin() + 14, p.bytes.end());
+            t.wirelen = p.wirelen - 14;
+        }
+        out.push_back(std::move(t));
+    }
+    return out;
+}
+
+std::string hex(const std::vector<uint8_t>& b) {
+    std::string s;
+    char buf[4];
+    for (size_t i = 0; i < b.size() && i < 96; i++) {
+        std::snprintf(buf, sizeof(buf), "%02x", b[i]);
+        s += buf;
+    }
+    return s;
+}
+
+std::vector<TestPacket> all_ethernet_packets(size_t* corpus_packets) {
+    std::vector<TestPacket> pk = flow_packets();
+    std::vector<TestPacket> gen = filters::testing::generated_packets();
+    pk.insert(pk.end(), gen.begin(), gen.end());
+    filters::testing::add_mutations(pk, 4000, 0x9e3779b9, pk);
+    size_t files = 0;
+    const auto dir = filters::testing::test_data_dir();
+    std::vector<TestPacket> corpus =
+        filters::testing::read_ethernet_captures(dir / "tcpdump-tests", &files);
+    std::vector<TestPacket> demo = filters::testing::read_ethernet_captures(dir / "demo");
+    corpus.insert(corpus.end(), demo.begin(), demo.end());
+    *corpus_packets = corpus.size();
+    pk.insert(pk.end(), corpus.begin(), corpus.end());
+    return pk;
+}
+
+TEST(FlowFilter, NeverPrunesAPacketLibpcapAccepts) {
+    size_t corpus_packets = 0;
+    const std::vector<TestPacket> eth = all_ethernet_packets(&corpus_packets);
+    EXPECT_GT(corpus_packets, 1000u) << "the tcpdump test captures were not found";
+    size_t evaluations = 0, violations = 0, pruned = 0, exact = 0, programs = 0;
+    for (uint16_t linktype : {kEn10mb, kSll, kRaw}) {
+        const std::vector<TestPacket> pk = packets_for(linktype, eth);
+        std::vector<FlowKey> keys(pk.size());
+        for (size_t i = 0; i < pk.size(); i++)
+            make_flow_key(linktype, pk[i].bytes.data(), static_cast<uint32_t>(pk[i].bytes.size()),
+                          keys[i]);
+        size_t compiled = 0;
+        for (const std::string& e : kExpressions) {
+            auto prog = filters::compile_classic(e, linktype == kRaw ? kDltRaw : linktype, 262144);
+            if (!prog) {
+                // Every expression is valid on Ethernet; some (vlan, ether)
+                // have no meaning on the others.
+                EXPECT_NE(linktype, kEn10mb) << e << ": " << prog.error();
+                continue;
+            }
+            compiled++;
+            const FlowFilter ff(*prog, linktype == kRaw ? kDltRaw : linktype);
+            for (size_t i = 0; i < pk.size(); i++) {
+                const TestPacket& p = pk[i];
+                const bool accepted =
+                    filters::classic_run(*prog, p.bytes.data(), p.wirelen,
+                                         static_cast<uint32_t>(p.bytes.size())) != 0;
+                const FlowFilter::Verdict v = ff.eval(keys[i]);
+                evaluations++;
+                if (!v.may_accept) pruned++;
+                if (v.may_accept != v.may_reject) exact++;
+                if ((accepted && !v.may_accept) || (!accepted && !v.may_reject)) {
+                    if (violations++ < 20)
+                        ADD_FAILURE()
+                            << "linktype " << linktype << " '" << e << "' " << p.origin
+                            << ": libpcap " << (accepted ? "accepts" : "rejects") << ", eval says {"
+                            << v.may_accept << "," << v.may_reject << "}, flow "
+                            << describe_flow(keys[i]) << ", bytes " << hex(p.bytes);
+                }
+            }
+        }
+        EXPECT_GE(compiled, linktype == kEn10mb ? kExpressions.size() : 60u) << linktype;
+        programs += compiled;
+        std::printf("linktype %u: %zu packets, %zu expressions compiled\n", linktype, pk.size(),
+                    compiled);
+    }
+    std::printf(
+        "%zu programs, %zu evaluations (%zu corpus packets): %zu violations, %zu flows pruned, "
+        "%zu decided exactly\n",
+        programs, evaluations, corpus_packets, violations, pruned, exact);
+    EXPECT_EQ(violations, 0u);
+    // Not vacuous: a sound answer of "maybe" everywhere would prune nothing.
+    EXPECT_GT(pruned, evaluations / 4);
+}
+
+FlowKey key_of(uint16_t linktype, const std::vector<uint8_t>& f) {
+    FlowKey k;
+    make_flow_key(linktype, f.data(), static_cast<uint32_t>(f.size()), k);
+    return k;
+}
+
+std::vector<ClassicInsn> compile(const std::string& e, uint16_t linktype = kEn10mb) {
+    auto prog = filters::compile_classic(e, linktype, 262144);
+    EXPECT_TRUE(prog) << e;
+    return prog ? *prog : std::vector<ClassicInsn>{};
+}
+
+/* Untagged, tagged and QinQ IPv4/IPv6 TCP/UDP: every header-only expression
+ * is decided exactly for each. */
+TEST(FlowFilter, HeaderOnlyExpressionsAreExact) {
+    std::vector<std::vector<uint8_t>> frames;
+    const std::vector<std::pair<std::vector<uint16_t>, bool>> tags = {
+        {{}, false}, {{100}, false}, {{200}, false}, {{100, 200}, true}, {{300, 100}, false}};
+    for (const auto& [vlans, qinq] : tags)
+        for (bool v6 : {false, true})
+            for (L4 l4 : {L4::kTcp, L4::kUdp})
+                for (int variant = 0; variant < 3; variant++) {
+                    GenSpec g;
+                    g.vlans = vlans;
+                    g.qinq = qinq;
+                    g.v6 = v6;
+                    g.l4 = l4;
+                    g.ihl = variant == 2 ? 6 : 5;
+                    g.src4 = variant == 0 ? ipv4(198, 18, 0, 1) : ipv4(198, 19, 7, 7);
+                    g.dst4 = variant == 1 ? ipv4(198, 18, 0, 1) : ipv4(198, 18, 3, 7);
+                    g.src6_tail = static_cast<uint16_t>(1 + variant);
+                    g.dst6_tail = static_cast<uint16_t>(3 - variant);
+                    g.sport = variant == 0 ? 40000 : 53;
+                    g.dport = variant == 2 ? 1024 : 443;
+                    frames.push_back(build(g));
+                }
+    const std::vector<std::string> exprs = {
+        "host 198.18.0.1",
+        "src host 198.18.0.1",
+        "dst host 198.18.3.7",
+        "host 2001:db8::1",
+        "src host 2001:db8::2",
+        "ip6 dst host 2001:db8::3",
+        "net 198.18.0.0/16",
+        "src net 198.19.0.0/16",
+        "net 2001:db8::/32",
+        "net 2001:db8::/127",
+        "port 443",
+        "src port 40000",
+        "dst port 1024",
+        "portrange 1000-2000",
+        "udp port 53",
+        "tcp port 443",
+        "tcp",
+        "udp",
+        "icmp",
+        "ip",
+        "ip6",
+        "proto 17",
+        "ip6 proto 6",
+        "vlan",
+        "vlan 100",
+        "vlan 200",
+        "vlan and vlan",
+        "vlan 100 and vlan 200",
+        "vlan 100 and host 198.18.0.1",
+        "vlan 300 and vlan and ip6",
+        "not vlan",
+        "not tcp",
+        "not host 198.18.0.1",
+        "tcp or udp port 53",
+        "host 198.18.0.1 and tcp port 443",
+        "(src host 198.18.0.1 and dst port 443) or (ip6 and udp)",
+        "not (ip6 or port 53)",
+        "ip and not net 198.19.0.0/16 and (tcp or udp)",
+    };
+    size_t checked = 0, accepted_count = 0;
+    for (const std::string& e : exprs) {
+        const std::vector<ClassicInsn> prog = compile(e);
+        const FlowFilter ff(prog, kEn10mb);
+        for (const auto& f : frames) {
+            const FlowKey k = key_of(kEn10mb, f);
+            ASSERT_EQ(k.kind, FlowKind::kIp);
+            const bool accepted =
+                filters::classic_run(prog, f.data(), static_cast<uint32_t>(f.size()),
+                                     static_cast<uint32_t>(f.size())) != 0;
+            const FlowFilter::Verdict v = ff.eval(k);
+            EXPECT_EQ(v.may_accept, accepted) << e << " on " << describe_flow(k);
+            EXPECT_EQ(v.may_reject, !accepted) << e << " on " << describe_flow(k);
+            checked++;
+            accepted_count += accepted;
+        }
+    }
+    EXPECT_GT(accepted_count, checked / 10);
+    EXPECT_LT(accepted_count, checked * 9 / 10);
+}
+
+TEST(FlowFilter, BytesTheIndexDoesNotKeepAreUnknown) {
+    GenSpec g;
+    g.src4 = ipv4(198, 18, 0, 1);
+    g.dst4 = ipv4(198, 18, 3, 7);
+    const FlowKey tcp = key_of(kEn10mb, build(g));
+    g.l4 = L4::kUdp;
+    const FlowKey udp = key_of(kEn10mb, build(g));
+    g.l4 = L4::kTcp;
+    g.v6 = true;
+    const FlowKey tcp6 = key_of(kEn10mb, build(g));
+
+    const FlowFilter syn(compile("tcp[13] & 2 != 0"), kEn10mb);
+    EXPECT_TRUE(syn.eval(tcp).may_accept);
+    EXPECT_TRUE(syn.eval(tcp).may_reject);
+    EXPECT_FALSE(syn.eval(udp).may_accept);
+    EXPECT_TRUE(syn.eval(udp).may_reject);
+
+    const FlowFilter get(compile("host 198.18.3.7 and tcp[(tcp[12]>>2):4] = 0x47455420"), kEn10mb);
+    EXPECT_TRUE(get.eval(tcp).may_accept);
+    EXPECT_TRUE(get.eval(tcp).may_reject);
+    EXPECT_FALSE(get.eval(tcp6).may_accept);
+
+    const FlowFilter len(compile("tcp and len > 100"), kEn10mb);
+    EXPECT_TRUE(len.eval(tcp).may_accept);
+    EXPECT_TRUE(len.eval(tcp).may_reject);
+    EXPECT_FALSE(len.eval(udp).may_accept);
+
+    // The IPv6 TCP flow with no extension header is decided by protochain.
+    const FlowFilter chain(compile("ip6 protochain 6"), kEn10mb);
+    EXPECT_TRUE(chain.eval(tcp6).may_accept);
+    EXPECT_FALSE(chain.eval(tcp).may_accept);
+}
+
+TEST(FlowFilter, OpaqueOtherLinkTypeAndEmptyProgram) {
+    GenSpec g;
+    g.src4 = ipv4(198, 18, 0, 1);
+    const FlowKey k = key_of(kEn10mb, build(g));
+    const FlowFilter udp(compile("udp"), kEn10mb);
+    EXPECT_FALSE(udp.eval(k).may_accept);
+
+    FlowKey opaque = key_of(kEn10mb, {1, 2, 3});
+    ASSERT_EQ(opaque.kind, FlowKind::kOpaque);
+    EXPECT_TRUE(udp.eval(opaque).may_accept);
+    EXPECT_TRUE(udp.eval(opaque).may_reject);
+
+    const FlowFilter raw(compile("udp", kDltRaw), kDltRaw);
+    EXPECT_TRUE(raw.eval(k).may_accept);  // k is an Ethernet flow
+    EXPECT_TRUE(raw.eval(k).may_reject);
+    std::vector<uint8_t> ip = build(g);
+    ip.erase(ip.begin(), ip.begin() + 14);
+    EXPECT_FALSE(raw.eval(key_of(kRaw, ip)).may_accept);  // LINKTYPE_RAW is DLT_RAW
+    EXPECT_FALSE(raw.eval(key_of(kDltRaw, ip)).may_accept);
+
+    const FlowFilter all({}, kEn10mb);
+    EXPECT_TRUE(all.eval(k).may_accept);
+    EXPECT_FALSE(all.eval(k).may_reject);
+
+    // A key no walk produces (IPv4 header length 19) is answered "maybe".
+    FlowKey bad = k;
+    bad.l4_offset = 19;
+    EXPECT_TRUE(udp.eval(bad).may_accept);
+    EXPECT_TRUE(udp.eval(bad).may_reject);
+}
+
+/* ld len; then n times: jset #bit (both ways possible) over one ldx; ret #1.
+ * 2^n paths, all accepting. */
+std::vector<ClassicInsn> forking_program(unsigned n) {
+    std::vector<ClassicInsn> p;
+    p.push_back({0x80, 0, 0, 0});  // ld len
+    for (unsigned i = 0; i < n; i++) {
+        p.push_back({0x45, 0, 1, 1u << (i % 32)});  // jset #bit, next, skip one
+        p.push_back({0x01, 0, 0, i});               // ldx #i
+    }
+    p.push_back({0x06, 0, 0, 1});  // ret #1
+    return p;
+}
+
+TEST(FlowFilter, PathsAreBounded) {
+    GenSpec g;
+    const FlowKey k = key_of(kEn10mb, build(g));
+    static_assert(FlowFilter::kMaxPaths == 256);
+    // 256 paths: explored, all accept.
+    FlowFilter::Verdict v = FlowFilter(forking_program(8), kEn10mb).eval(k);
+    EXPECT_TRUE(v.may_accept);
+    EXPECT_FALSE(v.may_reject);
+    // 512 and 2^40 paths: beyond the bound, "maybe" both ways.
+    for (unsigned n : {9u, 40u}) {
+        v = FlowFilter(forking_program(n), kEn10mb).eval(k);
+        EXPECT_TRUE(v.may_accept) << n;
+        EXPECT_TRUE(v.may_reject) << n;
+    }
+    // A loop on known values (ja -1) ends on the instruction bound.
+    v = FlowFilter({{0x05, 0, 0, 0xffffffffu}, {0x06, 0, 0, 1}}, kEn10mb).eval(k);
+    EXPECT_TRUE(v.may_accept);
+    EXPECT_TRUE(v.may_reject);
+    // A jump out of the program, an unknown opcode, scratch index 16.
+    for (ClassicInsn bad : std::vector<ClassicInsn>{
+             {0x05, 0, 0, 5}, {0xff, 0, 0, 0}, {0x02, 0, 0, 16}, {0x60, 0, 0, 16}}) {
+        v = FlowFilter({bad, {0x06, 0, 0, 0}}, kEn10mb).eval(k);
+        EXPECT_TRUE(v.may_accept) << bad.code;
+        EXPECT_TRUE(v.may_reject) << bad.code;
+    }
+}
+
+TEST(FlowFilter, ReturnOfA) {
+    GenSpec g;
+    g.ttl = 64;
+    const FlowKey k = key_of(kEn10mb, build(g));
+    // ldb [22] (TTL, unknown); and #1; ret a: may be 0 or 1.
+    FlowFilter::Verdict v =
+        FlowFilter({{0x30, 0, 0, 22}, {0x54, 0, 0, 1}, {0x16, 0, 0, 0}}, kEn10mb).eval(k);
+    EXPECT_TRUE(v.may_accept);
+    EXPECT_TRUE(v.may_reject);
+    // ldb [23] (protocol, known 6); ret a.
+    v = FlowFilter({{0x30, 0, 0, 23}, {0x16, 0, 0, 0}}, kEn10mb).eval(k);
+    EXPECT_TRUE(v.may_accept);
+    EXPECT_FALSE(v.may_reject);
+    // ldb [22]; or #0x100; ret a: never 0.
+    v = FlowFilter({{0x30, 0, 0, 22}, {0x44, 0, 0, 0x100}, {0x16, 0, 0, 0}}, kEn10mb).eval(k);
+    EXPECT_TRUE(v.may_accept);
+    EXPECT_FALSE(v.may_reject);
+    // ldb [23]; sub #6; ret a: always 0.
+    v = FlowFilter({{0x30, 0, 0, 23}, {0x14, 0, 0, 6}, {0x16, 0, 0, 0}}, kEn10mb).eval(k);
+    EXPECT_FALSE(v.may_accept);
+    EXPECT_TRUE(v.may_reject);
+    // ldb [22]; tax; ldb [15]; jeq x: both unknown, equal on the true way
+    // but still unknown (TTL = TOS = 1 passes).
+    v = FlowFilter({{0x30, 0, 0, 22},
+                    {0x07, 0, 0, 0},
+                    {0x30, 0, 0, 15},
+                    {0x1d, 0, 1, 0},
+                    {0x16, 0, 0, 0},
+                    {0x06, 0, 0, 0}},
+                   kEn10mb)
+            .eval(k);
+    EXPECT_TRUE(v.may_accept);
+    EXPECT_TRUE(v.may_reject);
+    // ldx #0; ldb [23]; div x: bpf_filter() returns 0.
+    v = FlowFilter({{0x01, 0, 0, 0}, {0x30, 0, 0, 23}, {0x3c, 0, 0, 0}, {0x06, 0, 0, 1}}, kEn10mb)
+            .eval(k);
+    EXPECT_FALSE(v.may_accept);
+    EXPECT_TRUE(v.may_reject);
+}
+
+}  // namespace
+}  // namespace linecap::index

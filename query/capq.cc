@@ -1,0 +1,101 @@
+/* capq: finds stored packets through the index written beside every
+ * capture file.
+ *
+ *   capq [-r DIR|FILE]... [--since T] [--until T] [-w OUT|-]
+ *        [--format pcap|pcapng] [--explain] [EXPRESSION...]
+ *   capq --flows [--json] [-r DIR|FILE]... [--since T] [--until T] [EXPRESSION...]
+ *   capq --reindex FILE...
+ *
+ * The composition root: options here, the work in commands.cc. No DPDK EAL.
+ */
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "query/commands.hh"
+#include "query/time_spec.hh"
+
+using namespace linecap;
+using namespace linecap::query;
+
+namespace {
+
+const char* kFooter =
+    "Times (T): RFC 3339 (2026-12-06T14:05:00Z, 2026-12-06T15:05:00.5+01:00), Unix seconds\n"
+    "with a fraction (1796565900.25), or relative to now (-500ms, -30s, -15m, -2h, -1d).\n"
+    "The window is since <= timestamp < until, to the nanosecond.\n"
+    "Output: pcap (nanosecond when any input is) or pcapng, in timestamp order across\n"
+    "files; to -w OUT, or to stdout when it is not a terminal. --explain alone prints\n"
+    "the plan and writes no packets. A reader that closes the pipe early ends capq\n"
+    "quietly with exit 0.\n";
+
+int fail(const std::string& msg) {
+    std::fprintf(stderr, "capq: %s\n", msg.c_str());
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    QueryOptions o;
+    std::string since, until, format = "pcap";
+    std::vector<std::string> words;
+    bool flows = false, reindex = false;
+    CLI::App app{"capq: finds stored packets through capd's index", "capq"};
+    app.get_formatter()->label("Usage", "usage");
+    app.footer(kFooter);
+    app.add_option("-r", o.inputs, "capture directory or file (repeatable)")
+        ->type_name("DIR|FILE")
+        ->allow_extra_args(false);
+    app.add_option("--since", since, "first time of the window (inclusive)")->type_name("T");
+    app.add_option("--until", until, "end of the window (exclusive)")->type_name("T");
+    app.add_option("-w", o.out, "output file, - for stdout")->type_name("OUT");
+    app.add_option("--format", format, "output format: pcap or pcapng")
+        ->check(CLI::IsMember({"pcap", "pcapng"}));
+    app.add_flag("--explain", o.explain, "show the plan: files and bytes selected, and why");
+    app.add_flag("--flows", flows, "list the matching flows from the index, no packets");
+    app.add_flag("--json", o.json, "--flows as a JSON array");
+    app.add_flag("--reindex", reindex, "write the index of each FILE given as argument");
+    app.add_option("expression", words, "pcap-filter EXPRESSION (or FILEs with --reindex)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        std::string msg = e.what();
+        for (char& c : msg)
+            if (c == '\n') c = ' ';
+        return fail(msg);
+    }
+    if (reindex) {
+        if (flows || o.explain || !o.inputs.empty() || !o.out.empty())
+            return fail("--reindex takes only FILE arguments");
+        return run_reindex(words);
+    }
+    for (const auto& w : words) o.expression += (o.expression.empty() ? "" : " ") + w;
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    if (!since.empty()) {
+        auto t = parse_time(since, now);
+        if (!t) return fail("--since: " + t.error());
+        o.since_ns = *t < 0 ? 0 : uint64_t(*t);
+    }
+    if (!until.empty()) {
+        auto t = parse_time(until, now);
+        if (!t) return fail("--until: " + t.error());
+        o.until_ns = *t < 0 ? 0 : uint64_t(*t);
+    }
+    o.format = format == "pcapng" ? OutFormat::kPcapng : OutFormat::kPcap;
+    if (o.inputs.empty()) return fail("no input: give -r DIR or -r FILE");
+    if (flows) {
+        if (!o.out.empty()) return fail("--flows writes no packets; -w does not apply");
+        return run_flows(o);
+    }
+    if (o.json) return fail("--json applies to --flows");
+    return run_query(o);
+}

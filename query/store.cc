@@ -1,0 +1,206 @@
+#include "query/store.hh"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "index/builder.hh"
+
+namespace linecap::query {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& t) {
+    return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
+}
+
+std::string leaf_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+Result<std::string> build_index(index::CaptureReader& reader, uint64_t limit, uint64_t& end,
+                                bool& sequential, uint64_t capture_bytes) {
+    const index::CaptureInfo& info = reader.info();
+    std::vector<uint16_t> linktypes;
+    for (const auto& i : info.interfaces) linktypes.push_back(i.linktype);
+    index::IndexBuilder b;
+    b.begin(info.format, linktypes, info.data_start);
+    auto r = reader.for_each(info.data_start, limit, [&](const index::Record& rec) {
+        b.add(rec.offset, rec.rec_bytes, rec.ts_ns, rec.if_id, rec.data, rec.caplen, rec.wirelen);
+        return true;
+    });
+    if (!r) return r.failure();
+    end = std::max(*r, b.end());
+    sequential = reader.sequential();
+    if (sequential) b.mark_sequential();
+    return b.serialize(std::max(end, capture_bytes));
+}
+
+Store::~Store() {
+    for (auto& f : files_) {
+        f.reader.reset();
+        if (f.fd >= 0) ::close(f.fd);
+    }
+}
+
+Result<Store> Store::open(const std::vector<std::string>& inputs) {
+    Store s;
+    for (const auto& in : inputs) {
+        struct stat st;
+        if (::stat(in.c_str(), &st) != 0)
+            return make_error(errno, in + ": " + std::strerror(errno));
+        if (S_ISDIR(st.st_mode)) {
+            if (Status e = s.add_dir(in); !e) return e.failure();
+            continue;
+        }
+        int fd = ::open(in.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) return make_error(errno, in + ": " + std::strerror(errno));
+        const std::string leaf = leaf_of(in);
+        const bool live = leaf.size() > 1 && leaf[0] == '.' && ends_with(leaf, ".partial");
+        if (Status e = s.add_file(fd, in, live, false); !e) return e.failure();
+    }
+    for (uint32_t i = 0; i < s.files_.size(); i++) s.files_[i].order = i;
+    return s;
+}
+
+Status Store::add_dir(const std::string& dir) {
+    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return make_error(errno, dir + ": " + std::strerror(errno));
+    DIR* d = ::fdopendir(dfd);
+    if (d == nullptr) {
+        int e = errno;
+        ::close(dfd);
+        return make_error(e, dir + ": " + std::strerror(e));
+    }
+    std::vector<std::string> names;
+    errno = 0;
+    while (struct dirent* e = ::readdir(d)) {
+        std::string n = e->d_name;
+        if (n != "." && n != "..") names.push_back(n);
+    }
+    if (errno != 0) {
+        int e = errno;
+        ::closedir(d);
+        return make_error(e, dir + ": " + std::strerror(e));
+    }
+    std::sort(names.begin(), names.end());
+    const std::string prefix = dir.empty() || dir.back() == '/' ? dir : dir + "/";
+    Status result;
+    for (const auto& n : names) {
+        const std::string path = prefix + n;
+        if (index::is_index_leaf(n)) continue;
+        const bool hidden = n[0] == '.';
+        const bool live = hidden && ends_with(n, ".partial") && n.size() > 9;
+        if (hidden && !live) {
+            ignored_.push_back({path, "hidden, not a file being written"});
+            continue;
+        }
+        struct stat st;
+        if (::fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno == ENOENT) continue;  // renamed or removed since the listing
+            ignored_.push_back({path, std::strerror(errno)});
+            continue;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            ignored_.push_back({path, "symbolic link, not followed"});
+            continue;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            ignored_.push_back({path, "not a regular file"});
+            continue;
+        }
+        int fd = ::openat(dfd, n.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ENOENT) continue;
+            ignored_.push_back({path, std::strerror(errno)});
+            continue;
+        }
+        if (Status e = add_file(fd, path, live, true); !e) {
+            result = e;
+            break;
+        }
+    }
+    ::closedir(d);
+    return result;
+}
+
+Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir) {
+    auto r = index::CaptureReader::open_fd(fd, path);
+    if (!r) {
+        if (in_dir) {
+            ::close(fd);
+            // A live file may still be too short for its header.
+            if (!live) ignored_.push_back({path, "not a pcap or pcapng file"});
+            return {};
+        }
+        ::close(fd);
+        return make_error(r.code(), r.error().find(path) == std::string::npos
+                                        ? path + ": " + r.error()
+                                        : r.error());
+    }
+    StoreFile f;
+    f.path = path;
+    f.live = live;
+    f.fd = fd;
+    f.reader.emplace(std::move(*r));
+    files_.push_back(std::move(f));
+    return {};
+}
+
+Status Store::index(FILE* warn, bool need_flows) {
+    for (auto& f : files_) {
+        const index::CaptureInfo& info = f.reader->info();
+        std::string why;
+        uint64_t limit = ~0ull;
+        auto loaded = index::Index::load(index::index_path_for(f.path), info.size);
+        if (!loaded) {
+            why = loaded.code() == ENOENT ? "no index" : loaded.error();
+        } else {
+            const index::IndexHeader& h = loaded->header();
+            if (h.format != uint32_t(info.format) || h.data_start != info.data_start) {
+                why = "index does not describe this file";
+            } else if (loaded->live() && !f.live) {
+                why = "live index beside a closed file";
+            } else if (!loaded->live() && h.capture_bytes != info.size) {
+                why = "stale index: describes " + std::to_string(h.capture_bytes) +
+                      " bytes, file has " + std::to_string(info.size);
+            } else if (loaded->live() && need_flows) {
+                // Blocks only: the flows come from reading the valid part.
+                limit = h.capture_bytes;
+            } else {
+                f.valid_end = loaded->live() ? h.capture_bytes : info.size;
+                f.sequential = h.flags & index::kIndexSequential;
+                f.index = std::move(*loaded);
+                f.indexed = f.has_index = true;
+                continue;
+            }
+        }
+        if (!why.empty()) {
+            f.scan_reason = why;
+            std::fprintf(warn, "capq: warning: %s: %s; scanning\n", f.path.c_str(), why.c_str());
+        } else {
+            f.scan_reason = "live file";
+        }
+        uint64_t end = 0;
+        bool seq = false;
+        auto built = build_index(*f.reader, limit, end, seq);
+        if (!built) return built.failure();
+        auto idx = index::Index::from_bytes(std::move(*built), ~0ull);
+        if (!idx) return make_error(idx.code(), f.path + ": " + idx.error());
+        f.index = std::move(*idx);
+        f.has_index = true;
+        f.valid_end = end;
+        f.sequential = seq;
+    }
+    return {};
+}
+
+}  // namespace linecap::query

@@ -1,0 +1,85 @@
+/* The files a query reads, each with the index that says where to look.
+ *
+ * Store::open() takes capq's -r arguments: a directory gives its regular
+ * files (not recursive; symbolic links not followed) that open as pcap or
+ * pcapng captures, sorted by name; anything else there is listed in
+ * ignored() for --explain; index files are skipped; a hidden
+ * ".NAME.partial" is the file being written (live). A FILE argument is
+ * opened as given. Errors (one line for capq to print): a directory or file
+ * that cannot be opened, a FILE that is not a capture.
+ *
+ * Store::index() gives every file an index: the one beside it when it
+ * loads, is whole, of this version, and describes the file as it is now;
+ * otherwise it warns once ("capq: warning: FILE: no index; scanning") and
+ * builds one in memory by reading the file. A live file is read up to its
+ * live index's capture_bytes, or without one to its last whole record.
+ *
+ * One thread; the Store owns the descriptors of its files.
+ */
+#pragma once
+
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hh"
+#include "index/capture_reader.hh"
+#include "index/index_file.hh"
+
+namespace linecap::query {
+
+struct StoreFile {
+    std::string path;
+    uint32_t order = 0;   // position among the inputs (the merge's tie-break)
+    bool live = false;    // a hidden ".NAME.partial" being written
+    int fd = -1;
+    std::optional<index::CaptureReader> reader;
+    index::Index index;
+    bool indexed = false;     // index read from its file (not built here)
+    bool has_index = false;   // index valid (read or built)
+    std::string scan_reason;  // why the file was read instead ("" when indexed)
+    bool sequential = false;  // read from data_start in order only
+    uint64_t valid_end = 0;   // whole records end here (ranges stop at it)
+};
+
+struct IgnoredFile {
+    std::string path;
+    std::string why;
+};
+
+class Store {
+public:
+    static Result<Store> open(const std::vector<std::string>& inputs);
+
+    Store() = default;
+    Store(Store&&) = default;
+    Store& operator=(Store&&) = default;
+    ~Store();
+
+    /* Loads or builds every file's index; warnings go to `warn`.
+     * need_flows: a live index (blocks only) is replaced by one built in
+     * memory, quietly. An I/O error reading a file is an error. */
+    Status index(FILE* warn, bool need_flows);
+
+    std::vector<StoreFile>& files() { return files_; }
+    const std::vector<IgnoredFile>& ignored() const { return ignored_; }
+
+private:
+    Status add_dir(const std::string& dir);
+    Status add_file(int fd, const std::string& path, bool live, bool in_dir);
+
+    std::vector<StoreFile> files_;
+    std::vector<IgnoredFile> ignored_;
+};
+
+/* Builds the index of reader's records from data_start up to `limit`
+ * (~0ull: the end). Returns the serialized index, describing
+ * max(capture_bytes, end) bytes; `end` gets the offset
+ * where the whole records end, `sequential` whether the file can only be
+ * read in order (marked in the index too). */
+Result<std::string> build_index(index::CaptureReader& reader, uint64_t limit, uint64_t& end,
+                                bool& sequential, uint64_t capture_bytes = 0);
+
+}  // namespace linecap::query
