@@ -300,10 +300,10 @@ class QueryBench:
         a = self.a
         res = {"dd": [self.cb.dd("shm", [], 2048), self.cb.dd("disk", ["oflag=direct"], 2048)],
                "shm_64": [], "disk_1514": []}
-        modes = [("index", [])]
         if self.no_index:
-            modes.append(("no-index", ["--no-index"]))
+            modes = [("index", []), ("no-index", ["--no-index"])]
         else:
+            modes = [("capd-without-index-support", [])]
             self.note("capd has no --no-index: capture cost measured with today's capd only")
         ring = ["-C", "1000", "-W", "3"]
         for rep in range(a.reps):
@@ -524,6 +524,9 @@ class QueryBench:
             if self.capq:
                 capq_cmd = [self.capq, "-r", self.store_dir()] + window + ([expr] if expr else [])
                 q["capq_command"] = " ".join(capq_cmd)
+                rc, out, err = capbench.run(capq_cmd[:1] + ["--explain"] + capq_cmd[1:],
+                                            a.command_timeout)
+                q["capq_explain"] = (out + err).splitlines()[:80]
             if scan:
                 q["scan_command"] = (" ".join(scan[0]).replace(files[0], "FILE") +
                                      f"  (for each of the {len(files)} files)")
