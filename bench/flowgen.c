@@ -3,7 +3,8 @@
  *
  *   flowgen -o FILE [--flows N] [--max-bytes SIZE] [--duration S] [--start T]
  *           [--seed N] [--micro] [--ipv6-pct P] [--vlan-pct P] [--udp-pct P]
- *           [--frame-size B] [--max-flow-packets N] [--summary FILE]
+ *           [--frame-size B] [--max-flow-packets N] [--flow-scale K]
+ *           [--summary FILE]
  *
  * The mix (bench/README.md says why):
  *   - N flows (default 1,000,000), each a 5-tuple between addresses in
@@ -13,9 +14,10 @@
  *     client first, so each flow is a conversation;
  *   - --vlan-pct of the flows (10) carry an 802.1Q tag, one in ten of those
  *     a second one (QinQ, outer 0x88a8);
- *   - packets per flow from a Pareto distribution, shape 1.2, scale 1,
- *     rounded down, capped at --max-flow-packets (100,000): most flows are
- *     one or two packets, a few carry most of the bytes;
+ *   - packets per flow from a Pareto distribution, shape 1.2, scale
+ *     --flow-scale (1), rounded down, capped at --max-flow-packets
+ *     (100,000): at scale 1 most flows are one or two packets, a few carry
+ *     most of the bytes;
  *   - frame sizes from simple IMIX, 7:4:1 of 60, 572 and 1514 bytes (the
  *     64/576/1518 of the wire less the FCS), or all --frame-size;
  *   - flows start as a Poisson process over the first 90 % of --duration
@@ -247,7 +249,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: flowgen -o FILE [--flows N] [--max-bytes SIZE] [--duration S] [--start T]\n"
             "               [--seed N] [--micro] [--ipv6-pct P] [--vlan-pct P] [--udp-pct P]\n"
-            "               [--frame-size B] [--max-flow-packets N] [--summary FILE]\n");
+            "               [--frame-size B] [--max-flow-packets N] [--flow-scale K]\n"
+            "               [--summary FILE]\n");
 }
 
 static int parse_u64(const char* s, uint64_t* out) {
@@ -308,7 +311,7 @@ int main(int argc, char** argv) {
     const char* summary_path = NULL;
     uint64_t flows = 1000000, max_bytes = 4ULL << 30, duration_s = 600, seed = 1;
     uint64_t start_s = 1767225600;  // 2026-01-01T00:00:00Z
-    uint64_t frame_size = 0, max_flow_packets = 100000;
+    uint64_t frame_size = 0, max_flow_packets = 100000, flow_scale = 1;
     int micro = 0;
     Mix mix = {0, 20, 10, 30};
     enum {
@@ -323,7 +326,8 @@ int main(int argc, char** argv) {
         kUdp,
         kSize,
         kMaxFlow,
-        kSummary
+        kSummary,
+        kScale
     };
     static const struct option opts[] = {
         {"flows", required_argument, 0, kFlows},
@@ -338,6 +342,7 @@ int main(int argc, char** argv) {
         {"frame-size", required_argument, 0, kSize},
         {"max-flow-packets", required_argument, 0, kMaxFlow},
         {"summary", required_argument, 0, kSummary},
+        {"flow-scale", required_argument, 0, kScale},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -363,6 +368,9 @@ int main(int argc, char** argv) {
                       max_flow_packets > UINT32_MAX;
                 break;
             case kSummary: summary_path = optarg; break;
+            case kScale:
+                bad = parse_u64(optarg, &flow_scale) || flow_scale == 0 || flow_scale > 1000;
+                break;
             case 'h': usage(); return 0;
             default: usage(); return 1;
         }
@@ -408,7 +416,8 @@ int main(int argc, char** argv) {
             f.id = (uint32_t)started++;
             f.next_ns = (uint64_t)next_start;
             f.sent = 0;
-            double x = 1.0 / pow(rng_unit(&rng), 1.0 / 1.2);  // Pareto(1, 1.2)
+            // Pareto(flow_scale, 1.2)
+            double x = (double)flow_scale / pow(rng_unit(&rng), 1.0 / 1.2);
             f.total = x >= (double)max_flow_packets ? (uint32_t)max_flow_packets : (uint32_t)x;
             double gap = exp(log_lo + (log_hi - log_lo) * rng_unit(&rng));
             double room = (double)(dur_ns - f.next_ns) / (f.total + 1);
