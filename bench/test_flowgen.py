@@ -178,6 +178,12 @@ class Flowgen(unittest.TestCase):
         self.assertIn("No such file", p.stderr.decode())
 
 
+    def test_flow_scale_makes_longer_flows(self):
+        _, one = self.gen("scale1", "--flows", "20000")
+        _, four = self.gen("scale4", "--flows", "20000", "--flow-scale", "4")
+        self.assertGreater(four["packets"] / four["flows"], 2.5 * one["packets"] / one["flows"])
+
+
 class Digest(unittest.TestCase):
     """The identity check query_bench makes between capq's and tcpdump's
     outputs must tell different record sets apart and ignore order."""
@@ -246,6 +252,36 @@ class Digest(unittest.TestCase):
         self.assertEqual(self.digest(["cat", cut])["error"], "cut record")
         self.assertEqual(self.digest(["true"])["packets"], 0)
         self.assertIn("exited", self.digest(["false"])["error"] or "")
+
+
+class QuickRun(unittest.TestCase):
+    """query_bench end to end on a tiny store: three queries measured; when
+    capq is built, its outputs must equal tcpdump's/editcap's (query_bench
+    exits 1 otherwise)."""
+
+    def test_tiny_store(self):
+        if not (os.access(CAPD, os.X_OK) and shutil.which("tcpdump")):
+            self.skipTest("needs capd and tcpdump")
+        with tempfile.TemporaryDirectory() as out:
+            p = subprocess.run([sys.executable, os.path.join(HERE, "query_bench.py"),
+                                "--build-dir", BUILD, "--out", out, "--disk-dir", out,
+                                "--only", "query", "--store-gb", "0.06", "--file-mb", "20",
+                                "--flows", "20000", "--flowgen-duration", "60", "--no-cold"],
+                               capture_output=True, timeout=600)
+            self.assertEqual(p.returncode, 0, (p.stdout + p.stderr).decode()[-3000:])
+            with open(os.path.join(out, "query_bench.json")) as f:
+                r = json.load(f)
+            q = r["query"]
+            self.assertGreaterEqual(q["store"]["capture_files"], 3)
+            self.assertEqual([x["query"] for x in q["queries"]],
+                             ["one flow by 5-tuple", "one minute, no expression", "tcp"])
+            for x in q["queries"]:
+                self.assertGreater(x["scan_output"]["packets"], 0, x["query"])
+                self.assertIsNone(x["scan_output"]["error"], x["query"])
+                if os.access(os.path.join(BUILD, "query", "capq"), os.X_OK):
+                    self.assertTrue(x["identical"], x)
+                    self.assertTrue(x["capq_output"]["in_order"], x["query"])
+            self.assertFalse(os.path.exists(os.path.join(out, "query-bench-store")))
 
 
 class Refusal(unittest.TestCase):
