@@ -95,8 +95,14 @@ inline uint32_t IndexBuilder::find_or_insert(const FlowKey& k, uint64_t h, uint6
     return fi;
 }
 
-void IndexBuilder::add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t if_id,
-                       const uint8_t* frame, uint32_t caplen, uint32_t wirelen) {
+inline void IndexBuilder::count_record(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns,
+                                       uint32_t wirelen) {
+    if (offset > end_) {
+        // Bytes the caller skipped (pcapng blocks that are not packets)
+        // belong to the blocks, which leave no gap.
+        if (blocks_.empty()) start_block(end_);
+        blocks_.back().bytes += static_cast<uint32_t>(offset - end_);
+    }
     if (blocks_.empty() || blocks_.back().bytes >= block_bytes_) start_block(offset);
     BlockEntry& b = blocks_.back();
     b.bytes += rec_bytes;
@@ -113,11 +119,9 @@ void IndexBuilder::add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint
     }
     packets_++;
     wire_bytes_ += wirelen;
+}
 
-    uint16_t linktype = if_id < linktypes_.size() ? linktypes_[if_id] : 0;
-    FlowKey k;
-    make_flow_key(linktype, frame, caplen, k);
-    uint32_t fi = find_or_insert(k, hash_flow_key(k), ts_ns);
+inline void IndexBuilder::count_flow(uint32_t fi, uint64_t ts_ns, uint32_t wirelen) {
     FlowEntry& f = flows_[fi];
     f.first_ns = std::min(f.first_ns, ts_ns);
     f.last_ns = std::max(f.last_ns, ts_ns);
@@ -131,9 +135,78 @@ void IndexBuilder::add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint
     }
 }
 
+void IndexBuilder::add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t if_id,
+                       const uint8_t* frame, uint32_t caplen, uint32_t wirelen) {
+    count_record(offset, rec_bytes, ts_ns, wirelen);
+    uint16_t linktype = if_id < linktypes_.size() ? linktypes_[if_id] : 0;
+    FlowKey k;
+    make_flow_key(linktype, frame, caplen, k);
+    count_flow(find_or_insert(k, hash_flow_key(k), ts_ns), ts_ns, wirelen);
+}
+
+struct IndexBuilder::Pending {
+    uint64_t offset;
+    uint64_t ts_ns;
+    const uint8_t* frame;
+    uint32_t rec_bytes, if_id, caplen, wirelen;
+};
+
+namespace {
+constexpr size_t kBatch = 64;
+constexpr size_t kAhead = 8;  // records between a prefetch and its use
+constexpr uint32_t kNoFlow = ~0u;
+}  // namespace
+
+/* add() for n records, pipelined so that the table's and the flows' cache
+ * misses of several records overlap instead of following one another:
+ * record i gets its key and hash (prefetching its table slot) while record
+ * i - 8 reads its slot (prefetching the flow it names) and record i - 16 is
+ * counted. With a million flows the table and the flows are far larger
+ * than the caches. */
+void IndexBuilder::add_batch(const Pending* p, size_t n) {
+    FlowKey keys[kBatch];
+    uint64_t hash[kBatch];
+    uint32_t cand[kBatch];
+    for (size_t i = 0; i < n + 2 * kAhead; i++) {
+        if (i < n) {
+            uint16_t lt = p[i].if_id < linktypes_.size() ? linktypes_[p[i].if_id] : 0;
+            make_flow_key(lt, p[i].frame, p[i].caplen, keys[i]);
+            // Runs of one flow (one worker's burst) hash once.
+            hash[i] = i != 0 && keys[i] == keys[i - 1] ? hash[i - 1] : hash_flow_key(keys[i]);
+            __builtin_prefetch(&table_[hash[i] & table_mask_]);
+        }
+        if (i >= kAhead && i - kAhead < n) {
+            size_t j = i - kAhead;
+            uint64_t e = table_[hash[j] & table_mask_];
+            cand[j] = kNoFlow;
+            if (e != 0 && (e >> 32) == (hash[j] >> 32)) {
+                cand[j] = static_cast<uint32_t>(e) - 1;
+                const auto* f = reinterpret_cast<const char*>(&flows_[cand[j]]);
+                __builtin_prefetch(f);
+                __builtin_prefetch(f + 64);
+                __builtin_prefetch(f + sizeof(FlowEntry) - 1);
+            }
+        }
+        if (i >= 2 * kAhead) {
+            size_t j = i - 2 * kAhead;
+            const Pending& r = p[j];
+            count_record(r.offset, r.rec_bytes, r.ts_ns, r.wirelen);
+            // The slot read above is only a guess: a flow added since, a
+            // collision or a longer probe all go through find_or_insert().
+            uint32_t fi =
+                cand[j] != kNoFlow && cand[j] < flows_.size() && flows_[cand[j]].key == keys[j]
+                    ? cand[j]
+                    : find_or_insert(keys[j], hash[j], r.ts_ns);
+            count_flow(fi, r.ts_ns, r.wirelen);
+        }
+    }
+}
+
 void IndexBuilder::add_records(const uint8_t* buf, size_t len, uint64_t offset) {
     const uint8_t* p = buf;
     const uint8_t* e = buf + len;
+    Pending batch[kBatch];
+    size_t n = 0;
     if (format_ == CaptureFormat::kPcapng) {
         while (e - p >= 12) {
             uint32_t type = rd32(p), total = rd32(p + 4);
@@ -143,8 +216,14 @@ void IndexBuilder::add_records(const uint8_t* buf, size_t len, uint64_t offset) 
                 uint32_t caplen = rd32(p + 20);
                 if (caplen > total - 32) caplen = total - 32;
                 uint64_t ts = uint64_t(rd32(p + 12)) << 32 | rd32(p + 16);
-                add(at, total, ts, rd32(p + 8), p + 28, caplen, rd32(p + 24));
+                batch[n++] = {at, ts, p + 28, total, rd32(p + 8), caplen, rd32(p + 24)};
+                if (n == kBatch) {
+                    add_batch(batch, n);
+                    n = 0;
+                }
             } else {
+                add_batch(batch, n);
+                n = 0;
                 // Not a packet: its bytes still belong to the blocks, which
                 // leave no gap. A section or interface block here means the
                 // blocks after it cannot be read alone.
@@ -155,6 +234,7 @@ void IndexBuilder::add_records(const uint8_t* buf, size_t len, uint64_t offset) 
             }
             p += total;
         }
+        add_batch(batch, n);
         return;
     }
     uint64_t frac_ns = format_ == CaptureFormat::kPcapNano ? 1 : 1000;
@@ -162,9 +242,14 @@ void IndexBuilder::add_records(const uint8_t* buf, size_t len, uint64_t offset) 
         uint32_t caplen = rd32(p + 8);
         if (caplen > size_t(e - p) - 16) break;
         uint64_t ts = uint64_t(rd32(p)) * 1000000000u + uint64_t(rd32(p + 4)) * frac_ns;
-        add(offset + uint64_t(p - buf), 16 + caplen, ts, 0, p + 16, caplen, rd32(p + 12));
+        batch[n++] = {offset + uint64_t(p - buf), ts, p + 16, 16 + caplen, 0, caplen, rd32(p + 12)};
+        if (n == kBatch) {
+            add_batch(batch, n);
+            n = 0;
+        }
         p += 16 + caplen;
     }
+    add_batch(batch, n);
 }
 
 void IndexBuilder::truncate(uint64_t file_bytes) {
@@ -266,12 +351,13 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
 
     std::string out(size, '\0');
     auto* base = reinterpret_cast<uint8_t*>(out.data());
-    std::memcpy(base + h.blocks_offset, blocks_.data(), blocks_.size() * sizeof(BlockEntry));
+    if (!blocks_.empty())
+        std::memcpy(base + h.blocks_offset, blocks_.data(), blocks_.size() * sizeof(BlockEntry));
     // Counting sort of the postings by flow: the flows' starts are the
     // prefix sums of their counts; arrival order keeps each flow's block
     // numbers ascending.
     auto* flows = reinterpret_cast<FlowEntry*>(base + h.flows_offset);
-    std::memcpy(flows, flows_.data(), flows_.size() * sizeof(FlowEntry));
+    if (!flows_.empty()) std::memcpy(flows, flows_.data(), flows_.size() * sizeof(FlowEntry));
     uint32_t at = 0;
     for (size_t i = 0; i < flows_.size(); i++) {
         flows[i].postings = at;
@@ -310,7 +396,7 @@ std::string IndexBuilder::serialize_live(uint64_t valid_bytes) const {
     h.flows_offset = h.blocks_offset + n * sizeof(BlockEntry);
     h.postings_offset = h.flows_offset;
     std::string out(h.postings_offset, '\0');
-    std::memcpy(out.data() + h.blocks_offset, blocks_.data(), n * sizeof(BlockEntry));
+    if (n != 0) std::memcpy(out.data() + h.blocks_offset, blocks_.data(), n * sizeof(BlockEntry));
     seal(out, h);
     return out;
 }

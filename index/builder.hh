@@ -37,7 +37,9 @@ public:
     /* One record: it starts at file offset `offset` and takes rec_bytes
      * (header, packet, padding, trailer); ts_ns since the epoch; if_id its
      * interface (0 for pcap); `frame` its caplen captured bytes; wirelen the
-     * original length. Records must come in file order, contiguous. */
+     * original length. Records must come in file order; bytes skipped
+     * between two of them (pcapng blocks that are not packets) are counted
+     * in the blocks, which cover the file without a gap. */
     void add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t if_id,
              const uint8_t* frame, uint32_t caplen, uint32_t wirelen);
 
@@ -90,7 +92,11 @@ private:
     std::vector<uint64_t> table_;
     uint64_t table_mask_ = 0;
 
+    struct Pending;  // a record add_records() has parsed, not yet added
     void start_block(uint64_t offset);
+    void count_record(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t wirelen);
+    void count_flow(uint32_t flow, uint64_t ts_ns, uint32_t wirelen);
+    void add_batch(const Pending* p, size_t n);
     uint32_t find_or_insert(const FlowKey& k, uint64_t hash, uint64_t ts_ns);
     void grow_table();
     void rebuild_table();

@@ -10,10 +10,11 @@ if [ ! -f build-fuzz/build.ninja ]; then
 		-Dfuzzing=true -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
 fi
 ninja -C build-fuzz tests/fuzz/fuzz_ctl_protocol tests/fuzz/fuzz_filter_frontend \
-	tests/fuzz/fuzz_pcap_encoder tests/fuzz/fuzz_recover_scan >/dev/null
+	tests/fuzz/fuzz_pcap_encoder tests/fuzz/fuzz_recover_scan \
+	tests/fuzz/fuzz_index_file tests/fuzz/fuzz_capture_reader >/dev/null
 mkdir -p build-fuzz/crashes
 status=0
-for t in ctl_protocol filter_frontend pcap_encoder recover_scan; do
+for t in ctl_protocol filter_frontend pcap_encoder recover_scan index_file capture_reader; do
 	work=build-fuzz/corpus/$t
 	rm -rf "$work"
 	mkdir -p "$work"

@@ -336,6 +336,27 @@ TEST(Builder, PcapngInterfacesAndSequential) {
     EXPECT_EQ(r->blocks().back().offset + r->blocks().back().bytes, 100 + recs.size() + 20);
 }
 
+/* capq --reindex adds the records the reader returns; pcapng blocks that
+ * are not packets lie between them. */
+TEST(Builder, SkippedBytesBelongToTheBlocks) {
+    IndexBuilder b(200);
+    uint16_t lt[1] = {1};
+    b.begin(CaptureFormat::kPcapng, lt, 100);
+    auto f = udp_frame(3, 60);
+    uint64_t at = 100 + 32;  // a name resolution block first
+    for (int i = 0; i < 20; i++) {
+        b.add(at, 96, 1000 + i, 0, f.data(), 60, 60);
+        at += 96 + (i % 3 == 0 ? 28 : 0);
+    }
+    auto r = Index::from_bytes(b.serialize(at), at);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->blocks().front().offset, 100u);
+    EXPECT_GT(r->blocks().size(), 3u);
+    const BlockEntry& last = r->blocks().back();
+    EXPECT_EQ(last.offset + last.bytes, b.end());
+    EXPECT_EQ(r->header().packets, 20u);
+}
+
 std::string sample_index(uint64_t* capture_bytes = nullptr) {
     Capture c = make_capture(storage::Format::kPcapng, 600, 40);
     IndexBuilder b(2048);
