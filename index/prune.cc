@@ -78,15 +78,24 @@ Tnum t_xor(Tnum a, Tnum b) {
 /* The abstract packet: byte i of every packet of the flow has the bits of
  * val[i] where known[i] is set; every packet has at least min_len captured
  * bytes (the end of the last byte the key fixes, or of a header the walker
- * required to be captured). Bytes past kModelBytes are unknown. */
+ * required to be captured). Only the first lim = min(min_len, kModelBytes)
+ * bytes are stored (and zeroed): every byte past them is unknown. */
 constexpr uint32_t kModelBytes = 160;
 struct Model {
     uint8_t val[kModelBytes];
     uint8_t known[kModelBytes];
     uint32_t min_len;
+    uint32_t lim;
 
+    void start(uint32_t len) {
+        min_len = len;
+        lim = len < kModelBytes ? len : kModelBytes;
+        // A variable-length memset: glibc's vector stores, not rep stos.
+        std::memset(val, 0, lim);
+        std::memset(known, 0, lim);
+    }
     void set8(uint32_t at, uint8_t v, uint8_t mask = 0xff) {
-        if (at >= kModelBytes) return;
+        if (at >= lim) return;
         val[at] = v & mask;
         known[at] = mask;
     }
@@ -102,7 +111,7 @@ struct Model {
         for (uint32_t i = 0; i < size; i++) {
             r.v <<= 8;
             r.m <<= 8;
-            if (at + i < kModelBytes) {
+            if (at + i < lim) {
                 r.v |= val[at + i];
                 r.m |= static_cast<uint8_t>(~known[at + i]);
             } else {
@@ -117,8 +126,6 @@ struct Model {
 /* Fills m from k; false if the key is not one make_flow_key() produces (a
  * damaged index), which the caller answers "may accept, may reject". */
 bool build_model(const FlowKey& k, Model& m) {
-    std::memset(m.val, 0, sizeof(m.val));
-    std::memset(m.known, 0, sizeof(m.known));
     uint32_t type_at;  // the first type field of the link header; 0: raw IP
     switch (k.linktype) {
         case 1: type_at = 12; break;    // DLT_EN10MB
@@ -128,26 +135,40 @@ bool build_model(const FlowKey& k, Model& m) {
         case 101: type_at = 0; break;   // LINKTYPE_RAW
         default: return false;
     }
-    uint32_t l3 = 0;
+    if (k.vlan_tags > 2) return false;
+    const uint32_t l3 = type_at == 0 ? 0 : type_at + 4u * k.vlan_tags + 2;
+    if (k.l3_offset != l3) return false;
+    const uint32_t l4 = l3 + k.l4_offset;
+    if (k.kind == FlowKind::kLink) {
+        if (type_at == 0) return false;
+        m.start(l3);
+    } else if (k.kind == FlowKind::kIp) {
+        if (k.ip_version == 4) {
+            if (k.l4_offset < 20 || k.l4_offset > 60 || k.l4_offset % 4 != 0) return false;
+        } else if (k.ip_version != 6 || k.l4_offset < 40) {
+            return false;
+        }
+        // The walker required the IP header, its options and extension
+        // headers captured, and the whole TCP (20) or UDP (8) header when it
+        // gave ports.
+        uint32_t end = l4;
+        if (k.flags & kFlowHasPorts) end += k.proto == 6 ? 20 : k.proto == 17 ? 8 : 4;
+        m.start(end);
+    } else {
+        return false;
+    }
     if (type_at != 0) {
-        if (k.vlan_tags > 2) return false;
         // Tags: TPID known, then PCP and DEI unknown, the VID known.
         for (uint32_t i = 0; i < k.vlan_tags; i++) {
             m.set16(type_at + 4 * i, k.tpid[i]);
             m.set8(type_at + 4 * i + 2, static_cast<uint8_t>(k.vid[i] >> 8 & 0x0f), 0x0f);
             m.set8(type_at + 4 * i + 3, static_cast<uint8_t>(k.vid[i]));
         }
-        l3 = type_at + 4u * k.vlan_tags + 2;
         m.set16(l3 - 2, k.ethertype);
     }
-    if (k.l3_offset != l3) return false;
-    m.min_len = l3;
-    if (k.kind == FlowKind::kLink) return type_at != 0;
-    if (k.kind != FlowKind::kIp) return false;
+    if (k.kind == FlowKind::kLink) return true;
 
-    const uint32_t l4 = l3 + k.l4_offset;
     if (k.ip_version == 4) {
-        if (k.l4_offset < 20 || k.l4_offset > 60 || k.l4_offset % 4 != 0) return false;
         m.set8(l3, static_cast<uint8_t>(0x40 | k.l4_offset / 4));
         if (!(k.flags & kFlowLaterFragment)) {
             // Fragment offset zero; the reserved bit, DF and MF unknown.
@@ -157,22 +178,15 @@ bool build_model(const FlowKey& k, Model& m) {
         m.set8(l3 + 9, k.first_nxt);
         m.set_bytes(l3 + 12, k.src, 4);
         m.set_bytes(l3 + 16, k.dst, 4);
-    } else if (k.ip_version == 6) {
-        if (k.l4_offset < 40) return false;
+    } else {
         m.set8(l3, 0x60, 0xf0);
         m.set8(l3 + 6, k.first_nxt);
         m.set_bytes(l3 + 8, k.src, 16);
         m.set_bytes(l3 + 24, k.dst, 16);
-    } else {
-        return false;
     }
-    // The walker required the IP header, its options and extension headers
-    // captured, and the whole TCP (20) or UDP (8) header when it gave ports.
-    m.min_len = l4;
     if (k.flags & kFlowHasPorts) {
         m.set16(l4, k.sport);
         m.set16(l4 + 2, k.dport);
-        m.min_len = l4 + (k.proto == 6 ? 20 : k.proto == 17 ? 8 : 4);
     }
     return true;
 }

@@ -23,8 +23,11 @@
  * evaluation is bounded (programs with more than kMaxPaths paths give
  * may_accept = may_reject = true).
  *
- * eval() never allocates; a few ns per instruction on the path. Any thread
- * (const).
+ * eval() never allocates; a few ns per instruction on the path: about 60 ns
+ * per flow for a 5-tuple filter on a flow it rejects, 135 ns on one it
+ * accepts (bench/prune_bench: Eval/five_tuple, Eval/five_tuple_match; 2-vCPU
+ * EPYC VM, bpf_filter() on one packet: 10 ns). About 40 KB of stack (the
+ * pending paths). Any thread (const).
  */
 #pragma once
 
