@@ -245,6 +245,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_flag("--direct", o.direct,
                  "write files with O_DIRECT, past the page cache, through a 4 KiB-aligned "
                  "staging buffer");
+    app.add_flag("--no-index", o.no_index,
+                 "write no index beside each file (capq then reads the whole files)");
     app.add_option("--write-behind", o.write_behind_mb,
                    "MiB of a disk file in writeback before a helper thread waits for the "
                    "oldest and drops it from the page cache (default 256; 0: leave it to the "

@@ -85,6 +85,7 @@ struct Options {
     bool reuse_files = false;        // --reuse-files: overwrite the displaced file's storage
     bool direct = false;             // --direct: O_DIRECT writes, past the page cache
     bool preallocate = false;        // --preallocate: claim the -C x -W ring at start
+    bool no_index = false;           // --no-index: no index beside the files
     uint32_t write_behind_mb = 256;  // page cache a disk file may hold ahead of the disk; 0: off
     std::string run_as_user;         // -Z: drop to this user after set-up
     uid_t run_as_uid = static_cast<uid_t>(-1);  // -Z's ids, resolved at start (-1: none)

@@ -467,6 +467,9 @@ Summary Pipeline::collect() const {
         else if (st.writeback_errors.load())
             s.errors.push_back("the disk did not keep written data: " + ws.error);
         ws.command_failures = w->command_failures();
+        ws.index_files = st.index_files.load();
+        ws.index_bytes = st.index_bytes.load();
+        ws.index_errors = st.index_errors.load();
         if (ws.command_failures)
             s.errors.push_back(std::to_string(ws.command_failures) + " -z command" +
                                (ws.command_failures == 1 ? "" : "s") +

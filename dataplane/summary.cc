@@ -43,6 +43,22 @@ std::string summary_text(const Summary& s) {
             out += buf;
         }
     }
+    // The index beside the files: its size against the capture's.
+    uint64_t idx_files = 0, idx_bytes = 0, idx_errors = 0;
+    for (const auto& w : s.writers) {
+        idx_files += w.index_files;
+        idx_bytes += w.index_bytes;
+        idx_errors += w.index_errors;
+    }
+    if (idx_files || idx_errors) {
+        snprintf(
+            buf, sizeof(buf), "capd: index: %llu file%s, %llu bytes (%.1f %% of capture bytes)",
+            (unsigned long long)idx_files, idx_files == 1 ? "" : "s", (unsigned long long)idx_bytes,
+            s.bytes_written ? 100.0 * double(idx_bytes) / double(s.bytes_written) : 0.0);
+        out += buf;
+        if (idx_errors) out += ", " + std::to_string(idx_errors) + " not written";
+        out += "\n";
+    }
     for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
     return out;
 }
@@ -102,6 +118,9 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"disk_drops", w.disk_drops},
                                 {"disk_errors", w.disk_errors},
                                 {"command_failures", w.command_failures},
+                                {"index_files", w.index_files},
+                                {"index_bytes", w.index_bytes},
+                                {"index_errors", w.index_errors},
                                 {"error", w.error}});
     j["rules"] = json::array();
     for (const auto& r : s.rules)

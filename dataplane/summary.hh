@@ -34,6 +34,7 @@ struct WriterSummary {
     uint64_t packets = 0, bytes = 0, files = 0, chunks = 0, disk_drops = 0, disk_errors = 0;
     std::string error;
     uint64_t command_failures = 0;  // -z commands not started, non-zero or killed
+    uint64_t index_files = 0, index_bytes = 0, index_errors = 0;  // indexes beside the files
 };
 
 struct RuleSummary {

@@ -25,6 +25,7 @@ storage::WriterConfig writer_config(const Options& o, unsigned writer_index) {
     cfg.test_delay_for_s = o.test_writer_delay_for_s;
     cfg.fsync_on_close = o.fsync;
     cfg.write_behind_bytes = uint64_t(o.write_behind_mb) << 20;
+    cfg.index = !o.no_index;
     return cfg;
 }
 

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <thread>
 
+#include "index/index_file.hh"
 #include "storage/recover.hh"
 #include "storage/spawn.hh"
 
@@ -48,6 +49,26 @@ unsigned digits(uint32_t n) {
 }
 
 std::string errno_text(int err) { return std::strerror(err); }
+
+bool ends_with(const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+/* The index files of one capture leaf: its index (final or live) and that
+ * index while it is written. */
+std::string index_temp_for(const std::string& index_leaf) { return index_leaf + ".partial"; }
+
+/* Whether the entry is capd's own regular file, which it may remove. */
+bool own_file(int dfd, const std::string& leaf, uid_t owner) {
+    struct stat st;
+    return fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           foreign_entry(st, owner).empty();
+}
+
+bool exists(int dfd, const std::string& leaf) {
+    struct stat st;
+    return fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
 
 int write_zeros(int fd, uint64_t bytes) {
     static const std::vector<char> zeros(1 << 20);
@@ -203,6 +224,7 @@ void FileSet::recover_stale() {
     std::vector<std::string> hidden;
     while (struct dirent* e = readdir(d)) {
         std::string n = e->d_name;
+        if (ends_with(n, ".idx") || ends_with(n, ".idx.partial")) continue;  // below
         if (n.size() < 1 + prefix.size() + suffix.size() || n[0] != '.' ||
             n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0 ||
             n.compare(1, prefix.size(), prefix) != 0)
@@ -226,6 +248,61 @@ void FileSet::recover_stale() {
                      "capd: %s: removed %u empty hidden file%s left by a run that did not "
                      "finish (unused --preallocate spares, or cut before their header)\n",
                      dir.c_str(), spares, spares == 1 ? "" : "s");
+    // After the recovery: a live index whose hidden file it published or
+    // removed is stale now.
+    remove_stale_indexes(dfd, dir, prefix, timed);
+}
+
+/* The index files a run that did not finish left under names this set
+ * writes: an index being written (".X.idx.partial"), a live index whose
+ * hidden file is gone (recovered above: a recovered file has no index), an
+ * index whose capture file is gone (a kill between writing it and naming
+ * the file, whose hidden file was then recovered). Only capd's own regular
+ * files; one line for all. */
+void FileSet::remove_stale_indexes(int dfd, const std::string& dir, const std::string& prefix,
+                                   bool timed) {
+    int rd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
+    if (!d) {
+        if (rd >= 0) ::close(rd);
+        return;
+    }
+    // The capture leaf an index leaf belongs to must be one of this set's
+    // names (hidden or final).
+    auto ours = [&](const std::string& capture) {
+        std::string c = capture;
+        if (c.size() > 1 && c[0] == '.' && ends_with(c, ".partial"))
+            c = c.substr(1, c.size() - 1 - 8);
+        if (c.compare(0, prefix.size(), prefix) != 0) return false;
+        return timed || c.find_first_not_of("0123456789", prefix.size()) == std::string::npos;
+    };
+    std::vector<std::string> stale;
+    while (struct dirent* e = readdir(d)) {
+        std::string n = e->d_name;
+        if (n.size() < 2 || n[0] != '.') continue;
+        if (ends_with(n, ".idx.partial")) {
+            // ".B.idx.partial" (B final) or ".B.partial.idx.partial" (live)
+            std::string idx = n.substr(0, n.size() - 8);
+            std::string capture = ends_with(idx, ".partial.idx") ? idx.substr(0, idx.size() - 4)
+                                                                 : idx.substr(1, idx.size() - 5);
+            if (ours(capture)) stale.push_back(n);
+        } else if (ends_with(n, ".partial.idx")) {
+            std::string hidden = n.substr(0, n.size() - 4);
+            if (ours(hidden) && !exists(dfd, hidden)) stale.push_back(n);
+        } else if (ends_with(n, ".idx")) {
+            std::string capture = n.substr(1, n.size() - 5);
+            if (ours(capture) && !exists(dfd, capture)) stale.push_back(n);
+        }
+    }
+    closedir(d);
+    unsigned removed = 0;
+    for (const std::string& n : stale)
+        if (own_file(dfd, n, owner()) && remove_entry(dfd, n) == 0) removed++;
+    if (removed > 0)
+        std::fprintf(stderr,
+                     "capd: %s: removed %u index file%s left by a run that did not finish "
+                     "(a recovered file has no index: capq scans it, or capq --reindex it)\n",
+                     dir.c_str(), removed, removed == 1 ? "" : "s");
 }
 
 Status FileSet::preallocate() {
@@ -308,6 +385,7 @@ void FileSet::drop_spares() {
         std::string leaf;
         int dfd = dir_of(s.name, leaf);
         if (dfd >= 0) (void)remove_entry(dfd, leaf);
+        remove_index(s.name);
     }
     spares_.clear();
 }
@@ -440,6 +518,9 @@ Status FileSet::open_next(time_t now, Open why) {
     // The umask must not widen or narrow what the user asked for (a new
     // file got its mode at creation).
     if (reused_) (void)fchmod(fd_, opts_.mode);
+    // A live index of an earlier file under this hidden name (a run that did
+    // not finish) would describe other bytes.
+    remove_index(hidden_name_);
     // Held while the file is written: the start-up scan of another capd
     // leaves a locked hidden file alone (storage/recover.hh).
     (void)flock(fd_, LOCK_EX | LOCK_NB);
@@ -461,9 +542,11 @@ void FileSet::make_room() {
                 break;
             }
         if (!reused_) remove_file(final_name_);
+        remove_index(final_name_);  // reused or not, it describes the old file
     }
     while (!closed_.empty() && closed_.size() + 1 > opts_.max_files) {
         remove_file(closed_.front());
+        remove_index(closed_.front());
         closed_.pop_front();
     }
 }
@@ -529,6 +612,8 @@ bool FileSet::reuse_displaced() {
     if (::renameat2(dfd, leaf.c_str(), dfd, hidden_leaf.c_str(), RENAME_NOREPLACE) != 0)
         return false;
     if (known != closed_.end()) closed_.erase(known);
+    // Its index describes bytes about to be written over.
+    remove_index(name);
     reused_from_ = name;
     reused_id_ = file_id(st);
     return true;
@@ -542,6 +627,42 @@ void FileSet::discard_current() {
     std::string leaf;
     int dfd = dir_of(hidden_name_, leaf);
     if (dfd >= 0) (void)remove_entry(dfd, leaf);
+    remove_index(hidden_name_);
+}
+
+Status FileSet::write_index(std::span<const uint8_t> bytes) {
+    std::string leaf;
+    int dfd = dir_of(final_name_, leaf);
+    std::string idx = index::index_leaf_for(leaf);
+    std::string path = split_path(final_name_).first + "/" + idx;
+    if (dfd < 0) return make_error(path + ": " + errno_text(errno));
+    Status s =
+        index::write_index_file(dfd, idx, bytes, opts_.mode, static_cast<int>(opts_.owner_uid),
+                                static_cast<int>(opts_.owner_gid));
+    if (!s) return make_error(path + ": " + s.error());
+    return s;
+}
+
+Status FileSet::write_live_index(std::span<const uint8_t> bytes) {
+    std::string leaf;
+    int dfd = dir_of(hidden_name_, leaf);
+    std::string idx = index::index_leaf_for(leaf);
+    std::string path = split_path(hidden_name_).first + "/" + idx;
+    if (dfd < 0) return make_error(path + ": " + errno_text(errno));
+    Status s =
+        index::write_index_file(dfd, idx, bytes, opts_.mode, static_cast<int>(opts_.owner_uid),
+                                static_cast<int>(opts_.owner_gid));
+    if (!s) return make_error(path + ": " + s.error());
+    return s;
+}
+
+void FileSet::remove_index(const std::string& name) {
+    std::string leaf;
+    int dfd = dir_of(name, leaf);
+    if (dfd < 0) return;
+    std::string idx = index::index_leaf_for(leaf);
+    for (const std::string& n : {idx, index_temp_for(idx)})
+        if (own_file(dfd, n, owner())) (void)remove_entry(dfd, n);
 }
 
 Status FileSet::close_current() {
@@ -568,9 +689,13 @@ Status FileSet::close_current() {
     std::string final_leaf;
     int dfd = dir_of(final_name_, final_leaf);
     std::string hidden_leaf = split_path(hidden_name_).second;
-    if (dfd < 0 || ::renameat(dfd, hidden_leaf.c_str(), dfd, final_leaf.c_str()) != 0)
-        return make_error(final_name_ + ": rename: " + errno_text(errno));
+    if (dfd < 0 || ::renameat(dfd, hidden_leaf.c_str(), dfd, final_leaf.c_str()) != 0) {
+        int err = errno;
+        remove_index(final_name_);  // no file of that name for it to describe
+        return make_error(final_name_ + ": rename: " + errno_text(err));
+    }
     files_closed_++;
+    remove_index(hidden_name_);  // the live index: the final one is in place
 
     // A reused name (wrapping -W counter) replaces the old file in place.
     for (auto it = closed_.begin(); it != closed_.end(); ++it)
@@ -582,6 +707,7 @@ Status FileSet::close_current() {
     if (opts_.max_files > 0) {
         while (closed_.size() > opts_.max_files) {
             remove_file(closed_.front());
+            remove_index(closed_.front());
             closed_.pop_front();
         }
     }

@@ -54,8 +54,19 @@
  * thread, so the writer never waits for it, unless a write finds the file
  * system full (wait_removals()).
  *
+ * Every capture file may have an index beside it (index/index_file.hh):
+ * DIR/.NAME.idx for a closed file, written through write_index() just
+ * before close_current() names the file (so a -z command finds it in
+ * place), and the live index DIR/.NAME.partial.idx of the file being
+ * written (write_live_index()). Whatever removes a capture file (-W, a name
+ * a new file takes, a displaced file reused, discard_current(), unused
+ * spares) removes its index and live index too; the start-up scan removes
+ * the index files a run that did not finish left (an index being written,
+ * the live index of a file it recovers, an index whose capture is gone). A
+ * recovered file has no index: capq scans it until `capq --reindex`.
+ *
  * Cold code for one writer thread: it allocates and makes syscalls, only at
- * open/rotate/close.
+ * open/rotate/close (and for the live index, at most once a second).
  */
 #pragma once
 
@@ -67,6 +78,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -132,6 +144,14 @@ public:
     /* Renames the current file into place, applies -W, and starts -z. A
      * reused file is first cut at the write offset, dropping its older tail. */
     Status close_current();
+
+    /* Writes `bytes` as the index of the current file under its final name
+     * (DIR/.NAME.idx, atomically, with the files' mode and owner); call just
+     * before close_current(). The error names the index file. */
+    Status write_index(std::span<const uint8_t> bytes);
+    /* Writes `bytes` as the live index of the current file (beside its
+     * hidden name, atomically). The error names the index file. */
+    Status write_live_index(std::span<const uint8_t> bytes);
 
     int fd() const { return fd_; }
     bool is_open() const { return fd_ >= 0; }
@@ -200,6 +220,11 @@ private:
     FileId reused_id_;  // the displaced file, while reused_
     void reap_children();
     void remove_file(const std::string& name);
+    /* Removes the index of capture file `name` (final or live) and an
+     * index of it being written. */
+    void remove_index(const std::string& name);
+    void remove_stale_indexes(int dfd, const std::string& dir, const std::string& prefix,
+                              bool timed);
     void close_later(int fd);  // on the helper thread
     std::unique_ptr<Disposer> disposer_;
 

@@ -40,6 +40,14 @@ uint64_t mono_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
+index::CaptureFormat index_format(Format f) {
+    switch (f) {
+        case Format::kPcapNano: return index::CaptureFormat::kPcapNano;
+        case Format::kPcapng: return index::CaptureFormat::kPcapng;
+        default: return index::CaptureFormat::kPcapMicro;
+    }
+}
+
 uint64_t wall_ns() {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -64,6 +72,9 @@ Writer::Writer(WriterConfig cfg, std::vector<ChunkRing*> inputs, rte_mempool* ch
                 set_error(msg);
                 std::fprintf(stderr, "capd: write error: %s\n", msg.c_str());
             });
+    // Made once: its tables keep their size from one file to the next.
+    if (cfg_.index && cfg_.files.path != "-")
+        builder_ = std::make_unique<index::IndexBuilder>(cfg_.index_block_bytes);
 }
 
 Writer::~Writer() {
@@ -292,6 +303,10 @@ void Writer::direct_failure(int err) {
         (void)lseek(files_.fd(), static_cast<off_t>(released_end_), SEEK_SET);
     file_bytes_ = disk_bytes_ = released_end_;
     staged_ = 0;
+    if (builder_) {
+        builder_->truncate(released_end_);
+        live_end_ = std::min(live_end_, released_end_);
+    }
     stats_.disk_errors.fetch_add(1, std::memory_order_relaxed);
     enter_error(files_.current_name() + ": " + std::strerror(err));
 }
@@ -323,6 +338,7 @@ void Writer::finish_file() {
     }
     end_write_behind();
     if (cfg_.fsync_on_close) (void)fdatasync(files_.fd());
+    write_index();  // before the name: a -z command finds it in place
     Status s = files_.close_current();
     if (!s) {
         stats_.close_errors.fetch_add(1, std::memory_order_relaxed);
@@ -359,6 +375,20 @@ bool Writer::open_file(time_t now, FileSet::Open why) {
         return false;
     }
     commit(0);  // with --direct, the header is a point a failure can cut back to
+    if (builder_) {
+        uint16_t linktypes[64];
+        size_t n = 0;
+        // pcap has the first interface's link type only (format.hh).
+        for (const InterfaceDesc& d : cfg_.ifaces) {
+            if (n == std::size(linktypes) || (n == 1 && cfg_.format != Format::kPcapng)) break;
+            linktypes[n++] = d.linktype;
+        }
+        if (n == 0) linktypes[n++] = 1;
+        builder_->begin(index_format(cfg_.format), std::span<const uint16_t>(linktypes, n),
+                        hdr.size());
+        live_end_ = hdr.size();
+        live_failed_ = false;
+    }
     stats_.files.fetch_add(1, std::memory_order_relaxed);
     publish_name();
     return true;
@@ -401,6 +431,52 @@ void Writer::after_write_success() {
     }
 }
 
+/* The records of a write that succeeded, starting at file offset `offset`,
+ * go to the index while they are still in cache. */
+void Writer::index_records(const struct iovec* iov, int iovcnt, uint64_t offset) {
+    for (int i = 0; i < iovcnt; i++) {
+        builder_->add_records(static_cast<const uint8_t*>(iov[i].iov_base), iov[i].iov_len, offset);
+        offset += iov[i].iov_len;
+    }
+}
+
+/* The index of the file about to be closed: its records, up to its size
+ * (a pcapng file's closing statistics blocks included). */
+void Writer::write_index() {
+    if (!builder_ || files_.is_stream() || !files_.is_open()) return;
+    std::string bytes = builder_->serialize(file_bytes_);
+    Status s = files_.write_index(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    if (s) {
+        stats_.index_files.fetch_add(1, std::memory_order_relaxed);
+        stats_.index_bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+    } else {
+        stats_.index_errors.fetch_add(1, std::memory_order_relaxed);
+        std::fprintf(stderr, "capd: index: %s\n", s.error().c_str());
+    }
+}
+
+/* The live index of the file being written, at most once a second, when the
+ * disk holds records it does not yet cover. */
+void Writer::write_live_index() {
+    if (!builder_ || !files_.is_open()) return;
+    // --direct: only what the disk holds; the rest is staged or in flight.
+    uint64_t valid = std::min(builder_->end(), stage_ ? released_end_ : file_bytes_);
+    if (valid <= live_end_) return;
+    uint64_t now = mono_ns();
+    if (now - live_at_ns_ < 1000000000ull) return;
+    live_at_ns_ = now;
+    live_end_ = valid;
+    std::string bytes = builder_->serialize_live(valid);
+    Status s = files_.write_live_index(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    if (!s) {
+        stats_.index_errors.fetch_add(1, std::memory_order_relaxed);
+        if (!live_failed_) std::fprintf(stderr, "capd: index: %s\n", s.error().c_str());
+        live_failed_ = true;  // one line per file, not one a second
+    }
+}
+
 void Writer::write_split(Chunk* c) {
     // -C: cut the chunk at record boundaries. As in tcpdump, a file is
     // rotated once it has reached the limit, before the next record.
@@ -419,6 +495,7 @@ void Writer::write_split(Chunk* c) {
         }
         struct iovec iov = {const_cast<uint8_t*>(p + off), end - off};
         if (have_file && write_bytes(&iov, 1, end - off)) {
+            if (builder_) index_records(&iov, 1, file_bytes_ - (end - off));
             commit(pkts);
             after_write_success();
         } else {
@@ -449,6 +526,7 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
         }
         bool have_file = ensure_file();
         if (have_file && write_bytes(iov, static_cast<int>(n), total)) {
+            if (builder_) index_records(iov, static_cast<int>(n), file_bytes_ - total);
             commit(pk);
             after_write_success();
         } else {
@@ -479,6 +557,7 @@ void Writer::run() {
         }
         if (rotate_requested_.exchange(false, std::memory_order_acq_rel))
             rotate(wall_seconds(), FileSet::Open::kCut);
+        if (builder_) write_live_index();
         if (cfg_.files.rotate_seconds > 0) {
             time_t now = wall_seconds();
             if (now - period_started_ >= static_cast<time_t>(cfg_.files.rotate_seconds) &&

@@ -15,6 +15,19 @@
  * output_gone() tells the pipeline to stop. An idle writer notices a pipe
  * whose reader has gone too (poll, every 100 ms).
  *
+ * The index (index/builder.hh): unless WriterConfig::index is off (or the
+ * output is standard output), the writer feeds each record it has written
+ * to its IndexBuilder, from the chunk it just wrote, at the file offset the
+ * record starts at (with --direct too: the staged bytes' offsets). That is
+ * the writer's per-record cost of the index: one flow key and a table
+ * lookup, no allocation once the builder has grown, no syscall. At close
+ * the index is written beside the file (FileSet::write_index), before the
+ * file is named and -z starts; at most once a second while records come,
+ * the live index of the file being written: the records the disk holds
+ * (buffered: all written; --direct: those released). A failure to write an
+ * index is one stderr line and a count (index_errors); the capture goes on
+ * and the file is still named (capq reads a file that has no index).
+ *
  * Threads: construct and open() on the control thread (so an unwritable
  * directory fails before capture starts); run() on one storage lcore;
  * request_rotate(), close_inputs() and stats() from any thread.
@@ -33,6 +46,7 @@
 #include <string>
 #include <vector>
 
+#include "index/builder.hh"
 #include "storage/chunk.hh"
 #include "storage/chunk_ring.hh"
 #include "storage/file_set.hh"
@@ -52,6 +66,9 @@ struct alignas(64) WriterStats {
     std::atomic<uint64_t> paused_drops{0};      // packets discarded while paused
     std::atomic<uint64_t> close_errors{0};      // files that could not be closed or named
     std::atomic<uint64_t> writeback_errors{0};  // write-behind found data the disk lost
+    std::atomic<uint64_t> index_files{0};       // indexes of closed files written
+    std::atomic<uint64_t> index_bytes{0};       // their bytes
+    std::atomic<uint64_t> index_errors{0};      // indexes (final or live) not written
 };
 
 struct WriterConfig {
@@ -71,6 +88,10 @@ struct WriterConfig {
     /* Test hook: sleep this long after each write burst (a slow disk), for
      * the first test_delay_for_s seconds of run() (0: for the whole run). */
     uint32_t test_delay_us = 0;
+    /* Write an index beside every file (--no-index: off), with blocks of
+     * about this many bytes. */
+    bool index = true;
+    uint32_t index_block_bytes = index::kDefaultBlockBytes;
     uint32_t test_delay_for_s = 0;
 };
 
@@ -135,6 +156,9 @@ private:
     void after_write_failure();
     void after_write_success();
     void enter_error(const std::string& msg);
+    void index_records(const struct iovec* iov, int iovcnt, uint64_t offset);
+    void write_index();
+    void write_live_index();
     void set_error(const std::string& msg);
 
     WriterConfig cfg_;
@@ -176,6 +200,11 @@ private:
     mutable std::mutex name_mu_;  // taken at rotation and on errors only
     std::string current_name_;
     void publish_name();
+    // The index of the current file (null: --no-index or standard output).
+    std::unique_ptr<index::IndexBuilder> builder_;
+    uint64_t live_end_ = 0;     // builder end() at the last live index
+    uint64_t live_at_ns_ = 0;   // CLOCK_MONOTONIC of the last live index
+    bool live_failed_ = false;  // a live index of this file failed (said once)
 };
 
 }  // namespace linecap::storage

@@ -268,8 +268,20 @@ def capinfos_counts(paths, timeout=300):
     return out, None
 
 
+def is_index_file(name):
+    """An index capd writes beside a capture (".X.idx"), its live index
+    (".X.partial.idx") or either being written (".partial" after them)."""
+    return name.startswith(".") and name.endswith((".idx", ".idx.partial"))
+
+
+def listdir(d):
+    """os.listdir(d) without the index files beside the captures: what the
+    tests that count capture files see."""
+    return [f for f in os.listdir(d) if not is_index_file(f)]
+
+
 def hidden_files(d):
-    return sorted(f for f in os.listdir(d) if f.startswith("."))
+    return sorted(f for f in listdir(d) if f.startswith("."))
 
 
 def corpus_files():

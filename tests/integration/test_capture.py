@@ -151,7 +151,7 @@ class LinkTypes(CapdTestCase):
     def assertRefusedCleanly(self, run):
         self.assertNotEqual(run.rc, 0, run.describe())
         self.assertEqual(len(run.stderr_lines), 1, run.describe())
-        self.assertEqual([f for f in os.listdir(self.tmp) if not f.startswith("in-")], [],
+        self.assertEqual([f for f in capdtest.listdir(self.tmp) if not f.startswith("in-")], [],
                          "a refused run leaves no file")
 
     def test_other_link_types(self):

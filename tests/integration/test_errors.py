@@ -51,14 +51,14 @@ class BadInput(CapdTestCase):
         with open(self.out, "rb") as f:
             earlier = f.read()
         watch = [self.out_dir] + list(watch)
-        before = {d: sorted(os.listdir(d)) for d in watch if os.path.isdir(d)}
+        before = {d: sorted(capdtest.listdir(d)) for d in watch if os.path.isdir(d)}
         run = self.capd(args, cwd=self.out_dir)
         desc = (label + "\n" if label else "") + run.describe()
         self.assertNotEqual(run.rc, 0, desc)
         self.assertEqual(run.stdout, "", desc)
         self.assertEqual(len(run.stderr_lines), 1, "exactly one line on stderr\n" + desc)
         self.assertTrue(run.stderr_lines[0].startswith("capd: "), desc)
-        after = {d: sorted(os.listdir(d)) for d in before}
+        after = {d: sorted(capdtest.listdir(d)) for d in before}
         self.assertEqual(after, before, "a refused command creates no file\n" + desc)
         with open(self.out, "rb") as f:
             self.assertTrue(f.read() == earlier, "the existing -w file was touched\n" + desc)
@@ -159,7 +159,7 @@ class BadInput(CapdTestCase):
                     self.assertIn(words, run.stderr_lines[0])
                     with open(self.out, "rb") as f:
                         self.assertEqual(f.read(), old, "the existing -w file was touched")
-                    self.assertEqual(sorted(os.listdir(self.out_dir)), ["x.pcap"])
+                    self.assertEqual(sorted(capdtest.listdir(self.out_dir)), ["x.pcap"])
             self.assertFalse(os.path.exists(os.path.join(self.tmp, "no")),
                              "capd made directories for a --ctl path")
         finally:
@@ -314,7 +314,7 @@ class DamagedCapture(CapdTestCase):
         args = (["-q"] if quiet else []) + ["-i", f"pcap:{src}", "-w", out] + fmt_args
         run = self.capd(args)
         self.assertNotEqual(run.rc, 0, run.describe())
-        self.assertEqual(os.listdir(out_dir), ["x"], "one whole file, no hidden file")
+        self.assertEqual(capdtest.listdir(out_dir), ["x"], "one whole file, no hidden file")
         got = self.assertWhole(out)
         precision = "pcapng" if "pcapng" in fmt_args else "ns"
         want = [pcaplib.Record(p.ts_ns, len(p.data), len(p.data), p.data) for p in want_pkts]

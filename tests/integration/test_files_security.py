@@ -133,7 +133,7 @@ class RestartAfterKill(FilesCase):
                                "--format", fmt])
                 self.assertCapdOk(r)
                 found = glob.glob(os.path.join(self.out, "k.recovered-*Z." + ext))
-                self.assertEqual(len(found), 1, os.listdir(self.out))
+                self.assertEqual(len(found), 1, capdtest.listdir(self.out))
                 rec = self.assertWhole(found[0])
                 self.assertEqual(len(rec.records), len(before.records))
                 n, err = capdtest.tcpdump_count(found[0])

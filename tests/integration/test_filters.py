@@ -127,7 +127,7 @@ class FilterBadInput(capdtest.CapdTestCase):
         self.assertNotEqual(run.rc, 0, run.describe())
         self.assertEqual(len(run.stderr_lines), 1, run.describe())
         self.assertIn(needle, run.stderr, run.describe())
-        self.assertEqual(os.listdir(os.path.dirname(out)), [], "no file is left")
+        self.assertEqual(capdtest.listdir(os.path.dirname(out)), [], "no file is left")
 
     def test_syntax_error(self):
         self.refused(["tcp porr 80"], "syntax error")

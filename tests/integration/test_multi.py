@@ -53,7 +53,7 @@ class PcapSources(CapdTestCase):
         run = self.capd(args)
         self.assertCapdOk(run, quiet=True)
         self.assertNoHidden(self.out)
-        files = sorted(os.listdir(self.out))
+        files = sorted(capdtest.listdir(self.out))
         caps = {f: self.assertWhole(os.path.join(self.out, f)) for f in files}
         every = [r for c in caps.values() for r in c.records]
         want = [pcaplib.Record(p.ts_ns, len(p.data), len(p.data), p.data)
@@ -155,7 +155,7 @@ class AfPacket(capdtest.VethCapture, CapdTestCase):
         run, t0, t1 = self.capture_burst(
             ["-i", f"af_packet:{self.veth.cap_if}", "--workers", "2", "--writers", "2",
              "--nano", "-w", os.path.join(self.out, "af.pcap"), "--stats-json", js])
-        files = sorted(os.listdir(self.out))
+        files = sorted(capdtest.listdir(self.out))
         self.assertEqual(files, ["af_w0.pcap", "af_w1.pcap"])
         records = []
         for f in files:

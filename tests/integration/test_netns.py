@@ -131,7 +131,7 @@ class Capture(capdtest.VethCapture, Namespaced):
         run = c.wait(timeout=120)
         self.assertCapdOk(run, quiet=quiet)
         self.assertNoHidden(self.out)
-        self.assertEqual(os.listdir(self.out), [name])
+        self.assertEqual(capdtest.listdir(self.out), [name])
         cap = self.assertWhole(out)
         self.assertEqual(capdtest.read_json(js)["packets_written"], len(cap.records))
         return run, (cap if several else cap.records)
@@ -264,7 +264,7 @@ class Capture(capdtest.VethCapture, Namespaced):
 
         def tagged():
             recs = []
-            for f in os.listdir(self.out):
+            for f in capdtest.listdir(self.out):
                 recs += [r for r in capdtest.records_so_far(os.path.join(self.out, f))
                          if r.data[12:14] == b"\x81\x00"]
             return recs
@@ -354,7 +354,7 @@ class Capture(capdtest.VethCapture, Namespaced):
 
         def payloads():
             got = []
-            for f in os.listdir(self.out):
+            for f in capdtest.listdir(self.out):
                 got += [r.data[42:] for r in capdtest.records_so_far(os.path.join(self.out, f))]
             return got
 
@@ -463,7 +463,7 @@ class Errors(Namespaced):
         self.assertEqual(len(run.stderr_lines), 1, run.describe())
         self.assertIn(fragment, run.stderr_lines[0], run.describe())
         self.assertTrue(run.stderr_lines[0].startswith("capd: "), run.describe())
-        self.assertEqual(os.listdir(self.out), [], "no file for a refused command")
+        self.assertEqual(capdtest.listdir(self.out), [], "no file for a refused command")
         return run.stderr_lines[0]
 
     def test_missing_namespace(self):

@@ -45,11 +45,11 @@ def figures(case, **kv):
 
 
 def final_files(d):
-    return sorted(os.path.join(d, f) for f in os.listdir(d) if not f.startswith("."))
+    return sorted(os.path.join(d, f) for f in capdtest.listdir(d) if not f.startswith("."))
 
 
 def hidden_files(d):
-    return sorted(os.path.join(d, f) for f in os.listdir(d) if f.startswith("."))
+    return sorted(os.path.join(d, f) for f in capdtest.listdir(d) if f.startswith("."))
 
 
 class Tmpfs:
@@ -366,8 +366,8 @@ class DirectDiskFull(DiskFull):
                                      "-w", os.path.join(d, "c.pcap")] + extra + direct)
                     self.assertCapdOk(run, quiet=True)
                 outs.append(d)
-            names = sorted(os.listdir(outs[0]))
-            self.assertEqual(names, sorted(os.listdir(outs[1])))
+            names = sorted(capdtest.listdir(outs[0]))
+            self.assertEqual(names, sorted(capdtest.listdir(outs[1])))
             self.assertGreaterEqual(len(names), 2)
             for n in names:
                 with open(os.path.join(outs[0], n), "rb") as a, \
@@ -384,7 +384,7 @@ class DirectDiskFull(DiskFull):
         d = self.mount_tmpfs("ram", 0, "ramfs").path
         ring = ["-C", "1", "-W", "2", "-w", os.path.join(d, "r.pcap")]
         self.assertCapdOk(self.capd(["-q", "-i", "null:64", "-c", "10"] + ring), quiet=True)
-        self.assertEqual(os.listdir(d), ["r.pcap0"])
+        self.assertEqual(capdtest.listdir(d), ["r.pcap0"])
         with open(os.path.join(d, "r.pcap0"), "rb") as f:
             before = f.read()
         for args in (["--reuse-files"] + ring, ["-w", os.path.join(d, "n.pcap")]):
@@ -392,7 +392,7 @@ class DirectDiskFull(DiskFull):
             self.assertEqual(run.rc, 1, run.describe())
             self.assertEqual(len(run.stderr_lines), 1, run.describe())
             self.assertIn("does not take O_DIRECT (--direct)", run.stderr_lines[0])
-            self.assertEqual(os.listdir(d), ["r.pcap0"], args)
+            self.assertEqual(capdtest.listdir(d), ["r.pcap0"], args)
             with open(os.path.join(d, "r.pcap0"), "rb") as f:
                 self.assertEqual(f.read(), before, args)
 
@@ -461,14 +461,14 @@ class WriteBehind(ReliabilityCase):
 
         def sizes():
             n = 0
-            for f in os.listdir(d):
+            for f in capdtest.listdir(d):
                 try:
                     n += os.path.getsize(os.path.join(d, f))
                 except FileNotFoundError:
                     pass
             return n
 
-        self.assertTrue(wait_until(lambda: "r.pcap2" in os.listdir(d) or not c.running(),
+        self.assertTrue(wait_until(lambda: "r.pcap2" in capdtest.listdir(d) or not c.running(),
                                    60, 0.05), "the ring never reached its third file")
         time.sleep(1.5)  # 345 MB more: the ring has wrapped several times
         seen = []
@@ -484,7 +484,7 @@ class WriteBehind(ReliabilityCase):
         figures("write-behind ring", kept_and_used_bytes=seen[-1])
         self.assertTrue(ok, f"blocks of deleted files still held: (kept, used) {seen[-3:]}")
         self.assertCapdOk(run, quiet=True)
-        self.assertEqual(sorted(os.listdir(d)), ["r.pcap0", "r.pcap1", "r.pcap2"])
+        self.assertEqual(sorted(capdtest.listdir(d)), ["r.pcap0", "r.pcap1", "r.pcap2"])
 
 
 class Preallocate(ReliabilityCase):
@@ -516,7 +516,7 @@ class Preallocate(ReliabilityCase):
         lines = [l for l in run.stderr.splitlines() if l.strip()]
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("cannot claim the ring's 15 MB", lines[0])
-        self.assertEqual(os.listdir(disk), [])
+        self.assertEqual(capdtest.listdir(disk), [])
 
 
 # ------------------------------------------------------------------- kill -9

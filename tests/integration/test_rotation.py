@@ -116,7 +116,7 @@ class SizeRotation(CapdTestCase):
         self.assertCapdOk(run)
         s = capdtest.read_json(stats)
         self.assertGreater(s["files_written"], 3, "the test needs the ring to wrap")
-        names = sorted(os.listdir(self.out))
+        names = sorted(capdtest.listdir(self.out))
         self.assertEqual(names, ["rot.pcap0", "rot.pcap1", "rot.pcap2"])
         newest = self.assertRing(names, s, count, 3)
         # -z ran on every closed file, the last one included.
@@ -140,7 +140,7 @@ class SizeRotation(CapdTestCase):
             self.assertCapdOk(run, quiet=True)
             s = capdtest.read_json(stats)
             self.assertGreater(s["files_written"], 3, "the test needs the ring to wrap")
-            names = sorted(os.listdir(self.out))
+            names = sorted(capdtest.listdir(self.out))
             self.assertEqual(names, ["ru.pcap0", "ru.pcap1", "ru.pcap2"])
             self.assertRing(names, s, count, 3)
             self.assertNoHidden(self.out)
@@ -160,7 +160,7 @@ class SizeRotation(CapdTestCase):
                              "--stats-json", stats])
             self.assertCapdOk(run, quiet=True)
             self.assertNoHidden(self.out)
-            names = sorted(os.listdir(self.out))
+            names = sorted(capdtest.listdir(self.out))
             self.assertEqual(names, ["pa.pcap0", "pa.pcap1", "pa.pcap2"])
             s = capdtest.read_json(stats)
             if count == 20000:
@@ -183,7 +183,7 @@ class SizeRotation(CapdTestCase):
         run = self.capd(["-q", "--nano", "-i", f"pcap:{self.src},loop", "-c", "30000", "-C",
                          "1", "-W", "11", "-w", os.path.join(self.out, "w.pcap")])
         self.assertCapdOk(run, quiet=True)
-        self.assertEqual(sorted(os.listdir(self.out)), [f"w.pcap{i:02d}" for i in range(11)])
+        self.assertEqual(sorted(capdtest.listdir(self.out)), [f"w.pcap{i:02d}" for i in range(11)])
         self.assertNoHidden(self.out)
 
     def test_C_without_W(self):
@@ -196,7 +196,7 @@ class SizeRotation(CapdTestCase):
         run = self.capd(["-q", "--nano", "-i", f"pcap:{src2}", "-C", "1", "-w", base,
                          "-z", z_script(self.tmp, log)])
         self.assertCapdOk(run, quiet=True)
-        names = os.listdir(self.out)
+        names = capdtest.listdir(self.out)
         k = len(names)
         self.assertGreaterEqual(k, 3)
         self.assertEqual(sorted(names), sorted(["x.pcap"] + [f"x.pcap{i}" for i in range(1, k)]))
@@ -226,7 +226,7 @@ class SizeRotation(CapdTestCase):
         base = os.path.join(self.out, "x.pcapng")
         run = self.capd(["-q", "--format", "pcapng", "-i", f"pcap:{src2}", "-C", "1", "-w", base])
         self.assertCapdOk(run, quiet=True)
-        k = len(os.listdir(self.out))
+        k = len(capdtest.listdir(self.out))
         self.assertGreaterEqual(k, 3)
         records = []
         for i in range(k):
@@ -304,8 +304,8 @@ class RingOnSmallDisk(CapdTestCase):
         self.assertGreater(s["files_written"], 6, "the test needs the ring to wrap twice")
         self.assertGreater(looks, 10)
         self.assertLessEqual(most, 3, f"{most} files at once on a -W 3 ring")
-        self.assertEqual(sorted(os.listdir(self.out)), ["rot.pcap0", "rot.pcap1", "rot.pcap2"])
-        for n in os.listdir(self.out):
+        self.assertEqual(sorted(capdtest.listdir(self.out)), ["rot.pcap0", "rot.pcap1", "rot.pcap2"])
+        for n in capdtest.listdir(self.out):
             self.assertWhole(os.path.join(self.out, n))
 
 
@@ -313,7 +313,7 @@ class TimeRotation(CapdTestCase):
     NAME = re.compile(r"^g-\d{8}-\d{6}\.pcap$")
 
     def check_time_files(self, log, min_files=3):
-        names = sorted(os.listdir(self.out))
+        names = sorted(capdtest.listdir(self.out))
         self.assertGreaterEqual(len(names), min_files, f"-G 1 for 3.5 s made {names}")
         for n in names:
             self.assertRegex(n, self.NAME)
@@ -364,12 +364,12 @@ class TimeRotation(CapdTestCase):
         name = re.compile(r"^g-(\d{8}-\d{6})\.pcap(\d*)$")
         periods = {}
         records = 0
-        for n in os.listdir(self.out):
+        for n in capdtest.listdir(self.out):
             m = name.match(n)
             self.assertIsNotNone(m, n)
             periods.setdefault(m.group(1), []).append(int(m.group(2) or 0))
             records += len(self.assertWhole(os.path.join(self.out, n)).records)
-        self.assertGreaterEqual(len(periods), 2, sorted(os.listdir(self.out)))
+        self.assertGreaterEqual(len(periods), 2, sorted(capdtest.listdir(self.out)))
         self.assertTrue(any(len(v) > 1 for v in periods.values()), "no -C cut in a period")
         for p, counts in periods.items():
             self.assertEqual(sorted(counts), list(range(len(counts))),
@@ -404,7 +404,7 @@ class TimeRotation(CapdTestCase):
                          "-z", z_script(self.tmp, log), "-s", "1600", "--chunk-kb", "64",
                          "--ring-chunks", "4", "--test-writer-delay-us", "100000"])
         self.assertCapdOk(run)
-        names = sorted(os.listdir(self.out))
+        names = sorted(capdtest.listdir(self.out))
         self.assertEqual(len(names), 2, names)
         logged = [n for n, _ in z_log(log)]
         self.assertGreaterEqual(len(logged), 3)
@@ -429,7 +429,7 @@ class PostRotateFailures(CapdTestCase):
         src = gencaps.write(self.path("in.pcap"), pkts)
         run = self.capd(["-i", f"pcap:{src}", "-C", "0.1", "-w", os.path.join(out, "x.pcap"),
                          "-z", cmd, "--stats-json", stats])
-        files = sorted(f for f in os.listdir(out) if f.startswith("x.pcap"))
+        files = sorted(f for f in capdtest.listdir(out) if f.startswith("x.pcap"))
         self.assertGreater(len(files), 1, run.describe())
         for f in files:
             self.assertWhole(os.path.join(out, f))

@@ -108,7 +108,7 @@ class Lossy(capdtest.VethCapture, CapdTestCase):
         self.assertIn(f"capd: error: source '{source}': the interface disappeared",
                       run.stderr_lines, run.describe())
         self.assertNoHidden(self.out)
-        self.assertEqual(os.listdir(self.out), [os.path.basename(self.file)])
+        self.assertEqual(capdtest.listdir(self.out), [os.path.basename(self.file)])
         cap = self.assertWhole(self.file)
         tags = capdtest.udp_tags(cap.records, self.veth.SEND_ADDR, self.veth.CAP_ADDR)
         self.assertEqual(sorted(seq for src, seq in tags if src == SOURCE), list(range(100)))
@@ -222,7 +222,7 @@ class KeepGoing(Lossy):
         self.assertEqual(run.rc, 1, run.describe())
         self.assertEqual(len(run.stderr_lines), 1, run.describe())
         self.assertIn("--on-source-loss", run.stderr)
-        self.assertEqual(os.listdir(self.out), [])
+        self.assertEqual(capdtest.listdir(self.out), [])
 
 
 class AfXdp(Lossy):
@@ -241,7 +241,7 @@ class AfXdp(Lossy):
         self.assertEqual(promiscuity(v, v.cap, v.cap_if), 0)
         for how in ("SIGINT", "kill -9"):
             with self.subTest(how=how):
-                for f in os.listdir(self.out):
+                for f in capdtest.listdir(self.out):
                     os.unlink(os.path.join(self.out, f))
                 c, sender = self.start([self.xdp_source()])
                 self.assertEqual(promiscuity(v, v.cap, v.cap_if), 1)
@@ -282,7 +282,7 @@ class AfXdp(Lossy):
         self.assertIn(f"capd: source '{self.xdp_source()}' has 1 receive queue; --workers 2 "
                       "needs 2", run.stderr)
         self.assertIn("use --workers 1", run.stderr)
-        self.assertEqual(os.listdir(self.out), [])
+        self.assertEqual(capdtest.listdir(self.out), [])
         self.assertIsNone(self.attached())
 
     def test_foreign_program_refused_and_kept(self):
@@ -313,7 +313,7 @@ class AfXdp(Lossy):
                       "('lc_test_pass'", run.stderr)
         self.assertIn(f"`ip -n {v.cap} link set dev {v.cap_if} xdp off`", run.stderr)
         self.assertEqual(self.attached(), "lc_test_pass", "capd removed another program")
-        self.assertEqual(os.listdir(self.out), [])
+        self.assertEqual(capdtest.listdir(self.out), [])
 
     def test_program_left_by_kill9_taken_over(self):
         """After kill -9 libxdp's program stays attached; the next capd says
@@ -322,7 +322,7 @@ class AfXdp(Lossy):
         c.kill()
         sender.close()
         self.assertEqual(self.attached(), "xsk_def_prog")
-        for f in os.listdir(self.out):
+        for f in capdtest.listdir(self.out):
             os.unlink(os.path.join(self.out, f))
         c, sender = self.start([self.xdp_source()])
         self.burst(c, sender)

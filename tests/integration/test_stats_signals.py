@@ -25,7 +25,7 @@ DROPPED = re.compile(r"^capd: dropped (\d+): ([a-z-]+ \d+(?:, [a-z-]+ \d+)*)$")
 
 
 def output_files(d):
-    return sorted(os.path.join(d, f) for f in os.listdir(d) if not f.startswith("."))
+    return sorted(os.path.join(d, f) for f in capdtest.listdir(d) if not f.startswith("."))
 
 
 def assertDroppedLine(test, run, s):
@@ -273,7 +273,7 @@ class Signals(CapdTestCase):
                 self.assertEqual(run.rc, 0, run.describe())
                 self.assertEqual(sum(1 for l in run.stderr_lines if SUMMARY.match(l)), 2,
                                  run.describe())
-                self.assertEqual(sorted(f for f in os.listdir(d) if f.startswith("x.")),
+                self.assertEqual(sorted(f for f in capdtest.listdir(d) if f.startswith("x.")),
                                  ["x.pcap", "x.pcap1"])
                 self.assertNoHidden(d)
 

@@ -127,7 +127,7 @@ class Refusals(CapdTestCase):
         self.assertEqual(len(run.stderr_lines), 1, run.describe())
         self.assertTrue(run.stderr_lines[0].startswith("capd: "), run.describe())
         self.assertIn(words, run.stderr_lines[0], run.describe())
-        self.assertEqual(os.listdir(self.out), [])
+        self.assertEqual(capdtest.listdir(self.out), [])
         return run.stderr_lines[0]
 
     def test_bare_name_that_is_not_an_interface(self):
@@ -189,7 +189,7 @@ class Live(capdtest.VethCapture, CapdTestCase):
         if not self.cooked:
             return super().seen(source)
         tags = []
-        for f in os.listdir(self.out):
+        for f in capdtest.listdir(self.out):
             recs = [as_ethernet(r) for r in capdtest.records_so_far(os.path.join(self.out, f))]
             tags += [t for t in capdtest.udp_tags(recs, self.veth.SEND_ADDR, self.veth.CAP_ADDR)
                      if t[0] == source]
