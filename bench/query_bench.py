@@ -30,7 +30,7 @@ and the parts that need it are skipped; the rest still runs.
 
 Full run (root, on an otherwise idle machine; needs about 24 GB free on the
 disk dir and 5 GB in /dev/shm):
-  python3 bench/query_bench.py --build-dir build --out /var/tmp/query-bench
+  python3 bench/query_bench.py --build-dir build --out /var/tmp/query-bench --hugepages 1024
 Small check of the harness (2 GB store, 200k flows):
   python3 bench/query_bench.py --build-dir build --out /tmp/qb --store-gb 2 --flows 200000
 """
@@ -248,6 +248,8 @@ class QueryBench:
                    "--point-seconds", str(a.seconds), "--budget", "100000"]
         if a.capd:
             cb_argv += ["--capd", a.capd]
+        if a.hugepages:
+            cb_argv += ["--hugepages", str(a.hugepages)]
         self.cb = capbench.Bench(capbench.parse_args(cb_argv))
         self.capd = self.cb.capd
         build = os.path.dirname(os.path.dirname(self.capd))
@@ -298,7 +300,8 @@ class QueryBench:
 
     def capture(self):
         a = self.a
-        res = {"dd": [self.cb.dd("shm", [], 2048), self.cb.dd("disk", ["oflag=direct"], 2048)],
+        res = {"hugepages": self.cb.reserve_hugepages(),
+               "dd": [self.cb.dd("shm", [], 2048), self.cb.dd("disk", ["oflag=direct"], 2048)],
                "shm_64": [], "disk_1514": []}
         if self.no_index:
             modes = [("index", []), ("no-index", ["--no-index"])]
@@ -672,6 +675,9 @@ def parse_args(argv):
     p.add_argument("--shm-dir", default="/dev/shm")
     p.add_argument("--disk-dir", default="/var/tmp")
     p.add_argument("--seconds", type=float, default=5.0, help="length of every capture run")
+    p.add_argument("--hugepages", type=int, default=0,
+                   help="as root, raise vm.nr_hugepages to N first, as capbench does "
+                   "(performance figures want them; left raised afterwards)")
     p.add_argument("--reps", type=int, default=2, help="runs per capture mode, alternating")
     p.add_argument("--store-gb", type=float, default=20.0, help="store size (default 20)")
     p.add_argument("--flows", type=int, default=1000000, help="flows in the flowgen mix")
