@@ -432,9 +432,10 @@ class QueryBench:
         rec = (fsum["file_bytes"] - 24) / fsum["packets"]
         count = int(want / rec) + 1
         stats = os.path.join(self.work, "store-stats.json")
-        cmd = [self.capd, "-i", f"pcap:{fg},loop", "-w", os.path.join(d, "store.pcap"),
-               "-C", str(a.file_mb), "-c", str(count), "--nano", "--ctl", "none",
-               "--stats-json", stats, "--writers", str(a.writers), "--format", a.format]
+        cmd = [self.capd, "-i", f"pcap:{fg},loop", "-w", os.path.join(d, "store." + a.format),
+               "-C", str(a.file_mb), "-c", str(count), "--ctl", "none",
+               "--stats-json", stats, "--workers", str(a.writers), "--writers", str(a.writers),
+               "--format", a.format] + (["--nano"] if a.format == "pcap" else [])
         self.say(f"writing a {a.store_gb:g} GB store: {' '.join(cmd)}")
         t = time.monotonic()
         rc, _, err = capbench.run(cmd, 7200)
@@ -690,7 +691,8 @@ def parse_args(argv):
                    "the number of loops (default 600)")
     p.add_argument("--file-mb", type=int, default=1000, help="capd -C for the store (default 1000)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--writers", type=int, default=1, help="capd --writers for the store")
+    p.add_argument("--writers", type=int, default=1,
+                   help="capd --writers (and as many --workers) for the store")
     p.add_argument("--format", default="pcap", choices=("pcap", "pcapng"))
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="do not compare the outputs of capq and the scan")
