@@ -137,7 +137,11 @@ def output_files(d):
 
 
 def hidden_files(d):
-    return sorted(f for f in os.listdir(d) if f.startswith("."))
+    """Hidden entries other than the final index of a capture (".X.idx"):
+    files being written, live indexes (".X.partial.idx") and indexes being
+    written (".X.idx.partial") all count."""
+    return sorted(f for f in os.listdir(d) if f.startswith(".")
+                  and not (f.endswith(".idx") and not f.endswith(".partial.idx")))
 
 
 # ---------------------------------------------------------------- processes
