@@ -78,13 +78,17 @@ void make_flow_key(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowKey
         k.sport = h.sport;
         k.dport = h.dport;
     }
-    // Both directions one flow: the lower (address, port) first.
-    const int c = std::memcmp(k.src, k.dst, 16);
-    if (c > 0 || (c == 0 && k.sport > k.dport)) {
-        uint8_t t[16];
-        std::memcpy(t, k.src, 16);
-        std::memcpy(k.src, k.dst, 16);
-        std::memcpy(k.dst, t, 16);
+    // Both directions one flow: the lower (address, port) first. The
+    // addresses compare as two big-endian words each (a memcmp call cost
+    // more than the rest of this).
+    uint64_t s[2], d[2];
+    std::memcpy(s, k.src, 16);
+    std::memcpy(d, k.dst, 16);
+    const uint64_t s0 = __builtin_bswap64(s[0]), d0 = __builtin_bswap64(d[0]);
+    const uint64_t s1 = __builtin_bswap64(s[1]), d1 = __builtin_bswap64(d[1]);
+    if (s0 > d0 || (s0 == d0 && (s1 > d1 || (s1 == d1 && k.sport > k.dport)))) {
+        std::memcpy(k.src, d, 16);
+        std::memcpy(k.dst, s, 16);
         std::swap(k.sport, k.dport);
     }
 }
