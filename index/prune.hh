@@ -33,8 +33,8 @@
  * per flow for a 5-tuple filter on a flow it rejects, 135 ns on one it
  * accepts, per orientation (bench/prune_bench: Eval/five_tuple,
  * Eval/five_tuple_match; 2-vCPU EPYC VM, bpf_filter() on one packet: 10 ns);
- * eval() runs one or two (one when the first already says both). About 40 KB of stack (the
- * pending paths). Any thread (const).
+ * eval() runs one or two (one when the first already says both). About 40 KB
+ * of stack (the pending paths). Any thread (const).
  */
 #pragma once
 
