@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cstdio>
+#include <utility>
 
 #include "packet/headers.hh"
 
@@ -77,6 +78,19 @@ void make_flow_key(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowKey
         k.sport = h.sport;
         k.dport = h.dport;
     }
+    // Both directions one flow: the lower (address, port) first. The
+    // addresses compare as two big-endian words each (a memcmp call cost
+    // more than the rest of this).
+    uint64_t s[2], d[2];
+    std::memcpy(s, k.src, 16);
+    std::memcpy(d, k.dst, 16);
+    const uint64_t s0 = __builtin_bswap64(s[0]), d0 = __builtin_bswap64(d[0]);
+    const uint64_t s1 = __builtin_bswap64(s[1]), d1 = __builtin_bswap64(d[1]);
+    if (s0 > d0 || (s0 == d0 && (s1 > d1 || (s1 == d1 && k.sport > k.dport)))) {
+        std::memcpy(k.src, d, 16);
+        std::memcpy(k.dst, s, 16);
+        std::swap(k.sport, k.dport);
+    }
 }
 
 uint64_t hash_flow_key(const FlowKey& k) {
@@ -133,7 +147,7 @@ std::string describe_flow(const FlowKey& k) {
             if (!(k.flags & kFlowHasPorts)) return e;
             return (v6 ? "[" + e + "]" : e) + ":" + std::to_string(port);
         };
-        s = proto_name(k.proto) + " " + ep(k.src, k.sport) + " > " + ep(k.dst, k.dport);
+        s = proto_name(k.proto) + " " + ep(k.src, k.sport) + " <> " + ep(k.dst, k.dport);
         if (k.flags & kFlowLaterFragment) s += " fragment";
     }
     for (uint8_t i = 0; i < k.vlan_tags; i++) s += " vlan " + std::to_string(k.vid[i]);

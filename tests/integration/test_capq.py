@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -356,6 +357,35 @@ class BadInput(CapqCase):
             f.write(bytes([b[0] ^ 0xFF]))
         self.assertOneWarning("host 198.18.0.80", "checksum")
 
+    def test_damage_found_when_used(self):
+        # Checksums right, a flow's postings past the array: the index
+        # loads (only the header, page table and blocks are checked then),
+        # and the flow check at planning refuses it: the file is scanned.
+        import test_index
+        with open(self.idx, "rb") as f:
+            raw = bytearray(f.read())
+        h = dict(zip(test_index.FIELDS, test_index.HEADER.unpack_from(raw)))
+        self.assertGreater(h["flow_count"], 0)
+        at = h["flows_offset"] + 96  # FlowEntry::postings
+        struct.pack_into("<I", raw, at, h["postings_count"] + 1)
+        page = 1 << h["page_shift"]
+        body = h["blocks_offset"]
+        for i in range(h["page_count"]):
+            struct.pack_into("<I", raw, h["pages_offset"] + 4 * i,
+                             test_index.crc32c(raw[body + i * page:body + (i + 1) * page]))
+        h["pages_crc"] = test_index.crc32c(
+            raw[h["pages_offset"]:h["pages_offset"] + 4 * h["page_count"]])
+        h["header_crc"] = 0
+        hdr = bytearray(test_index.HEADER.pack(*[h[k] for k in test_index.FIELDS]))
+        struct.pack_into("<I", hdr, test_index.HEADER_CRC_AT, test_index.crc32c(bytes(hdr)))
+        raw[:len(hdr)] = hdr
+        with open(self.idx, "wb") as f:
+            f.write(raw)
+        # The time-only plan does not use the flows: no warning.
+        _, p = self.assertSameAsTcpdump([self.d], self.files, "")
+        self.assertEqual(p.stderr, b"")
+        self.assertOneWarning("tcp", "postings out of range")
+
     def test_newer_version_index(self):
         with open(self.idx, "r+b") as f:
             f.seek(8)
@@ -518,9 +548,18 @@ class Flows(CapqCase):
             self.assertEqual(f["proto"], 6)
             self.assertIn(80, (f["sport"], f["dport"]))
             self.assertLessEqual(f["first_ns"], f["last_ns"])
+            # One entry per conversation, the lower endpoint first.
+            self.assertEqual(f["directions"], "both")
+            self.assertIn(" <> ", f["flow"])
+            lo = (socket.inet_aton(f["src"]), f["sport"])
+            hi = (socket.inet_aton(f["dst"]), f["dport"])
+            self.assertLessEqual(lo, hi, f["flow"])
+        keys = [(f["src"], f["sport"], f["dst"], f["dport"], tuple(f["vlan"])) for f in flows]
+        self.assertEqual(len(keys), len(set(keys)))
         p = self.query(["-r", d, "--flows", expr])
         lines = p.stdout.decode().splitlines()
         self.assertTrue(lines[0].split()[:4] == ["FIRST", "LAST", "PACKETS", "BYTES"], lines[0])
+        self.assertIn("both directions", lines[0])
         self.assertEqual(len(lines) - 1, len(flows))
         # A window before everything: no flow.
         p = self.query(["-r", d, "--flows", "--json", "--until", "1"])

@@ -22,11 +22,13 @@ from capdtest import CapdTestCase
 
 MB = 1000000
 
-HEADER = struct.Struct("<8sIIQQIIQQQQIIQQQQIIII")
+HEADER = struct.Struct("<8sIIQQIIQQQQIIQQQQQQIIIIIIQ")
 BLOCK = struct.Struct("<QIIQQ")
 FIELDS = ("magic version header_bytes capture_bytes data_start format flags packets "
           "wire_bytes first_ns last_ns block_count flow_count blocks_offset flows_offset "
-          "postings_offset postings_count block_target crc32c header_crc reserved").split()
+          "by_dst_offset postings_offset postings_count pages_offset page_count page_shift "
+          "non_ip_flows block_target pages_crc header_crc reserved").split()
+HEADER_CRC_AT = 148  # header_crc's offset in the header
 LIVE = 1
 
 _CRC_TABLE = []
@@ -117,11 +119,23 @@ class IndexTestCase(CapdTestCase):
         h, blocks, raw = read_index(ip)
         self.assertEqual(h["magic"], b"LCAPIDX\n", name)
         self.assertEqual(h["version"], 1, name)
-        self.assertEqual(h["header_bytes"], 128, name)
-        hdr0 = bytearray(raw[:128])
-        hdr0[120:124] = b"\0\0\0\0"
+        self.assertEqual(h["header_bytes"], 160, name)
+        hdr0 = bytearray(raw[:160])
+        hdr0[HEADER_CRC_AT:HEADER_CRC_AT + 4] = b"\0\0\0\0"
         self.assertEqual(crc32c(bytes(hdr0)), h["header_crc"], f"{name}: header checksum")
-        self.assertEqual(crc32c(raw[128:]), h["crc32c"], f"{name}: checksum")
+        # The page table: one crc32c per 64 KiB page of the body (from the
+        # blocks to the end), itself checked by pages_crc.
+        page = 1 << h["page_shift"]
+        self.assertEqual(page, 65536, name)
+        body = h["blocks_offset"]
+        pages = (len(raw) - body + page - 1) // page
+        self.assertEqual(h["page_count"], pages, f"{name}: page count")
+        table = raw[h["pages_offset"]:h["pages_offset"] + 4 * pages]
+        self.assertEqual(crc32c(table), h["pages_crc"], f"{name}: page table checksum")
+        for i in range(pages):
+            (want,) = struct.unpack_from("<I", table, 4 * i)
+            self.assertEqual(crc32c(raw[body + i * page:body + (i + 1) * page]), want,
+                             f"{name}: page {i} checksum")
         self.assertEqual(bool(h["flags"] & LIVE), live, f"{name}: flags {h['flags']:#x}")
         size = os.path.getsize(cap)
         data_start, recs = record_offsets(cap, h["capture_bytes"] if live else None)
