@@ -325,11 +325,43 @@ IndexHeader make_header(CaptureFormat format, uint32_t flags, uint64_t capture_b
     return h;
 }
 
+/* The section after the header: the page table, then the body from
+ * blocks_offset (= the end of the page table, 8-aligned) to the end. */
+struct Layout {
+    uint32_t page_count;
+    uint64_t blocks_offset;
+};
+Layout layout_for(uint64_t body_bytes) {
+    const uint64_t page = uint64_t{1} << kIndexPageShift;
+    const auto pages = static_cast<uint32_t>((body_bytes + page - 1) / page);
+    return {pages, align8(sizeof(IndexHeader) + uint64_t(pages) * sizeof(uint32_t))};
+}
+
+/* Fills the page table and the header's checksums, and writes the header. */
 void seal(std::string& out, IndexHeader& h) {
-    h.crc32c = crc32c(out.data() + sizeof(IndexHeader), out.size() - sizeof(IndexHeader));
+    const uint64_t page = uint64_t{1} << kIndexPageShift;
+    auto* base = reinterpret_cast<uint8_t*>(out.data());
+    auto* crcs = reinterpret_cast<uint32_t*>(base + h.pages_offset);
+    for (uint32_t i = 0; i < h.page_count; i++) {
+        const uint64_t start = h.blocks_offset + i * page;
+        crcs[i] = crc32c(base + start, std::min<uint64_t>(page, out.size() - start));
+    }
+    h.pages_crc = crc32c(crcs, h.page_count * sizeof(uint32_t));
     h.header_crc = 0;
     h.header_crc = crc32c(&h, sizeof(h));
-    std::memcpy(out.data(), &h, sizeof(h));
+    std::memcpy(base, &h, sizeof(h));
+}
+
+/* A flow's place in the file's order, as 40 bytes compared big-endian
+ * word by word: kind, src, dst (then the whole key breaks ties). */
+struct FlowOrder {
+    uint64_t w[5];
+    uint32_t flow;
+};
+inline uint64_t be64(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return __builtin_bswap64(v);
 }
 
 }  // namespace
@@ -341,32 +373,82 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
     h.wire_bytes = wire_bytes_;
     h.first_ns = first_ns_;
     h.last_ns = last_ns_;
+    const size_t nflows = flows_.size();
     h.block_count = static_cast<uint32_t>(blocks_.size());
-    h.flow_count = static_cast<uint32_t>(flows_.size());
-    h.blocks_offset = sizeof(IndexHeader);
+    h.flow_count = static_cast<uint32_t>(nflows);
+
+    // The flows' order: sorted (kind, src, dst, key bytes).
+    std::vector<FlowOrder> order(nflows);
+    size_t non_ip = 0;
+    for (size_t i = 0; i < nflows; i++) {
+        const FlowKey& k = flows_[i].key;
+        uint8_t b[40] = {};
+        b[0] = static_cast<uint8_t>(k.kind);
+        std::memcpy(b + 1, k.src, 16);
+        std::memcpy(b + 17, k.dst, 16);
+        for (int j = 0; j < 5; j++) order[i].w[j] = be64(b + 8 * j);
+        order[i].flow = static_cast<uint32_t>(i);
+        if (k.kind != FlowKind::kIp) non_ip++;
+    }
+    std::sort(order.begin(), order.end(), [this](const FlowOrder& a, const FlowOrder& b) {
+        for (int j = 0; j < 5; j++)
+            if (a.w[j] != b.w[j]) return a.w[j] < b.w[j];
+        return std::memcmp(&flows_[a.flow].key, &flows_[b.flow].key, sizeof(FlowKey)) < 0;
+    });
+    const size_t ip = nflows - non_ip;
+    h.non_ip_flows = static_cast<uint32_t>(non_ip);
+
+    const uint64_t body = blocks_.size() * sizeof(BlockEntry) + nflows * sizeof(FlowEntry) +
+                          align8(ip * sizeof(uint32_t)) +
+                          align8(postings_.size() * sizeof(uint32_t));
+    const Layout lay = layout_for(body);
+    h.page_shift = kIndexPageShift;
+    h.page_count = lay.page_count;
+    h.pages_offset = sizeof(IndexHeader);
+    h.blocks_offset = lay.blocks_offset;
     h.flows_offset = h.blocks_offset + blocks_.size() * sizeof(BlockEntry);
-    h.postings_offset = h.flows_offset + flows_.size() * sizeof(FlowEntry);
+    h.by_dst_offset = h.flows_offset + nflows * sizeof(FlowEntry);
+    h.postings_offset = align8(h.by_dst_offset + ip * sizeof(uint32_t));
     h.postings_count = postings_.size();
-    size_t size = align8(h.postings_offset + postings_.size() * sizeof(uint32_t));
+    const size_t size = align8(h.postings_offset + postings_.size() * sizeof(uint32_t));
 
     std::string out(size, '\0');
     auto* base = reinterpret_cast<uint8_t*>(out.data());
     if (!blocks_.empty())
         std::memcpy(base + h.blocks_offset, blocks_.data(), blocks_.size() * sizeof(BlockEntry));
-    // Counting sort of the postings by flow: the flows' starts are the
-    // prefix sums of their counts; arrival order keeps each flow's block
-    // numbers ascending.
+    // The flows in their order, each with its postings' start (prefix sums
+    // of the counts); then a counting sort of the postings by flow, in
+    // arrival order, which keeps each flow's block numbers ascending.
     auto* flows = reinterpret_cast<FlowEntry*>(base + h.flows_offset);
-    if (!flows_.empty()) std::memcpy(flows, flows_.data(), flows_.size() * sizeof(FlowEntry));
+    std::vector<uint32_t> next(nflows);  // by old flow number: where its next posting goes
     uint32_t at = 0;
-    for (size_t i = 0; i < flows_.size(); i++) {
+    for (size_t i = 0; i < nflows; i++) {
+        const uint32_t old = order[i].flow;
+        flows[i] = flows_[old];
         flows[i].postings = at;
-        at += flows_[i].postings_count;
+        next[old] = at;
+        at += flows_[old].postings_count;
     }
     auto* postings = reinterpret_cast<uint32_t*>(base + h.postings_offset);
-    std::vector<uint32_t> next(flows_.size());
-    for (size_t i = 0; i < flows_.size(); i++) next[i] = flows[i].postings;
     for (uint64_t p : postings_) postings[next[p >> 32]++] = static_cast<uint32_t>(p);
+
+    // by_dst: the IP flows (new numbers) by destination, then number.
+    struct DstOrder {
+        uint64_t hi, lo;
+        uint32_t flow;
+    };
+    std::vector<DstOrder> dst(ip);
+    for (size_t i = 0; i < ip; i++) {
+        const FlowKey& k = flows[non_ip + i].key;
+        dst[i] = {be64(k.dst), be64(k.dst + 8), static_cast<uint32_t>(non_ip + i)};
+    }
+    std::sort(dst.begin(), dst.end(), [](const DstOrder& a, const DstOrder& b) {
+        if (a.hi != b.hi) return a.hi < b.hi;
+        if (a.lo != b.lo) return a.lo < b.lo;
+        return a.flow < b.flow;
+    });
+    auto* by_dst = reinterpret_cast<uint32_t*>(base + h.by_dst_offset);
+    for (size_t i = 0; i < ip; i++) by_dst[i] = dst[i].flow;
     seal(out, h);
     return out;
 }
@@ -392,8 +474,13 @@ std::string IndexBuilder::serialize_live(uint64_t valid_bytes) const {
     h.first_ns = packets ? first : 0;
     h.last_ns = last;
     h.block_count = static_cast<uint32_t>(n);
-    h.blocks_offset = sizeof(IndexHeader);
+    const Layout lay = layout_for(n * sizeof(BlockEntry));
+    h.page_shift = kIndexPageShift;
+    h.page_count = lay.page_count;
+    h.pages_offset = sizeof(IndexHeader);
+    h.blocks_offset = lay.blocks_offset;
     h.flows_offset = h.blocks_offset + n * sizeof(BlockEntry);
+    h.by_dst_offset = h.flows_offset;
     h.postings_offset = h.flows_offset;
     std::string out(h.postings_offset, '\0');
     if (n != 0) std::memcpy(out.data() + h.blocks_offset, blocks_.data(), n * sizeof(BlockEntry));

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <cstdio>
+#include <utility>
 
 #include "packet/headers.hh"
 
@@ -77,6 +78,15 @@ void make_flow_key(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowKey
         k.sport = h.sport;
         k.dport = h.dport;
     }
+    // Both directions one flow: the lower (address, port) first.
+    const int c = std::memcmp(k.src, k.dst, 16);
+    if (c > 0 || (c == 0 && k.sport > k.dport)) {
+        uint8_t t[16];
+        std::memcpy(t, k.src, 16);
+        std::memcpy(k.src, k.dst, 16);
+        std::memcpy(k.dst, t, 16);
+        std::swap(k.sport, k.dport);
+    }
 }
 
 uint64_t hash_flow_key(const FlowKey& k) {
@@ -133,7 +143,7 @@ std::string describe_flow(const FlowKey& k) {
             if (!(k.flags & kFlowHasPorts)) return e;
             return (v6 ? "[" + e + "]" : e) + ":" + std::to_string(port);
         };
-        s = proto_name(k.proto) + " " + ep(k.src, k.sport) + " > " + ep(k.dst, k.dport);
+        s = proto_name(k.proto) + " " + ep(k.src, k.sport) + " <> " + ep(k.dst, k.dport);
         if (k.flags & kFlowLaterFragment) s += " fragment";
     }
     for (uint8_t i = 0; i < k.vlan_tags; i++) s += " vlan " + std::to_string(k.vid[i]);

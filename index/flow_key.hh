@@ -2,8 +2,11 @@
  *
  * A flow is every packet of one file with the same key: the link-layer
  * framing up to the IP header (VLAN tags, EtherType), the IP version,
- * header length and protocol, the addresses, and the ports. Directions are
- * separate flows (a query's `src host` needs the direction).
+ * header length and protocol, the addresses, and the ports. Both directions
+ * of a conversation are one flow: the key holds the two endpoints in a
+ * canonical order, the lower (address, port) as src/sport (addresses
+ * compared as 16 bytes, then the ports), so `src`/`dst` in a key say
+ * "lower"/"higher", not who sent (FlowFilter tries both orientations).
  *
  * The key holds exactly what capq's pruning (prune.hh) may rely on: every
  * field below is the same, byte for byte, in every packet of the flow, and
@@ -44,9 +47,9 @@ enum : uint8_t {
 };
 
 struct FlowKey {
-    uint8_t src[16];  // IPv4: the first 4 bytes, the rest zero
-    uint8_t dst[16];
-    uint16_t sport;  // host byte order; 0 unless kFlowHasPorts
+    uint8_t src[16];  // the lower endpoint; IPv4: the first 4 bytes, the rest zero
+    uint8_t dst[16];  // the higher endpoint
+    uint16_t sport;   // host byte order; 0 unless kFlowHasPorts; the lower endpoint's
     uint16_t dport;
     uint16_t tpid[2];    // outer, inner VLAN tag type (0x8100, 0x88a8, 0x9100); 0: none
     uint16_t vid[2];     // their VLAN ids (12 bits; priority and DEI are not kept)
@@ -68,14 +71,16 @@ struct FlowKey {
 static_assert(sizeof(FlowKey) == 64);
 
 /* Fills k (every byte, unused ones zero) for the packet `frame` of caplen
- * captured bytes, from interface link type `linktype`. Never allocates;
- * reads only [frame, frame + caplen). A few ns more than the header walk. */
+ * captured bytes, from interface link type `linktype`, endpoints in the
+ * canonical order. Never allocates; reads only [frame, frame + caplen). A
+ * few ns more than the header walk. */
 void make_flow_key(uint16_t linktype, const uint8_t* frame, uint32_t caplen, FlowKey& k);
 
 /* A 64-bit hash of the whole key (for the builder's table). */
 uint64_t hash_flow_key(const FlowKey& k);
 
-/* "tcp 198.18.0.1:80 > 198.18.0.2:40000 vlan 100" style text, for --flows
+/* "tcp 198.18.0.1:40000 <> 198.18.3.7:443 vlan 100" style text (both
+ * directions, the key's order), for --flows
  * and messages: proto name or number, addresses (IPv6 in RFC 5952 form),
  * ports when known, then the tags; "ether type 0x0806" for kLink, "other"
  * for kOpaque. */

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -92,12 +93,14 @@ uint32_t header_crc_of(const IndexHeader& h) {
     return crc32c(&c, sizeof(c));
 }
 
-/* Every check the header comment lists, cheapest first; on success fills
- * the spans. The body is checked whole (checksum) before any of its
- * entries is trusted. */
-Status validate(const uint8_t* base, size_t size, uint64_t capture_size, const IndexHeader*& hdr,
-                std::span<const BlockEntry>& blocks, std::span<const FlowEntry>& flows,
-                std::span<const uint32_t>& postings) {
+}  // namespace
+
+/* Every check of the header comment that load() makes, cheapest first; on
+ * success fills the spans. The block table is verified (its pages) before
+ * any of its entries is trusted; the rest waits for the check_*(). */
+Status Index::validate(uint64_t capture_size) {
+    const uint8_t* base = base_;
+    const size_t size = size_;
     if (size < sizeof(IndexHeader)) return bad("truncated index");
     const auto* h = reinterpret_cast<const IndexHeader*>(base);
     if (std::memcmp(h->magic, kIndexMagic, sizeof(kIndexMagic)) != 0)
@@ -110,6 +113,8 @@ Status validate(const uint8_t* base, size_t size, uint64_t capture_size, const I
         return bad("bad index header size " + std::to_string(h->header_bytes));
     if (h->header_bytes > size) return bad("truncated index");
     if (header_crc_of(*h) != h->header_crc) return bad("index header checksum mismatch");
+    if (h->page_shift < 12 || h->page_shift > 24)
+        return bad("bad index page size 2^" + std::to_string(h->page_shift));
 
     // Sections: inside the file, 8-aligned, in order, not overlapping.
     auto section = [&](uint64_t off, uint64_t count, uint64_t each, uint64_t after,
@@ -119,69 +124,195 @@ Status validate(const uint8_t* base, size_t size, uint64_t capture_size, const I
             return bad(std::string("truncated index (") + what + " past the end)");
         return Status();
     };
-    if (auto s = section(h->blocks_offset, h->block_count, sizeof(BlockEntry), h->header_bytes,
-                         "blocks");
+    if (auto s = section(h->pages_offset, h->page_count, sizeof(uint32_t), h->header_bytes,
+                         "page table");
         !s)
         return s;
-    uint64_t blocks_end = h->blocks_offset + uint64_t(h->block_count) * sizeof(BlockEntry);
+    const uint64_t pages_end = h->pages_offset + uint64_t(h->page_count) * sizeof(uint32_t);
+    if (auto s = section(h->blocks_offset, h->block_count, sizeof(BlockEntry), pages_end, "blocks");
+        !s)
+        return s;
+    const uint64_t page = uint64_t{1} << h->page_shift;
+    if (h->page_count != (size - h->blocks_offset + page - 1) / page)
+        return bad("truncated index (page table does not cover the file)");
+    if (crc32c(base + h->pages_offset, h->page_count * sizeof(uint32_t)) != h->pages_crc)
+        return bad("checksum mismatch (page table)");
+    const uint64_t blocks_end = h->blocks_offset + uint64_t(h->block_count) * sizeof(BlockEntry);
     if (auto s = section(h->flows_offset, h->flow_count, sizeof(FlowEntry), blocks_end, "flows");
         !s)
         return s;
-    uint64_t flows_end = h->flows_offset + uint64_t(h->flow_count) * sizeof(FlowEntry);
-    if (auto s =
-            section(h->postings_offset, h->postings_count, sizeof(uint32_t), flows_end, "postings");
+    if (h->non_ip_flows > h->flow_count) return bad("index non_ip_flows past flow_count");
+    const uint64_t flows_end = h->flows_offset + uint64_t(h->flow_count) * sizeof(FlowEntry);
+    const uint64_t ip_flows = h->flow_count - h->non_ip_flows;
+    if (auto s = section(h->by_dst_offset, ip_flows, sizeof(uint32_t), flows_end, "by_dst"); !s)
+        return s;
+    const uint64_t by_dst_end = h->by_dst_offset + ip_flows * sizeof(uint32_t);
+    if (auto s = section(h->postings_offset, h->postings_count, sizeof(uint32_t), by_dst_end,
+                         "postings");
         !s)
         return s;
     uint64_t postings_end = h->postings_offset + h->postings_count * sizeof(uint32_t);
     // Only padding to 8 may follow the postings.
     if (size - postings_end >= 8) return bad("index has trailing bytes");
-    if (crc32c(base + h->header_bytes, size - h->header_bytes) != h->crc32c)
-        return bad("checksum mismatch");
 
-    blocks = {reinterpret_cast<const BlockEntry*>(base + h->blocks_offset), h->block_count};
-    flows = {reinterpret_cast<const FlowEntry*>(base + h->flows_offset), h->flow_count};
-    postings = {reinterpret_cast<const uint32_t*>(base + h->postings_offset),
-                static_cast<size_t>(h->postings_count)};
+    header_ = h;
+    page_crcs_ = {reinterpret_cast<const uint32_t*>(base + h->pages_offset), h->page_count};
+    page_state_.assign(h->page_count, 0);
+    blocks_ = {reinterpret_cast<const BlockEntry*>(base + h->blocks_offset), h->block_count};
+    flows_ = {reinterpret_cast<const FlowEntry*>(base + h->flows_offset), h->flow_count};
+    by_dst_ = {reinterpret_cast<const uint32_t*>(base + h->by_dst_offset),
+               static_cast<size_t>(ip_flows)};
+    postings_ = {reinterpret_cast<const uint32_t*>(base + h->postings_offset),
+                 static_cast<size_t>(h->postings_count)};
+    if (auto s = check_bytes(h->blocks_offset, blocks_.size_bytes()); !s) return s;
 
     // Contents: consistent counts, blocks contiguous from data_start.
     bool live = h->flags & kIndexLive;
     if (live && h->flow_count != 0) return bad("live index with flows");
     if (h->format > uint32_t(CaptureFormat::kPcapng)) return bad("unknown capture format");
     uint64_t at = h->data_start, packets = 0;
-    for (const BlockEntry& b : blocks) {
+    for (const BlockEntry& b : blocks_) {
         if (b.offset != at) return bad("index blocks not contiguous");
         at += b.bytes;
         packets += b.packets;
     }
     if (at > h->capture_bytes) return bad("index blocks past capture_bytes");
     if (packets != h->packets) return bad("index packet counts inconsistent");
-    uint64_t flow_packets = 0;
-    for (const FlowEntry& f : flows) {
-        if (f.postings > h->postings_count || f.postings_count > h->postings_count - f.postings)
-            return bad("index postings out of range");
-        if (f.postings_count == 0 && f.packets != 0) return bad("index flow without blocks");
-        uint32_t prev = 0;
-        for (uint32_t i = 0; i < f.postings_count; i++) {
-            uint32_t b = postings[f.postings + i];
-            if (b >= h->block_count) return bad("index block number out of range");
-            if (i != 0 && b <= prev) return bad("index postings not ascending");
-            prev = b;
-        }
-        flow_packets += f.packets;
-    }
-    if (!live && !(h->flags & kIndexApproxCounts) && flow_packets != h->packets)
-        return bad("index packet counts inconsistent");
 
     if (capture_size != ~0ull) {
         if (h->capture_bytes > capture_size || (!live && h->capture_bytes < capture_size))
             return make_error(ESTALE, "stale index: describes " + std::to_string(h->capture_bytes) +
                                           " bytes, file has " + std::to_string(capture_size));
     }
-    hdr = h;
     return Status();
 }
 
-}  // namespace
+bool Index::page_ok(size_t page) const {
+    if (page_state_[page] == 0) {
+        const uint64_t start = header_->blocks_offset + (uint64_t(page) << header_->page_shift);
+        const uint64_t len = std::min<uint64_t>(uint64_t{1} << header_->page_shift, size_ - start);
+        page_state_[page] = crc32c(base_ + start, len) == page_crcs_[page] ? 1 : 2;
+    }
+    return page_state_[page] == 1;
+}
+
+/* [offset, offset + len) lies in the body (the callers' spans do). */
+Status Index::check_bytes(uint64_t offset, uint64_t len) const {
+    if (len == 0) return Status();
+    const uint64_t first = (offset - header_->blocks_offset) >> header_->page_shift;
+    const uint64_t last = (offset + len - 1 - header_->blocks_offset) >> header_->page_shift;
+    for (uint64_t p = first; p <= last; p++)
+        if (!page_ok(p)) return bad("checksum mismatch (index page " + std::to_string(p) + ")");
+    return Status();
+}
+
+Status Index::check_flows(size_t first, size_t count) const {
+    const size_t n = flows_.size();
+    if (first > n || count > n - first) return bad("index flow number out of range");
+    if (auto s = check_bytes(header_->flows_offset + first * sizeof(FlowEntry),
+                             count * sizeof(FlowEntry));
+        !s)
+        return s;
+    const size_t non_ip = header_->non_ip_flows;
+    uint64_t packets = 0;
+    for (size_t i = first; i < first + count; i++) {
+        const FlowEntry& f = flows_[i];
+        if (f.postings > postings_.size() || f.postings_count > postings_.size() - f.postings)
+            return bad("index postings out of range");
+        if (f.postings_count == 0 && f.packets != 0) return bad("index flow without blocks");
+        if ((f.key.kind == FlowKind::kIp) != (i >= non_ip)) return bad("index flows out of order");
+        packets += f.packets;
+    }
+    // All of them: their packets are the file's.
+    if (first == 0 && count == n && !(header_->flags & (kIndexLive | kIndexApproxCounts)) &&
+        packets != header_->packets)
+        return bad("index packet counts inconsistent");
+    return Status();
+}
+
+Status Index::check_postings(size_t flow) const {
+    if (auto s = check_flows(flow, 1); !s) return s;
+    const FlowEntry& f = flows_[flow];
+    if (auto s = check_bytes(header_->postings_offset + uint64_t(f.postings) * sizeof(uint32_t),
+                             uint64_t(f.postings_count) * sizeof(uint32_t));
+        !s)
+        return s;
+    uint32_t prev = 0;
+    for (uint32_t i = 0; i < f.postings_count; i++) {
+        const uint32_t b = postings_[f.postings + i];
+        if (b >= blocks_.size()) return bad("index block number out of range");
+        if (i != 0 && b <= prev) return bad("index postings not ascending");
+        prev = b;
+    }
+    return Status();
+}
+
+Status Index::check_by_dst(size_t first, size_t count) const {
+    const size_t n = by_dst_.size();
+    if (first > n || count > n - first) return bad("index by_dst entry out of range");
+    if (auto s = check_bytes(header_->by_dst_offset + first * sizeof(uint32_t),
+                             count * sizeof(uint32_t));
+        !s)
+        return s;
+    for (size_t i = first; i < first + count; i++)
+        if (by_dst_[i] < header_->non_ip_flows || by_dst_[i] >= flows_.size())
+            return bad("index by_dst names a flow that is not IP");
+    return Status();
+}
+
+void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& out) const {
+    const size_t n = flows_.size(), first_ip = header_->non_ip_flows;
+    const size_t had = out.size();
+    // The key of flow i, its page verified; nullptr if damaged.
+    auto key = [&](size_t i) -> const FlowKey* {
+        if (!check_bytes(header_->flows_offset + i * sizeof(FlowEntry), sizeof(FlowEntry)))
+            return nullptr;
+        return &flows_[i].key;
+    };
+    auto dst_flow = [&](size_t j) -> const FlowKey* {
+        if (!check_bytes(header_->by_dst_offset + j * sizeof(uint32_t), sizeof(uint32_t)))
+            return nullptr;
+        const uint32_t f = by_dst_[j];
+        if (f < first_ip || f >= n) return nullptr;
+        return key(f);
+    };
+    const FlowKey* k;
+    // By source: the IP flows are sorted by src.
+    size_t lo = first_ip, hi = n;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (!(k = key(mid))) goto damaged;
+        if (std::memcmp(k->src, addr, 16) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t i = lo; i < n; i++) {
+        if (!(k = key(i))) goto damaged;
+        if (std::memcmp(k->src, addr, 16) != 0) break;
+        out.push_back(static_cast<uint32_t>(i));
+    }
+    // By destination, through by_dst.
+    lo = 0;
+    hi = by_dst_.size();
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (!(k = dst_flow(mid))) goto damaged;
+        if (std::memcmp(k->dst, addr, 16) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (size_t j = lo; j < by_dst_.size(); j++) {
+        if (!(k = dst_flow(j))) goto damaged;
+        if (std::memcmp(k->dst, addr, 16) != 0) break;
+        out.push_back(by_dst_[j]);
+    }
+    return;
+damaged:
+    out.resize(had);
+    for (size_t i = 0; i < n; i++) out.push_back(static_cast<uint32_t>(i));
+}
 
 Result<Index> Index::from_bytes(std::string bytes, uint64_t capture_size) {
     Index ix;
@@ -199,13 +330,10 @@ Result<Index> Index::from_bytes(std::string bytes, uint64_t capture_size) {
         base = reinterpret_cast<const uint8_t*>(v->data());
         keep = v;
     }
-    if (auto s =
-            validate(base, size, capture_size, ix.header_, ix.blocks_, ix.flows_, ix.postings_);
-        !s)
-        return s.failure();
     ix.storage_ = std::move(keep);
     ix.base_ = base;
     ix.size_ = size;
+    if (auto s = ix.validate(capture_size); !s) return s.failure();
     return ix;
 }
 
@@ -235,13 +363,11 @@ Result<Index> Index::load(const std::string& path, uint64_t capture_size) {
                                      [size](const void* p) { munmap(const_cast<void*>(p), size); });
     Index ix;
     const auto* base = static_cast<const uint8_t*>(m);
-    if (auto s =
-            validate(base, size, capture_size, ix.header_, ix.blocks_, ix.flows_, ix.postings_);
-        !s)
-        return make_error(s.code(), path + ": " + s.error());
     ix.storage_ = std::move(keep);
     ix.base_ = base;
     ix.size_ = size;
+    if (auto s = ix.validate(capture_size); !s)
+        return make_error(s.code(), path + ": " + s.error());
     return ix;
 }
 

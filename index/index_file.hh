@@ -9,9 +9,15 @@
  *
  * Format version 1, little-endian throughout, every section 8-byte aligned:
  *
- *   IndexHeader                 128 bytes
+ *   IndexHeader                 160 bytes
+ *   uint32_t page_crcs[page_count]  crc32c of each 64 KiB page of the body
  *   BlockEntry[block_count]     32 bytes each, in file order
- *   FlowEntry[flow_count]       104 bytes each, in order of first packet
+ *   FlowEntry[flow_count]       104 bytes each, sorted by (kind, src, dst,
+ *                               then the whole key as bytes): the non-IP
+ *                               flows (kOpaque, kLink) first, non_ip_flows
+ *                               of them, then the IP flows by source address
+ *   uint32_t by_dst[flow_count - non_ip_flows]
+ *                               the IP flows' numbers, sorted by (dst, number)
  *   uint32_t postings[]         per flow, its blocks (ascending block numbers),
  *                               at FlowEntry::postings, postings_count of them
  *
@@ -21,13 +27,21 @@
  * not monotonic (several workers feed one writer), so each block has its
  * own earliest and latest.
  *
- * The header's crc32c covers everything after the header; header_crc the
- * header with that field zero. A reader refuses (and capq then reads the
- * capture instead, saying why): a bad magic, a version above the one it
- * knows, a size or offset outside the file, a bad checksum, or a
- * capture_bytes larger than the capture file is now (a stale index of a
- * file cut or rewritten since). A capture file larger than capture_bytes is
- * fine for a live index (the writer has gone on since), not for a final one.
+ * Checksums: the body is everything from blocks_offset to the end of the
+ * file, cut into pages of 1 << page_shift (65536) bytes (the last one
+ * shorter); page_crcs[i] is the crc32c of page i, pages_crc the crc32c of
+ * page_crcs, header_crc the crc32c of the header with header_crc zero. So a
+ * reader verifies only what it uses: load() checks the header, the section
+ * bounds, the page table and the pages of the block table (and the blocks'
+ * contents); the flows, by_dst and postings are verified page by page when
+ * first used (Index::check_flows(), check_by_dst(), check_postings()).
+ *
+ * A reader refuses (and capq then reads the capture instead, saying why): a
+ * bad magic, a version above the one it knows, a size or offset outside the
+ * file, a bad checksum, or a capture_bytes larger than the capture file is
+ * now (a stale index of a file cut or rewritten since). A capture file
+ * larger than capture_bytes is fine for a live index (the writer has gone
+ * on since), not for a final one.
  *
  * A live index (flag kIndexLive) describes the file being written up to
  * capture_bytes, all of which is whole records on the disk; it has blocks
@@ -63,7 +77,7 @@ enum class CaptureFormat : uint32_t { kPcapMicro = 0, kPcapNano = 1, kPcapng = 2
 struct IndexHeader {
     char magic[8];
     uint32_t version;
-    uint32_t header_bytes;   // 128
+    uint32_t header_bytes;   // 160
     uint64_t capture_bytes;  // the capture file's size this index describes
     uint64_t data_start;     // offset of the first record (after the file header)
     uint32_t format;         // CaptureFormat
@@ -74,16 +88,22 @@ struct IndexHeader {
     uint64_t last_ns;        // latest
     uint32_t block_count;
     uint32_t flow_count;
-    uint64_t blocks_offset;  // from the start of the index file
+    uint64_t blocks_offset;  // from the start of the index file; the body starts here
     uint64_t flows_offset;
+    uint64_t by_dst_offset;  // flow_count - non_ip_flows uint32_t entries
     uint64_t postings_offset;
     uint64_t postings_count;  // uint32_t entries
+    uint64_t pages_offset;    // page_crcs, right after the header
+    uint32_t page_count;      // pages of the body: ceil((file size - blocks_offset) / page)
+    uint32_t page_shift;      // 16: 64 KiB pages
+    uint32_t non_ip_flows;    // the leading flows that are not kIp
     uint32_t block_target;    // bytes per block the writer aimed at
-    uint32_t crc32c;          // of bytes [header_bytes, end of file)
+    uint32_t pages_crc;       // crc32c of page_crcs[]
     uint32_t header_crc;      // of this header with header_crc = 0
-    uint32_t reserved;        // zero
+    uint64_t reserved;        // zero
 };
-static_assert(sizeof(IndexHeader) == 128);
+static_assert(sizeof(IndexHeader) == 160);
+inline constexpr uint32_t kIndexPageShift = 16;
 
 struct BlockEntry {
     uint64_t offset;  // first byte of the block's first record
@@ -105,7 +125,16 @@ struct FlowEntry {
 };
 static_assert(sizeof(FlowEntry) == 104);
 
-/* An index in memory: read from a file (mapped) or built by IndexBuilder. */
+/* An index in memory: read from a file (mapped) or built by IndexBuilder.
+ *
+ * Verification is lazy (see the format above): from_bytes()/load() check
+ * the header, the sections, the page table and the block table; flows(),
+ * by_dst() and blocks_of() hand out bytes that are trusted only after the
+ * matching check_*() succeeded for them (each page is verified once: a
+ * mutable bitmap; so an Index is used from one thread at a time, like any
+ * non-const object). A check that fails means the file is damaged: capq
+ * then reads the capture instead. The checks cost one crc32c of each page
+ * the first time (about 10 us per 64 KiB) and a pass over the entries. */
 class Index {
 public:
     Index() = default;
@@ -122,20 +151,59 @@ public:
     const IndexHeader& header() const { return *header_; }
     bool live() const { return header_->flags & kIndexLive; }
     std::span<const BlockEntry> blocks() const { return blocks_; }
+    /* Unverified until check_flows() of the entries read. */
     std::span<const FlowEntry> flows() const { return flows_; }
-    /* Block numbers holding flow i, ascending. */
+    /* Flow numbers of the IP flows by destination address; unverified until
+     * check_by_dst(). */
+    std::span<const uint32_t> by_dst() const { return by_dst_; }
+    /* Block numbers holding flow i, ascending; unverified until
+     * check_postings(i). */
     std::span<const uint32_t> blocks_of(size_t flow) const;
+    /* The count of leading flows that are not kIp (flows_[non_ip_flows()..]
+     * are the IP flows, by source address). */
+    size_t non_ip_flows() const { return header_->non_ip_flows; }
+
+    /* Verifies flows [first, first + count): their pages, and that each
+     * entry's postings lie inside the postings section, a flow with packets
+     * has blocks, the kind order holds (kIp from non_ip_flows() on). */
+    Status check_flows(size_t first, size_t count) const;
+    /* Verifies flow `flow` (check_flows) and its postings: pages, ascending,
+     * every block number < block_count. */
+    Status check_postings(size_t flow) const;
+    /* Verifies by_dst entries [first, first + count): pages, flow numbers
+     * of IP flows. */
+    Status check_by_dst(size_t first, size_t count) const;
+
+    /* Appends the numbers of the flows with `addr` (16 bytes; IPv4: its 4
+     * bytes then 12 zeros, as in FlowKey) as source or destination: binary
+     * searches in flows (by src) and in by_dst, verifying the pages they
+     * read. Neither ascending nor free of repeats (a flow from and to addr
+     * comes twice); may include an IP flow of the other version whose 16
+     * bytes are the same (callers evaluate the key anyway). The caller must
+     * still check_flows() / check_postings() the flows it uses. If a page
+     * the search reads is damaged, appends every flow, which check_flows()
+     * then refuses. */
+    void flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& out) const;
+
     /* The serialized bytes (for writing out). */
     std::span<const uint8_t> bytes() const;
 
 private:
+    Status validate(uint64_t capture_size);
+    Status check_bytes(uint64_t offset, uint64_t len) const;
+    bool page_ok(size_t page) const;
+
     std::shared_ptr<const void> storage_;  // the mapping or the string
     const uint8_t* base_ = nullptr;
     size_t size_ = 0;
     const IndexHeader* header_ = nullptr;
     std::span<const BlockEntry> blocks_;
     std::span<const FlowEntry> flows_;
+    std::span<const uint32_t> by_dst_;
     std::span<const uint32_t> postings_;
+    std::span<const uint32_t> page_crcs_;
+    // Per page: 0 not verified yet, 1 good, 2 damaged.
+    mutable std::vector<uint8_t> page_state_;
 };
 
 /* DIR/.B.idx for DIR/B, DIR/B.idx for a hidden B (see above). */

@@ -220,6 +220,22 @@ FlowFilter::Verdict FlowFilter::eval(const FlowKey& k) const {
     constexpr Verdict kBoth{true, true};
     if (prog_.empty()) return {true, false};
     if (k.kind == FlowKind::kOpaque || !same_link_type(k.linktype, linktype_)) return kBoth;
+    const Verdict v = eval_oriented(k);
+    if (k.kind != FlowKind::kIp || (v.may_accept && v.may_reject)) return v;
+    // The key holds the endpoints in canonical order: a packet of the flow
+    // goes one way or the other.
+    FlowKey r = k;
+    std::memcpy(r.src, k.dst, 16);
+    std::memcpy(r.dst, k.src, 16);
+    r.sport = k.dport;
+    r.dport = k.sport;
+    if (r == k) return v;
+    const Verdict w = eval_oriented(r);
+    return {v.may_accept || w.may_accept, v.may_reject || w.may_reject};
+}
+
+FlowFilter::Verdict FlowFilter::eval_oriented(const FlowKey& k) const {
+    constexpr Verdict kBoth{true, true};
     Model pk;
     if (!build_model(k, pk)) return kBoth;
 

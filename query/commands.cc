@@ -71,10 +71,17 @@ struct FilePlan {
     std::string note;  // "read in order", "live index", ...
 };
 
-/* Flows of f that may match and overlap the window; marks their blocks. */
-Result<std::vector<size_t>> matching_flows(StoreFile& f, Programs& progs, const QueryOptions& o) {
+/* Flows of f that may match and overlap the window. An index read from
+ * its file is verified as it is used (index_file.hh): a damaged one sets
+ * `damaged` to why, and returns no flows. */
+Result<std::vector<size_t>> matching_flows(StoreFile& f, Programs& progs, const QueryOptions& o,
+                                           std::string& damaged) {
     std::vector<size_t> out;
     const auto flows = f.index.flows();
+    if (Status s = f.index.check_flows(0, flows.size()); !s) {
+        damaged = s.error();
+        return out;
+    }
     const auto& ifs = f.reader->info().interfaces;
     for (size_t i = 0; i < flows.size(); i++) {
         const index::FlowEntry& fe = flows[i];
@@ -95,9 +102,10 @@ Result<std::vector<size_t>> matching_flows(StoreFile& f, Programs& progs, const 
     return out;
 }
 
-/* Chooses f's ranges to read. */
+/* Chooses f's ranges to read; `damaged` as matching_flows() (then no
+ * range is added). */
 Result<FilePlan> plan_file(StoreFile& f, Programs& progs, const QueryOptions& o,
-                           std::vector<ReadRange>& ranges) {
+                           std::vector<ReadRange>& ranges, std::string& damaged) {
     FilePlan p;
     const auto blocks = f.index.blocks();
     p.blocks = blocks.size();
@@ -118,16 +126,23 @@ Result<FilePlan> plan_file(StoreFile& f, Programs& progs, const QueryOptions& o,
     if (f.index.live() || progs.empty()) {
         if (f.index.live()) p.note = "live index: time only";
         std::fill(sel.begin(), sel.end(), 1);
-        auto m = matching_flows(f, progs, o);
+        auto m = matching_flows(f, progs, o, damaged);
         if (!m) return m.failure();
+        if (!damaged.empty()) return p;
         p.flows_matching = m->size();
     } else {
-        auto m = matching_flows(f, progs, o);
+        auto m = matching_flows(f, progs, o, damaged);
         if (!m) return m.failure();
+        if (!damaged.empty()) return p;
         p.flows_matching = m->size();
-        for (size_t i : *m)
+        for (size_t i : *m) {
+            if (Status s = f.index.check_postings(i); !s) {
+                damaged = s.error();
+                return p;
+            }
             for (uint32_t b : f.index.blocks_of(i))
                 if (b < sel.size()) sel[b] = 1;
+        }
     }
     ReadRange cur{f.order, 0, 0, UINT64_MAX};
     bool open = false;
@@ -267,8 +282,16 @@ int run_query(const QueryOptions& o) {
     std::vector<ReadRange> ranges;
     std::vector<FilePlan> plans;
     for (auto& f : store.files()) {
-        auto p = plan_file(f, progs, o, ranges);
+        std::string damaged;
+        auto p = plan_file(f, progs, o, ranges, damaged);
+        if (p && !damaged.empty()) {
+            // Read the capture instead: its index, built here, is whole.
+            if (Status s = store.rescan(f, stderr, damaged); !s) return fail(s.error());
+            damaged.clear();
+            p = plan_file(f, progs, o, ranges, damaged);
+        }
         if (!p) return fail(p.error());
+        if (!damaged.empty()) return fail(f.path + ": " + damaged);
         plans.push_back(std::move(*p));
     }
     if (o.explain) print_explain(to_stdout && !plan_only ? stderr : stdout, store, plans, o);
@@ -366,8 +389,15 @@ int run_flows(const QueryOptions& o) {
     };
     std::map<std::string, Agg> by_key;
     for (auto& f : store.files()) {
-        auto m = matching_flows(f, progs, o);
+        std::string damaged;
+        auto m = matching_flows(f, progs, o, damaged);
+        if (m && !damaged.empty()) {
+            if (Status s = store.rescan(f, stderr, damaged); !s) return fail(s.error());
+            damaged.clear();
+            m = matching_flows(f, progs, o, damaged);
+        }
         if (!m) return fail(m.error());
+        if (!damaged.empty()) return fail(f.path + ": " + damaged);
         for (size_t i : *m) {
             const index::FlowEntry& fe = f.index.flows()[i];
             std::string k(reinterpret_cast<const char*>(&fe.key), sizeof fe.key);
@@ -390,6 +420,9 @@ int run_flows(const QueryOptions& o) {
         for (const auto& a : rows) {
             nlohmann::json j;
             j["flow"] = index::describe_flow(a.key);
+            // Both directions of a conversation are one flow: src/sport is
+            // the lower endpoint, not the sender.
+            j["directions"] = "both";
             j["first"] = format_time(int64_t(a.first_ns));
             j["last"] = format_time(int64_t(a.last_ns));
             j["first_ns"] = a.first_ns;
@@ -418,7 +451,8 @@ int run_flows(const QueryOptions& o) {
         std::printf("%s\n", arr.dump(2).c_str());
         return 0;
     }
-    std::printf("%-30s  %-30s  %10s  %14s  %s\n", "FIRST", "LAST", "PACKETS", "BYTES", "FLOW");
+    std::printf("%-30s  %-30s  %10s  %14s  %s\n", "FIRST", "LAST", "PACKETS", "BYTES",
+                "FLOW (both directions)");
     for (const auto& a : rows)
         std::printf("%-30s  %-30s  %10llu  %14llu  %s\n", format_time(int64_t(a.first_ns)).c_str(),
                     format_time(int64_t(a.last_ns)).c_str(), (unsigned long long)a.packets,

@@ -189,18 +189,30 @@ Status Store::index(FILE* warn, bool need_flows) {
         } else {
             f.scan_reason = "live file";
         }
-        uint64_t end = 0;
-        bool seq = false;
-        auto built = build_index(*f.reader, limit, end, seq);
-        if (!built) return built.failure();
-        auto idx = index::Index::from_bytes(std::move(*built), ~0ull);
-        if (!idx) return make_error(idx.code(), f.path + ": " + idx.error());
-        f.index = std::move(*idx);
-        f.has_index = true;
-        f.valid_end = end;
-        f.sequential = seq;
+        if (Status s = build(f, limit); !s) return s;
     }
     return {};
+}
+
+Status Store::build(StoreFile& f, uint64_t limit) {
+    uint64_t end = 0;
+    bool seq = false;
+    auto built = build_index(*f.reader, limit, end, seq);
+    if (!built) return built.failure();
+    auto idx = index::Index::from_bytes(std::move(*built), ~0ull);
+    if (!idx) return make_error(idx.code(), f.path + ": " + idx.error());
+    f.index = std::move(*idx);
+    f.indexed = false;
+    f.has_index = true;
+    f.valid_end = end;
+    f.sequential = seq;
+    return {};
+}
+
+Status Store::rescan(StoreFile& f, FILE* warn, const std::string& why) {
+    f.scan_reason = why;
+    std::fprintf(warn, "capq: warning: %s: %s; scanning\n", f.path.c_str(), why.c_str());
+    return build(f, f.live ? f.valid_end : ~0ull);
 }
 
 }  // namespace linecap::query

@@ -62,6 +62,10 @@ public:
      * need_flows: a live index (blocks only) is replaced by one built in
      * memory, quietly. An I/O error reading a file is an error. */
     Status index(FILE* warn, bool need_flows);
+    /* f's index, read from its file, failed a check when used (a damaged
+     * page: index_file.hh): warns once on `warn` and replaces it by one
+     * built from the capture. */
+    Status rescan(StoreFile& f, FILE* warn, const std::string& why);
 
     std::vector<StoreFile>& files() { return files_; }
     const std::vector<IgnoredFile>& ignored() const { return ignored_; }
@@ -69,6 +73,7 @@ public:
 private:
     Status add_dir(const std::string& dir);
     Status add_file(int fd, const std::string& path, bool live, bool in_dir);
+    Status build(StoreFile& f, uint64_t limit);
 
     std::vector<StoreFile> files_;
     std::vector<IgnoredFile> ignored_;

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -115,6 +116,57 @@ size_t block_of(const Index& ix, uint64_t offset) {
     return size_t(it - bl.begin()) - 1;
 }
 
+/* The lookup order (index_file.hh): every check passes on a whole index,
+ * flows sorted by (kind, src, dst), by_dst by dst, and flows_with_address()
+ * finds exactly the flows with the address on either side. */
+void check_lookup(const Index& ix) {
+    const auto flows = ix.flows();
+    ASSERT_TRUE(ix.check_flows(0, flows.size()).ok());
+    ASSERT_TRUE(ix.check_by_dst(0, ix.by_dst().size()).ok());
+    for (size_t i = 0; i < flows.size(); i++) ASSERT_TRUE(ix.check_postings(i).ok()) << i;
+    auto order = [](const FlowKey& a, const FlowKey& b) {
+        if (a.kind != b.kind) return a.kind < b.kind;
+        if (int c = std::memcmp(a.src, b.src, 16)) return c < 0;
+        if (int c = std::memcmp(a.dst, b.dst, 16)) return c < 0;
+        return std::memcmp(&a, &b, sizeof(a)) < 0;
+    };
+    for (size_t i = 1; i < flows.size(); i++)
+        EXPECT_TRUE(order(flows[i - 1].key, flows[i].key)) << i;
+    size_t non_ip = 0;
+    while (non_ip < flows.size() && flows[non_ip].key.kind != FlowKind::kIp) non_ip++;
+    EXPECT_EQ(ix.non_ip_flows(), non_ip);
+    ASSERT_EQ(ix.by_dst().size(), flows.size() - non_ip);
+    std::vector<uint32_t> seen;
+    for (size_t j = 0; j < ix.by_dst().size(); j++) {
+        uint32_t f = ix.by_dst()[j];
+        ASSERT_GE(f, non_ip);
+        ASSERT_LT(f, flows.size());
+        seen.push_back(f);
+        if (j != 0)
+            EXPECT_LE(std::memcmp(flows[ix.by_dst()[j - 1]].key.dst, flows[f].key.dst, 16), 0);
+    }
+    std::sort(seen.begin(), seen.end());
+    EXPECT_TRUE(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
+    // Every address of every IP flow: found on the side(s) it is on.
+    std::set<std::string> addrs;
+    for (size_t i = non_ip; i < flows.size(); i++) {
+        addrs.emplace(reinterpret_cast<const char*>(flows[i].key.src), 16);
+        addrs.emplace(reinterpret_cast<const char*>(flows[i].key.dst), 16);
+    }
+    addrs.emplace(16, '\x77');  // none
+    for (const std::string& a : addrs) {
+        const auto* ap = reinterpret_cast<const uint8_t*>(a.data());
+        std::vector<uint32_t> got;
+        ix.flows_with_address(ap, got);
+        std::multiset<uint32_t> want, have(got.begin(), got.end());
+        for (size_t i = non_ip; i < flows.size(); i++) {
+            if (std::memcmp(flows[i].key.src, ap, 16) == 0) want.insert(uint32_t(i));
+            if (std::memcmp(flows[i].key.dst, ap, 16) == 0) want.insert(uint32_t(i));
+        }
+        EXPECT_EQ(have, want);
+    }
+}
+
 void check_round_trip(storage::Format fmt) {
     SCOPED_TRACE(int(fmt));
     Capture c = make_capture(fmt, 5000, 300);
@@ -192,8 +244,7 @@ void check_round_trip(storage::Format fmt) {
     EXPECT_EQ(h.first_ns, first);
     EXPECT_EQ(h.last_ns, last);
     EXPECT_EQ(h.wire_bytes, wire);
-    // Flows in order of first packet.
-    EXPECT_EQ(ix.flows()[0].key.sport, c.packets[0].flow);
+    check_lookup(ix);
 }
 
 TEST(Builder, RoundTripPcap) { check_round_trip(storage::Format::kPcapMicro); }
@@ -321,9 +372,11 @@ TEST(Builder, PcapngInterfacesAndSequential) {
     auto r = Index::from_bytes(b.serialize(100 + recs.size()), ~0ull);
     ASSERT_TRUE(r.ok()) << r.error();
     ASSERT_EQ(r->flows().size(), 2u);
-    EXPECT_EQ(r->flows()[0].key.linktype, 1);
-    EXPECT_EQ(r->flows()[1].key.linktype, 101);
-    EXPECT_EQ(r->flows()[1].key.kind, FlowKind::kIp);
+    // Same addresses and ports: the key's other bytes order them (raw IP
+    // has EtherType 0).
+    EXPECT_EQ(r->flows()[0].key.linktype, 101);
+    EXPECT_EQ(r->flows()[1].key.linktype, 1);
+    EXPECT_EQ(r->flows()[0].key.kind, FlowKind::kIp);
     EXPECT_FALSE(r->header().flags & kIndexSequential);
     // An interface description block after the first packet.
     std::string idb(20, '\0');
@@ -375,15 +428,40 @@ TEST(IndexFile, EveryTruncationIsRefused) {
     }
 }
 
-TEST(IndexFile, FlippedByteIsAChecksumError) {
+/* An index of many pages (64 KiB each): blocks, flows, by_dst and postings
+ * on pages of their own. */
+std::string paged_index(uint64_t* capture_bytes) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 30000, 5000);
+    IndexBuilder b(2048);
+    std::string s = build(c, b);
+    *capture_bytes = c.start + c.bytes.size();
+    return s;
+}
+
+IndexHeader header_of(const std::string& s) {
+    IndexHeader h;
+    std::memcpy(&h, s.data(), sizeof(h));
+    return h;
+}
+
+size_t page_of(const IndexHeader& h, uint64_t offset) {
+    return (offset - h.blocks_offset) >> h.page_shift;
+}
+
+bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
+
+TEST(IndexFile, FlippedByteInTheHeaderPageTableOrBlocksFailsTheLoad) {
     uint64_t cap;
-    std::string s = sample_index(&cap);
-    for (size_t at = sizeof(IndexHeader); at < s.size(); at += 97) {
+    std::string s = paged_index(&cap);
+    const IndexHeader h = header_of(s);
+    ASSERT_GT(h.page_count, 8u);
+    ASSERT_TRUE(Index::from_bytes(s, cap).ok());
+    for (size_t at = h.pages_offset; at < h.flows_offset; at += 97) {
         std::string t = s;
         t[at] ^= 0x10;
         auto r = Index::from_bytes(t, cap);
         ASSERT_FALSE(r.ok()) << at;
-        EXPECT_EQ(r.error(), "checksum mismatch") << at;
+        EXPECT_TRUE(starts_with(r.error(), "checksum mismatch")) << at << ": " << r.error();
     }
     // In the header (past magic and version): the header's own checksum.
     for (size_t at = 16; at < sizeof(IndexHeader); at++) {
@@ -397,6 +475,93 @@ TEST(IndexFile, FlippedByteIsAChecksumError) {
     auto r = Index::from_bytes(t, cap);
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().find("bad magic"), std::string::npos);
+}
+
+/* Past the block table, a damaged page is found when it is used, and only
+ * what lies on it fails. */
+TEST(IndexFile, FlippedByteInAFlowFailsItsCheckOnly) {
+    uint64_t cap;
+    std::string s = paged_index(&cap);
+    const IndexHeader h = header_of(s);
+    const size_t n = h.flow_count;
+    ASSERT_EQ(n, 5000u);
+    for (size_t flow : {size_t(1200), size_t(2500), n - 1}) {
+        SCOPED_TRACE(flow);
+        const uint64_t off = h.flows_offset + flow * sizeof(FlowEntry);
+        std::string t = s;
+        t[off + offsetof(FlowKey, sport)] ^= 0x04;
+        auto r = Index::from_bytes(t, cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        const Index& ix = *r;
+        auto bad = ix.check_flows(flow, 1);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_TRUE(starts_with(bad.error(), "checksum mismatch")) << bad.error();
+        EXPECT_FALSE(ix.check_flows(0, n).ok());
+        EXPECT_FALSE(ix.check_postings(flow).ok());
+        // A flow on another page is fine.
+        size_t other = page_of(h, off) == page_of(h, h.flows_offset) ? n - 1 : 0;
+        ASSERT_NE(page_of(h, h.flows_offset + other * sizeof(FlowEntry)), page_of(h, off));
+        EXPECT_TRUE(ix.check_flows(other, 1).ok());
+        const uint64_t other_postings =
+            h.postings_offset + 4 * uint64_t(ix.flows()[other].postings);
+        if (page_of(h, other_postings) != page_of(h, off))
+            EXPECT_TRUE(ix.check_postings(other).ok());
+        // A lookup that reads the damaged flow still names it (then its
+        // check refuses it).
+        const Index whole = *Index::from_bytes(s, cap);
+        std::vector<uint32_t> got;
+        ix.flows_with_address(whole.flows()[flow].key.src, got);
+        EXPECT_NE(std::find(got.begin(), got.end(), uint32_t(flow)), got.end());
+    }
+}
+
+TEST(IndexFile, FlippedByteInPostingsOrByDstFailsTheirCheck) {
+    uint64_t cap;
+    std::string s = paged_index(&cap);
+    const IndexHeader h = header_of(s);
+    const Index whole = *Index::from_bytes(s, cap);
+    {
+        // The last flow's postings.
+        const size_t flow = h.flow_count - 1;
+        const FlowEntry& f = whole.flows()[flow];
+        ASSERT_GT(f.postings_count, 0u);
+        std::string t = s;
+        t[h.postings_offset + 4 * uint64_t(f.postings)] ^= 0x01;
+        auto r = Index::from_bytes(t, cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_TRUE(r->check_flows(flow, 1).ok());
+        auto bad = r->check_postings(flow);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_TRUE(starts_with(bad.error(), "checksum mismatch")) << bad.error();
+        EXPECT_TRUE(r->check_postings(0).ok());
+    }
+    {
+        std::string t = s;
+        const size_t j = whole.by_dst().size() / 2;
+        t[h.by_dst_offset + 4 * j] ^= 0x01;
+        auto r = Index::from_bytes(t, cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_FALSE(r->check_by_dst(j, 1).ok());
+        EXPECT_FALSE(r->check_by_dst(0, r->by_dst().size()).ok());
+        EXPECT_TRUE(r->check_flows(0, 1).ok());
+    }
+}
+
+/* The page table, pages_crc and header_crc of t recomputed (its other
+ * bytes as they are). */
+std::string reseal(std::string t) {
+    IndexHeader x = header_of(t);
+    const uint64_t page = uint64_t{1} << x.page_shift;
+    for (uint32_t i = 0; i < x.page_count; i++) {
+        const uint64_t start = x.blocks_offset + i * page;
+        uint32_t c = crc32c(t.data() + start, std::min<uint64_t>(page, t.size() - start));
+        std::memcpy(t.data() + x.pages_offset + 4 * i, &c, 4);
+    }
+    x.pages_crc = crc32c(t.data() + x.pages_offset, 4 * x.page_count);
+    x.header_crc = 0;
+    x.header_crc = crc32c(&x, sizeof(x));
+    std::memcpy(t.data(), &x, sizeof(x));
+    return t;
 }
 
 TEST(IndexFile, NewerVersionNamesBoth) {
@@ -425,37 +590,77 @@ TEST(IndexFile, StaleWhenTheCaptureChanged) {
     EXPECT_TRUE(Index::from_bytes(s, ~0ull).ok());
 }
 
-/* A body whose checksum is right but whose contents are not: the reader
- * must still refuse (a writer bug must not become a wrong answer). */
+/* A body whose checksums are right but whose contents are not: the reader
+ * must still refuse (a writer bug must not become a wrong answer), at load
+ * for the blocks, in the checks for the rest. */
 TEST(IndexFile, InconsistentContentsAreRefused) {
     uint64_t cap;
     std::string s = sample_index(&cap);
-    IndexHeader h;
-    std::memcpy(&h, s.data(), sizeof(h));
-    auto reseal = [&](std::string t) {
-        IndexHeader x;
-        std::memcpy(&x, t.data(), sizeof(x));
-        x.crc32c = crc32c(t.data() + sizeof(x), t.size() - sizeof(x));
-        x.header_crc = 0;
-        x.header_crc = crc32c(&x, sizeof(x));
-        std::memcpy(t.data(), &x, sizeof(x));
-        return t;
-    };
+    const IndexHeader h = header_of(s);
+    ASSERT_TRUE(Index::from_bytes(reseal(s), cap).ok());
     {  // a posting naming a block past the end
         std::string t = s;
         uint32_t v = h.block_count;
         std::memcpy(t.data() + h.postings_offset, &v, 4);
         auto r = Index::from_bytes(reseal(t), cap);
-        ASSERT_FALSE(r.ok());
-        EXPECT_NE(r.error().find("block number"), std::string::npos) << r.error();
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_postings(0);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("block number"), std::string::npos) << bad.error();
+    }
+    {  // postings not ascending
+        std::string t = s;
+        const Index ix = *Index::from_bytes(s, cap);
+        size_t flow = 0;
+        while (ix.flows()[flow].postings_count < 2) flow++;
+        const uint64_t at = h.postings_offset + 4 * uint64_t(ix.flows()[flow].postings);
+        std::memcpy(t.data() + at + 4, t.data() + at, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_postings(flow);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("not ascending"), std::string::npos) << bad.error();
     }
     {  // a flow's postings past the array
         std::string t = s;
         uint32_t v = uint32_t(h.postings_count);
         std::memcpy(t.data() + h.flows_offset + offsetof(FlowEntry, postings), &v, 4);
         auto r = Index::from_bytes(reseal(t), cap);
-        ASSERT_FALSE(r.ok());
-        EXPECT_NE(r.error().find("postings out of range"), std::string::npos) << r.error();
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_flows(0, 1);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("postings out of range"), std::string::npos) << bad.error();
+        EXPECT_TRUE(r->check_flows(1, 1).ok());
+    }
+    {  // a non-IP flow among the IP ones
+        std::string t = s;
+        t[h.flows_offset + 5 * sizeof(FlowEntry) + offsetof(FlowKey, kind)] = 1;
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_FALSE(r->check_flows(5, 1).ok());
+    }
+    {  // by_dst naming a flow past the end
+        std::string t = s;
+        uint32_t v = h.flow_count;
+        std::memcpy(t.data() + h.by_dst_offset + 4, &v, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_FALSE(r->check_by_dst(1, 1).ok());
+        EXPECT_TRUE(r->check_by_dst(0, 1).ok());
+        // The lookup never hands it out.
+        std::vector<uint32_t> got;
+        const uint8_t any[16] = {198, 19};
+        r->flows_with_address(any, got);
+        for (uint32_t f : got) EXPECT_LT(f, h.flow_count);
+    }
+    {  // packets of the flows not those of the file
+        std::string t = s;
+        uint64_t v = 1 << 20;
+        std::memcpy(t.data() + h.flows_offset + offsetof(FlowEntry, packets), &v, 8);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_TRUE(r->check_flows(0, 1).ok());
+        EXPECT_FALSE(r->check_flows(0, h.flow_count).ok());
     }
     {  // a gap between blocks
         std::string t = s;
@@ -465,14 +670,22 @@ TEST(IndexFile, InconsistentContentsAreRefused) {
         std::memcpy(t.data() + h.blocks_offset + sizeof(BlockEntry), &v, 8);
         EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
     }
-    {  // a section offset out of the file (header resealed)
+    {  // a section offset out of the file, misaligned, overlapping
         std::string t = s;
         IndexHeader x = h;
         x.flows_offset = t.size() + 8;
         std::memcpy(t.data(), &x, sizeof(x));
         EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
         x = h;
-        x.flows_offset += 4;  // misaligned
+        x.flows_offset += 4;
+        std::memcpy(t.data(), &x, sizeof(x));
+        EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
+        x = h;
+        x.by_dst_offset -= 8;
+        std::memcpy(t.data(), &x, sizeof(x));
+        EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
+        x = h;
+        x.non_ip_flows = h.flow_count + 1;
         std::memcpy(t.data(), &x, sizeof(x));
         EXPECT_FALSE(Index::from_bytes(reseal(t), cap).ok());
     }

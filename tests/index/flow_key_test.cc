@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <utility>
 #include <vector>
 
 namespace linecap::index {
@@ -58,7 +59,45 @@ TEST(FlowKey, Ipv4TcpUntagged) {
     EXPECT_EQ(k.src[0], 198);
     EXPECT_EQ(k.dst[3], 7);
     EXPECT_EQ(k.src[4], 0);
-    EXPECT_EQ(describe_flow(k), "tcp 198.18.0.1:40000 > 198.18.3.7:443");
+    EXPECT_EQ(describe_flow(k), "tcp 198.18.0.1:40000 <> 198.18.3.7:443");
+}
+
+/* The reply of a packet: addresses and ports swapped. */
+void reverse_ipv4_tcp(std::vector<uint8_t>& f, size_t l3) {
+    for (int i = 0; i < 4; i++) std::swap(f[l3 + 12 + i], f[l3 + 16 + i]);
+    const size_t l4 = l3 + (f[l3] & 0x0f) * 4u;
+    std::swap(f[l4], f[l4 + 2]);
+    std::swap(f[l4 + 1], f[l4 + 3]);
+}
+
+TEST(FlowKey, BothDirectionsShareOneKey) {
+    auto f = ether({0x8100, 0x0064}, 0x0800);
+    ipv4_tcp(f, 0);
+    FlowKey a, b;
+    make_flow_key(1, f.data(), f.size(), a);
+    reverse_ipv4_tcp(f, 18);
+    EXPECT_EQ(f[18 + 12 + 3], 7);  // the reply: from 198.18.3.7
+    make_flow_key(1, f.data(), f.size(), b);
+    EXPECT_TRUE(a == b);
+    EXPECT_EQ(b.src[3], 1);  // the lower address first, with its port
+    EXPECT_EQ(b.sport, 40000);
+    EXPECT_EQ(b.dport, 443);
+    EXPECT_EQ(hash_flow_key(a), hash_flow_key(b));
+    // Same address both ways: the lower port first.
+    std::copy(f.begin() + 18 + 12, f.begin() + 18 + 16, f.begin() + 18 + 16);
+    make_flow_key(1, f.data(), f.size(), a);
+    EXPECT_EQ(a.sport, 443);
+    EXPECT_EQ(a.dport, 40000);
+    reverse_ipv4_tcp(f, 18);
+    make_flow_key(1, f.data(), f.size(), b);
+    EXPECT_TRUE(a == b);
+    // A later fragment (no ports) of the reply: the lower address first.
+    auto g = ether({}, 0x0800);
+    ipv4_tcp(g, 185);
+    reverse_ipv4_tcp(g, 14);
+    make_flow_key(1, g.data(), g.size(), a);
+    EXPECT_EQ(a.src[3], 1);
+    EXPECT_EQ(a.dst[3], 7);
 }
 
 TEST(FlowKey, QinQTagsAndOptions) {
@@ -134,7 +173,7 @@ TEST(FlowKey, Ipv6WithExtensionHeader) {
     EXPECT_EQ(k.l4_offset, 48);
     EXPECT_EQ(k.sport, 53);
     EXPECT_EQ(k.dport, 5000);
-    EXPECT_EQ(describe_flow(k), "udp [2001:db8::1]:53 > [2001:db8::2]:5000");
+    EXPECT_EQ(describe_flow(k), "udp [2001:db8::1]:53 <> [2001:db8::2]:5000");
 }
 
 TEST(FlowKey, ArpIsALinkFlow) {
