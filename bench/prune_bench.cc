@@ -16,7 +16,10 @@
  *   Eval/tcp_syn           "tcp[13] & 2 != 0" (flags unknown: both ways, the
  *                          early exit once both verdicts are possible);
  *   Eval/ip6_protochain    "ip6 protochain 6" (the loop);
- *   BpfFilter/five_tuple   bpf_filter() on the flows' first packets.
+ *   BpfFilter/five_tuple   bpf_filter() on the flows' first packets;
+ *   Construct/five_tuple   a FlowFilter for the 5-tuple, with its
+ *   Construct/net_or_port  required_addresses() (once per query and link
+ *                          type; per_flow is then per construction).
  * Counters: items_per_second (flows), per_flow (seconds per flow).
  */
 #include <benchmark/benchmark.h>
@@ -163,6 +166,17 @@ void bpf_filter_baseline(benchmark::State& state) {
     set_rates(state, accepted);
 }
 
+void construct(benchmark::State& state, const char* expression) {
+    const auto prog = compile(expression);
+    uint64_t with_set = 0;
+    for (auto _ : state) {
+        const FlowFilter ff(prog, 1);
+        with_set += ff.required_addresses().has_value();
+        benchmark::DoNotOptimize(ff);
+    }
+    set_rates(state, with_set);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -181,6 +195,11 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("Eval/ip6_protochain",
                                  [](benchmark::State& s) { eval(s, "ip6 protochain 6", false); });
     benchmark::RegisterBenchmark("BpfFilter/five_tuple", bpf_filter_baseline);
+    benchmark::RegisterBenchmark("Construct/five_tuple",
+                                 [](benchmark::State& s) { construct(s, kFiveTuple); });
+    benchmark::RegisterBenchmark("Construct/net_or_port", [](benchmark::State& s) {
+        construct(s, "net 198.18.0.0/16 and (port 53 or port 443)");
+    });
 
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;

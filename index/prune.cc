@@ -1,5 +1,6 @@
 #include "index/prune.hh"
 
+#include <algorithm>
 #include <cstring>
 
 namespace linecap::index {
@@ -204,10 +205,16 @@ struct State {
     Tnum mem[kMemWords];
 };
 
+using AddressSet = std::vector<std::array<uint8_t, 16>>;
+std::optional<AddressSet> find_required_addresses(const std::vector<filters::ClassicInsn>& prog,
+                                                  uint16_t linktype);
+
 }  // namespace
 
 FlowFilter::FlowFilter(std::vector<filters::ClassicInsn> prog, uint16_t linktype)
-    : prog_(std::move(prog)), linktype_(linktype) {}
+    : prog_(std::move(prog)), linktype_(linktype) {
+    required_ = find_required_addresses(prog_, linktype_);
+}
 
 FlowFilter::Verdict FlowFilter::eval(const FlowKey& k) const {
     constexpr Verdict kBoth{true, true};
@@ -432,5 +439,328 @@ FlowFilter::Verdict FlowFilter::eval_oriented(const FlowKey& k) const {
     }
     return {acc, rej};
 }
+
+namespace {
+
+/* required_addresses(): the program on a packet of which nothing is known.
+ * Per path, the bits proved by taken JEQ branches (kProofBytes covers the
+ * type fields and addresses of every framing the proof reads: Linux cooked
+ * with two tags puts the IPv6 destination at 48..63). */
+constexpr uint32_t kProofBytes = 64;
+
+/* What a register holds when it is a packet load, possibly ANDed with
+ * constants: bytes [off, off + size) masked with mask. */
+struct Origin {
+    uint32_t off;
+    uint32_t mask;
+    uint8_t size;  // 0: not a packet load
+};
+constexpr Origin kNoOrigin{0, 0, 0};
+
+struct ProofState {
+    uint32_t pc;
+    Tnum a, x;
+    Origin oa, ox;
+    Tnum mem[kMemWords];
+    Origin omem[kMemWords];
+    uint8_t val[kProofBytes];    // proved bits (where known is set)
+    uint8_t known[kProofBytes];  // which bits are proved
+
+    Tnum load(uint64_t at, uint32_t size) const {
+        Tnum r{0, 0};
+        for (uint32_t i = 0; i < size; i++) {
+            r.v <<= 8;
+            r.m <<= 8;
+            if (at + i < kProofBytes) {
+                r.v |= val[at + i];
+                r.m |= static_cast<uint8_t>(~known[at + i]);
+            } else {
+                r.m |= 0xff;
+            }
+        }
+        return r;
+    }
+    /* Records that the bytes of o equal v under o's mask; false if that
+     * contradicts what the path proved before (no packet takes it). */
+    bool prove(const Origin& o, uint32_t v) {
+        for (uint32_t i = 0; i < o.size; i++) {
+            const uint32_t at = o.off + i;
+            const uint32_t shift = 8 * (o.size - 1 - i);
+            const uint8_t m = static_cast<uint8_t>(o.mask >> shift);
+            const uint8_t b = static_cast<uint8_t>(v >> shift) & m;
+            if (at >= kProofBytes) continue;  // nothing to keep (forgetting is sound)
+            if ((val[at] ^ b) & known[at] & m) return false;
+            val[at] = static_cast<uint8_t>((val[at] & ~m) | b);
+            known[at] |= m;
+        }
+        return true;
+    }
+    bool proved(uint32_t at, uint32_t n) const {
+        for (uint32_t i = 0; i < n; i++)
+            if (at + i >= kProofBytes || known[at + i] != 0xff) return false;
+        return true;
+    }
+    uint16_t val16(uint32_t at) const { return static_cast<uint16_t>(val[at] << 8 | val[at + 1]); }
+};
+
+enum class PathNeeds { kNothing, kAddress, kUnproven };
+
+/* What an accepting path with these proved bits lets through: only flows
+ * that are not kIp (kNothing), only IP packets with one of the addresses it
+ * adds to out (kAddress), or anything (kUnproven). The rules mirror
+ * make_flow_key() and the header walker: EtherType 0x0800 (0x86dd) after
+ * at most two tags 0x8100/0x88a8/0x9100 is IPv4 (IPv6) at the byte after
+ * it; a third tag or another EtherType is never kIp; raw IP goes by the
+ * version nibble, anything but 4 or 6 there being kOpaque. */
+PathNeeds path_needs(const ProofState& s, uint32_t type_at, AddressSet& out) {
+    uint32_t l3;
+    uint8_t version;
+    if (type_at == 0) {
+        if ((s.known[0] & 0xf0) != 0xf0) return PathNeeds::kUnproven;
+        version = s.val[0] >> 4;
+        if (version != 4 && version != 6) return PathNeeds::kNothing;
+        l3 = 0;
+    } else {
+        uint32_t at = type_at;
+        for (uint32_t tags = 0;; tags++) {
+            if (!s.proved(at, 2)) return PathNeeds::kUnproven;
+            const uint16_t t = s.val16(at);
+            if (t == 0x0800 || t == 0x86dd) {
+                version = t == 0x0800 ? 4 : 6;
+                l3 = at + 2;
+                break;
+            }
+            if (t != 0x8100 && t != 0x88a8 && t != 0x9100) return PathNeeds::kNothing;
+            if (tags == 2) return PathNeeds::kNothing;  // a third tag: kOpaque
+            at += 4;
+        }
+    }
+    const uint32_t len = version == 4 ? 4 : 16;
+    const uint32_t src = l3 + (version == 4 ? 12 : 8);
+    bool any = false;
+    for (uint32_t at : {src, src + len}) {
+        if (!s.proved(at, len)) continue;
+        std::array<uint8_t, 16> a{};
+        std::memcpy(a.data(), s.val + at, len);
+        out.push_back(a);
+        any = true;
+    }
+    return any ? PathNeeds::kAddress : PathNeeds::kUnproven;
+}
+
+std::optional<AddressSet> find_required_addresses(const std::vector<filters::ClassicInsn>& prog,
+                                                  uint16_t linktype) {
+    uint32_t type_at;
+    switch (linktype) {
+        case 1: type_at = 12; break;    // DLT_EN10MB
+        case 113: type_at = 14; break;  // DLT_LINUX_SLL
+        case 12:
+        case 14:
+        case 101: type_at = 0; break;  // raw IP
+        default: return std::nullopt;
+    }
+    if (prog.empty()) return std::nullopt;  // accepts every packet
+    const uint32_t n = static_cast<uint32_t>(prog.size());
+    // Once per FlowFilter: the pending paths (130 KB) on the heap.
+    std::vector<ProofState> pending;
+    pending.reserve(FlowFilter::kMaxPaths);
+    uint32_t paths = 1, steps = 0;
+    AddressSet out;
+
+    ProofState s;
+    std::memset(&s, 0, sizeof(s));
+    s.a = known(0);
+    s.x = known(0);
+    for (Tnum& w : s.mem) w = kUnknown;
+
+    for (;;) {
+        bool done = false;
+        while (!done) {
+            if (s.pc >= n || ++steps > kMaxSteps) return std::nullopt;
+            const filters::ClassicInsn in = prog[s.pc++];
+            const uint16_t code = in.code;
+            const uint16_t mode = code & 0xe0;
+            const uint32_t size = (code & 0x18) == kW ? 4 : (code & 0x18) == kH ? 2 : 1;
+            const uint32_t size_mask = size == 4 ? ~0u : (1u << (8 * size)) - 1;
+            switch (code & 0x07) {
+                case kLd:
+                case kLdx: {
+                    const bool to_x = (code & 0x07) == kLdx;
+                    Tnum r = kUnknown;
+                    Origin o = kNoOrigin;
+                    if (mode == kImm) {
+                        r = known(in.k);
+                    } else if (mode == kMem) {
+                        if (in.k >= kMemWords) return std::nullopt;
+                        r = s.mem[in.k];
+                        o = s.omem[in.k];
+                    } else if (mode == kLen) {
+                        r = kUnknown;
+                    } else if (mode == kAbs && !to_x) {
+                        r = s.load(in.k, size);
+                        o = {in.k, size_mask, static_cast<uint8_t>(size)};
+                    } else if (mode == kInd && !to_x) {
+                        if (s.x.m == 0) {
+                            const uint64_t at = uint64_t{s.x.v} + in.k;
+                            r = s.load(at, size);
+                            if (at < kProofBytes)
+                                o = {static_cast<uint32_t>(at), size_mask,
+                                     static_cast<uint8_t>(size)};
+                        }
+                    } else if (mode == kMsh && to_x && size == 1) {
+                        const Tnum b = s.load(in.k, 1);
+                        r = {(b.v & 0xf) << 2, (b.m & 0xf) << 2};
+                    } else {
+                        return std::nullopt;
+                    }
+                    // A load past the end of the packet ends the path with
+                    // 0: a rejection, which needs no proof.
+                    if (to_x) {
+                        s.x = r;
+                        s.ox = o;
+                    } else {
+                        s.a = r;
+                        s.oa = o;
+                    }
+                    break;
+                }
+                case kSt:
+                case kStx:
+                    if (in.k >= kMemWords) return std::nullopt;
+                    if ((code & 0x07) == kSt) {
+                        s.mem[in.k] = s.a;
+                        s.omem[in.k] = s.oa;
+                    } else {
+                        s.mem[in.k] = s.x;
+                        s.omem[in.k] = s.ox;
+                    }
+                    break;
+                case kAlu: {
+                    const Tnum b = (code & kSrcX) ? s.x : known(in.k);
+                    const uint16_t op = code & 0xf0;
+                    const bool exact = s.a.m == 0 && b.m == 0;
+                    Origin o = kNoOrigin;
+                    switch (op) {
+                        case kAdd: s.a = t_add(s.a, b); break;
+                        case kSub: s.a = t_sub(s.a, b); break;
+                        case kMul: s.a = exact ? known(s.a.v * b.v) : kUnknown; break;
+                        case kDiv:
+                        case kMod:
+                            if (b.m == 0 && b.v == 0) {  // bpf_filter() returns 0
+                                done = true;
+                                break;
+                            }
+                            if (exact)
+                                s.a = known(op == kDiv ? s.a.v / b.v : s.a.v % b.v);
+                            else
+                                s.a = kUnknown;
+                            break;
+                        case kAnd:
+                            if (s.oa.size != 0 && b.m == 0)
+                                o = {s.oa.off, s.oa.mask & b.v, s.oa.size};
+                            s.a = t_and(s.a, b);
+                            break;
+                        case kOr: s.a = t_or(s.a, b); break;
+                        case kXor: s.a = t_xor(s.a, b); break;
+                        case kLsh:
+                        case kRsh:
+                            if (b.m != 0 || b.v >= 32)
+                                s.a = kUnknown;
+                            else if (op == kLsh)
+                                s.a = {s.a.v << b.v, s.a.m << b.v};
+                            else
+                                s.a = {s.a.v >> b.v, s.a.m >> b.v};
+                            break;
+                        case kNeg: s.a = t_sub(known(0), s.a); break;
+                        default: return std::nullopt;
+                    }
+                    s.oa = o;
+                    break;
+                }
+                case kJmp: {
+                    const uint16_t op = code & 0xf0;
+                    if (op == kJa) {
+                        s.pc += in.k;
+                        break;
+                    }
+                    const uint32_t t = s.pc + in.jt, f = s.pc + in.jf;
+                    const Tnum a = s.a;
+                    const Tnum b = (code & kSrcX) ? s.x : known(in.k);
+                    const uint32_t amax = a.v | a.m, bmax = b.v | b.m;
+                    int taken;
+                    switch (op) {
+                        case kJeq:
+                            if ((a.v ^ b.v) & ~a.m & ~b.m)
+                                taken = 0;
+                            else if (a.m == 0 && b.m == 0)
+                                taken = 1;
+                            else
+                                taken = -1;
+                            break;
+                        case kJgt: taken = a.v > bmax ? 1 : amax <= b.v ? 0 : -1; break;
+                        case kJge: taken = a.v >= bmax ? 1 : amax < b.v ? 0 : -1; break;
+                        case kJset:
+                            taken = (a.v & b.v) != 0 ? 1 : (amax & bmax) == 0 ? 0 : -1;
+                            break;
+                        default: return std::nullopt;
+                    }
+                    if (taken >= 0 || t == f) {
+                        s.pc = taken == 0 ? f : t;
+                        break;
+                    }
+                    if (paths == FlowFilter::kMaxPaths) return std::nullopt;
+                    paths++;
+                    pending.push_back(s);
+                    pending.back().pc = f;
+                    s.pc = t;
+                    if (op == kJeq) {
+                        const Tnum eq{a.v | b.v, a.m & b.m};
+                        s.a = eq;
+                        if (code & kSrcX) s.x = eq;
+                        // A register compared with a constant: the bytes
+                        // it was loaded from are proved on this way.
+                        if (eq.m == 0) {
+                            bool ok = true;
+                            if (s.oa.size != 0) ok = s.prove(s.oa, eq.v);
+                            if (ok && (code & kSrcX) && s.ox.size != 0) ok = s.prove(s.ox, eq.v);
+                            if (!ok) done = true;  // contradicts the path: no packet
+                        }
+                    } else if (op == kJset && !(code & kSrcX)) {
+                        ProofState& other = pending.back();
+                        other.a = {a.v & ~in.k, a.m & ~in.k};
+                    }
+                    break;
+                }
+                case kRet: {
+                    if ((code & 0x18) == kSrcX) return std::nullopt;
+                    const Tnum r = (code & 0x18) == kRvalA ? s.a : known(in.k);
+                    if ((r.v | r.m) != 0 && path_needs(s, type_at, out) == PathNeeds::kUnproven)
+                        return std::nullopt;
+                    done = true;
+                    break;
+                }
+                case kMisc:
+                    if ((code & 0xf8) == kTax) {
+                        s.x = s.a;
+                        s.ox = s.oa;
+                    } else if ((code & 0xf8) == kTxa) {
+                        s.a = s.x;
+                        s.oa = s.ox;
+                    } else {
+                        return std::nullopt;
+                    }
+                    break;
+            }
+        }
+        if (pending.empty()) break;
+        s = pending.back();
+        pending.pop_back();
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+}
+
+}  // namespace
 
 }  // namespace linecap::index

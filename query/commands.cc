@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -68,25 +69,59 @@ struct FilePlan {
     uint64_t blocks = 0, blocks_selected = 0;
     uint64_t bytes = 0, bytes_selected = 0;
     uint64_t flows = 0, flows_matching = 0;
-    std::string note;  // "read in order", "live index", ...
+    std::string flows_how;  // how the flows were chosen (FlowChoice::how())
+    std::string note;       // "read in order", "live index", ...
 };
 
-/* Flows of f that may match and overlap the window. An index read from
- * its file is verified as it is used (index_file.hh): a damaged one sets
- * `damaged` to why, and returns no flows. */
-Result<std::vector<size_t>> matching_flows(StoreFile& f, Programs& progs, const QueryOptions& o,
-                                           std::string& damaged) {
-    std::vector<size_t> out;
-    const auto flows = f.index.flows();
-    if (Status s = f.index.check_flows(0, flows.size()); !s) {
-        damaged = s.error();
-        return out;
+/* The flows of a file that may match, and how they were found. */
+struct FlowChoice {
+    std::vector<size_t> flows;  // ascending
+    bool looked_up = false;     // by address (FlowFilter::required_addresses())
+    size_t addresses = 0;
+    size_t candidates = 0;  // flows evaluated
+    size_t total = 0;
+
+    std::string how() const {
+        if (looked_up)
+            return "flows looked up by " + std::to_string(addresses) + " address" +
+                   (addresses == 1 ? "" : "es") + ": " + std::to_string(candidates) +
+                   " candidates, " + std::to_string(flows.size()) + " may match";
+        return "flows evaluated: all " + std::to_string(total) + ", " +
+               std::to_string(flows.size()) + " may match";
     }
+};
+
+/* Flows of f that may match and overlap the window. When every interface's
+ * filter proves a set of addresses (required_addresses()), only the non-IP
+ * flows and the flows with one of those addresses can match: those are
+ * looked up in the index (flows_with_address(), binary searches) and
+ * evaluated; else every flow is. An index read from its file is verified
+ * as it is used (index_file.hh), only the entries read: a damaged one sets
+ * `damaged` to why, and returns no flows. */
+Result<FlowChoice> matching_flows(StoreFile& f, Programs& progs, const QueryOptions& o,
+                                  std::string& damaged) {
+    FlowChoice c;
+    const auto flows = f.index.flows();
+    c.total = flows.size();
     const auto& ifs = f.reader->info().interfaces;
-    for (size_t i = 0; i < flows.size(); i++) {
+    std::vector<std::array<uint8_t, 16>> addrs;
+    bool lookup = !progs.empty() && !ifs.empty();
+    for (const auto& itf : ifs) {
+        if (!lookup) break;
+        auto r = progs.flow_filter(itf.linktype, itf.snaplen);
+        if (!r) return r.failure();
+        const auto& req = (*r)->required_addresses();
+        if (!req) {
+            lookup = false;
+            break;
+        }
+        addrs.insert(addrs.end(), req->begin(), req->end());
+    }
+    auto consider = [&](size_t i) -> Status {
         const index::FlowEntry& fe = flows[i];
-        if (fe.first_ns >= o.until_ns || fe.last_ns < o.since_ns) continue;
+        if (fe.first_ns >= o.until_ns || fe.last_ns < o.since_ns) return {};
         if (!progs.empty()) {
+            c.candidates++;
             const index::FlowFilter* ff = nullptr;
             for (const auto& itf : ifs)
                 if (itf.linktype == fe.key.linktype) {
@@ -95,11 +130,39 @@ Result<std::vector<size_t>> matching_flows(StoreFile& f, Programs& progs, const 
                     ff = *r;
                     break;
                 }
-            if (ff != nullptr && !ff->eval(fe.key).may_accept) continue;
+            if (ff != nullptr && !ff->eval(fe.key).may_accept) return {};
         }
-        out.push_back(i);
+        c.flows.push_back(i);
+        return {};
+    };
+    if (!lookup) {
+        if (Status s = f.index.check_flows(0, flows.size()); !s) {
+            damaged = s.error();
+            return FlowChoice{};
+        }
+        for (size_t i = 0; i < flows.size(); i++)
+            if (Status s = consider(i); !s) return s.failure();
+        return c;
     }
-    return out;
+    std::sort(addrs.begin(), addrs.end());
+    addrs.erase(std::unique(addrs.begin(), addrs.end()), addrs.end());
+    c.looked_up = true;
+    c.addresses = addrs.size();
+    std::vector<uint32_t> cand;
+    const size_t non_ip = std::min(f.index.non_ip_flows(), flows.size());
+    for (size_t i = 0; i < non_ip; i++) cand.push_back(static_cast<uint32_t>(i));
+    for (const auto& a : addrs) f.index.flows_with_address(a.data(), cand);
+    std::sort(cand.begin(), cand.end());
+    cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+    for (uint32_t i : cand) {
+        // A damaged page makes the lookup give every flow: refused here.
+        if (Status s = f.index.check_flows(i, 1); !s) {
+            damaged = s.error();
+            return FlowChoice{};
+        }
+        if (Status s = consider(i); !s) return s.failure();
+    }
+    return c;
 }
 
 /* Chooses f's ranges to read; `damaged` as matching_flows() (then no
@@ -117,29 +180,29 @@ Result<FilePlan> plan_file(StoreFile& f, Programs& progs, const QueryOptions& o,
         p.blocks_selected = p.blocks;
         p.bytes_selected = p.bytes;
         p.flows_matching = p.flows;
+        p.flows_how = "flows not used";
         uint64_t min_ns = UINT64_MAX;
         for (const auto& b : blocks) min_ns = std::min(min_ns, b.min_ns);
         if (!blocks.empty()) ranges.push_back({f.order, data_start, f.valid_end, min_ns});
         return p;
     }
     std::vector<char> sel(blocks.size(), 0);
-    if (f.index.live() || progs.empty()) {
+    if (progs.empty()) {
+        // Time alone: the blocks' times decide, no flow is looked at.
         if (f.index.live()) p.note = "live index: time only";
+        p.flows_how = "flows not looked at (no expression)";
         std::fill(sel.begin(), sel.end(), 1);
-        // The flows only count for --explain: without it, the plan reads
-        // (and verifies) none of them.
-        if (o.explain) {
-            auto m = matching_flows(f, progs, o, damaged);
-            if (!m) return m.failure();
-            if (!damaged.empty()) return p;
-            p.flows_matching = m->size();
-        }
+    } else if (f.index.live()) {
+        p.note = "live index: time only";
+        p.flows_how = "no flows in a live index";
+        std::fill(sel.begin(), sel.end(), 1);
     } else {
         auto m = matching_flows(f, progs, o, damaged);
         if (!m) return m.failure();
         if (!damaged.empty()) return p;
-        p.flows_matching = m->size();
-        for (size_t i : *m) {
+        p.flows_matching = m->flows.size();
+        p.flows_how = m->how();
+        for (size_t i : m->flows) {
             if (Status s = f.index.check_postings(i); !s) {
                 damaged = s.error();
                 return p;
@@ -189,13 +252,12 @@ void print_explain(FILE* out, Store& store, const std::vector<FilePlan>& plans,
         (f.indexed ? indexed : scanned)++;
         std::fprintf(out,
                      "  %s: %s%s%s; blocks %llu of %llu selected; bytes %llu of %llu selected "
-                     "(%s), %llu skipped; flows %llu of %llu may match\n",
+                     "(%s), %llu skipped; %s\n",
                      f.path.c_str(), how.c_str(), p.note.empty() ? "" : ", ", p.note.c_str(),
                      (unsigned long long)p.blocks_selected, (unsigned long long)p.blocks,
                      (unsigned long long)p.bytes_selected, (unsigned long long)p.bytes,
                      percent(p.bytes_selected, p.bytes).c_str(),
-                     (unsigned long long)(p.bytes - p.bytes_selected),
-                     (unsigned long long)p.flows_matching, (unsigned long long)p.flows);
+                     (unsigned long long)(p.bytes - p.bytes_selected), p.flows_how.c_str());
         tb += p.blocks;
         tbs += p.blocks_selected;
         tk += p.bytes;
@@ -402,7 +464,7 @@ int run_flows(const QueryOptions& o) {
         }
         if (!m) return fail(m.error());
         if (!damaged.empty()) return fail(f.path + ": " + damaged);
-        for (size_t i : *m) {
+        for (size_t i : m->flows) {
             const index::FlowEntry& fe = f.index.flows()[i];
             std::string k(reinterpret_cast<const char*>(&fe.key), sizeof fe.key);
             auto [it, fresh] = by_key.try_emplace(

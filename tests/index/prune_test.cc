@@ -8,9 +8,14 @@
  * header-only expressions are decided exactly, so that capq does skip. */
 #include "index/prune.hh"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
+#include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -629,6 +634,164 @@ TEST(FlowFilter, ReturnOfA) {
             .eval(k);
     EXPECT_FALSE(v.may_accept);
     EXPECT_TRUE(v.may_reject);
+}
+
+/* required_addresses(): every accepted IP packet carries one of them. */
+
+using AddressSet = std::vector<std::array<uint8_t, 16>>;
+
+std::array<uint8_t, 16> addr(const char* text) {
+    std::array<uint8_t, 16> a{};
+    if (inet_pton(AF_INET, text, a.data()) != 1) {
+        EXPECT_EQ(inet_pton(AF_INET6, text, a.data()), 1) << text;
+    }
+    return a;
+}
+
+std::string addresses_text(const std::optional<AddressSet>& s) {
+    if (!s) return "nullopt";
+    std::string out = "{";
+    for (const auto& a : *s) out += " " + hex(std::vector<uint8_t>(a.begin(), a.end()));
+    return out + " }";
+}
+
+TEST(RequiredAddresses, EveryAcceptedIpPacketCarriesOne) {
+    size_t corpus_packets = 0;
+    const std::vector<TestPacket> eth = all_ethernet_packets(&corpus_packets);
+    EXPECT_GT(corpus_packets, 1000u) << "the tcpdump test captures were not found";
+    size_t checked = 0, violations = 0, with_set = 0, programs = 0;
+    for (uint16_t linktype : {kEn10mb, kSll, kRaw}) {
+        const std::vector<TestPacket> pk = packets_for(linktype, eth);
+        std::vector<FlowKey> keys(pk.size());
+        for (size_t i = 0; i < pk.size(); i++)
+            make_flow_key(linktype, pk[i].bytes.data(), static_cast<uint32_t>(pk[i].bytes.size()),
+                          keys[i]);
+        for (const std::string& e : kExpressions) {
+            const uint16_t dlt = linktype == kRaw ? kDltRaw : linktype;
+            auto prog = filters::compile_classic(e, dlt, 262144);
+            if (!prog) continue;
+            programs++;
+            const FlowFilter ff(*prog, dlt);
+            const auto& req = ff.required_addresses();
+            if (!req) continue;
+            with_set++;
+            for (size_t i = 0; i < pk.size(); i++) {
+                if (keys[i].kind != FlowKind::kIp) continue;
+                const TestPacket& p = pk[i];
+                if (filters::classic_run(*prog, p.bytes.data(), p.wirelen,
+                                         static_cast<uint32_t>(p.bytes.size())) == 0)
+                    continue;
+                checked++;
+                std::array<uint8_t, 16> src{}, dst{};
+                std::memcpy(src.data(), keys[i].src, 16);
+                std::memcpy(dst.data(), keys[i].dst, 16);
+                if (std::find(req->begin(), req->end(), src) != req->end() ||
+                    std::find(req->begin(), req->end(), dst) != req->end())
+                    continue;
+                if (violations++ < 20)
+                    ADD_FAILURE() << "linktype " << linktype << " '" << e << "' " << p.origin
+                                  << ": accepted, flow " << describe_flow(keys[i]) << ", required "
+                                  << addresses_text(req);
+            }
+        }
+    }
+    std::printf(
+        "%zu programs, %zu with an address set; %zu accepted IP packets checked: %zu "
+        "violations\n",
+        programs, with_set, checked, violations);
+    EXPECT_EQ(violations, 0u);
+    // Not vacuous: the host expressions have sets (non-IP ones empty sets),
+    // and their packets were checked.
+    EXPECT_GE(with_set, 30u);
+    EXPECT_GT(checked, 1000u);
+}
+
+TEST(RequiredAddresses, HostExpressionsGiveTheirAddresses) {
+    const std::vector<std::pair<std::string, std::vector<const char*>>> cases = {
+        {"host 198.18.3.7", {"198.18.3.7"}},
+        {"host 198.18.3.7 and port 443", {"198.18.3.7"}},
+        {"host 198.18.3.7 and host 198.18.0.1 and port 40000 and port 443",
+         {"198.18.3.7", "198.18.0.1"}},
+        {"tcp and host 198.18.3.7 and host 198.18.0.1 and port 40000 and port 443",
+         {"198.18.3.7", "198.18.0.1"}},
+        {"host 2001:db8::1 and host 2001:db8::2 and port 40000 and port 443",
+         {"2001:db8::1", "2001:db8::2"}},
+        {"src host 198.18.3.7 or dst host 198.18.0.1", {"198.18.3.7", "198.18.0.1"}},
+        {"vlan 100 and host 198.18.3.7", {"198.18.3.7"}},
+        {"vlan 100 and vlan 200 and host 2001:db8::1", {"2001:db8::1"}},
+        {"ip6 host 2001:db8::3", {"2001:db8::3"}},
+        {"(host 198.18.3.7 or host 198.18.0.1) and tcp", {"198.18.3.7", "198.18.0.1"}},
+        {"host 198.18.3.7 or host 2001:db8::1", {"198.18.3.7", "2001:db8::1"}},
+        {"arp or host 198.18.3.7", {"198.18.3.7"}},
+    };
+    for (const auto& [e, want_text] : cases) {
+        for (uint16_t linktype : {kEn10mb, kSll, kDltRaw}) {
+            if (linktype != kEn10mb && e.find("vlan") != std::string::npos) continue;
+            if (linktype == kDltRaw && e.find("arp") != std::string::npos) continue;
+            AddressSet want;
+            for (const char* t : want_text) want.push_back(addr(t));
+            std::sort(want.begin(), want.end());
+            const FlowFilter ff(compile(e, linktype), linktype);
+            const auto& got = ff.required_addresses();
+            ASSERT_TRUE(got) << e << " linktype " << linktype;
+            EXPECT_EQ(*got, want) << e << " linktype " << linktype << ": " << addresses_text(got);
+        }
+    }
+}
+
+TEST(RequiredAddresses, NoneWithoutAWholeAddress) {
+    for (const char* e :
+         {"net 198.18.0.0/16", "tcp", "port 80", "tcp[13]&2!=0", "not host 198.18.3.7", "vlan 100",
+          "host 198.18.3.7 or port 53", "ip[12:4] = ip[16:4]", "ether[26:4] = 1",
+          "ip6 net 2001:db8::/64", "src host 198.18.3.7 or ip6", "len > 100"}) {
+        for (uint16_t linktype : {kEn10mb, kSll, kDltRaw}) {
+            auto prog = filters::compile_classic(e, linktype, 262144);
+            if (!prog) continue;
+            const FlowFilter ff(*prog, linktype);
+            EXPECT_FALSE(ff.required_addresses())
+                << e << " linktype " << linktype << ": " << addresses_text(ff.required_addresses());
+        }
+    }
+    // An empty program accepts everything; another link type is not known.
+    EXPECT_FALSE(FlowFilter({}, kEn10mb).required_addresses());
+    EXPECT_FALSE(FlowFilter(compile("host 198.18.3.7", 105), 105).required_addresses());
+    // Too many paths: nullopt even though every path proves the address.
+    std::vector<ClassicInsn> p = compile("host 198.18.3.7");
+    std::vector<ClassicInsn> forks = forking_program(9);
+    forks.pop_back();  // ret #1: falls through into the host program
+    forks.insert(forks.end(), p.begin(), p.end());
+    EXPECT_FALSE(FlowFilter(forks, kEn10mb).required_addresses());
+    forks = forking_program(3);
+    forks.pop_back();
+    forks.insert(forks.end(), p.begin(), p.end());
+    EXPECT_TRUE(FlowFilter(forks, kEn10mb).required_addresses());
+}
+
+TEST(RequiredAddresses, MaskedLoadsAndContradictions) {
+    // ldh [12]; and #0xffff; jeq #0x800; ld [26]; jeq #A; ret #1; ret #0.
+    const uint32_t a = ipv4(198, 18, 3, 7);
+    std::vector<ClassicInsn> p = {{0x28, 0, 0, 12}, {0x54, 0, 0, 0xffff}, {0x15, 0, 4, 0x800},
+                                  {0x20, 0, 0, 26}, {0x15, 0, 2, a},      {0x06, 0, 0, 1},
+                                  {0x06, 0, 0, 0},  {0x06, 0, 0, 0}};
+    const auto got = FlowFilter(p, kEn10mb).required_addresses();
+    ASSERT_TRUE(got);
+    EXPECT_EQ(*got, AddressSet{addr("198.18.3.7")});
+    // The same with the address masked to /24: not a whole address.
+    p.insert(p.begin() + 4, {0x54, 0, 0, 0xffffff00});
+    p[2].jf = 5;
+    p[5].k = a & 0xffffff00;
+    EXPECT_FALSE(FlowFilter(p, kEn10mb).required_addresses());
+    // ldh [12]; tax; jeq #0x806 (not IP); txa; jeq #0x800: the second
+    // test, of the register loaded before the first, contradicts it, so
+    // the only accepting path is impossible: the empty set.
+    p = {{0x28, 0, 0, 12},    {0x07, 0, 0, 0}, {0x15, 0, 3, 0x806}, {0x87, 0, 0, 0},
+         {0x15, 0, 1, 0x800}, {0x06, 0, 0, 1}, {0x06, 0, 0, 0}};
+    const auto none = FlowFilter(p, kEn10mb).required_addresses();
+    ASSERT_TRUE(none);
+    EXPECT_TRUE(none->empty());
+    // With the false way of the first test accepting, nothing proved: nullopt.
+    p[2].jf = 2;
+    EXPECT_FALSE(FlowFilter(p, kEn10mb).required_addresses());
 }
 
 }  // namespace

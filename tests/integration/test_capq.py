@@ -92,6 +92,16 @@ EXPRESSIONS = [
     "ip6 proto 0",
     "ether broadcast",
     "ip6 host 2001:db8::1",
+    # Looked up by address (FlowFilter::required_addresses()): the 5-tuple,
+    # either direction, IPv6 with extension headers and fragments, tags,
+    # and an ARP path that needs no address.
+    "host 198.18.1.1 and host 198.18.0.80 and port 40000 and port 80",
+    "src host 198.18.1.1 or dst host 198.18.0.80",
+    "(host 198.18.1.1 or host 198.18.0.80) and tcp",
+    "host 2604:1380:4091:ce00::d",
+    "ip6 host a:b:c:12::1",
+    "host 2243:80:1400:100:19:ffff:ffff:fffb",
+    "vlan and vlan and host 172.21.79.100",
 ]
 
 
@@ -527,6 +537,36 @@ class Explain(CapqCase):
         p = self.query(["-r", d, "--explain", "-w", "-", expr])
         self.assertIn("total:", p.stderr.decode())
         self.assertEqual(p.stdout[:4], struct.pack("<I", 0xa1b23c4d))
+
+    def test_address_lookup_in_the_plan(self):
+        d = self.make_store("a", [MIX], [])
+        files = capture_files(d)
+        self.query(["--reindex"] + files)
+        five = "host 198.18.1.1 and host 198.18.0.80 and port 40000 and port 80"
+        self.assertSameAsTcpdump([d], files, five)
+        text = self.query(["-r", d, "--explain", five]).stdout.decode()
+        lines = [l for l in text.splitlines() if "flows looked up by 2 addresses: " in l]
+        self.assertEqual(len(lines), len(files), text)
+        for l in lines:
+            cand = int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
+            self.assertGreater(cand, 0, l)
+        # Fewer candidates than flows: the lookup skipped some unevaluated.
+        text_all = self.query(["-r", d, "--explain", "tcp"]).stdout.decode()
+        total = sum(int(l.split("flows evaluated: all ")[1].split(",")[0])
+                    for l in text_all.splitlines() if "flows evaluated: all " in l)
+        cands = sum(int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
+                    for l in lines)
+        self.assertLess(cands, total, text + text_all)
+        # Not provable (a net): every flow evaluated, same answer.
+        text = self.query(["-r", d, "--explain", "net 198.18.1.0/24"]).stdout.decode()
+        self.assertIn("flows evaluated: all ", text)
+        # Time alone looks at no flow.
+        ts = sorted(r.ts_ns for f in files for r in pcaplib.read_capture(f).records)
+        mid = ts[len(ts) // 2]
+        text = self.query(["-r", d, "--explain", "--since", ns_text(mid)]).stdout.decode()
+        self.assertIn("flows not looked at (no expression)", text)
+        self.assertNotIn("flows evaluated", text)
+        self.assertSameAsTcpdump([d], files, "", since=mid)
 
 
 @unittest.skipUnless(capdtest.have("tcpdump"), "needs tcpdump")
