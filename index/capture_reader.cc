@@ -183,7 +183,17 @@ const uint8_t* CaptureReader::fetch(uint64_t pos, size_t n, uint64_t upto) {
         if (r == 0) break;
         buf_len_ += size_t(r);
     }
+    // The next window of what the caller will read starts coming from the
+    // disk while this one is parsed: a cold read then overlaps the disk and
+    // the filter instead of taking their sum.
+    if (buf_len_ == want && upto > pos + want)
+        will_need(pos + want, std::min<uint64_t>(upto, pos + want + kBufferBytes));
     return buf_len_ >= n ? buf_.get() : nullptr;
+}
+
+void CaptureReader::will_need(uint64_t begin, uint64_t end) const {
+    if (fd_ < 0 || end <= begin) return;
+    (void)posix_fadvise(fd_, off_t(begin), off_t(end - begin), POSIX_FADV_WILLNEED);
 }
 
 Result<CaptureReader> CaptureReader::open_fd(int fd, const std::string& name) {

@@ -87,6 +87,11 @@ public:
     Result<uint64_t> for_each(uint64_t begin, uint64_t end,
                               const std::function<bool(const Record&)>& fn);
 
+    /* Asks the kernel to start reading [begin, end) into the page cache
+     * (POSIX_FADV_WILLNEED), without waiting: for the range read next.
+     * for_each() does so itself for the next window of a long range. */
+    void will_need(uint64_t begin, uint64_t end) const;
+
     /* Whether the file can only be read from data_start in order: a pcapng
      * file with an interface description after its first packet, or more
      * than one section. Known once for_each() has passed them. */

@@ -376,9 +376,15 @@ int run_query(const QueryOptions& o) {
         return bool(werr);
     };
     std::string rerr;
-    for (const ReadRange& r : ranges) {
+    for (size_t ri = 0; ri < ranges.size(); ri++) {
+        const ReadRange& r = ranges[ri];
         if (!werr || !queue.emit_before(r.min_ns, emit)) break;
         StoreFile& f = store.files()[r.file];
+        if (ri + 1 < ranges.size()) {
+            // The next range comes from the disk while this one is read.
+            const ReadRange& n = ranges[ri + 1];
+            store.files()[n.file].reader->will_need(n.begin, std::min(n.end, n.begin + (4u << 20)));
+        }
         uint32_t last_if = UINT32_MAX;  // the program of the last interface seen
         const std::vector<ClassicInsn>* last_prog = nullptr;
         auto res = f.reader->for_each(r.begin, r.end, [&](const index::Record& rec) {
