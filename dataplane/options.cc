@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "dataplane/list_sources.hh"
+#include "storage/chunk.hh"
 
 namespace linecap::dataplane {
 
@@ -402,7 +403,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (nano && o.format == storage::Format::kPcapng)
         return make_error("--nano applies to --format pcap; pcapng is always nanosecond");
     if (o.chunk_kb < 64 || o.chunk_kb > 65536) return make_error("--chunk-kb: 64..65536");
-    if (uint64_t(o.chunk_kb) * 1024 < uint64_t(o.snaplen) + storage::kMaxRecordOverhead)
+    if (uint64_t(o.chunk_kb) * 1024 <
+        uint64_t(o.snaplen) + storage::kMaxRecordOverhead + storage::kStartBytes)
         return make_error("--chunk-kb must hold one record of snaplen " +
                           std::to_string(o.snaplen) + " bytes");
     if (o.ring_chunks < 2 || o.ring_chunks > 65536) return make_error("--ring-chunks: 2..65536");

@@ -73,7 +73,7 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
     uint32_t caplen = m->pkt_len < ctx.snaplen ? m->pkt_len : ctx.snaplen;
     uint32_t need = storage::record_size(ctx.format, caplen);
     storage::Chunk* c = st.chunk;
-    if (unlikely(!c || c->capacity - c->len < need)) {
+    if (unlikely(!c || !c->fits(need))) {
         hand_over(st);
         if (!st.chunk && !get_chunk(st)) {
             add(ctx.stats.writer_slow, 1);
@@ -82,6 +82,8 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
         c = st.chunk;
     }
     if (c->packets == 0) c->first_tsc = st.burst_tsc;
+    // The record's start, for the writer and the index (see Chunk).
+    c->starts()[-1 - int64_t(c->packets)] = c->len;
     uint8_t* dst = c->data() + c->len;
     dst += storage::encode_record_header(ctx.format, dst, ts, if_id, caplen, wirelen, st.ts_split);
     uint32_t left = caplen;

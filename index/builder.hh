@@ -13,6 +13,7 @@
  */
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -46,6 +47,20 @@ public:
     /* Every record in buf (records as storage/format.hh encodes them, whole,
      * in format `begin` named), the first at file offset `offset`. */
     void add_records(const uint8_t* buf, size_t len, uint64_t offset);
+
+    /* The same for records whose starts the producer noted (capd's worker
+     * does, in each chunk; see storage/chunk.hh): record i of `count`
+     * starts at buf + starts[i * step] (step 1, or -1 for a chunk's downward
+     * array); the records lie back to back from the first one's start to
+     * buf + end, and the first is at file offset `offset`. A chunk written
+     * in pieces (-C) hands each piece over with its own starts. Gives the
+     * same index as add_records() over the same bytes, without walking from
+     * one record to the next by their length fields: a chain of dependent
+     * cache misses on memory another core wrote. Instead the headers and
+     * frame starts of the records a batch ahead are prefetched, so that
+     * their misses overlap. */
+    void add_chunk(const uint8_t* buf, const uint32_t* starts, ptrdiff_t step, size_t count,
+                   uint32_t end, uint64_t offset);
 
     /* A write failure cut the file back to `file_bytes`: blocks past it are
      * dropped (a block cut in two keeps its first part), and the counts
@@ -97,6 +112,7 @@ private:
     void count_record(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint32_t wirelen);
     void count_flow(uint32_t flow, uint64_t ts_ns, uint32_t wirelen);
     void add_batch(const Pending* p, size_t n);
+    void add_other(uint32_t type, uint32_t total, uint64_t at);
     uint32_t find_or_insert(const FlowKey& k, uint64_t hash, uint64_t ts_ns);
     void grow_table();
     void rebuild_table();

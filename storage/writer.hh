@@ -156,7 +156,8 @@ private:
     void after_write_failure();
     void after_write_success();
     void enter_error(const std::string& msg);
-    void index_records(const struct iovec* iov, int iovcnt, uint64_t offset);
+    void index_records(const Chunk* c, uint32_t first, uint32_t count, uint32_t end,
+                       uint64_t offset);
     void write_index();
     void write_live_index();
     void set_error(const std::string& msg);

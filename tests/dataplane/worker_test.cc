@@ -25,7 +25,9 @@
 #include "dataplane/rule_publisher.hh"
 #include "dataplane/source.hh"
 #include "dataplane/worker.hh"
+#include "storage/chunk.hh"
 #include "storage/chunk_ring.hh"
+#include "storage/format.hh"
 
 using namespace linecap;
 using namespace linecap::dataplane;
@@ -44,7 +46,20 @@ struct Run {
 struct Counts {
     uint64_t rx, filtered_out, over_limit, accepted, encoded, writer_slow, ring_full, chunks;
     uint64_t queue_rx, queue_accepted, delivered, delivered_chunks;
+    uint64_t bad_starts;  // delivered chunks whose noted record starts are wrong
 };
+
+/* Whether the record starts the worker noted in c (storage/chunk.hh) are
+ * those of its records, walked by their lengths, and fit its capacity. */
+bool starts_match(const storage::Chunk* c, storage::Format fmt) {
+    if (uint64_t(c->len) + uint64_t(storage::kStartBytes) * c->packets > c->capacity) return false;
+    uint32_t at = 0;
+    for (uint32_t i = 0; i < c->packets; i++) {
+        if (at >= c->len || c->starts()[-1 - int64_t(i)] != at) return false;
+        at += storage::record_length(fmt, c->data() + at);
+    }
+    return at == c->len;
+}
 
 /* Runs a worker until its stats show `done_when`, or 5 s pass. */
 template <class Pred>
@@ -123,6 +138,7 @@ Counts run_worker(const Run& r, Pred done_when) {
             for (unsigned i = 0; i < n; i++) {
                 out.delivered += got[i]->packets;
                 out.delivered_chunks++;
+                if (!starts_match(got[i], ctx->format)) out.bad_starts++;
             }
             if (n) rte_mempool_put_bulk(chunks.get(), reinterpret_cast<void**>(got), n);
             if (done && n == 0) break;
@@ -154,6 +170,7 @@ void expect_identities(const Counts& r) {
     EXPECT_EQ(r.accepted, r.encoded + r.writer_slow);
     EXPECT_EQ(r.encoded, r.delivered + r.ring_full);
     EXPECT_EQ(r.chunks, r.delivered_chunks);
+    EXPECT_EQ(r.bad_starts, 0u);
     EXPECT_EQ(r.queue_rx, r.rx);
     EXPECT_EQ(r.queue_accepted, r.accepted);
 }

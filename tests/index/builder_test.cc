@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -408,6 +409,123 @@ TEST(Builder, SkippedBytesBelongToTheBlocks) {
     const BlockEntry& last = r->blocks().back();
     EXPECT_EQ(last.offset + last.bytes, b.end());
     EXPECT_EQ(r->header().packets, 20u);
+}
+
+/* The record starts of a capture's bytes, as capd's worker notes them in
+ * a chunk: downward from the end of an array (record i at top[-1 - i]). */
+struct Starts {
+    std::vector<uint32_t> down;
+    explicit Starts(const std::vector<uint32_t>& up) : down(up.rbegin(), up.rend()) {}
+    const uint32_t* top() const { return down.data() + down.size(); }
+};
+
+std::vector<uint32_t> starts_of(const Capture& c) {
+    std::vector<uint32_t> up;
+    for (const Packet& p : c.packets) up.push_back(uint32_t(p.offset - c.start));
+    return up;
+}
+
+/* add_chunk() gives the index add_records() gives over the same bytes, byte
+ * for byte: whole chunks, chunks in pieces, starts upward and downward. */
+void check_chunk_equals_records(storage::Format fmt) {
+    SCOPED_TRACE(int(fmt));
+    Capture c = make_capture(fmt, 5000, 300);
+    const auto* buf = reinterpret_cast<const uint8_t*>(c.bytes.data());
+    const auto len = uint32_t(c.bytes.size());
+    uint64_t file_end = c.start + len;
+    uint16_t lt[1] = {1};
+
+    IndexBuilder a(8192);
+    std::string want = build(c, a);
+
+    std::vector<uint32_t> up = starts_of(c);
+    Starts st(up);
+    // Pieces of uneven sizes, ending at record boundaries, as the writer's
+    // chunks and -C cuts give them.
+    for (size_t piece : {size_t(1), size_t(37), size_t(64), size_t(65), size_t(5000)}) {
+        SCOPED_TRACE(piece);
+        IndexBuilder b(8192), d(8192);
+        b.begin(to_index(fmt), lt, c.start);
+        d.begin(to_index(fmt), lt, c.start);
+        for (size_t i = 0; i < up.size(); i += piece) {
+            size_t n = std::min(piece, up.size() - i);
+            uint32_t end = i + n < up.size() ? up[i + n] : len;
+            b.add_chunk(buf, &up[i], 1, n, end, c.start + up[i]);
+            d.add_chunk(buf, st.top() - 1 - i, -1, n, end, c.start + up[i]);
+        }
+        EXPECT_EQ(b.end(), file_end);
+        EXPECT_EQ(b.packets(), 5000u);
+        EXPECT_TRUE(b.serialize(file_end) == want);
+        EXPECT_TRUE(d.serialize(file_end) == want);
+        EXPECT_TRUE(d.serialize_live(file_end - 1000) == a.serialize_live(file_end - 1000));
+    }
+
+    // -C: one chunk cut across two files, each indexed on its own; the
+    // second file's records start at its own data_start.
+    size_t cut = 2345;
+    uint32_t at = up[cut];
+    IndexBuilder r1(8192), k1(8192);
+    r1.begin(to_index(fmt), lt, c.start);
+    k1.begin(to_index(fmt), lt, c.start);
+    r1.add_records(buf, at, c.start);
+    k1.add_chunk(buf, st.top() - 1, -1, cut, at, c.start);
+    EXPECT_TRUE(k1.serialize(c.start + at) == r1.serialize(c.start + at));
+    r1.begin(to_index(fmt), lt, 40);
+    k1.begin(to_index(fmt), lt, 40);
+    r1.add_records(buf + at, len - at, 40);
+    k1.add_chunk(buf, st.top() - 1 - cut, -1, up.size() - cut, len, 40);
+    EXPECT_EQ(k1.packets(), up.size() - cut);
+    EXPECT_TRUE(k1.serialize(40 + len - at) == r1.serialize(40 + len - at));
+}
+
+TEST(Builder, AddChunkEqualsAddRecordsPcap) {
+    check_chunk_equals_records(storage::Format::kPcapMicro);
+}
+TEST(Builder, AddChunkEqualsAddRecordsPcapNano) {
+    check_chunk_equals_records(storage::Format::kPcapNano);
+}
+TEST(Builder, AddChunkEqualsAddRecordsPcapng) {
+    check_chunk_equals_records(storage::Format::kPcapng);
+}
+
+/* A pcapng block that is not a packet among the records: counted in the
+ * blocks, and a section header makes the file sequential, as add_records()
+ * does. */
+TEST(Builder, AddChunkPcapngOtherBlocks) {
+    Capture c = make_capture(storage::Format::kPcapng, 300, 20);
+    std::vector<uint32_t> up = starts_of(c);
+    std::string bytes;
+    std::vector<uint32_t> starts;
+    for (size_t i = 0; i < up.size(); i++) {
+        uint32_t end = i + 1 < up.size() ? up[i + 1] : uint32_t(c.bytes.size());
+        if (i == 100 || i == 200) {
+            // An interface statistics block, then at 200 a section header.
+            uint32_t type = i == 100 ? 5 : 0x0a0d0d0a;
+            std::string blk(28, '\0');
+            uint32_t w[2] = {type, 28};
+            std::memcpy(blk.data(), w, 8);
+            std::memcpy(blk.data() + 24, &w[1], 4);
+            starts.push_back(uint32_t(bytes.size()));
+            bytes += blk;
+        }
+        starts.push_back(uint32_t(bytes.size()));
+        bytes.append(c.bytes, up[i], end - up[i]);
+    }
+    const auto* buf = reinterpret_cast<const uint8_t*>(bytes.data());
+    uint16_t lt[1] = {1};
+    IndexBuilder a(4096), b(4096);
+    a.begin(CaptureFormat::kPcapng, lt, c.start);
+    b.begin(CaptureFormat::kPcapng, lt, c.start);
+    a.add_records(buf, bytes.size(), c.start);
+    b.add_chunk(buf, starts.data(), 1, starts.size(), uint32_t(bytes.size()), c.start);
+    uint64_t end = c.start + bytes.size();
+    EXPECT_EQ(b.packets(), 300u);
+    EXPECT_EQ(b.end(), end);
+    std::string got = b.serialize(end);
+    EXPECT_TRUE(got == a.serialize(end));
+    auto r = Index::from_bytes(got, end);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_TRUE(r->header().flags & kIndexSequential);
 }
 
 std::string sample_index(uint64_t* capture_bytes = nullptr) {
