@@ -469,6 +469,7 @@ Status FileSet::open_next(time_t now, Open why) {
     std::string leaf;
     int dfd = dir_of(hidden_name_, leaf);
     if (dfd < 0) return make_error(final_name_ + ": " + errno_text(errno));
+    if (Status s = check_final_name(dfd); !s) return s;
     // A spare is already under this hidden name; else take over the
     // displaced file's storage.
     reused_ = take_spare() || (opts_.reuse && reuse_displaced());
@@ -630,6 +631,19 @@ void FileSet::discard_current() {
     remove_index(hidden_name_);
 }
 
+/* A device, a pipe, a socket or a directory under the final name is never
+ * replaced: renaming over /dev/null as root would leave a regular file
+ * there for the whole system. (A symbolic link is replaced, not followed.) */
+Status FileSet::check_final_name(int dfd) const {
+    std::string leaf = split_path(final_name_).second;
+    struct stat st;
+    if (fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return Status::success();
+    if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) return Status::success();
+    return make_error(EEXIST, final_name_ +
+                                  ": exists and is not a regular file; capd writes only regular "
+                                  "files (for no output: -w - > /dev/null)");
+}
+
 Status FileSet::write_index(std::span<const uint8_t> bytes) {
     std::string leaf;
     int dfd = dir_of(final_name_, leaf);
@@ -685,9 +699,12 @@ Status FileSet::close_current() {
     if (::close(fd) != 0) return make_error(hidden_name_ + ": " + errno_text(errno));
     // A file of this name (a wrapping -W counter, an earlier run) goes first,
     // so the rename does not free its blocks on this thread.
-    remove_file(final_name_);
     std::string final_leaf;
     int dfd = dir_of(final_name_, final_leaf);
+    if (dfd >= 0)
+        if (Status s = check_final_name(dfd); !s) return s;
+    remove_file(final_name_);
+    dfd = dir_of(final_name_, final_leaf);
     std::string hidden_leaf = split_path(hidden_name_).second;
     if (dfd < 0 || ::renameat(dfd, hidden_leaf.c_str(), dfd, final_leaf.c_str()) != 0) {
         int err = errno;

@@ -200,6 +200,7 @@ private:
     int dir_of(const std::string& path, std::string& leaf);
     uid_t owner() const;
     Status create_hidden();
+    Status check_final_name(int dfd) const;
     Status recover_for_name(const std::string& final_name);
     bool stream_ = false;
     uint64_t seq_ = 0;    // files opened

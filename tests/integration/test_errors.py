@@ -14,6 +14,7 @@ non-zero.
 """
 
 import os
+import stat
 import struct
 import random
 import subprocess
@@ -69,6 +70,17 @@ class BadInput(CapdTestCase):
                     "null:64,rate=", "null:64,frames=", "null:64,colour=red", "null,rate=-3"):
             with self.subTest(source=src):
                 self.assertRefused(["-i", src, "-w", self.out])
+
+    def test_device_at_the_output_name_is_never_replaced(self):
+        # As root, renaming the finished file over /dev/null would leave a
+        # regular file there for the whole system.
+        dev = os.path.join(self.out_dir, "null")
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        run = self.capd(["-i", f"pcap:{self.good}", "-w", dev], cwd=self.out_dir)
+        self.assertNotEqual(run.rc, 0, run.describe())
+        self.assertEqual(len(run.stderr_lines), 1, run.describe())
+        self.assertIn("not a regular file", run.stderr_lines[0])
+        self.assertTrue(stat.S_ISCHR(os.lstat(dev).st_mode), "the device was replaced")
 
     def test_same_source_twice(self):
         link = self.path("good-link.pcap")
