@@ -277,15 +277,33 @@ void print_explain(FILE* out, Store& store, const std::vector<FilePlan>& plans,
 /* The output file: written hidden beside OUT and renamed when whole. */
 struct OutFile {
     int fd = STDOUT_FILENO;
+    bool direct = false;  // written in place (not a regular file)
     std::string final_path, tmp_path;
     ~OutFile() {
         if (!tmp_path.empty()) {
             ::close(fd);
             ::unlink(tmp_path.c_str());
+        } else if (direct) {
+            ::close(fd);
         }
     }
     Status open(const std::string& path) {
         final_path = path;
+        // A device, a pipe or a socket (-w /dev/null, a FIFO) is written as
+        // it is, as tcpdump does; so is the file a symbolic link names.
+        // Renaming over them would replace the device or the link.
+        struct stat st;
+        if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+            if (S_ISDIR(st.st_mode)) return make_error(EISDIR, path + ": is a directory");
+            fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | (S_ISLNK(st.st_mode) ? O_TRUNC : 0));
+            if (fd < 0) {
+                int e = errno;
+                fd = STDOUT_FILENO;
+                return make_error(e, path + ": " + std::strerror(e));
+            }
+            direct = true;
+            return {};
+        }
         auto slash = path.rfind('/');
         std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
         std::string leaf = slash == std::string::npos ? path : path.substr(slash + 1);

@@ -19,6 +19,8 @@ capctl query.
 
 import json
 import os
+import threading
+import stat
 import shutil
 import signal
 import socket
@@ -513,6 +515,51 @@ class BadInput(CapqCase):
 
 
 @unittest.skipUnless(capdtest.have("tcpdump"), "needs tcpdump")
+class OutputTargets(CapqCase):
+    """-w to something that is not a regular file is written as it is, as
+    tcpdump does: a device or a pipe must never be replaced by a file."""
+
+    def store(self):
+        return self.make_store("store", [MIX], [])
+
+    def test_device_stays_a_device(self):
+        d = self.store()
+        dev = self.path("null")
+        os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        self.query(["-r", d, "-w", dev, "tcp"])
+        self.assertTrue(stat.S_ISCHR(os.lstat(dev).st_mode), "the device was replaced")
+        self.assertEqual([f for f in os.listdir(self.tmp) if ".capq-" in f], [])
+
+    def test_fifo_gets_the_capture(self):
+        d = self.store()
+        fifo = self.path("fifo")
+        os.mkfifo(fifo)
+        got = []
+
+        def drain():
+            with open(fifo, "rb") as f:
+                got.append(f.read())
+        t = threading.Thread(target=drain)
+        t.start()
+        self.query(["-r", d, "-w", fifo, "udp"])
+        t.join(TIMEOUT)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode), "the pipe was replaced")
+        self.assertTrue(got and got[0][:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"),
+                        "the reader got no capture")
+
+    def test_symlink_is_written_through(self):
+        d = self.store()
+        target = self.path("target.pcap")
+        with open(target, "wb") as f:
+            f.write(b"old")
+        link = self.path("link.pcap")
+        os.symlink(target, link)
+        self.query(["-r", d, "-w", link, "tcp"])
+        self.assertTrue(os.path.islink(link), "the link was replaced")
+        with open(target, "rb") as f:
+            self.assertNotEqual(f.read(4), b"old")
+
+
 class Explain(CapqCase):
     def test_one_flow_skips_blocks(self):
         d = self.make_store("e", [MIX], ["--nano"])
