@@ -645,23 +645,19 @@ Status FileSet::check_final_name(int dfd) const {
 }
 
 Status FileSet::write_index(std::span<const uint8_t> bytes) {
-    std::string leaf;
-    int dfd = dir_of(final_name_, leaf);
-    std::string idx = index::index_leaf_for(leaf);
-    std::string path = split_path(final_name_).first + "/" + idx;
-    if (dfd < 0) return make_error(path + ": " + errno_text(errno));
-    Status s =
-        index::write_index_file(dfd, idx, bytes, opts_.mode, static_cast<int>(opts_.owner_uid),
-                                static_cast<int>(opts_.owner_gid));
-    if (!s) return make_error(path + ": " + s.error());
-    return s;
+    return write_index_of(final_name_, bytes);
 }
 
 Status FileSet::write_live_index(std::span<const uint8_t> bytes) {
+    return write_index_of(hidden_name_, bytes);
+}
+
+/* The index of the capture `name` (index_leaf_for), beside it. */
+Status FileSet::write_index_of(const std::string& name, std::span<const uint8_t> bytes) {
     std::string leaf;
-    int dfd = dir_of(hidden_name_, leaf);
+    int dfd = dir_of(name, leaf);
     std::string idx = index::index_leaf_for(leaf);
-    std::string path = split_path(hidden_name_).first + "/" + idx;
+    std::string path = split_path(name).first + "/" + idx;
     if (dfd < 0) return make_error(path + ": " + errno_text(errno));
     Status s =
         index::write_index_file(dfd, idx, bytes, opts_.mode, static_cast<int>(opts_.owner_uid),

@@ -201,6 +201,7 @@ private:
     uid_t owner() const;
     Status create_hidden();
     Status check_final_name(int dfd) const;
+    Status write_index_of(const std::string& name, std::span<const uint8_t> bytes);
     Status recover_for_name(const std::string& final_name);
     bool stream_ = false;
     uint64_t seq_ = 0;    // files opened
