@@ -45,7 +45,8 @@ Read libpcap_read(const std::string& path) {
     const u_char* d;
     int r;
     while ((r = pcap_next_ex(p, &h, &d)) == 1) {
-        uint64_t ts = uint64_t(int64_t(h->ts.tv_sec) * 1000000000 + int64_t(h->ts.tv_usec));
+        // Unsigned: made-up files carry seconds whose nanoseconds overflow 63 bits.
+        uint64_t ts = uint64_t(h->ts.tv_sec) * 1000000000u + uint64_t(h->ts.tv_usec);
         out.recs.push_back(
             {ts, h->caplen, h->len, std::string(reinterpret_cast<const char*>(d), h->caplen)});
     }
