@@ -197,6 +197,26 @@ class ClosedFiles(IndexTestCase):
                          sum(os.path.getsize(index_path(os.path.join(self.out, n)))
                              for n in names))
 
+    def test_index_that_cannot_be_written(self):
+        """Something else under the index's hidden name (here a directory):
+        the index is not written, which is one line and a count, the entry
+        is left alone, and the capture is still published whole."""
+        stats = self.path("stats.json")
+        planted = os.path.join(self.out, ".a.pcap.idx.partial")
+        os.mkdir(planted)
+        run = self.capd(["-q", "-i", f"pcap:{self.src}", "-w", os.path.join(self.out, "a.pcap"),
+                         "--stats-json", stats])
+        self.assertEqual(self.captures(), ["a.pcap"], run.describe())
+        self.assertFalse(os.path.exists(index_path(os.path.join(self.out, "a.pcap"))))
+        self.assertTrue(os.path.isdir(planted), "the planted entry was touched")
+        lines = [ln for ln in run.stderr_lines if ln.startswith("capd: index:")]
+        self.assertEqual(len(lines), 1, run.describe())
+        self.assertIn("a.pcap", lines[0])
+        w = capdtest.read_json(stats)["writers"][0]
+        self.assertEqual(w["index_errors"], 1)
+        self.assertEqual(w["index_files"], 0)
+        self.assertGreater(w["packets"], 0)
+
     def test_formats_and_snaplen(self):
         """--nano, pcapng from two sources, --snaplen 100, --direct."""
         src2 = gencaps.write(self.path("gen2.pcap"), gencaps.mixed(1500, source=2, seed=32)[0])
