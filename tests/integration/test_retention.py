@@ -74,7 +74,15 @@ class FreeSpace(CapdTestCase):
         self.out = self.fs.path
 
     def test_floor_kept_while_filling(self):
-        """A -G 1 capture writes about twice what a 12 MB tmpfs holds with a
+        self.check_floor(["-G", "1"], "r-%Y%m%d-%H%M%S.pcap", "r-19700101-000002.pcap")
+
+    def test_floor_kept_with_C_and_W(self):
+        """The same with -C 1 -W 50 (a ring the file system cannot hold):
+        retention, not -W, keeps the floor."""
+        self.check_floor(["-C", "1", "-W", "50"], "r.pcap", "r.pcap99")
+
+    def check_floor(self, rotation, pattern, linked_name):
+        """A capture rotating with `rotation` writes about twice what a 12 MB tmpfs holds with a
         50% floor: the file system never fills, the free space stays at the
         floor (less at most one write burst), the oldest files go first,
         each logged once and counted with its index, and a planted file, a
@@ -89,7 +97,7 @@ class FreeSpace(CapdTestCase):
         with open(other, "wb") as f:
             f.write(open(src, "rb").read()[:65536])
         # A name of this capture's pattern, hard-linked elsewhere: never deleted.
-        linked = os.path.join(self.out, "r-19700101-000002.pcap")
+        linked = os.path.join(self.out, linked_name)
         with open(linked, "wb") as f:
             f.write(open(src, "rb").read()[:4096])
         os.link(linked, os.path.join(self.out, "keep-link"))
@@ -97,9 +105,9 @@ class FreeSpace(CapdTestCase):
         stats = self.path("stats.json")
         floor = 6 * 1024 * 1024  # 50% of 12 MiB
         cap = capdtest.start_capd(
-            ["--nano", "-i", f"pcap:{src},loop", "-G", "1", "--retain-free", "50%",
-             "-w", os.path.join(self.out, "r-%Y%m%d-%H%M%S.pcap"), "--stats-json", stats,
-             "--ctl", "none"] + SLOW)
+            ["--nano", "-i", f"pcap:{src},loop", "--retain-free", "50%",
+             "-w", os.path.join(self.out, pattern), "--stats-json", stats,
+             "--ctl", "none"] + rotation + SLOW)
         lowest = free_bytes(self.out)
         try:
             # Until the capture has written twice the file system (bounded).
@@ -134,7 +142,7 @@ class FreeSpace(CapdTestCase):
             self.assertTrue(os.path.exists(p), f"{p} was deleted")
         # Oldest first: every file kept is newer than every file deleted.
         kept = sorted(n for n in capdtest.listdir(self.out)
-                      if n.startswith("r-") and n != os.path.basename(linked))
+                      if n.startswith("r") and n != os.path.basename(linked))
         self.assertTrue(kept)
         self.assertLess(max(names), min(kept), f"deleted {names}, kept {kept}")
         for n in names:
