@@ -286,14 +286,14 @@ class Align(CapdTestCase):
         self.out = self.path("out")
         os.mkdir(self.out)
 
-    def check_aligned(self, g):
+    def check_aligned(self, g, z=()):
         """--align -G g on a source with about one frame a second: files
         named by their period's start (%s: seconds since the epoch) are
         whole multiples of g, one per period with none missing, and each
         was opened inside its period."""
         cap = capdtest.start_capd(
             ["-i", "null:64,rate=1", "-G", str(g), "--align", "--ctl", "none",
-             "-w", os.path.join(self.out, "t-%s.pcap")])
+             "-w", os.path.join(self.out, "t-%s.pcap")] + list(z))
         try:
             # Until four periods have been closed (bounded).
             self.assertTrue(capdtest.wait_until(
@@ -318,7 +318,13 @@ class Align(CapdTestCase):
             self.assertGreaterEqual(os.stat(p).st_mtime_ns, t * 10**9, p)
 
     def test_align_G1(self):
-        self.check_aligned(1)
+        """-G 1, with a -z command that takes 3 s on every file: rotation
+        never waits for it."""
+        script = self.path("slow-z.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nsleep 3\n")
+        os.chmod(script, 0o755)
+        self.check_aligned(1, ["-z", script])
 
     def test_align_G2(self):
         self.check_aligned(2)
