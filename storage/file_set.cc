@@ -894,7 +894,7 @@ void FileSet::retain(time_t now) {
                 if (!floor_unmet_)
                     std::fprintf(stderr,
                                  "capd: %s: %llu bytes free, below --retain-free's %llu, and no "
-                                 "closed file of this capture is left to delete\n",
+                                 "closed file of this writer is left to delete\n",
                                  dir_path_.c_str(),
                                  static_cast<unsigned long long>(avail + freed_pending_),
                                  static_cast<unsigned long long>(floor));
