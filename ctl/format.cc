@@ -1,6 +1,7 @@
 #include "ctl/format.hh"
 
 #include <cstdio>
+#include <ctime>
 #include <sstream>
 
 #include "dataplane/drop_stages.hh"
@@ -22,6 +23,16 @@ std::string si(double v) {
         i++;
     }
     snprintf(b, sizeof(b), i ? "%.2f%s" : "%.0f%s", v, units[i]);
+    return b;
+}
+
+/* ns since the epoch as "2026-12-06 19:00:00 UTC". */
+std::string utc(uint64_t ns) {
+    time_t t = static_cast<time_t>(ns / 1000000000ull);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char b[64];
+    strftime(b, sizeof(b), "%Y-%m-%d %H:%M:%S UTC", &tm);
     return b;
 }
 
@@ -108,6 +119,12 @@ std::string format_stats(const nlohmann::json& s) {
           << " bytes, " << u(w, "files") << " files, disk drops " << u(w, "disk_drops")
           << (u(w, "command_failures") ? ", -z failures " + std::to_string(u(w, "command_failures"))
                                        : std::string())
+          << (u(w, "files_retired")
+                  ? ", retired " + std::to_string(u(w, "files_retired")) + " files (" +
+                        std::to_string(u(w, "bytes_retired")) + " bytes)"
+                  : std::string())
+          << (u(w, "oldest_kept_ns") ? ", oldest packet kept " + utc(u(w, "oldest_kept_ns"))
+                                     : std::string())
           << "\n";
     for (const auto& r : s["rules"])
         o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)") << ": "
@@ -183,6 +200,27 @@ std::string format_prometheus(const nlohmann::json& s) {
     for (const auto& w : s["workers"])
         o << "linecap_worker_max_poll_gap_seconds{worker=\"" << wi++ << "\"} "
           << w.value("max_poll_gap_us", 0.0) / 1e6 << "\n";
+    counter("linecap_files_retired_total",
+            "Files deleted by retention (--retain-free, --retain-age), by writer.");
+    wi = 0;
+    for (const auto& w : s["writers"])
+        o << "linecap_files_retired_total{writer=\"" << wi++ << "\"} " << u(w, "files_retired")
+          << "\n";
+    counter("linecap_bytes_retired_total", "Bytes of the files retention deleted, by writer.");
+    wi = 0;
+    for (const auto& w : s["writers"])
+        o << "linecap_bytes_retired_total{writer=\"" << wi++ << "\"} " << u(w, "bytes_retired")
+          << "\n";
+    o << "# HELP linecap_oldest_packet_kept_seconds First packet of the oldest file kept, in "
+         "seconds since the epoch (with retention on; absent when unknown).\n"
+      << "# TYPE linecap_oldest_packet_kept_seconds gauge\n";
+    wi = 0;
+    for (const auto& w : s["writers"]) {
+        if (u(w, "oldest_kept_ns"))
+            o << "linecap_oldest_packet_kept_seconds{writer=\"" << wi << "\"} "
+              << u(w, "oldest_kept_ns") / 1000000000ull << "\n";
+        wi++;
+    }
     o << "# HELP linecap_elapsed_seconds Seconds since capture started.\n"
       << "# TYPE linecap_elapsed_seconds gauge\n"
       << "linecap_elapsed_seconds " << s.value("elapsed_s", 0.0) << "\n";

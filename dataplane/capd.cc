@@ -97,6 +97,12 @@ Status check_paths_and_interfaces(const Options& o) {
     if (!o.write_path.empty() && o.write_path != "-") {
         Status s = check_file_path("-w", o.write_path);
         if (!s) return s;
+        // A floor the output's file system can never meet (a strftime
+        // directory is known only at open time).
+        fs::path dir = fs::path(o.write_path).parent_path();
+        if (dir.empty()) dir = ".";
+        if (dir.string().find('%') == std::string::npos || o.rotate_seconds == 0)
+            if (Status r = storage::check_retain_free(dir.string(), o.retain_free); !r) return r;
     }
     if (!o.stats_json.empty()) {
         Status s = check_file_path("--stats-json", o.stats_json);

@@ -253,6 +253,16 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "oldest and drops it from the page cache (default 256; 0: leave it to the "
                    "kernel)")
         ->check(CLI::Range(0u, 1u << 20));
+    std::string retain_free, retain_age;
+    app.add_option("--retain-free", retain_free,
+                   "keep at least PCT% or SIZE (500M, 2G, 1GiB) of the output file system free "
+                   "by deleting this capture's oldest files");
+    app.add_option("--retain-age", retain_age,
+                   "delete this capture's files last written more than DURATION (90s, 15m, 6h, "
+                   "7d) ago");
+    app.add_flag("--align", o.align,
+                 "start -G periods at whole multiples of G seconds of local time (-G 60: at "
+                 "each minute) instead of at capd's start");
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");
@@ -392,6 +402,27 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (o.preallocate && o.rotate_seconds > 0)
         return make_error(
             "--preallocate does not take -G: the ring's names must be known at start");
+    if (!retain_free.empty() || !retain_age.empty() || o.align) {
+        if (o.write_path == "-")
+            return make_error(std::string(o.align ? "--align" : "retention") +
+                              " needs files: -w - writes one stream to standard output");
+        if (!retain_free.empty()) {
+            auto f = storage::parse_retain_free(retain_free);
+            if (!f) return make_error(f.error());
+            o.retain_free = *f;
+        }
+        if (!retain_age.empty()) {
+            auto a = storage::parse_retain_age(retain_age);
+            if (!a) return make_error(a.error());
+            o.retain_age_s = *a;
+        }
+        // Retention deletes whole closed files, never the one being written.
+        if ((o.retain_free.on() || o.retain_age_s) && o.rotate_mb == 0 && o.rotate_seconds == 0)
+            return make_error(std::string(o.retain_free.on() ? "--retain-free" : "--retain-age") +
+                              " needs -C or -G: without rotation there is one file, the one "
+                              "being written, which retention never deletes");
+        if (o.align && o.rotate_seconds == 0) return make_error("--align needs -G");
+    }
     if (app.count("-c") && o.count == 0) return make_error("-c: count must be positive");
     if (o.duration < 0 || (app.count("--duration") && o.duration == 0))
         return make_error("--duration: seconds must be positive");

@@ -15,6 +15,7 @@
 #include "common/result.hh"
 #include "filters/rule_set.hh"
 #include "storage/format.hh"
+#include "storage/retention.hh"
 
 namespace linecap::dataplane {
 
@@ -81,6 +82,11 @@ struct Options {
     bool quiet = false;
     bool rx_only = false;  // --rx-only: bare receive loop, for baselines
     bool no_jit = false;
+    // --retain-free (the output's free-space floor), --retain-age (seconds;
+    // 0: off), --align (-G periods at whole multiples of G).
+    storage::RetainFree retain_free;
+    uint64_t retain_age_s = 0;
+    bool align = false;
     bool fsync = false;              // fdatasync each file before naming it
     bool reuse_files = false;        // --reuse-files: overwrite the displaced file's storage
     bool direct = false;             // --direct: O_DIRECT writes, past the page cache

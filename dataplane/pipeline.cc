@@ -470,6 +470,10 @@ Summary Pipeline::collect() const {
         ws.index_files = st.index_files.load();
         ws.index_bytes = st.index_bytes.load();
         ws.index_errors = st.index_errors.load();
+        ws.retaining = w->files().retaining();
+        ws.files_retired = w->files().files_retired();
+        ws.bytes_retired = w->files().bytes_retired();
+        ws.oldest_kept_ns = w->files().oldest_kept_ns();
         if (ws.command_failures)
             s.errors.push_back(std::to_string(ws.command_failures) + " -z command" +
                                (ws.command_failures == 1 ? "" : "s") +

@@ -1,5 +1,7 @@
 #include "dataplane/summary.hh"
 
+#include <ctime>
+
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -57,6 +59,30 @@ std::string summary_text(const Summary& s) {
             s.bytes_written ? 100.0 * double(idx_bytes) / double(s.bytes_written) : 0.0);
         out += buf;
         if (idx_errors) out += ", " + std::to_string(idx_errors) + " not written";
+        out += "\n";
+    }
+    // Retention: what it deleted and how far back the files go.
+    bool retaining = false;
+    uint64_t ret_files = 0, ret_bytes = 0, oldest = 0;
+    for (const auto& w : s.writers) {
+        retaining = retaining || w.retaining;
+        ret_files += w.files_retired;
+        ret_bytes += w.bytes_retired;
+        if (w.oldest_kept_ns && (!oldest || w.oldest_kept_ns < oldest)) oldest = w.oldest_kept_ns;
+    }
+    if (retaining) {
+        snprintf(buf, sizeof(buf), "capd: retention: %llu file%s (%llu bytes) deleted",
+                 (unsigned long long)ret_files, ret_files == 1 ? "" : "s",
+                 (unsigned long long)ret_bytes);
+        out += buf;
+        if (oldest) {
+            time_t t = static_cast<time_t>(oldest / 1000000000ull);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            char when[64];
+            strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", &tm);
+            out += std::string(", oldest packet kept ") + when;
+        }
         out += "\n";
     }
     for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
@@ -121,6 +147,9 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"index_files", w.index_files},
                                 {"index_bytes", w.index_bytes},
                                 {"index_errors", w.index_errors},
+                                {"files_retired", w.files_retired},
+                                {"bytes_retired", w.bytes_retired},
+                                {"oldest_kept_ns", w.oldest_kept_ns},
                                 {"error", w.error}});
     j["rules"] = json::array();
     for (const auto& r : s.rules)

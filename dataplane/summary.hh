@@ -35,6 +35,11 @@ struct WriterSummary {
     std::string error;
     uint64_t command_failures = 0;  // -z commands not started, non-zero or killed
     uint64_t index_files = 0, index_bytes = 0, index_errors = 0;  // indexes beside the files
+    // Retention (--retain-free/--retain-age): files deleted and their bytes;
+    // the first packet of the oldest file kept (ns since the epoch; 0:
+    // unknown or retention off).
+    bool retaining = false;
+    uint64_t files_retired = 0, bytes_retired = 0, oldest_kept_ns = 0;
 };
 
 struct RuleSummary {

@@ -19,6 +19,9 @@ storage::WriterConfig writer_config(const Options& o, unsigned writer_index) {
     cfg.files.owner_uid = o.run_as_uid;
     cfg.files.owner_gid = o.run_as_gid;
     cfg.files.child_cpus = o.start_cpus;
+    cfg.files.retain_free = o.retain_free;
+    cfg.files.retain_age_s = o.retain_age_s;
+    cfg.files.align = o.align;
     cfg.format = o.format;
     cfg.application = kApplication;
     cfg.test_delay_us = o.test_writer_delay_us;

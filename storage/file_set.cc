@@ -5,6 +5,7 @@
 #include <linux/magic.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -122,6 +123,11 @@ public:
             fds_.push_back(fd);
         }
         cv_.notify_one();
+    }
+    /* Whether no close is pending (without waiting). */
+    bool idle() {
+        std::lock_guard<std::mutex> g(mu_);
+        return !busy_ && fds_.empty();
     }
     /* Waits until every close asked for is done; whether any was pending. */
     bool wait_idle() {
@@ -251,6 +257,7 @@ void FileSet::recover_stale() {
     // After the recovery: a live index whose hidden file it published or
     // removed is stale now.
     remove_stale_indexes(dfd, dir, prefix, timed);
+    if (retaining()) adopt_earlier(dfd, dir, leaf, timed);
 }
 
 /* The index files a run that did not finish left under names this set
@@ -448,7 +455,7 @@ Status FileSet::open_next(time_t now, Open why) {
     // tcpdump: the strftime name is evaluated when a -G period starts, and
     // the -C counter restarts with it; a -C cut keeps both.
     if (seq_ == 0 || (why == Open::kPeriod && opts_.rotate_seconds > 0)) {
-        period_ = now;
+        period_ = period_start(now);
         count_ = 0;
     }
     final_name_ = name_for(count_, period_);
@@ -755,6 +762,169 @@ void FileSet::remove_file(const std::string& name) {
 }
 
 void FileSet::close_later(int fd) { disposer_->close_later(fd); }
+
+time_t FileSet::period_start(time_t now) const {
+    if (!opts_.align || opts_.rotate_seconds == 0) return now;
+    // Local time, as the strftime names: -G 86400 starts at local midnight.
+    struct tm tm;
+    localtime_r(&now, &tm);
+    const int64_t g = opts_.rotate_seconds;
+    int64_t local = static_cast<int64_t>(now) + tm.tm_gmtoff;
+    return now - static_cast<time_t>(((local % g) + g) % g);
+}
+
+void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& pattern,
+                            bool timed) {
+    int rd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
+    if (!d) {
+        if (rd >= 0) ::close(rd);
+        return;
+    }
+    std::vector<std::pair<struct timespec, std::string>> found;
+    while (struct dirent* e = readdir(d)) {
+        std::string n = e->d_name;
+        if (!retained_name(pattern, timed, n)) continue;
+        struct stat st;
+        if (fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !foreign_entry(st, owner()).empty())
+            continue;  // not capd's to delete
+        found.push_back({st.st_mtim, n});
+    }
+    closedir(d);
+    std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+        if (a.first.tv_sec != b.first.tv_sec) return a.first.tv_sec < b.first.tv_sec;
+        if (a.first.tv_nsec != b.first.tv_nsec) return a.first.tv_nsec < b.first.tv_nsec;
+        return a.second < b.second;
+    });
+    const bool bare = split_path(base_).first == "." && base_.rfind("./", 0) != 0;
+    for (const auto& f : found) earlier_.push_back(bare ? f.second : dir + "/" + f.second);
+    if (!found.empty())
+        std::fprintf(stderr,
+                     "capd: %s: %zu file%s of an earlier run under this capture's names count "
+                     "for retention\n",
+                     dir.c_str(), found.size(), found.size() == 1 ? "" : "s");
+}
+
+bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t& freed) {
+    reap_children();
+    for (;;) {
+        bool changed = false;
+        for (std::deque<std::string>* list : {&earlier_, &closed_}) {
+            for (size_t i = 0; i < list->size(); i++) {
+                const std::string name = (*list)[i];
+                // An earlier run's name this run has written again is this
+                // run's file now (in closed_, or being written).
+                if (list == &earlier_ &&
+                    (name == final_name_ ||
+                     std::find(closed_.begin(), closed_.end(), name) != closed_.end())) {
+                    list->erase(list->begin() + static_cast<long>(i));
+                    changed = true;
+                    break;
+                }
+                bool in_command = false;
+                for (const Child& c : children_) in_command = in_command || c.file == name;
+                if (in_command) continue;  // -z still reads it: the next oldest goes
+                std::string leaf;
+                int dfd = dir_of(name, leaf);
+                struct stat st;
+                if (dfd < 0 || fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                    list->erase(list->begin() + static_cast<long>(i));  // gone already
+                    oldest_dirty_ = true;
+                    changed = true;
+                    break;
+                }
+                if (std::string f = foreign_entry(st, owner()); !f.empty()) {
+                    std::fprintf(stderr, "capd: %s: left alone by retention (%s)\n", name.c_str(),
+                                 f.c_str());
+                    list->erase(list->begin() + static_cast<long>(i));
+                    oldest_dirty_ = true;
+                    changed = true;
+                    break;
+                }
+                if (older_than >= 0 && st.st_mtime > older_than) return false;
+                remove_file(name);
+                remove_index(name);
+                list->erase(list->begin() + static_cast<long>(i));
+                retired_files_.fetch_add(1, std::memory_order_relaxed);
+                retired_bytes_.fetch_add(static_cast<uint64_t>(st.st_size),
+                                         std::memory_order_relaxed);
+                freed += static_cast<uint64_t>(st.st_blocks) * 512;
+                oldest_dirty_ = true;
+                std::fprintf(stderr, "capd: %s: deleted (%lld bytes) %s\n", name.c_str(),
+                             static_cast<long long>(st.st_size), why.c_str());
+                return true;
+            }
+            if (changed) break;
+        }
+        if (!changed) return false;
+    }
+}
+
+void FileSet::retain(time_t now) {
+    if (!retaining()) return;
+    if (opts_.retain_age_s > 0) {
+        uint64_t freed = 0;
+        const std::string why =
+            "by --retain-age: last written over " + std::to_string(opts_.retain_age_s) + " s ago";
+        time_t older_than = now - static_cast<time_t>(opts_.retain_age_s);
+        while (retire_oldest(older_than, why, freed)) {}
+        freed_pending_ += freed;
+    }
+    if (opts_.retain_free.on()) {
+        std::string leaf;
+        int dfd = dir_of(final_name_.empty() ? base_ : final_name_, leaf);
+        struct statvfs vfs;
+        if (dfd >= 0 && fstatvfs(dfd, &vfs) == 0) {
+            // Blocks of a removed file are free once its last close is done
+            // (on the disposer's thread): until then, count them as freed.
+            if (disposer_->idle()) freed_pending_ = 0;
+            uint64_t total = uint64_t(vfs.f_blocks) * vfs.f_frsize;
+            uint64_t avail = uint64_t(vfs.f_bavail) * vfs.f_frsize;
+            uint64_t floor = opts_.retain_free.floor(total);
+            char why[128];
+            if (opts_.retain_free.bytes)
+                snprintf(why, sizeof(why), "by --retain-free: to keep %llu bytes free",
+                         static_cast<unsigned long long>(floor));
+            else
+                snprintf(why, sizeof(why), "by --retain-free: to keep %g%% free",
+                         opts_.retain_free.pct);
+            while (avail + freed_pending_ < floor && retire_oldest(-1, why, freed_pending_)) {}
+            if (avail + freed_pending_ < floor) {
+                if (!floor_unmet_)
+                    std::fprintf(stderr,
+                                 "capd: %s: %llu bytes free, below --retain-free's %llu, and no "
+                                 "closed file of this writer is left to delete\n",
+                                 dir_path_.c_str(),
+                                 static_cast<unsigned long long>(avail + freed_pending_),
+                                 static_cast<unsigned long long>(floor));
+                floor_unmet_ = true;
+            } else {
+                floor_unmet_ = false;
+            }
+        }
+    }
+    update_oldest_kept(now);
+}
+
+void FileSet::update_oldest_kept(time_t now) {
+    if (!oldest_dirty_ &&
+        (oldest_kept_ns_.load(std::memory_order_relaxed) != 0 || now == oldest_tried_))
+        return;
+    oldest_dirty_ = false;
+    oldest_tried_ = now;
+    // The oldest file left, else the file being written (its live index).
+    std::string name;
+    for (const std::deque<std::string>* list : {&earlier_, &closed_})
+        if (name.empty() && !list->empty()) name = list->front();
+    if (name.empty()) name = hidden_name_;
+    if (name.empty()) return;
+    std::string leaf;
+    int dfd = dir_of(name, leaf);
+    if (dfd < 0) return;
+    oldest_kept_ns_.store(index_first_ns(dfd, index::index_leaf_for(leaf)),
+                          std::memory_order_relaxed);
+}
 
 namespace {
 std::atomic<bool> g_stop_waiting{false};

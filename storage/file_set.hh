@@ -65,8 +65,34 @@
  * the live index of a file it recovers, an index whose capture is gone). A
  * recovered file has no index: capq scans it until `capq --reindex`.
  *
+ * Retention (--retain-free, --retain-age; storage/retention.hh): retain()
+ * deletes the oldest whole files of this set, with their indexes, while the
+ * output file system has less free than the floor (f_bavail, counting the
+ * blocks of files just removed whose last close is still pending), and
+ * every file whose last write is older than the age. The file being written
+ * is never deleted: when it alone is left the floor is not met (said once)
+ * and a full disk is the disk-full path of the writer. Candidates are the
+ * files this run closed and, found by the start-up scan (recover_stale()),
+ * the files an earlier run left under this set's names (retained_name():
+ * the -w name, through strftime with -G, and its counter), ordered by their
+ * modification time, oldest first; a restarted capture keeps its floor and
+ * age over what it wrote before. Only capd's regular files with one link
+ * are deleted (as --reuse-files reuses them): a file with another link, a
+ * symbolic link or another user's file is left alone and forgotten (one
+ * line); a file still open in a -z command waits, and the next oldest goes
+ * instead. Each deletion is one stderr line and counted (files_retired(),
+ * bytes_retired()); oldest_kept_ns() is the first packet of the oldest file
+ * left, from its index (0: unknown).
+ *
+ * With `align`, -G periods start at whole multiples of G seconds of local
+ * time (-G 60: at each minute; -G 86400: at local midnight); the first
+ * period is the one capd starts in, named by its start. period_start()
+ * gives a period's start for the writer.
+ *
  * Cold code for one writer thread: it allocates and makes syscalls, only at
- * open/rotate/close (and for the live index, at most once a second).
+ * open/rotate/close (and for the live index, at most once a second, and
+ * retain(), which the writer calls about every 100 ms: one statvfs; not at
+ * the last close, so capd's stop never deletes the file it just named).
  */
 #pragma once
 
@@ -83,6 +109,7 @@
 #include <vector>
 
 #include "common/result.hh"
+#include "storage/retention.hh"
 #include "storage/safe_files.hh"
 
 namespace linecap::storage {
@@ -106,6 +133,10 @@ struct FileSetOptions {
     // CPUs for -z commands: capd's at start (storage/spawn.hh); empty: the
     // writer's own.
     std::vector<int> child_cpus;
+    // --retain-free and --retain-age (seconds; 0: off): see retain().
+    RetainFree retain_free;
+    uint64_t retain_age_s = 0;
+    bool align = false;  // --align: -G periods at whole multiples of G
 };
 
 class Disposer;
@@ -179,6 +210,21 @@ public:
      * started at `period` (for tests). */
     std::string name_for(uint64_t count, time_t period) const;
 
+    /* Whether retention is on (and the set names files). */
+    bool retaining() const {
+        return !stream_ && (opts_.retain_free.on() || opts_.retain_age_s > 0);
+    }
+    /* Applies retention at wall-clock time `now` (see above). Writer
+     * thread; one statvfs, plus an unlink and a log line per file retired. */
+    void retain(time_t now);
+    /* The start of the -G period holding `now`: `now`, or with `align` the
+     * last whole multiple of G (local time). */
+    time_t period_start(time_t now) const;
+    /* Retention's counters; any thread. */
+    uint64_t files_retired() const { return retired_files_.load(std::memory_order_relaxed); }
+    uint64_t bytes_retired() const { return retired_bytes_.load(std::memory_order_relaxed); }
+    uint64_t oldest_kept_ns() const { return oldest_kept_ns_.load(std::memory_order_relaxed); }
+
     /* Whether this set is standard output (path "-"). */
     bool is_stream() const { return stream_; }
 
@@ -242,6 +288,23 @@ private:
     bool reused_ = false;
     std::string reused_from_;  // the displaced file's name, while reused_
     uint32_t files_closed_ = 0;
+
+    // Retention: files an earlier run left under this set's names, oldest
+    // first (retire_oldest() takes them before closed_).
+    std::deque<std::string> earlier_;
+    void adopt_earlier(int dfd, const std::string& dir, const std::string& pattern, bool timed);
+    /* Deletes the oldest file retention may delete, if its last write is at
+     * or before `older_than` (-1: any); adds its blocks' bytes to `freed`.
+     * Whether one was deleted. */
+    bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed);
+    void update_oldest_kept(time_t now);
+    std::atomic<uint64_t> retired_files_{0};
+    std::atomic<uint64_t> retired_bytes_{0};
+    std::atomic<uint64_t> oldest_kept_ns_{0};
+    bool oldest_dirty_ = true;    // the oldest file changed since oldest_kept_ns_
+    time_t oldest_tried_ = 0;     // last look at an index that had no time
+    bool floor_unmet_ = false;    // said once per episode
+    uint64_t freed_pending_ = 0;  // bytes removed whose last close may be pending
 };
 
 /* Whether the file of fd lives in memory (tmpfs, ramfs): its pages are the

@@ -348,7 +348,7 @@ void Writer::finish_file() {
 }
 
 bool Writer::open_file(time_t now, FileSet::Open why) {
-    if (why == FileSet::Open::kPeriod) period_started_ = now;
+    if (why == FileSet::Open::kPeriod) period_started_ = files_.period_start(now);
     file_bytes_ = 0;
     staged_ = 0;
     disk_bytes_ = released_end_ = 0;
@@ -577,6 +577,14 @@ void Writer::run() {
         if (rotate_requested_.exchange(false, std::memory_order_acq_rel))
             rotate(wall_seconds(), FileSet::Open::kCut);
         if (builder_) write_live_index();
+        if (files_.retaining()) {
+            // Retention (file_set.hh): one statvfs about every 100 ms.
+            uint64_t t = mono_ns();
+            if (t - retained_at_ns_ >= 100000000ull) {
+                retained_at_ns_ = t;
+                files_.retain(wall_seconds());
+            }
+        }
         if (cfg_.files.rotate_seconds > 0) {
             time_t now = wall_seconds();
             if (now - period_started_ >= static_cast<time_t>(cfg_.files.rotate_seconds) &&

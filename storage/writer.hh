@@ -5,9 +5,12 @@
  * (no copy: the iovecs point into the chunks), applies -C/-G rotation at
  * record boundaries, and returns the chunks to the pool.
  *
- * -G periods are timed from the start of the previous one; a -C cut or a
+ * -G periods are timed from the start of the previous one (with --align,
+ * from whole multiples of G: FileSet::period_start()), and the loop starts
+ * the next one on time whether packets come or not; a -C cut or a
  * requested rotation starts a new file within the period, never a new
- * period (tcpdump 4.99).
+ * period (tcpdump 4.99). With retention on, the loop calls
+ * FileSet::retain() about every 100 ms, also while writes fail.
  *
  * With -w - (standard output) there is one stream and no rotation. A write
  * that fails there (EPIPE: the reader has exited) ends the stream: one
@@ -132,6 +135,8 @@ public:
     /* -z commands that failed (FileSet::command_failures); any thread. */
     uint64_t command_failures() const { return files_.command_failures(); }
     std::string last_command_failure() const { return files_.last_command_failure(); }
+    /* The file set, for its retention counters (any thread). */
+    const FileSet& files() const { return files_; }
 
 private:
     void write_chunks(Chunk** chunks, unsigned n);
@@ -206,6 +211,9 @@ private:
     uint64_t live_end_ = 0;     // builder end() at the last live index
     uint64_t live_at_ns_ = 0;   // CLOCK_MONOTONIC of the last live index
     bool live_failed_ = false;  // a live index of this file failed (said once)
+
+    // CLOCK_MONOTONIC of the last FileSet::retain().
+    uint64_t retained_at_ns_ = 0;
 };
 
 }  // namespace linecap::storage

@@ -1,0 +1,59 @@
+/* Retention: which files of a capture may go, and the values that say when.
+ *
+ * --retain-free PCT|SIZE keeps at least that much of the output file system
+ * free (as statvfs's f_bavail counts it) and --retain-age DURATION deletes
+ * files whose last write is older than that; FileSet::retain() applies
+ * both to the oldest whole files of its own names (file_set.hh). This file
+ * holds the parts that need no FileSet: parsing the values, the start-up
+ * check that a floor can be met at all, matching a directory entry against
+ * the set's naming, and reading the first packet time from an index.
+ *
+ * Cold code, any thread; allocates and makes syscalls (statvfs, one open
+ * and pread per index header).
+ */
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/result.hh"
+
+namespace linecap::storage {
+
+/* A free-space floor: a percentage of the file system, or bytes. */
+struct RetainFree {
+    double pct = 0;      // 0 < pct < 100, or 0 when bytes is given
+    uint64_t bytes = 0;  // > 0, or 0 when pct is given
+    bool on() const { return pct > 0 || bytes > 0; }
+    /* The floor in bytes on a file system of `total` bytes. */
+    uint64_t floor(uint64_t total) const {
+        return bytes ? bytes : static_cast<uint64_t>(double(total) * pct / 100.0);
+    }
+};
+
+/* "10%", "12.5%", "500M", "2G", "1.5GiB", "1048576": a percentage above 0
+ * and below 100, or a size above 0 (k, M, G, T: powers of 1000; KiB, MiB,
+ * GiB, TiB: of 1024; a bare number is bytes). The error is one line for
+ * --retain-free. */
+Result<RetainFree> parse_retain_free(const std::string& text);
+
+/* "90", "90s", "15m", "6h", "7d": seconds above 0 and at most 100 years.
+ * The error is one line for --retain-age. */
+Result<uint64_t> parse_retain_age(const std::string& text);
+
+/* Whether a floor can ever be met on the file system holding `dir`: it must
+ * be below the file system's size. The error names the sizes. */
+Status check_retain_free(const std::string& dir, const RetainFree& free);
+
+/* Whether `leaf` is a name a set with -w leaf `pattern` writes: `pattern`
+ * itself (with -G: passed through strftime; only %Y %m %d %H %M %S %y %j
+ * %s %F %T %% are matched, any other conversion matches nothing), then
+ * optionally a decimal counter (-C, or the number a repeated name gets). */
+bool retained_name(const std::string& pattern, bool timed, const std::string& leaf);
+
+/* The first packet's time (ns since the epoch) an index file in `dir_fd`
+ * records (index/index_file.hh), or 0: no such file, not an index, no
+ * packet. Never follows a symbolic link. */
+uint64_t index_first_ns(int dir_fd, const std::string& index_leaf);
+
+}  // namespace linecap::storage

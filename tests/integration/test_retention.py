@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Retention (--retain-free, --retain-age) and clock-aligned -G (--align).
+
+The free-space cases mount their own small tmpfs inside the test's
+temporary directory and unmount it afterwards, so they need root (skipped
+otherwise). Traffic comes from pcap: files the tests generate, looped, with
+the writer slowed down (--test-writer-delay-us) so that a few MB/s reach the
+file system; the idle source is a null source paced at one frame a second.
+
+What must hold, never how fast: the file system never fills (no disk drop)
+while the capture writes more than it holds; free space is never below the
+floor by more than what the writer can write between two retention checks
+(one dequeue burst: 4 chunks of 64 KiB here); only the capture's own names
+are deleted, oldest first, each once, with its index; files an earlier run
+left under the same names count; aligned -G files start at whole multiples
+of G, one per period, idle or not.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import capdtest
+import gencaps
+from capdtest import CapdTestCase
+
+CAPCTL = os.path.join(capdtest.BUILD_DIR, "ctl", "capctl")
+DELETED = re.compile(r"^capd: (.*): deleted \((\d+) bytes\) by --retain-(free|age)")
+
+
+def deleted_lines(stderr):
+    return [(m.group(1), int(m.group(2))) for m in map(DELETED.match, stderr.splitlines()) if m]
+
+
+class Tmpfs:
+    """A tmpfs of `size` mounted on `path` by this test."""
+
+    def __init__(self, path, size):
+        self.path = path
+        os.makedirs(path, exist_ok=True)
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755",
+                            "linecap-retain", path], capture_output=True, timeout=30)
+        self.error = p.stderr.decode("utf-8", "replace").strip() if p.returncode else None
+
+    def umount(self):
+        if self.error is None:
+            subprocess.run(["umount", "-l", self.path], capture_output=True, timeout=30)
+            self.error = "unmounted"
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+# Slow writer: at most 4 chunks of 64 KiB per burst, 0.1 s after each.
+SLOW = ["--chunk-kb", "64", "--ring-chunks", "4", "--test-writer-delay-us", "100000",
+        "-s", "1600"]
+BURST_BYTES = 4 * 64 * 1024
+
+
+class FreeSpace(CapdTestCase):
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        self.fs = Tmpfs(self.path("fs"), "12m")
+        self.addCleanup(self.fs.umount)
+        if self.fs.error:
+            self.skipTest(f"cannot mount a tmpfs: {self.fs.error}")
+        self.out = self.fs.path
+
+    def test_floor_kept_while_filling(self):
+        self.check_floor(["-G", "1"], "r-%Y%m%d-%H%M%S.pcap", "r-19700101-000002.pcap")
+
+    def test_floor_kept_with_C_and_W(self):
+        """The same with -C 1 -W 50 (a ring the file system cannot hold):
+        retention, not -W, keeps the floor."""
+        self.check_floor(["-C", "1", "-W", "50"], "r.pcap", "r.pcap99")
+
+    def check_floor(self, rotation, pattern, linked_name):
+        """A capture rotating with `rotation` writes about twice what a 12 MB tmpfs holds with a
+        50% floor: the file system never fills, the free space stays at the
+        floor (less at most one write burst), the oldest files go first,
+        each logged once and counted with its index, and a planted file, a
+        file of another capture and a file of this name with a second link
+        survive."""
+        pkts, _ = gencaps.mixed(2000, seed=31)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        planted = os.path.join(self.out, "planted.txt")
+        with open(planted, "w") as f:
+            f.write("not a capture\n")
+        other = os.path.join(self.out, "other-19700101-000001.pcap")
+        with open(other, "wb") as f:
+            f.write(open(src, "rb").read()[:65536])
+        # A name of this capture's pattern, hard-linked elsewhere: never deleted.
+        linked = os.path.join(self.out, linked_name)
+        with open(linked, "wb") as f:
+            f.write(open(src, "rb").read()[:4096])
+        os.link(linked, os.path.join(self.out, "keep-link"))
+        os.utime(linked, (1, 1))
+        stats = self.path("stats.json")
+        floor = 6 * 1024 * 1024  # 50% of 12 MiB
+        cap = capdtest.start_capd(
+            ["--nano", "-i", f"pcap:{src},loop", "--retain-free", "50%",
+             "-w", os.path.join(self.out, pattern), "--stats-json", stats,
+             "--ctl", "none"] + rotation + SLOW)
+        lowest = free_bytes(self.out)
+        try:
+            # Until the capture has written twice the file system (bounded).
+            def written_enough():
+                nonlocal lowest
+                lowest = min(lowest, free_bytes(self.out))
+                gone = deleted_lines(cap.stderr_now())
+                return not cap.running() or sum(b for _, b in gone) > 12 * 1024 * 1024
+            self.assertTrue(capdtest.wait_until(written_enough, 120, 0.02),
+                            cap.stderr_now())
+            self.assertTrue(cap.running(), cap.stderr_now())
+        finally:
+            cap.signal(signal.SIGINT)
+        run = cap.wait()
+        self.assertCapdOk(run)
+        s = capdtest.read_json(stats)
+        w = s["writers"][0]
+        # The writer is slow on purpose: workers drop at full rings; the
+        # disk never lost a packet.
+        self.assertEqual(s["drops"]["disk"], 0, run.describe())
+        self.assertGreaterEqual(lowest, floor - BURST_BYTES,
+                                f"free space fell to {lowest} under the floor {floor}")
+        self.assertGreaterEqual(free_bytes(self.out), floor - BURST_BYTES)
+        gone = deleted_lines(run.stderr)
+        names = [os.path.basename(n) for n, _ in gone]
+        self.assertEqual(len(names), len(set(names)), "a deletion logged twice")
+        self.assertEqual(w["files_retired"], len(gone))
+        self.assertEqual(w["bytes_retired"], sum(b for _, b in gone))
+        self.assertGreater(w["bytes_retired"], 12 * 1024 * 1024)
+        # Survivors: not this capture's, or not its to delete.
+        for p in (planted, other, linked):
+            self.assertTrue(os.path.exists(p), f"{p} was deleted")
+        # Oldest first: every file kept is newer than every file deleted.
+        kept = sorted(n for n in capdtest.listdir(self.out)
+                      if n.startswith("r") and n != os.path.basename(linked))
+        self.assertTrue(kept)
+        self.assertLess(max(names), min(kept), f"deleted {names}, kept {kept}")
+        for n in names:
+            self.assertFalse(os.path.exists(os.path.join(self.out, "." + n + ".idx")),
+                             f"the index of {n} is left")
+        for n in kept:
+            self.assertTrue(os.path.exists(os.path.join(self.out, "." + n + ".idx")))
+        self.assertNoHidden(self.out)
+        # The oldest packet kept is the first of the oldest file kept.
+        first = min(r.ts_ns for r in self.assertWhole(os.path.join(self.out, kept[0])).records)
+        self.assertEqual(w["oldest_kept_ns"], first)
+        self.assertIn("capd: retention: %d files" % len(gone), run.stderr)
+
+    def test_disk_full_path_counts_when_retention_cannot_free(self):
+        """With -G long and no -C, the file being written fills the file
+        system faster than retention, which deletes only closed files, can
+        free it: the loss is the disk-full path's, counted as disk drops;
+        that path closes the file, retention then deletes it as the oldest
+        (logged and counted) and capture writes again."""
+        pkts, _ = gencaps.mixed(2000, seed=32)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        stats = self.path("stats.json")
+        cap = capdtest.start_capd(
+            ["--nano", "-i", f"pcap:{src},loop", "-G", "3600", "--retain-free", "1M",
+             "-w", os.path.join(self.out, "big-%s.pcap"), "--stats-json", stats,
+             "--ctl", "none", "--chunk-kb", "64", "--ring-chunks", "4", "--test-writer-delay-us",
+             "5000", "-s", "1600"])
+        try:
+            def full_then_freed():
+                err = cap.stderr_now()
+                return not cap.running() or (
+                    "No space left on device" in err and deleted_lines(err) and
+                    "writing again" in err.split("by --retain-free")[-1])
+            self.assertTrue(capdtest.wait_until(full_then_freed, 120, 0.05), cap.stderr_now())
+        finally:
+            cap.signal(signal.SIGINT)
+        run = cap.wait()
+        self.assertEqual(run.rc, 1, "exit 1: packets were lost to the disk\n" + run.describe())
+        s = capdtest.read_json(stats)
+        w = s["writers"][0]
+        self.assertGreater(s["drops"]["disk"], 0, run.describe())
+        self.assertEqual(w["disk_drops"], s["drops"]["disk"])
+        gone = deleted_lines(run.stderr)
+        self.assertGreaterEqual(w["files_retired"], 1)
+        self.assertEqual(w["files_retired"], len(gone))
+        self.assertEqual(w["bytes_retired"], sum(b for _, b in gone))
+        for n in capdtest.listdir(self.out):
+            self.assertWhole(os.path.join(self.out, n))
+        self.assertNoHidden(self.out)
+
+
+class Age(CapdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.out = self.path("out")
+        os.mkdir(self.out)
+
+    def test_age_on_a_fast_clock(self):
+        """An earlier run's files under the same names count: with
+        --retain-age 2 and -G 1 they go first, then this run's own files
+        once they are 2 s old; a planted file and another capture's file,
+        older still, survive."""
+        pkts, _ = gencaps.mixed(300, seed=33)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        pattern = os.path.join(self.out, "a-%Y%m%d-%H%M%S.pcap")
+        # The earlier run: its files, made old.
+        run = self.capd(["-q", "-i", f"pcap:{src}", "-w", pattern, "-G", "1", "--ctl", "none"])
+        self.assertCapdOk(run, quiet=True)
+        earlier = capdtest.listdir(self.out)
+        self.assertTrue(earlier)
+        for n in earlier:
+            os.utime(os.path.join(self.out, n), (1000, 1000))
+        planted = os.path.join(self.out, "a-notes.txt")
+        other = os.path.join(self.out, "b-19700101-000000.pcap")
+        for p in (planted, other):
+            with open(p, "w") as f:
+                f.write("x\n")
+            os.utime(p, (1000, 1000))
+        stats = self.path("stats.json")
+        sock = self.path("ctl.sock")
+        time.sleep(1.1)  # no name of this run is the earlier run's
+        cap = capdtest.start_capd(
+            ["-i", f"pcap:{src},loop", "-G", "1", "--retain-age", "2", "-w", pattern,
+             "--stats-json", stats, "--ctl", sock] + SLOW, sock=sock)
+        first = None
+        try:
+            # This run's first file exists, then is deleted for its age.
+            def own_retired():
+                nonlocal first
+                if not cap.running():
+                    return True
+                names = [os.path.basename(n) for n, _ in deleted_lines(cap.stderr_now())]
+                if first is None:
+                    mine = sorted(set(capdtest.listdir(self.out)) - set(earlier) -
+                                  {"a-notes.txt", "b-19700101-000000.pcap"})
+                    mine = [n for n in mine if not n.startswith(".")]
+                    first = mine[0] if mine else None
+                return first is not None and first in names
+            self.assertTrue(capdtest.wait_until(own_retired, 120, 0.05), cap.stderr_now())
+            self.assertTrue(cap.running(), cap.stderr_now())
+            # capctl stats, in its three forms, while capturing.
+            def ctl(*args):
+                p = subprocess.run([CAPCTL, "--ctl", sock] + list(args), capture_output=True,
+                                   timeout=30, text=True)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                return p.stdout
+            live = json.loads(ctl("--json", "stats"))
+            w = live["data"]["writers"][0] if "data" in live else live["writers"][0]
+            self.assertGreaterEqual(w["files_retired"], len(earlier) + 1)
+            self.assertGreater(w["bytes_retired"], 0)
+            self.assertGreater(w["oldest_kept_ns"], 0)
+            self.assertRegex(ctl("stats"), r"writer 0: .*, retired \d+ files \(\d+ bytes\), "
+                                           r"oldest packet kept \d{4}-\d\d-\d\d ")
+            prom = ctl("stats", "--prometheus")
+            self.assertRegex(prom, r'linecap_files_retired_total\{writer="0"\} [1-9]')
+            self.assertRegex(prom, r'linecap_bytes_retired_total\{writer="0"\} [1-9]')
+            self.assertRegex(prom, r'linecap_oldest_packet_kept_seconds\{writer="0"\} [1-9]')
+        finally:
+            cap.signal(signal.SIGINT)
+        run = cap.wait()
+        self.assertCapdOk(run)
+        self.assertIn(f"{len(earlier)} file", run.stderr)
+        self.assertIn("of an earlier run under this capture's names count for retention",
+                      run.stderr)
+        names = [os.path.basename(n) for n, _ in deleted_lines(run.stderr)]
+        for n in earlier:
+            self.assertIn(n, names, "an earlier run's file was kept")
+        # Earlier files before this run's.
+        self.assertEqual(sorted(names[:len(earlier)]), sorted(earlier))
+        self.assertEqual(len(names), len(set(names)))
+        self.assertTrue(os.path.exists(planted))
+        self.assertTrue(os.path.exists(other))
+        s = capdtest.read_json(stats)
+        self.assertEqual(s["writers"][0]["files_retired"], len(names))
+        self.assertEqual(s["drops"]["disk"], 0)
+
+
+class Align(CapdTestCase):
+    def setUp(self):
+        super().setUp()
+        self.out = self.path("out")
+        os.mkdir(self.out)
+
+    def check_aligned(self, g, z=()):
+        """--align -G g on a source with about one frame a second: files
+        named by their period's start (%s: seconds since the epoch) are
+        whole multiples of g, one per period with none missing, and each
+        was opened inside its period."""
+        cap = capdtest.start_capd(
+            ["-i", "null:64,rate=1", "-G", str(g), "--align", "--ctl", "none",
+             "-w", os.path.join(self.out, "t-%s.pcap")] + list(z))
+        try:
+            # Until four periods have been closed (bounded).
+            self.assertTrue(capdtest.wait_until(
+                lambda: not cap.running() or len(capdtest.listdir(self.out)) >= 5,
+                30 + 10 * g, 0.05), capdtest.listdir(self.out))
+        finally:
+            cap.signal(signal.SIGINT)
+        run = cap.wait()
+        self.assertCapdOk(run)
+        names = capdtest.listdir(self.out)
+        starts = sorted(int(re.match(r"^t-(\d+)\.pcap$", n).group(1)) for n in names)
+        self.assertGreaterEqual(len(starts), 5, names)
+        for t in starts:
+            self.assertEqual(t % g, 0, f"-G {g}: a file starts at {t}")
+        self.assertEqual(starts, list(range(starts[0], starts[0] + g * len(starts), g)),
+                         "a period without its file")
+        for t in starts:
+            p = os.path.join(self.out, f"t-{t}.pcap")
+            self.assertWhole(p)
+            # The header is written at open: the file's modification time is
+            # its opening, inside its period (or later, with packets).
+            self.assertGreaterEqual(os.stat(p).st_mtime_ns, t * 10**9, p)
+
+    def test_align_G1(self):
+        """-G 1, with a -z command that takes 3 s on every file: rotation
+        never waits for it."""
+        script = self.path("slow-z.sh")
+        with open(script, "w") as f:
+            f.write("#!/bin/sh\nsleep 3\n")
+        os.chmod(script, 0o755)
+        self.check_aligned(1, ["-z", script])
+
+    def test_align_G2(self):
+        self.check_aligned(2)
+
+    def test_align_names_show_period_start(self):
+        """The first file's strftime name is the start of the period capd
+        started in, not capd's start time: with -G 3600 and %M%S in the
+        name, the first name ends in 0000."""
+        run = self.capd(["-q", "-i", "null:64,rate=10", "--duration", "1", "-G", "3600",
+                         "--align", "--ctl", "none",
+                         "-w", os.path.join(self.out, "h-%H%M%S.pcap")])
+        self.assertCapdOk(run, quiet=True)
+        names = capdtest.listdir(self.out)
+        self.assertTrue(all(re.match(r"^h-\d\d0000\.pcap\d*$", n) for n in names), names)
+
+
+class BadInput(CapdTestCase):
+    def test_bad_retention_and_align(self):
+        """Out-of-range values, a floor the file system can never meet, and
+        options that need rotation or files: one line, exit 1, no file."""
+        out = self.path("out")
+        os.mkdir(out)
+        w = os.path.join(out, "x.pcap")
+        cases = [
+            (["--retain-free", "100%", "-G", "1"], "below 100"),
+            (["--retain-free", "0%", "-G", "1"], "above 0"),
+            (["--retain-free", "-5%", "-G", "1"], "--retain-free"),
+            (["--retain-free", "12X", "-G", "1"], "unknown unit"),
+            (["--retain-free", "0", "-G", "1"], "above 0"),
+            (["--retain-free", "900P", "-G", "1"], "--retain-free"),
+            (["--retain-free", "999T", "-G", "1"], "can never be met"),
+            (["--retain-age", "0", "-G", "1"], "at least 1 second"),
+            (["--retain-age", "3w", "-G", "1"], "unknown unit"),
+            (["--retain-age", "200000d", "-G", "1"], "at most 100 years"),
+            (["--retain-age", "1h"], "needs -C or -G"),
+            (["--retain-free", "10%"], "needs -C or -G"),
+            (["--align"], "--align needs -G"),
+        ]
+        for args, words in cases:
+            with self.subTest(args=args):
+                run = self.capd(["-i", "null:64", "--duration", "1", "--ctl", "none",
+                                 "-w", w] + args)
+                self.assertEqual(run.rc, 1, run.describe())
+                self.assertEqual(len(run.stderr_lines), 1, run.describe())
+                self.assertIn(words, run.stderr, run.describe())
+                self.assertEqual(os.listdir(out), [])
+        for args in (["--retain-age", "1h"], ["--align", "-G", "1"]):
+            with self.subTest(args=args):
+                run = self.capd(["-i", "null:64", "--duration", "1", "--ctl", "none",
+                                 "-w", "-"] + args)
+                self.assertEqual(run.rc, 1, run.describe())
+                self.assertEqual(len(run.stderr_lines), 1, run.describe())
+                self.assertIn("needs files", run.stderr)
+
+
+if __name__ == "__main__":
+    capdtest.main()

@@ -1,0 +1,163 @@
+// Retention: its values, the names it may delete, the clock-aligned -G
+// periods, and FileSet::retain() by age (oldest first, an earlier run's
+// files included, a planted file and a hard-linked one left alone).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "storage/file_set.hh"
+#include "storage/retention.hh"
+#include "tests/storage/temp_dir.hh"
+
+using namespace linecap::storage;
+namespace fs = std::filesystem;
+using linecap::storage::test_support::TempDir;
+
+namespace {
+
+void write_file(const fs::path& p, const std::string& s, time_t mtime) {
+    {
+        std::ofstream f(p);
+        f << s;
+    }
+    struct timeval tv[2] = {{mtime, 0}, {mtime, 0}};
+    ASSERT_EQ(utimes(p.c_str(), tv), 0);
+}
+
+}  // namespace
+
+TEST(Retention, FreeFloorValues) {
+    auto pct = parse_retain_free("12.5%");
+    ASSERT_TRUE(pct.ok());
+    EXPECT_DOUBLE_EQ(pct->pct, 12.5);
+    EXPECT_EQ(pct->floor(1000), 125u);
+    auto mb = parse_retain_free("500M");
+    ASSERT_TRUE(mb.ok());
+    EXPECT_EQ(mb->bytes, 500000000u);
+    EXPECT_EQ(mb->floor(1), 500000000u);
+    auto gib = parse_retain_free("1.5GiB");
+    ASSERT_TRUE(gib.ok());
+    EXPECT_EQ(gib->bytes, 1610612736u);
+    EXPECT_EQ(parse_retain_free("4096")->bytes, 4096u);
+    for (const char* bad : {"", "%", "0%", "100%", "150%", "-1%", "0", "0.1", "5X", "G", "1e30",
+                            "nan", "inf%", "10 %"})
+        EXPECT_FALSE(parse_retain_free(bad).ok()) << bad;
+}
+
+TEST(Retention, AgeValues) {
+    EXPECT_EQ(*parse_retain_age("90"), 90u);
+    EXPECT_EQ(*parse_retain_age("90s"), 90u);
+    EXPECT_EQ(*parse_retain_age("15m"), 900u);
+    EXPECT_EQ(*parse_retain_age("1.5h"), 5400u);
+    EXPECT_EQ(*parse_retain_age("7d"), 604800u);
+    for (const char* bad : {"", "0", "0.5", "-3", "3w", "h", "50000d", "1e300"})
+        EXPECT_FALSE(parse_retain_age(bad).ok()) << bad;
+}
+
+TEST(Retention, FloorAboveTheFileSystemIsRefused) {
+    TempDir d;
+    EXPECT_TRUE(check_retain_free(d.path.string(), *parse_retain_free("10%")).ok());
+    EXPECT_TRUE(check_retain_free(d.path.string(), *parse_retain_free("1k")).ok());
+    linecap::Status s = check_retain_free(d.path.string(), *parse_retain_free("999000T"));
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find("can never be met"), std::string::npos) << s.error();
+}
+
+TEST(Retention, OnlyTheSetsNamesAreRetained) {
+    // -C: NAME and NAME with a counter.
+    EXPECT_TRUE(retained_name("cap.pcap", false, "cap.pcap"));
+    EXPECT_TRUE(retained_name("cap.pcap", false, "cap.pcap12"));
+    EXPECT_FALSE(retained_name("cap.pcap", false, "cap.pcap.bak"));
+    EXPECT_FALSE(retained_name("cap.pcap", false, "cap.pcapx1"));
+    EXPECT_FALSE(retained_name("cap.pcap", false, ".cap.pcap.partial"));
+    EXPECT_FALSE(retained_name("cap.pcap", false, "xcap.pcap"));
+    // -G: the strftime conversions with their widths.
+    const std::string g = "g-%Y%m%d-%H%M%S.pcap";
+    EXPECT_TRUE(retained_name(g, true, "g-20261206-194501.pcap"));
+    EXPECT_TRUE(retained_name(g, true, "g-20261206-194501.pcap3"));
+    EXPECT_FALSE(retained_name(g, true, "g-2026126-194501.pcap"));
+    EXPECT_FALSE(retained_name(g, true, "g-20261206-194501.pcap.gz"));
+    EXPECT_FALSE(retained_name(g, true, "g-notes.pcap"));
+    EXPECT_FALSE(retained_name(g, true, "h-20261206-194501.pcap"));
+    EXPECT_TRUE(retained_name("t-%s.pcap", true, "t-1796587235.pcap"));
+    EXPECT_FALSE(retained_name("t-%s.pcap", true, "t-.pcap"));
+    EXPECT_TRUE(retained_name("d-%F_%T.pcap", true, "d-2026-12-06_19:45:01.pcap"));
+    EXPECT_FALSE(retained_name("d-%F_%T.pcap", true, "d-2026-12-06_19-45-01.pcap"));
+    EXPECT_TRUE(retained_name("p%%-%H.pcap", true, "p%-19.pcap"));
+    // A conversion whose text is not known matches nothing.
+    EXPECT_FALSE(retained_name("x-%a.pcap", true, "x-Sun.pcap"));
+}
+
+TEST(Retention, AlignedPeriodsStartAtWholeMultiples) {
+    FileSetOptions o;
+    o.path = "x-%s.pcap";
+    o.rotate_seconds = 60;
+    FileSet plain(o);
+    EXPECT_EQ(plain.period_start(1796587235), 1796587235);
+    o.align = true;
+    FileSet aligned(o);
+    setenv("TZ", "UTC", 1);
+    tzset();
+    EXPECT_EQ(aligned.period_start(1796587235), 1796587200);
+    EXPECT_EQ(aligned.period_start(1796587200), 1796587200);
+    // Local time: -G 3600 in a zone half an hour off starts at its hours.
+    o.rotate_seconds = 3600;
+    FileSet hourly(o);
+    setenv("TZ", "Asia/Kolkata", 1);  // UTC+05:30, no summer time
+    tzset();
+    time_t t = hourly.period_start(1796587235);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    EXPECT_EQ(tm.tm_min, 0);
+    EXPECT_EQ(tm.tm_sec, 0);
+    EXPECT_LE(t, 1796587235);
+    EXPECT_GT(t + 3600, 1796587235);
+    unsetenv("TZ");
+    tzset();
+}
+
+TEST(Retention, AgeDeletesOldestOwnFilesAndEarlierRunsOnly) {
+    TempDir d;
+    time_t now = time(nullptr);
+    // An earlier run's files of this name, a planted file, another
+    // capture's file and a hard-linked file of this name, all old.
+    write_file(d.path / "r.pcap", "earlier 0", now - 1000);
+    write_file(d.path / "r.pcap5", "earlier 5", now - 1000);
+    write_file(d.path / "r.pcap6", "earlier 6", now - 900);
+    write_file(d.path / "r.pcap.notes", "planted", now - 1000);
+    write_file(d.path / "other.pcap", "other", now - 1000);
+    write_file(d.path / "r.pcap7", "linked", now - 1000);
+    ASSERT_EQ(link((d.path / "r.pcap7").c_str(), (d.path / "keep").c_str()), 0);
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1000;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    ASSERT_TRUE(f.retaining());
+    f.recover_stale();
+    ASSERT_TRUE(f.open_next(now).ok());
+    ASSERT_EQ(write(f.fd(), "new", 3), 3);
+    ASSERT_TRUE(f.close_current().ok());  // this run's r.pcap replaces the earlier one
+    ASSERT_TRUE(f.open_next(now, FileSet::Open::kCut).ok());
+    f.retain(now);
+    // The earlier r.pcap5 and r.pcap6 went; the earlier r.pcap's name is
+    // this run's file now, which is new (and the earlier r.pcap1, had there
+    // been one, would be replaced by the file being written); the others
+    // were never this capture's to delete.
+    EXPECT_EQ(f.files_retired(), 2u);
+    EXPECT_EQ(f.bytes_retired(), 18u);
+    EXPECT_EQ(d.names(), (std::set<std::string>{"r.pcap", ".r.pcap1.partial", "r.pcap.notes",
+                                                "other.pcap", "r.pcap7", "keep"}));
+    // Once this run's file is old too, it goes; the one being written stays.
+    f.retain(now + 1000);
+    EXPECT_EQ(f.files_retired(), 3u);
+    EXPECT_EQ(d.names(), (std::set<std::string>{".r.pcap1.partial", "r.pcap.notes", "other.pcap",
+                                                "r.pcap7", "keep"}));
+    f.discard_current();
+}
