@@ -359,7 +359,7 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
 }
 
 void FlowTable::request(size_t n) {
-    top_want_ = std::min(n, kMaxTop);
+    top_want_.store(std::min(n, kMaxTop), std::memory_order_relaxed);
     request_.fetch_add(1, std::memory_order_release);
 }
 
@@ -367,7 +367,7 @@ void FlowTable::answer(uint64_t req) {
     // A min-heap on bytes of the biggest flows so far, in the fixed area.
     auto less = [](const FlowInfo& l, const FlowInfo& r) { return l.bytes > r.bytes; };
     size_t n = 0;
-    const size_t want = top_want_;
+    const size_t want = top_want_.load(std::memory_order_relaxed);
     for (uint32_t s = lru_head_; s && want; s = slots_[s - 1].lru_next) {
         const Slot& x = slots_[s - 1];
         if (n == want && x.bytes <= top_[0].bytes) continue;

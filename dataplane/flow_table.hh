@@ -164,7 +164,8 @@ private:
     FlowCounters counters_;
 
     std::unique_ptr<FlowInfo[]> top_;  // kMaxTop entries
-    size_t top_n_ = 0, top_want_ = 0;
+    size_t top_n_ = 0;
+    std::atomic<size_t> top_want_{0};
     alignas(64) std::atomic<uint64_t> request_{0};
     std::atomic<uint64_t> served_{0};
 };

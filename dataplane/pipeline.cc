@@ -568,6 +568,31 @@ std::vector<std::string> Pipeline::source_names() const {
     return v;
 }
 
+Status Pipeline::top_flows(size_t n, int timeout_ms,
+                           std::vector<std::pair<unsigned, FlowInfo>>& out) {
+    Impl& p = *impl_;
+    if (p.flow_tables.empty())
+        return make_error(ENOTSUP,
+                          "no flow table: capd runs without --flow-cutoff, --flow-packets or "
+                          "--dedup");
+    for (auto& t : p.flow_tables) t->request(n);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (size_t i = 0; i < p.flow_tables.size(); i++) {
+        while (!p.flow_tables[i]->ready(p.workers[i]->done.load(std::memory_order_acquire))) {
+            if (std::chrono::steady_clock::now() >= deadline)
+                return make_error(ETIMEDOUT, "worker " + std::to_string(i) +
+                                                 " did not list its flows within " +
+                                                 std::to_string(timeout_ms) + " ms");
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        for (const FlowInfo& f : p.flow_tables[i]->top_view()) out.emplace_back(unsigned(i), f);
+    }
+    std::sort(out.begin(), out.end(),
+              [](const auto& a, const auto& b) { return a.second.bytes > b.second.bytes; });
+    if (out.size() > n) out.resize(n);
+    return Status::success();
+}
+
 Status Pipeline::with_tcp_tables(
     int timeout_ms, const std::function<void(const std::vector<packet::TableView>&)>& fn) {
     Impl& p = *impl_;
