@@ -4,8 +4,11 @@ model of the rules (flow_table.hh), on mixes generated here with known flow
 sizes; the flow counters in --stats-json; bad input."""
 
 import os
+import json
 import random
+import signal
 import struct
+import subprocess
 import sys
 import unittest
 
@@ -279,6 +282,66 @@ class Dedup(FlowCase):
         got = [r.data for r in self.assertWhole(out).records]
         self.assertEqual(got, [d for ts, d, keep in seq if keep])
         self.assertEqual(capdtest.read_json(stats)["packets_duplicate"], 3)
+
+
+class Reporting(FlowCase):
+    CAPCTL = os.path.join(capdtest.BUILD_DIR, "ctl", "capctl")
+
+    def capctl(self, sock, *args):
+        p = subprocess.run([self.CAPCTL, "--ctl", sock] + list(args), capture_output=True,
+                           text=True, timeout=30)
+        return p
+
+    def test_stats_flows_and_prometheus(self):
+        if not os.path.exists(self.CAPCTL):
+            self.skipTest("capctl not built")
+        src, sock = self.path("mix.pcap"), self.path("c.sock")
+        to_pcap(src, mix(8, Cutoff.TCP, Cutoff.UDP))
+        c = capdtest.start_capd(["-i", f"pcap:{src},loop", "-w", self.path("o.pcap"),
+                                 "-C", "5", "-W", "2", "--ctl", sock, "--flow-cutoff", "2k"],
+                                sock=sock)
+        try:
+            def cut():
+                p = self.capctl(sock, "--json", "stats")
+                return p.returncode == 0 and json.loads(p.stdout)["data"]["packets_cut_off"] > 0
+            self.assertTrue(capdtest.wait_until(cut, 60, 0.1))
+            p = self.capctl(sock, "--json", "flows", "--top", "3")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            flows = json.loads(p.stdout)["data"]["flows"]
+            self.assertEqual(len(flows), 3)
+            self.assertEqual([f["bytes"] for f in flows],
+                             sorted((f["bytes"] for f in flows), reverse=True))
+            self.assertTrue(all(f["cut_bytes"] > 0 for f in flows))
+            p = self.capctl(sock, "flows", "--top", "3")
+            self.assertEqual(len(p.stdout.splitlines()), 3, p.stdout)
+            self.assertIn("cut off", p.stdout)
+            p = self.capctl(sock, "stats")
+            self.assertIn("cut off by policy", p.stdout)
+            p = self.capctl(sock, "stats", "--prometheus")
+            self.assertRegex(p.stdout, r"(?m)^linecap_packets_cut_off_total [1-9]")
+            self.assertRegex(p.stdout, r"(?m)^linecap_flows_active [1-9]")
+            p = self.capctl(sock, "flows", "--top", "0")
+            self.assertNotEqual(p.returncode, 0)
+        finally:
+            c.signal(signal.SIGINT)
+            run = c.wait()
+        self.assertEqual(run.rc, 0, run.describe())
+        self.assertIn("cut off by policy", run.stderr)
+
+    def test_flows_without_a_table_says_so(self):
+        if not os.path.exists(self.CAPCTL):
+            self.skipTest("capctl not built")
+        sock = self.path("c.sock")
+        c = capdtest.start_capd(["-q", "-i", "null:64,rate=1000", "-w", self.path("o.pcap"),
+                                 "--ctl", sock], sock=sock)
+        try:
+            p = self.capctl(sock, "flows")
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("no flow table", p.stderr)
+            self.assertNotIn("cut off", self.capctl(sock, "stats").stdout)
+        finally:
+            c.signal(signal.SIGINT)
+            c.wait()
 
 
 class BadInput(FlowCase):
