@@ -342,7 +342,13 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "write only the first BYTES (wire bytes, both directions; k, M, G: "
                    "10^3, 10^6, 10^9) of each flow; TCP SYN, FIN and RST are always written");
     app.add_option("--flow-packets", o.flow_packets,
-                   "write only the first N packets of each flow (both directions)");
+                   "write only the first N packets of each flow (both directions)")
+        ->check(CLI::Validator(
+            [](std::string& v) {
+                return !v.empty() && v[0] == '-' ? "1..1000000000 packets, not " + v
+                                                 : std::string();
+            },
+            "N"));
     app.add_option("--dedup", dedup,
                    "drop a packet equal (but for TTL and IP checksum) to one of its flow's "
                    "within WINDOW (default 2ms; ns, us, ms, s)")

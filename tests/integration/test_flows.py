@@ -353,6 +353,7 @@ class BadInput(FlowCase):
             (["--flow-cutoff", "12q"], "--flow-cutoff"),
             (["--flow-cutoff", "2T"], "--flow-cutoff"),
             (["--flow-packets", "0"], "--flow-packets"),
+            (["--flow-packets=-1"], "--flow-packets"),
             (["--dedup=1h"], "--dedup"),
             (["--dedup=0ns"], "--dedup"),
             (["--dedup", "--flow-table", "8"], "--flow-table"),
