@@ -35,6 +35,7 @@ const char* kCommands =
     "  status                         sources, workers, writers, files, state\n"
     "  stats [--prometheus]           counters and drops by stage\n"
     "  top [--interval S] [--count N] live rates, refreshed every second\n"
+    "  flows [--top N]                the biggest live flows (capd --flow-cutoff/--dedup)\n"
     "  rules list\n"
     "  rules add NAME [--pattern P]... [--scan payload|frame] [EXPRESSION]\n"
     "  rules replace NAME [--pattern P]... [--scan payload|frame] [EXPRESSION]\n"
@@ -273,6 +274,13 @@ int main(int argc, char** argv) {
     top->add_option("--count", count, "stop after N refreshes (default: until Ctrl-C)")
         ->check(CLI::NonNegativeNumber);
 
+    int flows_top = 20;
+    CLI::App* flows = app.add_subcommand("flows",
+                                         "the biggest live flows (capd --flow-cutoff, "
+                                         "--flow-packets or --dedup)");
+    flows->add_option("--top", flows_top, "how many (1..1000, default 20)")
+        ->check(CLI::Range(1, 1000));
+
     CLI::App* rules = app.add_subcommand("rules", "list, add, replace or delete capture rules");
     rules->require_subcommand(0, 1);
     CLI::App* rules_list = rules->add_subcommand("list", "the rules and their counters");
@@ -345,6 +353,9 @@ int main(int argc, char** argv) {
     Request req;
     if (stats->parsed()) {
         req.cmd = "stats";
+    } else if (flows->parsed()) {
+        req.cmd = "flows";
+        req.args["top"] = flows_top;
     } else if (rules->parsed()) {
         CLI::App* sub = rules->get_subcommands().empty() ? nullptr : rules->get_subcommands()[0];
         if (!sub) return fail("rules: expected list, add, replace or del");
@@ -392,6 +403,8 @@ int main(int argc, char** argv) {
                    stdout);
     else if (req.cmd == "rules.list")
         std::fputs(format_rules(r->data).c_str(), stdout);
+    else if (req.cmd == "flows")
+        std::fputs(format_flows(r->data).c_str(), stdout);
     else
         std::printf("%s\n", r->message.c_str());
     return 0;

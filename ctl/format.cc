@@ -101,6 +101,14 @@ std::string format_stats(const nlohmann::json& s) {
     if (u(s, "packets_paused"))
         o << "paused: " << u(s, "packets_paused")
           << " received while paused, not written (not counted as drops)\n";
+    if (s.contains("flows") && s["flows"].value("enabled", false)) {
+        const auto& f = s["flows"];
+        o << "flows: " << u(f, "active") << " active, " << u(f, "created") << " created, "
+          << u(f, "evicted") << " evicted, " << u(f, "expired") << " expired; cut off by policy "
+          << u(f, "cut_off_packets") << " packets (" << u(f, "cut_off_bytes")
+          << " bytes), duplicate " << u(f, "duplicate_packets") << " packets ("
+          << u(f, "duplicate_bytes") << " bytes) (not counted as drops)\n";
+    }
     for (const auto& x : s["sources"]) {
         o << "source " << x.value("name", "") << ": " << u(x, "packets") << " packets, imissed "
           << u(x, "imissed") << ", ierrors " << u(x, "ierrors") << ", nombuf " << u(x, "nombuf");
@@ -152,6 +160,29 @@ std::string format_rules(const nlohmann::json& d) {
     return o.str();
 }
 
+std::string format_flows(const nlohmann::json& d) {
+    std::ostringstream o;
+    auto proto = [](uint64_t p) -> std::string {
+        return p == 6 ? "tcp" : p == 17 ? "udp" : p == 132 ? "sctp" : "proto " + std::to_string(p);
+    };
+    auto end = [](const nlohmann::json& f, const char* addr, const char* port) {
+        std::string a = f.value(addr, "");
+        if (a.find(':') != std::string::npos) a = "[" + a + "]";
+        return a + ":" + std::to_string(u(f, port));
+    };
+    for (const auto& f : d["flows"]) {
+        o << proto(u(f, "proto")) << " " << end(f, "a", "pa") << " <-> " << end(f, "b", "pb");
+        if (u(f, "vlan")) o << " vlan-key " << u(f, "vlan");
+        o << ": " << u(f, "packets") << " packets, " << u(f, "bytes") << " bytes";
+        if (u(f, "cut_packets"))
+            o << ", cut off " << u(f, "cut_packets") << " packets (" << u(f, "cut_bytes")
+              << " bytes)";
+        o << " [worker " << u(f, "worker") << "]\n";
+    }
+    if (d["flows"].empty()) o << "(no flows)\n";
+    return o.str();
+}
+
 /* A Prometheus label value: backslash, quote and newline escaped. */
 std::string label(const std::string& v) {
     std::string out;
@@ -185,6 +216,23 @@ std::string format_prometheus(const nlohmann::json& s) {
     counter("linecap_packets_paused_total",
             "Packets received while capture was paused, not written on purpose (not a drop).");
     o << "linecap_packets_paused_total " << u(s, "packets_paused") << "\n";
+    if (s.contains("flows") && s["flows"].value("enabled", false)) {
+        const auto& f = s["flows"];
+        counter("linecap_packets_cut_off_total",
+                "Packets past their flow's cutoff, not written on purpose (not a drop).");
+        o << "linecap_packets_cut_off_total " << u(f, "cut_off_packets") << "\n";
+        counter("linecap_bytes_cut_off_total", "Wire bytes of the packets cut off.");
+        o << "linecap_bytes_cut_off_total " << u(f, "cut_off_bytes") << "\n";
+        counter("linecap_packets_duplicate_total",
+                "Packets equal to a recent one of their flow, not written (not a drop).");
+        o << "linecap_packets_duplicate_total " << u(f, "duplicate_packets") << "\n";
+        counter("linecap_flows_created_total", "Flows the flow tables started.");
+        o << "linecap_flows_created_total " << u(f, "created") << "\n";
+        counter("linecap_flows_evicted_total", "Live flows pushed out of a full flow table.");
+        o << "linecap_flows_evicted_total " << u(f, "evicted") << "\n";
+        o << "# HELP linecap_flows_active Flows in the flow tables.\n"
+          << "# TYPE linecap_flows_active gauge\nlinecap_flows_active " << u(f, "active") << "\n";
+    }
     counter("linecap_source_packets_total", "Packets delivered by each source.");
     for (const auto& x : s["sources"]) {
         o << "linecap_source_packets_total{source=\"" << label(x.value("name", "")) << "\"} "

@@ -11,6 +11,8 @@ namespace linecap::ctl {
 std::string format_status(const nlohmann::json& status);
 std::string format_stats(const nlohmann::json& stats);
 std::string format_rules(const nlohmann::json& rules);
+/* `capctl flows`: one line a flow, most bytes first. */
+std::string format_flows(const nlohmann::json& flows);
 /* Prometheus text exposition format, version 0.0.4. */
 std::string format_prometheus(const nlohmann::json& stats);
 /* Rates between two stats snapshots (prev may be null: rates are 0). */

@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
@@ -178,6 +179,64 @@ Result<SourceSpec> parse_source(const std::string& text) {
                       "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE])");
 }
 
+namespace {
+
+/* --flow-cutoff: a byte count, k/M/G decimal (as -C counts millions). */
+Result<uint64_t> parse_flow_bytes(const std::string& text) {
+    const std::string err =
+        "--flow-cutoff: expected bytes such as 20k or 1M (1..10^12), not '" + text + "'";
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(text.c_str(), &end);
+    if (end == text.c_str() || errno) return make_error(err);
+    std::string unit(end);
+    double mult = 1;
+    if (unit == "k" || unit == "K")
+        mult = 1e3;
+    else if (unit == "m" || unit == "M")
+        mult = 1e6;
+    else if (unit == "g" || unit == "G")
+        mult = 1e9;
+    else if (!unit.empty())
+        return make_error(err);
+    v *= mult;
+    if (!(v >= 1 && v <= 1e12)) return make_error(err);
+    return static_cast<uint64_t>(v);
+}
+
+/* --dedup's WINDOW: NUMBER with ns, us, ms or s (a bare number: ms); empty:
+ * the default. 1 us .. 10 s. */
+Result<uint64_t> parse_dedup_window(const std::string& text) {
+    // 2 ms: a SPAN or tap copy of a packet follows it by the switch's
+    // forwarding time (microseconds) or an aggregator's buffering (under a
+    // millisecond); a sender's retransmission comes one RTO later (Linux:
+    // 200 ms at least) and differs anyway (IP ID, TCP timestamps).
+    if (text.empty()) return uint64_t(2'000'000);
+    const std::string err =
+        "--dedup: expected a window such as 2ms, 500us or 1s (1us..10s), not '" + text +
+        "' (write --dedup=WINDOW before the expression)";
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(text.c_str(), &end);
+    if (end == text.c_str() || errno) return make_error(err);
+    std::string unit(end);
+    double ns;
+    if (unit == "ns")
+        ns = v;
+    else if (unit == "us")
+        ns = v * 1e3;
+    else if (unit == "ms" || unit.empty())
+        ns = v * 1e6;
+    else if (unit == "s")
+        ns = v * 1e9;
+    else
+        return make_error(err);
+    if (!(ns >= 1e3 && ns <= 1e10)) return make_error(err);
+    return static_cast<uint64_t>(ns);
+}
+
+}  // namespace
+
 Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     exit_now = false;
     Options o;
@@ -288,6 +347,25 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "TCP connections each worker tracks for capctl diagnose (e.g. 65536; "
                    "default 0 = off: 100-200 ns per TCP packet)")
         ->check(CLI::Range(0u, 1u << 22));
+    std::string flow_cutoff, dedup;
+    app.add_option("--flow-cutoff", flow_cutoff,
+                   "write only the first BYTES (wire bytes, both directions; k, M, G: "
+                   "10^3, 10^6, 10^9) of each flow; TCP SYN, FIN and RST are always written");
+    app.add_option("--flow-packets", o.flow_packets,
+                   "write only the first N packets of each flow (both directions)")
+        ->check(CLI::Validator(
+            [](std::string& v) {
+                return !v.empty() && v[0] == '-' ? "1..1000000000 packets, not " + v
+                                                 : std::string();
+            },
+            "N"));
+    app.add_option("--dedup", dedup,
+                   "drop a packet equal (but for TTL and IP checksum) to one of its flow's "
+                   "within WINDOW (default 2ms; ns, us, ms, s)")
+        ->expected(0, 1);
+    app.add_option("--flow-table", o.flow_slots,
+                   "flows each worker's table holds for --flow-cutoff, --flow-packets and "
+                   "--dedup (default 262144, 128 bytes each)");
     app.add_flag("--xdp-generic", o.xdp_generic,
                  "af_xdp: attach the XDP program in generic (SKB) mode, which interfaces "
                  "without native XDP (lo, many virtual devices) need");
@@ -368,6 +446,31 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
             return make_error("--file-mode: expected an octal mode such as 0640");
         }
     }
+    if (app.count("--flow-cutoff")) {
+        auto b = parse_flow_bytes(flow_cutoff);
+        if (!b) return make_error(b.error());
+        o.flow_cutoff = *b;
+    }
+    if (app.count("--flow-packets") && (o.flow_packets == 0 || o.flow_packets > 1000000000))
+        return make_error("--flow-packets: 1..1000000000 packets, not " +
+                          std::to_string(o.flow_packets));
+    if (app.count("--dedup")) {
+        auto w = parse_dedup_window(dedup);
+        if (!w) return make_error(w.error());
+        o.dedup_window_ns = *w;
+    }
+    if (o.flow_slots < 16 || o.flow_slots > (1u << 26))
+        return make_error("--flow-table: 16..67108864 flows per worker, not " +
+                          std::to_string(o.flow_slots));
+    if (app.count("--flow-table") && !o.flow_table())
+        return make_error(
+            "--flow-table sizes the table of --flow-cutoff, --flow-packets and "
+            "--dedup: give one of them");
+    if (o.flow_table() && o.rx_only)
+        return make_error(
+            "--rx-only receives and frees: it takes no --flow-cutoff, "
+            "--flow-packets or --dedup");
+
     // tcpdump's rule and message.
     if (o.snaplen > 262144)
         return make_error("-s: invalid snaplen " + std::to_string(o.snaplen) +

@@ -116,6 +116,12 @@ struct Options {
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run
     uint32_t tcp_flows = 0;  // --tcp-flows: live TCP table per worker; 0 = off (default)
+    // The flow table (dataplane/flow_table.hh): on when any of the three is set.
+    uint64_t flow_cutoff = 0;      // --flow-cutoff BYTES per flow; 0: none
+    uint64_t flow_packets = 0;     // --flow-packets N per flow; 0: none
+    uint64_t dedup_window_ns = 0;  // --dedup[=WINDOW]; 0: off
+    uint32_t flow_slots = 262144;  // --flow-table N flows per worker
+    bool flow_table() const { return flow_cutoff || flow_packets || dedup_window_ns; }
     // --on-source-loss: an af_packet/af_xdp interface deleted while capd
     // runs stops capd (the default, as tcpdump), or only its own source.
     bool keep_going_on_source_loss = false;

@@ -14,6 +14,7 @@
 
 #include "dataplane/chunk_pool.hh"
 #include "dataplane/eal.hh"
+#include "dataplane/flow_table.hh"
 #include "dataplane/mempool.hh"
 #include "dataplane/rule_publisher.hh"
 #include "dataplane/source.hh"
@@ -61,6 +62,7 @@ struct Pipeline::Impl {
     std::vector<std::vector<QueueStats*>> queues_of_if;  // per interface
     std::vector<std::unique_ptr<WorkerContext>> workers;
     std::vector<std::unique_ptr<TcpFlowTable>> tcp_tables;  // one per worker, or none
+    std::vector<std::unique_ptr<FlowTable>> flow_tables;    // one per worker, or none
     Mempool chunks;
     std::vector<std::unique_ptr<storage::ChunkRing>> rings;
     std::vector<std::unique_ptr<storage::Writer>> writers;
@@ -186,11 +188,43 @@ Status Pipeline::Impl::open_sources(const MbufFields& fields) {
     return Status::success();
 }
 
+/* The flow tables must fit in the memory free now (MemAvailable): else
+ * one line at start rather than the OOM killer later. */
+static Status check_flow_memory(const Options& o) {
+    const uint64_t need = FlowTable::bytes_for(o.flow_slots) * o.workers;
+    uint64_t avail_kb = 0;
+    if (FILE* f = std::fopen("/proc/meminfo", "re")) {
+        char line[256];
+        while (std::fgets(line, sizeof(line), f))
+            if (std::sscanf(line, "MemAvailable: %lu kB", &avail_kb) == 1) break;
+        std::fclose(f);
+    }
+    if (avail_kb && need > avail_kb * 1024)
+        return make_error("--flow-table " + std::to_string(o.flow_slots) + ": " +
+                          std::to_string(o.workers) + " table(s) of " +
+                          std::to_string(FlowTable::bytes_for(o.flow_slots) >> 20) +
+                          " MiB need more than the " + std::to_string(avail_kb >> 10) +
+                          " MiB of memory available");
+    return Status::success();
+}
+
 Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields& fields) {
     const Options& o = opts;
     // -U: a partial chunk goes to the writer at the end of the loop turn
     // that filled it, not after --flush-ms.
     uint64_t flush_cycles = o.packet_buffered ? 0 : rte_get_tsc_hz() / 1000 * o.flush_ms;
+    if (o.flow_table()) {
+        Status ok = check_flow_memory(o);
+        if (!ok) return ok;
+        // Said once per source: a link type the table cannot read passes whole.
+        for (const auto& src : sources)
+            if (!flow_linktype_supported(src->linktype()))
+                std::fprintf(stderr,
+                             "capd: source '%s' (link type %u) has no flows the flow table "
+                             "reads: all its packets pass --flow-cutoff, --flow-packets and "
+                             "--dedup\n",
+                             src->name().c_str(), unsigned(src->linktype()));
+    }
     for (unsigned w = 0; w < o.workers; w++) {
         auto ctx = std::make_unique<WorkerContext>();
         ctx->index = w;
@@ -208,6 +242,18 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
             if (!t) return make_error(t.error());
             ctx->tcp = t->get();
             tcp_tables.push_back(std::move(*t));
+        }
+        if (o.flow_table()) {
+            FlowConfig fc;
+            fc.slots = o.flow_slots;
+            fc.cutoff_bytes = o.flow_cutoff;
+            fc.cutoff_packets = o.flow_packets;
+            fc.dedup_window_ns = o.dedup_window_ns;
+            auto t = FlowTable::create(fc);
+            if (!t)
+                return make_error("--flow-table: worker " + std::to_string(w) + ": " + t.error());
+            ctx->flows = t->get();
+            flow_tables.push_back(std::move(*t));
         }
         workers.push_back(std::move(ctx));
     }
@@ -446,6 +492,20 @@ Summary Pipeline::collect() const {
         s.drops.writer_slow += ws.writer_slow;
         s.workers.push_back(ws);
     }
+    s.flows.enabled = !p.flow_tables.empty();
+    for (const auto& t : p.flow_tables) {
+        const FlowCounters& c = t->counters();
+        s.flows.active += c.active.load(std::memory_order_relaxed);
+        s.flows.created += c.created.load(std::memory_order_relaxed);
+        s.flows.evicted += c.evicted.load(std::memory_order_relaxed);
+        s.flows.expired += c.expired.load(std::memory_order_relaxed);
+        s.flows.cut_packets += c.cut_packets.load(std::memory_order_relaxed);
+        s.flows.cut_bytes += c.cut_bytes.load(std::memory_order_relaxed);
+        s.flows.duplicates += c.duplicates.load(std::memory_order_relaxed);
+        s.flows.duplicate_bytes += c.duplicate_bytes.load(std::memory_order_relaxed);
+        s.flows.untracked += c.untracked.load(std::memory_order_relaxed);
+        s.flows.slots += t->config().slots;
+    }
     for (const auto& w : p.writers) {
         const storage::WriterStats& st = w->stats();
         WriterSummary ws{st.packets.load(), st.bytes.load(),      st.files.load(),
@@ -510,6 +570,31 @@ std::vector<std::string> Pipeline::source_names() const {
     std::vector<std::string> v;
     for (const auto& s : impl_->sources) v.push_back(s->name());
     return v;
+}
+
+Status Pipeline::top_flows(size_t n, int timeout_ms,
+                           std::vector<std::pair<unsigned, FlowInfo>>& out) {
+    Impl& p = *impl_;
+    if (p.flow_tables.empty())
+        return make_error(ENOTSUP,
+                          "no flow table: capd runs without --flow-cutoff, --flow-packets or "
+                          "--dedup");
+    for (auto& t : p.flow_tables) t->request(n);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    for (size_t i = 0; i < p.flow_tables.size(); i++) {
+        while (!p.flow_tables[i]->ready(p.workers[i]->done.load(std::memory_order_acquire))) {
+            if (std::chrono::steady_clock::now() >= deadline)
+                return make_error(ETIMEDOUT, "worker " + std::to_string(i) +
+                                                 " did not list its flows within " +
+                                                 std::to_string(timeout_ms) + " ms");
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        for (const FlowInfo& f : p.flow_tables[i]->top_view()) out.emplace_back(unsigned(i), f);
+    }
+    std::sort(out.begin(), out.end(),
+              [](const auto& a, const auto& b) { return a.second.bytes > b.second.bytes; });
+    if (out.size() > n) out.resize(n);
+    return Status::success();
 }
 
 Status Pipeline::with_tcp_tables(

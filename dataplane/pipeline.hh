@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "common/result.hh"
+#include "dataplane/flow_table.hh"
 #include "dataplane/options.hh"
 #include "dataplane/placement.hh"
 #include "dataplane/summary.hh"
@@ -88,6 +89,13 @@ public:
      * not answer within timeout_ms (fn is then not called). */
     Status with_tcp_tables(int timeout_ms,
                            const std::function<void(const std::vector<packet::TableView>&)>& fn);
+
+    /* The n (<= FlowTable::kMaxTop) flows with the most bytes in each
+     * worker's flow table, each table read between two of its bursts, as
+     * (worker, flow). Errors: ENOTSUP, no flow table (no --flow-cutoff,
+     * --flow-packets or --dedup); ETIMEDOUT, a worker did not answer within
+     * timeout_ms. Control thread. */
+    Status top_flows(size_t n, int timeout_ms, std::vector<std::pair<unsigned, FlowInfo>>& out);
 
     /* Asks every writer for a new file. Error: the output is standard
      * output (-w -), which never rotates. */

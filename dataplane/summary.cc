@@ -29,6 +29,18 @@ std::string summary_text(const Summary& s) {
         sep = ", ";
     }
     out += "\n";
+    if (s.flows.enabled) {
+        snprintf(buf, sizeof(buf),
+                 "capd: flows: %llu active, %llu created, %llu evicted (table full), %llu "
+                 "expired; cut off by policy %llu packets (%llu bytes); duplicate %llu packets "
+                 "(%llu bytes)\n",
+                 (unsigned long long)s.flows.active, (unsigned long long)s.flows.created,
+                 (unsigned long long)s.flows.evicted, (unsigned long long)s.flows.expired,
+                 (unsigned long long)s.flows.cut_packets, (unsigned long long)s.flows.cut_bytes,
+                 (unsigned long long)s.flows.duplicates,
+                 (unsigned long long)s.flows.duplicate_bytes);
+        out += buf;
+    }
     if (s.paused)
         out += "capd: " + std::to_string(s.paused) +
                " packets received while paused (capctl pause) not written, on purpose\n";
@@ -112,6 +124,21 @@ nlohmann::json summary_to_json(const Summary& s) {
                                     {"help", st.help}});
     }
     j["drops"]["total"] = s.drops.total();
+    // Not written on purpose, beside the drops: received = filtered_out +
+    // cut_off + duplicate + over_limit + paused + written + drops after receipt.
+    j["packets_cut_off"] = s.flows.cut_packets;
+    j["packets_duplicate"] = s.flows.duplicates;
+    j["flows"] = {{"enabled", s.flows.enabled},
+                  {"slots", s.flows.slots},
+                  {"active", s.flows.active},
+                  {"created", s.flows.created},
+                  {"evicted", s.flows.evicted},
+                  {"expired", s.flows.expired},
+                  {"cut_off_packets", s.flows.cut_packets},
+                  {"cut_off_bytes", s.flows.cut_bytes},
+                  {"duplicate_packets", s.flows.duplicates},
+                  {"duplicate_bytes", s.flows.duplicate_bytes},
+                  {"untracked_packets", s.flows.untracked}};
     j["sources"] = json::array();
     for (const auto& x : s.sources)
         j["sources"].push_back({{"name", x.name},

@@ -48,6 +48,18 @@ struct RuleSummary {
     bool active = true;  // false: deleted or replaced away, totals kept
 };
 
+/* The flow tables (--flow-cutoff, --flow-packets, --dedup), summed over
+ * the workers. Packets cut off or duplicate are not written on purpose:
+ * not drops, counted apart. */
+struct FlowSummary {
+    bool enabled = false;
+    uint64_t slots = 0;  // flows the tables hold
+    uint64_t active = 0, created = 0, evicted = 0, expired = 0;
+    uint64_t cut_packets = 0, cut_bytes = 0;
+    uint64_t duplicates = 0, duplicate_bytes = 0;
+    uint64_t untracked = 0;  // packets of no flow (not IP): passed
+};
+
 /* Elements of one mempool taken out at the time of the snapshot (per-lcore
  * caches count as free). */
 struct PoolUse {
@@ -65,6 +77,7 @@ struct Summary {
     uint64_t packet_bytes = 0;   // wire bytes received
     uint64_t files = 0;
     Drops drops;
+    FlowSummary flows;
     std::vector<SourceSummary> sources;
     std::vector<WorkerSummary> workers;
     std::vector<WriterSummary> writers;

@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "dataplane/flow_table.hh"
 #include "dataplane/tcp_table.hh"
 
 namespace linecap::dataplane {
@@ -137,8 +138,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     const filters::RuleSet* rules = snap->rules.get();
     // Classification runs even for a match-all set: it keeps the per-rule
     // counters (an empty set keeps every packet and counts it under no rule).
+    filters::Packet fp[kBurstSize];
     {
-        filters::Packet fp[kBurstSize];
         for (uint16_t i = 0; i < n; i++) {
             const rte_mbuf* m = pkts[i];
             fp[i].wirelen = wirelen(m);
@@ -153,6 +154,33 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         }
         kept = rules->classify_burst(fp, n, verdict, *snap->scratch[ctx.index]);
         add(ctx.stats.filtered_out, n - kept);
+    }
+
+    // The flow table: past a flow's cutoff, or a duplicate. Before -c, so
+    // cut and duplicate packets take nothing from its budget.
+    if (ctx.flows && kept > 0) {
+        FlowTable& ft = *ctx.flows;
+        FlowPacket fl[kBurstSize];
+        const uint16_t lt = q.source->linktype();
+        for (uint16_t i = 0; i < n; i++) {
+            if (!verdict[i]) continue;
+            parse_flow(lt, fp[i].data, fp[i].caplen, fl[i]);
+            ft.prefetch(fl[i]);
+        }
+        const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
+        for (uint16_t i = 0; i < n; i++) {
+            if (!verdict[i]) continue;
+            const rte_mbuf* m = pkts[i];
+            uint64_t ts = now_ns;
+            if (m->ol_flags & ctx.fields.ts_flag) {
+                ts = ctx.fields.timestamp(m);
+                if (q.source->ts_scale() > 1) ts *= q.source->ts_scale();
+            }
+            if (ft.packet(fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts) != FlowTable::kKeep) {
+                verdict[i] = 0;
+                kept--;
+            }
+        }
     }
 
     if (ctx.limit->enabled && kept > 0) {
@@ -201,6 +229,7 @@ int worker_main(void* arg) {
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
         if (ctx.tcp) ctx.tcp->serve();
+        if (ctx.flows) ctx.flows->serve();
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         // One TSC read per loop turn (rdtsc costs 20-30 ns in a VM): it
         // stamps the burst, measures the poll gap and ages the chunk.

@@ -29,11 +29,13 @@
 namespace linecap::dataplane {
 
 class TcpFlowTable;  // dataplane/tcp_table.hh
+class FlowTable;     // dataplane/flow_table.hh
 
 inline constexpr uint16_t kBurstSize = 32;
 
 /* Counters of one worker; written only by that worker. Identity:
- * rx = filtered_out + over_limit + accepted, and
+ * rx = filtered_out + (flow table: cut off + duplicates) + over_limit +
+ * accepted, and
  * accepted = encoded + writer_slow; ring_full counts encoded packets lost. */
 struct alignas(64) WorkerStats {
     std::atomic<uint64_t> rx_packets{0};
@@ -90,6 +92,9 @@ struct WorkerContext {
     bool lossless = false;        // only finite file sources: wait for the writer, never drop
     unsigned idle_sleep_us = 0;   // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
     TcpFlowTable* tcp = nullptr;  // live TCP table fed with accepted packets; null: off
+    /* Flow cutoff and dedup (flow_table.hh), after the rule set and before
+     * -c; its counters hold what it cut. Null: off. */
+    FlowTable* flows = nullptr;
 
     WorkerStats stats;
     std::atomic<bool> done{false};

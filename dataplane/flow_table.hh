@@ -1,0 +1,173 @@
+/* FlowTable: one worker's flow table, for the flow cutoff and dedup.
+ *
+ * A flow is every packet with the same VLAN ids, IP version, addresses,
+ * protocol and ports (TCP, UDP, SCTP; 0 for others and for IPv4 fragments
+ * after the first). Both directions are one flow: the key holds the two
+ * endpoints in a canonical order. Frames that carry no IP (ARP, LLDP, a
+ * link type the table does not walk) belong to no flow and always pass.
+ * Link types walked: Ethernet (1, up to two VLAN tags) and raw IP (12, 14,
+ * 101). IPv6 extension headers are not walked: the next header of the fixed
+ * header is the protocol, and such packets have no ports.
+ *
+ * Per packet the table answers keep, cut (past the flow's cutoff) or
+ * duplicate:
+ *  - Cutoff: a flow's packets are kept until its frame bytes (wire length,
+ *    both directions together) reach cutoff_bytes or its packets reach
+ *    cutoff_packets (0: no limit); the packet that reaches it is still
+ *    kept. Later packets are cut, except TCP packets with SYN, FIN or RST,
+ *    always kept, so how every connection opened and ended stays on disk.
+ *  - Dedup: a packet whose bytes equal, except the IPv4 TTL and header
+ *    checksum or the IPv6 hop limit, one of the last two packets of its
+ *    flow, and arrives within dedup_window_ns of it, is a duplicate. Bytes
+ *    are compared through a 64-bit hash and the wire length (a distinct
+ *    packet is taken for a duplicate with probability about 2^-64).
+ *    Duplicates count toward nothing else (not the cutoff).
+ *
+ * Memory: `slots` flow slots of 128 bytes plus a 4-byte bucket head per slot
+ * (rounded up to a power of two), mapped once at create() (2 MiB huge pages
+ * when the system has free ones, else normal pages, populated at once);
+ * nothing is allocated afterwards. A new flow takes a free slot; if none is
+ * free, the least recently seen flow's slot (counted as evicted, or expired
+ * if it had been idle for idle_ns, or had ended: an RST, or FIN from both
+ * sides, puts a flow first in line to be reused). A TCP SYN without ACK on
+ * an ended flow starts it again from zero.
+ *
+ * Threads: create() and the counters' readers any thread; packet() only the
+ * owning worker. Counters: single writer, relaxed atomics.
+ *
+ * Cost: a hash and one bucket walk per packet; the slot is a cache miss on
+ * a table larger than the cache, so prefetch() a burst's buckets first.
+ */
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.hh"
+
+namespace linecap::dataplane {
+
+struct FlowConfig {
+    uint32_t slots = 262144;
+    uint64_t cutoff_bytes = 0;             // 0: no byte cutoff
+    uint64_t cutoff_packets = 0;           // 0: no packet cutoff
+    uint64_t dedup_window_ns = 0;          // 0: no dedup
+    uint64_t idle_ns = 60'000'000'000ull;  // an idle flow expires after this
+};
+
+struct FlowCounters {
+    std::atomic<uint64_t> active{0};
+    std::atomic<uint64_t> created{0};
+    std::atomic<uint64_t> evicted{0};  // live flows pushed out by a full table
+    std::atomic<uint64_t> expired{0};  // idle or ended flows whose slot was reused
+    std::atomic<uint64_t> cut_packets{0};
+    std::atomic<uint64_t> cut_bytes{0};  // wire bytes
+    std::atomic<uint64_t> duplicates{0};
+    std::atomic<uint64_t> duplicate_bytes{0};
+    std::atomic<uint64_t> untracked{0};  // packets of no flow (not IP): passed
+};
+
+/* One flow, as `capctl flows` lists it. */
+struct FlowInfo {
+    uint8_t ip_version = 0;
+    uint8_t proto = 0;
+    uint8_t a[16] = {}, b[16] = {};  // endpoints, lower first
+    uint16_t pa = 0, pb = 0;
+    uint32_t vlan = 0;
+    uint64_t packets = 0, bytes = 0, cut_packets = 0, cut_bytes = 0;
+    uint64_t first_ns = 0, last_ns = 0;
+};
+
+/* The parsed header fields a verdict needs; filled by parse_flow(). */
+struct FlowPacket {
+    struct Key {
+        uint8_t a[16], b[16];
+        uint32_t ports;  // pa << 16 | pb
+        uint32_t vlan;   // outer vid << 12 | inner vid, plus bit 24/25 per tag present
+        uint8_t proto, version;
+        uint8_t pad[6];
+    } key;
+    uint64_t hash = 0;
+    uint16_t l3 = 0;        // where the IP header starts
+    uint8_t tcp_flags = 0;  // TCP only; 0 otherwise
+    bool a_sent = false;    // the sender is the lower endpoint
+    bool ok = false;        // false: not IP, no flow
+};
+static_assert(sizeof(FlowPacket::Key) == 48);
+
+/* Fills p from a frame. Reads only [frame, frame + caplen). */
+void parse_flow(uint16_t linktype, const uint8_t* frame, uint32_t caplen, FlowPacket& p);
+
+/* True if the table can find flows in frames of this link type. */
+bool flow_linktype_supported(uint16_t linktype);
+
+class FlowTable {
+public:
+    enum Verdict : uint8_t { kKeep = 0, kCut = 1, kDuplicate = 2 };
+
+    /* Bytes one table of `slots` flows maps. */
+    static uint64_t bytes_for(uint32_t slots);
+    /* Errors: slots 0, or the memory cannot be mapped. */
+    static Result<std::unique_ptr<FlowTable>> create(const FlowConfig& cfg);
+    ~FlowTable();
+    FlowTable(const FlowTable&) = delete;
+    FlowTable& operator=(const FlowTable&) = delete;
+
+    /* Prefetches the bucket of a parsed packet. */
+    void prefetch(const FlowPacket& p) const;
+    /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
+     * and caplen are the packet's bytes, read only with dedup on. */
+    Verdict packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen, uint32_t wirelen,
+                   uint64_t ts_ns);
+
+    /* Snapshots of the biggest flows for `capctl flows`, as TcpFlowTable's
+     * (tcp_table.hh): the control thread asks (request(n), n <= kMaxTop),
+     * the owner answers between bursts (serve(): one relaxed load when
+     * nothing is asked; an answer walks the live flows and keeps the n with
+     * the most bytes in an area allocated at create(): no allocation), the
+     * control thread reads once ready(). A worker that has returned cannot
+     * answer: ready(true) computes the answer on the calling thread. */
+    static constexpr size_t kMaxTop = 1000;
+    void request(size_t n);
+    void serve() {
+        const uint64_t req = request_.load(std::memory_order_acquire);
+        if (req != served_.load(std::memory_order_relaxed)) answer(req);
+    }
+    bool ready(bool owner_done);
+    /* After ready(): the flows, most bytes first. */
+    std::vector<FlowInfo> top_view() const;
+
+    const FlowCounters& counters() const { return counters_; }
+    const FlowConfig& config() const { return cfg_; }
+
+private:
+    struct Slot;
+    FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t buckets);
+    uint32_t take_slot(uint64_t ts_ns);
+    void unlink_bucket(uint32_t s);
+    void lru_remove(uint32_t s);
+    void lru_push_front(uint32_t s);
+    void lru_push_back(uint32_t s);
+    void answer(uint64_t req);
+
+    FlowConfig cfg_;
+    void* mem_;
+    uint64_t mem_bytes_;
+    Slot* slots_;
+    uint32_t* heads_;
+    uint32_t mask_;
+    uint32_t used_ = 0;             // slots ever handed out (the rest are fresh)
+    uint32_t lru_head_, lru_tail_;  // head: most recently seen
+    FlowCounters counters_;
+
+    std::unique_ptr<FlowInfo[]> top_;  // kMaxTop entries
+    size_t top_n_ = 0;
+    std::atomic<size_t> top_want_{0};
+    alignas(64) std::atomic<uint64_t> request_{0};
+    std::atomic<uint64_t> served_{0};
+};
+
+}  // namespace linecap::dataplane

@@ -1,0 +1,143 @@
+/* FlowTable: keys, both directions, cutoff, dedup, eviction and the top
+ * listing, on frames built here. No EAL: the table maps its own memory. */
+#include "dataplane/flow_table.hh"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+namespace {
+
+using linecap::dataplane::FlowConfig;
+using linecap::dataplane::FlowPacket;
+using linecap::dataplane::FlowTable;
+
+/* An Ethernet/IPv4 frame; proto 6 gets a 20-byte TCP header with `flags`,
+ * 17 an 8-byte UDP header; then `payload` bytes of `fill`. */
+std::vector<uint8_t> frame(uint32_t src, uint32_t dst, uint16_t sp, uint16_t dp, uint8_t proto,
+                           uint8_t flags = 0x10, size_t payload = 20, uint8_t fill = 0,
+                           uint8_t ttl = 64, uint16_t vlan = 0) {
+    std::vector<uint8_t> f(12, 0xaa);
+    if (vlan) f.insert(f.end(), {0x81, 0x00, uint8_t(vlan >> 8), uint8_t(vlan)});
+    f.insert(f.end(), {0x08, 0x00});
+    size_t l4 = proto == 6 ? 20 : 8;
+    size_t len = 20 + l4 + payload;
+    uint8_t ip[20] = {0x45, 0, uint8_t(len >> 8), uint8_t(len), 0, 0, 0x40, 0, ttl, proto};
+    for (int i = 0; i < 4; i++) {
+        ip[12 + i] = uint8_t(src >> (24 - 8 * i));
+        ip[16 + i] = uint8_t(dst >> (24 - 8 * i));
+    }
+    ip[10] = ttl;  // stands for a checksum that changes with the TTL
+    f.insert(f.end(), ip, ip + 20);
+    std::vector<uint8_t> t(l4, 0);
+    t[0] = uint8_t(sp >> 8), t[1] = uint8_t(sp), t[2] = uint8_t(dp >> 8), t[3] = uint8_t(dp);
+    if (proto == 6) t[13] = flags;
+    f.insert(f.end(), t.begin(), t.end());
+    f.insert(f.end(), payload, fill);
+    return f;
+}
+
+FlowTable::Verdict feed(FlowTable& t, const std::vector<uint8_t>& f, uint64_t ts) {
+    FlowPacket p;
+    linecap::dataplane::parse_flow(1, f.data(), uint32_t(f.size()), p);
+    return t.packet(p, f.data(), uint32_t(f.size()), uint32_t(f.size()), ts);
+}
+
+std::unique_ptr<FlowTable> table(FlowConfig c) {
+    auto t = FlowTable::create(c);
+    if (!t) ADD_FAILURE() << t.error();
+    return t ? std::move(*t) : nullptr;
+}
+
+TEST(FlowTable, BothDirectionsAreOneFlowAndVlansSeparate) {
+    FlowPacket a, b, c;
+    auto fa = frame(0xc6120001, 0xc6120002, 1000, 80, 6);
+    auto fb = frame(0xc6120002, 0xc6120001, 80, 1000, 6);
+    auto fc = frame(0xc6120001, 0xc6120002, 1000, 80, 6, 0x10, 20, 0, 64, 7);
+    linecap::dataplane::parse_flow(1, fa.data(), uint32_t(fa.size()), a);
+    linecap::dataplane::parse_flow(1, fb.data(), uint32_t(fb.size()), b);
+    linecap::dataplane::parse_flow(1, fc.data(), uint32_t(fc.size()), c);
+    ASSERT_TRUE(a.ok && b.ok && c.ok);
+    EXPECT_EQ(std::memcmp(&a.key, &b.key, sizeof(a.key)), 0);
+    EXPECT_EQ(a.hash, b.hash);
+    EXPECT_NE(a.a_sent, b.a_sent);
+    EXPECT_NE(std::memcmp(&a.key, &c.key, sizeof(a.key)), 0);
+    // Not IP: no flow.
+    std::vector<uint8_t> arp(60, 0);
+    arp[12] = 0x08, arp[13] = 0x06;
+    FlowPacket d;
+    linecap::dataplane::parse_flow(1, arp.data(), 60, d);
+    EXPECT_FALSE(d.ok);
+}
+
+TEST(FlowTable, CutoffKeepsThePacketThatReachesItAndSynFinRst) {
+    FlowConfig c;
+    c.slots = 64;
+    c.cutoff_bytes = 200;
+    auto t = table(c);
+    ASSERT_TRUE(t);
+    auto data = frame(1, 2, 1000, 80, 6, 0x18, 46);  // 100 bytes
+    EXPECT_EQ(feed(*t, data, 1), FlowTable::kKeep);  // 0 before
+    EXPECT_EQ(feed(*t, data, 2), FlowTable::kKeep);  // 100 before
+    EXPECT_EQ(feed(*t, data, 3), FlowTable::kCut);   // 200 before: reached
+    EXPECT_EQ(feed(*t, frame(2, 1, 80, 1000, 6, 0x11), 4), FlowTable::kKeep);  // FIN
+    EXPECT_EQ(feed(*t, frame(1, 2, 1000, 80, 6, 0x04), 5), FlowTable::kKeep);  // RST
+    EXPECT_EQ(t->counters().cut_packets.load(), 1u);
+    EXPECT_EQ(t->counters().cut_bytes.load(), 100u);
+    // A new connection on the ended flow starts from zero.
+    EXPECT_EQ(feed(*t, frame(1, 2, 1000, 80, 6, 0x02), 6), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, data, 7), FlowTable::kKeep);
+    EXPECT_EQ(t->counters().created.load(), 2u);
+}
+
+TEST(FlowTable, DedupMasksTtlAndHonoursTheWindow) {
+    FlowConfig c;
+    c.slots = 64;
+    c.dedup_window_ns = 1000;
+    auto t = table(c);
+    ASSERT_TRUE(t);
+    auto f = frame(1, 2, 5, 53, 17, 0, 30, 'x');
+    EXPECT_EQ(feed(*t, f, 100), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, frame(1, 2, 5, 53, 17, 0, 30, 'x', 63), 200), FlowTable::kDuplicate);
+    EXPECT_EQ(feed(*t, frame(1, 2, 5, 53, 17, 0, 30, 'y'), 300), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, frame(1, 3, 5, 53, 17, 0, 30, 'x'), 300), FlowTable::kKeep);  // other flow
+    EXPECT_EQ(feed(*t, f, 2000), FlowTable::kKeep);  // outside the window
+    EXPECT_EQ(t->counters().duplicates.load(), 1u);
+}
+
+TEST(FlowTable, FullTableEvictsTheOldestAndCountsIt) {
+    FlowConfig c;
+    c.slots = 16;
+    c.cutoff_packets = 1;
+    auto t = table(c);
+    ASSERT_TRUE(t);
+    for (uint16_t i = 0; i < 16; i++) feed(*t, frame(1, 2, i, 9, 17), i);
+    EXPECT_EQ(t->counters().evicted.load(), 0u);
+    feed(*t, frame(1, 2, 0, 9, 17), 20);  // flow 0 is known: cut, moves to the front
+    EXPECT_EQ(t->counters().cut_packets.load(), 1u);
+    feed(*t, frame(1, 2, 100, 9, 17), 21);  // evicts flow 1, the oldest now
+    EXPECT_EQ(t->counters().evicted.load(), 1u);
+    EXPECT_EQ(feed(*t, frame(1, 2, 0, 9, 17), 22), FlowTable::kCut);   // still there
+    EXPECT_EQ(feed(*t, frame(1, 2, 1, 9, 17), 23), FlowTable::kKeep);  // new again
+    EXPECT_EQ(t->counters().active.load(), 16u);
+}
+
+TEST(FlowTable, TopListsTheBiggestFlows) {
+    FlowConfig c;
+    c.slots = 64;
+    c.cutoff_packets = 1000;
+    auto t = table(c);
+    ASSERT_TRUE(t);
+    for (uint16_t i = 1; i <= 10; i++)
+        for (uint16_t k = 0; k < i; k++) feed(*t, frame(1, 2, i, 9, 17), k);
+    t->request(3);
+    ASSERT_TRUE(t->ready(true));
+    auto top = t->top_view();
+    ASSERT_EQ(top.size(), 3u);
+    EXPECT_EQ(top[0].packets, 10u);
+    EXPECT_EQ(top[1].packets, 9u);
+    EXPECT_EQ(top[2].packets, 8u);
+}
+
+}  // namespace
