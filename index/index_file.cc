@@ -72,6 +72,20 @@ bool have_sse42() {
 
 bool aligned8(uint64_t v) { return (v & 7) == 0; }
 
+/* Asks the kernel to start reading [p, p + len) of a mapping now, in one
+ * request, rather than one fault at a time: a cold index is read where it
+ * is used, no more (the mapping is MADV_RANDOM, so a fault reads only its
+ * own page, not the device's read-ahead window of up to megabytes). On
+ * memory that is not a file mapping (an index built in memory) it is a
+ * no-op. One madvise() call. */
+void will_need(const uint8_t* p, size_t len) {
+    if (len == 0) return;
+    const uintptr_t page = 4096;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+    const uintptr_t e = reinterpret_cast<uintptr_t>(p) + len;
+    (void)madvise(reinterpret_cast<void*>(a), e - a, MADV_WILLNEED);
+}
+
 Error bad(std::string msg) { return make_error(EINVAL, std::move(msg)); }
 
 }  // namespace
@@ -191,6 +205,7 @@ bool Index::page_ok(size_t page) const {
     if (page_state_[page] == 0) {
         const uint64_t start = header_->blocks_offset + (uint64_t(page) << header_->page_shift);
         const uint64_t len = std::min<uint64_t>(uint64_t{1} << header_->page_shift, size_ - start);
+        will_need(base_ + start, len);
         page_state_[page] = crc32c(base_ + start, len) == page_crcs_[page] ? 1 : 2;
     }
     return page_state_[page] == 1;
@@ -201,6 +216,13 @@ Status Index::check_bytes(uint64_t offset, uint64_t len) const {
     if (len == 0) return Status();
     const uint64_t first = (offset - header_->blocks_offset) >> header_->page_shift;
     const uint64_t last = (offset + len - 1 - header_->blocks_offset) >> header_->page_shift;
+    // Several pages: all of them requested at once, verified as they come.
+    if (last > first) {
+        const uint64_t start = header_->blocks_offset + (first << header_->page_shift);
+        const uint64_t end =
+            std::min<uint64_t>(size_, header_->blocks_offset + ((last + 1) << header_->page_shift));
+        will_need(base_ + start, end - start);
+    }
     for (uint64_t p = first; p <= last; p++)
         if (!page_ok(p)) return bad("checksum mismatch (index page " + std::to_string(p) + ")");
     return Status();
@@ -359,6 +381,18 @@ Result<Index> Index::load(const std::string& path, uint64_t capture_size) {
     int e = errno;
     ::close(fd);
     if (m == MAP_FAILED) return make_error(e, path + ": " + std::strerror(e));
+    // Read where used (above); the header, the page table and the block
+    // table, which validate() reads whole, are asked for in one request.
+    (void)madvise(m, size, MADV_RANDOM);
+    {
+        const auto* h = static_cast<const IndexHeader*>(m);
+        const uint64_t blocks_end =
+            h->blocks_offset < size &&
+                    h->block_count < (size - h->blocks_offset) / sizeof(BlockEntry)
+                ? h->blocks_offset + uint64_t(h->block_count) * sizeof(BlockEntry)
+                : size;
+        will_need(static_cast<const uint8_t*>(m), static_cast<size_t>(blocks_end));
+    }
     std::shared_ptr<const void> keep(m,
                                      [size](const void* p) { munmap(const_cast<void*>(p), size); });
     Index ix;
@@ -374,6 +408,21 @@ Result<Index> Index::load(const std::string& path, uint64_t capture_size) {
 std::span<const uint32_t> Index::blocks_of(size_t flow) const {
     const FlowEntry& f = flows_[flow];
     return postings_.subspan(f.postings, f.postings_count);
+}
+
+void Index::prefetch_flows(std::span<const uint32_t> flows) const {
+    const uint64_t page = uint64_t{1} << header_->page_shift;
+    uint64_t last = ~0ull;
+    for (uint32_t i : flows) {
+        if (i >= flows_.size()) continue;
+        const uint64_t p =
+            (header_->flows_offset + uint64_t(i) * sizeof(FlowEntry) - header_->blocks_offset) >>
+            header_->page_shift;
+        if (p == last || page_state_[p] != 0) continue;
+        last = p;
+        const uint64_t start = header_->blocks_offset + p * page;
+        will_need(base_ + start, std::min<uint64_t>(page, size_ - start));
+    }
 }
 
 std::span<const uint8_t> Index::bytes() const { return {base_, size_}; }
