@@ -212,7 +212,8 @@ Result<FlowChoice> matching_flows(StoreFile& f, Programs& progs, const QueryOpti
  * flows per block (postings over blocks), a block holds no matching flow
  * with a chance of about (1 - p)^F; if the bytes that would save, over the
  * blocks in the window, are fewer than the flow table's and postings'
- * bytes, the table is not read and every block in the window is. Only what
+ * bytes, and at least half the sample may match, the table is not read
+ * and every block in the window is. Only what
  * is read changes: every packet read still goes through the filter. The
  * sampled pages are verified as any others (`damaged` as matching_flows()).
  * Returns true (and fills `how`) to skip the table. */
@@ -262,7 +263,11 @@ Result<bool> table_does_not_pay(StoreFile& f, Programs& progs, const QueryOption
     for (const auto& b : blocks)
         if (b.packets > 0 && b.min_ns < o.until_ns && b.max_ns >= o.since_ns) window += b.bytes;
     const double table = double(n) * sizeof(index::FlowEntry) + double(h.postings_count) * 4.0;
-    if (none * double(window) >= table) return false;
+    // The estimate assumes the matching flows spread over the blocks; a
+    // few that cluster in time (a burst) defeat it, so it is trusted only
+    // when most flows may match: then reading every block costs no more
+    // than the scan a user would otherwise run.
+    if (2 * may < sampled || none * double(window) >= table) return false;
     char buf[200];
     std::snprintf(buf, sizeof buf,
                   "flows sampled: %zu of %zu may match, %.0f flows per block: every block read, "
