@@ -298,19 +298,31 @@ void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& ou
         if (f < first_ip || f >= n) return nullptr;
         return key(f);
     };
+    // The binary searches' probes read entries unverified (a cold probe
+    // then costs the read of one small page, not of the 64 KiB page that
+    // verifying needs); only the two entries either side of the place
+    // found are verified. That is enough: the entries as written are
+    // sorted, so two verified neighbours, the first below addr and the
+    // second not, are where addr's run starts whatever damage elsewhere
+    // misled the probes on the way; and the run is read verified.
+    auto dst_of = [&](size_t j) -> const uint8_t* {
+        const uint32_t f = by_dst_[j];
+        return f < first_ip || f >= n ? nullptr : flows_[f].key.dst;
+    };
     const FlowKey* k;
     // By source: the IP flows are sorted by src.
     size_t lo = first_ip, hi = n;
     while (lo < hi) {
         const size_t mid = lo + (hi - lo) / 2;
-        if (!(k = key(mid))) goto damaged;
-        if (std::memcmp(k->src, addr, 16) < 0)
+        if (std::memcmp(flows_[mid].key.src, addr, 16) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
+    if (lo > first_ip && (!(k = key(lo - 1)) || std::memcmp(k->src, addr, 16) >= 0)) goto damaged;
     for (size_t i = lo; i < n; i++) {
         if (!(k = key(i))) goto damaged;
+        if (std::memcmp(k->src, addr, 16) < 0) goto damaged;  // not the place found
         if (std::memcmp(k->src, addr, 16) != 0) break;
         out.push_back(static_cast<uint32_t>(i));
     }
@@ -319,14 +331,17 @@ void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& ou
     hi = by_dst_.size();
     while (lo < hi) {
         const size_t mid = lo + (hi - lo) / 2;
-        if (!(k = dst_flow(mid))) goto damaged;
-        if (std::memcmp(k->dst, addr, 16) < 0)
+        const uint8_t* d = dst_of(mid);
+        if (d == nullptr) goto damaged;
+        if (std::memcmp(d, addr, 16) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
+    if (lo > 0 && (!(k = dst_flow(lo - 1)) || std::memcmp(k->dst, addr, 16) >= 0)) goto damaged;
     for (size_t j = lo; j < by_dst_.size(); j++) {
         if (!(k = dst_flow(j))) goto damaged;
+        if (std::memcmp(k->dst, addr, 16) < 0) goto damaged;
         if (std::memcmp(k->dst, addr, 16) != 0) break;
         out.push_back(by_dst_[j]);
     }
