@@ -72,6 +72,20 @@ bool have_sse42() {
 
 bool aligned8(uint64_t v) { return (v & 7) == 0; }
 
+/* Asks the kernel to start reading [p, p + len) of a mapping now, in one
+ * request, rather than one fault at a time: a cold index is read where it
+ * is used, no more (the mapping is MADV_RANDOM, so a fault reads only its
+ * own page, not the device's read-ahead window of up to megabytes). On
+ * memory that is not a file mapping (an index built in memory) it is a
+ * no-op. One madvise() call. */
+void will_need(const uint8_t* p, size_t len) {
+    if (len == 0) return;
+    const uintptr_t page = 4096;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+    const uintptr_t e = reinterpret_cast<uintptr_t>(p) + len;
+    (void)madvise(reinterpret_cast<void*>(a), e - a, MADV_WILLNEED);
+}
+
 Error bad(std::string msg) { return make_error(EINVAL, std::move(msg)); }
 
 }  // namespace
@@ -191,6 +205,7 @@ bool Index::page_ok(size_t page) const {
     if (page_state_[page] == 0) {
         const uint64_t start = header_->blocks_offset + (uint64_t(page) << header_->page_shift);
         const uint64_t len = std::min<uint64_t>(uint64_t{1} << header_->page_shift, size_ - start);
+        will_need(base_ + start, len);
         page_state_[page] = crc32c(base_ + start, len) == page_crcs_[page] ? 1 : 2;
     }
     return page_state_[page] == 1;
@@ -201,6 +216,13 @@ Status Index::check_bytes(uint64_t offset, uint64_t len) const {
     if (len == 0) return Status();
     const uint64_t first = (offset - header_->blocks_offset) >> header_->page_shift;
     const uint64_t last = (offset + len - 1 - header_->blocks_offset) >> header_->page_shift;
+    // Several pages: all of them requested at once, verified as they come.
+    if (last > first) {
+        const uint64_t start = header_->blocks_offset + (first << header_->page_shift);
+        const uint64_t end =
+            std::min<uint64_t>(size_, header_->blocks_offset + ((last + 1) << header_->page_shift));
+        will_need(base_ + start, end - start);
+    }
     for (uint64_t p = first; p <= last; p++)
         if (!page_ok(p)) return bad("checksum mismatch (index page " + std::to_string(p) + ")");
     return Status();
@@ -276,19 +298,31 @@ void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& ou
         if (f < first_ip || f >= n) return nullptr;
         return key(f);
     };
+    // The binary searches' probes read entries unverified (a cold probe
+    // then costs the read of one small page, not of the 64 KiB page that
+    // verifying needs); only the two entries either side of the place
+    // found are verified. That is enough: the entries as written are
+    // sorted, so two verified neighbours, the first below addr and the
+    // second not, are where addr's run starts whatever damage elsewhere
+    // misled the probes on the way; and the run is read verified.
+    auto dst_of = [&](size_t j) -> const uint8_t* {
+        const uint32_t f = by_dst_[j];
+        return f < first_ip || f >= n ? nullptr : flows_[f].key.dst;
+    };
     const FlowKey* k;
     // By source: the IP flows are sorted by src.
     size_t lo = first_ip, hi = n;
     while (lo < hi) {
         const size_t mid = lo + (hi - lo) / 2;
-        if (!(k = key(mid))) goto damaged;
-        if (std::memcmp(k->src, addr, 16) < 0)
+        if (std::memcmp(flows_[mid].key.src, addr, 16) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
+    if (lo > first_ip && (!(k = key(lo - 1)) || std::memcmp(k->src, addr, 16) >= 0)) goto damaged;
     for (size_t i = lo; i < n; i++) {
         if (!(k = key(i))) goto damaged;
+        if (std::memcmp(k->src, addr, 16) < 0) goto damaged;  // not the place found
         if (std::memcmp(k->src, addr, 16) != 0) break;
         out.push_back(static_cast<uint32_t>(i));
     }
@@ -297,14 +331,17 @@ void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& ou
     hi = by_dst_.size();
     while (lo < hi) {
         const size_t mid = lo + (hi - lo) / 2;
-        if (!(k = dst_flow(mid))) goto damaged;
-        if (std::memcmp(k->dst, addr, 16) < 0)
+        const uint8_t* d = dst_of(mid);
+        if (d == nullptr) goto damaged;
+        if (std::memcmp(d, addr, 16) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
+    if (lo > 0 && (!(k = dst_flow(lo - 1)) || std::memcmp(k->dst, addr, 16) >= 0)) goto damaged;
     for (size_t j = lo; j < by_dst_.size(); j++) {
         if (!(k = dst_flow(j))) goto damaged;
+        if (std::memcmp(k->dst, addr, 16) < 0) goto damaged;
         if (std::memcmp(k->dst, addr, 16) != 0) break;
         out.push_back(by_dst_[j]);
     }
@@ -359,6 +396,18 @@ Result<Index> Index::load(const std::string& path, uint64_t capture_size) {
     int e = errno;
     ::close(fd);
     if (m == MAP_FAILED) return make_error(e, path + ": " + std::strerror(e));
+    // Read where used (above); the header, the page table and the block
+    // table, which validate() reads whole, are asked for in one request.
+    (void)madvise(m, size, MADV_RANDOM);
+    {
+        const auto* h = static_cast<const IndexHeader*>(m);
+        const uint64_t blocks_end =
+            h->blocks_offset < size &&
+                    h->block_count < (size - h->blocks_offset) / sizeof(BlockEntry)
+                ? h->blocks_offset + uint64_t(h->block_count) * sizeof(BlockEntry)
+                : size;
+        will_need(static_cast<const uint8_t*>(m), static_cast<size_t>(blocks_end));
+    }
     std::shared_ptr<const void> keep(m,
                                      [size](const void* p) { munmap(const_cast<void*>(p), size); });
     Index ix;
@@ -374,6 +423,21 @@ Result<Index> Index::load(const std::string& path, uint64_t capture_size) {
 std::span<const uint32_t> Index::blocks_of(size_t flow) const {
     const FlowEntry& f = flows_[flow];
     return postings_.subspan(f.postings, f.postings_count);
+}
+
+void Index::prefetch_flows(std::span<const uint32_t> flows) const {
+    const uint64_t page = uint64_t{1} << header_->page_shift;
+    uint64_t last = ~0ull;
+    for (uint32_t i : flows) {
+        if (i >= flows_.size()) continue;
+        const uint64_t p =
+            (header_->flows_offset + uint64_t(i) * sizeof(FlowEntry) - header_->blocks_offset) >>
+            header_->page_shift;
+        if (p == last || page_state_[p] != 0) continue;
+        last = p;
+        const uint64_t start = header_->blocks_offset + p * page;
+        will_need(base_ + start, std::min<uint64_t>(page, size_ - start));
+    }
 }
 
 std::span<const uint8_t> Index::bytes() const { return {base_, size_}; }

@@ -176,14 +176,21 @@ public:
 
     /* Appends the numbers of the flows with `addr` (16 bytes; IPv4: its 4
      * bytes then 12 zeros, as in FlowKey) as source or destination: binary
-     * searches in flows (by src) and in by_dst, verifying the pages they
-     * read. Neither ascending nor free of repeats (a flow from and to addr
+     * searches in flows (by src) and in by_dst, whose probes read entries
+     * unverified; the entries either side of the place found and the run
+     * of addr are verified (their pages), which proves the place. Neither ascending nor free of repeats (a flow from and to addr
      * comes twice); may include an IP flow of the other version whose 16
      * bytes are the same (callers evaluate the key anyway). The caller must
      * still check_flows() / check_postings() the flows it uses. If a page
-     * the search reads is damaged, appends every flow, which check_flows()
-     * then refuses. */
+     * it verifies is damaged, or a probe reads an impossible entry, appends
+     * every flow, which check_flows() then refuses. */
     void flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& out) const;
+
+    /* Asks the disk for the pages holding the entries of these flows (not
+     * yet verified ones), all at once, so that the check_flows() that follow
+     * wait for reads already under way rather than making them one by one.
+     * A hint: nothing is verified. One madvise() per page. */
+    void prefetch_flows(std::span<const uint32_t> flows) const;
 
     /* The serialized bytes (for writing out). */
     std::span<const uint8_t> bytes() const;

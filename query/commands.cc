@@ -7,14 +7,19 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <system_error>
+#include <thread>
 
 #include "filters/cbpf_to_ebpf.hh"
 #include "index/prune.hh"
@@ -29,13 +34,41 @@ namespace {
 using filters::ClassicInsn;
 
 constexpr uint64_t kMaxRangeBytes = 16u << 20;
+/* Bytes of the next ranges asked for from the disk while one is read. */
+constexpr uint64_t kReadAhead = 32u << 20;
+/* Threads planning files at once (run_query()): enough to keep a disk's
+ * queue busy with the small dependent reads of index lookups. */
+constexpr unsigned kPlanThreads = 16;
+
+/* Runs job(i) for every i in [0, n) on up to `threads` threads, the calling
+ * one included, and returns when all are done. Fewer threads when they
+ * cannot be started (then the caller's thread does the rest). */
+void for_each_parallel(size_t n, unsigned threads, const std::function<void(size_t)>& job) {
+    std::atomic<size_t> next{0};
+    auto run = [&] {
+        for (size_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < n;) job(i);
+    };
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < std::min<size_t>(threads, n); t++) {
+        try {
+            pool.emplace_back(run);
+        } catch (const std::system_error&) {
+            break;
+        }
+    }
+    run();
+    for (auto& t : pool) t.join();
+}
 
 int fail(const std::string& msg) {
     std::fprintf(stderr, "capq: %s\n", msg.c_str());
     return 1;
 }
 
-/* The expression compiled once per (link type, snap length). */
+/* The expression compiled once per (link type, snap length). get() and
+ * flow_filter() compile on first use: one thread. Once every pair the
+ * inputs have was asked for (the first loop of run_query()), they only
+ * look up, and the planning threads call them at once. */
 class Programs {
 public:
     explicit Programs(std::string expr) : expr_(std::move(expr)) {}
@@ -154,6 +187,7 @@ Result<FlowChoice> matching_flows(StoreFile& f, Programs& progs, const QueryOpti
     for (const auto& a : addrs) f.index.flows_with_address(a.data(), cand);
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
+    f.index.prefetch_flows(cand);
     for (uint32_t i : cand) {
         // A damaged page makes the lookup give every flow: refused here.
         if (Status s = f.index.check_flows(i, 1); !s) {
@@ -163,6 +197,84 @@ Result<FlowChoice> matching_flows(StoreFile& f, Programs& progs, const QueryOpti
         if (Status s = consider(i); !s) return s.failure();
     }
     return c;
+}
+
+/* Whether reading f's flow table can pay for itself, from a sample of it.
+ *
+ * A filter the index cannot look up by address (`tcp`, `port 80`) has every
+ * flow of the file evaluated, which reads the whole flow table and the
+ * postings: about as many bytes as the rest of the index. When most flows
+ * may match and every block holds many flows, that only confirms that every
+ * block must be read (for `tcp` on a mixed store, 99+ %), and on a cold
+ * cache it delays the scan by the table's reads. So kSampleRuns runs of
+ * kSampleRun consecutive flows, spread over the table, are evaluated first
+ * (a few pages); with p the share that may match and F the mean number of
+ * flows per block (postings over blocks), a block holds no matching flow
+ * with a chance of about (1 - p)^F; if the bytes that would save, over the
+ * blocks in the window, are fewer than the flow table's and postings'
+ * bytes, and at least half the sample may match, the table is not read
+ * and every block in the window is. Only what
+ * is read changes: every packet read still goes through the filter. The
+ * sampled pages are verified as any others (`damaged` as matching_flows()).
+ * Returns true (and fills `how`) to skip the table. */
+constexpr size_t kSampleRuns = 8;
+constexpr size_t kSampleRun = 256;
+
+Result<bool> table_does_not_pay(StoreFile& f, Programs& progs, const QueryOptions& o,
+                                std::string& how, std::string& damaged) {
+    const auto flows = f.index.flows();
+    const auto blocks = f.index.blocks();
+    const size_t n = flows.size();
+    if (n < 4 * kSampleRuns * kSampleRun || blocks.empty()) return false;
+    const auto& ifs = f.reader->info().interfaces;
+    bool by_address = !ifs.empty();
+    for (const auto& itf : ifs) {
+        auto r = progs.flow_filter(itf.linktype, itf.snaplen);
+        if (!r) return r.failure();
+        by_address = by_address && (*r)->required_addresses();
+    }
+    if (by_address) return false;  // looked up by address: a few pages anyway
+    size_t sampled = 0, may = 0;
+    for (size_t k = 0; k < kSampleRuns; k++) {
+        const size_t first = (n - kSampleRun) * k / (kSampleRuns - 1);
+        if (Status s = f.index.check_flows(first, kSampleRun); !s) {
+            damaged = s.error();
+            return false;
+        }
+        for (size_t i = first; i < first + kSampleRun; i++) {
+            const index::FlowEntry& fe = flows[i];
+            sampled++;
+            const index::FlowFilter* ff = nullptr;
+            for (const auto& itf : ifs)
+                if (itf.linktype == fe.key.linktype) {
+                    auto r = progs.flow_filter(itf.linktype, itf.snaplen);
+                    if (!r) return r.failure();
+                    ff = *r;
+                    break;
+                }
+            if (ff == nullptr || ff->eval(fe.key).may_accept) may++;
+        }
+    }
+    const index::IndexHeader& h = f.index.header();
+    const double p = double(may) / double(sampled);
+    const double per_block = double(h.postings_count) / double(blocks.size());
+    const double none = std::pow(1.0 - p, per_block);
+    uint64_t window = 0;
+    for (const auto& b : blocks)
+        if (b.packets > 0 && b.min_ns < o.until_ns && b.max_ns >= o.since_ns) window += b.bytes;
+    const double table = double(n) * sizeof(index::FlowEntry) + double(h.postings_count) * 4.0;
+    // The estimate assumes the matching flows spread over the blocks; a
+    // few that cluster in time (a burst) defeat it, so it is trusted only
+    // when most flows may match: then reading every block costs no more
+    // than the scan a user would otherwise run.
+    if (2 * may < sampled || none * double(window) >= table) return false;
+    char buf[200];
+    std::snprintf(buf, sizeof buf,
+                  "flows sampled: %zu of %zu may match, %.0f flows per block: every block read, "
+                  "flow table not (it would skip about %.2g%% of the bytes)",
+                  may, sampled, per_block, 100.0 * none);
+    how = buf;
+    return true;
 }
 
 /* Chooses f's ranges to read; `damaged` as matching_flows() (then no
@@ -195,6 +307,13 @@ Result<FilePlan> plan_file(StoreFile& f, Programs& progs, const QueryOptions& o,
     } else if (f.index.live()) {
         p.note = "live index: time only";
         p.flows_how = "no flows in a live index";
+        std::fill(sel.begin(), sel.end(), 1);
+    } else if (auto skip = table_does_not_pay(f, progs, o, p.flows_how, damaged); !skip) {
+        return skip.failure();
+    } else if (!damaged.empty()) {
+        return p;
+    } else if (*skip) {
+        p.flows_matching = p.flows;
         std::fill(sel.begin(), sel.end(), 1);
     } else {
         auto m = matching_flows(f, progs, o, damaged);
@@ -351,8 +470,11 @@ int run_query(const QueryOptions& o) {
             if (!any) linktype = itf.linktype;
             any = true;
             snaplen = std::max(snaplen, itf.snaplen);
-            if (!progs.empty())
+            if (!progs.empty()) {
                 if (auto p = progs.get(itf.linktype, itf.snaplen); !p) return fail(p.error());
+                if (auto p = progs.flow_filter(itf.linktype, itf.snaplen); !p)
+                    return fail(p.error());
+            }
         }
     }
     if (!any && !progs.empty())
@@ -361,22 +483,52 @@ int run_query(const QueryOptions& o) {
     if (mixed && o.format == OutFormat::kPcap && !plan_only)
         return fail("the inputs have different link types: use --format pcapng");
 
-    if (Status s = store.index(stderr, false); !s) return fail(s.error());
-
-    std::vector<ReadRange> ranges;
-    std::vector<FilePlan> plans;
-    for (auto& f : store.files()) {
+    // Every file's index is read and its plan made on a few threads: a cold
+    // index costs a chain of dependent reads (the lookups' binary searches),
+    // and the chains of different files then wait on the disk together
+    // instead of one after the other. Each job touches its own file only.
+    struct Planned {
+        Status status;
+        std::string warning;
+        FilePlan plan;
+        std::vector<ReadRange> ranges;
+    };
+    std::vector<Planned> planned(store.files().size());
+    for_each_parallel(planned.size(), kPlanThreads, [&](size_t i) {
+        StoreFile& f = store.files()[i];
+        Planned& pl = planned[i];
+        if (Status s = Store::index_file(f, pl.warning, false); !s) {
+            pl.status = s;
+            return;
+        }
         std::string damaged;
-        auto p = plan_file(f, progs, o, ranges, damaged);
+        auto p = plan_file(f, progs, o, pl.ranges, damaged);
         if (p && !damaged.empty()) {
             // Read the capture instead: its index, built here, is whole.
-            if (Status s = store.rescan(f, stderr, damaged); !s) return fail(s.error());
+            if (Status s = Store::rescan(f, pl.warning, damaged); !s) {
+                pl.status = s;
+                return;
+            }
             damaged.clear();
-            p = plan_file(f, progs, o, ranges, damaged);
+            pl.ranges.clear();
+            p = plan_file(f, progs, o, pl.ranges, damaged);
         }
-        if (!p) return fail(p.error());
-        if (!damaged.empty()) return fail(f.path + ": " + damaged);
-        plans.push_back(std::move(*p));
+        if (!p) {
+            pl.status = Status(p.failure());
+        } else if (!damaged.empty()) {
+            pl.status = make_error(EINVAL, f.path + ": " + damaged);
+        } else {
+            pl.plan = std::move(*p);
+        }
+    });
+    std::vector<ReadRange> ranges;
+    std::vector<FilePlan> plans;
+    for (Planned& pl : planned) {
+        // Warnings in file order; the first file that failed ends the query.
+        std::fputs(pl.warning.c_str(), stderr);
+        if (!pl.status) return fail(pl.status.error());
+        ranges.insert(ranges.end(), pl.ranges.begin(), pl.ranges.end());
+        plans.push_back(std::move(pl.plan));
     }
     if (o.explain) print_explain(to_stdout && !plan_only ? stderr : stdout, store, plans, o);
     if (plan_only) return 0;
@@ -394,14 +546,23 @@ int run_query(const QueryOptions& o) {
         return bool(werr);
     };
     std::string rerr;
+    // The ranges after the current one are asked for up to kReadAhead bytes
+    // ahead (each range's first 4 MiB: the reader asks for the rest of a
+    // long one as it goes), so that many small ranges, such as the blocks
+    // of one flow spread over the files, are read from the disk together.
+    size_t asked = 0;
     for (size_t ri = 0; ri < ranges.size(); ri++) {
         const ReadRange& r = ranges[ri];
         if (!werr || !queue.emit_before(r.min_ns, emit)) break;
         StoreFile& f = store.files()[r.file];
-        if (ri + 1 < ranges.size()) {
-            // The next range comes from the disk while this one is read.
-            const ReadRange& n = ranges[ri + 1];
-            store.files()[n.file].reader->will_need(n.begin, std::min(n.end, n.begin + (4u << 20)));
+        uint64_t ahead = 0;
+        for (size_t ni = ri + 1; ni < ranges.size() && ahead < kReadAhead; ni++) {
+            const ReadRange& n = ranges[ni];
+            const uint64_t len = std::min<uint64_t>(n.end - n.begin, 4u << 20);
+            ahead += len;
+            if (ni < asked) continue;
+            store.files()[n.file].reader->will_need(n.begin, n.begin + len);
+            asked = ni + 1;
         }
         uint32_t last_if = UINT32_MAX;  // the program of the last interface seen
         const std::vector<ClassicInsn>* last_prog = nullptr;

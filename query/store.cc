@@ -157,41 +157,52 @@ Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir) 
 
 Status Store::index(FILE* warn, bool need_flows) {
     for (auto& f : files_) {
-        const index::CaptureInfo& info = f.reader->info();
-        std::string why;
-        uint64_t limit = ~0ull;
-        auto loaded = index::Index::load(index::index_path_for(f.path), info.size);
-        if (!loaded) {
-            why = loaded.code() == ENOENT ? "no index" : loaded.error();
-        } else {
-            const index::IndexHeader& h = loaded->header();
-            if (h.format != uint32_t(info.format) || h.data_start != info.data_start) {
-                why = "index does not describe this file";
-            } else if (loaded->live() && !f.live) {
-                why = "live index beside a closed file";
-            } else if (!loaded->live() && h.capture_bytes != info.size) {
-                why = "stale index: describes " + std::to_string(h.capture_bytes) +
-                      " bytes, file has " + std::to_string(info.size);
-            } else if (loaded->live() && need_flows) {
-                // Blocks only: the flows come from reading the valid part.
-                limit = h.capture_bytes;
-            } else {
-                f.valid_end = loaded->live() ? h.capture_bytes : info.size;
-                f.sequential = h.flags & index::kIndexSequential;
-                f.index = std::move(*loaded);
-                f.indexed = f.has_index = true;
-                continue;
-            }
-        }
-        if (!why.empty()) {
-            f.scan_reason = why;
-            std::fprintf(warn, "capq: warning: %s: %s; scanning\n", f.path.c_str(), why.c_str());
-        } else {
-            f.scan_reason = "live file";
-        }
-        if (Status s = build(f, limit); !s) return s;
+        std::string w;
+        Status s = index_file(f, w, need_flows);
+        std::fputs(w.c_str(), warn);
+        if (!s) return s;
     }
     return {};
+}
+
+Status Store::index_file(StoreFile& f, std::string& warning, bool need_flows) {
+    const index::CaptureInfo& info = f.reader->info();
+    std::string why;
+    uint64_t limit = ~0ull;
+    auto loaded = index::Index::load(index::index_path_for(f.path), info.size);
+    if (!loaded) {
+        why = loaded.code() == ENOENT ? "no index" : loaded.error();
+    } else {
+        const index::IndexHeader& h = loaded->header();
+        if (h.format != uint32_t(info.format) || h.data_start != info.data_start) {
+            why = "index does not describe this file";
+        } else if (loaded->live() && !f.live) {
+            why = "live index beside a closed file";
+        } else if (!loaded->live() && h.capture_bytes != info.size) {
+            why = "stale index: describes " + std::to_string(h.capture_bytes) +
+                  " bytes, file has " + std::to_string(info.size);
+        } else if (loaded->live() && need_flows) {
+            // Blocks only: the flows come from reading the valid part.
+            limit = h.capture_bytes;
+        } else {
+            f.valid_end = loaded->live() ? h.capture_bytes : info.size;
+            f.sequential = h.flags & index::kIndexSequential;
+            f.index = std::move(*loaded);
+            f.indexed = f.has_index = true;
+            return {};
+        }
+    }
+    if (!why.empty()) {
+        f.scan_reason = why;
+        warning += scan_warning(f, why);
+    } else {
+        f.scan_reason = "live file";
+    }
+    return build(f, limit);
+}
+
+std::string Store::scan_warning(const StoreFile& f, const std::string& why) {
+    return "capq: warning: " + f.path + ": " + why + "; scanning\n";
 }
 
 Status Store::build(StoreFile& f, uint64_t limit) {
@@ -210,8 +221,15 @@ Status Store::build(StoreFile& f, uint64_t limit) {
 }
 
 Status Store::rescan(StoreFile& f, FILE* warn, const std::string& why) {
+    std::string w;
+    Status s = rescan(f, w, why);
+    std::fputs(w.c_str(), warn);
+    return s;
+}
+
+Status Store::rescan(StoreFile& f, std::string& warning, const std::string& why) {
     f.scan_reason = why;
-    std::fprintf(warn, "capq: warning: %s: %s; scanning\n", f.path.c_str(), why.c_str());
+    warning += scan_warning(f, why);
     return build(f, f.live ? f.valid_end : ~0ull);
 }
 

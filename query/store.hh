@@ -14,7 +14,11 @@
  * builds one in memory by reading the file. A live file is read up to its
  * live index's capture_bytes, or without one to its last whole record.
  *
- * One thread; the Store owns the descriptors of its files.
+ * The Store owns the descriptors of its files. open() and the Store itself
+ * (the file list): one thread. index_file() and the string form of
+ * rescan() touch only the StoreFile they are given, so different files may
+ * be indexed from different threads at once (capq plans its files on a few
+ * threads: commands.cc); each file from one thread at a time.
  */
 #pragma once
 
@@ -67,13 +71,21 @@ public:
      * built from the capture. */
     Status rescan(StoreFile& f, FILE* warn, const std::string& why);
 
+    /* index() for one file; its warning line, if any, is appended to
+     * `warning` (printed by the caller, so that lines from files indexed
+     * on several threads come out whole and in file order). */
+    static Status index_file(StoreFile& f, std::string& warning, bool need_flows);
+    /* rescan() with the warning appended to `warning`. */
+    static Status rescan(StoreFile& f, std::string& warning, const std::string& why);
+
     std::vector<StoreFile>& files() { return files_; }
     const std::vector<IgnoredFile>& ignored() const { return ignored_; }
 
 private:
     Status add_dir(const std::string& dir);
     Status add_file(int fd, const std::string& path, bool live, bool in_dir);
-    Status build(StoreFile& f, uint64_t limit);
+    static Status build(StoreFile& f, uint64_t limit);
+    static std::string scan_warning(const StoreFile& f, const std::string& why);
 
     std::vector<StoreFile> files_;
     std::vector<IgnoredFile> ignored_;

@@ -695,5 +695,95 @@ class Live(CapqCase):
             self.assertEqual(p.stderr, b"")
 
 
+def many_flow_packets(n, t0, udp_every=0):
+    """n one-packet conversations (distinct client addresses and ports), TCP
+    to port 80, or every udp_every-th one UDP to port 53."""
+    out = []
+    for i in range(n):
+        src = f"198.18.{i // 250 % 250}.{i % 250 + 1}"
+        dst = f"198.19.{i % 7}.{i % 5 + 1}"
+        sport = 1024 + i % 60000
+        if udp_every and i % udp_every == 0:
+            data = pcaplib.eth_ipv4_udp(b"q" * 12, src=src, dst=dst, sport=sport, dport=53)
+        else:
+            data = pcaplib.eth_ipv4_tcp(b"x" * 8, src=src, dst=dst, sport=sport, dport=80)
+        out.append(pcaplib.Packet(t0 + i * 1000, data))
+    return out
+
+
+@unittest.skipUnless(capdtest.have("tcpdump"), "needs tcpdump")
+class ColdPlan(CapqCase):
+    """The plan's shortcuts for a cold cache: the flow table left unread
+    when a sample shows it would skip nothing, and many files planned on
+    several threads; the answer is the scan's either way."""
+
+    def flow_store(self, name, files, flows, udp_every):
+        d = self.path(name)
+        os.mkdir(d)
+        paths = []
+        for k in range(files):
+            path = os.path.join(d, f"cap{k:02d}.pcap")
+            pcaplib.write_pcap(path, many_flow_packets(flows, 1767225600 * 10**9 + k * 10**9,
+                                                       udp_every), nano=True)
+            paths.append(path)
+        self.query(["--reindex"] + paths)
+        return d, paths
+
+    def test_flow_table_read_only_when_it_can_skip(self):
+        d, files = self.flow_store("s", 2, 12000, 97)
+        # Most flows are TCP and every block holds many: the table cannot
+        # skip a block, so it is not read; every block is, and filtered.
+        _, p = self.assertSameAsTcpdump([d], files, "tcp")
+        self.assertEqual(p.stderr, b"")
+        text = self.query(["-r", d, "--explain", "tcp"]).stdout.decode()
+        self.assertEqual(text.count("every block read, flow table not"), 2, text)
+        self.assertNotIn("flows evaluated", text)
+        # One flow in 97 is UDP: blocks without one are skipped through the
+        # table, which is read.
+        self.assertSameAsTcpdump([d], files, "udp port 53")
+        text = self.query(["-r", d, "--explain", "udp port 53"]).stdout.decode()
+        self.assertEqual(text.count("flows evaluated: all 12000"), 2, text)
+        self.assertNotIn("flow table not", text)
+        # The same with a window.
+        mid = 1767225600 * 10**9 + 10**9 + 6000 * 1000
+        self.assertSameAsTcpdump([d], files, "tcp", since=mid, until=mid + 3000 * 1000)
+
+    def test_damaged_sampled_page_warns_once_and_scans(self):
+        import test_index
+        d, files = self.flow_store("s", 2, 12000, 97)
+        idx = os.path.join(d, "." + os.path.basename(files[1]) + ".idx")
+        with open(idx, "r+b") as f:
+            h = dict(zip(test_index.FIELDS, test_index.HEADER.unpack_from(f.read(160))))
+            f.seek(h["flows_offset"] + 40)  # the first flow, sampled first
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0x5A]))
+        _, p = self.assertSameAsTcpdump([d], files, "tcp")
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith(f"capq: warning: {files[1]}: "), lines)
+        self.assertIn("checksum", lines[0])
+        self.assertTrue(lines[0].endswith("; scanning"), lines)
+
+    def test_many_files_planned_together(self):
+        # More files than planning threads, two of them with a bad index:
+        # one warning each, in file order, and the scan's answer.
+        d, files = self.flow_store("m", 40, 60, 3)
+        os.unlink(os.path.join(d, "." + os.path.basename(files[7]) + ".idx"))
+        idx = os.path.join(d, "." + os.path.basename(files[31]) + ".idx")
+        with open(idx, "r+b") as f:
+            f.seek(os.path.getsize(idx) - 20)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
+        for expr in ("tcp", "udp and host 198.18.0.4", "host 198.18.0.1 and port 1024", ""):
+            _, p = self.assertSameAsTcpdump([d], files, expr)
+            lines = p.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 2, (expr, lines))
+            self.assertEqual(lines[0], f"capq: warning: {files[7]}: no index; scanning", lines)
+            self.assertTrue(lines[1].startswith(f"capq: warning: {files[31]}: "), lines)
+            self.assertIn("checksum", lines[1])
+
+
 if __name__ == "__main__":
     capdtest.main()
