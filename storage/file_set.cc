@@ -615,6 +615,7 @@ bool FileSet::reuse_displaced() {
     if (known != closed_.end()) closed_.erase(known);
     // Its index describes bytes about to be written over.
     remove_index(name);
+    if (opts_.on_file) opts_.on_file(name, true);
     reused_from_ = name;
     reused_id_ = file_id(st);
     return true;
@@ -709,6 +710,7 @@ Status FileSet::close_current() {
     }
     files_closed_++;
     remove_index(hidden_name_);  // the live index: the final one is in place
+    if (opts_.on_file) opts_.on_file(final_name_, false);
 
     // A reused name (wrapping -W counter) replaces the old file in place.
     for (auto it = closed_.begin(); it != closed_.end(); ++it)
@@ -752,6 +754,7 @@ void FileSet::remove_file(const std::string& name) {
         return;
     }
     close_later(fd);
+    if (opts_.on_file) opts_.on_file(name, true);
 }
 
 void FileSet::close_later(int fd) { disposer_->close_later(fd); }

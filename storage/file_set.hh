@@ -76,6 +76,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -106,6 +107,12 @@ struct FileSetOptions {
     // CPUs for -z commands: capd's at start (storage/spawn.hh); empty: the
     // writer's own.
     std::vector<int> child_cpus;
+    // Told of every file named into place (removed = false, after the
+    // rename) and of every named file removed or taken over for reuse
+    // (removed = true): the fleet catalogue (storage/catalog_publisher.hh).
+    // Called on the writer thread at open/close, never per packet; must not
+    // block.
+    std::function<void(const std::string& name, bool removed)> on_file;
 };
 
 class Disposer;
