@@ -5,6 +5,8 @@
  *        [--format pcap|pcapng] [--explain] [EXPRESSION...]
  *   capq --flows [--json] [-r DIR|FILE]... [--since T] [--until T] [EXPRESSION...]
  *   capq --reindex FILE...
+ *   capq --fleet URL --flows [--json] [--fleet-tables FILES,FLOWS] [--since T] [--until T] [EXPR...]
+ *   capq --fleet-schema [CLUSTER]   (the catalogue's CREATE statements, one a line)
  *
  * The composition root: options here, the work in commands.cc. No DPDK EAL.
  */
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "query/catalog.hh"
 #include "query/commands.hh"
 #include "query/time_spec.hh"
 
@@ -60,6 +63,18 @@ int main(int argc, char** argv) {
     app.add_flag("--flows", flows, "list the matching flows from the index, no packets");
     app.add_flag("--json", o.json, "--flows as a JSON array");
     app.add_flag("--reindex", reindex, "write the index of each FILE given as argument");
+    std::string fleet_url, fleet_tables, fleet_schema;
+    app.add_option("--fleet", fleet_url,
+                   "ask the fleet catalogue (ClickHouse's HTTP interface) instead of -r")
+        ->type_name("URL");
+    app.add_option("--fleet-tables", fleet_tables,
+                   "the catalogue's files and flows tables (default linecap_files,linecap_flows)")
+        ->type_name("FILES,FLOWS");
+    auto* schema_opt = app.add_option("--fleet-schema", fleet_schema,
+                                      "print the catalogue's CREATE statements, one a line, "
+                                      "for a cluster (Distributed tables) or none")
+                           ->type_name("CLUSTER")
+                           ->expected(0, 1);
     app.add_option("expression", words, "pcap-filter EXPRESSION (or FILEs with --reindex)");
     try {
         app.parse(argc, argv);
@@ -70,6 +85,17 @@ int main(int argc, char** argv) {
         for (char& c : msg)
             if (c == '\n') c = ' ';
         return fail(msg);
+    }
+    if (schema_opt->count() > 0) {
+        storage::CatalogTables t;
+        if (!fleet_tables.empty()) {
+            auto r = storage::parse_catalog_tables(fleet_tables);
+            if (!r) return fail(r.error());
+            t = *r;
+        }
+        for (const auto& sql : storage::catalog_schema_sql(t, fleet_schema))
+            std::printf("%s\n", sql.c_str());
+        return 0;
     }
     if (reindex) {
         if (flows || o.explain || !o.inputs.empty() || !o.out.empty())
@@ -91,6 +117,25 @@ int main(int argc, char** argv) {
         o.until_ns = *t < 0 ? 0 : uint64_t(*t);
     }
     o.format = format == "pcapng" ? OutFormat::kPcapng : OutFormat::kPcap;
+    if (!fleet_tables.empty() && fleet_url.empty()) return fail("--fleet-tables needs --fleet URL");
+    if (!fleet_url.empty()) {
+        if (!o.inputs.empty()) return fail("--fleet asks the catalogue; -r does not apply");
+        if (auto u = storage::parse_catalog_url(fleet_url); !u)
+            return fail("--fleet: " + u.error());
+        storage::CatalogTables t;
+        if (!fleet_tables.empty()) {
+            auto r = storage::parse_catalog_tables(fleet_tables);
+            if (!r) return fail(r.error());
+            t = *r;
+        }
+        if (flows) {
+            if (!o.out.empty()) return fail("--flows writes no packets; -w does not apply");
+            return run_fleet_flows(fleet_url, t, o.since_ns, o.until_ns, o.expression, o.json);
+        }
+        return fail(
+            "--fleet URL without --flows fetches packets from the hosts: not in this capq "
+            "yet (use --flows)");
+    }
     if (o.inputs.empty()) return fail("no input: give -r DIR or -r FILE");
     if (flows) {
         if (!o.out.empty()) return fail("--flows writes no packets; -w does not apply");
