@@ -23,7 +23,8 @@ struct SpoolRecord {
     uint32_t bytes;
     uint32_t rows;
     uint8_t table;
-    uint8_t pad[7];
+    uint8_t pad[3];
+    uint32_t tombstones;
     uint64_t at_ns;
 };
 static_assert(sizeof(SpoolRecord) == 24);
@@ -97,7 +98,8 @@ Status CatalogPublisher::load_spool() {
         SpoolRecord r;
         std::memcpy(&r, all.data() + off, sizeof r);
         if (r.table > 1 || r.bytes > all.size() - off - sizeof r) break;
-        spool_.push_back({r.table, r.rows, r.at_ns, all.substr(off + sizeof r, r.bytes)});
+        spool_.push_back(
+            {r.table, r.rows, r.tombstones, r.at_ns, all.substr(off + sizeof r, r.bytes)});
         spool_bytes_ += r.bytes;
         off += sizeof r + r.bytes;
     }
@@ -163,45 +165,43 @@ std::string CatalogPublisher::absolute(const std::string& p) const {
 }
 
 void CatalogPublisher::make_batches(std::vector<Event>& events) {
-    std::string files, flows;
-    uint32_t nfiles = 0, nflows = 0;
     uint64_t no_index = 0;
     const uint64_t at = now_ns();
+    // One batch per file (and one for its flows): a full spool then drops
+    // the oldest files' rows, not a whole round's.
+    auto add = [&](uint8_t table, uint32_t rows, uint32_t tomb, std::string text) {
+        if (rows == 0) return;
+        spool_bytes_ += text.size();
+        spool_.push_back({table, rows, tomb, at, std::move(text)});
+        spool_dirty_ = true;
+    };
     for (const Event& e : events) {
         const std::string path = absolute(e.path);
+        std::string files, flows;
         if (e.removed) {
             append_file_row(files, o_.host, o_.serve, path, e.at_ns, true, nullptr, 0, at);
-            nfiles++;
+            add(0, 1, 1, std::move(files));
             continue;
         }
         auto idx = index::Index::load(index::index_path_for(e.path), ~0ull);
         if (!idx) {
             // No index to describe it: its name alone, so that it is listed.
             append_file_row(files, o_.host, o_.serve, path, e.at_ns, false, nullptr, e.writer, at);
-            nfiles++;
+            add(0, 1, 0, std::move(files));
             no_index++;
             continue;
         }
         append_file_row(files, o_.host, o_.serve, path, e.at_ns, false, &idx->header(), e.writer,
                         at);
-        nfiles++;
+        add(0, 1, 0, std::move(files));
         auto fl = idx->flows();
         if (!idx->check_flows(0, fl.size())) continue;
+        uint32_t nflows = 0;
         for (const auto& f : fl) {
             append_flow_row(flows, o_.host, path, e.at_ns, f);
             nflows++;
         }
-    }
-    // The file row goes first: a flow is never there before its file.
-    if (nfiles) {
-        spool_bytes_ += files.size();
-        spool_.push_back({0, nfiles, at, std::move(files)});
-        spool_dirty_ = true;
-    }
-    if (nflows) {
-        spool_bytes_ += flows.size();
-        spool_.push_back({1, nflows, at, std::move(flows)});
-        spool_dirty_ = true;
+        add(1, nflows, 0, std::move(flows));
     }
     if (no_index) {
         std::lock_guard<std::mutex> g(mu_);
@@ -228,56 +228,54 @@ void CatalogPublisher::enforce_limit() {
 
 bool CatalogPublisher::send_round() {
     while (!spool_.empty()) {
-        // Coalesce the leading batches of one table into one INSERT.
-        const uint8_t table = spool_.front().table;
-        std::string body;
-        size_t n = 0;
-        uint64_t rows = 0;
-        while (n < spool_.size() && spool_[n].table == table &&
-               (n == 0 || body.size() + spool_[n].text.size() <= kMaxInsert)) {
-            body += spool_[n].text;
-            rows += spool_[n].rows;
-            n++;
-        }
-        const std::string sql = "INSERT INTO " + (table == 0 ? o_.tables.files : o_.tables.flows) +
-                                " " + (table == 0 ? files_columns() : flows_columns()) +
-                                " FORMAT TabSeparated";
-        auto r = clickhouse_query(o_.url, sql, body, o_.timeout_ms);
-        if (!r) {
-            std::lock_guard<std::mutex> g(mu_);
-            if (st_.last_error != r.error() || st_.send_errors == 0)
-                std::fprintf(stderr, "capd: catalogue %s: %s; rows kept in the spool\n",
-                             o_.url.text.c_str(), r.error().c_str());
-            st_.send_errors++;
-            st_.last_error = r.error();
-            return false;
-        }
-        uint64_t tomb = 0;
-        if (table == 0)
+        // A window of the oldest batches, sent as one INSERT per table: its
+        // file rows first (a flow is never there before its file), then its
+        // flows. A table sent is emptied in the window, so a retry after a
+        // failure in between sends only the rest.
+        size_t n = 0, bytes = 0;
+        while (n < spool_.size() && (n == 0 || bytes + spool_[n].text.size() <= kMaxInsert))
+            bytes += spool_[n++].text.size();
+        for (uint8_t table : {uint8_t(0), uint8_t(1)}) {
+            std::string body;
+            uint64_t rows = 0, tomb = 0;
             for (size_t i = 0; i < n; i++) {
-                const std::string& t = spool_[i].text;
-                // Count tombstones: the fifth column (gone) is "1".
-                size_t pos = 0;
-                while (pos < t.size()) {
-                    size_t end = t.find('\n', pos);
-                    size_t c = pos;
-                    for (int k = 0; k < 4 && c != std::string::npos; k++) c = t.find('\t', c) + 1;
-                    if (c != 0 && c < t.size() && t[c] == '1') tomb++;
-                    pos = end == std::string::npos ? t.size() : end + 1;
-                }
+                const Batch& b = spool_[i];
+                if (b.table != table || b.text.empty()) continue;
+                body += b.text;
+                rows += b.rows;
+                tomb += b.tombstones;
             }
-        for (size_t i = 0; i < n; i++) {
-            spool_bytes_ -= spool_.front().text.size();
-            spool_.pop_front();
+            if (body.empty()) continue;
+            const std::string sql =
+                "INSERT INTO " + (table == 0 ? o_.tables.files : o_.tables.flows) + " " +
+                (table == 0 ? files_columns() : flows_columns()) + " FORMAT TabSeparated";
+            auto r = clickhouse_query(o_.url, sql, body, o_.timeout_ms);
+            if (!r) {
+                std::lock_guard<std::mutex> g(mu_);
+                if (st_.last_error != r.error() || st_.send_errors == 0)
+                    std::fprintf(stderr, "capd: catalogue %s: %s; rows kept in the spool\n",
+                                 o_.url.text.c_str(), r.error().c_str());
+                st_.send_errors++;
+                st_.last_error = r.error();
+                return false;
+            }
+            for (size_t i = 0; i < n; i++) {
+                Batch& b = spool_[i];
+                if (b.table != table) continue;
+                spool_bytes_ -= b.text.size();
+                b.text.clear();
+                b.rows = 0;
+            }
+            spool_dirty_ = true;
+            std::lock_guard<std::mutex> g(mu_);
+            if (table == 0) {
+                st_.files += rows - tomb;
+                st_.tombstones += tomb;
+            } else {
+                st_.flows += rows;
+            }
         }
-        spool_dirty_ = true;
-        std::lock_guard<std::mutex> g(mu_);
-        if (table == 0) {
-            st_.files += rows - tomb;
-            st_.tombstones += tomb;
-        } else {
-            st_.flows += rows;
-        }
+        for (size_t i = 0; i < n; i++) spool_.pop_front();
     }
     return true;
 }
@@ -289,10 +287,12 @@ void CatalogPublisher::persist() {
     // dropped, once per round at most.
     if (ftruncate(spool_fd_, 8) != 0 || lseek(spool_fd_, 8, SEEK_SET) != 8) return;
     for (const Batch& b : spool_) {
+        if (b.text.empty()) continue;
         SpoolRecord r{};
         r.bytes = uint32_t(b.text.size());
         r.rows = b.rows;
         r.table = b.table;
+        r.tombstones = b.tombstones;
         r.at_ns = b.at_ns;
         if (!write_all(spool_fd_, &r, sizeof r) ||
             !write_all(spool_fd_, b.text.data(), b.text.size()))

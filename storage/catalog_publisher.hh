@@ -89,7 +89,8 @@ private:
     struct Batch {
         uint8_t table;  // 0 files, 1 flows
         uint32_t rows;
-        uint64_t at_ns;  // when it was made
+        uint32_t tombstones;  // of the rows (files)
+        uint64_t at_ns;       // when it was made
         std::string text;
     };
     struct Event {
