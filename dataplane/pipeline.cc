@@ -510,10 +510,8 @@ Summary Pipeline::collect() const {
         s.catalog.spool_age_s = c.spool_age_s;
         s.catalog.dropped_rows = c.dropped_rows;
         s.catalog.send_errors = c.send_errors;
+        // Not an error of the capture (exit status 0): its own counter.
         s.catalog.last_error = c.last_error;
-        if (c.dropped_rows)
-            s.errors.push_back("catalogue: " + std::to_string(c.dropped_rows) +
-                               " rows dropped, oldest first, when the spool was full");
     }
     return s;
 }
