@@ -4,6 +4,7 @@
 #   scripts/fleet.sh start DIR [BUILD_DIR]   start everything, state under DIR
 #   scripts/fleet.sh stop DIR                stop what start started, remove the namespaces
 #   scripts/fleet.sh status DIR              what runs
+#   scripts/fleet.sh hosts-stop DIR          stop the capture hosts (their files close and publish)
 #   scripts/fleet.sh clickhouse-start DIR    only the two ClickHouse shards and the tables
 #   scripts/fleet.sh clickhouse-stop DIR     only stop them (the tests stop and restart it)
 #
@@ -169,6 +170,7 @@ hosts_start() {
 			-w "$h/cap/h$n-%s.pcap" -G 2 -W 100 --nano --ctl "$h/ctl.sock" \
 			--catalog "http://127.0.0.1:$base" --catalog-host "h$n" \
 			--catalog-serve "127.0.0.1:$((19440 + n))" --catalog-spool "$h/spool" \
+			--stats-json "$h/summary.json" \
 			${LINECAP_FLEET_CAPD_ARGS:-} >"$h/capd.log" 2>&1 &
 		echo $! >"$h/capd.pid"
 		# The packet side: capq --serve, when this capq has it.
@@ -234,6 +236,7 @@ status)
 		if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then echo "h$n capd: running"; else echo "h$n capd: stopped"; fi
 	done
 	;;
+hosts-stop) hosts_stop ;;
 clickhouse-start) ch_start ;;
 clickhouse-stop) ch_stop ;;
 *)
