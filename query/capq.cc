@@ -5,6 +5,10 @@
  *        [--format pcap|pcapng] [--explain] [EXPRESSION...]
  *   capq --flows [--json] [-r DIR|FILE]... [--since T] [--until T] [EXPRESSION...]
  *   capq --reindex FILE...
+ *   capq --serve ADDR:PORT --cert F --key F --ca F -r DIR... [--max-packets N]
+ *        [--max-bytes SIZE] [--max-clients N]
+ *   capq --fleet-hosts ADDR:PORT,... --cert F --key F --ca F [--since T]
+ *        [--until T] [-w OUT|-] [EXPRESSION...]
  *
  * The composition root: options here, the work in commands.cc. No DPDK EAL.
  */
@@ -17,6 +21,8 @@
 #include <vector>
 
 #include "query/commands.hh"
+#include "query/fleet.hh"
+#include "query/serve.hh"
 #include "query/time_spec.hh"
 
 using namespace linecap;
@@ -31,7 +37,10 @@ const char* kFooter =
     "Output: pcap (nanosecond when any input is) or pcapng, in timestamp order across\n"
     "files; to -w OUT, or to stdout when it is not a terminal. --explain alone prints\n"
     "the plan and writes no packets. A reader that closes the pipe early ends capq\n"
-    "quietly with exit 0.\n";
+    "quietly with exit 0.\n"
+    "--serve answers GET /v1/packets over HTTPS (client certificates signed by --ca);\n"
+    "--fleet-hosts asks several such hosts and merges their answers: exit 0 when every\n"
+    "host answered completely, 3 when the answer is partial (each host is reported).\n";
 
 int fail(const std::string& msg) {
     std::fprintf(stderr, "capq: %s\n", msg.c_str());
@@ -45,6 +54,8 @@ int main(int argc, char** argv) {
     std::string since, until, format = "pcap";
     std::vector<std::string> words;
     bool flows = false, reindex = false;
+    ServeOptions so;
+    std::string fleet_hosts, max_packets, max_bytes;
     CLI::App app{"capq: finds stored packets through capd's index", "capq"};
     app.get_formatter()->label("Usage", "usage");
     app.footer(kFooter);
@@ -60,6 +71,19 @@ int main(int argc, char** argv) {
     app.add_flag("--flows", flows, "list the matching flows from the index, no packets");
     app.add_flag("--json", o.json, "--flows as a JSON array");
     app.add_flag("--reindex", reindex, "write the index of each FILE given as argument");
+    app.add_option("--serve", so.listen, "serve the -r directories over HTTPS")
+        ->type_name("ADDR:PORT");
+    app.add_option("--fleet-hosts", fleet_hosts, "ask these capq --serve hosts, merge")
+        ->type_name("ADDR:PORT,...");
+    app.add_option("--cert", so.tls.cert, "this host's certificate (PEM)")->type_name("FILE");
+    app.add_option("--key", so.tls.key, "its private key (PEM)")->type_name("FILE");
+    app.add_option("--ca", so.tls.ca, "the fleet CA's certificate (PEM)")->type_name("FILE");
+    app.add_option("--max-packets", max_packets, "--serve: packets per request at most")
+        ->type_name("N");
+    app.add_option("--max-bytes", max_bytes, "--serve: pcap bytes per request at most")
+        ->type_name("SIZE");
+    app.add_option("--max-clients", so.max_clients, "--serve: requests served at once (8)")
+        ->type_name("N");
     app.add_option("expression", words, "pcap-filter EXPRESSION (or FILEs with --reindex)");
     try {
         app.parse(argc, argv);
@@ -76,6 +100,36 @@ int main(int argc, char** argv) {
             return fail("--reindex takes only FILE arguments");
         return run_reindex(words);
     }
+    if (!so.listen.empty() || !fleet_hosts.empty()) {
+        if (!so.listen.empty() && !fleet_hosts.empty())
+            return fail("--serve and --fleet-hosts are two commands: give one");
+        if (reindex || flows || o.explain || o.json || format != "pcap")
+            return fail(
+                "--serve and --fleet-hosts take no --reindex, --flows, --explain, --json "
+                "or --format");
+    } else if (!so.tls.cert.empty() || !so.tls.key.empty() || !so.tls.ca.empty() ||
+               !max_packets.empty() || !max_bytes.empty()) {
+        return fail("--cert, --key, --ca and --max-* apply to --serve and --fleet-hosts");
+    }
+    if (!so.listen.empty()) {
+        if (!words.empty() || !since.empty() || !until.empty() || !o.out.empty())
+            return fail("--serve takes no expression, --since, --until or -w: requests do");
+        if (!max_packets.empty()) {
+            auto n = parse_size(max_packets);
+            if (!n || max_packets.find_first_not_of("0123456789") != std::string::npos)
+                return fail("--max-packets: '" + max_packets + "': expected a number");
+            so.max_packets = *n;
+        }
+        if (!max_bytes.empty()) {
+            auto n = parse_size(max_bytes);
+            if (!n) return fail("--max-bytes: " + n.error());
+            so.max_bytes = *n;
+        }
+        so.dirs = o.inputs;
+        return run_serve(so);
+    }
+    if (!fleet_hosts.empty() && !o.inputs.empty())
+        return fail("--fleet-hosts reads the hosts' stores, not -r");
     for (const auto& w : words) o.expression += (o.expression.empty() ? "" : " ") + w;
     const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
@@ -91,6 +145,17 @@ int main(int argc, char** argv) {
         o.until_ns = *t < 0 ? 0 : uint64_t(*t);
     }
     o.format = format == "pcapng" ? OutFormat::kPcapng : OutFormat::kPcap;
+    if (!fleet_hosts.empty()) {
+        auto targets = parse_fleet_hosts(fleet_hosts);
+        if (!targets) return fail("--fleet-hosts: " + targets.error());
+        FleetOptions fo;
+        fo.tls = so.tls;
+        fo.since_ns = o.since_ns;
+        fo.until_ns = o.until_ns;
+        fo.expression = o.expression;
+        fo.out = o.out;
+        return run_fleet(*targets, fo);
+    }
     if (o.inputs.empty()) return fail("no input: give -r DIR or -r FILE");
     if (flows) {
         if (!o.out.empty()) return fail("--flows writes no packets; -w does not apply");
