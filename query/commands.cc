@@ -13,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -44,7 +45,12 @@ public:
         auto key = std::make_pair(linktype, snaplen);
         auto it = progs_.find(key);
         if (it != progs_.end()) return &it->second;
+        // capq --serve compiles in several request threads at once; libpcap's
+        // compiler is not documented as thread-safe.
+        static std::mutex compile_mu;
+        std::unique_lock<std::mutex> lock(compile_mu);
         auto r = filters::compile_classic(expr_, linktype, snaplen);
+        lock.unlock();
         if (!r) return make_error(r.code(), expr_ + ": " + r.error());
         return &progs_.emplace(key, std::move(*r)).first->second;
     }

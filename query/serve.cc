@@ -6,12 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <thread>
 
 #include "query/commands.hh"
@@ -24,6 +26,7 @@ constexpr size_t kMaxHead = 1 << 20;
 constexpr int kHeadSeconds = 10;
 constexpr int kSendSeconds = 30;
 constexpr size_t kMaxFiles = 100000;
+constexpr size_t kMaxExpression = 16384;
 
 int fail(const std::string& msg) {
     std::fprintf(stderr, "capq: %s\n", msg.c_str());
@@ -106,6 +109,7 @@ Reply parse_request(const std::string& head, const ServeOptions& o,
             if (!n) return {400, key + ": " + n.error()};
             (key == "since" ? rq.since_ns : rq.until_ns) = *n;
         } else if (key == "expr") {
+            if (val->size() > kMaxExpression) return {400, "expr over 16 KiB"};
             rq.expr = *val;
         } else if (key == "file") {
             rq.files_given = true;
@@ -153,12 +157,39 @@ Status send_text(SSL* ssl, int status, const std::string& line) {
     return ssl_write_all(ssl, msg.data(), msg.size());
 }
 
+/* A connection still in its handshake or request head, for the watchdog. */
+struct Slot {
+    std::atomic<int> fd{-1};
+    std::atomic<int64_t> deadline_ms{INT64_MAX};
+};
+
+int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
 class Server {
 public:
     Server(const ServeOptions& o, std::vector<std::string> canon, SslCtx ctx, int lfd)
-        : o_(o), canon_(std::move(canon)), ctx_(std::move(ctx)), lfd_(lfd) {}
+        : o_(o), canon_(std::move(canon)), ctx_(std::move(ctx)), lfd_(lfd), slots_(o.max_clients) {}
 
-    void accept_loop() {
+    /* Once a second: a connection past its head deadline (a client sending
+     * its handshake or request a byte at a time) is shut down, so its
+     * blocking read returns and the thread is free again. */
+    void watchdog() {
+        for (;;) {
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+            const int64_t now = now_ms();
+            for (auto& s : slots_) {
+                const int fd = s.fd.load();
+                if (fd >= 0 && now > s.deadline_ms.load()) ::shutdown(fd, SHUT_RDWR);
+            }
+        }
+    }
+
+    void accept_loop(size_t slot) {
+        Slot& sl = slots_[slot];
         for (;;) {
             sockaddr_storage peer{};
             socklen_t len = sizeof peer;
@@ -169,7 +200,11 @@ public:
                 std::this_thread::sleep_for(std::chrono::milliseconds(100));
                 continue;
             }
-            serve_one(fd, format_sockaddr(reinterpret_cast<sockaddr*>(&peer)));
+            sl.deadline_ms = now_ms() + kHeadSeconds * 1000;
+            sl.fd = fd;
+            serve_one(fd, format_sockaddr(reinterpret_cast<sockaddr*>(&peer)), sl);
+            sl.fd = -1;
+            sl.deadline_ms = INT64_MAX;
             ::close(fd);
         }
     }
@@ -177,7 +212,7 @@ public:
 private:
     void log(const std::string& line) { std::fprintf(stderr, "capq serve: %s\n", line.c_str()); }
 
-    void serve_one(int fd, const std::string& peer) {
+    void serve_one(int fd, const std::string& peer, Slot& slot) {
         timeval tv{kHeadSeconds, 0};
         ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         timeval sv{kSendSeconds, 0};
@@ -214,6 +249,7 @@ private:
                 return;
             }
         }
+        slot.deadline_ms = INT64_MAX;  // the send timeout bounds what follows
         Request rq;
         size_t missing = 0;
         Reply bad = parse_request(head, o_, canon_, rq, missing);
@@ -291,6 +327,7 @@ private:
     std::vector<std::string> canon_;
     SslCtx ctx_;
     int lfd_;
+    std::vector<Slot> slots_;
 };
 
 }  // namespace
@@ -330,9 +367,10 @@ int run_serve(const ServeOptions& given) {
     std::fflush(stderr);
     Server server(o, std::move(canon), std::move(*ctx), lfd);
     std::vector<std::thread> threads;
+    threads.emplace_back([&server] { server.watchdog(); });
     for (unsigned i = 1; i < o.max_clients; i++)
-        threads.emplace_back([&] { server.accept_loop(); });
-    server.accept_loop();
+        threads.emplace_back([&server, i] { server.accept_loop(i); });
+    server.accept_loop(0);
     return 0;
 }
 

@@ -18,12 +18,14 @@ directory, "..", a symbolic link out): 403; bad requests: one line.
 
 import os
 import re
+import select
 import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.parse
@@ -398,6 +400,39 @@ class ServeTest(CapdTestCase):
         p, _ = self.fleet([self.servers[0].addr], ["tcp", "port", "bogus"])
         self.assertEqual(p.returncode, 1)
         self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+
+    def test_slow_client_does_not_hold_the_server(self):
+        # One request at a time; a client trickles its handshake a byte a
+        # second. The head deadline ends it and the next client is served.
+        srv = Server(self.ctmp, "one", [self.stores[0]], self.certs, ["--max-clients", "1"])
+        closed = threading.Event()
+
+        def trickle():
+            try:
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as c:
+                    hello = b"\x16\x03\x01\x02\x00" + b"\x01" * 512
+                    for b in hello[:90]:
+                        c.sendall(bytes([b]))
+                        readable, _, _ = select.select([c], [], [], 1)
+                        if readable and c.recv(1) == b"":
+                            break
+                    else:
+                        return
+            except OSError:
+                pass
+            closed.set()
+
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        time.sleep(1)
+        try:
+            st, _, body, tr = self.raw_get(srv.port, "/v1/packets?expr=tcp")
+        finally:
+            t.join(timeout=120)
+            srv.stop()
+        self.assertEqual(st, 200)
+        self.assertEqual(tr.get("linecap-status"), "complete")
+        self.assertTrue(closed.is_set(), "the trickling client was not cut off")
 
     def test_option_errors_one_line(self):
         t = self.tls()
