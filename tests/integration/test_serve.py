@@ -22,6 +22,7 @@ import select
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
@@ -287,6 +288,56 @@ class ServeTest(CapdTestCase):
         self.assertIn(b"partial", p.stderr)
         want = self.local([self.stores[0], self.stores[1]], ["tcp"])
         self.assertEqual(key(_records(got)), key(_records(want)))
+
+    def test_host_lost_mid_answer_reported(self):
+        # A host that sends its pcap header and two records, then dies: its
+        # two packets are kept and it is reported as failed; the other host
+        # answers in full; exit 3.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self.certs["host"])
+        ctx.load_verify_locations(self.certs["ca"])
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        lsock.settimeout(60)
+        port = lsock.getsockname()[1]
+        recs = [pcaplib.Record(ts_ns=1_000_000_000 * 1800000000 + i, caplen=60, wirelen=60,
+                               data=bytes([i]) * 60) for i in range(2)]
+        body = struct.pack("<IHHiIII", 0xa1b23c4d, 2, 4, 0, 0, 262144, 1)
+        for r in recs:
+            body += struct.pack("<IIII", r.ts_ns // 10**9, r.ts_ns % 10**9, 60, 60) + r.data
+
+        def dying_host():
+            try:
+                conn, _ = lsock.accept()
+                with ctx.wrap_socket(conn, server_side=True) as c:
+                    head = b""
+                    while b"\r\n\r\n" not in head:
+                        b = c.recv(4096)
+                        if not b:
+                            return
+                        head += b
+                    c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                              b"%x\r\n" % len(body) + body + b"\r\n")
+            except OSError:
+                pass
+
+        t = threading.Thread(target=dying_host, daemon=True)
+        t.start()
+        try:
+            dying = f"127.0.0.1:{port}"
+            p, got = self.fleet([self.servers[0].addr, dying], ["ip"])
+        finally:
+            t.join(timeout=60)
+            lsock.close()
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertReport(p.stderr, dying, "failed after 2 packets: ")
+        want = _records(self.local([self.stores[0]], ["ip"]))
+        self.assertReport(p.stderr, self.servers[0].addr, f"answered, {len(want)} packets")
+        got_recs = _records(got)
+        self.assertEqual(len(got_recs), len(want) + 2)
+        self.assertEqual(key(got_recs[-2:]), key(recs))
 
     def test_no_or_foreign_client_certificate_refused(self):
         # Another CA's client certificate: refused at the handshake.
