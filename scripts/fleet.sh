@@ -4,7 +4,8 @@
 #   scripts/fleet.sh start DIR [BUILD_DIR]   start everything, state under DIR
 #   scripts/fleet.sh stop DIR                stop what start started, remove the namespaces
 #   scripts/fleet.sh status DIR              what runs
-#   scripts/fleet.sh hosts-stop DIR          stop the capture hosts (their files close and publish)
+#   scripts/fleet.sh hosts-stop DIR          stop the hosts' capd (their files close and publish)
+#   scripts/fleet.sh serve-stop DIR          stop the hosts' capq --serve
 #   scripts/fleet.sh clickhouse-start DIR    only the two ClickHouse shards and the tables
 #   scripts/fleet.sh clickhouse-stop DIR     only stop them (the tests stop and restart it)
 #
@@ -24,10 +25,10 @@
 # machine's own interfaces. Each host runs a capd in the root namespace
 # capturing its namespace's eth0 (-i af_packet:eth0@netns=lcf-hN), writing to
 # DIR/hN/cap (-G 2 -W 100), publishing to the catalogue as host hN, its serve
-# address 127.0.0.1:1944N. A host's capq --serve is started when capq has
-# --serve (the fleet's packet side) and DIR/ca holds the certificates
-# (ca.pem, hN.pem, hN.key); otherwise the hook says so and the catalogue
-# works alone.
+# address 127.0.0.1:(LINECAP_SERVE_PORT, default port + 20) + N, where its capq --serve answers over HTTPS for
+# DIR/hN/cap. The fleet CA and the certificates (DIR/ca: ca.pem, hN.pem/.key
+# for the hosts, client.pem/.key for capq --fleet) are made at the first
+# start, with openssl, valid 30 days.
 set -eu
 
 cmd=${1:-}
@@ -35,6 +36,7 @@ dir=${2:-}
 build=${3:-${LINECAP_BUILD_DIR:-build}}
 pfx=${LINECAP_FLEET_PREFIX:-lcf}
 base=${LINECAP_CH_PORT:-18123}
+sbase=${LINECAP_SERVE_PORT:-$((base + 20))}
 [ -n "$cmd" ] && [ -n "$dir" ] || {
 	echo "usage: fleet.sh start|stop|status|clickhouse-start|clickhouse-stop DIR [BUILD_DIR]" >&2
 	exit 1
@@ -162,6 +164,31 @@ net_stop() {
 	ip netns del "$pfx-sw" 2>/dev/null || true
 }
 
+# The fleet CA, a certificate per host (dialled as 127.0.0.1) and one for the
+# client (capq --fleet), unless DIR/ca has them already.
+make_ca() {
+	c=$dir/ca
+	[ -f "$c/ca.pem" ] && return 0
+	mkdir -p "$c"
+	(
+		cd "$c"
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+			-subj /CN=linecap-fleet-ca -keyout ca.key -out ca.pem 2>/dev/null
+		for n in h1 h2 h3 client; do
+			openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$n" \
+				-keyout "$n.key" -out "$n.csr" 2>/dev/null
+			if [ $n = client ]; then
+				printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$n.ext"
+			else
+				printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n' >"$n.ext"
+			fi
+			openssl x509 -req -in "$n.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 \
+				-extfile "$n.ext" -out "$n.pem" 2>/dev/null
+		done
+		chmod 600 ./*.key
+	)
+}
+
 hosts_start() {
 	for n in 1 2 3; do
 		h=$dir/h$n
@@ -169,13 +196,13 @@ hosts_start() {
 		"$build/dataplane/capd" -q -i "af_packet:eth0@netns=$pfx-h$n" \
 			-w "$h/cap/h$n-%s.pcap" -G 2 -W 100 --nano --ctl "$h/ctl.sock" \
 			--catalog "http://127.0.0.1:$base" --catalog-host "h$n" \
-			--catalog-serve "127.0.0.1:$((19440 + n))" --catalog-spool "$h/spool" \
+			--catalog-serve "127.0.0.1:$((sbase + n))" --catalog-spool "$h/spool" \
 			--stats-json "$h/summary.json" \
 			${LINECAP_FLEET_CAPD_ARGS:-} >"$h/capd.log" 2>&1 &
 		echo $! >"$h/capd.pid"
 		# The packet side: capq --serve, when this capq has it.
 		if "$build/query/capq" --help 2>/dev/null | grep -q -- "--serve" && [ -f "$dir/ca/ca.pem" ]; then
-			"$build/query/capq" --serve "127.0.0.1:$((19440 + n))" --cert "$dir/ca/h$n.pem" \
+			"$build/query/capq" --serve "127.0.0.1:$((sbase + n))" --cert "$dir/ca/h$n.pem" \
 				--key "$dir/ca/h$n.key" --ca "$dir/ca/ca.pem" -r "$h/cap" >"$h/serve.log" 2>&1 &
 			echo $! >"$h/serve.pid"
 		else
@@ -196,13 +223,17 @@ hosts_start() {
 	done
 }
 
-hosts_stop() {
+hosts_stop() { # [capd|serve]...
 	for n in 1 2 3; do
-		for p in serve capd; do
+		for p in "$@"; do
 			f=$dir/h$n/$p.pid
 			[ -f "$f" ] || continue
 			pid=$(cat "$f")
-			kill -INT "$pid" 2>/dev/null || true
+			# (A background job of sh ignores SIGINT unless it sets a handler,
+			# as capd does; capq --serve stops on SIGTERM.)
+			sig=INT
+			[ "$p" = serve ] && sig=TERM
+			kill -$sig "$pid" 2>/dev/null || true
 			i=0
 			while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do
 				sleep 0.2
@@ -217,12 +248,13 @@ hosts_stop() {
 case $cmd in
 start)
 	ch_start
+	make_ca
 	net_start
 	hosts_start
 	echo "fleet: catalogue http://127.0.0.1:$base (shard 2: $((base + 10))); hosts h1..h3 in $pfx-h1..3 (198.18.0.1..3)"
 	;;
 stop)
-	hosts_stop
+	hosts_stop serve capd
 	net_stop
 	ch_stop
 	;;
@@ -236,7 +268,8 @@ status)
 		if [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then echo "h$n capd: running"; else echo "h$n capd: stopped"; fi
 	done
 	;;
-hosts-stop) hosts_stop ;;
+hosts-stop) hosts_stop capd ;;
+serve-stop) hosts_stop serve ;;
 clickhouse-start) ch_start ;;
 clickhouse-stop) ch_stop ;;
 *)
