@@ -42,7 +42,8 @@ def free_base():
     for _ in range(200):
         base = random.randrange(20000, 40000, 20)
         ok = True
-        for p in [base, base + 1, base + 2, base + 10, base + 11, base + 12]:
+        for p in [base, base + 1, base + 2, base + 10, base + 11, base + 12, base + 21,
+                  base + 22, base + 23]:
             with socket.socket() as s:
                 try:
                     s.bind(("127.0.0.1", p))
@@ -171,6 +172,56 @@ class FleetTest(CapdTestCase):
         got = sorted(line[:4] + line[18:]
                      for line in self.capq("--fleet", other, "--flows").splitlines()[1:])
         self.assertEqual(got, union)
+
+    def fleet_query(self, *args):
+        ca = os.path.join(self.dir, "ca")
+        return subprocess.run(
+            [CAPQ, "--fleet", self.url, "--cert", os.path.join(ca, "client.pem"), "--key",
+             os.path.join(ca, "client.key"), "--ca", os.path.join(ca, "ca.pem"), *args],
+            capture_output=True, timeout=120)
+
+    def test_fleet_query_equals_merge_of_local_answers(self):
+        self.fleet("start")
+        self.send_traffic("c")
+        self.fleet("hosts-stop")  # the files close and publish; capq --serve goes on
+        dirs = [os.path.join(self.dir, f"h{n}", "cap") for n in (1, 2, 3)]
+        out = self.path("fleet.pcap")
+        expr = ["udp", "and", "host", "198.18.0.3"]
+        p = self.fleet_query("-w", out, *expr)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("the catalogue names 3 hosts", err)
+        for n in (1, 2, 3):
+            self.assertRegex(err, rf"h{n} \([^)]*\): answered, [1-9][0-9]* packets")
+        # The same as capq over the three stores at once (merged by time).
+        ref = self.path("ref.pcap")
+        args = [a for d in dirs for a in ("-r", d)]
+        self.capq(*args, "-w", ref, *expr)
+        with open(out, "rb") as a, open(ref, "rb") as b:
+            got, want = a.read(), b.read()
+        self.assertGreater(len(want), 24)
+        self.assertEqual(got, want)
+        # Traffic of h1 and h2 only: the catalogue names exactly the hosts
+        # whose own index has such a flow (h1 and h2; h3 only if the bridge
+        # flooded a frame to it before it learnt the addresses).
+        two = ["udp", "and", "host", "198.18.0.1", "and", "host", "198.18.0.2"]
+        holders = {f"h{n}" for n, d in zip((1, 2, 3), dirs) if self.local_flows(d, two)}
+        self.assertTrue({"h1", "h2"} <= holders)
+        p = self.fleet_query("-w", self.path("two.pcap"), *two)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn(f"the catalogue names {len(holders)} hosts", err)
+        self.assertEqual({h for h in ("h1", "h2", "h3") if f"{h} (" in err}, holders)
+        # A host whose server is gone is reported; the others answer.
+        pid = open(os.path.join(self.dir, "h2", "serve.pid")).read().strip()
+        os.kill(int(pid), 15)
+        capdtest.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20)
+        p = self.fleet_query("-w", self.path("part.pcap"), *expr)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 3, err)
+        self.assertRegex(err, r"h2 \([^)]*\): unreachable")
+        self.assertRegex(err, r"h1 \([^)]*\): answered, [1-9]")
+        self.assertRegex(err, r"h3 \([^)]*\): answered, [1-9]")
 
     def test_clickhouse_down_during_capture(self):
         self.fleet("start")
