@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "index/capture_reader.hh"
 #include "index/index_file.hh"
 #include "storage/safe_files.hh"
 
@@ -26,8 +27,10 @@ struct SpoolRecord {
     uint8_t pad[3];
     uint32_t tombstones;
     uint64_t at_ns;
+    uint32_t live;
+    uint32_t reserved;
 };
-static_assert(sizeof(SpoolRecord) == 24);
+static_assert(sizeof(SpoolRecord) == 32);
 
 uint64_t now_ns() {
     return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -99,7 +102,7 @@ Status CatalogPublisher::load_spool() {
         std::memcpy(&r, all.data() + off, sizeof r);
         if (r.table > 1 || r.bytes > all.size() - off - sizeof r) break;
         spool_.push_back(
-            {r.table, r.rows, r.tombstones, r.at_ns, all.substr(off + sizeof r, r.bytes)});
+            {r.table, r.rows, r.tombstones, r.live, r.at_ns, all.substr(off + sizeof r, r.bytes)});
         spool_bytes_ += r.bytes;
         off += sizeof r + r.bytes;
     }
@@ -131,10 +134,15 @@ void CatalogPublisher::stop(int wait_ms) {
     if (thread_.joinable()) thread_.join();
 }
 
+void CatalogPublisher::file_opened(const std::string& hidden, uint32_t writer) {
+    std::lock_guard<std::mutex> g(mu_);
+    events_.push_back({hidden, writer, Kind::kOpened, now_ns()});
+}
+
 void CatalogPublisher::file_closed(const std::string& path, uint32_t writer) {
     {
         std::lock_guard<std::mutex> g(mu_);
-        events_.push_back({path, writer, false, now_ns()});
+        events_.push_back({path, writer, Kind::kClosed, now_ns()});
     }
     cv_.notify_all();
 }
@@ -142,7 +150,7 @@ void CatalogPublisher::file_closed(const std::string& path, uint32_t writer) {
 void CatalogPublisher::file_removed(const std::string& path) {
     {
         std::lock_guard<std::mutex> g(mu_);
-        events_.push_back({path, 0, true, now_ns()});
+        events_.push_back({path, 0, Kind::kRemoved, now_ns()});
     }
     cv_.notify_all();
 }
@@ -172,13 +180,33 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
     auto add = [&](uint8_t table, uint32_t rows, uint32_t tomb, std::string text) {
         if (rows == 0) return;
         spool_bytes_ += text.size();
-        spool_.push_back({table, rows, tomb, at, std::move(text)});
+        spool_.push_back({table, rows, tomb, 0, at, std::move(text)});
         spool_dirty_ = true;
     };
     for (const Event& e : events) {
         const std::string path = absolute(e.path);
         std::string files, flows;
-        if (e.removed) {
+        if (e.kind == Kind::kOpened) {
+            LiveFile& lf = live_[e.writer];
+            lf = LiveFile{};
+            lf.hidden = e.path;
+            continue;
+        }
+        if (e.kind == Kind::kClosed) {
+            // The snapshots of the file under its hidden name end here.
+            auto it = live_.find(e.writer);
+            if (it != live_.end()) {
+                if (it->second.last_id) {
+                    std::string t;
+                    append_file_row(t, o_.host, o_.serve, absolute(it->second.hidden),
+                                    std::max(e.at_ns, it->second.last_id + 1), true, nullptr, 0,
+                                    at);
+                    add(0, 1, 1, std::move(t));
+                }
+                live_.erase(it);
+            }
+        }
+        if (e.kind == Kind::kRemoved) {
             append_file_row(files, o_.host, o_.serve, path, e.at_ns, true, nullptr, 0, at);
             add(0, 1, 1, std::move(files));
             continue;
@@ -237,13 +265,14 @@ bool CatalogPublisher::send_round() {
             bytes += spool_[n++].text.size();
         for (uint8_t table : {uint8_t(0), uint8_t(1)}) {
             std::string body;
-            uint64_t rows = 0, tomb = 0;
+            uint64_t rows = 0, tomb = 0, live = 0;
             for (size_t i = 0; i < n; i++) {
                 const Batch& b = spool_[i];
                 if (b.table != table || b.text.empty()) continue;
                 body += b.text;
                 rows += b.rows;
                 tomb += b.tombstones;
+                live += b.live;
             }
             if (body.empty()) continue;
             const std::string sql =
@@ -269,8 +298,9 @@ bool CatalogPublisher::send_round() {
             spool_dirty_ = true;
             std::lock_guard<std::mutex> g(mu_);
             if (table == 0) {
-                st_.files += rows - tomb;
+                st_.files += rows - tomb - live;
                 st_.tombstones += tomb;
+                st_.live_snapshots += live;
             } else {
                 st_.flows += rows;
             }
@@ -293,6 +323,7 @@ void CatalogPublisher::persist() {
         r.rows = b.rows;
         r.table = b.table;
         r.tombstones = b.tombstones;
+        r.live = b.live;
         r.at_ns = b.at_ns;
         if (!write_all(spool_fd_, &r, sizeof r) ||
             !write_all(spool_fd_, b.text.data(), b.text.size()))
@@ -300,8 +331,66 @@ void CatalogPublisher::persist() {
     }
 }
 
+void CatalogPublisher::snapshot_live() {
+    const uint64_t at = now_ns();
+    for (auto& [writer, lf] : live_) {
+        auto live_idx = index::Index::load(index::index_path_for(lf.hidden), ~0ull);
+        if (!live_idx) continue;  // none yet (written at most once a second)
+        const uint64_t end = live_idx->header().capture_bytes;
+        if (end <= lf.done) continue;
+        // The writer's own file, opened as capd opens its files: never
+        // through a symbolic link, only a regular file of capd's user.
+        auto [dir, leaf] = split_path(lf.hidden);
+        int dfd = open_dir(dir);
+        if (dfd < 0) continue;
+        int fd = open_own_file(dfd, leaf, O_RDONLY, geteuid());
+        ::close(dfd);
+        if (fd < 0) continue;
+        auto reader = index::CaptureReader::open_fd(fd, lf.hidden);
+        if (reader) {
+            if (!lf.begun) {
+                std::vector<uint16_t> lts;
+                for (const auto& itf : reader->info().interfaces) lts.push_back(itf.linktype);
+                lf.builder = std::make_unique<index::IndexBuilder>();
+                lf.builder->begin(reader->info().format, lts, reader->info().data_start);
+                lf.done = reader->info().data_start;
+                lf.begun = true;
+            }
+            index::IndexBuilder& b = *lf.builder;
+            auto r = reader->for_each(lf.done, end, [&](const index::Record& rec) {
+                b.add(rec.offset, rec.rec_bytes, rec.ts_ns, rec.if_id, rec.data, rec.caplen,
+                      rec.wirelen);
+                return true;
+            });
+            if (r && *r > lf.done) {
+                lf.done = *r;
+                auto idx = index::Index::from_bytes(b.serialize(lf.done), ~0ull);
+                if (idx && idx->check_flows(0, idx->flows().size())) {
+                    const uint64_t id = std::max(at, lf.last_id + 1);
+                    const std::string path = absolute(lf.hidden);
+                    std::string files, flows;
+                    append_file_row(files, o_.host, o_.serve, path, id, false, &idx->header(),
+                                    writer, at);
+                    uint32_t n = 0;
+                    for (const auto& f : idx->flows()) {
+                        append_flow_row(flows, o_.host, path, id, f);
+                        n++;
+                    }
+                    spool_bytes_ += files.size() + flows.size();
+                    spool_.push_back({0, 1, 0, 1, at, std::move(files)});
+                    if (n) spool_.push_back({1, n, 0, 0, at, std::move(flows)});
+                    spool_dirty_ = true;
+                    lf.last_id = id;
+                }
+            }
+        }
+        ::close(fd);
+    }
+    enforce_limit();
+}
+
 void CatalogPublisher::run() {
-    uint64_t retry_at = 0;
+    uint64_t retry_at = 0, live_at = now_ns() + uint64_t(o_.live_ms) * 1000000ull;
     for (;;) {
         std::vector<Event> events;
         bool stopping;
@@ -315,6 +404,10 @@ void CatalogPublisher::run() {
             deadline = stop_deadline_ns_;
         }
         if (!events.empty()) make_batches(events);
+        if (!stopping && now_ns() >= live_at) {
+            snapshot_live();
+            live_at = now_ns() + uint64_t(o_.live_ms) * 1000000ull;
+        }
         const uint64_t now = now_ns();
         if (!spool_.empty() && (now >= retry_at || stopping)) {
             if (!(stopping && now >= deadline && retry_at > 0) && !send_round())

@@ -21,8 +21,15 @@
  * error) is published with its file record from nothing but its name and
  * no flows, counted in files_without_index.
  *
- * Gap: the flows of the file being written are not published until it
- * closes (rotation with -G/-C bounds how late they are).
+ * The file being written: every live_ms (3 s) the helper reads what the
+ * writer has put on the disk since the last time (up to the live index's
+ * capture_bytes: whole records), adds it to an IndexBuilder of its own,
+ * and publishes the file (under its hidden name, as capq --serve serves
+ * it) and its flows so far as a new snapshot (a new file_id, which
+ * supersedes the previous one). At its close a tombstone retires the
+ * hidden name and the closed file's rows take over. Cost: one read of the
+ * new bytes from the page cache and the builder's few ns per record, on
+ * the helper's CPU.
  */
 #pragma once
 
@@ -30,6 +37,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -37,6 +45,7 @@
 #include <vector>
 
 #include "common/result.hh"
+#include "index/builder.hh"
 #include "storage/catalog.hh"
 
 namespace linecap::storage {
@@ -50,11 +59,13 @@ struct CatalogOptions {
     uint64_t spool_max = 64ull << 20;  // bytes of rows
     int flush_ms = 1000;               // batching period
     int timeout_ms = 5000;             // per request
+    int live_ms = 3000;                // snapshots of the files being written
     std::string cwd;                   // relative file names are made absolute with it
 };
 
 struct CatalogStats {
     uint64_t files = 0, flows = 0, tombstones = 0;  // rows the server took
+    uint64_t live_snapshots = 0;  // file rows of files being written the server took
     uint64_t files_without_index = 0;
     uint64_t spool_rows = 0, spool_bytes = 0;
     double spool_age_s = 0;  // of the oldest row waiting; 0 when empty
@@ -77,6 +88,8 @@ public:
      * stays in the spool file. */
     void stop(int wait_ms);
 
+    /* A writer opened `hidden` (the file it now writes). */
+    void file_opened(const std::string& hidden, uint32_t writer);
     /* A writer closed `path` (its final name; its index beside it). */
     void file_closed(const std::string& path, uint32_t writer);
     /* `path` was removed (-W, a name a new file takes). */
@@ -90,15 +103,25 @@ private:
         uint8_t table;  // 0 files, 1 flows
         uint32_t rows;
         uint32_t tombstones;  // of the rows (files)
+        uint32_t live;        // of the rows (files): snapshots of files being written
         uint64_t at_ns;       // when it was made
         std::string text;
     };
+    enum class Kind { kOpened, kClosed, kRemoved };
     struct Event {
         std::string path;
         uint32_t writer;
-        bool removed;
+        Kind kind;
         uint64_t at_ns;
     };
+    struct LiveFile {
+        std::string hidden;  // as the writer names it
+        uint64_t done = 0;   // bytes read so far (whole records)
+        bool begun = false;
+        uint64_t last_id = 0;  // file_id of the last snapshot sent; 0: none
+        std::unique_ptr<index::IndexBuilder> builder;
+    };
+    void snapshot_live();
     void run();
     void make_batches(std::vector<Event>& events);
     bool send_round();
@@ -116,6 +139,7 @@ private:
     uint64_t stop_deadline_ns_ = 0;
 
     // Helper thread only, except the counters copied under mu_.
+    std::map<uint32_t, LiveFile> live_;  // by writer
     std::deque<Batch> spool_;
     uint64_t spool_bytes_ = 0;
     bool spool_dirty_ = false;

@@ -107,12 +107,13 @@ struct FileSetOptions {
     // CPUs for -z commands: capd's at start (storage/spawn.hh); empty: the
     // writer's own.
     std::vector<int> child_cpus;
-    // Told of every file named into place (removed = false, after the
-    // rename) and of every named file removed or taken over for reuse
-    // (removed = true): the fleet catalogue (storage/catalog_publisher.hh).
+    // Told of every file opened (its hidden name), named into place (its
+    // final name, after the rename) and of every named file removed or taken
+    // over for reuse: the fleet catalogue (storage/catalog_publisher.hh).
     // Called on the writer thread at open/close, never per packet; must not
     // block.
-    std::function<void(const std::string& name, bool removed)> on_file;
+    enum class FileEvent { kOpened, kClosed, kRemoved };
+    std::function<void(const std::string& name, FileEvent ev)> on_file;
 };
 
 class Disposer;
