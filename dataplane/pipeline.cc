@@ -267,11 +267,15 @@ Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& i
         storage::WriterConfig cfg = writer_config(o, wr);
         cfg.ifaces = ifaces;
         if (catalog)
-            cfg.files.on_file = [pub = catalog.get(), wr](const std::string& name, bool removed) {
-                if (removed)
+            cfg.files.on_file = [pub = catalog.get(), wr](const std::string& name,
+                                                          storage::FileSetOptions::FileEvent ev) {
+                using Ev = storage::FileSetOptions::FileEvent;
+                if (ev == Ev::kRemoved)
                     pub->file_removed(name);
-                else
+                else if (ev == Ev::kClosed)
                     pub->file_closed(name, wr);
+                else
+                    pub->file_opened(name, wr);
             };
         cfg.interface_counters = [this](uint32_t if_id, storage::InterfaceCounters& c) {
             SourceCounters sc = sources[if_id]->counters();
@@ -504,6 +508,7 @@ Summary Pipeline::collect() const {
         s.catalog.files = c.files;
         s.catalog.flows = c.flows;
         s.catalog.tombstones = c.tombstones;
+        s.catalog.live_snapshots = c.live_snapshots;
         s.catalog.files_without_index = c.files_without_index;
         s.catalog.spool_rows = c.spool_rows;
         s.catalog.spool_bytes = c.spool_bytes;

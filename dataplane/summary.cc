@@ -144,6 +144,7 @@ nlohmann::json summary_to_json(const Summary& s) {
         j["catalog"] = {{"files", c.files},
                         {"flows", c.flows},
                         {"tombstones", c.tombstones},
+                        {"live_snapshots", c.live_snapshots},
                         {"files_without_index", c.files_without_index},
                         {"spool_rows", c.spool_rows},
                         {"spool_bytes", c.spool_bytes},

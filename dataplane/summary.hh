@@ -53,7 +53,7 @@ struct PoolUse {
  * waiting in the spool, rows dropped from a full spool. */
 struct CatalogSummary {
     bool enabled = false;
-    uint64_t files = 0, flows = 0, tombstones = 0, files_without_index = 0;
+    uint64_t files = 0, flows = 0, tombstones = 0, files_without_index = 0, live_snapshots = 0;
     uint64_t spool_rows = 0, spool_bytes = 0, dropped_rows = 0, send_errors = 0;
     double spool_age_s = 0;  // of the oldest row waiting
     std::string last_error;
