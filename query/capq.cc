@@ -137,8 +137,9 @@ int main(int argc, char** argv) {
     } else if (!max_packets.empty() || !max_bytes.empty() ||
                (fleet_url.empty() &&
                 (!so.tls.cert.empty() || !so.tls.key.empty() || !so.tls.ca.empty()))) {
-        return fail("--cert, --key, --ca and --max-* apply to --serve and --fleet-hosts "
-                    "(--cert, --key, --ca also to --fleet)");
+        return fail(
+            "--cert, --key, --ca and --max-* apply to --serve and --fleet-hosts "
+            "(--cert, --key, --ca also to --fleet)");
     }
     if (!so.listen.empty()) {
         if (!words.empty() || !since.empty() || !until.empty() || !o.out.empty())
