@@ -194,7 +194,7 @@ hosts_start() {
 		h=$dir/h$n
 		mkdir -p "$h/cap"
 		"$build/dataplane/capd" -q -i "af_packet:eth0@netns=$pfx-h$n" \
-			-w "$h/cap/h$n-%s.pcap" -G 2 -W 100 --nano --ctl "$h/ctl.sock" \
+			-w "$h/cap/h$n-%s.pcap" -G "${LINECAP_FLEET_ROTATE:-2}" -W 100 --nano --ctl "$h/ctl.sock" \
 			--catalog "http://127.0.0.1:$base" --catalog-host "h$n" \
 			--catalog-serve "127.0.0.1:$((sbase + n))" --catalog-spool "$h/spool" \
 			--stats-json "$h/summary.json" \

@@ -7,6 +7,8 @@ Each test starts its own catalogue with scripts/fleet.sh (two ClickHouse
 tables) under its temporary directory; the fleet tests also start the three
 capture hosts (namespaces with 198.18.0.1..3 on veth pairs, a capd each)
 and send bounded UDP bursts between them. Checked:
+  - the file being written is published every few seconds (its flows, and
+    its packets through capq --fleet), then replaced by the closed file;
   - every closed file of every host is in the catalogue, and per host the
     catalogue's flows equal the host's own `capq --flows` (the union over
     the hosts: `capq --fleet --flows`), with and without an expression;
@@ -222,6 +224,29 @@ class FleetTest(CapdTestCase):
         self.assertRegex(err, r"h2 \([^)]*\): unreachable")
         self.assertRegex(err, r"h1 \([^)]*\): answered, [1-9]")
         self.assertRegex(err, r"h3 \([^)]*\): answered, [1-9]")
+
+    def test_open_file_flows_are_published(self):
+        # Files that stay open (-G 3600): their flows arrive while written.
+        self.env["LINECAP_FLEET_ROTATE"] = "3600"
+        self.fleet("start")
+        self.send_traffic("d")
+        expr = ["udp", "and", "host", "198.18.0.1", "and", "host", "198.18.0.2"]
+
+        def h2_packets():
+            out = self.capq("--fleet", self.url, "--flows", "--json", *expr)
+            return sum(f["packets"] for f in json.loads(out) if f["host"] == "h2")
+        ok = capdtest.wait_until(lambda: h2_packets() == 200, 30, interval=0.5)
+        self.assertTrue(ok, f"the open file's flows did not arrive: {h2_packets()} packets")
+        self.assertGreater(self.stats(2)["catalog"]["live_snapshots"], 0)
+        self.assertEqual(self.files_on_disk(os.path.join(self.dir, "h2", "cap")), [])  # none closed
+        # Its packets, from the file being written.
+        p = self.fleet_query("-w", self.path("live.pcap"), *expr)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertRegex(err, r"h2 \([^)]*\): answered, 200 packets")
+        # At the close the closed file takes over from the snapshots.
+        self.fleet("hosts-stop")
+        self.check_hosts_match()
 
     def test_clickhouse_down_during_capture(self):
         self.fleet("start")
