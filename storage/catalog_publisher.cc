@@ -80,6 +80,7 @@ Result<std::unique_ptr<CatalogPublisher>> CatalogPublisher::create(CatalogOption
                                               : std::string(std::strerror(err))));
         p->spool_fd_ = fd;
         if (Status s = p->load_spool(); !s) return s.failure();
+        p->persist();  // what a smaller limit dropped is gone from the file too
     }
     return p;
 }
