@@ -108,21 +108,55 @@ struct FlowRow {
 };
 
 /* The live flows of the window that may match. */
+/* For each (host, path): the latest file_id and whether that row is a
+ * tombstone; asked for the given pairs only (the files table is ordered by
+ * host and path, so this reads a few granules per pair). */
+Result<std::map<std::pair<std::string, std::string>, std::pair<uint64_t, bool>>> file_states(
+    const storage::CatalogUrl& url, const CatalogTables& t,
+    const std::set<std::pair<std::string, std::string>>& pairs) {
+    std::map<std::pair<std::string, std::string>, std::pair<uint64_t, bool>> out;
+    auto it = pairs.begin();
+    while (it != pairs.end()) {
+        std::string list;
+        for (size_t n = 0; n < 1000 && it != pairs.end(); n++, ++it)
+            list += (list.empty() ? "(" : ", (") + storage::sql_quote(it->first) + ", " +
+                    storage::sql_quote(it->second) + ")";
+        auto r = storage::clickhouse_query(
+            url, "SELECT host, path, max(file_id), argMax(gone, file_id) FROM " + t.files +
+                     " WHERE (host, path) IN (" + list +
+                     ") GROUP BY host, path FORMAT TabSeparated");
+        if (!r) return r.failure();
+        for (const auto& line : split(*r, '\n')) {
+            auto c = split(line, '\t');
+            if (c.size() == 4) out[{unescape(c[0]), unescape(c[1])}] = {u64(c[2]), c[3] != "0"};
+        }
+    }
+    return out;
+}
+
+/* The live flows of the window that may match. With an address restriction
+ * the candidate flows are few: they are fetched first and their files'
+ * states asked for them alone; without one, the live files are a subquery. */
 Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const CatalogTables& t,
                                          uint64_t since_ns, uint64_t until_ns, Filters& f,
                                          const std::string& addr_terms) {
-    std::string sql = "SELECT host, path, hex(key), first_ns, last_ns, packets, bytes FROM " +
-                      t.flows + " WHERE first_ns < " + std::to_string(until_ns) +
-                      " AND last_ns >= " + std::to_string(since_ns);
-    if (!addr_terms.empty()) sql += " AND " + addr_terms;
-    sql += " AND (host, path, file_id) GLOBAL IN (" + live_files_sql(t) + ") FORMAT TabSeparated";
+    std::string sql =
+        "SELECT host, path, hex(key), first_ns, last_ns, packets, bytes, file_id FROM " + t.flows +
+        " WHERE first_ns < " + std::to_string(until_ns) +
+        " AND last_ns >= " + std::to_string(since_ns);
+    if (!addr_terms.empty())
+        sql += " AND " + addr_terms;
+    else
+        sql += " AND (host, path, file_id) GLOBAL IN (" + live_files_sql(t) + ")";
+    sql += " FORMAT TabSeparated";
     auto r = storage::clickhouse_query(url, sql);
     if (!r) return r.failure();
     std::vector<FlowRow> rows;
+    std::vector<uint64_t> ids;
     for (const auto& line : split(*r, '\n')) {
         if (line.empty()) continue;
         auto c = split(line, '\t');
-        if (c.size() != 7) return make_error(EIO, url.text + ": unexpected answer: " + line);
+        if (c.size() != 8) return make_error(EIO, url.text + ": unexpected answer: " + line);
         FlowRow row;
         row.host = unescape(c[0]);
         row.path = unescape(c[1]);
@@ -138,8 +172,20 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
             if (!(*ff)->eval(row.key).may_accept) continue;
         }
         rows.push_back(std::move(row));
+        ids.push_back(u64(c[7]));
     }
-    return rows;
+    if (addr_terms.empty()) return rows;
+    std::set<std::pair<std::string, std::string>> pairs;
+    for (const auto& row : rows) pairs.insert({row.host, row.path});
+    auto states = file_states(url, t, pairs);
+    if (!states) return states.failure();
+    std::vector<FlowRow> live;
+    for (size_t i = 0; i < rows.size(); i++) {
+        auto it = states->find({rows[i].host, rows[i].path});
+        if (it != states->end() && it->second.first == ids[i] && !it->second.second)
+            live.push_back(std::move(rows[i]));
+    }
+    return live;
 }
 
 /* host -> serve, from the files table (the latest file row of each host). */
