@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -28,7 +29,8 @@ public:
     Result<const index::FlowFilter*> get(uint16_t linktype) {
         auto it = by_lt_.find(linktype);
         if (it != by_lt_.end()) return it->second.get();
-        auto p = filters::compile_classic(expr_, linktype, kSnaplen);
+        // LINKTYPE_RAW (101) in files is DLT_RAW (12) to pcap_compile().
+        auto p = filters::compile_classic(expr_, linktype == 101 ? 12 : linktype, kSnaplen);
         if (!p) return make_error(p.code(), expr_ + ": " + p.error());
         auto ff = std::make_unique<index::FlowFilter>(std::move(*p), linktype);
         return by_lt_.emplace(linktype, std::move(ff)).first->second.get();
@@ -83,22 +85,28 @@ std::string live_files_sql(const CatalogTables& t) {
            " GROUP BY host, path HAVING argMax(gone, file_id) = 0";
 }
 
-/* The address restriction of a filter: "" when it proves none. */
+/* The address restriction of a filter: "" when it proves none. Only the
+ * link types the flow key walks give IP flows (flow_key.hh: Ethernet,
+ * Linux cooked, raw IP); the addresses each one's filter proves are
+ * united, and a flow of any other kind has zero addresses (so the zero
+ * address joins the set: non-IP flows are always candidates). Every term
+ * is on the flows table's ordering key. */
 Result<std::string> address_terms(Filters& f) {
     if (f.empty()) return std::string();
-    auto ff = f.get(1);  // Ethernet: what capd's sources give
-    if (!ff) return ff.failure();
-    const auto& req = (*ff)->required_addresses();
-    if (!req) return std::string();
+    std::set<std::array<uint8_t, 16>> all;
+    for (uint16_t lt : {uint16_t(1), uint16_t(113), uint16_t(12)}) {
+        auto ff = f.get(lt);
+        if (!ff) return ff.failure();
+        const auto& req = (*ff)->required_addresses();
+        if (!req) return std::string();
+        all.insert(req->begin(), req->end());
+    }
+    all.insert(std::array<uint8_t, 16>{});
     std::string list;
-    for (const auto& a : *req)
+    for (const auto& a : all)
         list += (list.empty() ? "" : ", ") + std::string("toFixedString(") +
                 storage::sql_addr(a.data()) + ", 16)";
-    // Non-IP flows have zero addresses and are always candidates; so are
-    // flows of another link type (the key's linktype, bytes 46-47), whose
-    // filter proves its own addresses.
-    return "(src IN (" + list + ") OR dst IN (" + list +
-           ") OR ip_version = 0 OR substring(key, 47, 2) != unhex('0100'))";
+    return "(src IN (" + list + ") OR dst IN (" + list + "))";
 }
 
 struct FlowRow {
