@@ -137,6 +137,16 @@ std::string format_stats(const nlohmann::json& s) {
     for (const auto& r : s["rules"])
         o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)") << ": "
           << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes\n";
+    if (s.contains("catalog") && s["catalog"].is_object()) {
+        const auto& c = s["catalog"];
+        snprintf(b, sizeof(b), "%.1f", c.value("spool_age_s", 0.0));
+        o << "catalogue: " << u(c, "files") << " files, " << u(c, "flows") << " flows, "
+          << u(c, "tombstones") << " removals sent; spool " << u(c, "spool_rows") << " rows ("
+          << u(c, "spool_bytes") << " bytes, oldest " << b << " s), dropped "
+          << u(c, "dropped_rows") << ", send errors " << u(c, "send_errors") << "\n";
+        if (!c.value("last_error", "").empty())
+            o << "          last error: " << c["last_error"].get<std::string>() << "\n";
+    }
     if (s.contains("mempools")) {
         const auto& m = s["mempools"];
         o << "mempools: mbufs " << u(m["mbufs"], "in_use") << "/" << u(m["mbufs"], "size")
@@ -268,6 +278,27 @@ std::string format_prometheus(const nlohmann::json& s) {
             o << "linecap_oldest_packet_kept_seconds{writer=\"" << wi << "\"} "
               << u(w, "oldest_kept_ns") / 1000000000ull << "\n";
         wi++;
+    }
+    if (s.contains("catalog") && s["catalog"].is_object()) {
+        const auto& c = s["catalog"];
+        counter("linecap_catalog_rows_sent_total", "Catalogue rows the server took, by kind.");
+        o << "linecap_catalog_rows_sent_total{kind=\"file\"} " << u(c, "files") << "\n"
+          << "linecap_catalog_rows_sent_total{kind=\"flow\"} " << u(c, "flows") << "\n"
+          << "linecap_catalog_rows_sent_total{kind=\"removal\"} " << u(c, "tombstones") << "\n";
+        counter("linecap_catalog_rows_dropped_total",
+                "Catalogue rows dropped, oldest first, from a full spool.");
+        o << "linecap_catalog_rows_dropped_total " << u(c, "dropped_rows") << "\n";
+        counter("linecap_catalog_send_errors_total", "Catalogue requests that failed.");
+        o << "linecap_catalog_send_errors_total " << u(c, "send_errors") << "\n";
+        o << "# HELP linecap_catalog_spool_rows Catalogue rows waiting in the spool.\n"
+          << "# TYPE linecap_catalog_spool_rows gauge\nlinecap_catalog_spool_rows "
+          << u(c, "spool_rows") << "\n"
+          << "# HELP linecap_catalog_spool_bytes Bytes of rows waiting in the spool.\n"
+          << "# TYPE linecap_catalog_spool_bytes gauge\nlinecap_catalog_spool_bytes "
+          << u(c, "spool_bytes") << "\n"
+          << "# HELP linecap_catalog_spool_age_seconds Age of the oldest row in the spool.\n"
+          << "# TYPE linecap_catalog_spool_age_seconds gauge\nlinecap_catalog_spool_age_seconds "
+          << c.value("spool_age_s", 0.0) << "\n";
     }
     o << "# HELP linecap_elapsed_seconds Seconds since capture started.\n"
       << "# TYPE linecap_elapsed_seconds gauge\n"

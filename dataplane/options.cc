@@ -8,6 +8,7 @@
 #include <regex>
 
 #include "dataplane/list_sources.hh"
+#include "storage/catalog.hh"
 #include "storage/chunk.hh"
 
 namespace linecap::dataplane {
@@ -322,6 +323,28 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_flag("--align", o.align,
                  "start -G periods at whole multiples of G seconds of local time (-G 60: at "
                  "each minute) instead of at capd's start");
+    std::string spool_max;
+    app.add_option("--catalog", o.catalog_url,
+                   "publish every closed file's record and flows to the fleet catalogue "
+                   "(ClickHouse's HTTP interface, http://HOST:PORT)")
+        ->type_name("URL");
+    app.add_option("--catalog-tables", o.catalog_tables,
+                   "the catalogue's files and flows tables (default linecap_files,linecap_flows)")
+        ->type_name("FILES,FLOWS");
+    app.add_option("--catalog-host", o.catalog_host,
+                   "this host's name in the catalogue (default: the hostname)")
+        ->type_name("NAME");
+    app.add_option("--catalog-serve", o.catalog_serve,
+                   "where this host's capq --serve answers, for the catalogue")
+        ->type_name("ADDR:PORT");
+    app.add_option("--catalog-spool", o.catalog_spool,
+                   "file holding the catalogue rows not sent yet (default: .capd-catalog.spool "
+                   "beside -w)")
+        ->type_name("PATH");
+    app.add_option("--catalog-spool-max", spool_max,
+                   "bytes of rows the spool holds before it drops the oldest (K, M, G "
+                   "suffixes; default 64M)")
+        ->type_name("SIZE");
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");
@@ -581,6 +604,35 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                               "' has no direction "
                               "(only kernel interfaces do); use a filter instead");
         }
+    if (!spool_max.empty()) {
+        char* end = nullptr;
+        errno = 0;
+        unsigned long long v = std::strtoull(spool_max.c_str(), &end, 10);
+        uint64_t mul = 1;
+        if (*end == 'K' || *end == 'k') mul = 1ull << 10;
+        if (*end == 'M' || *end == 'm') mul = 1ull << 20;
+        if (*end == 'G' || *end == 'g') mul = 1ull << 30;
+        if (mul != 1) end++;
+        if (end == spool_max.c_str() || *end != '\0' || errno || v == 0 || v > (1ull << 44) / mul)
+            return make_error("--catalog-spool-max: expected a size such as 64M, not '" +
+                              spool_max + "'");
+        o.catalog_spool_max = v * mul;
+    }
+    const bool catalog_opts = !o.catalog_tables.empty() || !o.catalog_host.empty() ||
+                              !o.catalog_serve.empty() || !o.catalog_spool.empty() ||
+                              !spool_max.empty();
+    if (catalog_opts && o.catalog_url.empty())
+        return make_error("--catalog-tables/-host/-serve/-spool need --catalog URL");
+    if (!o.catalog_url.empty()) {
+        if (auto u = storage::parse_catalog_url(o.catalog_url); !u)
+            return make_error("--catalog: " + u.error());
+        if (!o.catalog_tables.empty())
+            if (auto t = storage::parse_catalog_tables(o.catalog_tables); !t) return t.failure();
+        if (o.write_path == "-") return make_error("--catalog publishes files; -w - writes none");
+        if (o.catalog_host.size() > 255 ||
+            o.catalog_host.find_first_of("\t\n\\") != std::string::npos)
+            return make_error("--catalog-host: a name without tabs, newlines or backslashes");
+    }
     return o;
 }
 

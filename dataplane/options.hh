@@ -127,6 +127,14 @@ struct Options {
     bool keep_going_on_source_loss = false;
     // --xdp-generic: af_xdp attaches its XDP program in generic (SKB) mode.
     bool xdp_generic = false;
+    // --catalog URL: the fleet catalogue (storage/catalog_publisher.hh);
+    // empty: none. The rest apply only with it.
+    std::string catalog_url;
+    std::string catalog_tables;  // --catalog-tables FILES,FLOWS ("": the defaults)
+    std::string catalog_host;    // --catalog-host ("": the machine's hostname)
+    std::string catalog_serve;   // --catalog-serve ADDR:PORT
+    std::string catalog_spool;   // --catalog-spool ("": DIR/.capd-catalog.spool beside -w)
+    uint64_t catalog_spool_max = 64ull << 20;  // --catalog-spool-max, bytes
 
     /* Frames (2 KiB each) of each af_packet queue's kernel ring: -B's KiB
      * when given, else --rx-desc. */

@@ -65,6 +65,8 @@ struct Pipeline::Impl {
     std::vector<std::unique_ptr<FlowTable>> flow_tables;    // one per worker, or none
     Mempool chunks;
     std::vector<std::unique_ptr<storage::ChunkRing>> rings;
+    // Before the writers, which tell it of their files: it outlives them.
+    std::unique_ptr<storage::CatalogPublisher> catalog;
     std::vector<std::unique_ptr<storage::Writer>> writers;
     std::vector<unsigned> worker_lcores, writer_lcores;
     CountLimit limit;
@@ -310,6 +312,17 @@ Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& i
     for (unsigned wr = 0; wr < o.writers; wr++) {
         storage::WriterConfig cfg = writer_config(o, wr);
         cfg.ifaces = ifaces;
+        if (catalog)
+            cfg.files.on_file = [pub = catalog.get(), wr](const std::string& name,
+                                                          storage::FileSetOptions::FileEvent ev) {
+                using Ev = storage::FileSetOptions::FileEvent;
+                if (ev == Ev::kRemoved)
+                    pub->file_removed(name);
+                else if (ev == Ev::kClosed)
+                    pub->file_closed(name, wr);
+                else
+                    pub->file_opened(name, wr);
+            };
         cfg.interface_counters = [this](uint32_t if_id, storage::InterfaceCounters& c) {
             SourceCounters sc = sources[if_id]->counters();
             for (QueueStats* q : queues_of_if[if_id]) {
@@ -373,6 +386,11 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(const Options& o, const Place
 
     st = p.make_workers(placement, *fields);
     if (!st) return make_error(st.error());
+    if (!o.rx_only && !o.catalog_url.empty()) {
+        auto c = make_catalog_publisher(o);
+        if (!c) return make_error(c.error());
+        p.catalog = std::move(*c);
+    }
     if (!o.rx_only) {
         st = p.make_rings();
         if (st) st = p.make_writers(ifaces);
@@ -391,6 +409,8 @@ int writer_main(void* arg) {
 void Pipeline::start() {
     Impl& p = *impl_;
     p.started = std::chrono::steady_clock::now();
+    // On this (the control) thread's CPUs, never a worker's or writer's.
+    if (p.catalog) p.catalog->start();
     for (size_t i = 0; i < p.writers.size(); i++)
         rte_eal_remote_launch(writer_main, p.writers[i].get(), p.writer_lcores[i]);
     for (size_t i = 0; i < p.workers.size(); i++)
@@ -435,6 +455,8 @@ Summary Pipeline::finish() {
     for (unsigned lc : p.writer_lcores) rte_eal_wait_lcore(lc);
     p.elapsed = d.count();
     p.finished = true;
+    // The last files' rows: sent if the catalogue answers soon, else spooled.
+    if (p.catalog) p.catalog->stop(3000);
     Summary s = collect();
     for (auto& src : p.sources) src->stop();
     return s;
@@ -544,6 +566,22 @@ Summary Pipeline::collect() const {
 
     // Rule counters: retired snapshots' totals plus the live one's.
     s.rules = p.rules->totals();
+    if (p.catalog) {
+        storage::CatalogStats c = p.catalog->stats();
+        s.catalog.enabled = true;
+        s.catalog.files = c.files;
+        s.catalog.flows = c.flows;
+        s.catalog.tombstones = c.tombstones;
+        s.catalog.live_snapshots = c.live_snapshots;
+        s.catalog.files_without_index = c.files_without_index;
+        s.catalog.spool_rows = c.spool_rows;
+        s.catalog.spool_bytes = c.spool_bytes;
+        s.catalog.spool_age_s = c.spool_age_s;
+        s.catalog.dropped_rows = c.dropped_rows;
+        s.catalog.send_errors = c.send_errors;
+        // Not an error of the capture (exit status 0): its own counter.
+        s.catalog.last_error = c.last_error;
+    }
     return s;
 }
 

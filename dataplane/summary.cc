@@ -97,6 +97,17 @@ std::string summary_text(const Summary& s) {
         }
         out += "\n";
     }
+    if (s.catalog.enabled) {
+        const CatalogSummary& c = s.catalog;
+        snprintf(buf, sizeof(buf),
+                 "capd: catalogue: %llu files, %llu flows, %llu removals sent; spool %llu rows "
+                 "(%llu bytes, oldest %.1f s), %llu dropped, %llu send errors\n",
+                 (unsigned long long)c.files, (unsigned long long)c.flows,
+                 (unsigned long long)c.tombstones, (unsigned long long)c.spool_rows,
+                 (unsigned long long)c.spool_bytes, c.spool_age_s,
+                 (unsigned long long)c.dropped_rows, (unsigned long long)c.send_errors);
+        out += buf;
+    }
     for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
     return out;
 }
@@ -184,6 +195,20 @@ nlohmann::json summary_to_json(const Summary& s) {
             {{"name", r.name}, {"packets", r.packets}, {"bytes", r.bytes}, {"active", r.active}});
     j["mempools"] = {{"mbufs", {{"in_use", s.mbufs.in_use}, {"size", s.mbufs.size}}},
                      {"chunks", {{"in_use", s.chunks.in_use}, {"size", s.chunks.size}}}};
+    if (s.catalog.enabled) {
+        const CatalogSummary& c = s.catalog;
+        j["catalog"] = {{"files", c.files},
+                        {"flows", c.flows},
+                        {"tombstones", c.tombstones},
+                        {"live_snapshots", c.live_snapshots},
+                        {"files_without_index", c.files_without_index},
+                        {"spool_rows", c.spool_rows},
+                        {"spool_bytes", c.spool_bytes},
+                        {"spool_age_s", c.spool_age_s},
+                        {"dropped_rows", c.dropped_rows},
+                        {"send_errors", c.send_errors},
+                        {"last_error", c.last_error}};
+    }
     j["errors"] = s.errors;
     return j;
 }

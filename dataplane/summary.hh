@@ -66,6 +66,16 @@ struct PoolUse {
     uint64_t in_use = 0, size = 0;
 };
 
+/* The fleet catalogue's publisher (--catalog): rows the server took, rows
+ * waiting in the spool, rows dropped from a full spool. */
+struct CatalogSummary {
+    bool enabled = false;
+    uint64_t files = 0, flows = 0, tombstones = 0, files_without_index = 0, live_snapshots = 0;
+    uint64_t spool_rows = 0, spool_bytes = 0, dropped_rows = 0, send_errors = 0;
+    double spool_age_s = 0;  // of the oldest row waiting
+    std::string last_error;
+};
+
 struct Summary {
     double elapsed_s = 0;
     uint64_t received = 0;
@@ -85,6 +95,7 @@ struct Summary {
     std::vector<std::string> errors;  // damaged input, write errors
     bool hugepages = false;
     PoolUse mbufs, chunks;  // packet buffers, worker-to-writer chunks
+    CatalogSummary catalog;
 };
 
 std::string summary_text(const Summary& s);

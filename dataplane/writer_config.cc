@@ -1,5 +1,12 @@
 #include "dataplane/writer_config.hh"
 
+#include <limits.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "storage/safe_files.hh"
+
 namespace linecap::dataplane {
 
 storage::WriterConfig writer_config(const Options& o, unsigned writer_index) {
@@ -30,6 +37,40 @@ storage::WriterConfig writer_config(const Options& o, unsigned writer_index) {
     cfg.write_behind_bytes = uint64_t(o.write_behind_mb) << 20;
     cfg.index = !o.no_index;
     return cfg;
+}
+
+Result<std::unique_ptr<storage::CatalogPublisher>> make_catalog_publisher(const Options& o) {
+    storage::CatalogOptions c;
+    auto url = storage::parse_catalog_url(o.catalog_url);
+    if (!url) return make_error("--catalog: " + url.error());
+    c.url = *url;
+    if (!o.catalog_tables.empty()) {
+        auto t = storage::parse_catalog_tables(o.catalog_tables);
+        if (!t) return t.failure();
+        c.tables = *t;
+    }
+    c.host = o.catalog_host;
+    if (c.host.empty()) {
+        char name[HOST_NAME_MAX + 1] = {};
+        if (gethostname(name, sizeof name - 1) != 0 || name[0] == '\0')
+            return make_error("--catalog: no hostname; give --catalog-host NAME");
+        c.host = name;
+    }
+    c.serve = o.catalog_serve;
+    c.spool_path = o.catalog_spool;
+    if (c.spool_path.empty()) {
+        std::string dir = storage::split_path(o.write_path).first;
+        c.spool_path = dir + "/.capd-catalog.spool";
+    }
+    c.spool_max = o.catalog_spool_max;
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd) == nullptr)
+        return make_error(std::string("--catalog: cannot name the current directory: ") +
+                          std::strerror(errno));
+    c.cwd = cwd;
+    auto p = storage::CatalogPublisher::create(std::move(c));
+    if (!p) return make_error("--catalog: " + p.error());
+    return std::move(*p);
 }
 
 }  // namespace linecap::dataplane

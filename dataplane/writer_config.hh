@@ -5,7 +5,10 @@
  * open. Pure; control thread. */
 #pragma once
 
+#include <memory>
 #include "dataplane/options.hh"
+
+#include "storage/catalog_publisher.hh"
 #include "storage/writer.hh"
 
 namespace linecap::dataplane {
@@ -14,5 +17,10 @@ namespace linecap::dataplane {
 inline constexpr const char* kApplication = "linecap capd 0.1.0";
 
 storage::WriterConfig writer_config(const Options& o, unsigned writer_index);
+
+/* With --catalog: the publisher its options ask for (host defaults to the
+ * hostname, the spool to .capd-catalog.spool in -w's directory), its spool
+ * opened; not started. Errors name the option or the spool file. */
+Result<std::unique_ptr<storage::CatalogPublisher>> make_catalog_publisher(const Options& o);
 
 }  // namespace linecap::dataplane

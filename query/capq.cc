@@ -5,6 +5,13 @@
  *        [--format pcap|pcapng] [--explain] [EXPRESSION...]
  *   capq --flows [--json] [-r DIR|FILE]... [--since T] [--until T] [EXPRESSION...]
  *   capq --reindex FILE...
+ *   capq --serve ADDR:PORT --cert F --key F --ca F -r DIR... [--max-packets N]
+ *        [--max-bytes SIZE] [--max-clients N]
+ *   capq --fleet-hosts ADDR:PORT,... --cert F --key F --ca F [--since T]
+ *        [--until T] [-w OUT|-] [EXPRESSION...]
+ *   capq --fleet URL --cert F --key F --ca F [--since T] [--until T] [-w OUT|-] [EXPR...]
+ *   capq --fleet URL --flows [--json] [--fleet-tables FILES,FLOWS] [--since T] [--until T] [EXPR...]
+ *   capq --fleet-schema [CLUSTER]   (the catalogue's CREATE statements, one a line)
  *
  * The composition root: options here, the work in commands.cc. No DPDK EAL.
  */
@@ -16,7 +23,10 @@
 #include <string>
 #include <vector>
 
+#include "query/catalog.hh"
 #include "query/commands.hh"
+#include "query/fleet.hh"
+#include "query/serve.hh"
 #include "query/time_spec.hh"
 
 using namespace linecap;
@@ -31,7 +41,10 @@ const char* kFooter =
     "Output: pcap (nanosecond when any input is) or pcapng, in timestamp order across\n"
     "files; to -w OUT, or to stdout when it is not a terminal. --explain alone prints\n"
     "the plan and writes no packets. A reader that closes the pipe early ends capq\n"
-    "quietly with exit 0.\n";
+    "quietly with exit 0.\n"
+    "--serve answers GET /v1/packets over HTTPS (client certificates signed by --ca);\n"
+    "--fleet-hosts asks several such hosts and merges their answers: exit 0 when every\n"
+    "host answered completely, 3 when the answer is partial (each host is reported).\n";
 
 int fail(const std::string& msg) {
     std::fprintf(stderr, "capq: %s\n", msg.c_str());
@@ -45,6 +58,8 @@ int main(int argc, char** argv) {
     std::string since, until, format = "pcap";
     std::vector<std::string> words;
     bool flows = false, reindex = false;
+    ServeOptions so;
+    std::string fleet_hosts, max_packets, max_bytes;
     CLI::App app{"capq: finds stored packets through capd's index", "capq"};
     app.get_formatter()->label("Usage", "usage");
     app.footer(kFooter);
@@ -60,6 +75,31 @@ int main(int argc, char** argv) {
     app.add_flag("--flows", flows, "list the matching flows from the index, no packets");
     app.add_flag("--json", o.json, "--flows as a JSON array");
     app.add_flag("--reindex", reindex, "write the index of each FILE given as argument");
+    std::string fleet_url, fleet_tables, fleet_schema;
+    app.add_option("--fleet", fleet_url,
+                   "ask the fleet catalogue (ClickHouse's HTTP interface) instead of -r")
+        ->type_name("URL");
+    app.add_option("--fleet-tables", fleet_tables,
+                   "the catalogue's files and flows tables (default linecap_files,linecap_flows)")
+        ->type_name("FILES,FLOWS");
+    auto* schema_opt = app.add_option("--fleet-schema", fleet_schema,
+                                      "print the catalogue's CREATE statements, one a line, "
+                                      "for a cluster (Distributed tables) or none")
+                           ->type_name("CLUSTER")
+                           ->expected(0, 1);
+    app.add_option("--serve", so.listen, "serve the -r directories over HTTPS")
+        ->type_name("ADDR:PORT");
+    app.add_option("--fleet-hosts", fleet_hosts, "ask these capq --serve hosts, merge")
+        ->type_name("ADDR:PORT,...");
+    app.add_option("--cert", so.tls.cert, "this host's certificate (PEM)")->type_name("FILE");
+    app.add_option("--key", so.tls.key, "its private key (PEM)")->type_name("FILE");
+    app.add_option("--ca", so.tls.ca, "the fleet CA's certificate (PEM)")->type_name("FILE");
+    app.add_option("--max-packets", max_packets, "--serve: packets per request at most")
+        ->type_name("N");
+    app.add_option("--max-bytes", max_bytes, "--serve: pcap bytes per request at most")
+        ->type_name("SIZE");
+    app.add_option("--max-clients", so.max_clients, "--serve: requests served at once (8)")
+        ->type_name("N");
     app.add_option("expression", words, "pcap-filter EXPRESSION (or FILEs with --reindex)");
     try {
         app.parse(argc, argv);
@@ -71,11 +111,57 @@ int main(int argc, char** argv) {
             if (c == '\n') c = ' ';
         return fail(msg);
     }
+    if (schema_opt->count() > 0) {
+        storage::CatalogTables t;
+        if (!fleet_tables.empty()) {
+            auto r = storage::parse_catalog_tables(fleet_tables);
+            if (!r) return fail(r.error());
+            t = *r;
+        }
+        for (const auto& sql : storage::catalog_schema_sql(t, fleet_schema))
+            std::printf("%s\n", sql.c_str());
+        return 0;
+    }
     if (reindex) {
         if (flows || o.explain || !o.inputs.empty() || !o.out.empty())
             return fail("--reindex takes only FILE arguments");
         return run_reindex(words);
     }
+    if (!so.listen.empty() || !fleet_hosts.empty()) {
+        if (!so.listen.empty() && !fleet_hosts.empty())
+            return fail("--serve and --fleet-hosts are two commands: give one");
+        if (reindex || flows || o.explain || o.json || format != "pcap")
+            return fail(
+                "--serve and --fleet-hosts take no --reindex, --flows, --explain, --json "
+                "or --format");
+    } else if (!max_packets.empty() || !max_bytes.empty() ||
+               (fleet_url.empty() &&
+                (!so.tls.cert.empty() || !so.tls.key.empty() || !so.tls.ca.empty()))) {
+        return fail(
+            "--cert, --key, --ca and --max-* apply to --serve and --fleet-hosts "
+            "(--cert, --key, --ca also to --fleet)");
+    }
+    if (!so.listen.empty()) {
+        if (!words.empty() || !since.empty() || !until.empty() || !o.out.empty())
+            return fail("--serve takes no expression, --since, --until or -w: requests do");
+        if (!max_packets.empty()) {
+            auto n = parse_size(max_packets);
+            if (!n || max_packets.find_first_not_of("0123456789") != std::string::npos)
+                return fail("--max-packets: '" + max_packets + "': expected a number");
+            so.max_packets = *n;
+        }
+        if (!max_bytes.empty()) {
+            auto n = parse_size(max_bytes);
+            if (!n) return fail("--max-bytes: " + n.error());
+            so.max_bytes = *n;
+        }
+        so.dirs = o.inputs;
+        return run_serve(so);
+    }
+    if (!fleet_hosts.empty() && !fleet_url.empty())
+        return fail("--fleet asks the catalogue which hosts; --fleet-hosts names them: give one");
+    if (!fleet_hosts.empty() && !o.inputs.empty())
+        return fail("--fleet-hosts reads the hosts' stores, not -r");
     for (const auto& w : words) o.expression += (o.expression.empty() ? "" : " ") + w;
     const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
@@ -91,6 +177,48 @@ int main(int argc, char** argv) {
         o.until_ns = *t < 0 ? 0 : uint64_t(*t);
     }
     o.format = format == "pcapng" ? OutFormat::kPcapng : OutFormat::kPcap;
+    if (!fleet_tables.empty() && fleet_url.empty()) return fail("--fleet-tables needs --fleet URL");
+    if (!fleet_url.empty()) {
+        if (!o.inputs.empty()) return fail("--fleet asks the catalogue; -r does not apply");
+        if (auto u = storage::parse_catalog_url(fleet_url); !u)
+            return fail("--fleet: " + u.error());
+        storage::CatalogTables t;
+        if (!fleet_tables.empty()) {
+            auto r = storage::parse_catalog_tables(fleet_tables);
+            if (!r) return fail(r.error());
+            t = *r;
+        }
+        if (flows) {
+            if (!o.out.empty()) return fail("--flows writes no packets; -w does not apply");
+            return run_fleet_flows(fleet_url, t, o.since_ns, o.until_ns, o.expression, o.json);
+        }
+        if (o.explain || o.json || format != "pcap")
+            return fail("--fleet takes no --explain, --json or --format without --flows");
+        auto found = catalog_targets(fleet_url, t, o.since_ns, o.until_ns, o.expression);
+        if (!found) return fail("--fleet: " + found.error());
+        std::vector<FleetTarget> targets;
+        for (auto& c : *found) targets.push_back({c.host, c.serve, std::move(c.files)});
+        std::fprintf(stderr, "capq fleet: the catalogue names %zu host%s\n", targets.size(),
+                     targets.size() == 1 ? "" : "s");
+        FleetOptions fo;
+        fo.tls = so.tls;
+        fo.since_ns = o.since_ns;
+        fo.until_ns = o.until_ns;
+        fo.expression = o.expression;
+        fo.out = o.out;
+        return run_fleet(targets, fo);
+    }
+    if (!fleet_hosts.empty()) {
+        auto targets = parse_fleet_hosts(fleet_hosts);
+        if (!targets) return fail("--fleet-hosts: " + targets.error());
+        FleetOptions fo;
+        fo.tls = so.tls;
+        fo.since_ns = o.since_ns;
+        fo.until_ns = o.until_ns;
+        fo.expression = o.expression;
+        fo.out = o.out;
+        return run_fleet(*targets, fo);
+    }
     if (o.inputs.empty()) return fail("no input: give -r DIR or -r FILE");
     if (flows) {
         if (!o.out.empty()) return fail("--flows writes no packets; -w does not apply");

@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <system_error>
@@ -77,7 +78,12 @@ public:
         auto key = std::make_pair(linktype, snaplen);
         auto it = progs_.find(key);
         if (it != progs_.end()) return &it->second;
+        // capq --serve compiles in several request threads at once; libpcap's
+        // compiler is not documented as thread-safe.
+        static std::mutex compile_mu;
+        std::unique_lock<std::mutex> lock(compile_mu);
         auto r = filters::compile_classic(expr_, linktype, snaplen);
+        lock.unlock();
         if (!r) return make_error(r.code(), expr_ + ": " + r.error());
         return &progs_.emplace(key, std::move(*r)).first->second;
     }
@@ -393,75 +399,31 @@ void print_explain(FILE* out, Store& store, const std::vector<FilePlan>& plans,
                  (unsigned long long)(tk - tks));
 }
 
-/* The output file: written hidden beside OUT and renamed when whole. */
-struct OutFile {
-    int fd = STDOUT_FILENO;
-    bool direct = false;  // written in place (not a regular file)
-    std::string final_path, tmp_path;
-    ~OutFile() {
-        if (!tmp_path.empty()) {
-            ::close(fd);
-            ::unlink(tmp_path.c_str());
-        } else if (direct) {
-            ::close(fd);
-        }
-    }
-    Status open(const std::string& path) {
-        final_path = path;
-        // A device, a pipe or a socket (-w /dev/null, a FIFO) is written as
-        // it is, as tcpdump does; so is the file a symbolic link names.
-        // Renaming over them would replace the device or the link.
-        struct stat st;
-        if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-            if (S_ISDIR(st.st_mode)) return make_error(EISDIR, path + ": is a directory");
-            fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | (S_ISLNK(st.st_mode) ? O_TRUNC : 0));
-            if (fd < 0) {
-                int e = errno;
-                fd = STDOUT_FILENO;
-                return make_error(e, path + ": " + std::strerror(e));
-            }
-            direct = true;
-            return {};
-        }
-        auto slash = path.rfind('/');
-        std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
-        std::string leaf = slash == std::string::npos ? path : path.substr(slash + 1);
-        std::string tmp = dir + "." + leaf + ".capq-" + std::to_string(::getpid());
-        fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0) {
-            int e = errno;
-            fd = STDOUT_FILENO;
-            return make_error(e, path + ": " + std::strerror(e));
-        }
-        tmp_path = tmp;
-        return {};
-    }
-    Status commit() {
-        if (tmp_path.empty()) return {};
-        if (::fsync(fd) != 0 || ::rename(tmp_path.c_str(), final_path.c_str()) != 0)
-            return make_error(errno, final_path + ": " + std::strerror(errno));
-        ::close(fd);
-        tmp_path.clear();
-        return {};
-    }
-};
-
 }  // namespace
 
-int run_query(const QueryOptions& o) {
-    const bool to_stdout = o.out.empty() || o.out == "-";
-    const bool plan_only = o.explain && o.out.empty();
-    if (to_stdout && !plan_only && ::isatty(STDOUT_FILENO))
-        return fail("not writing a capture to a terminal: use -w FILE, or a pipe");
+namespace {
+
+/* The query: run_query's and stream_query's. explain_to: where --explain's
+ * plan goes (nullptr: none); plan_only: stop after it. */
+QueryOutcome query(const QueryOptions& o, const QueryStream& stream, FILE* explain_to,
+                   bool plan_only) {
+    using F = QueryOutcome::Failure;
+    QueryOutcome oc;
+    auto failed = [&](F f, std::string msg, int code = EINVAL) {
+        oc.failure = f;
+        oc.error = std::move(msg);
+        oc.code = code;
+        return oc;
+    };
     auto opened = Store::open(o.inputs);
-    if (!opened) return fail(opened.error());
+    if (!opened) return failed(F::kStore, opened.error());
     Store& store = *opened;
     Programs progs(o.expression);
 
     // The expression first: a bad one is one line and no output.
     uint16_t linktype = 1;
     uint32_t snaplen = 0;
-    bool nano = false, mixed = false, any = false;
+    bool nano = stream.force_nano, mixed = false, any = false;
     for (auto& f : store.files()) {
         const auto& info = f.reader->info();
         if (info.format != index::CaptureFormat::kPcapMicro) nano = true;
@@ -471,17 +433,18 @@ int run_query(const QueryOptions& o) {
             any = true;
             snaplen = std::max(snaplen, itf.snaplen);
             if (!progs.empty()) {
-                if (auto p = progs.get(itf.linktype, itf.snaplen); !p) return fail(p.error());
+                if (auto p = progs.get(itf.linktype, itf.snaplen); !p)
+                    return failed(F::kRequest, p.error());
                 if (auto p = progs.flow_filter(itf.linktype, itf.snaplen); !p)
-                    return fail(p.error());
+                    return failed(F::kRequest, p.error());
             }
         }
     }
     if (!any && !progs.empty())
-        if (auto p = progs.get(1, 262144); !p) return fail(p.error());
+        if (auto p = progs.get(1, 262144); !p) return failed(F::kRequest, p.error());
     if (snaplen == 0) snaplen = 262144;
     if (mixed && o.format == OutFormat::kPcap && !plan_only)
-        return fail("the inputs have different link types: use --format pcapng");
+        return failed(F::kRequest, "the inputs have different link types: use --format pcapng");
 
     // Every file's index is read and its plan made on a few threads: a cold
     // index costs a chain of dependent reads (the lookups' binary searches),
@@ -489,6 +452,7 @@ int run_query(const QueryOptions& o) {
     // instead of one after the other. Each job touches its own file only.
     struct Planned {
         Status status;
+        F failure = F::kStore;  // what a failed status is
         std::string warning;
         FilePlan plan;
         std::vector<ReadRange> ranges;
@@ -515,6 +479,7 @@ int run_query(const QueryOptions& o) {
         }
         if (!p) {
             pl.status = Status(p.failure());
+            pl.failure = F::kRequest;
         } else if (!damaged.empty()) {
             pl.status = make_error(EINVAL, f.path + ": " + damaged);
         } else {
@@ -525,23 +490,27 @@ int run_query(const QueryOptions& o) {
     std::vector<FilePlan> plans;
     for (Planned& pl : planned) {
         // Warnings in file order; the first file that failed ends the query.
-        std::fputs(pl.warning.c_str(), stderr);
-        if (!pl.status) return fail(pl.status.error());
+        std::fputs(pl.warning.c_str(), stream.warn);
+        if (!pl.status) return failed(pl.failure, pl.status.error());
         ranges.insert(ranges.end(), pl.ranges.begin(), pl.ranges.end());
         plans.push_back(std::move(pl.plan));
     }
-    if (o.explain) print_explain(to_stdout && !plan_only ? stderr : stdout, store, plans, o);
-    if (plan_only) return 0;
+    if (explain_to != nullptr) print_explain(explain_to, store, plans, o);
+    if (plan_only) return oc;
     order_ranges(ranges);
 
-    OutFile of;
-    if (!to_stdout)
-        if (Status s = of.open(o.out); !s) return fail(s.error());
-    std::signal(SIGPIPE, SIG_IGN);
-    CaptureOutput out(of.fd, o.format, nano, linktype, snaplen);
+    if (stream.on_start)
+        if (Status s = stream.on_start(); !s) return failed(F::kOutput, s.error(), s.code());
+    oc.started = true;
+    CaptureOutput out(stream.sink, o.format, nano, linktype, snaplen);
     Status werr = out.start();
     MergeQueue queue;
     auto emit = [&](const PendingPacket& p) {
+        if (out.packets() >= stream.max_packets ||
+            out.bytes() + out.record_bytes(p.caplen) > stream.max_bytes) {
+            oc.cut = true;
+            return false;
+        }
         werr = out.packet(p.out_if, p.ts_ns, p.data, p.caplen, p.wirelen);
         return bool(werr);
     };
@@ -609,14 +578,61 @@ int run_query(const QueryOptions& o) {
         if (!res) rerr = res.error();
         if (!rerr.empty()) break;
     }
-    if (rerr.empty() && werr) queue.drain(emit);
+    if (rerr.empty() && werr && !oc.cut) queue.drain(emit);
     if (werr) werr = out.finish();
-    if (!werr) {
-        // The reader of a pipe went away (`capq ... | head`): not an error.
-        if (werr.code() == EPIPE) return 0;
-        return fail((to_stdout ? std::string("stdout") : o.out) + ": " + werr.error());
+    oc.packets = out.packets();
+    oc.bytes = out.bytes();
+    if (!werr) return failed(F::kOutput, werr.error(), werr.code());
+    if (!rerr.empty()) return failed(F::kStore, rerr);
+    return oc;
+}
+
+Status write_all(int fd, const uint8_t* p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = ::write(fd, p + done, n - done);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            return make_error(e, std::string("write: ") + std::strerror(e));
+        }
+        done += size_t(w);
     }
-    if (!rerr.empty()) return fail(rerr);
+    return {};
+}
+
+}  // namespace
+
+QueryOutcome stream_query(const QueryOptions& o, const QueryStream& stream) {
+    return query(o, stream, nullptr, false);
+}
+
+int run_query(const QueryOptions& o) {
+    const bool to_stdout = o.out.empty() || o.out == "-";
+    const bool plan_only = o.explain && o.out.empty();
+    if (to_stdout && !plan_only && ::isatty(STDOUT_FILENO))
+        return fail("not writing a capture to a terminal: use -w FILE, or a pipe");
+    OutFile of;
+    QueryStream st;
+    st.sink = [&of](const uint8_t* p, size_t n) { return write_all(of.fd, p, n); };
+    // The file is made only once the query is known to be good.
+    st.on_start = [&]() -> Status {
+        std::signal(SIGPIPE, SIG_IGN);
+        if (!to_stdout) return of.open(o.out);
+        return {};
+    };
+    FILE* explain_to = nullptr;
+    if (o.explain) explain_to = to_stdout && !plan_only ? stderr : stdout;
+    QueryOutcome oc = query(o, st, explain_to, plan_only);
+    using F = QueryOutcome::Failure;
+    if (oc.failure == F::kOutput) {
+        if (!oc.started) return fail(oc.error);
+        // The reader of a pipe went away (`capq ... | head`): not an error.
+        if (oc.code == EPIPE) return 0;
+        return fail((to_stdout ? std::string("stdout") : o.out) + ": " + oc.error);
+    }
+    if (oc.failure != F::kNone) return fail(oc.error);
+    if (plan_only) return 0;
     if (Status s = of.commit(); !s) return fail(s.error());
     return 0;
 }

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,43 @@ struct QueryOptions {
 };
 
 int run_query(const QueryOptions& o);
+
+/* A query's packets to a sink instead of a file: capq --serve's requests.
+ * The same plan, reading and merge as run_query (which is built on it);
+ * no --explain. */
+struct QueryStream {
+    CaptureOutput::Sink sink;
+    /* Called once, after every check and before the first byte goes to
+     * the sink (--serve sends its status line there); a failure ends the
+     * query as an output error. May be empty. */
+    std::function<Status()> on_start;
+    /* Warnings (a file without an index: scanned). */
+    FILE* warn = stderr;
+    /* Nanosecond pcap whatever the inputs (--serve's streams). */
+    bool force_nano = false;
+    /* The cap: the stream ends before the record that would pass either;
+     * `cut` says so. */
+    uint64_t max_packets = UINT64_MAX;
+    uint64_t max_bytes = UINT64_MAX;
+};
+
+struct QueryOutcome {
+    enum class Failure {
+        kNone,
+        kRequest,  // the expression, or the link types against --format
+        kStore,    // the inputs could not be opened or read
+        kOutput,   // the sink or on_start failed
+    };
+    Failure failure = Failure::kNone;
+    std::string error;     // one line, without "capq: "
+    int code = 0;          // errno-style, with error
+    bool started = false;  // on_start ran: bytes may have gone out
+    bool cut = false;      // the cap was reached
+    uint64_t packets = 0;  // records written
+    uint64_t bytes = 0;    // bytes of the stream
+};
+
+QueryOutcome stream_query(const QueryOptions& o, const QueryStream& stream);
 int run_flows(const QueryOptions& o);
 int run_reindex(const std::vector<std::string>& files);
 

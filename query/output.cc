@@ -1,5 +1,7 @@
 #include "query/output.hh"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,7 +26,23 @@ CaptureOutput::CaptureOutput(int fd, OutFormat format, bool nano, uint16_t linkt
     buf_.reserve(kBufBytes + 65536);
 }
 
+CaptureOutput::CaptureOutput(Sink sink, OutFormat format, bool nano, uint16_t linktype,
+                             uint32_t snaplen)
+    : sink_(std::move(sink)), format_(format), nano_(nano), linktype_(linktype), snaplen_(snaplen) {
+    buf_.reserve(kBufBytes + 65536);
+}
+
+uint64_t CaptureOutput::record_bytes(uint32_t caplen) const {
+    if (format_ == OutFormat::kPcap) return 16 + uint64_t(caplen);
+    return 32 + ((uint64_t(caplen) + 3) & ~uint64_t(3));
+}
+
 Status CaptureOutput::flush() {
+    if (sink_) {
+        Status s = buf_.empty() ? Status{} : sink_(buf_.data(), buf_.size());
+        buf_.clear();
+        return s;
+    }
     size_t done = 0;
     while (done < buf_.size()) {
         ssize_t n = ::write(fd_, buf_.data() + done, buf_.size() - done);
@@ -43,6 +61,7 @@ Status CaptureOutput::flush() {
 Status CaptureOutput::put(const void* p, size_t n) {
     const auto* b = static_cast<const uint8_t*>(p);
     buf_.insert(buf_.end(), b, b + n);
+    bytes_ += n;
     if (buf_.size() >= kBufBytes) return flush();
     return {};
 }
@@ -132,5 +151,54 @@ Status CaptureOutput::packet(uint32_t out_if, uint64_t ts_ns, const uint8_t* dat
 }
 
 Status CaptureOutput::finish() { return flush(); }
+
+OutFile::~OutFile() {
+    if (!tmp_path.empty()) {
+        ::close(fd);
+        ::unlink(tmp_path.c_str());
+    } else if (direct) {
+        ::close(fd);
+    }
+}
+
+Status OutFile::open(const std::string& path) {
+    final_path = path;
+    // A device, a pipe or a socket (-w /dev/null, a FIFO) is written as
+    // it is, as tcpdump does; so is the file a symbolic link names.
+    // Renaming over them would replace the device or the link.
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) return make_error(EISDIR, path + ": is a directory");
+        fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | (S_ISLNK(st.st_mode) ? O_TRUNC : 0));
+        if (fd < 0) {
+            int e = errno;
+            fd = STDOUT_FILENO;
+            return make_error(e, path + ": " + std::strerror(e));
+        }
+        direct = true;
+        return {};
+    }
+    auto slash = path.rfind('/');
+    std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+    std::string leaf = slash == std::string::npos ? path : path.substr(slash + 1);
+    std::string tmp = dir + "." + leaf + ".capq-" + std::to_string(::getpid());
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+        int e = errno;
+        fd = STDOUT_FILENO;
+        return make_error(e, path + ": " + std::strerror(e));
+    }
+    tmp_path = tmp;
+    return {};
+}
+
+Status OutFile::commit() {
+    if (tmp_path.empty()) return {};
+    if (::fsync(fd) != 0 || ::rename(tmp_path.c_str(), final_path.c_str()) != 0)
+        return make_error(errno, final_path + ": " + std::strerror(errno));
+    ::close(fd);
+    tmp_path.clear();
+    return {};
+}
 
 }  // namespace linecap::query

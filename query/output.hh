@@ -8,11 +8,16 @@
  *
  * Buffered in 1 MiB; write errors come back from write()/finish() with
  * their errno (EPIPE when the reader of a pipe went away). Owns nothing but
- * its buffer; the descriptor is the caller's. One thread.
+ * its buffer; the descriptor (or sink) is the caller's. One thread.
+ *
+ * OutFile is capq's -w: a regular file written under a hidden name beside
+ * OUT and renamed over it when whole; a device, pipe, socket or the file a
+ * symbolic link names written in place; stdout when no path is given.
  */
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -26,7 +31,12 @@ enum class OutFormat { kPcap, kPcapng };
 
 class CaptureOutput {
 public:
+    /* Takes the buffered bytes; called from flush() (every 1 MiB and at
+     * finish()). */
+    using Sink = std::function<Status(const uint8_t* p, size_t n)>;
+
     CaptureOutput(int fd, OutFormat format, bool nano, uint16_t linktype, uint32_t snaplen);
+    CaptureOutput(Sink sink, OutFormat format, bool nano, uint16_t linktype, uint32_t snaplen);
 
     /* Writes the file header. */
     Status start();
@@ -38,12 +48,17 @@ public:
     /* Writes what is buffered. */
     Status finish();
     uint64_t packets() const { return packets_; }
+    /* Bytes of the stream so far (header, blocks, records), flushed or not. */
+    uint64_t bytes() const { return bytes_; }
+    /* What packet() would add to bytes() for a record of caplen bytes. */
+    uint64_t record_bytes(uint32_t caplen) const;
 
 private:
     Status put(const void* p, size_t n);
     Status flush();
 
-    int fd_;
+    int fd_ = -1;
+    Sink sink_;
     OutFormat format_;
     bool nano_;
     uint16_t linktype_;
@@ -51,6 +66,20 @@ private:
     std::vector<uint8_t> buf_;
     std::map<std::pair<uint16_t, uint32_t>, uint32_t> ifs_;
     uint64_t packets_ = 0;
+    uint64_t bytes_ = 0;
+};
+
+struct OutFile {
+    int fd = 1;           // stdout until open()
+    bool direct = false;  // written in place (not a regular file)
+    std::string final_path, tmp_path;
+    OutFile() = default;
+    OutFile(const OutFile&) = delete;
+    OutFile& operator=(const OutFile&) = delete;
+    ~OutFile();
+    Status open(const std::string& path);
+    /* fsyncs and renames the hidden file over OUT. */
+    Status commit();
 };
 
 }  // namespace linecap::query

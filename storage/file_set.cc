@@ -534,6 +534,7 @@ Status FileSet::open_next(time_t now, Open why) {
     (void)flock(fd_, LOCK_EX | LOCK_NB);
     seq_++;
     count_++;
+    if (opts_.on_file) opts_.on_file(hidden_name_, FileSetOptions::FileEvent::kOpened);
     return Status::success();
 }
 
@@ -622,6 +623,7 @@ bool FileSet::reuse_displaced() {
     if (known != closed_.end()) closed_.erase(known);
     // Its index describes bytes about to be written over.
     remove_index(name);
+    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved);
     reused_from_ = name;
     reused_id_ = file_id(st);
     return true;
@@ -716,6 +718,7 @@ Status FileSet::close_current() {
     }
     files_closed_++;
     remove_index(hidden_name_);  // the live index: the final one is in place
+    if (opts_.on_file) opts_.on_file(final_name_, FileSetOptions::FileEvent::kClosed);
 
     // A reused name (wrapping -W counter) replaces the old file in place.
     for (auto it = closed_.begin(); it != closed_.end(); ++it)
@@ -759,6 +762,7 @@ void FileSet::remove_file(const std::string& name) {
         return;
     }
     close_later(fd);
+    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved);
 }
 
 void FileSet::close_later(int fd) { disposer_->close_later(fd); }

@@ -102,6 +102,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -137,6 +138,13 @@ struct FileSetOptions {
     RetainFree retain_free;
     uint64_t retain_age_s = 0;
     bool align = false;  // --align: -G periods at whole multiples of G
+    // Told of every file opened (its hidden name), named into place (its
+    // final name, after the rename) and of every named file removed or taken
+    // over for reuse: the fleet catalogue (storage/catalog_publisher.hh).
+    // Called on the writer thread at open/close, never per packet; must not
+    // block.
+    enum class FileEvent { kOpened, kClosed, kRemoved };
+    std::function<void(const std::string& name, FileEvent ev)> on_file;
 };
 
 class Disposer;

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""The fleet catalogue's numbers: what one host sends, and how a one-flow
+lookup in a catalogue of many hosts compares with asking every host.
+
+  sudo python3 bench/fleet_bench.py [--build DIR] [--flows N] [--hosts H] [--rows-per-host R]
+
+1. Load per host. flowgen writes a mix (--flows flows, 60 s); capd replays it
+   from pcap: into 60 MB files, once without and once with --catalog to a
+   local two-shard ClickHouse (scripts/fleet.sh clickhouse-start). Printed:
+   flow rows per packet and per file, bytes per flow row on the shards'
+   disks (system.parts), and from them the rows/s and bytes/day one host
+   sends at 10 GbE of this mix (its mean frame size + 20 bytes of preamble
+   and gap per frame), with one file a minute; and capd's rates and drop
+   counters with and without publishing (the same run, a ratio).
+2. Scale. H hosts x R flow rows each are generated into the two shards
+   (INSERT ... SELECT from numbers(), through the Distributed table, plus the
+   file rows), then `capq --fleet --flows host A` (one flow's address) is
+   timed, 5 runs, median; against it, a fan-out without a catalogue is
+   simulated as H requests to hosts each answering from its own index: the
+   time of one local `capq -r FILE --flows host A` on a file of this mix,
+   times H / 8 (eight requests in flight; the connection and TLS set-up
+   not counted, so the simulation favours the fan-out). Extrapolated to
+   1000 hosts: the lookup reads the matching rows of an ordered table (it
+   grows with the log of the rows), the fan-out grows with the hosts.
+
+Print the machine next to the numbers; this VM is shared and noisy.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ch(base, sql, timeout=600):
+    req = urllib.request.Request(f"http://127.0.0.1:{base}/", data=sql.encode())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.read().decode()
+    except urllib.error.HTTPError as e:
+        sys.exit(f"fleet_bench: ClickHouse: {e.read().decode().strip()[:300]}")
+
+
+def run(cmd, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, **kw)
+    if p.returncode != 0:
+        sys.exit(f"fleet_bench: {' '.join(cmd)}: {p.stderr.strip()}")
+    return p
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(REPO, "build"))
+    ap.add_argument("--flows", type=int, default=200000)
+    ap.add_argument("--hosts", type=int, default=100)
+    ap.add_argument("--rows-per-host", type=int, default=100000)
+    ap.add_argument("--port", type=int, default=28123)
+    a = ap.parse_args()
+    capd = os.path.join(a.build, "dataplane", "capd")
+    capq = os.path.join(a.build, "query", "capq")
+    flowgen = os.path.join(a.build, "bench", "flowgen")
+    tmp = tempfile.mkdtemp(prefix="fleet-bench-")
+    env = dict(os.environ, LINECAP_CH_PORT=str(a.port))
+    fleet = ["sh", os.path.join(REPO, "scripts", "fleet.sh")]
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{platform.release()}; shared with other builds, noisy")
+    try:
+        run(fleet + ["clickhouse-start", os.path.join(tmp, "fleet"), a.build], env=env)
+        mix = os.path.join(tmp, "mix.pcap")
+        run([flowgen, "-o", mix, "--flows", str(a.flows), "--duration", "60"])
+
+        # 1. Load per host.
+        res = {}
+        for mode in ("plain", "catalog"):
+            d = os.path.join(tmp, mode)
+            os.makedirs(d)
+            js = os.path.join(tmp, mode + ".json")
+            cmd = [capd, "-q", "-i", "pcap:" + mix, "-w", os.path.join(d, "cap.pcap"), "-C", "60",
+                   "--stats-json", js]
+            if mode == "catalog":
+                cmd += ["--catalog", f"http://127.0.0.1:{a.port}", "--catalog-host", "bench"]
+            t0 = time.monotonic()
+            run(cmd)
+            wall = time.monotonic() - t0
+            with open(js) as f:
+                res[mode] = json.load(f)
+            res[mode]["wall"] = wall
+        s = res["catalog"]
+        pk = s["packets_written"]
+        rows = s["catalog"]["flows"]
+        files = s["catalog"]["files"]
+        ch(a.port, "OPTIMIZE TABLE linecap_flows_local FINAL")
+        ch(a.port + 10, "OPTIMIZE TABLE linecap_flows_local FINAL")
+        disk = sum(int(ch(p, "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND "
+                            "table = 'linecap_flows_local'").strip() or 0)
+                   for p in (a.port, a.port + 10))
+        mean_frame = s["bytes_received"] / pk
+        pps = 10e9 / 8 / (mean_frame + 24)  # + FCS-less preamble, gap and FCS
+        # Rows per file: the flows active in a file; at one file a minute the
+        # rows a minute are the flows of a minute of this mix.
+        trace_s = 60.0
+        rows_per_s_trace = rows / trace_s
+        scale = pps / (pk / trace_s)
+        print(f"mix: {pk} packets, mean frame {mean_frame:.0f} B, {files} files, {rows} flow rows "
+              f"({rows / pk:.3f} per packet), {disk / max(rows, 1):.1f} bytes per row on disk")
+        print(f"10 GbE of this mix: {pps / 1e6:.2f} Mpps; with -G 60 about "
+              f"{rows_per_s_trace * scale:,.0f} flow rows/s "
+              f"(the trace's {rows_per_s_trace:,.0f}/s scaled by the packet rate), "
+              f"{rows_per_s_trace * scale * 86400 * disk / max(rows, 1) / 1e9:.1f} GB/day per host "
+              "in ClickHouse")
+        for mode in ("plain", "catalog"):
+            r = res[mode]
+            print(f"capd {mode}: {r['packets_written'] / r['wall'] / 1e6:.2f} Mpps wall "
+                  f"({r['wall']:.2f} s), drops {r['drops']['total']}")
+        print(f"publishing cost: wall ratio {res['catalog']['wall'] / res['plain']['wall']:.2f} "
+              "(includes the exit's final send), drops equal: "
+              f"{res['catalog']['drops']['total'] == res['plain']['drops']['total']}")
+
+        # 2. Scale: H hosts x R rows.
+        n = a.hosts * a.rows_per_host
+        # 1440 files a host (one a minute for a day): a block of numbers
+        # gives each host its flows of one file.
+        block = a.hosts * max(1, a.rows_per_host // 1440)
+        t0 = time.monotonic()
+        ch(a.port, f"""INSERT INTO linecap_flows (host, path, file_id, key, src, dst, sport, dport,
+            proto, ip_version, vlan, first_ns, last_ns, packets, bytes)
+            SELECT concat('sim', toString(number % {a.hosts})), concat('/data/f', toString(intDiv(number, {block}))),
+            1, toFixedString(unhex(concat(hex(toFixedString(reinterpretAsString(toUInt32(number * 2654435761 % 4294967296)), 4)),
+                '00000000000000000000000011111111111111111111111111111111000000000000000000000000000801000e001400020406060000000000000000')), 64),
+            toFixedString(unhex(concat(hex(toFixedString(reinterpretAsString(toUInt32(number * 2654435761 % 4294967296)), 4)),
+                '000000000000000000000000')), 16),
+            toFixedString(unhex('11111111111111111111111111111111'), 16), 40000, 443, 6, 4, 0,
+            1796500000000000000 + number * 864000, 1796500000000000000 + number * 864000 + 1000000,
+            10, 5000 FROM numbers({n})""")
+        ch(a.port, f"""INSERT INTO linecap_files (host, serve, path, file_id, gone, first_ns, last_ns,
+            packets, bytes, writer, published_ns)
+            SELECT concat('sim', toString(number % {a.hosts})), '', concat('/data/f', toString(intDiv(number, {block}))),
+            1, 0, 1, 2, 1, 1, 0, 1796500000000000000 FROM numbers({n}) WHERE number % {block} < {a.hosts}""")
+        gen = time.monotonic() - t0
+        print(f"catalogue: {a.hosts} hosts x {a.rows_per_host} flow rows = {n:,} rows, generated in "
+              f"{gen:.1f} s")
+        # One flow's address: the row number 12345's source.
+        v = (12345 * 2654435761) % 4294967296
+        addr = ".".join(str(b) for b in v.to_bytes(4, "little"))
+        times = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            out = run([capq, "--fleet", f"http://127.0.0.1:{a.port + 10}", "--flows", "host",
+                       addr]).stdout
+            times.append(time.monotonic() - t0)
+        look = statistics.median(times)
+        hits = max(0, len(out.splitlines()) - 1)
+        # The fan-out without a catalogue: each host answers from its index.
+        one = sorted(f for f in os.listdir(os.path.join(tmp, "plain")) if not f.startswith("."))[0]
+        local = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            run([capq, "-r", os.path.join(tmp, "plain", one), "--flows", "host", "198.18.3.7"])
+            local.append(time.monotonic() - t0)
+        per_host = statistics.median(local)
+        fan = per_host * a.hosts / 8
+        print(f"one-flow lookup in the catalogue ({hits} rows found): {look * 1000:.0f} ms median; "
+              f"simulated fan-out to {a.hosts} hosts: {fan * 1000:.0f} ms ({per_host * 1000:.1f} ms "
+              f"per host, 8 in flight); ratio {fan / look:.1f}x")
+        print(f"extrapolated to 1000 hosts: lookup about {look * 1000:.0f} ms (ordered by address: "
+              f"it reads the matching granules), fan-out {per_host * 1000 / 8 * 1000:.0f} ms")
+    finally:
+        subprocess.run(fleet + ["clickhouse-stop", os.path.join(tmp, "fleet")], env=env,
+                       timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

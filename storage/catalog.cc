@@ -1,0 +1,340 @@
+#include "storage/catalog.hh"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+namespace linecap::storage {
+
+namespace {
+
+bool identifier(const std::string& s) {
+    if (s.empty() || s.size() > 128) return false;
+    for (char c : s)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.')) return false;
+    return !std::isdigit(static_cast<unsigned char>(s[0])) && s.front() != '.' && s.back() != '.';
+}
+
+std::string url_encode(const std::string& s) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+        if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+            out += static_cast<char>(c);
+        } else {
+            out += '%';
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        }
+    }
+    return out;
+}
+
+// TSV text: tab, newline and backslash escaped (ClickHouse's TabSeparated).
+void tsv_text(std::string& out, const std::string& s) {
+    for (char c : s) {
+        if (c == '\t')
+            out += "\\t";
+        else if (c == '\n')
+            out += "\\n";
+        else if (c == '\\')
+            out += "\\\\";
+        else
+            out += c;
+    }
+}
+
+void tsv_bytes(std::string& out, const void* p, size_t n) {
+    static const char* hex = "0123456789abcdef";
+    const auto* b = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; i++) {
+        out += "\\x";
+        out += hex[b[i] >> 4];
+        out += hex[b[i] & 15];
+    }
+}
+
+void tsv_u(std::string& out, uint64_t v, char sep = '\t') {
+    out += std::to_string(v);
+    out += sep;
+}
+
+int64_t ms_left(std::chrono::steady_clock::time_point deadline) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now())
+        .count();
+}
+
+}  // namespace
+
+Result<CatalogTables> parse_catalog_tables(const std::string& text) {
+    auto comma = text.find(',');
+    if (comma == std::string::npos)
+        return make_error("--catalog-tables: expected FILES,FLOWS (two table names), got '" + text +
+                          "'");
+    CatalogTables t{text.substr(0, comma), text.substr(comma + 1)};
+    for (const auto* n : {&t.files, &t.flows})
+        if (!identifier(*n))
+            return make_error("--catalog-tables: '" + *n +
+                              "' is not a table name (letters, digits, '_', '.')");
+    if (t.files == t.flows) return make_error("--catalog-tables: the two tables must differ");
+    return t;
+}
+
+Result<CatalogUrl> parse_catalog_url(const std::string& url) {
+    const std::string scheme = "http://";
+    if (url.compare(0, scheme.size(), scheme) != 0)
+        return make_error("catalogue URL '" + url +
+                          "': expected http://HOST:PORT (ClickHouse's HTTP interface)");
+    std::string rest = url.substr(scheme.size());
+    if (!rest.empty() && rest.back() == '/') rest.pop_back();
+    if (rest.find('/') != std::string::npos || rest.find('@') != std::string::npos ||
+        rest.find('?') != std::string::npos)
+        return make_error("catalogue URL '" + url + "': expected http://HOST:PORT, no path");
+    CatalogUrl u;
+    u.text = url;
+    std::string port;
+    if (!rest.empty() && rest[0] == '[') {
+        auto end = rest.find(']');
+        if (end == std::string::npos) return make_error("catalogue URL '" + url + "': bad host");
+        u.host = rest.substr(1, end - 1);
+        if (end + 1 < rest.size()) {
+            if (rest[end + 1] != ':') return make_error("catalogue URL '" + url + "': bad host");
+            port = rest.substr(end + 2);
+        }
+    } else {
+        auto colon = rest.rfind(':');
+        u.host = rest.substr(0, colon);
+        if (colon != std::string::npos) port = rest.substr(colon + 1);
+    }
+    if (u.host.empty()) return make_error("catalogue URL '" + url + "': no host");
+    if (!port.empty()) {
+        char* end = nullptr;
+        unsigned long p = std::strtoul(port.c_str(), &end, 10);
+        if (*end != '\0' || p == 0 || p > 65535)
+            return make_error("catalogue URL '" + url + "': bad port '" + port + "'");
+        u.port = static_cast<uint16_t>(p);
+    }
+    return u;
+}
+
+Result<std::string> clickhouse_query(const CatalogUrl& url, const std::string& sql,
+                                     const std::string& body, int timeout_ms) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    const std::string where = url.host + ":" + std::to_string(url.port);
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int g = getaddrinfo(url.host.c_str(), std::to_string(url.port).c_str(), &hints, &res);
+    if (g != 0) return make_error(EHOSTUNREACH, where + ": " + gai_strerror(g));
+    int fd = -1, err = ECONNREFUSED;
+    for (addrinfo* a = res; a && fd < 0; a = a->ai_next) {
+        fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (::connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            err = errno;
+            ::close(fd);
+            fd = -1;
+            continue;
+        }
+        pollfd p{fd, POLLOUT, 0};
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        int left = static_cast<int>(std::max<int64_t>(0, ms_left(deadline)));
+        if (::poll(&p, 1, left) != 1) {
+            err = ETIMEDOUT;
+        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr != 0) {
+            err = soerr ? soerr : errno;
+        } else {
+            break;
+        }
+        ::close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return make_error(err, where + ": " + std::strerror(err));
+
+    // A SELECT travels as the body; an INSERT's statement goes in the URL and
+    // its rows in the body. insert_distributed_sync: an insert into a
+    // Distributed table returns once the shards have the rows, so "sent"
+    // means stored.
+    std::string target = "/?insert_distributed_sync=1";
+    std::string payload = body.empty() ? sql : body;
+    if (!body.empty()) target += "&query=" + url_encode(sql);
+    std::string req = "POST " + target + " HTTP/1.0\r\nHost: " + where +
+                      "\r\nContent-Length: " + std::to_string(payload.size()) +
+                      "\r\nConnection: close\r\n\r\n";
+    req += payload;
+    size_t off = 0;
+    while (off < req.size()) {
+        ssize_t w = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += size_t(w);
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR) {
+            err = errno;
+            ::close(fd);
+            return make_error(err, where + ": send: " + std::strerror(err));
+        }
+        pollfd p{fd, POLLOUT, 0};
+        int left = static_cast<int>(ms_left(deadline));
+        if (left <= 0 || ::poll(&p, 1, left) < 0) {
+            ::close(fd);
+            return make_error(ETIMEDOUT,
+                              where + ": no answer within " + std::to_string(timeout_ms) + " ms");
+        }
+    }
+    std::string resp;
+    char buf[65536];
+    for (;;) {
+        ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+        if (r > 0) {
+            resp.append(buf, size_t(r));
+            continue;
+        }
+        if (r == 0) break;
+        if (errno != EAGAIN && errno != EINTR) {
+            err = errno;
+            ::close(fd);
+            return make_error(err, where + ": recv: " + std::strerror(err));
+        }
+        pollfd p{fd, POLLIN, 0};
+        int left = static_cast<int>(ms_left(deadline));
+        if (left <= 0 || ::poll(&p, 1, left) <= 0) {
+            ::close(fd);
+            return make_error(ETIMEDOUT,
+                              where + ": no answer within " + std::to_string(timeout_ms) + " ms");
+        }
+    }
+    ::close(fd);
+    auto head_end = resp.find("\r\n\r\n");
+    if (resp.compare(0, 5, "HTTP/") != 0 || head_end == std::string::npos)
+        return make_error(EIO, where + ": not an HTTP answer");
+    int status = std::atoi(resp.c_str() + resp.find(' ') + 1);
+    std::string content = resp.substr(head_end + 4);
+    if (status != 200) {
+        std::string line = content.substr(0, content.find('\n'));
+        if (line.size() > 300) line.resize(300);
+        return make_error(EIO, where + ": HTTP " + std::to_string(status) + ": " + line);
+    }
+    return content;
+}
+
+std::vector<std::string> catalog_schema_sql(const CatalogTables& t, const std::string& cluster) {
+    const std::string files_cols =
+        "(host String, serve String, path String, file_id UInt64, gone UInt8, "
+        "first_ns UInt64, last_ns UInt64, packets UInt64, bytes UInt64, writer UInt32, "
+        "published_ns UInt64, day Date DEFAULT toDate(intDiv(published_ns, 1000000000)))";
+    const std::string flows_cols =
+        "(host String, path String, file_id UInt64, key FixedString(64), "
+        "src FixedString(16), dst FixedString(16), sport UInt16, dport UInt16, proto UInt8, "
+        "ip_version UInt8, vlan UInt16, first_ns UInt64, last_ns UInt64, packets UInt64, "
+        "bytes UInt64, day Date DEFAULT toDate(intDiv(first_ns, 1000000000)))";
+    const std::string files_engine =
+        " ENGINE = MergeTree() PARTITION BY day ORDER BY (host, path, file_id)";
+    const std::string flows_engine =
+        " ENGINE = MergeTree() PARTITION BY day ORDER BY (src, dst, first_ns)";
+    std::vector<std::string> out;
+    if (cluster.empty()) {
+        out.push_back("CREATE TABLE IF NOT EXISTS " + t.files + " " + files_cols + files_engine);
+        out.push_back("CREATE TABLE IF NOT EXISTS " + t.flows + " " + flows_cols + flows_engine);
+        return out;
+    }
+    auto dist = [&](const std::string& name, const std::string& cols) {
+        auto dot = name.find('.');
+        std::string db = dot == std::string::npos ? "default" : name.substr(0, dot);
+        std::string local = (dot == std::string::npos ? name : name.substr(dot + 1)) + "_local";
+        return "CREATE TABLE IF NOT EXISTS " + name + " " + cols + " ENGINE = Distributed(" +
+               cluster + ", " + db + ", " + local + ", cityHash64(host))";
+    };
+    out.push_back("CREATE TABLE IF NOT EXISTS " + t.files + "_local " + files_cols + files_engine);
+    out.push_back("CREATE TABLE IF NOT EXISTS " + t.flows + "_local " + flows_cols + flows_engine);
+    out.push_back(dist(t.files, files_cols));
+    out.push_back(dist(t.flows, flows_cols));
+    return out;
+}
+
+std::string files_columns() {
+    return "(host, serve, path, file_id, gone, first_ns, last_ns, packets, bytes, writer, "
+           "published_ns)";
+}
+
+std::string flows_columns() {
+    return "(host, path, file_id, key, src, dst, sport, dport, proto, ip_version, vlan, "
+           "first_ns, last_ns, packets, bytes)";
+}
+
+void append_file_row(std::string& out, const std::string& host, const std::string& serve,
+                     const std::string& path, uint64_t file_id, bool gone,
+                     const index::IndexHeader* h, uint32_t writer, uint64_t published_ns) {
+    tsv_text(out, host);
+    out += '\t';
+    tsv_text(out, serve);
+    out += '\t';
+    tsv_text(out, path);
+    out += '\t';
+    tsv_u(out, file_id);
+    tsv_u(out, gone ? 1 : 0);
+    tsv_u(out, h ? h->first_ns : 0);
+    tsv_u(out, h ? h->last_ns : 0);
+    tsv_u(out, h ? h->packets : 0);
+    tsv_u(out, h ? h->wire_bytes : 0);
+    tsv_u(out, writer);
+    tsv_u(out, published_ns, '\n');
+}
+
+void append_flow_row(std::string& out, const std::string& host, const std::string& path,
+                     uint64_t file_id, const index::FlowEntry& f) {
+    tsv_text(out, host);
+    out += '\t';
+    tsv_text(out, path);
+    out += '\t';
+    tsv_u(out, file_id);
+    tsv_bytes(out, &f.key, sizeof f.key);
+    out += '\t';
+    tsv_bytes(out, f.key.src, 16);
+    out += '\t';
+    tsv_bytes(out, f.key.dst, 16);
+    out += '\t';
+    tsv_u(out, f.key.sport);
+    tsv_u(out, f.key.dport);
+    tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.proto : 0);
+    tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.ip_version : 0);
+    tsv_u(out, f.key.vlan_tags ? f.key.vid[0] : 0);
+    tsv_u(out, f.first_ns);
+    tsv_u(out, f.last_ns);
+    tsv_u(out, f.packets);
+    tsv_u(out, f.wire_bytes, '\n');
+}
+
+std::string sql_quote(const std::string& s) {
+    std::string out = "'";
+    for (char c : s) {
+        if (c == '\'' || c == '\\') out += '\\';
+        out += c;
+    }
+    return out + "'";
+}
+
+std::string sql_addr(const uint8_t a[16]) {
+    static const char* hex = "0123456789ABCDEF";
+    std::string out = "unhex('";
+    for (int i = 0; i < 16; i++) {
+        out += hex[a[i] >> 4];
+        out += hex[a[i] & 15];
+    }
+    return out + "')";
+}
+
+}  // namespace linecap::storage

@@ -1,0 +1,94 @@
+/* The fleet catalogue in ClickHouse: its tables, its rows, and the HTTP
+ * client that speaks to it. What goes there is the index's file and flow
+ * records (index/index_file.hh), never packets.
+ *
+ * Two tables, named by CatalogTables (capd --catalog-tables FILES,FLOWS;
+ * default linecap_files,linecap_flows), each normally a Distributed table
+ * over one MergeTree table per shard (scripts/fleet.sh makes them; the
+ * schema is catalog_schema_sql()). Debian's ClickHouse 18.16 has no
+ * DateTime64 and no IPv6 type: times are nanoseconds since the epoch in
+ * UInt64, addresses FixedString(16) as in FlowKey (IPv4 in the first 4
+ * bytes, the rest zero).
+ *
+ *   files: host, serve, path, file_id, gone, first_ns, last_ns, packets,
+ *          bytes, writer, published_ns, day
+ *     One row when a file closes (gone 0) and one when it is removed
+ *     (gone 1, a tombstone). file_id is the time (ns) of that event on the
+ *     capture host, so for one (host, path) the row with the highest file_id
+ *     tells the file's present state: a file is there iff that row has
+ *     gone = 0, and its flows are the ones with that file_id. A tombstone
+ *     rather than ALTER DELETE: 18.16's mutations are asynchronous and
+ *     heavy, a row is one insert.
+ *   flows: host, path, file_id, key (the 64-byte FlowKey), src, dst, sport,
+ *          dport, proto, ip_version, vlan, first_ns, last_ns, packets,
+ *          bytes, day
+ *     The index's flows of the file (both directions in one row, src/dst
+ *     the key's lower/higher endpoint); `key` keeps everything the index
+ *     knows, so capq evaluates a filter on it exactly as on a local index.
+ *
+ * Both ordered for the query they answer (files by host and path, flows by
+ * addresses then time) and partitioned by day so that old days drop whole.
+ *
+ * Rows are TabSeparated text; binary columns are written as \xHH escapes.
+ *
+ * Cold code, any thread; the HTTP client is blocking with a timeout.
+ */
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.hh"
+#include "index/index_file.hh"
+
+namespace linecap::storage {
+
+struct CatalogTables {
+    std::string files = "linecap_files";
+    std::string flows = "linecap_flows";
+};
+
+/* "FILES,FLOWS" (identifiers: letters, digits, '_', '.' for a database).
+ * Error: "--catalog-tables: ..." */
+Result<CatalogTables> parse_catalog_tables(const std::string& text);
+
+/* A ClickHouse HTTP endpoint: http://HOST:PORT[/] (no TLS, no user). */
+struct CatalogUrl {
+    std::string host;  // name or address
+    uint16_t port = 8123;
+    std::string text;  // as given, for messages
+};
+Result<CatalogUrl> parse_catalog_url(const std::string& url);
+
+/* Runs `sql` (with `body` as the data of an INSERT ... FORMAT, may be
+ * empty) and returns the answer's body. Errors: the connection's (ECONNREFUSED,
+ * ETIMEDOUT after timeout_ms), or the server's first line with its status
+ * (EIO). Blocking; any thread. */
+Result<std::string> clickhouse_query(const CatalogUrl& url, const std::string& sql,
+                                     const std::string& body = "", int timeout_ms = 10000);
+
+/* The CREATE statements of one shard's local tables (suffix "_local") and of
+ * the Distributed tables over `cluster`; with an empty cluster, plain
+ * MergeTree tables under the given names. */
+std::vector<std::string> catalog_schema_sql(const CatalogTables& t, const std::string& cluster);
+
+/* The columns an INSERT names, in the order the rows below give them. */
+std::string files_columns();
+std::string flows_columns();
+
+/* Appends the TSV row of a file record (gone = false) or a tombstone
+ * (gone = true: the counts are zero). */
+void append_file_row(std::string& out, const std::string& host, const std::string& serve,
+                     const std::string& path, uint64_t file_id, bool gone,
+                     const index::IndexHeader* h, uint32_t writer, uint64_t published_ns);
+/* Appends the TSV row of one flow of the file. */
+void append_flow_row(std::string& out, const std::string& host, const std::string& path,
+                     uint64_t file_id, const index::FlowEntry& f);
+
+/* '...' with backslash escapes, for SQL text. */
+std::string sql_quote(const std::string& s);
+/* unhex('...') of 16 address bytes, for SQL text. */
+std::string sql_addr(const uint8_t a[16]);
+
+}  // namespace linecap::storage

@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""The fleet catalogue: capd --catalog publishing to ClickHouse, and
+capq --fleet URL --flows answering from it.
+
+Each test starts its own catalogue with scripts/fleet.sh (two ClickHouse
+18.16 servers on free local ports, a two-shard cluster, Distributed
+tables) under its temporary directory; the fleet tests also start the three
+capture hosts (namespaces with 198.18.0.1..3 on veth pairs, a capd each)
+and send bounded UDP bursts between them. Checked:
+  - the file being written is published every few seconds (its flows, and
+    its packets through capq --fleet), then replaced by the closed file;
+  - every closed file of every host is in the catalogue, and per host the
+    catalogue's flows equal the host's own `capq --flows` (the union over
+    the hosts: `capq --fleet --flows`), with and without an expression;
+  - ClickHouse stopped during capture, then restarted: the rows wait in the
+    spool (capctl stats says so), then all arrive; nothing is lost in capture;
+  - a spool over its limit drops the oldest files' rows and counts them;
+    what it kept arrives later;
+  - -W removal marks files gone: the catalogue lists the files on disk only.
+Skipped, with the reason, when clickhouse-server is not installed.
+"""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import time
+import unittest
+import urllib.request
+
+import capdtest
+from capdtest import CapdTestCase
+
+REPO = capdtest.REPO
+FLEET = os.path.join(REPO, "scripts", "fleet.sh")
+CAPQ = os.path.join(capdtest.BUILD_DIR, "query", "capq")
+CAPCTL = os.path.join(capdtest.BUILD_DIR, "ctl", "capctl")
+WEB_MIX = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
+
+
+def free_base():
+    """A port base whose 13 ports (two servers' HTTP/native/interserver) are free."""
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 20)
+        ok = True
+        for p in [base, base + 1, base + 2, base + 10, base + 11, base + 12, base + 21,
+                  base + 22, base + 23]:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range for ClickHouse")
+
+
+def ch(base, sql, timeout=30):
+    req = urllib.request.Request(f"http://127.0.0.1:{base}/", data=sql.encode())
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def rows(base, sql):
+    return [line.split("\t") for line in ch(base, sql).splitlines() if line]
+
+
+class FleetTest(CapdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not os.path.exists("/usr/sbin/clickhouse-server"):
+            raise unittest.SkipTest("clickhouse-server is not installed "
+                                    "(scripts/install-deps.sh installs it)")
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("the fleet's namespaces need root")
+
+    def setUp(self):
+        super().setUp()
+        self.base = free_base()
+        self.pfx = "lf%04x" % random.randrange(0x10000)
+        self.env = dict(os.environ, LINECAP_CH_PORT=str(self.base),
+                        LINECAP_FLEET_PREFIX=self.pfx, LINECAP_BUILD_DIR=capdtest.BUILD_DIR)
+        self.dir = self.path("fleet")
+        self.url = f"http://127.0.0.1:{self.base}"
+        self.addCleanup(self.fleet, "stop", check=False)
+
+    def fleet(self, cmd, check=True, timeout=180):
+        p = subprocess.run(["sh", FLEET, cmd, self.dir, capdtest.BUILD_DIR], env=self.env,
+                           capture_output=True, text=True, timeout=timeout)
+        if check:
+            self.assertEqual(p.returncode, 0, f"fleet.sh {cmd}: {p.stdout}{p.stderr}")
+        return p
+
+    # ---------------------------------------------------------------- helpers
+
+    def send_traffic(self, tag):
+        """Bounded UDP bursts: h1 -> h2, h1 -> h3, h2 -> h3 (198.18.0.0/15 only)."""
+        prog = ("import socket, sys\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "for i in range(200):\n"
+                "    for dst in sys.argv[1:]:\n"
+                f"        s.sendto(b'{tag}' * 20, (dst, 9000 + i % 7))\n")
+        for src, dsts in [(1, ["198.18.0.2", "198.18.0.3"]), (2, ["198.18.0.3"])]:
+            p = subprocess.run(["ip", "netns", "exec", f"{self.pfx}-h{src}", "python3", "-c", prog]
+                               + dsts, capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+
+    def stats(self, n):
+        p = subprocess.run([CAPCTL, "--ctl", os.path.join(self.dir, f"h{n}", "ctl.sock"), "--json",
+                            "stats"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        j = json.loads(p.stdout)
+        return j.get("data", j)
+
+    def capq(self, *args):
+        p = subprocess.run([CAPQ, *args], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout
+
+    def local_flows(self, d, expr=()):
+        return sorted(self.capq("-r", d, "--flows", *expr).splitlines()[1:])
+
+    def fleet_flows(self, host, expr=()):
+        out = self.capq("--fleet", self.url, "--flows", *expr).splitlines()[1:]
+        return sorted(line[18:] for line in out if line.split()[0] == host)
+
+    def live_paths(self, host):
+        return sorted(r[1] for r in rows(
+            self.base, "SELECT host, path FROM linecap_files GROUP BY host, path "
+            f"HAVING argMax(gone, file_id) = 0 AND host = '{host}'"))
+
+    def files_on_disk(self, d):
+        """The capture files of d, oldest first (cap.pcap, cap.pcap1, ... cap.pcap10)."""
+        names = [n for n in os.listdir(d) if not n.startswith(".")]
+        return [os.path.join(d, n) for n in sorted(names, key=lambda n: (len(n), n))]
+
+    def check_hosts_match(self):
+        for n in (1, 2, 3):
+            d = os.path.join(self.dir, f"h{n}", "cap")
+            with self.subTest(host=n):
+                on_disk = self.files_on_disk(d)
+                self.assertTrue(on_disk)
+                self.assertEqual(self.live_paths(f"h{n}"), sorted(on_disk))
+                local = self.local_flows(d)
+                self.assertGreater(len(local), 0)
+                self.assertEqual(self.fleet_flows(f"h{n}"), local)
+                expr = ["udp", "and", "host", "198.18.0.3"]
+                self.assertEqual(self.fleet_flows(f"h{n}", expr), self.local_flows(d, expr))
+                with open(os.path.join(self.dir, f"h{n}", "summary.json")) as f:
+                    s = json.load(f)
+                self.assertEqual(s["drops"]["total"], 0)
+                self.assertEqual(s["catalog"]["spool_rows"], 0)
+                self.assertEqual(s["catalog"]["dropped_rows"], 0)
+
+    # ------------------------------------------------------------------ tests
+
+    def test_catalogue_equals_local_indexes(self):
+        self.fleet("start")
+        self.send_traffic("a")
+        # Rotation (-G 2) closes files while capture goes on: they arrive live.
+        ok = capdtest.wait_until(lambda: all(
+            self.stats(n).get("catalog", {}).get("files", 0) > 0 for n in (1, 2, 3)), 30)
+        self.assertTrue(ok, "closed files were not published while capturing")
+        self.fleet("hosts-stop")
+        self.check_hosts_match()
+        # The union over the hosts, through the other shard's server.
+        union = sorted(
+            f"h{n}  " + line for n in (1, 2, 3)
+            for line in self.local_flows(os.path.join(self.dir, f"h{n}", "cap")))
+        other = f"http://127.0.0.1:{self.base + 10}"
+        got = sorted(line[:4] + line[18:]
+                     for line in self.capq("--fleet", other, "--flows").splitlines()[1:])
+        self.assertEqual(got, union)
+
+    def fleet_query(self, *args):
+        ca = os.path.join(self.dir, "ca")
+        return subprocess.run(
+            [CAPQ, "--fleet", self.url, "--cert", os.path.join(ca, "client.pem"), "--key",
+             os.path.join(ca, "client.key"), "--ca", os.path.join(ca, "ca.pem"), *args],
+            capture_output=True, timeout=120)
+
+    def test_fleet_query_equals_merge_of_local_answers(self):
+        self.fleet("start")
+        self.send_traffic("c")
+        self.fleet("hosts-stop")  # the files close and publish; capq --serve goes on
+        dirs = [os.path.join(self.dir, f"h{n}", "cap") for n in (1, 2, 3)]
+        out = self.path("fleet.pcap")
+        expr = ["udp", "and", "host", "198.18.0.3"]
+        p = self.fleet_query("-w", out, *expr)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("the catalogue names 3 hosts", err)
+        for n in (1, 2, 3):
+            self.assertRegex(err, rf"h{n} \([^)]*\): answered, [1-9][0-9]* packets")
+        # The same as capq over the three stores at once (merged by time).
+        ref = self.path("ref.pcap")
+        args = [a for d in dirs for a in ("-r", d)]
+        self.capq(*args, "-w", ref, *expr)
+        with open(out, "rb") as a, open(ref, "rb") as b:
+            got, want = a.read(), b.read()
+        self.assertGreater(len(want), 24)
+        self.assertEqual(got, want)
+        # Traffic of h1 and h2 only: the catalogue names exactly the hosts
+        # whose own index has such a flow (h1 and h2; h3 only if the bridge
+        # flooded a frame to it before it learnt the addresses).
+        two = ["udp", "and", "host", "198.18.0.1", "and", "host", "198.18.0.2"]
+        holders = {f"h{n}" for n, d in zip((1, 2, 3), dirs) if self.local_flows(d, two)}
+        self.assertTrue({"h1", "h2"} <= holders)
+        p = self.fleet_query("-w", self.path("two.pcap"), *two)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn(f"the catalogue names {len(holders)} hosts", err)
+        self.assertEqual({h for h in ("h1", "h2", "h3") if f"{h} (" in err}, holders)
+        # A host whose server is gone is reported; the others answer.
+        pid = open(os.path.join(self.dir, "h2", "serve.pid")).read().strip()
+        os.kill(int(pid), 15)
+        capdtest.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20)
+        p = self.fleet_query("-w", self.path("part.pcap"), *expr)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 3, err)
+        self.assertRegex(err, r"h2 \([^)]*\): unreachable")
+        self.assertRegex(err, r"h1 \([^)]*\): answered, [1-9]")
+        self.assertRegex(err, r"h3 \([^)]*\): answered, [1-9]")
+
+    def test_open_file_flows_are_published(self):
+        # Files that stay open (-G 3600): their flows arrive while written.
+        self.env["LINECAP_FLEET_ROTATE"] = "3600"
+        self.fleet("start")
+        self.send_traffic("d")
+        expr = ["udp", "and", "host", "198.18.0.1", "and", "host", "198.18.0.2"]
+
+        def h2_packets():
+            out = self.capq("--fleet", self.url, "--flows", "--json", *expr)
+            return sum(f["packets"] for f in json.loads(out) if f["host"] == "h2")
+        ok = capdtest.wait_until(lambda: h2_packets() == 200, 30, interval=0.5)
+        self.assertTrue(ok, f"the open file's flows did not arrive: {h2_packets()} packets")
+        self.assertGreater(self.stats(2)["catalog"]["live_snapshots"], 0)
+        self.assertEqual(self.files_on_disk(os.path.join(self.dir, "h2", "cap")), [])  # none closed
+        # Its packets, from the file being written.
+        p = self.fleet_query("-w", self.path("live.pcap"), *expr)
+        err = p.stderr.decode()
+        self.assertEqual(p.returncode, 0, err)
+        self.assertRegex(err, r"h2 \([^)]*\): answered, 200 packets")
+        # At the close the closed file takes over from the snapshots.
+        self.fleet("hosts-stop")
+        self.check_hosts_match()
+
+    def test_clickhouse_down_during_capture(self):
+        self.fleet("start")
+        self.fleet("clickhouse-stop")
+        self.send_traffic("b")
+        ok = capdtest.wait_until(lambda: all(
+            self.stats(n).get("catalog", {}).get("spool_rows", 0) > 0 for n in (1, 2, 3)), 30)
+        self.assertTrue(ok, "no rows waited in the spool while ClickHouse was down")
+        s = self.stats(1)["catalog"]
+        self.assertGreater(s["send_errors"], 0)
+        self.assertGreater(s["spool_bytes"], 0)
+        self.fleet("clickhouse-start")
+        ok = capdtest.wait_until(lambda: all(
+            self.stats(n)["catalog"]["spool_rows"] == 0 for n in (1, 2, 3)), 60)
+        self.assertTrue(ok, "the spool did not empty once ClickHouse was back")
+        self.fleet("hosts-stop")
+        self.check_hosts_match()
+
+    def run_pcap(self, out_dir, host, url, *extra):
+        os.makedirs(out_dir, exist_ok=True)
+        js = os.path.join(out_dir, "..", os.path.basename(out_dir) + ".json")
+        r = self.capd(["-i", "pcap:" + WEB_MIX, "-w", os.path.join(out_dir, "cap.pcap"),
+                       "-C", "0.05", "--catalog", url, "--catalog-host", host,
+                       "--stats-json", js, *extra])
+        self.assertCapdOk(r)
+        with open(js) as f:
+            return json.load(f)
+
+    def test_spool_limit_drops_oldest(self):
+        self.fleet("clickhouse-start")
+        spool = self.path("spool")
+        # Nothing listens on port 1: every request is refused.
+        s = self.run_pcap(self.path("run1"), "sp", "http://127.0.0.1:1",
+                          "--catalog-spool", spool, "--catalog-spool-max", "40K")
+        self.assertEqual(s["packets_written"], 3200)
+        self.assertEqual(s["drops"]["total"], 0)
+        c = s["catalog"]
+        self.assertGreater(c["dropped_rows"], 0)
+        self.assertGreater(c["spool_rows"], 0)
+        self.assertLessEqual(c["spool_bytes"], 40 << 10)
+        self.assertEqual(s["errors"], [])  # the capture itself lost nothing
+        run1 = self.files_on_disk(self.path("run1"))
+        # A second run with the server up sends the kept rows first.
+        s2 = self.run_pcap(self.path("run2"), "sp", self.url, "--catalog-spool", spool)
+        self.assertEqual(s2["catalog"]["spool_rows"], 0)
+        live = set(self.live_paths("sp"))
+        kept = [p for p in run1 if p in live]
+        self.assertTrue(kept, "nothing the spool kept arrived")
+        self.assertLess(len(kept), len(run1))
+        # The newest files' rows were kept: the oldest were dropped.
+        self.assertEqual(kept, run1[len(run1) - len(kept):])
+        self.assertEqual(set(self.live_paths("sp")) - set(run1),
+                         set(self.files_on_disk(self.path("run2"))))
+
+    def test_removal_marks_files_gone(self):
+        self.fleet("clickhouse-start")
+        s = self.run_pcap(self.path("ring"), "ring", self.url, "-W", "3")
+        on_disk = self.files_on_disk(self.path("ring"))
+        self.assertEqual(len(on_disk), 3)
+        c = s["catalog"]
+        self.assertGreater(c["tombstones"], 0)
+        self.assertEqual(c["files"], s["files_written"])
+        self.assertEqual(self.live_paths("ring"), sorted(on_disk))
+        self.assertEqual(self.fleet_flows("ring"), self.local_flows(self.path("ring")))
+        self.assertEqual(self.fleet_flows("ring", ["tcp", "port", "80"]),
+                         self.local_flows(self.path("ring"), ["tcp", "port", "80"]))
+
+    def test_bad_options_and_unsafe_spool(self):
+        out = self.path("o.pcap")
+        for args, words in [
+            (["--catalog", "ftp://127.0.0.1:1"], "expected http://HOST:PORT"),
+            (["--catalog", "http://127.0.0.1:99999"], "bad port"),
+            (["--catalog-host", "x"], "need --catalog URL"),
+            (["--catalog", self.url, "--catalog-tables", "a"], "FILES,FLOWS"),
+            (["--catalog", self.url, "--catalog-tables", "a;drop,b"], "not a table name"),
+            (["--catalog", self.url, "--catalog-spool-max", "12Q"], "--catalog-spool-max"),
+        ]:
+            with self.subTest(args=args):
+                r = self.capd(["-i", "pcap:" + WEB_MIX, "-w", out, *args])
+                self.assertEqual(r.rc, 1, r.describe())
+                self.assertEqual(len(r.stderr_lines), 1, r.describe())
+                self.assertIn(words, r.stderr, r.describe())
+                self.assertFalse(os.path.exists(out))
+        # A spool path that is a symbolic link (to a file capd must not
+        # write) is refused before capture starts, and the target is intact.
+        target = self.path("precious")
+        with open(target, "w") as f:
+            f.write("keep")
+        os.symlink(target, self.path("spool"))
+        r = self.capd(["-i", "pcap:" + WEB_MIX, "-w", out, "--catalog", self.url,
+                       "--catalog-spool", self.path("spool")])
+        self.assertEqual(r.rc, 1, r.describe())
+        self.assertIn("symbolic link", r.stderr)
+        self.assertFalse(os.path.exists(out))
+        with open(target) as f:
+            self.assertEqual(f.read(), "keep")
+
+
+if __name__ == "__main__":
+    capdtest.main()
