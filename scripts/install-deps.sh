@@ -7,7 +7,8 @@ PKGS="build-essential meson ninja-build pkg-config python3
 libdpdk-dev dpdk dpdk-dev libpcap-dev libbpf-dev libelf-dev libhyperscan-dev
 libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev liburing-dev
 clang clang-format llvm libclang-rt-14-dev
-tcpdump tshark wireshark-common iproute2 gnuplot-nox util-linux"
+tcpdump tshark wireshark-common iproute2 gnuplot-nox util-linux
+libzstd-dev liblz4-dev zlib1g-dev zstd lz4 gzip"
 
 missing=""
 for p in $PKGS; do
