@@ -470,6 +470,10 @@ Summary Pipeline::collect() const {
         ws.index_files = st.index_files.load();
         ws.index_bytes = st.index_bytes.load();
         ws.index_errors = st.index_errors.load();
+        if (p.opts.codec.codec != index::Codec::kNone) {
+            ws.codec = index::codec_name(p.opts.codec.codec);
+            ws.bytes_in = st.raw_bytes.load();
+        }
         if (ws.command_failures)
             s.errors.push_back(std::to_string(ws.command_failures) + " -z command" +
                                (ws.command_failures == 1 ? "" : "s") +

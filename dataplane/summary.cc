@@ -59,6 +59,16 @@ std::string summary_text(const Summary& s) {
         if (idx_errors) out += ", " + std::to_string(idx_errors) + " not written";
         out += "\n";
     }
+    // --compress: bytes in and out of each writer's codec.
+    for (size_t i = 0; i < s.writers.size(); i++) {
+        const WriterSummary& w = s.writers[i];
+        if (w.codec.empty()) continue;
+        snprintf(buf, sizeof(buf),
+                 "capd: compress %s: writer %zu: %llu bytes in, %llu out, ratio %.2f\n",
+                 w.codec.c_str(), i, (unsigned long long)w.bytes_in, (unsigned long long)w.bytes,
+                 w.bytes ? double(w.bytes_in) / double(w.bytes) : 0.0);
+        out += buf;
+    }
     for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
     return out;
 }
@@ -110,7 +120,7 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"chunks", w.chunks},
                                 {"max_poll_gap_us", w.max_poll_gap_us}});
     j["writers"] = json::array();
-    for (const auto& w : s.writers)
+    for (const auto& w : s.writers) {
         j["writers"].push_back({{"packets", w.packets},
                                 {"bytes", w.bytes},
                                 {"files", w.files},
@@ -122,6 +132,15 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"index_bytes", w.index_bytes},
                                 {"index_errors", w.index_errors},
                                 {"error", w.error}});
+        // --compress: bytes in (records and headers) and out (on the disk).
+        if (!w.codec.empty()) {
+            json& jw = j["writers"].back();
+            jw["compress"] = w.codec;
+            jw["bytes_in"] = w.bytes_in;
+            jw["bytes_out"] = w.bytes;
+            jw["ratio"] = w.bytes ? double(w.bytes_in) / double(w.bytes) : 0.0;
+        }
+    }
     j["rules"] = json::array();
     for (const auto& r : s.rules)
         j["rules"].push_back(

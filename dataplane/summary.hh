@@ -35,6 +35,8 @@ struct WriterSummary {
     std::string error;
     uint64_t command_failures = 0;  // -z commands not started, non-zero or killed
     uint64_t index_files = 0, index_bytes = 0, index_errors = 0;  // indexes beside the files
+    std::string codec;      // --compress: "zstd", "lz4", "gzip"; "" when off
+    uint64_t bytes_in = 0;  // --compress: bytes into the codec (bytes: out, on the disk)
 };
 
 struct RuleSummary {
