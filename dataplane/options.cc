@@ -253,7 +253,7 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "or gzip[:LEVEL] (1..9, default 6); files get .zst, .lz4 or .gz");
     app.add_option("--compress-block", o.compress_block,
                    "bytes of whole records per independently compressed block, the unit capq "
-                   "decompresses (N, NK or NM; 4K..16M; default 256K)");
+                   "decompresses (N, NK or NM; 64K..16M; default 256K)");
     app.add_option("--write-behind", o.write_behind_mb,
                    "MiB of a disk file in writeback before a helper thread waits for the "
                    "oldest and drops it from the page cache (default 256; 0: leave it to the "
@@ -395,8 +395,8 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                        : unit == "M" || unit == "m" ? 1024 * 1024
                                                     : 0;
         uint64_t v = digits == 0 || digits > 9 || mul == 0 ? 0 : std::stoull(t.substr(0, digits));
-        if (v * mul < 4096 || v * mul > (16u << 20))
-            return make_error("--compress-block " + t + ": expected a size from 4K to 16M");
+        if (v * mul < (64u << 10) || v * mul > (16u << 20))
+            return make_error("--compress-block " + t + ": expected a size from 64K to 16M");
         o.compress_block_bytes = static_cast<uint32_t>(v * mul);
     }
     if (o.write_path == "-") {
