@@ -227,7 +227,8 @@ Result<size_t> BlockDecompressor::decompress(const void* src, size_t n, void* ds
 }
 
 Status decompress_stream(int fd, Codec c, const std::function<bool(const uint8_t*, size_t)>& sink,
-                         bool* cut) {
+                         bool* cut, uint64_t* whole_end) {
+    if (whole_end) *whole_end = 0;
     constexpr size_t kIn = 1 << 20, kOut = 1 << 20;
     std::unique_ptr<uint8_t[]> in(new uint8_t[kIn]), out(new uint8_t[kOut]);
     uint64_t pos = 0;
@@ -306,6 +307,7 @@ Status decompress_stream(int fd, Codec c, const std::function<bool(const uint8_t
             return make_error(EINVAL, "not compressed");
         }
         at += used;
+        if (!in_frame && whole_end) *whole_end = pos - (have - at);
         if (made > 0 && !sink(out.get(), made)) return {};
         if (used == 0 && made == 0) {
             if (eof) break;  // cut in the middle of a frame

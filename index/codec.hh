@@ -95,6 +95,8 @@ private:
  * false or the stream ends. A stream cut short ends at the last byte that
  * could be decompressed (*cut set to true); a damaged one is an error. */
 Status decompress_stream(int fd, Codec c, const std::function<bool(const uint8_t*, size_t)>& sink,
-                         bool* cut = nullptr);
+                         bool* cut = nullptr, uint64_t* whole_end = nullptr);
+/* whole_end (when given): the file offset just past the last whole frame
+ * (member) decompressed; where a file cut in a frame is cut back to. */
 
 }  // namespace linecap::index
