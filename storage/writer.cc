@@ -320,6 +320,14 @@ void Writer::direct_failure(int err) {
             builder_->truncate(released_end_);
         live_end_ = std::min(live_end_, released_end_);
     }
+    if (comp_) {
+        // The block being filled follows frames the disk lost: it goes too,
+        // and the stream goes on from the last frame the disk holds.
+        stats_.disk_drops.fetch_add(raw_packets_, std::memory_order_relaxed);
+        raw_len_ = 0;
+        raw_packets_ = 0;
+        if (builder_) raw_start_ = stream_end_ = builder_->end();
+    }
     stats_.disk_errors.fetch_add(1, std::memory_order_relaxed);
     enter_error(files_.current_name() + ": " + std::strerror(err));
 }
