@@ -222,6 +222,16 @@ class Compress(CapdTestCase):
                 n = count_packets(self.capq(d, ""))
                 self.assertGreater(n, 0)
                 self.assertLessEqual(n, got)
+                # The next run recovers it whole, never writing over it.
+                r = self.capd(["-q", "-i", f"pcap:{MIX}", "-w", os.path.join(d, "a.pcap"),
+                               "--compress", codec])
+                self.assertCapdOk(r)
+                rec = [x for x in os.listdir(d) if ".recovered-" in x]
+                self.assertEqual(len(rec), 1, os.listdir(d))
+                self.assertTrue(rec[0].endswith(suffix), rec)
+                self.assertEqual(run(test + [os.path.join(d, rec[0])]).returncode, 0)
+                self.assertEqual(
+                    count_packets(run(cat + [os.path.join(d, rec[0])]).stdout), got)
 
 
 if __name__ == "__main__":
