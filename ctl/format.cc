@@ -133,6 +133,11 @@ std::string format_stats(const nlohmann::json& s) {
                   : std::string())
           << (u(w, "oldest_kept_ns") ? ", oldest packet kept " + utc(u(w, "oldest_kept_ns"))
                                      : std::string())
+          << (w.contains("compress")
+                  ? ", " + w.value("compress", "") + " " + std::to_string(u(w, "bytes_in")) +
+                        " bytes in, " + std::to_string(u(w, "bytes_out")) + " out, ratio " +
+                        std::to_string(w.value("ratio", 0.0)).substr(0, 5)
+                  : std::string())
           << "\n";
     for (const auto& r : s["rules"])
         o << "rule " << r.value("name", "") << (r.value("active", true) ? "" : " (removed)") << ": "
@@ -252,6 +257,21 @@ std::string format_prometheus(const nlohmann::json& s) {
     for (const auto& r : s["rules"])
         o << "linecap_rule_packets_total{rule=\"" << label(r.value("name", "")) << "\"} "
           << u(r, "packets") << "\n";
+    bool compress = false;
+    for (const auto& w : s["writers"]) compress = compress || w.contains("compress");
+    if (compress) {
+        counter("linecap_compress_bytes_in_total", "Bytes into each writer's codec (--compress).");
+        int i = 0;
+        for (const auto& w : s["writers"])
+            o << "linecap_compress_bytes_in_total{writer=\"" << i++ << "\"} " << u(w, "bytes_in")
+              << "\n";
+        counter("linecap_compress_bytes_out_total",
+                "Bytes out of each writer's codec, to the disk (--compress).");
+        i = 0;
+        for (const auto& w : s["writers"])
+            o << "linecap_compress_bytes_out_total{writer=\"" << i++ << "\"} " << u(w, "bytes_out")
+              << "\n";
+    }
     o << "# HELP linecap_worker_max_poll_gap_seconds Longest time a worker went between two "
          "receive polls.\n# TYPE linecap_worker_max_poll_gap_seconds gauge\n";
     int wi = 0;

@@ -308,6 +308,12 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                  "staging buffer");
     app.add_flag("--no-index", o.no_index,
                  "write no index beside each file (capq then reads the whole files)");
+    app.add_option("--compress", o.compress,
+                   "compress each file as it is written: zstd[:LEVEL] (1..19, default 1), lz4 "
+                   "or gzip[:LEVEL] (1..9, default 6); files get .zst, .lz4 or .gz");
+    app.add_option("--compress-block", o.compress_block,
+                   "bytes of whole records per independently compressed block, the unit capq "
+                   "decompresses (N, NK or NM; 64K..16M; default 256K)");
     app.add_option("--write-behind", o.write_behind_mb,
                    "MiB of a disk file in writeback before a helper thread waits for the "
                    "oldest and drops it from the page cache (default 256; 0: leave it to the "
@@ -505,6 +511,30 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (o.sources.empty() && !o.dump_filter) return make_error("no capture source: give -i SOURCE");
     if (o.dump_filter) return o;
     if (o.write_path.empty() && !o.rx_only) return make_error("no output file: give -w FILE");
+    if (!o.compress.empty()) {
+        auto c = index::parse_codec(o.compress);
+        if (!c) return make_error("--compress " + o.compress + ": " + c.error());
+        o.codec = *c;
+        if (o.codec.codec != index::Codec::kNone && o.write_path == "-")
+            return make_error(
+                "--compress needs files: its blocks are indexed by their place in the file "
+                "(for a compressed stream, pipe -w - into zstd, lz4 or gzip)");
+    }
+    if (!o.compress_block.empty()) {
+        if (o.codec.codec == index::Codec::kNone)
+            return make_error("--compress-block needs --compress");
+        const std::string& t = o.compress_block;
+        size_t digits = t.find_first_not_of("0123456789");
+        std::string unit = digits == std::string::npos ? "" : t.substr(digits);
+        uint64_t mul = unit.empty()                 ? 1
+                       : unit == "K" || unit == "k" ? 1024
+                       : unit == "M" || unit == "m" ? 1024 * 1024
+                                                    : 0;
+        uint64_t v = digits == 0 || digits > 9 || mul == 0 ? 0 : std::stoull(t.substr(0, digits));
+        if (v * mul < (64u << 10) || v * mul > (16u << 20))
+            return make_error("--compress-block " + t + ": expected a size from 64K to 16M");
+        o.compress_block_bytes = static_cast<uint32_t>(v * mul);
+    }
     if (o.write_path == "-") {
         // One stream: nothing to rotate, name, run -z on or write past the
         // page cache (tcpdump also refuses -C with -w -).

@@ -6,6 +6,8 @@
  */
 #pragma once
 
+#include "index/codec.hh"
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -87,11 +89,15 @@ struct Options {
     storage::RetainFree retain_free;
     uint64_t retain_age_s = 0;
     bool align = false;
-    bool fsync = false;              // fdatasync each file before naming it
-    bool reuse_files = false;        // --reuse-files: overwrite the displaced file's storage
-    bool direct = false;             // --direct: O_DIRECT writes, past the page cache
-    bool preallocate = false;        // --preallocate: claim the -C x -W ring at start
-    bool no_index = false;           // --no-index: no index beside the files
+    bool fsync = false;          // fdatasync each file before naming it
+    bool reuse_files = false;    // --reuse-files: overwrite the displaced file's storage
+    bool direct = false;         // --direct: O_DIRECT writes, past the page cache
+    bool preallocate = false;    // --preallocate: claim the -C x -W ring at start
+    bool no_index = false;       // --no-index: no index beside the files
+    std::string compress;        // --compress CODEC[:LEVEL] as given ("": none)
+    index::CodecSpec codec;      // parsed from it
+    std::string compress_block;  // --compress-block SIZE as given
+    uint32_t compress_block_bytes = 256u << 10;
     uint32_t write_behind_mb = 256;  // page cache a disk file may hold ahead of the disk; 0: off
     std::string run_as_user;         // -Z: drop to this user after set-up
     uid_t run_as_uid = static_cast<uid_t>(-1);  // -Z's ids, resolved at start (-1: none)

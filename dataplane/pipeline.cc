@@ -556,6 +556,10 @@ Summary Pipeline::collect() const {
         ws.files_retired = w->files().files_retired();
         ws.bytes_retired = w->files().bytes_retired();
         ws.oldest_kept_ns = w->files().oldest_kept_ns();
+        if (p.opts.codec.codec != index::Codec::kNone) {
+            ws.codec = index::codec_name(p.opts.codec.codec);
+            ws.bytes_in = st.raw_bytes.load();
+        }
         if (ws.command_failures)
             s.errors.push_back(std::to_string(ws.command_failures) + " -z command" +
                                (ws.command_failures == 1 ? "" : "s") +

@@ -108,6 +108,16 @@ std::string summary_text(const Summary& s) {
                  (unsigned long long)c.dropped_rows, (unsigned long long)c.send_errors);
         out += buf;
     }
+    // --compress: bytes in and out of each writer's codec.
+    for (size_t i = 0; i < s.writers.size(); i++) {
+        const WriterSummary& w = s.writers[i];
+        if (w.codec.empty()) continue;
+        snprintf(buf, sizeof(buf),
+                 "capd: compress %s: writer %zu: %llu bytes in, %llu out, ratio %.2f\n",
+                 w.codec.c_str(), i, (unsigned long long)w.bytes_in, (unsigned long long)w.bytes,
+                 w.bytes ? double(w.bytes_in) / double(w.bytes) : 0.0);
+        out += buf;
+    }
     for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
     return out;
 }
@@ -174,7 +184,7 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"chunks", w.chunks},
                                 {"max_poll_gap_us", w.max_poll_gap_us}});
     j["writers"] = json::array();
-    for (const auto& w : s.writers)
+    for (const auto& w : s.writers) {
         j["writers"].push_back({{"packets", w.packets},
                                 {"bytes", w.bytes},
                                 {"files", w.files},
@@ -189,6 +199,15 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"bytes_retired", w.bytes_retired},
                                 {"oldest_kept_ns", w.oldest_kept_ns},
                                 {"error", w.error}});
+        // --compress: bytes in (records and headers) and out (on the disk).
+        if (!w.codec.empty()) {
+            json& jw = j["writers"].back();
+            jw["compress"] = w.codec;
+            jw["bytes_in"] = w.bytes_in;
+            jw["bytes_out"] = w.bytes;
+            jw["ratio"] = w.bytes ? double(w.bytes_in) / double(w.bytes) : 0.0;
+        }
+    }
     j["rules"] = json::array();
     for (const auto& r : s.rules)
         j["rules"].push_back(

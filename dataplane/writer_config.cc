@@ -36,6 +36,9 @@ storage::WriterConfig writer_config(const Options& o, unsigned writer_index) {
     cfg.fsync_on_close = o.fsync;
     cfg.write_behind_bytes = uint64_t(o.write_behind_mb) << 20;
     cfg.index = !o.no_index;
+    cfg.compress = o.codec;
+    cfg.compress_block_bytes = o.compress_block_bytes;
+    cfg.files.suffix = index::codec_suffix(o.codec.codec);
     return cfg;
 }
 

@@ -46,6 +46,9 @@ void IndexBuilder::begin(CaptureFormat format, std::span<const uint16_t> linktyp
     flags_ = 0;
     blocks_.clear();
     block_wire_.clear();
+    codec_ = Codec::kNone;
+    cut_ = false;
+    stored_.clear();
     if (!flows_.empty()) std::fill(table_.begin(), table_.end(), 0);
     flows_.clear();
     postings_.clear();
@@ -54,6 +57,26 @@ void IndexBuilder::begin(CaptureFormat format, std::span<const uint16_t> linktyp
 void IndexBuilder::start_block(uint64_t offset) {
     blocks_.push_back(BlockEntry{offset, 0, 0, kNoTime, 0});
     block_wire_.push_back(0);
+    cut_ = false;
+}
+
+void IndexBuilder::end_block(uint64_t stored_offset, uint32_t stored_bytes) {
+    if (blocks_.size() != stored_.size() + 1) return;  // no record since the last cut
+    stored_.push_back(StoredBlock{stored_offset, stored_bytes, 0});
+    cut_ = true;
+}
+
+uint64_t IndexBuilder::stored_end(uint64_t file_bytes) const {
+    uint64_t end = data_start_;
+    for (size_t i = 0; i < stored_.size() && stored_[i].offset + stored_[i].bytes <= file_bytes;
+         i++)
+        end = blocks_[i].offset + blocks_[i].bytes;
+    return end;
+}
+
+void IndexBuilder::truncate_stored(uint64_t file_bytes) {
+    truncate(stored_end(file_bytes));
+    cut_ = true;
 }
 
 void IndexBuilder::grow_table() {
@@ -112,7 +135,8 @@ inline void IndexBuilder::count_record(uint64_t offset, uint32_t rec_bytes, uint
         if (blocks_.empty()) start_block(end_);
         blocks_.back().bytes += static_cast<uint32_t>(offset - end_);
     }
-    if (blocks_.empty() || blocks_.back().bytes >= block_bytes_) start_block(offset);
+    if (blocks_.empty() || cut_ || (codec_ == Codec::kNone && blocks_.back().bytes >= block_bytes_))
+        start_block(offset);
     BlockEntry& b = blocks_.back();
     b.bytes += rec_bytes;
     b.packets++;
@@ -222,7 +246,7 @@ void IndexBuilder::add_batch(const Pending* p, size_t n) {
  * blocks after it cannot be read alone. */
 void IndexBuilder::add_other(uint32_t type, uint32_t total, uint64_t at) {
     if (type == 1 || type == 0x0a0d0d0a) flags_ |= kIndexSequential;
-    if (blocks_.empty()) start_block(at);
+    if (blocks_.empty() || cut_) start_block(at);
     blocks_.back().bytes += total;
     end_ = at + total;
 }
@@ -328,6 +352,7 @@ void IndexBuilder::truncate(uint64_t file_bytes) {
         blocks_.pop_back();
         block_wire_.pop_back();
     }
+    if (stored_.size() > blocks_.size()) stored_.resize(blocks_.size());
     // A block cut in two keeps its first part; its counts and times stay
     // those of the whole block (a superset, which only costs capq a read).
     if (!blocks_.empty()) {
@@ -383,7 +408,7 @@ IndexHeader make_header(CaptureFormat format, uint32_t flags, uint64_t capture_b
     IndexHeader h;
     std::memset(&h, 0, sizeof(h));
     std::memcpy(h.magic, kIndexMagic, sizeof(h.magic));
-    h.version = kIndexVersion;
+    h.version = 1;  // version 2 only with a codec (set by the caller)
     h.header_bytes = sizeof(IndexHeader);
     h.capture_bytes = capture_bytes;
     h.data_start = data_start;
@@ -435,14 +460,23 @@ inline uint64_t be64(const uint8_t* p) {
 }  // namespace
 
 std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
-    capture_bytes = std::max(capture_bytes, end_);
+    // A compressed file's size is its frames', not the stream's.
+    if (codec_ == Codec::kNone) capture_bytes = std::max(capture_bytes, end_);
     IndexHeader h = make_header(format_, flags_, capture_bytes, data_start_, block_bytes_);
+    // Compressed: every block has its frame (the writer ended the last one
+    // before closing); a block without one is left out.
+    const size_t nstored = codec_ == Codec::kNone ? 0 : stored_.size();
+    const size_t nblocks = codec_ == Codec::kNone ? blocks_.size() : nstored;
+    if (codec_ != Codec::kNone) {
+        h.version = 2;
+        h.codec = uint32_t(codec_);
+    }
     h.packets = packets_;
     h.wire_bytes = wire_bytes_;
     h.first_ns = first_ns_;
     h.last_ns = last_ns_;
     const size_t nflows = flows_.size();
-    h.block_count = static_cast<uint32_t>(blocks_.size());
+    h.block_count = static_cast<uint32_t>(nblocks);
     h.flow_count = static_cast<uint32_t>(nflows);
 
     // The flows' order: sorted (kind, src, dst, key bytes).
@@ -466,15 +500,15 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
     const size_t ip = nflows - non_ip;
     h.non_ip_flows = static_cast<uint32_t>(non_ip);
 
-    const uint64_t body = blocks_.size() * sizeof(BlockEntry) + nflows * sizeof(FlowEntry) +
-                          align8(ip * sizeof(uint32_t)) +
+    const uint64_t body = nblocks * sizeof(BlockEntry) + nstored * sizeof(StoredBlock) +
+                          nflows * sizeof(FlowEntry) + align8(ip * sizeof(uint32_t)) +
                           align8(postings_.size() * sizeof(uint32_t));
     const Layout lay = layout_for(body);
     h.page_shift = kIndexPageShift;
     h.page_count = lay.page_count;
     h.pages_offset = sizeof(IndexHeader);
     h.blocks_offset = lay.blocks_offset;
-    h.flows_offset = h.blocks_offset + blocks_.size() * sizeof(BlockEntry);
+    h.flows_offset = h.blocks_offset + nblocks * sizeof(BlockEntry) + nstored * sizeof(StoredBlock);
     h.by_dst_offset = h.flows_offset + nflows * sizeof(FlowEntry);
     h.postings_offset = align8(h.by_dst_offset + ip * sizeof(uint32_t));
     h.postings_count = postings_.size();
@@ -482,8 +516,11 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
 
     std::string out(size, '\0');
     auto* base = reinterpret_cast<uint8_t*>(out.data());
-    if (!blocks_.empty())
-        std::memcpy(base + h.blocks_offset, blocks_.data(), blocks_.size() * sizeof(BlockEntry));
+    if (nblocks != 0)
+        std::memcpy(base + h.blocks_offset, blocks_.data(), nblocks * sizeof(BlockEntry));
+    if (nstored != 0)
+        std::memcpy(base + h.blocks_offset + nblocks * sizeof(BlockEntry), stored_.data(),
+                    nstored * sizeof(StoredBlock));
     // The flows in their order, each with its postings' start (prefix sums
     // of the counts); then a counting sort of the postings by flow, in
     // arrival order, which keeps each flow's block numbers ascending.
@@ -524,8 +561,15 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
 std::string IndexBuilder::serialize_live(uint64_t valid_bytes) const {
     size_t n = 0;
     uint64_t end = data_start_, packets = 0, wire = 0, first = kNoTime, last = 0;
-    while (n < blocks_.size() && blocks_[n].offset + blocks_[n].bytes <= valid_bytes) {
+    // Compressed: valid_bytes is the file's, and the blocks are those whose
+    // frames end by then; capture_bytes the end of the last such frame.
+    const bool compressed = codec_ != Codec::kNone;
+    uint64_t frames_end = 0;
+    while (n < blocks_.size() &&
+           (compressed ? n < stored_.size() && stored_[n].offset + stored_[n].bytes <= valid_bytes
+                       : blocks_[n].offset + blocks_[n].bytes <= valid_bytes)) {
         const BlockEntry& b = blocks_[n];
+        if (compressed) frames_end = stored_[n].offset + stored_[n].bytes;
         end = b.offset + b.bytes;
         packets += b.packets;
         wire += block_wire_[n];
@@ -535,23 +579,31 @@ std::string IndexBuilder::serialize_live(uint64_t valid_bytes) const {
         }
         n++;
     }
-    IndexHeader h = make_header(format_, (flags_ & ~kIndexApproxCounts) | kIndexLive, end,
-                                data_start_, block_bytes_);
+    IndexHeader h = make_header(format_, (flags_ & ~kIndexApproxCounts) | kIndexLive,
+                                compressed ? frames_end : end, data_start_, block_bytes_);
+    const size_t nstored = compressed ? n : 0;
+    if (compressed) {
+        h.version = 2;
+        h.codec = uint32_t(codec_);
+    }
     h.packets = packets;
     h.wire_bytes = wire;
     h.first_ns = packets ? first : 0;
     h.last_ns = last;
     h.block_count = static_cast<uint32_t>(n);
-    const Layout lay = layout_for(n * sizeof(BlockEntry));
+    const Layout lay = layout_for(n * sizeof(BlockEntry) + nstored * sizeof(StoredBlock));
     h.page_shift = kIndexPageShift;
     h.page_count = lay.page_count;
     h.pages_offset = sizeof(IndexHeader);
     h.blocks_offset = lay.blocks_offset;
-    h.flows_offset = h.blocks_offset + n * sizeof(BlockEntry);
+    h.flows_offset = h.blocks_offset + n * sizeof(BlockEntry) + nstored * sizeof(StoredBlock);
     h.by_dst_offset = h.flows_offset;
     h.postings_offset = h.flows_offset;
     std::string out(h.postings_offset, '\0');
     if (n != 0) std::memcpy(out.data() + h.blocks_offset, blocks_.data(), n * sizeof(BlockEntry));
+    if (nstored != 0)
+        std::memcpy(out.data() + h.blocks_offset + n * sizeof(BlockEntry), stored_.data(),
+                    nstored * sizeof(StoredBlock));
     seal(out, h);
     return out;
 }

@@ -72,6 +72,19 @@ public:
      * add_records() notices it itself; callers of add() say so. */
     void mark_sequential() { flags_ |= kIndexSequential; }
 
+    /* Compressed capture files (capd --compress; index format version 2):
+     * the caller cuts the blocks itself, one per frame. set_codec() after
+     * begin(); then blocks are cut only by end_block(): the block being
+     * built ends here, and its frame lies at file offset `stored_offset`,
+     * `stored_bytes` long. The next record starts a new block. */
+    void set_codec(Codec c) { codec_ = c; }
+    void end_block(uint64_t stored_offset, uint32_t stored_bytes);
+    /* A compressed file was cut back to `file_bytes` on the disk: the
+     * blocks whose frames do not end by then go (truncate()). */
+    void truncate_stored(uint64_t file_bytes);
+    /* The stream offset where the frames that end by file_bytes end. */
+    uint64_t stored_end(uint64_t file_bytes) const;
+
     /* Offset just past the last record added. */
     uint64_t end() const { return end_; }
     uint64_t packets() const { return packets_; }
@@ -96,6 +109,9 @@ private:
     uint64_t first_ns_ = 0, last_ns_ = 0;
     uint32_t flags_ = 0;
     std::vector<BlockEntry> blocks_;
+    Codec codec_ = Codec::kNone;
+    bool cut_ = false;                  // the next record starts a block (end_block)
+    std::vector<StoredBlock> stored_;   // per ended block (codec_ only)
     std::vector<uint64_t> block_wire_;  // per block: sum of wire lengths
     // While building, FlowEntry::postings holds the last block the flow was
     // seen in + 1 and postings_count its blocks so far; serialize() fills

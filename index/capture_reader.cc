@@ -1,6 +1,9 @@
 #include "index/capture_reader.hh"
 
+#include "index/codec.hh"
+
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,11 +133,129 @@ Result<CaptureReader> CaptureReader::open(const std::string& path) {
     return r;
 }
 
+/* A compressed file's state: its blocks' place in the stream and in the
+ * file (from the index), or the whole stream decompressed into memfd. */
+struct CaptureReader::Compressed {
+    Codec codec = Codec::kNone;
+    int file_fd = -1;  // the compressed file (fd_ while not inflated)
+    std::vector<BlockEntry> blocks;
+    std::vector<StoredBlock> stored;
+    std::unique_ptr<BlockDecompressor> dec;
+    std::vector<uint8_t> frame;
+    bool inflated = false;  // fd_ is the memfd of the whole stream
+    int memfd = -1;
+    ~Compressed() {
+        if (memfd >= 0) ::close(memfd);
+    }
+};
+
+Codec CaptureReader::codec() const { return z_ ? z_->codec : Codec::kNone; }
+
+bool CaptureReader::use_index(const Index& idx) {
+    if (!z_ || z_->inflated || idx.codec() != z_->codec ||
+        idx.stored().size() != idx.blocks().size())
+        return false;
+    z_->blocks.assign(idx.blocks().begin(), idx.blocks().end());
+    z_->stored.assign(idx.stored().begin(), idx.stored().end());
+    return true;
+}
+
+/* Without an index: the whole stream into an anonymous memory file, read
+ * from then on as an uncompressed capture. A stream cut short (a file
+ * being written, a kill -9) or damaged ends where decompression stopped;
+ * the records cut there are not returned. */
+bool CaptureReader::inflate_all() {
+    int mfd = memfd_create("capq-inflate", MFD_CLOEXEC);
+    if (mfd < 0) {
+        io_errno_ = errno;
+        return false;
+    }
+    uint64_t at = 0;
+    int err = 0;
+    Status st = decompress_stream(z_->file_fd, z_->codec, [&](const uint8_t* p, size_t n) {
+        while (n > 0) {
+            ssize_t w = pwrite(mfd, p, n, off_t(at));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) {
+                err = w < 0 ? errno : ENOSPC;
+                return false;
+            }
+            p += w;
+            n -= size_t(w);
+            at += uint64_t(w);
+        }
+        return true;
+    });
+    (void)st;  // damaged: keep what came before, like a file cut short
+    if (err) {
+        ::close(mfd);
+        io_errno_ = err;
+        return false;
+    }
+    z_->memfd = mfd;
+    z_->inflated = true;
+    fd_ = mfd;
+    buf_len_ = 0;
+    return true;
+}
+
+const uint8_t* CaptureReader::fetch_compressed(uint64_t pos, size_t n) {
+    if (z_->blocks.empty()) {
+        if (!inflate_all()) return nullptr;
+        return nullptr;  // the caller reads again, now from the memfd
+    }
+    // The block holding pos; then the following ones until n bytes are in.
+    auto it = std::upper_bound(z_->blocks.begin(), z_->blocks.end(), pos,
+                               [](uint64_t p, const BlockEntry& b) { return p < b.offset; });
+    if (it == z_->blocks.begin()) return nullptr;
+    size_t i = size_t(it - z_->blocks.begin()) - 1;
+    if (pos >= z_->blocks[i].offset + z_->blocks[i].bytes) return nullptr;  // past the blocks
+    if (!z_->dec) z_->dec = std::make_unique<BlockDecompressor>(z_->codec);
+    buf_off_ = z_->blocks[i].offset;
+    buf_len_ = 0;
+    while (i < z_->blocks.size() && buf_off_ + buf_len_ < pos + n) {
+        const BlockEntry& b = z_->blocks[i];
+        const StoredBlock& sb = z_->stored[i];
+        if (b.offset != buf_off_ + buf_len_) break;
+        size_t need = buf_len_ + b.bytes;
+        if (buf_cap_ < need) {
+            std::unique_ptr<uint8_t[]> nb(new uint8_t[need]);
+            if (buf_len_) std::memcpy(nb.get(), buf_.get(), buf_len_);
+            buf_ = std::move(nb);
+            buf_cap_ = need;
+        }
+        z_->frame.resize(sb.bytes);
+        size_t got = 0;
+        while (got < sb.bytes) {
+            ssize_t r =
+                pread(z_->file_fd, z_->frame.data() + got, sb.bytes - got, off_t(sb.offset + got));
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0) {
+                io_errno_ = errno;
+                buf_len_ = 0;
+                return nullptr;
+            }
+            if (r == 0) break;
+            got += size_t(r);
+        }
+        auto made = z_->dec->decompress(z_->frame.data(), got, buf_.get() + buf_len_, b.bytes);
+        if (!made || *made != b.bytes) {
+            io_errno_ = EBADMSG;
+            buf_len_ = 0;
+            return nullptr;
+        }
+        buf_len_ += b.bytes;
+        i++;
+    }
+    return pos + n <= buf_off_ + buf_len_ ? buf_.get() + (pos - buf_off_) : nullptr;
+}
+
 CaptureReader::CaptureReader(CaptureReader&& o) noexcept { *this = std::move(o); }
 
 CaptureReader& CaptureReader::operator=(CaptureReader&& o) noexcept {
     if (this != &o) {
-        if (own_fd_ && fd_ >= 0) ::close(fd_);
+        int file = z_ ? z_->file_fd : fd_;
+        if (own_fd_ && file >= 0) ::close(file);
         fd_ = o.fd_;
         own_fd_ = o.own_fd_;
         o.fd_ = -1;
@@ -144,6 +265,7 @@ CaptureReader& CaptureReader::operator=(CaptureReader&& o) noexcept {
         sequential_ = o.sequential_;
         leading_interfaces_ = o.leading_interfaces_;
         lengths_swapped_ = o.lengths_swapped_;
+        z_ = std::move(o.z_);
         buf_ = std::move(o.buf_);
         buf_cap_ = o.buf_cap_;
         o.buf_cap_ = 0;
@@ -155,11 +277,17 @@ CaptureReader& CaptureReader::operator=(CaptureReader&& o) noexcept {
 }
 
 CaptureReader::~CaptureReader() {
-    if (own_fd_ && fd_ >= 0) ::close(fd_);
+    int file = z_ ? z_->file_fd : fd_;  // fd_ may be a compressed file's memfd
+    if (own_fd_ && file >= 0) ::close(file);
 }
 
 const uint8_t* CaptureReader::fetch(uint64_t pos, size_t n, uint64_t upto) {
     if (pos >= buf_off_ && pos + n <= buf_off_ + buf_len_) return buf_.get() + (pos - buf_off_);
+    if (z_ && !z_->inflated) {
+        const uint8_t* p = fetch_compressed(pos, n);
+        if (p || !z_->inflated) return p;
+        // Now inflated: read the memfd like a file.
+    }
     // Read what the caller will want (to `upto`, at least n), no more than
     // kBufferBytes unless one record is larger: a block chosen by the index
     // costs one read of its size.
@@ -205,6 +333,27 @@ Result<CaptureReader> CaptureReader::open_fd(int fd, const std::string& name) {
     if (S_ISDIR(st.st_mode)) return make_error(EISDIR, name + ": is a directory");
     rd.info_.size = static_cast<uint64_t>(st.st_size);
     auto not_capture = [&]() { return make_error(EINVAL, name + ": not a pcap or pcapng file"); };
+    // A compressed file: the stream's first piece holds the header.
+    uint8_t magic4[4];
+    if (pread(fd, magic4, 4, 0) == 4) {
+        Codec c = sniff_codec(magic4, 4);
+        if (c != Codec::kNone) {
+            rd.z_ = std::make_unique<Compressed>();
+            rd.z_->codec = c;
+            rd.z_->file_fd = fd;
+            std::string head;
+            Status ds = decompress_stream(fd, c, [&](const uint8_t* q, size_t k) {
+                head.append(reinterpret_cast<const char*>(q), k);
+                return head.size() < (64u << 10);
+            });
+            if (!ds && head.empty()) return make_error(EINVAL, name + ": " + ds.error());
+            rd.buf_.reset(new uint8_t[head.size() + 1]);
+            rd.buf_cap_ = head.size() + 1;
+            std::memcpy(rd.buf_.get(), head.data(), head.size());
+            rd.buf_off_ = 0;
+            rd.buf_len_ = head.size();
+        }
+    }
     const uint8_t* p = rd.fetch(0, 24, 64 << 10);
     if (!p) {
         if (rd.io_errno_)

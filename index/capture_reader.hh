@@ -97,7 +97,27 @@ public:
      * than one section. Known once for_each() has passed them. */
     bool sequential() const { return sequential_; }
 
+    /* Compressed files (index/codec.hh: zstd, lz4 or gzip, by their magic):
+     * offsets are those of the decompressed stream, info().size and
+     * info().data_start included... except info().size, which stays the
+     * file's size on the disk (what an index's capture_bytes describes).
+     * Opening decompresses the stream's first piece (the header). Reading
+     * further decompresses only the blocks use_index() names, one frame
+     * each; without it, the whole file at the first read past the header,
+     * into memory (memfd), read to its last whole record. */
+    Codec codec() const;
+    /* The index (format version 2, same codec) of this compressed file:
+     * reads then decompress the frame of each block they touch. False if
+     * the index does not fit the file (another codec; not compressed). */
+    bool use_index(const Index& idx);
+
 private:
+    struct Compressed;
+    std::unique_ptr<Compressed> z_;  // null: not compressed
+    /* fetch() for a compressed file. */
+    const uint8_t* fetch_compressed(uint64_t pos, size_t n);
+    bool inflate_all();
+
     CaptureReader() = default;
     int fd_ = -1;
     bool own_fd_ = false;

@@ -151,7 +151,18 @@ Status Index::validate(uint64_t capture_size) {
         return bad("truncated index (page table does not cover the file)");
     if (crc32c(base + h->pages_offset, h->page_count * sizeof(uint32_t)) != h->pages_crc)
         return bad("checksum mismatch (page table)");
-    const uint64_t blocks_end = h->blocks_offset + uint64_t(h->block_count) * sizeof(BlockEntry);
+    uint64_t blocks_end = h->blocks_offset + uint64_t(h->block_count) * sizeof(BlockEntry);
+    // Version 2: a compressed capture's frames follow the blocks.
+    const bool compressed = h->version >= 2 && h->codec != 0;
+    if (h->version < 2 && h->codec != 0) return bad("version 1 index with a codec");
+    if (h->codec > uint32_t(Codec::kGzip)) return bad("unknown index codec");
+    if (compressed) {
+        if (auto s = section(blocks_end, h->block_count, sizeof(StoredBlock), blocks_end,
+                             "stored blocks");
+            !s)
+            return s;
+        blocks_end += uint64_t(h->block_count) * sizeof(StoredBlock);
+    }
     if (auto s = section(h->flows_offset, h->flow_count, sizeof(FlowEntry), blocks_end, "flows");
         !s)
         return s;
@@ -178,7 +189,12 @@ Status Index::validate(uint64_t capture_size) {
                static_cast<size_t>(ip_flows)};
     postings_ = {reinterpret_cast<const uint32_t*>(base + h->postings_offset),
                  static_cast<size_t>(h->postings_count)};
-    if (auto s = check_bytes(h->blocks_offset, blocks_.size_bytes()); !s) return s;
+    if (compressed)
+        stored_ = {
+            reinterpret_cast<const StoredBlock*>(base + h->blocks_offset + blocks_.size_bytes()),
+            h->block_count};
+    if (auto s = check_bytes(h->blocks_offset, blocks_.size_bytes() + stored_.size_bytes()); !s)
+        return s;
 
     // Contents: consistent counts, blocks contiguous from data_start.
     bool live = h->flags & kIndexLive;
@@ -190,7 +206,17 @@ Status Index::validate(uint64_t capture_size) {
         at += b.bytes;
         packets += b.packets;
     }
-    if (at > h->capture_bytes) return bad("index blocks past capture_bytes");
+    if (compressed) {
+        // Frames in file order, inside the file, none empty.
+        uint64_t frames = 0;
+        for (const StoredBlock& b : stored_) {
+            if (b.offset < frames || b.bytes == 0) return bad("index frames out of order");
+            frames = b.offset + b.bytes;
+        }
+        if (frames > h->capture_bytes) return bad("index frames past capture_bytes");
+    } else if (at > h->capture_bytes) {
+        return bad("index blocks past capture_bytes");
+    }
     if (packets != h->packets) return bad("index packet counts inconsistent");
 
     if (capture_size != ~0ull) {

@@ -7,11 +7,12 @@
  * that is itself hidden (".NAME.partial", the file being written) has
  * DIR/B.idx: the live index (below).
  *
- * Format version 1, little-endian throughout, every section 8-byte aligned:
+ * Format version 2, little-endian throughout, every section 8-byte aligned:
  *
  *   IndexHeader                 160 bytes
  *   uint32_t page_crcs[page_count]  crc32c of each 64 KiB page of the body
  *   BlockEntry[block_count]     32 bytes each, in file order
+ *   StoredBlock[block_count]    16 bytes each, only when codec != 0
  *   FlowEntry[flow_count]       104 bytes each, sorted by (kind, src, dst,
  *                               then the whole key as bytes): the non-IP
  *                               flows (kOpaque, kLink) first, non_ip_flows
@@ -20,6 +21,17 @@
  *                               the IP flows' numbers, sorted by (dst, number)
  *   uint32_t postings[]         per flow, its blocks (ascending block numbers),
  *                               at FlowEntry::postings, postings_count of them
+ *
+ * Version 2 adds `codec` to the header (the reserved word of version 1)
+ * and, for a compressed capture file (capd --compress; index/codec.hh),
+ * the StoredBlock table: block i is then one zstd frame, lz4 frame or
+ * gzip member of the file, at stored[i].offset, stored[i].bytes long,
+ * holding exactly the block's records. Offsets in BlockEntry and
+ * data_start are then offsets in the decompressed stream (the file header
+ * is a frame of its own before the first block); capture_bytes is the
+ * compressed file's size on the disk, as for the staleness check. An
+ * uncompressed capture's index is written as version 1, byte for byte
+ * what version 1 was, so older readers read it; readers read both.
  *
  * A block is a run of whole records of about `block_target` bytes (the
  * last one of a file may be shorter); blocks cover the records from
@@ -57,12 +69,13 @@
 #include <vector>
 
 #include "common/result.hh"
+#include "index/codec.hh"
 #include "index/flow_key.hh"
 
 namespace linecap::index {
 
 inline constexpr char kIndexMagic[8] = {'L', 'C', 'A', 'P', 'I', 'D', 'X', '\n'};
-inline constexpr uint32_t kIndexVersion = 1;
+inline constexpr uint32_t kIndexVersion = 2;
 
 enum : uint32_t {
     kIndexLive = 1 << 0,          // the file is still being written; no flows
@@ -100,7 +113,8 @@ struct IndexHeader {
     uint32_t block_target;    // bytes per block the writer aimed at
     uint32_t pages_crc;       // crc32c of page_crcs[]
     uint32_t header_crc;      // of this header with header_crc = 0
-    uint64_t reserved;        // zero
+    uint32_t codec;           // version 2: index/codec.hh Codec (0: not compressed)
+    uint32_t reserved;        // zero
 };
 static_assert(sizeof(IndexHeader) == 160);
 inline constexpr uint32_t kIndexPageShift = 16;
@@ -113,6 +127,15 @@ struct BlockEntry {
     uint64_t max_ns;
 };
 static_assert(sizeof(BlockEntry) == 32);
+
+/* Version 2, compressed capture files only: where block i's frame lies in
+ * the file. Its frame decompresses to exactly the block's bytes. */
+struct StoredBlock {
+    uint64_t offset;  // of the frame in the capture file
+    uint32_t bytes;   // the frame's size
+    uint32_t reserved;
+};
+static_assert(sizeof(StoredBlock) == 16);
 
 struct FlowEntry {
     FlowKey key;
@@ -151,6 +174,10 @@ public:
     const IndexHeader& header() const { return *header_; }
     bool live() const { return header_->flags & kIndexLive; }
     std::span<const BlockEntry> blocks() const { return blocks_; }
+    /* Compressed capture files: the codec and each block's frame (empty
+     * otherwise); verified with the block table. */
+    Codec codec() const { return Codec(header_->codec); }
+    std::span<const StoredBlock> stored() const { return stored_; }
     /* Unverified until check_flows() of the entries read. */
     std::span<const FlowEntry> flows() const { return flows_; }
     /* Flow numbers of the IP flows by destination address; unverified until
@@ -205,6 +232,7 @@ private:
     size_t size_ = 0;
     const IndexHeader* header_ = nullptr;
     std::span<const BlockEntry> blocks_;
+    std::span<const StoredBlock> stored_;
     std::span<const FlowEntry> flows_;
     std::span<const uint32_t> by_dst_;
     std::span<const uint32_t> postings_;

@@ -737,6 +737,13 @@ int run_reindex(const std::vector<std::string>& files) {
                                                                 : r.error());
             continue;
         }
+        if (r->codec() != index::Codec::kNone) {
+            // Its blocks would have to be found frame by frame; capd indexes
+            // the files it compresses as it writes them.
+            rc = fail(path + ": compressed (" + index::codec_name(r->codec()) +
+                      "); --reindex reads uncompressed files only");
+            continue;
+        }
         uint64_t end = 0;
         bool seq = false;
         const uint64_t size = r->info().size;

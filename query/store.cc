@@ -155,6 +155,18 @@ Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir) 
     return {};
 }
 
+namespace {
+
+/* Where the records an index covers end: capture_bytes, or for a
+ * compressed file (offsets in its stream) the end of the last block. */
+uint64_t stream_end(const index::Index& idx) {
+    if (idx.codec() == index::Codec::kNone) return idx.header().capture_bytes;
+    auto b = idx.blocks();
+    return b.empty() ? idx.header().data_start : b.back().offset + b.back().bytes;
+}
+
+}  // namespace
+
 Status Store::index(FILE* warn, bool need_flows) {
     for (auto& f : files_) {
         std::string w;
@@ -181,11 +193,16 @@ Status Store::index_file(StoreFile& f, std::string& warning, bool need_flows) {
         } else if (!loaded->live() && h.capture_bytes != info.size) {
             why = "stale index: describes " + std::to_string(h.capture_bytes) +
                   " bytes, file has " + std::to_string(info.size);
+        } else if (f.reader->codec() != loaded->codec() ||
+                   (loaded->codec() != index::Codec::kNone && !f.reader->use_index(*loaded))) {
+            why = "index does not describe this file";
         } else if (loaded->live() && need_flows) {
             // Blocks only: the flows come from reading the valid part.
-            limit = h.capture_bytes;
+            limit = stream_end(*loaded);
         } else {
-            f.valid_end = loaded->live() ? h.capture_bytes : info.size;
+            f.valid_end = loaded->live() ? stream_end(*loaded) : info.size;
+            // Compressed: the stream's offsets; the blocks end it.
+            if (loaded->codec() != index::Codec::kNone) f.valid_end = stream_end(*loaded);
             f.sequential = h.flags & index::kIndexSequential;
             f.index = std::move(*loaded);
             f.indexed = f.has_index = true;

@@ -9,7 +9,8 @@ libgtest-dev libbenchmark-dev nlohmann-json3-dev libcli11-dev liburing-dev
 clang clang-format llvm libclang-rt-14-dev
 tcpdump tshark wireshark-common iproute2 gnuplot-nox util-linux
 libssl-dev openssl
-clickhouse-server clickhouse-client curl"
+clickhouse-server clickhouse-client curl
+libzstd-dev liblz4-dev zlib1g-dev zstd lz4 gzip"
 
 missing=""
 for p in $PKGS; do

@@ -237,6 +237,10 @@ void FileSet::recover_stale() {
             continue;
         std::string rest =
             n.substr(1 + prefix.size(), n.size() - 1 - prefix.size() - suffix.size());
+        if (!opts_.suffix.empty()) {
+            if (!ends_with(rest, opts_.suffix)) continue;
+            rest.resize(rest.size() - opts_.suffix.size());
+        }
         if (!timed && rest.find_first_not_of("0123456789") != std::string::npos) continue;
         hidden.push_back(n);
     }
@@ -281,6 +285,10 @@ void FileSet::remove_stale_indexes(int dfd, const std::string& dir, const std::s
         if (c.size() > 1 && c[0] == '.' && ends_with(c, ".partial"))
             c = c.substr(1, c.size() - 1 - 8);
         if (c.compare(0, prefix.size(), prefix) != 0) return false;
+        if (!opts_.suffix.empty()) {
+            if (!ends_with(c, opts_.suffix)) return false;
+            c.resize(c.size() - opts_.suffix.size());
+        }
         return timed || c.find_first_not_of("0123456789", prefix.size()) == std::string::npos;
     };
     std::vector<std::string> stale;
@@ -419,7 +427,7 @@ std::string FileSet::name_for(uint64_t count, time_t period) const {
             name += std::to_string(count);
         }
     }
-    return name;
+    return name + opts_.suffix;
 }
 
 Status FileSet::open_next(time_t now, Open why) {

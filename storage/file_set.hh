@@ -127,6 +127,9 @@ struct FileSetOptions {
     bool reuse = false;        // --reuse-files: write over the displaced file
     bool direct = false;       // --direct: open with O_DIRECT (aligned writes only)
     bool preallocate = false;  // --preallocate: claim -C x -W at start (needs reuse, no -G)
+    // --compress: the codec's suffix (".zst"), after the whole name (the
+    // -C counter included): NAME1.zst.
+    std::string suffix;
     // -Z: new files are given to this user (fchown on the descriptor); -1:
     // the process's own. Only files of this user are reused or recovered.
     uid_t owner_uid = static_cast<uid_t>(-1);

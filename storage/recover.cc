@@ -1,5 +1,7 @@
 #include "storage/recover.hh"
 
+#include "index/codec.hh"
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -146,8 +148,33 @@ RecordScan scan_records(int fd, uint64_t size) {
         case 0xa1b23c4d:
         case 0x4d3cb2a1: return scan_pcap(w, hdr);
         case kPcapngShb: return scan_pcapng(w, hdr);
-        default: return {};
+        default: break;
     }
+    // capd --compress: a stream of frames; whole up to its last whole frame.
+    index::Codec c = index::sniff_codec(hdr, 24);
+    if (c == index::Codec::kNone) return {};
+    RecordScan r;
+    std::string head;
+    uint64_t total = 0, end = 0;
+    Status s = index::decompress_stream(
+        fd, c,
+        [&](const uint8_t* p, size_t n) {
+            if (head.size() < 24)
+                head.append(reinterpret_cast<const char*>(p), std::min<size_t>(n, 24));
+            total += n;
+            return true;
+        },
+        nullptr, &end);
+    (void)s;  // damaged past some frame: keep the frames before it
+    if (head.size() < 4) return {};
+    std::memcpy(&magic, head.data(), 4);
+    if (magic != 0xa1b2c3d4 && magic != 0xa1b23c4d && magic != kPcapngShb) return {};
+    r.capture = true;
+    r.end = std::min(end, size);
+    r.frames = true;
+    // The header is a frame of its own: any more is records.
+    r.packets = total > head.size() && r.end > 0 ? 1 : 0;
+    return r;
 }
 
 std::string recovered_name(const std::string& final_leaf, time_t t, unsigned k) {
@@ -225,7 +252,9 @@ Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::stri
         snprintf(tail, sizeof(tail), ", %llu bytes of a cut or older tail dropped",
                  static_cast<unsigned long long>(cut));
     out.message = hidden_leaf + ": left by a run that did not finish: recovered as " + name + " (" +
-                  std::to_string(scan.packets) + " packets" + tail + ")";
+                  (scan.frames ? std::string("compressed, to its last whole frame")
+                               : std::to_string(scan.packets) + " packets") +
+                  tail + ")";
     return out;
 }
 

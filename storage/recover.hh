@@ -29,6 +29,10 @@ struct RecordScan {
     bool capture = false;  // starts with a pcap or pcapng header
     uint64_t end = 0;      // bytes up to the end of the last whole record or block
     uint64_t packets = 0;  // whole packet records before `end`
+    // A compressed capture (capd --compress, index/codec.hh): `end` is that
+    // of its last whole frame, and packets is 1 when any frame follows the
+    // header's (the records are not counted).
+    bool frames = false;
 };
 
 /* Walks the capture in fd (pcap of either byte order and resolution, or

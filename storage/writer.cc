@@ -75,6 +75,13 @@ Writer::Writer(WriterConfig cfg, std::vector<ChunkRing*> inputs, rte_mempool* ch
     // Made once: its tables keep their size from one file to the next.
     if (cfg_.index && cfg_.files.path != "-")
         builder_ = std::make_unique<index::IndexBuilder>(cfg_.index_block_bytes);
+    // --compress: the contexts and buffers, once; a chunk larger than a
+    // block is cut at its records (compress_chunk).
+    if (cfg_.compress.codec != index::Codec::kNone) {
+        comp_ = std::make_unique<index::BlockCompressor>(cfg_.compress);
+        raw_.resize(std::max<size_t>(cfg_.compress_block_bytes, 4096) + (1u << 20));
+        frame_.resize(comp_->bound(raw_.size()));
+    }
 }
 
 Writer::~Writer() {
@@ -90,6 +97,9 @@ void Writer::publish_name() {
 Status Writer::open() {
     if (cfg_.files.direct && !stage_)
         return make_error("--direct: cannot allocate the 8 MiB staging buffer");
+    if (comp_ && !comp_->ok())
+        return make_error(std::string("--compress: cannot set up ") +
+                          index::codec_name(cfg_.compress.codec));
     files_.recover_stale();
     Status pre = files_.preallocate();
     if (!pre) return pre;
@@ -304,8 +314,19 @@ void Writer::direct_failure(int err) {
     file_bytes_ = disk_bytes_ = released_end_;
     staged_ = 0;
     if (builder_) {
-        builder_->truncate(released_end_);
+        if (comp_)
+            builder_->truncate_stored(released_end_);
+        else
+            builder_->truncate(released_end_);
         live_end_ = std::min(live_end_, released_end_);
+    }
+    if (comp_) {
+        // The block being filled follows frames the disk lost: it goes too,
+        // and the stream goes on from the last frame the disk holds.
+        stats_.disk_drops.fetch_add(raw_packets_, std::memory_order_relaxed);
+        raw_len_ = 0;
+        raw_packets_ = 0;
+        if (builder_) raw_start_ = stream_end_ = builder_->end();
     }
     stats_.disk_errors.fetch_add(1, std::memory_order_relaxed);
     enter_error(files_.current_name() + ": " + std::strerror(err));
@@ -313,6 +334,10 @@ void Writer::direct_failure(int err) {
 
 void Writer::finish_file() {
     if (!files_.is_open()) return;
+    if (comp_ && !flush_block()) {
+        // The last block is lost (counted); the file keeps its whole frames.
+        if (!files_.is_open()) return;
+    }
     if (cfg_.format == Format::kPcapng && cfg_.interface_counters &&
         !disk_error_.load(std::memory_order_relaxed)) {
         std::string isbs;
@@ -322,8 +347,12 @@ void Writer::finish_file() {
             cfg_.interface_counters(i, c);
             isbs += pcapng_isb(i, ts, c);
         }
-        struct iovec iov = {isbs.data(), isbs.size()};
-        (void)write_bytes(&iov, 1, isbs.size());
+        if (comp_) {
+            (void)write_frame(reinterpret_cast<const uint8_t*>(isbs.data()), isbs.size());
+        } else {
+            struct iovec iov = {isbs.data(), isbs.size()};
+            (void)write_bytes(&iov, 1, isbs.size());
+        }
     }
     if (stage_) {
         // The zero-padded last block is cut off again; the offset is left
@@ -366,7 +395,14 @@ bool Writer::open_file(time_t now, FileSet::Open why) {
     std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
     struct iovec iov = {hdr.data(), hdr.size()};
     header_bytes_ = hdr.size();
-    if (!write_bytes(&iov, 1, hdr.size())) {
+    raw_len_ = 0;
+    raw_packets_ = 0;
+    raw_start_ = stream_end_ = hdr.size();
+    // Compressed: the header is a frame of its own, before the first block.
+    bool wrote = comp_ ? write_frame(reinterpret_cast<const uint8_t*>(hdr.data()), hdr.size())
+                       : write_bytes(&iov, 1, hdr.size());
+    if (comp_) header_bytes_ = file_bytes_;
+    if (!wrote) {
         // Not even a header fits: give the file up rather than name it.
         end_write_behind();
         files_.discard_current();
@@ -386,7 +422,8 @@ bool Writer::open_file(time_t now, FileSet::Open why) {
         if (n == 0) linktypes[n++] = 1;
         builder_->begin(index_format(cfg_.format), std::span<const uint16_t>(linktypes, n),
                         hdr.size());
-        live_end_ = hdr.size();
+        if (comp_) builder_->set_codec(cfg_.compress.codec);
+        live_end_ = comp_ ? file_bytes_ : hdr.size();
         live_failed_ = false;
     }
     stats_.files.fetch_add(1, std::memory_order_relaxed);
@@ -463,7 +500,10 @@ void Writer::write_index() {
 void Writer::write_live_index() {
     if (!builder_ || !files_.is_open()) return;
     // --direct: only what the disk holds; the rest is staged or in flight.
-    uint64_t valid = std::min(builder_->end(), stage_ ? released_end_ : file_bytes_);
+    // Compressed: file offsets (the builder keeps the blocks whose frames
+    // end by then).
+    uint64_t disk = stage_ ? released_end_ : file_bytes_;
+    uint64_t valid = comp_ ? disk : std::min(builder_->end(), disk);
     if (valid <= live_end_) return;
     uint64_t now = mono_ns();
     if (now - live_at_ns_ < 1000000000ull) return;
@@ -519,12 +559,102 @@ void Writer::write_split(Chunk* c) {
     }
 }
 
+/* --compress: bytes that are not records (a file header, pcapng
+ * statistics) as one frame of their own. */
+bool Writer::write_frame(const uint8_t* p, size_t n) {
+    size_t z = comp_->compress(p, n, frame_.data(), frame_.size());
+    if (z == 0) {
+        enter_error(files_.current_name() + ": " + index::codec_name(cfg_.compress.codec) +
+                    " failed");
+        return false;
+    }
+    struct iovec iov = {frame_.data(), z};
+    if (!write_bytes(&iov, 1, z)) return false;
+    last_frame_bytes_ = z;
+    stats_.raw_bytes.fetch_add(n, std::memory_order_relaxed);
+    return true;
+}
+
+/* The records waiting in raw_ become one frame and one index block. On a
+ * write failure the file keeps its earlier frames (write_bytes cut it back
+ * to them), and the block's packets are counted as disk drops. */
+bool Writer::flush_block() {
+    if (raw_len_ == 0) return true;
+    size_t n = raw_len_;
+    uint64_t pk = raw_packets_;
+    raw_len_ = 0;
+    raw_packets_ = 0;
+    if (frame_.size() < comp_->bound(n)) frame_.resize(comp_->bound(n));  // a huge record
+    bool ok = files_.is_open() && write_frame(raw_.data(), n);
+    if (ok) {
+        // The frame is the last write: it ends at file_bytes_.
+        if (builder_)
+            builder_->end_block(file_bytes_ - last_frame_bytes_,
+                                static_cast<uint32_t>(last_frame_bytes_));
+        commit(pk);
+        after_write_success();
+        raw_start_ = stream_end_;
+    } else {
+        stats_.disk_drops.fetch_add(pk, std::memory_order_relaxed);
+        if (builder_) builder_->truncate_stored(file_bytes_);
+        stream_end_ = raw_start_;
+        if (files_.is_open()) after_write_failure();
+        return false;
+    }
+    // -C counts the bytes on the disk; a file is cut after the block that
+    // reached the limit.
+    if (cfg_.files.rotate_bytes > 0 && file_bytes_ >= cfg_.files.rotate_bytes)
+        rotate(wall_seconds(), FileSet::Open::kCut);
+    return true;
+}
+
+/* --compress: the chunk's records go to raw_, cut at record boundaries
+ * (the starts the worker noted) so that a block holds about
+ * compress_block_bytes; each full block is written as a frame. */
+void Writer::compress_chunk(Chunk* c) {
+    const uint32_t* starts = c->starts();
+    auto start = [&](uint32_t i) { return i < c->packets ? starts[-1 - int64_t(i)] : c->len; };
+    const size_t target = std::max<size_t>(cfg_.compress_block_bytes, 4096);
+    uint32_t i = 0;
+    while (i < c->packets) {
+        if (!ensure_file()) {
+            stats_.disk_drops.fetch_add(c->packets - i, std::memory_order_relaxed);
+            return;
+        }
+        uint32_t off = start(i);
+        size_t room = target > raw_len_ ? target - raw_len_ : 0;
+        // The first record always goes; the next ones while the block stays
+        // under its size.
+        uint32_t lo = i + 1, hi = c->packets;
+        while (lo < hi) {
+            uint32_t mid = lo + (hi - lo) / 2;
+            if (start(mid) - off < room)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        uint32_t end = start(lo);
+        size_t len = end - off;
+        if (raw_len_ + len > raw_.size()) raw_.resize(raw_len_ + len);  // one record > 1 MiB
+        if (raw_len_ == 0) raw_since_ns_ = mono_ns();
+        std::memcpy(raw_.data() + raw_len_, c->data() + off, len);
+        if (builder_) index_records(c, i, lo - i, end, stream_end_);
+        raw_len_ += len;
+        raw_packets_ += lo - i;
+        stream_end_ += len;
+        i = lo;
+        if (raw_len_ >= target) (void)flush_block();
+    }
+}
+
 void Writer::write_chunks(Chunk** chunks, unsigned n) {
     stats_.chunks.fetch_add(n, std::memory_order_relaxed);
     if (paused_.load(std::memory_order_acquire)) {
         uint64_t pk = 0;
         for (unsigned i = 0; i < n; i++) pk += chunks[i]->packets;
         stats_.paused_drops.fetch_add(pk, std::memory_order_relaxed);
+    } else if (comp_) {
+        for (unsigned i = 0; i < n; i++) compress_chunk(chunks[i]);
     } else if (cfg_.files.rotate_bytes > 0) {
         for (unsigned i = 0; i < n; i++) write_split(chunks[i]);
     } else {
@@ -599,6 +729,11 @@ void Writer::run() {
             // the last partial block waits for more data or the close.
             if (stage_ && staged_ >= kDirectAlign && files_.is_open() && !flush_stage(false))
                 after_write_failure();
+            // --compress: a block a quiet link has not filled in a second
+            // goes out short, so that its packets reach the disk.
+            if (comp_ && raw_len_ > 0 && files_.is_open() &&
+                mono_ns() - raw_since_ns_ >= 1000000000ull)
+                (void)flush_block();
             // The disk side is not latency critical: rings absorb bursts.
             usleep(++idle < 100 ? 50 : 200);
         } else {

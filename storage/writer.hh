@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "index/builder.hh"
+#include "index/codec.hh"
 #include "storage/chunk.hh"
 #include "storage/chunk_ring.hh"
 #include "storage/file_set.hh"
@@ -57,6 +58,11 @@
 #include "storage/write_behind.hh"
 
 namespace linecap::storage {
+
+/* --compress-block's default: lz4 and zstd -1 reach most of their ratio
+ * and speed by 256 KiB (bench/compress_bench), and capq reads one block
+ * for a packet it needs. */
+inline constexpr uint32_t kDefaultCompressBlockBytes = 256u << 10;
 
 /* Counters of one writer; written by the writer only. */
 struct alignas(64) WriterStats {
@@ -72,6 +78,9 @@ struct alignas(64) WriterStats {
     std::atomic<uint64_t> index_files{0};       // indexes of closed files written
     std::atomic<uint64_t> index_bytes{0};       // their bytes
     std::atomic<uint64_t> index_errors{0};      // indexes (final or live) not written
+    // --compress: the bytes that went into the codec (file headers and
+    // records); `bytes` counts what the disk got.
+    std::atomic<uint64_t> raw_bytes{0};
 };
 
 struct WriterConfig {
@@ -96,6 +105,11 @@ struct WriterConfig {
     bool index = true;
     uint32_t index_block_bytes = index::kDefaultBlockBytes;
     uint32_t test_delay_for_s = 0;
+    /* --compress: each block of about compress_block_bytes of whole records
+     * becomes one frame of the codec (index/codec.hh), and the file's
+     * index block; --compress-block sets the size. */
+    index::CodecSpec compress;
+    uint32_t compress_block_bytes = kDefaultCompressBlockBytes;
 };
 
 class Writer {
@@ -166,6 +180,22 @@ private:
     void write_index();
     void write_live_index();
     void set_error(const std::string& msg);
+    // --compress: records wait in raw_ until a block is full (or the file
+    // closes, or the link has been quiet for a second), then go to the
+    // file as one frame. raw_start_ is the stream offset of raw_[0],
+    // stream_end_ the stream offset past the last record taken.
+    void compress_chunk(Chunk* c);
+    bool write_frame(const uint8_t* p, size_t n);
+    bool flush_block();
+    std::unique_ptr<index::BlockCompressor> comp_;
+    std::vector<uint8_t> raw_;
+    std::vector<uint8_t> frame_;
+    size_t raw_len_ = 0;
+    uint64_t raw_packets_ = 0;
+    uint64_t raw_start_ = 0;
+    uint64_t stream_end_ = 0;
+    uint64_t last_frame_bytes_ = 0;  // the size of the last frame written
+    uint64_t raw_since_ns_ = 0;      // CLOCK_MONOTONIC when raw_ got its first record
 
     WriterConfig cfg_;
     std::vector<ChunkRing*> inputs_;

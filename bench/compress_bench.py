@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""compress_bench.py: capd --compress's codecs per writer core against the
+codecs' own command-line tools on the same bytes, in the same run, and the
+compression ratio per codec for several traffic mixes.
+
+  compress_bench.py [--build build] [--out FILE.json] [--seconds S]
+                    [--corpus DIR] [--mb N]
+
+Mixes: the demo mix (tests/data/demo/web-mix.pcap), bench/flowgen with all
+frames 1514 bytes and with its IMIX (payloads zero but for a packet number:
+they compress far better than real traffic), 64-byte frames (flowgen
+--frame-size 60), the tcpdump test corpus (native-order pcap files only),
+and 1514-byte frames of random payload (encrypted traffic: the worst case).
+The tools: `lz4 -1 -c` and `zstd -1 -T1 -c` from the page cache to
+/dev/null, best of 3; compress_bench best of 3 runs of --seconds each.
+"""
+
+import argparse
+import glob
+import json
+import os
+import random
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def tool_rate(cmd, path, size):
+    best = 0.0
+    for _ in range(3):
+        t0 = time.monotonic()
+        with open(os.devnull, "wb") as null:
+            subprocess.run(cmd + [path], stdout=null, check=True)
+        best = max(best, size / (time.monotonic() - t0))
+    return best
+
+
+def random_1514(path, mb):
+    rnd = random.Random(1)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        n = mb * 1000000 // 1530
+        hdr = bytes.fromhex("020000000001020000000002080045000 5dc000040004006000 0c6120001c6130001".replace(" ", ""))
+        for i in range(n):
+            f.write(struct.pack("<IIII", 1767225600 + i // 100000, i % 1000000, 1514, 1514))
+            f.write(hdr)
+            f.write(rnd.randbytes(1514 - len(hdr)))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(REPO, "build"))
+    ap.add_argument("--out")
+    ap.add_argument("--seconds", default="1")
+    ap.add_argument("--corpus", default="/work/shared/corpus")
+    ap.add_argument("--mb", type=int, default=256, help="MB of each generated mix")
+    a = ap.parse_args()
+    bench = os.path.join(a.build, "bench", "compress_bench")
+    flowgen = os.path.join(a.build, "bench", "flowgen")
+    tmp = tempfile.mkdtemp(prefix="compress-bench-")
+    mixes = {"demo": [os.path.join(REPO, "tests", "data", "demo", "web-mix.pcap")]}
+    for name, extra in (("flowgen-1514", ["--frame-size", "1514"]),
+                        ("flowgen-imix", []),
+                        ("flood-64", ["--frame-size", "60"])):
+        out = os.path.join(tmp, name + ".pcap")
+        subprocess.run([flowgen, "-o", out, "--flows", "100000", "--max-bytes",
+                        str(a.mb * 1000000), "--micro"] + extra, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mixes[name] = [out]
+    rnd = os.path.join(tmp, "random-1514.pcap")
+    random_1514(rnd, min(a.mb, 128))
+    mixes["random-1514"] = [rnd]
+    corpus = []
+    for p in sorted(glob.glob(os.path.join(a.corpus, "**", "*"), recursive=True)):
+        try:
+            with open(p, "rb") as f:
+                if f.read(4) in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+                    corpus.append(p)
+        except OSError:
+            pass
+    if corpus:
+        mixes["tcpdump-corpus"] = corpus
+    results = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "mixes": {}}
+    for name, files in mixes.items():
+        recs = os.path.join(tmp, name + ".records")
+        p = subprocess.run([bench, "--seconds", a.seconds, "--dump-records", recs,
+                            "--codecs", "lz4,zstd:1,zstd:3,gzip:1,gzip:6"] + files,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            print(f"{name}: {p.stderr.strip()}", file=sys.stderr)
+            continue
+        rows = [json.loads(l) for l in p.stdout.splitlines()]
+        size = os.path.getsize(recs)
+        m = {"in_bytes": size, "files": len(files), "codecs": rows}
+        if name in ("flowgen-1514", "demo", "random-1514", "flowgen-imix"):
+            lz4 = tool_rate(["lz4", "-1", "-q", "-c"], recs, size)
+            zstd = tool_rate(["zstd", "-1", "-T1", "-q", "-c"], recs, size)
+            m["lz4_cli_gb_per_s"] = round(lz4 / 1e9, 3)
+            m["zstd1_cli_gb_per_s"] = round(zstd / 1e9, 3)
+            for r in rows:
+                if r["codec"] == "lz4":
+                    m["lz4_vs_cli"] = round(r["gb_per_s"] * 1e9 / lz4, 3)
+                if r["codec"] == "zstd:1":
+                    m["zstd1_vs_cli"] = round(r["gb_per_s"] * 1e9 / zstd, 3)
+        os.unlink(recs)
+        results["mixes"][name] = m
+        print(name, json.dumps(m), flush=True)
+    for f in glob.glob(os.path.join(tmp, "*")):
+        os.unlink(f)
+    os.rmdir(tmp)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

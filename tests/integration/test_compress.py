@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""capd --compress: each file a standard zstd, lz4 or gzip stream of
+independent blocks, one frame (member) per index block (index/codec.hh).
+
+Round trip: for every codec, pcap and pcapng, the file read back by tshark,
+by the codec's own tool piped into tcpdump, and by capq (through the index,
+and without it) gives what an uncompressed capture of the same pcap: input
+gives. Disk full (a small tmpfs the test mounts) and kill -9: the file ends
+at its last whole frame, so the codec's own tool tests it clean. Bad input:
+one line, exit 1, before capture. Waits are bounded; no timing is asserted.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import unittest
+
+import capdtest
+from capdtest import CapdTestCase
+
+CAPQ = os.path.join(capdtest.BUILD_DIR, "query", "capq")
+MIX = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
+CODECS = {
+    # codec: (suffix, command that writes the stream decompressed to stdout,
+    #         command that tests it)
+    "zstd": (".zst", ["zstd", "-dcq"], ["zstd", "-tq"]),
+    "lz4": (".lz4", ["lz4", "-dcq"], ["lz4", "-tq"]),
+    "gzip": (".gz", ["gzip", "-dc"], ["gzip", "-t"]),
+}
+
+
+def run(cmd, stdin=None, timeout=120):
+    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+
+
+def tcpdump_text(data):
+    """tcpdump's reading of pcap bytes: one line per packet."""
+    p = run(["tcpdump", "-nn", "-tt", "-v", "-r", "-"], stdin=data)
+    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
+    return p.stdout
+
+
+def count_packets(data):
+    """Packets in pcap bytes, as tcpdump reads them."""
+    p = run(["tcpdump", "-nn", "-q", "-r", "-"], stdin=data)
+    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
+    return len(p.stdout.splitlines())
+
+
+def tshark_text(path):
+    p = run(["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.time_epoch", "-e",
+             "frame.len", "-e", "frame.cap_len", "-e", "frame.protocols", "-e", "data"])
+    assert p.returncode == 0, p.stderr.decode("utf-8", "replace")
+    return p.stdout
+
+
+class Compress(CapdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for tool in ("zstd", "lz4", "gzip", "tcpdump", "tshark"):
+            if not shutil.which(tool):
+                raise unittest.SkipTest(f"{tool} not installed")
+        if not os.access(CAPQ, os.X_OK):
+            raise unittest.SkipTest(f"capq not built at {CAPQ}")
+
+    def capture(self, d, extra):
+        os.makedirs(d, exist_ok=True)
+        stats = os.path.join(d, "stats.json")
+        r = self.capd(["-q", "-i", f"pcap:{MIX}", "-w", os.path.join(d, "a.pcap"),
+                       "--stats-json", stats] + extra)
+        self.assertCapdOk(r)
+        with open(stats) as f:
+            return json.load(f)
+
+    def capq(self, path, expr, *more):
+        p = run([CAPQ, "-r", path, "-w", "-"] + list(more) + [expr])
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        return p.stdout
+
+    def test_round_trip_every_codec_and_format(self):
+        for fmt in ("pcap", "pcapng"):
+            fmt_args = ["--format", "pcapng"] if fmt == "pcapng" else []
+            plain_dir = self.path(f"plain-{fmt}")
+            self.capture(plain_dir, fmt_args)
+            plain = os.path.join(plain_dir, "a.pcap")
+            want_tshark = tshark_text(plain)
+            want_tcp = self.capq(plain, "tcp")
+            want_host = self.capq(plain, "host 10.0.0.2")
+            with open(plain, "rb") as f:
+                want_dump = tcpdump_text(f.read()) if fmt == "pcap" else None
+            for codec, (suffix, cat, test) in CODECS.items():
+                with self.subTest(fmt=fmt, codec=codec):
+                    d = self.path(f"{codec}-{fmt}")
+                    # Small blocks: several per file, so capq picks some.
+                    s = self.capture(d, fmt_args + ["--compress", codec,
+                                                    "--compress-block", "64K"])
+                    path = os.path.join(d, "a.pcap" + suffix)
+                    self.assertTrue(os.path.exists(path), os.listdir(d))
+                    self.assertFalse(os.path.exists(os.path.join(d, "a.pcap")))
+                    w = s["writers"][0]
+                    self.assertEqual(w["compress"], codec)
+                    self.assertEqual(w["bytes_out"], os.path.getsize(path))
+                    self.assertEqual(w["bytes_in"], os.path.getsize(plain))
+                    self.assertGreater(w["ratio"], 1.0)
+                    self.assertEqual(tshark_text(path), want_tshark)
+                    self.assertEqual(run(test + [path]).returncode, 0)
+                    raw = run(cat + [path])
+                    self.assertEqual(raw.returncode, 0)
+                    with open(plain, "rb") as f:
+                        if fmt == "pcap":
+                            # The same bytes, header and records.
+                            self.assertEqual(raw.stdout, f.read())
+                            self.assertEqual(tcpdump_text(raw.stdout), want_dump)
+                    # capq through the index: only the blocks it needs.
+                    self.assertEqual(self.capq(path, "tcp"), want_tcp)
+                    self.assertEqual(self.capq(path, "host 10.0.0.2"), want_host)
+                    ex = run([CAPQ, "-r", path, "--explain", "host 10.0.0.2"])
+                    self.assertIn(b"indexed", ex.stdout + ex.stderr)
+                    # Without it: the whole stream.
+                    os.unlink(os.path.join(d, ".a.pcap" + suffix + ".idx"))
+                    self.assertEqual(self.capq(path, "tcp"), want_tcp)
+
+    def test_rotation_counts_bytes_on_disk(self):
+        d = self.path("rot")
+        os.makedirs(d)
+        r = self.capd(["-q", "-i", f"pcap:{MIX},loop", "-c", "100000", "-C", "1",
+                       "-w", os.path.join(d, "a.pcap"), "--compress", "zstd"])
+        self.assertCapdOk(r)
+        names = sorted(n for n in os.listdir(d) if not n.startswith("."))
+        self.assertGreater(len(names), 1, names)
+        for n in names:
+            self.assertTrue(n.startswith("a.pcap") and n.endswith(".zst"), n)
+            self.assertEqual(run(["zstd", "-tq", os.path.join(d, n)]).returncode, 0, n)
+            # Cut after the block that reached 1 MB: at most one block over.
+            self.assertLess(os.path.getsize(os.path.join(d, n)), 1000000 + (256 << 10))
+        out = run([CAPQ, "-r", d, "-w", "-", ""]).stdout
+        self.assertEqual(count_packets(out), 100000)
+
+    def test_bad_input_is_one_line_before_capture(self):
+        out = os.path.join(self.path("bad"), "a.pcap")
+        os.makedirs(os.path.dirname(out))
+        for args in (["--compress", "xz"], ["--compress", "zstd:30"], ["--compress", "zstd:0"],
+                     ["--compress", "gzip:10"], ["--compress", "lz4:3"], ["--compress", "zstd:"],
+                     ["--compress", "zstd", "--compress-block", "16K"],
+                     ["--compress", "zstd", "--compress-block", "64Q"],
+                     ["--compress-block", "64K"]):
+            with self.subTest(args=args):
+                r = self.capd(["-i", f"pcap:{MIX}", "-w", out] + args)
+                self.assertEqual(r.rc, 1, r.describe())
+                self.assertEqual(len(r.stderr_lines), 1, r.describe())
+                self.assertEqual(os.listdir(os.path.dirname(out)), [])
+        r = self.capd(["-i", f"pcap:{MIX}", "-w", "-", "--compress", "lz4"])
+        self.assertEqual(r.rc, 1, r.describe())
+        self.assertEqual(len(r.stderr_lines), 1, r.describe())
+        self.assertIn("--compress", r.stderr_lines[0])
+
+    def mount_tmpfs(self, name, size):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        path = self.path(name)
+        os.makedirs(path)
+        p = run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "linecap-cz", path],
+                timeout=30)
+        if p.returncode != 0:
+            self.skipTest("cannot mount a tmpfs: " + p.stderr.decode("utf-8", "replace"))
+        self.addCleanup(lambda: run(["umount", "-l", path], timeout=30))
+        return path
+
+    def test_disk_full_ends_at_a_whole_block(self):
+        for codec, (suffix, cat, test) in CODECS.items():
+            with self.subTest(codec=codec):
+                d = self.mount_tmpfs(f"full-{codec}", "1m")
+                stats = self.path(f"full-{codec}.json")
+                r = self.capd(["-q", "-i", f"pcap:{MIX},loop", "-c", "100000", "-w",
+                               os.path.join(d, "a.pcap"), "--compress", codec,
+                               "--stats-json", stats])
+                self.assertIn(r.rc, (0, 1), r.describe())
+                with open(stats) as f:
+                    s = json.load(f)
+                self.assertGreater(s["drops"]["disk"], 0)
+                path = os.path.join(d, "a.pcap" + suffix)
+                self.assertTrue(os.path.exists(path), os.listdir(d))
+                self.assertEqual(run(test + [path]).returncode, 0)
+                raw = run(cat + [path])
+                self.assertEqual(raw.returncode, 0)
+                got = count_packets(raw.stdout)
+                self.assertGreater(got, 0)
+                # What the summary says was written is what the file holds.
+                self.assertEqual(got, s["packets_written"])
+                self.assertEqual(count_packets(self.capq(path, "")), got)
+
+    def test_kill_9_leaves_whole_blocks(self):
+        for codec, (suffix, cat, test) in CODECS.items():
+            with self.subTest(codec=codec):
+                d = self.path(f"kill-{codec}")
+                os.makedirs(d)
+                proc = capdtest.RunningCapd(["-q", "-i", f"pcap:{MIX},loop", "-w",
+                                             os.path.join(d, "a.pcap"), "--compress", codec])
+                self.addCleanup(proc.kill)
+                hidden = os.path.join(d, ".a.pcap" + suffix + ".partial")
+                live = hidden + ".idx"
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if (os.path.exists(live) and os.path.exists(hidden) and
+                            os.path.getsize(hidden) > (2 << 20)):
+                        break
+                    time.sleep(0.1)
+                self.assertTrue(os.path.exists(live), os.listdir(d))
+                proc.signal(signal.SIGKILL)
+                proc.proc.wait(timeout=30)
+                self.assertEqual(run(test + [hidden]).returncode, 0)
+                raw = run(cat + [hidden])
+                self.assertEqual(raw.returncode, 0)
+                got = count_packets(raw.stdout)
+                self.assertGreater(got, 0)
+                # capq reads the live file: through its live index up to
+                # the blocks it covers, whole records only.
+                n = count_packets(self.capq(d, ""))
+                self.assertGreater(n, 0)
+                self.assertLessEqual(n, got)
+                # The next run recovers it whole, never writing over it.
+                r = self.capd(["-q", "-i", f"pcap:{MIX}", "-w", os.path.join(d, "a.pcap"),
+                               "--compress", codec])
+                self.assertCapdOk(r)
+                rec = [x for x in os.listdir(d) if ".recovered-" in x]
+                self.assertEqual(len(rec), 1, os.listdir(d))
+                self.assertTrue(rec[0].endswith(suffix), rec)
+                self.assertEqual(run(test + [os.path.join(d, rec[0])]).returncode, 0)
+                self.assertEqual(
+                    count_packets(run(cat + [os.path.join(d, rec[0])]).stdout), got)
+
+
+if __name__ == "__main__":
+    capdtest.main()
