@@ -796,7 +796,13 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
     std::vector<std::pair<struct timespec, std::string>> found;
     while (struct dirent* e = readdir(d)) {
         std::string n = e->d_name;
-        if (!retained_name(pattern, timed, n)) continue;
+        // --compress: this capture's names end with the codec's suffix.
+        std::string plain = n;
+        if (!opts_.suffix.empty()) {
+            if (!ends_with(plain, opts_.suffix)) continue;
+            plain.resize(plain.size() - opts_.suffix.size());
+        }
+        if (!retained_name(pattern, timed, plain)) continue;
         struct stat st;
         if (fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
             !foreign_entry(st, owner()).empty())

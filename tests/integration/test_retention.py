@@ -279,6 +279,36 @@ class Age(CapdTestCase):
         self.assertEqual(s["writers"][0]["files_retired"], len(names))
         self.assertEqual(s["drops"]["disk"], 0)
 
+    def test_age_counts_earlier_compressed_files(self):
+        """With --compress the capture's names end with the codec's suffix:
+        an earlier compressed run's files count for retention and go, a
+        plain file under the same pattern (not this capture's name) stays."""
+        pkts, _ = gencaps.mixed(300, seed=34)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        pattern = os.path.join(self.out, "c-%Y%m%d-%H%M%S.pcap")
+        run = self.capd(["-q", "-i", f"pcap:{src}", "-w", pattern, "-G", "1", "--compress",
+                         "lz4", "--ctl", "none"])
+        self.assertCapdOk(run, quiet=True)
+        earlier = [n for n in capdtest.listdir(self.out) if not n.startswith(".")]
+        self.assertTrue(earlier)
+        self.assertTrue(all(n.endswith(".pcap.lz4") for n in earlier), earlier)
+        for n in earlier:
+            os.utime(os.path.join(self.out, n), (1000, 1000))
+        plain = os.path.join(self.out, "c-19700101-000000.pcap")
+        with open(plain, "w") as f:
+            f.write("x\n")
+        os.utime(plain, (1000, 1000))
+        time.sleep(1.1)  # no name of this run is the earlier run's
+        run = self.capd(["-i", f"pcap:{src}", "-G", "1", "--compress", "lz4", "--retain-age",
+                         "2", "-w", pattern, "--ctl", "none"])
+        self.assertCapdOk(run)
+        self.assertIn(f"{len(earlier)} file", run.stderr)
+        names = [os.path.basename(n) for n, _ in deleted_lines(run.stderr)]
+        for n in earlier:
+            self.assertIn(n, names, "an earlier run's compressed file was kept")
+            self.assertFalse(os.path.exists(os.path.join(self.out, n)))
+        self.assertTrue(os.path.exists(plain))
+
 
 class Align(CapdTestCase):
     def setUp(self):
