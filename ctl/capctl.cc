@@ -37,8 +37,10 @@ const char* kCommands =
     "  top [--interval S] [--count N] live rates, refreshed every second\n"
     "  flows [--top N]                the biggest live flows (capd --flow-cutoff/--dedup)\n"
     "  rules list\n"
-    "  rules add NAME [--pattern P]... [--scan payload|frame] [EXPRESSION]\n"
-    "  rules replace NAME [--pattern P]... [--scan payload|frame] [EXPRESSION]\n"
+    "  rules add NAME [--pattern P]... [--scan payload|frame] [--flow-cutoff BYTES]\n"
+    "      [--flow-packets N] [EXPRESSION]\n"
+    "  rules replace NAME [--pattern P]... [--scan payload|frame] [--flow-cutoff BYTES]\n"
+    "      [--flow-packets N] [EXPRESSION]\n"
     "  rules del NAME\n"
     "  rotate | pause | resume | stop\n"
     "  diagnose [--all]                           TCP problems in capd's live flow tables\n"
@@ -284,7 +286,8 @@ int main(int argc, char** argv) {
     CLI::App* rules = app.add_subcommand("rules", "list, add, replace or delete capture rules");
     rules->require_subcommand(0, 1);
     CLI::App* rules_list = rules->add_subcommand("list", "the rules and their counters");
-    std::string rule_name, scan, bpf_object;
+    std::string rule_name, scan, bpf_object, rule_cutoff;
+    uint64_t rule_packets = 0;
     std::vector<std::string> patterns, expr_words;
     std::vector<CLI::App*> rule_changes;
     for (auto [name, help] :
@@ -295,6 +298,11 @@ int main(int argc, char** argv) {
             ->allow_extra_args(false);
         sub->add_option("--scan", scan, "where patterns look: payload or frame");
         sub->add_option("--bpf-object", bpf_object, "eBPF object file (root only)");
+        sub->add_option("--flow-cutoff", rule_cutoff,
+                        "write only the first BYTES (k, M, G) of each flow this rule captures, "
+                        "instead of capd's --flow-cutoff");
+        sub->add_option("--flow-packets", rule_packets,
+                        "write only the first N packets of each flow this rule captures");
         sub->add_option("name", rule_name, "rule NAME");
         sub->add_option("expression", expr_words, "pcap-filter EXPRESSION");
         rule_changes.push_back(sub);
@@ -376,6 +384,8 @@ int main(int argc, char** argv) {
             req.args["expression"] = expr;
             if (sub->count("--scan")) req.args["scan"] = scan;
             if (sub->count("--bpf-object")) req.args["bpf_object"] = bpf_object;
+            if (sub->count("--flow-cutoff")) req.args["flow_cutoff"] = rule_cutoff;
+            if (sub->count("--flow-packets")) req.args["flow_packets"] = rule_packets;
         }
     } else {
         req.cmd = cmd;

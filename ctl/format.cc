@@ -169,6 +169,10 @@ std::string format_rules(const nlohmann::json& d) {
         o << (e.empty() ? "(any packet)" : e);
         for (const auto& p : r["patterns"]) o << " --pattern '" << p.get<std::string>() << "'";
         if (r.value("scan", "payload") == "frame") o << " --scan frame";
+        if (r.contains("flow_cutoff")) {
+            if (u(r, "flow_cutoff")) o << " --flow-cutoff " << u(r, "flow_cutoff");
+            if (u(r, "flow_packets")) o << " --flow-packets " << u(r, "flow_packets");
+        }
         o << "  [" << u(r, "packets") << " packets, " << u(r, "bytes") << " bytes]\n";
     }
     if (d["rules"].empty()) o << "(no rules: every packet is captured)\n";

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "ctl/handlers.hh"
+#include "dataplane/options.hh"
 #include "filters/bpf_object.hh"
 
 namespace linecap::ctl {
@@ -86,15 +87,51 @@ Result<filters::RuleSpec> rule_from_args(const nlohmann::json& a) {
         return make_error(EINVAL, "\"scan\" must be payload or frame");
     r.scope = scan == "frame" ? filters::ScanScope::kFrame : filters::ScanScope::kPayload;
     r.bpf_object = a.value("bpf_object", "");
+    // The rule's own flow cutoff: "flow_cutoff" bytes (a number, or text
+    // such as "20k") and/or "flow_packets"; either set, the rule's packets
+    // take these two (the one not given: no limit) instead of capd's.
+    if (a.contains("flow_cutoff")) {
+        const auto& v = a["flow_cutoff"];
+        std::string text = v.is_string()            ? v.get<std::string>()
+                           : v.is_number_unsigned() ? std::to_string(v.get<uint64_t>())
+                                                    : std::string("?");
+        auto b = dataplane::parse_flow_bytes(text);
+        if (!b) return make_error(EINVAL, "rule '" + r.name + "': " + b.error());
+        r.flow_cutoff_set = true;
+        r.flow_cutoff_bytes = *b;
+    }
+    if (a.contains("flow_packets")) {
+        const auto& v = a["flow_packets"];
+        if (!v.is_number_unsigned() || v.get<uint64_t>() == 0 || v.get<uint64_t>() > 1000000000)
+            return make_error(
+                EINVAL,
+                "rule '" + r.name + "': --flow-packets: 1..1000000000 packets, not " + v.dump());
+        r.flow_cutoff_set = true;
+        r.flow_cutoff_packets = v.get<uint64_t>();
+    }
     return r;
 }
 
 nlohmann::json rule_json(const filters::RuleSpec& r) {
-    return {{"name", r.name},
-            {"expression", r.expression},
-            {"patterns", r.patterns},
-            {"scan", r.scope == filters::ScanScope::kFrame ? "frame" : "payload"},
-            {"bpf_object", r.bpf_object}};
+    nlohmann::json j = {{"name", r.name},
+                        {"expression", r.expression},
+                        {"patterns", r.patterns},
+                        {"scan", r.scope == filters::ScanScope::kFrame ? "frame" : "payload"},
+                        {"bpf_object", r.bpf_object}};
+    if (r.flow_cutoff_set) {
+        j["flow_cutoff"] = r.flow_cutoff_bytes;
+        j["flow_packets"] = r.flow_cutoff_packets;
+    }
+    return j;
+}
+
+/* A rule's own cutoff needs the workers' flow tables. */
+std::optional<Response> needs_flow_table(const dataplane::Pipeline& p, const filters::RuleSpec& r) {
+    if (!r.flow_cutoff_set || p.has_flow_tables()) return std::nullopt;
+    return Response::error(ENOTSUP, "rule '" + r.name +
+                                        "': a flow cutoff needs capd's flow table: start capd "
+                                        "with --flow-table N (or --flow-cutoff, --flow-packets, "
+                                        "--dedup)");
 }
 
 /* Control-thread state of the rules handlers. */
@@ -169,6 +206,8 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
         Result<filters::RuleSpec> parsed = rule_from_args(req.args);
         if (!parsed) return reply.complete([e = parsed.failure()] { return Response::error(e); });
         filters::RuleSpec& r = *parsed;
+        if (auto refused = needs_flow_table(ctx.pipeline, r))
+            return reply.complete([resp = *refused] { return resp; });
         auto rules = ctx.pipeline.rules();
         for (const auto& x : rules)
             if (x.name == r.name)
@@ -184,6 +223,8 @@ void register_rules_handlers(Handlers& t, HandlerContext ctx) {
         Result<filters::RuleSpec> parsed = rule_from_args(req.args);
         if (!parsed) return reply.complete([e = parsed.failure()] { return Response::error(e); });
         filters::RuleSpec& r = *parsed;
+        if (auto refused = needs_flow_table(ctx.pipeline, r))
+            return reply.complete([resp = *refused] { return resp; });
         if (auto refused = attach_object(req, ctx.bpf_dir, r))
             return reply.complete([resp = *refused] { return resp; });
         auto rules = ctx.pipeline.rules();

@@ -9,7 +9,9 @@
 namespace linecap::dataplane {
 namespace {
 
-constexpr uint32_t kInUse = 1, kEnded = 2, kFinA = 4, kFinB = 8;
+constexpr uint32_t kInUse = 1, kEnded = 2, kFinA = 4, kFinB = 8, kFlags = 15;
+constexpr uint32_t kCutOne = 16;         // state's unit of cut packets
+constexpr uint32_t kNoAge = 0xffffffff;  // no packet remembered for dedup
 constexpr uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
 constexpr uint64_t kHugePage = 2u << 20;
 
@@ -76,12 +78,13 @@ struct FlowTable::Slot {
     FlowPacket::Key key;
     uint32_t next;                // bucket chain: slot + 1, 0 ends it
     uint32_t lru_prev, lru_next;  // slot + 1, 0: none
-    uint32_t state;
-    uint32_t packets, cut_packets;  // saturate at 2^32 - 1
-    uint64_t bytes, cut_bytes;
+    uint32_t state;               // flags in the low 4 bits, cut packets above (saturating)
+    uint32_t packets[2];          // per direction ([0]: sent by the lower endpoint), saturating
+    uint32_t dup_age[2];          // dup_hash[i]'s time, in 4 ns steps before last_ns; kNoAge
+    uint64_t bytes[2];            // per direction
+    uint64_t cut_bytes;
     uint64_t last_ns;
     uint64_t dup_hash[2];
-    uint64_t dup_ns[2];
 };
 
 bool flow_linktype_supported(uint16_t linktype) {
@@ -201,6 +204,7 @@ Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
 
 FlowTable::FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t buckets)
     : cfg_(cfg),
+      default_cut_{cfg.cutoff_bytes, cfg.cutoff_packets},
       mem_(mem),
       mem_bytes_(bytes),
       slots_(static_cast<Slot*>(mem)),
@@ -279,7 +283,7 @@ uint32_t FlowTable::take_slot(uint64_t ts_ns) {
 }
 
 FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen,
-                                     uint32_t wirelen, uint64_t ts_ns) {
+                                     uint32_t wirelen, uint64_t ts_ns, const FlowCutoff& cut) {
     if (!p.ok) {
         add(counters_.untracked, 1);
         return kKeep;
@@ -317,33 +321,56 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
     if (fresh) {
         add(counters_.created, 1);
         x->state = kInUse;
-        x->packets = x->cut_packets = 0;
-        x->bytes = x->cut_bytes = 0;
+        x->packets[0] = x->packets[1] = 0;
+        x->bytes[0] = x->bytes[1] = x->cut_bytes = 0;
         x->dup_hash[0] = x->dup_hash[1] = 0;
-        x->dup_ns[0] = x->dup_ns[1] = ~0ull;
+        x->dup_age[0] = x->dup_age[1] = kNoAge;
     }
-    x->last_ns = ts_ns;
 
-    if (cfg_.dedup_window_ns && caplen > p.l3) {
-        uint64_t h = hash_bytes(frame, caplen, p.l3, p.key.version, wirelen);
-        for (int i = 0; i < 2; i++) {
-            if (x->dup_hash[i] == h && ts_ns >= x->dup_ns[i] &&
-                ts_ns - x->dup_ns[i] <= cfg_.dedup_window_ns) {
-                add(counters_.duplicates, 1);
-                add(counters_.duplicate_bytes, wirelen);
-                return kDuplicate;
+    if (cfg_.dedup_window_ns) {
+        // The remembered packets' ages, now in 4 ns steps before ts_ns
+        // (negative: stamped after this packet, never its original).
+        const int64_t step = int64_t(ts_ns >> 2) - int64_t(x->last_ns >> 2);
+        int64_t age[2];
+        for (int i = 0; i < 2; i++)
+            age[i] = x->dup_age[i] == kNoAge ? -1 : step + int64_t(x->dup_age[i]);
+        auto rebase = [&](int i) {
+            return age[i] < 0 || age[i] >= int64_t(kNoAge) ? kNoAge : uint32_t(age[i]);
+        };
+        x->last_ns = ts_ns;
+        if (caplen > p.l3) {
+            const uint64_t h = hash_bytes(frame, caplen, p.l3, p.key.version, wirelen);
+            const int64_t window = int64_t(cfg_.dedup_window_ns >> 2);
+            for (int i = 0; i < 2; i++) {
+                if (x->dup_hash[i] == h && age[i] >= 0 && age[i] <= window) {
+                    x->dup_age[0] = rebase(0);
+                    x->dup_age[1] = rebase(1);
+                    add(counters_.duplicates, 1);
+                    add(counters_.duplicate_bytes, wirelen);
+                    return kDuplicate;
+                }
             }
+            x->dup_hash[1] = x->dup_hash[0];
+            x->dup_age[1] = rebase(0);
+            x->dup_hash[0] = h;
+            x->dup_age[0] = 0;
+        } else {
+            x->dup_age[0] = rebase(0);
+            x->dup_age[1] = rebase(1);
         }
-        x->dup_hash[1] = x->dup_hash[0];
-        x->dup_ns[1] = x->dup_ns[0];
-        x->dup_hash[0] = h;
-        x->dup_ns[0] = ts_ns;
+    } else {
+        x->last_ns = ts_ns;
     }
 
-    const bool over = (cfg_.cutoff_bytes && x->bytes >= cfg_.cutoff_bytes) ||
-                      (cfg_.cutoff_packets && x->packets >= cfg_.cutoff_packets);
-    if (x->packets != ~0u) x->packets++;
-    x->bytes += wirelen;
+    // Both directions together, or the sender's direction on its own.
+    const int d = p.a_sent ? 0 : 1;
+    const uint64_t sent_bytes = cfg_.per_direction ? x->bytes[d] : x->bytes[0] + x->bytes[1];
+    const uint64_t sent_packets =
+        cfg_.per_direction ? x->packets[d] : uint64_t(x->packets[0]) + x->packets[1];
+    const bool over =
+        (cut.bytes && sent_bytes >= cut.bytes) || (cut.packets && sent_packets >= cut.packets);
+    if (x->packets[d] != ~0u) x->packets[d]++;
+    x->bytes[d] += wirelen;
     if (p.tcp_flags & (kTcpFin | kTcpRst)) {
         if (p.tcp_flags & kTcpFin) x->state |= p.a_sent ? kFinA : kFinB;
         if ((p.tcp_flags & kTcpRst) || (x->state & (kFinA | kFinB)) == (kFinA | kFinB)) {
@@ -356,7 +383,7 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         }
     }
     if (over && !(p.tcp_flags & (kTcpSyn | kTcpFin | kTcpRst))) {
-        if (x->cut_packets != ~0u) x->cut_packets++;
+        if ((x->state | kFlags) != ~0u) x->state += kCutOne;
         x->cut_bytes += wirelen;
         add(counters_.cut_packets, 1);
         add(counters_.cut_bytes, wirelen);
@@ -377,7 +404,8 @@ void FlowTable::answer(uint64_t req) {
     const size_t want = top_want_.load(std::memory_order_relaxed);
     for (uint32_t s = lru_head_; s && want; s = slots_[s - 1].lru_next) {
         const Slot& x = slots_[s - 1];
-        if (n == want && x.bytes <= top_[0].bytes) continue;
+        const uint64_t bytes = x.bytes[0] + x.bytes[1];
+        if (n == want && bytes <= top_[0].bytes) continue;
         FlowInfo f;
         f.ip_version = x.key.version;
         f.proto = x.key.proto;
@@ -386,9 +414,9 @@ void FlowTable::answer(uint64_t req) {
         f.pa = uint16_t(x.key.ports >> 16);
         f.pb = uint16_t(x.key.ports);
         f.vlan = x.key.vlan;
-        f.packets = x.packets;
-        f.bytes = x.bytes;
-        f.cut_packets = x.cut_packets;
+        f.packets = uint64_t(x.packets[0]) + x.packets[1];
+        f.bytes = bytes;
+        f.cut_packets = x.state >> 4;
         f.cut_bytes = x.cut_bytes;
         f.last_ns = x.last_ns;
         if (n == want) {

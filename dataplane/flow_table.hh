@@ -16,12 +16,24 @@
  *    cutoff_packets (0: no limit); the packet that reaches it is still
  *    kept. Later packets are cut, except TCP packets with SYN, FIN or RST,
  *    always kept, so how every connection opened and ended stays on disk.
+ *    With per_direction, each direction counts on its own: a packet is cut
+ *    once the bytes or packets its sender's direction sent before it reach
+ *    the cutoff, whatever the other direction sent.
+ *    The cutoff is the packet's own (packet()'s FlowCutoff: the one of the
+ *    rule that accepted it), compared with the flow's counts of every
+ *    packet so far: a flow whose packets match rules with different
+ *    cutoffs has each packet judged by its rule's, and the flow is
+ *    counted once.
  *  - Dedup: a packet whose bytes equal, except the IPv4 TTL and header
  *    checksum or the IPv6 hop limit, one of the last two packets of its
  *    flow, and arrives within dedup_window_ns of it, is a duplicate. Bytes
  *    are compared through a 64-bit hash and the wire length (a distinct
  *    packet is taken for a duplicate with probability about 2^-64).
- *    Duplicates count toward nothing else (not the cutoff).
+ *    Duplicates count toward nothing else (not the cutoff). Times are
+ *    compared in 4 ns steps (a slot keeps the two packets' ages in 32 bits).
+ *
+ * Counts per flow: packets and bytes per direction (packets saturate at
+ * 2^32 - 1 per direction, cut packets at 2^28 - 1 per flow).
  *
  * Memory: `slots` flow slots of 128 bytes plus a 4-byte bucket head per slot
  * (rounded up to a power of two), mapped once at create() (2 MiB huge pages
@@ -50,10 +62,18 @@
 
 namespace linecap::dataplane {
 
+/* A cutoff: wire bytes and packets of a flow (or of one direction) kept;
+ * 0: no limit. */
+struct FlowCutoff {
+    uint64_t bytes = 0;
+    uint64_t packets = 0;
+};
+
 struct FlowConfig {
     uint32_t slots = 262144;
-    uint64_t cutoff_bytes = 0;             // 0: no byte cutoff
+    uint64_t cutoff_bytes = 0;             // 0: no byte cutoff (packet() without a FlowCutoff)
     uint64_t cutoff_packets = 0;           // 0: no packet cutoff
+    bool per_direction = false;            // each direction of a flow has the cutoff
     uint64_t dedup_window_ns = 0;          // 0: no dedup
     uint64_t idle_ns = 60'000'000'000ull;  // an idle flow expires after this
 };
@@ -119,9 +139,15 @@ public:
     /* Prefetches the bucket of a parsed packet. */
     void prefetch(const FlowPacket& p) const;
     /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
-     * and caplen are the packet's bytes, read only with dedup on. */
+     * and caplen are the packet's bytes, read only with dedup on. `cut` is
+     * this packet's cutoff; without it, the configured one. */
     Verdict packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen, uint32_t wirelen,
-                   uint64_t ts_ns);
+                   uint64_t ts_ns, const FlowCutoff& cut);
+    Verdict packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen, uint32_t wirelen,
+                   uint64_t ts_ns) {
+        return packet(p, frame, caplen, wirelen, ts_ns, default_cut_);
+    }
+    const FlowCutoff& default_cutoff() const { return default_cut_; }
 
     /* Snapshots of the biggest flows for `capctl flows`, as TcpFlowTable's
      * (tcp_table.hh): the control thread asks (request(n), n <= kMaxTop),
@@ -154,6 +180,7 @@ private:
     void answer(uint64_t req);
 
     FlowConfig cfg_;
+    FlowCutoff default_cut_;
     void* mem_;
     uint64_t mem_bytes_;
     Slot* slots_;

@@ -180,8 +180,6 @@ Result<SourceSpec> parse_source(const std::string& text) {
                       "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE])");
 }
 
-namespace {
-
 /* --flow-cutoff: a byte count, k/M/G decimal (as -C counts millions). */
 Result<uint64_t> parse_flow_bytes(const std::string& text) {
     const std::string err =
@@ -204,6 +202,8 @@ Result<uint64_t> parse_flow_bytes(const std::string& text) {
     if (!(v >= 1 && v <= 1e12)) return make_error(err);
     return static_cast<uint64_t>(v);
 }
+
+namespace {
 
 /* --dedup's WINDOW: NUMBER with ns, us, ms or s (a bare number: ms); empty:
  * the default. 1 us .. 10 s. */
@@ -393,8 +393,12 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "within WINDOW (default 2ms; ns, us, ms, s)")
         ->expected(0, 1);
     app.add_option("--flow-table", o.flow_slots,
-                   "flows each worker's table holds for --flow-cutoff, --flow-packets and "
-                   "--dedup (default 262144, 128 bytes each)");
+                   "flows each worker's table holds for --flow-cutoff, --flow-packets, "
+                   "--dedup and rules' own cutoffs (default 262144, 128 bytes each); alone, "
+                   "turns the table on for capctl rules add NAME --flow-cutoff");
+    app.add_flag("--flow-cutoff-per-direction", o.flow_per_direction,
+                 "each direction of a flow gets --flow-cutoff / --flow-packets (and rules' "
+                 "cutoffs) on its own, instead of both directions together");
     app.add_flag("--xdp-generic", o.xdp_generic,
                  "af_xdp: attach the XDP program in generic (SKB) mode, which interfaces "
                  "without native XDP (lo, many virtual devices) need");
@@ -491,10 +495,11 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (o.flow_slots < 16 || o.flow_slots > (1u << 26))
         return make_error("--flow-table: 16..67108864 flows per worker, not " +
                           std::to_string(o.flow_slots));
-    if (app.count("--flow-table") && !o.flow_table())
+    o.flow_slots_given = app.count("--flow-table") > 0;
+    if (o.flow_per_direction && !o.flow_cutoff && !o.flow_packets && !o.flow_slots_given)
         return make_error(
-            "--flow-table sizes the table of --flow-cutoff, --flow-packets and "
-            "--dedup: give one of them");
+            "--flow-cutoff-per-direction applies --flow-cutoff or --flow-packets per "
+            "direction (or rules' own, with --flow-table): give one of them");
     if (o.flow_table() && o.rx_only)
         return make_error(
             "--rx-only receives and frees: it takes no --flow-cutoff, "

@@ -54,6 +54,11 @@ struct SourceSpec {
  * '/' or blank, at most 15 characters), optionally with @netns=/@pid=, is
  * af_packet:NAME; whether the interface exists is checked at start. Needs
  * no system state. */
+/* A flow cutoff in bytes: NUMBER with k, M or G (10^3, 10^6, 10^9),
+ * 1..10^12 (--flow-cutoff, and capctl rules' --flow-cutoff). Errors name
+ * --flow-cutoff. */
+Result<uint64_t> parse_flow_bytes(const std::string& text);
+
 Result<SourceSpec> parse_source(const std::string& text);
 
 struct Options {
@@ -122,12 +127,17 @@ struct Options {
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run
     uint32_t tcp_flows = 0;  // --tcp-flows: live TCP table per worker; 0 = off (default)
-    // The flow table (dataplane/flow_table.hh): on when any of the three is set.
+    // The flow table (dataplane/flow_table.hh): on when any of the three is
+    // set, or --flow-table is given (for rules' own cutoffs, capctl rules).
     uint64_t flow_cutoff = 0;      // --flow-cutoff BYTES per flow; 0: none
     uint64_t flow_packets = 0;     // --flow-packets N per flow; 0: none
     uint64_t dedup_window_ns = 0;  // --dedup[=WINDOW]; 0: off
     uint32_t flow_slots = 262144;  // --flow-table N flows per worker
-    bool flow_table() const { return flow_cutoff || flow_packets || dedup_window_ns; }
+    bool flow_slots_given = false;
+    bool flow_per_direction = false;  // --flow-cutoff-per-direction
+    bool flow_table() const {
+        return flow_cutoff || flow_packets || dedup_window_ns || flow_slots_given;
+    }
     // --on-source-loss: an af_packet/af_xdp interface deleted while capd
     // runs stops capd (the default, as tcpdump), or only its own source.
     bool keep_going_on_source_loss = false;

@@ -251,6 +251,7 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
             fc.cutoff_bytes = o.flow_cutoff;
             fc.cutoff_packets = o.flow_packets;
             fc.dedup_window_ns = o.dedup_window_ns;
+            fc.per_direction = o.flow_per_direction;
             auto t = FlowTable::create(fc);
             if (!t)
                 return make_error("--flow-table: worker " + std::to_string(w) + ": " + t.error());
@@ -613,6 +614,8 @@ std::vector<std::string> Pipeline::source_names() const {
     for (const auto& s : impl_->sources) v.push_back(s->name());
     return v;
 }
+
+bool Pipeline::has_flow_tables() const { return !impl_->flow_tables.empty(); }
 
 Status Pipeline::top_flows(size_t n, int timeout_ms,
                            std::vector<std::pair<unsigned, FlowInfo>>& out) {

@@ -96,6 +96,8 @@ public:
      * --flow-packets or --dedup); ETIMEDOUT, a worker did not answer within
      * timeout_ms. Control thread. */
     Status top_flows(size_t n, int timeout_ms, std::vector<std::pair<unsigned, FlowInfo>>& out);
+    /* True when the workers have flow tables (rules may set cutoffs). */
+    bool has_flow_tables() const;
 
     /* Asks every writer for a new file. Error: the output is standard
      * output (-w -), which never rotates. */

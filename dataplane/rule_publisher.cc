@@ -34,6 +34,10 @@ std::unique_ptr<RuleSnapshot> RulePublisher::snapshot_of(
     snap->rules = std::move(rs);
     for (unsigned w = 0; w < workers_; w++) snap->scratch.push_back(snap->rules->make_scratch());
     snap->generation = ++generation_;
+    for (const auto& s : snap->specs) {
+        snap->cutoffs.push_back({s.flow_cutoff_bytes, s.flow_cutoff_packets, s.flow_cutoff_set});
+        snap->rule_cutoffs |= s.flow_cutoff_set;
+    }
     return snap;
 }
 

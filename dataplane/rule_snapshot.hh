@@ -22,6 +22,15 @@ struct RuleSnapshot {
     std::shared_ptr<const filters::RuleSet> rules;
     std::vector<std::unique_ptr<filters::Scratch>> scratch;  // one per worker
     uint64_t generation = 0;
+    // Some rule sets its own flow cutoff (RuleSpec::flow_cutoff_set): the
+    // workers then ask classify_burst() which rule took each packet and
+    // look its cutoff up here (indexed like specs).
+    bool rule_cutoffs = false;
+    struct Cutoff {
+        uint64_t bytes = 0, packets = 0;
+        bool set = false;
+    };
+    std::vector<Cutoff> cutoffs;
 };
 
 }  // namespace linecap::dataplane

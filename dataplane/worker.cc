@@ -139,6 +139,9 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     // Classification runs even for a match-all set: it keeps the per-rule
     // counters (an empty set keeps every packet and counts it under no rule).
     filters::Packet fp[kBurstSize];
+    // Which rule took each packet: only when a rule has its own flow cutoff.
+    uint16_t rule_of[kBurstSize];
+    const bool per_rule = ctx.flows && snap->rule_cutoffs;
     {
         for (uint16_t i = 0; i < n; i++) {
             const rte_mbuf* m = pkts[i];
@@ -152,7 +155,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 fp[i].caplen = len;
             }
         }
-        kept = rules->classify_burst(fp, n, verdict, *snap->scratch[ctx.index]);
+        kept = rules->classify_burst(fp, n, verdict, *snap->scratch[ctx.index],
+                                     per_rule ? rule_of : nullptr);
         add(ctx.stats.filtered_out, n - kept);
     }
 
@@ -176,7 +180,13 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 ts = ctx.fields.timestamp(m);
                 if (q.source->ts_scale() > 1) ts *= q.source->ts_scale();
             }
-            if (ft.packet(fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts) != FlowTable::kKeep) {
+            FlowCutoff cut = ft.default_cutoff();
+            if (per_rule && rule_of[i] != filters::RuleSet::kNoRule) {
+                const RuleSnapshot::Cutoff& rc = snap->cutoffs[rule_of[i]];
+                if (rc.set) cut = {rc.bytes, rc.packets};
+            }
+            if (ft.packet(fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts, cut) !=
+                FlowTable::kKeep) {
                 verdict[i] = 0;
                 kept--;
             }

@@ -102,8 +102,8 @@ public:
      * objects then hold only what workers run (check_run_side.py). */
     ~CompiledRuleSet() override;
 
-    uint32_t classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                            Scratch& scratch) const override;
+    uint32_t classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict, Scratch& scratch,
+                            uint16_t* rule = nullptr) const override;
 
     bool matches_everything() const override { return match_all_; }
 
@@ -129,8 +129,8 @@ public:
     const SharedDb& db(size_t scope) const { return dbs_[scope]; }
 
 private:
-    uint32_t classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                            RuleScratch& s) const noexcept;
+    uint32_t classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict, RuleScratch& s,
+                            uint16_t* rule) const noexcept;
 
     std::vector<CompiledRule> rules_;
     std::array<SharedDb, kScopes> dbs_;  // null: no pattern in that scope

@@ -43,6 +43,13 @@ struct RuleSpec {
      * later recompile of the set does not open the file again. */
     std::shared_ptr<const BpfProgram> bpf_program;
     ScanScope scope = ScanScope::kPayload;
+    /* The flow cutoff of the packets this rule captures (capd's flow table,
+     * dataplane/flow_table.hh): with flow_cutoff_set, these wire bytes and
+     * packets per flow (0: no limit) instead of capd's --flow-cutoff and
+     * --flow-packets. compile() does not read them. */
+    bool flow_cutoff_set = false;
+    uint64_t flow_cutoff_bytes = 0;
+    uint64_t flow_cutoff_packets = 0;
 };
 
 /* Size caps, checked before anything is compiled. They keep one request from

@@ -18,14 +18,16 @@ namespace linecap::filters::detail {
  * ns/packet (RuleSet/object, 2-vCPU EPYC VM under load), of which about
  * 12 ns is the copy; expressions keep the direct path. */
 uint32_t CompiledRuleSet::classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                                         Scratch& scratch) const {
+                                         Scratch& scratch, uint16_t* rule) const {
     auto& s = static_cast<RuleScratch&>(scratch);
     // No rule at all is "no filter": every packet is captured, and no
     // per-rule counter exists to bump.
     if (rules_.empty()) {
         std::memset(verdict, 1, n);
+        if (rule) std::fill_n(rule, n, kNoRule);
         return n;
     }
+    if (rule && (single_unconditional_ || single_expression_)) std::fill_n(rule, n, uint16_t{0});
     if (single_unconditional_) {
         RuleCounters& c = s.counters_[0];
         uint64_t bytes = 0;
@@ -51,13 +53,13 @@ uint32_t CompiledRuleSet::classify_burst(const Packet* pkts, uint32_t n, uint8_t
     uint32_t kept = 0;
     for (uint32_t at = 0; at < n; at += kChunk) {
         const uint32_t m = std::min(kChunk, n - at);
-        kept += classify_chunk(pkts + at, m, verdict + at, s);
+        kept += classify_chunk(pkts + at, m, verdict + at, s, rule ? rule + at : nullptr);
     }
     return kept;
 }
 
 uint32_t CompiledRuleSet::classify_chunk(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                                         RuleScratch& s) const noexcept {
+                                         RuleScratch& s, uint16_t* rule) const noexcept {
     const size_t nr = rules_.size();
     // Cheapest conditions first: expression, then eBPF object, then patterns
     // only for packets some pattern rule still wants.
@@ -116,6 +118,14 @@ uint32_t CompiledRuleSet::classify_chunk(const Packet* pkts, uint32_t n, uint8_t
             c.bytes += pkts[i].wirelen;
         }
     }
+    // The first matching rule: the list walked backwards, the last write
+    // wins. Only when asked (per-rule flow cutoffs).
+    if (rule)
+        for (size_t r = nr; r-- > 0;) {
+            const uint8_t* alive = &s.alive_[r * kChunk];
+            for (uint32_t i = 0; i < n; i++)
+                if (alive[i]) rule[i] = static_cast<uint16_t>(r);
+        }
     uint32_t kept = 0;
     for (uint32_t i = 0; i < n; i++) kept += verdict[i];
     return kept;

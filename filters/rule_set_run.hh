@@ -70,9 +70,14 @@ public:
 
     /* Hot path, worker only. Sets verdict[i] to 1 (capture) or 0 for each of
      * the n packets, bumps per-rule counters in `scratch`, and returns the
-     * number of packets captured. Never allocates, locks or makes syscalls. */
+     * number of packets captured. Never allocates, locks or makes syscalls.
+     * With `rule` (n entries), also sets rule[i] for each captured packet
+     * to the index (as rule_names()) of the first rule in the list that
+     * matched it, kNoRule with no rule at all; entries of packets not
+     * captured are left as they were. Without it nothing extra is done. */
+    static constexpr uint16_t kNoRule = 0xffff;
     virtual uint32_t classify_burst(const Packet* pkts, uint32_t n, uint8_t* verdict,
-                                    Scratch& scratch) const = 0;
+                                    Scratch& scratch, uint16_t* rule = nullptr) const = 0;
 
     /* True when every packet matches (no rule has any condition); lets the
      * worker skip classification entirely. */

@@ -91,6 +91,79 @@ TEST(FlowTable, CutoffKeepsThePacketThatReachesItAndSynFinRst) {
     EXPECT_EQ(t->counters().created.load(), 2u);
 }
 
+TEST(FlowTable, EachPacketTakesTheCutoffItIsGiven) {
+    FlowConfig c;
+    c.slots = 64;
+    c.cutoff_bytes = 1000;  // the default, when none is given
+    auto t = table(c);
+    ASSERT_TRUE(t);
+    auto data = frame(1, 2, 1000, 80, 6, 0x18, 46);  // 100 bytes
+    FlowPacket p;
+    linecap::dataplane::parse_flow(1, data.data(), uint32_t(data.size()), p);
+    auto with = [&](uint64_t bytes, uint64_t packets, uint64_t ts) {
+        return t->packet(p, data.data(), uint32_t(data.size()), uint32_t(data.size()), ts,
+                         linecap::dataplane::FlowCutoff{bytes, packets});
+    };
+    EXPECT_EQ(with(150, 0, 1), FlowTable::kKeep);    // 0 before
+    EXPECT_EQ(with(150, 0, 2), FlowTable::kKeep);    // 100 before
+    EXPECT_EQ(with(150, 0, 3), FlowTable::kCut);     // 200 before
+    EXPECT_EQ(with(0, 0, 4), FlowTable::kKeep);      // no limit for this one
+    EXPECT_EQ(with(0, 5, 5), FlowTable::kKeep);      // 4 packets before
+    EXPECT_EQ(with(0, 5, 6), FlowTable::kCut);       // 5 before
+    EXPECT_EQ(feed(*t, data, 7), FlowTable::kKeep);  // the default: 600 before
+    EXPECT_EQ(t->counters().cut_packets.load(), 2u);
+    EXPECT_EQ(t->counters().created.load(), 1u);
+}
+
+TEST(FlowTable, PerDirectionEachDirectionHasTheCutoff) {
+    for (bool per : {false, true}) {
+        FlowConfig c;
+        c.slots = 64;
+        c.cutoff_bytes = 200;
+        c.per_direction = per;
+        auto t = table(c);
+        ASSERT_TRUE(t);
+        auto fwd = frame(1, 2, 1000, 80, 6, 0x18, 46);  // 100 bytes
+        auto back = frame(2, 1, 80, 1000, 6, 0x18, 46);
+        EXPECT_EQ(feed(*t, fwd, 1), FlowTable::kKeep);
+        EXPECT_EQ(feed(*t, fwd, 2), FlowTable::kKeep);
+        EXPECT_EQ(feed(*t, fwd, 3), FlowTable::kCut);  // 200 sent this way
+        // Together: 300 before; alone: nothing sent back yet.
+        EXPECT_EQ(feed(*t, back, 4), per ? FlowTable::kKeep : FlowTable::kCut) << per;
+        EXPECT_EQ(feed(*t, back, 5), per ? FlowTable::kKeep : FlowTable::kCut) << per;
+        EXPECT_EQ(feed(*t, back, 6), FlowTable::kCut) << per;
+        EXPECT_EQ(t->counters().cut_packets.load(), per ? 2u : 4u);
+        // Totals of both directions in the listing.
+        t->request(1);
+        ASSERT_TRUE(t->ready(true));
+        auto top = t->top_view();
+        ASSERT_EQ(top.size(), 1u);
+        EXPECT_EQ(top[0].packets, 6u);
+        EXPECT_EQ(top[0].bytes, 600u);
+        EXPECT_EQ(top[0].cut_packets, per ? 2u : 4u);
+    }
+}
+
+TEST(FlowTable, DedupWindowHoldsAcrossOtherPacketsOfTheFlow) {
+    FlowConfig c;
+    c.slots = 64;
+    c.dedup_window_ns = 2'000'000;
+    auto t = table(c);
+    ASSERT_TRUE(t);
+    const uint64_t t0 = 1'700'000'000'000'000'000ull;
+    auto a = frame(1, 2, 5, 53, 17, 0, 30, 'a');
+    auto b = frame(1, 2, 5, 53, 17, 0, 30, 'b');
+    EXPECT_EQ(feed(*t, a, t0), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, b, t0 + 1'000'001), FlowTable::kKeep);
+    // a's copy 1.999999 ms after a, with b in between: still a duplicate.
+    EXPECT_EQ(feed(*t, a, t0 + 1'999'999), FlowTable::kDuplicate);
+    EXPECT_EQ(feed(*t, b, t0 + 1'500'003), FlowTable::kDuplicate);  // out of order, in window
+    EXPECT_EQ(feed(*t, a, t0 + 2'100'000), FlowTable::kKeep);       // past the window
+    EXPECT_EQ(feed(*t, a, t0 + 9'000'000'000ull), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, a, t0 + 9'001'000'000ull), FlowTable::kDuplicate);
+    EXPECT_EQ(t->counters().duplicates.load(), 3u);
+}
+
 TEST(FlowTable, DedupMasksTtlAndHonoursTheWindow) {
     FlowConfig c;
     c.slots = 64;

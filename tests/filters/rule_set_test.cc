@@ -299,6 +299,39 @@ TEST(RuleSet, RulesCombineWithOrAndCountSeparately) {
     EXPECT_EQ(other->counters()[0].packets, 0u);
 }
 
+TEST(RuleSet, RuleIndexIsTheFirstMatchingRuleOnlyWhenAsked) {
+    auto rs = must_compile(
+        {rule("web", "tcp port 80"), rule("dns", "udp port 53"), rule("a", "host 10.0.0.1")});
+    ASSERT_TRUE(rs);
+    Burst b;
+    b.add(tcp(kA, kB, 80, "GET /"));    // web + a: web, the first
+    b.add(udp(53, "q"));                // dns
+    b.add(tcp(kB, kB, 22, "SSH-2.0"));  // none: left as it was
+    b.add(tcp(kB, kA, 22, ""));         // a
+    const auto& pk = b.packets();
+    auto s = rs->make_scratch();
+    uint8_t v[4];
+    uint16_t r[4] = {77, 77, 77, 77};
+    EXPECT_EQ(rs->classify_burst(pk.data(), 4, v, *s, r), 3u);
+    EXPECT_EQ(std::vector<uint16_t>(r, r + 4), (std::vector<uint16_t>{0, 1, 77, 2}));
+    // Longer than a chunk: each packet's own rule.
+    std::vector<Packet> many;
+    for (int i = 0; i < 100; i++) many.push_back(pk[static_cast<size_t>(i) % pk.size()]);
+    std::vector<uint8_t> mv(100);
+    std::vector<uint16_t> mr(100, 77);
+    EXPECT_EQ(rs->classify_burst(many.data(), 100, mv.data(), *s, mr.data()), 75u);
+    for (size_t i = 0; i < 100; i++) EXPECT_EQ(mr[i], r[i % 4]) << i;
+    // One rule, and no rule at all.
+    auto one = must_compile({rule("web", "tcp port 80")});
+    auto os = one->make_scratch();
+    EXPECT_EQ(one->classify_burst(pk.data(), 4, v, *os, r), 1u);
+    EXPECT_EQ(r[0], 0u);
+    auto none = must_compile({});
+    auto ns = none->make_scratch();
+    EXPECT_EQ(none->classify_burst(pk.data(), 4, v, *ns, r), 4u);
+    EXPECT_EQ(std::vector<uint16_t>(r, r + 4), std::vector<uint16_t>(4, RuleSet::kNoRule));
+}
+
 TEST(RuleSet, SingleExpressionCountsBytesOfMatchesOnly) {
     auto rs = must_compile({rule("cli", "tcp[tcpflags] & tcp-syn != 0")});
     ASSERT_TRUE(rs);

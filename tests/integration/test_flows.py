@@ -100,6 +100,17 @@ def model_cutoff(packets, cutoff_bytes=0, cutoff_packets=0):
     return kept, cut
 
 
+def sender(data):
+    """The sending address of an Ethernet IPv4 or IPv6 frame."""
+    return data[26:30] if data[12:14] == b"\x08\x00" else data[22:38]
+
+
+def model_cutoff_per_direction(packets, cutoff_bytes=0, cutoff_packets=0):
+    """model_cutoff with each direction of a flow counted on its own."""
+    return model_cutoff([((key, sender(d)), d) for key, d in packets],
+                        cutoff_bytes, cutoff_packets)
+
+
 def mix(seed, tcp_sizes, udp_counts, base=0):
     flows = [tcp_flow(base + i, n, seed + i, "rst" if i % 5 == 4 else "fin")
              for i, n in enumerate(tcp_sizes)]
@@ -179,6 +190,22 @@ class Cutoff(FlowCase):
             if (b < 3000 and n < 10) or tcp_flags(d) & (SYN | FIN | RST):
                 want.append(d)
         self.assertEqual(got, want)
+
+    def test_per_direction(self):
+        pkts = mix(10, self.TCP, self.UDP)
+        src = self.path("mix.pcap")
+        to_pcap(src, pkts)
+        for args, kw in [(["--flow-cutoff", "4000"], {"cutoff_bytes": 4000}),
+                         (["--flow-packets", "5"], {"cutoff_packets": 5})]:
+            with self.subTest(args=args):
+                got, s = self.run_ok([src], args + ["--flow-cutoff-per-direction"])
+                want, cut = model_cutoff_per_direction(pkts, **kw)
+                self.assertEqual(got, want)
+                self.assertEqual(s["packets_cut_off"], cut)
+                # More is kept than with both directions together.
+                together, cut_together = model_cutoff(pkts, **kw)
+                self.assertGreater(len(want), len(together))
+                self.assertIdentity(s)
 
     def test_two_workers_two_files(self):
         """Each file is read by one worker, so every flow is on one worker
@@ -344,6 +371,117 @@ class Reporting(FlowCase):
             c.wait()
 
 
+class PerRule(FlowCase):
+    CAPCTL = Reporting.CAPCTL
+    capctl = Reporting.capctl
+
+    def rules(self, sock):
+        p = self.capctl(sock, "--json", "rules", "list")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return {r["name"]: r for r in json.loads(p.stdout)["data"]["rules"]}
+
+    def test_two_rules_two_cutoffs(self):
+        """TCP under a rule with a 3k cutoff, UDP under one with 4 packets,
+        added while a looping capture runs: every UDP flow has exactly 4
+        packets on disk, every whole TCP connection its first 3000 bytes
+        (and SYN/FIN/RST). Before the rules, the command line's rule takes
+        nothing, so each flow's count starts with its rule."""
+        if not os.path.exists(self.CAPCTL):
+            self.skipTest("capctl not built")
+        pkts = mix(9, Cutoff.TCP, Cutoff.UDP)
+        src, sock = self.path("mix.pcap"), self.path("c.sock")
+        out, stats = self.path("out.pcap"), self.path("s.json")
+        to_pcap(src, pkts)
+        c = capdtest.start_capd(["-q", "--nano", "-i", f"pcap:{src},loop", "-w", out,
+                                 "--stats-json", stats, "--ctl", sock, "--flow-table", "4096",
+                                 "ip host 198.18.255.255"], sock=sock)
+        try:
+            p = self.capctl(sock, "rules", "add", "web", "--flow-cutoff", "3k", "tcp")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            p = self.capctl(sock, "rules", "add", "dns", "--flow-packets", "4", "udp")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            r = self.rules(sock)
+            self.assertEqual((r["web"]["flow_cutoff"], r["web"]["flow_packets"]), (3000, 0))
+            self.assertEqual((r["dns"]["flow_cutoff"], r["dns"]["flow_packets"]), (0, 4))
+            self.assertNotIn("flow_cutoff", r["cli"])
+            listed = self.capctl(sock, "rules", "list").stdout
+            self.assertIn("--flow-cutoff 3000", listed)
+            self.assertIn("--flow-packets 4", listed)
+            n_tcp = sum(1 for k, _ in pkts if k[0] == "tcp")
+            n_udp = len(pkts) - n_tcp
+
+            def loops():  # at least 5 whole passes through the file under each rule
+                r = self.rules(sock)
+                return (r["web"].get("packets", 0) >= 5 * n_tcp and
+                        r["dns"].get("packets", 0) >= 5 * n_udp)
+            self.assertTrue(capdtest.wait_until(loops, 120, 0.1))
+        finally:
+            c.signal(signal.SIGINT)
+            run = c.wait()
+        self.assertEqual(run.rc, 0, run.describe())
+        s = capdtest.read_json(stats)
+        self.assertEqual(s["drops"]["total"], 0)
+        key_of = {d: k for k, d in pkts}
+        written = {}
+        for rec in self.assertWhole(out).records:
+            written.setdefault(key_of[rec.data], []).append(rec.data)
+        udp_keys = {k for k, _ in pkts if k[0] == "udp"}
+        tcp_keys = {k for k, _ in pkts if k[0] == "tcp"}
+        self.assertEqual({k: len(written.get(k, [])) for k in udp_keys},
+                         {k: 4 for k in udp_keys})
+        bitten = 0
+        for k in tcp_keys:
+            conn = [(k, d) for kk, d in pkts if kk == k]
+            want = model_cutoff(conn, cutoff_bytes=3000)[0]
+            bitten += len(want) < len(conn)
+            # One written connection per SYN; the first may have begun
+            # before the rule, the last may be cut short by the stop.
+            runs, cur = [], None
+            for d in written.get(k, []):
+                if tcp_flags(d) & (SYN | ACK) == SYN:
+                    cur = []
+                    runs.append(cur)
+                if cur is not None:
+                    cur.append(d)
+            whole = runs[:-1]
+            self.assertGreaterEqual(len(whole), 2, k)
+            for got in whole:
+                self.assertEqual(got, want, k)
+        self.assertGreater(bitten, len(tcp_keys) // 2)
+
+    def test_rule_cutoff_needs_a_flow_table_and_a_valid_size(self):
+        if not os.path.exists(self.CAPCTL):
+            self.skipTest("capctl not built")
+        sock = self.path("c.sock")
+        c = capdtest.start_capd(["-q", "-i", "null:64,rate=1000", "-w", self.path("o.pcap"),
+                                 "--ctl", sock], sock=sock)
+        try:
+            p = self.capctl(sock, "rules", "add", "x", "--flow-cutoff", "1k", "tcp")
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("flow table", p.stderr)
+            self.assertNotIn("x", self.rules(sock))
+        finally:
+            c.signal(signal.SIGINT)
+            c.wait()
+        sock = self.path("d.sock")
+        c = capdtest.start_capd(["-q", "-i", "null:64,rate=1000", "-w", self.path("o2.pcap"),
+                                 "--ctl", sock, "--flow-table", "64"], sock=sock)
+        try:
+            for args in (["--flow-cutoff", "0"], ["--flow-cutoff", "2T"],
+                         ["--flow-packets", "0"]):
+                with self.subTest(args=args):
+                    p = self.capctl(sock, "rules", "add", "x", *args, "tcp")
+                    self.assertEqual(p.returncode, 1, p.stdout)
+                    self.assertIn(args[0], p.stderr)
+            self.assertNotIn("x", self.rules(sock))
+            p = self.capctl(sock, "rules", "add", "x", "--flow-packets", "3", "tcp")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(self.rules(sock)["x"]["flow_packets"], 3)
+        finally:
+            c.signal(signal.SIGINT)
+            c.wait()
+
+
 class BadInput(FlowCase):
     def test_out_of_range_one_line_exit_1(self):
         src = self.path("x.pcap")
@@ -357,7 +495,7 @@ class BadInput(FlowCase):
             (["--dedup=1h"], "--dedup"),
             (["--dedup=0ns"], "--dedup"),
             (["--dedup", "--flow-table", "8"], "--flow-table"),
-            (["--flow-table", "1024"], "--flow-table"),
+            (["--flow-cutoff-per-direction"], "--flow-cutoff-per-direction"),
         ]:
             with self.subTest(args=args):
                 run = self.capd(["-i", f"pcap:{src}", "-w", self.path("o.pcap")] + args)
