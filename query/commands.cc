@@ -847,8 +847,12 @@ int run_reindex(const std::vector<std::string>& files) {
             rc = fail(dir + ": " + std::strerror(errno));
             continue;
         }
+        // The index tells the file's flows: readable by whom the file is,
+        // no one more.
+        struct stat cst {};
+        const unsigned mode = ::stat(path.c_str(), &cst) == 0 ? unsigned(cst.st_mode) & 0666 : 0600;
         const auto span = check->bytes();
-        Status s = index::write_index_file(dfd, leaf, span, 0644);
+        Status s = index::write_index_file(dfd, leaf, span, mode);
         ::close(dfd);
         if (!s) {
             rc = fail(ipath + ": " + s.error());

@@ -255,9 +255,12 @@ class Compress(CapdTestCase):
                     p = self.reindex(path)
                     self.assertEqual(p.returncode, 0, p.stderr)
                     self.assertIn(b"packets", p.stdout)
-                    # One block per frame, as capd cut them: the same index.
+                    # One block per frame, as capd cut them: the same index,
+                    # readable by whom the file is.
                     with open(idx, "rb") as f:
                         self.assertEqual(f.read(), written)
+                    self.assertEqual(os.stat(idx).st_mode & 0o777,
+                                     os.stat(path).st_mode & 0o666)
                     raw = run(cat + [path]).stdout
                     for expr in ("tcp", "host 10.0.0.2", "udp"):
                         want = run(["tcpdump", "-nn", "-tt", "-v", "-r", "-", expr], stdin=raw)
