@@ -4,7 +4,7 @@ codecs' own command-line tools on the same bytes, in the same run, and the
 compression ratio per codec for several traffic mixes.
 
   compress_bench.py [--build build] [--out FILE.json] [--seconds S]
-                    [--corpus DIR] [--mb N]
+                    [--corpus DIR] [--mb N] [--sweep]
 
 Mixes: the demo mix (tests/data/demo/web-mix.pcap), bench/flowgen with all
 frames 1514 bytes and with its IMIX (payloads zero but for a packet number:
@@ -13,6 +13,10 @@ they compress far better than real traffic), 64-byte frames (flowgen
 and 1514-byte frames of random payload (encrypted traffic: the worst case).
 The tools: `lz4 -1 -c` and `zstd -1 -T1 -c` from the page cache to
 /dev/null, best of 3; compress_bench best of 3 runs of --seconds each.
+
+--sweep: instead, --compress-block from 64K to 4M on the flowgen 1514 and
+IMIX mixes and random payloads, lz4 and zstd -1: speed, ratio, and the time
+to decompress one block (what capq pays per block a query needs).
 """
 
 import argparse
@@ -52,6 +56,46 @@ def random_1514(path, mb):
             f.write(rnd.randbytes(1514 - len(hdr)))
 
 
+SWEEP_BLOCKS = [64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20]
+
+
+def sweep(a, bench, flowgen, tmp):
+    """--compress-block from 64K to 4M on the flowgen 1514 and IMIX mixes and
+    random payloads: per block size and codec, input GB/s, ratio, and the
+    time to decompress one block (capq's cost per block a query needs).
+    All in one run, so the sizes compare with each other."""
+    results = {"machine": os.uname().nodename, "cpus": os.cpu_count(),
+               "load": os.getloadavg(), "sweep": {}}
+    mixes = {}
+    for name, extra in (("flowgen-1514", ["--frame-size", "1514"]), ("flowgen-imix", [])):
+        out = os.path.join(tmp, name + ".pcap")
+        subprocess.run([flowgen, "-o", out, "--flows", "100000", "--max-bytes",
+                        str(a.mb * 1000000), "--micro"] + extra, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        mixes[name] = out
+    rnd = os.path.join(tmp, "random-1514.pcap")
+    random_1514(rnd, min(a.mb, 64))
+    mixes["random-1514"] = rnd
+    print("mix block codec gb_per_s ratio read_block_us")
+    for name, path in mixes.items():
+        rows = []
+        for block in SWEEP_BLOCKS:
+            p = subprocess.run([bench, "--seconds", a.seconds, "--block", str(block),
+                                "--codecs", "lz4,zstd:1", path],
+                               capture_output=True, text=True, check=True)
+            for l in p.stdout.splitlines():
+                r = json.loads(l)
+                rows.append(r)
+                print(name, block >> 10, r["codec"], r["gb_per_s"], r["ratio"],
+                      r["read_block_us"], flush=True)
+        results["sweep"][name] = rows
+        os.unlink(path)
+    os.rmdir(tmp)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
@@ -59,10 +103,14 @@ def main():
     ap.add_argument("--seconds", default="1")
     ap.add_argument("--corpus", default="/work/shared/corpus")
     ap.add_argument("--mb", type=int, default=256, help="MB of each generated mix")
+    ap.add_argument("--sweep", action="store_true",
+                    help="only the block size sweep (--compress-block 64K..4M)")
     a = ap.parse_args()
     bench = os.path.join(a.build, "bench", "compress_bench")
     flowgen = os.path.join(a.build, "bench", "flowgen")
     tmp = tempfile.mkdtemp(prefix="compress-bench-")
+    if a.sweep:
+        return sweep(a, bench, flowgen, tmp)
     mixes = {"demo": [os.path.join(REPO, "tests", "data", "demo", "web-mix.pcap")]}
     for name, extra in (("flowgen-1514", ["--frame-size", "1514"]),
                         ("flowgen-imix", []),

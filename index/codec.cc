@@ -227,13 +227,14 @@ Result<size_t> BlockDecompressor::decompress(const void* src, size_t n, void* ds
 }
 
 Status decompress_stream(int fd, Codec c, const std::function<bool(const uint8_t*, size_t)>& sink,
-                         bool* cut, uint64_t* whole_end) {
+                         bool* cut, uint64_t* whole_end,
+                         const std::function<void(uint64_t, uint64_t)>& on_frame) {
     if (whole_end) *whole_end = 0;
     constexpr size_t kIn = 1 << 20, kOut = 1 << 20;
     std::unique_ptr<uint8_t[]> in(new uint8_t[kIn]), out(new uint8_t[kOut]);
-    uint64_t pos = 0;
+    uint64_t pos = 0, produced = 0;
     size_t have = 0, at = 0;
-    bool eof = false, in_frame = false;
+    bool eof = false, in_frame = false, took = false;
     if (cut) *cut = false;
     auto refill = [&]() -> Status {
         if (at > 0) {
@@ -307,7 +308,16 @@ Status decompress_stream(int fd, Codec c, const std::function<bool(const uint8_t
             return make_error(EINVAL, "not compressed");
         }
         at += used;
-        if (!in_frame && whole_end) *whole_end = pos - (have - at);
+        produced += made;
+        // A frame ends when the decoder is out of one it took bytes of
+        // (its last output may come after its last input).
+        took |= used > 0;
+        if (!in_frame) {
+            const uint64_t file_end = pos - (have - at);
+            if (whole_end) *whole_end = file_end;
+            if (took && on_frame) on_frame(file_end, produced);
+            took = false;
+        }
         if (made > 0 && !sink(out.get(), made)) return {};
         if (used == 0 && made == 0) {
             if (eof) break;  // cut in the middle of a frame
@@ -315,6 +325,18 @@ Status decompress_stream(int fd, Codec c, const std::function<bool(const uint8_t
     }
     if (in_frame && cut) *cut = true;
     return {};
+}
+
+Status list_frames(int fd, Codec c, std::vector<FrameExtent>& frames, bool* cut) {
+    frames.clear();
+    uint64_t file_at = 0, raw_at = 0;
+    return decompress_stream(
+        fd, c, [](const uint8_t*, size_t) { return true; }, cut, nullptr,
+        [&](uint64_t file_end, uint64_t raw_end) {
+            frames.push_back(FrameExtent{file_at, file_end - file_at, raw_at, raw_end - raw_at});
+            file_at = file_end;
+            raw_at = raw_end;
+        });
 }
 
 }  // namespace linecap::index

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/result.hh"
 
@@ -95,8 +96,26 @@ private:
  * false or the stream ends. A stream cut short ends at the last byte that
  * could be decompressed (*cut set to true); a damaged one is an error. */
 Status decompress_stream(int fd, Codec c, const std::function<bool(const uint8_t*, size_t)>& sink,
-                         bool* cut = nullptr, uint64_t* whole_end = nullptr);
+                         bool* cut = nullptr, uint64_t* whole_end = nullptr,
+                         const std::function<void(uint64_t, uint64_t)>& on_frame = {});
 /* whole_end (when given): the file offset just past the last whole frame
- * (member) decompressed; where a file cut in a frame is cut back to. */
+ * (member) decompressed; where a file cut in a frame is cut back to.
+ * on_frame (when given): called at the end of each whole frame with the
+ * file offset and the stream offset just past it. */
+
+/* One whole frame (member) of a compressed file: where it lies in the
+ * file, and the bytes of the decompressed stream it holds. */
+struct FrameExtent {
+    uint64_t offset = 0;  // in the file
+    uint64_t bytes = 0;
+    uint64_t raw_offset = 0;  // in the decompressed stream
+    uint64_t raw_bytes = 0;
+};
+
+/* The whole frames of the file fd holds, in order (decompress_stream()
+ * into nothing: the cost of decompressing the file once, memory per
+ * frame only). A frame cut short at the end is not listed (*cut set); a
+ * damaged stream is an error. capq --reindex cuts its blocks at them. */
+Status list_frames(int fd, Codec c, std::vector<FrameExtent>& frames, bool* cut = nullptr);
 
 }  // namespace linecap::index

@@ -23,6 +23,8 @@
 #include <thread>
 
 #include "filters/cbpf_to_ebpf.hh"
+#include "index/builder.hh"
+#include "index/codec.hh"
 #include "index/prune.hh"
 #include "query/merge.hh"
 #include "query/store.hh"
@@ -727,6 +729,88 @@ int run_flows(const QueryOptions& o) {
     return 0;
 }
 
+namespace {
+
+/* The index (format version 2) of a compressed capture file, one block per
+ * frame: what capd writes beside the file as it compresses it. Only a file
+ * cut into frames of whole records can have one (capd's are: the header a
+ * frame of its own, then each block of records one); any other (one frame
+ * for the whole file, as `zstd file.pcap` writes, or frames cut inside
+ * records) cannot be read a block at a time, so it gets an error saying
+ * so. A frame cut short at the end (a file capd was writing when killed)
+ * and the records in it are left out, as capd's recovery cuts them. The
+ * file is decompressed twice: once for its frames, once for its records. */
+Result<std::string> build_compressed_index(const std::string& path, index::CaptureReader& r,
+                                           bool& sequential) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return make_error(errno, std::strerror(errno));
+    std::vector<index::FrameExtent> frames;
+    Status listed = index::list_frames(fd, r.codec(), frames);
+    struct stat st {};
+    const bool stat_ok = ::fstat(fd, &st) == 0;
+    ::close(fd);
+    if (!listed) return listed.failure();
+    if (!stat_ok) return make_error(errno, std::strerror(errno));
+    const char* codec = index::codec_name(r.codec());
+    const std::string frame = r.codec() == index::Codec::kGzip ? "member" : "frame";
+    const std::string why = std::string("; it cannot be read a block at a time, so an index ") +
+                            "would not help (decompress it and --reindex that)";
+    const index::CaptureInfo& info = r.info();
+    size_t j = 0;
+    while (j < frames.size() && frames[j].raw_offset + frames[j].raw_bytes <= info.data_start) j++;
+    if (j < frames.size() && frames[j].raw_offset != info.data_start)
+        return make_error(EINVAL, std::string("the file header and packets share one ") + codec +
+                                      " " + frame + why);
+    std::vector<uint16_t> linktypes;
+    for (const auto& i : info.interfaces) linktypes.push_back(i.linktype);
+    index::IndexBuilder b;
+    b.begin(info.format, linktypes, info.data_start);
+    b.set_codec(r.codec());
+    std::string bad;
+    bool any = false;
+    auto walked = r.for_each(info.data_start, ~0ull, [&](const index::Record& rec) {
+        // Past the whole frames: a frame cut short, left out.
+        if (j == frames.size()) return false;
+        if (frames[j].raw_offset + frames[j].raw_bytes <= rec.offset) {
+            if (frames[j].raw_offset + frames[j].raw_bytes != rec.offset) {
+                bad = "a " + frame + " ends between packets, at stream offset " +
+                      std::to_string(frames[j].raw_offset + frames[j].raw_bytes);
+                return false;
+            }
+            b.end_block(frames[j].offset, static_cast<uint32_t>(frames[j].bytes));
+            if (++j == frames.size()) return false;
+        }
+        if (rec.offset + rec.rec_bytes > frames[j].raw_offset + frames[j].raw_bytes) {
+            // The last frame cut short holds the rest of this record: stop.
+            if (j + 1 == frames.size()) {
+                j = frames.size();
+                return false;
+            }
+            bad = "a " + frame + " ends inside the packet at stream offset " +
+                  std::to_string(rec.offset);
+            return false;
+        }
+        b.add(rec.offset, rec.rec_bytes, rec.ts_ns, rec.if_id, rec.data, rec.caplen, rec.wirelen);
+        any = true;
+        return true;
+    });
+    if (!walked) return walked.failure();
+    if (!bad.empty()) return make_error(EINVAL, bad + why);
+    if (any && j < frames.size()) {
+        // The frame of the last packets must end with them.
+        if (frames[j].raw_offset + frames[j].raw_bytes != b.end())
+            return make_error(EINVAL,
+                              "the " + frame + " of the last packets holds more after them" + why);
+        b.end_block(frames[j].offset, static_cast<uint32_t>(frames[j].bytes));
+    }
+    sequential = r.sequential();
+    if (sequential) b.mark_sequential();
+    // capture_bytes: the file's size on the disk, as capd writes it.
+    return b.serialize(static_cast<uint64_t>(st.st_size));
+}
+
+}  // namespace
+
 int run_reindex(const std::vector<std::string>& files) {
     if (files.empty()) return fail("--reindex: expected FILE...");
     int rc = 0;
@@ -737,17 +821,11 @@ int run_reindex(const std::vector<std::string>& files) {
                                                                 : r.error());
             continue;
         }
-        if (r->codec() != index::Codec::kNone) {
-            // Its blocks would have to be found frame by frame; capd indexes
-            // the files it compresses as it writes them.
-            rc = fail(path + ": compressed (" + index::codec_name(r->codec()) +
-                      "); --reindex reads uncompressed files only");
-            continue;
-        }
         uint64_t end = 0;
         bool seq = false;
         const uint64_t size = r->info().size;
-        auto built = build_index(*r, size, end, seq, size);
+        auto built = r->codec() != index::Codec::kNone ? build_compressed_index(path, *r, seq)
+                                                       : build_index(*r, size, end, seq, size);
         if (!built) {
             rc = fail(path + ": " + built.error());
             continue;
@@ -769,8 +847,12 @@ int run_reindex(const std::vector<std::string>& files) {
             rc = fail(dir + ": " + std::strerror(errno));
             continue;
         }
+        // The index tells the file's flows: readable by whom the file is,
+        // no one more.
+        struct stat cst {};
+        const unsigned mode = ::stat(path.c_str(), &cst) == 0 ? unsigned(cst.st_mode) & 0666 : 0600;
         const auto span = check->bytes();
-        Status s = index::write_index_file(dfd, leaf, span, 0644);
+        Status s = index::write_index_file(dfd, leaf, span, mode);
         ::close(dfd);
         if (!s) {
             rc = fail(ipath + ": " + s.error());

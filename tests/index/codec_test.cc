@@ -112,6 +112,57 @@ TEST(Codec, EachBlockIsOneFrameThatDecompressesAlone) {
     }
 }
 
+/* list_frames(): every whole frame, where it lies in the file and in the
+ * stream, including one whose output is larger than the decoder's buffer;
+ * a frame cut short at the end is not listed. */
+TEST(Codec, ListFramesFindsEachWholeFrame) {
+    for (Codec c : kCodecs) {
+        SCOPED_TRACE(codec_name(c));
+        BlockCompressor comp({c, c == Codec::kLz4 ? 0 : 1});
+        ASSERT_TRUE(comp.ok());
+        std::string file;
+        std::vector<FrameExtent> want;
+        uint64_t raw = 0;
+        const size_t sizes[] = {24, 70000, 3u << 20, 1, 150000};
+        for (size_t i = 0; i < std::size(sizes); i++) {
+            // The large one compresses to little and decompresses to more
+            // than the decoder's output buffer: several calls per frame.
+            std::string b =
+                sizes[i] > (1u << 20) ? std::string(sizes[i], 'x') : sample(sizes[i], uint32_t(i));
+            std::vector<uint8_t> out(comp.bound(b.size()));
+            size_t z = comp.compress(b.data(), b.size(), out.data(), out.size());
+            ASSERT_GT(z, 0u);
+            want.push_back(FrameExtent{file.size(), z, raw, b.size()});
+            file.append(reinterpret_cast<char*>(out.data()), z);
+            raw += b.size();
+        }
+        char t[] = "/tmp/linecap-frames-XXXXXX";
+        int fd = mkstemp(t);
+        ASSERT_GE(fd, 0);
+        unlink(t);
+        ASSERT_EQ(write(fd, file.data(), file.size()), ssize_t(file.size()));
+        std::vector<FrameExtent> got;
+        bool cut = true;
+        ASSERT_TRUE(list_frames(fd, c, got, &cut).ok());
+        EXPECT_FALSE(cut);
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < got.size(); i++) {
+            SCOPED_TRACE(i);
+            EXPECT_EQ(got[i].offset, want[i].offset);
+            EXPECT_EQ(got[i].bytes, want[i].bytes);
+            EXPECT_EQ(got[i].raw_offset, want[i].raw_offset);
+            EXPECT_EQ(got[i].raw_bytes, want[i].raw_bytes);
+        }
+        // Cut in the last frame: the others, and the cut said.
+        ASSERT_EQ(ftruncate(fd, off_t(want.back().offset + want.back().bytes / 2)), 0);
+        ASSERT_TRUE(list_frames(fd, c, got, &cut).ok());
+        EXPECT_TRUE(cut);
+        ASSERT_EQ(got.size(), want.size() - 1);
+        EXPECT_EQ(got.back().offset + got.back().bytes, want.back().offset);
+        close(fd);
+    }
+}
+
 /* A pcap record: 16-byte header, then the frame. */
 void add_record(std::string& s, uint32_t sec, uint32_t n) {
     uint8_t frame[60] = {};

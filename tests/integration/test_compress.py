@@ -7,7 +7,11 @@ by the codec's own tool piped into tcpdump, and by capq (through the index,
 and without it) gives what an uncompressed capture of the same pcap: input
 gives. Disk full (a small tmpfs the test mounts) and kill -9: the file ends
 at its last whole frame, so the codec's own tool tests it clean. Bad input:
-one line, exit 1, before capture. Waits are bounded; no timing is asserted.
+one line, exit 1, before capture. capq --reindex of a compressed file
+gives the index capd wrote (one block per frame), indexes a file cut into
+frames at records by hand and the file kill -9 left, and refuses, in one
+line, a file whose frames are not cut at records. Waits are bounded; no
+timing is asserted.
 """
 
 import json
@@ -232,6 +236,117 @@ class Compress(CapdTestCase):
                 self.assertEqual(run(test + [os.path.join(d, rec[0])]).returncode, 0)
                 self.assertEqual(
                     count_packets(run(cat + [os.path.join(d, rec[0])]).stdout), got)
+
+    def reindex(self, *paths):
+        return run([CAPQ, "--reindex"] + list(paths))
+
+    def test_reindex_gives_the_index_capd_wrote(self):
+        for fmt in ("pcap", "pcapng"):
+            fmt_args = ["--format", "pcapng"] if fmt == "pcapng" else []
+            for codec, (suffix, cat, test) in CODECS.items():
+                with self.subTest(fmt=fmt, codec=codec):
+                    d = self.path(f"reindex-{codec}-{fmt}")
+                    self.capture(d, fmt_args + ["--compress", codec, "--compress-block", "64K"])
+                    path = os.path.join(d, "a.pcap" + suffix)
+                    idx = os.path.join(d, ".a.pcap" + suffix + ".idx")
+                    with open(idx, "rb") as f:
+                        written = f.read()
+                    os.unlink(idx)
+                    p = self.reindex(path)
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    self.assertIn(b"packets", p.stdout)
+                    # One block per frame, as capd cut them: the same index,
+                    # readable by whom the file is.
+                    with open(idx, "rb") as f:
+                        self.assertEqual(f.read(), written)
+                    self.assertEqual(os.stat(idx).st_mode & 0o777,
+                                     os.stat(path).st_mode & 0o666)
+                    raw = run(cat + [path]).stdout
+                    for expr in ("tcp", "host 10.0.0.2", "udp"):
+                        want = run(["tcpdump", "-nn", "-tt", "-v", "-r", "-", expr], stdin=raw)
+                        self.assertEqual(want.returncode, 0)
+                        self.assertEqual(tcpdump_text(self.capq(path, expr)), want.stdout)
+                    ex = run([CAPQ, "-r", path, "--explain", "host 10.0.0.2"])
+                    self.assertIn(b"indexed", ex.stdout + ex.stderr)
+
+    def test_reindex_frames_cut_at_records_by_hand(self):
+        """Not capd's file: a header frame, then frames that end at records."""
+        with open(MIX, "rb") as f:
+            data = f.read()
+        cuts, at = [24], 24
+        while at < len(data):
+            caplen = int.from_bytes(data[at + 8:at + 12], "little")
+            at += 16 + caplen
+            if len(cuts) < 4 and at - cuts[-1] > 50000:
+                cuts.append(at)
+        cuts = [0] + cuts + [len(data)]
+        path = self.path("byhand.pcap.zst")
+        with open(path, "wb") as f:
+            for a, b in zip(cuts, cuts[1:]):
+                f.write(run(["zstd", "-cq"], stdin=data[a:b]).stdout)
+        p = self.reindex(path)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"{len(cuts) - 2} blocks".encode(), p.stdout)
+        want = run(["tcpdump", "-nn", "-tt", "-v", "-r", MIX, "tcp"])
+        self.assertEqual(tcpdump_text(self.capq(path, "tcp")), want.stdout)
+        ex = run([CAPQ, "-r", path, "--explain", "tcp"])
+        self.assertIn(b"indexed", ex.stdout + ex.stderr)
+
+    def test_reindex_refuses_a_file_not_cut_into_blocks(self):
+        with open(MIX, "rb") as f:
+            data = f.read()
+        cases = {}
+        for codec, tool in (("zstd", ["zstd", "-1", "-cq"]), ("lz4", ["lz4", "-cq"]),
+                            ("gzip", ["gzip", "-c"])):
+            # The codec's own tool: one frame (member) for the whole file.
+            cases[f"whole.pcap{CODECS[codec][0]}"] = run(tool, stdin=data).stdout
+        # Frames cut inside a record.
+        cases["inside.pcap.zst"] = (run(["zstd", "-cq"], stdin=data[:24]).stdout +
+                                    run(["zstd", "-cq"], stdin=data[24:100001]).stdout +
+                                    run(["zstd", "-cq"], stdin=data[100001:]).stdout)
+        for name, blob in cases.items():
+            with self.subTest(name=name):
+                path = self.path(name)
+                with open(path, "wb") as f:
+                    f.write(blob)
+                p = self.reindex(path)
+                self.assertEqual(p.returncode, 1)
+                err = p.stderr.decode()
+                self.assertEqual(len(err.splitlines()), 1, err)
+                self.assertIn("cannot be read a block at a time", err)
+                self.assertFalse(os.path.exists(self.path("." + name + ".idx")))
+                # capq still reads it whole.
+                self.assertEqual(count_packets(self.capq(path, "")), count_packets(data))
+
+    def test_reindex_of_the_file_kill_9_left(self):
+        for codec, (suffix, cat, test) in CODECS.items():
+            with self.subTest(codec=codec):
+                d = self.path(f"rekill-{codec}")
+                os.makedirs(d)
+                proc = capdtest.RunningCapd(["-q", "-i", f"pcap:{MIX},loop", "-w",
+                                             os.path.join(d, "a.pcap"), "--compress", codec])
+                self.addCleanup(proc.kill)
+                hidden = os.path.join(d, ".a.pcap" + suffix + ".partial")
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    if os.path.exists(hidden) and os.path.getsize(hidden) > (1 << 20):
+                        break
+                    time.sleep(0.1)
+                proc.signal(signal.SIGKILL)
+                proc.proc.wait(timeout=30)
+                self.assertTrue(os.path.exists(hidden), os.listdir(d))
+                if os.path.exists(hidden + ".idx"):
+                    os.unlink(hidden + ".idx")
+                p = self.reindex(hidden)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertTrue(os.path.exists(hidden + ".idx"))
+                # Every whole frame indexed: capq gives what the codec's
+                # tool reads, through the index.
+                raw = run(cat + [hidden]).stdout
+                want = run(["tcpdump", "-nn", "-tt", "-v", "-r", "-", "tcp"], stdin=raw)
+                self.assertEqual(tcpdump_text(self.capq(hidden, "tcp")), want.stdout)
+                ex = run([CAPQ, "-r", hidden, "--explain", "tcp"])
+                self.assertIn(b"indexed", ex.stdout + ex.stderr)
 
 
 if __name__ == "__main__":
