@@ -237,14 +237,15 @@ std::vector<std::string> catalog_schema_sql(const CatalogTables& t, const std::s
         "first_ns UInt64, last_ns UInt64, packets UInt64, bytes UInt64, writer UInt32, "
         "published_ns UInt64, day Date DEFAULT toDate(intDiv(published_ns, 1000000000)))";
     const std::string flows_cols =
-        "(host String, path String, file_id UInt64, key FixedString(64), "
+        "(host String, path String, file_id UInt64, addr FixedString(16), side UInt8, "
+        "key FixedString(64), "
         "src FixedString(16), dst FixedString(16), sport UInt16, dport UInt16, proto UInt8, "
         "ip_version UInt8, vlan UInt16, first_ns UInt64, last_ns UInt64, packets UInt64, "
         "bytes UInt64, day Date DEFAULT toDate(intDiv(first_ns, 1000000000)))";
     const std::string files_engine =
         " ENGINE = MergeTree() PARTITION BY day ORDER BY (host, path, file_id)";
     const std::string flows_engine =
-        " ENGINE = MergeTree() PARTITION BY day ORDER BY (src, dst, first_ns)";
+        " ENGINE = MergeTree() PARTITION BY day ORDER BY (addr, first_ns)";
     std::vector<std::string> out;
     if (cluster.empty()) {
         out.push_back("CREATE TABLE IF NOT EXISTS " + t.files + " " + files_cols + files_engine);
@@ -271,8 +272,8 @@ std::string files_columns() {
 }
 
 std::string flows_columns() {
-    return "(host, path, file_id, key, src, dst, sport, dport, proto, ip_version, vlan, "
-           "first_ns, last_ns, packets, bytes)";
+    return "(host, path, file_id, addr, side, key, src, dst, sport, dport, proto, ip_version, "
+           "vlan, first_ns, last_ns, packets, bytes)";
 }
 
 void append_file_row(std::string& out, const std::string& host, const std::string& serve,
@@ -296,26 +297,32 @@ void append_file_row(std::string& out, const std::string& host, const std::strin
 
 void append_flow_row(std::string& out, const std::string& host, const std::string& path,
                      uint64_t file_id, const index::FlowEntry& f) {
-    tsv_text(out, host);
-    out += '\t';
-    tsv_text(out, path);
-    out += '\t';
-    tsv_u(out, file_id);
-    tsv_bytes(out, &f.key, sizeof f.key);
-    out += '\t';
-    tsv_bytes(out, f.key.src, 16);
-    out += '\t';
-    tsv_bytes(out, f.key.dst, 16);
-    out += '\t';
-    tsv_u(out, f.key.sport);
-    tsv_u(out, f.key.dport);
-    tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.proto : 0);
-    tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.ip_version : 0);
-    tsv_u(out, f.key.vlan_tags ? f.key.vid[0] : 0);
-    tsv_u(out, f.first_ns);
-    tsv_u(out, f.last_ns);
-    tsv_u(out, f.packets);
-    tsv_u(out, f.wire_bytes, '\n');
+    const bool two = std::memcmp(f.key.src, f.key.dst, 16) != 0;
+    for (int side = 0; side < (two ? 2 : 1); side++) {
+        tsv_text(out, host);
+        out += '\t';
+        tsv_text(out, path);
+        out += '\t';
+        tsv_u(out, file_id);
+        tsv_bytes(out, side == 0 ? f.key.src : f.key.dst, 16);
+        out += '\t';
+        tsv_u(out, unsigned(side));
+        tsv_bytes(out, &f.key, sizeof f.key);
+        out += '\t';
+        tsv_bytes(out, f.key.src, 16);
+        out += '\t';
+        tsv_bytes(out, f.key.dst, 16);
+        out += '\t';
+        tsv_u(out, f.key.sport);
+        tsv_u(out, f.key.dport);
+        tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.proto : 0);
+        tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.ip_version : 0);
+        tsv_u(out, f.key.vlan_tags ? f.key.vid[0] : 0);
+        tsv_u(out, f.first_ns);
+        tsv_u(out, f.last_ns);
+        tsv_u(out, f.packets);
+        tsv_u(out, f.wire_bytes, '\n');
+    }
 }
 
 std::string sql_quote(const std::string& s) {

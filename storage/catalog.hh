@@ -19,15 +19,22 @@
  *     gone = 0, and its flows are the ones with that file_id. A tombstone
  *     rather than ALTER DELETE: 18.16's mutations are asynchronous and
  *     heavy, a row is one insert.
- *   flows: host, path, file_id, key (the 64-byte FlowKey), src, dst, sport,
- *          dport, proto, ip_version, vlan, first_ns, last_ns, packets,
- *          bytes, day
- *     The index's flows of the file (both directions in one row, src/dst
- *     the key's lower/higher endpoint); `key` keeps everything the index
- *     knows, so capq evaluates a filter on it exactly as on a local index.
+ *   flows: host, path, file_id, addr, side, key (the 64-byte FlowKey), src,
+ *          dst, sport, dport, proto, ip_version, vlan, first_ns, last_ns,
+ *          packets, bytes, day
+ *     The index's flows of the file (both directions in one flow, src/dst
+ *     the key's lower/higher endpoint), each stored under both endpoints:
+ *     a row with addr = src (side 0) and one with addr = dst (side 1), or
+ *     the side-0 row alone when src = dst. The table is ordered by (addr,
+ *     first_ns), so a lookup by either endpoint of a flow reads the granules
+ *     of that address only, not the whole table; a query without an address
+ *     reads side 0 alone and so counts each flow once. Twice the rows of a
+ *     table ordered by one endpoint, for lookups that no longer scan. `key`
+ *     keeps everything the index knows, so capq evaluates a filter on it
+ *     exactly as on a local index.
  *
  * Both ordered for the query they answer (files by host and path, flows by
- * addresses then time) and partitioned by day so that old days drop whole.
+ * address then time) and partitioned by day so that old days drop whole.
  *
  * Rows are TabSeparated text; binary columns are written as \xHH escapes.
  *
@@ -82,7 +89,9 @@ std::string flows_columns();
 void append_file_row(std::string& out, const std::string& host, const std::string& serve,
                      const std::string& path, uint64_t file_id, bool gone,
                      const index::IndexHeader* h, uint32_t writer, uint64_t published_ns);
-/* Appends the TSV row of one flow of the file. */
+/* Appends the TSV rows of one flow of the file: one per endpoint (side 0
+ * under its lower address, side 1 under its higher), a single side-0 row
+ * when both are the same (non-IP flows: both zero). */
 void append_flow_row(std::string& out, const std::string& host, const std::string& path,
                      uint64_t file_id, const index::FlowEntry& f);
 
