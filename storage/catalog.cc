@@ -297,31 +297,71 @@ void append_file_row(std::string& out, const std::string& host, const std::strin
 
 void append_flow_row(std::string& out, const std::string& host, const std::string& path,
                      uint64_t file_id, const index::FlowEntry& f) {
-    const bool two = std::memcmp(f.key.src, f.key.dst, 16) != 0;
-    for (int side = 0; side < (two ? 2 : 1); side++) {
-        tsv_text(out, host);
-        out += '\t';
-        tsv_text(out, path);
-        out += '\t';
-        tsv_u(out, file_id);
-        tsv_bytes(out, side == 0 ? f.key.src : f.key.dst, 16);
-        out += '\t';
-        tsv_u(out, unsigned(side));
-        tsv_bytes(out, &f.key, sizeof f.key);
-        out += '\t';
-        tsv_bytes(out, f.key.src, 16);
-        out += '\t';
-        tsv_bytes(out, f.key.dst, 16);
-        out += '\t';
-        tsv_u(out, f.key.sport);
-        tsv_u(out, f.key.dport);
-        tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.proto : 0);
-        tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.ip_version : 0);
-        tsv_u(out, f.key.vlan_tags ? f.key.vid[0] : 0);
-        tsv_u(out, f.first_ns);
-        tsv_u(out, f.last_ns);
-        tsv_u(out, f.packets);
-        tsv_u(out, f.wire_bytes, '\n');
+    tsv_text(out, host);
+    out += '\t';
+    tsv_text(out, path);
+    out += '\t';
+    tsv_u(out, file_id);
+    tsv_bytes(out, &f.key, sizeof f.key);
+    out += '\t';
+    tsv_bytes(out, f.key.src, 16);
+    out += '\t';
+    tsv_bytes(out, f.key.dst, 16);
+    out += '\t';
+    tsv_u(out, f.key.sport);
+    tsv_u(out, f.key.dport);
+    tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.proto : 0);
+    tsv_u(out, f.key.kind == index::FlowKind::kIp ? f.key.ip_version : 0);
+    tsv_u(out, f.key.vlan_tags ? f.key.vid[0] : 0);
+    tsv_u(out, f.first_ns);
+    tsv_u(out, f.last_ns);
+    tsv_u(out, f.packets);
+    tsv_u(out, f.wire_bytes, '\n');
+}
+
+void expand_flow_rows(std::string& out, const std::string& rows) {
+    size_t pos = 0;
+    while (pos < rows.size()) {
+        size_t end = rows.find('\n', pos);
+        if (end == std::string::npos) end = rows.size();
+        // Tabs after host, path, file_id, key, src and dst (text and bytes
+        // are escaped: a raw tab only separates columns).
+        size_t tab[6];
+        size_t p = pos;
+        bool ok = true;
+        for (size_t& t : tab) {
+            t = rows.find('\t', p);
+            if (t >= end) {
+                ok = false;
+                break;
+            }
+            p = t + 1;
+        }
+        if (!ok) {
+            // Not a flow row: passed on whole, so the server refuses it
+            // and says why, rather than it going missing here.
+            out.append(rows, pos, end - pos);
+            out += '\n';
+            pos = end + 1;
+            continue;
+        }
+        const size_t head = tab[2] + 1 - pos;  // "host\tpath\tfile_id\t"
+        const size_t rest = tab[2] + 1;        // "key\tsrc\tdst\t...", to the end
+        const size_t src = tab[3] + 1, src_n = tab[4] - src;
+        const size_t dst = tab[4] + 1, dst_n = tab[5] - dst;
+        out.append(rows, pos, head);
+        out.append(rows, src, src_n);
+        out += "\t0\t";
+        out.append(rows, rest, end - rest);
+        out += '\n';
+        if (rows.compare(src, src_n, rows, dst, dst_n) != 0) {
+            out.append(rows, pos, head);
+            out.append(rows, dst, dst_n);
+            out += "\t1\t";
+            out.append(rows, rest, end - rest);
+            out += '\n';
+        }
+        pos = end + 1;
     }
 }
 
