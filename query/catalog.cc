@@ -89,8 +89,8 @@ std::string live_files_sql(const CatalogTables& t) {
  * link types the flow key walks give IP flows (flow_key.hh: Ethernet,
  * Linux cooked, raw IP); the addresses each one's filter proves are
  * united, and a flow of any other kind has zero addresses (so the zero
- * address joins the set: non-IP flows are always candidates). Every term
- * is on the flows table's ordering key. */
+ * address joins the set: non-IP flows are always candidates). The terms
+ * select by `addr`, the first column of the flows table's ordering key. */
 Result<std::string> address_terms(Filters& f) {
     if (f.empty()) return std::string();
     std::set<std::array<uint8_t, 16>> all;
@@ -106,7 +106,11 @@ Result<std::string> address_terms(Filters& f) {
     for (const auto& a : all)
         list += (list.empty() ? "" : ", ") + std::string("toFixedString(") +
                 storage::sql_addr(a.data()) + ", 16)";
-    return "(src IN (" + list + ") OR dst IN (" + list + "))";
+    // Each flow is stored under both endpoints (storage/catalog.hh): the
+    // rows under a listed address are a primary-key range each; a side-1
+    // row whose lower endpoint is listed too is the same flow as a side-0
+    // row already selected, so it is left out and every flow comes once.
+    return "(addr IN (" + list + ") AND (side = 0 OR src NOT IN (" + list + ")))";
 }
 
 struct FlowRow {
@@ -155,7 +159,7 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
     if (!addr_terms.empty())
         sql += " AND " + addr_terms;
     else
-        sql += " AND (host, path, file_id) GLOBAL IN (" + live_files_sql(t) + ")";
+        sql += " AND side = 0 AND (host, path, file_id) GLOBAL IN (" + live_files_sql(t) + ")";
     sql += " FORMAT TabSeparated";
     auto r = storage::clickhouse_query(url, sql);
     if (!r) return r.failure();

@@ -237,14 +237,15 @@ std::vector<std::string> catalog_schema_sql(const CatalogTables& t, const std::s
         "first_ns UInt64, last_ns UInt64, packets UInt64, bytes UInt64, writer UInt32, "
         "published_ns UInt64, day Date DEFAULT toDate(intDiv(published_ns, 1000000000)))";
     const std::string flows_cols =
-        "(host String, path String, file_id UInt64, key FixedString(64), "
+        "(host String, path String, file_id UInt64, addr FixedString(16), side UInt8, "
+        "key FixedString(64), "
         "src FixedString(16), dst FixedString(16), sport UInt16, dport UInt16, proto UInt8, "
         "ip_version UInt8, vlan UInt16, first_ns UInt64, last_ns UInt64, packets UInt64, "
         "bytes UInt64, day Date DEFAULT toDate(intDiv(first_ns, 1000000000)))";
     const std::string files_engine =
         " ENGINE = MergeTree() PARTITION BY day ORDER BY (host, path, file_id)";
     const std::string flows_engine =
-        " ENGINE = MergeTree() PARTITION BY day ORDER BY (src, dst, first_ns)";
+        " ENGINE = MergeTree() PARTITION BY day ORDER BY (addr, first_ns)";
     std::vector<std::string> out;
     if (cluster.empty()) {
         out.push_back("CREATE TABLE IF NOT EXISTS " + t.files + " " + files_cols + files_engine);
@@ -271,8 +272,8 @@ std::string files_columns() {
 }
 
 std::string flows_columns() {
-    return "(host, path, file_id, key, src, dst, sport, dport, proto, ip_version, vlan, "
-           "first_ns, last_ns, packets, bytes)";
+    return "(host, path, file_id, addr, side, key, src, dst, sport, dport, proto, ip_version, "
+           "vlan, first_ns, last_ns, packets, bytes)";
 }
 
 void append_file_row(std::string& out, const std::string& host, const std::string& serve,
@@ -316,6 +317,52 @@ void append_flow_row(std::string& out, const std::string& host, const std::strin
     tsv_u(out, f.last_ns);
     tsv_u(out, f.packets);
     tsv_u(out, f.wire_bytes, '\n');
+}
+
+void expand_flow_rows(std::string& out, const std::string& rows) {
+    size_t pos = 0;
+    while (pos < rows.size()) {
+        size_t end = rows.find('\n', pos);
+        if (end == std::string::npos) end = rows.size();
+        // Tabs after host, path, file_id, key, src and dst (text and bytes
+        // are escaped: a raw tab only separates columns).
+        size_t tab[6];
+        size_t p = pos;
+        bool ok = true;
+        for (size_t& t : tab) {
+            t = rows.find('\t', p);
+            if (t >= end) {
+                ok = false;
+                break;
+            }
+            p = t + 1;
+        }
+        if (!ok) {
+            // Not a flow row: passed on whole, so the server refuses it
+            // and says why, rather than it going missing here.
+            out.append(rows, pos, end - pos);
+            out += '\n';
+            pos = end + 1;
+            continue;
+        }
+        const size_t head = tab[2] + 1 - pos;  // "host\tpath\tfile_id\t"
+        const size_t rest = tab[2] + 1;        // "key\tsrc\tdst\t...", to the end
+        const size_t src = tab[3] + 1, src_n = tab[4] - src;
+        const size_t dst = tab[4] + 1, dst_n = tab[5] - dst;
+        out.append(rows, pos, head);
+        out.append(rows, src, src_n);
+        out += "\t0\t";
+        out.append(rows, rest, end - rest);
+        out += '\n';
+        if (rows.compare(src, src_n, rows, dst, dst_n) != 0) {
+            out.append(rows, pos, head);
+            out.append(rows, dst, dst_n);
+            out += "\t1\t";
+            out.append(rows, rest, end - rest);
+            out += '\n';
+        }
+        pos = end + 1;
+    }
 }
 
 std::string sql_quote(const std::string& s) {

@@ -19,15 +19,24 @@
  *     gone = 0, and its flows are the ones with that file_id. A tombstone
  *     rather than ALTER DELETE: 18.16's mutations are asynchronous and
  *     heavy, a row is one insert.
- *   flows: host, path, file_id, key (the 64-byte FlowKey), src, dst, sport,
- *          dport, proto, ip_version, vlan, first_ns, last_ns, packets,
- *          bytes, day
- *     The index's flows of the file (both directions in one row, src/dst
- *     the key's lower/higher endpoint); `key` keeps everything the index
- *     knows, so capq evaluates a filter on it exactly as on a local index.
+ *   flows: host, path, file_id, addr, side, key (the 64-byte FlowKey), src,
+ *          dst, sport, dport, proto, ip_version, vlan, first_ns, last_ns,
+ *          packets, bytes, day
+ *     The index's flows of the file (both directions in one flow, src/dst
+ *     the key's lower/higher endpoint), each stored under both endpoints:
+ *     a row with addr = src (side 0) and one with addr = dst (side 1), or
+ *     the side-0 row alone when src = dst. The table is ordered by (addr,
+ *     first_ns), so a lookup by either endpoint of a flow reads the granules
+ *     of that address only, not the whole table; a query without an address
+ *     reads side 0 alone and so counts each flow once. Twice the rows of a
+ *     table ordered by one endpoint, for lookups that no longer scan; the
+ *     spool keeps one row a flow and expand_flow_rows() makes the two when
+ *     a batch is sent. `key`
+ *     keeps everything the index knows, so capq evaluates a filter on it
+ *     exactly as on a local index.
  *
  * Both ordered for the query they answer (files by host and path, flows by
- * addresses then time) and partitioned by day so that old days drop whole.
+ * address then time) and partitioned by day so that old days drop whole.
  *
  * Rows are TabSeparated text; binary columns are written as \xHH escapes.
  *
@@ -82,9 +91,18 @@ std::string flows_columns();
 void append_file_row(std::string& out, const std::string& host, const std::string& serve,
                      const std::string& path, uint64_t file_id, bool gone,
                      const index::IndexHeader* h, uint32_t writer, uint64_t published_ns);
-/* Appends the TSV row of one flow of the file. */
+/* Appends the TSV row of one flow of the file as it waits in the spool:
+ * the columns of flows_columns() without addr and side (one row a flow,
+ * so the spool's limit counts flows, and a spool of an earlier run reads
+ * the same). */
 void append_flow_row(std::string& out, const std::string& host, const std::string& path,
                      uint64_t file_id, const index::FlowEntry& f);
+/* Appends to `out` the rows of flows_columns() for the spool rows `rows`:
+ * each flow under both endpoints, side 0 under src (the lower address)
+ * and side 1 under dst, a single side-0 row when they are equal (non-IP
+ * flows: both zero). A line that is not a flow row is passed on whole.
+ * Done when a batch is sent; the cost is a copy of the text, twice. */
+void expand_flow_rows(std::string& out, const std::string& rows);
 
 /* '...' with backslash escapes, for SQL text. */
 std::string sql_quote(const std::string& s);

@@ -270,7 +270,10 @@ bool CatalogPublisher::send_round() {
             for (size_t i = 0; i < n; i++) {
                 const Batch& b = spool_[i];
                 if (b.table != table || b.text.empty()) continue;
-                body += b.text;
+                if (table == 1)
+                    expand_flow_rows(body, b.text);  // a row under each endpoint
+                else
+                    body += b.text;
                 rows += b.rows;
                 tomb += b.tombstones;
                 live += b.live;

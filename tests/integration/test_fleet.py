@@ -149,6 +149,10 @@ class FleetTest(CapdTestCase):
                 self.assertEqual(self.fleet_flows(f"h{n}"), local)
                 expr = ["udp", "and", "host", "198.18.0.3"]
                 self.assertEqual(self.fleet_flows(f"h{n}", expr), self.local_flows(d, expr))
+                # Both ends of the flows between .2 and .3 asked for: each
+                # flow is stored under both addresses, and counted once.
+                expr = ["udp", "and", "(", "host", "198.18.0.2", "or", "host", "198.18.0.3", ")"]
+                self.assertEqual(self.fleet_flows(f"h{n}", expr), self.local_flows(d, expr))
                 with open(os.path.join(self.dir, f"h{n}", "summary.json")) as f:
                     s = json.load(f)
                 self.assertEqual(s["drops"]["total"], 0)

@@ -59,9 +59,33 @@ TEST(CatalogRows, EscapesTextAndBytes) {
     EXPECT_EQ(out.find('\t', 0), 1u);
     EXPECT_NE(out.find("\\x09"), std::string::npos);
     EXPECT_NE(out.find("\\x5c"), std::string::npos);
-    // Exactly one line: no raw tab or newline from the key's bytes.
+    // Exactly one line in the spool's form: no raw tab or newline from the
+    // key's bytes.
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1);
     EXPECT_EQ(std::count(out.begin(), out.end(), '\t'), 14);
+    // Sent as two rows, one per endpoint: the first under the lower address
+    // (side 0), the second under the higher (side 1), the rest unchanged.
+    std::string sent;
+    expand_flow_rows(sent, out);
+    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\n'), 2);
+    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\t'), 2 * 16);
+    const std::string first = sent.substr(0, sent.find('\n') + 1);
+    const std::string second = sent.substr(sent.find('\n') + 1);
+    EXPECT_EQ(first.substr(0, 11), "h\t/p\t1\t\\x09");
+    EXPECT_EQ(first.substr(first.find('\t', 10), 3), "\t0\t");
+    EXPECT_EQ(first.substr(first.find('\t', 10) + 3), out.substr(7));
+    EXPECT_EQ(second.substr(0, 11), "h\t/p\t1\t\\x5c");
+    EXPECT_EQ(second.substr(second.find('\t', 10), 3), "\t1\t");
+    EXPECT_EQ(second.substr(second.find('\t', 10) + 3), out.substr(7));
+    // The same address at both ends (non-IP flows: zero): one row, side 0.
+    index::FlowEntry z{};
+    std::string one, zsent;
+    append_flow_row(one, "h", "/p", 1, z);
+    expand_flow_rows(zsent, one + one);
+    EXPECT_EQ(std::count(zsent.begin(), zsent.end(), '\n'), 2);
+    EXPECT_EQ(zsent.substr(0, zsent.find('\n')),
+              zsent.substr(zsent.find('\n') + 1, zsent.size() - zsent.find('\n') - 2));
+    EXPECT_EQ(std::count(zsent.begin(), zsent.end(), '\t'), 2 * 16);
 }
 
 namespace {
