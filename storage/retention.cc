@@ -182,8 +182,8 @@ uint64_t index_first_ns(int dir_fd, const std::string& index_leaf) {
     ssize_t n = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? ::pread(fd, &h, sizeof(h), 0) : -1;
     ::close(fd);
     if (n != static_cast<ssize_t>(sizeof(h)) ||
-        std::memcmp(h.magic, index::kIndexMagic, sizeof(h.magic)) != 0 ||
-        h.version == 0 || h.version > index::kIndexVersion || h.packets == 0)
+        std::memcmp(h.magic, index::kIndexMagic, sizeof(h.magic)) != 0 || h.version == 0 ||
+        h.version > index::kIndexVersion || h.packets == 0)
         return 0;
     return h.first_ns;
 }
