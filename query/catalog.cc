@@ -13,6 +13,7 @@
 
 #include "filters/cbpf_to_ebpf.hh"
 #include "index/prune.hh"
+#include "query/flow_json.hh"
 #include "query/time_spec.hh"
 
 namespace linecap::query {
@@ -306,34 +307,9 @@ int run_fleet_flows(const std::string& url, const CatalogTables& t, uint64_t sin
     if (json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& a : *flows) {
-            nlohmann::json j;
+            nlohmann::json j = flow_json(a.key, a.first_ns, a.last_ns, a.packets, a.bytes);
             j["host"] = a.host;
-            j["flow"] = index::describe_flow(a.key);
-            j["directions"] = "both";
-            j["first"] = format_time(int64_t(a.first_ns));
-            j["last"] = format_time(int64_t(a.last_ns));
-            j["first_ns"] = a.first_ns;
-            j["last_ns"] = a.last_ns;
-            j["packets"] = a.packets;
-            j["bytes"] = a.bytes;
             j["files"] = a.files;
-            if (a.key.kind == index::FlowKind::kIp) {
-                char s[64], d[64];
-                const int af = a.key.ip_version == 6 ? AF_INET6 : AF_INET;
-                ::inet_ntop(af, a.key.src, s, sizeof s);
-                ::inet_ntop(af, a.key.dst, d, sizeof d);
-                j["proto"] = a.key.proto;
-                j["src"] = s;
-                j["dst"] = d;
-                if (a.key.flags & index::kFlowHasPorts) {
-                    j["sport"] = a.key.sport;
-                    j["dport"] = a.key.dport;
-                }
-            }
-            if (a.key.kind != index::FlowKind::kOpaque) j["ethertype"] = a.key.ethertype;
-            nlohmann::json vl = nlohmann::json::array();
-            for (int i = 0; i < a.key.vlan_tags && i < 2; i++) vl.push_back(a.key.vid[i]);
-            j["vlan"] = vl;
             arr.push_back(std::move(j));
         }
         std::printf("%s\n", arr.dump(2).c_str());

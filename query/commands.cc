@@ -26,6 +26,7 @@
 #include "index/builder.hh"
 #include "index/codec.hh"
 #include "index/prune.hh"
+#include "query/flow_json.hh"
 #include "query/merge.hh"
 #include "query/store.hh"
 #include "query/time_spec.hh"
@@ -639,6 +640,37 @@ int run_query(const QueryOptions& o) {
     return 0;
 }
 
+nlohmann::json flow_json(const index::FlowKey& key, uint64_t first_ns, uint64_t last_ns,
+                         uint64_t packets, uint64_t bytes) {
+    nlohmann::json j;
+    j["flow"] = index::describe_flow(key);
+    j["directions"] = "both";
+    j["first"] = format_time(int64_t(first_ns));
+    j["last"] = format_time(int64_t(last_ns));
+    j["first_ns"] = first_ns;
+    j["last_ns"] = last_ns;
+    j["packets"] = packets;
+    j["bytes"] = bytes;
+    if (key.kind == index::FlowKind::kIp) {
+        char s[64], d[64];
+        const int af = key.ip_version == 6 ? AF_INET6 : AF_INET;
+        ::inet_ntop(af, key.src, s, sizeof s);
+        ::inet_ntop(af, key.dst, d, sizeof d);
+        j["proto"] = key.proto;
+        j["src"] = s;
+        j["dst"] = d;
+        if (key.flags & index::kFlowHasPorts) {
+            j["sport"] = key.sport;
+            j["dport"] = key.dport;
+        }
+    }
+    if (key.kind != index::FlowKind::kOpaque) j["ethertype"] = key.ethertype;
+    nlohmann::json vl = nlohmann::json::array();
+    for (int t = 0; t < key.vlan_tags && t < 2; t++) vl.push_back(key.vid[t]);
+    j["vlan"] = vl;
+    return j;
+}
+
 int run_flows(const QueryOptions& o) {
     auto opened = Store::open(o.inputs);
     if (!opened) return fail(opened.error());
@@ -687,35 +719,7 @@ int run_flows(const QueryOptions& o) {
     if (o.json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& a : rows) {
-            nlohmann::json j;
-            j["flow"] = index::describe_flow(a.key);
-            // Both directions of a conversation are one flow: src/sport is
-            // the lower endpoint, not the sender.
-            j["directions"] = "both";
-            j["first"] = format_time(int64_t(a.first_ns));
-            j["last"] = format_time(int64_t(a.last_ns));
-            j["first_ns"] = a.first_ns;
-            j["last_ns"] = a.last_ns;
-            j["packets"] = a.packets;
-            j["bytes"] = a.bytes;
-            if (a.key.kind == index::FlowKind::kIp) {
-                char s[64], d[64];
-                const int af = a.key.ip_version == 6 ? AF_INET6 : AF_INET;
-                ::inet_ntop(af, a.key.src, s, sizeof s);
-                ::inet_ntop(af, a.key.dst, d, sizeof d);
-                j["proto"] = a.key.proto;
-                j["src"] = s;
-                j["dst"] = d;
-                if (a.key.flags & index::kFlowHasPorts) {
-                    j["sport"] = a.key.sport;
-                    j["dport"] = a.key.dport;
-                }
-            }
-            if (a.key.kind != index::FlowKind::kOpaque) j["ethertype"] = a.key.ethertype;
-            nlohmann::json vl = nlohmann::json::array();
-            for (int t = 0; t < a.key.vlan_tags && t < 2; t++) vl.push_back(a.key.vid[t]);
-            j["vlan"] = vl;
-            arr.push_back(std::move(j));
+            arr.push_back(flow_json(a.key, a.first_ns, a.last_ns, a.packets, a.bytes));
         }
         std::printf("%s\n", arr.dump(2).c_str());
         return 0;
