@@ -2,7 +2,8 @@
 # Installs dependencies, builds, and runs a real capture on the bundled demo
 # traffic: the capture is replayed through a pcap: source 50 times, filtered,
 # and written to rotating files (-C 5 MB, at most -W 3 files). Then it shows
-# what was written, as tcpdump and capinfos see it.
+# what was written, as tcpdump and capinfos see it, and what capq finds
+# through the index written beside each file.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh
@@ -26,6 +27,13 @@ echo
 echo "== the newest file, first packets, as tcpdump reads it =="
 last=$(ls "$out"/web.pcap* | sort | tail -1)
 tcpdump -nn -r "$last" -c 8 2>/dev/null
+echo
+echo "== DNS flows, from the files' indexes alone (capq --flows) =="
+./build/query/capq -r "$out" --flows udp port 53 | head -6
+echo
+echo "== one client's packets across the files, found through the index (capq) =="
+./build/query/capq -r "$out" --explain -w "$out/one-client.pcap" host 198.18.1.137 2>&1 | tail -1
+tcpdump -nn -r "$out/one-client.pcap" -c 6 2>/dev/null
 echo
 echo "== summary as JSON ($out/stats.json) =="
 cat "$out/stats.json" | head -25
