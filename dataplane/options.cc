@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "common/quantity.hh"
 #include "dataplane/list_sources.hh"
 #include "storage/catalog.hh"
 #include "storage/chunk.hh"
@@ -184,23 +185,9 @@ Result<SourceSpec> parse_source(const std::string& text) {
 Result<uint64_t> parse_flow_bytes(const std::string& text) {
     const std::string err =
         "--flow-cutoff: expected bytes such as 20k or 1M (1..10^12), not '" + text + "'";
-    char* end = nullptr;
-    errno = 0;
-    double v = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() || errno) return make_error(err);
-    std::string unit(end);
-    double mult = 1;
-    if (unit == "k" || unit == "K")
-        mult = 1e3;
-    else if (unit == "m" || unit == "M")
-        mult = 1e6;
-    else if (unit == "g" || unit == "G")
-        mult = 1e9;
-    else if (!unit.empty())
-        return make_error(err);
-    v *= mult;
-    if (!(v >= 1 && v <= 1e12)) return make_error(err);
-    return static_cast<uint64_t>(v);
+    auto v = parse_quantity(text, kDecimalBytes);
+    if (!v || !(*v >= 1 && *v <= 1e12)) return make_error(err);
+    return static_cast<uint64_t>(*v);
 }
 
 namespace {
@@ -216,24 +203,11 @@ Result<uint64_t> parse_dedup_window(const std::string& text) {
     const std::string err =
         "--dedup: expected a window such as 2ms, 500us or 1s (1us..10s), not '" + text +
         "' (write --dedup=WINDOW before the expression)";
-    char* end = nullptr;
-    errno = 0;
-    double v = std::strtod(text.c_str(), &end);
-    if (end == text.c_str() || errno) return make_error(err);
-    std::string unit(end);
-    double ns;
-    if (unit == "ns")
-        ns = v;
-    else if (unit == "us")
-        ns = v * 1e3;
-    else if (unit == "ms" || unit.empty())
-        ns = v * 1e6;
-    else if (unit == "s")
-        ns = v * 1e9;
-    else
-        return make_error(err);
-    if (!(ns >= 1e3 && ns <= 1e10)) return make_error(err);
-    return static_cast<uint64_t>(ns);
+    static constexpr QuantityUnit kWindow[] = {
+        {"", 1e6}, {"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}};
+    auto ns = parse_quantity(text, kWindow);
+    if (!ns || !(*ns >= 1e3 && *ns <= 1e10)) return make_error(err);
+    return static_cast<uint64_t>(*ns);
 }
 
 }  // namespace
@@ -528,17 +502,11 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     if (!o.compress_block.empty()) {
         if (o.codec.codec == index::Codec::kNone)
             return make_error("--compress-block needs --compress");
-        const std::string& t = o.compress_block;
-        size_t digits = t.find_first_not_of("0123456789");
-        std::string unit = digits == std::string::npos ? "" : t.substr(digits);
-        uint64_t mul = unit.empty()                 ? 1
-                       : unit == "K" || unit == "k" ? 1024
-                       : unit == "M" || unit == "m" ? 1024 * 1024
-                                                    : 0;
-        uint64_t v = digits == 0 || digits > 9 || mul == 0 ? 0 : std::stoull(t.substr(0, digits));
-        if (v * mul < (64u << 10) || v * mul > (16u << 20))
-            return make_error("--compress-block " + t + ": expected a size from 64K to 16M");
-        o.compress_block_bytes = static_cast<uint32_t>(v * mul);
+        auto v = parse_quantity(o.compress_block, kBinaryBytes, /*whole_only=*/true);
+        if (!v || *v < (64u << 10) || *v > (16u << 20))
+            return make_error("--compress-block " + o.compress_block +
+                              ": expected a size from 64K to 16M");
+        o.compress_block_bytes = static_cast<uint32_t>(*v);
     }
     if (o.write_path == "-") {
         // One stream: nothing to rotate, name, run -z on or write past the
@@ -640,18 +608,11 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                               "(only kernel interfaces do); use a filter instead");
         }
     if (!spool_max.empty()) {
-        char* end = nullptr;
-        errno = 0;
-        unsigned long long v = std::strtoull(spool_max.c_str(), &end, 10);
-        uint64_t mul = 1;
-        if (*end == 'K' || *end == 'k') mul = 1ull << 10;
-        if (*end == 'M' || *end == 'm') mul = 1ull << 20;
-        if (*end == 'G' || *end == 'g') mul = 1ull << 30;
-        if (mul != 1) end++;
-        if (end == spool_max.c_str() || *end != '\0' || errno || v == 0 || v > (1ull << 44) / mul)
+        auto v = parse_quantity(spool_max, kBinaryBytes, /*whole_only=*/true);
+        if (!v || *v < 1 || *v > double(1ull << 44))
             return make_error("--catalog-spool-max: expected a size such as 64M, not '" +
                               spool_max + "'");
-        o.catalog_spool_max = v * mul;
+        o.catalog_spool_max = static_cast<uint64_t>(*v);
     }
     const bool catalog_opts = !o.catalog_tables.empty() || !o.catalog_host.empty() ||
                               !o.catalog_serve.empty() || !o.catalog_spool.empty() ||

@@ -12,20 +12,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/quantity.hh"
 #include "index/index_file.hh"
 
 namespace linecap::storage {
 namespace {
-
-/* A decimal number at the start of `s`; `rest` is what follows. */
-bool leading_number(const std::string& s, double& v, std::string& rest) {
-    if (s.empty() || !(std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '.')) return false;
-    char* end = nullptr;
-    v = std::strtod(s.c_str(), &end);
-    if (end == s.c_str() || !std::isfinite(v)) return false;
-    rest = end;
-    return true;
-}
 
 std::string human(double bytes) {
     char b[64];
@@ -92,12 +83,11 @@ bool match_strftime(const std::string& p, size_t pi, const std::string& s, size_
 
 Result<RetainFree> parse_retain_free(const std::string& text) {
     const std::string what = "--retain-free " + text + ": ";
-    double v = 0;
-    std::string rest;
-    if (!leading_number(text, v, rest))
-        return make_error(what + "expected a percentage (10%) or a size (500M, 2G, 1GiB)");
+    auto q = split_quantity(text);
+    if (!q) return make_error(what + "expected a percentage (10%) or a size (500M, 2G, 1GiB)");
+    const double v = q->number;
     RetainFree f;
-    if (rest == "%") {
+    if (q->unit == "%") {
         if (v <= 0 || v >= 100)
             return make_error(what + "a percentage must be above 0 and below 100 (" +
                               (v >= 100 ? "no file system is ever that free" : "0 keeps nothing") +
@@ -105,43 +95,30 @@ Result<RetainFree> parse_retain_free(const std::string& text) {
         f.pct = v;
         return f;
     }
-    static const struct {
-        const char* unit;
-        double mult;
-    } units[] = {{"", 1},       {"B", 1},          {"k", 1e3},           {"K", 1e3},
-                 {"kB", 1e3},   {"KB", 1e3},       {"M", 1e6},           {"MB", 1e6},
-                 {"G", 1e9},    {"GB", 1e9},       {"T", 1e12},          {"TB", 1e12},
-                 {"KiB", 1024}, {"MiB", 1048576.}, {"GiB", 1073741824.}, {"TiB", 1099511627776.}};
-    for (const auto& u : units)
-        if (rest == u.unit) {
-            double bytes = v * u.mult;
-            if (bytes < 1) return make_error(what + "the size must be above 0");
-            if (bytes > 1e18) return make_error(what + "the size is beyond any file system");
-            f.bytes = static_cast<uint64_t>(bytes);
-            return f;
-        }
-    return make_error(what + "unknown unit '" + rest +
-                      "' (%, k, M, G, T for powers of 1000; KiB, MiB, GiB, TiB for 1024)");
+    // Both spellings: the disk's powers of 1000 and memory's KiB..TiB.
+    static constexpr QuantityUnit kUnits[] = {
+        {"", 1},       {"B", 1},          {"k", 1e3},           {"K", 1e3},
+        {"kB", 1e3},   {"KB", 1e3},       {"M", 1e6},           {"MB", 1e6},
+        {"G", 1e9},    {"GB", 1e9},       {"T", 1e12},          {"TB", 1e12},
+        {"KiB", 1024}, {"MiB", 1048576.}, {"GiB", 1073741824.}, {"TiB", 1099511627776.}};
+    auto mult = unit_mult(q->unit, kUnits);
+    if (!mult)
+        return make_error(what + "unknown unit '" + q->unit +
+                          "' (%, k, M, G, T for powers of 1000; KiB, MiB, GiB, TiB for 1024)");
+    double bytes = v * *mult;
+    if (bytes < 1) return make_error(what + "the size must be above 0");
+    if (bytes > 1e18) return make_error(what + "the size is beyond any file system");
+    f.bytes = static_cast<uint64_t>(bytes);
+    return f;
 }
 
 Result<uint64_t> parse_retain_age(const std::string& text) {
     const std::string what = "--retain-age " + text + ": ";
-    double v = 0;
-    std::string rest;
-    if (!leading_number(text, v, rest))
-        return make_error(what + "expected a duration such as 90s, 15m, 6h or 7d");
-    double mult = 0;
-    if (rest.empty() || rest == "s")
-        mult = 1;
-    else if (rest == "m")
-        mult = 60;
-    else if (rest == "h")
-        mult = 3600;
-    else if (rest == "d")
-        mult = 86400;
-    else
-        return make_error(what + "unknown unit '" + rest + "' (s, m, h or d)");
-    double s = v * mult;
+    auto q = split_quantity(text);
+    if (!q) return make_error(what + "expected a duration such as 90s, 15m, 6h or 7d");
+    auto mult = unit_mult(q->unit, kSeconds);
+    if (!mult) return make_error(what + "unknown unit '" + q->unit + "' (s, m, h or d)");
+    double s = q->number * *mult;
     if (s < 1) return make_error(what + "must be at least 1 second");
     if (s > 100.0 * 365 * 86400) return make_error(what + "must be at most 100 years");
     return static_cast<uint64_t>(s);
