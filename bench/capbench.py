@@ -66,7 +66,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MARKER = b"LCBENCH1"  # bench/capbench_flood.c puts it at the start of every payload
 VETH_TX_ADDR = "198.18.200.1"
 VETH_RX_ADDR = "198.18.200.2"
-SECTIONS = ("lossless", "configs", "line-rate", "rx-only", "veth", "dumpcap", "scaling")
+SECTIONS = ("lossless", "configs", "line-rate", "rx-only", "veth", "dumpcap", "scaling",
+            "compress")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FULL_RUN = ("ninja -C build && python3 bench/capbench.py --build-dir build "
@@ -900,6 +901,41 @@ class Bench:
             self.say(f"rx-only {src}: {r.get('rx_mpps')} Mpps ({r['status']})")
         return out
 
+    def compress_section(self, dd):
+        """--compress to the disk, where the disk is the limit: the highest
+        paced rate of null:1514,frames=PCAP (the replayed capture's frames,
+        so the codec sees realistic bytes) that capd records with zero drops
+        into a --direct -C 1000 -W 4 ring on the disk, per codec and without
+        compression, as captured input bytes per second against dd
+        oflag=direct to the same directory in the same run."""
+        ref = next((x for x in dd if x["target"] == "disk" and "oflag=direct" in x["command"]),
+                   None)
+        dd_gbps = ref.get("gbps") if ref else None
+        out = {"dd_reference": ref and ref["command"], "dd_gbps": dd_gbps,
+               "frames": self.pcap, "runs": []}
+        if "disk" not in self.targets:
+            out["status"] = "skipped: no disk target"
+            return out
+        ring = ["--direct", "-C", "1000", "-W", "4"]
+        for codec in ("lz4", "zstd", None):
+            extra = ring + (["--compress", codec] if codec else [])
+            l = self.search_lossless(1514, "disk", extra, label=f"compress {codec or 'none'}",
+                                     frames=self.pcap)
+            run_res = {"codec": codec or "none", "options": " ".join(extra),
+                       "status": l.get("status")}
+            # Lossless over every stage, and with no drop after receipt (a
+            # paced null source's nic_imissed means the worker did not poll).
+            for key, pps in (("lossless", l.get("max_lossless_pps")),
+                             ("no_drop_inside_capd", l.get("max_rate_no_drop_inside_capd_pps"))):
+                if pps:
+                    gbps = pps * 1514 / 1e9
+                    run_res[key + "_input_gbps"] = round(gbps, 3)
+                    run_res[key + "_ratio_to_dd_direct"] = \
+                        round(gbps / dd_gbps, 3) if dd_gbps else None
+            out["runs"].append(run_res)
+        out["status"] = "ok"
+        return out
+
     def throughput_section(self, lossless, dd):
         out = []
         for target in self.a.targets:
@@ -1495,6 +1531,8 @@ class Bench:
         # dd again at the end: the two readings bracket the capture runs.
         result["dd_end"] = self.dd_section() if not a.quick else []
         result["throughput"] = self.throughput_section(result["lossless"], result["dd"])
+        if "compress" not in a.skip:
+            result["compress"] = self.compress_section(result["dd"])
         result["machine"]["loadavg_end"] = list(os.getloadavg())
         result["capd_runs"] = self.runs
         result["errors"] = self.errors
