@@ -676,30 +676,62 @@ int run_flows(const QueryOptions& o) {
     if (!opened) return fail(opened.error());
     Store& store = *opened;
     Programs progs(o.expression);
+    // Compiled here, once, so that the threads below only read them.
     for (auto& f : store.files())
         for (const auto& itf : f.reader->info().interfaces)
-            if (!progs.empty())
+            if (!progs.empty()) {
                 if (auto p = progs.get(itf.linktype, itf.snaplen); !p) return fail(p.error());
+                if (auto p = progs.flow_filter(itf.linktype, itf.snaplen); !p)
+                    return fail(p.error());
+            }
     if (store.files().empty() && !progs.empty())
         if (auto p = progs.get(1, 262144); !p) return fail(p.error());
-    if (Status s = store.index(stderr, true); !s) return fail(s.error());
+
+    // Every file's index is read and its flows chosen on a few threads, as
+    // stream_query() plans (a cold index is a chain of dependent reads);
+    // warnings and failures then come out whole and in file order.
+    struct Chosen {
+        Status status;
+        std::string warning;
+        std::vector<size_t> flows;
+    };
+    std::vector<Chosen> chosen(store.files().size());
+    for_each_parallel(chosen.size(), kPlanThreads, [&](size_t i) {
+        StoreFile& f = store.files()[i];
+        Chosen& c = chosen[i];
+        if (Status s = Store::index_file(f, c.warning, true); !s) {
+            c.status = s;
+            return;
+        }
+        std::string damaged;
+        auto m = matching_flows(f, progs, o, damaged);
+        if (m && !damaged.empty()) {
+            if (Status s = Store::rescan(f, c.warning, damaged); !s) {
+                c.status = s;
+                return;
+            }
+            damaged.clear();
+            m = matching_flows(f, progs, o, damaged);
+        }
+        if (!m) {
+            c.status = m.failure();
+        } else if (!damaged.empty()) {
+            c.status = make_error(f.path + ": " + damaged);
+        } else {
+            c.flows = std::move(m->flows);
+        }
+    });
 
     struct Agg {
         index::FlowKey key;
         uint64_t first_ns, last_ns, packets, bytes;
     };
     std::map<std::string, Agg> by_key;
-    for (auto& f : store.files()) {
-        std::string damaged;
-        auto m = matching_flows(f, progs, o, damaged);
-        if (m && !damaged.empty()) {
-            if (Status s = store.rescan(f, stderr, damaged); !s) return fail(s.error());
-            damaged.clear();
-            m = matching_flows(f, progs, o, damaged);
-        }
-        if (!m) return fail(m.error());
-        if (!damaged.empty()) return fail(f.path + ": " + damaged);
-        for (size_t i : m->flows) {
+    for (size_t n = 0; n < chosen.size(); n++) {
+        std::fputs(chosen[n].warning.c_str(), stderr);
+        if (!chosen[n].status) return fail(chosen[n].status.error());
+        StoreFile& f = store.files()[n];
+        for (size_t i : chosen[n].flows) {
             const index::FlowEntry& fe = f.index.flows()[i];
             std::string k(reinterpret_cast<const char*>(&fe.key), sizeof fe.key);
             auto [it, fresh] = by_key.try_emplace(

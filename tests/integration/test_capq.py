@@ -784,6 +784,29 @@ class ColdPlan(CapqCase):
             self.assertTrue(lines[1].startswith(f"capq: warning: {files[31]}: "), lines)
             self.assertIn("checksum", lines[1])
 
+    def test_many_files_flows_listed_together(self):
+        # --flows indexes its files on the same threads: the same two
+        # warnings in file order, and every packet of the filter counted
+        # once (the damaged and missing indexes rebuilt from the files).
+        d, files = self.flow_store("l", 40, 60, 3)
+        os.unlink(os.path.join(d, "." + os.path.basename(files[7]) + ".idx"))
+        idx = os.path.join(d, "." + os.path.basename(files[31]) + ".idx")
+        with open(idx, "r+b") as f:
+            f.seek(os.path.getsize(idx) - 20)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0xFF]))
+        for expr in ("udp", "host 198.18.0.1 and port 1024"):
+            want = [r for f in files for r in self.oracle.records(f, expr)]
+            p = self.query(["-r", d, "--flows", "--json", expr])
+            flows = json.loads(p.stdout)
+            self.assertEqual(sum(f["packets"] for f in flows), len(want), expr)
+            self.assertEqual(sum(f["bytes"] for f in flows), sum(r.wirelen for r in want), expr)
+            lines = p.stderr.decode().splitlines()
+            self.assertEqual(len(lines), 2, (expr, lines))
+            self.assertEqual(lines[0], f"capq: warning: {files[7]}: no index; scanning", lines)
+            self.assertTrue(lines[1].startswith(f"capq: warning: {files[31]}: "), lines)
+
 
 if __name__ == "__main__":
     capdtest.main()
