@@ -21,6 +21,11 @@ namespace linecap::query {
 namespace {
 
 constexpr uint32_t kSnaplen = 262144;
+/* How long one catalogue query may take: a Distributed query over a busy
+ * ClickHouse (or one sharing a small machine with the captures) takes
+ * seconds, and a query that gives up early leaves the user with nothing.
+ * The publisher keeps its shorter default: it retries. */
+constexpr int kQueryMs = 30000;
 
 /* The flow filters of one expression, per link type. */
 class Filters {
@@ -135,9 +140,10 @@ Result<std::map<std::pair<std::string, std::string>, std::pair<uint64_t, bool>>>
             list += (list.empty() ? "(" : ", (") + storage::sql_quote(it->first) + ", " +
                     storage::sql_quote(it->second) + ")";
         auto r = storage::clickhouse_query(
-            url, "SELECT host, path, max(file_id), argMax(gone, file_id) FROM " + t.files +
-                     " WHERE (host, path) IN (" + list +
-                     ") GROUP BY host, path FORMAT TabSeparated");
+            url,
+            "SELECT host, path, max(file_id), argMax(gone, file_id) FROM " + t.files +
+                " WHERE (host, path) IN (" + list + ") GROUP BY host, path FORMAT TabSeparated",
+            "", kQueryMs);
         if (!r) return r.failure();
         for (const auto& line : split(*r, '\n')) {
             auto c = split(line, '\t');
@@ -162,7 +168,7 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
     else
         sql += " AND side = 0 AND (host, path, file_id) GLOBAL IN (" + live_files_sql(t) + ")";
     sql += " FORMAT TabSeparated";
-    auto r = storage::clickhouse_query(url, sql);
+    auto r = storage::clickhouse_query(url, sql, "", kQueryMs);
     if (!r) return r.failure();
     std::vector<FlowRow> rows;
     std::vector<uint64_t> ids;
@@ -204,9 +210,10 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
 /* host -> serve, from the files table (the latest file row of each host). */
 Result<std::map<std::string, std::string>> serve_addresses(const storage::CatalogUrl& url,
                                                            const CatalogTables& t) {
-    auto r =
-        storage::clickhouse_query(url, "SELECT host, argMax(serve, file_id) FROM " + t.files +
-                                           " WHERE gone = 0 GROUP BY host FORMAT TabSeparated");
+    auto r = storage::clickhouse_query(url,
+                                       "SELECT host, argMax(serve, file_id) FROM " + t.files +
+                                           " WHERE gone = 0 GROUP BY host FORMAT TabSeparated",
+                                       "", kQueryMs);
     if (!r) return r.failure();
     std::map<std::string, std::string> out;
     for (const auto& line : split(*r, '\n')) {
@@ -241,7 +248,7 @@ Result<std::vector<CatalogTarget>> catalog_targets(const std::string& url_text,
             t.files + " GROUP BY host, path) WHERE g = 0 AND f != 0 AND f < " +
             std::to_string(until_ns) + " AND l >= " + std::to_string(since_ns) +
             " FORMAT TabSeparated";
-        auto r = storage::clickhouse_query(*url, sql);
+        auto r = storage::clickhouse_query(*url, sql, "", kQueryMs);
         if (!r) return r.failure();
         for (const auto& line : split(*r, '\n')) {
             auto c = split(line, '\t');
