@@ -506,6 +506,8 @@ Summary Pipeline::collect() const {
                          st.ring_full.load(),
                          st.chunks.load(),
                          static_cast<double>(st.max_poll_gap.load()) * 1e6 /
+                             static_cast<double>(rte_get_tsc_hz()),
+                         static_cast<double>(st.busy_cycles.load()) * 1e9 /
                              static_cast<double>(rte_get_tsc_hz())};
         s.received += ws.rx_packets;
         s.packet_bytes += ws.rx_bytes;

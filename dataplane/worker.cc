@@ -236,6 +236,7 @@ int worker_main(void* arg) {
 
     rte_rcu_qsbr_thread_online(ctx.qsbr, ctx.index);
     uint64_t last_poll = rte_rdtsc(), max_gap = 0;
+    bool busy = false;  // the previous turn received packets
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
         if (ctx.tcp) ctx.tcp->serve();
@@ -256,6 +257,8 @@ int worker_main(void* arg) {
             if (!q.source->finished(q.queue)) all_finished = false;
         }
         if (now == 0) now = rte_rdtsc();
+        if (busy) add(ctx.stats.busy_cycles, now - last_poll);
+        busy = got != 0;
         if (unlikely(now - last_poll > max_gap)) {
             max_gap = now - last_poll;
             ctx.stats.max_poll_gap.store(max_gap, std::memory_order_relaxed);

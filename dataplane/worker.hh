@@ -51,6 +51,12 @@ struct alignas(64) WorkerStats {
      * queues (idle sleeps excluded). Longer than the NIC ring lasts at the
      * arrival rate means nic_imissed: the worker lost its CPU. */
     std::atomic<uint64_t> max_poll_gap{0};
+    /* TSC cycles of the loop turns that received packets, each from its
+     * burst's arrival to the next turn's (processing, handing over, the
+     * next poll): busy_cycles / rx_packets is the worker's cost per packet,
+     * the source's rx included. Read from the one TSC read a turn already
+     * makes. */
+    std::atomic<uint64_t> busy_cycles{0};
 };
 
 /* Shared packet budget for -c: workers take from it per burst. */
