@@ -186,7 +186,9 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"chunks", w.chunks},
                                 {"max_poll_gap_us", w.max_poll_gap_us},
                                 {"busy_ns", w.busy_ns},
-                                {"busy_ns_per_packet", per_packet}});
+                                {"busy_ns_per_packet", per_packet},
+                                {"stalled_ns", w.stalled_ns},
+                                {"stalled_turns", w.stalled_turns}});
     }
     j["writers"] = json::array();
     for (const auto& w : s.writers) {

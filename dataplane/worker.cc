@@ -257,7 +257,14 @@ int worker_main(void* arg) {
             if (!q.source->finished(q.queue)) all_finished = false;
         }
         if (now == 0) now = rte_rdtsc();
-        if (busy) add(ctx.stats.busy_cycles, now - last_poll);
+        if (busy) {
+            if (likely(now - last_poll <= ctx.stall_cycles)) {
+                add(ctx.stats.busy_cycles, now - last_poll);
+            } else {
+                add(ctx.stats.stalled_cycles, now - last_poll);
+                add(ctx.stats.stalled_turns, 1);
+            }
+        }
         busy = got != 0;
         if (unlikely(now - last_poll > max_gap)) {
             max_gap = now - last_poll;
