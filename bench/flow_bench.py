@@ -155,7 +155,7 @@ def line_rate(a, out):
         "with_flow_table": with_table["worker_busy_ns_per_packet"][0]}
     # The highest rate with no drop at all (nic_imissed included), table on.
     sweep = res["zero_drop_sweep"] = []
-    for rate in a.sweep_rates.split(","):
+    for rate in filter(None, a.sweep_rates.split(",")):
         r = note(line_rate_run(b, d, f"{src},rate={rate}", table, a.sweep_seconds),
                  f"sweep {rate}")
         sweep.append(dict(r, rate=rate))
@@ -191,7 +191,7 @@ def main():
     ap.add_argument("--lr-flows", type=int, default=1 << 20)
     ap.add_argument("--rate", default="14.88M")
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--sweep-rates", default="10M,7M,5M,3M,2M,1M")
+    ap.add_argument("--sweep-rates", default="10M,7M,5M,3M,2M,1M", help="'' for none")
     ap.add_argument("--sweep-seconds", type=float, default=2)
     ap.add_argument("--hugepages", type=int, default=0,
                     help="as root, vm.nr_hugepages for the runs (put back afterwards)")

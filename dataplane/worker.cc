@@ -171,6 +171,11 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
             parse_flow(lt, fp[i].data, fp[i].caplen, fl[i]);
             ft.prefetch(fl[i]);
         }
+        // The slots, once the burst's bucket heads are on their way: at a
+        // million flows 94-102 -> 70-71 ns/packet (flow_table_bench
+        // Flows/1048576 against FlowsSlotStage/1048576, same runs).
+        for (uint16_t i = 0; i < n; i++)
+            if (verdict[i]) ft.prefetch_slot(fl[i]);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i]) continue;
