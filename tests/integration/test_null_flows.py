@@ -77,6 +77,19 @@ class NullFlowsTest(capdtest.CapdTestCase):
         self.assertEqual(s["flows"]["evicted"], 0)
         self.assertEqual(s["flows"]["untracked_packets"], 0)
 
+    def test_worker_busy_time(self):
+        # Each worker's busy time (the loop turns that received packets) and
+        # stalls fit in the run, and busy_ns_per_packet is busy over received.
+        s, _ = self.run_flows("null:64,flows=1000,rate=100k",
+                              ["--duration", "1", "--workers", "2", "--flow-table", "4096"])
+        for w in s["workers"]:
+            self.assertGreater(w["rx_packets"], 0)
+            self.assertGreater(w["busy_ns"], 0)
+            self.assertLessEqual(w["busy_ns"] + w["stalled_ns"], s["elapsed_s"] * 1e9)
+            self.assertAlmostEqual(w["busy_ns_per_packet"], w["busy_ns"] / w["rx_packets"],
+                                   delta=1e-6 * w["busy_ns_per_packet"])
+            self.assertEqual(w["stalled_turns"] == 0, w["stalled_ns"] == 0)
+
     def test_two_workers_split_the_flows(self):
         # Each of the two queues takes every other flow: together they
         # write all 1000, and no flow reaches both workers' tables (then
