@@ -10,6 +10,8 @@
  *                  packet's slot was last touched N packets ago) in a table
  *                  of 2N: cache and TLB misses per packet, the line-rate
  *                  case with a million flows;
+ *   FlowsSlotStage/N  the same with FlowTable::prefetch_slot() as a second
+ *                  prefetch stage over the burst (worker.cc runs it);
  *   Evict          1048576 distinct flows through a 65536-flow table: every
  *                  packet evicts the oldest flow and starts its own;
  *   Dedup/1024     --dedup on: each packet's bytes hashed and compared.
@@ -48,7 +50,8 @@ std::vector<uint8_t> frames(size_t n) {
     return v;
 }
 
-void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n) {
+void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
+         int stages = 1) {  // 2: prefetch_slot() too
     FlowPacket fl[32];
     size_t at = 0;
     uint64_t ts = 1;
@@ -58,6 +61,8 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
             t.prefetch(fl[i]);
         }
+        if (stages > 1)
+            for (int i = 0; i < 32; i++) t.prefetch_slot(fl[i]);
         for (int i = 0; i < 32; i++)
             benchmark::DoNotOptimize(t.packet(fl[i], base + i * kFrame, kFrame, kFrame, ts));
         ts += 1000;
@@ -91,7 +96,7 @@ void Hits(benchmark::State& state) {
     run(state, **t, v, n);
 }
 
-void Flows(benchmark::State& state) {
+void flows(benchmark::State& state, int stages) {
     const size_t n = size_t(state.range(0));
     auto v = frames(n);
     FlowConfig c;
@@ -105,8 +110,10 @@ void Flows(benchmark::State& state) {
         linecap::dataplane::parse_flow(1, &v[i * kFrame], kFrame, p);
         (*t)->packet(p, &v[i * kFrame], kFrame, kFrame, 1);
     }
-    run(state, **t, v, n);
+    run(state, **t, v, n, stages);
 }
+void Flows(benchmark::State& state) { flows(state, 1); }
+void FlowsSlotStage(benchmark::State& state) { flows(state, 2); }
 
 void Evict(benchmark::State& state) {
     const size_t n = 1 << 20;
@@ -133,6 +140,7 @@ void Dedup(benchmark::State& state) {
 BENCHMARK(Parse);
 BENCHMARK(Hits)->Arg(1024);
 BENCHMARK(Flows)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsSlotStage)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(Evict);
 BENCHMARK(Dedup)->Arg(1024);
 

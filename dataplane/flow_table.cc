@@ -222,6 +222,12 @@ void FlowTable::prefetch(const FlowPacket& p) const {
     if (p.ok) __builtin_prefetch(&heads_[p.hash & mask_]);
 }
 
+void FlowTable::prefetch_slot(const FlowPacket& p) const {
+    if (!p.ok) return;
+    const uint32_t s = heads_[p.hash & mask_];
+    if (s) __builtin_prefetch(&slots_[s - 1]);
+}
+
 void FlowTable::lru_remove(uint32_t s) {
     Slot& x = slots_[s];
     if (x.lru_prev)

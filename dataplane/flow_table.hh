@@ -138,6 +138,9 @@ public:
 
     /* Prefetches the bucket of a parsed packet. */
     void prefetch(const FlowPacket& p) const;
+    /* Second stage, once prefetch() has run for the whole burst: reads the
+     * bucket head and prefetches the first slot of the chain. */
+    void prefetch_slot(const FlowPacket& p) const;
     /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
      * and caplen are the packet's bytes, read only with dedup on. `cut` is
      * this packet's cutoff; without it, the configured one. */

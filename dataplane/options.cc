@@ -118,9 +118,10 @@ Result<SourceSpec> parse_source(const std::string& text) {
         }
         // Options after the size: ,rate=N[k|M|G] paces the offered load (for
         // drop-rate measurements); ,frames=FILE fills the packet buffers with
-        // the frames of a capture, so filters see real headers.
+        // the frames of a capture, so filters see real headers; ,flows=N
+        // makes every packet one of N IPv4 flows (eth_source.cc).
         const std::string usage =
-            "source '" + text + "': expected null[:SIZE][,rate=PPS][,frames=FILE]";
+            "source '" + text + "': expected null[:SIZE][,rate=PPS][,frames=FILE][,flows=N]";
         size_t at = 0;
         while (at < opts.size()) {
             size_t next = opts.find(',', at + 1);
@@ -132,6 +133,19 @@ Result<SourceSpec> parse_source(const std::string& text) {
             std::string key = item.substr(0, eq), v = item.substr(eq + 1);
             if (key == "frames") {
                 s.arg = v;
+                continue;
+            }
+            if (key == "flows") {
+                // Up to 2^26: the flows' addresses and ports (null_frames.cc)
+                // stay inside 198.18.0.0/15, and 64 M flows is far past any
+                // flow table a worker can map.
+                char* end = nullptr;
+                errno = 0;
+                unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+                if (errno != 0 || *end != '\0' || v[0] == '-' || n < 1 || n > (1ull << 26))
+                    return make_error("source '" + text +
+                                      "': flows must be a whole number of flows, 1..67108864");
+                s.flows = static_cast<uint32_t>(n);
                 continue;
             }
             if (key != "rate") return make_error(usage);
@@ -155,6 +169,10 @@ Result<SourceSpec> parse_source(const std::string& text) {
                                   "packets/s, with an optional k, M or G");
             }
         }
+        if (s.flows && s.size < kNullFlowMinSize)
+            return make_error("source '" + text + "': flows= needs frames of at least " +
+                              std::to_string(kNullFlowMinSize) +
+                              " bytes (Ethernet, IPv4 and UDP headers)");
         return s;
     }
     static const std::regex pci("^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\\.[0-7]$");
@@ -178,7 +196,7 @@ Result<SourceSpec> parse_source(const std::string& text) {
     return make_error("unknown source '" + text +
                       "' (expected an interface name, a PCI address, af_xdp:IFACE, "
                       "af_packet:IFACE (each optionally @netns=NAME or @pid=PID), "
-                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE])");
+                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE][,flows=N])");
 }
 
 /* --flow-cutoff: a byte count, k/M/G decimal (as -C counts millions). */

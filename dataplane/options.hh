@@ -24,6 +24,9 @@ namespace linecap::dataplane {
 /* Which packets of a kernel interface are captured (-Q, tcpdump's). */
 enum class Direction { kInOut, kIn, kOut };
 
+/* null:SIZE,flows=N needs room for Ethernet, IPv4 and UDP headers. */
+inline constexpr uint32_t kNullFlowMinSize = 42;
+
 struct SourceSpec {
     enum class Kind { kPci, kAfXdp, kAfPacket, kPcapFile, kNull };
     Kind kind;
@@ -34,6 +37,7 @@ struct SourceSpec {
     bool loop = false;
     uint32_t size = 64;   // null: frame size
     double rate_pps = 0;  // null: offered load, packets/s over all queues; 0 = unpaced
+    uint32_t flows = 0;   // null: each packet rewritten into one of this many flows; 0 = off
     // af_packet/af_xdp inside another network namespace: @netns=NAME (a name
     // under /run/netns, as `ip netns` shows it) or @pid=PID (that process's).
     std::string netns;

@@ -234,6 +234,8 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
         ctx->snaplen = o.snaplen;
         ctx->fields = fields;
         ctx->flush_cycles = flush_cycles;
+        // 200 us: a burst of 32 takes a few; longer, the worker lost its CPU.
+        ctx->stall_cycles = rte_get_tsc_hz() / 5000;
         ctx->rules = rules->slot();
         ctx->qsbr = rules->qsbr();
         ctx->limit = &limit;
@@ -506,7 +508,12 @@ Summary Pipeline::collect() const {
                          st.ring_full.load(),
                          st.chunks.load(),
                          static_cast<double>(st.max_poll_gap.load()) * 1e6 /
-                             static_cast<double>(rte_get_tsc_hz())};
+                             static_cast<double>(rte_get_tsc_hz()),
+                         static_cast<double>(st.busy_cycles.load()) * 1e9 /
+                             static_cast<double>(rte_get_tsc_hz()),
+                         static_cast<double>(st.stalled_cycles.load()) * 1e9 /
+                             static_cast<double>(rte_get_tsc_hz()),
+                         st.stalled_turns.load()};
         s.received += ws.rx_packets;
         s.packet_bytes += ws.rx_bytes;
         s.filtered_out += ws.filtered_out;

@@ -28,6 +28,9 @@ struct WorkerSummary {
     uint64_t rx_packets = 0, rx_bytes = 0, filtered_out = 0, over_limit = 0, accepted = 0,
              encoded = 0, writer_slow = 0, ring_full = 0, chunks = 0;
     double max_poll_gap_us = 0;  // longest time between two receive polls
+    double busy_ns = 0;          // time spent on received bursts (WorkerStats::busy_cycles)
+    double stalled_ns = 0;       // busy turns that lost the CPU, not in busy_ns
+    uint64_t stalled_turns = 0;
 };
 
 struct WriterSummary {

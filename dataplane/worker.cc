@@ -171,6 +171,11 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
             parse_flow(lt, fp[i].data, fp[i].caplen, fl[i]);
             ft.prefetch(fl[i]);
         }
+        // The slots, once the burst's bucket heads are on their way: at a
+        // million flows 94-102 -> 70-71 ns/packet (flow_table_bench
+        // Flows/1048576 against FlowsSlotStage/1048576, same runs).
+        for (uint16_t i = 0; i < n; i++)
+            if (verdict[i]) ft.prefetch_slot(fl[i]);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i]) continue;
@@ -236,6 +241,7 @@ int worker_main(void* arg) {
 
     rte_rcu_qsbr_thread_online(ctx.qsbr, ctx.index);
     uint64_t last_poll = rte_rdtsc(), max_gap = 0;
+    bool busy = false;  // the previous turn received packets
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
         if (ctx.tcp) ctx.tcp->serve();
@@ -256,6 +262,15 @@ int worker_main(void* arg) {
             if (!q.source->finished(q.queue)) all_finished = false;
         }
         if (now == 0) now = rte_rdtsc();
+        if (busy) {
+            if (likely(now - last_poll <= ctx.stall_cycles)) {
+                add(ctx.stats.busy_cycles, now - last_poll);
+            } else {
+                add(ctx.stats.stalled_cycles, now - last_poll);
+                add(ctx.stats.stalled_turns, 1);
+            }
+        }
+        busy = got != 0;
         if (unlikely(now - last_poll > max_gap)) {
             max_gap = now - last_poll;
             ctx.stats.max_poll_gap.store(max_gap, std::memory_order_relaxed);

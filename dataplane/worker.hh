@@ -51,6 +51,16 @@ struct alignas(64) WorkerStats {
      * queues (idle sleeps excluded). Longer than the NIC ring lasts at the
      * arrival rate means nic_imissed: the worker lost its CPU. */
     std::atomic<uint64_t> max_poll_gap{0};
+    /* TSC cycles of the loop turns that received packets, each from its
+     * burst's arrival to the next turn's (processing, handing over, the
+     * next poll): busy_cycles / rx_packets is the worker's cost per packet,
+     * the source's rx included. Read from the one TSC read a turn already
+     * makes. A turn longer than WorkerContext::stall_cycles (the worker lost
+     * its CPU: a burst takes microseconds) counts in stalled_cycles
+     * instead, so a shared or stolen CPU does not pass for packet cost. */
+    std::atomic<uint64_t> busy_cycles{0};
+    std::atomic<uint64_t> stalled_cycles{0};
+    std::atomic<uint64_t> stalled_turns{0};
 };
 
 /* Shared packet budget for -c: workers take from it per burst. */
@@ -82,6 +92,7 @@ struct WorkerContext {
     MbufFields fields;
     TscClock clock;
     uint64_t flush_cycles = 0;
+    uint64_t stall_cycles = ~0ull;  // a busy turn longer than this is a stall (WorkerStats)
     /* The rule set in force; workers re-read it every burst and report a
      * quiescent state to `qsbr` between bursts (thread id = index). */
     std::atomic<RuleSnapshot*>* rules = nullptr;
