@@ -28,7 +28,9 @@ std::string read_all(int fd) {
     return s;
 }
 
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+bool starts_with(const std::string& s, const std::string& p) {
+    return s.compare(0, p.size(), p) == 0;
+}
 
 /* capq's per-host line: "capq fleet: HOST...: STATE", not its summary
  * ("K of M hosts ...") nor "the catalogue names N hosts". */
@@ -104,9 +106,10 @@ Result<std::vector<FleetAnswer>> fetch_answers(const std::vector<std::string>& l
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_adddup2(&fa, a.fd, 1);
         posix_spawn_file_actions_adddup2(&fa, errs[i], 2);
-        const int rc = capq.find('/') == std::string::npos
-                           ? ::posix_spawnp(&pids[i], capq.c_str(), &fa, nullptr, argv.data(), environ)
-                           : ::posix_spawn(&pids[i], capq.c_str(), &fa, nullptr, argv.data(), environ);
+        const int rc =
+            capq.find('/') == std::string::npos
+                ? ::posix_spawnp(&pids[i], capq.c_str(), &fa, nullptr, argv.data(), environ)
+                : ::posix_spawn(&pids[i], capq.c_str(), &fa, nullptr, argv.data(), environ);
         posix_spawn_file_actions_destroy(&fa);
         if (rc != 0) {
             pids[i] = -1;
@@ -116,8 +119,7 @@ Result<std::vector<FleetAnswer>> fetch_answers(const std::vector<std::string>& l
     }
     for (size_t i = 0; i < args.size(); i++) {
         int ws = 0;
-        while (::waitpid(pids[i], &ws, 0) < 0 && errno == EINTR) {
-        }
+        while (::waitpid(pids[i], &ws, 0) < 0 && errno == EINTR) {}
         pids[i] = -1;
         FleetAnswer& a = out[i];
         a.status = WIFEXITED(ws) ? WEXITSTATUS(ws) : -1;

@@ -24,12 +24,12 @@
 namespace linecap::ctl::diag {
 
 struct FleetAnswer {
-    std::string label;      /* the host as the user named it */
-    int fd = -1;            /* memfd holding the pcap (owned) */
-    std::string path;       /* /proc/self/fd/N, for the capture reader */
-    int status = -1;        /* capq's exit: 0 complete, 3 partial, 1 bad input; -1 killed */
-    std::string host_line;  /* capq's line for the host, without "capq fleet: " */
-    std::string errors;     /* capq's other lines */
+    std::string label;     /* the host as the user named it */
+    int fd = -1;           /* memfd holding the pcap (owned) */
+    std::string path;      /* /proc/self/fd/N, for the capture reader */
+    int status = -1;       /* capq's exit: 0 complete, 3 partial, 1 bad input; -1 killed */
+    std::string host_line; /* capq's line for the host, without "capq fleet: " */
+    std::string errors;    /* capq's other lines */
 
     FleetAnswer() = default;
     FleetAnswer(FleetAnswer&& o) noexcept;
