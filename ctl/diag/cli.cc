@@ -172,7 +172,13 @@ int run_fleet_compare(const CompareArgs& a, const CompareOptions& opt,
         const FleetAnswer& f = ans[size_t(i)];
         const std::string who = std::string(side[i]) + " (" + f.label + ")";
         const std::string state = f.host_line.empty() ? f.label + ": no answer" : f.host_line;
-        if (f.status == 0) continue;
+        if (f.status == 0) {
+            // Complete, but not an answer from the host: the catalogue
+            // names no file of it (a misspelt name reads the same).
+            if (f.host_line.find(": answered, ") == std::string::npos && !f.host_line.empty())
+                partial_notes.push_back("side " + who + ": " + f.host_line);
+            continue;
+        }
         if (f.status == 3) {
             if (a.partial) {
                 partial_notes.push_back("side " + who + " is partial: " + state +
@@ -205,7 +211,7 @@ int run_fleet_compare(const CompareArgs& a, const CompareOptions& opt,
     }
     r.notes.insert(r.notes.end(), partial_notes.begin(), partial_notes.end());
     int status = compare_exit_status(r);
-    if (status == 0 && !partial_notes.empty()) status = 2;
+    if (status == 0 && (ans[0].status == 3 || ans[1].status == 3)) status = 2;
     if (a.json) {
         std::fprintf(io.out, "%s\n", compare_json(r).dump(2).c_str());
     } else if (status != 1) {
