@@ -1,12 +1,10 @@
 #include "query/serve.hh"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +17,7 @@
 #include <memory>
 #include <thread>
 
+#include "query/beneath.hh"
 #include "query/commands.hh"
 #include "query/no_names.hh"
 
@@ -64,54 +63,6 @@ int served_dir_of(const std::string& path, const std::vector<std::string>& dirs,
         }
     }
     return -1;
-}
-
-/* rel (relative, no "." or ".." component) opened beneath dir_fd without
- * following a symbolic link anywhere on the way, nor leaving dir_fd:
- * openat2() with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
- * RESOLVE_NO_MAGICLINKS, or, where the kernel has no openat2 (ENOSYS),
- * one component at a time with O_NOFOLLOW. -1 and errno on failure (ELOOP
- * or EXDEV: a link or a way out was in the path). */
-int open_beneath(int dir_fd, const std::string& rel, int flags) {
-    open_how how{};
-    // O_PATH | O_NOFOLLOW would open a final link itself; without
-    // O_NOFOLLOW, RESOLVE_NO_SYMLINKS refuses it (ELOOP).
-    how.flags = uint64_t(flags | O_CLOEXEC | ((flags & O_PATH) ? 0 : O_NOFOLLOW));
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    const long fd = ::syscall(SYS_openat2, dir_fd, rel.c_str(), &how, sizeof how);
-    if (fd >= 0 || errno != ENOSYS) return int(fd);
-    int cur = dir_fd;
-    size_t at = 0;
-    for (;;) {
-        const size_t slash = rel.find('/', at);
-        const std::string part = rel.substr(at, slash == rel.npos ? rel.npos : slash - at);
-        const bool last = slash == rel.npos;
-        int next = -1;
-        if (part == "." || part == "..") {
-            errno = EXDEV;
-        } else if (part.empty() && !last) {
-            next = ::fcntl(cur, F_DUPFD_CLOEXEC, 0);
-        } else {
-            next = ::openat(cur, part.empty() ? "." : part.c_str(),
-                            last ? flags | O_NOFOLLOW | O_CLOEXEC
-                                 : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        }
-        int e = errno;
-        struct stat st;
-        // O_NOFOLLOW with O_DIRECTORY or O_PATH on a link: ENOTDIR, or the
-        // link itself; either way a link was in the path.
-        if (!part.empty() && ::fstatat(cur, part.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-            S_ISLNK(st.st_mode)) {
-            if (next >= 0) ::close(next);
-            next = -1;
-            e = ELOOP;
-        }
-        if (cur != dir_fd) ::close(cur);
-        errno = e;
-        if (next < 0 || last) return next;
-        cur = next;
-        at = slash + 1;
-    }
 }
 
 struct Request {
