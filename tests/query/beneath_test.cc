@@ -48,8 +48,8 @@ protected:
     /* The errno of a failed open, 0 when it opened. */
     int open_errno(const std::string& rel, int flags) {
         errno = 0;
-        const int fd = GetParam() ? open_beneath_walk(dfd_, rel, flags)
-                                  : open_beneath(dfd_, rel, flags);
+        const int fd =
+            GetParam() ? open_beneath_walk(dfd_, rel, flags) : open_beneath(dfd_, rel, flags);
         if (fd < 0) return errno;
         ::close(fd);
         return 0;
