@@ -128,8 +128,8 @@ Reply parse_request(const std::string& head, const ServeOptions& o,
             if (rq.files.size() >= kMaxFiles) return {400, "too many file= parameters"};
             const std::string& p = *val;
             // Lexically inside a served directory (as given or resolved),
-            // with no "." or ".." component; then resolved again, links
-            // and all, and still inside.
+            // with no "." or ".." component; the rest is the kernel's to
+            // check as it opens (beneath.hh).
             const bool dots = p.find("/./") != p.npos || p.find("/../") != p.npos ||
                               p.ends_with("/.") || p.ends_with("/..");
             std::string rel;
