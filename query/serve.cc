@@ -69,7 +69,6 @@ struct Request {
     uint64_t since_ns = 0, until_ns = UINT64_MAX;
     std::string expr;
     std::vector<OpenedInput> files;  // file=, opened (the handles own the descriptors)
-    std::vector<std::shared_ptr<const DirHandle>> owned;
     bool files_given = false;
 };
 
@@ -90,7 +89,7 @@ Result<uint64_t> parse_ns(const std::string& v) {
 /* Parses the request head; a Reply with a status is the answer. */
 Reply parse_request(const std::string& head, const ServeOptions& o,
                     const std::vector<std::string>& canon_dirs,
-                    const std::vector<std::shared_ptr<const DirHandle>>& dirs, Request& rq,
+                    const std::vector<std::shared_ptr<const FdHandle>>& dirs, Request& rq,
                     size_t& missing) {
     const auto eol = head.find("\r\n");
     const std::string line = head.substr(0, eol);
@@ -141,21 +140,22 @@ Reply parse_request(const std::string& head, const ServeOptions& o,
             // and through no symbolic link: the file checked is the file
             // read, and its index is opened from the same directory.
             const auto slash = rel.rfind('/');
-            std::shared_ptr<const DirHandle> dir = dirs[size_t(di)];
+            std::shared_ptr<const FdHandle> dir = dirs[size_t(di)];
             if (slash != rel.npos) {
                 const int dfd = open_beneath(dir->fd, rel.substr(0, slash), O_PATH | O_DIRECTORY);
-                dir = dfd >= 0 ? std::make_shared<const DirHandle>(dfd) : nullptr;
+                dir = dfd >= 0 ? std::make_shared<const FdHandle>(dfd) : nullptr;
             }
             if (dir) {
                 const int fd =
                     open_beneath(dir->fd, slash == rel.npos ? rel : rel.substr(slash + 1),
                                  O_RDONLY | O_NONBLOCK);
                 if (fd >= 0) {
-                    rq.owned.push_back(std::make_shared<const DirHandle>(fd));
+                    auto file = std::make_shared<const FdHandle>(fd);
                     struct stat st;
                     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
                         return {403, "file= " + p + ": not a regular file"};
-                    rq.files.push_back({canon_dirs[size_t(di)] + "/" + rel, fd, std::move(dir)});
+                    rq.files.push_back(
+                        {canon_dirs[size_t(di)] + "/" + rel, std::move(file), std::move(dir)});
                     continue;
                 }
             }
@@ -206,7 +206,7 @@ int64_t now_ms() {
 class Server {
 public:
     Server(const ServeOptions& o, std::vector<std::string> canon,
-           std::vector<std::shared_ptr<const DirHandle>> dirs, SslCtx ctx, int lfd)
+           std::vector<std::shared_ptr<const FdHandle>> dirs, SslCtx ctx, int lfd)
         : o_(o),
           canon_(std::move(canon)),
           dirs_(std::move(dirs)),
@@ -371,7 +371,7 @@ private:
 
     const ServeOptions& o_;
     std::vector<std::string> canon_;
-    std::vector<std::shared_ptr<const DirHandle>> dirs_;  // served, O_PATH, for file=
+    std::vector<std::shared_ptr<const FdHandle>> dirs_;  // served, O_PATH, for file=
     SslCtx ctx_;
     int lfd_;
     std::vector<Slot> slots_;
@@ -386,7 +386,7 @@ int run_serve(const ServeOptions& given) {
     if (o.dirs.empty()) return fail("--serve: give the directories to serve with -r DIR");
     if (o.max_clients == 0 || o.max_clients > 256) return fail("--max-clients: 1 to 256");
     std::vector<std::string> canon;
-    std::vector<std::shared_ptr<const DirHandle>> dirs;
+    std::vector<std::shared_ptr<const FdHandle>> dirs;
     for (const auto& d : o.dirs) {
         if (d.empty() || d[0] != '/')
             return fail("--serve: -r " + d + ": give an absolute directory");
@@ -396,7 +396,7 @@ int run_serve(const ServeOptions& given) {
         canon.push_back(canonical(d));
         const int dfd = ::open(canon.back().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0) return fail(d + ": " + std::strerror(errno));
-        dirs.push_back(std::make_shared<const DirHandle>(dfd));
+        dirs.push_back(std::make_shared<const FdHandle>(dfd));
     }
     auto ctx = make_server_ctx(o.tls);
     if (!ctx) return fail(ctx.error());

@@ -48,14 +48,14 @@ Result<std::string> build_index(index::CaptureReader& reader, uint64_t limit, ui
     return b.serialize(std::max(end, capture_bytes));
 }
 
-DirHandle::~DirHandle() {
+FdHandle::~FdHandle() {
     if (fd >= 0) ::close(fd);
 }
 
 Store::~Store() {
     for (auto& f : files_) {
         f.reader.reset();
-        if (f.fd >= 0) ::close(f.fd);
+        if (f.fd >= 0 && !f.file) ::close(f.fd);
     }
 }
 
@@ -77,9 +77,9 @@ Result<Store> Store::open(const std::vector<std::string>& inputs,
         if (Status e = s.add_file(fd, in, live, false); !e) return e.failure();
     }
     for (const auto& in : opened) {
-        const int fd = ::fcntl(in.fd, F_DUPFD_CLOEXEC, 0);
-        if (fd < 0) return make_error(errno, in.path + ": " + std::strerror(errno));
-        if (Status e = s.add_file(fd, in.path, is_live_leaf(leaf_of(in.path)), false, in.dir); !e)
+        if (Status e = s.add_file(in.file->fd, in.path, is_live_leaf(leaf_of(in.path)), false,
+                                  in.dir, in.file);
+            !e)
             return e.failure();
     }
     for (uint32_t i = 0; i < s.files_.size(); i++) s.files_[i].order = i;
@@ -95,7 +95,7 @@ Status Store::add_dir(const std::string& dir) {
         ::close(dfd);
         return make_error(e, dir + ": " + std::strerror(e));
     }
-    auto handle = std::make_shared<const DirHandle>(keep);
+    auto handle = std::make_shared<const FdHandle>(keep);
     DIR* d = ::fdopendir(dfd);
     if (d == nullptr) {
         int e = errno;
@@ -155,7 +155,7 @@ Status Store::add_dir(const std::string& dir) {
 }
 
 Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir,
-                       std::shared_ptr<const DirHandle> dir) {
+                       std::shared_ptr<const FdHandle> dir, std::shared_ptr<const FdHandle> file) {
     auto r = index::CaptureReader::open_fd(fd, path);
     if (!r) {
         if (in_dir) {
@@ -164,7 +164,7 @@ Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir,
             if (!live) ignored_.push_back({path, "not a pcap or pcapng file"});
             return {};
         }
-        ::close(fd);
+        if (!file) ::close(fd);  // else the caller's handle closes it
         return make_error(r.code(), r.error().find(path) == std::string::npos
                                         ? path + ": " + r.error()
                                         : r.error());
@@ -172,6 +172,7 @@ Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir,
     StoreFile f;
     f.path = path;
     f.dir = std::move(dir);
+    f.file = std::move(file);
     f.live = live;
     f.fd = fd;
     f.reader.emplace(std::move(*r));

@@ -35,30 +35,31 @@
 
 namespace linecap::query {
 
-/* A directory kept open: a file opened from it has its index opened
- * beneath the same descriptor, by leaf and never through a symbolic link,
- * so the index read is the one beside the file that was read. */
-struct DirHandle {
+/* A descriptor owned and shared: a directory kept open, so that a file
+ * opened from it has its index opened beneath the same descriptor, by
+ * leaf and never through a symbolic link (the index read is the one
+ * beside the file that was read); or a file its caller opened. */
+struct FdHandle {
     int fd = -1;
-    explicit DirHandle(int f) : fd(f) {}
-    ~DirHandle();
-    DirHandle(const DirHandle&) = delete;
-    DirHandle& operator=(const DirHandle&) = delete;
+    explicit FdHandle(int f) : fd(f) {}
+    ~FdHandle();
+    FdHandle(const FdHandle&) = delete;
+    FdHandle& operator=(const FdHandle&) = delete;
 };
 
 /* A capture file its caller opened (capq --serve's file=, opened beneath
- * a served directory without following links): fd is the file, dir the
- * directory it was opened from. The Store duplicates fd; the caller keeps
- * its own descriptor and handle. */
+ * a served directory without following links): file is its descriptor,
+ * dir the directory it was opened from. The Store shares both. */
 struct OpenedInput {
     std::string path;  // in messages; a hidden ".NAME.partial" leaf is live
-    int fd = -1;
-    std::shared_ptr<const DirHandle> dir;
+    std::shared_ptr<const FdHandle> file;
+    std::shared_ptr<const FdHandle> dir;
 };
 
 struct StoreFile {
     std::string path;
-    std::shared_ptr<const DirHandle> dir;  // index opened beneath it (else by path)
+    std::shared_ptr<const FdHandle> dir;   // index opened beneath it (else by path)
+    std::shared_ptr<const FdHandle> file;  // owns fd when the caller opened it
     uint32_t order = 0;                    // position among the inputs (the merge's tie-break)
     bool live = false;                     // a hidden ".NAME.partial" being written
     int fd = -1;
@@ -109,7 +110,8 @@ public:
 private:
     Status add_dir(const std::string& dir);
     Status add_file(int fd, const std::string& path, bool live, bool in_dir,
-                    std::shared_ptr<const DirHandle> dir = nullptr);
+                    std::shared_ptr<const FdHandle> dir = nullptr,
+                    std::shared_ptr<const FdHandle> file = nullptr);
     static Status build(StoreFile& f, uint64_t limit);
     static std::string scan_warning(const StoreFile& f, const std::string& why);
 
