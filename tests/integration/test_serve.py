@@ -469,6 +469,17 @@ class ServeTest(CapdTestCase):
                 self.assertEqual(st, 200, body)
                 self.assertEqual(tr.get("linecap-status"), "complete")
                 self.assertEqual(key(_records(body)), want)
+        # A regular file that is no capture: one line, and the server goes on.
+        with open(os.path.join(d, "real", "notes.txt"), "w") as f:
+            f.write("not a capture\n")
+        st, _, body, _ = self.raw_get(srv.port, "/v1/packets?file=" +
+                                      q(os.path.join(d, "real", "notes.txt"), safe=""))
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body.count(b"\n"), 1, body)
+        st, _, body, _ = self.raw_get(srv.port, "/v1/packets?expr=tcp&file=" +
+                                      q(os.path.join(d, "real", inside), safe=""))
+        self.assertEqual(st, 200, body)
+        self.assertEqual(key(_records(body)), want)
         log = srv.text()
         self.assertNotIn(f"real/{inside}: ".encode(), log)
         self.assertRegex(log, re.escape(f"real2/{inside}: ").encode() + rb".*symbolic links; "
