@@ -403,6 +403,17 @@ Result<Index> Index::from_bytes(std::string bytes, uint64_t capture_size) {
 Result<Index> Index::load(const std::string& path, uint64_t capture_size) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return make_error(errno, path + ": " + std::strerror(errno));
+    return load_fd(fd, path, capture_size);
+}
+
+Result<Index> Index::load_at(int dir_fd, const std::string& leaf, const std::string& path,
+                             uint64_t capture_size) {
+    int fd = ::openat(dir_fd, leaf.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return make_error(errno, path + ": " + std::strerror(errno));
+    return load_fd(fd, path, capture_size);
+}
+
+Result<Index> Index::load_fd(int fd, const std::string& path, uint64_t capture_size) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;

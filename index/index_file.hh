@@ -170,6 +170,12 @@ public:
     static Result<Index> from_bytes(std::string bytes, uint64_t capture_size);
     /* Reads (maps) the file at path; ENOENT when there is none. */
     static Result<Index> load(const std::string& path, uint64_t capture_size);
+    /* The same for the index `leaf` in the directory dir_fd, opened with
+     * O_NOFOLLOW (a symbolic link there is ELOOP, not followed): a server
+     * that opened the capture from dir_fd reads its index from the same
+     * directory. `path` names it in errors. dir_fd stays the caller's. */
+    static Result<Index> load_at(int dir_fd, const std::string& leaf, const std::string& path,
+                                 uint64_t capture_size);
 
     const IndexHeader& header() const { return *header_; }
     bool live() const { return header_->flags & kIndexLive; }
@@ -223,6 +229,8 @@ public:
     std::span<const uint8_t> bytes() const;
 
 private:
+    /* load()'s body once fd is open; closes fd. */
+    static Result<Index> load_fd(int fd, const std::string& path, uint64_t capture_size);
     Status validate(uint64_t capture_size);
     Status check_bytes(uint64_t offset, uint64_t len) const;
     bool page_ok(size_t page) const;

@@ -418,7 +418,7 @@ QueryOutcome query(const QueryOptions& o, const QueryStream& stream, FILE* expla
         oc.code = code;
         return oc;
     };
-    auto opened = Store::open(o.inputs);
+    auto opened = Store::open(o.inputs, o.opened);
     if (!opened) return failed(F::kStore, opened.error());
     Store& store = *opened;
     Programs progs(o.expression);

@@ -16,7 +16,10 @@ and send bounded UDP bursts between them. Checked:
     spool (capctl stats says so), then all arrive; nothing is lost in capture;
   - a spool over its limit drops the oldest files' rows and counts them;
     what it kept arrives later;
-  - -W removal marks files gone: the catalogue lists the files on disk only.
+  - -W removal marks files gone: the catalogue lists the files on disk only;
+  - capctl compare --fleet URL --hosts h1,h3: the comparison of the two
+    hosts' own answers; a host the catalogue does not name is an empty
+    answer, said so; a host whose server is gone is one line, exit 1.
 Skipped, with the reason, when clickhouse-server is not installed.
 """
 
@@ -228,6 +231,51 @@ class FleetTest(CapdTestCase):
         self.assertRegex(err, r"h2 \([^)]*\): unreachable")
         self.assertRegex(err, r"h1 \([^)]*\): answered, [1-9]")
         self.assertRegex(err, r"h3 \([^)]*\): answered, [1-9]")
+
+    def test_capctl_compare_two_hosts_through_the_catalogue(self):
+        self.fleet("start")
+        self.send_traffic("d")
+        self.fleet("hosts-stop")
+        ca = os.path.join(self.dir, "ca")
+        tls = ["--cert", os.path.join(ca, "client.pem"), "--key", os.path.join(ca, "client.key"),
+               "--ca", os.path.join(ca, "ca.pem")]
+        expr = ["udp", "and", "host", "198.18.0.3"]
+        p = subprocess.run([CAPCTL, "compare", "--json", "--fleet", self.url, "--hosts", "h1,h3",
+                            *tls, *expr], capture_output=True, timeout=180)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = json.loads(p.stdout)
+        self.assertGreater(got["matched"], 0)
+        # The same as compare over each host's own answer.
+        local = []
+        for n in (1, 3):
+            out = self.path(f"h{n}.pcap")
+            self.capq("-r", os.path.join(self.dir, f"h{n}", "cap"), "-w", out, *expr)
+            local.append(out)
+        q = subprocess.run([CAPCTL, "compare", "--json", *local], capture_output=True,
+                           timeout=120)
+        self.assertEqual(q.returncode, 0, q.stderr)
+        want = json.loads(q.stdout)
+        self.assertEqual(got["a"]["path"], "h1's answer")
+        for side in ("a", "b"):
+            got[side].pop("path")
+            want[side].pop("path")
+        self.assertEqual(got, want)
+        # A host the catalogue does not name: an empty answer, said so.
+        p = subprocess.run([CAPCTL, "compare", "--json", "--fleet", self.url, "--hosts",
+                            "h1,nosuch", *tls, *expr], capture_output=True, timeout=180)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = json.loads(p.stdout)
+        self.assertEqual(got["b"]["frames"], 0)
+        self.assertIn("side B (nosuch): nosuch: the catalogue names no file of it", got["notes"][-1])
+        # A host whose server is gone: one line, exit 1.
+        pid = open(os.path.join(self.dir, "h3", "serve.pid")).read().strip()
+        os.kill(int(pid), 15)
+        capdtest.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20)
+        p = subprocess.run([CAPCTL, "compare", "--fleet", self.url, "--hosts", "h1,h3", *tls,
+                            *expr], capture_output=True, timeout=180)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+        self.assertRegex(p.stderr.decode(), r"^capctl compare: B: h3 \([^)]*\): unreachable")
 
     def test_open_file_flows_are_published(self):
         # Files that stay open (-G 3600): their flows arrive while written.
