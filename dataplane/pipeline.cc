@@ -315,12 +315,13 @@ Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& i
         cfg.ifaces = ifaces;
         if (catalog)
             cfg.files.on_file = [pub = catalog.get(), wr](const std::string& name,
-                                                          storage::FileSetOptions::FileEvent ev) {
+                                                          storage::FileSetOptions::FileEvent ev,
+                                                          std::string* index) {
                 using Ev = storage::FileSetOptions::FileEvent;
                 if (ev == Ev::kRemoved)
                     pub->file_removed(name);
                 else if (ev == Ev::kClosed)
-                    pub->file_closed(name, wr);
+                    pub->file_closed(name, wr, index);
                 else
                     pub->file_opened(name, wr);
             };
