@@ -318,6 +318,27 @@ class FleetTest(CapdTestCase):
         self.assertEqual(self.fleet_flows("ring", ["tcp", "port", "80"]),
                          self.local_flows(self.path("ring"), ["tcp", "port", "80"]))
 
+    def test_closed_files_published_from_memory(self):
+        # Every closed file's index comes from the writer, none is read back;
+        # the catalogue's flows are the local indexes' all the same.
+        self.fleet("clickhouse-start")
+        s = self.run_pcap(self.path("mem"), "mem", self.url)
+        c = s["catalog"]
+        self.assertGreater(s["files_written"], 3)
+        self.assertEqual(c["files"], s["files_written"])
+        self.assertEqual(c["files_from_memory"], s["files_written"])
+        self.assertEqual(c["files_read_back"], 0)
+        self.assertEqual(s["drops"]["total"], 0)
+        self.assertEqual(self.live_paths("mem"), sorted(self.files_on_disk(self.path("mem"))))
+        self.assertEqual(self.fleet_flows("mem"), self.local_flows(self.path("mem")))
+        # No index to hand over (--no-index): each file is read back (and
+        # has none), counted as such.
+        s = self.run_pcap(self.path("noidx"), "noidx", self.url, "--no-index")
+        c = s["catalog"]
+        self.assertEqual(c["files_from_memory"], 0)
+        self.assertEqual(c["files_read_back"], s["files_written"])
+        self.assertEqual(c["files_without_index"], s["files_written"])
+
     def test_bad_options_and_unsafe_spool(self):
         out = self.path("o.pcap")
         for args, words in [
