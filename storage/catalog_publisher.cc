@@ -235,12 +235,7 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
         add(0, 1, 0, std::move(files));
         auto fl = idx->flows();
         if (!idx->check_flows(0, fl.size())) continue;
-        uint32_t nflows = 0;
-        for (const auto& f : fl) {
-            append_flow_row(flows, o_.host, path, e.at_ns, f);
-            nflows++;
-        }
-        add(1, nflows, 0, std::move(flows));
+        add(1, flow_rows(flows, path, e.at_ns, fl), 0, std::move(flows));
     }
     {
         std::lock_guard<std::mutex> g(mu_);
@@ -249,6 +244,24 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
         st_.files_read_back += read_back;
     }
     enforce_limit();
+}
+
+uint32_t CatalogPublisher::flow_rows(std::string& out, const std::string& path, uint64_t file_id,
+                                     std::span<const index::FlowEntry> flows) {
+    if (o_.flow_budget == 0 || flows.size() <= o_.flow_budget) {
+        for (const auto& f : flows) append_flow_row(out, o_.host, path, file_id, f);
+        return uint32_t(flows.size());
+    }
+    const auto rows = budget_flows(flows, o_.flow_budget);
+    uint64_t aggregates = 0;
+    for (const auto& r : rows) {
+        append_flow_row(out, o_.host, path, file_id, r.f, r.agg, r.nflows);
+        if (r.agg != FlowAgg::kFlow) aggregates++;
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    st_.budget_files++;
+    st_.aggregate_rows += aggregates;
+    return uint32_t(rows.size());
 }
 
 void CatalogPublisher::enforce_limit() {
@@ -387,11 +400,7 @@ void CatalogPublisher::snapshot_live() {
                     std::string files, flows;
                     append_file_row(files, o_.host, o_.serve, path, id, false, &idx->header(),
                                     writer, at);
-                    uint32_t n = 0;
-                    for (const auto& f : idx->flows()) {
-                        append_flow_row(flows, o_.host, path, id, f);
-                        n++;
-                    }
+                    const uint32_t n = flow_rows(flows, path, id, idx->flows());
                     spool_bytes_ += files.size() + flows.size();
                     spool_.push_back({0, 1, 0, 1, at, std::move(files)});
                     if (n) spool_.push_back({1, n, 0, 0, at, std::move(flows)});

@@ -49,6 +49,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,6 +70,7 @@ struct CatalogOptions {
     int flush_ms = 1000;               // batching period
     int timeout_ms = 5000;             // per request
     int live_ms = 3000;                // snapshots of the files being written
+    uint32_t flow_budget = 0;          // flows rows per file (budget_flows()); 0: a row a flow
     std::string cwd;                   // relative file names are made absolute with it
 };
 
@@ -78,6 +80,8 @@ struct CatalogStats {
     uint64_t files_without_index = 0;
     uint64_t files_from_memory = 0;  // closed files whose index the writer handed over
     uint64_t files_read_back = 0;    // closed files whose index was read from the disk
+    uint64_t budget_files = 0;       // files (and live snapshots) over --catalog-flow-budget
+    uint64_t aggregate_rows = 0;     // aggregate rows made for them (spool rows)
     uint64_t spool_rows = 0, spool_bytes = 0;
     double spool_age_s = 0;  // of the oldest row waiting; 0 when empty
     uint64_t dropped_rows = 0;
@@ -138,6 +142,9 @@ private:
         std::unique_ptr<index::IndexBuilder> builder;
     };
     void snapshot_live();
+    /* Appends the flows rows of a file (under o_.flow_budget); returns how many. */
+    uint32_t flow_rows(std::string& out, const std::string& path, uint64_t file_id,
+                       std::span<const index::FlowEntry> flows);
     void run();
     void make_batches(std::vector<Event>& events);
     bool send_round();
