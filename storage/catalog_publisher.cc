@@ -235,7 +235,8 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
         add(0, 1, 0, std::move(files));
         auto fl = idx->flows();
         if (!idx->check_flows(0, fl.size())) continue;
-        add(1, flow_rows(flows, path, e.at_ns, fl), 0, std::move(flows));
+        const uint32_t nflows = flow_rows(flows, path, e.at_ns, fl);
+        add(1, nflows, 0, std::move(flows));
     }
     {
         std::lock_guard<std::mutex> g(mu_);
