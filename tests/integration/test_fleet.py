@@ -229,6 +229,58 @@ class FleetTest(CapdTestCase):
         self.assertRegex(err, r"h1 \([^)]*\): answered, [1-9]")
         self.assertRegex(err, r"h3 \([^)]*\): answered, [1-9]")
 
+    def test_flow_budget_is_sound_and_marked(self):
+        # Two flows rows a file: most of each file's flows are aggregates,
+        # and the fleet's answers are still the local ones, byte for byte.
+        self.env["LINECAP_FLEET_CAPD_ARGS"] = "--catalog-flow-budget 2"
+        self.fleet("start")
+        self.send_traffic("e")
+        self.fleet("hosts-stop")
+        dirs = [os.path.join(self.dir, f"h{n}", "cap") for n in (1, 2, 3)]
+        budgeted = 0
+        for n in (1, 2, 3):
+            with open(os.path.join(self.dir, f"h{n}", "summary.json")) as f:
+                c = json.load(f)["catalog"]
+            self.assertEqual(c["spool_rows"], 0)
+            budgeted += c["budget_files"]
+            if c["budget_files"]:
+                self.assertGreater(c["aggregate_rows"], 0)
+        self.assertGreater(budgeted, 0)
+        args = [a for d in dirs for a in ("-r", d)]
+        for expr in (["udp", "and", "host", "198.18.0.3"],
+                     ["udp", "and", "host", "198.18.0.1", "and", "host", "198.18.0.2"],
+                     ["udp", "port", "9003"],
+                     ["udp", "and", "src", "host", "198.18.0.2", "and", "dst", "port", "9005"]):
+            with self.subTest(expr=expr):
+                out, ref = self.path("fleet.pcap"), self.path("ref.pcap")
+                p = self.fleet_query("-w", out, *expr)
+                self.assertEqual(p.returncode, 0, p.stderr.decode())
+                self.capq(*args, "-w", ref, *expr)
+                with open(out, "rb") as a, open(ref, "rb") as b:
+                    got, want = a.read(), b.read()
+                self.assertGreater(len(want), 24)
+                self.assertEqual(got, want)
+        # --flows: the aggregates say so; every other line is a flow of the
+        # host's own index (its packets in the files where it kept its own
+        # row: at most the local count, summed over all files).
+        lines = self.capq("--fleet", self.url, "--flows").splitlines()[1:]
+        aggs = [line for line in lines if "AGGREGATE of " in line]
+        self.assertTrue(aggs)
+        self.assertTrue(all(" <> *" in line for line in aggs), aggs)
+        for n, d in zip((1, 2, 3), dirs):
+            local = {" ".join(f[4:]): int(f[2]) for f in map(str.split, self.local_flows(d))}
+            for line in lines:
+                f = line.split()
+                if f[0] == f"h{n}" and "AGGREGATE" not in line:
+                    self.assertIn(" ".join(f[5:]), local)
+                    self.assertLessEqual(int(f[3]), local[" ".join(f[5:])])
+        js = json.loads(self.capq("--fleet", self.url, "--flows", "--json"))
+        marked = [f for f in js if "aggregate" in f]
+        self.assertEqual(len(marked), len(aggs))
+        for f in marked:
+            self.assertIn(f["aggregate"], ("endpoint", "any"))
+            self.assertGreaterEqual(f["aggregated_flows"], 1)
+
     def test_open_file_flows_are_published(self):
         # Files that stay open (-G 3600): their flows arrive while written.
         self.env["LINECAP_FLEET_ROTATE"] = "3600"
