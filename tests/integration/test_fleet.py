@@ -400,6 +400,10 @@ class FleetTest(CapdTestCase):
             (["--catalog", self.url, "--catalog-tables", "a"], "FILES,FLOWS"),
             (["--catalog", self.url, "--catalog-tables", "a;drop,b"], "not a table name"),
             (["--catalog", self.url, "--catalog-spool-max", "12Q"], "--catalog-spool-max"),
+            (["--catalog", self.url, "--catalog-flow-budget", "1"], "--catalog-flow-budget"),
+            (["--catalog", self.url, "--catalog-flow-budget", "-5"], "--catalog-flow-budget"),
+            (["--catalog", self.url, "--catalog-flow-budget", "10x"], "--catalog-flow-budget"),
+            (["--catalog-flow-budget", "100"], "need --catalog URL"),
         ]:
             with self.subTest(args=args):
                 r = self.capd(["-i", "pcap:" + WEB_MIX, "-w", out, *args])
