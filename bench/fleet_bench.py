@@ -164,8 +164,9 @@ def main():
             unb_per_min = rows_per_s_trace * scale * 60
             at10 = min(unb_per_min, a.budget) / 60
             print(f"with --catalog-flow-budget {a.budget}: {bc['flows']} records sent for "
-                  f"{bc['files']} files ({per_file:.0f} a file, {bc['aggregate_rows']} of them "
-                  f"aggregates, {bc['budget_files']} files over the budget), {bstored} rows "
+                  f"{bc['files']} closed files and {bc['live_snapshots']} snapshots of open ones "
+                  f"({per_file:.0f} a closed file with its snapshots, {bc['aggregate_rows']} "
+                  f"aggregates, {bc['budget_files']} files or snapshots over the budget), {bstored} rows "
                   f"stored, {bdisk / max(bstored, 1):.1f} bytes per row on disk; at 10 GbE with "
                   f"-G 60: about {at10:,.0f} records/s, "
                   f"{at10 * 86400 * bdisk / max(bc['flows'], 1) / 1e9:.2f} GB/day per host "
