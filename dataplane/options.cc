@@ -343,6 +343,11 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "bytes of rows the spool holds before it drops the oldest (K, M, G "
                    "suffixes; default 64M)")
         ->type_name("SIZE");
+    std::string flow_budget;
+    app.add_option("--catalog-flow-budget", flow_budget,
+                   "catalogue rows per file: the biggest flows keep their own, the others are "
+                   "aggregated by endpoint (default: a row a flow)")
+        ->type_name("N");
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");
@@ -632,11 +637,22 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                               spool_max + "'");
         o.catalog_spool_max = static_cast<uint64_t>(*v);
     }
+    if (!flow_budget.empty()) {
+        char* end = nullptr;
+        errno = 0;
+        unsigned long long v = std::strtoull(flow_budget.c_str(), &end, 10);
+        if (end == flow_budget.c_str() || *end != '\0' || errno || v < 2 || v > (1u << 24) ||
+            flow_budget[0] == '-')
+            return make_error(
+                "--catalog-flow-budget: expected a number of rows per file, 2 to 16777216, not '" +
+                flow_budget + "'");
+        o.catalog_flow_budget = static_cast<uint32_t>(v);
+    }
     const bool catalog_opts = !o.catalog_tables.empty() || !o.catalog_host.empty() ||
                               !o.catalog_serve.empty() || !o.catalog_spool.empty() ||
-                              !spool_max.empty();
+                              !spool_max.empty() || !flow_budget.empty();
     if (catalog_opts && o.catalog_url.empty())
-        return make_error("--catalog-tables/-host/-serve/-spool need --catalog URL");
+        return make_error("--catalog-tables/-host/-serve/-spool/-flow-budget need --catalog URL");
     if (!o.catalog_url.empty()) {
         if (auto u = storage::parse_catalog_url(o.catalog_url); !u)
             return make_error("--catalog: " + u.error());

@@ -155,6 +155,7 @@ struct Options {
     std::string catalog_serve;   // --catalog-serve ADDR:PORT
     std::string catalog_spool;   // --catalog-spool ("": DIR/.capd-catalog.spool beside -w)
     uint64_t catalog_spool_max = 64ull << 20;  // --catalog-spool-max, bytes
+    uint32_t catalog_flow_budget = 0;  // --catalog-flow-budget: rows per file; 0: a row a flow
 
     /* Frames (2 KiB each) of each af_packet queue's kernel ring: -B's KiB
      * when given, else --rx-desc. */

@@ -317,12 +317,13 @@ Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& i
         cfg.ifaces = ifaces;
         if (catalog)
             cfg.files.on_file = [pub = catalog.get(), wr](const std::string& name,
-                                                          storage::FileSetOptions::FileEvent ev) {
+                                                          storage::FileSetOptions::FileEvent ev,
+                                                          std::string* index) {
                 using Ev = storage::FileSetOptions::FileEvent;
                 if (ev == Ev::kRemoved)
                     pub->file_removed(name);
                 else if (ev == Ev::kClosed)
-                    pub->file_closed(name, wr);
+                    pub->file_closed(name, wr, index);
                 else
                     pub->file_opened(name, wr);
             };
@@ -579,20 +580,9 @@ Summary Pipeline::collect() const {
     // Rule counters: retired snapshots' totals plus the live one's.
     s.rules = p.rules->totals();
     if (p.catalog) {
-        storage::CatalogStats c = p.catalog->stats();
+        // Not an error of the capture (exit status 0): its own counters.
+        static_cast<storage::CatalogStats&>(s.catalog) = p.catalog->stats();
         s.catalog.enabled = true;
-        s.catalog.files = c.files;
-        s.catalog.flows = c.flows;
-        s.catalog.tombstones = c.tombstones;
-        s.catalog.live_snapshots = c.live_snapshots;
-        s.catalog.files_without_index = c.files_without_index;
-        s.catalog.spool_rows = c.spool_rows;
-        s.catalog.spool_bytes = c.spool_bytes;
-        s.catalog.spool_age_s = c.spool_age_s;
-        s.catalog.dropped_rows = c.dropped_rows;
-        s.catalog.send_errors = c.send_errors;
-        // Not an error of the capture (exit status 0): its own counter.
-        s.catalog.last_error = c.last_error;
     }
     return s;
 }

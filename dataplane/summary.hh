@@ -9,6 +9,7 @@
 
 #include "common/result.hh"
 #include "dataplane/drop_stages.hh"
+#include "storage/catalog_publisher.hh"
 
 namespace linecap::dataplane {
 
@@ -73,12 +74,10 @@ struct PoolUse {
 
 /* The fleet catalogue's publisher (--catalog): rows the server took, rows
  * waiting in the spool, rows dropped from a full spool. */
-struct CatalogSummary {
+/* The publisher's counters as it gives them (storage::CatalogStats), and
+ * whether --catalog is on. */
+struct CatalogSummary : storage::CatalogStats {
     bool enabled = false;
-    uint64_t files = 0, flows = 0, tombstones = 0, files_without_index = 0, live_snapshots = 0;
-    uint64_t spool_rows = 0, spool_bytes = 0, dropped_rows = 0, send_errors = 0;
-    double spool_age_s = 0;  // of the oldest row waiting
-    std::string last_error;
 };
 
 struct Summary {

@@ -542,7 +542,7 @@ Status FileSet::open_next(time_t now, Open why) {
     (void)flock(fd_, LOCK_EX | LOCK_NB);
     seq_++;
     count_++;
-    if (opts_.on_file) opts_.on_file(hidden_name_, FileSetOptions::FileEvent::kOpened);
+    if (opts_.on_file) opts_.on_file(hidden_name_, FileSetOptions::FileEvent::kOpened, nullptr);
     return Status::success();
 }
 
@@ -631,7 +631,7 @@ bool FileSet::reuse_displaced() {
     if (known != closed_.end()) closed_.erase(known);
     // Its index describes bytes about to be written over.
     remove_index(name);
-    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved);
+    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved, nullptr);
     reused_from_ = name;
     reused_id_ = file_id(st);
     return true;
@@ -694,6 +694,11 @@ void FileSet::remove_index(const std::string& name) {
 
 Status FileSet::close_current() {
     if (fd_ < 0) return Status::success();
+    // Taken here: an error below does not leave it for the next file.
+    std::string index = std::move(closing_index_);
+    const bool has_index = has_closing_index_;
+    closing_index_ = std::string();
+    has_closing_index_ = false;
     int fd = fd_;
     fd_ = -1;
     if (stream_) {
@@ -726,7 +731,9 @@ Status FileSet::close_current() {
     }
     files_closed_++;
     remove_index(hidden_name_);  // the live index: the final one is in place
-    if (opts_.on_file) opts_.on_file(final_name_, FileSetOptions::FileEvent::kClosed);
+    if (opts_.on_file)
+        opts_.on_file(final_name_, FileSetOptions::FileEvent::kClosed,
+                      has_index ? &index : nullptr);
 
     // A reused name (wrapping -W counter) replaces the old file in place.
     for (auto it = closed_.begin(); it != closed_.end(); ++it)
@@ -770,7 +777,7 @@ void FileSet::remove_file(const std::string& name) {
         return;
     }
     close_later(fd);
-    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved);
+    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved, nullptr);
 }
 
 void FileSet::close_later(int fd) { disposer_->close_later(fd); }

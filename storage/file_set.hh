@@ -145,9 +145,10 @@ struct FileSetOptions {
     // final name, after the rename) and of every named file removed or taken
     // over for reuse: the fleet catalogue (storage/catalog_publisher.hh).
     // Called on the writer thread at open/close, never per packet; must not
-    // block.
+    // block. `index`: at kClosed, the closed file's index bytes as written
+    // beside it (hand_index()), which the callee may move away; else null.
     enum class FileEvent { kOpened, kClosed, kRemoved };
-    std::function<void(const std::string& name, FileEvent ev)> on_file;
+    std::function<void(const std::string& name, FileEvent ev, std::string* index)> on_file;
 };
 
 class Disposer;
@@ -191,6 +192,12 @@ public:
      * (DIR/.NAME.idx, atomically, with the files' mode and owner); call just
      * before close_current(). The error names the index file. */
     Status write_index(std::span<const uint8_t> bytes);
+    /* The bytes write_index() wrote, kept (moved, no copy) for the kClosed
+     * event of on_file; dropped after it. */
+    void hand_index(std::string bytes) {
+        closing_index_ = std::move(bytes);
+        has_closing_index_ = true;
+    }
     /* Writes `bytes` as the live index of the current file (beside its
      * hidden name, atomically). The error names the index file. */
     Status write_live_index(std::span<const uint8_t> bytes);
@@ -267,6 +274,8 @@ private:
     void make_room();
     std::string hidden_name_;
     std::string final_name_;
+    std::string closing_index_;  // hand_index(), for the next kClosed event
+    bool has_closing_index_ = false;
     std::deque<std::string> closed_;  // final names, oldest first (for -W)
     bool reuse_displaced();
     bool take_spare();

@@ -489,6 +489,8 @@ void Writer::write_index() {
     if (s) {
         stats_.index_files.fetch_add(1, std::memory_order_relaxed);
         stats_.index_bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+        // The catalogue takes the index from here, not from the disk.
+        files_.hand_index(std::move(bytes));
     } else {
         stats_.index_errors.fetch_add(1, std::memory_order_relaxed);
         std::fprintf(stderr, "capd: index: %s\n", s.error().c_str());
