@@ -8,7 +8,6 @@
 #include <cstring>
 
 #include "dataplane/flow_table.hh"
-#include "dataplane/tcp_table.hh"
 
 namespace linecap::dataplane {
 namespace {
@@ -161,10 +160,14 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
 
     // The flow table: past a flow's cutoff, or a duplicate. Before -c, so
-    // cut and duplicate packets take nothing from its budget.
+    // cut and duplicate packets take nothing from its budget. Each packet's
+    // slot and time are kept for the TCP diagnosis, which sees only what the
+    // capture keeps (after -c too).
+    FlowPacket fl[kBurstSize];
+    uint32_t slot_of[kBurstSize];
+    uint64_t ts_of[kBurstSize];
     if (ctx.flows && kept > 0) {
         FlowTable& ft = *ctx.flows;
-        FlowPacket fl[kBurstSize];
         const uint16_t lt = q.source->linktype();
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i]) continue;
@@ -190,6 +193,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 verdict[i] = 0;
                 kept--;
             }
+            slot_of[i] = ft.last_slot();
+            ts_of[i] = ts;
         }
     }
 
@@ -206,7 +211,16 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
     add(ctx.stats.accepted, kept);
     add(q.stats->accepted, kept);
-    if (ctx.tcp && kept) ctx.tcp->feed_burst(ctx, q, pkts, verdict, n, burst_ns);
+    if (ctx.flows && kept && ctx.flows->tcp_on()) {
+        FlowTable& ft = *ctx.flows;
+        ft.tcp_offered(kept);
+        // Frames are numbered by the queue's receive count.
+        const uint64_t frame0 = q.stats->rx_packets.load(std::memory_order_relaxed) - n;
+        for (uint16_t i = 0; i < n; i++)
+            if (verdict[i] && fl[i].tcp)
+                ft.tcp_packet(slot_of[i], fl[i], fp[i].data, fp[i].caplen, ts_of[i],
+                              packet::FrameRef{q.if_id, uint32_t(frame0 + i + 1)});
+    }
 
     uint32_t encoded = 0;
     for (uint16_t i = 0; i < n; i++) {
@@ -238,7 +252,6 @@ int worker_main(void* arg) {
     uint64_t last_poll = rte_rdtsc(), max_gap = 0;
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
-        if (ctx.tcp) ctx.tcp->serve();
         if (ctx.flows) ctx.flows->serve();
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         // One TSC read per loop turn (rdtsc costs 20-30 ns in a VM): it
