@@ -77,6 +77,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/result.hh"
@@ -124,7 +125,10 @@ struct FlowInfo {
     uint64_t first_ns = 0, last_ns = 0;
 };
 
-/* The parsed header fields a verdict needs; filled by parse_flow(). */
+/* The parsed header fields a verdict needs; filled by parse_flow(), which
+ * always sets ok, tcp and tcp_flags, and the rest when ok. No member
+ * initialisers: the worker keeps a burst's array on its stack whether the
+ * table is on or not, and leaves it untouched when it is off. */
 struct FlowPacket {
     struct Key {
         uint8_t a[16], b[16];
@@ -133,14 +137,15 @@ struct FlowPacket {
         uint8_t proto, version;
         uint8_t pad[2];
     } key;
-    uint64_t hash = 0;
-    uint16_t l3 = 0;        // where the IP header starts
-    uint16_t tcp = 0;       // where a whole captured TCP header starts; 0: none
-    uint8_t tcp_flags = 0;  // TCP only; 0 otherwise
-    bool a_sent = false;    // the sender is the lower endpoint
-    bool ok = false;        // false: not IP, no flow
+    uint64_t hash;
+    uint16_t l3;        // where the IP header starts
+    uint16_t tcp;       // where a whole captured TCP header starts; 0: none
+    uint8_t tcp_flags;  // TCP only; 0 otherwise
+    bool a_sent;        // the sender is the lower endpoint
+    bool ok;            // false: not IP, no flow
 };
 static_assert(sizeof(FlowPacket::Key) == 44);
+static_assert(std::is_trivially_default_constructible_v<FlowPacket>);
 
 /* Fills p from a frame. Reads only [frame, frame + caplen). */
 void parse_flow(uint16_t linktype, const uint8_t* frame, uint32_t caplen, FlowPacket& p);
