@@ -203,10 +203,10 @@ static Status check_flow_memory(const Options& o, uint32_t tcp_conns) {
     }
     if (avail_kb && need > avail_kb * 1024)
         return make_error(
+            (tcp_conns ? "--tcp-flows " + std::to_string(tcp_conns) + " with " : std::string()) +
             "--flow-table " + std::to_string(o.flow_slots) + ": " + std::to_string(o.workers) +
-            " table(s) of " + std::to_string(one >> 20) + " MiB" +
-            (tcp_conns ? " (with --tcp-flows " + std::to_string(tcp_conns) + ")" : std::string()) +
-            " need more than the " + std::to_string(avail_kb >> 10) + " MiB of memory available");
+            " table(s) of " + std::to_string(one >> 20) + " MiB need more than the " +
+            std::to_string(avail_kb >> 10) + " MiB of memory available");
     return Status::success();
 }
 
