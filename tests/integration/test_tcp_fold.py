@@ -194,6 +194,24 @@ class TcpFlowsInTheFlowTable(capdtest.CapdTestCase):
         s = self.ctl_json(sock, "stats")["data"]
         self.assertEqual(s["packets_cut_off"], len(self.frames) - len(kept))
 
+    def test_records_too_big_for_memory(self):
+        """The TCP records are mapped with the flow table at start: too many
+        for MemAvailable is one line and exit 1, before capture."""
+        with open("/proc/meminfo") as f:
+            avail = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+        per_worker = (1 << 22) * 744 + 262144 * 132  # records and the default table
+        workers = avail // per_worker + 1
+        if workers > 64:
+            self.skipTest("more memory than 64 workers' largest TCP pools")
+        run = self.capd(["-i", f"pcap:{self.src}", "-w", self.path("o.pcap"),
+                         "--workers", str(workers), "--tcp-flows", str(1 << 22)])
+        self.assertEqual(run.rc, 1, run.describe())
+        lines = [l for l in run.stderr_lines if not l.startswith("capd: warning:")]
+        self.assertEqual(len(lines), 1, run.describe())
+        self.assertIn("--tcp-flows 4194304", lines[0])
+        self.assertIn("memory available", lines[0])
+        self.assertFalse(os.path.exists(self.path("o.pcap")))
+
 
 if __name__ == "__main__":
     unittest.main()
