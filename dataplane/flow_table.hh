@@ -100,6 +100,10 @@ struct FlowConfig {
     uint64_t dedup_window_ns = 0;          // 0: no dedup
     uint64_t idle_ns = 60'000'000'000ull;  // an idle flow expires after this
     uint32_t tcp_conns = 0;                // TCP connections diagnosed (--tcp-flows); 0: none
+    // The table serves only the TCP diagnosis (--tcp-flows alone): the
+    // worker hands it packets with a TCP header only, unless rules have
+    // their own cutoffs; the flow counters then count TCP flows.
+    bool tcp_only = false;
 };
 
 struct FlowCounters {

@@ -252,6 +252,7 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
             fc.dedup_window_ns = o.dedup_window_ns;
             fc.per_direction = o.flow_per_direction;
             fc.tcp_conns = tcp_conns;
+            fc.tcp_only = tcp_conns && !o.flow_table();
             auto t = FlowTable::create(fc);
             if (!t)
                 return make_error("--flow-table: worker " + std::to_string(w) + ": " + t.error());

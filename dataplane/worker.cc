@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "dataplane/flow_table.hh"
+#include "packet/headers.hh"
 
 namespace linecap::dataplane {
 namespace {
@@ -169,14 +170,23 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     if (ctx.flows && kept > 0) {
         FlowTable& ft = *ctx.flows;
         const uint16_t lt = q.source->linktype();
+        // --tcp-flows alone: the table serves only the diagnosis, so a packet
+        // without a TCP header skips it (Ethernet frames after the walker's
+        // two-load prefilter). Rules' own cutoffs bring every packet back.
+        const bool tcp_only = ft.config().tcp_only && !per_rule;
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i]) continue;
+            if (tcp_only && lt == 1 && !packet::ethernet_may_carry_tcp(fp[i].data, fp[i].caplen)) {
+                fl[i].ok = false;
+                fl[i].tcp = 0;
+                continue;
+            }
             parse_flow(lt, fp[i].data, fp[i].caplen, fl[i]);
             ft.prefetch(fl[i]);
         }
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
         for (uint16_t i = 0; i < n; i++) {
-            if (!verdict[i]) continue;
+            if (!verdict[i] || (tcp_only && !fl[i].tcp)) continue;
             const rte_mbuf* m = pkts[i];
             uint64_t ts = now_ns;
             if (m->ol_flags & ctx.fields.ts_flag) {
