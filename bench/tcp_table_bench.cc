@@ -1,13 +1,18 @@
 /* Cost of the live TCP diagnosis on a worker, with the flow table it
  * lives in (capd --tcp-flows): per packet, the flow table's verdict and the
- * TCP state update, done two ways in the same run:
+ * TCP state update, done four ways in the same run:
  *
- *   .../Separate  two tables, as before the fold: FlowTable (parse_flow(),
- *                 packet()) and then a packet::TcpTracker fed as the old
- *                 dataplane TcpFlowTable fed it (ethernet_may_carry_tcp(),
- *                 decode_packet(), update());
+ *   .../Separate  two tables, as before the fold with a cutoff on:
+ *                 FlowTable (parse_flow(), packet()) and then a
+ *                 packet::TcpTracker fed as the old dataplane TcpFlowTable
+ *                 fed it (ethernet_may_carry_tcp(), decode_packet(),
+ *                 update());
  *   .../Folded    one table: FlowTable with tcp_conns, parse_flow(),
- *                 packet() and tcp_packet() at the slot packet() found.
+ *                 packet() and tcp_packet() at the slot packet() found;
+ *   .../TrackerAlone  --tcp-flows alone before the fold: the tracker only;
+ *   .../FoldedAlone   --tcp-flows alone now (FlowConfig::tcp_only): as the
+ *                 worker runs it, packets without TCP skip the table after
+ *                 ethernet_may_carry_tcp().
  *
  *   ./build/bench/tcp_table_bench [--pcap FILE] [benchmark flags]
  *
@@ -105,9 +110,11 @@ std::vector<const std::vector<uint8_t>*> bursts_of(const std::vector<std::vector
 }
 
 void run(benchmark::State& state, const std::vector<std::vector<uint8_t>>& frames, uint32_t conns,
-         bool folded) {
+         int how) {
+    const bool folded = how == 1 || how == 3, alone = how >= 2;
     FlowConfig fc;
     fc.tcp_conns = folded ? conns : 0;
+    fc.tcp_only = how == 3;
     auto table = FlowTable::create(fc);
     if (!table) {
         state.SkipWithError(table.error().c_str());
@@ -129,11 +136,17 @@ void run(benchmark::State& state, const std::vector<std::vector<uint8_t>>& frame
         uint32_t slot[kBurst];
         uint8_t keep[kBurst];
         ts += 1000;
-        for (uint16_t i = 0; i < kBurst; i++) {
+        std::memset(keep, 1, sizeof keep);
+        for (uint16_t i = 0; i < kBurst && !(alone && !folded); i++) {
+            if (alone && !packet::ethernet_may_carry_tcp(pk[i]->data(), uint32_t(pk[i]->size()))) {
+                fl[i].tcp = 0;
+                continue;
+            }
             parse_flow(1, pk[i]->data(), uint32_t(pk[i]->size()), fl[i]);
             ft.prefetch(fl[i]);
         }
-        for (uint16_t i = 0; i < kBurst; i++) {
+        for (uint16_t i = 0; i < kBurst && !(alone && !folded); i++) {
+            if (alone && !fl[i].tcp) continue;
             const auto& f = *pk[i];
             keep[i] = ft.packet(fl[i], f.data(), uint32_t(f.size()), uint32_t(f.size()), ts) ==
                       FlowTable::kKeep;
@@ -234,8 +247,9 @@ int main(int argc, char** argv) {
     const auto hits = flows(4096, true);
     const auto evict = flows(8192, true);
     const auto pcap = read_pcap(g_pcap);
-    for (bool folded : {false, true}) {
-        const std::string how = folded ? "/Folded" : "/Separate";
+    const char* const names[] = {"/Separate", "/Folded", "/TrackerAlone", "/FoldedAlone"};
+    for (int folded = 0; folded < 4; folded++) {
+        const std::string how = names[folded];
         benchmark::RegisterBenchmark(("Zeros" + how).c_str(), [&, folded](benchmark::State& s) {
             run(s, zeros, 65536, folded);
         });
