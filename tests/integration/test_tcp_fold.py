@@ -194,6 +194,26 @@ class TcpFlowsInTheFlowTable(capdtest.CapdTestCase):
         s = self.ctl_json(sock, "stats")["data"]
         self.assertEqual(s["packets_cut_off"], len(self.frames) - len(kept))
 
+    def test_tcp_flows_alone_hands_the_table_tcp_only(self):
+        """--tcp-flows alone: packets without TCP skip the table (not
+        counted in its flows); with --flow-table given, every packet is a
+        flow's."""
+        mixed = self.path("mixed.pcap")
+        udp = [pcaplib.eth_ipv4_udp(b"u" * 30, "198.18.2.1", "198.19.2.1", 5000, 53)
+               for _ in range(5)]
+        pcaplib.write_pcap(mixed, [pcaplib.Packet(T0 + n * 1000, f)
+                                   for n, f in enumerate(self.frames + udp)])
+        for extra, created in (([], 3), (["--flow-table", "1024"], 4)):
+            with self.subTest(extra=extra):
+                stats = self.path("stats.json")
+                run = self.capd(["-q", "-i", f"pcap:{mixed}", "-w", self.path("o.pcap"),
+                                 "--stats-json", stats, "--tcp-flows", "64"] + extra)
+                self.assertCapdOk(run, quiet=True)
+                s = capdtest.read_json(stats)
+                self.assertEqual(s["flows"]["created"], created)
+                self.assertEqual(s["packets_written"], len(self.frames) + len(udp))
+                self.assertEqual(s["packets_cut_off"], 0)
+
     def test_records_too_big_for_memory(self):
         """The TCP records are mapped with the flow table at start: too many
         for MemAvailable is one line and exit 1, before capture."""
