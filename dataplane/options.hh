@@ -130,7 +130,7 @@ struct Options {
     uint32_t file_mode = 0640;
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run
-    uint32_t tcp_flows = 0;  // --tcp-flows: live TCP table per worker; 0 = off (default)
+    uint32_t tcp_flows = 0;                // --tcp-flows: TCP records in each flow table; 0 = off
     // The flow table (dataplane/flow_table.hh): on when any of the three is
     // set, or --flow-table is given (for rules' own cutoffs, capctl rules).
     uint64_t flow_cutoff = 0;      // --flow-cutoff BYTES per flow; 0: none

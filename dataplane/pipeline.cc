@@ -18,7 +18,6 @@
 #include "dataplane/mempool.hh"
 #include "dataplane/rule_publisher.hh"
 #include "dataplane/source.hh"
-#include "dataplane/tcp_table.hh"
 #include "dataplane/worker.hh"
 #include "dataplane/writer_config.hh"
 #include "storage/chunk_ring.hh"
@@ -61,8 +60,8 @@ struct Pipeline::Impl {
     std::vector<std::unique_ptr<QueueStats>> queue_stats;
     std::vector<std::vector<QueueStats*>> queues_of_if;  // per interface
     std::vector<std::unique_ptr<WorkerContext>> workers;
-    std::vector<std::unique_ptr<TcpFlowTable>> tcp_tables;  // one per worker, or none
-    std::vector<std::unique_ptr<FlowTable>> flow_tables;    // one per worker, or none
+    // One per worker, or none; with --tcp-flows they hold the TCP diagnosis.
+    std::vector<std::unique_ptr<FlowTable>> flow_tables;
     Mempool chunks;
     std::vector<std::unique_ptr<storage::ChunkRing>> rings;
     // Before the writers, which tell it of their files: it outlives them.
@@ -192,8 +191,9 @@ Status Pipeline::Impl::open_sources(const MbufFields& fields) {
 
 /* The flow tables must fit in the memory free now (MemAvailable): else
  * one line at start rather than the OOM killer later. */
-static Status check_flow_memory(const Options& o) {
-    const uint64_t need = FlowTable::bytes_for(o.flow_slots) * o.workers;
+static Status check_flow_memory(const Options& o, uint32_t tcp_conns) {
+    const uint64_t one = FlowTable::bytes_for(o.flow_slots, tcp_conns);
+    const uint64_t need = one * o.workers;
     uint64_t avail_kb = 0;
     if (FILE* f = std::fopen("/proc/meminfo", "re")) {
         char line[256];
@@ -202,11 +202,11 @@ static Status check_flow_memory(const Options& o) {
         std::fclose(f);
     }
     if (avail_kb && need > avail_kb * 1024)
-        return make_error("--flow-table " + std::to_string(o.flow_slots) + ": " +
-                          std::to_string(o.workers) + " table(s) of " +
-                          std::to_string(FlowTable::bytes_for(o.flow_slots) >> 20) +
-                          " MiB need more than the " + std::to_string(avail_kb >> 10) +
-                          " MiB of memory available");
+        return make_error(
+            (tcp_conns ? "--tcp-flows " + std::to_string(tcp_conns) + " with " : std::string()) +
+            "--flow-table " + std::to_string(o.flow_slots) + ": " + std::to_string(o.workers) +
+            " table(s) of " + std::to_string(one >> 20) + " MiB need more than the " +
+            std::to_string(avail_kb >> 10) + " MiB of memory available");
     return Status::success();
 }
 
@@ -215,9 +215,14 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
     // -U: a partial chunk goes to the writer at the end of the loop turn
     // that filled it, not after --flush-ms.
     uint64_t flush_cycles = o.packet_buffered ? 0 : rte_get_tsc_hz() / 1000 * o.flush_ms;
-    if (o.flow_table()) {
-        Status ok = check_flow_memory(o);
+    // --tcp-flows alone turns the table on, without cutoff or dedup.
+    const uint32_t tcp_conns = o.rx_only ? 0 : o.tcp_flows;
+    const bool flows_on = o.flow_table() || tcp_conns > 0;
+    if (flows_on) {
+        Status ok = check_flow_memory(o, tcp_conns);
         if (!ok) return ok;
+    }
+    if (o.flow_table()) {
         // Said once per source: a link type the table cannot read passes whole.
         for (const auto& src : sources)
             if (!flow_linktype_supported(src->linktype()))
@@ -241,19 +246,15 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
         ctx->limit = &limit;
         ctx->stop = &stop;
         ctx->rx_only = o.rx_only;
-        if (o.tcp_flows > 0 && !o.rx_only) {
-            auto t = TcpFlowTable::create(w, o.tcp_flows);
-            if (!t) return make_error(t.error());
-            ctx->tcp = t->get();
-            tcp_tables.push_back(std::move(*t));
-        }
-        if (o.flow_table()) {
+        if (flows_on) {
             FlowConfig fc;
             fc.slots = o.flow_slots;
             fc.cutoff_bytes = o.flow_cutoff;
             fc.cutoff_packets = o.flow_packets;
             fc.dedup_window_ns = o.dedup_window_ns;
             fc.per_direction = o.flow_per_direction;
+            fc.tcp_conns = tcp_conns;
+            fc.tcp_only = tcp_conns && !o.flow_table();
             auto t = FlowTable::create(fc);
             if (!t)
                 return make_error("--flow-table: worker " + std::to_string(w) + ": " + t.error());
@@ -642,21 +643,21 @@ Status Pipeline::top_flows(size_t n, int timeout_ms,
 Status Pipeline::with_tcp_tables(
     int timeout_ms, const std::function<void(const std::vector<packet::TableView>&)>& fn) {
     Impl& p = *impl_;
-    if (p.tcp_tables.empty())
+    if (p.flow_tables.empty() || !p.flow_tables[0]->tcp_on())
         return make_error(ENOTSUP, p.opts.rx_only
                                        ? "no TCP flow table: capd runs with --rx-only"
                                        : "no TCP flow table: capd runs with --tcp-flows 0 "
                                          "(start it with --tcp-flows N, e.g. 65536)");
     // Ask every worker at once, so the wait is the slowest worker's, not the sum.
-    for (auto& t : p.tcp_tables) t->request();
+    for (auto& t : p.flow_tables) t->tcp_request();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    std::vector<bool> ready(p.tcp_tables.size(), false);
+    std::vector<bool> ready(p.flow_tables.size(), false);
     for (;;) {
         size_t n = 0;
-        for (size_t i = 0; i < p.tcp_tables.size(); i++) {
+        for (size_t i = 0; i < p.flow_tables.size(); i++) {
             if (!ready[i])
                 ready[i] =
-                    p.tcp_tables[i]->ready(p.workers[i]->done.load(std::memory_order_acquire));
+                    p.flow_tables[i]->tcp_ready(p.workers[i]->done.load(std::memory_order_acquire));
             n += ready[i];
         }
         if (n == ready.size()) break;
@@ -667,7 +668,7 @@ Status Pipeline::with_tcp_tables(
             std::string late;
             for (size_t i = 0; i < ready.size(); i++) {
                 if (ready[i])
-                    p.tcp_tables[i]->release();
+                    p.flow_tables[i]->tcp_release();
                 else
                     late += (late.empty() ? "" : ", ") + std::to_string(i);
             }
@@ -678,9 +679,10 @@ Status Pipeline::with_tcp_tables(
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
     std::vector<packet::TableView> views;
-    for (auto& t : p.tcp_tables) views.push_back(t->view());
+    for (size_t i = 0; i < p.flow_tables.size(); i++)
+        views.push_back(p.flow_tables[i]->tcp_view(unsigned(i)));
     fn(views);
-    for (auto& t : p.tcp_tables) t->release();
+    for (auto& t : p.flow_tables) t->tcp_release();
     return Status::success();
 }
 

@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "dataplane/flow_table.hh"
-#include "dataplane/tcp_table.hh"
+#include "packet/headers.hh"
 
 namespace linecap::dataplane {
 namespace {
@@ -161,13 +161,26 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
 
     // The flow table: past a flow's cutoff, or a duplicate. Before -c, so
-    // cut and duplicate packets take nothing from its budget.
+    // cut and duplicate packets take nothing from its budget. Each packet's
+    // slot and time are kept for the TCP diagnosis, which sees only what the
+    // capture keeps (after -c too).
+    FlowPacket fl[kBurstSize];
+    uint32_t slot_of[kBurstSize];
+    uint64_t ts_of[kBurstSize];
     if (ctx.flows && kept > 0) {
         FlowTable& ft = *ctx.flows;
-        FlowPacket fl[kBurstSize];
         const uint16_t lt = q.source->linktype();
+        // --tcp-flows alone: the table serves only the diagnosis, so a packet
+        // without a TCP header skips it (Ethernet frames after the walker's
+        // two-load prefilter). Rules' own cutoffs bring every packet back.
+        const bool tcp_only = ft.config().tcp_only && !per_rule;
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i]) continue;
+            if (tcp_only && lt == 1 && !packet::ethernet_may_carry_tcp(fp[i].data, fp[i].caplen)) {
+                fl[i].ok = false;
+                fl[i].tcp = 0;
+                continue;
+            }
             parse_flow(lt, fp[i].data, fp[i].caplen, fl[i]);
             ft.prefetch(fl[i]);
         }
@@ -178,7 +191,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
             if (verdict[i]) ft.prefetch_slot(fl[i]);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
         for (uint16_t i = 0; i < n; i++) {
-            if (!verdict[i]) continue;
+            if (!verdict[i] || (tcp_only && !fl[i].tcp)) continue;
             const rte_mbuf* m = pkts[i];
             uint64_t ts = now_ns;
             if (m->ol_flags & ctx.fields.ts_flag) {
@@ -195,6 +208,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 verdict[i] = 0;
                 kept--;
             }
+            slot_of[i] = ft.last_slot();
+            ts_of[i] = ts;
         }
     }
 
@@ -211,7 +226,16 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
     add(ctx.stats.accepted, kept);
     add(q.stats->accepted, kept);
-    if (ctx.tcp && kept) ctx.tcp->feed_burst(ctx, q, pkts, verdict, n, burst_ns);
+    if (ctx.flows && kept && ctx.flows->tcp_on()) {
+        FlowTable& ft = *ctx.flows;
+        ft.tcp_offered(kept);
+        // Frames are numbered by the queue's receive count.
+        const uint64_t frame0 = q.stats->rx_packets.load(std::memory_order_relaxed) - n;
+        for (uint16_t i = 0; i < n; i++)
+            if (verdict[i] && fl[i].tcp)
+                ft.tcp_packet(slot_of[i], fl[i], fp[i].data, fp[i].caplen, ts_of[i],
+                              packet::FrameRef{q.if_id, uint32_t(frame0 + i + 1)});
+    }
 
     uint32_t encoded = 0;
     for (uint16_t i = 0; i < n; i++) {
@@ -244,7 +268,6 @@ int worker_main(void* arg) {
     bool busy = false;  // the previous turn received packets
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
-        if (ctx.tcp) ctx.tcp->serve();
         if (ctx.flows) ctx.flows->serve();
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         // One TSC read per loop turn (rdtsc costs 20-30 ns in a VM): it

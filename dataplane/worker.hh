@@ -28,8 +28,7 @@
 
 namespace linecap::dataplane {
 
-class TcpFlowTable;  // dataplane/tcp_table.hh
-class FlowTable;     // dataplane/flow_table.hh
+class FlowTable;  // dataplane/flow_table.hh
 
 inline constexpr uint16_t kBurstSize = 32;
 
@@ -100,11 +99,11 @@ struct WorkerContext {
     CountLimit* limit = nullptr;
     const std::atomic<bool>* stop = nullptr;
     bool rx_only = false;
-    bool lossless = false;        // only finite file sources: wait for the writer, never drop
-    unsigned idle_sleep_us = 0;   // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
-    TcpFlowTable* tcp = nullptr;  // live TCP table fed with accepted packets; null: off
+    bool lossless = false;       // only finite file sources: wait for the writer, never drop
+    unsigned idle_sleep_us = 0;  // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
     /* Flow cutoff and dedup (flow_table.hh), after the rule set and before
-     * -c; its counters hold what it cut. Null: off. */
+     * -c; its counters hold what it cut. With --tcp-flows it also holds the
+     * live TCP diagnosis, fed with the packets kept after -c. Null: off. */
     FlowTable* flows = nullptr;
 
     WorkerStats stats;
