@@ -392,6 +392,11 @@ class BadInput(CapdTestCase):
             (["--retain-age", "1h"], "needs -C or -G"),
             (["--retain-free", "10%"], "needs -C or -G"),
             (["--align"], "--align needs -G"),
+            # A preallocated ring holds its space; -W bounds it.
+            (["--retain-free", "10%", "-C", "1", "-W", "3", "--preallocate"],
+             "--retain-free does not take --preallocate"),
+            (["--retain-age", "1h", "-C", "1", "-W", "3", "--preallocate"],
+             "--retain-age does not take --preallocate"),
         ]
         for args, words in cases:
             with self.subTest(args=args):
