@@ -477,8 +477,11 @@ Status FileSet::open_next(time_t now, Open why) {
                 if (c == n) return true;
             return false;
         };
-        std::string base = final_name_;
-        for (uint64_t k = seq_; used(final_name_); k++) final_name_ = base + std::to_string(k);
+        // The number goes before --compress's suffix, as -C's counter does
+        // (NAME1.zst), so the file keeps its codec's name.
+        std::string base = final_name_.substr(0, final_name_.size() - opts_.suffix.size());
+        for (uint64_t k = seq_; used(final_name_); k++)
+            final_name_ = base + std::to_string(k) + opts_.suffix;
     }
     hidden_name_ = hidden_name_for(final_name_);
     std::string leaf;
