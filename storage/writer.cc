@@ -290,13 +290,25 @@ bool Writer::flush_stage(bool tail) {
     if (n == 0) return true;
     if (tail) std::memset(stage_ + staged_, 0, n - staged_);
     size_t done = 0;
+    size_t piece = n;  // smaller once a nearly full disk refuses a write
     while (done < n) {
+        size_t len = std::min(piece, n - done);
         ssize_t w =
-            ::pwrite(files_.fd(), stage_ + done, n - done, static_cast<off_t>(disk_bytes_ + done));
+            ::pwrite(files_.fd(), stage_ + done, len, static_cast<off_t>(disk_bytes_ + done));
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && files_.wait_removals()) continue;
+        if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && len > kDirectAlign) {
+            // ext4 refuses an O_DIRECT write whole when its blocks do not
+            // all fit: halve it (whole 4 KiB blocks) until the disk takes
+            // what it still holds, so the file keeps every write that fits
+            // instead of losing up to the whole staging buffer.
+            piece = std::max(kDirectAlign, (len / 2) & ~(kDirectAlign - 1));
+            continue;
+        }
         if (w <= 0) {
-            direct_failure(w < 0 ? errno : ENOSPC);
+            int err = w < 0 ? errno : ENOSPC;
+            if (done > 0) release(std::min<uint64_t>(disk_bytes_ + done, file_bytes_));
+            direct_failure(err);
             return false;
         }
         done += static_cast<size_t>(w);
