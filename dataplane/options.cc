@@ -574,6 +574,13 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                               " needs -C or -G: without rotation there is one file, the one "
                               "being written, which retention never deletes");
         if (o.align && o.rotate_seconds == 0) return make_error("--align needs -G");
+        // A preallocated ring holds its -C x -W bytes from the start and is
+        // bounded by -W; deleting its files would give back space the ring
+        // claimed to hold, and the next pass would allocate it anew.
+        if (o.preallocate && (o.retain_free.on() || o.retain_age_s))
+            return make_error(std::string(o.retain_free.on() ? "--retain-free" : "--retain-age") +
+                              " does not take --preallocate: the ring holds its -C x -W bytes "
+                              "from the start; bound it with -W");
     }
     if (app.count("-c") && o.count == 0) return make_error("-c: count must be positive");
     if (o.duration < 0 || (app.count("--duration") && o.duration == 0))

@@ -313,9 +313,14 @@ Status Pipeline::Impl::make_rings() {
 
 Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& ifaces) {
     const Options& o = opts;
+    // --writers N: one free-space floor for the capture (storage/retention.hh).
+    std::shared_ptr<storage::RetentionGroup> retention;
+    if (o.writers > 1 && o.retain_free.on())
+        retention = std::make_shared<storage::RetentionGroup>(o.writers);
     for (unsigned wr = 0; wr < o.writers; wr++) {
         storage::WriterConfig cfg = writer_config(o, wr);
         cfg.ifaces = ifaces;
+        cfg.files.retention_group = retention;
         if (catalog)
             cfg.files.on_file = [pub = catalog.get(), wr](const std::string& name,
                                                           storage::FileSetOptions::FileEvent ev,

@@ -775,18 +775,12 @@ namespace {
  * records) cannot be read a block at a time, so it gets an error saying
  * so. A frame cut short at the end (a file capd was writing when killed)
  * and the records in it are left out, as capd's recovery cuts them. The
- * file is decompressed twice: once for its frames, once for its records. */
-Result<std::string> build_compressed_index(const std::string& path, index::CaptureReader& r,
-                                           bool& sequential) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return make_error(errno, std::strerror(errno));
+ * file is decompressed once, into memory, listing its frames on the way;
+ * the records are then walked there. */
+Result<std::string> build_compressed_index(index::CaptureReader& r, bool& sequential) {
     std::vector<index::FrameExtent> frames;
-    Status listed = index::list_frames(fd, r.codec(), frames);
-    struct stat st {};
-    const bool stat_ok = ::fstat(fd, &st) == 0;
-    ::close(fd);
+    Status listed = r.inflate_listing_frames(frames);
     if (!listed) return listed.failure();
-    if (!stat_ok) return make_error(errno, std::strerror(errno));
     const char* codec = index::codec_name(r.codec());
     const std::string frame = r.codec() == index::Codec::kGzip ? "member" : "frame";
     const std::string why = std::string("; it cannot be read a block at a time, so an index ") +
@@ -842,7 +836,7 @@ Result<std::string> build_compressed_index(const std::string& path, index::Captu
     sequential = r.sequential();
     if (sequential) b.mark_sequential();
     // capture_bytes: the file's size on the disk, as capd writes it.
-    return b.serialize(static_cast<uint64_t>(st.st_size));
+    return b.serialize(info.size);
 }
 
 }  // namespace
@@ -860,7 +854,7 @@ int run_reindex(const std::vector<std::string>& files) {
         uint64_t end = 0;
         bool seq = false;
         const uint64_t size = r->info().size;
-        auto built = r->codec() != index::Codec::kNone ? build_compressed_index(path, *r, seq)
+        auto built = r->codec() != index::Codec::kNone ? build_compressed_index(*r, seq)
                                                        : build_index(*r, size, end, seq, size);
         if (!built) {
             rc = fail(path + ": " + built.error());
