@@ -95,6 +95,9 @@ struct WorkerContext {
     /* Flow cutoff and dedup (flow_table.hh), after the rule set and before
      * -c; its counters hold what it cut. Null: off. */
     FlowTable* flows = nullptr;
+    /* With flows: note what the table leaves out, per flow and chunk, for
+     * the index (storage/chunk.hh CutNote). Off without an index. */
+    bool cut_notes = false;
 
     WorkerStats stats;
     std::atomic<bool> done{false};

@@ -183,6 +183,7 @@ void IndexBuilder::add_cut(uint32_t if_id, const uint8_t* head, uint32_t head_le
                            uint64_t first_ns, uint64_t last_ns, uint64_t cut_packets,
                            uint64_t cut_bytes, uint64_t dup_packets, uint64_t dup_bytes) {
     if (cut_packets == 0 && dup_packets == 0) return;
+    if (format_ != CaptureFormat::kPcapng) if_id = 0;  // a pcap file has one interface
     uint16_t linktype = if_id < linktypes_.size() ? linktypes_[if_id] : 0;
     FlowKey k;
     make_flow_key(linktype, head, head_len, k);

@@ -65,7 +65,7 @@ public:
     /* Packets of one flow that capd left out of this file (its flow cutoff
      * or dedup; see storage/chunk.hh CutNote): `head` is the first
      * head_len bytes of one of them, enough for its flow key, on interface
-     * if_id; the counts and times are of all of them. The flow gets these
+     * if_id (pcapng; a pcap file's one interface otherwise); the counts and times are of all of them. The flow gets these
      * counts (the index's cuts section, version 3); a flow with no record
      * in the file is added with 0 packets. Order-free: one lookup, no
      * block or posting. */
