@@ -1157,7 +1157,7 @@ TEST(Cuts, DamagedSectionsAreRefused) {
     const IndexHeader h = header_of(s);
     const uint64_t at = (h.postings_offset + 4 * h.postings_count + 7) & ~uint64_t(7);
     ASSERT_EQ(at + 3 * sizeof(CutEntry), s.size());
-    {   // a flipped byte: refused by the load (here the cuts share the block
+    {  // a flipped byte: refused by the load (here the cuts share the block
         // table's page) or else by check_cuts
         std::string t = s;
         t[at + 9] ^= 1;
