@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "dataplane/cut_ledger.hh"
 #include "dataplane/flow_table.hh"
 #include "dataplane/tcp_table.hh"
 
@@ -18,24 +19,6 @@ namespace {
  * touched only as far as chained packets reach. */
 constexpr uint32_t kLinearMax = 262144;
 
-/* The cut ledger: what the flow table left out of each flow since the
- * current chunk was taken, one CutNote per flow, written after the chunk's
- * records when it is handed over (storage/chunk.hh). Open addressing on the
- * flow table's hash, kCutProbe slots at most; a flow that finds none, or a
- * chunk without room for one more note, hands the chunk over first. So a
- * chunk carries at most kCutSlots notes (80 KiB), and a flow cut for a long
- * time costs one note per chunk, not one per packet. */
-constexpr uint32_t kCutSlots = 512;
-constexpr uint32_t kCutProbe = 8;
-
-struct CutSlot {
-    FlowPacket::Key key;
-    uint64_t hash;
-    uint32_t if_id;
-    bool used;
-    storage::CutNote note;
-};
-
 struct WorkerState {
     // A constructor, not aggregate initialisation: `linear` stays untouched
     // (8 MiB of address space, pages faulted in only by chained packets).
@@ -44,46 +27,21 @@ struct WorkerState {
     storage::Chunk* chunk = nullptr;
     storage::TsSplit ts_split;
     uint64_t burst_tsc = 0;  // TSC read right after the current burst arrived
-    // The cut ledger (above); cut_reserve: the chunk's bytes its notes need.
-    uint32_t cut_count = 0;
-    uint32_t cut_reserve = 0;
-    uint16_t cut_used[kCutSlots];
-    CutSlot cut_slots[kCutSlots] = {};
+    CutLedger cuts;          // what the flow table left out, for the chunk's notes
     uint8_t linear[kBurstSize][kLinearMax];
 };
-
-/* Chunk bytes that n notes need after the records (8-alignment included). */
-constexpr uint32_t cut_reserve_for(uint32_t n) {
-    return n ? n * uint32_t(sizeof(storage::CutNote)) + 7 : 0;
-}
 
 void add(std::atomic<uint64_t>& c, uint64_t v) {
     // Single writer: a plain load/store pair, no locked instruction.
     c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
 }
 
-/* Writes the ledger's notes after the chunk's records and empties it. The
- * chunk takes no record after this. */
-void seal_notes(WorkerState& st) {
-    if (st.cut_count == 0) return;
-    storage::Chunk* c = st.chunk;  // a note implies the chunk it was kept for
-    storage::CutNote* out = c->notes();
-    for (uint32_t i = 0; i < st.cut_count; i++) {
-        CutSlot& s = st.cut_slots[st.cut_used[i]];
-        out[i] = s.note;
-        s.used = false;
-    }
-    c->cuts = static_cast<uint16_t>(st.cut_count);
-    st.cut_count = 0;
-    st.cut_reserve = 0;
-}
-
 /* Hands the current chunk to the writer. Returns false if the ring was full
  * (the chunk's packets are then counted as lost and the chunk reused). */
 void hand_over(WorkerState& st) {
     storage::Chunk* c = st.chunk;
-    if (!c || (c->packets == 0 && st.cut_count == 0)) return;
-    seal_notes(st);
+    if (!c || (c->packets == 0 && st.cuts.count() == 0)) return;
+    st.cuts.seal(*c);
     WorkerContext& ctx = st.ctx;
     // A file can be read more slowly; a wire cannot wait. Workers that only
     // read finite files wait for the writer instead of dropping.
@@ -119,7 +77,7 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
     uint32_t caplen = m->pkt_len < ctx.snaplen ? m->pkt_len : ctx.snaplen;
     uint32_t need = storage::record_size(ctx.format, caplen);
     storage::Chunk* c = st.chunk;
-    if (unlikely(!c || !c->fits(need + st.cut_reserve))) {
+    if (unlikely(!c || !c->fits(need + st.cuts.reserve()))) {
         hand_over(st);
         if (!st.chunk && !get_chunk(st)) {
             add(ctx.stats.writer_slow, 1);
@@ -127,7 +85,7 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
         }
         c = st.chunk;
     }
-    if (c->packets == 0 && st.cut_count == 0) c->first_tsc = st.burst_tsc;
+    if (c->first_tsc == 0) c->first_tsc = st.burst_tsc;  // its first record or note
     // The record's start, for the writer and the index (see Chunk).
     c->starts()[-1 - int64_t(c->packets)] = c->len;
     uint8_t* dst = c->data() + c->len;
@@ -145,67 +103,24 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
     return 1;
 }
 
-/* A packet the flow table left out (cut or duplicate): added to its flow's
- * note in the ledger. The cut path only: a probe of a few slots, a 48-byte
- * key compare and two adds; a flow's first cut packet in a chunk copies its
- * first 112 bytes. If no chunk can be had, the note is lost (the index then
- * shows less cut than the counters; the same lossy case as writer_slow). */
+/* A packet the flow table left out (cut or duplicate): to its flow's note
+ * (cut_ledger.hh). A flow that needs a new note the chunk has no room or
+ * slot for hands the chunk over first. If no chunk can be had, the packet
+ * is not noted (the index then shows less cut than the counters: the same
+ * lossy case as writer_slow). */
 void note_cut(WorkerState& st, const FlowPacket& p, const uint8_t* frame, uint32_t caplen,
               uint32_t wirelen, uint64_t ts, uint32_t if_id, bool dup) {
-    if (!p.ok) return;
-    constexpr uint32_t mask = kCutSlots - 1;
-    CutSlot* free = nullptr;
-    uint32_t free_at = 0;
-    for (uint32_t k = 0; k < kCutProbe; k++) {
-        const uint32_t at = (uint32_t(p.hash) + k) & mask;
-        CutSlot& s = st.cut_slots[at];
-        if (!s.used) {
-            free = &s;
-            free_at = at;
-            break;
-        }
-        if (s.hash == p.hash && s.if_id == if_id &&
-            std::memcmp(&s.key, &p.key, sizeof(p.key)) == 0) {
-            storage::CutNote& n = s.note;
-            if (ts < n.first_ns) n.first_ns = ts;
-            if (ts > n.last_ns) n.last_ns = ts;
-            if (dup) {
-                n.dup_packets++;
-                n.dup_bytes += wirelen;
-            } else {
-                n.cut_packets++;
-                n.cut_bytes += wirelen;
-            }
-            return;
-        }
-    }
-    // A new note: it needs a slot and room in the chunk.
+    auto room = [](const storage::Chunk* c) {
+        return c ? c->capacity - c->len - storage::kStartBytes * c->packets : 0;
+    };
     storage::Chunk* c = st.chunk;
-    const uint32_t reserve = cut_reserve_for(st.cut_count + 1);
-    if (!free || !c || c->capacity - c->len - storage::kStartBytes * c->packets < reserve) {
+    if (!st.cuts.add(p, frame, caplen, wirelen, ts, if_id, dup, room(c))) {
         hand_over(st);
         if (!st.chunk && !get_chunk(st)) return;
         c = st.chunk;
-        free_at = uint32_t(p.hash) & mask;  // the ledger is empty now
-        free = &st.cut_slots[free_at];
+        (void)st.cuts.add(p, frame, caplen, wirelen, ts, if_id, dup, room(c));
     }
-    if (c->packets == 0 && st.cut_count == 0) c->first_tsc = st.burst_tsc;
-    free->key = p.key;
-    free->hash = p.hash;
-    free->if_id = if_id;
-    free->used = true;
-    storage::CutNote& n = free->note;
-    n.first_ns = n.last_ns = ts;
-    n.cut_packets = dup ? 0 : 1;
-    n.cut_bytes = dup ? 0 : wirelen;
-    n.dup_packets = dup ? 1 : 0;
-    n.dup_bytes = dup ? wirelen : 0;
-    n.if_id = static_cast<uint16_t>(if_id);
-    n.head_len = static_cast<uint16_t>(caplen < sizeof(n.head) ? caplen : sizeof(n.head));
-    n.reserved = 0;
-    std::memcpy(n.head, frame, n.head_len);
-    st.cut_used[st.cut_count++] = static_cast<uint16_t>(free_at);
-    st.cut_reserve = cut_reserve_for(st.cut_count);
+    if (c && c->first_tsc == 0) c->first_tsc = st.burst_tsc;  // its first note
 }
 
 /* Takes up to n packets from the -c budget; returns how many may be kept. */
@@ -377,7 +292,7 @@ int worker_main(void* arg) {
         // Flush a partial chunk after the time bound, so a quiet link still
         // reaches the disk. (first_tsc is a burst's TSC, never after `now`.)
         storage::Chunk* c = st->chunk;
-        if (c && (c->packets || st->cut_count) && now - c->first_tsc > ctx.flush_cycles)
+        if (c && (c->packets || st->cuts.count()) && now - c->first_tsc > ctx.flush_cycles)
             hand_over(*st);
         if (got != 0) {
             idle = 0;
@@ -391,7 +306,7 @@ int worker_main(void* arg) {
 
     // Drain: the writer is still running, so a full ring clears; wait for it
     // (bounded) rather than lose the last chunk.
-    if (st->chunk) seal_notes(*st);
+    if (st->chunk) st->cuts.seal(*st->chunk);
     if (st->chunk && (st->chunk->packets || st->chunk->cuts)) {
         for (int tries = 0; tries < 50000; tries++) {
             if (ctx.out->enqueue(st->chunk)) {
