@@ -559,6 +559,42 @@ class Cuts(IndexTestCase):
         self.assertEqual(len(line), 1, p.stdout)
         self.assertTrue(line[0].endswith(f"; cut {c} packets {b} bytes"), line[0])
 
+    def capq_flows(self):
+        p = subprocess.run([CAPQ, "--flows", "--json", "-r", self.out], capture_output=True,
+                           timeout=capdtest.CAPD_TIMEOUT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, b"")
+        return {self.flow_id(r["proto"], r["sport"]): (r["packets"], r.get("cut_packets", 0),
+                                                        r.get("cut_bytes", 0))
+                for r in json.loads(p.stdout)}
+
+    def test_one_file_and_compressed(self):
+        """The writer's other two paths: one file (no -C), and --compress
+        (index version 3 with the frames table); capq --flows sums them."""
+        import test_flows as tf
+        pkts = self.mixed(11)
+        src = self.path("mix.pcap")
+        tf.to_pcap(src, pkts)
+        want = self.model(pkts, cutoff_bytes=5000)
+        for name, args in [("one file", []),
+                           ("zstd", ["--compress", "zstd", "--compress-block", "64K"])]:
+            with self.subTest(name):
+                for f in os.listdir(self.out):
+                    os.unlink(os.path.join(self.out, f))
+                stats = self.path("stats.json")
+                run = self.capd(["-q", "--nano", "-w", os.path.join(self.out, "c.pcap"),
+                                 "--stats-json", stats, "-i", f"pcap:{src}",
+                                 "--flow-cutoff", "5000"] + args + (["-C", "0.005"] if args else []))
+                self.assertCapdOk(run, quiet=True)
+                names = self.captures()
+                self.assertGreater(len(names), 1 if args else 0)
+                for n in names:
+                    h, _, _ = read_index(index_path(os.path.join(self.out, n)))
+                    self.assertIn(h["version"], (3, 2) if args else (3,))
+                    self.assertEqual(h["codec"] != 0, bool(args))
+                    read_flows(index_path(os.path.join(self.out, n)))
+                self.assertEqual(self.capq_flows(), want)
+
     def test_two_workers(self):
         """Each source file on its own worker, one writer: the notes of both
         reach the same files' indexes."""
