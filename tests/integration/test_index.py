@@ -582,9 +582,10 @@ class Cuts(IndexTestCase):
                 for f in os.listdir(self.out):
                     os.unlink(os.path.join(self.out, f))
                 stats = self.path("stats.json")
+                rotate = ["-C", "0.005"] if args else []
                 run = self.capd(["-q", "--nano", "-w", os.path.join(self.out, "c.pcap"),
                                  "--stats-json", stats, "-i", f"pcap:{src}",
-                                 "--flow-cutoff", "5000"] + args + (["-C", "0.005"] if args else []))
+                                 "--flow-cutoff", "5000"] + args + rotate)
                 self.assertCapdOk(run, quiet=True)
                 names = self.captures()
                 self.assertGreater(len(names), 1 if args else 0)
