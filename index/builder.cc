@@ -182,13 +182,14 @@ void IndexBuilder::add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint
 void IndexBuilder::add_cut(uint32_t if_id, const uint8_t* head, uint32_t head_len,
                            uint64_t first_ns, uint64_t last_ns, uint64_t cut_packets,
                            uint64_t cut_bytes, uint64_t dup_packets, uint64_t dup_bytes) {
-    if (cut_packets == 0 && dup_packets == 0) return;
-    if (format_ != CaptureFormat::kPcapng) if_id = 0;  // a pcap file has one interface
-    uint16_t linktype = if_id < linktypes_.size() ? linktypes_[if_id] : 0;
-    FlowKey k;
-    make_flow_key(linktype, head, head_len, k);
+    const Cut c{head,        head_len,  if_id,       first_ns, last_ns,
+                cut_packets, cut_bytes, dup_packets, dup_bytes};
+    add_cuts(&c, 1);
+}
+
+void IndexBuilder::count_cut(const FlowKey& k, uint64_t hash, const Cut& in) {
     const size_t had = flows_.size();
-    const uint32_t fi = find_or_insert(k, hash_flow_key(k), first_ns);
+    const uint32_t fi = find_or_insert(k, hash, in.first_ns);
     if (flows_.size() != had) {
         // New: its times are those of its records, none yet.
         flows_[fi].first_ns = kNoTime;
@@ -197,12 +198,44 @@ void IndexBuilder::add_cut(uint32_t if_id, const uint8_t* head, uint32_t head_le
     if (cuts_.size() <= fi) cuts_.resize(flows_.size(), CutCounts{kNoTime, 0, 0, 0, 0, 0});
     CutCounts& c = cuts_[fi];
     if (c.cut_packets == 0 && c.dup_packets == 0) cut_flows_++;
-    c.first_ns = std::min(c.first_ns, first_ns);
-    c.last_ns = std::max(c.last_ns, last_ns);
-    c.cut_packets += cut_packets;
-    c.cut_bytes += cut_bytes;
-    c.dup_packets += dup_packets;
-    c.dup_bytes += dup_bytes;
+    c.first_ns = std::min(c.first_ns, in.first_ns);
+    c.last_ns = std::max(c.last_ns, in.last_ns);
+    c.cut_packets += in.cut_packets;
+    c.cut_bytes += in.cut_bytes;
+    c.dup_packets += in.dup_packets;
+    c.dup_bytes += in.dup_bytes;
+}
+
+void IndexBuilder::add_cuts(const Cut* cuts, size_t n) {
+    constexpr size_t kCutBatch = 64;
+    FlowKey keys[kCutBatch];
+    uint64_t hash[kCutBatch];
+    for (size_t at = 0; at < n; at += kCutBatch) {
+        const size_t m = std::min(kCutBatch, n - at);
+        const Cut* c = cuts + at;
+        for (size_t i = 0; i < m; i++) {
+            // A pcap file has one interface.
+            const uint32_t itf = format_ == CaptureFormat::kPcapng ? c[i].if_id : 0;
+            const uint16_t lt = itf < linktypes_.size() ? linktypes_[itf] : 0;
+            make_flow_key(lt, c[i].head, c[i].head_len, keys[i]);
+        }
+        for (size_t i = 0; i < m; i++) {
+            hash[i] = hash_flow_key(keys[i]);
+            __builtin_prefetch(&table_[hash[i] & table_mask_]);
+        }
+        for (size_t i = 0; i < m; i++) {
+            // The flow the slot names and its counts, if it is the one (a
+            // guess; count_cut looks it up properly).
+            const uint64_t e = table_[hash[i] & table_mask_];
+            if (e != 0 && (e >> 32) == (hash[i] >> 32)) {
+                const uint32_t fi = static_cast<uint32_t>(e) - 1;
+                __builtin_prefetch(&flows_[fi]);
+                if (fi < cuts_.size()) __builtin_prefetch(&cuts_[fi]);
+            }
+        }
+        for (size_t i = 0; i < m; i++)
+            if (c[i].cut_packets != 0 || c[i].dup_packets != 0) count_cut(keys[i], hash[i], c[i]);
+    }
 }
 
 struct IndexBuilder::Pending {

@@ -486,9 +486,16 @@ void Writer::index_records(const Chunk* c, uint32_t first, uint32_t count, uint3
 void Writer::index_cuts(const Chunk* c) {
     if (c->cuts == 0 || !files_.is_open()) return;
     const CutNote* n = c->notes();
-    for (uint32_t i = 0; i < c->cuts; i++)
-        builder_->add_cut(n[i].if_id, n[i].head, n[i].head_len, n[i].first_ns, n[i].last_ns,
-                          n[i].cut_packets, n[i].cut_bytes, n[i].dup_packets, n[i].dup_bytes);
+    index::IndexBuilder::Cut in[64];
+    for (uint32_t at = 0; at < c->cuts; at += 64) {
+        const uint32_t m = std::min<uint32_t>(64, c->cuts - at);
+        for (uint32_t i = 0; i < m; i++) {
+            const CutNote& x = n[at + i];
+            in[i] = {x.head,        x.head_len,  x.if_id,       x.first_ns, x.last_ns,
+                     x.cut_packets, x.cut_bytes, x.dup_packets, x.dup_bytes};
+        }
+        builder_->add_cuts(in, m);
+    }
 }
 
 /* The index of the file about to be closed: its records, up to its size

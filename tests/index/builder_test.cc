@@ -1087,6 +1087,46 @@ TEST(Cuts, RoundTrip) {
     EXPECT_EQ(ix.header().packets, 600u);
 }
 
+TEST(Cuts, BatchEqualsOneByOne) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 300, 20);
+    const auto* p = reinterpret_cast<const uint8_t*>(c.bytes.data());
+    uint16_t lt[1] = {1};
+    IndexBuilder a(4096), b(4096);
+    a.begin(to_index(c.fmt), lt, c.start);
+    b.begin(to_index(c.fmt), lt, c.start);
+    a.add_records(p, c.bytes.size(), c.start);
+    b.add_records(p, c.bytes.size(), c.start);
+    // 200 notes over 150 flows (some with records, some repeated, some
+    // empty), more than one batch.
+    std::vector<std::vector<uint8_t>> frames;
+    std::vector<IndexBuilder::Cut> cuts;
+    for (uint32_t i = 0; i < 200; i++) frames.push_back(udp_frame(i % 150, 60 + i));
+    for (uint32_t i = 0; i < 200; i++)
+        cuts.push_back({frames[i].data(), 64, 0, 1000 + i, 2000 + i, i % 7, (i % 7) * 100u,
+                        i % 3 == 0 ? 1u : 0u, i % 3 == 0 ? 90u : 0u});
+    for (const auto& x : cuts)
+        a.add_cut(x.if_id, x.head, x.head_len, x.first_ns, x.last_ns, x.cut_packets, x.cut_bytes,
+                  x.dup_packets, x.dup_bytes);
+    b.add_cuts(cuts.data(), cuts.size());
+    const std::string sa = a.serialize(c.start + c.bytes.size());
+    EXPECT_TRUE(sa == b.serialize(c.start + c.bytes.size()));
+    auto r = Index::from_bytes(sa, c.start + c.bytes.size());
+    ASSERT_TRUE(r.ok()) << r.error();
+    ASSERT_TRUE(r->check_cuts().ok());
+    uint64_t cut = 0, dup = 0;
+    for (const CutEntry& e : r->cuts()) {
+        cut += e.cut_packets;
+        dup += e.dup_packets;
+    }
+    uint64_t want_cut = 0, want_dup = 0;
+    for (const auto& x : cuts) {
+        want_cut += x.cut_packets;
+        want_dup += x.dup_packets;
+    }
+    EXPECT_EQ(cut, want_cut);
+    EXPECT_EQ(dup, want_dup);
+}
+
 TEST(Cuts, NothingCutIsVersion1ByteForByte) {
     Capture c = make_capture(storage::Format::kPcapMicro, 300, 20);
     IndexBuilder a(4096), b(4096);
