@@ -259,6 +259,7 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
             if (!t)
                 return make_error("--flow-table: worker " + std::to_string(w) + ": " + t.error());
             ctx->flows = t->get();
+            ctx->cut_notes = !o.no_index && o.write_path != "-";
             flow_tables.push_back(std::move(*t));
         }
         workers.push_back(std::move(ctx));

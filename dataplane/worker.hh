@@ -105,6 +105,9 @@ struct WorkerContext {
      * -c; its counters hold what it cut. With --tcp-flows it also holds the
      * live TCP diagnosis, fed with the packets kept after -c. Null: off. */
     FlowTable* flows = nullptr;
+    /* With flows: note what the table leaves out, per flow and chunk, for
+     * the index (storage/chunk.hh CutNote). Off without an index. */
+    bool cut_notes = false;
 
     WorkerStats stats;
     std::atomic<bool> done{false};

@@ -177,7 +177,16 @@ Status Index::validate(uint64_t capture_size) {
         !s)
         return s;
     uint64_t postings_end = h->postings_offset + h->postings_count * sizeof(uint32_t);
-    // Only padding to 8 may follow the postings.
+    // Version 3: the cuts, right after the postings (padded to 8).
+    if (h->version < 3 && h->cut_count != 0) return bad("index cuts below version 3");
+    if (h->version >= 3 && h->cut_count == 0) return bad("version 3 index without cuts");
+    const uint64_t cuts_offset = (postings_end + 7) & ~uint64_t(7);
+    if (h->cut_count != 0) {
+        if (auto s = section(cuts_offset, h->cut_count, sizeof(CutEntry), postings_end, "cuts"); !s)
+            return s;
+        postings_end = cuts_offset + uint64_t(h->cut_count) * sizeof(CutEntry);
+    }
+    // Only padding to 8 may follow the postings (or the cuts).
     if (size - postings_end >= 8) return bad("index has trailing bytes");
 
     header_ = h;
@@ -189,6 +198,8 @@ Status Index::validate(uint64_t capture_size) {
                static_cast<size_t>(ip_flows)};
     postings_ = {reinterpret_cast<const uint32_t*>(base + h->postings_offset),
                  static_cast<size_t>(h->postings_count)};
+    if (h->cut_count != 0)
+        cuts_ = {reinterpret_cast<const CutEntry*>(base + cuts_offset), h->cut_count};
     if (compressed)
         stored_ = {
             reinterpret_cast<const StoredBlock*>(base + h->blocks_offset + blocks_.size_bytes()),
@@ -293,6 +304,25 @@ Status Index::check_postings(size_t flow) const {
         prev = b;
     }
     return Status();
+}
+
+Status Index::check_cuts() const {
+    if (cuts_.empty()) return Status();
+    const auto off = static_cast<uint64_t>(reinterpret_cast<const uint8_t*>(cuts_.data()) - base_);
+    if (auto s = check_bytes(off, cuts_.size_bytes()); !s) return s;
+    for (size_t i = 0; i < cuts_.size(); i++) {
+        const CutEntry& c = cuts_[i];
+        if (c.flow >= flows_.size()) return bad("index cut names no flow");
+        if (i != 0 && c.flow <= cuts_[i - 1].flow) return bad("index cuts not ascending");
+        if (c.reserved != 0) return bad("index cut entry with reserved bits");
+    }
+    return Status();
+}
+
+const CutEntry* Index::cut_of(size_t flow) const {
+    auto it = std::lower_bound(cuts_.begin(), cuts_.end(), flow,
+                               [](const CutEntry& c, size_t f) { return c.flow < f; });
+    return it != cuts_.end() && it->flow == flow ? &*it : nullptr;
 }
 
 Status Index::check_by_dst(size_t first, size_t count) const {

@@ -7,7 +7,7 @@
  * that is itself hidden (".NAME.partial", the file being written) has
  * DIR/B.idx: the live index (below).
  *
- * Format version 2, little-endian throughout, every section 8-byte aligned:
+ * Format version 3, little-endian throughout, every section 8-byte aligned:
  *
  *   IndexHeader                 160 bytes
  *   uint32_t page_crcs[page_count]  crc32c of each 64 KiB page of the body
@@ -21,6 +21,10 @@
  *                               the IP flows' numbers, sorted by (dst, number)
  *   uint32_t postings[]         per flow, its blocks (ascending block numbers),
  *                               at FlowEntry::postings, postings_count of them
+ *   CutEntry cuts[cut_count]    40 bytes each, version 3 only: the packets the
+ *                               flow cutoff and dedup kept out of the file,
+ *                               per flow number, ascending; at
+ *                               align8(postings_offset + 4 x postings_count)
  *
  * Version 2 adds `codec` to the header (the reserved word of version 1)
  * and, for a compressed capture file (capd --compress; index/codec.hh),
@@ -32,6 +36,18 @@
  * compressed file's size on the disk, as for the staleness check. An
  * uncompressed capture's index is written as version 1, byte for byte
  * what version 1 was, so older readers read it; readers read both.
+ *
+ * Version 3 adds the cuts section (capd --flow-cutoff, --flow-packets,
+ * --dedup, a rule's cutoff): for each flow of the file some of whose
+ * packets capd left out while this file was being written, how many and
+ * their wire bytes, cut and duplicate apart. Its entries are the flows
+ * with such packets only, so the header's cut_count (the reserved word of
+ * versions 1 and 2, zero there) may be 0 only below version 3: a file
+ * with nothing left out is written as version 1 or 2, byte for byte as
+ * before. A flow may have nothing but cut packets in a file (a long flow
+ * past its cutoff when the file was opened): its FlowEntry then has 0
+ * packets, 0 bytes, no blocks, and first_ns/last_ns those of its cut
+ * packets; capq --flows lists it so, with what was cut.
  *
  * A block is a run of whole records of about `block_target` bytes (the
  * last one of a file may be shorter); blocks cover the records from
@@ -75,7 +91,7 @@
 namespace linecap::index {
 
 inline constexpr char kIndexMagic[8] = {'L', 'C', 'A', 'P', 'I', 'D', 'X', '\n'};
-inline constexpr uint32_t kIndexVersion = 2;
+inline constexpr uint32_t kIndexVersion = 3;
 
 enum : uint32_t {
     kIndexLive = 1 << 0,          // the file is still being written; no flows
@@ -114,7 +130,7 @@ struct IndexHeader {
     uint32_t pages_crc;       // crc32c of page_crcs[]
     uint32_t header_crc;      // of this header with header_crc = 0
     uint32_t codec;           // version 2: index/codec.hh Codec (0: not compressed)
-    uint32_t reserved;        // zero
+    uint32_t cut_count;       // version 3: CutEntry entries (> 0); zero before
 };
 static_assert(sizeof(IndexHeader) == 160);
 inline constexpr uint32_t kIndexPageShift = 16;
@@ -147,6 +163,18 @@ struct FlowEntry {
     uint32_t postings_count;  // blocks holding the flow
 };
 static_assert(sizeof(FlowEntry) == 104);
+
+/* Version 3: what capd left out of the file of one flow (flow number in
+ * this file's order). Counts are of packets, bytes of wire lengths. */
+struct CutEntry {
+    uint32_t flow;
+    uint32_t reserved;     // zero
+    uint64_t cut_packets;  // past the flow's cutoff
+    uint64_t cut_bytes;
+    uint64_t dup_packets;  // duplicates (--dedup)
+    uint64_t dup_bytes;
+};
+static_assert(sizeof(CutEntry) == 40);
 
 /* An index in memory: read from a file (mapped) or built by IndexBuilder.
  *
@@ -192,6 +220,14 @@ public:
     /* Block numbers holding flow i, ascending; unverified until
      * check_postings(i). */
     std::span<const uint32_t> blocks_of(size_t flow) const;
+    /* Version 3: the flows with packets left out, by ascending flow number
+     * (empty below version 3); unverified until check_cuts(). */
+    std::span<const CutEntry> cuts() const { return cuts_; }
+    /* Verifies the cuts section: its pages, flow numbers ascending and below
+     * flow_count, reserved words zero. */
+    Status check_cuts() const;
+    /* After check_cuts(): flow's entry, or nullptr. A binary search. */
+    const CutEntry* cut_of(size_t flow) const;
     /* The count of leading flows that are not kIp (flows_[non_ip_flows()..]
      * are the IP flows, by source address). */
     size_t non_ip_flows() const { return header_->non_ip_flows; }
@@ -244,6 +280,7 @@ private:
     std::span<const FlowEntry> flows_;
     std::span<const uint32_t> by_dst_;
     std::span<const uint32_t> postings_;
+    std::span<const CutEntry> cuts_;
     std::span<const uint32_t> page_crcs_;
     // Per page: 0 not verified yet, 1 good, 2 damaged.
     mutable std::vector<uint8_t> page_state_;

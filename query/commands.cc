@@ -703,6 +703,14 @@ int run_flows(const QueryOptions& o) {
             c.status = s;
             return;
         }
+        // The cut counts are listed too: a damaged section, like any
+        // damaged page, means the file is read instead.
+        if (Status s = f.index.check_cuts(); !s) {
+            if (Status r = Store::rescan(f, c.warning, s.error()); !r) {
+                c.status = r;
+                return;
+            }
+        }
         std::string damaged;
         auto m = matching_flows(f, progs, o, damaged);
         if (m && !damaged.empty()) {
@@ -725,6 +733,8 @@ int run_flows(const QueryOptions& o) {
     struct Agg {
         index::FlowKey key;
         uint64_t first_ns, last_ns, packets, bytes;
+        // Left out by capd's flow cutoff and dedup (index version 3).
+        uint64_t cut_packets = 0, cut_bytes = 0, dup_packets = 0, dup_bytes = 0;
     };
     std::map<std::string, Agg> by_key;
     for (size_t n = 0; n < chosen.size(); n++) {
@@ -742,6 +752,12 @@ int run_flows(const QueryOptions& o) {
                 it->second.packets += fe.packets;
                 it->second.bytes += fe.wire_bytes;
             }
+            if (const index::CutEntry* c = f.index.cut_of(i)) {
+                it->second.cut_packets += c->cut_packets;
+                it->second.cut_bytes += c->cut_bytes;
+                it->second.dup_packets += c->dup_packets;
+                it->second.dup_bytes += c->dup_bytes;
+            }
         }
     }
     std::vector<Agg> rows;
@@ -751,17 +767,36 @@ int run_flows(const QueryOptions& o) {
     if (o.json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& a : rows) {
-            arr.push_back(flow_json(a.key, a.first_ns, a.last_ns, a.packets, a.bytes));
+            nlohmann::json j = flow_json(a.key, a.first_ns, a.last_ns, a.packets, a.bytes);
+            if (a.cut_packets) {
+                j["cut_packets"] = a.cut_packets;
+                j["cut_bytes"] = a.cut_bytes;
+            }
+            if (a.dup_packets) {
+                j["duplicate_packets"] = a.dup_packets;
+                j["duplicate_bytes"] = a.dup_bytes;
+            }
+            arr.push_back(std::move(j));
         }
         std::printf("%s\n", arr.dump(2).c_str());
         return 0;
     }
     std::printf("%-30s  %-30s  %10s  %14s  %s\n", "FIRST", "LAST", "PACKETS", "BYTES",
                 "FLOW (both directions)");
-    for (const auto& a : rows)
-        std::printf("%-30s  %-30s  %10llu  %14llu  %s\n", format_time(int64_t(a.first_ns)).c_str(),
+    for (const auto& a : rows) {
+        // What capd left out, after the flow, only when it left something.
+        std::string left;
+        if (a.cut_packets)
+            left += "; cut " + std::to_string(a.cut_packets) + " packets " +
+                    std::to_string(a.cut_bytes) + " bytes";
+        if (a.dup_packets)
+            left += "; duplicates " + std::to_string(a.dup_packets) + " packets " +
+                    std::to_string(a.dup_bytes) + " bytes";
+        std::printf("%-30s  %-30s  %10llu  %14llu  %s%s\n",
+                    format_time(int64_t(a.first_ns)).c_str(),
                     format_time(int64_t(a.last_ns)).c_str(), (unsigned long long)a.packets,
-                    (unsigned long long)a.bytes, index::describe_flow(a.key).c_str());
+                    (unsigned long long)a.bytes, index::describe_flow(a.key).c_str(), left.c_str());
+    }
     return 0;
 }
 

@@ -513,6 +513,25 @@ void Writer::index_records(const Chunk* c, uint32_t first, uint32_t count, uint3
     builder_->add_chunk(c->data(), c->starts() - 1 - first, -1, count, end, offset);
 }
 
+/* The chunk's cut notes (storage/chunk.hh), after its records went: to the
+ * index of the file open now, the one its last record went to. One flow
+ * lookup per note; nothing per record. Without an open file (a write
+ * failure) they are not counted anywhere but capd's flow counters. */
+void Writer::index_cuts(const Chunk* c) {
+    if (c->cuts == 0 || !files_.is_open()) return;
+    const CutNote* n = c->notes();
+    index::IndexBuilder::Cut in[64];
+    for (uint32_t at = 0; at < c->cuts; at += 64) {
+        const uint32_t m = std::min<uint32_t>(64, c->cuts - at);
+        for (uint32_t i = 0; i < m; i++) {
+            const CutNote& x = n[at + i];
+            in[i] = {x.head,        x.head_len,  x.if_id,       x.first_ns, x.last_ns,
+                     x.cut_packets, x.cut_bytes, x.dup_packets, x.dup_bytes};
+        }
+        builder_->add_cuts(in, m);
+    }
+}
+
 /* The index of the file about to be closed: its records, up to its size
  * (a pcapng file's closing statistics blocks included). */
 void Writer::write_index() {
@@ -671,9 +690,15 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
         for (unsigned i = 0; i < n; i++) pk += chunks[i]->packets;
         stats_.paused_drops.fetch_add(pk, std::memory_order_relaxed);
     } else if (comp_) {
-        for (unsigned i = 0; i < n; i++) compress_chunk(chunks[i]);
+        for (unsigned i = 0; i < n; i++) {
+            compress_chunk(chunks[i]);
+            if (builder_) index_cuts(chunks[i]);
+        }
     } else if (cfg_.files.rotate_bytes > 0) {
-        for (unsigned i = 0; i < n; i++) write_split(chunks[i]);
+        for (unsigned i = 0; i < n; i++) {
+            write_split(chunks[i]);
+            if (builder_) index_cuts(chunks[i]);
+        }
     } else {
         struct iovec iov[kDequeueBurst];
         size_t total = 0;
@@ -685,11 +710,12 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
             pk += chunks[i]->packets;
         }
         bool have_file = ensure_file();
-        if (have_file && write_bytes(iov, static_cast<int>(n), total)) {
+        if (have_file && (total == 0 || write_bytes(iov, static_cast<int>(n), total))) {
             if (builder_) {
                 uint64_t at = file_bytes_ - total;
                 for (unsigned i = 0; i < n; i++) {
                     index_records(chunks[i], 0, chunks[i]->packets, chunks[i]->len, at);
+                    index_cuts(chunks[i]);
                     at += chunks[i]->len;
                 }
             }

@@ -401,7 +401,7 @@ class BadInput(CapqCase):
     def test_newer_version_index(self):
         with open(self.idx, "r+b") as f:
             f.seek(8)
-            f.write(struct.pack("<I", 3))
+            f.write(struct.pack("<I", 4))
         self.assertOneWarning("", "newer")
 
     def test_stale_index_of_a_file_cut_since(self):
