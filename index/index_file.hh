@@ -33,6 +33,42 @@
  * uncompressed capture's index is written as version 1, byte for byte
  * what version 1 was, so older readers read it; readers read both.
  *
+ * Version 4 (written by default since; readers read 1, 2 and 4) keeps
+ * every section of version 1 and 2 but the flows, which it stores
+ * compressed in independent groups, with uncompressed fences to find them:
+ *
+ *   IndexHeader                 160 bytes, header_bytes = 208
+ *   IndexHeaderV4Ext            48 bytes (below)
+ *   uint32_t page_crcs[page_count]
+ *   BlockEntry[block_count], StoredBlock[block_count] (codec != 0)
+ *   FlowFence[group_count]      32 bytes each, at fences_offset
+ *   uint8_t dst_fences[dst_fence_count][16]  at dst_fences_offset
+ *   groups                      at flows_offset, groups_bytes long (then
+ *                               zeros to 8): group g holds flows
+ *                               [g * group_flows, (g + 1) * group_flows)
+ *                               of the version 1 order, the FlowEntry
+ *                               bytes shuffled by byte plane (byte j of
+ *                               entry i at j * n + i, n the group's
+ *                               entries) and compressed as one frame of
+ *                               flow_codec (lz4 or zstd, index/codec.hh)
+ *   uint32_t by_dst[flow_count - non_ip_flows]   as version 1
+ *   uint32_t postings[]                          as version 1
+ *
+ * FlowFence g: the source address of the group's first IP flow (zeros
+ * when it has none), and where its frame lies (from flows_offset) with
+ * the crc32c of the frame. dst_fences[k]: the destination address of the
+ * flow by_dst[k * group_flows]. The fences are verified (their pages, and
+ * that they ascend) when first used; a group when first used: its crc,
+ * its frame, and its entries (kind order, sources ascending, the fence's
+ * address, postings in range), then kept decompressed in memory. So a
+ * lookup by source reads the fences (a few KiB) and the one or two groups
+ * that can hold the address; by destination, the dst fences, the by_dst
+ * entries of one fence's stretch and the groups its binary search
+ * probes. Why: sorted flows share address prefixes, IPv4 keys are mostly
+ * zeros, and byte planes turn both into runs, so a group compresses
+ * about 3.5 times; a 104-byte entry was over 90 % of an index of a
+ * many-flow mix.
+ *
  * A block is a run of whole records of about `block_target` bytes (the
  * last one of a file may be shorter); blocks cover the records from
  * `data_start` to `capture_bytes` with no gap. Timestamps within a file are
@@ -75,7 +111,9 @@
 namespace linecap::index {
 
 inline constexpr char kIndexMagic[8] = {'L', 'C', 'A', 'P', 'I', 'D', 'X', '\n'};
-inline constexpr uint32_t kIndexVersion = 2;
+inline constexpr uint32_t kIndexVersion = 4;
+// The version whose flow section is compressed in groups (IndexHeaderV4Ext).
+inline constexpr uint32_t kIndexVersionCompactFlows = 4;
 
 enum : uint32_t {
     kIndexLive = 1 << 0,          // the file is still being written; no flows
@@ -117,6 +155,29 @@ struct IndexHeader {
     uint32_t reserved;        // zero
 };
 static_assert(sizeof(IndexHeader) == 160);
+
+/* Version 4: follows IndexHeader (header_bytes = 208); see above. */
+struct IndexHeaderV4Ext {
+    uint64_t fences_offset;      // FlowFence[group_count]
+    uint64_t dst_fences_offset;  // uint8_t[dst_fence_count][16]
+    uint64_t groups_bytes;       // the frames, from flows_offset
+    uint32_t group_count;        // ceil(flow_count / group_flows)
+    uint32_t group_flows;        // flows per group (64)
+    uint32_t dst_fence_count;    // ceil((flow_count - non_ip_flows) / group_flows)
+    uint32_t flow_codec;         // Codec of the frames: kLz4 or kZstd
+    uint32_t ext_crc;            // crc32c of this struct with ext_crc = 0
+    uint32_t reserved;           // zero
+};
+static_assert(sizeof(IndexHeaderV4Ext) == 48);
+
+struct FlowFence {
+    uint8_t src[16];  // source address of the group's first IP flow
+    uint32_t offset;  // of the frame, from flows_offset
+    uint32_t bytes;   // the frame's size
+    uint32_t crc;     // crc32c of the frame
+    uint32_t reserved;
+};
+static_assert(sizeof(FlowFence) == 32);
 inline constexpr uint32_t kIndexPageShift = 16;
 
 struct BlockEntry {
@@ -157,7 +218,15 @@ static_assert(sizeof(FlowEntry) == 104);
  * mutable bitmap; so an Index is used from one thread at a time, like any
  * non-const object). A check that fails means the file is damaged: capq
  * then reads the capture instead. The checks cost one crc32c of each page
- * the first time (about 10 us per 64 KiB) and a pass over the entries. */
+ * the first time (about 10 us per 64 KiB) and a pass over the entries.
+ *
+ * Version 4 (compressed flow groups): flows() spans a buffer of
+ * flow_count entries (anonymous memory, reserved at load, filled as
+ * used); check_flows() decompresses and verifies the groups holding the
+ * entries asked for, once each, into that buffer, so flows()[i] is read
+ * after check_flows() covered i, as for the other versions. Memory: what
+ * the groups used take decompressed (104 bytes a flow). Copies of an
+ * Index share the buffer: use them from one thread at a time too. */
 class Index {
 public:
     Index() = default;
@@ -223,7 +292,13 @@ public:
     std::span<const uint8_t> bytes() const;
 
 private:
+    struct CompactFlows;  // version 4: the decompressed groups and their state
+
     Status validate(uint64_t capture_size);
+    Status validate_compact(uint64_t after, uint64_t& flows_end);
+    Status check_fences() const;
+    Status load_group(size_t group) const;
+    void flows_with_address_compact(const uint8_t addr[16], std::vector<uint32_t>& out) const;
     Status check_bytes(uint64_t offset, uint64_t len) const;
     bool page_ok(size_t page) const;
 
@@ -239,6 +314,11 @@ private:
     std::span<const uint32_t> page_crcs_;
     // Per page: 0 not verified yet, 1 good, 2 damaged.
     mutable std::vector<uint8_t> page_state_;
+    // Version 4 only.
+    const IndexHeaderV4Ext* ext_ = nullptr;
+    std::span<const FlowFence> fences_;
+    const uint8_t* dst_fences_ = nullptr;
+    std::shared_ptr<CompactFlows> compact_;
 };
 
 /* DIR/.B.idx for DIR/B, DIR/B.idx for a hidden B (see above). */

@@ -30,6 +30,13 @@ FIELDS = ("magic version header_bytes capture_bytes data_start format flags pack
           "non_ip_flows block_target pages_crc header_crc reserved").split()
 HEADER_CRC_AT = 148  # header_crc's offset in the header
 LIVE = 1
+# Version 4 (compressed flow groups): the extension header after the 160
+# bytes, and the fences (index/index_file.hh).
+EXT = struct.Struct("<QQQIIIIII")
+EXT_FIELDS = ("fences_offset dst_fences_offset groups_bytes group_count group_flows "
+              "dst_fence_count flow_codec ext_crc reserved").split()
+EXT_CRC_AT = 40  # ext_crc's offset in the extension
+FENCE = struct.Struct("<16sIIII")
 
 _CRC_TABLE = []
 for _i in range(256):
@@ -62,6 +69,15 @@ def read_index(path):
     blocks = [BLOCK.unpack_from(b, h["blocks_offset"] + i * BLOCK.size)
               for i in range(h["block_count"])]
     return h, blocks, b
+
+
+def read_flow_layout(h, raw):
+    """Version 4: the extension header and the fences as dicts/tuples
+    (src, offset, bytes, crc, reserved)."""
+    x = dict(zip(EXT_FIELDS, EXT.unpack_from(raw, 160)))
+    fences = [FENCE.unpack_from(raw, x["fences_offset"] + i * FENCE.size)
+              for i in range(x["group_count"])]
+    return x, fences
 
 
 def record_offsets(path, upto=None):
@@ -118,11 +134,15 @@ class IndexTestCase(CapdTestCase):
         self.assertTrue(os.path.exists(ip), f"{name} has no index {ip}")
         h, blocks, raw = read_index(ip)
         self.assertEqual(h["magic"], b"LCAPIDX\n", name)
-        self.assertEqual(h["version"], 1, name)
-        self.assertEqual(h["header_bytes"], 160, name)
+        # A live index has no flows: version 1; a closed file's index has
+        # its flows in compressed groups: version 4.
+        self.assertEqual(h["version"], 1 if live else 4, name)
+        self.assertEqual(h["header_bytes"], 160 if live else 160 + EXT.size, name)
         hdr0 = bytearray(raw[:160])
         hdr0[HEADER_CRC_AT:HEADER_CRC_AT + 4] = b"\0\0\0\0"
         self.assertEqual(crc32c(bytes(hdr0)), h["header_crc"], f"{name}: header checksum")
+        if not live:
+            self.assertFlowLayout(name, h, raw)
         # The page table: one crc32c per 64 KiB page of the body (from the
         # blocks to the end), itself checked by pages_crc.
         page = 1 << h["page_shift"]
@@ -164,6 +184,33 @@ class IndexTestCase(CapdTestCase):
             self.assertEqual(h["first_ns"], min(t for _, _, t in recs), f"{name}: first_ns")
             self.assertEqual(h["last_ns"], max(t for _, _, t in recs), f"{name}: last_ns")
         return h
+
+    def assertFlowLayout(self, name, h, raw):
+        """Version 4: the extension's checksum, the groups (one lz4 frame
+        each, back to back, each with its crc32c in its fence) and the
+        fence counts."""
+        x, fences = read_flow_layout(h, raw)
+        ext0 = bytearray(raw[160:160 + EXT.size])
+        ext0[EXT_CRC_AT:EXT_CRC_AT + 4] = b"\0\0\0\0"
+        self.assertEqual(crc32c(bytes(ext0)), x["ext_crc"], f"{name}: extension checksum")
+        per = x["group_flows"]
+        self.assertEqual(per, 64, name)
+        self.assertEqual(x["flow_codec"], 2, f"{name}: lz4")
+        self.assertEqual(x["group_count"], (h["flow_count"] + per - 1) // per, name)
+        ip = h["flow_count"] - h["non_ip_flows"]
+        self.assertEqual(x["dst_fence_count"], (ip + per - 1) // per, name)
+        self.assertEqual(x["fences_offset"], h["blocks_offset"] + BLOCK.size * h["block_count"])
+        self.assertEqual(x["dst_fences_offset"], x["fences_offset"] + FENCE.size * len(fences))
+        self.assertEqual(h["flows_offset"], x["dst_fences_offset"] + 16 * x["dst_fence_count"])
+        at = 0
+        for g, (_, off, nbytes, crc, _) in enumerate(fences):
+            self.assertEqual(off, at, f"{name}: group {g} not where the last ended")
+            frame = raw[h["flows_offset"] + off:h["flows_offset"] + off + nbytes]
+            self.assertEqual(frame[:4], b"\x04\x22\x4d\x18", f"{name}: group {g}: lz4 magic")
+            self.assertEqual(crc32c(frame), crc, f"{name}: group {g} checksum")
+            at += nbytes
+        self.assertEqual(at, x["groups_bytes"], name)
+        self.assertEqual(h["by_dst_offset"], h["flows_offset"] + (at + 7) // 8 * 8, name)
 
     def assertOnlyIndexesOf(self, names):
         """The hidden entries of self.out are exactly the indexes of names."""
