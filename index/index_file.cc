@@ -115,7 +115,6 @@ struct Index::CompactFlows {
     FlowEntry* flows = nullptr;
     size_t map_bytes = 0;
     std::vector<uint8_t> group_state;  // 0 not read yet, 1 good, 2 damaged
-    uint8_t fence_state = 0;           // the same for the fences
     std::string why;                   // the first damage found
     std::vector<uint8_t> scratch;      // one group's bytes, shuffled
     std::unique_ptr<BlockDecompressor> dec;
@@ -485,15 +484,19 @@ std::span<const uint32_t> Index::blocks_of(size_t flow) const {
 
 void Index::prefetch_flows(std::span<const uint32_t> flows) const {
     if (compact_) {
-        // The frames of the groups not yet read; the fences first.
-        if (!check_fences()) return;
+        // The frames of the groups not yet read, as the fences say
+        // (unverified: a hint).
         size_t last = ~size_t{0};
+        const uint64_t all = ext_->groups_bytes;
         for (uint32_t i : flows) {
             if (i >= flows_.size()) continue;
             const size_t g = i / ext_->group_flows;
             if (g == last || compact_->group_state[g] != 0) continue;
             last = g;
-            will_need(base_ + header_->flows_offset + fences_[g].offset, fences_[g].bytes);
+            const FlowFence& f = fences_[g];
+            if (f.offset < all)
+                will_need(base_ + header_->flows_offset + f.offset,
+                          std::min<uint64_t>(f.bytes, all - f.offset));
         }
         return;
     }
@@ -569,41 +572,16 @@ Status Index::validate_compact(uint64_t after, uint64_t& flows_end) {
     return Status();
 }
 
-/* The fences and dst fences: their pages, frames back to back over the
- * groups' bytes, none empty, the source fences of the groups holding IP
- * flows ascending (zeros before), the dst fences ascending. Once. */
-Status Index::check_fences() const {
-    CompactFlows& cf = *compact_;
-    if (cf.fence_state == 0) {
-        auto verify = [&]() -> Status {
-            const IndexHeaderV4Ext& x = *ext_;
-            if (auto s = check_bytes(x.fences_offset, fences_.size_bytes()); !s) return s;
-            if (auto s = check_bytes(x.dst_fences_offset, uint64_t(x.dst_fence_count) * 16); !s)
-                return s;
-            static const uint8_t zero[16] = {};
-            uint64_t at = 0;
-            const size_t first_ip = header_->non_ip_flows;
-            for (size_t g = 0; g < fences_.size(); g++) {
-                const FlowFence& f = fences_[g];
-                if (f.offset != at || f.bytes == 0) return bad("index flow groups not contiguous");
-                at += f.bytes;
-                const bool has_ip = (g + 1) * x.group_flows > first_ip;
-                if (!has_ip && std::memcmp(f.src, zero, 16) != 0)
-                    return bad("index flow fence of a group without IP flows");
-                if (g > 0 && has_ip && std::memcmp(fences_[g - 1].src, f.src, 16) > 0)
-                    return bad("index flow fences out of order");
-            }
-            if (at != x.groups_bytes) return bad("index flow groups not contiguous");
-            for (size_t k = 1; k < x.dst_fence_count; k++)
-                if (std::memcmp(dst_fences_ + 16 * (k - 1), dst_fences_ + 16 * k, 16) > 0)
-                    return bad("index dst fences out of order");
-            return Status();
-        };
-        Status s = verify();
-        cf.fence_state = s ? 1 : 2;
-        if (!s) cf.why = s.error();
-    }
-    if (cf.fence_state == 2) return bad(cf.why);
+/* Fence g as written: its page verified (once, as any page), its frame
+ * inside the groups' bytes. The fences are not verified as a whole: a
+ * lookup verifies the ones it relies on (flows_with_address_compact()). */
+Status Index::check_fence(size_t g) const {
+    if (g >= fences_.size()) return bad("index flow group out of range");
+    if (auto s = check_bytes(ext_->fences_offset + g * sizeof(FlowFence), sizeof(FlowFence)); !s)
+        return s;
+    const FlowFence& f = fences_[g];
+    if (f.bytes == 0 || f.offset > ext_->groups_bytes || f.bytes > ext_->groups_bytes - f.offset)
+        return bad("index flow group " + std::to_string(g) + " outside the groups");
     return Status();
 }
 
@@ -613,7 +591,9 @@ Status Index::load_group(size_t g) const {
     if (g >= cf.group_state.size()) return bad("index flow group out of range");
     if (cf.group_state[g] == 0) {
         auto load = [&]() -> Status {
-            if (auto s = check_fences(); !s) return s;
+            if (auto s = check_fence(g); !s) return s;
+            if (g + 1 < fences_.size())
+                if (auto s = check_fence(g + 1); !s) return s;
             const IndexHeaderV4Ext& x = *ext_;
             const FlowFence& f = fences_[g];
             const uint8_t* frame = base_ + header_->flows_offset + f.offset;
@@ -670,9 +650,14 @@ Status Index::load_group(size_t g) const {
 
 /* flows_with_address() for version 4: the source fences say which groups
  * can hold addr as a source; the dst fences narrow the binary search in
- * by_dst to one stretch of group_flows entries. Every entry read is
- * verified (its group), and as for version 1 the entries either side of
- * the place found prove it. */
+ * by_dst to one stretch of group_flows entries. As for version 1, the
+ * binary searches' probes of the fences read them unverified (a cold probe
+ * reads a 4 KiB page, not the 64 KiB one verifying needs), and what proves
+ * the place found is verified: the two fences either side of it (their
+ * pages; the fences as written ascend), the groups read (each checked
+ * against its fence and the next), and for by_dst the entries either side
+ * of the place and the run. The dst fences are only a hint: a wrong one
+ * fails the by_dst proof. */
 void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint32_t>& out) const {
     const size_t n = flows_.size(), first_ip = header_->non_ip_flows;
     const size_t per = ext_->group_flows;
@@ -687,7 +672,6 @@ void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint3
     };
     const FlowKey* k;
     size_t lo, hi;
-    if (!check_fences()) goto damaged;
     if (first_ip < n) {
         // The first group after the first IP one whose fence is not below
         // addr: addr's run starts in the group before it, or at its start.
@@ -701,6 +685,14 @@ void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint3
             else
                 hi = mid;
         }
+        // Verified: the fence before the place is below addr (unless it is
+        // the first IP group's, whose run is read from its start), the one
+        // at the place not.
+        if (lo - 1 > g0 &&
+            (!check_fence(lo - 1) || std::memcmp(fences_[lo - 1].src, addr, 16) >= 0))
+            goto damaged;
+        if (lo < fences_.size() && (!check_fence(lo) || std::memcmp(fences_[lo].src, addr, 16) < 0))
+            goto damaged;
         for (size_t i = std::max(first_ip, (lo - 1) * per); i < n; i++) {
             if (!(k = key(i))) goto damaged;
             const int c = std::memcmp(k->src, addr, 16);

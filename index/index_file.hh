@@ -57,14 +57,14 @@
  * FlowFence g: the source address of the group's first IP flow (zeros
  * when it has none), and where its frame lies (from flows_offset) with
  * the crc32c of the frame. dst_fences[k]: the destination address of the
- * flow by_dst[k * group_flows]. The fences are verified (their pages, and
- * that they ascend) when first used; a group when first used: its crc,
- * its frame, and its entries (kind order, sources ascending, the fence's
- * address, postings in range), then kept decompressed in memory. So a
- * lookup by source reads the fences (a few KiB) and the one or two groups
- * that can hold the address; by destination, the dst fences, the by_dst
- * entries of one fence's stretch and the groups its binary search
- * probes. Why: sorted flows share address prefixes, IPv4 keys are mostly
+ * flow by_dst[k * group_flows]. A fence is verified (its page) when a
+ * lookup relies on it or its group is used; a group when first used: its
+ * crc, its frame, and its entries (kind order, sources ascending from the
+ * fence's address and not past the next fence's, postings in range), then
+ * kept decompressed in memory. So a lookup by source binary-searches the
+ * fences and reads the one or two groups that can hold the address; by
+ * destination, the dst fences (a hint), the by_dst entries of one
+ * stretch and the groups its binary search probes. Why: sorted flows share address prefixes, IPv4 keys are mostly
  * zeros, and byte planes turn both into runs, so a group compresses
  * about 3.5 times; a 104-byte entry was over 90 % of an index of a
  * many-flow mix.
@@ -296,7 +296,7 @@ private:
 
     Status validate(uint64_t capture_size);
     Status validate_compact(uint64_t after, uint64_t& flows_end);
-    Status check_fences() const;
+    Status check_fence(size_t group) const;
     Status load_group(size_t group) const;
     void flows_with_address_compact(const uint8_t addr[16], std::vector<uint32_t>& out) const;
     Status check_bytes(uint64_t offset, uint64_t len) const;
