@@ -777,7 +777,7 @@ namespace {
  * and the records in it are left out, as capd's recovery cuts them. The
  * file is decompressed twice: once for its frames, once for its records. */
 Result<std::string> build_compressed_index(const std::string& path, index::CaptureReader& r,
-                                           bool& sequential) {
+                                           bool& sequential, bool compact_flows) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return make_error(errno, std::strerror(errno));
     std::vector<index::FrameExtent> frames;
@@ -800,6 +800,7 @@ Result<std::string> build_compressed_index(const std::string& path, index::Captu
     std::vector<uint16_t> linktypes;
     for (const auto& i : info.interfaces) linktypes.push_back(i.linktype);
     index::IndexBuilder b;
+    b.set_compact_flows(compact_flows);
     b.begin(info.format, linktypes, info.data_start);
     b.set_codec(r.codec());
     std::string bad;
@@ -847,7 +848,7 @@ Result<std::string> build_compressed_index(const std::string& path, index::Captu
 
 }  // namespace
 
-int run_reindex(const std::vector<std::string>& files) {
+int run_reindex(const std::vector<std::string>& files, int index_version) {
     if (files.empty()) return fail("--reindex: expected FILE...");
     int rc = 0;
     for (const auto& path : files) {
@@ -860,8 +861,10 @@ int run_reindex(const std::vector<std::string>& files) {
         uint64_t end = 0;
         bool seq = false;
         const uint64_t size = r->info().size;
-        auto built = r->codec() != index::Codec::kNone ? build_compressed_index(path, *r, seq)
-                                                       : build_index(*r, size, end, seq, size);
+        const bool compact = index_version == 4;
+        auto built = r->codec() != index::Codec::kNone
+                         ? build_compressed_index(path, *r, seq, compact)
+                         : build_index(*r, size, end, seq, size, compact);
         if (!built) {
             rc = fail(path + ": " + built.error());
             continue;
