@@ -283,7 +283,21 @@ Status Index::check_flows(size_t first, size_t count) const {
     if (compact_) {
         if (count != 0) {
             const size_t per = ext_->group_flows;
-            for (size_t g = first / per; g <= (first + count - 1) / per; g++)
+            const size_t g0 = first / per, g1 = (first + count - 1) / per;
+            // Several groups: their fences and frames (back to back, as
+            // the fences say, unverified: a hint) asked for at once, not
+            // fault by fault (the mapping is MADV_RANDOM).
+            if (g1 > g0) {
+                const size_t f1 = std::min(g1 + 1, fences_.size() - 1);
+                will_need(base_ + ext_->fences_offset + g0 * sizeof(FlowFence),
+                          (f1 - g0 + 1) * sizeof(FlowFence));
+                const uint64_t all = ext_->groups_bytes;
+                const uint64_t a = std::min<uint64_t>(fences_[g0].offset, all);
+                const uint64_t b =
+                    std::min<uint64_t>(uint64_t(fences_[g1].offset) + fences_[g1].bytes, all);
+                if (b > a) will_need(base_ + header_->flows_offset + a, b - a);
+            }
+            for (size_t g = g0; g <= g1; g++)
                 if (auto s = load_group(g); !s) return s;
         }
     } else if (auto s = check_bytes(header_->flows_offset + first * sizeof(FlowEntry),
