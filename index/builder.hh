@@ -103,9 +103,10 @@ public:
      * records). */
     std::string serialize(uint64_t capture_bytes) const;
     /* Version 4: each group of kFlowGroupFlows flows byte-shuffled and
-     * compressed with lz4 (about 3.5 times smaller on a many-flow mix, at
-     * a few hundred MB/s of entries: a few ms per 100,000 flows, once per
-     * file at rotation; bench/index_bench Serialize rows). */
+     * compressed with lz4 (about 3.5 times smaller on a many-flow mix):
+     * at most about 20 ms more per 100,000 flows than the plain layout,
+     * next to the sort both pay, once per file at rotation
+     * (CompactFlows.SerializeCostPrinted in tests/index prints both). */
     /* A live index (kIndexLive): header and the blocks whose records end at
      * or before valid_bytes, capture_bytes = the end of the last of them. */
     std::string serialize_live(uint64_t valid_bytes) const;
