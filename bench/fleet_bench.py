@@ -3,6 +3,7 @@
 lookup in a catalogue of many hosts compares with asking every host.
 
   sudo python3 bench/fleet_bench.py [--build DIR] [--flows N] [--hosts H,H...] [--rows-per-host R]
+                                    [--budget N]
 
 1. Load per host. flowgen writes a mix (--flows flows, 60 s); capd replays it
    from pcap: into 60 MB files, once without and once with --catalog to a
@@ -11,7 +12,11 @@ lookup in a catalogue of many hosts compares with asking every host.
    disks (system.parts), and from them the rows/s and bytes/day one host
    sends at 10 GbE of this mix (its mean frame size + 20 bytes of preamble
    and gap per frame), with one file a minute; and capd's rates and drop
-   counters with and without publishing (the same run, a ratio).
+   counters with and without publishing (the same run, a ratio). A third
+   run publishes with --catalog-flow-budget (--budget, default 4096; 0
+   skips it): its rows per file, bytes per row on disk, and the load at
+   10 GbE with one file a minute (at most the budget's rows a file), its
+   wall-clock ratio and drops. --hosts "" skips part 2.
 2. Scale. For each H of --hosts (default 10,100): H hosts x R flows each
    are generated into the two shards (INSERT ... SELECT from numbers(),
    through the Distributed table, two rows a flow, one under each endpoint
@@ -72,6 +77,7 @@ def main():
     ap.add_argument("--hosts", default="10,100", help="host counts to simulate, comma-separated")
     ap.add_argument("--rows-per-host", type=int, default=100000)
     ap.add_argument("--port", type=int, default=28123)
+    ap.add_argument("--budget", type=int, default=4096)
     a = ap.parse_args()
     capd = os.path.join(a.build, "dataplane", "capd")
     capq = os.path.join(a.build, "query", "capq")
@@ -88,20 +94,35 @@ def main():
 
         # 1. Load per host.
         res = {}
-        for mode in ("plain", "catalog"):
+        disk_of = {}
+        modes = ("plain", "catalog") + (("budget",) if a.budget else ())
+        for mode in modes:
             d = os.path.join(tmp, mode)
             os.makedirs(d)
             js = os.path.join(tmp, mode + ".json")
             cmd = [capd, "-q", "-i", "pcap:" + mix, "-w", os.path.join(d, "cap.pcap"), "-C", "60",
                    "--stats-json", js]
-            if mode == "catalog":
+            if mode != "plain":
                 cmd += ["--catalog", f"http://127.0.0.1:{a.port}", "--catalog-host", "bench"]
+            if mode == "budget":
+                cmd += ["--catalog-flow-budget", str(a.budget)]
             t0 = time.monotonic()
             run(cmd)
             wall = time.monotonic() - t0
             with open(js) as f:
                 res[mode] = json.load(f)
             res[mode]["wall"] = wall
+            if mode != "plain":
+                # The rows on the shards' disks after this run, then none.
+                for p in (a.port, a.port + 10):
+                    ch(p, "OPTIMIZE TABLE linecap_flows_local FINAL")
+                disk_of[mode] = [sum(int(ch(p, f"SELECT {q} FROM system.parts WHERE active AND "
+                                             "table = 'linecap_flows_local'").strip() or 0)
+                                     for p in (a.port, a.port + 10))
+                                 for q in ("sum(bytes_on_disk)", "sum(rows)")]
+                if mode == "catalog" and a.budget:
+                    for p in (a.port, a.port + 10):
+                        ch(p, "TRUNCATE TABLE linecap_flows_local")
         s = res["catalog"]
         pk = s["packets_written"]
         c = s["catalog"]
@@ -116,11 +137,7 @@ def main():
               f"{c['spool_rows']} records left in the spool, {c['dropped_rows']} dropped at the "
               f"spool's limit, {c['send_errors']} send errors "
               f"({c['last_error'] or 'none'})")
-        ch(a.port, "OPTIMIZE TABLE linecap_flows_local FINAL")
-        ch(a.port + 10, "OPTIMIZE TABLE linecap_flows_local FINAL")
-        disk = sum(int(ch(p, "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND "
-                            "table = 'linecap_flows_local'").strip() or 0)
-                   for p in (a.port, a.port + 10))
+        disk = disk_of["catalog"][0]
         disk = disk * rows / max(c["flows"], 1)  # per flow, over the flows sent
         mean_frame = s["bytes_received"] / pk
         pps = 10e9 / 8 / (mean_frame + 24)  # + FCS-less preamble, gap and FCS
@@ -137,13 +154,34 @@ def main():
               f"(the trace's {rows_per_s_trace:,.0f}/s scaled by the packet rate), "
               f"{rows_per_s_trace * scale * 86400 * disk / max(rows, 1) / 1e9:.1f} GB/day per host "
               "in ClickHouse")
-        for mode in ("plain", "catalog"):
+        if a.budget:
+            b = res["budget"]
+            bc = b["catalog"]
+            bdisk, bstored = disk_of["budget"]
+            per_file = bc["flows"] / max(bc["files"], 1)
+            # At 10 GbE a minute's file has far more flows than the budget
+            # (the unbudgeted figure above): about the budget's rows a file.
+            unb_per_min = rows_per_s_trace * scale * 60
+            at10 = min(unb_per_min, a.budget) / 60
+            print(f"with --catalog-flow-budget {a.budget}: {bc['flows']} records sent for "
+                  f"{bc['files']} closed files and {bc['live_snapshots']} snapshots of open ones "
+                  f"({per_file:.0f} a closed file with its snapshots, {bc['aggregate_rows']} "
+                  f"aggregates, {bc['budget_files']} files or snapshots over the budget), {bstored} rows "
+                  f"stored, {bdisk / max(bstored, 1):.1f} bytes per row on disk; at 10 GbE with "
+                  f"-G 60: about {at10:,.0f} records/s, "
+                  f"{at10 * 86400 * bdisk / max(bc['flows'], 1) / 1e9:.2f} GB/day per host "
+                  f"(unbudgeted: {rows_per_s_trace * scale:,.0f}/s)")
+        for mode in modes:
             r = res[mode]
             print(f"capd {mode}: {r['packets_written'] / r['wall'] / 1e6:.2f} Mpps wall "
                   f"({r['wall']:.2f} s), drops {r['drops']['total']}")
-        print(f"publishing cost: wall ratio {res['catalog']['wall'] / res['plain']['wall']:.2f} "
-              "(includes the exit's final send), drops equal: "
-              f"{res['catalog']['drops']['total'] == res['plain']['drops']['total']}")
+        for mode in modes[1:]:
+            print(f"publishing cost ({mode}): wall ratio "
+                  f"{res[mode]['wall'] / res['plain']['wall']:.2f} "
+                  "(includes the exit's final send), drops equal: "
+                  f"{res[mode]['drops']['total'] == res['plain']['drops']['total']}, "
+                  f"files from memory {res[mode]['catalog']['files_from_memory']}, "
+                  f"read back {res[mode]['catalog']['files_read_back']}")
 
         # 2. Scale: H hosts x R flows, for each H asked (e.g. 10,100).
         one = sorted(f for f in os.listdir(os.path.join(tmp, "plain")) if not f.startswith("."))[0]
@@ -154,7 +192,7 @@ def main():
             local.append(time.monotonic() - t0)
         per_host = statistics.median(local)
         measured = []
-        for hosts in [int(h) for h in a.hosts.split(",")]:
+        for hosts in [int(h) for h in a.hosts.split(",") if h]:
             for p in (a.port, a.port + 10):
                 ch(p, "TRUNCATE TABLE linecap_flows_local")
                 ch(p, "TRUNCATE TABLE linecap_files_local")

@@ -16,6 +16,22 @@ heavy-tailed mix, and what it costs per packet.
 3. bench/flow_table_bench: ns/packet of parse + lookup + verdict for 1 K,
    64 K and 1 M flows, and with every packet evicting.
 Prints one JSON object. Output files are removed unless --keep.
+
+  python3 bench/flow_bench.py --line-rate [--hugepages 1536] [--seconds 5]
+                              [--rate 14.88M] [--lr-flows 1048576]
+
+--line-rate runs instead the line-rate point of issue 22: null:64,flows=N
+(every packet one of N IPv4/UDP flows, round robin: each packet's flow is
+a miss in a table larger than the cache, the worst case) paced at RATE, 1
+worker + 1 writer into a --preallocate -C 1000 -W 3 ring on /dev/shm, with
+and without --flow-cutoff 20k --flow-table 2^21; then 2 workers; then
+lower rates with the table on, down to the first with no drop at all. For
+each run: received, written, cut off, drops per stage (nic_imissed before
+receipt), and each worker's busy ns per packet (--stats-json; turns in
+which it lost its CPU counted apart as stalled). Before them, --rx-only on
+plain null:64 and on null:64,flows=N prices the source's rewrite; after
+them bench/flow_table_bench at 2^20 flows. As root, --hugepages N raises
+vm.nr_hugepages for the runs and puts the old value back.
 """
 
 import argparse
@@ -59,6 +75,111 @@ def capd(build, args, stats):
         return json.load(f)
 
 
+def steal_ticks():
+    """Time the hypervisor took from this VM's CPUs (/proc/stat), in ticks."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) if len(fields) > 8 else 0
+
+
+def line_rate_run(b, d, source, extra, seconds, workers=1, rx_only=False):
+    """One capd run; the numbers of issue 22's line-rate point."""
+    stats = os.path.join(d, "lr.json")
+    cmd = [os.path.join(b, "dataplane", "capd"), "-q", "--no-index", "--ctl", "none",
+           "-i", source, "--duration", seconds, "--workers", workers, "--stats-json", stats]
+    if rx_only:
+        cmd.append("--rx-only")
+    else:
+        cmd += ["--preallocate", "-C", "1000", "-W", "3", "-w", os.path.join(d, "lr.pcap")]
+    steal0, load0 = steal_ticks(), os.getloadavg()[0]
+    run(cmd + list(extra), timeout=seconds + 300)
+    steal = (steal_ticks() - steal0) * 1000 // os.sysconf("SC_CLK_TCK")
+    with open(stats) as f:
+        s = json.load(f)
+    for n in os.listdir(d):
+        if n.startswith("lr"):
+            os.unlink(os.path.join(d, n))
+    el = s["elapsed_s"]
+    drops = {k: v for k, v in s["drops"].items() if k != "total"}
+    inside = {k: v for k, v in drops.items() if not k.startswith("nic_")}
+    f = s.get("flows", {})
+    return {
+        "source": source, "options": " ".join(map(str, extra)), "workers": workers,
+        "rx_only": rx_only, "hugepages": s.get("hugepages"), "elapsed_s": round(el, 3),
+        "received": s["packets_received"], "written": s["packets_written"],
+        "rx_mpps": round(s["packets_received"] / el / 1e6, 3),
+        "offered_mpps": round((s["packets_received"] + drops.get("nic_imissed", 0)) / el / 1e6,
+                              3),
+        "cut_off_packets": f.get("cut_off_packets", 0), "cut_off_bytes": f.get("cut_off_bytes", 0),
+        "flows_created": f.get("created", 0), "flows_evicted": f.get("evicted", 0),
+        "drops": drops, "drops_inside_capd": sum(inside.values()),
+        "nic_imissed": drops.get("nic_imissed", 0),
+        "worker_busy_ns_per_packet": [round(w["busy_ns_per_packet"], 1) for w in s["workers"]],
+        "worker_stalled_s": [round(w["stalled_ns"] / 1e9, 3) for w in s["workers"]],
+        "worker_stalled_turns": [w["stalled_turns"] for w in s["workers"]],
+        "max_poll_gap_us": max(w["max_poll_gap_us"] for w in s["workers"]),
+        "steal_ms": steal, "loadavg_1m_before": load0}
+
+
+def line_rate(a, out):
+    b, d = a.build_dir, a.dir
+    n, sec = a.lr_flows, a.seconds
+    table = ["--flow-cutoff", "20k", "--flow-table", max(1 << 21, 2 * n)]
+    src = f"null:64,flows={n}"
+    res = out["line_rate"] = {"flows": n, "rate": a.rate, "seconds": sec,
+                              "ring": "--preallocate -C 1000 -W 3 on /dev/shm"}
+
+    def note(r, label):
+        print(f"{label}: {r['received']} received, {r['written']} written, "
+              f"{r['cut_off_packets']} cut off, inside capd {r['drops_inside_capd']}, "
+              f"nic_imissed {r['nic_imissed']}, worker ns/packet "
+              f"{r['worker_busy_ns_per_packet']}, stalled {r['worker_stalled_s']} s",
+              file=sys.stderr)
+        return r
+
+    # The source's rewrite against the plain null rx, in the same run.
+    plain = note(line_rate_run(b, d, "null:64", [], sec, rx_only=True), "rx-only null:64")
+    flows = note(line_rate_run(b, d, src, [], sec, rx_only=True), f"rx-only {src}")
+    res["rx_only"] = {"null:64": plain, src: flows,
+                      "rewrite_ns_per_packet": round(flows["worker_busy_ns_per_packet"][0]
+                                                     - plain["worker_busy_ns_per_packet"][0], 1)}
+    paced = f"{src},rate={a.rate}"
+    runs = res["runs"] = []
+    runs.append(note(line_rate_run(b, d, paced, [], sec), "1 worker, no flow table"))
+    runs.append(note(line_rate_run(b, d, paced, table, sec), "1 worker, --flow-cutoff 20k"))
+    runs.append(note(line_rate_run(b, d, paced, table, sec, workers=2),
+                     "2 workers, --flow-cutoff 20k"))
+    no_table, with_table = runs[0], runs[1]
+    res["worker_ns_per_packet"] = {
+        "without_flow_table": no_table["worker_busy_ns_per_packet"][0],
+        "with_flow_table": with_table["worker_busy_ns_per_packet"][0]}
+    # The highest rate with no drop at all (nic_imissed included), table on.
+    sweep = res["zero_drop_sweep"] = []
+    for rate in filter(None, a.sweep_rates.split(",")):
+        r = note(line_rate_run(b, d, f"{src},rate={rate}", table, a.sweep_seconds),
+                 f"sweep {rate}")
+        sweep.append(dict(r, rate=rate))
+        if sum(r["drops"].values()) == 0:
+            res["highest_zero_drop_rate"] = rate
+            break
+    p = run([os.path.join(b, "bench", "flow_table_bench"), "--benchmark_format=json",
+             "--benchmark_filter=Flows/1048576|FlowsSlotStage/1048576|Parse", "--benchmark_min_time=0.5",
+             "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true"])
+    res["flow_table_bench_ns_per_packet"] = {
+        x["run_name"]: round(1e9 / x["items_per_second"], 1)
+        for x in json.loads(p.stdout)["benchmarks"] if x.get("aggregate_name") == "median"}
+    out["machine"]["loadavg_end"] = os.getloadavg()
+
+
+def set_hugepages(n):
+    path = "/proc/sys/vm/nr_hugepages"
+    with open(path) as f:
+        before = int(f.read())
+    with open(path, "w") as f:
+        f.write(str(n))
+    return before
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build"))
@@ -66,12 +187,31 @@ def main():
     ap.add_argument("--flows", type=int, default=200000)
     ap.add_argument("--flow-scale", type=float, default=1)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--line-rate", action="store_true", help="the line-rate point only")
+    ap.add_argument("--lr-flows", type=int, default=1 << 20)
+    ap.add_argument("--rate", default="14.88M")
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--sweep-rates", default="10M,7M,5M,3M,2M,1M", help="'' for none")
+    ap.add_argument("--sweep-seconds", type=float, default=2)
+    ap.add_argument("--hugepages", type=int, default=0,
+                    help="as root, vm.nr_hugepages for the runs (put back afterwards)")
     a = ap.parse_args()
     b, d = a.build_dir, a.dir
     os.makedirs(d, exist_ok=True)
     out = {"machine": {"cpus": os.cpu_count(), "loadavg": os.getloadavg(),
                        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                                     if l.startswith("model name")), "")}}
+    if a.line_rate:
+        before = set_hugepages(a.hugepages) if a.hugepages else None
+        try:
+            line_rate(a, out)
+        finally:
+            if before is not None:
+                set_hugepages(before)
+            if not a.keep:
+                shutil.rmtree(d, ignore_errors=True)
+        print(json.dumps(out, indent=2))
+        return
     mix = os.path.join(d, "mix.pcap")
     run([os.path.join(b, "bench", "flowgen"), "-o", mix, "--flows", a.flows, "--flow-scale",
          a.flow_scale, "--seed", 7, "--summary", os.path.join(d, "mix.json")])

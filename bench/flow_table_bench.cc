@@ -10,17 +10,30 @@
  *                  packet's slot was last touched N packets ago) in a table
  *                  of 2N: cache and TLB misses per packet, the line-rate
  *                  case with a million flows;
+ *   FlowsSlotStage/N  the same with FlowTable::prefetch_slot() as a second
+ *                  prefetch stage over the burst (worker.cc runs it);
  *   Evict          1048576 distinct flows through a 65536-flow table: every
  *                  packet evicts the oldest flow and starts its own;
  *   Dedup/1024     --dedup on: each packet's bytes hashed and compared.
+ *   Cut/N          N flows (N = 64, 1024: hot; 1048576: every packet a miss) all
+ *                  past their cutoff (--flow-packets 1, warmed): every packet
+ *                  is cut, the verdict alone;
+ *   CutNoted/N     the same, each cut packet also added to its flow's note
+ *                  (dataplane/cut_ledger.hh), and the notes written into a
+ *                  1 MiB chunk whenever the ledger is full, as the worker
+ *                  does for the index: the difference with Cut/N is what the
+ *                  index's cut counts cost the worker per cut packet.
  * Counter: items_per_second (packets); per-packet time = 1 / that.
  * No EAL: the table maps its own memory (huge pages when free).
  */
 #include <benchmark/benchmark.h>
 
 #include <cstring>
+#include <memory>
+#include <new>
 #include <vector>
 
+#include "dataplane/cut_ledger.hh"
 #include "dataplane/flow_table.hh"
 
 namespace {
@@ -48,7 +61,8 @@ std::vector<uint8_t> frames(size_t n) {
     return v;
 }
 
-void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n) {
+void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
+         int stages = 1) {  // 2: prefetch_slot() too
     FlowPacket fl[32];
     size_t at = 0;
     uint64_t ts = 1;
@@ -58,6 +72,8 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
             t.prefetch(fl[i]);
         }
+        if (stages > 1)
+            for (int i = 0; i < 32; i++) t.prefetch_slot(fl[i]);
         for (int i = 0; i < 32; i++)
             benchmark::DoNotOptimize(t.packet(fl[i], base + i * kFrame, kFrame, kFrame, ts));
         ts += 1000;
@@ -91,7 +107,7 @@ void Hits(benchmark::State& state) {
     run(state, **t, v, n);
 }
 
-void Flows(benchmark::State& state) {
+void flows(benchmark::State& state, int stages) {
     const size_t n = size_t(state.range(0));
     auto v = frames(n);
     FlowConfig c;
@@ -105,8 +121,10 @@ void Flows(benchmark::State& state) {
         linecap::dataplane::parse_flow(1, &v[i * kFrame], kFrame, p);
         (*t)->packet(p, &v[i * kFrame], kFrame, kFrame, 1);
     }
-    run(state, **t, v, n);
+    run(state, **t, v, n, stages);
 }
+void Flows(benchmark::State& state) { flows(state, 1); }
+void FlowsSlotStage(benchmark::State& state) { flows(state, 2); }
 
 void Evict(benchmark::State& state) {
     const size_t n = 1 << 20;
@@ -130,11 +148,65 @@ void Dedup(benchmark::State& state) {
     run(state, **t, v, n);
 }
 
+/* Every packet of n flows cut; with `noted`, each noted as the worker does. */
+void cut(benchmark::State& state, bool noted) {
+    const size_t n = size_t(state.range(0));
+    auto v = frames(n);
+    FlowConfig c;
+    c.slots = uint32_t(2 * n);
+    c.cutoff_packets = 1;
+    auto t = FlowTable::create(c);
+    if (!t) return state.SkipWithError(t.error().c_str());
+    FlowTable& ft = **t;
+    FlowPacket p;
+    for (size_t i = 0; i < n; i++) {
+        linecap::dataplane::parse_flow(1, &v[i * kFrame], kFrame, p);
+        ft.packet(p, &v[i * kFrame], kFrame, kFrame, 1);
+    }
+    auto ledger = std::make_unique<linecap::dataplane::CutLedger>();
+    constexpr uint32_t kChunkBytes = 1 << 20;
+    std::vector<uint64_t> mem((sizeof(linecap::storage::Chunk) + kChunkBytes) / 8);
+    auto* chunk = new (mem.data()) linecap::storage::Chunk{};
+    chunk->capacity = kChunkBytes;
+    FlowPacket fl[32];
+    size_t at = 0;
+    uint64_t ts = 2, chunks = 0;
+    for (auto _ : state) {
+        const uint8_t* base = &v[at * kFrame];
+        for (int i = 0; i < 32; i++) {
+            linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
+            ft.prefetch(fl[i]);
+        }
+        for (int i = 0; i < 32; i++) {
+            const uint8_t* f = base + i * kFrame;
+            if (ft.packet(fl[i], f, kFrame, kFrame, ts) == FlowTable::kKeep || !noted) continue;
+            if (!ledger->add(fl[i], f, kFrame, kFrame, ts, 0, false, kChunkBytes)) {
+                ledger->seal(*chunk);  // the hand-over: the notes into the chunk
+                benchmark::DoNotOptimize(chunk->notes());
+                chunk->reset();
+                chunks++;
+                ledger->add(fl[i], f, kFrame, kFrame, ts, 0, false, kChunkBytes);
+            }
+        }
+        ts += 1000;
+        at += 32;
+        if (at + 32 > n) at = 0;
+    }
+    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.counters["chunks"] = double(chunks);
+}
+
+void Cut(benchmark::State& state) { cut(state, false); }
+void CutNoted(benchmark::State& state) { cut(state, true); }
+
 BENCHMARK(Parse);
 BENCHMARK(Hits)->Arg(1024);
 BENCHMARK(Flows)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsSlotStage)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(Evict);
 BENCHMARK(Dedup)->Arg(1024);
+BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);
+BENCHMARK(CutNoted)->Arg(64)->Arg(1024)->Arg(1 << 20);
 
 }  // namespace
 

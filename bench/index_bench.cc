@@ -19,6 +19,13 @@
  *                              of N flows; counters: index_bytes, and
  *                              index_pct, the index's size as a percentage
  *                              of the capture bytes.
+ *   AddCut/flows:N             IndexBuilder::add_cut(): one cut note (the
+ *                              writer's per flow and chunk; storage/chunk.hh)
+ *                              per item, cycling through N flows, files as
+ *                              Add's: a flow key from the note's head and
+ *                              one lookup, as a record's, without the block.
+ *   AddCuts/flows:N            the same through add_cuts(), 64 notes a call
+ *                              as the writer gives a chunk's: pipelined.
  * Counters: items_per_second (records), per_pkt (seconds per record). The
  * budget at 14.88 Mpps on one writer core is 67 ns per record, everything
  * included.
@@ -128,6 +135,60 @@ void add(benchmark::State& state, Format fmt) {
         benchmark::Counter(double(n), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
+void add_cut(benchmark::State& state) {
+    const auto flows = uint32_t(state.range(0));
+    std::vector<uint8_t> heads(size_t(flows) * 64);
+    for (uint32_t i = 0; i < flows; i++) frame(i, &heads[size_t(i) * 64]);
+    uint16_t lt[1] = {1};
+    IndexBuilder b;
+    b.begin(CaptureFormat::kPcapMicro, lt, 24);
+    uint64_t in_file = 0, ts = 1700000000ull * 1000000000ull;
+    uint32_t at = 0;
+    for (auto _ : state) {
+        b.add_cut(0, &heads[size_t(at) * 64], 64, ts, ts + 1000, 12, 768, 0, 0);
+        if (++at == flows) at = 0;
+        ts += 67;
+        if (++in_file >= kFileRecords) {
+            b.begin(CaptureFormat::kPcapMicro, lt, 24);
+            in_file = 0;
+        }
+    }
+    state.SetItemsProcessed(int64_t(state.iterations()));
+    state.counters["per_pkt"] = benchmark::Counter(
+        double(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+/* add_cut() 64 notes a call (add_cuts()), as the writer hands a chunk's
+ * notes over. */
+void add_cuts(benchmark::State& state) {
+    const auto flows = uint32_t(state.range(0));
+    std::vector<uint8_t> heads(size_t(flows) * 64);
+    for (uint32_t i = 0; i < flows; i++) frame(i, &heads[size_t(i) * 64]);
+    uint16_t lt[1] = {1};
+    IndexBuilder b;
+    b.begin(CaptureFormat::kPcapMicro, lt, 24);
+    uint64_t in_file = 0, ts = 1700000000ull * 1000000000ull;
+    uint32_t at = 0;
+    IndexBuilder::Cut in[64];
+    for (auto _ : state) {
+        for (auto& c : in) {
+            c = {&heads[size_t(at) * 64], 64, 0, ts, ts + 1000, 12, 768, 0, 0};
+            if (++at == flows) at = 0;
+            ts += 67;
+        }
+        b.add_cuts(in, 64);
+        in_file += 64;
+        if (in_file >= kFileRecords) {
+            b.begin(CaptureFormat::kPcapMicro, lt, 24);
+            in_file = 0;
+        }
+    }
+    const double n = double(state.iterations()) * 64;
+    state.SetItemsProcessed(int64_t(n));
+    state.counters["per_pkt"] =
+        benchmark::Counter(n, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
 void serialize(benchmark::State& state) {
     auto flows = uint32_t(state.range(0));
     uint32_t distinct = std::max<uint32_t>(flows, kChunkRecords);
@@ -171,6 +232,8 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("Add/pcapng", [](benchmark::State& s) {
         add(s, Format::kPcapng);
     })->Apply(flow_counts);
+    benchmark::RegisterBenchmark("AddCut", add_cut)->Apply(flow_counts);
+    benchmark::RegisterBenchmark("AddCuts", add_cuts)->Apply(flow_counts);
     benchmark::RegisterBenchmark("Serialize", serialize)
         ->Apply(flow_counts)
         ->Unit(benchmark::kMillisecond)

@@ -1,32 +1,39 @@
-/* Cost of the live TCP flow table on a worker: TcpFlowTable::feed_burst()
- * per packet, for the traffic mixes that bound it.
+/* Cost of the live TCP diagnosis on a worker, with the flow table it
+ * lives in (capd --tcp-flows): per packet, the flow table's verdict and the
+ * TCP state update, done four ways in the same run:
+ *
+ *   .../Separate  two tables, as before the fold with a cutoff on:
+ *                 FlowTable (parse_flow(), packet()) and then a
+ *                 packet::TcpTracker fed as the old dataplane TcpFlowTable
+ *                 fed it (ethernet_may_carry_tcp(), decode_packet(),
+ *                 update());
+ *   .../Folded    one table: FlowTable with tcp_conns, parse_flow(),
+ *                 packet() and tcp_packet() at the slot packet() found;
+ *   .../TrackerAlone  --tcp-flows alone before the fold: the tracker only;
+ *   .../FoldedAlone   --tcp-flows alone now (FlowConfig::tcp_only): as the
+ *                 worker runs it, packets without TCP skip the table after
+ *                 ethernet_may_carry_tcp().
  *
  *   ./build/bench/tcp_table_bench [--pcap FILE] [benchmark flags]
  *
- *   Zeros        64-byte all-zero frames (what a null: source delivers): the
- *                non-TCP bail-out, no decoding;
- *   Udp          IPv4 UDP frames: bail-out after the protocol byte;
- *   TcpHits      SYNs of 4096 flows into a 65536-connection table: decode,
- *                hash, lookup hit, update;
- *   TcpEvict     SYNs of 8192 distinct flows into a 1024-connection table:
- *                every packet misses, evicts the oldest and creates a flow
- *                (the flood worst case);
+ *   Zeros        64-byte all-zero frames (what a null: source delivers): no flow;
+ *   Udp          IPv4 UDP frames of 64 flows: no TCP;
+ *   TcpHits      SYNs of 4096 flows, 65536 TCP records: lookup hits, update;
+ *   TcpEvict     SYNs of 8192 distinct flows into 1024 TCP records: every
+ *                packet evicts the oldest connection and creates one (the
+ *                flood worst case);
  *   Pcap         the packets of --pcap FILE (default tests/data/demo/
- *                web-mix.pcap) into a 65536-connection table;
- *   Snapshot65536  one snapshot of a full 65536-connection table on the
- *                worker's side: the copy (the worker's loop stalls this
+ *                web-mix.pcap), 65536 TCP records;
+ *   Snapshot65536  one snapshot of 65536 connections on the worker's side
+ *                (Folded only): the copy (the worker's loop stalls this
  *                long) and giving its pages back.
- * Bursts of 32, every packet kept, no timestamps (burst time given).
- * Counter: items_per_second (packets fed); per-packet time = 1 / that.
- *
- * The EAL runs with --no-huge --no-pci --no-shconf: no root, no hugepages.
+ * Flow table of 262144 slots (capd's default), bursts of 32 as the worker
+ * runs them (parse and prefetch, verdicts, then the TCP part), every packet
+ * kept. Counter: items_per_second (packets); per-packet time = 1 / that.
+ * No EAL: the tables map their own memory.
  */
 #include <benchmark/benchmark.h>
 #include <pcap/pcap.h>
-#include <rte_eal.h>
-#include <rte_errno.h>
-#include <rte_mbuf.h>
-
 #include <unistd.h>
 
 #include <cstdio>
@@ -36,12 +43,17 @@
 #include <string>
 #include <vector>
 
-#include "dataplane/tcp_table.hh"
-#include "dataplane/worker.hh"
+#include "dataplane/flow_table.hh"
+#include "packet/decode.hh"
+#include "packet/headers.hh"
+#include "packet/tcp_tracker.hh"
 
 using namespace linecap::dataplane;
+namespace packet = linecap::packet;
 
 namespace {
+
+constexpr uint16_t kBurst = 32;
 
 std::string cpu_model() {
     std::ifstream in("/proc/cpuinfo");
@@ -51,17 +63,6 @@ std::string cpu_model() {
     return "unknown";
 }
 
-/* A source that is never polled: feed_burst() only asks its link type. */
-class BenchSource final : public Source {
-public:
-    BenchSource() { name_ = "bench"; }
-    uint16_t rx_burst(uint16_t, rte_mbuf**, uint16_t) override { return 0; }
-    bool finished(uint16_t) const override { return true; }
-    SourceCounters counters() const override { return {}; }
-};
-
-rte_mempool* g_pool = nullptr;
-MbufFields g_fields;
 std::string g_pcap = "tests/data/demo/web-mix.pcap";
 
 uint16_t csum(const uint8_t* p, size_t n) {
@@ -100,82 +101,109 @@ std::vector<uint8_t> frame(uint32_t flow, bool tcp) {
     return f;
 }
 
-/* mbufs holding the frames, in bursts of 32 (the last burst padded by
- * repeating from the start). */
-struct Frames {
-    std::vector<rte_mbuf*> mbufs;
-    explicit Frames(const std::vector<std::vector<uint8_t>>& frames) {
-        size_t n = (frames.size() + kBurstSize - 1) / kBurstSize * kBurstSize;
-        for (size_t i = 0; i < n; i++) {
-            const auto& f = frames[i % frames.size()];
-            rte_mbuf* m = rte_pktmbuf_alloc(g_pool);
-            if (m == nullptr) {
-                std::fprintf(stderr, "tcp_table_bench: mbuf pool too small\n");
-                std::exit(1);
-            }
-            std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(f.size())), f.data(), f.size());
-            mbufs.push_back(m);
-        }
-    }
-    ~Frames() { rte_pktmbuf_free_bulk(mbufs.data(), static_cast<unsigned>(mbufs.size())); }
-};
-
-void run(benchmark::State& state, const std::vector<std::vector<uint8_t>>& frames,
-         uint32_t capacity) {
-    Frames fr(frames);
-    auto table = TcpFlowTable::create(0, capacity);
-    if (!table) {
-        state.SkipWithError(table.error().c_str());
-        return;
-    }
-    BenchSource src;
-    QueueStats qs;
-    QueueRef q{&src, 0, 0, &qs};
-    WorkerContext ctx;
-    ctx.fields = g_fields;
-    uint8_t keep[kBurstSize];
-    std::memset(keep, 1, sizeof keep);
-    const size_t bursts = fr.mbufs.size() / kBurstSize;
-    size_t b = 0;
-    uint64_t ts = 1'700'000'000'000'000'000ull;
-    for (auto _ : state) {
-        rte_mbuf** pkts = fr.mbufs.data() + b * kBurstSize;
-        qs.rx_packets.store(qs.rx_packets.load(std::memory_order_relaxed) + kBurstSize,
-                            std::memory_order_relaxed);
-        (*table)->feed_burst(ctx, q, pkts, keep, kBurstSize, ts += 1000);
-        if (++b == bursts) b = 0;
-    }
-    state.SetItemsProcessed(int64_t(state.iterations()) * kBurstSize);
+/* Bursts of frames, padded to whole bursts by repeating from the start. */
+std::vector<const std::vector<uint8_t>*> bursts_of(const std::vector<std::vector<uint8_t>>& v) {
+    std::vector<const std::vector<uint8_t>*> out;
+    const size_t n = (v.size() + kBurst - 1) / kBurst * kBurst;
+    for (size_t i = 0; i < n; i++) out.push_back(&v[i % v.size()]);
+    return out;
 }
 
-/* The worker's side of one `capctl diagnose`: copying a full table (the
- * burst loop stalls this long) and giving the copy's pages back. */
-void snapshot(benchmark::State& state, uint32_t capacity,
-              const std::vector<std::vector<uint8_t>>& frames) {
-    Frames fr(frames);
-    auto table = TcpFlowTable::create(0, capacity);
+void run(benchmark::State& state, const std::vector<std::vector<uint8_t>>& frames, uint32_t conns,
+         int how) {
+    const bool folded = how == 1 || how == 3, alone = how >= 2;
+    FlowConfig fc;
+    fc.tcp_conns = folded ? conns : 0;
+    fc.tcp_only = how == 3;
+    auto table = FlowTable::create(fc);
     if (!table) {
         state.SkipWithError(table.error().c_str());
         return;
     }
-    BenchSource src;
-    QueueStats qs;
-    QueueRef q{&src, 0, 0, &qs};
-    WorkerContext ctx;
-    ctx.fields = g_fields;
-    uint8_t keep[kBurstSize];
-    std::memset(keep, 1, sizeof keep);
-    for (size_t b = 0; b < fr.mbufs.size() / kBurstSize; b++) {
-        qs.rx_packets.store(qs.rx_packets.load() + kBurstSize);
-        (*table)->feed_burst(ctx, q, fr.mbufs.data() + b * kBurstSize, keep, kBurstSize, 1);
+    FlowTable& ft = **table;
+    auto tracker = packet::TcpTracker::create(conns);
+    if (!tracker) {
+        state.SkipWithError(tracker.error().c_str());
+        return;
+    }
+    const auto fr = bursts_of(frames);
+    const size_t bursts = fr.size() / kBurst;
+    size_t b = 0;
+    uint64_t ts = 1'700'000'000'000'000'000ull, frame_no = 0;
+    for (auto _ : state) {
+        const std::vector<uint8_t>* const* pk = fr.data() + b * kBurst;
+        FlowPacket fl[kBurst];
+        uint32_t slot[kBurst];
+        uint8_t keep[kBurst];
+        ts += 1000;
+        std::memset(keep, 1, sizeof keep);
+        for (uint16_t i = 0; i < kBurst && !(alone && !folded); i++) {
+            if (alone && !packet::ethernet_may_carry_tcp(pk[i]->data(), uint32_t(pk[i]->size()))) {
+                fl[i].tcp = 0;
+                continue;
+            }
+            parse_flow(1, pk[i]->data(), uint32_t(pk[i]->size()), fl[i]);
+            ft.prefetch(fl[i]);
+        }
+        for (uint16_t i = 0; i < kBurst && !(alone && !folded); i++) {
+            if (alone && !fl[i].tcp) continue;
+            const auto& f = *pk[i];
+            keep[i] = ft.packet(fl[i], f.data(), uint32_t(f.size()), uint32_t(f.size()), ts) ==
+                      FlowTable::kKeep;
+            slot[i] = ft.last_slot();
+        }
+        if (folded) {
+            ft.tcp_offered(kBurst);
+            for (uint16_t i = 0; i < kBurst; i++)
+                if (keep[i] && fl[i].tcp)
+                    ft.tcp_packet(slot[i], fl[i], pk[i]->data(), uint32_t(pk[i]->size()), ts,
+                                  packet::FrameRef{0, uint32_t(frame_no + i + 1)});
+        } else {
+            for (uint16_t i = 0; i < kBurst; i++) {
+                if (!keep[i]) continue;
+                const auto& f = *pk[i];
+                if (!packet::ethernet_may_carry_tcp(f.data(), uint32_t(f.size()))) continue;
+                packet::DecodedPacket d;
+                if (packet::decode_packet(1, f.data(), uint32_t(f.size()), d) !=
+                    packet::DecodeStatus::kOk)
+                    continue;
+                tracker->update(d, ts, packet::FrameRef{0, uint32_t(frame_no + i + 1)});
+            }
+        }
+        frame_no += kBurst;
+        if (++b == bursts) b = 0;
+    }
+    state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
+}
+
+/* The worker's side of one `capctl diagnose`: copying the records (the
+ * burst loop stalls this long) and giving the copy's pages back. */
+void snapshot(benchmark::State& state, uint32_t conns,
+              const std::vector<std::vector<uint8_t>>& frames) {
+    FlowConfig fc;
+    fc.tcp_conns = conns;
+    auto table = FlowTable::create(fc);
+    if (!table) {
+        state.SkipWithError(table.error().c_str());
+        return;
+    }
+    FlowTable& ft = **table;
+    uint32_t n = 0;
+    for (const auto& f : frames) {
+        FlowPacket p;
+        parse_flow(1, f.data(), uint32_t(f.size()), p);
+        if (ft.packet(p, f.data(), uint32_t(f.size()), uint32_t(f.size()), 1) == FlowTable::kKeep &&
+            p.tcp)
+            ft.tcp_packet(ft.last_slot(), p, f.data(), uint32_t(f.size()), 1,
+                          packet::FrameRef{0, ++n});
     }
     size_t copied = 0;
     for (auto _ : state) {
-        (*table)->request();
-        (*table)->serve();
-        if (!(*table)->ready(false)) state.SkipWithError("copy not ready");
-        copied = (*table)->view().conns.size();
-        (*table)->release();
+        ft.tcp_request();
+        ft.serve();
+        if (!ft.tcp_ready(false)) state.SkipWithError("copy not ready");
+        copied = ft.tcp_view(0).conns.size();
+        ft.tcp_release();
     }
     state.counters["connections"] = double(copied);
 }
@@ -211,35 +239,6 @@ int main(int argc, char** argv) {
             rest.push_back(argv[i]);
         }
     }
-    std::string prefix = "--file-prefix=tcptablebench" + std::to_string(getpid());
-    std::vector<std::string> eal_args = {"tcp_table_bench",
-                                         "--no-huge",
-                                         "--no-pci",
-                                         "-m",
-                                         "512",
-                                         "--no-shconf",
-                                         prefix,
-                                         "--no-telemetry",
-                                         "--log-level=lib.*:error",
-                                         "-l",
-                                         "0"};
-    std::vector<char*> eal_argv;
-    for (auto& a : eal_args) eal_argv.push_back(a.data());
-    if (rte_eal_init(int(eal_argv.size()), eal_argv.data()) < 0) {
-        std::fprintf(stderr, "tcp_table_bench: EAL init failed: %s\n", rte_strerror(rte_errno));
-        return 1;
-    }
-    auto fields = MbufFields::register_fields();
-    if (!fields) {
-        std::fprintf(stderr, "tcp_table_bench: %s\n", fields.error().c_str());
-        return 1;
-    }
-    g_fields = *fields;
-    g_pool = rte_pktmbuf_pool_create("bench", 81920, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-    if (g_pool == nullptr) {
-        std::fprintf(stderr, "tcp_table_bench: mbuf pool: %s\n", rte_strerror(rte_errno));
-        return 1;
-    }
     std::printf("CPU: %s, %ld online CPUs\n", cpu_model().c_str(), sysconf(_SC_NPROCESSORS_ONLN));
     benchmark::AddCustomContext("cpu_model", cpu_model());
 
@@ -248,25 +247,36 @@ int main(int argc, char** argv) {
     const auto hits = flows(4096, true);
     const auto evict = flows(8192, true);
     const auto pcap = read_pcap(g_pcap);
-    benchmark::RegisterBenchmark("Zeros", [&](benchmark::State& s) { run(s, zeros, 65536); });
-    benchmark::RegisterBenchmark("Udp", [&](benchmark::State& s) { run(s, udp, 65536); });
-    benchmark::RegisterBenchmark("TcpHits", [&](benchmark::State& s) { run(s, hits, 65536); });
-    benchmark::RegisterBenchmark("TcpEvict", [&](benchmark::State& s) { run(s, evict, 1024); });
-    if (!pcap.empty()) {
-        benchmark::RegisterBenchmark("Pcap", [&](benchmark::State& s) { run(s, pcap, 65536); });
-    } else {
+    const char* const names[] = {"/Separate", "/Folded", "/TrackerAlone", "/FoldedAlone"};
+    for (int folded = 0; folded < 4; folded++) {
+        const std::string how = names[folded];
+        benchmark::RegisterBenchmark(("Zeros" + how).c_str(), [&, folded](benchmark::State& s) {
+            run(s, zeros, 65536, folded);
+        });
+        benchmark::RegisterBenchmark(("Udp" + how).c_str(), [&, folded](benchmark::State& s) {
+            run(s, udp, 65536, folded);
+        });
+        benchmark::RegisterBenchmark(("TcpHits" + how).c_str(), [&, folded](benchmark::State& s) {
+            run(s, hits, 65536, folded);
+        });
+        benchmark::RegisterBenchmark(("TcpEvict" + how).c_str(), [&, folded](benchmark::State& s) {
+            run(s, evict, 1024, folded);
+        });
+        if (!pcap.empty())
+            benchmark::RegisterBenchmark(("Pcap" + how).c_str(), [&, folded](benchmark::State& s) {
+                run(s, pcap, 65536, folded);
+            });
+    }
+    if (pcap.empty())
         std::fprintf(stderr, "tcp_table_bench: %s: no packets read, Pcap skipped\n",
                      g_pcap.c_str());
-    }
     const auto full = flows(65536, true);
-    benchmark::RegisterBenchmark("Snapshot65536", [&](benchmark::State& s) {
+    benchmark::RegisterBenchmark("Snapshot65536/Folded", [&](benchmark::State& s) {
         snapshot(s, 65536, full);
     })->Unit(benchmark::kMillisecond);
     int bargc = static_cast<int>(rest.size());
     benchmark::Initialize(&bargc, rest.data());
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
-    rte_mempool_free(g_pool);
-    rte_eal_cleanup();
     return 0;
 }

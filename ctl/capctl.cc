@@ -5,7 +5,7 @@
  * Commands: status | stats [--prometheus] | top [--interval S] [--count N] |
  * rules list | rules add NAME [--pattern P]... [--scan payload|frame] [EXPR] |
  * rules replace NAME ... | rules del NAME | rotate | pause | resume | stop |
- * diagnose [FILE...] | compare A B | query [capq ARGS]
+ * diagnose [FILE...] | compare A B | compare --fleet-hosts A,B ... | query [capq ARGS]
  */
 #include <limits.h>
 #include <unistd.h>
@@ -46,6 +46,7 @@ const char* kCommands =
     "  diagnose [--all]                           TCP problems in capd's live flow tables\n"
     "  diagnose [--all] [--max-flows N] FILE...   TCP problems in capture files\n"
     "  compare [--nat A=B]... A.pcap B.pcap       packets lost between two capture points\n"
+    "  compare --fleet-hosts A,B --cert F --key F --ca F [EXPR]  the same, two hosts' answers\n"
     "  query [capq ARGS]              capq over the directories capd writes to\n";
 
 volatile sig_atomic_t g_interrupted = 0;

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "dataplane/netns.hh"
+#include "dataplane/null_flows.hh"
 #include "dataplane/source.hh"
 
 namespace linecap::dataplane {
@@ -151,11 +152,14 @@ private:
 class EthSource final : public Source {
 public:
     EthSource(std::unique_ptr<PortOwner> owner, std::string name, uint16_t queues,
-              uint32_t ts_scale, double rate, uint16_t rx_desc, InterfaceWatch watch)
+              uint32_t ts_scale, double rate, uint16_t rx_desc, InterfaceWatch watch,
+              uint32_t flows)
         : owner_(std::move(owner)),
           port_(owner_->port()),
           pacers_(queues),
+          cursors_(flows ? queues : 0),
           watch_(std::move(watch)) {
+        for (uint16_t q = 0; q < cursors_.size(); q++) cursors_[q].init(q, queues, flows);
         rx_desc_ = rx_desc;
         name_ = std::move(name);
         queues_ = queues;
@@ -183,9 +187,12 @@ public:
             if (n == 0) return 0;
             uint16_t got = rte_eth_rx_burst(port_, q, pkts, n);
             p.tokens -= got;
+            if (!cursors_.empty()) rewrite_flows(q, pkts, got);
             return got;
         }
-        return rte_eth_rx_burst(port_, q, pkts, n);
+        uint16_t got = rte_eth_rx_burst(port_, q, pkts, n);
+        if (!cursors_.empty()) rewrite_flows(q, pkts, got);
+        return got;
     }
     bool finished(uint16_t) const override { return false; }
     SourceCounters counters() const override {
@@ -204,9 +211,19 @@ public:
     LinkState link_state() const override { return watch_.state(); }
 
 private:
+    // null:SIZE,flows=N (null_flows.hh): a frame that is not IPv4 TCP/UDP
+    // passes as it is.
+    void rewrite_flows(uint16_t q, rte_mbuf** pkts, uint16_t n) {
+        NullFlowCursor& c = cursors_[q];
+        for (uint16_t i = 0; i < n; i++)
+            (void)null_flow_rewrite(rte_pktmbuf_mtod(pkts[i], uint8_t*), pkts[i]->data_len,
+                                    c.take());
+    }
+
     std::unique_ptr<PortOwner> owner_;
     uint16_t port_;
     std::vector<Pacer> pacers_;
+    std::vector<NullFlowCursor> cursors_;  // per queue; empty unless flows=N
     double per_cycle_ = 0;
     InterfaceWatch watch_;  // af_xdp: deletion, and promiscuous mode
 };
@@ -435,7 +452,8 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     // (microseconds). Other ports are stamped from the TSC at receive.
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
     auto src = std::make_unique<EthSource>(std::move(owner), spec.text, queues, ts_scale,
-                                           spec.rate_pps, nb_rxd, std::move(watch));
+                                           spec.rate_pps, nb_rxd, std::move(watch),
+                                           spec.kind == SourceSpec::Kind::kNull ? spec.flows : 0);
     return std::unique_ptr<Source>(std::move(src));
 }
 

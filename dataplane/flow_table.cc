@@ -6,6 +6,8 @@
 #include <cstring>
 #include <new>
 
+#include "packet/headers.hh"
+
 namespace linecap::dataplane {
 namespace {
 
@@ -19,6 +21,14 @@ inline uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
 inline uint64_t load64(const uint8_t* p) {
     uint64_t v;
     std::memcpy(&v, p, 8);
+    return v;
+}
+inline uint32_t be32(const uint8_t* p) {
+    return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+}
+inline uint64_t load32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
     return v;
 }
 inline uint64_t mix(uint64_t h) {
@@ -41,7 +51,7 @@ uint64_t hash_key(const FlowPacket::Key& k) {
     uint64_t h =
         fold(load64(b) ^ 0x9e3779b97f4a7c15ull, load64(b + 24) ^ 0xbf58476d1ce4e5b9ull) +
         fold(load64(b + 8) ^ 0x94d049bb133111ebull, load64(b + 32) ^ 0x2545f4914f6cdd1dull) +
-        fold(load64(b + 16) ^ 0xff51afd7ed558ccdull, load64(b + 40) ^ 0xc4ceb9fe1a85ec53ull);
+        fold(load64(b + 16) ^ 0xff51afd7ed558ccdull, load32(b + 40) ^ 0xc4ceb9fe1a85ec53ull);
     return mix(h);
 }
 
@@ -76,6 +86,7 @@ uint64_t hash_bytes(const uint8_t* frame, uint32_t caplen, uint16_t l3, uint8_t 
 
 struct FlowTable::Slot {
     FlowPacket::Key key;
+    uint32_t tcp;                 // TCP record + 1; 0: none
     uint32_t next;                // bucket chain: slot + 1, 0 ends it
     uint32_t lru_prev, lru_next;  // slot + 1, 0: none
     uint32_t state;               // flags in the low 4 bits, cut packets above (saturating)
@@ -87,13 +98,82 @@ struct FlowTable::Slot {
     uint64_t dup_hash[2];
 };
 
-bool flow_linktype_supported(uint16_t linktype) {
-    return linktype == 1 || linktype == 12 || linktype == 14 || linktype == 101;
+bool flow_linktype_supported(uint16_t linktype) { return packet::linktype_supported(linktype); }
+
+namespace {
+
+/* The key from the addresses and ports, in canonical order, and its hash. */
+void finish_key(FlowPacket& p, const uint8_t* sa, const uint8_t* da, unsigned alen, uint16_t sp,
+                uint16_t dp, uint32_t l3) {
+    FlowPacket::Key& k = p.key;
+    int c = std::memcmp(sa, da, alen);
+    p.a_sent = c < 0 || (c == 0 && sp <= dp);
+    if (p.a_sent) {
+        std::memcpy(k.a, sa, alen);
+        std::memcpy(k.b, da, alen);
+        k.ports = uint32_t(sp) << 16 | dp;
+    } else {
+        std::memcpy(k.a, da, alen);
+        std::memcpy(k.b, sa, alen);
+        k.ports = uint32_t(dp) << 16 | sp;
+    }
+    p.l3 = uint16_t(l3);
+    p.hash = hash_key(k);
+    p.ok = true;
 }
+
+/* What the inline parse leaves to the header walker: a third VLAN tag,
+ * IPv6 extension headers, link types other than Ethernet and raw IP. By
+ * the walker's rules (a frame it calls truncated or malformed is no flow),
+ * except that a fragment has no ports, as inline. `vlan`: the key's VLAN
+ * field, from the inline parse. */
+void parse_walked(uint16_t linktype, const uint8_t* f, uint32_t caplen, uint32_t vlan,
+                  FlowPacket& p) {
+    packet::Headers h;
+    packet::WalkStatus st;
+    switch (linktype) {
+        case 1: st = packet::walk_ethernet(f, caplen, h); break;
+        case 113:
+            if (caplen < 16) return;
+            st = packet::walk_ethertype(f, caplen, 16, be16(f + 14), h);
+            break;
+        case 276:
+            if (caplen < 20) return;
+            st = packet::walk_ethertype(f, caplen, 20, be16(f), h);
+            break;
+        case 12:
+        case 14:
+        case 101:
+        case 228:
+        case 229: st = packet::walk_ip(f, caplen, 0, h); break;
+        case 0:
+        case 108:
+            if (caplen < 4) return;
+            st = packet::walk_ip(f, caplen, 4, h);
+            break;
+        default: return;
+    }
+    if (st != packet::WalkStatus::kOk || h.l3 > 0xffff) return;
+    FlowPacket::Key& k = p.key;
+    std::memset(&k, 0, sizeof(k));
+    k.vlan = vlan;
+    k.version = h.ip_version;
+    k.proto = h.proto;
+    const bool ports = h.has_ports && !h.fragment;
+    if (ports && h.proto == 6 && h.l4 <= 0xffff) {
+        p.tcp_flags = f[h.l4 + 13];
+        p.tcp = uint16_t(h.l4);
+    }
+    finish_key(p, f + h.src_offset(), f + h.dst_offset(), h.addr_len(), ports ? h.sport : 0,
+               ports ? h.dport : 0, h.l3);
+}
+
+}  // namespace
 
 void parse_flow(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowPacket& p) {
     p.ok = false;
     p.tcp_flags = 0;
+    p.tcp = 0;
     uint32_t off = 0, vlan = 0;
     unsigned version;
     if (linktype == 1) {
@@ -110,13 +190,15 @@ void parse_flow(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowPacket
             version = 4;
         else if (et == 0x86dd)
             version = 6;
+        else if (et == 0x8100 || et == 0x88a8 || et == 0x9100)
+            return parse_walked(linktype, f, caplen, vlan, p);
         else
             return;
     } else if (linktype == 12 || linktype == 14 || linktype == 101) {
         if (caplen < 1) return;
         version = f[0] >> 4;
     } else {
-        return;
+        return parse_walked(linktype, f, caplen, 0, p);
     }
     FlowPacket::Key& k = p.key;
     std::memset(&k, 0, sizeof(k));
@@ -137,6 +219,7 @@ void parse_flow(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowPacket
         alen = 4;
     } else if (version == 6) {
         if (left < 40 || (ip[0] >> 4) != 6) return;
+        if (packet::is_ipv6_ext_header(ip[6])) return parse_walked(linktype, f, caplen, vlan, p);
         l4 = 40;
         k.proto = ip[6];
         ports = true;
@@ -153,27 +236,24 @@ void parse_flow(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowPacket
         sp = be16(ip + l4);
         dp = be16(ip + l4 + 2);
         if (k.proto == 6 && left >= l4 + 14) p.tcp_flags = ip[l4 + 13];
+        if (k.proto == 6 && left >= l4 + 20 && off + l4 <= 0xffff) p.tcp = uint16_t(off + l4);
     }
-    int c = std::memcmp(sa, da, alen);
-    p.a_sent = c < 0 || (c == 0 && sp <= dp);
-    if (p.a_sent) {
-        std::memcpy(k.a, sa, alen);
-        std::memcpy(k.b, da, alen);
-        k.ports = uint32_t(sp) << 16 | dp;
-    } else {
-        std::memcpy(k.a, da, alen);
-        std::memcpy(k.b, sa, alen);
-        k.ports = uint32_t(dp) << 16 | sp;
-    }
-    p.l3 = uint16_t(off);
-    p.hash = hash_key(k);
-    p.ok = true;
+    finish_key(p, sa, da, alen, sp, dp, off);
 }
 
-uint64_t FlowTable::bytes_for(uint32_t slots) {
+namespace {
+/* Where the TCP pool starts in the mapping: after the slots and heads, on
+ * a cache line. */
+uint64_t tcp_pool_offset(uint32_t slots, uint64_t slot_bytes) {
     uint64_t buckets = 1;
     while (buckets < slots) buckets <<= 1;
-    uint64_t b = uint64_t(slots) * sizeof(Slot) + buckets * 4;
+    return (uint64_t(slots) * slot_bytes + buckets * 4 + 63) / 64 * 64;
+}
+}  // namespace
+
+uint64_t FlowTable::bytes_for(uint32_t slots, uint32_t tcp_conns) {
+    uint64_t b =
+        tcp_pool_offset(slots, sizeof(Slot)) + uint64_t(tcp_conns) * sizeof(packet::TcpConn);
     return (b + kHugePage - 1) / kHugePage * kHugePage;
 }
 
@@ -181,7 +261,7 @@ Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
     if (cfg.slots == 0) return make_error("flow table: at least one flow slot is needed");
     uint32_t buckets = 1;
     while (buckets < cfg.slots) buckets <<= 1;
-    const uint64_t bytes = bytes_for(cfg.slots);
+    const uint64_t bytes = bytes_for(cfg.slots, cfg.tcp_conns);
     // Huge pages when the system has free ones; else normal pages (with a
     // hint). Populated now: no page fault on the worker's path.
     void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
@@ -199,7 +279,23 @@ Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
         munmap(mem, bytes);
         return make_error("flow table: out of memory");
     }
-    return std::unique_ptr<FlowTable>(t);
+    std::unique_ptr<FlowTable> table(t);
+    if (cfg.tcp_conns) {
+        // Reserved, not committed: pages exist only while a snapshot is read.
+        const uint64_t area = uint64_t(cfg.tcp_conns) * sizeof(packet::TcpConn);
+        void* a = mmap(nullptr, area, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (a == MAP_FAILED)
+            return make_error("flow table: " + std::to_string(cfg.tcp_conns) +
+                              " TCP connections: cannot map " + std::to_string(area >> 20) +
+                              " MiB for snapshots");
+        (void)madvise(a, area, MADV_HUGEPAGE);
+        t->tcp_ = reinterpret_cast<packet::TcpConn*>(static_cast<uint8_t*>(mem) +
+                                                     tcp_pool_offset(cfg.slots, sizeof(Slot)));
+        t->tcp_area_ = static_cast<packet::TcpConn*>(a);
+        t->tcp_area_bytes_ = area;
+    }
+    return table;
 }
 
 FlowTable::FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t buckets)
@@ -216,10 +312,19 @@ FlowTable::FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t 
     static_assert(sizeof(Slot) == 128);
 }
 
-FlowTable::~FlowTable() { munmap(mem_, mem_bytes_); }
+FlowTable::~FlowTable() {
+    munmap(mem_, mem_bytes_);
+    if (tcp_area_) munmap(tcp_area_, tcp_area_bytes_);
+}
 
 void FlowTable::prefetch(const FlowPacket& p) const {
     if (p.ok) __builtin_prefetch(&heads_[p.hash & mask_]);
+}
+
+void FlowTable::prefetch_slot(const FlowPacket& p) const {
+    if (!p.ok) return;
+    const uint32_t s = heads_[p.hash & mask_];
+    if (s) __builtin_prefetch(&slots_[s - 1]);
 }
 
 void FlowTable::lru_remove(uint32_t s) {
@@ -279,6 +384,7 @@ uint32_t FlowTable::take_slot(uint64_t ts_ns) {
         add(counters_.evicted, 1);
     unlink_bucket(s);
     lru_remove(s);
+    if (x.tcp) tcp_drop(s);
     return s;
 }
 
@@ -298,6 +404,7 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         s = take_slot(ts_ns);
         x = &slots_[s];
         x->key = p.key;
+        x->tcp = 0;
         x->next = *head;
         *head = s + 1;
         fresh = true;
@@ -318,6 +425,7 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
             }
         }
     }
+    last_slot_ = s;
     if (fresh) {
         add(counters_.created, 1);
         x->state = kInUse;
@@ -390,6 +498,191 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         return kCut;
     }
     return kKeep;
+}
+
+namespace {
+
+/* The TCP pool's LRU list: record + 1 in lru_prev/lru_next, 0 ends it. */
+void pool_remove(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
+    packet::TcpConn& c = pool[r];
+    if (c.lru_prev)
+        pool[c.lru_prev - 1].lru_next = c.lru_next;
+    else
+        head = c.lru_next;
+    if (c.lru_next)
+        pool[c.lru_next - 1].lru_prev = c.lru_prev;
+    else
+        tail = c.lru_prev;
+    c.lru_prev = c.lru_next = 0;
+}
+
+void pool_push_front(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
+    packet::TcpConn& c = pool[r];
+    c.lru_prev = 0;
+    c.lru_next = head;
+    if (head) pool[head - 1].lru_prev = r + 1;
+    head = r + 1;
+    if (!tail) tail = r + 1;
+}
+
+void pool_push_back(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
+    packet::TcpConn& c = pool[r];
+    c.lru_next = 0;
+    c.lru_prev = tail;
+    if (tail) pool[tail - 1].lru_next = r + 1;
+    tail = r + 1;
+    if (!head) head = r + 1;
+}
+
+packet::Endpoint endpoint(const uint8_t* addr, uint8_t version, uint16_t port) {
+    packet::Endpoint e;
+    std::memcpy(e.addr.bytes.data(), addr, 16);
+    e.addr.family = version == 4 ? packet::Family::kIpv4 : packet::Family::kIpv6;
+    e.port = port;
+    return e;
+}
+
+}  // namespace
+
+void FlowTable::tcp_drop(uint32_t slot) {
+    const uint32_t r = slots_[slot].tcp - 1;
+    slots_[slot].tcp = 0;
+    packet::TcpConn& c = tcp_[r];
+    if (c.in_use) tcp_counters_.evicted++;
+    c.in_use = false;
+    // Free: first in line to be taken.
+    pool_remove(tcp_, tcp_head_, tcp_tail_, r);
+    pool_push_back(tcp_, tcp_head_, tcp_tail_, r);
+}
+
+void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* frame,
+                           uint32_t caplen, uint64_t ts_ns, packet::FrameRef ref) {
+    Slot& x = slots_[slot];
+    if (std::memcmp(&x.key, &p.key, sizeof(p.key)) != 0) {
+        // A later packet of the burst took the flow's slot.
+        tcp_counters_.evicted++;
+        return;
+    }
+    // The segment, by the walker's rules (decode.cc): the header must fit
+    // the datagram, whose end the IP length fields give (0: the capture's).
+    const uint8_t* ip = frame + p.l3;
+    const uint8_t* t = frame + p.tcp;
+    uint32_t end;
+    packet::DecodedPacket d;
+    if (p.key.version == 4) {
+        const uint32_t len = be16(ip + 2);
+        end = len ? p.l3 + len : caplen;
+        d.ttl = ip[8];
+    } else {
+        const uint32_t len = be16(ip + 4);
+        end = len ? p.l3 + 40 + len : caplen;
+        d.ttl = ip[7];
+    }
+    const uint32_t doff = (t[12] >> 4) * 4u;
+    if (p.tcp + 20u > end || doff < 20 || p.tcp + doff > end) return;  // not_tcp at the copy
+    d.proto = packet::kProtoTcp;
+    d.has_ports = true;
+    d.seq = be32(t + 4);
+    d.ack = be32(t + 8);
+    d.tcp_flags = t[13];
+    d.window = be16(t + 14);
+    d.payload_len = end - (p.tcp + doff);
+
+    uint32_t r;
+    if (x.tcp) {
+        r = x.tcp - 1;
+        if (tcp_head_ != r + 1) {
+            pool_remove(tcp_, tcp_head_, tcp_tail_, r);
+            pool_push_front(tcp_, tcp_head_, tcp_tail_, r);
+        }
+    } else {
+        if (tcp_used_ < cfg_.tcp_conns) {
+            r = tcp_used_++;
+        } else {
+            // A free record waits at the tail; else the least recently updated.
+            r = tcp_tail_ - 1;
+            const packet::TcpConn& o = tcp_[r];
+            if (o.in_use) {
+                slots_[o.bucket_next - 1].tcp = 0;
+                tcp_counters_.evicted++;
+            }
+            pool_remove(tcp_, tcp_head_, tcp_tail_, r);
+        }
+        packet::TcpConn& c = tcp_[r];
+        c = packet::TcpConn{};
+        c.ep[0] = endpoint(p.key.a, p.key.version, uint16_t(p.key.ports >> 16));
+        c.ep[1] = endpoint(p.key.b, p.key.version, uint16_t(p.key.ports));
+        c.in_use = true;
+        c.bucket_next = slot + 1;
+        pool_push_front(tcp_, tcp_head_, tcp_tail_, r);
+        x.tcp = r + 1;
+        tcp_counters_.created++;
+    }
+    packet::TcpConn& c = tcp_[r];
+    const int dir = p.a_sent ? 0 : 1;
+    // packet::TcpTracker::update()'s rule: a fresh SYN on a connection that
+    // carried data or finished starts a new one; another attempt does not.
+    if ((d.tcp_flags & (packet::kTcpSyn | packet::kTcpAck)) == packet::kTcpSyn && c.packets > 0) {
+        const packet::TcpDirection& sd = c.dir[dir];
+        const bool progressed = c.handshake_done || c.dir[0].bytes > 0 || c.dir[1].bytes > 0 ||
+                                (c.dir[0].fin && c.dir[1].fin);
+        if (progressed && (!sd.syn || sd.isn != d.seq)) {
+            tcp_counters_.reused++;
+            packet::TcpConn fresh{};
+            fresh.ep[0] = c.ep[0];
+            fresh.ep[1] = c.ep[1];
+            fresh.bucket_next = c.bucket_next;
+            fresh.lru_prev = c.lru_prev;
+            fresh.lru_next = c.lru_next;
+            fresh.in_use = true;
+            c = fresh;
+            tcp_counters_.created++;
+        }
+    }
+    packet::tcp_conn_update(c, dir, d, ts_ns, ref);
+    tcp_counters_.packets++;
+    if (ts_ns > tcp_last_ts_) tcp_last_ts_ = ts_ns;
+}
+
+void FlowTable::tcp_copy(uint64_t req) {
+    uint32_t k = 0;
+    for (uint32_t r = tcp_tail_; r; r = tcp_[r - 1].lru_prev)
+        if (tcp_[r - 1].in_use) tcp_area_[k++] = tcp_[r - 1];
+    snap_count_ = k;
+    snap_counters_ = tcp_counters_;
+    snap_counters_.not_tcp = tcp_seen_ - tcp_counters_.packets;
+    snap_seen_ = tcp_seen_;
+    snap_last_ts_ = tcp_last_ts_;
+    tcp_served_.store(req, std::memory_order_release);
+}
+
+void FlowTable::tcp_request() {
+    tcp_request_.store(tcp_request_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+bool FlowTable::tcp_ready(bool owner_done) {
+    const uint64_t want = tcp_request_.load(std::memory_order_relaxed);
+    if (tcp_served_.load(std::memory_order_acquire) == want) return true;
+    if (!owner_done) return false;
+    tcp_copy(want);
+    return true;
+}
+
+packet::TableView FlowTable::tcp_view(unsigned worker) const {
+    packet::TableView v;
+    v.worker = worker;
+    v.capacity = cfg_.tcp_conns;
+    v.conns = std::span<const packet::TcpConn>(tcp_area_, snap_count_);
+    v.counters = snap_counters_;
+    v.packets_seen = snap_seen_;
+    v.last_ts = snap_last_ts_;
+    return v;
+}
+
+void FlowTable::tcp_release() {
+    const size_t used = size_t(snap_count_) * sizeof(packet::TcpConn);
+    if (used > 0) madvise(tcp_area_, used, MADV_DONTNEED);
+    snap_count_ = 0;
 }
 
 void FlowTable::request(size_t n) {

@@ -1,13 +1,16 @@
-/* FlowTable: one worker's flow table, for the flow cutoff and dedup.
+/* FlowTable: one worker's flow table, for the flow cutoff, dedup and the
+ * live TCP diagnosis (capctl diagnose, --tcp-flows).
  *
  * A flow is every packet with the same VLAN ids, IP version, addresses,
  * protocol and ports (TCP, UDP, SCTP; 0 for others and for IPv4 fragments
  * after the first). Both directions are one flow: the key holds the two
  * endpoints in a canonical order. Frames that carry no IP (ARP, LLDP, a
  * link type the table does not walk) belong to no flow and always pass.
- * Link types walked: Ethernet (1, up to two VLAN tags) and raw IP (12, 14,
- * 101). IPv6 extension headers are not walked: the next header of the fixed
- * header is the protocol, and such packets have no ports.
+ * Link types: those of the header walker (packet/headers.hh, decode.hh):
+ * Ethernet, Linux cooked v1/v2, raw IP, BSD loopback. Ethernet (up to two
+ * VLAN tags) and raw IP are parsed inline; the rest (more tags, IPv6
+ * extension headers, the other link types) through the walker, by its
+ * rules. The key holds the first two VLAN ids.
  *
  * Per packet the table answers keep, cut (past the flow's cutoff) or
  * duplicate:
@@ -36,7 +39,8 @@
  * 2^32 - 1 per direction, cut packets at 2^28 - 1 per flow).
  *
  * Memory: `slots` flow slots of 128 bytes plus a 4-byte bucket head per slot
- * (rounded up to a power of two), mapped once at create() (2 MiB huge pages
+ * (rounded up to a power of two), and tcp_conns TCP records of 744 bytes,
+ * mapped once at create() (2 MiB huge pages
  * when the system has free ones, else normal pages, populated at once);
  * nothing is allocated afterwards. A new flow takes a free slot; if none is
  * free, the least recently seen flow's slot (counted as evicted, or expired
@@ -44,8 +48,25 @@
  * sides, puts a flow first in line to be reused). A TCP SYN without ACK on
  * an ended flow starts it again from zero.
  *
- * Threads: create() and the counters' readers any thread; packet() only the
- * owning worker. Counters: single writer, relaxed atomics.
+ * TCP diagnosis (tcp_conns > 0, capd --tcp-flows): a second pool of
+ * tcp_conns packet::TcpConn records (744 B each), one per diagnosed TCP
+ * connection, indexed from its flow's slot, with its own LRU list. After
+ * the keep decision (cutoff, dedup, then -c), the worker hands each kept
+ * TCP packet to tcp_packet() with the slot packet() found for it
+ * (last_slot()): the record is taken then (a free one, else the least
+ * recently updated one, whose flow loses its diagnosis and keeps its
+ * cutoff; counted evicted) and updated by packet::tcp_conn_update() with
+ * packet::TcpTracker's rules (a fresh SYN on a connection that progressed
+ * starts a new one: reused). A flow pushed out of the table takes its
+ * record with it (counted evicted). The TCP fields are read at the offsets
+ * parse_flow() found: one header walk per packet serves the table and the
+ * diagnosis. What the diagnosis no longer sees that the separate tracker
+ * saw: the first fragment of a fragmented TCP segment (the key of a
+ * fragment has no ports), and one 5-tuple on two VLANs is two connections.
+ *
+ * Threads: create() and the counters' readers any thread; packet() and
+ * tcp_packet() only the owning worker. Counters: single writer, relaxed
+ * atomics.
  *
  * Cost: a hash and one bucket walk per packet; the slot is a cache miss on
  * a table larger than the cache, so prefetch() a burst's buckets first.
@@ -56,9 +77,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/result.hh"
+#include "packet/tcp_tracker.hh"
 
 namespace linecap::dataplane {
 
@@ -76,6 +99,11 @@ struct FlowConfig {
     bool per_direction = false;            // each direction of a flow has the cutoff
     uint64_t dedup_window_ns = 0;          // 0: no dedup
     uint64_t idle_ns = 60'000'000'000ull;  // an idle flow expires after this
+    uint32_t tcp_conns = 0;                // TCP connections diagnosed (--tcp-flows); 0: none
+    // The table serves only the TCP diagnosis (--tcp-flows alone): the
+    // worker hands it packets with a TCP header only, unless rules have
+    // their own cutoffs; the flow counters then count TCP flows.
+    bool tcp_only = false;
 };
 
 struct FlowCounters {
@@ -101,22 +129,27 @@ struct FlowInfo {
     uint64_t first_ns = 0, last_ns = 0;
 };
 
-/* The parsed header fields a verdict needs; filled by parse_flow(). */
+/* The parsed header fields a verdict needs; filled by parse_flow(), which
+ * always sets ok, tcp and tcp_flags, and the rest when ok. No member
+ * initialisers: the worker keeps a burst's array on its stack whether the
+ * table is on or not, and leaves it untouched when it is off. */
 struct FlowPacket {
     struct Key {
         uint8_t a[16], b[16];
         uint32_t ports;  // pa << 16 | pb
         uint32_t vlan;   // outer vid << 12 | inner vid, plus bit 24/25 per tag present
         uint8_t proto, version;
-        uint8_t pad[6];
+        uint8_t pad[2];
     } key;
-    uint64_t hash = 0;
-    uint16_t l3 = 0;        // where the IP header starts
-    uint8_t tcp_flags = 0;  // TCP only; 0 otherwise
-    bool a_sent = false;    // the sender is the lower endpoint
-    bool ok = false;        // false: not IP, no flow
+    uint64_t hash;
+    uint16_t l3;        // where the IP header starts
+    uint16_t tcp;       // where a whole captured TCP header starts; 0: none
+    uint8_t tcp_flags;  // TCP only; 0 otherwise
+    bool a_sent;        // the sender is the lower endpoint
+    bool ok;            // false: not IP, no flow
 };
-static_assert(sizeof(FlowPacket::Key) == 48);
+static_assert(sizeof(FlowPacket::Key) == 44);
+static_assert(std::is_trivially_default_constructible_v<FlowPacket>);
 
 /* Fills p from a frame. Reads only [frame, frame + caplen). */
 void parse_flow(uint16_t linktype, const uint8_t* frame, uint32_t caplen, FlowPacket& p);
@@ -128,8 +161,8 @@ class FlowTable {
 public:
     enum Verdict : uint8_t { kKeep = 0, kCut = 1, kDuplicate = 2 };
 
-    /* Bytes one table of `slots` flows maps. */
-    static uint64_t bytes_for(uint32_t slots);
+    /* Bytes one table of `slots` flows and `tcp_conns` TCP records maps. */
+    static uint64_t bytes_for(uint32_t slots, uint32_t tcp_conns = 0);
     /* Errors: slots 0, or the memory cannot be mapped. */
     static Result<std::unique_ptr<FlowTable>> create(const FlowConfig& cfg);
     ~FlowTable();
@@ -138,6 +171,9 @@ public:
 
     /* Prefetches the bucket of a parsed packet. */
     void prefetch(const FlowPacket& p) const;
+    /* Second stage, once prefetch() has run for the whole burst: reads the
+     * bucket head and prefetches the first slot of the chain. */
+    void prefetch_slot(const FlowPacket& p) const;
     /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
      * and caplen are the packet's bytes, read only with dedup on. `cut` is
      * this packet's cutoff; without it, the configured one. */
@@ -148,9 +184,36 @@ public:
         return packet(p, frame, caplen, wirelen, ts_ns, default_cut_);
     }
     const FlowCutoff& default_cutoff() const { return default_cut_; }
+    /* The slot of the flow the last packet() call judged (not for a packet
+     * of no flow); tcp_packet() takes it. */
+    uint32_t last_slot() const { return last_slot_; }
 
-    /* Snapshots of the biggest flows for `capctl flows`, as TcpFlowTable's
-     * (tcp_table.hh): the control thread asks (request(n), n <= kMaxTop),
+    /* TCP diagnosis (tcp_conns > 0). tcp_offered(): the worker, once per
+     * burst, with the number of packets the capture kept (the diagnosis
+     * reports them as seen). tcp_packet(): a kept packet whose flow is in
+     * `slot` (last_slot() after its packet() call), with p.tcp set; a
+     * packet whose slot a later packet of the same burst took is not fed
+     * (counted as an evicted connection). Never allocates. */
+    bool tcp_on() const { return tcp_ != nullptr; }
+    void tcp_offered(uint32_t n) { tcp_seen_ += n; }
+    void tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* frame, uint32_t caplen,
+                    uint64_t ts_ns, packet::FrameRef ref);
+
+    /* Snapshots of the TCP records for `capctl diagnose`: the control
+     * thread asks (tcp_request()), the owner copies between bursts (serve())
+     * into an area mapped at create() whose pages are given back after each
+     * read (tcp_release()), the control thread reads the copy once
+     * tcp_ready() (tcp_ready(true): a worker that has returned; the copy is
+     * made on the calling thread). The copy stalls the worker in proportion
+     * to the connections in use. */
+    void tcp_request();
+    bool tcp_ready(bool owner_done);
+    packet::TableView tcp_view(unsigned worker) const;
+    void tcp_release();
+    uint32_t tcp_capacity() const { return cfg_.tcp_conns; }
+
+    /* Snapshots of the biggest flows for `capctl flows`, as the TCP
+     * snapshots above: the control thread asks (request(n), n <= kMaxTop),
      * the owner answers between bursts (serve(): one relaxed load when
      * nothing is asked; an answer walks the live flows and keeps the n with
      * the most bytes in an area allocated at create(): no allocation), the
@@ -161,6 +224,8 @@ public:
     void serve() {
         const uint64_t req = request_.load(std::memory_order_acquire);
         if (req != served_.load(std::memory_order_relaxed)) answer(req);
+        const uint64_t treq = tcp_request_.load(std::memory_order_acquire);
+        if (treq != tcp_served_.load(std::memory_order_relaxed)) tcp_copy(treq);
     }
     bool ready(bool owner_done);
     /* After ready(): the flows, most bytes first. */
@@ -178,6 +243,8 @@ private:
     void lru_push_front(uint32_t s);
     void lru_push_back(uint32_t s);
     void answer(uint64_t req);
+    void tcp_drop(uint32_t slot);
+    void tcp_copy(uint64_t req);
 
     FlowConfig cfg_;
     FlowCutoff default_cut_;
@@ -189,12 +256,29 @@ private:
     uint32_t used_ = 0;             // slots ever handed out (the rest are fresh)
     uint32_t lru_head_, lru_tail_;  // head: most recently seen
     FlowCounters counters_;
+    uint32_t last_slot_ = 0;
+
+    // The TCP pool: records, LRU links in TcpConn::lru_prev/lru_next (record
+    // + 1, 0: none; head most recently updated; free records at the tail),
+    // the owning flow's slot + 1 in TcpConn::bucket_next.
+    packet::TcpConn* tcp_ = nullptr;
+    uint32_t tcp_used_ = 0;  // records ever handed out
+    uint32_t tcp_head_ = 0, tcp_tail_ = 0;
+    packet::TrackerCounters tcp_counters_;
+    uint64_t tcp_seen_ = 0, tcp_last_ts_ = 0;
+    packet::TcpConn* tcp_area_ = nullptr;  // snapshot copies
+    uint64_t tcp_area_bytes_ = 0;
+    uint32_t snap_count_ = 0;
+    packet::TrackerCounters snap_counters_;
+    uint64_t snap_seen_ = 0, snap_last_ts_ = 0;
 
     std::unique_ptr<FlowInfo[]> top_;  // kMaxTop entries
     size_t top_n_ = 0;
     std::atomic<size_t> top_want_{0};
     alignas(64) std::atomic<uint64_t> request_{0};
     std::atomic<uint64_t> served_{0};
+    std::atomic<uint64_t> tcp_request_{0};
+    std::atomic<uint64_t> tcp_served_{0};
 };
 
 }  // namespace linecap::dataplane

@@ -1,5 +1,6 @@
-/* null:SIZE,frames=FILE: real frames for the synthetic source. Cold code, run
- * once after the mbuf pool is created and before any port starts. */
+/* null:SIZE,frames=FILE: real frames for the synthetic source; null:SIZE,flows=N
+ * without frames=: an IPv4/UDP frame to rewrite. Cold code, run once after
+ * the mbuf pool is created and before any port starts. */
 #include <pcap/pcap.h>
 
 #include <algorithm>
@@ -32,7 +33,35 @@ void fill_one(rte_mempool*, void* arg, void* obj, unsigned) {
 }  // namespace
 
 Status fill_null_frames(const SourceSpec& spec, rte_mempool* pool) {
-    if (spec.kind != SourceSpec::Kind::kNull || spec.arg.empty()) return {};
+    if (spec.kind != SourceSpec::Kind::kNull) return {};
+    if (spec.arg.empty() && spec.flows) {
+        // flows= without frames=: one IPv4/UDP frame of SIZE bytes, which
+        // the source rewrites into each packet's flow (null_flows.hh).
+        std::vector<uint8_t> f(spec.size, 0);
+        // clang-format off
+        const uint8_t head[14 + 20 + 8] = {
+            2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00,  // Ethernet
+            0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0,         // IPv4: length, checksum below
+            198, 18, 0, 0, 198, 19, 0, 1,
+            0x04, 0x00, 0, 80, 0, 0, 0, 0};                  // UDP 1024 -> 80, length below
+        // clang-format on
+        std::memcpy(f.data(), head, sizeof(head));
+        const uint32_t ip_len = spec.size - 14;
+        f[16] = uint8_t(ip_len >> 8);
+        f[17] = uint8_t(ip_len);
+        f[38] = uint8_t((ip_len - 20) >> 8);
+        f[39] = uint8_t(ip_len - 20);
+        uint32_t sum = 0;
+        for (int i = 14; i < 34; i += 2) sum += uint32_t(f[i]) << 8 | f[i + 1];
+        while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+        f[24] = uint8_t(~sum >> 8);
+        f[25] = uint8_t(~sum);
+        const std::vector<std::vector<uint8_t>> one{f};
+        FillState st{&one, spec.size};
+        rte_mempool_obj_iter(pool, fill_one, &st);
+        return {};
+    }
+    if (spec.arg.empty()) return {};
     char errbuf[PCAP_ERRBUF_SIZE];
     pcap_t* p = pcap_open_offline(spec.arg.c_str(), errbuf);
     if (!p) return make_error("source '" + spec.text + "': " + errbuf);

@@ -118,9 +118,10 @@ Result<SourceSpec> parse_source(const std::string& text) {
         }
         // Options after the size: ,rate=N[k|M|G] paces the offered load (for
         // drop-rate measurements); ,frames=FILE fills the packet buffers with
-        // the frames of a capture, so filters see real headers.
+        // the frames of a capture, so filters see real headers; ,flows=N
+        // makes every packet one of N IPv4 flows (eth_source.cc).
         const std::string usage =
-            "source '" + text + "': expected null[:SIZE][,rate=PPS][,frames=FILE]";
+            "source '" + text + "': expected null[:SIZE][,rate=PPS][,frames=FILE][,flows=N]";
         size_t at = 0;
         while (at < opts.size()) {
             size_t next = opts.find(',', at + 1);
@@ -132,6 +133,19 @@ Result<SourceSpec> parse_source(const std::string& text) {
             std::string key = item.substr(0, eq), v = item.substr(eq + 1);
             if (key == "frames") {
                 s.arg = v;
+                continue;
+            }
+            if (key == "flows") {
+                // Up to 2^26: the flows' addresses and ports (null_frames.cc)
+                // stay inside 198.18.0.0/15, and 64 M flows is far past any
+                // flow table a worker can map.
+                char* end = nullptr;
+                errno = 0;
+                unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+                if (errno != 0 || *end != '\0' || v[0] == '-' || n < 1 || n > (1ull << 26))
+                    return make_error("source '" + text +
+                                      "': flows must be a whole number of flows, 1..67108864");
+                s.flows = static_cast<uint32_t>(n);
                 continue;
             }
             if (key != "rate") return make_error(usage);
@@ -155,6 +169,10 @@ Result<SourceSpec> parse_source(const std::string& text) {
                                   "packets/s, with an optional k, M or G");
             }
         }
+        if (s.flows && s.size < kNullFlowMinSize)
+            return make_error("source '" + text + "': flows= needs frames of at least " +
+                              std::to_string(kNullFlowMinSize) +
+                              " bytes (Ethernet, IPv4 and UDP headers)");
         return s;
     }
     static const std::regex pci("^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\\.[0-7]$");
@@ -178,7 +196,7 @@ Result<SourceSpec> parse_source(const std::string& text) {
     return make_error("unknown source '" + text +
                       "' (expected an interface name, a PCI address, af_xdp:IFACE, "
                       "af_packet:IFACE (each optionally @netns=NAME or @pid=PID), "
-                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE])");
+                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE][,flows=N])");
 }
 
 /* --flow-cutoff: a byte count, k/M/G decimal (as -C counts millions). */
@@ -325,6 +343,11 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "bytes of rows the spool holds before it drops the oldest (K, M, G "
                    "suffixes; default 64M)")
         ->type_name("SIZE");
+    std::string flow_budget;
+    app.add_option("--catalog-flow-budget", flow_budget,
+                   "catalogue rows per file: the biggest flows keep their own, the others are "
+                   "aggregated by endpoint (default: a row a flow)")
+        ->type_name("N");
     app.add_option("--eal", o.eal_extra, "extra EAL arguments");
     app.add_option("--chunk-kb", o.chunk_kb, "worker-to-writer chunk size in KiB");
     app.add_option("--flush-ms", o.flush_ms, "hand partial chunks to the writer after MS");
@@ -348,7 +371,7 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("-Z", o.run_as_user, "after set-up, drop privileges to USER (as tcpdump)");
     app.add_option("--tcp-flows", o.tcp_flows,
                    "TCP connections each worker tracks for capctl diagnose (e.g. 65536; "
-                   "default 0 = off: 100-200 ns per TCP packet)")
+                   "default 0 = off), in the flow table (--flow-table slots; on with this)")
         ->check(CLI::Range(0u, 1u << 22));
     std::string flow_cutoff, dedup;
     app.add_option("--flow-cutoff", flow_cutoff,
@@ -551,6 +574,13 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                               " needs -C or -G: without rotation there is one file, the one "
                               "being written, which retention never deletes");
         if (o.align && o.rotate_seconds == 0) return make_error("--align needs -G");
+        // A preallocated ring holds its -C x -W bytes from the start and is
+        // bounded by -W; deleting its files would give back space the ring
+        // claimed to hold, and the next pass would allocate it anew.
+        if (o.preallocate && (o.retain_free.on() || o.retain_age_s))
+            return make_error(std::string(o.retain_free.on() ? "--retain-free" : "--retain-age") +
+                              " does not take --preallocate: the ring holds its -C x -W bytes "
+                              "from the start; bound it with -W");
     }
     if (app.count("-c") && o.count == 0) return make_error("-c: count must be positive");
     if (o.duration < 0 || (app.count("--duration") && o.duration == 0))
@@ -614,11 +644,22 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                               spool_max + "'");
         o.catalog_spool_max = static_cast<uint64_t>(*v);
     }
+    if (!flow_budget.empty()) {
+        char* end = nullptr;
+        errno = 0;
+        unsigned long long v = std::strtoull(flow_budget.c_str(), &end, 10);
+        if (end == flow_budget.c_str() || *end != '\0' || errno || v < 2 || v > (1u << 24) ||
+            flow_budget[0] == '-')
+            return make_error(
+                "--catalog-flow-budget: expected a number of rows per file, 2 to 16777216, not '" +
+                flow_budget + "'");
+        o.catalog_flow_budget = static_cast<uint32_t>(v);
+    }
     const bool catalog_opts = !o.catalog_tables.empty() || !o.catalog_host.empty() ||
                               !o.catalog_serve.empty() || !o.catalog_spool.empty() ||
-                              !spool_max.empty();
+                              !spool_max.empty() || !flow_budget.empty();
     if (catalog_opts && o.catalog_url.empty())
-        return make_error("--catalog-tables/-host/-serve/-spool need --catalog URL");
+        return make_error("--catalog-tables/-host/-serve/-spool/-flow-budget need --catalog URL");
     if (!o.catalog_url.empty()) {
         if (auto u = storage::parse_catalog_url(o.catalog_url); !u)
             return make_error("--catalog: " + u.error());

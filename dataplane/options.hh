@@ -24,6 +24,9 @@ namespace linecap::dataplane {
 /* Which packets of a kernel interface are captured (-Q, tcpdump's). */
 enum class Direction { kInOut, kIn, kOut };
 
+/* null:SIZE,flows=N needs room for Ethernet, IPv4 and UDP headers. */
+inline constexpr uint32_t kNullFlowMinSize = 42;
+
 struct SourceSpec {
     enum class Kind { kPci, kAfXdp, kAfPacket, kPcapFile, kNull };
     Kind kind;
@@ -34,6 +37,7 @@ struct SourceSpec {
     bool loop = false;
     uint32_t size = 64;   // null: frame size
     double rate_pps = 0;  // null: offered load, packets/s over all queues; 0 = unpaced
+    uint32_t flows = 0;   // null: each packet rewritten into one of this many flows; 0 = off
     // af_packet/af_xdp inside another network namespace: @netns=NAME (a name
     // under /run/netns, as `ip netns` shows it) or @pid=PID (that process's).
     std::string netns;
@@ -126,7 +130,7 @@ struct Options {
     uint32_t file_mode = 0640;
     uint32_t test_writer_delay_us = 0;
     uint32_t test_writer_delay_for_s = 0;  // 0: the delay lasts the whole run
-    uint32_t tcp_flows = 0;  // --tcp-flows: live TCP table per worker; 0 = off (default)
+    uint32_t tcp_flows = 0;                // --tcp-flows: TCP records in each flow table; 0 = off
     // The flow table (dataplane/flow_table.hh): on when any of the three is
     // set, or --flow-table is given (for rules' own cutoffs, capctl rules).
     uint64_t flow_cutoff = 0;      // --flow-cutoff BYTES per flow; 0: none
@@ -151,6 +155,7 @@ struct Options {
     std::string catalog_serve;   // --catalog-serve ADDR:PORT
     std::string catalog_spool;   // --catalog-spool ("": DIR/.capd-catalog.spool beside -w)
     uint64_t catalog_spool_max = 64ull << 20;  // --catalog-spool-max, bytes
+    uint32_t catalog_flow_budget = 0;  // --catalog-flow-budget: rows per file; 0: a row a flow
 
     /* Frames (2 KiB each) of each af_packet queue's kernel ring: -B's KiB
      * when given, else --rx-desc. */

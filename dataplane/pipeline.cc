@@ -18,7 +18,6 @@
 #include "dataplane/mempool.hh"
 #include "dataplane/rule_publisher.hh"
 #include "dataplane/source.hh"
-#include "dataplane/tcp_table.hh"
 #include "dataplane/worker.hh"
 #include "dataplane/writer_config.hh"
 #include "storage/chunk_ring.hh"
@@ -61,8 +60,8 @@ struct Pipeline::Impl {
     std::vector<std::unique_ptr<QueueStats>> queue_stats;
     std::vector<std::vector<QueueStats*>> queues_of_if;  // per interface
     std::vector<std::unique_ptr<WorkerContext>> workers;
-    std::vector<std::unique_ptr<TcpFlowTable>> tcp_tables;  // one per worker, or none
-    std::vector<std::unique_ptr<FlowTable>> flow_tables;    // one per worker, or none
+    // One per worker, or none; with --tcp-flows they hold the TCP diagnosis.
+    std::vector<std::unique_ptr<FlowTable>> flow_tables;
     Mempool chunks;
     std::vector<std::unique_ptr<storage::ChunkRing>> rings;
     // Before the writers, which tell it of their files: it outlives them.
@@ -192,8 +191,9 @@ Status Pipeline::Impl::open_sources(const MbufFields& fields) {
 
 /* The flow tables must fit in the memory free now (MemAvailable): else
  * one line at start rather than the OOM killer later. */
-static Status check_flow_memory(const Options& o) {
-    const uint64_t need = FlowTable::bytes_for(o.flow_slots) * o.workers;
+static Status check_flow_memory(const Options& o, uint32_t tcp_conns) {
+    const uint64_t one = FlowTable::bytes_for(o.flow_slots, tcp_conns);
+    const uint64_t need = one * o.workers;
     uint64_t avail_kb = 0;
     if (FILE* f = std::fopen("/proc/meminfo", "re")) {
         char line[256];
@@ -202,11 +202,11 @@ static Status check_flow_memory(const Options& o) {
         std::fclose(f);
     }
     if (avail_kb && need > avail_kb * 1024)
-        return make_error("--flow-table " + std::to_string(o.flow_slots) + ": " +
-                          std::to_string(o.workers) + " table(s) of " +
-                          std::to_string(FlowTable::bytes_for(o.flow_slots) >> 20) +
-                          " MiB need more than the " + std::to_string(avail_kb >> 10) +
-                          " MiB of memory available");
+        return make_error(
+            (tcp_conns ? "--tcp-flows " + std::to_string(tcp_conns) + " with " : std::string()) +
+            "--flow-table " + std::to_string(o.flow_slots) + ": " + std::to_string(o.workers) +
+            " table(s) of " + std::to_string(one >> 20) + " MiB need more than the " +
+            std::to_string(avail_kb >> 10) + " MiB of memory available");
     return Status::success();
 }
 
@@ -215,9 +215,14 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
     // -U: a partial chunk goes to the writer at the end of the loop turn
     // that filled it, not after --flush-ms.
     uint64_t flush_cycles = o.packet_buffered ? 0 : rte_get_tsc_hz() / 1000 * o.flush_ms;
-    if (o.flow_table()) {
-        Status ok = check_flow_memory(o);
+    // --tcp-flows alone turns the table on, without cutoff or dedup.
+    const uint32_t tcp_conns = o.rx_only ? 0 : o.tcp_flows;
+    const bool flows_on = o.flow_table() || tcp_conns > 0;
+    if (flows_on) {
+        Status ok = check_flow_memory(o, tcp_conns);
         if (!ok) return ok;
+    }
+    if (o.flow_table()) {
         // Said once per source: a link type the table cannot read passes whole.
         for (const auto& src : sources)
             if (!flow_linktype_supported(src->linktype()))
@@ -234,28 +239,27 @@ Status Pipeline::Impl::make_workers(const Placement& placement, const MbufFields
         ctx->snaplen = o.snaplen;
         ctx->fields = fields;
         ctx->flush_cycles = flush_cycles;
+        // 200 us: a burst of 32 takes a few; longer, the worker lost its CPU.
+        ctx->stall_cycles = rte_get_tsc_hz() / 5000;
         ctx->rules = rules->slot();
         ctx->qsbr = rules->qsbr();
         ctx->limit = &limit;
         ctx->stop = &stop;
         ctx->rx_only = o.rx_only;
-        if (o.tcp_flows > 0 && !o.rx_only) {
-            auto t = TcpFlowTable::create(w, o.tcp_flows);
-            if (!t) return make_error(t.error());
-            ctx->tcp = t->get();
-            tcp_tables.push_back(std::move(*t));
-        }
-        if (o.flow_table()) {
+        if (flows_on) {
             FlowConfig fc;
             fc.slots = o.flow_slots;
             fc.cutoff_bytes = o.flow_cutoff;
             fc.cutoff_packets = o.flow_packets;
             fc.dedup_window_ns = o.dedup_window_ns;
             fc.per_direction = o.flow_per_direction;
+            fc.tcp_conns = tcp_conns;
+            fc.tcp_only = tcp_conns && !o.flow_table();
             auto t = FlowTable::create(fc);
             if (!t)
                 return make_error("--flow-table: worker " + std::to_string(w) + ": " + t.error());
             ctx->flows = t->get();
+            ctx->cut_notes = !o.no_index && o.write_path != "-";
             flow_tables.push_back(std::move(*t));
         }
         workers.push_back(std::move(ctx));
@@ -310,17 +314,23 @@ Status Pipeline::Impl::make_rings() {
 
 Status Pipeline::Impl::make_writers(const std::vector<storage::InterfaceDesc>& ifaces) {
     const Options& o = opts;
+    // --writers N: one free-space floor for the capture (storage/retention.hh).
+    std::shared_ptr<storage::RetentionGroup> retention;
+    if (o.writers > 1 && o.retain_free.on())
+        retention = std::make_shared<storage::RetentionGroup>(o.writers);
     for (unsigned wr = 0; wr < o.writers; wr++) {
         storage::WriterConfig cfg = writer_config(o, wr);
         cfg.ifaces = ifaces;
+        cfg.files.retention_group = retention;
         if (catalog)
             cfg.files.on_file = [pub = catalog.get(), wr](const std::string& name,
-                                                          storage::FileSetOptions::FileEvent ev) {
+                                                          storage::FileSetOptions::FileEvent ev,
+                                                          std::string* index) {
                 using Ev = storage::FileSetOptions::FileEvent;
                 if (ev == Ev::kRemoved)
                     pub->file_removed(name);
                 else if (ev == Ev::kClosed)
-                    pub->file_closed(name, wr);
+                    pub->file_closed(name, wr, index);
                 else
                     pub->file_opened(name, wr);
             };
@@ -506,7 +516,12 @@ Summary Pipeline::collect() const {
                          st.ring_full.load(),
                          st.chunks.load(),
                          static_cast<double>(st.max_poll_gap.load()) * 1e6 /
-                             static_cast<double>(rte_get_tsc_hz())};
+                             static_cast<double>(rte_get_tsc_hz()),
+                         static_cast<double>(st.busy_cycles.load()) * 1e9 /
+                             static_cast<double>(rte_get_tsc_hz()),
+                         static_cast<double>(st.stalled_cycles.load()) * 1e9 /
+                             static_cast<double>(rte_get_tsc_hz()),
+                         st.stalled_turns.load()};
         s.received += ws.rx_packets;
         s.packet_bytes += ws.rx_bytes;
         s.filtered_out += ws.filtered_out;
@@ -572,20 +587,9 @@ Summary Pipeline::collect() const {
     // Rule counters: retired snapshots' totals plus the live one's.
     s.rules = p.rules->totals();
     if (p.catalog) {
-        storage::CatalogStats c = p.catalog->stats();
+        // Not an error of the capture (exit status 0): its own counters.
+        static_cast<storage::CatalogStats&>(s.catalog) = p.catalog->stats();
         s.catalog.enabled = true;
-        s.catalog.files = c.files;
-        s.catalog.flows = c.flows;
-        s.catalog.tombstones = c.tombstones;
-        s.catalog.live_snapshots = c.live_snapshots;
-        s.catalog.files_without_index = c.files_without_index;
-        s.catalog.spool_rows = c.spool_rows;
-        s.catalog.spool_bytes = c.spool_bytes;
-        s.catalog.spool_age_s = c.spool_age_s;
-        s.catalog.dropped_rows = c.dropped_rows;
-        s.catalog.send_errors = c.send_errors;
-        // Not an error of the capture (exit status 0): its own counter.
-        s.catalog.last_error = c.last_error;
     }
     return s;
 }
@@ -645,21 +649,21 @@ Status Pipeline::top_flows(size_t n, int timeout_ms,
 Status Pipeline::with_tcp_tables(
     int timeout_ms, const std::function<void(const std::vector<packet::TableView>&)>& fn) {
     Impl& p = *impl_;
-    if (p.tcp_tables.empty())
+    if (p.flow_tables.empty() || !p.flow_tables[0]->tcp_on())
         return make_error(ENOTSUP, p.opts.rx_only
                                        ? "no TCP flow table: capd runs with --rx-only"
                                        : "no TCP flow table: capd runs with --tcp-flows 0 "
                                          "(start it with --tcp-flows N, e.g. 65536)");
     // Ask every worker at once, so the wait is the slowest worker's, not the sum.
-    for (auto& t : p.tcp_tables) t->request();
+    for (auto& t : p.flow_tables) t->tcp_request();
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    std::vector<bool> ready(p.tcp_tables.size(), false);
+    std::vector<bool> ready(p.flow_tables.size(), false);
     for (;;) {
         size_t n = 0;
-        for (size_t i = 0; i < p.tcp_tables.size(); i++) {
+        for (size_t i = 0; i < p.flow_tables.size(); i++) {
             if (!ready[i])
                 ready[i] =
-                    p.tcp_tables[i]->ready(p.workers[i]->done.load(std::memory_order_acquire));
+                    p.flow_tables[i]->tcp_ready(p.workers[i]->done.load(std::memory_order_acquire));
             n += ready[i];
         }
         if (n == ready.size()) break;
@@ -670,7 +674,7 @@ Status Pipeline::with_tcp_tables(
             std::string late;
             for (size_t i = 0; i < ready.size(); i++) {
                 if (ready[i])
-                    p.tcp_tables[i]->release();
+                    p.flow_tables[i]->tcp_release();
                 else
                     late += (late.empty() ? "" : ", ") + std::to_string(i);
             }
@@ -681,9 +685,10 @@ Status Pipeline::with_tcp_tables(
         std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
     std::vector<packet::TableView> views;
-    for (auto& t : p.tcp_tables) views.push_back(t->view());
+    for (size_t i = 0; i < p.flow_tables.size(); i++)
+        views.push_back(p.flow_tables[i]->tcp_view(unsigned(i)));
     fn(views);
-    for (auto& t : p.tcp_tables) t->release();
+    for (auto& t : p.flow_tables) t->tcp_release();
     return Status::success();
 }
 

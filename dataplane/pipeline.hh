@@ -83,8 +83,8 @@ public:
     /* Names of the sources, by index (the interface ids of the files). */
     std::vector<std::string> source_names() const;
 
-    /* Gets a copy of every worker's TCP flow table, each taken between two
-     * of its bursts, and passes the copies to fn. Errors: ENOTSUP, the
+    /* Gets a copy of every worker's TCP records (in its flow table), each
+     * taken between two of its bursts, and passes the copies to fn. Errors: ENOTSUP, the
      * tables are off (--tcp-flows 0 or --rx-only); ETIMEDOUT, a worker did
      * not answer within timeout_ms (fn is then not called). */
     Status with_tcp_tables(int timeout_ms,

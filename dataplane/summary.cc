@@ -172,7 +172,9 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"state", x.state},
                                 {"error", x.error}});
     j["workers"] = json::array();
-    for (const auto& w : s.workers)
+    for (const auto& w : s.workers) {
+        // The worker's cost per packet received, its rx included.
+        const double per_packet = w.rx_packets ? w.busy_ns / double(w.rx_packets) : 0.0;
         j["workers"].push_back({{"rx_packets", w.rx_packets},
                                 {"rx_bytes", w.rx_bytes},
                                 {"filtered_out", w.filtered_out},
@@ -182,7 +184,12 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"writer_slow", w.writer_slow},
                                 {"ring_full", w.ring_full},
                                 {"chunks", w.chunks},
-                                {"max_poll_gap_us", w.max_poll_gap_us}});
+                                {"max_poll_gap_us", w.max_poll_gap_us},
+                                {"busy_ns", w.busy_ns},
+                                {"busy_ns_per_packet", per_packet},
+                                {"stalled_ns", w.stalled_ns},
+                                {"stalled_turns", w.stalled_turns}});
+    }
     j["writers"] = json::array();
     for (const auto& w : s.writers) {
         j["writers"].push_back({{"packets", w.packets},
@@ -221,6 +228,10 @@ nlohmann::json summary_to_json(const Summary& s) {
                         {"tombstones", c.tombstones},
                         {"live_snapshots", c.live_snapshots},
                         {"files_without_index", c.files_without_index},
+                        {"files_from_memory", c.files_from_memory},
+                        {"files_read_back", c.files_read_back},
+                        {"budget_files", c.budget_files},
+                        {"aggregate_rows", c.aggregate_rows},
                         {"spool_rows", c.spool_rows},
                         {"spool_bytes", c.spool_bytes},
                         {"spool_age_s", c.spool_age_s},

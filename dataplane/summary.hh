@@ -9,6 +9,7 @@
 
 #include "common/result.hh"
 #include "dataplane/drop_stages.hh"
+#include "storage/catalog_publisher.hh"
 
 namespace linecap::dataplane {
 
@@ -28,6 +29,9 @@ struct WorkerSummary {
     uint64_t rx_packets = 0, rx_bytes = 0, filtered_out = 0, over_limit = 0, accepted = 0,
              encoded = 0, writer_slow = 0, ring_full = 0, chunks = 0;
     double max_poll_gap_us = 0;  // longest time between two receive polls
+    double busy_ns = 0;          // time spent on received bursts (WorkerStats::busy_cycles)
+    double stalled_ns = 0;       // busy turns that lost the CPU, not in busy_ns
+    uint64_t stalled_turns = 0;
 };
 
 struct WriterSummary {
@@ -70,12 +74,10 @@ struct PoolUse {
 
 /* The fleet catalogue's publisher (--catalog): rows the server took, rows
  * waiting in the spool, rows dropped from a full spool. */
-struct CatalogSummary {
+/* The publisher's counters as it gives them (storage::CatalogStats), and
+ * whether --catalog is on. */
+struct CatalogSummary : storage::CatalogStats {
     bool enabled = false;
-    uint64_t files = 0, flows = 0, tombstones = 0, files_without_index = 0, live_snapshots = 0;
-    uint64_t spool_rows = 0, spool_bytes = 0, dropped_rows = 0, send_errors = 0;
-    double spool_age_s = 0;  // of the oldest row waiting
-    std::string last_error;
 };
 
 struct Summary {

@@ -7,8 +7,9 @@
 
 #include <cstring>
 
+#include "dataplane/cut_ledger.hh"
 #include "dataplane/flow_table.hh"
-#include "dataplane/tcp_table.hh"
+#include "packet/headers.hh"
 
 namespace linecap::dataplane {
 namespace {
@@ -26,6 +27,7 @@ struct WorkerState {
     storage::Chunk* chunk = nullptr;
     storage::TsSplit ts_split;
     uint64_t burst_tsc = 0;  // TSC read right after the current burst arrived
+    CutLedger cuts;          // what the flow table left out, for the chunk's notes
     uint8_t linear[kBurstSize][kLinearMax];
 };
 
@@ -38,7 +40,8 @@ void add(std::atomic<uint64_t>& c, uint64_t v) {
  * (the chunk's packets are then counted as lost and the chunk reused). */
 void hand_over(WorkerState& st) {
     storage::Chunk* c = st.chunk;
-    if (!c || c->packets == 0) return;
+    if (!c || (c->packets == 0 && st.cuts.count() == 0)) return;
+    st.cuts.seal(*c);
     WorkerContext& ctx = st.ctx;
     // A file can be read more slowly; a wire cannot wait. Workers that only
     // read finite files wait for the writer instead of dropping.
@@ -74,7 +77,7 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
     uint32_t caplen = m->pkt_len < ctx.snaplen ? m->pkt_len : ctx.snaplen;
     uint32_t need = storage::record_size(ctx.format, caplen);
     storage::Chunk* c = st.chunk;
-    if (unlikely(!c || !c->fits(need))) {
+    if (unlikely(!c || !c->fits(need + st.cuts.reserve()))) {
         hand_over(st);
         if (!st.chunk && !get_chunk(st)) {
             add(ctx.stats.writer_slow, 1);
@@ -82,7 +85,7 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
         }
         c = st.chunk;
     }
-    if (c->packets == 0) c->first_tsc = st.burst_tsc;
+    if (c->first_tsc == 0) c->first_tsc = st.burst_tsc;  // its first record or note
     // The record's start, for the writer and the index (see Chunk).
     c->starts()[-1 - int64_t(c->packets)] = c->len;
     uint8_t* dst = c->data() + c->len;
@@ -98,6 +101,26 @@ __rte_always_inline uint32_t encode(WorkerState& st, const rte_mbuf* m, uint64_t
     c->len += need;
     c->packets++;
     return 1;
+}
+
+/* A packet the flow table left out (cut or duplicate): to its flow's note
+ * (cut_ledger.hh). A flow that needs a new note the chunk has no room or
+ * slot for hands the chunk over first. If no chunk can be had, the packet
+ * is not noted (the index then shows less cut than the counters: the same
+ * lossy case as writer_slow). */
+void note_cut(WorkerState& st, const FlowPacket& p, const uint8_t* frame, uint32_t caplen,
+              uint32_t wirelen, uint64_t ts, uint32_t if_id, bool dup) {
+    auto room = [](const storage::Chunk* c) {
+        return c ? c->capacity - c->len - storage::kStartBytes * c->packets : 0;
+    };
+    storage::Chunk* c = st.chunk;
+    if (!st.cuts.add(p, frame, caplen, wirelen, ts, if_id, dup, room(c))) {
+        hand_over(st);
+        if (!st.chunk && !get_chunk(st)) return;
+        c = st.chunk;
+        (void)st.cuts.add(p, frame, caplen, wirelen, ts, if_id, dup, room(c));
+    }
+    if (c && c->first_tsc == 0) c->first_tsc = st.burst_tsc;  // its first note
 }
 
 /* Takes up to n packets from the -c budget; returns how many may be kept. */
@@ -161,19 +184,37 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
 
     // The flow table: past a flow's cutoff, or a duplicate. Before -c, so
-    // cut and duplicate packets take nothing from its budget.
+    // cut and duplicate packets take nothing from its budget. Each packet's
+    // slot and time are kept for the TCP diagnosis, which sees only what the
+    // capture keeps (after -c too).
+    FlowPacket fl[kBurstSize];
+    uint32_t slot_of[kBurstSize];
+    uint64_t ts_of[kBurstSize];
     if (ctx.flows && kept > 0) {
         FlowTable& ft = *ctx.flows;
-        FlowPacket fl[kBurstSize];
         const uint16_t lt = q.source->linktype();
+        // --tcp-flows alone: the table serves only the diagnosis, so a packet
+        // without a TCP header skips it (Ethernet frames after the walker's
+        // two-load prefilter). Rules' own cutoffs bring every packet back.
+        const bool tcp_only = ft.config().tcp_only && !per_rule;
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i]) continue;
+            if (tcp_only && lt == 1 && !packet::ethernet_may_carry_tcp(fp[i].data, fp[i].caplen)) {
+                fl[i].ok = false;
+                fl[i].tcp = 0;
+                continue;
+            }
             parse_flow(lt, fp[i].data, fp[i].caplen, fl[i]);
             ft.prefetch(fl[i]);
         }
+        // The slots, once the burst's bucket heads are on their way: at a
+        // million flows 94-102 -> 70-71 ns/packet (flow_table_bench
+        // Flows/1048576 against FlowsSlotStage/1048576, same runs).
+        for (uint16_t i = 0; i < n; i++)
+            if (verdict[i]) ft.prefetch_slot(fl[i]);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
         for (uint16_t i = 0; i < n; i++) {
-            if (!verdict[i]) continue;
+            if (!verdict[i] || (tcp_only && !fl[i].tcp)) continue;
             const rte_mbuf* m = pkts[i];
             uint64_t ts = now_ns;
             if (m->ol_flags & ctx.fields.ts_flag) {
@@ -185,11 +226,17 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 const RuleSnapshot::Cutoff& rc = snap->cutoffs[rule_of[i]];
                 if (rc.set) cut = {rc.bytes, rc.packets};
             }
-            if (ft.packet(fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts, cut) !=
-                FlowTable::kKeep) {
+            const FlowTable::Verdict v =
+                ft.packet(fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts, cut);
+            if (v != FlowTable::kKeep) {
                 verdict[i] = 0;
                 kept--;
+                if (ctx.cut_notes)
+                    note_cut(st, fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts, q.if_id,
+                             v == FlowTable::kDuplicate);
             }
+            slot_of[i] = ft.last_slot();
+            ts_of[i] = ts;
         }
     }
 
@@ -206,7 +253,16 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
     }
     add(ctx.stats.accepted, kept);
     add(q.stats->accepted, kept);
-    if (ctx.tcp && kept) ctx.tcp->feed_burst(ctx, q, pkts, verdict, n, burst_ns);
+    if (ctx.flows && kept && ctx.flows->tcp_on()) {
+        FlowTable& ft = *ctx.flows;
+        ft.tcp_offered(kept);
+        // Frames are numbered by the queue's receive count.
+        const uint64_t frame0 = q.stats->rx_packets.load(std::memory_order_relaxed) - n;
+        for (uint16_t i = 0; i < n; i++)
+            if (verdict[i] && fl[i].tcp)
+                ft.tcp_packet(slot_of[i], fl[i], fp[i].data, fp[i].caplen, ts_of[i],
+                              packet::FrameRef{q.if_id, uint32_t(frame0 + i + 1)});
+    }
 
     uint32_t encoded = 0;
     for (uint16_t i = 0; i < n; i++) {
@@ -236,9 +292,9 @@ int worker_main(void* arg) {
 
     rte_rcu_qsbr_thread_online(ctx.qsbr, ctx.index);
     uint64_t last_poll = rte_rdtsc(), max_gap = 0;
+    bool busy = false;  // the previous turn received packets
     for (;;) {
         rte_rcu_qsbr_quiescent(ctx.qsbr, ctx.index);
-        if (ctx.tcp) ctx.tcp->serve();
         if (ctx.flows) ctx.flows->serve();
         if (ctx.stop->load(std::memory_order_relaxed)) break;
         // One TSC read per loop turn (rdtsc costs 20-30 ns in a VM): it
@@ -256,6 +312,15 @@ int worker_main(void* arg) {
             if (!q.source->finished(q.queue)) all_finished = false;
         }
         if (now == 0) now = rte_rdtsc();
+        if (busy) {
+            if (likely(now - last_poll <= ctx.stall_cycles)) {
+                add(ctx.stats.busy_cycles, now - last_poll);
+            } else {
+                add(ctx.stats.stalled_cycles, now - last_poll);
+                add(ctx.stats.stalled_turns, 1);
+            }
+        }
+        busy = got != 0;
         if (unlikely(now - last_poll > max_gap)) {
             max_gap = now - last_poll;
             ctx.stats.max_poll_gap.store(max_gap, std::memory_order_relaxed);
@@ -265,7 +330,8 @@ int worker_main(void* arg) {
         // Flush a partial chunk after the time bound, so a quiet link still
         // reaches the disk. (first_tsc is a burst's TSC, never after `now`.)
         storage::Chunk* c = st->chunk;
-        if (c && c->packets && now - c->first_tsc > ctx.flush_cycles) hand_over(*st);
+        if (c && (c->packets || st->cuts.count()) && now - c->first_tsc > ctx.flush_cycles)
+            hand_over(*st);
         if (got != 0) {
             idle = 0;
         } else if (ctx.idle_sleep_us && ++idle > 64) {
@@ -278,7 +344,8 @@ int worker_main(void* arg) {
 
     // Drain: the writer is still running, so a full ring clears; wait for it
     // (bounded) rather than lose the last chunk.
-    if (st->chunk && st->chunk->packets) {
+    if (st->chunk) st->cuts.seal(*st->chunk);
+    if (st->chunk && (st->chunk->packets || st->chunk->cuts)) {
         for (int tries = 0; tries < 50000; tries++) {
             if (ctx.out->enqueue(st->chunk)) {
                 add(ctx.stats.chunks, 1);

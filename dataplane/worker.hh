@@ -28,8 +28,7 @@
 
 namespace linecap::dataplane {
 
-class TcpFlowTable;  // dataplane/tcp_table.hh
-class FlowTable;     // dataplane/flow_table.hh
+class FlowTable;  // dataplane/flow_table.hh
 
 inline constexpr uint16_t kBurstSize = 32;
 
@@ -51,6 +50,16 @@ struct alignas(64) WorkerStats {
      * queues (idle sleeps excluded). Longer than the NIC ring lasts at the
      * arrival rate means nic_imissed: the worker lost its CPU. */
     std::atomic<uint64_t> max_poll_gap{0};
+    /* TSC cycles of the loop turns that received packets, each from its
+     * burst's arrival to the next turn's (processing, handing over, the
+     * next poll): busy_cycles / rx_packets is the worker's cost per packet,
+     * the source's rx included. Read from the one TSC read a turn already
+     * makes. A turn longer than WorkerContext::stall_cycles (the worker lost
+     * its CPU: a burst takes microseconds) counts in stalled_cycles
+     * instead, so a shared or stolen CPU does not pass for packet cost. */
+    std::atomic<uint64_t> busy_cycles{0};
+    std::atomic<uint64_t> stalled_cycles{0};
+    std::atomic<uint64_t> stalled_turns{0};
 };
 
 /* Shared packet budget for -c: workers take from it per burst. */
@@ -82,6 +91,7 @@ struct WorkerContext {
     MbufFields fields;
     TscClock clock;
     uint64_t flush_cycles = 0;
+    uint64_t stall_cycles = ~0ull;  // a busy turn longer than this is a stall (WorkerStats)
     /* The rule set in force; workers re-read it every burst and report a
      * quiescent state to `qsbr` between bursts (thread id = index). */
     std::atomic<RuleSnapshot*>* rules = nullptr;
@@ -89,12 +99,15 @@ struct WorkerContext {
     CountLimit* limit = nullptr;
     const std::atomic<bool>* stop = nullptr;
     bool rx_only = false;
-    bool lossless = false;        // only finite file sources: wait for the writer, never drop
-    unsigned idle_sleep_us = 0;   // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
-    TcpFlowTable* tcp = nullptr;  // live TCP table fed with accepted packets; null: off
+    bool lossless = false;       // only finite file sources: wait for the writer, never drop
+    unsigned idle_sleep_us = 0;  // after 64 empty polls; 0: never (placement.hh idle_sleep_us())
     /* Flow cutoff and dedup (flow_table.hh), after the rule set and before
-     * -c; its counters hold what it cut. Null: off. */
+     * -c; its counters hold what it cut. With --tcp-flows it also holds the
+     * live TCP diagnosis, fed with the packets kept after -c. Null: off. */
     FlowTable* flows = nullptr;
+    /* With flows: note what the table leaves out, per flow and chunk, for
+     * the index (storage/chunk.hh CutNote). Off without an index. */
+    bool cut_notes = false;
 
     WorkerStats stats;
     std::atomic<bool> done{false};

@@ -66,6 +66,7 @@ Result<std::unique_ptr<storage::CatalogPublisher>> make_catalog_publisher(const 
         c.spool_path = dir + "/.capd-catalog.spool";
     }
     c.spool_max = o.catalog_spool_max;
+    c.flow_budget = o.catalog_flow_budget;
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof cwd) == nullptr)
         return make_error(std::string("--catalog: cannot name the current directory: ") +

@@ -52,6 +52,8 @@ void IndexBuilder::begin(CaptureFormat format, std::span<const uint16_t> linktyp
     if (!flows_.empty()) std::fill(table_.begin(), table_.end(), 0);
     flows_.clear();
     postings_.clear();
+    cuts_.clear();
+    cut_flows_ = 0;
 }
 
 void IndexBuilder::start_block(uint64_t offset) {
@@ -175,6 +177,65 @@ void IndexBuilder::add(uint64_t offset, uint32_t rec_bytes, uint64_t ts_ns, uint
     FlowKey k;
     make_flow_key(linktype, frame, caplen, k);
     count_flow(find_or_insert(k, hash_flow_key(k), ts_ns), ts_ns, wirelen);
+}
+
+void IndexBuilder::add_cut(uint32_t if_id, const uint8_t* head, uint32_t head_len,
+                           uint64_t first_ns, uint64_t last_ns, uint64_t cut_packets,
+                           uint64_t cut_bytes, uint64_t dup_packets, uint64_t dup_bytes) {
+    const Cut c{head,        head_len,  if_id,       first_ns, last_ns,
+                cut_packets, cut_bytes, dup_packets, dup_bytes};
+    add_cuts(&c, 1);
+}
+
+void IndexBuilder::count_cut(const FlowKey& k, uint64_t hash, const Cut& in) {
+    const size_t had = flows_.size();
+    const uint32_t fi = find_or_insert(k, hash, in.first_ns);
+    if (flows_.size() != had) {
+        // New: its times are those of its records, none yet.
+        flows_[fi].first_ns = kNoTime;
+        flows_[fi].last_ns = 0;
+    }
+    if (cuts_.size() <= fi) cuts_.resize(flows_.size(), CutCounts{kNoTime, 0, 0, 0, 0, 0});
+    CutCounts& c = cuts_[fi];
+    if (c.cut_packets == 0 && c.dup_packets == 0) cut_flows_++;
+    c.first_ns = std::min(c.first_ns, in.first_ns);
+    c.last_ns = std::max(c.last_ns, in.last_ns);
+    c.cut_packets += in.cut_packets;
+    c.cut_bytes += in.cut_bytes;
+    c.dup_packets += in.dup_packets;
+    c.dup_bytes += in.dup_bytes;
+}
+
+void IndexBuilder::add_cuts(const Cut* cuts, size_t n) {
+    constexpr size_t kCutBatch = 64;
+    FlowKey keys[kCutBatch];
+    uint64_t hash[kCutBatch];
+    for (size_t at = 0; at < n; at += kCutBatch) {
+        const size_t m = std::min(kCutBatch, n - at);
+        const Cut* c = cuts + at;
+        for (size_t i = 0; i < m; i++) {
+            // A pcap file has one interface.
+            const uint32_t itf = format_ == CaptureFormat::kPcapng ? c[i].if_id : 0;
+            const uint16_t lt = itf < linktypes_.size() ? linktypes_[itf] : 0;
+            make_flow_key(lt, c[i].head, c[i].head_len, keys[i]);
+        }
+        for (size_t i = 0; i < m; i++) {
+            hash[i] = hash_flow_key(keys[i]);
+            __builtin_prefetch(&table_[hash[i] & table_mask_]);
+        }
+        for (size_t i = 0; i < m; i++) {
+            // The flow the slot names and its counts, if it is the one (a
+            // guess; count_cut looks it up properly).
+            const uint64_t e = table_[hash[i] & table_mask_];
+            if (e != 0 && (e >> 32) == (hash[i] >> 32)) {
+                const uint32_t fi = static_cast<uint32_t>(e) - 1;
+                __builtin_prefetch(&flows_[fi]);
+                if (fi < cuts_.size()) __builtin_prefetch(&cuts_[fi]);
+            }
+        }
+        for (size_t i = 0; i < m; i++)
+            if (c[i].cut_packets != 0 || c[i].dup_packets != 0) count_cut(keys[i], hash[i], c[i]);
+    }
 }
 
 struct IndexBuilder::Pending {
@@ -391,11 +452,30 @@ void IndexBuilder::truncate(uint64_t file_bytes) {
     postings_.resize(w);
     std::vector<uint32_t> renumber(flows_.size());
     uint32_t kept = 0;
+    auto has_cut = [&](size_t i) {
+        return i < cuts_.size() && (cuts_[i].cut_packets != 0 || cuts_[i].dup_packets != 0);
+    };
+    std::vector<CutCounts> cuts;
     for (size_t i = 0; i < flows_.size(); i++) {
         renumber[i] = kept;
-        if (flows_[i].postings_count != 0) flows_[kept++] = flows_[i];
+        const bool cut = has_cut(i);
+        if (flows_[i].postings_count == 0) {
+            if (!cut) continue;
+            // Its records went; what was cut of it stays.
+            FlowEntry& f = flows_[i];
+            f.packets = 0;
+            f.wire_bytes = 0;
+            f.first_ns = kNoTime;
+            f.last_ns = 0;
+        }
+        if (cut) {
+            cuts.resize(kept + 1, CutCounts{kNoTime, 0, 0, 0, 0, 0});
+            cuts[kept] = cuts_[i];
+        }
+        flows_[kept++] = flows_[i];
     }
     flows_.resize(kept);
+    cuts_ = std::move(cuts);
     for (uint64_t& p : postings_) p = uint64_t(renumber[p >> 32]) << 32 | uint32_t(p);
     rebuild_table();
 }
@@ -500,6 +580,20 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
     const size_t ip = nflows - non_ip;
     h.non_ip_flows = static_cast<uint32_t>(non_ip);
 
+    // The cuts (versions 3 and 4): the flows with packets left out, in the
+    // new order; with plain flows, version 3 only when something was cut.
+    size_t ncuts = 0;
+    auto cut_of = [this](uint32_t old) -> const CutCounts* {
+        if (old >= cuts_.size()) return nullptr;
+        const CutCounts& c = cuts_[old];
+        return c.cut_packets != 0 || c.dup_packets != 0 ? &c : nullptr;
+    };
+    if (cut_flows_ != 0)
+        for (size_t i = 0; i < nflows; i++) ncuts += cut_of(order[i].flow) != nullptr;
+    h.cut_count = static_cast<uint32_t>(ncuts);
+    std::vector<CutEntry> cuts;
+    cuts.reserve(ncuts);
+
     // The flows in their order, each with its postings' start (prefix sums
     // of the counts); then a counting sort of the postings by flow, in
     // arrival order, which keeps each flow's block numbers ascending.
@@ -512,6 +606,16 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
         flows[i].postings = at;
         next[old] = at;
         at += flows_[old].postings_count;
+        if (ncuts == 0) continue;
+        const CutCounts* c = cut_of(old);
+        if (c == nullptr) continue;
+        // A flow with nothing but cut packets here: their times.
+        if (flows[i].packets == 0) {
+            flows[i].first_ns = c->first_ns;
+            flows[i].last_ns = c->last_ns;
+        }
+        cuts.push_back(CutEntry{static_cast<uint32_t>(i), 0, c->cut_packets, c->cut_bytes,
+                                c->dup_packets, c->dup_bytes});
     }
     std::vector<uint32_t> postings(postings_.size());
     for (uint64_t p : postings_) postings[next[p >> 32]++] = static_cast<uint32_t>(p);
@@ -583,13 +687,15 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
     if (compact) {
         h.version = kIndexVersionCompactFlows;
         h.header_bytes = static_cast<uint32_t>(header_bytes);
+    } else if (ncuts != 0) {
+        h.version = 3;
     }
     const uint64_t flow_bytes =
         compact ? fences.size() * sizeof(FlowFence) + dst_fences.size() + align8(groups.size())
                 : nflows * sizeof(FlowEntry);
     const uint64_t body = nblocks * sizeof(BlockEntry) + nstored * sizeof(StoredBlock) +
                           flow_bytes + align8(ip * sizeof(uint32_t)) +
-                          align8(postings.size() * sizeof(uint32_t));
+                          align8(postings.size() * sizeof(uint32_t)) + ncuts * sizeof(CutEntry);
     const Layout lay = layout_for(body, header_bytes);
     h.page_shift = kIndexPageShift;
     h.page_count = lay.page_count;
@@ -608,7 +714,8 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
     }
     h.postings_offset = align8(h.by_dst_offset + ip * sizeof(uint32_t));
     h.postings_count = postings.size();
-    const size_t size = align8(h.postings_offset + postings.size() * sizeof(uint32_t));
+    const uint64_t cuts_offset = align8(h.postings_offset + postings.size() * sizeof(uint32_t));
+    const size_t size = cuts_offset + ncuts * sizeof(CutEntry);
 
     std::string out(size, '\0');
     auto* base = reinterpret_cast<uint8_t*>(out.data());
@@ -630,6 +737,7 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
     }
     put(h.by_dst_offset, by_dst.data(), ip * sizeof(uint32_t));
     put(h.postings_offset, postings.data(), postings.size() * sizeof(uint32_t));
+    put(cuts_offset, cuts.data(), ncuts * sizeof(CutEntry));
     seal(out, h);
     return out;
 }

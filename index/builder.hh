@@ -65,6 +65,30 @@ public:
     void add_chunk(const uint8_t* buf, const uint32_t* starts, ptrdiff_t step, size_t count,
                    uint32_t end, uint64_t offset);
 
+    /* Packets of one flow that capd left out of this file (its flow cutoff
+     * or dedup; see storage/chunk.hh CutNote): `head` is the first
+     * head_len bytes of one of them, enough for its flow key, on interface
+     * if_id (pcapng; a pcap file's one interface otherwise); the counts and
+     * times are of all of them. The flow gets these counts (the index's
+     * cuts section, versions 3 and 4); a flow with no record
+     * in the file is added with 0 packets. Order-free: one lookup, no
+     * block or posting. */
+    void add_cut(uint32_t if_id, const uint8_t* head, uint32_t head_len, uint64_t first_ns,
+                 uint64_t last_ns, uint64_t cut_packets, uint64_t cut_bytes, uint64_t dup_packets,
+                 uint64_t dup_bytes);
+    /* add_cut() for n notes at once (a chunk's), pipelined: all keys and
+     * hashes first, prefetching their table slots, then the flows the slots
+     * name, then the counts; so with many flows their cache misses overlap
+     * rather than follow one another. The same result as n add_cut(). */
+    struct Cut {
+        const uint8_t* head;
+        uint32_t head_len, if_id;
+        uint64_t first_ns, last_ns, cut_packets, cut_bytes, dup_packets, dup_bytes;
+    };
+    void add_cuts(const Cut* cuts, size_t n);
+    /* Flows with packets left out so far. */
+    size_t cut_flows() const { return cut_flows_; }
+
     /* A write failure cut the file back to `file_bytes`: blocks past it are
      * dropped (a block cut in two keeps its first part), and the counts
      * are marked approximate (kIndexApproxCounts). */
@@ -89,8 +113,9 @@ public:
     uint64_t stored_end(uint64_t file_bytes) const;
 
     /* The flow section's layout: compressed groups (format version 4, the
-     * default) or the plain entries of versions 1 and 2 (for comparisons,
-     * and readers older than version 4: capq --index-version 1). */
+     * default, with or without cuts) or the plain entries of versions 1 to 3
+     * (for comparisons, and readers older than version 4: capq
+     * --index-version 1; version 3 when something was cut). */
     void set_compact_flows(bool on) { compact_flows_ = on; }
 
     /* Offset just past the last record added. */
@@ -132,6 +157,13 @@ private:
     // the real postings fields in its copy.
     std::vector<FlowEntry> flows_;
     std::vector<uint64_t> postings_;  // (flow << 32 | block), in arrival order
+    // Per flow number (shorter than flows_ when the last flows have none):
+    // what add_cut() gave it. Empty until the file's first cut.
+    struct CutCounts {
+        uint64_t first_ns, last_ns, cut_packets, cut_bytes, dup_packets, dup_bytes;
+    };
+    std::vector<CutCounts> cuts_;
+    size_t cut_flows_ = 0;
     // Open addressing, linear probing: (hash >> 32) << 32 | (flow index + 1);
     // 0 empty. One probe touches one 8-byte slot, then the flow's entry.
     std::vector<uint64_t> table_;
@@ -144,6 +176,7 @@ private:
     void add_batch(const Pending* p, size_t n);
     void add_other(uint32_t type, uint32_t total, uint64_t at);
     uint32_t find_or_insert(const FlowKey& k, uint64_t hash, uint64_t ts_ns);
+    void count_cut(const FlowKey& k, uint64_t hash, const Cut& c);
     void grow_table();
     void rebuild_table();
 };

@@ -164,7 +164,7 @@ bool CaptureReader::use_index(const Index& idx) {
  * from then on as an uncompressed capture. A stream cut short (a file
  * being written, a kill -9) or damaged ends where decompression stopped;
  * the records cut there are not returned. */
-bool CaptureReader::inflate_all() {
+bool CaptureReader::inflate_all(std::vector<FrameExtent>* frames, Status* damaged, bool* cut) {
     int mfd = memfd_create("capq-inflate", MFD_CLOEXEC);
     if (mfd < 0) {
         io_errno_ = errno;
@@ -172,21 +172,33 @@ bool CaptureReader::inflate_all() {
     }
     uint64_t at = 0;
     int err = 0;
-    Status st = decompress_stream(z_->file_fd, z_->codec, [&](const uint8_t* p, size_t n) {
-        while (n > 0) {
-            ssize_t w = pwrite(mfd, p, n, off_t(at));
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                err = w < 0 ? errno : ENOSPC;
-                return false;
+    uint64_t file_at = 0, raw_at = 0;
+    auto on_frame = [&](uint64_t file_end, uint64_t raw_end) {
+        frames->push_back(FrameExtent{file_at, file_end - file_at, raw_at, raw_end - raw_at});
+        file_at = file_end;
+        raw_at = raw_end;
+    };
+    if (frames) frames->clear();
+    Status st = decompress_stream(
+        z_->file_fd, z_->codec,
+        [&](const uint8_t* p, size_t n) {
+            while (n > 0) {
+                ssize_t w = pwrite(mfd, p, n, off_t(at));
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) {
+                    err = w < 0 ? errno : ENOSPC;
+                    return false;
+                }
+                p += w;
+                n -= size_t(w);
+                at += uint64_t(w);
             }
-            p += w;
-            n -= size_t(w);
-            at += uint64_t(w);
-        }
-        return true;
-    });
-    (void)st;  // damaged: keep what came before, like a file cut short
+            return true;
+        },
+        cut, nullptr, frames ? std::function<void(uint64_t, uint64_t)>(on_frame) : nullptr);
+    // Damaged: keep what came before, like a file cut short; only a caller
+    // that asks is told.
+    if (damaged) *damaged = st;
     if (err) {
         ::close(mfd);
         io_errno_ = err;
@@ -197,6 +209,15 @@ bool CaptureReader::inflate_all() {
     fd_ = mfd;
     buf_len_ = 0;
     return true;
+}
+
+Status CaptureReader::inflate_listing_frames(std::vector<FrameExtent>& frames, bool* cut) {
+    if (!z_ || z_->inflated || !z_->blocks.empty())
+        return make_error(EINVAL, "not a compressed file read without an index");
+    Status damaged;
+    if (!inflate_all(&frames, &damaged, cut))
+        return make_error(io_errno_, std::strerror(io_errno_));
+    return damaged;
 }
 
 const uint8_t* CaptureReader::fetch_compressed(uint64_t pos, size_t n) {

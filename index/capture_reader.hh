@@ -61,6 +61,8 @@ struct Record {
     const uint8_t* data;  // caplen bytes; valid during the callback only
 };
 
+struct FrameExtent;  // index/codec.hh
+
 class CaptureReader {
 public:
     /* Opens path and reads its file header. Errors: the open's errno (the
@@ -110,13 +112,23 @@ public:
      * reads then decompress the frame of each block they touch. False if
      * the index does not fit the file (another codec; not compressed). */
     bool use_index(const Index& idx);
+    /* A compressed file read whole, now, without an index: decompresses the
+     * stream into memory, as the first read past the header would, and
+     * lists its whole frames on the way (list_frames(), without a second
+     * pass over the file). for_each() then reads the records from memory.
+     * capq --reindex cuts its blocks at the frames, decompressing the file
+     * once. A damaged stream is an error; a frame cut short at the end is
+     * not listed (*cut set) and its records are not returned. EINVAL when
+     * not compressed, after use_index() or after a read past the header. */
+    Status inflate_listing_frames(std::vector<FrameExtent>& frames, bool* cut = nullptr);
 
 private:
     struct Compressed;
     std::unique_ptr<Compressed> z_;  // null: not compressed
     /* fetch() for a compressed file. */
     const uint8_t* fetch_compressed(uint64_t pos, size_t n);
-    bool inflate_all();
+    bool inflate_all(std::vector<FrameExtent>* frames = nullptr, Status* damaged = nullptr,
+                     bool* cut = nullptr);
 
     CaptureReader() = default;
     int fd_ = -1;

@@ -141,6 +141,10 @@ Status Index::validate(uint64_t capture_size) {
         return bad("bad index header size " + std::to_string(h->header_bytes));
     if (h->header_bytes > size) return bad("truncated index");
     if (header_crc_of(*h) != h->header_crc) return bad("index header checksum mismatch");
+    // Cuts: none below version 3; version 3 is plain flows with cuts, so
+    // never without; version 4 may have none.
+    if (h->version < 3 && h->cut_count != 0) return bad("index cuts below version 3");
+    if (h->version == 3 && h->cut_count == 0) return bad("version 3 index without cuts");
     if (h->page_shift < 12 || h->page_shift > 24)
         return bad("bad index page size 2^" + std::to_string(h->page_shift));
 
@@ -197,7 +201,14 @@ Status Index::validate(uint64_t capture_size) {
         !s)
         return s;
     uint64_t postings_end = h->postings_offset + h->postings_count * sizeof(uint32_t);
-    // Only padding to 8 may follow the postings.
+    // Versions 3 and 4: the cuts, right after the postings (padded to 8).
+    const uint64_t cuts_offset = (postings_end + 7) & ~uint64_t(7);
+    if (h->cut_count != 0) {
+        if (auto s = section(cuts_offset, h->cut_count, sizeof(CutEntry), postings_end, "cuts"); !s)
+            return s;
+        postings_end = cuts_offset + uint64_t(h->cut_count) * sizeof(CutEntry);
+    }
+    // Only padding to 8 may follow the postings (or the cuts).
     if (size - postings_end >= 8) return bad("index has trailing bytes");
 
     header_ = h;
@@ -212,6 +223,8 @@ Status Index::validate(uint64_t capture_size) {
                static_cast<size_t>(ip_flows)};
     postings_ = {reinterpret_cast<const uint32_t*>(base + h->postings_offset),
                  static_cast<size_t>(h->postings_count)};
+    if (h->cut_count != 0)
+        cuts_ = {reinterpret_cast<const CutEntry*>(base + cuts_offset), h->cut_count};
     if (compressed)
         stored_ = {
             reinterpret_cast<const StoredBlock*>(base + h->blocks_offset + blocks_.size_bytes()),
@@ -339,6 +352,25 @@ Status Index::check_postings(size_t flow) const {
     return Status();
 }
 
+Status Index::check_cuts() const {
+    if (cuts_.empty()) return Status();
+    const auto off = static_cast<uint64_t>(reinterpret_cast<const uint8_t*>(cuts_.data()) - base_);
+    if (auto s = check_bytes(off, cuts_.size_bytes()); !s) return s;
+    for (size_t i = 0; i < cuts_.size(); i++) {
+        const CutEntry& c = cuts_[i];
+        if (c.flow >= flows_.size()) return bad("index cut names no flow");
+        if (i != 0 && c.flow <= cuts_[i - 1].flow) return bad("index cuts not ascending");
+        if (c.reserved != 0) return bad("index cut entry with reserved bits");
+    }
+    return Status();
+}
+
+const CutEntry* Index::cut_of(size_t flow) const {
+    auto it = std::lower_bound(cuts_.begin(), cuts_.end(), flow,
+                               [](const CutEntry& c, size_t f) { return c.flow < f; });
+    return it != cuts_.end() && it->flow == flow ? &*it : nullptr;
+}
+
 Status Index::check_by_dst(size_t first, size_t count) const {
     const size_t n = by_dst_.size();
     if (first > n || count > n - first) return bad("index by_dst entry out of range");
@@ -448,6 +480,17 @@ Result<Index> Index::from_bytes(std::string bytes, uint64_t capture_size) {
 Result<Index> Index::load(const std::string& path, uint64_t capture_size) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return make_error(errno, path + ": " + std::strerror(errno));
+    return load_fd(fd, path, capture_size);
+}
+
+Result<Index> Index::load_at(int dir_fd, const std::string& leaf, const std::string& path,
+                             uint64_t capture_size) {
+    int fd = ::openat(dir_fd, leaf.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return make_error(errno, path + ": " + std::strerror(errno));
+    return load_fd(fd, path, capture_size);
+}
+
+Result<Index> Index::load_fd(int fd, const std::string& path, uint64_t capture_size) {
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;

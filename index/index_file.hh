@@ -7,7 +7,8 @@
  * that is itself hidden (".NAME.partial", the file being written) has
  * DIR/B.idx: the live index (below).
  *
- * Format version 2, little-endian throughout, every section 8-byte aligned:
+ * Format versions 1 to 4, little-endian throughout, every section 8-byte
+ * aligned; versions 1, 2 and 3 are laid out so:
  *
  *   IndexHeader                 160 bytes
  *   uint32_t page_crcs[page_count]  crc32c of each 64 KiB page of the body
@@ -21,6 +22,10 @@
  *                               the IP flows' numbers, sorted by (dst, number)
  *   uint32_t postings[]         per flow, its blocks (ascending block numbers),
  *                               at FlowEntry::postings, postings_count of them
+ *   CutEntry cuts[cut_count]    40 bytes each, versions 3 and 4: the packets
+ *                               the flow cutoff and dedup kept out of the file,
+ *                               per flow number, ascending; at
+ *                               align8(postings_offset + 4 x postings_count)
  *
  * Version 2 adds `codec` to the header (the reserved word of version 1)
  * and, for a compressed capture file (capd --compress; index/codec.hh),
@@ -33,9 +38,22 @@
  * uncompressed capture's index is written as version 1, byte for byte
  * what version 1 was, so older readers read it; readers read both.
  *
- * Version 4 (written by default since; readers read 1, 2 and 4) keeps
- * every section of version 1 and 2 but the flows, which it stores
- * compressed in independent groups, with uncompressed fences to find them:
+ * Version 3 adds the cuts section (capd --flow-cutoff, --flow-packets,
+ * --dedup, a rule's cutoff): for each flow of the file some of whose
+ * packets capd left out while this file was being written, how many and
+ * their wire bytes, cut and duplicate apart. Its entries are the flows
+ * with such packets only, so the header's cut_count (the reserved word of
+ * versions 1 and 2, zero there) is never 0 in version 3: a file with
+ * plain flows and nothing left out is written as version 1 or 2, byte for
+ * byte as before. A flow may have nothing but cut packets in a file (a
+ * long flow past its cutoff when the file was opened): its FlowEntry has 0
+ * packets, 0 bytes, no blocks, and first_ns/last_ns those of its cut
+ * packets; capq --flows lists it so, with what was cut.
+ *
+ * Version 4 (written by default for closed files since; readers read 1
+ * to 4) keeps every section of versions 1 to 3 but the flows, which it
+ * stores compressed in independent groups, with uncompressed fences to
+ * find them; it always has the cut_count word, 0 when nothing was cut:
  *
  *   IndexHeader                 160 bytes, header_bytes = 208
  *   IndexHeaderV4Ext            48 bytes (below)
@@ -53,6 +71,8 @@
  *                               flow_codec (lz4 or zstd, index/codec.hh)
  *   uint32_t by_dst[flow_count - non_ip_flows]   as version 1
  *   uint32_t postings[]                          as version 1
+ *   CutEntry cuts[cut_count]                     as version 3, flow numbers
+ *                                                of the version 1 order
  *
  * FlowFence g: the source address of the group's first IP flow (zeros
  * when it has none), and where its frame lies (from flows_offset) with
@@ -64,10 +84,17 @@
  * kept decompressed in memory. So a lookup by source binary-searches the
  * fences and reads the one or two groups that can hold the address; by
  * destination, the dst fences (a hint), the by_dst entries of one
- * stretch and the groups its binary search probes. Why: sorted flows share address prefixes, IPv4 keys are mostly
- * zeros, and byte planes turn both into runs, so a group compresses
- * about 3.5 times; a 104-byte entry was over 90 % of an index of a
- * many-flow mix.
+ * stretch and the groups its binary search probes. Why: sorted flows
+ * share address prefixes, IPv4 keys are mostly zeros, and byte planes
+ * turn both into runs, so a group compresses about 3.5 times; a 104-byte
+ * entry was over 90 % of an index of a many-flow mix.
+ *
+ * Which is written: a closed file's index is version 4 (whatever its
+ * capture's codec, with or without cuts) unless the builder is asked for
+ * plain flows (capq --reindex --index-version 1): then version 1, 2 for a
+ * compressed capture, 3 when something was cut. A live index is always
+ * version 1 or 2 (blocks only). Readers read 1 to 4; they refuse cuts in
+ * versions 1 and 2, a version 3 without cuts, and any version above 4.
  *
  * A block is a run of whole records of about `block_target` bytes (the
  * last one of a file may be shorter); blocks cover the records from
@@ -152,7 +179,7 @@ struct IndexHeader {
     uint32_t pages_crc;       // crc32c of page_crcs[]
     uint32_t header_crc;      // of this header with header_crc = 0
     uint32_t codec;           // version 2: index/codec.hh Codec (0: not compressed)
-    uint32_t reserved;        // zero
+    uint32_t cut_count;       // versions 3 (> 0) and 4: CutEntry entries; zero before
 };
 static_assert(sizeof(IndexHeader) == 160);
 
@@ -209,6 +236,18 @@ struct FlowEntry {
 };
 static_assert(sizeof(FlowEntry) == 104);
 
+/* Versions 3 and 4: what capd left out of the file of one flow (flow
+ * number in this file's order, the version 1 order in both). Counts are of packets, bytes of wire lengths. */
+struct CutEntry {
+    uint32_t flow;
+    uint32_t reserved;     // zero
+    uint64_t cut_packets;  // past the flow's cutoff
+    uint64_t cut_bytes;
+    uint64_t dup_packets;  // duplicates (--dedup)
+    uint64_t dup_bytes;
+};
+static_assert(sizeof(CutEntry) == 40);
+
 /* An index in memory: read from a file (mapped) or built by IndexBuilder.
  *
  * Verification is lazy (see the format above): from_bytes()/load() check
@@ -233,12 +272,18 @@ public:
     /* From bytes (an index file's whole contents, or builder output).
      * Validates as described above against capture_size (the capture file's
      * current size; ~0ull: do not check). The error says which check failed,
-     * e.g. "truncated index", "index version 3 is newer than this capq's 1",
+     * e.g. "truncated index", "index version 5 is newer than this capq's 4",
      * "checksum mismatch", "stale index: describes 1048576 bytes, file has
      * 524288". */
     static Result<Index> from_bytes(std::string bytes, uint64_t capture_size);
     /* Reads (maps) the file at path; ENOENT when there is none. */
     static Result<Index> load(const std::string& path, uint64_t capture_size);
+    /* The same for the index `leaf` in the directory dir_fd, opened with
+     * O_NOFOLLOW (a symbolic link there is ELOOP, not followed): a server
+     * that opened the capture from dir_fd reads its index from the same
+     * directory. `path` names it in errors. dir_fd stays the caller's. */
+    static Result<Index> load_at(int dir_fd, const std::string& leaf, const std::string& path,
+                                 uint64_t capture_size);
 
     const IndexHeader& header() const { return *header_; }
     bool live() const { return header_->flags & kIndexLive; }
@@ -255,6 +300,14 @@ public:
     /* Block numbers holding flow i, ascending; unverified until
      * check_postings(i). */
     std::span<const uint32_t> blocks_of(size_t flow) const;
+    /* Versions 3 and 4: the flows with packets left out, by ascending flow
+     * number (empty below version 3); unverified until check_cuts(). */
+    std::span<const CutEntry> cuts() const { return cuts_; }
+    /* Verifies the cuts section: its pages, flow numbers ascending and below
+     * flow_count, reserved words zero. */
+    Status check_cuts() const;
+    /* After check_cuts(): flow's entry, or nullptr. A binary search. */
+    const CutEntry* cut_of(size_t flow) const;
     /* The count of leading flows that are not kIp (flows_[non_ip_flows()..]
      * are the IP flows, by source address). */
     size_t non_ip_flows() const { return header_->non_ip_flows; }
@@ -293,7 +346,8 @@ public:
 
 private:
     struct CompactFlows;  // version 4: the decompressed groups and their state
-
+    /* load()'s body once fd is open; closes fd. */
+    static Result<Index> load_fd(int fd, const std::string& path, uint64_t capture_size);
     Status validate(uint64_t capture_size);
     Status validate_compact(uint64_t after, uint64_t& flows_end);
     Status check_fence(size_t group) const;
@@ -311,6 +365,7 @@ private:
     std::span<const FlowEntry> flows_;
     std::span<const uint32_t> by_dst_;
     std::span<const uint32_t> postings_;
+    std::span<const CutEntry> cuts_;
     std::span<const uint32_t> page_crcs_;
     // Per page: 0 not verified yet, 1 good, 2 damaged.
     mutable std::vector<uint8_t> page_state_;

@@ -126,7 +126,7 @@ struct Model {
 
 /* Fills m from k; false if the key is not one make_flow_key() produces (a
  * damaged index), which the caller answers "may accept, may reject". */
-bool build_model(const FlowKey& k, Model& m) {
+bool build_model(const FlowKey& k, uint8_t unknown, Model& m) {
     uint32_t type_at;  // the first type field of the link header; 0: raw IP
     switch (k.linktype) {
         case 1: type_at = 12; break;    // DLT_EN10MB
@@ -177,13 +177,13 @@ bool build_model(const FlowKey& k, Model& m) {
             m.set8(l3 + 7, 0);
         }
         m.set8(l3 + 9, k.first_nxt);
-        m.set_bytes(l3 + 12, k.src, 4);
-        m.set_bytes(l3 + 16, k.dst, 4);
+        if (!(unknown & FlowFilter::kUnknownSrc)) m.set_bytes(l3 + 12, k.src, 4);
+        if (!(unknown & FlowFilter::kUnknownDst)) m.set_bytes(l3 + 16, k.dst, 4);
     } else {
         m.set8(l3, 0x60, 0xf0);
         m.set8(l3 + 6, k.first_nxt);
-        m.set_bytes(l3 + 8, k.src, 16);
-        m.set_bytes(l3 + 24, k.dst, 16);
+        if (!(unknown & FlowFilter::kUnknownSrc)) m.set_bytes(l3 + 8, k.src, 16);
+        if (!(unknown & FlowFilter::kUnknownDst)) m.set_bytes(l3 + 24, k.dst, 16);
     }
     if (k.flags & kFlowHasPorts) {
         m.set16(l4, k.sport);
@@ -216,11 +216,11 @@ FlowFilter::FlowFilter(std::vector<filters::ClassicInsn> prog, uint16_t linktype
     required_ = find_required_addresses(prog_, linktype_);
 }
 
-FlowFilter::Verdict FlowFilter::eval(const FlowKey& k) const {
+FlowFilter::Verdict FlowFilter::eval(const FlowKey& k, uint8_t unknown) const {
     constexpr Verdict kBoth{true, true};
     if (prog_.empty()) return {true, false};
     if (k.kind == FlowKind::kOpaque || !same_link_type(k.linktype, linktype_)) return kBoth;
-    const Verdict v = eval_oriented(k);
+    const Verdict v = eval_oriented(k, unknown);
     if (k.kind != FlowKind::kIp || (v.may_accept && v.may_reject)) return v;
     // The key holds the endpoints in canonical order: a packet of the flow
     // goes one way or the other.
@@ -229,15 +229,18 @@ FlowFilter::Verdict FlowFilter::eval(const FlowKey& k) const {
     std::memcpy(r.dst, k.src, 16);
     r.sport = k.dport;
     r.dport = k.sport;
-    if (r == k) return v;
-    const Verdict w = eval_oriented(r);
+    // The unknown endpoints swap with the known ones.
+    const uint8_t ru = static_cast<uint8_t>((unknown & kUnknownSrc ? kUnknownDst : 0) |
+                                            (unknown & kUnknownDst ? kUnknownSrc : 0));
+    if (r == k && ru == unknown) return v;
+    const Verdict w = eval_oriented(r, ru);
     return {v.may_accept || w.may_accept, v.may_reject || w.may_reject};
 }
 
-FlowFilter::Verdict FlowFilter::eval_oriented(const FlowKey& k) const {
+FlowFilter::Verdict FlowFilter::eval_oriented(const FlowKey& k, uint8_t unknown) const {
     constexpr Verdict kBoth{true, true};
     Model pk;
-    if (!build_model(k, pk)) return kBoth;
+    if (!build_model(k, unknown, pk)) return kBoth;
 
     const uint32_t n = static_cast<uint32_t>(prog_.size());
     const filters::ClassicInsn* prog = prog_.data();

@@ -64,8 +64,16 @@ public:
         bool may_reject;  // some packet of the flow may fail
     };
     /* Over the packets of both directions (the key's endpoints as they
-     * are, and swapped): the two verdicts ORed. */
-    Verdict eval(const FlowKey& k) const;
+     * are, and swapped): the two verdicts ORed.
+     *
+     * `unknown` (kUnknownSrc, kUnknownDst): for a key that stands for many
+     * flows (the fleet catalogue's aggregate rows), the addresses named are
+     * unknown bytes, not the key's (zero) ones; with the ports unknown too
+     * when kFlowHasPorts is clear, as for any key. Sound as for one flow:
+     * every packet of the flows it stands for is one of the abstract
+     * packet's values. */
+    enum : uint8_t { kUnknownSrc = 1, kUnknownDst = 2 };
+    Verdict eval(const FlowKey& k, uint8_t unknown = 0) const;
 
     uint16_t linktype() const { return linktype_; }
 
@@ -97,7 +105,7 @@ public:
     }
 
 private:
-    Verdict eval_oriented(const FlowKey& k) const;
+    Verdict eval_oriented(const FlowKey& k, uint8_t unknown) const;
 
     std::vector<filters::ClassicInsn> prog_;
     uint16_t linktype_;

@@ -190,8 +190,8 @@ private:
     TrackerCounters counters_;
 };
 
-/* A copy of one capture worker's table, taken between two bursts
- * (dataplane/tcp_table.hh), for the live diagnosis (ctl/diag/live.hh). */
+/* A copy of one capture worker's TCP records, taken between two bursts
+ * (dataplane/flow_table.hh, FlowTable::tcp_view()), for the live diagnosis (ctl/diag/live.hh). */
 struct TableView {
     unsigned worker = 0;
     uint32_t capacity = 0;

@@ -9,7 +9,8 @@
  *        [--max-bytes SIZE] [--max-clients N]
  *   capq --fleet-hosts ADDR:PORT,... --cert F --key F --ca F [--since T]
  *        [--until T] [-w OUT|-] [EXPRESSION...]
- *   capq --fleet URL --cert F --key F --ca F [--since T] [--until T] [-w OUT|-] [EXPR...]
+ *   capq --fleet URL [--fleet-only NAME] --cert F --key F --ca F [--since T] [--until T]
+ *        [-w OUT|-] [EXPR...]
  *   capq --fleet URL --flows [--json] [--fleet-tables FILES,FLOWS] [--since T] [--until T] [EXPR...]
  *   capq --fleet-schema [CLUSTER]   (the catalogue's CREATE statements, one a line)
  *
@@ -85,6 +86,10 @@ int main(int argc, char** argv) {
     app.add_option("--fleet", fleet_url,
                    "ask the fleet catalogue (ClickHouse's HTTP interface) instead of -r")
         ->type_name("URL");
+    std::string fleet_only;
+    app.add_option("--fleet-only", fleet_only,
+                   "with --fleet: ask only this host of those the catalogue names")
+        ->type_name("NAME");
     app.add_option("--fleet-tables", fleet_tables,
                    "the catalogue's files and flows tables (default linecap_files,linecap_flows)")
         ->type_name("FILES,FLOWS");
@@ -185,6 +190,8 @@ int main(int argc, char** argv) {
     }
     o.format = format == "pcapng" ? OutFormat::kPcapng : OutFormat::kPcap;
     if (!fleet_tables.empty() && fleet_url.empty()) return fail("--fleet-tables needs --fleet URL");
+    if (!fleet_only.empty() && (fleet_url.empty() || flows))
+        return fail("--fleet-only applies to --fleet URL without --flows");
     if (!fleet_url.empty()) {
         if (!o.inputs.empty()) return fail("--fleet asks the catalogue; -r does not apply");
         if (auto u = storage::parse_catalog_url(fleet_url); !u)
@@ -207,6 +214,16 @@ int main(int argc, char** argv) {
         for (auto& c : *found) targets.push_back({c.host, c.serve, std::move(c.files)});
         std::fprintf(stderr, "capq fleet: the catalogue names %zu host%s\n", targets.size(),
                      targets.size() == 1 ? "" : "s");
+        if (!fleet_only.empty()) {
+            std::erase_if(targets, [&](const FleetTarget& t) { return t.host != fleet_only; });
+            // Not an error: no file of that host can hold the packets, so
+            // its answer is empty. Said, since a misspelt name reads so too.
+            if (targets.empty())
+                std::fprintf(stderr,
+                             "capq fleet: %s: the catalogue names no file of it that can hold "
+                             "the packets; its answer is empty\n",
+                             fleet_only.c_str());
+        }
         FleetOptions fo;
         fo.tls = so.tls;
         fo.since_ns = o.since_ns;

@@ -123,7 +123,16 @@ struct FlowRow {
     std::string host, path;
     index::FlowKey key;
     uint64_t first_ns, last_ns, packets, bytes;
+    uint8_t agg;  // storage::FlowAgg
+    uint64_t nflows;
 };
+
+/* The fields an aggregate row leaves unknown (storage/catalog.hh). */
+uint8_t unknown_of(uint8_t agg) {
+    if (agg == uint8_t(storage::FlowAgg::kEndpoint)) return index::FlowFilter::kUnknownDst;
+    if (agg == uint8_t(storage::FlowAgg::kFlow)) return 0;
+    return index::FlowFilter::kUnknownSrc | index::FlowFilter::kUnknownDst;
+}
 
 /* The live flows of the window that may match. */
 /* For each (host, path): the latest file_id and whether that row is a
@@ -160,8 +169,9 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
                                          uint64_t since_ns, uint64_t until_ns, Filters& f,
                                          const std::string& addr_terms) {
     std::string sql =
-        "SELECT host, path, hex(key), first_ns, last_ns, packets, bytes, file_id FROM " + t.flows +
-        " WHERE first_ns < " + std::to_string(until_ns) +
+        "SELECT host, path, hex(key), first_ns, last_ns, packets, bytes, file_id, agg, nflows "
+        "FROM " +
+        t.flows + " WHERE first_ns < " + std::to_string(until_ns) +
         " AND last_ns >= " + std::to_string(since_ns);
     if (!addr_terms.empty())
         sql += " AND " + addr_terms;
@@ -175,7 +185,7 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
     for (const auto& line : split(*r, '\n')) {
         if (line.empty()) continue;
         auto c = split(line, '\t');
-        if (c.size() != 8) return make_error(EIO, url.text + ": unexpected answer: " + line);
+        if (c.size() != 10) return make_error(EIO, url.text + ": unexpected answer: " + line);
         FlowRow row;
         row.host = unescape(c[0]);
         row.path = unescape(c[1]);
@@ -185,10 +195,13 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
         row.last_ns = u64(c[4]);
         row.packets = u64(c[5]);
         row.bytes = u64(c[6]);
+        row.agg = static_cast<uint8_t>(u64(c[8]));
+        row.nflows = u64(c[9]);
         if (!f.empty()) {
             auto ff = f.get(row.key.linktype);
             if (!ff) return ff.failure();
-            if (!(*ff)->eval(row.key).may_accept) continue;
+            // An aggregate: its unknown endpoint and ports may be anything.
+            if (!(*ff)->eval(row.key, unknown_of(row.agg)).may_accept) continue;
         }
         rows.push_back(std::move(row));
         ids.push_back(u64(c[7]));
@@ -282,11 +295,13 @@ Result<std::vector<FleetFlow>> catalog_flows(const std::string& url_text, const 
     std::map<std::pair<std::string, std::string>, FleetFlow> agg;
     for (const auto& r : *rows) {
         std::string k(reinterpret_cast<const char*>(&r.key), sizeof r.key);
+        k += char(r.agg);
         auto [it, fresh] = agg.try_emplace({r.host, k});
         FleetFlow& ff = it->second;
         if (fresh) {
             ff.host = r.host;
             ff.key = r.key;
+            ff.aggregate = r.agg;
             ff.first_ns = r.first_ns;
             ff.last_ns = r.last_ns;
         }
@@ -294,6 +309,7 @@ Result<std::vector<FleetFlow>> catalog_flows(const std::string& url_text, const 
         ff.last_ns = std::max(ff.last_ns, r.last_ns);
         ff.packets += r.packets;
         ff.bytes += r.bytes;
+        ff.nflows += r.nflows;
         ff.files++;
     }
     std::vector<FleetFlow> out;
@@ -303,6 +319,30 @@ Result<std::vector<FleetFlow>> catalog_flows(const std::string& url_text, const 
     });
     return out;
 }
+
+namespace {
+
+/* A flow as capq --flows writes it; an aggregate says so and shows its
+ * unknown endpoint and ports as '*': "AGGREGATE of 12 flows: udp
+ * 198.18.0.3 <> * ports *". */
+std::string describe(const FleetFlow& a) {
+    if (!a.aggregate) return index::describe_flow(a.key);
+    std::string s = index::describe_flow(a.key);  // the unknown addresses print as zero
+    const size_t arrow = s.find(" <> ");
+    if (arrow != std::string::npos) {
+        const size_t b_end = std::min(s.find(' ', arrow + 4), s.size());
+        s.replace(arrow + 4, b_end - arrow - 4, "*");
+        if (a.aggregate != uint8_t(storage::FlowAgg::kEndpoint)) {
+            const size_t a_at = s.rfind(' ', arrow - 1);
+            if (a_at != std::string::npos) s.replace(a_at + 1, arrow - a_at - 1, "*");
+        }
+        const size_t after = s.find(' ', s.find(" <> ") + 4);
+        s.insert(after == std::string::npos ? s.size() : after, " ports *");
+    }
+    return "AGGREGATE of " + std::to_string(a.nflows) + " flows: " + s;
+}
+
+}  // namespace
 
 int run_fleet_flows(const std::string& url, const CatalogTables& t, uint64_t since_ns,
                     uint64_t until_ns, const std::string& expression, bool json) {
@@ -317,6 +357,12 @@ int run_fleet_flows(const std::string& url, const CatalogTables& t, uint64_t sin
             nlohmann::json j = flow_json(a.key, a.first_ns, a.last_ns, a.packets, a.bytes);
             j["host"] = a.host;
             j["files"] = a.files;
+            if (a.aggregate) {
+                // Not one flow: the flows of a file beyond its budget.
+                j["aggregate"] =
+                    a.aggregate == uint8_t(storage::FlowAgg::kEndpoint) ? "endpoint" : "any";
+                j["aggregated_flows"] = a.nflows;
+            }
             arr.push_back(std::move(j));
         }
         std::printf("%s\n", arr.dump(2).c_str());
@@ -328,7 +374,7 @@ int run_fleet_flows(const std::string& url, const CatalogTables& t, uint64_t sin
         std::printf("%-16s  %-30s  %-30s  %10llu  %14llu  %s\n", a.host.c_str(),
                     format_time(int64_t(a.first_ns)).c_str(),
                     format_time(int64_t(a.last_ns)).c_str(), (unsigned long long)a.packets,
-                    (unsigned long long)a.bytes, index::describe_flow(a.key).c_str());
+                    (unsigned long long)a.bytes, describe(a).c_str());
     return 0;
 }
 

@@ -15,7 +15,10 @@
  * filter proves the addresses every matching packet carries (`host A`,
  * `host A and port P`), only the flows with one of them as an endpoint are
  * fetched; otherwise every flow of the window for --flows, and for targets
- * the files of the window from the files table.
+ * the files of the window from the files table. An aggregate row (a file
+ * over capd's --catalog-flow-budget) is evaluated with its unknown
+ * endpoint and ports unknown (FlowFilter::eval's unknown bits): it may
+ * match whatever some flow it stands for may match.
  *
  * Cold code, any thread; blocking HTTP requests (10 s timeout each).
  */
@@ -53,6 +56,12 @@ struct FleetFlow {
     index::FlowKey key;
     uint64_t first_ns = 0, last_ns = 0, packets = 0, bytes = 0;
     uint64_t files = 0;
+    /* Not one flow but an aggregate row of files over their flow budget
+     * (storage::FlowAgg: 1 the flows of one endpoint, 2 of any endpoints;
+     * the unknown fields are zero in key), of nflows flows (counted once
+     * per row: a flow is in its two endpoints' aggregates). 0: a flow. */
+    uint8_t aggregate = 0;
+    uint64_t nflows = 0;
 };
 
 /* The flows that may match `expression` in the window, per host, sorted

@@ -418,7 +418,7 @@ QueryOutcome query(const QueryOptions& o, const QueryStream& stream, FILE* expla
         oc.code = code;
         return oc;
     };
-    auto opened = Store::open(o.inputs);
+    auto opened = Store::open(o.inputs, o.opened);
     if (!opened) return failed(F::kStore, opened.error());
     Store& store = *opened;
     Programs progs(o.expression);
@@ -703,6 +703,14 @@ int run_flows(const QueryOptions& o) {
             c.status = s;
             return;
         }
+        // The cut counts are listed too: a damaged section, like any
+        // damaged page, means the file is read instead.
+        if (Status s = f.index.check_cuts(); !s) {
+            if (Status r = Store::rescan(f, c.warning, s.error()); !r) {
+                c.status = r;
+                return;
+            }
+        }
         std::string damaged;
         auto m = matching_flows(f, progs, o, damaged);
         if (m && !damaged.empty()) {
@@ -725,6 +733,8 @@ int run_flows(const QueryOptions& o) {
     struct Agg {
         index::FlowKey key;
         uint64_t first_ns, last_ns, packets, bytes;
+        // Left out by capd's flow cutoff and dedup (index versions 3, 4).
+        uint64_t cut_packets = 0, cut_bytes = 0, dup_packets = 0, dup_bytes = 0;
     };
     std::map<std::string, Agg> by_key;
     for (size_t n = 0; n < chosen.size(); n++) {
@@ -742,6 +752,12 @@ int run_flows(const QueryOptions& o) {
                 it->second.packets += fe.packets;
                 it->second.bytes += fe.wire_bytes;
             }
+            if (const index::CutEntry* c = f.index.cut_of(i)) {
+                it->second.cut_packets += c->cut_packets;
+                it->second.cut_bytes += c->cut_bytes;
+                it->second.dup_packets += c->dup_packets;
+                it->second.dup_bytes += c->dup_bytes;
+            }
         }
     }
     std::vector<Agg> rows;
@@ -751,17 +767,36 @@ int run_flows(const QueryOptions& o) {
     if (o.json) {
         nlohmann::json arr = nlohmann::json::array();
         for (const auto& a : rows) {
-            arr.push_back(flow_json(a.key, a.first_ns, a.last_ns, a.packets, a.bytes));
+            nlohmann::json j = flow_json(a.key, a.first_ns, a.last_ns, a.packets, a.bytes);
+            if (a.cut_packets) {
+                j["cut_packets"] = a.cut_packets;
+                j["cut_bytes"] = a.cut_bytes;
+            }
+            if (a.dup_packets) {
+                j["duplicate_packets"] = a.dup_packets;
+                j["duplicate_bytes"] = a.dup_bytes;
+            }
+            arr.push_back(std::move(j));
         }
         std::printf("%s\n", arr.dump(2).c_str());
         return 0;
     }
     std::printf("%-30s  %-30s  %10s  %14s  %s\n", "FIRST", "LAST", "PACKETS", "BYTES",
                 "FLOW (both directions)");
-    for (const auto& a : rows)
-        std::printf("%-30s  %-30s  %10llu  %14llu  %s\n", format_time(int64_t(a.first_ns)).c_str(),
+    for (const auto& a : rows) {
+        // What capd left out, after the flow, only when it left something.
+        std::string left;
+        if (a.cut_packets)
+            left += "; cut " + std::to_string(a.cut_packets) + " packets " +
+                    std::to_string(a.cut_bytes) + " bytes";
+        if (a.dup_packets)
+            left += "; duplicates " + std::to_string(a.dup_packets) + " packets " +
+                    std::to_string(a.dup_bytes) + " bytes";
+        std::printf("%-30s  %-30s  %10llu  %14llu  %s%s\n",
+                    format_time(int64_t(a.first_ns)).c_str(),
                     format_time(int64_t(a.last_ns)).c_str(), (unsigned long long)a.packets,
-                    (unsigned long long)a.bytes, index::describe_flow(a.key).c_str());
+                    (unsigned long long)a.bytes, index::describe_flow(a.key).c_str(), left.c_str());
+    }
     return 0;
 }
 
@@ -775,18 +810,13 @@ namespace {
  * records) cannot be read a block at a time, so it gets an error saying
  * so. A frame cut short at the end (a file capd was writing when killed)
  * and the records in it are left out, as capd's recovery cuts them. The
- * file is decompressed twice: once for its frames, once for its records. */
-Result<std::string> build_compressed_index(const std::string& path, index::CaptureReader& r,
-                                           bool& sequential, bool compact_flows) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return make_error(errno, std::strerror(errno));
+ * file is decompressed once, into memory, listing its frames on the way;
+ * the records are then walked there. */
+Result<std::string> build_compressed_index(index::CaptureReader& r, bool& sequential,
+                                           bool compact_flows) {
     std::vector<index::FrameExtent> frames;
-    Status listed = index::list_frames(fd, r.codec(), frames);
-    struct stat st {};
-    const bool stat_ok = ::fstat(fd, &st) == 0;
-    ::close(fd);
+    Status listed = r.inflate_listing_frames(frames);
     if (!listed) return listed.failure();
-    if (!stat_ok) return make_error(errno, std::strerror(errno));
     const char* codec = index::codec_name(r.codec());
     const std::string frame = r.codec() == index::Codec::kGzip ? "member" : "frame";
     const std::string why = std::string("; it cannot be read a block at a time, so an index ") +
@@ -843,7 +873,7 @@ Result<std::string> build_compressed_index(const std::string& path, index::Captu
     sequential = r.sequential();
     if (sequential) b.mark_sequential();
     // capture_bytes: the file's size on the disk, as capd writes it.
-    return b.serialize(static_cast<uint64_t>(st.st_size));
+    return b.serialize(info.size);
 }
 
 }  // namespace
@@ -863,7 +893,7 @@ int run_reindex(const std::vector<std::string>& files, int index_version) {
         const uint64_t size = r->info().size;
         const bool compact = index_version == 4;
         auto built = r->codec() != index::Codec::kNone
-                         ? build_compressed_index(path, *r, seq, compact)
+                         ? build_compressed_index(*r, seq, compact)
                          : build_index(*r, size, end, seq, size, compact);
         if (!built) {
             rc = fail(path + ": " + built.error());

@@ -19,11 +19,13 @@
 #include <vector>
 
 #include "query/output.hh"
+#include "query/store.hh"
 
 namespace linecap::query {
 
 struct QueryOptions {
     std::vector<std::string> inputs;  // -r
+    std::vector<OpenedInput> opened;  // after inputs: files opened by the caller (--serve)
     uint64_t since_ns = 0;            // since <= ts < until
     uint64_t until_ns = UINT64_MAX;
     std::string expression;

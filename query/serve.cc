@@ -1,5 +1,6 @@
 #include "query/serve.hh"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <sys/socket.h>
@@ -16,7 +17,9 @@
 #include <memory>
 #include <thread>
 
+#include "query/beneath.hh"
 #include "query/commands.hh"
+#include "query/no_names.hh"
 
 namespace linecap::query {
 
@@ -48,18 +51,24 @@ std::string canonical(const std::string& p) {
     return s;
 }
 
-bool inside(const std::string& path, const std::vector<std::string>& dirs) {
-    for (const auto& d : dirs)
+/* The served directory that path lies inside as written, and the rest of
+ * the path below it; -1 when none. */
+int served_dir_of(const std::string& path, const std::vector<std::string>& dirs, std::string& rel) {
+    for (size_t i = 0; i < dirs.size(); i++) {
+        const std::string& d = dirs[i];
         if (path.size() > d.size() + 1 && path.compare(0, d.size(), d) == 0 &&
-            path[d.size()] == '/')
-            return true;
-    return false;
+            path[d.size()] == '/') {
+            rel = path.substr(d.size() + 1);
+            return int(i);
+        }
+    }
+    return -1;
 }
 
 struct Request {
     uint64_t since_ns = 0, until_ns = UINT64_MAX;
     std::string expr;
-    std::vector<std::string> files;
+    std::vector<OpenedInput> files;  // file=, opened (the handles own the descriptors)
     bool files_given = false;
 };
 
@@ -79,7 +88,9 @@ Result<uint64_t> parse_ns(const std::string& v) {
 
 /* Parses the request head; a Reply with a status is the answer. */
 Reply parse_request(const std::string& head, const ServeOptions& o,
-                    const std::vector<std::string>& canon_dirs, Request& rq, size_t& missing) {
+                    const std::vector<std::string>& canon_dirs,
+                    const std::vector<std::shared_ptr<const FdHandle>>& dirs, Request& rq,
+                    size_t& missing) {
     const auto eol = head.find("\r\n");
     const std::string line = head.substr(0, eol);
     const auto sp1 = line.find(' ');
@@ -116,24 +127,47 @@ Reply parse_request(const std::string& head, const ServeOptions& o,
             if (rq.files.size() >= kMaxFiles) return {400, "too many file= parameters"};
             const std::string& p = *val;
             // Lexically inside a served directory (as given or resolved),
-            // with no "." or ".." component; then resolved again, links
-            // and all, and still inside.
+            // with no "." or ".." component; the rest is the kernel's to
+            // check as it opens (beneath.hh).
             const bool dots = p.find("/./") != p.npos || p.find("/../") != p.npos ||
                               p.ends_with("/.") || p.ends_with("/..");
-            if (p.empty() || p[0] != '/' || dots || (!inside(p, o.dirs) && !inside(p, canon_dirs)))
-                return {403, "file= outside the served directories: " + p};
-            const std::string c = canonical(p);
-            if (c.empty()) {
-                if (errno == ENOENT) {
-                    missing++;
+            std::string rel;
+            int di = p.empty() || p[0] != '/' || dots ? -1 : served_dir_of(p, o.dirs, rel);
+            if (di < 0 && !dots && !p.empty() && p[0] == '/')
+                di = served_dir_of(p, canon_dirs, rel);
+            if (di < 0) return {403, "file= outside the served directories: " + p};
+            // Opened once, here, beneath the served directory's descriptor
+            // and through no symbolic link: the file checked is the file
+            // read, and its index is opened from the same directory.
+            const auto slash = rel.rfind('/');
+            std::shared_ptr<const FdHandle> dir = dirs[size_t(di)];
+            if (slash != rel.npos) {
+                const int dfd = open_beneath(dir->fd, rel.substr(0, slash), O_PATH | O_DIRECTORY);
+                dir = dfd >= 0 ? std::make_shared<const FdHandle>(dfd) : nullptr;
+            }
+            if (dir) {
+                const int fd =
+                    open_beneath(dir->fd, slash == rel.npos ? rel : rel.substr(slash + 1),
+                                 O_RDONLY | O_NONBLOCK);
+                if (fd >= 0) {
+                    auto file = std::make_shared<const FdHandle>(fd);
+                    struct stat st;
+                    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+                        return {403, "file= " + p + ": not a regular file"};
+                    rq.files.push_back(
+                        {canon_dirs[size_t(di)] + "/" + rel, std::move(file), std::move(dir)});
                     continue;
                 }
-                return {403, "file= " + p + ": " + std::strerror(errno)};
             }
-            struct stat st;
-            if (!inside(c, canon_dirs) || ::stat(c.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-                return {403, "file= outside the served directories: " + p};
-            rq.files.push_back(c);
+            if (errno == ENOENT) {
+                missing++;
+                continue;
+            }
+            if (errno == ELOOP || errno == EXDEV)
+                return {403, "file= " + p + ": a symbolic link on the way, not followed"};
+            if (errno == EACCES || errno == ENOTDIR)
+                return {403, "file= " + p + ": " + std::strerror(errno)};
+            return {500, "file= " + p + ": " + std::strerror(errno)};
         } else {
             return {400, "unknown parameter '" + key + "' (since, until, expr, file)"};
         }
@@ -171,8 +205,14 @@ int64_t now_ms() {
 
 class Server {
 public:
-    Server(const ServeOptions& o, std::vector<std::string> canon, SslCtx ctx, int lfd)
-        : o_(o), canon_(std::move(canon)), ctx_(std::move(ctx)), lfd_(lfd), slots_(o.max_clients) {}
+    Server(const ServeOptions& o, std::vector<std::string> canon,
+           std::vector<std::shared_ptr<const FdHandle>> dirs, SslCtx ctx, int lfd)
+        : o_(o),
+          canon_(std::move(canon)),
+          dirs_(std::move(dirs)),
+          ctx_(std::move(ctx)),
+          lfd_(lfd),
+          slots_(o.max_clients) {}
 
     /* Once a second: a connection past its head deadline (a client sending
      * its handshake or request a byte at a time) is shut down, so its
@@ -252,7 +292,7 @@ private:
         slot.deadline_ms = INT64_MAX;  // the send timeout bounds what follows
         Request rq;
         size_t missing = 0;
-        Reply bad = parse_request(head, o_, canon_, rq, missing);
+        Reply bad = parse_request(head, o_, canon_, dirs_, rq, missing);
         const std::string who = peer + " subject=" + quoted(subject);
         if (bad.status != 0) {
             (void)send_text(ssl.get(), bad.status, bad.line);
@@ -260,7 +300,10 @@ private:
             return;
         }
         QueryOptions qo;
-        qo.inputs = rq.files_given ? rq.files : o_.dirs;
+        if (rq.files_given)
+            qo.opened = rq.files;
+        else
+            qo.inputs = o_.dirs;
         qo.since_ns = rq.since_ns;
         qo.until_ns = rq.until_ns;
         qo.expression = rq.expr;
@@ -286,8 +329,11 @@ private:
             if (Status e = ssl_write_all(s, p, n); !e) return e;
             return ssl_write_all(s, "\r\n", 2);
         };
-        if (rq.files_given && rq.files.empty()) qo.inputs.clear();
+        clear_refused_name();
         QueryOutcome oc = stream_query(qo, st);
+        if (!oc.started && oc.failure == QueryOutcome::Failure::kRequest && !refused_name().empty())
+            oc.error = "expr: names are not looked up here: '" + refused_name() +
+                       "'; give addresses (host 198.18.0.1, net 198.18.0.0/15)";
         using F = QueryOutcome::Failure;
         const std::string what =
             who + " expr=" + quoted(rq.expr) + " since=" + std::to_string(rq.since_ns) +
@@ -325,6 +371,7 @@ private:
 
     const ServeOptions& o_;
     std::vector<std::string> canon_;
+    std::vector<std::shared_ptr<const FdHandle>> dirs_;  // served, O_PATH, for file=
     SslCtx ctx_;
     int lfd_;
     std::vector<Slot> slots_;
@@ -339,6 +386,7 @@ int run_serve(const ServeOptions& given) {
     if (o.dirs.empty()) return fail("--serve: give the directories to serve with -r DIR");
     if (o.max_clients == 0 || o.max_clients > 256) return fail("--max-clients: 1 to 256");
     std::vector<std::string> canon;
+    std::vector<std::shared_ptr<const FdHandle>> dirs;
     for (const auto& d : o.dirs) {
         if (d.empty() || d[0] != '/')
             return fail("--serve: -r " + d + ": give an absolute directory");
@@ -346,6 +394,9 @@ int run_serve(const ServeOptions& given) {
         if (::stat(d.c_str(), &st) != 0) return fail(d + ": " + std::strerror(errno));
         if (!S_ISDIR(st.st_mode)) return fail(d + ": --serve serves directories only");
         canon.push_back(canonical(d));
+        const int dfd = ::open(canon.back().c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) return fail(d + ": " + std::strerror(errno));
+        dirs.push_back(std::make_shared<const FdHandle>(dfd));
     }
     auto ctx = make_server_ctx(o.tls);
     if (!ctx) return fail(ctx.error());
@@ -362,10 +413,11 @@ int run_serve(const ServeOptions& given) {
     socklen_t blen = sizeof bound;
     ::getsockname(lfd, reinterpret_cast<sockaddr*>(&bound), &blen);
     std::signal(SIGPIPE, SIG_IGN);
+    refuse_name_lookups();
     std::fprintf(stderr, "capq: serving on %s\n",
                  format_sockaddr(reinterpret_cast<sockaddr*>(&bound)).c_str());
     std::fflush(stderr);
-    Server server(o, std::move(canon), std::move(*ctx), lfd);
+    Server server(o, std::move(canon), std::move(dirs), std::move(*ctx), lfd);
     std::vector<std::thread> threads;
     threads.emplace_back([&server] { server.watchdog(); });
     for (unsigned i = 1; i < o.max_clients; i++)

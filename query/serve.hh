@@ -5,9 +5,12 @@
  * answers with the pcap (nanosecond) of `capq -r DIR... --since --until
  * -w - EXPR` over the served directories (stream_query(), the same code),
  * or over the files named by file= (absolute paths inside a served
- * directory after resolving symbolic links: else 403, nothing read; one
- * that no longer exists, removed by retention, is skipped and counted in
- * the Linecap-Missing-Files header).
+ * directory, each opened once beneath the directory's descriptor through
+ * no symbolic link, and its index from the same directory, never through
+ * a link: else 403, nothing read; one that no longer exists, removed by
+ * retention, is skipped and counted in the Linecap-Missing-Files header).
+ * An expression that names a host or network (`host NAME`) is 400: the
+ * server looks no name up for a client (no_names.hh).
  *
  * The body is chunked (HTTP/1.1) and always ends with trailers:
  *   Linecap-Status: complete | cut | error

@@ -19,6 +19,10 @@ bool ends_with(const std::string& s, const std::string& t) {
     return s.size() >= t.size() && s.compare(s.size() - t.size(), t.size(), t) == 0;
 }
 
+bool is_live_leaf(const std::string& leaf) {
+    return leaf.size() > 9 && leaf[0] == '.' && ends_with(leaf, ".partial");
+}
+
 std::string leaf_of(const std::string& path) {
     auto slash = path.rfind('/');
     return slash == std::string::npos ? path : path.substr(slash + 1);
@@ -45,14 +49,19 @@ Result<std::string> build_index(index::CaptureReader& reader, uint64_t limit, ui
     return b.serialize(std::max(end, capture_bytes));
 }
 
+FdHandle::~FdHandle() {
+    if (fd >= 0) ::close(fd);
+}
+
 Store::~Store() {
     for (auto& f : files_) {
         f.reader.reset();
-        if (f.fd >= 0) ::close(f.fd);
+        if (f.fd >= 0 && !f.file) ::close(f.fd);
     }
 }
 
-Result<Store> Store::open(const std::vector<std::string>& inputs) {
+Result<Store> Store::open(const std::vector<std::string>& inputs,
+                          const std::vector<OpenedInput>& opened) {
     Store s;
     for (const auto& in : inputs) {
         struct stat st;
@@ -68,6 +77,12 @@ Result<Store> Store::open(const std::vector<std::string>& inputs) {
         const bool live = leaf.size() > 1 && leaf[0] == '.' && ends_with(leaf, ".partial");
         if (Status e = s.add_file(fd, in, live, false); !e) return e.failure();
     }
+    for (const auto& in : opened) {
+        if (Status e = s.add_file(in.file->fd, in.path, is_live_leaf(leaf_of(in.path)), false,
+                                  in.dir, in.file);
+            !e)
+            return e.failure();
+    }
     for (uint32_t i = 0; i < s.files_.size(); i++) s.files_[i].order = i;
     return s;
 }
@@ -75,6 +90,13 @@ Result<Store> Store::open(const std::vector<std::string>& inputs) {
 Status Store::add_dir(const std::string& dir) {
     int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return make_error(errno, dir + ": " + std::strerror(errno));
+    const int keep = ::fcntl(dfd, F_DUPFD_CLOEXEC, 0);
+    if (keep < 0) {
+        int e = errno;
+        ::close(dfd);
+        return make_error(e, dir + ": " + std::strerror(e));
+    }
+    auto handle = std::make_shared<const FdHandle>(keep);
     DIR* d = ::fdopendir(dfd);
     if (d == nullptr) {
         int e = errno;
@@ -124,7 +146,7 @@ Status Store::add_dir(const std::string& dir) {
             ignored_.push_back({path, std::strerror(errno)});
             continue;
         }
-        if (Status e = add_file(fd, path, live, true); !e) {
+        if (Status e = add_file(fd, path, live, true, handle); !e) {
             result = e;
             break;
         }
@@ -133,7 +155,8 @@ Status Store::add_dir(const std::string& dir) {
     return result;
 }
 
-Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir) {
+Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir,
+                       std::shared_ptr<const FdHandle> dir, std::shared_ptr<const FdHandle> file) {
     auto r = index::CaptureReader::open_fd(fd, path);
     if (!r) {
         if (in_dir) {
@@ -142,13 +165,15 @@ Status Store::add_file(int fd, const std::string& path, bool live, bool in_dir) 
             if (!live) ignored_.push_back({path, "not a pcap or pcapng file"});
             return {};
         }
-        ::close(fd);
+        if (!file) ::close(fd);  // else the caller's handle closes it
         return make_error(r.code(), r.error().find(path) == std::string::npos
                                         ? path + ": " + r.error()
                                         : r.error());
     }
     StoreFile f;
     f.path = path;
+    f.dir = std::move(dir);
+    f.file = std::move(file);
     f.live = live;
     f.fd = fd;
     f.reader.emplace(std::move(*r));
@@ -182,7 +207,9 @@ Status Store::index_file(StoreFile& f, std::string& warning, bool need_flows) {
     const index::CaptureInfo& info = f.reader->info();
     std::string why;
     uint64_t limit = ~0ull;
-    auto loaded = index::Index::load(index::index_path_for(f.path), info.size);
+    auto loaded = f.dir ? index::Index::load_at(f.dir->fd, index::index_leaf_for(leaf_of(f.path)),
+                                                index::index_path_for(f.path), info.size)
+                        : index::Index::load(index::index_path_for(f.path), info.size);
     if (!loaded) {
         why = loaded.code() == ENOENT ? "no index" : loaded.error();
     } else {

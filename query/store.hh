@@ -5,7 +5,8 @@
  * pcapng captures, sorted by name; anything else there is listed in
  * ignored() for --explain; index files are skipped; a hidden
  * ".NAME.partial" is the file being written (live). A FILE argument is
- * opened as given. Errors (one line for capq to print): a directory or file
+ * opened as given; a file the caller opened (OpenedInput) is read from its
+ * descriptor. Errors (one line for capq to print): a directory or file
  * that cannot be opened, a FILE that is not a capture.
  *
  * Store::index() gives every file an index: the one beside it when it
@@ -34,10 +35,33 @@
 
 namespace linecap::query {
 
+/* A descriptor owned and shared: a directory kept open, so that a file
+ * opened from it has its index opened beneath the same descriptor, by
+ * leaf and never through a symbolic link (the index read is the one
+ * beside the file that was read); or a file its caller opened. */
+struct FdHandle {
+    int fd = -1;
+    explicit FdHandle(int f) : fd(f) {}
+    ~FdHandle();
+    FdHandle(const FdHandle&) = delete;
+    FdHandle& operator=(const FdHandle&) = delete;
+};
+
+/* A capture file its caller opened (capq --serve's file=, opened beneath
+ * a served directory without following links): file is its descriptor,
+ * dir the directory it was opened from. The Store shares both. */
+struct OpenedInput {
+    std::string path;  // in messages; a hidden ".NAME.partial" leaf is live
+    std::shared_ptr<const FdHandle> file;
+    std::shared_ptr<const FdHandle> dir;
+};
+
 struct StoreFile {
     std::string path;
-    uint32_t order = 0;  // position among the inputs (the merge's tie-break)
-    bool live = false;   // a hidden ".NAME.partial" being written
+    std::shared_ptr<const FdHandle> dir;   // index opened beneath it (else by path)
+    std::shared_ptr<const FdHandle> file;  // owns fd when the caller opened it
+    uint32_t order = 0;                    // position among the inputs (the merge's tie-break)
+    bool live = false;                     // a hidden ".NAME.partial" being written
     int fd = -1;
     std::optional<index::CaptureReader> reader;
     index::Index index;
@@ -55,7 +79,9 @@ struct IgnoredFile {
 
 class Store {
 public:
-    static Result<Store> open(const std::vector<std::string>& inputs);
+    /* inputs as capq's -r; then the files opened by the caller, in order. */
+    static Result<Store> open(const std::vector<std::string>& inputs,
+                              const std::vector<OpenedInput>& opened = {});
 
     Store() = default;
     Store(Store&&) = default;
@@ -83,7 +109,9 @@ public:
 
 private:
     Status add_dir(const std::string& dir);
-    Status add_file(int fd, const std::string& path, bool live, bool in_dir);
+    Status add_file(int fd, const std::string& path, bool live, bool in_dir,
+                    std::shared_ptr<const FdHandle> dir = nullptr,
+                    std::shared_ptr<const FdHandle> file = nullptr);
     static Status build(StoreFile& f, uint64_t limit);
     static std::string scan_warning(const StoreFile& f, const std::string& why);
 

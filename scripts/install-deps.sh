@@ -10,7 +10,8 @@ clang clang-format llvm libclang-rt-14-dev
 tcpdump tshark wireshark-common iproute2 gnuplot-nox util-linux
 libssl-dev openssl
 clickhouse-server clickhouse-client curl
-libzstd-dev liblz4-dev zlib1g-dev zstd lz4 gzip"
+libzstd-dev liblz4-dev zlib1g-dev zstd lz4 gzip
+strace"
 
 missing=""
 for p in $PKGS; do

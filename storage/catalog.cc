@@ -6,10 +6,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <unordered_map>
 
 namespace linecap::storage {
 
@@ -241,7 +245,8 @@ std::vector<std::string> catalog_schema_sql(const CatalogTables& t, const std::s
         "key FixedString(64), "
         "src FixedString(16), dst FixedString(16), sport UInt16, dport UInt16, proto UInt8, "
         "ip_version UInt8, vlan UInt16, first_ns UInt64, last_ns UInt64, packets UInt64, "
-        "bytes UInt64, day Date DEFAULT toDate(intDiv(first_ns, 1000000000)))";
+        "bytes UInt64, agg UInt8 DEFAULT 0, nflows UInt64 DEFAULT 1, "
+        "day Date DEFAULT toDate(intDiv(first_ns, 1000000000)))";
     const std::string files_engine =
         " ENGINE = MergeTree() PARTITION BY day ORDER BY (host, path, file_id)";
     const std::string flows_engine =
@@ -273,7 +278,7 @@ std::string files_columns() {
 
 std::string flows_columns() {
     return "(host, path, file_id, addr, side, key, src, dst, sport, dport, proto, ip_version, "
-           "vlan, first_ns, last_ns, packets, bytes)";
+           "vlan, first_ns, last_ns, packets, bytes, agg, nflows)";
 }
 
 void append_file_row(std::string& out, const std::string& host, const std::string& serve,
@@ -296,7 +301,7 @@ void append_file_row(std::string& out, const std::string& host, const std::strin
 }
 
 void append_flow_row(std::string& out, const std::string& host, const std::string& path,
-                     uint64_t file_id, const index::FlowEntry& f) {
+                     uint64_t file_id, const index::FlowEntry& f, FlowAgg agg, uint64_t nflows) {
     tsv_text(out, host);
     out += '\t';
     tsv_text(out, path);
@@ -316,7 +321,9 @@ void append_flow_row(std::string& out, const std::string& host, const std::strin
     tsv_u(out, f.first_ns);
     tsv_u(out, f.last_ns);
     tsv_u(out, f.packets);
-    tsv_u(out, f.wire_bytes, '\n');
+    tsv_u(out, f.wire_bytes);
+    tsv_u(out, uint64_t(agg));
+    tsv_u(out, nflows, '\n');
 }
 
 void expand_flow_rows(std::string& out, const std::string& rows) {
@@ -337,7 +344,17 @@ void expand_flow_rows(std::string& out, const std::string& rows) {
             }
             p = t + 1;
         }
-        if (!ok) {
+        // 14 tabs: a row of an earlier run, without agg and nflows (a
+        // flow); 16: agg is the field before the last.
+        size_t tabs = 0, agg_at = 0, last = 0;
+        for (size_t i = p; ok && i < end; i++)
+            if (rows[i] == '\t') {
+                agg_at = last;
+                last = i + 1;
+                tabs++;
+            }
+        tabs += 6;
+        if (!ok || (tabs != 14 && tabs != 16)) {
             // Not a flow row: passed on whole, so the server refuses it
             // and says why, rather than it going missing here.
             out.append(rows, pos, end - pos);
@@ -345,6 +362,8 @@ void expand_flow_rows(std::string& out, const std::string& rows) {
             pos = end + 1;
             continue;
         }
+        const char* tail = tabs == 14 ? "\t0\t1\n" : "\n";
+        const bool aggregate = tabs == 16 && rows[agg_at] != '0';
         const size_t head = tab[2] + 1 - pos;  // "host\tpath\tfile_id\t"
         const size_t rest = tab[2] + 1;        // "key\tsrc\tdst\t...", to the end
         const size_t src = tab[3] + 1, src_n = tab[4] - src;
@@ -353,16 +372,145 @@ void expand_flow_rows(std::string& out, const std::string& rows) {
         out.append(rows, src, src_n);
         out += "\t0\t";
         out.append(rows, rest, end - rest);
-        out += '\n';
-        if (rows.compare(src, src_n, rows, dst, dst_n) != 0) {
+        out += tail;
+        // An aggregate has one row, under src (its endpoint, or zero).
+        if (!aggregate && rows.compare(src, src_n, rows, dst, dst_n) != 0) {
             out.append(rows, pos, head);
             out.append(rows, dst, dst_n);
             out += "\t1\t";
             out.append(rows, rest, end - rest);
-            out += '\n';
+            out += tail;
         }
         pos = end + 1;
     }
+}
+
+namespace {
+
+struct KeyHash {
+    size_t operator()(const index::FlowKey& k) const { return index::hash_flow_key(k); }
+};
+
+// The key of an aggregate: `src` as given (an endpoint, or zero), dst and
+// the ports zero, kFlowHasPorts clear (the ports unknown to the filter).
+index::FlowKey aggregate_key(const index::FlowKey& k, const uint8_t* src) {
+    index::FlowKey a = k;
+    if (src)
+        std::memcpy(a.src, src, 16);
+    else
+        std::memset(a.src, 0, 16);
+    std::memset(a.dst, 0, 16);
+    a.sport = a.dport = 0;
+    a.flags = static_cast<uint8_t>(a.flags & ~index::kFlowHasPorts);
+    return a;
+}
+
+void add_to(BudgetRow& r, const index::FlowEntry& f) {
+    if (r.nflows == 0) {
+        r.f.first_ns = f.first_ns;
+        r.f.last_ns = f.last_ns;
+    }
+    r.f.first_ns = std::min(r.f.first_ns, f.first_ns);
+    r.f.last_ns = std::max(r.f.last_ns, f.last_ns);
+    r.f.packets += f.packets;
+    r.f.wire_bytes += f.wire_bytes;
+    r.nflows++;
+}
+
+}  // namespace
+
+std::vector<BudgetRow> budget_flows(std::span<const index::FlowEntry> flows, uint32_t budget) {
+    std::vector<BudgetRow> out;
+    auto exact = [&](const index::FlowEntry& f) {
+        BudgetRow r{};
+        r.f.key = f.key;
+        r.f.first_ns = f.first_ns;
+        r.f.last_ns = f.last_ns;
+        r.f.packets = f.packets;
+        r.f.wire_bytes = f.wire_bytes;
+        out.push_back(r);
+    };
+    if (budget == 0 || flows.size() <= budget) {
+        out.reserve(flows.size());
+        for (const auto& f : flows) exact(f);
+        return out;
+    }
+    std::vector<uint32_t> order(flows.size());
+    for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+        const auto &x = flows[a], &y = flows[b];
+        return x.wire_bytes != y.wire_bytes ? x.wire_bytes > y.wire_bytes : x.packets > y.packets;
+    });
+    const size_t keep = budget / 2;
+    std::vector<uint32_t> rest;
+    for (size_t i = 0; i < order.size(); i++) {
+        const auto& f = flows[order[i]];
+        if (i < keep || f.key.kind != index::FlowKind::kIp)
+            exact(f);
+        else
+            rest.push_back(order[i]);
+    }
+    // The endpoint aggregates, in the order first met (deterministic).
+    std::unordered_map<index::FlowKey, size_t, KeyHash> ep_at;
+    std::vector<BudgetRow> eps;
+    auto endpoints = [&](const index::FlowEntry& f, auto&& fn) {
+        fn(aggregate_key(f.key, f.key.src));
+        if (std::memcmp(f.key.src, f.key.dst, 16) != 0) fn(aggregate_key(f.key, f.key.dst));
+    };
+    std::unordered_map<index::FlowKey, size_t, KeyHash> any_at;
+    for (uint32_t i : rest) {
+        const auto& f = flows[i];
+        endpoints(f, [&](const index::FlowKey& k) {
+            auto [it, fresh] = ep_at.try_emplace(k, eps.size());
+            if (fresh) {
+                BudgetRow r{};
+                r.f.key = k;
+                r.agg = FlowAgg::kEndpoint;
+                r.nflows = 0;
+                eps.push_back(r);
+            }
+            add_to(eps[it->second], f);
+        });
+        any_at.try_emplace(aggregate_key(f.key, nullptr), 0);
+    }
+    const size_t used = out.size();
+    size_t room = budget > used ? budget - used : 0;
+    if (eps.size() > room) {
+        // Not all fit: room for the wildcard rows that may be needed, the
+        // endpoints with the most bytes take the rest.
+        room = room > any_at.size() ? room - any_at.size() : 0;
+        std::vector<size_t> by(eps.size());
+        for (size_t i = 0; i < by.size(); i++) by[i] = i;
+        std::stable_sort(by.begin(), by.end(), [&](size_t a, size_t b) {
+            return eps[a].f.wire_bytes > eps[b].f.wire_bytes;
+        });
+        std::vector<bool> chosen(eps.size(), false);
+        for (size_t i = 0; i < room && i < by.size(); i++) chosen[by[i]] = true;
+        std::vector<BudgetRow> any;
+        for (auto& [k, at] : any_at) at = SIZE_MAX;
+        for (uint32_t i : rest) {
+            const auto& f = flows[i];
+            bool covered = true;
+            endpoints(f, [&](const index::FlowKey& k) { covered = covered && chosen[ep_at[k]]; });
+            if (covered) continue;
+            size_t& at = any_at[aggregate_key(f.key, nullptr)];
+            if (at == SIZE_MAX) {
+                at = any.size();
+                BudgetRow r{};
+                r.f.key = aggregate_key(f.key, nullptr);
+                r.agg = FlowAgg::kAny;
+                r.nflows = 0;
+                any.push_back(r);
+            }
+            add_to(any[at], f);
+        }
+        for (size_t i = 0; i < eps.size(); i++)
+            if (chosen[i]) out.push_back(eps[i]);
+        out.insert(out.end(), any.begin(), any.end());
+    } else {
+        out.insert(out.end(), eps.begin(), eps.end());
+    }
+    return out;
 }
 
 std::string sql_quote(const std::string& s) {

@@ -21,7 +21,7 @@
  *     heavy, a row is one insert.
  *   flows: host, path, file_id, addr, side, key (the 64-byte FlowKey), src,
  *          dst, sport, dport, proto, ip_version, vlan, first_ns, last_ns,
- *          packets, bytes, day
+ *          packets, bytes, agg, nflows, day
  *     The index's flows of the file (both directions in one flow, src/dst
  *     the key's lower/higher endpoint), each stored under both endpoints:
  *     a row with addr = src (side 0) and one with addr = dst (side 1), or
@@ -35,6 +35,22 @@
  *     keeps everything the index knows, so capq evaluates a filter on it
  *     exactly as on a local index.
  *
+ *     agg, nflows: 0 and 1 for a flow (a row as above). With a flow budget
+ *     (capd --catalog-flow-budget N, budget_flows() below) a file with more
+ *     flows than N keeps rows for its biggest flows and aggregates the
+ *     others: agg 1, an endpoint aggregate (the flows with endpoint `src`
+ *     and the same key otherwise; dst and the ports unknown, stored zero),
+ *     one side-0 row under addr = src; agg 2, a wildcard aggregate (the same
+ *     key without addresses and ports), one row under the zero address,
+ *     which every lookup by address reads (the non-IP flows' place). first/
+ *     last are the extremes, packets/bytes the sums of its nflows flows.
+ *     capq evaluates an aggregate with the unknown fields unknown
+ *     (FlowFilter::eval's unknown bits), so a query finds every file that
+ *     holds a matching packet, as without a budget. Tables made before
+ *     these two columns: ALTER TABLE ... ADD COLUMN agg UInt8 DEFAULT 0,
+ *     ADD COLUMN nflows UInt64 DEFAULT 1 on each shard's local table and
+ *     the Distributed table (or recreate them).
+ *
  * Both ordered for the query they answer (files by host and path, flows by
  * address then time) and partitioned by day so that old days drop whole.
  *
@@ -45,6 +61,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -91,12 +108,40 @@ std::string flows_columns();
 void append_file_row(std::string& out, const std::string& host, const std::string& serve,
                      const std::string& path, uint64_t file_id, bool gone,
                      const index::IndexHeader* h, uint32_t writer, uint64_t published_ns);
+/* What a flows row stands for (the agg column). */
+enum class FlowAgg : uint8_t { kFlow = 0, kEndpoint = 1, kAny = 2 };
+
 /* Appends the TSV row of one flow of the file as it waits in the spool:
  * the columns of flows_columns() without addr and side (one row a flow,
- * so the spool's limit counts flows, and a spool of an earlier run reads
- * the same). */
+ * so the spool's limit counts flows; a spool of an earlier run, without
+ * agg and nflows, reads as flows). For an aggregate, f holds its key and
+ * sums (budget_flows()). */
 void append_flow_row(std::string& out, const std::string& host, const std::string& path,
-                     uint64_t file_id, const index::FlowEntry& f);
+                     uint64_t file_id, const index::FlowEntry& f, FlowAgg agg = FlowAgg::kFlow,
+                     uint64_t nflows = 1);
+
+/* One row of a file's flows under a budget. */
+struct BudgetRow {
+    index::FlowEntry f;  // key, first_ns, last_ns, packets, wire_bytes (postings zero)
+    FlowAgg agg = FlowAgg::kFlow;
+    uint64_t nflows = 1;
+};
+/* The rows of a file's flows with at most about `budget` rows (0: no
+ * budget, a row a flow). When there are more flows than the budget: the
+ * biggest half of the budget by bytes (then packets) keep a row each, as
+ * do the non-IP flows among the rest (few: one per link type, tags and
+ * EtherType); the other IP flows are aggregated, each under its two
+ * endpoints (FlowAgg::kEndpoint: one row per endpoint address and key
+ * without the other address and ports), the endpoints with the most bytes
+ * first, as many as fit; a flow with an endpoint left without its row
+ * goes into a wildcard row (FlowAgg::kAny: key without addresses and
+ * ports). At most budget rows, unless the wildcard keys alone (distinct
+ * link type, tags, IP version, header length, protocol, fragment flags)
+ * outnumber the room left. Sound: every flow's packets match some row's
+ * key with its unknown fields, and every endpoint of it is a row's addr
+ * or every lookup's zero address. Cold (helper thread): sorts and two
+ * hash maps per file. */
+std::vector<BudgetRow> budget_flows(std::span<const index::FlowEntry> flows, uint32_t budget);
 /* Appends to `out` the rows of flows_columns() for the spool rows `rows`:
  * each flow under both endpoints, side 0 under src (the lower address)
  * and side 1 under dst, a single side-0 row when they are equal (non-IP

@@ -137,13 +137,20 @@ void CatalogPublisher::stop(int wait_ms) {
 
 void CatalogPublisher::file_opened(const std::string& hidden, uint32_t writer) {
     std::lock_guard<std::mutex> g(mu_);
-    events_.push_back({hidden, writer, Kind::kOpened, now_ns()});
+    events_.push_back({hidden, writer, Kind::kOpened, now_ns(), false, {}});
 }
 
-void CatalogPublisher::file_closed(const std::string& path, uint32_t writer) {
+void CatalogPublisher::file_closed(const std::string& path, uint32_t writer, std::string* index) {
     {
         std::lock_guard<std::mutex> g(mu_);
         events_.push_back({path, writer, Kind::kClosed, now_ns()});
+        // The helper is behind when the indexes waiting fill the bound: this
+        // one stays with the writer (freed at once) and is read back.
+        if (index && held_bytes_ + index->size() <= kMaxHeldIndexBytes) {
+            held_bytes_ += index->size();
+            events_.back().index = std::move(*index);
+            events_.back().has_index = true;
+        }
     }
     cv_.notify_all();
 }
@@ -151,7 +158,7 @@ void CatalogPublisher::file_closed(const std::string& path, uint32_t writer) {
 void CatalogPublisher::file_removed(const std::string& path) {
     {
         std::lock_guard<std::mutex> g(mu_);
-        events_.push_back({path, 0, Kind::kRemoved, now_ns()});
+        events_.push_back({path, 0, Kind::kRemoved, now_ns(), false, {}});
     }
     cv_.notify_all();
 }
@@ -174,7 +181,7 @@ std::string CatalogPublisher::absolute(const std::string& p) const {
 }
 
 void CatalogPublisher::make_batches(std::vector<Event>& events) {
-    uint64_t no_index = 0;
+    uint64_t no_index = 0, from_memory = 0, read_back = 0;
     const uint64_t at = now_ns();
     // One batch per file (and one for its flows): a full spool then drops
     // the oldest files' rows, not a whole round's.
@@ -184,7 +191,7 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
         spool_.push_back({table, rows, tomb, 0, at, std::move(text)});
         spool_dirty_ = true;
     };
-    for (const Event& e : events) {
+    for (Event& e : events) {
         const std::string path = absolute(e.path);
         std::string files, flows;
         if (e.kind == Kind::kOpened) {
@@ -212,7 +219,10 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
             add(0, 1, 1, std::move(files));
             continue;
         }
-        auto idx = index::Index::load(index::index_path_for(e.path), ~0ull);
+        // The writer's bytes when it handed them over, else the file's.
+        auto idx = e.has_index ? index::Index::from_bytes(std::move(e.index), ~0ull)
+                               : index::Index::load(index::index_path_for(e.path), ~0ull);
+        (e.has_index ? from_memory : read_back)++;
         if (!idx) {
             // No index to describe it: its name alone, so that it is listed.
             append_file_row(files, o_.host, o_.serve, path, e.at_ns, false, nullptr, e.writer, at);
@@ -225,18 +235,34 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
         add(0, 1, 0, std::move(files));
         auto fl = idx->flows();
         if (!idx->check_flows(0, fl.size())) continue;
-        uint32_t nflows = 0;
-        for (const auto& f : fl) {
-            append_flow_row(flows, o_.host, path, e.at_ns, f);
-            nflows++;
-        }
+        const uint32_t nflows = flow_rows(flows, path, e.at_ns, fl);
         add(1, nflows, 0, std::move(flows));
     }
-    if (no_index) {
+    {
         std::lock_guard<std::mutex> g(mu_);
         st_.files_without_index += no_index;
+        st_.files_from_memory += from_memory;
+        st_.files_read_back += read_back;
     }
     enforce_limit();
+}
+
+uint32_t CatalogPublisher::flow_rows(std::string& out, const std::string& path, uint64_t file_id,
+                                     std::span<const index::FlowEntry> flows) {
+    if (o_.flow_budget == 0 || flows.size() <= o_.flow_budget) {
+        for (const auto& f : flows) append_flow_row(out, o_.host, path, file_id, f);
+        return uint32_t(flows.size());
+    }
+    const auto rows = budget_flows(flows, o_.flow_budget);
+    uint64_t aggregates = 0;
+    for (const auto& r : rows) {
+        append_flow_row(out, o_.host, path, file_id, r.f, r.agg, r.nflows);
+        if (r.agg != FlowAgg::kFlow) aggregates++;
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    st_.budget_files++;
+    st_.aggregate_rows += aggregates;
+    return uint32_t(rows.size());
 }
 
 void CatalogPublisher::enforce_limit() {
@@ -375,11 +401,7 @@ void CatalogPublisher::snapshot_live() {
                     std::string files, flows;
                     append_file_row(files, o_.host, o_.serve, path, id, false, &idx->header(),
                                     writer, at);
-                    uint32_t n = 0;
-                    for (const auto& f : idx->flows()) {
-                        append_flow_row(flows, o_.host, path, id, f);
-                        n++;
-                    }
+                    const uint32_t n = flow_rows(flows, path, id, idx->flows());
                     spool_bytes_ += files.size() + flows.size();
                     spool_.push_back({0, 1, 0, 1, at, std::move(files)});
                     if (n) spool_.push_back({1, n, 0, 0, at, std::move(flows)});
@@ -404,6 +426,7 @@ void CatalogPublisher::run() {
             cv_.wait_for(lk, std::chrono::milliseconds(o_.flush_ms),
                          [&] { return stop_ || events_.size() >= 64; });
             events.swap(events_);
+            held_bytes_ = 0;
             stopping = stop_;
             deadline = stop_deadline_ns_;
         }

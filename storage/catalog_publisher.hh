@@ -4,9 +4,18 @@
  * Threads: the writers call file_closed()/file_removed() at a file's close
  * or removal (cold: a mutex and a vector push, never per packet); one
  * helper thread of its own (started by start(), on capd's control CPUs,
- * never a worker or writer core) reads each closed file's index, turns it
- * into rows and sends them in batches (one INSERT per table per round,
- * every flush_ms or sooner when many are waiting). stats() from any thread.
+ * never a worker or writer core) turns each closed file's index into rows
+ * and sends them in batches (one INSERT per table per round, every
+ * flush_ms or sooner when many are waiting). stats() from any thread.
+ *
+ * The closed file's index comes from the writer's memory: file_closed()
+ * takes the bytes the writer has just written beside the file (moved, no
+ * copy, one handoff per file), so no closed file is read back. The
+ * indexes handed over and not yet taken by the helper are bounded
+ * (kMaxHeldIndexBytes): beyond it the writer keeps nothing back and the
+ * helper reads that file's index from the disk as before, counted in
+ * files_read_back (files_from_memory: the others). The writer never waits
+ * for the helper.
  *
  * ClickHouse down or slow (a refused connection, an error, no answer within
  * timeout_ms): the rows wait in the spool, a bounded queue kept in memory
@@ -40,6 +49,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,6 +70,7 @@ struct CatalogOptions {
     int flush_ms = 1000;               // batching period
     int timeout_ms = 5000;             // per request
     int live_ms = 3000;                // snapshots of the files being written
+    uint32_t flow_budget = 0;          // flows rows per file (budget_flows()); 0: a row a flow
     std::string cwd;                   // relative file names are made absolute with it
 };
 
@@ -67,6 +78,10 @@ struct CatalogStats {
     uint64_t files = 0, flows = 0, tombstones = 0;  // rows the server took
     uint64_t live_snapshots = 0;  // file rows of files being written the server took
     uint64_t files_without_index = 0;
+    uint64_t files_from_memory = 0;  // closed files whose index the writer handed over
+    uint64_t files_read_back = 0;    // closed files whose index was read from the disk
+    uint64_t budget_files = 0;       // files (and live snapshots) over --catalog-flow-budget
+    uint64_t aggregate_rows = 0;     // aggregate rows made for them (spool rows)
     uint64_t spool_rows = 0, spool_bytes = 0;
     double spool_age_s = 0;  // of the oldest row waiting; 0 when empty
     uint64_t dropped_rows = 0;
@@ -90,8 +105,11 @@ public:
 
     /* A writer opened `hidden` (the file it now writes). */
     void file_opened(const std::string& hidden, uint32_t writer);
-    /* A writer closed `path` (its final name; its index beside it). */
-    void file_closed(const std::string& path, uint32_t writer);
+    /* A writer closed `path` (its final name; its index beside it).
+     * `index`: the index bytes as written (may be null); moved from, unless
+     * the indexes waiting already hold kMaxHeldIndexBytes. */
+    void file_closed(const std::string& path, uint32_t writer, std::string* index = nullptr);
+    static constexpr uint64_t kMaxHeldIndexBytes = 64ull << 20;
     /* `path` was removed (-W, a name a new file takes). */
     void file_removed(const std::string& path);
 
@@ -113,6 +131,8 @@ private:
         uint32_t writer;
         Kind kind;
         uint64_t at_ns;
+        bool has_index = false;
+        std::string index;  // kClosed: the writer's index bytes when has_index
     };
     struct LiveFile {
         std::string hidden;  // as the writer names it
@@ -122,6 +142,9 @@ private:
         std::unique_ptr<index::IndexBuilder> builder;
     };
     void snapshot_live();
+    /* Appends the flows rows of a file (under o_.flow_budget); returns how many. */
+    uint32_t flow_rows(std::string& out, const std::string& path, uint64_t file_id,
+                       std::span<const index::FlowEntry> flows);
     void run();
     void make_batches(std::vector<Event>& events);
     bool send_round();
@@ -136,6 +159,7 @@ private:
     std::condition_variable cv_;
     std::vector<Event> events_;
     bool stop_ = false;
+    uint64_t held_bytes_ = 0;  // of the indexes in events_
     uint64_t stop_deadline_ns_ = 0;
 
     // Helper thread only, except the counters copied under mu_.

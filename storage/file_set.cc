@@ -477,8 +477,11 @@ Status FileSet::open_next(time_t now, Open why) {
                 if (c == n) return true;
             return false;
         };
-        std::string base = final_name_;
-        for (uint64_t k = seq_; used(final_name_); k++) final_name_ = base + std::to_string(k);
+        // The number goes before --compress's suffix, as -C's counter does
+        // (NAME1.zst), so the file keeps its codec's name.
+        std::string base = final_name_.substr(0, final_name_.size() - opts_.suffix.size());
+        for (uint64_t k = seq_; used(final_name_); k++)
+            final_name_ = base + std::to_string(k) + opts_.suffix;
     }
     hidden_name_ = hidden_name_for(final_name_);
     std::string leaf;
@@ -542,7 +545,7 @@ Status FileSet::open_next(time_t now, Open why) {
     (void)flock(fd_, LOCK_EX | LOCK_NB);
     seq_++;
     count_++;
-    if (opts_.on_file) opts_.on_file(hidden_name_, FileSetOptions::FileEvent::kOpened);
+    if (opts_.on_file) opts_.on_file(hidden_name_, FileSetOptions::FileEvent::kOpened, nullptr);
     return Status::success();
 }
 
@@ -631,7 +634,7 @@ bool FileSet::reuse_displaced() {
     if (known != closed_.end()) closed_.erase(known);
     // Its index describes bytes about to be written over.
     remove_index(name);
-    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved);
+    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved, nullptr);
     reused_from_ = name;
     reused_id_ = file_id(st);
     return true;
@@ -694,6 +697,11 @@ void FileSet::remove_index(const std::string& name) {
 
 Status FileSet::close_current() {
     if (fd_ < 0) return Status::success();
+    // Taken here: an error below does not leave it for the next file.
+    std::string index = std::move(closing_index_);
+    const bool has_index = has_closing_index_;
+    closing_index_ = std::string();
+    has_closing_index_ = false;
     int fd = fd_;
     fd_ = -1;
     if (stream_) {
@@ -726,7 +734,9 @@ Status FileSet::close_current() {
     }
     files_closed_++;
     remove_index(hidden_name_);  // the live index: the final one is in place
-    if (opts_.on_file) opts_.on_file(final_name_, FileSetOptions::FileEvent::kClosed);
+    if (opts_.on_file)
+        opts_.on_file(final_name_, FileSetOptions::FileEvent::kClosed,
+                      has_index ? &index : nullptr);
 
     // A reused name (wrapping -W counter) replaces the old file in place.
     for (auto it = closed_.begin(); it != closed_.end(); ++it)
@@ -770,7 +780,7 @@ void FileSet::remove_file(const std::string& name) {
         return;
     }
     close_later(fd);
-    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved);
+    if (opts_.on_file) opts_.on_file(name, FileSetOptions::FileEvent::kRemoved, nullptr);
 }
 
 void FileSet::close_later(int fd) { disposer_->close_later(fd); }
@@ -824,8 +834,7 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
                      dir.c_str(), found.size(), found.size() == 1 ? "" : "s");
 }
 
-bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t& freed) {
-    reap_children();
+bool FileSet::next_to_retire(std::deque<std::string>*& out, size_t& at, struct stat& st) {
     for (;;) {
         bool changed = false;
         for (std::deque<std::string>* list : {&earlier_, &closed_}) {
@@ -845,7 +854,6 @@ bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t&
                 if (in_command) continue;  // -z still reads it: the next oldest goes
                 std::string leaf;
                 int dfd = dir_of(name, leaf);
-                struct stat st;
                 if (dfd < 0 || fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
                     list->erase(list->begin() + static_cast<long>(i));  // gone already
                     oldest_dirty_ = true;
@@ -860,17 +868,8 @@ bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t&
                     changed = true;
                     break;
                 }
-                if (older_than >= 0 && st.st_mtime > older_than) return false;
-                remove_file(name);
-                remove_index(name);
-                list->erase(list->begin() + static_cast<long>(i));
-                retired_files_.fetch_add(1, std::memory_order_relaxed);
-                retired_bytes_.fetch_add(static_cast<uint64_t>(st.st_size),
-                                         std::memory_order_relaxed);
-                freed += static_cast<uint64_t>(st.st_blocks) * 512;
-                oldest_dirty_ = true;
-                std::fprintf(stderr, "capd: %s: deleted (%lld bytes) %s\n", name.c_str(),
-                             static_cast<long long>(st.st_size), why.c_str());
+                out = list;
+                at = i;
                 return true;
             }
             if (changed) break;
@@ -879,9 +878,31 @@ bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t&
     }
 }
 
+bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t& freed) {
+    reap_children();
+    std::deque<std::string>* list = nullptr;
+    size_t i = 0;
+    struct stat st;
+    if (!next_to_retire(list, i, st)) return false;
+    if (older_than >= 0 && st.st_mtime > older_than) return false;
+    const std::string name = (*list)[i];
+    remove_file(name);
+    remove_index(name);
+    list->erase(list->begin() + static_cast<long>(i));
+    retired_files_.fetch_add(1, std::memory_order_relaxed);
+    retired_bytes_.fetch_add(static_cast<uint64_t>(st.st_size), std::memory_order_relaxed);
+    freed += static_cast<uint64_t>(st.st_blocks) * 512;
+    oldest_dirty_ = true;
+    std::fprintf(stderr, "capd: %s: deleted (%lld bytes) %s\n", name.c_str(),
+                 static_cast<long long>(st.st_size), why.c_str());
+    return true;
+}
+
 void FileSet::retain(time_t now) {
     if (!retaining()) return;
     if (opts_.retain_age_s > 0) {
+        // A file's age is its own: each writer retiring its files past the
+        // age is the capture's one age policy, and needs no group.
         uint64_t freed = 0;
         const std::string why =
             "by --retain-age: last written over " + std::to_string(opts_.retain_age_s) + " s ago";
@@ -907,22 +928,95 @@ void FileSet::retain(time_t now) {
             else
                 snprintf(why, sizeof(why), "by --retain-free: to keep %g%% free",
                          opts_.retain_free.pct);
-            while (avail + freed_pending_ < floor && retire_oldest(-1, why, freed_pending_)) {}
-            if (avail + freed_pending_ < floor) {
-                if (!floor_unmet_)
-                    std::fprintf(stderr,
-                                 "capd: %s: %llu bytes free, below --retain-free's %llu, and no "
-                                 "closed file of this writer is left to delete\n",
-                                 dir_path_.c_str(),
-                                 static_cast<unsigned long long>(avail + freed_pending_),
-                                 static_cast<unsigned long long>(floor));
-                floor_unmet_ = true;
+            if (opts_.retention_group) {
+                retain_free_in_group(avail, floor, why);
             } else {
-                floor_unmet_ = false;
+                while (avail + freed_pending_ < floor && retire_oldest(-1, why, freed_pending_)) {}
+                if (avail + freed_pending_ < floor) {
+                    if (!floor_unmet_)
+                        std::fprintf(stderr,
+                                     "capd: %s: %llu bytes free, below --retain-free's %llu, and "
+                                     "no closed file of this writer is left to delete\n",
+                                     dir_path_.c_str(),
+                                     static_cast<unsigned long long>(avail + freed_pending_),
+                                     static_cast<unsigned long long>(floor));
+                    floor_unmet_ = true;
+                } else {
+                    floor_unmet_ = false;
+                }
             }
         }
     }
     update_oldest_kept(now);
+}
+
+void FileSet::retain_free_in_group(uint64_t avail, uint64_t floor, const char* why) {
+    RetentionGroup& g = *opts_.retention_group;
+    std::lock_guard<std::mutex> lk(g.mu);
+    const size_t self = opts_.writer_index;
+    RetentionGroup::Member& me = g.members[self];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const uint64_t now_ns = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+    me.checked_ns = now_ns;
+    if (g.first_check_ns == 0) g.first_check_ns = now_ns;
+    constexpr uint64_t kStale = 1000000000ull;
+    auto fresh = [&](size_t k) {
+        return k == self ||
+               (g.members[k].checked_ns != 0 && now_ns - g.members[k].checked_ns < kStale);
+    };
+    // A writer not heard from yet may hold the oldest file (an earlier
+    // run's): wait for its first check, for a second at most.
+    auto awaited = [&](size_t k) {
+        return k != self && g.members[k].checked_ns == 0 && now_ns - g.first_check_ns < kStale;
+    };
+    auto publish = [&]() {
+        reap_children();
+        std::deque<std::string>* list = nullptr;
+        size_t at = 0;
+        struct stat st;
+        me.has_oldest = next_to_retire(list, at, st);
+        me.oldest_mtime_ns =
+            me.has_oldest ? int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec : 0;
+        me.freed_pending = freed_pending_;
+    };
+    auto pending = [&]() {
+        uint64_t sum = 0;
+        for (size_t k = 0; k < g.members.size(); k++)
+            if (fresh(k)) sum += g.members[k].freed_pending;
+        return sum;
+    };
+    // The member holding the oldest deletable file of the capture; -1: none;
+    // -2: a writer not heard from yet.
+    auto oldest = [&]() {
+        long best = -1;
+        for (size_t k = 0; k < g.members.size(); k++) {
+            if (awaited(k)) return -2l;
+            const RetentionGroup::Member& m = g.members[k];
+            if (!m.has_oldest || !fresh(k)) continue;
+            if (best < 0 || m.oldest_mtime_ns < g.members[size_t(best)].oldest_mtime_ns)
+                best = long(k);
+        }
+        return best;
+    };
+    publish();
+    long best = oldest();
+    while (avail + pending() < floor && best == long(self)) {
+        if (!retire_oldest(-1, why, freed_pending_)) break;
+        publish();
+        best = oldest();
+    }
+    if (avail + pending() < floor) {
+        if (best == -1 && !g.floor_unmet)
+            std::fprintf(stderr,
+                         "capd: %s: %llu bytes free, below --retain-free's %llu, and no closed "
+                         "file of this capture is left to delete\n",
+                         dir_path_.c_str(), static_cast<unsigned long long>(avail + pending()),
+                         static_cast<unsigned long long>(floor));
+        if (best == -1) g.floor_unmet = true;
+    } else {
+        g.floor_unmet = false;
+    }
 }
 
 void FileSet::update_oldest_kept(time_t now) {

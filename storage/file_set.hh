@@ -80,7 +80,9 @@
  * are deleted (as --reuse-files reuses them): a file with another link, a
  * symbolic link or another user's file is left alone and forgotten (one
  * line); a file still open in a -z command waits, and the next oldest goes
- * instead. Each deletion is one stderr line and counted (files_retired(),
+ * instead. With a retention_group (--writers N) the floor is the capture's:
+ * the writers' sets delete the oldest file of all of them first, and
+ * together no more than the floor needs (retention.hh). Each deletion is one stderr line and counted (files_retired(),
  * bytes_retired()); oldest_kept_ns() is the first packet of the oldest file
  * left, from its index (0: unknown).
  *
@@ -96,6 +98,7 @@
  */
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -140,14 +143,18 @@ struct FileSetOptions {
     // --retain-free and --retain-age (seconds; 0: off): see retain().
     RetainFree retain_free;
     uint64_t retain_age_s = 0;
+    // --writers N: the floor shared by every writer's set (retention.hh);
+    // null: this set keeps the floor alone.
+    std::shared_ptr<RetentionGroup> retention_group;
     bool align = false;  // --align: -G periods at whole multiples of G
     // Told of every file opened (its hidden name), named into place (its
     // final name, after the rename) and of every named file removed or taken
     // over for reuse: the fleet catalogue (storage/catalog_publisher.hh).
     // Called on the writer thread at open/close, never per packet; must not
-    // block.
+    // block. `index`: at kClosed, the closed file's index bytes as written
+    // beside it (hand_index()), which the callee may move away; else null.
     enum class FileEvent { kOpened, kClosed, kRemoved };
-    std::function<void(const std::string& name, FileEvent ev)> on_file;
+    std::function<void(const std::string& name, FileEvent ev, std::string* index)> on_file;
 };
 
 class Disposer;
@@ -191,6 +198,12 @@ public:
      * (DIR/.NAME.idx, atomically, with the files' mode and owner); call just
      * before close_current(). The error names the index file. */
     Status write_index(std::span<const uint8_t> bytes);
+    /* The bytes write_index() wrote, kept (moved, no copy) for the kClosed
+     * event of on_file; dropped after it. */
+    void hand_index(std::string bytes) {
+        closing_index_ = std::move(bytes);
+        has_closing_index_ = true;
+    }
     /* Writes `bytes` as the live index of the current file (beside its
      * hidden name, atomically). The error names the index file. */
     Status write_live_index(std::span<const uint8_t> bytes);
@@ -267,6 +280,8 @@ private:
     void make_room();
     std::string hidden_name_;
     std::string final_name_;
+    std::string closing_index_;  // hand_index(), for the next kClosed event
+    bool has_closing_index_ = false;
     std::deque<std::string> closed_;  // final names, oldest first (for -W)
     bool reuse_displaced();
     bool take_spare();
@@ -308,6 +323,12 @@ private:
      * or before `older_than` (-1: any); adds its blocks' bytes to `freed`.
      * Whether one was deleted. */
     bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed);
+    /* The file retire_oldest() would delete next: its list, place and stat;
+     * drops from the lists the names that are gone or not capd's to delete
+     * (one line each). False: none. */
+    bool next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st);
+    /* --retain-free with a RetentionGroup (several writers). */
+    void retain_free_in_group(uint64_t avail, uint64_t floor, const char* why);
     void update_oldest_kept(time_t now);
     std::atomic<uint64_t> retired_files_{0};
     std::atomic<uint64_t> retired_bytes_{0};

@@ -14,7 +14,9 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "common/result.hh"
 
@@ -29,6 +31,34 @@ struct RetainFree {
     uint64_t floor(uint64_t total) const {
         return bytes ? bytes : static_cast<uint64_t>(double(total) * pct / 100.0);
     }
+};
+
+/* One free-space floor for the writers of a capture (--writers N): their
+ * FileSets share it (FileSetOptions::retention_group). At its retention
+ * check each writer publishes here the modification time of the oldest
+ * file it may delete and the bytes it removed whose blocks may not be free
+ * yet; a writer deletes its oldest file only while the floor is not met
+ * counting every writer's pending bytes, and only when that file is the
+ * oldest of all (else the writer owning the oldest deletes it at its next
+ * check, within 100 ms). So the capture's oldest files go first, and no
+ * more than the floor needs. A writer whose last check is over a second
+ * old (a stalled writer), or that has not checked within a second of the
+ * group's first check, neither holds the others back nor counts its
+ * pending bytes. The mutex is taken only in that check (about every
+ * 100 ms per writer), never per packet. Any writer thread. */
+struct RetentionGroup {
+    struct Member {
+        bool has_oldest = false;
+        int64_t oldest_mtime_ns = 0;  // of its oldest deletable file
+        uint64_t freed_pending = 0;   // removed, blocks maybe not yet free
+        uint64_t checked_ns = 0;      // CLOCK_MONOTONIC of its last check; 0: none yet
+    };
+    explicit RetentionGroup(size_t writers) : members(writers) {}
+    std::mutex mu;
+    std::vector<Member> members;  // by writer index
+    uint64_t first_check_ns = 0;  // the group's first check: writers not heard
+                                  // from yet hold the others back for a second
+    bool floor_unmet = false;     // said once per episode, for the whole capture
 };
 
 /* "10%", "12.5%", "500M", "2G", "1.5GiB", "1048576": a percentage above 0

@@ -54,6 +54,28 @@ uint64_t wall_ns() {
     return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
 }
 
+/* Where record i of the chunk starts; c.len for i == c.packets. */
+uint32_t record_start(const Chunk& c, uint32_t i) {
+    return i < c.packets ? c.starts()[-1 - int64_t(i)] : c.len;
+}
+
+/* The records from i on that fit in room bytes, the first one always: one
+ * past the last record whose start lies under room bytes past record i's.
+ * A binary search in the starts the worker noted (walking the records by
+ * their lengths would take a cache miss per record). Returns > i. */
+uint32_t records_within(const Chunk& c, uint32_t i, uint64_t room) {
+    uint32_t off = record_start(c, i);
+    uint32_t lo = i + 1, hi = c.packets;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (record_start(c, mid) - off < room)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 }  // namespace
 
 Writer::Writer(WriterConfig cfg, std::vector<ChunkRing*> inputs, rte_mempool* chunk_pool)
@@ -268,13 +290,25 @@ bool Writer::flush_stage(bool tail) {
     if (n == 0) return true;
     if (tail) std::memset(stage_ + staged_, 0, n - staged_);
     size_t done = 0;
+    size_t piece = n;  // smaller once a nearly full disk refuses a write
     while (done < n) {
+        size_t len = std::min(piece, n - done);
         ssize_t w =
-            ::pwrite(files_.fd(), stage_ + done, n - done, static_cast<off_t>(disk_bytes_ + done));
+            ::pwrite(files_.fd(), stage_ + done, len, static_cast<off_t>(disk_bytes_ + done));
         if (w < 0 && errno == EINTR) continue;
         if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && files_.wait_removals()) continue;
+        if (w < 0 && (errno == ENOSPC || errno == EDQUOT) && len > kDirectAlign) {
+            // ext4 refuses an O_DIRECT write whole when its blocks do not
+            // all fit: halve it (whole 4 KiB blocks) until the disk takes
+            // what it still holds, so the file keeps every write that fits
+            // instead of losing up to the whole staging buffer.
+            piece = std::max(kDirectAlign, (len / 2) & ~(kDirectAlign - 1));
+            continue;
+        }
         if (w <= 0) {
-            direct_failure(w < 0 ? errno : ENOSPC);
+            int err = w < 0 ? errno : ENOSPC;
+            if (done > 0) release(std::min<uint64_t>(disk_bytes_ + done, file_bytes_));
+            direct_failure(err);
             return false;
         }
         done += static_cast<size_t>(w);
@@ -479,6 +513,25 @@ void Writer::index_records(const Chunk* c, uint32_t first, uint32_t count, uint3
     builder_->add_chunk(c->data(), c->starts() - 1 - first, -1, count, end, offset);
 }
 
+/* The chunk's cut notes (storage/chunk.hh), after its records went: to the
+ * index of the file open now, the one its last record went to. One flow
+ * lookup per note; nothing per record. Without an open file (a write
+ * failure) they are not counted anywhere but capd's flow counters. */
+void Writer::index_cuts(const Chunk* c) {
+    if (c->cuts == 0 || !files_.is_open()) return;
+    const CutNote* n = c->notes();
+    index::IndexBuilder::Cut in[64];
+    for (uint32_t at = 0; at < c->cuts; at += 64) {
+        const uint32_t m = std::min<uint32_t>(64, c->cuts - at);
+        for (uint32_t i = 0; i < m; i++) {
+            const CutNote& x = n[at + i];
+            in[i] = {x.head,        x.head_len,  x.if_id,       x.first_ns, x.last_ns,
+                     x.cut_packets, x.cut_bytes, x.dup_packets, x.dup_bytes};
+        }
+        builder_->add_cuts(in, m);
+    }
+}
+
 /* The index of the file about to be closed: its records, up to its size
  * (a pcapng file's closing statistics blocks included). */
 void Writer::write_index() {
@@ -489,6 +542,8 @@ void Writer::write_index() {
     if (s) {
         stats_.index_files.fetch_add(1, std::memory_order_relaxed);
         stats_.index_bytes.fetch_add(bytes.size(), std::memory_order_relaxed);
+        // The catalogue takes the index from here, not from the disk.
+        files_.hand_index(std::move(bytes));
     } else {
         stats_.index_errors.fetch_add(1, std::memory_order_relaxed);
         std::fprintf(stderr, "capd: index: %s\n", s.error().c_str());
@@ -520,12 +575,9 @@ void Writer::write_live_index() {
 }
 
 void Writer::write_split(Chunk* c) {
-    // -C: cut the chunk at record boundaries, found by a binary search in
-    // the record starts the worker noted (walking the records by their
-    // lengths would take a cache miss per record). As in tcpdump, a file is
-    // rotated once it has reached the limit, before the next record.
-    const uint32_t* starts = c->starts();
-    auto start = [&](uint32_t i) { return i < c->packets ? starts[-1 - int64_t(i)] : c->len; };
+    // -C: cut the chunk at record boundaries (records_within). As in
+    // tcpdump, a file is rotated once it has reached the limit, before the
+    // next record.
     uint32_t i = 0;
     while (i < c->packets) {
         if (files_.is_open() && file_bytes_ >= cfg_.files.rotate_bytes)
@@ -533,18 +585,11 @@ void Writer::write_split(Chunk* c) {
         bool have_file = ensure_file();
         // The first record always goes; the next ones while the file stays
         // under the limit.
-        uint32_t off = start(i);
+        uint32_t off = record_start(*c, i);
         uint64_t room =
             cfg_.files.rotate_bytes > file_bytes_ ? cfg_.files.rotate_bytes - file_bytes_ : 0;
-        uint32_t lo = i + 1, hi = c->packets;
-        while (lo < hi) {
-            uint32_t mid = lo + (hi - lo) / 2;
-            if (start(mid) - off < room)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        uint32_t end = start(lo);
+        uint32_t lo = records_within(*c, i, room);
+        uint32_t end = record_start(*c, lo);
         uint32_t pkts = lo - i;
         struct iovec iov = {const_cast<uint8_t*>(c->data() + off), end - off};
         if (have_file && write_bytes(&iov, 1, end - off)) {
@@ -612,8 +657,6 @@ bool Writer::flush_block() {
  * (the starts the worker noted) so that a block holds about
  * compress_block_bytes; each full block is written as a frame. */
 void Writer::compress_chunk(Chunk* c) {
-    const uint32_t* starts = c->starts();
-    auto start = [&](uint32_t i) { return i < c->packets ? starts[-1 - int64_t(i)] : c->len; };
     const size_t target = std::max<size_t>(cfg_.compress_block_bytes, 4096);
     uint32_t i = 0;
     while (i < c->packets) {
@@ -621,19 +664,12 @@ void Writer::compress_chunk(Chunk* c) {
             stats_.disk_drops.fetch_add(c->packets - i, std::memory_order_relaxed);
             return;
         }
-        uint32_t off = start(i);
+        uint32_t off = record_start(*c, i);
         size_t room = target > raw_len_ ? target - raw_len_ : 0;
         // The first record always goes; the next ones while the block stays
         // under its size.
-        uint32_t lo = i + 1, hi = c->packets;
-        while (lo < hi) {
-            uint32_t mid = lo + (hi - lo) / 2;
-            if (start(mid) - off < room)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        uint32_t end = start(lo);
+        uint32_t lo = records_within(*c, i, room);
+        uint32_t end = record_start(*c, lo);
         size_t len = end - off;
         if (raw_len_ + len > raw_.size()) raw_.resize(raw_len_ + len);  // one record > 1 MiB
         if (raw_len_ == 0) raw_since_ns_ = mono_ns();
@@ -654,9 +690,15 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
         for (unsigned i = 0; i < n; i++) pk += chunks[i]->packets;
         stats_.paused_drops.fetch_add(pk, std::memory_order_relaxed);
     } else if (comp_) {
-        for (unsigned i = 0; i < n; i++) compress_chunk(chunks[i]);
+        for (unsigned i = 0; i < n; i++) {
+            compress_chunk(chunks[i]);
+            if (builder_) index_cuts(chunks[i]);
+        }
     } else if (cfg_.files.rotate_bytes > 0) {
-        for (unsigned i = 0; i < n; i++) write_split(chunks[i]);
+        for (unsigned i = 0; i < n; i++) {
+            write_split(chunks[i]);
+            if (builder_) index_cuts(chunks[i]);
+        }
     } else {
         struct iovec iov[kDequeueBurst];
         size_t total = 0;
@@ -668,11 +710,12 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
             pk += chunks[i]->packets;
         }
         bool have_file = ensure_file();
-        if (have_file && write_bytes(iov, static_cast<int>(n), total)) {
+        if (have_file && (total == 0 || write_bytes(iov, static_cast<int>(n), total))) {
             if (builder_) {
                 uint64_t at = file_bytes_ - total;
                 for (unsigned i = 0; i < n; i++) {
                     index_records(chunks[i], 0, chunks[i]->packets, chunks[i]->len, at);
+                    index_cuts(chunks[i]);
                     at += chunks[i]->len;
                 }
             }

@@ -175,6 +175,7 @@ private:
     void after_write_failure();
     void after_write_success();
     void enter_error(const std::string& msg);
+    void index_cuts(const Chunk* c);
     void index_records(const Chunk* c, uint32_t first, uint32_t count, uint32_t end,
                        uint64_t offset);
     void write_index();

@@ -2,9 +2,13 @@
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <chrono>
+#include <cinttypes>
 
 #include "ctl/diag/compare.hh"
 #include "ctl/diag/diagnose.hh"
+#include "ctl/diag/fleet_fetch.hh"
+#include "query/time_spec.hh"
 
 namespace linecap::ctl::diag {
 
@@ -28,7 +32,16 @@ const char* const kCompareUsage =
     "  --nat A=B        address (and port) as seen in A is B in capture B; repeatable\n"
     "  --ignore-ip-id   when a middlebox rewrites the IPv4 ID\n"
     "  --max-frames N   frame numbers listed per finding (default 10)\n"
-    "  --json           machine output\n";
+    "  --json           machine output\n"
+    "usage: compare [options above] --fleet-hosts A_ADDR:PORT,B_ADDR:PORT --cert F --key F\n"
+    "               --ca F [--since T] [--until T] [--partial] [EXPRESSION]\n"
+    "       compare [options above] --fleet URL --hosts A_NAME,B_NAME --cert F --key F --ca F\n"
+    "               [--fleet-tables FILES,FLOWS] [--since T] [--until T] [--partial] [EXPRESSION]\n"
+    "  A and B are two capture hosts' answers to one query, fetched by capq (as capq\n"
+    "  --fleet-hosts or capq --fleet asks them) into memory and compared.\n"
+    "  --partial        compare even when a host's answer is partial (unreachable,\n"
+    "                   refused, over its cap, cut off): the report says which side;\n"
+    "                   without it that is one line and exit 1\n";
 
 namespace {
 
@@ -66,6 +79,147 @@ int parse_and_run(const char* cmd, const std::vector<std::string>& args, const C
     return run(a, app.remaining(), io);
 }
 
+std::vector<std::string> split_list(const std::string& s) {
+    std::vector<std::string> out;
+    size_t at = 0;
+    for (;;) {
+        const size_t comma = s.find(',', at);
+        out.push_back(s.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+        if (comma == std::string::npos) return out;
+        at = comma + 1;
+    }
+}
+
+/* T as capq reads it, resolved once against `now` so that both sides ask
+ * for the same window: Unix seconds with nine fraction digits. */
+Result<std::string> absolute_time(const std::string& t, int64_t now, const char* what) {
+    auto ns = query::parse_time(t, now);
+    if (!ns) return make_error(std::string(what) + ": " + ns.error());
+    const uint64_t v = *ns < 0 ? 0 : uint64_t(*ns);
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "%" PRIu64 ".%09" PRIu64, v / 1000000000u, v % 1000000000u);
+    return std::string(buf);
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+        s.replace(at, from.size(), to);
+    return s;
+}
+
+/* compare --fleet-hosts / --fleet --hosts: each side one host's answer. */
+int run_fleet_compare(const CompareArgs& a, const CompareOptions& opt,
+                      const CompareTextOptions& text, const CliIo& io) {
+    auto bad = [&](const std::string& msg) {
+        return usage_error(io, "compare", msg, kCompareUsage);
+    };
+    if (!a.fleet_hosts.empty() && !a.fleet.empty())
+        return bad("--fleet-hosts names the two hosts; --fleet asks the catalogue: give one");
+    if (a.fleet.empty() && (!a.hosts.empty() || !a.fleet_tables.empty()))
+        return bad("--hosts and --fleet-tables apply to --fleet URL");
+    if (!a.fleet.empty() && a.hosts.empty())
+        return bad("--fleet URL needs --hosts A_NAME,B_NAME: the two hosts to compare");
+    const std::vector<std::string> hosts = split_list(a.fleet.empty() ? a.fleet_hosts : a.hosts);
+    if (hosts.size() != 2 || hosts[0].empty() || hosts[1].empty())
+        return bad("expected two hosts (A,B), got '" + (a.fleet.empty() ? a.fleet_hosts : a.hosts) +
+                   "'");
+    if (a.cert.empty() || a.key.empty() || a.ca.empty())
+        return bad("--cert, --key and --ca are needed to ask the hosts");
+    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    std::vector<std::string> common = {"--cert", a.cert, "--key", a.key, "--ca", a.ca};
+    if (!a.since.empty()) {
+        auto t = absolute_time(a.since, now, "--since");
+        if (!t) return bad(t.error());
+        common.insert(common.end(), {"--since", *t});
+    }
+    if (!a.until.empty()) {
+        auto t = absolute_time(a.until, now, "--until");
+        if (!t) return bad(t.error());
+        common.insert(common.end(), {"--until", *t});
+    }
+    if (!a.fleet_tables.empty()) common.insert(common.end(), {"--fleet-tables", a.fleet_tables});
+    std::vector<std::vector<std::string>> args;
+    for (const auto& h : hosts) {
+        std::vector<std::string> v;
+        if (a.fleet.empty())
+            v = {"--fleet-hosts", h};
+        else
+            v = {"--fleet", a.fleet, "--fleet-only", h};
+        v.insert(v.end(), common.begin(), common.end());
+        if (!a.files.empty()) v.push_back("--");
+        v.insert(v.end(), a.files.begin(), a.files.end());
+        args.push_back(std::move(v));
+    }
+    auto got = fetch_answers(hosts, args);
+    if (!got) {
+        std::fprintf(io.err, "%s compare: %s\n", io.prog, got.error().c_str());
+        return 1;
+    }
+    auto& ans = *got;
+    const char* side[2] = {"A", "B"};
+    // Bad input (the expression, a certificate file) fails both sides alike:
+    // said once.
+    if (ans[0].status == 1 && ans[1].status == 1 && ans[0].errors == ans[1].errors &&
+        !ans[0].errors.empty()) {
+        std::fprintf(io.err, "%s compare: %s", io.prog, ans[0].errors.c_str());
+        return 1;
+    }
+    bool stop = false;
+    std::vector<std::string> partial_notes;
+    for (int i = 0; i < 2; i++) {
+        const FleetAnswer& f = ans[size_t(i)];
+        const std::string who = std::string(side[i]) + " (" + f.label + ")";
+        const std::string state = f.host_line.empty() ? f.label + ": no answer" : f.host_line;
+        if (f.status == 0) {
+            // Complete, but not an answer from the host: the catalogue
+            // names no file of it (a misspelt name reads the same).
+            if (f.host_line.find(": answered, ") == std::string::npos && !f.host_line.empty())
+                partial_notes.push_back("side " + who + ": " + f.host_line);
+            continue;
+        }
+        if (f.status == 3) {
+            if (a.partial) {
+                partial_notes.push_back("side " + who + " is partial: " + state +
+                                        "; packets it did not send show as seen only at " +
+                                        side[1 - i]);
+                continue;
+            }
+            std::fprintf(io.err,
+                         "%s compare: %s: %s; a partial answer would show its missing packets "
+                         "as lost (--partial compares it anyway)\n",
+                         io.prog, side[i], state.c_str());
+        } else {
+            std::string why = f.errors.empty() ? state : f.errors;
+            while (!why.empty() && why.back() == '\n') why.pop_back();
+            for (char& c : why)
+                if (c == '\n') c = ' ';
+            std::fprintf(io.err, "%s compare: %s: %s\n", io.prog, who.c_str(),
+                         f.status < 0 ? ("capq did not finish: " + why).c_str() : why.c_str());
+        }
+        stop = true;
+    }
+    if (stop) return 1;
+    CompareReport r = compare_files(ans[0].path, ans[1].path, opt);
+    for (int i = 0; i < 2; i++) {
+        FileReport& f = i == 0 ? r.a : r.b;
+        const std::string name = ans[size_t(i)].label + "'s answer";
+        f.path = name;
+        f.error = replace_all(f.error, ans[size_t(i)].path, name);
+        if (!f.error.empty()) std::fprintf(io.err, "%s: %s\n", io.prog, f.error.c_str());
+    }
+    r.notes.insert(r.notes.end(), partial_notes.begin(), partial_notes.end());
+    int status = compare_exit_status(r);
+    if (status == 0 && (ans[0].status == 3 || ans[1].status == 3)) status = 2;
+    if (a.json) {
+        std::fprintf(io.out, "%s\n", compare_json(r).dump(2).c_str());
+    } else if (status != 1) {
+        std::fputs(format_compare_text(r, text).c_str(), io.out);
+    }
+    return status;
+}
+
 }  // namespace
 
 void add_diagnose_options(CLI::App& app, DiagnoseArgs& a) {
@@ -87,7 +241,17 @@ void add_compare_options(CLI::App& app, CompareArgs& a) {
     app.add_option("--nat", a.nat, "A_ADDR[:PORT]=B_ADDR[:PORT] (repeatable)")
         ->allow_extra_args(false);
     app.add_option("--max-frames", a.max_frames, "frame numbers listed per finding");
-    app.add_option("files", a.files, "A.pcap B.pcap");
+    app.add_option("--fleet-hosts", a.fleet_hosts, "A_ADDR:PORT,B_ADDR:PORT: two capq --serve");
+    app.add_option("--fleet", a.fleet, "the fleet catalogue (ClickHouse HTTP URL)");
+    app.add_option("--hosts", a.hosts, "with --fleet: A_NAME,B_NAME as the catalogue names them");
+    app.add_option("--fleet-tables", a.fleet_tables, "with --fleet: FILES,FLOWS tables");
+    app.add_option("--cert", a.cert, "client certificate (PEM)");
+    app.add_option("--key", a.key, "its private key (PEM)");
+    app.add_option("--ca", a.ca, "the fleet CA's certificate (PEM)");
+    app.add_option("--since", a.since, "first time of the window (inclusive)");
+    app.add_option("--until", a.until, "end of the window (exclusive)");
+    app.add_flag("--partial", a.partial, "compare a partial answer anyway, saying so");
+    app.add_option("files", a.files, "A.pcap B.pcap, or with hosts the EXPRESSION");
 }
 
 int run_diagnose(const DiagnoseArgs& a, const std::vector<std::string>& extras, const CliIo& io) {
@@ -145,6 +309,14 @@ int run_compare(const CompareArgs& a, const std::vector<std::string>& extras, co
                                kCompareUsage);
         }
         text.max_frames = n;
+    }
+    if (!a.fleet_hosts.empty() || !a.fleet.empty()) return run_fleet_compare(a, opt, text, io);
+    if (!a.hosts.empty() || !a.fleet_tables.empty() || !a.cert.empty() || !a.key.empty() ||
+        !a.ca.empty() || !a.since.empty() || !a.until.empty() || a.partial) {
+        return usage_error(io, "compare",
+                           "--hosts, --fleet-tables, --cert, --key, --ca, --since, --until and "
+                           "--partial apply to --fleet-hosts or --fleet",
+                           kCompareUsage);
     }
     if (a.files.size() != 2) {
         return usage_error(

@@ -3,6 +3,8 @@
  *   diagnose [--json] [--all] [--max-flows N] FILE...
  *   compare [--json] [--nat A_ADDR[:PORT]=B_ADDR[:PORT]]... [--ignore-ip-id]
  *           [--max-frames N] A.pcap B.pcap
+ *   compare [those options] (--fleet-hosts A,B | --fleet URL --hosts A,B)
+ *           --cert F --key F --ca F [--since T] [--until T] [--partial] [EXPRESSION]
  *
  * Each function takes the words after the command name, prints the report
  * on io.out and one line per problem on io.err ("PROG: x.pcap: empty file
@@ -10,7 +12,11 @@
  *   0  every input read completely (problems found in the traffic are not
  *      an error: they are the report);
  *   1  bad usage, or an input could not be read;
- *   2  an input was truncated; the readable part was analysed.
+ *   2  an input was truncated, or (--partial) a host's answer was partial;
+ *      the readable part was analysed.
+ * compare with two hosts: a host unreachable, refused, over its cap or cut
+ * off is one line and 1 (its missing packets would read as loss), unless
+ * --partial, when the report names the partial side.
  */
 #pragma once
 
@@ -46,7 +52,17 @@ struct CompareArgs {
     bool help = false;
     std::vector<std::string> nat;
     std::string max_frames;
-    std::vector<std::string> files;
+    std::vector<std::string> files; /* A.pcap B.pcap, or the query's EXPRESSION */
+    /* The two sides as two hosts' answers to one query (fleet_fetch.hh):
+     * --fleet-hosts ADDR:PORT,ADDR:PORT, or --fleet URL --hosts NAME,NAME
+     * (the catalogue's host names); TLS files and the window as capq's. */
+    std::string fleet_hosts;
+    std::string fleet;
+    std::string hosts;
+    std::string fleet_tables;
+    std::string cert, key, ca;
+    std::string since, until;
+    bool partial = false; /* compare a partial answer anyway, saying so */
 };
 
 /* Declare the command's options and operands on `app` (a CLI11 app or

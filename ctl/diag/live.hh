@@ -1,10 +1,10 @@
 /* Live diagnosis: the same verdicts as `diagnose FILE`, computed from the
  * flow tables capd's workers keep.
  *
- * Each worker owns one TcpTracker fed with the packets it accepted. On a
- * `diagnose` request the control thread gets a copy of every worker's table
- * (dataplane/tcp_table.hh) and calls diagnose_tables(), which merges them
- * into one DiagnoseReport: the text and JSON reports are then produced by
+ * Each worker's flow table keeps TCP connection records fed with the
+ * packets it accepted. On a `diagnose` request the control thread gets a
+ * copy of every worker's records (dataplane/flow_table.hh) and calls
+ * diagnose_tables(), which merges them into one DiagnoseReport: the text and JSON reports are then produced by
  * the same format_diagnose_text() and diagnose_json() as for files.
  *
  * Frame numbers: a live FrameRef is {source index, ordinal of the packet on

@@ -1,8 +1,9 @@
 // libFuzzer target: the index file reader (index/index_file.hh). Any bytes:
 // either refused with a message, or every span the index hands out lies
 // inside the bytes, the blocks are contiguous; and whatever the lazy checks
-// (check_flows, check_postings, check_by_dst) accept is in range: postings
-// name blocks, by_dst names IP flows, flows_with_address() names flows.
+// (check_flows, check_postings, check_by_dst, check_cuts) accept is in range:
+// postings name blocks, by_dst names IP flows, flows_with_address() names
+// flows, cuts name flows.
 // An input whose first byte is odd has its page table and header checksums
 // (and version 4's extension header checksum)
 // recomputed first (when its header is in place), so that the structural
@@ -98,6 +99,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (size_t j = 0; j < bl.size(); j++)
             if (bl[j] >= ix.blocks().size() || (j != 0 && bl[j] <= bl[j - 1])) abort();
     }
+    // Cuts (versions 3 and 4): inside; once check_cuts passes, each names a flow,
+    // ascending, and cut_of finds it.
+    if (!ix.cuts().empty() && !inside(ix.cuts().data(), ix.cuts().size_bytes())) abort();
+    if (ix.check_cuts().ok())
+        for (size_t j = 0; j < ix.cuts().size(); j++) {
+            const CutEntry& c = ix.cuts()[j];
+            if (c.flow >= n || (j != 0 && c.flow <= ix.cuts()[j - 1].flow)) abort();
+            if (ix.cut_of(c.flow) != &c) abort();
+        }
     for (size_t j = 0; j < ix.by_dst().size(); j++)
         if (ix.check_by_dst(j, 1).ok() &&
             (ix.by_dst()[j] < ix.non_ip_flows() || ix.by_dst()[j] >= n))

@@ -1455,5 +1455,361 @@ TEST(CompactFlows, DamagedFencesNeverLoseAFlow) {
     EXPECT_GT(all, 0u);
 }
 
+/* The flow of udp_frame(n, ...) in ix, by its lower port (n); -1 if none
+ * (or if the flows do not check). */
+long flow_numbered(const Index& ix, uint32_t n) {
+    if (!ix.check_flows(0, ix.flows().size())) return -1;
+    for (size_t i = 0; i < ix.flows().size(); i++)
+        if (ix.flows()[i].key.sport == uint16_t(n)) return long(i);
+    return -1;
+}
+
+/* A sample pcap index with cuts: flow 3 (which has records) cut twice,
+ * flow 5 with duplicates, and flow 1000 (no record in the file) cut. The
+ * builder's layout is the caller's: compact flows (version 4, the default)
+ * or plain (version 3). */
+std::string cut_index(uint64_t* cap, IndexBuilder& b) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 600, 40);
+    uint16_t lt[1] = {1};
+    b.begin(to_index(c.fmt), lt, c.start);
+    const auto* p = reinterpret_cast<const uint8_t*>(c.bytes.data());
+    b.add_records(p, c.bytes.size(), c.start);
+    const uint64_t t0 = 1800000000ull * 1000000000ull;
+    auto f3 = udp_frame(3, 1500), f5 = udp_frame(5, 80), f1000 = udp_frame(1000, 900);
+    // The heads are shorter than the frames: the note keeps 112 bytes.
+    b.add_cut(0, f3.data(), 112, t0, t0 + 5, 10, 15000, 0, 0);
+    b.add_cut(0, f3.data(), 112, t0 + 9, t0 + 20, 4, 6000, 0, 0);
+    b.add_cut(0, f5.data(), uint32_t(f5.size()), t0, t0, 0, 0, 2, 160);
+    b.add_cut(0, f1000.data(), 112, t0 + 100, t0 + 300, 7, 6300, 1, 900);
+    b.add_cut(0, f3.data(), 112, t0, t0, 0, 0, 0, 0);  // nothing: no effect
+    *cap = c.start + c.bytes.size();
+    return b.serialize(*cap);
+}
+
+/* Every Cuts test runs with both layouts that carry cuts: version 4
+ * (compact flows, the default) and version 3 (plain flows). */
+template <typename F>
+void both_layouts(F&& f) {
+    for (bool compact : {true, false}) {
+        SCOPED_TRACE(compact ? "version 4 (compact flows)" : "version 3 (plain flows)");
+        f(compact);
+    }
+}
+
+uint32_t cut_version(bool compact) { return compact ? 4u : 3u; }
+
+void cuts_round_trip(bool compact) {
+    uint64_t cap;
+    IndexBuilder b(4096);
+    b.set_compact_flows(compact);
+    std::string s = cut_index(&cap, b);
+    EXPECT_EQ(b.cut_flows(), 3u);
+    auto r = Index::from_bytes(s, cap);
+    ASSERT_TRUE(r.ok()) << r.error();
+    const Index& ix = *r;
+    EXPECT_EQ(ix.header().version, cut_version(compact));
+    EXPECT_EQ(ix.header().cut_count, 3u);
+    ASSERT_TRUE(ix.check_cuts().ok());
+    check_lookup(ix);  // flows, by_dst, postings: all whole
+    const long f3 = flow_numbered(ix, 3), f5 = flow_numbered(ix, 5),
+               f1000 = flow_numbered(ix, 1000);
+    ASSERT_GE(f3, 0);
+    ASSERT_GE(f5, 0);
+    ASSERT_GE(f1000, 0);
+    const CutEntry* c3 = ix.cut_of(size_t(f3));
+    ASSERT_NE(c3, nullptr);
+    EXPECT_EQ(c3->cut_packets, 14u);
+    EXPECT_EQ(c3->cut_bytes, 21000u);
+    EXPECT_EQ(c3->dup_packets, 0u);
+    const CutEntry* c5 = ix.cut_of(size_t(f5));
+    ASSERT_NE(c5, nullptr);
+    EXPECT_EQ(c5->cut_packets, 0u);
+    EXPECT_EQ(c5->dup_packets, 2u);
+    EXPECT_EQ(c5->dup_bytes, 160u);
+    EXPECT_EQ(ix.cut_of(size_t(flow_numbered(ix, 4))), nullptr);
+    // A flow with records keeps its records' times; one with none has its
+    // cut packets' times, 0 packets and no block.
+    const FlowEntry& e3 = ix.flows()[size_t(f3)];
+    EXPECT_GT(e3.packets, 0u);
+    EXPECT_LT(e3.last_ns, 1800000000ull * 1000000000ull);
+    const FlowEntry& e1000 = ix.flows()[size_t(f1000)];
+    EXPECT_EQ(e1000.packets, 0u);
+    EXPECT_EQ(e1000.wire_bytes, 0u);
+    EXPECT_EQ(e1000.postings_count, 0u);
+    EXPECT_EQ(e1000.first_ns, 1800000000ull * 1000000000ull + 100);
+    EXPECT_EQ(e1000.last_ns, 1800000000ull * 1000000000ull + 300);
+    const CutEntry* c1000 = ix.cut_of(size_t(f1000));
+    ASSERT_NE(c1000, nullptr);
+    EXPECT_EQ(c1000->cut_packets, 7u);
+    EXPECT_EQ(c1000->cut_bytes, 6300u);
+    EXPECT_EQ(c1000->dup_packets, 1u);
+    EXPECT_EQ(c1000->dup_bytes, 900u);
+    // The file's packet counts are the records'.
+    uint64_t packets = 0;
+    for (const FlowEntry& f : ix.flows()) packets += f.packets;
+    EXPECT_EQ(packets, 600u);
+    EXPECT_EQ(ix.header().packets, 600u);
+}
+
+TEST(Cuts, RoundTrip) { both_layouts(cuts_round_trip); }
+
+void cuts_batch(bool compact) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 300, 20);
+    const auto* p = reinterpret_cast<const uint8_t*>(c.bytes.data());
+    uint16_t lt[1] = {1};
+    IndexBuilder a(4096), b(4096);
+    a.set_compact_flows(compact);
+    b.set_compact_flows(compact);
+    a.begin(to_index(c.fmt), lt, c.start);
+    b.begin(to_index(c.fmt), lt, c.start);
+    a.add_records(p, c.bytes.size(), c.start);
+    b.add_records(p, c.bytes.size(), c.start);
+    // 200 notes over 150 flows (some with records, some repeated, some
+    // empty), more than one batch.
+    std::vector<std::vector<uint8_t>> frames;
+    std::vector<IndexBuilder::Cut> cuts;
+    for (uint32_t i = 0; i < 200; i++) frames.push_back(udp_frame(i % 150, 60 + i));
+    for (uint32_t i = 0; i < 200; i++)
+        cuts.push_back({frames[i].data(), 64, 0, 1000 + i, 2000 + i, i % 7, (i % 7) * 100u,
+                        i % 3 == 0 ? 1u : 0u, i % 3 == 0 ? 90u : 0u});
+    for (const auto& x : cuts)
+        a.add_cut(x.if_id, x.head, x.head_len, x.first_ns, x.last_ns, x.cut_packets, x.cut_bytes,
+                  x.dup_packets, x.dup_bytes);
+    b.add_cuts(cuts.data(), cuts.size());
+    const std::string sa = a.serialize(c.start + c.bytes.size());
+    EXPECT_TRUE(sa == b.serialize(c.start + c.bytes.size()));
+    auto r = Index::from_bytes(sa, c.start + c.bytes.size());
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->header().version, cut_version(compact));
+    ASSERT_TRUE(r->check_cuts().ok());
+    uint64_t cut = 0, dup = 0;
+    for (const CutEntry& e : r->cuts()) {
+        cut += e.cut_packets;
+        dup += e.dup_packets;
+    }
+    uint64_t want_cut = 0, want_dup = 0;
+    for (const auto& x : cuts) {
+        want_cut += x.cut_packets;
+        want_dup += x.dup_packets;
+    }
+    EXPECT_EQ(cut, want_cut);
+    EXPECT_EQ(dup, want_dup);
+}
+
+TEST(Cuts, BatchEqualsOneByOne) { both_layouts(cuts_batch); }
+
+/* Nothing cut: plain flows are version 1 as before, compact flows version
+ * 4 with cut_count 0; either byte for byte the index without any note. */
+void cuts_nothing_cut(bool compact) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 300, 20);
+    IndexBuilder a(4096), b(4096);
+    a.set_compact_flows(compact);
+    b.set_compact_flows(compact);
+    const std::string plain = build(c, a);
+    uint16_t lt[1] = {1};
+    b.begin(to_index(c.fmt), lt, c.start);
+    b.add_records(reinterpret_cast<const uint8_t*>(c.bytes.data()), c.bytes.size(), c.start);
+    auto f = udp_frame(3, 100);
+    b.add_cut(0, f.data(), uint32_t(f.size()), 1, 2, 0, 0, 0, 0);
+    const std::string s = b.serialize(c.start + c.bytes.size());
+    EXPECT_TRUE(s == plain);
+    EXPECT_EQ(header_of(s).version, compact ? 4u : 1u);
+    EXPECT_EQ(header_of(s).cut_count, 0u);
+    auto r = Index::from_bytes(s, c.start + c.bytes.size());
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_TRUE(r->cuts().empty());
+    EXPECT_TRUE(r->check_cuts().ok());
+    // The next file forgets the cuts of the last.
+    uint64_t cap;
+    cut_index(&cap, b);
+    b.begin(to_index(c.fmt), lt, c.start);
+    b.add_records(reinterpret_cast<const uint8_t*>(c.bytes.data()), c.bytes.size(), c.start);
+    EXPECT_TRUE(b.serialize(c.start + c.bytes.size()) == plain);
+}
+
+TEST(Cuts, NothingCutIsVersion1ByteForByte) { both_layouts(cuts_nothing_cut); }
+
+void cuts_compressed(bool compact) {
+    Capture c = make_capture(storage::Format::kPcapMicro, 200, 20);
+    IndexBuilder b(4096);
+    b.set_compact_flows(compact);
+    uint16_t lt[1] = {1};
+    b.begin(to_index(c.fmt), lt, c.start);
+    b.set_codec(Codec::kZstd);
+    b.add_records(reinterpret_cast<const uint8_t*>(c.bytes.data()), c.bytes.size(), c.start);
+    b.end_block(40, 1000);
+    auto f = udp_frame(3, 100);
+    b.add_cut(0, f.data(), uint32_t(f.size()), 1, 2, 3, 300, 0, 0);
+    auto r = Index::from_bytes(b.serialize(1040), 1040);
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->header().version, cut_version(compact));
+    EXPECT_EQ(r->codec(), Codec::kZstd);
+    EXPECT_EQ(r->stored().size(), 1u);
+    ASSERT_TRUE(r->check_cuts().ok());
+    ASSERT_EQ(r->cuts().size(), 1u);
+    EXPECT_EQ(r->cuts()[0].cut_packets, 3u);
+}
+
+TEST(Cuts, CompressedIsVersion3WithTheFrames) { both_layouts(cuts_compressed); }
+
+void cuts_truncate(bool compact) {
+    uint64_t cap;
+    IndexBuilder b(4096);
+    b.set_compact_flows(compact);
+    cut_index(&cap, b);
+    b.truncate(24);  // every record goes
+    auto r = Index::from_bytes(b.serialize(24), 24);
+    ASSERT_TRUE(r.ok()) << r.error();
+    const Index& ix = *r;
+    ASSERT_TRUE(ix.check_flows(0, ix.flows().size()).ok());
+    ASSERT_TRUE(ix.check_cuts().ok());
+    EXPECT_EQ(ix.flows().size(), 3u);  // 3, 5 and 1000, with no packet
+    ASSERT_EQ(ix.cuts().size(), 3u);
+    for (const FlowEntry& f : ix.flows()) EXPECT_EQ(f.packets, 0u);
+    const CutEntry* c3 = ix.cut_of(size_t(flow_numbered(ix, 3)));
+    ASSERT_NE(c3, nullptr);
+    EXPECT_EQ(c3->cut_packets, 14u);
+}
+
+TEST(Cuts, TruncateKeepsTheCutFlows) { both_layouts(cuts_truncate); }
+
+void cuts_damaged(bool compact) {
+    uint64_t cap;
+    IndexBuilder b(4096);
+    b.set_compact_flows(compact);
+    const std::string s = cut_index(&cap, b);
+    const IndexHeader h = header_of(s);
+    const uint64_t at = (h.postings_offset + 4 * h.postings_count + 7) & ~uint64_t(7);
+    ASSERT_EQ(at + 3 * sizeof(CutEntry), s.size());
+    {  // a flipped byte: refused by the load (here the cuts share the block
+        // table's page) or else by check_cuts
+        std::string t = s;
+        t[at + 9] ^= 1;
+        auto r = Index::from_bytes(t, cap);
+        const std::string err = r.ok() ? r->check_cuts().error() : r.error();
+        EXPECT_NE(err.find("checksum"), std::string::npos) << err;
+    }
+    {  // a flow number past the flows
+        std::string t = s;
+        uint32_t v = h.flow_count;
+        std::memcpy(t.data() + at + 2 * sizeof(CutEntry), &v, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_FALSE(r->check_cuts().ok());
+    }
+    {  // not ascending
+        std::string t = s;
+        std::memcpy(t.data() + at + sizeof(CutEntry), t.data() + at, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_cuts();
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("not ascending"), std::string::npos) << bad.error();
+    }
+    {  // reserved bits
+        std::string t = s;
+        t[at + 4] = 1;
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_FALSE(r->check_cuts().ok());
+    }
+    auto with_header = [&](std::string t, auto&& edit) {
+        IndexHeader x = header_of(t);
+        edit(x);
+        std::memcpy(t.data(), &x, sizeof(x));
+        return reseal(t);
+    };
+    {  // cut_count past the end, or short of it (trailing bytes)
+        auto r = Index::from_bytes(with_header(s, [](IndexHeader& x) { x.cut_count = 4; }), cap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("cuts past the end"), std::string::npos) << r.error();
+        r = Index::from_bytes(with_header(s, [](IndexHeader& x) { x.cut_count = 2; }), cap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("trailing bytes"), std::string::npos) << r.error();
+    }
+    {  // cuts below version 3; version 3 without cuts
+        auto r = Index::from_bytes(with_header(s, [](IndexHeader& x) { x.version = 2; }), cap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("below version 3"), std::string::npos) << r.error();
+        uint64_t pcap;
+        std::string v1 = sample_index(&pcap, false);
+        r = Index::from_bytes(with_header(v1, [](IndexHeader& x) { x.version = 3; }), pcap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("without cuts"), std::string::npos) << r.error();
+    }
+    // Every truncation is refused.
+    for (size_t n = 0; n < s.size(); n += 8)
+        EXPECT_FALSE(Index::from_bytes(s.substr(0, n), cap).ok()) << n;
+}
+
+TEST(Cuts, DamagedSectionsAreRefused) { both_layouts(cuts_damaged); }
+
+/* Version 4 carries the cuts as version 3 does: after the postings, inside
+ * the checksummed body, numbered in the flow order both keep; so the same
+ * notes give the same cut entries and the same flows as the plain layout.
+ * A damaged entry there is refused as in version 3. */
+TEST(Cuts, Version4CarriesTheCutsOfVersion3) {
+    uint64_t cap;
+    IndexBuilder bc(4096), bp(4096);
+    bp.set_compact_flows(false);
+    const std::string sc = cut_index(&cap, bc), sp = cut_index(&cap, bp);
+    auto c = Index::from_bytes(sc, cap);
+    auto p = Index::from_bytes(sp, cap);
+    ASSERT_TRUE(c.ok()) << c.error();
+    ASSERT_TRUE(p.ok()) << p.error();
+    EXPECT_EQ(c->header().version, 4u);
+    EXPECT_EQ(c->header().header_bytes, sizeof(IndexHeader) + sizeof(IndexHeaderV4Ext));
+    EXPECT_EQ(p->header().version, 3u);
+    ASSERT_TRUE(c->check_cuts().ok());
+    ASSERT_TRUE(p->check_cuts().ok());
+    ASSERT_TRUE(c->check_flows(0, c->flows().size()).ok());
+    ASSERT_TRUE(p->check_flows(0, p->flows().size()).ok());
+    ASSERT_EQ(c->flows().size(), p->flows().size());
+    EXPECT_EQ(0, std::memcmp(c->flows().data(), p->flows().data(), c->flows().size_bytes()));
+    ASSERT_EQ(c->cuts().size(), 3u);
+    ASSERT_EQ(p->cuts().size(), 3u);
+    EXPECT_EQ(0, std::memcmp(c->cuts().data(), p->cuts().data(), c->cuts().size_bytes()));
+    // The section is the last one, right after the postings.
+    const IndexHeader h = header_of(sc);
+    const uint64_t at = (h.postings_offset + 4 * h.postings_count + 7) & ~uint64_t(7);
+    ASSERT_EQ(at + 3 * sizeof(CutEntry), sc.size());
+    // Found through a lookup by address too: flow 1000's one with no record.
+    const long f1000 = flow_numbered(*c, 1000);
+    ASSERT_GE(f1000, 0);
+    const CutEntry* e = c->cut_of(size_t(f1000));
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->cut_packets, 7u);
+    EXPECT_EQ(e->dup_bytes, 900u);
+    std::vector<uint32_t> found;
+    c->flows_with_address(c->flows()[size_t(f1000)].key.src, found);
+    EXPECT_NE(std::find(found.begin(), found.end(), uint32_t(f1000)), found.end());
+    {  // a flipped count, not resealed: the page's checksum refuses it
+        std::string t = sc;
+        t[at + sizeof(CutEntry) + 8] ^= 0x40;
+        auto r = Index::from_bytes(t, cap);
+        const std::string err = r.ok() ? r->check_cuts().error() : r.error();
+        EXPECT_NE(err.find("checksum"), std::string::npos) << err;
+    }
+    {  // a resealed entry naming no flow: check_cuts refuses it
+        std::string t = sc;
+        const uint32_t v = h.flow_count + 7;
+        std::memcpy(t.data() + at + 2 * sizeof(CutEntry), &v, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_cuts();
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("names no flow"), std::string::npos) << bad.error();
+    }
+    {  // a version 4 header with cut_count 0 over these bytes: trailing bytes
+        std::string t = sc;
+        IndexHeader x = header_of(t);
+        x.cut_count = 0;
+        std::memcpy(t.data(), &x, sizeof(x));
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("trailing bytes"), std::string::npos) << r.error();
+    }
+}
+
 }  // namespace
 }  // namespace linecap::index

@@ -396,6 +396,78 @@ std::vector<ClassicInsn> compile(const std::string& e, uint16_t linktype = kEn10
     return prog ? *prog : std::vector<ClassicInsn>{};
 }
 
+/* The fleet catalogue's aggregate rows (storage/catalog.hh): a key with an
+ * endpoint, or both, and the ports left unknown stands for many flows. For
+ * every packet libpcap accepts, the aggregates its flow would be counted in
+ * (each endpoint's, and the wildcard) must say may_accept. */
+TEST(FlowFilter, AggregateKeysNeverPruneAPacketLibpcapAccepts) {
+    size_t corpus_packets = 0;
+    const std::vector<TestPacket> eth = all_ethernet_packets(&corpus_packets);
+    size_t evaluations = 0, violations = 0, pruned = 0;
+    auto aggregate = [](FlowKey k, const uint8_t* src) {
+        if (src)
+            std::memmove(k.src, src, 16);
+        else
+            std::memset(k.src, 0, 16);
+        std::memset(k.dst, 0, 16);
+        k.sport = k.dport = 0;
+        k.flags = static_cast<uint8_t>(k.flags & ~kFlowHasPorts);
+        return k;
+    };
+    for (uint16_t linktype : {kEn10mb, kRaw}) {
+        const std::vector<TestPacket> pk = packets_for(linktype, eth);
+        for (const std::string& e : kExpressions) {
+            auto prog = filters::compile_classic(e, linktype == kRaw ? kDltRaw : linktype, 262144);
+            if (!prog) continue;
+            const FlowFilter ff(*prog, linktype == kRaw ? kDltRaw : linktype);
+            for (const TestPacket& p : pk) {
+                FlowKey k;
+                make_flow_key(linktype, p.bytes.data(), static_cast<uint32_t>(p.bytes.size()), k);
+                if (k.kind != FlowKind::kIp) continue;
+                if (filters::classic_run(*prog, p.bytes.data(), p.wirelen,
+                                         static_cast<uint32_t>(p.bytes.size())) == 0)
+                    continue;
+                const FlowKey src = aggregate(k, k.src), dst = aggregate(k, k.dst);
+                const FlowKey any = aggregate(k, nullptr);
+                const std::pair<const FlowKey*, uint8_t> forms[] = {
+                    {&src, FlowFilter::kUnknownDst},
+                    {&dst, FlowFilter::kUnknownDst},
+                    {&any, FlowFilter::kUnknownSrc | FlowFilter::kUnknownDst}};
+                for (const auto& [a, unknown] : forms) {
+                    evaluations++;
+                    if (ff.eval(*a, unknown).may_accept) continue;
+                    if (violations++ < 20)
+                        ADD_FAILURE() << "linktype " << linktype << " '" << e << "' " << p.origin
+                                      << ": libpcap accepts, the aggregate " << describe_flow(*a)
+                                      << " (unknown " << int(unknown) << ") says no; flow "
+                                      << describe_flow(k);
+                }
+            }
+        }
+    }
+    std::printf("%zu aggregate evaluations, %zu violations\n", evaluations, violations);
+    EXPECT_EQ(violations, 0u);
+    EXPECT_GT(evaluations, 10000u);
+    // Not vacuous: the known endpoint still prunes (host A on B's aggregate).
+    const FlowFilter host(compile("host 198.18.0.1"), kEn10mb);
+    FlowKey k{};
+    k.kind = FlowKind::kIp;
+    k.linktype = kEn10mb;
+    k.ethertype = 0x0800;
+    k.l3_offset = 14;
+    k.l4_offset = 20;
+    k.ip_version = 4;
+    k.first_nxt = k.proto = 17;
+    const uint8_t b[4] = {198, 18, 0, 2};
+    std::memcpy(k.src, b, 4);
+    EXPECT_TRUE(host.eval(k, FlowFilter::kUnknownDst).may_accept);  // the other end may be .1
+    EXPECT_FALSE(host.eval(k).may_accept);  // as one flow: 198.18.0.2 <> 0.0.0.0
+    const FlowFilter tcp(compile("tcp"), kEn10mb);
+    EXPECT_FALSE(tcp.eval(k, FlowFilter::kUnknownSrc | FlowFilter::kUnknownDst).may_accept);
+    const FlowFilter port(compile("udp port 53"), kEn10mb);
+    EXPECT_TRUE(port.eval(k, FlowFilter::kUnknownDst).may_accept);  // ports unknown
+}
+
 /* Untagged, tagged and QinQ IPv4/IPv6 TCP/UDP: every header-only expression
  * is decided exactly for each conversation (a key holds both directions:
  * may_accept if either direction passes, may_reject if either fails). */

@@ -16,6 +16,7 @@ timing is asserted.
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -268,6 +269,53 @@ class Compress(CapdTestCase):
                         self.assertEqual(tcpdump_text(self.capq(path, expr)), want.stdout)
                     ex = run([CAPQ, "-r", path, "--explain", "host 10.0.0.2"])
                     self.assertIn(b"indexed", ex.stdout + ex.stderr)
+
+    def test_reindex_decompresses_once(self):
+        """capq --reindex reads a compressed file once: the bytes its read
+        and pread64 calls return from the file (strace) are its size, plus
+        at most the 1 MiB that opening it reads for the header (two passes
+        read it twice), and the index is still the one capd wrote."""
+        if not shutil.which("strace"):
+            self.skipTest("strace not installed")
+        for codec, (suffix, cat, test) in CODECS.items():
+            with self.subTest(codec=codec):
+                d = self.path(f"once-{codec}")
+                os.makedirs(d)
+                r = self.capd(["-q", "-i", f"pcap:{MIX},loop", "-c", "200000", "-w",
+                               os.path.join(d, "a.pcap"), "--compress", codec])
+                self.assertCapdOk(r)
+                path = os.path.join(d, "a.pcap" + suffix)
+                idx = os.path.join(d, ".a.pcap" + suffix + ".idx")
+                with open(idx, "rb") as f:
+                    written = f.read()
+                os.unlink(idx)
+                log = self.path(f"once-{codec}.strace")
+                p = run(["strace", "-f", "-qq", "-s", "0", "-o", log,
+                         "-e", "trace=open,openat,read,pread64,close", CAPQ, "--reindex", path])
+                self.assertEqual(p.returncode, 0, p.stderr)
+                with open(idx, "rb") as f:
+                    self.assertEqual(f.read(), written)
+                fds, got = set(), 0
+                call = re.compile(r'^(?:\d+\s+)?(\w+)\((?:AT_FDCWD, "([^"]*)"|(\d+))'
+                                  r'.*\)\s+=\s+(-?\d+)')
+                with open(log) as f:
+                    for line in f:
+                        m = call.match(line)
+                        if not m:
+                            continue
+                        name, opened, fd, ret = m.group(1), m.group(2), m.group(3), int(m.group(4))
+                        if name in ("open", "openat"):
+                            if opened == path and ret >= 0:
+                                fds.add(ret)
+                        elif name == "close":
+                            fds.discard(int(fd))
+                        elif int(fd) in fds and ret > 0:
+                            got += ret
+                size = os.path.getsize(path)
+                self.assertGreater(size, 4 << 20)
+                self.assertGreaterEqual(got, size)
+                self.assertLessEqual(got, size + (1 << 20) + 4096,
+                                     f"read {got} bytes of a {size}-byte file")
 
     def test_reindex_frames_cut_at_records_by_hand(self):
         """Not capd's file: a header frame, then frames that end at records."""

@@ -16,7 +16,10 @@ and send bounded UDP bursts between them. Checked:
     spool (capctl stats says so), then all arrive; nothing is lost in capture;
   - a spool over its limit drops the oldest files' rows and counts them;
     what it kept arrives later;
-  - -W removal marks files gone: the catalogue lists the files on disk only.
+  - -W removal marks files gone: the catalogue lists the files on disk only;
+  - capctl compare --fleet URL --hosts h1,h3: the comparison of the two
+    hosts' own answers; a host the catalogue does not name is an empty
+    answer, said so; a host whose server is gone is one line, exit 1.
 Skipped, with the reason, when clickhouse-server is not installed.
 """
 
@@ -229,6 +232,103 @@ class FleetTest(CapdTestCase):
         self.assertRegex(err, r"h1 \([^)]*\): answered, [1-9]")
         self.assertRegex(err, r"h3 \([^)]*\): answered, [1-9]")
 
+    def test_capctl_compare_two_hosts_through_the_catalogue(self):
+        self.fleet("start")
+        self.send_traffic("d")
+        self.fleet("hosts-stop")
+        ca = os.path.join(self.dir, "ca")
+        tls = ["--cert", os.path.join(ca, "client.pem"), "--key", os.path.join(ca, "client.key"),
+               "--ca", os.path.join(ca, "ca.pem")]
+        expr = ["udp", "and", "host", "198.18.0.3"]
+        p = subprocess.run([CAPCTL, "compare", "--json", "--fleet", self.url, "--hosts", "h1,h3",
+                            *tls, *expr], capture_output=True, timeout=180)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = json.loads(p.stdout)
+        self.assertGreater(got["matched"], 0)
+        # The same as compare over each host's own answer.
+        local = []
+        for n in (1, 3):
+            out = self.path(f"h{n}.pcap")
+            self.capq("-r", os.path.join(self.dir, f"h{n}", "cap"), "-w", out, *expr)
+            local.append(out)
+        q = subprocess.run([CAPCTL, "compare", "--json", *local], capture_output=True,
+                           timeout=120)
+        self.assertEqual(q.returncode, 0, q.stderr)
+        want = json.loads(q.stdout)
+        self.assertEqual(got["a"]["path"], "h1's answer")
+        for side in ("a", "b"):
+            got[side].pop("path")
+            want[side].pop("path")
+        self.assertEqual(got, want)
+        # A host the catalogue does not name: an empty answer, said so.
+        p = subprocess.run([CAPCTL, "compare", "--json", "--fleet", self.url, "--hosts",
+                            "h1,nosuch", *tls, *expr], capture_output=True, timeout=180)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = json.loads(p.stdout)
+        self.assertEqual(got["b"]["frames"], 0)
+        self.assertIn("side B (nosuch): nosuch: the catalogue names no file of it", got["notes"][-1])
+        # A host whose server is gone: one line, exit 1.
+        pid = open(os.path.join(self.dir, "h3", "serve.pid")).read().strip()
+        os.kill(int(pid), 15)
+        capdtest.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 20)
+        p = subprocess.run([CAPCTL, "compare", "--fleet", self.url, "--hosts", "h1,h3", *tls,
+                            *expr], capture_output=True, timeout=180)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+        self.assertRegex(p.stderr.decode(), r"^capctl compare: B: h3 \([^)]*\): unreachable")
+
+    def test_flow_budget_is_sound_and_marked(self):
+        # Two flows rows a file: most of each file's flows are aggregates,
+        # and the fleet's answers are still the local ones, byte for byte.
+        self.env["LINECAP_FLEET_CAPD_ARGS"] = "--catalog-flow-budget 2"
+        self.fleet("start")
+        self.send_traffic("e")
+        self.fleet("hosts-stop")
+        dirs = [os.path.join(self.dir, f"h{n}", "cap") for n in (1, 2, 3)]
+        budgeted = 0
+        for n in (1, 2, 3):
+            with open(os.path.join(self.dir, f"h{n}", "summary.json")) as f:
+                c = json.load(f)["catalog"]
+            self.assertEqual(c["spool_rows"], 0)
+            budgeted += c["budget_files"]
+            if c["budget_files"]:
+                self.assertGreater(c["aggregate_rows"], 0)
+        self.assertGreater(budgeted, 0)
+        args = [a for d in dirs for a in ("-r", d)]
+        for expr in (["udp", "and", "host", "198.18.0.3"],
+                     ["udp", "and", "host", "198.18.0.1", "and", "host", "198.18.0.2"],
+                     ["udp", "port", "9003"],
+                     ["udp", "and", "src", "host", "198.18.0.2", "and", "dst", "port", "9005"]):
+            with self.subTest(expr=expr):
+                out, ref = self.path("fleet.pcap"), self.path("ref.pcap")
+                p = self.fleet_query("-w", out, *expr)
+                self.assertEqual(p.returncode, 0, p.stderr.decode())
+                self.capq(*args, "-w", ref, *expr)
+                with open(out, "rb") as a, open(ref, "rb") as b:
+                    got, want = a.read(), b.read()
+                self.assertGreater(len(want), 24)
+                self.assertEqual(got, want)
+        # --flows: the aggregates say so; every other line is a flow of the
+        # host's own index (its packets in the files where it kept its own
+        # row: at most the local count, summed over all files).
+        lines = self.capq("--fleet", self.url, "--flows").splitlines()[1:]
+        aggs = [line for line in lines if "AGGREGATE of " in line]
+        self.assertTrue(aggs)
+        self.assertTrue(all(" <> *" in line for line in aggs), aggs)
+        for n, d in zip((1, 2, 3), dirs):
+            local = {" ".join(f[4:]): int(f[2]) for f in map(str.split, self.local_flows(d))}
+            for line in lines:
+                f = line.split()
+                if f[0] == f"h{n}" and "AGGREGATE" not in line:
+                    self.assertIn(" ".join(f[5:]), local)
+                    self.assertLessEqual(int(f[3]), local[" ".join(f[5:])])
+        js = json.loads(self.capq("--fleet", self.url, "--flows", "--json"))
+        marked = [f for f in js if "aggregate" in f]
+        self.assertEqual(len(marked), len(aggs))
+        for f in marked:
+            self.assertIn(f["aggregate"], ("endpoint", "any"))
+            self.assertGreaterEqual(f["aggregated_flows"], 1)
+
     def test_open_file_flows_are_published(self):
         # Files that stay open (-G 3600): their flows arrive while written.
         self.env["LINECAP_FLEET_ROTATE"] = "3600"
@@ -318,6 +418,27 @@ class FleetTest(CapdTestCase):
         self.assertEqual(self.fleet_flows("ring", ["tcp", "port", "80"]),
                          self.local_flows(self.path("ring"), ["tcp", "port", "80"]))
 
+    def test_closed_files_published_from_memory(self):
+        # Every closed file's index comes from the writer, none is read back;
+        # the catalogue's flows are the local indexes' all the same.
+        self.fleet("clickhouse-start")
+        s = self.run_pcap(self.path("mem"), "mem", self.url)
+        c = s["catalog"]
+        self.assertGreater(s["files_written"], 3)
+        self.assertEqual(c["files"], s["files_written"])
+        self.assertEqual(c["files_from_memory"], s["files_written"])
+        self.assertEqual(c["files_read_back"], 0)
+        self.assertEqual(s["drops"]["total"], 0)
+        self.assertEqual(self.live_paths("mem"), sorted(self.files_on_disk(self.path("mem"))))
+        self.assertEqual(self.fleet_flows("mem"), self.local_flows(self.path("mem")))
+        # No index to hand over (--no-index): each file is read back (and
+        # has none), counted as such.
+        s = self.run_pcap(self.path("noidx"), "noidx", self.url, "--no-index")
+        c = s["catalog"]
+        self.assertEqual(c["files_from_memory"], 0)
+        self.assertEqual(c["files_read_back"], s["files_written"])
+        self.assertEqual(c["files_without_index"], s["files_written"])
+
     def test_bad_options_and_unsafe_spool(self):
         out = self.path("o.pcap")
         for args, words in [
@@ -327,6 +448,10 @@ class FleetTest(CapdTestCase):
             (["--catalog", self.url, "--catalog-tables", "a"], "FILES,FLOWS"),
             (["--catalog", self.url, "--catalog-tables", "a;drop,b"], "not a table name"),
             (["--catalog", self.url, "--catalog-spool-max", "12Q"], "--catalog-spool-max"),
+            (["--catalog", self.url, "--catalog-flow-budget", "1"], "--catalog-flow-budget"),
+            (["--catalog", self.url, "--catalog-flow-budget", "-5"], "--catalog-flow-budget"),
+            (["--catalog", self.url, "--catalog-flow-budget", "10x"], "--catalog-flow-budget"),
+            (["--catalog-flow-budget", "100"], "need --catalog URL"),
         ]:
             with self.subTest(args=args):
                 r = self.capd(["-i", "pcap:" + WEB_MIX, "-w", out, *args])

@@ -11,7 +11,9 @@ header's counts against the capture's own records, the blocks contiguous
 from data_start over whole records, the checksums.
 """
 
+import json
 import os
+import subprocess
 import signal
 import struct
 
@@ -21,13 +23,26 @@ import pcaplib
 from capdtest import CapdTestCase
 
 MB = 1000000
+CAPQ = os.path.join(capdtest.BUILD_DIR, "query", "capq")
 
-HEADER = struct.Struct("<8sIIQQIIQQQQIIQQQQQQIIIIIIQ")
+HEADER = struct.Struct("<8sIIQQIIQQQQIIQQQQQQIIIIIIII")
 BLOCK = struct.Struct("<QIIQQ")
 FIELDS = ("magic version header_bytes capture_bytes data_start format flags packets "
           "wire_bytes first_ns last_ns block_count flow_count blocks_offset flows_offset "
           "by_dst_offset postings_offset postings_count pages_offset page_count page_shift "
-          "non_ip_flows block_target pages_crc header_crc reserved").split()
+          "non_ip_flows block_target pages_crc header_crc codec cut_count").split()
+# FlowEntry: the key (src, dst, sport, dport, tpid[2], vid[2], ethertype,
+# linktype, l3_offset, l4_offset, kind, ip_version, first_nxt, proto, flags,
+# vlan_tags, 6 reserved), first_ns, last_ns, packets, wire_bytes, postings,
+# postings_count.
+FLOW = struct.Struct("<16s16sHH2H2HHHHHBBBBBB6xQQQQII")
+FLOW_FIELDS = ("src dst sport dport tpid0 tpid1 vid0 vid1 ethertype linktype l3_offset "
+               "l4_offset kind ip_version first_nxt proto flags vlan_tags first_ns last_ns "
+               "packets wire_bytes postings postings_count").split()
+# CutEntry (versions 3 and 4): flow number, reserved, cut packets and
+# bytes, duplicate packets and bytes; right after the postings, 8-aligned.
+CUT = struct.Struct("<IIQQQQ")
+CUT_FIELDS = "flow reserved cut_packets cut_bytes dup_packets dup_bytes".split()
 HEADER_CRC_AT = 148  # header_crc's offset in the header
 LIVE = 1
 # Version 4 (compressed flow groups): the extension header after the 160
@@ -117,6 +132,103 @@ def record_offsets(path, upto=None):
     return (data_start if data_start is not None else off), recs
 
 
+def lz4_frame_decode(frame):
+    """The bytes of one lz4 frame (the frame format's magic, descriptor,
+    blocks, end mark), decoded here so that the test needs nothing but the
+    documented formats."""
+    if frame[:4] != b"\x04\x22\x4d\x18":
+        raise AssertionError("not an lz4 frame")
+    flg = frame[4]
+    at = 7 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0)
+    out = bytearray()
+    while True:
+        size = struct.unpack_from("<I", frame, at)[0]
+        at += 4
+        if size == 0:
+            break
+        raw, size = size & 0x80000000, size & 0x7FFFFFFF
+        block = frame[at:at + size]
+        at += size + (4 if flg & 0x10 else 0)
+        if raw:
+            out += block
+            continue
+        i = 0
+        while i < len(block):
+            token = block[i]
+            i += 1
+            n = token >> 4
+            if n == 15:
+                while True:
+                    n += block[i]
+                    i += 1
+                    if block[i - 1] != 255:
+                        break
+            out += block[i:i + n]
+            i += n
+            if i >= len(block):
+                break
+            dist = block[i] | block[i + 1] << 8
+            i += 2
+            m = token & 15
+            if m == 15:
+                while True:
+                    m += block[i]
+                    i += 1
+                    if block[i - 1] != 255:
+                        break
+            m += 4
+            start = len(out) - dist
+            if dist == 0 or start < 0:
+                raise AssertionError("bad lz4 match")
+            for k in range(m):
+                out.append(out[start + k])
+    return bytes(out)
+
+
+def flow_entries(h, b):
+    """The FlowEntry bytes of an index in the version 1 order: as stored
+    (versions 1 to 3), or version 4's groups decompressed and unshuffled
+    (byte j of entry i at j * n + i)."""
+    if h["version"] < 4:
+        return [b[h["flows_offset"] + i * FLOW.size:h["flows_offset"] + (i + 1) * FLOW.size]
+                for i in range(h["flow_count"])]
+    x, fences = read_flow_layout(h, b)
+    assert x["flow_codec"] == 2, "lz4 groups"
+    entries = []
+    for g, (_, off, nbytes, _, _) in enumerate(fences):
+        plain = lz4_frame_decode(b[h["flows_offset"] + off:h["flows_offset"] + off + nbytes])
+        n = min(x["group_flows"], h["flow_count"] - g * x["group_flows"])
+        assert len(plain) == n * FLOW.size, f"group {g}: {len(plain)} bytes"
+        for i in range(n):
+            entries.append(bytes(plain[j * n + i] for j in range(FLOW.size)))
+    return entries
+
+
+def read_flows(path):
+    """The flows of an index, each a dict of FLOW_FIELDS plus "cut" (its
+    CutEntry as a dict, or None), from the documented layout (versions 1
+    to 4)."""
+    h, _, b = read_index(path)
+    assert FLOW.size == 104 and CUT.size == 40
+    flows = [dict(zip(FLOW_FIELDS, FLOW.unpack(e))) for e in flow_entries(h, b)]
+    for f in flows:
+        f["cut"] = None
+    at = (h["postings_offset"] + 4 * h["postings_count"] + 7) & ~7
+    if h["version"] >= 3:
+        assert h["cut_count"] > 0 or h["version"] == 4
+        prev = -1
+        for i in range(h["cut_count"]):
+            c = dict(zip(CUT_FIELDS, CUT.unpack_from(b, at + i * CUT.size)))
+            assert prev < c["flow"] < len(flows) and c["reserved"] == 0, c
+            prev = c["flow"]
+            flows[c["flow"]]["cut"] = c
+        at += h["cut_count"] * CUT.size
+    else:
+        assert h["cut_count"] == 0
+    assert len(b) == at, f"{path}: {len(b)} bytes, the sections end at {at}"
+    return flows
+
+
 class IndexTestCase(CapdTestCase):
     def setUp(self):
         super().setUp()
@@ -135,10 +247,14 @@ class IndexTestCase(CapdTestCase):
         h, blocks, raw = read_index(ip)
         self.assertEqual(h["magic"], b"LCAPIDX\n", name)
         # A live index has no flows: version 1; a closed file's index has
-        # its flows in compressed groups: version 4.
+        # its flows in compressed groups: version 4, with or without cuts
+        # (capd's flow table left packets out).
         self.assertEqual(h["version"], 1 if live else 4, name)
         self.assertEqual(h["header_bytes"], 160 if live else 160 + EXT.size, name)
+        if live:
+            self.assertEqual(h["cut_count"], 0, name)
         hdr0 = bytearray(raw[:160])
+        read_flows(ip)  # the sections end where the file ends
         hdr0[HEADER_CRC_AT:HEADER_CRC_AT + 4] = b"\0\0\0\0"
         self.assertEqual(crc32c(bytes(hdr0)), h["header_crc"], f"{name}: header checksum")
         if not live:
@@ -442,6 +558,208 @@ class LiveAndKilled(IndexTestCase):
         self.assertEqual(sorted(set(names) - set(recovered)), ["k.pcap0"])
         self.assertIndexed("k.pcap0")
         self.assertOnlyIndexesOf(["k.pcap0"])
+
+
+class Cuts(IndexTestCase):
+    """What --flow-cutoff and --dedup leave out is in the index of the file
+    it would have gone to (index format version 3), per flow, exactly as the
+    model of flow_table.hh counts it; capq --flows shows it."""
+
+    TCP = [300, 5000, 20000, 60000, 150000, 900, 45000, 2500, 80000, 12000]
+    UDP = [3, 40, 200, 9, 120, 1]
+
+    @staticmethod
+    def flow_id(proto, sport):
+        return (proto, sport)
+
+    @staticmethod
+    def model_id(key):
+        # test_flows' keys: ("tcp", client, cport, server, 80), ("udp", v6, i);
+        # the client/first address is the lower one, so its port is sport.
+        return (6, key[2]) if key[0] == "tcp" else (17, 20000 + key[2])
+
+    def mixed(self, seed):
+        """test_flows' mix, then a long UDP flow (i = 40) cut for good while
+        new TCP flows (base 60) fill several files: those files hold the
+        UDP flow's cut packets only."""
+        import test_flows as tf
+        head = tf.mix(seed, self.TCP, self.UDP)
+        long_udp = tf.udp_flow(40, 1500)
+        late = [tf.tcp_flow(60 + i, 20000, seed + 60 + i) for i in range(6)]
+        return tf.interleave([head, long_udp[:100]], seed) + \
+            tf.interleave([long_udp[100:]] + late, seed + 1)
+
+    def model(self, pkts, **kw):
+        """Per flow: (packets written, cut packets, cut bytes)."""
+        import test_flows as tf
+        kept = {id(d) for d in tf.model_cutoff([(k, d) for k, d in pkts], **kw)[0]}
+        per = {}
+        for key, d in pkts:
+            w, c, b = per.get(self.model_id(key), (0, 0, 0))
+            per[self.model_id(key)] = (w + 1, c, b) if id(d) in kept else (w, c + 1, b + len(d))
+        return per
+
+    def indexed(self):
+        """Per flow over every file: [written, cut packets, cut bytes, dup
+        packets, dup bytes], and the files with a flow of cut packets only."""
+        got, cut_only = {}, []
+        for n in self.captures():
+            self.assertIndexed(n)
+            for f in read_flows(index_path(os.path.join(self.out, n))):
+                k = self.flow_id(f["proto"], f["sport"])
+                g = got.setdefault(k, [0, 0, 0, 0, 0])
+                g[0] += f["packets"]
+                if f["cut"]:
+                    c = f["cut"]
+                    g[1] += c["cut_packets"]
+                    g[2] += c["cut_bytes"]
+                    g[3] += c["dup_packets"]
+                    g[4] += c["dup_bytes"]
+                    self.assertGreater(c["cut_packets"] + c["dup_packets"], 0)
+                    if f["packets"] == 0:
+                        self.assertEqual((f["wire_bytes"], f["postings_count"]), (0, 0))
+                        self.assertLessEqual(f["first_ns"], f["last_ns"])
+                        cut_only.append((n, k))
+        return got, cut_only
+
+    def run_cutoff(self, srcs, args):
+        stats = self.path("stats.json")
+        cmd = ["-q", "-C", "0.03", "-w", os.path.join(self.out, "c.pcap"), "--stats-json", stats]
+        if "pcapng" not in args:
+            cmd.append("--nano")
+        for src in srcs:
+            cmd += ["-i", f"pcap:{src}"]
+        run = self.capd(cmd + args)
+        self.assertCapdOk(run, quiet=True)
+        return capdtest.read_json(stats)
+
+    def check(self, want, s):
+        got, cut_only = self.indexed()
+        self.assertEqual(set(got), set(want))
+        for k, (w, c, b) in want.items():
+            self.assertEqual(got[k][:3], [w, c, b], k)
+            self.assertEqual(got[k][3:], [0, 0], k)
+        self.assertEqual(sum(g[1] for g in got.values()), s["flows"]["cut_off_packets"])
+        self.assertEqual(sum(g[2] for g in got.values()), s["flows"]["cut_off_bytes"])
+        return got, cut_only
+
+    def test_every_flow_cut_as_the_model_says(self):
+        import test_flows as tf
+        pkts = self.mixed(7)
+        src = self.path("mix.pcap")
+        tf.to_pcap(src, pkts)
+        s = self.run_cutoff([src], ["--flow-cutoff", "20000"])
+        self.assertGreater(len(self.captures()), 3)
+        want = self.model(pkts, cutoff_bytes=20000)
+        self.assertGreater(sum(c for _, c, _ in want.values()), 1000)
+        got, cut_only = self.check(want, s)
+        # The long UDP flow has a file of cut packets only (the notes of a
+        # chunk go to the file of its last record: here the last of the
+        # files the chunk filled); it is listed there.
+        self.assertIn((17, 20040), {k for _, k in cut_only})
+
+        # capq --flows: the totals per flow, only where something was cut.
+        p = subprocess.run([CAPQ, "--flows", "--json", "-r", self.out], capture_output=True,
+                           timeout=capdtest.CAPD_TIMEOUT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, b"")
+        rows = json.loads(p.stdout)
+        self.assertEqual(len(rows), len(want))
+        for r in rows:
+            w, c, b = want[self.flow_id(r["proto"], r["sport"])]
+            self.assertEqual(r["packets"], w)
+            self.assertEqual(r.get("cut_packets", 0), c, r)
+            self.assertEqual(r.get("cut_bytes", 0), b, r)
+            self.assertEqual("cut_packets" in r, c > 0, r)
+            self.assertNotIn("duplicate_packets", r)
+        p = subprocess.run([CAPQ, "--flows", "-r", self.out, "udp port 53"],
+                           capture_output=True, timeout=capdtest.CAPD_TIMEOUT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        w, c, b = want[(17, 20040)]
+        line = [ln for ln in p.stdout.decode().splitlines() if ":20040 <> " in ln]
+        self.assertEqual(len(line), 1, p.stdout)
+        self.assertTrue(line[0].endswith(f"; cut {c} packets {b} bytes"), line[0])
+
+    def capq_flows(self):
+        p = subprocess.run([CAPQ, "--flows", "--json", "-r", self.out], capture_output=True,
+                           timeout=capdtest.CAPD_TIMEOUT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, b"")
+        return {self.flow_id(r["proto"], r["sport"]): (r["packets"], r.get("cut_packets", 0),
+                                                        r.get("cut_bytes", 0))
+                for r in json.loads(p.stdout)}
+
+    def test_one_file_and_compressed(self):
+        """The writer's other two paths: one file (no -C), and --compress
+        (index version 3 with the frames table); capq --flows sums them."""
+        import test_flows as tf
+        pkts = self.mixed(11)
+        src = self.path("mix.pcap")
+        tf.to_pcap(src, pkts)
+        want = self.model(pkts, cutoff_bytes=5000)
+        for name, args in [("one file", []),
+                           ("zstd", ["--compress", "zstd", "--compress-block", "64K"])]:
+            with self.subTest(name):
+                for f in os.listdir(self.out):
+                    os.unlink(os.path.join(self.out, f))
+                stats = self.path("stats.json")
+                rotate = ["-C", "0.005"] if args else []
+                run = self.capd(["-q", "--nano", "-w", os.path.join(self.out, "c.pcap"),
+                                 "--stats-json", stats, "-i", f"pcap:{src}",
+                                 "--flow-cutoff", "5000"] + args + rotate)
+                self.assertCapdOk(run, quiet=True)
+                names = self.captures()
+                self.assertGreater(len(names), 1 if args else 0)
+                for n in names:
+                    h, _, _ = read_index(index_path(os.path.join(self.out, n)))
+                    self.assertEqual(h["version"], 4)  # compact flows and the cuts
+                    self.assertEqual(h["codec"] != 0, bool(args))
+                    read_flows(index_path(os.path.join(self.out, n)))
+                self.assertEqual(self.capq_flows(), want)
+
+    def test_two_workers(self):
+        """Each source file on its own worker, one writer: the notes of both
+        reach the same files' indexes."""
+        self.two_workers([])
+
+    def test_two_workers_pcapng(self):
+        """The same in pcapng, where each source is an interface of its own."""
+        self.two_workers(["--format", "pcapng"])
+
+    def two_workers(self, args):
+        import test_flows as tf
+        a, b = self.mixed(8), tf.mix(9, self.TCP[:5], self.UDP[:3], base=100)
+        sa, sb = self.path("a.pcap"), self.path("b.pcap")
+        tf.to_pcap(sa, a)
+        tf.to_pcap(sb, b, start=tf.T0 + 5_000)
+        s = self.run_cutoff([sa, sb], ["--workers", "2", "--flow-packets", "12"] + args)
+        want = self.model(a, cutoff_packets=12)
+        wb = self.model(b, cutoff_packets=12)
+        self.assertFalse(set(want) & set(wb))
+        want.update(wb)
+        self.check(want, s)
+
+    def test_duplicates(self):
+        """--dedup: each flow's duplicates in its index entries, apart from
+        what was cut."""
+        import test_flows as tf
+        base = tf.mix(6, [3000, 9000, 700], [30, 5, 60])
+        pkts = []
+        for k, (key, d) in enumerate(base):
+            pkts.append(pcaplib.Packet(tf.T0 + k * 100_000, d))
+            pkts.append(pcaplib.Packet(tf.T0 + k * 100_000 + 3_000, d))
+        src = self.path("twice.pcap")
+        pcaplib.write_pcap(src, pkts, nano=True)
+        s = self.run_cutoff([src], ["--dedup"])
+        got, _ = self.indexed()
+        want = {}
+        for key, d in base:
+            w = want.setdefault(self.model_id(key), [0, 0, 0, 0, 0])
+            w[0] += 1
+            w[3] += 1
+            w[4] += len(d)
+        self.assertEqual(got, want)
+        self.assertEqual(sum(g[3] for g in got.values()), s["packets_duplicate"])
 
 
 if __name__ == "__main__":

@@ -194,6 +194,47 @@ class FreeSpace(CapdTestCase):
         self.assertNoHidden(self.out)
 
 
+class WritersShareTheFloor(CapdTestCase):
+    """--writers 2: one free-space floor for the capture. Six 2 MiB files an
+    earlier run left, alternating between the two writers' names and aged
+    one after the other, fill 12 of a 16 MiB tmpfs; a floor of 9 MB needs
+    exactly the three oldest gone (two leave 8 MiB free, three 10 MiB, and
+    the capture adds well under 1 MiB). Each writer keeping the floor alone
+    deletes its own oldest files, out of order, and together more."""
+
+    def test_oldest_across_writers_first_and_no_more(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        fs = Tmpfs(self.path("fs"), "16m")
+        self.addCleanup(fs.umount)
+        if fs.error:
+            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        planted = []
+        now = time.time()
+        for i in range(6):
+            name = os.path.join(fs.path, f"a_w{i % 2}.pcap{i // 2 + 1}")
+            with open(name, "wb") as f:
+                f.write(b"\1" * (2 << 20))
+            os.utime(name, (now - 600 + 10 * i, now - 600 + 10 * i))
+            planted.append(name)
+        stats = self.path("stats.json")
+        run = self.capd(["-q", "-i", "null:64,rate=1000", "--workers", "2", "--writers", "2",
+                         "--duration", "3", "-C", "1", "--retain-free", "9M", "--ctl", "none",
+                         "--stats-json", stats, "-w", os.path.join(fs.path, "a.pcap")])
+        self.assertEqual(run.rc, 0, run.describe())
+        gone = [n for n, _ in deleted_lines(run.stderr)]
+        self.assertEqual(gone, planted[:3], run.stderr)
+        for n in planted[:3]:
+            self.assertFalse(os.path.exists(n), n)
+        for n in planted[3:]:
+            self.assertTrue(os.path.exists(n), n)
+        self.assertGreaterEqual(free_bytes(fs.path), 9000000)
+        with open(stats) as f:
+            s = json.load(f)
+        self.assertEqual([w["files_retired"] for w in s["writers"]], [2, 1])
+        self.assertEqual(sum(w["bytes_retired"] for w in s["writers"]), 3 * (2 << 20))
+
+
 class Age(CapdTestCase):
     def setUp(self):
         super().setUp()
@@ -392,6 +433,11 @@ class BadInput(CapdTestCase):
             (["--retain-age", "1h"], "needs -C or -G"),
             (["--retain-free", "10%"], "needs -C or -G"),
             (["--align"], "--align needs -G"),
+            # A preallocated ring holds its space; -W bounds it.
+            (["--retain-free", "10%", "-C", "1", "-W", "3", "--preallocate"],
+             "--retain-free does not take --preallocate"),
+            (["--retain-age", "1h", "-C", "1", "-W", "3", "--preallocate"],
+             "--retain-age does not take --preallocate"),
         ]
         for args, words in cases:
             with self.subTest(args=args):

@@ -431,6 +431,84 @@ class ServeTest(CapdTestCase):
         want = run([CAPQ, "-r", f, "-w", "-", "tcp"]).stdout
         self.assertEqual(key(_records(body)), key(_records(want)))
 
+    def test_planted_links_refused_and_not_read(self):
+        # A served directory where someone planted a directory link and a
+        # file link out of it, and an index that is a link: file= is opened
+        # once beneath the served directory, never through a link, and the
+        # index beside it the same way (a linked one is not read: scanned).
+        a, b = self.stores[0], self.stores[1]
+        inside = sorted(f for f in os.listdir(a) if f.endswith(".pcap") and
+                        not f.startswith("."))[0]
+        idx = "." + inside + ".idx"
+        self.assertTrue(os.path.exists(os.path.join(a, idx)))
+        d = self.path("served")
+        for sub in ("real", "real2"):
+            os.makedirs(os.path.join(d, sub))
+            shutil.copy(os.path.join(a, inside), os.path.join(d, sub, inside))
+        shutil.copy(os.path.join(a, idx), os.path.join(d, "real", idx))
+        os.symlink(os.path.join(d, "real", idx), os.path.join(d, "real2", idx))
+        os.symlink(b, os.path.join(d, "linkdir"))
+        os.symlink(os.path.join(b, sorted(os.listdir(b))[0]), os.path.join(d, "esc.pcap"))
+        srv = Server(self.ctmp, "planted", [d], self.certs)
+        self.addCleanup(srv.stop)
+        q = urllib.parse.quote
+        b_file = sorted(f for f in os.listdir(b) if not f.startswith("."))[0]
+        for bad in [os.path.join(d, "linkdir", b_file), os.path.join(d, "esc.pcap"),
+                    os.path.join(d, "linkdir")]:
+            with self.subTest(file=bad):
+                st, _, body, _ = self.raw_get(srv.port, "/v1/packets?file=" + q(bad, safe=""))
+                self.assertEqual(st, 403, body)
+                self.assertEqual(body.count(b"\n"), 1)
+                self.assertIn(b"symbolic link", body)
+        want = key(_records(run([CAPQ, "-r", os.path.join(a, inside), "-w", "-", "tcp"]).stdout))
+        for sub in ("real", "real2"):
+            with self.subTest(sub=sub):
+                f = os.path.join(d, sub, inside)
+                st, _, body, tr = self.raw_get(srv.port, "/v1/packets?expr=tcp&file=" +
+                                               q(f, safe=""))
+                self.assertEqual(st, 200, body)
+                self.assertEqual(tr.get("linecap-status"), "complete")
+                self.assertEqual(key(_records(body)), want)
+        # A regular file that is no capture: one line, and the server goes on.
+        with open(os.path.join(d, "real", "notes.txt"), "w") as f:
+            f.write("not a capture\n")
+        st, _, body, _ = self.raw_get(srv.port, "/v1/packets?file=" +
+                                      q(os.path.join(d, "real", "notes.txt"), safe=""))
+        self.assertEqual(st, 500, body)
+        self.assertEqual(body.count(b"\n"), 1, body)
+        st, _, body, _ = self.raw_get(srv.port, "/v1/packets?expr=tcp&file=" +
+                                      q(os.path.join(d, "real", inside), safe=""))
+        self.assertEqual(st, 200, body)
+        self.assertEqual(key(_records(body)), want)
+        log = srv.text()
+        self.assertNotIn(f"real/{inside}: ".encode(), log)
+        self.assertRegex(log, re.escape(f"real2/{inside}: ").encode() + rb".*symbolic links; "
+                         rb"scanning")
+
+    def test_names_refused_without_lookup(self):
+        # libpcap would resolve these through the C library (DNS); the
+        # server refuses before the resolver is asked, naming the name.
+        port = self.servers[0].port
+        q = urllib.parse.quote
+        for expr, name in [("host example.invalid", "example.invalid"),
+                           ("tcp and (host 198.18.0.1 or lookup.example.invalid)",
+                            "lookup.example.invalid"),
+                           ("net nets.example.invalid", "nets.example.invalid")]:
+            with self.subTest(expr=expr):
+                st, _, body, _ = self.raw_get(port, "/v1/packets?expr=" + q(expr, safe=""))
+                self.assertEqual(st, 400, body)
+                self.assertEqual(body.count(b"\n"), 1, body)
+                self.assertIn(f"names are not looked up here: '{name}'".encode(), body)
+        # Numbers, and services and protocols by name (local tables), are fine.
+        for expr in ["host 198.18.0.1", "host 2001:db8::1", "port http", "tcp port 80",
+                     "ip proto \\udp"]:
+            with self.subTest(expr=expr):
+                st, _, body, tr = self.raw_get(port, "/v1/packets?expr=" + q(expr, safe=""))
+                self.assertEqual(st, 200, body)
+                self.assertEqual(tr.get("linecap-status"), "complete")
+                want = self.local([self.stores[0]], [expr])
+                self.assertEqual(key(_records(body)), key(_records(want)))
+
     def test_bad_requests_one_line(self):
         port = self.servers[0].port
         for target, status in [("/v1/packets?expr=tcp%20port%20bogus", 400),

@@ -62,13 +62,13 @@ TEST(CatalogRows, EscapesTextAndBytes) {
     // Exactly one line in the spool's form: no raw tab or newline from the
     // key's bytes.
     EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1);
-    EXPECT_EQ(std::count(out.begin(), out.end(), '\t'), 14);
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\t'), 16);
     // Sent as two rows, one per endpoint: the first under the lower address
     // (side 0), the second under the higher (side 1), the rest unchanged.
     std::string sent;
     expand_flow_rows(sent, out);
     EXPECT_EQ(std::count(sent.begin(), sent.end(), '\n'), 2);
-    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\t'), 2 * 16);
+    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\t'), 2 * 18);
     const std::string first = sent.substr(0, sent.find('\n') + 1);
     const std::string second = sent.substr(sent.find('\n') + 1);
     EXPECT_EQ(first.substr(0, 11), "h\t/p\t1\t\\x09");
@@ -85,7 +85,152 @@ TEST(CatalogRows, EscapesTextAndBytes) {
     EXPECT_EQ(std::count(zsent.begin(), zsent.end(), '\n'), 2);
     EXPECT_EQ(zsent.substr(0, zsent.find('\n')),
               zsent.substr(zsent.find('\n') + 1, zsent.size() - zsent.find('\n') - 2));
-    EXPECT_EQ(std::count(zsent.begin(), zsent.end(), '\t'), 2 * 16);
+    EXPECT_EQ(std::count(zsent.begin(), zsent.end(), '\t'), 2 * 18);
+}
+
+namespace {
+index::FlowEntry udp_flow(uint8_t a, uint8_t b, uint16_t sport, uint64_t bytes) {
+    index::FlowEntry f{};
+    f.key.kind = index::FlowKind::kIp;
+    f.key.linktype = 1;
+    f.key.ethertype = 0x0800;
+    f.key.l3_offset = 14;
+    f.key.l4_offset = 20;
+    f.key.ip_version = 4;
+    f.key.first_nxt = f.key.proto = 17;
+    f.key.flags = index::kFlowHasPorts;
+    f.key.src[0] = f.key.dst[0] = 198;
+    f.key.src[1] = f.key.dst[1] = 18;
+    f.key.src[3] = a;
+    f.key.dst[3] = b;
+    f.key.sport = sport;
+    f.key.dport = 53;
+    f.first_ns = 1000 + bytes;
+    f.last_ns = 2000 + bytes;
+    f.packets = 1;
+    f.wire_bytes = bytes;
+    return f;
+}
+
+/* Every flow is in the rows: its own, or for each endpoint the endpoint's
+ * aggregate or a wildcard aggregate of its key; the totals add up. */
+void expect_sound(const std::vector<index::FlowEntry>& flows, const std::vector<BudgetRow>& rows) {
+    auto strip = [](index::FlowKey k, const uint8_t* src) {
+        if (src)
+            std::memcpy(k.src, src, 16);
+        else
+            std::memset(k.src, 0, 16);
+        std::memset(k.dst, 0, 16);
+        k.sport = k.dport = 0;
+        k.flags = static_cast<uint8_t>(k.flags & ~index::kFlowHasPorts);
+        return k;
+    };
+    auto has = [&](const index::FlowKey& k, FlowAgg agg, const index::FlowEntry& f) {
+        for (const auto& r : rows)
+            if (r.agg == agg && r.f.key == k && r.f.first_ns <= f.first_ns &&
+                r.f.last_ns >= f.last_ns && r.f.packets >= f.packets)
+                return true;
+        return false;
+    };
+    uint64_t exact_bytes = 0, any_bytes = 0;
+    for (const auto& r : rows) {
+        if (r.agg == FlowAgg::kFlow) exact_bytes += r.f.wire_bytes;
+        if (r.agg == FlowAgg::kAny) any_bytes += r.f.wire_bytes;
+    }
+    uint64_t aggregated_bytes = 0;
+    for (const auto& f : flows) {
+        if (has(f.key, FlowAgg::kFlow, f)) continue;
+        aggregated_bytes += f.wire_bytes;
+        const bool any = has(strip(f.key, nullptr), FlowAgg::kAny, f);
+        for (const uint8_t* e : {f.key.src, f.key.dst})
+            EXPECT_TRUE(any || has(strip(f.key, e), FlowAgg::kEndpoint, f))
+                << index::describe_flow(f.key);
+    }
+    uint64_t total = 0;
+    for (const auto& f : flows) total += f.wire_bytes;
+    EXPECT_EQ(exact_bytes + aggregated_bytes, total);
+    EXPECT_LE(any_bytes, aggregated_bytes);
+}
+}  // namespace
+
+TEST(CatalogBudget, UnderTheBudgetEveryFlowHasItsRow) {
+    std::vector<index::FlowEntry> flows;
+    for (int i = 0; i < 10; i++) flows.push_back(udp_flow(1, uint8_t(2 + i), 1000, 100));
+    for (uint32_t budget : {0u, 10u, 100u}) {
+        auto rows = budget_flows(flows, budget);
+        ASSERT_EQ(rows.size(), flows.size());
+        for (size_t i = 0; i < rows.size(); i++) {
+            EXPECT_EQ(rows[i].agg, FlowAgg::kFlow);
+            EXPECT_EQ(rows[i].nflows, 1u);
+            EXPECT_TRUE(rows[i].f.key == flows[i].key);
+        }
+    }
+}
+
+TEST(CatalogBudget, TheBiggestKeepTheirRowsTheRestByEndpoint) {
+    // 1000 small flows from 198.18.0.1 to 50 servers (20 ports each), and
+    // 5 big ones: budget 20 keeps the 5 big and 5 more whole (half the
+    // budget), and the other flows' 51 endpoints do not fit in the 10 left.
+    std::vector<index::FlowEntry> flows;
+    for (int i = 0; i < 1000; i++)
+        flows.push_back(udp_flow(1, uint8_t(10 + i % 50), uint16_t(2000 + i / 50), 100 + i % 7));
+    for (int i = 0; i < 5; i++) flows.push_back(udp_flow(2, 3, uint16_t(i), 1000000 + i));
+    auto rows = budget_flows(flows, 20);
+    EXPECT_LE(rows.size(), 20u);
+    size_t exact = 0, endpoint = 0, any = 0;
+    for (const auto& r : rows) {
+        (r.agg == FlowAgg::kFlow ? exact : r.agg == FlowAgg::kEndpoint ? endpoint : any)++;
+    }
+    EXPECT_EQ(exact, 10u);
+    EXPECT_EQ(any, 1u);  // one wildcard: the same link, IP version and protocol
+    EXPECT_EQ(endpoint, 20u - exact - any);
+    for (int i = 0; i < 5; i++) {
+        bool kept = false;
+        for (const auto& r : rows)
+            kept = kept || (r.agg == FlowAgg::kFlow && r.f.key == flows[1000 + i].key);
+        EXPECT_TRUE(kept) << "big flow " << i;
+    }
+    // The client's endpoint (in every small flow: the most bytes) has its
+    // row, with all its flows but the ones kept whole.
+    bool client = false;
+    for (const auto& r : rows)
+        if (r.agg == FlowAgg::kEndpoint && r.f.key.src[3] == 1) {
+            client = true;
+            EXPECT_EQ(r.nflows, 995u);
+            EXPECT_EQ(r.f.key.dst[3], 0);
+            EXPECT_EQ(r.f.key.sport, 0);
+            EXPECT_EQ(r.f.key.flags & index::kFlowHasPorts, 0);
+        }
+    EXPECT_TRUE(client);
+    expect_sound(flows, rows);
+    // A budget that holds every endpoint: no wildcard row.
+    rows = budget_flows(flows, 200);
+    any = 0;
+    for (const auto& r : rows) any += r.agg == FlowAgg::kAny;
+    EXPECT_EQ(any, 0u);
+    EXPECT_LE(rows.size(), 200u);
+    expect_sound(flows, rows);
+}
+
+TEST(CatalogBudget, AggregateRowsAreSentOnceAndOldSpoolRowsAsFlows) {
+    index::FlowEntry f = udp_flow(1, 2, 5, 10);
+    std::string spool, sent;
+    append_flow_row(spool, "h", "/p", 1, f, FlowAgg::kEndpoint, 7);
+    EXPECT_EQ(std::count(spool.begin(), spool.end(), '\t'), 16);
+    expand_flow_rows(sent, spool);
+    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\n'), 1);  // under its endpoint only
+    EXPECT_EQ(sent.substr(sent.size() - 5), "\t1\t7\n");
+    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\t'), 18);
+    // A flow row of an earlier run (no agg, nflows): two rows, as flows.
+    std::string old;
+    append_flow_row(old, "h", "/p", 1, f);
+    old.resize(old.size() - 5);  // "\t0\t1\n" off
+    old += '\n';
+    sent.clear();
+    expand_flow_rows(sent, old);
+    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\n'), 2);
+    EXPECT_EQ(std::count(sent.begin(), sent.end(), '\t'), 2 * 18);
+    EXPECT_EQ(sent.substr(sent.find('\n') - 4, 5), "\t0\t1\n");
 }
 
 namespace {

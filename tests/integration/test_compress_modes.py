@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""--compress with the other ways capd writes files, for each codec.
+
+Each capture is read back three ways: by tshark, by the codec's own tool
+piped into tcpdump, and by capq (through the index), and its records are
+compared with an uncompressed capture of the same input: the very records,
+in order, across the files of a rotation (-C counts compressed bytes, so
+the cuts differ, not the records). The modes: --direct on an ext4 image
+the test mounts (with -C), --preallocate (-C -W ring), -C -W --reuse-files
+run twice into one directory (the second run writes over the first run's
+files), -G -W on a paced source, and write-behind with a small lag over
+several 8 MiB windows. Then disk full with --direct and each codec on a
+small ext4 image: every file ends at its last whole frame, reads cleanly,
+holds what the summary says was written, and the loss is `disk` drops.
+
+Waits are bounded; no timing is asserted.
+"""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import unittest
+
+import capdtest
+from capdtest import CapdTestCase
+
+CAPQ = os.path.join(capdtest.BUILD_DIR, "query", "capq")
+MIX = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
+CODECS = {
+    # codec: (suffix, command writing the stream decompressed to stdout,
+    #         command testing it)
+    "zstd": (".zst", ["zstd", "-dcq"], ["zstd", "-tq"]),
+    "lz4": (".lz4", ["lz4", "-dcq"], ["lz4", "-tq"]),
+    "gzip": (".gz", ["gzip", "-dc"], ["gzip", "-t"]),
+}
+
+
+def run(cmd, stdin=None, timeout=180):
+    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+
+
+def pcap_records(data):
+    """The records of pcap bytes (header and data of each), in order; a
+    record cut short is an error."""
+    assert len(data) >= 24, len(data)
+    magic = data[:4]
+    assert magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"), magic
+    out, at = [], 24
+    while at < len(data):
+        assert at + 16 <= len(data), f"record header cut at {at}"
+        caplen = struct.unpack_from("<I", data, at + 8)[0]
+        assert at + 16 + caplen <= len(data), f"record cut at {at}"
+        out.append(data[at:at + 16 + caplen])
+        at += 16 + caplen
+    return out
+
+
+def final_files(d, suffix):
+    """The named capture files of d, oldest first (by modification time)."""
+    names = [n for n in os.listdir(d) if not n.startswith(".") and n.endswith(suffix)]
+    return sorted((os.path.join(d, n) for n in names), key=lambda p: os.stat(p).st_mtime_ns)
+
+
+def repeated_input(path, copies):
+    """MIX `copies` times over into one pcap at path, each copy's
+    timestamps after the last one's: an input the size of a looped replay
+    whose records, timestamps included, are the same in every run (a
+    looped replay's are not)."""
+    with open(MIX, "rb") as f:
+        data = f.read()
+    recs = pcap_records(data)
+    first = struct.unpack_from("<I", recs[0], 0)[0]
+    span = struct.unpack_from("<I", recs[-1], 0)[0] - first + 1
+    out = [data[:24]]
+    for k in range(copies):
+        for r in recs:
+            sec = struct.unpack_from("<I", r, 0)[0] + k * span
+            out.append(struct.pack("<I", sec) + r[4:])
+    with open(path, "wb") as f:
+        f.write(b"".join(out))
+    return path
+
+
+class Ext4Image:
+    """A small ext4 file system in a file, loop-mounted by the test (O_DIRECT:
+    a tmpfs here refuses it)."""
+
+    def __init__(self, img, path, size):
+        self.path = path
+        self.error = None
+        with open(img, "wb") as f:
+            f.truncate(size)
+        os.makedirs(path, exist_ok=True)
+        for cmd in (["mkfs.ext4", "-q", "-F", img], ["mount", "-o", "loop", img, path]):
+            p = run(cmd, timeout=60)
+            if p.returncode:
+                self.error = f"{cmd[0]}: " + p.stderr.decode("utf-8", "replace").strip()
+                return
+
+    def umount(self):
+        if self.error is None:
+            run(["umount", "-l", self.path], timeout=30)
+            self.error = "unmounted"
+
+
+class CompressModes(CapdTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for tool in ("zstd", "lz4", "gzip", "tcpdump", "tshark"):
+            if not shutil.which(tool):
+                raise unittest.SkipTest(f"{tool} not installed")
+        if not os.access(CAPQ, os.X_OK):
+            raise unittest.SkipTest(f"capq not built at {CAPQ}")
+
+    def ext4(self, name, size):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a file system needs root")
+        fs = Ext4Image(self.path(name + ".img"), self.path(name), size)
+        if fs.error:
+            self.skipTest(f"cannot mount an ext4 image: {fs.error}")
+        self.addCleanup(fs.umount)
+        d = os.path.join(fs.path, "cap")
+        os.mkdir(d)  # away from lost+found
+        return d
+
+    def capture(self, d, args, name="a.pcap"):
+        """capd into d; returns its summary."""
+        os.makedirs(d, exist_ok=True)
+        stats = os.path.join(os.path.dirname(d.rstrip("/")), os.path.basename(d) + ".json")
+        r = self.capd(["-q", "--ctl", "none", "-w", os.path.join(d, name), "--stats-json",
+                       stats] + args)
+        self.assertCapdOk(r, quiet=True)
+        with open(stats) as f:
+            return json.load(f)
+
+    def plain_records(self, args):
+        """The records of an uncompressed capture of the same input into one
+        file."""
+        d = self.path(f"plain-{len(os.listdir(self.tmp))}")
+        self.capture(d, args)
+        with open(os.path.join(d, "a.pcap"), "rb") as f:
+            return pcap_records(f.read())
+
+    def read_back(self, path, codec, with_tshark=True, indexed=True):
+        """The file's records, after checking that the codec's tool, tcpdump
+        (fed by it), tshark and capq all read the same packets from it."""
+        suffix, cat, test = CODECS[codec]
+        self.assertEqual(run(test + [path]).returncode, 0, path)
+        raw = run(cat + [path])
+        self.assertEqual(raw.returncode, 0, path)
+        recs = pcap_records(raw.stdout)
+        td = run(["tcpdump", "-nn", "-q", "-r", "-"], stdin=raw.stdout)
+        self.assertEqual(td.returncode, 0, td.stderr)
+        self.assertEqual(len(td.stdout.splitlines()), len(recs), path)
+        if with_tshark:
+            ts = run(["tshark", "-n", "-r", path, "-T", "fields", "-e", "frame.len"])
+            self.assertEqual(ts.returncode, 0, ts.stderr)
+            self.assertEqual(len(ts.stdout.splitlines()), len(recs), path)
+        q = run([CAPQ, "-r", path, "-w", "-", ""])
+        self.assertEqual(q.returncode, 0, q.stderr)
+        self.assertEqual(pcap_records(q.stdout), recs, path)
+        if indexed:
+            ex = run([CAPQ, "-r", path, "--explain", ""])
+            self.assertIn(b"indexed", ex.stdout + ex.stderr, path)
+        return recs
+
+    def read_all(self, d, codec, with_tshark=True, indexed=True):
+        files = final_files(d, CODECS[codec][0])
+        self.assertTrue(files, os.listdir(d))
+        self.assertEqual(capdtest.hidden_files(d), [], "no hidden file after exit")
+        per_file = []
+        for p in files:
+            got = self.read_back(p, codec, with_tshark, indexed)
+            # Files closed within one clock tick share a modification time:
+            # then the first packet's time orders them.
+            first = struct.unpack_from("<II", got[0], 0) if got else (0, 0)
+            per_file.append(((os.stat(p).st_mtime_ns, first), p, got))
+        per_file.sort(key=lambda x: x[0])
+        recs = []
+        for _, _, got in per_file:
+            recs += got
+        return [p for _, p, _ in per_file], recs
+
+    def test_direct_with_C(self):
+        """--direct -C 0.1: every file read back, all of them the records of
+        the uncompressed capture, in order."""
+        src = ["-i", "pcap:" + repeated_input(self.path("in.pcap"), 5)]
+        want = self.plain_records(src)
+        disk = self.ext4("direct", 64 << 20)
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = os.path.join(disk, codec)
+                s = self.capture(d, src + ["--direct", "-C", "0.1", "--compress", codec,
+                                           "--compress-block", "64K"])
+                files, recs = self.read_all(d, codec)
+                self.assertGreater(len(files), 1, files)
+                self.assertEqual(recs, want)
+                self.assertEqual(s["packets_written"], len(want))
+                self.assertEqual(s["drops"]["disk"], 0)
+                w = s["writers"][0]
+                self.assertEqual(w["bytes_out"], sum(os.path.getsize(p) for p in files))
+
+    def ring_suffix(self, files, recs, want, max_files):
+        """A -W ring keeps the newest files: their records are the last ones
+        of the input, in order."""
+        self.assertLessEqual(len(files), max_files, files)
+        self.assertGreater(len(recs), 0)
+        self.assertLess(len(recs), len(want), "the ring dropped older files")
+        self.assertEqual(recs, want[-len(recs):])
+
+    def test_preallocate_ring(self):
+        src = ["-i", "pcap:" + repeated_input(self.path("in.pcap"), 10)]
+        want = self.plain_records(src)
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.path(f"prealloc-{codec}")
+                s = self.capture(d, src + ["-C", "0.1", "-W", "3", "--preallocate",
+                                           "--compress", codec, "--compress-block", "64K"])
+                self.assertGreater(s["files_written"], 3, "the ring wrapped")
+                files, recs = self.read_all(d, codec)
+                self.ring_suffix(files, recs, want, 3)
+
+    def test_reuse_files_ring_twice(self):
+        """The second run writes over the first run's files: each file is
+        cut to its own frames, with nothing of the file it replaced."""
+        src = ["-i", "pcap:" + repeated_input(self.path("in.pcap"), 10)]
+        want = self.plain_records(src)
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.path(f"reuse-{codec}")
+                args = src + ["-C", "0.1", "-W", "3", "--reuse-files", "--compress", codec,
+                              "--compress-block", "64K"]
+                self.capture(d, args)
+                inodes = {os.stat(p).st_ino for p in final_files(d, CODECS[codec][0])}
+                s = self.capture(d, args)
+                self.assertGreater(s["files_written"], 3)
+                files, recs = self.read_all(d, codec)
+                self.assertTrue(inodes & {os.stat(p).st_ino for p in files},
+                                "the second run wrote over the first run's files")
+                self.ring_suffix(files, recs, want, 3)
+
+    def test_G_W(self):
+        """-G 1 -W 2 on a paced source of real frames for 4 s: at most two
+        files kept of the four or more written, each read back the same by
+        every reader, and the newest ones whole."""
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.path(f"gw-{codec}")
+                s = self.capture(d, ["-i", f"null:600,rate=2000,frames={MIX}", "--duration",
+                                     "4", "-G", "1", "-W", "2", "--compress", codec,
+                                     "--compress-block", "64K"])
+                self.assertGreaterEqual(s["files_written"], 4)
+                files, recs = self.read_all(d, codec)
+                self.assertLessEqual(len(files), 2, files)
+                self.assertGreater(len(recs), 0)
+                self.assertLess(len(recs), s["packets_written"])
+                self.assertEqual(s["drops"]["disk"], 0)
+
+    def test_repeated_name_keeps_the_suffix(self):
+        """-G 1 on a name without strftime conversions writes the same name
+        each period: the number it gets goes before the codec's suffix
+        (a.pcap1.zst), as -C's counter does, and every file reads back."""
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.path(f"again-{codec}")
+                s = self.capture(d, ["-i", f"null:600,rate=200,frames={MIX}", "--duration", "3",
+                                     "-G", "1", "--compress", codec])
+                suffix = CODECS[codec][0]
+                names = sorted(n for n in os.listdir(d) if not n.startswith("."))
+                self.assertGreaterEqual(len(names), 2, names)
+                self.assertEqual(len(names), s["files_written"], names)
+                want = ["a.pcap" + suffix] + [f"a.pcap{k}{suffix}" for k in range(1, len(names))]
+                self.assertEqual(sorted(names), sorted(want))
+                files, recs = self.read_all(d, codec, with_tshark=False)
+                self.assertEqual(len(recs), s["packets_written"])
+
+    def test_write_behind_over_several_windows(self):
+        """Write-behind (on for disk files) with a lag of one 8 MiB window,
+        over a file more than two windows long (the helper waits for and
+        drops windows while the file grows): the same records."""
+        src = ["-i", "pcap:" + repeated_input(self.path("in.pcap"), 250)]
+        want = self.plain_records(src)
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.path(f"wb-{codec}")
+                s = self.capture(d, src + ["--write-behind", "8", "--compress", codec])
+                files, recs = self.read_all(d, codec, with_tshark=False)
+                self.assertEqual(len(files), 1)
+                self.assertGreater(os.path.getsize(files[0]), 2 * (8 << 20),
+                                   "several write-behind windows")
+                self.assertEqual(recs, want)
+                self.assertEqual(s["packets_written"], len(want))
+
+    def test_disk_full_direct(self):
+        """--direct and each codec on an 8 MB ext4 image that cannot hold
+        the capture: each file ends at its last whole frame, reads cleanly,
+        and holds the packets the summary says were written; the rest are
+        `disk` drops."""
+        src = ["-i", f"pcap:{MIX},loop", "-c", "300000"]
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.ext4(f"full-{codec}", 8 << 20)
+                stats = self.path(f"full-{codec}.json")
+                r = self.capd(["-q", "--ctl", "none", "-w", os.path.join(d, "a.pcap"),
+                               "--direct", "--compress", codec, "--stats-json", stats] + src)
+                self.assertEqual(r.rc, 1, r.describe())
+                with open(stats) as f:
+                    s = json.load(f)
+                self.assertGreater(s["drops"]["disk"], 0)
+                self.assertEqual(s["packets_received"],
+                                 s["packets_filtered_out"] + s["packets_over_limit"] +
+                                 s["packets_written"] + capdtest.lost_after_receipt(s))
+                # The index may not fit on the full disk either: capq then
+                # reads the file whole.
+                files, recs = self.read_all(d, codec, with_tshark=False, indexed=False)
+                # The disk took writes until it was full: the file holds
+                # most of what fits, not nothing (an 8 MiB O_DIRECT write
+                # refused whole once lost the whole staging buffer).
+                self.assertGreater(sum(os.path.getsize(p) for p in files), 4 << 20)
+                self.assertEqual(len(recs), s["packets_written"])
+
+
+if __name__ == "__main__":
+    capdtest.main()

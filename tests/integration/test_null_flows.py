@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""null:SIZE,flows=N (dataplane/null_flows.hh): every packet of the null
+source is one of N IPv4 flows, with valid checksums; the flow table sees
+exactly N flows, on one worker and on two; bad flows= values are refused in
+one line."""
+
+import json
+import os
+import struct
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import capdtest  # noqa: E402
+import pcaplib  # noqa: E402
+
+
+def csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def five_tuple(frame):
+    """(proto, src, sport, dst, dport) of an Ethernet IPv4 TCP/UDP frame
+    whose IPv4 (and TCP) checksum verifies; None for any other frame."""
+    if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
+        return None
+    ihl = (frame[14] & 15) * 4
+    ip = frame[14:14 + ihl]
+    if csum(ip) != 0xffff:
+        raise AssertionError(f"bad IPv4 header checksum in {frame[:40].hex()}")
+    proto = ip[9]
+    if proto not in (6, 17):
+        return None
+    total = struct.unpack("!H", ip[2:4])[0]
+    l4 = frame[14 + ihl:14 + total]
+    if proto == 6 and len(l4) == total - ihl:
+        pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(l4))
+        if csum(pseudo + l4) != 0xffff:
+            raise AssertionError(f"bad TCP checksum in {frame[:60].hex()}")
+    if proto == 17:
+        assert l4[6:8] == b"\0\0", "a rewritten UDP checksum is 0 (none)"
+    sport, dport = struct.unpack("!HH", l4[:4])
+    return (proto, bytes(ip[12:16]), sport, bytes(ip[16:20]), dport)
+
+
+class NullFlowsTest(capdtest.CapdTestCase):
+    def run_flows(self, source, extra):
+        out, stats = self.path("o.pcap"), self.path("s.json")
+        r = self.capd(["-q", "-i", source, "-w", out, "--ctl", "none", "--stats-json", stats]
+                      + extra)
+        self.assertCapdOk(r)
+        with open(stats) as f:
+            s = json.load(f)
+        cap = self.assertWhole(out)
+        return s, [five_tuple(rec.data) for rec in cap.records]
+
+    def test_every_packet_one_of_n_flows(self):
+        s, tuples = self.run_flows("null:64,flows=1000",
+                                   ["-c", "5000", "--flow-table", "4096"])
+        self.assertEqual(len(tuples), 5000)
+        self.assertNotIn(None, tuples)
+        self.assertEqual(len(set(tuples)), 1000)
+        # One queue takes the flows round robin: the first 1000 are all of
+        # them, each flow's source address and port as null_flows.hh says.
+        self.assertEqual(len(set(tuples[:1000])), 1000)
+        for f in (0, 1, 999):
+            self.assertEqual(tuples[f], (17, bytes([198, 18, f >> 18, (f >> 10) & 255]),
+                                         1024 + (f & 1023), bytes([198, 19, 0, 1]), 80))
+        self.assertEqual(tuples[1000], tuples[0])
+        self.assertEqual(s["flows"]["created"], 1000)
+        self.assertEqual(s["flows"]["evicted"], 0)
+        self.assertEqual(s["flows"]["untracked_packets"], 0)
+
+    def test_worker_busy_time(self):
+        # Each worker's busy time (the loop turns that received packets) and
+        # stalls fit in the run, and busy_ns_per_packet is busy over received.
+        s, _ = self.run_flows("null:64,flows=1000,rate=100k",
+                              ["--duration", "1", "--workers", "2", "--flow-table", "4096"])
+        for w in s["workers"]:
+            self.assertGreater(w["rx_packets"], 0)
+            self.assertGreater(w["busy_ns"], 0)
+            self.assertLessEqual(w["busy_ns"] + w["stalled_ns"], s["elapsed_s"] * 1e9)
+            self.assertAlmostEqual(w["busy_ns_per_packet"], w["busy_ns"] / w["rx_packets"],
+                                   delta=1e-6 * w["busy_ns_per_packet"])
+            self.assertEqual(w["stalled_turns"] == 0, w["stalled_ns"] == 0)
+
+    def test_two_workers_split_the_flows(self):
+        # Each of the two queues takes every other flow: together they
+        # write all 1000, and no flow reaches both workers' tables (then
+        # the tables would have created more than 1000).
+        s, tuples = self.run_flows("null:64,flows=1000,rate=200k",
+                                   ["--duration", "1", "--workers", "2",
+                                    "--flow-table", "4096"])
+        self.assertEqual(len(s["workers"]), 2)
+        self.assertNotIn(None, tuples)
+        self.assertEqual(len(set(tuples)), 1000)
+        self.assertEqual(s["flows"]["created"], 1000)
+        self.assertEqual(sum(w["rx_packets"] for w in s["workers"]), len(tuples))
+
+    def test_frames_of_a_capture_rewritten_with_valid_checksums(self):
+        web = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
+        s, tuples = self.run_flows(f"null:1514,flows=50,frames={web}",
+                                   ["-c", "3000", "--flow-table", "4096"])
+        self.assertEqual(len(tuples), 3000)
+        self.assertNotIn(None, tuples)
+        # 50 flows per IP protocol: the capture has TCP and UDP frames.
+        for proto in {t[0] for t in tuples}:
+            self.assertEqual(len({t for t in tuples if t[0] == proto}), 50)
+
+    def test_bad_flows_values(self):
+        for src in ("null:64,flows=0", "null:64,flows=67108865", "null:64,flows=abc",
+                    "null:64,flows=-1", "null:64,flows=", "null:64,flows=1e3",
+                    "null:41,flows=10"):
+            with self.subTest(src=src):
+                r = self.capd(["-i", src, "-w", self.path("x.pcap"), "--ctl", "none"])
+                self.assertEqual(r.rc, 1, r.describe())
+                self.assertEqual(len(r.stderr_lines), 1, r.describe())
+                self.assertIn("source 'null", r.stderr)
+                self.assertFalse(os.path.exists(self.path("x.pcap")))
+        r = self.capd(["-i", "null:64,flows=67108864", "--rx-only", "--duration", "0.2",
+                       "--ctl", "none"])
+        self.assertCapdOk(r)
+
+
+if __name__ == "__main__":
+    unittest.main()
