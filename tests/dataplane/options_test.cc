@@ -79,7 +79,7 @@ struct BadSource {
 const std::string kUnknownTail =
     "' (expected an interface name, a PCI address, af_xdp:IFACE, af_packet:IFACE (each "
     "optionally @netns=NAME or @pid=PID), pcap:FILE[,loop] or "
-    "null[:SIZE][,rate=PPS][,frames=FILE])";
+    "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N])";
 
 const BadSource kBadSources[] = {
     {"pcap:", "source 'pcap:': pcap: needs a file name"},
@@ -106,8 +106,10 @@ const BadSource kBadSources[] = {
     {"null:13", "source 'null:13': null size must be 14..9000 bytes"},
     {"null:9001", "source 'null:9001': null size must be 14..9000 bytes"},
     {"null:64x", "source 'null:64x': null size must be 14..9000 bytes"},
-    {"null:64,speed=1", "source 'null:64,speed=1': expected null[:SIZE][,rate=PPS][,frames=FILE]"},
-    {"null:64,rate=", "source 'null:64,rate=': expected null[:SIZE][,rate=PPS][,frames=FILE]"},
+    {"null:64,speed=1",
+     "source 'null:64,speed=1': expected null[:SIZE][,rate=PPS][,frames=FILE][,flows=N]"},
+    {"null:64,rate=",
+     "source 'null:64,rate=': expected null[:SIZE][,rate=PPS][,frames=FILE][,flows=N]"},
     {"null:64,rate=0",
      "source 'null:64,rate=0': rate must be a positive number of packets/s, with an optional k, "
      "M or G"},
