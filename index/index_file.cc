@@ -109,6 +109,20 @@ uint32_t header_crc_of(const IndexHeader& h) {
 
 }  // namespace
 
+/* The decompressed groups: flow_count entries of anonymous memory mapped
+ * at load (untouched pages take no memory), filled group by group. */
+struct Index::CompactFlows {
+    FlowEntry* flows = nullptr;
+    size_t map_bytes = 0;
+    std::vector<uint8_t> group_state;  // 0 not read yet, 1 good, 2 damaged
+    std::string why;                   // the first damage found
+    std::vector<uint8_t> scratch;      // one group's bytes, shuffled
+    std::unique_ptr<BlockDecompressor> dec;
+    ~CompactFlows() {
+        if (flows != nullptr) munmap(flows, map_bytes);
+    }
+};
+
 /* Every check of the header comment that load() makes, cheapest first; on
  * success fills the spans. The block table is verified (its pages) before
  * any of its entries is trusted; the rest waits for the check_*(). */
@@ -127,6 +141,10 @@ Status Index::validate(uint64_t capture_size) {
         return bad("bad index header size " + std::to_string(h->header_bytes));
     if (h->header_bytes > size) return bad("truncated index");
     if (header_crc_of(*h) != h->header_crc) return bad("index header checksum mismatch");
+    // Cuts: none below version 3; version 3 is plain flows with cuts, so
+    // never without; version 4 may have none.
+    if (h->version < 3 && h->cut_count != 0) return bad("index cuts below version 3");
+    if (h->version == 3 && h->cut_count == 0) return bad("version 3 index without cuts");
     if (h->page_shift < 12 || h->page_shift > 24)
         return bad("bad index page size 2^" + std::to_string(h->page_shift));
 
@@ -163,11 +181,17 @@ Status Index::validate(uint64_t capture_size) {
             return s;
         blocks_end += uint64_t(h->block_count) * sizeof(StoredBlock);
     }
-    if (auto s = section(h->flows_offset, h->flow_count, sizeof(FlowEntry), blocks_end, "flows");
-        !s)
-        return s;
     if (h->non_ip_flows > h->flow_count) return bad("index non_ip_flows past flow_count");
-    const uint64_t flows_end = h->flows_offset + uint64_t(h->flow_count) * sizeof(FlowEntry);
+    uint64_t flows_end;
+    if (h->version >= kIndexVersionCompactFlows) {
+        if (auto s = validate_compact(blocks_end, flows_end); !s) return s;
+    } else {
+        if (auto s =
+                section(h->flows_offset, h->flow_count, sizeof(FlowEntry), blocks_end, "flows");
+            !s)
+            return s;
+        flows_end = h->flows_offset + uint64_t(h->flow_count) * sizeof(FlowEntry);
+    }
     const uint64_t ip_flows = h->flow_count - h->non_ip_flows;
     if (auto s = section(h->by_dst_offset, ip_flows, sizeof(uint32_t), flows_end, "by_dst"); !s)
         return s;
@@ -177,9 +201,7 @@ Status Index::validate(uint64_t capture_size) {
         !s)
         return s;
     uint64_t postings_end = h->postings_offset + h->postings_count * sizeof(uint32_t);
-    // Version 3: the cuts, right after the postings (padded to 8).
-    if (h->version < 3 && h->cut_count != 0) return bad("index cuts below version 3");
-    if (h->version >= 3 && h->cut_count == 0) return bad("version 3 index without cuts");
+    // Versions 3 and 4: the cuts, right after the postings (padded to 8).
     const uint64_t cuts_offset = (postings_end + 7) & ~uint64_t(7);
     if (h->cut_count != 0) {
         if (auto s = section(cuts_offset, h->cut_count, sizeof(CutEntry), postings_end, "cuts"); !s)
@@ -193,7 +215,10 @@ Status Index::validate(uint64_t capture_size) {
     page_crcs_ = {reinterpret_cast<const uint32_t*>(base + h->pages_offset), h->page_count};
     page_state_.assign(h->page_count, 0);
     blocks_ = {reinterpret_cast<const BlockEntry*>(base + h->blocks_offset), h->block_count};
-    flows_ = {reinterpret_cast<const FlowEntry*>(base + h->flows_offset), h->flow_count};
+    if (compact_)
+        flows_ = {compact_->flows, h->flow_count};
+    else
+        flows_ = {reinterpret_cast<const FlowEntry*>(base + h->flows_offset), h->flow_count};
     by_dst_ = {reinterpret_cast<const uint32_t*>(base + h->by_dst_offset),
                static_cast<size_t>(ip_flows)};
     postings_ = {reinterpret_cast<const uint32_t*>(base + h->postings_offset),
@@ -268,10 +293,31 @@ Status Index::check_bytes(uint64_t offset, uint64_t len) const {
 Status Index::check_flows(size_t first, size_t count) const {
     const size_t n = flows_.size();
     if (first > n || count > n - first) return bad("index flow number out of range");
-    if (auto s = check_bytes(header_->flows_offset + first * sizeof(FlowEntry),
-                             count * sizeof(FlowEntry));
-        !s)
+    if (compact_) {
+        if (count != 0) {
+            const size_t per = ext_->group_flows;
+            const size_t g0 = first / per, g1 = (first + count - 1) / per;
+            // Several groups: their fences and frames (back to back, as
+            // the fences say, unverified: a hint) asked for at once, not
+            // fault by fault (the mapping is MADV_RANDOM).
+            if (g1 > g0) {
+                const size_t f1 = std::min(g1 + 1, fences_.size() - 1);
+                will_need(base_ + ext_->fences_offset + g0 * sizeof(FlowFence),
+                          (f1 - g0 + 1) * sizeof(FlowFence));
+                const uint64_t all = ext_->groups_bytes;
+                const uint64_t a = std::min<uint64_t>(fences_[g0].offset, all);
+                const uint64_t b =
+                    std::min<uint64_t>(uint64_t(fences_[g1].offset) + fences_[g1].bytes, all);
+                if (b > a) will_need(base_ + header_->flows_offset + a, b - a);
+            }
+            for (size_t g = g0; g <= g1; g++)
+                if (auto s = load_group(g); !s) return s;
+        }
+    } else if (auto s = check_bytes(header_->flows_offset + first * sizeof(FlowEntry),
+                                    count * sizeof(FlowEntry));
+               !s) {
         return s;
+    }
     const size_t non_ip = header_->non_ip_flows;
     uint64_t packets = 0;
     for (size_t i = first; i < first + count; i++) {
@@ -339,6 +385,7 @@ Status Index::check_by_dst(size_t first, size_t count) const {
 }
 
 void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& out) const {
+    if (compact_) return flows_with_address_compact(addr, out);
     const size_t n = flows_.size(), first_ip = header_->non_ip_flows;
     const size_t had = out.size();
     // The key of flow i, its page verified; nullptr if damaged.
@@ -493,6 +540,23 @@ std::span<const uint32_t> Index::blocks_of(size_t flow) const {
 }
 
 void Index::prefetch_flows(std::span<const uint32_t> flows) const {
+    if (compact_) {
+        // The frames of the groups not yet read, as the fences say
+        // (unverified: a hint).
+        size_t last = ~size_t{0};
+        const uint64_t all = ext_->groups_bytes;
+        for (uint32_t i : flows) {
+            if (i >= flows_.size()) continue;
+            const size_t g = i / ext_->group_flows;
+            if (g == last || compact_->group_state[g] != 0) continue;
+            last = g;
+            const FlowFence& f = fences_[g];
+            if (f.offset < all)
+                will_need(base_ + header_->flows_offset + f.offset,
+                          std::min<uint64_t>(f.bytes, all - f.offset));
+        }
+        return;
+    }
     const uint64_t page = uint64_t{1} << header_->page_shift;
     uint64_t last = ~0ull;
     for (uint32_t i : flows) {
@@ -508,6 +572,226 @@ void Index::prefetch_flows(std::span<const uint32_t> flows) const {
 }
 
 std::span<const uint8_t> Index::bytes() const { return {base_, size_}; }
+
+/* ---------------------------------------------------- version 4: groups */
+
+Status Index::validate_compact(uint64_t after, uint64_t& flows_end) {
+    const auto* h = reinterpret_cast<const IndexHeader*>(base_);
+    if (h->header_bytes < sizeof(IndexHeader) + sizeof(IndexHeaderV4Ext))
+        return bad("bad index header size " + std::to_string(h->header_bytes));
+    const auto* x = reinterpret_cast<const IndexHeaderV4Ext*>(base_ + sizeof(IndexHeader));
+    IndexHeaderV4Ext c = *x;
+    c.ext_crc = 0;
+    if (crc32c(&c, sizeof(c)) != x->ext_crc) return bad("index header checksum mismatch (v4)");
+    if (x->flow_codec != uint32_t(Codec::kLz4) && x->flow_codec != uint32_t(Codec::kZstd))
+        return bad("unknown index flow codec");
+    if (x->group_flows == 0 || x->group_flows > 4096) return bad("bad index flow group size");
+    const uint64_t per = x->group_flows;
+    const uint64_t ip = h->flow_count - h->non_ip_flows;
+    if (x->group_count != (h->flow_count + per - 1) / per ||
+        x->dst_fence_count != (ip + per - 1) / per)
+        return bad("index flow group counts inconsistent");
+    auto section = [&](uint64_t off, uint64_t count, uint64_t each, uint64_t from,
+                       const char* what) -> Status {
+        if (!aligned8(off)) return bad(std::string("index ") + what + " not 8-byte aligned");
+        if (off < from || off > size_ || count > (size_ - off) / each)
+            return bad(std::string("truncated index (") + what + " past the end)");
+        return Status();
+    };
+    if (auto s = section(x->fences_offset, x->group_count, sizeof(FlowFence), after, "flow fences");
+        !s)
+        return s;
+    const uint64_t fences_end = x->fences_offset + uint64_t(x->group_count) * sizeof(FlowFence);
+    if (auto s = section(x->dst_fences_offset, x->dst_fence_count, 16, fences_end, "dst fences");
+        !s)
+        return s;
+    const uint64_t dst_end = x->dst_fences_offset + uint64_t(x->dst_fence_count) * 16;
+    if (auto s = section(h->flows_offset, x->groups_bytes, 1, dst_end, "flow groups"); !s) return s;
+    if (x->groups_bytes > UINT32_MAX || (x->group_count == 0) != (x->groups_bytes == 0))
+        return bad("bad index flow groups size");
+    flows_end = h->flows_offset + ((x->groups_bytes + 7) & ~uint64_t{7});
+    if (flows_end > size_) return bad("truncated index (flow groups past the end)");
+
+    ext_ = x;
+    fences_ = {reinterpret_cast<const FlowFence*>(base_ + x->fences_offset), x->group_count};
+    dst_fences_ = base_ + x->dst_fences_offset;
+    auto cf = std::make_shared<CompactFlows>();
+    if (h->flow_count != 0) {
+        cf->map_bytes = size_t(h->flow_count) * sizeof(FlowEntry);
+        void* m = mmap(nullptr, cf->map_bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED)
+            return make_error(errno, std::string("index flows: ") + strerror(errno));
+        cf->flows = static_cast<FlowEntry*>(m);
+    }
+    cf->group_state.assign(x->group_count, 0);
+    compact_ = std::move(cf);
+    return Status();
+}
+
+/* Fence g as written: its page verified (once, as any page), its frame
+ * inside the groups' bytes. The fences are not verified as a whole: a
+ * lookup verifies the ones it relies on (flows_with_address_compact()). */
+Status Index::check_fence(size_t g) const {
+    if (g >= fences_.size()) return bad("index flow group out of range");
+    if (auto s = check_bytes(ext_->fences_offset + g * sizeof(FlowFence), sizeof(FlowFence)); !s)
+        return s;
+    const FlowFence& f = fences_[g];
+    if (f.bytes == 0 || f.offset > ext_->groups_bytes || f.bytes > ext_->groups_bytes - f.offset)
+        return bad("index flow group " + std::to_string(g) + " outside the groups");
+    return Status();
+}
+
+/* Group g into the buffer, verified (see the format): once. */
+Status Index::load_group(size_t g) const {
+    CompactFlows& cf = *compact_;
+    if (g >= cf.group_state.size()) return bad("index flow group out of range");
+    if (cf.group_state[g] == 0) {
+        auto load = [&]() -> Status {
+            if (auto s = check_fence(g); !s) return s;
+            if (g + 1 < fences_.size())
+                if (auto s = check_fence(g + 1); !s) return s;
+            const IndexHeaderV4Ext& x = *ext_;
+            const FlowFence& f = fences_[g];
+            const uint8_t* frame = base_ + header_->flows_offset + f.offset;
+            if (crc32c(frame, f.bytes) != f.crc)
+                return bad("checksum mismatch (index flow group " + std::to_string(g) + ")");
+            const size_t first = g * x.group_flows;
+            const size_t n = std::min<size_t>(x.group_flows, flows_.size() - first);
+            const size_t len = n * sizeof(FlowEntry);
+            if (!cf.dec) cf.dec = std::make_unique<BlockDecompressor>(Codec(x.flow_codec));
+            cf.scratch.resize(size_t(x.group_flows) * sizeof(FlowEntry));
+            auto got = cf.dec->decompress(frame, f.bytes, cf.scratch.data(), cf.scratch.size());
+            if (!got || *got != len)
+                return bad("index flow group " + std::to_string(g) + " does not decompress");
+            // Unshuffle: byte j of entry i is at j * n + i.
+            auto* out = reinterpret_cast<uint8_t*>(cf.flows + first);
+            const uint8_t* in = cf.scratch.data();
+            for (size_t j = 0; j < sizeof(FlowEntry); j++)
+                for (size_t i = 0; i < n; i++) out[i * sizeof(FlowEntry) + j] = in[j * n + i];
+            // The entries: kind order, sources ascending from the fence's
+            // and not past the next fence's, postings in range.
+            const size_t non_ip = header_->non_ip_flows;
+            const uint8_t* prev = nullptr;
+            for (size_t i = first; i < first + n; i++) {
+                const FlowEntry& e = cf.flows[i];
+                if (e.postings > postings_.size() ||
+                    e.postings_count > postings_.size() - e.postings)
+                    return bad("index postings out of range");
+                if (e.postings_count == 0 && e.packets != 0)
+                    return bad("index flow without blocks");
+                if ((e.key.kind == FlowKind::kIp) != (i >= non_ip))
+                    return bad("index flows out of order");
+                if (i < non_ip) continue;
+                if (prev == nullptr ? std::memcmp(e.key.src, f.src, 16) != 0
+                                    : std::memcmp(prev, e.key.src, 16) > 0)
+                    return bad("index flows out of order (group " + std::to_string(g) + ")");
+                prev = e.key.src;
+            }
+            if (prev != nullptr && g + 1 < fences_.size() &&
+                std::memcmp(prev, fences_[g + 1].src, 16) > 0)
+                return bad("index flows out of order (group " + std::to_string(g) + ")");
+            return Status();
+        };
+        Status s = load();
+        cf.group_state[g] = s ? 1 : 2;
+        if (!s) {
+            if (cf.why.empty()) cf.why = s.error();
+            return s;
+        }
+    }
+    if (cf.group_state[g] == 2)
+        return bad(cf.why.empty() ? "index flow group " + std::to_string(g) + " damaged" : cf.why);
+    return Status();
+}
+
+/* flows_with_address() for version 4: the source fences say which groups
+ * can hold addr as a source; the dst fences narrow the binary search in
+ * by_dst to one stretch of group_flows entries. As for version 1, the
+ * binary searches' probes of the fences read them unverified (a cold probe
+ * reads a 4 KiB page, not the 64 KiB one verifying needs), and what proves
+ * the place found is verified: the two fences either side of it (their
+ * pages; the fences as written ascend), the groups read (each checked
+ * against its fence and the next), and for by_dst the entries either side
+ * of the place and the run. The dst fences are only a hint: a wrong one
+ * fails the by_dst proof. */
+void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint32_t>& out) const {
+    const size_t n = flows_.size(), first_ip = header_->non_ip_flows;
+    const size_t per = ext_->group_flows;
+    const size_t had = out.size();
+    auto key = [&](size_t i) -> const FlowKey* {
+        if (i >= n || !load_group(i / per)) return nullptr;
+        return &flows_[i].key;
+    };
+    auto dst_flow = [&](size_t j) -> const FlowKey* {
+        if (!check_by_dst(j, 1)) return nullptr;
+        return key(by_dst_[j]);
+    };
+    const FlowKey* k;
+    size_t lo, hi;
+    if (first_ip < n) {
+        // The first group after the first IP one whose fence is not below
+        // addr: addr's run starts in the group before it, or at its start.
+        const size_t g0 = first_ip / per;
+        lo = g0 + 1;
+        hi = fences_.size();
+        while (lo < hi) {
+            const size_t mid = lo + (hi - lo) / 2;
+            if (std::memcmp(fences_[mid].src, addr, 16) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        // Verified: the fence before the place is below addr (unless it is
+        // the first IP group's, whose run is read from its start), the one
+        // at the place not.
+        if (lo - 1 > g0 &&
+            (!check_fence(lo - 1) || std::memcmp(fences_[lo - 1].src, addr, 16) >= 0))
+            goto damaged;
+        if (lo < fences_.size() && (!check_fence(lo) || std::memcmp(fences_[lo].src, addr, 16) < 0))
+            goto damaged;
+        for (size_t i = std::max(first_ip, (lo - 1) * per); i < n; i++) {
+            if (!(k = key(i))) goto damaged;
+            const int c = std::memcmp(k->src, addr, 16);
+            if (c < 0) continue;
+            if (c > 0) break;
+            out.push_back(static_cast<uint32_t>(i));
+        }
+    }
+    if (!by_dst_.empty()) {
+        // By destination: the stretch of by_dst the dst fences leave.
+        const size_t m = by_dst_.size(), fences = ext_->dst_fence_count;
+        lo = 1;
+        hi = fences;
+        while (lo < hi) {
+            const size_t mid = lo + (hi - lo) / 2;
+            if (std::memcmp(dst_fences_ + 16 * mid, addr, 16) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        size_t a = (lo - 1) * per, b = std::min(m, lo * per);
+        while (a < b) {
+            const size_t mid = a + (b - a) / 2;
+            if (!(k = dst_flow(mid))) goto damaged;
+            if (std::memcmp(k->dst, addr, 16) < 0)
+                a = mid + 1;
+            else
+                b = mid;
+        }
+        if (a > 0 && (!(k = dst_flow(a - 1)) || std::memcmp(k->dst, addr, 16) >= 0)) goto damaged;
+        for (size_t j = a; j < m; j++) {
+            if (!(k = dst_flow(j))) goto damaged;
+            if (std::memcmp(k->dst, addr, 16) < 0) goto damaged;
+            if (std::memcmp(k->dst, addr, 16) != 0) break;
+            out.push_back(by_dst_[j]);
+        }
+    }
+    return;
+damaged:
+    out.resize(had);
+    for (size_t i = 0; i < n; i++) out.push_back(static_cast<uint32_t>(i));
+}
 
 std::string index_leaf_for(const std::string& capture_leaf) {
     if (!capture_leaf.empty() && capture_leaf[0] == '.') return capture_leaf + ".idx";

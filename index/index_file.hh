@@ -7,7 +7,8 @@
  * that is itself hidden (".NAME.partial", the file being written) has
  * DIR/B.idx: the live index (below).
  *
- * Format version 3, little-endian throughout, every section 8-byte aligned:
+ * Format versions 1 to 4, little-endian throughout, every section 8-byte
+ * aligned; versions 1, 2 and 3 are laid out so:
  *
  *   IndexHeader                 160 bytes
  *   uint32_t page_crcs[page_count]  crc32c of each 64 KiB page of the body
@@ -21,8 +22,8 @@
  *                               the IP flows' numbers, sorted by (dst, number)
  *   uint32_t postings[]         per flow, its blocks (ascending block numbers),
  *                               at FlowEntry::postings, postings_count of them
- *   CutEntry cuts[cut_count]    40 bytes each, version 3 only: the packets the
- *                               flow cutoff and dedup kept out of the file,
+ *   CutEntry cuts[cut_count]    40 bytes each, versions 3 and 4: the packets
+ *                               the flow cutoff and dedup kept out of the file,
  *                               per flow number, ascending; at
  *                               align8(postings_offset + 4 x postings_count)
  *
@@ -42,12 +43,58 @@
  * packets capd left out while this file was being written, how many and
  * their wire bytes, cut and duplicate apart. Its entries are the flows
  * with such packets only, so the header's cut_count (the reserved word of
- * versions 1 and 2, zero there) may be 0 only below version 3: a file
- * with nothing left out is written as version 1 or 2, byte for byte as
- * before. A flow may have nothing but cut packets in a file (a long flow
- * past its cutoff when the file was opened): its FlowEntry then has 0
+ * versions 1 and 2, zero there) is never 0 in version 3: a file with
+ * plain flows and nothing left out is written as version 1 or 2, byte for
+ * byte as before. A flow may have nothing but cut packets in a file (a
+ * long flow past its cutoff when the file was opened): its FlowEntry has 0
  * packets, 0 bytes, no blocks, and first_ns/last_ns those of its cut
  * packets; capq --flows lists it so, with what was cut.
+ *
+ * Version 4 (written by default for closed files since; readers read 1
+ * to 4) keeps every section of versions 1 to 3 but the flows, which it
+ * stores compressed in independent groups, with uncompressed fences to
+ * find them; it always has the cut_count word, 0 when nothing was cut:
+ *
+ *   IndexHeader                 160 bytes, header_bytes = 208
+ *   IndexHeaderV4Ext            48 bytes (below)
+ *   uint32_t page_crcs[page_count]
+ *   BlockEntry[block_count], StoredBlock[block_count] (codec != 0)
+ *   FlowFence[group_count]      32 bytes each, at fences_offset
+ *   uint8_t dst_fences[dst_fence_count][16]  at dst_fences_offset
+ *   groups                      at flows_offset, groups_bytes long (then
+ *                               zeros to 8): group g holds flows
+ *                               [g * group_flows, (g + 1) * group_flows)
+ *                               of the version 1 order, the FlowEntry
+ *                               bytes shuffled by byte plane (byte j of
+ *                               entry i at j * n + i, n the group's
+ *                               entries) and compressed as one frame of
+ *                               flow_codec (lz4 or zstd, index/codec.hh)
+ *   uint32_t by_dst[flow_count - non_ip_flows]   as version 1
+ *   uint32_t postings[]                          as version 1
+ *   CutEntry cuts[cut_count]                     as version 3, flow numbers
+ *                                                of the version 1 order
+ *
+ * FlowFence g: the source address of the group's first IP flow (zeros
+ * when it has none), and where its frame lies (from flows_offset) with
+ * the crc32c of the frame. dst_fences[k]: the destination address of the
+ * flow by_dst[k * group_flows]. A fence is verified (its page) when a
+ * lookup relies on it or its group is used; a group when first used: its
+ * crc, its frame, and its entries (kind order, sources ascending from the
+ * fence's address and not past the next fence's, postings in range), then
+ * kept decompressed in memory. So a lookup by source binary-searches the
+ * fences and reads the one or two groups that can hold the address; by
+ * destination, the dst fences (a hint), the by_dst entries of one
+ * stretch and the groups its binary search probes. Why: sorted flows
+ * share address prefixes, IPv4 keys are mostly zeros, and byte planes
+ * turn both into runs, so a group compresses about 3.5 times; a 104-byte
+ * entry was over 90 % of an index of a many-flow mix.
+ *
+ * Which is written: a closed file's index is version 4 (whatever its
+ * capture's codec, with or without cuts) unless the builder is asked for
+ * plain flows (capq --reindex --index-version 1): then version 1, 2 for a
+ * compressed capture, 3 when something was cut. A live index is always
+ * version 1 or 2 (blocks only). Readers read 1 to 4; they refuse cuts in
+ * versions 1 and 2, a version 3 without cuts, and any version above 4.
  *
  * A block is a run of whole records of about `block_target` bytes (the
  * last one of a file may be shorter); blocks cover the records from
@@ -91,7 +138,9 @@
 namespace linecap::index {
 
 inline constexpr char kIndexMagic[8] = {'L', 'C', 'A', 'P', 'I', 'D', 'X', '\n'};
-inline constexpr uint32_t kIndexVersion = 3;
+inline constexpr uint32_t kIndexVersion = 4;
+// The version whose flow section is compressed in groups (IndexHeaderV4Ext).
+inline constexpr uint32_t kIndexVersionCompactFlows = 4;
 
 enum : uint32_t {
     kIndexLive = 1 << 0,          // the file is still being written; no flows
@@ -130,9 +179,32 @@ struct IndexHeader {
     uint32_t pages_crc;       // crc32c of page_crcs[]
     uint32_t header_crc;      // of this header with header_crc = 0
     uint32_t codec;           // version 2: index/codec.hh Codec (0: not compressed)
-    uint32_t cut_count;       // version 3: CutEntry entries (> 0); zero before
+    uint32_t cut_count;       // versions 3 (> 0) and 4: CutEntry entries; zero before
 };
 static_assert(sizeof(IndexHeader) == 160);
+
+/* Version 4: follows IndexHeader (header_bytes = 208); see above. */
+struct IndexHeaderV4Ext {
+    uint64_t fences_offset;      // FlowFence[group_count]
+    uint64_t dst_fences_offset;  // uint8_t[dst_fence_count][16]
+    uint64_t groups_bytes;       // the frames, from flows_offset
+    uint32_t group_count;        // ceil(flow_count / group_flows)
+    uint32_t group_flows;        // flows per group (64)
+    uint32_t dst_fence_count;    // ceil((flow_count - non_ip_flows) / group_flows)
+    uint32_t flow_codec;         // Codec of the frames: kLz4 or kZstd
+    uint32_t ext_crc;            // crc32c of this struct with ext_crc = 0
+    uint32_t reserved;           // zero
+};
+static_assert(sizeof(IndexHeaderV4Ext) == 48);
+
+struct FlowFence {
+    uint8_t src[16];  // source address of the group's first IP flow
+    uint32_t offset;  // of the frame, from flows_offset
+    uint32_t bytes;   // the frame's size
+    uint32_t crc;     // crc32c of the frame
+    uint32_t reserved;
+};
+static_assert(sizeof(FlowFence) == 32);
 inline constexpr uint32_t kIndexPageShift = 16;
 
 struct BlockEntry {
@@ -164,8 +236,8 @@ struct FlowEntry {
 };
 static_assert(sizeof(FlowEntry) == 104);
 
-/* Version 3: what capd left out of the file of one flow (flow number in
- * this file's order). Counts are of packets, bytes of wire lengths. */
+/* Versions 3 and 4: what capd left out of the file of one flow (flow
+ * number in this file's order, the version 1 order in both). Counts are of packets, bytes of wire lengths. */
 struct CutEntry {
     uint32_t flow;
     uint32_t reserved;     // zero
@@ -185,14 +257,22 @@ static_assert(sizeof(CutEntry) == 40);
  * mutable bitmap; so an Index is used from one thread at a time, like any
  * non-const object). A check that fails means the file is damaged: capq
  * then reads the capture instead. The checks cost one crc32c of each page
- * the first time (about 10 us per 64 KiB) and a pass over the entries. */
+ * the first time (about 10 us per 64 KiB) and a pass over the entries.
+ *
+ * Version 4 (compressed flow groups): flows() spans a buffer of
+ * flow_count entries (anonymous memory, reserved at load, filled as
+ * used); check_flows() decompresses and verifies the groups holding the
+ * entries asked for, once each, into that buffer, so flows()[i] is read
+ * after check_flows() covered i, as for the other versions. Memory: what
+ * the groups used take decompressed (104 bytes a flow). Copies of an
+ * Index share the buffer: use them from one thread at a time too. */
 class Index {
 public:
     Index() = default;
     /* From bytes (an index file's whole contents, or builder output).
      * Validates as described above against capture_size (the capture file's
      * current size; ~0ull: do not check). The error says which check failed,
-     * e.g. "truncated index", "index version 3 is newer than this capq's 1",
+     * e.g. "truncated index", "index version 5 is newer than this capq's 4",
      * "checksum mismatch", "stale index: describes 1048576 bytes, file has
      * 524288". */
     static Result<Index> from_bytes(std::string bytes, uint64_t capture_size);
@@ -220,8 +300,8 @@ public:
     /* Block numbers holding flow i, ascending; unverified until
      * check_postings(i). */
     std::span<const uint32_t> blocks_of(size_t flow) const;
-    /* Version 3: the flows with packets left out, by ascending flow number
-     * (empty below version 3); unverified until check_cuts(). */
+    /* Versions 3 and 4: the flows with packets left out, by ascending flow
+     * number (empty below version 3); unverified until check_cuts(). */
     std::span<const CutEntry> cuts() const { return cuts_; }
     /* Verifies the cuts section: its pages, flow numbers ascending and below
      * flow_count, reserved words zero. */
@@ -265,9 +345,14 @@ public:
     std::span<const uint8_t> bytes() const;
 
 private:
+    struct CompactFlows;  // version 4: the decompressed groups and their state
     /* load()'s body once fd is open; closes fd. */
     static Result<Index> load_fd(int fd, const std::string& path, uint64_t capture_size);
     Status validate(uint64_t capture_size);
+    Status validate_compact(uint64_t after, uint64_t& flows_end);
+    Status check_fence(size_t group) const;
+    Status load_group(size_t group) const;
+    void flows_with_address_compact(const uint8_t addr[16], std::vector<uint32_t>& out) const;
     Status check_bytes(uint64_t offset, uint64_t len) const;
     bool page_ok(size_t page) const;
 
@@ -284,6 +369,11 @@ private:
     std::span<const uint32_t> page_crcs_;
     // Per page: 0 not verified yet, 1 good, 2 damaged.
     mutable std::vector<uint8_t> page_state_;
+    // Version 4 only.
+    const IndexHeaderV4Ext* ext_ = nullptr;
+    std::span<const FlowFence> fences_;
+    const uint8_t* dst_fences_ = nullptr;
+    std::shared_ptr<CompactFlows> compact_;
 };
 
 /* DIR/.B.idx for DIR/B, DIR/B.idx for a hidden B (see above). */

@@ -4,7 +4,7 @@
  *   capq [-r DIR|FILE]... [--since T] [--until T] [-w OUT|-]
  *        [--format pcap|pcapng] [--explain] [EXPRESSION...]
  *   capq --flows [--json] [-r DIR|FILE]... [--since T] [--until T] [EXPRESSION...]
- *   capq --reindex FILE...
+ *   capq --reindex [--index-version 4|1] FILE...
  *   capq --serve ADDR:PORT --cert F --key F --ca F -r DIR... [--max-packets N]
  *        [--max-bytes SIZE] [--max-clients N]
  *   capq --fleet-hosts ADDR:PORT,... --cert F --key F --ca F [--since T]
@@ -76,6 +76,12 @@ int main(int argc, char** argv) {
     app.add_flag("--flows", flows, "list the matching flows from the index, no packets");
     app.add_flag("--json", o.json, "--flows as a JSON array");
     app.add_flag("--reindex", reindex, "write the index of each FILE given as argument");
+    int index_version = 4;
+    auto* version_opt =
+        app.add_option("--index-version", index_version,
+                       "--reindex: 4 (compressed flows, the default) or 1 (plain flows)")
+            ->type_name("N")
+            ->check(CLI::IsMember({1, 4}));
     std::string fleet_url, fleet_tables, fleet_schema;
     app.add_option("--fleet", fleet_url,
                    "ask the fleet catalogue (ClickHouse's HTTP interface) instead of -r")
@@ -127,10 +133,11 @@ int main(int argc, char** argv) {
             std::printf("%s\n", sql.c_str());
         return 0;
     }
+    if (version_opt->count() > 0 && !reindex) return fail("--index-version needs --reindex");
     if (reindex) {
         if (flows || o.explain || !o.inputs.empty() || !o.out.empty())
             return fail("--reindex takes only FILE arguments");
-        return run_reindex(words);
+        return run_reindex(words, index_version);
     }
     if (!so.listen.empty() || !fleet_hosts.empty()) {
         if (!so.listen.empty() && !fleet_hosts.empty())

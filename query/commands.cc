@@ -733,7 +733,7 @@ int run_flows(const QueryOptions& o) {
     struct Agg {
         index::FlowKey key;
         uint64_t first_ns, last_ns, packets, bytes;
-        // Left out by capd's flow cutoff and dedup (index version 3).
+        // Left out by capd's flow cutoff and dedup (index versions 3, 4).
         uint64_t cut_packets = 0, cut_bytes = 0, dup_packets = 0, dup_bytes = 0;
     };
     std::map<std::string, Agg> by_key;
@@ -812,7 +812,8 @@ namespace {
  * and the records in it are left out, as capd's recovery cuts them. The
  * file is decompressed once, into memory, listing its frames on the way;
  * the records are then walked there. */
-Result<std::string> build_compressed_index(index::CaptureReader& r, bool& sequential) {
+Result<std::string> build_compressed_index(index::CaptureReader& r, bool& sequential,
+                                           bool compact_flows) {
     std::vector<index::FrameExtent> frames;
     Status listed = r.inflate_listing_frames(frames);
     if (!listed) return listed.failure();
@@ -829,6 +830,7 @@ Result<std::string> build_compressed_index(index::CaptureReader& r, bool& sequen
     std::vector<uint16_t> linktypes;
     for (const auto& i : info.interfaces) linktypes.push_back(i.linktype);
     index::IndexBuilder b;
+    b.set_compact_flows(compact_flows);
     b.begin(info.format, linktypes, info.data_start);
     b.set_codec(r.codec());
     std::string bad;
@@ -876,7 +878,7 @@ Result<std::string> build_compressed_index(index::CaptureReader& r, bool& sequen
 
 }  // namespace
 
-int run_reindex(const std::vector<std::string>& files) {
+int run_reindex(const std::vector<std::string>& files, int index_version) {
     if (files.empty()) return fail("--reindex: expected FILE...");
     int rc = 0;
     for (const auto& path : files) {
@@ -889,8 +891,10 @@ int run_reindex(const std::vector<std::string>& files) {
         uint64_t end = 0;
         bool seq = false;
         const uint64_t size = r->info().size;
-        auto built = r->codec() != index::Codec::kNone ? build_compressed_index(*r, seq)
-                                                       : build_index(*r, size, end, seq, size);
+        const bool compact = index_version == 4;
+        auto built = r->codec() != index::Codec::kNone
+                         ? build_compressed_index(*r, seq, compact)
+                         : build_index(*r, size, end, seq, size, compact);
         if (!built) {
             rc = fail(path + ": " + built.error());
             continue;

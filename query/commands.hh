@@ -75,6 +75,8 @@ struct QueryOutcome {
 
 QueryOutcome stream_query(const QueryOptions& o, const QueryStream& stream);
 int run_flows(const QueryOptions& o);
-int run_reindex(const std::vector<std::string>& files);
+/* index_version: 4 (compressed flow groups), or 1 (plain flows: version 1,
+ * or 2 for a compressed capture), which capq before version 4 reads. */
+int run_reindex(const std::vector<std::string>& files, int index_version = 4);
 
 }  // namespace linecap::query

@@ -31,11 +31,12 @@ std::string leaf_of(const std::string& path) {
 }  // namespace
 
 Result<std::string> build_index(index::CaptureReader& reader, uint64_t limit, uint64_t& end,
-                                bool& sequential, uint64_t capture_bytes) {
+                                bool& sequential, uint64_t capture_bytes, bool compact_flows) {
     const index::CaptureInfo& info = reader.info();
     std::vector<uint16_t> linktypes;
     for (const auto& i : info.interfaces) linktypes.push_back(i.linktype);
     index::IndexBuilder b;
+    b.set_compact_flows(compact_flows);
     b.begin(info.format, linktypes, info.data_start);
     auto r = reader.for_each(info.data_start, limit, [&](const index::Record& rec) {
         b.add(rec.offset, rec.rec_bytes, rec.ts_ns, rec.if_id, rec.data, rec.caplen, rec.wirelen);

@@ -123,8 +123,10 @@ private:
  * (~0ull: the end). Returns the serialized index, describing
  * max(capture_bytes, end) bytes; `end` gets the offset
  * where the whole records end, `sequential` whether the file can only be
- * read in order (marked in the index too). */
+ * read in order (marked in the index too). compact_flows: format version
+ * 4 (compressed flow groups), else 1. */
 Result<std::string> build_index(index::CaptureReader& reader, uint64_t limit, uint64_t& end,
-                                bool& sequential, uint64_t capture_bytes = 0);
+                                bool& sequential, uint64_t capture_bytes = 0,
+                                bool compact_flows = true);
 
 }  // namespace linecap::query

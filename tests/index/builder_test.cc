@@ -6,10 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -180,7 +184,10 @@ void check_round_trip(storage::Format fmt) {
     ASSERT_TRUE(r.ok()) << r.error();
     const Index& ix = *r;
     const IndexHeader& h = ix.header();
-    EXPECT_EQ(h.version, 1u);  // version 2 only for a compressed capture
+    EXPECT_EQ(h.version,
+              4u);  // compressed flow groups; version 2 flows only with set_compact_flows(false)
+    EXPECT_EQ(h.header_bytes, sizeof(IndexHeader) + sizeof(IndexHeaderV4Ext));
+    ASSERT_TRUE(ix.check_flows(0, ix.flows().size()).ok());
     EXPECT_EQ(h.packets, 5000u);
     EXPECT_EQ(h.capture_bytes, end);
     EXPECT_EQ(h.data_start, c.start);
@@ -325,6 +332,7 @@ TEST(Builder, TruncateDropsBlocksAndMarksApprox) {
     const BlockEntry& lastb = ix.blocks().back();
     EXPECT_EQ(lastb.offset + lastb.bytes, cut);
     // Every packet left is still found through its flow.
+    ASSERT_TRUE(ix.check_flows(0, ix.flows().size()).ok());
     std::map<uint32_t, size_t> flow_of;
     for (size_t i = 0; i < ix.flows().size(); i++) flow_of[ix.flows()[i].key.sport] = i;
     for (const Packet& p : c.packets) {
@@ -373,6 +381,7 @@ TEST(Builder, PcapngInterfacesAndSequential) {
     auto r = Index::from_bytes(b.serialize(100 + recs.size()), ~0ull);
     ASSERT_TRUE(r.ok()) << r.error();
     ASSERT_EQ(r->flows().size(), 2u);
+    ASSERT_TRUE(r->check_flows(0, 2).ok());
     // Same addresses and ports: the key's other bytes order them (raw IP
     // has EtherType 0).
     EXPECT_EQ(r->flows()[0].key.linktype, 101);
@@ -528,9 +537,10 @@ TEST(Builder, AddChunkPcapngOtherBlocks) {
     EXPECT_TRUE(r->header().flags & kIndexSequential);
 }
 
-std::string sample_index(uint64_t* capture_bytes = nullptr) {
+std::string sample_index(uint64_t* capture_bytes = nullptr, bool compact = true) {
     Capture c = make_capture(storage::Format::kPcapng, 600, 40);
     IndexBuilder b(2048);
+    b.set_compact_flows(compact);
     std::string s = build(c, b);
     if (capture_bytes) *capture_bytes = c.start + c.bytes.size();
     return s;
@@ -547,10 +557,12 @@ TEST(IndexFile, EveryTruncationIsRefused) {
 }
 
 /* An index of many pages (64 KiB each): blocks, flows, by_dst and postings
- * on pages of their own. */
-std::string paged_index(uint64_t* capture_bytes) {
+ * on pages of their own. Version 1 (plain flows) unless compact: the
+ * damage tests below place their flips by the version 1 layout. */
+std::string paged_index(uint64_t* capture_bytes, bool compact = false) {
     Capture c = make_capture(storage::Format::kPcapMicro, 30000, 5000);
     IndexBuilder b(2048);
+    b.set_compact_flows(compact);
     std::string s = build(c, b);
     *capture_bytes = c.start + c.bytes.size();
     return s;
@@ -693,7 +705,7 @@ TEST(IndexFile, NewerVersionNamesBoth) {
     std::memcpy(s.data(), &h, sizeof(h));
     auto r = Index::from_bytes(s, cap);
     ASSERT_FALSE(r.ok());
-    EXPECT_EQ(r.error(), "index version 4 is newer than this capq's 3");
+    EXPECT_EQ(r.error(), "index version 5 is newer than this capq's 4");
 }
 
 TEST(IndexFile, StaleWhenTheCaptureChanged) {
@@ -711,9 +723,10 @@ TEST(IndexFile, StaleWhenTheCaptureChanged) {
 /* A body whose checksums are right but whose contents are not: the reader
  * must still refuse (a writer bug must not become a wrong answer), at load
  * for the blocks, in the checks for the rest. */
+/* Version 1 (plain flows): entries changed in place. */
 TEST(IndexFile, InconsistentContentsAreRefused) {
     uint64_t cap;
-    std::string s = sample_index(&cap);
+    std::string s = sample_index(&cap, false);
     const IndexHeader h = header_of(s);
     ASSERT_TRUE(Index::from_bytes(reseal(s), cap).ok());
     {  // a posting naming a block past the end
@@ -1008,15 +1021,453 @@ TEST(IndexFile, DamagedProbesNeverLoseAFlow) {
     EXPECT_GT(all, 0u);
 }
 
-/* The flow of udp_frame(n, ...) in ix, by its lower port (n); -1 if none. */
+/* ------------------------------------------ version 4: compressed flow groups */
+
+/* An index of a mixed capture: IPv4 and IPv6 UDP flows between addresses
+ * drawn from small pools (so an address is in many flows, on both sides,
+ * across groups), and `non_ip` ARP-like flows (kLink, first in the file);
+ * serialized with compressed groups or plain. */
+struct MixedIndex {
+    std::string compact, plain;
+    uint64_t capture_bytes = 0;
+    std::vector<std::array<uint8_t, 16>> addrs;  // the pools'
+};
+
+MixedIndex mixed_index(uint32_t flows, uint32_t non_ip) {
+    MixedIndex m;
+    IndexBuilder b(4096);
+    uint16_t lt[1] = {1};
+    b.begin(CaptureFormat::kPcapNano, lt, 24);
+    for (uint32_t i = 0; i < 300; i++) {
+        std::array<uint8_t, 16> a{};
+        if (i % 3 == 0) {
+            a[0] = 0x20;
+            a[1] = 0x01;
+            a[2] = 0x0d;
+            a[3] = 0xb8;
+            a[14] = uint8_t(i >> 8);
+            a[15] = uint8_t(i);
+        } else {
+            a[0] = 198;
+            a[1] = 18 + (i & 1);
+            a[2] = uint8_t(i >> 1);
+            a[3] = uint8_t(i * 37);
+        }
+        m.addrs.push_back(a);
+    }
+    uint64_t at = 24, seed = 12345;
+    auto rnd = [&]() {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        return uint32_t(seed >> 33);
+    };
+    std::vector<uint8_t> f;
+    for (uint32_t n = 0; n < flows + non_ip; n++) {
+        f.assign(12, 0x02);
+        if (n < non_ip) {
+            f.insert(f.end(), {0x08, 0x06});
+            f.resize(60, uint8_t(n));
+            f[14] = uint8_t(n >> 8);
+            f[15] = uint8_t(n);
+            f[16] = 0x01;  // the EtherType differs per flow: one flow each
+            f[12] = 0x88;
+            f[13] = uint8_t(n);
+        } else {
+            // Both addresses of one version: IPv6 pool entries are every third.
+            const bool v6 = rnd() % 3 == 0;
+            auto pick = [&]() {
+                for (;;) {
+                    const auto& a = m.addrs[rnd() % m.addrs.size()];
+                    if ((a[0] == 0x20) == v6) return a;
+                }
+            };
+            const auto src = pick(), dst = pick();
+            const uint16_t sport = uint16_t(1024 + n), dport = uint16_t(rnd() % 4 == 0 ? 53 : 443);
+            if (v6) {
+                f.insert(f.end(), {0x86, 0xdd});
+                const size_t l3 = f.size();
+                f.resize(l3 + 48, 0);
+                f[l3] = 0x60;
+                f[l3 + 5] = 8;
+                f[l3 + 6] = 17;
+                f[l3 + 7] = 64;
+                std::copy(src.begin(), src.end(), &f[l3 + 8]);
+                std::copy(dst.begin(), dst.end(), &f[l3 + 24]);
+                f[l3 + 40] = uint8_t(sport >> 8);
+                f[l3 + 41] = uint8_t(sport);
+                f[l3 + 42] = uint8_t(dport >> 8);
+                f[l3 + 43] = uint8_t(dport);
+                f[l3 + 45] = 8;
+            } else {
+                f.insert(f.end(), {0x08, 0x00});
+                const size_t l3 = f.size();
+                f.resize(l3 + 28, 0);
+                f[l3] = 0x45;
+                f[l3 + 3] = 28;
+                f[l3 + 8] = 64;
+                f[l3 + 9] = 17;
+                std::copy(src.begin(), src.begin() + 4, &f[l3 + 12]);
+                std::copy(dst.begin(), dst.begin() + 4, &f[l3 + 16]);
+                f[l3 + 20] = uint8_t(sport >> 8);
+                f[l3 + 21] = uint8_t(sport);
+                f[l3 + 22] = uint8_t(dport >> 8);
+                f[l3 + 23] = uint8_t(dport);
+            }
+        }
+        const uint32_t packets = 1 + rnd() % 3;
+        for (uint32_t k = 0; k < packets; k++) {
+            const uint32_t rec = 16 + uint32_t(f.size());
+            b.add(at, rec, 1700000000000000000ull + at, 0, f.data(), uint32_t(f.size()),
+                  uint32_t(f.size()));
+            at += rec;
+        }
+    }
+    m.capture_bytes = at;
+    m.compact = b.serialize(at);
+    b.set_compact_flows(false);
+    m.plain = b.serialize(at);
+    return m;
+}
+
+IndexHeaderV4Ext ext_of(const std::string& s) {
+    IndexHeaderV4Ext x;
+    std::memcpy(&x, s.data() + sizeof(IndexHeader), sizeof(x));
+    return x;
+}
+
+/* x written into t with its checksum recomputed. */
+void put_ext(std::string& t, IndexHeaderV4Ext x) {
+    x.ext_crc = 0;
+    x.ext_crc = crc32c(&x, sizeof(x));
+    std::memcpy(t.data() + sizeof(IndexHeader), &x, sizeof(x));
+}
+
+FlowFence fence_of(const std::string& s, size_t g) {
+    FlowFence f;
+    std::memcpy(&f, s.data() + ext_of(s).fences_offset + g * sizeof(FlowFence), sizeof(f));
+    return f;
+}
+
+void put_fence(std::string& t, size_t g, const FlowFence& f) {
+    std::memcpy(t.data() + ext_of(t).fences_offset + g * sizeof(FlowFence), &f, sizeof(f));
+}
+
+TEST(CompactFlows, SameFlowsAndLookupsAsVersionOne) {
+    MixedIndex m = mixed_index(20000, 100);
+    auto c = Index::from_bytes(m.compact, m.capture_bytes);
+    auto p = Index::from_bytes(m.plain, m.capture_bytes);
+    ASSERT_TRUE(c.ok()) << c.error();
+    ASSERT_TRUE(p.ok()) << p.error();
+    EXPECT_EQ(c->header().version, 4u);
+    EXPECT_EQ(p->header().version, 1u);
+    const IndexHeaderV4Ext x = ext_of(m.compact);
+    EXPECT_EQ(x.group_flows, kFlowGroupFlows);
+    EXPECT_EQ(x.group_count, (20100 + kFlowGroupFlows - 1) / kFlowGroupFlows);
+    EXPECT_EQ(c->non_ip_flows(), 100u);
+    // Smaller: the flow section was most of it.
+    EXPECT_LT(m.compact.size() * 2, m.plain.size()) << m.compact.size() << " vs " << m.plain.size();
+    const size_t n = p->flows().size();
+    ASSERT_EQ(c->flows().size(), n);
+    // Lookups first, on a fresh index (groups loaded by the lookups only).
+    std::mt19937_64 rng(7);
+    for (int t = 0; t < 400; t++) {
+        std::array<uint8_t, 16> a = m.addrs[rng() % m.addrs.size()];
+        if (t % 4 == 3) a[rng() % 4] ^= uint8_t(1 + rng() % 255);  // mostly absent
+        std::vector<uint32_t> got, want;
+        c->flows_with_address(a.data(), got);
+        p->flows_with_address(a.data(), want);
+        std::sort(got.begin(), got.end());
+        std::sort(want.begin(), want.end());
+        ASSERT_EQ(got, want) << t;
+        ASSERT_LT(got.size(), n);  // never the every-flow answer of a damaged index
+    }
+    ASSERT_TRUE(p->check_flows(0, n).ok());
+    ASSERT_TRUE(c->check_flows(0, n).ok());
+    for (size_t i = 0; i < n; i++)
+        ASSERT_EQ(std::memcmp(&c->flows()[i], &p->flows()[i], sizeof(FlowEntry)), 0) << i;
+    ASSERT_TRUE(
+        std::equal(c->by_dst().begin(), c->by_dst().end(), p->by_dst().begin(), p->by_dst().end()));
+    for (size_t i = 0; i < n; i++) {
+        ASSERT_TRUE(c->check_postings(i).ok()) << i;
+        auto a = c->blocks_of(i), b = p->blocks_of(i);
+        ASSERT_TRUE(std::equal(a.begin(), a.end(), b.begin(), b.end())) << i;
+    }
+    check_lookup(*c);
+}
+
+TEST(CompactFlows, EmptyAndNonIpOnly) {
+    for (uint32_t non_ip : {0u, 70u}) {
+        MixedIndex m = mixed_index(0, non_ip);
+        auto c = Index::from_bytes(m.compact, m.capture_bytes);
+        ASSERT_TRUE(c.ok()) << c.error();
+        EXPECT_EQ(c->flows().size(), non_ip);
+        ASSERT_TRUE(c->check_flows(0, non_ip).ok());
+        std::vector<uint32_t> got;
+        c->flows_with_address(m.addrs[1].data(), got);
+        EXPECT_TRUE(got.empty());
+    }
+}
+
+/* A flipped byte in one group's frame: that group is refused when used,
+ * the others are not; a lookup that reads it gives every flow. */
+TEST(CompactFlows, DamagedGroupIsRefusedOnly) {
+    MixedIndex m = mixed_index(5000, 10);
+    const IndexHeader h = header_of(m.compact);
+    const size_t per = kFlowGroupFlows, g = 40;
+    const FlowFence f = fence_of(m.compact, g);
+    const Index whole = *Index::from_bytes(m.compact, m.capture_bytes);
+    ASSERT_TRUE(whole.check_flows(0, h.flow_count).ok());
+    {
+        // The page table not updated: refused at load (a page the block
+        // table shares) or when the group is used.
+        std::string t = m.compact;
+        t[h.flows_offset + f.offset + f.bytes / 2] ^= 0x20;
+        auto r = Index::from_bytes(t, m.capture_bytes);
+        EXPECT_FALSE(r.ok() && r->check_flows(g * per, 1).ok());
+    }
+    {
+        std::string t = m.compact;
+        t[h.flows_offset + f.offset + f.bytes / 2] ^= 0x20;
+        t = reseal(t);  // the page table agrees: the group's own crc catches it
+        auto r = Index::from_bytes(t, m.capture_bytes);
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_flows(g * per + 3, 1);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_TRUE(starts_with(bad.error(), "checksum mismatch (index flow group 40)"))
+            << bad.error();
+        EXPECT_FALSE(r->check_flows(0, h.flow_count).ok());
+        EXPECT_FALSE(r->check_postings(g * per).ok());
+        EXPECT_TRUE(r->check_flows((g + 1) * per, per).ok());
+        EXPECT_TRUE(r->check_flows(0, g * per).ok());
+        std::vector<uint32_t> got;
+        r->flows_with_address(whole.flows()[g * per + 5].key.src, got);
+        EXPECT_EQ(got.size(), h.flow_count);
+    }
+}
+
+/* Compressed bytes that do not decompress, or decompress to the wrong
+ * size, with checksums that agree: refused. */
+TEST(CompactFlows, BadFrameIsRefused) {
+    MixedIndex m = mixed_index(5000, 10);
+    const IndexHeader h = header_of(m.compact);
+    const size_t g = 7;
+    FlowFence f = fence_of(m.compact, g);
+    {
+        std::string t = m.compact;
+        t[h.flows_offset + f.offset] ^= 0xff;  // the frame's magic
+        f.crc = crc32c(t.data() + h.flows_offset + f.offset, f.bytes);
+        put_fence(t, g, f);
+        auto r = Index::from_bytes(reseal(t), m.capture_bytes);
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_flows(g * kFlowGroupFlows, 1);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("does not decompress"), std::string::npos) << bad.error();
+        EXPECT_TRUE(r->check_flows(0, 1).ok());
+    }
+    {
+        // Group 7's fence given group 6's address (fences still in
+        // order): the group's entries no longer start at its fence.
+        std::string t = m.compact;
+        FlowFence a = fence_of(t, 7);
+        std::memcpy(a.src, fence_of(t, 6).src, 16);
+        put_fence(t, 7, a);
+        auto r = Index::from_bytes(reseal(t), m.capture_bytes);
+        ASSERT_TRUE(r.ok()) << r.error();
+        const bool same =
+            std::memcmp(fence_of(m.compact, 6).src, fence_of(m.compact, 7).src, 16) == 0;
+        if (!same) {
+            auto bad = r->check_flows(7 * kFlowGroupFlows, 1);
+            ASSERT_FALSE(bad.ok());
+            EXPECT_NE(bad.error().find("out of order"), std::string::npos) << bad.error();
+            // Group 6's last entries are now past group 7's fence.
+            EXPECT_FALSE(r->check_flows(6 * kFlowGroupFlows, 1).ok() &&
+                         r->check_flows(7 * kFlowGroupFlows, 1).ok());
+        }
+    }
+    {
+        // Two fences' addresses swapped (out of order): both groups
+        // refused, a lookup that relies on either gives every flow.
+        std::string t = m.compact;
+        FlowFence a = fence_of(t, 20), b = fence_of(t, 30);
+        std::swap_ranges(a.src, a.src + 16, b.src);
+        put_fence(t, 20, a);
+        put_fence(t, 30, b);
+        auto r = Index::from_bytes(reseal(t), m.capture_bytes);
+        ASSERT_TRUE(r.ok()) << r.error();
+        if (std::memcmp(a.src, b.src, 16) != 0) {
+            EXPECT_FALSE(r->check_flows(20 * kFlowGroupFlows, 1).ok());
+            auto bad = r->check_flows(30 * kFlowGroupFlows, 1);
+            ASSERT_FALSE(bad.ok());
+            EXPECT_NE(bad.error().find("out of order"), std::string::npos) << bad.error();
+            const Index whole = *Index::from_bytes(m.compact, m.capture_bytes);
+            ASSERT_TRUE(whole.check_flows(0, h.flow_count).ok());
+            std::vector<uint32_t> got;
+            r->flows_with_address(whole.flows()[25 * kFlowGroupFlows].key.src, got);
+            std::vector<uint32_t> want;
+            whole.flows_with_address(whole.flows()[25 * kFlowGroupFlows].key.src, want);
+            // Either the right flows (the place proven by intact fences)
+            // or every flow: never fewer.
+            EXPECT_TRUE(got.size() == h.flow_count || got == want);
+        }
+    }
+    {
+        // A frame moved off its place: its group refused, not the others.
+        std::string t = m.compact;
+        FlowFence a = fence_of(t, 3);
+        a.offset += 1;
+        put_fence(t, 3, a);
+        auto r = Index::from_bytes(reseal(t), m.capture_bytes);
+        ASSERT_TRUE(r.ok()) << r.error();
+        EXPECT_FALSE(r->check_flows(3 * kFlowGroupFlows, 1).ok());
+        EXPECT_TRUE(r->check_flows(0, 1).ok());
+        // Past the groups' bytes.
+        a.offset = uint32_t(ext_of(t).groups_bytes);
+        put_fence(t, 3, a);
+        auto r2 = Index::from_bytes(reseal(t), m.capture_bytes);
+        ASSERT_TRUE(r2.ok()) << r2.error();
+        auto bad = r2->check_flows(3 * kFlowGroupFlows, 1);
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("outside the groups"), std::string::npos) << bad.error();
+    }
+}
+
+/* The extension header's fields out of range or inconsistent, with its
+ * checksum right: refused at load; its checksum wrong: refused. */
+TEST(CompactFlows, BadExtensionHeaderIsRefused) {
+    MixedIndex m = mixed_index(3000, 5);
+    const IndexHeaderV4Ext x = ext_of(m.compact);
+    ASSERT_TRUE(Index::from_bytes(m.compact, m.capture_bytes).ok());
+    auto refused = [&](IndexHeaderV4Ext y, const char* what) {
+        std::string t = m.compact;
+        put_ext(t, y);
+        auto r = Index::from_bytes(t, m.capture_bytes);
+        EXPECT_FALSE(r.ok()) << what;
+    };
+    IndexHeaderV4Ext y = x;
+    y.group_count++;
+    refused(y, "group_count + 1");
+    y = x;
+    y.group_count--;
+    refused(y, "group_count - 1");
+    y = x;
+    y.group_flows = 0;
+    refused(y, "group_flows 0");
+    y = x;
+    y.group_flows = 128;
+    refused(y, "group_flows 128");
+    y = x;
+    y.dst_fence_count = 1;
+    refused(y, "dst_fence_count");
+    y = x;
+    y.fences_offset = m.compact.size();
+    refused(y, "fences past the end");
+    y = x;
+    y.fences_offset += 4;
+    refused(y, "fences misaligned");
+    y = x;
+    y.dst_fences_offset = y.fences_offset;
+    refused(y, "dst fences over the fences");
+    y = x;
+    y.groups_bytes = m.compact.size();
+    refused(y, "groups past the end");
+    y = x;
+    y.flow_codec = uint32_t(Codec::kGzip);
+    refused(y, "codec");
+    std::string t = m.compact;
+    t[sizeof(IndexHeader) + 3] ^= 1;  // the ext's checksum no longer agrees
+    EXPECT_FALSE(Index::from_bytes(t, m.capture_bytes).ok());
+    // A version 4 header without room for the extension.
+    t = m.compact;
+    IndexHeader h = header_of(t);
+    h.header_bytes = sizeof(IndexHeader);
+    h.header_crc = 0;
+    h.header_crc = crc32c(&h, sizeof(h));
+    std::memcpy(t.data(), &h, sizeof(h));
+    EXPECT_FALSE(Index::from_bytes(t, m.capture_bytes).ok());
+}
+
+/* The writer's cost of the compressed groups, printed (not asserted). */
+TEST(CompactFlows, SerializeCostPrinted) {
+    IndexBuilder b(256u << 10);
+    uint16_t lt[1] = {1};
+    b.begin(CaptureFormat::kPcapMicro, lt, 24);
+    uint64_t at = 24;
+    for (uint32_t n = 0; n < 200000; n++) {
+        auto f = udp_frame(n, 60);
+        b.add(at, 76, 1700000000000000000ull + n, 0, f.data(), 60, 60);
+        at += 76;
+    }
+    for (bool compact : {false, true}) {
+        b.set_compact_flows(compact);
+        auto t0 = std::chrono::steady_clock::now();
+        std::string s = b.serialize(at);
+        auto t1 = std::chrono::steady_clock::now();
+        std::printf("serialize, 200000 flows, %s: %.1f ms, %zu bytes\n",
+                    compact ? "version 4" : "version 1",
+                    std::chrono::duration<double, std::milli>(t1 - t0).count(), s.size());
+    }
+}
+
+/* Version 4: damaged fences (their page not resealed) mislead the
+ * binary search's unverified probes; a lookup still gives the flows with
+ * the address, or every flow, never fewer. */
+TEST(CompactFlows, DamagedFencesNeverLoseAFlow) {
+    MixedIndex m = mixed_index(60000, 10);
+    const std::string& s = m.compact;
+    const uint64_t cap = m.capture_bytes;
+    const IndexHeader h = header_of(s);
+    const IndexHeaderV4Ext x = ext_of(s);
+    const Index whole = *Index::from_bytes(s, cap);
+    const size_t n = h.flow_count, ip = h.non_ip_flows;
+    ASSERT_TRUE(whole.check_flows(0, n).ok());
+    // Fences on pages after the block table's last (verified at load).
+    const uint64_t blocks_end = x.fences_offset;
+    size_t g0 = 0;
+    while (g0 < x.group_count &&
+           page_of(h, x.fences_offset + g0 * sizeof(FlowFence)) <= page_of(h, blocks_end))
+        g0++;
+    ASSERT_LT(g0 + 64, x.group_count);
+    size_t exact = 0, all = 0;
+    for (size_t first = g0; first + 8 < x.group_count; first += (x.group_count - g0) / 5) {
+        for (uint8_t flip : {uint8_t(0x80), uint8_t(0x01)}) {
+            std::string t = s;
+            for (size_t g = first; g < first + 8; g++)
+                t[x.fences_offset + g * sizeof(FlowFence) + 2] ^= flip;
+            auto r = Index::from_bytes(t, cap);
+            ASSERT_TRUE(r.ok()) << r.error();
+            for (size_t f = ip; f < n; f += 701) {
+                for (const uint8_t* a : {whole.flows()[f].key.src, whole.flows()[f].key.dst}) {
+                    std::vector<uint32_t> want, got;
+                    whole.flows_with_address(a, want);
+                    r->flows_with_address(a, got);
+                    std::sort(want.begin(), want.end());
+                    std::sort(got.begin(), got.end());
+                    if (got.size() == n) {
+                        all++;
+                        continue;
+                    }
+                    ASSERT_EQ(got, want) << "fences " << first << ", flow " << f;
+                    exact++;
+                }
+            }
+        }
+    }
+    EXPECT_GT(exact, 0u);
+    EXPECT_GT(all, 0u);
+}
+
+/* The flow of udp_frame(n, ...) in ix, by its lower port (n); -1 if none
+ * (or if the flows do not check). */
 long flow_numbered(const Index& ix, uint32_t n) {
+    if (!ix.check_flows(0, ix.flows().size())) return -1;
     for (size_t i = 0; i < ix.flows().size(); i++)
         if (ix.flows()[i].key.sport == uint16_t(n)) return long(i);
     return -1;
 }
 
 /* A sample pcap index with cuts: flow 3 (which has records) cut twice,
- * flow 5 with duplicates, and flow 1000 (no record in the file) cut. */
+ * flow 5 with duplicates, and flow 1000 (no record in the file) cut. The
+ * builder's layout is the caller's: compact flows (version 4, the default)
+ * or plain (version 3). */
 std::string cut_index(uint64_t* cap, IndexBuilder& b) {
     Capture c = make_capture(storage::Format::kPcapMicro, 600, 40);
     uint16_t lt[1] = {1};
@@ -1035,15 +1486,28 @@ std::string cut_index(uint64_t* cap, IndexBuilder& b) {
     return b.serialize(*cap);
 }
 
-TEST(Cuts, RoundTrip) {
+/* Every Cuts test runs with both layouts that carry cuts: version 4
+ * (compact flows, the default) and version 3 (plain flows). */
+template <typename F>
+void both_layouts(F&& f) {
+    for (bool compact : {true, false}) {
+        SCOPED_TRACE(compact ? "version 4 (compact flows)" : "version 3 (plain flows)");
+        f(compact);
+    }
+}
+
+uint32_t cut_version(bool compact) { return compact ? 4u : 3u; }
+
+void cuts_round_trip(bool compact) {
     uint64_t cap;
     IndexBuilder b(4096);
+    b.set_compact_flows(compact);
     std::string s = cut_index(&cap, b);
     EXPECT_EQ(b.cut_flows(), 3u);
     auto r = Index::from_bytes(s, cap);
     ASSERT_TRUE(r.ok()) << r.error();
     const Index& ix = *r;
-    EXPECT_EQ(ix.header().version, 3u);
+    EXPECT_EQ(ix.header().version, cut_version(compact));
     EXPECT_EQ(ix.header().cut_count, 3u);
     ASSERT_TRUE(ix.check_cuts().ok());
     check_lookup(ix);  // flows, by_dst, postings: all whole
@@ -1087,11 +1551,15 @@ TEST(Cuts, RoundTrip) {
     EXPECT_EQ(ix.header().packets, 600u);
 }
 
-TEST(Cuts, BatchEqualsOneByOne) {
+TEST(Cuts, RoundTrip) { both_layouts(cuts_round_trip); }
+
+void cuts_batch(bool compact) {
     Capture c = make_capture(storage::Format::kPcapMicro, 300, 20);
     const auto* p = reinterpret_cast<const uint8_t*>(c.bytes.data());
     uint16_t lt[1] = {1};
     IndexBuilder a(4096), b(4096);
+    a.set_compact_flows(compact);
+    b.set_compact_flows(compact);
     a.begin(to_index(c.fmt), lt, c.start);
     b.begin(to_index(c.fmt), lt, c.start);
     a.add_records(p, c.bytes.size(), c.start);
@@ -1112,6 +1580,7 @@ TEST(Cuts, BatchEqualsOneByOne) {
     EXPECT_TRUE(sa == b.serialize(c.start + c.bytes.size()));
     auto r = Index::from_bytes(sa, c.start + c.bytes.size());
     ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_EQ(r->header().version, cut_version(compact));
     ASSERT_TRUE(r->check_cuts().ok());
     uint64_t cut = 0, dup = 0;
     for (const CutEntry& e : r->cuts()) {
@@ -1127,9 +1596,15 @@ TEST(Cuts, BatchEqualsOneByOne) {
     EXPECT_EQ(dup, want_dup);
 }
 
-TEST(Cuts, NothingCutIsVersion1ByteForByte) {
+TEST(Cuts, BatchEqualsOneByOne) { both_layouts(cuts_batch); }
+
+/* Nothing cut: plain flows are version 1 as before, compact flows version
+ * 4 with cut_count 0; either byte for byte the index without any note. */
+void cuts_nothing_cut(bool compact) {
     Capture c = make_capture(storage::Format::kPcapMicro, 300, 20);
     IndexBuilder a(4096), b(4096);
+    a.set_compact_flows(compact);
+    b.set_compact_flows(compact);
     const std::string plain = build(c, a);
     uint16_t lt[1] = {1};
     b.begin(to_index(c.fmt), lt, c.start);
@@ -1138,7 +1613,7 @@ TEST(Cuts, NothingCutIsVersion1ByteForByte) {
     b.add_cut(0, f.data(), uint32_t(f.size()), 1, 2, 0, 0, 0, 0);
     const std::string s = b.serialize(c.start + c.bytes.size());
     EXPECT_TRUE(s == plain);
-    EXPECT_EQ(header_of(s).version, 1u);
+    EXPECT_EQ(header_of(s).version, compact ? 4u : 1u);
     EXPECT_EQ(header_of(s).cut_count, 0u);
     auto r = Index::from_bytes(s, c.start + c.bytes.size());
     ASSERT_TRUE(r.ok()) << r.error();
@@ -1152,9 +1627,12 @@ TEST(Cuts, NothingCutIsVersion1ByteForByte) {
     EXPECT_TRUE(b.serialize(c.start + c.bytes.size()) == plain);
 }
 
-TEST(Cuts, CompressedIsVersion3WithTheFrames) {
+TEST(Cuts, NothingCutIsVersion1ByteForByte) { both_layouts(cuts_nothing_cut); }
+
+void cuts_compressed(bool compact) {
     Capture c = make_capture(storage::Format::kPcapMicro, 200, 20);
     IndexBuilder b(4096);
+    b.set_compact_flows(compact);
     uint16_t lt[1] = {1};
     b.begin(to_index(c.fmt), lt, c.start);
     b.set_codec(Codec::kZstd);
@@ -1164,7 +1642,7 @@ TEST(Cuts, CompressedIsVersion3WithTheFrames) {
     b.add_cut(0, f.data(), uint32_t(f.size()), 1, 2, 3, 300, 0, 0);
     auto r = Index::from_bytes(b.serialize(1040), 1040);
     ASSERT_TRUE(r.ok()) << r.error();
-    EXPECT_EQ(r->header().version, 3u);
+    EXPECT_EQ(r->header().version, cut_version(compact));
     EXPECT_EQ(r->codec(), Codec::kZstd);
     EXPECT_EQ(r->stored().size(), 1u);
     ASSERT_TRUE(r->check_cuts().ok());
@@ -1172,9 +1650,12 @@ TEST(Cuts, CompressedIsVersion3WithTheFrames) {
     EXPECT_EQ(r->cuts()[0].cut_packets, 3u);
 }
 
-TEST(Cuts, TruncateKeepsTheCutFlows) {
+TEST(Cuts, CompressedIsVersion3WithTheFrames) { both_layouts(cuts_compressed); }
+
+void cuts_truncate(bool compact) {
     uint64_t cap;
     IndexBuilder b(4096);
+    b.set_compact_flows(compact);
     cut_index(&cap, b);
     b.truncate(24);  // every record goes
     auto r = Index::from_bytes(b.serialize(24), 24);
@@ -1190,9 +1671,12 @@ TEST(Cuts, TruncateKeepsTheCutFlows) {
     EXPECT_EQ(c3->cut_packets, 14u);
 }
 
-TEST(Cuts, DamagedSectionsAreRefused) {
+TEST(Cuts, TruncateKeepsTheCutFlows) { both_layouts(cuts_truncate); }
+
+void cuts_damaged(bool compact) {
     uint64_t cap;
     IndexBuilder b(4096);
+    b.set_compact_flows(compact);
     const std::string s = cut_index(&cap, b);
     const IndexHeader h = header_of(s);
     const uint64_t at = (h.postings_offset + 4 * h.postings_count + 7) & ~uint64_t(7);
@@ -1248,7 +1732,7 @@ TEST(Cuts, DamagedSectionsAreRefused) {
         ASSERT_FALSE(r.ok());
         EXPECT_NE(r.error().find("below version 3"), std::string::npos) << r.error();
         uint64_t pcap;
-        std::string v1 = sample_index(&pcap);
+        std::string v1 = sample_index(&pcap, false);
         r = Index::from_bytes(with_header(v1, [](IndexHeader& x) { x.version = 3; }), pcap);
         ASSERT_FALSE(r.ok());
         EXPECT_NE(r.error().find("without cuts"), std::string::npos) << r.error();
@@ -1256,6 +1740,75 @@ TEST(Cuts, DamagedSectionsAreRefused) {
     // Every truncation is refused.
     for (size_t n = 0; n < s.size(); n += 8)
         EXPECT_FALSE(Index::from_bytes(s.substr(0, n), cap).ok()) << n;
+}
+
+TEST(Cuts, DamagedSectionsAreRefused) { both_layouts(cuts_damaged); }
+
+/* Version 4 carries the cuts as version 3 does: after the postings, inside
+ * the checksummed body, numbered in the flow order both keep; so the same
+ * notes give the same cut entries and the same flows as the plain layout.
+ * A damaged entry there is refused as in version 3. */
+TEST(Cuts, Version4CarriesTheCutsOfVersion3) {
+    uint64_t cap;
+    IndexBuilder bc(4096), bp(4096);
+    bp.set_compact_flows(false);
+    const std::string sc = cut_index(&cap, bc), sp = cut_index(&cap, bp);
+    auto c = Index::from_bytes(sc, cap);
+    auto p = Index::from_bytes(sp, cap);
+    ASSERT_TRUE(c.ok()) << c.error();
+    ASSERT_TRUE(p.ok()) << p.error();
+    EXPECT_EQ(c->header().version, 4u);
+    EXPECT_EQ(c->header().header_bytes, sizeof(IndexHeader) + sizeof(IndexHeaderV4Ext));
+    EXPECT_EQ(p->header().version, 3u);
+    ASSERT_TRUE(c->check_cuts().ok());
+    ASSERT_TRUE(p->check_cuts().ok());
+    ASSERT_TRUE(c->check_flows(0, c->flows().size()).ok());
+    ASSERT_TRUE(p->check_flows(0, p->flows().size()).ok());
+    ASSERT_EQ(c->flows().size(), p->flows().size());
+    EXPECT_EQ(0, std::memcmp(c->flows().data(), p->flows().data(), c->flows().size_bytes()));
+    ASSERT_EQ(c->cuts().size(), 3u);
+    ASSERT_EQ(p->cuts().size(), 3u);
+    EXPECT_EQ(0, std::memcmp(c->cuts().data(), p->cuts().data(), c->cuts().size_bytes()));
+    // The section is the last one, right after the postings.
+    const IndexHeader h = header_of(sc);
+    const uint64_t at = (h.postings_offset + 4 * h.postings_count + 7) & ~uint64_t(7);
+    ASSERT_EQ(at + 3 * sizeof(CutEntry), sc.size());
+    // Found through a lookup by address too: flow 1000's one with no record.
+    const long f1000 = flow_numbered(*c, 1000);
+    ASSERT_GE(f1000, 0);
+    const CutEntry* e = c->cut_of(size_t(f1000));
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->cut_packets, 7u);
+    EXPECT_EQ(e->dup_bytes, 900u);
+    std::vector<uint32_t> found;
+    c->flows_with_address(c->flows()[size_t(f1000)].key.src, found);
+    EXPECT_NE(std::find(found.begin(), found.end(), uint32_t(f1000)), found.end());
+    {  // a flipped count, not resealed: the page's checksum refuses it
+        std::string t = sc;
+        t[at + sizeof(CutEntry) + 8] ^= 0x40;
+        auto r = Index::from_bytes(t, cap);
+        const std::string err = r.ok() ? r->check_cuts().error() : r.error();
+        EXPECT_NE(err.find("checksum"), std::string::npos) << err;
+    }
+    {  // a resealed entry naming no flow: check_cuts refuses it
+        std::string t = sc;
+        const uint32_t v = h.flow_count + 7;
+        std::memcpy(t.data() + at + 2 * sizeof(CutEntry), &v, 4);
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_TRUE(r.ok()) << r.error();
+        auto bad = r->check_cuts();
+        ASSERT_FALSE(bad.ok());
+        EXPECT_NE(bad.error().find("names no flow"), std::string::npos) << bad.error();
+    }
+    {  // a version 4 header with cut_count 0 over these bytes: trailing bytes
+        std::string t = sc;
+        IndexHeader x = header_of(t);
+        x.cut_count = 0;
+        std::memcpy(t.data(), &x, sizeof(x));
+        auto r = Index::from_bytes(reseal(t), cap);
+        ASSERT_FALSE(r.ok());
+        EXPECT_NE(r.error().find("trailing bytes"), std::string::npos) << r.error();
+    }
 }
 
 }  // namespace

@@ -218,7 +218,7 @@ TEST(Codec, IndexPointsIntoTheFramesAndTheReaderReadsThem) {
         std::string bytes = b.serialize(file.size());
         auto idx = Index::from_bytes(bytes, file.size());
         ASSERT_TRUE(idx.ok()) << idx.error();
-        EXPECT_EQ(idx->header().version, 2u);
+        EXPECT_EQ(idx->header().version, 4u);  // compressed flow groups
         EXPECT_EQ(idx->codec(), c);
         ASSERT_EQ(idx->blocks().size(), 4u);
         ASSERT_EQ(idx->stored().size(), 4u);
@@ -263,9 +263,11 @@ TEST(Codec, IndexPointsIntoTheFramesAndTheReaderReadsThem) {
     }
 }
 
-/* An uncompressed capture's index stays version 1, byte for byte. */
+/* An uncompressed capture's index with plain flows stays version 1, and a
+ * compressed one's version 2 (capq --index-version 1). */
 TEST(Codec, UncompressedIndexStaysVersionOne) {
     IndexBuilder b;
+    b.set_compact_flows(false);
     uint16_t lt = 1;
     b.begin(CaptureFormat::kPcapMicro, std::span<const uint16_t>(&lt, 1), 24);
     std::string raw;
@@ -276,6 +278,11 @@ TEST(Codec, UncompressedIndexStaysVersionOne) {
     EXPECT_EQ(idx->header().version, 1u);
     EXPECT_EQ(idx->codec(), Codec::kNone);
     EXPECT_TRUE(idx->stored().empty());
+    b.set_codec(Codec::kZstd);
+    b.end_block(24, 10);
+    auto z = Index::from_bytes(b.serialize(24 + 10), 24 + 10);
+    ASSERT_TRUE(z.ok()) << z.error();
+    EXPECT_EQ(z->header().version, 2u);
 }
 
 }  // namespace

@@ -39,12 +39,19 @@ FLOW = struct.Struct("<16s16sHH2H2HHHHHBBBBBB6xQQQQII")
 FLOW_FIELDS = ("src dst sport dport tpid0 tpid1 vid0 vid1 ethertype linktype l3_offset "
                "l4_offset kind ip_version first_nxt proto flags vlan_tags first_ns last_ns "
                "packets wire_bytes postings postings_count").split()
-# CutEntry (version 3): flow number, reserved, cut packets and bytes,
-# duplicate packets and bytes; right after the postings, 8-aligned.
+# CutEntry (versions 3 and 4): flow number, reserved, cut packets and
+# bytes, duplicate packets and bytes; right after the postings, 8-aligned.
 CUT = struct.Struct("<IIQQQQ")
 CUT_FIELDS = "flow reserved cut_packets cut_bytes dup_packets dup_bytes".split()
 HEADER_CRC_AT = 148  # header_crc's offset in the header
 LIVE = 1
+# Version 4 (compressed flow groups): the extension header after the 160
+# bytes, and the fences (index/index_file.hh).
+EXT = struct.Struct("<QQQIIIIII")
+EXT_FIELDS = ("fences_offset dst_fences_offset groups_bytes group_count group_flows "
+              "dst_fence_count flow_codec ext_crc reserved").split()
+EXT_CRC_AT = 40  # ext_crc's offset in the extension
+FENCE = struct.Struct("<16sIIII")
 
 _CRC_TABLE = []
 for _i in range(256):
@@ -77,6 +84,15 @@ def read_index(path):
     blocks = [BLOCK.unpack_from(b, h["blocks_offset"] + i * BLOCK.size)
               for i in range(h["block_count"])]
     return h, blocks, b
+
+
+def read_flow_layout(h, raw):
+    """Version 4: the extension header and the fences as dicts/tuples
+    (src, offset, bytes, crc, reserved)."""
+    x = dict(zip(EXT_FIELDS, EXT.unpack_from(raw, 160)))
+    fences = [FENCE.unpack_from(raw, x["fences_offset"] + i * FENCE.size)
+              for i in range(x["group_count"])]
+    return x, fences
 
 
 def record_offsets(path, upto=None):
@@ -116,18 +132,90 @@ def record_offsets(path, upto=None):
     return (data_start if data_start is not None else off), recs
 
 
+def lz4_frame_decode(frame):
+    """The bytes of one lz4 frame (the frame format's magic, descriptor,
+    blocks, end mark), decoded here so that the test needs nothing but the
+    documented formats."""
+    if frame[:4] != b"\x04\x22\x4d\x18":
+        raise AssertionError("not an lz4 frame")
+    flg = frame[4]
+    at = 7 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0)
+    out = bytearray()
+    while True:
+        size = struct.unpack_from("<I", frame, at)[0]
+        at += 4
+        if size == 0:
+            break
+        raw, size = size & 0x80000000, size & 0x7FFFFFFF
+        block = frame[at:at + size]
+        at += size + (4 if flg & 0x10 else 0)
+        if raw:
+            out += block
+            continue
+        i = 0
+        while i < len(block):
+            token = block[i]
+            i += 1
+            n = token >> 4
+            if n == 15:
+                while True:
+                    n += block[i]
+                    i += 1
+                    if block[i - 1] != 255:
+                        break
+            out += block[i:i + n]
+            i += n
+            if i >= len(block):
+                break
+            dist = block[i] | block[i + 1] << 8
+            i += 2
+            m = token & 15
+            if m == 15:
+                while True:
+                    m += block[i]
+                    i += 1
+                    if block[i - 1] != 255:
+                        break
+            m += 4
+            start = len(out) - dist
+            if dist == 0 or start < 0:
+                raise AssertionError("bad lz4 match")
+            for k in range(m):
+                out.append(out[start + k])
+    return bytes(out)
+
+
+def flow_entries(h, b):
+    """The FlowEntry bytes of an index in the version 1 order: as stored
+    (versions 1 to 3), or version 4's groups decompressed and unshuffled
+    (byte j of entry i at j * n + i)."""
+    if h["version"] < 4:
+        return [b[h["flows_offset"] + i * FLOW.size:h["flows_offset"] + (i + 1) * FLOW.size]
+                for i in range(h["flow_count"])]
+    x, fences = read_flow_layout(h, b)
+    assert x["flow_codec"] == 2, "lz4 groups"
+    entries = []
+    for g, (_, off, nbytes, _, _) in enumerate(fences):
+        plain = lz4_frame_decode(b[h["flows_offset"] + off:h["flows_offset"] + off + nbytes])
+        n = min(x["group_flows"], h["flow_count"] - g * x["group_flows"])
+        assert len(plain) == n * FLOW.size, f"group {g}: {len(plain)} bytes"
+        for i in range(n):
+            entries.append(bytes(plain[j * n + i] for j in range(FLOW.size)))
+    return entries
+
+
 def read_flows(path):
     """The flows of an index, each a dict of FLOW_FIELDS plus "cut" (its
-    CutEntry as a dict, or None), from the documented layout."""
+    CutEntry as a dict, or None), from the documented layout (versions 1
+    to 4)."""
     h, _, b = read_index(path)
     assert FLOW.size == 104 and CUT.size == 40
-    flows = [dict(zip(FLOW_FIELDS, FLOW.unpack_from(b, h["flows_offset"] + i * FLOW.size)))
-             for i in range(h["flow_count"])]
+    flows = [dict(zip(FLOW_FIELDS, FLOW.unpack(e))) for e in flow_entries(h, b)]
     for f in flows:
         f["cut"] = None
     at = (h["postings_offset"] + 4 * h["postings_count"] + 7) & ~7
     if h["version"] >= 3:
-        assert h["cut_count"] > 0
+        assert h["cut_count"] > 0 or h["version"] == 4
         prev = -1
         for i in range(h["cut_count"]):
             c = dict(zip(CUT_FIELDS, CUT.unpack_from(b, at + i * CUT.size)))
@@ -158,13 +246,19 @@ class IndexTestCase(CapdTestCase):
         self.assertTrue(os.path.exists(ip), f"{name} has no index {ip}")
         h, blocks, raw = read_index(ip)
         self.assertEqual(h["magic"], b"LCAPIDX\n", name)
-        # Version 3 only with cuts (capd's flow table left packets out).
-        self.assertEqual(h["version"], 3 if h["cut_count"] else 1, name)
-        self.assertEqual(h["header_bytes"], 160, name)
+        # A live index has no flows: version 1; a closed file's index has
+        # its flows in compressed groups: version 4, with or without cuts
+        # (capd's flow table left packets out).
+        self.assertEqual(h["version"], 1 if live else 4, name)
+        self.assertEqual(h["header_bytes"], 160 if live else 160 + EXT.size, name)
+        if live:
+            self.assertEqual(h["cut_count"], 0, name)
         hdr0 = bytearray(raw[:160])
         read_flows(ip)  # the sections end where the file ends
         hdr0[HEADER_CRC_AT:HEADER_CRC_AT + 4] = b"\0\0\0\0"
         self.assertEqual(crc32c(bytes(hdr0)), h["header_crc"], f"{name}: header checksum")
+        if not live:
+            self.assertFlowLayout(name, h, raw)
         # The page table: one crc32c per 64 KiB page of the body (from the
         # blocks to the end), itself checked by pages_crc.
         page = 1 << h["page_shift"]
@@ -206,6 +300,33 @@ class IndexTestCase(CapdTestCase):
             self.assertEqual(h["first_ns"], min(t for _, _, t in recs), f"{name}: first_ns")
             self.assertEqual(h["last_ns"], max(t for _, _, t in recs), f"{name}: last_ns")
         return h
+
+    def assertFlowLayout(self, name, h, raw):
+        """Version 4: the extension's checksum, the groups (one lz4 frame
+        each, back to back, each with its crc32c in its fence) and the
+        fence counts."""
+        x, fences = read_flow_layout(h, raw)
+        ext0 = bytearray(raw[160:160 + EXT.size])
+        ext0[EXT_CRC_AT:EXT_CRC_AT + 4] = b"\0\0\0\0"
+        self.assertEqual(crc32c(bytes(ext0)), x["ext_crc"], f"{name}: extension checksum")
+        per = x["group_flows"]
+        self.assertEqual(per, 64, name)
+        self.assertEqual(x["flow_codec"], 2, f"{name}: lz4")
+        self.assertEqual(x["group_count"], (h["flow_count"] + per - 1) // per, name)
+        ip = h["flow_count"] - h["non_ip_flows"]
+        self.assertEqual(x["dst_fence_count"], (ip + per - 1) // per, name)
+        self.assertEqual(x["fences_offset"], h["blocks_offset"] + BLOCK.size * h["block_count"])
+        self.assertEqual(x["dst_fences_offset"], x["fences_offset"] + FENCE.size * len(fences))
+        self.assertEqual(h["flows_offset"], x["dst_fences_offset"] + 16 * x["dst_fence_count"])
+        at = 0
+        for g, (_, off, nbytes, crc, _) in enumerate(fences):
+            self.assertEqual(off, at, f"{name}: group {g} not where the last ended")
+            frame = raw[h["flows_offset"] + off:h["flows_offset"] + off + nbytes]
+            self.assertEqual(frame[:4], b"\x04\x22\x4d\x18", f"{name}: group {g}: lz4 magic")
+            self.assertEqual(crc32c(frame), crc, f"{name}: group {g} checksum")
+            at += nbytes
+        self.assertEqual(at, x["groups_bytes"], name)
+        self.assertEqual(h["by_dst_offset"], h["flows_offset"] + (at + 7) // 8 * 8, name)
 
     def assertOnlyIndexesOf(self, names):
         """The hidden entries of self.out are exactly the indexes of names."""
@@ -591,7 +712,7 @@ class Cuts(IndexTestCase):
                 self.assertGreater(len(names), 1 if args else 0)
                 for n in names:
                     h, _, _ = read_index(index_path(os.path.join(self.out, n)))
-                    self.assertIn(h["version"], (3, 2) if args else (3,))
+                    self.assertEqual(h["version"], 4)  # compact flows and the cuts
                     self.assertEqual(h["codec"] != 0, bool(args))
                     read_flows(index_path(os.path.join(self.out, n)))
                 self.assertEqual(self.capq_flows(), want)
