@@ -149,6 +149,10 @@ std::string format_stats(const nlohmann::json& s) {
           << u(c, "tombstones") << " removals sent; spool " << u(c, "spool_rows") << " rows ("
           << u(c, "spool_bytes") << " bytes, oldest " << b << " s), dropped "
           << u(c, "dropped_rows") << ", send errors " << u(c, "send_errors") << "\n";
+        o << "          closed files' index: " << u(c, "files_from_memory")
+          << " from writer memory, " << u(c, "files_read_back")
+          << " read back; flow budget: " << u(c, "budget_files") << " files over it, "
+          << u(c, "aggregate_rows") << " aggregate rows\n";
         if (!c.value("last_error", "").empty())
             o << "          last error: " << c["last_error"].get<std::string>() << "\n";
     }
@@ -314,6 +318,19 @@ std::string format_prometheus(const nlohmann::json& s) {
         o << "linecap_catalog_rows_dropped_total " << u(c, "dropped_rows") << "\n";
         counter("linecap_catalog_send_errors_total", "Catalogue requests that failed.");
         o << "linecap_catalog_send_errors_total " << u(c, "send_errors") << "\n";
+        counter("linecap_catalog_index_files_total",
+                "Closed files published, by where their index came from: the writer's memory or "
+                "read back from the disk.");
+        o << "linecap_catalog_index_files_total{source=\"memory\"} " << u(c, "files_from_memory")
+          << "\n"
+          << "linecap_catalog_index_files_total{source=\"read_back\"} " << u(c, "files_read_back")
+          << "\n";
+        counter("linecap_catalog_budget_files_total",
+                "Files and live snapshots with more flows than --catalog-flow-budget.");
+        o << "linecap_catalog_budget_files_total " << u(c, "budget_files") << "\n";
+        counter("linecap_catalog_aggregate_rows_total",
+                "Aggregate flows rows made for the files over the flow budget.");
+        o << "linecap_catalog_aggregate_rows_total " << u(c, "aggregate_rows") << "\n";
         o << "# HELP linecap_catalog_spool_rows Catalogue rows waiting in the spool.\n"
           << "# TYPE linecap_catalog_spool_rows gauge\nlinecap_catalog_spool_rows "
           << u(c, "spool_rows") << "\n"

@@ -54,7 +54,9 @@
  * Both ordered for the query they answer (files by host and path, flows by
  * address then time) and partitioned by day so that old days drop whole.
  *
- * Rows are TabSeparated text; binary columns are written as \xHH escapes.
+ * Rows are TabSeparated text; text and binary columns alike are written
+ * as their bytes with tab, newline and backslash escaped (\t, \n, \\), the
+ * only bytes ClickHouse's TabSeparated input needs escaped.
  *
  * Cold code, any thread; the HTTP client is blocking with a timeout.
  */

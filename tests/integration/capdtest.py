@@ -15,6 +15,7 @@ import glob
 import ipaddress
 import json
 import os
+import re
 import selectors
 import shutil
 import socket
@@ -676,3 +677,196 @@ def stages_after_receipt(summary):
 
 def lost_after_receipt(summary):
     return sum(summary["drops"][k] for k in stages_after_receipt(summary))
+
+
+# ------------------------------------------------------------ commands
+
+CAPQ = os.path.join(BUILD_DIR, "query", "capq")
+
+
+def run_cmd(cmd, stdin=None, timeout=120, **kw):
+    """A command's run, output captured, bounded by `timeout` seconds."""
+    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, **kw)
+
+
+# ------------------------------------------------------------ compressed captures
+
+CODECS = {
+    # codec: (suffix, command writing the stream decompressed to stdout,
+    #         command testing it)
+    "zstd": (".zst", ["zstd", "-dcq"], ["zstd", "-tq"]),
+    "lz4": (".lz4", ["lz4", "-dcq"], ["lz4", "-tq"]),
+    "gzip": (".gz", ["gzip", "-dc"], ["gzip", "-t"]),
+}
+
+
+class CompressTestCase(CapdTestCase):
+    """capd --compress captures: skipped without the codecs' tools, tcpdump,
+    tshark or capq; captures with their summaries, scratch file systems the
+    test mounts, and the codec's own reading of a file."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        for tool in ("zstd", "lz4", "gzip", "tcpdump", "tshark"):
+            if not shutil.which(tool):
+                raise unittest.SkipTest(f"{tool} not installed")
+        if not os.access(CAPQ, os.X_OK):
+            raise unittest.SkipTest(f"capq not built at {CAPQ}")
+
+    def capture(self, d, args, name="a.pcap"):
+        """capd -q --ctl none into d/name with `args` (the source among
+        them); fails the test unless it exits 0 without a word; returns its
+        summary (kept in d's sibling D.json)."""
+        os.makedirs(d, exist_ok=True)
+        stats = os.path.join(os.path.dirname(d.rstrip("/")), os.path.basename(d) + ".json")
+        r = self.capd(["-q", "--ctl", "none", "-w", os.path.join(d, name), "--stats-json",
+                       stats] + args)
+        self.assertCapdOk(r, quiet=True)
+        with open(stats) as f:
+            return json.load(f)
+
+    def mount_scratch(self, name, size, fstype="tmpfs"):
+        """A file system of `size` bytes mounted at self.path(name) for this
+        test: a tmpfs, or an ext4 image file loop-mounted (O_DIRECT: a tmpfs
+        refuses it). Skips the test without root or when mounting fails."""
+        if os.geteuid() != 0:
+            self.skipTest(f"mounting a {fstype} needs root")
+        path = self.path(name)
+        os.makedirs(path)
+        if fstype == "tmpfs":
+            cmds = [["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "linecap-cz", path]]
+        else:
+            img = self.path(name + ".img")
+            with open(img, "wb") as f:
+                f.truncate(size)
+            cmds = [["mkfs.ext4", "-q", "-F", img], ["mount", "-o", "loop", img, path]]
+        for cmd in cmds:
+            p = run_cmd(cmd, timeout=60)
+            if p.returncode != 0:
+                self.skipTest(f"cannot mount a {fstype}: {cmd[0]}: " +
+                              p.stderr.decode("utf-8", "replace").strip())
+        self.addCleanup(run_cmd, ["umount", "-l", path], timeout=30)
+        return path
+
+    def decompressed(self, path, codec):
+        """The stream of `path` as the codec's own tool reads it, after its
+        test of the file passed."""
+        _, cat, test = CODECS[codec]
+        self.assertEqual(run_cmd(test + [path]).returncode, 0, path)
+        raw = run_cmd(cat + [path])
+        self.assertEqual(raw.returncode, 0, path)
+        return raw.stdout
+
+
+# ------------------------------------------------------------ capq --serve
+
+def openssl(*args, cwd):
+    p = run_cmd(["openssl"] + list(args), cwd=cwd)
+    if p.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)}: {p.stderr.decode()}")
+
+
+def make_ca(d, name):
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+            "-subj", f"/CN={name}", cwd=d)
+
+
+def make_cert(d, name, ca, san=None, client=False):
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    ext = os.path.join(d, f"{name}.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\n")
+        f.write(f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
+        if san:
+            f.write(f"subjectAltName={san}\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext, cwd=d)
+
+
+class Server:
+    """A capq --serve process; port read from its first line."""
+
+    def __init__(self, tmp, name, dirs, certs, extra=()):
+        self.log = os.path.join(tmp, f"{name}.log")
+        cmd = [CAPQ, "--serve", "127.0.0.1:0", "--cert", certs["host"][0],
+               "--key", certs["host"][1], "--ca", certs["ca"]]
+        for d in dirs:
+            cmd += ["-r", d]
+        cmd += list(extra)
+        self.f = open(self.log, "w+b")
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.f)
+        self.port = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.p.poll() is None:
+            m = re.search(rb"capq: serving on 127\.0\.0\.1:(\d+)", self.text())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.05)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError(f"capq --serve did not start: {self.text()!r}")
+        self.addr = f"127.0.0.1:{self.port}"
+
+    def text(self):
+        with open(self.log, "rb") as f:
+            return f.read()
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(timeout=30)
+        self.f.close()
+
+
+class ServeTestCase(CapdTestCase):
+    """capq --serve processes for the class, with certificates made by
+    openssl in a temporary directory of the class (cls.ctmp): a fleet CA
+    ("ca"), a host certificate for 127.0.0.1 ("host") and a client one
+    ("client"), in cls.certs. Skipped without capq or openssl. The servers
+    started with serve() are stopped, and ctmp removed, when the class ends
+    (or its setUpClass fails)."""
+
+    tmp_prefix = "linecap-serve-"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not os.access(CAPQ, os.X_OK):
+            raise unittest.SkipTest(f"capq not built at {CAPQ}")
+        if shutil.which("openssl") is None:
+            raise unittest.SkipTest("openssl not installed")
+        cls.ctmp = tempfile.mkdtemp(prefix=cls.tmp_prefix)
+        cls.servers = []
+        cls.addClassCleanup(cls._stop_servers)
+        make_ca(cls.ctmp, "ca")
+        make_cert(cls.ctmp, "host", "ca", san="IP:127.0.0.1")
+        make_cert(cls.ctmp, "client", "ca", client=True)
+        cls.certs = {"ca": cls.cpath("ca.pem"),
+                     "host": (cls.cpath("host.pem"), cls.cpath("host.key")),
+                     "client": (cls.cpath("client.pem"), cls.cpath("client.key"))}
+
+    @classmethod
+    def _stop_servers(cls):
+        for s in cls.servers:
+            s.stop()
+        if not os.environ.get("LINECAP_KEEP_TMP"):
+            shutil.rmtree(cls.ctmp, True)
+
+    @classmethod
+    def cpath(cls, name):
+        return os.path.join(cls.ctmp, name)
+
+    @classmethod
+    def serve(cls, name, dirs, extra=()):
+        """Starts capq --serve over `dirs` with the host certificate."""
+        s = Server(cls.ctmp, name, dirs, cls.certs, extra)
+        cls.servers.append(s)
+        return s
+
+    def tls(self, who="client", ca="ca"):
+        return ["--cert", self.certs[who][0], "--key", self.certs[who][1],
+                "--ca", self.certs[ca]]

@@ -19,26 +19,14 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
-import unittest
 
 import capdtest
-from capdtest import CapdTestCase
+from capdtest import CAPQ, CODECS, CompressTestCase
 
-CAPQ = os.path.join(capdtest.BUILD_DIR, "query", "capq")
 MIX = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
-CODECS = {
-    # codec: (suffix, command that writes the stream decompressed to stdout,
-    #         command that tests it)
-    "zstd": (".zst", ["zstd", "-dcq"], ["zstd", "-tq"]),
-    "lz4": (".lz4", ["lz4", "-dcq"], ["lz4", "-tq"]),
-    "gzip": (".gz", ["gzip", "-dc"], ["gzip", "-t"]),
-}
-
-
-def run(cmd, stdin=None, timeout=120):
-    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+SRC = ["-i", f"pcap:{MIX}"]
+run = capdtest.run_cmd
 
 
 def tcpdump_text(data):
@@ -62,25 +50,7 @@ def tshark_text(path):
     return p.stdout
 
 
-class Compress(CapdTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        for tool in ("zstd", "lz4", "gzip", "tcpdump", "tshark"):
-            if not shutil.which(tool):
-                raise unittest.SkipTest(f"{tool} not installed")
-        if not os.access(CAPQ, os.X_OK):
-            raise unittest.SkipTest(f"capq not built at {CAPQ}")
-
-    def capture(self, d, extra):
-        os.makedirs(d, exist_ok=True)
-        stats = os.path.join(d, "stats.json")
-        r = self.capd(["-q", "-i", f"pcap:{MIX}", "-w", os.path.join(d, "a.pcap"),
-                       "--stats-json", stats] + extra)
-        self.assertCapdOk(r)
-        with open(stats) as f:
-            return json.load(f)
-
+class Compress(CompressTestCase):
     def capq(self, path, expr, *more):
         p = run([CAPQ, "-r", path, "-w", "-"] + list(more) + [expr])
         self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
@@ -90,7 +60,7 @@ class Compress(CapdTestCase):
         for fmt in ("pcap", "pcapng"):
             fmt_args = ["--format", "pcapng"] if fmt == "pcapng" else []
             plain_dir = self.path(f"plain-{fmt}")
-            self.capture(plain_dir, fmt_args)
+            self.capture(plain_dir, SRC + fmt_args)
             plain = os.path.join(plain_dir, "a.pcap")
             want_tshark = tshark_text(plain)
             want_tcp = self.capq(plain, "tcp")
@@ -101,8 +71,8 @@ class Compress(CapdTestCase):
                 with self.subTest(fmt=fmt, codec=codec):
                     d = self.path(f"{codec}-{fmt}")
                     # Small blocks: several per file, so capq picks some.
-                    s = self.capture(d, fmt_args + ["--compress", codec,
-                                                    "--compress-block", "64K"])
+                    s = self.capture(d, SRC + fmt_args + ["--compress", codec,
+                                                          "--compress-block", "64K"])
                     path = os.path.join(d, "a.pcap" + suffix)
                     self.assertTrue(os.path.exists(path), os.listdir(d))
                     self.assertFalse(os.path.exists(os.path.join(d, "a.pcap")))
@@ -112,14 +82,12 @@ class Compress(CapdTestCase):
                     self.assertEqual(w["bytes_in"], os.path.getsize(plain))
                     self.assertGreater(w["ratio"], 1.0)
                     self.assertEqual(tshark_text(path), want_tshark)
-                    self.assertEqual(run(test + [path]).returncode, 0)
-                    raw = run(cat + [path])
-                    self.assertEqual(raw.returncode, 0)
+                    raw = self.decompressed(path, codec)
                     with open(plain, "rb") as f:
                         if fmt == "pcap":
                             # The same bytes, header and records.
-                            self.assertEqual(raw.stdout, f.read())
-                            self.assertEqual(tcpdump_text(raw.stdout), want_dump)
+                            self.assertEqual(raw, f.read())
+                            self.assertEqual(tcpdump_text(raw), want_dump)
                     # capq through the index: only the blocks it needs.
                     self.assertEqual(self.capq(path, "tcp"), want_tcp)
                     self.assertEqual(self.capq(path, "host 10.0.0.2"), want_host)
@@ -163,22 +131,10 @@ class Compress(CapdTestCase):
         self.assertEqual(len(r.stderr_lines), 1, r.describe())
         self.assertIn("--compress", r.stderr_lines[0])
 
-    def mount_tmpfs(self, name, size):
-        if os.geteuid() != 0:
-            self.skipTest("mounting a tmpfs needs root")
-        path = self.path(name)
-        os.makedirs(path)
-        p = run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "linecap-cz", path],
-                timeout=30)
-        if p.returncode != 0:
-            self.skipTest("cannot mount a tmpfs: " + p.stderr.decode("utf-8", "replace"))
-        self.addCleanup(lambda: run(["umount", "-l", path], timeout=30))
-        return path
-
     def test_disk_full_ends_at_a_whole_block(self):
         for codec, (suffix, cat, test) in CODECS.items():
             with self.subTest(codec=codec):
-                d = self.mount_tmpfs(f"full-{codec}", "1m")
+                d = self.mount_scratch(f"full-{codec}", "1m")
                 stats = self.path(f"full-{codec}.json")
                 r = self.capd(["-q", "-i", f"pcap:{MIX},loop", "-c", "100000", "-w",
                                os.path.join(d, "a.pcap"), "--compress", codec,
@@ -189,10 +145,7 @@ class Compress(CapdTestCase):
                 self.assertGreater(s["drops"]["disk"], 0)
                 path = os.path.join(d, "a.pcap" + suffix)
                 self.assertTrue(os.path.exists(path), os.listdir(d))
-                self.assertEqual(run(test + [path]).returncode, 0)
-                raw = run(cat + [path])
-                self.assertEqual(raw.returncode, 0)
-                got = count_packets(raw.stdout)
+                got = count_packets(self.decompressed(path, codec))
                 self.assertGreater(got, 0)
                 # What the summary says was written is what the file holds.
                 self.assertEqual(got, s["packets_written"])
@@ -217,10 +170,7 @@ class Compress(CapdTestCase):
                 self.assertTrue(os.path.exists(live), os.listdir(d))
                 proc.signal(signal.SIGKILL)
                 proc.proc.wait(timeout=30)
-                self.assertEqual(run(test + [hidden]).returncode, 0)
-                raw = run(cat + [hidden])
-                self.assertEqual(raw.returncode, 0)
-                got = count_packets(raw.stdout)
+                got = count_packets(self.decompressed(hidden, codec))
                 self.assertGreater(got, 0)
                 # capq reads the live file: through its live index up to
                 # the blocks it covers, whole records only.
@@ -247,7 +197,8 @@ class Compress(CapdTestCase):
             for codec, (suffix, cat, test) in CODECS.items():
                 with self.subTest(fmt=fmt, codec=codec):
                     d = self.path(f"reindex-{codec}-{fmt}")
-                    self.capture(d, fmt_args + ["--compress", codec, "--compress-block", "64K"])
+                    self.capture(d, SRC + fmt_args + ["--compress", codec,
+                                                 "--compress-block", "64K"])
                     path = os.path.join(d, "a.pcap" + suffix)
                     idx = os.path.join(d, ".a.pcap" + suffix + ".idx")
                     with open(idx, "rb") as f:

@@ -18,27 +18,16 @@ Waits are bounded; no timing is asserted.
 
 import json
 import os
-import shutil
 import struct
-import subprocess
-import unittest
 
 import capdtest
-from capdtest import CapdTestCase
+from capdtest import CAPQ, CODECS, CompressTestCase
 
-CAPQ = os.path.join(capdtest.BUILD_DIR, "query", "capq")
 MIX = os.path.join(capdtest.DATA_DIR, "demo", "web-mix.pcap")
-CODECS = {
-    # codec: (suffix, command writing the stream decompressed to stdout,
-    #         command testing it)
-    "zstd": (".zst", ["zstd", "-dcq"], ["zstd", "-tq"]),
-    "lz4": (".lz4", ["lz4", "-dcq"], ["lz4", "-tq"]),
-    "gzip": (".gz", ["gzip", "-dc"], ["gzip", "-t"]),
-}
 
 
 def run(cmd, stdin=None, timeout=180):
-    return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout)
+    return capdtest.run_cmd(cmd, stdin, timeout)
 
 
 def pcap_records(data):
@@ -83,58 +72,11 @@ def repeated_input(path, copies):
     return path
 
 
-class Ext4Image:
-    """A small ext4 file system in a file, loop-mounted by the test (O_DIRECT:
-    a tmpfs here refuses it)."""
-
-    def __init__(self, img, path, size):
-        self.path = path
-        self.error = None
-        with open(img, "wb") as f:
-            f.truncate(size)
-        os.makedirs(path, exist_ok=True)
-        for cmd in (["mkfs.ext4", "-q", "-F", img], ["mount", "-o", "loop", img, path]):
-            p = run(cmd, timeout=60)
-            if p.returncode:
-                self.error = f"{cmd[0]}: " + p.stderr.decode("utf-8", "replace").strip()
-                return
-
-    def umount(self):
-        if self.error is None:
-            run(["umount", "-l", self.path], timeout=30)
-            self.error = "unmounted"
-
-
-class CompressModes(CapdTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        for tool in ("zstd", "lz4", "gzip", "tcpdump", "tshark"):
-            if not shutil.which(tool):
-                raise unittest.SkipTest(f"{tool} not installed")
-        if not os.access(CAPQ, os.X_OK):
-            raise unittest.SkipTest(f"capq not built at {CAPQ}")
-
+class CompressModes(CompressTestCase):
     def ext4(self, name, size):
-        if os.geteuid() != 0:
-            self.skipTest("mounting a file system needs root")
-        fs = Ext4Image(self.path(name + ".img"), self.path(name), size)
-        if fs.error:
-            self.skipTest(f"cannot mount an ext4 image: {fs.error}")
-        self.addCleanup(fs.umount)
-        d = os.path.join(fs.path, "cap")
+        d = os.path.join(self.mount_scratch(name, size, "ext4"), "cap")
         os.mkdir(d)  # away from lost+found
         return d
-
-    def capture(self, d, args, name="a.pcap"):
-        """capd into d; returns its summary."""
-        os.makedirs(d, exist_ok=True)
-        stats = os.path.join(os.path.dirname(d.rstrip("/")), os.path.basename(d) + ".json")
-        r = self.capd(["-q", "--ctl", "none", "-w", os.path.join(d, name), "--stats-json",
-                       stats] + args)
-        self.assertCapdOk(r, quiet=True)
-        with open(stats) as f:
-            return json.load(f)
 
     def plain_records(self, args):
         """The records of an uncompressed capture of the same input into one
@@ -147,12 +89,9 @@ class CompressModes(CapdTestCase):
     def read_back(self, path, codec, with_tshark=True, indexed=True):
         """The file's records, after checking that the codec's tool, tcpdump
         (fed by it), tshark and capq all read the same packets from it."""
-        suffix, cat, test = CODECS[codec]
-        self.assertEqual(run(test + [path]).returncode, 0, path)
-        raw = run(cat + [path])
-        self.assertEqual(raw.returncode, 0, path)
-        recs = pcap_records(raw.stdout)
-        td = run(["tcpdump", "-nn", "-q", "-r", "-"], stdin=raw.stdout)
+        raw = self.decompressed(path, codec)
+        recs = pcap_records(raw)
+        td = run(["tcpdump", "-nn", "-q", "-r", "-"], stdin=raw)
         self.assertEqual(td.returncode, 0, td.stderr)
         self.assertEqual(len(td.stdout.splitlines()), len(recs), path)
         if with_tshark:

@@ -17,6 +17,9 @@ and send bounded UDP bursts between them. Checked:
   - a spool over its limit drops the oldest files' rows and counts them;
     what it kept arrives later;
   - -W removal marks files gone: the catalogue lists the files on disk only;
+  - with a flow budget, capctl stats (text and Prometheus) gives the
+    files over it and the aggregate rows, and how many closed files' index
+    came from the writer's memory or was read back, as --json does;
   - capctl compare --fleet URL --hosts h1,h3: the comparison of the two
     hosts' own answers; a host the catalogue does not name is an empty
     answer, said so; a host whose server is gone is one line, exit 1.
@@ -117,6 +120,24 @@ class FleetTest(CapdTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         j = json.loads(p.stdout)
         return j.get("data", j)
+
+    def stats_views(self, n):
+        """Host n's catalogue counters as `capctl stats` gives them in JSON,
+        in text and in Prometheus, taken while no counter changed (the JSON
+        before and after the other two equal); None if they kept changing."""
+        keys = ("files_from_memory", "files_read_back", "budget_files", "aggregate_rows")
+        sock = os.path.join(self.dir, f"h{n}", "ctl.sock")
+        for _ in range(20):
+            before = {k: self.stats(n)["catalog"][k] for k in keys}
+            views = []
+            for extra in ([], ["--prometheus"]):
+                p = subprocess.run([CAPCTL, "--ctl", sock, "stats", *extra], capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                views.append(p.stdout)
+            if {k: self.stats(n)["catalog"][k] for k in keys} == before:
+                return before, views[0], views[1]
+        return None
 
     def capq(self, *args):
         p = subprocess.run([CAPQ, *args], capture_output=True, text=True, timeout=120)
@@ -283,6 +304,26 @@ class FleetTest(CapdTestCase):
         self.env["LINECAP_FLEET_CAPD_ARGS"] = "--catalog-flow-budget 2"
         self.fleet("start")
         self.send_traffic("e")
+        # capctl stats, text and Prometheus, give the budget's counters and
+        # where the closed files' index came from, as --json does.
+        self.assertTrue(capdtest.wait_until(
+            lambda: self.stats(1)["catalog"]["budget_files"] > 0, 30, interval=0.5),
+            "no file went over the budget")
+        views = self.stats_views(1)
+        self.assertIsNotNone(views, "the counters did not hold still")
+        c, text, prom = views
+        self.assertGreater(c["budget_files"], 0)
+        self.assertIn(f"closed files' index: {c['files_from_memory']} from writer memory, "
+                      f"{c['files_read_back']} read back; flow budget: {c['budget_files']} "
+                      f"files over it, {c['aggregate_rows']} aggregate rows\n", text)
+        for line in ("linecap_catalog_index_files_total{source=\"memory\"} "
+                     f"{c['files_from_memory']}",
+                     "linecap_catalog_index_files_total{source=\"read_back\"} "
+                     f"{c['files_read_back']}",
+                     f"linecap_catalog_budget_files_total {c['budget_files']}",
+                     f"linecap_catalog_aggregate_rows_total {c['aggregate_rows']}",
+                     "# TYPE linecap_catalog_budget_files_total counter"):
+            self.assertIn(line + "\n", prom)
         self.fleet("hosts-stop")
         dirs = [os.path.join(self.dir, f"h{n}", "cap") for n in (1, 2, 3)]
         budgeted = 0

@@ -3,7 +3,7 @@
 Two stores of the same traffic seen at two points: A recorded the bundled
 web mix whole; B recorded it with three known TCP packets missing and its
 clock 1 ms ahead. Each is served by capq --serve (certificates made with
-openssl, as in test_serve.py). Checked: capctl compare over the two hosts
+openssl, capdtest.ServeTestCase). Checked: capctl compare over the two hosts
 reports exactly those three packets as seen at A and never at B (by their
 timestamps in A's answer); its report equals capctl compare over the two
 local capq answers, apart from the names of the sides; a host that is
@@ -14,17 +14,15 @@ line, asked of no host.
 
 import json
 import os
-import shutil
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import capdtest  # noqa: E402
 import pcaplib  # noqa: E402
-from capdtest import BUILD_DIR, DATA_DIR, CapdTestCase  # noqa: E402
-from test_serve import CAPQ, Server, make_ca, make_cert, run  # noqa: E402
+from capdtest import BUILD_DIR, CAPQ, DATA_DIR, ServeTestCase  # noqa: E402
+from capdtest import run_cmd as run  # noqa: E402
 
 CAPCTL = os.path.join(BUILD_DIR, "ctl", "capctl")
 MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
@@ -35,59 +33,34 @@ def is_tcp4(data):
     return len(data) > 34 and data[12:14] == b"\x08\x00" and data[23] == 6
 
 
-class FleetCompareTest(CapdTestCase):
+class FleetCompareTest(ServeTestCase):
+
+    tmp_prefix = "linecap-fleetcmp-"
 
     @classmethod
     def setUpClass(cls):
+        if not os.access(CAPCTL, os.X_OK):
+            raise unittest.SkipTest(f"{CAPCTL} not built")
         super().setUpClass()
-        for exe in (CAPQ, CAPCTL):
-            if not os.access(exe, os.X_OK):
-                raise unittest.SkipTest(f"{exe} not built")
-        if shutil.which("openssl") is None:
-            raise unittest.SkipTest("openssl not installed")
-        cls.ctmp = t = tempfile.mkdtemp(prefix="linecap-fleetcmp-")
-        make_ca(t, "ca")
-        make_cert(t, "host", "ca", san="IP:127.0.0.1")
-        make_cert(t, "client", "ca", client=True)
-        p = lambda n: os.path.join(t, n)  # noqa: E731
-        cls.certs = {"ca": p("ca.pem"), "host": (p("host.pem"), p("host.key")),
-                     "client": (p("client.pem"), p("client.key"))}
         # B: the mix without three TCP packets, its clock 1 ms ahead.
         recs = pcaplib.read_capture(MIX).records
         tcp = [i for i, r in enumerate(recs) if is_tcp4(r.data)]
         cls.lost = {tcp[10], tcp[len(tcp) // 2], tcp[-5]}
         cls.lost_ts = sorted(recs[i].ts_ns for i in cls.lost)
-        b_src = p("b-src.pcap")
+        b_src = cls.cpath("b-src.pcap")
         pcaplib.write_pcap(b_src, [pcaplib.Packet(r.ts_ns + 1000000, r.data, r.wirelen)
                                    for i, r in enumerate(recs) if i not in cls.lost], nano=True)
         cls.stores = []
         for name, src in (("a", MIX), ("b", b_src)):
-            d = p(name)
+            d = cls.cpath(name)
             os.mkdir(d)
             r = capdtest.run_capd(["-q", "-w", os.path.join(d, "cap.pcap"), "-i", f"pcap:{src}"])
             if r.rc != 0:
                 raise RuntimeError(r.describe())
             cls.stores.append(d)
-        cls.servers = []
-        try:
-            for i, d in enumerate(cls.stores):
-                cls.servers.append(Server(t, f"s{i}", [d], cls.certs))
-            cls.capped = Server(t, "capped", [cls.stores[1]], cls.certs, ["--max-packets", "5"])
-            cls.servers.append(cls.capped)
-        except Exception:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        for s in getattr(cls, "servers", []):
-            s.stop()
-        if not os.environ.get("LINECAP_KEEP_TMP"):
-            shutil.rmtree(cls.ctmp, True)
-
-    def tls(self):
-        return ["--cert", self.certs["client"][0], "--key", self.certs["client"][1],
-                "--ca", self.certs["ca"]]
+        for i, d in enumerate(cls.stores):
+            cls.serve(f"s{i}", [d])
+        cls.capped = cls.serve("capped", [cls.stores[1]], ["--max-packets", "5"])
 
     def compare(self, hosts, extra=(), expr=EXPR):
         return run([CAPCTL, "compare", "--fleet-hosts", ",".join(hosts)] + self.tls() +

@@ -23,21 +23,19 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import capdtest  # noqa: E402
 import pcaplib  # noqa: E402
-from capdtest import BUILD_DIR, CORPUS_DIR, DATA_DIR, CapdTestCase  # noqa: E402
+from capdtest import (CAPQ, CORPUS_DIR, DATA_DIR, Server, ServeTestCase, make_ca,  # noqa: E402
+                      make_cert)
 
-CAPQ = os.path.join(BUILD_DIR, "query", "capq")
 TIMEOUT = 120
 MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
 SHAPES = [os.path.join(CORPUS_DIR, s) for s in
@@ -45,68 +43,7 @@ SHAPES = [os.path.join(CORPUS_DIR, s) for s in
 
 
 def run(cmd, timeout=TIMEOUT, **kw):
-    return subprocess.run(cmd, capture_output=True, timeout=timeout, **kw)
-
-
-def openssl(*args, cwd):
-    p = run(["openssl"] + list(args), cwd=cwd)
-    if p.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)}: {p.stderr.decode()}")
-
-
-def make_ca(d, name):
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
-            "-subj", f"/CN={name}", cwd=d)
-
-
-def make_cert(d, name, ca, san=None, client=False):
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-    ext = os.path.join(d, f"{name}.ext")
-    with open(ext, "w") as f:
-        f.write("basicConstraints=CA:FALSE\n")
-        f.write(f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
-        if san:
-            f.write(f"subjectAltName={san}\n")
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext, cwd=d)
-
-
-class Server:
-    """A capq --serve process; port read from its first line."""
-
-    def __init__(self, tmp, name, dirs, certs, extra=()):
-        self.log = os.path.join(tmp, f"{name}.log")
-        cmd = [CAPQ, "--serve", "127.0.0.1:0", "--cert", certs["host"][0],
-               "--key", certs["host"][1], "--ca", certs["ca"]]
-        for d in dirs:
-            cmd += ["-r", d]
-        cmd += list(extra)
-        self.f = open(self.log, "w+b")
-        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.f)
-        self.port = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and self.p.poll() is None:
-            m = re.search(rb"capq: serving on 127\.0\.0\.1:(\d+)", self.text())
-            if m:
-                self.port = int(m.group(1))
-                break
-            time.sleep(0.05)
-        if self.port is None:
-            self.stop()
-            raise RuntimeError(f"capq --serve did not start: {self.text()!r}")
-        self.addr = f"127.0.0.1:{self.port}"
-
-    def text(self):
-        with open(self.log, "rb") as f:
-            return f.read()
-
-    def stop(self):
-        if self.p.poll() is None:
-            self.p.kill()
-        self.p.wait(timeout=30)
-        self.f.close()
+    return capdtest.run_cmd(cmd, timeout=timeout, **kw)
 
 
 def records(b):
@@ -128,30 +65,19 @@ def key(recs):
     return [(r.ts_ns, r.caplen, r.wirelen, r.data) for r in recs]
 
 
-class ServeTest(CapdTestCase):
+class ServeTest(ServeTestCase):
     """Stores, certificates and servers made once for the class."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        if not os.access(CAPQ, os.X_OK):
-            raise unittest.SkipTest(f"capq not built at {CAPQ}")
-        if shutil.which("openssl") is None:
-            raise unittest.SkipTest("openssl not installed")
-        cls.ctmp = tempfile.mkdtemp(prefix="linecap-serve-")
         t = cls.ctmp
-        make_ca(t, "ca")
         make_ca(t, "otherca")
-        make_cert(t, "host", "ca", san="IP:127.0.0.1")
-        make_cert(t, "client", "ca", client=True)
         make_cert(t, "rogue", "otherca", client=True)
         make_cert(t, "otherhost", "otherca", san="IP:127.0.0.1")
-        p = lambda n: os.path.join(t, n)  # noqa: E731
-        cls.certs = {"ca": p("ca.pem"), "otherca": p("otherca.pem"),
-                     "host": (p("host.pem"), p("host.key")),
-                     "client": (p("client.pem"), p("client.key")),
-                     "rogue": (p("rogue.pem"), p("rogue.key")),
-                     "otherhost": (p("otherhost.pem"), p("otherhost.key"))}
+        p = cls.cpath
+        cls.certs = dict(cls.certs, otherca=p("otherca.pem"), rogue=(p("rogue.pem"), p("rogue.key")),
+                         otherhost=(p("otherhost.pem"), p("otherhost.key")))
         cls.stores = []
         shapes = [s for s in SHAPES if os.path.exists(s)]
         plans = [("a", [MIX], ["-C", "0.1"]),
@@ -167,24 +93,8 @@ class ServeTest(CapdTestCase):
             if r.rc != 0:
                 raise RuntimeError(r.describe())
             cls.stores.append(d)
-        cls.servers = []
-        try:
-            for i, d in enumerate(cls.stores):
-                cls.servers.append(Server(t, f"s{i}", [d], cls.certs))
-        except Exception:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        for s in getattr(cls, "servers", []):
-            s.stop()
-        if not os.environ.get("LINECAP_KEEP_TMP"):
-            shutil.rmtree(cls.ctmp, True)
-
-    def tls(self, who="client", ca="ca"):
-        return ["--cert", self.certs[who][0], "--key", self.certs[who][1],
-                "--ca", self.certs[ca]]
+        for i, d in enumerate(cls.stores):
+            cls.serve(f"s{i}", [d])
 
     def fleet(self, addrs, expr=(), extra=(), who="client", ca="ca"):
         out = self.path("fleet.pcap")
