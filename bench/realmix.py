@@ -321,10 +321,14 @@ def tls_stream(rnd, length):
 
 
 def generate(out_path, sources, encrypted_pct, mb, data_only, concurrent, seed, max_ratio=20,
-             bodies=(), bodies_mb=16):
+             bodies=(), bodies_mb=16, body_list=None):
+    """Writes the mix; returns its composition. body_list, when given, is
+    the files body_files() chose (callers that write several mixes from the
+    same files resolve the globs once)."""
     src_stats = {}
-    S = source_bytes(sources, max_ratio, body_files(bodies, seed, bodies_mb * 1000000),
-                     src_stats)
+    if body_list is None:
+        body_list = body_files(bodies, seed, bodies_mb * 1000000)
+    S = source_bytes(sources, max_ratio, body_list, src_stats)
     if len(S) < MSS:
         raise SystemExit(f"realmix: the sources hold {len(S)} TCP payload bytes, fewer than one "
                          f"segment")
