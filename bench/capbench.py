@@ -944,6 +944,10 @@ class Bench:
             if best:
                 r["compress_ratio_at_max"] = best.get("compress_ratio")
                 r["write_gbps_at_max"] = best.get("write_gbps")
+            # The mix's ratio as capd compressed it, from any run (the bytes
+            # are the same at every rate).
+            r["mix_compress_ratio"] = next((p["compress_ratio"] for p in l.get("points", [])
+                                            if p.get("compress_ratio")), None)
             # Lossless over every stage, and with no drop after receipt (a
             # paced null source's nic_imissed means the worker did not poll).
             for key, pps in (("lossless", l.get("max_lossless_pps")),
@@ -959,7 +963,7 @@ class Bench:
                                 for p in l.get("points_above", [])]
             self.say(f"compress {label}: lossless {r.get('lossless_input_gbps')} GB/s of input "
                      f"({r.get('lossless_ratio_to_dd_direct')} x dd), ratio "
-                     f"{r.get('compress_ratio_at_max')}")
+                     f"{r.get('mix_compress_ratio')}")
             return r
 
         first_mix = None
@@ -982,7 +986,7 @@ class Bench:
                 except Budget as e:
                     run_res = {"codec": codec, "status": str(e)}
                 m["runs"].append(run_res)
-                ratio = run_res.get("compress_ratio_at_max")
+                ratio = run_res.get("mix_compress_ratio")
                 if codec == "lz4" and ratio and ratio < 1.3:
                     m["note"] = (f"this mix compresses {ratio}:1 with lz4, under 1.3: input with "
                                  f"compression exceeds the disk by about the ratio at most, so "
