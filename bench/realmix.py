@@ -332,6 +332,9 @@ def generate(out_path, sources, encrypted_pct, mb, data_only, concurrent, seed, 
     if len(S) < MSS:
         raise SystemExit(f"realmix: the sources hold {len(S)} TCP payload bytes, fewer than one "
                          f"segment")
+    if len(S) < 1 << 20 and encrypted_pct < 100:
+        print(f"realmix: {len(S)} bytes of plain payload, which repeat every {len(S)} bytes of "
+              f"it; --bodies adds more", file=sys.stderr)
     rnd = random.Random(seed)
     share = encrypted_pct / 100.0
     target = mb * 1000000
