@@ -585,6 +585,11 @@ class Bench:
             "write_gbps": round(int(stats.get("bytes_written", 0)) / el / 1e9, 4) if el else None,
             "max_poll_gap_us": max((float(w.get("max_poll_gap_us", 0))
                                     for w in stats.get("workers", [])), default=None),
+            # --compress: input over output bytes of all writers.
+            "compress_ratio": round(sum(int(w.get("bytes_in", 0)) for w in wr) /
+                                    sum(int(w.get("bytes_out", 0)) for w in wr), 3)
+            if (wr := [w for w in stats.get("writers", []) if w.get("compress")]) and
+            sum(int(w.get("bytes_out", 0)) for w in wr) else None,
             "steal_ms": (steal1 - steal0) * 1000 // os.sysconf("SC_CLK_TCK")
             if steal0 is not None and steal1 is not None else None,
         })
@@ -594,7 +599,7 @@ class Bench:
     def point(res, rate):
         keys = ("status", "offered", "received", "filtered_out", "written", "drops", "drops_total",
                 "lost_inside_capd", "drop_pct", "offered_mpps", "rx_mpps", "write_gbps", "elapsed_s", "hugepages",
-                "max_poll_gap_us", "steal_ms")
+                "max_poll_gap_us", "steal_ms", "compress_ratio")
         p = {"rate_pps": rate, "rate_mpps": mpps(rate)}
         p.update({k: res.get(k) for k in keys})
         p["lossless"] = res.get("status") == "ok" and res.get("drops_total", 1) == 0
@@ -903,36 +908,102 @@ class Bench:
 
     def compress_section(self, dd):
         """--compress to the disk, where the disk is the limit: the highest
-        paced rate of null:1514,frames=PCAP (the replayed capture's frames,
-        so the codec sees realistic bytes) that capd records with zero drops
-        into a --direct -C 1000 -W 4 ring on the disk, per codec and without
-        compression, as captured input bytes per second against dd
-        oflag=direct to the same directory in the same run."""
+        paced rate of null:1514,frames=MIX that capd records with zero drops
+        into a --direct -C 1000 -W 4 ring on the disk, per codec, as
+        captured input bytes per second against dd oflag=direct to the same
+        directory in the same run. MIX is bench/realmix.py's full-size mix of
+        real payloads (every frame 1514 bytes, so the null source pads
+        nothing), one per --compress-mix-encrypted share of TLS records of
+        random bytes; without compression once (its rate does not depend on
+        the bytes). --compress-padded adds the earlier case, the replayed
+        capture's frames padded with zeros to 1514 bytes, labelled so."""
         ref = next((x for x in dd if x["target"] == "disk" and "oflag=direct" in x["command"]),
                    None)
         dd_gbps = ref.get("gbps") if ref else None
-        out = {"dd_reference": ref and ref["command"], "dd_gbps": dd_gbps,
-               "frames": self.pcap, "runs": []}
+        out = {"dd_reference": ref and ref["command"], "dd_gbps": dd_gbps, "mixes": [],
+               "runs": []}
         if "disk" not in self.targets:
             out["status"] = "skipped: no disk target"
             return out
+        import realmix  # bench/, beside this script
+        bodies = [g for g in self.a.compress_mix_bodies.split(",") if g]
+        body_list = realmix.body_files(bodies, 1, self.a.compress_mix_bodies_mb * 1000000)
+        out["mix"] = {"generator": "bench/realmix.py --data-only", "bodies": bodies,
+                      "bodies_mb": self.a.compress_mix_bodies_mb, "mb": self.a.compress_mix_mb,
+                      "encrypted_pcts": self.a.compress_mix_encrypted}
         ring = ["--direct", "-C", "1000", "-W", "4"]
-        for codec in ("lz4", "zstd", None):
+
+        def one(codec, frames, label):
             extra = ring + (["--compress", codec] if codec else [])
-            l = self.search_lossless(1514, "disk", extra, label=f"compress {codec or 'none'}",
-                                     frames=self.pcap)
-            run_res = {"codec": codec or "none", "options": " ".join(extra),
-                       "status": l.get("status")}
+            l = self.search_lossless(1514, "disk", extra, label=label, frames=frames)
+            r = {"codec": codec or "none", "options": " ".join(extra), "status": l.get("status"),
+                 "max_lossless_pps": l.get("max_lossless_pps"),
+                 "max_rate_no_drop_inside_capd_pps": l.get("max_rate_no_drop_inside_capd_pps")}
+            best = next((p for p in l.get("points", []) if p.get("lossless") and
+                         p["rate_pps"] == l.get("max_lossless_pps")), None)
+            if best:
+                r["compress_ratio_at_max"] = best.get("compress_ratio")
+                r["write_gbps_at_max"] = best.get("write_gbps")
+            # The mix's ratio as capd compressed it, from any run (the bytes
+            # are the same at every rate).
+            r["mix_compress_ratio"] = next((p["compress_ratio"] for p in l.get("points", [])
+                                            if p.get("compress_ratio")), None)
             # Lossless over every stage, and with no drop after receipt (a
             # paced null source's nic_imissed means the worker did not poll).
             for key, pps in (("lossless", l.get("max_lossless_pps")),
                              ("no_drop_inside_capd", l.get("max_rate_no_drop_inside_capd_pps"))):
                 if pps:
                     gbps = pps * 1514 / 1e9
-                    run_res[key + "_input_gbps"] = round(gbps, 3)
-                    run_res[key + "_ratio_to_dd_direct"] = \
-                        round(gbps / dd_gbps, 3) if dd_gbps else None
-            out["runs"].append(run_res)
+                    r[key + "_input_gbps"] = round(gbps, 3)
+                    r[key + "_ratio_to_dd_direct"] = round(gbps / dd_gbps, 3) if dd_gbps else None
+            # Where packets were lost above it, by stage.
+            r["drops_above"] = [{"rate_pps": p["rate_pps"],
+                                 "drops": {k: v for k, v in (p.get("drops") or {}).items() if v},
+                                 "compress_ratio": p.get("compress_ratio")}
+                                for p in l.get("points_above", [])]
+            self.say(f"compress {label}: lossless {r.get('lossless_input_gbps')} GB/s of input "
+                     f"({r.get('lossless_ratio_to_dd_direct')} x dd), ratio "
+                     f"{r.get('mix_compress_ratio')}")
+            return r
+
+        first_mix = None
+        # --quick: one small mix, for a well-formed JSON only.
+        for pct in self.a.compress_mix_encrypted[:1 if self.a.quick else None]:
+            path = os.path.join(self.tmp, f"realmix-{pct:g}.pcap")
+            try:
+                self.check_budget()
+                comp = realmix.generate(path, realmix.default_sources(), pct,
+                                        self.a.compress_mix_mb, True, 16, 1, body_list=body_list)
+            except (OSError, SystemExit, Budget) as e:
+                out["mixes"].append({"encrypted_pct": pct, "status": f"error: {e}"})
+                continue
+            assert comp["frames"] == comp["data_frames"]  # all 1514 bytes: nothing padded
+            first_mix = first_mix or path
+            m = {"encrypted_pct": pct, "composition": comp, "runs": []}
+            for codec in ("lz4", "zstd:1"):
+                try:
+                    run_res = one(codec, path, f"compress {codec} realmix {pct:g}% encrypted")
+                except Budget as e:
+                    run_res = {"codec": codec, "status": str(e)}
+                m["runs"].append(run_res)
+                ratio = run_res.get("mix_compress_ratio")
+                if codec == "lz4" and ratio and ratio < 1.3:
+                    m["note"] = (f"this mix compresses {ratio}:1 with lz4, under 1.3: input with "
+                                 f"compression exceeds the disk by about the ratio at most, so "
+                                 f"1.3 x dd cannot be reached on it")
+            out["mixes"].append(m)
+        if first_mix:
+            try:
+                out["runs"].append(one(None, first_mix, "compress none realmix"))
+            except Budget as e:
+                out["runs"].append({"codec": "none", "status": str(e)})
+        if self.a.compress_padded:
+            try:
+                r = one("lz4", self.pcap, "compress lz4 padded demo mix")
+                r["mix"] = "null:1514,frames=" + self.pcap + ": shorter frames padded with zeros"
+                out["runs"].append(r)
+            except Budget as e:
+                out["runs"].append({"codec": "lz4", "mix": "padded", "status": str(e)})
         out["status"] = "ok"
         return out
 
@@ -1660,6 +1731,20 @@ def parse_args(argv):
     p.add_argument("--skip", default="", help="comma list of sections to skip: "
                    + ",".join(SECTIONS))
     p.add_argument("--only", help="comma list of the only sections to run")
+    p.add_argument("--compress-mix-encrypted", default="0,50,80",
+                   help="compress section: a bench/realmix.py mix per percent of payload in "
+                   "TLS records of random bytes (default %(default)s)")
+    p.add_argument("--compress-mix-bodies", default=None,
+                   help="compress section: realmix --bodies globs, comma-separated ('' for the "
+                   "captures' payloads alone; default the web files under /usr/share)")
+    p.add_argument("--compress-mix-bodies-mb", type=float, default=16,
+                   help="compress section: at most this many MB of body files (default 16)")
+    p.add_argument("--compress-mix-mb", type=float, default=24,
+                   help="compress section: MB of each mix (default 24; the null source keeps "
+                   "one frame per mbuf, about 9000)")
+    p.add_argument("--compress-padded", action="store_true",
+                   help="compress section: also lz4 on the --pcap frames padded with zeros to "
+                   "1514 bytes (the earlier, flattering case)")
     p.add_argument("--hugepages", type=int, default=0,
                    help="as root, raise vm.nr_hugepages to N first (capd and dpdk-dumpcap "
                    "use them; left raised afterwards)")
@@ -1670,6 +1755,13 @@ def parse_args(argv):
     a.sizes = [int(s) for s in a.sizes.split(",") if s]
     a.targets = [t for t in a.targets.split(",") if t]
     a.veth_rates = [int(float(r)) for r in a.veth_rates.split(",") if r]
+    a.compress_mix_encrypted = [float(x) for x in a.compress_mix_encrypted.split(",") if x]
+    if any(not 0 <= x <= 100 for x in a.compress_mix_encrypted):
+        p.error("--compress-mix-encrypted: percentages from 0 to 100")
+    if a.compress_mix_bodies is None:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import realmix
+        a.compress_mix_bodies = realmix.WEB_BODIES
     a.skip = {s for s in a.skip.split(",") if s}
     if a.only:
         a.skip |= set(SECTIONS) - {s for s in a.only.split(",") if s}
@@ -1683,6 +1775,8 @@ def parse_args(argv):
         a.point_seconds = a.point_seconds or 0.5
         a.dd_mib = a.dd_mib or 64
         a.budget = a.budget or 100
+        a.compress_mix_mb = min(a.compress_mix_mb, 4)
+        a.compress_mix_bodies_mb = min(a.compress_mix_bodies_mb, 4)
         a.confirm = False
         a.resolution = max(a.resolution, 0.25)
         if not a.disk_dir:

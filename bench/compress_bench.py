@@ -6,8 +6,15 @@ compression ratio per codec for several traffic mixes.
   compress_bench.py [--build build] [--out FILE.json] [--seconds S]
                     [--corpus DIR] [--mb N] [--sweep]
 
-Mixes: the demo mix (tests/data/demo/web-mix.pcap), bench/flowgen with all
-frames 1514 bytes and with its IMIX (payloads zero but for a packet number:
+  compress_bench.py ... [--mix-encrypted 0,50,80] [--mix-bodies GLOBS]
+                    [--mix-bodies-mb N]
+
+The realistic mixes first: bench/realmix.py --data-only, 1514-byte frames
+of real payloads (captured TCP streams and web files from /usr/share, see
+its header), one per --mix-encrypted percent of payload in TLS records of
+random bytes ("realmix-enc50" and so on); the codecs' tools are timed on
+them too. Then the other mixes: the demo mix
+(tests/data/demo/web-mix.pcap), bench/flowgen with all frames 1514 bytes and with its IMIX (payloads zero but for a packet number:
 they compress far better than real traffic), 64-byte frames (flowgen
 --frame-size 60), the tcpdump test corpus (native-order pcap files only),
 and 1514-byte frames of random payload (encrypted traffic: the worst case).
@@ -103,6 +110,13 @@ def main():
     ap.add_argument("--seconds", default="1")
     ap.add_argument("--corpus", default="/work/shared/corpus")
     ap.add_argument("--mb", type=int, default=256, help="MB of each generated mix")
+    ap.add_argument("--mix-encrypted", default="0,50,80",
+                    help="a realmix per percent of payload encrypted (default %(default)s)")
+    ap.add_argument("--mix-bodies", default=None,
+                    help="realmix --bodies globs, comma-separated ('' for the captures' "
+                         "payloads alone; default the web files under /usr/share)")
+    ap.add_argument("--mix-bodies-mb", type=float, default=16,
+                    help="at most this many MB of body files (default 16)")
     ap.add_argument("--sweep", action="store_true",
                     help="only the block size sweep (--compress-block 64K..4M)")
     a = ap.parse_args()
@@ -111,7 +125,20 @@ def main():
     tmp = tempfile.mkdtemp(prefix="compress-bench-")
     if a.sweep:
         return sweep(a, bench, flowgen, tmp)
-    mixes = {"demo": [os.path.join(REPO, "tests", "data", "demo", "web-mix.pcap")]}
+    mixes = {}
+    compositions = {}
+    sys.path.insert(0, HERE)
+    import realmix
+    bodies = [g for g in (realmix.WEB_BODIES if a.mix_bodies is None else a.mix_bodies)
+              .split(",") if g]
+    body_list = realmix.body_files(bodies, 1, a.mix_bodies_mb * 1000000)
+    for pct in [float(x) for x in a.mix_encrypted.split(",") if x]:
+        name = f"realmix-enc{pct:g}"
+        out = os.path.join(tmp, name + ".pcap")
+        compositions[name] = realmix.generate(out, realmix.default_sources(), pct, a.mb, True,
+                                              16, 1, body_list=body_list)
+        mixes[name] = [out]
+    mixes["demo"] = [os.path.join(REPO, "tests", "data", "demo", "web-mix.pcap")]
     for name, extra in (("flowgen-1514", ["--frame-size", "1514"]),
                         ("flowgen-imix", []),
                         ("flood-64", ["--frame-size", "60"])):
@@ -145,11 +172,20 @@ def main():
         rows = [json.loads(l) for l in p.stdout.splitlines()]
         size = os.path.getsize(recs)
         m = {"in_bytes": size, "files": len(files), "codecs": rows}
-        if name in ("flowgen-1514", "demo", "random-1514", "flowgen-imix"):
+        if name in compositions:
+            m["composition"] = compositions[name]
+        if name in ("flowgen-1514", "demo", "random-1514", "flowgen-imix") or \
+                name in compositions:
             lz4 = tool_rate(["lz4", "-1", "-q", "-c"], recs, size)
             zstd = tool_rate(["zstd", "-1", "-T1", "-q", "-c"], recs, size)
             m["lz4_cli_gb_per_s"] = round(lz4 / 1e9, 3)
             m["zstd1_cli_gb_per_s"] = round(zstd / 1e9, 3)
+            # The tools' ratio on the same bytes, one stream for the whole
+            # input (capd's blocks are independent: its ratio is lower).
+            for tool, cmd in (("lz4_cli_ratio", ["lz4", "-1", "-q", "-c", recs]),
+                              ("zstd1_cli_ratio", ["zstd", "-1", "-T1", "-q", "-c", recs])):
+                out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True).stdout
+                m[tool] = round(size / max(1, len(out)), 3)
             for r in rows:
                 if r["codec"] == "lz4":
                     m["lz4_vs_cli"] = round(r["gb_per_s"] * 1e9 / lz4, 3)

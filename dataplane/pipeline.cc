@@ -160,7 +160,17 @@ size_t eal_memory_mb(const Options& o) {
 
 Status Pipeline::Impl::open_sources(const MbufFields& fields) {
     const Options& o = opts;
-    mbufs.reset(rte_pktmbuf_pool_create("capd_mbufs", mbuf_pool_size(o), 256, 0,
+    // null:SIZE,frames=FILE replays the frames the pool's mbufs hold. With a
+    // per-lcore cache the worker's frees go back to the cache and the null
+    // source allocates the same burst of mbufs again: 32 distinct frames
+    // forever, which flatters compression. Without a cache, allocation takes
+    // from the head of the pool's ring and frees go to its tail, so every
+    // mbuf, hence every frame, comes round in turn (a ring operation a burst,
+    // not a packet; bench/capbench.py's compress section relies on it).
+    bool null_frames = false;
+    for (const SourceSpec& s : o.sources)
+        null_frames |= s.kind == SourceSpec::Kind::kNull && !s.arg.empty();
+    mbufs.reset(rte_pktmbuf_pool_create("capd_mbufs", mbuf_pool_size(o), null_frames ? 0 : 256, 0,
                                         RTE_MBUF_DEFAULT_BUF_SIZE,
                                         static_cast<int>(rte_socket_id())));
     if (!mbufs) return make_error(std::string("mbuf pool: ") + rte_strerror(rte_errno));
