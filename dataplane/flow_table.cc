@@ -57,6 +57,43 @@ uint64_t hash_key(const FlowPacket::Key& k) {
     return mix(h);
 }
 
+/* An intrusive LRU list through an array (the flow slots, the TCP
+ * records): an element's lru_prev/lru_next hold index + 1, 0 ends the list;
+ * head is the most recent end. Each step touches the element's neighbours. */
+template <typename T>
+void list_remove(T* v, uint32_t& head, uint32_t& tail, uint32_t i) {
+    T& x = v[i];
+    if (x.lru_prev)
+        v[x.lru_prev - 1].lru_next = x.lru_next;
+    else
+        head = x.lru_next;
+    if (x.lru_next)
+        v[x.lru_next - 1].lru_prev = x.lru_prev;
+    else
+        tail = x.lru_prev;
+    x.lru_prev = x.lru_next = 0;
+}
+
+template <typename T>
+void list_push_front(T* v, uint32_t& head, uint32_t& tail, uint32_t i) {
+    T& x = v[i];
+    x.lru_prev = 0;
+    x.lru_next = head;
+    if (head) v[head - 1].lru_prev = i + 1;
+    head = i + 1;
+    if (!tail) tail = i + 1;
+}
+
+template <typename T>
+void list_push_back(T* v, uint32_t& head, uint32_t& tail, uint32_t i) {
+    T& x = v[i];
+    x.lru_next = 0;
+    x.lru_prev = tail;
+    if (tail) v[tail - 1].lru_next = i + 1;
+    tail = i + 1;
+    if (!head) head = i + 1;
+}
+
 /* The packet's bytes from the IP header on, hop-by-hop fields masked. */
 uint64_t hash_bytes(const uint8_t* frame, uint32_t caplen, uint16_t l3, uint8_t version,
                     uint32_t wirelen) {
@@ -368,37 +405,6 @@ void FlowTable::prefetch_ways(const Bucket& b, uint16_t tag) const {
         }
 }
 
-void FlowTable::lru_remove(uint32_t s) {
-    Slot& x = slots_[s];
-    if (x.lru_prev)
-        slots_[x.lru_prev - 1].lru_next = x.lru_next;
-    else
-        lru_head_ = x.lru_next;
-    if (x.lru_next)
-        slots_[x.lru_next - 1].lru_prev = x.lru_prev;
-    else
-        lru_tail_ = x.lru_prev;
-    x.lru_prev = x.lru_next = 0;
-}
-
-void FlowTable::lru_push_front(uint32_t s) {
-    Slot& x = slots_[s];
-    x.lru_prev = 0;
-    x.lru_next = lru_head_;
-    if (lru_head_) slots_[lru_head_ - 1].lru_prev = s + 1;
-    lru_head_ = s + 1;
-    if (!lru_tail_) lru_tail_ = s + 1;
-}
-
-void FlowTable::lru_push_back(uint32_t s) {
-    Slot& x = slots_[s];
-    x.lru_next = 0;
-    x.lru_prev = lru_tail_;
-    if (lru_tail_) slots_[lru_tail_ - 1].lru_next = s + 1;
-    lru_tail_ = s + 1;
-    if (!lru_head_) lru_head_ = s + 1;
-}
-
 void FlowTable::unlink_bucket(uint32_t s) {
     const uint32_t home = uint32_t(hash_key(slots_[s].key) & mask_);
     for (const uint32_t i : {home, home ^ 1}) {
@@ -450,7 +456,7 @@ void FlowTable::release(uint32_t s, uint64_t ts_ns) {
         add(counters_.expired, 1);
     else
         add(counters_.evicted, 1);
-    lru_remove(s);
+    list_remove(slots_, lru_head_, lru_tail_, s);
     if (x.tcp) tcp_drop(s);
 }
 
@@ -511,7 +517,7 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         b->slot[free_way] = s + 1;
         b->tag[free_way] = tag;
         fresh = true;
-        lru_push_front(s);
+        list_push_front(slots_, lru_head_, lru_tail_, s);
         x->lru_stamp = stamp;
     } else {
         s--;
@@ -526,8 +532,8 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         // clock went back): the relink touches two other slots' lines.
         if (fresh || (!(x->state & kEnded) && uint32_t(stamp - x->lru_stamp) >= lru_step_)) {
             if (lru_head_ != s + 1) {
-                lru_remove(s);
-                lru_push_front(s);
+                list_remove(slots_, lru_head_, lru_tail_, s);
+                list_push_front(slots_, lru_head_, lru_tail_, s);
             }
             x->lru_stamp = stamp;
         }
@@ -592,8 +598,8 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
             if (!(x->state & kEnded)) {
                 x->state |= kEnded;
                 // Ended: first in line when a slot is needed.
-                lru_remove(s);
-                lru_push_back(s);
+                list_remove(slots_, lru_head_, lru_tail_, s);
+                list_push_back(slots_, lru_head_, lru_tail_, s);
             }
         }
     }
@@ -608,38 +614,6 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
 }
 
 namespace {
-
-/* The TCP pool's LRU list: record + 1 in lru_prev/lru_next, 0 ends it. */
-void pool_remove(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
-    packet::TcpConn& c = pool[r];
-    if (c.lru_prev)
-        pool[c.lru_prev - 1].lru_next = c.lru_next;
-    else
-        head = c.lru_next;
-    if (c.lru_next)
-        pool[c.lru_next - 1].lru_prev = c.lru_prev;
-    else
-        tail = c.lru_prev;
-    c.lru_prev = c.lru_next = 0;
-}
-
-void pool_push_front(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
-    packet::TcpConn& c = pool[r];
-    c.lru_prev = 0;
-    c.lru_next = head;
-    if (head) pool[head - 1].lru_prev = r + 1;
-    head = r + 1;
-    if (!tail) tail = r + 1;
-}
-
-void pool_push_back(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
-    packet::TcpConn& c = pool[r];
-    c.lru_next = 0;
-    c.lru_prev = tail;
-    if (tail) pool[tail - 1].lru_next = r + 1;
-    tail = r + 1;
-    if (!head) head = r + 1;
-}
 
 packet::Endpoint endpoint(const uint8_t* addr, uint8_t version, uint16_t port) {
     packet::Endpoint e;
@@ -658,8 +632,8 @@ void FlowTable::tcp_drop(uint32_t slot) {
     if (c.in_use) tcp_counters_.evicted++;
     c.in_use = false;
     // Free: first in line to be taken.
-    pool_remove(tcp_, tcp_head_, tcp_tail_, r);
-    pool_push_back(tcp_, tcp_head_, tcp_tail_, r);
+    list_remove(tcp_, tcp_head_, tcp_tail_, r);
+    list_push_back(tcp_, tcp_head_, tcp_tail_, r);
 }
 
 void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* frame,
@@ -699,8 +673,8 @@ void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* fr
     if (x.tcp) {
         r = x.tcp - 1;
         if (tcp_head_ != r + 1) {
-            pool_remove(tcp_, tcp_head_, tcp_tail_, r);
-            pool_push_front(tcp_, tcp_head_, tcp_tail_, r);
+            list_remove(tcp_, tcp_head_, tcp_tail_, r);
+            list_push_front(tcp_, tcp_head_, tcp_tail_, r);
         }
     } else {
         if (tcp_used_ < cfg_.tcp_conns) {
@@ -713,7 +687,7 @@ void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* fr
                 slots_[o.bucket_next - 1].tcp = 0;
                 tcp_counters_.evicted++;
             }
-            pool_remove(tcp_, tcp_head_, tcp_tail_, r);
+            list_remove(tcp_, tcp_head_, tcp_tail_, r);
         }
         packet::TcpConn& c = tcp_[r];
         c = packet::TcpConn{};
@@ -721,7 +695,7 @@ void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* fr
         c.ep[1] = endpoint(p.key.b, p.key.version, uint16_t(p.key.ports));
         c.in_use = true;
         c.bucket_next = slot + 1;
-        pool_push_front(tcp_, tcp_head_, tcp_tail_, r);
+        list_push_front(tcp_, tcp_head_, tcp_tail_, r);
         x.tcp = r + 1;
         tcp_counters_.created++;
     }

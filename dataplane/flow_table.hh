@@ -275,9 +275,6 @@ private:
     void prefetch_ways(const Bucket& b, uint16_t tag) const;
     void release(uint32_t s, uint64_t ts_ns);
     void unlink_bucket(uint32_t s);
-    void lru_remove(uint32_t s);
-    void lru_push_front(uint32_t s);
-    void lru_push_back(uint32_t s);
     void answer(uint64_t req);
     void tcp_drop(uint32_t slot);
     void tcp_copy(uint64_t req);
