@@ -945,7 +945,7 @@ class Bench:
         exe = os.path.join(self.a.build_dir, "bench", "flow_table_bench")
         if not os.path.exists(exe):
             return {"status": f"skipped: no {exe}"}
-        names = ["Parse", "Hits/1024", "FlowsSlotStage/1048576", "FlowsShuffled/1048576",
+        names = ["Parse", "Hits/1024", "Flows/1048576", "FlowsShuffled/1048576",
                  "FlowsExactLru/1048576", "FlowsShuffledExactLru/1048576"]
         rc, out, _ = run([exe, "--benchmark_format=json", "--benchmark_min_time=0.5",
                           "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true",
@@ -960,7 +960,7 @@ class Bench:
                 "ratio_to_hits_1024": {k: round(v / hot, 2) for k, v in ns.items()} if hot else {},
                 "huge_pages": any(x.get("huge_pages") == 1 for x in rows
                                   if x.get("aggregate_name") == "median"),
-                "parse_and_lookup_ns_2^20_flows": ns.get("FlowsSlotStage/1048576"),
+                "parse_and_lookup_ns_2^20_flows": ns.get("Flows/1048576"),
                 "status": "ok"}
 
     def throughput_section(self, lossless, dd):

@@ -180,6 +180,7 @@ def line_rate(a, out):
     def table_bench(build):
         p = run([os.path.join(build, "bench", "flow_table_bench"), "--benchmark_format=json",
                  "--benchmark_filter=Parse|Flows/1048576|FlowsSlotStage/1048576|"
+                 "FlowsSlotAhead/1048576|"
                  "FlowsShuffled/1048576|FlowsExactLru/1048576|FlowsShuffledExactLru/1048576",
                  "--benchmark_min_time=0.5", "--benchmark_repetitions=3",
                  "--benchmark_report_aggregates_only=true"])

@@ -10,8 +10,10 @@
  *                  packet's slot was last touched N packets ago) in a table
  *                  of 2N: cache and TLB misses per packet, the line-rate
  *                  case with a million flows;
+ *                  (worker.cc runs this: the bucket prefetch only);
  *   FlowsSlotStage/N  the same with FlowTable::prefetch_slot() as a second
- *                  prefetch stage over the burst (worker.cc runs it);
+ *                  prefetch stage over the whole burst;
+ *   FlowsSlotAhead/N  prefetch_slot() 8 packets ahead of the verdicts;
  *   FlowsShuffled/N  the same, the N flows in a fixed random order instead
  *                  of by address: a flow's neighbours in the LRU list are
  *                  then as random as its slot (round robin by address keeps
@@ -83,7 +85,8 @@ std::vector<uint8_t> shuffled(size_t n) {
 }
 
 void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
-         int stages = 1) {  // 2: prefetch_slot() too
+         int stages = 1) {  // 2: prefetch_slot() too; 3: 8 packets ahead, as worker.cc
+    constexpr int kAhead = 8;
     FlowPacket fl[32];
     size_t at = 0;
     uint64_t ts = 1;
@@ -95,8 +98,12 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
         }
         if (stages > 1)
             for (int i = 0; i < 32; i++) t.prefetch_slot(fl[i]);
-        for (int i = 0; i < 32; i++)
+        if (stages == 3)
+            for (int i = 0; i < kAhead; i++) t.prefetch_slot(fl[i]);
+        for (int i = 0; i < 32; i++) {
+            if (stages == 3 && i + kAhead < 32) t.prefetch_slot(fl[i + kAhead]);
             benchmark::DoNotOptimize(t.packet(fl[i], base + i * kFrame, kFrame, kFrame, ts));
+        }
         ts += 1000;
         at += 32;
         if (at + 32 > n) at = 0;
@@ -148,9 +155,10 @@ void flows(benchmark::State& state, int stages, bool shuffle = false, bool exact
 }
 void Flows(benchmark::State& state) { flows(state, 1); }
 void FlowsSlotStage(benchmark::State& state) { flows(state, 2); }
-void FlowsShuffled(benchmark::State& state) { flows(state, 2, true); }
-void FlowsExactLru(benchmark::State& state) { flows(state, 2, false, true); }
-void FlowsShuffledExactLru(benchmark::State& state) { flows(state, 2, true, true); }
+void FlowsSlotAhead(benchmark::State& state) { flows(state, 3); }
+void FlowsShuffled(benchmark::State& state) { flows(state, 1, true); }
+void FlowsExactLru(benchmark::State& state) { flows(state, 1, false, true); }
+void FlowsShuffledExactLru(benchmark::State& state) { flows(state, 1, true, true); }
 
 void Evict(benchmark::State& state) {
     const size_t n = 1 << 20;
@@ -229,6 +237,7 @@ BENCHMARK(Parse);
 BENCHMARK(Hits)->Arg(1024);
 BENCHMARK(Flows)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsSlotStage)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsSlotAhead)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsShuffled)->Arg(1 << 20);
 BENCHMARK(FlowsExactLru)->Arg(1 << 20);
 BENCHMARK(FlowsShuffledExactLru)->Arg(1 << 20);
