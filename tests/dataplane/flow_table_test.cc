@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -299,6 +300,27 @@ TEST(FlowTable, EvictedFlowsLeaveNoWayBehind) {
     EXPECT_EQ(t->counters().evicted.load(), 4000u - 16);
     EXPECT_EQ(t->counters().bucket_full.load(), 0u);
     EXPECT_EQ(t->counters().active.load(), 16u);
+}
+
+TEST(FlowTable, SaysWhichPagesItGot) {
+    // With no free huge page the table is on normal pages and says so;
+    // with enough free for it, on huge pages (unless another process takes
+    // them first: then this proves nothing and is skipped).
+    unsigned long free_pages = 0;
+    FILE* f = fopen("/proc/meminfo", "r");
+    ASSERT_TRUE(f);
+    char line[256];
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "HugePages_Free: %lu", &free_pages) == 1) break;
+    fclose(f);
+    FlowConfig c;
+    c.slots = 4096;
+    auto t = table(c);
+    ASSERT_TRUE(t);
+    if (free_pages == 0)
+        EXPECT_FALSE(t->huge_pages());
+    else if (free_pages * (2u << 20) < 4 * FlowTable::bytes_for(c.slots) || !t->huge_pages())
+        GTEST_SKIP() << "too few free huge pages, or taken by another process";
 }
 
 TEST(FlowTable, TopListsTheBiggestFlows) {
