@@ -67,7 +67,7 @@ MARKER = b"LCBENCH1"  # bench/capbench_flood.c puts it at the start of every pay
 VETH_TX_ADDR = "198.18.200.1"
 VETH_RX_ADDR = "198.18.200.2"
 SECTIONS = ("lossless", "configs", "line-rate", "rx-only", "veth", "dumpcap", "scaling",
-            "compress")
+            "compress", "flows")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FULL_RUN = ("ninja -C build && python3 bench/capbench.py --build-dir build "
@@ -1007,6 +1007,33 @@ class Bench:
         out["status"] = "ok"
         return out
 
+    def flows_section(self):
+        """The flow table's cost per packet (bench/flow_table_bench, no
+        EAL): parse alone, 1024 flows hot in cache, and 2^20 flows (every
+        packet a miss) round robin and shuffled, with the 1 s LRU step and
+        with exact LRU; each as ns/packet and as a ratio to the 1024-flow
+        run of the same process."""
+        exe = os.path.join(self.a.build_dir, "bench", "flow_table_bench")
+        if not os.path.exists(exe):
+            return {"status": f"skipped: no {exe}"}
+        names = ["Parse", "Hits/1024", "Flows/1048576", "FlowsShuffled/1048576",
+                 "FlowsExactLru/1048576", "FlowsShuffledExactLru/1048576"]
+        rc, out, _ = run([exe, "--benchmark_format=json", "--benchmark_min_time=0.5",
+                          "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true",
+                          "--benchmark_filter=^(" + "|".join(names) + ")$"], timeout=300)
+        if rc != 0:
+            return {"status": f"flow_table_bench: exit {rc}"}
+        rows = json.loads(out)["benchmarks"]
+        ns = {x["run_name"]: round(1e9 / x["items_per_second"], 1)
+              for x in rows if x.get("aggregate_name") == "median"}
+        hot = ns.get("Hits/1024")
+        return {"ns_per_packet": ns,
+                "ratio_to_hits_1024": {k: round(v / hot, 2) for k, v in ns.items()} if hot else {},
+                "huge_pages": any(x.get("huge_pages") == 1 for x in rows
+                                  if x.get("aggregate_name") == "median"),
+                "parse_and_lookup_ns_2^20_flows": ns.get("Flows/1048576"),
+                "status": "ok"}
+
     def throughput_section(self, lossless, dd):
         out = []
         for target in self.a.targets:
@@ -1604,6 +1631,8 @@ class Bench:
         result["throughput"] = self.throughput_section(result["lossless"], result["dd"])
         if "compress" not in a.skip:
             result["compress"] = self.compress_section(result["dd"])
+        if "flows" not in a.skip:
+            result["flows"] = self.flows_section()
         result["machine"]["loadavg_end"] = list(os.getloadavg())
         result["capd_runs"] = self.runs
         result["errors"] = self.errors

@@ -30,8 +30,13 @@ each run: received, written, cut off, drops per stage (nic_imissed before
 receipt), and each worker's busy ns per packet (--stats-json; turns in
 which it lost its CPU counted apart as stalled). Before them, --rx-only on
 plain null:64 and on null:64,flows=N prices the source's rewrite; after
-them bench/flow_table_bench at 2^20 flows. As root, --hugepages N raises
-vm.nr_hugepages for the runs and puts the old value back.
+them bench/flow_table_bench at 2^20 flows (round robin and shuffled, with
+the 1 s LRU step and with exact LRU), and for each capd run the flows that
+found their bucket full and whether the table got huge pages. As root,
+--hugepages N raises vm.nr_hugepages for the runs and puts the old value
+back. --baseline-build DIR (another build, e.g. of an earlier commit) also
+runs its capd with and without the table, and its flow_table_bench, in the
+same run: before/after on the same machine state.
 """
 
 import argparse
@@ -112,6 +117,8 @@ def line_rate_run(b, d, source, extra, seconds, workers=1, rx_only=False):
                               3),
         "cut_off_packets": f.get("cut_off_packets", 0), "cut_off_bytes": f.get("cut_off_bytes", 0),
         "flows_created": f.get("created", 0), "flows_evicted": f.get("evicted", 0),
+        "flows_bucket_full": f.get("bucket_full", 0),
+        "flow_tables_on_huge_pages": f"{f.get('tables_on_huge_pages', 0)} of {f.get('tables', 0)}",
         "drops": drops, "drops_inside_capd": sum(inside.values()),
         "nic_imissed": drops.get("nic_imissed", 0),
         "worker_busy_ns_per_packet": [round(w["busy_ns_per_packet"], 1) for w in s["workers"]],
@@ -153,6 +160,14 @@ def line_rate(a, out):
     res["worker_ns_per_packet"] = {
         "without_flow_table": no_table["worker_busy_ns_per_packet"][0],
         "with_flow_table": with_table["worker_busy_ns_per_packet"][0]}
+    if a.baseline_build:
+        base = res["baseline"] = {"build": a.baseline_build, "runs": []}
+        for extra, label in (([], "no flow table"), (table, "--flow-cutoff 20k")):
+            base["runs"].append(note(line_rate_run(a.baseline_build, d, paced, extra, sec),
+                                     f"baseline, 1 worker, {label}"))
+        base["worker_ns_per_packet"] = {
+            "without_flow_table": base["runs"][0]["worker_busy_ns_per_packet"][0],
+            "with_flow_table": base["runs"][1]["worker_busy_ns_per_packet"][0]}
     # The highest rate with no drop at all (nic_imissed included), table on.
     sweep = res["zero_drop_sweep"] = []
     for rate in filter(None, a.sweep_rates.split(",")):
@@ -162,12 +177,19 @@ def line_rate(a, out):
         if sum(r["drops"].values()) == 0:
             res["highest_zero_drop_rate"] = rate
             break
-    p = run([os.path.join(b, "bench", "flow_table_bench"), "--benchmark_format=json",
-             "--benchmark_filter=Flows/1048576|FlowsSlotStage/1048576|Parse", "--benchmark_min_time=0.5",
-             "--benchmark_repetitions=3", "--benchmark_report_aggregates_only=true"])
-    res["flow_table_bench_ns_per_packet"] = {
-        x["run_name"]: round(1e9 / x["items_per_second"], 1)
-        for x in json.loads(p.stdout)["benchmarks"] if x.get("aggregate_name") == "median"}
+    def table_bench(build):
+        p = run([os.path.join(build, "bench", "flow_table_bench"), "--benchmark_format=json",
+                 "--benchmark_filter=Parse|Flows/1048576|FlowsSlotStage/1048576|"
+                 "FlowsSlotAhead/1048576|"
+                 "FlowsShuffled/1048576|FlowsExactLru/1048576|FlowsShuffledExactLru/1048576",
+                 "--benchmark_min_time=0.5", "--benchmark_repetitions=3",
+                 "--benchmark_report_aggregates_only=true"])
+        return {x["run_name"]: round(1e9 / x["items_per_second"], 1)
+                for x in json.loads(p.stdout)["benchmarks"] if x.get("aggregate_name") == "median"}
+
+    res["flow_table_bench_ns_per_packet"] = table_bench(b)
+    if a.baseline_build:
+        res["baseline"]["flow_table_bench_ns_per_packet"] = table_bench(a.baseline_build)
     out["machine"]["loadavg_end"] = os.getloadavg()
 
 
@@ -193,6 +215,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--sweep-rates", default="10M,7M,5M,3M,2M,1M", help="'' for none")
     ap.add_argument("--sweep-seconds", type=float, default=2)
+    ap.add_argument("--baseline-build", default="",
+                    help="another build whose capd and flow_table_bench run too, for before/after")
     ap.add_argument("--hugepages", type=int, default=0,
                     help="as root, vm.nr_hugepages for the runs (put back afterwards)")
     a = ap.parse_args()

@@ -10,8 +10,17 @@
  *                  packet's slot was last touched N packets ago) in a table
  *                  of 2N: cache and TLB misses per packet, the line-rate
  *                  case with a million flows;
+ *                  (worker.cc runs this: the bucket prefetch only);
  *   FlowsSlotStage/N  the same with FlowTable::prefetch_slot() as a second
- *                  prefetch stage over the burst (worker.cc runs it);
+ *                  prefetch stage over the whole burst;
+ *   FlowsSlotAhead/N  prefetch_slot() 8 packets ahead of the verdicts;
+ *   FlowsShuffled/N  the same, the N flows in a fixed random order instead
+ *                  of by address: a flow's neighbours in the LRU list are
+ *                  then as random as its slot (round robin by address keeps
+ *                  them next in the burst, as null:64,flows=N does);
+ *   FlowsExactLru/N, FlowsShuffledExactLru/N  the two above with
+ *                  FlowConfig::lru_step_ns 0: every hit moves its flow to
+ *                  the LRU front, as the table did before the 1 s step;
  *   Evict          1048576 distinct flows through a 65536-flow table: every
  *                  packet evicts the oldest flow and starts its own;
  *   Dedup/1024     --dedup on: each packet's bytes hashed and compared.
@@ -23,14 +32,17 @@
  *                  1 MiB chunk whenever the ledger is full, as the worker
  *                  does for the index: the difference with Cut/N is what the
  *                  index's cut counts cost the worker per cut packet.
- * Counter: items_per_second (packets); per-packet time = 1 / that.
+ * Counter: items_per_second (packets); per-packet time = 1 / that. The
+ * Flows* runs also report huge_pages: 1 if the table got 2 MiB huge pages.
  * No EAL: the table maps its own memory (huge pages when free).
  */
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <random>
 #include <vector>
 
 #include "dataplane/cut_ledger.hh"
@@ -61,8 +73,20 @@ std::vector<uint8_t> frames(size_t n) {
     return v;
 }
 
+/* The same frames with the flows in a fixed random order. */
+std::vector<uint8_t> shuffled(size_t n) {
+    auto v = frames(n);
+    std::vector<uint32_t> order(n);
+    for (size_t i = 0; i < n; i++) order[i] = uint32_t(i);
+    std::shuffle(order.begin(), order.end(), std::mt19937(22));
+    std::vector<uint8_t> out(v.size());
+    for (size_t i = 0; i < n; i++) std::memcpy(&out[i * kFrame], &v[order[i] * kFrame], kFrame);
+    return out;
+}
+
 void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
-         int stages = 1) {  // 2: prefetch_slot() too
+         int stages = 1) {  // 2: prefetch_slot() too; 3: 8 packets ahead, as worker.cc
+    constexpr int kAhead = 8;
     FlowPacket fl[32];
     size_t at = 0;
     uint64_t ts = 1;
@@ -74,8 +98,12 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
         }
         if (stages > 1)
             for (int i = 0; i < 32; i++) t.prefetch_slot(fl[i]);
-        for (int i = 0; i < 32; i++)
+        if (stages == 3)
+            for (int i = 0; i < kAhead; i++) t.prefetch_slot(fl[i]);
+        for (int i = 0; i < 32; i++) {
+            if (stages == 3 && i + kAhead < 32) t.prefetch_slot(fl[i + kAhead]);
             benchmark::DoNotOptimize(t.packet(fl[i], base + i * kFrame, kFrame, kFrame, ts));
+        }
         ts += 1000;
         at += 32;
         if (at + 32 > n) at = 0;
@@ -107,12 +135,13 @@ void Hits(benchmark::State& state) {
     run(state, **t, v, n);
 }
 
-void flows(benchmark::State& state, int stages) {
+void flows(benchmark::State& state, int stages, bool shuffle = false, bool exact = false) {
     const size_t n = size_t(state.range(0));
-    auto v = frames(n);
+    auto v = shuffle ? shuffled(n) : frames(n);
     FlowConfig c;
     c.slots = uint32_t(2 * n);
     c.cutoff_bytes = 20000;
+    if (exact) c.lru_step_ns = 0;
     auto t = FlowTable::create(c);
     if (!t) return state.SkipWithError(t.error().c_str());
     // Every flow in the table before timing: the steady state.
@@ -122,9 +151,14 @@ void flows(benchmark::State& state, int stages) {
         (*t)->packet(p, &v[i * kFrame], kFrame, kFrame, 1);
     }
     run(state, **t, v, n, stages);
+    state.counters["huge_pages"] = (*t)->huge_pages() ? 1 : 0;
 }
 void Flows(benchmark::State& state) { flows(state, 1); }
 void FlowsSlotStage(benchmark::State& state) { flows(state, 2); }
+void FlowsSlotAhead(benchmark::State& state) { flows(state, 3); }
+void FlowsShuffled(benchmark::State& state) { flows(state, 1, true); }
+void FlowsExactLru(benchmark::State& state) { flows(state, 1, false, true); }
+void FlowsShuffledExactLru(benchmark::State& state) { flows(state, 1, true, true); }
 
 void Evict(benchmark::State& state) {
     const size_t n = 1 << 20;
@@ -203,6 +237,10 @@ BENCHMARK(Parse);
 BENCHMARK(Hits)->Arg(1024);
 BENCHMARK(Flows)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsSlotStage)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsSlotAhead)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsShuffled)->Arg(1 << 20);
+BENCHMARK(FlowsExactLru)->Arg(1 << 20);
+BENCHMARK(FlowsShuffledExactLru)->Arg(1 << 20);
 BENCHMARK(Evict);
 BENCHMARK(Dedup)->Arg(1024);
 BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);

@@ -3,8 +3,10 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <new>
+#include <utility>
 
 #include "packet/headers.hh"
 
@@ -16,6 +18,7 @@ constexpr uint32_t kCutOne = 16;         // state's unit of cut packets
 constexpr uint32_t kNoAge = 0xffffffff;  // no packet remembered for dedup
 constexpr uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
 constexpr uint64_t kHugePage = 2u << 20;
+constexpr unsigned kStampShift = 20;  // Slot::lru_stamp's unit: 2^20 ns, about 1 ms
 
 inline uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
 inline uint64_t load64(const uint8_t* p) {
@@ -40,19 +43,71 @@ inline uint64_t mix(uint64_t h) {
     return h;
 }
 
-/* Three independent 128-bit products folded, then one finaliser: the
+/* The hash of a key given as its 8-byte words (w5: the last 4 bytes).
+ * Three independent 128-bit products folded, then one finaliser: the
  * multiplies run in parallel, not as a chain of six. */
-uint64_t hash_key(const FlowPacket::Key& k) {
-    const auto* b = reinterpret_cast<const uint8_t*>(&k);
+inline uint64_t hash_words(uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3, uint64_t w4,
+                           uint64_t w5) {
     auto fold = [](uint64_t x, uint64_t y) {
         __uint128_t p = __uint128_t(x) * y;
         return uint64_t(p) ^ uint64_t(p >> 64);
     };
-    uint64_t h =
-        fold(load64(b) ^ 0x9e3779b97f4a7c15ull, load64(b + 24) ^ 0xbf58476d1ce4e5b9ull) +
-        fold(load64(b + 8) ^ 0x94d049bb133111ebull, load64(b + 32) ^ 0x2545f4914f6cdd1dull) +
-        fold(load64(b + 16) ^ 0xff51afd7ed558ccdull, load32(b + 40) ^ 0xc4ceb9fe1a85ec53ull);
+    uint64_t h = fold(w0 ^ 0x9e3779b97f4a7c15ull, w3 ^ 0xbf58476d1ce4e5b9ull) +
+                 fold(w1 ^ 0x94d049bb133111ebull, w4 ^ 0x2545f4914f6cdd1dull) +
+                 fold(w2 ^ 0xff51afd7ed558ccdull, w5 ^ 0xc4ceb9fe1a85ec53ull);
     return mix(h);
+}
+
+uint64_t hash_key(const FlowPacket::Key& k) {
+    const auto* b = reinterpret_cast<const uint8_t*>(&k);
+    return hash_words(load64(b), load64(b + 8), load64(b + 16), load64(b + 24), load64(b + 32),
+                      load32(b + 40));
+}
+
+/* Two keys equal, in registers: no library call for 44 bytes. */
+inline bool key_equal(const FlowPacket::Key& x, const FlowPacket::Key& y) {
+    const auto* a = reinterpret_cast<const uint8_t*>(&x);
+    const auto* b = reinterpret_cast<const uint8_t*>(&y);
+    return ((load64(a) ^ load64(b)) | (load64(a + 8) ^ load64(b + 8)) |
+            (load64(a + 16) ^ load64(b + 16)) | (load64(a + 24) ^ load64(b + 24)) |
+            (load64(a + 32) ^ load64(b + 32)) | (load32(a + 40) ^ load32(b + 40))) == 0;
+}
+
+/* An intrusive LRU list through an array (the flow slots, the TCP
+ * records): an element's lru_prev/lru_next hold index + 1, 0 ends the list;
+ * head is the most recent end. Each step touches the element's neighbours. */
+template <typename T>
+void list_remove(T* v, uint32_t& head, uint32_t& tail, uint32_t i) {
+    T& x = v[i];
+    if (x.lru_prev)
+        v[x.lru_prev - 1].lru_next = x.lru_next;
+    else
+        head = x.lru_next;
+    if (x.lru_next)
+        v[x.lru_next - 1].lru_prev = x.lru_prev;
+    else
+        tail = x.lru_prev;
+    x.lru_prev = x.lru_next = 0;
+}
+
+template <typename T>
+void list_push_front(T* v, uint32_t& head, uint32_t& tail, uint32_t i) {
+    T& x = v[i];
+    x.lru_prev = 0;
+    x.lru_next = head;
+    if (head) v[head - 1].lru_prev = i + 1;
+    head = i + 1;
+    if (!tail) tail = i + 1;
+}
+
+template <typename T>
+void list_push_back(T* v, uint32_t& head, uint32_t& tail, uint32_t i) {
+    T& x = v[i];
+    x.lru_next = 0;
+    x.lru_prev = tail;
+    if (tail) v[tail - 1].lru_next = i + 1;
+    tail = i + 1;
+    if (!head) head = i + 1;
 }
 
 /* The packet's bytes from the IP header on, hop-by-hop fields masked. */
@@ -84,18 +139,32 @@ uint64_t hash_bytes(const uint8_t* frame, uint32_t caplen, uint16_t l3, uint8_t 
 
 }  // namespace
 
+/* 128 bytes on a 128-byte boundary: the first line holds the key and what
+ * a hit reads first; prefetch_slot() asks for both lines at once. */
 struct FlowTable::Slot {
     FlowPacket::Key key;
-    uint32_t tcp;                 // TCP record + 1; 0: none
-    uint32_t next;                // bucket chain: slot + 1, 0 ends it
-    uint32_t lru_prev, lru_next;  // slot + 1, 0: none
     uint32_t state;               // flags in the low 4 bits, cut packets above (saturating)
     uint32_t packets[2];          // per direction ([0]: sent by the lower endpoint), saturating
+    uint32_t lru_stamp;           // when last moved to the LRU front, in kStampShift units
+    uint32_t tcp;                 // TCP record + 1; 0: none
+    uint32_t lru_prev, lru_next;  // slot + 1, 0: none
     uint32_t dup_age[2];          // dup_hash[i]'s time, in 4 ns steps before last_ns; kNoAge
     uint64_t bytes[2];            // per direction
     uint64_t cut_bytes;
     uint64_t last_ns;
     uint64_t dup_hash[2];
+};
+
+/* One cache line: up to kWays flows, each as (slot + 1, the top 16 bits of
+ * its hash); slot 0: a free way. A flow is in the bucket its hash picks
+ * (its home) or, when that one was full, in its pair (index ^ 1, the other
+ * half of the same 128 bytes); `overflow` counts a home's flows in its pair,
+ * which only then is searched too. */
+struct FlowTable::Bucket {
+    uint32_t slot[kWays];
+    uint16_t tag[kWays];
+    uint32_t overflow;
+    uint8_t spare[64 - kWays * 6 - 4];
 };
 
 bool flow_linktype_supported(uint16_t linktype) { return packet::linktype_supported(linktype); }
@@ -106,19 +175,37 @@ namespace {
 void finish_key(FlowPacket& p, const uint8_t* sa, const uint8_t* da, unsigned alen, uint16_t sp,
                 uint16_t dp, uint32_t l3) {
     FlowPacket::Key& k = p.key;
-    int c = std::memcmp(sa, da, alen);
-    p.a_sent = c < 0 || (c == 0 && sp <= dp);
-    if (p.a_sent) {
-        std::memcpy(k.a, sa, alen);
-        std::memcpy(k.b, da, alen);
-        k.ports = uint32_t(sp) << 16 | dp;
+    // The addresses as the key's words (an IPv4 address in the low 4 bytes
+    // of the first), ordered as big-endian numbers, then ports.
+    uint64_t s0, s1 = 0, d0, d1 = 0;
+    bool a_first;
+    if (alen == 4) {
+        s0 = load32(sa);
+        d0 = load32(da);
+        const uint32_t bs = be32(sa), bd = be32(da);
+        a_first = bs < bd || (bs == bd && sp <= dp);
     } else {
-        std::memcpy(k.a, da, alen);
-        std::memcpy(k.b, sa, alen);
-        k.ports = uint32_t(dp) << 16 | sp;
+        s0 = load64(sa), s1 = load64(sa + 8), d0 = load64(da), d1 = load64(da + 8);
+        const uint64_t hs = __builtin_bswap64(s0), hd = __builtin_bswap64(d0);
+        const uint64_t ls = __builtin_bswap64(s1), ld = __builtin_bswap64(d1);
+        a_first = hs < hd || (hs == hd && (ls < ld || (ls == ld && sp <= dp)));
     }
+    p.a_sent = a_first;
+    if (!a_first) {
+        std::swap(s0, d0);
+        std::swap(s1, d1);
+        std::swap(sp, dp);
+    }
+    std::memcpy(k.a, &s0, 8);
+    std::memcpy(k.a + 8, &s1, 8);
+    std::memcpy(k.b, &d0, 8);
+    std::memcpy(k.b + 8, &d1, 8);
+    k.ports = uint32_t(sp) << 16 | dp;
     p.l3 = uint16_t(l3);
-    p.hash = hash_key(k);
+    // From the registers, not read back from the key just stored: loads
+    // spanning several smaller stores stall until the stores retire.
+    p.hash = hash_words(s0, s1, d0, d1, k.ports | uint64_t(k.vlan) << 32,
+                        uint64_t(k.proto) | uint64_t(k.version) << 8);
     p.ok = true;
 }
 
@@ -242,12 +329,17 @@ void parse_flow(uint16_t linktype, const uint8_t* f, uint32_t caplen, FlowPacket
 }
 
 namespace {
-/* Where the TCP pool starts in the mapping: after the slots and heads, on
- * a cache line. */
+/* Buckets: a power of two, at least two and half the slots, so a full
+ * table holds two flows a bucket on average. */
+uint32_t bucket_count(uint32_t slots) {
+    uint32_t buckets = 2;
+    while (buckets < (slots + 1) / 2) buckets <<= 1;
+    return buckets;
+}
+/* Where the TCP pool starts in the mapping: after the slots and buckets,
+ * on a cache line. */
 uint64_t tcp_pool_offset(uint32_t slots, uint64_t slot_bytes) {
-    uint64_t buckets = 1;
-    while (buckets < slots) buckets <<= 1;
-    return (uint64_t(slots) * slot_bytes + buckets * 4 + 63) / 64 * 64;
+    return uint64_t(slots) * slot_bytes + uint64_t(bucket_count(slots)) * 64;
 }
 }  // namespace
 
@@ -259,14 +351,14 @@ uint64_t FlowTable::bytes_for(uint32_t slots, uint32_t tcp_conns) {
 
 Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
     if (cfg.slots == 0) return make_error("flow table: at least one flow slot is needed");
-    uint32_t buckets = 1;
-    while (buckets < cfg.slots) buckets <<= 1;
+    const uint32_t buckets = bucket_count(cfg.slots);
     const uint64_t bytes = bytes_for(cfg.slots, cfg.tcp_conns);
     // Huge pages when the system has free ones; else normal pages (with a
     // hint). Populated now: no page fault on the worker's path.
     void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
-    if (mem == MAP_FAILED) {
+    const bool huge = mem != MAP_FAILED;
+    if (!huge) {
         mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (mem == MAP_FAILED)
             return make_error("flow table of " + std::to_string(cfg.slots) + " flows: cannot map " +
@@ -280,6 +372,7 @@ Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
         return make_error("flow table: out of memory");
     }
     std::unique_ptr<FlowTable> table(t);
+    t->huge_pages_ = huge;
     if (cfg.tcp_conns) {
         // Reserved, not committed: pages exist only while a snapshot is read.
         const uint64_t area = uint64_t(cfg.tcp_conns) * sizeof(packet::TcpConn);
@@ -304,12 +397,16 @@ FlowTable::FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t 
       mem_(mem),
       mem_bytes_(bytes),
       slots_(static_cast<Slot*>(mem)),
-      heads_(reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(mem) + sizeof(Slot) * cfg.slots)),
+      buckets_(reinterpret_cast<Bucket*>(static_cast<uint8_t*>(mem) + sizeof(Slot) * cfg.slots)),
       mask_(buckets - 1),
+      lru_step_(uint32_t(std::min<uint64_t>(
+          (cfg.lru_step_ns + (1u << kStampShift) - 1) >> kStampShift, 1u << 30))),
       lru_head_(0),
       lru_tail_(0),
       top_(new FlowInfo[kMaxTop]) {
     static_assert(sizeof(Slot) == 128);
+    static_assert(offsetof(Slot, lru_prev) == 64);
+    static_assert(sizeof(Bucket) == 64);
 }
 
 FlowTable::~FlowTable() {
@@ -318,50 +415,55 @@ FlowTable::~FlowTable() {
 }
 
 void FlowTable::prefetch(const FlowPacket& p) const {
-    if (p.ok) __builtin_prefetch(&heads_[p.hash & mask_]);
+    if (p.ok) __builtin_prefetch(&buckets_[p.hash & mask_]);
 }
 
 void FlowTable::prefetch_slot(const FlowPacket& p) const {
     if (!p.ok) return;
-    const uint32_t s = heads_[p.hash & mask_];
-    if (s) __builtin_prefetch(&slots_[s - 1]);
+    const uint32_t i = uint32_t(p.hash & mask_);
+    const uint16_t tag = uint16_t(p.hash >> 48);
+    const Bucket& b = buckets_[buckets_[i].overflow ? i ^ 1 : i];
+    if (&b != &buckets_[i]) prefetch_ways(buckets_[i], tag);
+    prefetch_ways(b, tag);
 }
 
-void FlowTable::lru_remove(uint32_t s) {
-    Slot& x = slots_[s];
-    if (x.lru_prev)
-        slots_[x.lru_prev - 1].lru_next = x.lru_next;
-    else
-        lru_head_ = x.lru_next;
-    if (x.lru_next)
-        slots_[x.lru_next - 1].lru_prev = x.lru_prev;
-    else
-        lru_tail_ = x.lru_prev;
-    x.lru_prev = x.lru_next = 0;
-}
-
-void FlowTable::lru_push_front(uint32_t s) {
-    Slot& x = slots_[s];
-    x.lru_prev = 0;
-    x.lru_next = lru_head_;
-    if (lru_head_) slots_[lru_head_ - 1].lru_prev = s + 1;
-    lru_head_ = s + 1;
-    if (!lru_tail_) lru_tail_ = s + 1;
-}
-
-void FlowTable::lru_push_back(uint32_t s) {
-    Slot& x = slots_[s];
-    x.lru_next = 0;
-    x.lru_prev = lru_tail_;
-    if (lru_tail_) slots_[lru_tail_ - 1].lru_next = s + 1;
-    lru_tail_ = s + 1;
-    if (!lru_head_) lru_head_ = s + 1;
+void FlowTable::prefetch_ways(const Bucket& b, uint16_t tag) const {
+    for (unsigned w = 0; w < kWays; w++)
+        if (b.tag[w] == tag && b.slot[w]) {
+            const auto* x = reinterpret_cast<const char*>(&slots_[b.slot[w] - 1]);
+            // Both lines of the slot: a hit reads the key and counts on the
+            // first, the bytes and time on the second.
+            __builtin_prefetch(x);
+            __builtin_prefetch(x + 64, 1);
+            return;
+        }
 }
 
 void FlowTable::unlink_bucket(uint32_t s) {
-    uint32_t* link = &heads_[hash_key(slots_[s].key) & mask_];
-    while (*link && *link != s + 1) link = &slots_[*link - 1].next;
-    if (*link) *link = slots_[s].next;
+    const uint32_t home = uint32_t(hash_key(slots_[s].key) & mask_);
+    for (const uint32_t i : {home, home ^ 1}) {
+        Bucket& b = buckets_[i];
+        for (unsigned w = 0; w < kWays; w++)
+            if (b.slot[w] == s + 1) {
+                b.slot[w] = 0;
+                b.tag[w] = 0;
+                if (i != home) buckets_[home].overflow--;
+                return;
+            }
+    }
+}
+
+uint32_t FlowTable::find(const Bucket& b, uint16_t tag, const FlowPacket::Key& key,
+                         unsigned& free_way) const {
+    for (unsigned w = 0; w < kWays; w++) {
+        const uint32_t e = b.slot[w];
+        if (e == 0) {
+            if (free_way == kWays) free_way = w;
+        } else if (b.tag[w] == tag && key_equal(slots_[e - 1].key, key)) {
+            return e;
+        }
+    }
+    return 0;
 }
 
 namespace {
@@ -376,16 +478,39 @@ uint32_t FlowTable::take_slot(uint64_t ts_ns) {
         return used_++;
     }
     // The least recently seen flow (ended flows wait at this end too).
-    uint32_t s = lru_tail_ - 1;
+    const uint32_t s = lru_tail_ - 1;
+    release(s, ts_ns);
+    unlink_bucket(s);
+    return s;
+}
+
+void FlowTable::release(uint32_t s, uint64_t ts_ns) {
     Slot& x = slots_[s];
     if ((x.state & kEnded) || (ts_ns > x.last_ns && ts_ns - x.last_ns > cfg_.idle_ns))
         add(counters_.expired, 1);
     else
         add(counters_.evicted, 1);
-    unlink_bucket(s);
-    lru_remove(s);
+    list_remove(slots_, lru_head_, lru_tail_, s);
     if (x.tcp) tcp_drop(s);
-    return s;
+}
+
+uint32_t FlowTable::take_way(uint32_t i, uint64_t ts_ns) {
+    // A full bucket and pair: the bucket's least recently seen flow (an
+    // ended one first) gives up its way and its slot.
+    const Bucket& b = buckets_[i];
+    unsigned v = 0;
+    for (unsigned w = 1; w < kWays; w++) {
+        const Slot& o = slots_[b.slot[w] - 1];
+        const Slot& best = slots_[b.slot[v] - 1];
+        if ((o.state & kEnded) > (best.state & kEnded) ||
+            ((o.state & kEnded) == (best.state & kEnded) && o.last_ns < best.last_ns))
+            v = w;
+    }
+    const uint32_t s = b.slot[v] - 1;
+    release(s, ts_ns);
+    if ((hash_key(slots_[s].key) & mask_) != i) buckets_[i ^ 1].overflow--;  // the pair's
+    add(counters_.bucket_full, 1);
+    return v;
 }
 
 FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen,
@@ -394,21 +519,40 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         add(counters_.untracked, 1);
         return kKeep;
     }
-    uint32_t* head = &heads_[p.hash & mask_];
-    uint32_t s = *head;
-    while (s && std::memcmp(&slots_[s - 1].key, &p.key, sizeof(p.key)) != 0) s = slots_[s - 1].next;
+    const uint32_t home = uint32_t(p.hash & mask_);
+    const uint16_t tag = uint16_t(p.hash >> 48);
+    unsigned free_way = kWays, pair_way = kWays;
+    uint32_t s = find(buckets_[home], tag, p.key, free_way);
+    if (s == 0 && buckets_[home].overflow) s = find(buckets_[home ^ 1], tag, p.key, pair_way);
     const bool syn_only = (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
+    const uint32_t stamp = uint32_t(ts_ns >> kStampShift);
     Slot* x;
     bool fresh = false;
     if (s == 0) {
-        s = take_slot(ts_ns);
+        Bucket* b = &buckets_[home];
+        if (free_way == kWays) {
+            if (pair_way == kWays && !buckets_[home].overflow)
+                find(buckets_[home ^ 1], tag, p.key, pair_way);  // for a free way only
+            if (pair_way != kWays) {
+                b = &buckets_[home ^ 1];
+                free_way = pair_way;
+                buckets_[home].overflow++;
+            }
+        }
+        if (free_way == kWays) {
+            free_way = take_way(home, ts_ns);
+            s = b->slot[free_way] - 1;
+        } else {
+            s = take_slot(ts_ns);
+        }
         x = &slots_[s];
         x->key = p.key;
         x->tcp = 0;
-        x->next = *head;
-        *head = s + 1;
+        b->slot[free_way] = s + 1;
+        b->tag[free_way] = tag;
         fresh = true;
-        lru_push_front(s);
+        list_push_front(slots_, lru_head_, lru_tail_, s);
+        x->lru_stamp = stamp;
     } else {
         s--;
         x = &slots_[s];
@@ -418,11 +562,14 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
             add(counters_.expired, 1);
             fresh = true;
         }
-        if (fresh || !(x->state & kEnded)) {
+        // To the front only when last moved lru_step_ or more ago (or the
+        // clock went back): the relink touches two other slots' lines.
+        if (fresh || (!(x->state & kEnded) && uint32_t(stamp - x->lru_stamp) >= lru_step_)) {
             if (lru_head_ != s + 1) {
-                lru_remove(s);
-                lru_push_front(s);
+                list_remove(slots_, lru_head_, lru_tail_, s);
+                list_push_front(slots_, lru_head_, lru_tail_, s);
             }
+            x->lru_stamp = stamp;
         }
     }
     last_slot_ = s;
@@ -485,8 +632,8 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
             if (!(x->state & kEnded)) {
                 x->state |= kEnded;
                 // Ended: first in line when a slot is needed.
-                lru_remove(s);
-                lru_push_back(s);
+                list_remove(slots_, lru_head_, lru_tail_, s);
+                list_push_back(slots_, lru_head_, lru_tail_, s);
             }
         }
     }
@@ -501,38 +648,6 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
 }
 
 namespace {
-
-/* The TCP pool's LRU list: record + 1 in lru_prev/lru_next, 0 ends it. */
-void pool_remove(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
-    packet::TcpConn& c = pool[r];
-    if (c.lru_prev)
-        pool[c.lru_prev - 1].lru_next = c.lru_next;
-    else
-        head = c.lru_next;
-    if (c.lru_next)
-        pool[c.lru_next - 1].lru_prev = c.lru_prev;
-    else
-        tail = c.lru_prev;
-    c.lru_prev = c.lru_next = 0;
-}
-
-void pool_push_front(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
-    packet::TcpConn& c = pool[r];
-    c.lru_prev = 0;
-    c.lru_next = head;
-    if (head) pool[head - 1].lru_prev = r + 1;
-    head = r + 1;
-    if (!tail) tail = r + 1;
-}
-
-void pool_push_back(packet::TcpConn* pool, uint32_t& head, uint32_t& tail, uint32_t r) {
-    packet::TcpConn& c = pool[r];
-    c.lru_next = 0;
-    c.lru_prev = tail;
-    if (tail) pool[tail - 1].lru_next = r + 1;
-    tail = r + 1;
-    if (!head) head = r + 1;
-}
 
 packet::Endpoint endpoint(const uint8_t* addr, uint8_t version, uint16_t port) {
     packet::Endpoint e;
@@ -551,14 +666,14 @@ void FlowTable::tcp_drop(uint32_t slot) {
     if (c.in_use) tcp_counters_.evicted++;
     c.in_use = false;
     // Free: first in line to be taken.
-    pool_remove(tcp_, tcp_head_, tcp_tail_, r);
-    pool_push_back(tcp_, tcp_head_, tcp_tail_, r);
+    list_remove(tcp_, tcp_head_, tcp_tail_, r);
+    list_push_back(tcp_, tcp_head_, tcp_tail_, r);
 }
 
 void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* frame,
                            uint32_t caplen, uint64_t ts_ns, packet::FrameRef ref) {
     Slot& x = slots_[slot];
-    if (std::memcmp(&x.key, &p.key, sizeof(p.key)) != 0) {
+    if (!key_equal(x.key, p.key)) {
         // A later packet of the burst took the flow's slot.
         tcp_counters_.evicted++;
         return;
@@ -592,8 +707,8 @@ void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* fr
     if (x.tcp) {
         r = x.tcp - 1;
         if (tcp_head_ != r + 1) {
-            pool_remove(tcp_, tcp_head_, tcp_tail_, r);
-            pool_push_front(tcp_, tcp_head_, tcp_tail_, r);
+            list_remove(tcp_, tcp_head_, tcp_tail_, r);
+            list_push_front(tcp_, tcp_head_, tcp_tail_, r);
         }
     } else {
         if (tcp_used_ < cfg_.tcp_conns) {
@@ -606,7 +721,7 @@ void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* fr
                 slots_[o.bucket_next - 1].tcp = 0;
                 tcp_counters_.evicted++;
             }
-            pool_remove(tcp_, tcp_head_, tcp_tail_, r);
+            list_remove(tcp_, tcp_head_, tcp_tail_, r);
         }
         packet::TcpConn& c = tcp_[r];
         c = packet::TcpConn{};
@@ -614,7 +729,7 @@ void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* fr
         c.ep[1] = endpoint(p.key.b, p.key.version, uint16_t(p.key.ports));
         c.in_use = true;
         c.bucket_next = slot + 1;
-        pool_push_front(tcp_, tcp_head_, tcp_tail_, r);
+        list_push_front(tcp_, tcp_head_, tcp_tail_, r);
         x.tcp = r + 1;
         tcp_counters_.created++;
     }

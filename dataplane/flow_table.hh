@@ -38,15 +38,31 @@
  * Counts per flow: packets and bytes per direction (packets saturate at
  * 2^32 - 1 per direction, cut packets at 2^28 - 1 per flow).
  *
- * Memory: `slots` flow slots of 128 bytes plus a 4-byte bucket head per slot
+ * Memory: `slots` flow slots of 128 bytes (two cache lines: the key, state,
+ * packet counts and LRU stamp on the first; LRU links, bytes, time and the
+ * dedup hashes on the second) and a bucket of 64 bytes per two slots
  * (rounded up to a power of two), and tcp_conns TCP records of 744 bytes,
- * mapped once at create() (2 MiB huge pages
- * when the system has free ones, else normal pages, populated at once);
- * nothing is allocated afterwards. A new flow takes a free slot; if none is
- * free, the least recently seen flow's slot (counted as evicted, or expired
- * if it had been idle for idle_ns, or had ended: an RST, or FIN from both
- * sides, puts a flow first in line to be reused). A TCP SYN without ACK on
- * an ended flow starts it again from zero.
+ * mapped once at create() (2 MiB huge pages when the system has free ones,
+ * else normal pages, populated at once; huge_pages() says which); nothing
+ * is allocated afterwards. A bucket is one cache line of 8 ways (slot,
+ * 16-bit hash tag): a lookup reads one line and compares the key only on a
+ * tag match, no chain. A bucket whose 8 ways are taken lends its new flows
+ * to its pair (the other half of its 128 bytes, searched only while it
+ * holds some); when both are full (rare: 2 flows a bucket on average at a
+ * full table), the bucket's least recently seen flow gives up its place
+ * (counted evicted or expired, and bucket_full).
+ * A new flow takes a free slot; if none is free, the least recently seen
+ * flow's slot (counted as evicted, or expired if it had been idle for
+ * idle_ns, or had ended: an RST, or FIN from both sides, puts a flow first
+ * in line to be reused). A TCP SYN without ACK on an ended flow starts it
+ * again from zero.
+ * Least recently seen is approximate, to a step of lru_step_ns (1 s by
+ * default): a flow seen again moves to the front of the eviction order
+ * only if it last moved lru_step_ns or more before (in units of 2^20 ns),
+ * so the flow evicted was seen at most lru_step_ns + 2 ms later than the
+ * least recently seen flow; with lru_step_ns 0 the order is exact. The
+ * move relinks two other slots, two cache misses a packet on a big table
+ * if paid every time.
  *
  * TCP diagnosis (tcp_conns > 0, capd --tcp-flows): a second pool of
  * tcp_conns packet::TcpConn records (744 B each), one per diagnosed TCP
@@ -68,8 +84,11 @@
  * tcp_packet() only the owning worker. Counters: single writer, relaxed
  * atomics.
  *
- * Cost: a hash and one bucket walk per packet; the slot is a cache miss on
- * a table larger than the cache, so prefetch() a burst's buckets first.
+ * Cost: a hash, one bucket line and the flow's slot per packet; on a table
+ * larger than the cache both are misses, so prefetch() a burst's buckets
+ * before its verdicts: at 2^20 flows round robin (every packet a miss)
+ * about 58 ns/packet with the parse against 34 for 1024 flows in cache
+ * (flow_table_bench Flows/1048576 and Hits/1024, bench/README.md).
  */
 #pragma once
 
@@ -104,6 +123,9 @@ struct FlowConfig {
     // worker hands it packets with a TCP header only, unless rules have
     // their own cutoffs; the flow counters then count TCP flows.
     bool tcp_only = false;
+    // A flow seen again moves to the front of the eviction order only when
+    // it last moved this long ago (0: on every packet, exact LRU).
+    uint64_t lru_step_ns = 1'000'000'000ull;
 };
 
 struct FlowCounters {
@@ -111,6 +133,10 @@ struct FlowCounters {
     std::atomic<uint64_t> created{0};
     std::atomic<uint64_t> evicted{0};  // live flows pushed out by a full table
     std::atomic<uint64_t> expired{0};  // idle or ended flows whose slot was reused
+    // New flows whose bucket's 8 ways and its pair's were taken: the
+    // bucket's least recently seen flow made room (also counted evicted or
+    // expired).
+    std::atomic<uint64_t> bucket_full{0};
     std::atomic<uint64_t> cut_packets{0};
     std::atomic<uint64_t> cut_bytes{0};  // wire bytes
     std::atomic<uint64_t> duplicates{0};
@@ -172,7 +198,9 @@ public:
     /* Prefetches the bucket of a parsed packet. */
     void prefetch(const FlowPacket& p) const;
     /* Second stage, once prefetch() has run for the whole burst: reads the
-     * bucket head and prefetches the first slot of the chain. */
+     * bucket and prefetches the slot whose tag matches. With one-line
+     * buckets it measured slower than none (bench/flow_table_bench
+     * FlowsSlotStage, FlowsSlotAhead); the worker does not call it. */
     void prefetch_slot(const FlowPacket& p) const;
     /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
      * and caplen are the packet's bytes, read only with dedup on. `cut` is
@@ -233,15 +261,22 @@ public:
 
     const FlowCounters& counters() const { return counters_; }
     const FlowConfig& config() const { return cfg_; }
+    /* The table's memory is on 2 MiB huge pages (else normal pages, with
+     * transparent huge pages advised). */
+    bool huge_pages() const { return huge_pages_; }
 
 private:
+    static constexpr unsigned kWays = 8;
     struct Slot;
+    struct Bucket;
     FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t buckets);
     uint32_t take_slot(uint64_t ts_ns);
+    uint32_t take_way(uint32_t bucket, uint64_t ts_ns);
+    uint32_t find(const Bucket& b, uint16_t tag, const FlowPacket::Key& key,
+                  unsigned& free_way) const;
+    void prefetch_ways(const Bucket& b, uint16_t tag) const;
+    void release(uint32_t s, uint64_t ts_ns);
     void unlink_bucket(uint32_t s);
-    void lru_remove(uint32_t s);
-    void lru_push_front(uint32_t s);
-    void lru_push_back(uint32_t s);
     void answer(uint64_t req);
     void tcp_drop(uint32_t slot);
     void tcp_copy(uint64_t req);
@@ -251,8 +286,10 @@ private:
     void* mem_;
     uint64_t mem_bytes_;
     Slot* slots_;
-    uint32_t* heads_;
+    Bucket* buckets_;
     uint32_t mask_;
+    uint32_t lru_step_;  // cfg_.lru_step_ns in Slot::lru_stamp units
+    bool huge_pages_ = false;
     uint32_t used_ = 0;             // slots ever handed out (the rest are fresh)
     uint32_t lru_head_, lru_tail_;  // head: most recently seen
     FlowCounters counters_;

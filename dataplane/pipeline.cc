@@ -553,6 +553,9 @@ Summary Pipeline::collect() const {
         s.flows.duplicate_bytes += c.duplicate_bytes.load(std::memory_order_relaxed);
         s.flows.untracked += c.untracked.load(std::memory_order_relaxed);
         s.flows.slots += t->config().slots;
+        s.flows.bucket_full += c.bucket_full.load(std::memory_order_relaxed);
+        s.flows.tables++;
+        s.flows.tables_on_huge_pages += t->huge_pages() ? 1 : 0;
     }
     for (const auto& w : p.writers) {
         const storage::WriterStats& st = w->stats();

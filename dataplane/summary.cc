@@ -40,6 +40,12 @@ std::string summary_text(const Summary& s) {
                  (unsigned long long)s.flows.duplicates,
                  (unsigned long long)s.flows.duplicate_bytes);
         out += buf;
+        snprintf(buf, sizeof(buf),
+                 "capd: flows: %llu of %llu tables on 2 MiB huge pages (else normal pages); "
+                 "%llu new flows found their bucket full\n",
+                 (unsigned long long)s.flows.tables_on_huge_pages,
+                 (unsigned long long)s.flows.tables, (unsigned long long)s.flows.bucket_full);
+        out += buf;
     }
     if (s.paused)
         out += "capd: " + std::to_string(s.paused) +
@@ -159,7 +165,10 @@ nlohmann::json summary_to_json(const Summary& s) {
                   {"cut_off_bytes", s.flows.cut_bytes},
                   {"duplicate_packets", s.flows.duplicates},
                   {"duplicate_bytes", s.flows.duplicate_bytes},
-                  {"untracked_packets", s.flows.untracked}};
+                  {"untracked_packets", s.flows.untracked},
+                  {"bucket_full", s.flows.bucket_full},
+                  {"tables", s.flows.tables},
+                  {"tables_on_huge_pages", s.flows.tables_on_huge_pages}};
     j["sources"] = json::array();
     for (const auto& x : s.sources)
         j["sources"].push_back({{"name", x.name},

@@ -63,7 +63,9 @@ struct FlowSummary {
     uint64_t active = 0, created = 0, evicted = 0, expired = 0;
     uint64_t cut_packets = 0, cut_bytes = 0;
     uint64_t duplicates = 0, duplicate_bytes = 0;
-    uint64_t untracked = 0;  // packets of no flow (not IP): passed
+    uint64_t untracked = 0;    // packets of no flow (not IP): passed
+    uint64_t bucket_full = 0;  // new flows whose bucket was full (also evicted or expired)
+    uint64_t tables = 0, tables_on_huge_pages = 0;  // 2 MiB huge pages, else normal pages
 };
 
 /* Elements of one mempool taken out at the time of the snapshot (per-lcore

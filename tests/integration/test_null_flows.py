@@ -61,6 +61,8 @@ class NullFlowsTest(capdtest.CapdTestCase):
         return s, [five_tuple(rec.data) for rec in cap.records]
 
     def test_every_packet_one_of_n_flows(self):
+        with open("/proc/meminfo") as f:
+            free_huge = next(int(x.split()[1]) for x in f if x.startswith("HugePages_Free:"))
         s, tuples = self.run_flows("null:64,flows=1000",
                                    ["-c", "5000", "--flow-table", "4096"])
         self.assertEqual(len(tuples), 5000)
@@ -76,6 +78,13 @@ class NullFlowsTest(capdtest.CapdTestCase):
         self.assertEqual(s["flows"]["created"], 1000)
         self.assertEqual(s["flows"]["evicted"], 0)
         self.assertEqual(s["flows"]["untracked_packets"], 0)
+        # One table, on huge pages or not (said; with none free, not), no
+        # bucket and pair full.
+        self.assertEqual(s["flows"]["tables"], 1)
+        self.assertIn(s["flows"]["tables_on_huge_pages"], (0, 1))
+        if free_huge == 0:
+            self.assertEqual(s["flows"]["tables_on_huge_pages"], 0)
+        self.assertEqual(s["flows"]["bucket_full"], 0)
 
     def test_worker_busy_time(self):
         # Each worker's busy time (the loop turns that received packets) and
