@@ -94,6 +94,12 @@ public:
      * for_each() does so itself for the next window of a long range. */
     void will_need(uint64_t begin, uint64_t end) const;
 
+    /* The descriptor whose offsets are the records' offsets, for asking
+     * the kernel ahead from another thread (posix_fadvise); -1 for a
+     * compressed file, whose offsets are those of the decompressed stream.
+     * Owned by the reader (or its caller, after open_fd()). */
+    int plain_fd() const { return z_ ? -1 : fd_; }
+
     /* Whether the file can only be read from data_start in order: a pcapng
      * file with an interface description after its first packet, or more
      * than one section. Known once for_each() has passed them. */
