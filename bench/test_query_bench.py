@@ -12,8 +12,7 @@ import textwrap
 import types
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-BENCH = os.path.join(os.path.dirname(os.path.dirname(HERE)), "bench")
+BENCH = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, BENCH)
 import query_bench  # noqa: E402
 
