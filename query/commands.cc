@@ -528,6 +528,8 @@ QueryOutcome query(const QueryOptions& o, const QueryStream& stream, FILE* expla
         spans.push_back(ReadAhead::Span{rd.plain_fd(), r.begin, r.end});
     }
     ReadAhead ahead(std::move(spans));
+    if (ahead.running())
+        for (StoreFile& f : store.files()) f.reader->set_window_read_ahead(false);
     for (size_t ri = 0; ri < ranges.size(); ri++) {
         const ReadRange& r = ranges[ri];
         if (!werr || !queue.emit_before(r.min_ns, emit)) break;
