@@ -135,23 +135,51 @@ void add(benchmark::State& state, Format fmt) {
         benchmark::Counter(double(n), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
-void add_cut(benchmark::State& state) {
-    const auto flows = uint32_t(state.range(0));
-    std::vector<uint8_t> heads(size_t(flows) * 64);
-    for (uint32_t i = 0; i < flows; i++) frame(i, &heads[size_t(i) * 64]);
-    uint16_t lt[1] = {1};
-    IndexBuilder b;
-    b.begin(CaptureFormat::kPcapMicro, lt, 24);
-    uint64_t in_file = 0, ts = 1700000000ull * 1000000000ull;
-    uint32_t at = 0;
-    for (auto _ : state) {
-        b.add_cut(0, &heads[size_t(at) * 64], 64, ts, ts + 1000, 12, 768, 0, 0);
-        if (++at == flows) at = 0;
-        ts += 67;
-        if (++in_file >= kFileRecords) {
-            b.begin(CaptureFormat::kPcapMicro, lt, 24);
-            in_file = 0;
+/* What add_cut() and add_cuts() share: one 64-byte frame head per flow, as
+ * a cut note carries, handed out in turn with a time stamp 67 ns after the
+ * last; and a builder on a pcap file begun again every kFileRecords notes,
+ * as the writer's rotation would. */
+class CutNotes {
+public:
+    explicit CutNotes(uint32_t flows) : flows_(flows), heads_(size_t(flows) * 64) {
+        for (uint32_t i = 0; i < flows; i++) frame(i, &heads_[size_t(i) * 64]);
+        b_.begin(CaptureFormat::kPcapMicro, lt_, 24);
+    }
+    IndexBuilder& builder() { return b_; }
+    /* The next note's frame head; its time stamp in *ts. */
+    const uint8_t* next(uint64_t* ts) {
+        const uint8_t* h = &heads_[size_t(at_) * 64];
+        *ts = ts_;
+        if (++at_ == flows_) at_ = 0;
+        ts_ += 67;
+        return h;
+    }
+    /* n notes were added: a new file once the current one is full. */
+    void added(uint64_t n) {
+        in_file_ += n;
+        if (in_file_ >= kFileRecords) {
+            b_.begin(CaptureFormat::kPcapMicro, lt_, 24);
+            in_file_ = 0;
         }
+    }
+
+private:
+    uint32_t flows_;
+    std::vector<uint8_t> heads_;
+    uint16_t lt_[1] = {1};
+    IndexBuilder b_;
+    uint64_t in_file_ = 0, ts_ = 1700000000ull * 1000000000ull;
+    uint32_t at_ = 0;
+};
+
+void add_cut(benchmark::State& state) {
+    CutNotes notes(uint32_t(state.range(0)));
+    IndexBuilder& b = notes.builder();
+    for (auto _ : state) {
+        uint64_t ts;
+        const uint8_t* head = notes.next(&ts);
+        b.add_cut(0, head, 64, ts, ts + 1000, 12, 768, 0, 0);
+        notes.added(1);
     }
     state.SetItemsProcessed(int64_t(state.iterations()));
     state.counters["per_pkt"] = benchmark::Counter(
@@ -161,27 +189,17 @@ void add_cut(benchmark::State& state) {
 /* add_cut() 64 notes a call (add_cuts()), as the writer hands a chunk's
  * notes over. */
 void add_cuts(benchmark::State& state) {
-    const auto flows = uint32_t(state.range(0));
-    std::vector<uint8_t> heads(size_t(flows) * 64);
-    for (uint32_t i = 0; i < flows; i++) frame(i, &heads[size_t(i) * 64]);
-    uint16_t lt[1] = {1};
-    IndexBuilder b;
-    b.begin(CaptureFormat::kPcapMicro, lt, 24);
-    uint64_t in_file = 0, ts = 1700000000ull * 1000000000ull;
-    uint32_t at = 0;
+    CutNotes notes(uint32_t(state.range(0)));
+    IndexBuilder& b = notes.builder();
     IndexBuilder::Cut in[64];
     for (auto _ : state) {
         for (auto& c : in) {
-            c = {&heads[size_t(at) * 64], 64, 0, ts, ts + 1000, 12, 768, 0, 0};
-            if (++at == flows) at = 0;
-            ts += 67;
+            uint64_t ts;
+            const uint8_t* head = notes.next(&ts);
+            c = {head, 64, 0, ts, ts + 1000, 12, 768, 0, 0};
         }
         b.add_cuts(in, 64);
-        in_file += 64;
-        if (in_file >= kFileRecords) {
-            b.begin(CaptureFormat::kPcapMicro, lt, 24);
-            in_file = 0;
-        }
+        notes.added(64);
     }
     const double n = double(state.iterations()) * 64;
     state.SetItemsProcessed(int64_t(n));

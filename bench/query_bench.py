@@ -23,6 +23,14 @@ summary. Sections (--only/--skip):
            (tcpdump -r over every file; editcap -A/-B for the minute), and
            whether the outputs are the same packets (count and an
            order-independent hash of timestamp in ns, lengths and bytes).
+           Cold runs are repeated --cold-reps times (default 3), scan and
+           capq alternating, each after dropping the page cache: a shared
+           disk's cold rate moves a lot from one run to the next, so each
+           run is reported and the ratio is that of the medians.
+
+With --hugepages N, vm.nr_hugepages is raised for the capture section and put
+back to its old value when the bench ends, however it ends (an error, ^C,
+SIGTERM or SIGHUP).
 
 capd, capq and flowgen are found in --build-dir (or $LINECAP_BUILD_DIR). A
 capd without --no-index, or no capq, is said in the JSON ("capq not built")
@@ -36,11 +44,13 @@ Small check of the harness (2 GB store, 200k flows):
 """
 
 import argparse
+import atexit
 import glob
 import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -85,6 +95,17 @@ def dir_sizes(d):
     return {"capture_files": len(caps), "index_files": len(idx), "capture_bytes": cap_bytes,
             "index_bytes": idx_bytes,
             "index_pct": round(100.0 * idx_bytes / cap_bytes, 3) if cap_bytes and idx else None}
+
+
+HUGEPAGES = "/proc/sys/vm/nr_hugepages"
+
+
+def read_hugepages():
+    try:
+        with open(HUGEPAGES) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return None
 
 
 def drop_caches():
@@ -250,6 +271,12 @@ class QueryBench:
             cb_argv += ["--capd", a.capd]
         if a.hugepages:
             cb_argv += ["--hugepages", str(a.hugepages)]
+        # capbench raises vm.nr_hugepages and never lowers it: the old value
+        # is put back by restore_hugepages(), from cleanup() and at exit.
+        self.hugepages_before = None
+        if a.hugepages:
+            self.hugepages_before = read_hugepages()
+            atexit.register(self.restore_hugepages)
         self.cb = capbench.Bench(capbench.parse_args(cb_argv))
         self.capd = self.cb.capd
         build = os.path.dirname(os.path.dirname(self.capd))
@@ -472,6 +499,34 @@ class QueryBench:
         return {"label": label, "seconds": round(secs, 3), "commands": len(cmds),
                 "status": "ok" if rc == 0 else f"exit {rc}"}
 
+    def alternate(self, contenders, cold, reps):
+        """Runs every (key, label, cmds) of contenders in turn, reps rounds
+        (scan, capq, scan, capq, ...), and gives per key the median seconds
+        with every run's result: cold runs on a shared disk vary too much for
+        one pair to say anything."""
+        rounds = {key: [] for key, _, _ in contenders}
+        for rep in range(reps):
+            for key, label, cmds in contenders:
+                r = self.timed(label, cmds, cold)
+                rounds[key].append(r)
+                if reps > 1:
+                    self.say(f"  {label} ({'cold' if cold else 'warm'} run {rep + 1} of "
+                             f"{reps}): {r.get('seconds', r.get('status'))} s")
+        out = {}
+        for key, label, cmds in contenders:
+            rs = rounds[key]
+            secs = [r["seconds"] for r in rs if r.get("status") == "ok"]
+            bad = [r["status"] for r in rs if r.get("status") != "ok"]
+            res = {"label": label, "commands": len(cmds), "runs": len(rs),
+                   "status": bad[0] if bad else "ok",
+                   "each_seconds": [r.get("seconds") for r in rs]}
+            if secs and not bad:
+                res["seconds"] = round(statistics.median(secs), 3)
+                res["min_seconds"] = min(secs)
+                res["max_seconds"] = max(secs)
+            out[key] = res
+        return out
+
     def run_all(self, cmds):
         worst = 0
         for c in cmds:
@@ -551,20 +606,25 @@ class QueryBench:
             if scan:
                 q["scan_command"] = (" ".join(scan[0]).replace(files[0], "FILE") +
                                      f"  (for each of the {len(files)} files)")
+            contenders = []
+            if scan:
+                contenders.append(("scan", "scan", scan))
+            if capq_cmd:
+                contenders.append(("capq", "capq", [capq_cmd]))
+            if label == "one minute, no expression":
+                contenders.append(("tcpdump_read_all", "tcpdump -r every file", scan_all))
             for cold in (True, False) if a.cold else (False,):
                 temp = "cold" if cold else "warm"
-                runs = {}
-                if scan:
-                    runs["scan"] = self.timed("scan", scan, cold)
-                if capq_cmd:
-                    runs["capq"] = self.timed("capq", [capq_cmd], cold)
-                if label == "one minute, no expression":
-                    runs["tcpdump_read_all"] = self.timed("tcpdump -r every file", scan_all,
-                                                          cold)
-                ratio = None
+                runs = self.alternate(contenders, cold, a.cold_reps if cold else 1)
+                ratio, paired = None, None
                 if "capq" in runs and "scan" in runs and runs["capq"].get("seconds"):
                     ratio = round(runs["scan"]["seconds"] / runs["capq"]["seconds"], 2)
+                    # Each round's own ratio too: scan and capq ran next to
+                    # each other, on the disk as it was then.
+                    paired = [round(x / y, 2) if x and y else None for x, y in
+                              zip(runs["scan"]["each_seconds"], runs["capq"]["each_seconds"])]
                 q["runs"].append({"cache": temp, "results": runs, "scan_over_capq": ratio,
+                                  "scan_over_capq_each_round": paired,
                                   "target_scan_over_capq": target[label],
                                   "meets_target": None if ratio is None
                                   else ratio >= target[label]})
@@ -616,8 +676,28 @@ class QueryBench:
             return 1
         return 0
 
+    def restore_hugepages(self):
+        """Puts vm.nr_hugepages back to what it was before the bench (once;
+        after capbench's cleanup has unmounted its hugetlbfs, so that the
+        pages are free to go). Says so when the kernel keeps some."""
+        before, self.hugepages_before = self.hugepages_before, None
+        if before is None or read_hugepages() == before:
+            return
+        try:
+            with open(HUGEPAGES, "w") as f:
+                f.write(str(before))
+        except OSError as e:
+            print(f"query_bench: could not put vm.nr_hugepages back to {before}: {e}",
+                  file=sys.stderr)
+            return
+        now = read_hugepages()
+        if now != before:
+            print(f"query_bench: vm.nr_hugepages is {now}, not {before}: pages still in use",
+                  file=sys.stderr)
+
     def cleanup(self):
         self.cb.cleanup()
+        self.restore_hugepages()
         shutil.rmtree(self.work, ignore_errors=True)
         if not self.a.keep_store:
             shutil.rmtree(self.store_dir(), ignore_errors=True)
@@ -649,8 +729,9 @@ def summary_text(r):
                      f"{st['packets']} packets, index {st['index_pct']} %")
         for x in q["queries"]:
             for run in x["runs"]:
-                parts = [f"{k} {v.get('seconds', v.get('status'))}" for k, v in
-                         run["results"].items()]
+                parts = [f"{k} {v.get('seconds', v.get('status'))}" +
+                         (f" (median of {v['each_seconds']})" if v.get("runs", 1) > 1 else "")
+                         for k, v in run["results"].items()]
                 lines.append(f"  {x['query']} ({run['cache']}): " + ", ".join(parts) +
                              (f"; scan/capq {run['scan_over_capq']}x (target >= "
                               f"{run['target_scan_over_capq']})" if run["scan_over_capq"]
@@ -678,7 +759,7 @@ def parse_args(argv):
     p.add_argument("--seconds", type=float, default=5.0, help="length of every capture run")
     p.add_argument("--hugepages", type=int, default=0,
                    help="as root, raise vm.nr_hugepages to N first, as capbench does "
-                   "(performance figures want them; left raised afterwards)")
+                   "(performance figures want them; put back to the old value at the end)")
     p.add_argument("--reps", type=int, default=2, help="runs per capture mode, alternating")
     p.add_argument("--store-gb", type=float, default=20.0, help="store size (default 20)")
     p.add_argument("--flows", type=int, default=1000000, help="flows in the flowgen mix")
@@ -696,6 +777,9 @@ def parse_args(argv):
     p.add_argument("--format", default="pcap", choices=("pcap", "pcapng"))
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="do not compare the outputs of capq and the scan")
+    p.add_argument("--cold-reps", type=int, default=3,
+                   help="cold runs of every query, scan and capq alternating, each after "
+                   "dropping the page cache; medians reported (default 3)")
     p.add_argument("--no-cold", dest="cold", action="store_false",
                    help="warm runs only (dropping the page cache slows everything else)")
     p.add_argument("--command-timeout", type=float, default=3600)
@@ -710,13 +794,21 @@ def parse_args(argv):
         a.skip |= set(SECTIONS) - {s for s in a.only.split(",") if s}
     if a.skip - set(SECTIONS):
         p.error("unknown section(s): " + ", ".join(sorted(a.skip - set(SECTIONS))))
-    if a.store_gb <= 0 or a.flows <= 0 or a.reps <= 0 or a.seconds <= 0:
-        p.error("--store-gb, --flows, --reps and --seconds must be positive")
+    if a.store_gb <= 0 or a.flows <= 0 or a.reps <= 0 or a.seconds <= 0 or a.cold_reps <= 0:
+        p.error("--store-gb, --flows, --reps, --cold-reps and --seconds must be positive")
     return a
+
+
+def on_signal(signum, frame):
+    # SIGTERM and SIGHUP end the bench through its finally (cleanup() and
+    # the hugepage count put back), not with Python's default of no cleanup.
+    raise SystemExit(128 + signum)
 
 
 def main(argv):
     a = parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     b = QueryBench(a)
     try:
         return b.go()

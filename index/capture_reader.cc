@@ -284,6 +284,7 @@ CaptureReader& CaptureReader::operator=(CaptureReader&& o) noexcept {
         name_ = std::move(o.name_);
         info_ = std::move(o.info_);
         sequential_ = o.sequential_;
+        window_read_ahead_ = o.window_read_ahead_;
         leading_interfaces_ = o.leading_interfaces_;
         lengths_swapped_ = o.lengths_swapped_;
         z_ = std::move(o.z_);
@@ -335,7 +336,7 @@ const uint8_t* CaptureReader::fetch(uint64_t pos, size_t n, uint64_t upto) {
     // The next window of what the caller will read starts coming from the
     // disk while this one is parsed: a cold read then overlaps the disk and
     // the filter instead of taking their sum.
-    if (buf_len_ == want && upto > pos + want)
+    if (window_read_ahead_ && buf_len_ == want && upto > pos + want)
         will_need(pos + want, std::min<uint64_t>(upto, pos + want + kBufferBytes));
     return buf_len_ >= n ? buf_.get() : nullptr;
 }

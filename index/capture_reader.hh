@@ -91,8 +91,17 @@ public:
 
     /* Asks the kernel to start reading [begin, end) into the page cache
      * (POSIX_FADV_WILLNEED), without waiting: for the range read next.
-     * for_each() does so itself for the next window of a long range. */
+     * for_each() does so itself for the next window of a long range, unless
+     * told not to: a caller that asks further ahead on another thread
+     * (capq's ReadAhead) saves the reading thread that call. */
     void will_need(uint64_t begin, uint64_t end) const;
+    void set_window_read_ahead(bool on) { window_read_ahead_ = on; }
+
+    /* The descriptor whose offsets are the records' offsets, for asking
+     * the kernel ahead from another thread (posix_fadvise); -1 for a
+     * compressed file, whose offsets are those of the decompressed stream.
+     * Owned by the reader (or its caller, after open_fd()). */
+    int plain_fd() const { return z_ ? -1 : fd_; }
 
     /* Whether the file can only be read from data_start in order: a pcapng
      * file with an interface description after its first packet, or more
@@ -136,6 +145,7 @@ private:
     std::string name_;
     CaptureInfo info_;
     bool sequential_ = false;
+    bool window_read_ahead_ = true;
     size_t leading_interfaces_ = 0;  // pcapng: IDBs before data_start
     int lengths_swapped_ = 0;        // pcap 2.3 and older: 1 maybe, 2 always (as libpcap)
     // Not zero-filled: a reader opened only to look at its header, or to

@@ -384,6 +384,30 @@ Status Index::check_by_dst(size_t first, size_t count) const {
     return Status();
 }
 
+namespace {
+
+/* The end of a lookup by destination, for every format: a search of by_dst
+ * found that addr's run starts at entry lo. Proves it (the entry before lo
+ * is below addr) and appends the flow of every entry from lo whose
+ * destination is addr. dst_flow(j): the verified key of by_dst entry j's
+ * flow, nullptr if damaged. False when an entry is damaged or out of the
+ * order the search relied on: the caller then answers with every flow. */
+template <class DstFlow>
+bool by_dst_run(size_t lo, const uint8_t addr[16], std::span<const uint32_t> by_dst,
+                const DstFlow& dst_flow, std::vector<uint32_t>& out) {
+    const FlowKey* k;
+    if (lo > 0 && (!(k = dst_flow(lo - 1)) || std::memcmp(k->dst, addr, 16) >= 0)) return false;
+    for (size_t j = lo; j < by_dst.size(); j++) {
+        if (!(k = dst_flow(j))) return false;
+        if (std::memcmp(k->dst, addr, 16) < 0) return false;
+        if (std::memcmp(k->dst, addr, 16) != 0) break;
+        out.push_back(by_dst[j]);
+    }
+    return true;
+}
+
+}  // namespace
+
 void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& out) const {
     if (compact_) return flows_with_address_compact(addr, out);
     const size_t n = flows_.size(), first_ip = header_->non_ip_flows;
@@ -441,13 +465,7 @@ void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& ou
         else
             hi = mid;
     }
-    if (lo > 0 && (!(k = dst_flow(lo - 1)) || std::memcmp(k->dst, addr, 16) >= 0)) goto damaged;
-    for (size_t j = lo; j < by_dst_.size(); j++) {
-        if (!(k = dst_flow(j))) goto damaged;
-        if (std::memcmp(k->dst, addr, 16) < 0) goto damaged;
-        if (std::memcmp(k->dst, addr, 16) != 0) break;
-        out.push_back(by_dst_[j]);
-    }
+    if (!by_dst_run(lo, addr, by_dst_, dst_flow, out)) goto damaged;
     return;
 damaged:
     out.resize(had);
@@ -779,13 +797,7 @@ void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint3
             else
                 b = mid;
         }
-        if (a > 0 && (!(k = dst_flow(a - 1)) || std::memcmp(k->dst, addr, 16) >= 0)) goto damaged;
-        for (size_t j = a; j < m; j++) {
-            if (!(k = dst_flow(j))) goto damaged;
-            if (std::memcmp(k->dst, addr, 16) < 0) goto damaged;
-            if (std::memcmp(k->dst, addr, 16) != 0) break;
-            out.push_back(by_dst_[j]);
-        }
+        if (!by_dst_run(a, addr, by_dst_, dst_flow, out)) goto damaged;
     }
     return;
 damaged:

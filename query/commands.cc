@@ -28,6 +28,7 @@
 #include "index/prune.hh"
 #include "query/flow_json.hh"
 #include "query/merge.hh"
+#include "query/read_ahead.hh"
 #include "query/store.hh"
 #include "query/time_spec.hh"
 
@@ -38,8 +39,6 @@ namespace {
 using filters::ClassicInsn;
 
 constexpr uint64_t kMaxRangeBytes = 16u << 20;
-/* Bytes of the next ranges asked for from the disk while one is read. */
-constexpr uint64_t kReadAhead = 32u << 20;
 /* Threads planning files at once (run_query()): enough to keep a disk's
  * queue busy with the small dependent reads of index lookups. */
 constexpr unsigned kPlanThreads = 16;
@@ -518,27 +517,28 @@ QueryOutcome query(const QueryOptions& o, const QueryStream& stream, FILE* expla
         return bool(werr);
     };
     std::string rerr;
-    // The ranges after the current one are asked for up to kReadAhead bytes
-    // ahead (each range's first 4 MiB: the reader asks for the rest of a
-    // long one as it goes), so that many small ranges, such as the blocks
-    // of one flow spread over the files, are read from the disk together.
-    size_t asked = 0;
+    // The plan is asked for from the disk ahead of this thread, by a thread
+    // of its own (query/read_ahead.hh): long stretches and many small
+    // ranges alike keep several chunks in flight while this one filters and
+    // writes.
+    std::vector<ReadAhead::Span> spans;
+    spans.reserve(ranges.size());
+    for (const ReadRange& r : ranges) {
+        const index::CaptureReader& rd = *store.files()[r.file].reader;
+        spans.push_back(ReadAhead::Span{rd.plain_fd(), r.begin, r.end});
+    }
+    ReadAhead ahead(std::move(spans));
+    if (ahead.running())
+        for (StoreFile& f : store.files()) f.reader->set_window_read_ahead(false);
     for (size_t ri = 0; ri < ranges.size(); ri++) {
         const ReadRange& r = ranges[ri];
         if (!werr || !queue.emit_before(r.min_ns, emit)) break;
         StoreFile& f = store.files()[r.file];
-        uint64_t ahead = 0;
-        for (size_t ni = ri + 1; ni < ranges.size() && ahead < kReadAhead; ni++) {
-            const ReadRange& n = ranges[ni];
-            const uint64_t len = std::min<uint64_t>(n.end - n.begin, 4u << 20);
-            ahead += len;
-            if (ni < asked) continue;
-            store.files()[n.file].reader->will_need(n.begin, n.begin + len);
-            asked = ni + 1;
-        }
-        uint32_t last_if = UINT32_MAX;  // the program of the last interface seen
+        const uint64_t at = ahead.position(ri) - r.begin;  // plan position of file offset 0
+        uint32_t last_if = UINT32_MAX;                     // the program of the last interface seen
         const std::vector<ClassicInsn>* last_prog = nullptr;
         auto res = f.reader->for_each(r.begin, r.end, [&](const index::Record& rec) {
+            ahead.consumed(at + rec.offset + rec.rec_bytes);
             if (rec.ts_ns < o.since_ns || rec.ts_ns >= o.until_ns) return true;
             const auto& ifs = f.reader->info().interfaces;
             if (rec.if_id >= ifs.size()) return true;  // no interface block: libpcap skips it too
@@ -580,6 +580,7 @@ QueryOutcome query(const QueryOptions& o, const QueryStream& stream, FILE* expla
         });
         if (!res) rerr = res.error();
         if (!rerr.empty()) break;
+        ahead.consumed(ahead.position(ri + 1));
     }
     if (rerr.empty() && werr && !oc.cut) queue.drain(emit);
     if (werr) werr = out.finish();
