@@ -108,6 +108,9 @@ std::string format_stats(const nlohmann::json& s) {
           << u(f, "cut_off_packets") << " packets (" << u(f, "cut_off_bytes")
           << " bytes), duplicate " << u(f, "duplicate_packets") << " packets ("
           << u(f, "duplicate_bytes") << " bytes) (not counted as drops)\n";
+        o << "flows: " << u(f, "tables_on_huge_pages") << " of " << u(f, "tables")
+          << " tables on 2 MiB huge pages (else normal pages); " << u(f, "bucket_full")
+          << " new flows found their bucket full\n";
     }
     for (const auto& x : s["sources"]) {
         o << "source " << x.value("name", "") << ": " << u(x, "packets") << " packets, imissed "
@@ -255,6 +258,15 @@ std::string format_prometheus(const nlohmann::json& s) {
         o << "linecap_flows_evicted_total " << u(f, "evicted") << "\n";
         o << "# HELP linecap_flows_active Flows in the flow tables.\n"
           << "# TYPE linecap_flows_active gauge\nlinecap_flows_active " << u(f, "active") << "\n";
+        counter("linecap_flows_bucket_full_total",
+                "New flows that found their bucket full (also counted evicted or expired).");
+        o << "linecap_flows_bucket_full_total " << u(f, "bucket_full") << "\n";
+        o << "# HELP linecap_flow_tables Flow tables, one a worker.\n"
+          << "# TYPE linecap_flow_tables gauge\nlinecap_flow_tables " << u(f, "tables") << "\n"
+          << "# HELP linecap_flow_tables_on_huge_pages Flow tables on 2 MiB huge pages (the "
+             "others on normal pages).\n"
+          << "# TYPE linecap_flow_tables_on_huge_pages gauge\nlinecap_flow_tables_on_huge_pages "
+          << u(f, "tables_on_huge_pages") << "\n";
     }
     counter("linecap_source_packets_total", "Packets delivered by each source.");
     for (const auto& x : s["sources"]) {
