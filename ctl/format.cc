@@ -153,9 +153,11 @@ std::string format_stats(const nlohmann::json& s) {
           << u(c, "spool_bytes") << " bytes, oldest " << b << " s), dropped "
           << u(c, "dropped_rows") << ", send errors " << u(c, "send_errors") << "\n";
         o << "          closed files' index: " << u(c, "files_from_memory")
-          << " from writer memory, " << u(c, "files_read_back")
-          << " read back; flow budget: " << u(c, "budget_files") << " files over it, "
-          << u(c, "aggregate_rows") << " aggregate rows\n";
+          << " from writer memory, " << u(c, "files_read_back") << " read back; flow budget "
+          << (u(c, "flow_budget") ? std::to_string(u(c, "flow_budget")) + " rows a file"
+                                  : std::string("off (a row a flow)"))
+          << ": " << u(c, "budget_files") << " files over it, " << u(c, "aggregate_rows")
+          << " aggregate rows\n";
         if (!c.value("last_error", "").empty())
             o << "          last error: " << c["last_error"].get<std::string>() << "\n";
     }
@@ -340,6 +342,10 @@ std::string format_prometheus(const nlohmann::json& s) {
         counter("linecap_catalog_budget_files_total",
                 "Files and live snapshots with more flows than --catalog-flow-budget.");
         o << "linecap_catalog_budget_files_total " << u(c, "budget_files") << "\n";
+        o << "# HELP linecap_catalog_flow_budget Flows rows per file (--catalog-flow-budget; 0: a "
+             "row a flow).\n"
+          << "# TYPE linecap_catalog_flow_budget gauge\nlinecap_catalog_flow_budget "
+          << u(c, "flow_budget") << "\n";
         counter("linecap_catalog_aggregate_rows_total",
                 "Aggregate flows rows made for the files over the flow budget.");
         o << "linecap_catalog_aggregate_rows_total " << u(c, "aggregate_rows") << "\n";
