@@ -33,7 +33,6 @@ import random
 import signal
 import socket
 import subprocess
-import time
 import unittest
 import urllib.request
 
