@@ -230,6 +230,13 @@ std::string format_prometheus(const nlohmann::json& s) {
     auto counter = [&](const char* name, const char* help) {
         o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
     };
+    // A counter with a sample for each writer, labelled with its number.
+    auto per_writer = [&](const char* name, const char* help, const char* key) {
+        counter(name, help);
+        int i = 0;
+        for (const auto& w : s["writers"])
+            o << name << "{writer=\"" << i++ << "\"} " << u(w, key) << "\n";
+    };
     counter("linecap_packets_received_total", "Packets received from all sources.");
     o << "linecap_packets_received_total " << u(s, "packets_received") << "\n";
     counter("linecap_packets_filtered_out_total", "Packets no rule matched.");
@@ -282,17 +289,10 @@ std::string format_prometheus(const nlohmann::json& s) {
     bool compress = false;
     for (const auto& w : s["writers"]) compress = compress || w.contains("compress");
     if (compress) {
-        counter("linecap_compress_bytes_in_total", "Bytes into each writer's codec (--compress).");
-        int i = 0;
-        for (const auto& w : s["writers"])
-            o << "linecap_compress_bytes_in_total{writer=\"" << i++ << "\"} " << u(w, "bytes_in")
-              << "\n";
-        counter("linecap_compress_bytes_out_total",
-                "Bytes out of each writer's codec, to the disk (--compress).");
-        i = 0;
-        for (const auto& w : s["writers"])
-            o << "linecap_compress_bytes_out_total{writer=\"" << i++ << "\"} " << u(w, "bytes_out")
-              << "\n";
+        per_writer("linecap_compress_bytes_in_total",
+                   "Bytes into each writer's codec (--compress).", "bytes_in");
+        per_writer("linecap_compress_bytes_out_total",
+                   "Bytes out of each writer's codec, to the disk (--compress).", "bytes_out");
     }
     o << "# HELP linecap_worker_max_poll_gap_seconds Longest time a worker went between two "
          "receive polls.\n# TYPE linecap_worker_max_poll_gap_seconds gauge\n";
@@ -300,17 +300,11 @@ std::string format_prometheus(const nlohmann::json& s) {
     for (const auto& w : s["workers"])
         o << "linecap_worker_max_poll_gap_seconds{worker=\"" << wi++ << "\"} "
           << w.value("max_poll_gap_us", 0.0) / 1e6 << "\n";
-    counter("linecap_files_retired_total",
-            "Files deleted by retention (--retain-free, --retain-age), by writer.");
-    wi = 0;
-    for (const auto& w : s["writers"])
-        o << "linecap_files_retired_total{writer=\"" << wi++ << "\"} " << u(w, "files_retired")
-          << "\n";
-    counter("linecap_bytes_retired_total", "Bytes of the files retention deleted, by writer.");
-    wi = 0;
-    for (const auto& w : s["writers"])
-        o << "linecap_bytes_retired_total{writer=\"" << wi++ << "\"} " << u(w, "bytes_retired")
-          << "\n";
+    per_writer("linecap_files_retired_total",
+               "Files deleted by retention (--retain-free, --retain-age), by writer.",
+               "files_retired");
+    per_writer("linecap_bytes_retired_total", "Bytes of the files retention deleted, by writer.",
+               "bytes_retired");
     o << "# HELP linecap_oldest_packet_kept_seconds First packet of the oldest file kept, in "
          "seconds since the epoch (with retention on; absent when unknown).\n"
       << "# TYPE linecap_oldest_packet_kept_seconds gauge\n";
