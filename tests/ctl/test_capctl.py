@@ -43,28 +43,18 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
-
-def _build_dir():
-    d = os.environ.get("LINECAP_BUILD_DIR")
-    if d:
-        return d
-    for cand in sorted(glob.glob(os.path.join(REPO, "build*"))):
-        if os.path.exists(os.path.join(cand, "ctl", "capctl")):
-            return cand
-    return os.path.join(REPO, "build")
-
-
-BUILD_DIR = _build_dir()
-CAPD = os.path.join(BUILD_DIR, "dataplane", "capd")
-CAPCTL = os.path.join(BUILD_DIR, "ctl", "capctl")
-DATA_DIR = os.environ.get("LINECAP_TEST_DATA") or os.path.join(REPO, "tests", "data")
-WEB_MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
-KEEP_TMP = bool(os.environ.get("LINECAP_KEEP_TMP"))
-
-# The tests' reader of record and shared helpers, in tests/integration.
+# The tests' reader of record and shared helpers, in tests/integration; the
+# build and data directories are found as there.
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import capdtest  # noqa: E402
 import pcaplib  # noqa: E402
+
+BUILD_DIR = capdtest.BUILD_DIR
+CAPD = capdtest.CAPD
+CAPCTL = os.path.join(BUILD_DIR, "ctl", "capctl")
+DATA_DIR = capdtest.DATA_DIR
+WEB_MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
+KEEP_TMP = bool(os.environ.get("LINECAP_KEEP_TMP"))
 
 FILTERS_NOT_BUILT = "filters are not built yet"
 ENOSYS, EPROTO, E2BIG, EBUSY, EACCES, EINVAL = (errno.ENOSYS, errno.EPROTO, errno.E2BIG,
