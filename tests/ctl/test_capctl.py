@@ -450,9 +450,8 @@ def prometheus_problems(text):
     return bad
 
 
-class Commands(CtlTestCase):
-    """One capd on a paced null source; the tests run in name order and the
-    last one stops it."""
+class SharedCapdCase(CtlTestCase):
+    """One capd on a paced null source for all of a class's tests."""
 
     @classmethod
     def setUpClass(cls):
@@ -465,6 +464,10 @@ class Commands(CtlTestCase):
         cls.capd.kill()
         if not KEEP_TMP:
             shutil.rmtree(cls.tmp, True)
+
+
+class Commands(SharedCapdCase):
+    """The tests run in name order and the last one stops capd."""
 
     def test_a_status(self):
         r = self.capd.ctl("status")
@@ -974,19 +977,7 @@ class RulesStress(CtlTestCase):
 
 # ---------------------------------------------------------------- robustness
 
-class Robustness(CtlTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = tempfile.mkdtemp(prefix="linecap-ctl-")
-        cls.capd = Capd(cls.tmp, NULL_PACED)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.capd.kill()
-        if not KEEP_TMP:
-            shutil.rmtree(cls.tmp, True)
-
+class Robustness(SharedCapdCase):
     def conn(self):
         return CtlConn(self.capd.sock)
 
