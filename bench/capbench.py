@@ -61,6 +61,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "tests", "integration"))
 import capdtest  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hugepages  # noqa: E402
+
 SCHEMA = "linecap.capbench/1"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MARKER = b"LCBENCH1"  # bench/capbench_flood.c puts it at the start of every payload
@@ -353,6 +356,7 @@ class Bench:
         self.flood = self.find_flood()
         self.pcap = os.path.abspath(args.pcap)
         self.netns = []
+        self.hugepages = hugepages.Reservation("capbench")
 
     # ---- plumbing
 
@@ -452,26 +456,12 @@ class Bench:
         }
 
     def reserve_hugepages(self):
-        """With --hugepages N (root): raise the 2 MiB page count to N."""
+        """With --hugepages N (root): raise the 2 MiB page count to N. The
+        count before is put back by cleanup(), and at exit in any case."""
         n = self.a.hugepages
         if not n:
             return None
-        path = "/proc/sys/vm/nr_hugepages"
-        before = int(read_file(path, "0").strip() or 0)
-        res = {"requested": n, "before": before}
-        if before >= n:
-            res["after"] = before
-            return res
-        if os.geteuid() != 0:
-            res["error"] = "needs root"
-            return res
-        try:
-            with open(path, "w") as f:
-                f.write(str(n))
-        except OSError as e:
-            res["error"] = str(e)
-        res["after"] = int(read_file(path, "0").strip() or 0)
-        return res
+        return self.hugepages.raise_to(n)
 
     # ---- dd
 
@@ -1670,6 +1660,8 @@ class Bench:
     def cleanup(self):
         if getattr(self, "mounted_hugetlbfs", None):
             run(["umount", self.mounted_hugetlbfs], 20)
+        # After the umount: pages a hugetlbfs still held could not go.
+        self.hugepages.restore()
         self.remove_netns()
         for d in self.targets.values():
             shutil.rmtree(d, ignore_errors=True)
@@ -1776,7 +1768,7 @@ def parse_args(argv):
                    "1514 bytes (the earlier, flattering case)")
     p.add_argument("--hugepages", type=int, default=0,
                    help="as root, raise vm.nr_hugepages to N first (capd and dpdk-dumpcap "
-                   "use them; left raised afterwards)")
+                   "use them; the count before is put back at the end)")
     p.add_argument("--budget", type=float,
                    help="seconds for the whole run; later sections are skipped past it "
                    "(default 2400, 100 with --quick)")
@@ -1819,12 +1811,8 @@ def parse_args(argv):
 
 def main(argv):
     a = parse_args(argv)
+    hugepages.end_on_signals()
     b = Bench(a)
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     try:
         _, problems = b.go()
     except KeyboardInterrupt:

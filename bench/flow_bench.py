@@ -33,8 +33,8 @@ plain null:64 and on null:64,flows=N prices the source's rewrite; after
 them bench/flow_table_bench at 2^20 flows (round robin and shuffled, with
 the 1 s LRU step and with exact LRU), and for each capd run the flows that
 found their bucket full and whether the table got huge pages. As root,
---hugepages N raises vm.nr_hugepages for the runs and puts the old value
-back. --baseline-build DIR (another build, e.g. of an earlier commit) also
+--hugepages N raises vm.nr_hugepages for the runs (never lowers it) and
+puts the old value back however the bench ends (bench/hugepages.py). --baseline-build DIR (another build, e.g. of an earlier commit) also
 runs its capd with and without the table, and its flow_table_bench, in the
 same run: before/after on the same machine state.
 """
@@ -48,6 +48,8 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import hugepages  # noqa: E402
 
 
 def run(cmd, timeout=600):
@@ -193,15 +195,6 @@ def line_rate(a, out):
     out["machine"]["loadavg_end"] = os.getloadavg()
 
 
-def set_hugepages(n):
-    path = "/proc/sys/vm/nr_hugepages"
-    with open(path) as f:
-        before = int(f.read())
-    with open(path, "w") as f:
-        f.write(str(n))
-    return before
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build"))
@@ -218,7 +211,8 @@ def main():
     ap.add_argument("--baseline-build", default="",
                     help="another build whose capd and flow_table_bench run too, for before/after")
     ap.add_argument("--hugepages", type=int, default=0,
-                    help="as root, vm.nr_hugepages for the runs (put back afterwards)")
+                    help="as root, raise vm.nr_hugepages to N for the runs (put back "
+                    "afterwards)")
     a = ap.parse_args()
     b, d = a.build_dir, a.dir
     os.makedirs(d, exist_ok=True)
@@ -226,12 +220,15 @@ def main():
                        "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                                     if l.startswith("model name")), "")}}
     if a.line_rate:
-        before = set_hugepages(a.hugepages) if a.hugepages else None
+        # Put back by restore(), at exit in any case, and on SIGTERM or SIGHUP.
+        hugepages.end_on_signals()
+        reservation = hugepages.Reservation("flow_bench")
         try:
+            if a.hugepages:
+                out["hugepage_reservation"] = reservation.raise_to(a.hugepages)
             line_rate(a, out)
         finally:
-            if before is not None:
-                set_hugepages(before)
+            reservation.restore()
             if not a.keep:
                 shutil.rmtree(d, ignore_errors=True)
         print(json.dumps(out, indent=2))

@@ -44,13 +44,11 @@ Small check of the harness (2 GB store, 200k flows):
 """
 
 import argparse
-import atexit
 import glob
 import hashlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import struct
 import subprocess
@@ -60,6 +58,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import capbench  # noqa: E402  (its capd runner, dd and machine description)
+import hugepages  # noqa: E402
 
 SCHEMA = "linecap.query_bench/1"
 SECTIONS = ("capture", "size", "query")
@@ -95,17 +94,6 @@ def dir_sizes(d):
     return {"capture_files": len(caps), "index_files": len(idx), "capture_bytes": cap_bytes,
             "index_bytes": idx_bytes,
             "index_pct": round(100.0 * idx_bytes / cap_bytes, 3) if cap_bytes and idx else None}
-
-
-HUGEPAGES = "/proc/sys/vm/nr_hugepages"
-
-
-def read_hugepages():
-    try:
-        with open(HUGEPAGES) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return None
 
 
 def drop_caches():
@@ -271,12 +259,8 @@ class QueryBench:
             cb_argv += ["--capd", a.capd]
         if a.hugepages:
             cb_argv += ["--hugepages", str(a.hugepages)]
-        # capbench raises vm.nr_hugepages and never lowers it: the old value
-        # is put back by restore_hugepages(), from cleanup() and at exit.
-        self.hugepages_before = None
-        if a.hugepages:
-            self.hugepages_before = read_hugepages()
-            atexit.register(self.restore_hugepages)
+        # capbench raises vm.nr_hugepages (bench/hugepages.py): its cleanup()
+        # puts the old value back, and so does exit in any case.
         self.cb = capbench.Bench(capbench.parse_args(cb_argv))
         self.capd = self.cb.capd
         build = os.path.dirname(os.path.dirname(self.capd))
@@ -676,28 +660,8 @@ class QueryBench:
             return 1
         return 0
 
-    def restore_hugepages(self):
-        """Puts vm.nr_hugepages back to what it was before the bench (once;
-        after capbench's cleanup has unmounted its hugetlbfs, so that the
-        pages are free to go). Says so when the kernel keeps some."""
-        before, self.hugepages_before = self.hugepages_before, None
-        if before is None or read_hugepages() == before:
-            return
-        try:
-            with open(HUGEPAGES, "w") as f:
-                f.write(str(before))
-        except OSError as e:
-            print(f"query_bench: could not put vm.nr_hugepages back to {before}: {e}",
-                  file=sys.stderr)
-            return
-        now = read_hugepages()
-        if now != before:
-            print(f"query_bench: vm.nr_hugepages is {now}, not {before}: pages still in use",
-                  file=sys.stderr)
-
     def cleanup(self):
-        self.cb.cleanup()
-        self.restore_hugepages()
+        self.cb.cleanup()  # the hugepage count put back too
         shutil.rmtree(self.work, ignore_errors=True)
         if not self.a.keep_store:
             shutil.rmtree(self.store_dir(), ignore_errors=True)
@@ -799,16 +763,11 @@ def parse_args(argv):
     return a
 
 
-def on_signal(signum, frame):
-    # SIGTERM and SIGHUP end the bench through its finally (cleanup() and
-    # the hugepage count put back), not with Python's default of no cleanup.
-    raise SystemExit(128 + signum)
-
-
 def main(argv):
     a = parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    # SIGTERM and SIGHUP end the bench through its finally (cleanup() and
+    # the hugepage count put back).
+    hugepages.end_on_signals()
     b = QueryBench(a)
     try:
         return b.go()

@@ -1,14 +1,10 @@
 #!/usr/bin/env python3
 """bench/query_bench.py's own promises, without a store or a capd: cold runs
-alternate scan and capq and report medians; vm.nr_hugepages is put back to
-its old value however the bench ends. The hugepage count is a stand-in file,
-never /proc/sys/vm/nr_hugepages."""
+alternate scan and capq and report medians. vm.nr_hugepages put back however
+it ends: bench/test_hugepages.py."""
 
 import os
-import subprocess
 import sys
-import tempfile
-import textwrap
 import types
 import unittest
 
@@ -49,80 +45,6 @@ class ColdRuns(unittest.TestCase):
         with self.assertRaises(SystemExit):
             query_bench.parse_args(["--cold-reps", "0"])
         self.assertEqual(query_bench.parse_args([]).cold_reps, 3)
-
-
-# A bench whose run raises the stand-in count to 1024, as capbench's
-# reserve_hugepages() does, then ends the way argv[2] says.
-CHILD = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, sys.argv[3])
-    import query_bench as qb
-    qb.HUGEPAGES = sys.argv[1]
-
-    class Stub(qb.QueryBench):
-        def __init__(self, a):
-            self.a = a
-            self.hugepages_before = qb.read_hugepages()
-            qb.atexit.register(self.restore_hugepages)
-
-        def go(self):
-            with open(qb.HUGEPAGES, "w") as f:
-                f.write("1024")
-            print("raised", flush=True)
-            how = sys.argv[2]
-            if how == "error":
-                raise RuntimeError("a section failed")
-            if how == "signal":
-                time.sleep(60)
-            return 0
-
-        def cleanup(self):
-            self.restore_hugepages()
-
-    qb.QueryBench = Stub
-    sys.exit(qb.main(["--hugepages", "1024"]))
-""")
-
-
-class HugepagesPutBack(unittest.TestCase):
-    def run_child(self, how, sig=None):
-        with tempfile.TemporaryDirectory() as d:
-            count = os.path.join(d, "nr_hugepages")
-            with open(count, "w") as f:
-                f.write("0\n")
-            p = subprocess.Popen([sys.executable, "-c", CHILD, count, how, BENCH],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
-                self.assertEqual(p.stdout.readline().strip(), "raised")
-                if sig:
-                    p.send_signal(sig)
-                p.wait(timeout=30)
-            finally:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-                p.stdout.close()
-                p.stderr.close()
-            with open(count) as f:
-                return p.returncode, f.read().strip()
-
-    def test_after_a_normal_end(self):
-        self.assertEqual(self.run_child("ok"), (0, "0"))
-
-    def test_after_an_error(self):
-        rc, value = self.run_child("error")
-        self.assertNotEqual(rc, 0)
-        self.assertEqual(value, "0")
-
-    def test_after_sigterm(self):
-        import signal
-        rc, value = self.run_child("signal", signal.SIGTERM)
-        self.assertEqual(value, "0")
-        self.assertEqual(rc, 128 + signal.SIGTERM)
-
-    def test_after_sighup(self):
-        import signal
-        self.assertEqual(self.run_child("signal", signal.SIGHUP)[1], "0")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,9 @@ std::string format_stats(const nlohmann::json& s) {
           << u(f, "cut_off_packets") << " packets (" << u(f, "cut_off_bytes")
           << " bytes), duplicate " << u(f, "duplicate_packets") << " packets ("
           << u(f, "duplicate_bytes") << " bytes) (not counted as drops)\n";
+        o << "flows: " << u(f, "tables_on_huge_pages") << " of " << u(f, "tables")
+          << " tables on 2 MiB huge pages (else normal pages); " << u(f, "bucket_full")
+          << " new flows found their bucket full\n";
     }
     for (const auto& x : s["sources"]) {
         o << "source " << x.value("name", "") << ": " << u(x, "packets") << " packets, imissed "
@@ -150,9 +153,11 @@ std::string format_stats(const nlohmann::json& s) {
           << u(c, "spool_bytes") << " bytes, oldest " << b << " s), dropped "
           << u(c, "dropped_rows") << ", send errors " << u(c, "send_errors") << "\n";
         o << "          closed files' index: " << u(c, "files_from_memory")
-          << " from writer memory, " << u(c, "files_read_back")
-          << " read back; flow budget: " << u(c, "budget_files") << " files over it, "
-          << u(c, "aggregate_rows") << " aggregate rows\n";
+          << " from writer memory, " << u(c, "files_read_back") << " read back; flow budget "
+          << (u(c, "flow_budget") ? std::to_string(u(c, "flow_budget")) + " rows a file"
+                                  : std::string("off (a row a flow)"))
+          << ": " << u(c, "budget_files") << " files over it, " << u(c, "aggregate_rows")
+          << " aggregate rows\n";
         if (!c.value("last_error", "").empty())
             o << "          last error: " << c["last_error"].get<std::string>() << "\n";
     }
@@ -225,6 +230,13 @@ std::string format_prometheus(const nlohmann::json& s) {
     auto counter = [&](const char* name, const char* help) {
         o << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n";
     };
+    // A counter with a sample for each writer, labelled with its number.
+    auto per_writer = [&](const char* name, const char* help, const char* key) {
+        counter(name, help);
+        int i = 0;
+        for (const auto& w : s["writers"])
+            o << name << "{writer=\"" << i++ << "\"} " << u(w, key) << "\n";
+    };
     counter("linecap_packets_received_total", "Packets received from all sources.");
     o << "linecap_packets_received_total " << u(s, "packets_received") << "\n";
     counter("linecap_packets_filtered_out_total", "Packets no rule matched.");
@@ -255,6 +267,15 @@ std::string format_prometheus(const nlohmann::json& s) {
         o << "linecap_flows_evicted_total " << u(f, "evicted") << "\n";
         o << "# HELP linecap_flows_active Flows in the flow tables.\n"
           << "# TYPE linecap_flows_active gauge\nlinecap_flows_active " << u(f, "active") << "\n";
+        counter("linecap_flows_bucket_full_total",
+                "New flows that found their bucket full (also counted evicted or expired).");
+        o << "linecap_flows_bucket_full_total " << u(f, "bucket_full") << "\n";
+        o << "# HELP linecap_flow_tables Flow tables, one a worker.\n"
+          << "# TYPE linecap_flow_tables gauge\nlinecap_flow_tables " << u(f, "tables") << "\n"
+          << "# HELP linecap_flow_tables_on_huge_pages Flow tables on 2 MiB huge pages (the "
+             "others on normal pages).\n"
+          << "# TYPE linecap_flow_tables_on_huge_pages gauge\nlinecap_flow_tables_on_huge_pages "
+          << u(f, "tables_on_huge_pages") << "\n";
     }
     counter("linecap_source_packets_total", "Packets delivered by each source.");
     for (const auto& x : s["sources"]) {
@@ -268,17 +289,10 @@ std::string format_prometheus(const nlohmann::json& s) {
     bool compress = false;
     for (const auto& w : s["writers"]) compress = compress || w.contains("compress");
     if (compress) {
-        counter("linecap_compress_bytes_in_total", "Bytes into each writer's codec (--compress).");
-        int i = 0;
-        for (const auto& w : s["writers"])
-            o << "linecap_compress_bytes_in_total{writer=\"" << i++ << "\"} " << u(w, "bytes_in")
-              << "\n";
-        counter("linecap_compress_bytes_out_total",
-                "Bytes out of each writer's codec, to the disk (--compress).");
-        i = 0;
-        for (const auto& w : s["writers"])
-            o << "linecap_compress_bytes_out_total{writer=\"" << i++ << "\"} " << u(w, "bytes_out")
-              << "\n";
+        per_writer("linecap_compress_bytes_in_total",
+                   "Bytes into each writer's codec (--compress).", "bytes_in");
+        per_writer("linecap_compress_bytes_out_total",
+                   "Bytes out of each writer's codec, to the disk (--compress).", "bytes_out");
     }
     o << "# HELP linecap_worker_max_poll_gap_seconds Longest time a worker went between two "
          "receive polls.\n# TYPE linecap_worker_max_poll_gap_seconds gauge\n";
@@ -286,17 +300,11 @@ std::string format_prometheus(const nlohmann::json& s) {
     for (const auto& w : s["workers"])
         o << "linecap_worker_max_poll_gap_seconds{worker=\"" << wi++ << "\"} "
           << w.value("max_poll_gap_us", 0.0) / 1e6 << "\n";
-    counter("linecap_files_retired_total",
-            "Files deleted by retention (--retain-free, --retain-age), by writer.");
-    wi = 0;
-    for (const auto& w : s["writers"])
-        o << "linecap_files_retired_total{writer=\"" << wi++ << "\"} " << u(w, "files_retired")
-          << "\n";
-    counter("linecap_bytes_retired_total", "Bytes of the files retention deleted, by writer.");
-    wi = 0;
-    for (const auto& w : s["writers"])
-        o << "linecap_bytes_retired_total{writer=\"" << wi++ << "\"} " << u(w, "bytes_retired")
-          << "\n";
+    per_writer("linecap_files_retired_total",
+               "Files deleted by retention (--retain-free, --retain-age), by writer.",
+               "files_retired");
+    per_writer("linecap_bytes_retired_total", "Bytes of the files retention deleted, by writer.",
+               "bytes_retired");
     o << "# HELP linecap_oldest_packet_kept_seconds First packet of the oldest file kept, in "
          "seconds since the epoch (with retention on; absent when unknown).\n"
       << "# TYPE linecap_oldest_packet_kept_seconds gauge\n";
@@ -328,6 +336,10 @@ std::string format_prometheus(const nlohmann::json& s) {
         counter("linecap_catalog_budget_files_total",
                 "Files and live snapshots with more flows than --catalog-flow-budget.");
         o << "linecap_catalog_budget_files_total " << u(c, "budget_files") << "\n";
+        o << "# HELP linecap_catalog_flow_budget Flows rows per file (--catalog-flow-budget; 0: a "
+             "row a flow).\n"
+          << "# TYPE linecap_catalog_flow_budget gauge\nlinecap_catalog_flow_budget "
+          << u(c, "flow_budget") << "\n";
         counter("linecap_catalog_aggregate_rows_total",
                 "Aggregate flows rows made for the files over the flow budget.");
         o << "linecap_catalog_aggregate_rows_total " << u(c, "aggregate_rows") << "\n";

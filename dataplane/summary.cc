@@ -239,6 +239,7 @@ nlohmann::json summary_to_json(const Summary& s) {
                         {"files_without_index", c.files_without_index},
                         {"files_from_memory", c.files_from_memory},
                         {"files_read_back", c.files_read_back},
+                        {"flow_budget", c.flow_budget},
                         {"budget_files", c.budget_files},
                         {"aggregate_rows", c.aggregate_rows},
                         {"spool_rows", c.spool_rows},

@@ -166,6 +166,7 @@ void CatalogPublisher::file_removed(const std::string& path) {
 CatalogStats CatalogPublisher::stats() const {
     std::lock_guard<std::mutex> g(mu_);
     CatalogStats s = st_;
+    s.flow_budget = o_.flow_budget;
     if (s.spool_rows > 0 && s.spool_age_s > 0)
         s.spool_age_s = double(now_ns()) / 1e9 - s.spool_age_s;  // held as the oldest's time
     else

@@ -80,6 +80,7 @@ struct CatalogStats {
     uint64_t files_without_index = 0;
     uint64_t files_from_memory = 0;  // closed files whose index the writer handed over
     uint64_t files_read_back = 0;    // closed files whose index was read from the disk
+    uint32_t flow_budget = 0;        // --catalog-flow-budget N as set; 0: a row a flow
     uint64_t budget_files = 0;       // files (and live snapshots) over --catalog-flow-budget
     uint64_t aggregate_rows = 0;     // aggregate rows made for them (spool rows)
     uint64_t spool_rows = 0, spool_bytes = 0;

@@ -51,6 +51,16 @@ unsigned digits(uint32_t n) {
 
 std::string errno_text(int err) { return std::strerror(err); }
 
+/* A listing of the directory dfd through a descriptor of its own (dfd stays
+ * open, its offset untouched); closedir() it. nullptr when it cannot be
+ * read. */
+DIR* list_dir(int dfd) {
+    int rd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
+    if (!d && rd >= 0) ::close(rd);
+    return d;
+}
+
 bool ends_with(const std::string& s, const std::string& tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
@@ -220,12 +230,8 @@ void FileSet::recover_stale() {
     std::string ignored;
     int dfd = dir_of(base_, ignored);
     if (dfd < 0) return;  // open_next reports it
-    int rd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
-    if (!d) {
-        if (rd >= 0) ::close(rd);
-        return;
-    }
+    DIR* d = list_dir(dfd);
+    if (!d) return;
     const std::string suffix = ".partial";
     std::vector<std::string> hidden;
     while (struct dirent* e = readdir(d)) {
@@ -272,12 +278,8 @@ void FileSet::recover_stale() {
  * files; one line for all. */
 void FileSet::remove_stale_indexes(int dfd, const std::string& dir, const std::string& prefix,
                                    bool timed) {
-    int rd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
-    if (!d) {
-        if (rd >= 0) ::close(rd);
-        return;
-    }
+    DIR* d = list_dir(dfd);
+    if (!d) return;
     // The capture leaf an index leaf belongs to must be one of this set's
     // names (hidden or final).
     auto ours = [&](const std::string& capture) {
@@ -797,12 +799,8 @@ time_t FileSet::period_start(time_t now) const {
 
 void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& pattern,
                             bool timed) {
-    int rd = ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
-    if (!d) {
-        if (rd >= 0) ::close(rd);
-        return;
-    }
+    DIR* d = list_dir(dfd);
+    if (!d) return;
     std::vector<std::pair<struct timespec, std::string>> found;
     while (struct dirent* e = readdir(d)) {
         std::string n = e->d_name;

@@ -171,22 +171,9 @@ struct Loader {
     /* Reads one capture; for B, matches each packet against A's. */
     void load(const std::string& path, bool is_b, FileReport& fr, uint64_t& ip, uint64_t& skipped,
               uint64_t& first_ts, uint64_t& last_ts) {
-        fr.path = path;
-        auto cf = CaptureFile::open(path);
-        if (!cf) {
-            fr.error = cf.error();
-            return;
-        }
-        fr.opened = true;
-        fr.pcapng = cf->pcapng();
-        fr.linktype = cf->linktype_name();
+        auto cf = open_report_file(path, fr);
+        if (!cf) return;
         const int lt = cf->linktype();
-        if (!linktype_supported(lt)) {
-            fr.error = path + ": link type " + fr.linktype +
-                       " is not supported (Ethernet, Linux cooked v1/v2, raw IP and BSD loopback "
-                       "are)";
-            return;
-        }
         RawPacket rp;
         DecodedPacket p;
         ReadStatus st;
@@ -266,13 +253,7 @@ struct Loader {
             }
             recs_b.push_back(r);
         }
-        fr.frames = cf->frames();
-        if (st == ReadStatus::kTruncated) {
-            fr.truncated = true;
-            fr.error = cf->error();
-        } else if (st == ReadStatus::kError) {
-            fr.error = cf->error();
-        }
+        finish_report_file(*cf, st, fr);
     }
 };
 

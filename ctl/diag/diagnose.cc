@@ -305,6 +305,35 @@ struct ReleaseSink {
 
 }  // namespace
 
+std::optional<CaptureFile> open_report_file(const std::string& path, FileReport& fr) {
+    fr.path = path;
+    auto cf = CaptureFile::open(path);
+    if (!cf) {
+        fr.error = cf.error();
+        return std::nullopt;
+    }
+    fr.opened = true;
+    fr.pcapng = cf->pcapng();
+    fr.linktype = cf->linktype_name();
+    if (!linktype_supported(cf->linktype())) {
+        fr.error = path + ": link type " + fr.linktype +
+                   " is not supported (Ethernet, Linux cooked v1/v2, raw IP and BSD loopback "
+                   "are)";
+        return std::nullopt;
+    }
+    return std::move(*cf);
+}
+
+void finish_report_file(const CaptureFile& cf, ReadStatus st, FileReport& fr) {
+    fr.frames = cf.frames();
+    if (st == ReadStatus::kTruncated) {
+        fr.truncated = true;
+        fr.error = cf.error();
+    } else if (st == ReadStatus::kError) {
+        fr.error = cf.error();
+    }
+}
+
 DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const DiagnoseOptions& opt) {
     DiagnoseReport r;
     r.max_flows = opt.max_flows == 0 ? 1 : opt.max_flows;
@@ -326,24 +355,12 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const Diagn
 
     for (uint32_t fi = 0; fi < paths.size(); fi++) {
         FileReport fr;
-        fr.path = paths[fi];
-        auto cf = CaptureFile::open(paths[fi]);
+        auto cf = open_report_file(paths[fi], fr);
         if (!cf) {
-            fr.error = cf.error();
             r.files.push_back(std::move(fr));
             continue;
         }
-        fr.opened = true;
-        fr.pcapng = cf->pcapng();
-        fr.linktype = cf->linktype_name();
         const int lt = cf->linktype();
-        if (!linktype_supported(lt)) {
-            fr.error = paths[fi] + ": link type " + fr.linktype +
-                       " is not supported (Ethernet, Linux cooked v1/v2, raw IP and BSD loopback "
-                       "are)";
-            r.files.push_back(std::move(fr));
-            continue;
-        }
         RawPacket rp;
         DecodedPacket dp;
         ReadStatus st;
@@ -360,13 +377,7 @@ DiagnoseReport diagnose_files(const std::vector<std::string>& paths, const Diagn
                 default: r.undecodable++; break;
             }
         }
-        fr.frames = cf->frames();
-        if (st == ReadStatus::kTruncated) {
-            fr.truncated = true;
-            fr.error = cf->error();
-        } else if (st == ReadStatus::kError) {
-            fr.error = cf->error();
-        }
+        finish_report_file(*cf, st, fr);
         r.files.push_back(std::move(fr));
     }
 

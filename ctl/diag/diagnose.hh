@@ -13,9 +13,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "ctl/diag/capture_file.hh"
 #include "packet/tcp_tracker.hh"
 
 namespace linecap::ctl::diag {
@@ -79,6 +81,14 @@ struct FileReport {
     bool truncated = false;
     std::string error; /* empty, or why (part of) the file could not be read */
 };
+
+/* Opens one capture for reading into fr: sets fr.path, and opened, pcapng
+ * and linktype once open. Empty (fr.error says why) when it cannot be
+ * opened or decode_packet() does not read its link type. */
+std::optional<CaptureFile> open_report_file(const std::string& path, FileReport& fr);
+/* After the last read (st, as next() ended): fr.frames, and fr.truncated
+ * and fr.error when the read stopped short. */
+void finish_report_file(const CaptureFile& cf, ReadStatus st, FileReport& fr);
 
 struct DiagnoseOptions {
     uint32_t max_flows = 1u << 16; /* tracker capacity */

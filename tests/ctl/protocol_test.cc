@@ -632,6 +632,13 @@ protected:
         }
         return j;
     }
+    /* True when a ping on `c` is answered pong within ms: the server still
+     * serves the connection. */
+    static bool pongs(ControlServer& s, RawConn& c, int ms = 5000) {
+        c.send_all(request_line("ping"));
+        auto r = reply(s, c, ms);
+        return r && (*r)["status"] == 0 && (*r)["message"] == "pong";
+    }
     /* True when the server closes `c` within ms. */
     static bool closed_by_server(ControlServer& s, RawConn& c, int ms = 5000) {
         return pump_until(
@@ -751,10 +758,7 @@ TEST_F(ServerTest, UnknownCommandIsEnosys) {
     EXPECT_EQ((*r)["v"], kProtocolVersion);
     EXPECT_NE((*r)["message"].get<std::string>().find("no.such.command"), std::string::npos);
     // Still usable.
-    c.send_all(request_line("ping"));
-    r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["status"], 0);
+    EXPECT_TRUE(pongs(*s, c));
 }
 
 TEST_F(ServerTest, MalformedLinesAreAnsweredAndTheConnectionStaysUsable) {
@@ -778,10 +782,7 @@ TEST_F(ServerTest, MalformedLinesAreAnsweredAndTheConnectionStaysUsable) {
         ASSERT_TRUE(r) << "no answer to " << line;
         EXPECT_EQ((*r)["status"], status) << line;
         EXPECT_EQ((*r)["error"], errno_name(status));
-        c.send_all(request_line("ping"));
-        r = reply(*s, c);
-        ASSERT_TRUE(r) << "no answer after " << line;
-        EXPECT_EQ((*r)["message"], "pong") << "after " << line;
+        EXPECT_TRUE(pongs(*s, c)) << "no pong after " << line;
     }
     EXPECT_FALSE(c.eof());
 }
@@ -795,10 +796,7 @@ TEST_F(ServerTest, HandlerExceptionIsEinvalAndSurvived) {
     ASSERT_TRUE(r);
     EXPECT_EQ((*r)["status"], EINVAL);
     EXPECT_NE((*r)["message"].get<std::string>().find("handler exploded"), std::string::npos);
-    c.send_all(request_line("ping"));
-    r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["status"], 0);
+    EXPECT_TRUE(pongs(*s, c));
 }
 
 TEST_F(ServerTest, PipelinedSplitAndCrlfLines) {
@@ -880,10 +878,7 @@ TEST_F(ServerTest, LongerLineIsE2bigAndClosed) {
     }
     // The server still serves.
     RawConn c(path_);
-    c.send_all(request_line("ping"));
-    auto r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["message"], "pong");
+    EXPECT_TRUE(pongs(*s, c));
     EXPECT_EQ(s->clients(), 1u);
 }
 
@@ -899,10 +894,7 @@ TEST_F(ServerTest, SilentClientDoesNotBlockOthers) {
     auto t0 = Clock::now();
     for (int i = 0; i < 20; i++) {
         RawConn c(path_);
-        c.send_all(request_line("ping"));
-        auto r = reply(*s, c, 1000);
-        ASSERT_TRUE(r);
-        EXPECT_EQ((*r)["message"], "pong");
+        EXPECT_TRUE(pongs(*s, c, 1000));
     }
     EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
     // The silent ones are dropped after the idle timeout, not before.
@@ -990,10 +982,7 @@ TEST_F(ServerTest, HundredClientsAtOnceOverTheLimitGetEbusy) {
     // Once they have gone, a new client is served.
     pump_for(*s, 50);
     RawConn c(path_);
-    c.send_all(request_line("ping"));
-    auto r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["status"], 0);
+    EXPECT_TRUE(pongs(*s, c));
 }
 
 TEST_F(ServerTest, HundredControlClientsEachCallingManyTimes) {
@@ -1053,10 +1042,7 @@ TEST_F(ServerTest, ClientThatDisconnectsMidReplyDoesNotHurtTheServer) {
         *s, [&] { return s->clients() == 0; }, 3000);
     EXPECT_EQ(s->clients(), 0u) << "dead clients kept";
     RawConn c(path_);
-    c.send_all(request_line("ping"));
-    auto r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["message"], "pong");
+    EXPECT_TRUE(pongs(*s, c));
 }
 
 TEST_F(ServerTest, ClientThatDisconnectsBeforeTheReplyIsComputed) {
@@ -1072,10 +1058,7 @@ TEST_F(ServerTest, ClientThatDisconnectsBeforeTheReplyIsComputed) {
         *s, [&] { return s->clients() == 0; }, 5000))
         << s->clients() << " dead clients kept";
     RawConn c(path_);
-    c.send_all(request_line("ping"));
-    auto r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["message"], "pong");
+    EXPECT_TRUE(pongs(*s, c));
 }
 
 TEST_F(ServerTest, LargeReplyReachesAClientThatReads) {
@@ -1119,10 +1102,7 @@ TEST_F(ServerTest, ClientThatNeverReadsIsCutOff) {
         *s, [&] { return s->clients() == 0; }, 3000));
     // Meanwhile others are served.
     RawConn c(path_);
-    c.send_all(request_line("ping"));
-    auto r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["message"], "pong");
+    EXPECT_TRUE(pongs(*s, c));
 }
 
 TEST_F(ServerTest, AClientThatTricklesBytesButNoRequestIsDropped) {
@@ -1187,10 +1167,7 @@ TEST_F(ServerTest, AClientThatPipelinesAndNeverReadsStaysBoundedAndIsDropped) {
     EXPECT_EQ(s->counters().pending_reply_bytes, 0u);
     // Meanwhile others are served.
     RawConn c(path_);
-    c.send_all(request_line("ping"));
-    auto r = reply(*s, c);
-    ASSERT_TRUE(r);
-    EXPECT_EQ((*r)["message"], "pong");
+    EXPECT_TRUE(pongs(*s, c));
 }
 
 TEST_F(ServerTest, RepliesBeyondTheTotalBoundAreRefusedNotQueued) {
@@ -1493,10 +1470,7 @@ TEST_F(PeerCredTest, RootIsServedWhenOtherUsersHoldEveryOtherSlot) {
     // Root gets in and is answered, more than once.
     for (int i = 0; i < 2; i++) {
         RawConn c(path_);
-        c.send_all(request_line("ping"));
-        auto r = reply(*s, c);
-        ASSERT_TRUE(r);
-        EXPECT_EQ((*r)["message"], "pong");
+        EXPECT_TRUE(pongs(*s, c));
     }
     EXPECT_EQ(s->counters().refused_busy, 8u);
     kill(pid, SIGKILL);

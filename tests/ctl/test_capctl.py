@@ -43,28 +43,18 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
-
-def _build_dir():
-    d = os.environ.get("LINECAP_BUILD_DIR")
-    if d:
-        return d
-    for cand in sorted(glob.glob(os.path.join(REPO, "build*"))):
-        if os.path.exists(os.path.join(cand, "ctl", "capctl")):
-            return cand
-    return os.path.join(REPO, "build")
-
-
-BUILD_DIR = _build_dir()
-CAPD = os.path.join(BUILD_DIR, "dataplane", "capd")
-CAPCTL = os.path.join(BUILD_DIR, "ctl", "capctl")
-DATA_DIR = os.environ.get("LINECAP_TEST_DATA") or os.path.join(REPO, "tests", "data")
-WEB_MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
-KEEP_TMP = bool(os.environ.get("LINECAP_KEEP_TMP"))
-
-# The tests' reader of record and shared helpers, in tests/integration.
+# The tests' reader of record and shared helpers, in tests/integration; the
+# build and data directories are found as there.
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 import capdtest  # noqa: E402
 import pcaplib  # noqa: E402
+
+BUILD_DIR = capdtest.BUILD_DIR
+CAPD = capdtest.CAPD
+CAPCTL = os.path.join(BUILD_DIR, "ctl", "capctl")
+DATA_DIR = capdtest.DATA_DIR
+WEB_MIX = os.path.join(DATA_DIR, "demo", "web-mix.pcap")
+KEEP_TMP = bool(os.environ.get("LINECAP_KEEP_TMP"))
 
 FILTERS_NOT_BUILT = "filters are not built yet"
 ENOSYS, EPROTO, E2BIG, EBUSY, EACCES, EINVAL = (errno.ENOSYS, errno.EPROTO, errno.E2BIG,
@@ -460,9 +450,8 @@ def prometheus_problems(text):
     return bad
 
 
-class Commands(CtlTestCase):
-    """One capd on a paced null source; the tests run in name order and the
-    last one stops it."""
+class SharedCapdCase(CtlTestCase):
+    """One capd on a paced null source for all of a class's tests."""
 
     @classmethod
     def setUpClass(cls):
@@ -475,6 +464,10 @@ class Commands(CtlTestCase):
         cls.capd.kill()
         if not KEEP_TMP:
             shutil.rmtree(cls.tmp, True)
+
+
+class Commands(SharedCapdCase):
+    """The tests run in name order and the last one stops capd."""
 
     def test_a_status(self):
         r = self.capd.ctl("status")
@@ -984,19 +977,7 @@ class RulesStress(CtlTestCase):
 
 # ---------------------------------------------------------------- robustness
 
-class Robustness(CtlTestCase):
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.tmp = tempfile.mkdtemp(prefix="linecap-ctl-")
-        cls.capd = Capd(cls.tmp, NULL_PACED)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.capd.kill()
-        if not KEEP_TMP:
-            shutil.rmtree(cls.tmp, True)
-
+class Robustness(SharedCapdCase):
     def conn(self):
         return CtlConn(self.capd.sock)
 

@@ -8,11 +8,15 @@
 #include <cstring>
 #include <vector>
 
+#include "flow_test_util.hh"
+
 namespace {
 
 using linecap::dataplane::FlowConfig;
 using linecap::dataplane::FlowPacket;
 using linecap::dataplane::FlowTable;
+using linecap::dataplane::testing::parsed;
+using linecap::dataplane::testing::table;
 
 /* An Ethernet/IPv4 frame; proto 6 gets a 20-byte TCP header with `flags`,
  * 17 an 8-byte UDP header; then `payload` bytes of `fill`. */
@@ -40,25 +44,13 @@ std::vector<uint8_t> frame(uint32_t src, uint32_t dst, uint16_t sp, uint16_t dp,
 }
 
 FlowTable::Verdict feed(FlowTable& t, const std::vector<uint8_t>& f, uint64_t ts) {
-    FlowPacket p;
-    linecap::dataplane::parse_flow(1, f.data(), uint32_t(f.size()), p);
-    return t.packet(p, f.data(), uint32_t(f.size()), uint32_t(f.size()), ts);
-}
-
-std::unique_ptr<FlowTable> table(FlowConfig c) {
-    auto t = FlowTable::create(c);
-    if (!t) ADD_FAILURE() << t.error();
-    return t ? std::move(*t) : nullptr;
+    return linecap::dataplane::testing::verdict(t, parsed(f), f, ts);
 }
 
 TEST(FlowTable, BothDirectionsAreOneFlowAndVlansSeparate) {
-    FlowPacket a, b, c;
-    auto fa = frame(0xc6120001, 0xc6120002, 1000, 80, 6);
-    auto fb = frame(0xc6120002, 0xc6120001, 80, 1000, 6);
-    auto fc = frame(0xc6120001, 0xc6120002, 1000, 80, 6, 0x10, 20, 0, 64, 7);
-    linecap::dataplane::parse_flow(1, fa.data(), uint32_t(fa.size()), a);
-    linecap::dataplane::parse_flow(1, fb.data(), uint32_t(fb.size()), b);
-    linecap::dataplane::parse_flow(1, fc.data(), uint32_t(fc.size()), c);
+    const FlowPacket a = parsed(frame(0xc6120001, 0xc6120002, 1000, 80, 6));
+    const FlowPacket b = parsed(frame(0xc6120002, 0xc6120001, 80, 1000, 6));
+    const FlowPacket c = parsed(frame(0xc6120001, 0xc6120002, 1000, 80, 6, 0x10, 20, 0, 64, 7));
     ASSERT_TRUE(a.ok && b.ok && c.ok);
     EXPECT_EQ(std::memcmp(&a.key, &b.key, sizeof(a.key)), 0);
     EXPECT_EQ(a.hash, b.hash);
@@ -67,9 +59,7 @@ TEST(FlowTable, BothDirectionsAreOneFlowAndVlansSeparate) {
     // Not IP: no flow.
     std::vector<uint8_t> arp(60, 0);
     arp[12] = 0x08, arp[13] = 0x06;
-    FlowPacket d;
-    linecap::dataplane::parse_flow(1, arp.data(), 60, d);
-    EXPECT_FALSE(d.ok);
+    EXPECT_FALSE(parsed(arp).ok);
 }
 
 TEST(FlowTable, CutoffKeepsThePacketThatReachesItAndSynFinRst) {
@@ -99,8 +89,7 @@ TEST(FlowTable, EachPacketTakesTheCutoffItIsGiven) {
     auto t = table(c);
     ASSERT_TRUE(t);
     auto data = frame(1, 2, 1000, 80, 6, 0x18, 46);  // 100 bytes
-    FlowPacket p;
-    linecap::dataplane::parse_flow(1, data.data(), uint32_t(data.size()), p);
+    const FlowPacket p = parsed(data);
     auto with = [&](uint64_t bytes, uint64_t packets, uint64_t ts) {
         return t->packet(p, data.data(), uint32_t(data.size()), uint32_t(data.size()), ts,
                          linecap::dataplane::FlowCutoff{bytes, packets});
@@ -252,9 +241,7 @@ TEST(FlowTable, AFullBucketAndPairGiveUpTheOldestFlow) {
     std::vector<std::vector<uint8_t>> same;
     for (uint16_t port = 1; same.size() < 17; port++) {
         auto f = frame(1, 2, port, 9, 17);
-        FlowPacket p;
-        linecap::dataplane::parse_flow(1, f.data(), uint32_t(f.size()), p);
-        if ((p.hash & 15) == 0) same.push_back(f);
+        if ((parsed(f).hash & 15) == 0) same.push_back(f);
     }
     constexpr uint64_t kS = 2'000'000'000;
     for (size_t i = 0; i < 16; i++) EXPECT_EQ(feed(*t, same[i], i * kS), FlowTable::kKeep);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dataplane/flow_table.hh"
+#include "flow_test_util.hh"
 #include "packet/decode.hh"
 #include "packet/tcp_tracker.hh"
 
@@ -18,6 +19,8 @@ namespace {
 using linecap::dataplane::FlowConfig;
 using linecap::dataplane::FlowPacket;
 using linecap::dataplane::FlowTable;
+using linecap::dataplane::testing::parsed;
+using linecap::dataplane::testing::table;
 namespace packet = linecap::packet;
 
 /* An IPv4 TCP segment from host `src` port sp to host `dst` port dp
@@ -77,19 +80,12 @@ std::vector<uint8_t> seg(uint8_t src, uint8_t dst, uint16_t sp, uint16_t dp, uin
  * kept. */
 FlowTable::Verdict feed(FlowTable& t, const std::vector<uint8_t>& f, uint64_t ts,
                         uint32_t frame_no = 0, uint16_t lt = 1) {
-    FlowPacket p;
-    linecap::dataplane::parse_flow(lt, f.data(), uint32_t(f.size()), p);
-    FlowTable::Verdict v = t.packet(p, f.data(), uint32_t(f.size()), uint32_t(f.size()), ts);
+    const FlowPacket p = parsed(f, lt);
+    FlowTable::Verdict v = linecap::dataplane::testing::verdict(t, p, f, ts);
     if (v == FlowTable::kKeep && p.ok && p.tcp)
         t.tcp_packet(t.last_slot(), p, f.data(), uint32_t(f.size()), ts,
                      packet::FrameRef{0, frame_no});
     return v;
-}
-
-std::unique_ptr<FlowTable> table(FlowConfig c) {
-    auto t = FlowTable::create(c);
-    if (!t) ADD_FAILURE() << t.error();
-    return t ? std::move(*t) : nullptr;
 }
 
 /* The copy the control thread reads, taken on this thread. */
@@ -249,8 +245,7 @@ TEST(FlowTableTcp, WalkerLinkTypesAndIpv6ExtensionHeaders) {
     v6.insert(v6.end(), hbh, hbh + 8);
     auto tcp = seg(1, 2, 40001, 443, 0x02, 9, 0);
     v6.insert(v6.end(), tcp.begin() + 34, tcp.end());
-    FlowPacket p;
-    linecap::dataplane::parse_flow(1, v6.data(), uint32_t(v6.size()), p);
+    const FlowPacket p = parsed(v6);
     ASSERT_TRUE(p.ok);
     EXPECT_EQ(p.key.proto, 6);
     EXPECT_EQ(p.tcp, 14 + 40 + 8);

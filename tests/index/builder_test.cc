@@ -147,8 +147,9 @@ void check_lookup(const Index& ix) {
         ASSERT_GE(f, non_ip);
         ASSERT_LT(f, flows.size());
         seen.push_back(f);
-        if (j != 0)
+        if (j != 0) {
             EXPECT_LE(std::memcmp(flows[ix.by_dst()[j - 1]].key.dst, flows[f].key.dst, 16), 0);
+        }
     }
     std::sort(seen.begin(), seen.end());
     EXPECT_TRUE(std::adjacent_find(seen.begin(), seen.end()) == seen.end());
@@ -634,8 +635,9 @@ TEST(IndexFile, FlippedByteInAFlowFailsItsCheckOnly) {
         EXPECT_TRUE(ix.check_flows(other, 1).ok());
         const uint64_t other_postings =
             h.postings_offset + 4 * uint64_t(ix.flows()[other].postings);
-        if (page_of(h, other_postings) != page_of(h, off))
+        if (page_of(h, other_postings) != page_of(h, off)) {
             EXPECT_TRUE(ix.check_postings(other).ok());
+        }
         // A lookup that reads the damaged flow still names it (then its
         // check refuses it).
         const Index whole = *Index::from_bytes(s, cap);

@@ -403,7 +403,7 @@ std::vector<ClassicInsn> compile(const std::string& e, uint16_t linktype = kEn10
 TEST(FlowFilter, AggregateKeysNeverPruneAPacketLibpcapAccepts) {
     size_t corpus_packets = 0;
     const std::vector<TestPacket> eth = all_ethernet_packets(&corpus_packets);
-    size_t evaluations = 0, violations = 0, pruned = 0;
+    size_t evaluations = 0, violations = 0;
     auto aggregate = [](FlowKey k, const uint8_t* src) {
         if (src)
             std::memmove(k.src, src, 16);

@@ -16,8 +16,6 @@ import os
 import pwd
 import signal
 import stat
-import subprocess
-import unittest
 
 import capdtest
 import pcaplib

@@ -19,7 +19,8 @@ and send bounded UDP bursts between them. Checked:
   - -W removal marks files gone: the catalogue lists the files on disk only;
   - with a flow budget, capctl stats (text and Prometheus) gives the
     files over it and the aggregate rows, and how many closed files' index
-    came from the writer's memory or was read back, as --json does;
+    came from the writer's memory or was read back, as --json does; the
+    budget's value itself, set or off, in --stats-json and capctl stats;
   - capctl compare --fleet URL --hosts h1,h3: the comparison of the two
     hosts' own answers; a host the catalogue does not name is an empty
     answer, said so; a host whose server is gone is one line, exit 1.
@@ -29,9 +30,9 @@ Skipped, with the reason, when clickhouse-server is not installed.
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
-import time
 import unittest
 import urllib.request
 
@@ -115,8 +116,11 @@ class FleetTest(CapdTestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
 
     def stats(self, n):
-        p = subprocess.run([CAPCTL, "--ctl", os.path.join(self.dir, f"h{n}", "ctl.sock"), "--json",
-                            "stats"], capture_output=True, text=True, timeout=30)
+        return self.ctl_stats(os.path.join(self.dir, f"h{n}", "ctl.sock"))
+
+    def ctl_stats(self, sock):
+        p = subprocess.run([CAPCTL, "--ctl", sock, "--json", "stats"], capture_output=True,
+                           text=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
         j = json.loads(p.stdout)
         return j.get("data", j)
@@ -314,13 +318,15 @@ class FleetTest(CapdTestCase):
         c, text, prom = views
         self.assertGreater(c["budget_files"], 0)
         self.assertIn(f"closed files' index: {c['files_from_memory']} from writer memory, "
-                      f"{c['files_read_back']} read back; flow budget: {c['budget_files']} "
+                      f"{c['files_read_back']} read back; flow budget 2 rows a file: "
+                      f"{c['budget_files']} "
                       f"files over it, {c['aggregate_rows']} aggregate rows\n", text)
         for line in ("linecap_catalog_index_files_total{source=\"memory\"} "
                      f"{c['files_from_memory']}",
                      "linecap_catalog_index_files_total{source=\"read_back\"} "
                      f"{c['files_read_back']}",
                      f"linecap_catalog_budget_files_total {c['budget_files']}",
+                     "linecap_catalog_flow_budget 2",
                      f"linecap_catalog_aggregate_rows_total {c['aggregate_rows']}",
                      "# TYPE linecap_catalog_budget_files_total counter"):
             self.assertIn(line + "\n", prom)
@@ -479,6 +485,36 @@ class FleetTest(CapdTestCase):
         self.assertEqual(c["files_from_memory"], 0)
         self.assertEqual(c["files_read_back"], s["files_written"])
         self.assertEqual(c["files_without_index"], s["files_written"])
+
+    def test_flow_budget_value_in_stats(self):
+        # The budget as set, beside the counters it drives: --stats-json,
+        # capctl stats --json, text and Prometheus; "off" without one. No
+        # catalogue needed: nothing listens on port 1, the rows wait.
+        for budget, words in ((7, "flow budget 7 rows a file: "),
+                              (0, "flow budget off (a row a flow): ")):
+            with self.subTest(budget=budget):
+                sock, js = self.path(f"c{budget}.sock"), self.path(f"s{budget}.json")
+                extra = ["--catalog-flow-budget", str(budget)] if budget else []
+                c = capdtest.start_capd(["-q", "-i", "null:64,rate=1000", "-w",
+                                         self.path(f"o{budget}.pcap"), "--ctl", sock,
+                                         "--stats-json", js, "--catalog", "http://127.0.0.1:1",
+                                         *extra], sock=sock)
+                try:
+                    self.assertEqual(self.ctl_stats(sock)["catalog"]["flow_budget"], budget)
+                    p = subprocess.run([CAPCTL, "--ctl", sock, "stats"], capture_output=True,
+                                       text=True, timeout=30)
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    self.assertIn(words, p.stdout)
+                    p = subprocess.run([CAPCTL, "--ctl", sock, "stats", "--prometheus"],
+                                       capture_output=True, text=True, timeout=30)
+                    self.assertEqual(p.returncode, 0, p.stderr)
+                    self.assertIn("# TYPE linecap_catalog_flow_budget gauge\n"
+                                  f"linecap_catalog_flow_budget {budget}\n", p.stdout)
+                finally:
+                    c.signal(signal.SIGINT)
+                    run = c.wait()
+                self.assertEqual(run.rc, 0, run.describe())
+                self.assertEqual(capdtest.read_json(js)["catalog"]["flow_budget"], budget)
 
     def test_bad_options_and_unsafe_spool(self):
         out = self.path("o.pcap")

@@ -342,11 +342,23 @@ class Reporting(FlowCase):
             p = self.capctl(sock, "flows", "--top", "3")
             self.assertEqual(len(p.stdout.splitlines()), 3, p.stdout)
             self.assertIn("cut off", p.stdout)
+            f = json.loads(self.capctl(sock, "--json", "stats").stdout)["data"]["flows"]
+            self.assertEqual(f["tables"], 1)
             p = self.capctl(sock, "stats")
             self.assertIn("cut off by policy", p.stdout)
+            # The tables' pages and the full buckets, as the summary gives them.
+            self.assertRegex(p.stdout, rf"(?m)^flows: {f['tables_on_huge_pages']} of 1 tables on "
+                             r"2 MiB huge pages \(else normal pages\); \d+ new flows found their "
+                             r"bucket full$")
             p = self.capctl(sock, "stats", "--prometheus")
             self.assertRegex(p.stdout, r"(?m)^linecap_packets_cut_off_total [1-9]")
             self.assertRegex(p.stdout, r"(?m)^linecap_flows_active [1-9]")
+            for line in ("# TYPE linecap_flows_bucket_full_total counter",
+                         "# TYPE linecap_flow_tables gauge", "linecap_flow_tables 1",
+                         "# TYPE linecap_flow_tables_on_huge_pages gauge",
+                         f"linecap_flow_tables_on_huge_pages {f['tables_on_huge_pages']}"):
+                self.assertIn(line + "\n", p.stdout)
+            self.assertRegex(p.stdout, r"(?m)^linecap_flows_bucket_full_total \d+$")
             p = self.capctl(sock, "flows", "--top", "0")
             self.assertNotEqual(p.returncode, 0)
         finally:

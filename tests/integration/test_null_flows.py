@@ -13,7 +13,6 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import capdtest  # noqa: E402
-import pcaplib  # noqa: E402
 
 
 def csum(data):

@@ -274,7 +274,6 @@ class AfXdp(Lossy):
         self.assertIsNone(self.attached())
 
     def test_more_workers_than_queues(self):
-        v = self.veth
         run = self.capd(["-i", self.xdp_source(), "-w", os.path.join(self.out, "x.pcap"),
                          "--workers", "2", "--writers", "1"])
         self.assertEqual(run.rc, 1, run.describe())

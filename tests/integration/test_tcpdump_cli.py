@@ -244,7 +244,7 @@ class Live(capdtest.VethCapture, CapdTestCase):
         self.cooked = True
         run, cap = self.burst(["-i", "any"])
         self.assertEqual(cap.linktype, 276)
-        self.assertIn(f"capd: capturing on af_packet:any, link-type LINUX_SLL2 (Linux cooked v2), "
+        self.assertIn("capd: capturing on af_packet:any, link-type LINUX_SLL2 (Linux cooked v2), "
                       "snapshot length 262144 bytes", run.stderr_lines, run.describe())
         ifindex = int(self.in_cap("cat", f"/sys/class/net/{v.cap_if}/ifindex").stdout)
         tags = []
