@@ -34,7 +34,8 @@ so the same source also runs unpaced, every burst full, for the worker's
 cost with and without the table). Before them, --rx-only on
 plain null:64 and on null:64,flows=N prices the source's rewrite; after
 them bench/flow_table_bench at 2^20 flows (round robin and shuffled, with
-the 1 s LRU step and with exact LRU), and for each capd run the flows that
+the 1 s LRU step and with exact LRU; RandomLines/1-3, the same lines from
+memory with no table code, is their floor), and for each capd run the flows that
 found their bucket full and whether the table got huge pages. As root,
 --hugepages N raises vm.nr_hugepages for the runs and puts the old value
 back. --baseline-build DIR (another build, e.g. of an earlier commit) also
@@ -203,7 +204,8 @@ def line_rate(a, out):
         p = run([os.path.join(build, "bench", "flow_table_bench"), "--benchmark_format=json",
                  "--benchmark_filter=Parse|Flows/1048576|FlowsSlotStage/1048576|"
                  "FlowsSlotAhead/1048576|"
-                 "FlowsShuffled/1048576|FlowsExactLru/1048576|FlowsShuffledExactLru/1048576",
+                 "FlowsShuffled/1048576|FlowsExactLru/1048576|FlowsShuffledExactLru/1048576|"
+                 "RandomLines",
                  "--benchmark_min_time=0.5", "--benchmark_repetitions=3",
                  "--benchmark_report_aggregates_only=true"])
         return {x["run_name"]: round(1e9 / x["items_per_second"], 1)
