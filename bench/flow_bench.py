@@ -28,10 +28,14 @@ and without --flow-cutoff 20k --flow-table 2^21; then 2 workers; then
 lower rates with the table on, down to the first with no drop at all. For
 each run: received, written, cut off, drops per stage (nic_imissed before
 receipt), and each worker's busy ns per packet (--stats-json; turns in
-which it lost its CPU counted apart as stalled). Before them, --rx-only on
+which it lost its CPU counted apart as stalled, and its mean burst: under
+32 the worker kept up and its ns/packet is only the time between arrivals,
+so the same source also runs unpaced, every burst full, for the worker's
+cost with and without the table). Before them, --rx-only on
 plain null:64 and on null:64,flows=N prices the source's rewrite; after
 them bench/flow_table_bench at 2^20 flows (round robin and shuffled, with
-the 1 s LRU step and with exact LRU), and for each capd run the flows that
+the 1 s LRU step and with exact LRU; RandomLines/1-3, the same lines from
+memory with no table code, is their floor), and for each capd run the flows that
 found their bucket full and whether the table got huge pages. As root,
 --hugepages N raises vm.nr_hugepages for the runs (never lowers it) and
 puts the old value back however the bench ends (bench/hugepages.py). --baseline-build DIR (another build, e.g. of an earlier commit) also
@@ -124,6 +128,9 @@ def line_rate_run(b, d, source, extra, seconds, workers=1, rx_only=False):
         "drops": drops, "drops_inside_capd": sum(inside.values()),
         "nic_imissed": drops.get("nic_imissed", 0),
         "worker_busy_ns_per_packet": [round(w["busy_ns_per_packet"], 1) for w in s["workers"]],
+        # Under 32 the worker kept up and its ns/packet is the arrival
+        # interval, not its cost (DESIGN.md, the worker's cost per packet).
+        "worker_packets_per_turn": [round(w.get("packets_per_turn", 0), 1) for w in s["workers"]],
         "worker_stalled_s": [round(w["stalled_ns"] / 1e9, 3) for w in s["workers"]],
         "worker_stalled_turns": [w["stalled_turns"] for w in s["workers"]],
         "max_poll_gap_us": max(w["max_poll_gap_us"] for w in s["workers"]),
@@ -142,7 +149,8 @@ def line_rate(a, out):
         print(f"{label}: {r['received']} received, {r['written']} written, "
               f"{r['cut_off_packets']} cut off, inside capd {r['drops_inside_capd']}, "
               f"nic_imissed {r['nic_imissed']}, worker ns/packet "
-              f"{r['worker_busy_ns_per_packet']}, stalled {r['worker_stalled_s']} s",
+              f"{r['worker_busy_ns_per_packet']} at {r['worker_packets_per_turn']} a turn, "
+              f"stalled {r['worker_stalled_s']} s",
               file=sys.stderr)
         return r
 
@@ -162,6 +170,15 @@ def line_rate(a, out):
     res["worker_ns_per_packet"] = {
         "without_flow_table": no_table["worker_busy_ns_per_packet"][0],
         "with_flow_table": with_table["worker_busy_ns_per_packet"][0]}
+    # The worker's cost: the same source unpaced, every burst full (paced,
+    # a worker that keeps up shows the arrival interval instead).
+    full = res["full_bursts"] = {
+        "without_flow_table": note(line_rate_run(b, d, src, [], sec),
+                                   "unpaced, 1 worker, no flow table"),
+        "with_flow_table": note(line_rate_run(b, d, src, table, sec),
+                                "unpaced, 1 worker, --flow-cutoff 20k")}
+    res["worker_cost_ns_per_packet"] = {
+        k: v["worker_busy_ns_per_packet"][0] for k, v in full.items()}
     if a.baseline_build:
         base = res["baseline"] = {"build": a.baseline_build, "runs": []}
         for extra, label in (([], "no flow table"), (table, "--flow-cutoff 20k")):
@@ -170,6 +187,12 @@ def line_rate(a, out):
         base["worker_ns_per_packet"] = {
             "without_flow_table": base["runs"][0]["worker_busy_ns_per_packet"][0],
             "with_flow_table": base["runs"][1]["worker_busy_ns_per_packet"][0]}
+        for extra, label in (([], "no flow table"), (table, "--flow-cutoff 20k")):
+            base["runs"].append(note(line_rate_run(a.baseline_build, d, src, extra, sec),
+                                     f"baseline, unpaced, 1 worker, {label}"))
+        base["worker_cost_ns_per_packet"] = {
+            "without_flow_table": base["runs"][2]["worker_busy_ns_per_packet"][0],
+            "with_flow_table": base["runs"][3]["worker_busy_ns_per_packet"][0]}
     # The highest rate with no drop at all (nic_imissed included), table on.
     sweep = res["zero_drop_sweep"] = []
     for rate in filter(None, a.sweep_rates.split(",")):
@@ -183,7 +206,8 @@ def line_rate(a, out):
         p = run([os.path.join(build, "bench", "flow_table_bench"), "--benchmark_format=json",
                  "--benchmark_filter=Parse|Flows/1048576|FlowsSlotStage/1048576|"
                  "FlowsSlotAhead/1048576|"
-                 "FlowsShuffled/1048576|FlowsExactLru/1048576|FlowsShuffledExactLru/1048576",
+                 "FlowsShuffled/1048576|FlowsExactLru/1048576|FlowsShuffledExactLru/1048576|"
+                 "RandomLines",
                  "--benchmark_min_time=0.5", "--benchmark_repetitions=3",
                  "--benchmark_report_aggregates_only=true"])
         return {x["run_name"]: round(1e9 / x["items_per_second"], 1)

@@ -32,11 +32,20 @@
  *                  1 MiB chunk whenever the ledger is full, as the worker
  *                  does for the index: the difference with Cut/N is what the
  *                  index's cut counts cost the worker per cut packet.
+ *   RandomLines/K  the baseline the Flows runs are held against: per packet
+ *                  K of the three cache lines a lookup at 2^20 flows
+ *                  touches, at random in an area the size of that table
+ *                  (2^20 buckets of 64 bytes, 2^21 slots of 128), no table
+ *                  code: K = 1 the bucket (prefetched for the whole burst
+ *                  first, as the worker does), 2 also the slot's first line
+ *                  (its number read from the bucket, as a lookup does), 3
+ *                  also its second. What memory alone costs per packet.
  * Counter: items_per_second (packets); per-packet time = 1 / that. The
  * Flows* runs also report huge_pages: 1 if the table got 2 MiB huge pages.
  * No EAL: the table maps its own memory (huge pages when free).
  */
 #include <benchmark/benchmark.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstring>
@@ -230,6 +239,53 @@ void cut(benchmark::State& state, bool noted) {
     state.counters["chunks"] = double(chunks);
 }
 
+/* K random lines a packet over a table-sized area (see the top). */
+void RandomLines(benchmark::State& state) {
+    const int k = int(state.range(0));
+    constexpr size_t kBuckets = 1 << 20, kSlots = 1 << 21;
+    constexpr size_t kBytes = kBuckets * 64 + kSlots * 128;
+    bool huge = true;
+    void* mem = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
+    if (mem == MAP_FAILED) {
+        huge = false;
+        mem = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) return state.SkipWithError("mmap failed");
+        madvise(mem, kBytes, MADV_HUGEPAGE);
+    }
+    auto* bytes = static_cast<uint8_t*>(mem);
+    for (size_t i = 0; i < kBytes; i += 4096) bytes[i] = uint8_t(i >> 12);
+    uint8_t* buckets = bytes;
+    const uint8_t* slots = bytes + kBuckets * 64;
+    // Each bucket names a random slot; a fixed random bucket per packet.
+    std::mt19937 rng(22);
+    for (size_t b = 0; b < kBuckets; b++) {
+        const uint32_t s = uint32_t(rng() % kSlots);
+        std::memcpy(buckets + b * 64, &s, 4);
+    }
+    constexpr size_t kPackets = 1 << 20;
+    std::vector<uint32_t> bi(kPackets);
+    for (size_t i = 0; i < kPackets; i++) bi[i] = uint32_t(rng() % kBuckets);
+    size_t at = 0;
+    uint64_t sum = 0;
+    for (auto _ : state) {
+        for (int i = 0; i < 32; i++) __builtin_prefetch(buckets + size_t(bi[at + i]) * 64);
+        for (int i = 0; i < 32; i++) {
+            uint32_t s;
+            std::memcpy(&s, buckets + size_t(bi[at + i]) * 64, 4);
+            sum += s;
+            if (k >= 2) sum += slots[size_t(s) * 128];
+            if (k >= 3) sum += slots[size_t(s) * 128 + 64];
+        }
+        at += 32;
+        if (at + 32 > kPackets) at = 0;
+    }
+    benchmark::DoNotOptimize(sum);
+    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.counters["huge_pages"] = huge ? 1 : 0;
+    munmap(mem, kBytes);
+}
+
 void Cut(benchmark::State& state) { cut(state, false); }
 void CutNoted(benchmark::State& state) { cut(state, true); }
 
@@ -245,6 +301,7 @@ BENCHMARK(Evict);
 BENCHMARK(Dedup)->Arg(1024);
 BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(CutNoted)->Arg(64)->Arg(1024)->Arg(1 << 20);
+BENCHMARK(RandomLines)->Arg(1)->Arg(2)->Arg(3);
 
 }  // namespace
 

@@ -531,7 +531,8 @@ Summary Pipeline::collect() const {
                              static_cast<double>(rte_get_tsc_hz()),
                          static_cast<double>(st.stalled_cycles.load()) * 1e9 /
                              static_cast<double>(rte_get_tsc_hz()),
-                         st.stalled_turns.load()};
+                         st.stalled_turns.load(),
+                         st.busy_turns.load()};
         s.received += ws.rx_packets;
         s.packet_bytes += ws.rx_bytes;
         s.filtered_out += ws.filtered_out;

@@ -184,6 +184,10 @@ nlohmann::json summary_to_json(const Summary& s) {
     for (const auto& w : s.workers) {
         // The worker's cost per packet received, its rx included.
         const double per_packet = w.rx_packets ? w.busy_ns / double(w.rx_packets) : 0.0;
+        // The mean burst: under a full one, per_packet is the arrival
+        // interval the worker kept up with, not its cost (WorkerStats).
+        const uint64_t turns = w.busy_turns + w.stalled_turns;
+        const double per_turn = turns ? double(w.rx_packets) / double(turns) : 0.0;
         j["workers"].push_back({{"rx_packets", w.rx_packets},
                                 {"rx_bytes", w.rx_bytes},
                                 {"filtered_out", w.filtered_out},
@@ -197,7 +201,9 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"busy_ns", w.busy_ns},
                                 {"busy_ns_per_packet", per_packet},
                                 {"stalled_ns", w.stalled_ns},
-                                {"stalled_turns", w.stalled_turns}});
+                                {"stalled_turns", w.stalled_turns},
+                                {"busy_turns", w.busy_turns},
+                                {"packets_per_turn", per_turn}});
     }
     j["writers"] = json::array();
     for (const auto& w : s.writers) {

@@ -32,6 +32,7 @@ struct WorkerSummary {
     double busy_ns = 0;          // time spent on received bursts (WorkerStats::busy_cycles)
     double stalled_ns = 0;       // busy turns that lost the CPU, not in busy_ns
     uint64_t stalled_turns = 0;
+    uint64_t busy_turns = 0;  // turns in busy_ns (WorkerStats::busy_turns)
 };
 
 struct WriterSummary {

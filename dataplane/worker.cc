@@ -316,6 +316,7 @@ int worker_main(void* arg) {
         if (busy) {
             if (likely(now - last_poll <= ctx.stall_cycles)) {
                 add(ctx.stats.busy_cycles, now - last_poll);
+                add(ctx.stats.busy_turns, 1);
             } else {
                 add(ctx.stats.stalled_cycles, now - last_poll);
                 add(ctx.stats.stalled_turns, 1);
