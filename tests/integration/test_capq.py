@@ -594,18 +594,29 @@ class Explain(CapqCase):
         five = "host 198.18.1.1 and host 198.18.0.80 and port 40000 and port 80"
         self.assertSameAsTcpdump([d], files, five)
         text = self.query(["-r", d, "--explain", five]).stdout.decode()
-        lines = [l for l in text.splitlines() if "flows looked up by 2 addresses: " in l]
+        # Both addresses on every path: looked up as a pair, by source only.
+        pair = "flows looked up by 1 address pair: "
+        lines = [l for l in text.splitlines() if pair in l]
         self.assertEqual(len(lines), len(files), text)
         for l in lines:
-            cand = int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
+            cand = int(l.split(pair)[1].split()[0])
             self.assertGreater(cand, 0, l)
+        # Either address: both looked up, by source and by destination.
+        either = "host 198.18.1.1 or host 198.18.0.80"
+        self.assertSameAsTcpdump([d], files, either)
+        text2 = self.query(["-r", d, "--explain", either]).stdout.decode()
+        lines2 = [l for l in text2.splitlines() if "flows looked up by 2 addresses: " in l]
+        self.assertEqual(len(lines2), len(files), text2)
+        # The pair's candidates are among the addresses' (fewer or as many).
+        cands2 = sum(int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
+                     for l in lines2)
         # Fewer candidates than flows: the lookup skipped some unevaluated.
         text_all = self.query(["-r", d, "--explain", "tcp"]).stdout.decode()
         total = sum(int(l.split("flows evaluated: all ")[1].split(",")[0])
                     for l in text_all.splitlines() if "flows evaluated: all " in l)
-        cands = sum(int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
-                    for l in lines)
+        cands = sum(int(l.split(pair)[1].split()[0]) for l in lines)
         self.assertLess(cands, total, text + text_all)
+        self.assertLessEqual(cands, cands2, text + text2)
         # Not provable (a net): every flow evaluated, same answer.
         text = self.query(["-r", d, "--explain", "net 198.18.1.0/24"]).stdout.decode()
         self.assertIn("flows evaluated: all ", text)
