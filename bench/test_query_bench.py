@@ -50,6 +50,12 @@ class ColdRuns(unittest.TestCase):
             query_bench.parse_args(["--cold-reps", "0"])
         self.assertEqual(query_bench.parse_args([]).cold_reps, 3)
 
+    def test_queries_named_or_refused(self):
+        self.assertEqual(query_bench.parse_args(["--queries", "flow,tcp"]).queries, "flow,tcp")
+        self.assertIsNone(query_bench.parse_args([]).queries)
+        with self.assertRaises(SystemExit):
+            query_bench.parse_args(["--queries", "flow,all"])
+
 
 # A bench whose run raises the stand-in count to 1024, as capbench's
 # reserve_hugepages() does, then ends the way argv[2] says.
