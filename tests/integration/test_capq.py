@@ -778,6 +778,39 @@ class ColdPlan(CapqCase):
         self.assertIn("checksum", lines[0])
         self.assertTrue(lines[0].endswith("; scanning"), lines)
 
+    def test_pair_lookup_damaged_group_warns_once_and_scans(self):
+        import socket
+        import test_index
+        d, files = self.flow_store("p", 3, 12000, 97)
+        # Flow 4: 198.18.0.5:1028 to 198.19.4.5:80, the only flow between
+        # the two; looked up by the pair in every file.
+        five = "host 198.19.4.5 and host 198.18.0.5 and port 1028 and port 80"
+        self.assertSameAsTcpdump([d], files, five)
+        text = self.query(["-r", d, "--explain", five]).stdout.decode()
+        self.assertEqual(text.count("flows looked up by 1 address pair: 1 candidates, 1 may "
+                                    "match"), 3, text)
+        # The group holding it damaged in the second file's index (its
+        # frame's checksum no longer agrees): that file warns and is read.
+        idx = os.path.join(d, "." + os.path.basename(files[1]) + ".idx")
+        h, _, raw = test_index.read_index(idx)
+        x, fences = test_index.read_flow_layout(h, raw)
+        flows = test_index.read_flows(idx)
+        src = socket.inet_aton("198.18.0.5") + bytes(12)
+        k = next(i for i, f in enumerate(flows) if f["src"] == src)
+        _, off, nbytes, _, _ = fences[k // x["group_flows"]]
+        at = h["flows_offset"] + off + nbytes // 2
+        with open(idx, "r+b") as f:
+            f.seek(at)
+            b = f.read(1)
+            f.seek(at)
+            f.write(bytes([b[0] ^ 0x5A]))
+        _, p = self.assertSameAsTcpdump([d], files, five)
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith(f"capq: warning: {files[1]}: "), lines)
+        self.assertIn("checksum", lines[0])
+        self.assertTrue(lines[0].endswith("; scanning"), lines)
+
     def test_many_files_planned_together(self):
         # More files than planning threads, two of them with a bad index:
         # one warning each, in file order, and the scan's answer.
