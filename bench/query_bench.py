@@ -62,6 +62,7 @@ import hugepages  # noqa: E402
 
 SCHEMA = "linecap.query_bench/1"
 SECTIONS = ("capture", "size", "query")
+QUERY_KEYS = ("flow", "minute", "tcp")  # --queries: the query section's three, in order
 LINE_RATE = "14.88M"
 INDEX_SUFFIXES = (".idx", ".idx.partial")
 
@@ -578,6 +579,10 @@ class QueryBench:
             ("tcp", "tcp", [td + [f, "-w", "-", "tcp"] for f in files], []),
         ]
         scan_all = [td + [f, "-w", "-"] for f in files]
+        keys = dict(zip(QUERY_KEYS, (q[0] for q in queries)))
+        if a.queries:
+            wanted = {keys[k] for k in a.queries.split(",")}
+            queries = [q for q in queries if q[0] in wanted]
         for label, expr, scan, window in queries:
             q = {"query": label, "expression": expr, "window": window or None, "runs": []}
             capq_cmd = None
@@ -750,6 +755,8 @@ def parse_args(argv):
     p.add_argument("--reuse-store", action="store_true",
                    help="reuse a store a previous run left (with --keep-store)")
     p.add_argument("--keep-store", action="store_true", help="leave the store on the disk")
+    p.add_argument("--queries", help="the query section's queries only, a comma list of: " +
+                   ",".join(QUERY_KEYS) + " (default all)")
     p.add_argument("--only", help="comma list of sections: " + ",".join(SECTIONS))
     p.add_argument("--skip", default="", help="comma list of sections to skip")
     a = p.parse_args(argv)
@@ -758,6 +765,9 @@ def parse_args(argv):
         a.skip |= set(SECTIONS) - {s for s in a.only.split(",") if s}
     if a.skip - set(SECTIONS):
         p.error("unknown section(s): " + ", ".join(sorted(a.skip - set(SECTIONS))))
+    if a.queries and set(a.queries.split(",")) - set(QUERY_KEYS):
+        p.error("unknown query(s): " + ", ".join(sorted(set(a.queries.split(",")) -
+                                                       set(QUERY_KEYS))))
     if a.store_gb <= 0 or a.flows <= 0 or a.reps <= 0 or a.seconds <= 0 or a.cold_reps <= 0:
         p.error("--store-gb, --flows, --reps, --cold-reps and --seconds must be positive")
     return a

@@ -46,6 +46,12 @@ class ColdRuns(unittest.TestCase):
             query_bench.parse_args(["--cold-reps", "0"])
         self.assertEqual(query_bench.parse_args([]).cold_reps, 3)
 
+    def test_queries_named_or_refused(self):
+        self.assertEqual(query_bench.parse_args(["--queries", "flow,tcp"]).queries, "flow,tcp")
+        self.assertIsNone(query_bench.parse_args([]).queries)
+        with self.assertRaises(SystemExit):
+            query_bench.parse_args(["--queries", "flow,all"])
+
 
 if __name__ == "__main__":
     unittest.main()

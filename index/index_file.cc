@@ -409,7 +409,20 @@ bool by_dst_run(size_t lo, const uint8_t addr[16], std::span<const uint32_t> by_
 }  // namespace
 
 void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& out) const {
-    if (compact_) return flows_with_address_compact(addr, out);
+    lookup(addr, nullptr, out);
+}
+
+void Index::flows_with_pair(const uint8_t a[16], const uint8_t b[16],
+                            std::vector<uint32_t>& out) const {
+    // The key's endpoints are in canonical order: the lower address first.
+    if (std::memcmp(a, b, 16) <= 0)
+        lookup(a, b, out);
+    else
+        lookup(b, a, out);
+}
+
+void Index::lookup(const uint8_t addr[16], const uint8_t* dst, std::vector<uint32_t>& out) const {
+    if (compact_) return lookup_compact(addr, dst, out);
     const size_t n = flows_.size(), first_ip = header_->non_ip_flows;
     const size_t had = out.size();
     // The key of flow i, its page verified; nullptr if damaged.
@@ -451,8 +464,11 @@ void Index::flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& ou
         if (!(k = key(i))) goto damaged;
         if (std::memcmp(k->src, addr, 16) < 0) goto damaged;  // not the place found
         if (std::memcmp(k->src, addr, 16) != 0) break;
-        out.push_back(static_cast<uint32_t>(i));
+        if (dst == nullptr || std::memcmp(k->dst, dst, 16) == 0)
+            out.push_back(static_cast<uint32_t>(i));
     }
+    // A pair: every flow from addr to dst is in addr's run by source.
+    if (dst != nullptr) return;
     // By destination, through by_dst.
     lo = 0;
     hi = by_dst_.size();
@@ -649,7 +665,7 @@ Status Index::validate_compact(uint64_t after, uint64_t& flows_end) {
 
 /* Fence g as written: its page verified (once, as any page), its frame
  * inside the groups' bytes. The fences are not verified as a whole: a
- * lookup verifies the ones it relies on (flows_with_address_compact()). */
+ * lookup verifies the ones it relies on (lookup_compact()). */
 Status Index::check_fence(size_t g) const {
     if (g >= fences_.size()) return bad("index flow group out of range");
     if (auto s = check_bytes(ext_->fences_offset + g * sizeof(FlowFence), sizeof(FlowFence)); !s)
@@ -723,7 +739,7 @@ Status Index::load_group(size_t g) const {
     return Status();
 }
 
-/* flows_with_address() for version 4: the source fences say which groups
+/* lookup() for version 4: the source fences say which groups
  * can hold addr as a source; the dst fences narrow the binary search in
  * by_dst to one stretch of group_flows entries. As for version 1, the
  * binary searches' probes of the fences read them unverified (a cold probe
@@ -733,7 +749,8 @@ Status Index::load_group(size_t g) const {
  * against its fence and the next), and for by_dst the entries either side
  * of the place and the run. The dst fences are only a hint: a wrong one
  * fails the by_dst proof. */
-void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint32_t>& out) const {
+void Index::lookup_compact(const uint8_t addr[16], const uint8_t* dst,
+                           std::vector<uint32_t>& out) const {
     const size_t n = flows_.size(), first_ip = header_->non_ip_flows;
     const size_t per = ext_->group_flows;
     const size_t had = out.size();
@@ -746,20 +763,11 @@ void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint3
         return key(by_dst_[j]);
     };
     const FlowKey* k;
-    size_t lo, hi;
+    size_t lo;
     if (first_ip < n) {
-        // The first group after the first IP one whose fence is not below
-        // addr: addr's run starts in the group before it, or at its start.
+        // addr's run starts in the group before lo, or at its start.
         const size_t g0 = first_ip / per;
-        lo = g0 + 1;
-        hi = fences_.size();
-        while (lo < hi) {
-            const size_t mid = lo + (hi - lo) / 2;
-            if (std::memcmp(fences_[mid].src, addr, 16) < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
+        lo = fence_place(addr);
         // Verified: the fence before the place is below addr (unless it is
         // the first IP group's, whose run is read from its start), the one
         // at the place not.
@@ -768,27 +776,35 @@ void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint3
             goto damaged;
         if (lo < fences_.size() && (!check_fence(lo) || std::memcmp(fences_[lo].src, addr, 16) < 0))
             goto damaged;
+        // The groups the run can span, asked for at once: their frames lie
+        // back to back (the fences, unverified, are a hint here).
+        size_t last = lo;
+        while (last < fences_.size() && std::memcmp(fences_[last].src, addr, 16) <= 0) last++;
+        if (compact_->group_state[lo - 1] == 0) {
+            const uint64_t all = ext_->groups_bytes;
+            const uint64_t a = std::min<uint64_t>(fences_[lo - 1].offset, all);
+            const uint64_t b = std::min<uint64_t>(
+                uint64_t(fences_[last - 1].offset) + fences_[last - 1].bytes, all);
+            if (b > a) will_need(base_ + header_->flows_offset + a, b - a);
+        }
         for (size_t i = std::max(first_ip, (lo - 1) * per); i < n; i++) {
+            // A group whose (verified) fence is past addr holds none of it:
+            // not read.
+            if (i % per == 0 && i / per >= lo) {
+                if (!check_fence(i / per)) goto damaged;
+                if (std::memcmp(fences_[i / per].src, addr, 16) > 0) break;
+            }
             if (!(k = key(i))) goto damaged;
             const int c = std::memcmp(k->src, addr, 16);
             if (c < 0) continue;
             if (c > 0) break;
-            out.push_back(static_cast<uint32_t>(i));
+            if (dst == nullptr || std::memcmp(k->dst, dst, 16) == 0)
+                out.push_back(static_cast<uint32_t>(i));
         }
     }
-    if (!by_dst_.empty()) {
+    if (dst == nullptr && !by_dst_.empty()) {
         // By destination: the stretch of by_dst the dst fences leave.
-        const size_t m = by_dst_.size(), fences = ext_->dst_fence_count;
-        lo = 1;
-        hi = fences;
-        while (lo < hi) {
-            const size_t mid = lo + (hi - lo) / 2;
-            if (std::memcmp(dst_fences_ + 16 * mid, addr, 16) < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        size_t a = (lo - 1) * per, b = std::min(m, lo * per);
+        auto [a, b] = dst_stretch(addr);
         while (a < b) {
             const size_t mid = a + (b - a) / 2;
             if (!(k = dst_flow(mid))) goto damaged;
@@ -803,6 +819,32 @@ void Index::flows_with_address_compact(const uint8_t addr[16], std::vector<uint3
 damaged:
     out.resize(had);
     for (size_t i = 0; i < n; i++) out.push_back(static_cast<uint32_t>(i));
+}
+
+size_t Index::fence_place(const uint8_t addr[16]) const {
+    // The first group after the first IP one whose fence is not below addr.
+    size_t lo = header_->non_ip_flows / ext_->group_flows + 1, hi = fences_.size();
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (std::memcmp(fences_[mid].src, addr, 16) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+std::pair<size_t, size_t> Index::dst_stretch(const uint8_t addr[16]) const {
+    const size_t per = ext_->group_flows;
+    size_t lo = 1, hi = ext_->dst_fence_count;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (std::memcmp(dst_fences_ + 16 * mid, addr, 16) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return {(lo - 1) * per, std::min(by_dst_.size(), lo * per)};
 }
 
 std::string index_leaf_for(const std::string& capture_leaf) {

@@ -129,6 +129,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/result.hh"
@@ -334,6 +335,14 @@ public:
      * it verifies is damaged, or a probe reads an impossible entry, appends
      * every flow, which check_flows() then refuses. */
     void flows_with_address(const uint8_t addr[16], std::vector<uint32_t>& out) const;
+    /* Appends the numbers of the flows between a and b (16 bytes each, as
+     * above; either order, or a == b): flows_with_address()'s search by
+     * source for the lower of the two, keeping the flows whose destination
+     * is the other. by_dst is not read: a flow's key holds its lower
+     * address as the source, so every flow between them is in that run.
+     * Verification and damage as flows_with_address(). */
+    void flows_with_pair(const uint8_t a[16], const uint8_t b[16],
+                         std::vector<uint32_t>& out) const;
 
     /* Asks the disk for the pages holding the entries of these flows (not
      * yet verified ones), all at once, so that the check_flows() that follow
@@ -352,7 +361,16 @@ private:
     Status validate_compact(uint64_t after, uint64_t& flows_end);
     Status check_fence(size_t group) const;
     Status load_group(size_t group) const;
-    void flows_with_address_compact(const uint8_t addr[16], std::vector<uint32_t>& out) const;
+    // The flows with addr as source and, when dst is not null, dst as
+    // destination; with a null dst those with addr as destination too.
+    void lookup(const uint8_t addr[16], const uint8_t* dst, std::vector<uint32_t>& out) const;
+    void lookup_compact(const uint8_t addr[16], const uint8_t* dst,
+                        std::vector<uint32_t>& out) const;
+    // Version 4's two searches, on unverified entries: the first group
+    // whose fence is not below addr (after the first IP group), and the
+    // stretch [first, end) of by_dst the dst fences leave for addr.
+    size_t fence_place(const uint8_t addr[16]) const;
+    std::pair<size_t, size_t> dst_stretch(const uint8_t addr[16]) const;
     Status check_bytes(uint64_t offset, uint64_t len) const;
     bool page_ok(size_t page) const;
 

@@ -207,13 +207,14 @@ struct State {
 
 using AddressSet = std::vector<std::array<uint8_t, 16>>;
 std::optional<AddressSet> find_required_addresses(const std::vector<filters::ClassicInsn>& prog,
-                                                  uint16_t linktype);
+                                                  uint16_t linktype,
+                                                  std::optional<AddressPairs>& pairs);
 
 }  // namespace
 
 FlowFilter::FlowFilter(std::vector<filters::ClassicInsn> prog, uint16_t linktype)
     : prog_(std::move(prog)), linktype_(linktype) {
-    required_ = find_required_addresses(prog_, linktype_);
+    required_ = find_required_addresses(prog_, linktype_, pairs_);
 }
 
 FlowFilter::Verdict FlowFilter::eval(const FlowKey& k, uint8_t unknown) const {
@@ -552,7 +553,9 @@ PathNeeds path_needs(const ProofState& s, uint32_t type_at, AddressSet& out) {
 }
 
 std::optional<AddressSet> find_required_addresses(const std::vector<filters::ClassicInsn>& prog,
-                                                  uint16_t linktype) {
+                                                  uint16_t linktype,
+                                                  std::optional<AddressPairs>& pairs) {
+    pairs.reset();
     uint32_t type_at;
     switch (linktype) {
         case 1: type_at = 12; break;    // DLT_EN10MB
@@ -569,6 +572,9 @@ std::optional<AddressSet> find_required_addresses(const std::vector<filters::Cla
     pending.reserve(FlowFilter::kMaxPaths);
     uint32_t paths = 1, steps = 0;
     AddressSet out;
+    // Whether every accepting IP path proved both addresses, and the pairs.
+    bool all_pairs = true;
+    AddressPairs pair_out;
 
     ProofState s;
     std::memset(&s, 0, sizeof(s));
@@ -737,8 +743,17 @@ std::optional<AddressSet> find_required_addresses(const std::vector<filters::Cla
                 case kRet: {
                     if ((code & 0x18) == kSrcX) return std::nullopt;
                     const Tnum r = (code & 0x18) == kRvalA ? s.a : known(in.k);
-                    if ((r.v | r.m) != 0 && path_needs(s, type_at, out) == PathNeeds::kUnproven)
-                        return std::nullopt;
+                    if ((r.v | r.m) != 0) {
+                        const size_t had = out.size();
+                        const PathNeeds needs = path_needs(s, type_at, out);
+                        if (needs == PathNeeds::kUnproven) return std::nullopt;
+                        // Source and destination both proved: a pair, the
+                        // lower address first as in a flow key.
+                        if (needs == PathNeeds::kAddress && out.size() - had == 2)
+                            pair_out.push_back(std::minmax(out[had], out[had + 1]));
+                        else if (needs == PathNeeds::kAddress)
+                            all_pairs = false;
+                    }
                     done = true;
                     break;
                 }
@@ -761,6 +776,11 @@ std::optional<AddressSet> find_required_addresses(const std::vector<filters::Cla
     }
     std::sort(out.begin(), out.end());
     out.erase(std::unique(out.begin(), out.end()), out.end());
+    if (all_pairs) {
+        std::sort(pair_out.begin(), pair_out.end());
+        pair_out.erase(std::unique(pair_out.begin(), pair_out.end()), pair_out.end());
+        pairs = std::move(pair_out);
+    }
     return out;
 }
 

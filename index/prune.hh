@@ -42,12 +42,16 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "filters/classic_insn.hh"
 #include "index/flow_key.hh"
 
 namespace linecap::index {
+
+/* Pairs of addresses (16 bytes each, as in FlowKey), lower first. */
+using AddressPairs = std::vector<std::pair<std::array<uint8_t, 16>, std::array<uint8_t, 16>>>;
 
 class FlowFilter {
 public:
@@ -103,6 +107,18 @@ public:
     const std::optional<std::vector<std::array<uint8_t, 16>>>& required_addresses() const {
         return required_;
     }
+    /* Address pairs every accepted IP packet carries: when every accepting
+     * path of required_addresses() that needs an address proves both the
+     * source and the destination address, the set of those pairs, each
+     * (lower, higher) by the 16 bytes as a flow key orders its endpoints,
+     * sorted, without duplicates; so every packet the program can accept
+     * whose flow key is kIp has a key with src and dst equal to one of the
+     * pairs. nullopt when required_addresses() is, or a path proves only
+     * one of them. `host A and host B` and the 5-tuple have one pair (capq
+     * then reads only the lower address's flows by source, not by_dst);
+     * `host A` and `src host A or dst host B` none. Computed with
+     * required_addresses(). */
+    const std::optional<AddressPairs>& required_pairs() const { return pairs_; }
 
 private:
     Verdict eval_oriented(const FlowKey& k, uint8_t unknown) const;
@@ -110,6 +126,7 @@ private:
     std::vector<filters::ClassicInsn> prog_;
     uint16_t linktype_;
     std::optional<std::vector<std::array<uint8_t, 16>>> required_;
+    std::optional<AddressPairs> pairs_;
 };
 
 }  // namespace linecap::index

@@ -119,10 +119,15 @@ struct FlowChoice {
     std::vector<size_t> flows;  // ascending
     bool looked_up = false;     // by address (FlowFilter::required_addresses())
     size_t addresses = 0;
+    size_t pairs = 0;       // looked up by address pairs (required_pairs())
     size_t candidates = 0;  // flows evaluated
     size_t total = 0;
 
     std::string how() const {
+        if (looked_up && pairs != 0)
+            return "flows looked up by " + std::to_string(pairs) + " address pair" +
+                   (pairs == 1 ? "" : "s") + ": " + std::to_string(candidates) + " candidates, " +
+                   std::to_string(flows.size()) + " may match";
         if (looked_up)
             return "flows looked up by " + std::to_string(addresses) + " address" +
                    (addresses == 1 ? "" : "es") + ": " + std::to_string(candidates) +
@@ -146,7 +151,8 @@ Result<FlowChoice> matching_flows(StoreFile& f, Programs& progs, const QueryOpti
     c.total = flows.size();
     const auto& ifs = f.reader->info().interfaces;
     std::vector<std::array<uint8_t, 16>> addrs;
-    bool lookup = !progs.empty() && !ifs.empty();
+    index::AddressPairs pairs;
+    bool lookup = !progs.empty() && !ifs.empty(), by_pair = lookup;
     for (const auto& itf : ifs) {
         if (!lookup) break;
         auto r = progs.flow_filter(itf.linktype, itf.snaplen);
@@ -157,6 +163,10 @@ Result<FlowChoice> matching_flows(StoreFile& f, Programs& progs, const QueryOpti
             break;
         }
         addrs.insert(addrs.end(), req->begin(), req->end());
+        if (const auto& rp = (*r)->required_pairs())
+            pairs.insert(pairs.end(), rp->begin(), rp->end());
+        else
+            by_pair = false;
     }
     auto consider = [&](size_t i) -> Status {
         const index::FlowEntry& fe = flows[i];
@@ -192,7 +202,16 @@ Result<FlowChoice> matching_flows(StoreFile& f, Programs& progs, const QueryOpti
     std::vector<uint32_t> cand;
     const size_t non_ip = std::min(f.index.non_ip_flows(), flows.size());
     for (size_t i = 0; i < non_ip; i++) cand.push_back(static_cast<uint32_t>(i));
-    for (const auto& a : addrs) f.index.flows_with_address(a.data(), cand);
+    if (by_pair) {
+        // Every flow that can match is between the two addresses of a
+        // pair: found by source alone (flows_with_pair()).
+        std::sort(pairs.begin(), pairs.end());
+        pairs.erase(std::unique(pairs.begin(), pairs.end()), pairs.end());
+        c.pairs = pairs.size();
+        for (const auto& [a, b] : pairs) f.index.flows_with_pair(a.data(), b.data(), cand);
+    } else {
+        for (const auto& a : addrs) f.index.flows_with_address(a.data(), cand);
+    }
     std::sort(cand.begin(), cand.end());
     cand.erase(std::unique(cand.begin(), cand.end()), cand.end());
     f.index.prefetch_flows(cand);

@@ -2,8 +2,8 @@
 // either refused with a message, or every span the index hands out lies
 // inside the bytes, the blocks are contiguous; and whatever the lazy checks
 // (check_flows, check_postings, check_by_dst, check_cuts) accept is in range:
-// postings name blocks, by_dst names IP flows, flows_with_address() names
-// flows, cuts name flows.
+// postings name blocks, by_dst names IP flows, flows_with_address() and
+// flows_with_pair() name flows, cuts name flows.
 // An input whose first byte is odd has its page table and header checksums
 // (and version 4's extension header checksum)
 // recomputed first (when its header is in place), so that the structural
@@ -117,6 +117,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         const FlowEntry& f = ix.flows()[n / 2];
         ix.flows_with_address(f.key.src, out);
         ix.flows_with_address(f.key.dst, out);
+        ix.flows_with_pair(f.key.dst, f.key.src, out);
         for (uint32_t v : out)
             if (v >= n) abort();
     }

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "filters/cbpf_to_ebpf.hh"
@@ -864,6 +865,113 @@ TEST(RequiredAddresses, MaskedLoadsAndContradictions) {
     // With the false way of the first test accepting, nothing proved: nullopt.
     p[2].jf = 2;
     EXPECT_FALSE(FlowFilter(p, kEn10mb).required_addresses());
+}
+
+/* required_pairs(): every accepted IP packet's flow key has the source and
+ * destination of one of them. */
+
+using Pair = std::pair<std::array<uint8_t, 16>, std::array<uint8_t, 16>>;
+
+std::string address_of(const FlowKey& k, const uint8_t* a) {
+    char buf[INET6_ADDRSTRLEN];
+    inet_ntop(k.ip_version == 4 ? AF_INET : AF_INET6, a, buf, sizeof buf);
+    return buf;
+}
+
+TEST(RequiredPairs, EveryAcceptedIpPacketHasOne) {
+    size_t corpus_packets = 0;
+    const std::vector<TestPacket> eth = all_ethernet_packets(&corpus_packets);
+    size_t checked = 0, violations = 0, with_pairs = 0;
+    for (uint16_t linktype : {kEn10mb, kSll, kRaw}) {
+        const std::vector<TestPacket> pk = packets_for(linktype, eth);
+        std::vector<FlowKey> keys(pk.size());
+        for (size_t i = 0; i < pk.size(); i++)
+            make_flow_key(linktype, pk[i].bytes.data(), static_cast<uint32_t>(pk[i].bytes.size()),
+                          keys[i]);
+        // The conversations of the packets themselves (every 97th IP
+        // packet's), each way round and with more terms, then the list.
+        std::vector<std::string> exprs = kExpressions;
+        for (size_t i = 0; i < pk.size(); i += 97) {
+            const FlowKey& k = keys[i];
+            if (k.kind != FlowKind::kIp) continue;
+            const std::string a = address_of(k, k.src), b = address_of(k, k.dst);
+            exprs.push_back("host " + a + " and host " + b);
+            exprs.push_back("host " + b + " and host " + a + " and tcp");
+            exprs.push_back("src host " + a + " and dst host " + b);
+            exprs.push_back("(host " + a + " and host " + b + ") or (host " + b + " and host " + a +
+                            " and udp)");
+        }
+        for (const std::string& e : exprs) {
+            const uint16_t dlt = linktype == kRaw ? kDltRaw : linktype;
+            auto prog = filters::compile_classic(e, dlt, 262144);
+            if (!prog) continue;
+            const FlowFilter ff(*prog, dlt);
+            const auto& pairs = ff.required_pairs();
+            if (!pairs) continue;
+            with_pairs++;
+            // Never without the addresses: the pairs are among them.
+            ASSERT_TRUE(ff.required_addresses()) << e;
+            for (size_t i = 0; i < pk.size(); i++) {
+                if (keys[i].kind != FlowKind::kIp) continue;
+                const TestPacket& p = pk[i];
+                if (filters::classic_run(*prog, p.bytes.data(), p.wirelen,
+                                         static_cast<uint32_t>(p.bytes.size())) == 0)
+                    continue;
+                checked++;
+                Pair have;
+                std::memcpy(have.first.data(), keys[i].src, 16);
+                std::memcpy(have.second.data(), keys[i].dst, 16);
+                if (std::find(pairs->begin(), pairs->end(), have) != pairs->end()) continue;
+                if (violations++ < 20)
+                    ADD_FAILURE() << "linktype " << linktype << " '" << e << "' " << p.origin
+                                  << ": accepted, flow " << describe_flow(keys[i])
+                                  << ", not one of its " << pairs->size() << " pairs";
+            }
+        }
+    }
+    std::printf("%zu programs with pairs; %zu accepted IP packets checked: %zu violations\n",
+                with_pairs, checked, violations);
+    EXPECT_EQ(violations, 0u);
+    EXPECT_GE(with_pairs, 30u);
+    EXPECT_GT(checked, 1000u);
+}
+
+TEST(RequiredPairs, BothAddressesOfEveryPathOrNone) {
+    auto pair = [](const char* a, const char* b) { return Pair(std::minmax(addr(a), addr(b))); };
+    const std::vector<std::pair<std::string, std::vector<Pair>>> with = {
+        {"host 198.18.3.7 and host 198.18.0.1", {pair("198.18.3.7", "198.18.0.1")}},
+        {"host 198.18.0.1 and host 198.18.3.7 and port 40000 and port 443",
+         {pair("198.18.3.7", "198.18.0.1")}},
+        {"src host 198.18.3.7 and dst host 198.18.0.1", {pair("198.18.3.7", "198.18.0.1")}},
+        {"host 2001:db8::2 and host 2001:db8::1 and tcp", {pair("2001:db8::1", "2001:db8::2")}},
+        {"(host 198.18.0.1 and host 198.18.0.2) or (host 198.18.0.3 and host 198.18.0.4)",
+         {pair("198.18.0.1", "198.18.0.2"), pair("198.18.0.3", "198.18.0.4")}},
+        {"arp or (host 198.18.3.7 and host 198.18.0.1)", {pair("198.18.3.7", "198.18.0.1")}},
+        {"arp", {}},
+    };
+    for (const auto& [e, want_pairs] : with) {
+        for (uint16_t linktype : {kEn10mb, kSll, kDltRaw}) {
+            if (linktype == kDltRaw && e.find("arp") != std::string::npos) continue;
+            std::vector<Pair> want = want_pairs;
+            std::sort(want.begin(), want.end());
+            const FlowFilter ff(compile(e, linktype), linktype);
+            const auto& got = ff.required_pairs();
+            ASSERT_TRUE(got) << e << " linktype " << linktype;
+            EXPECT_EQ(*got, want) << e << " linktype " << linktype;
+        }
+    }
+    // One address on some path: addresses, but no pairs.
+    for (const char* e : {"host 198.18.3.7", "host 198.18.3.7 and port 443",
+                          "src host 198.18.3.7 or dst host 198.18.0.1",
+                          "(host 198.18.0.1 and host 198.18.0.2) or host 198.18.0.3",
+                          "src host 198.18.3.7 and (dst host 198.18.0.1 or port 80)"}) {
+        const FlowFilter ff(compile(e, kEn10mb), kEn10mb);
+        EXPECT_TRUE(ff.required_addresses()) << e;
+        EXPECT_FALSE(ff.required_pairs()) << e;
+    }
+    // No addresses: no pairs either.
+    for (const char* e : {"tcp", "net 198.18.0.0/16", "not host 198.18.3.7"})
+        EXPECT_FALSE(FlowFilter(compile(e, kEn10mb), kEn10mb).required_pairs()) << e;
 }
 
 }  // namespace

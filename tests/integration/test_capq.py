@@ -594,18 +594,29 @@ class Explain(CapqCase):
         five = "host 198.18.1.1 and host 198.18.0.80 and port 40000 and port 80"
         self.assertSameAsTcpdump([d], files, five)
         text = self.query(["-r", d, "--explain", five]).stdout.decode()
-        lines = [l for l in text.splitlines() if "flows looked up by 2 addresses: " in l]
+        # Both addresses on every path: looked up as a pair, by source only.
+        pair = "flows looked up by 1 address pair: "
+        lines = [l for l in text.splitlines() if pair in l]
         self.assertEqual(len(lines), len(files), text)
         for l in lines:
-            cand = int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
+            cand = int(l.split(pair)[1].split()[0])
             self.assertGreater(cand, 0, l)
+        # Either address: both looked up, by source and by destination.
+        either = "host 198.18.1.1 or host 198.18.0.80"
+        self.assertSameAsTcpdump([d], files, either)
+        text2 = self.query(["-r", d, "--explain", either]).stdout.decode()
+        lines2 = [l for l in text2.splitlines() if "flows looked up by 2 addresses: " in l]
+        self.assertEqual(len(lines2), len(files), text2)
+        # The pair's candidates are among the addresses' (fewer or as many).
+        cands2 = sum(int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
+                     for l in lines2)
         # Fewer candidates than flows: the lookup skipped some unevaluated.
         text_all = self.query(["-r", d, "--explain", "tcp"]).stdout.decode()
         total = sum(int(l.split("flows evaluated: all ")[1].split(",")[0])
                     for l in text_all.splitlines() if "flows evaluated: all " in l)
-        cands = sum(int(l.split("flows looked up by 2 addresses: ")[1].split()[0])
-                    for l in lines)
+        cands = sum(int(l.split(pair)[1].split()[0]) for l in lines)
         self.assertLess(cands, total, text + text_all)
+        self.assertLessEqual(cands, cands2, text + text2)
         # Not provable (a net): every flow evaluated, same answer.
         text = self.query(["-r", d, "--explain", "net 198.18.1.0/24"]).stdout.decode()
         self.assertIn("flows evaluated: all ", text)
@@ -761,6 +772,39 @@ class ColdPlan(CapqCase):
             f.seek(-1, 1)
             f.write(bytes([b[0] ^ 0x5A]))
         _, p = self.assertSameAsTcpdump([d], files, "tcp")
+        lines = p.stderr.decode().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith(f"capq: warning: {files[1]}: "), lines)
+        self.assertIn("checksum", lines[0])
+        self.assertTrue(lines[0].endswith("; scanning"), lines)
+
+    def test_pair_lookup_damaged_group_warns_once_and_scans(self):
+        import socket
+        import test_index
+        d, files = self.flow_store("p", 3, 12000, 97)
+        # Flow 4: 198.18.0.5:1028 to 198.19.4.5:80, the only flow between
+        # the two; looked up by the pair in every file.
+        five = "host 198.19.4.5 and host 198.18.0.5 and port 1028 and port 80"
+        self.assertSameAsTcpdump([d], files, five)
+        text = self.query(["-r", d, "--explain", five]).stdout.decode()
+        self.assertEqual(text.count("flows looked up by 1 address pair: 1 candidates, 1 may "
+                                    "match"), 3, text)
+        # The group holding it damaged in the second file's index (its
+        # frame's checksum no longer agrees): that file warns and is read.
+        idx = os.path.join(d, "." + os.path.basename(files[1]) + ".idx")
+        h, _, raw = test_index.read_index(idx)
+        x, fences = test_index.read_flow_layout(h, raw)
+        flows = test_index.read_flows(idx)
+        src = socket.inet_aton("198.18.0.5") + bytes(12)
+        k = next(i for i, f in enumerate(flows) if f["src"] == src)
+        _, off, nbytes, _, _ = fences[k // x["group_flows"]]
+        at = h["flows_offset"] + off + nbytes // 2
+        with open(idx, "r+b") as f:
+            f.seek(at)
+            b = f.read(1)
+            f.seek(at)
+            f.write(bytes([b[0] ^ 0x5A]))
+        _, p = self.assertSameAsTcpdump([d], files, five)
         lines = p.stderr.decode().splitlines()
         self.assertEqual(len(lines), 1, lines)
         self.assertTrue(lines[0].startswith(f"capq: warning: {files[1]}: "), lines)
