@@ -460,7 +460,10 @@ class QueryBench:
             s = json.load(f)
         span = fsum["last_ns"] - fsum["first_ns"]
         loops = count / fsum["packets"]
+        drops = s.get("drops") or {}
         info = dict(shape, packets=s.get("packets_written"), write_seconds=round(secs, 1),
+                    drops_inside_capd={k: v for k, v in drops.items()
+                                       if k in ("ring_full", "writer_slow", "disk") and v},
                     command=" ".join(cmd), first_ns=fsum["first_ns"],
                     approx_last_ns=int(fsum["first_ns"] + span * loops))
         info.update(dir_sizes(d))
@@ -469,6 +472,15 @@ class QueryBench:
         self.say(f"store: {info['capture_bytes'] / 1e9:.2f} GB in {info['capture_files']} files, "
                  f"{info['packets']} packets, {info['index_files']} index files, "
                  f"written in {secs:.0f} s")
+        if info["capture_bytes"] < want:
+            # pcap:FILE,loop offers as fast as it reads, with no back-pressure:
+            # what the writer cannot take is dropped (counted), and the store
+            # comes out smaller than asked. Say so rather than let a short
+            # store pass for the size asked.
+            lost = ", ".join(f"{k} {v}" for k, v in info["drops_inside_capd"].items()) or "none"
+            self.say(f"store: {info['capture_bytes'] / 1e9:.2f} GB is short of the "
+                     f"{a.store_gb:g} GB asked (dropped inside capd: {lost}); "
+                     f"ask for more with --store-gb")
         return info
 
     def timed(self, label, cmds, cold):
