@@ -32,6 +32,15 @@
  *                  1 MiB chunk whenever the ledger is full, as the worker
  *                  does for the index: the difference with Cut/N is what the
  *                  index's cut counts cost the worker per cut packet.
+ *   Worker/N/M/W   the table inside what the worker does around it, to
+ *                  price the table in capd's worker against Flows/N: M a
+ *                  mask, 1 the table (as Flows), 2 the null source's mbufs
+ *                  rewritten into N flows, 4 each kept packet's record
+ *                  copied into 1 MiB chunks out of the cache, 8 also the
+ *                  burst's record lines prefetched for write before the
+ *                  verdicts; W MB/s a second thread copies (capd's writer
+ *                  beside the worker; 0 none). Worker/N/7 - Worker/N/6 is
+ *                  what the table adds to the worker.
  *   RandomLines/K  the baseline the Flows runs are held against: per packet
  *                  K of the three cache lines a lookup at 2^20 flows
  *                  touches, at random in an area the size of that table
@@ -45,17 +54,24 @@
  * No EAL: the table maps its own memory (huge pages when free).
  */
 #include <benchmark/benchmark.h>
+#include <rte_memcpy.h>
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "dataplane/cut_ledger.hh"
 #include "dataplane/flow_table.hh"
+#include "dataplane/null_flows.hh"
+#include "storage/chunk.hh"
+#include "storage/format.hh"
 
 namespace {
 
@@ -286,6 +302,162 @@ void RandomLines(benchmark::State& state) {
     munmap(mem, kBytes);
 }
 
+/* The worker around the table (see the top): Worker/N/M, N flows round
+ * robin through a table of 2N, M a mask of what the worker does besides:
+ *   kTable    parse, bucket prefetch and verdict (worker.cc's two loops);
+ *   kRewrite  the frames come from 512 buffers of an mbuf's size reused in
+ *             turn (the null source's pool, through its per-core cache),
+ *             each rewritten into its flow as null:64,flows=N does and its
+ *             mbuf header line written as rx does;
+ *   kCopy     each kept packet's record (pcap header, 64 bytes) copied into
+ *             a 1 MiB chunk, its start stored at the chunk's end, chunks
+ *             taken in turn from 64 (64 MiB, out of the cache as capd's
+ *             ring of 256 is);
+ *   kChunkAhead  with kCopy: the burst's record lines prefetched for write
+ *             before the verdicts (their misses overlap the table's).
+ */
+enum : int { kTable = 1, kRewrite = 2, kCopy = 4, kChunkAhead = 8 };
+
+/* The writer beside the worker: a thread copying 1 MiB blocks out of 64 MiB
+ * into 256 MiB (capd's writer copying chunks into the page cache of a file
+ * on /dev/shm) at `mb_s` MB/s, until destroyed. */
+class WriterLoad {
+public:
+    explicit WriterLoad(uint64_t mb_s) {
+        if (mb_s == 0) return;
+        src_.assign(64 << 20, 1);
+        dst_.assign(256 << 20, 0);
+        th_ = std::thread([this, mb_s] {
+            const auto t0 = std::chrono::steady_clock::now();
+            uint64_t done = 0;
+            size_t s = 0, d = 0;
+            while (!stop_.load(std::memory_order_relaxed)) {
+                std::memcpy(&dst_[d], &src_[s], 1 << 20);
+                s = (s + (1 << 20)) % src_.size();
+                d = (d + (1 << 20)) % dst_.size();
+                done += 1 << 20;
+                const auto due = t0 + std::chrono::microseconds(done / mb_s);
+                std::this_thread::sleep_until(due);
+            }
+        });
+    }
+    ~WriterLoad() {
+        stop_ = true;
+        if (th_.joinable()) th_.join();
+    }
+
+private:
+    std::vector<uint8_t> src_, dst_;
+    std::atomic<bool> stop_{false};
+    std::thread th_;
+};
+
+void Worker(benchmark::State& state) {
+    const size_t n = size_t(state.range(0));
+    const int mode = int(state.range(1));
+    WriterLoad writer(uint64_t(state.range(2)));
+    auto v = frames(n);
+    FlowConfig c;
+    c.slots = uint32_t(2 * n);
+    c.cutoff_bytes = 20000;
+    auto t = FlowTable::create(c);
+    if (!t) return state.SkipWithError(t.error().c_str());
+    FlowTable& ft = **t;
+    FlowPacket p;
+    for (size_t i = 0; i < n; i++) {
+        // The flows the packets will carry: the null source's with kRewrite.
+        if (mode & kRewrite)
+            linecap::dataplane::null_flow_rewrite(&v[i * kFrame], kFrame, uint32_t(i));
+        linecap::dataplane::parse_flow(1, &v[i * kFrame], kFrame, p);
+        ft.packet(p, &v[i * kFrame], kFrame, kFrame, 1);
+    }
+    // The mbuf pool: 2176-byte buffers, data 256 bytes in (header, headroom).
+    constexpr size_t kBufs = 32, kBuf = 2176, kData = 256;
+    std::vector<uint8_t> pool(kBufs * kBuf + 64);
+    uint8_t* pool0 = reinterpret_cast<uint8_t*>((uintptr_t(pool.data()) + 63) & ~uintptr_t(63));
+    for (size_t b = 0; b < kBufs; b++) std::memcpy(pool0 + b * kBuf + kData, &v[0], kFrame);
+    constexpr size_t kChunks = 64, kChunkBytes = 1 << 20;
+    const size_t area = kChunks * (sizeof(linecap::storage::Chunk) + kChunkBytes);
+    // On 2 MiB pages as a mempool on the EAL's huge pages is.
+    void* cmem = mmap(nullptr, area, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (cmem == MAP_FAILED) return state.SkipWithError("mmap failed");
+    madvise(cmem, area, MADV_HUGEPAGE);
+    std::memset(cmem, 0, area);
+    auto chunk_at = [&](size_t i) {
+        auto* ch = reinterpret_cast<linecap::storage::Chunk*>(
+            static_cast<uint8_t*>(cmem) + i * (sizeof(linecap::storage::Chunk) + kChunkBytes));
+        ch->reset();
+        ch->capacity = kChunkBytes;
+        return ch;
+    };
+    size_t ci = 0;
+    linecap::storage::Chunk* ch = chunk_at(0);
+    linecap::storage::TsSplit split;
+    const linecap::storage::Format fmt = linecap::storage::Format::kPcapNano;
+    const uint8_t* data[32];
+    FlowPacket fl[32];
+    uint8_t keep[32];
+    size_t at = 0, buf = 0;
+    uint32_t next_flow = 0;
+    uint64_t ts = 1, kept = 0;
+    for (auto _ : state) {
+        for (int i = 0; i < 32; i++) {
+            if (mode & kRewrite) {
+                uint8_t* b = pool0 + buf * kBuf;
+                buf = (buf + 1) % kBufs;
+                std::memset(b, 0, 16);  // rx resets the mbuf's first line
+                linecap::dataplane::null_flow_rewrite(b + kData, kFrame, next_flow);
+                next_flow = next_flow + 1 == n ? 0 : next_flow + 1;
+                data[i] = b + kData;
+            } else {
+                data[i] = &v[(at + i) * kFrame];
+            }
+            keep[i] = 1;
+        }
+        if ((mode & kCopy) && (mode & kChunkAhead)) {
+            if (!ch->fits(32 * (16 + kFrame))) {
+                ci = (ci + 1) % kChunks;
+                ch = chunk_at(ci);
+            }
+            const uint8_t* d = ch->data() + ch->len;
+            for (size_t o = 0; o < 32 * (16 + kFrame); o += 64) __builtin_prefetch(d + o, 1);
+        }
+        if (mode & kTable) {
+            for (int i = 0; i < 32; i++) {
+                linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
+                ft.prefetch(fl[i]);
+            }
+            for (int i = 0; i < 32; i++)
+                keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts) == FlowTable::kKeep;
+        }
+        if (mode & kCopy) {
+            for (int i = 0; i < 32; i++) {
+                if (!keep[i]) continue;
+                const uint32_t need = linecap::storage::record_size(fmt, kFrame);
+                if (!ch->fits(need)) {
+                    ci = (ci + 1) % kChunks;
+                    ch = chunk_at(ci);
+                }
+                ch->starts()[-1 - int64_t(ch->packets)] = ch->len;
+                uint8_t* dst = ch->data() + ch->len;
+                dst +=
+                    linecap::storage::encode_record_header(fmt, dst, ts, 0, kFrame, kFrame, split);
+                rte_memcpy(dst, data[i], kFrame);
+                ch->len += need;
+                ch->packets++;
+                kept++;
+            }
+        }
+        ts += 1000;
+        at += 32;
+        if (at + 32 > n) at = 0;
+    }
+    benchmark::DoNotOptimize(kept);
+    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.counters["huge_pages"] = ft.huge_pages() ? 1 : 0;
+    munmap(cmem, area);
+}
+
 void Cut(benchmark::State& state) { cut(state, false); }
 void CutNoted(benchmark::State& state) { cut(state, true); }
 
@@ -302,6 +474,11 @@ BENCHMARK(Dedup)->Arg(1024);
 BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(CutNoted)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(RandomLines)->Arg(1)->Arg(2)->Arg(3);
+BENCHMARK(Worker)->ArgsProduct({{1 << 20},
+                                {kTable, kRewrite, kCopy, kTable | kRewrite, kTable | kCopy,
+                                 kRewrite | kCopy, kTable | kRewrite | kCopy,
+                                 kTable | kRewrite | kCopy | kChunkAhead},
+                                {0, 700}});
 
 }  // namespace
 
