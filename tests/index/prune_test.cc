@@ -330,6 +330,21 @@ std::vector<TestPacket> all_ethernet_packets(size_t* corpus_packets) {
     return pk;
 }
 
+/* The flow key of every packet of pk, as capd's writer makes them. */
+std::vector<FlowKey> flow_keys(uint16_t linktype, const std::vector<TestPacket>& pk) {
+    std::vector<FlowKey> keys(pk.size());
+    for (size_t i = 0; i < pk.size(); i++)
+        make_flow_key(linktype, pk[i].bytes.data(), static_cast<uint32_t>(pk[i].bytes.size()),
+                      keys[i]);
+    return keys;
+}
+
+/* libpcap's verdict on p: the classic program run as capq runs it. */
+bool accepts(std::span<const filters::ClassicInsn> prog, const TestPacket& p) {
+    return filters::classic_run(prog, p.bytes.data(), p.wirelen,
+                                static_cast<uint32_t>(p.bytes.size())) != 0;
+}
+
 TEST(FlowFilter, NeverPrunesAPacketLibpcapAccepts) {
     size_t corpus_packets = 0;
     const std::vector<TestPacket> eth = all_ethernet_packets(&corpus_packets);
@@ -337,10 +352,7 @@ TEST(FlowFilter, NeverPrunesAPacketLibpcapAccepts) {
     size_t evaluations = 0, violations = 0, pruned = 0, exact = 0, programs = 0;
     for (uint16_t linktype : {kEn10mb, kSll, kRaw}) {
         const std::vector<TestPacket> pk = packets_for(linktype, eth);
-        std::vector<FlowKey> keys(pk.size());
-        for (size_t i = 0; i < pk.size(); i++)
-            make_flow_key(linktype, pk[i].bytes.data(), static_cast<uint32_t>(pk[i].bytes.size()),
-                          keys[i]);
+        const std::vector<FlowKey> keys = flow_keys(linktype, pk);
         size_t compiled = 0;
         for (const std::string& e : kExpressions) {
             auto prog = filters::compile_classic(e, linktype == kRaw ? kDltRaw : linktype, 262144);
@@ -354,9 +366,7 @@ TEST(FlowFilter, NeverPrunesAPacketLibpcapAccepts) {
             const FlowFilter ff(*prog, linktype == kRaw ? kDltRaw : linktype);
             for (size_t i = 0; i < pk.size(); i++) {
                 const TestPacket& p = pk[i];
-                const bool accepted =
-                    filters::classic_run(*prog, p.bytes.data(), p.wirelen,
-                                         static_cast<uint32_t>(p.bytes.size())) != 0;
+                const bool accepted = accepts(*prog, p);
                 const FlowFilter::Verdict v = ff.eval(keys[i]);
                 evaluations++;
                 if (!v.may_accept) pruned++;
@@ -425,9 +435,7 @@ TEST(FlowFilter, AggregateKeysNeverPruneAPacketLibpcapAccepts) {
                 FlowKey k;
                 make_flow_key(linktype, p.bytes.data(), static_cast<uint32_t>(p.bytes.size()), k);
                 if (k.kind != FlowKind::kIp) continue;
-                if (filters::classic_run(*prog, p.bytes.data(), p.wirelen,
-                                         static_cast<uint32_t>(p.bytes.size())) == 0)
-                    continue;
+                if (!accepts(*prog, p)) continue;
                 const FlowKey src = aggregate(k, k.src), dst = aggregate(k, k.dst);
                 const FlowKey any = aggregate(k, nullptr);
                 const std::pair<const FlowKey*, uint8_t> forms[] = {
@@ -735,10 +743,7 @@ TEST(RequiredAddresses, EveryAcceptedIpPacketCarriesOne) {
     size_t checked = 0, violations = 0, with_set = 0, programs = 0;
     for (uint16_t linktype : {kEn10mb, kSll, kRaw}) {
         const std::vector<TestPacket> pk = packets_for(linktype, eth);
-        std::vector<FlowKey> keys(pk.size());
-        for (size_t i = 0; i < pk.size(); i++)
-            make_flow_key(linktype, pk[i].bytes.data(), static_cast<uint32_t>(pk[i].bytes.size()),
-                          keys[i]);
+        const std::vector<FlowKey> keys = flow_keys(linktype, pk);
         for (const std::string& e : kExpressions) {
             const uint16_t dlt = linktype == kRaw ? kDltRaw : linktype;
             auto prog = filters::compile_classic(e, dlt, 262144);
@@ -751,9 +756,7 @@ TEST(RequiredAddresses, EveryAcceptedIpPacketCarriesOne) {
             for (size_t i = 0; i < pk.size(); i++) {
                 if (keys[i].kind != FlowKind::kIp) continue;
                 const TestPacket& p = pk[i];
-                if (filters::classic_run(*prog, p.bytes.data(), p.wirelen,
-                                         static_cast<uint32_t>(p.bytes.size())) == 0)
-                    continue;
+                if (!accepts(*prog, p)) continue;
                 checked++;
                 std::array<uint8_t, 16> src{}, dst{};
                 std::memcpy(src.data(), keys[i].src, 16);
@@ -884,10 +887,7 @@ TEST(RequiredPairs, EveryAcceptedIpPacketHasOne) {
     size_t checked = 0, violations = 0, with_pairs = 0;
     for (uint16_t linktype : {kEn10mb, kSll, kRaw}) {
         const std::vector<TestPacket> pk = packets_for(linktype, eth);
-        std::vector<FlowKey> keys(pk.size());
-        for (size_t i = 0; i < pk.size(); i++)
-            make_flow_key(linktype, pk[i].bytes.data(), static_cast<uint32_t>(pk[i].bytes.size()),
-                          keys[i]);
+        const std::vector<FlowKey> keys = flow_keys(linktype, pk);
         // The conversations of the packets themselves (every 97th IP
         // packet's), each way round and with more terms, then the list.
         std::vector<std::string> exprs = kExpressions;
@@ -914,9 +914,7 @@ TEST(RequiredPairs, EveryAcceptedIpPacketHasOne) {
             for (size_t i = 0; i < pk.size(); i++) {
                 if (keys[i].kind != FlowKind::kIp) continue;
                 const TestPacket& p = pk[i];
-                if (filters::classic_run(*prog, p.bytes.data(), p.wirelen,
-                                         static_cast<uint32_t>(p.bytes.size())) == 0)
-                    continue;
+                if (!accepts(*prog, p)) continue;
                 checked++;
                 Pair have;
                 std::memcpy(have.first.data(), keys[i].src, 16);
