@@ -183,18 +183,15 @@ def line_rate(a, out):
         k: v["worker_busy_ns_per_packet"][0] for k, v in full.items()}
     if a.baseline_build:
         base = res["baseline"] = {"build": a.baseline_build, "runs": []}
-        for extra, label in (([], "no flow table"), (table, "--flow-cutoff 20k")):
-            base["runs"].append(note(line_rate_run(a.baseline_build, d, paced, extra, sec),
-                                     f"baseline, 1 worker, {label}"))
-        base["worker_ns_per_packet"] = {
-            "without_flow_table": base["runs"][0]["worker_busy_ns_per_packet"][0],
-            "with_flow_table": base["runs"][1]["worker_busy_ns_per_packet"][0]}
-        for extra, label in (([], "no flow table"), (table, "--flow-cutoff 20k")):
-            base["runs"].append(note(line_rate_run(a.baseline_build, d, src, extra, sec),
-                                     f"baseline, unpaced, 1 worker, {label}"))
-        base["worker_cost_ns_per_packet"] = {
-            "without_flow_table": base["runs"][2]["worker_busy_ns_per_packet"][0],
-            "with_flow_table": base["runs"][3]["worker_busy_ns_per_packet"][0]}
+        # Paced (the figure at the arrival interval), then unpaced (the cost).
+        for source, how, key in ((paced, "", "worker_ns_per_packet"),
+                                 (src, "unpaced, ", "worker_cost_ns_per_packet")):
+            pair = [note(line_rate_run(a.baseline_build, d, source, extra, sec),
+                         f"baseline, {how}1 worker, {label}")
+                    for extra, label in (([], "no flow table"), (table, "--flow-cutoff 20k"))]
+            base["runs"] += pair
+            base[key] = {"without_flow_table": pair[0]["worker_busy_ns_per_packet"][0],
+                         "with_flow_table": pair[1]["worker_busy_ns_per_packet"][0]}
     # The highest rate with no drop at all (nic_imissed included), table on.
     sweep = res["zero_drop_sweep"] = []
     for rate in filter(None, a.sweep_rates.split(",")):
