@@ -261,16 +261,20 @@ def _walk_pcapng(b, path, recs, ifaces, stats, state):
 def file_kind(path):
     """'pcap-us', 'pcap-ns', 'pcapng' or None, from the first four bytes."""
     with open(path, "rb") as f:
-        head = f.read(4)
+        return bytes_kind(f.read(4))
+
+
+def bytes_kind(head):
+    """file_kind() of a capture's first bytes."""
     if len(head) < 4:
         return None
     for e in "<>":
-        m = struct.unpack(e + "I", head)[0]
+        m = struct.unpack_from(e + "I", head)[0]
         if m == PCAP_MAGIC_US:
             return "pcap-us"
         if m == PCAP_MAGIC_NS:
             return "pcap-ns"
-    if struct.unpack("<I", head)[0] == PCAPNG_SHB:
+    if struct.unpack_from("<I", head)[0] == PCAPNG_SHB:
         return "pcapng"
     return None
 
@@ -281,8 +285,12 @@ def read_capture(path, lenient=False):
     Capture.error says what stopped the reading (for files still being
     written)."""
     with open(path, "rb") as f:
-        b = f.read()
-    kind = file_kind(path)
+        return read_capture_bytes(f.read(), lenient, path)
+
+
+def read_capture_bytes(b, lenient=False, path="<bytes>"):
+    """read_capture() of a capture's bytes (a pipe's output)."""
+    kind = bytes_kind(b[:4])
     if kind is None:
         raise PcapError(f"{path}: not a pcap or pcapng file", 0)
     if kind == "pcapng":

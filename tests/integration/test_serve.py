@@ -24,7 +24,6 @@ import socket
 import ssl
 import struct
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -47,18 +46,7 @@ def run(cmd, timeout=TIMEOUT, **kw):
 
 
 def records(b):
-    return pcaplib.read_capture_bytes(b).records if hasattr(pcaplib, "read_capture_bytes") \
-        else _records(b)
-
-
-def _records(b):
-    fd, path = tempfile.mkstemp(suffix=".pcap")
-    with os.fdopen(fd, "wb") as f:
-        f.write(b)
-    try:
-        return pcaplib.read_capture(path).records
-    finally:
-        os.unlink(path)
+    return pcaplib.read_capture_bytes(b).records
 
 
 def key(recs):
@@ -159,7 +147,7 @@ class ServeTest(ServeTestCase):
 
     def test_fleet_equals_local_merge(self):
         addrs = [s.addr for s in self.servers]
-        all_ts = sorted(r.ts_ns for r in _records(self.local(self.stores)))
+        all_ts = sorted(r.ts_ns for r in records(self.local(self.stores)))
         mid = all_ts[len(all_ts) // 2]
         cases = [((), ()), (("tcp",), ()), (("udp", "port", "53"), ()),
                  (("host", "198.18.0.80"), ()), (("ip6",), ()),
@@ -170,13 +158,13 @@ class ServeTest(ServeTestCase):
                 p, got = self.fleet(addrs, expr, extra)
                 self.assertEqual(p.returncode, 0, p.stderr)
                 want = self.local(self.stores, expr, extra)
-                self.assertEqual(key(_records(got)), key(_records(want)))
+                self.assertEqual(key(records(got)), key(records(want)))
                 self.assertEqual(got, want)  # header and records, byte for byte
                 # The merge of the three local answers, host order on ties.
-                per = [_records(self.local([d], expr, extra)) for d in self.stores]
+                per = [records(self.local([d], expr, extra)) for d in self.stores]
                 merged = sorted(((r.ts_ns, i, j, r) for i, rs in enumerate(per)
                                  for j, r in enumerate(rs)), key=lambda x: x[:3])
-                self.assertEqual(key(_records(got)), key([m[3] for m in merged]))
+                self.assertEqual(key(records(got)), key([m[3] for m in merged]))
                 for s, rs in zip(self.servers, per):
                     self.assertReport(p.stderr, s.addr, f"answered, {len(rs)} packets")
                 self.assertIn(b"3 of 3 hosts answered completely", p.stderr)
@@ -197,7 +185,7 @@ class ServeTest(ServeTestCase):
         self.assertIn(b"2 of 4 hosts answered completely", p.stderr)
         self.assertIn(b"partial", p.stderr)
         want = self.local([self.stores[0], self.stores[1]], ["tcp"])
-        self.assertEqual(key(_records(got)), key(_records(want)))
+        self.assertEqual(key(records(got)), key(records(want)))
 
     def test_host_lost_mid_answer_reported(self):
         # A host that sends its pcap header and two records, then dies: its
@@ -243,9 +231,9 @@ class ServeTest(ServeTestCase):
             lsock.close()
         self.assertEqual(p.returncode, 3, p.stderr)
         self.assertReport(p.stderr, dying, "failed after 2 packets: ")
-        want = _records(self.local([self.stores[0]], ["ip"]))
+        want = records(self.local([self.stores[0]], ["ip"]))
         self.assertReport(p.stderr, self.servers[0].addr, f"answered, {len(want)} packets")
-        got_recs = _records(got)
+        got_recs = records(got)
         self.assertEqual(len(got_recs), len(want) + 2)
         self.assertEqual(key(got_recs[-2:]), key(recs))
 
@@ -254,7 +242,7 @@ class ServeTest(ServeTestCase):
         p, got = self.fleet([self.servers[0].addr], ["tcp"], who="rogue")
         self.assertEqual(p.returncode, 3, p.stderr)
         self.assertReport(p.stderr, self.servers[0].addr, "unreachable: .*")
-        self.assertEqual(_records(got), [])
+        self.assertEqual(records(got), [])
         self.assertRegex(self.servers[0].text().decode(), "refused at the handshake")
         # No client certificate at all.
         with self.assertRaises((ssl.SSLError, ConnectionError, IndexError, ValueError)):
@@ -269,8 +257,8 @@ class ServeTest(ServeTestCase):
         finally:
             other.stop()
 
-    def test_cap_reported_whole_records(self):
-        full = _records(self.local([self.stores[0]]))
+    def test_cap_reported_wholerecords(self):
+        full = records(self.local([self.stores[0]]))
         self.assertGreater(len(full), 20)
         for extra, n in ((["--max-packets", "7"], 7), (["--max-bytes", "3000"], None)):
             with self.subTest(extra=extra):
@@ -294,7 +282,7 @@ class ServeTest(ServeTestCase):
                 self.assertIn(" cut packets=", text)
 
     def assertWholeBytes(self, b):
-        recs = _records(b)
+        recs = records(b)
         self.assertEqual(len(b), 24 + sum(16 + r.caplen for r in recs))
         return recs
 
@@ -312,7 +300,7 @@ class ServeTest(ServeTestCase):
         self.assertEqual(tr.get("linecap-status"), "complete")
         # Store a is microsecond pcap; the server always sends nanoseconds.
         self.assertEqual(body[:4], b"\x4d\x3c\xb2\xa1")
-        self.assertEqual(key(_records(body)), key(_records(self.local([self.stores[0]], ["tcp"]))))
+        self.assertEqual(key(records(body)), key(records(self.local([self.stores[0]], ["tcp"]))))
 
     # --- requests ----------------------------------------------------------
 
@@ -339,7 +327,7 @@ class ServeTest(ServeTestCase):
         self.assertEqual(hd.get("linecap-missing-files"), "1")
         self.assertEqual(tr.get("linecap-status"), "complete")
         want = run([CAPQ, "-r", f, "-w", "-", "tcp"]).stdout
-        self.assertEqual(key(_records(body)), key(_records(want)))
+        self.assertEqual(key(records(body)), key(records(want)))
 
     def test_planted_links_refused_and_not_read(self):
         # A served directory where someone planted a directory link and a
@@ -370,7 +358,7 @@ class ServeTest(ServeTestCase):
                 self.assertEqual(st, 403, body)
                 self.assertEqual(body.count(b"\n"), 1)
                 self.assertIn(b"symbolic link", body)
-        want = key(_records(run([CAPQ, "-r", os.path.join(a, inside), "-w", "-", "tcp"]).stdout))
+        want = key(records(run([CAPQ, "-r", os.path.join(a, inside), "-w", "-", "tcp"]).stdout))
         for sub in ("real", "real2"):
             with self.subTest(sub=sub):
                 f = os.path.join(d, sub, inside)
@@ -378,7 +366,7 @@ class ServeTest(ServeTestCase):
                                                q(f, safe=""))
                 self.assertEqual(st, 200, body)
                 self.assertEqual(tr.get("linecap-status"), "complete")
-                self.assertEqual(key(_records(body)), want)
+                self.assertEqual(key(records(body)), want)
         # A regular file that is no capture: one line, and the server goes on.
         with open(os.path.join(d, "real", "notes.txt"), "w") as f:
             f.write("not a capture\n")
@@ -389,7 +377,7 @@ class ServeTest(ServeTestCase):
         st, _, body, _ = self.raw_get(srv.port, "/v1/packets?expr=tcp&file=" +
                                       q(os.path.join(d, "real", inside), safe=""))
         self.assertEqual(st, 200, body)
-        self.assertEqual(key(_records(body)), want)
+        self.assertEqual(key(records(body)), want)
         log = srv.text()
         self.assertNotIn(f"real/{inside}: ".encode(), log)
         self.assertRegex(log, re.escape(f"real2/{inside}: ").encode() + rb".*symbolic links; "
@@ -417,7 +405,7 @@ class ServeTest(ServeTestCase):
                 self.assertEqual(st, 200, body)
                 self.assertEqual(tr.get("linecap-status"), "complete")
                 want = self.local([self.stores[0]], [expr])
-                self.assertEqual(key(_records(body)), key(_records(want)))
+                self.assertEqual(key(records(body)), key(records(want)))
 
     def test_bad_requests_one_line(self):
         port = self.servers[0].port
