@@ -124,14 +124,16 @@ struct FlowChoice {
     size_t total = 0;
 
     std::string how() const {
+        auto count = [](size_t n, const char* one, const char* many) {
+            return std::to_string(n) + " " + (n == 1 ? one : many);
+        };
+        const std::string found = count(candidates, "candidate", "candidates") + ", " +
+                                  std::to_string(flows.size()) + " may match";
         if (looked_up && pairs != 0)
-            return "flows looked up by " + std::to_string(pairs) + " address pair" +
-                   (pairs == 1 ? "" : "s") + ": " + std::to_string(candidates) + " candidates, " +
-                   std::to_string(flows.size()) + " may match";
+            return "flows looked up by " + count(pairs, "address pair", "address pairs") + ": " +
+                   found;
         if (looked_up)
-            return "flows looked up by " + std::to_string(addresses) + " address" +
-                   (addresses == 1 ? "" : "es") + ": " + std::to_string(candidates) +
-                   " candidates, " + std::to_string(flows.size()) + " may match";
+            return "flows looked up by " + count(addresses, "address", "addresses") + ": " + found;
         return "flows evaluated: all " + std::to_string(total) + ", " +
                std::to_string(flows.size()) + " may match";
     }

@@ -787,7 +787,7 @@ class ColdPlan(CapqCase):
         five = "host 198.19.4.5 and host 198.18.0.5 and port 1028 and port 80"
         self.assertSameAsTcpdump([d], files, five)
         text = self.query(["-r", d, "--explain", five]).stdout.decode()
-        self.assertEqual(text.count("flows looked up by 1 address pair: 1 candidates, 1 may "
+        self.assertEqual(text.count("flows looked up by 1 address pair: 1 candidate, 1 may "
                                     "match"), 3, text)
         # The group holding it damaged in the second file's index (its
         # frame's checksum no longer agrees): that file warns and is read.
