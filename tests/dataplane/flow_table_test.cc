@@ -63,10 +63,7 @@ TEST(FlowTable, BothDirectionsAreOneFlowAndVlansSeparate) {
 }
 
 TEST(FlowTable, CutoffKeepsThePacketThatReachesItAndSynFinRst) {
-    FlowConfig c;
-    c.slots = 64;
-    c.cutoff_bytes = 200;
-    auto t = table(c);
+    auto t = table({.slots = 64, .cutoff_bytes = 200});
     ASSERT_TRUE(t);
     auto data = frame(1, 2, 1000, 80, 6, 0x18, 46);  // 100 bytes
     EXPECT_EQ(feed(*t, data, 1), FlowTable::kKeep);  // 0 before
@@ -107,11 +104,7 @@ TEST(FlowTable, EachPacketTakesTheCutoffItIsGiven) {
 
 TEST(FlowTable, PerDirectionEachDirectionHasTheCutoff) {
     for (bool per : {false, true}) {
-        FlowConfig c;
-        c.slots = 64;
-        c.cutoff_bytes = 200;
-        c.per_direction = per;
-        auto t = table(c);
+        auto t = table({.slots = 64, .cutoff_bytes = 200, .per_direction = per});
         ASSERT_TRUE(t);
         auto fwd = frame(1, 2, 1000, 80, 6, 0x18, 46);  // 100 bytes
         auto back = frame(2, 1, 80, 1000, 6, 0x18, 46);
@@ -135,10 +128,7 @@ TEST(FlowTable, PerDirectionEachDirectionHasTheCutoff) {
 }
 
 TEST(FlowTable, DedupWindowHoldsAcrossOtherPacketsOfTheFlow) {
-    FlowConfig c;
-    c.slots = 64;
-    c.dedup_window_ns = 2'000'000;
-    auto t = table(c);
+    auto t = table({.slots = 64, .dedup_window_ns = 2'000'000});
     ASSERT_TRUE(t);
     const uint64_t t0 = 1'700'000'000'000'000'000ull;
     auto a = frame(1, 2, 5, 53, 17, 0, 30, 'a');
@@ -155,10 +145,7 @@ TEST(FlowTable, DedupWindowHoldsAcrossOtherPacketsOfTheFlow) {
 }
 
 TEST(FlowTable, DedupMasksTtlAndHonoursTheWindow) {
-    FlowConfig c;
-    c.slots = 64;
-    c.dedup_window_ns = 1000;
-    auto t = table(c);
+    auto t = table({.slots = 64, .dedup_window_ns = 1000});
     ASSERT_TRUE(t);
     auto f = frame(1, 2, 5, 53, 17, 0, 30, 'x');
     EXPECT_EQ(feed(*t, f, 100), FlowTable::kKeep);
@@ -172,10 +159,7 @@ TEST(FlowTable, DedupMasksTtlAndHonoursTheWindow) {
 TEST(FlowTable, FullTableEvictsTheOldestAndCountsIt) {
     // Packets a flow apart by more than the LRU step (1 s): exact LRU.
     constexpr uint64_t kS = 2'000'000'000;
-    FlowConfig c;
-    c.slots = 16;
-    c.cutoff_packets = 1;
-    auto t = table(c);
+    auto t = table({.slots = 16, .cutoff_packets = 1});
     ASSERT_TRUE(t);
     for (uint16_t i = 0; i < 16; i++) feed(*t, frame(1, 2, i, 9, 17), i * kS);
     EXPECT_EQ(t->counters().evicted.load(), 0u);
@@ -190,11 +174,7 @@ TEST(FlowTable, FullTableEvictsTheOldestAndCountsIt) {
 }
 
 TEST(FlowTable, LruStepZeroIsExactAtAnyPace) {
-    FlowConfig c;
-    c.slots = 16;
-    c.cutoff_packets = 1;
-    c.lru_step_ns = 0;
-    auto t = table(c);
+    auto t = table({.slots = 16, .cutoff_packets = 1, .lru_step_ns = 0});
     ASSERT_TRUE(t);
     for (uint16_t i = 0; i < 16; i++) feed(*t, frame(1, 2, i, 9, 17), i);
     feed(*t, frame(1, 2, 0, 9, 17), 20);    // 20 ns later: moves all the same
@@ -209,10 +189,7 @@ TEST(FlowTable, WithinTheLruStepAFlowKeepsItsPlace) {
     // last moved stays where it was. The flow evicted was seen at most a
     // step (plus 2 ms of rounding) after the least recently seen one.
     constexpr uint64_t kMs = 1'000'000;
-    FlowConfig c;
-    c.slots = 16;
-    c.cutoff_packets = 1;
-    auto t = table(c);
+    auto t = table({.slots = 16, .cutoff_packets = 1});
     ASSERT_TRUE(t);
     for (uint16_t i = 0; i < 16; i++) feed(*t, frame(1, 2, i, 9, 17), i * kMs);
     EXPECT_EQ(feed(*t, frame(1, 2, 0, 9, 17), 20 * kMs), FlowTable::kCut);  // does not move
@@ -233,10 +210,7 @@ TEST(FlowTable, AFullBucketAndPairGiveUpTheOldestFlow) {
     // 32 slots: 16 buckets of 8 ways. Seventeen flows whose hashes pick
     // bucket 0: eight there, eight in its pair (bucket 1), all found again;
     // the seventeenth takes the way and slot of the first, counted.
-    FlowConfig c;
-    c.slots = 32;
-    c.cutoff_packets = 1;
-    auto t = table(c);
+    auto t = table({.slots = 32, .cutoff_packets = 1});
     ASSERT_TRUE(t);
     std::vector<std::vector<uint8_t>> same;
     for (uint16_t port = 1; same.size() < 17; port++) {
@@ -274,9 +248,7 @@ TEST(FlowTable, EvictedFlowsLeaveNoWayBehind) {
     // and IPv6 in both directions: each eviction must clear the evicted
     // flow's way, found again by the hash of its stored key, so no bucket
     // ever fills.
-    FlowConfig c;
-    c.slots = 16;
-    auto t = table(c);
+    auto t = table({.slots = 16});
     ASSERT_TRUE(t);
     uint64_t n = 0;
     for (uint16_t i = 0; i < 2000; i++, n += 2) {
@@ -311,10 +283,7 @@ TEST(FlowTable, SaysWhichPagesItGot) {
 }
 
 TEST(FlowTable, TopListsTheBiggestFlows) {
-    FlowConfig c;
-    c.slots = 64;
-    c.cutoff_packets = 1000;
-    auto t = table(c);
+    auto t = table({.slots = 64, .cutoff_packets = 1000});
     ASSERT_TRUE(t);
     for (uint16_t i = 1; i <= 10; i++)
         for (uint16_t k = 0; k < i; k++) feed(*t, frame(1, 2, i, 9, 17), k);

@@ -136,10 +136,7 @@ TEST(FlowTableTcp, SameStateAsTheTracker) {
         seg(1, 2, 40000, 80, 0x02, 9000, 0),         // a new connection: reused
         seg(3, 2, 40001, 80, 0x04, 1, 0),            // an RST of another
     };
-    FlowConfig c;
-    c.slots = 64;
-    c.tcp_conns = 16;
-    auto t = table(c);
+    auto t = table({.slots = 64, .tcp_conns = 16});
     ASSERT_TRUE(t);
     auto tr = packet::TcpTracker::create(16);
     ASSERT_TRUE(tr);
@@ -170,11 +167,7 @@ TEST(FlowTableTcp, SameStateAsTheTracker) {
 /* Two TCP records for three flows: the first flow's record is taken, its
  * cutoff is not. */
 TEST(FlowTableTcp, PoolEvictionKeepsTheFlowsCutoff) {
-    FlowConfig c;
-    c.slots = 64;
-    c.cutoff_bytes = 200;
-    c.tcp_conns = 2;
-    auto t = table(c);
+    auto t = table({.slots = 64, .cutoff_bytes = 200, .tcp_conns = 2});
     ASSERT_TRUE(t);
     auto data = seg(1, 2, 40000, 80, 0x18, 1, 1, 46);  // 100 bytes
     EXPECT_EQ(feed(*t, data, 1), FlowTable::kKeep);
@@ -205,10 +198,7 @@ TEST(FlowTableTcp, PoolEvictionKeepsTheFlowsCutoff) {
 
 /* More flows than slots: a flow pushed out of the table takes its record. */
 TEST(FlowTableTcp, FlowEvictionFreesItsRecord) {
-    FlowConfig c;
-    c.slots = 16;
-    c.tcp_conns = 64;
-    auto t = table(c);
+    auto t = table({.slots = 16, .tcp_conns = 64});
     ASSERT_TRUE(t);
     for (uint16_t i = 0; i < 40; i++)
         EXPECT_EQ(feed(*t, seg(1, 2, uint16_t(1000 + i), 80, 0x02, 1, 0), i), FlowTable::kKeep);
@@ -223,10 +213,7 @@ TEST(FlowTableTcp, FlowEvictionFreesItsRecord) {
 
 /* Link types and headers the inline parse leaves to the walker. */
 TEST(FlowTableTcp, WalkerLinkTypesAndIpv6ExtensionHeaders) {
-    FlowConfig c;
-    c.slots = 64;
-    c.tcp_conns = 8;
-    auto t = table(c);
+    auto t = table({.slots = 64, .tcp_conns = 8});
     ASSERT_TRUE(t);
     // Linux cooked capture v1: 16 bytes, the EtherType at 14.
     auto eth = seg(1, 2, 40000, 80, 0x02, 7, 0);
