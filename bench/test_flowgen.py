@@ -183,6 +183,28 @@ class Flowgen(unittest.TestCase):
         _, four = self.gen("scale4", "--flows", "20000", "--flow-scale", "4")
         self.assertGreater(four["packets"] / four["flows"], 2.5 * one["packets"] / one["flows"])
 
+    def test_flow_shape_and_fractional_scale(self):
+        for args in (["--flow-shape", "0"], ["--flow-shape", "10.5"], ["--flow-shape", "x"],
+                     ["--flow-scale", "0"], ["--flow-scale", "0.0001"], ["--flow-scale", "nan"]):
+            p = run([FLOWGEN, "-o", os.path.join(self.tmp, "bad.pcap")] + args)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertEqual(len(p.stderr.decode().strip().splitlines()), 1, args)
+        # An integral scale and the default shape spelled out give the same bytes.
+        a, _ = self.gen("shape-default", "--flows", "2000", "--flow-scale", "3")
+        b, _ = self.gen("shape-spelled", "--flows", "2000", "--flow-scale", "3.0",
+                        "--flow-shape", "1.2")
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            self.assertEqual(fa.read(), fb.read())
+        # A scale under one packet: every flow still has a packet, and a
+        # smaller shape gives a heavier tail: P(one packet) = 1 - (K/2)^A.
+        _, s = self.gen("tiny-scale", "--flows", "20000", "--flow-scale", "0.5",
+                        "--flow-shape", "0.5", "--max-flow-packets", "1000")
+        self.assertEqual((s["flows"], s["flows_complete"]), (20000, 20000))
+        path = os.path.join(self.tmp, "tiny-scale.pcap")
+        sizes = collections.Counter(five_tuple(r[4]) for r in records(path)[1]).values()
+        single = sum(1 for n in sizes if n == 1) / len(sizes)
+        self.assertAlmostEqual(single, 1 - 0.25 ** 0.5, delta=0.02)
+
 
 class Digest(unittest.TestCase):
     """The identity check query_bench makes between capq's and tcpdump's
