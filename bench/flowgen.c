@@ -4,7 +4,7 @@
  *   flowgen -o FILE [--flows N] [--max-bytes SIZE] [--duration S] [--start T]
  *           [--seed N] [--micro] [--ipv6-pct P] [--vlan-pct P] [--udp-pct P]
  *           [--frame-size B] [--max-flow-packets N] [--flow-scale K]
- *           [--summary FILE]
+ *           [--flow-shape A] [--summary FILE]
  *
  * The mix (bench/README.md says why):
  *   - N flows (default 1,000,000), each a 5-tuple between addresses in
@@ -14,10 +14,11 @@
  *     client first, so each flow is a conversation;
  *   - --vlan-pct of the flows (10) carry an 802.1Q tag, one in ten of those
  *     a second one (QinQ, outer 0x88a8);
- *   - packets per flow from a Pareto distribution, shape 1.2, scale
- *     --flow-scale (1), rounded down, capped at --max-flow-packets
- *     (100,000): at scale 1 most flows are one or two packets, a few carry
- *     most of the bytes;
+ *   - packets per flow from a Pareto distribution, shape --flow-shape
+ *     (1.2), scale --flow-scale (1; a scale under 1 packet is allowed, for
+ *     mixes calibrated in bytes), rounded down, at least 1, capped at
+ *     --max-flow-packets (100,000): at scale 1 most flows are one or two
+ *     packets, a few carry most of the bytes;
  *   - frame sizes from simple IMIX, 7:4:1 of 60, 572 and 1514 bytes (the
  *     64/576/1518 of the wire less the FCS), or all --frame-size;
  *   - flows start as a Poisson process over the first 90 % of --duration
@@ -250,7 +251,7 @@ static void usage(void) {
             "usage: flowgen -o FILE [--flows N] [--max-bytes SIZE] [--duration S] [--start T]\n"
             "               [--seed N] [--micro] [--ipv6-pct P] [--vlan-pct P] [--udp-pct P]\n"
             "               [--frame-size B] [--max-flow-packets N] [--flow-scale K]\n"
-            "               [--summary FILE]\n");
+            "               [--flow-shape A] [--summary FILE]\n");
 }
 
 static int parse_u64(const char* s, uint64_t* out) {
@@ -267,6 +268,23 @@ static int parse_u64(const char* s, uint64_t* out) {
         mult = 1e9, end++;
     if (*end) return -1;
     *out = (uint64_t)(v * mult);
+    return 0;
+}
+
+/* A decimal number with an optional k/M/G suffix, as parse_u64. */
+static int parse_double(const char* s, double* out) {
+    char* end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || errno || !isfinite(v)) return -1;
+    if (*end == 'k' || *end == 'K')
+        v *= 1e3, end++;
+    else if (*end == 'M')
+        v *= 1e6, end++;
+    else if (*end == 'G')
+        v *= 1e9, end++;
+    if (*end) return -1;
+    *out = v;
     return 0;
 }
 
@@ -311,7 +329,10 @@ int main(int argc, char** argv) {
     const char* summary_path = NULL;
     uint64_t flows = 1000000, max_bytes = 4ULL << 30, duration_s = 600, seed = 1;
     uint64_t start_s = 1767225600;  // 2026-01-01T00:00:00Z
-    uint64_t frame_size = 0, max_flow_packets = 100000, flow_scale = 1;
+    uint64_t frame_size = 0, max_flow_packets = 100000;
+    // Integral scales and the default shape give the draws of the integer
+    // --flow-scale this option once was: the same bytes.
+    double flow_scale = 1, flow_shape = 1.2;
     int micro = 0;
     Mix mix = {0, 20, 10, 30};
     enum {
@@ -327,7 +348,8 @@ int main(int argc, char** argv) {
         kSize,
         kMaxFlow,
         kSummary,
-        kScale
+        kScale,
+        kShape
     };
     static const struct option opts[] = {
         {"flows", required_argument, 0, kFlows},
@@ -343,6 +365,7 @@ int main(int argc, char** argv) {
         {"max-flow-packets", required_argument, 0, kMaxFlow},
         {"summary", required_argument, 0, kSummary},
         {"flow-scale", required_argument, 0, kScale},
+        {"flow-shape", required_argument, 0, kShape},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -369,7 +392,11 @@ int main(int argc, char** argv) {
                 break;
             case kSummary: summary_path = optarg; break;
             case kScale:
-                bad = parse_u64(optarg, &flow_scale) || flow_scale == 0 || flow_scale > 1000;
+                bad = parse_double(optarg, &flow_scale) || !(flow_scale >= 0.001) ||
+                      flow_scale > 1000;
+                break;
+            case kShape:
+                bad = parse_double(optarg, &flow_shape) || !(flow_shape >= 0.1) || flow_shape > 10;
                 break;
             case 'h': usage(); return 0;
             default: usage(); return 1;
@@ -416,9 +443,10 @@ int main(int argc, char** argv) {
             f.id = (uint32_t)started++;
             f.next_ns = (uint64_t)next_start;
             f.sent = 0;
-            // Pareto(flow_scale, 1.2)
-            double x = (double)flow_scale / pow(rng_unit(&rng), 1.0 / 1.2);
+            // Pareto(flow_scale, flow_shape), at least one packet.
+            double x = flow_scale / pow(rng_unit(&rng), 1.0 / flow_shape);
             f.total = x >= (double)max_flow_packets ? (uint32_t)max_flow_packets : (uint32_t)x;
+            if (f.total == 0) f.total = 1;
             double gap = exp(log_lo + (log_hi - log_lo) * rng_unit(&rng));
             double room = (double)(dur_ns - f.next_ns) / (f.total + 1);
             if (gap > room) gap = room;
