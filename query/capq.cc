@@ -208,12 +208,13 @@ int main(int argc, char** argv) {
         }
         if (o.explain || o.json || format != "pcap")
             return fail("--fleet takes no --explain, --json or --format without --flows");
-        auto found = catalog_targets(fleet_url, t, o.since_ns, o.until_ns, o.expression);
+        CatalogLookup how;
+        auto found = catalog_targets(fleet_url, t, o.since_ns, o.until_ns, o.expression, &how);
         if (!found) return fail("--fleet: " + found.error());
         std::vector<FleetTarget> targets;
         for (auto& c : *found) targets.push_back({c.host, c.serve, std::move(c.files)});
-        std::fprintf(stderr, "capq fleet: the catalogue names %zu host%s\n", targets.size(),
-                     targets.size() == 1 ? "" : "s");
+        std::fprintf(stderr, "capq fleet: the catalogue names %zu host%s (%s)\n", targets.size(),
+                     targets.size() == 1 ? "" : "s", how.how().c_str());
         if (!fleet_only.empty()) {
             std::erase_if(targets, [&](const FleetTarget& t) { return t.host != fleet_only; });
             // Not an error: no file of that host can hold the packets, so

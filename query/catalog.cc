@@ -91,32 +91,62 @@ std::string live_files_sql(const CatalogTables& t) {
            " GROUP BY host, path HAVING argMax(gone, file_id) = 0";
 }
 
-/* The address restriction of a filter: "" when it proves none. Only the
- * link types the flow key walks give IP flows (flow_key.hh: Ethernet,
+/* The address restriction of a filter: terms "" when it proves none. Only
+ * the link types the flow key walks give IP flows (flow_key.hh: Ethernet,
  * Linux cooked, raw IP); the addresses each one's filter proves are
  * united, and a flow of any other kind has zero addresses (so the zero
  * address joins the set: non-IP flows are always candidates). The terms
- * select by `addr`, the first column of the flows table's ordering key. */
-Result<std::string> address_terms(Filters& f) {
-    if (f.empty()) return std::string();
+ * select by `addr`, the first column of the flows table's ordering key.
+ * When every link type's filter also proves address pairs
+ * (FlowFilter::required_pairs(): the 5-tuple, `host A and host B`), a flow
+ * row must hold one of them; aggregate rows (an endpoint unknown) and
+ * rows of zero addresses stay, as the filter decides those. The rows read
+ * are the same primary-key ranges; fewer come back: a busy server's other
+ * flows stay in the catalogue. */
+struct Lookup {
+    std::string terms;
+    size_t addresses = 0, pairs = 0;
+};
+
+Result<Lookup> address_terms(Filters& f) {
+    Lookup out;
+    if (f.empty()) return out;
     std::set<std::array<uint8_t, 16>> all;
+    std::set<std::pair<std::array<uint8_t, 16>, std::array<uint8_t, 16>>> pairs;
+    bool paired = true;
     for (uint16_t lt : {uint16_t(1), uint16_t(113), uint16_t(12)}) {
         auto ff = f.get(lt);
         if (!ff) return ff.failure();
         const auto& req = (*ff)->required_addresses();
-        if (!req) return std::string();
+        if (!req) return out;
         all.insert(req->begin(), req->end());
+        const auto& p = (*ff)->required_pairs();
+        if (p)
+            pairs.insert(p->begin(), p->end());
+        else
+            paired = false;
     }
-    all.insert(std::array<uint8_t, 16>{});
+    out.addresses = all.size();
+    const std::array<uint8_t, 16> zero{};
+    all.insert(zero);
+    auto sql16 = [](const std::array<uint8_t, 16>& a) {
+        return "toFixedString(" + storage::sql_addr(a.data()) + ", 16)";
+    };
     std::string list;
-    for (const auto& a : all)
-        list += (list.empty() ? "" : ", ") + std::string("toFixedString(") +
-                storage::sql_addr(a.data()) + ", 16)";
+    for (const auto& a : all) list += (list.empty() ? "" : ", ") + sql16(a);
     // Each flow is stored under both endpoints (storage/catalog.hh): the
     // rows under a listed address are a primary-key range each; a side-1
     // row whose lower endpoint is listed too is the same flow as a side-0
     // row already selected, so it is left out and every flow comes once.
-    return "(addr IN (" + list + ") AND (side = 0 OR src NOT IN (" + list + ")))";
+    out.terms = "(addr IN (" + list + ") AND (side = 0 OR src NOT IN (" + list + ")))";
+    if (paired && !pairs.empty()) {
+        std::string in;
+        for (const auto& [a, b] : pairs)
+            in += std::string(in.empty() ? "" : ", ") + "(" + sql16(a) + ", " + sql16(b) + ")";
+        out.terms += " AND (agg != 0 OR src = " + sql16(zero) + " OR (src, dst) IN (" + in + "))";
+        out.pairs = pairs.size();
+    }
+    return out;
 }
 
 struct FlowRow {
@@ -167,7 +197,8 @@ Result<std::map<std::pair<std::string, std::string>, std::pair<uint64_t, bool>>>
  * states asked for them alone; without one, the live files are a subquery. */
 Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const CatalogTables& t,
                                          uint64_t since_ns, uint64_t until_ns, Filters& f,
-                                         const std::string& addr_terms) {
+                                         const std::string& addr_terms,
+                                         size_t* answered = nullptr) {
     std::string sql =
         "SELECT host, path, hex(key), first_ns, last_ns, packets, bytes, file_id, agg, nflows "
         "FROM " +
@@ -184,6 +215,7 @@ Result<std::vector<FlowRow>> fetch_flows(const storage::CatalogUrl& url, const C
     std::vector<uint64_t> ids;
     for (const auto& line : split(*r, '\n')) {
         if (line.empty()) continue;
+        if (answered) ++*answered;
         auto c = split(line, '\t');
         if (c.size() != 10) return make_error(EIO, url.text + ": unexpected answer: " + line);
         FlowRow row;
@@ -240,16 +272,19 @@ Result<std::map<std::string, std::string>> serve_addresses(const storage::Catalo
 
 Result<std::vector<CatalogTarget>> catalog_targets(const std::string& url_text,
                                                    const CatalogTables& t, uint64_t since_ns,
-                                                   uint64_t until_ns,
-                                                   const std::string& expression) {
+                                                   uint64_t until_ns, const std::string& expression,
+                                                   CatalogLookup* how) {
     auto url = storage::parse_catalog_url(url_text);
     if (!url) return url.failure();
     Filters f(expression);
-    auto terms = address_terms(f);
-    if (!terms) return terms.failure();
+    auto lookup = address_terms(f);
+    if (!lookup) return lookup.failure();
+    CatalogLookup counted;
+    counted.addresses = lookup->addresses;
+    counted.pairs = lookup->pairs;
     std::map<std::string, std::set<std::string>> files;
-    if (!terms->empty()) {
-        auto rows = fetch_flows(*url, t, since_ns, until_ns, f, *terms);
+    if (!lookup->terms.empty()) {
+        auto rows = fetch_flows(*url, t, since_ns, until_ns, f, lookup->terms, &counted.rows);
         if (!rows) return rows.failure();
         for (const auto& r : *rows) files[r.host].insert(r.path);
     } else {
@@ -279,7 +314,19 @@ Result<std::vector<CatalogTarget>> catalog_targets(const std::string& url_text,
         ct.files.assign(set.begin(), set.end());
         out.push_back(std::move(ct));
     }
+    if (how) *how = counted;
     return out;
+}
+
+std::string CatalogLookup::how() const {
+    if (addresses == 0) return "no address to look flows up by: every live file of the window";
+    auto count = [](size_t n, const char* one, const char* many) {
+        return std::to_string(n) + " " + (n == 1 ? one : many);
+    };
+    return "flows looked up by " +
+           (pairs ? count(pairs, "address pair", "address pairs")
+                  : count(addresses, "address", "addresses")) +
+           ": " + count(rows, "catalogue row", "catalogue rows");
 }
 
 Result<std::vector<FleetFlow>> catalog_flows(const std::string& url_text, const CatalogTables& t,
@@ -288,9 +335,9 @@ Result<std::vector<FleetFlow>> catalog_flows(const std::string& url_text, const 
     auto url = storage::parse_catalog_url(url_text);
     if (!url) return url.failure();
     Filters f(expression);
-    auto terms = address_terms(f);
-    if (!terms) return terms.failure();
-    auto rows = fetch_flows(*url, t, since_ns, until_ns, f, *terms);
+    auto lookup = address_terms(f);
+    if (!lookup) return lookup.failure();
+    auto rows = fetch_flows(*url, t, since_ns, until_ns, f, lookup->terms);
     if (!rows) return rows.failure();
     std::map<std::pair<std::string, std::string>, FleetFlow> agg;
     for (const auto& r : *rows) {

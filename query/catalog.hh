@@ -41,13 +41,26 @@ struct CatalogTarget {
     std::vector<std::string> files;  // absolute paths on that host, sorted
 };
 
+/* How catalog_targets() found the files: by the addresses the expression
+ * proves (or, narrower, its address pairs), and how many flow rows the
+ * catalogue sent back for them. */
+struct CatalogLookup {
+    size_t addresses = 0;  // 0: none proved; every live file of the window
+    size_t pairs = 0;      // 0: the rows were not narrowed to pairs
+    size_t rows = 0;
+    /* "flows looked up by 1 address pair: 3 catalogue rows". */
+    std::string how() const;
+};
+
 /* The hosts and files that can hold packets matching `expression` (may be
- * empty: every packet) in [since_ns, until_ns), sorted by host. Errors: a
- * bad URL, an expression libpcap refuses ("EXPR: syntax error"), the
- * server's ("127.0.0.1:8123: Connection refused"). */
+ * empty: every packet) in [since_ns, until_ns), sorted by host; with `how`,
+ * how they were found. Errors: a bad URL, an expression libpcap refuses
+ * ("EXPR: syntax error"), the server's ("127.0.0.1:8123: Connection
+ * refused"). */
 Result<std::vector<CatalogTarget>> catalog_targets(const std::string& url, const CatalogTables& t,
                                                    uint64_t since_ns, uint64_t until_ns,
-                                                   const std::string& expression);
+                                                   const std::string& expression,
+                                                   CatalogLookup* how = nullptr);
 
 /* One flow as the fleet saw it on one host: the rows of all its files
  * summed (first/last the extremes). */

@@ -29,6 +29,7 @@ Skipped, with the reason, when clickhouse-server is not installed.
 
 import json
 import os
+import re
 import random
 import signal
 import socket
@@ -246,6 +247,20 @@ class FleetTest(CapdTestCase):
         self.assertEqual(p.returncode, 0, err)
         self.assertIn(f"the catalogue names {len(holders)} hosts", err)
         self.assertEqual({h for h in ("h1", "h2", "h3") if f"{h} (" in err}, holders)
+        self.capq(*args, "-w", ref, *two)
+        with open(self.path("two.pcap"), "rb") as a, open(ref, "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        # Both addresses proved: the catalogue sends back the pair's flows,
+        # fewer rows than for one of its addresses (h1 also talks to h3).
+        def rows(err, how):
+            m = re.search(rf"flows looked up by {how}: (\d+) catalogue rows?\)", err)
+            self.assertIsNotNone(m, err)
+            return int(m.group(1))
+        paired = rows(err, "1 address pair")
+        p = self.fleet_query("-w", self.path("one.pcap"), "udp", "and", "host", "198.18.0.1")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertGreater(paired, 0)
+        self.assertLess(paired, rows(p.stderr.decode(), "1 address"))
         # A host whose server is gone is reported; the others answer.
         pid = open(os.path.join(self.dir, "h2", "serve.pid")).read().strip()
         os.kill(int(pid), 15)
