@@ -261,11 +261,11 @@ class Signals(CapdTestCase):
                     return os.pread(c.err.fileno(), 1 << 20, 0).decode("utf-8", "replace")
 
                 self.assertTrue(capdtest.wait_until(
-                    lambda: any(SUMMARY.match(l) for l in stderr_now().splitlines()), 30),
+                    lambda: any(SUMMARY.match(l) for l in stderr_now().splitlines()), 120),
                     "no counters on stderr after SIGUSR1")
                 c.signal(signal.SIGUSR2)
                 self.assertTrue(capdtest.wait_until(
-                    lambda: os.path.exists(os.path.join(d, "x.pcap")), 30),
+                    lambda: os.path.exists(os.path.join(d, "x.pcap")), 120),
                     "SIGUSR2 did not rotate")
                 self.assertTrue(c.running(), "capd stopped on SIGUSR1/SIGUSR2")
                 c.signal(signal.SIGTERM)
