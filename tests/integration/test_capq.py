@@ -681,8 +681,8 @@ class Live(CapqCase):
                 cap = parse_output(p.stdout, self.path("live-out.pcap"))
                 return cap if cap.records else None
 
-            cap = capdtest.wait_until(found, 30, interval=0.2)
-            self.assertTrue(cap, "no packet of the live file found within 30 s")
+            cap = capdtest.wait_until(found, 120, interval=0.2)
+            self.assertTrue(cap, "no packet of the live file found within 120 s")
             live = [f for f in os.listdir(d) if f.endswith(".partial") and f.startswith(".")]
             self.assertTrue(live, os.listdir(d))
             # --flows of the file being written: from its records, no warning.

@@ -513,11 +513,11 @@ class LiveAndKilled(IndexTestCase):
                                  "--flush-ms", "20", "-w", os.path.join(self.out, "l.pcap")])
         try:
             live = os.path.join(self.out, ".l.pcap.partial.idx")
-            self.assertTrue(capdtest.wait_until(lambda: os.path.exists(live), 30),
+            self.assertTrue(capdtest.wait_until(lambda: os.path.exists(live), 120),
                             "no live index appeared")
             h1 = self.assertIndexed(".l.pcap.partial", live=True)
             self.assertTrue(capdtest.wait_until(
-                lambda: read_index(live)[0]["packets"] > h1["packets"], 30),
+                lambda: read_index(live)[0]["packets"] > h1["packets"], 120),
                 "the live index did not follow the capture")
             self.assertIndexed(".l.pcap.partial", live=True)
             c.signal(signal.SIGINT)
@@ -537,7 +537,7 @@ class LiveAndKilled(IndexTestCase):
                                  "-w", os.path.join(self.out, "k.pcap")])
         try:
             live = os.path.join(self.out, ".k.pcap0.partial.idx")
-            self.assertTrue(capdtest.wait_until(lambda: os.path.exists(live), 30),
+            self.assertTrue(capdtest.wait_until(lambda: os.path.exists(live), 120),
                             "no live index appeared")
             c.signal(signal.SIGKILL)
             c.wait()

@@ -135,7 +135,7 @@ class AfPacket(capdtest.VethCapture, CapdTestCase):
             self.fail("capd ended early\n" + c.wait().describe())
         sender.command(f"burst {BURST}", timeout=120)
         capdtest.wait_until(lambda: len(set(self.seen(SOURCE))) >= BURST or not c.running(),
-                            timeout=30, interval=0.2)
+                            timeout=120, interval=0.2)
         t_end = time.time_ns()
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)

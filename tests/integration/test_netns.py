@@ -126,7 +126,7 @@ class Capture(capdtest.VethCapture, Namespaced):
             self.fail("capd ended early\n" + c.wait().describe())
         sender.command(f"burst {burst}", timeout=120)
         capdtest.wait_until(lambda: len(set(self.seen(SOURCE))) >= burst or not c.running(),
-                            timeout=30, interval=0.2)
+                            timeout=120, interval=0.2)
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)
         self.assertCapdOk(run, quiet=quiet)
@@ -190,19 +190,36 @@ class Capture(capdtest.VethCapture, Namespaced):
                                        "--ctl", sock, "-i",
                                        f"af_packet:{self.veth.cap_if}@netns={self.veth.cap}"],
                                       SOURCE)
-        # From here on the socket sees every frame: count from a quiet moment.
-        time.sleep(0.3)
-        p = subprocess.run([os.path.join(capdtest.BUILD_DIR, "ctl", "capctl"), "--ctl", sock,
-                            "--json", "stats"], capture_output=True, text=True, timeout=30)
-        s0 = json.loads(p.stdout)["data"]
-        seen0 = s0["packets_received"] + s0["drops"]["nic_imissed"]
-        before = self.link_frames()
+        def counted():
+            """What capd has received or counted as imissed so far."""
+            p = subprocess.run([os.path.join(capdtest.BUILD_DIR, "ctl", "capctl"), "--ctl", sock,
+                                "--json", "stats"], capture_output=True, text=True, timeout=30)
+            s = json.loads(p.stdout)["data"]
+            return s["packets_received"] + s["drops"]["nic_imissed"]
+
+        # From here on the socket sees every frame: count from a quiet moment,
+        # when neither the link's counters nor capd's have moved for 0.5 s
+        # (a fixed pause may end before a worker on a loaded machine has
+        # read the last probes' frames, which the link has already counted).
+        samples = []
+
+        def quiet():
+            samples.append((counted(), self.link_frames()))
+            time.sleep(0.5)
+            samples.append((counted(), self.link_frames()))
+            return samples[-1] == samples[-2]
+
+        self.assertTrue(capdtest.wait_until(quiet, 60, 0.05), f"never quiet: {samples[-6:]}")
+        seen0, before = samples[-1]
         c.signal(signal.SIGSTOP)
         try:
             sender.command("burst 2000", timeout=120)
         finally:
             c.signal(signal.SIGCONT)
-        time.sleep(1.0)
+        # capd reads what its ring held once it runs again; stop it only once
+        # it has counted every frame the link has (bounded: a frame lost
+        # uncounted fails below with the summary's numbers).
+        capdtest.wait_until(lambda: counted() - seen0 == self.link_frames() - before, 120, 0.2)
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)
         self.assertCapdOk(run, quiet=True)
@@ -235,7 +252,7 @@ class Capture(capdtest.VethCapture, Namespaced):
         finally:
             c.signal(signal.SIGCONT)
         capdtest.wait_until(lambda: len(self.seen(SOURCE)) >= 300 or not c.running(),
-                            timeout=30, interval=0.2)
+                            timeout=120, interval=0.2)
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)
         self.assertCapdOk(run, quiet=True)
@@ -270,7 +287,7 @@ class Capture(capdtest.VethCapture, Namespaced):
             return recs
 
         capdtest.wait_until(lambda: len(tagged()) >= len(frames) or not c.running(),
-                            timeout=30, interval=0.2)
+                            timeout=120, interval=0.2)
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)
         self.assertCapdOk(run, quiet=True)
@@ -308,14 +325,14 @@ class Capture(capdtest.VethCapture, Namespaced):
             return [r for r in capdtest.records_so_far(path) if r.data[12:14] == b"\x81\x00"]
 
         self.assertTrue(capdtest.wait_until(lambda: len(tagged(live_file)) >= len(frames),
-                                            timeout=30, interval=0.2),
+                                            timeout=120, interval=0.2),
                         "live tcpdump did not take the tagged datagrams")
         # A last untagged probe after the tagged frames: once capd has it, it
         # has seen the tagged ones too.
         probes = len(self.seen(SOURCE + 1))
         sender.command("probe")
         self.assertTrue(capdtest.wait_until(lambda: len(self.seen(SOURCE + 1)) > probes,
-                                            timeout=30, interval=0.2), "capd saw no later probe")
+                                            timeout=120, interval=0.2), "capd saw no later probe")
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)
         self.assertCapdOk(run, quiet=True)
@@ -368,7 +385,7 @@ class Capture(capdtest.VethCapture, Namespaced):
                         "capd captured no probe on lo within 60 s")
         send(b"ONCE", 40)
         capdtest.wait_until(lambda: sum(p.startswith(b"ONCE") for p in payloads()) >= 40
-                            or not c.running(), timeout=30, interval=0.2)
+                            or not c.running(), timeout=120, interval=0.2)
         time.sleep(0.3)
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)

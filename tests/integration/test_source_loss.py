@@ -89,7 +89,7 @@ class Lossy(capdtest.VethCapture, CapdTestCase):
         before = len(set(self.seen(SOURCE)))
         sender.command(f"burst {n}", timeout=120)
         self.assertTrue(capdtest.wait_until(
-            lambda: len(set(self.seen(SOURCE))) >= before + n or not c.running(), 30, 0.2),
+            lambda: len(set(self.seen(SOURCE))) >= before + n or not c.running(), 120, 0.2),
             "the burst never reached the file")
 
     def delete_and_wait(self, c, ns, ifname):
@@ -150,12 +150,12 @@ class SourceLoss(Lossy):
                        timeout=30)
         down = (f"capd: source '{source}': the interface is down; capture goes on when it is "
                 "up again")
-        self.assertTrue(capdtest.wait_until(lambda: down in stderr_now(c), 30), stderr_now(c))
+        self.assertTrue(capdtest.wait_until(lambda: down in stderr_now(c), 120), stderr_now(c))
         self.assertEqual(self.capctl_status()["sources"][0]["state"], "down")
         subprocess.run(["ip", "-n", v.cap, "link", "set", v.cap_if, "up"], check=True,
                        timeout=30)
         up = f"capd: source '{source}': the interface is up again"
-        self.assertTrue(capdtest.wait_until(lambda: up in stderr_now(c), 30), stderr_now(c))
+        self.assertTrue(capdtest.wait_until(lambda: up in stderr_now(c), 120), stderr_now(c))
         self.assertEqual(self.capctl_status()["sources"][0]["state"], "ok")
         self.burst(c, sender)
         self.assertTrue(c.running())
@@ -180,7 +180,7 @@ class KeepGoing(Lossy):
         subprocess.run(["ip", "-n", v.cap, "link", "del", v.cap_if], check=True, timeout=30)
         line = (f"capd: source '{lost}': the interface disappeared while capturing; "
                 "the other sources go on (--on-source-loss continue)")
-        self.assertTrue(capdtest.wait_until(lambda: line in stderr_now(c), 30), stderr_now(c))
+        self.assertTrue(capdtest.wait_until(lambda: line in stderr_now(c), 120), stderr_now(c))
         self.assertTrue(c.running(), "capd stopped although another source was left")
         st = self.capctl_status()
         self.assertEqual([(x["name"], x["state"]) for x in st["sources"]],
@@ -200,7 +200,7 @@ class KeepGoing(Lossy):
             return {seq for src, seq in capdtest.udp_tags(recs, w.SEND_ADDR, w.CAP_ADDR)
                     if src == SOURCE}
 
-        self.assertTrue(capdtest.wait_until(lambda: len(kept_seqs()) >= 100, 30, 0.2),
+        self.assertTrue(capdtest.wait_until(lambda: len(kept_seqs()) >= 100, 120, 0.2),
                         "the second source stopped capturing")
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)

@@ -218,7 +218,7 @@ class Live(capdtest.VethCapture, CapdTestCase):
         if not c.running():
             self.fail("capd ended early\n" + c.wait().describe())
         sender.command(f"burst {n}", timeout=120)
-        capdtest.wait_until(lambda: len(set(self.seen(SOURCE))) >= n or not c.running(), 30,
+        capdtest.wait_until(lambda: len(set(self.seen(SOURCE))) >= n or not c.running(), 120,
                             0.2)
         c.signal(signal.SIGINT)
         run = c.wait(timeout=120)
@@ -308,7 +308,7 @@ class Live(capdtest.VethCapture, CapdTestCase):
                 self.send_udp(v.cap, v.SEND_ADDR, 5)
                 hidden = os.path.join(self.out, f".q-{q}.pcap.partial")
                 capdtest.wait_until(lambda: len(capdtest.records_so_far(hidden)) >=
-                                    sum(counts.values()) or not c.running(), 30, 0.1)
+                                    sum(counts.values()) or not c.running(), 120, 0.1)
                 c.signal(signal.SIGINT)
                 run = c.wait(timeout=120)
                 self.assertCapdOk(run)
