@@ -16,6 +16,8 @@ import os
 import pwd
 import signal
 import stat
+import subprocess
+import sys
 
 import capdtest
 import pcaplib
@@ -97,6 +99,74 @@ class PlantedLinks(FilesCase):
         self.assertVictimUntouched()
         self.assertEqual(os.stat(out).st_uid, user.pw_uid)
         self.assertEqual(len(self.assertWhole(out).records), 3200)
+
+
+def as_user(user, code):
+    """Runs python `code` as `user` (uid and gid, no supplementary groups):
+    what a local user who may write in the capture directory can do."""
+    subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                    "--clear-groups", sys.executable, "-c", code], check=True, timeout=30)
+
+
+class PlantedForRetention(FilesCase):
+    def test_retention_and_recovery_touch_only_capds_own_files(self):
+        """Another user plants, under this capture's names and with an old
+        modification time: a file of their own, a link to root's file, a
+        FIFO, a directory, hidden files for the start-up recovery (their own
+        pcap, a link, a FIFO) and index names (a link, their own partial
+        index); root leaves a second link to a file of its own. capd with
+        --retain-age 1 deletes the earlier run's file of its own (the
+        control) and leaves every planted entry as it was."""
+        user = nobody()
+        if os.geteuid() != 0 or user is None or not capdtest.have("setpriv"):
+            self.skipTest("needs root, setpriv and the user nobody")
+        o = self.out
+        pcap_bytes = open(WEB_MIX, "rb").read()[:4096]  # a header and some records
+        as_user(user, f"""
+import os
+o = {o!r}
+def old(p):
+    os.utime(p, (1000, 1000), follow_symlinks=False)
+with open(o + "/x.pcap901", "wb") as f:
+    f.write(b"a file of nobody's\\n")
+old(o + "/x.pcap901")
+os.symlink({self.victim!r}, o + "/x.pcap902"); old(o + "/x.pcap902")
+os.mkfifo(o + "/x.pcap903"); old(o + "/x.pcap903")
+os.mkdir(o + "/x.pcap904"); old(o + "/x.pcap904")
+with open(o + "/.x.pcap950.partial", "wb") as f:
+    f.write({pcap_bytes!r} + b"\\xff" * 100)
+os.symlink({self.victim!r}, o + "/.x.pcap951.partial")
+os.mkfifo(o + "/.x.pcap952.partial")
+os.symlink({self.victim!r}, o + "/.x.pcap960.idx")
+with open(o + "/.x.pcap961.idx.partial", "wb") as f:
+    f.write(b"not an index")
+""")
+        # root's own: an earlier run's file (retention's to delete) with a
+        # link planted as its index, and a second name of root's victim.
+        control = os.path.join(o, "x.pcap900")
+        with open(control, "wb") as f:
+            f.write(pcap_bytes)
+        os.utime(control, (1000, 1000))
+        os.symlink(self.victim, os.path.join(o, ".x.pcap900.idx"))
+        os.link(self.victim, os.path.join(o, "x.pcap905"))
+        os.utime(os.path.join(o, "x.pcap905"), (1000, 1000))
+        before = {n: os.lstat(os.path.join(o, n)) for n in os.listdir(o)}
+        r = self.capd(["-i", "null:64,rate=2k", "--duration", "2", "-C", "100", "-w",
+                       os.path.join(o, "x.pcap"), "--retain-age", "1", "--ctl", "none"])
+        self.assertCapdOk(r)
+        self.assertFalse(os.path.exists(control), "retention did not run: " + r.describe())
+        self.assertVictimUntouched()
+        self.assertEqual(os.stat(self.victim).st_nlink, 2, "root's second link was deleted")
+        for n, st in before.items():
+            if n in ("x.pcap900", ".x.pcap900.idx"):
+                continue
+            with self.subTest(entry=n):
+                now = os.lstat(os.path.join(o, n))
+                self.assertEqual((now.st_ino, now.st_mode, now.st_size, now.st_uid),
+                                 (st.st_ino, st.st_mode, st.st_size, st.st_uid))
+        # The link planted as the control's index is not root's file: left.
+        self.assertTrue(os.path.islink(os.path.join(o, ".x.pcap900.idx")))
+        self.assertEqual(glob.glob(os.path.join(o, "*recovered*")), [])
 
 
 class RestartAfterKill(FilesCase):
