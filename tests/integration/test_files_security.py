@@ -169,6 +169,52 @@ with open(o + "/.x.pcap961.idx.partial", "wb") as f:
         self.assertEqual(glob.glob(os.path.join(o, "*recovered*")), [])
 
 
+class CtlQueryPrivileges(FilesCase):
+    def test_capctl_query_reads_with_the_callers_rights(self):
+        """capd (root) writes into the shared directory and lets the group
+        nogroup use its socket. nobody, a member, plants a link under a
+        capture name to a capture only root may read, then runs capctl
+        query: capq runs as nobody, so neither capd's files (0640 root) nor
+        the link's target come out. root's capctl query reads capd's files
+        and not the link (capq -r DIR follows no link)."""
+        user = nobody()
+        if os.geteuid() != 0 or user is None or not capdtest.have("setpriv"):
+            self.skipTest("needs root, setpriv and the user nobody")
+        secret = self.path("secret.pcap")
+        with open(WEB_MIX, "rb") as f, open(secret, "wb") as g:
+            g.write(f.read())
+        os.chmod(secret, 0o600)
+        sock = self.path("ctl.sock")
+        cap = capdtest.start_capd(["-i", "null:64,rate=200", "-w", os.path.join(self.out, "q.pcap"),
+                                   "--ctl", sock, "--ctl-group", "nogroup", "--flush-ms", "100"],
+                                  sock=sock)
+        self.addCleanup(cap.kill)
+        as_user(user, f"import os; os.symlink({secret!r}, {os.path.join(self.out, 'q.pcap7')!r})")
+        capctl = os.path.join(capdtest.BUILD_DIR, "ctl", "capctl")
+        as_nobody = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                     "--clear-groups"]
+        secret_data = {r.data for r in pcaplib.read_capture(secret).records}
+
+        def query(prefix):
+            p = capdtest.run_cmd(prefix + [capctl, "--ctl", sock, "query", "-w", "-"],
+                                 timeout=60)
+            got = pcaplib.read_capture_bytes(p.stdout).records if p.stdout else []
+            return p, got
+
+        p, got = query(as_nobody)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(got, [], p.stderr)
+        p = capdtest.run_cmd(as_nobody + [capctl, "--ctl", sock, "query", "--explain"],
+                             timeout=60)
+        plan = p.stdout.decode()
+        self.assertRegex(plan, r"ignored: .*/\.q\.pcap\.partial \(Permission denied\)", plan)
+        self.assertRegex(plan, r"ignored: .*/q\.pcap7 \(symbolic link, not followed\)", plan)
+        # root: capd's packets once the live file has some, none of the link's.
+        got = capdtest.wait_until(lambda: query([])[1], 30, 0.2)
+        self.assertTrue(got, "root's capctl query found no packet")
+        self.assertFalse(secret_data & {r.data for r in got}, "the planted link was followed")
+
+
 class RestartAfterKill(FilesCase):
     def killed_run(self, name, fmt):
         """Starts capd into `name`, kills it with SIGKILL once its hidden file
