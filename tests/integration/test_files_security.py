@@ -215,6 +215,42 @@ class CtlQueryPrivileges(FilesCase):
         self.assertFalse(secret_data & {r.data for r in got}, "the planted link was followed")
 
 
+class CatalogueReadsOnlyOwnIndexes(FilesCase):
+    def test_planted_index_names_neither_block_nor_are_read(self):
+        """--catalog with --no-index reads each closed file's index back by
+        name. nobody plants a FIFO under the first capture's index name
+        (an open of it as root would wait for a writer forever, and capd's
+        exit with it), and a link to a valid index of root's under the
+        second's. capd (the catalogue unreachable: rows wait in the spool)
+        exits, publishes both files without an index, and leaves both."""
+        user = nobody()
+        if os.geteuid() != 0 or user is None or not capdtest.have("setpriv"):
+            self.skipTest("needs root, setpriv and the user nobody")
+        # A valid index of root's, outside the shared directory.
+        own = self.path("own")
+        os.mkdir(own)
+        r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", os.path.join(own, "o.pcap"),
+                       "--ctl", "none"])
+        self.assertCapdOk(r)
+        real_index = os.path.join(own, ".o.pcap.idx")
+        self.assertTrue(os.path.exists(real_index), capdtest.listdir(own))
+        fifo = os.path.join(self.out, ".x.pcap.idx")
+        link = os.path.join(self.out, ".y.pcap.idx")
+        as_user(user, f"import os; os.mkfifo({fifo!r}); os.symlink({real_index!r}, {link!r})")
+        for name in ("x.pcap", "y.pcap"):
+            with self.subTest(name=name):
+                stats = self.path(name + ".json")
+                r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", os.path.join(self.out, name),
+                               "--no-index", "--catalog", "http://127.0.0.1:1",
+                               "--catalog-spool", self.path(name + ".spool"), "--ctl", "none",
+                               "--stats-json", stats], timeout=60)
+                self.assertCapdOk(r)
+                c = capdtest.read_json(stats)["catalog"]
+                self.assertEqual(c["files_without_index"], 1, c)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        self.assertEqual(os.readlink(link), real_index)
+
+
 class RestartAfterKill(FilesCase):
     def killed_run(self, name, fmt):
         """Starts capd into `name`, kills it with SIGKILL once its hidden file
