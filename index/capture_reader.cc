@@ -184,7 +184,7 @@ uint64_t CaptureReader::inflate_limit() {
 std::string CaptureReader::io_text() const {
     if (io_errno_ == EFBIG && z_)
         return "decompresses to more than " + std::to_string(inflate_limit()) +
-               " bytes, read without its index (capq --max-inflate); refused";
+               " bytes in memory at once (capq --max-inflate); refused";
     return std::strerror(io_errno_);
 }
 
@@ -267,6 +267,13 @@ const uint8_t* CaptureReader::fetch_compressed(uint64_t pos, size_t n) {
         const StoredBlock& sb = z_->stored[i];
         if (b.offset != buf_off_ + buf_len_) break;
         size_t need = buf_len_ + b.bytes;
+        // The index says how large a block decompresses: the same bound as
+        // a read without one, or a hostile index could claim gigabytes.
+        if (need > inflate_limit()) {
+            io_errno_ = EFBIG;
+            buf_len_ = 0;
+            return nullptr;
+        }
         if (buf_cap_ < need) {
             std::unique_ptr<uint8_t[]> nb(new uint8_t[need]);
             if (buf_len_) std::memcpy(nb.get(), buf_.get(), buf_len_);

@@ -76,7 +76,9 @@ public:
      * hostile file (a frame of zeros compresses about 1000:1 with gzip and
      * far more with zstd) could otherwise take all of it. Past the limit
      * the read fails with EFBIG and a line naming it. 0 (the default): a
-     * quarter of the machine's physical memory. Process-wide: set once
+     * quarter of the machine's physical memory. A block read through the
+     * index is held to the same bound (the index says its size).
+     * Process-wide: set once
      * before readers are opened (capq --max-inflate); read by any thread. */
     static void set_inflate_limit(uint64_t bytes);
     static uint64_t inflate_limit();
