@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -164,6 +165,29 @@ bool CaptureReader::use_index(const Index& idx) {
  * from then on as an uncompressed capture. A stream cut short (a file
  * being written, a kill -9) or damaged ends where decompression stopped;
  * the records cut there are not returned. */
+namespace {
+std::atomic<uint64_t> g_inflate_limit{0};
+}  // namespace
+
+void CaptureReader::set_inflate_limit(uint64_t bytes) {
+    g_inflate_limit.store(bytes, std::memory_order_relaxed);
+}
+
+uint64_t CaptureReader::inflate_limit() {
+    uint64_t v = g_inflate_limit.load(std::memory_order_relaxed);
+    if (v != 0) return v;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return uint64_t(1) << 30;
+    return uint64_t(pages) * uint64_t(page) / 4;
+}
+
+std::string CaptureReader::io_text() const {
+    if (io_errno_ == EFBIG && z_)
+        return "decompresses to more than " + std::to_string(inflate_limit()) +
+               " bytes in memory at once (capq --max-inflate); refused";
+    return std::strerror(io_errno_);
+}
+
 bool CaptureReader::inflate_all(std::vector<FrameExtent>* frames, Status* damaged, bool* cut) {
     int mfd = memfd_create("capq-inflate", MFD_CLOEXEC);
     if (mfd < 0) {
@@ -172,6 +196,7 @@ bool CaptureReader::inflate_all(std::vector<FrameExtent>* frames, Status* damage
     }
     uint64_t at = 0;
     int err = 0;
+    const uint64_t limit = inflate_limit();
     uint64_t file_at = 0, raw_at = 0;
     auto on_frame = [&](uint64_t file_end, uint64_t raw_end) {
         frames->push_back(FrameExtent{file_at, file_end - file_at, raw_at, raw_end - raw_at});
@@ -182,6 +207,10 @@ bool CaptureReader::inflate_all(std::vector<FrameExtent>* frames, Status* damage
     Status st = decompress_stream(
         z_->file_fd, z_->codec,
         [&](const uint8_t* p, size_t n) {
+            if (n > limit - std::min(at, limit)) {
+                err = EFBIG;
+                return false;
+            }
             while (n > 0) {
                 ssize_t w = pwrite(mfd, p, n, off_t(at));
                 if (w < 0 && errno == EINTR) continue;
@@ -215,8 +244,7 @@ Status CaptureReader::inflate_listing_frames(std::vector<FrameExtent>& frames, b
     if (!z_ || z_->inflated || !z_->blocks.empty())
         return make_error(EINVAL, "not a compressed file read without an index");
     Status damaged;
-    if (!inflate_all(&frames, &damaged, cut))
-        return make_error(io_errno_, std::strerror(io_errno_));
+    if (!inflate_all(&frames, &damaged, cut)) return make_error(io_errno_, io_text());
     return damaged;
 }
 
@@ -239,6 +267,13 @@ const uint8_t* CaptureReader::fetch_compressed(uint64_t pos, size_t n) {
         const StoredBlock& sb = z_->stored[i];
         if (b.offset != buf_off_ + buf_len_) break;
         size_t need = buf_len_ + b.bytes;
+        // The index says how large a block decompresses: the same bound as
+        // a read without one, or a hostile index could claim gigabytes.
+        if (need > inflate_limit()) {
+            io_errno_ = EFBIG;
+            buf_len_ = 0;
+            return nullptr;
+        }
         if (buf_cap_ < need) {
             std::unique_ptr<uint8_t[]> nb(new uint8_t[need]);
             if (buf_len_) std::memcpy(nb.get(), buf_.get(), buf_len_);
@@ -378,8 +413,7 @@ Result<CaptureReader> CaptureReader::open_fd(int fd, const std::string& name) {
     }
     const uint8_t* p = rd.fetch(0, 24, 64 << 10);
     if (!p) {
-        if (rd.io_errno_)
-            return make_error(rd.io_errno_, name + ": " + std::strerror(rd.io_errno_));
+        if (rd.io_errno_) return make_error(rd.io_errno_, name + ": " + rd.io_text());
         return not_capture();
     }
     uint32_t magic;
@@ -448,7 +482,7 @@ Result<CaptureReader> CaptureReader::open_fd(int fd, const std::string& name) {
         }
         pos += len;
     }
-    if (rd.io_errno_) return make_error(rd.io_errno_, name + ": " + std::strerror(rd.io_errno_));
+    if (rd.io_errno_) return make_error(rd.io_errno_, name + ": " + rd.io_text());
     info.data_start = pos;
     rd.leading_interfaces_ = info.interfaces.size();
     return rd;
@@ -573,7 +607,7 @@ Result<uint64_t> CaptureReader::for_each(uint64_t begin, uint64_t end,
         pos += rec.rec_bytes;
         if (r == 1 && !fn(rec)) break;
     }
-    if (io_errno_) return make_error(io_errno_, name_ + ": " + std::strerror(io_errno_));
+    if (io_errno_) return make_error(io_errno_, name_ + ": " + io_text());
     return pos;
 }
 

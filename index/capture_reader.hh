@@ -71,6 +71,17 @@ public:
     static Result<CaptureReader> open(const std::string& path);
     /* The same on a descriptor the caller owns (not closed here). */
     static Result<CaptureReader> open_fd(int fd, const std::string& name);
+    /* The most a compressed file read without its index may decompress to:
+     * the stream goes whole into anonymous memory (inflate_all), so a small
+     * hostile file (a frame of zeros compresses about 1000:1 with gzip and
+     * far more with zstd) could otherwise take all of it. Past the limit
+     * the read fails with EFBIG and a line naming it. 0 (the default): a
+     * quarter of the machine's physical memory. A block read through the
+     * index is held to the same bound (the index says its size).
+     * Process-wide: set once
+     * before readers are opened (capq --max-inflate); read by any thread. */
+    static void set_inflate_limit(uint64_t bytes);
+    static uint64_t inflate_limit();
 
     CaptureReader(CaptureReader&&) noexcept;
     CaptureReader& operator=(CaptureReader&&) noexcept;
@@ -155,6 +166,8 @@ private:
     uint64_t buf_off_ = 0;  // file offset of buf_[0]
     size_t buf_len_ = 0;    // valid bytes in buf_
     int io_errno_ = 0;
+    /* io_errno_ as words for a message (the inflate limit for EFBIG). */
+    std::string io_text() const;
 
     /* [pos, pos + n) in the buffer, reading at most up to `upto` past n;
      * nullptr when the file ends first or a read fails (io_errno_). */

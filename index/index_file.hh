@@ -285,6 +285,11 @@ public:
      * directory. `path` names it in errors. dir_fd stays the caller's. */
     static Result<Index> load_at(int dir_fd, const std::string& leaf, const std::string& path,
                                  uint64_t capture_size);
+    /* The same on a descriptor the caller opened (and checked: capd opens
+     * its own index files with storage::open_own_file()); the descriptor is
+     * closed here, whatever the outcome. Refuses anything but a regular
+     * file. */
+    static Result<Index> load_fd(int fd, const std::string& path, uint64_t capture_size);
 
     const IndexHeader& header() const { return *header_; }
     bool live() const { return header_->flags & kIndexLive; }
@@ -355,8 +360,6 @@ public:
 
 private:
     struct CompactFlows;  // version 4: the decompressed groups and their state
-    /* load()'s body once fd is open; closes fd. */
-    static Result<Index> load_fd(int fd, const std::string& path, uint64_t capture_size);
     Status validate(uint64_t capture_size);
     Status validate_compact(uint64_t after, uint64_t& flows_end);
     Status check_fence(size_t group) const;

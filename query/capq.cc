@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "index/capture_reader.hh"
 #include "query/catalog.hh"
 #include "query/commands.hh"
 #include "query/fleet.hh"
@@ -111,6 +112,11 @@ int main(int argc, char** argv) {
         ->type_name("SIZE");
     app.add_option("--max-clients", so.max_clients, "--serve: requests served at once (8)")
         ->type_name("N");
+    std::string max_inflate;
+    app.add_option("--max-inflate", max_inflate,
+                   "a compressed file read without its index may decompress to at most SIZE "
+                   "(default: a quarter of the memory; --serve: that shared by --max-clients)")
+        ->type_name("SIZE");
     app.add_option("expression", words, "pcap-filter EXPRESSION (or FILEs with --reindex)");
     try {
         app.parse(argc, argv);
@@ -121,6 +127,12 @@ int main(int argc, char** argv) {
         for (char& c : msg)
             if (c == '\n') c = ' ';
         return fail(msg);
+    }
+    if (!max_inflate.empty()) {
+        auto n = parse_size(max_inflate);
+        if (!n || *n == 0)
+            return fail("--max-inflate: expected a size such as 4G, not '" + max_inflate + "'");
+        index::CaptureReader::set_inflate_limit(*n);
     }
     if (schema_opt->count() > 0) {
         storage::CatalogTables t;
@@ -168,6 +180,10 @@ int main(int argc, char** argv) {
             so.max_bytes = *n;
         }
         so.dirs = o.inputs;
+        // Each client's request may inflate a file at once.
+        if (max_inflate.empty() && so.max_clients > 0)
+            index::CaptureReader::set_inflate_limit(index::CaptureReader::inflate_limit() /
+                                                    so.max_clients);
         return run_serve(so);
     }
     if (!fleet_hosts.empty() && !fleet_url.empty())

@@ -262,7 +262,11 @@ private:
         SSL_set_fd(ssl.get(), fd);
         ERR_clear_error();
         if (SSL_accept(ssl.get()) != 1) {
-            log(peer + " refused at the handshake: " + tls_error("connection closed"));
+            // Which check the client's certificate failed (expired, not for
+            // clients, another CA), for the operator reading the log.
+            const long v = SSL_get_verify_result(ssl.get());
+            log(peer + " refused at the handshake: " + tls_error("connection closed") +
+                (v != X509_V_OK ? std::string(" (") + X509_verify_cert_error_string(v) + ")" : ""));
             return;
         }
         const std::string subject = peer_subject(ssl.get());

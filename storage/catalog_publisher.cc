@@ -16,6 +16,23 @@ namespace linecap::storage {
 
 namespace {
 
+/* The index beside capture `path`, opened as capd opens its own files: no
+ * symbolic link followed and only a regular file of capd's user with one
+ * link, so nothing planted under the name in a shared directory is read,
+ * and a FIFO there cannot block this thread (and capd's exit, which joins
+ * it) in open(). */
+Result<index::Index> load_own_index(const std::string& path) {
+    const std::string ipath = index::index_path_for(path);
+    auto [dir, leaf] = split_path(ipath);
+    int dfd = open_dir(dir);
+    if (dfd < 0) return make_error(errno, ipath + ": " + std::strerror(errno));
+    int fd = open_own_file(dfd, leaf, O_RDONLY, geteuid());
+    int err = errno;
+    ::close(dfd);
+    if (fd < 0) return make_error(err, ipath + ": " + std::strerror(err));
+    return index::Index::load_fd(fd, ipath, ~0ull);
+}
+
 constexpr char kSpoolMagic[8] = {'L', 'C', 'A', 'P', 'S', 'P', 'L', '1'};
 // One INSERT carries at most this many bytes of rows.
 constexpr size_t kMaxInsert = 16u << 20;
@@ -222,7 +239,7 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
         }
         // The writer's bytes when it handed them over, else the file's.
         auto idx = e.has_index ? index::Index::from_bytes(std::move(e.index), ~0ull)
-                               : index::Index::load(index::index_path_for(e.path), ~0ull);
+                               : load_own_index(e.path);
         (e.has_index ? from_memory : read_back)++;
         if (!idx) {
             // No index to describe it: its name alone, so that it is listed.
@@ -365,7 +382,7 @@ void CatalogPublisher::persist() {
 void CatalogPublisher::snapshot_live() {
     const uint64_t at = now_ns();
     for (auto& [writer, lf] : live_) {
-        auto live_idx = index::Index::load(index::index_path_for(lf.hidden), ~0ull);
+        auto live_idx = load_own_index(lf.hidden);
         if (!live_idx) continue;  // none yet (written at most once a second)
         const uint64_t end = live_idx->header().capture_bytes;
         if (end <= lf.done) continue;

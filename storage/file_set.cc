@@ -832,9 +832,11 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
                      dir.c_str(), found.size(), found.size() == 1 ? "" : "s");
 }
 
-bool FileSet::next_to_retire(std::deque<std::string>*& out, size_t& at, struct stat& st) {
+bool FileSet::next_to_retire(std::deque<std::string>*& out, size_t& at, struct stat& st,
+                             size_t skip) {
     for (;;) {
         bool changed = false;
+        size_t left = skip;
         for (std::deque<std::string>* list : {&earlier_, &closed_}) {
             for (size_t i = 0; i < list->size(); i++) {
                 const std::string name = (*list)[i];
@@ -866,6 +868,10 @@ bool FileSet::next_to_retire(std::deque<std::string>*& out, size_t& at, struct s
                     changed = true;
                     break;
                 }
+                if (left > 0) {
+                    left--;
+                    continue;
+                }
                 out = list;
                 at = i;
                 return true;
@@ -876,13 +882,19 @@ bool FileSet::next_to_retire(std::deque<std::string>*& out, size_t& at, struct s
     }
 }
 
-bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t& freed) {
+bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t& freed,
+                            time_t now) {
     reap_children();
     std::deque<std::string>* list = nullptr;
     size_t i = 0;
     struct stat st;
-    if (!next_to_retire(list, i, st)) return false;
-    if (older_than >= 0 && st.st_mtime > older_than) return false;
+    // A file from the future is not the oldest by age: the files after it
+    // are still aged (one more fstatat per such file and check).
+    for (size_t skip = 0;; skip++) {
+        if (!next_to_retire(list, i, st, skip)) return false;
+        if (older_than < 0 || st.st_mtime <= older_than) break;
+        if (st.st_mtime <= now) return false;
+    }
     const std::string name = (*list)[i];
     remove_file(name);
     remove_index(name);
@@ -905,7 +917,7 @@ void FileSet::retain(time_t now) {
         const std::string why =
             "by --retain-age: last written over " + std::to_string(opts_.retain_age_s) + " s ago";
         time_t older_than = now - static_cast<time_t>(opts_.retain_age_s);
-        while (retire_oldest(older_than, why, freed)) {}
+        while (retire_oldest(older_than, why, freed, now)) {}
         freed_pending_ += freed;
     }
     if (opts_.retain_free.on()) {

@@ -321,12 +321,16 @@ private:
     void adopt_earlier(int dfd, const std::string& dir, const std::string& pattern, bool timed);
     /* Deletes the oldest file retention may delete, if its last write is at
      * or before `older_than` (-1: any); adds its blocks' bytes to `freed`.
-     * Whether one was deleted. */
-    bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed);
-    /* The file retire_oldest() would delete next: its list, place and stat;
-     * drops from the lists the names that are gone or not capd's to delete
-     * (one line each). False: none. */
-    bool next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st);
+     * With an age, files last written after `now` (a clock stepped back, a
+     * touched file) are passed over, so that one of them cannot hold back
+     * every newer file's age. Whether one was deleted. */
+    bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed, time_t now = 0);
+    /* The file retire_oldest() would delete next, after passing over `skip`
+     * deletable ones: its list, place and stat; drops from the lists the
+     * names that are gone or not capd's to delete (one line each). False:
+     * none. */
+    bool next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st,
+                        size_t skip = 0);
     /* --retain-free with a RetentionGroup (several writers). */
     void retain_free_in_group(uint64_t avail, uint64_t floor, const char* why);
     void update_oldest_kept(time_t now);

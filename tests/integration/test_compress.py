@@ -16,11 +16,13 @@ line, a file whose frames are not cut at records. Waits are bounded; no
 timing is asserted.
 """
 
+import gzip
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import time
 
 import capdtest
@@ -136,6 +138,55 @@ class Compress(CompressTestCase):
         self.assertEqual(r.rc, 1, r.describe())
         self.assertEqual(len(r.stderr_lines), 1, r.describe())
         self.assertIn("--compress", r.stderr_lines[0])
+
+    def test_inflate_in_memory_is_bounded(self):
+        """A small hostile file read without an index: a pcap header and
+        64 MiB of zeros in one gzip member (about 64 KB). capq
+        --max-inflate 16M refuses it in one line naming the option instead
+        of holding it all in memory; capd's own file without its index
+        reads whole under the same limit; an index claiming a block larger
+        than the limit is refused the same way."""
+        d = self.path("bomb")
+        os.makedirs(d)
+        bomb = os.path.join(d, "b.pcap.gz")
+        header = struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1)
+        with open(bomb, "wb") as f:
+            f.write(gzip.compress(header + bytes(64 << 20), 9))
+        self.assertLess(os.path.getsize(bomb), 1 << 20)
+        p = run([CAPQ, "-r", bomb, "-w", "-", "--max-inflate", "16M", "tcp"])
+        err = p.stderr.decode("utf-8", "replace")
+        self.assertNotEqual(p.returncode, 0, err)
+        errors = [l for l in err.splitlines() if not l.startswith("capq: warning:")]
+        self.assertEqual(len(errors), 1, err)
+        self.assertIn("--max-inflate", errors[0])
+        self.assertIn("b.pcap.gz", errors[0])
+        own = self.path("own")
+        self.capture(own, SRC + ["--compress", "zstd", "--no-index"])
+        files = [f for f in os.listdir(own) if not f.startswith(".")]
+        self.assertEqual(files, ["a.pcap.zst"])
+        out = self.capq(os.path.join(own, files[0]), "ip or not ip", "--max-inflate", "16M")
+        self.assertEqual(count_packets(out), 3200)
+        # An index claiming a block of 16 MiB (capq --reindex of a file
+        # whose one frame holds 1 Mi empty records): the same bound holds
+        # for a block read through the index.
+        big = os.path.join(d, "blk.pcap.gz")
+        recs = b"".join(struct.pack("<IIII", 1000 + i // 1000000, i % 1000000, 0, 0)
+                        for i in range(1 << 20))
+        with open(big, "wb") as f:
+            f.write(gzip.compress(header, 6) + gzip.compress(recs, 6))
+        p = run([CAPQ, "--reindex", big])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run([CAPQ, "-r", big, "-w", "-", "--max-inflate", "8M", "tcp"])
+        err = p.stderr.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 1, err)
+        self.assertEqual(len(err.splitlines()), 1, err)
+        self.assertIn("--max-inflate", err)
+        p = run([CAPQ, "-r", big, "-w", "-", "--max-inflate", "32M", "tcp"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stderr, b"")
+        p = run([CAPQ, "-r", bomb, "--max-inflate", "0", "tcp"])
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
 
     def test_disk_full_ends_at_a_whole_block(self):
         for codec, (suffix, cat, test) in CODECS.items():

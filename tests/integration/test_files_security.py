@@ -16,6 +16,8 @@ import os
 import pwd
 import signal
 import stat
+import subprocess
+import sys
 
 import capdtest
 import pcaplib
@@ -97,6 +99,156 @@ class PlantedLinks(FilesCase):
         self.assertVictimUntouched()
         self.assertEqual(os.stat(out).st_uid, user.pw_uid)
         self.assertEqual(len(self.assertWhole(out).records), 3200)
+
+
+def as_user(user, code):
+    """Runs python `code` as `user` (uid and gid, no supplementary groups):
+    what a local user who may write in the capture directory can do."""
+    subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                    "--clear-groups", sys.executable, "-c", code], check=True, timeout=30)
+
+
+class PlantedForRetention(FilesCase):
+    def test_retention_and_recovery_touch_only_capds_own_files(self):
+        """Another user plants, under this capture's names and with an old
+        modification time: a file of their own, a link to root's file, a
+        FIFO, a directory, hidden files for the start-up recovery (their own
+        pcap, a link, a FIFO) and index names (a link, their own partial
+        index); root leaves a second link to a file of its own. capd with
+        --retain-age 1 deletes the earlier run's file of its own (the
+        control) and leaves every planted entry as it was."""
+        user = nobody()
+        if os.geteuid() != 0 or user is None or not capdtest.have("setpriv"):
+            self.skipTest("needs root, setpriv and the user nobody")
+        o = self.out
+        pcap_bytes = open(WEB_MIX, "rb").read()[:4096]  # a header and some records
+        as_user(user, f"""
+import os
+o = {o!r}
+def old(p):
+    os.utime(p, (1000, 1000), follow_symlinks=False)
+with open(o + "/x.pcap901", "wb") as f:
+    f.write(b"a file of nobody's\\n")
+old(o + "/x.pcap901")
+os.symlink({self.victim!r}, o + "/x.pcap902"); old(o + "/x.pcap902")
+os.mkfifo(o + "/x.pcap903"); old(o + "/x.pcap903")
+os.mkdir(o + "/x.pcap904"); old(o + "/x.pcap904")
+with open(o + "/.x.pcap950.partial", "wb") as f:
+    f.write({pcap_bytes!r} + b"\\xff" * 100)
+os.symlink({self.victim!r}, o + "/.x.pcap951.partial")
+os.mkfifo(o + "/.x.pcap952.partial")
+os.symlink({self.victim!r}, o + "/.x.pcap960.idx")
+with open(o + "/.x.pcap961.idx.partial", "wb") as f:
+    f.write(b"not an index")
+""")
+        # root's own: an earlier run's file (retention's to delete) with a
+        # link planted as its index, and a second name of root's victim.
+        control = os.path.join(o, "x.pcap900")
+        with open(control, "wb") as f:
+            f.write(pcap_bytes)
+        os.utime(control, (1000, 1000))
+        os.symlink(self.victim, os.path.join(o, ".x.pcap900.idx"))
+        os.link(self.victim, os.path.join(o, "x.pcap905"))
+        os.utime(os.path.join(o, "x.pcap905"), (1000, 1000))
+        before = {n: os.lstat(os.path.join(o, n)) for n in os.listdir(o)}
+        r = self.capd(["-i", "null:64,rate=2k", "--duration", "2", "-C", "100", "-w",
+                       os.path.join(o, "x.pcap"), "--retain-age", "1", "--ctl", "none"])
+        self.assertCapdOk(r)
+        self.assertFalse(os.path.exists(control), "retention did not run: " + r.describe())
+        self.assertVictimUntouched()
+        self.assertEqual(os.stat(self.victim).st_nlink, 2, "root's second link was deleted")
+        for n, st in before.items():
+            if n in ("x.pcap900", ".x.pcap900.idx"):
+                continue
+            with self.subTest(entry=n):
+                now = os.lstat(os.path.join(o, n))
+                self.assertEqual((now.st_ino, now.st_mode, now.st_size, now.st_uid),
+                                 (st.st_ino, st.st_mode, st.st_size, st.st_uid))
+        # The link planted as the control's index is not root's file: left.
+        self.assertTrue(os.path.islink(os.path.join(o, ".x.pcap900.idx")))
+        self.assertEqual(glob.glob(os.path.join(o, "*recovered*")), [])
+
+
+class CtlQueryPrivileges(FilesCase):
+    def test_capctl_query_reads_with_the_callers_rights(self):
+        """capd (root) writes into the shared directory and lets the group
+        nogroup use its socket. nobody, a member, plants a link under a
+        capture name to a capture only root may read, then runs capctl
+        query: capq runs as nobody, so neither capd's files (0640 root) nor
+        the link's target come out. root's capctl query reads capd's files
+        and not the link (capq -r DIR follows no link)."""
+        user = nobody()
+        if os.geteuid() != 0 or user is None or not capdtest.have("setpriv"):
+            self.skipTest("needs root, setpriv and the user nobody")
+        secret = self.path("secret.pcap")
+        with open(WEB_MIX, "rb") as f, open(secret, "wb") as g:
+            g.write(f.read())
+        os.chmod(secret, 0o600)
+        sock = self.path("ctl.sock")
+        cap = capdtest.start_capd(["-i", "null:64,rate=200", "-w", os.path.join(self.out, "q.pcap"),
+                                   "--ctl", sock, "--ctl-group", "nogroup", "--flush-ms", "100"],
+                                  sock=sock)
+        self.addCleanup(cap.kill)
+        as_user(user, f"import os; os.symlink({secret!r}, {os.path.join(self.out, 'q.pcap7')!r})")
+        capctl = os.path.join(capdtest.BUILD_DIR, "ctl", "capctl")
+        as_nobody = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
+                     "--clear-groups"]
+        secret_data = {r.data for r in pcaplib.read_capture(secret).records}
+
+        def query(prefix):
+            p = capdtest.run_cmd(prefix + [capctl, "--ctl", sock, "query", "-w", "-"],
+                                 timeout=60)
+            got = pcaplib.read_capture_bytes(p.stdout).records if p.stdout else []
+            return p, got
+
+        p, got = query(as_nobody)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(got, [], p.stderr)
+        p = capdtest.run_cmd(as_nobody + [capctl, "--ctl", sock, "query", "--explain"],
+                             timeout=60)
+        plan = p.stdout.decode()
+        self.assertRegex(plan, r"ignored: .*/\.q\.pcap\.partial \(Permission denied\)", plan)
+        self.assertRegex(plan, r"ignored: .*/q\.pcap7 \(symbolic link, not followed\)", plan)
+        # root: capd's packets once the live file has some, none of the link's.
+        got = capdtest.wait_until(lambda: query([])[1], 30, 0.2)
+        self.assertTrue(got, "root's capctl query found no packet")
+        self.assertFalse(secret_data & {r.data for r in got}, "the planted link was followed")
+
+
+class CatalogueReadsOnlyOwnIndexes(FilesCase):
+    def test_planted_index_names_neither_block_nor_are_read(self):
+        """--catalog with --no-index reads each closed file's index back by
+        name. nobody plants a FIFO under the first capture's index name
+        (an open of it as root would wait for a writer forever, and capd's
+        exit with it), and a link to a valid index of root's under the
+        second's. capd (the catalogue unreachable: rows wait in the spool)
+        exits, publishes both files without an index, and leaves both."""
+        user = nobody()
+        if os.geteuid() != 0 or user is None or not capdtest.have("setpriv"):
+            self.skipTest("needs root, setpriv and the user nobody")
+        # A valid index of root's, outside the shared directory.
+        own = self.path("own")
+        os.mkdir(own)
+        r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", os.path.join(own, "o.pcap"),
+                       "--ctl", "none"])
+        self.assertCapdOk(r)
+        real_index = os.path.join(own, ".o.pcap.idx")
+        self.assertTrue(os.path.exists(real_index), capdtest.listdir(own))
+        fifo = os.path.join(self.out, ".x.pcap.idx")
+        link = os.path.join(self.out, ".y.pcap.idx")
+        as_user(user, f"import os; os.mkfifo({fifo!r}); os.symlink({real_index!r}, {link!r})")
+        for name in ("x.pcap", "y.pcap"):
+            with self.subTest(name=name):
+                stats = self.path(name + ".json")
+                r = self.capd(["-i", f"pcap:{WEB_MIX}", "-w", os.path.join(self.out, name),
+                               "--no-index", "--catalog", "http://127.0.0.1:1",
+                               "--catalog-spool", self.path(name + ".spool"), "--ctl", "none",
+                               "--stats-json", stats], timeout=60)
+                self.assertCapdOk(r)
+                c = capdtest.read_json(stats)["catalog"]
+                self.assertEqual(c["files_without_index"], 1, c)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        self.assertEqual(os.readlink(link), real_index)
 
 
 class RestartAfterKill(FilesCase):

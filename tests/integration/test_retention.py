@@ -356,6 +356,38 @@ class Age(CapdTestCase):
         self.assertEqual(s["writers"][0]["files_retired"], len(names))
         self.assertEqual(s["drops"]["disk"], 0)
 
+    def test_age_passes_over_a_file_from_the_future(self):
+        """An earlier run's file last written in the future (a clock stepped
+        back, a touched file) is not the oldest by age: with --retain-age 2
+        and -G 1 this run's own files are still deleted once 2 s old, and
+        that file is kept."""
+        pkts, _ = gencaps.mixed(300, seed=34)
+        src = gencaps.write(self.path("gen.pcap"), pkts)
+        pattern = os.path.join(self.out, "a-%Y%m%d-%H%M%S.pcap")
+        future = os.path.join(self.out, "a-20990101-000000.pcap")
+        with open(src, "rb") as f, open(future, "wb") as g:
+            g.write(f.read())
+        t = time.time() + 10 * 365 * 86400
+        os.utime(future, (t, t))
+        sock = self.path("ctl.sock")
+        cap = capdtest.start_capd(
+            ["-i", f"pcap:{src},loop", "-G", "1", "--retain-age", "2", "-w", pattern,
+             "--ctl", sock] + SLOW, sock=sock)
+        try:
+            def own_retired():
+                names = [os.path.basename(n) for n, _ in deleted_lines(cap.stderr_now())]
+                return not cap.running() or any(n != os.path.basename(future) for n in names)
+            self.assertTrue(capdtest.wait_until(own_retired, 60, 0.05),
+                            "no file of this run deleted for its age: " + cap.stderr_now())
+            self.assertTrue(cap.running(), cap.stderr_now())
+        finally:
+            cap.signal(signal.SIGINT)
+        run = cap.wait()
+        self.assertCapdOk(run)
+        self.assertTrue(os.path.exists(future))
+        self.assertNotIn(os.path.basename(future),
+                         [os.path.basename(n) for n, _ in deleted_lines(run.stderr)])
+
     def test_age_counts_earlier_compressed_files(self):
         """With --compress the capture's names end with the codec's suffix:
         an earlier compressed run's files count for retention and go, a

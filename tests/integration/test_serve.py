@@ -8,12 +8,15 @@ writes three stores from bundled captures (pcap: sources); three capq
 Checked: one capq --fleet-hosts over the three equals, record for record
 and byte for byte, capq -r over the three stores and the merge of the
 three local answers; no client certificate, or one from the other CA:
-refused at the handshake, reported as unreachable; a server certificate
+refused at the handshake, reported as unreachable; a client certificate
+of the fleet CA that has expired or is a host's (serverAuth): refused, the
+log naming why; a server certificate
 from another CA: refused by the client; the cap (packets and bytes):
 reported, the output ends at a whole record and is the head of the full
 answer; a stopped server and an address nothing listens on: unreachable,
 the rest answered, exit 3; file= outside the served directories (another
-directory, "..", a symbolic link out): 403; bad requests: one line.
+directory, "..", a symbolic link out, also percent-encoded): 403; a NUL:
+400; bad requests: one line.
 """
 
 import os
@@ -427,6 +430,65 @@ class ServeTest(ServeTestCase):
         p, _ = self.fleet([self.servers[0].addr], ["tcp", "port", "bogus"])
         self.assertEqual(p.returncode, 1)
         self.assertEqual(len(p.stderr.splitlines()), 1, p.stderr)
+
+    def test_encoded_escapes_refused(self):
+        # Percent-encoding is undone before the path checks: an encoded
+        # ".." or "/" is the same path and refused the same way; a NUL,
+        # which would cut the path the kernel sees, is refused outright.
+        port = self.servers[0].port
+        a, b = self.stores[0], self.stores[1]
+        inside = sorted(f for f in os.listdir(b) if f.endswith(".pcap") and
+                        not f.startswith("."))[0]
+        up = a + "/%2E%2E/" + os.path.basename(b) + "/" + inside
+        for target, status in [("/v1/packets?file=" + up.replace("/", "%2F"), 403),
+                               ("/v1/packets?file=" + up, 403),
+                               ("/v1/packets?file=" + a + "/%2e%2e%2f%2e%2e%2fetc%2fpasswd", 403),
+                               ("/v1/packets?file=" + a + "/" + inside + "%00.idx", 400),
+                               ("/v1/packets?expr=tcp%00", 400)]:
+            with self.subTest(target=target):
+                st, _, body, _ = self.raw_get(port, target)
+                self.assertEqual(st, status, body)
+                self.assertEqual(body.count(b"\n"), 1, body)
+
+    def test_fleet_ca_certificates_refused_when_expired_or_not_for_clients(self):
+        # Signed by the fleet CA, yet no client: one whose validity ended,
+        # and a server certificate (serverAuth only) offered as a client's.
+        t = self.ctmp
+        make_cert(t, "hostonly", "ca", san="IP:127.0.0.1")
+        capdtest.openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                         "-nodes", "-keyout", "expired.key", "-out", "expired.csr", "-subj",
+                         "/CN=expired", cwd=t)
+        with open(os.path.join(t, "expired.cnf"), "w") as f:
+            f.write("[ca]\ndefault_ca=c\n[c]\ndatabase=expired.db\nnew_certs_dir=.\n"
+                    "serial=expired.serial\ndefault_md=sha256\npolicy=p\n"
+                    "unique_subject=no\n[p]\ncommonName=supplied\n[x]\n"
+                    "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+        open(os.path.join(t, "expired.db"), "w").close()
+        with open(os.path.join(t, "expired.serial"), "w") as f:
+            f.write("1000\n")
+        capdtest.openssl("ca", "-batch", "-config", "expired.cnf", "-cert", "ca.pem", "-keyfile",
+                         "ca.key", "-in", "expired.csr", "-out", "expired.pem", "-notext",
+                         "-extensions", "x", "-startdate", "20200101000000Z", "-enddate",
+                         "20200102000000Z", cwd=t)
+        self.certs["expired"] = (self.cpath("expired.pem"), self.cpath("expired.key"))
+        self.certs["hostonly"] = (self.cpath("hostonly.pem"), self.cpath("hostonly.key"))
+        srv = self.servers[0]
+        for who in ("expired", "hostonly"):
+            with self.subTest(who=who):
+                before = srv.text().count(b"refused at the handshake")
+                with self.assertRaises((ssl.SSLError, ConnectionError, IndexError, ValueError)):
+                    self.raw_get(srv.port, "/v1/packets?expr=tcp", who=who)
+                self.assertTrue(capdtest.wait_until(
+                    lambda: srv.text().count(b"refused at the handshake") > before, 30),
+                    srv.text())
+                why = {"expired": "certificate has expired",
+                       "hostonly": "unsuitable certificate purpose"}[who]
+                self.assertIn(f"refused at the handshake: certificate verify failed ({why})"
+                              .encode(), srv.text())
+        # The fleet CA's client certificate still answers (the control).
+        st, _, _, tr = self.raw_get(srv.port, "/v1/packets?expr=tcp")
+        self.assertEqual(st, 200)
+        self.assertEqual(tr.get("linecap-status"), "complete")
 
     def test_slow_client_does_not_hold_the_server(self):
         # One request at a time; a client trickles its handshake a byte a
