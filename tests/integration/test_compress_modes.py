@@ -397,6 +397,28 @@ class CompressThreads(ReadBack):
                 self.assertGreater(len(recs), 0)
                 self.assertEqual(len(recs), s["packets_written"])
 
+    def test_disk_full_direct_with_helpers(self):
+        """--direct on an 8 MB ext4 image with 2 helper threads: a failed
+        staged write cuts the file back past frames the helpers made and
+        the writer wrote; the file still ends at its last whole frame and
+        holds what the summary says was written, the rest counted."""
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.ext4(f"dfull-{codec}", 8 << 20)
+                stats = self.path(f"dfull-{codec}.json")
+                r = self.capd(["-q", "--ctl", "none", "-i", f"pcap:{MIX},loop", "-c", "300000",
+                               "-w", os.path.join(d, "a.pcap"), "--direct", "--compress", codec,
+                               "--compress-threads", "2", "--stats-json", stats])
+                self.assertEqual(r.rc, 1, r.describe())
+                with open(stats) as f:
+                    s = json.load(f)
+                self.assertGreater(s["drops"]["disk"], 0)
+                self.assertEqual(s["packets_received"],
+                                 s["packets_filtered_out"] + s["packets_over_limit"] +
+                                 s["packets_written"] + capdtest.lost_after_receipt(s))
+                files, recs = self.read_all(d, codec, with_tshark=False, indexed=False)
+                self.assertEqual(len(recs), s["packets_written"])
+
     def test_bad_input_is_one_line_before_capture(self):
         out = os.path.join(self.path("bad"), "a.pcap")
         os.makedirs(os.path.dirname(out))
