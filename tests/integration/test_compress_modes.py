@@ -373,6 +373,37 @@ class CompressThreads(ReadBack):
                                                with_tshark=False)[1], want)
                 self.assertEqual(s["packets_written"], len(want))
 
+    def test_close_that_reaches_C_opens_no_file(self):
+        """The block a close writes (the last, partly filled) takes the
+        file past -C: the file is closing anyway, so no next file is opened
+        inside the close (one with a header and nothing else, named), with
+        or without helpers."""
+        src = ["-i", f"pcap:{MIX}", "--compress", "zstd", "--compress-block", "100K"]
+        d = self.path("close-free")
+        self.capture(d, src)
+        with open(os.path.join(d, ".a.pcap.zst.idx"), "rb") as f:
+            raw = f.read()
+        last = frames_end(raw)
+        import test_index
+        h = dict(zip(test_index.FIELDS, test_index.HEADER.unpack_from(raw)))
+        self.assertGreater(h["block_count"], 2)
+        # Under -C until the last block's frame, which only the close writes
+        # (the input ends inside it), over it after.
+        at = h["blocks_offset"] + h["block_count"] * test_index.BLOCK.size + \
+            (h["block_count"] - 1) * 16
+        before_last = struct.unpack_from("<Q", raw, at)[0]
+        self.assertLess(before_last + 100, last)
+        limit = (before_last + 50) / 1e6
+        for threads in ("0", "2"):
+            with self.subTest(threads=threads):
+                d = self.path(f"close-C-{threads}")
+                s = self.capture(d, src + ["-C", f"{limit:.6f}", "--compress-threads", threads])
+                names = sorted(n for n in os.listdir(d) if not n.startswith("."))
+                self.assertEqual(names, ["a.pcap.zst"])
+                self.assertEqual(s["files_written"], 1)
+                self.assertGreaterEqual(os.path.getsize(os.path.join(d, names[0])),
+                                        limit * 1e6)
+
     def test_disk_full_with_helpers(self):
         """A 1 MB tmpfs with each codec and 2 helper threads: the file ends
         at its last whole frame (the codec's tool tests it clean), holds
