@@ -24,6 +24,12 @@ The tools: `lz4 -1 -c` and `zstd -1 -T1 -c` from the page cache to
 --sweep: instead, --compress-block from 64K to 4M on the flowgen 1514 and
 IMIX mixes and random payloads, lz4 and zstd -1: speed, ratio, and the time
 to decompress one block (what capq pays per block a query needs).
+
+--threads 1,2: instead, the codec path of capd's --compress-threads alone:
+lz4 and zstd -1 over the same 256K blocks of realmix (0 % encrypted) and
+the demo mix on 1 thread and on 2 (each with its own contexts, blocks
+dealt round robin), the counts alternated three times in one run; the
+input GB/s of all threads together, and the ratio of each count to 1.
 """
 
 import argparse
@@ -103,6 +109,43 @@ def sweep(a, bench, flowgen, tmp):
             json.dump(results, f, indent=2)
 
 
+def threads_sweep(a, bench, tmp):
+    """--threads: compress_bench --threads N for each N, alternated, on
+    realmix (no encrypted payload) and the demo mix."""
+    counts = [int(x) for x in a.threads.split(",") if x]
+    sys.path.insert(0, HERE)
+    import realmix
+    body_list = realmix.body_files(realmix.WEB_BODIES.split(","), 1, a.mix_bodies_mb * 1000000)
+    mix = os.path.join(tmp, "realmix-enc0.pcap")
+    realmix.generate(mix, realmix.default_sources(), 0.0, a.mb, True, 16, 1,
+                     body_list=body_list)
+    mixes = {"realmix-enc0": mix,
+             "demo": os.path.join(REPO, "tests", "data", "demo", "web-mix.pcap")}
+    results = {"machine": os.uname().nodename, "cpus": os.cpu_count(),
+               "load_before": os.getloadavg(), "threads": {}}
+    print("mix codec threads round gb_per_s ratio_to_1_thread")
+    for name, path in mixes.items():
+        rates = {}
+        for rnd in range(3):
+            for n in counts:
+                p = subprocess.run([bench, "--seconds", a.seconds, "--threads", str(n),
+                                    "--codecs", "lz4,zstd:1", path],
+                                   capture_output=True, text=True, check=True)
+                for l in p.stdout.splitlines():
+                    r = json.loads(l)
+                    rates.setdefault((r["codec"], n), []).append(r["gb_per_s"])
+                    base = rates.get((r["codec"], counts[0]), [r["gb_per_s"]])[-1]
+                    print(name, r["codec"], n, rnd, r["gb_per_s"],
+                          round(r["gb_per_s"] / base, 2), flush=True)
+        results["threads"][name] = {f"{c}/{n}": v for (c, n), v in rates.items()}
+    results["load_after"] = os.getloadavg()
+    os.unlink(mix)
+    os.rmdir(tmp)
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(REPO, "build"))
@@ -119,12 +162,17 @@ def main():
                     help="at most this many MB of body files (default 16)")
     ap.add_argument("--sweep", action="store_true",
                     help="only the block size sweep (--compress-block 64K..4M)")
+    ap.add_argument("--threads", default=None,
+                    help="only the helper-thread sweep: compress_bench --threads N for each "
+                         "N of this list (e.g. 1,2)")
     a = ap.parse_args()
     bench = os.path.join(a.build, "bench", "compress_bench")
     flowgen = os.path.join(a.build, "bench", "flowgen")
     tmp = tempfile.mkdtemp(prefix="compress-bench-")
     if a.sweep:
         return sweep(a, bench, flowgen, tmp)
+    if a.threads:
+        return threads_sweep(a, bench, tmp)
     mixes = {}
     compositions = {}
     sys.path.insert(0, HERE)

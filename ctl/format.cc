@@ -137,8 +137,12 @@ std::string format_stats(const nlohmann::json& s) {
           << (u(w, "oldest_kept_ns") ? ", oldest packet kept " + utc(u(w, "oldest_kept_ns"))
                                      : std::string())
           << (w.contains("compress")
-                  ? ", " + w.value("compress", "") + " " + std::to_string(u(w, "bytes_in")) +
-                        " bytes in, " + std::to_string(u(w, "bytes_out")) + " out, ratio " +
+                  ? ", " + w.value("compress", "") +
+                        (u(w, "compress_threads")
+                             ? " (" + std::to_string(u(w, "compress_threads")) + " helpers)"
+                             : std::string()) +
+                        " " + std::to_string(u(w, "bytes_in")) + " bytes in, " +
+                        std::to_string(u(w, "bytes_out")) + " out, ratio " +
                         std::to_string(w.value("ratio", 0.0)).substr(0, 5)
                   : std::string())
           << "\n";

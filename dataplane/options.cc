@@ -306,6 +306,9 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
     app.add_option("--compress-block", o.compress_block,
                    "bytes of whole records per independently compressed block, the unit capq "
                    "decompresses (N, NK or NM; 64K..16M; default 256K)");
+    app.add_option("--compress-threads", o.compress_threads,
+                   "helper threads per writer that compress its blocks, written in order "
+                   "(1..16; default 0: the writer compresses on its own core)");
     app.add_option("--write-behind", o.write_behind_mb,
                    "MiB of a disk file in writeback before a helper thread waits for the "
                    "oldest and drops it from the page cache (default 256; 0: leave it to the "
@@ -530,6 +533,13 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
             return make_error("--compress-block " + o.compress_block +
                               ": expected a size from 64K to 16M");
         o.compress_block_bytes = static_cast<uint32_t>(*v);
+    }
+    if (app.count("--compress-threads")) {
+        if (o.codec.codec == index::Codec::kNone)
+            return make_error("--compress-threads needs --compress");
+        if (o.compress_threads < 0 || o.compress_threads > 16)
+            return make_error("--compress-threads " + std::to_string(o.compress_threads) +
+                              ": expected 0 to 16 helper threads per writer");
     }
     if (o.write_path == "-") {
         // One stream: nothing to rotate, name, run -z on or write past the

@@ -107,6 +107,8 @@ struct Options {
     index::CodecSpec codec;      // parsed from it
     std::string compress_block;  // --compress-block SIZE as given
     uint32_t compress_block_bytes = 256u << 10;
+    int compress_threads =
+        0;  // --compress-threads: helper threads per writer (0: the writer's own)
     uint32_t write_behind_mb = 256;  // page cache a disk file may hold ahead of the disk; 0: off
     std::string run_as_user;         // -Z: drop to this user after set-up
     uid_t run_as_uid = static_cast<uid_t>(-1);  // -Z's ids, resolved at start (-1: none)

@@ -589,6 +589,7 @@ Summary Pipeline::collect() const {
         if (p.opts.codec.codec != index::Codec::kNone) {
             ws.codec = index::codec_name(p.opts.codec.codec);
             ws.bytes_in = st.raw_bytes.load();
+            ws.compress_threads = static_cast<uint32_t>(p.opts.compress_threads);
         }
         if (ws.command_failures)
             s.errors.push_back(std::to_string(ws.command_failures) + " -z command" +

@@ -118,10 +118,14 @@ std::string summary_text(const Summary& s) {
     for (size_t i = 0; i < s.writers.size(); i++) {
         const WriterSummary& w = s.writers[i];
         if (w.codec.empty()) continue;
+        char helpers[48] = "";
+        if (w.compress_threads)
+            snprintf(helpers, sizeof(helpers), " (%u helper thread%s)", w.compress_threads,
+                     w.compress_threads == 1 ? "" : "s");
         snprintf(buf, sizeof(buf),
-                 "capd: compress %s: writer %zu: %llu bytes in, %llu out, ratio %.2f\n",
-                 w.codec.c_str(), i, (unsigned long long)w.bytes_in, (unsigned long long)w.bytes,
-                 w.bytes ? double(w.bytes_in) / double(w.bytes) : 0.0);
+                 "capd: compress %s%s: writer %zu: %llu bytes in, %llu out, ratio %.2f\n",
+                 w.codec.c_str(), helpers, i, (unsigned long long)w.bytes_in,
+                 (unsigned long long)w.bytes, w.bytes ? double(w.bytes_in) / double(w.bytes) : 0.0);
         out += buf;
     }
     for (const auto& e : s.errors) out += "capd: error: " + e + "\n";
@@ -228,6 +232,7 @@ nlohmann::json summary_to_json(const Summary& s) {
             jw["bytes_in"] = w.bytes_in;
             jw["bytes_out"] = w.bytes;
             jw["ratio"] = w.bytes ? double(w.bytes_in) / double(w.bytes) : 0.0;
+            jw["compress_threads"] = w.compress_threads;
         }
     }
     j["rules"] = json::array();

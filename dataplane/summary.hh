@@ -45,8 +45,9 @@ struct WriterSummary {
     // unknown or retention off).
     bool retaining = false;
     uint64_t files_retired = 0, bytes_retired = 0, oldest_kept_ns = 0;
-    std::string codec;      // --compress: "zstd", "lz4", "gzip"; "" when off
-    uint64_t bytes_in = 0;  // --compress: bytes into the codec (bytes: out, on the disk)
+    std::string codec;              // --compress: "zstd", "lz4", "gzip"; "" when off
+    uint64_t bytes_in = 0;          // --compress: bytes into the codec (bytes: out, on the disk)
+    uint32_t compress_threads = 0;  // --compress-threads: its helper threads (0: the writer)
 };
 
 struct RuleSummary {

@@ -38,6 +38,7 @@ storage::WriterConfig writer_config(const Options& o, unsigned writer_index) {
     cfg.index = !o.no_index;
     cfg.compress = o.codec;
     cfg.compress_block_bytes = o.compress_block_bytes;
+    cfg.compress_threads = static_cast<uint32_t>(o.compress_threads);
     cfg.files.suffix = index::codec_suffix(o.codec.codec);
     return cfg;
 }

@@ -49,6 +49,7 @@ void IndexBuilder::begin(CaptureFormat format, std::span<const uint16_t> linktyp
     codec_ = Codec::kNone;
     cut_ = false;
     stored_.clear();
+    stored_known_ = 0;
     if (!flows_.empty()) std::fill(table_.begin(), table_.end(), 0);
     flows_.clear();
     postings_.clear();
@@ -64,14 +65,24 @@ void IndexBuilder::start_block(uint64_t offset) {
 
 void IndexBuilder::end_block(uint64_t stored_offset, uint32_t stored_bytes) {
     if (blocks_.size() != stored_.size() + 1) return;  // no record since the last cut
-    stored_.push_back(StoredBlock{stored_offset, stored_bytes, 0});
+    cut_block();
+    store_block(stored_offset, stored_bytes);
+}
+
+void IndexBuilder::cut_block() {
+    if (blocks_.size() != stored_.size() + 1) return;  // no record since the last cut
+    stored_.push_back(StoredBlock{0, 0, 0});           // its frame: store_block()
     cut_ = true;
+}
+
+void IndexBuilder::store_block(uint64_t stored_offset, uint32_t stored_bytes) {
+    if (stored_known_ == stored_.size()) return;  // no block waits for its frame
+    stored_[stored_known_++] = StoredBlock{stored_offset, stored_bytes, 0};
 }
 
 uint64_t IndexBuilder::stored_end(uint64_t file_bytes) const {
     uint64_t end = data_start_;
-    for (size_t i = 0; i < stored_.size() && stored_[i].offset + stored_[i].bytes <= file_bytes;
-         i++)
+    for (size_t i = 0; i < stored_known_ && stored_[i].offset + stored_[i].bytes <= file_bytes; i++)
         end = blocks_[i].offset + blocks_[i].bytes;
     return end;
 }
@@ -414,6 +425,7 @@ void IndexBuilder::truncate(uint64_t file_bytes) {
         block_wire_.pop_back();
     }
     if (stored_.size() > blocks_.size()) stored_.resize(blocks_.size());
+    stored_known_ = std::min(stored_known_, stored_.size());
     // A block cut in two keeps its first part; its counts and times stay
     // those of the whole block (a superset, which only costs capq a read).
     if (!blocks_.empty()) {
@@ -545,7 +557,7 @@ std::string IndexBuilder::serialize(uint64_t capture_bytes) const {
     IndexHeader h = make_header(format_, flags_, capture_bytes, data_start_, block_bytes_);
     // Compressed: every block has its frame (the writer ended the last one
     // before closing); a block without one is left out.
-    const size_t nstored = codec_ == Codec::kNone ? 0 : stored_.size();
+    const size_t nstored = codec_ == Codec::kNone ? 0 : stored_known_;
     const size_t nblocks = codec_ == Codec::kNone ? blocks_.size() : nstored;
     if (codec_ != Codec::kNone) {
         h.version = 2;
@@ -750,7 +762,7 @@ std::string IndexBuilder::serialize_live(uint64_t valid_bytes) const {
     const bool compressed = codec_ != Codec::kNone;
     uint64_t frames_end = 0;
     while (n < blocks_.size() &&
-           (compressed ? n < stored_.size() && stored_[n].offset + stored_[n].bytes <= valid_bytes
+           (compressed ? n < stored_known_ && stored_[n].offset + stored_[n].bytes <= valid_bytes
                        : blocks_[n].offset + blocks_[n].bytes <= valid_bytes)) {
         const BlockEntry& b = blocks_[n];
         if (compressed) frames_end = stored_[n].offset + stored_[n].bytes;

@@ -106,6 +106,14 @@ public:
      * `stored_bytes` long. The next record starts a new block. */
     void set_codec(Codec c) { codec_ = c; }
     void end_block(uint64_t stored_offset, uint32_t stored_bytes);
+    /* end_block() in two steps, for a writer whose frames are made later
+     * (capd --compress-threads): cut_block() ends the block being built,
+     * its frame not yet known; store_block() gives the oldest ended block
+     * without a frame its frame, in block order. Until then the block is
+     * not stored: stored_end(), serialize_live() and serialize() stop
+     * before it, and truncate_stored() drops it. */
+    void cut_block();
+    void store_block(uint64_t stored_offset, uint32_t stored_bytes);
     /* A compressed file was cut back to `file_bytes` on the disk: the
      * blocks whose frames do not end by then go (truncate()). */
     void truncate_stored(uint64_t file_bytes);
@@ -151,6 +159,7 @@ private:
     Codec codec_ = Codec::kNone;
     bool cut_ = false;                  // the next record starts a block (end_block)
     std::vector<StoredBlock> stored_;   // per ended block (codec_ only)
+    size_t stored_known_ = 0;           // the leading stored_ whose frames are known
     std::vector<uint64_t> block_wire_;  // per block: sum of wire lengths
     // While building, FlowEntry::postings holds the last block the flow was
     // seen in + 1 and postings_count its blocks so far; serialize() fills

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -101,12 +102,33 @@ Writer::Writer(WriterConfig cfg, std::vector<ChunkRing*> inputs, rte_mempool* ch
     // block is cut at its records (compress_chunk).
     if (cfg_.compress.codec != index::Codec::kNone) {
         comp_ = std::make_unique<index::BlockCompressor>(cfg_.compress);
-        raw_.resize(std::max<size_t>(cfg_.compress_block_bytes, 4096) + (1u << 20));
-        frame_.resize(comp_->bound(raw_.size()));
+        const size_t raw = std::max<size_t>(cfg_.compress_block_bytes, 4096) + (1u << 20);
+        frame_.resize(comp_->bound(raw));
+        // With helpers, two blocks per helper: one being compressed while
+        // the next waits, so the helpers need not wait for the writer.
+        const size_t nblocks = cfg_.compress_threads ? 2 * size_t(cfg_.compress_threads) : 1;
+        for (size_t i = 0; i < nblocks; i++) {
+            auto b = std::make_unique<Block>();
+            b->raw.resize(raw);
+            b->frame.resize(comp_->bound(raw));
+            blocks_.push_back(std::move(b));
+        }
+        for (uint32_t k = 0; k < cfg_.compress_threads; k++)
+            helper_comp_.push_back(std::make_unique<index::BlockCompressor>(cfg_.compress));
+        // Started here, as write-behind's thread, on the control thread's
+        // CPUs, none a worker polls on.
+        for (uint32_t k = 0; k < cfg_.compress_threads; k++)
+            helpers_.emplace_back([this, k] { helper_loop(k); });
     }
 }
 
 Writer::~Writer() {
+    {
+        std::lock_guard<std::mutex> g(zmu_);
+        zstop_ = true;
+    }
+    zwork_.notify_all();
+    for (std::thread& t : helpers_) t.join();
     wb_.reset();  // before the members its thread reports errors through
     std::free(stage_);
 }
@@ -119,7 +141,9 @@ void Writer::publish_name() {
 Status Writer::open() {
     if (cfg_.files.direct && !stage_)
         return make_error("--direct: cannot allocate the 8 MiB staging buffer");
-    if (comp_ && !comp_->ok())
+    bool codecs_ok = !comp_ || comp_->ok();
+    for (const auto& c : helper_comp_) codecs_ok = codecs_ok && c->ok();
+    if (!codecs_ok)
         return make_error(std::string("--compress: cannot set up ") +
                           index::codec_name(cfg_.compress.codec));
     files_.recover_stale();
@@ -355,12 +379,11 @@ void Writer::direct_failure(int err) {
         live_end_ = std::min(live_end_, released_end_);
     }
     if (comp_) {
-        // The block being filled follows frames the disk lost: it goes too,
-        // and the stream goes on from the last frame the disk holds.
-        stats_.disk_drops.fetch_add(raw_packets_, std::memory_order_relaxed);
-        raw_len_ = 0;
-        raw_packets_ = 0;
-        if (builder_) raw_start_ = stream_end_ = builder_->end();
+        // The blocks in flight and the one being filled follow frames the
+        // disk lost: they go too, and the stream goes on from the last
+        // frame the disk holds.
+        drop_in_flight();
+        if (builder_) stream_end_ = builder_->end();
     }
     stats_.disk_errors.fetch_add(1, std::memory_order_relaxed);
     enter_error(files_.current_name() + ": " + std::strerror(err));
@@ -368,9 +391,15 @@ void Writer::direct_failure(int err) {
 
 void Writer::finish_file() {
     if (!files_.is_open()) return;
-    if (comp_ && !flush_block()) {
-        // The last block is lost (counted); the file keeps its whole frames.
-        if (!files_.is_open()) return;
+    if (comp_) {
+        // The blocks in flight and the last one go into this file first:
+        // their records are in its index. No -C cut from within: the file
+        // is closing anyway.
+        finishing_ = true;
+        bool ok = flush_block() && drain();
+        finishing_ = false;
+        // A lost block is counted; the file keeps its whole frames.
+        if (!ok && !files_.is_open()) return;
     }
     if (cfg_.format == Format::kPcapng && cfg_.interface_counters &&
         !disk_error_.load(std::memory_order_relaxed)) {
@@ -429,9 +458,7 @@ bool Writer::open_file(time_t now, FileSet::Open why) {
     std::string hdr = file_header(cfg_.format, cfg_.ifaces, cfg_.application);
     struct iovec iov = {hdr.data(), hdr.size()};
     header_bytes_ = hdr.size();
-    raw_len_ = 0;
-    raw_packets_ = 0;
-    raw_start_ = stream_end_ = hdr.size();
+    stream_end_ = hdr.size();
     // Compressed: the header is a frame of its own, before the first block.
     bool wrote = comp_ ? write_frame(reinterpret_cast<const uint8_t*>(hdr.data()), hdr.size())
                        : write_bytes(&iov, 1, hdr.size());
@@ -605,57 +632,163 @@ void Writer::write_split(Chunk* c) {
 }
 
 /* --compress: bytes that are not records (a file header, pcapng
- * statistics) as one frame of their own. */
+ * statistics) as one frame of their own, compressed by the writer. Only
+ * with no block in flight: frames reach the file in order. */
 bool Writer::write_frame(const uint8_t* p, size_t n) {
-    size_t z = comp_->compress(p, n, frame_.data(), frame_.size());
+    return put_frame(frame_.data(), comp_->compress(p, n, frame_.data(), frame_.size()), n);
+}
+
+/* One frame of z bytes (0: the codec failed), made of raw_bytes, onto the
+ * disk; a failed write cuts the file back to its last whole frame. */
+bool Writer::put_frame(const uint8_t* frame, size_t z, size_t raw_bytes) {
     if (z == 0) {
         enter_error(files_.current_name() + ": " + index::codec_name(cfg_.compress.codec) +
                     " failed");
         return false;
     }
-    struct iovec iov = {frame_.data(), z};
+    struct iovec iov = {const_cast<uint8_t*>(frame), z};
     if (!write_bytes(&iov, 1, z)) return false;
-    last_frame_bytes_ = z;
-    stats_.raw_bytes.fetch_add(n, std::memory_order_relaxed);
+    stats_.raw_bytes.fetch_add(raw_bytes, std::memory_order_relaxed);
     return true;
 }
 
-/* The records waiting in raw_ become one frame and one index block. On a
- * write failure the file keeps its earlier frames (write_bytes cut it back
- * to them), and the block's packets are counted as disk drops. */
+/* The block being filled ends here: its records are one index block,
+ * whose frame comes when it is compressed. Without helpers it is
+ * compressed and written now; with them it is queued, and the writer
+ * waits only when every block is in flight (the oldest frame then), or
+ * when the file may reach -C before the next block (all of them: the
+ * block that reaches the limit is then the last in the file, as without
+ * helpers). False when a write failed (its packets and those of every
+ * block behind it are counted as disk drops). */
 bool Writer::flush_block() {
-    if (raw_len_ == 0) return true;
-    size_t n = raw_len_;
-    uint64_t pk = raw_packets_;
-    raw_len_ = 0;
-    raw_packets_ = 0;
-    if (frame_.size() < comp_->bound(n)) frame_.resize(comp_->bound(n));  // a huge record
-    bool ok = files_.is_open() && write_frame(raw_.data(), n);
-    if (ok) {
-        // The frame is the last write: it ends at file_bytes_.
-        if (builder_)
-            builder_->end_block(file_bytes_ - last_frame_bytes_,
-                                static_cast<uint32_t>(last_frame_bytes_));
-        commit(pk);
-        after_write_success();
-        raw_start_ = stream_end_;
-    } else {
+    Block& b = fill();
+    if (b.raw_len == 0) return true;
+    b.bound = comp_->bound(b.raw_len);
+    if (b.frame.size() < b.bound) b.frame.resize(b.bound);  // a huge record
+    if (builder_) builder_->cut_block();
+    fill_seq_++;
+    inflight_bound_ += b.bound;
+    if (helpers_.empty()) {
+        b.frame_len = comp_->compress(b.raw.data(), b.raw_len, b.frame.data(), b.frame.size());
+        return retire_head();
+    }
+    {
+        std::lock_guard<std::mutex> g(zmu_);
+        b.done = false;
+        queued_seq_ = fill_seq_;
+    }
+    zwork_.notify_one();
+    if (cfg_.files.rotate_bytes > 0 && file_bytes_ + inflight_bound_ >= cfg_.files.rotate_bytes)
+        return drain();
+    if (fill_seq_ - head_seq_ == blocks_.size()) return retire_head();  // back-pressure
+    return true;
+}
+
+/* The oldest block in flight: waits for its frame and writes it. Then,
+ * per frame and in block order, what a frame's write does: the index gets
+ * the block's frame, its packets are written, and -C cuts the file once
+ * the frame reached the limit. On a failure the file is cut back to its
+ * last whole frame (write_bytes), and this block, every block behind it
+ * and the one being filled are dropped and counted: their records are
+ * indexed at stream offsets past the cut. */
+bool Writer::retire_head() {
+    Block& b = block_at(head_seq_);
+    if (!helpers_.empty()) {
+        std::unique_lock<std::mutex> lk(zmu_);
+        zdone_.wait(lk, [&b] { return b.done; });
+    }
+    head_seq_++;
+    inflight_bound_ -= b.bound;
+    const uint64_t pk = b.packets;
+    const size_t n = b.raw_len;
+    b.raw_len = 0;
+    b.packets = 0;
+    if (!files_.is_open() || !put_frame(b.frame.data(), b.frame_len, n)) {
         stats_.disk_drops.fetch_add(pk, std::memory_order_relaxed);
-        if (builder_) builder_->truncate_stored(file_bytes_);
-        stream_end_ = raw_start_;
+        drop_in_flight();
+        if (builder_) {
+            builder_->truncate_stored(file_bytes_);
+            stream_end_ = builder_->end();
+        }
         if (files_.is_open()) after_write_failure();
         return false;
     }
+    // The frame is the last write: it ends at file_bytes_.
+    if (builder_) builder_->store_block(file_bytes_ - b.frame_len, uint32_t(b.frame_len));
+    commit(pk);
+    after_write_success();
     // -C counts the bytes on the disk; a file is cut after the block that
-    // reached the limit.
-    if (cfg_.files.rotate_bytes > 0 && file_bytes_ >= cfg_.files.rotate_bytes)
+    // reached the limit (flush_block's look-ahead makes it the last in
+    // flight).
+    if (cfg_.files.rotate_bytes > 0 && file_bytes_ >= cfg_.files.rotate_bytes && !finishing_ &&
+        head_seq_ == fill_seq_)
         rotate(wall_seconds(), FileSet::Open::kCut);
     return true;
 }
 
-/* --compress: the chunk's records go to raw_, cut at record boundaries
- * (the starts the worker noted) so that a block holds about
- * compress_block_bytes; each full block is written as a frame. */
+/* The frames the helpers have finished, oldest first, without waiting. */
+void Writer::retire_ready() {
+    while (head_seq_ != fill_seq_) {
+        {
+            std::lock_guard<std::mutex> g(zmu_);
+            if (!block_at(head_seq_).done) return;
+        }
+        if (!retire_head()) return;
+    }
+}
+
+/* Every block in flight into the file, in order. False if a write failed. */
+bool Writer::drain() {
+    bool ok = true;
+    while (head_seq_ != fill_seq_) ok = retire_head() && ok;
+    return ok;
+}
+
+/* A write failed: the blocks in flight and the one being filled will not
+ * reach the file; their packets are counted as disk drops. */
+void Writer::drop_in_flight() {
+    while (head_seq_ != fill_seq_) {
+        Block& b = block_at(head_seq_);
+        if (!helpers_.empty()) {
+            std::unique_lock<std::mutex> lk(zmu_);
+            zdone_.wait(lk, [&b] { return b.done; });
+        }
+        head_seq_++;
+        stats_.disk_drops.fetch_add(b.packets, std::memory_order_relaxed);
+        b.raw_len = 0;
+        b.packets = 0;
+    }
+    inflight_bound_ = 0;
+    Block& f = fill();
+    stats_.disk_drops.fetch_add(f.packets, std::memory_order_relaxed);
+    f.raw_len = 0;
+    f.packets = 0;
+}
+
+/* A helper: takes the queued blocks in order and compresses each with its
+ * own contexts. The writer owns a block until it queues it and again once
+ * it is done. */
+void Writer::helper_loop(unsigned k) {
+    char name[16];
+    std::snprintf(name, sizeof name, "capd-z%u-%u", cfg_.files.writer_index % 100, k);
+    pthread_setname_np(pthread_self(), name);
+    index::BlockCompressor& comp = *helper_comp_[k];
+    std::unique_lock<std::mutex> lk(zmu_);
+    for (;;) {
+        zwork_.wait(lk, [this] { return zstop_ || taken_seq_ != queued_seq_; });
+        if (taken_seq_ == queued_seq_) return;  // stopping, nothing queued
+        Block& b = block_at(taken_seq_++);
+        lk.unlock();
+        b.frame_len = comp.compress(b.raw.data(), b.raw_len, b.frame.data(), b.frame.size());
+        lk.lock();
+        b.done = true;
+        zdone_.notify_all();
+    }
+}
+
+/* --compress: the chunk's records go to the block being filled, cut at
+ * record boundaries (the starts the worker noted) so that a block holds
+ * about compress_block_bytes; each full block goes on (flush_block). */
 void Writer::compress_chunk(Chunk* c) {
     const size_t target = std::max<size_t>(cfg_.compress_block_bytes, 4096);
     uint32_t i = 0;
@@ -664,22 +797,23 @@ void Writer::compress_chunk(Chunk* c) {
             stats_.disk_drops.fetch_add(c->packets - i, std::memory_order_relaxed);
             return;
         }
+        Block& b = fill();
         uint32_t off = record_start(*c, i);
-        size_t room = target > raw_len_ ? target - raw_len_ : 0;
+        size_t room = target > b.raw_len ? target - b.raw_len : 0;
         // The first record always goes; the next ones while the block stays
         // under its size.
         uint32_t lo = records_within(*c, i, room);
         uint32_t end = record_start(*c, lo);
         size_t len = end - off;
-        if (raw_len_ + len > raw_.size()) raw_.resize(raw_len_ + len);  // one record > 1 MiB
-        if (raw_len_ == 0) raw_since_ns_ = mono_ns();
-        std::memcpy(raw_.data() + raw_len_, c->data() + off, len);
+        if (b.raw_len + len > b.raw.size()) b.raw.resize(b.raw_len + len);  // one record > 1 MiB
+        if (b.raw_len == 0) raw_since_ns_ = mono_ns();
+        std::memcpy(b.raw.data() + b.raw_len, c->data() + off, len);
         if (builder_) index_records(c, i, lo - i, end, stream_end_);
-        raw_len_ += len;
-        raw_packets_ += lo - i;
+        b.raw_len += len;
+        b.packets += lo - i;
         stream_end_ += len;
         i = lo;
-        if (raw_len_ >= target) (void)flush_block();
+        if (b.raw_len >= target) (void)flush_block();
     }
 }
 
@@ -694,6 +828,7 @@ void Writer::write_chunks(Chunk** chunks, unsigned n) {
             compress_chunk(chunks[i]);
             if (builder_) index_cuts(chunks[i]);
         }
+        if (!helpers_.empty()) retire_ready();
     } else if (cfg_.files.rotate_bytes > 0) {
         for (unsigned i = 0; i < n; i++) {
             write_split(chunks[i]);
@@ -774,9 +909,10 @@ void Writer::run() {
                 after_write_failure();
             // --compress: a block a quiet link has not filled in a second
             // goes out short, so that its packets reach the disk.
-            if (comp_ && raw_len_ > 0 && files_.is_open() &&
+            if (comp_ && fill().raw_len > 0 && files_.is_open() &&
                 mono_ns() - raw_since_ns_ >= 1000000000ull)
                 (void)flush_block();
+            if (!helpers_.empty()) retire_ready();
             // The disk side is not latency critical: rings absorb bursts.
             usleep(++idle < 100 ? 50 : 200);
         } else {

@@ -31,6 +31,18 @@
  * index is one stderr line and a count (index_errors); the capture goes on
  * and the file is still named (capq reads a file that has no index).
  *
+ * --compress-threads N: N helper threads (started by the constructor, on
+ * the control thread's CPUs, named capd-zW-K) compress the writer's full
+ * blocks, each with its own codec contexts, out of 2 N block buffers
+ * allocated at start (each the block plus 1 MiB, and its frame's bound);
+ * the writer still fills the blocks, at the same cut points, and writes
+ * the frames strictly in block order, doing per frame what it does
+ * without helpers. Cost: one lock and one wakeup per block (256 KiB by
+ * default), nothing per packet. When every buffer is in flight the
+ * writer waits for the oldest frame, so the rings fill as with a slow
+ * disk. What must be in order with the frames (a rotation, a close, a
+ * pcapng file's statistics) first writes every block in flight.
+ *
  * Threads: construct and open() on the control thread (so an unwritable
  * directory fails before capture starts); run() on one storage lcore;
  * request_rotate(), close_inputs() and stats() from any thread.
@@ -41,12 +53,14 @@
 #include <sys/uio.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "index/builder.hh"
@@ -110,6 +124,10 @@ struct WriterConfig {
      * index block; --compress-block sets the size. */
     index::CodecSpec compress;
     uint32_t compress_block_bytes = kDefaultCompressBlockBytes;
+    /* --compress-threads: helper threads that compress this writer's
+     * blocks (0: the writer itself). Their frames are written in block
+     * order, so the file is the one the writer alone writes. */
+    uint32_t compress_threads = 0;
 };
 
 class Writer {
@@ -181,22 +199,55 @@ private:
     void write_index();
     void write_live_index();
     void set_error(const std::string& msg);
-    // --compress: records wait in raw_ until a block is full (or the file
-    // closes, or the link has been quiet for a second), then go to the
-    // file as one frame. raw_start_ is the stream offset of raw_[0],
-    // stream_end_ the stream offset past the last record taken.
+    // --compress: records wait in the block being filled (fill()) until it
+    // is full (or the file closes, or the link has been quiet for a
+    // second); then it is compressed, by the writer or with
+    // --compress-threads by a helper, and its frame is written, the blocks
+    // strictly in the order they were filled. blocks_ is a ring: one block
+    // without helpers, two per helper with them; [head_seq_, fill_seq_)
+    // are in flight (queued, compressing, or compressed and waiting for
+    // the writer). stream_end_ is the stream offset past the last record
+    // taken.
+    struct Block {
+        std::vector<uint8_t> raw;    // whole records
+        std::vector<uint8_t> frame;  // raw's frame, once compressed
+        size_t raw_len = 0;
+        uint64_t packets = 0;
+        size_t frame_len = 0;  // 0: the codec failed
+        size_t bound = 0;      // the codec's bound for raw_len (-C's look-ahead)
+        bool done = false;     // compressed; guarded by zmu_ with helpers
+    };
+    Block& block_at(uint64_t seq) { return *blocks_[seq % blocks_.size()]; }
+    Block& fill() { return block_at(fill_seq_); }
     void compress_chunk(Chunk* c);
     bool write_frame(const uint8_t* p, size_t n);
+    bool put_frame(const uint8_t* frame, size_t z, size_t raw_bytes);
     bool flush_block();
-    std::unique_ptr<index::BlockCompressor> comp_;
-    std::vector<uint8_t> raw_;
-    std::vector<uint8_t> frame_;
-    size_t raw_len_ = 0;
-    uint64_t raw_packets_ = 0;
-    uint64_t raw_start_ = 0;
+    bool retire_head();
+    void retire_ready();
+    bool drain();
+    void drop_in_flight();
+    void helper_loop(unsigned k);
+    std::unique_ptr<index::BlockCompressor> comp_;  // the writer's own
+    std::vector<uint8_t> frame_;                    // the writer's own frames
+    std::vector<std::unique_ptr<Block>> blocks_;
+    uint64_t head_seq_ = 0;
+    uint64_t fill_seq_ = 0;
+    uint64_t inflight_bound_ = 0;  // the bounds of the blocks in flight
     uint64_t stream_end_ = 0;
-    uint64_t last_frame_bytes_ = 0;  // the size of the last frame written
-    uint64_t raw_since_ns_ = 0;      // CLOCK_MONOTONIC when raw_ got its first record
+    uint64_t raw_since_ns_ = 0;  // CLOCK_MONOTONIC when fill() got its first record
+    bool finishing_ = false;     // in finish_file(): no -C rotation from within
+    // --compress-threads: each helper has its own codec contexts and takes
+    // the queued blocks in order, under zmu_ (a lock per block, not per
+    // packet).
+    std::vector<std::unique_ptr<index::BlockCompressor>> helper_comp_;
+    std::vector<std::thread> helpers_;
+    std::mutex zmu_;
+    std::condition_variable zwork_;  // a block was queued, or stop
+    std::condition_variable zdone_;  // a block was compressed
+    uint64_t queued_seq_ = 0;        // blocks before it are queued (zmu_)
+    uint64_t taken_seq_ = 0;         // blocks before it were taken by a helper (zmu_)
+    bool zstop_ = false;             // zmu_
 
     WriterConfig cfg_;
     std::vector<ChunkRing*> inputs_;

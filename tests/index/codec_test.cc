@@ -263,6 +263,69 @@ TEST(Codec, IndexPointsIntoTheFramesAndTheReaderReadsThem) {
     }
 }
 
+/* Blocks cut before their frames are made (capd --compress-threads): the
+ * index of blocks whose frames are known is the one end_block() gives;
+ * a block still waiting for its frame is in no live index, and a write
+ * failure drops it with every block after it. */
+TEST(Codec, BlocksCutBeforeTheirFrames) {
+    uint16_t lt = 1;
+    auto fill = [&](IndexBuilder& b, int blk, uint32_t& n, uint64_t& stream) {
+        std::string raw;
+        for (int k = 0; k < 10 + blk; k++) add_record(raw, 1000 + blk, n++);
+        b.add_records(reinterpret_cast<const uint8_t*>(raw.data()), raw.size(), stream);
+        stream += raw.size();
+    };
+    const uint64_t frame_at[4] = {30, 130, 260, 400};  // made-up frames, 100 + 10 k bytes
+    IndexBuilder at_once(1u << 30), later(1u << 30);
+    for (IndexBuilder* b : {&at_once, &later}) {
+        b->begin(CaptureFormat::kPcapMicro, std::span<const uint16_t>(&lt, 1), 24);
+        b->set_codec(Codec::kLz4);
+    }
+    uint32_t n1 = 0, n2 = 0;
+    uint64_t s1 = 24, s2 = 24;
+    for (int blk = 0; blk < 4; blk++) {
+        fill(at_once, blk, n1, s1);
+        at_once.end_block(frame_at[blk], 100 + 10 * blk);
+    }
+    // All four cut first, then their frames in order, the live index
+    // growing with each frame only.
+    for (int blk = 0; blk < 4; blk++) {
+        fill(later, blk, n2, s2);
+        later.cut_block();
+    }
+    for (int blk = 0; blk < 4; blk++) {
+        auto live = Index::from_bytes(later.serialize_live(1000), 1000);
+        ASSERT_TRUE(live.ok()) << live.error();
+        EXPECT_EQ(live->blocks().size(), size_t(blk));
+        EXPECT_EQ(later.stored_end(1000),
+                  blk ? live->blocks().back().offset + live->blocks().back().bytes : 24u);
+        later.store_block(frame_at[blk], 100 + 10 * blk);
+    }
+    EXPECT_EQ(later.serialize(430), at_once.serialize(430));
+
+    // A failure with two blocks waiting: truncate_stored() keeps the two
+    // whose frames are on the disk and drops the rest.
+    IndexBuilder cut(1u << 30);
+    cut.begin(CaptureFormat::kPcapMicro, std::span<const uint16_t>(&lt, 1), 24);
+    cut.set_codec(Codec::kLz4);
+    uint32_t n3 = 0;
+    uint64_t s3 = 24;
+    for (int blk = 0; blk < 4; blk++) {
+        fill(cut, blk, n3, s3);
+        cut.cut_block();
+    }
+    fill(cut, 4, n3, s3);  // a fifth block being filled
+    cut.store_block(frame_at[0], 100);
+    cut.store_block(frame_at[1], 110);
+    cut.truncate_stored(frame_at[1] + 110);
+    auto idx = Index::from_bytes(cut.serialize(frame_at[1] + 110), frame_at[1] + 110);
+    ASSERT_TRUE(idx.ok()) << idx.error();
+    ASSERT_EQ(idx->blocks().size(), 2u);
+    ASSERT_EQ(idx->stored().size(), 2u);
+    EXPECT_EQ(idx->header().packets, 10u + 11u);
+    EXPECT_EQ(cut.end(), idx->blocks()[1].offset + idx->blocks()[1].bytes);
+}
+
 /* An uncompressed capture's index with plain flows stays version 1, and a
  * compressed one's version 2 (capq --index-version 1). */
 TEST(Codec, UncompressedIndexStaysVersionOne) {

@@ -208,7 +208,7 @@ class Compress(CompressTestCase):
                 self.assertEqual(got, s["packets_written"])
                 self.assertEqual(count_packets(self.capq(path, "")), got)
 
-    def killed_capture(self, name, codec):
+    def killed_capture(self, name, codec, extra=()):
         """The hidden file of a looping --compress capture killed with
         SIGKILL once it holds more than 2 MiB and a live index, then cut
         7 bytes short: a kill during the write of a frame leaves the last
@@ -220,7 +220,8 @@ class Compress(CompressTestCase):
         d = self.path(name)
         os.makedirs(d)
         proc = capdtest.RunningCapd(["-q", "-i", f"pcap:{MIX},loop", "-w",
-                                     os.path.join(d, "a.pcap"), "--compress", codec])
+                                     os.path.join(d, "a.pcap"), "--compress", codec] +
+                                    list(extra))
         self.addCleanup(proc.kill)
         hidden = os.path.join(d, ".a.pcap" + suffix + ".partial")
         live = hidden + ".idx"
@@ -255,9 +256,18 @@ class Compress(CompressTestCase):
         """After kill -9 in the write of a frame, the codec's tool reads
         every whole frame before the cut, and the next run recovers the file
         cut back to its last whole frame, never writing over it."""
+        self.check_kill_9()
+
+    def test_kill_9_with_helper_threads(self):
+        """The same with --compress-threads 2: the live index names only
+        frames that were written, and recovery cuts back to the last."""
+        self.check_kill_9(["--compress-threads", "2"])
+
+    def check_kill_9(self, extra=()):
         for codec, (suffix, cat, test) in CODECS.items():
             with self.subTest(codec=codec):
-                d, hidden, size, n = self.killed_capture(f"kill-{codec}", codec)
+                d, hidden, size, n = self.killed_capture(f"kill-{codec}-{len(extra)}", codec,
+                                                         extra)
                 read = self.tool_records(hidden, codec)
                 self.assertGreater(len(read), 0)
                 r = self.capd(["-q", "-i", f"pcap:{MIX}", "-w", os.path.join(d, "a.pcap"),

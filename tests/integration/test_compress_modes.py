@@ -72,7 +72,9 @@ def repeated_input(path, copies):
     return path
 
 
-class CompressModes(CompressTestCase):
+class ReadBack(CompressTestCase):
+    """Scratch disks, and captures read back by every reader."""
+
     def ext4(self, name, size):
         d = os.path.join(self.mount_scratch(name, size, "ext4"), "cap")
         os.mkdir(d)  # away from lost+found
@@ -123,6 +125,9 @@ class CompressModes(CompressTestCase):
             recs += got
         return [p for _, p, _ in per_file], recs
 
+
+
+class CompressModes(ReadBack):
     def test_direct_with_C(self):
         """--direct -C 0.1: every file read back, all of them the records of
         the uncompressed capture, in order."""
@@ -260,6 +265,204 @@ class CompressModes(CompressTestCase):
                 # refused whole once lost the whole staging buffer).
                 self.assertGreater(sum(os.path.getsize(p) for p in files), 4 << 20)
                 self.assertEqual(len(recs), s["packets_written"])
+
+
+def index_without_size(raw):
+    """An index's bytes with the header's capture_bytes and checksum zeroed:
+    what two indexes of the same records share when their files' closing
+    pcapng statistics (a wall-clock time) differ in size."""
+    import test_index
+    h = dict(zip(test_index.FIELDS, test_index.HEADER.unpack_from(raw)))
+    h["capture_bytes"] = 0
+    h["header_crc"] = 0
+    return test_index.HEADER.pack(*[h[k] for k in test_index.FIELDS]) + raw[test_index.HEADER.size:]
+
+
+def frames_end(raw):
+    """The file offset where an index's last stored block's frame ends."""
+    import test_index
+    h = dict(zip(test_index.FIELDS, test_index.HEADER.unpack_from(raw)))
+    assert h["block_count"] > 0
+    at = h["blocks_offset"] + h["block_count"] * test_index.BLOCK.size + \
+        (h["block_count"] - 1) * 16
+    off, n = struct.unpack_from("<QI", raw, at)
+    return off + n
+
+
+class CompressThreads(ReadBack):
+    """--compress-threads N: the writer's blocks compressed by N helper
+    threads and written in block order. The same blocks and the same
+    deterministic codecs give the very file --compress-threads 0 gives;
+    -C cuts where it cuts without helpers; a write failure leaves the file
+    at its last whole frame with every lost packet counted."""
+
+    def same_capture(self, name, args, files_of, pcapng=False):
+        """Captures args with --compress-threads 0 and 2 into two
+        directories and checks that they hold the same files: the same
+        names, bytes and indexes (pcapng: the same bytes up to the end of
+        the last block's frame, the closing statistics frame holding a
+        wall-clock time, and the same indexes but for the file's size).
+        Returns the files of the run with helpers and its summary."""
+        runs = []
+        for threads in (0, 2):
+            d = self.path(f"{name}-t{threads}")
+            s = self.capture(d, args + ["--compress-threads", str(threads)])
+            runs.append((d, s, files_of(d)))
+        (d0, s0, f0), (d2, s2, f2) = runs
+        self.assertEqual([os.path.basename(p) for p in f0], [os.path.basename(p) for p in f2])
+        self.assertGreater(len(f2), 0)
+        for a, b in zip(f0, f2):
+            idx = lambda p: os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".idx")
+            with open(a, "rb") as fa, open(b, "rb") as fb, \
+                    open(idx(a), "rb") as ia, open(idx(b), "rb") as ib:
+                da, db, xa, xb = fa.read(), fb.read(), ia.read(), ib.read()
+            if pcapng:
+                end = frames_end(xa)
+                self.assertEqual(end, frames_end(xb), b)
+                self.assertEqual(da[:end], db[:end], b)
+                self.assertEqual(index_without_size(xa), index_without_size(xb), b)
+            else:
+                self.assertEqual(da, db, b)
+                self.assertEqual(xa, xb, b)
+        for k in ("packets_written", "packets_received"):
+            self.assertEqual(s0[k], s2[k], k)
+        self.assertEqual(s2["drops"]["disk"], 0)
+        w0, w2 = s0["writers"][0], s2["writers"][0]
+        self.assertEqual(w2["compress_threads"], 2)
+        self.assertEqual(w0["compress_threads"], 0)
+        self.assertEqual(w0["bytes_in"], w2["bytes_in"])
+        return f2, s2
+
+    def test_helpers_write_the_same_file(self):
+        """Every codec, pcap and pcapng, a fixed pcap: input of about 30
+        64K blocks (the helpers' four blocks in flight fill again and
+        again): the file and its index are those of --compress-threads 0."""
+        src = ["-i", "pcap:" + repeated_input(self.path("in.pcap"), 4)]
+        want = self.plain_records(src)
+        for fmt in ("pcap", "pcapng"):
+            fmt_args = ["--format", "pcapng"] if fmt == "pcapng" else []
+            for codec in CODECS:
+                with self.subTest(fmt=fmt, codec=codec):
+                    files, s = self.same_capture(
+                        f"same-{codec}-{fmt}",
+                        src + fmt_args + ["--compress", codec, "--compress-block", "64K"],
+                        lambda d: final_files(d, CODECS[codec][0]), pcapng=fmt == "pcapng")
+                    self.assertEqual(len(files), 1)
+                    self.assertEqual(s["packets_written"], len(want))
+                    if fmt == "pcap":
+                        self.assertEqual(self.read_back(files[0], codec, with_tshark=False),
+                                         want)
+
+    def test_helpers_rotate_where_the_writer_alone_does(self):
+        """-C 1 with 64K blocks (about 30 frames per file, four in flight):
+        the files are cut after the block that reached 1 MB, as without
+        helpers, so each is under 1 MB and one frame, the same files byte
+        for byte, and together every record of the input, in order."""
+        src = ["-i", "pcap:" + repeated_input(self.path("in.pcap"), 30)]
+        want = self.plain_records(src)
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                files, s = self.same_capture(
+                    f"rot-{codec}",
+                    src + ["-C", "1", "--compress", codec, "--compress-block", "64K"],
+                    lambda d: self.read_all(d, codec, with_tshark=False)[0])
+                self.assertGreater(len(files), 2, files)
+                for p in files:
+                    self.assertLess(os.path.getsize(p), 1000000 + (64 << 10) + 16 + 1514, p)
+                self.assertEqual(self.read_all(os.path.dirname(files[0]), codec,
+                                               with_tshark=False)[1], want)
+                self.assertEqual(s["packets_written"], len(want))
+
+    def test_close_that_reaches_C_opens_no_file(self):
+        """The block a close writes (the last, partly filled) takes the
+        file past -C: the file is closing anyway, so no next file is opened
+        inside the close (one with a header and nothing else, named), with
+        or without helpers."""
+        src = ["-i", f"pcap:{MIX}", "--compress", "zstd", "--compress-block", "100K"]
+        d = self.path("close-free")
+        self.capture(d, src)
+        with open(os.path.join(d, ".a.pcap.zst.idx"), "rb") as f:
+            raw = f.read()
+        last = frames_end(raw)
+        import test_index
+        h = dict(zip(test_index.FIELDS, test_index.HEADER.unpack_from(raw)))
+        self.assertGreater(h["block_count"], 2)
+        # Under -C until the last block's frame, which only the close writes
+        # (the input ends inside it), over it after.
+        at = h["blocks_offset"] + h["block_count"] * test_index.BLOCK.size + \
+            (h["block_count"] - 1) * 16
+        before_last = struct.unpack_from("<Q", raw, at)[0]
+        self.assertLess(before_last + 100, last)
+        limit = (before_last + 50) / 1e6
+        for threads in ("0", "2"):
+            with self.subTest(threads=threads):
+                d = self.path(f"close-C-{threads}")
+                s = self.capture(d, src + ["-C", f"{limit:.6f}", "--compress-threads", threads])
+                names = sorted(n for n in os.listdir(d) if not n.startswith("."))
+                self.assertEqual(names, ["a.pcap.zst"])
+                self.assertEqual(s["files_written"], 1)
+                self.assertGreaterEqual(os.path.getsize(os.path.join(d, names[0])),
+                                        limit * 1e6)
+
+    def test_disk_full_with_helpers(self):
+        """A 1 MB tmpfs with each codec and 2 helper threads: the file ends
+        at its last whole frame (the codec's tool tests it clean), holds
+        the packets the summary says were written, and every other packet
+        is counted (received = written + drops)."""
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.mount_scratch(f"full-{codec}", "1m")
+                stats = self.path(f"full-{codec}.json")
+                r = self.capd(["-q", "--ctl", "none", "-i", f"pcap:{MIX},loop", "-c", "100000",
+                               "-w", os.path.join(d, "a.pcap"), "--compress", codec,
+                               "--compress-block", "64K", "--compress-threads", "2",
+                               "--stats-json", stats])
+                self.assertIn(r.rc, (0, 1), r.describe())
+                with open(stats) as f:
+                    s = json.load(f)
+                self.assertGreater(s["drops"]["disk"], 0)
+                self.assertEqual(s["packets_received"],
+                                 s["packets_filtered_out"] + s["packets_over_limit"] +
+                                 s["packets_written"] + capdtest.lost_after_receipt(s))
+                files, recs = self.read_all(d, codec, with_tshark=False, indexed=False)
+                self.assertGreater(len(recs), 0)
+                self.assertEqual(len(recs), s["packets_written"])
+
+    def test_disk_full_direct_with_helpers(self):
+        """--direct on an 8 MB ext4 image with 2 helper threads: a failed
+        staged write cuts the file back past frames the helpers made and
+        the writer wrote; the file still ends at its last whole frame and
+        holds what the summary says was written, the rest counted."""
+        for codec in CODECS:
+            with self.subTest(codec=codec):
+                d = self.ext4(f"dfull-{codec}", 8 << 20)
+                stats = self.path(f"dfull-{codec}.json")
+                r = self.capd(["-q", "--ctl", "none", "-i", f"pcap:{MIX},loop", "-c", "300000",
+                               "-w", os.path.join(d, "a.pcap"), "--direct", "--compress", codec,
+                               "--compress-threads", "2", "--stats-json", stats])
+                self.assertEqual(r.rc, 1, r.describe())
+                with open(stats) as f:
+                    s = json.load(f)
+                self.assertGreater(s["drops"]["disk"], 0)
+                self.assertEqual(s["packets_received"],
+                                 s["packets_filtered_out"] + s["packets_over_limit"] +
+                                 s["packets_written"] + capdtest.lost_after_receipt(s))
+                files, recs = self.read_all(d, codec, with_tshark=False, indexed=False)
+                self.assertEqual(len(recs), s["packets_written"])
+
+    def test_bad_input_is_one_line_before_capture(self):
+        out = os.path.join(self.path("bad"), "a.pcap")
+        os.makedirs(os.path.dirname(out))
+        for args in (["--compress-threads", "2"], ["--compress-threads", "0"],
+                     ["--compress", "lz4", "--compress-threads", "17"],
+                     ["--compress", "lz4", "--compress-threads", "-1"],
+                     ["--compress", "lz4", "--compress-threads", "two"]):
+            with self.subTest(args=args):
+                r = self.capd(["-i", f"pcap:{MIX}", "-w", out] + args)
+                self.assertEqual(r.rc, 1, r.describe())
+                self.assertEqual(len(r.stderr_lines), 1, r.describe())
+                self.assertIn("--compress-threads", r.stderr_lines[0])
+                self.assertEqual(os.listdir(os.path.dirname(out)), [])
 
 
 if __name__ == "__main__":
