@@ -691,22 +691,28 @@ class Cuts(IndexTestCase):
 
     def test_one_file_and_compressed(self):
         """The writer's other two paths: one file (no -C), and --compress
-        (index version 3 with the frames table); capq --flows sums them."""
+        (index version 3 with the frames table) over several files;
+        capq --flows sums them. The compressed case cuts at 20000 bytes so
+        that more than one 64K block (the smallest) is written: a file is
+        cut after the block that reaches -C, and the close's block starts
+        no file of its own."""
         import test_flows as tf
         pkts = self.mixed(11)
         src = self.path("mix.pcap")
         tf.to_pcap(src, pkts)
-        want = self.model(pkts, cutoff_bytes=5000)
-        for name, args in [("one file", []),
-                           ("zstd", ["--compress", "zstd", "--compress-block", "64K"])]:
+        for name, args, cutoff in [
+                ("one file", [], 5000),
+                ("zstd", ["--compress", "zstd", "--compress-block", "64K"], 20000)]:
             with self.subTest(name):
+                want = self.model(pkts, cutoff_bytes=cutoff)
+                self.assertTrue(any(c for _, c, _ in want.values()), "nothing is cut")
                 for f in os.listdir(self.out):
                     os.unlink(os.path.join(self.out, f))
                 stats = self.path("stats.json")
                 rotate = ["-C", "0.005"] if args else []
                 run = self.capd(["-q", "--nano", "-w", os.path.join(self.out, "c.pcap"),
                                  "--stats-json", stats, "-i", f"pcap:{src}",
-                                 "--flow-cutoff", "5000"] + args + rotate)
+                                 "--flow-cutoff", str(cutoff)] + args + rotate)
                 self.assertCapdOk(run, quiet=True)
                 names = self.captures()
                 self.assertGreater(len(names), 1 if args else 0)
