@@ -125,6 +125,27 @@ class ReadBack(CompressTestCase):
             recs += got
         return [p for _, p, _ in per_file], recs
 
+    def direct_disk_full(self, name, codec, extra=()):
+        """capd with --direct and `codec` (and `extra`) looping the mix into
+        an 8 MB ext4 image until it is full: exit 1, disk drops counted,
+        every received packet accounted for. Returns (summary, files,
+        records read back)."""
+        d = self.ext4(name, 8 << 20)
+        stats = self.path(name + ".json")
+        r = self.capd(["-q", "--ctl", "none", "-i", f"pcap:{MIX},loop", "-c", "300000",
+                       "-w", os.path.join(d, "a.pcap"), "--direct", "--compress", codec,
+                       "--stats-json", stats] + list(extra))
+        self.assertEqual(r.rc, 1, r.describe())
+        with open(stats) as f:
+            s = json.load(f)
+        self.assertGreater(s["drops"]["disk"], 0)
+        self.assertEqual(s["packets_received"],
+                         s["packets_filtered_out"] + s["packets_over_limit"] +
+                         s["packets_written"] + capdtest.lost_after_receipt(s))
+        # The index may not fit on the full disk either: capq then reads
+        # the file whole.
+        files, recs = self.read_all(d, codec, with_tshark=False, indexed=False)
+        return s, files, recs
 
 
 class CompressModes(ReadBack):
@@ -243,23 +264,9 @@ class CompressModes(ReadBack):
         the capture: each file ends at its last whole frame, reads cleanly,
         and holds the packets the summary says were written; the rest are
         `disk` drops."""
-        src = ["-i", f"pcap:{MIX},loop", "-c", "300000"]
         for codec in CODECS:
             with self.subTest(codec=codec):
-                d = self.ext4(f"full-{codec}", 8 << 20)
-                stats = self.path(f"full-{codec}.json")
-                r = self.capd(["-q", "--ctl", "none", "-w", os.path.join(d, "a.pcap"),
-                               "--direct", "--compress", codec, "--stats-json", stats] + src)
-                self.assertEqual(r.rc, 1, r.describe())
-                with open(stats) as f:
-                    s = json.load(f)
-                self.assertGreater(s["drops"]["disk"], 0)
-                self.assertEqual(s["packets_received"],
-                                 s["packets_filtered_out"] + s["packets_over_limit"] +
-                                 s["packets_written"] + capdtest.lost_after_receipt(s))
-                # The index may not fit on the full disk either: capq then
-                # reads the file whole.
-                files, recs = self.read_all(d, codec, with_tshark=False, indexed=False)
+                s, files, recs = self.direct_disk_full(f"full-{codec}", codec)
                 # The disk took writes until it was full: the file holds
                 # most of what fits, not nothing (an 8 MiB O_DIRECT write
                 # refused whole once lost the whole staging buffer).
@@ -435,19 +442,8 @@ class CompressThreads(ReadBack):
         holds what the summary says was written, the rest counted."""
         for codec in CODECS:
             with self.subTest(codec=codec):
-                d = self.ext4(f"dfull-{codec}", 8 << 20)
-                stats = self.path(f"dfull-{codec}.json")
-                r = self.capd(["-q", "--ctl", "none", "-i", f"pcap:{MIX},loop", "-c", "300000",
-                               "-w", os.path.join(d, "a.pcap"), "--direct", "--compress", codec,
-                               "--compress-threads", "2", "--stats-json", stats])
-                self.assertEqual(r.rc, 1, r.describe())
-                with open(stats) as f:
-                    s = json.load(f)
-                self.assertGreater(s["drops"]["disk"], 0)
-                self.assertEqual(s["packets_received"],
-                                 s["packets_filtered_out"] + s["packets_over_limit"] +
-                                 s["packets_written"] + capdtest.lost_after_receipt(s))
-                files, recs = self.read_all(d, codec, with_tshark=False, indexed=False)
+                s, files, recs = self.direct_disk_full(f"dfull-{codec}", codec,
+                                                       ["--compress-threads", "2"])
                 self.assertEqual(len(recs), s["packets_written"])
 
     def test_bad_input_is_one_line_before_capture(self):
