@@ -161,10 +161,6 @@ bool CaptureReader::use_index(const Index& idx) {
     return true;
 }
 
-/* Without an index: the whole stream into an anonymous memory file, read
- * from then on as an uncompressed capture. A stream cut short (a file
- * being written, a kill -9) or damaged ends where decompression stopped;
- * the records cut there are not returned. */
 namespace {
 std::atomic<uint64_t> g_inflate_limit{0};
 }  // namespace
@@ -188,6 +184,10 @@ std::string CaptureReader::io_text() const {
     return std::strerror(io_errno_);
 }
 
+/* Without an index: the whole stream into an anonymous memory file, read
+ * from then on as an uncompressed capture. A stream cut short (a file
+ * being written, a kill -9) or damaged ends where decompression stopped;
+ * the records cut there are not returned. */
 bool CaptureReader::inflate_all(std::vector<FrameExtent>* frames, Status* damaged, bool* cut) {
     int mfd = memfd_create("capq-inflate", MFD_CLOEXEC);
     if (mfd < 0) {
