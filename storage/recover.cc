@@ -235,6 +235,12 @@ Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::stri
         ::close(fd);
         return left(std::string("cannot cut it to its last whole record: ") + std::strerror(err));
     }
+    // The cut made its modification time now; it is the killed run's last
+    // write again, by which retention orders and ages the file.
+    if (cut > 0) {
+        const struct timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
+        (void)futimens(fd, times);
+    }
     std::string name;
     int rc = -1;
     for (unsigned k = 0; k < 1000; k++) {

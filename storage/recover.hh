@@ -6,7 +6,9 @@
  * is cut to its last whole record and published as
  * NAME-stem.recovered-YYYYmmddTHHMMSSZ.ext (the time of its last write, UTC;
  * the extension stays last so that tools pick the reader from it), never
- * replacing a file of that name (the next is "...Z-1.ext"). -W never deletes a recovered file.
+ * replacing a file of that name (the next is "...Z-1.ext"). A file cut to its
+ * last whole record keeps the time of its last write. -W never deletes a
+ * recovered file.
  *
  * Only a regular file with one link, owned by capd's user, that no process
  * holds locked (FileSet locks the file it writes) is touched. A symbolic
