@@ -802,10 +802,15 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
     DIR* d = list_dir(dfd);
     if (!d) return;
     std::vector<std::pair<struct timespec, std::string>> found;
+    size_t recovered = 0;
     while (struct dirent* e = readdir(d)) {
         std::string n = e->d_name;
+        // A file recovered from a killed run of this capture is one of its
+        // files: by the name it was to have, and its last write.
+        std::string plain = recovered_from(n);
+        const bool was_recovered = !plain.empty();
+        if (!was_recovered) plain = n;
         // --compress: this capture's names end with the codec's suffix.
-        std::string plain = n;
         if (!opts_.suffix.empty()) {
             if (!ends_with(plain, opts_.suffix)) continue;
             plain.resize(plain.size() - opts_.suffix.size());
@@ -816,6 +821,7 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
             !foreign_entry(st, owner()).empty())
             continue;  // not capd's to delete
         found.push_back({st.st_mtim, n});
+        if (was_recovered) recovered++;
     }
     closedir(d);
     std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
@@ -825,11 +831,15 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
     });
     const bool bare = split_path(base_).first == "." && base_.rfind("./", 0) != 0;
     for (const auto& f : found) earlier_.push_back(bare ? f.second : dir + "/" + f.second);
-    if (!found.empty())
+    if (!found.empty()) {
+        std::string of_them;
+        if (recovered > 0)
+            of_them = " (" + std::to_string(recovered) + " of them recovered from a killed run)";
         std::fprintf(stderr,
                      "capd: %s: %zu file%s of an earlier run under this capture's names count "
-                     "for retention\n",
-                     dir.c_str(), found.size(), found.size() == 1 ? "" : "s");
+                     "for retention%s\n",
+                     dir.c_str(), found.size(), found.size() == 1 ? "" : "s", of_them.c_str());
+    }
 }
 
 bool FileSet::next_to_retire(std::deque<std::string>*& out, size_t& at, struct stat& st,

@@ -63,7 +63,8 @@
  * spares) removes its index and live index too; the start-up scan removes
  * the index files a run that did not finish left (an index being written,
  * the live index of a file it recovers, an index whose capture is gone). A
- * recovered file has no index: capq scans it until `capq --reindex`.
+ * recovered file has no index: capq scans it until `capq --reindex`, whose
+ * index retention deletes with it.
  *
  * Retention (--retain-free, --retain-age; storage/retention.hh): retain()
  * deletes the oldest whole files of this set, with their indexes, while the
@@ -74,13 +75,15 @@
  * and a full disk is the disk-full path of the writer. Candidates are the
  * files this run closed and, found by the start-up scan (recover_stale()),
  * the files an earlier run left under this set's names (retained_name():
- * the -w name, through strftime with -G, and its counter), ordered by their
- * modification time, oldest first; a restarted capture keeps its floor and
- * age over what it wrote before. Only capd's regular files with one link
- * are deleted (as --reuse-files reuses them): a file with another link, a
- * symbolic link or another user's file is left alone and forgotten (one
- * line); a file still open in a -z command waits, and the next oldest goes
- * instead. With a retention_group (--writers N) the floor is the capture's:
+ * the -w name, through strftime with -G, and its counter) and the files
+ * recovered from killed runs of these names (recovered_from(), recover.hh),
+ * ordered by their modification time, oldest first; a restarted capture
+ * keeps its floor and age over what it wrote before, however often it was
+ * killed (-W never counts or deletes a recovered file: see DESIGN). Only
+ * capd's regular files with one link are deleted (as --reuse-files reuses
+ * them): a file with another link, a symbolic link or another user's file
+ * is left alone and forgotten (one line); a file still open in a -z command
+ * waits, and the next oldest goes instead. With a retention_group (--writers N) the floor is the capture's:
  * the writers' sets delete the oldest file of all of them first, and
  * together no more than the floor needs (retention.hh). Each deletion is one stderr line and counted (files_retired(),
  * bytes_retired()); oldest_kept_ns() is the first packet of the oldest file

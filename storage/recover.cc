@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -182,6 +183,34 @@ std::string recovered_name(const std::string& final_leaf, time_t t, unsigned k) 
     size_t dot = final_leaf.rfind('.');
     if (dot == std::string::npos || dot == 0) return final_leaf + mark;
     return final_leaf.substr(0, dot) + mark + final_leaf.substr(dot);
+}
+
+std::string recovered_from(const std::string& leaf) {
+    static const std::string kMark = ".recovered-";
+    size_t at = leaf.rfind(kMark);
+    if (at == std::string::npos || at == 0 || leaf[0] == '.') return {};
+    // YYYYmmddTHHMMSSZ, then -k for k > 0.
+    size_t p = at + kMark.size();
+    auto digits = [&](size_t n) {
+        for (size_t end = p + n; p < end; p++)
+            if (p >= leaf.size() || !std::isdigit(static_cast<unsigned char>(leaf[p])))
+                return false;
+        return true;
+    };
+    auto is = [&](char c) { return p < leaf.size() && leaf[p++] == c; };
+    if (!digits(8) || !is('T') || !digits(6) || !is('Z')) return {};
+    if (p < leaf.size() && leaf[p] == '-') {
+        p++;
+        if (p >= leaf.size() || leaf[p] < '1' || leaf[p] > '9') return {};
+        while (p < leaf.size() && std::isdigit(static_cast<unsigned char>(leaf[p]))) p++;
+    }
+    // The mark stands before NAME's last extension, or last when NAME has
+    // none.
+    std::string ext = leaf.substr(p);
+    if (!ext.empty() && (ext[0] != '.' || ext.find('.', 1) != std::string::npos)) return {};
+    std::string name = leaf.substr(0, at) + ext;
+    if (ext.empty() && name.rfind('.') != std::string::npos) return {};
+    return name;
 }
 
 Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::string& final_leaf,
