@@ -251,6 +251,10 @@ public:
     uint64_t files_retired() const { return retired_files_.load(std::memory_order_relaxed); }
     uint64_t bytes_retired() const { return retired_bytes_.load(std::memory_order_relaxed); }
     uint64_t oldest_kept_ns() const { return oldest_kept_ns_.load(std::memory_order_relaxed); }
+    /* Files retention has looked at (one fstatat each), for tests: each
+     * pass of a check (age, then free space) looks at a file at most once.
+     * Writer thread. */
+    uint64_t retention_looks() const { return retention_looks_; }
 
     /* Whether this set is standard output (path "-"). */
     bool is_stream() const { return stream_; }
@@ -322,24 +326,33 @@ private:
     // first (retire_oldest() takes them before closed_).
     std::deque<std::string> earlier_;
     void adopt_earlier(int dfd, const std::string& dir, const std::string& pattern, bool timed);
-    /* Deletes the oldest file retention may delete, if its last write is at
-     * or before `older_than` (-1: any); adds its blocks' bytes to `freed`.
-     * With an age, files last written after `now` (a clock stepped back, a
-     * touched file) are passed over, so that one of them cannot hold back
-     * every newer file's age. Whether one was deleted. */
-    bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed, time_t now = 0);
-    /* The file retire_oldest() would delete next, after passing over `skip`
-     * deletable ones: its list, place and stat; drops from the lists the
-     * names that are gone or not capd's to delete (one line each). False:
-     * none. */
-    bool next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st,
-                        size_t skip = 0);
+    /* A place in the candidates, oldest first: `at` in `list` (earlier_,
+     * then closed_); list null: the first. */
+    struct RetireCursor {
+        std::deque<std::string>* list = nullptr;
+        size_t at = 0;
+    };
+    /* Deletes the oldest file retention may delete from `from` on (null:
+     * from the first), if its last write is at or before `older_than` (-1:
+     * any); adds its blocks' bytes to `freed`. With an age, files last
+     * written after `now` (a clock stepped back, a touched file) are passed
+     * over, so that one of them cannot hold back every newer file's age;
+     * `from` then stays past them for the next call of the same check.
+     * Whether one was deleted. */
+    bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed, time_t now = 0,
+                       RetireCursor* from = nullptr);
+    /* The first file retire_oldest() may delete at or after `list`/`at`
+     * (list null: the first), with its stat; drops from the lists the names
+     * that are gone or not capd's to delete (one line each), looking at
+     * each entry once. False: none. */
+    bool next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st);
     /* --retain-free with a RetentionGroup (several writers). */
     void retain_free_in_group(uint64_t avail, uint64_t floor, const char* why);
     void update_oldest_kept(time_t now);
     std::atomic<uint64_t> retired_files_{0};
     std::atomic<uint64_t> retired_bytes_{0};
     std::atomic<uint64_t> oldest_kept_ns_{0};
+    uint64_t retention_looks_ = 0;
     bool oldest_dirty_ = true;    // the oldest file changed since oldest_kept_ns_
     time_t oldest_tried_ = 0;     // last look at an index that had no time
     bool floor_unmet_ = false;    // said once per episode

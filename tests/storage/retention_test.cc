@@ -1,7 +1,7 @@
 // Retention: its values, the names it may delete, the clock-aligned -G
 // periods, and FileSet::retain() by age (oldest first, an earlier run's
 // files and those recovered from killed runs included, a planted file and
-// a hard-linked one left alone).
+// a hard-linked one left alone, files from the future passed over).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -266,5 +266,44 @@ TEST(Retention, RingNeverDeletesARecoveredFile) {
     f.retain(now + 1000);
     EXPECT_EQ(f.files_retired(), 2u);
     EXPECT_EQ(d.names(), (std::set<std::string>{".r.pcap0.partial"}));
+    f.discard_current();
+}
+
+TEST(Retention, ManyFilesFromTheFutureAreLookedAtOnce) {
+    // 2000 files of an earlier run last written far in the future, between
+    // three old ones and this run's two closed files.
+    TempDir d;
+    time_t now = time(nullptr);
+    std::set<std::string> future;
+    for (int i = 100; i < 103; i++)
+        write_file(d.path / ("r.pcap" + std::to_string(i)), "old", now - 1000);
+    for (int i = 1000; i < 3000; i++) {
+        std::string n = "r.pcap" + std::to_string(i);
+        write_file(d.path / n, "future", now + 1000000);
+        future.insert(n);
+    }
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1000;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    ASSERT_TRUE(f.open_next(now).ok());
+    ASSERT_TRUE(f.open_next(now, FileSet::Open::kCut).ok());
+    ASSERT_TRUE(f.open_next(now, FileSet::Open::kCut).ok());
+    // This run's r.pcap and r.pcap1 are old by now + 1000; the future
+    // files are passed over, and the old files on both sides of them go.
+    f.retain(now + 1000);
+    EXPECT_EQ(f.files_retired(), 5u);
+    future.insert(".r.pcap2.partial");
+    EXPECT_EQ(d.names(), future);
+    // Each of the 2005 files was looked at once, and once more at the next
+    // check, which deletes nothing.
+    EXPECT_EQ(f.retention_looks(), 2005u);
+    f.retain(now + 1000);
+    EXPECT_EQ(f.files_retired(), 5u);
+    EXPECT_EQ(f.retention_looks(), 4005u);
+    (void)testing::internal::GetCapturedStderr();
     f.discard_current();
 }
