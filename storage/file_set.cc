@@ -747,6 +747,9 @@ Status FileSet::close_current() {
             break;
         }
     closed_.push_back(final_name_);
+    // An earlier run's file of this name was replaced: this run's file is
+    // retention's in closed_, once.
+    std::erase(earlier_, final_name_);
     if (opts_.max_files > 0) {
         while (closed_.size() > opts_.max_files) {
             remove_file(closed_.front());
@@ -802,10 +805,15 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
     DIR* d = list_dir(dfd);
     if (!d) return;
     std::vector<std::pair<struct timespec, std::string>> found;
+    size_t recovered = 0;
     while (struct dirent* e = readdir(d)) {
         std::string n = e->d_name;
+        // A file recovered from a killed run of this capture is one of its
+        // files: by the name it was to have, and its last write.
+        std::string plain = recovered_from(n);
+        const bool was_recovered = !plain.empty();
+        if (!was_recovered) plain = n;
         // --compress: this capture's names end with the codec's suffix.
-        std::string plain = n;
         if (!opts_.suffix.empty()) {
             if (!ends_with(plain, opts_.suffix)) continue;
             plain.resize(plain.size() - opts_.suffix.size());
@@ -816,6 +824,7 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
             !foreign_entry(st, owner()).empty())
             continue;  // not capd's to delete
         found.push_back({st.st_mtim, n});
+        if (was_recovered) recovered++;
     }
     closedir(d);
     std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
@@ -825,80 +834,83 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
     });
     const bool bare = split_path(base_).first == "." && base_.rfind("./", 0) != 0;
     for (const auto& f : found) earlier_.push_back(bare ? f.second : dir + "/" + f.second);
-    if (!found.empty())
+    if (!found.empty()) {
+        std::string of_them;
+        if (recovered > 0)
+            of_them = " (" + std::to_string(recovered) + " of them recovered from a killed run)";
         std::fprintf(stderr,
                      "capd: %s: %zu file%s of an earlier run under this capture's names count "
-                     "for retention\n",
-                     dir.c_str(), found.size(), found.size() == 1 ? "" : "s");
-}
-
-bool FileSet::next_to_retire(std::deque<std::string>*& out, size_t& at, struct stat& st,
-                             size_t skip) {
-    for (;;) {
-        bool changed = false;
-        size_t left = skip;
-        for (std::deque<std::string>* list : {&earlier_, &closed_}) {
-            for (size_t i = 0; i < list->size(); i++) {
-                const std::string name = (*list)[i];
-                // An earlier run's name this run has written again is this
-                // run's file now (in closed_, or being written).
-                if (list == &earlier_ &&
-                    (name == final_name_ ||
-                     std::find(closed_.begin(), closed_.end(), name) != closed_.end())) {
-                    list->erase(list->begin() + static_cast<long>(i));
-                    changed = true;
-                    break;
-                }
-                bool in_command = false;
-                for (const Child& c : children_) in_command = in_command || c.file == name;
-                if (in_command) continue;  // -z still reads it: the next oldest goes
-                std::string leaf;
-                int dfd = dir_of(name, leaf);
-                if (dfd < 0 || fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-                    list->erase(list->begin() + static_cast<long>(i));  // gone already
-                    oldest_dirty_ = true;
-                    changed = true;
-                    break;
-                }
-                if (std::string f = foreign_entry(st, owner()); !f.empty()) {
-                    std::fprintf(stderr, "capd: %s: left alone by retention (%s)\n", name.c_str(),
-                                 f.c_str());
-                    list->erase(list->begin() + static_cast<long>(i));
-                    oldest_dirty_ = true;
-                    changed = true;
-                    break;
-                }
-                if (left > 0) {
-                    left--;
-                    continue;
-                }
-                out = list;
-                at = i;
-                return true;
-            }
-            if (changed) break;
-        }
-        if (!changed) return false;
+                     "for retention%s\n",
+                     dir.c_str(), found.size(), found.size() == 1 ? "" : "s", of_them.c_str());
     }
 }
 
-bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t& freed,
-                            time_t now) {
+bool FileSet::next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st) {
+    std::deque<std::string>* const lists[] = {&earlier_, &closed_};
+    size_t li = list == &closed_ ? 1 : 0;
+    if (!list) at = 0;
+    // One pass: each entry is looked at once, and one dropped from its list
+    // leaves the next one at its place.
+    for (; li < 2; li++, at = 0) {
+        std::deque<std::string>& l = *lists[li];
+        while (at < l.size()) {
+            const std::string& name = l[at];
+            auto drop = [&] {
+                l.erase(l.begin() + static_cast<long>(at));
+                oldest_dirty_ = true;
+            };
+            // An earlier run's name this run is writing again is this run's
+            // file now (close_current() moves it to closed_).
+            if (li == 0 && name == final_name_) {
+                drop();
+                continue;
+            }
+            bool in_command = false;
+            for (const Child& c : children_) in_command = in_command || c.file == name;
+            if (in_command) {  // -z still reads it: the next oldest goes
+                at++;
+                continue;
+            }
+            retention_looks_++;
+            std::string leaf;
+            int dfd = dir_of(name, leaf);
+            if (dfd < 0 || fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                drop();  // gone already
+                continue;
+            }
+            if (std::string f = foreign_entry(st, owner()); !f.empty()) {
+                std::fprintf(stderr, "capd: %s: left alone by retention (%s)\n", name.c_str(),
+                             f.c_str());
+                drop();
+                continue;
+            }
+            list = lists[li];
+            return true;
+        }
+    }
+    return false;
+}
+
+bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t& freed, time_t now,
+                            RetireCursor* from) {
     reap_children();
-    std::deque<std::string>* list = nullptr;
-    size_t i = 0;
+    RetireCursor start;
+    RetireCursor& c = from ? *from : start;
     struct stat st;
-    // A file from the future is not the oldest by age: the files after it
-    // are still aged (one more fstatat per such file and check).
-    for (size_t skip = 0;; skip++) {
-        if (!next_to_retire(list, i, st, skip)) return false;
+    // A file from the future is not the oldest by age: it is passed over,
+    // and the files after it are still aged. The cursor stays past it, so
+    // a check looks at each file once however many such files there are.
+    for (;; c.at++) {
+        if (!next_to_retire(c.list, c.at, st)) return false;
         if (older_than < 0 || st.st_mtime <= older_than) break;
         if (st.st_mtime <= now) return false;
     }
-    const std::string name = (*list)[i];
+    std::deque<std::string>& list = *c.list;
+    const std::string name = list[c.at];
     remove_file(name);
     remove_index(name);
-    list->erase(list->begin() + static_cast<long>(i));
+    // The next file takes its place: the cursor stays.
+    list.erase(list.begin() + static_cast<long>(c.at));
     retired_files_.fetch_add(1, std::memory_order_relaxed);
     retired_bytes_.fetch_add(static_cast<uint64_t>(st.st_size), std::memory_order_relaxed);
     freed += static_cast<uint64_t>(st.st_blocks) * 512;
@@ -917,7 +929,8 @@ void FileSet::retain(time_t now) {
         const std::string why =
             "by --retain-age: last written over " + std::to_string(opts_.retain_age_s) + " s ago";
         time_t older_than = now - static_cast<time_t>(opts_.retain_age_s);
-        while (retire_oldest(older_than, why, freed, now)) {}
+        RetireCursor from;  // past the files from the future already passed over
+        while (retire_oldest(older_than, why, freed, now, &from)) {}
         freed_pending_ += freed;
     }
     if (opts_.retain_free.on()) {
@@ -982,10 +995,9 @@ void FileSet::retain_free_in_group(uint64_t avail, uint64_t floor, const char* w
     };
     auto publish = [&]() {
         reap_children();
-        std::deque<std::string>* list = nullptr;
-        size_t at = 0;
+        RetireCursor c;
         struct stat st;
-        me.has_oldest = next_to_retire(list, at, st);
+        me.has_oldest = next_to_retire(c.list, c.at, st);
         me.oldest_mtime_ns =
             me.has_oldest ? int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec : 0;
         me.freed_pending = freed_pending_;

@@ -63,7 +63,8 @@
  * spares) removes its index and live index too; the start-up scan removes
  * the index files a run that did not finish left (an index being written,
  * the live index of a file it recovers, an index whose capture is gone). A
- * recovered file has no index: capq scans it until `capq --reindex`.
+ * recovered file has no index: capq scans it until `capq --reindex`, whose
+ * index retention deletes with it.
  *
  * Retention (--retain-free, --retain-age; storage/retention.hh): retain()
  * deletes the oldest whole files of this set, with their indexes, while the
@@ -74,13 +75,15 @@
  * and a full disk is the disk-full path of the writer. Candidates are the
  * files this run closed and, found by the start-up scan (recover_stale()),
  * the files an earlier run left under this set's names (retained_name():
- * the -w name, through strftime with -G, and its counter), ordered by their
- * modification time, oldest first; a restarted capture keeps its floor and
- * age over what it wrote before. Only capd's regular files with one link
- * are deleted (as --reuse-files reuses them): a file with another link, a
- * symbolic link or another user's file is left alone and forgotten (one
- * line); a file still open in a -z command waits, and the next oldest goes
- * instead. With a retention_group (--writers N) the floor is the capture's:
+ * the -w name, through strftime with -G, and its counter) and the files
+ * recovered from killed runs of these names (recovered_from(), recover.hh),
+ * ordered by their modification time, oldest first; a restarted capture
+ * keeps its floor and age over what it wrote before, however often it was
+ * killed (-W never counts or deletes a recovered file: see DESIGN). Only
+ * capd's regular files with one link are deleted (as --reuse-files reuses
+ * them): a file with another link, a symbolic link or another user's file
+ * is left alone and forgotten (one line); a file still open in a -z command
+ * waits, and the next oldest goes instead. With a retention_group (--writers N) the floor is the capture's:
  * the writers' sets delete the oldest file of all of them first, and
  * together no more than the floor needs (retention.hh). Each deletion is one stderr line and counted (files_retired(),
  * bytes_retired()); oldest_kept_ns() is the first packet of the oldest file
@@ -248,6 +251,10 @@ public:
     uint64_t files_retired() const { return retired_files_.load(std::memory_order_relaxed); }
     uint64_t bytes_retired() const { return retired_bytes_.load(std::memory_order_relaxed); }
     uint64_t oldest_kept_ns() const { return oldest_kept_ns_.load(std::memory_order_relaxed); }
+    /* Files retention has looked at (one fstatat each), for tests: each
+     * pass of a check (age, then free space) looks at a file at most once.
+     * Writer thread. */
+    uint64_t retention_looks() const { return retention_looks_; }
 
     /* Whether this set is standard output (path "-"). */
     bool is_stream() const { return stream_; }
@@ -319,24 +326,33 @@ private:
     // first (retire_oldest() takes them before closed_).
     std::deque<std::string> earlier_;
     void adopt_earlier(int dfd, const std::string& dir, const std::string& pattern, bool timed);
-    /* Deletes the oldest file retention may delete, if its last write is at
-     * or before `older_than` (-1: any); adds its blocks' bytes to `freed`.
-     * With an age, files last written after `now` (a clock stepped back, a
-     * touched file) are passed over, so that one of them cannot hold back
-     * every newer file's age. Whether one was deleted. */
-    bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed, time_t now = 0);
-    /* The file retire_oldest() would delete next, after passing over `skip`
-     * deletable ones: its list, place and stat; drops from the lists the
-     * names that are gone or not capd's to delete (one line each). False:
-     * none. */
-    bool next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st,
-                        size_t skip = 0);
+    /* A place in the candidates, oldest first: `at` in `list` (earlier_,
+     * then closed_); list null: the first. */
+    struct RetireCursor {
+        std::deque<std::string>* list = nullptr;
+        size_t at = 0;
+    };
+    /* Deletes the oldest file retention may delete from `from` on (null:
+     * from the first), if its last write is at or before `older_than` (-1:
+     * any); adds its blocks' bytes to `freed`. With an age, files last
+     * written after `now` (a clock stepped back, a touched file) are passed
+     * over, so that one of them cannot hold back every newer file's age;
+     * `from` then stays past them for the next call of the same check.
+     * Whether one was deleted. */
+    bool retire_oldest(time_t older_than, const std::string& why, uint64_t& freed, time_t now = 0,
+                       RetireCursor* from = nullptr);
+    /* The first file retire_oldest() may delete at or after `list`/`at`
+     * (list null: the first), with its stat; drops from the lists the names
+     * that are gone or not capd's to delete (one line each), looking at
+     * each entry once. False: none. */
+    bool next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st);
     /* --retain-free with a RetentionGroup (several writers). */
     void retain_free_in_group(uint64_t avail, uint64_t floor, const char* why);
     void update_oldest_kept(time_t now);
     std::atomic<uint64_t> retired_files_{0};
     std::atomic<uint64_t> retired_bytes_{0};
     std::atomic<uint64_t> oldest_kept_ns_{0};
+    uint64_t retention_looks_ = 0;
     bool oldest_dirty_ = true;    // the oldest file changed since oldest_kept_ns_
     time_t oldest_tried_ = 0;     // last look at an index that had no time
     bool floor_unmet_ = false;    // said once per episode

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -184,6 +185,34 @@ std::string recovered_name(const std::string& final_leaf, time_t t, unsigned k) 
     return final_leaf.substr(0, dot) + mark + final_leaf.substr(dot);
 }
 
+std::string recovered_from(const std::string& leaf) {
+    static const std::string kMark = ".recovered-";
+    size_t at = leaf.rfind(kMark);
+    if (at == std::string::npos || at == 0 || leaf[0] == '.') return {};
+    // YYYYmmddTHHMMSSZ, then -k for k > 0.
+    size_t p = at + kMark.size();
+    auto digits = [&](size_t n) {
+        for (size_t end = p + n; p < end; p++)
+            if (p >= leaf.size() || !std::isdigit(static_cast<unsigned char>(leaf[p])))
+                return false;
+        return true;
+    };
+    auto is = [&](char c) { return p < leaf.size() && leaf[p++] == c; };
+    if (!digits(8) || !is('T') || !digits(6) || !is('Z')) return {};
+    if (p < leaf.size() && leaf[p] == '-') {
+        p++;
+        if (p >= leaf.size() || leaf[p] < '1' || leaf[p] > '9') return {};
+        while (p < leaf.size() && std::isdigit(static_cast<unsigned char>(leaf[p]))) p++;
+    }
+    // The mark stands before NAME's last extension, or last when NAME has
+    // none.
+    std::string ext = leaf.substr(p);
+    if (!ext.empty() && (ext[0] != '.' || ext.find('.', 1) != std::string::npos)) return {};
+    std::string name = leaf.substr(0, at) + ext;
+    if (ext.empty() && name.rfind('.') != std::string::npos) return {};
+    return name;
+}
+
 Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::string& final_leaf,
                         uid_t owner) {
     Recovery out;
@@ -234,6 +263,12 @@ Recovery recover_hidden(int dir, const std::string& hidden_leaf, const std::stri
         int err = errno;
         ::close(fd);
         return left(std::string("cannot cut it to its last whole record: ") + std::strerror(err));
+    }
+    // The cut made its modification time now; it is the killed run's last
+    // write again, by which retention orders and ages the file.
+    if (cut > 0) {
+        const struct timespec times[2] = {{0, UTIME_OMIT}, st.st_mtim};
+        (void)futimens(fd, times);
     }
     std::string name;
     int rc = -1;

@@ -6,7 +6,9 @@
  * is cut to its last whole record and published as
  * NAME-stem.recovered-YYYYmmddTHHMMSSZ.ext (the time of its last write, UTC;
  * the extension stays last so that tools pick the reader from it), never
- * replacing a file of that name (the next is "...Z-1.ext"). -W never deletes a recovered file.
+ * replacing a file of that name (the next is "...Z-1.ext"). A file cut to its
+ * last whole record keeps the time of its last write. -W never deletes a
+ * recovered file; retention does (FileSet, storage/file_set.hh).
  *
  * Only a regular file with one link, owned by capd's user, that no process
  * holds locked (FileSet locks the file it writes) is touched. A symbolic
@@ -46,6 +48,11 @@ RecordScan scan_records(int fd, uint64_t size);
  * "-k" after the time when k > 0 (that name was taken):
  * "x.pcap" -> "x.recovered-20261206T101500Z.pcap", "x.recovered-...Z-1.pcap". */
 std::string recovered_name(const std::string& final_leaf, time_t t, unsigned k = 0);
+
+/* The NAME a recovered_name() was made from, or "" when `leaf` is not one
+ * (no ".recovered-YYYYmmddTHHMMSSZ[-k]" mark where recovered_name() puts
+ * it): "x.recovered-20261206T101500Z-1.pcap" -> "x.pcap". */
+std::string recovered_from(const std::string& leaf);
 
 struct Recovery {
     enum class What {

@@ -113,8 +113,9 @@ class PlantedForRetention(FilesCase):
         """Another user plants, under this capture's names and with an old
         modification time: a file of their own, a link to root's file, a
         FIFO, a directory, hidden files for the start-up recovery (their own
-        pcap, a link, a FIFO) and index names (a link, their own partial
-        index); root leaves a second link to a file of its own. capd with
+        pcap, a link, a FIFO), index names (a link, their own partial
+        index) and recovered names (their own pcap, a link); root leaves a
+        second link to a file of its own. capd with
         --retain-age 1 deletes the earlier run's file of its own (the
         control) and leaves every planted entry as it was."""
         user = nobody()
@@ -140,6 +141,11 @@ os.mkfifo(o + "/.x.pcap952.partial")
 os.symlink({self.victim!r}, o + "/.x.pcap960.idx")
 with open(o + "/.x.pcap961.idx.partial", "wb") as f:
     f.write(b"not an index")
+with open(o + "/x.recovered-19700101T001640Z.pcap", "wb") as f:
+    f.write({pcap_bytes!r})
+old(o + "/x.recovered-19700101T001640Z.pcap")
+os.symlink({self.victim!r}, o + "/x.recovered-19700101T001640Z-1.pcap")
+old(o + "/x.recovered-19700101T001640Z-1.pcap")
 """)
         # root's own: an earlier run's file (retention's to delete) with a
         # link planted as its index, and a second name of root's victim.
@@ -166,7 +172,10 @@ with open(o + "/.x.pcap961.idx.partial", "wb") as f:
                                  (st.st_ino, st.st_mode, st.st_size, st.st_uid))
         # The link planted as the control's index is not root's file: left.
         self.assertTrue(os.path.islink(os.path.join(o, ".x.pcap900.idx")))
-        self.assertEqual(glob.glob(os.path.join(o, "*recovered*")), [])
+        # Nothing recovered; the two planted under recovered names stay.
+        self.assertEqual(sorted(glob.glob(os.path.join(o, "*recovered*"))),
+                         [os.path.join(o, "x.recovered-19700101T001640Z-1.pcap"),
+                          os.path.join(o, "x.recovered-19700101T001640Z.pcap")])
 
 
 class CtlQueryPrivileges(FilesCase):

@@ -271,6 +271,81 @@ class WritersShareTheFloor(CapdTestCase):
         self.assertEqual(sum(w["bytes_retired"] for w in s["writers"]), 3 * (2 << 20))
 
 
+class RecoveredFiles(CapdTestCase):
+    """A run killed with SIGKILL leaves its hidden file, which the next run
+    recovers as k.recovered-<UTC>.pcap: one of this capture's files, the
+    oldest. On a 16 MiB tmpfs the killed run's 6 MiB and more leave less
+    than the next run's 12 MB floor, which that file alone can restore:
+    retention deletes it, counted as any file it retires. Planted under
+    recovered names and older still: another user's file, a symbolic link
+    to a file outside, a file with a second link; all left alone."""
+
+    def test_killed_runs_recovered_file_is_retired(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs and chown need root")
+        fs = Tmpfs(self.path("fs"), "16m")
+        self.addCleanup(fs.umount)
+        if fs.error:
+            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        out = os.path.join(fs.path, "k.pcap")
+        hidden = os.path.join(fs.path, ".k.pcap.partial")
+        killed = capdtest.RunningCapd(["-i", "null:256,rate=40k", "-w", out, "--ctl", "none",
+                                       "--flush-ms", "10"])
+        self.addCleanup(killed.kill)
+        grown = capdtest.wait_until(
+            lambda: not killed.running() or (os.path.exists(hidden) and
+                                             os.path.getsize(hidden) > (6 << 20)), 120, 0.05)
+        self.assertTrue(killed.running(), killed.stderr_now())
+        killed.signal(signal.SIGKILL)
+        killed.proc.wait(timeout=30)
+        self.assertTrue(grown, "the killed run did not write 6 MiB")
+        hidden_size = os.path.getsize(hidden)
+
+        victim = self.path("victim")
+        with open(victim, "wb") as f:
+            f.write(b"not capd's\n")
+        foreign = os.path.join(fs.path, "k.recovered-19700101T001640Z.pcap")
+        link = os.path.join(fs.path, "k.recovered-19700101T001640Z-1.pcap")
+        linked = os.path.join(fs.path, "k.recovered-19700101T001640Z-2.pcap")
+        with open(foreign, "wb") as f:
+            f.write(b"\1" * 4096)
+        os.chown(foreign, 65534, 65534)
+        os.symlink(victim, link)
+        with open(linked, "wb") as f:
+            f.write(b"\2" * 4096)
+        os.link(linked, os.path.join(fs.path, "keep"))
+        for p in (foreign, link, linked):
+            os.utime(p, (1000, 1000), follow_symlinks=False)
+        planted = {p: os.lstat(p) for p in (foreign, link, linked)}
+
+        stats = self.path("stats.json")
+        run = self.capd(["-i", "null:64,rate=1000", "--duration", "3", "-C", "1",
+                         "--retain-free", "12M", "--ctl", "none", "--stats-json", stats,
+                         "-w", out])
+        self.assertCapdOk(run)
+        m = re.search(r"recovered as (k\.recovered-\d{8}T\d{6}Z\.pcap) \((\d+) packets"
+                      r"(?:, (\d+) bytes of a cut or older tail dropped)?", run.stderr)
+        self.assertIsNotNone(m, run.describe())
+        recovered = os.path.join(fs.path, m.group(1))
+        size = hidden_size - int(m.group(3) or 0)
+        self.assertIn("1 file of an earlier run under this capture's names count for "
+                      "retention (1 of them recovered from a killed run)", run.stderr)
+        self.assertEqual(deleted_lines(run.stderr), [(recovered, size)], run.describe())
+        self.assertFalse(os.path.exists(recovered))
+        s = capdtest.read_json(stats)
+        self.assertEqual(s["writers"][0]["files_retired"], 1)
+        self.assertEqual(s["writers"][0]["bytes_retired"], size)
+        self.assertIn(f"capd: retention: 1 file ({size} bytes) deleted", run.stderr)
+        self.assertGreaterEqual(free_bytes(fs.path), 12000000)
+        for p, st in planted.items():
+            with self.subTest(planted=os.path.basename(p)):
+                now = os.lstat(p)
+                self.assertEqual((now.st_ino, now.st_mode, now.st_size, now.st_uid),
+                                 (st.st_ino, st.st_mode, st.st_size, st.st_uid))
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), b"not capd's\n")
+
+
 class Age(CapdTestCase):
     def setUp(self):
         super().setUp()

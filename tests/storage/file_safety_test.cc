@@ -184,6 +184,27 @@ TEST(FileSafety, CrashedRunsHiddenFileIsRecoveredNotTruncated) {
     }
 }
 
+TEST(FileSafety, RecoveredFileKeepsTheTimeOfItsLastWrite) {
+    // A file cut to its last whole record is still as old as the killed
+    // run's last write, which retention orders and ages it by.
+    TempDir d;
+    fs::path hidden = d.path / ".a.pcap.partial";
+    std::string whole = capture(Format::kPcapMicro, 3);
+    spill(hidden, capture(Format::kPcapMicro, 4).substr(0, whole.size() + 30));
+    const struct timespec old[2] = {{1000000000, 0}, {1000000000, 123456789}};
+    ASSERT_EQ(utimensat(AT_FDCWD, hidden.c_str(), old, 0), 0);
+    FileSetOptions o;
+    o.path = (d.path / "a.pcap").string();
+    FileSet f(o);
+    f.recover_stale();
+    std::string name = recovered_name("a.pcap", 1000000000);
+    EXPECT_EQ(slurp(d.path / name), whole) << testing::PrintToString(d.names());
+    struct stat st;
+    ASSERT_EQ(stat((d.path / name).c_str(), &st), 0);
+    EXPECT_EQ(st.st_mtim.tv_sec, 1000000000);
+    EXPECT_EQ(st.st_mtim.tv_nsec, 123456789);
+}
+
 TEST(FileSafety, RecoveredNameNeverReplacesAFile) {
     TempDir d;
     fs::path hidden = d.path / ".a.pcap.partial";

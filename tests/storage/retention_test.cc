@@ -1,6 +1,7 @@
 // Retention: its values, the names it may delete, the clock-aligned -G
 // periods, and FileSet::retain() by age (oldest first, an earlier run's
-// files included, a planted file and a hard-linked one left alone).
+// files and those recovered from killed runs included, a planted file and
+// a hard-linked one left alone, files from the future passed over).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -12,6 +13,7 @@
 #include <set>
 
 #include "storage/file_set.hh"
+#include "storage/recover.hh"
 #include "storage/retention.hh"
 #include "tests/storage/temp_dir.hh"
 
@@ -159,5 +161,149 @@ TEST(Retention, AgeDeletesOldestOwnFilesAndEarlierRunsOnly) {
     EXPECT_EQ(f.files_retired(), 3u);
     EXPECT_EQ(d.names(), (std::set<std::string>{".r.pcap1.partial", "r.pcap.notes", "other.pcap",
                                                 "r.pcap7", "keep"}));
+    f.discard_current();
+}
+
+TEST(Retention, RecoveredNamesLeadBackToTheirCapture) {
+    for (const std::string name :
+         {"x.pcap", "x.pcap2", "cap", "cap7", "a.b.pcap.zst", "x_w1.pcap3", "r-%Y.pcap"})
+        for (unsigned k : {0u, 1u, 12u}) {
+            std::string rec = recovered_name(name, 1796587235, k);
+            EXPECT_EQ(recovered_from(rec), name) << rec;
+        }
+    for (const char* no :
+         {"x.pcap", "x.pcap2", "x.recovered-2026.pcap", "x.recovered-20261206T101500.pcap",
+          "x.recovered-20261206T101500Z-0.pcap", "x.recovered-20261206T101500Z-.pcap",
+          "x.recovered-20261206T101500Zz.pcap", "x.recovered-20261206T101500Z.pcap.bak",
+          "x.y.recovered-20261206T101500Z", ".x.recovered-20261206T101500Z.pcap",
+          ".recovered-20261206T101500Z.pcap", "x.recovered-2026120aT101500Z.pcap"})
+        EXPECT_EQ(recovered_from(no), "") << no;
+}
+
+TEST(Retention, RecoveredFilesAreRetainedByAgeOldestFirst) {
+    TempDir d;
+    time_t now = time(nullptr);
+    // Two files recovered from killed runs of this capture (one of a ring
+    // name, counted on after a taken name), one with the index capq
+    // --reindex gives it, and an earlier run's file between them in age.
+    const std::string rec_a = recovered_name("r.pcap", now - 2000);
+    const std::string rec_b = recovered_name("r.pcap3", now - 1500, 1);
+    write_file(d.path / rec_a, "recovered a", now - 2000);
+    write_file(d.path / ("." + rec_a + ".idx"), "its index", now - 2000);
+    write_file(d.path / "r.pcap5", "earlier 5", now - 1000);
+    write_file(d.path / rec_b, "recovered b", now - 1500);
+    // Not this capture's to delete: another capture's recovered file, a
+    // name that is not a recovered one, a hard-linked recovered file, a
+    // link under a recovered name, another user's; and a recent one.
+    const std::string other = recovered_name("other.pcap", now - 3000);
+    const std::string linked = recovered_name("r.pcap", now - 3000, 2);
+    const std::string link = recovered_name("r.pcap", now - 3000, 3);
+    const std::string foreign = recovered_name("r.pcap", now - 3000, 4);
+    const std::string recent = recovered_name("r.pcap", now);
+    write_file(d.path / other, "other", now - 3000);
+    write_file(d.path / "r.recovered-2026.pcap", "planted", now - 3000);
+    write_file(d.path / linked, "linked", now - 3000);
+    ASSERT_EQ(::link((d.path / linked).c_str(), (d.path / "keep").c_str()), 0);
+    ASSERT_EQ(symlink("keep", (d.path / link).c_str()), 0);
+    write_file(d.path / foreign, "foreign", now - 3000);
+    const bool root = geteuid() == 0;
+    if (root) {
+        ASSERT_EQ(chown((d.path / foreign).c_str(), 65534, 65534), 0);
+    }
+    write_file(d.path / recent, "recent", now);
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1000;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    ASSERT_TRUE(f.open_next(now).ok());
+    f.retain(now);
+    std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(f.files_retired(), root ? 3u : 4u) << log;
+    std::set<std::string> left = {
+        ".r.pcap.partial", other, "r.recovered-2026.pcap", linked, "keep", link, recent};
+    if (root) left.insert(foreign);
+    EXPECT_EQ(d.names(), left) << log;
+    // Oldest first: by the killed runs' last writes.
+    size_t a = log.find(rec_a + ": deleted"), b = log.find(rec_b + ": deleted"),
+           e = log.find("r.pcap5: deleted");
+    ASSERT_NE(a, std::string::npos) << log;
+    ASSERT_NE(b, std::string::npos) << log;
+    ASSERT_NE(e, std::string::npos) << log;
+    EXPECT_LT(a, b);
+    EXPECT_LT(b, e);
+    // The recent one counts too, not old enough yet.
+    EXPECT_NE(log.find("4 files of an earlier run under this capture's names count for retention "
+                       "(3 of them recovered from a killed run)"),
+              std::string::npos)
+        << log;
+    f.discard_current();
+}
+
+TEST(Retention, RingNeverDeletesARecoveredFile) {
+    // -W 2 with an age: the ring wraps over its own names many times; the
+    // recovered file, not old enough for the age, stays.
+    TempDir d;
+    time_t now = time(nullptr);
+    const std::string rec = recovered_name("r.pcap1", now);
+    write_file(d.path / rec, "recovered", now);
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1000;
+    o.max_files = 2;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    f.recover_stale();
+    for (int i = 0; i < 5; i++) {
+        ASSERT_TRUE(f.open_next(now, FileSet::Open::kCut).ok());
+        f.retain(now);
+    }
+    EXPECT_EQ(f.files_retired(), 0u);
+    EXPECT_EQ(d.names(), (std::set<std::string>{rec, "r.pcap1", ".r.pcap0.partial"}));
+    // Once old by the age, retention deletes it.
+    f.retain(now + 1000);
+    EXPECT_EQ(f.files_retired(), 2u);
+    EXPECT_EQ(d.names(), (std::set<std::string>{".r.pcap0.partial"}));
+    f.discard_current();
+}
+
+TEST(Retention, ManyFilesFromTheFutureAreLookedAtOnce) {
+    // 2000 files of an earlier run last written far in the future, between
+    // three old ones and this run's two closed files.
+    TempDir d;
+    time_t now = time(nullptr);
+    std::set<std::string> future;
+    for (int i = 100; i < 103; i++)
+        write_file(d.path / ("r.pcap" + std::to_string(i)), "old", now - 1000);
+    for (int i = 1000; i < 3000; i++) {
+        std::string n = "r.pcap" + std::to_string(i);
+        write_file(d.path / n, "future", now + 1000000);
+        future.insert(n);
+    }
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1000;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    ASSERT_TRUE(f.open_next(now).ok());
+    ASSERT_TRUE(f.open_next(now, FileSet::Open::kCut).ok());
+    ASSERT_TRUE(f.open_next(now, FileSet::Open::kCut).ok());
+    // This run's r.pcap and r.pcap1 are old by now + 1000; the future
+    // files are passed over, and the old files on both sides of them go.
+    f.retain(now + 1000);
+    EXPECT_EQ(f.files_retired(), 5u);
+    future.insert(".r.pcap2.partial");
+    EXPECT_EQ(d.names(), future);
+    // Each of the 2005 files was looked at once, and once more at the next
+    // check, which deletes nothing.
+    EXPECT_EQ(f.retention_looks(), 2005u);
+    f.retain(now + 1000);
+    EXPECT_EQ(f.files_retired(), 5u);
+    EXPECT_EQ(f.retention_looks(), 4005u);
+    (void)testing::internal::GetCapturedStderr();
     f.discard_current();
 }
