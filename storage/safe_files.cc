@@ -103,7 +103,14 @@ int enter_dir(int parent, const std::string& comp, bool create, mode_t mode, uid
     }
     // Checked on the descriptor: the name may have changed since the open.
     struct stat st;
-    if (fstat(fd, &st) != 0 || !trusted_owner(st.st_uid, uid)) {
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        ::close(fd);
+        why = std::string("cannot be checked: ") + std::strerror(err);
+        errno = err;
+        return -1;
+    }
+    if (!trusted_owner(st.st_uid, uid)) {
         ::close(fd);
         why = "is owned by uid " + std::to_string(st.st_uid) +
               ", neither root nor capd's user nor the files' owner";
