@@ -61,11 +61,14 @@ Result<std::unique_ptr<storage::CatalogPublisher>> make_catalog_publisher(const 
         c.host = name;
     }
     c.serve = o.catalog_serve;
+    // With strftime conversions in -w's directory the capture's directories
+    // below its literal part are walked as the writers walk them, and the
+    // spool stays in that literal part (one file across the periods).
+    std::string dir = storage::split_path(o.write_path).first;
+    if (o.rotate_seconds > 0) c.top_dir = storage::literal_dir(dir);
     c.spool_path = o.catalog_spool;
-    if (c.spool_path.empty()) {
-        std::string dir = storage::split_path(o.write_path).first;
-        c.spool_path = dir + "/.capd-catalog.spool";
-    }
+    if (c.spool_path.empty())
+        c.spool_path = (c.top_dir.empty() ? dir : c.top_dir) + "/.capd-catalog.spool";
     c.spool_max = o.catalog_spool_max;
     c.flow_budget = o.catalog_flow_budget;
     char cwd[PATH_MAX];

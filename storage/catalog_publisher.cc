@@ -21,10 +21,13 @@ namespace {
  * link, so nothing planted under the name in a shared directory is read,
  * and a FIFO there cannot block this thread (and capd's exit, which joins
  * it) in open(). */
-Result<index::Index> load_own_index(const std::string& path) {
+Result<index::Index> load_own_index(const std::string& path, const std::string& top_dir) {
     const std::string ipath = index::index_path_for(path);
     auto [dir, leaf] = split_path(ipath);
-    int dfd = open_dir(dir);
+    std::string refused;
+    int dfd = open_capture_dir(dir, top_dir, false, 0, static_cast<uid_t>(-1),
+                               static_cast<gid_t>(-1), refused);
+    if (dfd < 0 && !refused.empty()) return make_error(errno, ipath + ": " + refused);
     if (dfd < 0) return make_error(errno, ipath + ": " + std::strerror(errno));
     int fd = open_own_file(dfd, leaf, O_RDONLY, geteuid());
     int err = errno;
@@ -239,7 +242,7 @@ void CatalogPublisher::make_batches(std::vector<Event>& events) {
         }
         // The writer's bytes when it handed them over, else the file's.
         auto idx = e.has_index ? index::Index::from_bytes(std::move(e.index), ~0ull)
-                               : load_own_index(e.path);
+                               : load_own_index(e.path, o_.top_dir);
         (e.has_index ? from_memory : read_back)++;
         if (!idx) {
             // No index to describe it: its name alone, so that it is listed.
@@ -382,14 +385,16 @@ void CatalogPublisher::persist() {
 void CatalogPublisher::snapshot_live() {
     const uint64_t at = now_ns();
     for (auto& [writer, lf] : live_) {
-        auto live_idx = load_own_index(lf.hidden);
+        auto live_idx = load_own_index(lf.hidden, o_.top_dir);
         if (!live_idx) continue;  // none yet (written at most once a second)
         const uint64_t end = live_idx->header().capture_bytes;
         if (end <= lf.done) continue;
         // The writer's own file, opened as capd opens its files: never
         // through a symbolic link, only a regular file of capd's user.
         auto [dir, leaf] = split_path(lf.hidden);
-        int dfd = open_dir(dir);
+        std::string refused;
+        int dfd = open_capture_dir(dir, o_.top_dir, false, 0, static_cast<uid_t>(-1),
+                                   static_cast<gid_t>(-1), refused);
         if (dfd < 0) continue;
         int fd = open_own_file(dfd, leaf, O_RDONLY, geteuid());
         ::close(dfd);

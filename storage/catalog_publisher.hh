@@ -72,6 +72,10 @@ struct CatalogOptions {
     int live_ms = 3000;                // snapshots of the files being written
     uint32_t flow_budget = 0;          // flows rows per file (budget_flows()); 0: a row a flow
     std::string cwd;                   // relative file names are made absolute with it
+    // literal_dir() of the -w directory (safe_files.hh): the capture's
+    // directories below it are entered as the writers enter them, never
+    // through a symbolic link; "" when the directory is named literally.
+    std::string top_dir;
 };
 
 struct CatalogStats {

@@ -192,7 +192,9 @@ FileSet::FileSet(FileSetOptions opts)
     : opts_(std::move(opts)),
       base_(with_writer_mark(opts_.path, opts_.writer_index, opts_.writer_count)),
       stream_(opts_.path == "-"),
-      disposer_(std::make_unique<Disposer>()) {}
+      disposer_(std::make_unique<Disposer>()) {
+    if (opts_.rotate_seconds > 0 && !stream_) top_dir_ = literal_dir(split_path(base_).first);
+}
 
 FileSet::~FileSet() {
     if (fd_ >= 0) (void)close_current();
@@ -201,15 +203,26 @@ FileSet::~FileSet() {
     if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
+std::string FileSet::dir_error(int err) const {
+    if (dir_refused_.empty()) return errno_text(err);
+    if (err == ELOOP || err == EPERM || err == ENOTDIR || err == EINVAL)
+        return dir_refused_ +
+               "; capd neither follows, writes in nor deletes in it: remove it or choose "
+               "another -w";
+    return dir_refused_;
+}
+
 uid_t FileSet::owner() const {
     return opts_.owner_uid != static_cast<uid_t>(-1) ? opts_.owner_uid : geteuid();
 }
 
-int FileSet::dir_of(const std::string& path, std::string& leaf) {
+int FileSet::dir_of(const std::string& path, std::string& leaf, bool create) {
     auto [dir, name] = split_path(path);
     leaf = name;
     if (dir_fd_ >= 0 && dir == dir_path_) return dir_fd_;
-    int fd = open_dir(dir);
+    dir_refused_.clear();
+    int fd = open_capture_dir(dir, top_dir_, create, dir_mode_for(opts_.mode), opts_.owner_uid,
+                              opts_.owner_gid, dir_refused_);
     if (fd < 0) return -1;
     if (dir_fd_ >= 0) ::close(dir_fd_);
     dir_fd_ = fd;
@@ -487,8 +500,8 @@ Status FileSet::open_next(time_t now, Open why) {
     }
     hidden_name_ = hidden_name_for(final_name_);
     std::string leaf;
-    int dfd = dir_of(hidden_name_, leaf);
-    if (dfd < 0) return make_error(final_name_ + ": " + errno_text(errno));
+    int dfd = dir_of(hidden_name_, leaf, true);
+    if (dfd < 0) return make_error(final_name_ + ": " + dir_error(errno));
     if (Status s = check_final_name(dfd); !s) return s;
     // A spare is already under this hidden name; else take over the
     // displaced file's storage.
@@ -778,7 +791,12 @@ void FileSet::remove_file(const std::string& name) {
     // removed itself, never its target.
     std::string leaf;
     int dfd = dir_of(name, leaf);
-    if (dfd < 0) return;
+    if (dfd < 0) {
+        if (!dir_refused_.empty() && errno != ENOENT)
+            std::fprintf(stderr, "capd: %s: not removed: %s\n", name.c_str(),
+                         dir_error(errno).c_str());
+        return;
+    }
     int fd = ::openat(dfd, leaf.c_str(), O_PATH | O_CLOEXEC | O_NOFOLLOW);
     if (remove_entry(dfd, leaf) != 0 || fd < 0) {
         if (fd >= 0) ::close(fd);
@@ -874,6 +892,9 @@ bool FileSet::next_to_retire(std::deque<std::string>*& list, size_t& at, struct 
             retention_looks_++;
             std::string leaf;
             int dfd = dir_of(name, leaf);
+            if (dfd < 0 && !dir_refused_.empty() && errno != ENOENT)
+                std::fprintf(stderr, "capd: %s: left alone by retention (%s)\n", name.c_str(),
+                             dir_error(errno).c_str());
             if (dfd < 0 || fstatat(dfd, leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
                 drop();  // gone already
                 continue;

@@ -30,6 +30,18 @@
  * and open_next do this); anything else there (a symbolic link, another
  * user's file) is never touched, and the file that needs the name fails.
  *
+ * With -G, strftime conversions in the directory part of the name
+ * (DIR/%Y-%m-%d/NAME) name directories below the part named literally
+ * (literal_dir()), which is trusted as the user named it. Those below are
+ * walked one component at a time from its descriptor without following a
+ * symbolic link (open_dir_below()), for every use: the file being opened,
+ * -W and retention removals, indexes. open_next() makes the missing ones
+ * (the files' owner, their mode with search permission added); one that
+ * exists must be a directory of root, of capd's user or of the files'
+ * owner. Anything else there (a link planted by a user who may write in the
+ * parent, another user's directory) is refused: the file's open fails with
+ * a line naming it, and a file in it is neither removed nor retired.
+ *
  * With `reuse`, a new file takes over the storage of the file it displaces
  * (the same name from a -W ring or an earlier run, else the oldest file -W is
  * about to delete): that file is renamed to the new hidden name and written
@@ -272,10 +284,21 @@ private:
     // move to another directory, which then replaces it.
     int dir_fd_ = -1;
     std::string dir_path_;
+    // With strftime conversions in the -w directory: its part named
+    // literally (literal_dir()), below which directories are walked, never
+    // followed through a link, and made by open_next(); "" without.
+    std::string top_dir_;
+    // Why dir_of() last refused a directory below top_dir_ ("" when it did
+    // not, or the failure was the literal part's own).
+    std::string dir_refused_;
     /* The directory descriptor for `path` and its last component, or -1
-     * (errno set). */
-    int dir_of(const std::string& path, std::string& leaf);
+     * (errno set, dir_refused_ saying why a directory below top_dir_ was
+     * refused). With `create`, missing directories below top_dir_ are
+     * made. */
+    int dir_of(const std::string& path, std::string& leaf, bool create = false);
     uid_t owner() const;
+    /* Words for dir_of()'s failure with errno `err`. */
+    std::string dir_error(int err) const;
     Status create_hidden();
     Status check_final_name(int dfd) const;
     Status write_index_of(const std::string& name, std::span<const uint8_t> bytes);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -17,6 +18,163 @@ std::pair<std::string, std::string> split_path(const std::string& path) {
 
 int open_dir(const std::string& dir) {
     return ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+std::string literal_dir(const std::string& tmpl) {
+    size_t pct = tmpl.find('%');
+    if (pct == std::string::npos) return {};
+    size_t slash = tmpl.rfind('/', pct);
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return tmpl.substr(0, slash);
+}
+
+mode_t dir_mode_for(mode_t file_mode) { return file_mode | ((file_mode & 0444) >> 2); }
+
+namespace {
+
+/* Whether a directory owned by `owner` may hold capd's files: root's, capd's
+ * effective user's or the files' owner's (-Z). */
+bool trusted_owner(uid_t owner, uid_t uid) {
+    return owner == 0 || owner == geteuid() || (uid != static_cast<uid_t>(-1) && owner == uid);
+}
+
+/* The directory `comp` of `parent` just made by capd: opened without
+ * following a link, checked to be the directory made (capd's own), given to
+ * uid:gid and set to `mode`. */
+int own_new_dir(int parent, const std::string& comp, mode_t mode, uid_t uid, gid_t gid,
+                std::string& why) {
+    int fd = ::openat(parent, comp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        why = std::string("was made but cannot be opened: ") + std::strerror(errno);
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_uid != geteuid()) {
+        // Another directory took its name since the mkdir.
+        ::close(fd);
+        why = "was replaced by another user's directory";
+        errno = EPERM;
+        return -1;
+    }
+    bool chown_ok = (uid == static_cast<uid_t>(-1) && gid == static_cast<gid_t>(-1)) ||
+                    fchown(fd, uid, gid) == 0;
+    if (!chown_ok || fchmod(fd, mode) != 0) {
+        int err = errno;
+        ::close(fd);
+        (void)::unlinkat(parent, comp.c_str(), AT_REMOVEDIR);
+        why = std::string("cannot be given its owner and mode: ") + std::strerror(err);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+/* One step of open_dir_below(): the directory `comp` of `parent`. */
+int enter_dir(int parent, const std::string& comp, bool create, mode_t mode, uid_t uid, gid_t gid,
+              std::string& why) {
+    if (comp == "..") {
+        why = "is '..', which capd does not walk up through below the named directory";
+        errno = EINVAL;
+        return -1;
+    }
+    const int flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    int fd = ::openat(parent, comp.c_str(), flags);
+    if (fd < 0 && errno == ENOENT && create) {
+        if (::mkdirat(parent, comp.c_str(), 0700) == 0)
+            return own_new_dir(parent, comp, mode, uid, gid, why);
+        if (errno != EEXIST) {
+            why = std::string("cannot be made: ") + std::strerror(errno);
+            return -1;
+        }
+        fd = ::openat(parent, comp.c_str(), flags);  // made by someone else meanwhile
+    }
+    if (fd < 0) {
+        int err = errno;
+        struct stat st;
+        if (err == ENOTDIR && fstatat(parent, comp.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+            err = S_ISLNK(st.st_mode) ? ELOOP : ENOTDIR;
+            why = err == ELOOP ? "is a symbolic link" : "is not a directory";
+        } else {
+            why = std::string("cannot be opened: ") + std::strerror(err);
+        }
+        errno = err;
+        return -1;
+    }
+    // Checked on the descriptor: the name may have changed since the open.
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        ::close(fd);
+        why = std::string("cannot be checked: ") + std::strerror(err);
+        errno = err;
+        return -1;
+    }
+    if (!trusted_owner(st.st_uid, uid)) {
+        ::close(fd);
+        why = "is owned by uid " + std::to_string(st.st_uid) +
+              ", neither root nor capd's user nor the files' owner";
+        errno = EPERM;
+        return -1;
+    }
+    return fd;
+}
+
+}  // namespace
+
+int open_dir_below(int top, const std::string& rest, bool create, mode_t mode, uid_t uid, gid_t gid,
+                   std::string& refused) {
+    int cur = ::fcntl(top, F_DUPFD_CLOEXEC, 0);
+    if (cur < 0) return -1;
+    std::string walked;
+    for (size_t at = 0; at <= rest.size();) {
+        size_t slash = std::min(rest.find('/', at), rest.size());
+        std::string comp = rest.substr(at, slash - at);
+        at = slash + 1;
+        if (comp.empty() || comp == ".") continue;
+        walked += (walked.empty() ? "" : "/") + comp;
+        std::string why;
+        int next = enter_dir(cur, comp, create, mode, uid, gid, why);
+        int err = errno;
+        ::close(cur);
+        if (next < 0) {
+            refused = walked + " " + why;
+            errno = err;
+            return -1;
+        }
+        cur = next;
+    }
+    return cur;
+}
+
+int open_capture_dir(const std::string& dir, const std::string& top, bool create, mode_t mode,
+                     uid_t uid, gid_t gid, std::string& refused) {
+    if (top.empty()) return open_dir(dir);
+    // The part below `top`: all of `dir` for a relative "." that `dir` does
+    // not spell out.
+    std::string rest;
+    if (top == "." && dir != "." && dir.rfind("./", 0) != 0) {
+        rest = dir;
+    } else if (dir.compare(0, top.size(), top) == 0 &&
+               (dir.size() == top.size() || dir[top.size()] == '/' || top.back() == '/')) {
+        rest = dir.substr(top.size());
+    } else {
+        refused = "directory " + dir + " is not below " + top;
+        errno = EINVAL;
+        return -1;
+    }
+    int tfd = open_dir(top);
+    if (tfd < 0) return -1;
+    std::string why;
+    int fd = open_dir_below(tfd, rest, create, mode, uid, gid, why);
+    int err = errno;
+    ::close(tfd);
+    if (fd < 0) {
+        refused = "directory " +
+                  (top == "." ? std::string() : top + (top.back() == '/' ? "" : "/")) + why;
+        errno = err;
+    }
+    return fd;
 }
 
 int create_new(int dir, const std::string& leaf, int flags, mode_t mode, uid_t uid, gid_t gid) {

@@ -31,6 +31,37 @@ std::pair<std::string, std::string> split_path(const std::string& path);
  * permission only). The caller owns it. */
 int open_dir(const std::string& dir);
 
+/* The part of a -w directory `tmpl` that is named literally: its leading
+ * components up to the first holding a strftime conversion ('%'), "." when
+ * the first does; "" when no component does (the whole directory is named
+ * literally). strftime leaves that part as it is, so it begins every
+ * expansion of `tmpl`. */
+std::string literal_dir(const std::string& tmpl);
+
+/* Opens the directory `rest` (a relative path) below the directory `top`,
+ * one component at a time with O_DIRECTORY|O_NOFOLLOW, so no symbolic link
+ * is followed, even one planted by a user who may write in `top`. Each
+ * component must be a directory owned by root, by capd's effective user or
+ * by `uid`. With `create` a missing component is made (mkdirat), given to
+ * uid:gid (fchown; -1 keeps the creator's) and set to `mode` on its
+ * descriptor. "." and empty components are skipped; ".." is refused.
+ * Returns a close-on-exec descriptor the caller owns, or -1 with errno:
+ * ELOOP (a symbolic link), EPERM (another user's directory), ENOTDIR (not a
+ * directory), EINVAL (".."), or the open's or mkdir's; `refused` then says
+ * which component and why, in words for a log line. */
+int open_dir_below(int top, const std::string& rest, bool create, mode_t mode, uid_t uid, gid_t gid,
+                   std::string& refused);
+
+/* The directory `dir` of a capture file, where `top` is literal_dir() of its
+ * -w directory: `top` (and with "" all of `dir`) is opened by path, as the
+ * user named it (open_dir()); the rest with open_dir_below(). */
+int open_capture_dir(const std::string& dir, const std::string& top, bool create, mode_t mode,
+                     uid_t uid, gid_t gid, std::string& refused);
+
+/* The mode of a directory holding files of mode `file_mode`: search
+ * permission wherever the files may be read (0640: 0750). */
+mode_t dir_mode_for(mode_t file_mode);
+
 /* Creates `leaf` in `dir`, which must not exist as any kind of entry, with
  * O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC and `flags` (O_WRONLY, O_DIRECT...).
  * The new file is given to uid:gid (fchown; -1 keeps the creator's) and gets

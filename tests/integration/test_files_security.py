@@ -18,6 +18,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 
 import capdtest
 import pcaplib
@@ -176,6 +177,86 @@ old(o + "/x.recovered-19700101T001640Z-1.pcap")
         self.assertEqual(sorted(glob.glob(os.path.join(o, "*recovered*"))),
                          [os.path.join(o, "x.recovered-19700101T001640Z-1.pcap"),
                           os.path.join(o, "x.recovered-19700101T001640Z.pcap")])
+
+
+class PlantedTimeDirectories(FilesCase):
+    """-G with strftime conversions in the directory part of -w: the
+    directories below the one named literally are capd's to make, and one
+    planted there by a user who may write in the parent (a link to another
+    directory, a directory of their own) is refused, never written in."""
+
+    def setUp(self):
+        super().setUp()
+        self.user = nobody()
+        if os.geteuid() != 0 or self.user is None or not capdtest.have("setpriv"):
+            self.skipTest("needs root, setpriv and the user nobody")
+        # A directory of root's standing for /etc, with a file under a name
+        # capd might take.
+        self.target = self.path("etc")
+        os.mkdir(self.target)
+        with open(os.path.join(self.target, "kept.pcap"), "wb") as f:
+            f.write(VICTIM_BYTES)
+
+    def years(self):
+        """The names capd gives the directory (%Y), now and a minute on."""
+        now = time.time()
+        return sorted({time.strftime("%Y", time.localtime(t)) for t in (now, now + 60)})
+
+    def run_into_years(self, *extra):
+        return self.capd(["-i", f"pcap:{WEB_MIX}", "-G", "1", "-w",
+                          os.path.join(self.out, "%Y", "s-%H%M%S.pcap"), "--ctl", "none",
+                          *extra], timeout=60)
+
+    def assertTargetUntouched(self):
+        self.assertEqual(os.listdir(self.target), ["kept.pcap"])
+        with open(os.path.join(self.target, "kept.pcap"), "rb") as f:
+            self.assertEqual(f.read(), VICTIM_BYTES)
+
+    def test_planted_link_is_refused(self):
+        """nobody links the year's directory name to root's directory:
+        capd stops with one line naming the link and writes nothing there."""
+        links = [os.path.join(self.out, y) for y in self.years()]
+        as_user(self.user, f"import os\nfor l in {links!r}: os.symlink({self.target!r}, l)")
+        r = self.run_into_years()
+        self.assertNotEqual(r.rc, 0, r.describe())
+        said = [l for l in r.stderr_lines if "is a symbolic link" in l]
+        self.assertEqual(len(said), 1, r.describe())
+        self.assertTrue(any(l in said[0] for l in links), said[0])
+        self.assertTargetUntouched()
+        for l in links:
+            self.assertEqual(os.readlink(l), self.target)
+
+    def test_another_users_directory_is_refused(self):
+        """nobody makes the year's directory: capd stops with one line
+        naming it and its owner and writes nothing in it."""
+        dirs = [os.path.join(self.out, y) for y in self.years()]
+        as_user(self.user, f"import os\nfor d in {dirs!r}: os.mkdir(d)")
+        r = self.run_into_years()
+        self.assertNotEqual(r.rc, 0, r.describe())
+        said = [l for l in r.stderr_lines if f"owned by uid {self.user.pw_uid}" in l]
+        self.assertEqual(len(said), 1, r.describe())
+        for d in dirs:
+            self.assertEqual(os.listdir(d), [])
+
+    def test_directory_capd_makes_is_written(self):
+        """No directory there yet: capd makes it (root's, 0750) and writes
+        every packet into it; the catalogue's spool, by default in -w's
+        directory, is kept in the part named literally."""
+        r = self.run_into_years("--catalog", "http://127.0.0.1:1")
+        self.assertCapdOk(r)
+        made = [os.path.join(self.out, y) for y in self.years()
+                if os.path.isdir(os.path.join(self.out, y))]
+        self.assertEqual(len(made), 1, capdtest.listdir(self.out))
+        st = os.lstat(made[0])
+        self.assertTrue(stat.S_ISDIR(st.st_mode))
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (0, 0o750))
+        files = sorted(glob.glob(os.path.join(made[0], "s-*.pcap")))
+        self.assertTrue(files, capdtest.listdir(made[0]))
+        self.assertEqual(sum(len(self.assertWhole(f).records) for f in files), 3200)
+        self.assertNoHidden(made[0])
+        self.assertTrue(os.path.isfile(os.path.join(self.out, ".capd-catalog.spool")),
+                        capdtest.listdir(self.out))
+        self.assertTargetUntouched()
 
 
 class CtlQueryPrivileges(FilesCase):

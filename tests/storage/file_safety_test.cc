@@ -346,3 +346,109 @@ TEST(FileSafety, ReplaceFileReplacesALinkNotItsTarget) {
     EXPECT_EQ(slurp(victim), "precious");
     EXPECT_EQ(slurp(summary), "{}\n");
 }
+
+namespace {
+
+/* -G 1 into TOP/pT/t-T.pcap (T: the period's start, %s): a directory per
+ * period below the directory named literally. */
+FileSetOptions dated_dirs(const TempDir& d) {
+    FileSetOptions o;
+    o.path = (d.path / "p%s" / "t-%s.pcap").string();
+    o.rotate_seconds = 1;
+    return o;
+}
+
+}  // namespace
+
+TEST(FileSafety, TimeDirectoriesAreMadeBelowTheNamedOne) {
+    // capd makes each period's directory: its own (or the -Z user's), with
+    // the files' mode and search permission where they may be read.
+    TempDir d;
+    FileSetOptions o = dated_dirs(d);
+    FileSet f(o);
+    for (time_t t = 100; t < 102; t++) {
+        ASSERT_TRUE(f.open_next(t).ok());
+        ASSERT_TRUE(f.close_current().ok());
+    }
+    EXPECT_EQ(d.names(), (std::set<std::string>{"p100", "p101"}));
+    EXPECT_TRUE(fs::is_regular_file(d.path / "p101" / "t-101.pcap"));
+    struct stat st;
+    ASSERT_EQ(lstat((d.path / "p100").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISDIR(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0750u);
+    EXPECT_EQ(st.st_uid, geteuid());
+}
+
+TEST(FileSafety, PlantedLinkAsATimeDirectoryIsRefused) {
+    // A user who may write in the named directory links the next period's
+    // directory name to another directory: nothing is created there, and
+    // the error names the link.
+    TempDir d;
+    fs::path elsewhere = d.path / "elsewhere";
+    fs::create_directory(elsewhere);
+    fs::create_directory_symlink(elsewhere, d.path / "p100");
+    FileSetOptions o = dated_dirs(d);
+    FileSet f(o);
+    linecap::Status s = f.open_next(100);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find("p100 is a symbolic link"), std::string::npos) << s.error();
+    EXPECT_TRUE(fs::is_empty(elsewhere));
+    EXPECT_TRUE(fs::is_symlink(d.path / "p100"));
+}
+
+TEST(FileSafety, AnotherUsersTimeDirectoryIsRefused) {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+    TempDir d;
+    fs::create_directory(d.path / "p100");
+    ASSERT_EQ(chown((d.path / "p100").c_str(), kOtherUid, kOtherUid), 0);
+    FileSetOptions o = dated_dirs(d);
+    FileSet f(o);
+    linecap::Status s = f.open_next(100);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find("p100 is owned by uid 65534"), std::string::npos) << s.error();
+    EXPECT_TRUE(fs::is_empty(d.path / "p100"));
+    // A directory of root's is capd's to write in.
+    fs::create_directory(d.path / "p101");
+    ASSERT_TRUE(f.open_next(101).ok());
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_TRUE(fs::is_regular_file(d.path / "p101" / "t-101.pcap"));
+}
+
+TEST(FileSafety, RingRemovalNeverFollowsAReplacedTimeDirectory) {
+    // -W 2 into directories of root's: the directory of the oldest file is
+    // moved away and a link to another directory, holding a file of that
+    // name, takes its place. The ring's removal leaves that file alone.
+    TempDir d;
+    for (const char* p : {"p100", "p101", "p102"}) fs::create_directory(d.path / p);
+    FileSetOptions o = dated_dirs(d);
+    o.max_files = 2;
+    FileSet f(o);
+    for (time_t t = 100; t < 102; t++) {
+        ASSERT_TRUE(f.open_next(t).ok());
+        ASSERT_TRUE(f.close_current().ok());
+    }
+    fs::path elsewhere = d.path / "elsewhere";
+    fs::create_directory(elsewhere);
+    spill(elsewhere / "t-100.pcap", "precious");
+    fs::rename(d.path / "p100", d.path / "moved");
+    fs::create_directory_symlink(elsewhere, d.path / "p100");
+    ASSERT_TRUE(f.open_next(102).ok());
+    ASSERT_TRUE(f.close_current().ok());
+    EXPECT_EQ(slurp(elsewhere / "t-100.pcap"), "precious");
+    EXPECT_TRUE(fs::is_regular_file(d.path / "moved" / "t-100.pcap"));
+    EXPECT_TRUE(fs::is_regular_file(d.path / "p102" / "t-102.pcap"));
+}
+
+TEST(FileSafety, TimeDirectoriesWalkNoParentComponent) {
+    // ".." after a conversion would climb out of the capture's
+    // directories: refused, nothing made.
+    TempDir d;
+    FileSetOptions o;
+    o.path = (d.path / "p%s" / ".." / ".." / "t-%s.pcap").string();
+    o.rotate_seconds = 1;
+    FileSet f(o);
+    linecap::Status s = f.open_next(100);
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(s.error().find("'..'"), std::string::npos) << s.error();
+    EXPECT_TRUE(fs::is_empty(d.path / "p100"));
+}
