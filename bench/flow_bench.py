@@ -404,7 +404,7 @@ def line_rate(a, out):
             break
     def table_bench(build):
         p = run([os.path.join(build, "bench", "flow_table_bench"), "--benchmark_format=json",
-                 "--benchmark_filter=Parse|Flows/1048576|FlowsSlotStage/1048576|"
+                 "--benchmark_filter=Parse|Flows/1048576|FlowsSlotStage/1048576|FlowsScattered|"
                  "FlowsSlotAhead/1048576|"
                  "FlowsShuffled/1048576|FlowsExactLru/1048576|FlowsShuffledExactLru/1048576|"
                  "RandomLines|Worker/1048576/[167]/0$",

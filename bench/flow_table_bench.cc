@@ -6,14 +6,26 @@
  *   Parse          parse_flow() alone on 64-byte IPv4 UDP frames: the header
  *                  walk and key hash every packet pays;
  *   Hits/1024      1024 flows, cutoff on, a table of 262144: hot in cache;
+ *                  the bucket prefetch only;
+ *   HitsSlotStage/1024  the same as worker.cc runs it: with the slot stage
+ *                  (below), which a table in cache pays for nothing;
  *   Flows/N        N distinct flows (64-byte frames, round robin: every
  *                  packet's slot was last touched N packets ago) in a table
  *                  of 2N: cache and TLB misses per packet, the line-rate
- *                  case with a million flows;
- *                  (worker.cc runs this: the bucket prefetch only);
+ *                  case with a million flows; the bucket prefetch only.
+ *                  The flows entered the table in the order they are timed
+ *                  in, so their slots come in order, as with
+ *                  null:64,flows=N: the hardware prefetches them;
  *   FlowsSlotStage/N  the same with FlowTable::prefetch_slot() as a second
- *                  prefetch stage over the whole burst;
- *   FlowsSlotAhead/N  prefetch_slot() 8 packets ahead of the verdicts;
+ *                  prefetch stage over the whole burst (worker.cc runs
+ *                  this);
+ *   FlowsSlotAhead/N  prefetch_slot() 8 packets ahead of the verdicts
+ *                  instead of the stage;
+ *   FlowsScattered/N, FlowsScatteredSlotStage/N  Flows and FlowsSlotStage
+ *                  with the flows entered in another (random) order than
+ *                  they are timed in: each packet's slot at random in the
+ *                  table, as on a real link, where slots are taken in the
+ *                  order flows start and packets interleave otherwise;
  *   FlowsShuffled/N  the same, the N flows in a fixed random order instead
  *                  of by address: a flow's neighbours in the LRU list are
  *                  then as random as its slot (round robin by address keeps
@@ -49,6 +61,14 @@
  *                  first, as the worker does), 2 also the slot's first line
  *                  (its number read from the bucket, as a lookup does), 3
  *                  also its second. What memory alone costs per packet.
+ *   LinesWork/K/W/A  RandomLines/K with W rounds of register-only work a
+ *                  packet (8 dependent multiply-adds a round) standing for
+ *                  the table's instructions; K 0: the work alone. A 1: each
+ *                  burst's buckets prefetched a burst early. Whether the
+ *                  misses hide behind the work (K,W near the larger of K,0
+ *                  and 0,W) or add to it (near their sum).
+ *   Chase/MiB      memory latency: each load depends on the one before, at
+ *                  random in an area of that size (huge pages advised).
  * Counter: items_per_second (packets); per-packet time = 1 / that. The
  * Flows* runs also report huge_pages: 1 if the table got 2 MiB huge pages.
  * No EAL: the table maps its own memory (huge pages when free).
@@ -110,7 +130,7 @@ std::vector<uint8_t> shuffled(size_t n) {
 }
 
 void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
-         int stages = 1) {  // 2: prefetch_slot() too; 3: 8 packets ahead, as worker.cc
+         int stages = 1) {  // 2: prefetch_slot() pass, as worker.cc; 3: 8 packets ahead
     constexpr int kAhead = 8;
     FlowPacket fl[32];
     size_t at = 0;
@@ -121,7 +141,7 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
             t.prefetch(fl[i]);
         }
-        if (stages > 1)
+        if (stages == 2)
             for (int i = 0; i < 32; i++) t.prefetch_slot(fl[i]);
         if (stages == 3)
             for (int i = 0; i < kAhead; i++) t.prefetch_slot(fl[i]);
@@ -149,7 +169,7 @@ void Parse(benchmark::State& state) {
     state.SetItemsProcessed(int64_t(state.iterations()) * 32);
 }
 
-void Hits(benchmark::State& state) {
+void hits(benchmark::State& state, int stage) {
     const size_t n = size_t(state.range(0));
     auto v = frames(n);
     FlowConfig c;
@@ -157,12 +177,18 @@ void Hits(benchmark::State& state) {
     c.cutoff_bytes = 20000;
     auto t = FlowTable::create(c);
     if (!t) return state.SkipWithError(t.error().c_str());
-    run(state, **t, v, n);
+    run(state, **t, v, n, stage);
 }
+void Hits(benchmark::State& state) { hits(state, 1); }
+void HitsSlotStage(benchmark::State& state) { hits(state, 2); }
 
-void flows(benchmark::State& state, int stages, bool shuffle = false, bool exact = false) {
+void flows(benchmark::State& state, int stages, bool shuffle = false, bool exact = false,
+           bool scatter = false) {
     const size_t n = size_t(state.range(0));
     auto v = shuffle ? shuffled(n) : frames(n);
+    // scatter: the flows enter the table in another order than they are
+    // timed in, so that their slots are at random, as on a real link.
+    const auto warm = scatter ? shuffled(n) : v;
     FlowConfig c;
     c.slots = uint32_t(2 * n);
     c.cutoff_bytes = 20000;
@@ -172,8 +198,8 @@ void flows(benchmark::State& state, int stages, bool shuffle = false, bool exact
     // Every flow in the table before timing: the steady state.
     FlowPacket p;
     for (size_t i = 0; i < n; i++) {
-        linecap::dataplane::parse_flow(1, &v[i * kFrame], kFrame, p);
-        (*t)->packet(p, &v[i * kFrame], kFrame, kFrame, 1);
+        linecap::dataplane::parse_flow(1, &warm[i * kFrame], kFrame, p);
+        (*t)->packet(p, &warm[i * kFrame], kFrame, kFrame, 1);
     }
     run(state, **t, v, n, stages);
     state.counters["huge_pages"] = (*t)->huge_pages() ? 1 : 0;
@@ -184,6 +210,8 @@ void FlowsSlotAhead(benchmark::State& state) { flows(state, 3); }
 void FlowsShuffled(benchmark::State& state) { flows(state, 1, true); }
 void FlowsExactLru(benchmark::State& state) { flows(state, 1, false, true); }
 void FlowsShuffledExactLru(benchmark::State& state) { flows(state, 1, true, true); }
+void FlowsScattered(benchmark::State& state) { flows(state, 1, false, false, true); }
+void FlowsScatteredSlotStage(benchmark::State& state) { flows(state, 2, false, false, true); }
 
 void Evict(benchmark::State& state) {
     const size_t n = 1 << 20;
@@ -256,8 +284,18 @@ void cut(benchmark::State& state, bool noted) {
 }
 
 /* K random lines a packet over a table-sized area (see the top). */
-void RandomLines(benchmark::State& state) {
-    const int k = int(state.range(0));
+/* Register-only work standing for the table's own instructions: `rounds`
+ * of 8 dependent multiply-adds on one value. */
+inline uint64_t busy_work(uint64_t v, int rounds) {
+    for (int j = 0; j < rounds * 8; j++) v = v * 0x9e3779b97f4a7c15ull + (v >> 29);
+    return v;
+}
+
+/* The lines of RandomLines/K (see the top) with `work` rounds of busy_work()
+ * a packet after its loads; k 0: the work alone. ahead: each burst's
+ * buckets are prefetched one burst early, before the previous burst's
+ * loads, so that a whole burst's time hides their latency. */
+void lines(benchmark::State& state, int k, int work, bool ahead) {
     constexpr size_t kBuckets = 1 << 20, kSlots = 1 << 21;
     constexpr size_t kBytes = kBuckets * 64 + kSlots * 128;
     bool huge = true;
@@ -282,19 +320,27 @@ void RandomLines(benchmark::State& state) {
     constexpr size_t kPackets = 1 << 20;
     std::vector<uint32_t> bi(kPackets);
     for (size_t i = 0; i < kPackets; i++) bi[i] = uint32_t(rng() % kBuckets);
+    auto prefetch = [&](size_t at) {
+        if (k > 0)
+            for (int i = 0; i < 32; i++) __builtin_prefetch(buckets + size_t(bi[at + i]) * 64);
+    };
     size_t at = 0;
     uint64_t sum = 0;
+    if (ahead) prefetch(at);
     for (auto _ : state) {
-        for (int i = 0; i < 32; i++) __builtin_prefetch(buckets + size_t(bi[at + i]) * 64);
+        const size_t next = at + 64 > kPackets ? 0 : at + 32;
+        prefetch(ahead ? next : at);
         for (int i = 0; i < 32; i++) {
-            uint32_t s;
-            std::memcpy(&s, buckets + size_t(bi[at + i]) * 64, 4);
-            sum += s;
-            if (k >= 2) sum += slots[size_t(s) * 128];
-            if (k >= 3) sum += slots[size_t(s) * 128 + 64];
+            if (k >= 1) {
+                uint32_t s;
+                std::memcpy(&s, buckets + size_t(bi[at + i]) * 64, 4);
+                sum += s;
+                if (k >= 2) sum += slots[size_t(s) * 128];
+                if (k >= 3) sum += slots[size_t(s) * 128 + 64];
+            }
+            if (work) sum += busy_work(bi[at + i], work);
         }
-        at += 32;
-        if (at + 32 > kPackets) at = 0;
+        at = next;
     }
     benchmark::DoNotOptimize(sum);
     state.SetItemsProcessed(int64_t(state.iterations()) * 32);
@@ -302,9 +348,37 @@ void RandomLines(benchmark::State& state) {
     munmap(mem, kBytes);
 }
 
+void RandomLines(benchmark::State& state) { lines(state, int(state.range(0)), 0, false); }
+void LinesWork(benchmark::State& state) {
+    lines(state, int(state.range(0)), int(state.range(1)), state.range(2) != 0);
+}
+
+/* Memory latency: loads that each depend on the one before, at random in
+ * an area of N MiB (huge pages advised): one cycle through its lines. */
+void Chase(benchmark::State& state) {
+    const size_t lines = size_t(state.range(0)) << 14;  // MiB / 64 B
+    const size_t n = lines * 8;                         // uint64_t words
+    auto* a = static_cast<uint64_t*>(
+        mmap(nullptr, n * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (a == MAP_FAILED) return state.SkipWithError("mmap failed");
+    madvise(a, n * 8, MADV_HUGEPAGE);
+    std::vector<uint32_t> order(lines);
+    for (size_t i = 0; i < lines; i++) order[i] = uint32_t(i);
+    std::shuffle(order.begin() + 1, order.end(), std::mt19937(22));
+    for (size_t i = 0; i < lines; i++) a[size_t(order[i]) * 8] = order[(i + 1) % lines];
+    uint64_t x = 0;
+    for (auto _ : state) {
+        for (int i = 0; i < 32; i++) x = a[x * 8];
+    }
+    benchmark::DoNotOptimize(x);
+    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    munmap(a, n * 8);
+}
+
 /* The worker around the table (see the top): Worker/N/M, N flows round
  * robin through a table of 2N, M a mask of what the worker does besides:
- *   kTable    parse, bucket prefetch and verdict (worker.cc's two loops);
+ *   kTable    parse, bucket prefetch, slot prefetch and verdict (worker.cc's
+ *             three loops);
  *   kRewrite  the frames come from 512 buffers of an mbuf's size reused in
  *             turn (the null source's pool, through its per-core cache),
  *             each rewritten into its flow as null:64,flows=N does and its
@@ -427,6 +501,7 @@ void Worker(benchmark::State& state) {
                 linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
                 ft.prefetch(fl[i]);
             }
+            for (int i = 0; i < 32; i++) ft.prefetch_slot(fl[i]);
             for (int i = 0; i < 32; i++)
                 keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts) == FlowTable::kKeep;
         }
@@ -463,17 +538,22 @@ void CutNoted(benchmark::State& state) { cut(state, true); }
 
 BENCHMARK(Parse);
 BENCHMARK(Hits)->Arg(1024);
+BENCHMARK(HitsSlotStage)->Arg(1024);
 BENCHMARK(Flows)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsSlotStage)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsSlotAhead)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsShuffled)->Arg(1 << 20);
 BENCHMARK(FlowsExactLru)->Arg(1 << 20);
 BENCHMARK(FlowsShuffledExactLru)->Arg(1 << 20);
+BENCHMARK(FlowsScattered)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsScatteredSlotStage)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(Evict);
 BENCHMARK(Dedup)->Arg(1024);
 BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(CutNoted)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(RandomLines)->Arg(1)->Arg(2)->Arg(3);
+BENCHMARK(LinesWork)->ArgsProduct({{0, 3}, {0, 2, 4}, {0, 1}});
+BENCHMARK(Chase)->Arg(1)->Arg(8)->Arg(64)->Arg(320);
 BENCHMARK(Worker)->ArgsProduct({{1 << 20},
                                 {kTable, kRewrite, kCopy, kTable | kRewrite, kTable | kCopy,
                                  kRewrite | kCopy, kTable | kRewrite | kCopy,

@@ -153,13 +153,13 @@ class EthSource final : public Source {
 public:
     EthSource(std::unique_ptr<PortOwner> owner, std::string name, uint16_t queues,
               uint32_t ts_scale, double rate, uint16_t rx_desc, InterfaceWatch watch,
-              uint32_t flows)
+              uint32_t flows, bool scatter)
         : owner_(std::move(owner)),
           port_(owner_->port()),
           pacers_(queues),
           cursors_(flows ? queues : 0),
           watch_(std::move(watch)) {
-        for (uint16_t q = 0; q < cursors_.size(); q++) cursors_[q].init(q, queues, flows);
+        for (uint16_t q = 0; q < cursors_.size(); q++) cursors_[q].init(q, queues, flows, scatter);
         rx_desc_ = rx_desc;
         name_ = std::move(name);
         queues_ = queues;
@@ -451,9 +451,9 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     // The only port whose timestamp dynfield we can vouch for is net_pcap's
     // (microseconds). Other ports are stamped from the TSC at receive.
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
-    auto src = std::make_unique<EthSource>(std::move(owner), spec.text, queues, ts_scale,
-                                           spec.rate_pps, nb_rxd, std::move(watch),
-                                           spec.kind == SourceSpec::Kind::kNull ? spec.flows : 0);
+    auto src = std::make_unique<EthSource>(
+        std::move(owner), spec.text, queues, ts_scale, spec.rate_pps, nb_rxd, std::move(watch),
+        spec.kind == SourceSpec::Kind::kNull ? spec.flows : 0, spec.flow_scatter);
     return std::unique_ptr<Source>(std::move(src));
 }
 

@@ -85,10 +85,13 @@
  * atomics.
  *
  * Cost: a hash, one bucket line and the flow's slot per packet; on a table
- * larger than the cache both are misses, so prefetch() a burst's buckets
- * before its verdicts: at 2^20 flows round robin (every packet a miss)
- * about 58 ns/packet with the parse against 34 for 1024 flows in cache
- * (flow_table_bench Flows/1048576 and Hits/1024, bench/README.md).
+ * larger than the cache both are misses, and the slot's address is known
+ * only once the bucket is read. So the worker prefetch()es a burst's
+ * buckets, then prefetch_slot()s their slots, then takes the verdicts.
+ * At 2^20 flows, slots at random as on a real link, the parse and lookup
+ * cost about 100 ns/packet so, and about 190 without the slot stage: the
+ * verdicts then wait for each slot in turn (flow_table_bench
+ * FlowsScatteredSlotStage, FlowsScattered; bench/README.md).
  */
 #pragma once
 
@@ -198,9 +201,7 @@ public:
     /* Prefetches the bucket of a parsed packet. */
     void prefetch(const FlowPacket& p) const;
     /* Second stage, once prefetch() has run for the whole burst: reads the
-     * bucket and prefetches the slot whose tag matches. With one-line
-     * buckets it measured slower than none (bench/flow_table_bench
-     * FlowsSlotStage, FlowsSlotAhead); the worker does not call it. */
+     * bucket and prefetches the slot whose tag matches (both its lines). */
     void prefetch_slot(const FlowPacket& p) const;
     /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
      * and caplen are the packet's bytes, read only with dedup on. `cut` is

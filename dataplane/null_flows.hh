@@ -9,6 +9,12 @@
  * flow's reverse direction). Queue q of Q takes the flows q, q + Q, q + 2Q,
  * ... < N in turn, round robin, so queues never share a flow (as symmetric
  * RSS keeps a flow on one queue) and together they cycle over all N.
+ * With order=scattered each queue still takes each of its M flows once a
+ * round, the first round in order, every later round with a stride of its
+ * own through them (coprime with M, between M/4 and 3M/4 of them): flows
+ * start in one order and then come in others, as on a real link, where a
+ * flow's table slot (taken when it starts) is then anywhere in the table
+ * for each packet, not next to the previous packet's.
  * Without frames= the pool holds an IPv4/UDP frame (fill_null_frames());
  * with frames= the capture's IPv4 TCP and UDP frames (first fragments or
  * whole) are rewritten and every other frame passes as it is.
@@ -25,6 +31,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 
 namespace linecap::dataplane {
 
@@ -34,16 +41,44 @@ struct alignas(64) NullFlowCursor {
     uint32_t first = 0;  // this queue's first flow: q % N
     uint32_t step = 1;   // the number of queues
     uint32_t n = 1;      // N
-    void init(uint32_t q, uint32_t queues, uint32_t flows) {
+    // order=scattered: the queue's m flows are first + step * j, j < m;
+    // this round visits j, j + stride, ... (mod m), `taken` of them so far.
+    bool scatter = false;
+    uint32_t m = 1, j = 0, stride = 1, taken = 0, round = 0;
+    void init(uint32_t q, uint32_t queues, uint32_t flows, bool scattered = false) {
         n = flows;
         step = queues;
         first = next = q % flows;
+        scatter = scattered;
+        m = (flows - first + step - 1) / step;
     }
     uint32_t take() {
+        if (scatter) return take_scattered();
         uint32_t f = next;
         next += step;
         if (next >= n) next = first;
         return f;
+    }
+
+private:
+    uint32_t take_scattered() {
+        const uint32_t f = first + step * j;
+        j += stride;
+        if (j >= m) j -= m;
+        if (++taken == m) {
+            taken = 0;
+            j = 0;
+            stride = stride_of(++round);
+        }
+        return f;
+    }
+    /* Round r's stride: spread over [m/4, 3m/4) by a multiplicative hash of
+     * r, then up to the next number coprime with m (each j once a round). */
+    uint32_t stride_of(uint32_t r) const {
+        if (m <= 2) return 1;
+        uint64_t s = m / 4 + (uint64_t(r) * 0x9e3779b1u) % (m / 2 + 1);
+        while (std::gcd(s, uint64_t(m)) != 1) s++;
+        return uint32_t(s % m);
     }
 };
 

@@ -119,9 +119,11 @@ Result<SourceSpec> parse_source(const std::string& text) {
         // Options after the size: ,rate=N[k|M|G] paces the offered load (for
         // drop-rate measurements); ,frames=FILE fills the packet buffers with
         // the frames of a capture, so filters see real headers; ,flows=N
-        // makes every packet one of N IPv4 flows (eth_source.cc).
-        const std::string usage =
-            "source '" + text + "': expected null[:SIZE][,rate=PPS][,frames=FILE][,flows=N]";
+        // makes every packet one of N IPv4 flows (eth_source.cc), taken
+        // round robin or, with ,order=scattered, in another order each round.
+        const std::string usage = "source '" + text +
+                                  "': expected "
+                                  "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER]";
         size_t at = 0;
         while (at < opts.size()) {
             size_t next = opts.find(',', at + 1);
@@ -148,6 +150,13 @@ Result<SourceSpec> parse_source(const std::string& text) {
                 s.flows = static_cast<uint32_t>(n);
                 continue;
             }
+            if (key == "order") {
+                if (v != "round-robin" && v != "scattered")
+                    return make_error("source '" + text +
+                                      "': order must be round-robin or scattered");
+                s.flow_scatter = v == "scattered";
+                continue;
+            }
             if (key != "rate") return make_error(usage);
             try {
                 size_t pos;
@@ -169,6 +178,8 @@ Result<SourceSpec> parse_source(const std::string& text) {
                                   "packets/s, with an optional k, M or G");
             }
         }
+        if (s.flow_scatter && !s.flows)
+            return make_error("source '" + text + "': order= needs flows=N");
         if (s.flows && s.size < kNullFlowMinSize)
             return make_error("source '" + text + "': flows= needs frames of at least " +
                               std::to_string(kNullFlowMinSize) +

@@ -35,9 +35,10 @@ struct SourceSpec {
     std::string text;
     std::string arg;  // PCI address, interface or file (null: the frames= file)
     bool loop = false;
-    uint32_t size = 64;   // null: frame size
-    double rate_pps = 0;  // null: offered load, packets/s over all queues; 0 = unpaced
-    uint32_t flows = 0;   // null: each packet rewritten into one of this many flows; 0 = off
+    uint32_t size = 64;         // null: frame size
+    double rate_pps = 0;        // null: offered load, packets/s over all queues; 0 = unpaced
+    uint32_t flows = 0;         // null: each packet rewritten into one of this many flows; 0 = off
+    bool flow_scatter = false;  // null: order=scattered (null_flows.hh)
     // af_packet/af_xdp inside another network namespace: @netns=NAME (a name
     // under /run/netns, as `ip netns` shows it) or @pid=PID (that process's).
     std::string netns;

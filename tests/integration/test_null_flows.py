@@ -5,6 +5,7 @@ exactly N flows, on one worker and on two; bad flows= values are refused in
 one line."""
 
 import json
+import math
 import os
 import struct
 import sys
@@ -146,10 +147,40 @@ class NullFlowsTest(capdtest.CapdTestCase):
         self.assertLessEqual(len({t for t in tuples if t[0] == 17}), 50)
         self.assertGreater(len({t for t in tuples if t[0] == 17}), 0)
 
+    def test_scattered_order(self):
+        # order=scattered: each round of 1000 packets is every flow once,
+        # the first in order, each later one by a stride of its own between
+        # 250 and 750 flows (coprime with 1000), so a packet's flow is never
+        # the one after the previous packet's, as round robin has it.
+        s, tuples = self.run_flows("null:64,flows=1000,order=scattered",
+                                   ["-c", "4000", "--flow-table", "4096"])
+        self.assertEqual(len(tuples), 4000)
+        self.assertNotIn(None, tuples)
+        index = [(t[1][2] << 18 | t[1][3] << 10) | (t[2] - 1024) for t in tuples]
+        rounds = [index[r * 1000:(r + 1) * 1000] for r in range(4)]
+        self.assertEqual(rounds[0], list(range(1000)))
+        strides = []
+        for r in rounds[1:]:
+            self.assertEqual(sorted(r), list(range(1000)))
+            steps = {(b - a) % 1000 for a, b in zip(r, r[1:])}
+            self.assertEqual(len(steps), 1, "one stride a round")
+            stride = steps.pop()
+            self.assertTrue(250 <= stride < 760 and math.gcd(stride, 1000) == 1, stride)
+            strides.append(stride)
+        self.assertEqual(len(set(strides)), 3, strides)
+        self.assertEqual(s["flows"]["created"], 1000)
+        # Two workers: still no flow on both (the tables create 1000).
+        s, tuples = self.run_flows("null:64,flows=1000,order=scattered,rate=200k",
+                                   ["--duration", "1", "--workers", "2",
+                                    "--flow-table", "4096"])
+        self.assertEqual(len(set(tuples)), 1000)
+        self.assertEqual(s["flows"]["created"], 1000)
+
     def test_bad_flows_values(self):
         for src in ("null:64,flows=0", "null:64,flows=67108865", "null:64,flows=abc",
                     "null:64,flows=-1", "null:64,flows=", "null:64,flows=1e3",
-                    "null:41,flows=10"):
+                    "null:41,flows=10", "null:64,flows=10,order=random",
+                    "null:64,order=scattered", "null:64,flows=10,order="):
             with self.subTest(src=src):
                 r = self.capd(["-i", src, "-w", self.path("x.pcap"), "--ctl", "none"])
                 self.assertEqual(r.rc, 1, r.describe())
