@@ -204,10 +204,11 @@ Result<SourceSpec> parse_source(const std::string& text) {
             return mapped;
         }
     }
-    return make_error("unknown source '" + text +
-                      "' (expected an interface name, a PCI address, af_xdp:IFACE, "
-                      "af_packet:IFACE (each optionally @netns=NAME or @pid=PID), "
-                      "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE][,flows=N])");
+    return make_error(
+        "unknown source '" + text +
+        "' (expected an interface name, a PCI address, af_xdp:IFACE, "
+        "af_packet:IFACE (each optionally @netns=NAME or @pid=PID), "
+        "pcap:FILE[,loop] or null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER])");
 }
 
 /* --flow-cutoff: a byte count, k/M/G decimal (as -C counts millions). */

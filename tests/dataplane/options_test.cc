@@ -79,7 +79,7 @@ struct BadSource {
 const std::string kUnknownTail =
     "' (expected an interface name, a PCI address, af_xdp:IFACE, af_packet:IFACE (each "
     "optionally @netns=NAME or @pid=PID), pcap:FILE[,loop] or "
-    "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N])";
+    "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER])";
 
 const BadSource kBadSources[] = {
     {"pcap:", "source 'pcap:': pcap: needs a file name"},
