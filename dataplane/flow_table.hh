@@ -89,7 +89,7 @@
  * only once the bucket is read. So the worker prefetch()es a burst's
  * buckets, then prefetch_slot()s their slots, then takes the verdicts.
  * At 2^20 flows, slots at random as on a real link, the parse and lookup
- * cost about 100 ns/packet so, and about 190 without the slot stage: the
+ * cost about 80 ns/packet so, and about 150 without the slot stage: the
  * verdicts then wait for each slot in turn (flow_table_bench
  * FlowsScatteredSlotStage, FlowsScattered; bench/README.md).
  */
