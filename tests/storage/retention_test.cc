@@ -32,6 +32,15 @@ void write_file(const fs::path& p, const std::string& s, time_t mtime) {
     ASSERT_EQ(utimes(p.c_str(), tv), 0);
 }
 
+/* r.pcap in d, cut every 1000 bytes, files kept for 100 s. */
+FileSetOptions aged_set(const TempDir& d) {
+    FileSetOptions o;
+    o.path = (d.path / "r.pcap").string();
+    o.rotate_bytes = 1000;
+    o.retain_age_s = 100;
+    return o;
+}
+
 }  // namespace
 
 TEST(Retention, FreeFloorValues) {
@@ -136,10 +145,7 @@ TEST(Retention, AgeDeletesOldestOwnFilesAndEarlierRunsOnly) {
     write_file(d.path / "other.pcap", "other", now - 1000);
     write_file(d.path / "r.pcap7", "linked", now - 1000);
     ASSERT_EQ(link((d.path / "r.pcap7").c_str(), (d.path / "keep").c_str()), 0);
-    FileSetOptions o;
-    o.path = (d.path / "r.pcap").string();
-    o.rotate_bytes = 1000;
-    o.retain_age_s = 100;
+    FileSetOptions o = aged_set(d);
     FileSet f(o);
     ASSERT_TRUE(f.retaining());
     f.recover_stale();
@@ -211,10 +217,7 @@ TEST(Retention, RecoveredFilesAreRetainedByAgeOldestFirst) {
         ASSERT_EQ(chown((d.path / foreign).c_str(), 65534, 65534), 0);
     }
     write_file(d.path / recent, "recent", now);
-    FileSetOptions o;
-    o.path = (d.path / "r.pcap").string();
-    o.rotate_bytes = 1000;
-    o.retain_age_s = 100;
+    FileSetOptions o = aged_set(d);
     FileSet f(o);
     testing::internal::CaptureStderr();
     f.recover_stale();
@@ -249,11 +252,8 @@ TEST(Retention, RingNeverDeletesARecoveredFile) {
     time_t now = time(nullptr);
     const std::string rec = recovered_name("r.pcap1", now);
     write_file(d.path / rec, "recovered", now);
-    FileSetOptions o;
-    o.path = (d.path / "r.pcap").string();
-    o.rotate_bytes = 1000;
+    FileSetOptions o = aged_set(d);
     o.max_files = 2;
-    o.retain_age_s = 100;
     FileSet f(o);
     f.recover_stale();
     for (int i = 0; i < 5; i++) {
@@ -282,10 +282,7 @@ TEST(Retention, ManyFilesFromTheFutureAreLookedAtOnce) {
         write_file(d.path / n, "future", now + 1000000);
         future.insert(n);
     }
-    FileSetOptions o;
-    o.path = (d.path / "r.pcap").string();
-    o.rotate_bytes = 1000;
-    o.retain_age_s = 100;
+    FileSetOptions o = aged_set(d);
     FileSet f(o);
     testing::internal::CaptureStderr();
     f.recover_stale();
