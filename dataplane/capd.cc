@@ -225,7 +225,7 @@ int main(int argc, char** argv) {
     if (!within) return fail(within.error());
 
     if (!o.run_as_user.empty() && !o.write_path.empty()) {
-        auto who = check_run_as(o.run_as_user, o.write_path);
+        auto who = check_run_as(o.run_as_user, o.write_path, o.rotate_seconds > 0);
         if (!who) return fail(who.error());
         o.run_as_uid = who->uid;
         o.run_as_gid = who->gid;
@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
     }
 
     if (!o.run_as_user.empty() && !o.write_path.empty()) {
-        Status st = drop_privileges(o.run_as_user, o.write_path);
+        Status st = drop_privileges(o.run_as_user, o.write_path, o.rotate_seconds > 0);
         if (!st) {
             // Already running as the user or not: stop cleanly, files whole.
             (*pipeline)->finish();

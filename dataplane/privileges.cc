@@ -9,13 +9,27 @@
 #include <cstring>
 #include <filesystem>
 
-namespace linecap::dataplane {
+#include "storage/safe_files.hh"
 
-Result<RunAs> check_run_as(const std::string& user, const std::string& output_path) {
+namespace linecap::dataplane {
+namespace {
+
+/* The directory the user must be able to create files in: that of
+ * output_path or, when -G names directories by strftime, the part of it
+ * named literally, where capd makes them (storage/safe_files.hh). */
+std::string dir_to_write(const std::string& output_path, bool timed) {
+    const std::string dir = std::filesystem::path(output_path).parent_path().string();
+    if (dir.empty()) return ".";
+    std::string literal = timed ? storage::literal_dir(dir) : std::string();
+    return literal.empty() ? dir : literal;
+}
+
+}  // namespace
+
+Result<RunAs> check_run_as(const std::string& user, const std::string& output_path, bool timed) {
     struct passwd* pw = getpwnam(user.c_str());
     if (!pw) return make_error("-Z " + user + ": no such user");
-    std::string dir = std::filesystem::path(output_path).parent_path().string();
-    if (dir.empty()) dir = ".";
+    const std::string dir = dir_to_write(output_path, timed);
     uid_t uid = pw->pw_uid;
     gid_t gid = pw->pw_gid;
     std::string name = pw->pw_name;
@@ -33,13 +47,12 @@ Result<RunAs> check_run_as(const std::string& user, const std::string& output_pa
     return RunAs{uid, gid};
 }
 
-Status drop_privileges(const std::string& user, const std::string& output_path) {
+Status drop_privileges(const std::string& user, const std::string& output_path, bool timed) {
     struct passwd* pw = getpwnam(user.c_str());
     if (!pw) return make_error("-Z " + user + ": no such user");
     uid_t uid = pw->pw_uid;
     gid_t gid = pw->pw_gid;
-    std::string dir = std::filesystem::path(output_path).parent_path().string();
-    if (dir.empty()) dir = ".";
+    const std::string dir = dir_to_write(output_path, timed);
     if (initgroups(pw->pw_name, gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
         return make_error("-Z " + user + ": " + std::strerror(errno));
     if (setuid(0) == 0) return make_error("-Z " + user + ": root privileges could not be dropped");

@@ -22,12 +22,14 @@ struct RunAs {
 };
 
 /* Before anything is created: checks in a child process that `user` exists
- * and could create files in the directory of `output_path`. Returns the
- * user's ids, which the files created before the drop are given to. */
-Result<RunAs> check_run_as(const std::string& user, const std::string& output_path);
+ * and could create files in the directory of `output_path` (timed: -G, whose
+ * strftime directories capd makes: in the part of it named literally).
+ * Returns the user's ids, which the files created before the drop are given
+ * to. */
+Result<RunAs> check_run_as(const std::string& user, const std::string& output_path, bool timed);
 
-/* Checks that `user` exists and can write in the directory of `path`, then
- * sets the group list, gid and uid of the whole process (every thread). */
-Status drop_privileges(const std::string& user, const std::string& output_path);
+/* Checks that `user` exists and can write in that directory, then sets the
+ * group list, gid and uid of the whole process (every thread). */
+Status drop_privileges(const std::string& user, const std::string& output_path, bool timed);
 
 }  // namespace linecap::dataplane

@@ -258,6 +258,24 @@ class PlantedTimeDirectories(FilesCase):
                         capdtest.listdir(self.out))
         self.assertTargetUntouched()
 
+    def test_run_as_user_makes_the_directory(self):
+        """-Z nobody: the user must be able to create files where capd makes
+        the directories (the part of -w named literally, here the shared
+        directory), not in the unexpanded %Y; the directory made and the
+        files in it are nobody's."""
+        r = self.run_into_years("-Z", "nobody")
+        self.assertCapdOk(r)
+        made = [os.path.join(self.out, y) for y in self.years()
+                if os.path.isdir(os.path.join(self.out, y))]
+        self.assertEqual(len(made), 1, capdtest.listdir(self.out))
+        st = os.lstat(made[0])
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (self.user.pw_uid, 0o750))
+        files = sorted(glob.glob(os.path.join(made[0], "s-*.pcap")))
+        self.assertTrue(files, capdtest.listdir(made[0]))
+        self.assertEqual({os.stat(f).st_uid for f in files}, {self.user.pw_uid})
+        self.assertEqual(sum(len(self.assertWhole(f).records) for f in files), 3200)
+        self.assertTargetUntouched()
+
 
 class CtlQueryPrivileges(FilesCase):
     def test_capctl_query_reads_with_the_callers_rights(self):
