@@ -207,6 +207,20 @@ class PlantedTimeDirectories(FilesCase):
                           os.path.join(self.out, "%Y", "s-%H%M%S.pcap"), "--ctl", "none",
                           *extra], timeout=60)
 
+    def assertMadeDirectory(self, owner):
+        """The one year directory capd made: `owner`'s, 0750, holding whole
+        files with every packet. Returns it and its files."""
+        made = [os.path.join(self.out, y) for y in self.years()
+                if os.path.isdir(os.path.join(self.out, y))]
+        self.assertEqual(len(made), 1, capdtest.listdir(self.out))
+        st = os.lstat(made[0])
+        self.assertTrue(stat.S_ISDIR(st.st_mode))
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (owner, 0o750))
+        files = sorted(glob.glob(os.path.join(made[0], "s-*.pcap")))
+        self.assertTrue(files, capdtest.listdir(made[0]))
+        self.assertEqual(sum(len(self.assertWhole(f).records) for f in files), 3200)
+        return made[0], files
+
     def assertTargetUntouched(self):
         self.assertEqual(os.listdir(self.target), ["kept.pcap"])
         with open(os.path.join(self.target, "kept.pcap"), "rb") as f:
@@ -244,16 +258,8 @@ class PlantedTimeDirectories(FilesCase):
         directory, is kept in the part named literally."""
         r = self.run_into_years("--catalog", "http://127.0.0.1:1")
         self.assertCapdOk(r)
-        made = [os.path.join(self.out, y) for y in self.years()
-                if os.path.isdir(os.path.join(self.out, y))]
-        self.assertEqual(len(made), 1, capdtest.listdir(self.out))
-        st = os.lstat(made[0])
-        self.assertTrue(stat.S_ISDIR(st.st_mode))
-        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (0, 0o750))
-        files = sorted(glob.glob(os.path.join(made[0], "s-*.pcap")))
-        self.assertTrue(files, capdtest.listdir(made[0]))
-        self.assertEqual(sum(len(self.assertWhole(f).records) for f in files), 3200)
-        self.assertNoHidden(made[0])
+        made, _ = self.assertMadeDirectory(0)
+        self.assertNoHidden(made)
         self.assertTrue(os.path.isfile(os.path.join(self.out, ".capd-catalog.spool")),
                         capdtest.listdir(self.out))
         self.assertTargetUntouched()
@@ -265,15 +271,8 @@ class PlantedTimeDirectories(FilesCase):
         files in it are nobody's."""
         r = self.run_into_years("-Z", "nobody")
         self.assertCapdOk(r)
-        made = [os.path.join(self.out, y) for y in self.years()
-                if os.path.isdir(os.path.join(self.out, y))]
-        self.assertEqual(len(made), 1, capdtest.listdir(self.out))
-        st = os.lstat(made[0])
-        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (self.user.pw_uid, 0o750))
-        files = sorted(glob.glob(os.path.join(made[0], "s-*.pcap")))
-        self.assertTrue(files, capdtest.listdir(made[0]))
+        _, files = self.assertMadeDirectory(self.user.pw_uid)
         self.assertEqual({os.stat(f).st_uid for f in files}, {self.user.pw_uid})
-        self.assertEqual(sum(len(self.assertWhole(f).records) for f in files), 3200)
         self.assertTargetUntouched()
 
 
