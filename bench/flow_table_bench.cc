@@ -1,5 +1,6 @@
 /* Cost of the flow table (dataplane/flow_table.hh) on a worker: parse,
- * prefetch and verdict per packet, in bursts of 32 as worker.cc runs them.
+ * fetch or prefetch and verdict per packet, in bursts of 32 as worker.cc
+ * runs them.
  *
  *   ./build/bench/flow_table_bench [benchmark flags]
  *
@@ -7,8 +8,11 @@
  *                  walk and key hash every packet pays;
  *   Hits/1024      1024 flows, cutoff on, a table of 262144: hot in cache;
  *                  the bucket prefetch only;
- *   HitsSlotStage/1024  the same as worker.cc runs it: with the slot stage
- *                  (below), which a table in cache pays for nothing;
+ *   HitsSlotStage/1024  the same with the slot stage (below), which a
+ *                  table in cache pays for nothing;
+ *   HitsFetch/1024  the same as worker.cc runs it: FlowTable::fetch(), the
+ *                  burst's buckets then its slots as two runs of loads,
+ *                  instead of prefetches;
  *   Flows/N        N distinct flows (64-byte frames, round robin: every
  *                  packet's slot was last touched N packets ago) in a table
  *                  of 2N: cache and TLB misses per packet, the line-rate
@@ -17,15 +21,17 @@
  *                  in, so their slots come in order, as with
  *                  null:64,flows=N: the hardware prefetches them;
  *   FlowsSlotStage/N  the same with FlowTable::prefetch_slot() as a second
- *                  prefetch stage over the whole burst (worker.cc runs
- *                  this);
+ *                  prefetch stage over the whole burst;
+ *   FlowsFetch/N   the same with fetch() instead of prefetches (worker.cc
+ *                  runs this);
  *   FlowsSlotAhead/N  prefetch_slot() 8 packets ahead of the verdicts
  *                  instead of the stage;
- *   FlowsScattered/N, FlowsScatteredSlotStage/N  Flows and FlowsSlotStage
- *                  with the flows entered in another (random) order than
- *                  they are timed in: each packet's slot at random in the
- *                  table, as on a real link, where slots are taken in the
- *                  order flows start and packets interleave otherwise;
+ *   FlowsScattered/N, FlowsScatteredSlotStage/N, FlowsScatteredFetch/N
+ *                  Flows, FlowsSlotStage and FlowsFetch with the flows
+ *                  entered in another (random) order than they are timed
+ *                  in: each packet's slot at random in the table, as on a
+ *                  real link, where slots are taken in the order flows
+ *                  start and packets interleave otherwise;
  *   FlowsShuffled/N  the same, the N flows in a fixed random order instead
  *                  of by address: a flow's neighbours in the LRU list are
  *                  then as random as its slot (round robin by address keeps
@@ -67,6 +73,15 @@
  *                  burst's buckets prefetched a burst early. Whether the
  *                  misses hide behind the work (K,W near the larger of K,0
  *                  and 0,W) or add to it (near their sum).
+ *   HotLines/N/G   not the table: what a layout whose every lookup reads
+ *                  only lines the hash names would cost (see HotLine
+ *                  below): N flows scattered, each flow's counts in one
+ *                  64-byte line of a group of G the hash picks, the
+ *                  group's lines as one run of loads, then the cutoff
+ *                  verdict; counter evictions per packet (a group too full
+ *                  for its flows: with G 1, the flows whose line another
+ *                  took). Against FlowsScatteredFetch/N: what the bucket
+ *                  line and the slot's second line cost.
  *   Chase/MiB      memory latency: each load depends on the one before, at
  *                  random in an area of that size (huge pages advised).
  * Counter: items_per_second (packets); per-packet time = 1 / that. The
@@ -129,17 +144,30 @@ std::vector<uint8_t> shuffled(size_t n) {
     return out;
 }
 
+/* Every packet of a burst given to FlowTable::fetch(). */
+constexpr uint8_t kTakeAll[32] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+
+/* stages: 1 prefetch() in the parse loop; 2 then a prefetch_slot() pass;
+ * 3 prefetch_slot() 8 packets ahead of the verdicts; 4 fetch(), as
+ * worker.cc. */
 void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
-         int stages = 1) {  // 2: prefetch_slot() pass, as worker.cc; 3: 8 packets ahead
+         int stages = 1) {
     constexpr int kAhead = 8;
     FlowPacket fl[32];
     size_t at = 0;
     uint64_t ts = 1;
     for (auto _ : state) {
         const uint8_t* base = &v[at * kFrame];
-        for (int i = 0; i < 32; i++) {
-            linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-            t.prefetch(fl[i]);
+        if (stages == 4) {
+            for (int i = 0; i < 32; i++)
+                linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
+            t.fetch(fl, kTakeAll, 32);
+        } else {
+            for (int i = 0; i < 32; i++) {
+                linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
+                t.prefetch(fl[i]);
+            }
         }
         if (stages == 2)
             for (int i = 0; i < 32; i++) t.prefetch_slot(fl[i]);
@@ -212,6 +240,9 @@ void FlowsExactLru(benchmark::State& state) { flows(state, 1, false, true); }
 void FlowsShuffledExactLru(benchmark::State& state) { flows(state, 1, true, true); }
 void FlowsScattered(benchmark::State& state) { flows(state, 1, false, false, true); }
 void FlowsScatteredSlotStage(benchmark::State& state) { flows(state, 2, false, false, true); }
+void FlowsScatteredFetch(benchmark::State& state) { flows(state, 4, false, false, true); }
+void FlowsFetch(benchmark::State& state) { flows(state, 4); }
+void HitsFetch(benchmark::State& state) { hits(state, 4); }
 
 void Evict(benchmark::State& state) {
     const size_t n = 1 << 20;
@@ -260,10 +291,9 @@ void cut(benchmark::State& state, bool noted) {
     uint64_t ts = 2, chunks = 0;
     for (auto _ : state) {
         const uint8_t* base = &v[at * kFrame];
-        for (int i = 0; i < 32; i++) {
+        for (int i = 0; i < 32; i++)
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-            ft.prefetch(fl[i]);
-        }
+        ft.fetch(fl, kTakeAll, 32);
         for (int i = 0; i < 32; i++) {
             const uint8_t* f = base + i * kFrame;
             if (ft.packet(fl[i], f, kFrame, kFrame, ts) == FlowTable::kKeep || !noted) continue;
@@ -375,10 +405,106 @@ void Chase(benchmark::State& state) {
     munmap(a, n * 8);
 }
 
+/* A layout where a packet needs only lines its hash names: each flow's
+ * counts in one 64-byte line, at one of the G lines of the group its hash
+ * picks (groups of G lines side by side, 2N lines for N flows), the flow
+ * named by a 64-bit hash instead of its key. The verdict of
+ * FlowTable::packet() for the cutoff (both directions, SYN/FIN/RST kept),
+ * no LRU list: a full group gives up its least recently seen line. What
+ * such a table would cost, against FlowsScatteredSlotStage in the same
+ * run; counter evictions: per packet, the groups too full for the flows
+ * that hash there. */
+struct alignas(64) HotLine {
+    uint64_t id;  // 0: free
+    uint32_t state, packets[2], spare;
+    uint64_t bytes[2], cut_bytes, last_ns, pad;
+};
+static_assert(sizeof(HotLine) == 64);
+
+void HotLines(benchmark::State& state) {
+    const size_t n = size_t(state.range(0));
+    const unsigned g = unsigned(state.range(1));
+    const size_t lines = 2 * n;
+    const size_t bytes = lines * sizeof(HotLine);
+    void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
+    bool huge = mem != MAP_FAILED;
+    if (!huge) {
+        mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) return state.SkipWithError("mmap failed");
+        madvise(mem, bytes, MADV_HUGEPAGE);
+    }
+    std::memset(mem, 0, bytes);
+    auto* t = static_cast<HotLine*>(mem);
+    const size_t gmask = lines / g - 1;
+    uint64_t evictions = 0;
+    auto verdict = [&](const FlowPacket& p, uint32_t wirelen, uint64_t ts) {
+        const uint64_t id = p.hash | 1;
+        HotLine* grp = &t[(p.hash >> 7 & gmask) * g];
+        HotLine* x = nullptr;
+        HotLine* old = grp;
+        for (unsigned w = 0; w < g; w++) {
+            if (grp[w].id == id) {
+                x = &grp[w];
+                break;
+            }
+            if (grp[w].last_ns < old->last_ns) old = &grp[w];
+        }
+        if (!x) {
+            if (old->id) evictions++;
+            x = old;
+            x->id = id;
+            x->state = 1;
+            x->packets[0] = x->packets[1] = 0;
+            x->bytes[0] = x->bytes[1] = x->cut_bytes = 0;
+        }
+        x->last_ns = ts;
+        const int d = p.a_sent ? 0 : 1;
+        const bool over = x->bytes[0] + x->bytes[1] >= 20000;
+        x->packets[d]++;
+        x->bytes[d] += wirelen;
+        if (over && !(p.tcp_flags & 0x07)) {
+            x->state += 16;
+            x->cut_bytes += wirelen;
+            return 1;
+        }
+        return 0;
+    };
+    auto v = frames(n);
+    const auto warm = shuffled(n);
+    FlowPacket p;
+    for (size_t i = 0; i < n; i++) {
+        linecap::dataplane::parse_flow(1, &warm[i * kFrame], kFrame, p);
+        verdict(p, kFrame, 1);
+    }
+    evictions = 0;
+    FlowPacket fl[32];
+    size_t at = 0;
+    uint64_t ts = 2;
+    for (auto _ : state) {
+        const uint8_t* base = &v[at * kFrame];
+        for (int i = 0; i < 32; i++) {
+            linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
+        }
+        // The groups' lines as one run of loads, as FlowTable::fetch().
+        uint64_t sink = 0;
+        for (int i = 0; i < 32; i++)
+            for (unsigned w = 0; w < g; w++) sink += t[(fl[i].hash >> 7 & gmask) * g + w].id;
+        benchmark::DoNotOptimize(sink);
+        for (int i = 0; i < 32; i++) benchmark::DoNotOptimize(verdict(fl[i], kFrame, ts));
+        ts += 1000;
+        at += 32;
+        if (at + 32 > n) at = 0;
+    }
+    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.counters["evictions"] = double(evictions) / double(state.iterations() * 32);
+    state.counters["huge_pages"] = huge ? 1 : 0;
+    munmap(mem, bytes);
+}
+
 /* The worker around the table (see the top): Worker/N/M, N flows round
  * robin through a table of 2N, M a mask of what the worker does besides:
- *   kTable    parse, bucket prefetch, slot prefetch and verdict (worker.cc's
- *             three loops);
+ *   kTable    parse, fetch() and verdict (worker.cc's loops);
  *   kRewrite  the frames come from 512 buffers of an mbuf's size reused in
  *             turn (the null source's pool, through its per-core cache),
  *             each rewritten into its flow as null:64,flows=N does and its
@@ -497,11 +623,8 @@ void Worker(benchmark::State& state) {
             for (size_t o = 0; o < 32 * (16 + kFrame); o += 64) __builtin_prefetch(d + o, 1);
         }
         if (mode & kTable) {
-            for (int i = 0; i < 32; i++) {
-                linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
-                ft.prefetch(fl[i]);
-            }
-            for (int i = 0; i < 32; i++) ft.prefetch_slot(fl[i]);
+            for (int i = 0; i < 32; i++) linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
+            ft.fetch(fl, kTakeAll, 32);
             for (int i = 0; i < 32; i++)
                 keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts) == FlowTable::kKeep;
         }
@@ -539,6 +662,7 @@ void CutNoted(benchmark::State& state) { cut(state, true); }
 BENCHMARK(Parse);
 BENCHMARK(Hits)->Arg(1024);
 BENCHMARK(HitsSlotStage)->Arg(1024);
+BENCHMARK(HitsFetch)->Arg(1024);
 BENCHMARK(Flows)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsSlotStage)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsSlotAhead)->Arg(1 << 16)->Arg(1 << 20);
@@ -547,12 +671,15 @@ BENCHMARK(FlowsExactLru)->Arg(1 << 20);
 BENCHMARK(FlowsShuffledExactLru)->Arg(1 << 20);
 BENCHMARK(FlowsScattered)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsScatteredSlotStage)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsScatteredFetch)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsFetch)->Arg(1 << 20);
 BENCHMARK(Evict);
 BENCHMARK(Dedup)->Arg(1024);
 BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(CutNoted)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(RandomLines)->Arg(1)->Arg(2)->Arg(3);
 BENCHMARK(LinesWork)->ArgsProduct({{0, 3}, {0, 2, 4}, {0, 1}});
+BENCHMARK(HotLines)->ArgsProduct({{1 << 20}, {1, 2, 4}});
 BENCHMARK(Chase)->Arg(1)->Arg(8)->Arg(64)->Arg(320);
 BENCHMARK(Worker)->ArgsProduct({{1 << 20},
                                 {kTable, kRewrite, kCopy, kTable | kRewrite, kTable | kCopy,

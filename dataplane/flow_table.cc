@@ -420,23 +420,45 @@ void FlowTable::prefetch(const FlowPacket& p) const {
 
 void FlowTable::prefetch_slot(const FlowPacket& p) const {
     if (!p.ok) return;
-    const uint32_t i = uint32_t(p.hash & mask_);
-    const uint16_t tag = uint16_t(p.hash >> 48);
-    const Bucket& b = buckets_[buckets_[i].overflow ? i ^ 1 : i];
-    if (&b != &buckets_[i]) prefetch_ways(buckets_[i], tag);
-    prefetch_ways(b, tag);
+    if (const char* x = slot_lines(p)) {
+        __builtin_prefetch(x);
+        __builtin_prefetch(x + 64, 1);
+    }
 }
 
-void FlowTable::prefetch_ways(const Bucket& b, uint16_t tag) const {
-    for (unsigned w = 0; w < kWays; w++)
-        if (b.tag[w] == tag && b.slot[w]) {
-            const auto* x = reinterpret_cast<const char*>(&slots_[b.slot[w] - 1]);
-            // Both lines of the slot: a hit reads the key and counts on the
-            // first, the bytes and time on the second.
-            __builtin_prefetch(x);
-            __builtin_prefetch(x + 64, 1);
-            return;
-        }
+const char* FlowTable::slot_lines(const FlowPacket& p) const {
+    const uint32_t i = uint32_t(p.hash & mask_);
+    const uint16_t tag = uint16_t(p.hash >> 48);
+    for (const uint32_t k : {i, i ^ 1}) {
+        const Bucket& b = buckets_[k];
+        for (unsigned w = 0; w < kWays; w++)
+            if (b.tag[w] == tag && b.slot[w])
+                return reinterpret_cast<const char*>(&slots_[b.slot[w] - 1]);
+        if (!buckets_[i].overflow) break;  // the pair holds none of this bucket's flows
+    }
+    return nullptr;
+}
+
+void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n) const {
+    // The buckets: one load each, nothing between them.
+    uint32_t sum = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (take[i] && p[i].ok) sum += buckets_[p[i].hash & mask_].overflow;
+    // The slots the buckets name (their tags matched), found first so that
+    // their loads too come one after the other.
+    const char* lines[kMaxFetch];
+    unsigned k = 0;
+    for (unsigned i = 0; i < n && k < kMaxFetch; i++)
+        if (take[i] && p[i].ok)
+            if (const char* x = slot_lines(p[i])) lines[k++] = x;
+    for (unsigned i = 0; i < k; i++) {
+        uint32_t a, b;
+        std::memcpy(&a, lines[i], 4);
+        std::memcpy(&b, lines[i] + 64, 4);
+        sum += a + b;
+    }
+    // The values are not needed, the loads are: they bring the lines in.
+    asm volatile("" ::"r"(sum));
 }
 
 void FlowTable::unlink_bucket(uint32_t s) {

@@ -198,10 +198,18 @@ public:
     FlowTable(const FlowTable&) = delete;
     FlowTable& operator=(const FlowTable&) = delete;
 
-    /* Prefetches the bucket of a parsed packet. */
+    /* Brings a burst's flows into the cache before its verdicts: the
+     * buckets of the packets p[i] with take[i] set (parsed; those without
+     * a flow are skipped), then the slots whose tags match in them (both
+     * lines), each set as a run of loads with nothing between them, so
+     * that their misses overlap. n <= kMaxFetch. */
+    static constexpr unsigned kMaxFetch = 64;
+    void fetch(const FlowPacket* p, const uint8_t* take, unsigned n) const;
+    /* The same with prefetch instructions, one packet at a time: the bucket,
+     * then (once every bucket of the burst is asked for) the slot. Slower
+     * than fetch() where prefetches do not overlap misses (the VM of
+     * bench/README.md); flow_table_bench compares the two. */
     void prefetch(const FlowPacket& p) const;
-    /* Second stage, once prefetch() has run for the whole burst: reads the
-     * bucket and prefetches the slot whose tag matches (both its lines). */
     void prefetch_slot(const FlowPacket& p) const;
     /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
      * and caplen are the packet's bytes, read only with dedup on. `cut` is
@@ -275,7 +283,8 @@ private:
     uint32_t take_way(uint32_t bucket, uint64_t ts_ns);
     uint32_t find(const Bucket& b, uint16_t tag, const FlowPacket::Key& key,
                   unsigned& free_way) const;
-    void prefetch_ways(const Bucket& b, uint16_t tag) const;
+    // The slot whose tag matches in p's bucket or its pair; null: none.
+    const char* slot_lines(const FlowPacket& p) const;
     void release(uint32_t s, uint64_t ts_ns);
     void unlink_bucket(uint32_t s);
     void answer(uint64_t req);

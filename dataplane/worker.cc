@@ -205,18 +205,17 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 continue;
             }
             parse_flow(lt, fp[i].data, fp[i].caplen, fl[i]);
-            ft.prefetch(fl[i]);
         }
-        // A second pass, once the buckets are on their way: each packet's
-        // slot, found in its bucket, is prefetched before the verdicts. On a
-        // real link a flow's slot is anywhere in the table (slots are taken
-        // in the order flows start), and without this pass the verdict
-        // waits for each slot in turn: at 2^20 flows 147 against 81
-        // ns/packet (flow_table_bench FlowsScattered, FlowsScatteredSlotStage).
-        // Where slots come in order (null:64,flows=N round robin) the
-        // hardware finds them alone and the pass costs about 5 ns.
-        for (uint16_t i = 0; i < n; i++)
-            if (verdict[i]) ft.prefetch_slot(fl[i]);
+        // The burst's buckets, then its slots, as two runs of loads before
+        // the verdicts: the misses of each run overlap. A flow's slot is
+        // anywhere in the table on a real link (slots are taken in the
+        // order flows start), and known only once its bucket is read.
+        // Prefetch instructions in the parse loop overlap less on the VM of
+        // bench/README.md: capd at 2^20 flows, 141 ns/packet with them
+        // against 106 (flow_table_bench FlowsScatteredSlotStage against
+        // FlowsScatteredFetch).
+        static_assert(kBurstSize <= FlowTable::kMaxFetch);
+        ft.fetch(fl, verdict, n);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i] || (tcp_only && !fl[i].tcp)) continue;
