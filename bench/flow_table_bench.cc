@@ -73,12 +73,13 @@
  *                  burst's buckets prefetched a burst early. Whether the
  *                  misses hide behind the work (K,W near the larger of K,0
  *                  and 0,W) or add to it (near their sum).
- *   HotLines/N/G   not the table: what a layout whose every lookup reads
+ *   HotLines/N/G/L  not the table: what a layout whose every lookup reads
  *                  only lines the hash names would cost (see HotLine
  *                  below): N flows scattered, each flow's counts in one
  *                  64-byte line of a group of G the hash picks, the
- *                  group's lines as one run of loads, then the cutoff
- *                  verdict; counter evictions per packet (a group too full
+ *                  group's lines brought in (L 0: prefetched in the parse
+ *                  loop; 1: as one run of loads after it, as fetch()),
+ *                  then the cutoff verdict; counter evictions per packet (a group too full
  *                  for its flows: with G 1, the flows whose line another
  *                  took). Against FlowsScatteredFetch/N: what the bucket
  *                  line and the slot's second line cost.
@@ -424,6 +425,7 @@ static_assert(sizeof(HotLine) == 64);
 void HotLines(benchmark::State& state) {
     const size_t n = size_t(state.range(0));
     const unsigned g = unsigned(state.range(1));
+    const bool loads = state.range(2) != 0;
     const size_t lines = 2 * n;
     const size_t bytes = lines * sizeof(HotLine);
     void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
@@ -485,12 +487,18 @@ void HotLines(benchmark::State& state) {
         const uint8_t* base = &v[at * kFrame];
         for (int i = 0; i < 32; i++) {
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
+            if (!loads) {
+                const auto* grp = reinterpret_cast<const char*>(&t[(fl[i].hash >> 7 & gmask) * g]);
+                for (unsigned w = 0; w < g; w++) __builtin_prefetch(grp + w * 64, 1);
+            }
         }
-        // The groups' lines as one run of loads, as FlowTable::fetch().
-        uint64_t sink = 0;
-        for (int i = 0; i < 32; i++)
-            for (unsigned w = 0; w < g; w++) sink += t[(fl[i].hash >> 7 & gmask) * g + w].id;
-        benchmark::DoNotOptimize(sink);
+        if (loads) {
+            // The groups' lines as one run of loads, as FlowTable::fetch().
+            uint64_t sink = 0;
+            for (int i = 0; i < 32; i++)
+                for (unsigned w = 0; w < g; w++) sink += t[(fl[i].hash >> 7 & gmask) * g + w].id;
+            benchmark::DoNotOptimize(sink);
+        }
         for (int i = 0; i < 32; i++) benchmark::DoNotOptimize(verdict(fl[i], kFrame, ts));
         ts += 1000;
         at += 32;
@@ -679,7 +687,7 @@ BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(CutNoted)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(RandomLines)->Arg(1)->Arg(2)->Arg(3);
 BENCHMARK(LinesWork)->ArgsProduct({{0, 3}, {0, 2, 4}, {0, 1}});
-BENCHMARK(HotLines)->ArgsProduct({{1 << 20}, {1, 2, 4}});
+BENCHMARK(HotLines)->ArgsProduct({{1 << 20}, {1, 2, 4}, {0, 1}});
 BENCHMARK(Chase)->Arg(1)->Arg(8)->Arg(64)->Arg(320);
 BENCHMARK(Worker)->ArgsProduct({{1 << 20},
                                 {kTable, kRewrite, kCopy, kTable | kRewrite, kTable | kCopy,

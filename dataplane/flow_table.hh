@@ -86,12 +86,14 @@
  *
  * Cost: a hash, one bucket line and the flow's slot per packet; on a table
  * larger than the cache both are misses, and the slot's address is known
- * only once the bucket is read. So the worker prefetch()es a burst's
- * buckets, then prefetch_slot()s their slots, then takes the verdicts.
- * At 2^20 flows, slots at random as on a real link, the parse and lookup
- * cost about 80 ns/packet so, and about 150 without the slot stage: the
- * verdicts then wait for each slot in turn (flow_table_bench
- * FlowsScatteredSlotStage, FlowsScattered; bench/README.md).
+ * only once the bucket is read. So the worker parses a burst, fetch()es
+ * its buckets and then its slots, each as one run of loads, then takes the
+ * verdicts. At 2^20 flows, slots at random as on a real link, the parse
+ * and lookup cost about 70 ns/packet so, against about 170 with prefetch
+ * instructions (a bucket prefetch per packet in the parse loop, then a
+ * prefetch_slot() pass), which overlap fewer misses on the VM of
+ * bench/README.md (flow_table_bench FlowsScatteredFetch,
+ * FlowsScatteredSlotStage).
  */
 #pragma once
 
