@@ -234,9 +234,13 @@ void FileSet::recover_stale() {
     if (stream_) return;
     bool timed = opts_.rotate_seconds > 0;
     auto [dir, leaf] = split_path(base_);
-    // A directory named by strftime is known only at open time (open_next
-    // still recovers the name it needs).
-    if (timed && dir.find('%') != std::string::npos) return;
+    // Directories named by strftime are many: their earlier files are
+    // looked for by a walk below the literal part (open_next recovers the
+    // hidden name it needs).
+    if (timed && dir.find('%') != std::string::npos) {
+        if (retaining()) adopt_in_time_dirs(dir, leaf);
+        return;
+    }
     // The names this set writes: the base, numbered with -C, any expansion
     // of its conversions with -G.
     std::string prefix = timed ? leaf.substr(0, leaf.find('%')) : leaf;
@@ -820,11 +824,21 @@ time_t FileSet::period_start(time_t now) const {
 
 void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& pattern,
                             bool timed) {
+    Earlier found;
+    size_t unbounded = SIZE_MAX;
+    find_earlier(dfd, dir, pattern, timed, found, unbounded);
+    take_earlier(found, dir, "");
+}
+
+void FileSet::find_earlier(int dfd, const std::string& dir, const std::string& pattern, bool timed,
+                           Earlier& found, size_t& budget) {
     DIR* d = list_dir(dfd);
     if (!d) return;
-    std::vector<std::pair<struct timespec, std::string>> found;
-    size_t recovered = 0;
-    while (struct dirent* e = readdir(d)) {
+    const bool bare = split_path(base_).first == "." && base_.rfind("./", 0) != 0;
+    while (budget > 0) {
+        struct dirent* e = readdir(d);
+        if (!e) break;
+        budget--;
         std::string n = e->d_name;
         // A file recovered from a killed run of this capture is one of its
         // files: by the name it was to have, and its last write.
@@ -841,26 +855,69 @@ void FileSet::adopt_earlier(int dfd, const std::string& dir, const std::string& 
         if (fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
             !foreign_entry(st, owner()).empty())
             continue;  // not capd's to delete
-        found.push_back({st.st_mtim, n});
-        if (was_recovered) recovered++;
+        found.files.push_back({st.st_mtim, bare ? n : dir + "/" + n});
+        if (was_recovered) found.recovered++;
     }
     closedir(d);
-    std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
+}
+
+void FileSet::take_earlier(Earlier& found, const std::string& dir, const std::string& where) {
+    std::sort(found.files.begin(), found.files.end(), [](const auto& a, const auto& b) {
         if (a.first.tv_sec != b.first.tv_sec) return a.first.tv_sec < b.first.tv_sec;
         if (a.first.tv_nsec != b.first.tv_nsec) return a.first.tv_nsec < b.first.tv_nsec;
         return a.second < b.second;
     });
-    const bool bare = split_path(base_).first == "." && base_.rfind("./", 0) != 0;
-    for (const auto& f : found) earlier_.push_back(bare ? f.second : dir + "/" + f.second);
-    if (!found.empty()) {
-        std::string of_them;
-        if (recovered > 0)
-            of_them = " (" + std::to_string(recovered) + " of them recovered from a killed run)";
+    for (auto& f : found.files) earlier_.push_back(std::move(f.second));
+    if (found.files.empty()) return;
+    std::string of_them;
+    if (found.recovered > 0)
+        of_them = " (" + std::to_string(found.recovered) + " of them recovered from a killed run)";
+    std::fprintf(stderr,
+                 "capd: %s: %zu file%s of an earlier run under this capture's names%s count "
+                 "for retention%s\n",
+                 dir.c_str(), found.files.size(), found.files.size() == 1 ? "" : "s", where.c_str(),
+                 of_them.c_str());
+}
+
+void FileSet::adopt_in_time_dirs(const std::string& dir_tmpl, const std::string& pattern) {
+    // Only the conversions the name matcher knows can be told from other
+    // names; with any other, earlier files are not looked for.
+    std::string rest;
+    if (!strftime_known(dir_tmpl) || !strftime_known(pattern) ||
+        !below_literal(dir_tmpl, top_dir_, rest)) {
         std::fprintf(stderr,
-                     "capd: %s: %zu file%s of an earlier run under this capture's names count "
-                     "for retention%s\n",
-                     dir.c_str(), found.size(), found.size() == 1 ? "" : "s", of_them.c_str());
+                     "capd: %s/%s: earlier files are not looked for (a -G name must use only "
+                     "%%Y %%m %%d %%H %%M %%S %%y %%j %%s %%F %%T %%%% for them to be "
+                     "recognised); retention counts this run's files\n",
+                     dir_tmpl.c_str(), pattern.c_str());
+        return;
     }
+    int top = open_dir(top_dir_);
+    if (top < 0) return;  // open_next reports it
+    // The path of a directory walked, as name_for() spells it: the literal
+    // part as -w gives it, then the names entered.
+    const std::string lead = dir_tmpl.substr(0, dir_tmpl.size() - rest.size());
+    Earlier found;
+    size_t budget = kTimeDirEntries;
+    size_t dirs = walk_dirs_below(
+        top, rest, opts_.owner_uid,
+        [](const std::string& comp, const std::string& name) {
+            return strftime_dir_name(comp, name);
+        },
+        [&](int dfd, const std::string& path) {
+            find_earlier(dfd, lead + path, pattern, true, found, budget);
+        },
+        budget);
+    ::close(top);
+    if (budget == 0)
+        std::fprintf(stderr,
+                     "capd: %s: the look for earlier files below it stopped at %zu directory "
+                     "entries; files past them are not counted for retention until a restart "
+                     "finds them\n",
+                     top_dir_.c_str(), kTimeDirEntries);
+    take_earlier(found, top_dir_,
+                 ", in " + std::to_string(dirs) + " director" + (dirs == 1 ? "y" : "ies") +
+                     " named by strftime below it,");
 }
 
 bool FileSet::next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st) {
@@ -938,7 +995,57 @@ bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t&
     oldest_dirty_ = true;
     std::fprintf(stderr, "capd: %s: deleted (%lld bytes) %s\n", name.c_str(),
                  static_cast<long long>(st.st_size), why.c_str());
+    remove_empty_dirs(name);
     return true;
+}
+
+void FileSet::remove_empty_dirs(const std::string& name) {
+    if (top_dir_.empty()) return;
+    const std::string tmpl = split_path(base_).first;
+    const std::string dir = split_path(name).first;
+    std::string tmpl_rest, rest;
+    if (!below_literal(tmpl, top_dir_, tmpl_rest) || !below_literal(dir, top_dir_, rest)) return;
+    auto components = [](const std::string& path) {
+        std::vector<std::string> out;
+        for (size_t at = 0;;) {
+            size_t slash = path.find('/', at);
+            out.push_back(path.substr(at, slash - at));
+            if (slash == std::string::npos) return out;
+            at = slash + 1;
+        }
+    };
+    const std::vector<std::string> tmpl_comps = components(tmpl_rest);
+    const std::vector<std::string> comps = components(rest);
+    // A conversion that made a '/' (not one the walk matches) leaves
+    // nothing to tell which directories strftime named.
+    if (comps.size() != tmpl_comps.size()) return;
+    const std::string lead = tmpl.substr(0, tmpl.size() - tmpl_rest.size());
+    const std::string current = hidden_name_.empty() ? "" : split_path(hidden_name_).first;
+    std::string path = dir;
+    // Up from the file's directory while its component is named by strftime;
+    // the literal part and literal components are the user's.
+    for (size_t k = comps.size(); k-- > 0;) {
+        if (tmpl_comps[k].find('%') == std::string::npos) return;
+        if (path == current || current.rfind(path + "/", 0) == 0) return;
+        std::string parent = lead;
+        for (size_t i = 0; i < k; i++) parent += (i ? "/" : "") + comps[i];
+        if (parent.empty()) parent = ".";
+        std::string refused;
+        int pfd =
+            open_capture_dir(parent, top_dir_, false, 0, opts_.owner_uid, opts_.owner_gid, refused);
+        if (pfd < 0) return;
+        int r = remove_empty_dir(pfd, comps[k], opts_.owner_uid);
+        ::close(pfd);
+        if (r != 0) return;  // not empty (a file of anyone's), or not capd's
+        // A descriptor of the removed directory names nothing now.
+        if (dir_fd_ >= 0 && (dir_path_ == path || dir_path_.rfind(path + "/", 0) == 0)) {
+            ::close(dir_fd_);
+            dir_fd_ = -1;
+            dir_path_.clear();
+        }
+        std::fprintf(stderr, "capd: %s: removed, empty after retention\n", path.c_str());
+        path = parent;
+    }
 }
 
 void FileSet::retain(time_t now) {

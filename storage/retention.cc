@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "common/quantity.hh"
 #include "index/index_file.hh"
@@ -39,7 +40,10 @@ bool digits_at(const std::string& s, size_t& at, size_t n) {
     return n == 0 ? at > start : at - start == n;
 }
 
-bool match_strftime(const std::string& p, size_t pi, const std::string& s, size_t si) {
+/* Whether `s` from `si` on is what strftime makes of `p` from `pi` on,
+ * then (with `counter`) optionally a decimal counter. */
+bool match_strftime(const std::string& p, size_t pi, const std::string& s, size_t si,
+                    bool counter) {
     for (; pi < p.size(); pi++) {
         if (p[pi] != '%') {
             if (si >= s.size() || s[si] != p[pi]) return false;
@@ -69,14 +73,14 @@ bool match_strftime(const std::string& p, size_t pi, const std::string& s, size_
             case 's':
                 if (!digits_at(s, si, 0)) return false;
                 break;
-            case 'F': return match_strftime("%Y-%m-%d" + p.substr(pi + 1), 0, s, si);
-            case 'T': return match_strftime("%H:%M:%S" + p.substr(pi + 1), 0, s, si);
+            case 'F': return match_strftime("%Y-%m-%d" + p.substr(pi + 1), 0, s, si, counter);
+            case 'T': return match_strftime("%H:%M:%S" + p.substr(pi + 1), 0, s, si, counter);
             default: return false;  // a conversion whose text is not known here
         }
     }
     // The rest: nothing, or the counter.
     if (si == s.size()) return true;
-    return digits_at(s, si, 0) && si == s.size();
+    return counter && digits_at(s, si, 0) && si == s.size();
 }
 
 }  // namespace
@@ -144,7 +148,20 @@ bool retained_name(const std::string& pattern, bool timed, const std::string& le
         size_t at = pattern.size();
         return at == leaf.size() || (digits_at(leaf, at, 0) && at == leaf.size());
     }
-    return match_strftime(pattern, 0, leaf, 0);
+    return match_strftime(pattern, 0, leaf, 0, true);
+}
+
+bool strftime_dir_name(const std::string& pattern, const std::string& name) {
+    if (name.empty() || name == "." || name == "..") return false;
+    return match_strftime(pattern, 0, name, 0, false);
+}
+
+bool strftime_known(const std::string& pattern) {
+    for (size_t at = pattern.find('%'); at != std::string::npos; at = pattern.find('%', at + 2))
+        if (at + 1 >= pattern.size() ||
+            std::string_view("YmdHMSyjsFT%").find(pattern[at + 1]) == std::string_view::npos)
+            return false;
+    return true;
 }
 
 uint64_t index_first_ns(int dir_fd, const std::string& index_leaf) {

@@ -81,6 +81,14 @@ Status check_retain_free(const std::string& dir, const RetainFree& free);
  * optionally a decimal counter (-C, or the number a repeated name gets). */
 bool retained_name(const std::string& pattern, bool timed, const std::string& leaf);
 
+/* Whether `name` is a directory name strftime makes of the -w directory
+ * component `pattern` (the conversions retained_name() matches; no
+ * counter, never "." or ".."). */
+bool strftime_dir_name(const std::string& pattern, const std::string& name);
+
+/* Whether every conversion in `pattern` is one retained_name() matches. */
+bool strftime_known(const std::string& pattern);
+
 /* The first packet's time (ns since the epoch) an index file in `dir_fd`
  * records (index/index_file.hh), or 0: no such file, not an index, no
  * packet. Never follows a symbolic link. */

@@ -1,11 +1,13 @@
 #include "storage/safe_files.hh"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <vector>
 
 namespace linecap::storage {
 
@@ -147,18 +149,25 @@ int open_dir_below(int top, const std::string& rest, bool create, mode_t mode, u
     return cur;
 }
 
+bool below_literal(const std::string& dir, const std::string& top, std::string& rest) {
+    // All of `dir` for a relative "." that `dir` does not spell out.
+    if (top == "." && dir != "." && dir.rfind("./", 0) != 0) {
+        rest = dir;
+        return true;
+    }
+    if (dir.compare(0, top.size(), top) == 0 &&
+        (dir.size() == top.size() || dir[top.size()] == '/' || top.back() == '/')) {
+        rest = dir.substr(top.size());
+        return true;
+    }
+    return false;
+}
+
 int open_capture_dir(const std::string& dir, const std::string& top, bool create, mode_t mode,
                      uid_t uid, gid_t gid, std::string& refused) {
     if (top.empty()) return open_dir(dir);
-    // The part below `top`: all of `dir` for a relative "." that `dir` does
-    // not spell out.
     std::string rest;
-    if (top == "." && dir != "." && dir.rfind("./", 0) != 0) {
-        rest = dir;
-    } else if (dir.compare(0, top.size(), top) == 0 &&
-               (dir.size() == top.size() || dir[top.size()] == '/' || top.back() == '/')) {
-        rest = dir.substr(top.size());
-    } else {
+    if (!below_literal(dir, top, rest)) {
         refused = "directory " + dir + " is not below " + top;
         errno = EINVAL;
         return -1;
@@ -175,6 +184,98 @@ int open_capture_dir(const std::string& dir, const std::string& top, bool create
         errno = err;
     }
     return fd;
+}
+
+namespace {
+
+/* walk_dirs_below()'s state: the walk is depth first, so at most one
+ * descriptor per component is open. */
+struct DirWalk {
+    const std::string& rest;
+    uid_t uid;
+    const std::function<bool(const std::string&, const std::string&)>& matches;
+    const std::function<void(int, const std::string&)>& visit;
+    size_t& budget;
+    size_t visited = 0;
+
+    /* The names in `dir` that component `comp` may name, sorted. */
+    std::vector<std::string> candidates(int dir, const std::string& comp) {
+        if (comp.find('%') == std::string::npos) return {comp};
+        std::vector<std::string> names;
+        int rd = ::openat(dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR* d = rd >= 0 ? fdopendir(rd) : nullptr;
+        if (!d) {
+            if (rd >= 0) ::close(rd);
+            return names;
+        }
+        while (budget > 0) {
+            struct dirent* e = readdir(d);
+            if (!e) break;
+            budget--;
+            // Only a directory is entered (the type is checked again on
+            // the descriptor); a file system without d_type says unknown.
+            if (e->d_type != DT_DIR && e->d_type != DT_UNKNOWN) continue;
+            if (matches(comp, e->d_name)) names.emplace_back(e->d_name);
+        }
+        closedir(d);
+        std::sort(names.begin(), names.end());
+        return names;
+    }
+
+    /* Walks `rest` from `at` below `dir`, whose path is `path`. */
+    void walk(int dir, size_t at, const std::string& path) {
+        size_t start = at;
+        for (;;) {
+            if (at >= rest.size()) {
+                visit(dir, path + rest.substr(std::min(start, rest.size())));
+                visited++;
+                return;
+            }
+            size_t slash = std::min(rest.find('/', at), rest.size());
+            std::string comp = rest.substr(at, slash - at);
+            if (comp.empty() || comp == ".") {
+                at = slash + 1;
+                continue;
+            }
+            const std::string lead = path + rest.substr(start, at - start);
+            for (const std::string& name : candidates(dir, comp)) {
+                std::string why;
+                int fd = enter_dir(dir, name, false, 0, uid, static_cast<gid_t>(-1), why);
+                if (fd < 0) continue;  // not a directory capd may walk
+                walk(fd, slash, lead + name);
+                ::close(fd);
+            }
+            return;
+        }
+    }
+};
+
+}  // namespace
+
+size_t walk_dirs_below(int top, const std::string& rest, uid_t uid,
+                       const std::function<bool(const std::string&, const std::string&)>& matches,
+                       const std::function<void(int, const std::string&)>& visit, size_t& budget) {
+    DirWalk w{rest, uid, matches, visit, budget};
+    w.walk(top, 0, "");
+    return w.visited;
+}
+
+int remove_empty_dir(int parent, const std::string& comp, uid_t uid) {
+    if (comp.empty() || comp == "." || comp == ".." || comp.find('/') != std::string::npos) {
+        errno = EINVAL;
+        return -1;
+    }
+    struct stat st;
+    if (fstatat(parent, comp.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    if (!trusted_owner(st.st_uid, uid)) {
+        errno = EPERM;
+        return -1;
+    }
+    return ::unlinkat(parent, comp.c_str(), AT_REMOVEDIR);
 }
 
 int create_new(int dir, const std::string& leaf, int flags, mode_t mode, uid_t uid, gid_t gid) {

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -57,6 +58,32 @@ int open_dir_below(int top, const std::string& rest, bool create, mode_t mode, u
  * user named it (open_dir()); the rest with open_dir_below(). */
 int open_capture_dir(const std::string& dir, const std::string& top, bool create, mode_t mode,
                      uid_t uid, gid_t gid, std::string& refused);
+
+/* The part of the capture directory `dir` below `top` (literal_dir() of its
+ * -w directory), as open_capture_dir() walks it; false when `dir` is not
+ * below `top`. */
+bool below_literal(const std::string& dir, const std::string& top, std::string& rest);
+
+/* Walks the existing directories below the directory `top` that `rest` (the
+ * part of a -w directory below literal_dir()) names: a component without
+ * '%' is entered by its name, one with strftime conversions at every entry
+ * `matches(component, name)` accepts, in name order. Each is entered as
+ * open_dir_below() does, never creating: an entry that is a symbolic link,
+ * not a directory, another user's directory or ".." is passed over,
+ * unsaid. `visit(fd, path)` is called for each directory the whole of
+ * `rest` names, with a descriptor valid during the call and its path:
+ * `rest` with each component replaced by the name entered. Each entry read
+ * from a directory with conversions in its component takes one from
+ * `budget`; at 0 no more are read. Returns the directories visited. */
+size_t walk_dirs_below(int top, const std::string& rest, uid_t uid,
+                       const std::function<bool(const std::string&, const std::string&)>& matches,
+                       const std::function<void(int, const std::string&)>& visit, size_t& budget);
+
+/* Removes the directory `comp` of `parent` if it is empty and a directory
+ * of root, capd's effective user or `uid` (never a symbolic link, never
+ * "." or ".."), with unlinkat(AT_REMOVEDIR) on the descriptor, so anything
+ * in it keeps it (ENOTEMPTY). Returns 0 or -1 with errno. */
+int remove_empty_dir(int parent, const std::string& comp, uid_t uid);
 
 /* The mode of a directory holding files of mode `file_mode`: search
  * permission wherever the files may be read (0640: 0750). */

@@ -18,6 +18,7 @@ left under the same names count; aligned -G files start at whole multiples
 of G, one per period, idle or not.
 """
 
+import glob
 import json
 import os
 import re
@@ -344,6 +345,143 @@ class RecoveredFiles(CapdTestCase):
                                  (st.st_ino, st.st_mode, st.st_size, st.st_uid))
         with open(victim, "rb") as f:
             self.assertEqual(f.read(), b"not capd's\n")
+
+
+def next_second(paths):
+    """Waits (30 s at most) until the clock is past the second of the last
+    write to `paths`, so that a run started now names no directory as an
+    earlier run did."""
+    last = max(os.stat(p).st_mtime for p in paths)
+    capdtest.wait_until(lambda: time.time() >= int(last) + 1, 30)
+
+
+class StrftimeDirectories(CapdTestCase):
+    """-G 1 with a strftime directory per second: a first run leaves its
+    files in directories of their own; the next run, with a floor that only
+    the oldest two of them (with their indexes) can meet, finds them by a
+    walk below the part of -w named literally and deletes exactly those
+    two, oldest first, with their directories once empty. Planted under
+    names the walk matches and older still: a symbolic link to a directory
+    outside, a directory of nobody's holding a file of root's under the
+    capture's name, a file of nobody's under that name and a foreign file
+    beside the oldest file; all left alone, and the oldest file's
+    directory, not empty, stays."""
+
+    def test_earlier_days_are_walked_and_retired(self):
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs and chown need root")
+        fs = Tmpfs(self.path("fs"), "16m")
+        self.addCleanup(fs.umount)
+        if fs.error:
+            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        tmpl = os.path.join(fs.path, "%Y%m%d-%H%M%S", "cap.pcap")
+        first = self.capd(["-i", "null:256,rate=5k", "--duration", "5", "-G", "1", "-w", tmpl,
+                           "--ctl", "none"])
+        self.assertCapdOk(first)
+        files = sorted(glob.glob(os.path.join(fs.path, "*", "cap.pcap")),
+                       key=lambda p: os.stat(p).st_mtime_ns)
+        self.assertGreaterEqual(len(files), 4, capdtest.listdir(fs.path))
+
+        def blocks(p):
+            return os.stat(p).st_blocks * 512
+
+        def with_index(p):
+            idx = os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".idx")
+            return blocks(p) + (blocks(idx) if os.path.exists(idx) else 0)
+
+        # Planted: a foreign file beside the oldest file, a file of nobody's
+        # under the name, a link to a directory outside and a directory of
+        # nobody's, both under names %Y%m%d-%H%M%S makes.
+        old = (1000, 1000)
+        notes = os.path.join(os.path.dirname(files[0]), "notes.txt")
+        with open(notes, "wb") as f:
+            f.write(b"not capd's\n")
+        os.utime(notes, old)
+        nobodys = os.path.join(os.path.dirname(files[1]), "cap.pcap1")
+        with open(nobodys, "wb") as f:
+            f.write(b"\1" * 4096)
+        os.chown(nobodys, 65534, 65534)
+        os.utime(nobodys, old)
+        outside = self.path("outside")
+        os.mkdir(outside)
+        with open(os.path.join(outside, "cap.pcap"), "wb") as f:
+            f.write(b"\2" * 4096)
+        os.utime(os.path.join(outside, "cap.pcap"), old)
+        link = os.path.join(fs.path, "19700101-000001")
+        os.symlink(outside, link)
+        other = os.path.join(fs.path, "19700101-000002")
+        os.mkdir(other)
+        with open(os.path.join(other, "cap.pcap"), "wb") as f:
+            f.write(b"\3" * 4096)
+        os.utime(os.path.join(other, "cap.pcap"), old)
+        os.chown(other, 65534, 65534)
+        planted = [notes, nobodys, link, other, os.path.join(outside, "cap.pcap"),
+                   os.path.join(other, "cap.pcap")]
+        before = {p: os.lstat(p) for p in planted}
+
+        # The floor: what deleting the oldest file and half of the second
+        # frees. The second run writes a few kB a second, far less than half
+        # a file, so exactly the oldest two must go.
+        floor = free_bytes(fs.path) + with_index(files[0]) + blocks(files[1]) // 2
+        next_second(files)
+        run = self.capd(["-i", "null:64,rate=10", "--duration", "3", "-G", "1", "-w", tmpl,
+                         "--retain-free", str(floor), "--ctl", "none"])
+        self.assertCapdOk(run)
+        self.assertIn(f"capd: {fs.path}: {len(files)} files of an earlier run under this "
+                      f"capture's names, in {len(files)} directories named by strftime below "
+                      "it, count for retention", run.stderr)
+        self.assertEqual([p for p, _ in deleted_lines(run.stderr)], files[:2], run.describe())
+        self.assertIn("capd: retention: 2 files", run.stderr)
+        for p in files[:2]:
+            self.assertFalse(os.path.exists(p))
+        for p in files[2:]:
+            self.assertTrue(os.path.exists(p))
+        # The oldest's directory holds the foreign file, the second's
+        # nobody's file: both stay. Planted entries are as they were.
+        for p, st in before.items():
+            with self.subTest(planted=p):
+                now = os.lstat(p)
+                self.assertEqual((now.st_ino, now.st_mode, now.st_size, now.st_uid),
+                                 (st.st_ino, st.st_mode, st.st_size, st.st_uid))
+        self.assertEqual(os.listdir(os.path.dirname(files[0])), ["notes.txt"])
+        self.assertEqual(os.listdir(os.path.dirname(files[1])), ["cap.pcap1"])
+
+    def test_emptied_directories_are_removed(self):
+        """With an age every earlier file is past, the directories the
+        walk found are deleted with their last file, and only those."""
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        fs = Tmpfs(self.path("fs"), "16m")
+        self.addCleanup(fs.umount)
+        if fs.error:
+            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        tmpl = os.path.join(fs.path, "%Y", "%m%d-%H%M%S", "cap.pcap")
+        first = self.capd(["-i", "null:64,rate=100", "--duration", "3", "-G", "1", "-w", tmpl,
+                           "--ctl", "none"])
+        self.assertCapdOk(first)
+        earlier = sorted(glob.glob(os.path.join(fs.path, "*", "*", "cap.pcap")))
+        self.assertGreaterEqual(len(earlier), 2, capdtest.listdir(fs.path))
+        next_second(earlier)
+        for p in earlier:
+            os.utime(p, (1000, 1000))
+        kept = os.path.join(fs.path, "1970", "0101-000000")
+        os.makedirs(kept)
+        with open(os.path.join(kept, "notes.txt"), "wb") as f:
+            f.write(b"not capd's\n")
+        run = self.capd(["-i", "null:64,rate=10", "--duration", "2", "-G", "1", "-w", tmpl,
+                         "--retain-age", "1h", "--ctl", "none"])
+        self.assertCapdOk(run)
+        self.assertEqual(sorted(p for p, _ in deleted_lines(run.stderr)), earlier,
+                         run.describe())
+        for p in earlier:
+            self.assertFalse(os.path.exists(os.path.dirname(p)), capdtest.listdir(fs.path))
+        self.assertEqual(os.listdir(kept), ["notes.txt"])
+        # This run's directories are all that is left beside the planted one.
+        left = sorted(glob.glob(os.path.join(fs.path, "*", "*")))
+        self.assertTrue(left and kept in left, left)
+        for d in left:
+            if d != kept:
+                self.assertTrue(glob.glob(os.path.join(d, "cap.pcap")), capdtest.listdir(d))
 
 
 class Age(CapdTestCase):

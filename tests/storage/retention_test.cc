@@ -1,7 +1,8 @@
 // Retention: its values, the names it may delete, the clock-aligned -G
 // periods, and FileSet::retain() by age (oldest first, an earlier run's
 // files and those recovered from killed runs included, a planted file and
-// a hard-linked one left alone, files from the future passed over).
+// a hard-linked one left alone, files from the future passed over, and
+// with -G the files in the strftime directories an earlier run made).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -303,4 +304,121 @@ TEST(Retention, ManyFilesFromTheFutureAreLookedAtOnce) {
     EXPECT_EQ(f.retention_looks(), 4005u);
     (void)testing::internal::GetCapturedStderr();
     f.discard_current();
+}
+
+TEST(Retention, EarlierFilesInStrftimeDirectoriesAreRetained) {
+    // -G with strftime directories: an earlier run's day directories below
+    // the literal part, and look-alikes that are not this capture's.
+    TempDir d, elsewhere;
+    time_t now = time(nullptr);
+    auto day = [&](const std::string& rel) {
+        fs::create_directories(d.path / rel);
+        return d.path / rel;
+    };
+    write_file(day("2019/12-31") / "c-235959.pcap", "oldest", now - 3000);
+    write_file(day("2020/01-01") / "c-000000.pcap", "with index", now - 2000);
+    write_file(d.path / "2020/01-01/.c-000000.pcap.idx", "its index", now - 2000);
+    write_file(day("2020/01-02") / "c-000000.pcap", "beside a foreign file", now - 1500);
+    write_file(d.path / "2020/01-02/notes.txt", "foreign", now - 1500);
+    const std::string rec = recovered_name("c-000000.pcap", now - 1200);
+    write_file(day("2020/01-03") / rec, "recovered", now - 1200);
+    write_file(day("2020/01-06") / "c-000000.pcap", "recent", now);
+    // Not a name %m-%d makes; a link to another directory; a file under a
+    // year's name; another user's directory (as root).
+    write_file(day("2020/0103") / "c-000000.pcap", "not a day", now - 3000);
+    write_file(elsewhere.path / "c-000000.pcap", "through a link", now - 3000);
+    ASSERT_EQ(symlink(elsewhere.path.c_str(), (d.path / "2020/01-04").c_str()), 0);
+    write_file(d.path / "2021", "a file", now - 3000);
+    const bool root = geteuid() == 0;
+    if (root) {
+        write_file(day("2020/01-05") / "c-000000.pcap", "in nobody's directory", now - 3000);
+        ASSERT_EQ(chown((d.path / "2020/01-05").c_str(), 65534, 65534), 0);
+    }
+    FileSetOptions o;
+    o.path = (d.path / "%Y/%m-%d/c-%H%M%S.pcap").string();
+    o.rotate_seconds = 1;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    ASSERT_TRUE(f.open_next(now).ok());
+    f.retain(now);
+    std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find(d.path.string() +
+                       ": 5 files of an earlier run under this capture's names, in 5 "
+                       "directories named by strftime below it, count for retention (1 of "
+                       "them recovered from a killed run)"),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(f.files_retired(), 4u) << log;
+    // Oldest first.
+    size_t a = log.find("c-235959.pcap: deleted"), b = log.find("01-01/c-000000.pcap: deleted"),
+           c = log.find("01-02/c-000000.pcap: deleted"), e = log.find(rec + ": deleted");
+    ASSERT_NE(a, std::string::npos) << log;
+    ASSERT_NE(b, std::string::npos) << log;
+    ASSERT_NE(c, std::string::npos) << log;
+    ASSERT_NE(e, std::string::npos) << log;
+    EXPECT_LT(a, b);
+    EXPECT_LT(b, c);
+    EXPECT_LT(c, e);
+    // The emptied day directories went, and the year 2019 with them; one
+    // holding a foreign file stays, as do the look-alikes and the file
+    // being written.
+    std::set<std::string> left;
+    for (auto& p : fs::recursive_directory_iterator(d.path))
+        left.insert(p.path().lexically_relative(d.path).string());
+    struct tm tm;
+    localtime_r(&now, &tm);
+    char cur[64];
+    strftime(cur, sizeof(cur), "%Y/%m-%d/.c-%H%M%S.pcap.partial", &tm);
+    std::set<std::string> want = {"2020",
+                                  "2020/01-02",
+                                  "2020/01-02/notes.txt",
+                                  "2020/01-06",
+                                  "2020/01-06/c-000000.pcap",
+                                  "2020/0103",
+                                  "2020/0103/c-000000.pcap",
+                                  "2020/01-04",
+                                  "2021",
+                                  split_path(split_path(cur).first).first,
+                                  split_path(cur).first,
+                                  cur};
+    if (root) {
+        want.insert("2020/01-05");
+        want.insert("2020/01-05/c-000000.pcap");
+    }
+    EXPECT_EQ(left, want) << log;
+    EXPECT_EQ(elsewhere.names(), (std::set<std::string>{"c-000000.pcap"}));
+    f.discard_current();
+}
+
+TEST(Retention, OtherConversionsInTheDirectoryAreNotWalked) {
+    TempDir d;
+    time_t now = time(nullptr);
+    fs::create_directories(d.path / "Sun");
+    write_file(d.path / "Sun/c-000000.pcap", "old", now - 3000);
+    FileSetOptions o;
+    o.path = (d.path / "%a/c-%H%M%S.pcap").string();
+    o.rotate_seconds = 1;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_NE(log.find("%a/c-%H%M%S.pcap: earlier files are not looked for"), std::string::npos)
+        << log;
+    f.retain(now);
+    EXPECT_EQ(f.files_retired(), 0u);
+    EXPECT_TRUE(fs::exists(d.path / "Sun/c-000000.pcap"));
+}
+
+TEST(Retention, StrftimeDirectoryNames) {
+    EXPECT_TRUE(strftime_dir_name("%Y-%m-%d", "2026-12-07"));
+    EXPECT_FALSE(strftime_dir_name("%Y-%m-%d", "2026-12-071"));  // no counter
+    EXPECT_FALSE(strftime_dir_name("%Y", "20261"));
+    EXPECT_FALSE(strftime_dir_name("%Y", ".."));
+    EXPECT_TRUE(strftime_dir_name("day-%j", "day-341"));
+    EXPECT_TRUE(strftime_known("%F_%T%%"));
+    EXPECT_FALSE(strftime_known("%a"));
+    EXPECT_FALSE(strftime_known("x%"));
 }
