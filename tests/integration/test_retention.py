@@ -54,6 +54,18 @@ class Tmpfs:
             self.error = "unmounted"
 
 
+def small_fs(test, why_root):
+    """A 16 MiB tmpfs for `test`, unmounted at its end; the test is skipped
+    when not root (`why_root`: what needs it) or when the mount fails."""
+    if os.geteuid() != 0:
+        test.skipTest(why_root)
+    fs = Tmpfs(test.path("fs"), "16m")
+    test.addCleanup(fs.umount)
+    if fs.error:
+        test.skipTest(f"cannot mount a tmpfs: {fs.error}")
+    return fs
+
+
 def free_bytes(path):
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
@@ -240,12 +252,7 @@ class WritersShareTheFloor(CapdTestCase):
     deletes its own oldest files, out of order, and together more."""
 
     def test_oldest_across_writers_first_and_no_more(self):
-        if os.geteuid() != 0:
-            self.skipTest("mounting a tmpfs needs root")
-        fs = Tmpfs(self.path("fs"), "16m")
-        self.addCleanup(fs.umount)
-        if fs.error:
-            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        fs = small_fs(self, "mounting a tmpfs needs root")
         planted = []
         now = time.time()
         for i in range(6):
@@ -282,12 +289,7 @@ class RecoveredFiles(CapdTestCase):
     to a file outside, a file with a second link; all left alone."""
 
     def test_killed_runs_recovered_file_is_retired(self):
-        if os.geteuid() != 0:
-            self.skipTest("mounting a tmpfs and chown need root")
-        fs = Tmpfs(self.path("fs"), "16m")
-        self.addCleanup(fs.umount)
-        if fs.error:
-            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        fs = small_fs(self, "mounting a tmpfs and chown need root")
         out = os.path.join(fs.path, "k.pcap")
         hidden = os.path.join(fs.path, ".k.pcap.partial")
         killed = capdtest.RunningCapd(["-i", "null:256,rate=40k", "-w", out, "--ctl", "none",
@@ -368,12 +370,7 @@ class StrftimeDirectories(CapdTestCase):
     directory, not empty, stays."""
 
     def test_earlier_days_are_walked_and_retired(self):
-        if os.geteuid() != 0:
-            self.skipTest("mounting a tmpfs and chown need root")
-        fs = Tmpfs(self.path("fs"), "16m")
-        self.addCleanup(fs.umount)
-        if fs.error:
-            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        fs = small_fs(self, "mounting a tmpfs and chown need root")
         tmpl = os.path.join(fs.path, "%Y%m%d-%H%M%S", "cap.pcap")
         first = self.capd(["-i", "null:256,rate=5k", "--duration", "5", "-G", "1", "-w", tmpl,
                            "--ctl", "none"])
@@ -449,12 +446,7 @@ class StrftimeDirectories(CapdTestCase):
     def test_emptied_directories_are_removed(self):
         """With an age every earlier file is past, the directories the
         walk found are deleted with their last file, and only those."""
-        if os.geteuid() != 0:
-            self.skipTest("mounting a tmpfs needs root")
-        fs = Tmpfs(self.path("fs"), "16m")
-        self.addCleanup(fs.umount)
-        if fs.error:
-            self.skipTest(f"cannot mount a tmpfs: {fs.error}")
+        fs = small_fs(self, "mounting a tmpfs needs root")
         tmpl = os.path.join(fs.path, "%Y", "%m%d-%H%M%S", "cap.pcap")
         first = self.capd(["-i", "null:64,rate=100", "--duration", "3", "-G", "1", "-w", tmpl,
                            "--ctl", "none"])
