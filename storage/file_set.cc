@@ -61,9 +61,12 @@ DIR* list_dir(int dfd) {
     return d;
 }
 
-bool ends_with(const std::string& s, const std::string& tail) {
+bool ends_with(const std::string& s, std::string_view tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
+
+// What hidden_name_for() puts after a file's name.
+constexpr std::string_view kHidden = ".partial";
 
 /* The index files of one capture leaf: its index (final or live) and that
  * index while it is written. */
@@ -234,11 +237,11 @@ void FileSet::recover_stale() {
     if (stream_) return;
     bool timed = opts_.rotate_seconds > 0;
     auto [dir, leaf] = split_path(base_);
-    // Directories named by strftime are many: their earlier files are
-    // looked for by a walk below the literal part (open_next recovers the
-    // hidden name it needs).
+    // Directories named by strftime are many: a walk below the literal part
+    // finds them, recovers the hidden files in each and, with retention,
+    // adopts their earlier files.
     if (timed && dir.find('%') != std::string::npos) {
-        if (retaining()) adopt_in_time_dirs(dir, leaf);
+        scan_time_dirs(dir, leaf);
         return;
     }
     // The names this set writes: the base, numbered with -C, any expansion
@@ -249,17 +252,15 @@ void FileSet::recover_stale() {
     if (dfd < 0) return;  // open_next reports it
     DIR* d = list_dir(dfd);
     if (!d) return;
-    const std::string suffix = ".partial";
     std::vector<std::string> hidden;
     while (struct dirent* e = readdir(d)) {
         std::string n = e->d_name;
         if (ends_with(n, ".idx") || ends_with(n, ".idx.partial")) continue;  // below
-        if (n.size() < 1 + prefix.size() + suffix.size() || n[0] != '.' ||
-            n.compare(n.size() - suffix.size(), suffix.size(), suffix) != 0 ||
-            n.compare(1, prefix.size(), prefix) != 0)
+        if (n.size() < 1 + prefix.size() + kHidden.size() || n[0] != '.' ||
+            !ends_with(n, kHidden) || n.compare(1, prefix.size(), prefix) != 0)
             continue;
         std::string rest =
-            n.substr(1 + prefix.size(), n.size() - 1 - prefix.size() - suffix.size());
+            n.substr(1 + prefix.size(), n.size() - 1 - prefix.size() - kHidden.size());
         if (!opts_.suffix.empty()) {
             if (!ends_with(rest, opts_.suffix)) continue;
             rest.resize(rest.size() - opts_.suffix.size());
@@ -268,23 +269,37 @@ void FileSet::recover_stale() {
         hidden.push_back(n);
     }
     closedir(d);
+    recover_hidden_files(dfd, dir, hidden, nullptr);
+    // After the recovery: a live index whose hidden file it published or
+    // removed is stale now.
+    remove_stale_indexes(dfd, dir, prefix, timed);
+    if (retaining()) adopt_earlier(dfd, dir, leaf, timed);
+}
+
+void FileSet::recover_hidden_files(int dfd, const std::string& dir,
+                                   const std::vector<std::string>& hidden, Earlier* found) {
     unsigned spares = 0;
     for (const std::string& h : hidden) {
-        Recovery r = recover_hidden(dfd, h, h.substr(1, h.size() - 1 - suffix.size()), owner());
+        Recovery r = recover_hidden(dfd, h, h.substr(1, h.size() - 1 - kHidden.size()), owner());
         if (r.what == Recovery::What::kSpare)
             spares++;  // one line for all: a -W 1000 ring leaves 1000
         else if (!r.message.empty())
             log_line(dir, r.message);
+        // Published under a recovered name: one of this capture's files,
+        // by the killed run's last write.
+        struct stat st;
+        if (found && r.what == Recovery::What::kRecovered &&
+            fstatat(dfd, r.published.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            foreign_entry(st, owner()).empty()) {
+            found->files.push_back({st.st_mtim, dir + "/" + r.published});
+            found->recovered++;
+        }
     }
     if (spares > 0)
         std::fprintf(stderr,
                      "capd: %s: removed %u empty hidden file%s left by a run that did not "
                      "finish (unused --preallocate spares, or cut before their header)\n",
                      dir.c_str(), spares, spares == 1 ? "" : "s");
-    // After the recovery: a live index whose hidden file it published or
-    // removed is stale now.
-    remove_stale_indexes(dfd, dir, prefix, timed);
-    if (retaining()) adopt_earlier(dfd, dir, leaf, timed);
 }
 
 /* The index files a run that did not finish left under names this set
@@ -584,9 +599,11 @@ void FileSet::make_room() {
         remove_index(final_name_);  // reused or not, it describes the old file
     }
     while (!closed_.empty() && closed_.size() + 1 > opts_.max_files) {
-        remove_file(closed_.front());
-        remove_index(closed_.front());
+        const std::string name = closed_.front();
         closed_.pop_front();
+        remove_file(name);
+        remove_index(name);
+        remove_empty_dirs(name, nullptr);
     }
 }
 
@@ -769,9 +786,11 @@ Status FileSet::close_current() {
     std::erase(earlier_, final_name_);
     if (opts_.max_files > 0) {
         while (closed_.size() > opts_.max_files) {
-            remove_file(closed_.front());
-            remove_index(closed_.front());
+            const std::string name = closed_.front();
             closed_.pop_front();
+            remove_file(name);
+            remove_index(name);
+            remove_empty_dirs(name, nullptr);
         }
     }
 
@@ -834,31 +853,38 @@ void FileSet::find_earlier(int dfd, const std::string& dir, const std::string& p
                            Earlier& found, size_t& budget) {
     DIR* d = list_dir(dfd);
     if (!d) return;
-    const bool bare = split_path(base_).first == "." && base_.rfind("./", 0) != 0;
     while (budget > 0) {
         struct dirent* e = readdir(d);
         if (!e) break;
         budget--;
-        std::string n = e->d_name;
-        // A file recovered from a killed run of this capture is one of its
-        // files: by the name it was to have, and its last write.
-        std::string plain = recovered_from(n);
-        const bool was_recovered = !plain.empty();
-        if (!was_recovered) plain = n;
-        // --compress: this capture's names end with the codec's suffix.
-        if (!opts_.suffix.empty()) {
-            if (!ends_with(plain, opts_.suffix)) continue;
-            plain.resize(plain.size() - opts_.suffix.size());
-        }
-        if (!retained_name(pattern, timed, plain)) continue;
-        struct stat st;
-        if (fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
-            !foreign_entry(st, owner()).empty())
-            continue;  // not capd's to delete
-        found.files.push_back({st.st_mtim, bare ? n : dir + "/" + n});
-        if (was_recovered) found.recovered++;
+        consider_earlier(dfd, dir, e->d_name, pattern, timed, found);
     }
     closedir(d);
+}
+
+bool FileSet::set_name(const std::string& pattern, bool timed, std::string leaf) const {
+    // --compress: this capture's names end with the codec's suffix.
+    if (!opts_.suffix.empty()) {
+        if (!ends_with(leaf, opts_.suffix)) return false;
+        leaf.resize(leaf.size() - opts_.suffix.size());
+    }
+    return retained_name(pattern, timed, leaf);
+}
+
+void FileSet::consider_earlier(int dfd, const std::string& dir, const std::string& n,
+                               const std::string& pattern, bool timed, Earlier& found) {
+    const bool bare = split_path(base_).first == "." && base_.rfind("./", 0) != 0;
+    // A file recovered from a killed run of this capture is one of its
+    // files: by the name it was to have, and its last write.
+    std::string plain = recovered_from(n);
+    const bool was_recovered = !plain.empty();
+    if (!set_name(pattern, timed, was_recovered ? plain : n)) return;
+    struct stat st;
+    if (fstatat(dfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !foreign_entry(st, owner()).empty())
+        return;  // not capd's to delete
+    found.files.push_back({st.st_mtim, bare ? n : dir + "/" + n});
+    if (was_recovered) found.recovered++;
 }
 
 void FileSet::take_earlier(Earlier& found, const std::string& dir, const std::string& where) {
@@ -879,17 +905,23 @@ void FileSet::take_earlier(Earlier& found, const std::string& dir, const std::st
                  of_them.c_str());
 }
 
-void FileSet::adopt_in_time_dirs(const std::string& dir_tmpl, const std::string& pattern) {
+void FileSet::scan_time_dirs(const std::string& dir_tmpl, const std::string& pattern) {
+    const bool retain = retaining();
     // Only the conversions the name matcher knows can be told from other
-    // names; with any other, earlier files are not looked for.
+    // names; with any other, earlier directories are not looked for (the
+    // hidden file open_next() needs is still recovered).
     std::string rest;
     if (!strftime_known(dir_tmpl) || !strftime_known(pattern) ||
         !below_literal(dir_tmpl, top_dir_, rest)) {
         std::fprintf(stderr,
                      "capd: %s/%s: earlier files are not looked for (a -G name must use only "
                      "%%Y %%m %%d %%H %%M %%S %%y %%j %%s %%F %%T %%%% for them to be "
-                     "recognised); retention counts this run's files\n",
-                     dir_tmpl.c_str(), pattern.c_str());
+                     "recognised); %s\n",
+                     dir_tmpl.c_str(), pattern.c_str(),
+                     retain ? "retention counts this run's files, and a hidden file a killed run "
+                              "left is recovered only when a file of its name opens"
+                            : "a hidden file a killed run left is recovered only when a file "
+                              "of its name opens");
         return;
     }
     int top = open_dir(top_dir_);
@@ -905,19 +937,48 @@ void FileSet::adopt_in_time_dirs(const std::string& dir_tmpl, const std::string&
             return strftime_dir_name(comp, name);
         },
         [&](int dfd, const std::string& path) {
-            find_earlier(dfd, lead + path, pattern, true, found, budget);
+            scan_time_dir(dfd, lead + path, pattern, retain ? &found : nullptr, budget);
         },
         budget);
     ::close(top);
     if (budget == 0)
         std::fprintf(stderr,
                      "capd: %s: the look for earlier files below it stopped at %zu directory "
-                     "entries; files past them are not counted for retention until a restart "
-                     "finds them\n",
-                     top_dir_.c_str(), kTimeDirEntries);
-    take_earlier(found, top_dir_,
-                 ", in " + std::to_string(dirs) + " director" + (dirs == 1 ? "y" : "ies") +
-                     " named by strftime below it,");
+                     "entries; hidden files a killed run left past them are not recovered%s "
+                     "until a restart finds them\n",
+                     top_dir_.c_str(), kTimeDirEntries,
+                     retain ? ", and files past them are not counted for retention," : "");
+    if (retain)
+        take_earlier(found, top_dir_,
+                     ", in " + std::to_string(dirs) + " director" + (dirs == 1 ? "y" : "ies") +
+                         " named by strftime below it,");
+}
+
+void FileSet::scan_time_dir(int dfd, const std::string& dir, const std::string& pattern,
+                            Earlier* found, size_t& budget) {
+    DIR* d = list_dir(dfd);
+    if (!d) return;
+    // One read of the directory: the hidden files of this capture's names,
+    // and with retention its earlier files.
+    std::vector<std::string> hidden;
+    while (budget > 0) {
+        struct dirent* e = readdir(d);
+        if (!e) break;
+        budget--;
+        std::string n = e->d_name;
+        if (n.size() > 1 + kHidden.size() && n[0] == '.' && ends_with(n, kHidden)) {
+            if (set_name(pattern, true, n.substr(1, n.size() - 1 - kHidden.size())))
+                hidden.push_back(n);
+        } else if (found) {
+            consider_earlier(dfd, dir, n, pattern, true, *found);
+        }
+    }
+    closedir(d);
+    if (hidden.empty()) return;
+    recover_hidden_files(dfd, dir, hidden, found);
+    // As in a literal directory: the live index of a file recovered or
+    // removed, and an index a killed run was writing, are stale.
+    remove_stale_indexes(dfd, dir, pattern.substr(0, pattern.find('%')), true);
 }
 
 bool FileSet::next_to_retire(std::deque<std::string>*& list, size_t& at, struct stat& st) {
@@ -995,11 +1056,11 @@ bool FileSet::retire_oldest(time_t older_than, const std::string& why, uint64_t&
     oldest_dirty_ = true;
     std::fprintf(stderr, "capd: %s: deleted (%lld bytes) %s\n", name.c_str(),
                  static_cast<long long>(st.st_size), why.c_str());
-    remove_empty_dirs(name);
+    remove_empty_dirs(name, "retention");
     return true;
 }
 
-void FileSet::remove_empty_dirs(const std::string& name) {
+void FileSet::remove_empty_dirs(const std::string& name, const char* why) {
     if (top_dir_.empty()) return;
     const std::string tmpl = split_path(base_).first;
     const std::string dir = split_path(name).first;
@@ -1043,7 +1104,7 @@ void FileSet::remove_empty_dirs(const std::string& name) {
             dir_fd_ = -1;
             dir_path_.clear();
         }
-        std::fprintf(stderr, "capd: %s: removed, empty after retention\n", path.c_str());
+        if (why) std::fprintf(stderr, "capd: %s: removed, empty after %s\n", path.c_str(), why);
         path = parent;
     }
 }

@@ -432,6 +432,114 @@ class TimeRotation(CapdTestCase):
         self.assertNoHidden(self.out)
 
 
+class TimeDirectories(CapdTestCase):
+    """-G 1 with a directory per second (DIR/%Y%m%d-%H%M%S/cap.pcap)."""
+
+    RECOVERED = re.compile(r"^capd: (.*)/\.cap\.pcap\.partial: left by a run that did not "
+                           r"finish: recovered as (cap\.recovered-\d{8}T\d{6}Z\.pcap) "
+                           r"\((\d+) packets", re.M)
+
+    def setUp(self):
+        super().setUp()
+        self.out = self.path("out")
+        os.mkdir(self.out)
+        self.tmpl = os.path.join(self.out, "%Y%m%d-%H%M%S", "cap.pcap")
+
+    def hidden(self):
+        return glob.glob(os.path.join(self.out, "*", ".cap.pcap.partial"))
+
+    def kill_with_packets(self, killed):
+        """SIGKILLs `killed` while its one hidden file holds a whole packet:
+        stopped first, so no rotation comes between the look and the kill."""
+        def stopped_with_packets():
+            if not killed.running():
+                return True
+            killed.signal(signal.SIGSTOP)
+            h = self.hidden()
+            if len(h) == 1 and os.path.getsize(h[0]) >= 24 + 16 + 256:
+                return True
+            killed.signal(signal.SIGCONT)
+            return False
+
+        ok = capdtest.wait_until(stopped_with_packets, 120, 0.05)
+        self.assertTrue(killed.running(), killed.stderr_now())
+        self.assertTrue(ok, "no hidden file with a packet in 120 s")
+        killed.signal(signal.SIGKILL)
+        killed.proc.wait(timeout=30)
+
+    def test_killed_runs_file_in_an_earlier_period_is_recovered(self):
+        """A run killed in one second's directory and restarted in a later
+        second: the next run recovers the killed run's hidden file in its
+        directory, whole up to its last record, with one line. Planted under
+        the capture's hidden name, in directories named as %Y%m%d-%H%M%S
+        makes them: a file of nobody's (as root), and a file in a directory
+        reached through a symbolic link; both left alone."""
+        killed = capdtest.RunningCapd(["-i", "null:256,rate=2000", "-G", "1", "-w", self.tmpl,
+                                       "--ctl", "none", "--flush-ms", "10"])
+        self.addCleanup(killed.kill)
+        self.kill_with_packets(killed)
+        [hidden] = self.hidden()
+        outside = self.path("outside")
+        os.mkdir(outside)
+        with open(hidden, "rb") as f:
+            whole = f.read()
+        planted = [os.path.join(outside, ".cap.pcap.partial")]
+        os.symlink(outside, os.path.join(self.out, "19700101-000001"))
+        root = os.geteuid() == 0
+        if root:
+            os.mkdir(os.path.join(self.out, "19700101-000002"))
+            planted.append(os.path.join(self.out, "19700101-000002", ".cap.pcap.partial"))
+        for p in planted:
+            with open(p, "wb") as f:
+                f.write(whole)
+        if root:
+            os.chown(planted[-1], 65534, 65534)
+        before = {p: os.lstat(p) for p in planted}
+
+        # The next second: the next run writes in directories of its own.
+        last = os.stat(hidden).st_mtime
+        capdtest.wait_until(lambda: time.time() >= int(last) + 1, 30)
+        run = self.capd(["-i", "null:64,rate=100", "--duration", "1.5", "-G", "1",
+                         "-w", self.tmpl, "--ctl", "none"])
+        self.assertCapdOk(run)
+        found = self.RECOVERED.findall(run.stderr)
+        self.assertEqual(len(found), 1, run.describe())
+        where, name, packets = found[0]
+        self.assertEqual(where, os.path.dirname(hidden))
+        self.assertFalse(os.path.exists(hidden))
+        recovered = os.path.join(where, name)
+        cap = self.assertWhole(recovered)
+        self.assertEqual(len(cap.records), int(packets))
+        self.assertGreater(len(cap.records), 0)
+        n, err = capdtest.tcpdump_count(recovered)
+        self.assertIsNone(err, err)
+        self.assertEqual(n, len(cap.records))
+        if root:
+            self.assertIn(f"capd: {planted[-1]}: left alone: owned by uid 65534", run.stderr)
+        for p, st in before.items():
+            with self.subTest(planted=p):
+                now = os.lstat(p)
+                self.assertEqual((now.st_ino, now.st_size, now.st_uid),
+                                 (st.st_ino, st.st_size, st.st_uid))
+        # No hidden file of capd's is left; the planted ones are.
+        through_link = os.path.join(self.out, "19700101-000001", ".cap.pcap.partial")
+        self.assertEqual(sorted(self.hidden()), sorted([through_link] + planted[1:]))
+
+    def test_W_removes_the_directories_it_empties(self):
+        """-G 1 -W 2: each file the ring removes takes its directory, so
+        after the run only the directories of the two files left exist."""
+        run = self.capd(["-i", "null:64,rate=100", "--duration", "3.5", "-G", "1", "-W", "2",
+                         "-w", self.tmpl, "--ctl", "none"])
+        self.assertCapdOk(run)
+        files = glob.glob(os.path.join(self.out, "*", "cap.pcap"))
+        self.assertEqual(len(files), 2, os.listdir(self.out))
+        self.assertEqual(sorted(os.listdir(self.out)),
+                         sorted(os.path.basename(os.path.dirname(p)) for p in files))
+        for p in files:
+            self.assertWhole(p)
+            self.assertEqual(capdtest.listdir(os.path.dirname(p)), ["cap.pcap"])
+
+
 class PostRotateFailures(CapdTestCase):
     """-z commands that cannot run, exit non-zero or are killed: each is one
     stderr line naming the command, the file and the status, counted per

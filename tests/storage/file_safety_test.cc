@@ -452,3 +452,88 @@ TEST(FileSafety, TimeDirectoriesWalkNoParentComponent) {
     EXPECT_NE(s.error().find("'..'"), std::string::npos) << s.error();
     EXPECT_TRUE(fs::is_empty(d.path / "p100"));
 }
+
+TEST(FileSafety, HiddenFilesInEarlierTimeDirectoriesAreRecovered) {
+    // Runs killed in the periods of p100 (its file cut in a record, and a
+    // -C file of it) and p101 (a header and no packet); this run starts in
+    // p200, without retention. Each is recovered in its own directory as
+    // in a literal one, with its line. Left alone: another capture's hidden
+    // file, one behind a link to another directory, one in a directory
+    // whose name p%s does not make, and as root nobody's file and a file
+    // in nobody's directory.
+    TempDir d;
+    auto dir = [&](const std::string& n) {
+        fs::create_directory(d.path / n);
+        return d.path / n;
+    };
+    const std::string whole = capture(Format::kPcapMicro, 3);
+    const fs::path cut = dir("p100") / ".t-100.pcap.partial";
+    const fs::path counted = d.path / "p100" / ".t-100.pcap1.partial";
+    spill(cut, capture(Format::kPcapMicro, 4).substr(0, whole.size() + 30));
+    spill(counted, capture(Format::kPcapng, 2));
+    spill(d.path / "p100" / ".t-100.pcap.partial.idx", "the killed run's live index");
+    const struct timespec old[2] = {{1000000000, 0}, {1000000000, 0}};
+    for (const fs::path& p : {cut, counted}) ASSERT_EQ(utimensat(AT_FDCWD, p.c_str(), old, 0), 0);
+    spill(dir("p101") / ".t-101.pcap.partial", capture(Format::kPcapMicro, 0));
+    const std::string one = capture(Format::kPcapMicro, 1);
+    std::vector<fs::path> left = {dir("p102") / ".other.pcap.partial",
+                                  dir("elsewhere") / ".t-103.pcap.partial",
+                                  dir("q104") / ".t-104.pcap.partial"};
+    fs::create_directory_symlink(d.path / "elsewhere", d.path / "p103");
+    const bool root = geteuid() == 0;
+    if (root) {
+        left.push_back(dir("p105") / ".t-105.pcap.partial");
+        left.push_back(dir("p106") / ".t-106.pcap.partial");
+    }
+    for (const fs::path& p : left) spill(p, one);
+    if (root) {
+        ASSERT_EQ(chown((d.path / "p105").c_str(), kOtherUid, kOtherUid), 0);
+        ASSERT_EQ(chown(left.back().c_str(), kOtherUid, kOtherUid), 0);
+    }
+    FileSet f(dated_dirs(d));
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    std::string log = testing::internal::GetCapturedStderr();
+    const std::string rec = recovered_name("t-100.pcap", 1000000000);
+    const std::string rec1 = recovered_name("t-100.pcap1", 1000000000);
+    EXPECT_EQ(slurp(d.path / "p100" / rec), whole) << log;
+    EXPECT_EQ(pcap_packets(d.path / "p100" / rec), 3);
+    EXPECT_EQ(slurp(d.path / "p100" / rec1), capture(Format::kPcapng, 2));
+    // The live index of the recovered file went with its hidden name.
+    std::set<std::string> p100;
+    for (auto& e : fs::directory_iterator(d.path / "p100")) p100.insert(e.path().filename());
+    EXPECT_EQ(p100, (std::set<std::string>{rec, rec1})) << log;
+    EXPECT_TRUE(fs::is_empty(d.path / "p101")) << log;
+    const std::string at = "capd: " + d.path.string() + "/";
+    EXPECT_NE(log.find(at +
+                       "p100/.t-100.pcap.partial: left by a run that did not finish: "
+                       "recovered as " +
+                       rec + " (3 packets, 30 bytes of a cut or older tail dropped)\n"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find(at +
+                       "p100/.t-100.pcap1.partial: left by a run that did not finish: "
+                       "recovered as " +
+                       rec1 + " (2 packets)\n"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find(at + "p101/.t-101.pcap.partial: removed: no whole packet"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find(at + "p100: removed 1 index file left by a run that did not finish"),
+              std::string::npos)
+        << log;
+    size_t lines = 0;
+    for (size_t p = 0; (p = log.find('\n', p)) != std::string::npos; p++) lines++;
+    // Nobody's file is said; nothing is said of the entries not walked.
+    if (root) {
+        EXPECT_NE(log.find(at + "p106/.t-106.pcap.partial: left alone: owned by uid 65534"),
+                  std::string::npos)
+            << log;
+    }
+    EXPECT_EQ(lines, root ? 5u : 4u) << log;
+    for (const fs::path& p : left) EXPECT_EQ(slurp(p), one) << p;
+    EXPECT_TRUE(fs::is_symlink(d.path / "p103"));
+    ASSERT_TRUE(f.open_next(200).ok());
+    f.discard_current();
+}

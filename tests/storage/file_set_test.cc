@@ -135,6 +135,42 @@ TEST(FileSet, RingDeletesOldestTimeFiles) {
     EXPECT_EQ(d.names(), (std::set<std::string>{"t-103.pcap", "t-104.pcap"}));
 }
 
+TEST(FileSet, RingRemovesTheTimeDirectoriesItEmpties) {
+    // -G 1 -W 2 into lit/YEAR/sT/t.pcap: each removal of the oldest file
+    // takes its emptied directory, and the year's once empty; a directory
+    // holding a file of someone else's stays, as does the literal part.
+    TempDir d;
+    fs::create_directory(d.path / "lit");
+    FileSetOptions o;
+    o.path = (d.path / "lit/%Y/s%s/t.pcap").string();
+    o.rotate_seconds = 1;
+    o.max_files = 2;
+    FileSet f(o);
+    auto year = [](time_t t) {
+        struct tm tm;
+        localtime_r(&t, &tm);
+        return std::to_string(tm.tm_year + 1900);
+    };
+    const time_t later = 1600000000;
+    for (time_t t : {time_t{100}, time_t{101}, later, later + 1, later + 2}) {
+        ASSERT_TRUE(f.open_next(t).ok());
+        if (t == later) {
+            std::ofstream(d.path / "lit" / year(t) / ("s" + std::to_string(t)) / "notes.txt")
+                << "not capd's\n";
+        }
+    }
+    ASSERT_TRUE(f.close_current().ok());
+    std::set<std::string> left;
+    for (auto& p : fs::recursive_directory_iterator(d.path))
+        left.insert(p.path().lexically_relative(d.path).string());
+    const std::string y = "lit/" + year(later) + "/s";
+    const std::string s0 = std::to_string(later), s1 = std::to_string(later + 1),
+                      s2 = std::to_string(later + 2);
+    EXPECT_EQ(left,
+              (std::set<std::string>{"lit", "lit/" + year(later), y + s0, y + s0 + "/notes.txt",
+                                     y + s1, y + s1 + "/t.pcap", y + s2, y + s2 + "/t.pcap"}));
+}
+
 TEST(FileSet, SizeCutsWithinTimePeriodsNameAsTcpdump) {
     // tcpdump 4.99 with -G and -C: the strftime name is the period's start,
     // a -C cut numbers on within it, and the next period starts at 0 again.

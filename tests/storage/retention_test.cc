@@ -392,6 +392,46 @@ TEST(Retention, EarlierFilesInStrftimeDirectoriesAreRetained) {
     f.discard_current();
 }
 
+TEST(Retention, HiddenFilesInEarlierTimeDirectoriesAreRecoveredAndRetained) {
+    // -G 1 into TOP/pT/t-T.pcap: a run killed in p100's period left its
+    // hidden file, one in p101's period closed its file. Recovered at
+    // start, the first is retention's oldest candidate, and both go by age
+    // with their directories.
+    TempDir d;
+    time_t now = time(nullptr);
+    // A pcap header (microseconds, Ethernet) and one 4-byte packet.
+    const uint32_t head[] = {0xa1b2c3d4, 0x00040002, 0, 0, 65535, 1, 1, 0, 4, 4, 0x01020304};
+    const std::string pcap(reinterpret_cast<const char*>(head), sizeof(head));
+    fs::create_directories(d.path / "p100");
+    fs::create_directories(d.path / "p101");
+    write_file(d.path / "p100/.t-100.pcap.partial", pcap, now - 3000);
+    write_file(d.path / "p101/t-101.pcap", "earlier", now - 2000);
+    FileSetOptions o;
+    o.path = (d.path / "p%s/t-%s.pcap").string();
+    o.rotate_seconds = 1;
+    o.retain_age_s = 100;
+    FileSet f(o);
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    ASSERT_TRUE(f.open_next(now).ok());
+    f.retain(now);
+    std::string log = testing::internal::GetCapturedStderr();
+    const std::string rec = "p100/" + recovered_name("t-100.pcap", now - 3000);
+    EXPECT_NE(log.find(d.path.string() +
+                       ": 2 files of an earlier run under this capture's names, in 2 "
+                       "directories named by strftime below it, count for retention (1 of "
+                       "them recovered from a killed run)"),
+              std::string::npos)
+        << log;
+    EXPECT_EQ(f.files_retired(), 2u) << log;
+    size_t a = log.find(rec + ": deleted"), b = log.find("p101/t-101.pcap: deleted");
+    ASSERT_NE(a, std::string::npos) << log;
+    ASSERT_NE(b, std::string::npos) << log;
+    EXPECT_LT(a, b);
+    EXPECT_EQ(d.names(), (std::set<std::string>{"p" + std::to_string(now)})) << log;
+    f.discard_current();
+}
+
 TEST(Retention, OtherConversionsInTheDirectoryAreNotWalked) {
     TempDir d;
     time_t now = time(nullptr);
