@@ -42,6 +42,15 @@ FileSetOptions aged_set(const TempDir& d) {
     return o;
 }
 
+/* `name` below d (strftime directories and all), -G 1, files kept for 100 s. */
+FileSetOptions aged_timed_set(const TempDir& d, const std::string& name) {
+    FileSetOptions o;
+    o.path = (d.path / name).string();
+    o.rotate_seconds = 1;
+    o.retain_age_s = 100;
+    return o;
+}
+
 }  // namespace
 
 TEST(Retention, FreeFloorValues) {
@@ -334,10 +343,7 @@ TEST(Retention, EarlierFilesInStrftimeDirectoriesAreRetained) {
         write_file(day("2020/01-05") / "c-000000.pcap", "in nobody's directory", now - 3000);
         ASSERT_EQ(chown((d.path / "2020/01-05").c_str(), 65534, 65534), 0);
     }
-    FileSetOptions o;
-    o.path = (d.path / "%Y/%m-%d/c-%H%M%S.pcap").string();
-    o.rotate_seconds = 1;
-    o.retain_age_s = 100;
+    FileSetOptions o = aged_timed_set(d, "%Y/%m-%d/c-%H%M%S.pcap");
     FileSet f(o);
     testing::internal::CaptureStderr();
     f.recover_stale();
@@ -406,10 +412,7 @@ TEST(Retention, HiddenFilesInEarlierTimeDirectoriesAreRecoveredAndRetained) {
     fs::create_directories(d.path / "p101");
     write_file(d.path / "p100/.t-100.pcap.partial", pcap, now - 3000);
     write_file(d.path / "p101/t-101.pcap", "earlier", now - 2000);
-    FileSetOptions o;
-    o.path = (d.path / "p%s/t-%s.pcap").string();
-    o.rotate_seconds = 1;
-    o.retain_age_s = 100;
+    FileSetOptions o = aged_timed_set(d, "p%s/t-%s.pcap");
     FileSet f(o);
     testing::internal::CaptureStderr();
     f.recover_stale();
@@ -437,10 +440,7 @@ TEST(Retention, OtherConversionsInTheDirectoryAreNotWalked) {
     time_t now = time(nullptr);
     fs::create_directories(d.path / "Sun");
     write_file(d.path / "Sun/c-000000.pcap", "old", now - 3000);
-    FileSetOptions o;
-    o.path = (d.path / "%a/c-%H%M%S.pcap").string();
-    o.rotate_seconds = 1;
-    o.retain_age_s = 100;
+    FileSetOptions o = aged_timed_set(d, "%a/c-%H%M%S.pcap");
     FileSet f(o);
     testing::internal::CaptureStderr();
     f.recover_stale();
