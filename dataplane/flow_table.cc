@@ -1,6 +1,9 @@
 #include "dataplane/flow_table.hh"
 
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
@@ -18,7 +21,7 @@ constexpr uint32_t kCutOne = 16;         // state's unit of cut packets
 constexpr uint32_t kNoAge = 0xffffffff;  // no packet remembered for dedup
 constexpr uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
 constexpr uint64_t kHugePage = 2u << 20;
-constexpr unsigned kStampShift = 20;  // Slot::lru_stamp's unit: 2^20 ns, about 1 ms
+constexpr unsigned kStampShift = 20;  // Hot::lru_stamp's unit: 2^20 ns, about 1 ms
 
 inline uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
 inline uint64_t load64(const uint8_t* p) {
@@ -43,6 +46,28 @@ inline uint64_t mix(uint64_t h) {
     return h;
 }
 
+/* The words the hash mixes into a key's, drawn at start: a flow is named by
+ * its hash (FlowTable::Hot::id), so which keys collide must not be known
+ * outside the process. */
+struct HashKey {
+    uint64_t k[6];
+};
+
+HashKey draw_hash_key() {
+    HashKey h;
+    if (getrandom(h.k, sizeof(h.k), GRND_NONBLOCK) != ssize_t(sizeof(h.k))) {
+        // No entropy yet (early boot): the clock and the process, mixed.
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t x = (uint64_t(ts.tv_sec) * 1'000'000'000u + uint64_t(ts.tv_nsec)) ^
+                     (uint64_t(getpid()) << 40) ^ reinterpret_cast<uintptr_t>(&h);
+        for (uint64_t& k : h.k) k = x = mix(x + 0x9e3779b97f4a7c15ull);
+    }
+    return h;
+}
+
+const HashKey kHashKey = draw_hash_key();
+
 /* The hash of a key given as its 8-byte words (w5: the last 4 bytes).
  * Three independent 128-bit products folded, then one finaliser: the
  * multiplies run in parallel, not as a chain of six. */
@@ -52,25 +77,10 @@ inline uint64_t hash_words(uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3, u
         __uint128_t p = __uint128_t(x) * y;
         return uint64_t(p) ^ uint64_t(p >> 64);
     };
-    uint64_t h = fold(w0 ^ 0x9e3779b97f4a7c15ull, w3 ^ 0xbf58476d1ce4e5b9ull) +
-                 fold(w1 ^ 0x94d049bb133111ebull, w4 ^ 0x2545f4914f6cdd1dull) +
-                 fold(w2 ^ 0xff51afd7ed558ccdull, w5 ^ 0xc4ceb9fe1a85ec53ull);
+    const uint64_t* k = kHashKey.k;
+    uint64_t h =
+        fold(w0 ^ k[0], w3 ^ k[1]) + fold(w1 ^ k[2], w4 ^ k[3]) + fold(w2 ^ k[4], w5 ^ k[5]);
     return mix(h);
-}
-
-uint64_t hash_key(const FlowPacket::Key& k) {
-    const auto* b = reinterpret_cast<const uint8_t*>(&k);
-    return hash_words(load64(b), load64(b + 8), load64(b + 16), load64(b + 24), load64(b + 32),
-                      load32(b + 40));
-}
-
-/* Two keys equal, in registers: no library call for 44 bytes. */
-inline bool key_equal(const FlowPacket::Key& x, const FlowPacket::Key& y) {
-    const auto* a = reinterpret_cast<const uint8_t*>(&x);
-    const auto* b = reinterpret_cast<const uint8_t*>(&y);
-    return ((load64(a) ^ load64(b)) | (load64(a + 8) ^ load64(b + 8)) |
-            (load64(a + 16) ^ load64(b + 16)) | (load64(a + 24) ^ load64(b + 24)) |
-            (load64(a + 32) ^ load64(b + 32)) | (load32(a + 40) ^ load32(b + 40))) == 0;
 }
 
 /* An intrusive LRU list through an array (the flow slots, the TCP
@@ -139,20 +149,33 @@ uint64_t hash_bytes(const uint8_t* frame, uint32_t caplen, uint16_t l3, uint8_t 
 
 }  // namespace
 
-/* 128 bytes on a 128-byte boundary: the first line holds the key and what
- * a hit reads first; prefetch_slot() asks for both lines at once. */
-struct FlowTable::Slot {
+/* A flow's slot is three records in three arrays: what every packet reads
+ * and writes, on one cache line (Hot); what only a new flow, an eviction,
+ * an LRU move and capctl flows touch, on another (Cold); with dedup on,
+ * what dedup compares, on half a line (Dup). A packet of a known flow so
+ * brings in its bucket and one line, or two with dedup, not three. */
+struct FlowTable::Hot {
+    uint64_t id;          // the flow's hash (FlowPacket::hash): its name in the table
+    uint64_t last_ns;     // its last packet's time
+    uint64_t bytes[2];    // per direction ([0]: sent by the lower endpoint)
+    uint64_t cut_bytes;   // wire bytes cut
+    uint32_t packets[2];  // per direction, saturating
+    uint32_t state;       // flags in the low 4 bits, cut packets above (saturating)
+    uint32_t lru_stamp;   // when last moved to the LRU front, in kStampShift units
+    uint32_t tcp;         // TCP record + 1; 0: none
+    uint32_t spare;
+};
+
+struct FlowTable::Cold {
     FlowPacket::Key key;
-    uint32_t state;               // flags in the low 4 bits, cut packets above (saturating)
-    uint32_t packets[2];          // per direction ([0]: sent by the lower endpoint), saturating
-    uint32_t lru_stamp;           // when last moved to the LRU front, in kStampShift units
-    uint32_t tcp;                 // TCP record + 1; 0: none
     uint32_t lru_prev, lru_next;  // slot + 1, 0: none
-    uint32_t dup_age[2];          // dup_hash[i]'s time, in 4 ns steps before last_ns; kNoAge
-    uint64_t bytes[2];            // per direction
-    uint64_t cut_bytes;
-    uint64_t last_ns;
-    uint64_t dup_hash[2];
+    uint8_t spare[64 - sizeof(FlowPacket::Key) - 8];
+};
+
+struct FlowTable::Dup {
+    uint64_t hash[2];  // the last two packets' bytes (hash_bytes())
+    uint32_t age[2];   // hash[i]'s time, in 4 ns steps before Hot::last_ns; kNoAge
+    uint64_t spare;
 };
 
 /* One cache line: up to kWays flows, each as (slot + 1, the top 16 bits of
@@ -336,23 +359,34 @@ uint32_t bucket_count(uint32_t slots) {
     while (buckets < (slots + 1) / 2) buckets <<= 1;
     return buckets;
 }
-/* Where the TCP pool starts in the mapping: after the slots and buckets,
- * on a cache line. */
-uint64_t tcp_pool_offset(uint32_t slots, uint64_t slot_bytes) {
-    return uint64_t(slots) * slot_bytes + uint64_t(bucket_count(slots)) * 64;
+/* Where the arrays start in the mapping, each on a cache line: the hot
+ * records, the cold records, the buckets, the dedup records (dedup on),
+ * the TCP pool. */
+struct Layout {
+    uint64_t cold, buckets, dup, tcp, end;
+};
+constexpr uint64_t kLineBytes = 64, kDupBytes = 32;
+Layout layout(uint32_t slots, uint32_t tcp_conns, bool dedup) {
+    Layout l;
+    l.cold = uint64_t(slots) * kLineBytes;
+    l.buckets = l.cold + uint64_t(slots) * kLineBytes;
+    l.dup = l.buckets + uint64_t(bucket_count(slots)) * kLineBytes;
+    l.tcp =
+        l.dup + (dedup ? (uint64_t(slots) * kDupBytes + kLineBytes - 1) & ~(kLineBytes - 1) : 0);
+    l.end = l.tcp + uint64_t(tcp_conns) * sizeof(packet::TcpConn);
+    return l;
 }
 }  // namespace
 
-uint64_t FlowTable::bytes_for(uint32_t slots, uint32_t tcp_conns) {
-    uint64_t b =
-        tcp_pool_offset(slots, sizeof(Slot)) + uint64_t(tcp_conns) * sizeof(packet::TcpConn);
+uint64_t FlowTable::bytes_for(uint32_t slots, uint32_t tcp_conns, bool dedup) {
+    const uint64_t b = layout(slots, tcp_conns, dedup).end;
     return (b + kHugePage - 1) / kHugePage * kHugePage;
 }
 
 Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
     if (cfg.slots == 0) return make_error("flow table: at least one flow slot is needed");
-    const uint32_t buckets = bucket_count(cfg.slots);
-    const uint64_t bytes = bytes_for(cfg.slots, cfg.tcp_conns);
+    const bool dedup = cfg.dedup_window_ns != 0;
+    const uint64_t bytes = bytes_for(cfg.slots, cfg.tcp_conns, dedup);
     // Huge pages when the system has free ones; else normal pages (with a
     // hint). Populated now: no page fault on the worker's path.
     void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
@@ -366,7 +400,7 @@ Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
         (void)madvise(mem, bytes, MADV_HUGEPAGE);
         (void)madvise(mem, bytes, MADV_POPULATE_WRITE);
     }
-    auto* t = new (std::nothrow) FlowTable(cfg, mem, bytes, buckets);
+    auto* t = new (std::nothrow) FlowTable(cfg, mem, bytes);
     if (!t) {
         munmap(mem, bytes);
         return make_error("flow table: out of memory");
@@ -384,29 +418,32 @@ Result<std::unique_ptr<FlowTable>> FlowTable::create(const FlowConfig& cfg) {
                               " MiB for snapshots");
         (void)madvise(a, area, MADV_HUGEPAGE);
         t->tcp_ = reinterpret_cast<packet::TcpConn*>(static_cast<uint8_t*>(mem) +
-                                                     tcp_pool_offset(cfg.slots, sizeof(Slot)));
+                                                     layout(cfg.slots, 0, dedup).tcp);
         t->tcp_area_ = static_cast<packet::TcpConn*>(a);
         t->tcp_area_bytes_ = area;
     }
     return table;
 }
 
-FlowTable::FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t buckets)
+FlowTable::FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes)
     : cfg_(cfg),
       default_cut_{cfg.cutoff_bytes, cfg.cutoff_packets},
       mem_(mem),
       mem_bytes_(bytes),
-      slots_(static_cast<Slot*>(mem)),
-      buckets_(reinterpret_cast<Bucket*>(static_cast<uint8_t*>(mem) + sizeof(Slot) * cfg.slots)),
-      mask_(buckets - 1),
+      mask_(bucket_count(cfg.slots) - 1),
       lru_step_(uint32_t(std::min<uint64_t>(
           (cfg.lru_step_ns + (1u << kStampShift) - 1) >> kStampShift, 1u << 30))),
       lru_head_(0),
       lru_tail_(0),
       top_(new FlowInfo[kMaxTop]) {
-    static_assert(sizeof(Slot) == 128);
-    static_assert(offsetof(Slot, lru_prev) == 64);
-    static_assert(sizeof(Bucket) == 64);
+    static_assert(sizeof(Hot) == kLineBytes && sizeof(Cold) == kLineBytes);
+    static_assert(sizeof(Bucket) == kLineBytes && sizeof(Dup) == kDupBytes);
+    const Layout l = layout(cfg.slots, 0, cfg.dedup_window_ns != 0);
+    auto* base = static_cast<uint8_t*>(mem);
+    hot_ = reinterpret_cast<Hot*>(base);
+    cold_ = reinterpret_cast<Cold*>(base + l.cold);
+    buckets_ = reinterpret_cast<Bucket*>(base + l.buckets);
+    if (cfg.dedup_window_ns) dup_ = reinterpret_cast<Dup*>(base + l.dup);
 }
 
 FlowTable::~FlowTable() {
@@ -420,23 +457,22 @@ void FlowTable::prefetch(const FlowPacket& p) const {
 
 void FlowTable::prefetch_slot(const FlowPacket& p) const {
     if (!p.ok) return;
-    if (const char* x = slot_lines(p)) {
-        __builtin_prefetch(x);
-        __builtin_prefetch(x + 64, 1);
+    if (const uint32_t e = tagged_slot(p)) {
+        __builtin_prefetch(&hot_[e - 1], 1);
+        if (dup_) __builtin_prefetch(&dup_[e - 1], 1);
     }
 }
 
-const char* FlowTable::slot_lines(const FlowPacket& p) const {
+uint32_t FlowTable::tagged_slot(const FlowPacket& p) const {
     const uint32_t i = uint32_t(p.hash & mask_);
     const uint16_t tag = uint16_t(p.hash >> 48);
     for (const uint32_t k : {i, i ^ 1}) {
         const Bucket& b = buckets_[k];
         for (unsigned w = 0; w < kWays; w++)
-            if (b.tag[w] == tag && b.slot[w])
-                return reinterpret_cast<const char*>(&slots_[b.slot[w] - 1]);
+            if (b.tag[w] == tag && b.slot[w]) return b.slot[w];
         if (!buckets_[i].overflow) break;  // the pair holds none of this bucket's flows
     }
-    return nullptr;
+    return 0;
 }
 
 void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n) const {
@@ -445,24 +481,22 @@ void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n) cons
     for (unsigned i = 0; i < n; i++)
         if (take[i] && p[i].ok) sum += buckets_[p[i].hash & mask_].overflow;
     // The slots the buckets name (their tags matched), found first so that
-    // their loads too come one after the other.
-    const char* lines[kMaxFetch];
+    // their loads too come one after the other: the hot line, and the
+    // dedup record with dedup on.
+    uint32_t slot[kMaxFetch];
     unsigned k = 0;
     for (unsigned i = 0; i < n && k < kMaxFetch; i++)
         if (take[i] && p[i].ok)
-            if (const char* x = slot_lines(p[i])) lines[k++] = x;
-    for (unsigned i = 0; i < k; i++) {
-        uint32_t a, b;
-        std::memcpy(&a, lines[i], 4);
-        std::memcpy(&b, lines[i] + 64, 4);
-        sum += a + b;
-    }
+            if (const uint32_t e = tagged_slot(p[i])) slot[k++] = e - 1;
+    for (unsigned i = 0; i < k; i++) sum += hot_[slot[i]].state;
+    if (dup_)
+        for (unsigned i = 0; i < k; i++) sum += dup_[slot[i]].age[0];
     // The values are not needed, the loads are: they bring the lines in.
     asm volatile("" ::"r"(sum));
 }
 
 void FlowTable::unlink_bucket(uint32_t s) {
-    const uint32_t home = uint32_t(hash_key(slots_[s].key) & mask_);
+    const uint32_t home = uint32_t(hot_[s].id & mask_);
     for (const uint32_t i : {home, home ^ 1}) {
         Bucket& b = buckets_[i];
         for (unsigned w = 0; w < kWays; w++)
@@ -475,13 +509,12 @@ void FlowTable::unlink_bucket(uint32_t s) {
     }
 }
 
-uint32_t FlowTable::find(const Bucket& b, uint16_t tag, const FlowPacket::Key& key,
-                         unsigned& free_way) const {
+uint32_t FlowTable::find(const Bucket& b, uint16_t tag, uint64_t id, unsigned& free_way) const {
     for (unsigned w = 0; w < kWays; w++) {
         const uint32_t e = b.slot[w];
         if (e == 0) {
             if (free_way == kWays) free_way = w;
-        } else if (b.tag[w] == tag && key_equal(slots_[e - 1].key, key)) {
+        } else if (b.tag[w] == tag && hot_[e - 1].id == id) {
             return e;
         }
     }
@@ -507,12 +540,12 @@ uint32_t FlowTable::take_slot(uint64_t ts_ns) {
 }
 
 void FlowTable::release(uint32_t s, uint64_t ts_ns) {
-    Slot& x = slots_[s];
+    const Hot& x = hot_[s];
     if ((x.state & kEnded) || (ts_ns > x.last_ns && ts_ns - x.last_ns > cfg_.idle_ns))
         add(counters_.expired, 1);
     else
         add(counters_.evicted, 1);
-    list_remove(slots_, lru_head_, lru_tail_, s);
+    list_remove(cold_, lru_head_, lru_tail_, s);
     if (x.tcp) tcp_drop(s);
 }
 
@@ -522,15 +555,15 @@ uint32_t FlowTable::take_way(uint32_t i, uint64_t ts_ns) {
     const Bucket& b = buckets_[i];
     unsigned v = 0;
     for (unsigned w = 1; w < kWays; w++) {
-        const Slot& o = slots_[b.slot[w] - 1];
-        const Slot& best = slots_[b.slot[v] - 1];
+        const Hot& o = hot_[b.slot[w] - 1];
+        const Hot& best = hot_[b.slot[v] - 1];
         if ((o.state & kEnded) > (best.state & kEnded) ||
             ((o.state & kEnded) == (best.state & kEnded) && o.last_ns < best.last_ns))
             v = w;
     }
     const uint32_t s = b.slot[v] - 1;
     release(s, ts_ns);
-    if ((hash_key(slots_[s].key) & mask_) != i) buckets_[i ^ 1].overflow--;  // the pair's
+    if ((hot_[s].id & mask_) != i) buckets_[i ^ 1].overflow--;  // the pair's
     add(counters_.bucket_full, 1);
     return v;
 }
@@ -544,17 +577,17 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
     const uint32_t home = uint32_t(p.hash & mask_);
     const uint16_t tag = uint16_t(p.hash >> 48);
     unsigned free_way = kWays, pair_way = kWays;
-    uint32_t s = find(buckets_[home], tag, p.key, free_way);
-    if (s == 0 && buckets_[home].overflow) s = find(buckets_[home ^ 1], tag, p.key, pair_way);
+    uint32_t s = find(buckets_[home], tag, p.hash, free_way);
+    if (s == 0 && buckets_[home].overflow) s = find(buckets_[home ^ 1], tag, p.hash, pair_way);
     const bool syn_only = (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
     const uint32_t stamp = uint32_t(ts_ns >> kStampShift);
-    Slot* x;
+    Hot* x;
     bool fresh = false;
     if (s == 0) {
         Bucket* b = &buckets_[home];
         if (free_way == kWays) {
             if (pair_way == kWays && !buckets_[home].overflow)
-                find(buckets_[home ^ 1], tag, p.key, pair_way);  // for a free way only
+                find(buckets_[home ^ 1], tag, p.hash, pair_way);  // for a free way only
             if (pair_way != kWays) {
                 b = &buckets_[home ^ 1];
                 free_way = pair_way;
@@ -567,17 +600,18 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         } else {
             s = take_slot(ts_ns);
         }
-        x = &slots_[s];
-        x->key = p.key;
+        x = &hot_[s];
+        x->id = p.hash;
         x->tcp = 0;
+        cold_[s].key = p.key;
         b->slot[free_way] = s + 1;
         b->tag[free_way] = tag;
         fresh = true;
-        list_push_front(slots_, lru_head_, lru_tail_, s);
+        list_push_front(cold_, lru_head_, lru_tail_, s);
         x->lru_stamp = stamp;
     } else {
         s--;
-        x = &slots_[s];
+        x = &hot_[s];
         // An idle flow, or a new connection on an ended one, starts again.
         if ((ts_ns > x->last_ns && ts_ns - x->last_ns > cfg_.idle_ns) ||
             ((x->state & kEnded) && syn_only)) {
@@ -588,8 +622,8 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         // clock went back): the relink touches two other slots' lines.
         if (fresh || (!(x->state & kEnded) && uint32_t(stamp - x->lru_stamp) >= lru_step_)) {
             if (lru_head_ != s + 1) {
-                list_remove(slots_, lru_head_, lru_tail_, s);
-                list_push_front(slots_, lru_head_, lru_tail_, s);
+                list_remove(cold_, lru_head_, lru_tail_, s);
+                list_push_front(cold_, lru_head_, lru_tail_, s);
             }
             x->lru_stamp = stamp;
         }
@@ -600,17 +634,19 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         x->state = kInUse;
         x->packets[0] = x->packets[1] = 0;
         x->bytes[0] = x->bytes[1] = x->cut_bytes = 0;
-        x->dup_hash[0] = x->dup_hash[1] = 0;
-        x->dup_age[0] = x->dup_age[1] = kNoAge;
+        if (dup_) {
+            dup_[s].hash[0] = dup_[s].hash[1] = 0;
+            dup_[s].age[0] = dup_[s].age[1] = kNoAge;
+        }
     }
 
-    if (cfg_.dedup_window_ns) {
+    if (dup_) {
+        Dup& u = dup_[s];
         // The remembered packets' ages, now in 4 ns steps before ts_ns
         // (negative: stamped after this packet, never its original).
         const int64_t step = int64_t(ts_ns >> 2) - int64_t(x->last_ns >> 2);
         int64_t age[2];
-        for (int i = 0; i < 2; i++)
-            age[i] = x->dup_age[i] == kNoAge ? -1 : step + int64_t(x->dup_age[i]);
+        for (int i = 0; i < 2; i++) age[i] = u.age[i] == kNoAge ? -1 : step + int64_t(u.age[i]);
         auto rebase = [&](int i) {
             return age[i] < 0 || age[i] >= int64_t(kNoAge) ? kNoAge : uint32_t(age[i]);
         };
@@ -619,21 +655,21 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
             const uint64_t h = hash_bytes(frame, caplen, p.l3, p.key.version, wirelen);
             const int64_t window = int64_t(cfg_.dedup_window_ns >> 2);
             for (int i = 0; i < 2; i++) {
-                if (x->dup_hash[i] == h && age[i] >= 0 && age[i] <= window) {
-                    x->dup_age[0] = rebase(0);
-                    x->dup_age[1] = rebase(1);
+                if (u.hash[i] == h && age[i] >= 0 && age[i] <= window) {
+                    u.age[0] = rebase(0);
+                    u.age[1] = rebase(1);
                     add(counters_.duplicates, 1);
                     add(counters_.duplicate_bytes, wirelen);
                     return kDuplicate;
                 }
             }
-            x->dup_hash[1] = x->dup_hash[0];
-            x->dup_age[1] = rebase(0);
-            x->dup_hash[0] = h;
-            x->dup_age[0] = 0;
+            u.hash[1] = u.hash[0];
+            u.age[1] = rebase(0);
+            u.hash[0] = h;
+            u.age[0] = 0;
         } else {
-            x->dup_age[0] = rebase(0);
-            x->dup_age[1] = rebase(1);
+            u.age[0] = rebase(0);
+            u.age[1] = rebase(1);
         }
     } else {
         x->last_ns = ts_ns;
@@ -654,8 +690,8 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
             if (!(x->state & kEnded)) {
                 x->state |= kEnded;
                 // Ended: first in line when a slot is needed.
-                list_remove(slots_, lru_head_, lru_tail_, s);
-                list_push_back(slots_, lru_head_, lru_tail_, s);
+                list_remove(cold_, lru_head_, lru_tail_, s);
+                list_push_back(cold_, lru_head_, lru_tail_, s);
             }
         }
     }
@@ -682,8 +718,8 @@ packet::Endpoint endpoint(const uint8_t* addr, uint8_t version, uint16_t port) {
 }  // namespace
 
 void FlowTable::tcp_drop(uint32_t slot) {
-    const uint32_t r = slots_[slot].tcp - 1;
-    slots_[slot].tcp = 0;
+    const uint32_t r = hot_[slot].tcp - 1;
+    hot_[slot].tcp = 0;
     packet::TcpConn& c = tcp_[r];
     if (c.in_use) tcp_counters_.evicted++;
     c.in_use = false;
@@ -694,8 +730,8 @@ void FlowTable::tcp_drop(uint32_t slot) {
 
 void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* frame,
                            uint32_t caplen, uint64_t ts_ns, packet::FrameRef ref) {
-    Slot& x = slots_[slot];
-    if (!key_equal(x.key, p.key)) {
+    Hot& x = hot_[slot];
+    if (x.id != p.hash) {
         // A later packet of the burst took the flow's slot.
         tcp_counters_.evicted++;
         return;
@@ -740,7 +776,7 @@ void FlowTable::tcp_packet(uint32_t slot, const FlowPacket& p, const uint8_t* fr
             r = tcp_tail_ - 1;
             const packet::TcpConn& o = tcp_[r];
             if (o.in_use) {
-                slots_[o.bucket_next - 1].tcp = 0;
+                hot_[o.bucket_next - 1].tcp = 0;
                 tcp_counters_.evicted++;
             }
             list_remove(tcp_, tcp_head_, tcp_tail_, r);
@@ -832,18 +868,19 @@ void FlowTable::answer(uint64_t req) {
     auto less = [](const FlowInfo& l, const FlowInfo& r) { return l.bytes > r.bytes; };
     size_t n = 0;
     const size_t want = top_want_.load(std::memory_order_relaxed);
-    for (uint32_t s = lru_head_; s && want; s = slots_[s - 1].lru_next) {
-        const Slot& x = slots_[s - 1];
+    for (uint32_t s = lru_head_; s && want; s = cold_[s - 1].lru_next) {
+        const Hot& x = hot_[s - 1];
+        const FlowPacket::Key& key = cold_[s - 1].key;
         const uint64_t bytes = x.bytes[0] + x.bytes[1];
         if (n == want && bytes <= top_[0].bytes) continue;
         FlowInfo f;
-        f.ip_version = x.key.version;
-        f.proto = x.key.proto;
-        std::memcpy(f.a, x.key.a, 16);
-        std::memcpy(f.b, x.key.b, 16);
-        f.pa = uint16_t(x.key.ports >> 16);
-        f.pb = uint16_t(x.key.ports);
-        f.vlan = x.key.vlan;
+        f.ip_version = key.version;
+        f.proto = key.proto;
+        std::memcpy(f.a, key.a, 16);
+        std::memcpy(f.b, key.b, 16);
+        f.pa = uint16_t(key.ports >> 16);
+        f.pb = uint16_t(key.ports);
+        f.vlan = key.vlan;
         f.packets = uint64_t(x.packets[0]) + x.packets[1];
         f.bytes = bytes;
         f.cut_packets = x.state >> 4;

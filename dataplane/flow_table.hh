@@ -38,19 +38,28 @@
  * Counts per flow: packets and bytes per direction (packets saturate at
  * 2^32 - 1 per direction, cut packets at 2^28 - 1 per flow).
  *
- * Memory: `slots` flow slots of 128 bytes (two cache lines: the key, state,
- * packet counts and LRU stamp on the first; LRU links, bytes, time and the
- * dedup hashes on the second) and a bucket of 64 bytes per two slots
- * (rounded up to a power of two), and tcp_conns TCP records of 744 bytes,
- * mapped once at create() (2 MiB huge pages when the system has free ones,
- * else normal pages, populated at once; huge_pages() says which); nothing
- * is allocated afterwards. A bucket is one cache line of 8 ways (slot,
- * 16-bit hash tag): a lookup reads one line and compares the key only on a
- * tag match, no chain. A bucket whose 8 ways are taken lends its new flows
- * to its pair (the other half of its 128 bytes, searched only while it
- * holds some); when both are full (rare: 2 flows a bucket on average at a
- * full table), the bucket's least recently seen flow gives up its place
- * (counted evicted or expired, and bucket_full).
+ * Identity: a flow is named in the table by its key's 64-bit hash, keyed
+ * with words drawn at start (so which keys collide cannot be known, or
+ * chosen, outside the process); the key itself is kept for capctl flows.
+ * Two live flows whose keys hash alike would be counted as one: with n
+ * flows in the table, a new flow's chance is about n / 2^64.
+ *
+ * Memory: per slot a hot line of 64 bytes (the hash, state, packet and
+ * byte counts, cut bytes, last time, LRU stamp and TCP record index: all
+ * that a packet of a known flow reads and writes), a cold line of 64 (the
+ * key and the LRU links: touched by a new flow, an eviction, an LRU move
+ * and capctl flows) and, with dedup on, 32 bytes of dedup hashes and ages;
+ * a bucket of 64 bytes per two slots (rounded up to a power of two), and
+ * tcp_conns TCP records of 744 bytes, mapped once at create() (2 MiB huge
+ * pages when the system has free ones, else normal pages, populated at
+ * once; huge_pages() says which); nothing is allocated afterwards. A
+ * bucket is one cache line of 8 ways (slot, top 16 bits of the hash): a
+ * lookup reads one line and compares a slot's hash only on a tag match, no
+ * chain. A bucket whose 8 ways are taken lends its new flows to its pair
+ * (the other half of its 128 bytes, searched only while it holds some);
+ * when both are full (rare: 2 flows a bucket on average at a full table),
+ * the bucket's least recently seen flow gives up its place (counted
+ * evicted or expired, and bucket_full).
  * A new flow takes a free slot; if none is free, the least recently seen
  * flow's slot (counted as evicted, or expired if it had been idle for
  * idle_ns, or had ended: an RST, or FIN from both sides, puts a flow first
@@ -84,9 +93,10 @@
  * tcp_packet() only the owning worker. Counters: single writer, relaxed
  * atomics.
  *
- * Cost: a hash, one bucket line and the flow's slot per packet; on a table
- * larger than the cache both are misses, and the slot's address is known
- * only once the bucket is read. So the worker parses a burst, fetch()es
+ * Cost: a hash, one bucket line and the flow's hot line per packet (and its
+ * dedup record with dedup on); on a table larger than the cache both are
+ * misses, and the hot line's address is known only once the bucket is
+ * read. So the worker parses a burst, fetch()es
  * its buckets and then its slots, each as one run of loads, then takes the
  * verdicts. At 2^20 flows, slots at random as on a real link, the parse
  * and lookup cost about 70 ns/packet so, against about 170 with prefetch
@@ -193,7 +203,7 @@ public:
     enum Verdict : uint8_t { kKeep = 0, kCut = 1, kDuplicate = 2 };
 
     /* Bytes one table of `slots` flows and `tcp_conns` TCP records maps. */
-    static uint64_t bytes_for(uint32_t slots, uint32_t tcp_conns = 0);
+    static uint64_t bytes_for(uint32_t slots, uint32_t tcp_conns = 0, bool dedup = false);
     /* Errors: slots 0, or the memory cannot be mapped. */
     static Result<std::unique_ptr<FlowTable>> create(const FlowConfig& cfg);
     ~FlowTable();
@@ -202,9 +212,9 @@ public:
 
     /* Brings a burst's flows into the cache before its verdicts: the
      * buckets of the packets p[i] with take[i] set (parsed; those without
-     * a flow are skipped), then the slots whose tags match in them (both
-     * lines), each set as a run of loads with nothing between them, so
-     * that their misses overlap. n <= kMaxFetch. */
+     * a flow are skipped), then the hot lines (and dedup records) of the
+     * slots whose tags match in them, each set as a run of loads with
+     * nothing between them, so that their misses overlap. n <= kMaxFetch. */
     static constexpr unsigned kMaxFetch = 64;
     void fetch(const FlowPacket* p, const uint8_t* take, unsigned n) const;
     /* The same with prefetch instructions, one packet at a time: the bucket,
@@ -278,15 +288,16 @@ public:
 
 private:
     static constexpr unsigned kWays = 8;
-    struct Slot;
+    struct Hot;
+    struct Cold;
+    struct Dup;
     struct Bucket;
-    FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes, uint32_t buckets);
+    FlowTable(const FlowConfig& cfg, void* mem, uint64_t bytes);
     uint32_t take_slot(uint64_t ts_ns);
     uint32_t take_way(uint32_t bucket, uint64_t ts_ns);
-    uint32_t find(const Bucket& b, uint16_t tag, const FlowPacket::Key& key,
-                  unsigned& free_way) const;
-    // The slot whose tag matches in p's bucket or its pair; null: none.
-    const char* slot_lines(const FlowPacket& p) const;
+    uint32_t find(const Bucket& b, uint16_t tag, uint64_t id, unsigned& free_way) const;
+    // The first slot (+ 1) whose tag matches in p's bucket or its pair; 0: none.
+    uint32_t tagged_slot(const FlowPacket& p) const;
     void release(uint32_t s, uint64_t ts_ns);
     void unlink_bucket(uint32_t s);
     void answer(uint64_t req);
@@ -297,8 +308,10 @@ private:
     FlowCutoff default_cut_;
     void* mem_;
     uint64_t mem_bytes_;
-    Slot* slots_;
+    Hot* hot_;
+    Cold* cold_;
     Bucket* buckets_;
+    Dup* dup_ = nullptr;  // dedup on only
     uint32_t mask_;
     uint32_t lru_step_;  // cfg_.lru_step_ns in Slot::lru_stamp units
     bool huge_pages_ = false;

@@ -404,10 +404,11 @@ Result<Options> parse_options(int argc, char** argv, bool& exit_now) {
                    "drop a packet equal (but for TTL and IP checksum) to one of its flow's "
                    "within WINDOW (default 2ms; ns, us, ms, s)")
         ->expected(0, 1);
-    app.add_option("--flow-table", o.flow_slots,
-                   "flows each worker's table holds for --flow-cutoff, --flow-packets, "
-                   "--dedup and rules' own cutoffs (default 262144, 128 bytes each); alone, "
-                   "turns the table on for capctl rules add NAME --flow-cutoff");
+    app.add_option(
+        "--flow-table", o.flow_slots,
+        "flows each worker's table holds for --flow-cutoff, --flow-packets, "
+        "--dedup and rules' own cutoffs (default 262144; 160 bytes each, 192 with --dedup); alone, "
+        "turns the table on for capctl rules add NAME --flow-cutoff");
     app.add_flag("--flow-cutoff-per-direction", o.flow_per_direction,
                  "each direction of a flow gets --flow-cutoff / --flow-packets (and rules' "
                  "cutoffs) on its own, instead of both directions together");

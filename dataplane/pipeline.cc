@@ -202,7 +202,7 @@ Status Pipeline::Impl::open_sources(const MbufFields& fields) {
 /* The flow tables must fit in the memory free now (MemAvailable): else
  * one line at start rather than the OOM killer later. */
 static Status check_flow_memory(const Options& o, uint32_t tcp_conns) {
-    const uint64_t one = FlowTable::bytes_for(o.flow_slots, tcp_conns);
+    const uint64_t one = FlowTable::bytes_for(o.flow_slots, tcp_conns, o.dedup_window_ns != 0);
     const uint64_t need = one * o.workers;
     uint64_t avail_kb = 0;
     if (FILE* f = std::fopen("/proc/meminfo", "re")) {

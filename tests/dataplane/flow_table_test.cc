@@ -4,8 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "flow_test_util.hh"
@@ -230,6 +235,72 @@ TEST(FlowTable, AFullBucketAndPairGiveUpTheOldestFlow) {
     EXPECT_EQ(t->counters().bucket_full.load(), 2u);
 }
 
+TEST(FlowTable, FlowsWhoseTagsMatchInOneBucketStayApart) {
+    // Two flows with the same bucket and the same 16-bit tag (found by
+    // trying ports: 20 bits of 64 alike): the tag match alone must not make
+    // them one flow.
+    auto t = table({.slots = 32, .cutoff_packets = 2});
+    ASSERT_TRUE(t);
+    std::map<uint64_t, uint16_t> seen;  // bucket and tag -> port
+    std::vector<uint8_t> a, b;
+    for (uint16_t port = 1; port < 60000 && a.empty(); port++) {
+        auto f = frame(1, 2, port, 9, 17);
+        const uint64_t h = parsed(f).hash;
+        const auto [at, fresh] = seen.emplace((h & 15) | (h >> 48) << 4, port);
+        if (!fresh) a = frame(1, 2, at->second, 9, 17), b = f;
+    }
+    ASSERT_FALSE(a.empty());
+    ASSERT_NE(parsed(a).hash, parsed(b).hash);
+    EXPECT_EQ(feed(*t, a, 1), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, a, 2), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, b, 3), FlowTable::kKeep);  // not a's third packet
+    EXPECT_EQ(feed(*t, b, 4), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, a, 5), FlowTable::kCut);
+    EXPECT_EQ(feed(*t, b, 6), FlowTable::kCut);
+    EXPECT_EQ(t->counters().created.load(), 2u);
+    t->request(2);
+    ASSERT_TRUE(t->ready(true));
+    const auto top = t->top_view();
+    ASSERT_EQ(top.size(), 2u);
+    EXPECT_NE(top[0].pa, top[1].pa);
+    EXPECT_EQ(top[0].packets + top[1].packets, 6u);
+}
+
+/* The hash of one flow, printed when LINECAP_PRINT_FLOW_HASH is set: run by
+ * the test below in two processes of this binary. */
+TEST(FlowHash, Print) {
+    if (!std::getenv("LINECAP_PRINT_FLOW_HASH"))
+        GTEST_SKIP() << "FlowHash.IsKeyedPerProcess runs it";
+    std::printf("flow-hash %016llx\n",
+                static_cast<unsigned long long>(parsed(frame(1, 2, 1000, 80, 6)).hash));
+}
+
+TEST(FlowHash, IsKeyedPerProcess) {
+    // A flow is named by its hash: which keys share a bucket, or a name,
+    // must not be the same in every process, or traffic could be shaped
+    // to push chosen flows out. Two runs of this binary, two hashes.
+    char exe[4096];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    ASSERT_GT(n, 0);
+    exe[n] = 0;
+    auto hash_in_child = [&] {
+        const std::string cmd = std::string("LINECAP_PRINT_FLOW_HASH=1 '") + exe +
+                                "' --gtest_filter=FlowHash.Print 2>/dev/null";
+        FILE* p = popen(cmd.c_str(), "r");
+        std::string found;
+        if (!p) return found;
+        char line[512];
+        while (std::fgets(line, sizeof(line), p))
+            if (std::strncmp(line, "flow-hash ", 10) == 0) found = line + 10;
+        pclose(p);
+        return found;
+    };
+    const std::string one = hash_in_child(), two = hash_in_child();
+    ASSERT_EQ(one.size(), 17u) << one;
+    ASSERT_EQ(two.size(), 17u) << two;
+    EXPECT_NE(one, two);
+}
+
 /* An Ethernet/IPv6 UDP frame from 2001:db8::`src` to 2001:db8::`dst`. */
 std::vector<uint8_t> frame6(uint16_t src, uint16_t dst, uint16_t sp, uint16_t dp) {
     std::vector<uint8_t> f(12, 0xaa);
@@ -246,8 +317,7 @@ std::vector<uint8_t> frame6(uint16_t src, uint16_t dst, uint16_t sp, uint16_t dp
 TEST(FlowTable, EvictedFlowsLeaveNoWayBehind) {
     // Every packet a new flow through 16 slots (8 buckets, 64 ways), IPv4
     // and IPv6 in both directions: each eviction must clear the evicted
-    // flow's way, found again by the hash of its stored key, so no bucket
-    // ever fills.
+    // flow's way, found again by its stored hash, so no bucket ever fills.
     auto t = table({.slots = 16});
     ASSERT_TRUE(t);
     uint64_t n = 0;
