@@ -32,6 +32,12 @@
  *                  in: each packet's slot at random in the table, as on a
  *                  real link, where slots are taken in the order flows
  *                  start and packets interleave otherwise;
+ *   FlowsScatteredMoves/N  FlowsScatteredFetch with FlowConfig::lru_step_ns
+ *                  300 ms: the bench's clock runs 31 ns a packet, so a
+ *                  flow comes back every 33 ms at 2^20 flows and about one
+ *                  packet in ten moves its flow to the LRU front, as in
+ *                  capd at 9 Mpps with the 1 s default (the other Flows
+ *                  runs end before any flow is due to move);
  *   FlowsShuffled/N  the same, the N flows in a fixed random order instead
  *                  of by address: a flow's neighbours in the LRU list are
  *                  then as random as its slot (round robin by address keeps
@@ -60,13 +66,18 @@
  *                  beside the worker; 0 none). Worker/N/7 - Worker/N/6 is
  *                  what the table adds to the worker.
  *   RandomLines/K  the baseline the Flows runs are held against: per packet
- *                  K of the three cache lines a lookup at 2^20 flows
- *                  touches, at random in an area the size of that table
- *                  (2^20 buckets of 64 bytes, 2^21 slots of 128), no table
- *                  code: K = 1 the bucket (prefetched for the whole burst
- *                  first, as the worker does), 2 also the slot's first line
- *                  (its number read from the bucket, as a lookup does), 3
- *                  also its second. What memory alone costs per packet.
+ *                  K cache lines at random in an area the size of a table
+ *                  at 2^20 flows (2^20 buckets of 64 bytes, 2^21 slots of
+ *                  128), no table code: K = 1 the bucket (prefetched for
+ *                  the whole burst first, as the worker does), 2 also a line
+ *                  of the slot (its number read from the bucket, as a
+ *                  lookup does: the hot line today), 3 also a second line
+ *                  (as when every packet read both lines of a 128-byte
+ *                  slot). What memory alone costs per packet. K = 4: the
+ *                  bucket as 16 bytes of tags in an area of 8 MiB (2^19
+ *                  buckets: a size the last-level cache could hold), then
+ *                  the line of the way they name: whether buckets kept
+ *                  small enough for the cache would save the bucket's miss.
  *   LinesWork/K/W/A  RandomLines/K with W rounds of register-only work a
  *                  packet (8 dependent multiply-adds a round) standing for
  *                  the table's instructions; K 0: the work alone. A 1: each
@@ -163,7 +174,7 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
         if (stages == 4) {
             for (int i = 0; i < 32; i++)
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-            t.fetch(fl, kTakeAll, 32);
+            t.fetch(fl, kTakeAll, 32, ts);
         } else {
             for (int i = 0; i < 32; i++) {
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
@@ -211,8 +222,8 @@ void hits(benchmark::State& state, int stage) {
 void Hits(benchmark::State& state) { hits(state, 1); }
 void HitsSlotStage(benchmark::State& state) { hits(state, 2); }
 
-void flows(benchmark::State& state, int stages, bool shuffle = false, bool exact = false,
-           bool scatter = false) {
+void flows(benchmark::State& state, int stages, bool shuffle = false,
+           uint64_t lru_step_ns = 1'000'000'000, bool scatter = false) {
     const size_t n = size_t(state.range(0));
     auto v = shuffle ? shuffled(n) : frames(n);
     // scatter: the flows enter the table in another order than they are
@@ -221,7 +232,7 @@ void flows(benchmark::State& state, int stages, bool shuffle = false, bool exact
     FlowConfig c;
     c.slots = uint32_t(2 * n);
     c.cutoff_bytes = 20000;
-    if (exact) c.lru_step_ns = 0;
+    c.lru_step_ns = lru_step_ns;
     auto t = FlowTable::create(c);
     if (!t) return state.SkipWithError(t.error().c_str());
     // Every flow in the table before timing: the steady state.
@@ -237,11 +248,13 @@ void Flows(benchmark::State& state) { flows(state, 1); }
 void FlowsSlotStage(benchmark::State& state) { flows(state, 2); }
 void FlowsSlotAhead(benchmark::State& state) { flows(state, 3); }
 void FlowsShuffled(benchmark::State& state) { flows(state, 1, true); }
-void FlowsExactLru(benchmark::State& state) { flows(state, 1, false, true); }
-void FlowsShuffledExactLru(benchmark::State& state) { flows(state, 1, true, true); }
-void FlowsScattered(benchmark::State& state) { flows(state, 1, false, false, true); }
-void FlowsScatteredSlotStage(benchmark::State& state) { flows(state, 2, false, false, true); }
-void FlowsScatteredFetch(benchmark::State& state) { flows(state, 4, false, false, true); }
+constexpr uint64_t kStep = 1'000'000'000;  // FlowConfig::lru_step_ns's default
+void FlowsExactLru(benchmark::State& state) { flows(state, 1, false, 0); }
+void FlowsShuffledExactLru(benchmark::State& state) { flows(state, 1, true, 0); }
+void FlowsScattered(benchmark::State& state) { flows(state, 1, false, kStep, true); }
+void FlowsScatteredSlotStage(benchmark::State& state) { flows(state, 2, false, kStep, true); }
+void FlowsScatteredFetch(benchmark::State& state) { flows(state, 4, false, kStep, true); }
+void FlowsScatteredMoves(benchmark::State& state) { flows(state, 4, false, 300'000'000, true); }
 void FlowsFetch(benchmark::State& state) { flows(state, 4); }
 void HitsFetch(benchmark::State& state) { hits(state, 4); }
 
@@ -294,7 +307,7 @@ void cut(benchmark::State& state, bool noted) {
         const uint8_t* base = &v[at * kFrame];
         for (int i = 0; i < 32; i++)
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-        ft.fetch(fl, kTakeAll, 32);
+        ft.fetch(fl, kTakeAll, 32, ts);
         for (int i = 0; i < 32; i++) {
             const uint8_t* f = base + i * kFrame;
             if (ft.packet(fl[i], f, kFrame, kFrame, ts) == FlowTable::kKeep || !noted) continue;
@@ -352,7 +365,10 @@ void lines(benchmark::State& state, int k, int work, bool ahead) {
     std::vector<uint32_t> bi(kPackets);
     for (size_t i = 0; i < kPackets; i++) bi[i] = uint32_t(rng() % kBuckets);
     auto prefetch = [&](size_t at) {
-        if (k > 0)
+        if (k == 4)
+            for (int i = 0; i < 32; i++)
+                __builtin_prefetch(buckets + size_t(bi[at + i] & ((1u << 19) - 1)) * 16);
+        else if (k > 0)
             for (int i = 0; i < 32; i++) __builtin_prefetch(buckets + size_t(bi[at + i]) * 64);
     };
     size_t at = 0;
@@ -362,7 +378,15 @@ void lines(benchmark::State& state, int k, int work, bool ahead) {
         const size_t next = at + 64 > kPackets ? 0 : at + 32;
         prefetch(ahead ? next : at);
         for (int i = 0; i < 32; i++) {
-            if (k >= 1) {
+            if (k == 4) {
+                // 16 bytes of tags a bucket (2^19 buckets: 8 MiB), the way
+                // read from them naming a line of the bucket's own 8.
+                const size_t b = bi[at + i] & ((1u << 19) - 1);
+                uint16_t w;
+                std::memcpy(&w, buckets + b * 16, 2);
+                sum += w;
+                sum += slots[(b * 8 + (w & 7)) * 64];
+            } else if (k >= 1) {
                 uint32_t s;
                 std::memcpy(&s, buckets + size_t(bi[at + i]) * 64, 4);
                 sum += s;
@@ -632,7 +656,7 @@ void Worker(benchmark::State& state) {
         }
         if (mode & kTable) {
             for (int i = 0; i < 32; i++) linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
-            ft.fetch(fl, kTakeAll, 32);
+            ft.fetch(fl, kTakeAll, 32, ts);
             for (int i = 0; i < 32; i++)
                 keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts) == FlowTable::kKeep;
         }
@@ -680,12 +704,13 @@ BENCHMARK(FlowsShuffledExactLru)->Arg(1 << 20);
 BENCHMARK(FlowsScattered)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsScatteredSlotStage)->Arg(1 << 16)->Arg(1 << 20);
 BENCHMARK(FlowsScatteredFetch)->Arg(1 << 16)->Arg(1 << 20);
+BENCHMARK(FlowsScatteredMoves)->Arg(1 << 20);
 BENCHMARK(FlowsFetch)->Arg(1 << 20);
 BENCHMARK(Evict);
 BENCHMARK(Dedup)->Arg(1024);
 BENCHMARK(Cut)->Arg(64)->Arg(1024)->Arg(1 << 20);
 BENCHMARK(CutNoted)->Arg(64)->Arg(1024)->Arg(1 << 20);
-BENCHMARK(RandomLines)->Arg(1)->Arg(2)->Arg(3);
+BENCHMARK(RandomLines)->Arg(1)->Arg(2)->Arg(3)->Arg(4);
 BENCHMARK(LinesWork)->ArgsProduct({{0, 3}, {0, 2, 4}, {0, 1}});
 BENCHMARK(HotLines)->ArgsProduct({{1 << 20}, {1, 2, 4}, {0, 1}});
 BENCHMARK(Chase)->Arg(1)->Arg(8)->Arg(64)->Arg(320);

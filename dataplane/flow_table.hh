@@ -213,10 +213,12 @@ public:
     /* Brings a burst's flows into the cache before its verdicts: the
      * buckets of the packets p[i] with take[i] set (parsed; those without
      * a flow are skipped), then the hot lines (and dedup records) of the
-     * slots whose tags match in them, each set as a run of loads with
-     * nothing between them, so that their misses overlap. n <= kMaxFetch. */
+     * slots whose tags match in them, then for the flows due to move to
+     * the LRU front at now_ns (the burst's time) their cold lines, then
+     * their LRU neighbours', each set as a run of loads with nothing
+     * between them, so that their misses overlap. n <= kMaxFetch. */
     static constexpr unsigned kMaxFetch = 64;
-    void fetch(const FlowPacket* p, const uint8_t* take, unsigned n) const;
+    void fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint64_t now_ns) const;
     /* The same with prefetch instructions, one packet at a time: the bucket,
      * then (once every bucket of the burst is asked for) the slot. Slower
      * than fetch() where prefetches do not overlap misses (the VM of

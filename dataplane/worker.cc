@@ -215,8 +215,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         // against 106 (flow_table_bench FlowsScatteredSlotStage against
         // FlowsScatteredFetch).
         static_assert(kBurstSize <= FlowTable::kMaxFetch);
-        ft.fetch(fl, verdict, n);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
+        ft.fetch(fl, verdict, n, now_ns);
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i] || (tcp_only && !fl[i].tcp)) continue;
             const rte_mbuf* m = pkts[i];

@@ -266,6 +266,45 @@ TEST(FlowTable, FlowsWhoseTagsMatchInOneBucketStayApart) {
     EXPECT_EQ(top[0].packets + top[1].packets, 6u);
 }
 
+TEST(FlowTable, FetchChangesNoVerdict) {
+    // fetch() only loads lines: a table fed bursts through it and one fed
+    // the same packets without must agree on every verdict and count, with
+    // flows moving to the LRU front (exact LRU), evictions (43 flows, 32
+    // slots), dedup records and cut flows.
+    for (const uint64_t step : {uint64_t(0), uint64_t(1'000'000)}) {
+        const FlowConfig c{
+            .slots = 32, .cutoff_packets = 3, .dedup_window_ns = 1000, .lru_step_ns = step};
+        auto with = table(c), without = table(c);
+        ASSERT_TRUE(with && without);
+        std::vector<std::vector<uint8_t>> burst(8);
+        FlowPacket fl[8];
+        const uint8_t take[8] = {1, 1, 1, 0, 1, 1, 1, 1};
+        uint64_t ts = 1;
+        for (unsigned b = 0; b < 200; b++) {
+            for (unsigned i = 0; i < 8; i++) {
+                const unsigned f = i < 4 ? i : 4 + (b * 4 + i) % 40;  // 3 in every burst
+                burst[i] = frame(0xc6120000u + f, 0xc6130001u, uint16_t(f), 53, 17, 0x10,
+                                 20 + (b + i) % 3);
+                fl[i] = parsed(burst[i]);
+            }
+            with->fetch(fl, take, 8, ts);
+            for (unsigned i = 0; i < 8; i++, ts += 700'000) {
+                if (!take[i]) continue;
+                EXPECT_EQ(linecap::dataplane::testing::verdict(*with, fl[i], burst[i], ts),
+                          linecap::dataplane::testing::verdict(*without, fl[i], burst[i], ts))
+                    << "burst " << b << " packet " << i;
+            }
+        }
+        const auto &x = with->counters(), &y = without->counters();
+        EXPECT_EQ(x.created.load(), y.created.load());
+        EXPECT_EQ(x.evicted.load(), y.evicted.load());
+        EXPECT_GT(x.evicted.load(), 0u);
+        EXPECT_EQ(x.cut_packets.load(), y.cut_packets.load());
+        EXPECT_GT(x.cut_packets.load(), 0u);
+        EXPECT_EQ(x.duplicates.load(), y.duplicates.load());
+    }
+}
+
 /* The hash of one flow, printed when LINECAP_PRINT_FLOW_HASH is set: run by
  * the test below in two processes of this binary. */
 TEST(FlowHash, Print) {
