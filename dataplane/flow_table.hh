@@ -70,8 +70,9 @@
  * only if it last moved lru_step_ns or more before (in units of 2^20 ns),
  * so the flow evicted was seen at most lru_step_ns + 2 ms later than the
  * least recently seen flow; with lru_step_ns 0 the order is exact. The
- * move relinks two other slots, two cache misses a packet on a big table
- * if paid every time.
+ * move relinks the slot's cold line and its two neighbours', three cache
+ * misses on a big table if paid every time; fetch() brings them in with
+ * the burst's other lines.
  *
  * TCP diagnosis (tcp_conns > 0, capd --tcp-flows): a second pool of
  * tcp_conns packet::TcpConn records (744 B each), one per diagnosed TCP
@@ -99,7 +100,7 @@
  * read. So the worker parses a burst, fetch()es
  * its buckets and then its slots, each as one run of loads, then takes the
  * verdicts. At 2^20 flows, slots at random as on a real link, the parse
- * and lookup cost about 70 ns/packet so, against about 170 with prefetch
+ * and lookup cost about 64 ns/packet so, against about 170 with prefetch
  * instructions (a bucket prefetch per packet in the parse loop, then a
  * prefetch_slot() pass), which overlap fewer misses on the VM of
  * bench/README.md (flow_table_bench FlowsScatteredFetch,
