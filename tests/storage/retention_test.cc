@@ -51,6 +51,18 @@ FileSetOptions aged_timed_set(const TempDir& d, const std::string& name) {
     return o;
 }
 
+/* A capture's start at `now` as capd makes it: the hidden files of killed
+ * runs recovered, the first file opened, retention applied. What it said. */
+std::string start_and_retain(FileSet& f, time_t now) {
+    testing::internal::CaptureStderr();
+    f.recover_stale();
+    const bool opened = f.open_next(now).ok();
+    f.retain(now);
+    std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_TRUE(opened) << log;
+    return log;
+}
+
 }  // namespace
 
 TEST(Retention, FreeFloorValues) {
@@ -229,11 +241,7 @@ TEST(Retention, RecoveredFilesAreRetainedByAgeOldestFirst) {
     write_file(d.path / recent, "recent", now);
     FileSetOptions o = aged_set(d);
     FileSet f(o);
-    testing::internal::CaptureStderr();
-    f.recover_stale();
-    ASSERT_TRUE(f.open_next(now).ok());
-    f.retain(now);
-    std::string log = testing::internal::GetCapturedStderr();
+    const std::string log = start_and_retain(f, now);
     EXPECT_EQ(f.files_retired(), root ? 3u : 4u) << log;
     std::set<std::string> left = {
         ".r.pcap.partial", other, "r.recovered-2026.pcap", linked, "keep", link, recent};
@@ -345,11 +353,7 @@ TEST(Retention, EarlierFilesInStrftimeDirectoriesAreRetained) {
     }
     FileSetOptions o = aged_timed_set(d, "%Y/%m-%d/c-%H%M%S.pcap");
     FileSet f(o);
-    testing::internal::CaptureStderr();
-    f.recover_stale();
-    ASSERT_TRUE(f.open_next(now).ok());
-    f.retain(now);
-    std::string log = testing::internal::GetCapturedStderr();
+    const std::string log = start_and_retain(f, now);
     EXPECT_NE(log.find(d.path.string() +
                        ": 5 files of an earlier run under this capture's names, in 5 "
                        "directories named by strftime below it, count for retention (1 of "
@@ -414,11 +418,7 @@ TEST(Retention, HiddenFilesInEarlierTimeDirectoriesAreRecoveredAndRetained) {
     write_file(d.path / "p101/t-101.pcap", "earlier", now - 2000);
     FileSetOptions o = aged_timed_set(d, "p%s/t-%s.pcap");
     FileSet f(o);
-    testing::internal::CaptureStderr();
-    f.recover_stale();
-    ASSERT_TRUE(f.open_next(now).ok());
-    f.retain(now);
-    std::string log = testing::internal::GetCapturedStderr();
+    const std::string log = start_and_retain(f, now);
     const std::string rec = "p100/" + recovered_name("t-100.pcap", now - 3000);
     EXPECT_NE(log.find(d.path.string() +
                        ": 2 files of an earlier run under this capture's names, in 2 "
