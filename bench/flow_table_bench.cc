@@ -161,12 +161,13 @@ constexpr uint8_t kTakeAll[32] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
                                   1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
 /* stages: 1 prefetch() in the parse loop; 2 then a prefetch_slot() pass;
- * 3 prefetch_slot() 8 packets ahead of the verdicts; 4 fetch(), as
- * worker.cc. */
+ * 3 prefetch_slot() 8 packets ahead of the verdicts; 4 fetch(), its slots
+ * given to packet() as hints, as worker.cc. */
 void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
          int stages = 1) {
     constexpr int kAhead = 8;
     FlowPacket fl[32];
+    uint32_t found[32] = {};  // no hints but with fetch()
     size_t at = 0;
     uint64_t ts = 1;
     for (auto _ : state) {
@@ -174,7 +175,7 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
         if (stages == 4) {
             for (int i = 0; i < 32; i++)
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-            t.fetch(fl, kTakeAll, 32, ts);
+            t.fetch(fl, kTakeAll, 32, ts, found);
         } else {
             for (int i = 0; i < 32; i++) {
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
@@ -187,7 +188,8 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
             for (int i = 0; i < kAhead; i++) t.prefetch_slot(fl[i]);
         for (int i = 0; i < 32; i++) {
             if (stages == 3 && i + kAhead < 32) t.prefetch_slot(fl[i + kAhead]);
-            benchmark::DoNotOptimize(t.packet(fl[i], base + i * kFrame, kFrame, kFrame, ts));
+            benchmark::DoNotOptimize(t.packet(fl[i], base + i * kFrame, kFrame, kFrame, ts,
+                                              t.default_cutoff(), found[i]));
         }
         ts += 1000;
         at += 32;
@@ -307,10 +309,14 @@ void cut(benchmark::State& state, bool noted) {
         const uint8_t* base = &v[at * kFrame];
         for (int i = 0; i < 32; i++)
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-        ft.fetch(fl, kTakeAll, 32, ts);
+        uint32_t found[32];
+        ft.fetch(fl, kTakeAll, 32, ts, found);
         for (int i = 0; i < 32; i++) {
             const uint8_t* f = base + i * kFrame;
-            if (ft.packet(fl[i], f, kFrame, kFrame, ts) == FlowTable::kKeep || !noted) continue;
+            if (ft.packet(fl[i], f, kFrame, kFrame, ts, ft.default_cutoff(), found[i]) ==
+                    FlowTable::kKeep ||
+                !noted)
+                continue;
             if (!ledger->add(fl[i], f, kFrame, kFrame, ts, 0, false, kChunkBytes)) {
                 ledger->seal(*chunk);  // the hand-over: the notes into the chunk
                 benchmark::DoNotOptimize(chunk->notes());
@@ -656,9 +662,11 @@ void Worker(benchmark::State& state) {
         }
         if (mode & kTable) {
             for (int i = 0; i < 32; i++) linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
-            ft.fetch(fl, kTakeAll, 32, ts);
+            uint32_t found[32];
+            ft.fetch(fl, kTakeAll, 32, ts, found);
             for (int i = 0; i < 32; i++)
-                keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts) == FlowTable::kKeep;
+                keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts, ft.default_cutoff(),
+                                    found[i]) == FlowTable::kKeep;
         }
         if (mode & kCopy) {
             for (int i = 0; i < 32; i++) {

@@ -475,7 +475,8 @@ uint32_t FlowTable::tagged_slot(const FlowPacket& p) const {
     return 0;
 }
 
-void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint64_t now_ns) const {
+void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint64_t now_ns,
+                      uint32_t* found) const {
     // The buckets: one load each, nothing between them.
     uint32_t sum = 0;
     for (unsigned i = 0; i < n; i++)
@@ -485,9 +486,11 @@ void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint
     // dedup record with dedup on.
     uint32_t slot[kMaxFetch];
     unsigned k = 0;
-    for (unsigned i = 0; i < n && k < kMaxFetch; i++)
-        if (take[i] && p[i].ok)
-            if (const uint32_t e = tagged_slot(p[i])) slot[k++] = e - 1;
+    for (unsigned i = 0; i < n && i < kMaxFetch; i++) {
+        const uint32_t e = take[i] && p[i].ok ? tagged_slot(p[i]) : 0;
+        if (e) slot[k++] = e - 1;
+        if (found) found[i] = e;
+    }
     for (unsigned i = 0; i < k; i++) sum += hot_[slot[i]].state;
     if (dup_)
         for (unsigned i = 0; i < k; i++) sum += dup_[slot[i]].age[0];
@@ -586,7 +589,8 @@ uint32_t FlowTable::take_way(uint32_t i, uint64_t ts_ns) {
 }
 
 FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen,
-                                     uint32_t wirelen, uint64_t ts_ns, const FlowCutoff& cut) {
+                                     uint32_t wirelen, uint64_t ts_ns, const FlowCutoff& cut,
+                                     uint32_t hint) {
     if (!p.ok) {
         add(counters_.untracked, 1);
         return kKeep;
@@ -594,7 +598,10 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
     const uint32_t home = uint32_t(p.hash & mask_);
     const uint16_t tag = uint16_t(p.hash >> 48);
     unsigned free_way = kWays, pair_way = kWays;
-    uint32_t s = find(buckets_[home], tag, p.hash, free_way);
+    // A slot in use named by p's hash holds p's flow: a flow is in the
+    // table once, and a slot is given up only to be taken at once.
+    uint32_t s = hint && hot_[hint - 1].id == p.hash && (hot_[hint - 1].state & kInUse) ? hint : 0;
+    if (s == 0) s = find(buckets_[home], tag, p.hash, free_way);
     if (s == 0 && buckets_[home].overflow) s = find(buckets_[home ^ 1], tag, p.hash, pair_way);
     const bool syn_only = (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
     const uint32_t stamp = uint32_t(ts_ns >> kStampShift);

@@ -217,9 +217,12 @@ public:
      * slots whose tags match in them, then for the flows due to move to
      * the LRU front at now_ns (the burst's time) their cold lines, then
      * their LRU neighbours', each set as a run of loads with nothing
-     * between them, so that their misses overlap. n <= kMaxFetch. */
+     * between them, so that their misses overlap. n <= kMaxFetch. With
+     * `found`, found[i] is the slot + 1 whose tag matched for p[i] (0:
+     * none, or not taken): packet()'s hint. */
     static constexpr unsigned kMaxFetch = 64;
-    void fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint64_t now_ns) const;
+    void fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint64_t now_ns,
+               uint32_t* found = nullptr) const;
     /* The same with prefetch instructions, one packet at a time: the bucket,
      * then (once every bucket of the burst is asked for) the slot. Slower
      * than fetch() where prefetches do not overlap misses (the VM of
@@ -228,9 +231,12 @@ public:
     void prefetch_slot(const FlowPacket& p) const;
     /* The verdict on one packet (p from parse_flow() on its bytes). `frame`
      * and caplen are the packet's bytes, read only with dedup on. `cut` is
-     * this packet's cutoff; without it, the configured one. */
+     * this packet's cutoff; without it, the configured one. `hint`: the
+     * slot + 1 fetch() found for p; taken without searching the bucket
+     * again if it still holds p's flow (an earlier packet of the burst may
+     * have given the slot to another), else ignored. */
     Verdict packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen, uint32_t wirelen,
-                   uint64_t ts_ns, const FlowCutoff& cut);
+                   uint64_t ts_ns, const FlowCutoff& cut, uint32_t hint = 0);
     Verdict packet(const FlowPacket& p, const uint8_t* frame, uint32_t caplen, uint32_t wirelen,
                    uint64_t ts_ns) {
         return packet(p, frame, caplen, wirelen, ts_ns, default_cut_);

@@ -216,7 +216,8 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         // FlowsScatteredFetch).
         static_assert(kBurstSize <= FlowTable::kMaxFetch);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
-        ft.fetch(fl, verdict, n, now_ns);
+        uint32_t found[kBurstSize];
+        ft.fetch(fl, verdict, n, now_ns, found);
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i] || (tcp_only && !fl[i].tcp)) continue;
             const rte_mbuf* m = pkts[i];
@@ -231,7 +232,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
                 if (rc.set) cut = {rc.bytes, rc.packets};
             }
             const FlowTable::Verdict v =
-                ft.packet(fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts, cut);
+                ft.packet(fl[i], fp[i].data, fp[i].caplen, fp[i].wirelen, ts, cut, found[i]);
             if (v != FlowTable::kKeep) {
                 verdict[i] = 0;
                 kept--;

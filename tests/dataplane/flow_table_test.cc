@@ -267,10 +267,12 @@ TEST(FlowTable, FlowsWhoseTagsMatchInOneBucketStayApart) {
 }
 
 TEST(FlowTable, FetchChangesNoVerdict) {
-    // fetch() only loads lines: a table fed bursts through it and one fed
-    // the same packets without must agree on every verdict and count, with
-    // flows moving to the LRU front (exact LRU), evictions (43 flows, 32
-    // slots), dedup records and cut flows.
+    // fetch() only loads lines, and the slots it found, given to packet()
+    // as hints, are taken only while they still hold the packet's flow (an
+    // earlier packet of the burst may push it out): a table fed bursts
+    // that way and one fed the same packets without must agree on every
+    // verdict, slot and count, with flows moving to the LRU front (exact
+    // LRU), evictions (43 flows, 32 slots), dedup records and cut flows.
     for (const uint64_t step : {uint64_t(0), uint64_t(1'000'000)}) {
         const FlowConfig c{
             .slots = 32, .cutoff_packets = 3, .dedup_window_ns = 1000, .lru_step_ns = step};
@@ -287,12 +289,17 @@ TEST(FlowTable, FetchChangesNoVerdict) {
                                  20 + (b + i) % 3);
                 fl[i] = parsed(burst[i]);
             }
-            with->fetch(fl, take, 8, ts);
+            uint32_t found[8];
+            with->fetch(fl, take, 8, ts, found);
             for (unsigned i = 0; i < 8; i++, ts += 700'000) {
                 if (!take[i]) continue;
-                EXPECT_EQ(linecap::dataplane::testing::verdict(*with, fl[i], burst[i], ts),
-                          linecap::dataplane::testing::verdict(*without, fl[i], burst[i], ts))
+                const auto& f = burst[i];
+                const uint32_t len = uint32_t(f.size());
+                EXPECT_EQ(
+                    with->packet(fl[i], f.data(), len, len, ts, with->default_cutoff(), found[i]),
+                    linecap::dataplane::testing::verdict(*without, fl[i], f, ts))
                     << "burst " << b << " packet " << i;
+                EXPECT_EQ(with->last_slot(), without->last_slot()) << "burst " << b;
             }
         }
         const auto &x = with->counters(), &y = without->counters();
@@ -303,6 +310,33 @@ TEST(FlowTable, FetchChangesNoVerdict) {
         EXPECT_GT(x.cut_packets.load(), 0u);
         EXPECT_EQ(x.duplicates.load(), y.duplicates.load());
     }
+}
+
+TEST(FlowTable, AHintToASlotGivenAwayIsIgnored) {
+    // 32 flows fill a 32-slot table, flow 1 the least recently seen. A
+    // burst of a new flow, then flow 1: fetch() finds flow 1's slot, the
+    // new flow takes it, and flow 1's packet must not be judged on it (it
+    // would be the new flow's second packet: cut).
+    auto t = table({.slots = 32, .cutoff_packets = 1, .lru_step_ns = 0});
+    ASSERT_TRUE(t);
+    for (uint16_t f = 1; f <= 32; f++)
+        EXPECT_EQ(feed(*t, frame(1, 2, f, 9, 17), f), FlowTable::kKeep);
+    const std::vector<uint8_t> burst[2] = {frame(1, 2, 100, 9, 17), frame(1, 2, 1, 9, 17)};
+    const FlowPacket fl[2] = {parsed(burst[0]), parsed(burst[1])};
+    const uint8_t take[2] = {1, 1};
+    uint32_t found[2];
+    t->fetch(fl, take, 2, 100, found);
+    EXPECT_EQ(found[0], 0u);
+    ASSERT_NE(found[1], 0u);
+    for (int i = 0; i < 2; i++) {
+        const uint32_t len = uint32_t(burst[i].size());
+        EXPECT_EQ(
+            t->packet(fl[i], burst[i].data(), len, len, 100 + i, t->default_cutoff(), found[i]),
+            FlowTable::kKeep)
+            << i;
+    }
+    EXPECT_EQ(t->counters().created.load(), 34u);
+    EXPECT_EQ(t->counters().evicted.load(), 2u);
 }
 
 /* The hash of one flow, printed when LINECAP_PRINT_FLOW_HASH is set: run by
