@@ -1,6 +1,6 @@
 /* Cost of the flow table (dataplane/flow_table.hh) on a worker: parse,
- * fetch or prefetch and verdict per packet, in bursts of 32 as worker.cc
- * runs them.
+ * fetch or prefetch and verdict per packet, in bursts of kBurstSize (64) as
+ * worker.cc runs them.
  *
  *   ./build/bench/flow_table_bench [benchmark flags]
  *
@@ -105,6 +105,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -117,6 +118,7 @@
 #include "dataplane/cut_ledger.hh"
 #include "dataplane/flow_table.hh"
 #include "dataplane/null_flows.hh"
+#include "dataplane/worker.hh"
 #include "storage/chunk.hh"
 #include "storage/format.hh"
 
@@ -127,6 +129,7 @@ using linecap::dataplane::FlowPacket;
 using linecap::dataplane::FlowTable;
 
 constexpr size_t kFrame = 64;
+constexpr int kBurst = linecap::dataplane::kBurstSize;  // as worker.cc
 
 /* n 64-byte Ethernet/IPv4/UDP frames of n distinct flows in 198.18.0.0/15. */
 std::vector<uint8_t> frames(size_t n) {
@@ -157,8 +160,11 @@ std::vector<uint8_t> shuffled(size_t n) {
 }
 
 /* Every packet of a burst given to FlowTable::fetch(). */
-constexpr uint8_t kTakeAll[32] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                                  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+const auto kTakeAll = [] {
+    std::array<uint8_t, kBurst> t;
+    t.fill(1);
+    return t;
+}();
 
 /* stages: 1 prefetch() in the parse loop; 2 then a prefetch_slot() pass;
  * 3 prefetch_slot() 8 packets ahead of the verdicts; 4 fetch(), its slots
@@ -166,49 +172,49 @@ constexpr uint8_t kTakeAll[32] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
 void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, size_t n,
          int stages = 1) {
     constexpr int kAhead = 8;
-    FlowPacket fl[32];
-    uint32_t found[32] = {};  // no hints but with fetch()
+    FlowPacket fl[kBurst];
+    uint32_t found[kBurst] = {};  // no hints but with fetch()
     size_t at = 0;
     uint64_t ts = 1;
     for (auto _ : state) {
         const uint8_t* base = &v[at * kFrame];
         if (stages == 4) {
-            for (int i = 0; i < 32; i++)
+            for (int i = 0; i < kBurst; i++)
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-            t.fetch(fl, kTakeAll, 32, ts, found);
+            t.fetch(fl, kTakeAll.data(), kBurst, ts, found);
         } else {
-            for (int i = 0; i < 32; i++) {
+            for (int i = 0; i < kBurst; i++) {
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
                 t.prefetch(fl[i]);
             }
         }
         if (stages == 2)
-            for (int i = 0; i < 32; i++) t.prefetch_slot(fl[i]);
+            for (int i = 0; i < kBurst; i++) t.prefetch_slot(fl[i]);
         if (stages == 3)
             for (int i = 0; i < kAhead; i++) t.prefetch_slot(fl[i]);
-        for (int i = 0; i < 32; i++) {
-            if (stages == 3 && i + kAhead < 32) t.prefetch_slot(fl[i + kAhead]);
+        for (int i = 0; i < kBurst; i++) {
+            if (stages == 3 && i + kAhead < kBurst) t.prefetch_slot(fl[i + kAhead]);
             benchmark::DoNotOptimize(t.packet(fl[i], base + i * kFrame, kFrame, kFrame, ts,
                                               t.default_cutoff(), found[i]));
         }
         ts += 1000;
-        at += 32;
-        if (at + 32 > n) at = 0;
+        at += kBurst;
+        if (at + kBurst > n) at = 0;
     }
-    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
 }
 
 void Parse(benchmark::State& state) {
     auto v = frames(1024);
-    FlowPacket fl[32];
+    FlowPacket fl[kBurst];
     size_t at = 0;
     for (auto _ : state) {
-        for (int i = 0; i < 32; i++)
+        for (int i = 0; i < kBurst; i++)
             linecap::dataplane::parse_flow(1, &v[(at + i) * kFrame], kFrame, fl[i]);
         benchmark::DoNotOptimize(fl);
-        at = (at + 32) % 1024;
+        at = (at + kBurst) % 1024;
     }
-    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
 }
 
 void hits(benchmark::State& state, int stage) {
@@ -302,16 +308,16 @@ void cut(benchmark::State& state, bool noted) {
     std::vector<uint64_t> mem((sizeof(linecap::storage::Chunk) + kChunkBytes) / 8);
     auto* chunk = new (mem.data()) linecap::storage::Chunk{};
     chunk->capacity = kChunkBytes;
-    FlowPacket fl[32];
+    FlowPacket fl[kBurst];
     size_t at = 0;
     uint64_t ts = 2, chunks = 0;
     for (auto _ : state) {
         const uint8_t* base = &v[at * kFrame];
-        for (int i = 0; i < 32; i++)
+        for (int i = 0; i < kBurst; i++)
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-        uint32_t found[32];
-        ft.fetch(fl, kTakeAll, 32, ts, found);
-        for (int i = 0; i < 32; i++) {
+        uint32_t found[kBurst];
+        ft.fetch(fl, kTakeAll.data(), kBurst, ts, found);
+        for (int i = 0; i < kBurst; i++) {
             const uint8_t* f = base + i * kFrame;
             if (ft.packet(fl[i], f, kFrame, kFrame, ts, ft.default_cutoff(), found[i]) ==
                     FlowTable::kKeep ||
@@ -326,10 +332,10 @@ void cut(benchmark::State& state, bool noted) {
             }
         }
         ts += 1000;
-        at += 32;
-        if (at + 32 > n) at = 0;
+        at += kBurst;
+        if (at + kBurst > n) at = 0;
     }
-    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
     state.counters["chunks"] = double(chunks);
 }
 
@@ -510,12 +516,12 @@ void HotLines(benchmark::State& state) {
         verdict(p, kFrame, 1);
     }
     evictions = 0;
-    FlowPacket fl[32];
+    FlowPacket fl[kBurst];
     size_t at = 0;
     uint64_t ts = 2;
     for (auto _ : state) {
         const uint8_t* base = &v[at * kFrame];
-        for (int i = 0; i < 32; i++) {
+        for (int i = 0; i < kBurst; i++) {
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
             if (!loads) {
                 const auto* grp = reinterpret_cast<const char*>(&t[(fl[i].hash >> 7 & gmask) * g]);
@@ -525,17 +531,17 @@ void HotLines(benchmark::State& state) {
         if (loads) {
             // The groups' lines as one run of loads, as FlowTable::fetch().
             uint64_t sink = 0;
-            for (int i = 0; i < 32; i++)
+            for (int i = 0; i < kBurst; i++)
                 for (unsigned w = 0; w < g; w++) sink += t[(fl[i].hash >> 7 & gmask) * g + w].id;
             benchmark::DoNotOptimize(sink);
         }
-        for (int i = 0; i < 32; i++) benchmark::DoNotOptimize(verdict(fl[i], kFrame, ts));
+        for (int i = 0; i < kBurst; i++) benchmark::DoNotOptimize(verdict(fl[i], kFrame, ts));
         ts += 1000;
-        at += 32;
-        if (at + 32 > n) at = 0;
+        at += kBurst;
+        if (at + kBurst > n) at = 0;
     }
-    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
-    state.counters["evictions"] = double(evictions) / double(state.iterations() * 32);
+    state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
+    state.counters["evictions"] = double(evictions) / double(state.iterations() * kBurst);
     state.counters["huge_pages"] = huge ? 1 : 0;
     munmap(mem, bytes);
 }
@@ -610,7 +616,7 @@ void Worker(benchmark::State& state) {
         ft.packet(p, &v[i * kFrame], kFrame, kFrame, 1);
     }
     // The mbuf pool: 2176-byte buffers, data 256 bytes in (header, headroom).
-    constexpr size_t kBufs = 32, kBuf = 2176, kData = 256;
+    constexpr size_t kBufs = kBurst, kBuf = 2176, kData = 256;
     std::vector<uint8_t> pool(kBufs * kBuf + 64);
     uint8_t* pool0 = reinterpret_cast<uint8_t*>((uintptr_t(pool.data()) + 63) & ~uintptr_t(63));
     for (size_t b = 0; b < kBufs; b++) std::memcpy(pool0 + b * kBuf + kData, &v[0], kFrame);
@@ -632,14 +638,14 @@ void Worker(benchmark::State& state) {
     linecap::storage::Chunk* ch = chunk_at(0);
     linecap::storage::TsSplit split;
     const linecap::storage::Format fmt = linecap::storage::Format::kPcapNano;
-    const uint8_t* data[32];
-    FlowPacket fl[32];
-    uint8_t keep[32];
+    const uint8_t* data[kBurst];
+    FlowPacket fl[kBurst];
+    uint8_t keep[kBurst];
     size_t at = 0, buf = 0;
     uint32_t next_flow = 0;
     uint64_t ts = 1, kept = 0;
     for (auto _ : state) {
-        for (int i = 0; i < 32; i++) {
+        for (int i = 0; i < kBurst; i++) {
             if (mode & kRewrite) {
                 uint8_t* b = pool0 + buf * kBuf;
                 buf = (buf + 1) % kBufs;
@@ -653,23 +659,23 @@ void Worker(benchmark::State& state) {
             keep[i] = 1;
         }
         if ((mode & kCopy) && (mode & kChunkAhead)) {
-            if (!ch->fits(32 * (16 + kFrame))) {
+            if (!ch->fits(kBurst * (16 + kFrame))) {
                 ci = (ci + 1) % kChunks;
                 ch = chunk_at(ci);
             }
             const uint8_t* d = ch->data() + ch->len;
-            for (size_t o = 0; o < 32 * (16 + kFrame); o += 64) __builtin_prefetch(d + o, 1);
+            for (size_t o = 0; o < kBurst * (16 + kFrame); o += 64) __builtin_prefetch(d + o, 1);
         }
         if (mode & kTable) {
-            for (int i = 0; i < 32; i++) linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
-            uint32_t found[32];
-            ft.fetch(fl, kTakeAll, 32, ts, found);
-            for (int i = 0; i < 32; i++)
+            for (int i = 0; i < kBurst; i++) linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
+            uint32_t found[kBurst];
+            ft.fetch(fl, kTakeAll.data(), kBurst, ts, found);
+            for (int i = 0; i < kBurst; i++)
                 keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts, ft.default_cutoff(),
                                     found[i]) == FlowTable::kKeep;
         }
         if (mode & kCopy) {
-            for (int i = 0; i < 32; i++) {
+            for (int i = 0; i < kBurst; i++) {
                 if (!keep[i]) continue;
                 const uint32_t need = linecap::storage::record_size(fmt, kFrame);
                 if (!ch->fits(need)) {
@@ -687,11 +693,11 @@ void Worker(benchmark::State& state) {
             }
         }
         ts += 1000;
-        at += 32;
-        if (at + 32 > n) at = 0;
+        at += kBurst;
+        if (at + kBurst > n) at = 0;
     }
     benchmark::DoNotOptimize(kept);
-    state.SetItemsProcessed(int64_t(state.iterations()) * 32);
+    state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
     state.counters["huge_pages"] = ft.huge_pages() ? 1 : 0;
     munmap(cmem, area);
 }

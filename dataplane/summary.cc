@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "dataplane/worker.hh"
 #include "storage/safe_files.hh"
 
 namespace linecap::dataplane {
@@ -207,7 +208,8 @@ nlohmann::json summary_to_json(const Summary& s) {
                                 {"stalled_ns", w.stalled_ns},
                                 {"stalled_turns", w.stalled_turns},
                                 {"busy_turns", w.busy_turns},
-                                {"packets_per_turn", per_turn}});
+                                {"packets_per_turn", per_turn},
+                                {"burst_size", kBurstSize}});
     }
     j["writers"] = json::array();
     for (const auto& w : s.writers) {

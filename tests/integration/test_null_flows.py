@@ -99,16 +99,17 @@ class NullFlowsTest(capdtest.CapdTestCase):
                                    delta=1e-6 * w["busy_ns_per_packet"])
             self.assertEqual(w["stalled_turns"] == 0, w["stalled_ns"] == 0)
             # The mean burst: 50k packets a second per worker come one or
-            # a few at a time, never all in full bursts of 32.
+            # a few at a time, never all in full bursts.
             turns = w["busy_turns"] + w["stalled_turns"]
             self.assertGreater(turns, 0)
             self.assertAlmostEqual(w["packets_per_turn"], w["rx_packets"] / turns,
                                    delta=1e-6 * w["packets_per_turn"])
-            self.assertLess(w["packets_per_turn"], 32)
+            self.assertLess(w["packets_per_turn"], w["burst_size"] / 2)
 
     def test_unpaced_null_fills_every_burst(self):
-        # Unpaced, the null source fills every burst of 32, so the mean is 32
-        # (a little over: the first turn with packets is not counted).
+        # Unpaced, the null source fills every burst (64 packets), so the
+        # mean is the burst (a little over: the first turn with packets is
+        # not counted).
         stats = self.path("s.json")
         r = self.capd(["-q", "-i", "null:64,flows=1000", "--rx-only", "--duration", "0.5",
                        "--ctl", "none", "--stats-json", stats])
@@ -116,8 +117,9 @@ class NullFlowsTest(capdtest.CapdTestCase):
         with open(stats) as f:
             w = json.load(f)["workers"][0]
         self.assertGreater(w["busy_turns"] + w["stalled_turns"], 10)
-        self.assertGreaterEqual(w["packets_per_turn"], 32)
-        self.assertLess(w["packets_per_turn"], 33)
+        self.assertEqual(w["burst_size"], 64)
+        self.assertGreaterEqual(w["packets_per_turn"], 64)
+        self.assertLess(w["packets_per_turn"], 65)
 
     def test_two_workers_split_the_flows(self):
         # Each of the two queues takes every other flow: together they
