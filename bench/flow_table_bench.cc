@@ -181,7 +181,7 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
         if (stages == 4) {
             for (int i = 0; i < kBurst; i++)
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
-            t.fetch(fl, kTakeAll.data(), kBurst, found);
+            t.fetch(fl, kTakeAll.data(), kBurst, ts, found);
         } else {
             for (int i = 0; i < kBurst; i++) {
                 linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
@@ -316,7 +316,7 @@ void cut(benchmark::State& state, bool noted) {
         for (int i = 0; i < kBurst; i++)
             linecap::dataplane::parse_flow(1, base + i * kFrame, kFrame, fl[i]);
         uint32_t found[kBurst];
-        ft.fetch(fl, kTakeAll.data(), kBurst, found);
+        ft.fetch(fl, kTakeAll.data(), kBurst, ts, found);
         for (int i = 0; i < kBurst; i++) {
             const uint8_t* f = base + i * kFrame;
             if (ft.packet(fl[i], f, kFrame, kFrame, ts, ft.default_cutoff(), found[i]) ==
@@ -669,7 +669,7 @@ void Worker(benchmark::State& state) {
         if (mode & kTable) {
             for (int i = 0; i < kBurst; i++) linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
             uint32_t found[kBurst];
-            ft.fetch(fl, kTakeAll.data(), kBurst, found);
+            ft.fetch(fl, kTakeAll.data(), kBurst, ts, found);
             for (int i = 0; i < kBurst; i++)
                 keep[i] = ft.packet(fl[i], data[i], kFrame, kFrame, ts, ft.default_cutoff(),
                                     found[i]) == FlowTable::kKeep;

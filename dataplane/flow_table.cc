@@ -163,7 +163,7 @@ struct FlowTable::Hot {
     uint32_t state;       // flags in the low 4 bits, cut packets above (saturating)
     uint32_t lru_stamp;   // when last moved to the LRU front, in kStampShift units
     uint32_t tcp;         // TCP record + 1; 0: none
-    uint32_t front;       // its move to the LRU front waiting in fronts_: index + 1; 0: none
+    uint32_t spare;
 };
 
 struct FlowTable::Cold {
@@ -475,14 +475,12 @@ uint32_t FlowTable::tagged_slot(const FlowPacket& p) const {
     return 0;
 }
 
-void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint32_t* found) {
-    // The buckets, and the cold lines of the flows waiting to move to the
-    // LRU front since the last burst: one load each, nothing between them.
+void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint64_t now_ns,
+                      uint32_t* found) const {
+    // The buckets: one load each, nothing between them.
     uint32_t sum = 0;
     for (unsigned i = 0; i < n; i++)
         if (take[i] && p[i].ok) sum += buckets_[p[i].hash & mask_].overflow;
-    for (unsigned i = 0; i < n_fronts_; i++)
-        if (fronts_[i].linked) sum += cold_[fronts_[i].slot].lru_prev;
     // The slots the buckets name (their tags matched), found first so that
     // their loads too come one after the other: the hot line, and the
     // dedup record with dedup on.
@@ -496,44 +494,25 @@ void FlowTable::fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint
     for (unsigned i = 0; i < k; i++) sum += hot_[slot[i]].state;
     if (dup_)
         for (unsigned i = 0; i < k; i++) sum += dup_[slot[i]].age[0];
-    // The waiting flows' LRU neighbours, which a move relinks.
-    for (unsigned i = 0; i < n_fronts_; i++) {
-        if (!fronts_[i].linked) continue;
-        const Cold& c = cold_[fronts_[i].slot];
+    // The flows due to move to the LRU front (packet()'s rule, at the
+    // burst's time): the move unlinks each from its two neighbours, so
+    // their cold lines, then the neighbours', again as runs. Else each move
+    // waits for three misses in turn inside the verdicts.
+    const uint32_t stamp = uint32_t(now_ns >> kStampShift);
+    uint32_t move[kMaxFetch];
+    unsigned m = 0;
+    for (unsigned i = 0; i < k; i++) {
+        const Hot& x = hot_[slot[i]];
+        if (!(x.state & kEnded) && uint32_t(stamp - x.lru_stamp) >= lru_step_) move[m++] = slot[i];
+    }
+    for (unsigned i = 0; i < m; i++) sum += cold_[move[i]].lru_prev;
+    for (unsigned i = 0; i < m; i++) {
+        const Cold& c = cold_[move[i]];
         if (c.lru_prev) sum += cold_[c.lru_prev - 1].lru_next;
         if (c.lru_next) sum += cold_[c.lru_next - 1].lru_prev;
     }
     // The values are not needed, the loads are: they bring the lines in.
     asm volatile("" ::"r"(sum));
-    settle();
-}
-
-void FlowTable::to_front(uint32_t s, bool linked) {
-    Hot& x = hot_[s];
-    if (x.front) {
-        // Seen again while waiting (exact LRU): it goes to the front later.
-        Front& old = fronts_[x.front - 1];
-        linked = old.linked;
-        old.slot = kNoFront;
-        old.linked = false;
-    }
-    if (n_fronts_ == kMaxFetch) settle();
-    fronts_[n_fronts_] = Front{s, linked};
-    x.front = ++n_fronts_;
-}
-
-void FlowTable::settle() {
-    for (unsigned i = 0; i < n_fronts_; i++) {
-        const Front f = fronts_[i];
-        if (f.slot == kNoFront) continue;
-        hot_[f.slot].front = 0;
-        if (f.linked) {
-            if (lru_head_ == f.slot + 1) continue;
-            list_remove(cold_, lru_head_, lru_tail_, f.slot);
-        }
-        list_push_front(cold_, lru_head_, lru_tail_, f.slot);
-    }
-    n_fronts_ = 0;
 }
 
 void FlowTable::unlink_bucket(uint32_t s) {
@@ -573,9 +552,7 @@ uint32_t FlowTable::take_slot(uint64_t ts_ns) {
         add(counters_.active, 1);
         return used_++;
     }
-    // The least recently seen flow (ended flows wait at this end too),
-    // once the moves to the front waiting are made.
-    settle();
+    // The least recently seen flow (ended flows wait at this end too).
     const uint32_t s = lru_tail_ - 1;
     release(s, ts_ns);
     unlink_bucket(s);
@@ -588,7 +565,6 @@ void FlowTable::release(uint32_t s, uint64_t ts_ns) {
         add(counters_.expired, 1);
     else
         add(counters_.evicted, 1);
-    settle();  // s may be waiting to move, or to be linked at all
     list_remove(cold_, lru_head_, lru_tail_, s);
     if (x.tcp) tcp_drop(s);
 }
@@ -655,7 +631,7 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         b->slot[free_way] = s + 1;
         b->tag[free_way] = tag;
         fresh = true;
-        to_front(s, false);
+        list_push_front(cold_, lru_head_, lru_tail_, s);
         x->lru_stamp = stamp;
     } else {
         s--;
@@ -669,7 +645,10 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
         // To the front only when last moved lru_step_ or more ago (or the
         // clock went back): the relink touches two other slots' lines.
         if (fresh || (!(x->state & kEnded) && uint32_t(stamp - x->lru_stamp) >= lru_step_)) {
-            to_front(s, true);
+            if (lru_head_ != s + 1) {
+                list_remove(cold_, lru_head_, lru_tail_, s);
+                list_push_front(cold_, lru_head_, lru_tail_, s);
+            }
             x->lru_stamp = stamp;
         }
     }
@@ -735,7 +714,6 @@ FlowTable::Verdict FlowTable::packet(const FlowPacket& p, const uint8_t* frame, 
             if (!(x->state & kEnded)) {
                 x->state |= kEnded;
                 // Ended: first in line when a slot is needed.
-                settle();
                 list_remove(cold_, lru_head_, lru_tail_, s);
                 list_push_back(cold_, lru_head_, lru_tail_, s);
             }
@@ -914,7 +892,6 @@ void FlowTable::answer(uint64_t req) {
     auto less = [](const FlowInfo& l, const FlowInfo& r) { return l.bytes > r.bytes; };
     size_t n = 0;
     const size_t want = top_want_.load(std::memory_order_relaxed);
-    settle();  // the new flows waiting are not in the list yet
     for (uint32_t s = lru_head_; s && want; s = cold_[s - 1].lru_next) {
         const Hot& x = hot_[s - 1];
         const FlowPacket::Key& key = cold_[s - 1].key;

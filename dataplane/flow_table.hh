@@ -71,11 +71,8 @@
  * so the flow evicted was seen at most lru_step_ns + 2 ms later than the
  * least recently seen flow; with lru_step_ns 0 the order is exact. The
  * move relinks the slot's cold line and its two neighbours', three cache
- * misses on a big table if paid in the verdict: it waits, queued in order
- * with new flows' first places, for the next burst's fetch(), which loads
- * those lines with its own; an eviction, an ended flow and capctl flows
- * make the moves waiting first, so the order they see is the one moving at
- * once gives.
+ * misses on a big table if paid every time; fetch() brings them in with
+ * the burst's other lines.
  *
  * TCP diagnosis (tcp_conns > 0, capd --tcp-flows): a second pool of
  * tcp_conns packet::TcpConn records (744 B each), one per diagnosed TCP
@@ -216,16 +213,16 @@ public:
 
     /* Brings a burst's flows into the cache before its verdicts: the
      * buckets of the packets p[i] with take[i] set (parsed; those without
-     * a flow are skipped) with the cold lines of the flows waiting to move
-     * to the LRU front (the last burst's), then the hot lines (and dedup
-     * records) of the slots whose tags match in the buckets with the
-     * waiting flows' LRU neighbours, each set as a run of loads with
-     * nothing between them, so that their misses overlap; then makes the
-     * waiting moves. n <= kMaxFetch. With `found`, found[i] is the slot +
-     * 1 whose tag matched for p[i] (0: none, or not taken): packet()'s
-     * hint. */
+     * a flow are skipped), then the hot lines (and dedup records) of the
+     * slots whose tags match in them, then for the flows due to move to
+     * the LRU front at now_ns (the burst's time) their cold lines, then
+     * their LRU neighbours', each set as a run of loads with nothing
+     * between them, so that their misses overlap. n <= kMaxFetch. With
+     * `found`, found[i] is the slot + 1 whose tag matched for p[i] (0:
+     * none, or not taken): packet()'s hint. */
     static constexpr unsigned kMaxFetch = 64;
-    void fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint32_t* found = nullptr);
+    void fetch(const FlowPacket* p, const uint8_t* take, unsigned n, uint64_t now_ns,
+               uint32_t* found = nullptr) const;
     /* The same with prefetch instructions, one packet at a time: the bucket,
      * then (once every bucket of the burst is asked for) the slot. Slower
      * than fetch() where prefetches do not overlap misses (the VM of
@@ -311,10 +308,6 @@ private:
     // The first slot (+ 1) whose tag matches in p's bucket or its pair; 0: none.
     uint32_t tagged_slot(const FlowPacket& p) const;
     void release(uint32_t s, uint64_t ts_ns);
-    // Queues slot s's move to the LRU front (linked: s is in the list; else
-    // a new flow's first place); settle() makes the queued moves in order.
-    void to_front(uint32_t s, bool linked);
-    void settle();
     void unlink_bucket(uint32_t s);
     void answer(uint64_t req);
     void tcp_drop(uint32_t slot);
@@ -333,18 +326,6 @@ private:
     bool huge_pages_ = false;
     uint32_t used_ = 0;             // slots ever handed out (the rest are fresh)
     uint32_t lru_head_, lru_tail_;  // head: most recently seen
-    // Moves to the LRU front not made yet, in the order packet() asked for
-    // them: fetch() loads their lines with the next burst's, then makes
-    // them. Made at once before anything else reads or changes the list (an
-    // eviction, an ended flow, capctl flows), so the order is always the
-    // one moving at once gives. Hot::front: a slot's entry + 1.
-    static constexpr uint32_t kNoFront = ~0u;
-    struct Front {
-        uint32_t slot;  // kNoFront: moved again later, or given up
-        bool linked;
-    };
-    Front fronts_[kMaxFetch];
-    unsigned n_fronts_ = 0;
     FlowCounters counters_;
     uint32_t last_slot_ = 0;
 

@@ -217,7 +217,7 @@ void process_burst(WorkerState& st, const QueueRef& q, rte_mbuf** pkts, uint16_t
         static_assert(kBurstSize <= FlowTable::kMaxFetch);
         const uint64_t now_ns = burst_ns ? burst_ns : ctx.clock.to_ns(st.burst_tsc);
         uint32_t found[kBurstSize];
-        ft.fetch(fl, verdict, n, found);
+        ft.fetch(fl, verdict, n, now_ns, found);
         for (uint16_t i = 0; i < n; i++) {
             if (!verdict[i] || (tcp_only && !fl[i].tcp)) continue;
             const rte_mbuf* m = pkts[i];

@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -234,56 +233,6 @@ TEST(FlowTable, AFullBucketAndPairGiveUpTheOldestFlow) {
     for (size_t i = 1; i < 17; i++) EXPECT_EQ(feed(*t, same[i], 20 * kS), FlowTable::kCut) << i;
     EXPECT_EQ(feed(*t, same[0], 21 * kS), FlowTable::kKeep);  // it was the one pushed out
     EXPECT_EQ(t->counters().bucket_full.load(), 2u);
-    // The flows pushed out were waiting to move to the LRU front: the
-    // order still holds the 16 flows in the table, each once.
-    t->request(32);
-    ASSERT_TRUE(t->ready(true));
-    std::set<uint16_t> ports;
-    for (const auto& x : t->top_view()) ports.insert(x.pa == 9 ? x.pb : x.pa);
-    EXPECT_EQ(t->top_view().size(), 16u);
-    EXPECT_EQ(ports.size(), 16u);
-}
-
-TEST(FlowTable, AFlowWaitingToMoveCanGiveUpItsWay) {
-    // Sixteen flows of one bucket pair, all seen at one time; the first
-    // seen again waits to move to the LRU front when the seventeenth
-    // needs its way (the oldest, first on a tie): it leaves the LRU order
-    // cleanly, and the other fifteen stay in it.
-    auto t = table({.slots = 32, .cutoff_packets = 1, .lru_step_ns = 0});
-    ASSERT_TRUE(t);
-    std::vector<std::vector<uint8_t>> same;
-    for (uint16_t port = 1; same.size() < 17; port++) {
-        auto f = frame(1, 2, port, 9, 17);
-        if ((parsed(f).hash & 15) == 0) same.push_back(f);
-    }
-    for (size_t i = 0; i < 16; i++) EXPECT_EQ(feed(*t, same[i], 1), FlowTable::kKeep);
-    t->request(32);
-    ASSERT_TRUE(t->ready(true));
-    EXPECT_EQ(feed(*t, same[0], 1), FlowTable::kCut);
-    EXPECT_EQ(feed(*t, same[16], 1), FlowTable::kKeep);
-    EXPECT_EQ(t->counters().bucket_full.load(), 1u);
-    t->request(32);
-    ASSERT_TRUE(t->ready(true));
-    EXPECT_EQ(t->top_view().size(), 16u);
-    EXPECT_EQ(feed(*t, same[0], 2), FlowTable::kKeep);  // pushed out: new again
-}
-
-TEST(FlowTable, AFlowEndedByItsFirstPacketIsFirstToGo) {
-    // A new TCP flow whose first packet is an RST ends at once: first in
-    // line for the next slot needed, before the flows seen earlier.
-    auto t = table({.slots = 4, .cutoff_packets = 1, .lru_step_ns = 0});
-    ASSERT_TRUE(t);
-    for (uint16_t x = 1; x <= 3; x++)
-        EXPECT_EQ(feed(*t, frame(1, 2, x, 9, 17), x), FlowTable::kKeep);
-    EXPECT_EQ(feed(*t, frame(1, 2, 4, 9, 6, 0x04), 4), FlowTable::kKeep);
-    EXPECT_EQ(feed(*t, frame(1, 2, 5, 9, 17), 5), FlowTable::kKeep);
-    EXPECT_EQ(t->counters().expired.load(), 1u);  // the RST flow's slot
-    EXPECT_EQ(t->counters().evicted.load(), 0u);
-    for (uint16_t x = 1; x <= 3; x++)
-        EXPECT_EQ(feed(*t, frame(1, 2, x, 9, 17), 6 + x), FlowTable::kCut) << x;
-    t->request(8);
-    ASSERT_TRUE(t->ready(true));
-    EXPECT_EQ(t->top_view().size(), 4u);
 }
 
 TEST(FlowTable, FlowsWhoseTagsMatchInOneBucketStayApart) {
@@ -341,7 +290,7 @@ TEST(FlowTable, FetchChangesNoVerdict) {
                 fl[i] = parsed(burst[i]);
             }
             uint32_t found[8];
-            with->fetch(fl, take, 8, found);
+            with->fetch(fl, take, 8, ts, found);
             for (unsigned i = 0; i < 8; i++, ts += 700'000) {
                 if (!take[i]) continue;
                 const auto& f = burst[i];
@@ -363,46 +312,6 @@ TEST(FlowTable, FetchChangesNoVerdict) {
     }
 }
 
-/* A burst as the worker runs it: fetch(), then each packet's verdict with
- * fetch()'s slot as its hint; all at time ts. */
-std::vector<FlowTable::Verdict> run_burst(FlowTable& t,
-                                          const std::vector<std::vector<uint8_t>>& frames,
-                                          uint64_t ts) {
-    std::vector<FlowPacket> fl;
-    for (const auto& f : frames) fl.push_back(parsed(f));
-    const std::vector<uint8_t> take(frames.size(), 1);
-    std::vector<uint32_t> found(frames.size());
-    t.fetch(fl.data(), take.data(), unsigned(fl.size()), found.data());
-    std::vector<FlowTable::Verdict> v;
-    for (size_t i = 0; i < frames.size(); i++) {
-        const uint32_t len = uint32_t(frames[i].size());
-        v.push_back(t.packet(fl[i], frames[i].data(), len, len, ts, t.default_cutoff(), found[i]));
-    }
-    return v;
-}
-
-TEST(FlowTable, MovesWaitingForTheNextBurstKeepTheirOrder) {
-    // Moves to the LRU front wait for the next fetch(), a new flow's first
-    // place too, so that the order is the one of moving at once: A seen,
-    // then E new, in one burst, leaves E in front of A. Exact LRU, one
-    // packet a flow, 6 slots.
-    auto t = table({.slots = 6, .cutoff_packets = 1, .lru_step_ns = 0});
-    ASSERT_TRUE(t);
-    auto f = [](uint16_t flow) { return frame(1, 2, flow, 9, 17); };
-    enum : uint16_t { A = 1, B, C, D, E, F, G, H, I, J };
-    for (uint16_t x : {A, B, C, D}) EXPECT_EQ(feed(*t, f(x), x), FlowTable::kKeep);
-    EXPECT_EQ(run_burst(*t, {f(A), f(E)}, 10),
-              (std::vector<FlowTable::Verdict>{FlowTable::kCut, FlowTable::kKeep}));
-    // Front to back now: E A D C B. F takes the last free slot; G, H, I
-    // and J push out B, C, D, then A (seen before E).
-    EXPECT_EQ(run_burst(*t, {f(F)}, 11), std::vector<FlowTable::Verdict>{FlowTable::kKeep});
-    EXPECT_EQ(run_burst(*t, {f(G), f(H), f(I), f(J)}, 12),
-              std::vector<FlowTable::Verdict>(4, FlowTable::kKeep));
-    EXPECT_EQ(t->counters().evicted.load(), 4u);
-    EXPECT_EQ(feed(*t, f(E), 13), FlowTable::kCut);   // still there
-    EXPECT_EQ(feed(*t, f(A), 14), FlowTable::kKeep);  // pushed out: new again
-}
-
 TEST(FlowTable, AHintToASlotGivenAwayIsIgnored) {
     // 32 flows fill a 32-slot table, flow 1 the least recently seen. A
     // burst of a new flow, then flow 1: fetch() finds flow 1's slot, the
@@ -416,7 +325,7 @@ TEST(FlowTable, AHintToASlotGivenAwayIsIgnored) {
     const FlowPacket fl[2] = {parsed(burst[0]), parsed(burst[1])};
     const uint8_t take[2] = {1, 1};
     uint32_t found[2];
-    t->fetch(fl, take, 2, found);
+    t->fetch(fl, take, 2, 100, found);
     EXPECT_EQ(found[0], 0u);
     ASSERT_NE(found[1], 0u);
     for (int i = 0; i < 2; i++) {
