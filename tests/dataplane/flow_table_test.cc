@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -233,6 +234,55 @@ TEST(FlowTable, AFullBucketAndPairGiveUpTheOldestFlow) {
     for (size_t i = 1; i < 17; i++) EXPECT_EQ(feed(*t, same[i], 20 * kS), FlowTable::kCut) << i;
     EXPECT_EQ(feed(*t, same[0], 21 * kS), FlowTable::kKeep);  // it was the one pushed out
     EXPECT_EQ(t->counters().bucket_full.load(), 2u);
+    // The LRU order still holds the 16 flows in the table, each once.
+    t->request(32);
+    ASSERT_TRUE(t->ready(true));
+    std::set<uint16_t> ports;
+    for (const auto& x : t->top_view()) ports.insert(x.pa == 9 ? x.pb : x.pa);
+    EXPECT_EQ(t->top_view().size(), 16u);
+    EXPECT_EQ(ports.size(), 16u);
+}
+
+TEST(FlowTable, AFlowJustMovedCanGiveUpItsWay) {
+    // Sixteen flows of one bucket pair, all seen at one time; the first,
+    // seen again, has just moved to the LRU front when the seventeenth
+    // needs its way (the oldest, first on a tie): it leaves the LRU order
+    // cleanly, and the other fifteen stay in it.
+    auto t = table({.slots = 32, .cutoff_packets = 1, .lru_step_ns = 0});
+    ASSERT_TRUE(t);
+    std::vector<std::vector<uint8_t>> same;
+    for (uint16_t port = 1; same.size() < 17; port++) {
+        auto f = frame(1, 2, port, 9, 17);
+        if ((parsed(f).hash & 15) == 0) same.push_back(f);
+    }
+    for (size_t i = 0; i < 16; i++) EXPECT_EQ(feed(*t, same[i], 1), FlowTable::kKeep);
+    t->request(32);
+    ASSERT_TRUE(t->ready(true));
+    EXPECT_EQ(feed(*t, same[0], 1), FlowTable::kCut);
+    EXPECT_EQ(feed(*t, same[16], 1), FlowTable::kKeep);
+    EXPECT_EQ(t->counters().bucket_full.load(), 1u);
+    t->request(32);
+    ASSERT_TRUE(t->ready(true));
+    EXPECT_EQ(t->top_view().size(), 16u);
+    EXPECT_EQ(feed(*t, same[0], 2), FlowTable::kKeep);  // pushed out: new again
+}
+
+TEST(FlowTable, AFlowEndedByItsFirstPacketIsFirstToGo) {
+    // A new TCP flow whose first packet is an RST ends at once: first in
+    // line for the next slot needed, before the flows seen earlier.
+    auto t = table({.slots = 4, .cutoff_packets = 1, .lru_step_ns = 0});
+    ASSERT_TRUE(t);
+    for (uint16_t x = 1; x <= 3; x++)
+        EXPECT_EQ(feed(*t, frame(1, 2, x, 9, 17), x), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, frame(1, 2, 4, 9, 6, 0x04), 4), FlowTable::kKeep);
+    EXPECT_EQ(feed(*t, frame(1, 2, 5, 9, 17), 5), FlowTable::kKeep);
+    EXPECT_EQ(t->counters().expired.load(), 1u);  // the RST flow's slot
+    EXPECT_EQ(t->counters().evicted.load(), 0u);
+    for (uint16_t x = 1; x <= 3; x++)
+        EXPECT_EQ(feed(*t, frame(1, 2, x, 9, 17), 6 + x), FlowTable::kCut) << x;
+    t->request(8);
+    ASSERT_TRUE(t->ready(true));
+    EXPECT_EQ(t->top_view().size(), 4u);
 }
 
 TEST(FlowTable, FlowsWhoseTagsMatchInOneBucketStayApart) {
@@ -310,6 +360,57 @@ TEST(FlowTable, FetchChangesNoVerdict) {
         EXPECT_GT(x.cut_packets.load(), 0u);
         EXPECT_EQ(x.duplicates.load(), y.duplicates.load());
     }
+}
+
+/* A burst as the worker runs it: fetch(), then each packet's verdict with
+ * fetch()'s slot as its hint; all at time ts. */
+std::vector<FlowTable::Verdict> run_burst(FlowTable& t,
+                                          const std::vector<std::vector<uint8_t>>& frames,
+                                          uint64_t ts) {
+    std::vector<FlowPacket> fl;
+    for (const auto& f : frames) fl.push_back(parsed(f));
+    const std::vector<uint8_t> take(frames.size(), 1);
+    std::vector<uint32_t> found(frames.size());
+    t.fetch(fl.data(), take.data(), unsigned(fl.size()), ts, found.data());
+    std::vector<FlowTable::Verdict> v;
+    for (size_t i = 0; i < frames.size(); i++) {
+        const uint32_t len = uint32_t(frames[i].size());
+        v.push_back(t.packet(fl[i], frames[i].data(), len, len, ts, t.default_cutoff(), found[i]));
+    }
+    return v;
+}
+
+/* The flows in t, by their first port (frame(1, 2, port, 9, 17)), from a
+ * capctl flows listing, which changes no order. */
+std::set<uint16_t> listed(FlowTable& t) {
+    t.request(FlowTable::kMaxTop);
+    EXPECT_TRUE(t.ready(true));
+    std::set<uint16_t> ports;
+    for (const auto& x : t.top_view()) ports.insert(x.pa == 9 ? x.pb : x.pa);
+    return ports;
+}
+
+TEST(FlowTable, ABurstKeepsTheLruOrderOfItsPackets) {
+    // fetch() loads the lines of a burst's moves to the LRU front; the
+    // verdicts make them, and new flows' first places, in the packets'
+    // order: A seen, then E new, in one burst, leaves E in front of A.
+    // Exact LRU, one packet a flow, 6 slots.
+    auto t = table({.slots = 6, .cutoff_packets = 1, .lru_step_ns = 0});
+    ASSERT_TRUE(t);
+    auto f = [](uint16_t flow) { return frame(1, 2, flow, 9, 17); };
+    enum : uint16_t { A = 1, B, C, D, E, F, G, H, I, J };
+    for (uint16_t x : {A, B, C, D}) EXPECT_EQ(feed(*t, f(x), x), FlowTable::kKeep);
+    EXPECT_EQ(run_burst(*t, {f(A), f(E)}, 10),
+              (std::vector<FlowTable::Verdict>{FlowTable::kCut, FlowTable::kKeep}));
+    // Front to back now: E A D C B. F takes the last free slot; G, H and I
+    // push out B, C and D, then J pushes out A (seen before E).
+    EXPECT_EQ(run_burst(*t, {f(F)}, 11), std::vector<FlowTable::Verdict>{FlowTable::kKeep});
+    EXPECT_EQ(run_burst(*t, {f(G), f(H), f(I)}, 12),
+              std::vector<FlowTable::Verdict>(3, FlowTable::kKeep));
+    EXPECT_EQ(listed(*t), (std::set<uint16_t>{A, E, F, G, H, I}));
+    EXPECT_EQ(run_burst(*t, {f(J)}, 13), std::vector<FlowTable::Verdict>{FlowTable::kKeep});
+    EXPECT_EQ(listed(*t), (std::set<uint16_t>{E, F, G, H, I, J}));
+    EXPECT_EQ(t->counters().evicted.load(), 4u);
 }
 
 TEST(FlowTable, AHintToASlotGivenAwayIsIgnored) {
