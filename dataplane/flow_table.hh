@@ -307,6 +307,7 @@ private:
     uint32_t find(const Bucket& b, uint16_t tag, uint64_t id, unsigned& free_way) const;
     // The first slot (+ 1) whose tag matches in p's bucket or its pair; 0: none.
     uint32_t tagged_slot(const FlowPacket& p) const;
+    static unsigned tag_ways(const Bucket& b, uint16_t tag);
     void release(uint32_t s, uint64_t ts_ns);
     void unlink_bucket(uint32_t s);
     void answer(uint64_t req);

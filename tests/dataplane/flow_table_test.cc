@@ -413,6 +413,38 @@ TEST(FlowTable, ABurstKeepsTheLruOrderOfItsPackets) {
     EXPECT_EQ(t->counters().evicted.load(), 4u);
 }
 
+TEST(FlowTable, FetchFindsTheSlotsOfKnownFlows) {
+    // fetch() hands over, for each packet of a known flow, the first slot
+    // whose tag matches in its bucket or pair: never none (its own tag is
+    // there), and its own slot unless another flow there has the same
+    // 16-bit tag (about 1 in 65536 a pair of flows, hence 990 of 1000).
+    auto t = table({.slots = 4096, .cutoff_packets = 1000});
+    ASSERT_TRUE(t);
+    std::vector<std::vector<uint8_t>> frames;
+    for (uint32_t i = 0; i < 1000; i++) {
+        frames.push_back(frame(0xc6120000u + i, 0xc6130001u, uint16_t(1000 + i % 7), 53, 17));
+        EXPECT_EQ(feed(*t, frames.back(), 1), FlowTable::kKeep);
+    }
+    unsigned own = 0;
+    for (size_t at = 0; at < frames.size(); at += 50) {
+        FlowPacket fl[50];
+        uint8_t take[50];
+        uint32_t found[50];
+        for (size_t i = 0; i < 50; i++) fl[i] = parsed(frames[at + i]), take[i] = 1;
+        t->fetch(fl, take, 50, 2, found);
+        for (size_t i = 0; i < 50; i++) {
+            ASSERT_NE(found[i], 0u) << at + i;
+            const uint32_t len = uint32_t(frames[at + i].size());
+            EXPECT_EQ(
+                t->packet(fl[i], frames[at + i].data(), len, len, 2, t->default_cutoff(), found[i]),
+                FlowTable::kKeep);
+            own += found[i] == t->last_slot() + 1;
+        }
+    }
+    EXPECT_GE(own, 990u);
+    EXPECT_EQ(t->counters().created.load(), 1000u);
+}
+
 TEST(FlowTable, AHintToASlotGivenAwayIsIgnored) {
     // 32 flows fill a 32-slot table, flow 1 the least recently seen. A
     // burst of a new flow, then flow 1: fetch() finds flow 1's slot, the
