@@ -21,7 +21,8 @@ constexpr uint32_t kLinearMax = 262144;
 
 struct WorkerState {
     // A constructor, not aggregate initialisation: `linear` stays untouched
-    // (8 MiB of address space, pages faulted in only by chained packets).
+    // (kBurstSize x 256 KiB: 16 MiB of address space, pages faulted in only
+    // by chained packets).
     explicit WorkerState(WorkerContext& c) : ctx(c) {}
     WorkerContext& ctx;
     storage::Chunk* chunk = nullptr;
