@@ -667,7 +667,8 @@ void Worker(benchmark::State& state) {
             for (size_t o = 0; o < kBurst * (16 + kFrame); o += 64) __builtin_prefetch(d + o, 1);
         }
         if (mode & kTable) {
-            for (int i = 0; i < kBurst; i++) linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
+            for (int i = 0; i < kBurst; i++)
+                linecap::dataplane::parse_flow(1, data[i], kFrame, fl[i]);
             uint32_t found[kBurst];
             ft.fetch(fl, kTakeAll.data(), kBurst, ts, found);
             for (int i = 0; i < kBurst; i++)
