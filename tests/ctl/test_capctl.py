@@ -498,6 +498,10 @@ class Commands(SharedCapdCase):
         self.assertEqual(d["rules"], ["cli"])
 
     def test_b_stats(self):
+        # A loaded machine may not have run the worker yet: wait, bounded,
+        # for the first packet, so that the counters below are not all 0.
+        self.assertTrue(wait_until(lambda: self.capd.stats()["packets_received"] > 0, 20, 0.1),
+                        "no packet received in 20 s")
         stages = capdtest.drop_stages(self.capd.stats())
         self.assertTrue(stages)
         r = self.capd.ctl("stats")
