@@ -20,12 +20,15 @@ Prints one JSON object. Output files are removed unless --keep.
   python3 bench/flow_bench.py --line-rate [--hugepages 1536] [--seconds 5]
                               [--rate 14.88M] [--lr-flows 1048576]
                               [--lr-order round-robin|scattered]
+                              [--lr-directions one|both]
 
 --line-rate runs instead the line-rate point of issue 22: null:64,flows=N
 (every packet one of N IPv4/UDP flows, round robin: each packet's flow is
 a miss in a table larger than the cache; with --lr-order scattered each
 round after the first in another order, so that the flows' slots come at
-random too, as on a real link) paced at RATE, 1
+random too, as on a real link; with --lr-directions both each packet is
+its flow's reply or not, at random, so the endpoint order is a fresh guess
+per packet as on a link carrying both ways) paced at RATE, 1
 worker + 1 writer into a --preallocate -C 1000 -W 3 ring on /dev/shm, with
 and without --flow-cutoff 20k --flow-table 2^21; then 2 workers; then
 lower rates with the table on, down to the first with no drop at all. For
@@ -348,6 +351,7 @@ def line_rate(a, out):
     n, sec = a.lr_flows, a.seconds
     table = ["--flow-cutoff", "20k", "--flow-table", max(1 << 21, 2 * n)]
     src = f"null:64,flows={n}" + (",order=scattered" if a.lr_order == "scattered" else "")
+    src += ",directions=both" if a.lr_directions == "both" else ""
     res = out["line_rate"] = {"flows": n, "rate": a.rate, "seconds": sec,
                               "ring": "--preallocate -C 1000 -W 3 on /dev/shm"}
 
@@ -540,6 +544,8 @@ def main():
     ap.add_argument("--lr-flows", type=int, default=1 << 20)
     ap.add_argument("--lr-order", choices=("round-robin", "scattered"), default="round-robin",
                     help="the null source's flow order (README, null:...,order=)")
+    ap.add_argument("--lr-directions", choices=("one", "both"), default="one",
+                    help="one way, or each packet its flow's reply at random (directions=)")
     ap.add_argument("--rate", default="14.88M")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--sweep-rates", default="10M,7M,5M,3M,2M,1M", help="'' for none")

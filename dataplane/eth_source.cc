@@ -153,13 +153,14 @@ class EthSource final : public Source {
 public:
     EthSource(std::unique_ptr<PortOwner> owner, std::string name, uint16_t queues,
               uint32_t ts_scale, double rate, uint16_t rx_desc, InterfaceWatch watch,
-              uint32_t flows, bool scatter)
+              uint32_t flows, bool scatter, bool both)
         : owner_(std::move(owner)),
           port_(owner_->port()),
           pacers_(queues),
           cursors_(flows ? queues : 0),
           watch_(std::move(watch)) {
-        for (uint16_t q = 0; q < cursors_.size(); q++) cursors_[q].init(q, queues, flows, scatter);
+        for (uint16_t q = 0; q < cursors_.size(); q++)
+            cursors_[q].init(q, queues, flows, scatter, both);
         rx_desc_ = rx_desc;
         name_ = std::move(name);
         queues_ = queues;
@@ -217,7 +218,7 @@ private:
         NullFlowCursor& c = cursors_[q];
         for (uint16_t i = 0; i < n; i++)
             (void)null_flow_rewrite(rte_pktmbuf_mtod(pkts[i], uint8_t*), pkts[i]->data_len,
-                                    c.take());
+                                    c.take(), c.reverse());
     }
 
     std::unique_ptr<PortOwner> owner_;
@@ -453,7 +454,7 @@ Result<std::unique_ptr<Source>> open_eth_source(const SourceSpec& spec, unsigned
     uint32_t ts_scale = std::strcmp(info.driver_name, "net_pcap") == 0 ? 1000 : 0;
     auto src = std::make_unique<EthSource>(
         std::move(owner), spec.text, queues, ts_scale, spec.rate_pps, nb_rxd, std::move(watch),
-        spec.kind == SourceSpec::Kind::kNull ? spec.flows : 0, spec.flow_scatter);
+        spec.kind == SourceSpec::Kind::kNull ? spec.flows : 0, spec.flow_scatter, spec.flow_both);
     return std::unique_ptr<Source>(std::move(src));
 }
 

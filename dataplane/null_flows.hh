@@ -15,6 +15,10 @@
  * start in one order and then come in others, as on a real link, where a
  * flow's table slot (taken when it starts) is then anywhere in the table
  * for each packet, not next to the previous packet's.
+ * With directions=both each packet is its flow's reply (addresses and ports
+ * swapped) or not, half each, by a hash of the queue's packet count: the
+ * two directions come in no order a branch predictor learns, as on a link
+ * carrying both, where every packet's endpoint order is a fresh guess.
  * Without frames= the pool holds an IPv4/UDP frame (fill_null_frames());
  * with frames= the capture's IPv4 TCP and UDP frames (first fragments or
  * whole) are rewritten and every other frame passes as it is.
@@ -45,12 +49,29 @@ struct alignas(64) NullFlowCursor {
     // this round visits j, j + stride, ... (mod m), `taken` of them so far.
     bool scatter = false;
     uint32_t m = 1, j = 0, stride = 1, taken = 0, round = 0;
-    void init(uint32_t q, uint32_t queues, uint32_t flows, bool scattered = false) {
+    bool both = false;  // directions=both
+    uint32_t sent = 0;  // packets so far, for reverse()
+    void init(uint32_t q, uint32_t queues, uint32_t flows, bool scattered = false,
+              bool both_ways = false) {
         n = flows;
         step = queues;
         first = next = q % flows;
         scatter = scattered;
+        both = both_ways;
         m = (flows - first + step - 1) / step;
+    }
+    /* Whether the next packet is its flow's reply: never with one direction,
+     * else the top bit of a 32-bit integer hash (an xorshift-multiply
+     * mixer) of the packet count. */
+    bool reverse() {
+        if (!both) return false;
+        uint32_t x = sent++;
+        x ^= x >> 16;
+        x *= 0x7feb352du;
+        x ^= x >> 15;
+        x *= 0x846ca68bu;
+        x ^= x >> 16;
+        return x >> 31;
     }
     uint32_t take() {
         if (scatter) return take_scattered();
@@ -108,10 +129,10 @@ inline void csum_update(uint8_t* csum, const uint8_t* old, const uint8_t* now, i
 }
 }  // namespace null_flows_detail
 
-/* Rewrites one Ethernet frame of `len` bytes into flow f: returns false
- * (and leaves it alone) for a frame that is not IPv4 TCP or UDP with its
- * ports. */
-inline bool null_flow_rewrite(uint8_t* frame, uint32_t len, uint32_t f) {
+/* Rewrites one Ethernet frame of `len` bytes into flow f, or its reply
+ * with `reverse`: returns false (and leaves it alone) for a frame that is
+ * not IPv4 TCP or UDP with its ports. */
+inline bool null_flow_rewrite(uint8_t* frame, uint32_t len, uint32_t f, bool reverse = false) {
     using namespace null_flows_detail;
     if (len < 14 + 20 + 8 || frame[12] != 0x08 || frame[13] != 0x00) return false;
     uint8_t* ip = frame + 14;
@@ -123,6 +144,20 @@ inline bool null_flow_rewrite(uint8_t* frame, uint32_t len, uint32_t f) {
     uint8_t* l4 = ip + ihl;
     uint8_t now[12];  // addresses, then ports: the TCP pseudo-header's order
     null_flow_endpoints(f, now, now + 8);
+    // The reply's endpoints by masks, not a branch: the source's own guess
+    // at the direction would cost the worker (whose thread runs it) a
+    // mispredict on half the packets.
+    uint32_t a, b, ports;
+    std::memcpy(&a, now, 4);
+    std::memcpy(&b, now + 4, 4);
+    std::memcpy(&ports, now + 8, 4);
+    const uint32_t mask = 0u - uint32_t(reverse), d = (a ^ b) & mask;
+    a ^= d;
+    b ^= d;
+    ports ^= (ports ^ (ports >> 16 | ports << 16)) & mask;
+    std::memcpy(now, &a, 4);
+    std::memcpy(now + 4, &b, 4);
+    std::memcpy(now + 8, &ports, 4);
     uint8_t old[12];
     std::memcpy(old, ip + 12, 8);
     std::memcpy(old + 8, l4, 4);

@@ -120,10 +120,12 @@ Result<SourceSpec> parse_source(const std::string& text) {
         // drop-rate measurements); ,frames=FILE fills the packet buffers with
         // the frames of a capture, so filters see real headers; ,flows=N
         // makes every packet one of N IPv4 flows (eth_source.cc), taken
-        // round robin or, with ,order=scattered, in another order each round.
+        // round robin or, with ,order=scattered, in another order each round;
+        // with ,directions=both a packet goes either way.
         const std::string usage = "source '" + text +
                                   "': expected "
-                                  "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER]";
+                                  "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER]"
+                                  "[,directions=one|both]";
         size_t at = 0;
         while (at < opts.size()) {
             size_t next = opts.find(',', at + 1);
@@ -157,6 +159,12 @@ Result<SourceSpec> parse_source(const std::string& text) {
                 s.flow_scatter = v == "scattered";
                 continue;
             }
+            if (key == "directions") {
+                if (v != "one" && v != "both")
+                    return make_error("source '" + text + "': directions must be one or both");
+                s.flow_both = v == "both";
+                continue;
+            }
             if (key != "rate") return make_error(usage);
             try {
                 size_t pos;
@@ -180,6 +188,8 @@ Result<SourceSpec> parse_source(const std::string& text) {
         }
         if (s.flow_scatter && !s.flows)
             return make_error("source '" + text + "': order= needs flows=N");
+        if (s.flow_both && !s.flows)
+            return make_error("source '" + text + "': directions= needs flows=N");
         if (s.flows && s.size < kNullFlowMinSize)
             return make_error("source '" + text + "': flows= needs frames of at least " +
                               std::to_string(kNullFlowMinSize) +

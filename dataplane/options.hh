@@ -39,6 +39,7 @@ struct SourceSpec {
     double rate_pps = 0;        // null: offered load, packets/s over all queues; 0 = unpaced
     uint32_t flows = 0;         // null: each packet rewritten into one of this many flows; 0 = off
     bool flow_scatter = false;  // null: order=scattered (null_flows.hh)
+    bool flow_both = false;     // null: directions=both (null_flows.hh)
     // af_packet/af_xdp inside another network namespace: @netns=NAME (a name
     // under /run/netns, as `ip netns` shows it) or @pid=PID (that process's).
     std::string netns;

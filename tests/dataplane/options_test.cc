@@ -108,13 +108,16 @@ const BadSource kBadSources[] = {
     {"null:64x", "source 'null:64x': null size must be 14..9000 bytes"},
     {"null:64,speed=1",
      "source 'null:64,speed=1': expected "
-     "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER]"},
+     "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER][,directions=one|both]"},
     {"null:64,rate=",
      "source 'null:64,rate=': expected "
-     "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER]"},
+     "null[:SIZE][,rate=PPS][,frames=FILE][,flows=N][,order=ORDER][,directions=one|both]"},
     {"null:64,flows=8,order=random",
      "source 'null:64,flows=8,order=random': order must be round-robin or scattered"},
     {"null:64,order=scattered", "source 'null:64,order=scattered': order= needs flows=N"},
+    {"null:64,flows=8,directions=all",
+     "source 'null:64,flows=8,directions=all': directions must be one or both"},
+    {"null:64,directions=both", "source 'null:64,directions=both': directions= needs flows=N"},
     {"null:64,rate=0",
      "source 'null:64,rate=0': rate must be a positive number of packets/s, with an optional k, "
      "M or G"},

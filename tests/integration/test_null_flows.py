@@ -178,11 +178,41 @@ class NullFlowsTest(capdtest.CapdTestCase):
         self.assertEqual(len(set(tuples)), 1000)
         self.assertEqual(s["flows"]["created"], 1000)
 
+    def test_both_directions(self):
+        # directions=both: each packet is its flow's reply or not, half
+        # each in no fixed pattern; the table still sees one flow per
+        # pair of directions, and every flow goes both ways.
+        s, tuples = self.run_flows("null:64,flows=1000,order=scattered,directions=both",
+                                   ["-c", "4000", "--flow-table", "4096"])
+        self.assertEqual(len(tuples), 4000)
+        self.assertNotIn(None, tuples)
+        server = bytes([198, 19, 0, 1])
+        replies = [t for t in tuples if t[1] == server]
+        for t in tuples:
+            self.assertIn(server, (t[1], t[3]), t)
+        for t in replies:
+            self.assertEqual(t[2], 80, t)
+        # Binomial(4000, 1/2): 2000 +- 32 (one standard deviation).
+        self.assertTrue(1700 < len(replies) < 2300, len(replies))
+        # No run of one direction longer than a fair coin would make.
+        runs, longest = 1, 1
+        for a, b in zip(tuples, tuples[1:]):
+            runs = runs + 1 if (a[1] == server) == (b[1] == server) else 1
+            longest = max(longest, runs)
+        self.assertLess(longest, 30)
+        flows = {(t[0], t[3], t[4]) if t[1] == server else (t[0], t[1], t[2]) for t in tuples}
+        self.assertEqual(len(flows), 1000)
+        # 4 packets a flow: 1 in 8 goes one way only.
+        both = {(t[0], t[3], t[4]) for t in replies} & {(t[0], t[1], t[2]) for t in tuples}
+        self.assertTrue(800 < len(both) < 950, len(both))
+        self.assertEqual(s["flows"]["created"], 1000)
+
     def test_bad_flows_values(self):
         for src in ("null:64,flows=0", "null:64,flows=67108865", "null:64,flows=abc",
                     "null:64,flows=-1", "null:64,flows=", "null:64,flows=1e3",
                     "null:41,flows=10", "null:64,flows=10,order=random",
-                    "null:64,order=scattered", "null:64,flows=10,order="):
+                    "null:64,order=scattered", "null:64,flows=10,order=",
+                    "null:64,flows=10,directions=all", "null:64,directions=both"):
             with self.subTest(src=src):
                 r = self.capd(["-i", src, "-w", self.path("x.pcap"), "--ctl", "none"])
                 self.assertEqual(r.rc, 1, r.describe())
