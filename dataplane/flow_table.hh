@@ -308,6 +308,7 @@ private:
     // The first slot (+ 1) whose tag matches in p's bucket or its pair; 0: none.
     uint32_t tagged_slot(const FlowPacket& p) const;
     static unsigned tag_ways(const Bucket& b, uint16_t tag);
+    static unsigned free_ways(const Bucket& b);
     void release(uint32_t s, uint64_t ts_ns);
     void unlink_bucket(uint32_t s);
     void answer(uint64_t req);

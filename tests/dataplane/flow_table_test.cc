@@ -515,6 +515,25 @@ std::vector<uint8_t> frame6(uint16_t src, uint16_t dst, uint16_t sp, uint16_t dp
     return f;
 }
 
+TEST(FlowTable, AHostTalkingToItselfIsOneFlowBothWays) {
+    // Equal addresses: the ports decide the order, IPv4 and IPv6; and IPv6
+    // endpoints that differ in the low 64 bits only are one flow both ways.
+    const std::pair<std::vector<uint8_t>, std::vector<uint8_t>> pairs[] = {
+        {frame(0xc6120005, 0xc6120005, 1000, 2000, 6),
+         frame(0xc6120005, 0xc6120005, 2000, 1000, 6)},
+        {frame6(5, 5, 1000, 2000), frame6(5, 5, 2000, 1000)},
+        {frame6(1, 2, 53, 53), frame6(2, 1, 53, 53)},
+    };
+    for (const auto& [one, other] : pairs) {
+        const FlowPacket a = parsed(one), b = parsed(other);
+        ASSERT_TRUE(a.ok && b.ok);
+        EXPECT_EQ(std::memcmp(&a.key, &b.key, sizeof(a.key)), 0);
+        EXPECT_EQ(a.hash, b.hash);
+        EXPECT_TRUE(a.a_sent);
+        EXPECT_FALSE(b.a_sent);
+    }
+}
+
 TEST(FlowTable, EvictedFlowsLeaveNoWayBehind) {
     // Every packet a new flow through 16 slots (8 buckets, 64 ways), IPv4
     // and IPv6 in both directions: each eviction must clear the evicted
