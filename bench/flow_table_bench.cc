@@ -6,6 +6,9 @@
  *
  *   Parse          parse_flow() alone on 64-byte IPv4 UDP frames: the header
  *                  walk and key hash every packet pays;
+ *   ParseBothWays  the same frames, half of them (at random) their flow's
+ *                  reply: which endpoint sent a packet is a coin toss, as
+ *                  on a link carrying both ways;
  *   Hits/1024      1024 flows, cutoff on, a table of 262144: hot in cache;
  *                  the bucket prefetch only;
  *   HitsSlotStage/1024  the same with the slot stage (below), which a
@@ -204,8 +207,15 @@ void run(benchmark::State& state, FlowTable& t, const std::vector<uint8_t>& v, s
     state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
 }
 
-void Parse(benchmark::State& state) {
+void parse(benchmark::State& state, bool both_ways) {
     auto v = frames(1024);
+    std::mt19937 coin(22);
+    for (size_t i = 0; both_ways && i < 1024; i++) {
+        if (coin() & 1) continue;
+        uint8_t* f = &v[i * kFrame];
+        std::swap_ranges(f + 26, f + 30, f + 30);  // addresses
+        std::swap_ranges(f + 34, f + 36, f + 36);  // ports
+    }
     FlowPacket fl[kBurst];
     size_t at = 0;
     for (auto _ : state) {
@@ -216,6 +226,8 @@ void Parse(benchmark::State& state) {
     }
     state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
 }
+void Parse(benchmark::State& state) { parse(state, false); }
+void ParseBothWays(benchmark::State& state) { parse(state, true); }
 
 void hits(benchmark::State& state, int stage) {
     const size_t n = size_t(state.range(0));
@@ -707,6 +719,7 @@ void Cut(benchmark::State& state) { cut(state, false); }
 void CutNoted(benchmark::State& state) { cut(state, true); }
 
 BENCHMARK(Parse);
+BENCHMARK(ParseBothWays);
 BENCHMARK(Hits)->Arg(1024);
 BENCHMARK(HitsSlotStage)->Arg(1024);
 BENCHMARK(HitsFetch)->Arg(1024);
