@@ -263,6 +263,57 @@ TEST(Codec, IndexPointsIntoTheFramesAndTheReaderReadsThem) {
     }
 }
 
+/* capq --max-inflate: a compressed file read without its index may
+ * decompress to at most the limit (EFBIG past it, with a line naming the
+ * option); with none given (0), a quarter of physical memory, which a
+ * small file stays far under. */
+TEST(Codec, TheInflateLimitHoldsAndDefaultsToAQuarterOfMemory) {
+    BlockCompressor comp({Codec::kGzip, 1});
+    std::string hdr(24, '\0');
+    uint32_t h32[6] = {0xa1b2c3d4, 0x00040002, 0, 0, 262144, 1};
+    std::memcpy(hdr.data(), h32, 24);
+    std::string raw;
+    // 2.3 MB: past the first piece of the stream (up to 1 MiB), which
+    // opening holds.
+    for (uint32_t n = 0; n < 30000; n++) add_record(raw, 1000, n);
+    std::string file;
+    std::vector<uint8_t> out(comp.bound(raw.size()));
+    for (const std::string* part : {&hdr, &raw}) {
+        size_t z = comp.compress(part->data(), part->size(), out.data(), out.size());
+        ASSERT_GT(z, 0u);
+        file.append(reinterpret_cast<char*>(out.data()), z);
+    }
+    char t[] = "/tmp/linecap-codec-XXXXXX";
+    int fd = mkstemp(t);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, file.data(), file.size()), ssize_t(file.size()));
+    close(fd);
+    auto records = [&](std::string* error) {
+        auto rd = CaptureReader::open(t);
+        if (!rd.ok()) return size_t(0);
+        size_t count = 0;
+        auto r = rd->for_each(24, ~0ull, [&](const Record&) {
+            count++;
+            return true;
+        });
+        if (!r.ok()) *error = r.error();
+        return count;
+    };
+    std::string error;
+    CaptureReader::set_inflate_limit(3 << 19);
+    EXPECT_EQ(CaptureReader::inflate_limit(), 3u << 19);
+    EXPECT_LT(records(&error), 30000u);
+    EXPECT_NE(error.find("--max-inflate"), std::string::npos) << error;
+    CaptureReader::set_inflate_limit(0);
+    const uint64_t quarter =
+        uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE)) / 4;
+    EXPECT_EQ(CaptureReader::inflate_limit(), quarter);
+    error.clear();
+    EXPECT_EQ(records(&error), 30000u);
+    EXPECT_EQ(error, "");
+    unlink(t);
+}
+
 /* Blocks cut before their frames are made (capd --compress-threads): the
  * index of blocks whose frames are known is the one end_block() gives;
  * a block still waiting for its frame is in no live index, and a write
