@@ -144,9 +144,9 @@ inline bool null_flow_rewrite(uint8_t* frame, uint32_t len, uint32_t f, bool rev
     uint8_t* l4 = ip + ihl;
     uint8_t now[12];  // addresses, then ports: the TCP pseudo-header's order
     null_flow_endpoints(f, now, now + 8);
-    // The reply's endpoints by masks, not a branch: the source's own guess
-    // at the direction would cost the worker (whose thread runs it) a
-    // mispredict on half the packets.
+    // The reply's endpoints by masks, not a branch: the source (run on the
+    // worker's thread) adds no guess at the direction of its own to what
+    // the worker's parse of a both-ways link pays.
     uint32_t a, b, ports;
     std::memcpy(&a, now, 4);
     std::memcpy(&b, now + 4, 4);
